@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test the way CI does: lint first, then all packages with the race
+# detector. Anything a test needs (simulator, kube-apiserver, etcd) is built by
+# the tests or by hack/ scripts, never installed by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+hack/lint.sh
+go test -race -count=1 -timeout 25m ./...

@@ -1,0 +1,104 @@
+// Package endpoint holds the leaf value types every other package shares: a
+// model-server endpoint and the metrics snapshot scraped from it.
+package endpoint
+
+import (
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// Spec identifies an endpoint. Two specs with equal fields describe the same
+// endpoint; the datastore keeps the existing *Endpoint (and its metrics) when a
+// source re-reports an unchanged spec.
+type Spec struct {
+	// Name is unique within the pool: "<pod>-rank-<i>" in Kubernetes mode, the
+	// configured name (or "ip:port") in static mode.
+	Name      string
+	Namespace string
+	// Pod is the owning pod's name; empty for static endpoints.
+	Pod     string
+	Address string // IP address, no port
+	Port    int
+	// MetricsPort is where /metrics is served; 0 means Port.
+	MetricsPort int
+	Labels      map[string]string
+}
+
+// Endpoint is one model-server replica the EPP may route to. Identity fields
+// are immutable after New; metrics are swapped atomically by the scraper, so
+// readers never lock.
+type Endpoint struct {
+	Spec
+	// HostPort is net.JoinHostPort(Address, Port), computed once because it is
+	// written into every routing answer.
+	HostPort string
+	// MetricsHostPort is the host:port the scraper targets.
+	MetricsHostPort string
+
+	metrics atomic.Pointer[Metrics]
+	stale   atomic.Bool
+}
+
+// New returns an endpoint for spec with empty metrics.
+func New(spec Spec) *Endpoint {
+	e := &Endpoint{Spec: spec}
+	e.HostPort = net.JoinHostPort(spec.Address, strconv.Itoa(spec.Port))
+	mp := spec.MetricsPort
+	if mp == 0 {
+		mp = spec.Port
+	}
+	e.MetricsHostPort = net.JoinHostPort(spec.Address, strconv.Itoa(mp))
+	e.metrics.Store(&Metrics{})
+	return e
+}
+
+// Metrics returns the latest snapshot; never nil. Callers must not mutate it.
+func (e *Endpoint) Metrics() *Metrics { return e.metrics.Load() }
+
+// SetMetrics publishes a new snapshot. m must not be mutated afterwards.
+func (e *Endpoint) SetMetrics(m *Metrics) { e.metrics.Store(m) }
+
+// Stale reports whether the endpoint's metrics are older than the staleness
+// threshold (or were never scraped successfully). Maintained by the scraper.
+func (e *Endpoint) Stale() bool { return e.stale.Load() }
+
+// SetStale records the staleness verdict; it returns true when it changed.
+func (e *Endpoint) SetStale(stale bool) bool { return e.stale.Swap(stale) != stale }
+
+// Label returns the value of label key, or "".
+func (e *Endpoint) Label(key string) string { return e.Labels[key] }
+
+// String is the endpoint's address, the form logs and answers use.
+func (e *Endpoint) String() string { return e.HostPort }
+
+// Metrics is what a model server reported at UpdateTime. A zero value means
+// "nothing known yet".
+type Metrics struct {
+	WaitingQueueSize    int
+	RunningRequestsSize int
+	// KVCacheUsagePercent is the fraction of KV-cache blocks in use, 0..1.
+	KVCacheUsagePercent float64
+	// ActiveModels and WaitingModels are the LoRA adapters running and
+	// waiting on the server (value unused, kept as upstream's map shape).
+	ActiveModels    map[string]int
+	WaitingModels   map[string]int
+	MaxActiveModels int
+	// CacheBlockSize is tokens per KV block; CacheNumBlocks the block count.
+	CacheBlockSize int
+	CacheNumBlocks int
+	UpdateTime     time.Time
+}
+
+// Age is how old the snapshot is at now; a never-updated snapshot is
+// infinitely old.
+func (m *Metrics) Age(now time.Time) time.Duration {
+	if m.UpdateTime.IsZero() {
+		return time.Duration(1<<63 - 1)
+	}
+	return now.Sub(m.UpdateTime)
+}
+
+// KVCacheCapacityTokens is the server's KV capacity in tokens, 0 if unknown.
+func (m *Metrics) KVCacheCapacityTokens() int { return m.CacheBlockSize * m.CacheNumBlocks }

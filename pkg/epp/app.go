@@ -1,0 +1,194 @@
+package epp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	"github.com/openepp/openepp/pkg/datastore"
+	"github.com/openepp/openepp/pkg/discovery"
+	"github.com/openepp/openepp/pkg/metrics"
+	"github.com/openepp/openepp/pkg/server"
+)
+
+// runnable is background work that blocks until its context ends.
+type runnable interface {
+	Start(ctx context.Context) error
+}
+
+// app is one assembled EPP.
+type app struct {
+	flags    *Flags
+	log      logr.Logger
+	store    *datastore.Store
+	srv      *server.Server
+	draining atomic.Bool
+
+	background []runnable
+	grpc       *grpc.Server
+	health     *grpc.Server
+	metricsSrv *http.Server
+	lis        struct{ grpc, health, metrics net.Listener }
+	addrs      Addrs
+}
+
+func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*app, error) {
+	a := &app{flags: f, log: log, store: datastore.New()}
+	if err := a.addSources(reg); err != nil {
+		return nil, err
+	}
+	scraper, err := metrics.New(a.store, metrics.Options{
+		Interval: f.RefreshMetrics, Timeout: f.MetricsTimeout, StalenessThreshold: f.StalenessThreshold,
+		Log: log.WithName("metrics"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("metrics scraper: %w", err)
+	}
+	a.background = append(a.background, scraper)
+	sched, err := a.buildScheduler(st, reg)
+	if err != nil {
+		return nil, err
+	}
+	a.srv = server.New(a.store, sched, server.Options{
+		MaxRequestBodyBytes: f.MaxRequestBodyBytes, DisableSubsetFilter: f.DisableSubsetFilter,
+		EmitEndpointScores: f.EmitEndpointScores, Log: log.WithName("server"), Metrics: server.NewMetrics(reg),
+	})
+	if err := a.buildServers(reg); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *app) addSources(reg prometheus.Registerer) error {
+	if a.flags.Endpoints != "" {
+		specs, err := discovery.ParseList(a.flags.Endpoints)
+		if err != nil {
+			return fmt.Errorf("--endpoints: %w", err)
+		}
+		a.background = append(a.background, discovery.NewStatic(a.store, specs))
+	}
+	if a.flags.EndpointsFile != "" {
+		if _, err := discovery.LoadFile(a.flags.EndpointsFile); err != nil {
+			return fmt.Errorf("--endpoints-file: %w", err)
+		}
+		a.background = append(a.background, discovery.NewFile(a.flags.EndpointsFile, a.store, a.log.WithName("discovery"), reg))
+	}
+	return nil
+}
+
+// ready is the readiness verdict behind every health service but liveness.
+func (a *app) ready() bool { return a.store.Ready() && !a.draining.Load() }
+
+func (a *app) buildServers(reg *prometheus.Registry) error {
+	f := a.flags
+	health := &server.Health{Ready: a.ready}
+	opts := server.GRPCOptions{MaxRecvMsgSize: f.recvLimit(), MaxSendMsgSize: f.sendLimit()}
+	if f.SecureServing {
+		cfg, err := server.TLSConfig(f.CertPath, f.EnableCertReload)
+		if err != nil {
+			return err
+		}
+		opts.TLS = cfg
+	}
+	if f.HealthChecking {
+		opts.Health = health
+	}
+	a.grpc = a.srv.NewGRPCServer(opts)
+	a.health = server.NewHealthServer(health)
+	var err error
+	if a.lis.grpc, err = listen(f.BindAddress, f.GRPCPort); err != nil {
+		return fmt.Errorf("ext_proc %w", err)
+	}
+	a.addrs.GRPC = a.lis.grpc.Addr().String()
+	if a.lis.health, err = listen(f.BindAddress, f.GRPCHealthPort); err != nil {
+		a.lis.grpc.Close()
+		return fmt.Errorf("health %w", err)
+	}
+	a.addrs.Health = a.lis.health.Addr().String()
+	if f.MetricsPort > 0 {
+		if a.lis.metrics, err = listen(f.BindAddress, f.MetricsPort); err != nil {
+			a.lis.grpc.Close()
+			a.lis.health.Close()
+			return fmt.Errorf("metrics %w", err)
+		}
+		a.addrs.Metrics = a.lis.metrics.Addr().String()
+		a.metricsSrv = &http.Server{Handler: metricsMux(reg, f.EnablePprof), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return nil
+}
+
+func metricsMux(reg *prometheus.Registry, withPprof bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+// run serves until ctx ends (or a component fails), then drains: readiness
+// turns NOT_SERVING so proxies move away, in-flight streams get up to
+// --drain-timeout to finish, and everything stops.
+func (a *app) run(ctx context.Context) error {
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(a.background)+3)
+	goRun := func(fn func() error) {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- fn() }()
+	}
+	for _, r := range a.background {
+		goRun(func() error { return r.Start(bg) })
+	}
+	goRun(func() error { return server.Serve(bg, a.grpc, a.lis.grpc, a.flags.DrainTimeout) })
+	goRun(func() error { return server.Serve(bg, a.health, a.lis.health, time.Second) })
+	if a.metricsSrv != nil {
+		goRun(a.serveMetrics)
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	a.drain()
+	stopBG()
+	if a.metricsSrv != nil {
+		_ = a.metricsSrv.Close()
+	}
+	wg.Wait()
+	return err
+}
+
+func (a *app) serveMetrics() error {
+	err := a.metricsSrv.Serve(a.lis.metrics)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// drain waits for in-flight streams to end, at most --drain-timeout.
+func (a *app) drain() {
+	a.draining.Store(true)
+	deadline := time.Now().Add(a.flags.DrainTimeout)
+	if n := a.srv.InFlight(); n > 0 {
+		a.log.Info("draining in-flight requests", "requests", n, "timeout", a.flags.DrainTimeout)
+	}
+	for a.srv.InFlight() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+}

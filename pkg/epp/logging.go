@@ -1,0 +1,17 @@
+package epp
+
+import (
+	"github.com/go-logr/logr"
+	"go.uber.org/zap/zapcore"
+	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
+)
+
+// newLogger builds the zap-backed logr logger: --v=N enables V(N) logs
+// unless --zap-log-level set a level explicitly.
+func newLogger(f *Flags) logr.Logger {
+	o := f.Zap
+	if o.Level == nil {
+		o.Level = zapcore.Level(-f.Verbosity)
+	}
+	return crzap.New(crzap.UseFlagOptions(&o))
+}

@@ -1,0 +1,110 @@
+// Package epp assembles the Endpoint Picker from its parts: it parses the
+// flags, builds the datastore, endpoint sources, metrics scraper, scheduler
+// and servers, and runs them until the context ends. cmd/epp is a thin main
+// around Run; out-of-tree plugins come in through WithPlugins.
+package epp
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// Option customises the EPP beyond its flags.
+type Option func(*settings)
+
+type settings struct {
+	plugins []scheduler.Registration
+	onReady func(Addrs)
+	log     *logr.Logger
+}
+
+// WithPlugins adds out-of-tree plugin types to the registry; they can then
+// be used in the config file like built-ins.
+func WithPlugins(regs ...scheduler.Registration) Option {
+	return func(s *settings) { s.plugins = append(s.plugins, regs...) }
+}
+
+// WithReadyCallback is called once every listener is bound, with the
+// actual addresses (useful with port 0 in tests).
+func WithReadyCallback(fn func(Addrs)) Option {
+	return func(s *settings) { s.onReady = fn }
+}
+
+// WithLogger replaces the zap logger built from the flags.
+func WithLogger(log logr.Logger) Option {
+	return func(s *settings) { s.log = &log }
+}
+
+// Addrs are the bound listener addresses.
+type Addrs struct {
+	GRPC, Health, Metrics string
+}
+
+// Main runs the EPP with os.Args and exits on error; SIGINT/SIGTERM start a
+// graceful drain.
+func Main(opts ...Option) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := Run(ctx, os.Args[1:], opts...); err != nil {
+		fmt.Fprintln(os.Stderr, "epp:", err)
+		os.Exit(1)
+	}
+}
+
+// Run parses args and runs the EPP until ctx ends.
+func Run(ctx context.Context, args []string, opts ...Option) error {
+	var st settings
+	for _, o := range opts {
+		o(&st)
+	}
+	var f Flags
+	fs := flag.NewFlagSet("epp", flag.ContinueOnError)
+	f.bind(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := f.validate(); err != nil {
+		return err
+	}
+	log := newLogger(&f)
+	if st.log != nil {
+		log = *st.log
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	app, err := build(&f, &st, log, reg)
+	if err != nil {
+		return err
+	}
+	if st.onReady != nil {
+		st.onReady(app.addrs)
+	}
+	log.Info("endpoint picker started", "grpc", app.addrs.GRPC, "health", app.addrs.Health, "metrics", app.addrs.Metrics)
+	err = app.run(ctx)
+	log.Info("endpoint picker stopped")
+	return err
+}
+
+func listen(bind string, port int) (net.Listener, error) {
+	if port < 0 {
+		return nil, errors.New("negative port")
+	}
+	lis, err := net.Listen("tcp", net.JoinHostPort(bind, strconv.Itoa(port)))
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return lis, nil
+}

@@ -1,0 +1,60 @@
+// Package prefix is the approximate prefix-cache index: it remembers which
+// endpoints recently served which prompt prefixes (as chained hashes of
+// fixed-size prompt blocks) so scorers can prefer endpoints likely to hold
+// the request's prefix in their KV cache.
+package prefix
+
+import (
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// Match is what a producer found for one request: how many leading prompt
+// blocks each endpoint is believed to hold.
+type Match struct {
+	// TotalBlocks is the number of blocks the prompt was cut into (after any
+	// cap on blocks to match).
+	TotalBlocks int
+	// BlockSizeTokens is the block size used, in tokens.
+	BlockSizeTokens int
+	// matched holds only endpoints with at least one matching block.
+	matched map[*endpoint.Endpoint]int
+}
+
+// NewMatch returns an empty match for a prompt of total blocks.
+func NewMatch(total, blockSizeTokens int) *Match {
+	return &Match{TotalBlocks: total, BlockSizeTokens: blockSizeTokens}
+}
+
+// Set records that e holds the first blocks blocks of the prompt.
+func (m *Match) Set(e *endpoint.Endpoint, blocks int) {
+	if blocks <= 0 {
+		return
+	}
+	if m.matched == nil {
+		m.matched = make(map[*endpoint.Endpoint]int, 4)
+	}
+	m.matched[e] = blocks
+}
+
+// Blocks returns how many leading blocks e holds (0 if none).
+func (m *Match) Blocks(e *endpoint.Endpoint) int { return m.matched[e] }
+
+// Any reports whether any endpoint holds at least one block ("warm").
+func (m *Match) Any() bool { return len(m.matched) > 0 }
+
+// Ratio is Blocks(e)/TotalBlocks, 0 for an empty prompt.
+func (m *Match) Ratio(e *endpoint.Endpoint) float64 {
+	if m.TotalBlocks == 0 {
+		return 0
+	}
+	return float64(m.matched[e]) / float64(m.TotalBlocks)
+}
+
+// Source is implemented by plugins that produce a Match for each request
+// (the approximate producer; a precise KV-event producer later).
+type Source interface {
+	scheduler.Plugin
+	// Match returns the match produced for the request owning state.
+	Match(state *scheduler.State) (*Match, bool)
+}

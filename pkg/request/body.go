@@ -1,0 +1,220 @@
+// Package request parses OpenAI-style inference request bodies (completions,
+// chat completions, responses, embeddings) and the token usage reported in
+// responses, doing as little work per byte as correctness allows: the body is
+// validated once, then only the few small fields the EPP needs are decoded;
+// the prompt is kept as a slice of the original bytes.
+package request
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// API is the OpenAI API a request targets, chosen by its path.
+type API int
+
+// The APIs the EPP understands. Other is any path it does not: such requests
+// are routed on load alone, without prompt-aware scoring.
+const (
+	Other API = iota
+	Completions
+	ChatCompletions
+	Responses
+	Embeddings
+	Conversations
+)
+
+var apiNames = [...]string{"other", "completions", "chat-completions", "responses", "embeddings", "conversations"}
+
+func (a API) String() string {
+	if int(a) < len(apiNames) {
+		return apiNames[a]
+	}
+	return fmt.Sprintf("api(%d)", int(a))
+}
+
+// promptField is the body member carrying the prompt for each API.
+var promptField = [...]string{Other: "", Completions: "prompt", ChatCompletions: "messages", Responses: "input", Embeddings: "input", Conversations: "items"}
+
+// APIForPath maps a request path (query string ignored) to its API by
+// suffix, so "/v1/chat/completions" and "/openai/v1/chat/completions" agree.
+func APIForPath(path string) API {
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	path = strings.TrimRight(path, "/")
+	switch {
+	case strings.HasSuffix(path, "/chat/completions"):
+		return ChatCompletions
+	case strings.HasSuffix(path, "/completions"):
+		return Completions
+	case strings.HasSuffix(path, "/responses"):
+		return Responses
+	case strings.HasSuffix(path, "/embeddings"):
+		return Embeddings
+	case strings.HasSuffix(path, "/conversations"):
+		return Conversations
+	}
+	return Other
+}
+
+// Errors returned by Parse; each is wrapped with detail about what is wrong.
+var (
+	ErrMalformed     = errors.New("malformed request body")
+	ErrMissingModel  = errors.New("model not found in request body")
+	ErrMissingPrompt = errors.New("prompt not found in request body")
+)
+
+// Body is what the EPP needs from a request body.
+type Body struct {
+	API       API
+	Model     string
+	Stream    bool
+	CacheSalt string
+	// IncludeUsage is stream_options.include_usage.
+	IncludeUsage bool
+	// MaxTokens is max_tokens / max_completion_tokens / max_output_tokens,
+	// 0 when absent.
+	MaxTokens int
+	// Prompt is the raw JSON of the field carrying the prompt ("prompt",
+	// "messages", "input" or "items"); it aliases Raw and is what prefix
+	// matching hashes, so equal prompt prefixes give equal byte prefixes.
+	Prompt []byte
+	// Raw is the complete body as received.
+	Raw []byte
+
+	model span
+}
+
+// EstimatedPromptTokens approximates the prompt length in tokens (4 bytes per
+// token, the usual rule of thumb for English text).
+func (b *Body) EstimatedPromptTokens() int { return (len(b.Prompt) + 3) / 4 }
+
+// Parse reads the fields the EPP needs from raw for api. For API Other the
+// body need not be JSON; the model is read when it is.
+func Parse(api API, raw []byte) (*Body, error) {
+	b := &Body{API: api, Raw: raw}
+	if api == Other {
+		if ok, _ := validJSON(raw); ok {
+			_ = b.readMembers(raw) // best effort: unknown APIs are not validated
+		}
+		return b, nil
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return nil, fmt.Errorf("%w: body is empty", ErrMalformed)
+	}
+	if ok, at := validJSON(raw); !ok {
+		return nil, fmt.Errorf("%w: invalid JSON at byte %d (%s)", ErrMalformed, at, jsonErrorDetail(raw))
+	}
+	if err := b.readMembers(raw); err != nil {
+		return nil, err
+	}
+	if !b.model.ok() || b.Model == "" {
+		return nil, ErrMissingModel
+	}
+	if err := b.checkPrompt(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// readMembers decodes the small top-level fields and records spans.
+func (b *Body) readMembers(raw []byte) error {
+	field := promptField[b.API]
+	var err error
+	scanErr := topLevel(raw, func(key []byte, v span) {
+		if err != nil {
+			return
+		}
+		val := raw[v.start:v.end]
+		switch string(key) {
+		case "model":
+			b.model = v
+			err = decodeField("model", val, &b.Model)
+		case "stream":
+			err = decodeField("stream", val, &b.Stream)
+		case "cache_salt":
+			err = decodeField("cache_salt", val, &b.CacheSalt)
+		case "stream_options":
+			var so struct {
+				IncludeUsage bool `json:"include_usage"`
+			}
+			err = decodeField("stream_options", val, &so)
+			b.IncludeUsage = so.IncludeUsage
+		case "max_tokens", "max_completion_tokens", "max_output_tokens":
+			err = decodeField(string(key), val, &b.MaxTokens)
+		case field:
+			b.Prompt = val
+		}
+	})
+	if scanErr != nil {
+		return fmt.Errorf("%w: body must be a JSON object", ErrMalformed)
+	}
+	return err
+}
+
+func decodeField(name string, val []byte, dst any) error {
+	if string(val) == "null" {
+		return nil
+	}
+	if err := json.Unmarshal(val, dst); err != nil {
+		return fmt.Errorf("%w: field %q: wrong type (%s)", ErrMalformed, name, firstBytes(val, 20))
+	}
+	return nil
+}
+
+// checkPrompt enforces that the API's prompt field is present and non-empty.
+func (b *Body) checkPrompt() error {
+	field := promptField[b.API]
+	p := b.Prompt
+	if len(p) == 0 || string(p) == "null" {
+		return fmt.Errorf("%w: field %q is required for %s", ErrMissingPrompt, field, b.API)
+	}
+	switch p[0] {
+	case '"':
+		if b.API == ChatCompletions || b.API == Conversations {
+			return fmt.Errorf("%w: field %q must be an array", ErrMalformed, field)
+		}
+	case '[':
+		if len(bytes.TrimSpace(p[1:len(p)-1])) == 0 {
+			return fmt.Errorf("%w: field %q must not be empty", ErrMissingPrompt, field)
+		}
+	default:
+		return fmt.Errorf("%w: field %q must be a string or an array", ErrMalformed, field)
+	}
+	return nil
+}
+
+// WithModel returns a copy of the body with the model replaced; every other
+// byte is unchanged, so the body's formatting and field order survive.
+func (b *Body) WithModel(model string) []byte {
+	quoted, _ := json.Marshal(model)
+	if !b.model.ok() {
+		return b.Raw
+	}
+	out := make([]byte, 0, len(b.Raw)-(b.model.end-b.model.start)+len(quoted))
+	out = append(out, b.Raw[:b.model.start]...)
+	out = append(out, quoted...)
+	return append(out, b.Raw[b.model.end:]...)
+}
+
+// jsonErrorDetail describes why raw is not valid JSON; only called on the
+// error path, so its cost does not matter.
+func jsonErrorDetail(raw []byte) string {
+	var v any
+	err := json.Unmarshal(raw, &v)
+	if err != nil {
+		return err.Error()
+	}
+	return "unexpected content"
+}
+
+func firstBytes(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "…"
+	}
+	return string(b)
+}

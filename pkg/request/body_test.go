@@ -1,0 +1,176 @@
+package request
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestAPIForPath(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		path string
+		want API
+	}{
+		{path: "/v1/completions", want: Completions},
+		{path: "/v1/chat/completions", want: ChatCompletions},
+		{path: "/v1/chat/completions?x=1", want: ChatCompletions},
+		{path: "/openai/v1/responses/", want: Responses},
+		{path: "/v1/embeddings", want: Embeddings},
+		{path: "/v1/conversations", want: Conversations},
+		{path: "/v1/models", want: Other},
+		{path: "/tokenize", want: Other},
+	}
+	for _, tc := range tests {
+		if got := APIForPath(tc.path); got != tc.want {
+			t.Errorf("APIForPath(%q) = %v, want %v", tc.path, got, tc.want)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	type want struct {
+		Model, CacheSalt, Prompt string
+		Stream, IncludeUsage     bool
+		MaxTokens                int
+	}
+	tests := []struct {
+		name string
+		api  API
+		body string
+		want want
+	}{
+		{name: "completion string", api: Completions,
+			body: `{"model":"m","prompt":"hello \"x\"","stream":true,"stream_options":{"include_usage":true},"max_tokens":7}`,
+			want: want{Model: "m", Prompt: `"hello \"x\""`, Stream: true, IncludeUsage: true, MaxTokens: 7}},
+		{name: "completion list", api: Completions, body: `{"prompt":["a","b"], "model" : "m"}`,
+			want: want{Model: "m", Prompt: `["a","b"]`}},
+		{name: "chat", api: ChatCompletions,
+			body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"cache_salt":"s","max_completion_tokens":3}`,
+			want: want{Model: "m", Prompt: `[{"role":"user","content":"hi"}]`, CacheSalt: "s", MaxTokens: 3}},
+		{name: "responses", api: Responses, body: `{"model":"m","input":"hi","max_output_tokens":2}`,
+			want: want{Model: "m", Prompt: `"hi"`, MaxTokens: 2}},
+		{name: "embeddings", api: Embeddings, body: "{\n \"input\": [\"a\"],\n \"model\": \"e\"\n}",
+			want: want{Model: "e", Prompt: `["a"]`}},
+		{name: "nested model ignored", api: Completions, body: `{"x":{"model":"no"},"model":"yes","prompt":"p"}`,
+			want: want{Model: "yes", Prompt: `"p"`}},
+		{name: "other api non-json", api: Other, body: `not json`, want: want{}},
+		{name: "other api json", api: Other, body: `{"model":"m","text":"t"}`, want: want{Model: "m"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := Parse(tc.api, []byte(tc.body))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			got := want{Model: b.Model, CacheSalt: b.CacheSalt, Prompt: string(b.Prompt), Stream: b.Stream,
+				IncludeUsage: b.IncludeUsage, MaxTokens: b.MaxTokens}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Errorf("(-want +got)\n%s", d)
+			}
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		api     API
+		body    string
+		want    error
+		message string
+	}{
+		{name: "empty", api: Completions, body: "  ", want: ErrMalformed, message: "empty"},
+		{name: "truncated", api: Completions, body: `{"model":"m","prompt":"abc`, want: ErrMalformed, message: "invalid JSON"},
+		{name: "syntax", api: ChatCompletions, body: `{"model":"m",}`, want: ErrMalformed, message: "byte 13"},
+		{name: "array body", api: Completions, body: `["model"]`, want: ErrMalformed, message: "JSON object"},
+		{name: "no model", api: Completions, body: `{"prompt":"x"}`, want: ErrMissingModel},
+		{name: "empty model", api: Completions, body: `{"model":"","prompt":"x"}`, want: ErrMissingModel},
+		{name: "model not string", api: Completions, body: `{"model":42,"prompt":"x"}`, want: ErrMalformed, message: `"model"`},
+		{name: "stream not bool", api: Completions, body: `{"model":"m","stream":"yes","prompt":"x"}`, want: ErrMalformed, message: `"stream"`},
+		{name: "no prompt", api: Completions, body: `{"model":"m"}`, want: ErrMissingPrompt, message: `"prompt"`},
+		{name: "no messages", api: ChatCompletions, body: `{"model":"m","messages":[]}`, want: ErrMissingPrompt, message: "empty"},
+		{name: "messages string", api: ChatCompletions, body: `{"model":"m","messages":"hi"}`, want: ErrMalformed, message: "array"},
+		{name: "prompt number", api: Completions, body: `{"model":"m","prompt":5}`, want: ErrMalformed, message: "string or an array"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(tc.api, []byte(tc.body))
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Parse error = %v, want %v", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.message) {
+				t.Errorf("error %q does not mention %q", err, tc.message)
+			}
+		})
+	}
+}
+
+func TestWithModel(t *testing.T) {
+	t.Parallel()
+	raw := `{ "prompt": "p", "model" : "old", "n": 1 }`
+	b, err := Parse(Completions, []byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(b.WithModel(`new"one`))
+	want := `{ "prompt": "p", "model" : "new\"one", "n": 1 }`
+	if got != want {
+		t.Errorf("WithModel = %s, want %s", got, want)
+	}
+	if string(b.Raw) != raw {
+		t.Errorf("WithModel modified the original body")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{"model":"m","prompt":"x"}`))
+	f.Add([]byte(`{"model":"m","messages":[{"a":"}"}]}`))
+	f.Add([]byte(`{"a":"\\\"","model":"m","prompt":["\u00e9"]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, api := range []API{Other, Completions, ChatCompletions, Responses} {
+			b, err := Parse(api, data)
+			if err == nil && api != Other && (b.Model == "" || len(b.Prompt) == 0) {
+				t.Fatalf("accepted body without model or prompt: %q", data)
+			}
+			if err == nil {
+				_ = b.WithModel("x")
+			}
+		}
+	})
+}
+
+func BenchmarkParse(b *testing.B) {
+	for _, size := range []int{1 << 10, 100 << 10} {
+		body := []byte(`{"model":"m","stream":true,"messages":[{"role":"system","content":"` +
+			strings.Repeat("lorem ipsum ", size/12) + `"},{"role":"user","content":"q"}]}`)
+		b.Run(fmt.Sprintf("prompt=%dKiB", size>>10), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, err := Parse(ChatCompletions, body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+
+func FuzzValid(f *testing.F) {
+	for _, s := range []string{`{}`, `[1,-0.5e+3,"\u00e9\n",true,null]`, `{"a":"b\\"}`, `01`, `"\x01"`, `1.`, `-`, `[1,]`, `{"a" 1}`, " \t\"x\"\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, _ := validJSON(data)
+		if want := json.Valid(data); got != want {
+			t.Fatalf("validJSON(%q) = %v, json.Valid = %v", data, got, want)
+		}
+	})
+}

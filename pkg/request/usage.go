@@ -1,0 +1,151 @@
+package request
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// Usage is token accounting reported by the model server.
+type Usage struct {
+	PromptTokens     int
+	CompletionTokens int
+	TotalTokens      int
+	// CachedTokens is prompt tokens served from the server's prefix cache.
+	CachedTokens int
+}
+
+// wireUsage accepts both Chat/Completions and Responses field names, plus
+// the "prompt_token_details" misspelling some servers and GIE v1.5.0 use.
+type wireUsage struct {
+	PromptTokens        int            `json:"prompt_tokens"`
+	CompletionTokens    int            `json:"completion_tokens"`
+	InputTokens         int            `json:"input_tokens"`
+	OutputTokens        int            `json:"output_tokens"`
+	TotalTokens         int            `json:"total_tokens"`
+	PromptTokensDetails *cachedDetails `json:"prompt_tokens_details"`
+	PromptTokenDetails  *cachedDetails `json:"prompt_token_details"`
+	InputTokensDetails  *cachedDetails `json:"input_tokens_details"`
+}
+
+type cachedDetails struct {
+	CachedTokens int `json:"cached_tokens"`
+}
+
+func (w *wireUsage) usage() Usage {
+	u := Usage{
+		PromptTokens:     w.PromptTokens + w.InputTokens,
+		CompletionTokens: w.CompletionTokens + w.OutputTokens,
+		TotalTokens:      w.TotalTokens,
+	}
+	for _, d := range []*cachedDetails{w.PromptTokensDetails, w.InputTokensDetails, w.PromptTokenDetails} {
+		if d != nil && d.CachedTokens > 0 {
+			u.CachedTokens = d.CachedTokens
+			break
+		}
+	}
+	if u.TotalTokens == 0 {
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	}
+	return u
+}
+
+// ParseUsage reads "usage" from a JSON response body: top level (chat,
+// completions, embeddings, responses) or under "response" (a Responses API
+// streaming event). It decodes only that member.
+func ParseUsage(body []byte) (Usage, bool) {
+	if !bytes.Contains(body, []byte(`"usage"`)) || !validOK(body) {
+		return Usage{}, false
+	}
+	var found span
+	var nested span
+	_ = topLevel(body, func(key []byte, v span) {
+		switch string(key) {
+		case "usage":
+			found = v
+		case "response":
+			nested = v
+		}
+	})
+	if !found.ok() && nested.ok() && body[nested.start] == '{' {
+		inner := body[nested.start:nested.end]
+		_ = topLevel(inner, func(key []byte, v span) {
+			if string(key) == "usage" {
+				found = span{nested.start + v.start, nested.start + v.end}
+			}
+		})
+	}
+	if !found.ok() || body[found.start] != '{' {
+		return Usage{}, false
+	}
+	var w wireUsage
+	if json.Unmarshal(body[found.start:found.end], &w) != nil {
+		return Usage{}, false
+	}
+	return w.usage(), true
+}
+
+// maxSSELine bounds the partial line StreamUsage keeps between chunks, so a
+// stream without newlines cannot grow memory without limit.
+const maxSSELine = 1 << 20
+
+// StreamUsage extracts usage from a server-sent-event stream fed chunk by
+// chunk; events may be split across chunks. The last usage seen wins.
+type StreamUsage struct {
+	partial []byte
+	usage   Usage
+	found   bool
+}
+
+// Write consumes the next chunk of the stream.
+func (s *StreamUsage) Write(chunk []byte) {
+	for len(chunk) > 0 {
+		nl := bytes.IndexByte(chunk, '\n')
+		if nl < 0 {
+			if len(s.partial)+len(chunk) <= maxSSELine {
+				s.partial = append(s.partial, chunk...)
+			} else {
+				s.partial = s.partial[:0]
+			}
+			return
+		}
+		line := chunk[:nl]
+		if len(s.partial) > 0 {
+			s.partial = append(s.partial, line...)
+			line = s.partial
+		}
+		s.line(line)
+		s.partial = s.partial[:0]
+		chunk = chunk[nl+1:]
+	}
+}
+
+// Flush handles a final line that had no trailing newline.
+func (s *StreamUsage) Flush() {
+	if len(s.partial) > 0 {
+		s.line(s.partial)
+		s.partial = s.partial[:0]
+	}
+}
+
+func (s *StreamUsage) line(line []byte) {
+	line = bytes.TrimRight(line, "\r")
+	payload, ok := bytes.CutPrefix(line, []byte("data:"))
+	if !ok {
+		return
+	}
+	payload = bytes.TrimSpace(payload)
+	if len(payload) == 0 || payload[0] != '{' {
+		return // "[DONE]" and keep-alives
+	}
+	if u, ok := ParseUsage(payload); ok {
+		s.usage, s.found = u, true
+	}
+}
+
+// Usage returns the last usage seen in the stream.
+func (s *StreamUsage) Usage() (Usage, bool) { return s.usage, s.found }
+
+func validOK(b []byte) bool {
+	ok, _ := validJSON(b)
+	return ok
+}

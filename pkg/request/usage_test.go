@@ -1,0 +1,80 @@
+package request
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseUsage(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		body string
+		want Usage
+		ok   bool
+	}{
+		{name: "chat", ok: true,
+			body: `{"id":"x","choices":[{"text":"usage"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":8}}}`,
+			want: Usage{PromptTokens: 10, CompletionTokens: 5, TotalTokens: 15, CachedTokens: 8}},
+		{name: "gie typo", ok: true,
+			body: `{"usage":{"prompt_tokens":4,"completion_tokens":1,"prompt_token_details":{"cached_tokens":2}}}`,
+			want: Usage{PromptTokens: 4, CompletionTokens: 1, TotalTokens: 5, CachedTokens: 2}},
+		{name: "responses", ok: true,
+			body: `{"object":"response","usage":{"input_tokens":3,"output_tokens":2,"total_tokens":5,"input_tokens_details":{"cached_tokens":1}}}`,
+			want: Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5, CachedTokens: 1}},
+		{name: "responses completed event", ok: true,
+			body: `{"type":"response.completed","response":{"id":"r","usage":{"input_tokens":7,"output_tokens":1}}}`,
+			want: Usage{PromptTokens: 7, CompletionTokens: 1, TotalTokens: 8}},
+		{name: "null usage", body: `{"usage":null}`},
+		{name: "no usage", body: `{"choices":[]}`},
+		{name: "invalid", body: `{"usage":{"prompt_tokens":1`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := ParseUsage([]byte(tc.body))
+			if ok != tc.ok {
+				t.Fatalf("ok = %v, want %v", ok, tc.ok)
+			}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Errorf("(-want +got)\n%s", d)
+			}
+		})
+	}
+}
+
+func TestStreamUsageSplitAcrossChunks(t *testing.T) {
+	t.Parallel()
+	stream := "data: {\"choices\":[{\"text\":\"a\"}],\"usage\":null}\n\n" +
+		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,\"total_tokens\":15," +
+		"\"prompt_tokens_details\":{\"cached_tokens\":4}}}\r\n\r\n" +
+		"data: [DONE]\n\n"
+	for split := 1; split < len(stream); split += 7 {
+		var s StreamUsage
+		for i := 0; i < len(stream); i += split {
+			s.Write([]byte(stream[i:min(len(stream), i+split)]))
+		}
+		s.Flush()
+		got, ok := s.Usage()
+		want := Usage{PromptTokens: 12, CompletionTokens: 3, TotalTokens: 15, CachedTokens: 4}
+		if !ok || got != want {
+			t.Fatalf("split %d: usage = %+v, %v; want %+v", split, got, ok, want)
+		}
+	}
+}
+
+func TestStreamUsageBoundsPartialLine(t *testing.T) {
+	t.Parallel()
+	var s StreamUsage
+	big := make([]byte, maxSSELine/4)
+	for i := 0; i < 8; i++ {
+		s.Write(big)
+	}
+	if len(s.partial) > maxSSELine {
+		t.Fatalf("partial line grew to %d bytes", len(s.partial))
+	}
+	s.Write([]byte("\ndata: {\"usage\":{\"prompt_tokens\":1}}\n"))
+	if u, ok := s.Usage(); !ok || u.PromptTokens != 1 {
+		t.Errorf("usage after oversized line = %+v, %v", u, ok)
+	}
+}

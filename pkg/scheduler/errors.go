@@ -1,0 +1,28 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrNoCandidates means no endpoint can serve the request: the pool (or the
+// subset the proxy allowed) is empty, or filters removed every endpoint.
+var ErrNoCandidates = errors.New("no candidate endpoints")
+
+// ErrRejected means the request was refused by admission control because of
+// load (answered with 429 so clients back off).
+var ErrRejected = errors.New("request rejected")
+
+// FilteredError reports the filter that removed the last endpoint.
+type FilteredError struct {
+	Profile string
+	Filter  TypedName
+	Before  int
+}
+
+func (e *FilteredError) Error() string {
+	return fmt.Sprintf("profile %q: filter %q removed all %d remaining endpoints", e.Profile, e.Filter.String(), e.Before)
+}
+
+// Unwrap makes errors.Is(err, ErrNoCandidates) true.
+func (e *FilteredError) Unwrap() error { return ErrNoCandidates }

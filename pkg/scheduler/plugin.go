@@ -1,0 +1,143 @@
+package scheduler
+
+import (
+	"context"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+)
+
+// TypedName names one configured plugin instance: Type is the registered
+// kebab-case type (e.g. "queue-scorer"), Name the instance name from the
+// config file (defaults to Type).
+type TypedName struct {
+	Type string
+	Name string
+}
+
+func (t TypedName) String() string {
+	if t.Name == "" || t.Name == t.Type {
+		return t.Type
+	}
+	return t.Name + "/" + t.Type
+}
+
+// Plugin is implemented by every plugin instance. A plugin implements one or
+// more of the extension-point interfaces below; the framework discovers which
+// by type assertion.
+type Plugin interface {
+	TypedName() TypedName
+}
+
+// Filter removes endpoints that must not serve the request.
+//
+// Called once per profile run, possibly concurrently for different requests.
+// It must return a subset of endpoints in input order; it may return the input
+// slice itself when it keeps everything, and must never modify the input
+// slice or the endpoints. Returning an empty slice fails the profile with an
+// error naming this filter.
+type Filter interface {
+	Plugin
+	Filter(ctx context.Context, state *State, req *Request, endpoints []*endpoint.Endpoint) []*endpoint.Endpoint
+}
+
+// Scorer rates every candidate endpoint for the request.
+//
+// Called once per profile run, possibly concurrently for different requests.
+// It returns a new slice index-aligned with endpoints (len equal), each value
+// in [0, 1], higher meaning better. The runner clamps out-of-range values and
+// counts them as violations; a scorer returning the wrong length is ignored
+// for that request. It must not modify its inputs.
+type Scorer interface {
+	Plugin
+	Score(ctx context.Context, state *State, req *Request, endpoints []*endpoint.Endpoint) []float64
+}
+
+// Scored is an endpoint with its weighted total score.
+type Scored struct {
+	Endpoint *endpoint.Endpoint
+	Score    float64
+}
+
+// Picker chooses the target endpoints from the scored candidates.
+//
+// Called once per profile run with at least one candidate, possibly
+// concurrently. The returned endpoints are ordered: the first is the primary
+// target and the rest form the fallback list. It may reorder the scored slice
+// (it is owned by this call) but must not modify the endpoints. Randomness
+// must come from state.Rand so that runs are reproducible for a seed.
+type Picker interface {
+	Plugin
+	Pick(ctx context.Context, state *State, req *Request, scored []Scored) ([]*endpoint.Endpoint, error)
+}
+
+// ProfileHandler decides which profiles run and how their results combine.
+//
+// Pick is called repeatedly with the results so far and returns the profiles
+// to run next; an empty return ends the cycle. ProcessResults then turns the
+// results (nil for a failed profile) into the final Result, choosing the
+// primary profile. Exactly one handler is configured.
+type ProfileHandler interface {
+	Plugin
+	Pick(ctx context.Context, state *State, req *Request, profiles map[string]*Profile, results map[string]*ProfileResult) []*Profile
+	ProcessResults(ctx context.Context, state *State, req *Request, results map[string]*ProfileResult) (*Result, error)
+}
+
+// Producer computes per-request data that filters and scorers read from
+// state (for example prefix-match lengths per endpoint).
+//
+// Called once per request, before any profile runs, with the full candidate
+// set; producers run in configuration order. It must not modify endpoints.
+type Producer interface {
+	Plugin
+	Produce(ctx context.Context, state *State, req *Request, endpoints []*endpoint.Endpoint)
+}
+
+// Admitter may refuse a request before scheduling (for example, shed
+// sheddable traffic when the pool is saturated). A non-nil error rejects the
+// request; wrap ErrRejected to have it answered with 429.
+type Admitter interface {
+	Plugin
+	Admit(ctx context.Context, state *State, req *Request, endpoints []*endpoint.Endpoint) error
+}
+
+// PreRequest runs after a successful Schedule, just before the request is
+// sent to the target. Use it to record where the request went (prefix index,
+// in-flight counters) and to add request headers via Result.Headers.
+type PreRequest interface {
+	Plugin
+	PreRequest(ctx context.Context, state *State, req *Request, result *Result)
+}
+
+// ResponseHeaders runs when the model server's response headers arrive.
+type ResponseHeaders interface {
+	Plugin
+	ResponseHeaders(ctx context.Context, state *State, req *Request, resp *Response)
+}
+
+// ResponseChunk runs for each response body chunk, in order, on the request's
+// stream goroutine. The chunk is only valid during the call.
+type ResponseChunk interface {
+	Plugin
+	ResponseChunk(ctx context.Context, state *State, req *Request, resp *Response, chunk []byte)
+}
+
+// ResponseComplete runs exactly once for every request that PreRequest saw:
+// when the response ends, fails, or the client goes away (resp.Cancelled).
+// Plugins that count in-flight work release it here.
+type ResponseComplete interface {
+	Plugin
+	ResponseComplete(ctx context.Context, state *State, req *Request, resp *Response)
+}
+
+// Runnable is implemented by plugins that need background work (expiry
+// sweeps, index purges). Start blocks until ctx is done. The EPP starts it
+// after the plugin is built and stops it when the plugin is replaced.
+type Runnable interface {
+	Start(ctx context.Context) error
+}
+
+// Resolver is implemented by plugins that refer to other plugin instances by
+// name; it is called once after every plugin of a config has been built.
+type Resolver interface {
+	Resolve(h *Handle) error
+}

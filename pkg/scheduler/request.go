@@ -1,0 +1,114 @@
+package scheduler
+
+import (
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/request"
+)
+
+// Request is what plugins know about one inference request.
+type Request struct {
+	// ID is the x-request-id (generated when the client sent none).
+	ID string
+	// Model is the model the server must serve (after any rewrite);
+	// IncomingModel is what the client asked for.
+	Model         string
+	IncomingModel string
+	// Body is the parsed OpenAI body; nil for bodyless requests.
+	Body *request.Body
+	// Headers holds request headers with lower-case names.
+	Headers map[string]string
+	// Objective names the InferenceObjective from the objective header;
+	// Priority is its priority (0 when unknown; negative means sheddable).
+	Objective  string
+	Priority   int
+	FairnessID string
+}
+
+// Prompt returns the raw prompt bytes used for prefix matching, or nil.
+func (r *Request) Prompt() []byte {
+	if r.Body == nil {
+		return nil
+	}
+	return r.Body.Prompt
+}
+
+// Header returns the value of a header (name in lower case).
+func (r *Request) Header(name string) string { return r.Headers[name] }
+
+// Response is what plugins know about the model server's response so far.
+type Response struct {
+	StatusCode int
+	Headers    map[string]string
+	// Streaming is true for server-sent-event responses.
+	Streaming bool
+	// Usage is filled once the server reported token usage (UsageKnown).
+	Usage      request.Usage
+	UsageKnown bool
+	// Served is the endpoint the proxy reports having used, when it does.
+	Served string
+	// EndOfStream is set on the final chunk; Cancelled when the response
+	// ended without one (client gone, upstream error, EPP shutdown).
+	EndOfStream bool
+	Cancelled   bool
+	// BodyBytes counts response body bytes seen so far.
+	BodyBytes int
+	// AddHeaders are response headers plugins want sent to the client (for
+	// example a session token); only honoured when set in ResponseHeaders.
+	AddHeaders map[string]string
+}
+
+// SetHeader asks for a response header to be sent to the client.
+func (r *Response) SetHeader(name, value string) {
+	if r.AddHeaders == nil {
+		r.AddHeaders = map[string]string{}
+	}
+	r.AddHeaders[name] = value
+}
+
+// ProfileResult is the outcome of one profile run.
+type ProfileResult struct {
+	// Targets are the picked endpoints, primary first.
+	Targets []*endpoint.Endpoint
+	// Candidates, Totals and PerScorer explain the decision: the endpoints
+	// that survived the filters, their weighted totals, and each scorer's
+	// raw (clamped) score, index-aligned with Candidates.
+	Candidates []*endpoint.Endpoint
+	Totals     []float64
+	PerScorer  []ScorerScores
+}
+
+// ScorerScores is one scorer's clamped output for a profile run.
+type ScorerScores struct {
+	Scorer TypedName
+	Weight float64
+	Scores []float64
+}
+
+// Result is the outcome of scheduling one request.
+type Result struct {
+	Profiles map[string]*ProfileResult
+	// Primary names the profile whose targets receive the request.
+	Primary string
+	// Headers are extra request headers plugins want sent upstream (for
+	// example the prefill endpoint in disaggregated serving).
+	Headers map[string]string
+}
+
+// Targets returns the primary profile's targets, primary endpoint first.
+func (r *Result) Targets() []*endpoint.Endpoint {
+	if r == nil {
+		return nil
+	}
+	if p := r.Profiles[r.Primary]; p != nil {
+		return p.Targets
+	}
+	return nil
+}
+
+// SetHeader records a request header to send upstream.
+func (r *Result) SetHeader(name, value string) {
+	if r.Headers == nil {
+		r.Headers = map[string]string{}
+	}
+	r.Headers[name] = value
+}

@@ -1,0 +1,201 @@
+// Package scheduler is the plugin framework: the extension-point interfaces,
+// per-request state, the plugin registry, profiles (filter → score → pick)
+// and the Scheduler that runs them and dispatches request-lifecycle hooks.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync/atomic"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+)
+
+// Options configures a Scheduler.
+type Options struct {
+	Handler  ProfileHandler
+	Profiles []*Profile
+	// Plugins lists every plugin instance of the configuration, including
+	// those used in profiles; producers, admitters and lifecycle hooks are
+	// discovered among them by type, in this order.
+	Plugins []Plugin
+	// Seed makes every request's State.Rand reproducible; 0 picks a random
+	// seed.
+	Seed  uint64
+	Clock Clock
+}
+
+// Scheduler runs the configured profiles for each request. It is safe for
+// concurrent use and immutable after New; a config reload builds a new one.
+type Scheduler struct {
+	handler   ProfileHandler
+	profiles  map[string]*Profile
+	plugins   []Plugin
+	producers []Producer
+	admitters []Admitter
+	preReq    []PreRequest
+	respHdr   []ResponseHeaders
+	respChunk []ResponseChunk
+	respDone  []ResponseComplete
+	clock     Clock
+	seed      uint64
+	seq       atomic.Uint64
+}
+
+// New validates opts and returns a Scheduler.
+func New(opts Options) (*Scheduler, error) {
+	if opts.Handler == nil {
+		return nil, errors.New("scheduler: a profile handler is required")
+	}
+	if len(opts.Profiles) == 0 {
+		return nil, errors.New("scheduler: at least one profile is required")
+	}
+	s := &Scheduler{handler: opts.Handler, profiles: map[string]*Profile{}, plugins: opts.Plugins, clock: opts.Clock, seed: opts.Seed}
+	for _, p := range opts.Profiles {
+		if p.Picker == nil {
+			return nil, fmt.Errorf("scheduler: profile %q has no picker", p.Name)
+		}
+		if _, dup := s.profiles[p.Name]; dup {
+			return nil, fmt.Errorf("scheduler: duplicate profile %q", p.Name)
+		}
+		s.profiles[p.Name] = p
+	}
+	if s.clock == nil {
+		s.clock = RealClock{}
+	}
+	if s.seed == 0 {
+		s.seed = rand.Uint64() | 1
+	}
+	s.collectHooks()
+	return s, nil
+}
+
+func (s *Scheduler) collectHooks() {
+	for _, p := range s.plugins {
+		if x, ok := p.(Producer); ok {
+			s.producers = append(s.producers, x)
+		}
+		if x, ok := p.(Admitter); ok {
+			s.admitters = append(s.admitters, x)
+		}
+		if x, ok := p.(PreRequest); ok {
+			s.preReq = append(s.preReq, x)
+		}
+		if x, ok := p.(ResponseHeaders); ok {
+			s.respHdr = append(s.respHdr, x)
+		}
+		if x, ok := p.(ResponseChunk); ok {
+			s.respChunk = append(s.respChunk, x)
+		}
+		if x, ok := p.(ResponseComplete); ok {
+			s.respDone = append(s.respDone, x)
+		}
+	}
+}
+
+// Plugins returns every plugin instance of this scheduler.
+func (s *Scheduler) Plugins() []Plugin { return s.plugins }
+
+// Profiles returns the profiles sorted by name.
+func (s *Scheduler) Profiles() []*Profile {
+	out := make([]*Profile, 0, len(s.profiles))
+	for _, p := range s.profiles {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b *Profile) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// NewState returns fresh per-request state with a reproducible random source.
+func (s *Scheduler) NewState() *State {
+	return NewState(s.seed+s.seq.Add(1)*0x9e3779b97f4a7c15, s.clock.Now())
+}
+
+// Schedule picks targets for req among candidates. It runs admitters,
+// producers, then profiles as the handler directs. Errors wrap
+// ErrNoCandidates (nothing can serve) or ErrRejected (shed because of load).
+func (s *Scheduler) Schedule(ctx context.Context, state *State, req *Request, candidates []*endpoint.Endpoint) (*Result, error) {
+	if len(candidates) == 0 {
+		return nil, ErrNoCandidates
+	}
+	for _, a := range s.admitters {
+		if err := a.Admit(ctx, state, req, candidates); err != nil {
+			return nil, fmt.Errorf("admission %s: %w", a.TypedName(), err)
+		}
+	}
+	for _, p := range s.producers {
+		p.Produce(ctx, state, req, candidates)
+	}
+	results := make(map[string]*ProfileResult, len(s.profiles))
+	var firstErr error
+	for {
+		next := s.handler.Pick(ctx, state, req, s.profiles, results)
+		if len(next) == 0 {
+			break
+		}
+		for _, p := range next {
+			res, err := p.Run(ctx, state, req, candidates)
+			results[p.Name] = res
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	result, err := s.handler.ProcessResults(ctx, state, req, results)
+	if err != nil {
+		if firstErr != nil && !errors.Is(err, firstErr) {
+			return nil, fmt.Errorf("%w: %w", err, firstErr)
+		}
+		return nil, err
+	}
+	if len(result.Targets()) == 0 {
+		if firstErr != nil {
+			return nil, firstErr
+		}
+		return nil, fmt.Errorf("primary profile %q produced no target: %w", result.Primary, ErrNoCandidates)
+	}
+	return result, nil
+}
+
+// PreRequest runs the PreRequest hooks.
+func (s *Scheduler) PreRequest(ctx context.Context, state *State, req *Request, result *Result) {
+	for _, h := range s.preReq {
+		h.PreRequest(ctx, state, req, result)
+	}
+}
+
+// ResponseHeaders runs the ResponseHeaders hooks.
+func (s *Scheduler) ResponseHeaders(ctx context.Context, state *State, req *Request, resp *Response) {
+	for _, h := range s.respHdr {
+		h.ResponseHeaders(ctx, state, req, resp)
+	}
+}
+
+// ResponseChunk runs the ResponseChunk hooks.
+func (s *Scheduler) ResponseChunk(ctx context.Context, state *State, req *Request, resp *Response, chunk []byte) {
+	for _, h := range s.respChunk {
+		h.ResponseChunk(ctx, state, req, resp, chunk)
+	}
+}
+
+// ResponseComplete runs the ResponseComplete hooks.
+func (s *Scheduler) ResponseComplete(ctx context.Context, state *State, req *Request, resp *Response) {
+	for _, h := range s.respDone {
+		h.ResponseComplete(ctx, state, req, resp)
+	}
+}
+
+// WantsResponseChunks reports whether any plugin reads response chunks, so
+// the server can skip the hook dispatch on the hot path when none does.
+func (s *Scheduler) WantsResponseChunks() bool { return len(s.respChunk) > 0 }

@@ -1,0 +1,186 @@
+package server
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/openepp/openepp/pkg/request"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// phase is where one stream is in the HTTP exchange.
+type phase int
+
+const (
+	awaitRequestHeaders phase = iota
+	readingRequestBody
+	routed // answer sent, waiting for the model server's response
+	readingResponseBody
+	finished
+)
+
+// maxBodyPrealloc caps the buffer preallocated from Content-Length, so a
+// lying header cannot make the EPP allocate the full limit up front.
+const maxBodyPrealloc = 1 << 20
+
+// exchange is the state of one stream. It is used by one goroutine only.
+type exchange struct {
+	srv    *Server
+	stream extprocv3.ExternalProcessor_ProcessServer
+	ctx    context.Context
+	phase  phase
+	start  time.Time
+
+	headers     map[string]string
+	filterMD    map[string]*structpb.Struct
+	api         request.API
+	body        []byte
+	generatedID string
+
+	// Set once scheduled; hooks run on the scheduler that made the decision.
+	sched     *scheduler.Scheduler
+	state     *scheduler.State
+	req       *scheduler.Request
+	result    *scheduler.Result
+	hooked    bool
+	completed bool
+
+	resp     scheduler.Response
+	sse      request.StreamUsage
+	respBody []byte
+}
+
+func newExchange(s *Server, stream extprocv3.ExternalProcessor_ProcessServer) *exchange {
+	return &exchange{srv: s, stream: stream, ctx: stream.Context(), start: s.now()}
+}
+
+// handle processes one message; done means the exchange is over.
+func (x *exchange) handle(msg *extprocv3.ProcessingRequest) (done bool, err error) {
+	md := msg.GetMetadataContext().GetFilterMetadata()
+	switch r := msg.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		return x.onRequestHeaders(r.RequestHeaders, md)
+	case *extprocv3.ProcessingRequest_RequestBody:
+		return x.onRequestBody(r.RequestBody)
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		return x.onRequestTrailers()
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		return x.onResponseHeaders(r.ResponseHeaders, md)
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		return x.onResponseBody(r.ResponseBody, md)
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		return x.onResponseTrailers()
+	}
+	return false, status.Error(codes.InvalidArgument, "ext_proc message carries no request phase")
+}
+
+func outOfOrder(what string, p phase) error {
+	return status.Errorf(codes.FailedPrecondition, "ext_proc protocol violation: %s in phase %d", what, p)
+}
+
+func (x *exchange) onRequestHeaders(h *extprocv3.HttpHeaders, md map[string]*structpb.Struct) (bool, error) {
+	if x.phase != awaitRequestHeaders {
+		return false, outOfOrder("request headers", x.phase)
+	}
+	x.headers = headerMap(h.GetHeaders())
+	x.filterMD = md
+	if x.headers[RequestIDHeader] == "" {
+		x.generatedID = uuid.NewString()
+		x.headers[RequestIDHeader] = x.generatedID
+	}
+	x.api = request.APIForPath(x.path())
+	if h.GetEndOfStream() {
+		return x.routeBodyless()
+	}
+	if cl, err := strconv.Atoi(x.headers["content-length"]); err == nil {
+		if cl > x.srv.opts.MaxRequestBodyBytes {
+			return x.reject(x.tooLarge(cl))
+		}
+		x.body = make([]byte, 0, min(cl, maxBodyPrealloc))
+	}
+	x.phase = readingRequestBody
+	return false, nil
+}
+
+// path is :path, falling back to the headers some proxies rewrite it into.
+func (x *exchange) path() string {
+	for _, k := range []string{":path", "x-original-path", "x-forwarded-path"} {
+		if v := x.headers[k]; v != "" {
+			return v
+		}
+	}
+	return "/v1/completions"
+}
+
+func (x *exchange) onRequestBody(b *extprocv3.HttpBody) (bool, error) {
+	if x.phase != readingRequestBody {
+		return false, outOfOrder("request body", x.phase)
+	}
+	if len(x.body)+len(b.GetBody()) > x.srv.opts.MaxRequestBodyBytes {
+		return x.reject(x.tooLarge(len(x.body) + len(b.GetBody())))
+	}
+	x.body = append(x.body, b.GetBody()...)
+	if !b.GetEndOfStream() {
+		return false, nil
+	}
+	return x.route(true)
+}
+
+func (x *exchange) onRequestTrailers() (bool, error) {
+	switch x.phase {
+	case readingRequestBody: // trailers end a body that had no EoS flag
+		if done, err := x.route(false); done || err != nil {
+			return done, err
+		}
+	case routed:
+	default:
+		return false, outOfOrder("request trailers", x.phase)
+	}
+	return false, x.send(trailersResponse(true))
+}
+
+func (x *exchange) tooLarge(n int) error {
+	return wrapf(errBodyTooLarge, "%d bytes exceeds the limit of %d bytes", n, x.srv.opts.MaxRequestBodyBytes)
+}
+
+// reject answers with an immediate response derived from err and ends the
+// exchange.
+func (x *exchange) reject(err error) (bool, error) {
+	code, reason := statusFor(err)
+	x.srv.opts.Metrics.requestError(x.model(), x.targetModel(), code)
+	if code >= 500 && code != 503 {
+		x.srv.log.Error(err, "request failed", "requestID", x.headers[RequestIDHeader])
+	} else {
+		x.srv.log.V(1).Info("request rejected", "requestID", x.headers[RequestIDHeader], "status", code, "reason", err.Error())
+	}
+	x.phase = finished
+	return true, x.send(immediateResponse(code, reason, err.Error()))
+}
+
+func (x *exchange) send(resp *extprocv3.ProcessingResponse) error {
+	if err := x.stream.Send(resp); err != nil {
+		return status.Errorf(codes.Unavailable, "send to proxy: %v", err)
+	}
+	return nil
+}
+
+func (x *exchange) model() string {
+	if x.req != nil {
+		return x.req.IncomingModel
+	}
+	return ""
+}
+
+func (x *exchange) targetModel() string {
+	if x.req != nil {
+		return x.req.Model
+	}
+	return ""
+}

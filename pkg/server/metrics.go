@@ -1,0 +1,125 @@
+package server
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// maxModelLabels caps distinct model_name label values so a client sending
+// random model names cannot blow up the metrics page.
+const maxModelLabels = 1000
+
+// Metrics are the request-path collectors, named as upstream GIE names them
+// so existing dashboards keep working. A nil *Metrics records nothing.
+type Metrics struct {
+	requests  *prometheus.CounterVec
+	errors    *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	reqSizes  *prometheus.HistogramVec
+	respSizes *prometheus.HistogramVec
+	inputTok  *prometheus.HistogramVec
+	outputTok *prometheus.HistogramVec
+	cachedTok *prometheus.HistogramVec
+	running   *prometheus.GaugeVec
+	schedule  prometheus.Histogram
+	schedErrs prometheus.Counter
+
+	mu     sync.Mutex
+	models map[string]bool
+}
+
+// NewMetrics registers the request metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	models := []string{"model_name", "target_model_name"}
+	tokens := prometheus.ExponentialBuckets(1, 4, 12)
+	sizes := prometheus.ExponentialBuckets(64, 4, 12)
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inference_objective_request_total",
+			Help: "Requests scheduled, by model and priority."}, append(models, "priority")),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inference_objective_request_error_total",
+			Help: "Requests answered with an error by the EPP, by HTTP status."}, append(models, "error_code")),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_request_duration_seconds",
+			Help: "Time from request headers to response end.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 20)}, models),
+		reqSizes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_request_sizes",
+			Help: "Request body sizes in bytes.", Buckets: sizes}, models),
+		respSizes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_response_sizes",
+			Help: "Response body sizes in bytes.", Buckets: sizes}, models),
+		inputTok: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_input_tokens",
+			Help: "Prompt tokens reported by the model server.", Buckets: tokens}, models),
+		outputTok: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_output_tokens",
+			Help: "Completion tokens reported by the model server.", Buckets: tokens}, models),
+		cachedTok: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_prompt_cached_tokens",
+			Help: "Prompt tokens served from the model server's prefix cache.", Buckets: tokens}, models),
+		running: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inference_objective_running_requests",
+			Help: "Requests scheduled and not yet completed."}, []string{"model_name"}),
+		schedule: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "inference_extension_scheduler_e2e_duration_seconds",
+			Help: "Time to make one scheduling decision.", Buckets: prometheus.ExponentialBuckets(1e-6, 2, 20)}),
+		schedErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "openepp_scheduler_failures_total",
+			Help: "Scheduling attempts that found no endpoint."}),
+		models: map[string]bool{},
+	}
+	reg.MustRegister(m.requests, m.errors, m.duration, m.reqSizes, m.respSizes, m.inputTok, m.outputTok,
+		m.cachedTok, m.running, m.schedule, m.schedErrs)
+	return m
+}
+
+// label returns model, or "other" once the label budget is spent.
+func (m *Metrics) label(model string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.models[model] {
+		return model
+	}
+	if len(m.models) >= maxModelLabels {
+		return "other"
+	}
+	m.models[model] = true
+	return model
+}
+
+func (m *Metrics) scheduled(start time.Time, err error) {
+	if m == nil {
+		return
+	}
+	m.schedule.Observe(time.Since(start).Seconds())
+	if err != nil {
+		m.schedErrs.Inc()
+	}
+}
+
+func (m *Metrics) requestStarted(req *scheduler.Request, bodyBytes int) {
+	if m == nil {
+		return
+	}
+	in, target := m.label(req.IncomingModel), m.label(req.Model)
+	m.requests.WithLabelValues(in, target, strconv.Itoa(req.Priority)).Inc()
+	m.reqSizes.WithLabelValues(in, target).Observe(float64(bodyBytes))
+	m.running.WithLabelValues(in).Inc()
+}
+
+func (m *Metrics) requestError(model, target string, code int) {
+	if m == nil {
+		return
+	}
+	m.errors.WithLabelValues(m.label(model), m.label(target), strconv.Itoa(code)).Inc()
+}
+
+func (m *Metrics) requestDone(req *scheduler.Request, resp *scheduler.Response, d time.Duration) {
+	if m == nil {
+		return
+	}
+	in, target := m.label(req.IncomingModel), m.label(req.Model)
+	m.running.WithLabelValues(in).Dec()
+	m.duration.WithLabelValues(in, target).Observe(d.Seconds())
+	m.respSizes.WithLabelValues(in, target).Observe(float64(resp.BodyBytes))
+	if resp.UsageKnown {
+		m.inputTok.WithLabelValues(in, target).Observe(float64(resp.Usage.PromptTokens))
+		m.outputTok.WithLabelValues(in, target).Observe(float64(resp.Usage.CompletionTokens))
+		m.cachedTok.WithLabelValues(in, target).Observe(float64(resp.Usage.CachedTokens))
+	}
+}

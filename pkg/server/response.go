@@ -1,0 +1,134 @@
+package server
+
+import (
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/openepp/openepp/pkg/request"
+)
+
+// maxUsageBuffer bounds how much of a non-streamed response body is kept to
+// read its usage; larger responses pass through without token accounting.
+const maxUsageBuffer = 8 << 20
+
+func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders, md map[string]*structpb.Struct) (bool, error) {
+	if x.phase != routed {
+		return false, outOfOrder("response headers", x.phase)
+	}
+	hdrs := headerMap(h.GetHeaders())
+	x.resp.Headers = hdrs
+	x.resp.StatusCode, _ = strconv.Atoi(hdrs[":status"])
+	x.resp.Streaming = strings.Contains(hdrs["content-type"], "text/event-stream")
+	x.resp.Served = filterMetadataString(md, LBNamespace, ServedKey)
+	if x.hooked {
+		x.sched.ResponseHeaders(x.ctx, x.state, x.req, &x.resp)
+	}
+	x.phase = readingResponseBody
+	common := &extprocv3.CommonResponse{}
+	if len(x.resp.AddHeaders) > 0 {
+		set := make([]*corev3.HeaderValueOption, 0, len(x.resp.AddHeaders))
+		for k, v := range x.resp.AddHeaders {
+			set = append(set, setHeader(k, v))
+		}
+		common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: set}
+	}
+	reply := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+		ResponseHeaders: &extprocv3.HeadersResponse{Response: common},
+	}}
+	if err := x.send(reply); err != nil {
+		return false, err
+	}
+	if h.GetEndOfStream() {
+		x.complete()
+		return true, nil
+	}
+	return false, nil
+}
+
+// onResponseBody forwards each chunk at once (no buffering, so streamed
+// tokens reach the client without added latency) and accounts for it.
+func (x *exchange) onResponseBody(b *extprocv3.HttpBody, md map[string]*structpb.Struct) (bool, error) {
+	if x.phase != readingResponseBody {
+		return false, outOfOrder("response body", x.phase)
+	}
+	chunk, eos := b.GetBody(), b.GetEndOfStream()
+	if err := x.send(streamedBody(chunk, eos, false)); err != nil {
+		return false, err
+	}
+	if served := filterMetadataString(md, LBNamespace, ServedKey); served != "" {
+		x.resp.Served = served
+	}
+	x.account(chunk)
+	if eos {
+		x.resp.EndOfStream = true
+		x.complete()
+		return true, nil
+	}
+	return false, nil
+}
+
+func (x *exchange) onResponseTrailers() (bool, error) {
+	if x.phase != readingResponseBody && x.phase != routed {
+		return false, outOfOrder("response trailers", x.phase)
+	}
+	if err := x.send(trailersResponse(false)); err != nil {
+		return false, err
+	}
+	x.resp.EndOfStream = true
+	x.complete()
+	return true, nil
+}
+
+// account feeds a response chunk to usage parsing and the chunk hooks.
+func (x *exchange) account(chunk []byte) {
+	x.resp.BodyBytes += len(chunk)
+	if !x.hooked {
+		return
+	}
+	if x.resp.Streaming {
+		x.sse.Write(chunk)
+		if u, ok := x.sse.Usage(); ok {
+			x.resp.Usage, x.resp.UsageKnown = u, true
+		}
+	} else if len(x.respBody)+len(chunk) <= maxUsageBuffer {
+		x.respBody = append(x.respBody, chunk...)
+	}
+	if x.sched.WantsResponseChunks() {
+		x.sched.ResponseChunk(x.ctx, x.state, x.req, &x.resp, chunk)
+	}
+}
+
+// complete ends the exchange normally: final usage, hooks, metrics.
+func (x *exchange) complete() {
+	x.phase = finished
+	if !x.hooked || x.completed {
+		return
+	}
+	if x.resp.Streaming {
+		x.sse.Flush()
+		if u, ok := x.sse.Usage(); ok {
+			x.resp.Usage, x.resp.UsageKnown = u, true
+		}
+	} else if u, ok := request.ParseUsage(x.respBody); ok {
+		x.resp.Usage, x.resp.UsageKnown = u, true
+	}
+	x.completed = true
+	x.sched.ResponseComplete(x.ctx, x.state, x.req, &x.resp)
+	x.srv.opts.Metrics.requestDone(x.req, &x.resp, x.srv.now().Sub(x.start))
+}
+
+// finish runs when the stream ends for any reason: a scheduled request that
+// never completed (client gone, proxy reset) still releases what its plugins
+// hold.
+func (x *exchange) finish() {
+	if x.hooked && !x.completed {
+		x.resp.Cancelled = true
+		x.completed = true
+		x.sched.ResponseComplete(x.ctx, x.state, x.req, &x.resp)
+		x.srv.opts.Metrics.requestDone(x.req, &x.resp, x.srv.now().Sub(x.start))
+	}
+}

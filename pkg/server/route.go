@@ -1,0 +1,154 @@
+package server
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/request"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+func wrapf(sentinel error, format string, args ...any) error {
+	return fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, args...))
+}
+
+// candidates returns the ready endpoints the proxy allows for this request.
+func (x *exchange) candidates() ([]*endpoint.Endpoint, error) {
+	if !x.srv.endpoints.Ready() {
+		return nil, errNotReady
+	}
+	all := x.srv.endpoints.Snapshot()
+	if len(all) == 0 {
+		return nil, errNoEndpoints
+	}
+	if x.srv.opts.DisableSubsetFilter {
+		return all, nil
+	}
+	hint := parseSubset(x.filterMD)
+	if !hint.present {
+		return all, nil
+	}
+	if hint.empty() {
+		return nil, errEmptySubset
+	}
+	eps := hint.filter(all)
+	if len(eps) == 0 {
+		return nil, errSubsetMismatch
+	}
+	return eps, nil
+}
+
+// routeBodyless answers a request without a body (GET /v1/models, health
+// checks through the gateway) with a random allowed endpoint, without
+// running the scheduler: there is nothing to be smart about.
+func (x *exchange) routeBodyless() (bool, error) {
+	if x.api != request.Other && x.headers[":method"] == "POST" {
+		return x.reject(wrapf(errEmptyBody, "%s needs a JSON body", x.api))
+	}
+	eps, err := x.candidates()
+	if err != nil {
+		return x.reject(err)
+	}
+	st := x.srv.Scheduler().NewState()
+	target := eps[st.Rand.IntN(len(eps))]
+	x.phase = routed
+	return false, x.send(headersAnswer(answer{targets: []*endpoint.Endpoint{target}, requestID: x.generatedID}))
+}
+
+// route parses the complete body, schedules, and sends the routing answer
+// followed by the (possibly rewritten) body. eos is false when the body was
+// ended by trailers.
+func (x *exchange) route(eos bool) (bool, error) {
+	if len(x.body) == 0 && x.api != request.Other {
+		return x.reject(wrapf(errEmptyBody, "%s needs a JSON body", x.api))
+	}
+	parsed, err := request.Parse(x.api, x.body)
+	if err != nil {
+		return x.reject(err)
+	}
+	body := x.body
+	if rewrite := firstHeader(x.headers, rewriteHeaders); rewrite != "" && rewrite != parsed.Model {
+		body = parsed.WithModel(rewrite)
+	}
+	if err := x.schedule(parsed, firstHeader(x.headers, rewriteHeaders)); err != nil {
+		return x.reject(err)
+	}
+	a := answer{
+		targets:   x.result.Targets(),
+		headers:   x.result.Headers,
+		requestID: x.generatedID,
+	}
+	if len(body) != len(x.body) || x.headers["content-length"] != "" {
+		a.contentLength = strconv.Itoa(len(body))
+	}
+	if x.srv.opts.EmitEndpointScores {
+		a.scores = x.result.Profiles[x.result.Primary]
+	}
+	x.phase = routed
+	if err := x.send(headersAnswer(a)); err != nil {
+		return false, err
+	}
+	for _, chunk := range bodyChunks(body, eos) {
+		if err := x.send(chunk); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// schedule builds the plugin-facing request and runs the scheduler and the
+// PreRequest hooks.
+func (x *exchange) schedule(parsed *request.Body, rewrite string) error {
+	eps, err := x.candidates()
+	if err != nil {
+		return err
+	}
+	sched := x.srv.Scheduler()
+	x.req = &scheduler.Request{
+		ID:            x.headers[RequestIDHeader],
+		Model:         parsed.Model,
+		IncomingModel: parsed.Model,
+		Body:          parsed,
+		Headers:       x.headers,
+		Objective:     firstHeader(x.headers, objectiveHeaders),
+		FairnessID:    firstHeader(x.headers, fairnessHeaders),
+	}
+	if rewrite != "" {
+		x.req.Model = rewrite
+	}
+	if x.req.FairnessID == "" {
+		x.req.FairnessID = "default-flow"
+	}
+	if x.req.Objective != "" && x.srv.opts.Objectives != nil {
+		x.req.Priority, _ = x.srv.opts.Objectives.Priority(x.req.Objective)
+	}
+	x.state = sched.NewState()
+	res, err := sched.Schedule(x.ctx, x.state, x.req, eps)
+	x.srv.opts.Metrics.scheduled(x.state.Now, err)
+	if err != nil {
+		return err
+	}
+	x.sched, x.result = sched, res
+	x.srv.explain(x.req, res)
+	sched.PreRequest(x.ctx, x.state, x.req, res)
+	x.hooked = true
+	x.srv.opts.Metrics.requestStarted(x.req, len(x.body))
+	return nil
+}
+
+// joinTargets renders the fallback list "ip:port,ip:port".
+func joinTargets(eps []*endpoint.Endpoint) string {
+	if len(eps) == 1 {
+		return eps[0].HostPort
+	}
+	var b strings.Builder
+	for i, e := range eps {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(e.HostPort)
+	}
+	return b.String()
+}

@@ -1,0 +1,114 @@
+// Package server implements the EPP side of Envoy's ext_proc protocol: one
+// gRPC stream per HTTP request, FULL_DUPLEX_STREAMED bodies, the routing
+// answer (destination header + envoy.lb metadata), immediate responses for
+// errors, response pass-through with usage accounting, and gRPC health.
+package server
+
+import (
+	"errors"
+	"io"
+	"sync/atomic"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// BodyChunkLimit is the largest streamed_response chunk the EPP sends; it
+// stays under the 64 KiB buffer limit of some Envoy builds.
+const BodyChunkLimit = 62000
+
+// DefaultMaxRequestBodyBytes is the default --max-request-body-bytes.
+const DefaultMaxRequestBodyBytes = 32 << 20
+
+// Endpoints is what the server needs from the datastore.
+type Endpoints interface {
+	Snapshot() []*endpoint.Endpoint
+	Ready() bool
+}
+
+// Objectives resolves an InferenceObjective name to its priority.
+type Objectives interface {
+	Priority(name string) (priority int, ok bool)
+}
+
+// Options tune the server; zero values mean the documented defaults.
+type Options struct {
+	// MaxRequestBodyBytes rejects larger bodies with 413.
+	MaxRequestBodyBytes int
+	// DisableSubsetFilter ignores the proxy's subset hint.
+	DisableSubsetFilter bool
+	// EmitEndpointScores adds each candidate's score to the envoy.lb
+	// metadata under x-gateway-destination-endpoint-scores.
+	EmitEndpointScores bool
+	Objectives         Objectives
+	Log                logr.Logger
+	Metrics            *Metrics
+}
+
+// Server is the ext_proc service. It is safe for concurrent streams.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+
+	endpoints Endpoints
+	sched     atomic.Pointer[scheduler.Scheduler]
+	opts      Options
+	log       logr.Logger
+	draining  atomic.Bool
+	inflight  atomic.Int64
+}
+
+// New returns a server routing among endpoints with sched.
+func New(endpoints Endpoints, sched *scheduler.Scheduler, opts Options) *Server {
+	if opts.MaxRequestBodyBytes <= 0 {
+		opts.MaxRequestBodyBytes = DefaultMaxRequestBodyBytes
+	}
+	s := &Server{endpoints: endpoints, opts: opts, log: opts.Log}
+	s.sched.Store(sched)
+	return s
+}
+
+// SetScheduler swaps the scheduler (config reload). Requests already
+// scheduled keep running their lifecycle hooks on the old one.
+func (s *Server) SetScheduler(sched *scheduler.Scheduler) { s.sched.Store(sched) }
+
+// Scheduler returns the scheduler new requests use.
+func (s *Server) Scheduler() *scheduler.Scheduler { return s.sched.Load() }
+
+// InFlight is the number of open ext_proc streams.
+func (s *Server) InFlight() int64 { return s.inflight.Load() }
+
+// Process serves one ext_proc stream, i.e. one HTTP request.
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	x := newExchange(s, stream)
+	defer x.finish()
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if status.Code(err) == codes.Canceled || errors.Is(err, stream.Context().Err()) {
+				return nil
+			}
+			return err
+		}
+		done, err := x.handle(msg)
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// now is the server's clock reading (a seam for tests of timing metrics).
+func (s *Server) now() time.Time { return time.Now() }
