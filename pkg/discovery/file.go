@@ -39,13 +39,9 @@ func LoadFile(path string) ([]endpoint.Spec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read endpoints file: %w", err)
 	}
-	var entries []FileEntry
-	if err := yaml.UnmarshalStrict(data, &entries); err != nil {
-		var doc fileDoc
-		if err2 := yaml.UnmarshalStrict(data, &doc); err2 != nil {
-			return nil, fmt.Errorf("parse endpoints file %q: want a list of {name, address, port, labels} or {endpoints: [...]}: %w", path, err2)
-		}
-		entries = doc.Endpoints
+	entries, err := decodeEntries(data)
+	if err != nil {
+		return nil, fmt.Errorf("parse endpoints file %q: %w", path, err)
 	}
 	specs := make([]endpoint.Spec, 0, len(entries))
 	var errs []error
@@ -64,6 +60,27 @@ func LoadFile(path string) ([]endpoint.Spec, error) {
 		return nil, fmt.Errorf("endpoints file %q: %w", path, err)
 	}
 	return specs, nil
+}
+
+// decodeEntries strictly decodes either a bare list or {endpoints: [...]},
+// choosing by the document's shape so the error names the real problem.
+func decodeEntries(data []byte) ([]FileEntry, error) {
+	var shape any
+	if err := yaml.Unmarshal(data, &shape); err != nil {
+		return nil, err
+	}
+	switch shape.(type) {
+	case nil:
+		return nil, nil
+	case []any:
+		var entries []FileEntry
+		return entries, yaml.UnmarshalStrict(data, &entries)
+	case map[string]any:
+		var doc fileDoc
+		err := yaml.UnmarshalStrict(data, &doc)
+		return doc.Endpoints, err
+	}
+	return nil, fmt.Errorf("want a list of {name, address, port, labels} or {endpoints: [...]}")
 }
 
 // File publishes the endpoints listed in a YAML file and reloads them when

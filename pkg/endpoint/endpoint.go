@@ -41,7 +41,8 @@ type Endpoint struct {
 	stale   atomic.Bool
 }
 
-// New returns an endpoint for spec with empty metrics.
+// New returns an endpoint for spec with empty metrics, marked stale until
+// its first successful scrape.
 func New(spec Spec) *Endpoint {
 	e := &Endpoint{Spec: spec}
 	e.HostPort = net.JoinHostPort(spec.Address, strconv.Itoa(spec.Port))
@@ -51,6 +52,7 @@ func New(spec Spec) *Endpoint {
 	}
 	e.MetricsHostPort = net.JoinHostPort(spec.Address, strconv.Itoa(mp))
 	e.metrics.Store(&Metrics{})
+	e.stale.Store(true) // nothing scraped yet
 	return e
 }
 

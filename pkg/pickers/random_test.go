@@ -1,6 +1,7 @@
 package pickers
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/openepp/openepp/pkg/scheduler/plugintest"
@@ -13,12 +14,17 @@ func TestRandomConformance(t *testing.T) {
 	}
 }
 
-func TestRandomParams(t *testing.T) {
+func TestRandomUniform(t *testing.T) {
 	t.Parallel()
-	if _, err := RandomFactory("r", []byte(`{"maxNumOfEndpoints":0}`), nil); err == nil {
-		t.Error("maxNumOfEndpoints 0 accepted")
+	scored := scoredOf(1, 0, 0.5, 0.2)
+	const trials = 4000
+	counts := countFirst(t, NewRandom("r", Params{MaxNumOfEndpoints: 2}), scored, trials)
+	for i := range scored {
+		name := fmt.Sprintf("e%d", i)
+		near(t, name, counts[name], trials, 0.25)
 	}
-	if _, err := RandomFactory("r", []byte(`{"bogus":1}`), nil); err == nil {
-		t.Error("unknown parameter accepted")
-	}
+}
+
+func BenchmarkRandomPicker(b *testing.B) {
+	benchPicker(b, NewRandom("r", Params{MaxNumOfEndpoints: 1}))
 }

@@ -45,6 +45,7 @@ func Endpoints(n int, seed uint64) []*endpoint.Endpoint {
 			CacheNumBlocks:      1024,
 			UpdateTime:          Epoch.Add(-10 * time.Millisecond),
 		})
+		e.SetStale(false)
 		out[i] = e
 	}
 	return out

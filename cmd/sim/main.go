@@ -1,0 +1,98 @@
+// Command sim runs one or more simulated vLLM-like model servers (see
+// package sim). Each instance prints one line to stdout once it listens:
+//
+//	listening http://127.0.0.1:8000 instance=0 model=sim-model metrics=vllm:/metrics
+//
+// It stops cleanly on SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/openepp/openepp/pkg/sim"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sim: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// run starts every instance, reports their addresses, and serves until ctx
+// is done.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	opts, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, sync := newLogger(stderr, opts.verbosity)
+	defer sync()
+
+	var insts []*sim.Instance
+	closeAll := func() {
+		for _, i := range insts {
+			_ = i.Close()
+		}
+	}
+	for k, cfg := range opts.configs() {
+		cfg.Logger = log.WithValues("instance", k)
+		inst, err := sim.New(cfg)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("instance %d: %w", k, err)
+		}
+		insts = append(insts, inst)
+	}
+	for k, inst := range insts {
+		fmt.Fprintf(stdout, "listening %s instance=%d model=%s metrics=%s:%s\n",
+			inst.URL(), k, inst.Model(), opts.base.MetricsEngine, inst.MetricsPath())
+	}
+	return serveAll(ctx, insts)
+}
+
+func serveAll(ctx context.Context, insts []*sim.Instance) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(insts))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for k, inst := range insts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := inst.Run(ctx); err != nil {
+				errs[k] = fmt.Errorf("instance %d: %w", k, err)
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func newLogger(w io.Writer, verbosity int) (logr.Logger, func()) {
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(w), zap.NewAtomicLevelAt(zapcore.Level(-verbosity)))
+	z := zap.New(core)
+	return zapr.NewLogger(z), func() { _ = z.Sync() }
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/openepp/openepp/pkg/sim"
+)
+
+// flagCase is one command line and what parsing it must give.
+type flagCase struct {
+	name    string
+	args    []string
+	check   func(t *testing.T, o options)
+	wantErr string
+}
+
+// flagCases is the TestParseFlags table.
+var flagCases = []flagCase{
+	{name: "defaults", args: nil, check: func(t *testing.T, o options) {
+		if o.base.Port != 8000 || o.base.Address != "127.0.0.1" || o.instances != 1 || o.base.Profile != "fast" {
+			t.Fatalf("defaults = %+v", o.base)
+		}
+	}},
+	{name: "lists and aliases", args: []string{
+		"--served-model-name", "a,b", "--served-model-name=c",
+		"--lora-modules", "x,y=/path", `--lora-modules={"name":"z","path":"/p"}`,
+		"--kv-cache-size", "123", "--max-num-seqs", "7", "--max-loras", "3",
+	}, check: func(t *testing.T, o options) {
+		got := [][]string{o.base.ServedModelNames, o.base.LoRAs}
+		if diff := cmp.Diff([][]string{{"a", "b", "c"}, {"x", "y", "z"}}, got); diff != "" {
+			t.Fatalf("lists (-want +got):\n%s", diff)
+		}
+		if c := o.base.Capacity; c.KVCacheBlocks != 123 || c.MaxNumSeqs != 7 || c.MaxLoRAs != 3 {
+			t.Fatalf("capacity = %+v", c)
+		}
+	}},
+	{name: "latency units", args: []string{
+		"--time-to-first-token", "100", "--inter-token-latency=12ms", "--prefill-time-per-token", "250us",
+		"--time-factor-under-load", "2",
+	}, check: func(t *testing.T, o options) {
+		l := o.base.Latency
+		got := []time.Duration{*l.TimeToFirstToken, *l.InterTokenLatency, *l.PrefillTimePerToken}
+		want := []time.Duration{100 * time.Millisecond, 12 * time.Millisecond, 250 * time.Microsecond}
+		if diff := cmp.Diff(want, got); diff != "" || *l.TimeFactorUnderLoad != 2 || l.PrefillOverhead != nil {
+			t.Fatalf("latency (-want +got):\n%s", diff)
+		}
+	}},
+	{name: "faults", args: []string{"--fault-metrics-delay", "1s", "--fault-refuse-for", "2s", "--fault-die-after-tokens", "5"},
+		check: func(t *testing.T, o options) {
+			want := sim.Faults{MetricsDelay: time.Second, RefuseConnections: true, RefuseFor: 2 * time.Second, DieAfterTokens: 5}
+			if diff := cmp.Diff(want, o.base.Faults); diff != "" {
+				t.Fatalf("faults (-want +got):\n%s", diff)
+			}
+		}},
+	{name: "instances and ports", args: []string{"--instances", "3", "--port", "9000", "--seed", "5"},
+		check: func(t *testing.T, o options) {
+			var got [][2]uint64
+			for _, c := range o.configs() {
+				got = append(got, [2]uint64{uint64(c.Port), c.Seed})
+			}
+			if diff := cmp.Diff([][2]uint64{{9000, 5}, {9001, 6}, {9002, 7}}, got); diff != "" {
+				t.Fatalf("ports and seeds (-want +got):\n%s", diff)
+			}
+		}},
+	{name: "bad duration", args: []string{"--inter-token-latency", "fast"}, wantErr: "neither milliseconds"},
+	{name: "bad lora json", args: []string{"--lora-modules", `{"name":`}, wantErr: "lora module JSON"},
+	{name: "zero instances", args: []string{"--instances", "0"}, wantErr: "--instances"},
+	{name: "port overflow", args: []string{"--port", "65535", "--instances", "2"}, wantErr: "exceeds"},
+	{name: "stray argument", args: []string{"serve"}, wantErr: "unexpected arguments"},
+	{name: "unknown flag", args: []string{"--nope"}, wantErr: "not defined"},
+}
+
+func TestParseFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range flagCases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o, err := parseFlags(tc.args, io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, o)
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of run.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestRunServesInstancesAndStops(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--port", "0", "--instances", "2", "--metrics-engine", "sglang"}, &stdout, &stderr)
+	}()
+	var lines []string
+	for deadline := time.Now().Add(5 * time.Second); len(lines) < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening lines; stdout %q stderr %q", stdout.String(), stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+		lines = strings.FieldsFunc(stdout.String(), func(r rune) bool { return r == '\n' })
+	}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	for _, line := range lines {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "listening" || !strings.Contains(line, "metrics=sglang:/metrics") {
+			t.Fatalf("unexpected line %q", line)
+		}
+		resp, err := (&http.Client{Transport: tr}).Get(f[1] + "/health")
+		if err != nil {
+			t.Fatalf("health of %s: %v", f[1], err)
+		}
+		resp.Body.Close()
+	}
+	if lines[0] == lines[1] {
+		t.Fatal("two instances share an address")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not stop")
+	}
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	err := run(context.Background(), []string{"--port", "0", "--profile", "nope"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `unknown profile "nope"`) {
+		t.Fatalf("run error = %v", err)
+	}
+}

@@ -1,0 +1,121 @@
+package datastore
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+)
+
+func names(eps []*endpoint.Endpoint) []string {
+	out := []string{}
+	for _, e := range eps {
+		out = append(out, e.Name)
+	}
+	return out
+}
+
+func spec(name, ip string, labels map[string]string) endpoint.Spec {
+	return endpoint.Spec{Name: name, Address: ip, Port: 8000, Labels: labels}
+}
+
+func TestReplaceUpsertDelete(t *testing.T) {
+	t.Parallel()
+	s := New()
+	if s.Ready() {
+		t.Fatal("new store is ready")
+	}
+	s.Replace("file", []endpoint.Spec{spec("b", "10.0.0.2", nil), spec("a", "10.0.0.1", nil)})
+	if !s.Ready() {
+		t.Fatal("store not ready after a source synced")
+	}
+	if d := cmp.Diff([]string{"a", "b"}, names(s.Snapshot())); d != "" {
+		t.Errorf("snapshot (-want +got)\n%s", d)
+	}
+	s.Upsert("k8s", spec("c", "10.0.0.3", nil))
+	s.Replace("file", []endpoint.Spec{spec("a", "10.0.0.1", nil)}) // b leaves; c is owned by k8s
+	if d := cmp.Diff([]string{"a", "c"}, names(s.Snapshot())); d != "" {
+		t.Errorf("after replace (-want +got)\n%s", d)
+	}
+	s.Delete("c")
+	s.Delete("missing")
+	if d := cmp.Diff([]string{"a"}, names(s.Snapshot())); d != "" {
+		t.Errorf("after delete (-want +got)\n%s", d)
+	}
+	s.DeleteSource("file")
+	if s.Ready() || len(s.Snapshot()) != 0 {
+		t.Errorf("after DeleteSource: ready=%v endpoints=%v", s.Ready(), names(s.Snapshot()))
+	}
+}
+
+func TestUpsertKeepsIdentityAndMetrics(t *testing.T) {
+	t.Parallel()
+	s := New()
+	s.Upsert("k8s", spec("a", "10.0.0.1", map[string]string{"x": "1"}))
+	a, _ := s.Get("a")
+	m := &endpoint.Metrics{WaitingQueueSize: 3, UpdateTime: time.Now()}
+	a.SetMetrics(m)
+	s.Upsert("k8s", spec("a", "10.0.0.1", map[string]string{"x": "1"}))
+	if same, _ := s.Get("a"); same != a {
+		t.Error("unchanged spec replaced the endpoint")
+	}
+	s.Upsert("k8s", spec("a", "10.0.0.1", map[string]string{"x": "2"}))
+	relabeled, _ := s.Get("a")
+	if relabeled == a || relabeled.Metrics() != m || relabeled.Label("x") != "2" {
+		t.Error("label change must give a new endpoint that keeps the metrics")
+	}
+	s.Upsert("k8s", spec("a", "10.0.0.9", nil))
+	moved, _ := s.Get("a")
+	if moved.Metrics() == m {
+		t.Error("address change kept metrics of the old address")
+	}
+}
+
+func TestChangedAndSnapshotImmutability(t *testing.T) {
+	t.Parallel()
+	s := New()
+	ch := s.Changed()
+	s.Upsert("k8s", spec("a", "10.0.0.1", nil))
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Changed not closed by a membership change")
+	}
+	snap := s.Snapshot()
+	s.Upsert("k8s", spec("b", "10.0.0.2", nil))
+	if len(snap) != 1 {
+		t.Error("an old snapshot changed after a write")
+	}
+	ch = s.Changed()
+	s.Upsert("k8s", spec("b", "10.0.0.2", nil)) // no change
+	select {
+	case <-ch:
+		t.Error("Changed closed without a change")
+	default:
+	}
+}
+
+func TestConcurrentReadersAndWriters(t *testing.T) {
+	t.Parallel()
+	s := New()
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				s.Upsert("k8s", spec(string(rune('a'+w)), "10.0.0.1", map[string]string{"i": string(rune(i))}))
+				for _, e := range s.Snapshot() {
+					_ = e.Metrics()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(s.Snapshot()) != 4 {
+		t.Errorf("endpoints = %d, want 4", len(s.Snapshot()))
+	}
+}

@@ -1,0 +1,92 @@
+// Package metrics keeps every endpoint in the datastore supplied with fresh
+// model-server metrics: waiting queue, running requests, KV-cache usage,
+// LoRA adapters and cache geometry, scraped from each server's Prometheus
+// page, plus a staleness verdict the scheduler's filters can trust.
+//
+// # Design
+//
+// A Scraper is a controller-runtime Runnable. Start follows store membership
+// (datastore.Store.Changed, then Snapshot): every *endpoint.Endpoint gets its
+// own loop goroutine, started at once (first scrape immediately) and
+// cancelled, with any request in flight, when the endpoint leaves the store.
+// A label change gives an endpoint a new identity in the store, so its loop
+// is replaced and its engine re-resolved; the last update time carries over.
+// Independent loops make fault isolation structural: a hanging, failing or
+// refusing server only ever blocks its own loop, for at most Timeout.
+//
+// Each loop, every Interval (phase-shifted per endpoint so a fleet does not
+// scrape in bursts, unless Options.AlignedSlots asks for shared instants):
+//
+//  1. GET scheme://host:metricsPort/path with a per-scrape Timeout, over one
+//     shared http.Transport (keep-alive, idle connections per host, no gzip,
+//     Accept: text/plain 0.0.4) into a pooled buffer, bounded by MaxPageBytes.
+//  2. Pre-filter the page line by line to the handful of metric families
+//     the endpoint's engine reads (their samples and # HELP/# TYPE lines).
+//     On a vLLM page this drops ~95% of the bytes: histogram buckets,
+//     process and runtime metrics never reach the parser.
+//  3. If the kept lines equal those of the last applied page, skip parsing
+//     and only republish the previous snapshot with a new UpdateTime.
+//     Otherwise parse them with expfmt's TextParser (reused per endpoint)
+//     and extract each field through its selector.
+//  4. Publish a new immutable endpoint.Metrics (one allocation; LoRA sets
+//     are shared between snapshots while the adapter lists are unchanged)
+//     and set the staleness flag: stale when the last successful scrape is
+//     older than StalenessThreshold or there was none. Staleness is judged
+//     after every attempt, so a server that hangs is stale within
+//     StalenessThreshold + Timeout (+ Interval); Timeout must be below the
+//     threshold.
+//
+// # Engines
+//
+// What to read is an engine mapping (EngineConfig), chosen per endpoint by
+// the label inference.networking.k8s.io/engine-type, then llm-d.ai/engine-type
+// (an explicit EngineLabelKey comes first), else DefaultEngine. Built in:
+// vllm (default), sglang, trtllm-serve (served at /prometheus/metrics) and
+// triton-tensorrt-llm, with the metric names of GIE/llm-d. Each metric is a
+// PromQL-like instant selector, `name{label="value"}` (unquoted values
+// accepted, =, !=, =~, !~), and "" disables it. The newest series (explicit
+// timestamp) wins, ties go to the first series on the page; nothing is
+// summed. For vLLM's lora_requests_info the series with the largest value (a
+// timestamp) wins. Configs decode strictly from upstream's
+// core-metrics-extractor parameters (engineConfigs, defaultEngine,
+// engineLabelKey); an entry named like a built-in replaces it entirely.
+// An unknown engine name is logged once and counted, and the endpoint is
+// scraped with the default engine.
+//
+// # Failures
+//
+// A scrape fails on a transport error, a non-200 status, an oversized page,
+// a parse error, or a page with none of the configured metrics; the
+// snapshot is then left alone. A field that is missing or invalid on an
+// otherwise good page keeps its previous value while the others update.
+// Both are logged only on change (healthy to failing with the reason,
+// failing to healthy; the set of unreadable fields), never per scrape, and
+// counted in openepp_metrics_scrape_errors_total{reason} and
+// openepp_metrics_field_errors_total{field}. Also registered:
+// openepp_metrics_scrapes_total, openepp_metrics_scrape_duration_seconds,
+// openepp_metrics_stale_endpoints, openepp_metrics_unknown_engine_total and,
+// when PoolName is set, upstream's inference_pool_average_kv_cache_utilization,
+// inference_pool_average_queue_size, inference_pool_average_running_requests
+// and inference_pool_ready_pods (averages over fresh endpoints, computed at
+// collection time).
+//
+// # Cost
+//
+// Upstream's EPP reportedly idles at ~7.5 cores with 100 pods at the 50 ms
+// default, parsing every full page. Here, on a shared 2-core VM
+// (BenchmarkScrape, BenchmarkFleet; 28 KB vLLM page, ~220 series with
+// histograms):
+//
+//   - filter + compare of an unchanged page: ~10 µs, 1 allocation;
+//   - filter + parse + extract + publish of a changed page: ~40-45 µs,
+//     ~400 allocations (the parser's, for ~17 kept lines);
+//   - 100 endpoints at 50 ms (2,000 scrapes/s), the model servers in
+//     another process: ~0.25-0.3 cores with scrapes spread over the interval
+//     (~120-150 µs of CPU per scrape, most of it syscalls, net/http's
+//     goroutine hand-offs and waking the runtime from idle), ~0.15 cores
+//     with AlignedSlots=1 (one wake-up serves every scrape, but each tick
+//     is a burst). 10 endpoints: ~0.09 and ~0.03 cores.
+//
+// Memory is one pooled page buffer per concurrent scrape, a few KB of
+// filtered lines per endpoint and one idle connection per endpoint.
+package metrics

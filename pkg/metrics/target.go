@@ -1,0 +1,245 @@
+package metrics
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+)
+
+// acceptHeader asks for the classic text format: it is what expfmt's text
+// parser reads, and it keeps servers from picking protobuf or OpenMetrics.
+const acceptHeader = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+
+// target is one endpoint's scrape loop. All fields are owned by the loop's
+// goroutine; the endpoint itself is the only thing shared, and it is
+// written through its atomic setters.
+type target struct {
+	s   *Scraper
+	ep  *endpoint.Endpoint
+	eng *engine
+	req *http.Request // template; each scrape sends a copy with its own context
+	// reqErr is why req could not be built (a malformed address); every
+	// scrape then fails with it, so the problem is logged and counted.
+	reqErr error
+	text   expfmt.TextParser
+	rd     bytes.Reader
+	lora   loraCache
+
+	lastOK       time.Time
+	failing      bool
+	failedFields fieldSet
+	// filtered and prev hold the wanted lines of this page and of the last
+	// successfully applied one; equal bytes mean nothing changed.
+	filtered, prev []byte
+	havePrev       bool
+}
+
+func newTarget(s *Scraper, ep *endpoint.Endpoint, eng *engine, url string) *target {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err == nil {
+		req.Header.Set("Accept", acceptHeader)
+	}
+	return &target{
+		s:      s,
+		ep:     ep,
+		eng:    eng,
+		req:    req,
+		reqErr: err,
+		text:   expfmt.NewTextParser(model.UTF8Validation),
+		lastOK: ep.Metrics().UpdateTime, // carried over when only labels changed
+	}
+}
+
+// run scrapes at once (so a new endpoint gets metrics promptly), then on
+// every tick, phase-shifted per endpoint so a fleet does not scrape in
+// lock step.
+func (t *target) run(ctx context.Context) {
+	t.s.log.V(1).Info("scraping endpoint", "endpoint", t.ep.String(), "engine", t.eng.name)
+	t.updateStale()
+	t.poll(ctx)
+	phase := time.NewTimer(t.phase())
+	select {
+	case <-ctx.Done():
+		phase.Stop()
+		return
+	case <-phase.C:
+	}
+	tick := time.NewTicker(t.s.opts.Interval)
+	defer tick.Stop()
+	for {
+		t.poll(ctx)
+		select {
+		case <-ctx.Done():
+			t.s.log.V(1).Info("stopped scraping endpoint", "endpoint", t.ep.String())
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// phase is the delay before the first tick: a per-endpoint instant within
+// the interval (Options.AlignedSlots == 0), or one of AlignedSlots instants
+// of a grid shared by all endpoints.
+func (t *target) phase() time.Duration {
+	h := fnv.New64a()
+	_, _ = io.WriteString(h, t.ep.Name+"|"+t.ep.MetricsHostPort)
+	iv := int64(t.s.opts.Interval)
+	slots := int64(t.s.opts.AlignedSlots)
+	if slots <= 0 {
+		return time.Duration(h.Sum64() % uint64(iv))
+	}
+	offset := int64(h.Sum64()%uint64(slots)) * (iv / slots)
+	toGrid := iv - time.Now().UnixNano()%iv
+	return time.Duration((toGrid + offset) % iv)
+}
+
+// poll performs one scrape and updates health, metrics and staleness.
+func (t *target) poll(ctx context.Context) {
+	start := time.Now()
+	page := t.s.getPage()
+	defer t.s.putPage(page)
+	reason, err := t.fetch(ctx, page)
+	if ctx.Err() != nil {
+		return // the endpoint was removed or we are shutting down: not its fault
+	}
+	if err == nil {
+		reason, err = t.apply(page.Bytes(), t.s.opts.Clock.Now())
+	}
+	t.s.tel.scrapes.Inc()
+	t.s.tel.duration.Observe(time.Since(start).Seconds())
+	if c := t.s.tel.errors[reason]; err != nil && c != nil {
+		c.Inc()
+	}
+	t.setHealth(reason, err)
+	t.updateStale()
+}
+
+// fetch GETs the page into buf, bounded by the scrape timeout.
+func (t *target) fetch(ctx context.Context, buf *bytes.Buffer) (reason string, err error) {
+	if t.reqErr != nil {
+		return reasonConnect, fmt.Errorf("build metrics request: %w", t.reqErr)
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.s.opts.Timeout)
+	defer cancel()
+	resp, err := t.s.client.Do(t.req.WithContext(ctx))
+	if err != nil {
+		return classify(err, reasonConnect), fmt.Errorf("get metrics: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		// Drain a little so the connection can be reused.
+		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+		return reasonStatus, fmt.Errorf("get metrics: unexpected status %q", resp.Status)
+	}
+	limit := t.s.opts.MaxPageBytes
+	n, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return classify(err, reasonRead), fmt.Errorf("read metrics page: %w", err)
+	}
+	if n > limit {
+		return reasonTooLarge, fmt.Errorf("metrics page exceeds %d bytes", limit)
+	}
+	return "", nil
+}
+
+func classify(err error, fallback string) string {
+	var nerr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.As(err, &nerr) && nerr.Timeout():
+		return reasonTimeout
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return reasonRefused
+	}
+	return fallback
+}
+
+// apply filters, parses and publishes one page. An unchanged page (same
+// wanted lines as the last applied one) skips parsing and only refreshes
+// UpdateTime.
+func (t *target) apply(page []byte, now time.Time) (reason string, err error) {
+	t.filtered = filterPage(t.filtered[:0], page, t.eng.families)
+	prev := t.ep.Metrics()
+	if t.havePrev && bytes.Equal(t.filtered, t.prev) {
+		next := *prev
+		next.UpdateTime = now
+		t.ep.SetMetrics(&next)
+		t.lastOK = now
+		t.countFieldErrors(t.failedFields)
+		return "", nil
+	}
+	t.rd.Reset(t.filtered)
+	fams, err := t.text.TextToMetricFamilies(&t.rd)
+	if err != nil {
+		t.havePrev = false
+		return reasonParse, fmt.Errorf("parse metrics page: %w", err)
+	}
+	next, failed, ferr := t.eng.extract(fams, prev, &t.lora)
+	if t.eng.enabled != 0 && failed == t.eng.enabled {
+		t.havePrev = false
+		return reasonNoMetrics, fmt.Errorf("no configured metric on the page: %w", ferr)
+	}
+	next.UpdateTime = now
+	t.ep.SetMetrics(&next)
+	t.lastOK = now
+	t.noteFields(failed, ferr)
+	t.filtered, t.prev, t.havePrev = t.prev, t.filtered, true
+	return "", nil
+}
+
+func (t *target) countFieldErrors(failed fieldSet) {
+	for f := range numFields {
+		if failed&(1<<f) != 0 {
+			t.s.tel.fieldErrors[f].Inc()
+		}
+	}
+}
+
+// noteFields counts unreadable fields and logs only when the set changes.
+func (t *target) noteFields(failed fieldSet, err error) {
+	t.countFieldErrors(failed)
+	if failed == t.failedFields {
+		return
+	}
+	t.failedFields = failed
+	if failed == 0 {
+		t.s.log.Info("all metric fields readable again", "endpoint", t.ep.String())
+		return
+	}
+	t.s.log.Error(err, "metric fields unavailable, keeping their previous values",
+		"endpoint", t.ep.String(), "engine", t.eng.name, "fields", failed.names())
+}
+
+// setHealth logs transitions only: healthy -> failing (with the reason) and
+// failing -> healthy, never once per scrape.
+func (t *target) setHealth(reason string, err error) {
+	switch {
+	case err != nil && !t.failing:
+		t.failing = true
+		t.s.log.Error(err, "metrics scrape failing", "endpoint", t.ep.String(), "reason", reason)
+	case err == nil && t.failing:
+		t.failing = false
+		t.s.log.Info("metrics scrape recovered", "endpoint", t.ep.String())
+	}
+}
+
+func (t *target) updateStale() {
+	now := t.s.opts.Clock.Now()
+	stale := t.lastOK.IsZero() || now.Sub(t.lastOK) > t.s.opts.StalenessThreshold
+	if t.ep.SetStale(stale) {
+		t.s.log.V(1).Info("endpoint metrics freshness changed", "endpoint", t.ep.String(), "stale", stale)
+	}
+}

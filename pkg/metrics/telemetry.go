@@ -1,0 +1,140 @@
+package metrics
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openepp/openepp/pkg/datastore"
+	"github.com/openepp/openepp/pkg/endpoint"
+)
+
+// Failure reasons, the values of the reason label of
+// openepp_metrics_scrape_errors_total. The set is fixed so the label's
+// cardinality is bounded.
+const (
+	reasonTimeout   = "timeout"
+	reasonRefused   = "connection_refused"
+	reasonConnect   = "connection"
+	reasonStatus    = "http_status"
+	reasonRead      = "read"
+	reasonTooLarge  = "too_large"
+	reasonParse     = "parse"
+	reasonNoMetrics = "no_metrics"
+)
+
+var allReasons = []string{
+	reasonTimeout, reasonRefused, reasonConnect, reasonStatus, reasonRead, reasonTooLarge, reasonParse, reasonNoMetrics,
+}
+
+// telemetry holds the scraper's own collectors. Children of the vectors on
+// the hot path are bound once, so a scrape never hashes label values.
+type telemetry struct {
+	scrapes       prometheus.Counter
+	errors        map[string]prometheus.Counter
+	fieldErrors   [numFields]prometheus.Counter
+	duration      prometheus.Histogram
+	unknownEngine *prometheus.CounterVec
+}
+
+func newTelemetry(reg prometheus.Registerer, store *datastore.Store, poolName string) (*telemetry, error) {
+	errVec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "openepp_metrics_scrape_errors_total",
+		Help: "Failed model-server metrics scrapes, by reason.",
+	}, []string{"reason"})
+	fieldVec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "openepp_metrics_field_errors_total",
+		Help: "Successful scrapes in which one metric field was missing or invalid (the field keeps its previous value).",
+	}, []string{"field"})
+	t := &telemetry{
+		scrapes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "openepp_metrics_scrapes_total",
+			Help: "Model-server metrics scrapes attempted.",
+		}),
+		errors: map[string]prometheus.Counter{},
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "openepp_metrics_scrape_duration_seconds",
+			Help:    "Duration of one model-server metrics scrape (fetch, filter, parse, publish).",
+			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 14),
+		}),
+		unknownEngine: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "openepp_metrics_unknown_engine_total",
+			Help: "Endpoints whose engine-type label names no configured engine (scraped with the default engine).",
+		}, []string{"engine"}),
+	}
+	for _, r := range allReasons {
+		t.errors[r] = errVec.WithLabelValues(r)
+	}
+	for f := range numFields {
+		t.fieldErrors[f] = fieldVec.WithLabelValues(f.String())
+	}
+	cs := []prometheus.Collector{t.scrapes, errVec, fieldVec, t.duration, t.unknownEngine, staleGauge(store)}
+	cs = append(cs, poolGauges(store, poolName)...)
+	if reg == nil {
+		return t, nil
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register scraper metrics: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// staleGauge is computed when the EPP's own metrics are collected, from the
+// store, so it can never drift from the endpoints' flags.
+func staleGauge(store *datastore.Store) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "openepp_metrics_stale_endpoints",
+		Help: "Endpoints whose metrics are older than the staleness threshold or were never scraped.",
+	}, func() float64 {
+		n := 0
+		for _, e := range store.Snapshot() {
+			if e.Stale() {
+				n++
+			}
+		}
+		return float64(n)
+	})
+}
+
+// poolGauges are upstream's inference_pool_* gauges, averaged over fresh
+// endpoints only and computed at collection time (no refresh loop). They are
+// registered only when the pool has a name.
+func poolGauges(store *datastore.Store, pool string) []prometheus.Collector {
+	if pool == "" {
+		return nil
+	}
+	labels := prometheus.Labels{"name": pool}
+	avg := func(name, help string, get func(*endpoint.Metrics) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 {
+			return freshAverage(store.Snapshot(), get)
+		})
+	}
+	return []prometheus.Collector{
+		avg("inference_pool_average_kv_cache_utilization", "Average KV-cache utilization (0..1) of the pool's fresh endpoints.",
+			func(m *endpoint.Metrics) float64 { return m.KVCacheUsagePercent }),
+		avg("inference_pool_average_queue_size", "Average waiting-queue length of the pool's fresh endpoints.",
+			func(m *endpoint.Metrics) float64 { return float64(m.WaitingQueueSize) }),
+		avg("inference_pool_average_running_requests", "Average running requests of the pool's fresh endpoints.",
+			func(m *endpoint.Metrics) float64 { return float64(m.RunningRequestsSize) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "inference_pool_ready_pods", Help: "Endpoints in the pool.", ConstLabels: labels,
+		}, func() float64 { return float64(len(store.Snapshot())) }),
+	}
+}
+
+func freshAverage(eps []*endpoint.Endpoint, get func(*endpoint.Metrics) float64) float64 {
+	sum, n := 0.0, 0
+	for _, e := range eps {
+		if e.Stale() {
+			continue
+		}
+		sum += get(e.Metrics())
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
+}

@@ -1,0 +1,72 @@
+// Package sim is a model-server simulator that behaves like vLLM on the
+// wire, so the EPP can be tested and benchmarked without GPUs.
+//
+// An Instance serves the OpenAI API (/v1/completions, /v1/chat/completions,
+// streaming or not, with usage and cached-token counts), /v1/models,
+// /health, and Prometheus metrics under the names of vLLM, SGLang,
+// TensorRT-LLM serve or Triton TensorRT-LLM (reference.md §3.2). Behind the
+// API runs engine.Engine in real time; the same engine runs in virtual time
+// in the fleet simulation, so the routing benchmark and the integration
+// tests exercise one model.
+//
+// # The model (package engine)
+//
+// The server is modelled per engine iteration, after BLIS
+// (inference-sim/inference-sim, which mirrors vLLM's scheduler):
+//
+//	iteration = (β0 + β1·uncached prefill tokens + β2·decoding sequences
+//	             + PrefillOverhead if a prefill starts) · loadFactor · jitter
+//	            + LoRALoadDelay per adapter loaded
+//
+// Continuous batching keeps at most max-num-seqs sequences running; others
+// wait FCFS. Prompts longer than the max-num-batched-tokens budget are
+// prefilled in chunks. The KV cache has N blocks of block-size tokens with
+// vLLM-style automatic prefix caching: each full prompt block is keyed by a
+// hash chained over all tokens up to it and the model or adapter name;
+// blocks are reference counted and unreferenced cached blocks are evicted
+// least recently freed first. A request computes only its uncached suffix,
+// starts only when free plus evictable blocks can hold its prompt, and
+// reports the hit as usage.prompt_tokens_details.cached_tokens. A decode
+// that finds the cache full preempts the newest sequence (recompute). LoRA
+// adapters occupy max-loras slots; loading one costs LoRALoadDelay.
+// Prompts are turned into tokens by package tokenize (words and
+// punctuation, about four characters per token).
+//
+// # Presets (engine.Profile) and their sources (performance.md §3.3, §5.A)
+//
+//   - blis-l8b-h100: Llama-3.1-8B, H100, TP1, vLLM 0.8.4 as fitted by BLIS:
+//     β0 5,752.7 µs, β1 17.25 µs/token, β2 6.00 µs/seq, 29,205 blocks × 16.
+//   - blis-l8b-h100-tp2: the TP2 fit: 6,910 µs, 17.67, 2.84; 132,139 blocks.
+//   - sim-8b-h100: llm-d-inference-sim's 8B/H100 latency profile: prefill
+//     30 ms + 250 µs/token, ITL 12 ms, time-factor-under-load 2.0 (so β0 =
+//     12 ms and PrefillOverhead = 30 − 12 ms); KV size from the BLIS fit.
+//   - sim-70b-tp8-h100: 80 ms + 500 µs/token, ITL 25 ms, factor 3.0; 461,376
+//     tokens of KV (llm-d's Llama-3.1-70B pod).
+//   - sim-3b-l40s: 20 ms + 350 µs/token, ITL 15 ms, factor 1.5.
+//   - llmd-sim-fast: the llm-d-router perf-suite settings: prefill 5 ms +
+//     4 µs/token, ITL 1 ms, 256 seqs, 10,000,000 blocks of 16 (allocated
+//     lazily). For router-stress runs only.
+//   - qwen32b-tp2: llm-d's Qwen3-32B TP2 anchor: β1 ≈ 63 µs/token (1/15,928
+//     tokens/s), 307,328 tokens of KV; β0 = 8 ms is assumed and β2 = 0.3 ms
+//     chosen so ITL is 30–45 ms at batch 64–128, as llm-d reports.
+//   - fast (default): small latencies for tests and demos (β0 2 ms, prefill
+//     overhead 3 ms, 5 µs/token, 20 µs/seq, 32 seqs, 4,096 blocks × 16).
+//
+// All presets but the BLIS ones use vLLM defaults where nothing is
+// published: max-num-seqs 256, max-num-batched-tokens 8,192, block size 16,
+// one LoRA slot and a 50 ms adapter load (no published number; the quality
+// benchmark sweeps 0/50/200 ms).
+//
+// # Flags
+//
+// The llm-d-inference-sim style latency flags map onto the iteration model
+// as documented on Latency: inter-token-latency is β0, time-to-first-token
+// (or prefill-overhead) is the unloaded TTFT excluding per-token cost,
+// prefill-time-per-token is β1, time-factor-under-load is the load factor.
+//
+// # Faults
+//
+// Faults make /metrics slow, hang, fail or return garbage, refuse
+// connections, close completions mid-stream or fail them; they are set by
+// Config, Instance.SetFaults or POST /admin/faults.
+package sim

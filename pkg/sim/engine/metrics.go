@@ -1,0 +1,98 @@
+package engine
+
+import "time"
+
+// Metrics is a snapshot of what a vLLM server would export about itself.
+type Metrics struct {
+	// Waiting and Running count requests (vllm:num_requests_waiting,
+	// vllm:num_requests_running).
+	Waiting int
+	Running int
+	// KVUsage is referenced blocks over all blocks, 0..1
+	// (vllm:kv_cache_usage_perc). Cached but unreferenced blocks count as
+	// free, as in vLLM.
+	KVUsage      float64
+	UsedBlocks   int
+	CachedBlocks int // blocks holding a published prefix hash
+	NumBlocks    int
+	BlockSize    int
+
+	// MaxLoRAs, RunningLoRAs and WaitingLoRAs feed vllm:lora_requests_info;
+	// the names are sorted. LoadedLoRAs are the adapters in GPU slots.
+	MaxLoRAs     int
+	RunningLoRAs []string
+	WaitingLoRAs []string
+	LoadedLoRAs  []string
+
+	// Counters since the engine started.
+	PromptTokens     uint64 // prompt tokens of requests that produced a token
+	GenerationTokens uint64
+	PrefixQueries    uint64 // tokens looked up in the prefix cache
+	PrefixHits       uint64 // of those, tokens found
+	Preemptions      uint64
+	Finished         uint64
+	Cancelled        uint64
+	Iterations       uint64
+	LoRALoads        uint64
+	Evictions        uint64 // cached blocks reused for other data
+	// BusyTime is the summed duration of all iterations started.
+	BusyTime time.Duration
+}
+
+// Metrics returns a snapshot. It allocates the adapter name lists; hot loops
+// should use Waiting, Running and KVUsage.
+func (e *Engine) Metrics() Metrics {
+	return Metrics{
+		Waiting:          e.numWaiting,
+		Running:          len(e.running),
+		KVUsage:          e.KVUsage(),
+		UsedBlocks:       e.kv.used(),
+		CachedBlocks:     len(e.kv.cached),
+		NumBlocks:        e.cfg.NumBlocks,
+		BlockSize:        e.cfg.BlockSize,
+		MaxLoRAs:         e.cfg.MaxLoRAs,
+		RunningLoRAs:     e.lora.active(e.lora.running),
+		WaitingLoRAs:     e.lora.active(e.lora.waiting),
+		LoadedLoRAs:      e.lora.resident(),
+		PromptTokens:     e.stats.promptTokens,
+		GenerationTokens: e.stats.generationTokens,
+		PrefixQueries:    e.stats.prefixQueries,
+		PrefixHits:       e.stats.prefixHits,
+		Preemptions:      e.stats.preemptions,
+		Finished:         e.stats.finished,
+		Cancelled:        e.stats.cancelled,
+		Iterations:       e.stats.iterations,
+		LoRALoads:        e.lora.loads,
+		Evictions:        e.kv.evictions,
+		BusyTime:         e.stats.busy,
+	}
+}
+
+// Waiting returns the number of waiting requests without allocating.
+func (e *Engine) Waiting() int { return e.numWaiting }
+
+// Running returns the number of running requests without allocating.
+func (e *Engine) Running() int { return len(e.running) }
+
+// KVUsage returns the fraction of KV blocks referenced by requests.
+func (e *Engine) KVUsage() float64 {
+	return float64(e.kv.used()) / float64(e.cfg.NumBlocks)
+}
+
+// CachedPrefix returns how many leading tokens of a prompt for adapter lora
+// ("" for the base model) the prefix cache holds right now, in whole blocks.
+// It is the ground truth an oracle router would see; it does not change the
+// cache or its LRU order.
+func (e *Engine) CachedPrefix(tokens []uint32, lora string) int {
+	root := e.baseRoot
+	if lora != "" {
+		i, ok := e.lora.index[lora]
+		if !ok {
+			return 0
+		}
+		root = e.lora.roots[i]
+	}
+	e.scratch = appendBlockHashes(e.scratch[:0], root, tokens, e.cfg.BlockSize)
+	hits, _ := e.kv.lookup(e.scratch, len(e.scratch))
+	return hits * e.cfg.BlockSize
+}
