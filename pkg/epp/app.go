@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
+	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/datastore"
 	"github.com/openepp/openepp/pkg/discovery"
 	"github.com/openepp/openepp/pkg/metrics"
@@ -34,6 +35,8 @@ type app struct {
 	store    *datastore.Store
 	srv      *server.Server
 	draining atomic.Bool
+	built    *config.Built
+	plugins  *pluginRunner
 
 	background []runnable
 	grpc       *grpc.Server
@@ -48,21 +51,19 @@ func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*
 	if err := a.addSources(reg); err != nil {
 		return nil, err
 	}
-	scraper, err := metrics.New(a.store, metrics.Options{
-		Interval: f.RefreshMetrics, Timeout: f.MetricsTimeout, StalenessThreshold: f.StalenessThreshold,
-		Log: log.WithName("metrics"), Registerer: reg,
-	})
+	built, err := a.loadConfig(st, reg)
+	if err != nil {
+		return nil, err
+	}
+	a.built = built
+	scraper, err := metrics.New(a.store, a.scraperOptions(built, reg))
 	if err != nil {
 		return nil, fmt.Errorf("metrics scraper: %w", err)
 	}
 	a.background = append(a.background, scraper)
-	sched, err := a.buildScheduler(st, reg)
-	if err != nil {
-		return nil, err
-	}
-	a.srv = server.New(a.store, sched, server.Options{
+	a.srv = server.New(a.store, built.Scheduler, server.Options{
 		MaxRequestBodyBytes: f.MaxRequestBodyBytes, DisableSubsetFilter: f.DisableSubsetFilter,
-		EmitEndpointScores: f.EmitEndpointScores, Log: log.WithName("server"), Metrics: server.NewMetrics(reg),
+		EmitEndpointScores: f.EmitEndpointScores, Passthrough: passthrough(built), Log: log.WithName("server"), Metrics: server.NewMetrics(reg),
 	})
 	if err := a.buildServers(reg); err != nil {
 		return nil, err
@@ -86,6 +87,8 @@ func (a *app) addSources(reg prometheus.Registerer) error {
 	}
 	return nil
 }
+
+func (a *app) now() time.Time { return time.Now() }
 
 // ready is the readiness verdict behind every health service but liveness.
 func (a *app) ready() bool { return a.store.Ready() && !a.draining.Load() }
@@ -146,7 +149,8 @@ func (a *app) run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(a.background)+3)
+	// Room for every goroutine's result so none blocks after the first.
+	errc := make(chan error, len(a.background)+4)
 	goRun := func(fn func() error) {
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- fn() }()
@@ -154,6 +158,7 @@ func (a *app) run(ctx context.Context) error {
 	for _, r := range a.background {
 		goRun(func() error { return r.Start(bg) })
 	}
+	goRun(func() error { a.plugins.run(bg, a.built.Runnables); return nil })
 	goRun(func() error { return server.Serve(bg, a.grpc, a.lis.grpc, a.flags.DrainTimeout) })
 	goRun(func() error { return server.Serve(bg, a.health, a.lis.health, time.Second) })
 	if a.metricsSrv != nil {

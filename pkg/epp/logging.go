@@ -13,5 +13,10 @@ func newLogger(f *Flags) logr.Logger {
 	if o.Level == nil {
 		o.Level = zapcore.Level(-f.Verbosity)
 	}
+	if o.StacktraceLevel == nil && !o.Development {
+		// Error logs here report conditions (a model server down), not bugs;
+		// stack traces would only bury them.
+		o.StacktraceLevel = zapcore.DPanicLevel
+	}
 	return crzap.New(crzap.UseFlagOptions(&o))
 }

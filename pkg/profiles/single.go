@@ -60,3 +60,9 @@ func (s *Single) ProcessResults(_ context.Context, _ *scheduler.State, _ *schedu
 	}
 	return nil, fmt.Errorf("no profile ran: %w", scheduler.ErrNoCandidates)
 }
+
+// SingleRegistration describes the plugin type for the registry.
+func SingleRegistration() scheduler.Registration {
+	return scheduler.Registration{Type: SingleType, Factory: SingleFactory, Params: struct{}{},
+		Summary: "Runs the only scheduling profile and makes it primary."}
+}

@@ -162,7 +162,6 @@ func BenchmarkParse(b *testing.B) {
 	}
 }
 
-
 func FuzzValid(f *testing.F) {
 	for _, s := range []string{`{}`, `[1,-0.5e+3,"\u00e9\n",true,null]`, `{"a":"b\\"}`, `01`, `"\x01"`, `1.`, `-`, `[1,]`, `{"a" 1}`, " \t\"x\"\n"} {
 		f.Add([]byte(s))

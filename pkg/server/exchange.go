@@ -95,7 +95,10 @@ func (x *exchange) onRequestHeaders(h *extprocv3.HttpHeaders, md map[string]*str
 		x.generatedID = uuid.NewString()
 		x.headers[RequestIDHeader] = x.generatedID
 	}
-	x.api = request.APIForPath(x.path())
+	x.api = request.Other
+	if !x.srv.opts.Passthrough {
+		x.api = request.APIForPath(x.path())
+	}
 	if h.GetEndOfStream() {
 		return x.routeBodyless()
 	}

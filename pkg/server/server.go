@@ -46,9 +46,12 @@ type Options struct {
 	// EmitEndpointScores adds each candidate's score to the envoy.lb
 	// metadata under x-gateway-destination-endpoint-scores.
 	EmitEndpointScores bool
-	Objectives         Objectives
-	Log                logr.Logger
-	Metrics            *Metrics
+	// Passthrough skips body parsing: every request is routed without
+	// prompt-aware scoring (the passthrough-parser).
+	Passthrough bool
+	Objectives  Objectives
+	Log         logr.Logger
+	Metrics     *Metrics
 }
 
 // Server is the ext_proc service. It is safe for concurrent streams.

@@ -1,0 +1,70 @@
+package config
+
+import (
+	"fmt"
+)
+
+// validateKinds checks the rules that depend on what each plugin is. Plugins
+// that failed to build are already reported and skipped here, so one broken
+// plugin does not cause a cascade of follow-on messages.
+func (b *builder) validateKinds() {
+	b.checkHandler()
+	for i := range b.cfg.SchedulingProfiles {
+		b.checkProfile(i)
+	}
+}
+
+func (b *builder) checkHandler() {
+	var handlers []int
+	complete := true
+	for i, spec := range b.cfg.Plugins {
+		if _, ok := b.instances[spec.Name]; !ok && spec.origin != fromOptionalDefault {
+			complete = false
+		}
+		if b.kind(spec.Name).has(kindHandler) {
+			handlers = append(handlers, i)
+		}
+	}
+	n := len(b.cfg.SchedulingProfiles)
+	switch {
+	case len(handlers) == 0 && complete:
+		b.ps.add("schedulingProfiles", "a profile handler is required and none is configured (%d profiles)", n)
+	case len(handlers) > 1:
+		for _, i := range handlers[1:] {
+			b.ps.add(idx("plugins", i), "second profile handler %q: exactly one is allowed (plugins[%d] is %q)",
+				b.cfg.Plugins[i].Name, handlers[0], b.cfg.Plugins[handlers[0]].Name)
+		}
+	case len(handlers) == 1 && b.cfg.Plugins[handlers[0]].Type == singleProfileHandler && n > 1:
+		b.ps.add(at(idx("plugins", handlers[0]), "type"), "%q runs exactly one profile, but %d are configured", singleProfileHandler, n)
+	}
+}
+
+func (b *builder) checkProfile(i int) {
+	p := b.cfg.SchedulingProfiles[i]
+	path := at(idx("schedulingProfiles", i), "plugins")
+	picker, complete := -1, true
+	for j, pp := range p.Plugins {
+		entry := idx(path, j)
+		if _, ok := b.instances[pp.PluginRef]; !ok {
+			complete = false
+			continue
+		}
+		k := b.kind(pp.PluginRef)
+		switch {
+		case !k.has(kindProfile):
+			b.ps.add(at(entry, "pluginRef"), "%q is %s; a profile holds only filters, scorers and pickers", pp.PluginRef, k)
+			continue
+		case k.has(kindPicker) && picker >= 0:
+			b.ps.add(at(entry, "pluginRef"), "second picker %q in this profile (plugins[%d] is %q); a profile has exactly one",
+				pp.PluginRef, picker, p.Plugins[picker].PluginRef)
+		case k.has(kindPicker):
+			picker = j
+		}
+		if pp.Weight != nil && !k.has(kindScorer) {
+			b.warnings = append(b.warnings, fmt.Sprintf("%s: ignored: %q is %s, not a scorer", at(entry, "weight"), pp.PluginRef, k))
+		}
+	}
+	if picker < 0 && complete {
+		b.ps.add(path, "no picker (the default %q is not a picker)", maxScorePicker)
+	}
+}

@@ -1,0 +1,238 @@
+package config
+
+import (
+	"slices"
+)
+
+// The plugin types upstream's defaulting adds. The loader names plugin types
+// only here, and only for these documented upstream defaults.
+const (
+	defaultProfileName     = "default"
+	singleProfileHandler   = "single-profile-handler"
+	maxScorePicker         = "max-score-picker"
+	metricsDataSource      = "metrics-data-source"
+	coreMetricsExtractor   = "core-metrics-extractor"
+	utilizationDetector    = "utilization-detector"
+	openAIParser           = "openai-parser"
+	fcfsOrderingPolicy     = "fcfs-ordering-policy"
+	globalStrictFairness   = "global-strict-fairness-policy"
+	staticUsageLimitPolicy = "static-usage-limit-policy"
+	flowControlGate        = "flowControl"
+	weightDefault          = 1.0
+)
+
+// companion is an upstream auto-created plugin: when a plugin of type
+// trigger is configured and none of the types in satisfiedBy is, a plugin of
+// type add (named after its type) is created with the trigger's parameters.
+type companion struct {
+	trigger     string
+	add         string
+	satisfiedBy []string
+}
+
+var companions = []companion{{
+	trigger:     "prefix-cache-scorer",
+	add:         "approx-prefix-cache-producer",
+	satisfiedBy: []string{"approx-prefix-cache-producer", "precise-prefix-cache-producer"},
+}}
+
+// applyDefaults is the one place defaults are applied, in upstream's order
+// (reference §4.3 "Defaulting"):
+//
+//  1. a plugin's name defaults to its type;
+//  2. no profiles: a "default" profile holds every filter, scorer and picker;
+//  3. one profile and no profile handler: add single-profile-handler;
+//  4. a profile without a picker gets max-score-picker;
+//  5. a scorer's weight defaults to 1;
+//  6. flow control: bands default to global-strict-fairness-policy and
+//     fcfs-ordering-policy, usage limits to static-usage-limit-policy, and
+//     these three always exist when flow control is configured;
+//  7. the parser defaults to openai-parser;
+//  8. the saturation detector defaults to utilization-detector;
+//  9. an absent dataLayer gets metrics-data-source + core-metrics-extractor
+//     (a present one too when injectDefaults is in effect and it has no
+//     metrics source; an explicit empty section disables collection);
+//  10. a prefix-cache-scorer without a prefix producer gets an
+//     approx-prefix-cache-producer with the scorer's parameters.
+//
+// Steps 2–5 depend on what the plugins are, which only building them tells;
+// with a nil kinds function (Load) they are skipped, and Build runs
+// applyDefaults again with kinds. Every step is idempotent.
+func applyDefaults(cfg *Config, kinds func(name string) pluginKind) {
+	for i := range cfg.Plugins {
+		if cfg.Plugins[i].Name == "" {
+			cfg.Plugins[i].Name = cfg.Plugins[i].Type
+		}
+	}
+	if kinds != nil {
+		defaultProfile(cfg, kinds)
+		defaultHandler(cfg, kinds)
+		defaultPickers(cfg, kinds)
+		defaultWeights(cfg, kinds)
+	}
+	defaultFlowControl(cfg)
+	defaultParser(cfg)
+	defaultSaturationDetector(cfg)
+	defaultDataLayer(cfg)
+	defaultCompanions(cfg)
+}
+
+// ensure declares a plugin named typ of type typ unless a plugin of that
+// name exists.
+func ensure(cfg *Config, typ string, o origin) {
+	if cfg.plugin(typ) == nil {
+		cfg.Plugins = append(cfg.Plugins, PluginSpec{Name: typ, Type: typ, origin: o})
+	}
+}
+
+func defaultProfile(cfg *Config, kinds func(string) pluginKind) {
+	if len(cfg.SchedulingProfiles) > 0 {
+		return
+	}
+	p := ProfileSpec{Name: defaultProfileName}
+	for _, spec := range cfg.Plugins {
+		// Plugins injected for other sections (a detector that can also
+		// filter) are not the user's scheduling choice.
+		if spec.origin != fromOptionalDefault && kinds(spec.Name).has(kindProfile) {
+			p.Plugins = append(p.Plugins, ProfilePlugin{PluginRef: spec.Name})
+		}
+	}
+	cfg.SchedulingProfiles = []ProfileSpec{p}
+}
+
+func defaultHandler(cfg *Config, kinds func(string) pluginKind) {
+	if len(cfg.SchedulingProfiles) != 1 {
+		return
+	}
+	for _, spec := range cfg.Plugins {
+		if kinds(spec.Name).has(kindHandler) {
+			return
+		}
+	}
+	ensure(cfg, singleProfileHandler, fromDefault)
+}
+
+func defaultPickers(cfg *Config, kinds func(string) pluginKind) {
+	for i := range cfg.SchedulingProfiles {
+		p := &cfg.SchedulingProfiles[i]
+		has := slices.ContainsFunc(p.Plugins, func(pp ProfilePlugin) bool {
+			return kinds(pp.PluginRef).has(kindPicker) || pp.PluginRef == maxScorePicker
+		})
+		if has {
+			continue
+		}
+		ensure(cfg, maxScorePicker, fromDefault)
+		p.Plugins = append(p.Plugins, ProfilePlugin{PluginRef: maxScorePicker})
+	}
+}
+
+func defaultWeights(cfg *Config, kinds func(string) pluginKind) {
+	for i := range cfg.SchedulingProfiles {
+		for j := range cfg.SchedulingProfiles[i].Plugins {
+			pp := &cfg.SchedulingProfiles[i].Plugins[j]
+			if pp.Weight == nil && kinds(pp.PluginRef).has(kindScorer) {
+				w := weightDefault
+				pp.Weight = &w
+			}
+		}
+	}
+}
+
+func defaultFlowControl(cfg *Config) {
+	fc := cfg.FlowControl
+	if fc == nil && !cfg.FeatureEnabled(flowControlGate) {
+		return
+	}
+	for _, typ := range []string{globalStrictFairness, fcfsOrderingPolicy, staticUsageLimitPolicy} {
+		ensure(cfg, typ, fromOptionalDefault)
+	}
+	if fc == nil {
+		return
+	}
+	if fc.UsageLimitPolicyPluginRef == "" {
+		fc.UsageLimitPolicyPluginRef = staticUsageLimitPolicy
+	}
+	bands := []*PriorityBand{fc.DefaultPriorityBand, fc.DefaultNegativePriorityBand}
+	for i := range fc.PriorityBands {
+		bands = append(bands, &fc.PriorityBands[i])
+	}
+	for _, b := range bands {
+		if b == nil {
+			continue
+		}
+		if b.FairnessPolicyRef == "" {
+			b.FairnessPolicyRef = globalStrictFairness
+		}
+		if b.OrderingPolicyRef == "" {
+			b.OrderingPolicyRef = fcfsOrderingPolicy
+		}
+	}
+}
+
+func defaultParser(cfg *Config) {
+	switch {
+	case cfg.RequestHandler != nil && len(cfg.RequestHandler.Parsers) == 0:
+		cfg.RequestHandler.Parsers = []PluginRef{{PluginRef: openAIParser}}
+	case cfg.RequestHandler == nil && cfg.Parser == nil:
+		cfg.Parser = &PluginRef{PluginRef: openAIParser}
+	default:
+		return
+	}
+	ensure(cfg, openAIParser, fromOptionalDefault)
+}
+
+func defaultSaturationDetector(cfg *Config) {
+	if cfg.SaturationDetector != nil || (cfg.FlowControl != nil && cfg.FlowControl.SaturationDetector != nil) {
+		return
+	}
+	cfg.SaturationDetector = &PluginRef{PluginRef: utilizationDetector}
+	ensure(cfg, utilizationDetector, fromOptionalDefault)
+}
+
+// defaultDataLayer injects the default metrics source when the section is
+// absent, or present with injectDefaults in effect (see DataLayer), unless a
+// metrics-data-source already feeds it.
+func defaultDataLayer(cfg *Config) {
+	if cfg.DataLayer == nil {
+		cfg.DataLayer = &DataLayer{}
+	} else if !cfg.DataLayer.injects(cfg.APIVersion) {
+		return
+	}
+	for _, s := range cfg.DataLayer.Sources {
+		if spec := cfg.plugin(s.PluginRef); spec != nil && spec.Type == metricsDataSource {
+			return
+		}
+	}
+	ensure(cfg, metricsDataSource, fromOptionalDefault)
+	ensure(cfg, coreMetricsExtractor, fromOptionalDefault)
+	cfg.DataLayer.Sources = append(cfg.DataLayer.Sources, DataSource{
+		PluginRef:  metricsDataSource,
+		Extractors: []PluginRef{{PluginRef: coreMetricsExtractor}},
+	})
+}
+
+// injects reports whether defaults are added to a present section.
+func (d *DataLayer) injects(apiVersion string) bool {
+	if d.InjectDefaults != nil {
+		return *d.InjectDefaults
+	}
+	return apiVersion == APIVersionLLMD
+}
+
+func defaultCompanions(cfg *Config) {
+	for _, c := range companions {
+		i := slices.IndexFunc(cfg.Plugins, func(s PluginSpec) bool { return s.Type == c.trigger })
+		if i < 0 {
+			continue
+		}
+		satisfied := slices.ContainsFunc(cfg.Plugins, func(s PluginSpec) bool {
+			return slices.Contains(c.satisfiedBy, s.Type)
+		})
+		if satisfied {
+			continue
+		}
+		cfg.Plugins = append(cfg.Plugins, PluginSpec{
+			Name: c.add, Type: c.add, Parameters: slices.Clone(cfg.Plugins[i].Parameters), origin: fromDefault,
+		})
+	}
+}

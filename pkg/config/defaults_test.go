@@ -1,0 +1,243 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// summary renders what defaulting touches, one line per fact.
+func summary(c *Config) []string {
+	var out []string
+	for _, p := range c.Plugins {
+		line := fmt.Sprintf("plugin %s: %s", p.Name, p.Type)
+		if s := canonicalJSON(p.Parameters); s != "" {
+			line += " " + s
+		}
+		out = append(out, line)
+	}
+	for _, p := range c.SchedulingProfiles {
+		var refs []string
+		for _, pp := range p.Plugins {
+			if pp.Weight != nil {
+				refs = append(refs, fmt.Sprintf("%s*%g", pp.PluginRef, *pp.Weight))
+			} else {
+				refs = append(refs, pp.PluginRef)
+			}
+		}
+		out = append(out, fmt.Sprintf("profile %s: %s", p.Name, strings.Join(refs, " ")))
+	}
+	if c.Parser != nil {
+		out = append(out, "parser: "+c.Parser.PluginRef)
+	}
+	if c.RequestHandler != nil {
+		out = append(out, "requestHandler.parsers: "+joinRefs(c.RequestHandler.Parsers))
+	}
+	if c.SaturationDetector != nil {
+		out = append(out, "saturationDetector: "+c.SaturationDetector.PluginRef)
+	}
+	out = append(out, dataLayerSummary(c.DataLayer)...)
+	return append(out, flowControlSummary(c.FlowControl)...)
+}
+
+func joinRefs(refs []PluginRef) string {
+	var s []string
+	for _, r := range refs {
+		s = append(s, r.PluginRef)
+	}
+	return strings.Join(s, ",")
+}
+
+func dataLayerSummary(d *DataLayer) []string {
+	if d == nil {
+		return []string{"dataLayer: absent"}
+	}
+	if len(d.Sources) == 0 {
+		return []string{"dataLayer: no sources"}
+	}
+	var out []string
+	for _, s := range d.Sources {
+		out = append(out, fmt.Sprintf("dataLayer source %s: %s", s.PluginRef, joinRefs(s.Extractors)))
+	}
+	return out
+}
+
+func flowControlSummary(f *FlowControl) []string {
+	if f == nil {
+		return nil
+	}
+	out := []string{"flowControl.usageLimitPolicyPluginRef: " + f.UsageLimitPolicyPluginRef}
+	if f.SaturationDetector != nil {
+		out = append(out, "flowControl.saturationDetector: "+f.SaturationDetector.PluginRef)
+	}
+	band := func(name string, b *PriorityBand) {
+		if b != nil {
+			out = append(out, fmt.Sprintf("%s: %s %s", name, b.FairnessPolicyRef, b.OrderingPolicyRef))
+		}
+	}
+	band("defaultPriorityBand", f.DefaultPriorityBand)
+	band("defaultNegativePriorityBand", f.DefaultNegativePriorityBand)
+	for i := range f.PriorityBands {
+		band(fmt.Sprintf("priorityBands[%d]", i), &f.PriorityBands[i])
+	}
+	return out
+}
+
+// optionalDefaults are the lines every config gains unless it sets the
+// sections itself.
+var optionalDefaults = []string{
+	"plugin openai-parser: openai-parser",
+	"plugin utilization-detector: utilization-detector",
+}
+
+const llmd = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+
+var loadDefaultCases = []struct {
+	name string
+	yaml string
+	want []string
+}{{
+	name: "names, parser, detector and data layer",
+	yaml: header + "plugins: [{type: queue-scorer}, {name: kv, type: kv-cache-utilization-scorer}]\n",
+	want: concat([]string{"plugin queue-scorer: queue-scorer", "plugin kv: kv-cache-utilization-scorer"}, optionalDefaults, []string{
+		"plugin metrics-data-source: metrics-data-source",
+		"plugin core-metrics-extractor: core-metrics-extractor",
+		"parser: openai-parser",
+		"saturationDetector: utilization-detector",
+		"dataLayer source metrics-data-source: core-metrics-extractor",
+	}),
+}, {
+	name: "explicit empty dataLayer disables collection",
+	yaml: header + "plugins: [{type: queue-scorer}]\ndataLayer: {}\n",
+	want: concat([]string{"plugin queue-scorer: queue-scorer"}, optionalDefaults, []string{
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
+	}),
+}, {
+	name: "llm-d injects into a present section",
+	yaml: llmd + "plugins: [{type: queue-scorer}, {type: models-data-source}]\ndataLayer: {sources: [{pluginRef: models-data-source}]}\n",
+	want: concat([]string{"plugin queue-scorer: queue-scorer", "plugin models-data-source: models-data-source"}, optionalDefaults, []string{
+		"plugin metrics-data-source: metrics-data-source",
+		"plugin core-metrics-extractor: core-metrics-extractor",
+		"parser: openai-parser",
+		"saturationDetector: utilization-detector",
+		"dataLayer source models-data-source: ",
+		"dataLayer source metrics-data-source: core-metrics-extractor",
+	}),
+}, {
+	name: "llm-d injectDefaults false disables collection",
+	yaml: llmd + "plugins: [{type: queue-scorer}]\ndataLayer: {injectDefaults: false}\n",
+	want: concat([]string{"plugin queue-scorer: queue-scorer"}, optionalDefaults, []string{
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
+	}),
+}, {
+	name: "an existing metrics source is not duplicated",
+	yaml: header + "plugins: [{name: m, type: metrics-data-source}]\ndataLayer: {injectDefaults: true, sources: [{pluginRef: m}]}\n",
+	want: concat([]string{"plugin m: metrics-data-source"}, optionalDefaults, []string{
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer source m: ",
+	}),
+}, {
+	name: "prefix-cache-scorer brings its producer with the same parameters",
+	yaml: header + "plugins: [{type: prefix-cache-scorer, parameters: {blockSizeTokens: 64, autoTune: false}}]\ndataLayer: {}\n",
+	want: concat([]string{`plugin prefix-cache-scorer: prefix-cache-scorer {"autoTune":false,"blockSizeTokens":64}`}, optionalDefaults, []string{
+		`plugin approx-prefix-cache-producer: approx-prefix-cache-producer {"autoTune":false,"blockSizeTokens":64}`,
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
+	}),
+}, {
+	name: "a configured prefix producer is kept",
+	yaml: header + "plugins: [{type: prefix-cache-scorer}, {name: p, type: precise-prefix-cache-producer}]\ndataLayer: {}\n",
+	want: concat([]string{"plugin prefix-cache-scorer: prefix-cache-scorer", "plugin p: precise-prefix-cache-producer"}, optionalDefaults, []string{
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
+	}),
+}, {
+	name: "llm-d parsers and flow-control detector",
+	yaml: llmd + `plugins: [{type: queue-scorer}, {type: concurrency-detector}, {type: edf-ordering-policy}]
+requestHandler: {parsers: []}
+flowControl:
+  saturationDetector: {pluginRef: concurrency-detector}
+  defaultPriorityBand: {orderingPolicyRef: edf-ordering-policy}
+  defaultNegativePriorityBand: {}
+  priorityBands: [{priority: 5}]
+dataLayer: {injectDefaults: false}
+`,
+	want: []string{
+		"plugin queue-scorer: queue-scorer",
+		"plugin concurrency-detector: concurrency-detector",
+		"plugin edf-ordering-policy: edf-ordering-policy",
+		"plugin global-strict-fairness-policy: global-strict-fairness-policy",
+		"plugin fcfs-ordering-policy: fcfs-ordering-policy",
+		"plugin static-usage-limit-policy: static-usage-limit-policy",
+		"plugin openai-parser: openai-parser",
+		"requestHandler.parsers: openai-parser",
+		"dataLayer: no sources",
+		"flowControl.usageLimitPolicyPluginRef: static-usage-limit-policy",
+		"flowControl.saturationDetector: concurrency-detector",
+		"defaultPriorityBand: global-strict-fairness-policy edf-ordering-policy",
+		"defaultNegativePriorityBand: global-strict-fairness-policy fcfs-ordering-policy",
+		"priorityBands[0]: global-strict-fairness-policy fcfs-ordering-policy",
+	},
+}, {
+	name: "flowControl gate alone declares the default policies",
+	yaml: header + "featureGates: [flowControl=true]\nplugins: [{type: queue-scorer}]\nparser: {pluginRef: queue-scorer}\nsaturationDetector: {pluginRef: queue-scorer}\ndataLayer: {}\n",
+	want: []string{
+		"plugin queue-scorer: queue-scorer",
+		"plugin global-strict-fairness-policy: global-strict-fairness-policy",
+		"plugin fcfs-ordering-policy: fcfs-ordering-policy",
+		"plugin static-usage-limit-policy: static-usage-limit-policy",
+		"parser: queue-scorer",
+		"saturationDetector: queue-scorer",
+		"dataLayer: no sources",
+	},
+}, {
+	name: "flowControl gate off declares nothing",
+	yaml: header + "featureGates: [flowControl=false]\nplugins: [{type: queue-scorer}]\ndataLayer: {}\n",
+	want: concat([]string{"plugin queue-scorer: queue-scorer"}, optionalDefaults, []string{
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
+	}),
+}}
+
+func TestLoadDefaults(t *testing.T) {
+	t.Parallel()
+	tests := loadDefaultCases
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := Load([]byte(tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, summary(cfg)); diff != "" {
+				t.Errorf("defaulted config (-want +got):\n%s", diff)
+			}
+			again := cfg.Clone()
+			applyDefaults(again, nil)
+			if diff := cmp.Diff(summary(cfg), summary(again)); diff != "" {
+				t.Errorf("defaulting is not idempotent (-first +second):\n%s", diff)
+			}
+		})
+	}
+}
+
+func concat(parts ...[]string) []string {
+	var out []string
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+func TestGates(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load([]byte(header + "featureGates: [flowControl, haPopulateNonLeaderDatastore=false, ' enableLegacyMetrics = true ']\nplugins: [{type: queue-scorer}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"dataLayer": false, "enableLegacyMetrics": true, "flowControl": true, "haPopulateNonLeaderDatastore": false}
+	if diff := cmp.Diff(want, cfg.Gates()); diff != "" {
+		t.Errorf("gates (-want +got):\n%s", diff)
+	}
+	if !cfg.FeatureEnabled("flowControl") || cfg.FeatureEnabled("nope") {
+		t.Errorf("FeatureEnabled disagrees with Gates")
+	}
+}

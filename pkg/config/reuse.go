@@ -1,0 +1,87 @@
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// instanceKey identifies what a plugin instance was built from: its type
+// and canonical parameters (key order and whitespace do not matter).
+func instanceKey(spec PluginSpec) string {
+	return spec.Type + "\x00" + canonicalJSON(spec.Parameters)
+}
+
+// canonicalJSON re-encodes raw with sorted keys and no whitespace; absent,
+// null and empty-object parameters are all "". Undecodable input is kept as
+// is.
+func canonicalJSON(raw json.RawMessage) string {
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || string(trimmed) == "null" {
+		return ""
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return string(trimmed)
+	}
+	if m, ok := v.(map[string]any); ok && len(m) == 0 {
+		return ""
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return string(trimmed)
+	}
+	return string(out)
+}
+
+// hashOf is a short, stable identifier of a configuration's content.
+func hashOf(cfg *Config) string {
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
+}
+
+// reusable returns the previous build's instance for spec when nothing that
+// built it changed, else nil.
+func (b *builder) reusable(spec PluginSpec) scheduler.Plugin {
+	if b.prev == nil {
+		return nil
+	}
+	p, ok := b.prev.byName[spec.Name]
+	if !ok || b.prev.keys[spec.Name] != instanceKey(spec) {
+		return nil
+	}
+	if _, resolver := p.(scheduler.Resolver); resolver {
+		return nil
+	}
+	return p
+}
+
+// Changes compares b with prev, the build it replaces (the Previous given
+// to BuildWith): start lists b's runnables that are new instances (reused
+// ones are already running), stop lists prev's runnables whose instance b
+// does not carry over. A nil prev starts everything.
+func (b *Built) Changes(prev *Built) (start, stop []NamedRunnable) {
+	for _, r := range b.Runnables {
+		if prev == nil || !b.reused[r.Name] {
+			start = append(start, r)
+		}
+	}
+	if prev == nil {
+		return start, nil
+	}
+	for _, r := range prev.Runnables {
+		if !b.reused[r.Name] {
+			stop = append(stop, r)
+		}
+	}
+	return start, stop
+}

@@ -1,0 +1,175 @@
+package epp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openepp/openepp/pkg/config"
+	"github.com/openepp/openepp/pkg/metrics"
+	"github.com/openepp/openepp/pkg/plugins"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// loadConfig builds the scheduler and plugins from --config-file,
+// --config-text or the upstream default, and prepares the reload watcher.
+func (a *app) loadConfig(st *settings, reg prometheus.Registerer) (*config.Built, error) {
+	src, err := config.NewSource(a.flags.ConfigFile, a.flags.ConfigText)
+	if err != nil {
+		return nil, err
+	}
+	registry, err := plugins.InTree(st.plugins...)
+	if err != nil {
+		return nil, err
+	}
+	data := []byte(config.DefaultText)
+	if src.File != "" || src.Text != "" {
+		if data, err = src.Read(); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := config.Load(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	opts := config.BuildOptions{Registry: registry, Seed: a.flags.Seed, Handle: &scheduler.Handle{
+		Log: a.log.WithName("plugins"), Clock: scheduler.RealClock{}, Endpoints: a.store.Snapshot,
+		Registerer: replacingRegisterer{reg}, StalenessThreshold: a.flags.StalenessThreshold,
+	}}
+	built, err := config.BuildWith(cfg, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	for _, w := range built.Warnings {
+		a.log.Info("config warning", "warning", w)
+	}
+	cm, err := config.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	cm.SetActive(built.Hash, a.now())
+	a.plugins = &pluginRunner{log: a.log}
+	if src.File != "" {
+		w, err := config.NewWatcher(config.WatcherOptions{Path: src.File, Build: opts, Current: built,
+			OnReload: a.onReload, Metrics: cm, Log: a.log.WithName("config")})
+		if err != nil {
+			return nil, err
+		}
+		a.background = append(a.background, w)
+	}
+	a.log.Info("loaded config", "source", src.String(), "hash", built.Hash)
+	return built, nil
+}
+
+// onReload switches new requests to the new scheduler; plugins that were
+// reused keep running, replaced ones are stopped.
+func (a *app) onReload(b *config.Built) {
+	prev := a.built
+	a.built = b
+	a.srv.SetScheduler(b.Scheduler)
+	start, stop := b.Changes(prev)
+	a.plugins.stop(stop)
+	a.plugins.start(start)
+	if len(config.Instances[metrics.Applier](b)) != len(config.Instances[metrics.Applier](prev)) {
+		a.log.Info("data-layer changes in the config take effect at the next restart")
+	}
+}
+
+// scraperOptions applies the config's data-layer plugins over the flags.
+func (a *app) scraperOptions(b *config.Built, reg prometheus.Registerer) metrics.Options {
+	o := metrics.Options{
+		Interval: a.flags.RefreshMetrics, Timeout: a.flags.MetricsTimeout,
+		StalenessThreshold: a.flags.StalenessThreshold, Log: a.log, Registerer: reg,
+	}
+	for _, ap := range config.Instances[metrics.Applier](b) {
+		ap.ApplyTo(&o)
+	}
+	return o
+}
+
+// pluginRunner runs plugins' background work and stops it individually
+// when a reload replaces the plugin.
+type pluginRunner struct {
+	log     logr.Logger
+	mu      sync.Mutex
+	ctx     context.Context
+	wg      sync.WaitGroup
+	cancels map[string]context.CancelFunc
+}
+
+func (p *pluginRunner) run(ctx context.Context, initial []config.NamedRunnable) {
+	p.mu.Lock()
+	p.ctx, p.cancels = ctx, map[string]context.CancelFunc{}
+	p.mu.Unlock()
+	p.start(initial)
+	<-ctx.Done()
+	p.wg.Wait()
+}
+
+func (p *pluginRunner) start(rs []config.NamedRunnable) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ctx == nil {
+		return
+	}
+	for _, r := range rs {
+		ctx, cancel := context.WithCancel(p.ctx)
+		p.cancels[r.Name] = cancel
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if err := r.Runnable.Start(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				p.log.Error(err, "plugin background work failed", "plugin", r.Name)
+			}
+		}()
+	}
+}
+
+func (p *pluginRunner) stop(rs []config.NamedRunnable) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range rs {
+		if cancel := p.cancels[r.Name]; cancel != nil {
+			cancel()
+			delete(p.cancels, r.Name)
+		}
+	}
+}
+
+// replacingRegisterer lets a rebuilt plugin register collectors its
+// predecessor registered: the old ones are replaced instead of failing the
+// reload.
+type replacingRegisterer struct{ prometheus.Registerer }
+
+func (r replacingRegisterer) Register(c prometheus.Collector) error {
+	err := r.Registerer.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		r.Registerer.Unregister(are.ExistingCollector)
+		return r.Registerer.Register(c)
+	}
+	return err
+}
+
+func (r replacingRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// passthrough reports whether the config names only passthrough parsers.
+func passthrough(b *config.Built) bool {
+	parsers := config.Instances[*plugins.Parser](b)
+	for _, p := range parsers {
+		if !p.Passthrough() {
+			return false
+		}
+	}
+	return len(parsers) > 0
+}

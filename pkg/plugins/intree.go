@@ -1,0 +1,61 @@
+// Package plugins lists every built-in plugin type explicitly. There is no
+// init-time registration: the EPP builds its registry from InTree() plus any
+// out-of-tree registrations it is given.
+package plugins
+
+import (
+	"github.com/openepp/openepp/pkg/filters"
+	"github.com/openepp/openepp/pkg/metrics"
+	"github.com/openepp/openepp/pkg/pickers"
+	"github.com/openepp/openepp/pkg/prefix"
+	"github.com/openepp/openepp/pkg/profiles"
+	"github.com/openepp/openepp/pkg/scheduler"
+	"github.com/openepp/openepp/pkg/scorers"
+)
+
+// Registrations returns the built-in plugin types, in documentation order.
+func Registrations() []scheduler.Registration {
+	return append([]scheduler.Registration{
+		// Profile handlers.
+		profiles.SingleRegistration(),
+		// Filters.
+		filters.LabelSelectorRegistration(),
+		filters.HeaderBasedTestingRegistration(),
+		filters.UtilizationDetectorRegistration(),
+		filters.DecodeRegistration(),
+		filters.PrefillRegistration(),
+		filters.EncodeRegistration(),
+		// Scorers.
+		scorers.QueueDepthRegistration(),
+		scorers.KVCacheUtilizationRegistration(),
+		scorers.RunningRequestsRegistration(),
+		scorers.PrefixCacheRegistration(),
+		scorers.LoRAAffinityRegistration(),
+		scorers.LoadAwareRegistration(),
+		scorers.ActiveRequestsRegistration(),
+		scorers.TokenLoadRegistration(),
+		scorers.SessionAffinityRegistration(),
+		scorers.NoHitLRURegistration(),
+		// Pickers.
+		pickers.MaxScoreRegistration(),
+		pickers.RandomRegistration(),
+		pickers.WeightedRandomRegistration(),
+		// Producers.
+		prefix.ProducerRegistration(),
+		// Data layer.
+		metrics.DataSourceRegistration(),
+		metrics.ExtractorRegistration(),
+	}, parserRegistrations()...)
+}
+
+// InTree returns a registry holding every built-in plugin type plus extra
+// (out-of-tree) registrations; a duplicate type is an error.
+func InTree(extra ...scheduler.Registration) (*scheduler.Registry, error) {
+	reg := scheduler.NewRegistry()
+	for _, r := range append(Registrations(), extra...) {
+		if err := reg.Register(r); err != nil {
+			return nil, err
+		}
+	}
+	return reg, nil
+}

@@ -1,0 +1,403 @@
+package scorers
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// SessionAffinityType is the type name of SessionAffinity.
+const SessionAffinityType = "session-affinity-scorer"
+
+// The session affinity strategies.
+const (
+	// StrategyEncodedEndpoint keeps no server state: the client echoes back
+	// a token naming the endpoint that served its previous request.
+	StrategyEncodedEndpoint = "encoded_endpoint_header"
+	// StrategySessionID binds a client-chosen session ID to an endpoint in
+	// a server-side map with an idle TTL.
+	StrategySessionID = "session_id"
+)
+
+// SessionAffinityParams configures SessionAffinity, in llm-d's shape: only
+// the block matching the strategy is used, but both are validated.
+type SessionAffinityParams struct {
+	Strategy string `json:"strategy" doc:"encoded_endpoint_header (token echoed by the client) or session_id (server-side binding)" default:"encoded_endpoint_header"`
+	// ProfileName selects the profile whose pick the session follows (e.g.
+	// "prefill" for a second instance in disaggregated serving).
+	ProfileName                 string                `json:"profileName" doc:"profile whose picked endpoint the session follows; empty = the primary profile" default:""`
+	EncodedEndpointHeaderConfig EncodedEndpointParams `json:"encodedEndpointHeaderConfig" doc:"settings of the encoded_endpoint_header strategy" default:"{\"header\":\"x-session-token\"}"`
+	SessionIDConfig             SessionIDParams       `json:"sessionIdConfig" doc:"settings of the session_id strategy" default:"{\"sources\":[{\"header\":\"x-session-id\"}],\"evictionTtlSeconds\":300,\"evictionSweepSeconds\":10}"`
+}
+
+// EncodedEndpointParams configures the encoded_endpoint_header strategy.
+type EncodedEndpointParams struct {
+	Header string `json:"header" doc:"request and response header carrying the base64 endpoint token" default:"x-session-token"`
+}
+
+// SessionIDParams configures the session_id strategy.
+type SessionIDParams struct {
+	Sources              []SessionSource `json:"sources" doc:"where the session ID is read from, in priority order; the first non-empty wins" default:"[{\"header\":\"x-session-id\"}]"`
+	EvictionTTLSeconds   float64         `json:"evictionTtlSeconds" doc:"seconds an unused session binding survives" default:"300"`
+	EvictionSweepSeconds float64         `json:"evictionSweepSeconds" doc:"seconds between sweeps of expired bindings" default:"10"`
+}
+
+// SessionSource names where a session ID is read from. Upstream also allows
+// a request attribute published by another plugin; OpenEPP has no request
+// attributes, so such a source is rejected rather than silently ignored.
+type SessionSource struct {
+	Header    string `json:"header" doc:"request header carrying the session ID" default:""`
+	Attribute string `json:"attribute" doc:"request attribute key (not supported by OpenEPP: rejected)" default:""`
+}
+
+func defaultSessionAffinityParams() SessionAffinityParams {
+	return SessionAffinityParams{
+		Strategy:                    StrategyEncodedEndpoint,
+		EncodedEndpointHeaderConfig: EncodedEndpointParams{Header: "x-session-token"},
+		SessionIDConfig: SessionIDParams{
+			Sources:            []SessionSource{{Header: "x-session-id"}},
+			EvictionTTLSeconds: 300, EvictionSweepSeconds: 10,
+		},
+	}
+}
+
+func (p *SessionAffinityParams) validate() error {
+	var errs []error
+	if p.Strategy != StrategyEncodedEndpoint && p.Strategy != StrategySessionID {
+		errs = append(errs, fmt.Errorf("strategy: must be %q or %q, got %q", StrategyEncodedEndpoint, StrategySessionID, p.Strategy))
+	}
+	if strings.TrimSpace(p.EncodedEndpointHeaderConfig.Header) == "" {
+		errs = append(errs, errors.New("encodedEndpointHeaderConfig.header: must not be empty"))
+	}
+	c := &p.SessionIDConfig
+	if len(c.Sources) == 0 {
+		errs = append(errs, errors.New("sessionIdConfig.sources: at least one source is required"))
+	}
+	for i, src := range c.Sources {
+		switch {
+		case src.Attribute != "":
+			errs = append(errs, fmt.Errorf("sessionIdConfig.sources[%d].attribute: request attributes are not supported, use header", i))
+		case strings.TrimSpace(src.Header) == "":
+			errs = append(errs, fmt.Errorf("sessionIdConfig.sources[%d].header: must not be empty", i))
+		}
+	}
+	if !(c.EvictionTTLSeconds > 0) || seconds(c.EvictionTTLSeconds) <= 0 {
+		errs = append(errs, fmt.Errorf("sessionIdConfig.evictionTtlSeconds: must be > 0, got %v", c.EvictionTTLSeconds))
+	}
+	if !(c.EvictionSweepSeconds > 0) || seconds(c.EvictionSweepSeconds) <= 0 {
+		errs = append(errs, fmt.Errorf("sessionIdConfig.evictionSweepSeconds: must be > 0, got %v", c.EvictionSweepSeconds))
+	}
+	return errors.Join(errs...)
+}
+
+// SessionAffinity keeps the requests of one session on the endpoint that
+// served the session before, where its conversation prefix is cached.
+//
+// Inputs: request headers and the endpoint picked for earlier requests of
+// the session. With encoded_endpoint_header (default) the request header
+// (x-session-token) holds base64("namespace/name") of that endpoint; a
+// token holding "ip:port" is matched too. In ResponseHeaders the scorer sets
+// the same header on the response to the token of the endpoint that served
+// the request (the proxy-reported one, else the primary target), so the
+// client can send it back. With session_id, a session ID is read from the
+// first non-empty source header (x-session-id) and bound to the target in
+// PreRequest (rebound to the served endpoint if the proxy used another);
+// bindings unused for evictionTtlSeconds (300) are swept every
+// evictionSweepSeconds (10).
+//
+// Formula: the session's endpoint scores 1 and every other candidate 0.
+// Without a session, with an unknown or undecodable token, or when the
+// session's endpoint is not a candidate, every candidate scores 0, as in
+// llm-d: a constant expresses no preference, and 0 leaves the other
+// scorers' totals unchanged.
+type SessionAffinity struct {
+	name    scheduler.TypedName
+	byID    bool
+	profile string
+	header  string   // request header, lower case
+	outName string   // response header, as configured
+	sources []string // session ID headers, lower case
+	ttl     time.Duration
+	every   time.Duration
+	handle  *scheduler.Handle
+	clock   scheduler.Clock
+	log     logr.Logger
+
+	mu       sync.RWMutex
+	sessions map[string]binding // session ID -> endpoint
+}
+
+// binding is where a session ID was last sent.
+type binding struct {
+	hostPort string
+	used     time.Time
+}
+
+// sessionNote carries one instance's pick from PreRequest to
+// ResponseHeaders; instances chain their notes under one key.
+type sessionNote struct {
+	owner   *SessionAffinity
+	targets []*endpoint.Endpoint
+	session string
+	served  bool // the proxy's served endpoint refers to these targets
+	next    *sessionNote
+}
+
+var sessionNoteKey = scheduler.NewKey[*sessionNote]("session-affinity-pick")
+
+var (
+	_ scheduler.Scorer          = (*SessionAffinity)(nil)
+	_ scheduler.PreRequest      = (*SessionAffinity)(nil)
+	_ scheduler.ResponseHeaders = (*SessionAffinity)(nil)
+	_ scheduler.Runnable        = (*SessionAffinity)(nil)
+)
+
+// NewSessionAffinity validates p and returns a session affinity scorer. h
+// supplies the clock, logger and pool (any of them may be unset).
+func NewSessionAffinity(name string, p SessionAffinityParams, h *scheduler.Handle) (*SessionAffinity, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	s := &SessionAffinity{
+		name:     scheduler.TypedName{Type: SessionAffinityType, Name: name},
+		byID:     p.Strategy == StrategySessionID,
+		profile:  p.ProfileName,
+		outName:  strings.TrimSpace(p.EncodedEndpointHeaderConfig.Header),
+		ttl:      seconds(p.SessionIDConfig.EvictionTTLSeconds),
+		every:    seconds(p.SessionIDConfig.EvictionSweepSeconds),
+		handle:   h,
+		clock:    handleClock(h),
+		log:      handleLog(h).WithValues("plugin", name),
+		sessions: map[string]binding{},
+	}
+	s.header = strings.ToLower(s.outName)
+	for _, src := range p.SessionIDConfig.Sources {
+		s.sources = append(s.sources, strings.ToLower(strings.TrimSpace(src.Header)))
+	}
+	return s, nil
+}
+
+// SessionAffinityFactory builds a SessionAffinity from config.
+func SessionAffinityFactory(name string, raw json.RawMessage, h *scheduler.Handle) (scheduler.Plugin, error) {
+	p := defaultSessionAffinityParams()
+	if err := scheduler.DecodeParams(raw, &p); err != nil {
+		return nil, err
+	}
+	s, err := NewSessionAffinity(name, p, h)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// SessionAffinityRegistration describes the plugin type for the registry.
+func SessionAffinityRegistration() scheduler.Registration {
+	return scheduler.Registration{
+		Type:    SessionAffinityType,
+		Factory: SessionAffinityFactory,
+		Params:  SessionAffinityParams{},
+		Summary: "Keeps a session on the endpoint that served it (token header or server-side session ID): 1 there, 0 elsewhere.",
+	}
+}
+
+// TypedName implements scheduler.Plugin.
+func (s *SessionAffinity) TypedName() scheduler.TypedName { return s.name }
+
+// Score implements scheduler.Scorer.
+func (s *SessionAffinity) Score(_ context.Context, _ *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
+	out := make([]float64, len(eps))
+	if len(eps) == 0 || req == nil {
+		return out
+	}
+	if s.byID {
+		s.scoreSessionID(req, eps, out)
+	} else {
+		s.scoreToken(req, eps, out)
+	}
+	return out
+}
+
+func (s *SessionAffinity) scoreToken(req *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
+	tok := req.Header(s.header)
+	if tok == "" {
+		return
+	}
+	var buf [maxTokenBytes]byte
+	n, ok := decodeToken(buf[:], tok)
+	if !ok {
+		s.log.V(1).Info("ignoring undecodable session token", "requestID", req.ID)
+		return
+	}
+	for i, e := range eps {
+		if tokenNames(buf[:n], e) {
+			out[i] = 1
+			return
+		}
+	}
+}
+
+func (s *SessionAffinity) scoreSessionID(req *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
+	id := s.sessionID(req)
+	if id == "" {
+		return
+	}
+	s.mu.RLock()
+	b, ok := s.sessions[id]
+	s.mu.RUnlock()
+	if !ok {
+		return
+	}
+	for i, e := range eps {
+		if e.HostPort == b.hostPort {
+			out[i] = 1
+			return
+		}
+	}
+}
+
+// sessionID returns the first non-empty configured source header.
+func (s *SessionAffinity) sessionID(req *scheduler.Request) string {
+	for _, h := range s.sources {
+		if v := req.Header(h); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// PreRequest remembers the pick for ResponseHeaders and, with session_id,
+// binds the session to it.
+func (s *SessionAffinity) PreRequest(_ context.Context, state *scheduler.State, req *scheduler.Request, result *scheduler.Result) {
+	if result == nil {
+		return
+	}
+	targets := result.Targets()
+	if s.profile != "" && s.profile != result.Primary {
+		targets = nil
+		if pr := result.Profiles[s.profile]; pr != nil {
+			targets = pr.Targets
+		}
+	}
+	if len(targets) == 0 {
+		return
+	}
+	head, _ := sessionNoteKey.Get(state)
+	note := &sessionNote{owner: s, targets: targets, served: s.profile == "" || s.profile == result.Primary, next: head}
+	if s.byID && req != nil {
+		note.session = s.sessionID(req)
+		if note.session != "" {
+			s.bind(note.session, targets[0].HostPort)
+		}
+	}
+	sessionNoteKey.Set(state, note)
+}
+
+// ResponseHeaders hands the client its token (encoded_endpoint_header) or
+// rebinds the session when a fallback served it (session_id).
+func (s *SessionAffinity) ResponseHeaders(_ context.Context, state *scheduler.State, _ *scheduler.Request, resp *scheduler.Response) {
+	note := s.note(state)
+	if note == nil {
+		return
+	}
+	hostPort, e := note.targets[0].HostPort, note.targets[0]
+	if sv := strings.TrimSpace(resp.Served); note.served && sv != "" && sv != hostPort {
+		hostPort, e = sv, s.lookup(note.targets, sv)
+	}
+	if s.byID {
+		if note.session != "" && hostPort != note.targets[0].HostPort {
+			s.bind(note.session, hostPort)
+		}
+		return
+	}
+	resp.SetHeader(s.outName, endpointToken(e, hostPort))
+}
+
+// note finds this instance's note in state.
+func (s *SessionAffinity) note(state *scheduler.State) *sessionNote {
+	n, _ := sessionNoteKey.Get(state)
+	for ; n != nil; n = n.next {
+		if n.owner == s {
+			return n
+		}
+	}
+	return nil
+}
+
+// lookup finds the endpoint at hostPort among the targets, then in the
+// pool; nil when neither has it.
+func (s *SessionAffinity) lookup(targets []*endpoint.Endpoint, hostPort string) *endpoint.Endpoint {
+	for _, e := range targets {
+		if e.HostPort == hostPort {
+			return e
+		}
+	}
+	if s.handle != nil && s.handle.Endpoints != nil {
+		for _, e := range s.handle.Endpoints() {
+			if e.HostPort == hostPort {
+				return e
+			}
+		}
+	}
+	return nil
+}
+
+func (s *SessionAffinity) bind(id, hostPort string) {
+	now := s.clock.Now()
+	s.mu.Lock()
+	s.sessions[id] = binding{hostPort: hostPort, used: now}
+	s.mu.Unlock()
+}
+
+// sweep drops bindings unused for the TTL and returns how many.
+func (s *SessionAffinity) sweep(now time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for id, b := range s.sessions {
+		if now.Sub(b.used) >= s.ttl {
+			delete(s.sessions, id)
+			n++
+		}
+	}
+	return n
+}
+
+// Start sweeps expired session bindings until ctx is done (session_id
+// only; the token strategy keeps no state and just waits).
+func (s *SessionAffinity) Start(ctx context.Context) error {
+	if !s.byID {
+		<-ctx.Done()
+		return nil
+	}
+	tick := time.NewTicker(s.every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			if n := s.sweep(s.clock.Now()); n > 0 {
+				s.log.V(1).Info("evicted idle sessions", "count", n)
+			}
+		}
+	}
+}
+
+// endpointToken is the session token for e: base64("namespace/name"), or
+// base64(hostPort) when the endpoint is not known.
+func endpointToken(e *endpoint.Endpoint, hostPort string) string {
+	if e == nil {
+		return base64.StdEncoding.EncodeToString([]byte(hostPort))
+	}
+	return base64.StdEncoding.EncodeToString([]byte(e.Namespace + "/" + e.Name))
+}

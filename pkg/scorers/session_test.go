@@ -1,0 +1,323 @@
+package scorers
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// roundTrip sends one request through Score → PreRequest(target) →
+// ResponseHeaders and returns the scores and the response.
+func roundTrip(s *SessionAffinity, eps []*endpoint.Endpoint, headers map[string]string, result *scheduler.Result, served string) ([]float64, *scheduler.Response) {
+	st, req := scState(), scRequest(50, headers)
+	scores := s.Score(scCtx, st, req, eps)
+	s.PreRequest(scCtx, st, req, result)
+	resp := &scheduler.Response{StatusCode: 200, Served: served}
+	s.ResponseHeaders(scCtx, st, req, resp)
+	return scores, resp
+}
+
+func TestSessionTokenRoundTrip(t *testing.T) {
+	t.Parallel()
+	s := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(), "", nil)
+	eps := scEndpoints(4, nil)
+
+	scores, resp := roundTrip(s, eps, nil, scResult(eps[2], eps[3]), "")
+	if diff := cmp.Diff([]float64{0, 0, 0, 0}, scores); diff != "" {
+		t.Errorf("first request (-want +got):\n%s", diff)
+	}
+	tok := resp.AddHeaders["x-session-token"]
+	if want := base64.StdEncoding.EncodeToString([]byte("ns/ep-2")); tok != want {
+		t.Fatalf("token = %q, want %q", tok, want)
+	}
+
+	// The client sends the token back: the session's endpoint wins, and it
+	// is handed the same token again.
+	scores, resp = roundTrip(s, eps, map[string]string{"x-session-token": tok}, scResult(eps[2]), "")
+	if diff := cmp.Diff([]float64{0, 0, 1, 0}, scores); diff != "" {
+		t.Errorf("second request (-want +got):\n%s", diff)
+	}
+	if got := resp.AddHeaders["x-session-token"]; got != tok {
+		t.Errorf("second token = %q, want %q", got, tok)
+	}
+}
+
+func TestSessionTokenScores(t *testing.T) {
+	t.Parallel()
+	eps := scEndpoints(3, nil)
+	enc := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	cases := []struct {
+		name  string
+		token string
+		want  []float64
+	}{
+		{"namespace/name", enc("ns/ep-1"), []float64{0, 1, 0}},
+		{"ip:port", enc(eps[2].HostPort), []float64{0, 0, 1}},
+		{"unpadded url-safe", base64.RawURLEncoding.EncodeToString([]byte("ns/ep-0")), []float64{1, 0, 0}},
+		{"endpoint not a candidate", enc("ns/ep-9"), []float64{0, 0, 0}},
+		{"wrong namespace", enc("other/ep-1"), []float64{0, 0, 0}},
+		{"name without namespace", enc("ep-1"), []float64{0, 0, 0}},
+		{"not base64", "!!not-base64!!", []float64{0, 0, 0}},
+		{"bad length", "QUJDR", []float64{0, 0, 0}},
+		{"too long", strings.Repeat("QUJD", 200), []float64{0, 0, 0}},
+		{"empty", "", []float64{0, 0, 0}},
+	}
+	s := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(), "", nil)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := s.Score(scCtx, scState(), scRequest(10, map[string]string{"x-session-token": tc.token}), eps)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("scores (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestSessionTokenNamesServedEndpoint(t *testing.T) {
+	t.Parallel()
+	pool := scEndpoints(4, nil)
+	s := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(), "", scHandle(newSCClock(), func() []*endpoint.Endpoint { return pool }))
+	enc := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	cases := []struct {
+		name   string
+		served string
+		want   string
+	}{
+		{"fallback target", pool[1].HostPort, enc("ns/ep-1")},
+		{"pool endpoint", pool[3].HostPort, enc("ns/ep-3")},
+		{"unknown endpoint", "10.77.0.1:9000", enc("10.77.0.1:9000")},
+		{"same as primary", pool[0].HostPort, enc("ns/ep-0")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, resp := roundTrip(s, pool, nil, scResult(pool[0], pool[1]), tc.served)
+			if got := resp.AddHeaders["x-session-token"]; got != tc.want {
+				t.Errorf("token = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSessionCustomHeaderAndProfile(t *testing.T) {
+	t.Parallel()
+	eps := scEndpoints(3, nil)
+	s := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(),
+		`{"profileName":"prefill","encodedEndpointHeaderConfig":{"header":"X-Session-Token-Prefill"}}`, nil)
+	result := scResult(eps[0])
+	result.Profiles["prefill"] = &scheduler.ProfileResult{Targets: []*endpoint.Endpoint{eps[2]}}
+	// The proxy's served endpoint is the decode one: the prefill token
+	// must not follow it.
+	_, resp := roundTrip(s, eps, nil, result, eps[1].HostPort)
+	tok := resp.AddHeaders["X-Session-Token-Prefill"]
+	if want := base64.StdEncoding.EncodeToString([]byte("ns/ep-2")); tok != want {
+		t.Fatalf("token = %q, want %q (headers %v)", tok, want, resp.AddHeaders)
+	}
+	scores := s.Score(scCtx, scState(), scRequest(10, map[string]string{"x-session-token-prefill": tok}), eps)
+	if diff := cmp.Diff([]float64{0, 0, 1}, scores); diff != "" {
+		t.Errorf("scores (-want +got):\n%s", diff)
+	}
+	// Without a prefill result, nothing is recorded and no header is set.
+	_, resp = roundTrip(s, eps, nil, scResult(eps[0]), "")
+	if len(resp.AddHeaders) != 0 {
+		t.Errorf("headers set without a prefill pick: %v", resp.AddHeaders)
+	}
+}
+
+func TestSessionInstancesKeepSeparateNotes(t *testing.T) {
+	t.Parallel()
+	eps := scEndpoints(2, nil)
+	decode := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(), "", nil)
+	prefill := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(),
+		`{"profileName":"prefill","encodedEndpointHeaderConfig":{"header":"x-session-token-prefill"}}`, nil)
+	result := scResult(eps[0])
+	result.Profiles["prefill"] = &scheduler.ProfileResult{Targets: []*endpoint.Endpoint{eps[1]}}
+	st, resp := scState(), &scheduler.Response{}
+	decode.PreRequest(scCtx, st, nil, result)
+	prefill.PreRequest(scCtx, st, nil, result)
+	decode.ResponseHeaders(scCtx, st, nil, resp)
+	prefill.ResponseHeaders(scCtx, st, nil, resp)
+	want := map[string]string{
+		"x-session-token":         base64.StdEncoding.EncodeToString([]byte("ns/ep-0")),
+		"x-session-token-prefill": base64.StdEncoding.EncodeToString([]byte("ns/ep-1")),
+	}
+	if diff := cmp.Diff(want, resp.AddHeaders); diff != "" {
+		t.Errorf("headers (-want +got):\n%s", diff)
+	}
+}
+
+func TestSessionID(t *testing.T) {
+	t.Parallel()
+	clock := newSCClock()
+	eps := scEndpoints(3, nil)
+	s := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(),
+		`{"strategy":"session_id","sessionIdConfig":{"sources":[{"header":"X-Conversation"},{"header":"x-session-id"}],"evictionTtlSeconds":60}}`,
+		scHandle(clock, nil))
+	hdr := map[string]string{"x-session-id": "abc"}
+
+	scores, resp := roundTrip(s, eps, hdr, scResult(eps[1]), "")
+	if diff := cmp.Diff([]float64{0, 0, 0}, scores); diff != "" {
+		t.Errorf("unbound session (-want +got):\n%s", diff)
+	}
+	if len(resp.AddHeaders) != 0 {
+		t.Errorf("session_id wrote response headers: %v", resp.AddHeaders)
+	}
+	score := func(h map[string]string) []float64 { return s.Score(scCtx, scState(), scRequest(10, h), eps) }
+	if diff := cmp.Diff([]float64{0, 1, 0}, score(hdr)); diff != "" {
+		t.Errorf("bound session (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]float64{0, 0, 0}, score(map[string]string{"x-session-id": "other"})); diff != "" {
+		t.Errorf("other session (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]float64{0, 0, 0}, score(map[string]string{"x-conversation": "abc-2"})); diff != "" {
+		t.Errorf("first source, unbound (-want +got):\n%s", diff)
+	}
+
+	// A fallback served the request: the session follows it.
+	roundTrip(s, eps, hdr, scResult(eps[1], eps[2]), eps[2].HostPort)
+	if diff := cmp.Diff([]float64{0, 0, 1}, score(hdr)); diff != "" {
+		t.Errorf("after rebind (-want +got):\n%s", diff)
+	}
+
+	// Bindings expire when unused for the TTL; use refreshes them.
+	clock.Advance(50 * time.Second)
+	roundTrip(s, eps, map[string]string{"x-session-id": "fresh"}, scResult(eps[0]), "")
+	clock.Advance(20 * time.Second)
+	if n := s.sweep(clock.Now()); n != 1 {
+		t.Errorf("swept %d sessions, want 1", n)
+	}
+	if diff := cmp.Diff([]float64{0, 0, 0}, score(hdr)); diff != "" {
+		t.Errorf("expired session (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]float64{1, 0, 0}, score(map[string]string{"x-session-id": "fresh"})); diff != "" {
+		t.Errorf("fresh session (-want +got):\n%s", diff)
+	}
+}
+
+func TestSessionStart(t *testing.T) {
+	t.Parallel()
+	clock := newSCClock()
+	eps := scEndpoints(1, nil)
+	byID := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(),
+		`{"strategy":"session_id","sessionIdConfig":{"evictionTtlSeconds":1,"evictionSweepSeconds":0.01}}`, scHandle(clock, nil))
+	token := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(), "", nil)
+	roundTrip(byID, eps, map[string]string{"x-session-id": "a"}, scResult(eps[0]), "")
+	clock.Advance(2 * time.Second)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- byID.Start(ctx) }()
+	go func() { done <- token.Start(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for byID.sessionCount() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("background sweep never evicted the idle session")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	for range 2 {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Start = %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Start did not return after cancel")
+		}
+	}
+}
+
+func (s *SessionAffinity) sessionCount() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.sessions)
+}
+
+func TestDecodeToken(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{"", "a", "ab", "abc", "ns/name", "kube-system/vllm-7f9c-rank-0", "10.0.0.1:8000", "\xff\x00\xfe"} {
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+			var buf [maxTokenBytes]byte
+			n, ok := decodeToken(buf[:], enc.EncodeToString([]byte(in)))
+			if !ok || string(buf[:n]) != in {
+				t.Errorf("decode(encode(%q)) = %q, %v", in, buf[:n], ok)
+			}
+		}
+	}
+}
+
+func FuzzDecodeToken(f *testing.F) {
+	for _, s := range []string{"", "bnMvZXAtMQ==", "bnMvZXAtMQ", "!!", "QUJDR", "====", "QQ==", "\r", "QQ\n=="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		var buf [maxTokenBytes]byte
+		n, ok := decodeToken(buf[:], tok) // must not panic
+		if strings.ContainsAny(tok, "\r\n") {
+			return // encoding/base64 skips line breaks; a header value cannot hold them
+		}
+		if want, err := base64.StdEncoding.DecodeString(tok); err == nil && len(want) <= maxTokenBytes {
+			if !ok || string(buf[:n]) != string(want) {
+				t.Errorf("decodeToken(%q) = %q, %v; want %q", tok, buf[:n], ok, want)
+			}
+		}
+	})
+}
+
+func TestSessionIDSourcePriority(t *testing.T) {
+	t.Parallel()
+	eps := scEndpoints(2, nil)
+	s := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(),
+		`{"strategy":"session_id","sessionIdConfig":{"sources":[{"header":"x-conversation"},{"header":"x-session-id"}]}}`, nil)
+	roundTrip(s, eps, map[string]string{"x-conversation": "c"}, scResult(eps[0]), "")
+	roundTrip(s, eps, map[string]string{"x-session-id": "s"}, scResult(eps[1]), "")
+	both := map[string]string{"x-conversation": "c", "x-session-id": "s"}
+	if diff := cmp.Diff([]float64{1, 0}, s.Score(scCtx, scState(), scRequest(10, both), eps)); diff != "" {
+		t.Errorf("first source must win (-want +got):\n%s", diff)
+	}
+}
+
+func TestSessionConcurrentHooks(t *testing.T) {
+	t.Parallel()
+	eps := scEndpoints(10, nil)
+	h := scHandle(newSCClock(), func() []*endpoint.Endpoint { return eps })
+	for _, raw := range []string{"", `{"strategy":"session_id"}`} {
+		s := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(), raw, h)
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				hammerSession(s, eps, g)
+			}()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				s.sweep(scEpoch)
+			}
+		}()
+		wg.Wait()
+	}
+}
+
+// hammerSession runs requests of a few sessions through every hook of s.
+func hammerSession(s *SessionAffinity, eps []*endpoint.Endpoint, g int) {
+	for i := range 200 {
+		id := fmt.Sprintf("s-%d", (g+i)%5)
+		hdr := map[string]string{"x-session-id": id, "x-session-token": endpointToken(eps[i%len(eps)], "")}
+		roundTrip(s, eps, hdr, scResult(eps[(g*3+i)%len(eps)], eps[i%len(eps)]), eps[i%len(eps)].HostPort)
+	}
+}
