@@ -5,4 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/lint.sh
+# Real kube-apiserver + etcd for the controller tests, built once and cached.
+KUBEBUILDER_ASSETS=$(hack/kube-assets.sh)
+export KUBEBUILDER_ASSETS
 go test -race -count=1 -timeout 25m ./...

@@ -1,7 +1,3 @@
-// Package prefix is the approximate prefix-cache index: it remembers which
-// endpoints recently served which prompt prefixes (as chained hashes of
-// fixed-size prompt blocks) so scorers can prefer endpoints likely to hold
-// the request's prefix in their KV cache.
 package prefix
 
 import (
@@ -11,14 +7,19 @@ import (
 
 // Match is what a producer found for one request: how many leading prompt
 // blocks each endpoint is believed to hold.
+//
+// Endpoints are identified by address (Endpoint.HostPort), not by pointer:
+// the datastore hands out a new *Endpoint when a pod's labels change, but the
+// model server and its KV cache stay the same.
 type Match struct {
 	// TotalBlocks is the number of blocks the prompt was cut into (after any
 	// cap on blocks to match).
 	TotalBlocks int
 	// BlockSizeTokens is the block size used, in tokens.
 	BlockSizeTokens int
-	// matched holds only endpoints with at least one matching block.
-	matched map[*endpoint.Endpoint]int
+	// matched holds only endpoints with at least one matching block, by
+	// HostPort.
+	matched map[string]int
 }
 
 // NewMatch returns an empty match for a prompt of total blocks.
@@ -28,17 +29,33 @@ func NewMatch(total, blockSizeTokens int) *Match {
 
 // Set records that e holds the first blocks blocks of the prompt.
 func (m *Match) Set(e *endpoint.Endpoint, blocks int) {
-	if blocks <= 0 {
+	if blocks <= 0 || e == nil {
 		return
 	}
 	if m.matched == nil {
-		m.matched = make(map[*endpoint.Endpoint]int, 4)
+		m.matched = make(map[string]int, 4)
 	}
-	m.matched[e] = blocks
+	m.matched[e.HostPort] = blocks
 }
 
+// Grow makes room for n matched endpoints, so a producer that knows how many
+// it will Set allocates the map once.
+func (m *Match) Grow(n int) {
+	if m.matched == nil && n > 0 {
+		m.matched = make(map[string]int, n)
+	}
+}
+
+// Len returns how many endpoints hold at least one block.
+func (m *Match) Len() int { return len(m.matched) }
+
 // Blocks returns how many leading blocks e holds (0 if none).
-func (m *Match) Blocks(e *endpoint.Endpoint) int { return m.matched[e] }
+func (m *Match) Blocks(e *endpoint.Endpoint) int {
+	if e == nil || len(m.matched) == 0 {
+		return 0
+	}
+	return m.matched[e.HostPort]
+}
 
 // Any reports whether any endpoint holds at least one block ("warm").
 func (m *Match) Any() bool { return len(m.matched) > 0 }
@@ -48,7 +65,7 @@ func (m *Match) Ratio(e *endpoint.Endpoint) float64 {
 	if m.TotalBlocks == 0 {
 		return 0
 	}
-	return float64(m.matched[e]) / float64(m.TotalBlocks)
+	return float64(m.Blocks(e)) / float64(m.TotalBlocks)
 }
 
 // Source is implemented by plugins that produce a Match for each request

@@ -1,0 +1,114 @@
+package prefix
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// Defaults of the approx-prefix-cache-producer parameters (upstream's).
+const (
+	DefaultBlockSizeTokens        = 16
+	DefaultMaxPrefixBlocksToMatch = 256
+	DefaultLRUCapacityPerServer   = 31250
+)
+
+// Parameter bounds. Blocks under tinyBlockSizeTokens are accepted with a
+// warning: each request then inserts many more entries, and auto-tuned
+// capacities (KV tokens / block size) grow accordingly, which is how tiny
+// blocks exhausted memory upstream. maxAutoTunedCapacity caps what a model
+// server's reported cache size can make an endpoint's LRU hold (about 60 MiB
+// of index per endpoint), whatever the block size. Reported engine block
+// sizes under minAutoTunedBlockSizeTokens are not auto-tuned to.
+const (
+	tinyBlockSizeTokens         = 4
+	minAutoTunedBlockSizeTokens = 16
+	maxBlockSizeTokens          = 1 << 16
+	maxCapacity                 = 1 << 30
+	maxAutoTunedCapacity        = 1 << 20
+)
+
+// Params are the approx-prefix-cache-producer parameters, with upstream's
+// names and defaults.
+type Params struct {
+	AutoTune               bool `json:"autoTune" doc:"take block size and per-endpoint capacity from the model servers' reported KV cache (block size only when all reporting candidates agree on one of at least 16 tokens)" default:"true"`
+	BlockSizeTokens        int  `json:"blockSizeTokens" doc:"tokens per hashed block; a block is blockSizeTokens×4 bytes of the prompt" default:"16"`
+	MaxPrefixBlocksToMatch int  `json:"maxPrefixBlocksToMatch" doc:"at most this many leading blocks are hashed, matched and recorded" default:"256"`
+	MaxPrefixTokensToMatch int  `json:"maxPrefixTokensToMatch" doc:"also cap the blocks to this many tokens; 0 means no extra cap" default:"0"`
+	LRUCapacityPerServer   int  `json:"lruCapacityPerServer" doc:"blocks remembered per endpoint (when auto-tuning, only for endpoints that report no cache size)" default:"31250"`
+	BlockSize              int  `json:"blockSize,omitempty" doc:"deprecated: block size in characters, converted by DecodeParams to blockSizeTokens = round(blockSize/4); do not combine with blockSizeTokens" default:""`
+}
+
+// DefaultParams returns the defaults.
+func DefaultParams() Params {
+	return Params{
+		AutoTune:               true,
+		BlockSizeTokens:        DefaultBlockSizeTokens,
+		MaxPrefixBlocksToMatch: DefaultMaxPrefixBlocksToMatch,
+		LRUCapacityPerServer:   DefaultLRUCapacityPerServer,
+	}
+}
+
+// paramsJSON is what DecodeParams reads. blockSizeTokens is a pointer so a
+// conflict with the deprecated blockSize is detectable. The
+// prefix-cache-scorer's own parameter names are accepted and ignored: the
+// config loader creates this producer from a scorer's parameters when a
+// config names only the scorer.
+type paramsJSON struct {
+	Params
+	BlockSizeTokens             *int            `json:"blockSizeTokens"`
+	PrefixMatchInfoProducerName json.RawMessage `json:"prefixMatchInfoProducerName"`
+	MatchLengthWeight           json.RawMessage `json:"matchLengthWeight"`
+	MatchLengthScaleTokens      json.RawMessage `json:"matchLengthScaleTokens"`
+}
+
+// DecodeParams strictly decodes raw (nil means all defaults), converts the
+// deprecated blockSize into BlockSizeTokens, and validates the result.
+func DecodeParams(raw json.RawMessage) (Params, error) {
+	in := paramsJSON{Params: DefaultParams()}
+	if err := scheduler.DecodeParams(raw, &in); err != nil {
+		return Params{}, err
+	}
+	p := in.Params
+	switch {
+	case in.BlockSizeTokens != nil && p.BlockSize != 0:
+		return Params{}, errors.New("blockSize: deprecated, and conflicts with blockSizeTokens; set only blockSizeTokens")
+	case p.BlockSize > 0:
+		p.BlockSizeTokens = max(1, (p.BlockSize+CharsPerToken/2)/CharsPerToken)
+	case in.BlockSizeTokens != nil:
+		p.BlockSizeTokens = *in.BlockSizeTokens
+	}
+	if err := p.validate(); err != nil {
+		return Params{}, err
+	}
+	return p, nil
+}
+
+// validate reports every out-of-range parameter at once.
+func (p *Params) validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(p.BlockSizeTokens >= 1 && p.BlockSizeTokens <= maxBlockSizeTokens,
+		"blockSizeTokens: must be in [1, %d], got %d", maxBlockSizeTokens, p.BlockSizeTokens)
+	check(p.MaxPrefixBlocksToMatch >= 1, "maxPrefixBlocksToMatch: must be >= 1, got %d", p.MaxPrefixBlocksToMatch)
+	check(p.MaxPrefixTokensToMatch >= 0, "maxPrefixTokensToMatch: must be >= 0 (0 = no cap), got %d", p.MaxPrefixTokensToMatch)
+	check(p.LRUCapacityPerServer >= 1 && p.LRUCapacityPerServer <= maxCapacity,
+		"lruCapacityPerServer: must be in [1, %d], got %d", maxCapacity, p.LRUCapacityPerServer)
+	check(p.BlockSize >= 0, "blockSize: must be >= 0, got %d", p.BlockSize)
+	return errors.Join(errs...)
+}
+
+// maxBlocks is how many leading blocks of bs tokens are hashed.
+func (p *Params) maxBlocks(bs int) int {
+	n := p.MaxPrefixBlocksToMatch
+	if p.MaxPrefixTokensToMatch > 0 {
+		n = min(n, max(1, p.MaxPrefixTokensToMatch/bs))
+	}
+	return n
+}

@@ -1,0 +1,299 @@
+package prefix
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// ProducerType is the type name of Producer.
+const ProducerType = "approx-prefix-cache-producer"
+
+// PrefillProfile is the profile whose target, when it ran, also gets the
+// prompt's blocks recorded: in disaggregated serving the prefill endpoint
+// computes (and caches) the prompt's KV blocks. Upstream hard-codes the
+// same name.
+const PrefillProfile = "prefill"
+
+// DefaultPurgeInterval is how often Start forgets endpoints that left the
+// pool (upstream's period).
+const DefaultPurgeInterval = 2 * time.Minute
+
+// Producer is the approx-prefix-cache-producer: an approximate prefix-cache
+// index fed by the EPP's own routing decisions.
+//
+// For each request, Produce cuts the raw prompt bytes (the JSON of the
+// prompt field) into blocks of blockSizeTokens×4 bytes, at most
+// maxPrefixBlocksToMatch blocks (and maxPrefixTokensToMatch tokens when set),
+// chains their xxhash64 hashes from a seed of the target model and
+// cache_salt, and matches them against the index: every endpoint gets the
+// number of leading blocks it is believed to hold. The result is a *Match in
+// State, read through the Source interface (prefix-cache-scorer). PreRequest
+// then records the blocks for the primary target and, when a profile named
+// "prefill" ran, for its target. Each endpoint keeps at most
+// lruCapacityPerServer blocks, least recently routed first out.
+//
+// Auto-tuning (autoTune, default on): the block size is the CacheBlockSize
+// that every candidate reporting one agrees on. Candidates reporting none, or
+// less than 16 tokens (SGLang's default page is 1 token, which would make the
+// index 16 times larger and slower), are ignored; any disagreement, or no
+// usable report, falls back to blockSizeTokens. An endpoint's capacity is its
+// reported KV cache size in tokens (CacheBlockSize×CacheNumBlocks) divided by
+// the block size in use, capped at 2^20 blocks, or lruCapacityPerServer when
+// it reports none.
+//
+// Start purges endpoints that left the pool every two minutes (Purge). Metrics, when
+// the handle has a Registerer: inference_extension_prefix_indexer_size
+// (gauge) and inference_extension_prefix_indexer_hit_ratio (histogram),
+// labelled plugin=<instance name>.
+type Producer struct {
+	name       scheduler.TypedName
+	params     Params
+	index      *Index
+	log        logr.Logger
+	endpoints  func() []*endpoint.Endpoint
+	hitRatio   prometheus.Observer
+	purgeEvery time.Duration
+}
+
+var (
+	_ scheduler.Producer   = (*Producer)(nil)
+	_ scheduler.PreRequest = (*Producer)(nil)
+	_ scheduler.Runnable   = (*Producer)(nil)
+	_ Source               = (*Producer)(nil)
+)
+
+// ProducerRegistration describes the plugin type for the registry.
+func ProducerRegistration() scheduler.Registration {
+	return scheduler.Registration{
+		Type:    ProducerType,
+		Factory: ProducerFactory,
+		Params:  Params{},
+		Summary: "Approximate prefix-cache index of routed prompts (chained block hashes, per-endpoint LRU); feeds prefix-cache-scorer.",
+	}
+}
+
+// record is what Produce leaves in State for Match and PreRequest. Records of
+// several producer instances chain through next under one key.
+type record struct {
+	owner  *Producer
+	next   *record
+	match  Match
+	hashes []uint64
+}
+
+var recordKey = scheduler.NewKey[*record]("approx-prefix-cache")
+
+// NewProducer returns a producer with its own empty index. h may be nil
+// (no logging, metrics or purging).
+func NewProducer(name string, p Params, h *scheduler.Handle) (*Producer, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	ix, err := NewIndex(IndexOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if h == nil {
+		h = &scheduler.Handle{Log: logr.Discard()}
+	}
+	pr := &Producer{
+		name: scheduler.TypedName{Type: ProducerType, Name: name}, params: p, index: ix,
+		log: h.Log.WithValues("plugin", name), endpoints: h.Endpoints, purgeEvery: DefaultPurgeInterval,
+	}
+	if pr.hitRatio, err = registerMetrics(h.Registerer, name, ix); err != nil {
+		return nil, err
+	}
+	if p.BlockSizeTokens < tinyBlockSizeTokens {
+		pr.log.Info("warning: blockSizeTokens below 4 multiplies the index's CPU cost and, with autoTune, its memory", "blockSizeTokens", p.BlockSizeTokens)
+	}
+	if p.BlockSize != 0 {
+		pr.log.Info("warning: parameter blockSize is deprecated, use blockSizeTokens", "blockSizeTokens", p.BlockSizeTokens)
+	}
+	return pr, nil
+}
+
+// ProducerFactory builds a Producer from config.
+func ProducerFactory(name string, raw json.RawMessage, h *scheduler.Handle) (scheduler.Plugin, error) {
+	p, err := DecodeParams(raw)
+	if err != nil {
+		return nil, err
+	}
+	pr, err := NewProducer(name, p, h)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", ProducerType, name, err)
+	}
+	return pr, nil
+}
+
+// TypedName implements scheduler.Plugin.
+func (p *Producer) TypedName() scheduler.TypedName { return p.name }
+
+// Index returns the producer's index.
+func (p *Producer) Index() *Index { return p.index }
+
+// Produce implements scheduler.Producer: hash the prompt once and match it.
+func (p *Producer) Produce(_ context.Context, state *scheduler.State, req *scheduler.Request, endpoints []*endpoint.Endpoint) {
+	bs := p.blockSizeTokens(endpoints)
+	r := p.recordIn(state)
+	r.match = Match{BlockSizeTokens: bs}
+	r.hashes = p.hash(req, bs)
+	r.match.TotalBlocks = len(r.hashes)
+	p.index.matchInto(&r.match, r.hashes)
+	if p.hitRatio == nil && !p.log.V(2).Enabled() {
+		return
+	}
+	best := 0
+	for _, n := range r.match.matched {
+		best = max(best, n)
+	}
+	if p.hitRatio != nil && r.match.TotalBlocks > 0 {
+		p.hitRatio.Observe(float64(best) / float64(r.match.TotalBlocks))
+	}
+	if l := p.log.V(2); l.Enabled() && req != nil {
+		l.Info("prefix match", "requestID", req.ID, "blocks", r.match.TotalBlocks, "blockSizeTokens", bs,
+			"endpointsMatched", r.match.Len(), "bestBlocks", best)
+	}
+}
+
+// hash returns the prompt's block hashes for block size bs (nil for none).
+func (p *Producer) hash(req *scheduler.Request, bs int) []uint64 {
+	if req == nil || req.Body == nil {
+		return nil
+	}
+	prompt := req.Body.Prompt
+	blockBytes := bs * CharsPerToken
+	n := min(len(prompt)/blockBytes, p.params.maxBlocks(bs))
+	if n == 0 {
+		return nil
+	}
+	return AppendBlockHashes(make([]uint64, 0, n), Seed(req.Model, req.Body.CacheSalt), prompt, blockBytes, n)
+}
+
+// blockSizeTokens applies the auto-tuning rule documented on Producer.
+func (p *Producer) blockSizeTokens(eps []*endpoint.Endpoint) int {
+	if !p.params.AutoTune {
+		return p.params.BlockSizeTokens
+	}
+	agreed := 0
+	for _, e := range eps {
+		bs := e.Metrics().CacheBlockSize
+		if bs < minAutoTunedBlockSizeTokens {
+			continue
+		}
+		if agreed != 0 && bs != agreed {
+			return p.params.BlockSizeTokens
+		}
+		agreed = bs
+	}
+	if agreed == 0 || agreed > maxBlockSizeTokens {
+		return p.params.BlockSizeTokens
+	}
+	return agreed
+}
+
+// capacity is e's LRU capacity in blocks of bs tokens.
+func (p *Producer) capacity(e *endpoint.Endpoint, bs int) int {
+	if p.params.AutoTune {
+		m := e.Metrics()
+		if m.CacheBlockSize > 0 && m.CacheNumBlocks > 0 {
+			if m.CacheNumBlocks > math.MaxInt/m.CacheBlockSize {
+				return maxAutoTunedCapacity
+			}
+			return min(max(m.CacheBlockSize*m.CacheNumBlocks/bs, 1), maxAutoTunedCapacity)
+		}
+	}
+	return p.params.LRUCapacityPerServer
+}
+
+// recordIn returns this producer's record in state, adding it if absent.
+func (p *Producer) recordIn(state *scheduler.State) *record {
+	if r := p.find(state); r != nil {
+		return r
+	}
+	head, _ := recordKey.Get(state)
+	r := &record{owner: p, next: head}
+	recordKey.Set(state, r)
+	return r
+}
+
+func (p *Producer) find(state *scheduler.State) *record {
+	r, _ := recordKey.Get(state)
+	for ; r != nil; r = r.next {
+		if r.owner == p {
+			return r
+		}
+	}
+	return nil
+}
+
+// Match implements Source.
+func (p *Producer) Match(state *scheduler.State) (*Match, bool) {
+	if r := p.find(state); r != nil {
+		return &r.match, true
+	}
+	return nil, false
+}
+
+// PreRequest implements scheduler.PreRequest: record the prompt's blocks for
+// the endpoint that will serve the request and for the prefill endpoint.
+// Fallback targets are not recorded: they serve only if the primary fails.
+func (p *Producer) PreRequest(_ context.Context, state *scheduler.State, _ *scheduler.Request, result *scheduler.Result) {
+	r := p.find(state)
+	if r == nil || len(r.hashes) == 0 || result == nil {
+		return
+	}
+	var primary *endpoint.Endpoint
+	if t := result.Targets(); len(t) > 0 {
+		primary = t[0]
+		p.index.Insert(primary, r.hashes, p.capacity(primary, r.match.BlockSizeTokens))
+	}
+	if pf := result.Profiles[PrefillProfile]; pf != nil && len(pf.Targets) > 0 && pf.Targets[0] != primary {
+		p.index.Insert(pf.Targets[0], r.hashes, p.capacity(pf.Targets[0], r.match.BlockSizeTokens))
+	}
+}
+
+// Purge forgets endpoints no longer in the pool and returns how many. An
+// empty pool purges nothing: it is more likely a gap in discovery (a
+// restarting watch, an unreadable endpoints file) than every server gone,
+// and the index is bounded anyway.
+func (p *Producer) Purge() int {
+	if p.endpoints == nil {
+		return 0
+	}
+	pool := p.endpoints()
+	if len(pool) == 0 {
+		return 0
+	}
+	n := p.index.Purge(pool)
+	if n > 0 {
+		p.log.V(1).Info("forgot endpoints that left the pool", "endpoints", n)
+	}
+	return n
+}
+
+// Start implements scheduler.Runnable: purge periodically until ctx ends.
+func (p *Producer) Start(ctx context.Context) error {
+	if p.endpoints == nil {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(p.purgeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			p.Purge()
+		}
+	}
+}

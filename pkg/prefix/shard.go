@@ -1,0 +1,167 @@
+package prefix
+
+import "sync"
+
+// none is the null entry index.
+const none int32 = -1
+
+// Entries live in fixed-size chunks so the arena grows without copying and
+// wastes at most one partly used chunk per shard.
+const (
+	chunkBits = 12
+	chunkSize = 1 << chunkBits
+)
+
+// entry records that the endpoint in slot holds block hash. It sits on two
+// intrusive doubly linked lists, both threaded through arena indices: the
+// endpoint's LRU list in this shard, and the chain of entries sharing hash
+// (the reverse map hash → endpoints). 32 bytes, no pointers.
+type entry struct {
+	hash         uint64
+	slot         int32
+	prev, next   int32 // LRU neighbours; prev is more recent. next links the free list too.
+	cprev, cnext int32 // same-hash chain neighbours
+}
+
+// lruList is one endpoint's recency list within a shard.
+type lruList struct {
+	head, tail int32 // most and least recently used
+	n, cap     int32
+}
+
+var emptyList = lruList{head: none, tail: none}
+
+// shard is one lock domain of the index: the hashes whose top bits select it,
+// their entries, and every endpoint's LRU list restricted to those hashes.
+type shard struct {
+	mu     sync.RWMutex
+	table  table
+	chunks [][]entry
+	used   int32 // arena high-water mark
+	free   int32 // free list of entries, linked through next
+	lists  []lruList
+	n      int // live entries
+}
+
+func newShard() *shard {
+	return &shard{table: newTable(), free: none}
+}
+
+func (s *shard) at(i int32) *entry { return &s.chunks[i>>chunkBits][i&(chunkSize-1)] }
+
+func (s *shard) alloc() int32 {
+	if i := s.free; i != none {
+		s.free = s.at(i).next
+		return i
+	}
+	if int(s.used) == len(s.chunks)*chunkSize {
+		s.chunks = append(s.chunks, make([]entry, chunkSize))
+	}
+	s.used++
+	return s.used - 1
+}
+
+func (s *shard) list(slot int32) *lruList {
+	for int(slot) >= len(s.lists) {
+		s.lists = append(s.lists, emptyList)
+	}
+	return &s.lists[slot]
+}
+
+// insert records that slot holds h, making it the slot's most recent entry
+// and evicting the slot's least recent entries beyond capacity. Caller holds
+// the write lock.
+func (s *shard) insert(slot int32, h uint64, capacity int32) {
+	l := s.list(slot)
+	l.cap = max(capacity, 1)
+	for l.n > l.cap { // the capacity shrank since the last insert
+		s.remove(l, l.tail)
+	}
+	head := s.table.get(h)
+	for i := head; i != none; i = s.at(i).cnext {
+		if s.at(i).slot == slot {
+			s.unlinkLRU(l, i)
+			s.pushFront(l, i)
+			return
+		}
+	}
+	for l.n >= l.cap {
+		s.remove(l, l.tail)
+	}
+	// Evicting touched only this slot's entries, none of which hold h, so
+	// head is still h's chain head.
+	i := s.alloc()
+	*s.at(i) = entry{hash: h, slot: slot, prev: none, next: none, cprev: none, cnext: head}
+	if head != none {
+		s.at(head).cprev = i
+	}
+	s.table.set(h, i)
+	s.pushFront(l, i)
+	s.n++
+}
+
+func (s *shard) pushFront(l *lruList, i int32) {
+	e := s.at(i)
+	e.prev, e.next = none, l.head
+	if l.head != none {
+		s.at(l.head).prev = i
+	} else {
+		l.tail = i
+	}
+	l.head = i
+	l.n++
+}
+
+func (s *shard) unlinkLRU(l *lruList, i int32) {
+	e := s.at(i)
+	if e.prev != none {
+		s.at(e.prev).next = e.next
+	} else {
+		l.head = e.next
+	}
+	if e.next != none {
+		s.at(e.next).prev = e.prev
+	} else {
+		l.tail = e.prev
+	}
+	l.n--
+}
+
+// remove takes entry i off both lists and frees it.
+func (s *shard) remove(l *lruList, i int32) {
+	s.unlinkLRU(l, i)
+	e := s.at(i)
+	switch {
+	case e.cprev != none:
+		s.at(e.cprev).cnext = e.cnext
+	case e.cnext != none:
+		s.table.set(e.hash, e.cnext)
+	default:
+		s.table.del(e.hash)
+	}
+	if e.cnext != none {
+		s.at(e.cnext).cprev = e.cprev
+	}
+	e.next = s.free
+	s.free = i
+	s.n--
+}
+
+// drop removes every entry of slot. Caller holds the write lock.
+func (s *shard) drop(slot int32) {
+	if int(slot) >= len(s.lists) {
+		return
+	}
+	l := &s.lists[slot]
+	for l.head != none {
+		s.remove(l, l.head)
+	}
+	*l = emptyList
+}
+
+// len returns the number of live entries.
+func (s *shard) len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.n
+}

@@ -1,0 +1,109 @@
+package prefix
+
+// table maps a block hash to the first entry of the chain of entries (one per
+// endpoint) that hold it. It is an open-addressed, linearly probed hash table
+// stored as two flat arrays, so a distinct hash costs 12 bytes per slot and no
+// pointers the garbage collector has to scan. Key 0 marks an empty slot (the
+// index never stores hash 0, see fixHash). Deletion shifts later keys back
+// instead of leaving tombstones, so probe lengths stay short under churn.
+type table struct {
+	keys  []uint64
+	heads []int32
+	n     int
+	mask  int
+}
+
+// minTableSize is the smallest table; a power of two.
+const minTableSize = 64
+
+func newTable() table {
+	return table{keys: make([]uint64, minTableSize), heads: make([]int32, minTableSize), mask: minTableSize - 1}
+}
+
+// find returns the slot of h, or the empty slot where h would go.
+func (t *table) find(h uint64) (int, bool) {
+	for i := int(h) & t.mask; ; i = (i + 1) & t.mask {
+		switch t.keys[i] {
+		case h:
+			return i, true
+		case 0:
+			return i, false
+		}
+	}
+}
+
+// get returns the chain head stored for h, or none.
+func (t *table) get(h uint64) int32 {
+	if i, ok := t.find(h); ok {
+		return t.heads[i]
+	}
+	return none
+}
+
+// set stores head for h, adding h when absent. The table grows before it is
+// more than three quarters full.
+func (t *table) set(h uint64, head int32) {
+	i, ok := t.find(h)
+	if ok {
+		t.heads[i] = head
+		return
+	}
+	if (t.n+1)*4 > len(t.keys)*3 {
+		t.resize(len(t.keys) * 2)
+		i, _ = t.find(h)
+	}
+	t.keys[i], t.heads[i] = h, head
+	t.n++
+}
+
+// del removes h if present, shifting the rest of its probe run back so that
+// every remaining key stays reachable from its home slot.
+func (t *table) del(h uint64) {
+	i, ok := t.find(h)
+	if !ok {
+		return
+	}
+	t.n--
+	for j := i; ; {
+		t.keys[i] = 0
+		for {
+			j = (j + 1) & t.mask
+			k := t.keys[j]
+			if k == 0 {
+				return
+			}
+			home := int(k) & t.mask
+			// The key at j may move to i when i lies on its probe path,
+			// that is, when i is no farther from home than j is.
+			if (j-home)&t.mask >= (j-i)&t.mask {
+				t.keys[i], t.heads[i] = k, t.heads[j]
+				i = j
+				break
+			}
+		}
+	}
+}
+
+// shrink halves the table while it is less than an eighth full, returning
+// memory after a purge removed many endpoints.
+func (t *table) shrink() {
+	size := len(t.keys)
+	for size > minTableSize && t.n*8 < size {
+		size /= 2
+	}
+	if size != len(t.keys) {
+		t.resize(size)
+	}
+}
+
+func (t *table) resize(size int) {
+	old := *t
+	*t = table{keys: make([]uint64, size), heads: make([]int32, size), mask: size - 1}
+	for i, k := range old.keys {
+		if k != 0 {
+			j, _ := t.find(k)
+			t.keys[j], t.heads[j] = k, old.heads[i]
+			t.n++
+		}
+	}
+}

@@ -1,0 +1,216 @@
+package scorers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/prefix"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// PrefixCacheType is the type name of PrefixCache.
+const PrefixCacheType = "prefix-cache-scorer"
+
+// Defaults of the prefix-cache-scorer's own parameters.
+const (
+	defaultPrefixSource           = prefix.ProducerType
+	defaultMatchLengthScaleTokens = 8192
+)
+
+// maxSourceChain bounds how many scorers may delegate to one another before
+// reaching a producer; longer chains are treated as cycles.
+const maxSourceChain = 16
+
+// PrefixCacheParams configures PrefixCache.
+//
+// Besides its own three parameters it accepts the approx-prefix-cache-
+// producer's (autoTune through blockSize, with the same names, defaults and
+// checks) because the config loader creates that producer from the scorer's
+// parameters when a config names only the scorer. The scorer validates them
+// but does not use them: they take effect only through that auto-created
+// producer.
+type PrefixCacheParams struct {
+	PrefixMatchInfoProducerName string  `json:"prefixMatchInfoProducerName" doc:"instance name of the plugin that produces prefix matches (a prefix.Source)" default:"approx-prefix-cache-producer"`
+	MatchLengthWeight           float64 `json:"matchLengthWeight" doc:"weight w in [0, 1] of the absolute matched length against the matched ratio" default:"0.0"`
+	MatchLengthScaleTokens      int     `json:"matchLengthScaleTokens" doc:"matched tokens at which the length term saturates" default:"8192"`
+
+	AutoTune               bool `json:"autoTune" doc:"for the auto-created approx-prefix-cache-producer: take block size and capacity from the servers' reported KV cache" default:"true"`
+	BlockSizeTokens        int  `json:"blockSizeTokens" doc:"for the auto-created approx-prefix-cache-producer: tokens per hashed block (×4 bytes)" default:"16"`
+	MaxPrefixBlocksToMatch int  `json:"maxPrefixBlocksToMatch" doc:"for the auto-created approx-prefix-cache-producer: leading blocks hashed and matched" default:"256"`
+	MaxPrefixTokensToMatch int  `json:"maxPrefixTokensToMatch" doc:"for the auto-created approx-prefix-cache-producer: token cap on the blocks; 0 means none" default:"0"`
+	LRUCapacityPerServer   int  `json:"lruCapacityPerServer" doc:"for the auto-created approx-prefix-cache-producer: blocks remembered per endpoint" default:"31250"`
+	BlockSize              int  `json:"blockSize,omitempty" doc:"for the auto-created approx-prefix-cache-producer: deprecated block size in characters" default:""`
+}
+
+func (p *PrefixCacheParams) validate() error {
+	var errs []error
+	if p.PrefixMatchInfoProducerName == "" {
+		errs = append(errs, errors.New("prefixMatchInfoProducerName: must not be empty"))
+	}
+	if !(p.MatchLengthWeight >= 0 && p.MatchLengthWeight <= 1) {
+		errs = append(errs, fmt.Errorf("matchLengthWeight: must be in [0, 1], got %v", p.MatchLengthWeight))
+	}
+	if p.MatchLengthScaleTokens < 1 {
+		errs = append(errs, fmt.Errorf("matchLengthScaleTokens: must be >= 1, got %d", p.MatchLengthScaleTokens))
+	}
+	return errors.Join(errs...)
+}
+
+// PrefixCache prefers endpoints that already hold a long prefix of the
+// request's prompt in their KV cache, so the prompt's prefill is mostly
+// skipped there.
+//
+// Inputs: the prefix.Match that the plugin named prefixMatchInfoProducerName
+// produced for the request (approx-prefix-cache-producer by default; any
+// prefix.Source works, including another prefix-cache-scorer). With b the
+// endpoint's leading matched blocks, B the prompt's blocks, t = b × block size
+// in tokens, S = matchLengthScaleTokens and w = matchLengthWeight:
+//
+//	score = w·min(1, t/S)² + (1−w)·b/B
+//
+// With the default w = 0 this is upstream's matched-block ratio. Every
+// endpoint scores 0 when there is no match information (no producer output,
+// or a prompt shorter than one block). PrefixCache is itself a prefix.Source
+// (it hands on its producer's match), so scorers such as no-hit-lru-scorer
+// can refer to it by name.
+type PrefixCache struct {
+	name   scheduler.TypedName
+	params PrefixCacheParams
+	source prefix.Source
+}
+
+var (
+	_ scheduler.Scorer   = (*PrefixCache)(nil)
+	_ scheduler.Resolver = (*PrefixCache)(nil)
+	_ prefix.Source      = (*PrefixCache)(nil)
+)
+
+// NewPrefixCache returns a prefix-cache scorer reading matches from source;
+// with a nil source, Resolve finds it by name.
+func NewPrefixCache(name string, p PrefixCacheParams, source prefix.Source) *PrefixCache {
+	return &PrefixCache{name: scheduler.TypedName{Type: PrefixCacheType, Name: name}, params: p, source: source}
+}
+
+// DefaultPrefixCacheParams returns the defaults, the producer's included.
+func DefaultPrefixCacheParams() PrefixCacheParams {
+	p := PrefixCacheParams{PrefixMatchInfoProducerName: defaultPrefixSource, MatchLengthScaleTokens: defaultMatchLengthScaleTokens}
+	p.setProducer(prefix.DefaultParams())
+	return p
+}
+
+// setProducer copies the producer's parameters into p.
+func (p *PrefixCacheParams) setProducer(pp prefix.Params) {
+	p.AutoTune, p.BlockSizeTokens, p.BlockSize = pp.AutoTune, pp.BlockSizeTokens, pp.BlockSize
+	p.MaxPrefixBlocksToMatch, p.MaxPrefixTokensToMatch = pp.MaxPrefixBlocksToMatch, pp.MaxPrefixTokensToMatch
+	p.LRUCapacityPerServer = pp.LRUCapacityPerServer
+}
+
+// PrefixCacheFactory builds a PrefixCache from config. The producer's
+// parameters are checked (and the deprecated blockSize converted) by
+// prefix.DecodeParams, so a bad value is reported here as well as by the
+// auto-created producer.
+func PrefixCacheFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (scheduler.Plugin, error) {
+	p := DefaultPrefixCacheParams()
+	if err := scheduler.DecodeParams(raw, &p); err != nil {
+		return nil, err
+	}
+	producer, err := prefix.DecodeParams(raw)
+	if err != nil {
+		return nil, err
+	}
+	p.setProducer(producer)
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	return NewPrefixCache(name, p, nil), nil
+}
+
+// PrefixCacheRegistration describes the plugin type for the registry.
+func PrefixCacheRegistration() scheduler.Registration {
+	return scheduler.Registration{
+		Type:    PrefixCacheType,
+		Factory: PrefixCacheFactory,
+		Params:  PrefixCacheParams{},
+		Summary: "Prefers endpoints holding a long prefix of the prompt: matched/total blocks, optionally blended with absolute matched length.",
+	}
+}
+
+// TypedName implements scheduler.Plugin.
+func (s *PrefixCache) TypedName() scheduler.TypedName { return s.name }
+
+// Resolve implements scheduler.Resolver: it finds the match source by name
+// and refuses a chain of scorers that leads back to itself.
+func (s *PrefixCache) Resolve(h *scheduler.Handle) error {
+	if h == nil {
+		return errors.New("prefixMatchInfoProducerName: no plugin handle to resolve it with")
+	}
+	name := s.params.PrefixMatchInfoProducerName
+	src, err := lookupSource(h, name)
+	if err != nil {
+		return err
+	}
+	next := src
+	for range maxSourceChain {
+		pc, ok := next.(*PrefixCache)
+		if !ok {
+			s.source = src
+			return nil
+		}
+		if pc == s {
+			break
+		}
+		if next, err = lookupSource(h, pc.params.PrefixMatchInfoProducerName); err != nil {
+			return fmt.Errorf("prefixMatchInfoProducerName: via %q: %w", pc.name.Name, err)
+		}
+	}
+	return fmt.Errorf("prefixMatchInfoProducerName: %q leads back to %q; name a producer such as %q", name, s.name.Name, prefix.ProducerType)
+}
+
+func lookupSource(h *scheduler.Handle, name string) (prefix.Source, error) {
+	p, ok := h.Plugin(name)
+	if !ok {
+		return nil, fmt.Errorf("prefixMatchInfoProducerName: no plugin named %q in the config", name)
+	}
+	src, ok := p.(prefix.Source)
+	if !ok {
+		return nil, fmt.Errorf("prefixMatchInfoProducerName: plugin %q (type %q) does not produce prefix matches", name, p.TypedName().Type)
+	}
+	return src, nil
+}
+
+// Match implements prefix.Source by handing on the source's match.
+func (s *PrefixCache) Match(state *scheduler.State) (*prefix.Match, bool) {
+	if s.source == nil {
+		return nil, false
+	}
+	return s.source.Match(state)
+}
+
+// Score implements scheduler.Scorer.
+func (s *PrefixCache) Score(_ context.Context, state *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
+	out := make([]float64, len(eps))
+	m, ok := s.Match(state)
+	if !ok || m == nil || m.TotalBlocks <= 0 || !m.Any() {
+		return out
+	}
+	w := s.params.MatchLengthWeight
+	scale := float64(s.params.MatchLengthScaleTokens)
+	total := float64(m.TotalBlocks)
+	for i, e := range eps {
+		b := m.Blocks(e)
+		if b == 0 {
+			continue
+		}
+		v := (1 - w) * float64(b) / total
+		if w > 0 {
+			l := math.Min(1, float64(b)*float64(m.BlockSizeTokens)/scale)
+			v += w * l * l
+		}
+		out[i] = unitClamp(v)
+	}
+	return out
+}
