@@ -35,6 +35,7 @@ type app struct {
 	store    *datastore.Store
 	srv      *server.Server
 	draining atomic.Bool
+	mu       sync.Mutex // guards built across config reloads
 	built    *config.Built
 	plugins  *pluginRunner
 
@@ -119,7 +120,7 @@ func (a *app) buildServers(reg *prometheus.Registry) error {
 		return fmt.Errorf("health %w", err)
 	}
 	a.addrs.Health = a.lis.health.Addr().String()
-	if f.MetricsPort > 0 {
+	if f.MetricsPort >= 0 {
 		if a.lis.metrics, err = listen(f.BindAddress, f.MetricsPort); err != nil {
 			a.lis.grpc.Close()
 			a.lis.health.Close()
@@ -155,10 +156,11 @@ func (a *app) run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- fn() }()
 	}
+	a.plugins.begin(bg, a.built.Runnables) // before the config watcher can reload
 	for _, r := range a.background {
 		goRun(func() error { return r.Start(bg) })
 	}
-	goRun(func() error { a.plugins.run(bg, a.built.Runnables); return nil })
+	goRun(func() error { a.plugins.wait(); return nil })
 	goRun(func() error { return server.Serve(bg, a.grpc, a.lis.grpc, a.flags.DrainTimeout) })
 	goRun(func() error { return server.Serve(bg, a.health, a.lis.health, time.Second) })
 	if a.metricsSrv != nil {

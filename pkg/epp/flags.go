@@ -46,7 +46,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.BindAddress, "bind-address", "", "address the servers listen on (empty: all interfaces)")
 	fs.IntVar(&f.GRPCPort, "grpc-port", 9002, "ext_proc gRPC port")
 	fs.IntVar(&f.GRPCHealthPort, "grpc-health-port", 9003, "gRPC health port (services liveness, readiness, "+server.ExtProcService+")")
-	fs.IntVar(&f.MetricsPort, "metrics-port", 9090, "Prometheus metrics (and pprof) HTTP port; 0 disables")
+	fs.IntVar(&f.MetricsPort, "metrics-port", 9090, "Prometheus metrics (and pprof) HTTP port; -1 disables")
 	fs.BoolVar(&f.SecureServing, "secure-serving", true, "serve ext_proc over TLS (self-signed unless --cert-path)")
 	fs.StringVar(&f.CertPath, "cert-path", "", "directory holding tls.crt and tls.key for the ext_proc server")
 	fs.BoolVar(&f.EnableCertReload, "enable-cert-reload", false, "reload the key pair in --cert-path when it changes")

@@ -68,6 +68,8 @@ func (a *app) loadConfig(st *settings, reg prometheus.Registerer) (*config.Built
 // onReload switches new requests to the new scheduler; plugins that were
 // reused keep running, replaced ones are stopped.
 func (a *app) onReload(b *config.Built) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	prev := a.built
 	a.built = b
 	a.srv.SetScheduler(b.Scheduler)
@@ -101,12 +103,19 @@ type pluginRunner struct {
 	cancels map[string]context.CancelFunc
 }
 
-func (p *pluginRunner) run(ctx context.Context, initial []config.NamedRunnable) {
+// begin starts the initial plugins; later starts and stops come from
+// reloads. Everything stops when ctx ends.
+func (p *pluginRunner) begin(ctx context.Context, initial []config.NamedRunnable) {
 	p.mu.Lock()
 	p.ctx, p.cancels = ctx, map[string]context.CancelFunc{}
 	p.mu.Unlock()
 	p.start(initial)
-	<-ctx.Done()
+}
+
+// wait blocks until the context given to begin ends and every plugin's
+// background work has returned.
+func (p *pluginRunner) wait() {
+	<-p.ctx.Done()
 	p.wg.Wait()
 }
 

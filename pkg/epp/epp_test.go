@@ -1,0 +1,249 @@
+package epp
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+
+	"github.com/openepp/openepp/pkg/extproc"
+	"github.com/openepp/openepp/pkg/sim"
+)
+
+// logLines is a concurrency-safe sink for log lines.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) logger(verbosity int) logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.lines = append(l.lines, prefix+" "+args)
+	}, funcr.Options{Verbosity: verbosity})
+}
+
+func (l *logLines) find(substr string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range l.lines {
+		if strings.Contains(line, substr) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// running is one in-process EPP.
+type running struct {
+	addrs  Addrs
+	client *extproc.Client
+	log    *logLines
+}
+
+// startEPP runs the EPP with args against n simulated servers, whose
+// addresses it writes into an endpoints file (labels idx=<i>).
+func startEPP(t *testing.T, n int, verbosity int, args ...string) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var entries strings.Builder
+	for i := range n {
+		inst, err := sim.Start(ctx, sim.Config{Address: "127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		host, port, _ := net.SplitHostPort(inst.HostPort())
+		fmt.Fprintf(&entries, "- {name: s%d, address: %s, port: %s, labels: {idx: \"%d\"}}\n", i, host, port, i)
+		t.Cleanup(func() { _ = inst.Close() })
+	}
+	file := filepath.Join(t.TempDir(), "endpoints.yaml")
+	if err := os.WriteFile(file, []byte(entries.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := &running{log: &logLines{}}
+	addrs := make(chan Addrs, 1)
+	done := make(chan error, 1)
+	all := append([]string{"--endpoints-file", file, "--bind-address", "127.0.0.1", "--grpc-port", "0",
+		"--grpc-health-port", "0", "--metrics-port", "0", "--secure-serving=false"}, args...)
+	go func() {
+		done <- Run(ctx, all, WithLogger(r.log.logger(verbosity)), WithReadyCallback(func(a Addrs) { addrs <- a }))
+	}()
+	select {
+	case r.addrs = <-addrs:
+	case err := <-done:
+		cancel()
+		t.Fatalf("epp exited: %v", err)
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("epp did not start")
+	}
+	client, err := extproc.Dial(ctx, r.addrs.GRPC, extproc.WithPlaintext())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.client = client
+	t.Cleanup(func() {
+		client.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("epp: %v", err)
+		}
+	})
+	return r
+}
+
+func (r *running) route(t *testing.T, body string) *extproc.Decision {
+	t.Helper()
+	d, err := r.client.RoundTrip(context.Background(), extproc.Request{Method: "POST", Path: "/v1/completions",
+		Headers: map[string][]string{"content-type": {"application/json"}}, Body: []byte(body)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Immediate != nil {
+		t.Fatalf("immediate response %d: %s", d.Immediate.Status, d.Immediate.Body)
+	}
+	return d
+}
+
+func (r *running) metricsPage(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + r.addrs.Metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return string(data)
+}
+
+func TestDecisionIsExplainedAndScoresEmitted(t *testing.T) {
+	t.Parallel()
+	r := startEPP(t, 3, 1, "--emit-endpoint-scores")
+	d := r.route(t, `{"model":"m","prompt":"explain me"}`)
+	lines := r.log.find(`"scheduled request"`)
+	if len(lines) != 1 {
+		t.Fatalf("want one decision line at --v=1, got %d: %v", len(lines), lines)
+	}
+	for _, want := range []string{d.Endpoints[0], "queue-scorer=2×", "kv-cache-utilization-scorer=2×", "prefix-cache-scorer=3×", "total="} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("decision line lacks %q: %s", want, lines[0])
+		}
+	}
+	if strings.Contains(lines[0], "explain me") {
+		t.Error("the prompt was logged")
+	}
+	scores, ok := d.DynamicMetadata["envoy.lb"]["x-gateway-destination-endpoint-scores"].(map[string]any)
+	if !ok || len(scores) != 3 {
+		t.Fatalf("scores metadata = %#v, want one score per endpoint", d.DynamicMetadata["envoy.lb"])
+	}
+	if _, ok := scores[d.Endpoints[0]]; !ok {
+		t.Errorf("picked endpoint %s has no score in %v", d.Endpoints[0], scores)
+	}
+}
+
+func TestNoDecisionLogsAtDefaultVerbosity(t *testing.T) {
+	t.Parallel()
+	r := startEPP(t, 1, 0)
+	d := r.route(t, `{"model":"m","prompt":"quiet"}`)
+	if _, ok := d.DynamicMetadata["envoy.lb"]["x-gateway-destination-endpoint-scores"]; ok {
+		t.Error("scores emitted without --emit-endpoint-scores")
+	}
+	if lines := r.log.find(`"scheduled request"`); len(lines) != 0 {
+		t.Errorf("decision logged at --v=0: %v", lines)
+	}
+}
+
+// selectOnly is a config that routes only to the endpoint labelled idx=i.
+func selectOnly(i int) string {
+	return fmt.Sprintf(`apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: label-selector-filter
+  parameters: {matchLabels: {idx: "%d"}}
+- type: queue-scorer
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: label-selector-filter
+  - pluginRef: queue-scorer
+`, i)
+}
+
+func TestConfigFileReload(t *testing.T) {
+	t.Parallel()
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	write := func(text string) {
+		tmp := cfg + ".tmp"
+		if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(selectOnly(0))
+	r := startEPP(t, 2, 0, "--config-file", cfg)
+	first := r.route(t, `{"model":"m","prompt":"a"}`).Endpoints[0]
+	write(selectOnly(1))
+	eventually(t, "reload to take effect", func() bool { return r.route(t, `{"model":"m","prompt":"a"}`).Endpoints[0] != first })
+	second := r.route(t, `{"model":"m","prompt":"a"}`).Endpoints[0]
+
+	write("apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n- type: no-such-plugin\n")
+	eventually(t, "failed reload to be counted", func() bool {
+		return strings.Contains(r.metricsPage(t), `openepp_config_reloads_total{result="failure"} 1`)
+	})
+	if got := r.route(t, `{"model":"m","prompt":"a"}`).Endpoints[0]; got != second {
+		t.Errorf("a broken config changed routing: %s, want %s", got, second)
+	}
+	if lines := r.log.find("no-such-plugin"); len(lines) == 0 {
+		t.Error("the rejected config's problem was not logged")
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestBadFlagsAndConfigAreClearErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "no endpoints", args: nil, want: "no endpoint source"},
+		{name: "both configs", args: []string{"--endpoints", "127.0.0.1:1", "--config-file", "x", "--config-text", "y"}, want: "mutually exclusive"},
+		{name: "bad endpoint", args: []string{"--endpoints", "nope"}, want: "want ip:port"},
+		{name: "missing config file", args: []string{"--endpoints", "127.0.0.1:1", "--config-file", "/does/not/exist"}, want: "read config file"},
+		{name: "broken config", args: []string{"--endpoints", "127.0.0.1:1", "--config-text", "kind: Nope"}, want: "kind"},
+		{name: "unknown flag", args: []string{"--bogus"}, want: "bogus"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Run(context.Background(), append(tc.args, "--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0"),
+				WithLogger(logr.Discard()))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Run error = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
