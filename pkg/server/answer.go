@@ -105,6 +105,7 @@ func immediateResponse(code int, reason, msg string) *extprocv3.ProcessingRespon
 			Headers: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
 				setHeader("content-type", "text/plain; charset=utf-8"),
 				setHeader(DroppedReasonHeader, reason),
+				setHeader(LLMDDroppedReasonHeader, reason),
 			}},
 			Body:    []byte(http.StatusText(code) + ": " + msg + "\n"),
 			Details: "openepp_" + strings.ReplaceAll(reason, "-", "_"),

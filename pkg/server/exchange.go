@@ -102,7 +102,9 @@ func (x *exchange) onRequestHeaders(h *extprocv3.HttpHeaders, md map[string]*str
 	if h.GetEndOfStream() {
 		return x.routeBodyless()
 	}
-	if cl, err := strconv.Atoi(x.headers["content-length"]); err == nil {
+	// A negative or unparsable content-length is ignored (Envoy never sends
+	// one); it only serves the early 413 and the preallocation.
+	if cl, err := strconv.Atoi(x.headers["content-length"]); err == nil && cl >= 0 {
 		if cl > x.srv.opts.MaxRequestBodyBytes {
 			return x.reject(x.tooLarge(cl))
 		}

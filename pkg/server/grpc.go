@@ -18,7 +18,9 @@ import (
 // GRPCOptions configure the ext_proc listener.
 type GRPCOptions struct {
 	// TLS is nil for plaintext.
-	TLS            *tls.Config
+	TLS *tls.Config
+	// MaxRecvMsgSize and MaxSendMsgSize bound gRPC messages; 0 keeps gRPC's
+	// defaults (4 MiB received, unlimited sent).
 	MaxRecvMsgSize int
 	MaxSendMsgSize int
 	// Health, when set, is also served on the ext_proc port.
@@ -28,10 +30,15 @@ type GRPCOptions struct {
 // NewGRPCServer returns a gRPC server exposing s as the ext_proc service.
 func (s *Server) NewGRPCServer(o GRPCOptions) *grpc.Server {
 	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
-		grpc.MaxSendMsgSize(o.MaxSendMsgSize),
 		// Envoy keeps long-lived HTTP/2 connections; let it ping.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	// gRPC takes a zero limit literally (no message may have a payload).
+	if o.MaxRecvMsgSize > 0 {
+		opts = append(opts, grpc.MaxRecvMsgSize(o.MaxRecvMsgSize))
+	}
+	if o.MaxSendMsgSize > 0 {
+		opts = append(opts, grpc.MaxSendMsgSize(o.MaxSendMsgSize))
 	}
 	if o.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(o.TLS)))

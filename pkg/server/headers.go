@@ -17,6 +17,9 @@ const (
 	SubsetNamespace     = "envoy.lb.subset_hint"
 	RequestIDHeader     = "x-request-id"
 	DroppedReasonHeader = "x-gateway-request-dropped-reason"
+	// LLMDDroppedReasonHeader is llm-d's name for the same reason; both are
+	// set so clients written for either keep working.
+	LLMDDroppedReasonHeader = "x-llm-d-request-dropped-reason"
 )
 
 // Control headers exist under GIE's x-gateway-* names and llm-d's x-llm-d-*

@@ -42,7 +42,8 @@ func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders, md map[string]*st
 	if err := x.send(reply); err != nil {
 		return false, err
 	}
-	if h.GetEndOfStream() {
+	if h.GetEndOfStream() { // a response without body (e.g. 204) ends here
+		x.resp.EndOfStream = true
 		x.complete()
 		return true, nil
 	}

@@ -1,0 +1,227 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/extproc"
+	"github.com/openepp/openepp/pkg/request"
+	"github.com/openepp/openepp/pkg/scheduler"
+	"github.com/openepp/openepp/pkg/server"
+	"github.com/openepp/openepp/pkg/sim"
+)
+
+// startSims starts n simulators on 127.0.0.1 and returns them with their
+// endpoint specs.
+func startSims(t *testing.T, n int) ([]*sim.Instance, []endpoint.Spec) {
+	t.Helper()
+	insts := make([]*sim.Instance, n)
+	specs := make([]endpoint.Spec, n)
+	for i := range insts {
+		inst, err := sim.Start(context.Background(), sim.Config{Model: testModel, Seed: uint64(i + 1)})
+		if err != nil {
+			t.Fatalf("simulator %d: %v", i, err)
+		}
+		t.Cleanup(func() {
+			if err := inst.Close(); err != nil {
+				t.Errorf("close simulator: %v", err)
+			}
+		})
+		insts[i] = inst
+		specs[i] = endpoint.Spec{Name: fmt.Sprintf("sim-%d", i), Address: "127.0.0.1", Port: inst.Port()}
+	}
+	return insts, specs
+}
+
+// TestEndToEndWithSimulators routes completions through the server to real
+// simulators, proxies each to the chosen endpoint as Envoy would, plays the
+// simulator's real response (JSON, then SSE) through the response phase and
+// checks that the client gets exactly the simulator's bytes and that plugins
+// saw the usage the simulator reported. The second request carries the same
+// prompt and a subset hint pinning the first endpoint, so it hits the
+// simulator's prefix cache.
+func TestEndToEndWithSimulators(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("integration test: skipped with -short")
+	}
+	_, specs := startSims(t, 3)
+	h := start(t, setup{endpoints: specs, tls: true})
+	httpc := &http.Client{Transport: &http.Transport{}, Timeout: testTimeout}
+	t.Cleanup(httpc.CloseIdleConnections)
+	prompt := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 20)
+	var first string
+	for _, stream := range []bool{false, true} {
+		body := map[string]any{"model": testModel, "prompt": prompt, "max_tokens": 8}
+		req := post("/v1/completions", nil, "x-request-id", uuid.NewString())
+		if stream {
+			body["stream"], body["stream_options"] = true, map[string]any{"include_usage": true}
+			req.FilterMetadata = map[string]map[string]any{server.SubsetNamespace: {server.SubsetKey: []string{first}}}
+		}
+		req.Body = mustJSON(body)
+		got := proxyExchange(t, h, httpc, req)
+		if stream && got.Usage.CachedTokens == 0 {
+			t.Errorf("second request on %s reported no cached tokens: %+v", got.Served, got.Usage)
+		}
+		first = got.Served
+	}
+}
+
+// proxyExchange plays one exchange with the simulator chosen by the server
+// as upstream and returns what the plugins saw at ResponseComplete.
+func proxyExchange(t *testing.T, h *harness, httpc *http.Client, req extproc.Request) scheduler.Response {
+	t.Helper()
+	ctx := testCtx(t)
+	id := req.Headers.Get("x-request-id")
+	s := h.open(t)
+	d, err := s.SendRequest(ctx, req)
+	if err != nil || d.Immediate != nil {
+		t.Fatalf("request phase: %v %+v", err, d)
+	}
+	upstream, err := forward(ctx, httpc, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upstream.Body.Close()
+	sent, err := playUpstream(ctx, s, upstream, d.Endpoints[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := collectBody(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(res, sent) {
+		t.Errorf("client got %q, simulator sent %q", res, sent)
+	}
+	want := usageOf(t, sent)
+	resp := h.rec.completed(t, id)
+	if diff := cmp.Diff(want, resp.Usage); diff != "" || !resp.UsageKnown {
+		t.Errorf("usage seen by plugins (-simulator +plugins):\n%s", diff)
+	}
+	if resp.Served != d.Endpoints[0] || resp.StatusCode != http.StatusOK || !resp.EndOfStream {
+		t.Errorf("response seen by plugins: served %q status %d eos %v", resp.Served, resp.StatusCode, resp.EndOfStream)
+	}
+	return resp
+}
+
+// forward sends the request Envoy would send upstream to the chosen
+// endpoint, as the ORIGINAL_DST cluster does.
+func forward(ctx context.Context, httpc *http.Client, d *extproc.Decision) (*http.Response, error) {
+	url := "http://" + d.Endpoints[0] + d.Path
+	hr, err := http.NewRequestWithContext(ctx, d.Method, url, bytes.NewReader(d.Body))
+	if err != nil {
+		return nil, err
+	}
+	hr.Header = d.Headers.Clone()
+	resp, err := httpc.Do(hr)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(sim.EndpointHeader) != d.Endpoints[0] {
+		resp.Body.Close()
+		return nil, fmt.Errorf("upstream %s answered %s from %q", url, resp.Status, resp.Header.Get(sim.EndpointHeader))
+	}
+	return resp, nil
+}
+
+// playUpstream plays the upstream response through the response phase as
+// it arrives, read by read, and returns the bytes sent.
+func playUpstream(ctx context.Context, s *extproc.Stream, upstream *http.Response, served string) ([]byte, error) {
+	resp := extproc.Response{
+		Status: upstream.StatusCode, Headers: upstream.Header,
+		FilterMetadata: map[string]map[string]any{server.LBNamespace: {server.ServedKey: served}},
+	}
+	if err := s.SendResponseHeaders(ctx, resp, false); err != nil {
+		return nil, err
+	}
+	res, err := s.AwaitResponseHeaders(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if res.Headers.Get(sim.EndpointHeader) != served {
+		return nil, fmt.Errorf("downstream headers %v lost the upstream's", res.Headers)
+	}
+	var sent []byte
+	buf := make([]byte, 4096)
+	for {
+		n, rerr := upstream.Body.Read(buf)
+		eof := errors.Is(rerr, io.EOF)
+		if rerr != nil && !eof {
+			return nil, rerr
+		}
+		if n > 0 || eof {
+			chunk := bytes.Clone(buf[:n])
+			sent = append(sent, chunk...)
+			if err := s.SendResponseBody(ctx, chunk, eof); err != nil {
+				return nil, err
+			}
+		}
+		if eof {
+			return sent, nil
+		}
+	}
+}
+
+func collectBody(ctx context.Context, s *extproc.Stream) ([]byte, error) {
+	var out []byte
+	for {
+		chunk, err := s.RecvResponseBody(ctx)
+		out = append(out, chunk...)
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// usageOf decodes the usage the simulator reported, independently of the
+// server's parser: the JSON body's, or the SSE event's that carries one.
+func usageOf(t *testing.T, body []byte) request.Usage {
+	t.Helper()
+	type wire struct {
+		Usage *struct {
+			Prompt     int `json:"prompt_tokens"`
+			Completion int `json:"completion_tokens"`
+			Total      int `json:"total_tokens"`
+			Details    struct {
+				Cached int `json:"cached_tokens"`
+			} `json:"prompt_tokens_details"`
+		} `json:"usage"`
+	}
+	docs := [][]byte{body}
+	if bytes.HasPrefix(body, []byte("data: ")) {
+		docs = nil
+		sc := bufio.NewScanner(bytes.NewReader(body))
+		for sc.Scan() {
+			if line, ok := bytes.CutPrefix(sc.Bytes(), []byte("data: ")); ok && bytes.HasPrefix(line, []byte("{")) {
+				docs = append(docs, bytes.Clone(line))
+			}
+		}
+	}
+	for _, doc := range docs {
+		var w wire
+		if err := json.Unmarshal(doc, &w); err != nil {
+			t.Fatalf("simulator sent invalid JSON %q: %v", doc, err)
+		}
+		if u := w.Usage; u != nil {
+			return request.Usage{PromptTokens: u.Prompt, CompletionTokens: u.Completion, TotalTokens: u.Total, CachedTokens: u.Details.Cached}
+		}
+	}
+	t.Fatalf("simulator response carries no usage: %q", body)
+	return request.Usage{}
+}
