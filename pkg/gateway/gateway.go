@@ -156,7 +156,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func statusFor(ctx context.Context, err error) (int, string) {
 	var se *extproc.StreamError
 	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(ctx.Err(), context.DeadlineExceeded),
+		errors.As(err, &se) && se.Code == codes.DeadlineExceeded: // gRPC may see the deadline first
 		return http.StatusGatewayTimeout, "request timeout"
 	case errors.As(err, &se) && se.Code == codes.Unavailable:
 		return http.StatusServiceUnavailable, "endpoint picker unavailable: " + err.Error()

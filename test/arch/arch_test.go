@@ -37,10 +37,12 @@ var allowed = map[string][]string{
 	"pkg/extproc":    {},
 	"pkg/gateway":    {"pkg/extproc"},
 	"pkg/sim":        {"pkg/sim"},
+	"pkg/loadgen":    {"pkg/extproc"},
+	"pkg/fleet":      {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/config", "pkg/plugins", "pkg/sim", "pkg/fleet", "pkg/prefix", "pkg/scorers", "pkg/filters", "pkg/pickers", "pkg/profiles", "pkg/metrics", "pkg/datastore"},
 	"pkg/epp":        {"pkg/"},
 	"cmd/":           {"pkg/"},
-	"examples/":      {"pkg/"},
-	"hack/":          {"pkg/"},
+	"examples/":      {"pkg/", "examples/"},
+	"hack/":          {"pkg/", "hack/"},
 	"test/":          {"pkg/"},
 }
 
