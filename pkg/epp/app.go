@@ -38,6 +38,7 @@ type app struct {
 	mu       sync.Mutex // guards built across config reloads
 	built    *config.Built
 	plugins  *pluginRunner
+	kube     *kubeSource // nil unless Kubernetes mode
 
 	background []runnable
 	grpc       *grpc.Server
@@ -62,10 +63,12 @@ func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*
 		return nil, fmt.Errorf("metrics scraper: %w", err)
 	}
 	a.background = append(a.background, scraper)
-	a.srv = server.New(a.store, built.Scheduler, server.Options{
+	opts := server.Options{
 		MaxRequestBodyBytes: f.MaxRequestBodyBytes, DisableSubsetFilter: f.DisableSubsetFilter,
 		EmitEndpointScores: f.EmitEndpointScores, Passthrough: passthrough(built), Log: log.WithName("server"), Metrics: server.NewMetrics(reg),
-	})
+	}
+	a.kubeOptions(&opts)
+	a.srv = server.New(a.store, built.Scheduler, opts)
 	if err := a.buildServers(reg); err != nil {
 		return nil, err
 	}
@@ -73,6 +76,9 @@ func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*
 }
 
 func (a *app) addSources(reg prometheus.Registerer) error {
+	if a.flags.Kube.enabled() {
+		return a.addKube()
+	}
 	if a.flags.Endpoints != "" {
 		specs, err := discovery.ParseList(a.flags.Endpoints)
 		if err != nil {
@@ -91,8 +97,9 @@ func (a *app) addSources(reg prometheus.Registerer) error {
 
 func (a *app) now() time.Time { return time.Now() }
 
-// ready is the readiness verdict behind every health service but liveness.
-func (a *app) ready() bool { return a.store.Ready() && !a.draining.Load() }
+// ready is the readiness verdict behind every health service but liveness:
+// endpoints synced, Lease held (when HA is on), not draining.
+func (a *app) ready() bool { return a.store.Ready() && a.kube.leader() && !a.draining.Load() }
 
 func (a *app) buildServers(reg *prometheus.Registry) error {
 	f := a.flags
@@ -191,6 +198,7 @@ func (a *app) serveMetrics() error {
 // drain waits for in-flight streams to end, at most --drain-timeout.
 func (a *app) drain() {
 	a.draining.Store(true)
+	a.kube.release() // hand the Lease over now; serve in-flight streams meanwhile
 	deadline := time.Now().Add(a.flags.DrainTimeout)
 	if n := a.srv.InFlight(); n > 0 {
 		a.log.Info("draining in-flight requests", "requests", n, "timeout", a.flags.DrainTimeout)

@@ -38,6 +38,7 @@ type Flags struct {
 	EnablePprof         bool
 	Verbosity           int
 	Seed                uint64
+	Kube                KubeFlags
 	Zap                 crzap.Options
 }
 
@@ -67,6 +68,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&f.EnablePprof, "enable-pprof", true, "serve /debug/pprof on the metrics port")
 	fs.IntVar(&f.Verbosity, "v", 0, "log verbosity: 0 lifecycle, 1 one line per decision, 2 plugin detail")
 	fs.Uint64Var(&f.Seed, "seed", 0, "random seed for scheduling tie-breaks (0: random)")
+	f.Kube.bind(fs)
 	f.Zap.BindFlags(fs)
 }
 
@@ -84,9 +86,7 @@ func (f *Flags) validate() error {
 	if f.EnableCertReload && f.CertPath == "" {
 		errs = append(errs, errors.New("--enable-cert-reload needs --cert-path"))
 	}
-	if f.Endpoints == "" && f.EndpointsFile == "" {
-		errs = append(errs, errors.New("no endpoint source: give --endpoints or --endpoints-file (Kubernetes mode: --pool-name)"))
-	}
+	errs = append(errs, f.validateSource()...)
 	return errors.Join(errs...)
 }
 

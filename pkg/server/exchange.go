@@ -55,6 +55,9 @@ type exchange struct {
 	resp     scheduler.Response
 	sse      request.StreamUsage
 	respBody []byte
+	// modelBack restores the client's model name in the response when the
+	// request was sent under another one; nil otherwise.
+	modelBack *modelRewriter
 }
 
 func newExchange(s *Server, stream extprocv3.ExternalProcessor_ProcessServer) *exchange {

@@ -28,6 +28,7 @@ type Metrics struct {
 	running   *prometheus.GaugeVec
 	schedule  prometheus.Histogram
 	schedErrs prometheus.Counter
+	rewrites  *prometheus.CounterVec
 
 	mu     sync.Mutex
 	models map[string]bool
@@ -61,10 +62,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time to make one scheduling decision.", Buckets: prometheus.ExponentialBuckets(1e-6, 2, 20)}),
 		schedErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "openepp_scheduler_failures_total",
 			Help: "Scheduling attempts that found no endpoint."}),
+		rewrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inference_extension_model_rewrite_decisions_total",
+			Help: "Requests whose model an InferenceModelRewrite rule chose, by rule object, requested and target model."},
+			[]string{"model_rewrite_name", "model_name", "target_model"}),
 		models: map[string]bool{},
 	}
 	reg.MustRegister(m.requests, m.errors, m.duration, m.reqSizes, m.respSizes, m.inputTok, m.outputTok,
-		m.cachedTok, m.running, m.schedule, m.schedErrs)
+		m.cachedTok, m.running, m.schedule, m.schedErrs, m.rewrites)
 	return m
 }
 
@@ -122,4 +126,11 @@ func (m *Metrics) requestDone(req *scheduler.Request, resp *scheduler.Response, 
 		m.outputTok.WithLabelValues(in, target).Observe(float64(resp.Usage.CompletionTokens))
 		m.cachedTok.WithLabelValues(in, target).Observe(float64(resp.Usage.CachedTokens))
 	}
+}
+
+func (m *Metrics) rewritten(rule, model, target string) {
+	if m == nil {
+		return
+	}
+	m.rewrites.WithLabelValues(rule, m.label(model), m.label(target)).Inc()
 }

@@ -36,6 +36,7 @@ func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders, md map[string]*st
 		}
 		common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: set}
 	}
+	x.modelBack.dropLength(common, hdrs)
 	reply := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
 		ResponseHeaders: &extprocv3.HeadersResponse{Response: common},
 	}}
@@ -57,8 +58,10 @@ func (x *exchange) onResponseBody(b *extprocv3.HttpBody, md map[string]*structpb
 		return false, outOfOrder("response body", x.phase)
 	}
 	chunk, eos := b.GetBody(), b.GetEndOfStream()
-	if err := x.send(streamedBody(chunk, eos, false)); err != nil {
-		return false, err
+	if out, ok := x.modelBack.rewrite(chunk, eos); ok {
+		if err := x.send(streamedBody(out, eos, false)); err != nil {
+			return false, err
+		}
 	}
 	if served := filterMetadataString(md, LBNamespace, ServedKey); served != "" {
 		x.resp.Served = served
@@ -75,6 +78,11 @@ func (x *exchange) onResponseBody(b *extprocv3.HttpBody, md map[string]*structpb
 func (x *exchange) onResponseTrailers() (bool, error) {
 	if x.phase != readingResponseBody && x.phase != routed {
 		return false, outOfOrder("response trailers", x.phase)
+	}
+	if rest := x.modelBack.flush(); len(rest) > 0 {
+		if err := x.send(streamedBody(rest, false, false)); err != nil {
+			return false, err
+		}
 	}
 	if err := x.send(trailersResponse(false)); err != nil {
 		return false, err

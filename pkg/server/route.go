@@ -68,11 +68,17 @@ func (x *exchange) route(eos bool) (bool, error) {
 	if err != nil {
 		return x.reject(err)
 	}
+	sched := x.srv.Scheduler()
+	st := sched.NewState()
+	target := x.rewriteTarget(parsed.Model, st.Rand)
 	body := x.body
-	if rewrite := firstHeader(x.headers, rewriteHeaders); rewrite != "" && rewrite != parsed.Model {
-		body = parsed.WithModel(rewrite)
+	if target != "" && target != parsed.Model {
+		body = parsed.WithModel(target)
+		if parsed.Model != "" { // a body without a model was not rewritten
+			x.modelBack = newModelRewriter(target, parsed.Model)
+		}
 	}
-	if err := x.schedule(parsed, firstHeader(x.headers, rewriteHeaders)); err != nil {
+	if err := x.schedule(parsed, target, sched, st); err != nil {
 		return x.reject(err)
 	}
 	a := answer{
@@ -100,12 +106,11 @@ func (x *exchange) route(eos bool) (bool, error) {
 
 // schedule builds the plugin-facing request and runs the scheduler and the
 // PreRequest hooks.
-func (x *exchange) schedule(parsed *request.Body, rewrite string) error {
+func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *scheduler.Scheduler, st *scheduler.State) error {
 	eps, err := x.candidates()
 	if err != nil {
 		return err
 	}
-	sched := x.srv.Scheduler()
 	x.req = &scheduler.Request{
 		ID:            x.headers[RequestIDHeader],
 		Model:         parsed.Model,
@@ -124,7 +129,7 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string) error {
 	if x.req.Objective != "" && x.srv.opts.Objectives != nil {
 		x.req.Priority, _ = x.srv.opts.Objectives.Priority(x.req.Objective)
 	}
-	x.state = sched.NewState()
+	x.state = st
 	res, err := sched.Schedule(x.ctx, x.state, x.req, eps)
 	x.srv.opts.Metrics.scheduled(x.state.Now, err)
 	if err != nil {

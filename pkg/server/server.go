@@ -7,6 +7,7 @@ package server
 import (
 	"errors"
 	"io"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,13 @@ type Objectives interface {
 	Priority(name string) (priority int, ok bool)
 }
 
+// Rewrites resolves InferenceModelRewrite rules: the model a request for
+// model is sent as and the name of the rule's object. Randomness (weighted
+// targets) comes from rnd, the request's seeded source.
+type Rewrites interface {
+	Rewrite(model string, rnd *rand.Rand) (target, rule string, ok bool)
+}
+
 // Options tune the server; zero values mean the documented defaults.
 type Options struct {
 	// MaxRequestBodyBytes rejects larger bodies with 413.
@@ -50,8 +58,11 @@ type Options struct {
 	// prompt-aware scoring (the passthrough-parser).
 	Passthrough bool
 	Objectives  Objectives
-	Log         logr.Logger
-	Metrics     *Metrics
+	// Rewrites, when set, override the model-name rewrite header with a
+	// matching rule; responses get the client's model name back.
+	Rewrites Rewrites
+	Log      logr.Logger
+	Metrics  *Metrics
 }
 
 // Server is the ext_proc service. It is safe for concurrent streams.

@@ -1,0 +1,35 @@
+// Package controller is the Kubernetes endpoint source of the EPP: a set of
+// controller-runtime reconcilers that turn an InferencePool (or a plain label
+// selector) and the Pods it selects into datastore endpoints, and that read
+// InferenceObjective priorities and InferenceModelRewrite rules for the
+// request path.
+//
+// # Endpoints
+//
+// A Pod becomes endpoints when it is Ready, has an IP, carries no deletion
+// timestamp, lives in the pool namespace and matches the selector. It yields
+// one endpoint per target port, named "<pod>-rank-<i>" where i is the port's
+// index in targetPorts; the llm-d.ai/active-ports annotation (or, when that
+// is absent, inference.networking.k8s.io/active-ports) restricts which ports
+// are active. Every endpoint is reported under the datastore source
+// SourceName.
+//
+// The pool reconciler owns the full picture: when the pool appears or its
+// selector or ports change it recomputes every endpoint from the Pod cache
+// (Store.Replace, which also marks the source synced); when the pool is
+// deleted it removes the source (the EPP is then not ready). The Pod
+// reconciler applies single-Pod changes in between. Both hold one lock while
+// they read the cache and write the store, so a resync and a Pod update can
+// never interleave into a stale endpoint.
+//
+// # Objectives and rewrites
+//
+// InferenceObjective and InferenceModelRewrite are read from GIE's
+// inference.networking.x-k8s.io/v1alpha2 group and from llm-d's llm-d.ai/
+// v1alpha2 group, each only when its CRD is installed (checked once at
+// Setup). Only objects whose poolRef names this EPP's pool count. When both
+// groups hold an answer, llm-d's wins.
+//
+// All reconcilers run on every replica (they do not need leader election),
+// so a standby EPP keeps a warm datastore and can take over at once.
+package controller

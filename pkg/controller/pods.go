@@ -1,0 +1,132 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+)
+
+// members is the state the pool and Pod reconcilers share. mu serialises
+// every cache read + store write, so that a full resync and a single-Pod
+// update are applied in the order they read the cache.
+type members struct {
+	mu        sync.Mutex
+	spec      *poolSpec // nil: no pool (not synced)
+	namespace string
+	reader    client.Reader
+	store     Store
+	log       logr.Logger
+}
+
+// resyncLocked recomputes every endpoint under spec from the Pod cache and
+// makes it the complete set of the source (which also marks it synced);
+// spec becomes current only once that succeeded.
+func (m *members) resyncLocked(ctx context.Context, spec *poolSpec) error {
+	var pods corev1.PodList
+	opts := []client.ListOption{client.InNamespace(m.namespace), client.MatchingLabelsSelector{Selector: spec.selector}}
+	if err := m.reader.List(ctx, &pods, opts...); err != nil {
+		return fmt.Errorf("list pods: %w", err)
+	}
+	var specs []endpoint.Spec
+	for i := range pods.Items {
+		eps, err := podEndpoints(&pods.Items[i], spec)
+		m.logAnnotationErr(&pods.Items[i], err)
+		for _, e := range eps {
+			if e != nil {
+				specs = append(specs, *e)
+			}
+		}
+	}
+	m.store.Replace(SourceName, specs)
+	m.spec = spec
+	m.log.Info("endpoints resynced", "endpoints", len(specs), "pods", len(pods.Items))
+	return nil
+}
+
+// applyPodLocked brings one Pod's ranks up to date; pod nil means it is gone.
+func (m *members) applyPodLocked(name string, pod *corev1.Pod) {
+	eps := make([]*endpoint.Spec, len(m.spec.ports))
+	if pod != nil {
+		var err error
+		eps, err = podEndpoints(pod, m.spec)
+		m.logAnnotationErr(pod, err)
+	}
+	for i, e := range eps {
+		if e == nil {
+			m.store.Delete(rankName(name, i))
+			continue
+		}
+		m.store.Upsert(SourceName, *e)
+	}
+	m.log.V(1).Info("pod reconciled", "pod", name, "endpoints", countSet(eps))
+}
+
+func (m *members) logAnnotationErr(pod *corev1.Pod, err error) {
+	if err != nil {
+		m.log.Error(err, "bad active-ports annotation", "pod", pod.Name)
+	}
+}
+
+func countSet(eps []*endpoint.Spec) int {
+	n := 0
+	for _, e := range eps {
+		if e != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// podReconciler applies single-Pod changes once the pool is known.
+type podReconciler struct{ m *members }
+
+func (r *podReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	r.m.mu.Lock()
+	defer r.m.mu.Unlock()
+	if r.m.spec == nil || req.Namespace != r.m.namespace {
+		return reconcile.Result{}, nil // the pool's resync will see this Pod
+	}
+	var pod corev1.Pod
+	err := r.m.reader.Get(ctx, req.NamespacedName, &pod)
+	switch {
+	case apierrors.IsNotFound(err):
+		r.m.applyPodLocked(req.Name, nil)
+	case err != nil:
+		return reconcile.Result{}, fmt.Errorf("get pod %q: %w", req.Name, err)
+	default:
+		r.m.applyPodLocked(req.Name, &pod)
+	}
+	return reconcile.Result{}, nil
+}
+
+// podChanged lets through only updates that can change a Pod's endpoints,
+// sparing reconciles for container-status churn.
+var podChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	oldPod, ok1 := e.ObjectOld.(*corev1.Pod)
+	newPod, ok2 := e.ObjectNew.(*corev1.Pod)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return oldPod.Status.PodIP != newPod.Status.PodIP ||
+		!maps.Equal(oldPod.Labels, newPod.Labels) ||
+		!maps.Equal(oldPod.Annotations, newPod.Annotations) ||
+		(oldPod.DeletionTimestamp == nil) != (newPod.DeletionTimestamp == nil) ||
+		podReady(oldPod) != podReady(newPod)
+}}
+
+func podReady(p *corev1.Pod) bool {
+	i := slices.IndexFunc(p.Status.Conditions, func(c corev1.PodCondition) bool { return c.Type == corev1.PodReady })
+	return i >= 0 && p.Status.Conditions[i].Status == corev1.ConditionTrue
+}
