@@ -247,3 +247,16 @@ func TestBadFlagsAndConfigAreClearErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamFlagsAreAccepted runs with the flags upstream's Helm chart
+// passes, so a Deployment can switch images without editing its args.
+func TestUpstreamFlagsAreAccepted(t *testing.T) {
+	t.Parallel()
+	r := startEPP(t, 1, 0, "--tracing=false", "--metrics-endpoint-auth=false", "--refresh-prometheus-metrics-interval=5s",
+		"--total-queued-requests-metric=vllm:num_requests_waiting", "--model-server-metrics-scheme=http",
+		"--enable-pprof=true", "--health-checking=false")
+	r.route(t, `{"model":"m","prompt":"x"}`)
+	if len(r.log.find("has no effect")) == 0 {
+		t.Error("ignored flags were not reported")
+	}
+}

@@ -39,6 +39,7 @@ type Flags struct {
 	Verbosity           int
 	Seed                uint64
 	Kube                KubeFlags
+	compat              compatFlags
 	Zap                 crzap.Options
 }
 
@@ -69,6 +70,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&f.Verbosity, "v", 0, "log verbosity: 0 lifecycle, 1 one line per decision, 2 plugin detail")
 	fs.Uint64Var(&f.Seed, "seed", 0, "random seed for scheduling tie-breaks (0: random)")
 	f.Kube.bind(fs)
+	f.compat.bind(fs)
 	f.Zap.BindFlags(fs)
 }
 

@@ -76,6 +76,7 @@ func Run(ctx context.Context, args []string, opts ...Option) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	f.compat.record(fs)
 	if err := f.validate(); err != nil {
 		return err
 	}
@@ -83,6 +84,7 @@ func Run(ctx context.Context, args []string, opts ...Option) error {
 	if st.log != nil {
 		log = *st.log
 	}
+	f.compat.logIgnored(log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	app, err := build(&f, &st, log, reg)
