@@ -38,6 +38,7 @@ type Flags struct {
 	EnablePprof         bool
 	Verbosity           int
 	Seed                uint64
+	UpstreamScoring     bool
 	Kube                KubeFlags
 	compat              compatFlags
 	Zap                 crzap.Options
@@ -69,6 +70,8 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&f.EnablePprof, "enable-pprof", true, "serve /debug/pprof on the metrics port")
 	fs.IntVar(&f.Verbosity, "v", 0, "log verbosity: 0 lifecycle, 1 one line per decision, 2 plugin detail")
 	fs.Uint64Var(&f.Seed, "seed", 0, "random seed for scheduling tie-breaks (0: random)")
+	fs.BoolVar(&f.UpstreamScoring, "upstream-compatible-scoring", false,
+		"score exactly as upstream GIE v1.5.0 does: turn off OpenEPP's default improvements of queue-scorer and prefix-cache-scorer (see docs/plugins.md)")
 	f.Kube.bind(fs)
 	f.compat.bind(fs)
 	f.Zap.BindFlags(fs)

@@ -39,6 +39,7 @@ func (a *app) loadConfig(st *settings, reg prometheus.Registerer) (*config.Built
 	opts := config.BuildOptions{Registry: registry, Seed: a.flags.Seed, Handle: &scheduler.Handle{
 		Log: a.log.WithName("plugins"), Clock: scheduler.RealClock{}, Endpoints: a.store.Snapshot,
 		Registerer: replacingRegisterer{reg}, StalenessThreshold: a.flags.StalenessThreshold,
+		UpstreamScoring: a.flags.UpstreamScoring,
 	}}
 	built, err := config.BuildWith(cfg, opts)
 	if err != nil {

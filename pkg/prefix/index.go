@@ -59,6 +59,7 @@ type matchScratch struct {
 	touched []int32 // slots with a non-zero count
 	starts  []int32 // Insert: per-shard group bounds, then fill cursors
 	order   []int32 // Insert: block indices grouped by shard
+	slots   []int32 // Occupancy: each endpoint's slot, or none
 }
 
 // NewIndex returns an empty index.

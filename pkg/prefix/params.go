@@ -62,6 +62,9 @@ type paramsJSON struct {
 	PrefixMatchInfoProducerName json.RawMessage `json:"prefixMatchInfoProducerName"`
 	MatchLengthWeight           json.RawMessage `json:"matchLengthWeight"`
 	MatchLengthScaleTokens      json.RawMessage `json:"matchLengthScaleTokens"`
+	ColdRequestSpread           json.RawMessage `json:"coldRequestSpread"`
+	LoadBoundFactor             json.RawMessage `json:"loadBoundFactor"`
+	LoadBoundSlack              json.RawMessage `json:"loadBoundSlack"`
 }
 
 // DecodeParams strictly decodes raw (nil means all defaults), converts the

@@ -88,6 +88,10 @@ type Handle struct {
 	Registerer prometheus.Registerer
 	// StalenessThreshold is --metrics-staleness-threshold.
 	StalenessThreshold time.Duration
+	// UpstreamScoring asks plugins whose defaults improve on upstream's
+	// formulas to default to upstream's exact behaviour instead
+	// (--upstream-compatible-scoring); explicit parameters still win.
+	UpstreamScoring bool
 	// lookup finds another instance of the same config by name; set by the
 	// config builder before Resolve is called.
 	lookup func(name string) (Plugin, bool)

@@ -25,7 +25,11 @@ func hotPathCases(tb testing.TB, eps []*endpoint.Endpoint) []hotPathCase {
 	byID := mustBuild[*SessionAffinity](tb, SessionAffinityRegistration(), `{"strategy":"session_id"}`, h)
 	cold := mustBuild[*NoHitLRU](tb, NoHitLRURegistration(), "", h)
 	cold.SetSource(coldSource()) // every request cold: the expensive case
+	queue := NewQueueDepth("q")
 	for i, e := range eps {
+		for range i % 3 { // routed since the endpoint's last scrape
+			queue.PreRequest(scCtx, scState(), nil, scResult(e))
+		}
 		for range i % 7 {
 			st := scState()
 			active.PreRequest(scCtx, st, nil, scResult(e))
@@ -43,7 +47,7 @@ func hotPathCases(tb testing.TB, eps []*endpoint.Endpoint) []hotPathCase {
 		tb.Fatal(err)
 	}
 	return []hotPathCase{
-		{NewQueueDepth("q"), plain},
+		{queue, plain},
 		{NewKVCacheUtilization("kv"), plain},
 		{NewRunningRequests("r"), plain},
 		{NewLoRAAffinity("lora"), plain},

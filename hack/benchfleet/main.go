@@ -1,0 +1,190 @@
+// Command benchfleet runs the routing-quality fleet simulation (`make
+// bench-fleet`): every workload × policy × QPS stage × seed in virtual time,
+// then writes fleet.json, fleet.md and the QPS plots into --out, and copies
+// fleet.md and the plots into --docs for the benchmark report.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/openepp/openepp/pkg/fleet"
+	"github.com/openepp/openepp/pkg/fleet/fleetplot"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "benchfleet:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	out, docs, best, workloads, policies, from string
+	seeds, workers                             int
+	quick                                      bool
+}
+
+func run(ctx context.Context, args []string) error {
+	var o options
+	fs := flag.NewFlagSet("benchfleet", flag.ContinueOnError)
+	fs.StringVar(&o.out, "out", "bench/results/fleet", "results directory (created)")
+	fs.StringVar(&o.docs, "docs", "docs/benchmarks", "where fleet.md and the plots are copied for the report (empty: no copy)")
+	fs.StringVar(&o.best, "best", "config/openepp-recommended.yaml", "OpenEPP's recommended config (the ours-best policy)")
+	fs.StringVar(&o.workloads, "workloads", "", "comma-separated workloads (default: all)")
+	fs.StringVar(&o.policies, "policies", "", "comma-separated policies (default: all standard ones)")
+	fs.IntVar(&o.seeds, "seeds", 3, "seeds per stage (results are averaged)")
+	fs.IntVar(&o.workers, "workers", 0, "parallel runs (default GOMAXPROCS)")
+	fs.BoolVar(&o.quick, "quick", false, "tiny stages (smoke run: checks that everything runs, results are not meaningful)")
+	fs.StringVar(&o.from, "from", "", "re-render the report, checks included, from an earlier fleet.json instead of running")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.from != "" {
+		rep, err := load(o.from)
+		if err != nil {
+			return err
+		}
+		return o.write(rep)
+	}
+	m, err := o.matrix()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	m.Progress = func(done, total int, spec fleet.RunSpec, r *fleet.StageResult) {
+		fmt.Fprintf(os.Stderr, "\r[%4d/%4d] %6.0fs %-14s %-17s %7g QPS seed %d: %8.0f tok/s, TTFT p90 %8.0f ms   ",
+			done, total, time.Since(start).Seconds(), spec.Workload.Name, spec.Policy.Name, spec.QPS, spec.Seed, r.OutputTokensPerS, r.TTFT.P90)
+	}
+	rep, err := m.Run(ctx)
+	fmt.Fprintln(os.Stderr)
+	if err != nil {
+		return err
+	}
+	return o.write(rep)
+}
+
+// matrix builds the runs from the options.
+func (o *options) matrix() (*fleet.Matrix, error) {
+	best, err := os.ReadFile(o.best)
+	if err != nil {
+		return nil, fmt.Errorf("--best: %w", err)
+	}
+	policies := fleet.StandardPolicies(best)
+	if o.policies != "" {
+		if policies, err = fleet.SelectPolicies(policies, split(o.policies)); err != nil {
+			return nil, err
+		}
+	}
+	workloads := fleet.Workloads()
+	if o.workloads != "" {
+		workloads = nil
+		for _, n := range split(o.workloads) {
+			w, err := fleet.WorkloadByName(n)
+			if err != nil {
+				return nil, err
+			}
+			workloads = append(workloads, w)
+		}
+	}
+	if o.quick {
+		for i := range workloads {
+			workloads[i] = fleet.Quick(workloads[i])
+		}
+	}
+	if o.seeds < 1 || o.seeds > 100 {
+		return nil, fmt.Errorf("--seeds: must be in [1, 100], got %d", o.seeds)
+	}
+	seeds := make([]uint64, o.seeds)
+	for i := range seeds {
+		seeds[i] = uint64(i + 1)
+	}
+	return &fleet.Matrix{Workloads: workloads, Policies: policies, Seeds: seeds, Workers: o.workers}, nil
+}
+
+// write saves the results and copies the report inputs.
+func (o *options) write(rep *fleet.Report) error {
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	js, err := rep.JSON()
+	if err != nil {
+		return err
+	}
+	var md strings.Builder
+	if err := fleet.Markdown(&md, rep, ""); err != nil {
+		return err
+	}
+	files := map[string][]byte{"fleet.json": js, "fleet.md": []byte(md.String())}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(o.out, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	plots, err := fleetplot.Write(rep, o.out)
+	if err != nil {
+		return err
+	}
+	if err := fleet.WriteTable(os.Stdout, rep); err != nil {
+		return err
+	}
+	fmt.Printf("\nwrote %s, %s and %d plots in %.0f s\n", filepath.Join(o.out, "fleet.json"), filepath.Join(o.out, "fleet.md"), len(plots), rep.WallSeconds)
+	if o.docs == "" {
+		return nil
+	}
+	return copyInto(o.docs, append([]string{filepath.Join(o.out, "fleet.md")}, plots...))
+}
+
+// load reads a report written earlier and recomputes its checks.
+func load(path string) (*fleet.Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--from: %w", err)
+	}
+	var rep fleet.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return nil, fmt.Errorf("--from %s: %w", path, err)
+	}
+	if rep.Version != fleet.ReportVersion {
+		return nil, fmt.Errorf("--from %s: report version %d, want %d", path, rep.Version, fleet.ReportVersion)
+	}
+	rep.Checks = fleet.Checks(&rep)
+	return &rep, nil
+}
+
+func copyInto(dir string, files []string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("copied fleet.md and the plots into %s\n", dir)
+	return nil
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

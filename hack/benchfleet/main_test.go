@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestQuickRun is the benchmark command's smoke test: at a tiny size it
+// still starts, runs and writes a well-formed report, plots and the copy
+// for the benchmark report.
+func TestQuickRun(t *testing.T) {
+	dir := t.TempDir()
+	out, docs := filepath.Join(dir, "out"), filepath.Join(dir, "docs")
+	args := []string{"--quick", "--seeds", "1", "--workers", "2", "--out", out, "--docs", docs,
+		"--best", "../../config/openepp-recommended.yaml",
+		"--workloads", "shared-prefix", "--policies", "round-robin,upstream-default,ours-default"}
+	if err := run(context.Background(), args); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "fleet.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Version   int
+		Workloads []struct {
+			Name     string
+			Policies []struct {
+				Policy string
+				Stages []map[string]any
+			}
+		}
+		Checks []struct{ ID, Status string }
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("fleet.json: %v", err)
+	}
+	if rep.Version != 1 || len(rep.Workloads) != 1 || len(rep.Workloads[0].Policies) != 3 || len(rep.Checks) == 0 {
+		t.Errorf("fleet.json: version %d, %d workloads, %d checks", rep.Version, len(rep.Workloads), len(rep.Checks))
+	}
+	for _, f := range []string{
+		filepath.Join(out, "fleet.md"), filepath.Join(docs, "fleet.md"),
+		filepath.Join(out, "fleet-shared-prefix-ttft.png"), filepath.Join(docs, "fleet-shared-prefix-throughput.png"),
+	} {
+		if st, err := os.Stat(f); err != nil || st.Size() == 0 {
+			t.Errorf("%s missing or empty: %v", f, err)
+		}
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "fleet.md"))
+	if !strings.Contains(string(md), "fleet-shared-prefix-ttft.png") {
+		t.Error("fleet.md does not link its plots")
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--best", "no/such/file.yaml"},
+		{"--best", "../../config/openepp-recommended.yaml", "--workloads", "W0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--policies", "fastest"},
+		{"--best", "../../config/openepp-recommended.yaml", "--seeds", "0"},
+	} {
+		if err := run(context.Background(), append(args, "--out", t.TempDir(), "--docs", "")); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+}

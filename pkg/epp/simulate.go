@@ -1,0 +1,292 @@
+package epp
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/openepp/openepp/pkg/config"
+	"github.com/openepp/openepp/pkg/fleet"
+	"github.com/openepp/openepp/pkg/sim/engine"
+)
+
+// simFlags are the options of `epp simulate`.
+type simFlags struct {
+	configFile, name, workload, profile, qps, compare, out string
+	servers, warmup, workers                               int
+	duration, timeout, scrape, jitter                      time.Duration
+	seed                                                   uint64
+	json, list                                             bool
+}
+
+func (f *simFlags) bind(fs *flag.FlagSet) {
+	fs.StringVar(&f.configFile, "config", "", "EndpointPickerConfig to evaluate (default: the upstream default config, run through OpenEPP's plugins)")
+	fs.StringVar(&f.name, "name", "", "label of the evaluated config in results (default: the file name, or ours-default)")
+	fs.StringVar(&f.workload, "workload", "shared-prefix", "built-in workload by name or ID (see --list)")
+	fs.IntVar(&f.servers, "servers", 0, "simulated model servers (default: the workload's; the KV cache is re-sized by the workload's sizing rule)")
+	fs.StringVar(&f.qps, "qps", "", "comma-separated QPS stages (default: the workload's ladder)")
+	fs.DurationVar(&f.duration, "duration", 0, "measured virtual time per stage (default: the workload's)")
+	fs.IntVar(&f.warmup, "warmup", -1, "requests sent before each stage's measured window (default: the workload's)")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed of the arrival trace, prompts and every random choice")
+	fs.StringVar(&f.profile, "profile", "", "engine preset (default: the workload's; one of "+strings.Join(engine.ProfileNames(), ", ")+")")
+	fs.StringVar(&f.compare, "compare", "round-robin,upstream-default", "baselines run on the same trace: random, round-robin, least-queue, upstream-default, prefix-only, ours-default (empty for none)")
+	fs.StringVar(&f.out, "out", "", "directory to write simulate.json and simulate.md into")
+	fs.BoolVar(&f.json, "json", false, "print the JSON report instead of the table")
+	fs.BoolVar(&f.list, "list", false, "list the built-in workloads and exit")
+	fs.DurationVar(&f.timeout, "timeout", fleet.DefaultTimeout, "clients cancel requests unfinished after this long")
+	fs.DurationVar(&f.scrape, "scrape-interval", fleet.DefaultScrapeInterval, "metrics scrape interval")
+	fs.DurationVar(&f.jitter, "scrape-jitter", fleet.DefaultScrapeJitter, "uniform ± jitter of each scrape (negative: none)")
+	fs.IntVar(&f.workers, "workers", 0, "parallel runs (default GOMAXPROCS)")
+}
+
+// SimulateMain runs `epp simulate` with args (os.Args after "simulate") and
+// exits non-zero on error; SIGINT/SIGTERM stop it.
+func SimulateMain(args []string, opts ...Option) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := Simulate(ctx, args, os.Stdout, opts...); err != nil {
+		fmt.Fprintln(os.Stderr, "epp simulate:", err)
+		os.Exit(1)
+	}
+}
+
+// Simulate evaluates a scheduler config in the fleet simulation (package
+// fleet): the config runs through OpenEPP's plugins, plus any given by
+// WithPlugins, against baselines on the same deterministic traffic, and a
+// table (or JSON) of every stage is written to stdout.
+func Simulate(ctx context.Context, args []string, stdout io.Writer, opts ...Option) error {
+	var st settings
+	for _, o := range opts {
+		o(&st)
+	}
+	var f simFlags
+	fs := flag.NewFlagSet("epp simulate", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	f.bind(fs)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: epp simulate [flags]\n\n"+
+			"Runs a scheduler config through OpenEPP's plugins in the fleet simulation (virtual time,\n"+
+			"simulated vLLM-like servers, metrics scraped every 50 ms) against baselines on the same\n"+
+			"deterministic traffic, and prints every QPS stage. Flags:\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if f.list {
+		return listWorkloads(stdout)
+	}
+	m, err := f.matrix(&st)
+	if err != nil {
+		return err
+	}
+	rep, err := m.Run(ctx)
+	if err != nil {
+		return err
+	}
+	if err := f.write(rep); err != nil {
+		return err
+	}
+	if f.json {
+		b, err := rep.JSON()
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(b)
+		return err
+	}
+	if err := fleet.WriteTable(stdout, rep); err != nil {
+		return err
+	}
+	return writeComparisons(stdout, rep, m.Policies)
+}
+
+// writeComparisons prints the evaluated config (the first policy) against
+// each baseline.
+func writeComparisons(w io.Writer, rep *fleet.Report, policies []fleet.Policy) error {
+	wr := &rep.Workloads[0]
+	for _, base := range policies[1:] {
+		line, err := fleet.Compare(wr, policies[0].Name, base.Name)
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "%s against %s: %s\n", policies[0].Name, base.Name, line); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// matrix turns the flags into the runs to do.
+func (f *simFlags) matrix(st *settings) (*fleet.Matrix, error) {
+	w, err := f.workloadSpec()
+	if err != nil {
+		return nil, err
+	}
+	policy, err := f.policy(st)
+	if err != nil {
+		return nil, err
+	}
+	policies := []fleet.Policy{policy}
+	if strings.TrimSpace(f.compare) != "" {
+		base, err := fleet.SelectPolicies(baselines(), splitList(f.compare))
+		if err != nil {
+			return nil, fmt.Errorf("--compare: %w", err)
+		}
+		for _, p := range base {
+			if p.Name != policy.Name {
+				policies = append(policies, p)
+			}
+		}
+	}
+	if f.workers < 0 {
+		return nil, fmt.Errorf("--workers: must be >= 0, got %d", f.workers)
+	}
+	return &fleet.Matrix{
+		Workloads: []fleet.Workload{w}, Policies: policies, Seeds: []uint64{f.seed}, Workers: f.workers,
+		ScrapeInterval: f.scrape, ScrapeJitter: f.jitter, Timeout: f.timeout,
+	}, nil
+}
+
+// workloadSpec is the named workload with the flags' overrides applied.
+func (f *simFlags) workloadSpec() (fleet.Workload, error) {
+	w, err := fleet.WorkloadByName(f.workload)
+	if err != nil {
+		return w, fmt.Errorf("--workload: %w", err)
+	}
+	w.MinSeeds = 0 // one run per stage, with --seed
+	var errs []error
+	if f.servers != 0 {
+		w.Servers = f.servers
+	}
+	if f.qps != "" {
+		if w.Ladder, err = parseQPS(f.qps); err != nil {
+			errs = append(errs, fmt.Errorf("--qps: %w", err))
+		}
+	}
+	if f.duration != 0 {
+		w.Duration = f.duration
+	}
+	if f.warmup >= 0 {
+		w.WarmupRequests = f.warmup
+	}
+	if f.profile != "" {
+		if _, err := engine.Profile(f.profile); err != nil {
+			errs = append(errs, fmt.Errorf("--profile: %w", err))
+		}
+		w.Profile = f.profile
+	}
+	if err := errors.Join(errs...); err != nil {
+		return w, err
+	}
+	if err := w.Validate(); err != nil {
+		return w, fmt.Errorf("workload %q with the given flags: %w", w.Name, err)
+	}
+	return w, nil
+}
+
+// policy is the config under evaluation.
+func (f *simFlags) policy(st *settings) (fleet.Policy, error) {
+	if f.configFile == "" {
+		name := cmp.Or(f.name, fleet.PolicyOursDefault)
+		return fleet.ConfigPolicy(name, "the upstream default config run through OpenEPP's plugins", []byte(config.DefaultText), st.plugins...), nil
+	}
+	data, err := os.ReadFile(f.configFile)
+	if err != nil {
+		return fleet.Policy{}, fmt.Errorf("--config: %w", err)
+	}
+	if _, err := config.Load(data); err != nil {
+		return fleet.Policy{}, fmt.Errorf("--config %s: %w", f.configFile, err)
+	}
+	base := filepath.Base(f.configFile)
+	name := cmp.Or(f.name, strings.TrimSuffix(base, filepath.Ext(base)))
+	return fleet.ConfigPolicy(name, "config file "+f.configFile, data, st.plugins...), nil
+}
+
+// write saves the report under --out.
+func (f *simFlags) write(rep *fleet.Report) error {
+	if f.out == "" {
+		return nil
+	}
+	if err := os.MkdirAll(f.out, 0o755); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	b, err := rep.JSON()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(f.out, "simulate.json"), b, 0o644); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	var md strings.Builder
+	if err := fleet.Markdown(&md, rep, ""); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(f.out, "simulate.md"), []byte(md.String()), 0o644); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	return nil
+}
+
+func listWorkloads(w io.Writer) error {
+	for _, wl := range fleet.Workloads() {
+		if _, err := fmt.Fprintf(w, "%-14s %s  %s\n    published: %s\n    simulated: %s\n", wl.Name, wl.ID, wl.Description, wl.Published, wl.Scaling); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseQPS reads a comma-separated list of positive rates.
+func parseQPS(s string) ([]float64, error) {
+	var out []float64
+	for _, part := range splitList(s) {
+		v, err := strconv.ParseFloat(part, 64)
+		if err != nil || !(v > 0) {
+			return nil, fmt.Errorf("%q is not a positive number", part)
+		}
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no stages given")
+	}
+	return out, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// baselines are the standard policies --compare may name: all but
+// ours-best, whose config lives in the repository, not in the binary.
+func baselines() []fleet.Policy {
+	var out []fleet.Policy
+	for _, p := range fleet.StandardPolicies(nil) {
+		if p.Name != fleet.PolicyOursBest {
+			out = append(out, p)
+		}
+	}
+	return out
+}

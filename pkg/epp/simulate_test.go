@@ -1,0 +1,131 @@
+package epp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/openepp/openepp/pkg/fleet"
+)
+
+// tinySim are flags that make `epp simulate` finish in well under a second.
+var tinySim = []string{"--qps", "20", "--duration", "500ms", "--warmup", "5", "--workers", "1"}
+
+// TestSimulateEveryWorkload is the smoke test of the CLI: every built-in
+// workload runs at a tiny size and prints a well-formed JSON report.
+func TestSimulateEveryWorkload(t *testing.T) {
+	t.Parallel()
+	for _, w := range fleet.Workloads() {
+		t.Run(w.Name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			args := append([]string{"--workload", w.Name, "--json", "--compare", "round-robin"}, tinySim...)
+			if err := Simulate(context.Background(), args, &out); err != nil {
+				t.Fatal(err)
+			}
+			var rep fleet.Report
+			if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+				t.Fatalf("output is not a JSON report: %v\n%s", err, out.String())
+			}
+			if len(rep.Workloads) != 1 || len(rep.Workloads[0].Policies) != 2 {
+				t.Fatalf("report has %d workloads, want 1 with 2 policies", len(rep.Workloads))
+			}
+			for _, l := range rep.Workloads[0].Policies {
+				if s := l.Stages[0]; s.QPS != 20 || s.Requests == 0 || s.Completed == 0 {
+					t.Errorf("%s: stage %+v", l.Policy, s)
+				}
+			}
+		})
+	}
+}
+
+func TestSimulateConfigTableAndOut(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "mine.yaml")
+	if err := os.WriteFile(cfg, []byte(`apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: queue-scorer
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	args := append([]string{"--config", cfg, "--servers", "4", "--seed", "3", "--out", filepath.Join(dir, "res")}, tinySim...)
+	if err := Simulate(context.Background(), args, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"mine", "round-robin", "upstream-default", "out tok/s", "4 × qwen32b-tp2", "mine against upstream-default:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, f := range []string{"simulate.json", "simulate.md"} {
+		if st, err := os.Stat(filepath.Join(dir, "res", f)); err != nil || st.Size() == 0 {
+			t.Errorf("--out did not write %s: %v", f, err)
+		}
+	}
+}
+
+func TestSimulateList(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := Simulate(context.Background(), []string{"--list"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range fleet.Workloads() {
+		if !strings.Contains(out.String(), w.Name) {
+			t.Errorf("--list lacks %s", w.Name)
+		}
+	}
+}
+
+func TestSimulateBadFlags(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("plugins:\n- type: queue-scorer\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	unknown := filepath.Join(dir, "unknown.yaml")
+	if err := os.WriteFile(unknown, []byte("apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n- type: no-such-plugin\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--workload", "W42"}, "--workload"},
+		{[]string{"--qps", "10,abc"}, `"abc"`},
+		{[]string{"--qps", "-5"}, "--qps"},
+		{[]string{"--servers", "-1"}, "servers"},
+		{[]string{"--profile", "gpu9000"}, "--profile"},
+		{[]string{"--compare", "round-robin,fastest"}, `"fastest"`},
+		{[]string{"--compare", "ours-best"}, `"ours-best"`},
+		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, "--config"},
+		{[]string{"--config", bad}, "apiVersion: required"},
+		{[]string{"--config", unknown}, "no-such-plugin"},
+		{[]string{"--duration", "-1s"}, "duration"},
+		{[]string{"--scrape-interval", "-1s"}, "scrape interval"},
+		{[]string{"--workers", "-2"}, "--workers"},
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"stray"}, "unexpected arguments"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			err := Simulate(context.Background(), append(append([]string{}, tinySim...), tc.args...), &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one mentioning %s", err, tc.want)
+			}
+		})
+	}
+}

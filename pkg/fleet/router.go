@@ -1,0 +1,168 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/openepp/openepp/pkg/config"
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/request"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// router decides where each request goes and hears how it went. A run
+// builds a fresh router, so state never leaks between runs.
+type router interface {
+	// route returns the index of the server that serves f.
+	route(f *flight) (int, error)
+	// firstToken reports the response's start (headers and first chunk).
+	firstToken(f *flight)
+	// complete reports the end of a routed request exactly once: finished
+	// with usage, or cancelled (client timeout, rejected submission).
+	complete(f *flight, usage request.Usage, cancelled bool)
+}
+
+// routerEnv is what a policy needs to build its router.
+type routerEnv struct {
+	endpoints []*endpoint.Endpoint
+	clock     scheduler.Clock
+	seed      uint64
+}
+
+// epoch is virtual time zero on the plugins' clock.
+var epoch = time.Date(2025, time.January, 1, 0, 0, 0, 0, time.UTC)
+
+// virtualClock is the plugins' clock: the simulation's current instant.
+// A run is single-threaded, so it needs no locking.
+type virtualClock struct{ now time.Duration }
+
+func (c *virtualClock) Now() time.Time { return epoch.Add(c.now) }
+
+// schedRouter runs a real OpenEPP scheduler built from a config file, with
+// every lifecycle hook a live EPP would call.
+type schedRouter struct {
+	sched *scheduler.Scheduler
+	eps   []*endpoint.Endpoint
+	index map[*endpoint.Endpoint]int
+	ctx   context.Context
+}
+
+// newSchedRouter loads and builds yaml with the in-tree plugins plus extra.
+func newSchedRouter(yaml []byte, reg *scheduler.Registry, env routerEnv) (*schedRouter, error) {
+	cfg, err := config.Load(yaml)
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	eps := env.endpoints
+	built, err := config.BuildWith(cfg, config.BuildOptions{Registry: reg, Seed: env.seed, Handle: &scheduler.Handle{
+		Log: logr.Discard(), Clock: env.clock, StalenessThreshold: 2 * time.Second,
+		Endpoints: func() []*endpoint.Endpoint { return eps },
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("build config: %w", err)
+	}
+	r := &schedRouter{sched: built.Scheduler, eps: eps, index: make(map[*endpoint.Endpoint]int, len(eps)), ctx: context.Background()}
+	for i, e := range eps {
+		r.index[e] = i
+	}
+	return r, nil
+}
+
+func (r *schedRouter) route(f *flight) (int, error) {
+	f.state = r.sched.NewState()
+	f.req = &scheduler.Request{
+		ID: strconv.FormatUint(f.id, 10), Model: f.p.body.Model, IncomingModel: f.p.body.Model, Body: f.p.body,
+	}
+	res, err := r.sched.Schedule(r.ctx, f.state, f.req, r.eps)
+	if err != nil {
+		return -1, err
+	}
+	target := res.Targets()[0]
+	i, ok := r.index[target]
+	if !ok {
+		return -1, fmt.Errorf("scheduler picked %s, which is not in the pool", target)
+	}
+	r.sched.PreRequest(r.ctx, f.state, f.req, res)
+	return i, nil
+}
+
+func (r *schedRouter) firstToken(f *flight) {
+	if f.state == nil {
+		return
+	}
+	resp := &scheduler.Response{StatusCode: 200, Streaming: true, Served: r.eps[f.server].HostPort}
+	r.sched.ResponseHeaders(r.ctx, f.state, f.req, resp)
+}
+
+func (r *schedRouter) complete(f *flight, usage request.Usage, cancelled bool) {
+	if f.state == nil {
+		return
+	}
+	resp := &scheduler.Response{
+		StatusCode: 200, Streaming: true, Served: r.eps[f.server].HostPort,
+		Usage: usage, UsageKnown: !cancelled, EndOfStream: !cancelled, Cancelled: cancelled,
+	}
+	r.sched.ResponseComplete(r.ctx, f.state, f.req, resp)
+	f.state, f.req = nil, nil // let the per-request state go
+}
+
+// baseRouter is the no-op lifecycle of routers that keep no request state.
+type baseRouter struct{}
+
+func (baseRouter) firstToken(*flight)                    {}
+func (baseRouter) complete(*flight, request.Usage, bool) {}
+
+// roundRobin is the Kubernetes Service baseline: servers in turn.
+type roundRobin struct {
+	baseRouter
+	n, next int
+}
+
+func (r *roundRobin) route(*flight) (int, error) {
+	i := r.next
+	r.next = (r.next + 1) % r.n
+	return i, nil
+}
+
+// randomRouter picks a server uniformly at random.
+type randomRouter struct {
+	baseRouter
+	n   int
+	rng *rand.Rand
+}
+
+func (r *randomRouter) route(*flight) (int, error) { return r.rng.IntN(r.n), nil }
+
+// leastQueue picks the server with the fewest waiting requests in its last
+// scraped metrics, ties broken at random: the load-only baseline, with the
+// scrape lag a real router has.
+type leastQueue struct {
+	baseRouter
+	eps []*endpoint.Endpoint
+	rng *rand.Rand
+}
+
+func (r *leastQueue) route(*flight) (int, error) {
+	best, ties, bestQ := 0, 0, 0
+	for i, e := range r.eps {
+		q := e.Metrics().WaitingQueueSize
+		switch {
+		case i == 0 || q < bestQ:
+			best, ties, bestQ = i, 1, q
+		case q == bestQ:
+			ties++
+			if r.rng.IntN(ties) == 0 {
+				best = i
+			}
+		}
+	}
+	return best, nil
+}
+
+// newRand returns a deterministic generator for seed.
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d)) }

@@ -1,0 +1,438 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/request"
+	"github.com/openepp/openepp/pkg/scheduler"
+	"github.com/openepp/openepp/pkg/sim/engine"
+)
+
+// Defaults of RunSpec.
+const (
+	// DefaultScrapeInterval is the upstream EPP's metrics refresh interval.
+	DefaultScrapeInterval = 50 * time.Millisecond
+	// DefaultScrapeJitter spreads each scrape uniformly by ± this much.
+	DefaultScrapeJitter = 5 * time.Millisecond
+	// DefaultTimeout is how long a client waits for a whole response.
+	DefaultTimeout = 300 * time.Second
+)
+
+// RunSpec is one simulation: one policy on one workload at one QPS.
+type RunSpec struct {
+	Workload Workload
+	Policy   Policy
+	QPS      float64
+	// Seed fixes the arrival trace, the prompts and every random choice;
+	// equal specs give equal results.
+	Seed uint64
+	// ScrapeInterval and ScrapeJitter model the metrics scraper; zero
+	// values take the defaults, a negative jitter disables it.
+	ScrapeInterval, ScrapeJitter time.Duration
+	// Timeout cancels a request this long after it arrived; 0 means
+	// DefaultTimeout.
+	Timeout time.Duration
+}
+
+func (s RunSpec) withDefaults() RunSpec {
+	out := s
+	if out.ScrapeInterval == 0 {
+		out.ScrapeInterval = DefaultScrapeInterval
+	}
+	if out.ScrapeJitter == 0 {
+		out.ScrapeJitter = DefaultScrapeJitter
+	}
+	out.ScrapeJitter = max(out.ScrapeJitter, 0)
+	if out.Timeout == 0 {
+		out.Timeout = DefaultTimeout
+	}
+	return out
+}
+
+func (s *RunSpec) validate() error {
+	var errs []error
+	if err := s.Workload.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("workload %q: %w", s.Workload.Name, err))
+	}
+	if err := s.Policy.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if !(s.QPS > 0 && s.QPS <= maxQPS) {
+		errs = append(errs, fmt.Errorf("qps: must be in (0, %g], got %v", maxQPS, s.QPS))
+	}
+	if s.ScrapeInterval < time.Millisecond || s.ScrapeInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("scrape interval: must be in [1ms, 1m], got %s", s.ScrapeInterval))
+	}
+	if s.ScrapeJitter >= s.ScrapeInterval {
+		errs = append(errs, fmt.Errorf("scrape jitter %s: must be below the interval %s", s.ScrapeJitter, s.ScrapeInterval))
+	}
+	if s.Timeout < 0 || s.Timeout > maxDuration {
+		errs = append(errs, fmt.Errorf("timeout: must be in [0, %s], got %s", maxDuration, s.Timeout))
+	}
+	return errors.Join(errs...)
+}
+
+// flightStatus is where a request stands.
+type flightStatus uint8
+
+const (
+	flightRunning  flightStatus = iota // routed and submitted
+	flightDone                         // last token received
+	flightTimedOut                     // cancelled by the client
+	flightFailed                       // not routed, or rejected by the server
+)
+
+// flight is one request of a run.
+type flight struct {
+	id       uint64
+	p        *prompt // released when the request ends
+	arrival  time.Duration
+	server   int32
+	measured bool
+	status   flightStatus
+	promptN  int32
+	outN     int32
+	cached   int32
+	ttft     time.Duration
+	end      time.Duration
+	// state and req are the scheduler's per-request state (schedRouter).
+	state *scheduler.State
+	req   *scheduler.Request
+}
+
+// server is one simulated model server and its endpoint as the EPP sees it.
+type server struct {
+	eng       *engine.Engine
+	ep        *endpoint.Endpoint
+	wake      time.Duration
+	version   uint32
+	scheduled bool
+	stalls    int
+	work      int64 // computed tokens of measured requests
+}
+
+// maxStalls bounds back-to-back engine wake-ups that make no progress, so
+// an engine bug surfaces as an error instead of a hang.
+const maxStalls = 100000
+
+// sim is the state of one run. It is single-threaded: the engines, the
+// router and the plugins are only ever touched by the run's goroutine.
+type sim struct {
+	spec     RunSpec
+	engCfg   engine.Config
+	clock    *virtualClock
+	events   eventQueue
+	servers  []server
+	router   router
+	src      source
+	rng      *rand.Rand // arrivals and prompt choice only
+	jitter   *rand.Rand
+	flights  []flight
+	open     int
+	arriving bool
+	lora     bool
+	start    time.Duration // measured window [start, end)
+	end      time.Duration
+	// windowDone counts requests of any phase finishing inside the window,
+	// windowTokens the output tokens generated inside it.
+	windowDone, windowTokens int
+	failures                 failureLog
+}
+
+// failureLog keeps the first routing or submission error of a run.
+type failureLog struct {
+	count int
+	first error
+}
+
+func (l *failureLog) add(err error) {
+	if l.count == 0 {
+		l.first = err
+	}
+	l.count++
+}
+
+// Run simulates spec and returns its measured stage.
+func Run(ctx context.Context, spec RunSpec) (*StageResult, error) {
+	spec = spec.withDefaults()
+	if err := spec.validate(); err != nil {
+		return nil, fmt.Errorf("run spec: %w", err)
+	}
+	wall := time.Now()
+	s, err := newSim(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.loop(ctx); err != nil {
+		return nil, fmt.Errorf("simulate %s on %s at %g QPS: %w", spec.Policy.Name, spec.Workload.Name, spec.QPS, err)
+	}
+	res := s.result()
+	res.WallSeconds = time.Since(wall).Seconds()
+	return res, nil
+}
+
+func newSim(spec RunSpec) (*sim, error) {
+	cfg, err := EngineConfig(spec.Workload)
+	if err != nil {
+		return nil, err
+	}
+	s := &sim{
+		spec: spec, engCfg: cfg, clock: &virtualClock{}, rng: newRand(spec.Seed),
+		jitter: newRand(spec.Seed ^ 0xa0761d6478bd642f), lora: len(spec.Workload.Traffic.Adapters) > 0,
+	}
+	eps := make([]*endpoint.Endpoint, spec.Workload.Servers)
+	s.servers = make([]server, len(eps))
+	for i := range s.servers {
+		c := cfg
+		c.Seed = spec.Seed + uint64(i)
+		if s.servers[i].eng, err = engine.New(c); err != nil {
+			return nil, fmt.Errorf("server %d: %w", i, err)
+		}
+		eps[i] = endpoint.New(endpoint.Spec{
+			Name: fmt.Sprintf("server-%d", i), Address: fmt.Sprintf("10.0.%d.%d", i/250, i%250+1), Port: 8000,
+		})
+		s.servers[i].ep = eps[i]
+	}
+	if s.router, err = spec.Policy.newRouter(routerEnv{endpoints: eps, clock: s.clock, seed: spec.Seed}); err != nil {
+		return nil, err
+	}
+	if s.src, err = newSource(spec.Workload.Traffic, cfg.Model, spec.Seed); err != nil {
+		return nil, err
+	}
+	warmup := time.Duration(float64(spec.Workload.WarmupRequests) / spec.QPS * float64(time.Second))
+	s.start, s.end = warmup, warmup+spec.Workload.Duration
+	return s, nil
+}
+
+// loop runs the event queue until every request has ended.
+func (s *sim) loop(ctx context.Context) error {
+	for i := range s.servers {
+		s.publishMetrics(i)
+		phase := time.Duration(s.jitter.Int64N(int64(s.spec.ScrapeInterval)))
+		s.events.push(event{at: phase, kind: evScrape, server: int32(i)})
+	}
+	s.arriving = true
+	s.events.push(event{at: s.interarrival(), kind: evArrival})
+	for n := 0; s.events.Len() > 0 && (s.arriving || s.open > 0); n++ {
+		if n%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		ev := s.events.pop()
+		s.clock.now = ev.at
+		var err error
+		switch ev.kind {
+		case evArrival:
+			err = s.arrive()
+		case evScrape:
+			s.scrape(int(ev.server))
+		case evEngine:
+			err = s.step(int(ev.server), ev.version)
+		case evTimeout:
+			s.timeout(ev.id)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *sim) now() time.Duration { return s.clock.now }
+
+func (s *sim) interarrival() time.Duration {
+	return s.now() + time.Duration(s.rng.ExpFloat64()/s.spec.QPS*float64(time.Second))
+}
+
+// arrive generates, routes and submits one request and schedules the next.
+func (s *sim) arrive() error {
+	p, err := s.src.next(s.rng)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	id := uint64(len(s.flights))
+	s.flights = append(s.flights, flight{
+		id: id, p: p, arrival: now, measured: now >= s.start && now < s.end,
+		promptN: int32(len(p.tokens)), outN: int32(p.maxTokens), server: -1,
+	})
+	s.open++
+	s.dispatch(&s.flights[id])
+	if next := s.interarrival(); next < s.end {
+		s.events.push(event{at: next, kind: evArrival})
+	} else {
+		s.arriving = false
+	}
+	return nil
+}
+
+// dispatch routes f and submits it to the chosen engine.
+func (s *sim) dispatch(f *flight) {
+	i, err := s.router.route(f)
+	if err != nil {
+		s.fail(f, fmt.Errorf("route: %w", err))
+		return
+	}
+	f.server = int32(i)
+	req := engine.Request{ID: f.id, Tokens: f.p.tokens, MaxTokens: f.p.maxTokens, LoRA: f.p.lora}
+	if err := s.servers[i].eng.Submit(req, s.now()); err != nil {
+		s.router.complete(f, request.Usage{}, true)
+		s.fail(f, err)
+		return
+	}
+	s.reschedule(i)
+	if s.spec.Timeout > 0 {
+		s.events.push(event{at: f.arrival + s.spec.Timeout, kind: evTimeout, id: f.id})
+	}
+}
+
+func (s *sim) fail(f *flight, err error) {
+	f.status, f.p, f.state, f.req = flightFailed, nil, nil, nil
+	s.open--
+	s.failures.add(err)
+}
+
+// reschedule makes sure server i's next engine event is queued.
+func (s *sim) reschedule(i int) {
+	srv := &s.servers[i]
+	t, ok := srv.eng.NextEventTime()
+	if !ok {
+		srv.scheduled = false
+		return
+	}
+	if srv.scheduled && srv.wake == t {
+		return
+	}
+	srv.version++
+	srv.wake, srv.scheduled = t, true
+	s.events.push(event{at: t, kind: evEngine, server: int32(i), version: srv.version})
+}
+
+// step runs server i's engine to now and delivers the tokens it produced.
+func (s *sim) step(i int, version uint32) error {
+	srv := &s.servers[i]
+	if version != srv.version {
+		return nil // superseded
+	}
+	srv.scheduled = false
+	events := srv.eng.Step(s.now())
+	for _, ev := range events {
+		s.token(ev)
+	}
+	if t, ok := srv.eng.NextEventTime(); ok && t <= s.now() && len(events) == 0 {
+		if srv.stalls++; srv.stalls > maxStalls {
+			return fmt.Errorf("server %d: engine makes no progress at %s", i, s.now())
+		}
+	} else {
+		srv.stalls = 0
+	}
+	s.reschedule(i)
+	return nil
+}
+
+// token delivers one output token of a request.
+func (s *sim) token(ev engine.Event) {
+	f := &s.flights[ev.ID]
+	if f.status != flightRunning {
+		return
+	}
+	if ev.Time >= s.start && ev.Time < s.end {
+		s.windowTokens++
+	}
+	if ev.Token == 1 {
+		f.ttft, f.cached = ev.Time-f.arrival, int32(ev.Cached)
+		s.router.firstToken(f)
+	}
+	if !ev.Done {
+		return
+	}
+	f.end, f.status = ev.Time, flightDone
+	s.open--
+	if ev.Time >= s.start && ev.Time < s.end {
+		s.windowDone++
+	}
+	usage := request.Usage{
+		PromptTokens: int(f.promptN), CompletionTokens: int(f.outN),
+		TotalTokens: int(f.promptN + f.outN), CachedTokens: int(f.cached),
+	}
+	s.router.complete(f, usage, false)
+	if f.measured {
+		s.servers[f.server].work += int64(f.promptN - f.cached + f.outN)
+	}
+	f.p = nil
+}
+
+// timeout cancels a request whose client gave up.
+func (s *sim) timeout(id uint64) {
+	f := &s.flights[id]
+	if f.status != flightRunning {
+		return
+	}
+	s.servers[f.server].eng.Cancel(id)
+	f.status, f.p = flightTimedOut, nil
+	s.open--
+	s.router.complete(f, request.Usage{}, true)
+	s.reschedule(int(f.server))
+}
+
+// scrape refreshes server i's metrics and schedules its next scrape.
+func (s *sim) scrape(i int) {
+	s.publishMetrics(i)
+	next := s.spec.ScrapeInterval
+	if j := s.spec.ScrapeJitter; j > 0 {
+		next += time.Duration(s.jitter.Int64N(int64(2*j)+1)) - j
+	}
+	s.events.push(event{at: s.now() + next, kind: evScrape, server: int32(i)})
+}
+
+// publishMetrics gives server i's endpoint what a scrape would read now.
+func (s *sim) publishMetrics(i int) {
+	srv := &s.servers[i]
+	e := srv.eng
+	m := &endpoint.Metrics{
+		WaitingQueueSize: e.Waiting(), RunningRequestsSize: e.Running(), KVCacheUsagePercent: e.KVUsage(),
+		CacheBlockSize: s.engCfg.BlockSize, CacheNumBlocks: s.engCfg.NumBlocks,
+		MaxActiveModels: s.engCfg.MaxLoRAs, UpdateTime: s.clock.Now(),
+	}
+	if s.lora {
+		full := e.Metrics()
+		m.ActiveModels, m.WaitingModels = nameSet(full.RunningLoRAs), nameSet(full.WaitingLoRAs)
+	}
+	srv.ep.SetMetrics(m)
+	srv.ep.SetStale(false)
+}
+
+func nameSet(names []string) map[string]int {
+	out := make(map[string]int, len(names))
+	for _, n := range names {
+		out[n] = 1
+	}
+	return out
+}
+
+// EngineConfig returns the per-server engine configuration of w: its
+// profile, with the KV cache sized by the sizing rule (but never below
+// twice the largest request) and the workload's LoRA slots.
+func EngineConfig(w Workload) (engine.Config, error) {
+	cfg, err := engine.Profile(w.Profile)
+	if err != nil {
+		return engine.Config{}, fmt.Errorf("workload %q: %w", w.Name, err)
+	}
+	if ws := w.Traffic.WorkingSetTokens(); w.KVFraction > 0 && ws > 0 {
+		perServer := float64(ws) / w.KVFraction / float64(w.Servers)
+		cfg.NumBlocks = int(perServer+float64(cfg.BlockSize)-1) / cfg.BlockSize
+	}
+	floor := (2*w.Traffic.maxRequestTokens() + cfg.BlockSize - 1) / cfg.BlockSize
+	cfg.NumBlocks = max(cfg.NumBlocks, floor)
+	if w.MaxLoRAs > 0 {
+		cfg.MaxLoRAs, cfg.LoRALoadDelay = w.MaxLoRAs, w.LoRALoadDelay
+	}
+	if err := cfg.Validate(); err != nil {
+		return engine.Config{}, fmt.Errorf("workload %q: engine: %w", w.Name, err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,58 @@
+package fleet
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// WriteTable prints every stage of every ladder as an aligned text table,
+// followed by the checks that ran.
+func WriteTable(w io.Writer, r *Report) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	for _, wl := range r.Workloads {
+		fmt.Fprintf(tw, "\n%s (%s): %s\n", wl.Name, wl.ID, wl.Description)
+		fmt.Fprintf(tw, "%d × %s, %d KV tokens/server, working set %.0f %% of fleet KV (%.1f servers); SLO TTFT %.0f ms, ITL %.0f ms\n",
+			wl.Servers, wl.Profile, wl.KVTokensPerServer, wl.WorkingSetPct, wl.WorkingSetServers, wl.SLO.TTFTMs, wl.SLO.ITLMs)
+		fmt.Fprintln(tw, "policy\tQPS\treqs\tok%\tout tok/s\tTTFT p50\tp90\tp99 ms\te2e p50\tp99 ms\tTPOT p50\thit%\tload CV\tgoodput%\t")
+		for _, l := range wl.Policies {
+			for _, s := range l.Stages {
+				fmt.Fprintf(tw, "%s\t%g\t%d\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.3f\t%.1f\t\n",
+					l.Policy, s.QPS, s.Requests, s.SuccessPct, s.OutputTokensPerS, s.TTFT.P50, s.TTFT.P90, s.TTFT.P99,
+					s.E2E.P50, s.E2E.P99, s.TPOT.P50, s.CacheHitPct, s.LoadCV, s.GoodputPct)
+			}
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	var errs []string
+	for _, l := range allLadders(r) {
+		for _, s := range l.Stages {
+			if s.FirstError != "" {
+				errs = append(errs, fmt.Sprintf("%s at %g QPS: %s", l.Policy, s.QPS, s.FirstError))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		fmt.Fprintf(w, "\nrequests that failed to route or submit (first error per stage):\n  %s\n", strings.Join(errs, "\n  "))
+	}
+	if len(r.Checks) > 0 {
+		fmt.Fprintln(w)
+		for _, c := range r.Checks {
+			fmt.Fprintf(w, "[%s] %s: %s\n", c.Status, c.Name, c.Detail)
+		}
+	}
+	return nil
+}
+
+func allLadders(r *Report) []*PolicyLadder {
+	var out []*PolicyLadder
+	for i := range r.Workloads {
+		for j := range r.Workloads[i].Policies {
+			out = append(out, &r.Workloads[i].Policies[j])
+		}
+	}
+	return out
+}

@@ -1,0 +1,108 @@
+package scorers
+
+import (
+	"sync"
+	"time"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+)
+
+// Bounds of a dispatchLog. A dispatch older than maxDispatchAge is assumed
+// to be in any metrics the endpoint reports (or the endpoint is stale and
+// other safeguards apply), and an endpoint keeps at most maxPendingDispatches
+// notes, so an endpoint that is never scraped cannot grow the log.
+const (
+	maxDispatchAge       = 10 * time.Second
+	maxPendingDispatches = 4096
+	dispatchSweepEvery   = 4096
+)
+
+// dispatchLog remembers when requests were routed to each endpoint, until
+// a scrape of that endpoint (Metrics.UpdateTime) is newer than them, so a
+// scorer can add the requests its metrics cannot show yet. Safe for
+// concurrent use.
+type dispatchLog struct {
+	mu    sync.Mutex
+	byEP  map[string][]time.Time // by Endpoint.HostPort, ascending
+	adds  int
+	newer time.Time // latest dispatch seen, the sweep's notion of now
+}
+
+func newDispatchLog() *dispatchLog { return &dispatchLog{byEP: map[string][]time.Time{}} }
+
+// add notes a request routed to hostPort at t.
+func (l *dispatchLog) add(hostPort string, t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ts := l.byEP[hostPort]
+	if len(ts) >= maxPendingDispatches {
+		ts = ts[:copy(ts, ts[1:])]
+	}
+	ts = append(ts, t)
+	// Requests scheduled concurrently may arrive slightly out of order.
+	for i := len(ts) - 1; i > 0 && ts[i].Before(ts[i-1]); i-- {
+		ts[i], ts[i-1] = ts[i-1], ts[i]
+	}
+	l.byEP[hostPort] = ts
+	if t.After(l.newer) {
+		l.newer = t
+	}
+	if l.adds++; l.adds%dispatchSweepEvery == 0 {
+		l.sweepLocked()
+	}
+}
+
+// addUnscraped adds to out[i] the number of requests routed to eps[i] after
+// its metrics were taken, forgetting the notes the metrics already cover.
+func (l *dispatchLog) addUnscraped(eps []*endpoint.Endpoint, out []float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.byEP) == 0 {
+		return
+	}
+	for i, e := range eps {
+		ts, ok := l.byEP[e.HostPort]
+		if !ok {
+			continue
+		}
+		cut := e.Metrics().UpdateTime
+		if floor := l.newer.Add(-maxDispatchAge); cut.Before(floor) {
+			cut = floor
+		}
+		k := 0
+		for k < len(ts) && !ts[k].After(cut) {
+			k++
+		}
+		if k == len(ts) {
+			delete(l.byEP, e.HostPort)
+			continue
+		}
+		if k > 0 {
+			ts = ts[:copy(ts, ts[k:])]
+			l.byEP[e.HostPort] = ts
+		}
+		out[i] += float64(len(ts))
+	}
+}
+
+// sweepLocked forgets endpoints whose newest note is too old to count,
+// which is how the notes of endpoints that left the pool go away.
+func (l *dispatchLog) sweepLocked() {
+	floor := l.newer.Add(-maxDispatchAge)
+	for hp, ts := range l.byEP {
+		if !ts[len(ts)-1].After(floor) {
+			delete(l.byEP, hp)
+		}
+	}
+}
+
+// pending returns how many notes are kept, for tests.
+func (l *dispatchLog) pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, ts := range l.byEP {
+		n += len(ts)
+	}
+	return n
+}

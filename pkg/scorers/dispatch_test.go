@@ -1,0 +1,165 @@
+package scorers
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// dispatchAt routes one request to e at t through s's PreRequest.
+func dispatchAt(s *QueueDepth, e *endpoint.Endpoint, t time.Time) {
+	s.PreRequest(scCtx, scheduler.NewState(1, t), nil, scResult(e))
+}
+
+func TestQueueDepthCountsUnscrapedDispatches(t *testing.T) {
+	t.Parallel()
+	at := func(ms int) time.Time { return scEpoch.Add(time.Duration(ms) * time.Millisecond) }
+	cases := []struct {
+		name   string
+		params string
+		queues []int
+		sent   map[int][]int // endpoint → dispatch times (ms after the scrape at 0)
+		want   []float64
+	}{
+		{name: "no dispatches is upstream's formula", queues: []int{0, 5, 10}, want: []float64{1, 0.5, 0}},
+		{name: "dispatch after the scrape counts", queues: []int{0, 0, 0}, sent: map[int][]int{0: {10}}, want: []float64{0, 1, 1}},
+		{name: "dispatch before the scrape is in the metrics", queues: []int{0, 0, 0}, sent: map[int][]int{0: {-10}}, want: []float64{1, 1, 1}},
+		{name: "a burst spreads", queues: []int{2, 0, 0}, sent: map[int][]int{1: {1, 2}, 2: {3}}, want: []float64{0, 0, 1}},
+		{name: "queue plus dispatches", queues: []int{1, 3}, sent: map[int][]int{0: {1, 2, 3, 4}}, want: []float64{0, 1}},
+		{name: "off restores upstream", params: `{"countUnscrapedDispatches":false}`, queues: []int{0, 0, 0}, sent: map[int][]int{0: {10}}, want: []float64{1, 1, 1}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := mustBuild[*QueueDepth](t, QueueDepthRegistration(), tc.params, nil)
+			eps := scEndpoints(len(tc.queues), func(i int, m *endpoint.Metrics) { m.WaitingQueueSize = tc.queues[i] })
+			for i, times := range tc.sent {
+				for _, ms := range times {
+					dispatchAt(s, eps[i], at(ms))
+				}
+			}
+			got := s.Score(scCtx, scState(), nil, eps)
+			if diff := cmp.Diff(tc.want, got, approx); diff != "" {
+				t.Errorf("scores (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestQueueDepthScrapeClearsDispatches: once a scrape newer than the
+// dispatches arrives, they are no longer counted, nor kept.
+func TestQueueDepthScrapeClearsDispatches(t *testing.T) {
+	t.Parallel()
+	s := NewQueueDepth("q")
+	eps := scEndpoints(2, nil)
+	for i := range 5 {
+		dispatchAt(s, eps[0], scEpoch.Add(time.Duration(i+1)*time.Millisecond))
+	}
+	if got := s.Score(scCtx, scState(), nil, eps); !cmp.Equal(got, []float64{0, 1}) {
+		t.Fatalf("before the scrape: %v", got)
+	}
+	eps[0].SetMetrics(&endpoint.Metrics{WaitingQueueSize: 1, UpdateTime: scEpoch.Add(3 * time.Millisecond)})
+	eps[1].SetMetrics(&endpoint.Metrics{WaitingQueueSize: 3, UpdateTime: scEpoch.Add(3 * time.Millisecond)})
+	// Endpoint 0: queue 1 + the 2 dispatches after 3 ms = 3, as endpoint 1.
+	if got := s.Score(scCtx, scState(), nil, eps); !cmp.Equal(got, []float64{1, 1}) {
+		t.Errorf("after a scrape covering 3 of 5 dispatches: %v, want [1 1]", got)
+	}
+	if n := s.log.pending(); n != 2 {
+		t.Errorf("%d dispatches kept, want the 2 not yet scraped", n)
+	}
+	eps[0].SetMetrics(&endpoint.Metrics{UpdateTime: scEpoch.Add(time.Second)})
+	s.Score(scCtx, scState(), nil, eps)
+	if n := s.log.pending(); n != 0 {
+		t.Errorf("%d dispatches kept after a scrape covering all, want 0", n)
+	}
+}
+
+// TestDispatchLogBounded: an endpoint that is never scraped, or leaves the
+// pool, cannot grow the log without bound.
+func TestDispatchLogBounded(t *testing.T) {
+	t.Parallel()
+	l := newDispatchLog()
+	for i := range maxPendingDispatches + 100 {
+		l.add("10.0.0.1:8000", scEpoch.Add(time.Duration(i)*time.Microsecond))
+	}
+	if n := l.pending(); n != maxPendingDispatches {
+		t.Errorf("%d notes for one endpoint, want the cap %d", n, maxPendingDispatches)
+	}
+	// Much later, traffic to other endpoints sweeps the departed one away.
+	later := scEpoch.Add(maxDispatchAge + time.Minute)
+	for i := range dispatchSweepEvery {
+		l.add("10.0.0.2:8000", later.Add(time.Duration(i)*time.Microsecond))
+	}
+	l.mu.Lock()
+	_, kept := l.byEP["10.0.0.1:8000"]
+	l.mu.Unlock()
+	if kept {
+		t.Error("notes of an endpoint without traffic for longer than maxDispatchAge were not swept")
+	}
+	// Old notes stop counting even if no scrape ever covers them.
+	eps := scEndpoints(1, func(_ int, m *endpoint.Metrics) { m.UpdateTime = time.Time{} })
+	l2 := newDispatchLog()
+	l2.add(eps[0].HostPort, scEpoch)
+	l2.add("10.0.9.9:8000", scEpoch.Add(2*maxDispatchAge))
+	out := []float64{0}
+	l2.addUnscraped(eps, out)
+	if out[0] != 0 {
+		t.Errorf("a note older than maxDispatchAge counted: %v", out)
+	}
+}
+
+// TestDispatchLogOutOfOrder: concurrently scheduled requests may note
+// their dispatch slightly out of order; the log stays sorted.
+func TestDispatchLogOutOfOrder(t *testing.T) {
+	t.Parallel()
+	l := newDispatchLog()
+	for _, ms := range []int{5, 3, 9, 1} {
+		l.add("a", scEpoch.Add(time.Duration(ms)*time.Millisecond))
+	}
+	l.mu.Lock()
+	got := append([]time.Time(nil), l.byEP["a"]...)
+	l.mu.Unlock()
+	for i := 1; i < len(got); i++ {
+		if got[i].Before(got[i-1]) {
+			t.Fatalf("log not sorted: %v", got)
+		}
+	}
+}
+
+func TestQueueDepthParams(t *testing.T) {
+	t.Parallel()
+	if _, err := QueueDepthFactory("q", json.RawMessage(`{"countUnscrapedDispatches":"yes"}`), nil); err == nil {
+		t.Error("a string for a bool was accepted")
+	}
+	if _, err := QueueDepthFactory("q", json.RawMessage(`{"bogus":1}`), nil); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Errorf("unknown parameter: %v", err)
+	}
+}
+
+func TestQueueDepthConcurrent(t *testing.T) {
+	t.Parallel()
+	s := NewQueueDepth("q")
+	eps := scEndpoints(8, nil)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				dispatchAt(s, eps[(g+i)%len(eps)], scEpoch.Add(time.Duration(i)*time.Millisecond))
+				if got := s.Score(scCtx, scState(), nil, eps); len(got) != len(eps) {
+					t.Errorf("%d scores", len(got))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
