@@ -17,8 +17,17 @@ test: ## All tests (unit + integration, race detector); what CI runs
 test-short: ## Unit tests only, no race detector (fast inner loop)
 	$(GO) test -short $(PKGS)
 
-bench: ## Go micro-benchmarks (scheduler, parser, scraper, ext_proc round trip)
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+bench: ## All benchmarks (Go micro-benchmarks, overhead, fleet), then regenerate docs/benchmarks.md
+	$(MAKE) bench-overhead
+	$(MAKE) bench-fleet
+	$(GO) run ./hack/benchreport --run-micro
+
+bench-overhead: ## EPP vs a no-op ext_proc floor, open-loop over loopback, pinned cores (~8 min; docs/benchmarks/overhead.json)
+	$(GO) build -o $(BIN)/ ./cmd/epp ./hack/benchoverhead
+	$(BIN)/benchoverhead --epp $(BIN)/epp --out docs/benchmarks/overhead.json
+
+bench-fleet: ## Routing quality in virtual time: 7 workloads × 7 policies × QPS ladder (~10 min on 2 cores; bench/results/fleet, docs/benchmarks/fleet.md)
+	$(GO) run ./hack/benchfleet --out bench/results/fleet --docs docs/benchmarks
 
 lint: ## gofmt, go vet and the dependency-direction check
 	hack/lint.sh

@@ -39,6 +39,7 @@ type Flags struct {
 	Verbosity           int
 	Seed                uint64
 	UpstreamScoring     bool
+	ScrapeSlots         int
 	Kube                KubeFlags
 	compat              compatFlags
 	Zap                 crzap.Options
@@ -63,6 +64,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.EndpointsFile, "endpoints-file", "", "YAML file listing endpoints (name, address, port, labels), reloaded on change")
 	fs.DurationVar(&f.RefreshMetrics, "refresh-metrics-interval", 50*time.Millisecond, "model-server metrics scrape interval")
 	fs.DurationVar(&f.MetricsTimeout, "metrics-scrape-timeout", time.Second, "per-scrape timeout")
+	fs.IntVar(&f.ScrapeSlots, "metrics-scrape-slots", 0, "scrape instants per interval shared by endpoints, batching wake-ups (0: one per 25 endpoints; -1: each endpoint its own)")
 	fs.DurationVar(&f.StalenessThreshold, "metrics-staleness-threshold", 2*time.Second, "metrics older than this mark an endpoint stale")
 	fs.StringVar(&f.ConfigFile, "config-file", "", "EndpointPickerConfig file (reloaded on change)")
 	fs.StringVar(&f.ConfigText, "config-text", "", "EndpointPickerConfig as inline text")

@@ -84,8 +84,13 @@ func benchTarget(b *testing.B, addr string) *target {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(s.transport.CloseIdleConnections)
-	return s.newTarget(st.Snapshot()[0])
+	t := s.newTarget(st.Snapshot()[0])
+	b.Cleanup(func() {
+		if t.conn != nil {
+			t.conn.close()
+		}
+	})
+	return t
 }
 
 // runMeasured runs op b.N times and reports process CPU per op.

@@ -167,7 +167,7 @@ func TestFleetCPUBudget(t *testing.T) {
 // (performance.md B3), with scrapes spread over the interval (the default)
 // and aligned to one instant. One op is one 50 ms interval.
 func BenchmarkFleet(b *testing.B) {
-	for _, slots := range []int{0, 1} {
+	for _, slots := range []int{-1, 0, 1} {
 		for _, n := range []int{10, 100} {
 			b.Run(fmt.Sprintf("slots=%d/endpoints=%d", slots, n), func(b *testing.B) {
 				addrs := startFleet(b, n)

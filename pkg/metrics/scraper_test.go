@@ -260,9 +260,10 @@ func TestHTTPSScheme(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(s.transport.CloseIdleConnections)
 			ep := st.Snapshot()[0]
-			s.newTarget(ep).poll(context.Background())
+			tg := s.newTarget(ep)
+			tg.poll(context.Background())
+			tg.conn.close()
 			if got := !ep.Stale(); got != tc.wantOK {
 				t.Errorf("fresh = %v, want %v", got, tc.wantOK)
 			}
@@ -284,7 +285,8 @@ func TestPhase(t *testing.T) {
 		slots    int
 		distinct func(n int) bool // how many distinct grid offsets 40 endpoints get
 	}{
-		{name: "spread", slots: 0, distinct: func(n int) bool { return n > 20 }},
+		{name: "spread", slots: -1, distinct: func(n int) bool { return n > 20 }},
+		{name: "auto: 40 endpoints in waves of 25", slots: 0, distinct: func(n int) bool { return n >= 2 && n <= 3 }},
 		{name: "one slot", slots: 1, distinct: func(n int) bool { return n <= 2 }}, // 2: a rounding edge
 		{name: "four slots", slots: 4, distinct: func(n int) bool { return n >= 2 && n <= 4 }},
 	}

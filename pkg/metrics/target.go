@@ -3,6 +3,7 @@ package metrics
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -27,16 +28,19 @@ const acceptHeader = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 // goroutine; the endpoint itself is the only thing shared, and it is
 // written through its atomic setters.
 type target struct {
-	s   *Scraper
-	ep  *endpoint.Endpoint
-	eng *engine
-	req *http.Request // template; each scrape sends a copy with its own context
-	// reqErr is why req could not be built (a malformed address); every
+	s    *Scraper
+	ep   *endpoint.Endpoint
+	eng  *engine
+	conn *pageConn
+	// slots is how many shared scrape instants the interval has; -1 gives
+	// this endpoint its own (see Options.AlignedSlots).
+	slots int
+	// connErr is why conn could not be built (a malformed address); every
 	// scrape then fails with it, so the problem is logged and counted.
-	reqErr error
-	text   expfmt.TextParser
-	rd     bytes.Reader
-	lora   loraCache
+	connErr error
+	text    expfmt.TextParser
+	rd      bytes.Reader
+	lora    loraCache
 
 	lastOK       time.Time
 	failing      bool
@@ -48,18 +52,25 @@ type target struct {
 }
 
 func newTarget(s *Scraper, ep *endpoint.Endpoint, eng *engine, url string) *target {
+	var conn *pageConn
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err == nil {
 		req.Header.Set("Accept", acceptHeader)
+		req.Header.Set("User-Agent", "openepp")
+		var tlsCfg *tls.Config
+		if req.URL.Scheme == "https" {
+			tlsCfg = s.tlsConfig
+		}
+		conn, err = newPageConn(req, tlsCfg)
 	}
 	return &target{
-		s:      s,
-		ep:     ep,
-		eng:    eng,
-		req:    req,
-		reqErr: err,
-		text:   expfmt.NewTextParser(model.UTF8Validation),
-		lastOK: ep.Metrics().UpdateTime, // carried over when only labels changed
+		s:       s,
+		ep:      ep,
+		eng:     eng,
+		conn:    conn,
+		connErr: err,
+		text:    expfmt.NewTextParser(model.UTF8Validation),
+		lastOK:  ep.Metrics().UpdateTime, // carried over when only labels changed
 	}
 }
 
@@ -68,6 +79,9 @@ func newTarget(s *Scraper, ep *endpoint.Endpoint, eng *engine, url string) *targ
 // lock step.
 func (t *target) run(ctx context.Context) {
 	t.s.log.V(1).Info("scraping endpoint", "endpoint", t.ep.String(), "engine", t.eng.name)
+	if t.conn != nil {
+		defer t.conn.close()
+	}
 	t.updateStale()
 	t.poll(ctx)
 	phase := time.NewTimer(t.phase())
@@ -91,19 +105,30 @@ func (t *target) run(ctx context.Context) {
 }
 
 // phase is the delay before the first tick: a per-endpoint instant within
-// the interval (Options.AlignedSlots == 0), or one of AlignedSlots instants
-// of a grid shared by all endpoints.
+// the interval (slots < 1), or one of slots instants of a grid shared by all
+// endpoints.
 func (t *target) phase() time.Duration {
 	h := fnv.New64a()
 	_, _ = io.WriteString(h, t.ep.Name+"|"+t.ep.MetricsHostPort)
+	sum := mix(h.Sum64())
 	iv := int64(t.s.opts.Interval)
-	slots := int64(t.s.opts.AlignedSlots)
+	slots := int64(t.slots)
 	if slots <= 0 {
-		return time.Duration(h.Sum64() % uint64(iv))
+		return time.Duration(sum % uint64(iv))
 	}
-	offset := int64(h.Sum64()%uint64(slots)) * (iv / slots)
+	offset := int64(sum%uint64(slots)) * (iv / slots)
 	toGrid := iv - time.Now().UnixNano()%iv
 	return time.Duration((toGrid + offset) % iv)
+}
+
+// mix scrambles FNV's low bits (splitmix64's finalizer): names that differ
+// in matching digits, like "ep-3" on port 8003, otherwise share low bits.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // poll performs one scrape and updates health, metrics and staleness.
@@ -129,23 +154,20 @@ func (t *target) poll(ctx context.Context) {
 
 // fetch GETs the page into buf, bounded by the scrape timeout.
 func (t *target) fetch(ctx context.Context, buf *bytes.Buffer) (reason string, err error) {
-	if t.reqErr != nil {
-		return reasonConnect, fmt.Errorf("build metrics request: %w", t.reqErr)
+	if t.connErr != nil {
+		return reasonConnect, fmt.Errorf("build metrics request: %w", t.connErr)
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.s.opts.Timeout)
-	defer cancel()
-	resp, err := t.s.client.Do(t.req.WithContext(ctx))
+	resp, err := t.conn.get(ctx, time.Now().Add(t.s.opts.Timeout))
 	if err != nil {
 		return classify(err, reasonConnect), fmt.Errorf("get metrics: %w", err)
 	}
-	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		// Drain a little so the connection can be reused.
-		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+		t.conn.done(resp, false)
 		return reasonStatus, fmt.Errorf("get metrics: unexpected status %q", resp.Status)
 	}
 	limit := t.s.opts.MaxPageBytes
 	n, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
+	t.conn.done(resp, err == nil && n <= limit)
 	if err != nil {
 		return classify(err, reasonRead), fmt.Errorf("read metrics page: %w", err)
 	}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/openepp/openepp/hack/benchoverhead/overhead"
+)
+
+// TestMain lets the orchestrator re-execute this test binary as its
+// children (generator, no-op server, metrics servers).
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := dispatch(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+		stop()
+		if err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestQuickRun is the smoke test: the whole benchmark at --quick size (10
+// endpoints, concurrency 16, 1 KiB, at most 300 requests per run, both
+// arms) against the real EPP binary, producing a well-formed report and
+// profile. It takes a few seconds plus building the EPP.
+func TestQuickRun(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	epp := filepath.Join(dir, "epp")
+	build := exec.Command("go", "build", "-o", epp, "github.com/openepp/openepp/cmd/epp")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build epp: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out := filepath.Join(dir, "out", "overhead.json")
+	var log bytes.Buffer
+	start := time.Now()
+	err := runMain(ctx, []string{"--epp", epp, "--quick", "--out", out, "--log-dir", filepath.Join(dir, "logs")}, &log)
+	if err != nil {
+		t.Fatalf("quick run: %v\n%s", err, log.String())
+	}
+	t.Logf("quick run took %s", time.Since(start))
+	rep, err := overhead.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type shape struct {
+		Quick                               bool
+		Rows, Idle                          int
+		Endpoints, Concurrency, PromptBytes int
+		Profile                             string
+	}
+	got := shape{Quick: rep.Quick, Rows: len(rep.Rows), Idle: len(rep.Idle), Profile: rep.Profile}
+	if len(rep.Rows) > 0 {
+		got.Endpoints, got.Concurrency, got.PromptBytes = rep.Rows[0].Endpoints, rep.Rows[0].Concurrency, rep.Rows[0].PromptBytes
+	}
+	want := shape{Quick: true, Rows: 1, Idle: 1, Endpoints: 10, Concurrency: 16, PromptBytes: 1024, Profile: profileFile}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("report shape (-want +got):\n%s", diff)
+	}
+	for _, a := range []overhead.Arm{rep.Rows[0].EPP, rep.Rows[0].Floor} {
+		if a.Capacity.Failed+a.Reference.Failed > 0 || a.Reference.P50us <= 0 || a.PeakRSSMiB <= 0 || len(a.Ladder) == 0 {
+			t.Errorf("arm not fully measured: %+v", a)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(dir, "out", profileFile)); err != nil || st.Size() == 0 {
+		t.Errorf("EPP CPU profile missing or empty: %v", err)
+	}
+}
+
+func TestParseRunFlags(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		args    []string
+		want    string // error substring, "" for success
+		wantEPs []int
+	}{
+		{name: "minimal", args: []string{"--epp", "x"}},
+		{name: "lists", args: []string{"--epp", "x", "--endpoints", "10, 100"}, wantEPs: []int{10, 100}},
+		{name: "no epp", args: nil, want: "--epp is required"},
+		{name: "bad list", args: []string{"--epp", "x", "--endpoints", "10,zero"}, want: `"zero" is not a positive integer`},
+		{name: "negative", args: []string{"--epp", "x", "--concurrency", "-1"}, want: "not a positive integer"},
+		{name: "conns", args: []string{"--epp", "x", "--conns", "0"}, want: "--conns must be >= 1"},
+		{name: "response", args: []string{"--epp", "x", "--response", "half"}, want: "--response must be full or none"},
+		{name: "stray", args: []string{"--epp", "x", "extra"}, want: "unexpected arguments"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o, err := parseRunFlags(tc.args, &bytes.Buffer{})
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("error = %v, want it to contain %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.wantEPs, o.endpoints); diff != "" {
+				t.Errorf("endpoints (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPlan(t *testing.T) {
+	t.Parallel()
+	full := newPlan(runOptions{})
+	if got := len(full.endpoints) * len(full.concurrency) * len(full.prompts); got != 18 {
+		t.Errorf("full matrix has %d cells, want 3 × 3 × 2 = 18", got)
+	}
+	if got, want := full.profileCell(), (cellKey{100, 16, 1 << 10}); got != want {
+		t.Errorf("profiled cell %v, want the target cell %v", got, want)
+	}
+	quick := newPlan(runOptions{quick: true})
+	if got, want := quick.profileCell(), (cellKey{10, 16, 1 << 10}); got != want {
+		t.Errorf("quick profiled cell %v, want %v", got, want)
+	}
+	if quick.maxRequests == 0 || quick.maxRequests > 500 {
+		t.Errorf("quick runs are capped at %d requests, want a few hundred", quick.maxRequests)
+	}
+}
+
+func TestPasses(t *testing.T) {
+	t.Parallel()
+	r := &runner{p: plan{p99Bound: 10 * time.Millisecond, minDelivered: 0.95}}
+	j := job{Duration: time.Second}
+	tests := []struct {
+		name string
+		run  overhead.Run
+		want bool
+	}{
+		{name: "kept up", run: overhead.Run{Completed: 1000, Throughput: 990, P99us: 900}, want: true},
+		{name: "tail too long", run: overhead.Run{Completed: 1000, Throughput: 990, P99us: 10001}},
+		{name: "fell behind", run: overhead.Run{Completed: 1000, Throughput: 900, P99us: 900}},
+		{name: "failures", run: overhead.Run{Completed: 999, Failed: 1, Throughput: 990, P99us: 900}},
+	}
+	for _, tc := range tests {
+		if got := r.passes(tc.run, j); got != tc.want {
+			t.Errorf("%s: passes = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestParseProc(t *testing.T) {
+	t.Parallel()
+	stat := []byte("4242 (my (odd) name) S 1 4242 4242 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 8 0 123 456 789\n")
+	if got, err := parseStat(stat); err != nil || got != 3.0 {
+		t.Errorf("parseStat = %v, %v; want 3 s (300 ticks)", got, err)
+	}
+	for _, bad := range []string{"", "4242 no parenthesis", "1 (x) S 1 2"} {
+		if _, err := parseStat([]byte(bad)); err == nil {
+			t.Errorf("parseStat(%q): no error", bad)
+		}
+	}
+	if got, err := parseHWM([]byte("Name:\tepp\nVmHWM:\t   51200 kB\nVmRSS:\t1 kB\n")); err != nil || got != 50 {
+		t.Errorf("parseHWM = %v, %v; want 50 MiB", got, err)
+	}
+	for _, bad := range []string{"Name:\tepp\n", "VmHWM:\tlots kB\n"} {
+		if _, err := parseHWM([]byte(bad)); err == nil {
+			t.Errorf("parseHWM(%q): no error", bad)
+		}
+	}
+}
+
+func TestPageVersions(t *testing.T) {
+	t.Parallel()
+	page := []byte("# HELP vllm:num_requests_waiting x\nvllm:num_requests_waiting{model_name=\"m\"} 0\n" +
+		"vllm:kv_cache_usage_perc{model_name=\"m\"} 0\nvllm:other{a=\"b\"} 7\n")
+	vs := pageVersions(page)
+	if len(vs) != pageVariants {
+		t.Fatalf("%d versions, want %d", len(vs), pageVariants)
+	}
+	for i := 1; i < len(vs); i++ {
+		if bytes.Equal(vs[i], vs[i-1]) {
+			t.Errorf("versions %d and %d are equal: consecutive scrapes would see no change", i-1, i)
+		}
+		if !bytes.Contains(vs[i], []byte("vllm:other{a=\"b\"} 7")) {
+			t.Errorf("version %d changed an unrelated series", i)
+		}
+	}
+}
+
+// TestGenRejectsBadInput checks the generator's job channel answers bad
+// input with an error line instead of stopping or panicking.
+func TestGenRejectsBadInput(t *testing.T) {
+	t.Parallel()
+	ex := &exchanger{bodies: map[int][][]byte{}}
+	in := strings.NewReader("not json\n{\"prompt_bytes\":0}\n{\"prompt_bytes\":10,\"concurrency\":0,\"duration\":1000}\n")
+	var out bytes.Buffer
+	if err := serveJobs(context.Background(), ex, in, &out); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	dec := json.NewDecoder(&out)
+	for dec.More() {
+		var r jobResult
+		if err := dec.Decode(&r); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r.Err)
+	}
+	want := []string{"bad job", "prompt_bytes must be >= 1", "concurrency must be >= 1"}
+	if len(got) != len(want) {
+		t.Fatalf("results %q, want %d errors", got, len(want))
+	}
+	for i := range want {
+		if !strings.Contains(got[i], want[i]) {
+			t.Errorf("result %d = %q, want it to contain %q", i, got[i], want[i])
+		}
+	}
+	if err := genMain(context.Background(), []string{"--conns", "0"}, strings.NewReader(""), &out); err == nil {
+		t.Error("gen without a target: no error")
+	}
+}

@@ -1,0 +1,215 @@
+// Package overhead is the result file of the overhead benchmark
+// (hack/benchoverhead), which hack/benchreport turns into tables and plots.
+// Keeping the schema in one package lets the smoke test prove that what the
+// benchmark writes is what the report reads.
+package overhead
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// SchemaVersion changes when a field changes meaning.
+const SchemaVersion = 1
+
+// Report is one run of the benchmark matrix.
+type Report struct {
+	Schema      int       `json:"schema"`
+	Started     time.Time `json:"started"`
+	WallSeconds float64   `json:"wall_s"`
+	// Command is the command line that produced the report.
+	Command  string   `json:"command"`
+	Quick    bool     `json:"quick"`
+	Machine  Machine  `json:"machine"`
+	Settings Settings `json:"settings"`
+	// Idle is the EPP's cost with no traffic, per endpoint count.
+	Idle []Idle `json:"idle"`
+	// Profile is the file name (next to the report) of a CPU profile of
+	// the EPP taken during an extra closed-loop run in ProfileCell, at that
+	// cell's concurrency and prompt size; "" if none.
+	Profile     string `json:"profile,omitempty"`
+	ProfileCell string `json:"profile_cell,omitempty"`
+
+	Rows []Row `json:"rows"`
+}
+
+// Machine describes where the benchmark ran.
+type Machine struct {
+	CPUModel  string `json:"cpu_model"`
+	Cores     int    `json:"cores"`
+	GoVersion string `json:"go_version"`
+	Kernel    string `json:"kernel"`
+	// LoadAvgStart and LoadAvgEnd are /proc/loadavg before and after: other
+	// work on a shared machine shows here.
+	LoadAvgStart string `json:"loadavg_start"`
+	LoadAvgEnd   string `json:"loadavg_end"`
+	// Pinning says which process ran on which CPU ("" when unpinned).
+	Pinning string `json:"pinning"`
+	// CPUPressurePct is the share of the run's wall time during which some
+	// runnable task on the machine waited for a CPU (Linux PSI), -1 when
+	// unavailable: the contention the numbers were measured under.
+	CPUPressurePct float64 `json:"cpu_pressure_pct"`
+}
+
+// Settings are the benchmark's parameters.
+type Settings struct {
+	TLS            bool    `json:"tls"`
+	ScrapeInterval string  `json:"scrape_interval"`
+	PickerConfig   string  `json:"picker_config"`
+	ChunkBytes     int     `json:"chunk_bytes"`
+	Response       string  `json:"response"`
+	Connections    int     `json:"connections"`
+	MetricsPage    int     `json:"metrics_page_bytes"`
+	ProbeSeconds   float64 `json:"probe_s"`
+	StepSeconds    float64 `json:"step_s"`
+	RefSeconds     float64 `json:"reference_s"`
+	// Ladder lists the fractions of the closed-loop capacity tried, highest
+	// first, when searching the sustained rate.
+	Ladder []float64 `json:"ladder"`
+	// RefFraction of the EPP arm's capacity is the common reference load.
+	RefFraction float64 `json:"reference_fraction"`
+	// A ladder step passes when p99 latency ≤ P99BoundMs and throughput ≥
+	// MinDelivered × offered.
+	P99BoundMs   float64 `json:"p99_bound_ms"`
+	MinDelivered float64 `json:"min_delivered"`
+	MaxRequests  int     `json:"max_requests,omitempty"`
+}
+
+// Idle is the EPP with no traffic: the cost of scraping alone.
+type Idle struct {
+	Endpoints int     `json:"endpoints"`
+	EPPCores  float64 `json:"epp_cores"`
+	// ScrapesPerSecond is what the EPP achieved; TargetScrapesPerSecond is
+	// endpoints ÷ interval.
+	ScrapesPerSecond       float64 `json:"scrapes_per_s"`
+	TargetScrapesPerSecond float64 `json:"target_scrapes_per_s"`
+	MetricsServerCores     float64 `json:"metrics_server_cores"`
+}
+
+// Row is one cell of the matrix: both arms at the same endpoints,
+// concurrency and prompt size.
+type Row struct {
+	Endpoints   int `json:"endpoints"`
+	Concurrency int `json:"concurrency"`
+	PromptBytes int `json:"prompt_bytes"`
+	// ReferenceRate is the offered rate both arms' Reference runs used.
+	ReferenceRate float64 `json:"reference_rps"`
+	EPP           Arm     `json:"epp"`
+	Floor         Arm     `json:"floor"`
+}
+
+// AddedP50 and AddedP99 are the EPP's latency minus the floor's at the
+// reference rate, in microseconds.
+func (r Row) AddedP50() float64 { return r.EPP.Reference.P50us - r.Floor.Reference.P50us }
+
+// AddedP99 is AddedP50 at the 99th percentile.
+func (r Row) AddedP99() float64 { return r.EPP.Reference.P99us - r.Floor.Reference.P99us }
+
+// Arm is one server (the EPP or the no-op floor) in one cell.
+type Arm struct {
+	Capacity Run   `json:"capacity"`
+	Ladder   []Run `json:"ladder"`
+	// Sustained is the offered rate of the first (highest) passing ladder
+	// step, 0 when none passed.
+	Sustained  float64 `json:"sustained_rps"`
+	Reference  Run     `json:"reference"`
+	PeakRSSMiB float64 `json:"peak_rss_mib"`
+}
+
+// AtSustained is the passing ladder step, if any.
+func (a Arm) AtSustained() (Run, bool) {
+	for _, r := range a.Ladder {
+		if r.Passed {
+			return r, true
+		}
+	}
+	return Run{}, false
+}
+
+// Run is one load run against one arm.
+type Run struct {
+	Offered    float64  `json:"offered_rps"`
+	Throughput float64  `json:"throughput_rps"`
+	Completed  int      `json:"completed"`
+	Failed     int      `json:"failed"`
+	Errors     []string `json:"errors,omitempty"`
+	P50us      float64  `json:"p50_us"`
+	P90us      float64  `json:"p90_us"`
+	P99us      float64  `json:"p99_us"`
+	P999us     float64  `json:"p999_us"`
+	MaxUs      float64  `json:"max_us"`
+	SvcP50us   float64  `json:"service_p50_us"`
+	SvcP99us   float64  `json:"service_p99_us"`
+	// CPUSeconds is the server process's CPU time during the run;
+	// GenCPUSeconds the load generator's.
+	CPUSeconds    float64 `json:"cpu_s"`
+	GenCPUSeconds float64 `json:"gen_cpu_s"`
+	WallSeconds   float64 `json:"wall_s"`
+	// ScrapesPerSecond is the EPP's achieved metrics scrape rate.
+	ScrapesPerSecond float64 `json:"scrapes_per_s,omitempty"`
+	// CPUPressurePct is Machine.CPUPressurePct during this run.
+	CPUPressurePct float64 `json:"cpu_pressure_pct"`
+	// Passed is set on ladder steps that were sustained (see Settings).
+	Passed bool `json:"passed"`
+}
+
+// CPUPer1k is the server's CPU seconds per 1,000 completed requests.
+func (r Run) CPUPer1k() float64 {
+	if r.Completed == 0 {
+		return 0
+	}
+	return r.CPUSeconds / float64(r.Completed) * 1000
+}
+
+// PerCore is completed requests per second of server CPU.
+func (r Run) PerCore() float64 {
+	if r.CPUSeconds <= 0 {
+		return 0
+	}
+	return float64(r.Completed) / r.CPUSeconds
+}
+
+// Load reads and validates a report file.
+func Load(path string) (*Report, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read overhead report: %w", err)
+	}
+	var r Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("parse overhead report %q: %w", path, err)
+	}
+	if err := r.Validate(); err != nil {
+		return nil, fmt.Errorf("overhead report %q: %w", path, err)
+	}
+	return &r, nil
+}
+
+// Validate checks the report is well formed: the right schema, at least
+// one row, and both arms of every row measured. An arm may have completed
+// no request (a collapsed server is a result); then the row has no
+// reference rate and no reference runs.
+func (r *Report) Validate() error {
+	var errs []error
+	if r.Schema != SchemaVersion {
+		errs = append(errs, fmt.Errorf("schema %d, want %d", r.Schema, SchemaVersion))
+	}
+	if len(r.Rows) == 0 {
+		errs = append(errs, errors.New("no rows"))
+	}
+	for i, row := range r.Rows {
+		if row.Endpoints < 1 || row.Concurrency < 1 || row.PromptBytes < 1 {
+			errs = append(errs, fmt.Errorf("rows[%d]: endpoints, concurrency and prompt must be >= 1", i))
+		}
+		if row.ReferenceRate < 0 || (row.ReferenceRate == 0) != (row.EPP.Capacity.Completed == 0) {
+			errs = append(errs, fmt.Errorf("rows[%d]: reference rate %v must be > 0 exactly when the EPP completed requests", i, row.ReferenceRate))
+		}
+		if row.EPP.Capacity.WallSeconds <= 0 || row.Floor.Capacity.WallSeconds <= 0 {
+			errs = append(errs, fmt.Errorf("rows[%d]: an arm was not measured", i))
+		}
+	}
+	return errors.Join(errs...)
+}

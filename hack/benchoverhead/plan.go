@@ -1,0 +1,81 @@
+package main
+
+import (
+	"slices"
+	"time"
+)
+
+// plan is the benchmark matrix and the length of each kind of run.
+//
+// Per cell (endpoints × concurrency × prompt) and arm:
+//
+//  1. warm: closed loop, discarded (connections, caches, GC pacing);
+//  2. probe: closed loop at the concurrency: the capacity X, the most the
+//     arm completes with that many requests in flight;
+//  3. ladder: open-loop Poisson at ladder[i]·X, highest first, until a step
+//     passes (p99 ≤ p99Bound, throughput ≥ minDelivered × the realised
+//     arrival rate, no failures): that offered rate is the sustained rate;
+//  4. reference: open-loop Poisson at refFraction·X of the EPP arm, the
+//     same rate and arrival seed in both arms, so their latencies compare
+//     at the same load.
+type plan struct {
+	endpoints   []int
+	concurrency []int
+	prompts     []int // bytes
+	warm        time.Duration
+	probe       time.Duration
+	step        time.Duration
+	ref         time.Duration
+	idle        time.Duration
+	settle      time.Duration // after the EPP is ready, so every endpoint was scraped
+	profile     time.Duration // CPU profile of the EPP in the profiled cell (whole seconds)
+	ladder      []float64
+	refFraction float64
+	p99Bound    time.Duration
+	// minDelivered is the throughput a passing step must keep, as a
+	// fraction of its realised arrival rate.
+	minDelivered float64
+	// maxRequests caps every run (0: only the duration bounds it).
+	maxRequests int
+	pageBytes   int // filled in from the metrics servers
+}
+
+func newPlan(o runOptions) plan {
+	p := plan{
+		endpoints: []int{10, 100, 1000}, concurrency: []int{1, 16, 64}, prompts: []int{1 << 10, 100 << 10},
+		warm: 300 * time.Millisecond, probe: 1500 * time.Millisecond, step: 1500 * time.Millisecond,
+		ref: 2 * time.Second, idle: time.Second, settle: time.Second, profile: 5 * time.Second,
+		ladder: []float64{1.0, 0.85, 0.7, 0.5, 0.3}, refFraction: 0.5,
+		p99Bound: 10 * time.Millisecond, minDelivered: 0.95,
+	}
+	if o.quick {
+		p.endpoints, p.concurrency, p.prompts = []int{10}, []int{16}, []int{1 << 10}
+		p.warm, p.probe, p.step, p.ref = 100*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
+		p.idle, p.settle, p.profile = 300*time.Millisecond, 300*time.Millisecond, time.Second
+		p.ladder, p.maxRequests = []float64{0.85, 0.5}, 300
+	}
+	if len(o.endpoints) > 0 {
+		p.endpoints = o.endpoints
+	}
+	if len(o.concurrency) > 0 {
+		p.concurrency = o.concurrency
+	}
+	if len(o.promptKiB) > 0 {
+		p.prompts = nil
+		for _, k := range o.promptKiB {
+			p.prompts = append(p.prompts, k<<10)
+		}
+	}
+	return p
+}
+
+// profileCell is the cell whose EPP capacity run is profiled: the one the
+// targets are set on (100 endpoints, concurrency 16, 1 KiB) when planned,
+// else the first.
+func (p plan) profileCell() cellKey {
+	want := cellKey{100, 16, 1 << 10}
+	if slices.Contains(p.endpoints, want.endpoints) && slices.Contains(p.concurrency, want.concurrency) && slices.Contains(p.prompts, want.prompt) {
+		return want
+	}
+	return cellKey{p.endpoints[0], p.concurrency[0], p.prompts[0]}
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"image"
+	"image/color"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// fleetFixture is a fleet report as make bench-fleet writes it: relative
+// plot links and a top-level heading.
+const fleetFixture = "# Fleet simulation\n\nSome text.\n\n## W1\n\n![ttft](fleet-w1-ttft.png)\n\n" +
+	"```\n# not a heading\n```\n\nSee [the docs](https://example.com/x.png).\n"
+
+// setup copies the fixtures into a fresh folder (plus the fleet report and
+// plots when fleet is set) and returns the input folder and the report path.
+func setup(t *testing.T, fleet bool) (string, string) {
+	t.Helper()
+	root := t.TempDir()
+	dir := filepath.Join(root, "docs", "benchmarks")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"micro.txt", "overhead.json", "overhead-epp-cpu.pprof"} {
+		b, err := os.ReadFile(filepath.Join("testdata", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, filepath.Join(dir, f), b)
+	}
+	if fleet {
+		write(t, filepath.Join(dir, "fleet.md"), []byte(fleetFixture))
+		write(t, filepath.Join(dir, "fleet-w1-ttft.png"), tinyPNG(t))
+		write(t, filepath.Join(dir, "fleet-w1-extra.png"), tinyPNG(t))
+	}
+	return dir, filepath.Join(root, "docs", "benchmarks.md")
+}
+
+func write(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func tinyPNG(t *testing.T) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, 2, 2))
+	img.Set(0, 0, color.Black)
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// TestReportFromFixtures is the smoke test of the report generator: from
+// fixture inputs it must write a report with every section, the tables,
+// the plots (valid PNGs) and the fleet report nested and relinked.
+func TestReportFromFixtures(t *testing.T) {
+	t.Parallel()
+	dir, out := setup(t, true)
+	var log bytes.Buffer
+	if err := run(context.Background(), []string{"--dir", dir, "--out", out}, &log); err != nil {
+		t.Fatalf("run: %v\n%s", err, log.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
+	for _, want := range []string{
+		"# OpenEPP benchmarks", "## Summary", "## Machine and versions", "## How to reproduce",
+		"benchoverhead --epp bin/epp --quick", "## 1. Micro-benchmarks", "| Schedule/endpoints=100/prompt=1KiB | 14.9 µs | 7024 | 27 |",
+		"| pkg/server RoundTrip/ratio=epp-random/noop | p50 latency ÷ floor p50, interleaved | 1.18× |",
+		"## 2. Overhead", "| endpoints | C | prompt | EPP sustained req/s", "| 10 | 16 | 1 KiB |",
+		"This is a --quick run", "![overhead plot](benchmarks/overhead-p99-1KiB.png)", "Where the EPP's CPU goes",
+		"## 3. Fleet simulation", "### Fleet simulation", "#### W1", "# not a heading", "![ttft](benchmarks/fleet-w1-ttft.png)",
+		"(https://example.com/x.png)", "![fleet-w1-extra.png](benchmarks/fleet-w1-extra.png)", "## Caveats",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	for _, p := range []string{"overhead-p99-1KiB.png", "overhead-per-core.png"} {
+		f, err := os.Open(filepath.Join(dir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := png.DecodeConfig(f)
+		f.Close()
+		if err != nil || cfg.Width < 100 {
+			t.Errorf("%s: not a usable PNG (%v, %dx%d)", p, err, cfg.Width, cfg.Height)
+		}
+	}
+}
+
+// TestReportMissingInputs checks absent results are said, not hidden.
+func TestReportMissingInputs(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	out := filepath.Join(root, "benchmarks.md")
+	if err := run(context.Background(), []string{"--dir", filepath.Join(root, "b"), "--out", out}, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Overhead benchmark: **missing**", "**Missing**: no `b/micro.txt`", "**Missing**: no `b/overhead.json`", "**Missing.** `"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}
+
+// TestReportBadInputs checks corrupt inputs fail with a clear error.
+func TestReportBadInputs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, file, content, want string
+	}{
+		{name: "overhead json", file: "overhead.json", content: "{", want: "parse overhead report"},
+		{name: "overhead shape", file: "overhead.json", content: `{"schema":1}`, want: "no rows"},
+		{name: "micro line", file: "micro.txt", content: "BenchmarkX-2\t10\tfast ns/op\n", want: `value "fast"`},
+		{name: "profile", file: "overhead-epp-cpu.pprof", content: "not a profile", want: "go tool pprof"},
+		{name: "args", want: "unexpected arguments"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir, out := setup(t, false)
+			args := []string{"--dir", dir, "--out", out}
+			if tc.file == "" {
+				args = append(args, "stray")
+			} else {
+				write(t, filepath.Join(dir, tc.file), []byte(tc.content))
+			}
+			err := run(context.Background(), args, &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("run() = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseBench(t *testing.T) {
+	t.Parallel()
+	in := "pkg: example.com/m/pkg/a\nBenchmarkA/x=1-8 \t 100\t 12.5 ns/op\t 3 B/op\t 1 allocs/op\t 0.9 p50-ratio\n" +
+		"BenchmarkNoProcs \t 7\t 1000 ns/op\nPASS\nok  \texample.com/m/pkg/a\t1s\n"
+	got, err := parseBench(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []benchmark{
+		{Pkg: "example.com/m/pkg/a", Name: "A/x=1", Procs: 8, N: 100, Metrics: []metric{{12.5, "ns/op"}, {3, "B/op"}, {1, "allocs/op"}, {0.9, "p50-ratio"}}},
+		{Pkg: "example.com/m/pkg/a", Name: "NoProcs", Procs: 1, N: 7, Metrics: []metric{{1000, "ns/op"}}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("parseBench (-want +got):\n%s", diff)
+	}
+	for _, bad := range []string{"BenchmarkA-2\tmany\t1 ns/op\n", "BenchmarkA-2\t1\t1 ns/op\t2\n"} {
+		if _, err := parseBench(strings.NewReader(bad)); err == nil {
+			t.Errorf("parseBench(%q): no error", bad)
+		}
+	}
+}
+
+func TestNestHeadings(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, in, want string }{
+		{name: "shift", in: "# A\n## B\n", want: "### A\n#### B\n"},
+		{name: "already deep", in: "### A\n#### B\n", want: "### A\n#### B\n"},
+		{name: "fences and hashtags", in: "## A\n```\n# code\n```\n#tag\n", want: "### A\n```\n# code\n```\n#tag\n"},
+		{name: "none", in: "text\n", want: "text\n"},
+	}
+	for _, tc := range tests {
+		if got := nestHeadings(tc.in, 3); got != tc.want {
+			t.Errorf("%s: nestHeadings = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestFormatting(t *testing.T) {
+	t.Parallel()
+	got := []string{thousands(0), thousands(999.6), thousands(1234567), thousands(-4321), signed(12), signed(-12), signed(0), fmtNs(950), fmtNs(14933), fmtNs(2.5e6)}
+	want := []string{"0", "1,000", "1,234,567", "−4,321", "+12", "−12", "0", "950 ns", "14.9 µs", "2.50 ms"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("formatting (-want +got):\n%s", diff)
+	}
+}
+
+// TestMicroCommand checks the micro-benchmark command still runs and its
+// output parses into results from every package, at one iteration each.
+func TestMicroCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles and runs six packages' benchmarks")
+	}
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "micro.txt")
+	if err := runMicro(context.Background(), "1x", filepath.Join("..", ".."), path, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	bs, err := parseBench(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkgs := map[string]bool{}
+	for _, b := range bs {
+		pkgs[shortPkg(b.Pkg)] = true
+	}
+	for _, p := range microPackages {
+		if !pkgs[strings.TrimPrefix(p, "./")] {
+			t.Errorf("no benchmark result from %s", p)
+		}
+	}
+}
