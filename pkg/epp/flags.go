@@ -40,6 +40,7 @@ type Flags struct {
 	Seed                uint64
 	UpstreamScoring     bool
 	ScrapeSlots         int
+	MaxScrapes          int
 	Kube                KubeFlags
 	compat              compatFlags
 	Zap                 crzap.Options
@@ -65,6 +66,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.RefreshMetrics, "refresh-metrics-interval", 50*time.Millisecond, "model-server metrics scrape interval")
 	fs.DurationVar(&f.MetricsTimeout, "metrics-scrape-timeout", time.Second, "per-scrape timeout")
 	fs.IntVar(&f.ScrapeSlots, "metrics-scrape-slots", 0, "scrape instants per interval shared by endpoints, batching wake-ups (0: one per 25 endpoints; -1: each endpoint its own)")
+	fs.IntVar(&f.MaxScrapes, "max-scrapes-per-second", 0, "cap on model-server scrapes per second for the whole pool; large pools are scraped less often instead (0: 4000; -1: no cap)")
 	fs.DurationVar(&f.StalenessThreshold, "metrics-staleness-threshold", 2*time.Second, "metrics older than this mark an endpoint stale")
 	fs.StringVar(&f.ConfigFile, "config-file", "", "EndpointPickerConfig file (reloaded on change)")
 	fs.StringVar(&f.ConfigText, "config-text", "", "EndpointPickerConfig as inline text")

@@ -26,6 +26,9 @@ const (
 	DefaultScheme             = "http"
 	DefaultPath               = "/metrics"
 	DefaultMaxPageBytes       = 16 << 20
+	// DefaultMaxScrapesPerSecond is 200 endpoints at 50 ms; at the measured
+	// ~50-100 µs per scrape it keeps scraping near a third of a core.
+	DefaultMaxScrapesPerSecond = 4000
 	// EndpointsPerWave is how many endpoints share a scrape instant when
 	// Options.AlignedSlots is 0.
 	EndpointsPerWave = 25
@@ -48,6 +51,12 @@ func (realClock) Now() time.Time { return time.Now() }
 type Options struct {
 	// Interval between two scrapes of one endpoint (default 50ms).
 	Interval time.Duration
+	// MaxScrapesPerSecond caps the scrape rate of the whole pool (default
+	// DefaultMaxScrapesPerSecond; -1: no cap). With more endpoints than
+	// Interval allows at this rate, every endpoint is scraped less often
+	// rather than request handling being starved of CPU: 1,000 endpoints at
+	// 50 ms would be 20,000 scrapes/s, more than a core.
+	MaxScrapesPerSecond int
 	// Timeout bounds one scrape, connection included (default 1s). It must
 	// be below StalenessThreshold so a hanging server is marked stale in time.
 	Timeout time.Duration
@@ -95,6 +104,7 @@ type Options struct {
 
 func (o Options) withDefaults() (Options, error) {
 	o.Interval = cmp.Or(o.Interval, DefaultInterval)
+	o.MaxScrapesPerSecond = cmp.Or(o.MaxScrapesPerSecond, DefaultMaxScrapesPerSecond)
 	o.Timeout = cmp.Or(o.Timeout, DefaultTimeout)
 	o.StalenessThreshold = cmp.Or(o.StalenessThreshold, DefaultStalenessThreshold)
 	if o.Scheme == "" {
@@ -121,7 +131,7 @@ func (o Options) withDefaults() (Options, error) {
 
 func (o Options) validate() error {
 	var errs []error
-	if o.Interval < 0 || o.Timeout < 0 || o.StalenessThreshold < 0 || o.MaxPageBytes < 0 || o.AlignedSlots < -1 {
+	if o.Interval < 0 || o.Timeout < 0 || o.StalenessThreshold < 0 || o.MaxPageBytes < 0 || o.AlignedSlots < -1 || o.MaxScrapesPerSecond < -1 {
 		errs = append(errs, errors.New("durations and sizes must not be negative"))
 	}
 	if o.Timeout >= o.StalenessThreshold {
@@ -147,6 +157,10 @@ type Scraper struct {
 	tel       *telemetry
 	log       logr.Logger
 	pages     sync.Pool // *bytes.Buffer holding raw pages
+
+	// effInterval is Interval, lengthened when MaxScrapesPerSecond would
+	// otherwise be exceeded; targets read it before every wait.
+	effInterval atomic.Int64
 
 	started atomic.Bool
 	active  atomic.Int64 // running per-endpoint loops, for tests and shutdown checks
@@ -214,6 +228,7 @@ func (s *Scraper) Start(ctx context.Context) error {
 
 func (s *Scraper) reconcile(ctx context.Context, wg *sync.WaitGroup, running map[*endpoint.Endpoint]context.CancelFunc) {
 	snap := s.store.Snapshot()
+	s.setInterval(len(snap))
 	present := make(map[*endpoint.Endpoint]bool, len(snap))
 	for _, ep := range snap {
 		present[ep] = true
@@ -236,6 +251,27 @@ func (s *Scraper) reconcile(ctx context.Context, wg *sync.WaitGroup, running map
 			cancel()
 			delete(running, ep)
 		}
+	}
+}
+
+// interval is the current scrape interval of every endpoint.
+func (s *Scraper) interval() time.Duration {
+	if iv := s.effInterval.Load(); iv > 0 {
+		return time.Duration(iv)
+	}
+	return s.opts.Interval
+}
+
+// setInterval lengthens the interval when n endpoints at Interval would
+// exceed MaxScrapesPerSecond, and says so when it changes.
+func (s *Scraper) setInterval(n int) {
+	iv := s.opts.Interval
+	if limit := s.opts.MaxScrapesPerSecond; limit > 0 && n > 0 {
+		iv = max(iv, time.Duration(int64(n)*int64(time.Second)/int64(limit)))
+	}
+	if old := time.Duration(s.effInterval.Swap(int64(iv))); old != iv && (old != 0 || iv != s.opts.Interval) {
+		s.log.Info("metrics scrape interval adjusted to the pool size", "endpoints", n, "interval", iv,
+			"maxScrapesPerSecond", s.opts.MaxScrapesPerSecond)
 	}
 }
 

@@ -306,8 +306,8 @@ func TestPhase(t *testing.T) {
 			for _, ep := range st.Snapshot() {
 				start := time.Now()
 				p := s.newTarget(ep).phase()
-				if p < 0 || p >= iv {
-					t.Fatalf("phase %v outside [0, %v)", p, iv)
+				if p < iv/8 || p >= iv+iv/8 {
+					t.Fatalf("phase %v outside [%v, %v)", p, iv/8, iv+iv/8)
 				}
 				// Where in the shared grid the first tick lands, rounded to 1ms.
 				at := time.Duration(start.Add(p).UnixNano()%int64(iv)).Round(time.Millisecond) % iv
@@ -317,5 +317,29 @@ func TestPhase(t *testing.T) {
 				t.Errorf("%d distinct scrape instants for 40 endpoints", len(offsets))
 			}
 		})
+	}
+}
+
+func TestIntervalStretchesForLargePools(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		endpoints int
+		limit     int
+		want      time.Duration
+	}{
+		{name: "100 endpoints fit", endpoints: 100, limit: 4000, want: 50 * time.Millisecond},
+		{name: "1000 endpoints stretch", endpoints: 1000, limit: 4000, want: 250 * time.Millisecond},
+		{name: "no cap", endpoints: 1000, limit: -1, want: 50 * time.Millisecond},
+	}
+	for _, tc := range tests {
+		s, err := New(newStoreWith(), Options{Interval: 50 * time.Millisecond, MaxScrapesPerSecond: tc.limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.setInterval(tc.endpoints)
+		if got := s.interval(); got != tc.want {
+			t.Errorf("%s: interval = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

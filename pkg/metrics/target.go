@@ -74,9 +74,8 @@ func newTarget(s *Scraper, ep *endpoint.Endpoint, eng *engine, url string) *targ
 	}
 }
 
-// run scrapes at once (so a new endpoint gets metrics promptly), then on
-// every tick, phase-shifted per endpoint so a fleet does not scrape in
-// lock step.
+// run scrapes at once (so a new endpoint gets metrics promptly), then at
+// this endpoint's instant of every interval (see phase).
 func (t *target) run(ctx context.Context) {
 	t.s.log.V(1).Info("scraping endpoint", "endpoint", t.ep.String(), "engine", t.eng.name)
 	if t.conn != nil {
@@ -84,41 +83,40 @@ func (t *target) run(ctx context.Context) {
 	}
 	t.updateStale()
 	t.poll(ctx)
-	phase := time.NewTimer(t.phase())
-	select {
-	case <-ctx.Done():
-		phase.Stop()
-		return
-	case <-phase.C:
-	}
-	tick := time.NewTicker(t.s.opts.Interval)
-	defer tick.Stop()
+	timer := time.NewTimer(t.phase())
+	defer timer.Stop()
 	for {
-		t.poll(ctx)
 		select {
 		case <-ctx.Done():
 			t.s.log.V(1).Info("stopped scraping endpoint", "endpoint", t.ep.String())
 			return
-		case <-tick.C:
+		case <-timer.C:
 		}
+		t.poll(ctx)
+		timer.Reset(t.phase())
 	}
 }
 
-// phase is the delay before the first tick: a per-endpoint instant within
-// the interval (slots < 1), or one of slots instants of a grid shared by all
-// endpoints.
+// phase is the delay until this endpoint's next scrape instant: a fixed
+// offset within the current (effective) interval, on a grid shared by all
+// endpoints, so that with slots > 0 endpoints of a wave wake together. An
+// instant closer than an eighth of the interval is skipped: the scrape that
+// just ended was late enough to stand for it.
 func (t *target) phase() time.Duration {
 	h := fnv.New64a()
 	_, _ = io.WriteString(h, t.ep.Name+"|"+t.ep.MetricsHostPort)
 	sum := mix(h.Sum64())
-	iv := int64(t.s.opts.Interval)
+	iv := int64(t.s.interval())
 	slots := int64(t.slots)
-	if slots <= 0 {
-		return time.Duration(sum % uint64(iv))
+	offset := int64(sum % uint64(iv))
+	if slots > 0 {
+		offset = int64(sum%uint64(slots)) * (iv / slots)
 	}
-	offset := int64(sum%uint64(slots)) * (iv / slots)
-	toGrid := iv - time.Now().UnixNano()%iv
-	return time.Duration((toGrid + offset) % iv)
+	d := (offset - time.Now().UnixNano()%iv + iv) % iv
+	if d < iv/8 {
+		d += iv
+	}
+	return time.Duration(d)
 }
 
 // mix scrambles FNV's low bits (splitmix64's finalizer): names that differ
