@@ -7,9 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,37 +19,12 @@ import (
 
 	"github.com/openepp/openepp/pkg/datastore"
 	"github.com/openepp/openepp/pkg/endpoint"
+
+	"github.com/openepp/openepp/test/leakcheck"
 )
 
 // TestMain fails the package if any scrape loop or Start outlives the tests.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := waitNoLeaks(2 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "leaked goroutines:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func waitNoLeaks(within time.Duration) string {
-	deadline := time.Now().Add(within)
-	for {
-		buf := make([]byte, 1<<20)
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		var leaked []string
-		for g := range strings.SplitSeq(stacks, "\n\n") {
-			if strings.Contains(g, "pkg/metrics.(*target).run") || strings.Contains(g, "pkg/metrics.(*Scraper).Start") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 || time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+func TestMain(m *testing.M) { leakcheck.Main(m, 2*time.Second, "openepp/pkg/metrics.") }
 
 // logEntry is one recorded log call.
 type logEntry struct {

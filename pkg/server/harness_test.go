@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -24,42 +22,13 @@ import (
 	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/scorers"
 	"github.com/openepp/openepp/pkg/server"
+
+	"github.com/openepp/openepp/test/leakcheck"
 )
 
 // TestMain fails the run when goroutines of this module outlive the tests:
 // every server, stream and simulator a test starts must be gone after it.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := leakedGoroutines(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "leaked goroutines:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// leakedGoroutines waits up to d for every goroutine running code of this
-// module to end and returns the stacks left. gRPC and net/http internals
-// that linger briefly after a Close do not run module code, so they never
-// count.
-func leakedGoroutines(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		buf := make([]byte, 4<<20)
-		stacks := strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n")
-		var leaked []string
-		for _, st := range stacks {
-			if strings.Contains(st, "openepp/pkg/") && !strings.Contains(st, "leakedGoroutines") {
-				leaked = append(leaked, st)
-			}
-		}
-		if len(leaked) == 0 || time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+func TestMain(m *testing.M) { leakcheck.Main(m, 5*time.Second, "openepp/pkg/") }
 
 // testTimeout bounds every wait of a test.
 const testTimeout = 10 * time.Second
