@@ -30,7 +30,7 @@ type Metrics struct {
 	schedErrs prometheus.Counter
 	rewrites  *prometheus.CounterVec
 
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	models map[string]bool
 }
 
@@ -74,6 +74,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 // label returns model, or "other" once the label budget is spent.
 func (m *Metrics) label(model string) string {
+	m.mu.RLock()
+	known := m.models[model]
+	m.mu.RUnlock()
+	if known { // the common case: no write lock on the request path
+		return model
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.models[model] {
