@@ -22,7 +22,7 @@ bench: ## All benchmarks (Go micro-benchmarks, overhead, fleet), then regenerate
 	$(MAKE) bench-fleet
 	$(GO) run ./hack/benchreport --run-micro
 
-bench-overhead: ## EPP vs a no-op ext_proc floor, open-loop over loopback, pinned cores (~8 min; docs/benchmarks/overhead.json)
+bench-overhead: ## EPP vs a no-op ext_proc floor, open-loop over loopback, pinned cores, 3 alternating repeats (~15 min; docs/benchmarks/overhead.json)
 	$(GO) build -o $(BIN)/ ./cmd/epp ./hack/benchoverhead
 	$(BIN)/benchoverhead --epp $(BIN)/epp --out docs/benchmarks/overhead.json
 

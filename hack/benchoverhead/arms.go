@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/openepp/openepp/hack/benchoverhead/overhead"
@@ -47,12 +46,10 @@ func (a *arm) stop() {
 	}
 }
 
-// runEndpoints runs every cell at e endpoints. Both servers stay up; per
-// cell the EPP arm runs first (it sets the reference rate), then the EPP is
-// paused (SIGSTOP, so its background scraping cannot disturb the floor) and
-// the floor arm runs, then the EPP resumes and settles. Keeping the two arms
-// of a cell seconds apart limits how much the shared machine's load can
-// drift between them.
+// runEndpoints runs every cell at e endpoints. Both servers stay up; in
+// every cell the arms alternate (see pair), the EPP paused while the floor
+// runs, so the two arms of a repeat are seconds apart and a slow drift of
+// the shared machine's load hits both.
 func (r *runner) runEndpoints(ctx context.Context, e int) (overhead.Idle, []overhead.Row, error) {
 	ms, addrs, err := r.startMetrics(ctx, e)
 	if err != nil {
@@ -84,29 +81,6 @@ func (r *runner) runEndpoints(ctx context.Context, e int) (overhead.Idle, []over
 		}
 	}
 	return idle, rows, nil
-}
-
-// pair measures both arms of one cell.
-func (r *runner) pair(ctx context.Context, epp, floor *arm, k cellKey) (overhead.Row, error) {
-	row := overhead.Row{Endpoints: k.endpoints, Concurrency: k.concurrency, PromptBytes: k.prompt}
-	var err error
-	if row.EPP, err = r.cell(ctx, epp, k, 0); err != nil {
-		return row, err
-	}
-	row.ReferenceRate = row.EPP.Reference.Offered
-	floorRate := row.ReferenceRate
-	if floorRate == 0 {
-		floorRate = -1 // no reference load to compare at
-	}
-	if err := epp.server.signal(syscall.SIGSTOP); err != nil {
-		return row, err
-	}
-	row.Floor, err = r.cell(ctx, floor, k, floorRate)
-	if cerr := epp.server.signal(syscall.SIGCONT); err == nil {
-		err = cerr
-	}
-	time.Sleep(r.p.settle)
-	return row, err
 }
 
 // startMetrics starts the simulated model servers' metrics pages.

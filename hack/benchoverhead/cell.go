@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/openepp/openepp/hack/benchoverhead/overhead"
@@ -24,62 +25,137 @@ func (k cellKey) seed(step int) uint64 {
 	return uint64(k.endpoints)<<40 ^ uint64(k.concurrency)<<32 ^ uint64(k.prompt)<<8 ^ uint64(step)
 }
 
-// cell measures one arm in one cell (see plan). refRate 0 means this arm
-// sets the reference rate: refFraction of its capacity; a negative refRate
-// skips the reference run (the EPP arm completed nothing to set it).
-func (r *runner) cell(ctx context.Context, a *arm, k cellKey, refRate float64) (overhead.Arm, error) {
-	var out overhead.Arm
-	pid := a.server.pid()
-	resetPeakRSS(pid)
-	closed := func(d time.Duration) job {
-		return job{Concurrency: k.concurrency, Duration: d, MaxRequests: r.p.maxRequests, PromptBytes: k.prompt}
+// pair measures both arms of one cell (see plan): the probes and the
+// reference runs repeated with the arms alternating, the ladders once.
+func (r *runner) pair(ctx context.Context, epp, floor *arm, k cellKey) (overhead.Row, error) {
+	row := overhead.Row{Endpoints: k.endpoints, Concurrency: k.concurrency, PromptBytes: k.prompt}
+	resetPeakRSS(epp.server.pid())
+	resetPeakRSS(floor.server.pid())
+	for range r.p.repeat {
+		err := r.alternate(ctx, epp, floor, &row, func(a *arm, out *overhead.Arm) error {
+			run, err := r.warmed(ctx, a, r.closed(k, r.p.probe))
+			out.Capacities = append(out.Capacities, run)
+			return err
+		})
+		if err != nil {
+			return row, err
+		}
 	}
-	if _, err := r.measure(ctx, a, closed(r.p.warm)); err != nil {
-		return out, err
+	if row.EPP.Completed() {
+		row.ReferenceRate = r.p.refFraction * row.EPP.Capacity(throughput).Median
+	} else {
+		r.logf("epp   %s: no request completed in the capacity runs: %v", k, row.EPP.Capacities[0].Errors)
 	}
-	var err error
-	if out.Capacity, err = r.measure(ctx, a, closed(r.p.probe)); err != nil {
-		return out, err
+	for i := range r.p.repeat {
+		err := r.alternate(ctx, epp, floor, &row, func(a *arm, out *overhead.Arm) error {
+			if i == 0 {
+				if err := r.ladder(ctx, a, k, out); err != nil {
+					return err
+				}
+			}
+			if row.ReferenceRate <= 0 {
+				return nil
+			}
+			j := r.closed(k, r.p.ref)
+			j.Rate, j.Seed = row.ReferenceRate, k.seed(100+i)
+			run, err := r.warmed(ctx, a, j)
+			out.References = append(out.References, run)
+			return err
+		})
+		if err != nil {
+			return row, err
+		}
 	}
-	if out.Capacity.Completed == 0 {
-		// A server that completes nothing is a result, not a harness error.
-		r.logf("%-5s %s: no request completed in the capacity run: %v", a.name, k, out.Capacity.Errors)
-		return out, nil
+	if err := r.finishPair(ctx, epp, floor, k, &row); err != nil {
+		return row, err
+	}
+	return row, nil
+}
+
+// alternate runs fn on the EPP arm, then pauses the EPP (SIGSTOP, so its
+// background scraping cannot disturb the floor) and runs fn on the floor
+// arm, then resumes the EPP and lets it settle.
+func (r *runner) alternate(ctx context.Context, epp, floor *arm, row *overhead.Row, fn func(*arm, *overhead.Arm) error) error {
+	if err := fn(epp, &row.EPP); err != nil {
+		return err
+	}
+	if err := epp.server.signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	err := fn(floor, &row.Floor)
+	if cerr := epp.server.signal(syscall.SIGCONT); err == nil {
+		err = cerr
+	}
+	time.Sleep(r.p.settle)
+	return err
+}
+
+// finishPair reads the peak RSS, profiles the EPP in the profiled cell and
+// logs the cell's medians.
+func (r *runner) finishPair(ctx context.Context, epp, floor *arm, k cellKey, row *overhead.Row) error {
+	var err1, err2 error
+	row.EPP.PeakRSSMiB, err1 = peakRSSMiB(epp.server.pid())
+	row.Floor.PeakRSSMiB, err2 = peakRSSMiB(floor.server.pid())
+	if err := errors.Join(err1, err2); err != nil {
+		return err
+	}
+	if err := r.profile(ctx, epp, k); err != nil {
+		return err
+	}
+	for _, a := range []struct {
+		name string
+		arm  overhead.Arm
+	}{{epp.name, row.EPP}, {floor.name, row.Floor}} {
+		c := a.arm.Capacity(throughput)
+		r.logf("%-5s %s: capacity %.0f/s (%.0f–%.0f), sustained %.0f/s, at %.0f/s p50 %.0fµs p99 %.0fµs, %.0f req/s per core",
+			a.name, k, c.Median, c.Min, c.Max, a.arm.Sustained, row.ReferenceRate,
+			a.arm.Reference(p50).Median, a.arm.Reference(p99).Median, a.arm.Capacity(overhead.Run.PerCore).Median)
+	}
+	r.logf("added %s: p50 %+.0fµs p99 %+.0fµs (medians of %d repeats)", k, row.AddedP50().Median, row.AddedP99().Median, r.p.repeat)
+	return nil
+}
+
+func throughput(r overhead.Run) float64 { return r.Throughput }
+func p50(r overhead.Run) float64        { return r.P50us }
+func p99(r overhead.Run) float64        { return r.P99us }
+
+// closed is a closed-loop job of duration d in cell k.
+func (r *runner) closed(k cellKey, d time.Duration) job {
+	return job{Concurrency: k.concurrency, Duration: d, MaxRequests: r.p.maxRequests, PromptBytes: k.prompt}
+}
+
+// warmed runs a discarded warm-up run, then j.
+func (r *runner) warmed(ctx context.Context, a *arm, j job) (overhead.Run, error) {
+	if _, err := r.measure(ctx, a, job{Concurrency: j.Concurrency, Duration: r.p.warm, MaxRequests: r.p.maxRequests, PromptBytes: j.PromptBytes}); err != nil {
+		return overhead.Run{}, err
+	}
+	return r.measure(ctx, a, j)
+}
+
+// ladder searches an arm's sustained rate from its median capacity.
+func (r *runner) ladder(ctx context.Context, a *arm, k cellKey, out *overhead.Arm) error {
+	capacity := out.Capacity(throughput).Median
+	if !out.Completed() {
+		return nil
+	}
+	if _, err := r.measure(ctx, a, r.closed(k, r.p.warm)); err != nil {
+		return err
 	}
 	for i, f := range r.p.ladder {
-		j := closed(r.p.step)
-		j.Rate, j.Seed = f*out.Capacity.Throughput, k.seed(i)
+		j := r.closed(k, r.p.step)
+		j.Rate, j.Seed = f*capacity, k.seed(i)
 		run, err := r.measure(ctx, a, j)
 		if err != nil {
-			return out, err
+			return err
 		}
 		run.Passed = r.passes(run, j)
 		out.Ladder = append(out.Ladder, run)
 		if run.Passed {
 			out.Sustained = j.Rate
-			break
+			return nil
 		}
 	}
-	if refRate == 0 {
-		refRate = r.p.refFraction * out.Capacity.Throughput
-	}
-	if refRate > 0 {
-		j := closed(r.p.ref)
-		j.Rate, j.Seed = refRate, k.seed(100)
-		if out.Reference, err = r.measure(ctx, a, j); err != nil {
-			return out, err
-		}
-	}
-	if out.PeakRSSMiB, err = peakRSSMiB(pid); err != nil {
-		return out, err
-	}
-	if err := r.profile(ctx, a, k); err != nil {
-		return out, err
-	}
-	r.logf("%-5s %s: capacity %.0f/s, sustained %.0f/s, at %.0f/s p50 %.0fµs p99 %.0fµs, %.3f CPU s/1k, %.0f MiB",
-		a.name, k, out.Capacity.Throughput, out.Sustained, refRate, out.Reference.P50us, out.Reference.P99us,
-		out.Reference.CPUPer1k(), out.PeakRSSMiB)
-	return out, nil
+	return nil
 }
 
 // profile takes a CPU profile of the EPP in the profiled cell, during an
@@ -136,7 +212,7 @@ func (r *runner) measure(ctx context.Context, a *arm, j job) (overhead.Run, erro
 	run = overhead.Run{
 		Offered: g.Offered, Throughput: g.Throughput, Completed: g.Completed, Failed: g.Failed, Errors: g.Errors,
 		P50us: g.Latency.P50, P90us: g.Latency.P90, P99us: g.Latency.P99, P999us: g.Latency.P999, MaxUs: g.Latency.Max,
-		SvcP50us: g.Service.P50, SvcP99us: g.Service.P99,
+		SvcP50us: g.Service.P50, SvcP99us: g.Service.P99, LagP50us: g.Lag.P50, LagP99us: g.Lag.P99,
 		CPUSeconds: c1 - c0, GenCPUSeconds: g1 - g0, WallSeconds: wall,
 		ScrapesPerSecond: (scr1 - scr0) / time.Since(t0).Seconds(), CPUPressurePct: p0.pct(),
 	}

@@ -51,7 +51,8 @@ func TestQuickRun(t *testing.T) {
 	out := filepath.Join(dir, "out", "overhead.json")
 	var log bytes.Buffer
 	start := time.Now()
-	err := runMain(ctx, []string{"--epp", epp, "--quick", "--out", out, "--log-dir", filepath.Join(dir, "logs")}, &log)
+	args := []string{"--epp", epp, "--quick", "--repeat", "2", "--out", out, "--log-dir", filepath.Join(dir, "logs")}
+	err := runMain(ctx, args, &log)
 	if err != nil {
 		t.Fatalf("quick run: %v\n%s", err, log.String())
 	}
@@ -62,22 +63,32 @@ func TestQuickRun(t *testing.T) {
 	}
 	type shape struct {
 		Quick                               bool
-		Rows, Idle                          int
+		Rows, Idle, Repeats                 int
 		Endpoints, Concurrency, PromptBytes int
 		Profile                             string
 	}
-	got := shape{Quick: rep.Quick, Rows: len(rep.Rows), Idle: len(rep.Idle), Profile: rep.Profile}
+	got := shape{Quick: rep.Quick, Rows: len(rep.Rows), Idle: len(rep.Idle), Repeats: rep.Settings.Repeats, Profile: rep.Profile}
 	if len(rep.Rows) > 0 {
 		got.Endpoints, got.Concurrency, got.PromptBytes = rep.Rows[0].Endpoints, rep.Rows[0].Concurrency, rep.Rows[0].PromptBytes
 	}
-	want := shape{Quick: true, Rows: 1, Idle: 1, Endpoints: 10, Concurrency: 16, PromptBytes: 1024, Profile: profileFile}
+	want := shape{Quick: true, Rows: 1, Idle: 1, Repeats: 2, Endpoints: 10, Concurrency: 16, PromptBytes: 1024, Profile: profileFile}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("report shape (-want +got):\n%s", diff)
 	}
 	for _, a := range []overhead.Arm{rep.Rows[0].EPP, rep.Rows[0].Floor} {
-		if a.Capacity.Failed+a.Reference.Failed > 0 || a.Reference.P50us <= 0 || a.PeakRSSMiB <= 0 || len(a.Ladder) == 0 {
-			t.Errorf("arm not fully measured: %+v", a)
+		failed := a.Capacity(func(r overhead.Run) float64 { return float64(r.Failed) }).Max +
+			a.Reference(func(r overhead.Run) float64 { return float64(r.Failed) }).Max
+		if len(a.Capacities) != 2 || len(a.References) != 2 || failed > 0 || a.PeakRSSMiB <= 0 || len(a.Ladder) == 0 {
+			t.Errorf("arm not fully measured twice: %+v", a)
 		}
+		for _, run := range a.References {
+			if run.P50us <= 0 || run.LagP99us < 0 {
+				t.Errorf("reference run without latency: %+v", run)
+			}
+		}
+	}
+	if added := rep.Rows[0].AddedP99(); added.N != 2 {
+		t.Errorf("added p99 over %d repeats, want 2", added.N)
 	}
 	if st, err := os.Stat(filepath.Join(dir, "out", profileFile)); err != nil || st.Size() == 0 {
 		t.Errorf("EPP CPU profile missing or empty: %v", err)
@@ -98,6 +109,7 @@ func TestParseRunFlags(t *testing.T) {
 		{name: "bad list", args: []string{"--epp", "x", "--endpoints", "10,zero"}, want: `"zero" is not a positive integer`},
 		{name: "negative", args: []string{"--epp", "x", "--concurrency", "-1"}, want: "not a positive integer"},
 		{name: "conns", args: []string{"--epp", "x", "--conns", "0"}, want: "--conns must be >= 1"},
+		{name: "repeat", args: []string{"--epp", "x", "--repeat", "-2"}, want: "--repeat must be >= 1"},
 		{name: "response", args: []string{"--epp", "x", "--response", "half"}, want: "--response must be full or none"},
 		{name: "stray", args: []string{"--epp", "x", "extra"}, want: "unexpected arguments"},
 	}
@@ -133,6 +145,9 @@ func TestPlan(t *testing.T) {
 	quick := newPlan(runOptions{quick: true})
 	if got, want := quick.profileCell(), (cellKey{10, 16, 1 << 10}); got != want {
 		t.Errorf("quick profiled cell %v, want %v", got, want)
+	}
+	if full.repeat != 3 || quick.repeat != 1 || newPlan(runOptions{quick: true, repeat: 5}).repeat != 5 {
+		t.Errorf("repeats: full %d, quick %d; want 3 and 1 by default, --repeat overriding", full.repeat, quick.repeat)
 	}
 	if quick.maxRequests == 0 || quick.maxRequests > 500 {
 		t.Errorf("quick runs are capped at %d requests, want a few hundred", quick.maxRequests)

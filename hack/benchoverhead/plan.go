@@ -7,17 +7,22 @@ import (
 
 // plan is the benchmark matrix and the length of each kind of run.
 //
-// Per cell (endpoints × concurrency × prompt) and arm:
+// Per cell (endpoints × concurrency × prompt), each measurement preceded
+// by a discarded closed-loop warm run (connections, caches, GC pacing):
 //
-//  1. warm: closed loop, discarded (connections, caches, GC pacing);
-//  2. probe: closed loop at the concurrency: the capacity X, the most the
-//     arm completes with that many requests in flight;
-//  3. ladder: open-loop Poisson at ladder[i]·X, highest first, until a step
-//     passes (p99 ≤ p99Bound, throughput ≥ minDelivered × the realised
-//     arrival rate, no failures): that offered rate is the sustained rate;
-//  4. reference: open-loop Poisson at refFraction·X of the EPP arm, the
-//     same rate and arrival seed in both arms, so their latencies compare
-//     at the same load.
+//  1. probe, repeat times, the arms alternating (EPP, floor, EPP, ...):
+//     closed loop at the concurrency, the capacity, the most the arm
+//     completes with that many requests in flight; X is an arm's median;
+//  2. ladder, once per arm: open-loop Poisson at ladder[i]·X, highest
+//     first, until a step passes (p99 ≤ p99Bound, throughput ≥
+//     minDelivered × the realised arrival rate, no failures): that offered
+//     rate is the sustained rate;
+//  3. reference, repeat times, alternating: open-loop Poisson at
+//     refFraction·X of the EPP arm, the same rate and arrival seed in both
+//     arms of a repeat, so their latencies compare at the same load.
+//
+// Alternating the arms makes slow drifts of the shared machine hit both;
+// the report takes medians over the repeats.
 type plan struct {
 	endpoints   []int
 	concurrency []int
@@ -37,7 +42,9 @@ type plan struct {
 	minDelivered float64
 	// maxRequests caps every run (0: only the duration bounds it).
 	maxRequests int
-	pageBytes   int // filled in from the metrics servers
+	// repeat is how many times each cell's probe and reference run.
+	repeat    int
+	pageBytes int // filled in from the metrics servers
 }
 
 func newPlan(o runOptions) plan {
@@ -46,13 +53,16 @@ func newPlan(o runOptions) plan {
 		warm: 300 * time.Millisecond, probe: 1500 * time.Millisecond, step: 1500 * time.Millisecond,
 		ref: 2 * time.Second, idle: time.Second, settle: time.Second, profile: 5 * time.Second,
 		ladder: []float64{1.0, 0.85, 0.7, 0.5, 0.3}, refFraction: 0.5,
-		p99Bound: 10 * time.Millisecond, minDelivered: 0.95,
+		p99Bound: 10 * time.Millisecond, minDelivered: 0.95, repeat: 3,
 	}
 	if o.quick {
 		p.endpoints, p.concurrency, p.prompts = []int{10}, []int{16}, []int{1 << 10}
 		p.warm, p.probe, p.step, p.ref = 100*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
 		p.idle, p.settle, p.profile = 300*time.Millisecond, 300*time.Millisecond, time.Second
-		p.ladder, p.maxRequests = []float64{0.85, 0.5}, 300
+		p.ladder, p.maxRequests, p.repeat = []float64{0.85, 0.5}, 300, 1
+	}
+	if o.repeat > 0 {
+		p.repeat = o.repeat
 	}
 	if len(o.endpoints) > 0 {
 		p.endpoints = o.endpoints

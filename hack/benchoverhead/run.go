@@ -38,7 +38,7 @@ const defaultScrapeInterval = 50 * time.Millisecond
 type runOptions struct {
 	epp, out, logDir string
 	quick, tls       bool
-	conns            int
+	conns, repeat    int
 	response         string
 	scrapeInterval   time.Duration
 	endpoints        []int
@@ -56,6 +56,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	fs.BoolVar(&o.quick, "quick", false, "smoke-test size: 10 endpoints, concurrency 16, 1 KiB, a few hundred requests per run")
 	fs.BoolVar(&o.tls, "tls", false, "TLS on the ext_proc connection in both arms (default plaintext in both)")
 	fs.IntVar(&o.conns, "conns", 1, "gRPC connections from the generator")
+	fs.IntVar(&o.repeat, "repeat", 0, "runs of each cell's capacity and reference measurements, arms alternating; the report takes medians (default 3, 1 with --quick)")
 	fs.StringVar(&o.response, "response", responseFull, "response phase per exchange: full or none")
 	fs.DurationVar(&o.scrapeInterval, "scrape-interval", defaultScrapeInterval, "the EPP's --refresh-metrics-interval (what-if runs; the report states it)")
 	intsFlag(fs, &o.endpoints, "endpoints", "endpoint counts (default 10,100,1000)")
@@ -70,6 +71,9 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	}
 	if o.conns < 1 {
 		errs = append(errs, fmt.Errorf("--conns must be >= 1, got %d", o.conns))
+	}
+	if o.repeat < 0 {
+		errs = append(errs, fmt.Errorf("--repeat must be >= 1, got %d", o.repeat))
 	}
 	if o.scrapeInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--scrape-interval must be > 0, got %s", o.scrapeInterval))
@@ -205,7 +209,7 @@ func (r *runner) settings() overhead.Settings {
 		ChunkBytes: extproc.DefaultChunkSize, Response: r.o.response, Connections: r.o.conns,
 		ProbeSeconds: r.p.probe.Seconds(), StepSeconds: r.p.step.Seconds(), RefSeconds: r.p.ref.Seconds(),
 		Ladder: r.p.ladder, RefFraction: r.p.refFraction, P99BoundMs: float64(r.p.p99Bound) / float64(time.Millisecond),
-		MinDelivered: r.p.minDelivered, MaxRequests: r.p.maxRequests,
+		MinDelivered: r.p.minDelivered, MaxRequests: r.p.maxRequests, Repeats: r.p.repeat,
 	}
 }
 

@@ -18,7 +18,6 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/openepp/openepp/pkg/extproc"
 	"github.com/openepp/openepp/pkg/server"
@@ -40,11 +39,10 @@ func noopMain(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	opts := []grpc.ServerOption{
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxRecvMsgSize(server.DefaultMaxRequestBodyBytes + 1<<20),
-		grpc.MaxSendMsgSize(server.DefaultMaxRequestBodyBytes + 1<<20),
-	}
+	opts := append(server.TransportOptions(),
+		grpc.MaxRecvMsgSize(server.DefaultMaxRequestBodyBytes+1<<20),
+		grpc.MaxSendMsgSize(server.DefaultMaxRequestBodyBytes+1<<20),
+	)
 	if *useTLS {
 		cfg, err := server.TLSConfig("", false)
 		if err != nil {

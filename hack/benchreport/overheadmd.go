@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/openepp/openepp/hack/benchoverhead/overhead"
@@ -38,16 +39,33 @@ func renderTargets(w io.Writer, rep *overhead.Report) {
 		fmt.Fprintf(w, "- Overhead targets (100 endpoints, concurrency 16, 1 KiB): **not measured in this run** (it did not include that cell).\n")
 		return
 	}
-	added, perCore := row.AddedP99(), row.EPP.Capacity.PerCore()
-	if row.EPP.Reference.Completed == 0 || row.Floor.Reference.Completed == 0 {
-		added = math.Inf(1) // no reference run: the target cannot have been met
+	added, perCore := row.AddedP99(), row.EPP.Capacity(overhead.Run.PerCore)
+	if added.N == 0 {
+		added.Median = math.Inf(1) // no reference run: the target cannot have been met
 	}
-	fmt.Fprintf(w, "- Overhead at 100 endpoints, concurrency 16, 1 KiB prompts: p99 added latency **%s µs** at %s req/s "+
-		"(target < 1,000 µs: **%s**); **%s req/s per EPP core** (target ≥ 10,000: **%s**); "+
+	fmt.Fprintf(w, "- Overhead at 100 endpoints, concurrency 16, 1 KiB prompts (medians of %d alternating repeats, range in brackets): "+
+		"p99 added latency **%s µs** (%s) at %s req/s (target < 1,000 µs: **%s**); **%s req/s per EPP core** (%s; target ≥ 10,000: **%s**); "+
 		"sustained %s req/s on one pinned core. Upstream v1.5.0 was measured at about 4,750 req/s on 2 cores with p99 ≈ 11 ms at 50 endpoints "+
 		"(different machine and harness: a ratio, not a race).\n",
-		signed(added), thousands(row.ReferenceRate), verdict(added < targetAddedP99us), thousands(perCore),
-		verdict(perCore >= targetPerCore), thousands(row.EPP.Sustained))
+		rep.Settings.Repeats, signed(added.Median), rangeText(added, signed), thousands(row.ReferenceRate),
+		verdict(added.Median < targetAddedP99us), thousands(perCore.Median), rangeText(perCore, thousands),
+		verdict(perCore.Median >= targetPerCore), thousands(row.EPP.Sustained))
+}
+
+// rangeText is a statistic's "min–max" in format f.
+func rangeText(s overhead.Stat, f func(float64) string) string {
+	if s.N == 0 {
+		return "n/a"
+	}
+	return f(s.Min) + " … " + f(s.Max)
+}
+
+// withRange is "median (min … max)", or the bare median of one sample.
+func withRange(s overhead.Stat, f func(float64) string) string {
+	if s.N <= 1 {
+		return f(s.Median)
+	}
+	return f(s.Median) + " (" + rangeText(s, f) + ")"
 }
 
 func verdict(ok bool) string {
@@ -65,7 +83,7 @@ func renderOverhead(w io.Writer, rep *overhead.Report, plots []string) {
 		deflt = "**not** the EPP's default of 50ms"
 	}
 	fmt.Fprintf(w, overheadMethod, s.Response, s.ChunkBytes>>10, s.Connections, tlsWord(s.TLS), s.ScrapeInterval, deflt,
-		s.MetricsPage, s.ProbeSeconds, ladderText(s.Ladder), s.StepSeconds, s.P99BoundMs, s.MinDelivered*100,
+		s.MetricsPage, s.Repeats, s.ProbeSeconds, ladderText(s.Ladder), s.StepSeconds, s.P99BoundMs, s.MinDelivered*100,
 		s.RefFraction*100, s.RefSeconds)
 	if rep.Machine.Pinning != "" {
 		fmt.Fprintf(w, "Pinning: %s. Load average before / after the run: %s / %s; %s. The run took %.0f s.\n\n",
@@ -92,21 +110,28 @@ headers and the body in Envoy-sized chunks, waits for the routing decision, then
 ext_proc server (` + "`extproc.NoopServer`" + `, same gRPC stack and message pattern as the EPP, no parsing, no
 scheduling); **EPP** = ` + "`cmd/epp`" + ` with the random picker only, scraping every simulated endpoint's metrics
 page every %s (%s; pages of %d bytes with real vLLM metric names whose load gauges change on every
-scrape). Both servers stay up; in each cell the EPP arm runs first, then the EPP is paused (SIGSTOP, so its
-scraping cannot disturb the floor) while the floor arm runs, so the two arms of a cell are seconds apart.
+scrape). Both servers stay up. Each cell's capacity and reference runs are repeated **%d** times with the arms
+alternating (EPP, floor, EPP, floor, …; the EPP paused by SIGSTOP while the floor runs, so its scraping cannot
+disturb it), so a slow drift of the shared machine's load hits both arms; every figure below is the **median** over
+the repeats, with the min … max range where shown. Every run is preceded by a discarded closed-loop warm-up.
 
 - *Concurrency C*: at most C requests in flight; arrivals beyond that wait for a slot, and the wait counts.
 - *Latency*: from the request's **intended** send time (open-loop Poisson arrivals, no coordinated omission) to the
   routing decision.
 - *Capacity*: closed loop at concurrency C for %.1f s (every slot sends its next request when the last ends).
-- *Sustained req/s*: the highest open-loop Poisson rate of the ladder %s × capacity (%.1f s per step, highest
-  first) whose p99 latency is ≤ %.0f ms, whose throughput is ≥ %.0f%% of the arrivals drawn, with no failures; 0 if
-  none passed.
+- *Sustained req/s*: measured once per arm, from its median capacity: the highest open-loop Poisson rate of the
+  ladder %s × capacity (%.1f s per step, highest first) whose p99 latency is ≤ %.0f ms, whose throughput is
+  ≥ %.0f%% of the arrivals drawn, with no failures; 0 if none passed.
 - *Added latency*: EPP latency − floor latency at the same percentile, both measured at the same **reference
-  rate** (%.0f%% of the EPP arm's capacity in that cell, same arrival seed) for %.1f s, in the same run.
-- *CPU s / 1k req* and *req/s per core*: the server process's utime + stime (/proc/<pid>/stat) during the capacity
-  run, divided by the requests completed; it includes the EPP's background scraping. *Peak RSS*: VmHWM of the
-  server process, reset (/proc/<pid>/clear_refs) at the start of each cell.
+  rate** (%.0f%% of the EPP arm's median capacity in that cell) for %.1f s, the two arms of a repeat back to back
+  with the same arrival seed (a new seed per repeat); the table gives the **median of the per-repeat
+  differences** and their range.
+- *Generator lag*: the load generator's own wake-up delay (how late a free slot sent a request after its intended
+  time), p99 at the reference rate. It is inside both arms' latencies; when it is large the tail measures the
+  generator's CPU, not the servers.
+- *req/s per core*: requests completed in a capacity run ÷ the server process's utime + stime (/proc/<pid>/stat)
+  during it; it includes the EPP's background scraping. *Peak RSS*: VmHWM of the server process over the cell,
+  reset (/proc/<pid>/clear_refs) at its start.
 
 `
 
@@ -144,54 +169,71 @@ func renderIdle(w io.Writer, idle []overhead.Idle) {
 }
 
 func renderTable(w io.Writer, rows []overhead.Row) {
-	fmt.Fprintf(w, "| endpoints | C | prompt | EPP sustained req/s | floor sustained req/s | reference req/s | "+
-		"EPP p50 / p99 µs | floor p50 / p99 µs | **added p50 / p99 µs** | EPP CPU s / 1k req | EPP req/s per core | EPP peak RSS MiB | "+
-		"CPU pressure %% EPP / floor |\n"+
-		"|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	fmt.Fprintf(w, "| endpoints | C | prompt | EPP capacity req/s | floor capacity req/s | EPP / floor sustained req/s | reference req/s | "+
+		"EPP p50 / p99 µs | floor p50 / p99 µs | **added p50 / p99 µs** | added p99 range µs | generator lag p99 µs EPP / floor | "+
+		"EPP req/s per core | EPP peak RSS MiB | CPU pressure %% EPP / floor |\n"+
+		"|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, r := range rows {
 		e, f := r.EPP, r.Floor
-		fmt.Fprintf(w, "| %d | %d | %d KiB | %s%s | %s%s | %s | %s | %s | **%s** | %.3f | %s | %.0f | %.0f / %.0f |\n",
-			r.Endpoints, r.Concurrency, r.PromptBytes>>10, thousands(e.Sustained), genMark(e), thousands(f.Sustained), genMark(f),
-			thousands(r.ReferenceRate), latencies(e.Reference), latencies(f.Reference), added(r),
-			e.Capacity.CPUPer1k(), thousands(e.Capacity.PerCore()), e.PeakRSSMiB, e.Reference.CPUPressurePct, f.Reference.CPUPressurePct)
+		fmt.Fprintf(w, "| %d | %d | %d KiB | %s%s | %s%s | %s / %s | %s | %s | %s | **%s** | %s | %s / %s | %s | %.0f | %s / %s |\n",
+			r.Endpoints, r.Concurrency, r.PromptBytes>>10, withRange(e.Capacity(throughput), thousands), genMark(e),
+			withRange(f.Capacity(throughput), thousands), genMark(f), thousands(e.Sustained), thousands(f.Sustained),
+			thousands(r.ReferenceRate), latencies(e), latencies(f), added(r), rangeText(r.AddedP99(), signed),
+			median(e.Reference(lagP99)), median(f.Reference(lagP99)), withRange(e.Capacity(overhead.Run.PerCore), thousands),
+			e.PeakRSSMiB, median(e.Reference(pressure)), median(f.Reference(pressure)))
 	}
-	fmt.Fprintf(w, "\n‡ the load generator, not the server, was saturated in the capacity run (generator ≥ %.0f%% of its CPU, "+
+	fmt.Fprintf(w, "\n‡ the load generator, not the server, was saturated in the median capacity run (generator ≥ %.0f%% of its CPU, "+
 		"server below): that arm's rates are lower bounds. § fewer than %d requests completed in a reference run, so its "+
-		"percentiles rest on too few samples to mean much; n/a: the EPP completed no request in its capacity run. *CPU pressure*: share of each reference run during which some "+
-		"runnable task on the machine (the benchmark's own included) waited for a CPU (Linux PSI); high values mean the arms' "+
+		"percentiles rest on too few samples to mean much; n/a: the EPP completed no request in its capacity runs. *CPU pressure*: share of each reference run during which some "+
+		"runnable task on the machine (the benchmark's own included) waited for a CPU (Linux PSI), median over the repeats; high values mean the arms' "+
 		"tails measure CPU contention more than the servers.\n\n", busyCores*100, minSamples)
+}
+
+func throughput(r overhead.Run) float64 { return r.Throughput }
+func lagP99(r overhead.Run) float64     { return r.LagP99us }
+func pressure(r overhead.Run) float64   { return r.CPUPressurePct }
+
+// median is a statistic's median, rounded, or n/a.
+func median(s overhead.Stat) string {
+	if s.N == 0 {
+		return "n/a"
+	}
+	return thousands(s.Median)
 }
 
 // minSamples is the fewest completed requests whose p99 the table trusts.
 const minSamples = 100
 
-// latencies is a run's "p50 / p99" in µs.
-func latencies(r overhead.Run) string {
-	if r.Completed == 0 {
+// latencies is an arm's median "p50 / p99" at the reference rate, in µs.
+func latencies(a overhead.Arm) string {
+	p50 := a.Reference(func(r overhead.Run) float64 { return r.P50us })
+	if p50.N == 0 {
 		return "n/a"
 	}
-	return fmt.Sprintf("%.0f / %.0f", r.P50us, r.P99us)
+	return fmt.Sprintf("%.0f / %.0f", p50.Median, a.Reference(func(r overhead.Run) float64 { return r.P99us }).Median)
 }
 
-// added is a row's "added p50 / p99", marked when a sample is small.
+// added is a row's median "added p50 / p99", marked when a sample is small.
 func added(r overhead.Row) string {
-	if r.EPP.Reference.Completed == 0 || r.Floor.Reference.Completed == 0 {
+	p50, p99 := r.AddedP50(), r.AddedP99()
+	if p50.N == 0 {
 		return "n/a"
 	}
 	mark := ""
-	if min(r.EPP.Reference.Completed, r.Floor.Reference.Completed) < minSamples {
-		mark = " §"
+	for _, run := range append(slices.Clone(r.EPP.References), r.Floor.References...) {
+		if run.Completed < minSamples {
+			mark = " §"
+		}
 	}
-	return signed(r.AddedP50()) + " / " + signed(r.AddedP99()) + mark
+	return signed(p50.Median) + " / " + signed(p99.Median) + mark
 }
 
-// genMark flags an arm whose capacity run was limited by the generator.
+// genMark flags an arm whose median capacity run was limited by the
+// generator.
 func genMark(a overhead.Arm) string {
-	c := a.Capacity
-	if c.WallSeconds <= 0 {
-		return ""
-	}
-	if c.GenCPUSeconds/c.WallSeconds >= busyCores && c.CPUSeconds/c.WallSeconds < busyCores {
+	gen := a.Capacity(func(c overhead.Run) float64 { return c.GenCPUSeconds / max(c.WallSeconds, 1e-9) })
+	srv := a.Capacity(func(c overhead.Run) float64 { return c.CPUSeconds / max(c.WallSeconds, 1e-9) })
+	if gen.N > 0 && gen.Median >= busyCores && srv.Median < busyCores {
 		return " ‡"
 	}
 	return ""
@@ -220,7 +262,7 @@ func renderNotes(w io.Writer, rows []overhead.Row) {
 func failures(a overhead.Arm) (int, []string) {
 	failed, seen := 0, map[string]bool{}
 	var errs []string
-	for _, run := range append([]overhead.Run{a.Capacity, a.Reference}, a.Ladder...) {
+	for _, run := range slices.Concat(a.Capacities, a.References, a.Ladder) {
 		failed += run.Failed
 		for _, e := range run.Errors {
 			if !seen[e] {
@@ -248,23 +290,31 @@ func renderFindings(w io.Writer, rep *overhead.Report) {
 		if r.Endpoints != targetEndpoints || r.Concurrency != targetConcurrency || r.PromptBytes != targetPrompt {
 			continue
 		}
-		e, f := r.EPP.Capacity, r.Floor.Capacity
-		fs = append(fs, fmt.Sprintf("At %d endpoints, C=%d, %d KiB, at capacity: the EPP spent %.0f µs of CPU per request against the floor's %.0f µs "+
-			"(+%.0f µs); %s of the EPP's per-request CPU is its background scraping (idle cost × run time ÷ requests).",
-			r.Endpoints, r.Concurrency, r.PromptBytes>>10, 1000*e.CPUPer1k(), 1000*f.CPUPer1k(), 1000*(e.CPUPer1k()-f.CPUPer1k()), scrapeShare(rep, r)))
+		e, f := r.EPP.Capacity(overhead.Run.CPUPer1k).Median, r.Floor.Capacity(overhead.Run.CPUPer1k).Median
+		fs = append(fs, fmt.Sprintf("At %d endpoints, C=%d, %d KiB, at capacity (medians): the EPP spent %.0f µs of CPU per request against the floor's %.0f µs "+
+			"(+%.0f µs); %s of the EPP's per-request CPU is its background scraping (idle cost × run time ÷ CPU time).",
+			r.Endpoints, r.Concurrency, r.PromptBytes>>10, 1000*e, 1000*f, 1000*(e-f), scrapeShare(rep, r)))
 	}
 	if len(fs) > 0 {
 		fmt.Fprintf(w, "Findings of this run:\n\n- %s\n\n", strings.Join(fs, "\n- "))
 	}
 }
 
-// scrapeShare estimates the share of the EPP's CPU in a row's capacity run
+// scrapeShare estimates the share of the EPP's CPU in a row's capacity runs
 // that went to scraping, from the idle measurement at the same endpoints.
 func scrapeShare(rep *overhead.Report, r overhead.Row) string {
-	c := r.EPP.Capacity
 	for _, i := range rep.Idle {
-		if i.Endpoints == r.Endpoints && c.CPUSeconds > 0 {
-			return fmt.Sprintf("about %.0f %%", min(100, 100*i.EPPCores*c.WallSeconds/c.CPUSeconds))
+		if i.Endpoints != r.Endpoints {
+			continue
+		}
+		share := r.EPP.Capacity(func(c overhead.Run) float64 {
+			if c.CPUSeconds <= 0 {
+				return math.NaN()
+			}
+			return min(100, 100*i.EPPCores*c.WallSeconds/c.CPUSeconds)
+		})
+		if share.N > 0 && !math.IsNaN(share.Median) {
+			return fmt.Sprintf("about %.0f %%", share.Median)
 		}
 	}
 	return "an unknown share"

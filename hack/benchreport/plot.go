@@ -33,8 +33,8 @@ func overheadPlots(rep *overhead.Report, dir string) ([]string, error) {
 		var ss []series
 		for _, c := range concurrencies(rep.Rows) {
 			ss = append(ss,
-				series{label: fmt.Sprintf("EPP, C=%d", c), xys: byEndpoints(rep.Rows, p, c, func(r overhead.Row) float64 { return r.EPP.Reference.P99us / 1000 })},
-				series{label: fmt.Sprintf("floor, C=%d", c), dashed: true, xys: byEndpoints(rep.Rows, p, c, func(r overhead.Row) float64 { return r.Floor.Reference.P99us / 1000 })})
+				series{label: fmt.Sprintf("EPP, C=%d", c), xys: byEndpoints(rep.Rows, p, c, func(r overhead.Row) float64 { return r.EPP.Reference(p99ms).Median })},
+				series{label: fmt.Sprintf("floor, C=%d", c), dashed: true, xys: byEndpoints(rep.Rows, p, c, func(r overhead.Row) float64 { return r.Floor.Reference(p99ms).Median })})
 		}
 		name := fmt.Sprintf("overhead-p99-%dKiB.png", p>>10)
 		title := fmt.Sprintf("p99 latency to the routing decision at the reference rate, %d KiB prompts", p>>10)
@@ -47,7 +47,7 @@ func overheadPlots(rep *overhead.Report, dir string) ([]string, error) {
 	for _, p := range promptSizes(rep.Rows) {
 		for _, c := range concurrencies(rep.Rows) {
 			ss = append(ss, series{label: fmt.Sprintf("C=%d, %d KiB", c, p>>10), dashed: p != rep.Rows[0].PromptBytes,
-				xys: byEndpoints(rep.Rows, p, c, func(r overhead.Row) float64 { return r.EPP.Capacity.PerCore() })})
+				xys: byEndpoints(rep.Rows, p, c, func(r overhead.Row) float64 { return r.EPP.Capacity(overhead.Run.PerCore).Median })})
 		}
 	}
 	name := "overhead-per-core.png"
@@ -57,13 +57,15 @@ func overheadPlots(rep *overhead.Report, dir string) ([]string, error) {
 	return append(files, name), nil
 }
 
+func p99ms(r overhead.Run) float64 { return r.P99us / 1000 }
+
 // byEndpoints is y of the rows at prompt size p and concurrency c, against
 // their endpoint count.
 func byEndpoints(rows []overhead.Row, p, c int, y func(overhead.Row) float64) plotter.XYs {
 	var out plotter.XYs
 	for _, r := range rows {
-		if r.PromptBytes == p && r.Concurrency == c {
-			out = append(out, plotter.XY{X: float64(r.Endpoints), Y: y(r)})
+		if v := y(r); r.PromptBytes == p && r.Concurrency == c && v > 0 { // NaN and 0 have no place on a log scale
+			out = append(out, plotter.XY{X: float64(r.Endpoints), Y: v})
 		}
 	}
 	return out

@@ -73,8 +73,12 @@ const caveats = `## Caveats
   measured in the same run, not numbers across reports or machines.
 - **Tails measure the machine first.** With other work on the same cores, a pinned server is still preempted
   for milliseconds at a time; on such runs even the no-op floor's p99 swings between about 1 ms and 40 ms from one
-  run to the next, and "added p99" is the difference of two noisy numbers. The p50s, the CPU time per request and
-  the per-core throughput are far steadier. Judge p99 targets only on a run whose CPU pressure (above) is near 0.
+  run to the next, and "added p99" is the difference of two noisy numbers. The benchmark therefore repeats each
+  cell's measurements with the arms alternating and reports medians with their range: a median is robust to one
+  bad repeat, not to a machine that is busy throughout. Read the range column before the median, and the
+  generator-lag column too: a lag p99 of the same order as the added p99 means the tail is the harness's. The
+  p50s, the CPU time per request and the per-core throughput are far steadier. Judge p99 targets on a run whose
+  CPU pressure (above) is low.
 - **Pinning on 2 cores.** The server under test has CPU 0 to itself, but the load generator and every simulated
   model server's metrics page share CPU 1. At high rates or 1,000 endpoints CPU 1 saturates first (marked ‡ in the
   table): the measured capacity is then the harness's, a lower bound on the server's. The per-core figures come
@@ -86,8 +90,9 @@ const caveats = `## Caveats
 - **Simulated model servers.** They serve a fixed vLLM-format metrics page whose load gauges change on every
   scrape; nothing routes to them (the generator replays a canned response). Scraping cost is real; model
   latency is not part of this benchmark.
-- **Short runs.** Each ladder step lasts about a second or two, so p99 rests on a few thousand samples and p99.9
-  is not reported in the table; the sustained rate has the ladder's resolution (steps of 15–20 % of capacity).
+- **Short runs.** Each run lasts about a second or two, so one run's p99 rests on a few thousand samples and p99.9
+  is not reported in the table; the sustained rate is measured once per arm and has the ladder's resolution
+  (steps of 15–20 % of capacity).
 - **Random picker.** The overhead numbers are for the cheapest scheduling configuration. The micro-benchmarks
   above give the scheduling cost of the default (queue + KV + prefix) configuration in isolation.
 - **Upstream comparisons** quote published numbers from other machines and harnesses (performance.md §2); they

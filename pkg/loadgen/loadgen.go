@@ -30,7 +30,9 @@
 // which would add the generator's own lag to every latency. On Linux a slot
 // therefore sleeps on a timerfd read through the netpoller, which wakes it
 // within tens of microseconds without spinning; elsewhere it uses a Go
-// timer. Latency from the intended time includes whatever lag remains.
+// timer. Latency from the intended time includes whatever lag remains;
+// Result.Lag reports it: for each open-loop request, how late its slot sent
+// it after the later of its intended time and the moment the slot took it.
 package loadgen
 
 import (
@@ -113,6 +115,12 @@ type Result struct {
 	// the actual send time to the mark (it leaves out queueing for a slot).
 	Latency Percentiles `json:"latency_us"`
 	Service Percentiles `json:"service_us"`
+	// Lag is the generator's own wake-up delay per request (open loop
+	// only; zero for closed loop): the send time minus the later of the
+	// intended time and the instant the slot took the arrival. It is part
+	// of Latency, and measures the generator and its machine, not the
+	// system under test.
+	Lag Percentiles `json:"lag_us"`
 }
 
 // Run drives fn as o describes and returns the measurements. It returns an
@@ -163,18 +171,28 @@ func (r *runner) slot(ctx context.Context, rec *recorder) {
 		if !ok {
 			return
 		}
-		if time.Until(intended) > 0 && !w.wait(ctx, intended) {
+		taken := time.Now()
+		if intended.After(taken) && !w.wait(ctx, intended) {
 			return
 		}
 		begin := time.Now()
 		if r.sched.closed {
 			intended = begin
+		} else {
+			rec.lag = append(rec.lag, begin.Sub(later(intended, taken)))
 		}
 		rctx, cancel := context.WithTimeout(ctx, r.timeout)
 		mark, err := r.fn(rctx, seq)
 		cancel()
 		rec.add(intended, begin, mark, time.Now(), err)
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // schedule hands out arrivals in order.
@@ -223,6 +241,7 @@ func (s *schedule) take() (int, time.Time, bool) {
 // recorder collects one slot's measurements, so slots never contend.
 type recorder struct {
 	latency, service []time.Duration
+	lag              []time.Duration // open loop: every sent request
 	sent, failed     int
 	errs             []string
 	last             time.Time
@@ -246,13 +265,14 @@ func (r *recorder) add(intended, begin, mark, end time.Time, err error) {
 
 func summarise(o Options, start time.Time, recs []recorder) Result {
 	res := Result{Offered: o.Rate, Concurrency: o.Concurrency}
-	var lat, svc []time.Duration
+	var lat, svc, lag []time.Duration
 	last := start
 	for _, r := range recs {
 		res.Sent += r.sent
 		res.Failed += r.failed
 		lat = append(lat, r.latency...)
 		svc = append(svc, r.service...)
+		lag = append(lag, r.lag...)
 		res.Errors = appendDistinct(res.Errors, r.errs)
 		if r.last.After(last) {
 			last = r.last
@@ -265,6 +285,7 @@ func summarise(o Options, start time.Time, recs []recorder) Result {
 	}
 	res.Latency = Summarise(lat)
 	res.Service = Summarise(svc)
+	res.Lag = Summarise(lag)
 	return res
 }
 

@@ -64,6 +64,9 @@ func TestClosedLoopRespectsConcurrency(t *testing.T) {
 	if res.Latency.P50 < 1000 {
 		t.Errorf("p50 = %.0fµs, want >= 1ms (the request sleeps 1ms)", res.Latency.P50)
 	}
+	if res.Lag.N != 0 {
+		t.Errorf("closed loop measured %d lags, want none (nothing is scheduled)", res.Lag.N)
+	}
 }
 
 // TestOpenLoopCountsQueueing checks there is no coordinated omission: a
@@ -86,6 +89,12 @@ func TestOpenLoopCountsQueueing(t *testing.T) {
 	}
 	if res.Throughput > 0.5*o.Rate {
 		t.Errorf("throughput %.0f/s with a 2ms server at concurrency 1, want < %.0f", res.Throughput, 0.5*o.Rate)
+	}
+	// Queued arrivals are sent as soon as the slot frees: the generator's
+	// own lag is not the queueing, and stays far below it.
+	if res.Lag.N != res.Sent || res.Lag.P50 > float64(service/time.Microsecond)/2 {
+		t.Errorf("lag n=%d p50=%.0fµs for %d sent, want one per request and well under the %s queueing",
+			res.Lag.N, res.Lag.P50, res.Sent, service)
 	}
 }
 

@@ -101,7 +101,7 @@ func timedRoundTrip(b *testing.B, c *extproc.Client, req extproc.Request) time.D
 // returns a plaintext client.
 func startNoop(b *testing.B) *extproc.Client {
 	b.Helper()
-	g := grpc.NewServer()
+	g := grpc.NewServer(server.TransportOptions()...)
 	extprocv3.RegisterExternalProcessorServer(g, &extproc.NoopServer{Destination: "10.0.0.1:8000"})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

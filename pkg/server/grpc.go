@@ -27,12 +27,31 @@ type GRPCOptions struct {
 	Health *Health
 }
 
-// NewGRPCServer returns a gRPC server exposing s as the ext_proc service.
-func (s *Server) NewGRPCServer(o GRPCOptions) *grpc.Server {
-	opts := []grpc.ServerOption{
+// streamWorkers is how many goroutines serve ext_proc streams; see
+// TransportOptions.
+const streamWorkers = 64
+
+// TransportOptions are the gRPC server options of the ext_proc listener
+// that shape the transport, not the service. Benchmarks give their no-op
+// floor servers the same ones, so that a comparison measures the EPP's own
+// work and not a difference in transport tuning.
+//
+// Stream workers: gRPC otherwise starts a goroutine per stream (one per
+// HTTP request), whose stack then grows by copying while it decodes,
+// schedules and encodes; a fixed pool of long-lived workers keeps grown
+// stacks, and gRPC still starts a goroutine when every worker is busy, so
+// the pool bounds nothing.
+func TransportOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
 		// Envoy keeps long-lived HTTP/2 connections; let it ping.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.NumStreamWorkers(streamWorkers),
 	}
+}
+
+// NewGRPCServer returns a gRPC server exposing s as the ext_proc service.
+func (s *Server) NewGRPCServer(o GRPCOptions) *grpc.Server {
+	opts := TransportOptions()
 	// gRPC takes a zero limit literally (no message may have a payload).
 	if o.MaxRecvMsgSize > 0 {
 		opts = append(opts, grpc.MaxRecvMsgSize(o.MaxRecvMsgSize))

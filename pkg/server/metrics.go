@@ -32,6 +32,20 @@ type Metrics struct {
 
 	mu     sync.RWMutex
 	models map[string]bool
+	// pairs caches the per-request collectors' children by label pair; it
+	// holds no more entries than the vectors have children.
+	pairs map[labelPair]*pairMetrics
+}
+
+// labelPair is a (model_name, target_model_name) label pair.
+type labelPair struct{ model, target string }
+
+// pairMetrics are the children of the per-model collectors for one label
+// pair, so that a request looks them up once instead of hashing its labels
+// for each of them.
+type pairMetrics struct {
+	reqSize, duration, respSize, inputTok, outputTok, cachedTok prometheus.Observer
+	running                                                     prometheus.Gauge
 }
 
 // NewMetrics registers the request metrics on reg.
@@ -66,6 +80,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Requests whose model an InferenceModelRewrite rule chose, by rule object, requested and target model."},
 			[]string{"model_rewrite_name", "model_name", "target_model"}),
 		models: map[string]bool{},
+		pairs:  map[labelPair]*pairMetrics{},
 	}
 	reg.MustRegister(m.requests, m.errors, m.duration, m.reqSizes, m.respSizes, m.inputTok, m.outputTok,
 		m.cachedTok, m.running, m.schedule, m.schedErrs, m.rewrites)
@@ -92,6 +107,34 @@ func (m *Metrics) label(model string) string {
 	return model
 }
 
+// pair returns the collectors' children for a request for model sent as
+// target, under their budgeted labels.
+func (m *Metrics) pair(model, target string) *pairMetrics {
+	k := labelPair{m.label(model), m.label(target)}
+	m.mu.RLock()
+	p := m.pairs[k]
+	m.mu.RUnlock()
+	if p != nil {
+		return p
+	}
+	p = &pairMetrics{
+		reqSize:   m.reqSizes.WithLabelValues(k.model, k.target),
+		duration:  m.duration.WithLabelValues(k.model, k.target),
+		respSize:  m.respSizes.WithLabelValues(k.model, k.target),
+		inputTok:  m.inputTok.WithLabelValues(k.model, k.target),
+		outputTok: m.outputTok.WithLabelValues(k.model, k.target),
+		cachedTok: m.cachedTok.WithLabelValues(k.model, k.target),
+		running:   m.running.WithLabelValues(k.model),
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if prev := m.pairs[k]; prev != nil {
+		return prev
+	}
+	m.pairs[k] = p
+	return p
+}
+
 func (m *Metrics) scheduled(start time.Time, err error) {
 	if m == nil {
 		return
@@ -106,10 +149,10 @@ func (m *Metrics) requestStarted(req *scheduler.Request, bodyBytes int) {
 	if m == nil {
 		return
 	}
-	in, target := m.label(req.IncomingModel), m.label(req.Model)
-	m.requests.WithLabelValues(in, target, strconv.Itoa(req.Priority)).Inc()
-	m.reqSizes.WithLabelValues(in, target).Observe(float64(bodyBytes))
-	m.running.WithLabelValues(in).Inc()
+	p := m.pair(req.IncomingModel, req.Model)
+	m.requests.WithLabelValues(m.label(req.IncomingModel), m.label(req.Model), strconv.Itoa(req.Priority)).Inc()
+	p.reqSize.Observe(float64(bodyBytes))
+	p.running.Inc()
 }
 
 func (m *Metrics) requestError(model, target string, code int) {
@@ -123,14 +166,14 @@ func (m *Metrics) requestDone(req *scheduler.Request, resp *scheduler.Response, 
 	if m == nil {
 		return
 	}
-	in, target := m.label(req.IncomingModel), m.label(req.Model)
-	m.running.WithLabelValues(in).Dec()
-	m.duration.WithLabelValues(in, target).Observe(d.Seconds())
-	m.respSizes.WithLabelValues(in, target).Observe(float64(resp.BodyBytes))
+	p := m.pair(req.IncomingModel, req.Model)
+	p.running.Dec()
+	p.duration.Observe(d.Seconds())
+	p.respSize.Observe(float64(resp.BodyBytes))
 	if resp.UsageKnown {
-		m.inputTok.WithLabelValues(in, target).Observe(float64(resp.Usage.PromptTokens))
-		m.outputTok.WithLabelValues(in, target).Observe(float64(resp.Usage.CompletionTokens))
-		m.cachedTok.WithLabelValues(in, target).Observe(float64(resp.Usage.CachedTokens))
+		p.inputTok.Observe(float64(resp.Usage.PromptTokens))
+		p.outputTok.Observe(float64(resp.Usage.CompletionTokens))
+		p.cachedTok.Observe(float64(resp.Usage.CachedTokens))
 	}
 }
 

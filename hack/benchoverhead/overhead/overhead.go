@@ -8,12 +8,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"slices"
 	"time"
 )
 
-// SchemaVersion changes when a field changes meaning.
-const SchemaVersion = 1
+// SchemaVersion changes when a field changes meaning. Version 2: capacity
+// and reference runs are repeated (Arm.Capacities, Arm.References) and the
+// figures are medians.
+const SchemaVersion = 2
 
 // Report is one run of the benchmark matrix.
 type Report struct {
@@ -76,6 +80,9 @@ type Settings struct {
 	P99BoundMs   float64 `json:"p99_bound_ms"`
 	MinDelivered float64 `json:"min_delivered"`
 	MaxRequests  int     `json:"max_requests,omitempty"`
+	// Repeats is how many times each cell's capacity and reference runs
+	// were repeated, alternating the arms (EPP, floor, EPP, floor, ...).
+	Repeats int `json:"repeats"`
 }
 
 // Idle is the EPP with no traffic: the cost of scraping alone.
@@ -101,22 +108,65 @@ type Row struct {
 	Floor         Arm     `json:"floor"`
 }
 
-// AddedP50 and AddedP99 are the EPP's latency minus the floor's at the
-// reference rate, in microseconds.
-func (r Row) AddedP50() float64 { return r.EPP.Reference.P50us - r.Floor.Reference.P50us }
+// AddedP50 is the EPP's p50 latency minus the floor's at the reference
+// rate, in microseconds: the median (and spread) of the per-repeat
+// differences, each repeat's two arms having run back to back.
+func (r Row) AddedP50() Stat { return r.added(func(x Run) float64 { return x.P50us }) }
 
 // AddedP99 is AddedP50 at the 99th percentile.
-func (r Row) AddedP99() float64 { return r.EPP.Reference.P99us - r.Floor.Reference.P99us }
+func (r Row) AddedP99() Stat { return r.added(func(x Run) float64 { return x.P99us }) }
+
+func (r Row) added(f func(Run) float64) Stat {
+	var d []float64
+	for i := range min(len(r.EPP.References), len(r.Floor.References)) {
+		e, fl := r.EPP.References[i], r.Floor.References[i]
+		if e.Completed > 0 && fl.Completed > 0 {
+			d = append(d, f(e)-f(fl))
+		}
+	}
+	return Summarise(d)
+}
 
 // Arm is one server (the EPP or the no-op floor) in one cell.
 type Arm struct {
-	Capacity Run   `json:"capacity"`
-	Ladder   []Run `json:"ladder"`
+	// Capacities holds the closed-loop capacity run of every repeat.
+	Capacities []Run `json:"capacity"`
+	// Ladder is run once, from the median capacity.
+	Ladder []Run `json:"ladder"`
 	// Sustained is the offered rate of the first (highest) passing ladder
 	// step, 0 when none passed.
-	Sustained  float64 `json:"sustained_rps"`
-	Reference  Run     `json:"reference"`
+	Sustained float64 `json:"sustained_rps"`
+	// References holds the reference-rate run of every repeat (none when
+	// the EPP completed nothing to set the rate).
+	References []Run   `json:"reference"`
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
+}
+
+// Capacity summarises f over the capacity runs.
+func (a Arm) Capacity(f func(Run) float64) Stat { return over(a.Capacities, f) }
+
+// Reference summarises f over the reference runs that completed requests.
+func (a Arm) Reference(f func(Run) float64) Stat {
+	var done []Run
+	for _, r := range a.References {
+		if r.Completed > 0 {
+			done = append(done, r)
+		}
+	}
+	return over(done, f)
+}
+
+// Completed reports whether any capacity run completed a request.
+func (a Arm) Completed() bool {
+	return slices.ContainsFunc(a.Capacities, func(r Run) bool { return r.Completed > 0 })
+}
+
+func over(runs []Run, f func(Run) float64) Stat {
+	xs := make([]float64, len(runs))
+	for i, r := range runs {
+		xs[i] = f(r)
+	}
+	return Summarise(xs)
 }
 
 // AtSustained is the passing ladder step, if any.
@@ -127,6 +177,28 @@ func (a Arm) AtSustained() (Run, bool) {
 		}
 	}
 	return Run{}, false
+}
+
+// Stat is the median of a few repeated measurements and their range; N is
+// 0 (and the rest NaN) when nothing was measured.
+type Stat struct {
+	N                int
+	Median, Min, Max float64
+}
+
+// Summarise returns the median (the mean of the middle two for an even
+// count), minimum and maximum of xs.
+func Summarise(xs []float64) Stat {
+	if len(xs) == 0 {
+		return Stat{Median: math.NaN(), Min: math.NaN(), Max: math.NaN()}
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + m) / 2
+	}
+	return Stat{N: len(s), Median: m, Min: s[0], Max: s[len(s)-1]}
 }
 
 // Run is one load run against one arm.
@@ -143,6 +215,11 @@ type Run struct {
 	MaxUs      float64  `json:"max_us"`
 	SvcP50us   float64  `json:"service_p50_us"`
 	SvcP99us   float64  `json:"service_p99_us"`
+	// LagP50us and LagP99us are the load generator's own wake-up lag: how
+	// late a slot that was free before an arrival's intended time actually
+	// sent it (open loop only). It is part of both arms' latencies.
+	LagP50us float64 `json:"lag_p50_us"`
+	LagP99us float64 `json:"lag_p99_us"`
 	// CPUSeconds is the server process's CPU time during the run;
 	// GenCPUSeconds the load generator's.
 	CPUSeconds    float64 `json:"cpu_s"`
@@ -189,9 +266,9 @@ func Load(path string) (*Report, error) {
 }
 
 // Validate checks the report is well formed: the right schema, at least
-// one row, and both arms of every row measured. An arm may have completed
-// no request (a collapsed server is a result); then the row has no
-// reference rate and no reference runs.
+// one row, and both arms of every row measured Repeats times. The EPP may
+// have completed no request (a collapsed server is a result); then the row
+// has no reference rate and no reference runs.
 func (r *Report) Validate() error {
 	var errs []error
 	if r.Schema != SchemaVersion {
@@ -200,15 +277,31 @@ func (r *Report) Validate() error {
 	if len(r.Rows) == 0 {
 		errs = append(errs, errors.New("no rows"))
 	}
+	if r.Settings.Repeats < 1 {
+		errs = append(errs, fmt.Errorf("repeats %d, want >= 1", r.Settings.Repeats))
+	}
 	for i, row := range r.Rows {
-		if row.Endpoints < 1 || row.Concurrency < 1 || row.PromptBytes < 1 {
-			errs = append(errs, fmt.Errorf("rows[%d]: endpoints, concurrency and prompt must be >= 1", i))
+		errs = append(errs, row.validate(i, r.Settings.Repeats))
+	}
+	return errors.Join(errs...)
+}
+
+func (row Row) validate(i, repeats int) error {
+	var errs []error
+	if row.Endpoints < 1 || row.Concurrency < 1 || row.PromptBytes < 1 {
+		errs = append(errs, fmt.Errorf("rows[%d]: endpoints, concurrency and prompt must be >= 1", i))
+	}
+	if row.ReferenceRate < 0 || (row.ReferenceRate == 0) != !row.EPP.Completed() {
+		errs = append(errs, fmt.Errorf("rows[%d]: reference rate %v must be > 0 exactly when the EPP completed requests", i, row.ReferenceRate))
+	}
+	for _, a := range []Arm{row.EPP, row.Floor} {
+		if len(a.Capacities) != repeats || slices.ContainsFunc(a.Capacities, func(r Run) bool { return r.WallSeconds <= 0 }) {
+			errs = append(errs, fmt.Errorf("rows[%d]: an arm was not measured %d times", i, repeats))
+			break
 		}
-		if row.ReferenceRate < 0 || (row.ReferenceRate == 0) != (row.EPP.Capacity.Completed == 0) {
-			errs = append(errs, fmt.Errorf("rows[%d]: reference rate %v must be > 0 exactly when the EPP completed requests", i, row.ReferenceRate))
-		}
-		if row.EPP.Capacity.WallSeconds <= 0 || row.Floor.Capacity.WallSeconds <= 0 {
-			errs = append(errs, fmt.Errorf("rows[%d]: an arm was not measured", i))
+		if want := map[bool]int{true: repeats}[row.ReferenceRate > 0]; len(a.References) != want {
+			errs = append(errs, fmt.Errorf("rows[%d]: %d reference runs, want %d", i, len(a.References), want))
+			break
 		}
 	}
 	return errors.Join(errs...)

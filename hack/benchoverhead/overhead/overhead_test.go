@@ -1,16 +1,21 @@
 package overhead
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func goodReport() Report {
 	run := Run{Completed: 100, CPUSeconds: 0.01, P50us: 300, P99us: 900, WallSeconds: 1}
-	arm := Arm{Capacity: run, Reference: run}
-	return Report{Schema: SchemaVersion, Rows: []Row{{Endpoints: 10, Concurrency: 1, PromptBytes: 1024, ReferenceRate: 50, EPP: arm, Floor: arm}}}
+	arm := Arm{Capacities: []Run{run, run}, References: []Run{run, run}}
+	floor := Arm{Capacities: []Run{run, run}, References: []Run{run, run}}
+	return Report{Schema: SchemaVersion, Settings: Settings{Repeats: 2},
+		Rows: []Row{{Endpoints: 10, Concurrency: 1, PromptBytes: 1024, ReferenceRate: 50, EPP: arm, Floor: floor}}}
 }
 
 func TestValidate(t *testing.T) {
@@ -26,8 +31,17 @@ func TestValidate(t *testing.T) {
 		{name: "zero cell", mutate: func(r *Report) { r.Rows[0].Concurrency = 0 }, want: "must be >= 1"},
 		{name: "no rate", mutate: func(r *Report) { r.Rows[0].ReferenceRate = 0 }, want: "reference rate"},
 		{name: "negative rate", mutate: func(r *Report) { r.Rows[0].ReferenceRate = -1 }, want: "reference rate"},
-		{name: "collapsed epp", mutate: func(r *Report) { r.Rows[0].ReferenceRate, r.Rows[0].EPP.Capacity.Completed = 0, 0 }},
-		{name: "unmeasured", mutate: func(r *Report) { r.Rows[0].Floor.Capacity = Run{} }, want: "rows[0]: an arm was not measured"},
+		{name: "collapsed epp", mutate: func(r *Report) {
+			row := &r.Rows[0]
+			row.ReferenceRate, row.EPP.References, row.Floor.References = 0, nil, nil
+			for i := range row.EPP.Capacities {
+				row.EPP.Capacities[i].Completed = 0
+			}
+		}},
+		{name: "unmeasured", mutate: func(r *Report) { r.Rows[0].Floor.Capacities[1] = Run{} }, want: "rows[0]: an arm was not measured 2 times"},
+		{name: "repeat missing", mutate: func(r *Report) { r.Rows[0].Floor.Capacities = r.Rows[0].Floor.Capacities[:1] }, want: "not measured 2 times"},
+		{name: "reference missing", mutate: func(r *Report) { r.Rows[0].EPP.References = nil }, want: "0 reference runs, want 2"},
+		{name: "no repeats", mutate: func(r *Report) { r.Settings.Repeats = 0 }, want: "repeats 0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -48,14 +62,20 @@ func TestValidate(t *testing.T) {
 func TestDerived(t *testing.T) {
 	t.Parallel()
 	r := goodReport().Rows[0]
-	r.EPP.Reference.P99us = 1400
-	if got := r.AddedP99(); got != 500 {
-		t.Errorf("AddedP99 = %v, want 500", got)
+	r.EPP.References[0].P99us, r.EPP.References[1].P99us = 1400, 2900
+	r.Floor.References[1].P99us = 400
+	if diff := cmp.Diff(Stat{N: 2, Median: 1500, Min: 500, Max: 2500}, r.AddedP99()); diff != "" {
+		t.Errorf("AddedP99 (-want +got):\n%s", diff)
 	}
-	if got := r.EPP.Capacity.CPUPer1k(); got != 0.1 {
+	r.Floor.References[0].Completed = 0 // an unmeasured repeat drops out of the pairs
+	if diff := cmp.Diff(Stat{N: 1, Median: 2500, Min: 2500, Max: 2500}, r.AddedP99()); diff != "" {
+		t.Errorf("AddedP99 with one pair (-want +got):\n%s", diff)
+	}
+	run := r.EPP.Capacities[0]
+	if got := run.CPUPer1k(); got != 0.1 {
 		t.Errorf("CPUPer1k = %v, want 0.1", got)
 	}
-	if got := r.EPP.Capacity.PerCore(); got != 10000 {
+	if got := run.PerCore(); got != 10000 {
 		t.Errorf("PerCore = %v, want 10000", got)
 	}
 	if got := (Run{}).PerCore() + (Run{}).CPUPer1k(); got != 0 {
@@ -63,6 +83,27 @@ func TestDerived(t *testing.T) {
 	}
 	if _, ok := r.EPP.AtSustained(); ok {
 		t.Error("AtSustained found a step in an arm without a ladder")
+	}
+}
+
+func TestSummarise(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		in   []float64
+		want Stat
+	}{
+		{name: "one", in: []float64{7}, want: Stat{N: 1, Median: 7, Min: 7, Max: 7}},
+		{name: "odd", in: []float64{9, -1, 3}, want: Stat{N: 3, Median: 3, Min: -1, Max: 9}},
+		{name: "even", in: []float64{4, 1, 2, 10}, want: Stat{N: 4, Median: 3, Min: 1, Max: 10}},
+	}
+	for _, tc := range tests {
+		if diff := cmp.Diff(tc.want, Summarise(tc.in)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
+		}
+	}
+	if s := Summarise(nil); s.N != 0 || !math.IsNaN(s.Median) {
+		t.Errorf("Summarise(nil) = %+v, want N 0 and NaN", s)
 	}
 }
 
@@ -74,7 +115,7 @@ func TestLoadErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	empty := filepath.Join(dir, "empty.json")
-	if err := os.WriteFile(empty, []byte(`{"schema":1}`), 0o644); err != nil {
+	if err := os.WriteFile(empty, []byte(`{"schema":2,"settings":{"repeats":1}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for path, want := range map[string]string{

@@ -1,0 +1,51 @@
+package server
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestMetricsPairCache checks the cached children are the vectors' own
+// (what a request observes shows on the page under its labels), one per
+// label pair even when first asked for concurrently, and that the label
+// budget still folds new models into "other".
+func TestMetricsPairCache(t *testing.T) {
+	t.Parallel()
+	m := NewMetrics(prometheus.NewRegistry())
+	var wg sync.WaitGroup
+	got := make([]*pairMetrics, 8)
+	for i := range got {
+		wg.Add(1)
+		go func() { defer wg.Done(); got[i] = m.pair("m", "t") }()
+	}
+	wg.Wait()
+	for i, p := range got {
+		if p != got[0] {
+			t.Fatalf("pair %d is a different cache entry than pair 0", i)
+		}
+	}
+	got[0].reqSize.Observe(100)
+	if n := testutil.CollectAndCount(m.reqSizes, "inference_objective_request_sizes"); n != 1 {
+		t.Errorf("%d request-size series, want 1", n)
+	}
+	if c := testutil.ToFloat64(m.running.WithLabelValues("m")); c != 0 {
+		t.Errorf("running = %v before any request, want 0", c)
+	}
+	got[0].running.Inc()
+	if c := testutil.ToFloat64(m.running.WithLabelValues("m")); c != 1 {
+		t.Errorf("running = %v after Inc on the cached child, want 1", c)
+	}
+	for i := len(m.models); i < maxModelLabels; i++ {
+		m.label(fmt.Sprintf("model-%d", i))
+	}
+	if over, other := m.pair("one-too-many", "t"), m.pair("another-one", "t"); over != other {
+		t.Error("models past the label budget got distinct entries, want both under \"other\"")
+	}
+	if _, ok := m.pairs[labelPair{"other", "t"}]; !ok {
+		t.Errorf("no entry for the \"other\" label; entries: %d", len(m.pairs))
+	}
+}
