@@ -58,6 +58,11 @@ func TestCustomBinaryRoutesByZone(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("epp did not start")
 	}
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	if err := epp.WaitReady(wctx, a.Health); err != nil {
+		t.Fatal(err)
+	}
 	client, err := extproc.Dial(ctx, a.GRPC, extproc.WithPlaintext())
 	if err != nil {
 		t.Fatal(err)

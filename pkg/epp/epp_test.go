@@ -89,6 +89,12 @@ func startEPP(t *testing.T, n int, verbosity int, args ...string) *running {
 		cancel()
 		t.Fatal("epp did not start")
 	}
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	if err := WaitReady(wctx, r.addrs.Health); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
 	client, err := extproc.Dial(ctx, r.addrs.GRPC, extproc.WithPlaintext())
 	if err != nil {
 		t.Fatal(err)
