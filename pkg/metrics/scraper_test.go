@@ -287,7 +287,7 @@ func TestPhase(t *testing.T) {
 	}{
 		{name: "spread", slots: -1, distinct: func(n int) bool { return n > 20 }},
 		{name: "auto: 40 endpoints in waves of 25", slots: 0, distinct: func(n int) bool { return n >= 2 && n <= 4 }},
-		{name: "one slot", slots: 1, distinct: func(n int) bool { return n <= 2 }}, // 2: a rounding edge
+		{name: "one slot", slots: 1, distinct: func(n int) bool { return n <= 2 }},             // 2: a rounding edge
 		{name: "four slots", slots: 4, distinct: func(n int) bool { return n >= 2 && n <= 6 }}, // 12.5 ms offsets round either way
 	}
 	for _, tc := range tests {
