@@ -77,9 +77,14 @@ func BenchmarkScrape(b *testing.B) {
 	}
 }
 
-func benchTarget(b *testing.B, addr string) *target {
+func benchTarget(b testing.TB, addr string) *target {
+	return testTarget(b, addr, nil)
+}
+
+// testTarget is a scrape target for addr whose engine the labels choose.
+func testTarget(b testing.TB, addr string, labels map[string]string) *target {
 	b.Helper()
-	st := newStoreWith(specFor(b, "a", addr, nil))
+	st := newStoreWith(specFor(b, "a", addr, labels))
 	s, err := New(st, Options{Log: logr.Discard()})
 	if err != nil {
 		b.Fatal(err)

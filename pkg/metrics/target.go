@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -46,8 +47,13 @@ type target struct {
 	failing      bool
 	failedFields fieldSet
 	// filtered and prev hold the wanted lines of this page and of the last
-	// successfully applied one; equal bytes mean nothing changed.
+	// successfully applied one; equal bytes mean nothing changed. segs and
+	// prevSegs are their family runs; prevFams is prev parsed, whose
+	// families are reused when their lines did not change (see apply).
 	filtered, prev []byte
+	segs, prevSegs []segment
+	prevFams       map[string]*dto.MetricFamily
+	changed        []byte
 	havePrev       bool
 }
 
@@ -189,9 +195,11 @@ func classify(err error, fallback string) string {
 
 // apply filters, parses and publishes one page. An unchanged page (same
 // wanted lines as the last applied one) skips parsing and only refreshes
-// UpdateTime.
+// UpdateTime. On a changed page only the families whose lines changed are
+// parsed (a loaded server's queue and KV gauges change on every scrape, its
+// cache config and LoRA info rarely); the others keep the last parse.
 func (t *target) apply(page []byte, now time.Time) (reason string, err error) {
-	t.filtered = filterPage(t.filtered[:0], page, t.eng.families)
+	t.filtered, t.segs = filterSegments(t.filtered[:0], t.segs[:0], page, t.eng.families)
 	prev := t.ep.Metrics()
 	if t.havePrev && bytes.Equal(t.filtered, t.prev) {
 		next := *prev
@@ -201,15 +209,25 @@ func (t *target) apply(page []byte, now time.Time) (reason string, err error) {
 		t.countFieldErrors(t.failedFields)
 		return "", nil
 	}
-	t.rd.Reset(t.filtered)
+	text, reused := t.changedText()
+	t.rd.Reset(text)
 	fams, err := t.text.TextToMetricFamilies(&t.rd)
 	if err != nil {
-		t.havePrev = false
+		t.forgetPrev()
 		return reasonParse, fmt.Errorf("parse metrics page: %w", err)
+	}
+	for _, i := range reused {
+		name := t.eng.families[i]
+		if _, dup := fams[name]; dup {
+			// Cannot happen with distinct segments; parse it all to be sure.
+			t.forgetPrev()
+			return t.apply(page, now)
+		}
+		fams[name] = t.prevFams[name]
 	}
 	next, failed, ferr := t.eng.extract(fams, prev, &t.lora)
 	if t.eng.enabled != 0 && failed == t.eng.enabled {
-		t.havePrev = false
+		t.forgetPrev()
 		return reasonNoMetrics, fmt.Errorf("no configured metric on the page: %w", ferr)
 	}
 	next.UpdateTime = now
@@ -217,7 +235,60 @@ func (t *target) apply(page []byte, now time.Time) (reason string, err error) {
 	t.lastOK = now
 	t.noteFields(failed, ferr)
 	t.filtered, t.prev, t.havePrev = t.prev, t.filtered, true
+	t.segs, t.prevSegs, t.prevFams = t.prevSegs, t.segs, fams
 	return "", nil
+}
+
+// changedText returns the part of t.filtered to parse and the families
+// whose lines are byte-for-byte those of the last applied page, to be taken
+// from its parse. It returns the whole page when that page cannot be
+// trusted: none applied yet, a family split into several runs, or a line the
+// filter kept only for the parser to reject.
+func (t *target) changedText() ([]byte, []int) {
+	if !t.havePrev || t.prevFams == nil || !distinctFamilies(t.segs) || !distinctFamilies(t.prevSegs) {
+		return t.filtered, nil
+	}
+	var reused []int
+	t.changed = t.changed[:0]
+	for _, sg := range t.segs {
+		cur := t.filtered[sg.start:sg.end]
+		if p, ok := findSegment(t.prevSegs, sg.family); ok && bytes.Equal(cur, t.prev[p.start:p.end]) {
+			if _, parsed := t.prevFams[t.eng.families[sg.family]]; parsed {
+				reused = append(reused, sg.family)
+				continue
+			}
+		}
+		t.changed = append(t.changed, cur...)
+	}
+	return t.changed, reused
+}
+
+// forgetPrev drops the last applied page after a failure, so the next page
+// is compared with nothing and parsed whole.
+func (t *target) forgetPrev() {
+	t.havePrev, t.prevFams = false, nil
+}
+
+// distinctFamilies reports whether every run is of a wanted family and no
+// family has two runs.
+func distinctFamilies(segs []segment) bool {
+	var seen uint64
+	for _, sg := range segs {
+		if sg.family < 0 || sg.family >= 64 || seen&(1<<sg.family) != 0 {
+			return false
+		}
+		seen |= 1 << sg.family
+	}
+	return true
+}
+
+func findSegment(segs []segment, family int) (segment, bool) {
+	for _, sg := range segs {
+		if sg.family == family {
+			return sg, true
+		}
+	}
+	return segment{}, false
 }
 
 func (t *target) countFieldErrors(failed fieldSet) {
