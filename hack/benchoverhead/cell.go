@@ -29,9 +29,13 @@ func (k cellKey) seed(step int) uint64 {
 // reference runs repeated with the arms alternating, the ladders once.
 func (r *runner) pair(ctx context.Context, epp, floor *arm, k cellKey) (overhead.Row, error) {
 	row := overhead.Row{Endpoints: k.endpoints, Concurrency: k.concurrency, PromptBytes: k.prompt}
+	repeats := r.p.repeats(k)
+	if repeats != r.p.repeat {
+		row.Repeats = repeats
+	}
 	resetPeakRSS(epp.server.pid())
 	resetPeakRSS(floor.server.pid())
-	for range r.p.repeat {
+	for range repeats {
 		err := r.alternate(ctx, epp, floor, &row, func(a *arm, out *overhead.Arm) error {
 			run, err := r.warmed(ctx, a, r.closed(k, r.p.probe))
 			out.Capacities = append(out.Capacities, run)
@@ -46,7 +50,7 @@ func (r *runner) pair(ctx context.Context, epp, floor *arm, k cellKey) (overhead
 	} else {
 		r.logf("epp   %s: no request completed in the capacity runs: %v", k, row.EPP.Capacities[0].Errors)
 	}
-	for i := range r.p.repeat {
+	for i := range repeats {
 		err := r.alternate(ctx, epp, floor, &row, func(a *arm, out *overhead.Arm) error {
 			if i == 0 {
 				if err := r.ladder(ctx, a, k, out); err != nil {
@@ -111,7 +115,7 @@ func (r *runner) finishPair(ctx context.Context, epp, floor *arm, k cellKey, row
 			a.name, k, c.Median, c.Min, c.Max, a.arm.Sustained, row.ReferenceRate,
 			a.arm.Reference(p50).Median, a.arm.Reference(p99).Median, a.arm.Capacity(overhead.Run.PerCore).Median)
 	}
-	r.logf("added %s: p50 %+.0fµs p99 %+.0fµs (medians of %d repeats)", k, row.AddedP50().Median, row.AddedP99().Median, r.p.repeat)
+	r.logf("added %s: p50 %+.0fµs p99 %+.0fµs (medians of %d repeats)", k, row.AddedP50().Median, row.AddedP99().Median, len(row.EPP.Capacities))
 	return nil
 }
 
@@ -211,7 +215,7 @@ func (r *runner) measure(ctx context.Context, a *arm, j job) (overhead.Run, erro
 	g := res.Result
 	run = overhead.Run{
 		Offered: g.Offered, Throughput: g.Throughput, Completed: g.Completed, Failed: g.Failed, Errors: g.Errors,
-		P50us: g.Latency.P50, P90us: g.Latency.P90, P99us: g.Latency.P99, P999us: g.Latency.P999, MaxUs: g.Latency.Max,
+		P50us: g.Latency.P50, P90us: g.Latency.P90, P99us: g.Latency.P99, P999us: g.Latency.P999, MaxUs: g.Latency.Max, WorstAtSeconds: g.WorstAtSeconds,
 		SvcP50us: g.Service.P50, SvcP99us: g.Service.P99, LagP50us: g.Lag.P50, LagP99us: g.Lag.P99,
 		CPUSeconds: c1 - c0, GenCPUSeconds: g1 - g0, WallSeconds: wall,
 		ScrapesPerSecond: (scr1 - scr0) / time.Since(t0).Seconds(), CPUPressurePct: p0.pct(),

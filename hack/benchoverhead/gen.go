@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/openepp/openepp/pkg/extproc"
@@ -98,6 +99,9 @@ func runJob(ctx context.Context, ex *exchanger, j job) (loadgen.Result, error) {
 	if j.Probe {
 		return loadgen.Result{}, probe(ctx, ex, j)
 	}
+	// Collect now, outside the measurement: with GOGC=off (genGC) the run
+	// then allocates into a clean heap and never pauses for a collection.
+	runtime.GC()
 	o := loadgen.Options{Rate: j.Rate, Concurrency: j.Concurrency, Duration: j.Duration, MaxRequests: j.MaxRequests, Seed: j.Seed}
 	return loadgen.Run(ctx, o, func(ctx context.Context, seq int) (time.Time, error) {
 		return ex.exchange(ctx, seq, j.PromptBytes)

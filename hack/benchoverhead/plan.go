@@ -42,9 +42,11 @@ type plan struct {
 	minDelivered float64
 	// maxRequests caps every run (0: only the duration bounds it).
 	maxRequests int
-	// repeat is how many times each cell's probe and reference run.
-	repeat    int
-	pageBytes int // filled in from the metrics servers
+	// repeat is how many times each cell's probe and reference run;
+	// targetRepeat replaces it in the cell the targets are judged on, whose
+	// tail needs more samples than the others.
+	repeat, targetRepeat int
+	pageBytes            int // filled in from the metrics servers
 }
 
 func newPlan(o runOptions) plan {
@@ -53,16 +55,16 @@ func newPlan(o runOptions) plan {
 		warm: 300 * time.Millisecond, probe: 1500 * time.Millisecond, step: 1500 * time.Millisecond,
 		ref: 2 * time.Second, idle: time.Second, settle: time.Second, profile: 5 * time.Second,
 		ladder: []float64{1.0, 0.85, 0.7, 0.5, 0.3}, refFraction: 0.5,
-		p99Bound: 10 * time.Millisecond, minDelivered: 0.95, repeat: 3,
+		p99Bound: 10 * time.Millisecond, minDelivered: 0.95, repeat: 3, targetRepeat: 7,
 	}
 	if o.quick {
 		p.endpoints, p.concurrency, p.prompts = []int{10}, []int{16}, []int{1 << 10}
 		p.warm, p.probe, p.step, p.ref = 100*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
 		p.idle, p.settle, p.profile = 300*time.Millisecond, 300*time.Millisecond, time.Second
-		p.ladder, p.maxRequests, p.repeat = []float64{0.85, 0.5}, 300, 1
+		p.ladder, p.maxRequests, p.repeat, p.targetRepeat = []float64{0.85, 0.5}, 300, 1, 1
 	}
 	if o.repeat > 0 {
-		p.repeat = o.repeat
+		p.repeat, p.targetRepeat = o.repeat, o.repeat
 	}
 	if len(o.endpoints) > 0 {
 		p.endpoints = o.endpoints
@@ -79,11 +81,22 @@ func newPlan(o runOptions) plan {
 	return p
 }
 
+// targetCell is the cell the targets are set on.
+var targetCell = cellKey{100, 16, 1 << 10}
+
+// repeats is how many times cell k is measured.
+func (p plan) repeats(k cellKey) int {
+	if k == targetCell {
+		return p.targetRepeat
+	}
+	return p.repeat
+}
+
 // profileCell is the cell whose EPP capacity run is profiled: the one the
 // targets are set on (100 endpoints, concurrency 16, 1 KiB) when planned,
 // else the first.
 func (p plan) profileCell() cellKey {
-	want := cellKey{100, 16, 1 << 10}
+	want := targetCell
 	if slices.Contains(p.endpoints, want.endpoints) && slices.Contains(p.concurrency, want.concurrency) && slices.Contains(p.prompts, want.prompt) {
 		return want
 	}

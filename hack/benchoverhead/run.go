@@ -44,6 +44,8 @@ type runOptions struct {
 	endpoints        []int
 	concurrency      []int
 	promptKiB        []int
+	// eppFlags are extra EPP flags for what-if runs; the report states them.
+	eppFlags []string
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
@@ -62,6 +64,13 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	intsFlag(fs, &o.endpoints, "endpoints", "endpoint counts (default 10,100,1000)")
 	intsFlag(fs, &o.concurrency, "concurrency", "concurrencies (default 1,16,64)")
 	intsFlag(fs, &o.promptKiB, "prompt-kib", "prompt sizes in KiB (default 1,100)")
+	fs.Func("epp-flag", "an extra EPP flag such as --metrics-scrape-slots=-1 (what-if runs; repeatable; the report states them)", func(s string) error {
+		if !strings.HasPrefix(s, "-") {
+			return fmt.Errorf("%q is not a flag", s)
+		}
+		o.eppFlags = append(o.eppFlags, s)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -205,7 +214,7 @@ func (r *runner) run(ctx context.Context) (*overhead.Report, error) {
 
 func (r *runner) settings() overhead.Settings {
 	return overhead.Settings{
-		TLS: r.o.tls, ScrapeInterval: r.o.scrapeInterval.String(), PickerConfig: randomPickerConfig,
+		TLS: r.o.tls, ScrapeInterval: r.o.scrapeInterval.String(), PickerConfig: randomPickerConfig, EPPFlags: r.o.eppFlags,
 		ChunkBytes: extproc.DefaultChunkSize, Response: r.o.response, Connections: r.o.conns,
 		ProbeSeconds: r.p.probe.Seconds(), StepSeconds: r.p.step.Seconds(), RefSeconds: r.p.ref.Seconds(),
 		Ladder: r.p.ladder, RefFraction: r.p.refFraction, P99BoundMs: float64(r.p.p99Bound) / float64(time.Millisecond),

@@ -47,9 +47,19 @@ func renderTargets(w io.Writer, rep *overhead.Report) {
 		"p99 added latency **%s µs** (%s) at %s req/s (target < 1,000 µs: **%s**); **%s req/s per EPP core** (%s; target ≥ 10,000: **%s**); "+
 		"sustained %s req/s on one pinned core. Upstream v1.5.0 was measured at about 4,750 req/s on 2 cores with p99 ≈ 11 ms at 50 endpoints "+
 		"(different machine and harness: a ratio, not a race).\n",
-		rep.Settings.Repeats, signed(added.Median), rangeText(added, signed), thousands(row.ReferenceRate),
+		len(row.EPP.Capacities), signed(added.Median), rangeText(added, signed), thousands(row.ReferenceRate),
 		verdict(added.Median < targetAddedP99us), thousands(perCore.Median), rangeText(perCore, thousands),
 		verdict(perCore.Median >= targetPerCore), thousands(row.EPP.Sustained))
+}
+
+// targetRepeats is how many times the target cell was measured.
+func targetRepeats(rep *overhead.Report) int {
+	for _, row := range rep.Rows {
+		if row.Endpoints == 100 && row.Concurrency == 16 && row.PromptBytes == 1<<10 {
+			return len(row.EPP.Capacities)
+		}
+	}
+	return rep.Settings.Repeats
 }
 
 // rangeText is a statistic's "min–max" in format f.
@@ -83,8 +93,11 @@ func renderOverhead(w io.Writer, rep *overhead.Report, plots []string) {
 		deflt = "**not** the EPP's default of 50ms"
 	}
 	fmt.Fprintf(w, overheadMethod, s.Response, s.ChunkBytes>>10, s.Connections, tlsWord(s.TLS), s.ScrapeInterval, deflt,
-		s.MetricsPage, s.Repeats, s.ProbeSeconds, ladderText(s.Ladder), s.StepSeconds, s.P99BoundMs, s.MinDelivered*100,
+		s.MetricsPage, s.Repeats, targetRepeats(rep), s.ProbeSeconds, ladderText(s.Ladder), s.StepSeconds, s.P99BoundMs, s.MinDelivered*100,
 		s.RefFraction*100, s.RefSeconds)
+	if len(s.EPPFlags) > 0 {
+		fmt.Fprintf(w, "The EPP ran with extra flags: `%s`.\n\n", strings.Join(s.EPPFlags, " "))
+	}
 	if rep.Machine.Pinning != "" {
 		fmt.Fprintf(w, "Pinning: %s. Load average before / after the run: %s / %s; %s. The run took %.0f s.\n\n",
 			rep.Machine.Pinning, rep.Machine.LoadAvgStart, rep.Machine.LoadAvgEnd, pressureText(rep.Machine.CPUPressurePct), rep.WallSeconds)
@@ -108,9 +121,12 @@ ext_proc client (` + "`pkg/extproc`" + `, FULL_DUPLEX_STREAMED both ways): per r
 headers and the body in Envoy-sized chunks, waits for the routing decision, then plays the response phase
 (response phase: %s; %d KiB chunks; gRPC connections: %d; %s in both arms). Arms: **floor** = the no-op
 ext_proc server (` + "`extproc.NoopServer`" + `, same gRPC stack and message pattern as the EPP, no parsing, no
-scheduling); **EPP** = ` + "`cmd/epp`" + ` with the random picker only, scraping every simulated endpoint's metrics
-page every %s (%s; pages of %d bytes with real vLLM metric names whose load gauges change on every
-scrape). Both servers stay up. Each cell's capacity and reference runs are repeated **%d** times with the arms
+scheduling); **EPP** = ` + "`cmd/epp`" + ` as shipped (its default ` + "`GOGC=400`" + `) with the random picker only, scraping every
+simulated endpoint's metrics page every %s (%s; pages of %d bytes with real vLLM metric names whose load gauges
+change on every scrape, served by a minimal HTTP/1.1 responder so the metrics servers take little of the
+generator's core). The generator's own garbage collector is off during a run and runs between runs. Both servers
+stay up. Each cell's capacity and reference runs are repeated **%d** times (the target cell, 100 endpoints × C=16 ×
+1 KiB: **%d** times, its tail needing more samples) with the arms
 alternating (EPP, floor, EPP, floor, …; the EPP paused by SIGSTOP while the floor runs, so its scraping cannot
 disturb it), so a slow drift of the shared machine's load hits both arms; every figure below is the **median** over
 the repeats, with the min … max range where shown. Every run is preceded by a discarded closed-loop warm-up.

@@ -121,6 +121,10 @@ type Result struct {
 	// of Latency, and measures the generator and its machine, not the
 	// system under test.
 	Lag Percentiles `json:"lag_us"`
+	// WorstAtSeconds is when, from the start, the request with the highest
+	// latency was meant to be sent: a tail that sits at the very start of
+	// every run points at the harness, not the system under test.
+	WorstAtSeconds float64 `json:"worst_at_s"`
 }
 
 // Run drives fn as o describes and returns the measurements. It returns an
@@ -245,6 +249,8 @@ type recorder struct {
 	sent, failed     int
 	errs             []string
 	last             time.Time
+	worst            time.Duration
+	worstAt          time.Time
 }
 
 func (r *recorder) add(intended, begin, mark, end time.Time, err error) {
@@ -259,7 +265,11 @@ func (r *recorder) add(intended, begin, mark, end time.Time, err error) {
 		}
 		return
 	}
-	r.latency = append(r.latency, mark.Sub(intended))
+	lat := mark.Sub(intended)
+	if lat > r.worst {
+		r.worst, r.worstAt = lat, intended
+	}
+	r.latency = append(r.latency, lat)
 	r.service = append(r.service, mark.Sub(begin))
 }
 
@@ -267,7 +277,12 @@ func summarise(o Options, start time.Time, recs []recorder) Result {
 	res := Result{Offered: o.Rate, Concurrency: o.Concurrency}
 	var lat, svc, lag []time.Duration
 	last := start
+	var worst time.Duration
 	for _, r := range recs {
+		if r.worst > worst {
+			worst = r.worst
+			res.WorstAtSeconds = r.worstAt.Sub(start).Seconds()
+		}
 		res.Sent += r.sent
 		res.Failed += r.failed
 		lat = append(lat, r.latency...)

@@ -60,16 +60,18 @@ type Machine struct {
 
 // Settings are the benchmark's parameters.
 type Settings struct {
-	TLS            bool    `json:"tls"`
-	ScrapeInterval string  `json:"scrape_interval"`
-	PickerConfig   string  `json:"picker_config"`
-	ChunkBytes     int     `json:"chunk_bytes"`
-	Response       string  `json:"response"`
-	Connections    int     `json:"connections"`
-	MetricsPage    int     `json:"metrics_page_bytes"`
-	ProbeSeconds   float64 `json:"probe_s"`
-	StepSeconds    float64 `json:"step_s"`
-	RefSeconds     float64 `json:"reference_s"`
+	TLS            bool   `json:"tls"`
+	ScrapeInterval string `json:"scrape_interval"`
+	PickerConfig   string `json:"picker_config"`
+	// EPPFlags are extra flags the EPP ran with (what-if runs).
+	EPPFlags     []string `json:"epp_flags,omitempty"`
+	ChunkBytes   int      `json:"chunk_bytes"`
+	Response     string   `json:"response"`
+	Connections  int      `json:"connections"`
+	MetricsPage  int      `json:"metrics_page_bytes"`
+	ProbeSeconds float64  `json:"probe_s"`
+	StepSeconds  float64  `json:"step_s"`
+	RefSeconds   float64  `json:"reference_s"`
 	// Ladder lists the fractions of the closed-loop capacity tried, highest
 	// first, when searching the sustained rate.
 	Ladder []float64 `json:"ladder"`
@@ -102,6 +104,9 @@ type Row struct {
 	Endpoints   int `json:"endpoints"`
 	Concurrency int `json:"concurrency"`
 	PromptBytes int `json:"prompt_bytes"`
+	// Repeats, when set, overrides Settings.Repeats for this row (the
+	// target cell is measured more often).
+	Repeats int `json:"repeats,omitempty"`
 	// ReferenceRate is the offered rate both arms' Reference runs used.
 	ReferenceRate float64 `json:"reference_rps"`
 	EPP           Arm     `json:"epp"`
@@ -213,8 +218,11 @@ type Run struct {
 	P99us      float64  `json:"p99_us"`
 	P999us     float64  `json:"p999_us"`
 	MaxUs      float64  `json:"max_us"`
-	SvcP50us   float64  `json:"service_p50_us"`
-	SvcP99us   float64  `json:"service_p99_us"`
+	// WorstAtSeconds is when the slowest request was meant to be sent,
+	// from the start of the run.
+	WorstAtSeconds float64 `json:"worst_at_s"`
+	SvcP50us       float64 `json:"service_p50_us"`
+	SvcP99us       float64 `json:"service_p99_us"`
 	// LagP50us and LagP99us are the load generator's own wake-up lag: how
 	// late a slot that was free before an arrival's intended time actually
 	// sent it (open loop only). It is part of both arms' latencies.
@@ -281,7 +289,11 @@ func (r *Report) Validate() error {
 		errs = append(errs, fmt.Errorf("repeats %d, want >= 1", r.Settings.Repeats))
 	}
 	for i, row := range r.Rows {
-		errs = append(errs, row.validate(i, r.Settings.Repeats))
+		n := r.Settings.Repeats
+		if row.Repeats > 0 {
+			n = row.Repeats
+		}
+		errs = append(errs, row.validate(i, n))
 	}
 	return errors.Join(errs...)
 }
