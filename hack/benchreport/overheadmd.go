@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/openepp/openepp/hack/benchoverhead/overhead"
+	"github.com/openepp/openepp/pkg/metrics"
 )
 
 // The overhead targets of the issue, at 100 endpoints, concurrency 16 and
@@ -295,6 +296,16 @@ func failures(a overhead.Arm) (int, []string) {
 func renderFindings(w io.Writer, rep *overhead.Report) {
 	var fs []string
 	for _, i := range rep.Idle {
+		capped := i.TargetScrapesPerSecond > metrics.DefaultMaxScrapesPerSecond &&
+			i.ScrapesPerSecond >= 0.9*metrics.DefaultMaxScrapesPerSecond && len(rep.Settings.EPPFlags) == 0
+		if capped {
+			fs = append(fs, fmt.Sprintf("At %d endpoints the %s interval would ask for %s scrapes/s; the EPP's default cap "+
+				"(`--max-scrapes-per-second`, %s) stretched it to %.0f ms per endpoint, and the idle EPP made %s scrapes/s on "+
+				"%.2f cores. The tail latencies above include those scrapes sharing the EPP's one core with the requests.",
+				i.Endpoints, rep.Settings.ScrapeInterval, thousands(i.TargetScrapesPerSecond), thousands(metrics.DefaultMaxScrapesPerSecond),
+				float64(i.Endpoints)/metrics.DefaultMaxScrapesPerSecond*1000, thousands(i.ScrapesPerSecond), i.EPPCores))
+			continue
+		}
 		if i.TargetScrapesPerSecond > 0 && i.ScrapesPerSecond < 0.9*i.TargetScrapesPerSecond {
 			fs = append(fs, fmt.Sprintf("At %d endpoints the idle EPP used %.2f cores and still managed only %s of the %s scrapes/s "+
 				"its %s interval asks for: scraping alone needs more than the core it has (or can get on this machine), and "+
