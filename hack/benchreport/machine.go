@@ -40,14 +40,16 @@ func collectMachine(now time.Time) machineInfo {
 }
 
 // gitCommit is the checked-out commit, marked when the tree differs from
-// it (read-only git commands).
+// it (read-only git commands). The benchmark outputs themselves do not
+// count: a fresh run always rewrites them.
 func gitCommit() string {
 	out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
 	if err != nil {
 		return "unknown (not a git checkout)"
 	}
 	c := strings.TrimSpace(string(out))
-	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no", "--",
+		".", ":!docs/benchmarks", ":!docs/benchmarks.md").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
 		c += " with uncommitted changes"
 	}
 	return c
