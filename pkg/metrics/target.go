@@ -54,6 +54,7 @@ type target struct {
 	segs, prevSegs []segment
 	prevFams       map[string]*dto.MetricFamily
 	changed        []byte
+	reused         []int
 	havePrev       bool
 }
 
@@ -248,19 +249,18 @@ func (t *target) changedText() ([]byte, []int) {
 	if !t.havePrev || t.prevFams == nil || !distinctFamilies(t.segs) || !distinctFamilies(t.prevSegs) {
 		return t.filtered, nil
 	}
-	var reused []int
-	t.changed = t.changed[:0]
+	t.changed, t.reused = t.changed[:0], t.reused[:0]
 	for _, sg := range t.segs {
 		cur := t.filtered[sg.start:sg.end]
 		if p, ok := findSegment(t.prevSegs, sg.family); ok && bytes.Equal(cur, t.prev[p.start:p.end]) {
 			if _, parsed := t.prevFams[t.eng.families[sg.family]]; parsed {
-				reused = append(reused, sg.family)
+				t.reused = append(t.reused, sg.family)
 				continue
 			}
 		}
 		t.changed = append(t.changed, cur...)
 	}
-	return t.changed, reused
+	return t.changed, t.reused
 }
 
 // forgetPrev drops the last applied page after a failure, so the next page
