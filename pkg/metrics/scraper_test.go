@@ -287,8 +287,8 @@ func TestPhase(t *testing.T) {
 	}{
 		{name: "spread", slots: -1, distinct: func(n int) bool { return n > 20 }},
 		{name: "auto: 40 endpoints in waves of 25", slots: 0, distinct: func(n int) bool { return n >= 2 && n <= 4 }},
-		{name: "one slot", slots: 1, distinct: func(n int) bool { return n <= 2 }},             // 2: a rounding edge
-		{name: "four slots", slots: 4, distinct: func(n int) bool { return n >= 2 && n <= 6 }}, // 12.5 ms offsets round either way
+		{name: "one slot", slots: 1, distinct: func(n int) bool { return n == 1 }},
+		{name: "four slots", slots: 4, distinct: func(n int) bool { return n >= 2 && n <= 4 }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -303,15 +303,14 @@ func TestPhase(t *testing.T) {
 				t.Fatal(err)
 			}
 			offsets := map[time.Duration]bool{}
+			now := time.Now()
 			for _, ep := range st.Snapshot() {
-				start := time.Now()
-				p := s.newTarget(ep).phase()
+				p := s.newTarget(ep).phaseAt(now)
 				if p < iv/8 || p >= iv+iv/8 {
 					t.Fatalf("phase %v outside [%v, %v)", p, iv/8, iv+iv/8)
 				}
-				// Where in the shared grid the first tick lands, rounded to 1ms.
-				at := time.Duration(start.Add(p).UnixNano()%int64(iv)).Round(time.Millisecond) % iv
-				offsets[at] = true
+				// Where in the shared grid the first tick lands.
+				offsets[time.Duration(now.Add(p).UnixNano()%int64(iv))] = true
 			}
 			if !tc.distinct(len(offsets)) {
 				t.Errorf("%d distinct scrape instants for 40 endpoints", len(offsets))

@@ -109,7 +109,10 @@ func (t *target) run(ctx context.Context) {
 // endpoints, so that with slots > 0 endpoints of a wave wake together. An
 // instant closer than an eighth of the interval is skipped: the scrape that
 // just ended was late enough to stand for it.
-func (t *target) phase() time.Duration {
+func (t *target) phase() time.Duration { return t.phaseAt(time.Now()) }
+
+// phaseAt is phase as seen at now.
+func (t *target) phaseAt(now time.Time) time.Duration {
 	h := fnv.New64a()
 	_, _ = io.WriteString(h, t.ep.Name+"|"+t.ep.MetricsHostPort)
 	sum := mix(h.Sum64())
@@ -119,7 +122,7 @@ func (t *target) phase() time.Duration {
 	if slots > 0 {
 		offset = int64(sum%uint64(slots)) * (iv / slots)
 	}
-	d := (offset - time.Now().UnixNano()%iv + iv) % iv
+	d := (offset - now.UnixNano()%iv + iv) % iv
 	if d < iv/8 {
 		d += iv
 	}
