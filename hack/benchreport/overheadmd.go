@@ -55,10 +55,8 @@ func renderTargets(w io.Writer, rep *overhead.Report) {
 
 // targetRepeats is how many times the target cell was measured.
 func targetRepeats(rep *overhead.Report) int {
-	for _, row := range rep.Rows {
-		if row.Endpoints == 100 && row.Concurrency == 16 && row.PromptBytes == 1<<10 {
-			return len(row.EPP.Capacities)
-		}
+	if row, ok := targetRow(rep); ok {
+		return len(row.EPP.Capacities)
 	}
 	return rep.Settings.Repeats
 }
