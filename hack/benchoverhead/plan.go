@@ -55,7 +55,7 @@ func newPlan(o runOptions) plan {
 		warm: 300 * time.Millisecond, probe: 1500 * time.Millisecond, step: 1500 * time.Millisecond,
 		ref: 2 * time.Second, idle: time.Second, settle: time.Second, profile: 5 * time.Second,
 		ladder: []float64{1.0, 0.85, 0.7, 0.5, 0.3}, refFraction: 0.5,
-		p99Bound: 10 * time.Millisecond, minDelivered: 0.95, repeat: 3, targetRepeat: 7,
+		p99Bound: 10 * time.Millisecond, minDelivered: 0.95, repeat: 3, targetRepeat: 11,
 	}
 	if o.quick {
 		p.endpoints, p.concurrency, p.prompts = []int{10}, []int{16}, []int{1 << 10}
@@ -65,6 +65,9 @@ func newPlan(o runOptions) plan {
 	}
 	if o.repeat > 0 {
 		p.repeat, p.targetRepeat = o.repeat, o.repeat
+	}
+	if o.refFraction > 0 {
+		p.refFraction = o.refFraction
 	}
 	if len(o.endpoints) > 0 {
 		p.endpoints = o.endpoints

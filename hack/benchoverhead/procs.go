@@ -45,12 +45,18 @@ type procSpec struct {
 	logDir string
 	pipes  bool
 	env    []string // added to this process's environment
+	// nice, when > 0, lowers the child's CPU priority by that much, so
+	// that on a shared CPU it yields to the process it stands beside.
+	nice int
 }
 
 // startProc starts a child with stderr in a log file. The child is killed
 // if this process dies (Pdeathsig).
 func startProc(spec procSpec) (*proc, error) {
 	argv := spec.argv
+	if _, err := exec.LookPath("nice"); spec.nice > 0 && err == nil {
+		argv = append([]string{"nice", "-n", strconv.Itoa(spec.nice)}, argv...)
+	}
 	if spec.cpu >= 0 {
 		argv = append([]string{"taskset", "-c", strconv.Itoa(spec.cpu)}, argv...)
 	}

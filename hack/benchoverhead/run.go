@@ -46,6 +46,8 @@ type runOptions struct {
 	promptKiB        []int
 	// eppFlags are extra EPP flags for what-if runs; the report states them.
 	eppFlags []string
+	// refFraction, when > 0, replaces the plan's reference rate fraction.
+	refFraction float64
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
@@ -61,6 +63,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	fs.IntVar(&o.repeat, "repeat", 0, "runs of each cell's capacity and reference measurements, arms alternating; the report takes medians (default 3, 1 with --quick)")
 	fs.StringVar(&o.response, "response", responseFull, "response phase per exchange: full or none")
 	fs.DurationVar(&o.scrapeInterval, "scrape-interval", defaultScrapeInterval, "the EPP's --refresh-metrics-interval (what-if runs; the report states it)")
+	fs.Float64Var(&o.refFraction, "reference-fraction", 0, "reference rate as a fraction of the EPP arm's capacity (what-if runs; default 0.5; the report states it)")
 	intsFlag(fs, &o.endpoints, "endpoints", "endpoint counts (default 10,100,1000)")
 	intsFlag(fs, &o.concurrency, "concurrency", "concurrencies (default 1,16,64)")
 	intsFlag(fs, &o.promptKiB, "prompt-kib", "prompt sizes in KiB (default 1,100)")
@@ -83,6 +86,9 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	}
 	if o.repeat < 0 {
 		errs = append(errs, fmt.Errorf("--repeat must be >= 1, got %d", o.repeat))
+	}
+	if o.refFraction < 0 || o.refFraction > 1 {
+		errs = append(errs, fmt.Errorf("--reference-fraction must be in (0, 1], got %v", o.refFraction))
 	}
 	if o.scrapeInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--scrape-interval must be > 0, got %s", o.scrapeInterval))

@@ -122,8 +122,8 @@ headers and the body in Envoy-sized chunks, waits for the routing decision, then
 ext_proc server (` + "`extproc.NoopServer`" + `, same gRPC stack and message pattern as the EPP, no parsing, no
 scheduling); **EPP** = ` + "`cmd/epp`" + ` as shipped (its default ` + "`GOGC=400`" + `) with the random picker only, scraping every
 simulated endpoint's metrics page every %s (%s; pages of %d bytes with real vLLM metric names whose load gauges
-change on every scrape, served by a minimal HTTP/1.1 responder so the metrics servers take little of the
-generator's core). The generator's own garbage collector is off during a run and runs between runs. Both servers
+change on every scrape, served by a minimal HTTP/1.1 responder at nice 10 on the generator's core, so that their
+bursts of answers, which in production come from other machines, barely delay the generator's sends in the EPP arm). The generator's own garbage collector is off during a run and runs between runs. Both servers
 stay up. Each cell's capacity and reference runs are repeated **%d** times (the target cell, 100 endpoints × C=16 ×
 1 KiB: **%d** times, its tail needing more samples) with the arms
 alternating (EPP, floor, EPP, floor, …; the EPP paused by SIGSTOP while the floor runs, so its scraping cannot

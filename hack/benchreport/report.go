@@ -74,18 +74,23 @@ const caveats = `## Caveats
 - **Tails measure the machine first.** With other work on the same cores, a pinned server is still preempted
   for milliseconds at a time, and "added p99" is the difference of two noisy numbers. The benchmark therefore
   repeats each cell's measurements with the arms alternating and reports medians with their range (the target
-  cell 7 times): a median is robust to one bad repeat, not to a machine that is busy throughout. Read the range
+  cell more often): a median is robust to one bad repeat, not to a machine that is busy throughout. Read the range
   column before the median, and the generator-lag column too: a lag p99 of the same order as the added p99 means
   the tail is the harness's. The p50s, the CPU time per request and the per-core throughput are far steadier.
   (Reports before 2026-11-26 also carried 40–50 ms stalls of the load generator's own garbage collector in random
   runs of both arms; the generator now collects only between runs.)
 - **Where the EPP's extra tail comes from.** At the target cell the EPP's CPU per request is within about 10 % of
-  the floor's, yet its p99 is several times the floor's. On one core the EPP also scrapes 2,000 pages/s; the
-  scrapes of a wave (25 endpoints share an instant by default) run back to back, for about a millisecond, while
-  requests that arrive meanwhile wait. What-if runs with ` + "`--scrape-interval 1s`" + ` (scraping nearly off)
-  shrank the service-time p99 gap to 0.4–1 ms; smaller waves (` + "`--epp-flag=--metrics-scrape-slots=20`" + `)
-  helped a little; one instant per endpoint cost more CPU than it saved in tail. With more than one core, as in
-  any real deployment, scraping runs beside the request path instead of in front of it.
+  the floor's, yet its p99 is well above the floor's. On one core the EPP also scrapes 2,000 pages/s, and that is
+  the main cause. What-if runs of the target cell on 2026-11-26 (15 repeats each; service-time p99 gap, EPP −
+  floor, which leaves out the generator's queueing): as shipped +1.1 to +1.7 ms in four runs; scraping nearly off
+  (` + "`--scrape-interval 10s`" + `) +0.6 ms, and its p50 gap fell from about +0.1 ms to +8 µs; scraping off and
+  ` + "`GOGC=2000`" + ` +0.35 ms; ` + "`GOGC=2000`" + ` alone, one scrape instant per endpoint
+  (` + "`--metrics-scrape-slots=-1`" + `), ` + "`GOMAXPROCS=2`" + ` on the one core, and the metrics servers at idle
+  CPU priority were all within the noise of the shipped binary (+1.4 to +2.2 ms). Logging every request showed the
+  EPP arm's slowest 1 % beginning within about 2 ms of a scrape wave's instant (25 endpoints share one by default),
+  the floor's spread evenly; spreading the waves removed that clustering but cost more CPU (idle 0.1 → 0.2–0.3
+  cores) and did not shrink the tail. With more than one core, as in any real deployment, scraping runs beside
+  the request path instead of in front of it.
 - **Pinning on 2 cores.** The server under test has CPU 0 to itself, but the load generator and every simulated
   model server's metrics page share CPU 1. At high rates or 1,000 endpoints CPU 1 saturates first (marked ‡ in the
   table): the measured capacity is then the harness's, a lower bound on the server's. The per-core figures come

@@ -54,6 +54,13 @@ func TestApplyReusesUnchangedFamilies(t *testing.T) {
 	}
 }
 
+// oddValues are values mutatePage sometimes writes instead of a small
+// integer, some of which only a parser can judge (the in-place value patch
+// must leave those to it): special floats, forms expfmt rejects, a
+// timestamp after the value, whitespace around it.
+var oddValues = []string{"0.25", "1e3", "-7",
+	"NaN", "+Inf", "-Inf", "0x1p3", "1_0", "", "x", "1 1700000000000", "2\t", "3 ", "\t4"}
+
 // mutatePage returns a variant of page: usually some wanted samples with
 // new values, sometimes a family removed, repeated at the end (split into
 // two runs), or a broken line.
@@ -71,7 +78,11 @@ func mutatePage(rng *rand.Rand, page []byte, families []string) ([]byte, string)
 	for i, l := range lines {
 		if wanted(l) >= 0 && rng.IntN(2) == 0 {
 			if sp := strings.LastIndexByte(l, ' '); sp > 0 {
-				lines[i] = l[:sp+1] + fmt.Sprint(rng.IntN(5))
+				v := fmt.Sprint(rng.IntN(5))
+				if rng.IntN(20) == 0 {
+					v = oddValues[rng.IntN(len(oddValues))]
+				}
+				lines[i] = l[:sp+1] + v
 			}
 		}
 	}

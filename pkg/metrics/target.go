@@ -201,7 +201,8 @@ func classify(err error, fallback string) string {
 // wanted lines as the last applied one) skips parsing and only refreshes
 // UpdateTime. On a changed page only the families whose lines changed are
 // parsed (a loaded server's queue and KV gauges change on every scrape, its
-// cache config and LoRA info rarely); the others keep the last parse.
+// cache config and LoRA info rarely); the others keep the last parse, with
+// their values patched in place when only values changed (patchValues).
 func (t *target) apply(page []byte, now time.Time) (reason string, err error) {
 	t.filtered, t.segs = filterSegments(t.filtered[:0], t.segs[:0], page, t.eng.families)
 	prev := t.ep.Metrics()
@@ -214,10 +215,19 @@ func (t *target) apply(page []byte, now time.Time) (reason string, err error) {
 		return "", nil
 	}
 	text, reused := t.changedText()
-	t.rd.Reset(text)
-	fams, err := t.text.TextToMetricFamilies(&t.rd)
+	var fams map[string]*dto.MetricFamily
+	if len(text) == 0 { // every change was a value patched in place
+		fams = make(map[string]*dto.MetricFamily, len(reused))
+	} else {
+		t.rd.Reset(text)
+		fams, err = t.text.TextToMetricFamilies(&t.rd)
+	}
 	if err != nil {
+		partial := len(text) < len(t.filtered)
 		t.forgetPrev()
+		if partial { // report the error as a whole-page parse words it
+			return t.apply(page, now)
+		}
 		return reasonParse, fmt.Errorf("parse metrics page: %w", err)
 	}
 	for _, i := range reused {
@@ -244,8 +254,8 @@ func (t *target) apply(page []byte, now time.Time) (reason string, err error) {
 }
 
 // changedText returns the part of t.filtered to parse and the families
-// whose lines are byte-for-byte those of the last applied page, to be taken
-// from its parse. It returns the whole page when that page cannot be
+// to take from the last applied page's parse: those whose lines are
+// byte-for-byte the same, and those patchValues brought up to date. It returns the whole page when that page cannot be
 // trusted: none applied yet, a family split into several runs, or a line the
 // filter kept only for the parser to reject.
 func (t *target) changedText() ([]byte, []int) {
@@ -255,8 +265,9 @@ func (t *target) changedText() ([]byte, []int) {
 	t.changed, t.reused = t.changed[:0], t.reused[:0]
 	for _, sg := range t.segs {
 		cur := t.filtered[sg.start:sg.end]
-		if p, ok := findSegment(t.prevSegs, sg.family); ok && bytes.Equal(cur, t.prev[p.start:p.end]) {
-			if _, parsed := t.prevFams[t.eng.families[sg.family]]; parsed {
+		if p, ok := findSegment(t.prevSegs, sg.family); ok {
+			prev := t.prev[p.start:p.end]
+			if fam, parsed := t.prevFams[t.eng.families[sg.family]]; parsed && (bytes.Equal(cur, prev) || patchValues(fam, cur, prev)) {
 				t.reused = append(t.reused, sg.family)
 				continue
 			}
