@@ -121,6 +121,11 @@ func (r Row) AddedP50() Stat { return r.added(func(x Run) float64 { return x.P50
 // AddedP99 is AddedP50 at the 99th percentile.
 func (r Row) AddedP99() Stat { return r.added(func(x Run) float64 { return x.P99us }) }
 
+// AddedServiceP99 is the same difference for the service time (from the
+// actual send), which leaves out the wait for a free slot in the generator:
+// the servers' own share of the tail.
+func (r Row) AddedServiceP99() Stat { return r.added(func(x Run) float64 { return x.SvcP99us }) }
+
 func (r Row) added(f func(Run) float64) Stat {
 	var d []float64
 	for i := range min(len(r.EPP.References), len(r.Floor.References)) {
