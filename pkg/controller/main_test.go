@@ -2,7 +2,6 @@ package controller_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -22,21 +21,7 @@ import (
 var env *kube.Env
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	var err error
-	if env, err = kube.Start(kube.Options{LLMD: true}); err != nil {
-		fmt.Fprintln(os.Stderr, "control plane:", err)
-		return 1
-	}
-	defer func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop control plane:", err)
-		}
-	}()
-	return m.Run()
+	os.Exit(kube.RunTests(m, kube.Options{LLMD: true}, &env))
 }
 
 // waitFor bounds every wait of a test.
@@ -46,14 +31,7 @@ const waitFor = 10 * time.Second
 // long it took.
 func eventually(t *testing.T, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > waitFor {
-			t.Fatalf("timed out after %s waiting for %s", waitFor, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(start)
+	return kube.Eventually(t, waitFor, 5*time.Millisecond, what, cond)
 }
 
 // eventuallyQuiet polls cond for up to waitFor without failing, so that

@@ -32,21 +32,7 @@ import (
 var env *kube.Env
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	var err error
-	if env, err = kube.Start(kube.Options{}); err != nil {
-		fmt.Fprintln(os.Stderr, "control plane:", err)
-		return 1
-	}
-	defer func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop control plane:", err)
-		}
-	}()
-	return m.Run()
+	os.Exit(kube.RunTests(m, kube.Options{}, &env))
 }
 
 const (
@@ -266,14 +252,7 @@ func hostPort(ip string, p int) string { return fmt.Sprintf("%s:%d", ip, p) }
 // how long it took.
 func eventually(t *testing.T, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > waitFor {
-			t.Fatalf("timed out after %s waiting for %s", waitFor, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
+	return kube.Eventually(t, waitFor, 10*time.Millisecond, what, cond)
 }
 
 // hasLine reports whether the metrics page has a line starting with prefix.
