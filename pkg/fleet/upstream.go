@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"encoding/binary"
+	"github.com/openepp/openepp/pkg/indexlist"
 	"math/rand/v2"
 
 	"github.com/cespare/xxhash/v2"
@@ -137,14 +138,13 @@ func upstreamHashes(dst []uint64, model string, prompt []byte) []uint64 {
 
 // lruSet is a set of block hashes with least-recently-added eviction.
 type lruSet struct {
-	pos        map[uint64]int32
-	keys       []uint64
-	prev, next []int32
-	head, tail int32 // head is the most recent; -1 when empty
-	free       []int32
+	pos   map[uint64]int32
+	keys  []uint64
+	order indexlist.List // front is the most recent
+	free  []int32
 }
 
-func newLRUSet() *lruSet { return &lruSet{pos: map[uint64]int32{}, head: -1, tail: -1} }
+func newLRUSet() *lruSet { return &lruSet{pos: map[uint64]int32{}} }
 
 // leading counts how many of hashes, from the first, the set holds.
 func (l *lruSet) leading(hashes []uint64) int {
@@ -159,13 +159,13 @@ func (l *lruSet) leading(hashes []uint64) int {
 // add makes h the most recent entry, evicting the oldest beyond capacity.
 func (l *lruSet) add(h uint64, capacity int) {
 	if i, ok := l.pos[h]; ok {
-		l.unlink(i)
-		l.pushFront(i)
+		l.order.Remove(i)
+		l.order.PushFront(i)
 		return
 	}
-	for len(l.pos) >= capacity && l.tail >= 0 {
-		old := l.tail
-		l.unlink(old)
+	for len(l.pos) >= capacity && l.order.Len() > 0 {
+		old := l.order.Back()
+		l.order.Remove(old)
 		delete(l.pos, l.keys[old])
 		l.free = append(l.free, old)
 	}
@@ -177,34 +177,8 @@ func (l *lruSet) add(h uint64, capacity int) {
 	} else {
 		i = int32(len(l.keys))
 		l.keys = append(l.keys, h)
-		l.prev = append(l.prev, -1)
-		l.next = append(l.next, -1)
+		l.order.Grow(len(l.keys))
 	}
 	l.pos[h] = i
-	l.pushFront(i)
-}
-
-func (l *lruSet) unlink(i int32) {
-	p, n := l.prev[i], l.next[i]
-	if p >= 0 {
-		l.next[p] = n
-	} else {
-		l.head = n
-	}
-	if n >= 0 {
-		l.prev[n] = p
-	} else {
-		l.tail = p
-	}
-	l.prev[i], l.next[i] = -1, -1
-}
-
-func (l *lruSet) pushFront(i int32) {
-	l.prev[i], l.next[i] = -1, l.head
-	if l.head >= 0 {
-		l.prev[l.head] = i
-	} else {
-		l.tail = i
-	}
-	l.head = i
+	l.order.PushFront(i)
 }

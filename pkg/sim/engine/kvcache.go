@@ -1,5 +1,7 @@
 package engine
 
+import "github.com/openepp/openepp/pkg/indexlist"
+
 // kvCache is a paged KV cache with automatic prefix caching in the manner of
 // vLLM v1's block pool:
 //   - a full block computed for a prompt is published under a chained hash
@@ -23,11 +25,9 @@ type kvCache struct {
 
 	ref  []int32  // reference count per block
 	hash []uint64 // published hash per block; 0 means none
-	prev []int32  // free-queue links; -1 ends the queue
-	next []int32
-
-	head, tail int32 // free queue ends; -1 when empty
-	queued     int   // blocks in the free queue
+	// freeQueue holds the unreferenced blocks handed out before, oldest
+	// release first: the next to be reused (and lose its cached hash).
+	freeQueue indexlist.List
 
 	cached map[uint64]int32 // published hash → block
 
@@ -36,14 +36,14 @@ type kvCache struct {
 
 func newKVCache(numBlocks, blockSize int) *kvCache {
 	return &kvCache{
-		numBlocks: numBlocks, blockSize: blockSize, head: -1, tail: -1,
+		numBlocks: numBlocks, blockSize: blockSize,
 		cached: make(map[uint64]int32),
 	}
 }
 
 // free is the number of blocks an allocation may take: never-used blocks
 // plus unreferenced ones, cached or not.
-func (c *kvCache) free() int { return c.numBlocks - int(c.fresh) + c.queued }
+func (c *kvCache) free() int { return c.numBlocks - int(c.fresh) + c.freeQueue.Len() }
 
 // used is the number of referenced blocks, the numerator of vLLM's
 // kv_cache_usage_perc.
@@ -75,7 +75,7 @@ func (c *kvCache) acquireHits(dst []int32, hashes []uint64, n int) []int32 {
 	for _, h := range hashes[:n] {
 		b := c.cached[h]
 		if c.ref[b] == 0 {
-			c.unlink(b)
+			c.freeQueue.Remove(b)
 		}
 		c.ref[b]++
 		dst = append(dst, b)
@@ -93,11 +93,10 @@ func (c *kvCache) allocate(dst []int32, n int) []int32 {
 			c.fresh++
 			c.ref = append(c.ref, 0)
 			c.hash = append(c.hash, 0)
-			c.prev = append(c.prev, -1)
-			c.next = append(c.next, -1)
+			c.freeQueue.Grow(int(c.fresh))
 		} else {
-			b = c.head
-			c.unlink(b)
+			b = c.freeQueue.Front()
+			c.freeQueue.Remove(b)
 			c.evict(b)
 		}
 		c.ref[b] = 1
@@ -114,7 +113,7 @@ func (c *kvCache) release(blocks []int32) {
 		b := blocks[i]
 		c.ref[b]--
 		if c.ref[b] == 0 {
-			c.pushTail(b)
+			c.freeQueue.PushBack(b)
 		}
 	}
 }
@@ -144,33 +143,6 @@ func (c *kvCache) evict(b int32) {
 	}
 	c.hash[b] = 0
 	c.evictions++
-}
-
-func (c *kvCache) pushTail(b int32) {
-	c.prev[b], c.next[b] = c.tail, -1
-	if c.tail >= 0 {
-		c.next[c.tail] = b
-	} else {
-		c.head = b
-	}
-	c.tail = b
-	c.queued++
-}
-
-func (c *kvCache) unlink(b int32) {
-	p, n := c.prev[b], c.next[b]
-	if p >= 0 {
-		c.next[p] = n
-	} else {
-		c.head = n
-	}
-	if n >= 0 {
-		c.prev[n] = p
-	} else {
-		c.tail = p
-	}
-	c.prev[b], c.next[b] = -1, -1
-	c.queued--
 }
 
 // Hashing: 64-bit FNV-1a over 32-bit token IDs, chained through the parent
