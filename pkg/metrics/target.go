@@ -255,9 +255,10 @@ func (t *target) apply(page []byte, now time.Time) (reason string, err error) {
 
 // changedText returns the part of t.filtered to parse and the families
 // to take from the last applied page's parse: those whose lines are
-// byte-for-byte the same, and those patchValues brought up to date. It returns the whole page when that page cannot be
-// trusted: none applied yet, a family split into several runs, or a line the
-// filter kept only for the parser to reject.
+// byte-for-byte the same, and those patchValues brought up to date. It
+// returns the whole page when that page cannot be trusted: none applied
+// yet, a family split into several runs, or a line the filter kept only
+// for the parser to reject.
 func (t *target) changedText() ([]byte, []int) {
 	if !t.havePrev || t.prevFams == nil || !distinctFamilies(t.segs) || !distinctFamilies(t.prevSegs) {
 		return t.filtered, nil
