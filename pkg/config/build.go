@@ -225,7 +225,10 @@ func (b *builder) assemble(seed uint64) (*scheduler.Scheduler, error) {
 	for _, ps := range b.cfg.SchedulingProfiles {
 		profiles = append(profiles, b.profile(ps))
 	}
-	return scheduler.New(scheduler.Options{Handler: handler, Profiles: profiles, Plugins: all, Seed: seed, Clock: b.h.Clock})
+	_, ref := b.cfg.detectorRef()
+	detector, _ := b.instances[ref].(scheduler.SaturationDetector) // checkDetector reported any other kind
+	return scheduler.New(scheduler.Options{Handler: handler, Profiles: profiles, Plugins: all,
+		SaturationDetector: detector, Seed: seed, Clock: b.h.Clock})
 }
 
 // profile places each entry by what it is: a plugin that is both a filter

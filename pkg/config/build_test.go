@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -106,6 +107,16 @@ schedulingProfiles: [{name: prefill, plugins: []}, {name: decode, plugins: []}]
 	name: "resolver cannot find its target",
 	yaml: header + "plugins: [{name: r, type: resolver-scorer, parameters: {target: nothing}}]\n",
 	want: []string{`plugins[0]: plugin "r": resolve: no plugin named "nothing"`},
+}, {
+	name: "the saturation detector must rate saturation",
+	yaml: header + "plugins: [{type: queue-scorer}, {type: max-score-picker}]\nsaturationDetector: {pluginRef: queue-scorer}\n" +
+		"schedulingProfiles: [{name: default, plugins: [{pluginRef: queue-scorer}, {pluginRef: max-score-picker}]}]\n",
+	want: []string{`saturationDetector.pluginRef: "queue-scorer" is a scorer, not a saturation detector`},
+}, {
+	name: "llm-d's detector reference is checked too",
+	yaml: llmd + "plugins: [{type: queue-scorer}, {type: max-score-picker}]\nflowControl: {saturationDetector: {pluginRef: max-score-picker}}\n" +
+		"schedulingProfiles: [{name: default, plugins: [{pluginRef: queue-scorer}, {pluginRef: max-score-picker}]}]\n",
+	want: []string{`flowControl.saturationDetector.pluginRef: "max-score-picker" is a picker, not a saturation detector`},
 }, {
 	name: "schema, type and factory problems together",
 	yaml: header + `plugins:
@@ -270,6 +281,16 @@ func TestBuiltSchedules(t *testing.T) {
 	}
 	if diff := cmp.Diff([]float64{2, 2, 3}, weights); diff != "" {
 		t.Errorf("weights (-want +got):\n%s", diff)
+	}
+	// The injected utilization-detector drives legacy admission: the
+	// stand-in rates every pool saturated, so only a sheddable request fails.
+	if d := b.Scheduler.SaturationDetector(); d == nil || d.TypedName().Name != "utilization-detector" {
+		t.Fatalf("saturation detector %v, want the default utilization-detector", d)
+	}
+	req := plugintest.Request("m", 100)
+	req.Priority = -1
+	if _, err := b.Scheduler.Schedule(context.Background(), b.Scheduler.NewState(), req, eps); !errors.Is(err, scheduler.ErrRejected) {
+		t.Errorf("sheddable request on a saturated pool: %v, want ErrRejected", err)
 	}
 }
 

@@ -12,6 +12,32 @@ func (b *builder) validateKinds() {
 	for i := range b.cfg.SchedulingProfiles {
 		b.checkProfile(i)
 	}
+	b.checkDetector()
+}
+
+// detectorRef is the configured saturation detector, top level (GIE) or
+// under flowControl (llm-d), with its path; validation has made sure two
+// given references agree.
+func (c *Config) detectorRef() (path, name string) {
+	switch {
+	case c.SaturationDetector != nil:
+		return "saturationDetector.pluginRef", c.SaturationDetector.PluginRef
+	case c.FlowControl != nil && c.FlowControl.SaturationDetector != nil:
+		return "flowControl.saturationDetector.pluginRef", c.FlowControl.SaturationDetector.PluginRef
+	}
+	return "", ""
+}
+
+// checkDetector refuses a saturation detector reference to a plugin that
+// cannot rate saturation: admission control would silently never shed.
+func (b *builder) checkDetector() {
+	path, name := b.cfg.detectorRef()
+	if _, built := b.instances[name]; !built {
+		return // no reference, a dangling one (reported), or an optional default skipped
+	}
+	if k := b.kind(name); !k.has(kindSaturation) {
+		b.ps.add(path, "%q is %s, not a saturation detector", name, k)
+	}
 }
 
 func (b *builder) checkHandler() {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/pickers"
@@ -85,8 +86,13 @@ type runnablePlugin struct{ *base }
 
 func (*runnablePlugin) Start(ctx context.Context) error { <-ctx.Done(); return nil }
 
-// plainPlugin stands in for extractors, parsers, detectors and policies.
+// plainPlugin stands in for extractors, parsers and policies.
 type plainPlugin struct{ *base }
+
+// detectorPlugin rates every pool saturated.
+type detectorPlugin struct{ filterPlugin }
+
+func (*detectorPlugin) Saturation([]*endpoint.Endpoint, time.Time) float64 { return 1 }
 
 // resolverScorer looks up the plugin named by its "target" parameter.
 type resolverScorer struct {
@@ -115,7 +121,7 @@ var (
 	mkRunnable maker = func(b *base) scheduler.Plugin { return &runnablePlugin{b} }
 	mkPlain    maker = func(b *base) scheduler.Plugin { return &plainPlugin{b} }
 	// mkDetector filters too, as upstream's utilization-detector does.
-	mkDetector maker = func(b *base) scheduler.Plugin { return &filterPlugin{b} }
+	mkDetector maker = func(b *base) scheduler.Plugin { return &detectorPlugin{filterPlugin{b}} }
 )
 
 // testTypes maps every upstream type the shipped configs use to a stand-in.

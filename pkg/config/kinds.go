@@ -19,6 +19,7 @@ const (
 	kindProducer
 	kindAdmitter
 	kindHook
+	kindSaturation
 )
 
 // kindProfile is what a profile may hold.
@@ -35,6 +36,7 @@ var kindNames = []struct {
 	{kindProducer, "producer"},
 	{kindAdmitter, "admitter"},
 	{kindHook, "request/response hook"},
+	{kindSaturation, "saturation detector"},
 }
 
 // kindOf discovers p's kind by type assertion.
@@ -60,6 +62,9 @@ func kindOf(p scheduler.Plugin) pluginKind {
 	}
 	if isHook(p) {
 		k |= kindHook
+	}
+	if _, ok := p.(scheduler.SaturationDetector); ok {
+		k |= kindSaturation
 	}
 	return k
 }

@@ -81,7 +81,10 @@ type UtilizationDetector struct {
 	maxKV    float64
 }
 
-var _ scheduler.Filter = (*UtilizationDetector)(nil)
+var (
+	_ scheduler.Filter             = (*UtilizationDetector)(nil)
+	_ scheduler.SaturationDetector = (*UtilizationDetector)(nil)
+)
 
 // NewUtilizationDetector validates p and returns the detector.
 func NewUtilizationDetector(name string, p UtilizationParams) (*UtilizationDetector, error) {
@@ -117,7 +120,9 @@ func UtilizationDetectorRegistration() scheduler.Registration {
 		Type:    UtilizationDetectorType,
 		Factory: UtilizationDetectorFactory,
 		Params:  UtilizationParams{},
-		Summary: "Drops endpoints whose queue or KV cache is over threshold or whose metrics are stale; keeps all if all are saturated.",
+		Summary: "Drops endpoints whose queue or KV cache is over threshold or whose metrics are stale; keeps all if all are saturated. " +
+			"As the saturationDetector (the default) it also sheds requests of negative priority with 429 while the mean of " +
+			"max(queue/queueDepthThreshold, kv/kvCacheUtilThreshold) over the candidates, stale endpoints counting 1, is >= 1.",
 	}
 }
 

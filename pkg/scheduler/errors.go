@@ -26,3 +26,20 @@ func (e *FilteredError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrNoCandidates) true.
 func (e *FilteredError) Unwrap() error { return ErrNoCandidates }
+
+// ShedError reports a sheddable request refused because the candidate
+// endpoints were saturated (legacy admission, as upstream does without flow
+// control).
+type ShedError struct {
+	Priority   int
+	Saturation float64
+	Detector   TypedName
+}
+
+func (e *ShedError) Error() string {
+	return fmt.Sprintf("sheddable request (priority %d) shed: %s rates the pool's saturation %.2f (>= 1)",
+		e.Priority, e.Detector.String(), e.Saturation)
+}
+
+// Unwrap makes errors.Is(err, ErrRejected) true.
+func (e *ShedError) Unwrap() error { return ErrRejected }

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 )
@@ -98,6 +99,16 @@ type Producer interface {
 type Admitter interface {
 	Plugin
 	Admit(ctx context.Context, state *State, req *Request, endpoints []*endpoint.Endpoint) error
+}
+
+// SaturationDetector rates how loaded the candidate endpoints are, as of
+// now: values >= 1 mean saturated. The configuration's saturationDetector
+// drives legacy admission: a sheddable request (priority < 0) is refused
+// with ErrRejected while the candidates are saturated; priority >= 0 is
+// never shed.
+type SaturationDetector interface {
+	Plugin
+	Saturation(endpoints []*endpoint.Endpoint, now time.Time) float64
 }
 
 // PreRequest runs after a successful Schedule, just before the request is

@@ -22,6 +22,9 @@ type Options struct {
 	// those used in profiles; producers, admitters and lifecycle hooks are
 	// discovered among them by type, in this order.
 	Plugins []Plugin
+	// SaturationDetector, if set, sheds sheddable requests (priority < 0)
+	// while it rates the candidates saturated (see SaturationDetector).
+	SaturationDetector SaturationDetector
 	// Seed makes every request's State.Rand reproducible; 0 picks a random
 	// seed.
 	Seed  uint64
@@ -40,6 +43,7 @@ type Scheduler struct {
 	respHdr   []ResponseHeaders
 	respChunk []ResponseChunk
 	respDone  []ResponseComplete
+	detector  SaturationDetector
 	clock     Clock
 	seed      uint64
 	seq       atomic.Uint64
@@ -53,7 +57,8 @@ func New(opts Options) (*Scheduler, error) {
 	if len(opts.Profiles) == 0 {
 		return nil, errors.New("scheduler: at least one profile is required")
 	}
-	s := &Scheduler{handler: opts.Handler, profiles: map[string]*Profile{}, plugins: opts.Plugins, clock: opts.Clock, seed: opts.Seed}
+	s := &Scheduler{handler: opts.Handler, profiles: map[string]*Profile{}, plugins: opts.Plugins,
+		detector: opts.SaturationDetector, clock: opts.Clock, seed: opts.Seed}
 	for _, p := range opts.Profiles {
 		if p.Picker == nil {
 			return nil, fmt.Errorf("scheduler: profile %q has no picker", p.Name)
@@ -122,12 +127,21 @@ func (s *Scheduler) NewState() *State {
 	return NewState(s.seed+s.seq.Add(1)*0x9e3779b97f4a7c15, s.clock.Now())
 }
 
-// Schedule picks targets for req among candidates. It runs admitters,
-// producers, then profiles as the handler directs. Errors wrap
+// SaturationDetector returns the detector driving legacy admission, or nil.
+func (s *Scheduler) SaturationDetector() SaturationDetector { return s.detector }
+
+// Schedule picks targets for req among candidates. It sheds a sheddable
+// request when the candidates are saturated, then runs admitters,
+// producers, and profiles as the handler directs. Errors wrap
 // ErrNoCandidates (nothing can serve) or ErrRejected (shed because of load).
 func (s *Scheduler) Schedule(ctx context.Context, state *State, req *Request, candidates []*endpoint.Endpoint) (*Result, error) {
 	if len(candidates) == 0 {
 		return nil, ErrNoCandidates
+	}
+	if req.Priority < 0 && s.detector != nil {
+		if sat := s.detector.Saturation(candidates, state.Now); sat >= 1 {
+			return nil, &ShedError{Priority: req.Priority, Saturation: sat, Detector: s.detector.TypedName()}
+		}
 	}
 	for _, a := range s.admitters {
 		if err := a.Admit(ctx, state, req, candidates); err != nil {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -195,6 +196,64 @@ func TestNewValidates(t *testing.T) {
 	for _, tc := range tests {
 		if _, err := scheduler.New(tc.opts); err == nil {
 			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+}
+
+// rating is a saturation detector returning a preset value and recording
+// the endpoints it was asked about.
+type rating struct {
+	value float64
+	asked int
+}
+
+func (r *rating) TypedName() scheduler.TypedName {
+	return scheduler.TypedName{Type: "rating", Name: "r"}
+}
+func (r *rating) Saturation(eps []*endpoint.Endpoint, _ time.Time) float64 {
+	r.asked = len(eps)
+	return r.value
+}
+
+// TestLegacyAdmissionShedsOnlySheddable checks upstream's admission without
+// flow control: a request of negative priority is refused with ErrRejected
+// while the candidates are saturated (>= 1); priority >= 0 never is, and
+// nothing is shed below saturation.
+func TestLegacyAdmissionShedsOnlySheddable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		saturation float64
+		priority   int
+		shed       bool
+	}{
+		{saturation: 1, priority: -1, shed: true},
+		{saturation: 3.5, priority: -100, shed: true},
+		{saturation: 0.99, priority: -1},
+		{saturation: 5, priority: 0},
+		{saturation: 5, priority: 2},
+		{saturation: math.NaN(), priority: -1}, // no rating is not saturation
+	}
+	for _, tc := range tests {
+		r := &rating{value: tc.saturation}
+		p := &scheduler.Profile{Name: "default", Picker: maxScore(t)}
+		s, err := scheduler.New(scheduler.Options{Handler: profiles.NewSingle("single"), Profiles: []*scheduler.Profile{p}, SaturationDetector: r})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := plugintest.Request("m", 10)
+		req.Priority = tc.priority
+		res, err := s.Schedule(context.Background(), s.NewState(), req, plugintest.Endpoints(4, 1))
+		var shed *scheduler.ShedError
+		switch {
+		case tc.shed && (!errors.Is(err, scheduler.ErrRejected) || !errors.As(err, &shed)):
+			t.Errorf("saturation %v priority %d: error %v, want a ShedError wrapping ErrRejected", tc.saturation, tc.priority, err)
+		case tc.shed && (shed.Priority != tc.priority || shed.Saturation != tc.saturation || !strings.Contains(err.Error(), "r/rating")):
+			t.Errorf("saturation %v priority %d: %+v (%q) does not describe the decision", tc.saturation, tc.priority, shed, err)
+		case !tc.shed && (err != nil || len(res.Targets()) == 0):
+			t.Errorf("saturation %v priority %d: not routed: %v", tc.saturation, tc.priority, err)
+		}
+		if want := map[bool]int{true: 4, false: 0}[tc.priority < 0]; r.asked != want {
+			t.Errorf("priority %d: detector rated %d endpoints, want %d (only sheddable requests pay for a rating)", tc.priority, r.asked, want)
 		}
 	}
 }

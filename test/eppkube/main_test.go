@@ -237,7 +237,13 @@ func nextIP() string {
 // simulator starts a model server on ip:p until the test ends.
 func simulator(t *testing.T, ip string, p int) *sim.Instance {
 	t.Helper()
-	inst, err := sim.Start(context.Background(), sim.Config{Address: ip, Port: p})
+	return simulatorWith(t, sim.Config{Address: ip, Port: p})
+}
+
+// simulatorWith starts a simulator configured by cfg until the test ends.
+func simulatorWith(t *testing.T, cfg sim.Config) *sim.Instance {
+	t.Helper()
+	inst, err := sim.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/gateway-api-inference-extension/apix/v1alpha2"
 
 	"github.com/openepp/openepp/pkg/extproc"
+	"github.com/openepp/openepp/pkg/sim"
 )
 
 // TestObjectivePriority checks that an InferenceObjective's priority
@@ -130,4 +132,80 @@ func exchangeThroughSim(t *testing.T, in *instance, body []byte) ([]byte, string
 		t.Fatal(err)
 	}
 	return out.Body, sent.Model
+}
+
+// TestSheddingUnderSaturation checks legacy admission end to end, with the
+// default saturation detector: while the only model server's queue is
+// deeper than utilization-detector's threshold (5), a request whose
+// objective has a negative priority is answered 429 with llm-d's drop
+// reason, a request of positive priority is still routed, and once the
+// queue drains the sheddable request is routed again.
+func TestSheddingUnderSaturation(t *testing.T) {
+	t.Parallel()
+	ns := env.Namespace(t)
+	env.Pool(t, ns, "pool", model, port)
+	ip := nextIP()
+	// One sequence at a time, 20 ms per token: each flooding request holds
+	// the server for a few seconds, so the rest wait in its queue.
+	inst := simulatorWith(t, sim.Config{Address: ip, Port: port, Capacity: sim.Capacity{MaxNumSeqs: 1},
+		Latency: sim.Latency{InterTokenLatency: sim.Ptr(20 * time.Millisecond)}})
+	env.RunningPod(t, ns, "a", ip, model)
+	in := startEPP(t, ns, "--pool-name", "pool")
+	in.waitRoutable(t, hostPort(ip, port), true)
+	for name, prio := range map[string]int{"batch": -1, "critical": 3} {
+		env.Create(t, &v1alpha2.InferenceObjective{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec:       v1alpha2.InferenceObjectiveSpec{Priority: ptr.To(prio), PoolRef: v1alpha2.PoolObjectReference{Name: "pool"}},
+		})
+	}
+	ask := func(objective string) *extproc.Decision {
+		t.Helper()
+		d, err := in.client.RoundTrip(context.Background(), completionRequest(`{"model":"sim-model","prompt":"hi"}`,
+			"x-gateway-inference-objective", objective))
+		if err != nil {
+			t.Fatalf("%s request: %v", objective, err)
+		}
+		return d
+	}
+	// The objectives are known once a batch request shows up as priority -1.
+	eventually(t, "the objectives to be loaded", func() bool {
+		if d := ask("batch"); d.Immediate != nil {
+			t.Fatalf("batch request refused on an idle pool: %+v", d.Immediate)
+		}
+		return hasLine(in.metricsPage(t), `inference_objective_request_total{model_name="sim-model",priority="-1"`)
+	})
+
+	flood, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stop()
+	for range 9 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := strings.NewReader(`{"model":"sim-model","prompt":"fill the queue","max_tokens":400}`)
+			req, _ := http.NewRequestWithContext(flood, http.MethodPost, inst.URL()+"/v1/completions", body)
+			req.Header.Set("content-type", "application/json")
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	var shed *extproc.ImmediateResponse
+	eventually(t, "a sheddable request to be shed", func() bool {
+		shed = ask("batch").Immediate
+		return shed != nil
+	})
+	if shed.Status != http.StatusTooManyRequests || shed.Headers.Get("x-llm-d-request-dropped-reason") != "rejected-saturated" {
+		t.Errorf("shed answer: status %d, headers %v; want 429 rejected-saturated", shed.Status, shed.Headers)
+	}
+	if d := ask("critical"); d.Immediate != nil {
+		t.Errorf("priority 3 request refused under saturation: %+v", d.Immediate)
+	}
+	stop()
+	wg.Wait()
+	eventually(t, "the sheddable request to be routed once the queue drained", func() bool {
+		return ask("batch").Immediate == nil
+	})
 }
