@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -38,7 +39,8 @@ const DefaultPurgeInterval = 2 * time.Minute
 // number of leading blocks it is believed to hold. The result is a *Match in
 // State, read through the Source interface (prefix-cache-scorer). PreRequest
 // then records the blocks for the primary target and, when a profile named
-// "prefill" ran, for its target. Each endpoint keeps at most
+// "prefill" ran, for its target; ResponseHeaders records them for a fallback
+// target the proxy reports having used instead. Each endpoint keeps at most
 // lruCapacityPerServer blocks, least recently routed first out.
 //
 // Auto-tuning (autoTune, default on): the block size is the CacheBlockSize
@@ -65,10 +67,11 @@ type Producer struct {
 }
 
 var (
-	_ scheduler.Producer   = (*Producer)(nil)
-	_ scheduler.PreRequest = (*Producer)(nil)
-	_ scheduler.Runnable   = (*Producer)(nil)
-	_ Source               = (*Producer)(nil)
+	_ scheduler.Producer        = (*Producer)(nil)
+	_ scheduler.PreRequest      = (*Producer)(nil)
+	_ scheduler.ResponseHeaders = (*Producer)(nil)
+	_ scheduler.Runnable        = (*Producer)(nil)
+	_ Source                    = (*Producer)(nil)
 )
 
 // ProducerRegistration describes the plugin type for the registry.
@@ -88,6 +91,9 @@ type record struct {
 	next   *record
 	match  Match
 	hashes []uint64
+	// fallbacks are the targets after the primary, kept by PreRequest so a
+	// response served by one of them can be recorded (see ResponseHeaders).
+	fallbacks []*endpoint.Endpoint
 }
 
 var recordKey = scheduler.NewKey[*record]("approx-prefix-cache")
@@ -245,7 +251,8 @@ func (p *Producer) Match(state *scheduler.State) (*Match, bool) {
 
 // PreRequest implements scheduler.PreRequest: record the prompt's blocks for
 // the endpoint that will serve the request and for the prefill endpoint.
-// Fallback targets are not recorded: they serve only if the primary fails.
+// Fallback targets are recorded only if the proxy reports that one served
+// (ResponseHeaders).
 func (p *Producer) PreRequest(_ context.Context, state *scheduler.State, _ *scheduler.Request, result *scheduler.Result) {
 	r := p.find(state)
 	if r == nil || len(r.hashes) == 0 || result == nil {
@@ -255,9 +262,30 @@ func (p *Producer) PreRequest(_ context.Context, state *scheduler.State, _ *sche
 	if t := result.Targets(); len(t) > 0 {
 		primary = t[0]
 		p.index.Insert(primary, r.hashes, p.capacity(primary, r.match.BlockSizeTokens))
+		r.fallbacks = t[1:]
 	}
 	if pf := result.Profiles[PrefillProfile]; pf != nil && len(pf.Targets) > 0 && pf.Targets[0] != primary {
 		p.index.Insert(pf.Targets[0], r.hashes, p.capacity(pf.Targets[0], r.match.BlockSizeTokens))
+	}
+}
+
+// ResponseHeaders implements scheduler.ResponseHeaders: when the proxy
+// reports (x-gateway-destination-endpoint-served) that a fallback target
+// served the request, that endpoint computed the prompt's KV blocks, so
+// they are recorded for it too. The primary keeps its entries: it may hold
+// the blocks from earlier requests, and its LRU ages them out otherwise.
+func (p *Producer) ResponseHeaders(_ context.Context, state *scheduler.State, _ *scheduler.Request, resp *scheduler.Response) {
+	r := p.find(state)
+	if r == nil || len(r.fallbacks) == 0 || resp == nil {
+		return
+	}
+	served := strings.TrimSpace(resp.Served)
+	for _, e := range r.fallbacks {
+		if e.HostPort == served {
+			p.index.Insert(e, r.hashes, p.capacity(e, r.match.BlockSizeTokens))
+			r.fallbacks = nil // once per request, whatever later messages say
+			return
+		}
 	}
 }
 

@@ -195,6 +195,40 @@ func TestProducerRecordsPrimaryAndPrefill(t *testing.T) {
 	}
 }
 
+// TestProducerRecordsServedFallback checks the correction for fallbacks:
+// when the proxy reports that the second target served, it holds the
+// prompt's blocks too; a report naming the primary, an unknown endpoint or
+// nothing changes nothing.
+func TestProducerRecordsServedFallback(t *testing.T) {
+	t.Parallel()
+	eps := newEndpoints(4)
+	prompt := text("a", 640)
+	for _, tc := range []struct {
+		served string
+		want   []bool // holds the blocks, per endpoint
+	}{
+		{served: " " + eps[1].HostPort + " ", want: []bool{true, true, false, false}},
+		{served: eps[0].HostPort, want: []bool{true, false, false, false}},
+		{served: eps[3].HostPort, want: []bool{true, false, false, false}}, // not a target
+		{served: "", want: []bool{true, false, false, false}},
+	} {
+		pr := newProducer(t, Params{BlockSizeTokens: 4, MaxPrefixBlocksToMatch: 256, LRUCapacityPerServer: 1000}, nil)
+		st := scheduler.NewState(1, time.Time{})
+		r := req("m", "", prompt)
+		pr.Produce(context.Background(), st, r, eps)
+		pr.PreRequest(context.Background(), st, r, result(eps[:3], nil))
+		pr.ResponseHeaders(context.Background(), st, r, &scheduler.Response{StatusCode: 200, Served: tc.served})
+		m := route(pr, eps, req("m", "", prompt), nil)
+		got := make([]bool, len(eps))
+		for i, e := range eps {
+			got[i] = m.Blocks(e) == m.TotalBlocks
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("served %q: endpoints holding the prompt (-want +got):\n%s", tc.served, diff)
+		}
+	}
+}
+
 func TestProducerBadInput(t *testing.T) {
 	t.Parallel()
 	pr := newProducer(t, DefaultParams(), nil)
