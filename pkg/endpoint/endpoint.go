@@ -91,6 +91,10 @@ type Metrics struct {
 	CacheBlockSize int
 	CacheNumBlocks int
 	UpdateTime     time.Time
+	// ScrapeInterval is how often the source refreshes these metrics (0 if
+	// unknown); freshness checks must allow at least that much age, or an
+	// endpoint looks stale between two on-time scrapes.
+	ScrapeInterval time.Duration
 }
 
 // Age is how old the snapshot is at now; a never-updated snapshot is

@@ -20,7 +20,7 @@ const UtilizationDetectorType = "utilization-detector"
 type UtilizationParams struct {
 	QueueDepthThreshold       int     `json:"queueDepthThreshold" doc:"waiting requests at which an endpoint is saturated; >= 1" default:"5"`
 	KVCacheUtilThreshold      float64 `json:"kvCacheUtilThreshold" doc:"KV-cache usage fraction at which an endpoint is saturated; in (0, 1]" default:"0.8"`
-	MetricsStalenessThreshold string  `json:"metricsStalenessThreshold" doc:"metrics older than this (Go duration) count as saturated; > 0" default:"200ms"`
+	MetricsStalenessThreshold string  `json:"metricsStalenessThreshold" doc:"metrics older than this (Go duration; at least two scrape intervals) count as saturated; > 0" default:"200ms"`
 	Headroom                  float64 `json:"headroom" doc:"fraction by which the filter raises both thresholds; >= 0" default:"0"`
 }
 
@@ -68,8 +68,8 @@ func (p *UtilizationParams) staleness() (time.Duration, error) {
 // metricsStalenessThreshold (200ms), headroom h (0).
 //
 // Filter rule: an endpoint is saturated when its metrics are stale (older
-// than the staleness threshold at state.Now, never scraped, flagged Stale by
-// the scraper, or NaN), or queue > q×(1+h), or kv > min(1, k×(1+h)). Saturated endpoints
+// than the staleness threshold, or two scrape intervals if longer, at
+// state.Now; never scraped; flagged Stale by the scraper; or NaN), or queue > q×(1+h), or kv > min(1, k×(1+h)). Saturated endpoints
 // are dropped, except that when every endpoint is saturated the input is
 // returned unchanged (fail-open: routing somewhere beats failing the request).
 type UtilizationDetector struct {
@@ -150,9 +150,12 @@ func (d *UtilizationDetector) saturated(e *endpoint.Endpoint, now time.Time) boo
 
 // stale reports metrics that cannot be trusted: flagged by the scraper, older
 // than the threshold at now (never-scraped metrics are infinitely old), or
-// carrying a NaN KV usage, which no comparison would catch.
+// carrying a NaN KV usage, which no comparison would catch. The threshold
+// is at least two scrape intervals: the scraper lengthens its interval for
+// large pools (250 ms at 1,000 endpoints), and a 200 ms threshold would
+// then mark a fifth of the pool stale between two on-time scrapes.
 func (d *UtilizationDetector) stale(e *endpoint.Endpoint, m *endpoint.Metrics, now time.Time) bool {
-	return e.Stale() || m.Age(now) > d.staleness || math.IsNaN(m.KVCacheUsagePercent)
+	return e.Stale() || m.Age(now) > max(d.staleness, 2*m.ScrapeInterval) || math.IsNaN(m.KVCacheUsagePercent)
 }
 
 // Saturation rates the pool at now: the mean over endpoints of

@@ -18,6 +18,13 @@ func TestUtilizationDetectorFilter(t *testing.T) {
 		m.UpdateTime = plugintest.Epoch.Add(-age)
 		return m
 	}
+	// scraped gives metrics of the given age from a source refreshing them
+	// every interval: two intervals of age are always allowed.
+	scraped := func(age, interval time.Duration) *endpoint.Metrics {
+		m := aged(age)
+		m.ScrapeInterval = interval
+		return m
+	}
 	flagged := ep("flagged", "10.0.0.9", nil, load(0, 0))
 	flagged.SetStale(true)
 	eps := []*endpoint.Endpoint{
@@ -33,18 +40,22 @@ func TestUtilizationDetectorFilter(t *testing.T) {
 		ep("never-scraped", "10.0.0.11", nil, nil),
 		ep("kv-nan", "10.0.0.12", nil, load(0, math.NaN())),
 		flagged,
+		ep("age290ms-every150ms", "10.0.0.13", nil, scraped(290*time.Millisecond, 150*time.Millisecond)),
+		ep("age310ms-every150ms", "10.0.0.14", nil, scraped(310*time.Millisecond, 150*time.Millisecond)),
+		ep("age201ms-every100ms", "10.0.0.15", nil, scraped(201*time.Millisecond, 100*time.Millisecond)),
 	}
 	tests := []struct {
 		name   string
 		params string
 		want   []string
 	}{
-		{name: "defaults", params: ``, want: []string{"idle", "q5", "kv80", "age200ms"}},
+		{name: "defaults", params: ``, want: []string{"idle", "q5", "kv80", "age200ms", "age290ms-every150ms"}},
 		{name: "headroom raises limits, kv capped at 1", params: `{"headroom":0.5}`,
-			want: []string{"idle", "q5", "q6", "kv80", "kv81", "kv100", "age200ms"}},
-		{name: "lower thresholds", params: `{"queueDepthThreshold":1,"kvCacheUtilThreshold":0.5}`, want: []string{"idle", "age200ms"}},
-		{name: "shorter staleness", params: `{"metricsStalenessThreshold":"100ms"}`, want: []string{"idle", "q5", "kv80"}},
-		{name: "longer staleness", params: `{"metricsStalenessThreshold":"1s"}`, want: []string{"idle", "q5", "kv80", "age200ms", "age201ms"}},
+			want: []string{"idle", "q5", "q6", "kv80", "kv81", "kv100", "age200ms", "age290ms-every150ms"}},
+		{name: "lower thresholds", params: `{"queueDepthThreshold":1,"kvCacheUtilThreshold":0.5}`, want: []string{"idle", "age200ms", "age290ms-every150ms"}},
+		{name: "shorter staleness", params: `{"metricsStalenessThreshold":"100ms"}`, want: []string{"idle", "q5", "kv80", "age290ms-every150ms"}},
+		{name: "longer staleness", params: `{"metricsStalenessThreshold":"1s"}`,
+			want: []string{"idle", "q5", "kv80", "age200ms", "age201ms", "age290ms-every150ms", "age310ms-every150ms", "age201ms-every100ms"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

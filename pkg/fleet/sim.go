@@ -396,7 +396,7 @@ func (s *sim) publishMetrics(i int) {
 	m := &endpoint.Metrics{
 		WaitingQueueSize: e.Waiting(), RunningRequestsSize: e.Running(), KVCacheUsagePercent: e.KVUsage(),
 		CacheBlockSize: s.engCfg.BlockSize, CacheNumBlocks: s.engCfg.NumBlocks,
-		MaxActiveModels: s.engCfg.MaxLoRAs, UpdateTime: s.clock.Now(),
+		MaxActiveModels: s.engCfg.MaxLoRAs, UpdateTime: s.clock.Now(), ScrapeInterval: s.spec.ScrapeInterval,
 	}
 	if s.lora {
 		full := e.Metrics()

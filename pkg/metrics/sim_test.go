@@ -40,6 +40,7 @@ func TestScrapeSimulators(t *testing.T) {
 			em := inst.EngineMetrics()
 			want := endpoint.Metrics{
 				WaitingQueueSize: 1, RunningRequestsSize: 2, CacheBlockSize: em.BlockSize, CacheNumBlocks: em.NumBlocks,
+				ScrapeInterval: 20 * time.Millisecond,
 			}
 			got := *ep.Metrics()
 			if got.KVCacheUsagePercent <= 0 || got.KVCacheUsagePercent > 1 {

@@ -208,7 +208,7 @@ func (t *target) apply(page []byte, now time.Time) (reason string, err error) {
 	prev := t.ep.Metrics()
 	if t.havePrev && bytes.Equal(t.filtered, t.prev) {
 		next := *prev
-		next.UpdateTime = now
+		next.UpdateTime, next.ScrapeInterval = now, t.s.interval()
 		t.ep.SetMetrics(&next)
 		t.lastOK = now
 		t.countFieldErrors(t.failedFields)
@@ -244,7 +244,7 @@ func (t *target) apply(page []byte, now time.Time) (reason string, err error) {
 		t.forgetPrev()
 		return reasonNoMetrics, fmt.Errorf("no configured metric on the page: %w", ferr)
 	}
-	next.UpdateTime = now
+	next.UpdateTime, next.ScrapeInterval = now, t.s.interval()
 	t.ep.SetMetrics(&next)
 	t.lastOK = now
 	t.noteFields(failed, ferr)
