@@ -163,7 +163,9 @@ func TestTimeoutAndCancel(t *testing.T) {
 		<-ctx.Done()
 		return time.Time{}, ctx.Err()
 	}
-	res, err := Run(context.Background(), Options{Concurrency: 2, Duration: time.Millisecond, MaxRequests: 2, Timeout: 20 * time.Millisecond}, hang)
+	// MaxRequests, not Duration, ends the run: a 1 ms duration could pass
+	// before a worker starts on a loaded machine, leaving nothing to time out.
+	res, err := Run(context.Background(), Options{Concurrency: 2, Duration: 10 * time.Second, MaxRequests: 2, Timeout: 20 * time.Millisecond}, hang)
 	if err != nil {
 		t.Fatal(err)
 	}
