@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +31,9 @@ const (
 	StrategySessionID = "session_id"
 )
 
+// DefaultMaxSessions is the default bound on session_id bindings (about 8 MB).
+const DefaultMaxSessions = 100_000
+
 // SessionAffinityParams configures SessionAffinity, in llm-d's shape: only
 // the block matching the strategy is used, but both are validated.
 type SessionAffinityParams struct {
@@ -37,7 +42,7 @@ type SessionAffinityParams struct {
 	// "prefill" for a second instance in disaggregated serving).
 	ProfileName                 string                `json:"profileName" doc:"profile whose picked endpoint the session follows; empty = the primary profile" default:""`
 	EncodedEndpointHeaderConfig EncodedEndpointParams `json:"encodedEndpointHeaderConfig" doc:"settings of the encoded_endpoint_header strategy" default:"{\"header\":\"x-session-token\"}"`
-	SessionIDConfig             SessionIDParams       `json:"sessionIdConfig" doc:"settings of the session_id strategy" default:"{\"sources\":[{\"header\":\"x-session-id\"}],\"evictionTtlSeconds\":300,\"evictionSweepSeconds\":10}"`
+	SessionIDConfig             SessionIDParams       `json:"sessionIdConfig" doc:"settings of the session_id strategy (maxSessions is an OpenEPP extension bounding the bindings; the least recently used tenth goes when full)" default:"{\"sources\":[{\"header\":\"x-session-id\"}],\"evictionTtlSeconds\":300,\"evictionSweepSeconds\":10,\"maxSessions\":100000}"`
 }
 
 // EncodedEndpointParams configures the encoded_endpoint_header strategy.
@@ -50,6 +55,9 @@ type SessionIDParams struct {
 	Sources              []SessionSource `json:"sources" doc:"where the session ID is read from, in priority order; the first non-empty wins" default:"[{\"header\":\"x-session-id\"}]"`
 	EvictionTTLSeconds   float64         `json:"evictionTtlSeconds" doc:"seconds an unused session binding survives" default:"300"`
 	EvictionSweepSeconds float64         `json:"evictionSweepSeconds" doc:"seconds between sweeps of expired bindings" default:"10"`
+	// MaxSessions bounds memory: session IDs come from clients, and a flood
+	// of new ones within the TTL would otherwise grow the map without end.
+	MaxSessions int `json:"maxSessions" doc:"bindings kept at most (OpenEPP extension); when full, the least recently used tenth is dropped" default:"100000"`
 }
 
 // SessionSource names where a session ID is read from. Upstream also allows
@@ -66,7 +74,7 @@ func defaultSessionAffinityParams() SessionAffinityParams {
 		EncodedEndpointHeaderConfig: EncodedEndpointParams{Header: "x-session-token"},
 		SessionIDConfig: SessionIDParams{
 			Sources:            []SessionSource{{Header: "x-session-id"}},
-			EvictionTTLSeconds: 300, EvictionSweepSeconds: 10,
+			EvictionTTLSeconds: 300, EvictionSweepSeconds: 10, MaxSessions: DefaultMaxSessions,
 		},
 	}
 }
@@ -96,6 +104,9 @@ func (p *SessionAffinityParams) validate() error {
 	}
 	if !(c.EvictionSweepSeconds > 0) || seconds(c.EvictionSweepSeconds) <= 0 {
 		errs = append(errs, fmt.Errorf("sessionIdConfig.evictionSweepSeconds: must be > 0, got %v", c.EvictionSweepSeconds))
+	}
+	if c.MaxSessions < 1 {
+		errs = append(errs, fmt.Errorf("sessionIdConfig.maxSessions: must be >= 1, got %d", c.MaxSessions))
 	}
 	return errors.Join(errs...)
 }
@@ -133,8 +144,12 @@ type SessionAffinity struct {
 	clock   scheduler.Clock
 	log     logr.Logger
 
-	mu       sync.RWMutex
-	sessions map[string]binding // session ID -> endpoint
+	// Sessions are keyed by a seeded hash of the ID, so an entry's size
+	// does not depend on how long a client makes its ID.
+	seed        maphash.Seed
+	maxSessions int
+	mu          sync.RWMutex
+	sessions    map[uint64]binding // hash of the session ID -> endpoint
 }
 
 // binding is where a session ID was last sent.
@@ -178,7 +193,10 @@ func NewSessionAffinity(name string, p SessionAffinityParams, h *scheduler.Handl
 		handle:   h,
 		clock:    handleClock(h),
 		log:      handleLog(h).WithValues("plugin", name),
-		sessions: map[string]binding{},
+		sessions: map[uint64]binding{},
+		seed:     maphash.MakeSeed(),
+
+		maxSessions: p.SessionIDConfig.MaxSessions,
 	}
 	s.header = strings.ToLower(s.outName)
 	for _, src := range p.SessionIDConfig.Sources {
@@ -252,7 +270,7 @@ func (s *SessionAffinity) scoreSessionID(req *scheduler.Request, eps []*endpoint
 		return
 	}
 	s.mu.RLock()
-	b, ok := s.sessions[id]
+	b, ok := s.sessions[maphash.String(s.seed, id)]
 	s.mu.RUnlock()
 	if !ok {
 		return
@@ -352,16 +370,49 @@ func (s *SessionAffinity) lookup(targets []*endpoint.Endpoint, hostPort string) 
 }
 
 func (s *SessionAffinity) bind(id, hostPort string) {
-	now := s.clock.Now()
+	now, key := s.clock.Now(), maphash.String(s.seed, id)
 	s.mu.Lock()
-	s.sessions[id] = binding{hostPort: hostPort, used: now}
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	if _, known := s.sessions[key]; !known && len(s.sessions) >= s.maxSessions {
+		s.evictLocked(now)
+	}
+	s.sessions[key] = binding{hostPort: hostPort, used: now}
+}
+
+// evictLocked makes room in a full map: it drops expired bindings and, if
+// that freed less than a tenth, the least recently used tenth, so the
+// O(n log n) work happens once per n/10 new sessions.
+func (s *SessionAffinity) evictLocked(now time.Time) {
+	want := max(s.maxSessions/10, 1)
+	expired := s.sweepLocked(now)
+	if expired >= want {
+		return
+	}
+	used := make([]time.Time, 0, len(s.sessions))
+	for _, b := range s.sessions {
+		used = append(used, b.used)
+	}
+	slices.SortFunc(used, time.Time.Compare)
+	cutoff := used[min(want-expired, len(used))-1]
+	dropped := 0
+	for id, b := range s.sessions {
+		if !b.used.After(cutoff) {
+			delete(s.sessions, id)
+			dropped++
+		}
+	}
+	s.log.Info("session map full, dropped the least recently used sessions", "maxSessions", s.maxSessions,
+		"expired", expired, "dropped", dropped)
 }
 
 // sweep drops bindings unused for the TTL and returns how many.
 func (s *SessionAffinity) sweep(now time.Time) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.sweepLocked(now)
+}
+
+func (s *SessionAffinity) sweepLocked(now time.Time) int {
 	n := 0
 	for id, b := range s.sessions {
 		if now.Sub(b.used) >= s.ttl {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -319,5 +320,56 @@ func hammerSession(s *SessionAffinity, eps []*endpoint.Endpoint, g int) {
 		id := fmt.Sprintf("s-%d", (g+i)%5)
 		hdr := map[string]string{"x-session-id": id, "x-session-token": endpointToken(eps[i%len(eps)], "")}
 		roundTrip(s, eps, hdr, scResult(eps[(g*3+i)%len(eps)], eps[i%len(eps)]), eps[i%len(eps)].HostPort)
+	}
+}
+
+// TestSessionIDBounded checks that client-chosen session IDs cannot grow
+// the binding map past maxSessions: when it is full, expired bindings go
+// first, then the least recently used tenth, and recently used sessions
+// keep their endpoint. An ID's length does not matter.
+func TestSessionIDBounded(t *testing.T) {
+	t.Parallel()
+	clock := newSCClock()
+	eps := scEndpoints(3, nil)
+	s := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(),
+		`{"strategy":"session_id","sessionIdConfig":{"evictionTtlSeconds":60,"maxSessions":100}}`, scHandle(clock, nil))
+	bind := func(id string, ep int) {
+		roundTrip(s, eps, map[string]string{"x-session-id": id}, scResult(eps[ep]), "")
+		clock.Advance(time.Millisecond)
+	}
+	bound := func(id string) bool {
+		scores := s.Score(scCtx, scState(), scRequest(10, map[string]string{"x-session-id": id}), eps)
+		return slices.Contains(scores, 1)
+	}
+	long := strings.Repeat("x", 64<<10)
+	for i := range 100 {
+		bind(fmt.Sprintf("%s-%03d", long, i), i%3)
+	}
+	bind(long+"-000", 0) // used again: now the most recent
+	bind("newcomer", 1)  // the map is full: the ten oldest go
+	if n := len(s.sessions); n != 91 {
+		t.Errorf("%d bindings after eviction, want 91 (100 - 10 + 1)", n)
+	}
+	for i, want := range map[int]bool{0: true, 1: false, 10: false, 11: true, 99: true} {
+		if got := bound(fmt.Sprintf("%s-%03d", long, i)); got != want {
+			t.Errorf("session %d bound = %v, want %v", i, got, want)
+		}
+	}
+	if !bound("newcomer") {
+		t.Error("the new session was not bound")
+	}
+	// Expired bindings are dropped before any live one.
+	clock.Advance(time.Minute)
+	bind("late-1", 0)
+	for i := range 9 {
+		bind(fmt.Sprintf("late-%d", i+2), 0)
+	}
+	bind("overflow", 2)
+	if n := len(s.sessions); n != 11 || !bound("late-1") || !bound("overflow") {
+		t.Errorf("after expiry: %d bindings (want 11), late-1 bound %v, overflow bound %v", n, bound("late-1"), bound("overflow"))
+	}
+	if _, err := SessionAffinityFactory("s", []byte(`{"sessionIdConfig":{"maxSessions":0}}`), nil); err == nil ||
+		!strings.Contains(err.Error(), "maxSessions: must be >= 1") {
+		t.Errorf("maxSessions 0: %v", err)
 	}
 }
