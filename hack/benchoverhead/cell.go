@@ -47,6 +47,9 @@ func (r *runner) pair(ctx context.Context, epp, floor *arm, k cellKey) (overhead
 	}
 	if row.EPP.Completed() {
 		row.ReferenceRate = r.p.refFraction * row.EPP.Capacity(throughput).Median
+		if r.p.refRate > 0 {
+			row.ReferenceRate = r.p.refRate
+		}
 	} else {
 		r.logf("epp   %s: no request completed in the capacity runs: %v", k, row.EPP.Capacities[0].Errors)
 	}

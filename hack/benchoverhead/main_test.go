@@ -112,6 +112,10 @@ func TestParseRunFlags(t *testing.T) {
 		{name: "repeat", args: []string{"--epp", "x", "--repeat", "-2"}, want: "--repeat must be >= 1"},
 		{name: "response", args: []string{"--epp", "x", "--response", "half"}, want: "--response must be full or none"},
 		{name: "stray", args: []string{"--epp", "x", "extra"}, want: "unexpected arguments"},
+		{name: "fixed reference rate", args: []string{"--epp", "x", "--reference-rate", "4000"}},
+		{name: "negative reference rate", args: []string{"--epp", "x", "--reference-rate", "-1"}, want: "--reference-rate must be > 0"},
+		{name: "rate and fraction", args: []string{"--epp", "x", "--reference-rate", "4000", "--reference-fraction", "0.5"},
+			want: "exclude each other"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

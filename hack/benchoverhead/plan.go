@@ -36,6 +36,7 @@ type plan struct {
 	profile     time.Duration // CPU profile of the EPP in the profiled cell (whole seconds)
 	ladder      []float64
 	refFraction float64
+	refRate     float64 // when > 0, replaces refFraction × capacity
 	p99Bound    time.Duration
 	// minDelivered is the throughput a passing step must keep, as a
 	// fraction of its realised arrival rate.
@@ -69,6 +70,7 @@ func newPlan(o runOptions) plan {
 	if o.refFraction > 0 {
 		p.refFraction = o.refFraction
 	}
+	p.refRate = o.refRate
 	if len(o.endpoints) > 0 {
 		p.endpoints = o.endpoints
 	}

@@ -48,6 +48,9 @@ type runOptions struct {
 	eppFlags []string
 	// refFraction, when > 0, replaces the plan's reference rate fraction.
 	refFraction float64
+	// refRate, when > 0, is the reference rate itself (req/s), whatever the
+	// capacity: comparing two builds at one offered load.
+	refRate float64
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
@@ -64,6 +67,8 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	fs.StringVar(&o.response, "response", responseFull, "response phase per exchange: full or none")
 	fs.DurationVar(&o.scrapeInterval, "scrape-interval", defaultScrapeInterval, "the EPP's --refresh-metrics-interval (what-if runs; the report states it)")
 	fs.Float64Var(&o.refFraction, "reference-fraction", 0, "reference rate as a fraction of the EPP arm's capacity (what-if runs; default 0.5; the report states it)")
+	fs.Float64Var(&o.refRate, "reference-rate", 0, "reference rate in req/s for every cell instead of a fraction of capacity, so two builds "+
+		"(whose capacities differ) are compared at one offered load (what-if runs; the report states it)")
 	intsFlag(fs, &o.endpoints, "endpoints", "endpoint counts (default 10,100,1000)")
 	intsFlag(fs, &o.concurrency, "concurrency", "concurrencies (default 1,16,64)")
 	intsFlag(fs, &o.promptKiB, "prompt-kib", "prompt sizes in KiB (default 1,100)")
@@ -89,6 +94,12 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	}
 	if o.refFraction < 0 || o.refFraction > 1 {
 		errs = append(errs, fmt.Errorf("--reference-fraction must be in (0, 1], got %v", o.refFraction))
+	}
+	switch {
+	case o.refRate < 0:
+		errs = append(errs, fmt.Errorf("--reference-rate must be > 0, got %v", o.refRate))
+	case o.refRate > 0 && o.refFraction > 0:
+		errs = append(errs, errors.New("--reference-rate and --reference-fraction exclude each other"))
 	}
 	if o.scrapeInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--scrape-interval must be > 0, got %s", o.scrapeInterval))
@@ -223,7 +234,7 @@ func (r *runner) settings() overhead.Settings {
 		TLS: r.o.tls, ScrapeInterval: r.o.scrapeInterval.String(), PickerConfig: randomPickerConfig, EPPFlags: r.o.eppFlags,
 		ChunkBytes: extproc.DefaultChunkSize, Response: r.o.response, Connections: r.o.conns,
 		ProbeSeconds: r.p.probe.Seconds(), StepSeconds: r.p.step.Seconds(), RefSeconds: r.p.ref.Seconds(),
-		Ladder: r.p.ladder, RefFraction: r.p.refFraction, P99BoundMs: float64(r.p.p99Bound) / float64(time.Millisecond),
+		Ladder: r.p.ladder, RefFraction: r.p.refFraction, RefRate: r.p.refRate, P99BoundMs: float64(r.p.p99Bound) / float64(time.Millisecond),
 		MinDelivered: r.p.minDelivered, MaxRequests: r.p.maxRequests, Repeats: r.p.repeat,
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"image"
 	"image/color"
 	"image/png"
@@ -225,5 +226,33 @@ func TestMicroCommand(t *testing.T) {
 		if !pkgs[strings.TrimPrefix(p, "./")] {
 			t.Errorf("no benchmark result from %s", p)
 		}
+	}
+}
+
+// TestReportStatesFixedReferenceRate checks that a what-if run at a fixed
+// reference load (benchoverhead --reference-rate) says so.
+func TestReportStatesFixedReferenceRate(t *testing.T) {
+	t.Parallel()
+	dir, out := setup(t, false)
+	path := filepath.Join(dir, "overhead.json")
+	var rep map[string]any
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = json.Unmarshal(b, &rep)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep["settings"].(map[string]any)["reference_rate_rps"] = 4000
+	if b, err = json.Marshal(rep); err != nil {
+		t.Fatal(err)
+	}
+	write(t, path, b)
+	var log bytes.Buffer
+	if err := run(context.Background(), []string{"--dir", dir, "--out", out}, &log); err != nil {
+		t.Fatalf("run: %v\n%s", err, log.String())
+	}
+	if md, err := os.ReadFile(out); err != nil || !strings.Contains(string(md), "a fixed 4000 req/s in every cell") {
+		t.Errorf("report does not state the fixed reference rate (%v)", err)
 	}
 }

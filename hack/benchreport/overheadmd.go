@@ -97,6 +97,10 @@ func renderOverhead(w io.Writer, rep *overhead.Report, plots []string) {
 	fmt.Fprintf(w, overheadMethod, s.Response, s.ChunkBytes>>10, s.Connections, tlsWord(s.TLS), s.ScrapeInterval, deflt,
 		s.MetricsPage, s.Repeats, targetRepeats(rep), s.ProbeSeconds, ladderText(s.Ladder), s.StepSeconds, s.P99BoundMs, s.MinDelivered*100,
 		s.RefFraction*100, s.RefSeconds)
+	if s.RefRate > 0 {
+		fmt.Fprintf(w, "**What-if run:** the reference load was a fixed %.0f req/s in every cell, not %.0f %% of each cell's capacity.\n\n",
+			s.RefRate, s.RefFraction*100)
+	}
 	if len(s.EPPFlags) > 0 {
 		fmt.Fprintf(w, "The EPP ran with extra flags: `%s`.\n\n", strings.Join(s.EPPFlags, " "))
 	}

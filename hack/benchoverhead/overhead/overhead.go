@@ -77,6 +77,8 @@ type Settings struct {
 	Ladder []float64 `json:"ladder"`
 	// RefFraction of the EPP arm's capacity is the common reference load.
 	RefFraction float64 `json:"reference_fraction"`
+	// RefRate, when set, was the reference load instead (req/s, every cell).
+	RefRate float64 `json:"reference_rate_rps,omitempty"`
 	// A ladder step passes when p99 latency ≤ P99BoundMs and throughput ≥
 	// MinDelivered × offered.
 	P99BoundMs   float64 `json:"p99_bound_ms"`
