@@ -82,6 +82,10 @@ func BuildWith(cfg *Config, opts BuildOptions) (*Built, error) {
 	applyDefaults(b.cfg, b.kind)
 	b.instantiate()
 	b.validateKinds()
+	if b.cfg.FeatureEnabled(flowControlGate) || b.cfg.FlowControl != nil {
+		b.warnings = append(b.warnings, "flowControl: OpenEPP does not queue requests yet; requests go straight to scheduling "+
+			"and sheddable ones (priority < 0) are refused with 429 while the saturation detector rates the pool >= 1")
+	}
 	if len(b.ps) == 0 {
 		b.resolve()
 	}
