@@ -69,8 +69,9 @@ func (p *UtilizationParams) staleness() (time.Duration, error) {
 //
 // Filter rule: an endpoint is saturated when its metrics are stale (older
 // than the staleness threshold, or two scrape intervals if longer, at
-// state.Now; never scraped; flagged Stale by the scraper; or NaN), or queue > q×(1+h), or kv > min(1, k×(1+h)). Saturated endpoints
-// are dropped, except that when every endpoint is saturated the input is
+// state.Now; never scraped; flagged Stale by the scraper; or NaN), or
+// queue > q×(1+h), or kv > min(1, k×(1+h)). Saturated endpoints are
+// dropped, except that when every endpoint is saturated the input is
 // returned unchanged (fail-open: routing somewhere beats failing the request).
 type UtilizationDetector struct {
 	name      scheduler.TypedName
