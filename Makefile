@@ -9,7 +9,7 @@ run: build ## Local demo, no cluster: 4 simulated model servers + EPP + gateway 
 	$(BIN)/demo --bin $(BIN)
 
 build: ## Build every binary into ./bin
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/... # auto: stamp the commit (inference_extension_info) when git is there
 
 test: ## All tests (unit + integration, race detector); what CI runs
 	hack/test.sh

@@ -157,6 +157,15 @@ func TestDecisionIsExplainedAndScoresEmitted(t *testing.T) {
 	if _, ok := scores[d.Endpoints[0]]; !ok {
 		t.Errorf("picked endpoint %s has no score in %v", d.Endpoints[0], scores)
 	}
+	// Upstream's names for the build and the decision are on the page.
+	page := r.metricsPage(t)
+	_, port, _ := net.SplitHostPort(d.Endpoints[0])
+	for _, want := range []string{`inference_extension_info{build_ref="`,
+		`inference_extension_scheduler_attempts_total{namespace="",pod_name="s`, `",port="` + port + `",status="success",target_model_name="m"} 1`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("metrics page lacks %q", want)
+		}
+	}
 }
 
 func TestNoDecisionLogsAtDefaultVerbosity(t *testing.T) {

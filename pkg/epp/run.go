@@ -104,7 +104,7 @@ func Run(ctx context.Context, args []string, opts ...Option) error {
 	}
 	f.compat.logIgnored(log)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	app, err := build(&f, &st, log, reg)
 	if err != nil {
 		return err

@@ -163,6 +163,9 @@ func TestPoolGaugesFreshOnly(t *testing.T) {
 		got[name] = gathered(t, reg, name, pool)
 	}
 	got["openepp_metrics_stale_endpoints"] = gathered(t, reg, "openepp_metrics_stale_endpoints", nil)
+	for _, pod := range []string{"a", "dead"} {
+		got["per_pod_queue_size "+pod] = gathered(t, reg, "inference_pool_per_pod_queue_size", map[string]string{"name": "pool-1", "model_server_pod": pod})
+	}
 	want := map[string]float64{
 		// Averages over the fresh endpoint only; the dead one is stale.
 		"inference_pool_average_queue_size":           3,
@@ -170,6 +173,8 @@ func TestPoolGaugesFreshOnly(t *testing.T) {
 		"inference_pool_average_kv_cache_utilization": 0.4213,
 		"inference_pool_ready_pods":                   2,
 		"openepp_metrics_stale_endpoints":             1,
+		"per_pod_queue_size a":                        3,
+		"per_pod_queue_size dead":                     -1, // stale endpoints have no series
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("pool gauges mismatch (-want +got):\n%s", diff)

@@ -121,6 +121,26 @@ func poolGauges(store *datastore.Store, pool string) []prometheus.Collector {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "inference_pool_ready_pods", Help: "Endpoints in the pool.", ConstLabels: labels,
 		}, func() float64 { return float64(len(store.Snapshot())) }),
+		perPodQueue{store: store, desc: prometheus.NewDesc("inference_pool_per_pod_queue_size",
+			"Waiting-queue length of each fresh endpoint of the pool.", []string{"model_server_pod"}, labels)},
+	}
+}
+
+// perPodQueue is upstream's inference_pool_per_pod_queue_size: one series
+// per fresh endpoint, built at collection time, so departed endpoints leave
+// no series behind.
+type perPodQueue struct {
+	store *datastore.Store
+	desc  *prometheus.Desc
+}
+
+func (c perPodQueue) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c perPodQueue) Collect(ch chan<- prometheus.Metric) {
+	for _, e := range c.store.Snapshot() {
+		if !e.Stale() {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(e.Metrics().WaitingQueueSize), e.Name)
+		}
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -62,7 +61,7 @@ type Producer struct {
 	index      *Index
 	log        logr.Logger
 	endpoints  func() []*endpoint.Endpoint
-	hitRatio   prometheus.Observer
+	hits       hitObservers
 	purgeEvery time.Duration
 }
 
@@ -115,7 +114,7 @@ func NewProducer(name string, p Params, h *scheduler.Handle) (*Producer, error) 
 		name: scheduler.TypedName{Type: ProducerType, Name: name}, params: p, index: ix,
 		log: h.Log.WithValues("plugin", name), endpoints: h.Endpoints, purgeEvery: DefaultPurgeInterval,
 	}
-	if pr.hitRatio, err = registerMetrics(h.Registerer, name, ix); err != nil {
+	if pr.hits, err = registerMetrics(h.Registerer, name, ix); err != nil {
 		return nil, err
 	}
 	if p.BlockSizeTokens < tinyBlockSizeTokens {
@@ -154,15 +153,16 @@ func (p *Producer) Produce(_ context.Context, state *scheduler.State, req *sched
 	r.hashes = p.hash(req, bs)
 	r.match.TotalBlocks = len(r.hashes)
 	p.index.matchInto(&r.match, r.hashes)
-	if p.hitRatio == nil && !p.log.V(2).Enabled() {
+	if p.hits.ratio == nil && !p.log.V(2).Enabled() {
 		return
 	}
 	best := 0
 	for _, n := range r.match.matched {
 		best = max(best, n)
 	}
-	if p.hitRatio != nil && r.match.TotalBlocks > 0 {
-		p.hitRatio.Observe(float64(best) / float64(r.match.TotalBlocks))
+	if p.hits.ratio != nil && r.match.TotalBlocks > 0 {
+		p.hits.ratio.Observe(float64(best) / float64(r.match.TotalBlocks))
+		p.hits.bytes.Observe(float64(best * bs * CharsPerToken))
 	}
 	if l := p.log.V(2); l.Enabled() && req != nil {
 		l.Info("prefix match", "requestID", req.ID, "blocks", r.match.TotalBlocks, "blockSizeTokens", bs,

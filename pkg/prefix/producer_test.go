@@ -423,13 +423,24 @@ inference_extension_prefix_indexer_size{plugin="b"} 0
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The second request of a matched its whole prompt: every full block of
+	// 16 bytes of the prompt's JSON, the text plus the chat framing around it.
+	matched := float64(len(req("m", "", text("a", 300)).Body.Prompt) / 16 * 16)
 	for _, mf := range got {
-		if mf.GetName() != metricHitRatio {
-			continue
-		}
 		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == "a" && (m.GetHistogram().GetSampleCount() != 3 || m.GetHistogram().GetSampleSum() != 1) {
-				t.Errorf("hit ratio of a: count %d sum %v, want 3 and 1 (0, 1, 0)", m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum())
+			if m.GetLabel()[0].GetValue() != "a" {
+				continue
+			}
+			n, sum := m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+			switch mf.GetName() {
+			case metricHitRatio:
+				if n != 3 || sum != 1 {
+					t.Errorf("hit ratio of a: count %d sum %v, want 3 and 1 (0, 1, 0)", n, sum)
+				}
+			case metricHitBytes:
+				if n != 3 || sum != matched {
+					t.Errorf("hit bytes of a: count %d sum %v, want 3 and %v (0, all, 0)", n, sum, matched)
+				}
 			}
 		}
 	}

@@ -11,16 +11,22 @@ import (
 const (
 	metricIndexSize = "inference_extension_prefix_indexer_size"
 	metricHitRatio  = "inference_extension_prefix_indexer_hit_ratio"
+	metricHitBytes  = "inference_extension_prefix_indexer_hit_bytes"
 )
 
+// hitObservers are the per-request match histograms.
+type hitObservers struct {
+	ratio, bytes prometheus.Observer
+}
+
 // registerMetrics registers the index-size gauge and returns the hit-ratio
-// observer (nil when reg is nil). Both carry a const label plugin=<instance
+// and hit-bytes observers (nil when reg is nil). Both carry a const label plugin=<instance
 // name>, so several producers can share one registry. A second instance of
 // the same name (a config reload builds the new plugins before dropping the
 // old) takes the gauge over and shares the histogram, so the series continue.
-func registerMetrics(reg prometheus.Registerer, name string, ix *Index) (prometheus.Observer, error) {
+func registerMetrics(reg prometheus.Registerer, name string, ix *Index) (hitObservers, error) {
 	if reg == nil {
-		return nil, nil
+		return hitObservers{}, nil
 	}
 	labels := prometheus.Labels{"plugin": name}
 	size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -31,29 +37,48 @@ func registerMetrics(reg prometheus.Registerer, name string, ix *Index) (prometh
 	if err := reg.Register(size); err != nil {
 		var dup prometheus.AlreadyRegisteredError
 		if !errors.As(err, &dup) {
-			return nil, fmt.Errorf("register %s: %w", metricIndexSize, err)
+			return hitObservers{}, fmt.Errorf("register %s: %w", metricIndexSize, err)
 		}
 		reg.Unregister(dup.ExistingCollector)
 		if err := reg.Register(size); err != nil {
-			return nil, fmt.Errorf("register %s: %w", metricIndexSize, err)
+			return hitObservers{}, fmt.Errorf("register %s: %w", metricIndexSize, err)
 		}
 	}
-	hits := prometheus.NewHistogram(prometheus.HistogramOpts{
+	ratio, err := sharedHistogram(reg, prometheus.HistogramOpts{
 		Name:        metricHitRatio,
 		Help:        "Per request, the largest fraction of the prompt's blocks any endpoint held.",
 		ConstLabels: labels,
 		Buckets:     prometheus.LinearBuckets(0, 0.1, 11),
 	})
-	if err := reg.Register(hits); err != nil {
+	if err != nil {
+		return hitObservers{}, err
+	}
+	bytes, err := sharedHistogram(reg, prometheus.HistogramOpts{
+		Name:        metricHitBytes,
+		Help:        "Per request, the prompt bytes in the longest prefix any endpoint held.",
+		ConstLabels: labels,
+		Buckets:     prometheus.ExponentialBuckets(64, 4, 10),
+	})
+	if err != nil {
+		return hitObservers{}, err
+	}
+	return hitObservers{ratio: ratio, bytes: bytes}, nil
+}
+
+// sharedHistogram registers a histogram, or returns the one already
+// registered under the same name and labels.
+func sharedHistogram(reg prometheus.Registerer, opts prometheus.HistogramOpts) (prometheus.Histogram, error) {
+	h := prometheus.NewHistogram(opts)
+	if err := reg.Register(h); err != nil {
 		var dup prometheus.AlreadyRegisteredError
 		if !errors.As(err, &dup) {
-			return nil, fmt.Errorf("register %s: %w", metricHitRatio, err)
+			return nil, fmt.Errorf("register %s: %w", opts.Name, err)
 		}
 		existing, ok := dup.ExistingCollector.(prometheus.Histogram)
 		if !ok {
-			return nil, fmt.Errorf("register %s: %w", metricHitRatio, err)
+			return nil, fmt.Errorf("register %s: %w", opts.Name, err)
 		}
 		return existing, nil
 	}
-	return hits, nil
+	return h, nil
 }

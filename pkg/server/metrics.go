@@ -26,8 +26,10 @@ type Metrics struct {
 	outputTok *prometheus.HistogramVec
 	cachedTok *prometheus.HistogramVec
 	running   *prometheus.GaugeVec
+	ntpot     *prometheus.HistogramVec
 	schedule  prometheus.Histogram
 	schedErrs prometheus.Counter
+	attempts  *prometheus.CounterVec
 	rewrites  *prometheus.CounterVec
 
 	mu     sync.RWMutex
@@ -44,8 +46,8 @@ type labelPair struct{ model, target string }
 // pair, so that a request looks them up once instead of hashing its labels
 // for each of them.
 type pairMetrics struct {
-	reqSize, duration, respSize, inputTok, outputTok, cachedTok prometheus.Observer
-	running                                                     prometheus.Gauge
+	reqSize, duration, respSize, inputTok, outputTok, cachedTok, ntpot prometheus.Observer
+	running                                                            prometheus.Gauge
 }
 
 // NewMetrics registers the request metrics on reg.
@@ -74,8 +76,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Requests scheduled and not yet completed."}, []string{"model_name"}),
 		schedule: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "inference_extension_scheduler_e2e_duration_seconds",
 			Help: "Time to make one scheduling decision.", Buckets: prometheus.ExponentialBuckets(1e-6, 2, 20)}),
+		ntpot: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_normalized_time_per_output_token_seconds",
+			Help:    "Request duration divided by the output tokens the model server reported.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, models),
 		schedErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "openepp_scheduler_failures_total",
 			Help: "Scheduling attempts that found no endpoint."}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inference_extension_scheduler_attempts_total",
+			Help: "Scheduling attempts by outcome, with the primary target of successful ones."},
+			[]string{"status", "target_model_name", "pod_name", "namespace", "port"}),
 		rewrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inference_extension_model_rewrite_decisions_total",
 			Help: "Requests whose model an InferenceModelRewrite rule chose, by rule object, requested and target model."},
 			[]string{"model_rewrite_name", "model_name", "target_model"}),
@@ -83,7 +91,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		pairs:  map[labelPair]*pairMetrics{},
 	}
 	reg.MustRegister(m.requests, m.errors, m.duration, m.reqSizes, m.respSizes, m.inputTok, m.outputTok,
-		m.cachedTok, m.running, m.schedule, m.schedErrs, m.rewrites)
+		m.cachedTok, m.ntpot, m.running, m.schedule, m.schedErrs, m.attempts, m.rewrites)
 	return m
 }
 
@@ -124,6 +132,7 @@ func (m *Metrics) pair(model, target string) *pairMetrics {
 		inputTok:  m.inputTok.WithLabelValues(k.model, k.target),
 		outputTok: m.outputTok.WithLabelValues(k.model, k.target),
 		cachedTok: m.cachedTok.WithLabelValues(k.model, k.target),
+		ntpot:     m.ntpot.WithLabelValues(k.model, k.target),
 		running:   m.running.WithLabelValues(k.model),
 	}
 	m.mu.Lock()
@@ -135,13 +144,20 @@ func (m *Metrics) pair(model, target string) *pairMetrics {
 	return p
 }
 
-func (m *Metrics) scheduled(start time.Time, err error) {
+// scheduled records one scheduling decision for req (res is nil on error).
+func (m *Metrics) scheduled(start time.Time, req *scheduler.Request, res *scheduler.Result, err error) {
 	if m == nil {
 		return
 	}
 	m.schedule.Observe(time.Since(start).Seconds())
+	target := m.label(req.Model)
 	if err != nil {
 		m.schedErrs.Inc()
+		m.attempts.WithLabelValues("failure", target, "", "", "").Inc()
+		return
+	}
+	if t := res.Targets(); len(t) > 0 {
+		m.attempts.WithLabelValues("success", target, t[0].Name, t[0].Namespace, strconv.Itoa(t[0].Port)).Inc()
 	}
 }
 
@@ -174,6 +190,9 @@ func (m *Metrics) requestDone(req *scheduler.Request, resp *scheduler.Response, 
 		p.inputTok.Observe(float64(resp.Usage.PromptTokens))
 		p.outputTok.Observe(float64(resp.Usage.CompletionTokens))
 		p.cachedTok.Observe(float64(resp.Usage.CachedTokens))
+		if n := resp.Usage.CompletionTokens; n > 0 && !resp.Cancelled {
+			p.ntpot.Observe(d.Seconds() / float64(n))
+		}
 	}
 }
 

@@ -4,9 +4,13 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/scheduler"
 )
 
 // TestMetricsPairCache checks the cached children are the vectors' own
@@ -47,5 +51,26 @@ func TestMetricsPairCache(t *testing.T) {
 	}
 	if _, ok := m.pairs[labelPair{"other", "t"}]; !ok {
 		t.Errorf("no entry for the \"other\" label; entries: %d", len(m.pairs))
+	}
+}
+
+// TestSchedulerAttempts checks upstream's attempts counter: a success is
+// labelled with its primary target, a failure with the outcome only.
+func TestSchedulerAttempts(t *testing.T) {
+	t.Parallel()
+	m := NewMetrics(prometheus.NewRegistry())
+	ep := endpoint.New(endpoint.Spec{Name: "pod-a", Namespace: "ns", Address: "10.0.0.1", Port: 8000})
+	req := &scheduler.Request{Model: "m"}
+	res := &scheduler.Result{Primary: "p", Profiles: map[string]*scheduler.ProfileResult{"p": {Targets: []*endpoint.Endpoint{ep}}}}
+	m.scheduled(time.Now(), req, res, nil)
+	m.scheduled(time.Now(), req, res, nil)
+	m.scheduled(time.Now(), req, nil, scheduler.ErrNoCandidates)
+	for labels, want := range map[[5]string]float64{
+		{"success", "m", "pod-a", "ns", "8000"}: 2,
+		{"failure", "m", "", "", ""}:            1,
+	} {
+		if got := testutil.ToFloat64(m.attempts.WithLabelValues(labels[:]...)); got != want {
+			t.Errorf("attempts%v = %v, want %v", labels, got, want)
+		}
 	}
 }

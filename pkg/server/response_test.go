@@ -137,6 +137,13 @@ func checkUsageMetrics(t *testing.T, reg *prometheus.Registry, u request.Usage) 
 	if v := metricValue(t, reg, "inference_objective_request_total"); v != 1 {
 		t.Errorf("inference_objective_request_total = %v, want 1", v)
 	}
+	if v := metricValue(t, reg, "inference_extension_scheduler_attempts_total"); v != 1 {
+		t.Errorf("inference_extension_scheduler_attempts_total = %v, want 1", v)
+	}
+	// Time per output token is observed whenever the server reported some.
+	if n, s := histogram(t, reg, "inference_objective_normalized_time_per_output_token_seconds"); (n == 1) != (u.CompletionTokens > 0) || s < 0 {
+		t.Errorf("normalized time per output token: %d observations (sum %v) for %d output tokens", n, s, u.CompletionTokens)
+	}
 }
 
 // histogram sums a histogram's count and sum over all label values.

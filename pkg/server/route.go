@@ -131,7 +131,7 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 	}
 	x.state = st
 	res, err := sched.Schedule(x.ctx, x.state, x.req, eps)
-	x.srv.opts.Metrics.scheduled(x.state.Now, err)
+	x.srv.opts.Metrics.scheduled(x.state.Now, x.req, res, err)
 	if err != nil {
 		return err
 	}
