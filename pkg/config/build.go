@@ -51,6 +51,8 @@ type BuildOptions struct {
 	Handle *scheduler.Handle
 	// Seed is passed to scheduler.New; 0 picks a random one.
 	Seed uint64
+	// Timer, if set, is told how long every plugin call takes.
+	Timer scheduler.PluginTimer
 	// Previous is the running configuration on a reload. An instance whose
 	// name, type and canonical parameters are unchanged is reused instead of
 	// rebuilt, so stateful plugins (the prefix index, session maps) keep
@@ -92,7 +94,7 @@ func BuildWith(cfg *Config, opts BuildOptions) (*Built, error) {
 	if err := b.ps.err(); err != nil {
 		return nil, err
 	}
-	sched, err := b.assemble(opts.Seed)
+	sched, err := b.assemble(opts.Seed, opts.Timer)
 	if err != nil {
 		return nil, fmt.Errorf("build config: %w", err)
 	}
@@ -212,7 +214,7 @@ func (b *builder) resolve() {
 
 // assemble builds the profiles and the scheduler; validateKinds has made
 // sure every lookup here succeeds.
-func (b *builder) assemble(seed uint64) (*scheduler.Scheduler, error) {
+func (b *builder) assemble(seed uint64, timer scheduler.PluginTimer) (*scheduler.Scheduler, error) {
 	var handler scheduler.ProfileHandler
 	var all []scheduler.Plugin
 	for _, spec := range b.cfg.Plugins {
@@ -232,7 +234,7 @@ func (b *builder) assemble(seed uint64) (*scheduler.Scheduler, error) {
 	_, ref := b.cfg.detectorRef()
 	detector, _ := b.instances[ref].(scheduler.SaturationDetector) // checkDetector reported any other kind
 	return scheduler.New(scheduler.Options{Handler: handler, Profiles: profiles, Plugins: all,
-		SaturationDetector: detector, Seed: seed, Clock: b.h.Clock})
+		SaturationDetector: detector, Timer: timer, Seed: seed, Clock: b.h.Clock})
 }
 
 // profile places each entry by what it is: a plugin that is both a filter

@@ -39,6 +39,8 @@ type app struct {
 	built    *config.Built
 	plugins  *pluginRunner
 	kube     *kubeSource // nil unless Kubernetes mode
+	// metrics are the request path's collectors, also timing every plugin.
+	metrics *server.Metrics
 
 	background []runnable
 	grpc       *grpc.Server
@@ -49,7 +51,7 @@ type app struct {
 }
 
 func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*app, error) {
-	a := &app{flags: f, log: log, store: datastore.New()}
+	a := &app{flags: f, log: log, store: datastore.New(), metrics: server.NewMetrics(reg)}
 	if err := a.addSources(reg); err != nil {
 		return nil, err
 	}
@@ -65,7 +67,7 @@ func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*
 	a.background = append(a.background, scraper)
 	opts := server.Options{
 		MaxRequestBodyBytes: f.MaxRequestBodyBytes, DisableSubsetFilter: f.DisableSubsetFilter,
-		EmitEndpointScores: f.EmitEndpointScores, Passthrough: passthrough(built), Log: log.WithName("server"), Metrics: server.NewMetrics(reg),
+		EmitEndpointScores: f.EmitEndpointScores, Passthrough: passthrough(built), Log: log.WithName("server"), Metrics: a.metrics,
 	}
 	a.kubeOptions(&opts)
 	a.srv = server.New(a.store, built.Scheduler, opts)

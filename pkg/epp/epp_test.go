@@ -161,7 +161,8 @@ func TestDecisionIsExplainedAndScoresEmitted(t *testing.T) {
 	page := r.metricsPage(t)
 	_, port, _ := net.SplitHostPort(d.Endpoints[0])
 	for _, want := range []string{`inference_extension_info{build_ref="`,
-		`inference_extension_scheduler_attempts_total{namespace="",pod_name="s`, `",port="` + port + `",status="success",target_model_name="m"} 1`} {
+		`inference_extension_scheduler_attempts_total{namespace="",pod_name="s`, `",port="` + port + `",status="success",target_model_name="m"} 1`,
+		`inference_extension_plugin_duration_seconds_count{extension_point="Scorer",plugin_name="queue-scorer",plugin_type="queue-scorer"} 1`} {
 		if !strings.Contains(page, want) {
 			t.Errorf("metrics page lacks %q", want)
 		}

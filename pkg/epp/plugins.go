@@ -36,7 +36,7 @@ func (a *app) loadConfig(st *settings, reg prometheus.Registerer) (*config.Built
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
-	opts := config.BuildOptions{Registry: registry, Seed: a.flags.Seed, Handle: &scheduler.Handle{
+	opts := config.BuildOptions{Registry: registry, Seed: a.flags.Seed, Timer: a.metrics, Handle: &scheduler.Handle{
 		Log: a.log.WithName("plugins"), Clock: scheduler.RealClock{}, Endpoints: a.store.Snapshot,
 		Registerer: replacingRegisterer{reg}, StalenessThreshold: a.flags.StalenessThreshold,
 		UpstreamScoring: a.flags.UpstreamScoring,

@@ -23,6 +23,8 @@ type Profile struct {
 
 	// violations counts scorer outputs that were out of [0,1] or misaligned.
 	violations atomic.Uint64
+	// timing is the owning scheduler's (set by New).
+	timing timing
 }
 
 // Violations returns how many scorer values were clamped or rejected.
@@ -38,7 +40,9 @@ func (p *Profile) Run(ctx context.Context, state *State, req *Request, candidate
 	eps := candidates
 	for _, f := range p.Filters {
 		before := len(eps)
+		t := p.timing.start()
 		eps = f.Filter(ctx, state, req, eps)
+		p.timing.done(PointFilter, f, t)
 		if len(eps) == 0 {
 			return nil, &FilteredError{Profile: p.Name, Filter: f.TypedName(), Before: before}
 		}
@@ -46,7 +50,9 @@ func (p *Profile) Run(ctx context.Context, state *State, req *Request, candidate
 	totals := make([]float64, len(eps))
 	per := make([]ScorerScores, len(p.Scorers))
 	for i, ws := range p.Scorers {
+		t := p.timing.start()
 		scores := ws.Scorer.Score(ctx, state, req, eps)
+		p.timing.done(PointScorer, ws.Scorer, t)
 		per[i] = ScorerScores{Scorer: ws.Scorer.TypedName(), Weight: ws.Weight}
 		if len(scores) != len(eps) {
 			p.violations.Add(1)
@@ -59,7 +65,9 @@ func (p *Profile) Run(ctx context.Context, state *State, req *Request, candidate
 	for i, e := range eps {
 		scored[i] = Scored{Endpoint: e, Score: totals[i]}
 	}
+	t := p.timing.start()
 	targets, err := p.Picker.Pick(ctx, state, req, scored)
+	p.timing.done(PointPicker, p.Picker, t)
 	if err != nil {
 		return nil, fmt.Errorf("profile %q: picker %s: %w", p.Name, p.Picker.TypedName(), err)
 	}

@@ -25,6 +25,8 @@ type Options struct {
 	// SaturationDetector, if set, sheds sheddable requests (priority < 0)
 	// while it rates the candidates saturated (see SaturationDetector).
 	SaturationDetector SaturationDetector
+	// Timer, if set, is told how long every plugin call took.
+	Timer PluginTimer
 	// Seed makes every request's State.Rand reproducible; 0 picks a random
 	// seed.
 	Seed  uint64
@@ -44,6 +46,7 @@ type Scheduler struct {
 	respChunk []ResponseChunk
 	respDone  []ResponseComplete
 	detector  SaturationDetector
+	timing    timing
 	clock     Clock
 	seed      uint64
 	seq       atomic.Uint64
@@ -58,7 +61,7 @@ func New(opts Options) (*Scheduler, error) {
 		return nil, errors.New("scheduler: at least one profile is required")
 	}
 	s := &Scheduler{handler: opts.Handler, profiles: map[string]*Profile{}, plugins: opts.Plugins,
-		detector: opts.SaturationDetector, clock: opts.Clock, seed: opts.Seed}
+		detector: opts.SaturationDetector, timing: timing{opts.Timer}, clock: opts.Clock, seed: opts.Seed}
 	for _, p := range opts.Profiles {
 		if p.Picker == nil {
 			return nil, fmt.Errorf("scheduler: profile %q has no picker", p.Name)
@@ -67,6 +70,7 @@ func New(opts Options) (*Scheduler, error) {
 			return nil, fmt.Errorf("scheduler: duplicate profile %q", p.Name)
 		}
 		s.profiles[p.Name] = p
+		p.timing = s.timing // profiles belong to the scheduler built with them
 	}
 	if s.clock == nil {
 		s.clock = RealClock{}
@@ -144,17 +148,24 @@ func (s *Scheduler) Schedule(ctx context.Context, state *State, req *Request, ca
 		}
 	}
 	for _, a := range s.admitters {
-		if err := a.Admit(ctx, state, req, candidates); err != nil {
+		t := s.timing.start()
+		err := a.Admit(ctx, state, req, candidates)
+		s.timing.done(PointAdmitRequest, a, t)
+		if err != nil {
 			return nil, fmt.Errorf("admission %s: %w", a.TypedName(), err)
 		}
 	}
 	for _, p := range s.producers {
+		t := s.timing.start()
 		p.Produce(ctx, state, req, candidates)
+		s.timing.done(PointPrepareData, p, t)
 	}
 	results := make(map[string]*ProfileResult, len(s.profiles))
 	var firstErr error
 	for {
+		t := s.timing.start()
 		next := s.handler.Pick(ctx, state, req, s.profiles, results)
+		s.timing.done(PointProfilePicker, s.handler, t)
 		if len(next) == 0 {
 			break
 		}
@@ -166,7 +177,9 @@ func (s *Scheduler) Schedule(ctx context.Context, state *State, req *Request, ca
 			}
 		}
 	}
+	t := s.timing.start()
 	result, err := s.handler.ProcessResults(ctx, state, req, results)
+	s.timing.done(PointProcessResults, s.handler, t)
 	if err != nil {
 		if firstErr != nil && !errors.Is(err, firstErr) {
 			return nil, fmt.Errorf("%w: %w", err, firstErr)
@@ -185,28 +198,36 @@ func (s *Scheduler) Schedule(ctx context.Context, state *State, req *Request, ca
 // PreRequest runs the PreRequest hooks.
 func (s *Scheduler) PreRequest(ctx context.Context, state *State, req *Request, result *Result) {
 	for _, h := range s.preReq {
+		t := s.timing.start()
 		h.PreRequest(ctx, state, req, result)
+		s.timing.done(PointPreRequest, h, t)
 	}
 }
 
 // ResponseHeaders runs the ResponseHeaders hooks.
 func (s *Scheduler) ResponseHeaders(ctx context.Context, state *State, req *Request, resp *Response) {
 	for _, h := range s.respHdr {
+		t := s.timing.start()
 		h.ResponseHeaders(ctx, state, req, resp)
+		s.timing.done(PointResponseHeaders, h, t)
 	}
 }
 
 // ResponseChunk runs the ResponseChunk hooks.
 func (s *Scheduler) ResponseChunk(ctx context.Context, state *State, req *Request, resp *Response, chunk []byte) {
 	for _, h := range s.respChunk {
+		t := s.timing.start()
 		h.ResponseChunk(ctx, state, req, resp, chunk)
+		s.timing.done(PointResponseChunk, h, t)
 	}
 }
 
 // ResponseComplete runs the ResponseComplete hooks.
 func (s *Scheduler) ResponseComplete(ctx context.Context, state *State, req *Request, resp *Response) {
 	for _, h := range s.respDone {
+		t := s.timing.start()
 		h.ResponseComplete(ctx, state, req, resp)
+		s.timing.done(PointResponseDone, h, t)
 	}
 }
 

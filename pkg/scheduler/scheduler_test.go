@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -255,5 +256,60 @@ func TestLegacyAdmissionShedsOnlySheddable(t *testing.T) {
 		if want := map[bool]int{true: 4, false: 0}[tc.priority < 0]; r.asked != want {
 			t.Errorf("priority %d: detector rated %d endpoints, want %d (only sheddable requests pay for a rating)", tc.priority, r.asked, want)
 		}
+	}
+}
+
+// timings records PluginTimer calls as "point name".
+type timings struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *timings) ObservePlugin(point string, p scheduler.TypedName, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d < 0 {
+		point += " (negative duration)"
+	}
+	r.calls = append(r.calls, point+" "+p.Name)
+}
+
+// keepAll is a filter that keeps every endpoint and records the request.
+type keepAll struct{}
+
+func (keepAll) TypedName() scheduler.TypedName {
+	return scheduler.TypedName{Type: "keep-all", Name: "keep"}
+}
+func (keepAll) Filter(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
+	return eps
+}
+func (keepAll) PreRequest(context.Context, *scheduler.State, *scheduler.Request, *scheduler.Result) {}
+func (keepAll) ResponseComplete(context.Context, *scheduler.State, *scheduler.Request, *scheduler.Response) {
+}
+
+// TestPluginTimer checks that every plugin call is reported under its
+// extension point (upstream's names), in order.
+func TestPluginTimer(t *testing.T) {
+	t.Parallel()
+	rec := &timings{}
+	filter, scorer := keepAll{}, &fixed{name: "f", scores: []float64{0.1, 0.9}}
+	p := &scheduler.Profile{Name: "default", Filters: []scheduler.Filter{filter}, Picker: maxScore(t),
+		Scorers: []scheduler.WeightedScorer{{Scorer: scorer, Weight: 1}}}
+	s, err := scheduler.New(scheduler.Options{Handler: profiles.NewSingle("single"), Profiles: []*scheduler.Profile{p},
+		Plugins: []scheduler.Plugin{filter, scorer}, Timer: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, req := s.NewState(), plugintest.Request("m", 10)
+	res, err := s.Schedule(context.Background(), state, req, plugintest.Endpoints(2, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.PreRequest(context.Background(), state, req, res)
+	s.ResponseComplete(context.Background(), state, req, &scheduler.Response{})
+	want := []string{"ProfilePicker single", "Filter keep", "Scorer f", "Picker max", "ProfilePicker single",
+		"ProcessProfilesResults single", "PreRequest keep", "ResponseComplete keep"}
+	if diff := cmp.Diff(want, rec.calls); diff != "" {
+		t.Errorf("timed calls (-want +got):\n%s", diff)
 	}
 }

@@ -31,6 +31,10 @@ type Metrics struct {
 	schedErrs prometheus.Counter
 	attempts  *prometheus.CounterVec
 	rewrites  *prometheus.CounterVec
+	plugins   *prometheus.HistogramVec
+	// pluginObs caches plugins' children: the set of plugins is fixed per
+	// configuration, so it stays small.
+	pluginObs sync.Map // pluginKey -> prometheus.Observer
 
 	mu     sync.RWMutex
 	models map[string]bool
@@ -87,11 +91,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		rewrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inference_extension_model_rewrite_decisions_total",
 			Help: "Requests whose model an InferenceModelRewrite rule chose, by rule object, requested and target model."},
 			[]string{"model_rewrite_name", "model_name", "target_model"}),
+		plugins: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_extension_plugin_duration_seconds",
+			Help: "Time spent in each plugin call, by extension point.", Buckets: prometheus.ExponentialBuckets(1e-6, 2, 20)},
+			[]string{"extension_point", "plugin_type", "plugin_name"}),
 		models: map[string]bool{},
 		pairs:  map[labelPair]*pairMetrics{},
 	}
 	reg.MustRegister(m.requests, m.errors, m.duration, m.reqSizes, m.respSizes, m.inputTok, m.outputTok,
-		m.cachedTok, m.ntpot, m.running, m.schedule, m.schedErrs, m.attempts, m.rewrites)
+		m.cachedTok, m.ntpot, m.running, m.schedule, m.schedErrs, m.attempts, m.rewrites, m.plugins)
 	return m
 }
 
@@ -194,6 +201,24 @@ func (m *Metrics) requestDone(req *scheduler.Request, resp *scheduler.Response, 
 			p.ntpot.Observe(d.Seconds() / float64(n))
 		}
 	}
+}
+
+type pluginKey struct {
+	point string
+	name  scheduler.TypedName
+}
+
+// ObservePlugin implements scheduler.PluginTimer.
+func (m *Metrics) ObservePlugin(point string, p scheduler.TypedName, d time.Duration) {
+	if m == nil {
+		return
+	}
+	k := pluginKey{point, p}
+	o, ok := m.pluginObs.Load(k)
+	if !ok {
+		o, _ = m.pluginObs.LoadOrStore(k, m.plugins.WithLabelValues(point, p.Type, p.Name))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
 }
 
 func (m *Metrics) rewritten(rule, model, target string) {
