@@ -73,10 +73,49 @@ func (r *runner) pair(ctx context.Context, epp, floor *arm, k cellKey) (overhead
 			return row, err
 		}
 	}
+	if k == r.p.profileCell() && row.ReferenceRate > 0 {
+		if err := r.loads(ctx, epp, floor, k, &row, repeats); err != nil {
+			return row, err
+		}
+	}
 	if err := r.finishPair(ctx, epp, floor, k, &row); err != nil {
 		return row, err
 	}
 	return row, nil
+}
+
+// loads measures both arms at each of the plan's fixed offered rates,
+// repeats times, alternating like the reference runs (a new arrival seed
+// per repeat and rate, the same in both arms).
+func (r *runner) loads(ctx context.Context, epp, floor *arm, k cellKey, row *overhead.Row, repeats int) error {
+	row.Loads = make([]overhead.LoadPoint, len(r.p.loads))
+	for li, rate := range r.p.loads {
+		row.Loads[li].Rate = rate
+	}
+	for i := range repeats {
+		for li := range row.Loads {
+			lp := &row.Loads[li]
+			err := r.alternate(ctx, epp, floor, row, func(a *arm, _ *overhead.Arm) error {
+				out := &lp.Floor
+				if a == epp {
+					out = &lp.EPP
+				}
+				j := r.closed(k, r.p.ref)
+				j.Rate, j.Seed = lp.Rate, k.seed(1000+100*li+i)
+				run, err := r.warmed(ctx, a, j)
+				*out = append(*out, run)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}
+	for _, lp := range row.Loads {
+		r.logf("added %s at %.0f req/s: p50 %+.0fµs p99 %+.0fµs (medians of %d repeats)", k, lp.Rate,
+			lp.Added(p50).Median, lp.Added(p99).Median, repeats)
+	}
+	return nil
 }
 
 // alternate runs fn on the EPP arm, then pauses the EPP (SIGSTOP, so its

@@ -90,6 +90,10 @@ func TestQuickRun(t *testing.T) {
 	if added := rep.Rows[0].AddedP99(); added.N != 2 {
 		t.Errorf("added p99 over %d repeats, want 2", added.N)
 	}
+	if loads := rep.Rows[0].Loads; len(loads) != 1 || loads[0].Rate != 200 ||
+		loads[0].Added(func(r overhead.Run) float64 { return r.P99us }).N != 2 {
+		t.Errorf("fixed-load points %+v, want one at 200 req/s measured twice in each arm", loads)
+	}
 	if st, err := os.Stat(filepath.Join(dir, "out", profileFile)); err != nil || st.Size() == 0 {
 		t.Errorf("EPP CPU profile missing or empty: %v", err)
 	}
@@ -98,10 +102,11 @@ func TestQuickRun(t *testing.T) {
 func TestParseRunFlags(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name    string
-		args    []string
-		want    string // error substring, "" for success
-		wantEPs []int
+		name      string
+		args      []string
+		want      string // error substring, "" for success
+		wantEPs   []int
+		wantLoads []float64
 	}{
 		{name: "minimal", args: []string{"--epp", "x"}},
 		{name: "lists", args: []string{"--epp", "x", "--endpoints", "10, 100"}, wantEPs: []int{10, 100}},
@@ -114,6 +119,9 @@ func TestParseRunFlags(t *testing.T) {
 		{name: "stray", args: []string{"--epp", "x", "extra"}, want: "unexpected arguments"},
 		{name: "fixed reference rate", args: []string{"--epp", "x", "--reference-rate", "4000"}},
 		{name: "negative reference rate", args: []string{"--epp", "x", "--reference-rate", "-1"}, want: "--reference-rate must be > 0"},
+		{name: "load rates", args: []string{"--epp", "x", "--load-rates", "500,1500"}, wantLoads: []float64{500, 1500}},
+		{name: "no load rates", args: []string{"--epp", "x", "--load-rates", "none"}, wantLoads: []float64{}},
+		{name: "bad load rate", args: []string{"--epp", "x", "--load-rates", "0"}, want: `"0" is not a positive integer`},
 		{name: "rate and fraction", args: []string{"--epp", "x", "--reference-rate", "4000", "--reference-fraction", "0.5"},
 			want: "exclude each other"},
 	}
@@ -132,6 +140,9 @@ func TestParseRunFlags(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.wantEPs, o.endpoints); diff != "" {
 				t.Errorf("endpoints (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantLoads, o.loads); diff != "" {
+				t.Errorf("load rates (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -152,6 +163,12 @@ func TestPlan(t *testing.T) {
 	}
 	if full.repeat != 3 || quick.repeat != 1 || newPlan(runOptions{quick: true, repeat: 5}).repeat != 5 {
 		t.Errorf("repeats: full %d, quick %d; want 3 and 1 by default, --repeat overriding", full.repeat, quick.repeat)
+	}
+	if got := newPlan(runOptions{loads: []float64{}}).loads; len(got) != 0 {
+		t.Errorf("--load-rates none left loads %v", got)
+	}
+	if len(full.loads) == 0 {
+		t.Error("the full plan has no fixed-load points")
 	}
 	if quick.maxRequests == 0 || quick.maxRequests > 500 {
 		t.Errorf("quick runs are capped at %d requests, want a few hundred", quick.maxRequests)

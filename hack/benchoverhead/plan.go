@@ -19,7 +19,10 @@ import (
 //     rate is the sustained rate;
 //  3. reference, repeat times, alternating: open-loop Poisson at
 //     refFraction·X of the EPP arm, the same rate and arrival seed in both
-//     arms of a repeat, so their latencies compare at the same load.
+//     arms of a repeat, so their latencies compare at the same load;
+//  4. loads, in the profiled cell only, repeat times, alternating: open-loop
+//     Poisson at each fixed rate of loads, like the reference runs, so the
+//     added latency is seen against the offered load too.
 //
 // Alternating the arms makes slow drifts of the shared machine hit both;
 // the report takes medians over the repeats.
@@ -37,6 +40,7 @@ type plan struct {
 	ladder      []float64
 	refFraction float64
 	refRate     float64 // when > 0, replaces refFraction × capacity
+	loads       []float64
 	p99Bound    time.Duration
 	// minDelivered is the throughput a passing step must keep, as a
 	// fraction of its realised arrival rate.
@@ -57,12 +61,17 @@ func newPlan(o runOptions) plan {
 		ref: 2 * time.Second, idle: time.Second, settle: time.Second, profile: 5 * time.Second,
 		ladder: []float64{1.0, 0.85, 0.7, 0.5, 0.3}, refFraction: 0.5,
 		p99Bound: 10 * time.Millisecond, minDelivered: 0.95, repeat: 3, targetRepeat: 11,
+		loads: []float64{1000, 2000, 3000},
 	}
 	if o.quick {
 		p.endpoints, p.concurrency, p.prompts = []int{10}, []int{16}, []int{1 << 10}
 		p.warm, p.probe, p.step, p.ref = 100*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
 		p.idle, p.settle, p.profile = 300*time.Millisecond, 300*time.Millisecond, time.Second
 		p.ladder, p.maxRequests, p.repeat, p.targetRepeat = []float64{0.85, 0.5}, 300, 1, 1
+		p.loads = []float64{200}
+	}
+	if o.loads != nil {
+		p.loads = o.loads
 	}
 	if o.repeat > 0 {
 		p.repeat, p.targetRepeat = o.repeat, o.repeat

@@ -51,6 +51,9 @@ type runOptions struct {
 	// refRate, when > 0, is the reference rate itself (req/s), whatever the
 	// capacity: comparing two builds at one offered load.
 	refRate float64
+	// loads, when not nil, replaces the plan's fixed offered rates (empty:
+	// none).
+	loads []float64
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
@@ -69,6 +72,21 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	fs.Float64Var(&o.refFraction, "reference-fraction", 0, "reference rate as a fraction of the EPP arm's capacity (what-if runs; default 0.5; the report states it)")
 	fs.Float64Var(&o.refRate, "reference-rate", 0, "reference rate in req/s for every cell instead of a fraction of capacity, so two builds "+
 		"(whose capacities differ) are compared at one offered load (what-if runs; the report states it)")
+	fs.Func("load-rates", "fixed offered rates in req/s at which the profiled cell's arms are also compared, or none "+
+		"(default 1000,2000,3000; 200 with --quick)", func(s string) error {
+		o.loads = []float64{}
+		if s == "none" {
+			return nil
+		}
+		var ns []int
+		if err := parseInts(s, &ns); err != nil {
+			return err
+		}
+		for _, n := range ns {
+			o.loads = append(o.loads, float64(n))
+		}
+		return nil
+	})
 	intsFlag(fs, &o.endpoints, "endpoints", "endpoint counts (default 10,100,1000)")
 	intsFlag(fs, &o.concurrency, "concurrency", "concurrencies (default 1,16,64)")
 	intsFlag(fs, &o.promptKiB, "prompt-kib", "prompt sizes in KiB (default 1,100)")
@@ -115,17 +133,20 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 
 // intsFlag binds a comma-separated list of positive integers.
 func intsFlag(fs *flag.FlagSet, dst *[]int, name, usage string) {
-	fs.Func(name, usage, func(s string) error {
-		*dst = nil
-		for _, f := range strings.Split(s, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 1 {
-				return fmt.Errorf("%q is not a positive integer", f)
-			}
-			*dst = append(*dst, n)
+	fs.Func(name, usage, func(s string) error { return parseInts(s, dst) })
+}
+
+// parseInts replaces *dst with the comma-separated positive integers in s.
+func parseInts(s string, dst *[]int) error {
+	*dst = nil
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return fmt.Errorf("%q is not a positive integer", f)
 		}
-		return nil
-	})
+		*dst = append(*dst, n)
+	}
+	return nil
 }
 
 // runMain is the orchestrator: it runs the matrix and writes the report.

@@ -9,10 +9,13 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/openepp/openepp/hack/benchoverhead/overhead"
 )
 
 // fleetFixture is a fleet report as make bench-fleet writes it: relative
@@ -229,30 +232,77 @@ func TestMicroCommand(t *testing.T) {
 	}
 }
 
+// mutateOverhead rewrites the fixture overhead report in dir through fn.
+func mutateOverhead(t *testing.T, dir string, fn func(*overhead.Report)) {
+	t.Helper()
+	path := filepath.Join(dir, "overhead.json")
+	rep, err := overhead.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn(rep)
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, path, b)
+}
+
+// report runs the generator on dir and returns the markdown.
+func report(t *testing.T, dir, out string) string {
+	t.Helper()
+	var log bytes.Buffer
+	if err := run(context.Background(), []string{"--dir", dir, "--out", out}, &log); err != nil {
+		t.Fatalf("run: %v\n%s", err, log.String())
+	}
+	md, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(md)
+}
+
 // TestReportStatesFixedReferenceRate checks that a what-if run at a fixed
 // reference load (benchoverhead --reference-rate) says so.
 func TestReportStatesFixedReferenceRate(t *testing.T) {
 	t.Parallel()
 	dir, out := setup(t, false)
-	path := filepath.Join(dir, "overhead.json")
-	var rep map[string]any
-	b, err := os.ReadFile(path)
-	if err == nil {
-		err = json.Unmarshal(b, &rep)
+	mutateOverhead(t, dir, func(r *overhead.Report) { r.Settings.RefRate = 4000 })
+	if md := report(t, dir, out); !strings.Contains(md, "a fixed 4000 req/s in every cell") {
+		t.Error("report does not state the fixed reference rate")
 	}
-	if err != nil {
-		t.Fatal(err)
+}
+
+// TestReportFixedLoads checks the added latency against the offered load:
+// a table row per fixed load plus the reference, sorted by rate, the
+// verdict against the target, and the summary's clause in the target cell.
+func TestReportFixedLoads(t *testing.T) {
+	t.Parallel()
+	dir, out := setup(t, false)
+	mutateOverhead(t, dir, func(r *overhead.Report) {
+		row := &r.Rows[0]
+		row.Endpoints = targetEndpoints // make it the target cell
+		slow := slices.Clone(row.EPP.References)
+		for i := range slow {
+			slow[i].P99us = row.Floor.References[i].P99us + 2500
+		}
+		fast := slices.Clone(row.EPP.References)
+		for i := range fast {
+			fast[i].P99us = row.Floor.References[i].P99us + 400
+		}
+		row.ReferenceRate = 1500
+		row.Loads = []overhead.LoadPoint{{Rate: 3000, EPP: slow, Floor: row.Floor.References}, {Rate: 1000, EPP: fast, Floor: row.Floor.References}}
+	})
+	md := report(t, dir, out)
+	table := md[strings.Index(md, "Added latency against the offered load"):]
+	i1, iRef, i3 := strings.Index(table, "| 1,000 |"), strings.Index(table, "| 1,500 (reference) |"), strings.Index(table, "| 3,000 |")
+	if i1 < 0 || iRef < i1 || i3 < iRef {
+		t.Errorf("fixed-load rows missing or not sorted by rate:\n%s", table)
 	}
-	rep["settings"].(map[string]any)["reference_rate_rps"] = 4000
-	if b, err = json.Marshal(rep); err != nil {
-		t.Fatal(err)
-	}
-	write(t, path, b)
-	var log bytes.Buffer
-	if err := run(context.Background(), []string{"--dir", dir, "--out", out}, &log); err != nil {
-		t.Fatalf("run: %v\n%s", err, log.String())
-	}
-	if md, err := os.ReadFile(out); err != nil || !strings.Contains(string(md), "a fixed 4000 req/s in every cell") {
-		t.Errorf("report does not state the fixed reference rate (%v)", err)
+	for _, want := range []string{" / +400**", " / +2,500**", "is under 1,000 µs at 1,000",
+		"At fixed offered loads, the added p99 was +2,500 µs at 3,000 req/s, +400 µs at 1,000 req/s"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
 	}
 }

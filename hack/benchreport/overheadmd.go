@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"math"
@@ -49,11 +50,19 @@ func renderTargets(w io.Writer, rep *overhead.Report) {
 		"so it includes waiting for one of the C slots; the service-time p99 gap, from the actual send, is %s µs (%s)); "+
 		"**%s req/s per EPP core** (%s; target ≥ 10,000: **%s**); "+
 		"sustained %s req/s on one pinned core. Upstream v1.5.0 was measured at about 4,750 req/s on 2 cores with p99 ≈ 11 ms at 50 endpoints "+
-		"(different machine and harness: a ratio, not a race).\n",
+		"(different machine and harness: a ratio, not a race).",
 		len(row.EPP.Capacities), signed(added.Median), rangeText(added, signed), thousands(row.ReferenceRate),
 		verdict(added.Median < targetAddedP99us), signed(svc.Median), rangeText(svc, signed),
 		thousands(perCore.Median), rangeText(perCore, thousands),
 		verdict(perCore.Median >= targetPerCore), thousands(row.EPP.Sustained))
+	var at []string
+	for _, lp := range row.Loads {
+		at = append(at, fmt.Sprintf("%s µs at %s req/s", signed(lp.Added(func(r overhead.Run) float64 { return r.P99us }).Median), thousands(lp.Rate)))
+	}
+	if len(at) > 0 {
+		fmt.Fprintf(w, " At fixed offered loads, the added p99 was %s (section 2).", strings.Join(at, ", "))
+	}
+	fmt.Fprintln(w)
 }
 
 // targetRepeats is how many times the target cell was measured.
@@ -115,6 +124,7 @@ func renderOverhead(w io.Writer, rep *overhead.Report, plots []string) {
 	}
 	renderIdle(w, rep.Idle)
 	renderTable(w, rep.Rows)
+	renderLoads(w, rep.Rows)
 	renderFindings(w, rep)
 	for _, p := range plots {
 		fmt.Fprintf(w, "![overhead plot](%s)\n\n", p)
@@ -209,6 +219,54 @@ func renderTable(w io.Writer, rows []overhead.Row) {
 		"percentiles rest on too few samples to mean much; n/a: the EPP completed no request in its capacity runs. *CPU pressure*: share of each reference run during which some "+
 		"runnable task on the machine (the benchmark's own included) waited for a CPU (Linux PSI), median over the repeats; high values mean the arms' "+
 		"tails measure CPU contention more than the servers.\n\n", busyCores*100, minSamples)
+}
+
+// loadRow is row as measured at one of its fixed loads, so the table
+// helpers apply to it unchanged.
+func loadRow(row overhead.Row, lp overhead.LoadPoint) overhead.Row {
+	row.ReferenceRate, row.Loads = lp.Rate, nil
+	row.EPP = overhead.Arm{References: lp.EPP}
+	row.Floor = overhead.Arm{References: lp.Floor}
+	return row
+}
+
+// renderLoads writes, for each row measured at fixed loads, the added
+// latency against the offered load, the reference rate included.
+func renderLoads(w io.Writer, rows []overhead.Row) {
+	for _, row := range rows {
+		if len(row.Loads) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "Added latency against the offered load, %d endpoints, C=%d, %d KiB (the reference runs' method at "+
+			"fixed rates, %d repeats each):\n\n"+
+			"| offered req/s | EPP p50 / p99 µs | floor p50 / p99 µs | **added p50 / p99 µs** | added p99 range µs | "+
+			"added service-time p99 µs | generator lag p99 µs EPP / floor |\n|--:|--:|--:|--:|--:|--:|--:|\n",
+			row.Endpoints, row.Concurrency, row.PromptBytes>>10, len(row.Loads[0].EPP))
+		points := make([]overhead.Row, 0, len(row.Loads)+1)
+		for _, lp := range row.Loads {
+			points = append(points, loadRow(row, lp))
+		}
+		points = append(points, row)
+		slices.SortStableFunc(points, func(a, b overhead.Row) int { return cmp.Compare(a.ReferenceRate, b.ReferenceRate) })
+		var under []string
+		for _, r := range points {
+			rate := thousands(r.ReferenceRate)
+			if r.Loads != nil {
+				rate += " (reference)"
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | **%s** | %s | %s | %s / %s |\n", rate, latencies(r.EPP), latencies(r.Floor), added(r),
+				rangeText(r.AddedP99(), signed), signed(r.AddedServiceP99().Median),
+				median(r.EPP.Reference(lagP99)), median(r.Floor.Reference(lagP99)))
+			if a := r.AddedP99(); a.N > 0 && a.Median < targetAddedP99us {
+				under = append(under, thousands(r.ReferenceRate))
+			}
+		}
+		verdict := "at none of these loads"
+		if len(under) > 0 {
+			verdict = "at " + strings.Join(under, ", ") + " req/s"
+		}
+		fmt.Fprintf(w, "\nThe median added p99 (from the intended send time) is under %s µs %s.\n\n", thousands(targetAddedP99us), verdict)
+	}
 }
 
 func throughput(r overhead.Run) float64 { return r.Throughput }

@@ -80,17 +80,21 @@ const caveats = `## Caveats
   (Reports before 2026-11-26 also carried 40–50 ms stalls of the load generator's own garbage collector in random
   runs of both arms; the generator now collects only between runs.)
 - **Where the EPP's extra tail comes from.** At the target cell the EPP's CPU per request is within about 10 % of
-  the floor's, yet its p99 is well above the floor's. On one core the EPP also scrapes 2,000 pages/s, and that is
-  the main cause. What-if runs of the target cell on 2026-11-26 (15 repeats each; service-time p99 gap, EPP −
-  floor, which leaves out the generator's queueing): as shipped +1.1 to +1.7 ms in four runs; scraping nearly off
-  (` + "`--scrape-interval 10s`" + `) +0.6 ms, and its p50 gap fell from about +0.1 ms to +8 µs; scraping off and
-  ` + "`GOGC=2000`" + ` +0.35 ms; ` + "`GOGC=2000`" + ` alone, one scrape instant per endpoint
-  (` + "`--metrics-scrape-slots=-1`" + `), ` + "`GOMAXPROCS=2`" + ` on the one core, and the metrics servers at idle
-  CPU priority were all within the noise of the shipped binary (+1.4 to +2.2 ms). Logging every request showed the
-  EPP arm's slowest 1 % beginning within about 2 ms of a scrape wave's instant (25 endpoints share one by default),
-  the floor's spread evenly; spreading the waves removed that clustering but cost more CPU (idle 0.1 → 0.2–0.3
-  cores) and did not shrink the tail. With more than one core, as in any real deployment, scraping runs beside
-  the request path instead of in front of it.
+  the floor's, yet its p99 is well above the floor's, and the fixed-load table shows the gap already at 1,000 req/s,
+  where the EPP's core is about 7 % busy. That part is the scrape waves: on one core the EPP also scrapes 2,000
+  pages/s, 25 endpoints sharing each scrape instant, so about 80 times a second the core spends roughly a
+  millisecond on a wave, and a request arriving meanwhile waits for it. What-if runs of the target cell on
+  2026-11-26 (15 repeats each, fixed offered loads; intended-send p99 gap, service-time gap in brackets): as
+  shipped +0.9 ms (+0.9) at 1,000 req/s and +2.9 ms (+1.2) at 4,500 req/s; waves of 5
+  (` + "`--metrics-scrape-slots=20`" + `) +0.47 ms (+0.37) at 1,000 req/s but no better at 4,500 (+1.2), for 2.5× the
+  idle CPU (0.15 cores) and about a third fewer requests per core; one instant per endpoint
+  (` + "`--metrics-scrape-slots=-1`" + `) +0.57 ms at 1,000 req/s and worse at 4,500 (idle 0.24 cores), each wake-up of
+  an idle core being expensive on this VM. At higher loads the gap is not the garbage collector: at 4,500 req/s
+  the EPP collects every ~0.25 s (live heap 9 MB, ~8 ms and ~4.5 ms of CPU per cycle), and ` + "`GOGC=2000`" + `
+  left the service-time gap unchanged (+1.1 vs +1.2 ms). Earlier what-if runs: scraping nearly off
+  (` + "`--scrape-interval 10s`" + `) +0.6 ms at half capacity; ` + "`GOMAXPROCS=2`" + ` on the one core and the
+  metrics servers at idle CPU priority within the noise. With more than one core, as in any real deployment,
+  scraping runs beside the request path instead of in front of it.
 - **Pinning on 2 cores.** The server under test has CPU 0 to itself, but the load generator and every simulated
   model server's metrics page share CPU 1. At high rates or 1,000 endpoints CPU 1 saturates first (marked ‡ in the
   table): the measured capacity is then the harness's, a lower bound on the server's. The per-core figures come

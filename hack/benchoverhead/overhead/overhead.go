@@ -113,7 +113,22 @@ type Row struct {
 	ReferenceRate float64 `json:"reference_rps"`
 	EPP           Arm     `json:"epp"`
 	Floor         Arm     `json:"floor"`
+	// Loads are both arms at fixed offered rates, repeated like the
+	// reference runs (one cell only): how the added latency grows with load.
+	Loads []LoadPoint `json:"loads,omitempty"`
 }
+
+// LoadPoint is both arms at one fixed offered rate, one run per repeat
+// each, the two runs of a repeat back to back with the same arrival seed.
+type LoadPoint struct {
+	Rate  float64 `json:"rps"`
+	EPP   []Run   `json:"epp"`
+	Floor []Run   `json:"floor"`
+}
+
+// Added is the median (and spread) of the per-repeat differences of f,
+// EPP minus floor, at this load.
+func (l LoadPoint) Added(f func(Run) float64) Stat { return addedOver(l.EPP, l.Floor, f) }
 
 // AddedP50 is the EPP's p50 latency minus the floor's at the reference
 // rate, in microseconds: the median (and spread) of the per-repeat
@@ -129,9 +144,15 @@ func (r Row) AddedP99() Stat { return r.added(func(x Run) float64 { return x.P99
 func (r Row) AddedServiceP99() Stat { return r.added(func(x Run) float64 { return x.SvcP99us }) }
 
 func (r Row) added(f func(Run) float64) Stat {
+	return addedOver(r.EPP.References, r.Floor.References, f)
+}
+
+// addedOver pairs the i-th runs of the two arms, skipping pairs where
+// either completed nothing.
+func addedOver(epp, floor []Run, f func(Run) float64) Stat {
 	var d []float64
-	for i := range min(len(r.EPP.References), len(r.Floor.References)) {
-		e, fl := r.EPP.References[i], r.Floor.References[i]
+	for i := range min(len(epp), len(floor)) {
+		e, fl := epp[i], floor[i]
 		if e.Completed > 0 && fl.Completed > 0 {
 			d = append(d, f(e)-f(fl))
 		}
@@ -321,6 +342,11 @@ func (row Row) validate(i, repeats int) error {
 		if want := map[bool]int{true: repeats}[row.ReferenceRate > 0]; len(a.References) != want {
 			errs = append(errs, fmt.Errorf("rows[%d]: %d reference runs, want %d", i, len(a.References), want))
 			break
+		}
+	}
+	for _, l := range row.Loads {
+		if l.Rate <= 0 || len(l.EPP) != repeats || len(l.Floor) != repeats {
+			errs = append(errs, fmt.Errorf("rows[%d]: load %v req/s: %d and %d runs, want %d per arm at a rate > 0", i, l.Rate, len(l.EPP), len(l.Floor), repeats))
 		}
 	}
 	return errors.Join(errs...)

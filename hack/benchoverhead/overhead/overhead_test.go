@@ -42,6 +42,15 @@ func TestValidate(t *testing.T) {
 		{name: "repeat missing", mutate: func(r *Report) { r.Rows[0].Floor.Capacities = r.Rows[0].Floor.Capacities[:1] }, want: "not measured 2 times"},
 		{name: "reference missing", mutate: func(r *Report) { r.Rows[0].EPP.References = nil }, want: "0 reference runs, want 2"},
 		{name: "no repeats", mutate: func(r *Report) { r.Settings.Repeats = 0 }, want: "repeats 0"},
+		{name: "fixed load", mutate: func(r *Report) {
+			r.Rows[0].Loads = []LoadPoint{{Rate: 1000, EPP: r.Rows[0].EPP.References, Floor: r.Rows[0].Floor.References}}
+		}},
+		{name: "fixed load short", mutate: func(r *Report) {
+			r.Rows[0].Loads = []LoadPoint{{Rate: 1000, EPP: r.Rows[0].EPP.References[:1], Floor: r.Rows[0].Floor.References}}
+		}, want: "load 1000 req/s: 1 and 2 runs, want 2"},
+		{name: "fixed load no rate", mutate: func(r *Report) {
+			r.Rows[0].Loads = []LoadPoint{{EPP: r.Rows[0].EPP.References, Floor: r.Rows[0].Floor.References}}
+		}, want: "at a rate > 0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,6 +79,10 @@ func TestDerived(t *testing.T) {
 	r.Floor.References[0].Completed = 0 // an unmeasured repeat drops out of the pairs
 	if diff := cmp.Diff(Stat{N: 1, Median: 2500, Min: 2500, Max: 2500}, r.AddedP99()); diff != "" {
 		t.Errorf("AddedP99 with one pair (-want +got):\n%s", diff)
+	}
+	lp := LoadPoint{Rate: 500, EPP: r.EPP.References, Floor: r.Floor.References}
+	if diff := cmp.Diff(Stat{N: 1, Median: 2500, Min: 2500, Max: 2500}, lp.Added(func(x Run) float64 { return x.P99us })); diff != "" {
+		t.Errorf("LoadPoint.Added (-want +got):\n%s", diff)
 	}
 	run := r.EPP.Capacities[0]
 	if got := run.CPUPer1k(); got != 0.1 {
