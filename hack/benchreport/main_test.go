@@ -299,10 +299,32 @@ func TestReportFixedLoads(t *testing.T) {
 	if i1 < 0 || iRef < i1 || i3 < iRef {
 		t.Errorf("fixed-load rows missing or not sorted by rate:\n%s", table)
 	}
-	for _, want := range []string{" / +400**", " / +2,500**", "is under 1,000 µs at 1,000",
+	for _, want := range []string{" / +400**", " / +2,500**", "is under 1,000 µs at 1,000", "target < 1,000 µs: **met**",
 		"At fixed offered loads, the added p99 was +2,500 µs at 3,000 req/s, +400 µs at 1,000 req/s"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
+	}
+}
+
+// TestReportDoubtsAnIncoherentPass checks that a pass of the p99 target at
+// the reference rate is not claimed when a lower fixed load missed it.
+func TestReportDoubtsAnIncoherentPass(t *testing.T) {
+	t.Parallel()
+	dir, out := setup(t, false)
+	mutateOverhead(t, dir, func(r *overhead.Report) {
+		row := &r.Rows[0]
+		row.Endpoints = targetEndpoints
+		row.ReferenceRate = 3000
+		row.EPP.References = slices.Clone(row.Floor.References) // added p99 0 at the reference rate
+		slow := slices.Clone(row.Floor.References)
+		for i := range slow {
+			slow[i].P99us += 1800
+		}
+		row.Loads = []overhead.LoadPoint{{Rate: 1000, EPP: slow, Floor: row.Floor.References}}
+	})
+	md := report(t, dir, out)
+	if want := "target < 1,000 µs: **not shown: under it at this rate but +1,800 µs at 1,000 req/s"; !strings.Contains(md, want) {
+		t.Errorf("report lacks %q", want)
 	}
 }

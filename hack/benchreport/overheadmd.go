@@ -52,7 +52,7 @@ func renderTargets(w io.Writer, rep *overhead.Report) {
 		"sustained %s req/s on one pinned core. Upstream v1.5.0 was measured at about 4,750 req/s on 2 cores with p99 ≈ 11 ms at 50 endpoints "+
 		"(different machine and harness: a ratio, not a race).",
 		len(row.EPP.Capacities), signed(added.Median), rangeText(added, signed), thousands(row.ReferenceRate),
-		verdict(added.Median < targetAddedP99us), signed(svc.Median), rangeText(svc, signed),
+		p99Verdict(row, added), signed(svc.Median), rangeText(svc, signed),
 		thousands(perCore.Median), rangeText(perCore, thousands),
 		verdict(perCore.Median >= targetPerCore), thousands(row.EPP.Sustained))
 	var at []string
@@ -63,6 +63,21 @@ func renderTargets(w io.Writer, rep *overhead.Report) {
 		fmt.Fprintf(w, " At fixed offered loads, the added p99 was %s (section 2).", strings.Join(at, ", "))
 	}
 	fmt.Fprintln(w)
+}
+
+// p99Verdict judges the added p99 at the reference rate against the
+// target. The gap grows with load, so a pass there that a lower fixed load
+// contradicts is the machine's noise, not a result.
+func p99Verdict(row overhead.Row, added overhead.Stat) string {
+	if added.Median >= targetAddedP99us {
+		return verdict(false)
+	}
+	for _, lp := range row.Loads {
+		if a := lp.Added(func(r overhead.Run) float64 { return r.P99us }); lp.Rate <= row.ReferenceRate && a.N > 0 && a.Median >= targetAddedP99us {
+			return fmt.Sprintf("not shown: under it at this rate but %s µs at %s req/s, a lower load, so this run's tail is noise", signed(a.Median), thousands(lp.Rate))
+		}
+	}
+	return verdict(true)
 }
 
 // targetRepeats is how many times the target cell was measured.
