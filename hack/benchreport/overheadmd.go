@@ -57,7 +57,7 @@ func renderTargets(w io.Writer, rep *overhead.Report) {
 		verdict(perCore.Median >= targetPerCore), thousands(row.EPP.Sustained))
 	var at []string
 	for _, lp := range row.Loads {
-		at = append(at, fmt.Sprintf("%s µs at %s req/s", signed(lp.Added(func(r overhead.Run) float64 { return r.P99us }).Median), thousands(lp.Rate)))
+		at = append(at, fmt.Sprintf("%s µs at %s req/s", signed(lp.Added(p99us).Median), thousands(lp.Rate)))
 	}
 	if len(at) > 0 {
 		fmt.Fprintf(w, " At fixed offered loads, the added p99 was %s (section 2).", strings.Join(at, ", "))
@@ -73,7 +73,7 @@ func p99Verdict(row overhead.Row, added overhead.Stat) string {
 		return verdict(false)
 	}
 	for _, lp := range row.Loads {
-		if a := lp.Added(func(r overhead.Run) float64 { return r.P99us }); lp.Rate <= row.ReferenceRate && a.N > 0 && a.Median >= targetAddedP99us {
+		if a := lp.Added(p99us); lp.Rate <= row.ReferenceRate && a.N > 0 && a.Median >= targetAddedP99us {
 			return fmt.Sprintf("not shown: under it at this rate but %s µs at %s req/s, a lower load, so this run's tail is noise", signed(a.Median), thousands(lp.Rate))
 		}
 	}
@@ -257,16 +257,19 @@ func renderLoads(w io.Writer, rows []overhead.Row) {
 			"| offered req/s | EPP p50 / p99 µs | floor p50 / p99 µs | **added p50 / p99 µs** | added p99 range µs | "+
 			"added service-time p99 µs | generator lag p99 µs EPP / floor |\n|--:|--:|--:|--:|--:|--:|--:|\n",
 			row.Endpoints, row.Concurrency, row.PromptBytes>>10, len(row.Loads[0].EPP))
-		points := make([]overhead.Row, 0, len(row.Loads)+1)
-		for _, lp := range row.Loads {
-			points = append(points, loadRow(row, lp))
+		type point struct {
+			r         overhead.Row
+			reference bool
 		}
-		points = append(points, row)
-		slices.SortStableFunc(points, func(a, b overhead.Row) int { return cmp.Compare(a.ReferenceRate, b.ReferenceRate) })
+		points := []point{{r: row, reference: true}}
+		for _, lp := range row.Loads {
+			points = append(points, point{r: loadRow(row, lp)})
+		}
+		slices.SortStableFunc(points, func(a, b point) int { return cmp.Compare(a.r.ReferenceRate, b.r.ReferenceRate) })
 		var under []string
-		for _, r := range points {
-			rate := thousands(r.ReferenceRate)
-			if r.Loads != nil {
+		for _, p := range points {
+			r, rate := p.r, thousands(p.r.ReferenceRate)
+			if p.reference {
 				rate += " (reference)"
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | **%s** | %s | %s | %s / %s |\n", rate, latencies(r.EPP), latencies(r.Floor), added(r),
@@ -276,15 +279,16 @@ func renderLoads(w io.Writer, rows []overhead.Row) {
 				under = append(under, thousands(r.ReferenceRate))
 			}
 		}
-		verdict := "at none of these loads"
+		where := "at none of these loads"
 		if len(under) > 0 {
-			verdict = "at " + strings.Join(under, ", ") + " req/s"
+			where = "at " + strings.Join(under, ", ") + " req/s"
 		}
-		fmt.Fprintf(w, "\nThe median added p99 (from the intended send time) is under %s µs %s.\n\n", thousands(targetAddedP99us), verdict)
+		fmt.Fprintf(w, "\nThe median added p99 (from the intended send time) is under %s µs %s.\n\n", thousands(targetAddedP99us), where)
 	}
 }
 
 func throughput(r overhead.Run) float64 { return r.Throughput }
+func p99us(r overhead.Run) float64      { return r.P99us }
 func lagP99(r overhead.Run) float64     { return r.LagP99us }
 func pressure(r overhead.Run) float64   { return r.CPUPressurePct }
 
