@@ -71,15 +71,7 @@ func tinyPNG(t *testing.T) []byte {
 func TestReportFromFixtures(t *testing.T) {
 	t.Parallel()
 	dir, out := setup(t, true)
-	var log bytes.Buffer
-	if err := run(context.Background(), []string{"--dir", dir, "--out", out}, &log); err != nil {
-		t.Fatalf("run: %v\n%s", err, log.String())
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	md := string(b)
+	md := report(t, dir, out)
 	for _, want := range []string{
 		"# OpenEPP benchmarks", "## Summary", "## Machine and versions", "## How to reproduce",
 		"benchoverhead --epp bin/epp --quick", "## 1. Micro-benchmarks", "| Schedule/endpoints=100/prompt=1KiB | 14.9 µs | 7024 | 27 |",
