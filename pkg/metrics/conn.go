@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"syscall"
 	"time"
 )
@@ -67,16 +68,57 @@ func (p *pageConn) roundTrip(ctx context.Context, deadline time.Time) (*http.Res
 			return nil, err
 		}
 	}
-	// Cancelling ctx (endpoint removed, shutdown) interrupts a blocked read.
-	// The callback runs on another goroutine: it must not read p.c.
+	defer p.interruptOn(ctx)()
+	if err := p.send(deadline); err != nil {
+		return nil, err
+	}
+	return p.receive()
+}
+
+// interruptOn makes cancelling ctx (endpoint removed, shutdown) interrupt
+// a blocked write or read on the connection until stop is called. The
+// callback runs on another goroutine: it must not read p.c.
+func (p *pageConn) interruptOn(ctx context.Context) (stop func() bool) {
 	c := p.c
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	return context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+}
+
+// live reports whether a kept-alive connection is open, so a wave can send
+// on it without dialing.
+func (p *pageConn) live() bool { return p.c != nil }
+
+// send writes the GET on the live connection and sets deadline for the
+// whole exchange; the response is read later (awaitFirstByte, receive), so
+// a wave can have every member's request in flight at once.
+func (p *pageConn) send(deadline time.Time) error {
 	_ = p.c.SetDeadline(deadline)
 	if _, err := p.c.Write(p.reqBytes); err != nil {
 		p.close()
-		return nil, err
+		return err
 	}
+	return nil
+}
+
+// awaitFirstByte waits until the response to send's request has begun to
+// arrive, at most until by; then the exchange's deadline applies again. A
+// timeout leaves the connection usable: the response can still be read.
+// It reports whether it waited: long enough to have parked the goroutine.
+func (p *pageConn) awaitFirstByte(by, deadline time.Time) (waited bool, _ error) {
+	if p.br.Buffered() > 0 {
+		return false, nil
+	}
+	_ = p.c.SetReadDeadline(by)
+	start := time.Now()
+	_, err := p.br.Peek(1)
+	_ = p.c.SetReadDeadline(deadline)
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		p.close()
+	}
+	return time.Since(start) > 20*time.Microsecond, err
+}
+
+// receive reads the response header of send's request.
+func (p *pageConn) receive() (*http.Response, error) {
 	resp, err := http.ReadResponse(p.br, p.req)
 	if err != nil {
 		p.close()

@@ -6,23 +6,32 @@
 // # Design
 //
 // A Scraper is a controller-runtime Runnable. Start follows store membership
-// (datastore.Store.Changed, then Snapshot): every *endpoint.Endpoint gets its
-// own loop goroutine, started at once (first scrape immediately) and
-// cancelled, with any request in flight, when the endpoint leaves the store.
-// A label change gives an endpoint a new identity in the store, so its loop
-// is replaced and its engine re-resolved; the last update time carries over.
-// Independent loops make fault isolation structural: a hanging, failing or
-// refusing server only ever blocks its own loop, for at most Timeout.
+// (datastore.Store.Changed, then Snapshot): every *endpoint.Endpoint gets a
+// target, scraped at once by a goroutine of its own (so a new endpoint gets
+// metrics promptly) and dropped, with its connection, when the endpoint
+// leaves the store. A label change gives an endpoint a new identity in the
+// store, so its target is replaced and its engine re-resolved; the last
+// update time carries over.
 //
-// Each loop, every Interval, at one of a few instants shared by waves of
-// about 25 endpoints (Options.AlignedSlots): one timer wake-up serves a
-// wave, and bursts stay small:
+// Every Interval, each endpoint is scraped at one of a few instants shared
+// by waves of about 25 endpoints (Options.AlignedSlots). A wave is one
+// goroutine (wave.go): at its instant it writes the requests of all its
+// members, then reads and applies the answers in turn, so one timer
+// wake-up and one runnable goroutine serve 25 scrapes. Only quick, healthy
+// endpoints with a live connection are members; a new, failing, refusing
+// or slow one (answer not begun within a tenth of the interval) is scraped
+// by its own goroutine, and rejoins when it is quick again. So
+// a hanging server blocks only itself, for at most Timeout; a server that
+// starts an answer and then stalls delays its wave-mates once.
+//
+// Each scrape:
 //
 //  1. GET scheme://host:metricsPort/path with a per-scrape Timeout, on the
-//     loop's own kept-alive connection, written and read by the loop itself
-//     with http.ReadResponse (no Transport goroutines to hand off to; no
-//     gzip; Accept: text/plain 0.0.4) into a pooled buffer, bounded by
-//     MaxPageBytes.
+//     endpoint's own kept-alive connection, written and read by the wave or
+//     the endpoint's goroutine with http.ReadResponse (no Transport
+//     goroutines to hand off to; no gzip; Accept: text/plain 0.0.4) into a
+//     pooled buffer, bounded by MaxPageBytes. A kept-alive connection the
+//     server closed is retried once on a fresh one.
 //  2. Pre-filter the page line by line to the handful of metric families
 //     the endpoint's engine reads (their samples and # HELP/# TYPE lines).
 //     On a vLLM page this drops ~95% of the bytes: histogram buckets,
@@ -70,7 +79,8 @@
 // counted in openepp_metrics_scrape_errors_total{reason} and
 // openepp_metrics_field_errors_total{field}. Also registered:
 // openepp_metrics_scrapes_total, openepp_metrics_scrape_duration_seconds,
-// openepp_metrics_stale_endpoints, openepp_metrics_unknown_engine_total and,
+// openepp_metrics_stale_endpoints, openepp_metrics_wave_endpoints,
+// openepp_metrics_unknown_engine_total and,
 // when PoolName is set, upstream's inference_pool_average_kv_cache_utilization,
 // inference_pool_average_queue_size, inference_pool_average_running_requests
 // and inference_pool_ready_pods (averages over fresh endpoints, computed at

@@ -32,13 +32,16 @@ type faultCase struct {
 	reason  string
 }
 
-// TestFaultsIsolated runs three healthy endpoints next to one faulty one and
-// checks that the fault never delays the others, is logged once when it
-// starts and once when it ends, and is counted with its reason.
+// TestFaultsIsolated runs three healthy endpoints next to one faulty one,
+// all four sharing one scrape wave, and checks that the fault never delays
+// the others, is logged once when it starts and once when it ends, is
+// counted with its reason, and takes the endpoint out of the wave until it
+// recovers.
 func TestFaultsIsolated(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []faultCase{
 		{name: "hanging page", fault: serveHang, reason: reasonTimeout},
+		{name: "page stalled midway", fault: serveStall, reason: reasonTimeout},
 		{name: "http 500", fault: serve500, reason: reasonStatus},
 		{name: "garbage text", fault: serveGarbage, reason: reasonParse},
 		{name: "connection refused", refused: true, reason: reasonRefused},
@@ -73,6 +76,7 @@ func (tc faultCase) run(t *testing.T) {
 	startScraper(t, s)
 	if !tc.refused {
 		eventually(t, 3*time.Second, "bad endpoint healthy first", func() bool { return !badEP.Stale() && badEP.Metrics().WaitingQueueSize == 3 })
+		eventually(t, 3*time.Second, "all four in the wave", func() bool { return waveMembers(s) == 4 })
 		bad.set(tc.fault)
 	}
 	for _, name := range healthy {
@@ -84,6 +88,7 @@ func (tc faultCase) run(t *testing.T) {
 	// fresh at every sample.
 	watchFresh(t, st, healthy, 2*faultStaleness)
 	eventually(t, 2*time.Second, "bad endpoint stale", badEP.Stale)
+	eventually(t, 2*time.Second, "bad endpoint out of the wave", func() bool { return waveMembers(s) == 3 })
 	if n := metricValue(t, s.tel.errors[tc.reason]); n < 1 {
 		t.Errorf("openepp_metrics_scrape_errors_total{reason=%q} = %v, want >= 1", tc.reason, n)
 	}
@@ -100,6 +105,7 @@ func (tc faultCase) run(t *testing.T) {
 	}
 	eventually(t, 3*time.Second, "bad endpoint fresh again", func() bool { return !badEP.Stale() })
 	eventually(t, time.Second, "recovery logged", func() bool { return rec.count("metrics scrape recovered", badAddr) == 1 })
+	eventually(t, 2*time.Second, "bad endpoint back in the wave", func() bool { return waveMembers(s) == 4 })
 	time.Sleep(5 * faultInterval)
 	got := []int{rec.count("metrics scrape failing", ""), rec.count("metrics scrape recovered", "")}
 	if diff := cmp.Diff([]int{1, 1}, got); diff != "" {

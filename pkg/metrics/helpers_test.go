@@ -123,6 +123,7 @@ const (
 	serve500
 	serveGarbage
 	serveHang
+	serveStall // half a page, then nothing
 )
 
 // modelServer is an httptest metrics page whose behavior can be switched.
@@ -159,6 +160,11 @@ func (ms *modelServer) serve(w http.ResponseWriter, r *http.Request) {
 	case serveGarbage:
 		_, _ = w.Write([]byte("vllm:num_requests_waiting{oops 3\n<html>not metrics</html>\n"))
 	case serveHang:
+		<-r.Context().Done()
+	case serveStall:
+		page := *ms.page.Load()
+		_, _ = w.Write(page[:len(page)/2])
+		w.(http.Flusher).Flush()
 		<-r.Context().Done()
 	default:
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")

@@ -83,14 +83,15 @@ type Options struct {
 	// label name=PoolName.
 	PoolName string
 	// AlignedSlots trades smoothness for CPU by sharing scrape instants:
-	// waking the runtime is a large part of a scrape's cost, so one timer
-	// wake-up serving many scrapes is cheaper, but each shared instant is a
-	// burst of concurrent scrapes that can delay request handling. n > 0
-	// aligns every endpoint to one of n instants per interval; -1 gives each
-	// endpoint its own instant (steady, most CPU); 0 (default) picks
-	// ceil(endpoints/EndpointsPerWave) instants, so bursts stay small (about
-	// a millisecond of CPU) while wake-ups drop 25-fold. At 100 endpoints and
-	// 50 ms this measured ~0.2-0.3 cores spread, ~0.1 with one slot.
+	// waking the runtime is a large part of a scrape's cost, so one wave
+	// goroutine serving many scrapes is cheaper, but each shared instant is
+	// a burst of scraping that can delay request handling. n > 0 aligns
+	// every endpoint to one of n instants per interval; -1 gives each
+	// endpoint its own instant and goroutine (steady, most CPU); 0 (default)
+	// picks ceil(endpoints/EndpointsPerWave) instants, so bursts stay small
+	// (about a millisecond of CPU) while wake-ups drop 25-fold. At 100
+	// endpoints and 50 ms this measured ~0.2-0.3 cores spread, ~0.1 with
+	// one slot.
 	AlignedSlots int
 	// MaxPageBytes bounds a metrics page (default 16 MiB).
 	MaxPageBytes int64
@@ -163,7 +164,15 @@ type Scraper struct {
 	effInterval atomic.Int64
 
 	started atomic.Bool
-	active  atomic.Int64 // running per-endpoint loops, for tests and shutdown checks
+	// loops counts targets and waves still running; Start waits for them.
+	loops  sync.WaitGroup
+	active atomic.Int64 // endpoints still being scraped, for tests and shutdown checks
+	// waveEndpoints is how many endpoints the waves hold.
+	waveEndpoints atomic.Int64
+	// runCtx is Start's context, the lifetime of the waves.
+	runCtx  context.Context
+	wavesMu sync.Mutex
+	waves   map[slot]*wave
 	// unknownSeen is touched only by the Start goroutine.
 	unknownSeen map[string]bool
 }
@@ -179,21 +188,19 @@ func New(store *datastore.Store, opts Options) (*Scraper, error) {
 	if err = errors.Join(err, eerr); err != nil {
 		return nil, fmt.Errorf("metrics scraper options: %w", err)
 	}
-	tel, err := newTelemetry(opts.Registerer, store, opts.PoolName)
-	if err != nil {
-		return nil, err
-	}
 	s := &Scraper{
 		store:   store,
 		opts:    opts,
 		engines: engines,
 		//nolint:gosec // upstream's default; configurable through InsecureSkipVerify.
 		tlsConfig:   &tls.Config{InsecureSkipVerify: *opts.InsecureSkipVerify},
-		tel:         tel,
 		log:         opts.Log.WithName("metrics"),
 		unknownSeen: map[string]bool{},
 	}
 	s.pages.New = func() any { return new(bytes.Buffer) }
+	if s.tel, err = newTelemetry(opts.Registerer, store, opts.PoolName, &s.waveEndpoints); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -206,18 +213,18 @@ func (s *Scraper) Start(ctx context.Context) error {
 	}
 	s.log.Info("metrics scraper started", "interval", s.opts.Interval, "timeout", s.opts.Timeout,
 		"stalenessThreshold", s.opts.StalenessThreshold, "defaultEngine", s.opts.DefaultEngine)
-	var wg sync.WaitGroup
+	s.runCtx = ctx
 	running := map[*endpoint.Endpoint]context.CancelFunc{}
 	defer func() {
 		for _, cancel := range running {
 			cancel()
 		}
-		wg.Wait()
+		s.loops.Wait()
 		s.log.Info("metrics scraper stopped")
 	}()
 	for {
 		changed := s.store.Changed() // taken before the snapshot, so no change is missed
-		s.reconcile(ctx, &wg, running)
+		s.reconcile(ctx, running)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -226,7 +233,7 @@ func (s *Scraper) Start(ctx context.Context) error {
 	}
 }
 
-func (s *Scraper) reconcile(ctx context.Context, wg *sync.WaitGroup, running map[*endpoint.Endpoint]context.CancelFunc) {
+func (s *Scraper) reconcile(ctx context.Context, running map[*endpoint.Endpoint]context.CancelFunc) {
 	snap := s.store.Snapshot()
 	s.setInterval(len(snap))
 	present := make(map[*endpoint.Endpoint]bool, len(snap))
@@ -236,15 +243,12 @@ func (s *Scraper) reconcile(ctx context.Context, wg *sync.WaitGroup, running map
 			continue
 		}
 		t := s.newTarget(ep)
-		tctx, cancel := context.WithCancel(ctx)
+		var cancel context.CancelFunc
+		t.ctx, cancel = context.WithCancel(ctx)
 		running[ep] = cancel
-		wg.Add(1)
+		s.loops.Add(1) // released by t.release
 		s.active.Add(1)
-		go func() {
-			defer wg.Done()
-			defer s.active.Add(-1)
-			t.run(tctx)
-		}()
+		go t.run()
 	}
 	for ep, cancel := range running {
 		if !present[ep] {

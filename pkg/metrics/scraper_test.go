@@ -98,6 +98,7 @@ func TestMembershipChanges(t *testing.T) {
 		t.Errorf("new endpoint first scraped after %v", d)
 	}
 	eventually(t, time.Second, "two loops", func() bool { return s.active.Load() == 2 })
+	eventually(t, 3*time.Second, "both in the wave", func() bool { return waveMembers(s) == 2 })
 
 	// A removed endpoint stops being scraped and its loop exits.
 	st.Delete("a")

@@ -25,17 +25,27 @@ import (
 // parser reads, and it keeps servers from picking protobuf or OpenMetrics.
 const acceptHeader = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 
-// target is one endpoint's scrape loop. All fields are owned by the loop's
-// goroutine; the endpoint itself is the only thing shared, and it is
+// target is one endpoint's scraping. Its fields belong to one goroutine at
+// a time: its own loop (run, solo) or its wave's (wave.go), which hand the
+// target to each other; the endpoint is the only thing shared, and it is
 // written through its atomic setters.
 type target struct {
 	s    *Scraper
 	ep   *endpoint.Endpoint
 	eng  *engine
 	conn *pageConn
+	// ctx ends when the endpoint leaves the store or the scraper stops.
+	ctx context.Context
 	// slots is how many shared scrape instants the interval has; -1 gives
 	// this endpoint its own (see Options.AlignedSlots).
 	slots int
+	// sum places the endpoint on the interval's grid (see phaseAt).
+	sum uint64
+	// lastStart and lastFetch are when the last scrape began and how long
+	// its answer took to arrive: a wave skips a member that was scraped
+	// moments ago, and only a quick server joins one.
+	lastStart time.Time
+	lastFetch time.Duration
 	// connErr is why conn could not be built (a malformed address); every
 	// scrape then fails with it, so the problem is logged and counted.
 	connErr error
@@ -70,11 +80,15 @@ func newTarget(s *Scraper, ep *endpoint.Endpoint, eng *engine, url string) *targ
 		}
 		conn, err = newPageConn(req, tlsCfg)
 	}
+	h := fnv.New64a()
+	_, _ = io.WriteString(h, ep.Name+"|"+ep.MetricsHostPort)
 	return &target{
 		s:       s,
 		ep:      ep,
 		eng:     eng,
 		conn:    conn,
+		ctx:     context.Background(),
+		sum:     mix(h.Sum64()),
 		connErr: err,
 		text:    expfmt.NewTextParser(model.UTF8Validation),
 		lastOK:  ep.Metrics().UpdateTime, // carried over when only labels changed
@@ -83,25 +97,50 @@ func newTarget(s *Scraper, ep *endpoint.Endpoint, eng *engine, url string) *targ
 
 // run scrapes at once (so a new endpoint gets metrics promptly), then at
 // this endpoint's instant of every interval (see phase).
-func (t *target) run(ctx context.Context) {
+func (t *target) run() {
 	t.s.log.V(1).Info("scraping endpoint", "endpoint", t.ep.String(), "engine", t.eng.name)
-	if t.conn != nil {
-		defer t.conn.close()
-	}
 	t.updateStale()
-	t.poll(ctx)
-	timer := time.NewTimer(t.phase())
-	defer timer.Stop()
+	t.poll(t.ctx)
+	t.solo()
+}
+
+// solo is the endpoint's own scrape loop. It hands the target to its wave
+// as soon as the endpoint qualifies (see wave), and ends with the target.
+func (t *target) solo() {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
+		if t.waveReady() && t.s.joinWave(t) {
+			return // the wave owns t now
+		}
+		if timer == nil {
+			timer = time.NewTimer(t.phase())
+		} else {
+			timer.Reset(t.phase())
+		}
 		select {
-		case <-ctx.Done():
-			t.s.log.V(1).Info("stopped scraping endpoint", "endpoint", t.ep.String())
+		case <-t.ctx.Done():
+			t.release()
 			return
 		case <-timer.C:
 		}
-		t.poll(ctx)
-		timer.Reset(t.phase())
+		t.poll(t.ctx)
 	}
+}
+
+// release ends the target's scraping for good, from whichever goroutine
+// owns it.
+func (t *target) release() {
+	t.s.log.V(1).Info("stopped scraping endpoint", "endpoint", t.ep.String())
+	if t.conn != nil {
+		t.conn.close()
+	}
+	t.s.active.Add(-1)
+	t.s.loops.Done()
 }
 
 // phase is the delay until this endpoint's next scrape instant: a fixed
@@ -113,15 +152,27 @@ func (t *target) phase() time.Duration { return t.phaseAt(time.Now()) }
 
 // phaseAt is phase as seen at now.
 func (t *target) phaseAt(now time.Time) time.Duration {
-	h := fnv.New64a()
-	_, _ = io.WriteString(h, t.ep.Name+"|"+t.ep.MetricsHostPort)
-	sum := mix(h.Sum64())
 	iv := int64(t.s.interval())
-	slots := int64(t.slots)
-	offset := int64(sum % uint64(iv))
-	if slots > 0 {
-		offset = int64(sum%uint64(slots)) * (iv / slots)
+	if t.slots > 0 {
+		return untilInstant(t.slot().offset(iv), iv, now)
 	}
+	return untilInstant(int64(t.sum%uint64(iv)), iv, now)
+}
+
+// slot is the shared instant of the endpoint (slots > 0).
+func (t *target) slot() slot {
+	return slot{of: t.slots, index: int(t.sum % uint64(t.slots))}
+}
+
+// slot is one of the interval's shared scrape instants: the index-th of of.
+type slot struct{ of, index int }
+
+// offset is the slot's instant within an interval of iv nanoseconds.
+func (s slot) offset(iv int64) int64 { return int64(s.index) * (iv / int64(s.of)) }
+
+// untilInstant is the delay from now to the next instant at offset within
+// the interval grid, skipping one closer than an eighth of the interval.
+func untilInstant(offset, iv int64, now time.Time) time.Duration {
 	d := (offset - now.UnixNano()%iv + iv) % iv
 	if d < iv/8 {
 		d += iv
@@ -148,6 +199,13 @@ func (t *target) poll(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // the endpoint was removed or we are shutting down: not its fault
 	}
+	t.record(start, page, reason, err)
+}
+
+// record finishes the scrape that began at start: it applies the fetched
+// page when the fetch succeeded, then accounts for the outcome.
+func (t *target) record(start time.Time, page *bytes.Buffer, reason string, err error) {
+	t.lastStart, t.lastFetch = start, time.Since(start)
 	if err == nil {
 		reason, err = t.apply(page.Bytes(), t.s.opts.Clock.Now())
 	}
@@ -166,6 +224,12 @@ func (t *target) fetch(ctx context.Context, buf *bytes.Buffer) (reason string, e
 		return reasonConnect, fmt.Errorf("build metrics request: %w", t.connErr)
 	}
 	resp, err := t.conn.get(ctx, time.Now().Add(t.s.opts.Timeout))
+	return t.readResponse(resp, err, buf)
+}
+
+// readResponse reads the page of a response (or reports err, the failure
+// to get one) into buf, bounded by MaxPageBytes.
+func (t *target) readResponse(resp *http.Response, err error, buf *bytes.Buffer) (reason string, _ error) {
 	if err != nil {
 		return classify(err, reasonConnect), fmt.Errorf("get metrics: %w", err)
 	}

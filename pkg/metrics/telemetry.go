@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -37,7 +38,7 @@ type telemetry struct {
 	unknownEngine *prometheus.CounterVec
 }
 
-func newTelemetry(reg prometheus.Registerer, store *datastore.Store, poolName string) (*telemetry, error) {
+func newTelemetry(reg prometheus.Registerer, store *datastore.Store, poolName string, waveEndpoints *atomic.Int64) (*telemetry, error) {
 	errVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "openepp_metrics_scrape_errors_total",
 		Help: "Failed model-server metrics scrapes, by reason.",
@@ -68,7 +69,12 @@ func newTelemetry(reg prometheus.Registerer, store *datastore.Store, poolName st
 	for f := range numFields {
 		t.fieldErrors[f] = fieldVec.WithLabelValues(f.String())
 	}
-	cs := []prometheus.Collector{t.scrapes, errVec, fieldVec, t.duration, t.unknownEngine, staleGauge(store)}
+	waves := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "openepp_metrics_wave_endpoints",
+		Help: "Endpoints scraped together in shared waves; the others (new, failing, slow to answer, or with " +
+			"--metrics-scrape-slots=-1) are scraped by a goroutine of their own.",
+	}, func() float64 { return float64(waveEndpoints.Load()) })
+	cs := []prometheus.Collector{t.scrapes, errVec, fieldVec, t.duration, t.unknownEngine, staleGauge(store), waves}
 	cs = append(cs, poolGauges(store, poolName)...)
 	if reg == nil {
 		return t, nil

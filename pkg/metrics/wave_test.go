@@ -1,0 +1,95 @@
+package metrics
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// waveMembers is how many endpoints the scraper's waves hold.
+func waveMembers(s *Scraper) int { return int(s.waveEndpoints.Load()) }
+
+// TestWaveRetriesClosedConnections has a server close every kept-alive
+// connection between two scrapes, as an idle timeout shorter than the
+// interval does: each wave then finds its connection gone and must retry
+// on a fresh one without counting an error or letting the endpoint go
+// stale.
+func TestWaveRetriesClosedConnections(t *testing.T) {
+	t.Parallel()
+	page := readPage(t, "vllm.txt")
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(page) }))
+	srv.Config.IdleTimeout = 10 * time.Millisecond
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	st := newStoreWith(specFor(t, "a", srv.Listener.Addr().String(), nil))
+	s, err := New(st, Options{Interval: 40 * time.Millisecond, Timeout: faultTimeout, StalenessThreshold: faultStaleness,
+		Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := st.Snapshot()[0]
+	startScraper(t, s)
+	eventually(t, 3*time.Second, "a dozen reconnections", func() bool { return conns.Load() >= 12 })
+	if ep.Stale() {
+		t.Error("endpoint stale while its server only closed idle connections")
+	}
+	for reason, c := range s.tel.errors {
+		if n := metricValue(t, c); n != 0 {
+			t.Errorf("openepp_metrics_scrape_errors_total{reason=%q} = %v, want 0", reason, n)
+		}
+	}
+}
+
+// TestOwnInstantsUseNoWave checks that AlignedSlots -1 keeps every
+// endpoint on its own goroutine.
+func TestOwnInstantsUseNoWave(t *testing.T) {
+	t.Parallel()
+	page := readPage(t, "vllm.txt")
+	a, b := newModelServer(t, page), newModelServer(t, page)
+	st := newStoreWith(a.spec(t, "a", nil), b.spec(t, "b", nil))
+	s, err := New(st, Options{Interval: 20 * time.Millisecond, AlignedSlots: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startScraper(t, s)
+	eventually(t, 3*time.Second, "both scraped repeatedly", func() bool { return a.hits.Load() > 5 && b.hits.Load() > 5 })
+	if n := waveMembers(s); n != 0 {
+		t.Errorf("%d endpoints in waves, want 0", n)
+	}
+}
+
+// TestEmptyWaveRetires checks that a wave whose members left does not
+// linger: its goroutine ends after ten idle intervals, and a later
+// endpoint of the same slot starts a new one.
+func TestEmptyWaveRetires(t *testing.T) {
+	t.Parallel()
+	page := readPage(t, "vllm.txt")
+	a := newModelServer(t, page)
+	st := newStoreWith(a.spec(t, "a", nil))
+	s, err := New(st, Options{Interval: 10 * time.Millisecond, AlignedSlots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startScraper(t, s)
+	waves := func() int {
+		s.wavesMu.Lock()
+		defer s.wavesMu.Unlock()
+		return len(s.waves)
+	}
+	eventually(t, 3*time.Second, "a in its wave", func() bool { return waveMembers(s) == 1 })
+	st.Delete("a")
+	eventually(t, 3*time.Second, "the empty wave retired", func() bool { return waves() == 0 })
+	st.Upsert("test", a.spec(t, "b", nil))
+	eventually(t, 3*time.Second, "b in a new wave", func() bool { return waves() == 1 && waveMembers(s) == 1 })
+}
