@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openepp/openepp/pkg/datastore"
 )
 
 // waveMembers is how many endpoints the scraper's waves hold.
@@ -32,23 +34,13 @@ func TestWaveRetriesClosedConnections(t *testing.T) {
 	}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	st := newStoreWith(specFor(t, "a", srv.Listener.Addr().String(), nil))
-	s, err := New(st, Options{Interval: 40 * time.Millisecond, Timeout: faultTimeout, StalenessThreshold: faultStaleness,
-		Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, st := scrapeServer(t, srv, Options{Interval: 40 * time.Millisecond, Timeout: faultTimeout, StalenessThreshold: faultStaleness})
 	ep := st.Snapshot()[0]
-	startScraper(t, s)
 	eventually(t, 3*time.Second, "a dozen reconnections", func() bool { return conns.Load() >= 12 })
 	if ep.Stale() {
 		t.Error("endpoint stale while its server only closed idle connections")
 	}
-	for reason, c := range s.tel.errors {
-		if n := metricValue(t, c); n != 0 {
-			t.Errorf("openepp_metrics_scrape_errors_total{reason=%q} = %v, want 0", reason, n)
-		}
-	}
+	noScrapeErrors(t, s)
 }
 
 // TestOwnInstantsUseNoWave checks that AlignedSlots -1 keeps every
@@ -92,4 +84,80 @@ func TestEmptyWaveRetires(t *testing.T) {
 	eventually(t, 3*time.Second, "the empty wave retired", func() bool { return waves() == 0 })
 	st.Upsert("test", a.spec(t, "b", nil))
 	eventually(t, 3*time.Second, "b in a new wave", func() bool { return waves() == 1 && waveMembers(s) == 1 })
+}
+
+// TestWaveOverTLS checks that an https endpoint joins its wave and keeps
+// being scraped there, on its kept-alive TLS connection.
+func TestWaveOverTLS(t *testing.T) {
+	t.Parallel()
+	page := readPage(t, "vllm.txt")
+	var hits, conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		_, _ = w.Write(page)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	s, _ := scrapeServer(t, srv, Options{Scheme: "https", Interval: 10 * time.Millisecond})
+	eventually(t, 3*time.Second, "a in its wave", func() bool { return waveMembers(s) == 1 })
+	from := hits.Load()
+	eventually(t, 3*time.Second, "ten scrapes in the wave", func() bool { return hits.Load() >= from+10 })
+	if waveMembers(s) != 1 || conns.Load() != 1 {
+		t.Errorf("wave members %d, connections %d; want 1 and 1", waveMembers(s), conns.Load())
+	}
+	noScrapeErrors(t, s)
+}
+
+// TestSlowServerScrapesAlone checks that a server which turns slow (but
+// answers within the timeout) leaves its wave without a failed scrape,
+// and rejoins when it is quick again.
+func TestSlowServerScrapesAlone(t *testing.T) {
+	t.Parallel()
+	page := readPage(t, "vllm.txt")
+	var delay atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(time.Duration(delay.Load()))
+		_, _ = w.Write(page)
+	}))
+	t.Cleanup(srv.Close)
+	s, st := scrapeServer(t, srv, Options{Interval: 40 * time.Millisecond, Timeout: faultTimeout, StalenessThreshold: faultStaleness})
+	ep := st.Snapshot()[0]
+	eventually(t, 3*time.Second, "a in its wave", func() bool { return waveMembers(s) == 1 })
+	delay.Store(int64(15 * time.Millisecond)) // past the wave's 4 ms budget
+	eventually(t, 3*time.Second, "a scraped alone", func() bool { return waveMembers(s) == 0 })
+	watchFresh(t, st, []string{"a"}, 10*40*time.Millisecond)
+	delay.Store(0)
+	eventually(t, 3*time.Second, "a back in its wave", func() bool { return waveMembers(s) == 1 })
+	if ep.Stale() {
+		t.Error("endpoint stale after a slow but successful period")
+	}
+	noScrapeErrors(t, s)
+}
+
+// scrapeServer runs a scraper with opts on one endpoint, "a", served by
+// srv, until the test ends.
+func scrapeServer(t *testing.T, srv *httptest.Server, opts Options) (*Scraper, *datastore.Store) {
+	t.Helper()
+	st := newStoreWith(specFor(t, "a", srv.Listener.Addr().String(), nil))
+	opts.Registerer = prometheus.NewRegistry()
+	s, err := New(st, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startScraper(t, s)
+	return s, st
+}
+
+func noScrapeErrors(t *testing.T, s *Scraper) {
+	t.Helper()
+	for reason, c := range s.tel.errors {
+		if n := metricValue(t, c); n != 0 {
+			t.Errorf("openepp_metrics_scrape_errors_total{reason=%q} = %v, want 0", reason, n)
+		}
+	}
 }
