@@ -81,8 +81,9 @@ func (s *Scraper) joinWave(t *target) bool {
 // first. The sleep is long because a goroutine woken by its timer runs
 // next, ahead of the several goroutine hand-offs one request takes in
 // gRPC; it only delays publishing the last members' pages, which their
-// servers wrote at the instant and which wait in the socket buffers. At ~30 µs of CPU per scrape, a wave of 25 steps aside
-// three or four times: 3-4 ms of its 50 ms interval.
+// servers wrote at the instant and which wait in the socket buffers. At
+// ~30 µs of CPU per scrape, a wave of 25 steps aside three or four times:
+// 3-4 ms of its 50 ms interval.
 const (
 	waveYieldAfter = 200 * time.Microsecond
 	waveYieldSleep = time.Millisecond
