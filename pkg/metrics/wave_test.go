@@ -87,7 +87,9 @@ func TestEmptyWaveRetires(t *testing.T) {
 }
 
 // TestWaveOverTLS checks that an https endpoint joins its wave and keeps
-// being scraped there, on its kept-alive TLS connection.
+// being scraped on its one kept-alive TLS connection (a slow answer under
+// the race detector may briefly send it to scrape alone, on the same
+// connection).
 func TestWaveOverTLS(t *testing.T) {
 	t.Parallel()
 	page := readPage(t, "vllm.txt")
@@ -103,12 +105,12 @@ func TestWaveOverTLS(t *testing.T) {
 	}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	s, _ := scrapeServer(t, srv, Options{Scheme: "https", Interval: 10 * time.Millisecond})
+	s, _ := scrapeServer(t, srv, Options{Scheme: "https", Interval: 20 * time.Millisecond})
 	eventually(t, 3*time.Second, "a in its wave", func() bool { return waveMembers(s) == 1 })
 	from := hits.Load()
-	eventually(t, 3*time.Second, "ten scrapes in the wave", func() bool { return hits.Load() >= from+10 })
-	if waveMembers(s) != 1 || conns.Load() != 1 {
-		t.Errorf("wave members %d, connections %d; want 1 and 1", waveMembers(s), conns.Load())
+	eventually(t, 3*time.Second, "ten more scrapes", func() bool { return hits.Load() >= from+10 })
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
 	}
 	noScrapeErrors(t, s)
 }
