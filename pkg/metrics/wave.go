@@ -241,11 +241,7 @@ func (w *wave) scrape(members []*target) []*target {
 			}
 			continue
 		}
-		page := w.s.getPage()
-		resp, err := t.conn.receive()
-		reason, err := t.readResponse(resp, err, page)
-		t.record(start, page, reason, err)
-		w.s.putPage(page)
+		t.collect(start)
 		if t.failing || !t.conn.live() {
 			go t.solo()
 			continue
@@ -261,16 +257,22 @@ func (w *wave) scrape(members []*target) []*target {
 // finishAlone reads the answer to the request a wave sent, then scrapes
 // the endpoint on its own goroutine.
 func (t *target) finishAlone(start time.Time) {
-	page := t.s.getPage()
 	stop := t.conn.interruptOn(t.ctx)
+	t.collect(start)
+	stop()
+	t.solo()
+}
+
+// collect reads the answer to the request a wave sent and records the
+// scrape that began at start, unless the endpoint is gone.
+func (t *target) collect(start time.Time) {
+	page := t.s.getPage()
+	defer t.s.putPage(page)
 	resp, err := t.conn.receive()
 	reason, err := t.readResponse(resp, err, page)
-	stop()
 	if t.ctx.Err() == nil {
 		t.record(start, page, reason, err)
 	}
-	t.s.putPage(page)
-	t.solo()
 }
 
 // retryAlone scrapes at once on a fresh connection, then on the endpoint's
