@@ -309,6 +309,7 @@ func TestPhase(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			s.setSlots(len(specs)) // as Start's reconcile does
 			offsets := map[time.Duration]bool{}
 			now := time.Now()
 			for _, ep := range st.Snapshot() {

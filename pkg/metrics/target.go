@@ -36,9 +36,6 @@ type target struct {
 	conn *pageConn
 	// ctx ends when the endpoint leaves the store or the scraper stops.
 	ctx context.Context
-	// slots is how many shared scrape instants the interval has; -1 gives
-	// this endpoint its own (see Options.AlignedSlots).
-	slots int
 	// sum places the endpoint on the interval's grid (see phaseAt).
 	sum uint64
 	// lastStart and lastFetch are when the last scrape began and how long
@@ -153,15 +150,16 @@ func (t *target) phase() time.Duration { return t.phaseAt(time.Now()) }
 // phaseAt is phase as seen at now.
 func (t *target) phaseAt(now time.Time) time.Duration {
 	iv := int64(t.s.interval())
-	if t.slots > 0 {
+	if t.s.slots() > 0 {
 		return untilInstant(t.slot().offset(iv), iv, now)
 	}
 	return untilInstant(int64(t.sum%uint64(iv)), iv, now)
 }
 
-// slot is the shared instant of the endpoint (slots > 0).
+// slot is the shared instant of the endpoint (Scraper.slots > 0).
 func (t *target) slot() slot {
-	return slot{of: t.slots, index: int(t.sum % uint64(t.slots))}
+	n := t.s.slots()
+	return slot{of: n, index: int(t.sum % uint64(n))}
 }
 
 // slot is one of the interval's shared scrape instants: the index-th of of.

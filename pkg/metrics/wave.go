@@ -100,14 +100,15 @@ func (s *Scraper) waveBudget() time.Duration {
 
 // waveReady reports whether t qualifies for its wave (see wave).
 func (t *target) waveReady() bool {
-	return t.slots > 0 && t.conn != nil && t.conn.live() && !t.failing &&
+	return t.s.slots() > 0 && t.conn != nil && t.conn.live() && !t.failing &&
 		t.lastFetch < t.s.waveBudget()/2 && t.ctx.Err() == nil
 }
 
 // run ticks at the slot's instant while the wave has members and waits
 // for one otherwise; a wave left empty for ten intervals retires (the pool
-// shrank, or its members turned slow). It ends, releasing its members,
-// with the scraper.
+// shrank, or its members turned slow), and one whose slot count the pool
+// no longer uses disbands. It ends, releasing its members, with the
+// scraper.
 func (w *wave) run() {
 	defer w.s.loops.Done()
 	ctx := w.s.runCtx
@@ -117,6 +118,11 @@ func (w *wave) run() {
 	timer.Stop()
 	for {
 		members = w.admit(members)
+		if w.outdated() {
+			w.disband(members)
+			members = nil
+			return
+		}
 		w.count(len(members))
 		if len(members) == 0 {
 			timer.Reset(10 * w.s.interval())
@@ -140,7 +146,36 @@ func (w *wave) run() {
 			return
 		case <-timer.C:
 		}
-		members = w.scrape(members)
+		if !w.outdated() {
+			members = w.scrape(members)
+		}
+	}
+}
+
+// outdated reports whether the pool's size changed the number of scrape
+// instants since the wave was formed (see Scraper.setSlots).
+func (w *wave) outdated() bool { return w.slot.of != w.s.slots() }
+
+// disband hands every member back to its own goroutine, which joins the
+// wave of the endpoint's new slot at once, and removes the wave.
+func (w *wave) disband(members []*target) {
+	w.s.wavesMu.Lock()
+	if w.s.waves[w.slot] == w {
+		delete(w.s.waves, w.slot)
+	}
+	w.mu.Lock()
+	w.closed = true
+	joining := w.joining
+	w.joining = nil
+	w.mu.Unlock()
+	w.s.wavesMu.Unlock()
+	w.count(0)
+	for _, t := range append(members, joining...) {
+		if t.ctx.Err() != nil {
+			t.release()
+			continue
+		}
+		go t.solo()
 	}
 }
 

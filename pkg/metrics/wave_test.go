@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -161,5 +162,77 @@ func noScrapeErrors(t *testing.T, s *Scraper) {
 		if n := metricValue(t, c); n != 0 {
 			t.Errorf("openepp_metrics_scrape_errors_total{reason=%q} = %v, want 0", reason, n)
 		}
+	}
+}
+
+// TestWavesRegroupAsPoolChanges adds endpoints one at a time, as a
+// Kubernetes pool's pods arrive, and checks that the waves end up as if the
+// pool had been listed at once: one wave per instant of the current count,
+// holding every endpoint. Shrinking the pool merges them again.
+func TestWavesRegroupAsPoolChanges(t *testing.T) {
+	t.Parallel()
+	page := readPage(t, "vllm.txt")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(page) }))
+	t.Cleanup(srv.Close)
+	st := datastore.New()
+	s, err := New(st, Options{Interval: 50 * time.Millisecond, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startScraper(t, s)
+	settled := func(endpoints, instants int) func() bool {
+		return func() bool {
+			s.wavesMu.Lock()
+			defer s.wavesMu.Unlock()
+			for sl := range s.waves {
+				if sl.of != instants {
+					return false
+				}
+			}
+			return len(s.waves) == instants && waveMembers(s) == endpoints
+		}
+	}
+	name := func(i int) string { return fmt.Sprintf("ep-%d", i) }
+	for i := range 30 {
+		st.Upsert("test", specFor(t, name(i), srv.Listener.Addr().String(), nil))
+		time.Sleep(2 * time.Millisecond) // let the scraper see every size
+	}
+	eventually(t, 5*time.Second, "30 endpoints in 2 waves", settled(30, 2))
+	for i := 18; i < 30; i++ {
+		st.Delete(name(i))
+	}
+	eventually(t, 5*time.Second, "18 endpoints in 1 wave", settled(18, 1))
+	for _, ep := range st.Snapshot() {
+		if ep.Stale() {
+			t.Errorf("%s stale after regrouping", ep.Name)
+		}
+	}
+	noScrapeErrors(t, s)
+}
+
+func TestSlotCountFollowsPoolSize(t *testing.T) {
+	t.Parallel()
+	s, err := New(datastore.New(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct{ endpoints, want int }{
+		{0, 1}, {1, 1}, {25, 1}, {26, 2}, {50, 2}, {51, 3},
+		{46, 3}, // within the margin below 50: kept
+		{45, 2}, {21, 2}, {20, 1}, {100, 4}, {1, 1},
+	}
+	for _, st := range steps {
+		s.setSlots(st.endpoints)
+		if got := s.slots(); got != st.want {
+			t.Errorf("after a pool of %d: %d instants, want %d", st.endpoints, got, st.want)
+		}
+	}
+	fixed, err := New(datastore.New(), Options{AlignedSlots: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed.setSlots(100)
+	if got := fixed.slots(); got != 3 {
+		t.Errorf("AlignedSlots 3: %d instants", got)
 	}
 }
