@@ -35,6 +35,9 @@ func (l *List) Front() int32 { return l.front - 1 }
 // Back is the last ID, or -1 when the list is empty.
 func (l *List) Back() int32 { return l.back - 1 }
 
+// Next is the ID after id, which must be in the list, or -1 at the back.
+func (l *List) Next(id int32) int32 { return l.next[id] - 1 }
+
 // PushFront puts id first.
 func (l *List) PushFront(id int32) { l.insert(id+1, 0, l.front) }
 

@@ -37,7 +37,7 @@ func TestListMatchesSlice(t *testing.T) {
 // links and Len agree with that.
 func walk(l *List) ([]int32, bool) {
 	var fwd, back []int32
-	for id := l.Front(); id >= 0; id = l.next[id] - 1 {
+	for id := l.Front(); id >= 0; id = l.Next(id) {
 		fwd = append(fwd, id)
 	}
 	for id := l.Back(); id >= 0; id = l.prev[id] - 1 {

@@ -30,7 +30,7 @@ const (
 	StrategySessionID = "session_id"
 )
 
-// DefaultMaxSessions is the default bound on session_id bindings (about 8 MB).
+// DefaultMaxSessions is the default bound on session_id bindings (about 4 MB).
 const DefaultMaxSessions = 100_000
 
 // SessionAffinityParams configures SessionAffinity, in llm-d's shape: only
@@ -41,7 +41,7 @@ type SessionAffinityParams struct {
 	// "prefill" for a second instance in disaggregated serving).
 	ProfileName                 string                `json:"profileName" doc:"profile whose picked endpoint the session follows; empty = the primary profile" default:""`
 	EncodedEndpointHeaderConfig EncodedEndpointParams `json:"encodedEndpointHeaderConfig" doc:"settings of the encoded_endpoint_header strategy" default:"{\"header\":\"x-session-token\"}"`
-	SessionIDConfig             SessionIDParams       `json:"sessionIdConfig" doc:"settings of the session_id strategy (maxSessions is an OpenEPP extension bounding the bindings; the least recently used tenth goes when full)" default:"{\"sources\":[{\"header\":\"x-session-id\"}],\"evictionTtlSeconds\":300,\"evictionSweepSeconds\":10,\"maxSessions\":100000}"`
+	SessionIDConfig             SessionIDParams       `json:"sessionIdConfig" doc:"settings of the session_id strategy (maxSessions is an OpenEPP extension bounding the bindings; when full, a new session replaces the least recently used one)" default:"{\"sources\":[{\"header\":\"x-session-id\"}],\"evictionTtlSeconds\":300,\"evictionSweepSeconds\":10,\"maxSessions\":100000}"`
 }
 
 // EncodedEndpointParams configures the encoded_endpoint_header strategy.
@@ -56,7 +56,7 @@ type SessionIDParams struct {
 	EvictionSweepSeconds float64         `json:"evictionSweepSeconds" doc:"seconds between sweeps of expired bindings" default:"10"`
 	// MaxSessions bounds memory: session IDs come from clients, and a flood
 	// of new ones within the TTL would otherwise grow the map without end.
-	MaxSessions int `json:"maxSessions" doc:"bindings kept at most (OpenEPP extension); when full, the least recently used tenth is dropped" default:"100000"`
+	MaxSessions int `json:"maxSessions" doc:"bindings kept at most (OpenEPP extension); when full, a new session replaces the least recently used one" default:"100000"`
 }
 
 // SessionSource names where a session ID is read from. Upstream also allows
@@ -148,13 +148,10 @@ type SessionAffinity struct {
 	seed        maphash.Seed
 	maxSessions int
 	mu          sync.RWMutex
-	sessions    map[uint64]binding // hash of the session ID -> endpoint
-}
-
-// binding is where a session ID was last sent.
-type binding struct {
-	hostPort string
-	used     time.Time
+	sessions    sessionTable // hash of the session ID -> endpoint
+	// full is set when a new session first evicts a live one, and cleared
+	// by a sweep that makes room, so a full table is logged once.
+	full bool
 }
 
 // sessionNote carries one instance's pick from PreRequest to
@@ -192,7 +189,7 @@ func NewSessionAffinity(name string, p SessionAffinityParams, h *scheduler.Handl
 		handle:   h,
 		clock:    handleClock(h),
 		log:      handleLog(h).WithValues("plugin", name),
-		sessions: map[uint64]binding{},
+		sessions: newSessionTable(),
 		seed:     maphash.MakeSeed(),
 
 		maxSessions: p.SessionIDConfig.MaxSessions,
@@ -269,13 +266,13 @@ func (s *SessionAffinity) scoreSessionID(req *scheduler.Request, eps []*endpoint
 		return
 	}
 	s.mu.RLock()
-	b, ok := s.sessions[maphash.String(s.seed, id)]
+	hostPort, ok := s.sessions.lookup(maphash.String(s.seed, id))
 	s.mu.RUnlock()
 	if !ok {
 		return
 	}
 	for i, e := range eps {
-		if e.HostPort == b.hostPort {
+		if e.HostPort == hostPort {
 			out[i] = 1
 			return
 		}
@@ -369,100 +366,36 @@ func (s *SessionAffinity) lookup(targets []*endpoint.Endpoint, hostPort string) 
 }
 
 func (s *SessionAffinity) bind(id, hostPort string) {
-	now, key := s.clock.Now(), maphash.String(s.seed, id)
+	now, key := s.clock.Now().UnixNano(), maphash.String(s.seed, id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, known := s.sessions[key]; !known && len(s.sessions) >= s.maxSessions {
-		s.evictLocked(now)
+	if s.sessions.bind(key, hostPort, now, s.maxSessions) && !s.full {
+		s.full = true
+		s.log.Info("session map full: new sessions replace the least recently used ones until idle ones expire",
+			"maxSessions", s.maxSessions, "evictionTtl", s.ttl)
 	}
-	s.sessions[key] = binding{hostPort: hostPort, used: now}
 }
 
-// evictLocked makes room in a full map: it drops expired bindings and, if
-// that freed less than a tenth, the least recently used tenth, so the O(n)
-// work, done under the write lock, happens once per n/10 new sessions.
-func (s *SessionAffinity) evictLocked(now time.Time) {
-	want := max(s.maxSessions/10, 1)
-	expired := s.sweepLocked(now)
-	if expired >= want || len(s.sessions) == 0 {
-		return
-	}
-	used := make([]int64, 0, len(s.sessions))
-	for _, b := range s.sessions {
-		used = append(used, b.used.UnixNano())
-	}
-	cutoff := nthSmallest(used, min(want-expired, len(used))-1)
-	dropped := 0
-	for id, b := range s.sessions {
-		if b.used.UnixNano() <= cutoff {
-			delete(s.sessions, id)
-			dropped++
-		}
-	}
-	s.log.Info("session map full, dropped the least recently used sessions", "maxSessions", s.maxSessions,
-		"expired", expired, "dropped", dropped)
-}
-
-// nthSmallest returns the k-th smallest of xs (0-based), reordering xs:
-// a quickselect, linear on average, where a sort of 100,000 bindings held
-// the write lock for about 18 ms.
-func nthSmallest(xs []int64, k int) int64 {
-	lo, hi := 0, len(xs)-1
-	for lo < hi {
-		// Median of three as the pivot, so sorted input stays linear.
-		mid := lo + (hi-lo)/2
-		if xs[mid] < xs[lo] {
-			xs[mid], xs[lo] = xs[lo], xs[mid]
-		}
-		if xs[hi] < xs[lo] {
-			xs[hi], xs[lo] = xs[lo], xs[hi]
-		}
-		if xs[hi] < xs[mid] {
-			xs[hi], xs[mid] = xs[mid], xs[hi]
-		}
-		pivot := xs[mid]
-		i, j := lo, hi
-		for i <= j {
-			for xs[i] < pivot {
-				i++
-			}
-			for xs[j] > pivot {
-				j--
-			}
-			if i <= j {
-				xs[i], xs[j] = xs[j], xs[i]
-				i++
-				j--
-			}
-		}
-		switch {
-		case k <= j:
-			hi = j
-		case k >= i:
-			lo = i
-		default:
-			return xs[k]
-		}
-	}
-	return xs[k]
-}
+// sweepBatch bounds how many expired bindings one hold of the write lock
+// removes, so a sweep after a burst of sessions never stalls scoring.
+const sweepBatch = 256
 
 // sweep drops bindings unused for the TTL and returns how many.
 func (s *SessionAffinity) sweep(now time.Time) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sweepLocked(now)
-}
-
-func (s *SessionAffinity) sweepLocked(now time.Time) int {
-	n := 0
-	for id, b := range s.sessions {
-		if now.Sub(b.used) >= s.ttl {
-			delete(s.sessions, id)
-			n++
+	cutoff := now.Add(-s.ttl).UnixNano()
+	total := 0
+	for {
+		s.mu.Lock()
+		n := s.sessions.expire(cutoff, sweepBatch)
+		if s.sessions.len() < s.maxSessions {
+			s.full = false
+		}
+		s.mu.Unlock()
+		total += n
+		if n < sweepBatch {
+			return total
 		}
 	}
-	return n
 }
 
 // Start sweeps expired session bindings until ctx is done (session_id

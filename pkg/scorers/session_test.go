@@ -242,7 +242,7 @@ func TestSessionStart(t *testing.T) {
 func (s *SessionAffinity) sessionCount() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.sessions)
+	return s.sessions.len()
 }
 
 func TestDecodeToken(t *testing.T) {
@@ -324,9 +324,10 @@ func hammerSession(s *SessionAffinity, eps []*endpoint.Endpoint, g int) {
 }
 
 // TestSessionIDBounded checks that client-chosen session IDs cannot grow
-// the binding map past maxSessions: when it is full, expired bindings go
-// first, then the least recently used tenth, and recently used sessions
-// keep their endpoint. An ID's length does not matter.
+// the binding map past maxSessions: when it is full, a new session replaces
+// the least recently used one (an expired one before any live one), and
+// recently used sessions keep their endpoint. An ID's length does not
+// matter.
 func TestSessionIDBounded(t *testing.T) {
 	t.Parallel()
 	clock := newSCClock()
@@ -346,30 +347,33 @@ func TestSessionIDBounded(t *testing.T) {
 		bind(fmt.Sprintf("%s-%03d", long, i), i%3)
 	}
 	bind(long+"-000", 0) // used again: now the most recent
-	bind("newcomer", 1)  // the map is full: the ten oldest go
-	if n := len(s.sessions); n != 91 {
-		t.Errorf("%d bindings after eviction, want 91 (100 - 10 + 1)", n)
+	bind("newcomer", 1)  // the map is full: the oldest, 001, goes
+	bind("newcomer-2", 1)
+	if n := s.sessionCount(); n != 100 {
+		t.Errorf("%d bindings, want the bound, 100", n)
 	}
-	for i, want := range map[int]bool{0: true, 1: false, 10: false, 11: true, 99: true} {
+	for i, want := range map[int]bool{0: true, 1: false, 2: false, 3: true, 99: true} {
 		if got := bound(fmt.Sprintf("%s-%03d", long, i)); got != want {
 			t.Errorf("session %d bound = %v, want %v", i, got, want)
 		}
 	}
-	if !bound("newcomer") {
-		t.Error("the new session was not bound")
+	if !bound("newcomer") || !bound("newcomer-2") {
+		t.Error("a new session was not bound")
 	}
-	// Expired bindings are dropped before any live one.
+	// Expired bindings make room before any live one.
 	clock.Advance(time.Minute)
-	bind("late-1", 0)
-	for i := range 9 {
-		bind(fmt.Sprintf("late-%d", i+2), 0)
+	for i := range 10 {
+		bind(fmt.Sprintf("late-%d", i), 0)
 	}
-	bind("overflow", 2)
-	if n := len(s.sessions); n != 11 || !bound("late-1") || !bound("overflow") {
-		t.Errorf("after expiry: %d bindings (want 11), late-1 bound %v, overflow bound %v", n, bound("late-1"), bound("overflow"))
+	for i := range 10 {
+		if !bound(fmt.Sprintf("late-%d", i)) {
+			t.Errorf("late-%d not bound", i)
+		}
 	}
-	if _, err := SessionAffinityFactory("s", []byte(`{"sessionIdConfig":{"maxSessions":0}}`), nil); err == nil ||
-		!strings.Contains(err.Error(), "maxSessions: must be >= 1") {
-		t.Errorf("maxSessions 0: %v", err)
+	if n := s.sweep(clock.Now()); n != 90 {
+		t.Errorf("sweep removed %d expired bindings, want 90", n)
+	}
+	if n := s.sessionCount(); n != 10 {
+		t.Errorf("%d bindings after the sweep, want the 10 live ones", n)
 	}
 }
