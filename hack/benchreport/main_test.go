@@ -320,3 +320,33 @@ func TestReportDoubtsAnIncoherentPass(t *testing.T) {
 		t.Errorf("report lacks %q", want)
 	}
 }
+
+// TestReportConfidenceInterval checks that with enough repeats the target
+// cell reports the median's confidence interval, and that a miss whose
+// interval reaches below the target says so.
+func TestReportConfidenceInterval(t *testing.T) {
+	t.Parallel()
+	dir, out := setup(t, false)
+	mutateOverhead(t, dir, func(r *overhead.Report) {
+		row := &r.Rows[0]
+		row.Endpoints = targetEndpoints
+		base, capE, capF := row.Floor.References[0], row.EPP.Capacities[0], row.Floor.Capacities[0]
+		row.EPP.References, row.Floor.References, row.EPP.Capacities, row.Floor.Capacities = nil, nil, nil, nil
+		for _, d := range []float64{-1690, 810, 933, 1073, 1128, 1372, 1756, 2124, 2682, 2865, 7730} {
+			e := base
+			e.P99us += d
+			row.EPP.References = append(row.EPP.References, e)
+			row.Floor.References = append(row.Floor.References, base)
+			row.EPP.Capacities = append(row.EPP.Capacities, capE)
+			row.Floor.Capacities = append(row.Floor.Capacities, capF)
+		}
+		row.Repeats, row.Loads = 11, nil
+	})
+	md := report(t, dir, out)
+	for _, want := range []string{"p99 added latency **+1,372 µs** (+810 … +2,865 at 98.8 %; range −1,690 … +7,730)",
+		"target < 1,000 µs: **missed**, though its interval reaches below the target;"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}

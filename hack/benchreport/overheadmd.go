@@ -45,15 +45,16 @@ func renderTargets(w io.Writer, rep *overhead.Report) {
 	if added.N == 0 {
 		added.Median = math.Inf(1) // no reference run: the target cannot have been met
 	}
-	fmt.Fprintf(w, "- Overhead at 100 endpoints, concurrency 16, 1 KiB prompts (medians of %d alternating repeats, range in brackets): "+
-		"p99 added latency **%s µs** (%s) at %s req/s (target < 1,000 µs: **%s**; measured from the intended send time, "+
+	fmt.Fprintf(w, "- Overhead at 100 endpoints, concurrency 16, 1 KiB prompts (medians of %d alternating repeats; in brackets "+
+		"the median's confidence interval, from the sign test, and the range of the repeats): "+
+		"p99 added latency **%s µs** (%s) at %s req/s (target < 1,000 µs: %s; measured from the intended send time, "+
 		"so it includes waiting for one of the C slots; the service-time p99 gap, from the actual send, is %s µs (%s)); "+
 		"**%s req/s per EPP core** (%s; target ≥ 10,000: **%s**); "+
 		"sustained %s req/s on one pinned core. Upstream v1.5.0 was measured at about 4,750 req/s on 2 cores with p99 ≈ 11 ms at 50 endpoints "+
 		"(different machine and harness: a ratio, not a race).",
-		len(row.EPP.Capacities), signed(added.Median), rangeText(added, signed), thousands(row.ReferenceRate),
-		p99Verdict(row, added), signed(svc.Median), rangeText(svc, signed),
-		thousands(perCore.Median), rangeText(perCore, thousands),
+		len(row.EPP.Capacities), signed(added.Median), spread(added, signed), thousands(row.ReferenceRate),
+		p99Verdict(row, added), signed(svc.Median), spread(svc, signed),
+		thousands(perCore.Median), spread(perCore, thousands),
 		verdict(perCore.Median >= targetPerCore), thousands(row.EPP.Sustained))
 	var at []string
 	for _, lp := range row.Loads {
@@ -66,18 +67,26 @@ func renderTargets(w io.Writer, rep *overhead.Report) {
 }
 
 // p99Verdict judges the added p99 at the reference rate against the
-// target. The gap grows with load, so a pass there that a lower fixed load
+// target, in bold, saying when the median's confidence interval straddles
+// it. The gap grows with load, so a pass there that a lower fixed load
 // contradicts is the machine's noise, not a result.
 func p99Verdict(row overhead.Row, added overhead.Stat) string {
+	bold := func(s string) string { return "**" + s + "**" }
 	if added.Median >= targetAddedP99us {
-		return verdict(false)
+		if added.Conf > 0 && added.Lo < targetAddedP99us {
+			return bold(verdict(false)) + ", though its interval reaches below the target"
+		}
+		return bold(verdict(false))
 	}
 	for _, lp := range row.Loads {
 		if a := lp.Added(p99us); lp.Rate <= row.ReferenceRate && a.N > 0 && a.Median >= targetAddedP99us {
-			return fmt.Sprintf("not shown: under it at this rate but %s µs at %s req/s, a lower load, so this run's tail is noise", signed(a.Median), thousands(lp.Rate))
+			return bold(fmt.Sprintf("not shown: under it at this rate but %s µs at %s req/s, a lower load, so this run's tail is noise", signed(a.Median), thousands(lp.Rate)))
 		}
 	}
-	return verdict(true)
+	if added.Conf > 0 && added.Hi >= targetAddedP99us {
+		return bold(verdict(true)) + ", though its interval reaches above the target"
+	}
+	return bold(verdict(true))
 }
 
 // targetRepeats is how many times the target cell was measured.
@@ -94,6 +103,30 @@ func rangeText(s overhead.Stat, f func(float64) string) string {
 		return "n/a"
 	}
 	return f(s.Min) + " … " + f(s.Max)
+}
+
+// spread is a statistic's "lo … hi at C %; range min … max", or only the
+// range when there are too few samples for a confidence interval.
+func spread(s overhead.Stat, f func(float64) string) string {
+	if s.Conf == 0 {
+		return "range " + rangeText(s, f)
+	}
+	return fmt.Sprintf("%s at %s; range %s", ciText(s, f), percent(s.Conf), rangeText(s, f))
+}
+
+// ciText is a statistic's confidence interval "lo … hi", or its range when
+// it has none.
+func ciText(s overhead.Stat, f func(float64) string) string {
+	if s.Conf == 0 {
+		return rangeText(s, f)
+	}
+	return f(s.Lo) + " … " + f(s.Hi)
+}
+
+// percent is a coverage such as 0.98828 as "98.8 %", rounded down so the
+// claim is never larger than the truth.
+func percent(p float64) string {
+	return fmt.Sprintf("%.1f %%", math.Floor(p*1000)/10)
 }
 
 // withRange is "median (min … max)", or the bare median of one sample.
@@ -253,8 +286,9 @@ func renderLoads(w io.Writer, rows []overhead.Row) {
 			continue
 		}
 		fmt.Fprintf(w, "Added latency against the offered load, %d endpoints, C=%d, %d KiB (the reference runs' method at "+
-			"fixed rates, %d repeats each):\n\n"+
-			"| offered req/s | EPP p50 / p99 µs | floor p50 / p99 µs | **added p50 / p99 µs** | added p99 range µs | "+
+			"fixed rates, %d repeats each; the interval is the median's confidence interval of at least 95 %% from the sign test, "+
+			"or the range with fewer than six repeats):\n\n"+
+			"| offered req/s | EPP p50 / p99 µs | floor p50 / p99 µs | **added p50 / p99 µs** | added p99 interval µs | "+
 			"added service-time p99 µs | generator lag p99 µs EPP / floor |\n|--:|--:|--:|--:|--:|--:|--:|\n",
 			row.Endpoints, row.Concurrency, row.PromptBytes>>10, len(row.Loads[0].EPP))
 		type point struct {
@@ -273,7 +307,7 @@ func renderLoads(w io.Writer, rows []overhead.Row) {
 				rate += " (reference)"
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | **%s** | %s | %s | %s / %s |\n", rate, latencies(r.EPP), latencies(r.Floor), added(r),
-				rangeText(r.AddedP99(), signed), signed(r.AddedServiceP99().Median),
+				ciText(r.AddedP99(), signed), signed(r.AddedServiceP99().Median),
 				median(r.EPP.Reference(lagP99)), median(r.Floor.Reference(lagP99)))
 			if a := r.AddedP99(); a.N > 0 && a.Median < targetAddedP99us {
 				under = append(under, thousands(r.ReferenceRate))

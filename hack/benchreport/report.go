@@ -76,7 +76,9 @@ const caveats = `## Caveats
   repeats each cell's measurements with the arms alternating and reports medians with their range (the target
   cell more often): a median is robust to one bad repeat, not to a machine that is busy throughout. Read the range
   column before the median, and the generator-lag column too: a lag p99 of the same order as the added p99 means
-  the tail is the harness's. The p50s, the CPU time per request and the per-core throughput are far steadier.
+  the tail is the harness's. Where a cell has six repeats or more (the target cell and the fixed loads) the
+  report also gives the median's confidence interval from the sign test, which assumes nothing about the
+  distribution of the repeats; when it straddles the target, the verdict says so. The p50s, the CPU time per request and the per-core throughput are far steadier.
   (Reports before 2026-11-26 also carried 40–50 ms stalls of the load generator's own garbage collector in random
   runs of both arms; the generator now collects only between runs.)
 - **Where the EPP's extra tail comes from.** At the target cell the EPP's CPU per request is within about 10 % of

@@ -217,10 +217,13 @@ func (a Arm) AtSustained() (Run, bool) {
 type Stat struct {
 	N                int
 	Median, Min, Max float64
+	// Lo and Hi bound the median with probability Conf, from six samples
+	// on; with fewer, Conf and they are 0. See medianCI.
+	Lo, Hi, Conf float64
 }
 
 // Summarise returns the median (the mean of the middle two for an even
-// count), minimum and maximum of xs.
+// count), minimum, maximum and median confidence interval of xs.
 func Summarise(xs []float64) Stat {
 	if len(xs) == 0 {
 		return Stat{Median: math.NaN(), Min: math.NaN(), Max: math.NaN()}
@@ -231,7 +234,37 @@ func Summarise(xs []float64) Stat {
 	if len(s)%2 == 0 {
 		m = (s[len(s)/2-1] + m) / 2
 	}
-	return Stat{N: len(s), Median: m, Min: s[0], Max: s[len(s)-1]}
+	st := Stat{N: len(s), Median: m, Min: s[0], Max: s[len(s)-1]}
+	if k, conf := medianCI(len(s)); k > 0 {
+		st.Lo, st.Hi, st.Conf = s[k-1], s[len(s)-k], conf
+	}
+	return st
+}
+
+// ciLevel is the least coverage a median interval must have.
+const ciLevel = 0.95
+
+// medianCI picks the narrowest interval of order statistics [x(k), x(n+1-k)]
+// (1-based, of n sorted samples) that covers the median with probability at
+// least ciLevel, and returns k and that probability; k is 0 when even
+// [min, max] falls short (n < 6). Each sample lies below the median with
+// probability 1/2 whatever the distribution (the sign test), so the
+// interval misses it only when fewer than k samples fall on one side:
+// coverage 1 - 2·P(Binomial(n, 1/2) < k). Repeats of a noisy benchmark are
+// far from normal (one stalled run can double a p99), so no distribution is
+// assumed.
+func medianCI(n int) (k int, conf float64) {
+	tail, term := 0.0, math.Pow(0.5, float64(n)) // P(B <= i), P(B = i)
+	for i := 0; 2*(i+1) <= n; i++ {
+		tail += term
+		c := 1 - 2*tail // coverage of k = i+1
+		if c < ciLevel {
+			break
+		}
+		k, conf = i+1, c
+		term *= float64(n-i) / float64(i+1)
+	}
+	return k, conf
 }
 
 // Run is one load run against one arm.

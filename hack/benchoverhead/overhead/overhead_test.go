@@ -2,12 +2,14 @@ package overhead
 
 import (
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func goodReport() Report {
@@ -109,14 +111,49 @@ func TestSummarise(t *testing.T) {
 		{name: "one", in: []float64{7}, want: Stat{N: 1, Median: 7, Min: 7, Max: 7}},
 		{name: "odd", in: []float64{9, -1, 3}, want: Stat{N: 3, Median: 3, Min: -1, Max: 9}},
 		{name: "even", in: []float64{4, 1, 2, 10}, want: Stat{N: 4, Median: 3, Min: 1, Max: 10}},
+		// Six samples: only [min, max] reaches 95 % (1 - 2/64).
+		{name: "six", in: []float64{6, 5, 4, 3, 2, 1}, want: Stat{N: 6, Median: 3.5, Min: 1, Max: 6, Lo: 1, Hi: 6, Conf: 1 - 2.0/64}},
+		// Eleven: [x(2), x(10)] covers 1 - 2·12/2048; [x(3), x(9)] only 93.5 %.
+		{name: "eleven", in: []float64{-1690, 810, 933, 1073, 1128, 1372, 1756, 2124, 2682, 2865, 7730},
+			want: Stat{N: 11, Median: 1372, Min: -1690, Max: 7730, Lo: 810, Hi: 2865, Conf: 1 - 2*12.0/2048}},
 	}
 	for _, tc := range tests {
-		if diff := cmp.Diff(tc.want, Summarise(tc.in)); diff != "" {
+		if diff := cmp.Diff(tc.want, Summarise(tc.in), cmpopts.EquateApprox(0, 1e-12)); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
 		}
 	}
 	if s := Summarise(nil); s.N != 0 || !math.IsNaN(s.Median) {
 		t.Errorf("Summarise(nil) = %+v, want N 0 and NaN", s)
+	}
+}
+
+// TestMedianCICoverage checks medianCI's coverage against a simulation:
+// intervals from samples of a skewed distribution hold its true median at
+// least as often as claimed.
+func TestMedianCICoverage(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{6, 11, 15, 30} {
+		const trials = 4000
+		hits := 0
+		var conf float64
+		for range trials {
+			xs := make([]float64, n)
+			for i := range xs {
+				xs[i] = rng.ExpFloat64() // median ln 2
+			}
+			s := Summarise(xs)
+			conf = s.Conf
+			if s.Lo <= math.Ln2 && math.Ln2 <= s.Hi {
+				hits++
+			}
+		}
+		if conf < ciLevel {
+			t.Errorf("n=%d: coverage %v below %v", n, conf, ciLevel)
+		}
+		if got := float64(hits) / trials; got < conf-0.015 {
+			t.Errorf("n=%d: interval held the median in %.3f of trials, claimed %.3f", n, got, conf)
+		}
 	}
 }
 
