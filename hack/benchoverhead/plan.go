@@ -34,7 +34,7 @@ type plan struct {
 	probe       time.Duration
 	step        time.Duration
 	ref         time.Duration
-	idle        time.Duration
+	idle        time.Duration // with no traffic; CPU time comes in 10 ms ticks, so longer is finer
 	settle      time.Duration // after the EPP is ready, so every endpoint was scraped
 	profile     time.Duration // CPU profile of the EPP in the profiled cell (whole seconds)
 	ladder      []float64
@@ -60,7 +60,7 @@ func newPlan(o runOptions) plan {
 	p := plan{
 		endpoints: []int{10, 100, 1000}, concurrency: []int{1, 16, 64}, prompts: []int{1 << 10, 100 << 10},
 		warm: 300 * time.Millisecond, probe: 1500 * time.Millisecond, step: 1500 * time.Millisecond,
-		ref: 2 * time.Second, idle: time.Second, settle: time.Second, profile: 5 * time.Second,
+		ref: 2 * time.Second, idle: 3 * time.Second, settle: time.Second, profile: 5 * time.Second,
 		ladder: []float64{1.0, 0.85, 0.7, 0.5, 0.3}, refFraction: 0.5,
 		p99Bound: 10 * time.Millisecond, minDelivered: 0.95, repeat: 3, targetRepeat: 15,
 		loads: []float64{1000, 2000, 3000},

@@ -7,6 +7,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -348,5 +349,50 @@ func TestReportConfidenceInterval(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
+	}
+}
+
+// TestReportCPUDecomposition checks the fixed-load table's CPU columns and
+// the line fitted through the extra CPU: 20 µs per request and 0.08 cores
+// of background work.
+func TestReportCPUDecomposition(t *testing.T) {
+	t.Parallel()
+	dir, out := setup(t, false)
+	mutateOverhead(t, dir, func(r *overhead.Report) {
+		r.Idle = []overhead.Idle{{Endpoints: targetEndpoints, EPPCores: 0.1}}
+		row := &r.Rows[0]
+		row.Endpoints, row.ReferenceRate = targetEndpoints, 2000
+		withCPU := func(runs []overhead.Run, cpu float64) []overhead.Run {
+			out := slices.Clone(runs)
+			for i := range out {
+				out[i].Completed, out[i].CPUSeconds = 1000, cpu
+			}
+			return out
+		}
+		// Extra CPU per second = 20 µs × rate + 0.08 cores, over 1,000 requests a run.
+		floor := withCPU(row.Floor.References, 0.12)
+		row.Floor.References, row.EPP.References = floor, withCPU(floor, 0.12+0.020+0.08/2)
+		row.Loads = []overhead.LoadPoint{{Rate: 1000, EPP: withCPU(floor, 0.12+0.020+0.08), Floor: floor},
+			{Rate: 4000, EPP: withCPU(floor, 0.12+0.020+0.08/4), Floor: floor}}
+	})
+	md := report(t, dir, out)
+	for _, want := range []string{"| 220 / 120 | 0.10 |", "| 180 / 120 | 0.12 |", "| 160 / 120 | 0.16 |",
+		"handling, +20 µs of CPU per request more than the floor's", "rate, 0.08 cores (the intercept): scraping 100 endpoints (0.10 cores measured idle)"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}
+
+func TestLineFit(t *testing.T) {
+	t.Parallel()
+	if a, b, ok := lineFit([]float64{1, 2, 3}, []float64{5, 7, 9}); !ok || math.Abs(a-2) > 1e-12 || math.Abs(b-3) > 1e-12 {
+		t.Errorf("lineFit = %v, %v, %v; want 2, 3", a, b, ok)
+	}
+	if _, _, ok := lineFit([]float64{2, 2}, []float64{1, 3}); ok {
+		t.Error("lineFit fitted a vertical line")
+	}
+	if _, _, ok := lineFit([]float64{1}, []float64{1}); ok {
+		t.Error("lineFit fitted one point")
 	}
 }

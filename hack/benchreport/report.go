@@ -81,11 +81,12 @@ const caveats = `## Caveats
   distribution of the repeats; when it straddles the target, the verdict says so. The p50s, the CPU time per request and the per-core throughput are far steadier.
   (Reports before 2026-11-26 also carried 40–50 ms stalls of the load generator's own garbage collector in random
   runs of both arms; the generator now collects only between runs.)
-- **Where the EPP's extra tail comes from.** At the target cell the EPP's CPU per request is within about 10 % of
-  the floor's, yet its p99 is well above the floor's, and the fixed-load table shows the gap already at 1,000 req/s,
-  where the EPP's core is about 7 % busy. Much of that part is scraping: on one core the EPP also scrapes 2,000
-  pages/s, 25 endpoints sharing each scrape instant, so about 80 times a second the core spends some three quarters
-  of a millisecond on a wave. Since 2026-11-26 one goroutine scrapes a wave and steps aside for requests every
+- **Where the EPP's extra tail comes from.** The fixed-load table (section 2) splits the EPP's extra CPU over the
+  floor's into a part that grows with the rate (its own request handling: parsing, scheduling, the routing answer)
+  and a part that does not (background work, nearly all of it scraping). The first is a few µs per request; the
+  second about a tenth of a core. On the one pinned core that background work competes with requests: the EPP
+  scrapes 2,000 pages/s, 25 endpoints sharing each scrape instant, so about 80 times a second the core spends some
+  three quarters of a millisecond on a wave, and a request arriving meanwhile waits. Since 2026-11-26 one goroutine scrapes a wave and steps aside for requests every
   0.2 ms of work (it used to be 25 goroutines that all ran before any request); in three alternating pairs of
   what-if runs at 1,000 req/s (15 repeats each) this cut the added p99 from +0.74 to +0.58 ms and the service-time
   gap from +0.81 to +0.57 ms, with ~3 % more requests per core. Earlier what-if runs (before that change;
