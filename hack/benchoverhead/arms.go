@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/openepp/openepp/hack/benchoverhead/overhead"
@@ -49,34 +50,53 @@ func (a *arm) stop() {
 	}
 }
 
-// runEndpoints runs every cell at e endpoints. Both servers stay up; in
-// every cell the arms alternate (see pair), the EPP paused while the floor
-// runs, so the two arms of a repeat are seconds apart and a slow drift of
-// the shared machine's load hits both.
+// cellArms are the servers measured in every cell: the EPP, the no-op
+// floor, and in a comparison a second EPP build.
+type cellArms struct {
+	epp, floor, compare *arm
+}
+
+// runEndpoints runs every cell at e endpoints. All servers stay up; in
+// every cell the arms alternate (see pair), an EPP paused while another arm
+// runs, so the arms of a repeat are seconds apart and a slow drift of the
+// shared machine's load hits all of them.
 func (r *runner) runEndpoints(ctx context.Context, e int) (overhead.Idle, []overhead.Row, error) {
 	ms, addrs, err := r.startMetrics(ctx, e)
 	if err != nil {
 		return overhead.Idle{}, nil, err
 	}
 	defer ms.stop()
-	epp, err := r.startEPP(ctx, e, addrs)
-	if err != nil {
+	var arms cellArms
+	if arms.epp, err = r.startEPP(ctx, eppArm{"epp", r.o.epp, r.o.eppFlags, r.o.pickerConfig}, e, addrs); err != nil {
 		return overhead.Idle{}, nil, err
 	}
-	defer epp.stop()
-	floor, err := r.startNoop(ctx, addrs[0])
-	if err != nil {
+	defer arms.epp.stop()
+	if r.o.compare != "" {
+		// Started while the first EPP is paused, so that only one scrapes.
+		if err := arms.epp.server.signal(syscall.SIGSTOP); err != nil {
+			return overhead.Idle{}, nil, err
+		}
+		arms.compare, err = r.startEPP(ctx, eppArm{"compare", r.o.compare, r.o.compareFlags, r.o.compareConfig}, e, addrs)
+		if err != nil {
+			return overhead.Idle{}, nil, err
+		}
+		defer arms.compare.stop()
+		if err := r.swap(arms.compare, arms.epp); err != nil {
+			return overhead.Idle{}, nil, err
+		}
+	}
+	if arms.floor, err = r.startNoop(ctx, addrs[0]); err != nil {
 		return overhead.Idle{}, nil, err
 	}
-	defer floor.stop()
-	idle, err := r.measureIdle(epp, ms, e)
+	defer arms.floor.stop()
+	idle, err := r.measureIdle(arms, ms, e)
 	if err != nil {
 		return idle, nil, err
 	}
 	var rows []overhead.Row
 	for _, c := range r.p.concurrency {
 		for _, p := range r.p.prompts {
-			row, err := r.pair(ctx, epp, floor, cellKey{e, c, p})
+			row, err := r.pair(ctx, arms, cellKey{e, c, p})
 			if err != nil {
 				return idle, nil, err
 			}
@@ -84,6 +104,19 @@ func (r *runner) runEndpoints(ctx context.Context, e int) (overhead.Idle, []over
 		}
 	}
 	return idle, rows, nil
+}
+
+// swap pauses the running EPP from and resumes the paused EPP to, which
+// then catches up on its scraping before it is measured.
+func (r *runner) swap(from, to *arm) error {
+	if err := from.server.signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	if err := to.server.signal(syscall.SIGCONT); err != nil {
+		return err
+	}
+	time.Sleep(r.p.settle)
+	return nil
 }
 
 // metricsNice lowers the metrics servers' priority on the generator's CPU:
@@ -114,9 +147,16 @@ func (r *runner) startMetrics(ctx context.Context, e int) (*proc, []string, erro
 	return p, rd.Addrs, nil
 }
 
-// startEPP starts the EPP on the endpoints and its generator, and waits
+// eppArm is an EPP build to start: its binary, extra flags and config.
+type eppArm struct {
+	name, bin string
+	flags     []string
+	config    string
+}
+
+// startEPP starts an EPP on the endpoints and its generator, and waits
 // until it routes and has scraped every endpoint at least once.
-func (r *runner) startEPP(ctx context.Context, e int, addrs []string) (*arm, error) {
+func (r *runner) startEPP(ctx context.Context, spec eppArm, e int, addrs []string) (*arm, error) {
 	file, err := r.writeEndpoints(e, addrs)
 	if err != nil {
 		return nil, err
@@ -125,17 +165,17 @@ func (r *runner) startEPP(ctx context.Context, e int, addrs []string) (*arm, err
 	if err != nil {
 		return nil, err
 	}
-	argv := []string{r.o.epp, "--bind-address=127.0.0.1",
+	argv := []string{spec.bin, "--bind-address=127.0.0.1",
 		"--grpc-port=" + ports[0], "--grpc-health-port=" + ports[1], "--metrics-port=" + ports[2],
-		"--endpoints-file=" + file, "--config-text=" + randomPickerConfig,
+		"--endpoints-file=" + file, "--config-text=" + spec.config,
 		"--secure-serving=" + strconv.FormatBool(r.o.tls), "--refresh-metrics-interval=" + r.o.scrapeInterval.String(),
 		"--drain-timeout=1s", "--enable-pprof=true"}
-	argv = append(argv, r.o.eppFlags...)
-	srv, err := startProc(procSpec{name: fmt.Sprintf("epp-%d", e), argv: argv, cpu: r.cpu(true), logDir: r.logDir})
+	argv = append(argv, spec.flags...)
+	srv, err := startProc(procSpec{name: fmt.Sprintf("%s-%d", spec.name, e), argv: argv, cpu: r.cpu(true), logDir: r.logDir})
 	if err != nil {
 		return nil, err
 	}
-	a := &arm{name: "epp", server: srv, metrics: "http://127.0.0.1:" + ports[2] + "/metrics"}
+	a := &arm{name: spec.name, server: srv, metrics: "http://127.0.0.1:" + ports[2] + "/metrics"}
 	if err := r.attachGen(ctx, a, "127.0.0.1:"+ports[0]); err != nil {
 		a.stop()
 		return nil, err

@@ -25,18 +25,22 @@ func (k cellKey) seed(step int) uint64 {
 	return uint64(k.endpoints)<<40 ^ uint64(k.concurrency)<<32 ^ uint64(k.prompt)<<8 ^ uint64(step)
 }
 
-// pair measures both arms of one cell (see plan): the probes and the
+// pair measures the arms of one cell (see plan): the probes and the
 // reference runs repeated with the arms alternating, the ladders once.
-func (r *runner) pair(ctx context.Context, epp, floor *arm, k cellKey) (overhead.Row, error) {
+func (r *runner) pair(ctx context.Context, arms cellArms, k cellKey) (overhead.Row, error) {
 	row := overhead.Row{Endpoints: k.endpoints, Concurrency: k.concurrency, PromptBytes: k.prompt}
+	if arms.compare != nil {
+		row.Compare = &overhead.Arm{}
+	}
 	repeats := r.p.repeats(k)
 	if repeats != r.p.repeat {
 		row.Repeats = repeats
 	}
-	resetPeakRSS(epp.server.pid())
-	resetPeakRSS(floor.server.pid())
-	for range repeats {
-		err := r.alternate(ctx, epp, floor, &row, func(a *arm, out *overhead.Arm) error {
+	for _, a := range arms.all() {
+		resetPeakRSS(a.server.pid())
+	}
+	for i := range repeats {
+		err := r.alternate(ctx, arms, &row, i, func(a *arm, out *overhead.Arm) error {
 			run, err := r.warmed(ctx, a, r.closed(k, r.p.probe))
 			out.Capacities = append(out.Capacities, run)
 			return err
@@ -54,7 +58,7 @@ func (r *runner) pair(ctx context.Context, epp, floor *arm, k cellKey) (overhead
 		r.logf("epp   %s: no request completed in the capacity runs: %v", k, row.EPP.Capacities[0].Errors)
 	}
 	for i := range repeats {
-		err := r.alternate(ctx, epp, floor, &row, func(a *arm, out *overhead.Arm) error {
+		err := r.alternate(ctx, arms, &row, i, func(a *arm, out *overhead.Arm) error {
 			if i == 0 {
 				if err := r.ladder(ctx, a, k, out); err != nil {
 					return err
@@ -74,11 +78,11 @@ func (r *runner) pair(ctx context.Context, epp, floor *arm, k cellKey) (overhead
 		}
 	}
 	if k == r.p.profileCell() && row.ReferenceRate > 0 {
-		if err := r.loads(ctx, epp, floor, k, &row, repeats); err != nil {
+		if err := r.loads(ctx, arms, k, &row, repeats); err != nil {
 			return row, err
 		}
 	}
-	if err := r.finishPair(ctx, epp, floor, k, &row); err != nil {
+	if err := r.finishPair(ctx, arms, k, &row); err != nil {
 		return row, err
 	}
 	return row, nil
@@ -87,7 +91,7 @@ func (r *runner) pair(ctx context.Context, epp, floor *arm, k cellKey) (overhead
 // loads measures both arms at each of the plan's fixed offered rates,
 // repeats times, alternating like the reference runs (a new arrival seed
 // per repeat and rate, the same in both arms).
-func (r *runner) loads(ctx context.Context, epp, floor *arm, k cellKey, row *overhead.Row, repeats int) error {
+func (r *runner) loads(ctx context.Context, arms cellArms, k cellKey, row *overhead.Row, repeats int) error {
 	row.Loads = make([]overhead.LoadPoint, len(r.p.loads))
 	for li, rate := range r.p.loads {
 		row.Loads[li].Rate = rate
@@ -95,10 +99,13 @@ func (r *runner) loads(ctx context.Context, epp, floor *arm, k cellKey, row *ove
 	for i := range repeats {
 		for li := range row.Loads {
 			lp := &row.Loads[li]
-			err := r.alternate(ctx, epp, floor, row, func(a *arm, _ *overhead.Arm) error {
+			err := r.alternate(ctx, arms, row, i, func(a *arm, _ *overhead.Arm) error {
 				out := &lp.Floor
-				if a == epp {
+				switch a {
+				case arms.epp:
 					out = &lp.EPP
+				case arms.compare:
+					out = &lp.Compare
 				}
 				j := r.closed(k, r.p.ref)
 				j.Rate, j.Seed = lp.Rate, k.seed(1000+100*li+i)
@@ -114,56 +121,117 @@ func (r *runner) loads(ctx context.Context, epp, floor *arm, k cellKey, row *ove
 	for _, lp := range row.Loads {
 		r.logf("added %s at %.0f req/s: p50 %+.0fµs p99 %+.0fµs (medians of %d repeats)", k, lp.Rate,
 			lp.Added(p50).Median, lp.Added(p99).Median, repeats)
+		if arms.compare != nil {
+			r.logf("compare − epp %s at %.0f req/s: p50 %s p99 %s", k, lp.Rate, diffText(lp.CompareDiff(p50)), diffText(lp.CompareDiff(p99)))
+		}
 	}
 	return nil
 }
 
-// alternate runs fn on the EPP arm, then pauses the EPP (SIGSTOP, so its
-// background scraping cannot disturb the floor) and runs fn on the floor
-// arm, then resumes the EPP and lets it settle.
-func (r *runner) alternate(ctx context.Context, epp, floor *arm, row *overhead.Row, fn func(*arm, *overhead.Arm) error) error {
-	if err := fn(epp, &row.EPP); err != nil {
+// diffText is a paired difference's median and interval for the log.
+func diffText(s overhead.Stat) string {
+	if s.Conf == 0 {
+		return fmt.Sprintf("%+.0fµs (range %+.0f…%+.0f)", s.Median, s.Min, s.Max)
+	}
+	return fmt.Sprintf("%+.0fµs (%+.0f…%+.0f at %.0f%%)", s.Median, s.Lo, s.Hi, 100*s.Conf)
+}
+
+// alternate runs fn once on every arm of repeat i: the EPP, then (in a
+// comparison) the compared EPP, the order of the two swapped every other
+// repeat so neither always runs first, then the floor. Only the EPP being
+// measured runs: the others are paused (SIGSTOP), so their background
+// scraping cannot disturb it, and a resumed EPP settles before it is
+// measured. Between calls the first EPP runs and the compared one is
+// paused.
+func (r *runner) alternate(ctx context.Context, arms cellArms, row *overhead.Row, i int, fn func(*arm, *overhead.Arm) error) error {
+	if arms.compare != nil && i%2 == 1 {
+		if err := r.swap(arms.epp, arms.compare); err != nil {
+			return err
+		}
+		if err := fn(arms.compare, row.Compare); err != nil {
+			return err
+		}
+		if err := r.swap(arms.compare, arms.epp); err != nil {
+			return err
+		}
+	}
+	if err := fn(arms.epp, &row.EPP); err != nil {
 		return err
 	}
-	if err := epp.server.signal(syscall.SIGSTOP); err != nil {
+	last := arms.epp
+	if arms.compare != nil && i%2 == 0 {
+		if err := r.swap(arms.epp, arms.compare); err != nil {
+			return err
+		}
+		if err := fn(arms.compare, row.Compare); err != nil {
+			return err
+		}
+		last = arms.compare
+	}
+	if err := last.server.signal(syscall.SIGSTOP); err != nil {
 		return err
 	}
-	err := fn(floor, &row.Floor)
-	if cerr := epp.server.signal(syscall.SIGCONT); err == nil {
+	err := fn(arms.floor, &row.Floor)
+	if cerr := arms.epp.server.signal(syscall.SIGCONT); err == nil {
 		err = cerr
 	}
 	time.Sleep(r.p.settle)
 	return err
 }
 
+// all lists the arms that are running processes.
+func (a cellArms) all() []*arm {
+	if a.compare == nil {
+		return []*arm{a.epp, a.floor}
+	}
+	return []*arm{a.epp, a.floor, a.compare}
+}
+
 // finishPair reads the peak RSS, profiles the EPP in the profiled cell and
 // logs the cell's medians.
-func (r *runner) finishPair(ctx context.Context, epp, floor *arm, k cellKey, row *overhead.Row) error {
-	var err1, err2 error
-	row.EPP.PeakRSSMiB, err1 = peakRSSMiB(epp.server.pid())
-	row.Floor.PeakRSSMiB, err2 = peakRSSMiB(floor.server.pid())
-	if err := errors.Join(err1, err2); err != nil {
+func (r *runner) finishPair(ctx context.Context, arms cellArms, k cellKey, row *overhead.Row) error {
+	var err1, err2, err3 error
+	row.EPP.PeakRSSMiB, err1 = peakRSSMiB(arms.epp.server.pid())
+	row.Floor.PeakRSSMiB, err2 = peakRSSMiB(arms.floor.server.pid())
+	if arms.compare != nil {
+		row.Compare.PeakRSSMiB, err3 = peakRSSMiB(arms.compare.server.pid())
+	}
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return err
 	}
-	if err := r.profile(ctx, epp, k); err != nil {
+	if err := r.profile(ctx, arms.epp, k); err != nil {
 		return err
 	}
-	for _, a := range []struct {
+	logged := []struct {
 		name string
 		arm  overhead.Arm
-	}{{epp.name, row.EPP}, {floor.name, row.Floor}} {
+	}{{arms.epp.name, row.EPP}, {arms.floor.name, row.Floor}}
+	if arms.compare != nil {
+		logged = append(logged, struct {
+			name string
+			arm  overhead.Arm
+		}{arms.compare.name, *row.Compare})
+	}
+	for _, a := range logged {
 		c := a.arm.Capacity(throughput)
-		r.logf("%-5s %s: capacity %.0f/s (%.0f–%.0f), sustained %.0f/s, at %.0f/s p50 %.0fµs p99 %.0fµs, %.0f req/s per core",
+		r.logf("%-7s %s: capacity %.0f/s (%.0f–%.0f), sustained %.0f/s, at %.0f/s p50 %.0fµs p99 %.0fµs, %.0f req/s per core",
 			a.name, k, c.Median, c.Min, c.Max, a.arm.Sustained, row.ReferenceRate,
 			a.arm.Reference(p50).Median, a.arm.Reference(p99).Median, a.arm.Capacity(overhead.Run.PerCore).Median)
 	}
 	r.logf("added %s: p50 %+.0fµs p99 %+.0fµs (medians of %d repeats)", k, row.AddedP50().Median, row.AddedP99().Median, len(row.EPP.Capacities))
+	if arms.compare != nil {
+		q := row.CompareRatio(overhead.Run.PerCore)
+		r.logf("compare − epp %s: p50 %s p99 %s service p99 %s; per core ×%.3f (×%.3f…×%.3f)", k,
+			diffText(row.CompareDiff(p50)), diffText(row.CompareDiff(p99)), diffText(row.CompareDiff(svcP99)),
+			q.Median, q.Min, q.Max)
+	}
 	return nil
 }
 
 func throughput(r overhead.Run) float64 { return r.Throughput }
 func p50(r overhead.Run) float64        { return r.P50us }
 func p99(r overhead.Run) float64        { return r.P99us }
+func svcP99(r overhead.Run) float64     { return r.SvcP99us }
 
 // closed is a closed-loop job of duration d in cell k.
 func (r *runner) closed(k cellKey, d time.Duration) job {
@@ -273,12 +341,37 @@ func (a *arm) scrapeCount() (float64, error) {
 	return scrapes(a.metrics)
 }
 
-// measureIdle measures the EPP and the metrics servers with no traffic.
-func (r *runner) measureIdle(a *arm, ms *proc, e int) (overhead.Idle, error) {
+// measureIdle measures the EPP and the metrics servers with no traffic,
+// and in a comparison the compared EPP alone.
+func (r *runner) measureIdle(arms cellArms, ms *proc, e int) (overhead.Idle, error) {
 	idle := overhead.Idle{Endpoints: e, TargetScrapesPerSecond: float64(e) / r.o.scrapeInterval.Seconds()}
-	s0, err := a.scrapeCount()
+	var err error
+	idle.EPPCores, idle.MetricsServerCores, idle.ScrapesPerSecond, err = r.idleCPU(arms.epp, ms)
 	if err != nil {
 		return idle, err
+	}
+	r.logf("idle  endpoints=%d: EPP %.2f cores, %.0f scrapes/s (target %.0f), metrics servers %.2f cores",
+		e, idle.EPPCores, idle.ScrapesPerSecond, idle.TargetScrapesPerSecond, idle.MetricsServerCores)
+	if arms.compare == nil {
+		return idle, nil
+	}
+	if err := r.swap(arms.epp, arms.compare); err != nil {
+		return idle, err
+	}
+	idle.CompareCores, _, _, err = r.idleCPU(arms.compare, ms)
+	if serr := r.swap(arms.compare, arms.epp); err == nil {
+		err = serr
+	}
+	r.logf("idle  endpoints=%d: compared EPP %.2f cores", e, idle.CompareCores)
+	return idle, err
+}
+
+// idleCPU is a's and the metrics servers' CPU, in cores, and a's scrape
+// rate, over the plan's idle period.
+func (r *runner) idleCPU(a *arm, ms *proc) (cores, metricsCores, scrapesPerSecond float64, _ error) {
+	s0, err := a.scrapeCount()
+	if err != nil {
+		return 0, 0, 0, err
 	}
 	t0 := time.Now()
 	c0, err1 := cpuSeconds(a.server.pid())
@@ -289,11 +382,7 @@ func (r *runner) measureIdle(a *arm, ms *proc, e int) (overhead.Idle, error) {
 	wall := time.Since(t0).Seconds()
 	s1, err5 := a.scrapeCount()
 	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
-		return idle, err
+		return 0, 0, 0, err
 	}
-	idle.EPPCores, idle.MetricsServerCores = (c1-c0)/wall, (m1-m0)/wall
-	idle.ScrapesPerSecond = (s1 - s0) / time.Since(t0).Seconds()
-	r.logf("idle  endpoints=%d: EPP %.2f cores, %.0f scrapes/s (target %.0f), metrics servers %.2f cores",
-		e, idle.EPPCores, idle.ScrapesPerSecond, idle.TargetScrapesPerSecond, idle.MetricsServerCores)
-	return idle, nil
+	return (c1 - c0) / wall, (m1 - m0) / wall, (s1 - s0) / time.Since(t0).Seconds(), nil
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,11 +42,7 @@ func TestMain(m *testing.M) {
 func TestQuickRun(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	epp := filepath.Join(dir, "epp")
-	build := exec.Command("go", "build", "-o", epp, "github.com/openepp/openepp/cmd/epp")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build epp: %v\n%s", err, out)
-	}
+	epp := buildEPP(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out := filepath.Join(dir, "out", "overhead.json")
@@ -99,6 +96,69 @@ func TestQuickRun(t *testing.T) {
 	}
 }
 
+func buildEPP(t *testing.T, dir string) string {
+	t.Helper()
+	epp := filepath.Join(dir, "epp")
+	build := exec.Command("go", "build", "-o", epp, "github.com/openepp/openepp/cmd/epp")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build epp: %v\n%s", err, out)
+	}
+	return epp
+}
+
+// queueConfig scores by queue depth instead of picking at random.
+const queueConfig = `apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: queue-scorer
+  - pluginRef: max-score-picker
+`
+
+// TestQuickCompare is the smoke test of a comparison (--compare): the EPP
+// against itself with another scrape layout and another config, at
+// --quick size. The compared arm must be measured wherever the EPP arm is.
+func TestQuickCompare(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	epp := buildEPP(t, dir)
+	cfg := filepath.Join(dir, "queue.yaml")
+	if err := os.WriteFile(cfg, []byte(queueConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out := filepath.Join(dir, "out", "overhead.json")
+	var log bytes.Buffer
+	args := []string{"--epp", epp, "--compare", epp, "--compare-flag=--metrics-scrape-slots=-1", "--compare-config", cfg,
+		"--quick", "--repeat", "2", "--out", out, "--log-dir", filepath.Join(dir, "logs")}
+	if err := runMain(ctx, args, &log); err != nil {
+		t.Fatalf("quick comparison: %v\n%s", err, log.String())
+	}
+	rep, err := overhead.Load(out) // validates: the compared arm is in every row and load
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Settings.Compare != epp || rep.Settings.ComparePickerConfig != queueConfig ||
+		!slices.Equal(rep.Settings.CompareFlags, []string{"--metrics-scrape-slots=-1"}) {
+		t.Errorf("settings do not describe the comparison: %+v", rep.Settings)
+	}
+	row := rep.Rows[0]
+	if row.Compare == nil || len(row.Compare.Ladder) == 0 || row.Compare.PeakRSSMiB <= 0 ||
+		row.CompareDiff(func(r overhead.Run) float64 { return r.P99us }).N != 2 {
+		t.Errorf("compared arm not fully measured: %+v", row.Compare)
+	}
+	for _, want := range []string{"idle  endpoints=10: compared EPP", "compare − epp"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, log.String())
+		}
+	}
+}
+
 func TestParseRunFlags(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -122,6 +182,11 @@ func TestParseRunFlags(t *testing.T) {
 		{name: "load rates", args: []string{"--epp", "x", "--load-rates", "500,1500"}, wantLoads: []float64{500, 1500}},
 		{name: "no load rates", args: []string{"--epp", "x", "--load-rates", "none"}, wantLoads: []float64{}},
 		{name: "bad load rate", args: []string{"--epp", "x", "--load-rates", "0"}, want: `"0" is not a positive integer`},
+		{name: "missing config", args: []string{"--epp", "x", "--config", "/nonexistent/picker.yaml"}, want: "no such file"},
+		{name: "compare", args: []string{"--epp", "x", "--compare", "y", "--compare-flag", "--metrics-scrape-slots=-1"}},
+		{name: "compare flag alone", args: []string{"--epp", "x", "--compare-flag", "--v=1"}, want: "need --compare"},
+		{name: "compare flag not a flag", args: []string{"--epp", "x", "--compare", "y", "--compare-flag", "v=1"}, want: "is not a flag"},
+		{name: "missing compare config", args: []string{"--epp", "x", "--compare", "y", "--compare-config", "/nonexistent/b.yaml"}, want: "no such file"},
 		{name: "rate and fraction", args: []string{"--epp", "x", "--reference-rate", "4000", "--reference-fraction", "0.5"},
 			want: "exclude each other"},
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,17 @@ type runOptions struct {
 	promptKiB        []int
 	// eppFlags are extra EPP flags for what-if runs; the report states them.
 	eppFlags []string
+	// pickerConfig is the EPP arm's EndpointPickerConfig: the random picker
+	// alone, or the file of --config (customConfig), whose overhead a
+	// plugin author wants to see.
+	pickerConfig string
+	customConfig bool
+	// compare, when set, is a second EPP build measured like the first in
+	// every cell (what-if comparisons of two builds or two configurations),
+	// with compareFlags and compareConfig (default: the first's config).
+	compare       string
+	compareFlags  []string
+	compareConfig string
 	// refFraction, when > 0, replaces the plan's reference rate fraction.
 	refFraction float64
 	// refRate, when > 0, is the reference rate itself (req/s), whatever the
@@ -90,6 +102,26 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	intsFlag(fs, &o.endpoints, "endpoints", "endpoint counts (default 10,100,1000)")
 	intsFlag(fs, &o.concurrency, "concurrency", "concurrencies (default 1,16,64)")
 	intsFlag(fs, &o.promptKiB, "prompt-kib", "prompt sizes in KiB (default 1,100)")
+	fs.Func("config", "an EndpointPickerConfig file for the EPP arm instead of the random picker alone, to measure "+
+		"what a plugin configuration costs per request (the report states it)", func(path string) error {
+		b, err := readConfig(path)
+		o.pickerConfig, o.customConfig = b, err == nil
+		return err
+	})
+	fs.StringVar(&o.compare, "compare", "", "a second epp binary (or the same one with other flags or config) measured like "+
+		"--epp in every cell, the two alternating run by run, so the report can pair their differences")
+	fs.Func("compare-flag", "an extra flag for the --compare EPP only (repeatable)", func(s string) error {
+		if !strings.HasPrefix(s, "-") {
+			return fmt.Errorf("%q is not a flag", s)
+		}
+		o.compareFlags = append(o.compareFlags, s)
+		return nil
+	})
+	fs.Func("compare-config", "an EndpointPickerConfig file for the --compare EPP (default: the --epp arm's)", func(path string) error {
+		b, err := readConfig(path)
+		o.compareConfig = b
+		return err
+	})
 	fs.Func("epp-flag", "an extra EPP flag such as --metrics-scrape-slots=-1 (what-if runs; repeatable; the report states them)", func(s string) error {
 		if !strings.HasPrefix(s, "-") {
 			return fmt.Errorf("%q is not a flag", s)
@@ -99,6 +131,12 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	})
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if !o.customConfig {
+		o.pickerConfig = randomPickerConfig
+	}
+	if o.compareConfig == "" {
+		o.compareConfig = o.pickerConfig
 	}
 	var errs []error
 	if o.epp == "" {
@@ -125,10 +163,26 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	if o.response != responseFull && o.response != responseNone {
 		errs = append(errs, fmt.Errorf("--response must be full or none, got %q", o.response))
 	}
+	if o.compare == "" && (len(o.compareFlags) > 0 || o.compareConfig != o.pickerConfig) {
+		errs = append(errs, errors.New("--compare-flag and --compare-config need --compare"))
+	}
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %v", fs.Args()))
 	}
 	return o, errors.Join(errs...)
+}
+
+// readConfig reads an EndpointPickerConfig file for an EPP arm; the EPP
+// itself validates it when the arm starts.
+func readConfig(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return string(b), nil
 }
 
 // intsFlag binds a comma-separated list of positive integers.
@@ -199,6 +253,11 @@ func newRunner(o runOptions, log io.Writer) (*runner, func(bool), error) {
 	if _, err := os.Stat(o.epp); err != nil {
 		return nil, nil, fmt.Errorf("--epp: %w", err)
 	}
+	if o.compare != "" {
+		if _, err := os.Stat(o.compare); err != nil {
+			return nil, nil, fmt.Errorf("--compare: %w", err)
+		}
+	}
 	r := &runner{o: o, p: newPlan(o), self: self, pinned: canPin(runtime.NumCPU()), logDir: o.logDir, log: log}
 	r.profileCell = r.p.profileCell()
 	if o.out != "" {
@@ -252,11 +311,12 @@ func (r *runner) run(ctx context.Context) (*overhead.Report, error) {
 
 func (r *runner) settings() overhead.Settings {
 	return overhead.Settings{
-		TLS: r.o.tls, ScrapeInterval: r.o.scrapeInterval.String(), PickerConfig: randomPickerConfig, EPPFlags: r.o.eppFlags,
+		TLS: r.o.tls, ScrapeInterval: r.o.scrapeInterval.String(), PickerConfig: r.o.pickerConfig, CustomConfig: r.o.customConfig, EPPFlags: r.o.eppFlags,
 		ChunkBytes: extproc.DefaultChunkSize, Response: r.o.response, Connections: r.o.conns,
 		ProbeSeconds: r.p.probe.Seconds(), StepSeconds: r.p.step.Seconds(), RefSeconds: r.p.ref.Seconds(),
 		Ladder: r.p.ladder, RefFraction: r.p.refFraction, RefRate: r.p.refRate, P99BoundMs: float64(r.p.p99Bound) / float64(time.Millisecond),
 		MinDelivered: r.p.minDelivered, MaxRequests: r.p.maxRequests, Repeats: r.p.repeat,
+		Compare: r.o.compare, CompareFlags: r.o.compareFlags, ComparePickerConfig: map[bool]string{true: r.o.compareConfig}[r.o.compare != ""],
 	}
 }
 

@@ -396,3 +396,37 @@ func TestLineFit(t *testing.T) {
 		t.Error("lineFit fitted one point")
 	}
 }
+
+// TestReportCompare checks the comparison section of a --compare run: the
+// second build's settings and, per cell and fixed load, the paired
+// differences and the per-core ratio.
+func TestReportCompare(t *testing.T) {
+	t.Parallel()
+	dir, out := setup(t, false)
+	mutateOverhead(t, dir, func(r *overhead.Report) {
+		r.Settings.Compare, r.Settings.CompareFlags = "bin/epp-b", []string{"--metrics-scrape-slots=-1"}
+		r.Settings.ComparePickerConfig = r.Settings.PickerConfig
+		for i := range r.Idle {
+			r.Idle[i].CompareCores = 0.25
+		}
+		for i := range r.Rows {
+			row := &r.Rows[i]
+			b := overhead.Arm{Capacities: slices.Clone(row.EPP.Capacities), References: slices.Clone(row.EPP.References)}
+			for j := range b.References {
+				b.References[j].P99us += 120
+				b.Capacities[j].CPUSeconds *= 2 // half the requests per core
+			}
+			row.Compare = &b
+			for j := range row.Loads {
+				row.Loads[j].Compare = slices.Clone(row.Loads[j].EPP)
+			}
+		}
+	})
+	md := report(t, dir, out)
+	for _, want := range []string{"### Comparison: `bin/epp-b` against the EPP arm", "Its extra flags: `--metrics-scrape-slots=-1`",
+		"It ran the EPP arm's EndpointPickerConfig", "| **0** | **+120** (", "| 0.500 (0.500 … 0.500) |", " / 0.25 |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}

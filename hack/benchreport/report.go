@@ -71,34 +71,35 @@ const caveats = `## Caveats
 - **Shared 2-core VM.** Other jobs ran on the same two cores during these runs (see the load averages above), so
   absolute numbers move by tens of percent from run to run, and tail latencies more. Compare arms and ratios
   measured in the same run, not numbers across reports or machines.
-- **Tails measure the machine first.** With other work on the same cores, a pinned server is still preempted
-  for milliseconds at a time, and "added p99" is the difference of two noisy numbers. The benchmark therefore
-  repeats each cell's measurements with the arms alternating and reports medians with their range (the target
-  cell more often): a median is robust to one bad repeat, not to a machine that is busy throughout. Read the range
-  column before the median, and the generator-lag column too: a lag p99 of the same order as the added p99 means
-  the tail is the harness's. Where a cell has six repeats or more (the target cell and the fixed loads) the
-  report also gives the median's confidence interval from the sign test, which assumes nothing about the
-  distribution of the repeats; when it straddles the target, the verdict says so. The p50s, the CPU time per request and the per-core throughput are far steadier.
-  (Reports before 2026-11-26 also carried 40–50 ms stalls of the load generator's own garbage collector in random
-  runs of both arms; the generator now collects only between runs.)
+- **Tails measure the machine first.** With other work on the same cores, a pinned server is still preempted for
+  milliseconds at a time, and "added p99" is the difference of two noisy numbers. The benchmark therefore repeats
+  each cell's measurements with the arms alternating and reports medians with their range (the target cell more
+  often): a median is robust to one bad repeat, not to a machine that is busy throughout. Read the range column
+  before the median, and the generator-lag column too: a lag p99 of the same order as the added p99 means the tail
+  is the harness's. Where a cell has six repeats or more (the target cell and the fixed loads) the report also
+  gives the median's confidence interval from the sign test, which assumes nothing about the distribution of the
+  repeats; when it straddles the target, the verdict says so. The p50s, the CPU time per request and the per-core
+  throughput are far steadier. (Reports before 2026-11-26 also carried 40–50 ms stalls of the load generator's own
+  garbage collector in random runs of both arms; the generator now collects only between runs.)
 - **Where the EPP's extra tail comes from.** The fixed-load table (section 2) splits the EPP's extra CPU over the
   floor's into a part that grows with the rate (its own request handling: parsing, scheduling, the routing answer)
   and a part that does not (background work, nearly all of it scraping). The first is a few µs per request; the
   second about a tenth of a core. On the one pinned core that background work competes with requests: the EPP
   scrapes 2,000 pages/s, 25 endpoints sharing each scrape instant, so about 80 times a second the core spends some
-  three quarters of a millisecond on a wave, and a request arriving meanwhile waits. Since 2026-11-26 one goroutine scrapes a wave and steps aside for requests every
-  0.2 ms of work (it used to be 25 goroutines that all ran before any request); in three alternating pairs of
-  what-if runs at 1,000 req/s (15 repeats each) this cut the added p99 from +0.74 to +0.58 ms and the service-time
-  gap from +0.81 to +0.57 ms, with ~3 % more requests per core. Earlier what-if runs (before that change;
-  intended-send p99 gap, service-time gap in brackets): +0.9 ms (+0.9) at 1,000 req/s and +2.9 ms (+1.2) at 4,500;
-  waves of 5 (` + "`--metrics-scrape-slots=20`" + `) +0.47 ms (+0.37) at 1,000 req/s but no better at 4,500, for
-  2.5× the idle CPU (0.15 cores) and about a third fewer requests per core; one instant per endpoint
-  (` + "`--metrics-scrape-slots=-1`" + `) +0.57 ms at 1,000 req/s and worse at 4,500 (idle 0.24 cores), each wake-up of
-  an idle core being expensive on this VM. At higher loads the gap is not the garbage collector: at 4,500 req/s
-  the EPP collects every ~0.25 s (live heap 9 MB, ~8 ms and ~4.5 ms of CPU per cycle), and ` + "`GOGC=2000`" + `
-  left the service-time gap unchanged (+1.1 vs +1.2 ms); scraping nearly off (` + "`--scrape-interval 10s`" + `)
-  measured +0.6 ms at half capacity, and ` + "`GOMAXPROCS=2`" + ` on the one core within the noise. With more than one
-  core, as in any real deployment, scraping runs beside the request path instead of in front of it.
+  three quarters of a millisecond on a wave, and a request arriving meanwhile waits. Since 2026-11-26 one
+  goroutine scrapes a wave and steps aside for requests every 0.2 ms of work (it used to be 25 goroutines that all
+  ran before any request); in three alternating pairs of what-if runs at 1,000 req/s (15 repeats each) this cut
+  the added p99 from +0.74 to +0.58 ms and the service-time gap from +0.81 to +0.57 ms, with ~3 % more requests
+  per core. Earlier what-if runs (before that change; intended-send p99 gap, service-time gap in brackets): +0.9
+  ms (+0.9) at 1,000 req/s and +2.9 ms (+1.2) at 4,500; waves of 5 (` + "`--metrics-scrape-slots=20`" + `) +0.47
+  ms (+0.37) at 1,000 req/s but no better at 4,500, for 2.5× the idle CPU (0.15 cores) and about a third fewer
+  requests per core; one instant per endpoint (` + "`--metrics-scrape-slots=-1`" + `) +0.57 ms at 1,000 req/s and
+  worse at 4,500 (idle 0.24 cores), each wake-up of an idle core being expensive on this VM. At higher loads the
+  gap is not the garbage collector: at 4,500 req/s the EPP collects every ~0.25 s (live heap 9 MB, ~8 ms and ~4.5
+  ms of CPU per cycle), and ` + "`GOGC=2000`" + ` left the service-time gap unchanged (+1.1 vs +1.2 ms); scraping
+  nearly off (` + "`--scrape-interval 10s`" + `) measured +0.6 ms at half capacity, and ` + "`GOMAXPROCS=2`" + `
+  on the one core within the noise. With more than one core, as in any real deployment, scraping runs beside the
+  request path instead of in front of it.
 - **Pinning on 2 cores.** The server under test has CPU 0 to itself, but the load generator and every simulated
   model server's metrics page share CPU 1. At high rates or 1,000 endpoints CPU 1 saturates first (marked ‡ in the
   table): the measured capacity is then the harness's, a lower bound on the server's. The per-core figures come

@@ -63,15 +63,24 @@ type Settings struct {
 	TLS            bool   `json:"tls"`
 	ScrapeInterval string `json:"scrape_interval"`
 	PickerConfig   string `json:"picker_config"`
+	// CustomConfig is set when PickerConfig came from benchoverhead
+	// --config rather than being the random picker alone.
+	CustomConfig bool `json:"custom_config,omitempty"`
 	// EPPFlags are extra flags the EPP ran with (what-if runs).
-	EPPFlags     []string `json:"epp_flags,omitempty"`
-	ChunkBytes   int      `json:"chunk_bytes"`
-	Response     string   `json:"response"`
-	Connections  int      `json:"connections"`
-	MetricsPage  int      `json:"metrics_page_bytes"`
-	ProbeSeconds float64  `json:"probe_s"`
-	StepSeconds  float64  `json:"step_s"`
-	RefSeconds   float64  `json:"reference_s"`
+	EPPFlags []string `json:"epp_flags,omitempty"`
+	// Compare, when set, names the second EPP build of a what-if
+	// comparison (benchoverhead --compare), measured like the first in
+	// every cell, with CompareFlags and ComparePickerConfig.
+	Compare             string   `json:"compare,omitempty"`
+	CompareFlags        []string `json:"compare_flags,omitempty"`
+	ComparePickerConfig string   `json:"compare_picker_config,omitempty"`
+	ChunkBytes          int      `json:"chunk_bytes"`
+	Response            string   `json:"response"`
+	Connections         int      `json:"connections"`
+	MetricsPage         int      `json:"metrics_page_bytes"`
+	ProbeSeconds        float64  `json:"probe_s"`
+	StepSeconds         float64  `json:"step_s"`
+	RefSeconds          float64  `json:"reference_s"`
 	// Ladder lists the fractions of the closed-loop capacity tried, highest
 	// first, when searching the sustained rate.
 	Ladder []float64 `json:"ladder"`
@@ -85,7 +94,7 @@ type Settings struct {
 	MinDelivered float64 `json:"min_delivered"`
 	MaxRequests  int     `json:"max_requests,omitempty"`
 	// Repeats is how many times each cell's capacity and reference runs
-	// were repeated, alternating the arms (EPP, floor, EPP, floor, ...).
+	// were repeated, alternating the arms (EPP, [compared EPP,] floor, ...).
 	Repeats int `json:"repeats"`
 }
 
@@ -98,6 +107,8 @@ type Idle struct {
 	ScrapesPerSecond       float64 `json:"scrapes_per_s"`
 	TargetScrapesPerSecond float64 `json:"target_scrapes_per_s"`
 	MetricsServerCores     float64 `json:"metrics_server_cores"`
+	// CompareCores is the compared EPP's idle CPU (Settings.Compare).
+	CompareCores float64 `json:"compare_cores,omitempty"`
 }
 
 // Row is one cell of the matrix: both arms at the same endpoints,
@@ -113,6 +124,9 @@ type Row struct {
 	ReferenceRate float64 `json:"reference_rps"`
 	EPP           Arm     `json:"epp"`
 	Floor         Arm     `json:"floor"`
+	// Compare is the second EPP build of a comparison, measured like EPP
+	// at the same reference rate (nil otherwise).
+	Compare *Arm `json:"compare,omitempty"`
 	// Loads are both arms at fixed offered rates, repeated like the
 	// reference runs (one cell only): how the added latency grows with load.
 	Loads []LoadPoint `json:"loads,omitempty"`
@@ -121,14 +135,19 @@ type Row struct {
 // LoadPoint is both arms at one fixed offered rate, one run per repeat
 // each, the two runs of a repeat back to back with the same arrival seed.
 type LoadPoint struct {
-	Rate  float64 `json:"rps"`
-	EPP   []Run   `json:"epp"`
-	Floor []Run   `json:"floor"`
+	Rate    float64 `json:"rps"`
+	EPP     []Run   `json:"epp"`
+	Floor   []Run   `json:"floor"`
+	Compare []Run   `json:"compare,omitempty"`
 }
 
 // Added is the median (and spread) of the per-repeat differences of f,
 // EPP minus floor, at this load.
 func (l LoadPoint) Added(f func(Run) float64) Stat { return addedOver(l.EPP, l.Floor, f) }
+
+// CompareDiff is the compared build's f minus the EPP's at this load (see
+// Row.CompareDiff).
+func (l LoadPoint) CompareDiff(f func(Run) float64) Stat { return addedOver(l.Compare, l.EPP, f) }
 
 // AddedP50 is the EPP's p50 latency minus the floor's at the reference
 // rate, in microseconds: the median (and spread) of the per-repeat
@@ -145,6 +164,31 @@ func (r Row) AddedServiceP99() Stat { return r.added(func(x Run) float64 { retur
 
 func (r Row) added(f func(Run) float64) Stat {
 	return addedOver(r.EPP.References, r.Floor.References, f)
+}
+
+// CompareDiff is the compared build's f minus the EPP's at the reference
+// rate: the median (and interval) of per-repeat differences, the two builds
+// of a repeat having run back to back. N is 0 without a comparison.
+func (r Row) CompareDiff(f func(Run) float64) Stat {
+	if r.Compare == nil {
+		return Summarise(nil)
+	}
+	return addedOver(r.Compare.References, r.EPP.References, f)
+}
+
+// CompareRatio is the compared build's f over the EPP's in the capacity
+// runs, per repeat (for rates such as requests per core).
+func (r Row) CompareRatio(f func(Run) float64) Stat {
+	if r.Compare == nil {
+		return Summarise(nil)
+	}
+	var q []float64
+	for i := range min(len(r.Compare.Capacities), len(r.EPP.Capacities)) {
+		if a, b := f(r.EPP.Capacities[i]), f(r.Compare.Capacities[i]); a > 0 && b > 0 {
+			q = append(q, b/a)
+		}
+	}
+	return Summarise(q)
 }
 
 // addedOver pairs the i-th runs of the two arms, skipping pairs where
@@ -355,6 +399,9 @@ func (r *Report) Validate() error {
 			n = row.Repeats
 		}
 		errs = append(errs, row.validate(i, n))
+		if compared := row.Compare != nil; compared != (r.Settings.Compare != "") {
+			errs = append(errs, fmt.Errorf("rows[%d]: a compared arm must be present exactly when settings name a build to compare", i))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -367,7 +414,11 @@ func (row Row) validate(i, repeats int) error {
 	if row.ReferenceRate < 0 || (row.ReferenceRate == 0) != !row.EPP.Completed() {
 		errs = append(errs, fmt.Errorf("rows[%d]: reference rate %v must be > 0 exactly when the EPP completed requests", i, row.ReferenceRate))
 	}
-	for _, a := range []Arm{row.EPP, row.Floor} {
+	arms := []Arm{row.EPP, row.Floor}
+	if row.Compare != nil {
+		arms = append(arms, *row.Compare)
+	}
+	for _, a := range arms {
 		if len(a.Capacities) != repeats || slices.ContainsFunc(a.Capacities, func(r Run) bool { return r.WallSeconds <= 0 }) {
 			errs = append(errs, fmt.Errorf("rows[%d]: an arm was not measured %d times", i, repeats))
 			break
@@ -380,6 +431,9 @@ func (row Row) validate(i, repeats int) error {
 	for _, l := range row.Loads {
 		if l.Rate <= 0 || len(l.EPP) != repeats || len(l.Floor) != repeats {
 			errs = append(errs, fmt.Errorf("rows[%d]: load %v req/s: %d and %d runs, want %d per arm at a rate > 0", i, l.Rate, len(l.EPP), len(l.Floor), repeats))
+		}
+		if want := map[bool]int{true: repeats}[row.Compare != nil]; len(l.Compare) != want {
+			errs = append(errs, fmt.Errorf("rows[%d]: load %v req/s: %d runs of the compared build, want %d", i, l.Rate, len(l.Compare), want))
 		}
 	}
 	return errors.Join(errs...)

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -53,6 +54,15 @@ func TestValidate(t *testing.T) {
 		{name: "fixed load no rate", mutate: func(r *Report) {
 			r.Rows[0].Loads = []LoadPoint{{EPP: r.Rows[0].EPP.References, Floor: r.Rows[0].Floor.References}}
 		}, want: "at a rate > 0"},
+		{name: "comparison", mutate: func(r *Report) { compared(r) }},
+		{name: "comparison without its arm", mutate: func(r *Report) { compared(r); r.Rows[0].Compare = nil },
+			want: "compared arm must be present exactly when"},
+		{name: "compared arm without settings", mutate: func(r *Report) { compared(r); r.Settings.Compare = "" },
+			want: "compared arm must be present exactly when"},
+		{name: "compared arm short", mutate: func(r *Report) { compared(r); r.Rows[0].Compare.References = nil },
+			want: "0 reference runs, want 2"},
+		{name: "compared load missing", mutate: func(r *Report) { compared(r); r.Rows[0].Loads[0].Compare = nil },
+			want: "0 runs of the compared build, want 2"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -67,6 +77,39 @@ func TestValidate(t *testing.T) {
 				t.Errorf("Validate() = %v, want it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// compared makes r a comparison run whose second build is 100 µs slower at
+// p99 and does 10 % more requests per core.
+func compared(r *Report) {
+	r.Settings.Compare = "bin/epp-b"
+	row := &r.Rows[0]
+	b := Arm{Capacities: slices.Clone(row.EPP.Capacities), References: slices.Clone(row.EPP.References)}
+	for i := range b.References {
+		b.References[i].P99us += 100
+		b.Capacities[i].CPUSeconds /= 1.1
+	}
+	row.Compare = &b
+	row.Loads = []LoadPoint{{Rate: 1000, EPP: row.EPP.References, Floor: row.Floor.References, Compare: b.References}}
+}
+
+func TestCompare(t *testing.T) {
+	t.Parallel()
+	r := goodReport()
+	if d := r.Rows[0].CompareDiff(func(x Run) float64 { return x.P99us }); d.N != 0 {
+		t.Errorf("difference without a comparison: %+v", d)
+	}
+	compared(&r)
+	row := r.Rows[0]
+	if d := row.CompareDiff(func(x Run) float64 { return x.P99us }); d.N != 2 || d.Median != 100 {
+		t.Errorf("p99 difference %+v, want +100 over 2 repeats", d)
+	}
+	if d := row.Loads[0].CompareDiff(func(x Run) float64 { return x.P99us }); d.N != 2 || d.Median != 100 {
+		t.Errorf("fixed-load p99 difference %+v, want +100", d)
+	}
+	if q := row.CompareRatio(Run.PerCore); q.N != 2 || math.Abs(q.Median-1.1) > 1e-9 {
+		t.Errorf("per-core ratio %+v, want 1.1", q)
 	}
 }
 
