@@ -29,7 +29,7 @@ var allowed = map[string][]string{
 	"pkg/scheduler":  {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
 	"pkg/prefix":     {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
 	"pkg/filters":    {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
-	"pkg/scorers":    {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix"},
+	"pkg/scorers":    {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/indexlist"},
 	"pkg/pickers":    {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
 	"pkg/profiles":   {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
 	"pkg/plugins":    {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/filters", "pkg/scorers", "pkg/pickers", "pkg/profiles", "pkg/metrics", "pkg/datastore"},
