@@ -64,7 +64,7 @@ func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*
 	if err != nil {
 		return nil, fmt.Errorf("metrics scraper: %w", err)
 	}
-	a.background = append(a.background, scraper)
+	a.background = append(a.background, scraper, seriesPruner{a.store, a.metrics})
 	opts := server.Options{
 		MaxRequestBodyBytes: f.MaxRequestBodyBytes, DisableSubsetFilter: f.DisableSubsetFilter,
 		EmitEndpointScores: f.EmitEndpointScores, Passthrough: passthrough(built), Log: log.WithName("server"), Metrics: a.metrics,
@@ -150,6 +150,25 @@ func metricsMux(reg *prometheus.Registry, withPprof bool) *http.ServeMux {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return mux
+}
+
+// seriesPruner drops the request metrics' series of endpoints that left
+// the pool, each time the pool changes (see server.Metrics.PruneEndpoints).
+type seriesPruner struct {
+	store   *datastore.Store
+	metrics *server.Metrics
+}
+
+func (p seriesPruner) Start(ctx context.Context) error {
+	for {
+		changed := p.store.Changed() // taken before the snapshot, so no change is missed
+		p.metrics.PruneEndpoints(p.store.Snapshot())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
 }
 
 // run serves until ctx ends (or a component fails), then drains: readiness

@@ -51,6 +51,9 @@ type running struct {
 	addrs  Addrs
 	client *extproc.Client
 	log    *logLines
+	// file is the endpoints file, entries its line per simulated server.
+	file    string
+	entries []string
 }
 
 // startEPP runs the EPP with args against n simulated servers, whose
@@ -58,21 +61,18 @@ type running struct {
 func startEPP(t *testing.T, n int, verbosity int, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var entries strings.Builder
+	r := &running{log: &logLines{}, file: filepath.Join(t.TempDir(), "endpoints.yaml")}
 	for i := range n {
 		inst, err := sim.Start(ctx, sim.Config{Address: "127.0.0.1"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		host, port, _ := net.SplitHostPort(inst.HostPort())
-		fmt.Fprintf(&entries, "- {name: s%d, address: %s, port: %s, labels: {idx: \"%d\"}}\n", i, host, port, i)
+		r.entries = append(r.entries, fmt.Sprintf("- {name: s%d, address: %s, port: %s, labels: {idx: \"%d\"}}\n", i, host, port, i))
 		t.Cleanup(func() { _ = inst.Close() })
 	}
-	file := filepath.Join(t.TempDir(), "endpoints.yaml")
-	if err := os.WriteFile(file, []byte(entries.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r := &running{log: &logLines{}}
+	r.writeEndpoints(t, r.entries...)
+	file := r.file
 	addrs := make(chan Addrs, 1)
 	done := make(chan error, 1)
 	all := append([]string{"--endpoints-file", file, "--bind-address", "127.0.0.1", "--grpc-port", "0",
@@ -108,6 +108,14 @@ func startEPP(t *testing.T, n int, verbosity int, args ...string) *running {
 		}
 	})
 	return r
+}
+
+// writeEndpoints replaces the endpoints file's content with entries.
+func (r *running) writeEndpoints(t *testing.T, entries ...string) {
+	t.Helper()
+	if err := os.WriteFile(r.file, []byte(strings.Join(entries, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (r *running) route(t *testing.T, body string) *extproc.Decision {
@@ -167,6 +175,21 @@ func TestDecisionIsExplainedAndScoresEmitted(t *testing.T) {
 			t.Errorf("metrics page lacks %q", want)
 		}
 	}
+}
+
+// TestAttemptsOfDepartedEndpointsArePruned checks that the per-pod series of
+// scheduler_attempts_total go away when the pod leaves the pool, so pod
+// churn does not grow the metrics page without end.
+func TestAttemptsOfDepartedEndpointsArePruned(t *testing.T) {
+	t.Parallel()
+	r := startEPP(t, 2, 0, "--config-text", selectOnly(1))
+	r.route(t, `{"model":"m","prompt":"to s1"}`)
+	series := `inference_extension_scheduler_attempts_total{namespace="",pod_name="s1"`
+	if page := r.metricsPage(t); !strings.Contains(page, series) {
+		t.Fatalf("metrics page lacks %q after routing to s1", series)
+	}
+	r.writeEndpoints(t, r.entries[0]) // s1 leaves
+	eventually(t, "s1's attempts series pruned", func() bool { return !strings.Contains(r.metricsPage(t), series) })
 }
 
 func TestNoDecisionLogsAtDefaultVerbosity(t *testing.T) {

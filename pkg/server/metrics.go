@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -41,6 +42,17 @@ type Metrics struct {
 	// pairs caches the per-request collectors' children by label pair; it
 	// holds no more entries than the vectors have children.
 	pairs map[labelPair]*pairMetrics
+	// successes caches the attempts counter of each (endpoint, target
+	// model) that was picked, so a decision does not hash five labels, and
+	// lists the series PruneEndpoints deletes when the endpoint leaves.
+	successes map[attemptKey]prometheus.Counter
+}
+
+// attemptKey names one success series of scheduler_attempts_total.
+type attemptKey struct {
+	pod, namespace string
+	port           int
+	target         string
 }
 
 // labelPair is a (model_name, target_model_name) label pair.
@@ -94,8 +106,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		plugins: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_extension_plugin_duration_seconds",
 			Help: "Time spent in each plugin call, by extension point.", Buckets: prometheus.ExponentialBuckets(1e-6, 2, 20)},
 			[]string{"extension_point", "plugin_type", "plugin_name"}),
-		models: map[string]bool{},
-		pairs:  map[labelPair]*pairMetrics{},
+		models:    map[string]bool{},
+		pairs:     map[labelPair]*pairMetrics{},
+		successes: map[attemptKey]prometheus.Counter{},
 	}
 	reg.MustRegister(m.requests, m.errors, m.duration, m.reqSizes, m.respSizes, m.inputTok, m.outputTok,
 		m.cachedTok, m.ntpot, m.running, m.schedule, m.schedErrs, m.attempts, m.rewrites, m.plugins)
@@ -164,7 +177,50 @@ func (m *Metrics) scheduled(start time.Time, req *scheduler.Request, res *schedu
 		return
 	}
 	if t := res.Targets(); len(t) > 0 {
-		m.attempts.WithLabelValues("success", target, t[0].Name, t[0].Namespace, strconv.Itoa(t[0].Port)).Inc()
+		m.success(attemptKey{pod: t[0].Name, namespace: t[0].Namespace, port: t[0].Port, target: target}).Inc()
+	}
+}
+
+// success returns the attempts counter of k, creating its series once.
+func (m *Metrics) success(k attemptKey) prometheus.Counter {
+	m.mu.RLock()
+	c := m.successes[k]
+	m.mu.RUnlock()
+	if c != nil {
+		return c
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c = m.successes[k]; c == nil {
+		c = m.attempts.WithLabelValues("success", k.target, k.pod, k.namespace, strconv.Itoa(k.port))
+		m.successes[k] = c
+	}
+	return c
+}
+
+// PruneEndpoints deletes the scheduler_attempts_total series of endpoints
+// not in live, so that a pool whose pods are replaced (every rollout gives
+// them new names) does not keep a series per pod it ever had. Failure
+// series carry no endpoint and stay.
+func (m *Metrics) PruneEndpoints(live []*endpoint.Endpoint) {
+	if m == nil {
+		return
+	}
+	type id struct {
+		pod, namespace string
+		port           int
+	}
+	present := make(map[id]bool, len(live))
+	for _, e := range live {
+		present[id{e.Name, e.Namespace, e.Port}] = true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.successes {
+		if !present[id{k.pod, k.namespace, k.port}] {
+			m.attempts.DeleteLabelValues("success", k.target, k.pod, k.namespace, strconv.Itoa(k.port))
+			delete(m.successes, k)
+		}
 	}
 }
 

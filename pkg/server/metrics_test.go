@@ -74,3 +74,40 @@ func TestSchedulerAttempts(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneEndpoints checks that the attempts series of an endpoint that
+// left the pool are deleted, those of live endpoints and of failures kept,
+// and that a returning endpoint starts a fresh series.
+func TestPruneEndpoints(t *testing.T) {
+	t.Parallel()
+	m := NewMetrics(prometheus.NewRegistry())
+	a := endpoint.New(endpoint.Spec{Name: "pod-a", Namespace: "ns", Address: "10.0.0.1", Port: 8000})
+	b := endpoint.New(endpoint.Spec{Name: "pod-b", Namespace: "ns", Address: "10.0.0.2", Port: 8000})
+	pick := func(ep *endpoint.Endpoint, model string) {
+		res := &scheduler.Result{Primary: "p", Profiles: map[string]*scheduler.ProfileResult{"p": {Targets: []*endpoint.Endpoint{ep}}}}
+		m.scheduled(time.Now(), &scheduler.Request{Model: model}, res, nil)
+	}
+	pick(a, "m1")
+	pick(b, "m1")
+	pick(b, "m2")
+	m.scheduled(time.Now(), &scheduler.Request{Model: "m1"}, nil, scheduler.ErrNoCandidates)
+	series := func() int {
+		return testutil.CollectAndCount(m.attempts, "inference_extension_scheduler_attempts_total")
+	}
+	if n := series(); n != 4 {
+		t.Fatalf("%d attempts series, want 4", n)
+	}
+	m.PruneEndpoints([]*endpoint.Endpoint{a})
+	if n := series(); n != 2 {
+		t.Errorf("%d attempts series after pod-b left, want 2 (pod-a's and the failure)", n)
+	}
+	if got := testutil.ToFloat64(m.attempts.WithLabelValues("success", "m1", "pod-a", "ns", "8000")); got != 1 {
+		t.Errorf("pod-a's count = %v after pruning, want 1", got)
+	}
+	pick(b, "m1") // back in the pool
+	if got := testutil.ToFloat64(m.attempts.WithLabelValues("success", "m1", "pod-b", "ns", "8000")); got != 1 {
+		t.Errorf("returning pod-b's count = %v, want a fresh 1", got)
+	}
+	var nilMetrics *Metrics
+	nilMetrics.PruneEndpoints(nil) // a server without metrics
+}
