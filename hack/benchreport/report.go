@@ -115,7 +115,9 @@ const caveats = `## Caveats
   is not reported in the table; the sustained rate is measured once per arm and has the ladder's resolution
   (steps of 15–20 % of capacity).
 - **Random picker.** The overhead numbers are for the cheapest scheduling configuration. The micro-benchmarks
-  above give the scheduling cost of the default (queue + KV + prefix) configuration in isolation.
+  above give the scheduling cost of the default (queue + KV + prefix) configuration in isolation;
+  ` + "`benchoverhead --config FILE`" + ` measures any configuration end to end, and ` + "`--compare`" + ` two of them
+  (or two builds) in one run.
 - **Upstream comparisons** quote published numbers from other machines and harnesses (performance.md §2); they
   set expectations, they are not same-machine baselines.
 `
