@@ -149,8 +149,8 @@ type SessionAffinity struct {
 	maxSessions int
 	mu          sync.RWMutex
 	sessions    sessionTable // hash of the session ID -> endpoint
-	// full is set when a new session first evicts a live one, and cleared
-	// by a sweep that makes room, so a full table is logged once.
+	// full is set when a new session first finds the table full, and
+	// cleared by a sweep that makes room, so a full table is logged once.
 	full bool
 }
 
