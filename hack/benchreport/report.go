@@ -86,20 +86,16 @@ const caveats = `## Caveats
   and a part that does not (background work, nearly all of it scraping). The first is a few µs per request; the
   second about a tenth of a core. On the one pinned core that background work competes with requests: the EPP
   scrapes 2,000 pages/s, 25 endpoints sharing each scrape instant, so about 80 times a second the core spends some
-  three quarters of a millisecond on a wave, and a request arriving meanwhile waits. Since 2026-11-26 one
-  goroutine scrapes a wave and steps aside for requests every 0.2 ms of work (it used to be 25 goroutines that all
-  ran before any request); in three alternating pairs of what-if runs at 1,000 req/s (15 repeats each) this cut
-  the added p99 from +0.74 to +0.58 ms and the service-time gap from +0.81 to +0.57 ms, with ~3 % more requests
-  per core. Earlier what-if runs (before that change; intended-send p99 gap, service-time gap in brackets): +0.9
-  ms (+0.9) at 1,000 req/s and +2.9 ms (+1.2) at 4,500; waves of 5 (` + "`--metrics-scrape-slots=20`" + `) +0.47
-  ms (+0.37) at 1,000 req/s but no better at 4,500, for 2.5× the idle CPU (0.15 cores) and about a third fewer
-  requests per core; one instant per endpoint (` + "`--metrics-scrape-slots=-1`" + `) +0.57 ms at 1,000 req/s and
-  worse at 4,500 (idle 0.24 cores), each wake-up of an idle core being expensive on this VM. At higher loads the
-  gap is not the garbage collector: at 4,500 req/s the EPP collects every ~0.25 s (live heap 9 MB, ~8 ms and ~4.5
-  ms of CPU per cycle), and ` + "`GOGC=2000`" + ` left the service-time gap unchanged (+1.1 vs +1.2 ms); scraping
-  nearly off (` + "`--scrape-interval 10s`" + `) measured +0.6 ms at half capacity, and ` + "`GOMAXPROCS=2`" + `
-  on the one core within the noise. With more than one core, as in any real deployment, scraping runs beside the
-  request path instead of in front of it.
+  three quarters of a millisecond on a wave, and a request arriving meanwhile waits. Paired what-if runs
+  (` + "`benchoverhead --compare`" + `, 15 repeats, 2026-11-26; differences with their 96 % intervals) confirm it:
+  scraping 20 times less often (` + "`--refresh-metrics-interval=1s`" + `) cut the added p99 at 3,000 req/s by
+  0.68 ms (0.29 … 0.93) and the service-time p99 at the reference rate by 0.23 ms (0.09 … 0.61), with 18 % more
+  requests per core, while slicing the same scraping differently made no measurable difference (waves of ~12
+  instead of 25: −0.13 ms, −0.97 … +0.88, at 3,000 req/s; stepping aside every 0.1 ms of scraping instead of 0.2
+  ms: −0.16 ms, −0.54 … +0.18). Earlier, unpaired what-ifs: scraping a wave on one goroutine that steps aside
+  every 0.2 ms (shipped 2026-11-26) cut the added p99 at 1,000 req/s from +0.74 to +0.58 ms, and the garbage
+  collector is not a factor (` + "`GOGC=2000`" + ` left the service-time gap at 4,500 req/s unchanged). With more
+  than one core, as in any real deployment, scraping runs beside the request path instead of in front of it.
 - **Pinning on 2 cores.** The server under test has CPU 0 to itself, but the load generator and every simulated
   model server's metrics page share CPU 1. At high rates or 1,000 endpoints CPU 1 saturates first (marked ‡ in the
   table): the measured capacity is then the harness's, a lower bound on the server's. The per-core figures come
