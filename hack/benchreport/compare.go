@@ -29,9 +29,11 @@ func renderCompare(w io.Writer, rep *overhead.Report) {
 		fmt.Fprintf(w, " It ran the EPP arm's EndpointPickerConfig.")
 	}
 	fmt.Fprintf(w, " Differences are compared − EPP per repeat (negative: the compared build is faster), with the median's "+
-		"interval as in the tables above; per core is the ratio of the capacity runs' requests per CPU second.\n\n"+
+		"interval as in the tables above; per core is the ratio of the capacity runs' requests per CPU second, sustained "+
+		"each build's own ladder (measured once, so a step of the ladder is its resolution).\n\n"+
 		"| endpoints | C | prompt | rate req/s | added p99 µs EPP / compared | **p50 difference µs** | **p99 difference µs** | "+
-		"service p99 difference µs | per core compared ÷ EPP | idle cores EPP / compared |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		"service p99 difference µs | per core compared ÷ EPP | sustained req/s EPP / compared | idle cores EPP / compared |\n"+
+		"|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	idle := map[int]overhead.Idle{}
 	for _, i := range rep.Idle {
 		idle[i.Endpoints] = i
@@ -40,10 +42,10 @@ func renderCompare(w io.Writer, rep *overhead.Report) {
 		if r.Compare == nil {
 			continue
 		}
-		line := func(rate string, p50, p99, svc, addedEPP, addedCmp overhead.Stat, perCore string) {
-			fmt.Fprintf(w, "| %d | %d | %d KiB | %s | %s / %s | **%s** | **%s** (%s) | %s | %s | %s / %s |\n",
+		line := func(rate string, p50, p99, svc, addedEPP, addedCmp overhead.Stat, perCore, sustained string) {
+			fmt.Fprintf(w, "| %d | %d | %d KiB | %s | %s / %s | **%s** | **%s** (%s) | %s | %s | %s | %s / %s |\n",
 				r.Endpoints, r.Concurrency, r.PromptBytes>>10, rate, signedMedian(addedEPP), signedMedian(addedCmp),
-				signedMedian(p50), signedMedian(p99), ciText(p99, signed), signedMedian(svc), perCore,
+				signedMedian(p50), signedMedian(p99), ciText(p99, signed), signedMedian(svc), perCore, sustained,
 				fixed2(idle[r.Endpoints].EPPCores), fixed2(idle[r.Endpoints].CompareCores))
 		}
 		q := r.CompareRatio(overhead.Run.PerCore)
@@ -54,12 +56,12 @@ func renderCompare(w io.Writer, rep *overhead.Report) {
 		cmpRow := r
 		cmpRow.EPP = *r.Compare
 		line(thousands(r.ReferenceRate), r.CompareDiff(p50us), r.CompareDiff(p99us), r.CompareDiff(svcP99us),
-			r.AddedP99(), cmpRow.AddedP99(), perCore)
+			r.AddedP99(), cmpRow.AddedP99(), perCore, thousands(r.EPP.Sustained)+" / "+thousands(r.Compare.Sustained))
 		for _, lp := range r.Loads {
 			cmpLoad := lp
 			cmpLoad.EPP = lp.Compare
 			line(thousands(lp.Rate), lp.CompareDiff(p50us), lp.CompareDiff(p99us), lp.CompareDiff(svcP99us),
-				lp.Added(p99us), cmpLoad.Added(p99us), "")
+				lp.Added(p99us), cmpLoad.Added(p99us), "", "")
 		}
 	}
 	fmt.Fprintln(w)

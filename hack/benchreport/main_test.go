@@ -416,6 +416,7 @@ func TestReportCompare(t *testing.T) {
 				b.References[j].P99us += 120
 				b.Capacities[j].CPUSeconds *= 2 // half the requests per core
 			}
+			b.Sustained = 1234
 			row.Compare = &b
 			for j := range row.Loads {
 				row.Loads[j].Compare = slices.Clone(row.Loads[j].EPP)
@@ -424,7 +425,7 @@ func TestReportCompare(t *testing.T) {
 	})
 	md := report(t, dir, out)
 	for _, want := range []string{"### Comparison: `bin/epp-b` against the EPP arm", "Its extra flags: `--metrics-scrape-slots=-1`",
-		"It ran the EPP arm's EndpointPickerConfig", "| **0** | **+120** (", "| 0.500 (0.500 … 0.500) |", " / 0.25 |"} {
+		"It ran the EPP arm's EndpointPickerConfig", "| **0** | **+120** (", "| 0.500 (0.500 … 0.500) |", " / 1,234 |", " / 0.25 |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
