@@ -76,7 +76,7 @@ func renderLoads(w io.Writer, rows []overhead.Row, idle []overhead.Idle) {
 				}
 			}
 			fmt.Fprintf(w, " A straight line through the extra CPU against the offered rate splits it into the EPP's own request "+
-				"handling, %s µs of CPU per request more than the floor's (the slope), and work that does not grow with the "+
+				"handling, %s µs of CPU per request relative to the floor's (the slope; a few µs either way is noise), and work that does not grow with the "+
 				"rate, %s cores (the intercept): scraping %d endpoints%s and the EPP's other background loops.",
 				signed(perRequest*1e6), fixed2(background), row.Endpoints, idleText)
 		}

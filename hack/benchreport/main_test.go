@@ -377,7 +377,7 @@ func TestReportCPUDecomposition(t *testing.T) {
 	})
 	md := report(t, dir, out)
 	for _, want := range []string{"| 220 / 120 | 0.10 |", "| 180 / 120 | 0.12 |", "| 160 / 120 | 0.16 |",
-		"handling, +20 µs of CPU per request more than the floor's", "rate, 0.08 cores (the intercept): scraping 100 endpoints (0.10 cores measured idle)"} {
+		"handling, +20 µs of CPU per request relative to the floor's", "rate, 0.08 cores (the intercept): scraping 100 endpoints (0.10 cores measured idle)"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
