@@ -179,6 +179,17 @@ func (r *runner) alternate(ctx context.Context, arms cellArms, row *overhead.Row
 	return err
 }
 
+// runsOf is where arm a's measurements of row go.
+func (arms cellArms) runsOf(row *overhead.Row, a *arm) *overhead.Arm {
+	switch a {
+	case arms.epp:
+		return &row.EPP
+	case arms.compare:
+		return row.Compare
+	}
+	return &row.Floor
+}
+
 // all lists the arms that are running processes.
 func (a cellArms) all() []*arm {
 	if a.compare == nil {
@@ -190,33 +201,21 @@ func (a cellArms) all() []*arm {
 // finishPair reads the peak RSS, profiles the EPP in the profiled cell and
 // logs the cell's medians.
 func (r *runner) finishPair(ctx context.Context, arms cellArms, k cellKey, row *overhead.Row) error {
-	var err1, err2, err3 error
-	row.EPP.PeakRSSMiB, err1 = peakRSSMiB(arms.epp.server.pid())
-	row.Floor.PeakRSSMiB, err2 = peakRSSMiB(arms.floor.server.pid())
-	if arms.compare != nil {
-		row.Compare.PeakRSSMiB, err3 = peakRSSMiB(arms.compare.server.pid())
-	}
-	if err := errors.Join(err1, err2, err3); err != nil {
-		return err
+	for _, a := range arms.all() {
+		var err error
+		if arms.runsOf(row, a).PeakRSSMiB, err = peakRSSMiB(a.server.pid()); err != nil {
+			return err
+		}
 	}
 	if err := r.profile(ctx, arms.epp, k); err != nil {
 		return err
 	}
-	logged := []struct {
-		name string
-		arm  overhead.Arm
-	}{{arms.epp.name, row.EPP}, {arms.floor.name, row.Floor}}
-	if arms.compare != nil {
-		logged = append(logged, struct {
-			name string
-			arm  overhead.Arm
-		}{arms.compare.name, *row.Compare})
-	}
-	for _, a := range logged {
-		c := a.arm.Capacity(throughput)
+	for _, a := range arms.all() {
+		out := arms.runsOf(row, a)
+		c := out.Capacity(throughput)
 		r.logf("%-7s %s: capacity %.0f/s (%.0f–%.0f), sustained %.0f/s, at %.0f/s p50 %.0fµs p99 %.0fµs, %.0f req/s per core",
-			a.name, k, c.Median, c.Min, c.Max, a.arm.Sustained, row.ReferenceRate,
-			a.arm.Reference(p50).Median, a.arm.Reference(p99).Median, a.arm.Capacity(overhead.Run.PerCore).Median)
+			a.name, k, c.Median, c.Min, c.Max, out.Sustained, row.ReferenceRate,
+			out.Reference(p50).Median, out.Reference(p99).Median, out.Capacity(overhead.Run.PerCore).Median)
 	}
 	r.logf("added %s: p50 %+.0fµs p99 %+.0fµs (medians of %d repeats)", k, row.AddedP50().Median, row.AddedP99().Median, len(row.EPP.Capacities))
 	if arms.compare != nil {

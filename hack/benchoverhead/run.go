@@ -135,7 +135,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	if !o.customConfig {
 		o.pickerConfig = randomPickerConfig
 	}
-	if o.compareConfig == "" {
+	if o.compare != "" && o.compareConfig == "" {
 		o.compareConfig = o.pickerConfig
 	}
 	var errs []error
@@ -163,7 +163,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	if o.response != responseFull && o.response != responseNone {
 		errs = append(errs, fmt.Errorf("--response must be full or none, got %q", o.response))
 	}
-	if o.compare == "" && (len(o.compareFlags) > 0 || o.compareConfig != o.pickerConfig) {
+	if o.compare == "" && (len(o.compareFlags) > 0 || o.compareConfig != "") {
 		errs = append(errs, errors.New("--compare-flag and --compare-config need --compare"))
 	}
 	if fs.NArg() > 0 {
@@ -316,7 +316,7 @@ func (r *runner) settings() overhead.Settings {
 		ProbeSeconds: r.p.probe.Seconds(), StepSeconds: r.p.step.Seconds(), RefSeconds: r.p.ref.Seconds(),
 		Ladder: r.p.ladder, RefFraction: r.p.refFraction, RefRate: r.p.refRate, P99BoundMs: float64(r.p.p99Bound) / float64(time.Millisecond),
 		MinDelivered: r.p.minDelivered, MaxRequests: r.p.maxRequests, Repeats: r.p.repeat,
-		Compare: r.o.compare, CompareFlags: r.o.compareFlags, ComparePickerConfig: map[bool]string{true: r.o.compareConfig}[r.o.compare != ""],
+		Compare: r.o.compare, CompareFlags: r.o.compareFlags, ComparePickerConfig: r.o.compareConfig,
 	}
 }
 

@@ -51,7 +51,8 @@ func renderCompare(w io.Writer, rep *overhead.Report) {
 		q := r.CompareRatio(overhead.Run.PerCore)
 		perCore := "n/a"
 		if q.N > 0 {
-			perCore = fmt.Sprintf("%.3f (%.3f … %.3f)", q.Median, ciOrRange(q).Lo, ciOrRange(q).Hi)
+			b := ciOrRange(q)
+			perCore = fmt.Sprintf("%.3f (%.3f … %.3f)", q.Median, b.Lo, b.Hi)
 		}
 		cmpRow := r
 		cmpRow.EPP = *r.Compare
