@@ -30,9 +30,9 @@ func main() {
 }
 
 type options struct {
-	out, docs, best, workloads, policies, from string
-	seeds, workers                             int
-	quick                                      bool
+	out, docs, best, workloads, policies, from, freshness string
+	seeds, freshnessSeeds, workers                        int
+	quick                                                 bool
 }
 
 func run(ctx context.Context, args []string) error {
@@ -44,6 +44,8 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.workloads, "workloads", "", "comma-separated workloads (default: all)")
 	fs.StringVar(&o.policies, "policies", "", "comma-separated policies (default: all standard ones)")
 	fs.IntVar(&o.seeds, "seeds", 3, "seeds per stage (results are averaged)")
+	fs.StringVar(&o.freshness, "freshness", "100ms,200ms", "scrape intervals whose cost to "+freshnessPolicy+" is measured against 50ms (empty: no study)")
+	fs.IntVar(&o.freshnessSeeds, "freshness-seeds", 6, "paired seeds of the freshness study")
 	fs.IntVar(&o.workers, "workers", 0, "parallel runs (default GOMAXPROCS)")
 	fs.BoolVar(&o.quick, "quick", false, "tiny stages (smoke run: checks that everything runs, results are not meaningful)")
 	fs.StringVar(&o.from, "from", "", "re-render the report, checks included, from an earlier fleet.json instead of running")
@@ -61,17 +63,62 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	study, err := o.freshnessStudy(m.Workloads)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	m.Progress = func(done, total int, spec fleet.RunSpec, r *fleet.StageResult) {
 		fmt.Fprintf(os.Stderr, "\r[%4d/%4d] %6.0fs %-14s %-17s %7g QPS seed %d: %8.0f tok/s, TTFT p90 %8.0f ms   ",
 			done, total, time.Since(start).Seconds(), spec.Workload.Name, spec.Policy.Name, spec.QPS, spec.Seed, r.OutputTokensPerS, r.TTFT.P90)
+	}
+	if study != nil {
+		study.Progress = m.Progress
 	}
 	rep, err := m.Run(ctx)
 	fmt.Fprintln(os.Stderr)
 	if err != nil {
 		return err
 	}
+	if study != nil {
+		if rep.Freshness, err = study.Run(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr)
+	}
 	return o.write(rep)
+}
+
+// freshnessPolicy is the policy whose sensitivity to stale metrics is
+// studied: the EPP's default.
+const freshnessPolicy = fleet.PolicyOursDefault
+
+// freshnessStudy prepares the freshness study over the matrix's
+// workloads, or returns nil when --freshness is empty.
+func (o *options) freshnessStudy(workloads []fleet.Workload) (*fleet.Freshness, error) {
+	if o.freshness == "" {
+		return nil, nil
+	}
+	f := &fleet.Freshness{Workloads: workloads, Workers: o.workers}
+	for _, s := range split(o.freshness) {
+		iv, err := time.ParseDuration(s)
+		if err != nil || iv <= fleet.DefaultScrapeInterval {
+			return nil, fmt.Errorf("--freshness %q: want durations above %v", s, fleet.DefaultScrapeInterval)
+		}
+		f.Intervals = append(f.Intervals, iv)
+	}
+	if o.freshnessSeeds < 1 || o.freshnessSeeds > 100 {
+		return nil, fmt.Errorf("--freshness-seeds: must be in [1, 100], got %d", o.freshnessSeeds)
+	}
+	for i := range o.freshnessSeeds {
+		f.Seeds = append(f.Seeds, uint64(i+1))
+	}
+	policies, err := fleet.SelectPolicies(fleet.StandardPolicies(nil), []string{freshnessPolicy})
+	if err != nil {
+		return nil, err
+	}
+	f.Policy = policies[0]
+	return f, nil
 }
 
 // matrix builds the runs from the options.

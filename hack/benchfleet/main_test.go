@@ -17,7 +17,8 @@ func TestQuickRun(t *testing.T) {
 	out, docs := filepath.Join(dir, "out"), filepath.Join(dir, "docs")
 	args := []string{"--quick", "--seeds", "1", "--workers", "2", "--out", out, "--docs", docs,
 		"--best", "../../config/openepp-recommended.yaml",
-		"--workloads", "shared-prefix", "--policies", "round-robin,upstream-default,ours-default"}
+		"--workloads", "shared-prefix", "--policies", "round-robin,upstream-default,ours-default",
+		"--freshness", "100ms", "--freshness-seeds", "2"}
 	if err := run(context.Background(), args); err != nil {
 		t.Fatal(err)
 	}
@@ -34,13 +35,25 @@ func TestQuickRun(t *testing.T) {
 				Stages []map[string]any
 			}
 		}
-		Checks []struct{ ID, Status string }
+		Checks    []struct{ ID, Status string }
+		Freshness struct {
+			Rows []struct {
+				Workload        string
+				IntervalMs      float64
+				ThroughputRatio float64
+				Stages          []map[string]any
+			}
+		}
 	}
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatalf("fleet.json: %v", err)
 	}
 	if rep.Version != 1 || len(rep.Workloads) != 1 || len(rep.Workloads[0].Policies) != 3 || len(rep.Checks) == 0 {
 		t.Errorf("fleet.json: version %d, %d workloads, %d checks", rep.Version, len(rep.Workloads), len(rep.Checks))
+	}
+	if fr := rep.Freshness.Rows; len(fr) != 1 || fr[0].Workload != "shared-prefix" || fr[0].IntervalMs != 100 ||
+		fr[0].ThroughputRatio <= 0 || len(fr[0].Stages) == 0 {
+		t.Errorf("fleet.json freshness rows: %+v", fr)
 	}
 	for _, f := range []string{
 		filepath.Join(out, "fleet.md"), filepath.Join(docs, "fleet.md"),
@@ -54,6 +67,9 @@ func TestQuickRun(t *testing.T) {
 	if !strings.Contains(string(md), "fleet-shared-prefix-ttft.png") {
 		t.Error("fleet.md does not link its plots")
 	}
+	if !strings.Contains(string(md), "### What metric freshness is worth") || !strings.Contains(string(md), "| shared-prefix | 100 ms |") {
+		t.Error("fleet.md has no freshness table")
+	}
 }
 
 func TestBadFlags(t *testing.T) {
@@ -62,6 +78,9 @@ func TestBadFlags(t *testing.T) {
 		{"--best", "../../config/openepp-recommended.yaml", "--workloads", "W0"},
 		{"--best", "../../config/openepp-recommended.yaml", "--policies", "fastest"},
 		{"--best", "../../config/openepp-recommended.yaml", "--seeds", "0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "20ms"},
+		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "soon"},
+		{"--best", "../../config/openepp-recommended.yaml", "--freshness-seeds", "0"},
 	} {
 		if err := run(context.Background(), append(args, "--out", t.TempDir(), "--docs", "")); err == nil {
 			t.Errorf("%v accepted", args)

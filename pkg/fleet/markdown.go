@@ -39,6 +39,7 @@ func Markdown(out io.Writer, r *Report, imageDir string) error {
 	writeSetup(&b, r)
 	writeChecks(&b, r)
 	writeSaturation(&b, r)
+	writeFreshness(&b, r.Freshness)
 	writeLadders(&b, r, imageDir)
 	if _, err := io.WriteString(out, b.String()); err != nil {
 		return fmt.Errorf("write markdown: %w", err)

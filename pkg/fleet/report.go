@@ -26,6 +26,8 @@ type Report struct {
 	// WallSeconds is the whole matrix's wall time with Workers workers.
 	WallSeconds float64 `json:"wallSeconds"`
 	Workers     int     `json:"workers"`
+	// Freshness, when studied, is what longer scrape intervals cost.
+	Freshness *FreshnessReport `json:"freshness,omitempty"`
 }
 
 // WorkloadReport is one workload's setup and every policy's ladder.
