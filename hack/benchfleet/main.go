@@ -44,7 +44,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.workloads, "workloads", "", "comma-separated workloads (default: all)")
 	fs.StringVar(&o.policies, "policies", "", "comma-separated policies (default: all standard ones)")
 	fs.IntVar(&o.seeds, "seeds", 3, "seeds per stage (results are averaged)")
-	fs.StringVar(&o.freshness, "freshness", "100ms,200ms", "scrape intervals whose cost to "+freshnessPolicy+" is measured against 50ms (empty: no study)")
+	fs.StringVar(&o.freshness, "freshness", "25ms,100ms,200ms", "scrape intervals whose effect on "+freshnessPolicy+" is measured against 50ms (empty: no study)")
 	fs.IntVar(&o.freshnessSeeds, "freshness-seeds", 6, "paired seeds of the freshness study")
 	fs.IntVar(&o.workers, "workers", 0, "parallel runs (default GOMAXPROCS)")
 	fs.BoolVar(&o.quick, "quick", false, "tiny stages (smoke run: checks that everything runs, results are not meaningful)")
@@ -102,8 +102,8 @@ func (o *options) freshnessStudy(workloads []fleet.Workload) (*fleet.Freshness, 
 	f := &fleet.Freshness{Workloads: workloads, Workers: o.workers}
 	for _, s := range split(o.freshness) {
 		iv, err := time.ParseDuration(s)
-		if err != nil || iv <= fleet.DefaultScrapeInterval {
-			return nil, fmt.Errorf("--freshness %q: want durations above %v", s, fleet.DefaultScrapeInterval)
+		if err != nil || iv < 10*time.Millisecond || iv > time.Minute || iv == fleet.DefaultScrapeInterval {
+			return nil, fmt.Errorf("--freshness %q: want durations in [10ms, 1m] other than %v", s, fleet.DefaultScrapeInterval)
 		}
 		f.Intervals = append(f.Intervals, iv)
 	}

@@ -78,7 +78,8 @@ func TestBadFlags(t *testing.T) {
 		{"--best", "../../config/openepp-recommended.yaml", "--workloads", "W0"},
 		{"--best", "../../config/openepp-recommended.yaml", "--policies", "fastest"},
 		{"--best", "../../config/openepp-recommended.yaml", "--seeds", "0"},
-		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "20ms"},
+		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "50ms"},
+		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "5ms"},
 		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "soon"},
 		{"--best", "../../config/openepp-recommended.yaml", "--freshness-seeds", "0"},
 	} {

@@ -96,6 +96,10 @@ const caveats = `## Caveats
   every 0.2 ms (shipped 2026-11-26) cut the added p99 at 1,000 req/s from +0.74 to +0.58 ms, and the garbage
   collector is not a factor (` + "`GOGC=2000`" + ` left the service-time gap at 4,500 req/s unchanged). With more
   than one core, as in any real deployment, scraping runs beside the request path instead of in front of it.
+  Scraping less often is not free, though: the fleet section's freshness table measures what a 2× or 4× interval
+  costs routing, and it costs far more than it saves. A scrape interval that stretched while the EPP's CPU was
+  busy (30–60 % of its cores, up to 4×) was tried paired against the shipped scraper: added p99 at 3,000 req/s
+  −0.25 ms (−1.59 … +0.02, not significant), 6 % more requests per core (×0.96 … ×1.52); it stays off.
 - **Pinning on 2 cores.** The server under test has CPU 0 to itself, but the load generator and every simulated
   model server's metrics page share CPU 1. At high rates or 1,000 endpoints CPU 1 saturates first (marked ‡ in the
   table): the measured capacity is then the harness's, a lower bound on the server's. The per-core figures come

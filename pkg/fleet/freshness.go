@@ -20,7 +20,7 @@ type Freshness struct {
 	Workloads []Workload
 	Policy    Policy
 	// Base is the reference interval (default DefaultScrapeInterval);
-	// Intervals are compared with it.
+	// Intervals, shorter or longer, are compared with it.
 	Base      time.Duration
 	Intervals []time.Duration
 	// Seeds pair the runs (default 1…6); workloads' MinSeeds do not apply.
@@ -216,11 +216,12 @@ func writeFreshness(b *strings.Builder, f *FreshnessReport) {
 		return
 	}
 	fmt.Fprintf(b, "### What metric freshness is worth\n\n")
-	fmt.Fprintf(b, "`%s` on every workload's ladder with the simulated scraper at a longer interval than %.0f ms, "+
+	fmt.Fprintf(b, "`%s` on every workload's ladder with the simulated scraper at other intervals than %.0f ms, "+
 		"paired seed by seed (seeds %v, %.0f s). Throughput and TTFT p90 are geometric means over the ladder of the "+
-		"interval's ratio to %.0f ms; the worst stages give the paired mean change of output tokens/s (and on how many "+
-		"seeds it fell) and the median change of TTFT p90 (and on how many seeds it rose). Scraping less often saves "+
-		"the EPP CPU; this table is what it costs the fleet.\n\n", f.Policy, f.BaseMs, f.Seeds, f.WallSecond, f.BaseMs)
+		"interval's ratio to %.0f ms (one noisy stage can move them); the worst stages give the paired mean change of "+
+		"output tokens/s (and on how many seeds it fell) and the median change of TTFT p90 (and on how many seeds it "+
+		"rose). Scraping less often saves the EPP CPU, more often spends it; this table is what either does to the "+
+		"fleet.\n\n", f.Policy, f.BaseMs, f.Seeds, f.WallSecond, f.BaseMs)
 	b.WriteString("| workload | interval | throughput | TTFT p90 | stage losing most throughput | stage with the slowest TTFT p90 |\n")
 	b.WriteString("|---|---:|---:|---:|---|---|\n")
 	for i := range f.Rows {
