@@ -136,9 +136,34 @@ func (a *app) buildServers(reg *prometheus.Registry) error {
 			return fmt.Errorf("metrics %w", err)
 		}
 		a.addrs.Metrics = a.lis.metrics.Addr().String()
-		a.metricsSrv = &http.Server{Handler: metricsMux(reg, f.EnablePprof), ReadHeaderTimeout: 10 * time.Second}
+		h, err := a.metricsHandler(reg)
+		if err != nil {
+			a.lis.grpc.Close()
+			a.lis.health.Close()
+			a.lis.metrics.Close()
+			return err
+		}
+		a.metricsSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	}
 	return nil
+}
+
+// metricsHandler serves /metrics (and pprof), behind the API server's
+// authentication in Kubernetes mode unless --metrics-endpoint-auth=false.
+// Without Kubernetes there is nothing to check tokens against: the page is
+// open, as it is for local runs.
+func (a *app) metricsHandler(reg *prometheus.Registry) (http.Handler, error) {
+	mux := metricsMux(reg, a.flags.EnablePprof)
+	switch {
+	case !a.flags.compat.metricsAuth:
+		return mux, nil
+	case a.kube == nil:
+		if a.flags.compat.set["metrics-endpoint-auth"] {
+			a.log.Info("no Kubernetes API server to check tokens with: /metrics is served without authentication")
+		}
+		return mux, nil
+	}
+	return newMetricsGuard(mux, a.kube.cfg, a.log.WithName("metrics-auth"))
 }
 
 func metricsMux(reg *prometheus.Registry, withPprof bool) *http.ServeMux {

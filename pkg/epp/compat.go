@@ -29,7 +29,7 @@ type compatFlags struct {
 
 func (c *compatFlags) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&c.tracing, "tracing", true, "accepted for upstream compatibility; OpenEPP does not export traces yet")
-	fs.BoolVar(&c.metricsAuth, "metrics-endpoint-auth", true, "accepted for upstream compatibility; /metrics is served without authentication")
+	fs.BoolVar(&c.metricsAuth, "metrics-endpoint-auth", true, "in Kubernetes mode, /metrics and /debug/pprof need a bearer token the API server authenticates and authorizes for GET on the path (nonResourceURLs); false serves them openly")
 	fs.BoolVar(&c.grpcStreamMetrics, "enable-grpc-stream-metrics", false, "accepted for compatibility with llm-d; no effect")
 	fs.BoolVar(&c.experimentalPlugins, "allow-experimental-plugins", false, "accepted for compatibility with llm-d; all built-ins are available")
 	fs.DurationVar(&c.promRefresh, "refresh-prometheus-metrics-interval", 5*time.Second, "accepted for upstream compatibility; pool gauges are computed when scraped")
@@ -82,7 +82,7 @@ func (c *compatFlags) applyScrape(o *metrics.Options) {
 
 // logIgnored says once, at startup, which given flags have no effect.
 func (c *compatFlags) logIgnored(log logr.Logger) {
-	for _, name := range []string{"tracing", "metrics-endpoint-auth", "enable-grpc-stream-metrics", "refresh-prometheus-metrics-interval", "model-server-metrics-port"} {
+	for _, name := range []string{"tracing", "enable-grpc-stream-metrics", "refresh-prometheus-metrics-interval", "model-server-metrics-port"} {
 		if c.set[name] {
 			log.Info("flag accepted for compatibility but has no effect in OpenEPP", "flag", name)
 		}

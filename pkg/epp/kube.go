@@ -141,6 +141,7 @@ func (p *portList) Set(v string) error {
 // kubeSource runs the controller-runtime manager: the reconcilers (on
 // every replica) and, with HA, the leader election.
 type kubeSource struct {
+	cfg     *rest.Config // the API server, also checking /metrics callers
 	mgr     manager.Manager
 	ha      bool
 	lookups *controller.Lookups
@@ -229,7 +230,7 @@ func (a *app) addKube() error {
 	if err != nil {
 		return err
 	}
-	a.kube = &kubeSource{mgr: mgr, ha: k.LeaderElection, lookups: lookups}
+	a.kube = &kubeSource{cfg: cfg, mgr: mgr, ha: k.LeaderElection, lookups: lookups}
 	a.background = append(a.background, a.kube)
 	a.log.Info("kubernetes mode", "namespace", ns, "pool", k.PoolName, "selector", k.EndpointSelector,
 		"leaderElection", k.LeaderElection)

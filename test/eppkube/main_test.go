@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/openepp/openepp/pkg/epp"
 	"github.com/openepp/openepp/pkg/extproc"
@@ -202,9 +204,28 @@ func (in *instance) waitRoutableFor(t *testing.T, ep string, want bool, limit ti
 	}
 }
 
+// metricsPage reads the EPP's /metrics as an authorized scraper would.
 func (in *instance) metricsPage(t *testing.T) string {
 	t.Helper()
-	resp, err := http.Get("http://" + in.addrs.Metrics + "/metrics")
+	code, page := in.getMetrics(t, "/metrics", readerToken(t))
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: status %d: %s", code, page)
+	}
+	return page
+}
+
+// getMetrics GETs path on the metrics port, with token as a bearer token
+// unless it is empty.
+func (in *instance) getMetrics(t *testing.T, path, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+in.addrs.Metrics+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +234,30 @@ func (in *instance) metricsPage(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	return resp.StatusCode, string(b)
+}
+
+// readerNamespace holds the service account every test scrapes with.
+const readerNamespace = "openepp-metrics-readers"
+
+var (
+	readerOnce     sync.Once
+	readerTokenVal string
+)
+
+// readerToken is a token of a service account allowed to read /metrics
+// and pprof, created once per test binary.
+func readerToken(t *testing.T) string {
+	t.Helper()
+	readerOnce.Do(func() {
+		env.Create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: readerNamespace}})
+		readerTokenVal = env.ServiceAccountToken(t, readerNamespace, "prometheus")
+		env.AllowGet(t, readerNamespace, "prometheus", "/metrics", "/debug/pprof/*")
+	})
+	if readerTokenVal == "" {
+		t.Fatal("no metrics reader token (its creation failed in an earlier test)")
+	}
+	return readerTokenVal
 }
 
 func completionRequest(body string, headers ...string) extproc.Request {

@@ -173,10 +173,36 @@ func TestEPPRoleIsLeastPrivilege(t *testing.T) {
 			}
 		}
 	}
-	for _, kind := range []string{"ClusterRole", "ClusterRoleBinding"} {
-		if n := len(ofKind(t, kind)); n > 0 {
-			t.Errorf("%d %s objects rendered; the EPP needs no cluster-wide access", n, kind)
-		}
+}
+
+// TestEPPClusterAccessOnlyChecksMetricsCallers: the EPP's one cluster-wide
+// grant is the built-in system:auth-delegator (create TokenReviews and
+// SubjectAccessReviews, for --metrics-endpoint-auth); the only ClusterRole
+// shipped is the scrapers' read-only /metrics grant, bound to nobody.
+func TestEPPClusterAccessOnlyChecksMetricsCallers(t *testing.T) {
+	t.Parallel()
+	bindings := ofKind(t, "ClusterRoleBinding")
+	if len(bindings) != 1 {
+		t.Fatalf("%d ClusterRoleBindings rendered, want 1 (auth delegation)", len(bindings))
+	}
+	crb := typed[rbacv1.ClusterRoleBinding](t, bindings[0])
+	dep := eppDeployment(t)
+	wantRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:auth-delegator"}
+	wantSubjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: dep.Spec.Template.Spec.ServiceAccountName, Namespace: dep.Namespace}}
+	if diff := cmp.Diff(wantRef, crb.RoleRef); diff != "" {
+		t.Errorf("ClusterRoleBinding roleRef (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantSubjects, crb.Subjects); diff != "" {
+		t.Errorf("ClusterRoleBinding subjects (-want +got):\n%s", diff)
+	}
+	roles := ofKind(t, "ClusterRole")
+	if len(roles) != 1 {
+		t.Fatalf("%d ClusterRoles rendered, want 1 (the metrics reader)", len(roles))
+	}
+	reader := typed[rbacv1.ClusterRole](t, roles[0])
+	want := []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}
+	if diff := cmp.Diff(want, reader.Rules); diff != "" {
+		t.Errorf("%s rules (-want +got):\n%s", reader.Name, diff)
 	}
 }
 
