@@ -22,11 +22,11 @@ import (
 
 // simFlags are the options of `epp simulate`.
 type simFlags struct {
-	configFile, name, workload, profile, qps, compare, out string
-	servers, warmup, workers                               int
-	duration, timeout, scrape, jitter                      time.Duration
-	seed                                                   uint64
-	json, list                                             bool
+	configFile, name, workload, profile, qps, compare, out, freshness string
+	servers, warmup, workers, freshnessSeeds                          int
+	duration, timeout, scrape, jitter                                 time.Duration
+	seed                                                              uint64
+	json, list                                                        bool
 }
 
 func (f *simFlags) bind(fs *flag.FlagSet) {
@@ -47,6 +47,9 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.scrape, "scrape-interval", fleet.DefaultScrapeInterval, "metrics scrape interval")
 	fs.DurationVar(&f.jitter, "scrape-jitter", fleet.DefaultScrapeJitter, "uniform ± jitter of each scrape (negative: none)")
 	fs.IntVar(&f.workers, "workers", 0, "parallel runs (default GOMAXPROCS)")
+	fs.StringVar(&f.freshness, "freshness", "", "also run the evaluated config with these scrape intervals (e.g. 25ms,100ms,200ms), "+
+		"paired seed by seed against --scrape-interval, and report what metric freshness is worth to it")
+	fs.IntVar(&f.freshnessSeeds, "freshness-seeds", 6, "paired seeds of the --freshness study (1 … n)")
 }
 
 // SimulateMain runs `epp simulate` with args (os.Args after "simulate") and
@@ -96,9 +99,18 @@ func Simulate(ctx context.Context, args []string, stdout io.Writer, opts ...Opti
 	if err != nil {
 		return err
 	}
+	study, err := f.freshnessStudy(m)
+	if err != nil {
+		return err
+	}
 	rep, err := m.Run(ctx)
 	if err != nil {
 		return err
+	}
+	if study != nil {
+		if rep.Freshness, err = study.Run(ctx); err != nil {
+			return err
+		}
 	}
 	if err := f.write(rep); err != nil {
 		return err
@@ -114,7 +126,42 @@ func Simulate(ctx context.Context, args []string, stdout io.Writer, opts ...Opti
 	if err := fleet.WriteTable(stdout, rep); err != nil {
 		return err
 	}
-	return writeComparisons(stdout, rep, m.Policies)
+	if err := writeComparisons(stdout, rep, m.Policies); err != nil {
+		return err
+	}
+	if rep.Freshness == nil {
+		return nil
+	}
+	if _, err := fmt.Fprintln(stdout); err != nil {
+		return err
+	}
+	return fleet.WriteFreshness(stdout, rep.Freshness)
+}
+
+// freshnessStudy prepares --freshness for the evaluated config (the
+// matrix's first policy) on its workload, or returns nil without it.
+func (f *simFlags) freshnessStudy(m *fleet.Matrix) (*fleet.Freshness, error) {
+	if strings.TrimSpace(f.freshness) == "" {
+		return nil, nil
+	}
+	study := &fleet.Freshness{Workloads: m.Workloads, Policy: m.Policies[0], Base: f.scrape,
+		ScrapeJitter: f.jitter, Timeout: f.timeout, Workers: f.workers}
+	var errs []error
+	for _, s := range splitList(f.freshness) {
+		iv, err := time.ParseDuration(s)
+		if err != nil || iv < time.Millisecond || iv > time.Minute || iv == f.scrape {
+			errs = append(errs, fmt.Errorf("--freshness %q: want durations in [1ms, 1m] other than --scrape-interval %v", s, f.scrape))
+			continue
+		}
+		study.Intervals = append(study.Intervals, iv)
+	}
+	if f.freshnessSeeds < 1 || f.freshnessSeeds > 100 {
+		errs = append(errs, fmt.Errorf("--freshness-seeds: must be in [1, 100], got %d", f.freshnessSeeds))
+	}
+	for i := range f.freshnessSeeds {
+		study.Seeds = append(study.Seeds, uint64(i+1))
+	}
+	return study, errors.Join(errs...)
 }
 
 // writeComparisons prints the evaluated config (the first policy) against

@@ -75,6 +75,28 @@ schedulingProfiles:
 	}
 }
 
+// TestSimulateFreshness: --freshness runs the evaluated config at other
+// scrape intervals and reports the paired study in the table and --out.
+func TestSimulateFreshness(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var out bytes.Buffer
+	args := append([]string{"--workload", "no-sharing", "--compare", "", "--freshness", "25ms,200ms", "--freshness-seeds", "2",
+		"--out", dir}, tinySim...)
+	if err := Simulate(context.Background(), args, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"What metric freshness is worth", "| no-sharing | 25 ms |", "| no-sharing | 200 ms |", "seeds [1 2]"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "simulate.md"))
+	if err != nil || !strings.Contains(string(md), "| no-sharing | 200 ms |") {
+		t.Errorf("simulate.md has no freshness table (%v)", err)
+	}
+}
+
 func TestSimulateList(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
@@ -116,6 +138,9 @@ func TestSimulateBadFlags(t *testing.T) {
 		{[]string{"--duration", "-1s"}, "duration"},
 		{[]string{"--scrape-interval", "-1s"}, "scrape interval"},
 		{[]string{"--workers", "-2"}, "--workers"},
+		{[]string{"--freshness", "50ms"}, "other than --scrape-interval 50ms"},
+		{[]string{"--freshness", "soon"}, `--freshness "soon"`},
+		{[]string{"--freshness", "100ms", "--freshness-seeds", "0"}, "--freshness-seeds"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 		{[]string{"stray"}, "unexpected arguments"},
 	}

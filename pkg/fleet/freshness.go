@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strings"
@@ -24,8 +25,10 @@ type Freshness struct {
 	Base      time.Duration
 	Intervals []time.Duration
 	// Seeds pair the runs (default 1…6); workloads' MinSeeds do not apply.
-	Seeds   []uint64
-	Workers int
+	Seeds []uint64
+	// ScrapeJitter and Timeout are passed to every RunSpec.
+	ScrapeJitter, Timeout time.Duration
+	Workers               int
 	// Progress is as Matrix.Progress.
 	Progress func(done, total int, spec RunSpec, res *StageResult)
 }
@@ -110,7 +113,8 @@ func (f *Freshness) Run(ctx context.Context) (*FreshnessReport, error) {
 		for _, iv := range intervals {
 			for _, q := range w.Ladder {
 				for _, seed := range f.seeds() {
-					specs = append(specs, RunSpec{Workload: w, Policy: f.Policy, QPS: q, Seed: seed, ScrapeInterval: iv})
+					specs = append(specs, RunSpec{Workload: w, Policy: f.Policy, QPS: q, Seed: seed,
+						ScrapeInterval: iv, ScrapeJitter: f.ScrapeJitter, Timeout: f.Timeout})
 				}
 			}
 		}
@@ -208,6 +212,14 @@ func (r *FreshnessRow) worstStage(key func(FreshnessStage) float64) FreshnessSta
 		}
 		return 0
 	})
+}
+
+// WriteFreshness writes the study's table (markdown, readable as text).
+func WriteFreshness(w io.Writer, f *FreshnessReport) error {
+	var b strings.Builder
+	writeFreshness(&b, f)
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // writeFreshness renders the study as a section of the fleet report.
