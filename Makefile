@@ -3,13 +3,17 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 PKGS    := ./...
 
-.PHONY: run build test test-short bench bench-overhead bench-fleet lint fmt docs clean
+.PHONY: run build image test test-short bench bench-overhead bench-fleet lint fmt docs clean
 
 run: build ## Local demo, no cluster: 4 simulated model servers + EPP + gateway on localhost:8080
 	$(BIN)/demo --bin $(BIN)
 
 build: ## Build every binary into ./bin
 	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/... # auto: stamp the commit (inference_extension_info) when git is there
+
+IMAGE ?= openepp/epp:dev
+image: ## Build the EPP container image (needs docker or podman; IMAGE=<registry>/openepp:<tag>)
+	$(or $(shell command -v docker || command -v podman),$(error image: neither docker nor podman is installed)) build -t $(IMAGE) .
 
 test: ## All tests (unit + integration, race detector); what CI runs
 	hack/test.sh
