@@ -63,17 +63,14 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	study, err := o.freshnessStudy(m.Workloads)
-	if err != nil {
-		return err
-	}
 	start := time.Now()
 	m.Progress = func(done, total int, spec fleet.RunSpec, r *fleet.StageResult) {
 		fmt.Fprintf(os.Stderr, "\r[%4d/%4d] %6.0fs %-14s %-17s %7g QPS seed %d: %8.0f tok/s, TTFT p90 %8.0f ms   ",
 			done, total, time.Since(start).Seconds(), spec.Workload.Name, spec.Policy.Name, spec.QPS, spec.Seed, r.OutputTokensPerS, r.TTFT.P90)
 	}
-	if study != nil {
-		study.Progress = m.Progress
+	study, err := o.freshnessStudy(m)
+	if err != nil {
+		return err
 	}
 	rep, err := m.Run(ctx)
 	fmt.Fprintln(os.Stderr)
@@ -94,12 +91,13 @@ func run(ctx context.Context, args []string) error {
 const freshnessPolicy = fleet.PolicyOursDefault
 
 // freshnessStudy prepares the freshness study over the matrix's
-// workloads, or returns nil when --freshness is empty.
-func (o *options) freshnessStudy(workloads []fleet.Workload) (*fleet.Freshness, error) {
+// workloads, reporting progress as it does, or returns nil when
+// --freshness is empty.
+func (o *options) freshnessStudy(m *fleet.Matrix) (*fleet.Freshness, error) {
 	if o.freshness == "" {
 		return nil, nil
 	}
-	f := &fleet.Freshness{Workloads: workloads, Workers: o.workers}
+	f := &fleet.Freshness{Workloads: m.Workloads, Workers: o.workers, Progress: m.Progress}
 	for _, s := range split(o.freshness) {
 		iv, err := time.ParseDuration(s)
 		if err != nil || iv < 10*time.Millisecond || iv > time.Minute || iv == fleet.DefaultScrapeInterval {

@@ -36,11 +36,11 @@ type Freshness struct {
 // FreshnessReport is a Freshness study's outcome, one row per workload
 // and compared interval.
 type FreshnessReport struct {
-	Policy     string         `json:"policy"`
-	BaseMs     float64        `json:"baseMs"`
-	Seeds      []uint64       `json:"seeds"`
-	Rows       []FreshnessRow `json:"rows"`
-	WallSecond float64        `json:"wallSeconds"`
+	Policy      string         `json:"policy"`
+	BaseMs      float64        `json:"baseMs"`
+	Seeds       []uint64       `json:"seeds"`
+	Rows        []FreshnessRow `json:"rows"`
+	WallSeconds float64        `json:"wallSeconds"`
 }
 
 // FreshnessRow compares one interval with the base on one workload.
@@ -90,9 +90,12 @@ func (f *Freshness) validate() error {
 	if len(f.Intervals) == 0 {
 		errs = append(errs, errors.New("freshness: no intervals to compare"))
 	}
-	for _, iv := range f.Intervals {
-		if iv == f.base() {
+	for i, iv := range f.Intervals {
+		switch {
+		case iv == f.base():
 			errs = append(errs, fmt.Errorf("freshness: interval %v is the base", iv))
+		case slices.Contains(f.Intervals[:i], iv):
+			errs = append(errs, fmt.Errorf("freshness: interval %v listed twice", iv))
 		}
 	}
 	if err := f.Policy.validate(); err != nil {
@@ -134,7 +137,7 @@ func (f *Freshness) Run(ctx context.Context) (*FreshnessReport, error) {
 			rep.Rows = append(rep.Rows, compareFreshness(w, ms(iv), base, take(per), len(f.seeds())))
 		}
 	}
-	rep.WallSecond = round3(time.Since(start).Seconds())
+	rep.WallSeconds = round3(time.Since(start).Seconds())
 	return rep, nil
 }
 
@@ -233,7 +236,7 @@ func writeFreshness(b *strings.Builder, f *FreshnessReport) {
 		"interval's ratio to %.0f ms (one noisy stage can move them); the worst stages give the paired mean change of "+
 		"output tokens/s (and on how many seeds it fell) and the median change of TTFT p90 (and on how many seeds it "+
 		"rose). Scraping less often saves the EPP CPU, more often spends it; this table is what either does to the "+
-		"fleet.\n\n", f.Policy, f.BaseMs, f.Seeds, f.WallSecond, f.BaseMs)
+		"fleet.\n\n", f.Policy, f.BaseMs, f.Seeds, f.WallSeconds, f.BaseMs)
 	b.WriteString("| workload | interval | throughput | TTFT p90 | stage losing most throughput | stage with the slowest TTFT p90 |\n")
 	b.WriteString("|---|---:|---:|---:|---|---|\n")
 	for i := range f.Rows {

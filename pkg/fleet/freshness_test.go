@@ -50,7 +50,8 @@ func TestFreshnessRejectsBadStudies(t *testing.T) {
 	for name, f := range map[string]*Freshness{
 		"no workloads": {Policy: p, Intervals: []time.Duration{time.Second}},
 		"no intervals": {Policy: p, Workloads: []Workload{w}},
-		"base twice":   {Policy: p, Workloads: []Workload{w}, Intervals: []time.Duration{DefaultScrapeInterval}},
+		"base again":   {Policy: p, Workloads: []Workload{w}, Intervals: []time.Duration{DefaultScrapeInterval}},
+		"twice":        {Policy: p, Workloads: []Workload{w}, Intervals: []time.Duration{time.Second, time.Second}},
 		"no policy":    {Workloads: []Workload{w}, Intervals: []time.Duration{time.Second}},
 	} {
 		if _, err := f.Run(context.Background()); err == nil {
