@@ -98,13 +98,11 @@ func (o *options) freshnessStudy(m *fleet.Matrix) (*fleet.Freshness, error) {
 		return nil, nil
 	}
 	f := &fleet.Freshness{Workloads: m.Workloads, Workers: o.workers, Progress: m.Progress}
-	for _, s := range split(o.freshness) {
-		iv, err := time.ParseDuration(s)
-		if err != nil || iv < 10*time.Millisecond || iv > time.Minute || iv == fleet.DefaultScrapeInterval {
-			return nil, fmt.Errorf("--freshness %q: want durations in [10ms, 1m] other than %v", s, fleet.DefaultScrapeInterval)
-		}
-		f.Intervals = append(f.Intervals, iv)
+	intervals, err := fleet.ParseIntervals(o.freshness, fleet.DefaultScrapeInterval)
+	if err != nil {
+		return nil, fmt.Errorf("--freshness: %w", err)
 	}
+	f.Intervals = intervals
 	if o.freshnessSeeds < 1 || o.freshnessSeeds > 100 {
 		return nil, fmt.Errorf("--freshness-seeds: must be in [1, 100], got %d", o.freshnessSeeds)
 	}

@@ -79,7 +79,7 @@ func TestBadFlags(t *testing.T) {
 		{"--best", "../../config/openepp-recommended.yaml", "--policies", "fastest"},
 		{"--best", "../../config/openepp-recommended.yaml", "--seeds", "0"},
 		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "50ms"},
-		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "5ms"},
+		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "500us"},
 		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "soon"},
 		{"--best", "../../config/openepp-recommended.yaml", "--freshness-seeds", "0"},
 	} {

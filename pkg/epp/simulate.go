@@ -147,14 +147,11 @@ func (f *simFlags) freshnessStudy(m *fleet.Matrix) (*fleet.Freshness, error) {
 	study := &fleet.Freshness{Workloads: m.Workloads, Policy: m.Policies[0], Base: f.scrape,
 		ScrapeJitter: f.jitter, Timeout: f.timeout, Workers: f.workers}
 	var errs []error
-	for _, s := range splitList(f.freshness) {
-		iv, err := time.ParseDuration(s)
-		if err != nil || iv < time.Millisecond || iv > time.Minute || iv == f.scrape {
-			errs = append(errs, fmt.Errorf("--freshness %q: want durations in [1ms, 1m] other than --scrape-interval %v", s, f.scrape))
-			continue
-		}
-		study.Intervals = append(study.Intervals, iv)
+	intervals, err := fleet.ParseIntervals(f.freshness, f.scrape)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--freshness: %w", err))
 	}
+	study.Intervals = intervals
 	if f.freshnessSeeds < 1 || f.freshnessSeeds > 100 {
 		errs = append(errs, fmt.Errorf("--freshness-seeds: must be in [1, 100], got %d", f.freshnessSeeds))
 	}

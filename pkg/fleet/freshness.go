@@ -104,6 +104,28 @@ func (f *Freshness) validate() error {
 	return errors.Join(errs...)
 }
 
+// ParseIntervals reads a comma-separated list of scrape intervals to
+// compare with base, each in [1ms, 1m] and none equal to base.
+func ParseIntervals(list string, base time.Duration) ([]time.Duration, error) {
+	var out []time.Duration
+	var errs []error
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		iv, err := time.ParseDuration(s)
+		if err != nil || iv < time.Millisecond || iv > time.Minute || iv == base {
+			errs = append(errs, fmt.Errorf("%q: want a duration in [1ms, 1m] other than %v", s, base))
+			continue
+		}
+		out = append(out, iv)
+	}
+	if len(out) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("no intervals given"))
+	}
+	return out, errors.Join(errs...)
+}
+
 // Run executes every run on Workers goroutines and compares.
 func (f *Freshness) Run(ctx context.Context) (*FreshnessReport, error) {
 	if err := f.validate(); err != nil {

@@ -83,3 +83,16 @@ func TestFreshnessStudyRuns(t *testing.T) {
 		t.Errorf("markdown:\n%s", b.String())
 	}
 }
+
+func TestParseIntervals(t *testing.T) {
+	t.Parallel()
+	got, err := ParseIntervals(" 25ms, 100ms,,200ms ", 50*time.Millisecond)
+	if err != nil || len(got) != 3 || got[0] != 25*time.Millisecond || got[2] != 200*time.Millisecond {
+		t.Errorf("ParseIntervals = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "50ms", "soon", "500us", "2m", "100ms,-1s"} {
+		if _, err := ParseIntervals(bad, 50*time.Millisecond); err == nil {
+			t.Errorf("ParseIntervals(%q) accepted", bad)
+		}
+	}
+}
