@@ -57,6 +57,34 @@ func renderFleet(w io.Writer, dir, rel string) error {
 	return nil
 }
 
+// checkStatus matches the verdict cell of the fleet report's check tables.
+var checkStatus = regexp.MustCompile(`\| \*\*(PASS|FAIL|SKIP)\*\* \|`)
+
+// freshnessHeading is the fleet report's freshness section, as pkg/fleet
+// writes it.
+const freshnessHeading = "What metric freshness is worth"
+
+// fleetSummary is the summary's line on the fleet simulation: its checks'
+// verdicts (credibility and goals), read from dir/fleet.md, and a link to
+// the freshness study when the report has one.
+func fleetSummary(dir string) string {
+	data, err := os.ReadFile(filepath.Join(dir, "fleet.md"))
+	if err != nil {
+		return "- Fleet simulation: **missing** (no fleet.md; run `make bench-fleet`).\n"
+	}
+	count := map[string]int{}
+	for _, m := range checkStatus.FindAllStringSubmatch(string(data), -1) {
+		count[m[1]]++
+	}
+	line := fmt.Sprintf("- Fleet simulation: %d checks PASS, %d FAIL, %d SKIP (credibility first, then our default against upstream's); "+
+		"see [section 3](#3-fleet-simulation-routing-quality)", count["PASS"], count["FAIL"], count["SKIP"])
+	if strings.Contains(string(data), "# "+freshnessHeading) {
+		line += ", and [" + strings.ToLower(freshnessHeading[:1]) + freshnessHeading[1:] + "](#" +
+			strings.ReplaceAll(strings.ToLower(freshnessHeading), " ", "-") + ") to routing"
+	}
+	return line + ".\n"
+}
+
 func isRelative(target string) bool {
 	return !strings.Contains(target, "://") && !strings.HasPrefix(target, "/") && !strings.HasPrefix(target, "#") &&
 		!strings.HasPrefix(target, "mailto:")

@@ -21,7 +21,9 @@ import (
 
 // fleetFixture is a fleet report as make bench-fleet writes it: relative
 // plot links and a top-level heading.
-const fleetFixture = "# Fleet simulation\n\nSome text.\n\n## W1\n\n![ttft](fleet-w1-ttft.png)\n\n" +
+const fleetFixture = "# Fleet simulation\n\nSome text.\n\n| check | result | detail |\n|---|---|---|\n" +
+	"| a | **PASS** | x |\n| b | **PASS** | y |\n| c | **SKIP** | z |\n\n## W1\n\n![ttft](fleet-w1-ttft.png)\n\n" +
+	"### What metric freshness is worth\n\n" +
 	"```\n# not a heading\n```\n\nSee [the docs](https://example.com/x.png).\n"
 
 // setup copies the fixtures into a fresh folder (plus the fleet report and
@@ -81,6 +83,7 @@ func TestReportFromFixtures(t *testing.T) {
 		"This is a --quick run", "![overhead plot](benchmarks/overhead-p99-1KiB.png)", "Where the EPP's CPU goes",
 		"## 3. Fleet simulation", "### Fleet simulation", "#### W1", "# not a heading", "![ttft](benchmarks/fleet-w1-ttft.png)",
 		"(https://example.com/x.png)", "![fleet-w1-extra.png](benchmarks/fleet-w1-extra.png)", "## Caveats",
+		"- Fleet simulation: 2 checks PASS, 0 FAIL, 1 SKIP", "[what metric freshness is worth](#what-metric-freshness-is-worth) to routing",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
@@ -111,7 +114,7 @@ func TestReportMissingInputs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Overhead benchmark: **missing**", "**Missing**: no `b/micro.txt`", "**Missing**: no `b/overhead.json`", "**Missing.** `"} {
+	for _, want := range []string{"Overhead benchmark: **missing**", "Fleet simulation: **missing**", "**Missing**: no `b/micro.txt`", "**Missing**: no `b/overhead.json`", "**Missing.** `"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("report lacks %q", want)
 		}

@@ -26,7 +26,7 @@ func assemble(ctx context.Context, w io.Writer, o options, m machineInfo) error 
 	} else {
 		fmt.Fprintf(w, "- Overhead benchmark: **missing** (no `%s/overhead.json`; run `make bench-overhead`).\n", in.rel)
 	}
-	fmt.Fprintf(w, "- Micro-benchmarks: %d results.\n- Fleet simulation: see [section 3](#3-fleet-simulation-routing-quality).\n\n", len(in.micro))
+	fmt.Fprintf(w, "- Micro-benchmarks: %d results.\n%s\n", len(in.micro), fleetSummary(o.dir))
 	fmt.Fprintf(w, "## Machine and versions\n\n")
 	m.render(w)
 	renderCommands(w, o, in)
