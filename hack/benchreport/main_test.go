@@ -50,6 +50,16 @@ func setup(t *testing.T, fleet bool) (string, string) {
 	return dir, filepath.Join(root, "docs", "benchmarks.md")
 }
 
+// assertContains reports every wanted piece the report lacks.
+func assertContains(t *testing.T, md string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}
+
 func write(t *testing.T, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o644); err != nil {
@@ -75,20 +85,14 @@ func TestReportFromFixtures(t *testing.T) {
 	t.Parallel()
 	dir, out := setup(t, true)
 	md := report(t, dir, out)
-	for _, want := range []string{
-		"# OpenEPP benchmarks", "## Summary", "## Machine and versions", "## How to reproduce",
+	assertContains(t, md, "# OpenEPP benchmarks", "## Summary", "## Machine and versions", "## How to reproduce",
 		"benchoverhead --epp bin/epp --quick", "## 1. Micro-benchmarks", "| Schedule/endpoints=100/prompt=1KiB | 14.9 µs | 7024 | 27 |",
 		"| pkg/server RoundTrip/ratio=epp-random/noop | p50 latency ÷ floor p50, interleaved | 1.18× |",
 		"## 2. Overhead", "| endpoints | C | prompt | EPP capacity req/s", "| 10 | 16 | 1 KiB |", "repeated **2** times", "generator lag p99",
 		"This is a --quick run", "![overhead plot](benchmarks/overhead-p99-1KiB.png)", "Where the EPP's CPU goes",
 		"## 3. Fleet simulation", "### Fleet simulation", "#### W1", "# not a heading", "![ttft](benchmarks/fleet-w1-ttft.png)",
 		"(https://example.com/x.png)", "![fleet-w1-extra.png](benchmarks/fleet-w1-extra.png)", "## Caveats",
-		"- Fleet simulation: 2 checks PASS, 0 FAIL, 1 SKIP", "[what metric freshness is worth](#what-metric-freshness-is-worth) to routing",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q", want)
-		}
-	}
+		"- Fleet simulation: 2 checks PASS, 0 FAIL, 1 SKIP", "[what metric freshness is worth](#what-metric-freshness-is-worth) to routing")
 	for _, p := range []string{"overhead-p99-1KiB.png", "overhead-per-core.png"} {
 		f, err := os.Open(filepath.Join(dir, p))
 		if err != nil {
@@ -114,11 +118,7 @@ func TestReportMissingInputs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Overhead benchmark: **missing**", "Fleet simulation: **missing**", "**Missing**: no `b/micro.txt`", "**Missing**: no `b/overhead.json`", "**Missing.** `"} {
-		if !strings.Contains(string(b), want) {
-			t.Errorf("report lacks %q", want)
-		}
-	}
+	assertContains(t, string(b), "Overhead benchmark: **missing**", "Fleet simulation: **missing**", "**Missing**: no `b/micro.txt`", "**Missing**: no `b/overhead.json`", "**Missing.** `")
 }
 
 // TestReportBadInputs checks corrupt inputs fail with a clear error.
@@ -295,12 +295,8 @@ func TestReportFixedLoads(t *testing.T) {
 	if i1 < 0 || iRef < i1 || i3 < iRef {
 		t.Errorf("fixed-load rows missing or not sorted by rate:\n%s", table)
 	}
-	for _, want := range []string{" / +400**", " / +2,500**", "is under 1,000 µs at 1,000", "target < 1,000 µs: **met**",
-		"At fixed offered loads, the added p99 was +2,500 µs at 3,000 req/s, +400 µs at 1,000 req/s"} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q", want)
-		}
-	}
+	assertContains(t, md, " / +400**", " / +2,500**", "is under 1,000 µs at 1,000", "target < 1,000 µs: **met**",
+		"At fixed offered loads, the added p99 was +2,500 µs at 3,000 req/s, +400 µs at 1,000 req/s")
 }
 
 // TestReportDoubtsAnIncoherentPass checks that a pass of the p99 target at
@@ -320,9 +316,7 @@ func TestReportDoubtsAnIncoherentPass(t *testing.T) {
 		row.Loads = []overhead.LoadPoint{{Rate: 1000, EPP: slow, Floor: row.Floor.References}}
 	})
 	md := report(t, dir, out)
-	if want := "target < 1,000 µs: **not shown: under it at this rate but +1,800 µs at 1,000 req/s"; !strings.Contains(md, want) {
-		t.Errorf("report lacks %q", want)
-	}
+	assertContains(t, md, "target < 1,000 µs: **not shown: under it at this rate but +1,800 µs at 1,000 req/s")
 }
 
 // TestReportConfidenceInterval checks that with enough repeats the target
@@ -347,12 +341,8 @@ func TestReportConfidenceInterval(t *testing.T) {
 		row.Repeats, row.Loads = 11, nil
 	})
 	md := report(t, dir, out)
-	for _, want := range []string{"p99 added latency **+1,372 µs** (+810 … +2,865 at 98.8 %; range −1,690 … +7,730)",
-		"target < 1,000 µs: **missed**, though its interval reaches below the target;"} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q", want)
-		}
-	}
+	assertContains(t, md, "p99 added latency **+1,372 µs** (+810 … +2,865 at 98.8 %; range −1,690 … +7,730)",
+		"target < 1,000 µs: **missed**, though its interval reaches below the target;")
 }
 
 // TestReportCPUDecomposition checks the fixed-load table's CPU columns and
@@ -379,12 +369,8 @@ func TestReportCPUDecomposition(t *testing.T) {
 			{Rate: 4000, EPP: withCPU(floor, 0.12+0.020+0.08/4), Floor: floor}}
 	})
 	md := report(t, dir, out)
-	for _, want := range []string{"| 220 / 120 | 0.10 |", "| 180 / 120 | 0.12 |", "| 160 / 120 | 0.16 |",
-		"handling, +20 µs of CPU per request relative to the floor's", "rate, 0.08 cores (the intercept): scraping 100 endpoints (0.10 cores measured idle)"} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q", want)
-		}
-	}
+	assertContains(t, md, "| 220 / 120 | 0.10 |", "| 180 / 120 | 0.12 |", "| 160 / 120 | 0.16 |",
+		"handling, +20 µs of CPU per request relative to the floor's", "rate, 0.08 cores (the intercept): scraping 100 endpoints (0.10 cores measured idle)")
 }
 
 func TestLineFit(t *testing.T) {
@@ -427,10 +413,6 @@ func TestReportCompare(t *testing.T) {
 		}
 	})
 	md := report(t, dir, out)
-	for _, want := range []string{"### Comparison: `bin/epp-b` against the EPP arm", "Its extra flags: `--metrics-scrape-slots=-1`",
-		"It ran the EPP arm's EndpointPickerConfig", "| **0** | **+120** (", "| 0.500 (0.500 … 0.500) |", " / 1,234 |", " / 0.25 |"} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q", want)
-		}
-	}
+	assertContains(t, md, "### Comparison: `bin/epp-b` against the EPP arm", "Its extra flags: `--metrics-scrape-slots=-1`",
+		"It ran the EPP arm's EndpointPickerConfig", "| **0** | **+120** (", "| 0.500 (0.500 … 0.500) |", " / 1,234 |", " / 0.25 |")
 }
