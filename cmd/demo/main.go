@@ -87,6 +87,12 @@ func run(ctx context.Context, o *options) error {
 	if err := sim.waitForLines(ctx, "listening ", o.servers, 20*time.Second); err != nil {
 		return err
 	}
+	// The demo has no trace collector: keep the EPP's trace context but
+	// export nothing, unless the caller points it at one.
+	if os.Getenv("OTEL_TRACES_EXPORTER") == "" && os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" &&
+		os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+		os.Setenv("OTEL_TRACES_EXPORTER", "none")
+	}
 	if _, err := procs.start(ctx, "epp", filepath.Join(o.bin, "epp"), o.eppArgs()...); err != nil {
 		return err
 	}

@@ -166,7 +166,7 @@ func renderRatios(w io.Writer, bs []benchmark) {
 	floor := map[string]float64{}
 	for _, b := range bs {
 		if v, ok := b.value("p50-ratio"); ok {
-			lines = append(lines, fmt.Sprintf("| %s %s | p50 latency ÷ floor p50, interleaved | %.2f× |", shortPkg(b.Pkg), b.Name, v))
+			lines = append(lines, fmt.Sprintf("| %s %s | p50 latency ÷ %s p50, interleaved | %.2f× |", shortPkg(b.Pkg), b.Name, ratioBase(b.Name), v))
 		}
 		if strings.HasSuffix(b.Name, "server=noop") {
 			floor[b.Pkg], _ = b.value("ns/op")
@@ -184,6 +184,16 @@ func renderRatios(w io.Writer, bs []benchmark) {
 		return
 	}
 	fmt.Fprintf(w, "Ratios against a baseline measured in the same run:\n\n| benchmark | ratio | value |\n|---|---|--:|\n%s\n\n", strings.Join(lines, "\n"))
+}
+
+// ratioBase names the baseline of a ratio=ours/base benchmark: "floor"
+// for the no-op server, else the other arm's name.
+func ratioBase(name string) string {
+	i := strings.LastIndexByte(name, '/')
+	if i < 0 || !strings.Contains(name, "ratio=") || name[i+1:] == "noop" {
+		return "floor"
+	}
+	return name[i+1:]
 }
 
 func otherMetrics(b benchmark) string {

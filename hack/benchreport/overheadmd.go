@@ -189,7 +189,7 @@ ext_proc client (` + "`pkg/extproc`" + `, FULL_DUPLEX_STREAMED both ways): per r
 headers and the body in Envoy-sized chunks, waits for the routing decision, then plays the response phase
 (response phase: %s; %d KiB chunks; gRPC connections: %d; %s in both arms). Arms: **floor** = the no-op
 ext_proc server (` + "`extproc.NoopServer`" + `, same gRPC stack and message pattern as the EPP, no parsing, no
-scheduling); **EPP** = ` + "`cmd/epp`" + ` as shipped (its default ` + "`GOGC=400`" + `) with the random picker only, scraping every
+scheduling); **EPP** = ` + "`cmd/epp`" + ` as shipped (its default ` + "`GOGC=400`" + ` and request tracing: a tenth of requests sampled, no collector listening) with the random picker only, scraping every
 simulated endpoint's metrics page every %s (%s; pages of %d bytes with real vLLM metric names whose load gauges
 change on every scrape, served by a minimal HTTP/1.1 responder at nice 10 on the generator's core, so that their
 bursts of answers, which in production come from other machines, barely delay the generator's sends in the EPP arm). The generator's own garbage collector is off during a run and runs between runs. Both servers

@@ -21,6 +21,7 @@ import (
 	"github.com/openepp/openepp/pkg/discovery"
 	"github.com/openepp/openepp/pkg/metrics"
 	"github.com/openepp/openepp/pkg/server"
+	"github.com/openepp/openepp/pkg/tracing"
 )
 
 // runnable is background work that blocks until its context ends.
@@ -46,6 +47,7 @@ type app struct {
 	grpc       *grpc.Server
 	health     *grpc.Server
 	metricsSrv *http.Server
+	tracing    *tracing.Tracing // nil with --tracing=false
 	lis        struct{ grpc, health, metrics net.Listener }
 	addrs      Addrs
 }
@@ -70,8 +72,12 @@ func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*
 		EmitEndpointScores: f.EmitEndpointScores, Passthrough: passthrough(built), Log: log.WithName("server"), Metrics: a.metrics,
 	}
 	a.kubeOptions(&opts)
+	if err := a.startTracing(st, &opts); err != nil {
+		return nil, err
+	}
 	a.srv = server.New(a.store, built.Scheduler, opts)
 	if err := a.buildServers(reg); err != nil {
+		a.stopTracing()
 		return nil, err
 	}
 	return a, nil
@@ -230,7 +236,36 @@ func (a *app) run(ctx context.Context) error {
 		_ = a.metricsSrv.Close()
 	}
 	wg.Wait()
+	a.stopTracing()
 	return err
+}
+
+// startTracing sets up request tracing unless --tracing=false.
+func (a *app) startTracing(st *settings, opts *server.Options) error {
+	if !a.flags.Tracing {
+		return nil
+	}
+	t, err := tracing.Start(context.Background(), tracing.Options{Getenv: st.getenv, Version: moduleVersion(), Log: a.log.WithName("tracing")})
+	if err != nil {
+		return fmt.Errorf("tracing (--tracing=false turns it off): %w", err)
+	}
+	a.tracing = t
+	opts.Tracer, opts.Propagator = t.Tracer, t.Propagator
+	a.log.Info("tracing requests", t.Describe...)
+	return nil
+}
+
+// stopTracing exports the spans still buffered, giving a collector that
+// is down a few seconds at most.
+func (a *app) stopTracing() {
+	if a.tracing == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := a.tracing.Shutdown(ctx); err != nil {
+		a.log.Error(err, "flushing traces")
+	}
 }
 
 func (a *app) serveMetrics() error {

@@ -6,6 +6,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// moduleVersion is the main module's version as Go stamped it ("(devel)"
+// for a build from a checkout).
+func moduleVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.Main.Version
+	}
+	return ""
+}
+
 // buildInfo is upstream's inference_extension_info gauge (always 1), whose
 // labels say which build is running: the VCS commit Go stamped into the
 // binary ("-dirty" when the tree had changes) and the main module's version.

@@ -13,8 +13,8 @@ import (
 // and Helm values run unchanged. Where OpenEPP has the feature the flag is
 // honoured; otherwise it is accepted and its effect (none) is logged.
 type compatFlags struct {
-	tracing, metricsAuth, grpcStreamMetrics, experimentalPlugins bool
-	promRefresh                                                  time.Duration
+	metricsAuth, grpcStreamMetrics, experimentalPlugins bool
+	promRefresh                                         time.Duration
 
 	// Deprecated upstream scrape settings, honoured when set.
 	scheme, path string
@@ -28,7 +28,6 @@ type compatFlags struct {
 }
 
 func (c *compatFlags) bind(fs *flag.FlagSet) {
-	fs.BoolVar(&c.tracing, "tracing", true, "accepted for upstream compatibility; OpenEPP does not export traces yet")
 	fs.BoolVar(&c.metricsAuth, "metrics-endpoint-auth", true, "in Kubernetes mode, /metrics and /debug/pprof need a bearer token the API server authenticates and authorizes for GET on the path (nonResourceURLs); false serves them openly")
 	fs.BoolVar(&c.grpcStreamMetrics, "enable-grpc-stream-metrics", false, "accepted for compatibility with llm-d; no effect")
 	fs.BoolVar(&c.experimentalPlugins, "allow-experimental-plugins", false, "accepted for compatibility with llm-d; all built-ins are available")
@@ -82,7 +81,7 @@ func (c *compatFlags) applyScrape(o *metrics.Options) {
 
 // logIgnored says once, at startup, which given flags have no effect.
 func (c *compatFlags) logIgnored(log logr.Logger) {
-	for _, name := range []string{"tracing", "enable-grpc-stream-metrics", "refresh-prometheus-metrics-interval", "model-server-metrics-port"} {
+	for _, name := range []string{"enable-grpc-stream-metrics", "refresh-prometheus-metrics-interval", "model-server-metrics-port"} {
 		if c.set[name] {
 			log.Info("flag accepted for compatibility but has no effect in OpenEPP", "flag", name)
 		}

@@ -60,6 +60,12 @@ type running struct {
 // addresses it writes into an endpoints file (labels idx=<i>).
 func startEPP(t *testing.T, n int, verbosity int, args ...string) *running {
 	t.Helper()
+	return startEPPWith(t, n, verbosity, nil, args...)
+}
+
+// startEPPWith is startEPP with extra Run options.
+func startEPPWith(t *testing.T, n int, verbosity int, opts []Option, args ...string) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{log: &logLines{}, file: filepath.Join(t.TempDir(), "endpoints.yaml")}
 	for i := range n {
@@ -78,7 +84,7 @@ func startEPP(t *testing.T, n int, verbosity int, args ...string) *running {
 	all := append([]string{"--endpoints-file", file, "--bind-address", "127.0.0.1", "--grpc-port", "0",
 		"--grpc-health-port", "0", "--metrics-port", "0", "--secure-serving=false"}, args...)
 	go func() {
-		done <- Run(ctx, all, WithLogger(r.log.logger(verbosity)), WithReadyCallback(func(a Addrs) { addrs <- a }))
+		done <- Run(ctx, all, append([]Option{WithLogger(r.log.logger(verbosity)), WithReadyCallback(func(a Addrs) { addrs <- a })}, opts...)...)
 	}()
 	select {
 	case r.addrs = <-addrs:

@@ -36,6 +36,7 @@ type Flags struct {
 	ConfigText          string
 	DrainTimeout        time.Duration
 	EnablePprof         bool
+	Tracing             bool
 	Verbosity           int
 	Seed                uint64
 	UpstreamScoring     bool
@@ -60,6 +61,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&f.GRPCMaxSendMsgSize, "grpc-max-send-msg-size", 0, "largest gRPC message sent in bytes (0: same as receive)")
 	fs.IntVar(&f.MaxRequestBodyBytes, "max-request-body-bytes", server.DefaultMaxRequestBodyBytes, "larger request bodies are answered with 413")
 	fs.BoolVar(&f.DisableSubsetFilter, "disable-endpoint-subset-filter", false, "ignore the proxy's envoy.lb.subset_hint")
+	fs.BoolVar(&f.Tracing, "tracing", true, "trace requests with OpenTelemetry, configured by the OTEL_* environment (default: OTLP/gRPC to localhost:4317, a tenth of new traces), and pass the trace context on to model servers")
 	fs.BoolVar(&f.EmitEndpointScores, "emit-endpoint-scores", false, "add every candidate's score to the envoy.lb metadata")
 	fs.StringVar(&f.Endpoints, "endpoints", "", "static endpoints ip:port,ip:port (no Kubernetes)")
 	fs.StringVar(&f.EndpointsFile, "endpoints-file", "", "YAML file listing endpoints (name, address, port, labels), reloaded on change")

@@ -30,6 +30,14 @@ type settings struct {
 	plugins []scheduler.Registration
 	onReady func(Addrs)
 	log     *logr.Logger
+	getenv  func(string) string
+}
+
+// WithEnv makes the EPP read its environment (OTEL_*) through getenv
+// instead of os.Getenv, so tests can run several differently configured
+// EPPs in one process.
+func WithEnv(getenv func(string) string) Option {
+	return func(s *settings) { s.getenv = getenv }
 }
 
 // WithPlugins adds out-of-tree plugin types to the registry; they can then

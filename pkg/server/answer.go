@@ -20,6 +20,7 @@ type answer struct {
 	requestID     string            // set when the EPP generated it
 	contentLength string            // set when the body length must be restated
 	scores        *scheduler.ProfileResult
+	trace         map[string]string // trace context for the model server
 }
 
 // headersAnswer is the reply to the request headers: the destination as a
@@ -27,7 +28,7 @@ type answer struct {
 // cache cleared so the proxy re-evaluates the route with the new header.
 func headersAnswer(a answer) *extprocv3.ProcessingResponse {
 	dest := joinTargets(a.targets)
-	set := make([]*corev3.HeaderValueOption, 0, 3+len(a.headers))
+	set := make([]*corev3.HeaderValueOption, 0, 3+len(a.headers)+len(a.trace))
 	set = append(set, setHeader(DestinationHeader, dest))
 	if a.requestID != "" {
 		set = append(set, setHeader(RequestIDHeader, a.requestID))
@@ -36,6 +37,9 @@ func headersAnswer(a answer) *extprocv3.ProcessingResponse {
 		set = append(set, setHeader("content-length", a.contentLength))
 	}
 	for k, v := range a.headers {
+		set = append(set, setHeader(k, v))
+	}
+	for k, v := range a.trace {
 		set = append(set, setHeader(k, v))
 	}
 	lb := map[string]*structpb.Value{DestinationHeader: structpb.NewStringValue(dest)}

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/openepp/openepp/pkg/extproc"
@@ -27,7 +30,11 @@ import (
 //   - server=epp-default: our server with the default scoring
 //     configuration (queue 2, kv-cache 2, prefix 3, max-score), 100
 //     endpoints;
-//   - ratio=...: the floor and one of ours interleaved iteration by
+//   - server=epp-traced: epp-random with request tracing as the EPP's
+//     default (a tenth of new traces sampled, spans batched to an exporter
+//     that drops them);
+//   - ratio=...: the floor and one of ours (or epp-traced and epp-random,
+//     for what tracing costs) interleaved iteration by
 //     iteration (so both see the same machine load), reporting the ratio of
 //     our median latency to the floor's (target: at most 1.5); ns/op there
 //     is per pair.
@@ -38,11 +45,13 @@ func BenchmarkRoundTrip(b *testing.B) {
 	random := start(b, setup{endpoints: endpointsAt(100), picker: randomPicker(1), scorers: []scheduler.WeightedScorer{}, bare: true})
 	ws, producer := defaultScoring(b)
 	deflt := start(b, setup{endpoints: endpointsAt(100), scorers: ws, plugins: []scheduler.Plugin{producer}, bare: true})
+	traced := start(b, setup{endpoints: endpointsAt(100), picker: randomPicker(1), scorers: []scheduler.WeightedScorer{}, bare: true,
+		server: server.Options{Tracer: benchTracer(b)}})
 	req := benchRequest()
 	clients := []struct {
 		name string
 		c    *extproc.Client
-	}{{"noop", floor}, {"epp-random", random.client}, {"epp-default", deflt.client}}
+	}{{"noop", floor}, {"epp-random", random.client}, {"epp-default", deflt.client}, {"epp-traced", traced.client}}
 	for _, c := range clients {
 		b.Run("server="+c.name, func(b *testing.B) {
 			durs := make([]time.Duration, b.N)
@@ -55,15 +64,17 @@ func BenchmarkRoundTrip(b *testing.B) {
 			reportQuantiles(b, "", durs)
 		})
 	}
-	for _, c := range clients[1:] {
-		b.Run("ratio="+c.name+"/noop", func(b *testing.B) {
+	pairs := []struct{ ours, base int }{{1, 0}, {2, 0}, {3, 1}}
+	for _, p := range pairs {
+		c, floor := clients[p.ours], clients[p.base]
+		b.Run("ratio="+c.name+"/"+floor.name, func(b *testing.B) {
 			ours, base := make([]time.Duration, b.N), make([]time.Duration, b.N)
 			b.ResetTimer()
 			for i := range b.N {
 				if i%2 == 0 {
-					base[i], ours[i] = timedRoundTrip(b, floor, req), timedRoundTrip(b, c.c, req)
+					base[i], ours[i] = timedRoundTrip(b, floor.c, req), timedRoundTrip(b, c.c, req)
 				} else {
-					ours[i], base[i] = timedRoundTrip(b, c.c, req), timedRoundTrip(b, floor, req)
+					ours[i], base[i] = timedRoundTrip(b, c.c, req), timedRoundTrip(b, floor.c, req)
 				}
 			}
 			b.StopTimer()
@@ -72,6 +83,15 @@ func BenchmarkRoundTrip(b *testing.B) {
 			b.ReportMetric(float64(quantile(ours, 0.5))/float64(quantile(base, 0.5)), "p50-ratio")
 		})
 	}
+}
+
+// benchTracer traces as the EPP does by default (a tenth of new traces
+// sampled, batched export), into an exporter that drops the spans.
+func benchTracer(b *testing.B) trace.Tracer {
+	p := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.1))),
+		sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	return p.Tracer("bench")
 }
 
 // benchRequest is a completion with a 1 KiB body sent in one chunk, with the

@@ -7,6 +7,7 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -55,6 +56,8 @@ type exchange struct {
 	resp     scheduler.Response
 	sse      request.StreamUsage
 	respBody []byte
+	// span is the request's trace span; nil without a tracer.
+	span trace.Span
 	// modelBack restores the client's model name in the response when the
 	// request was sent under another one; nil otherwise.
 	modelBack *modelRewriter
@@ -98,6 +101,7 @@ func (x *exchange) onRequestHeaders(h *extprocv3.HttpHeaders, md map[string]*str
 		x.generatedID = uuid.NewString()
 		x.headers[RequestIDHeader] = x.generatedID
 	}
+	x.startTrace()
 	x.api = request.Other
 	if !x.srv.opts.Passthrough {
 		x.api = request.APIForPath(x.path())
@@ -162,6 +166,7 @@ func (x *exchange) tooLarge(n int) error {
 // exchange.
 func (x *exchange) reject(err error) (bool, error) {
 	code, reason := statusFor(err)
+	x.traceRejected(code, err)
 	x.srv.opts.Metrics.requestError(x.model(), x.targetModel(), code)
 	if code >= 500 && code != 503 {
 		x.srv.log.Error(err, "request failed", "requestID", x.headers[RequestIDHeader])

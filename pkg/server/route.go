@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -54,7 +55,7 @@ func (x *exchange) routeBodyless() (bool, error) {
 	st := x.srv.Scheduler().NewState()
 	target := eps[st.Rand.IntN(len(eps))]
 	x.phase = routed
-	return false, x.send(headersAnswer(answer{targets: []*endpoint.Endpoint{target}, requestID: x.generatedID}))
+	return false, x.send(headersAnswer(answer{targets: []*endpoint.Endpoint{target}, requestID: x.generatedID, trace: x.traceHeaders()}))
 }
 
 // route parses the complete body, schedules, and sends the routing answer
@@ -85,6 +86,7 @@ func (x *exchange) route(eos bool) (bool, error) {
 		targets:   x.result.Targets(),
 		headers:   x.result.Headers,
 		requestID: x.generatedID,
+		trace:     x.traceHeaders(),
 	}
 	if len(body) != len(x.body) || x.headers["content-length"] != "" {
 		a.contentLength = strconv.Itoa(len(body))
@@ -130,7 +132,9 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 		x.req.Priority, _ = x.srv.opts.Objectives.Priority(x.req.Objective)
 	}
 	x.state = st
-	res, err := sched.Schedule(x.ctx, x.state, x.req, eps)
+	res, err := x.traceSchedule(func(ctx context.Context) (*scheduler.Result, error) {
+		return sched.Schedule(ctx, x.state, x.req, eps)
+	}, len(eps))
 	x.srv.opts.Metrics.scheduled(x.state.Now, x.req, res, err)
 	if err != nil {
 		return err

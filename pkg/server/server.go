@@ -13,6 +13,8 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/go-logr/logr"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -63,6 +65,11 @@ type Options struct {
 	Rewrites Rewrites
 	Log      logr.Logger
 	Metrics  *Metrics
+	// Tracer, when set, traces every request (see trace.go); Propagator
+	// reads and writes the trace context headers (W3C trace context when
+	// nil).
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
 }
 
 // Server is the ext_proc service. It is safe for concurrent streams.
@@ -81,6 +88,9 @@ type Server struct {
 func New(endpoints Endpoints, sched *scheduler.Scheduler, opts Options) *Server {
 	if opts.MaxRequestBodyBytes <= 0 {
 		opts.MaxRequestBodyBytes = DefaultMaxRequestBodyBytes
+	}
+	if opts.Tracer != nil && opts.Propagator == nil {
+		opts.Propagator = propagation.TraceContext{}
 	}
 	s := &Server{endpoints: endpoints, opts: opts, log: opts.Log}
 	s.sched.Store(sched)

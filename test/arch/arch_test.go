@@ -36,6 +36,7 @@ var allowed = map[string][]string{
 	"pkg/config":     {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
 	"pkg/server":     {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
 	"pkg/extproc":    {},
+	"pkg/tracing":    {},
 	"pkg/gateway":    {"pkg/extproc"},
 	"pkg/sim":        {"pkg/sim", "pkg/indexlist"},
 	"pkg/loadgen":    {"pkg/extproc"},
