@@ -25,6 +25,11 @@ func (t TypedName) String() string {
 // Plugin is implemented by every plugin instance. A plugin implements one or
 // more of the extension-point interfaces below; the framework discovers which
 // by type assertion.
+//
+// The ctx every extension point gets carries the request's trace span when
+// the EPP traces (gateway.request_orchestration while scheduling,
+// gateway.request after): a plugin with work worth seeing in a trace starts
+// a child from trace.SpanFromContext(ctx).TracerProvider().
 type Plugin interface {
 	TypedName() TypedName
 }
