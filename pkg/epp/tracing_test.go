@@ -238,7 +238,7 @@ func TestTracingBadEnvironmentIsAClearError(t *testing.T) {
 		{"OTEL_TRACES_EXPORTER", "zipkin"},
 		{"OTEL_TRACES_SAMPLER", "sometimes"},
 		{"OTEL_TRACES_SAMPLER_ARG", "1.5"},
-		{"OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"},
+		{"OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"},
 		{"OTEL_BSP_SCHEDULE_DELAY", "soon"},
 	} {
 		env := map[string]string{tc.key: tc.value}

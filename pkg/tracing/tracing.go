@@ -27,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -38,10 +39,11 @@ import (
 // as the upstream EPP's, so that existing collectors and trace queries
 // keep working when OpenEPP replaces it.
 const (
-	DefaultServiceName = "gateway-api-inference-extension/epp"
-	DefaultEndpoint    = "localhost:4317"
-	DefaultSampler     = "parentbased_traceidratio"
-	DefaultSamplerArg  = 0.1
+	DefaultServiceName  = "gateway-api-inference-extension/epp"
+	DefaultEndpoint     = "localhost:4317" // OTLP/gRPC
+	DefaultHTTPEndpoint = "localhost:4318" // OTLP/HTTP
+	DefaultSampler      = "parentbased_traceidratio"
+	DefaultSamplerArg   = 0.1
 )
 
 // TracerName is the instrumentation scope of the EPP's spans.
@@ -217,66 +219,109 @@ func newExporter(ctx context.Context, getenv func(string) string, console io.Wri
 	}
 }
 
-// newOTLP is the OTLP/gRPC exporter. The endpoint is
-// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, a URL
-// (http:// means no TLS) or host:port (TLS unless
-// OTEL_EXPORTER_OTLP_INSECURE=true); with neither, DefaultEndpoint without
-// TLS. The exporter reads the other OTEL_EXPORTER_OTLP_* settings
-// (headers, timeout, certificates) itself.
+// newOTLP is the OTLP exporter: over gRPC (the default, as upstream) or
+// HTTP with protobuf bodies (OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf).
+// The endpoint is OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (over HTTP, the full
+// URL) or OTEL_EXPORTER_OTLP_ENDPOINT (over HTTP, the base to which
+// /v1/traces is added): a URL (http:// means no TLS) or host:port (TLS
+// unless OTEL_EXPORTER_OTLP_INSECURE=true). With neither, localhost:4317
+// (gRPC) or localhost:4318 (HTTP) without TLS. The exporter reads the other
+// OTEL_EXPORTER_OTLP_* settings (headers, compression, certificates) itself.
 func newOTLP(ctx context.Context, getenv func(string) string) (sdktrace.SpanExporter, string, error) {
+	protocol := "grpc"
 	for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
 		if p := getenv(k); p != "" {
-			if p != "grpc" {
-				return nil, "", fmt.Errorf("%s=%q: OpenEPP exports traces over OTLP/gRPC only (grpc)", k, p)
+			if p != "grpc" && p != "http/protobuf" {
+				return nil, "", fmt.Errorf("%s=%q: want grpc or http/protobuf", k, p)
 			}
+			protocol = p
 			break
 		}
 	}
-	endpoint := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-	if endpoint == "" {
-		endpoint = getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
-	}
-	var opts []otlptracegrpc.Option
+	var timeout time.Duration
 	for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"} {
-		timeout, err := millis(getenv, k)
+		t, err := millis(getenv, k)
 		if err != nil {
 			return nil, "", err
 		}
-		if timeout > 0 {
-			opts = append(opts, otlptracegrpc.WithTimeout(timeout))
+		if t > 0 {
+			timeout = t
 			break
 		}
 	}
-	switch {
-	case endpoint == "":
-		endpoint = DefaultEndpoint
-		opts = append(opts, otlptracegrpc.WithEndpoint(endpoint), otlptracegrpc.WithInsecure())
-	case strings.Contains(endpoint, "://"):
-		u, err := url.Parse(endpoint)
-		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			return nil, "", fmt.Errorf("OTLP endpoint %q: want http://host:port, https://host:port or host:port", endpoint)
-		}
-		opts = append(opts, otlptracegrpc.WithEndpoint(u.Host))
-		if u.Scheme == "http" {
+	dest, err := otlpDestination(getenv, protocol)
+	if err != nil {
+		return nil, "", err
+	}
+	desc := "otlp " + protocol + " " + dest.show
+	// Both clients connect lazily and retry, so a collector that is not up
+	// yet is not a startup error.
+	if protocol == "grpc" {
+		opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(dest.hostPort)}
+		if dest.insecure {
 			opts = append(opts, otlptracegrpc.WithInsecure())
 		}
-	default:
-		opts = append(opts, otlptracegrpc.WithEndpoint(endpoint))
+		if timeout > 0 {
+			opts = append(opts, otlptracegrpc.WithTimeout(timeout))
+		}
+		exp, err := otlptracegrpc.New(ctx, opts...)
+		if err != nil {
+			return nil, "", fmt.Errorf("OTLP trace exporter: %w", err)
+		}
+		return exp, desc, nil
+	}
+	opts := []otlptracehttp.Option{otlptracehttp.WithEndpoint(dest.hostPort), otlptracehttp.WithURLPath(dest.path)}
+	if dest.insecure {
+		opts = append(opts, otlptracehttp.WithInsecure())
+	}
+	if timeout > 0 {
+		opts = append(opts, otlptracehttp.WithTimeout(timeout))
+	}
+	exp, err := otlptracehttp.New(ctx, opts...)
+	if err != nil {
+		return nil, "", fmt.Errorf("OTLP trace exporter: %w", err)
+	}
+	return exp, desc, nil
+}
+
+// destination is where OTLP spans go.
+type destination struct {
+	hostPort, path string // path: HTTP only
+	insecure       bool
+	show           string // for the startup log
+}
+
+// tracesPath is the OTLP/HTTP path of traces under a base endpoint.
+const tracesPath = "/v1/traces"
+
+func otlpDestination(getenv func(string) string, protocol string) (destination, error) {
+	endpoint, signal := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), true
+	if endpoint == "" {
+		endpoint, signal = getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), false
+	}
+	if endpoint == "" {
+		hp := DefaultEndpoint
+		if protocol != "grpc" {
+			hp = DefaultHTTPEndpoint
+		}
+		return destination{hostPort: hp, path: tracesPath, insecure: true, show: hp}, nil
+	}
+	if !strings.Contains(endpoint, "://") {
 		insecure := getenv("OTEL_EXPORTER_OTLP_TRACES_INSECURE")
 		if insecure == "" {
 			insecure = getenv("OTEL_EXPORTER_OTLP_INSECURE")
 		}
-		if strings.EqualFold(insecure, "true") {
-			opts = append(opts, otlptracegrpc.WithInsecure())
-		}
+		return destination{hostPort: endpoint, path: tracesPath, insecure: strings.EqualFold(insecure, "true"), show: endpoint}, nil
 	}
-	// The client connects lazily and retries, so a collector that is not
-	// up yet is not a startup error.
-	exp, err := otlptracegrpc.New(ctx, opts...)
-	if err != nil {
-		return nil, "", fmt.Errorf("OTLP trace exporter: %w", err)
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return destination{}, fmt.Errorf("OTLP endpoint %q: want http://host:port, https://host:port or host:port", endpoint)
 	}
-	return exp, "otlp " + endpoint, nil
+	path := u.Path
+	if !signal || path == "" {
+		path = strings.TrimSuffix(path, "/") + tracesPath
+	}
+	return destination{hostPort: u.Host, path: path, insecure: u.Scheme == "http", show: endpoint}, nil
 }
 
 // millis reads an OpenTelemetry duration setting (whole milliseconds); 0

@@ -3,11 +3,16 @@ package tracing
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/go-logr/logr"
 	"go.opentelemetry.io/otel/attribute"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -18,7 +23,7 @@ func TestDefaultsAreUpstreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.Shutdown(context.Background())
-	want := []any{"exporter", "otlp localhost:4317", "sampler", "parentbased_traceidratio 0.1"}
+	want := []any{"exporter", "otlp grpc localhost:4317", "sampler", "parentbased_traceidratio 0.1"}
 	if len(tr.Describe) != len(want) {
 		t.Fatalf("Describe = %v", tr.Describe)
 	}
@@ -55,10 +60,12 @@ func TestEndpointForms(t *testing.T) {
 		want     string // Describe's exporter, or an error substring
 		wantErrs bool
 	}{
-		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, "otlp http://collector:4317", false},
-		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://a:1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "b:2"}, "otlp b:2", false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, "otlp grpc http://collector:4317", false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://a:1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "b:2"}, "otlp grpc b:2", false},
 		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://collector:4317"}, "want http://host:port", true},
-		{map[string]string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "otlp localhost:4317", false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "otlp grpc localhost:4317", false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "otlp http/protobuf localhost:4318", false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "want grpc or http/protobuf", true},
 		{map[string]string{"OTEL_EXPORTER_OTLP_TIMEOUT": "-5"}, "OTEL_EXPORTER_OTLP_TIMEOUT", true},
 	} {
 		_, desc, err := newExporter(context.Background(), envOf(tc.env), nil)
@@ -71,11 +78,19 @@ func TestEndpointForms(t *testing.T) {
 	}
 }
 
-// TestConsoleExporter: console writes every span, as JSON, to Console.
-func TestConsoleExporter(t *testing.T) {
-	var out bytes.Buffer
-	tr, err := Start(context.Background(), Options{Getenv: envOf(map[string]string{
-		"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "always_on"}), Console: &out, Log: logr.Discard()})
+// traceOne starts tracing as o says, with every trace sampled, makes one
+// gateway.request span and shuts down, which exports it.
+func traceOne(t *testing.T, o Options) {
+	t.Helper()
+	getenv := o.Getenv
+	o.Getenv = func(k string) string {
+		if k == "OTEL_TRACES_SAMPLER" {
+			return "always_on"
+		}
+		return getenv(k)
+	}
+	o.Log = logr.Discard()
+	tr, err := Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +99,12 @@ func TestConsoleExporter(t *testing.T) {
 	if err := tr.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestConsoleExporter: console writes every span, as JSON, to Console.
+func TestConsoleExporter(t *testing.T) {
+	var out bytes.Buffer
+	traceOne(t, Options{Getenv: envOf(map[string]string{"OTEL_TRACES_EXPORTER": "console"}), Console: &out})
 	if !strings.Contains(out.String(), `"Name":"gateway.request"`) {
 		t.Errorf("console output lacks the span: %s", out.String())
 	}
@@ -101,5 +122,56 @@ func TestNoneExporterStillPropagates(t *testing.T) {
 	defer span.End()
 	if !span.SpanContext().IsValid() {
 		t.Error("no span context")
+	}
+}
+
+func TestOTLPDestinationPaths(t *testing.T) {
+	for _, tc := range []struct {
+		env        map[string]string
+		host, path string
+		insecure   bool
+	}{
+		{nil, "localhost:4318", "/v1/traces", true},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/otlp/"}, "c:4318", "/otlp/v1/traces", true},
+		{map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://c:443/custom"}, "c:443", "/custom", false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "c:4318", "OTEL_EXPORTER_OTLP_INSECURE": "true"}, "c:4318", "/v1/traces", true},
+	} {
+		d, err := otlpDestination(envOf(tc.env), "http/protobuf")
+		if err != nil || d.hostPort != tc.host || d.path != tc.path || d.insecure != tc.insecure {
+			t.Errorf("%v: %+v, %v; want %s%s insecure=%v", tc.env, d, err, tc.host, tc.path, tc.insecure)
+		}
+	}
+}
+
+// TestHTTPExport: over OTLP/HTTP, spans reach a receiver at /v1/traces as
+// protobuf.
+func TestHTTPExport(t *testing.T) {
+	got := make(chan string, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req coltracepb.ExportTraceServiceRequest
+		if r.URL.Path != "/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" || proto.Unmarshal(body, &req) != nil {
+			http.Error(w, "bad export", http.StatusBadRequest)
+			return
+		}
+		for _, rs := range req.GetResourceSpans() {
+			for _, ss := range rs.GetScopeSpans() {
+				for _, sp := range ss.GetSpans() {
+					got <- sp.GetName()
+				}
+			}
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer srv.Close()
+	traceOne(t, Options{Getenv: envOf(map[string]string{
+		"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": srv.URL})})
+	select {
+	case name := <-got:
+		if name != "gateway.request" {
+			t.Errorf("exported span %q", name)
+		}
+	default:
+		t.Fatal("nothing exported")
 	}
 }
