@@ -33,6 +33,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Defaults applied when the environment does not say otherwise; the same
@@ -65,7 +66,7 @@ type Options struct {
 type Tracing struct {
 	Tracer     trace.Tracer
 	Propagator propagation.TextMapPropagator
-	provider   *sdktrace.TracerProvider
+	provider   *sdktrace.TracerProvider // nil when the SDK is disabled
 	// Describe summarises the setup for the startup log.
 	Describe []any
 }
@@ -73,6 +74,9 @@ type Tracing struct {
 // Shutdown flushes the spans not yet exported, waiting at most until ctx
 // ends (a collector that is down would otherwise hold the exit up).
 func (t *Tracing) Shutdown(ctx context.Context) error {
+	if t.provider == nil {
+		return nil
+	}
 	return t.provider.Shutdown(ctx)
 }
 
@@ -84,6 +88,12 @@ func Start(ctx context.Context, o Options) (*Tracing, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
+	propagator := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") {
+		// No spans of our own; a proxy's trace context still passes through.
+		return &Tracing{Tracer: noop.NewTracerProvider().Tracer(TracerName), Propagator: propagator,
+			Describe: []any{"sdk", "disabled (OTEL_SDK_DISABLED)"}}, nil
+	}
 	sampler, samplerDesc, err := parseSampler(getenv("OTEL_TRACES_SAMPLER"), getenv("OTEL_TRACES_SAMPLER_ARG"))
 	if err != nil {
 		return nil, err
@@ -92,11 +102,11 @@ func Start(ctx context.Context, o Options) (*Tracing, error) {
 	if err != nil {
 		return nil, err
 	}
-	exp, expDesc, err := newExporter(ctx, getenv, o.Console)
+	delay, err := millis(getenv, "OTEL_BSP_SCHEDULE_DELAY")
 	if err != nil {
 		return nil, err
 	}
-	delay, err := millis(getenv, "OTEL_BSP_SCHEDULE_DELAY")
+	exp, expDesc, err := newExporter(ctx, getenv, o.Console)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +122,7 @@ func Start(ctx context.Context, o Options) (*Tracing, error) {
 	p := sdktrace.NewTracerProvider(popts...)
 	return &Tracing{
 		Tracer:     p.Tracer(TracerName, trace.WithInstrumentationVersion(o.Version)),
-		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		Propagator: propagator,
 		provider:   p,
 		Describe:   []any{"exporter", expDesc, "sampler", samplerDesc},
 	}, nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -173,5 +174,27 @@ func TestHTTPExport(t *testing.T) {
 		}
 	default:
 		t.Fatal("nothing exported")
+	}
+}
+
+// TestSDKDisabled: OTEL_SDK_DISABLED=true makes no spans of its own, but a
+// proxy's trace context still reaches the model server unchanged.
+func TestSDKDisabled(t *testing.T) {
+	tr, err := Start(context.Background(), Options{Getenv: envOf(map[string]string{"OTEL_SDK_DISABLED": "true"}), Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Shutdown(context.Background())
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	ctx := tr.Propagator.Extract(context.Background(), propagation.MapCarrier{"traceparent": tp})
+	ctx, span := tr.Tracer.Start(ctx, "gateway.request")
+	defer span.End()
+	if span.IsRecording() {
+		t.Error("span recorded with the SDK disabled")
+	}
+	out := propagation.MapCarrier{}
+	tr.Propagator.Inject(ctx, out)
+	if out["traceparent"] != tp {
+		t.Errorf("traceparent passed on as %q, want %q", out["traceparent"], tp)
 	}
 }
