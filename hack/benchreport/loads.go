@@ -80,8 +80,32 @@ func renderLoads(w io.Writer, rows []overhead.Row, idle []overhead.Idle) {
 				"rate, %s cores (the intercept): scraping %d endpoints%s and the EPP's other background loops.",
 				signed(perRequest*1e6), fixed2(background), row.Endpoints, idleText)
 		}
+		fmt.Fprint(w, busyText(row))
 		fmt.Fprint(w, "\n\n")
 	}
+}
+
+// busyText says how busy each server's core was at the reference rate and
+// what that difference alone does to a tail on the scale of a single queue,
+// whose waiting grows like 1/(1−busy): the part of the added p99 that comes
+// from the EPP's extra work (its scraping) rather than from anything slow.
+func busyText(row overhead.Row) string {
+	busy := func(r overhead.Run) float64 {
+		if r.WallSeconds <= 0 {
+			return 0
+		}
+		return r.CPUSeconds / r.WallSeconds
+	}
+	e, f := row.EPP.Reference(busy), row.Floor.Reference(busy)
+	floorP99 := row.Floor.Reference(func(r overhead.Run) float64 { return r.P99us })
+	if e.N == 0 || f.N == 0 || floorP99.N == 0 || e.Median <= 0 || f.Median <= 0 || e.Median >= 1 || f.Median >= 1 {
+		return ""
+	}
+	scaled := floorP99.Median * (1 - f.Median) / (1 - e.Median)
+	return fmt.Sprintf(" At the reference rate the EPP kept its core %.0f %% busy and the floor %.0f %% (CPU time ÷ run time, "+
+		"medians). On the scale of a single queue, whose waiting grows like 1/(1 − busy), the busier core alone turns the "+
+		"floor's p99 of %s µs into %s µs: %s µs of added p99 (a rough scale, not a model of this system).",
+		100*e.Median, 100*f.Median, thousands(floorP99.Median), thousands(scaled), signed(scaled-floorP99.Median))
 }
 
 // lineFit is the least-squares line y = slope·x + intercept through the

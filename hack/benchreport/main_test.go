@@ -347,7 +347,7 @@ func TestReportConfidenceInterval(t *testing.T) {
 
 // TestReportCPUDecomposition checks the fixed-load table's CPU columns and
 // the line fitted through the extra CPU: 20 µs per request and 0.08 cores
-// of background work.
+// of background work; and how busy each core was at the reference rate.
 func TestReportCPUDecomposition(t *testing.T) {
 	t.Parallel()
 	dir, out := setup(t, false)
@@ -358,7 +358,7 @@ func TestReportCPUDecomposition(t *testing.T) {
 		withCPU := func(runs []overhead.Run, cpu float64) []overhead.Run {
 			out := slices.Clone(runs)
 			for i := range out {
-				out[i].Completed, out[i].CPUSeconds = 1000, cpu
+				out[i].Completed, out[i].CPUSeconds, out[i].WallSeconds = 1000, cpu, 0.5
 			}
 			return out
 		}
@@ -370,7 +370,8 @@ func TestReportCPUDecomposition(t *testing.T) {
 	})
 	md := report(t, dir, out)
 	assertContains(t, md, "| 220 / 120 | 0.10 |", "| 180 / 120 | 0.12 |", "| 160 / 120 | 0.16 |",
-		"handling, +20 µs of CPU per request relative to the floor's", "rate, 0.08 cores (the intercept): scraping 100 endpoints (0.10 cores measured idle)")
+		"handling, +20 µs of CPU per request relative to the floor's", "rate, 0.08 cores (the intercept): scraping 100 endpoints (0.10 cores measured idle)",
+		"At the reference rate the EPP kept its core 36 % busy and the floor 24 %")
 }
 
 func TestLineFit(t *testing.T) {
