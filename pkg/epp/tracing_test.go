@@ -178,6 +178,20 @@ func TestTracingContinuesTheProxysTrace(t *testing.T) {
 	if v, _ := attr(req.GetAttributes(), "url.path"); v != "/v1/completions" {
 		t.Errorf("url.path = %q", v)
 	}
+	// A refused request's span carries the status the client got, as an error.
+	const refusedID = "5bf92f3577b34da6a3ce929d0e0e4736"
+	bad, err := r.client.RoundTrip(context.Background(), extproc.Request{Method: "POST", Path: "/v1/completions",
+		Headers: map[string][]string{"content-type": {"application/json"}, "traceparent": {"00-" + refusedID + "-" + parentID + "-01"}},
+		Body:    []byte(`{"model":`)})
+	if err != nil || bad.Immediate == nil {
+		t.Fatalf("malformed body: %v, %+v", err, bad)
+	}
+	refused := c.await(t, refusedID, 1)["gateway.request"]
+	if code, _ := attr(refused.GetAttributes(), "http.response.status_code"); code != strconv.Itoa(bad.Immediate.Status) ||
+		refused.GetStatus().GetCode() != tracepb.Status_STATUS_CODE_ERROR {
+		t.Errorf("refused request's span: status_code %q, status %v; the client got %d", code, refused.GetStatus(), bad.Immediate.Status)
+	}
+
 	c.mu.Lock()
 	name, _ := attr(c.resource, "service.name")
 	for _, s := range c.spans {
