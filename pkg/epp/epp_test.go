@@ -54,6 +54,8 @@ type running struct {
 	// file is the endpoints file, entries its line per simulated server.
 	file    string
 	entries []string
+	// stop ends the EPP and returns Run's error (again on later calls).
+	stop func() error
 }
 
 // startEPP runs the EPP with args against n simulated servers, whose
@@ -106,10 +108,18 @@ func startEPPWith(t *testing.T, n int, verbosity int, opts []Option, args ...str
 		t.Fatal(err)
 	}
 	r.client = client
+	var once sync.Once
+	var runErr error
+	r.stop = func() error {
+		once.Do(func() {
+			client.Close()
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}
 	t.Cleanup(func() {
-		client.Close()
-		cancel()
-		if err := <-done; err != nil {
+		if err := r.stop(); err != nil {
 			t.Errorf("epp: %v", err)
 		}
 	})

@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/openepp/openepp/pkg/extproc"
-	"github.com/openepp/openepp/pkg/sim"
 )
 
 // collector is an OTLP/gRPC trace receiver: the real protocol a collector
@@ -281,44 +280,13 @@ func TestTracingHangingCollectorDoesNotHoldUpExit(t *testing.T) {
 	c := startCollector(t)
 	c.hang = make(chan struct{})
 	t.Cleanup(func() { close(c.hang) }) // before the collector stops
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	inst, err := sim.Start(ctx, sim.Config{Address: "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = inst.Close() })
-	addrs, done := make(chan Addrs, 1), make(chan error, 1)
-	go func() {
-		done <- Run(ctx, []string{"--endpoints", inst.HostPort(), "--bind-address", "127.0.0.1", "--grpc-port", "0",
-			"--grpc-health-port", "0", "--metrics-port", "0", "--secure-serving=false", "--drain-timeout=0s"},
-			envOf(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + c.addr, "OTEL_TRACES_SAMPLER": "always_on",
-				"OTEL_BSP_SCHEDULE_DELAY": "20"}),
-			WithLogger(logr.Discard()), WithReadyCallback(func(a Addrs) { addrs <- a }))
-	}()
-	var a Addrs
-	select {
-	case a = <-addrs:
-	case err := <-done:
-		t.Fatalf("epp exited: %v", err)
-	}
-	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer wcancel()
-	if err := WaitReady(wctx, a.Health); err != nil {
-		t.Fatal(err)
-	}
-	client, err := extproc.Dial(ctx, a.GRPC, extproc.WithPlaintext())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &running{client: client}
+	r := startEPPWith(t, 1, 0, []Option{envOf(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + c.addr,
+		"OTEL_TRACES_SAMPLER": "always_on", "OTEL_BSP_SCHEDULE_DELAY": "20"})}, "--drain-timeout=0s")
 	r.routeTraced(t, "")
 	r.routeTraced(t, "")
-	client.Close()
 	time.Sleep(200 * time.Millisecond) // the first batch is now stuck in the collector
 	start := time.Now()
-	cancel()
-	if err := <-done; err != nil {
+	if err := r.stop(); err != nil {
 		t.Errorf("epp: %v", err)
 	}
 	if took := time.Since(start); took > 6*time.Second {

@@ -189,24 +189,9 @@ func newResource(ctx context.Context, getenv func(string) string, version string
 	if name := getenv("OTEL_SERVICE_NAME"); name != "" {
 		attrs = append(attrs, attribute.String("service.name", name))
 	}
-	// Later attributes win within one set; the SDK's own attributes
+	// The last value of a key wins within one set; the SDK's own attributes
 	// (telemetry.sdk.*) are merged underneath.
-	return resource.Merge(resource.Default(), resource.NewSchemaless(dedupe(attrs)...))
-}
-
-// dedupe keeps the last value of each key.
-func dedupe(attrs []attribute.KeyValue) []attribute.KeyValue {
-	last := map[attribute.Key]int{}
-	for i, a := range attrs {
-		last[a.Key] = i
-	}
-	out := attrs[:0:0]
-	for i, a := range attrs {
-		if last[a.Key] == i {
-			out = append(out, a)
-		}
-	}
-	return out
+	return resource.Merge(resource.Default(), resource.NewSchemaless(attrs...))
 }
 
 // newExporter reads OTEL_TRACES_EXPORTER: otlp (the default; gRPC only),
