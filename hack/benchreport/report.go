@@ -110,7 +110,8 @@ const caveats = `## Caveats
 - **No Envoy.** The client is ours, faithful to Envoy's ext_proc message sequence, but its own CPU cost and
   scheduling are not Envoy's; the floor arm measures that client plus gRPC, not Envoy.
 - **Simulated model servers.** They serve a fixed vLLM-format metrics page whose load gauges change on every
-  scrape; nothing routes to them (the generator replays a canned response). Scraping cost is real; model
+  scrape, whole even when asked for only some families (as a server that ignores the ` + "`name[]`" + ` query
+  does; the EPP then scrapes whole pages, the costlier case); nothing routes to them (the generator replays a canned response). Scraping cost is real; model
   latency is not part of this benchmark.
 - **Short runs.** Each run lasts about a second or two, so one run's p99 rests on a few thousand samples and p99.9
   is not reported in the table; the sustained rate is measured once per arm and has the ladder's resolution

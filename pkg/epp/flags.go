@@ -42,6 +42,7 @@ type Flags struct {
 	UpstreamScoring     bool
 	ScrapeSlots         int
 	MaxScrapes          int
+	FullMetricsPages    bool
 	Kube                KubeFlags
 	compat              compatFlags
 	Zap                 crzap.Options
@@ -69,6 +70,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.MetricsTimeout, "metrics-scrape-timeout", time.Second, "per-scrape timeout")
 	fs.IntVar(&f.ScrapeSlots, "metrics-scrape-slots", 0, "scrape instants per interval shared by endpoints, batching wake-ups (0: one per 25 endpoints; -1: each endpoint its own)")
 	fs.IntVar(&f.MaxScrapes, "max-scrapes-per-second", 0, "cap on model-server scrapes per second for the whole pool; large pools are scraped less often instead (0: 4000; -1: no cap)")
+	fs.BoolVar(&f.FullMetricsPages, "metrics-full-pages", false, "always fetch whole metrics pages; by default a server that honours name[] queries (Prometheus client libraries do) is asked for only the metric families read")
 	fs.DurationVar(&f.StalenessThreshold, "metrics-staleness-threshold", 2*time.Second, "metrics older than this mark an endpoint stale")
 	fs.StringVar(&f.ConfigFile, "config-file", "", "EndpointPickerConfig file (reloaded on change)")
 	fs.StringVar(&f.ConfigText, "config-text", "", "EndpointPickerConfig as inline text")

@@ -87,7 +87,7 @@ func (a *app) scraperOptions(b *config.Built, reg prometheus.Registerer) metrics
 	o := metrics.Options{
 		Interval: a.flags.RefreshMetrics, Timeout: a.flags.MetricsTimeout,
 		StalenessThreshold: a.flags.StalenessThreshold, Log: a.log, Registerer: reg,
-		AlignedSlots: a.flags.ScrapeSlots, MaxScrapesPerSecond: a.flags.MaxScrapes,
+		AlignedSlots: a.flags.ScrapeSlots, MaxScrapesPerSecond: a.flags.MaxScrapes, FullPages: a.flags.FullMetricsPages,
 	}
 	a.flags.compat.applyScrape(&o)
 	for _, ap := range config.Instances[metrics.Applier](b) {

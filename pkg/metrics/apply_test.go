@@ -35,11 +35,11 @@ func TestApplyReusesUnchangedFamilies(t *testing.T) {
 				p, what := mutatePage(rng, page, inc.eng.families)
 				now = now.Add(50 * time.Millisecond)
 				full.forgetPrev() // always a whole-page parse
-				_, wantErr := full.apply(p, now)
+				_, wantErr := full.apply(p, false, now)
 				if inc.havePrev && inc.prevFams != nil && !bytes.Equal(inc.prev, filterPage(nil, p, inc.eng.families)) {
 					partial++
 				}
-				_, gotErr := inc.apply(p, now)
+				_, gotErr := inc.apply(p, false, now)
 				if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
 					t.Fatalf("step %d (%s): error %v, full parse says %v", step, what, gotErr, wantErr)
 				}

@@ -40,16 +40,27 @@ func twoPages(tb testing.TB) [2][]byte {
 // therefore the in-process test server's CPU too (proc-cpu-ns/op); the apply
 // variants are filter + expfmt parse + extract + publish alone. "changing"
 // alternates two pages so every scrape parses; "unchanged" is the steady
-// state of an idle server, where the parse is skipped.
+// state of an idle server, where the parse is skipped. The http servers
+// ignore name[] queries, except in http/narrow-changing, where the server
+// answers with only the families asked for (1.5 KB), as Prometheus client
+// libraries do (narrow.go).
 func BenchmarkScrape(b *testing.B) {
 	pages := twoPages(b)
-	for _, mode := range []string{"changing", "unchanged"} {
+	for _, mode := range []string{"changing", "unchanged", "narrow-changing"} {
 		b.Run("http/"+mode, func(b *testing.B) {
 			var n atomic.Int64
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			var narrowed [2][]byte // filtered once, so the server costs the same either way
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				i := 0
-				if mode == "changing" {
+				if mode != "unchanged" {
 					i = int(n.Add(1) % 2)
+				}
+				if names := r.URL.Query()["name[]"]; mode == "narrow-changing" && len(names) > 0 {
+					if narrowed[i] == nil {
+						narrowed[i] = onlyFamilies(pages[i], names)
+					}
+					_, _ = w.Write(narrowed[i])
+					return
 				}
 				_, _ = w.Write(pages[i])
 			}))
@@ -57,19 +68,30 @@ func BenchmarkScrape(b *testing.B) {
 			tg := benchTarget(b, srv.Listener.Addr().String())
 			ctx := context.Background()
 			tg.poll(ctx)
+			tg.poll(ctx) // the narrow probe, if any
 			runMeasured(b, func() { tg.poll(ctx) })
 			if tg.failing {
 				b.Fatal("scrape failing")
 			}
+			if narrow := tg.narrow == narrowOn; narrow != (mode == "narrow-changing") {
+				b.Fatalf("narrow pages: %v", narrow)
+			}
 		})
 		b.Run("apply/"+mode, func(b *testing.B) {
 			tg := benchTarget(b, "127.0.0.1:1")
+			in, narrow := pages, mode == "narrow-changing"
+			if narrow {
+				tg.narrow = narrowOn
+				for i := range in {
+					in[i] = onlyFamilies(pages[i], tg.eng.families)
+				}
+			}
 			i := 0
 			runMeasured(b, func() {
-				if mode == "changing" {
+				if mode != "unchanged" {
 					i ^= 1
 				}
-				if _, err := tg.apply(pages[i], time.Now()); err != nil {
+				if _, err := tg.apply(in[i], narrow, time.Now()); err != nil {
 					b.Fatal(err)
 				}
 			})

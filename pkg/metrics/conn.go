@@ -25,15 +25,28 @@ type pageConn struct {
 	tls      *tls.Config // nil for http
 	req      *http.Request
 	reqBytes []byte // the serialized GET, written as is on every scrape
+	// narrowBytes is the GET with the name[] query (nil: none); narrow
+	// says which of the two the next send writes.
+	narrowBytes []byte
+	narrow      bool
 
 	c  net.Conn
 	br *bufio.Reader
 }
 
-func newPageConn(req *http.Request, tlsCfg *tls.Config) (*pageConn, error) {
-	var b bytesWriter
+// newPageConn prepares the connection for req and, unless query is empty
+// or req already has a query, also the same GET narrowed by query.
+func newPageConn(req *http.Request, tlsCfg *tls.Config, query string) (*pageConn, error) {
+	var b, nb bytesWriter
 	if err := req.Write(&b); err != nil {
 		return nil, fmt.Errorf("serialize metrics request: %w", err)
+	}
+	if query != "" && req.URL.RawQuery == "" && !req.URL.ForceQuery {
+		nreq := req.Clone(req.Context())
+		nreq.URL.RawQuery = query
+		if err := nreq.Write(&nb); err != nil {
+			return nil, fmt.Errorf("serialize metrics request: %w", err)
+		}
 	}
 	addr := req.URL.Host
 	if req.URL.Port() == "" {
@@ -43,7 +56,7 @@ func newPageConn(req *http.Request, tlsCfg *tls.Config) (*pageConn, error) {
 		tlsCfg = tlsCfg.Clone()
 		tlsCfg.ServerName = req.URL.Hostname() // verified against the certificate unless skipping
 	}
-	return &pageConn{addr: addr, tls: tlsCfg, req: req, reqBytes: b}, nil
+	return &pageConn{addr: addr, tls: tlsCfg, req: req, reqBytes: b, narrowBytes: nb}, nil
 }
 
 type bytesWriter []byte
@@ -92,7 +105,11 @@ func (p *pageConn) live() bool { return p.c != nil }
 // a wave can have every member's request in flight at once.
 func (p *pageConn) send(deadline time.Time) error {
 	_ = p.c.SetDeadline(deadline)
-	if _, err := p.c.Write(p.reqBytes); err != nil {
+	req := p.reqBytes
+	if p.narrow {
+		req = p.narrowBytes
+	}
+	if _, err := p.c.Write(req); err != nil {
 		p.close()
 		return err
 	}

@@ -216,6 +216,19 @@ func readPage(t testing.TB, name string) []byte {
 	return b
 }
 
+// handDriven builds a scraper with a fake clock and a log recorder, and the
+// target of its one endpoint spec, for a test to scrape by hand (poll).
+func handDriven(t testing.TB, spec endpoint.Spec) (*fakeClock, *recorder, *Scraper, *target) {
+	t.Helper()
+	clk, rec := newFakeClock(), &recorder{}
+	st := newStoreWith(spec)
+	s, err := New(st, Options{Clock: clk, Log: rec.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return clk, rec, s, s.newTarget(st.Snapshot()[0])
+}
+
 // startScraper runs s until the test ends and waits for Start to return.
 func startScraper(t testing.TB, s *Scraper) {
 	t.Helper()

@@ -93,6 +93,11 @@ type Options struct {
 	// CPU) while wake-ups drop 25-fold. At 100 endpoints and 50 ms the
 	// default measured ~0.08 cores idle here, -1 about three times that.
 	AlignedSlots int
+	// FullPages turns off asking servers for only the metric families the
+	// engine reads (a name[] query, checked against a whole page and
+	// dropped for a server that does not honour it; see narrow.go).
+	// Paths that carry a query of their own are always fetched as they are.
+	FullPages bool
 	// MaxPageBytes bounds a metrics page (default 16 MiB).
 	MaxPageBytes int64
 	Log          logr.Logger
@@ -172,6 +177,8 @@ type Scraper struct {
 	active atomic.Int64 // endpoints still being scraped, for tests and shutdown checks
 	// waveEndpoints is how many endpoints the waves hold.
 	waveEndpoints atomic.Int64
+	// narrowEndpoints is how many targets fetch narrow pages (narrowOn).
+	narrowEndpoints atomic.Int64
 	// runCtx is Start's context, the lifetime of the waves.
 	runCtx  context.Context
 	wavesMu sync.Mutex
@@ -201,7 +208,7 @@ func New(store *datastore.Store, opts Options) (*Scraper, error) {
 		unknownSeen: map[string]bool{},
 	}
 	s.pages.New = func() any { return new(bytes.Buffer) }
-	if s.tel, err = newTelemetry(opts.Registerer, store, opts.PoolName, &s.waveEndpoints); err != nil {
+	if s.tel, err = newTelemetry(opts.Registerer, store, opts.PoolName, &s.waveEndpoints, &s.narrowEndpoints); err != nil {
 		return nil, err
 	}
 	return s, nil

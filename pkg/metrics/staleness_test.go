@@ -31,16 +31,9 @@ func TestStalenessTransitions(t *testing.T) {
 		{name: "ok after long pause", advance: time.Hour, serve: serveOK, wantFailing: 1, wantRecover: 1},
 		{name: "fails again", advance: 3 * time.Second, serve: serve500, wantStale: true, wantFailing: 2, wantRecover: 1},
 	}
-	clk := newFakeClock()
 	ms := newModelServer(t, readPage(t, "vllm.txt"))
-	st := newStoreWith(ms.spec(t, "a", nil))
-	rec := &recorder{}
-	s, err := New(st, Options{Clock: clk, Log: rec.logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep := st.Snapshot()[0]
-	tg := s.newTarget(ep)
+	clk, rec, _, tg := handDriven(t, ms.spec(t, "a", nil))
+	ep := tg.ep
 	tg.updateStale()
 	if !ep.Stale() {
 		t.Fatal("never-scraped endpoint not stale")

@@ -50,6 +50,13 @@ type target struct {
 	rd      bytes.Reader
 	lora    loraCache
 
+	// narrow is whether the server is asked for the wanted families only;
+	// wholeFamilies and wholeBytes describe the whole page it is checked
+	// against (see narrow.go).
+	narrow        narrowState
+	wholeFamilies uint64
+	wholeBytes    int
+
 	lastOK       time.Time
 	failing      bool
 	failedFields fieldSet
@@ -75,7 +82,15 @@ func newTarget(s *Scraper, ep *endpoint.Endpoint, eng *engine, url string) *targ
 		if req.URL.Scheme == "https" {
 			tlsCfg = s.tlsConfig
 		}
-		conn, err = newPageConn(req, tlsCfg)
+		query := ""
+		if !s.opts.FullPages {
+			query = narrowQuery(eng.families)
+		}
+		conn, err = newPageConn(req, tlsCfg, query)
+	}
+	narrow := narrowNever
+	if err == nil && conn.narrowBytes != nil {
+		narrow = narrowUntried
 	}
 	h := fnv.New64a()
 	_, _ = io.WriteString(h, ep.Name+"|"+ep.MetricsHostPort)
@@ -88,6 +103,7 @@ func newTarget(s *Scraper, ep *endpoint.Endpoint, eng *engine, url string) *targ
 		sum:     mix(h.Sum64()),
 		connErr: err,
 		text:    expfmt.NewTextParser(model.UTF8Validation),
+		narrow:  narrow,
 		lastOK:  ep.Metrics().UpdateTime, // carried over when only labels changed
 	}
 }
@@ -135,6 +151,9 @@ func (t *target) release() {
 	t.s.log.V(1).Info("stopped scraping endpoint", "endpoint", t.ep.String())
 	if t.conn != nil {
 		t.conn.close()
+	}
+	if t.narrow == narrowOn {
+		t.s.narrowEndpoints.Add(-1)
 	}
 	t.s.active.Add(-1)
 	t.s.loops.Done()
@@ -204,11 +223,15 @@ func (t *target) poll(ctx context.Context) {
 // page when the fetch succeeded, then accounts for the outcome.
 func (t *target) record(start time.Time, page *bytes.Buffer, reason string, err error) {
 	t.lastStart, t.lastFetch = start, time.Since(start)
-	if err == nil {
-		reason, err = t.apply(page.Bytes(), t.s.opts.Clock.Now())
+	if err == nil && reason == "" {
+		reason, err = t.apply(page.Bytes(), t.conn.narrow, t.s.opts.Clock.Now())
 	}
 	t.s.tel.scrapes.Inc()
 	t.s.tel.duration.Observe(time.Since(start).Seconds())
+	if reason == reasonDiscarded { // a failed narrow probe: the server's state is unknown, not bad
+		t.updateStale()
+		return
+	}
 	if c := t.s.tel.errors[reason]; err != nil && c != nil {
 		c.Inc()
 	}
@@ -221,6 +244,7 @@ func (t *target) fetch(ctx context.Context, buf *bytes.Buffer) (reason string, e
 	if t.connErr != nil {
 		return reasonConnect, fmt.Errorf("build metrics request: %w", t.connErr)
 	}
+	t.conn.narrow = t.wantNarrow()
 	resp, err := t.conn.get(ctx, time.Now().Add(t.s.opts.Timeout))
 	return t.readResponse(resp, err, buf)
 }
@@ -233,7 +257,12 @@ func (t *target) readResponse(resp *http.Response, err error, buf *bytes.Buffer)
 	}
 	if resp.StatusCode != http.StatusOK {
 		t.conn.done(resp, false)
-		return reasonStatus, fmt.Errorf("get metrics: unexpected status %q", resp.Status)
+		err := fmt.Errorf("get metrics: unexpected status %q", resp.Status)
+		if t.conn.narrow && t.narrow == narrowProbe && resp.StatusCode >= 400 && resp.StatusCode < 500 {
+			t.rejectNarrow(err.Error()) // the query, not the server, is at fault
+			return reasonDiscarded, nil
+		}
+		return reasonStatus, err
 	}
 	limit := t.s.opts.MaxPageBytes
 	n, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
@@ -265,8 +294,15 @@ func classify(err error, fallback string) string {
 // parsed (a loaded server's queue and KV gauges change on every scrape, its
 // cache config and LoRA info rarely); the others keep the last parse, with
 // their values patched in place when only values changed (patchValues).
-func (t *target) apply(page []byte, now time.Time) (reason string, err error) {
+//
+// narrow says whether page answered a name[] query; one that lost families
+// is discarded (reasonDiscarded) and the target scrapes whole pages from
+// then on.
+func (t *target) apply(page []byte, narrow bool, now time.Time) (reason string, err error) {
 	t.filtered, t.segs = filterSegments(t.filtered[:0], t.segs[:0], page, t.eng.families)
+	if t.narrow != narrowNever && t.checkNarrow(narrow, len(page)) {
+		return reasonDiscarded, nil
+	}
 	prev := t.ep.Metrics()
 	if t.havePrev && bytes.Equal(t.filtered, t.prev) {
 		next := *prev
@@ -288,7 +324,7 @@ func (t *target) apply(page []byte, now time.Time) (reason string, err error) {
 		partial := len(text) < len(t.filtered)
 		t.forgetPrev()
 		if partial { // report the error as a whole-page parse words it
-			return t.apply(page, now)
+			return t.apply(page, narrow, now)
 		}
 		return reasonParse, fmt.Errorf("parse metrics page: %w", err)
 	}
@@ -297,7 +333,7 @@ func (t *target) apply(page []byte, now time.Time) (reason string, err error) {
 		if _, dup := fams[name]; dup {
 			// Cannot happen with distinct segments; parse it all to be sure.
 			t.forgetPrev()
-			return t.apply(page, now)
+			return t.apply(page, narrow, now)
 		}
 		fams[name] = t.prevFams[name]
 	}

@@ -22,6 +22,9 @@ const (
 	reasonTooLarge  = "too_large"
 	reasonParse     = "parse"
 	reasonNoMetrics = "no_metrics"
+	// reasonDiscarded is not a failure: a narrow page that did not pass
+	// its check was dropped (see narrow.go). It has no counter.
+	reasonDiscarded = "discarded"
 )
 
 var allReasons = []string{
@@ -38,7 +41,7 @@ type telemetry struct {
 	unknownEngine *prometheus.CounterVec
 }
 
-func newTelemetry(reg prometheus.Registerer, store *datastore.Store, poolName string, waveEndpoints *atomic.Int64) (*telemetry, error) {
+func newTelemetry(reg prometheus.Registerer, store *datastore.Store, poolName string, waveEndpoints, narrowEndpoints *atomic.Int64) (*telemetry, error) {
 	errVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "openepp_metrics_scrape_errors_total",
 		Help: "Failed model-server metrics scrapes, by reason.",
@@ -74,7 +77,12 @@ func newTelemetry(reg prometheus.Registerer, store *datastore.Store, poolName st
 		Help: "Endpoints scraped together in shared waves; the others (new, failing, slow to answer, or with " +
 			"--metrics-scrape-slots=-1) are scraped by a goroutine of their own.",
 	}, func() float64 { return float64(waveEndpoints.Load()) })
-	cs := []prometheus.Collector{t.scrapes, errVec, fieldVec, t.duration, t.unknownEngine, staleGauge(store), waves}
+	narrow := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "openepp_metrics_narrow_endpoints",
+		Help: "Endpoints whose metrics server answers with only the metric families read (name[] query), " +
+			"checked against a whole page; the others are scraped whole.",
+	}, func() float64 { return float64(narrowEndpoints.Load()) })
+	cs := []prometheus.Collector{t.scrapes, errVec, fieldVec, t.duration, t.unknownEngine, staleGauge(store), waves, narrow}
 	cs = append(cs, poolGauges(store, poolName)...)
 	if reg == nil {
 		return t, nil

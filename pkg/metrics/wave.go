@@ -247,7 +247,7 @@ func (w *wave) scrape(members []*target) []*target {
 			t.release()
 		case start.Sub(t.lastStart) < iv/8:
 			kept = append(kept, t) // scraped alone moments ago, just before joining
-		case t.conn.send(deadline) != nil:
+		case t.sendWave(deadline) != nil:
 			go t.retryAlone() // the server closed the kept-alive connection, as get retries
 		default:
 			sent = append(sent, t)
@@ -287,6 +287,12 @@ func (w *wave) scrape(members []*target) []*target {
 	clear(sent)
 	w.sent = sent
 	return kept
+}
+
+// sendWave writes the target's request for its wave.
+func (t *target) sendWave(deadline time.Time) error {
+	t.conn.narrow = t.wantNarrow()
+	return t.conn.send(deadline)
 }
 
 // finishAlone reads the answer to the request a wave sent, then scrapes
