@@ -84,6 +84,9 @@ func TestQuickRun(t *testing.T) {
 			}
 		}
 	}
+	if rep.Machine.Commit == "" {
+		t.Error("report does not say which commit it measured")
+	}
 	if added := rep.Rows[0].AddedP99(); added.N != 2 {
 		t.Errorf("added p99 over %d repeats, want 2", added.N)
 	}

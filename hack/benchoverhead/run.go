@@ -358,7 +358,7 @@ func commandLine() string {
 
 // machine describes this machine.
 func machine(pinned bool) overhead.Machine {
-	m := overhead.Machine{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), LoadAvgStart: loadAvg()}
+	m := overhead.Machine{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), LoadAvgStart: loadAvg(), Commit: overhead.GitCommit()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {

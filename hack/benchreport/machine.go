@@ -4,10 +4,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/openepp/openepp/hack/benchoverhead/overhead"
 )
 
 // machineInfo is where and from what the report was generated.
@@ -35,24 +36,8 @@ func collectMachine(now time.Time) machineInfo {
 		f := strings.Fields(string(b))
 		m.LoadAvg = strings.Join(f[:min(3, len(f))], " ")
 	}
-	m.Commit = gitCommit()
+	m.Commit = overhead.GitCommit()
 	return m
-}
-
-// gitCommit is the checked-out commit, marked when the tree differs from
-// it (read-only git commands). The benchmark outputs themselves do not
-// count: a fresh run always rewrites them.
-func gitCommit() string {
-	out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
-	if err != nil {
-		return "unknown (not a git checkout)"
-	}
-	c := strings.TrimSpace(string(out))
-	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no", "--",
-		".", ":!docs/benchmarks", ":!docs/benchmarks.md").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
-		c += " with uncommitted changes"
-	}
-	return c
 }
 
 func (m machineInfo) render(w io.Writer) {

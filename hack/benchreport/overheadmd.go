@@ -164,6 +164,9 @@ func renderOverhead(w io.Writer, rep *overhead.Report, plots []string) {
 	if len(s.EPPFlags) > 0 {
 		fmt.Fprintf(w, "The EPP ran with extra flags: `%s`.\n\n", strings.Join(s.EPPFlags, " "))
 	}
+	if c := rep.Machine.Commit; c != "" {
+		fmt.Fprintf(w, "Measured %s at commit %s.\n\n", rep.Started.UTC().Format("2006-01-02 15:04 MST"), c)
+	}
 	if rep.Machine.Pinning != "" {
 		fmt.Fprintf(w, "Pinning: %s. Load average before / after the run: %s / %s; %s. The run took %.0f s.\n\n",
 			rep.Machine.Pinning, rep.Machine.LoadAvgStart, rep.Machine.LoadAvgEnd, pressureText(rep.Machine.CPUPressurePct), rep.WallSeconds)

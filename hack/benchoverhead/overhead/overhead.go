@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -46,6 +48,9 @@ type Machine struct {
 	Cores     int    `json:"cores"`
 	GoVersion string `json:"go_version"`
 	Kernel    string `json:"kernel"`
+	// Commit is the checked-out commit the binaries were built from (see
+	// GitCommit), so a report regenerated later says what it measured.
+	Commit string `json:"commit,omitempty"`
 	// LoadAvgStart and LoadAvgEnd are /proc/loadavg before and after: other
 	// work on a shared machine shows here.
 	LoadAvgStart string `json:"loadavg_start"`
@@ -437,4 +442,20 @@ func (row Row) validate(i, repeats int) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// GitCommit is the checked-out commit, marked when the tree differs from
+// it (read-only git commands). The benchmark outputs themselves do not
+// count: a fresh run always rewrites them.
+func GitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return "unknown (not a git checkout)"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no", "--",
+		".", ":!docs/benchmarks", ":!docs/benchmarks.md").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		c += " with uncommitted changes"
+	}
+	return c
 }
