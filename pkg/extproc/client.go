@@ -57,6 +57,11 @@ func WithInsecureSkipVerify() Option {
 	return func(o *options) { o.tls = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} } //nolint:gosec // the EPP's default certificate is self-signed
 }
 
+// envoyWindow is Envoy's default HTTP/2 stream and connection window
+// (Http2ProtocolOptions initial_stream_window_size and
+// initial_connection_window_size).
+const envoyWindow = 256 << 20
+
 // WithTLSConfig dials with the given TLS configuration.
 func WithTLSConfig(c *tls.Config) Option { return func(o *options) { o.tls = c } }
 
@@ -105,6 +110,10 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	dialOpts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.maxMsg), grpc.MaxCallSendMsgSize(o.maxMsg)),
+		// Envoy's HTTP/2 codec advertises fixed 256 MiB windows and never
+		// pings to size them; gRPC-go's default is 64 KiB windows grown by
+		// BDP pings the processor must answer. A fixed window turns those off.
+		grpc.WithInitialWindowSize(envoyWindow), grpc.WithInitialConnWindowSize(envoyWindow),
 	}, o.dialOpts...)
 	conn, err := grpc.NewClient(addr, dialOpts...)
 	if err != nil {
