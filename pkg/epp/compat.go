@@ -35,7 +35,7 @@ func (c *compatFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.scheme, "model-server-metrics-scheme", "", "deprecated: metrics scheme (use metrics-data-source parameters)")
 	fs.StringVar(&c.path, "model-server-metrics-path", "", "deprecated: metrics path (use metrics-data-source parameters)")
 	fs.BoolVar(&c.insecure, "model-server-metrics-https-insecure-skip-verify", true, "deprecated: skip TLS verification when scraping over https")
-	fs.IntVar(&c.port, "model-server-metrics-port", 0, "deprecated: not supported; metrics are read from each endpoint's own port")
+	fs.IntVar(&c.port, "model-server-metrics-port", 0, "deprecated: metrics port of every endpoint instead of its own (use metrics-data-source parameters)")
 	fs.StringVar(&c.queued, "total-queued-requests-metric", "", "deprecated: waiting-queue metric of the default engine (use engineConfigs)")
 	fs.StringVar(&c.running, "total-running-requests-metric", "", "deprecated: running-requests metric of the default engine")
 	fs.StringVar(&c.kvUsage, "kv-cache-usage-percentage-metric", "", "deprecated: KV-cache usage metric of the default engine")
@@ -61,6 +61,9 @@ func (c *compatFlags) applyScrape(o *metrics.Options) {
 	if c.set["model-server-metrics-https-insecure-skip-verify"] {
 		o.InsecureSkipVerify = &c.insecure
 	}
+	if c.port != 0 {
+		o.Port = c.port
+	}
 	if c.queued == "" && c.running == "" && c.kvUsage == "" && c.lora == "" && c.cacheInfo == "" {
 		return
 	}
@@ -81,7 +84,7 @@ func (c *compatFlags) applyScrape(o *metrics.Options) {
 
 // logIgnored says once, at startup, which given flags have no effect.
 func (c *compatFlags) logIgnored(log logr.Logger) {
-	for _, name := range []string{"enable-grpc-stream-metrics", "refresh-prometheus-metrics-interval", "model-server-metrics-port"} {
+	for _, name := range []string{"enable-grpc-stream-metrics", "refresh-prometheus-metrics-interval"} {
 		if c.set[name] {
 			log.Info("flag accepted for compatibility but has no effect in OpenEPP", "flag", name)
 		}

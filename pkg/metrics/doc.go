@@ -62,6 +62,12 @@
 //     StalenessThreshold + Timeout (+ Interval); Timeout must be below the
 //     threshold.
 //
+// Over https (Options.Scheme) the server is verified against CACertFile
+// when one is given, and not at all otherwise unless InsecureSkipVerify is
+// false (upstream's default skips; tls.go); ClientCertFile/ClientKeyFile
+// are presented to servers that ask, reread for new connections when the
+// files change. Options.Port replaces every endpoint's metrics port.
+//
 // # Engines
 //
 // What to read is an engine mapping (EngineConfig), chosen per endpoint by

@@ -2,7 +2,9 @@ package metrics
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -21,21 +23,39 @@ type Applier interface {
 	ApplyTo(o *Options)
 }
 
-// DataSourceParams are metrics-data-source's parameters (upstream names).
+// DataSourceParams are metrics-data-source's parameters: upstream's, and
+// llm-d's additions (port, interval, CA and client certificates).
 type DataSourceParams struct {
 	Scheme             string `json:"scheme,omitempty" doc:"http or https" default:"http"`
 	Path               string `json:"path,omitempty" doc:"metrics page path" default:"/metrics"`
-	InsecureSkipVerify *bool  `json:"insecureSkipVerify,omitempty" doc:"skip TLS verification with https" default:"true"`
+	InsecureSkipVerify *bool  `json:"insecureSkipVerify,omitempty" doc:"skip TLS verification with https (false when caCertPath is set)" default:"true"`
+	Port               int    `json:"port,omitempty" doc:"metrics port of every endpoint, instead of each endpoint's own (llm-d)"`
+	Interval           string `json:"interval,omitempty" doc:"scrape interval, instead of --refresh-metrics-interval (llm-d)"`
+	CACertPath         string `json:"caCertPath,omitempty" doc:"PEM CA bundle that model servers' certificates are verified against, with https (llm-d)"`
+	ClientCertPath     string `json:"clientCertPath,omitempty" doc:"PEM client certificate for servers that require one (mTLS), reread when it changes (llm-d)"`
+	ClientKeyPath      string `json:"clientKeyPath,omitempty" doc:"PEM key of clientCertPath (llm-d)"`
 }
 
 func (p *DataSourceParams) validate() error {
+	var errs []error
 	if p.Scheme != "" && p.Scheme != "http" && p.Scheme != "https" {
-		return fmt.Errorf("scheme: must be http or https, got %q", p.Scheme)
+		errs = append(errs, fmt.Errorf("scheme: must be http or https, got %q", p.Scheme))
 	}
 	if p.Path != "" && p.Path[0] != '/' {
-		return fmt.Errorf("path: must start with /, got %q", p.Path)
+		errs = append(errs, fmt.Errorf("path: must start with /, got %q", p.Path))
 	}
-	return nil
+	if p.Port < 0 || p.Port > 65535 {
+		errs = append(errs, fmt.Errorf("port: must be 1-65535, got %d", p.Port))
+	}
+	if p.Interval != "" {
+		if d, err := time.ParseDuration(p.Interval); err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("interval: must be a positive duration such as 50ms, got %q", p.Interval))
+		}
+	}
+	if (p.ClientCertPath == "") != (p.ClientKeyPath == "") {
+		errs = append(errs, errors.New("clientCertPath and clientKeyPath: set both or neither"))
+	}
+	return errors.Join(errs...)
 }
 
 // DataSource is the metrics-data-source plugin: where and how to fetch the
@@ -78,6 +98,18 @@ func (d *DataSource) ApplyTo(o *Options) {
 	}
 	if d.params.InsecureSkipVerify != nil {
 		o.InsecureSkipVerify = d.params.InsecureSkipVerify
+	}
+	if d.params.Port != 0 {
+		o.Port = d.params.Port
+	}
+	if d.params.Interval != "" {
+		o.Interval, _ = time.ParseDuration(d.params.Interval) // validated by the factory
+	}
+	if d.params.CACertPath != "" {
+		o.CACertFile = d.params.CACertPath
+	}
+	if d.params.ClientCertPath != "" {
+		o.ClientCertFile, o.ClientKeyFile = d.params.ClientCertPath, d.params.ClientKeyPath
 	}
 }
 

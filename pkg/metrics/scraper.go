@@ -7,6 +7,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,8 +71,19 @@ type Options struct {
 	// takes precedence for endpoints of that engine.
 	Path string
 	// InsecureSkipVerify skips TLS certificate checks with https; nil means
-	// true, upstream's default (model servers rarely have real certificates).
+	// true, upstream's default (model servers rarely have real certificates),
+	// unless CACertFile is set.
 	InsecureSkipVerify *bool
+	// CACertFile is a PEM bundle that https servers' certificates are
+	// verified against (default: the system's roots, when verifying).
+	CACertFile string
+	// ClientCertFile and ClientKeyFile are a PEM key pair presented to
+	// servers that ask for one (mTLS); they are reread when the files
+	// change, for the next connection.
+	ClientCertFile, ClientKeyFile string
+	// Port, if set, is every endpoint's metrics port, instead of each
+	// endpoint's own.
+	Port int
 	// Engines are added to, or replace by name, the built-in engines.
 	Engines []EngineConfig
 	// DefaultEngine serves endpoints without an engine-type label, or with
@@ -120,7 +133,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.Path = DefaultPath
 	}
 	if o.InsecureSkipVerify == nil {
-		skip := true
+		skip := o.CACertFile == ""
 		o.InsecureSkipVerify = &skip
 	}
 	if o.DefaultEngine == "" {
@@ -148,6 +161,15 @@ func (o Options) validate() error {
 	}
 	if o.Path[0] != '/' {
 		errs = append(errs, fmt.Errorf("path %q: must start with '/'", o.Path))
+	}
+	if o.Scheme != "https" && (o.CACertFile != "" || o.ClientCertFile != "") {
+		errs = append(errs, errors.New("a CA or client certificate needs scheme https"))
+	}
+	if (o.ClientCertFile == "") != (o.ClientKeyFile == "") {
+		errs = append(errs, errors.New("client certificate and key: set both or neither"))
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		errs = append(errs, fmt.Errorf("port %d: must be 1-65535", o.Port))
 	}
 	return errors.Join(errs...)
 }
@@ -198,13 +220,17 @@ func New(store *datastore.Store, opts Options) (*Scraper, error) {
 	if err = errors.Join(err, eerr); err != nil {
 		return nil, fmt.Errorf("metrics scraper options: %w", err)
 	}
+	log := opts.Log.WithName("metrics")
+	tlsConfig, err := clientTLS(opts, log)
+	if err != nil {
+		return nil, fmt.Errorf("metrics scraper options: %w", err)
+	}
 	s := &Scraper{
-		store:   store,
-		opts:    opts,
-		engines: engines,
-		//nolint:gosec // upstream's default; configurable through InsecureSkipVerify.
-		tlsConfig:   &tls.Config{InsecureSkipVerify: *opts.InsecureSkipVerify},
-		log:         opts.Log.WithName("metrics"),
+		store:       store,
+		opts:        opts,
+		engines:     engines,
+		tlsConfig:   tlsConfig,
+		log:         log,
 		unknownSeen: map[string]bool{},
 	}
 	s.pages.New = func() any { return new(bytes.Buffer) }
@@ -334,7 +360,13 @@ func (s *Scraper) newTarget(ep *endpoint.Endpoint) *target {
 	if path == "" {
 		path = s.opts.Path
 	}
-	return newTarget(s, ep, eng, s.opts.Scheme+"://"+ep.MetricsHostPort+path)
+	hostPort := ep.MetricsHostPort
+	if s.opts.Port != 0 {
+		if host, _, err := net.SplitHostPort(hostPort); err == nil {
+			hostPort = net.JoinHostPort(host, strconv.Itoa(s.opts.Port))
+		}
+	}
+	return newTarget(s, ep, eng, s.opts.Scheme+"://"+hostPort+path)
 }
 
 // reportUnknownEngine counts every endpoint with an unknown engine name and
