@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/go-logr/logr"
 	"github.com/openepp/openepp/pkg/extproc"
 	"github.com/openepp/openepp/pkg/server"
 	"github.com/openepp/openepp/pkg/sim"
@@ -46,7 +47,7 @@ func noopMain(ctx context.Context, args []string, stdout io.Writer) error {
 		grpc.MaxSendMsgSize(server.DefaultMaxRequestBodyBytes+1<<20),
 	)
 	if *useTLS {
-		cfg, err := server.TLSConfig("", false)
+		cfg, err := server.TLSConfig("", false, logr.Discard())
 		if err != nil {
 			return fmt.Errorf("noop: %w", err)
 		}

@@ -114,10 +114,11 @@ func (a *app) buildServers(reg *prometheus.Registry) error {
 	health := &server.Health{Ready: a.ready}
 	opts := server.GRPCOptions{MaxRecvMsgSize: f.recvLimit(), MaxSendMsgSize: f.sendLimit()}
 	if f.SecureServing {
-		cfg, err := server.TLSConfig(f.CertPath, f.EnableCertReload)
+		cfg, err := server.TLSConfig(f.CertPath, f.EnableCertReload, a.log.WithValues("use", "ext_proc server certificate"))
 		if err != nil {
 			return err
 		}
+		f.TLS.apply(cfg)
 		opts.TLS = cfg
 	}
 	if f.HealthChecking {
@@ -136,22 +137,33 @@ func (a *app) buildServers(reg *prometheus.Registry) error {
 	}
 	a.addrs.Health = a.lis.health.Addr().String()
 	if f.MetricsPort >= 0 {
-		if a.lis.metrics, err = listen(f.BindAddress, f.MetricsPort); err != nil {
-			a.lis.grpc.Close()
-			a.lis.health.Close()
-			return fmt.Errorf("metrics %w", err)
+		if a.metricsSrv, err = a.newMetricsServer(reg); err == nil {
+			if a.lis.metrics, err = listen(f.BindAddress, f.MetricsPort); err != nil {
+				err = fmt.Errorf("metrics %w", err)
+			}
 		}
-		a.addrs.Metrics = a.lis.metrics.Addr().String()
-		h, err := a.metricsHandler(reg)
 		if err != nil {
 			a.lis.grpc.Close()
 			a.lis.health.Close()
-			a.lis.metrics.Close()
 			return err
 		}
-		a.metricsSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		a.addrs.Metrics = a.lis.metrics.Addr().String()
 	}
 	return nil
+}
+
+// newMetricsServer is the HTTP server of /metrics and pprof: plain, or TLS
+// with --metrics-cert-dir.
+func (a *app) newMetricsServer(reg *prometheus.Registry) (*http.Server, error) {
+	h, err := a.metricsHandler(reg)
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := a.flags.TLS.metricsTLS(a.log)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg}, nil
 }
 
 // metricsHandler serves /metrics (and pprof), behind the API server's
@@ -269,7 +281,12 @@ func (a *app) stopTracing() {
 }
 
 func (a *app) serveMetrics() error {
-	err := a.metricsSrv.Serve(a.lis.metrics)
+	var err error
+	if a.metricsSrv.TLSConfig != nil {
+		err = a.metricsSrv.ServeTLS(a.lis.metrics, "", "") // the certificate comes from TLSConfig
+	} else {
+		err = a.metricsSrv.Serve(a.lis.metrics)
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

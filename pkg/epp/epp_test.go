@@ -291,6 +291,10 @@ func TestBadFlagsAndConfigAreClearErrors(t *testing.T) {
 		{name: "missing config file", args: []string{"--endpoints", "127.0.0.1:1", "--config-file", "/does/not/exist"}, want: "read config file"},
 		{name: "broken config", args: []string{"--endpoints", "127.0.0.1:1", "--config-text", "kind: Nope"}, want: "kind"},
 		{name: "unknown flag", args: []string{"--bogus"}, want: "bogus"},
+		{name: "old TLS", args: []string{"--endpoints", "127.0.0.1:1", "--tls-min-version", "VersionTLS11"}, want: "--tls-min-version"},
+		{name: "insecure cipher", args: []string{"--endpoints", "127.0.0.1:1", "--tls-cipher-suites", "TLS_RSA_WITH_RC4_128_SHA"}, want: "TLS_RSA_WITH_RC4_128_SHA"},
+		{name: "client CA alone", args: []string{"--endpoints", "127.0.0.1:1", "--metrics-client-ca-file", "ca.pem"}, want: "--metrics-cert-dir"},
+		{name: "no metrics certificate", args: []string{"--endpoints", "127.0.0.1:1", "--metrics-cert-dir", "/does/not/exist"}, want: "--metrics-cert-dir"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

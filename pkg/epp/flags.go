@@ -43,6 +43,7 @@ type Flags struct {
 	ScrapeSlots         int
 	MaxScrapes          int
 	FullMetricsPages    bool
+	TLS                 tlsFlags
 	Kube                KubeFlags
 	compat              compatFlags
 	Zap                 crzap.Options
@@ -80,6 +81,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	fs.Uint64Var(&f.Seed, "seed", 0, "random seed for scheduling tie-breaks (0: random)")
 	fs.BoolVar(&f.UpstreamScoring, "upstream-compatible-scoring", false,
 		"score exactly as upstream GIE v1.5.0 does: turn off OpenEPP's default improvements of queue-scorer and prefix-cache-scorer (see docs/plugins.md)")
+	f.TLS.bind(fs)
 	f.Kube.bind(fs)
 	f.compat.bind(fs)
 	f.Zap.BindFlags(fs)
@@ -99,6 +101,7 @@ func (f *Flags) validate() error {
 	if f.EnableCertReload && f.CertPath == "" {
 		errs = append(errs, errors.New("--enable-cert-reload needs --cert-path"))
 	}
+	errs = append(errs, f.TLS.validate()...)
 	errs = append(errs, f.validateSource()...)
 	return errors.Join(errs...)
 }

@@ -3,14 +3,8 @@ package extproc
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
 	"net/http"
 	"strings"
 	"testing"
@@ -21,6 +15,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+
+	"github.com/openepp/openepp/pkg/certfile/certtest"
 )
 
 func TestAbortCancelsTheStream(t *testing.T) {
@@ -183,7 +179,9 @@ func TestLargeBodySingleMessage(t *testing.T) {
 
 func TestTLS(t *testing.T) {
 	t.Parallel()
-	cert := selfSigned(t)
+	ca := certtest.NewCA(t, "ca")
+	certPEM, keyPEM := ca.Server(t, "epp")
+	cert := certtest.KeyPair(t, certPEM, keyPEM)
 	addr := serve(t, &NoopServer{Destination: "10.0.0.1:8000"}, grpc.Creds(credentials.NewServerTLSFromCert(&cert)))
 	tests := []struct {
 		name   string
@@ -191,7 +189,8 @@ func TestTLS(t *testing.T) {
 		wantOK bool
 	}{
 		{name: "skip verification", opt: WithInsecureSkipVerify(), wantOK: true},
-		{name: "verification fails on a self-signed certificate", opt: WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}), wantOK: false},
+		{name: "verified against its CA", opt: WithTLSConfig(&tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}), wantOK: true},
+		{name: "verification fails against the system roots", opt: WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}), wantOK: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -207,26 +206,6 @@ func TestTLS(t *testing.T) {
 			}
 		})
 	}
-}
-
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "epp"},
-		DNSNames:     []string{"localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 // BenchmarkRoundTrip measures the transport floor: one exchange against the

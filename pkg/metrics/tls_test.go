@@ -2,21 +2,13 @@ package metrics
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,67 +17,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/openepp/openepp/pkg/certfile/certtest"
 )
-
-// testCA issues certificates for the TLS tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns a PEM certificate and key for cn: a server certificate for
-// 127.0.0.1, or a client one.
-func (ca *testCA) issue(t *testing.T, cn string, server bool) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if server {
-		tmpl.ExtKeyUsage, tmpl.IPAddresses = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, []net.IP{net.ParseIP("127.0.0.1")}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
-func writeFile(t *testing.T, path string, b []byte) string {
-	t.Helper()
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // mtlsServer serves the vLLM page over TLS with a certificate from
 // serverCA, requiring a client certificate from clientCA, and records each
@@ -96,15 +30,10 @@ type mtlsServer struct {
 	clients []string
 }
 
-func newMTLSServer(t *testing.T, serverCA, clientCA *testCA) *mtlsServer {
+func newMTLSServer(t *testing.T, serverCA, clientCA *certtest.CA) *mtlsServer {
 	t.Helper()
-	certPEM, keyPEM := serverCA.issue(t, "model-server", true)
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(clientCA.cert)
+	certPEM, keyPEM := serverCA.Server(t, "model-server")
+	pair := certtest.KeyPair(t, certPEM, keyPEM)
 	page := readPage(t, "vllm.txt")
 	ms := &mtlsServer{}
 	ms.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -113,7 +42,7 @@ func newMTLSServer(t *testing.T, serverCA, clientCA *testCA) *mtlsServer {
 		ms.mu.Unlock()
 		_, _ = w.Write(page)
 	}))
-	ms.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	ms.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCA.Pool()}
 	ms.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are expected
 	ms.StartTLS()
 	t.Cleanup(ms.Close)
@@ -135,13 +64,13 @@ func (ms *mtlsServer) lastClient() string {
 // or against another CA, the scrape fails and says so.
 func TestScrapeMutualTLS(t *testing.T) {
 	t.Parallel()
-	serverCA, clientCA, otherCA := newTestCA(t, "server-ca"), newTestCA(t, "client-ca"), newTestCA(t, "other-ca")
+	serverCA, clientCA, otherCA := certtest.NewCA(t, "server-ca"), certtest.NewCA(t, "client-ca"), certtest.NewCA(t, "other-ca")
 	ms := newMTLSServer(t, serverCA, clientCA)
 	dir := t.TempDir()
-	caFile := writeFile(t, filepath.Join(dir, "ca.pem"), serverCA.pem)
-	otherCAFile := writeFile(t, filepath.Join(dir, "other-ca.pem"), otherCA.pem)
-	cert, key := clientCA.issue(t, "epp-1", false)
-	certFile, keyFile := writeFile(t, filepath.Join(dir, "tls.crt"), cert), writeFile(t, filepath.Join(dir, "tls.key"), key)
+	caFile := certtest.Write(t, dir, "ca.pem", serverCA.PEM)
+	otherCAFile := certtest.Write(t, dir, "other-ca.pem", otherCA.PEM)
+	cert, key := clientCA.Client(t, "epp-1")
+	certFile, keyFile := certtest.Write(t, dir, "tls.crt", cert), certtest.Write(t, dir, "tls.key", key)
 
 	scrape := func(t *testing.T, o Options) (*target, *recorder) {
 		t.Helper()
@@ -163,14 +92,9 @@ func TestScrapeMutualTLS(t *testing.T) {
 		if m := tg.ep.Metrics(); tg.failing || m.WaitingQueueSize != 3 || ms.lastClient() != "epp-1" {
 			t.Fatalf("failing=%v waiting=%d client=%q, want a good scrape as epp-1", tg.failing, m.WaitingQueueSize, ms.lastClient())
 		}
-		cert2, key2 := clientCA.issue(t, "epp-2", false)
-		later := time.Now().Add(time.Second)
-		for f, b := range map[string][]byte{certFile: cert2, keyFile: key2} {
-			writeFile(t, f, b)
-			if err := os.Chtimes(f, later, later); err != nil { // a change even on a coarse clock
-				t.Fatal(err)
-			}
-		}
+		cert2, key2 := clientCA.Client(t, "epp-2")
+		certtest.Write(t, dir, "tls.crt", cert2)
+		certtest.Write(t, dir, "tls.key", key2)
 		tg.poll(context.Background())
 		if got := ms.lastClient(); got != "epp-1" {
 			t.Errorf("kept-alive connection presented %q, want still epp-1", got)
@@ -198,11 +122,11 @@ func TestScrapeMutualTLS(t *testing.T) {
 // and checks what they set, and that bad values are refused at load time.
 func TestDataSourceLLMDParams(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t, "ca")
+	ca := certtest.NewCA(t, "ca")
 	dir := t.TempDir()
-	caFile := writeFile(t, filepath.Join(dir, "ca.pem"), ca.pem)
-	cert, key := ca.issue(t, "epp", false)
-	certFile, keyFile := writeFile(t, filepath.Join(dir, "tls.crt"), cert), writeFile(t, filepath.Join(dir, "tls.key"), key)
+	caFile := certtest.Write(t, dir, "ca.pem", ca.PEM)
+	cert, key := ca.Client(t, "epp")
+	certFile, keyFile := certtest.Write(t, dir, "tls.crt", cert), certtest.Write(t, dir, "tls.key", key)
 	raw, _ := json.Marshal(map[string]any{"scheme": "https", "port": 8200, "interval": "100ms",
 		"caCertPath": caFile, "clientCertPath": certFile, "clientKeyPath": keyFile})
 	p, err := DataSourceFactory("m", raw, nil)

@@ -145,7 +145,7 @@ func grpcOptions(t testing.TB, s setup) server.GRPCOptions {
 		}
 	}
 	if s.tls {
-		cfg, err := server.TLSConfig("", false)
+		cfg, err := server.TLSConfig("", false, logr.Discard())
 		if err != nil {
 			t.Fatalf("tls config: %v", err)
 		}

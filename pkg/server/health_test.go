@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -105,7 +106,7 @@ func TestHealthOnExtProcPort(t *testing.T) {
 	t.Parallel()
 	store := datastore.New()
 	srv := server.New(store, newScheduler(t, nil, nil), server.Options{})
-	cfg, err := server.TLSConfig("", false)
+	cfg, err := server.TLSConfig("", false, logr.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}

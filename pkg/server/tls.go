@@ -9,17 +9,19 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
-	"os"
 	"path/filepath"
-	"sync"
 	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/openepp/openepp/pkg/certfile"
 )
 
 // TLSConfig returns the ext_proc server's TLS config: the key pair in
 // certDir (tls.crt, tls.key) when given, else a fresh self-signed
 // certificate. With reload, a changed key pair on disk is picked up at the
-// next handshake (checked at most once a second).
-func TLSConfig(certDir string, reload bool) (*tls.Config, error) {
+// next handshake (certfile.KeyPair; a broken new pair keeps the old one).
+func TLSConfig(certDir string, reload bool, log logr.Logger) (*tls.Config, error) {
 	if certDir == "" {
 		cert, err := selfSigned()
 		if err != nil {
@@ -27,54 +29,17 @@ func TLSConfig(certDir string, reload bool) (*tls.Config, error) {
 		}
 		return &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12}, nil
 	}
-	kp := &keyPair{crt: filepath.Join(certDir, "tls.crt"), key: filepath.Join(certDir, "tls.key")}
-	if err := kp.load(); err != nil {
+	kp, err := certfile.LoadKeyPair(filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key"), log)
+	if err != nil {
 		return nil, err
 	}
 	cfg := &tls.Config{NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12}
 	if reload {
-		cfg.GetCertificate = kp.get
+		cfg.GetCertificate = kp.GetCertificate
 	} else {
-		cfg.Certificates = []tls.Certificate{*kp.cert}
+		cfg.Certificates = []tls.Certificate{*kp.Current()}
 	}
 	return cfg, nil
-}
-
-type keyPair struct {
-	crt, key string
-	mu       sync.Mutex
-	cert     *tls.Certificate
-	modTime  time.Time
-	checked  time.Time
-}
-
-func (k *keyPair) load() error {
-	cert, err := tls.LoadX509KeyPair(k.crt, k.key)
-	if err != nil {
-		return fmt.Errorf("load TLS key pair from %q: %w", filepath.Dir(k.crt), err)
-	}
-	k.cert = &cert
-	if fi, err := os.Stat(k.crt); err == nil {
-		k.modTime = fi.ModTime()
-	}
-	return nil
-}
-
-// get serves the current certificate, reloading it when the file changed;
-// a broken new pair keeps the old one.
-func (k *keyPair) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if time.Since(k.checked) > time.Second {
-		k.checked = time.Now()
-		if fi, err := os.Stat(k.crt); err == nil && fi.ModTime() != k.modTime {
-			old := k.cert
-			if k.load() != nil {
-				k.cert = old
-			}
-		}
-	}
-	return k.cert, nil
 }
 
 func selfSigned() (tls.Certificate, error) {

@@ -1,0 +1,82 @@
+package epp
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/openepp/openepp/pkg/certfile/certtest"
+	"github.com/openepp/openepp/pkg/extproc"
+)
+
+// TestServerTLSSettings runs the EPP with llm-d's TLS flags: ext_proc
+// refuses a TLS 1.2 client under --tls-min-version=VersionTLS13, and
+// /metrics, served over TLS from --metrics-cert-dir, admits only clients
+// with a certificate from --metrics-client-ca-file.
+func TestServerTLSSettings(t *testing.T) {
+	t.Parallel()
+	ca, clientCA := certtest.NewCA(t, "ca"), certtest.NewCA(t, "client-ca")
+	dir := t.TempDir()
+	cert, key := ca.Server(t, "epp")
+	certtest.Write(t, dir, "tls.crt", cert)
+	certtest.Write(t, dir, "tls.key", key)
+	clientCAFile := certtest.Write(t, t.TempDir(), "client-ca.pem", clientCA.PEM)
+	r := startEPP(t, 1, 0, "--secure-serving=true", "--cert-path", dir, "--tls-min-version", "VersionTLS13",
+		"--metrics-cert-dir", dir, "--metrics-client-ca-file", clientCAFile, "--tracing=false")
+
+	req := extproc.Request{Method: "POST", Path: "/v1/completions", Headers: map[string][]string{"content-type": {"application/json"}},
+		Body: []byte(`{"model":"m","prompt":"x"}`)}
+	for name, maxVersion := range map[string]uint16{"TLS 1.2": tls.VersionTLS12, "TLS 1.3": tls.VersionTLS13} {
+		c, err := extproc.Dial(context.Background(), r.addrs.GRPC, extproc.WithTLSConfig(&tls.Config{RootCAs: ca.Pool(), MaxVersion: maxVersion}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := c.RoundTrip(context.Background(), req)
+		c.Close()
+		if ok := err == nil && len(d.Endpoints) == 1; ok != (maxVersion == tls.VersionTLS13) {
+			t.Errorf("ext_proc over %s: routed %v (err %v), want only TLS 1.3 to route", name, ok, err)
+		}
+	}
+
+	ccert, ckey := clientCA.Client(t, "prometheus")
+	for name, certs := range map[string][]tls.Certificate{"without a client certificate": nil,
+		"with a client certificate": {certtest.KeyPair(t, ccert, ckey)}} {
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), Certificates: certs}}}
+		resp, err := hc.Get("https://" + r.addrs.Metrics + "/metrics")
+		page := ""
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			page = string(b)
+		}
+		hc.CloseIdleConnections()
+		if ok := err == nil && strings.Contains(page, "inference_extension_info"); ok != (certs != nil) {
+			t.Errorf("/metrics %s: served %v (err %v), want only with a certificate", name, ok, err)
+		}
+	}
+}
+
+// TestTLSFlagsApply checks what --tls-min-version and --tls-cipher-suites
+// set on a server config.
+func TestTLSFlagsApply(t *testing.T) {
+	t.Parallel()
+	f := tlsFlags{minVersion: "VersionTLS13", cipherSuites: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"}
+	if errs := f.validate(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	var cfg tls.Config
+	f.apply(&cfg)
+	want := []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384}
+	if cfg.MinVersion != tls.VersionTLS13 || !slices.Equal(cfg.CipherSuites, want) {
+		t.Errorf("min version %x, suites %x; want %x, %x", cfg.MinVersion, cfg.CipherSuites, tls.VersionTLS13, want)
+	}
+	var dflt tls.Config
+	(&tlsFlags{}).apply(&dflt)
+	if dflt.MinVersion != tls.VersionTLS12 || dflt.CipherSuites != nil {
+		t.Errorf("defaults: min version %x, suites %x; want TLS 1.2 and Go's suites", dflt.MinVersion, dflt.CipherSuites)
+	}
+}
