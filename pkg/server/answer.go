@@ -1,7 +1,9 @@
 package server
 
 import (
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -36,11 +38,12 @@ func headersAnswer(a answer) *extprocv3.ProcessingResponse {
 	if a.contentLength != "" {
 		set = append(set, setHeader("content-length", a.contentLength))
 	}
-	for k, v := range a.headers {
-		set = append(set, setHeader(k, v))
+	// In name order: the same answer is the same message (map order is random).
+	for _, k := range slices.Sorted(maps.Keys(a.headers)) {
+		set = append(set, setHeader(k, a.headers[k]))
 	}
-	for k, v := range a.trace {
-		set = append(set, setHeader(k, v))
+	for _, k := range slices.Sorted(maps.Keys(a.trace)) {
+		set = append(set, setHeader(k, a.trace[k]))
 	}
 	lb := map[string]*structpb.Value{DestinationHeader: structpb.NewStringValue(dest)}
 	if a.scores != nil {
