@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -227,5 +228,19 @@ func TestNarrowPagesFromSimulator(t *testing.T) {
 	}
 	if n := s.narrowEndpoints.Load(); n != 1 || ep.Stale() {
 		t.Errorf("narrow endpoints %d, stale %v: want 1, fresh", n, ep.Stale())
+	}
+}
+
+// TestNarrowQuery checks the names asked for: each family, plus the base
+// of a sample-suffixed name (client_golang filters by family name).
+func TestNarrowQuery(t *testing.T) {
+	t.Parallel()
+	got, err := url.ParseQuery(narrowQuery([]string{"vllm:num_requests_waiting", "x_bucket", "y_total", "y"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"vllm:num_requests_waiting", "x_bucket", "x", "y_total", "y"}
+	if diff := cmp.Diff(want, got["name[]"]); diff != "" {
+		t.Errorf("names mismatch (-want +got):\n%s", diff)
 	}
 }
