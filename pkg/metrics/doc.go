@@ -114,7 +114,7 @@
 //   - filter + compare of an unchanged page: ~8 µs, 1 allocation;
 //   - a changed page served narrow (the same families, 1.5 KB): ~2 µs
 //     against ~9 µs whole; with the loopback GET and an in-process server,
-//     ~55 µs of CPU per scrape against ~95 µs (BenchmarkScrape/http);
+//     ~55 µs of CPU per scrape against ~90 µs (BenchmarkScrape/http);
 //   - a page whose load gauges changed: ~9 µs, 3 allocations (11 µs and 37
 //     allocations when those families went through the parser, ~40 µs and
 //     ~400 allocations when the whole filtered page did);
