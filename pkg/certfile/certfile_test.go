@@ -36,8 +36,8 @@ func (e *errorLog) count() int {
 func pairOnDisk(t *testing.T, ca *certtest.CA, cn string) (dir, certFile, keyFile string) {
 	t.Helper()
 	dir = t.TempDir()
-	cert, key := ca.Client(t, cn)
-	return dir, certtest.Write(t, dir, "tls.crt", cert), certtest.Write(t, dir, "tls.key", key)
+	certFile, keyFile = ca.ClientFiles(t, dir, cn)
+	return dir, certFile, keyFile
 }
 
 func commonName(t *testing.T, kp *certfile.KeyPair) string {

@@ -21,24 +21,14 @@ func TestServerTLSSettings(t *testing.T) {
 	t.Parallel()
 	ca, clientCA := certtest.NewCA(t, "ca"), certtest.NewCA(t, "client-ca")
 	dir := t.TempDir()
-	cert, key := ca.Server(t, "epp")
-	certtest.Write(t, dir, "tls.crt", cert)
-	certtest.Write(t, dir, "tls.key", key)
+	ca.ServerFiles(t, dir, "epp")
 	clientCAFile := certtest.Write(t, t.TempDir(), "client-ca.pem", clientCA.PEM)
 	r := startEPP(t, 1, 0, "--secure-serving=true", "--cert-path", dir, "--tls-min-version", "VersionTLS13",
 		"--metrics-cert-dir", dir, "--metrics-client-ca-file", clientCAFile, "--tracing=false")
 
-	req := extproc.Request{Method: "POST", Path: "/v1/completions", Headers: map[string][]string{"content-type": {"application/json"}},
-		Body: []byte(`{"model":"m","prompt":"x"}`)}
 	for name, maxVersion := range map[string]uint16{"TLS 1.2": tls.VersionTLS12, "TLS 1.3": tls.VersionTLS13} {
-		c, err := extproc.Dial(context.Background(), r.addrs.GRPC, extproc.WithTLSConfig(&tls.Config{RootCAs: ca.Pool(), MaxVersion: maxVersion}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := c.RoundTrip(context.Background(), req)
-		c.Close()
-		if ok := err == nil && len(d.Endpoints) == 1; ok != (maxVersion == tls.VersionTLS13) {
-			t.Errorf("ext_proc over %s: routed %v (err %v), want only TLS 1.3 to route", name, ok, err)
+		if ok := routesOverTLS(t, r.addrs.GRPC, &tls.Config{RootCAs: ca.Pool(), MaxVersion: maxVersion}); ok != (maxVersion == tls.VersionTLS13) {
+			t.Errorf("ext_proc over %s: routed %v, want only TLS 1.3 to route", name, ok)
 		}
 	}
 
@@ -79,4 +69,38 @@ func TestTLSFlagsApply(t *testing.T) {
 	if dflt.MinVersion != tls.VersionTLS12 || dflt.CipherSuites != nil {
 		t.Errorf("defaults: min version %x, suites %x; want TLS 1.2 and Go's suites", dflt.MinVersion, dflt.CipherSuites)
 	}
+}
+
+// TestCertReload rotates the ext_proc certificate under
+// --enable-cert-reload: a new connection gets the new one.
+func TestCertReload(t *testing.T) {
+	t.Parallel()
+	oldCA, newCA := certtest.NewCA(t, "old-ca"), certtest.NewCA(t, "new-ca")
+	dir := t.TempDir()
+	oldCA.ServerFiles(t, dir, "epp")
+	r := startEPP(t, 1, 0, "--secure-serving=true", "--cert-path", dir, "--enable-cert-reload", "--tracing=false")
+	routes := func(ca *certtest.CA) bool {
+		return routesOverTLS(t, r.addrs.GRPC, &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12})
+	}
+	if !routes(oldCA) || routes(newCA) {
+		t.Fatal("before rotation: want the old CA's certificate only")
+	}
+	newCA.ServerFiles(t, dir, "epp")
+	if !routes(newCA) || routes(oldCA) {
+		t.Error("after rotation: want the new CA's certificate only")
+	}
+}
+
+// routesOverTLS reports whether a completion gets a routing decision from
+// the EPP at addr over a new connection with cfg.
+func routesOverTLS(t *testing.T, addr string, cfg *tls.Config) bool {
+	t.Helper()
+	c, err := extproc.Dial(context.Background(), addr, extproc.WithTLSConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d, err := c.RoundTrip(context.Background(), extproc.Request{Method: "POST", Path: "/v1/completions",
+		Headers: map[string][]string{"content-type": {"application/json"}}, Body: []byte(`{"model":"m","prompt":"x"}`)})
+	return err == nil && len(d.Endpoints) == 1
 }

@@ -69,8 +69,7 @@ func TestScrapeMutualTLS(t *testing.T) {
 	dir := t.TempDir()
 	caFile := certtest.Write(t, dir, "ca.pem", serverCA.PEM)
 	otherCAFile := certtest.Write(t, dir, "other-ca.pem", otherCA.PEM)
-	cert, key := clientCA.Client(t, "epp-1")
-	certFile, keyFile := certtest.Write(t, dir, "tls.crt", cert), certtest.Write(t, dir, "tls.key", key)
+	certFile, keyFile := clientCA.ClientFiles(t, dir, "epp-1")
 
 	scrape := func(t *testing.T, o Options) (*target, *recorder) {
 		t.Helper()
@@ -92,9 +91,7 @@ func TestScrapeMutualTLS(t *testing.T) {
 		if m := tg.ep.Metrics(); tg.failing || m.WaitingQueueSize != 3 || ms.lastClient() != "epp-1" {
 			t.Fatalf("failing=%v waiting=%d client=%q, want a good scrape as epp-1", tg.failing, m.WaitingQueueSize, ms.lastClient())
 		}
-		cert2, key2 := clientCA.Client(t, "epp-2")
-		certtest.Write(t, dir, "tls.crt", cert2)
-		certtest.Write(t, dir, "tls.key", key2)
+		clientCA.ClientFiles(t, dir, "epp-2")
 		tg.poll(context.Background())
 		if got := ms.lastClient(); got != "epp-1" {
 			t.Errorf("kept-alive connection presented %q, want still epp-1", got)
@@ -125,8 +122,7 @@ func TestDataSourceLLMDParams(t *testing.T) {
 	ca := certtest.NewCA(t, "ca")
 	dir := t.TempDir()
 	caFile := certtest.Write(t, dir, "ca.pem", ca.PEM)
-	cert, key := ca.Client(t, "epp")
-	certFile, keyFile := certtest.Write(t, dir, "tls.crt", cert), certtest.Write(t, dir, "tls.key", key)
+	certFile, keyFile := ca.ClientFiles(t, dir, "epp")
 	raw, _ := json.Marshal(map[string]any{"scheme": "https", "port": 8200, "interval": "100ms",
 		"caCertPath": caFile, "clientCertPath": certFile, "clientKeyPath": keyFile})
 	p, err := DataSourceFactory("m", raw, nil)

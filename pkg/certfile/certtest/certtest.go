@@ -83,6 +83,21 @@ func (ca *CA) issue(t testing.TB, cn string, tmpl *x509.Certificate) (certPEM, k
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
 
+// ServerFiles writes a server pair named cn as dir/tls.crt and dir/tls.key,
+// the layout of a Kubernetes TLS Secret, and returns their paths.
+func (ca *CA) ServerFiles(t testing.TB, dir, cn string) (certFile, keyFile string) {
+	t.Helper()
+	cert, key := ca.Server(t, cn)
+	return Write(t, dir, "tls.crt", cert), Write(t, dir, "tls.key", key)
+}
+
+// ClientFiles is ServerFiles for a client pair.
+func (ca *CA) ClientFiles(t testing.TB, dir, cn string) (certFile, keyFile string) {
+	t.Helper()
+	cert, key := ca.Client(t, cn)
+	return Write(t, dir, "tls.crt", cert), Write(t, dir, "tls.key", key)
+}
+
 // KeyPair parses PEM blocks as a tls.Certificate.
 func KeyPair(t testing.TB, certPEM, keyPEM []byte) tls.Certificate {
 	t.Helper()
