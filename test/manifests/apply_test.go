@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
@@ -162,7 +163,7 @@ func at(t *testing.T, u map[string]any, path ...any) map[string]any {
 // patched Deployment.
 func TestHAComponent(t *testing.T) {
 	t.Parallel()
-	objs := renderWithHA(t)
+	objs := renderWith(t, "components/ha")
 	if len(objs) != len(render(t)) {
 		t.Errorf("with components/ha %d objects render, without %d", len(objs), len(render(t)))
 	}
@@ -178,19 +179,54 @@ func TestHAComponent(t *testing.T) {
 	if diff := cmp.Diff(ha{2, appsv1.RecreateDeploymentStrategyType, true}, got); diff != "" {
 		t.Errorf("HA Deployment (-want +got):\n%s", diff)
 	}
+	dryRunApply(t, u, "the HA Deployment")
+}
+
+// TestTLSComponent enables components/tls and checks the Deployment mounts
+// the openepp-tls Secret readable by the EPP's group only, serves ext_proc
+// from it with reload, and is accepted by the API server.
+func TestTLSComponent(t *testing.T) {
+	t.Parallel()
+	objs := renderWith(t, "components/tls")
+	u := findIn(t, objs, "Deployment", eppName)
+	spec := typed[appsv1.Deployment](t, u).Spec.Template.Spec
+	args := spec.Containers[0].Args
+	var secret *corev1.SecretVolumeSource
+	for _, v := range spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == "openepp-tls" {
+			secret = v.Secret
+		}
+	}
+	mounted := slices.ContainsFunc(spec.Containers[0].VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.MountPath == "/etc/openepp-tls" && m.ReadOnly
+	})
+	switch {
+	case !slices.Contains(args, "--cert-path=/etc/openepp-tls") || !slices.Contains(args, "--enable-cert-reload"):
+		t.Errorf("args %v: want --cert-path=/etc/openepp-tls and --enable-cert-reload", args)
+	case secret == nil || secret.DefaultMode == nil || *secret.DefaultMode != 0o440 || !mounted:
+		t.Errorf("Secret volume %+v, mounted read-only at /etc/openepp-tls: %v; want mode 0440", secret, mounted)
+	case spec.SecurityContext.FSGroup == nil || *spec.SecurityContext.FSGroup != *spec.SecurityContext.RunAsGroup:
+		t.Errorf("fsGroup %v: want the EPP's group, so it can read the key", spec.SecurityContext.FSGroup)
+	}
+	dryRunApply(t, u, "the TLS Deployment")
+}
+
+// dryRunApply applies u to the test API server as a server-side dry run.
+func dryRunApply(t *testing.T, u *unstructured.Unstructured, what string) {
+	t.Helper()
 	cl := testCluster(t)
 	ctx := testContext(t)
 	if err := cl.ensureNamespace(ctx, u.GetNamespace()); err != nil {
 		t.Fatal(err)
 	}
 	if err := cl.applyDryRun(ctx, u); err != nil {
-		t.Errorf("server-side apply (dry run) rejected the HA Deployment: %v", err)
+		t.Errorf("server-side apply (dry run) rejected %s: %v", what, err)
 	}
 }
 
-// renderWithHA copies manifests/ into memory, adds the HA component to the
+// renderWith copies manifests/ into memory, adds a component to the
 // top-level kustomization as the guide says, and renders it.
-func renderWithHA(t *testing.T) []*unstructured.Unstructured {
+func renderWith(t *testing.T, component string) []*unstructured.Unstructured {
 	t.Helper()
 	root := filepath.Join(repoRoot(t), "manifests")
 	mem := filesys.MakeFsInMemory()
@@ -203,7 +239,7 @@ func renderWithHA(t *testing.T) []*unstructured.Unstructured {
 			return err
 		}
 		if p == filepath.Join(root, "kustomization.yaml") {
-			b = append(b, "components:\n- components/ha\n"...)
+			b = append(b, "components:\n- "+component+"\n"...)
 		}
 		return mem.WriteFile(p, b)
 	})
@@ -212,7 +248,7 @@ func renderWithHA(t *testing.T) []*unstructured.Unstructured {
 	}
 	objs, err := renderFS(mem, root)
 	if err != nil {
-		t.Fatalf("kustomize build with components/ha: %v", err)
+		t.Fatalf("kustomize build with %s: %v", component, err)
 	}
 	return objs
 }
