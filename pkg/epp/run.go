@@ -120,7 +120,8 @@ func Run(ctx context.Context, args []string, opts ...Option) error {
 	if st.onReady != nil {
 		st.onReady(app.addrs)
 	}
-	log.Info("endpoint picker started", "grpc", app.addrs.GRPC, "health", app.addrs.Health, "metrics", app.addrs.Metrics)
+	log.Info("endpoint picker started", "grpc", app.addrs.GRPC, "health", app.addrs.Health, "metrics", app.addrs.Metrics,
+		"grpcTLS", f.extProcTLSMode(), "metricsTLS", f.TLS.metricsMode())
 	err = app.run(ctx)
 	log.Info("endpoint picker stopped")
 	return err

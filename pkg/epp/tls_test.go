@@ -26,6 +26,9 @@ func TestServerTLSSettings(t *testing.T) {
 	r := startEPP(t, 1, 0, "--secure-serving=true", "--cert-path", dir, "--tls-min-version", "VersionTLS13",
 		"--metrics-cert-dir", dir, "--metrics-client-ca-file", clientCAFile, "--tracing=false")
 
+	if lines := r.log.find(`"metricsTLS"="mutual, ` + dir + `"`); len(lines) != 1 || !strings.Contains(lines[0], `"grpcTLS"="`+dir+`"`) {
+		t.Errorf("startup log %q: want the ext_proc certificate directory and mutual TLS on metrics", lines)
+	}
 	for name, maxVersion := range map[string]uint16{"TLS 1.2": tls.VersionTLS12, "TLS 1.3": tls.VersionTLS13} {
 		if ok := routesOverTLS(t, r.addrs.GRPC, &tls.Config{RootCAs: ca.Pool(), MaxVersion: maxVersion}); ok != (maxVersion == tls.VersionTLS13) {
 			t.Errorf("ext_proc over %s: routed %v, want only TLS 1.3 to route", name, ok)

@@ -110,3 +110,27 @@ func (t *tlsFlags) metricsTLS(log logr.Logger) (*tls.Config, error) {
 	t.apply(cfg)
 	return cfg, nil
 }
+
+// metricsMode says how the metrics listener serves, for the startup log.
+func (t *tlsFlags) metricsMode() string {
+	switch {
+	case t.metricsCertDir == "":
+		return "off"
+	case t.metricsClientCA != "":
+		return "mutual, " + t.metricsCertDir
+	}
+	return t.metricsCertDir
+}
+
+// extProcTLSMode says how the ext_proc listener serves, for the startup log.
+func (f *Flags) extProcTLSMode() string {
+	switch {
+	case !f.SecureServing:
+		return "off"
+	case f.CertPath == "":
+		return "self-signed"
+	case f.EnableCertReload:
+		return f.CertPath + " (reloaded)"
+	}
+	return f.CertPath
+}
