@@ -303,7 +303,7 @@ func (r *runner) run(ctx context.Context) (*overhead.Report, error) {
 		rep.Idle = append(rep.Idle, idle)
 		rep.Rows = append(rep.Rows, rows...)
 	}
-	rep.Machine.LoadAvgEnd, rep.Machine.CPUPressurePct = loadAvg(), psi.pct()
+	rep.Machine.LoadAvgEnd, rep.Machine.CPUPressurePct = overhead.LoadAvg(), psi.pct()
 	rep.WallSeconds = time.Since(rep.Started).Seconds()
 	rep.Settings.MetricsPage = r.p.pageBytes
 	return rep, rep.Validate()
@@ -358,30 +358,11 @@ func commandLine() string {
 
 // machine describes this machine.
 func machine(pinned bool) overhead.Machine {
-	m := overhead.Machine{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), LoadAvgStart: loadAvg(), Commit: overhead.GitCommit()}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.CPUModel = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(b))
-	}
+	m := overhead.Machine{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), LoadAvgStart: overhead.LoadAvg(), Commit: overhead.GitCommit()}
+	m.CPUModel, m.Kernel = overhead.Host()
 	if pinned {
 		m.Pinning = "server under test (EPP or no-op) alone on CPU 0 (taskset -c 0, so GOMAXPROCS=1); " +
 			"load generator and metrics servers share CPU 1"
 	}
 	return m
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:min(3, len(f))], " ")
 }

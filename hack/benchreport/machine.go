@@ -1,11 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/openepp/openepp/hack/benchoverhead/overhead"
@@ -20,23 +19,9 @@ type machineInfo struct {
 }
 
 func collectMachine(now time.Time) machineInfo {
-	m := machineInfo{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), Date: now.UTC(), CPUModel: "unknown", Kernel: "unknown"}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.CPUModel = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(b))
-	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		f := strings.Fields(string(b))
-		m.LoadAvg = strings.Join(f[:min(3, len(f))], " ")
-	}
-	m.Commit = overhead.GitCommit()
+	m := machineInfo{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), Date: now.UTC(), LoadAvg: overhead.LoadAvg(), Commit: overhead.GitCommit()}
+	cpu, kernel := overhead.Host()
+	m.CPUModel, m.Kernel = cmp.Or(cpu, "unknown"), cmp.Or(kernel, "unknown")
 	return m
 }
 

@@ -459,3 +459,30 @@ func GitCommit() string {
 	}
 	return c
 }
+
+// Host reads the CPU model and kernel release ("" when unreadable), for
+// the machine tables of the benchmark and of the report.
+func Host() (cpuModel, kernel string) {
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpuModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	return cpuModel, kernel
+}
+
+// LoadAvg is the first three fields of /proc/loadavg ("" when unreadable).
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
