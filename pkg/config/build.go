@@ -33,6 +33,7 @@ type Built struct {
 	Hash string
 
 	byName map[string]scheduler.Plugin
+	flow   *FlowPlan
 	keys   map[string]string
 	reused map[string]bool
 }
@@ -84,9 +85,9 @@ func BuildWith(cfg *Config, opts BuildOptions) (*Built, error) {
 	applyDefaults(b.cfg, b.kind)
 	b.instantiate()
 	b.validateKinds()
-	if b.cfg.FeatureEnabled(flowControlGate) || b.cfg.FlowControl != nil {
-		b.warnings = append(b.warnings, "flowControl: OpenEPP does not queue requests yet; requests go straight to scheduling "+
-			"and sheddable ones (priority < 0) are refused with 429 while the saturation detector rates the pool >= 1")
+	if b.cfg.FlowControl != nil && !b.cfg.flowOn() {
+		b.warnings = append(b.warnings, "flowControl: ignored because the flowControl feature gate is off; requests go straight "+
+			"to scheduling and sheddable ones (priority < 0) are refused with 429 while the saturation detector rates the pool >= 1")
 	}
 	if len(b.ps) == 0 {
 		b.resolve()
@@ -94,11 +95,19 @@ func BuildWith(cfg *Config, opts BuildOptions) (*Built, error) {
 	if err := b.ps.err(); err != nil {
 		return nil, err
 	}
-	sched, err := b.assemble(opts.Seed, opts.Timer)
+	_, ref := b.cfg.detectorRef()
+	detector, _ := b.instances[ref].(scheduler.SaturationDetector) // checkDetector reported any other kind
+	flow := b.plan(detector)
+	if flow != nil {
+		detector = nil // flow control queues sheddable requests instead of shedding them
+	}
+	sched, err := b.assemble(opts.Seed, opts.Timer, detector)
 	if err != nil {
 		return nil, fmt.Errorf("build config: %w", err)
 	}
-	return b.result(sched, hash), nil
+	out := b.result(sched, hash)
+	out.flow = flow
+	return out, nil
 }
 
 // builder holds the state of one BuildWith call.
@@ -214,7 +223,7 @@ func (b *builder) resolve() {
 
 // assemble builds the profiles and the scheduler; validateKinds has made
 // sure every lookup here succeeds.
-func (b *builder) assemble(seed uint64, timer scheduler.PluginTimer) (*scheduler.Scheduler, error) {
+func (b *builder) assemble(seed uint64, timer scheduler.PluginTimer, detector scheduler.SaturationDetector) (*scheduler.Scheduler, error) {
 	var handler scheduler.ProfileHandler
 	var all []scheduler.Plugin
 	for _, spec := range b.cfg.Plugins {
@@ -231,8 +240,6 @@ func (b *builder) assemble(seed uint64, timer scheduler.PluginTimer) (*scheduler
 	for _, ps := range b.cfg.SchedulingProfiles {
 		profiles = append(profiles, b.profile(ps))
 	}
-	_, ref := b.cfg.detectorRef()
-	detector, _ := b.instances[ref].(scheduler.SaturationDetector) // checkDetector reported any other kind
 	return scheduler.New(scheduler.Options{Handler: handler, Profiles: profiles, Plugins: all,
 		SaturationDetector: detector, Timer: timer, Seed: seed, Clock: b.h.Clock})
 }

@@ -13,6 +13,7 @@ func (b *builder) validateKinds() {
 		b.checkProfile(i)
 	}
 	b.checkDetector()
+	b.checkFlowControl()
 }
 
 // detectorRef is the configured saturation detector, top level (GIE) or

@@ -94,6 +94,17 @@ type detectorPlugin struct{ filterPlugin }
 
 func (*detectorPlugin) Saturation([]*endpoint.Endpoint, time.Time) float64 { return 1 }
 
+// Flow-control policy stand-ins.
+type (
+	fairnessPlugin   struct{ *base }
+	orderingPlugin   struct{ *base }
+	usageLimitPlugin struct{ *base }
+)
+
+func (*fairnessPlugin) NewChooser() scheduler.FlowChooser       { return nil }
+func (*orderingPlugin) Less(a, b *scheduler.QueuedRequest) bool { return a.Seq < b.Seq }
+func (*usageLimitPlugin) Ceiling(int) float64                   { return 1 }
+
 // resolverScorer looks up the plugin named by its "target" parameter.
 type resolverScorer struct {
 	scorerPlugin
@@ -120,6 +131,9 @@ var (
 	mkProducer maker = func(b *base) scheduler.Plugin { return &producerPlugin{b} }
 	mkRunnable maker = func(b *base) scheduler.Plugin { return &runnablePlugin{b} }
 	mkPlain    maker = func(b *base) scheduler.Plugin { return &plainPlugin{b} }
+	mkFairness maker = func(b *base) scheduler.Plugin { return &fairnessPlugin{b} }
+	mkOrdering maker = func(b *base) scheduler.Plugin { return &orderingPlugin{b} }
+	mkLimit    maker = func(b *base) scheduler.Plugin { return &usageLimitPlugin{b} }
 	// mkDetector filters too, as upstream's utilization-detector does.
 	mkDetector maker = func(b *base) scheduler.Plugin { return &detectorPlugin{filterPlugin{b}} }
 )
@@ -148,11 +162,11 @@ var testTypes = map[string]maker{
 	"concurrency-detector":          mkDetector,
 	"openai-parser":                 mkPlain,
 	"passthrough-parser":            mkPlain,
-	"fcfs-ordering-policy":          mkPlain,
-	"edf-ordering-policy":           mkPlain,
-	"global-strict-fairness-policy": mkPlain,
-	"round-robin-fairness-policy":   mkPlain,
-	"static-usage-limit-policy":     mkPlain,
+	"fcfs-ordering-policy":          mkOrdering,
+	"edf-ordering-policy":           mkOrdering,
+	"global-strict-fairness-policy": mkFairness,
+	"round-robin-fairness-policy":   mkFairness,
+	"static-usage-limit-policy":     mkLimit,
 	"prefix-based-pd-decider":       mkPlain,
 	"file-discovery":                mkRunnable,
 }

@@ -20,6 +20,9 @@ const (
 	kindAdmitter
 	kindHook
 	kindSaturation
+	kindFairness
+	kindOrdering
+	kindUsageLimit
 )
 
 // kindProfile is what a profile may hold.
@@ -37,6 +40,9 @@ var kindNames = []struct {
 	{kindAdmitter, "admitter"},
 	{kindHook, "request/response hook"},
 	{kindSaturation, "saturation detector"},
+	{kindFairness, "fairness policy"},
+	{kindOrdering, "ordering policy"},
+	{kindUsageLimit, "usage-limit policy"},
 }
 
 // kindOf discovers p's kind by type assertion.
@@ -65,6 +71,15 @@ func kindOf(p scheduler.Plugin) pluginKind {
 	}
 	if _, ok := p.(scheduler.SaturationDetector); ok {
 		k |= kindSaturation
+	}
+	if _, ok := p.(scheduler.FairnessPolicy); ok {
+		k |= kindFairness
+	}
+	if _, ok := p.(scheduler.OrderingPolicy); ok {
+		k |= kindOrdering
+	}
+	if _, ok := p.(scheduler.UsageLimitPolicy); ok {
+		k |= kindUsageLimit
 	}
 	return k
 }

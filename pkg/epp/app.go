@@ -39,6 +39,7 @@ type app struct {
 	mu       sync.Mutex // guards built across config reloads
 	built    *config.Built
 	plugins  *pluginRunner
+	flow     *flowControl
 	kube     *kubeSource // nil unless Kubernetes mode
 	// metrics are the request path's collectors, also timing every plugin.
 	metrics *server.Metrics
@@ -71,6 +72,16 @@ func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*
 		MaxRequestBodyBytes: f.MaxRequestBodyBytes, DisableSubsetFilter: f.DisableSubsetFilter,
 		EmitEndpointScores: f.EmitEndpointScores, Passthrough: passthrough(built), Log: log.WithName("server"), Metrics: a.metrics,
 	}
+	a.flow = &flowControl{store: a.store, metrics: newFlowMetrics(reg, f.Kube.PoolName), log: log.WithName("flow-control")}
+	gate, err := a.flow.configure(built)
+	if err != nil {
+		return nil, err
+	}
+	if gate != nil {
+		opts.Admission = gate
+	}
+	a.flow.use(gate)
+	a.background = append(a.background, a.flow)
 	a.kubeOptions(&opts)
 	if err := a.startTracing(st, &opts); err != nil {
 		return nil, err

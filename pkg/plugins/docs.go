@@ -12,16 +12,18 @@ import (
 // kindOf names the section a plugin type belongs to, from the package that
 // defines its factory, so a new plugin lands in the right place by itself.
 var kindOf = map[string]string{
-	"profiles": "Profile handlers",
-	"filters":  "Filters",
-	"scorers":  "Scorers",
-	"pickers":  "Pickers",
-	"prefix":   "Data producers",
-	"metrics":  "Data layer",
-	"plugins":  "Request parsers",
+	"profiles":    "Profile handlers",
+	"filters":     "Filters",
+	"scorers":     "Scorers",
+	"pickers":     "Pickers",
+	"prefix":      "Data producers",
+	"metrics":     "Data layer",
+	"flowcontrol": "Flow control policies",
+	"plugins":     "Request parsers",
 }
 
-var kindOrder = []string{"Profile handlers", "Filters", "Scorers", "Pickers", "Data producers", "Data layer", "Request parsers", "Other"}
+var kindOrder = []string{"Profile handlers", "Filters", "Scorers", "Pickers", "Data producers", "Data layer",
+	"Flow control policies", "Request parsers", "Other"}
 
 // Markdown renders the reference of regs (docs/plugins.md): every type with
 // its summary and parameters (JSON name, type, default, meaning).

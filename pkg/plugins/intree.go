@@ -5,6 +5,7 @@ package plugins
 
 import (
 	"github.com/openepp/openepp/pkg/filters"
+	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/metrics"
 	"github.com/openepp/openepp/pkg/pickers"
 	"github.com/openepp/openepp/pkg/prefix"
@@ -22,6 +23,7 @@ func Registrations() []scheduler.Registration {
 		filters.LabelSelectorRegistration(),
 		filters.HeaderBasedTestingRegistration(),
 		filters.UtilizationDetectorRegistration(),
+		filters.ConcurrencyDetectorRegistration(),
 		filters.DecodeRegistration(),
 		filters.PrefillRegistration(),
 		filters.EncodeRegistration(),
@@ -45,6 +47,13 @@ func Registrations() []scheduler.Registration {
 		// Data layer.
 		metrics.DataSourceRegistration(),
 		metrics.ExtractorRegistration(),
+		// Flow control.
+		flowcontrol.GlobalStrictRegistration(),
+		flowcontrol.RoundRobinRegistration(),
+		flowcontrol.FCFSRegistration(),
+		flowcontrol.EDFRegistration(),
+		flowcontrol.SLODeadlineRegistration(),
+		flowcontrol.StaticUsageLimitRegistration(),
 	}, parserRegistrations()...)
 }
 

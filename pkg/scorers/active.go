@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/inflight"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -64,7 +65,7 @@ func (p *ActiveRequestsParams) validate() error {
 type ActiveRequests struct {
 	name    scheduler.TypedName
 	params  ActiveRequestsParams
-	tracker *inflight
+	tracker *inflight.Tracker
 	handle  *scheduler.Handle
 	log     logr.Logger
 }
@@ -87,7 +88,7 @@ func NewActiveRequests(name string, p ActiveRequestsParams, h *scheduler.Handle)
 	return &ActiveRequests{
 		name:    scheduler.TypedName{Type: ActiveRequestsType, Name: name},
 		params:  p,
-		tracker: newInflight(clock, time.Duration(p.RequestTimeout)),
+		tracker: inflight.New(clock, time.Duration(p.RequestTimeout)),
 		handle:  h,
 		log:     log.WithValues("plugin", name),
 	}, nil
@@ -122,7 +123,7 @@ func (s *ActiveRequests) TypedName() scheduler.TypedName { return s.name }
 // Score implements scheduler.Scorer.
 func (s *ActiveRequests) Score(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
-	s.tracker.requests(eps, out)
+	s.tracker.Requests(eps, out)
 	idle := float64(s.params.IdleThreshold)
 	busiest := 0.0
 	for _, c := range out {
@@ -140,24 +141,24 @@ func (s *ActiveRequests) Score(_ context.Context, _ *scheduler.State, _ *schedul
 
 // PreRequest counts the request against its primary target.
 func (s *ActiveRequests) PreRequest(_ context.Context, state *scheduler.State, _ *scheduler.Request, result *scheduler.Result) {
-	if e := primaryTarget(result); e != nil {
-		s.tracker.start(state, e.HostPort, 0)
+	if e := inflight.PrimaryTarget(result); e != nil {
+		s.tracker.Start(state, e.HostPort, 0)
 	}
 }
 
 // ResponseHeaders moves the request to the endpoint that actually served it.
 func (s *ActiveRequests) ResponseHeaders(_ context.Context, state *scheduler.State, _ *scheduler.Request, resp *scheduler.Response) {
-	s.tracker.moveTo(state, resp.Served)
+	s.tracker.MoveTo(state, resp.Served)
 }
 
 // ResponseComplete releases the request (completed, failed or cancelled).
 func (s *ActiveRequests) ResponseComplete(_ context.Context, state *scheduler.State, _ *scheduler.Request, _ *scheduler.Response) {
-	s.tracker.finish(state)
+	s.tracker.Finish(state)
 }
 
 // Start sweeps expired requests and departed endpoints until ctx is done.
 func (s *ActiveRequests) Start(ctx context.Context) error {
-	return s.tracker.run(ctx, s.handle, s.log)
+	return s.tracker.Run(ctx, s.handle, s.log)
 }
 
 // handleClock returns h's clock, or the wall clock when h has none.

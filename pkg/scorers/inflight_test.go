@@ -2,7 +2,6 @@ package scorers
 
 import (
 	"context"
-	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/inflight"
 	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -21,11 +21,11 @@ type inflightScorer interface {
 	scheduler.ResponseHeaders
 	scheduler.ResponseComplete
 	scheduler.Runnable
-	inflightTracker() *inflight
+	inflightTracker() *inflight.Tracker
 }
 
-func (s *ActiveRequests) inflightTracker() *inflight { return s.tracker }
-func (s *TokenLoad) inflightTracker() *inflight      { return s.tracker }
+func (s *ActiveRequests) inflightTracker() *inflight.Tracker { return s.tracker }
+func (s *TokenLoad) inflightTracker() *inflight.Tracker      { return s.tracker }
 
 // bothInflight builds one of each in-flight scorer with the given handle.
 func bothInflight(t *testing.T, h *scheduler.Handle, raw string) []inflightScorer {
@@ -35,10 +35,10 @@ func bothInflight(t *testing.T, h *scheduler.Handle, raw string) []inflightScore
 	}
 }
 
-// load returns the request counts the tracker holds for eps.
+// loadOf returns the request counts the tracker holds for eps.
 func loadOf(s inflightScorer, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
-	s.inflightTracker().requests(eps, out)
+	s.inflightTracker().Requests(eps, out)
 	return out
 }
 
@@ -146,7 +146,7 @@ func TestTokenLoadUsesReportedUsage(t *testing.T) {
 	s.PreRequest(scCtx, st, scRequest(400, nil), scResult(eps[0])) // estimate 250
 	tokens := func() float64 {
 		out := make([]float64, 1)
-		s.tracker.tokens(eps, out)
+		s.tracker.Tokens(eps, out)
 		return out[0]
 	}
 	resp := &scheduler.Response{}
@@ -165,7 +165,7 @@ func TestTokenLoadUsesReportedUsage(t *testing.T) {
 		t.Fatalf("second usage report changed tokens to %v", got)
 	}
 	s.ResponseComplete(scCtx, st, nil, resp)
-	if f, n := s.tracker.size(); f != 0 || n != 0 || tokens() != 0 {
+	if f, n := s.tracker.Size(); f != 0 || n != 0 || tokens() != 0 {
 		t.Fatalf("after completion: %d flights, %d endpoints, %v tokens", f, n, tokens())
 	}
 }
@@ -217,7 +217,7 @@ func TestInflightFollowsServedEndpoint(t *testing.T) {
 		}
 		s.ResponseHeaders(scCtx, st, nil, &scheduler.Response{}) // no served report: stays put
 		s.ResponseComplete(scCtx, st, nil, &scheduler.Response{EndOfStream: true})
-		if f, n := s.inflightTracker().size(); f != 0 || n != 0 {
+		if f, n := s.inflightTracker().Size(); f != 0 || n != 0 {
 			t.Errorf("%s leaked %d flights on %d endpoints", s.TypedName().Type, f, n)
 		}
 	}
@@ -231,12 +231,14 @@ func TestInflightIgnoresUnscheduled(t *testing.T) {
 		s.PreRequest(scCtx, st, nil, &scheduler.Result{})
 		s.ResponseHeaders(scCtx, st, nil, &scheduler.Response{Served: "10.0.0.1:1"})
 		s.ResponseComplete(scCtx, st, nil, &scheduler.Response{})
-		if f, n := s.inflightTracker().size(); f != 0 || n != 0 {
+		if f, n := s.inflightTracker().Size(); f != 0 || n != 0 {
 			t.Errorf("%s tracked %d flights on %d endpoints", s.TypedName().Type, f, n)
 		}
 	}
 }
 
+// TestInflightTimeout checks that requestTimeout reaches the tracker; the
+// sweep itself is tested in package inflight.
 func TestInflightTimeout(t *testing.T) {
 	t.Parallel()
 	clock := newSCClock()
@@ -248,7 +250,7 @@ func TestInflightTimeout(t *testing.T) {
 		s.PreRequest(scCtx, young, scRequest(40, nil), scResult(eps[0]))
 		clock.Advance(time.Minute)
 		tr := s.inflightTracker()
-		if expired, _ := tr.sweep(clock.Now(), nil); expired != 1 {
+		if expired, _ := tr.Sweep(clock.Now(), nil); expired != 1 {
 			t.Fatalf("%s: expired %d requests, want 1", s.TypedName().Type, expired)
 		}
 		// The expired request's late completion must not release the other.
@@ -257,63 +259,7 @@ func TestInflightTimeout(t *testing.T) {
 			t.Errorf("%s after late completion (-want +got):\n%s", s.TypedName().Type, diff)
 		}
 		s.ResponseComplete(scCtx, young, nil, &scheduler.Response{})
-		if f, n := tr.size(); f != 0 || n != 0 {
-			t.Errorf("%s leaked %d flights on %d endpoints", s.TypedName().Type, f, n)
-		}
-	}
-}
-
-func TestInflightDropsDepartedEndpoints(t *testing.T) {
-	t.Parallel()
-	for _, s := range bothInflight(t, nil, "") {
-		eps := scEndpoints(2, nil)
-		gone := scState()
-		s.PreRequest(scCtx, gone, scRequest(40, nil), scResult(eps[0]))
-		s.PreRequest(scCtx, scState(), scRequest(40, nil), scResult(eps[1]))
-		tr := s.inflightTracker()
-		if _, departed := tr.sweep(scEpoch, eps[1:]); departed != 1 {
-			t.Fatalf("%s: departed = %d, want 1", s.TypedName().Type, departed)
-		}
-		// eps[0] comes back: it starts from zero and the old request's
-		// completion must not drive it negative.
-		s.ResponseComplete(scCtx, gone, nil, &scheduler.Response{Cancelled: true})
-		s.PreRequest(scCtx, scState(), scRequest(40, nil), scResult(eps[0]))
-		if diff := cmp.Diff([]float64{1, 1}, loadOf(s, eps)); diff != "" {
-			t.Errorf("%s (-want +got):\n%s", s.TypedName().Type, diff)
-		}
-		if _, departed := tr.sweep(scEpoch, []*endpoint.Endpoint{}); departed != 2 {
-			t.Errorf("%s: empty pool departed = %d, want 2", s.TypedName().Type, departed)
-		}
-		if f, n := tr.size(); f != 0 || n != 0 {
-			t.Errorf("%s: empty pool kept %d flights on %d endpoints", s.TypedName().Type, f, n)
-		}
-	}
-}
-
-func TestInflightNoLeak(t *testing.T) {
-	t.Parallel()
-	r := rand.New(rand.NewPCG(1, 2))
-	for _, s := range bothInflight(t, nil, "") {
-		eps := scEndpoints(10, nil)
-		var open []*scheduler.State
-		for i := range 5000 {
-			st := scState()
-			s.PreRequest(scCtx, st, scRequest(40+i%100, nil), scResult(eps[r.IntN(len(eps))], eps[r.IntN(len(eps))]))
-			open = append(open, st)
-			if r.IntN(3) == 0 {
-				s.ResponseHeaders(scCtx, st, nil, &scheduler.Response{Served: eps[r.IntN(len(eps))].HostPort})
-			}
-			for len(open) > 0 && r.IntN(2) == 0 {
-				j := r.IntN(len(open))
-				s.ResponseComplete(scCtx, open[j], nil, &scheduler.Response{Cancelled: r.IntN(2) == 0})
-				open[j] = open[len(open)-1]
-				open = open[:len(open)-1]
-			}
-		}
-		for _, st := range open {
-			s.ResponseComplete(scCtx, st, nil, &scheduler.Response{EndOfStream: true})
-		}
-		if f, n := s.inflightTracker().size(); f != 0 || n != 0 {
+		if f, n := tr.Size(); f != 0 || n != 0 {
 			t.Errorf("%s leaked %d flights on %d endpoints", s.TypedName().Type, f, n)
 		}
 	}
@@ -335,11 +281,11 @@ func TestInflightConcurrentHooks(t *testing.T) {
 		go func() { // a sweeper racing the hooks, as Start would
 			defer wg.Done()
 			for range 50 {
-				s.inflightTracker().sweep(scEpoch, eps)
+				s.inflightTracker().Sweep(scEpoch, eps)
 			}
 		}()
 		wg.Wait()
-		if f, n := s.inflightTracker().size(); f != 0 || n != 0 {
+		if f, n := s.inflightTracker().Size(); f != 0 || n != 0 {
 			t.Errorf("%s leaked %d flights on %d endpoints", s.TypedName().Type, f, n)
 		}
 	}
@@ -376,7 +322,7 @@ func TestInflightStart(t *testing.T) {
 		clock.Advance(time.Second)
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			if f, _ := s.inflightTracker().size(); f == 0 {
+			if f, _ := s.inflightTracker().Size(); f == 0 {
 				break
 			}
 			if time.Now().After(deadline) {

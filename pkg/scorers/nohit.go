@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/inflight"
 	"github.com/openepp/openepp/pkg/prefix"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -155,7 +156,7 @@ func (s *NoHitLRU) Score(_ context.Context, state *scheduler.State, _ *scheduler
 
 // PreRequest records a cold request's primary target as most recently used.
 func (s *NoHitLRU) PreRequest(_ context.Context, state *scheduler.State, _ *scheduler.Request, result *scheduler.Result) {
-	e := primaryTarget(result)
+	e := inflight.PrimaryTarget(result)
 	if e == nil || !s.cold(state) {
 		return
 	}

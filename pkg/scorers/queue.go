@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/inflight"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -115,7 +116,7 @@ func (s *QueueDepth) PreRequest(_ context.Context, state *scheduler.State, _ *sc
 	if s.log == nil || state == nil {
 		return
 	}
-	if e := primaryTarget(result); e != nil {
+	if e := inflight.PrimaryTarget(result); e != nil {
 		s.log.add(e.HostPort, state.Now)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/inflight"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -63,7 +64,7 @@ func (p *TokenLoadParams) validate() error {
 type TokenLoad struct {
 	name    scheduler.TypedName
 	params  TokenLoadParams
-	tracker *inflight
+	tracker *inflight.Tracker
 	handle  *scheduler.Handle
 	log     logr.Logger
 }
@@ -86,7 +87,7 @@ func NewTokenLoad(name string, p TokenLoadParams, h *scheduler.Handle) (*TokenLo
 	return &TokenLoad{
 		name:    scheduler.TypedName{Type: TokenLoadType, Name: name},
 		params:  p,
-		tracker: newInflight(handleClock(h), time.Duration(p.RequestTimeout)),
+		tracker: inflight.New(handleClock(h), time.Duration(p.RequestTimeout)),
 		handle:  h,
 		log:     handleLog(h).WithValues("plugin", name),
 	}, nil
@@ -121,7 +122,7 @@ func (s *TokenLoad) TypedName() scheduler.TypedName { return s.name }
 // Score implements scheduler.Scorer.
 func (s *TokenLoad) Score(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
-	s.tracker.tokens(eps, out)
+	s.tracker.Tokens(eps, out)
 	limit := float64(s.params.QueueThresholdTokens)
 	for i, t := range out {
 		out[i] = 1 - unitClamp(t/limit)
@@ -132,8 +133,8 @@ func (s *TokenLoad) Score(_ context.Context, _ *scheduler.State, _ *scheduler.Re
 // PreRequest counts the request's estimated tokens against its primary
 // target.
 func (s *TokenLoad) PreRequest(_ context.Context, state *scheduler.State, req *scheduler.Request, result *scheduler.Result) {
-	if e := primaryTarget(result); e != nil {
-		s.tracker.start(state, e.HostPort, s.estimate(req))
+	if e := inflight.PrimaryTarget(result); e != nil {
+		s.tracker.Start(state, e.HostPort, s.estimate(req))
 	}
 }
 
@@ -158,23 +159,23 @@ func (s *TokenLoad) estimate(req *scheduler.Request) int {
 
 // ResponseHeaders moves the request to the endpoint that actually served it.
 func (s *TokenLoad) ResponseHeaders(_ context.Context, state *scheduler.State, _ *scheduler.Request, resp *scheduler.Response) {
-	s.tracker.moveTo(state, resp.Served)
+	s.tracker.MoveTo(state, resp.Served)
 }
 
 // ResponseChunk replaces the estimate with the reported usage as soon as
 // the response carries it; chunks before that cost one field check.
 func (s *TokenLoad) ResponseChunk(_ context.Context, state *scheduler.State, _ *scheduler.Request, resp *scheduler.Response, _ []byte) {
 	if resp.UsageKnown {
-		s.tracker.setTokens(state, resp.Usage.PromptTokens+resp.Usage.CompletionTokens)
+		s.tracker.SetTokens(state, resp.Usage.PromptTokens+resp.Usage.CompletionTokens)
 	}
 }
 
 // ResponseComplete releases the request (completed, failed or cancelled).
 func (s *TokenLoad) ResponseComplete(_ context.Context, state *scheduler.State, _ *scheduler.Request, _ *scheduler.Response) {
-	s.tracker.finish(state)
+	s.tracker.Finish(state)
 }
 
 // Start sweeps expired requests and departed endpoints until ctx is done.
 func (s *TokenLoad) Start(ctx context.Context) error {
-	return s.tracker.run(ctx, s.handle, s.log)
+	return s.tracker.Run(ctx, s.handle, s.log)
 }

@@ -21,6 +21,9 @@ var (
 // statusFor is the one place where errors from anywhere in the request path
 // become the HTTP status Envoy returns, plus a short machine-readable reason.
 func statusFor(err error) (int, string) {
+	if r := (*Refusal)(nil); errors.As(err, &r) {
+		return r.Code, r.Reason
+	}
 	switch {
 	case errors.Is(err, errBodyTooLarge):
 		return http.StatusRequestEntityTooLarge, "body-too-large"

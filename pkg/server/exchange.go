@@ -52,6 +52,9 @@ type exchange struct {
 	result    *scheduler.Result
 	hooked    bool
 	completed bool
+	// admission is this request's pass through flow control, told when
+	// the request is scheduled and when it is done.
+	admission Admitted
 
 	resp     scheduler.Response
 	sse      request.StreamUsage

@@ -140,5 +140,6 @@ func (x *exchange) finish() {
 		x.sched.ResponseComplete(x.ctx, x.state, x.req, &x.resp)
 		x.srv.opts.Metrics.requestDone(x.req, &x.resp, x.srv.now().Sub(x.start))
 	}
+	x.released()
 	x.endTrace()
 }

@@ -109,10 +109,6 @@ func (x *exchange) route(eos bool) (bool, error) {
 // schedule builds the plugin-facing request and runs the scheduler and the
 // PreRequest hooks.
 func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *scheduler.Scheduler, st *scheduler.State) error {
-	eps, err := x.candidates()
-	if err != nil {
-		return err
-	}
 	x.req = &scheduler.Request{
 		ID:            x.headers[RequestIDHeader],
 		Model:         parsed.Model,
@@ -130,6 +126,20 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 	}
 	if x.req.Objective != "" && x.srv.opts.Objectives != nil {
 		x.req.Priority, _ = x.srv.opts.Objectives.Priority(x.req.Objective)
+	}
+	if x.srv.Admission() != nil {
+		if err := x.admit(); err != nil {
+			return err
+		}
+		defer x.admission.Scheduled()
+		// The request may have waited: schedule with the configuration
+		// and clock of now.
+		sched = x.srv.Scheduler()
+		st = sched.NewState()
+	}
+	eps, err := x.candidates()
+	if err != nil {
+		return err
 	}
 	x.state = st
 	res, err := x.traceSchedule(func(ctx context.Context) (*scheduler.Result, error) {

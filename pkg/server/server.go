@@ -70,6 +70,9 @@ type Options struct {
 	// nil).
 	Tracer     trace.Tracer
 	Propagator propagation.TextMapPropagator
+	// Admission, when set, is the flow control requests pass through
+	// before scheduling (see SetAdmission).
+	Admission Admission
 }
 
 // Server is the ext_proc service. It is safe for concurrent streams.
@@ -78,6 +81,7 @@ type Server struct {
 
 	endpoints Endpoints
 	sched     atomic.Pointer[scheduler.Scheduler]
+	admission atomic.Pointer[Admission]
 	opts      Options
 	log       logr.Logger
 	draining  atomic.Bool
@@ -94,12 +98,31 @@ func New(endpoints Endpoints, sched *scheduler.Scheduler, opts Options) *Server 
 	}
 	s := &Server{endpoints: endpoints, opts: opts, log: opts.Log}
 	s.sched.Store(sched)
+	s.SetAdmission(opts.Admission)
 	return s
 }
 
 // SetScheduler swaps the scheduler (config reload). Requests already
 // scheduled keep running their lifecycle hooks on the old one.
 func (s *Server) SetScheduler(sched *scheduler.Scheduler) { s.sched.Store(sched) }
+
+// SetAdmission sets (nil: removes) the flow control new requests pass
+// through; requests already waiting stay with the one they entered.
+func (s *Server) SetAdmission(a Admission) {
+	if a == nil {
+		s.admission.Store(nil)
+		return
+	}
+	s.admission.Store(&a)
+}
+
+// Admission returns the flow control new requests pass through, or nil.
+func (s *Server) Admission() Admission {
+	if a := s.admission.Load(); a != nil {
+		return *a
+	}
+	return nil
+}
 
 // Scheduler returns the scheduler new requests use.
 func (s *Server) Scheduler() *scheduler.Scheduler { return s.sched.Load() }

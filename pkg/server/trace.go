@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
@@ -53,6 +54,15 @@ func (x *exchange) traceHeaders() map[string]string {
 	c := make(propagation.MapCarrier, 1)
 	x.srv.opts.Propagator.Inject(x.ctx, c)
 	return c
+}
+
+// traceAdmission records how long flow control held the request.
+func (x *exchange) traceAdmission(waited time.Duration) {
+	if x.span == nil || !x.span.IsRecording() {
+		return
+	}
+	x.span.SetAttributes(attribute.String("openepp.fairness_id", x.req.FairnessID),
+		attribute.Float64("openepp.flow_control.wait_seconds", waited.Seconds()))
 }
 
 // traceSchedule runs the scheduler inside gateway.request_orchestration.

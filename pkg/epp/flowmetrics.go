@@ -1,0 +1,135 @@
+package epp
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openepp/openepp/pkg/flowcontrol"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// maxFlowLabels caps the distinct fairness IDs and model names the
+// flow-control series carry: clients choose both, so past the cap they are
+// counted under "other" (as llm-d caps them).
+const maxFlowLabels = 1000
+
+// flowMetrics are the flow-control series, named as upstream GIE names
+// them.
+type flowMetrics struct {
+	pool       string
+	waitTime   *prometheus.HistogramVec
+	queueSize  *prometheus.GaugeVec
+	queueBytes *prometheus.GaugeVec
+	saturation atomic.Pointer[func(time.Time) float64]
+
+	mu     sync.RWMutex
+	flows  map[string]bool
+	models map[string]bool
+	// series caches each label set's children, so a request hashes its
+	// labels once, not for every series.
+	series map[seriesKey]*flowSeries
+}
+
+// seriesKey is a request's raw labels.
+type seriesKey struct {
+	flow          string
+	priority      int
+	model, target string
+}
+
+// flowSeries are the children of one label set, under budgeted labels.
+type flowSeries struct {
+	values     []string // fairness_id, priority, inference_pool, model_name, target_model_name
+	size       prometheus.Gauge
+	bytes      prometheus.Gauge
+	dispatched prometheus.Observer
+}
+
+func newFlowMetrics(reg prometheus.Registerer, pool string) *flowMetrics {
+	queue := []string{"fairness_id", "priority", "inference_pool", "model_name", "target_model_name"}
+	m := &flowMetrics{
+		pool: pool,
+		waitTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "inference_extension_flow_control_request_queue_duration_seconds",
+			Help:    "Time requests spent in flow control, by outcome (Dispatched, RejectedCapacity, EvictedTTL, ...).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 22)},
+			[]string{"fairness_id", "priority", "outcome", "inference_pool", "model_name", "target_model_name"}),
+		queueSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inference_extension_flow_control_queue_size",
+			Help: "Requests waiting in flow control."}, queue),
+		queueBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inference_extension_flow_control_queue_bytes",
+			Help: "Request bytes waiting in flow control."}, queue),
+		flows:  map[string]bool{},
+		models: map[string]bool{},
+		series: map[seriesKey]*flowSeries{},
+	}
+	sat := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "inference_extension_flow_control_pool_saturation",
+		Help:        "The saturation detector's rating of the pool (>= 1: requests wait).",
+		ConstLabels: prometheus.Labels{"inference_pool": pool}}, func() float64 {
+		if f := m.saturation.Load(); f != nil {
+			return (*f)(time.Now())
+		}
+		return 0
+	})
+	reg.MustRegister(m.waitTime, m.queueSize, m.queueBytes, sat)
+	return m
+}
+
+// watchSaturation makes the saturation gauge read f.
+func (m *flowMetrics) watchSaturation(f func(time.Time) float64) { m.saturation.Store(&f) }
+
+// of returns the series of req's labels.
+func (m *flowMetrics) of(req *scheduler.Request) *flowSeries {
+	k := seriesKey{req.FairnessID, req.Priority, req.IncomingModel, req.Model}
+	m.mu.RLock()
+	s := m.series[k]
+	m.mu.RUnlock()
+	if s != nil {
+		return s
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.series[k]; s != nil {
+		return s
+	}
+	v := []string{budget(m.flows, k.flow), strconv.Itoa(k.priority), m.pool, budget(m.models, k.model), budget(m.models, k.target)}
+	s = &flowSeries{values: v, size: m.queueSize.WithLabelValues(v...), bytes: m.queueBytes.WithLabelValues(v...),
+		dispatched: m.waitTime.WithLabelValues(v[0], v[1], flowcontrol.Dispatched.String(), v[2], v[3], v[4])}
+	// Past the budgets many raw label sets share one series; cache only
+	// those within them so the map stays bounded.
+	if len(m.series) < maxFlowLabels*4 {
+		m.series[k] = s
+	}
+	return s
+}
+
+// budget returns v, or "other" once the set is full.
+func budget(seen map[string]bool, v string) string {
+	if seen[v] {
+		return v
+	}
+	if len(seen) >= maxFlowLabels {
+		return "other"
+	}
+	seen[v] = true
+	return v
+}
+
+// queued moves the queue gauges; a request counts while it is inside
+// Admit, which on the fast path is a microsecond.
+func (s *flowSeries) queued(n int, bytes int64) {
+	s.size.Add(float64(n))
+	s.bytes.Add(float64(bytes))
+}
+
+func (m *flowMetrics) finished(s *flowSeries, o flowcontrol.Outcome, waited time.Duration) {
+	obs := s.dispatched
+	if o != flowcontrol.Dispatched {
+		v := s.values
+		obs = m.waitTime.WithLabelValues(v[0], v[1], o.String(), v[2], v[3], v[4])
+	}
+	obs.Observe(waited.Seconds())
+}

@@ -1,0 +1,59 @@
+package epp
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openepp/openepp/pkg/flowcontrol"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// TestFlowLabelsAreBudgeted: clients choose fairness IDs and model names,
+// so past 1,000 distinct values they share the series "other", and the
+// cache of series stays bounded.
+func TestFlowLabelsAreBudgeted(t *testing.T) {
+	m := newFlowMetrics(prometheus.NewRegistry(), "pool")
+	for i := range maxFlowLabels + 50 {
+		s := m.of(&scheduler.Request{FairnessID: fmt.Sprintf("tenant-%d", i), Priority: 1, IncomingModel: "m", Model: "m"})
+		want := fmt.Sprintf("tenant-%d", i)
+		if i >= maxFlowLabels {
+			want = "other"
+		}
+		if s.values[0] != want || s.values[1] != "1" || s.values[2] != "pool" {
+			t.Fatalf("request %d: labels %v, want fairness_id %s", i, s.values, want)
+		}
+	}
+	s := m.of(&scheduler.Request{FairnessID: "tenant-0", IncomingModel: "new-model", Model: "new-model"})
+	if s.values[3] != "new-model" {
+		t.Errorf("model labels %v: the model budget is separate from the fairness budget", s.values)
+	}
+	if len(m.series) > 4*maxFlowLabels {
+		t.Errorf("%d cached series", len(m.series))
+	}
+}
+
+// BenchmarkFlowGateAdmit is what flow control adds to a request while the
+// pool is not saturated: the controller's fast path plus the metrics.
+func BenchmarkFlowGateAdmit(b *testing.B) {
+	f := &flowControl{store: nil, metrics: newFlowMetrics(prometheus.NewRegistry(), "pool")}
+	ctl, err := flowcontrol.New(flowcontrol.Config{Saturation: func(time.Time) float64 { return 0.5 }, PoolSize: func() int { return 1 }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := &flowGate{ctl: ctl, metrics: f.metrics, direct: directPass{ctl}}
+	req := &scheduler.Request{FairnessID: "tenant", Model: "m", IncomingModel: "m", Headers: map[string]string{}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		pass, err := g.Admit(ctx, req, 1024)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pass.Scheduled()
+		pass.Released()
+	}
+}

@@ -1,0 +1,264 @@
+package filters
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/inflight"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// ConcurrencyDetectorType is the type name of ConcurrencyDetector.
+const ConcurrencyDetectorType = "concurrency-detector"
+
+// The values of ConcurrencyParams.ConcurrencyMode: which in-flight load is
+// compared against which capacity.
+const (
+	ConcurrencyModeRequests = "requests" // requests against maxConcurrency
+	ConcurrencyModeTokens   = "tokens"   // estimated tokens against maxTokenConcurrency
+	ConcurrencyModeHybrid   = "hybrid"   // the higher of the two ratios (llm-d)
+)
+
+// ConcurrencyParams are the per-endpoint capacities. The filter role
+// compares against capacities raised by headroom; Saturation uses them as
+// given.
+type ConcurrencyParams struct {
+	ConcurrencyMode     string  `json:"concurrencyMode" doc:"what is counted: requests, tokens (estimated prompt tokens) or hybrid (the higher ratio of the two)" default:"requests"`
+	MaxConcurrency      int     `json:"maxConcurrency" doc:"in-flight requests one endpoint can serve; >= 1" default:"100"`
+	MaxTokenConcurrency int     `json:"maxTokenConcurrency" doc:"in-flight estimated prompt tokens one endpoint can serve; >= 1" default:"1000000"`
+	Headroom            float64 `json:"headroom" doc:"fraction by which the filter raises both capacities; >= 0" default:"0"`
+	// RequestTimeout releases requests whose completion was never seen.
+	RequestTimeout string `json:"requestTimeout" doc:"in-flight requests older than this (Go duration) are assumed finished: a longer stream stops counting; > 0" default:"1h"`
+}
+
+// DefaultConcurrencyParams returns the upstream defaults.
+func DefaultConcurrencyParams() ConcurrencyParams {
+	return ConcurrencyParams{ConcurrencyMode: ConcurrencyModeRequests, MaxConcurrency: 100, MaxTokenConcurrency: 1000000, RequestTimeout: "1h"}
+}
+
+// validate reports every invalid field at once.
+func (p *ConcurrencyParams) validate() error {
+	var errs []error
+	switch p.ConcurrencyMode {
+	case ConcurrencyModeRequests, ConcurrencyModeTokens, ConcurrencyModeHybrid:
+	default:
+		errs = append(errs, fmt.Errorf("concurrencyMode: must be one of %q, %q or %q, got %q",
+			ConcurrencyModeRequests, ConcurrencyModeTokens, ConcurrencyModeHybrid, p.ConcurrencyMode))
+	}
+	if p.MaxConcurrency < 1 {
+		errs = append(errs, fmt.Errorf("maxConcurrency: must be >= 1, got %d", p.MaxConcurrency))
+	}
+	if p.MaxTokenConcurrency < 1 {
+		errs = append(errs, fmt.Errorf("maxTokenConcurrency: must be >= 1, got %d", p.MaxTokenConcurrency))
+	}
+	if !(p.Headroom >= 0) {
+		errs = append(errs, fmt.Errorf("headroom: must be >= 0, got %v", p.Headroom))
+	}
+	if _, err := p.timeout(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// timeout parses RequestTimeout, which must be positive.
+func (p *ConcurrencyParams) timeout() (time.Duration, error) {
+	d, err := time.ParseDuration(p.RequestTimeout)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("requestTimeout: %w", err)
+	case d <= 0:
+		return 0, fmt.Errorf("requestTimeout: must be > 0, got %s", d)
+	}
+	return d, nil
+}
+
+// ConcurrencyDetector judges saturation from the load this EPP itself has
+// put on each endpoint, so it needs no scraped metrics and reacts to its own
+// routing at once. As a filter it drops endpoints at capacity; Saturation
+// rates the pool for admission control and flow control.
+//
+// Inputs: its own in-flight books (an inflight.Tracker), kept through the
+// request hooks. A request counts 1 request and its estimated prompt tokens
+// (prompt bytes/4, rounded up; 0 without a body) against its primary target
+// from PreRequest, moves to the endpoint the proxy reports as served in
+// ResponseHeaders, and releases exactly what it added in ResponseComplete
+// (success, failure or cancel). As a safety net for lost completions, Start
+// releases requests older than requestTimeout and forgets endpoints that
+// left the pool. Parameters: concurrencyMode (requests | tokens | hybrid;
+// requests), maxConcurrency R (100), maxTokenConcurrency T (1000000),
+// headroom h (0), requestTimeout (1h).
+//
+// Formula, with r and t an endpoint's in-flight requests and tokens and n
+// the number of endpoints given: Saturation = Σr/(n×R) in requests mode,
+// Σt/(n×T) in tokens mode, the larger of the two in hybrid mode. Values
+// >= 1 mean saturated; above 1 they measure overload depth. Headroom does
+// not apply. No endpoints reads as 1.0 (fail closed).
+//
+// Filter rule: an endpoint is dropped when r >= R×(1+h) (requests, hybrid)
+// or t >= T×(1+h) (tokens, hybrid), except that when every endpoint would
+// be dropped the input is returned unchanged (fail-open).
+type ConcurrencyDetector struct {
+	name   scheduler.TypedName
+	params ConcurrencyParams
+	// countRequests and countTokens say which dimensions the mode uses;
+	// maxRequests and maxTokens are the filter limits, headroom applied.
+	countRequests, countTokens bool
+	maxRequests, maxTokens     float64
+	tracker                    *inflight.Tracker
+	handle                     *scheduler.Handle // the pool the sweep keeps the books to
+	log                        logr.Logger
+}
+
+var (
+	_ scheduler.Filter             = (*ConcurrencyDetector)(nil)
+	_ scheduler.SaturationDetector = (*ConcurrencyDetector)(nil)
+	_ scheduler.PreRequest         = (*ConcurrencyDetector)(nil)
+	_ scheduler.ResponseHeaders    = (*ConcurrencyDetector)(nil)
+	_ scheduler.ResponseComplete   = (*ConcurrencyDetector)(nil)
+	_ scheduler.Runnable           = (*ConcurrencyDetector)(nil)
+)
+
+// NewConcurrencyDetector validates p and returns the detector. Without the
+// factory's handle it uses the wall clock and its sweep, knowing no pool,
+// applies only requestTimeout.
+func NewConcurrencyDetector(name string, p ConcurrencyParams) (*ConcurrencyDetector, error) {
+	return newConcurrencyDetector(name, p, nil)
+}
+
+// newConcurrencyDetector is NewConcurrencyDetector with h supplying the
+// clock, logger and pool (h and any of them may be unset).
+func newConcurrencyDetector(name string, p ConcurrencyParams, h *scheduler.Handle) (*ConcurrencyDetector, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	timeout, _ := p.timeout()
+	var clock scheduler.Clock
+	log := logr.Discard()
+	if h != nil {
+		clock, log = h.Clock, h.Log
+	}
+	return &ConcurrencyDetector{
+		name:          scheduler.TypedName{Type: ConcurrencyDetectorType, Name: name},
+		params:        p,
+		countRequests: p.ConcurrencyMode != ConcurrencyModeTokens,
+		countTokens:   p.ConcurrencyMode != ConcurrencyModeRequests,
+		maxRequests:   float64(p.MaxConcurrency) * (1 + p.Headroom),
+		maxTokens:     float64(p.MaxTokenConcurrency) * (1 + p.Headroom),
+		tracker:       inflight.New(clock, timeout),
+		handle:        h,
+		log:           log.WithValues("plugin", name),
+	}, nil
+}
+
+// ConcurrencyDetectorFactory builds a ConcurrencyDetector from config.
+func ConcurrencyDetectorFactory(name string, raw json.RawMessage, h *scheduler.Handle) (scheduler.Plugin, error) {
+	p := DefaultConcurrencyParams()
+	if err := scheduler.DecodeParams(raw, &p); err != nil {
+		return nil, err
+	}
+	d, err := newConcurrencyDetector(name, p, h)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// ConcurrencyDetectorRegistration describes the plugin type for the registry.
+func ConcurrencyDetectorRegistration() scheduler.Registration {
+	return scheduler.Registration{
+		Type:    ConcurrencyDetectorType,
+		Factory: ConcurrencyDetectorFactory,
+		Params:  ConcurrencyParams{},
+		Summary: "Counts the requests (or estimated prompt tokens) this EPP has in flight per endpoint; saturation is in-flight load over " +
+			"maxConcurrency (or maxTokenConcurrency) × endpoints, and the filter drops endpoints at capacity×(1+headroom), keeping all if all are.",
+	}
+}
+
+// TypedName implements scheduler.Plugin.
+func (d *ConcurrencyDetector) TypedName() scheduler.TypedName { return d.name }
+
+// InFlight returns the requests and estimated tokens e has in flight.
+func (d *ConcurrencyDetector) InFlight(e *endpoint.Endpoint) (requests int64, tokens int64) {
+	r, t := d.tracker.Of(e.HostPort)
+	return int64(r), int64(t)
+}
+
+// Filter implements scheduler.Filter.
+func (d *ConcurrencyDetector) Filter(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
+	if _, busy := d.tracker.Size(); busy == 0 {
+		return eps
+	}
+	out := keep(eps, func(e *endpoint.Endpoint) bool { return !d.atCapacity(e) })
+	if len(out) == 0 {
+		return eps
+	}
+	return out
+}
+
+// atCapacity applies the filter rule to one endpoint.
+func (d *ConcurrencyDetector) atCapacity(e *endpoint.Endpoint) bool {
+	requests, tokens := d.tracker.Of(e.HostPort)
+	return (d.countRequests && float64(requests) >= d.maxRequests) ||
+		(d.countTokens && float64(tokens) >= d.maxTokens)
+}
+
+// Saturation implements scheduler.SaturationDetector; see the type's
+// formula. now is unused: the books are always current.
+func (d *ConcurrencyDetector) Saturation(eps []*endpoint.Endpoint, _ time.Time) float64 {
+	if len(eps) == 0 {
+		return 1
+	}
+	requests, tokens := d.tracker.Sum(eps)
+	n := float64(len(eps))
+	var ratio float64
+	if d.countRequests {
+		ratio = float64(requests) / (n * float64(d.params.MaxConcurrency))
+	}
+	if d.countTokens {
+		ratio = max(ratio, float64(tokens)/(n*float64(d.params.MaxTokenConcurrency)))
+	}
+	return ratio
+}
+
+// PreRequest counts the request against its primary target. A request that
+// was not scheduled, or is seen a second time, adds nothing.
+func (d *ConcurrencyDetector) PreRequest(_ context.Context, state *scheduler.State, req *scheduler.Request, result *scheduler.Result) {
+	if e := inflight.PrimaryTarget(result); e != nil && state != nil {
+		d.tracker.Start(state, e.HostPort, promptTokens(req))
+	}
+}
+
+// promptTokens is the request's estimated prompt length, the same estimate
+// the token-load scorer starts from.
+func promptTokens(req *scheduler.Request) int {
+	if req == nil || req.Body == nil {
+		return 0
+	}
+	return req.Body.EstimatedPromptTokens()
+}
+
+// ResponseHeaders moves the request to the endpoint the proxy reports as
+// having served it, when that is not the one it was counted against (the
+// primary failed and a fallback answered).
+func (d *ConcurrencyDetector) ResponseHeaders(_ context.Context, state *scheduler.State, _ *scheduler.Request, resp *scheduler.Response) {
+	d.tracker.MoveTo(state, resp.Served)
+}
+
+// ResponseComplete releases what PreRequest added for this request (on
+// success, failure or cancel). Without a matching PreRequest, or after the
+// sweep released the request, it does nothing.
+func (d *ConcurrencyDetector) ResponseComplete(_ context.Context, state *scheduler.State, _ *scheduler.Request, _ *scheduler.Response) {
+	d.tracker.Finish(state)
+}
+
+// Start implements scheduler.Runnable: it releases requests older than
+// requestTimeout and forgets endpoints that left the pool until ctx is done.
+func (d *ConcurrencyDetector) Start(ctx context.Context) error {
+	return d.tracker.Run(ctx, d.handle, d.log)
+}

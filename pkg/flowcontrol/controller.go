@@ -1,0 +1,489 @@
+// Package flowcontrol holds requests while the pool is saturated and
+// releases them band by band: strict priority across bands, the band's
+// FairnessPolicy choosing the flow, the band's OrderingPolicy choosing the
+// request within the flow. A request goroutine blocks in Admit until the
+// dispatcher (Start) lets it go, so scheduling happens at dispatch time.
+//
+// Concurrency: one mutex guards all queues. Each waiting request has a
+// channel with room for one decision; whoever takes the request off its
+// queue, under the mutex, decides its outcome, so a request cancelled at
+// the moment it is dispatched ends one way only, and the dispatcher never
+// blocks on a waiter that has gone.
+package flowcontrol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// DefaultFlowID is the flow of requests that carry no fairness ID.
+const DefaultFlowID = "default-flow"
+
+// defaultPoll is how often the dispatcher re-reads saturation while
+// requests wait and nothing wakes it.
+const defaultPoll = 5 * time.Millisecond
+
+// defaultSettle bounds how long the dispatcher waits, after releasing a
+// request, for it to be scheduled (see Settled) before it reads saturation
+// again.
+const defaultSettle = 5 * time.Millisecond
+
+// Band configures one priority level's queues. Zero limits mean unlimited.
+type Band struct {
+	MaxRequests int64
+	MaxBytes    int64
+	Fairness    scheduler.FairnessPolicy // nil: global strict fairness
+	Ordering    scheduler.OrderingPolicy // nil: FCFS
+}
+
+// Config configures a Controller.
+type Config struct {
+	MaxRequests int64 // global, across bands; 0 unlimited
+	MaxBytes    int64 // global; 0 unlimited
+	// DefaultTTL bounds waiting; 0 means only the request context's
+	// deadline applies.
+	DefaultTTL time.Duration
+	// NoEndpointTTL, when > 0, bounds waiting while the pool has no
+	// endpoints (scale from zero); 0 means DefaultTTL applies. See
+	// Controller for the exact rule.
+	NoEndpointTTL time.Duration
+	DefaultBand   Band         // template for a priority with no entry in Bands
+	NegativeBand  *Band        // template for priority < 0 without an entry; nil: DefaultBand
+	Bands         map[int]Band // per-priority templates
+	// UsageLimit gives each priority's saturation ceiling; nil: 1.0 for
+	// every priority.
+	UsageLimit scheduler.UsageLimitPolicy
+	// Saturation rates the pool now (>= 1 saturated; NaN counts as
+	// saturated); required. PoolSize reports the number of endpoints that
+	// could serve; required.
+	Saturation func(now time.Time) float64
+	PoolSize   func() int
+	// Now is the clock (nil: time.Now). Poll is how often the dispatcher
+	// re-reads saturation while requests wait (0: 5ms).
+	Now  func() time.Time
+	Poll time.Duration
+	// Settle bounds the dispatcher's wait, after it releases a request,
+	// for that request's Settled (0: 5ms; negative: no wait). Detectors
+	// count a request once it is scheduled, not when it leaves the queue;
+	// without the wait the dispatcher would read the same saturation for
+	// the whole queue and release all of it at once.
+	Settle time.Duration
+	// Observer, when set, is told about outcomes (for metrics).
+	Observer Observer
+}
+
+// validate reports every problem at once.
+func (cfg *Config) validate() error {
+	var errs []error
+	if cfg.Saturation == nil {
+		errs = append(errs, errors.New("saturation: required"))
+	}
+	if cfg.PoolSize == nil {
+		errs = append(errs, errors.New("poolSize: required"))
+	}
+	nonNegative := func(path string, v int64) {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must be >= 0, got %d", path, v))
+		}
+	}
+	nonNegative("maxRequests", cfg.MaxRequests)
+	nonNegative("maxBytes", cfg.MaxBytes)
+	nonNegative("defaultTTL", int64(cfg.DefaultTTL))
+	nonNegative("noEndpointTTL", int64(cfg.NoEndpointTTL))
+	nonNegative("poll", int64(cfg.Poll))
+	band := func(path string, b Band) {
+		nonNegative(path+".maxRequests", b.MaxRequests)
+		nonNegative(path+".maxBytes", b.MaxBytes)
+	}
+	band("defaultBand", cfg.DefaultBand)
+	if cfg.NegativeBand != nil {
+		band("negativeBand", *cfg.NegativeBand)
+	}
+	priorities := make([]int, 0, len(cfg.Bands))
+	for p := range cfg.Bands {
+		priorities = append(priorities, p)
+	}
+	slices.Sort(priorities)
+	for _, p := range priorities {
+		band(fmt.Sprintf("bands[%d]", p), cfg.Bands[p])
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("flow control config: %w", err)
+	}
+	return nil
+}
+
+// Request describes a request asking to be dispatched.
+type Request struct {
+	FlowID      string // "" means DefaultFlowID
+	Priority    int
+	Bytes       int64     // negative counts as 0
+	SLODeadline time.Time // zero when none
+}
+
+// Controller queues requests and dispatches them as saturation allows.
+//
+// TTL rule: each dispatcher pass picks one TTL for all waiting requests:
+// NoEndpointTTL if it is > 0 and PoolSize() is 0 at that moment, otherwise
+// DefaultTTL. A request whose time since enqueue has reached that TTL is
+// evicted (EvictedNoEndpoints or EvictedTTL respectively) before anything
+// is dispatched in that pass. QueuedRequest.Deadline is computed from
+// DefaultTTL only (the TTL that applies while requests can be served),
+// capped by the context's deadline. Expiry is checked on every dispatcher
+// pass, which happens at least every Poll while requests wait. The clock is
+// assumed not to go backwards.
+type Controller struct {
+	cfg  Config
+	now  func() time.Time
+	poll time.Duration
+
+	// wake (room for one) asks the dispatcher for a pass; quit is closed by
+	// Stop.
+	wake chan struct{}
+	quit chan struct{}
+	// settled (room for one) says a released request was scheduled.
+	settled  chan struct{}
+	settle   time.Duration
+	stopOnce sync.Once
+	started  atomic.Bool
+	// queued mirrors requests and closed mirrors draining||stopped, for
+	// the lock-free fast path.
+	queued atomic.Int64
+	closed atomic.Bool
+
+	mu sync.Mutex
+	// active holds the bands with waiting requests, highest priority first.
+	active []*band
+	// oldest and newest end the list of all waiting items, by arrival.
+	oldest, newest *item
+	requests       int64
+	bytes          int64
+	seq            uint64
+	draining       bool
+	stopped        bool
+}
+
+// New validates cfg and returns a controller; it starts no goroutine.
+func New(cfg Config) (*Controller, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := &Controller{
+		cfg:     cfg,
+		now:     cfg.Now,
+		poll:    cfg.Poll,
+		wake:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		settled: make(chan struct{}, 1),
+		settle:  cfg.Settle,
+	}
+	if c.settle == 0 {
+		c.settle = defaultSettle
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.poll == 0 {
+		c.poll = defaultPoll
+	}
+	return c, nil
+}
+
+// Start runs the dispatcher until ctx is done (which refuses everything
+// still waiting, as Stop does), Stop is called, or the controller is
+// draining and its queues are empty. Call it once, in its own goroutine;
+// later calls return at once.
+func (c *Controller) Start(ctx context.Context) {
+	if !c.started.CompareAndSwap(false, true) {
+		return
+	}
+	// The timer runs only while requests wait, so an idle controller costs
+	// nothing.
+	timer := time.NewTimer(c.poll)
+	timer.Stop()
+	defer timer.Stop()
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
+	for {
+		c.expire()
+		c.dispatch(settle)
+		if c.drained() {
+			return
+		}
+		var tick <-chan time.Time
+		if c.queued.Load() > 0 {
+			timer.Reset(c.poll)
+			tick = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			c.Stop()
+			return
+		case <-c.quit:
+			return
+		case <-c.wake:
+		case <-tick:
+		}
+		timer.Stop()
+	}
+}
+
+// drained reports that Drain was called and nothing waits any more.
+func (c *Controller) drained() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.draining && c.requests == 0
+}
+
+// dispatch releases requests while the top band's ceiling allows,
+// re-reading saturation before each one: the detector may count in-flight
+// requests, so every dispatch can raise it. A top band that may not
+// dispatch holds every lower band too (strict priority).
+func (c *Controller) dispatch(settle *time.Timer) {
+	for {
+		c.mu.Lock()
+		if len(c.active) == 0 {
+			c.mu.Unlock()
+			return
+		}
+		top := c.active[0].priority
+		c.mu.Unlock()
+
+		if !c.below(top) {
+			return
+		}
+
+		c.mu.Lock()
+		// A higher band may have appeared, or this one emptied, while the
+		// lock was released; then judge again.
+		released := false
+		if len(c.active) > 0 && c.active[0].priority == top {
+			it := c.active[0].next()
+			c.remove(it)
+			it.done <- nil
+			released = true
+		}
+		c.mu.Unlock()
+		if released && !c.awaitSettled(settle) {
+			return
+		}
+	}
+}
+
+// below reports whether the pool is below the ceiling for priority p now.
+func (c *Controller) below(p int) bool {
+	ceiling := 1.0
+	if c.cfg.UsageLimit != nil {
+		ceiling = c.cfg.UsageLimit.Ceiling(p)
+	}
+	return c.cfg.Saturation(c.now()) < ceiling // false for NaN: hold
+}
+
+// expire evicts the requests that have outlived the TTL (see Controller).
+func (c *Controller) expire() {
+	if c.queued.Load() == 0 {
+		return
+	}
+	noEndpoints := c.cfg.PoolSize() == 0
+	ttl, noEndpointTTL := c.cfg.DefaultTTL, false
+	if noEndpoints && c.cfg.NoEndpointTTL > 0 {
+		ttl, noEndpointTTL = c.cfg.NoEndpointTTL, true
+	}
+	if ttl <= 0 {
+		return
+	}
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for it := c.oldest; it != nil; it = c.oldest {
+		waited := now.Sub(it.q.Enqueued)
+		if waited < ttl {
+			return
+		}
+		c.remove(it)
+		err := ttlError(it.q.FlowID, it.q.Priority, waited, ttl, noEndpointTTL)
+		err.NoEndpoints = noEndpoints
+		it.done <- err
+	}
+}
+
+// Admit blocks until the request may be scheduled (nil) or is refused
+// (*Error). When nothing at all waits and the pool is below the ceiling for
+// r.Priority, it returns nil at once, without queueing or waking anyone.
+// Otherwise the request waits for the dispatcher (Start); if its context
+// ends at the moment it is dispatched, whichever took it off its queue
+// first decides, so it may return nil with ctx already done.
+func (c *Controller) Admit(ctx context.Context, r Request) error {
+	_, err := c.AdmitQueued(ctx, r)
+	return err
+}
+
+// AdmitQueued is Admit that also reports whether the request waited in a
+// queue; the caller then calls Settled once it has been scheduled, so the
+// dispatcher judges the next request with this one counted.
+func (c *Controller) AdmitQueued(ctx context.Context, r Request) (queued bool, err error) {
+	if r.FlowID == "" {
+		r.FlowID = DefaultFlowID
+	}
+	r.Bytes = max(r.Bytes, 0)
+	if ctx.Err() != nil {
+		return false, c.refuse(r, cancelledError(r, false, 0, context.Cause(ctx)))
+	}
+	if c.fastPath(r.Priority) {
+		c.finished(r, Dispatched, 0)
+		return false, nil
+	}
+	return c.wait(ctx, r)
+}
+
+// fastPath reports whether r may go without queueing. It takes no lock:
+// it reads no queue, only whether any exists.
+func (c *Controller) fastPath(priority int) bool {
+	if c.queued.Load() != 0 || c.closed.Load() {
+		return false
+	}
+	if !c.below(priority) {
+		return false
+	}
+	// Something may have been queued while saturation was read.
+	return c.queued.Load() == 0 && !c.closed.Load()
+}
+
+// wait queues r and blocks until it is decided or ctx is done.
+func (c *Controller) wait(ctx context.Context, r Request) (bool, error) {
+	it, err := c.enqueue(ctx, r)
+	if err != nil {
+		return false, c.refuse(r, err)
+	}
+	c.Wake()
+	var decided *Error
+	select {
+	case decided = <-it.done:
+	case <-ctx.Done():
+		decided = c.abandon(ctx, r, it)
+	}
+	waited := c.now().Sub(it.q.Enqueued)
+	if decided != nil {
+		c.finished(r, decided.Outcome, waited)
+		return false, decided
+	}
+	c.finished(r, Dispatched, waited)
+	return true, nil
+}
+
+// enqueue checks that r may wait and queues it.
+func (c *Controller) enqueue(ctx context.Context, r Request) (*item, *Error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.draining || c.stopped {
+		return nil, shutdownError(r.FlowID, r.Priority, false, 0)
+	}
+	if err := c.checkCapacity(r); err != nil {
+		return nil, err
+	}
+	now := c.now()
+	c.seq++
+	it := &item{
+		q: scheduler.QueuedRequest{
+			FlowID: r.FlowID, Priority: r.Priority, Bytes: r.Bytes,
+			Enqueued: now, Deadline: c.deadline(ctx, now), SLODeadline: r.SLODeadline, Seq: c.seq,
+		},
+		done: make(chan *Error, 1),
+	}
+	c.push(it)
+	return it, nil
+}
+
+// deadline is min(now+DefaultTTL, ctx's deadline), zero when neither.
+func (c *Controller) deadline(ctx context.Context, now time.Time) time.Time {
+	var d time.Time
+	if c.cfg.DefaultTTL > 0 {
+		d = now.Add(c.cfg.DefaultTTL)
+	}
+	if cd, ok := ctx.Deadline(); ok && (d.IsZero() || cd.Before(d)) {
+		d = cd
+	}
+	return d
+}
+
+// abandon takes a waiter whose ctx is done off its queue, unless it was
+// decided meanwhile, in which case that decision stands.
+func (c *Controller) abandon(ctx context.Context, r Request, it *item) *Error {
+	c.mu.Lock()
+	if !it.queued {
+		c.mu.Unlock()
+		return <-it.done
+	}
+	c.remove(it)
+	c.mu.Unlock()
+	c.Wake() // a lower band may be free to go now
+	err := cancelledError(r, true, c.now().Sub(it.q.Enqueued), context.Cause(ctx))
+	err.NoEndpoints = c.cfg.PoolSize() == 0
+	return err
+}
+
+// refuse reports an immediate refusal.
+func (c *Controller) refuse(r Request, err *Error) error {
+	err.NoEndpoints = c.cfg.PoolSize() == 0
+	c.finished(r, err.Outcome, 0)
+	return err
+}
+
+func (c *Controller) finished(r Request, o Outcome, waited time.Duration) {
+	if c.cfg.Observer != nil {
+		c.cfg.Observer.Finished(r, o, waited)
+	}
+}
+
+// Wake asks the dispatcher to re-read saturation now (a request finished,
+// metrics were scraped). It never blocks.
+func (c *Controller) Wake() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Drain stops admitting (Admit returns RejectedShuttingDown) but keeps
+// dispatching what waits; the dispatcher returns once the queues are empty.
+func (c *Controller) Drain() {
+	c.mu.Lock()
+	c.draining = true
+	c.closed.Store(true)
+	c.mu.Unlock()
+	c.Wake()
+}
+
+// Stop refuses everything still waiting with RejectedShuttingDown, and
+// every later Admit, and stops the dispatcher. It may be called more than
+// once, and before Start.
+func (c *Controller) Stop() {
+	noEndpoints := c.cfg.PoolSize() == 0
+	c.mu.Lock()
+	now := c.now()
+	c.stopped = true
+	c.closed.Store(true)
+	for it := c.oldest; it != nil; it = c.oldest {
+		c.remove(it)
+		err := shutdownError(it.q.FlowID, it.q.Priority, true, now.Sub(it.q.Enqueued))
+		err.NoEndpoints = noEndpoints
+		it.done <- err
+	}
+	c.mu.Unlock()
+	c.stopOnce.Do(func() { close(c.quit) })
+}
+
+// Waiting reports the number of requests and bytes queued now.
+func (c *Controller) Waiting() (requests int, bytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return int(c.requests), c.bytes
+}
