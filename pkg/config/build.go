@@ -85,6 +85,10 @@ func BuildWith(cfg *Config, opts BuildOptions) (*Built, error) {
 	applyDefaults(b.cfg, b.kind)
 	b.instantiate()
 	b.validateKinds()
+	if fc := b.cfg.FlowControl; fc != nil && b.cfg.flowOn() && deref(fc.EnableEviction) {
+		b.warnings = append(b.warnings, "flowControl.enableEviction: not implemented; requests already sent to a model server "+
+			"are never evicted (flow control only holds and refuses requests that wait)")
+	}
 	if b.cfg.FlowControl != nil && !b.cfg.flowOn() {
 		b.warnings = append(b.warnings, "flowControl: ignored because the flowControl feature gate is off; requests go straight "+
 			"to scheduling and sheddable ones (priority < 0) are refused with 429 while the saturation detector rates the pool >= 1")

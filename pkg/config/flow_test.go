@@ -96,3 +96,15 @@ flowControl:
 		t.Errorf("problems (-want +got):\n%s", diff)
 	}
 }
+
+// TestEvictionIsNotSilentlyIgnored: llm-d's enableEviction is accepted, but
+// the EPP says it does not evict.
+func TestEvictionIsNotSilentlyIgnored(t *testing.T) {
+	b, err := build(t, llmd+"featureGates: [flowControl]\nplugins: [{type: queue-scorer}]\nflowControl: {enableEviction: true}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(b.Warnings, "\n"), "flowControl.enableEviction: not implemented") {
+		t.Errorf("warnings %q", b.Warnings)
+	}
+}
