@@ -1,9 +1,11 @@
 package metrics
 
 import (
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Narrow pages. Prometheus's own client libraries render only the
@@ -19,8 +21,11 @@ import (
 // smaller. Otherwise (a server that ignores the query; one whose registry
 // cannot be filtered and answers without the families, as
 // prometheus_client does in multiprocess mode; one that refuses the query)
-// the target goes back to whole pages for good, and a doubtful answer is
-// neither applied nor counted as a failure.
+// the target goes back to whole pages, and a doubtful answer is neither
+// applied nor counted as a failure. It tries again after narrowRetry, so a
+// server upgraded in place, or one that was briefly unwell when probed,
+// is not scraped whole for good; a server that still cannot filter costs
+// one discarded answer per retry.
 
 // narrowState is where a target stands with narrow pages.
 type narrowState uint8
@@ -49,8 +54,24 @@ func narrowQuery(families []string) string {
 	return url.Values{"name[]": names}.Encode()
 }
 
-// wantNarrow reports whether the next request asks for the families only.
-func (t *target) wantNarrow() bool { return t.narrow == narrowProbe || t.narrow == narrowOn }
+// wantNarrow reports whether the next request asks for the families only;
+// a target rejected long enough ago starts over (see narrowRetry).
+func (t *target) wantNarrow() bool {
+	if t.narrow == narrowRejected && !t.narrowRetryAt.IsZero() && !t.s.opts.Clock.Now().Before(t.narrowRetryAt) {
+		t.narrow = narrowUntried
+	}
+	return t.narrow == narrowProbe || t.narrow == narrowOn
+}
+
+// refusesQuery reports whether status, answering a probe, says the query
+// is unwelcome rather than the server busy: any 4xx but 408 and 429.
+func refusesQuery(status int) bool {
+	return status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
+}
+
+// narrowRetry is how long a target scrapes whole pages after narrow pages
+// failed before it probes again.
+const narrowRetry = 10 * time.Minute
 
 // narrowMinPage is the smallest whole page worth narrowing: below it there
 // is little to save, and a page that small cannot tell a server that
@@ -97,11 +118,12 @@ func (t *target) checkNarrow(narrow bool, size int) (discard bool) {
 	return false
 }
 
-// rejectNarrow returns the target to whole pages for the rest of its life.
+// rejectNarrow returns the target to whole pages until narrowRetry passes.
 func (t *target) rejectNarrow(why string) {
 	if t.narrow == narrowOn {
 		t.s.narrowEndpoints.Add(-1)
 	}
 	t.narrow = narrowRejected
-	t.s.log.V(1).Info("scraping whole metrics pages", "endpoint", t.ep.String(), "reason", why)
+	t.narrowRetryAt = t.s.opts.Clock.Now().Add(narrowRetry)
+	t.s.log.V(1).Info("scraping whole metrics pages", "endpoint", t.ep.String(), "reason", why, "retryIn", narrowRetry)
 }

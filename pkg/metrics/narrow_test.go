@@ -26,6 +26,7 @@ const (
 	emptyPage                     // 200 and nothing: a registry that cannot be filtered
 	reject404                     // a router that refuses unknown queries
 	fail500                       // the server is failing, query or not
+	busy429                       // the server sheds load, query or not
 )
 
 // narrowServer serves a whole vLLM page, answering name[] queries per mode,
@@ -55,6 +56,8 @@ func (ns *narrowServer) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case mode == fail500:
 		http.Error(w, "engine dead", http.StatusInternalServerError)
+	case mode == busy429:
+		http.Error(w, "slow down", http.StatusTooManyRequests)
 	case len(names) == 0 || mode == ignoreQuery:
 		_, _ = w.Write(ns.page)
 	case mode == emptyPage:
@@ -123,6 +126,9 @@ func TestNarrowPages(t *testing.T) {
 		}, wantNarrow: narrowRejected},
 		{name: "a failing server fails, and the probe waits for it", scrapes: []scrape{
 			{honourQuery, false, true}, {fail500, true, false}, {honourQuery, true, true},
+		}, wantNarrow: narrowOn, wantErrors: 1},
+		{name: "rate limited during the probe: a failure, and the probe is tried again", scrapes: []scrape{
+			{honourQuery, false, true}, {busy429, true, false}, {honourQuery, true, true},
 		}, wantNarrow: narrowOn, wantErrors: 1},
 		{name: "families lost after it worked: discarded, whole pages again", scrapes: []scrape{
 			{emptyPage, false, true}, {honourQuery, true, true}, {emptyPage, true, false}, {emptyPage, false, true},
@@ -242,5 +248,31 @@ func TestNarrowQuery(t *testing.T) {
 	want := []string{"vllm:num_requests_waiting", "x_bucket", "x", "y_total", "y"}
 	if diff := cmp.Diff(want, got["name[]"]); diff != "" {
 		t.Errorf("names mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestNarrowRetry: a target that went back to whole pages probes again
+// after narrowRetry, so a server upgraded in place (or one that refused the
+// probe while unwell) gets narrow pages without its target being recreated.
+func TestNarrowRetry(t *testing.T) {
+	t.Parallel()
+	ns := newNarrowServer(t, readPage(t, "vllm.txt"))
+	clk, _, _, tg := handDriven(t, specFor(t, "a", ns.Listener.Addr().String(), nil))
+	scrape := func(mode narrowMode, after time.Duration) (asked bool) {
+		clk.Advance(after)
+		ns.mode.Store(int32(mode))
+		tg.poll(context.Background())
+		return strings.Contains(ns.lastQuery(), "name%5B%5D=")
+	}
+	scrape(reject404, time.Second)
+	if !scrape(reject404, time.Second) || tg.narrow != narrowRejected {
+		t.Fatalf("the probe was not refused: state %d", tg.narrow)
+	}
+	if scrape(honourQuery, narrowRetry-2*time.Second) {
+		t.Error("probed again before narrowRetry passed")
+	}
+	scrape(honourQuery, 2*time.Second) // the reference whole page
+	if !scrape(honourQuery, time.Second) || tg.narrow != narrowOn {
+		t.Errorf("not narrow after the retry: state %d", tg.narrow)
 	}
 }

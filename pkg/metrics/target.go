@@ -52,10 +52,12 @@ type target struct {
 
 	// narrow is whether the server is asked for the wanted families only;
 	// wholeFamilies and wholeBytes describe the whole page it is checked
-	// against (see narrow.go).
+	// against, narrowRetryAt when a rejected target probes again (see
+	// narrow.go).
 	narrow        narrowState
 	wholeFamilies uint64
 	wholeBytes    int
+	narrowRetryAt time.Time
 
 	lastOK       time.Time
 	failing      bool
@@ -258,7 +260,7 @@ func (t *target) readResponse(resp *http.Response, err error, buf *bytes.Buffer)
 	if resp.StatusCode != http.StatusOK {
 		t.conn.done(resp, false)
 		err := fmt.Errorf("get metrics: unexpected status %q", resp.Status)
-		if t.conn.narrow && t.narrow == narrowProbe && resp.StatusCode >= 400 && resp.StatusCode < 500 {
+		if t.conn.narrow && t.narrow == narrowProbe && refusesQuery(resp.StatusCode) {
 			t.rejectNarrow(err.Error()) // the query, not the server, is at fault
 			return reasonDiscarded, nil
 		}
