@@ -36,6 +36,11 @@
 // system prompt a shared text prefix, so the approximate prefix index
 // hashes realistic bytes while the engines cache token blocks.
 //
+// A config with the flowControl feature gate holds requests in the EPP
+// while its saturation detector rates the pool saturated and routes them
+// oldest first as it frees up (queue.go), so `epp simulate` can weigh a
+// flow-control setting before it is deployed.
+//
 // # Policies
 //
 // StandardPolicies lists random, round-robin and least-queue (baselines in

@@ -13,6 +13,7 @@ const (
 	evScrape                   // the scraper refreshes one server's metrics
 	evEngine                   // one engine's iteration ends (or it wakes)
 	evTimeout                  // a client gives up on a request
+	evExpire                   // a held request reaches the flow-control TTL
 )
 
 // event is one entry of the virtual-time queue. seq orders events at the
@@ -23,7 +24,7 @@ type event struct {
 	kind    eventKind
 	server  int32
 	version uint32 // evEngine: stale unless equal to the server's version
-	id      uint64 // evTimeout: the request
+	id      uint64 // evTimeout, evExpire: the request
 }
 
 // eventQueue is a min-heap of events by (at, seq).

@@ -50,6 +50,8 @@ type schedRouter struct {
 	eps   []*endpoint.Endpoint
 	index map[*endpoint.Endpoint]int
 	ctx   context.Context
+	// admission is the config's flow control, nil without the gate.
+	admission *admission
 }
 
 // newSchedRouter loads and builds yaml with the in-tree plugins plus extra.
@@ -66,7 +68,12 @@ func newSchedRouter(yaml []byte, reg *scheduler.Registry, env routerEnv) (*sched
 	if err != nil {
 		return nil, fmt.Errorf("build config: %w", err)
 	}
-	r := &schedRouter{sched: built.Scheduler, eps: eps, index: make(map[*endpoint.Endpoint]int, len(eps)), ctx: context.Background()}
+	adm, err := newAdmission(built.FlowControl(), eps, env.clock)
+	if err != nil {
+		return nil, err
+	}
+	r := &schedRouter{sched: built.Scheduler, eps: eps, index: make(map[*endpoint.Endpoint]int, len(eps)),
+		ctx: context.Background(), admission: adm}
 	for i, e := range eps {
 		r.index[e] = i
 	}

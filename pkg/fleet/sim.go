@@ -85,6 +85,7 @@ const (
 	flightDone                         // last token received
 	flightTimedOut                     // cancelled by the client
 	flightFailed                       // not routed, or rejected by the server
+	flightQueued                       // held by flow control
 )
 
 // flight is one request of a run.
@@ -94,6 +95,7 @@ type flight struct {
 	arrival  time.Duration
 	server   int32
 	measured bool
+	waited   bool // held by flow control before it was routed
 	status   flightStatus
 	promptN  int32
 	outN     int32
@@ -142,6 +144,12 @@ type sim struct {
 	// windowTokens the output tokens generated inside it.
 	windowDone, windowTokens int
 	failures                 failureLog
+	// admission is the policy's flow control (nil: none); held lists the
+	// requests it holds from heldHead on, oldest first, including some
+	// that have left (heldN counts those still waiting).
+	admission       *admission
+	held            []uint64
+	heldHead, heldN int
 }
 
 // failureLog keeps the first routing or submission error of a run.
@@ -201,6 +209,7 @@ func newSim(spec RunSpec) (*sim, error) {
 	if s.router, err = spec.Policy.newRouter(routerEnv{endpoints: eps, clock: s.clock, seed: spec.Seed}); err != nil {
 		return nil, err
 	}
+	s.admission = admissionOf(s.router)
 	if s.src, err = newSource(spec.Workload.Traffic, cfg.Model, spec.Seed); err != nil {
 		return nil, err
 	}
@@ -234,6 +243,8 @@ func (s *sim) loop(ctx context.Context) error {
 			err = s.step(int(ev.server), ev.version)
 		case evTimeout:
 			s.timeout(ev.id)
+		case evExpire:
+			s.expire(ev.id)
 		}
 		if err != nil {
 			return err
@@ -261,7 +272,8 @@ func (s *sim) arrive() error {
 		promptN: int32(len(p.tokens)), outN: int32(p.maxTokens), server: -1,
 	})
 	s.open++
-	s.dispatch(&s.flights[id])
+	s.admit(&s.flights[id])
+	s.release()
 	if next := s.interarrival(); next < s.end {
 		s.events.push(event{at: next, kind: evArrival})
 	} else {
@@ -285,7 +297,7 @@ func (s *sim) dispatch(f *flight) {
 		return
 	}
 	s.reschedule(i)
-	if s.spec.Timeout > 0 {
+	if s.spec.Timeout > 0 && !f.waited { // a held request has its timeout already
 		s.events.push(event{at: f.arrival + s.spec.Timeout, kind: evTimeout, id: f.id})
 	}
 }
@@ -364,11 +376,16 @@ func (s *sim) token(ev engine.Event) {
 		s.servers[f.server].work += int64(f.promptN - f.cached + f.outN)
 	}
 	f.p = nil
+	s.release()
 }
 
 // timeout cancels a request whose client gave up.
 func (s *sim) timeout(id uint64) {
 	f := &s.flights[id]
+	if f.status == flightQueued {
+		s.leaveQueue(f, flightTimedOut, nil)
+		return
+	}
 	if f.status != flightRunning {
 		return
 	}
@@ -377,6 +394,7 @@ func (s *sim) timeout(id uint64) {
 	s.open--
 	s.router.complete(f, request.Usage{}, true)
 	s.reschedule(int(f.server))
+	s.release()
 }
 
 // scrape refreshes server i's metrics and schedules its next scrape.
@@ -387,6 +405,7 @@ func (s *sim) scrape(i int) {
 		next += time.Duration(s.jitter.Int64N(int64(2*j)+1)) - j
 	}
 	s.events.push(event{at: s.now() + next, kind: evScrape, server: int32(i)})
+	s.release()
 }
 
 // publishMetrics gives server i's endpoint what a scrape would read now.

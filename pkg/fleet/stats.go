@@ -86,7 +86,7 @@ func (s *sim) result() *StageResult {
 		case flightTimedOut:
 			r.TimedOut++
 			continue
-		case flightFailed, flightRunning:
+		case flightFailed, flightRunning, flightQueued:
 			r.Failed++
 			continue
 		}

@@ -1,0 +1,76 @@
+package fleet
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// flowConfig is the upstream default scoring with flow control gated by a
+// concurrency detector allowing perServer requests in flight per server.
+func flowConfig(perServer int, flowControl string) []byte {
+	return []byte(`apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+featureGates: [flowControl]
+plugins:
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: concurrency-detector
+  parameters: {maxConcurrency: ` + strconv.Itoa(perServer) + `}
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: queue-scorer}, {pluginRef: kv-cache-utilization-scorer}]
+saturationDetector: {pluginRef: concurrency-detector}
+flowControl:
+` + flowControl)
+}
+
+// TestFlowControlHoldsRequests: with flow control the fleet holds requests
+// in the EPP while the pool has as many in flight as the detector allows,
+// so they wait there instead of in the servers' queues (TTFT grows, time
+// per token falls); a short TTL or a small queue refuses requests, counted
+// as failed with flow control's reason; and a run stays deterministic.
+func TestFlowControlHoldsRequests(t *testing.T) {
+	t.Parallel()
+	w, err := WorkloadByName("no-sharing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Duration, w.WarmupRequests = 2*time.Second, 50
+	run := func(name string, yaml []byte) *StageResult {
+		t.Helper()
+		r, err := Run(context.Background(), RunSpec{Workload: w, Policy: ConfigPolicy(name, "", yaml), QPS: 400, Seed: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	open := run("open", flowConfig(100, "  maxRequests: 0\n")) // high limit: rarely holds
+	held := run("held", flowConfig(4, "  maxRequests: 0\n"))
+	if !(held.TTFT.P50 > open.TTFT.P50 && held.TPOT.P50 < open.TPOT.P50) {
+		t.Errorf("holding to 4 per server: TTFT p50 %.0f vs %.0f ms, TPOT p50 %.1f vs %.1f ms; want later first tokens, faster decoding",
+			held.TTFT.P50, open.TTFT.P50, held.TPOT.P50, open.TPOT.P50)
+	}
+	if held.Failed != 0 || held.FirstError != "" {
+		t.Errorf("no limit, no TTL: %d failed (%s)", held.Failed, held.FirstError)
+	}
+	for _, tc := range []struct{ flowControl, reason string }{
+		{"  defaultRequestTTL: 50ms\n", errQueueTTL.Error()},
+		{"  maxRequests: 5\n", errQueueFull.Error()},
+	} {
+		r := run("bounded", flowConfig(4, tc.flowControl))
+		if r.Failed == 0 || !strings.Contains(r.FirstError, tc.reason) {
+			t.Errorf("%s: %d failed, first error %q; want refusals %q", strings.TrimSpace(tc.flowControl), r.Failed, r.FirstError, tc.reason)
+		}
+		if r.Completed == 0 {
+			t.Errorf("%s: nothing completed", strings.TrimSpace(tc.flowControl))
+		}
+	}
+	again := run("held", flowConfig(4, "  maxRequests: 0\n"))
+	held.WallSeconds, again.WallSeconds = 0, 0
+	if *held != *again {
+		t.Error("same seed, different results with flow control")
+	}
+}
