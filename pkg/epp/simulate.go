@@ -22,11 +22,11 @@ import (
 
 // simFlags are the options of `epp simulate`.
 type simFlags struct {
-	configFile, name, workload, profile, qps, compare, out, freshness string
-	servers, warmup, workers, freshnessSeeds                          int
-	duration, timeout, scrape, jitter                                 time.Duration
-	seed                                                              uint64
-	json, list                                                        bool
+	configFile, name, workload, profile, qps, compare, out, freshness, classes string
+	servers, warmup, workers, freshnessSeeds                                   int
+	duration, timeout, scrape, jitter                                          time.Duration
+	seed                                                                       uint64
+	json, list                                                                 bool
 }
 
 func (f *simFlags) bind(fs *flag.FlagSet) {
@@ -50,6 +50,8 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.freshness, "freshness", "", "also run the evaluated config with these scrape intervals (e.g. 25ms,100ms,200ms), "+
 		"paired seed by seed against --scrape-interval, and report what metric freshness is worth to it")
 	fs.IntVar(&f.freshnessSeeds, "freshness-seeds", 6, "paired seeds of the --freshness study (1 … n)")
+	fs.StringVar(&f.classes, "classes", "", "split the traffic into classes name:share:priority,… (e.g. critical:0.2:3,batch:0.8:-1), "+
+		"each its own fairness ID, and report each class; configs then shed or queue by priority as they would live")
 }
 
 // SimulateMain runs `epp simulate` with args (os.Args after "simulate") and
@@ -202,9 +204,15 @@ func (f *simFlags) matrix(st *settings) (*fleet.Matrix, error) {
 	if f.workers < 0 {
 		return nil, fmt.Errorf("--workers: must be >= 0, got %d", f.workers)
 	}
+	var classes []fleet.Class
+	if strings.TrimSpace(f.classes) != "" {
+		if classes, err = fleet.ParseClasses(f.classes); err != nil {
+			return nil, fmt.Errorf("--classes: %w", err)
+		}
+	}
 	return &fleet.Matrix{
 		Workloads: []fleet.Workload{w}, Policies: policies, Seeds: []uint64{f.seed}, Workers: f.workers,
-		ScrapeInterval: f.scrape, ScrapeJitter: f.jitter, Timeout: f.timeout,
+		ScrapeInterval: f.scrape, ScrapeJitter: f.jitter, Timeout: f.timeout, Classes: classes,
 	}, nil
 }
 

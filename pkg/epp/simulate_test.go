@@ -59,11 +59,13 @@ schedulingProfiles:
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	args := append([]string{"--config", cfg, "--servers", "4", "--seed", "3", "--out", filepath.Join(dir, "res")}, tinySim...)
+	args := append([]string{"--config", cfg, "--servers", "4", "--seed", "3", "--out", filepath.Join(dir, "res"),
+		"--classes", "critical:0.2:3,batch:0.8:-1"}, tinySim...)
 	if err := Simulate(context.Background(), args, &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"mine", "round-robin", "upstream-default", "out tok/s", "4 × qwen32b-tp2", "mine against upstream-default:"} {
+	for _, want := range []string{"mine", "round-robin", "upstream-default", "out tok/s", "4 × qwen32b-tp2", "mine against upstream-default:",
+		"critical (priority 3)", "batch (priority -1)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
@@ -138,6 +140,7 @@ func TestSimulateBadFlags(t *testing.T) {
 		{[]string{"--duration", "-1s"}, "duration"},
 		{[]string{"--scrape-interval", "-1s"}, "scrape interval"},
 		{[]string{"--workers", "-2"}, "--workers"},
+		{[]string{"--classes", "critical:0.2"}, "--classes"},
 		{[]string{"--freshness", "50ms"}, `--freshness: "50ms": want a duration in [1ms, 1m] other than 50ms`},
 		{[]string{"--freshness", "soon"}, `"soon"`},
 		{[]string{"--freshness", "100ms", "--freshness-seeds", "0"}, "--freshness-seeds"},

@@ -21,8 +21,10 @@ type Matrix struct {
 	Seeds []uint64
 	// Workers bounds parallel runs (default GOMAXPROCS).
 	Workers int
-	// ScrapeInterval, ScrapeJitter and Timeout are passed to every RunSpec.
+	// ScrapeInterval, ScrapeJitter, Timeout and Classes are passed to
+	// every RunSpec.
 	ScrapeInterval, ScrapeJitter, Timeout time.Duration
+	Classes                               []Class
 	// Progress, when set, is called after each run (from the worker that
 	// ran it, serialised).
 	Progress func(done, total int, spec RunSpec, res *StageResult)
@@ -117,7 +119,7 @@ func (m *Matrix) ladderSpecs(out []RunSpec, w Workload, p Policy) []RunSpec {
 		for _, seed := range m.seedsFor(w) {
 			out = append(out, RunSpec{
 				Workload: w, Policy: p, QPS: q, Seed: seed, Timeout: m.Timeout,
-				ScrapeInterval: m.ScrapeInterval, ScrapeJitter: m.ScrapeJitter,
+				ScrapeInterval: m.ScrapeInterval, ScrapeJitter: m.ScrapeJitter, Classes: m.Classes,
 			})
 		}
 	}

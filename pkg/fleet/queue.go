@@ -3,7 +3,7 @@ package fleet
 import (
 	"errors"
 	"fmt"
-	"time"
+	"slices"
 
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/endpoint"
@@ -12,14 +12,16 @@ import (
 
 // Flow control in virtual time. A policy whose config turns on the
 // flowControl gate holds requests in the EPP while its saturation detector
-// rates the pool at or above the ceiling, and routes them, oldest first,
-// as soon as it no longer does: after every completion, cancellation,
-// scrape and arrival. Routing is synchronous here, so each released
+// rates the pool at or above the ceiling of their priority, and routes
+// them as soon as it no longer does: after every completion, cancellation,
+// scrape and arrival. Bands are strict, as in pkg/flowcontrol: the highest
+// priority with a waiting request goes first, and while it may not go no
+// lower one does; within a band requests go oldest first (fairness between
+// flows is not modelled). Routing is synchronous here, so each released
 // request's PreRequest has run before saturation is read again, as the
-// live dispatcher's settle wait arranges. Workloads have one flow and one
-// priority, so fairness and ordering policies do not matter: the queue is
-// FIFO, bounded by the plan's request limits and TTL (bytes are not
-// modelled).
+// live dispatcher's settle wait arranges. Requests are refused past the
+// config's request limits (global and per band) or its TTL; byte limits
+// are not modelled.
 
 // errQueueFull and errQueueTTL are the refusals a live EPP answers with
 // 429.
@@ -30,12 +32,9 @@ var (
 
 // admission is a router's flow-control rule.
 type admission struct {
-	detector    scheduler.SaturationDetector
-	eps         []*endpoint.Endpoint
-	clock       scheduler.Clock
-	ceiling     float64
-	maxRequests int64 // 0: unlimited
-	ttl         time.Duration
+	plan  *config.FlowPlan
+	eps   []*endpoint.Endpoint
+	clock scheduler.Clock
 }
 
 // newAdmission returns the rule of plan (nil when flow control is off).
@@ -46,24 +45,28 @@ func newAdmission(plan *config.FlowPlan, eps []*endpoint.Endpoint, clock schedul
 	if plan.Detector == nil {
 		return nil, fmt.Errorf("flow control needs a saturation detector")
 	}
-	a := &admission{detector: plan.Detector, eps: eps, clock: clock, ceiling: 1, ttl: plan.DefaultTTL}
-	if plan.UsageLimit != nil {
-		a.ceiling = plan.UsageLimit.Ceiling(0)
-	}
-	band := plan.DefaultBand
-	if b, ok := plan.Bands[0]; ok {
-		band = b
-	}
-	for _, m := range []int64{plan.MaxRequests, band.MaxRequests} {
-		if m > 0 && (a.maxRequests == 0 || m < a.maxRequests) {
-			a.maxRequests = m
-		}
-	}
-	return a, nil
+	return &admission{plan: plan, eps: eps, clock: clock}, nil
 }
 
-// open reports whether a request may be routed now.
-func (a *admission) open() bool { return a.detector.Saturation(a.eps, a.clock.Now()) < a.ceiling }
+// open reports whether a request of priority p may be routed now.
+func (a *admission) open(p int) bool {
+	ceiling := 1.0
+	if a.plan.UsageLimit != nil {
+		ceiling = a.plan.UsageLimit.Ceiling(p)
+	}
+	return a.plan.Detector.Saturation(a.eps, a.clock.Now()) < ceiling
+}
+
+// bandLimit is the request limit of priority p's band (0: none).
+func (a *admission) bandLimit(p int) int64 {
+	if b, ok := a.plan.Bands[p]; ok {
+		return b.MaxRequests
+	}
+	if p < 0 && a.plan.NegativeBand != nil {
+		return a.plan.NegativeBand.MaxRequests
+	}
+	return a.plan.DefaultBand.MaxRequests
+}
 
 // admissionOf returns r's flow-control rule, if it has one.
 func admissionOf(r router) *admission {
@@ -73,50 +76,89 @@ func admissionOf(r router) *admission {
 	return nil
 }
 
+// heldBand is one priority's waiting requests: ids from head on, oldest
+// first, including some that have left (n counts those still waiting).
+type heldBand struct {
+	priority int
+	ids      []uint64
+	head, n  int
+}
+
+// priority is the priority a flight is routed with.
+func (s *sim) priority(f *flight) int {
+	if len(s.spec.Classes) == 0 {
+		return 0
+	}
+	return s.spec.Classes[f.class].Priority
+}
+
+// band returns priority p's band, creating it in s.bands (highest first).
+func (s *sim) band(p int) *heldBand {
+	i, found := slices.BinarySearchFunc(s.bands, p, func(b *heldBand, p int) int { return p - b.priority })
+	if !found {
+		s.bands = slices.Insert(s.bands, i, &heldBand{priority: p})
+	}
+	return s.bands[i]
+}
+
 // admit routes f at once or holds it.
 func (s *sim) admit(f *flight) {
-	a := s.admission
-	if a == nil || (len(s.held) == s.heldHead && a.open()) {
+	a, p := s.admission, s.priority(f)
+	if a == nil || (s.heldN == 0 && a.open(p)) {
 		s.dispatch(f)
 		return
 	}
-	if a.maxRequests > 0 && int64(s.heldN) >= a.maxRequests {
+	b := s.band(p)
+	if m := a.plan.MaxRequests; m > 0 && int64(s.heldN) >= m {
+		s.fail(f, errQueueFull)
+		return
+	}
+	if m := a.bandLimit(p); m > 0 && int64(b.n) >= m {
 		s.fail(f, errQueueFull)
 		return
 	}
 	f.status, f.waited = flightQueued, true
-	s.held = append(s.held, f.id)
+	b.ids = append(b.ids, f.id)
+	b.n++
 	s.heldN++
 	if s.spec.Timeout > 0 {
 		s.events.push(event{at: f.arrival + s.spec.Timeout, kind: evTimeout, id: f.id})
 	}
-	if a.ttl > 0 && (s.spec.Timeout == 0 || a.ttl < s.spec.Timeout) {
-		s.events.push(event{at: f.arrival + a.ttl, kind: evExpire, id: f.id})
+	if ttl := a.plan.DefaultTTL; ttl > 0 && (s.spec.Timeout == 0 || ttl < s.spec.Timeout) {
+		s.events.push(event{at: f.arrival + ttl, kind: evExpire, id: f.id})
 	}
 }
 
-// release routes held requests, oldest first, while the pool has room.
+// release routes held requests while the highest waiting band may go.
 func (s *sim) release() {
 	a := s.admission
-	if a == nil {
-		return
-	}
-	for s.heldN > 0 && a.open() {
-		f := s.popHeld()
+	for a != nil && s.heldN > 0 {
+		var top *heldBand
+		for _, b := range s.bands {
+			if b.n > 0 {
+				top = b
+				break
+			}
+		}
+		if !a.open(top.priority) {
+			return
+		}
+		f := s.pop(top)
 		f.status = flightRunning
 		s.dispatch(f)
 	}
-	if s.heldHead == len(s.held) { // reuse the backing array
-		s.held, s.heldHead = s.held[:0], 0
-	}
 }
 
-// popHeld takes the oldest request still waiting; heldN > 0.
-func (s *sim) popHeld() *flight {
+// pop takes b's oldest request still waiting; b.n > 0.
+func (s *sim) pop(b *heldBand) *flight {
 	for {
-		f := &s.flights[s.held[s.heldHead]]
-		s.heldHead++
+		f := &s.flights[b.ids[b.head]]
+		b.head++
+		if b.head == len(b.ids) { // reuse the backing array
+			b.ids, b.head = b.ids[:0], 0
+		}
 		if f.status == flightQueued {
+			b.n--
 			s.heldN--
 			return f
 		}
@@ -124,8 +166,9 @@ func (s *sim) popHeld() *flight {
 }
 
 // leaveQueue ends a held request that timed out or expired; it stays in
-// s.held and is skipped when reached.
+// its band's ids and is skipped when reached.
 func (s *sim) leaveQueue(f *flight, status flightStatus, err error) {
+	s.band(s.priority(f)).n--
 	s.heldN--
 	if status == flightFailed {
 		s.fail(f, err)

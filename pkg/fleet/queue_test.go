@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // flowConfig is the upstream default scoring with flow control gated by a
@@ -70,7 +72,54 @@ func TestFlowControlHoldsRequests(t *testing.T) {
 	}
 	again := run("held", flowConfig(4, "  maxRequests: 0\n"))
 	held.WallSeconds, again.WallSeconds = 0, 0
-	if *held != *again {
+	if !cmp.Equal(*held, *again) {
 		t.Error("same seed, different results with flow control")
+	}
+}
+
+// TestClassesAndPriority splits traffic into a critical class (priority 3)
+// and a sheddable batch class (priority -1) on an overloaded fleet: the
+// report has one line per class; legacy admission (no flow control) sheds
+// only batch requests; flow control with batch held at 80 % of the pool
+// refuses nobody and serves critical requests first.
+func TestClassesAndPriority(t *testing.T) {
+	t.Parallel()
+	w, err := WorkloadByName("no-sharing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Duration, w.WarmupRequests = 2*time.Second, 50
+	classes, err := ParseClasses("critical:1:3,batch:4:-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(yaml []byte) *StageResult {
+		t.Helper()
+		r, err := Run(context.Background(), RunSpec{Workload: w, Policy: ConfigPolicy("p", "", yaml), QPS: 400, Seed: 5, Classes: classes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Classes) != 2 || r.Classes[0].Name != "critical" || r.Classes[1].Priority != -1 ||
+			r.Classes[0].Requests+r.Classes[1].Requests != r.Requests {
+			t.Fatalf("classes %+v of %d requests", r.Classes, r.Requests)
+		}
+		return r
+	}
+	legacy := run([]byte(`apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins: [{type: queue-scorer}, {type: concurrency-detector, parameters: {maxConcurrency: 4}}]
+saturationDetector: {pluginRef: concurrency-detector}
+`))
+	if c, b := legacy.Classes[0], legacy.Classes[1]; c.Failed != 0 || b.Failed == 0 {
+		t.Errorf("legacy shedding: critical failed %d, batch failed %d; want only batch shed", c.Failed, b.Failed)
+	}
+	held := run([]byte(strings.Replace(string(flowConfig(4, "  maxRequests: 0\n")), "schedulingProfiles:",
+		"- {type: static-usage-limit-policy, parameters: {priorityThresholds: {\"-1\": 0.8}}}\nschedulingProfiles:", 1)))
+	c, b := held.Classes[0], held.Classes[1]
+	if c.Failed+b.Failed != 0 {
+		t.Errorf("flow control refused %d critical and %d batch requests", c.Failed, b.Failed)
+	}
+	if !(c.TTFT.P90 < b.TTFT.P50) {
+		t.Errorf("critical TTFT p90 %.0f ms, batch p50 %.0f ms: want critical served first", c.TTFT.P90, b.TTFT.P50)
 	}
 }

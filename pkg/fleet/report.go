@@ -146,6 +146,25 @@ func average(rs []*StageResult) StageResult {
 		}
 	}
 	scaleInto(sum, 1/float64(len(rs)))
+	out.Classes = averageClasses(rs)
+	return out
+}
+
+// averageClasses is average for the runs' classes, which every run of a
+// stage shares.
+func averageClasses(rs []*StageResult) []ClassResult {
+	if len(rs[0].Classes) == 0 {
+		return nil
+	}
+	out := make([]ClassResult, len(rs[0].Classes))
+	for i := range out {
+		sum := reflect.ValueOf(&out[i]).Elem()
+		for _, r := range rs {
+			addInto(sum, reflect.ValueOf(&r.Classes[i]).Elem())
+		}
+		scaleInto(sum, 1/float64(len(rs)))
+		out[i].Name, out[i].Priority = rs[0].Classes[i].Name, rs[0].Classes[i].Priority
+	}
 	return out
 }
 

@@ -32,6 +32,7 @@ type routerEnv struct {
 	endpoints []*endpoint.Endpoint
 	clock     scheduler.Clock
 	seed      uint64
+	classes   []Class
 }
 
 // epoch is virtual time zero on the plugins' clock.
@@ -52,6 +53,7 @@ type schedRouter struct {
 	ctx   context.Context
 	// admission is the config's flow control, nil without the gate.
 	admission *admission
+	classes   []Class
 }
 
 // newSchedRouter loads and builds yaml with the in-tree plugins plus extra.
@@ -73,7 +75,7 @@ func newSchedRouter(yaml []byte, reg *scheduler.Registry, env routerEnv) (*sched
 		return nil, err
 	}
 	r := &schedRouter{sched: built.Scheduler, eps: eps, index: make(map[*endpoint.Endpoint]int, len(eps)),
-		ctx: context.Background(), admission: adm}
+		ctx: context.Background(), admission: adm, classes: env.classes}
 	for i, e := range eps {
 		r.index[e] = i
 	}
@@ -84,6 +86,11 @@ func (r *schedRouter) route(f *flight) (int, error) {
 	f.state = r.sched.NewState()
 	f.req = &scheduler.Request{
 		ID: strconv.FormatUint(f.id, 10), Model: f.p.body.Model, IncomingModel: f.p.body.Model, Body: f.p.body,
+		FairnessID: "default-flow",
+	}
+	if len(r.classes) > 0 {
+		c := r.classes[f.class]
+		f.req.Priority, f.req.FairnessID = c.Priority, c.Name
 	}
 	res, err := r.sched.Schedule(r.ctx, f.state, f.req, r.eps)
 	if err != nil {

@@ -37,6 +37,9 @@ type RunSpec struct {
 	// Timeout cancels a request this long after it arrived; 0 means
 	// DefaultTimeout.
 	Timeout time.Duration
+	// Classes, when set, splits the requests into classes of priority and
+	// fairness ID (shares are normalised) and reports each class.
+	Classes []Class
 }
 
 func (s RunSpec) withDefaults() RunSpec {
@@ -50,6 +53,9 @@ func (s RunSpec) withDefaults() RunSpec {
 	out.ScrapeJitter = max(out.ScrapeJitter, 0)
 	if out.Timeout == 0 {
 		out.Timeout = DefaultTimeout
+	}
+	if len(out.Classes) > 0 && validateClasses(out.Classes) == nil {
+		out.Classes = normalised(out.Classes)
 	}
 	return out
 }
@@ -74,6 +80,9 @@ func (s *RunSpec) validate() error {
 	if s.Timeout < 0 || s.Timeout > maxDuration {
 		errs = append(errs, fmt.Errorf("timeout: must be in [0, %s], got %s", maxDuration, s.Timeout))
 	}
+	if err := validateClasses(s.Classes); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -95,7 +104,8 @@ type flight struct {
 	arrival  time.Duration
 	server   int32
 	measured bool
-	waited   bool // held by flow control before it was routed
+	waited   bool  // held by flow control before it was routed
+	class    uint8 // index into RunSpec.Classes
 	status   flightStatus
 	promptN  int32
 	outN     int32
@@ -134,6 +144,7 @@ type sim struct {
 	src      source
 	rng      *rand.Rand // arrivals and prompt choice only
 	jitter   *rand.Rand
+	classRng *rand.Rand // class choice, apart so classes do not change the trace
 	flights  []flight
 	open     int
 	arriving bool
@@ -144,12 +155,11 @@ type sim struct {
 	// windowTokens the output tokens generated inside it.
 	windowDone, windowTokens int
 	failures                 failureLog
-	// admission is the policy's flow control (nil: none); held lists the
-	// requests it holds from heldHead on, oldest first, including some
-	// that have left (heldN counts those still waiting).
-	admission       *admission
-	held            []uint64
-	heldHead, heldN int
+	// admission is the policy's flow control (nil: none); bands hold the
+	// waiting requests by priority, highest first, and heldN counts them.
+	admission *admission
+	bands     []*heldBand
+	heldN     int
 }
 
 // failureLog keeps the first routing or submission error of a run.
@@ -192,6 +202,7 @@ func newSim(spec RunSpec) (*sim, error) {
 	s := &sim{
 		spec: spec, engCfg: cfg, clock: &virtualClock{}, rng: newRand(spec.Seed),
 		jitter: newRand(spec.Seed ^ 0xa0761d6478bd642f), lora: len(spec.Workload.Traffic.Adapters) > 0,
+		classRng: newRand(spec.Seed ^ 0xe7037ed1a0b428db),
 	}
 	eps := make([]*endpoint.Endpoint, spec.Workload.Servers)
 	s.servers = make([]server, len(eps))
@@ -206,7 +217,7 @@ func newSim(spec RunSpec) (*sim, error) {
 		})
 		s.servers[i].ep = eps[i]
 	}
-	if s.router, err = spec.Policy.newRouter(routerEnv{endpoints: eps, clock: s.clock, seed: spec.Seed}); err != nil {
+	if s.router, err = spec.Policy.newRouter(routerEnv{endpoints: eps, clock: s.clock, seed: spec.Seed, classes: spec.Classes}); err != nil {
 		return nil, err
 	}
 	s.admission = admissionOf(s.router)
@@ -271,6 +282,9 @@ func (s *sim) arrive() error {
 		id: id, p: p, arrival: now, measured: now >= s.start && now < s.end,
 		promptN: int32(len(p.tokens)), outN: int32(p.maxTokens), server: -1,
 	})
+	if len(s.spec.Classes) > 0 {
+		s.flights[id].class = pickClass(s.spec.Classes, s.classRng)
+	}
 	s.open++
 	s.admit(&s.flights[id])
 	s.release()

@@ -57,6 +57,8 @@ type StageResult struct {
 	GoodputPct float64 `json:"goodputPct"`
 	// FirstError is the first routing or submission error, if any.
 	FirstError string `json:"firstError,omitempty"`
+	// Classes splits the stage by traffic class (RunSpec.Classes).
+	Classes []ClassResult `json:"classes,omitempty"`
 	// WallSeconds is how long the run took on this machine.
 	WallSeconds float64 `json:"wallSeconds"`
 }
@@ -123,6 +125,7 @@ func (s *sim) result() *StageResult {
 	}
 	r.TTFT, r.E2E, r.TPOT = percentiles(ttft), percentiles(e2e), percentiles(tpot)
 	r.LoadCV = s.loadCV()
+	r.Classes = s.classResults()
 	if s.failures.first != nil {
 		r.FirstError = s.failures.first.Error()
 	}

@@ -21,6 +21,10 @@ func WriteTable(w io.Writer, r *Report) error {
 				fmt.Fprintf(tw, "%s\t%g\t%d\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.3f\t%.1f\t\n",
 					l.Policy, s.QPS, s.Requests, s.SuccessPct, s.OutputTokensPerS, s.TTFT.P50, s.TTFT.P90, s.TTFT.P99,
 					s.E2E.P50, s.E2E.P99, s.TPOT.P50, s.CacheHitPct, s.LoadCV, s.GoodputPct)
+				for _, c := range s.Classes {
+					fmt.Fprintf(tw, "  %s (priority %d)\t\t%d\t%.1f\t\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t\t\t\t\t\n",
+						c.Name, c.Priority, c.Requests, c.SuccessPct, c.TTFT.P50, c.TTFT.P90, c.TTFT.P99, c.E2E.P50, c.E2E.P99)
+				}
 			}
 		}
 	}

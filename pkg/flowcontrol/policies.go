@@ -2,8 +2,12 @@ package flowcontrol
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -308,6 +312,9 @@ func SLODeadlineRegistration() scheduler.Registration {
 // StaticUsageLimitParams configures StaticUsageLimit.
 type StaticUsageLimitParams struct {
 	Threshold float64 `json:"threshold" doc:"saturation below which every band may dispatch; > 0 (values above 1 let requests go to a saturated pool)" default:"1.0"`
+	// PriorityThresholds is an OpenEPP extension: upstream's policy has one
+	// threshold for every band.
+	PriorityThresholds map[string]float64 `json:"priorityThresholds" doc:"OpenEPP extension: the threshold of particular priorities, keyed by priority (e.g. {\"-1\": 0.8} holds sheddable traffic at 80 % so higher priorities find room); others use threshold" default:"{}"`
 }
 
 // DefaultStaticUsageLimitParams returns the upstream default.
@@ -316,17 +323,33 @@ func DefaultStaticUsageLimitParams() StaticUsageLimitParams {
 }
 
 func (p *StaticUsageLimitParams) validate() error {
-	if !(p.Threshold > 0) || math.IsInf(p.Threshold, 1) {
-		return fmt.Errorf("threshold: must be a finite number > 0, got %v", p.Threshold)
+	var errs []error
+	if !validThreshold(p.Threshold) {
+		errs = append(errs, fmt.Errorf("threshold: must be a finite number > 0, got %v", p.Threshold))
 	}
-	return nil
+	for _, k := range slices.Sorted(maps.Keys(p.PriorityThresholds)) {
+		if _, err := strconv.Atoi(k); err != nil {
+			errs = append(errs, fmt.Errorf("priorityThresholds: key %q is not an integer priority", k))
+		}
+		if v := p.PriorityThresholds[k]; !validThreshold(v) {
+			errs = append(errs, fmt.Errorf("priorityThresholds[%s]: must be a finite number > 0, got %v", k, v))
+		}
+	}
+	return errors.Join(errs...)
 }
 
+func validThreshold(v float64) bool { return v > 0 && !math.IsInf(v, 1) }
+
 // StaticUsageLimit is the default usage-limit policy: every priority may
-// dispatch while saturation < threshold (parameter threshold, default 1.0).
+// dispatch while saturation < threshold (parameter threshold, default 1.0),
+// except those given their own in priorityThresholds. A lower threshold
+// for low priorities keeps room for higher ones: flow control orders only
+// the EPP's queue, so without it a request of high priority released into
+// a pool full of low-priority work still waits for a slot on its server.
 type StaticUsageLimit struct {
 	name      scheduler.TypedName
 	threshold float64
+	byPrio    map[int]float64
 }
 
 // NewStaticUsageLimit validates p and returns the policy named name.
@@ -334,15 +357,25 @@ func NewStaticUsageLimit(name string, p StaticUsageLimitParams) (*StaticUsageLim
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	return &StaticUsageLimit{name: typed(StaticUsageLimitType, name), threshold: p.Threshold}, nil
+	s := &StaticUsageLimit{name: typed(StaticUsageLimitType, name), threshold: p.Threshold, byPrio: map[int]float64{}}
+	for k, v := range p.PriorityThresholds {
+		prio, _ := strconv.Atoi(k) // validated
+		s.byPrio[prio] = v
+	}
+	return s, nil
 }
 
 // TypedName implements scheduler.Plugin.
 func (s *StaticUsageLimit) TypedName() scheduler.TypedName { return s.name }
 
-// Ceiling implements scheduler.UsageLimitPolicy: the threshold, whatever
-// the priority.
-func (s *StaticUsageLimit) Ceiling(int) float64 { return s.threshold }
+// Ceiling implements scheduler.UsageLimitPolicy: the priority's own
+// threshold, or the common one.
+func (s *StaticUsageLimit) Ceiling(priority int) float64 {
+	if v, ok := s.byPrio[priority]; ok {
+		return v
+	}
+	return s.threshold
+}
 
 // StaticUsageLimitFactory builds a StaticUsageLimit from config.
 func StaticUsageLimitFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (scheduler.Plugin, error) {
@@ -361,6 +394,7 @@ func StaticUsageLimitFactory(name string, raw json.RawMessage, _ *scheduler.Hand
 func StaticUsageLimitRegistration() scheduler.Registration {
 	return scheduler.Registration{
 		Type: StaticUsageLimitType, Factory: StaticUsageLimitFactory, Params: StaticUsageLimitParams{},
-		Summary: "Usage limit (default): every priority band may dispatch while the pool's saturation is below threshold (default 1.0).",
+		Summary: "Usage limit (default): every priority band may dispatch while the pool's saturation is below threshold (default 1.0), " +
+			"or below its own entry in priorityThresholds.",
 	}
 }

@@ -57,6 +57,8 @@ func TestStaticUsageLimitParams(t *testing.T) {
 		{params: `{"threshold":0}`, wantErr: "threshold: must be a finite number > 0, got 0"},
 		{params: `{"threshold":-1}`, wantErr: "threshold: must be a finite number > 0, got -1"},
 		{params: `{"threshold":"high"}`, wantErr: "parameters: json"},
+		{params: `{"priorityThresholds":{"x":0.5}}`, wantErr: `priorityThresholds: key "x" is not an integer priority`},
+		{params: `{"priorityThresholds":{"-1":0}}`, wantErr: "priorityThresholds[-1]: must be a finite number > 0, got 0"},
 	}
 	for _, tc := range tests {
 		p, err := flowcontrol.StaticUsageLimitFactory("s", []byte(tc.params), nil)
@@ -150,5 +152,21 @@ func TestRoundRobinChooser(t *testing.T) {
 	got = append(got, choose("a", "d"))           // d
 	if diff := cmp.Diff([]string{"a", "b", "c", "a", "b", "c", "a", "d"}, got); diff != "" {
 		t.Errorf("turns (-want +got):\n%s", diff)
+	}
+}
+
+// TestStaticUsageLimitPerPriority: a priority with its own threshold uses
+// it; the others use the common one.
+func TestStaticUsageLimitPerPriority(t *testing.T) {
+	t.Parallel()
+	p, err := flowcontrol.StaticUsageLimitFactory("s", []byte(`{"threshold":0.9,"priorityThresholds":{"-1":0.7,"5":1.2}}`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := p.(scheduler.UsageLimitPolicy)
+	for prio, want := range map[int]float64{-2: 0.9, -1: 0.7, 0: 0.9, 5: 1.2} {
+		if got := u.Ceiling(prio); got != want {
+			t.Errorf("Ceiling(%d) = %v; want %v", prio, got, want)
+		}
 	}
 }

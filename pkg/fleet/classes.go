@@ -1,0 +1,147 @@
+package fleet
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+)
+
+// Class is one kind of client traffic, for studies of priority and flow
+// control: a share of the requests, the priority their InferenceObjective
+// would give them, and their fairness ID. A run without classes sends
+// every request at priority 0 in the default flow.
+type Class struct {
+	Name     string
+	Share    float64
+	Priority int
+}
+
+// maxClasses bounds a run's classes (a flight stores its class in a byte).
+const maxClasses = 16
+
+// ParseClasses reads "name:share:priority,…", for example
+// "critical:0.2:3,batch:0.8:-1"; shares are normalised to sum to 1.
+func ParseClasses(s string) ([]Class, error) {
+	var out []Class
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		parts := strings.Split(item, ":")
+		if len(parts) != 3 {
+			return nil, fmt.Errorf("class %q: want name:share:priority", item)
+		}
+		share, err := strconv.ParseFloat(parts[1], 64)
+		if err != nil {
+			return nil, fmt.Errorf("class %q: share: %w", item, err)
+		}
+		prio, err := strconv.Atoi(parts[2])
+		if err != nil {
+			return nil, fmt.Errorf("class %q: priority: %w", item, err)
+		}
+		out = append(out, Class{Name: strings.TrimSpace(parts[0]), Share: share, Priority: prio})
+	}
+	if err := validateClasses(out); err != nil {
+		return nil, err
+	}
+	return normalised(out), nil
+}
+
+func validateClasses(cs []Class) error {
+	var errs []error
+	if len(cs) > maxClasses {
+		errs = append(errs, fmt.Errorf("classes: at most %d, got %d", maxClasses, len(cs)))
+	}
+	seen := map[string]bool{}
+	for _, c := range cs {
+		if c.Name == "" || seen[c.Name] {
+			errs = append(errs, fmt.Errorf("class %q: names must be non-empty and distinct", c.Name))
+		}
+		seen[c.Name] = true
+		if !(c.Share > 0) {
+			errs = append(errs, fmt.Errorf("class %q: share must be > 0, got %v", c.Name, c.Share))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func normalised(cs []Class) []Class {
+	var sum float64
+	for _, c := range cs {
+		sum += c.Share
+	}
+	out := make([]Class, len(cs))
+	for i, c := range cs {
+		c.Share /= sum
+		out[i] = c
+	}
+	return out
+}
+
+// pick draws a class index by share.
+func pickClass(cs []Class, rng *rand.Rand) uint8 {
+	x := rng.Float64()
+	for i, c := range cs {
+		if x < c.Share {
+			return uint8(i)
+		}
+		x -= c.Share
+	}
+	return uint8(len(cs) - 1)
+}
+
+// ClassResult is one class's part of a stage: how many of its requests
+// arrived in the window and how they ended, and its latencies (completed
+// requests, milliseconds).
+type ClassResult struct {
+	Name       string      `json:"name"`
+	Priority   int         `json:"priority"`
+	Requests   int         `json:"requests"`
+	Completed  int         `json:"completed"`
+	TimedOut   int         `json:"timedOut"`
+	Failed     int         `json:"failed"`
+	SuccessPct float64     `json:"successPct"`
+	TTFT       Percentiles `json:"ttftMs"`
+	E2E        Percentiles `json:"e2eMs"`
+}
+
+// classResults splits the measured flights by class.
+func (s *sim) classResults() []ClassResult {
+	cs := s.spec.Classes
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]ClassResult, len(cs))
+	ttft, e2e := make([][]float64, len(cs)), make([][]float64, len(cs))
+	for i, c := range cs {
+		out[i].Name, out[i].Priority = c.Name, c.Priority
+	}
+	for i := range s.flights {
+		f := &s.flights[i]
+		if !f.measured {
+			continue
+		}
+		r := &out[f.class]
+		r.Requests++
+		switch f.status {
+		case flightDone:
+			r.Completed++
+			ttft[f.class] = append(ttft[f.class], ms(f.ttft))
+			e2e[f.class] = append(e2e[f.class], ms(f.end-f.arrival))
+		case flightTimedOut:
+			r.TimedOut++
+		default:
+			r.Failed++
+		}
+	}
+	for i := range out {
+		if out[i].Requests > 0 {
+			out[i].SuccessPct = 100 * float64(out[i].Completed) / float64(out[i].Requests)
+		}
+		out[i].TTFT, out[i].E2E = percentiles(ttft[i]), percentiles(e2e[i])
+	}
+	return out
+}
