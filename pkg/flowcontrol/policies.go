@@ -314,7 +314,7 @@ type StaticUsageLimitParams struct {
 	Threshold float64 `json:"threshold" doc:"saturation below which every band may dispatch; > 0 (values above 1 let requests go to a saturated pool)" default:"1.0"`
 	// PriorityThresholds is an OpenEPP extension: upstream's policy has one
 	// threshold for every band.
-	PriorityThresholds map[string]float64 `json:"priorityThresholds" doc:"OpenEPP extension: the threshold of particular priorities, keyed by priority (e.g. {\"-1\": 0.8} holds sheddable traffic at 80 % so higher priorities find room); others use threshold" default:"{}"`
+	PriorityThresholds map[string]float64 `json:"priorityThresholds" doc:"OpenEPP extension: thresholds by priority; an entry applies to its priority and every lower one down to the next entry, priorities above every entry use threshold (e.g. {\"-1\": 0.8} holds all sheddable traffic at 80 % so higher priorities find room)" default:"{}"`
 }
 
 // DefaultStaticUsageLimitParams returns the upstream default.
@@ -342,14 +342,21 @@ func validThreshold(v float64) bool { return v > 0 && !math.IsInf(v, 1) }
 
 // StaticUsageLimit is the default usage-limit policy: every priority may
 // dispatch while saturation < threshold (parameter threshold, default 1.0),
-// except those given their own in priorityThresholds. A lower threshold
+// except those priorityThresholds covers: an entry applies to its priority
+// and every lower one down to the next entry. A lower threshold
 // for low priorities keeps room for higher ones: flow control orders only
 // the EPP's queue, so without it a request of high priority released into
 // a pool full of low-priority work still waits for a slot on its server.
 type StaticUsageLimit struct {
 	name      scheduler.TypedName
 	threshold float64
-	byPrio    map[int]float64
+	// steps are priorityThresholds by ascending priority.
+	steps []priorityStep
+}
+
+type priorityStep struct {
+	priority  int
+	threshold float64
 }
 
 // NewStaticUsageLimit validates p and returns the policy named name.
@@ -357,22 +364,25 @@ func NewStaticUsageLimit(name string, p StaticUsageLimitParams) (*StaticUsageLim
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	s := &StaticUsageLimit{name: typed(StaticUsageLimitType, name), threshold: p.Threshold, byPrio: map[int]float64{}}
+	s := &StaticUsageLimit{name: typed(StaticUsageLimitType, name), threshold: p.Threshold}
 	for k, v := range p.PriorityThresholds {
 		prio, _ := strconv.Atoi(k) // validated
-		s.byPrio[prio] = v
+		s.steps = append(s.steps, priorityStep{prio, v})
 	}
+	slices.SortFunc(s.steps, func(a, b priorityStep) int { return a.priority - b.priority })
 	return s, nil
 }
 
 // TypedName implements scheduler.Plugin.
 func (s *StaticUsageLimit) TypedName() scheduler.TypedName { return s.name }
 
-// Ceiling implements scheduler.UsageLimitPolicy: the priority's own
-// threshold, or the common one.
+// Ceiling implements scheduler.UsageLimitPolicy: the threshold of the
+// lowest entry at or above priority, or the common one.
 func (s *StaticUsageLimit) Ceiling(priority int) float64 {
-	if v, ok := s.byPrio[priority]; ok {
-		return v
+	for _, st := range s.steps {
+		if st.priority >= priority {
+			return st.threshold
+		}
 	}
 	return s.threshold
 }

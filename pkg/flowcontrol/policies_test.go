@@ -155,8 +155,9 @@ func TestRoundRobinChooser(t *testing.T) {
 	}
 }
 
-// TestStaticUsageLimitPerPriority: a priority with its own threshold uses
-// it; the others use the common one.
+// TestStaticUsageLimitPerPriority: an entry covers its priority and the
+// lower ones down to the next entry; priorities above every entry use the
+// common threshold.
 func TestStaticUsageLimitPerPriority(t *testing.T) {
 	t.Parallel()
 	p, err := flowcontrol.StaticUsageLimitFactory("s", []byte(`{"threshold":0.9,"priorityThresholds":{"-1":0.7,"5":1.2}}`), nil)
@@ -164,7 +165,7 @@ func TestStaticUsageLimitPerPriority(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := p.(scheduler.UsageLimitPolicy)
-	for prio, want := range map[int]float64{-2: 0.9, -1: 0.7, 0: 0.9, 5: 1.2} {
+	for prio, want := range map[int]float64{-9: 0.7, -1: 0.7, 0: 1.2, 5: 1.2, 6: 0.9} {
 		if got := u.Ceiling(prio); got != want {
 			t.Errorf("Ceiling(%d) = %v; want %v", prio, got, want)
 		}
