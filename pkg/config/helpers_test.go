@@ -164,6 +164,7 @@ var testTypes = map[string]maker{
 	"passthrough-parser":            mkPlain,
 	"fcfs-ordering-policy":          mkOrdering,
 	"edf-ordering-policy":           mkOrdering,
+	"slo-deadline-ordering-policy":  mkOrdering,
 	"global-strict-fairness-policy": mkFairness,
 	"round-robin-fairness-policy":   mkFairness,
 	"static-usage-limit-policy":     mkLimit,

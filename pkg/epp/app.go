@@ -72,15 +72,12 @@ func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*
 		MaxRequestBodyBytes: f.MaxRequestBodyBytes, DisableSubsetFilter: f.DisableSubsetFilter,
 		EmitEndpointScores: f.EmitEndpointScores, Passthrough: passthrough(built), Log: log.WithName("server"), Metrics: a.metrics,
 	}
-	a.flow = &flowControl{store: a.store, metrics: newFlowMetrics(reg, f.Kube.PoolName), log: log.WithName("flow-control")}
-	gate, err := a.flow.configure(built)
-	if err != nil {
+	if a.flow, err = newFlowControl(a.store, newFlowMetrics(reg, f.Kube.PoolName)); err != nil {
 		return nil, err
 	}
-	if gate != nil {
-		opts.Admission = gate
+	if opts.Admission, err = a.flow.configure(built); err != nil {
+		return nil, err
 	}
-	a.flow.use(gate)
 	a.background = append(a.background, a.flow)
 	a.kubeOptions(&opts)
 	if err := a.startTracing(st, &opts); err != nil {

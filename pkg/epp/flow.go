@@ -5,10 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
-
-	"github.com/go-logr/logr"
 
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/datastore"
@@ -21,24 +18,34 @@ import (
 // milliseconds (llm-d's name first, GIE's as the alias).
 var sloTTFTHeaders = []string{"x-llm-d-slo-ttft-ms", "x-slo-ttft-ms"}
 
-// flowControl owns the flow controllers: the current one, which new
-// requests enter, and after a reload the old ones, which stop admitting
-// and release what they hold as the pool allows, then exit.
+// flowControl is the EPP's one flow controller, for its whole life: a
+// config reload reconfigures it in place, so requests waiting when the
+// config changes stay in the same queue, in order, under the new limits
+// and detector.
 type flowControl struct {
 	store   *datastore.Store
 	metrics *flowMetrics
-	log     logr.Logger
-
-	mu      sync.Mutex
-	ctx     context.Context // nil until Start
-	current *flowcontrol.Controller
+	gate    *flowGate
 }
 
-// configure builds the admission for b's flow-control plan, or returns nil
-// when flow control is off; the saturation gauge then shows the legacy
-// detector's rating. The controller starts with Start (or, after a
-// reload, at once: see use).
-func (f *flowControl) configure(b *config.Built) (*flowGate, error) {
+func newFlowControl(store *datastore.Store, metrics *flowMetrics) (*flowControl, error) {
+	f := &flowControl{store: store, metrics: metrics}
+	// Configured for real by configure; until then nothing enters it.
+	ctl, err := flowcontrol.New(flowcontrol.Config{Saturation: func(time.Time) float64 { return 0 }, PoolSize: f.poolSize})
+	if err != nil {
+		return nil, err
+	}
+	f.gate = &flowGate{ctl: ctl, metrics: metrics, direct: directPass{ctl}}
+	return f, nil
+}
+
+func (f *flowControl) poolSize() int { return len(f.store.Snapshot()) }
+
+// configure applies b's flow-control plan and returns the admission new
+// requests pass through, or nil when flow control is off: requests then go
+// straight to scheduling, while any still waiting are released as before,
+// and the saturation gauge shows the legacy detector's rating.
+func (f *flowControl) configure(b *config.Built) (server.Admission, error) {
 	plan := b.FlowControl()
 	if plan == nil {
 		if d := b.Scheduler.SaturationDetector(); d != nil {
@@ -58,7 +65,7 @@ func (f *flowControl) configure(b *config.Built) (*flowGate, error) {
 			}
 			return detector.Saturation(f.store.Snapshot(), now)
 		},
-		PoolSize: func() int { return len(f.store.Snapshot()) },
+		PoolSize: f.poolSize,
 	}
 	if plan.NegativeBand != nil {
 		nb := band(*plan.NegativeBand)
@@ -67,51 +74,21 @@ func (f *flowControl) configure(b *config.Built) (*flowGate, error) {
 	for p, b := range plan.Bands {
 		cfg.Bands[p] = band(b)
 	}
-	ctl, err := flowcontrol.New(cfg)
-	if err != nil {
+	if err := f.gate.ctl.Reconfigure(cfg); err != nil {
 		return nil, err
 	}
 	f.metrics.watchSaturation(cfg.Saturation)
-	return &flowGate{ctl: ctl, metrics: f.metrics, direct: directPass{ctl}}, nil
+	return f.gate, nil
 }
 
 func band(b config.BandPlan) flowcontrol.Band {
 	return flowcontrol.Band{MaxRequests: b.MaxRequests, MaxBytes: b.MaxBytes, Fairness: b.Fairness, Ordering: b.Ordering}
 }
 
-// use makes g the controller new requests enter (nil: none) and drains the
-// one it replaces.
-func (f *flowControl) use(g *flowGate) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	old := f.current
-	f.current = nil
-	if g != nil {
-		f.current = g.ctl
-		if f.ctx != nil {
-			go g.ctl.Start(f.ctx)
-		}
-	}
-	if old != nil {
-		old.Drain()
-	}
-}
-
-// Start runs the controllers until ctx ends; then whatever still waits is
+// Start runs the dispatcher until ctx ends; then whatever still waits is
 // refused as the EPP shuts down.
 func (f *flowControl) Start(ctx context.Context) error {
-	f.mu.Lock()
-	f.ctx = ctx
-	if f.current != nil {
-		go f.current.Start(ctx)
-	}
-	f.mu.Unlock()
-	<-ctx.Done()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.current != nil {
-		f.current.Stop()
-	}
+	f.gate.ctl.Start(ctx)
 	return nil
 }
 

@@ -232,13 +232,14 @@ func TestFlowControlReleasesOnlyWhatFits(t *testing.T) {
 	}
 }
 
-// TestFlowControlSurvivesReload: a reload gives new requests a new queue
-// (here: room for two), while a request that waited in the old queue is
-// still released, by the old queue, when the request ahead of it ends.
+// TestFlowControlSurvivesReload: a reload reconfigures the one queue in
+// place: a request waiting when the config changes stays queued, the new
+// limits apply at once, and the waiting requests are released as the
+// request in flight ends.
 func TestFlowControlSurvivesReload(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	write := func(n int) {
-		text := strings.TrimPrefix(flowConfigN(n, "  maxRequests: 10\n"), "--config-text=")
+	write := func(flowControl string) {
+		text := strings.TrimPrefix(flowConfigN(1, flowControl), "--config-text=")
 		if err := os.WriteFile(cfg+".tmp", []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -246,31 +247,32 @@ func TestFlowControlSurvivesReload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(1)
+	write("  maxRequests: 10\n")
 	r := startEPP(t, 1, 0, "--config-file", cfg)
 	release := r.hold(t)
-	old := r.send(context.Background(), "old")
-	eventually(t, "a request waits in the first queue", func() bool { return r.queued(t, "old") == 1 })
-	write(2)
+	first := r.send(context.Background(), "before")
+	eventually(t, "a request waits", func() bool { return r.queued(t, "before") == 1 })
+	write("  maxRequests: 2\n")
 	eventually(t, "the reload to take effect", func() bool {
 		return strings.Contains(r.metricsPage(t), `openepp_config_reloads_total{result="success"} 1`)
 	})
-	if d := <-r.send(context.Background(), "new"); d.Immediate != nil {
-		t.Fatalf("a new request after the reload was refused: %d %s", d.Immediate.Status, d.Immediate.Body)
+	second := r.send(context.Background(), "after")
+	eventually(t, "the next request waits behind it", func() bool { return r.queued(t, "after") == 1 })
+	full, err := r.client.RoundTrip(context.Background(), flowRequest("third"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	select {
-	case d := <-old:
-		t.Fatalf("the old queue released its request while the request ahead still ran: %+v", d.Immediate)
-	case <-time.After(100 * time.Millisecond):
-	}
+	wantImmediate(t, full, http.StatusTooManyRequests, "rejected-saturated") // the new limit of 2
 	release()
-	select {
-	case d := <-old:
-		if d.Immediate != nil {
-			t.Fatalf("refused: %d %s", d.Immediate.Status, d.Immediate.Body)
+	for _, ch := range []<-chan *extproc.Decision{first, second} {
+		select {
+		case d := <-ch:
+			if d.Immediate != nil {
+				t.Fatalf("refused: %d %s", d.Immediate.Status, d.Immediate.Body)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a waiting request was never released after the reload")
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the request in the old queue was never released")
 	}
 }
 

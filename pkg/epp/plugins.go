@@ -73,17 +73,14 @@ func (a *app) onReload(b *config.Built) {
 	defer a.mu.Unlock()
 	prev := a.built
 	a.built = b
-	if gate, err := a.flow.configure(b); err != nil {
+	// The scheduler first: a request let through by the new admission must
+	// be scheduled, and counted, by the new plugins.
+	a.srv.SetScheduler(b.Scheduler)
+	if adm, err := a.flow.configure(b); err != nil {
 		a.log.Error(err, "flow control: keeping the previous settings")
 	} else {
-		if gate != nil {
-			a.srv.SetAdmission(gate)
-		} else {
-			a.srv.SetAdmission(nil)
-		}
-		a.flow.use(gate)
+		a.srv.SetAdmission(adm)
 	}
-	a.srv.SetScheduler(b.Scheduler)
 	start, stop := b.Changes(prev)
 	a.plugins.stop(stop)
 	a.plugins.start(start)

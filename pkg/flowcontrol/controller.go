@@ -140,7 +140,8 @@ type Request struct {
 // pass, which happens at least every Poll while requests wait. The clock is
 // assumed not to go backwards.
 type Controller struct {
-	cfg  Config
+	// cfg is swapped whole by Reconfigure; each use loads it once.
+	cfg  atomic.Pointer[Config]
 	now  func() time.Time
 	poll time.Duration
 
@@ -153,7 +154,7 @@ type Controller struct {
 	settle   time.Duration
 	stopOnce sync.Once
 	started  atomic.Bool
-	// queued mirrors requests and closed mirrors draining||stopped, for
+	// queued mirrors requests and closed mirrors stopped, for
 	// the lock-free fast path.
 	queued atomic.Int64
 	closed atomic.Bool
@@ -166,7 +167,6 @@ type Controller struct {
 	requests       int64
 	bytes          int64
 	seq            uint64
-	draining       bool
 	stopped        bool
 }
 
@@ -176,7 +176,6 @@ func New(cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	c := &Controller{
-		cfg:     cfg,
 		now:     cfg.Now,
 		poll:    cfg.Poll,
 		wake:    make(chan struct{}, 1),
@@ -193,13 +192,16 @@ func New(cfg Config) (*Controller, error) {
 	if c.poll == 0 {
 		c.poll = defaultPoll
 	}
+	c.cfg.Store(&cfg)
 	return c, nil
 }
 
+// conf is the configuration in force.
+func (c *Controller) conf() *Config { return c.cfg.Load() }
+
 // Start runs the dispatcher until ctx is done (which refuses everything
-// still waiting, as Stop does), Stop is called, or the controller is
-// draining and its queues are empty. Call it once, in its own goroutine;
-// later calls return at once.
+// still waiting, as Stop does) or Stop is called. Call it once; later calls
+// return at once.
 func (c *Controller) Start(ctx context.Context) {
 	if !c.started.CompareAndSwap(false, true) {
 		return
@@ -215,9 +217,6 @@ func (c *Controller) Start(ctx context.Context) {
 	for {
 		c.expire()
 		c.dispatch(settle)
-		if c.drained() {
-			return
-		}
 		var tick <-chan time.Time
 		if c.queued.Load() > 0 {
 			timer.Reset(c.poll)
@@ -234,13 +233,6 @@ func (c *Controller) Start(ctx context.Context) {
 		}
 		timer.Stop()
 	}
-}
-
-// drained reports that Drain was called and nothing waits any more.
-func (c *Controller) drained() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.draining && c.requests == 0
 }
 
 // dispatch releases requests while the top band's ceiling allows,
@@ -268,6 +260,10 @@ func (c *Controller) dispatch(settle *time.Timer) {
 		if len(c.active) > 0 && c.active[0].priority == top {
 			it := c.active[0].next()
 			c.remove(it)
+			select { // a late signal from an earlier release must not count for this one
+			case <-c.settled:
+			default:
+			}
 			it.done <- nil
 			released = true
 		}
@@ -280,11 +276,12 @@ func (c *Controller) dispatch(settle *time.Timer) {
 
 // below reports whether the pool is below the ceiling for priority p now.
 func (c *Controller) below(p int) bool {
+	cfg := c.conf()
 	ceiling := 1.0
-	if c.cfg.UsageLimit != nil {
-		ceiling = c.cfg.UsageLimit.Ceiling(p)
+	if cfg.UsageLimit != nil {
+		ceiling = cfg.UsageLimit.Ceiling(p)
 	}
-	return c.cfg.Saturation(c.now()) < ceiling // false for NaN: hold
+	return cfg.Saturation(c.now()) < ceiling // false for NaN: hold
 }
 
 // expire evicts the requests that have outlived the TTL (see Controller).
@@ -292,10 +289,11 @@ func (c *Controller) expire() {
 	if c.queued.Load() == 0 {
 		return
 	}
-	noEndpoints := c.cfg.PoolSize() == 0
-	ttl, noEndpointTTL := c.cfg.DefaultTTL, false
-	if noEndpoints && c.cfg.NoEndpointTTL > 0 {
-		ttl, noEndpointTTL = c.cfg.NoEndpointTTL, true
+	cfg := c.conf()
+	noEndpoints := cfg.PoolSize() == 0
+	ttl, noEndpointTTL := cfg.DefaultTTL, false
+	if noEndpoints && cfg.NoEndpointTTL > 0 {
+		ttl, noEndpointTTL = cfg.NoEndpointTTL, true
 	}
 	if ttl <= 0 {
 		return
@@ -383,7 +381,7 @@ func (c *Controller) wait(ctx context.Context, r Request) (bool, error) {
 func (c *Controller) enqueue(ctx context.Context, r Request) (*item, *Error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.draining || c.stopped {
+	if c.stopped {
 		return nil, shutdownError(r.FlowID, r.Priority, false, 0)
 	}
 	if err := c.checkCapacity(r); err != nil {
@@ -405,8 +403,8 @@ func (c *Controller) enqueue(ctx context.Context, r Request) (*item, *Error) {
 // deadline is min(now+DefaultTTL, ctx's deadline), zero when neither.
 func (c *Controller) deadline(ctx context.Context, now time.Time) time.Time {
 	var d time.Time
-	if c.cfg.DefaultTTL > 0 {
-		d = now.Add(c.cfg.DefaultTTL)
+	if ttl := c.conf().DefaultTTL; ttl > 0 {
+		d = now.Add(ttl)
 	}
 	if cd, ok := ctx.Deadline(); ok && (d.IsZero() || cd.Before(d)) {
 		d = cd
@@ -426,64 +424,19 @@ func (c *Controller) abandon(ctx context.Context, r Request, it *item) *Error {
 	c.mu.Unlock()
 	c.Wake() // a lower band may be free to go now
 	err := cancelledError(r, true, c.now().Sub(it.q.Enqueued), context.Cause(ctx))
-	err.NoEndpoints = c.cfg.PoolSize() == 0
+	err.NoEndpoints = c.conf().PoolSize() == 0
 	return err
 }
 
 // refuse reports an immediate refusal.
 func (c *Controller) refuse(r Request, err *Error) error {
-	err.NoEndpoints = c.cfg.PoolSize() == 0
+	err.NoEndpoints = c.conf().PoolSize() == 0
 	c.finished(r, err.Outcome, 0)
 	return err
 }
 
 func (c *Controller) finished(r Request, o Outcome, waited time.Duration) {
-	if c.cfg.Observer != nil {
-		c.cfg.Observer.Finished(r, o, waited)
+	if obs := c.conf().Observer; obs != nil {
+		obs.Finished(r, o, waited)
 	}
-}
-
-// Wake asks the dispatcher to re-read saturation now (a request finished,
-// metrics were scraped). It never blocks.
-func (c *Controller) Wake() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
-// Drain stops admitting (Admit returns RejectedShuttingDown) but keeps
-// dispatching what waits; the dispatcher returns once the queues are empty.
-func (c *Controller) Drain() {
-	c.mu.Lock()
-	c.draining = true
-	c.closed.Store(true)
-	c.mu.Unlock()
-	c.Wake()
-}
-
-// Stop refuses everything still waiting with RejectedShuttingDown, and
-// every later Admit, and stops the dispatcher. It may be called more than
-// once, and before Start.
-func (c *Controller) Stop() {
-	noEndpoints := c.cfg.PoolSize() == 0
-	c.mu.Lock()
-	now := c.now()
-	c.stopped = true
-	c.closed.Store(true)
-	for it := c.oldest; it != nil; it = c.oldest {
-		c.remove(it)
-		err := shutdownError(it.q.FlowID, it.q.Priority, true, now.Sub(it.q.Enqueued))
-		err.NoEndpoints = noEndpoints
-		it.done <- err
-	}
-	c.mu.Unlock()
-	c.stopOnce.Do(func() { close(c.quit) })
-}
-
-// Waiting reports the number of requests and bytes queued now.
-func (c *Controller) Waiting() (requests int, bytes int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return int(c.requests), c.bytes
 }

@@ -151,38 +151,6 @@ func TestCancelReleasesLowerBand(t *testing.T) {
 	}
 }
 
-func TestDrain(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, flowcontrol.Config{})
-	a := h.queue(bg, flowcontrol.Request{})
-	b := h.queue(bg, flowcontrol.Request{Priority: 1})
-	h.c.Drain()
-	h.m.set(0.2) // would take the fast path if admitting
-	err := h.c.Admit(bg, flowcontrol.Request{FlowID: "late"})
-	if fe := refusal(t, err); fe.Outcome != flowcontrol.RejectedShuttingDown {
-		t.Errorf("Admit while draining: %v", fe.Outcome)
-	}
-	if want := `flow control: shutting down; request of flow "late" (priority 0) refused`; err.Error() != want {
-		t.Errorf("message %q; want %q", err, want)
-	}
-	select {
-	case <-h.stopped:
-		t.Fatal("dispatcher exited with requests waiting")
-	default:
-	}
-	h.c.Wake()
-	for _, ch := range []<-chan error{a, b} {
-		if err := result(t, ch); err != nil {
-			t.Errorf("waiting request not dispatched while draining: %v", err)
-		}
-	}
-	select {
-	case <-h.stopped:
-	case <-time.After(wait):
-		t.Fatal("dispatcher did not exit once drained")
-	}
-}
-
 func TestStop(t *testing.T) {
 	t.Parallel()
 	t.Run("refuses waiting and later requests", func(t *testing.T) {

@@ -24,7 +24,7 @@ const (
 	// EvictedNoEndpoints: it waited longer than Config.NoEndpointTTL while
 	// the pool had no endpoints.
 	EvictedNoEndpoints
-	// RejectedShuttingDown: the controller was draining or stopped.
+	// RejectedShuttingDown: the controller was stopped.
 	RejectedShuttingDown
 )
 

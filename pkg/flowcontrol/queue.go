@@ -93,13 +93,14 @@ func (b *band) next() *item {
 
 // template returns the band configuration for priority p.
 func (c *Controller) template(p int) Band {
-	if b, ok := c.cfg.Bands[p]; ok {
+	cfg := c.conf()
+	if b, ok := cfg.Bands[p]; ok {
 		return b
 	}
-	if p < 0 && c.cfg.NegativeBand != nil {
-		return *c.cfg.NegativeBand
+	if p < 0 && cfg.NegativeBand != nil {
+		return *cfg.NegativeBand
 	}
-	return c.cfg.DefaultBand
+	return cfg.DefaultBand
 }
 
 // findBand returns the live band for priority p and where it is (or would
@@ -115,10 +116,11 @@ func (c *Controller) findBand(p int) (*band, int) {
 // checkCapacity refuses r if queueing it would exceed a global or band
 // limit. Only waiting requests count.
 func (c *Controller) checkCapacity(r Request) *Error {
-	if m := c.cfg.MaxRequests; m > 0 && c.requests+1 > m {
+	cfg := c.conf()
+	if m := cfg.MaxRequests; m > 0 && c.requests+1 > m {
 		return capacityError("the queue (all bands)", c.requests, m, "requests", r)
 	}
-	if m := c.cfg.MaxBytes; m > 0 && c.bytes+r.Bytes > m {
+	if m := cfg.MaxBytes; m > 0 && c.bytes+r.Bytes > m {
 		return capacityError("the queue (all bands)", c.bytes, m, "bytes", r)
 	}
 	limits := c.template(r.Priority)
@@ -216,7 +218,7 @@ func (c *Controller) account(it *item, sign int64) {
 }
 
 func (c *Controller) depth(f *flow) {
-	if c.cfg.Observer != nil {
-		c.cfg.Observer.Depth(f.id, f.band.priority, len(f.items), f.bytes)
+	if obs := c.conf().Observer; obs != nil {
+		obs.Depth(f.id, f.band.priority, len(f.items), f.bytes)
 	}
 }

@@ -8,10 +8,6 @@ func (c *Controller) awaitSettled(settle *time.Timer) bool {
 	if c.settle < 0 {
 		return true
 	}
-	select { // a late signal from an earlier release must not count
-	case <-c.settled:
-	default:
-	}
 	settle.Reset(c.settle)
 	defer settle.Stop()
 	select {

@@ -59,3 +59,32 @@ func TestSettleBound(t *testing.T) {
 		}
 	}
 }
+
+// TestReconfigure: a reload's config applies to the queue in place: the
+// requests waiting stay, in order, and the new saturation function decides
+// their release; an invalid config is refused.
+func TestReconfigure(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, flowcontrol.Config{MaxRequests: 5})
+	results := make(chan string, 3)
+	h.queueNamed(bg, "1", flowcontrol.Request{}, results)
+	h.queueNamed(bg, "2", flowcontrol.Request{}, results)
+	err := h.c.Reconfigure(flowcontrol.Config{MaxRequests: 2, Saturation: func(time.Time) float64 { return 0 },
+		PoolSize: func() int { return 1 }, Now: h.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.c.Reconfigure(flowcontrol.Config{}); err == nil {
+		t.Error("a config without a saturation function was accepted")
+	}
+	for _, want := range []string{"1", "2"} {
+		select {
+		case got := <-results:
+			if got != want {
+				t.Fatalf("released %s, want %s", got, want)
+			}
+		case <-time.After(wait):
+			t.Fatalf("request %s still waits under the new saturation function", want)
+		}
+	}
+}

@@ -57,7 +57,7 @@ func narrowQuery(families []string) string {
 // wantNarrow reports whether the next request asks for the families only;
 // a target rejected long enough ago starts over (see narrowRetry).
 func (t *target) wantNarrow() bool {
-	if t.narrow == narrowRejected && !t.narrowRetryAt.IsZero() && !t.s.opts.Clock.Now().Before(t.narrowRetryAt) {
+	if t.narrow == narrowRejected && !t.s.opts.Clock.Now().Before(t.narrowRetryAt) {
 		t.narrow = narrowUntried
 	}
 	return t.narrow == narrowProbe || t.narrow == narrowOn

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 )
@@ -130,6 +131,9 @@ func (s *Scheduler) Profiles() []*Profile {
 func (s *Scheduler) NewState() *State {
 	return NewState(s.seed+s.seq.Add(1)*0x9e3779b97f4a7c15, s.clock.Now())
 }
+
+// Now reads the scheduler's clock, as NewState stamps a state.
+func (s *Scheduler) Now() time.Time { return s.clock.Now() }
 
 // SaturationDetector returns the detector driving legacy admission, or nil.
 func (s *Scheduler) SaturationDetector() SaturationDetector { return s.detector }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -41,13 +40,13 @@ func (r *Refusal) Error() string { return r.Err.Error() }
 
 func (r *Refusal) Unwrap() error { return r.Err }
 
-// admit runs the configured admission for the request being scheduled.
-func (x *exchange) admit() error {
+// admit passes the request being scheduled through adm.
+func (x *exchange) admit(adm Admission) error {
 	start := x.srv.now()
-	pass, err := x.srv.Admission().Admit(x.ctx, x.req, len(x.body))
+	pass, err := adm.Admit(x.ctx, x.req, len(x.body))
 	x.traceAdmission(x.srv.now().Sub(start))
 	if err != nil {
-		return fmt.Errorf("flow control: %w", err)
+		return err
 	}
 	x.admission = pass
 	return nil

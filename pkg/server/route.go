@@ -127,15 +127,18 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 	if x.req.Objective != "" && x.srv.opts.Objectives != nil {
 		x.req.Priority, _ = x.srv.opts.Objectives.Priority(x.req.Objective)
 	}
-	if x.srv.Admission() != nil {
-		if err := x.admit(); err != nil {
+	if adm := x.srv.Admission(); adm != nil {
+		if err := x.admit(adm); err != nil {
 			return err
 		}
 		defer x.admission.Scheduled()
 		// The request may have waited: schedule with the configuration
 		// and clock of now.
-		sched = x.srv.Scheduler()
-		st = sched.NewState()
+		if now := x.srv.Scheduler(); now != sched {
+			sched, st = now, now.NewState()
+		} else {
+			st.Now = sched.Now()
+		}
 	}
 	eps, err := x.candidates()
 	if err != nil {
