@@ -30,9 +30,9 @@ func main() {
 }
 
 type options struct {
-	out, docs, best, workloads, policies, from, freshness string
-	seeds, freshnessSeeds, workers                        int
-	quick                                                 bool
+	out, docs, best, workloads, policies, from, freshness, priorities string
+	seeds, freshnessSeeds, workers                                    int
+	quick                                                             bool
 }
 
 func run(ctx context.Context, args []string) error {
@@ -46,6 +46,8 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.seeds, "seeds", 3, "seeds per stage (results are averaged)")
 	fs.StringVar(&o.freshness, "freshness", "25ms,100ms,200ms", "scrape intervals whose effect on "+freshnessPolicy+" is measured against 50ms (empty: no study)")
 	fs.IntVar(&o.freshnessSeeds, "freshness-seeds", 6, "paired seeds of the freshness study")
+	fs.StringVar(&o.priorities, "priorities", fleet.DefaultPriorityClasses, "traffic classes (name:share:priority,…) of the priority study on "+
+		priorityWorkload+", run when that workload is (empty: no study)")
 	fs.IntVar(&o.workers, "workers", 0, "parallel runs (default GOMAXPROCS)")
 	fs.BoolVar(&o.quick, "quick", false, "tiny stages (smoke run: checks that everything runs, results are not meaningful)")
 	fs.StringVar(&o.from, "from", "", "re-render the report, checks included, from an earlier fleet.json instead of running")
@@ -72,6 +74,10 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	priorities, err := o.priorityStudy(m)
+	if err != nil {
+		return err
+	}
 	rep, err := m.Run(ctx)
 	fmt.Fprintln(os.Stderr)
 	if err != nil {
@@ -79,6 +85,12 @@ func run(ctx context.Context, args []string) error {
 	}
 	if study != nil {
 		if rep.Freshness, err = study.Run(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr)
+	}
+	if priorities != nil {
+		if rep.Priorities, err = priorities(ctx); err != nil {
 			return err
 		}
 		fmt.Fprintln(os.Stderr)
@@ -115,6 +127,31 @@ func (o *options) freshnessStudy(m *fleet.Matrix) (*fleet.Freshness, error) {
 	}
 	f.Policy = policies[0]
 	return f, nil
+}
+
+// priorityWorkload is where the priority study runs: cache-aware routing
+// matters there, and its ladder goes well past capacity.
+const priorityWorkload = "shared-prefix"
+
+// priorityStudy prepares the priority study on the matrix's copy of
+// priorityWorkload (so --quick shrinks it too) with the matrix's seeds, or
+// returns nil when --priorities is empty or the workload is not run.
+func (o *options) priorityStudy(m *fleet.Matrix) (func(context.Context) (*fleet.PriorityReport, error), error) {
+	if o.priorities == "" {
+		return nil, nil
+	}
+	classes, err := fleet.ParseClasses(o.priorities)
+	if err != nil {
+		return nil, fmt.Errorf("--priorities: %w", err)
+	}
+	for _, w := range m.Workloads {
+		if w.Name == priorityWorkload {
+			return func(ctx context.Context) (*fleet.PriorityReport, error) {
+				return fleet.Priorities(ctx, w, classes, fleet.PriorityPolicies(), m.Seeds, o.workers, m.Progress)
+			}, nil
+		}
+	}
+	return nil, nil
 }
 
 // matrix builds the runs from the options.

@@ -70,6 +70,10 @@ func TestQuickRun(t *testing.T) {
 	if !strings.Contains(string(md), "### What metric freshness is worth") || !strings.Contains(string(md), "| shared-prefix | 100 ms |") {
 		t.Error("fleet.md has no freshness table")
 	}
+	if !strings.Contains(string(md), "### Priorities: shedding or flow control") || !strings.Contains(string(md), "| flow-96-hold |") ||
+		!strings.Contains(string(md), "critical ok %") {
+		t.Error("fleet.md has no priority table")
+	}
 }
 
 func TestBadFlags(t *testing.T) {
@@ -82,6 +86,7 @@ func TestBadFlags(t *testing.T) {
 		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "500us"},
 		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "soon"},
 		{"--best", "../../config/openepp-recommended.yaml", "--freshness-seeds", "0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--workloads", "shared-prefix", "--priorities", "a:1"},
 	} {
 		if err := run(context.Background(), append(args, "--out", t.TempDir(), "--docs", "")); err == nil {
 			t.Errorf("%v accepted", args)

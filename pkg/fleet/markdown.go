@@ -40,6 +40,7 @@ func Markdown(out io.Writer, r *Report, imageDir string) error {
 	writeChecks(&b, r)
 	writeSaturation(&b, r)
 	writeFreshness(&b, r.Freshness)
+	writePriorities(&b, r.Priorities)
 	writeLadders(&b, r, imageDir)
 	if _, err := io.WriteString(out, b.String()); err != nil {
 		return fmt.Errorf("write markdown: %w", err)

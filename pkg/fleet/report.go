@@ -28,6 +28,9 @@ type Report struct {
 	Workers     int     `json:"workers"`
 	// Freshness, when studied, is what longer scrape intervals cost.
 	Freshness *FreshnessReport `json:"freshness,omitempty"`
+	// Priorities, when studied, is what shedding and flow control do for
+	// each class of a prioritised workload.
+	Priorities *PriorityReport `json:"priorities,omitempty"`
 }
 
 // WorkloadReport is one workload's setup and every policy's ladder.

@@ -1,0 +1,115 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/openepp/openepp/pkg/config"
+)
+
+// The priority study: one workload with its traffic split into a critical
+// and a sheddable class, past capacity, under upstream's legacy admission
+// (shed the sheddable class while saturated) and under flow control at two
+// settings. It shows what each admission scheme buys each class, and what
+// it costs, on every `make bench-fleet`.
+
+// DefaultPriorityClasses is the study's traffic: 20 % critical at priority
+// 3, 80 % sheddable batch at -1.
+const DefaultPriorityClasses = "critical:0.2:3,batch:0.8:-1"
+
+// flowConfigText is the upstream default scoring with flow control gated by
+// concurrency-detector at perServer requests in flight per server, and
+// negative priorities held at batchCeiling of the pool.
+func flowConfigText(perServer int, batchCeiling float64) string {
+	return fmt.Sprintf(`apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+featureGates: [flowControl]
+plugins:
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: prefix-cache-scorer
+- type: concurrency-detector
+  parameters: {maxConcurrency: %d}
+- type: static-usage-limit-policy
+  parameters: {priorityThresholds: {"-1": %g}}
+schedulingProfiles:
+- name: default
+  plugins:
+  - {pluginRef: queue-scorer, weight: 2}
+  - {pluginRef: kv-cache-utilization-scorer, weight: 2}
+  - {pluginRef: prefix-cache-scorer, weight: 3}
+saturationDetector: {pluginRef: concurrency-detector}
+`, perServer, batchCeiling)
+}
+
+// PriorityPolicies are the study's admission schemes, all with upstream's
+// default scoring.
+func PriorityPolicies() []Policy {
+	return []Policy{
+		ConfigPolicy("legacy-shedding", "no flow control: utilization-detector sheds priority < 0 while saturated (upstream's default)",
+			[]byte(config.DefaultText)),
+		ConfigPolicy("flow-256", "flow control, concurrency-detector at 256 per server (the servers' max-num-seqs)",
+			[]byte(flowConfigText(256, 1))),
+		ConfigPolicy("flow-96-hold", "flow control, concurrency-detector at 96 per server, priority < 0 held at 80 % of the pool",
+			[]byte(flowConfigText(96, 0.8))),
+	}
+}
+
+// PriorityReport is the study's outcome: the workload's ladders, each stage
+// split by class.
+type PriorityReport struct {
+	Classes     []Class           `json:"classes"`
+	Workload    WorkloadReport    `json:"workload"`
+	Policies    map[string]string `json:"policies"`
+	WallSeconds float64           `json:"wallSeconds"`
+}
+
+// Priorities runs the study of w with classes and policies over seeds.
+func Priorities(ctx context.Context, w Workload, classes []Class, policies []Policy, seeds []uint64, workers int,
+	progress func(done, total int, spec RunSpec, res *StageResult)) (*PriorityReport, error) {
+	start := time.Now()
+	m := &Matrix{Workloads: []Workload{w}, Policies: policies, Seeds: seeds, Workers: workers, Classes: classes, Progress: progress}
+	rep, err := m.Run(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("priority study: %w", err)
+	}
+	return &PriorityReport{Classes: classes, Workload: rep.Workloads[0], Policies: rep.Policies,
+		WallSeconds: round3(time.Since(start).Seconds())}, nil
+}
+
+// writePriorities renders the study as a section of the fleet report.
+func writePriorities(b *strings.Builder, p *PriorityReport) {
+	if p == nil || len(p.Workload.Policies) == 0 {
+		return
+	}
+	var cls []string
+	for _, c := range p.Classes {
+		cls = append(cls, fmt.Sprintf("%s %.0f %% at priority %d", c.Name, 100*c.Share, c.Priority))
+	}
+	fmt.Fprintf(b, "### Priorities: shedding or flow control\n\n")
+	fmt.Fprintf(b, "`%s` with its traffic split into %s (each its own fairness ID), under each admission scheme "+
+		"(%.0f s). Legacy admission refuses the sheddable class while the pool is saturated; flow control holds "+
+		"requests in the EPP and releases them by priority, but orders only its own queue, so what a critical "+
+		"request finds in the server depends on how much the scheme lets in. Success is the share of a class's "+
+		"requests that completed; TTFT is over those.\n\n", p.Workload.Name, strings.Join(cls, " and "), p.WallSeconds)
+	for _, l := range p.Workload.Policies {
+		fmt.Fprintf(b, "- `%s`: %s\n", l.Policy, p.Policies[l.Policy])
+	}
+	b.WriteString("\n| scheme | QPS | out tok/s |")
+	for _, c := range p.Classes {
+		fmt.Fprintf(b, " %s ok %% | %s TTFT p50 | %s TTFT p90 |", c.Name, c.Name, c.Name)
+	}
+	b.WriteString("\n|---|---:|---:|" + strings.Repeat("---:|---:|---:|", len(p.Classes)) + "\n")
+	for _, l := range p.Workload.Policies {
+		for _, s := range l.Stages {
+			fmt.Fprintf(b, "| %s | %g | %.0f |", l.Policy, s.QPS, s.OutputTokensPerS)
+			for _, c := range s.Classes {
+				fmt.Fprintf(b, " %.1f | %s | %s |", c.SuccessPct, secs(c.TTFT.P50), secs(c.TTFT.P90))
+			}
+			b.WriteString("\n")
+		}
+	}
+	b.WriteString("\n")
+}
