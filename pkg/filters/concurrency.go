@@ -110,9 +110,7 @@ type ConcurrencyDetector struct {
 	// maxRequests and maxTokens are the filter limits, headroom applied.
 	countRequests, countTokens bool
 	maxRequests, maxTokens     float64
-	tracker                    *inflight.Tracker
-	handle                     *scheduler.Handle // the pool the sweep keeps the books to
-	log                        logr.Logger
+	inflight.Counter           // the lifecycle hooks and the sweep, over the pool from the handle
 }
 
 var (
@@ -150,9 +148,7 @@ func newConcurrencyDetector(name string, p ConcurrencyParams, h *scheduler.Handl
 		countTokens:   p.ConcurrencyMode != ConcurrencyModeRequests,
 		maxRequests:   float64(p.MaxConcurrency) * (1 + p.Headroom),
 		maxTokens:     float64(p.MaxTokenConcurrency) * (1 + p.Headroom),
-		tracker:       inflight.New(clock, timeout),
-		handle:        h,
-		log:           log.WithValues("plugin", name),
+		Counter:       inflight.NewCounter(inflight.New(clock, timeout), promptTokens, h, log.WithValues("plugin", name)),
 	}, nil
 }
 
@@ -185,13 +181,13 @@ func (d *ConcurrencyDetector) TypedName() scheduler.TypedName { return d.name }
 
 // InFlight returns the requests and estimated tokens e has in flight.
 func (d *ConcurrencyDetector) InFlight(e *endpoint.Endpoint) (requests int64, tokens int64) {
-	r, t := d.tracker.Of(e.HostPort)
+	r, t := d.Tracker().Of(e.HostPort)
 	return int64(r), int64(t)
 }
 
 // Filter implements scheduler.Filter.
 func (d *ConcurrencyDetector) Filter(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
-	if _, busy := d.tracker.Size(); busy == 0 {
+	if _, busy := d.Tracker().Size(); busy == 0 {
 		return eps
 	}
 	out := keep(eps, func(e *endpoint.Endpoint) bool { return !d.atCapacity(e) })
@@ -203,7 +199,7 @@ func (d *ConcurrencyDetector) Filter(_ context.Context, _ *scheduler.State, _ *s
 
 // atCapacity applies the filter rule to one endpoint.
 func (d *ConcurrencyDetector) atCapacity(e *endpoint.Endpoint) bool {
-	requests, tokens := d.tracker.Of(e.HostPort)
+	requests, tokens := d.Tracker().Of(e.HostPort)
 	return (d.countRequests && float64(requests) >= d.maxRequests) ||
 		(d.countTokens && float64(tokens) >= d.maxTokens)
 }
@@ -214,7 +210,7 @@ func (d *ConcurrencyDetector) Saturation(eps []*endpoint.Endpoint, _ time.Time) 
 	if len(eps) == 0 {
 		return 1
 	}
-	requests, tokens := d.tracker.Sum(eps)
+	requests, tokens := d.Tracker().Sum(eps)
 	n := float64(len(eps))
 	var ratio float64
 	if d.countRequests {
@@ -226,14 +222,6 @@ func (d *ConcurrencyDetector) Saturation(eps []*endpoint.Endpoint, _ time.Time) 
 	return ratio
 }
 
-// PreRequest counts the request against its primary target. A request that
-// was not scheduled, or is seen a second time, adds nothing.
-func (d *ConcurrencyDetector) PreRequest(_ context.Context, state *scheduler.State, req *scheduler.Request, result *scheduler.Result) {
-	if e := inflight.PrimaryTarget(result); e != nil && state != nil {
-		d.tracker.Start(state, e.HostPort, promptTokens(req))
-	}
-}
-
 // promptTokens is the request's estimated prompt length, the same estimate
 // the token-load scorer starts from.
 func promptTokens(req *scheduler.Request) int {
@@ -241,24 +229,4 @@ func promptTokens(req *scheduler.Request) int {
 		return 0
 	}
 	return req.Body.EstimatedPromptTokens()
-}
-
-// ResponseHeaders moves the request to the endpoint the proxy reports as
-// having served it, when that is not the one it was counted against (the
-// primary failed and a fallback answered).
-func (d *ConcurrencyDetector) ResponseHeaders(_ context.Context, state *scheduler.State, _ *scheduler.Request, resp *scheduler.Response) {
-	d.tracker.MoveTo(state, resp.Served)
-}
-
-// ResponseComplete releases what PreRequest added for this request (on
-// success, failure or cancel). Without a matching PreRequest, or after the
-// sweep released the request, it does nothing.
-func (d *ConcurrencyDetector) ResponseComplete(_ context.Context, state *scheduler.State, _ *scheduler.Request, _ *scheduler.Response) {
-	d.tracker.Finish(state)
-}
-
-// Start implements scheduler.Runnable: it releases requests older than
-// requestTimeout and forgets endpoints that left the pool until ctx is done.
-func (d *ConcurrencyDetector) Start(ctx context.Context) error {
-	return d.tracker.Run(ctx, d.handle, d.log)
 }

@@ -65,7 +65,7 @@ func inFlightOf(d *ConcurrencyDetector, e *endpoint.Endpoint) [2]int64 {
 // checkIdle fails unless d holds no endpoint and no request any more.
 func checkIdle(t *testing.T, d *ConcurrencyDetector) {
 	t.Helper()
-	if requests, endpoints := d.tracker.Size(); requests != 0 || endpoints != 0 {
+	if requests, endpoints := d.Tracker().Size(); requests != 0 || endpoints != 0 {
 		t.Errorf("books not empty: %d endpoints, %d requests", endpoints, requests)
 	}
 }
@@ -319,7 +319,7 @@ func TestConcurrencyDetectorSweep(t *testing.T) {
 	defer cancel()
 	go func() { _ = d.Start(runCtx) }()
 	deadline := time.Now().Add(5 * time.Second) // the checks below fail if the sweep never ran
-	for n, _ := d.tracker.Size(); n != 1 && time.Now().Before(deadline); n, _ = d.tracker.Size() {
+	for n, _ := d.Tracker().Size(); n != 1 && time.Now().Before(deadline); n, _ = d.Tracker().Size() {
 		time.Sleep(time.Millisecond)
 	}
 	finish(d, old, scheduler.Response{EndOfStream: true})

@@ -63,11 +63,9 @@ func (p *ActiveRequestsParams) validate() error {
 // among the candidates: c ≤ idleThreshold → 1; otherwise
 // maxBusyScore × (maxC − c)/maxC, so the busiest candidate scores 0.
 type ActiveRequests struct {
-	name    scheduler.TypedName
-	params  ActiveRequestsParams
-	tracker *inflight.Tracker
-	handle  *scheduler.Handle
-	log     logr.Logger
+	inflight.Counter // the lifecycle hooks and the sweep
+	name             scheduler.TypedName
+	params           ActiveRequestsParams
 }
 
 var (
@@ -86,11 +84,9 @@ func NewActiveRequests(name string, p ActiveRequestsParams, h *scheduler.Handle)
 	}
 	clock, log := handleClock(h), handleLog(h)
 	return &ActiveRequests{
+		Counter: inflight.NewCounter(inflight.New(clock, time.Duration(p.RequestTimeout)), nil, h, log.WithValues("plugin", name)),
 		name:    scheduler.TypedName{Type: ActiveRequestsType, Name: name},
 		params:  p,
-		tracker: inflight.New(clock, time.Duration(p.RequestTimeout)),
-		handle:  h,
-		log:     log.WithValues("plugin", name),
 	}, nil
 }
 
@@ -123,7 +119,7 @@ func (s *ActiveRequests) TypedName() scheduler.TypedName { return s.name }
 // Score implements scheduler.Scorer.
 func (s *ActiveRequests) Score(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
-	s.tracker.Requests(eps, out)
+	s.Tracker().Requests(eps, out)
 	idle := float64(s.params.IdleThreshold)
 	busiest := 0.0
 	for _, c := range out {
@@ -137,28 +133,6 @@ func (s *ActiveRequests) Score(_ context.Context, _ *scheduler.State, _ *schedul
 		out[i] = s.params.MaxBusyScore * (busiest - c) / busiest
 	}
 	return out
-}
-
-// PreRequest counts the request against its primary target.
-func (s *ActiveRequests) PreRequest(_ context.Context, state *scheduler.State, _ *scheduler.Request, result *scheduler.Result) {
-	if e := inflight.PrimaryTarget(result); e != nil {
-		s.tracker.Start(state, e.HostPort, 0)
-	}
-}
-
-// ResponseHeaders moves the request to the endpoint that actually served it.
-func (s *ActiveRequests) ResponseHeaders(_ context.Context, state *scheduler.State, _ *scheduler.Request, resp *scheduler.Response) {
-	s.tracker.MoveTo(state, resp.Served)
-}
-
-// ResponseComplete releases the request (completed, failed or cancelled).
-func (s *ActiveRequests) ResponseComplete(_ context.Context, state *scheduler.State, _ *scheduler.Request, _ *scheduler.Response) {
-	s.tracker.Finish(state)
-}
-
-// Start sweeps expired requests and departed endpoints until ctx is done.
-func (s *ActiveRequests) Start(ctx context.Context) error {
-	return s.tracker.Run(ctx, s.handle, s.log)
 }
 
 // handleClock returns h's clock, or the wall clock when h has none.

@@ -21,11 +21,8 @@ type inflightScorer interface {
 	scheduler.ResponseHeaders
 	scheduler.ResponseComplete
 	scheduler.Runnable
-	inflightTracker() *inflight.Tracker
+	Tracker() *inflight.Tracker
 }
-
-func (s *ActiveRequests) inflightTracker() *inflight.Tracker { return s.tracker }
-func (s *TokenLoad) inflightTracker() *inflight.Tracker      { return s.tracker }
 
 // bothInflight builds one of each in-flight scorer with the given handle.
 func bothInflight(t *testing.T, h *scheduler.Handle, raw string) []inflightScorer {
@@ -38,7 +35,7 @@ func bothInflight(t *testing.T, h *scheduler.Handle, raw string) []inflightScore
 // loadOf returns the request counts the tracker holds for eps.
 func loadOf(s inflightScorer, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
-	s.inflightTracker().Requests(eps, out)
+	s.Tracker().Requests(eps, out)
 	return out
 }
 
@@ -146,7 +143,7 @@ func TestTokenLoadUsesReportedUsage(t *testing.T) {
 	s.PreRequest(scCtx, st, scRequest(400, nil), scResult(eps[0])) // estimate 250
 	tokens := func() float64 {
 		out := make([]float64, 1)
-		s.tracker.Tokens(eps, out)
+		s.Tracker().Tokens(eps, out)
 		return out[0]
 	}
 	resp := &scheduler.Response{}
@@ -165,7 +162,7 @@ func TestTokenLoadUsesReportedUsage(t *testing.T) {
 		t.Fatalf("second usage report changed tokens to %v", got)
 	}
 	s.ResponseComplete(scCtx, st, nil, resp)
-	if f, n := s.tracker.Size(); f != 0 || n != 0 || tokens() != 0 {
+	if f, n := s.Tracker().Size(); f != 0 || n != 0 || tokens() != 0 {
 		t.Fatalf("after completion: %d flights, %d endpoints, %v tokens", f, n, tokens())
 	}
 }
@@ -217,7 +214,7 @@ func TestInflightFollowsServedEndpoint(t *testing.T) {
 		}
 		s.ResponseHeaders(scCtx, st, nil, &scheduler.Response{}) // no served report: stays put
 		s.ResponseComplete(scCtx, st, nil, &scheduler.Response{EndOfStream: true})
-		if f, n := s.inflightTracker().Size(); f != 0 || n != 0 {
+		if f, n := s.Tracker().Size(); f != 0 || n != 0 {
 			t.Errorf("%s leaked %d flights on %d endpoints", s.TypedName().Type, f, n)
 		}
 	}
@@ -231,7 +228,7 @@ func TestInflightIgnoresUnscheduled(t *testing.T) {
 		s.PreRequest(scCtx, st, nil, &scheduler.Result{})
 		s.ResponseHeaders(scCtx, st, nil, &scheduler.Response{Served: "10.0.0.1:1"})
 		s.ResponseComplete(scCtx, st, nil, &scheduler.Response{})
-		if f, n := s.inflightTracker().Size(); f != 0 || n != 0 {
+		if f, n := s.Tracker().Size(); f != 0 || n != 0 {
 			t.Errorf("%s tracked %d flights on %d endpoints", s.TypedName().Type, f, n)
 		}
 	}
@@ -249,7 +246,7 @@ func TestInflightTimeout(t *testing.T) {
 		clock.Advance(time.Minute)
 		s.PreRequest(scCtx, young, scRequest(40, nil), scResult(eps[0]))
 		clock.Advance(time.Minute)
-		tr := s.inflightTracker()
+		tr := s.Tracker()
 		if expired, _ := tr.Sweep(clock.Now(), nil); expired != 1 {
 			t.Fatalf("%s: expired %d requests, want 1", s.TypedName().Type, expired)
 		}
@@ -281,11 +278,11 @@ func TestInflightConcurrentHooks(t *testing.T) {
 		go func() { // a sweeper racing the hooks, as Start would
 			defer wg.Done()
 			for range 50 {
-				s.inflightTracker().Sweep(scEpoch, eps)
+				s.Tracker().Sweep(scEpoch, eps)
 			}
 		}()
 		wg.Wait()
-		if f, n := s.inflightTracker().Size(); f != 0 || n != 0 {
+		if f, n := s.Tracker().Size(); f != 0 || n != 0 {
 			t.Errorf("%s leaked %d flights on %d endpoints", s.TypedName().Type, f, n)
 		}
 	}
@@ -322,7 +319,7 @@ func TestInflightStart(t *testing.T) {
 		clock.Advance(time.Second)
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			if f, _ := s.inflightTracker().Size(); f == 0 {
+			if f, _ := s.Tracker().Size(); f == 0 {
 				break
 			}
 			if time.Now().After(deadline) {

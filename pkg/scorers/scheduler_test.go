@@ -70,7 +70,7 @@ func TestWithScheduler(t *testing.T) {
 		sched.ResponseComplete(scCtx, f.state, f.req, resp)
 		token = resp.AddHeaders["x-session-token"] // ep-2's
 	}
-	if n, _ := active.tracker.Size(); n != 0 {
+	if n, _ := active.Tracker().Size(); n != 0 {
 		t.Fatalf("%d requests still in flight after completion", n)
 	}
 	st, req := sched.NewState(), scRequest(20, map[string]string{"x-session-token": token})

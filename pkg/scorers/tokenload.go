@@ -8,8 +8,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/go-logr/logr"
-
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/inflight"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -62,11 +60,9 @@ func (p *TokenLoadParams) validate() error {
 // Formula, with t the endpoint's in-flight tokens:
 // score = 1 − min(1, t/queueThresholdTokens).
 type TokenLoad struct {
-	name    scheduler.TypedName
-	params  TokenLoadParams
-	tracker *inflight.Tracker
-	handle  *scheduler.Handle
-	log     logr.Logger
+	inflight.Counter // the lifecycle hooks and the sweep
+	name             scheduler.TypedName
+	params           TokenLoadParams
 }
 
 var (
@@ -84,13 +80,10 @@ func NewTokenLoad(name string, p TokenLoadParams, h *scheduler.Handle) (*TokenLo
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	return &TokenLoad{
-		name:    scheduler.TypedName{Type: TokenLoadType, Name: name},
-		params:  p,
-		tracker: inflight.New(handleClock(h), time.Duration(p.RequestTimeout)),
-		handle:  h,
-		log:     handleLog(h).WithValues("plugin", name),
-	}, nil
+	s := &TokenLoad{name: scheduler.TypedName{Type: TokenLoadType, Name: name}, params: p}
+	s.Counter = inflight.NewCounter(inflight.New(handleClock(h), time.Duration(p.RequestTimeout)), s.estimate, h,
+		handleLog(h).WithValues("plugin", name))
+	return s, nil
 }
 
 // TokenLoadFactory builds a TokenLoad from config.
@@ -122,20 +115,12 @@ func (s *TokenLoad) TypedName() scheduler.TypedName { return s.name }
 // Score implements scheduler.Scorer.
 func (s *TokenLoad) Score(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
-	s.tracker.Tokens(eps, out)
+	s.Tracker().Tokens(eps, out)
 	limit := float64(s.params.QueueThresholdTokens)
 	for i, t := range out {
 		out[i] = 1 - unitClamp(t/limit)
 	}
 	return out
-}
-
-// PreRequest counts the request's estimated tokens against its primary
-// target.
-func (s *TokenLoad) PreRequest(_ context.Context, state *scheduler.State, req *scheduler.Request, result *scheduler.Result) {
-	if e := inflight.PrimaryTarget(result); e != nil {
-		s.tracker.Start(state, e.HostPort, s.estimate(req))
-	}
 }
 
 // maxEstimate bounds a request's estimated output tokens whatever the ratio.
@@ -157,25 +142,10 @@ func (s *TokenLoad) estimate(req *scheduler.Request) int {
 	return in + out
 }
 
-// ResponseHeaders moves the request to the endpoint that actually served it.
-func (s *TokenLoad) ResponseHeaders(_ context.Context, state *scheduler.State, _ *scheduler.Request, resp *scheduler.Response) {
-	s.tracker.MoveTo(state, resp.Served)
-}
-
 // ResponseChunk replaces the estimate with the reported usage as soon as
 // the response carries it; chunks before that cost one field check.
 func (s *TokenLoad) ResponseChunk(_ context.Context, state *scheduler.State, _ *scheduler.Request, resp *scheduler.Response, _ []byte) {
 	if resp.UsageKnown {
-		s.tracker.SetTokens(state, resp.Usage.PromptTokens+resp.Usage.CompletionTokens)
+		s.Tracker().SetTokens(state, resp.Usage.PromptTokens+resp.Usage.CompletionTokens)
 	}
-}
-
-// ResponseComplete releases the request (completed, failed or cancelled).
-func (s *TokenLoad) ResponseComplete(_ context.Context, state *scheduler.State, _ *scheduler.Request, _ *scheduler.Response) {
-	s.tracker.Finish(state)
-}
-
-// Start sweeps expired requests and departed endpoints until ctx is done.
-func (s *TokenLoad) Start(ctx context.Context) error {
-	return s.tracker.Run(ctx, s.handle, s.log)
 }
