@@ -40,9 +40,10 @@ func freePorts(t *testing.T, n int) int {
 	return 0
 }
 
-// TestDemoEndToEnd builds the binaries, runs `demo` as `make run` does,
-// sends a completion through the gateway, checks the served endpoint, and
-// stops everything with Ctrl-C (SIGINT).
+// TestDemoEndToEnd builds the binaries, runs `demo` as `make run` does
+// (with the shipped flow-control config, so a request also passes the
+// EPP's queue), sends a completion through the gateway, checks the served
+// endpoint, and stops everything with Ctrl-C (SIGINT).
 func TestDemoEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binaries")
@@ -57,7 +58,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	var out bytes.Buffer
 	demo := exec.Command(filepath.Join(bin, "demo"), "--bin", bin, "--port", fmt.Sprint(base),
 		"--epp-port", fmt.Sprint(base+1), "--epp-health-port", fmt.Sprint(base+2), "--epp-metrics-port", fmt.Sprint(base+3),
-		"--sim-port", fmt.Sprint(base+4), "--servers", "4")
+		"--sim-port", fmt.Sprint(base+4), "--servers", "4", "--config", "../../config/flow-control.yaml")
 	demo.Stdout, demo.Stderr = &out, &out
 	if err := demo.Start(); err != nil {
 		t.Fatal(err)
@@ -118,5 +119,14 @@ func sendCompletion(t *testing.T, url string) string {
 			t.Fatalf("gateway never answered: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestBadFlags: flags the demo cannot use stop it before anything starts.
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{{"--servers", "0"}, {"--config", "no/such/config.yaml"}} {
+		if _, err := parseFlags(args); err == nil {
+			t.Errorf("%v accepted", args)
+		}
 	}
 }

@@ -27,6 +27,7 @@ type options struct {
 	healthPort  int
 	metricsPort int
 	model       string
+	config      string
 	loras       string
 	profile     string
 	verbosity   int
@@ -64,11 +65,22 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.loras, "lora-modules", "sql-lora,chat-lora", "LoRA adapters the simulated servers offer")
 	fs.StringVar(&o.profile, "profile", "fast", "simulator latency profile")
 	fs.IntVar(&o.verbosity, "v", 1, "EPP log verbosity (1 logs one line per decision)")
+	fs.StringVar(&o.config, "config", "", "EndpointPickerConfig file for the EPP, reloaded when it changes (default: the upstream default config)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if o.servers < 1 {
 		return nil, fmt.Errorf("--servers must be >= 1, got %d", o.servers)
+	}
+	if o.config != "" {
+		abs, err := filepath.Abs(o.config)
+		if err != nil {
+			return nil, fmt.Errorf("--config: %w", err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return nil, fmt.Errorf("--config: %w", err)
+		}
+		o.config = abs
 	}
 	return o, nil
 }
@@ -123,9 +135,13 @@ func (o *options) endpoints() string {
 }
 
 func (o *options) eppArgs() []string {
-	return []string{"--endpoints", o.endpoints(), "--bind-address", "127.0.0.1",
+	args := []string{"--endpoints", o.endpoints(), "--bind-address", "127.0.0.1",
 		"--grpc-port", strconv.Itoa(o.eppPort), "--grpc-health-port", strconv.Itoa(o.healthPort),
 		"--metrics-port", strconv.Itoa(o.metricsPort), "--v", strconv.Itoa(o.verbosity), "--zap-encoder", "console"}
+	if o.config != "" {
+		args = append(args, "--config-file", o.config)
+	}
+	return args
 }
 
 func (o *options) gatewayArgs() []string {
