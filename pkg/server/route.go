@@ -134,8 +134,8 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 		defer x.admission.Scheduled()
 		// The request may have waited: schedule with the configuration
 		// and clock of now.
-		if now := x.srv.Scheduler(); now != sched {
-			sched, st = now, now.NewState()
+		if latest := x.srv.Scheduler(); latest != sched {
+			sched, st = latest, latest.NewState()
 		} else {
 			st.Now = sched.Now()
 		}
