@@ -68,7 +68,6 @@ func (b *builder) plan(detector scheduler.SaturationDetector) *FlowPlan {
 		Detector:    detector,
 		Bands:       map[int]BandPlan{},
 	}
-	p.DefaultTTL, p.NoEndpointTTL = 0, 0
 	if llmd {
 		p.DefaultTTL, p.NoEndpointTTL = llmdDefaultRequestTTL, llmdNoEndpointRequestTTL
 	}

@@ -297,3 +297,45 @@ func TestFlowControlIsTraced(t *testing.T) {
 		t.Errorf("no openepp.flow_control.wait_seconds on the request span")
 	}
 }
+
+// TestFlowControlScaleFromZero: with the pool empty a request waits instead
+// of failing, and is routed as soon as an endpoint appears (a pool scaled
+// to zero coming back); past noEndpointRequestTTL it gets 503
+// rejected-no-endpoints.
+func TestFlowControlScaleFromZero(t *testing.T) {
+	r := startEPP(t, 1, 0, flowConfig("  noEndpointRequestTTL: 2s\n"))
+	// Nothing is in flight, so the detector rates the pool 1 exactly when it
+	// is empty.
+	empty := func() bool { return poolSaturation(r.metricsPage(t)) == "1" }
+	r.writeEndpoints(t)
+	eventually(t, "the pool to be empty", empty)
+	waiting := r.send(context.Background(), "cold")
+	eventually(t, "the request to wait for an endpoint", func() bool { return r.queued(t, "cold") == 1 })
+	r.writeEndpoints(t, r.entries...)
+	select {
+	case d := <-waiting:
+		if d.Immediate != nil {
+			t.Fatalf("refused: %d %s", d.Immediate.Status, d.Immediate.Body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("not routed after an endpoint appeared")
+	}
+
+	r.writeEndpoints(t)
+	eventually(t, "the pool to be empty again", empty)
+	d, err := r.client.RoundTrip(context.Background(), flowRequest("cold"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantImmediate(t, d, http.StatusServiceUnavailable, "rejected-no-endpoints")
+}
+
+var saturationLine = regexp.MustCompile(`(?m)^inference_extension_flow_control_pool_saturation\{[^}]*\} (\S+)$`)
+
+// poolSaturation is the saturation gauge's value on page ("" if absent).
+func poolSaturation(page string) string {
+	if m := saturationLine.FindStringSubmatch(page); m != nil {
+		return m[1]
+	}
+	return ""
+}
