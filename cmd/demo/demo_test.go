@@ -18,7 +18,16 @@ import (
 // freePorts returns n free consecutive loopback ports.
 func freePorts(t *testing.T, n int) int {
 	t.Helper()
-	for base := 20000 + os.Getpid()%20000; base < 60000; base += n + 7 {
+	// Below Linux's ephemeral range (32768 and up by default): a port there
+	// can be taken by any outgoing connection between this check and the
+	// demo's bind, as parallel tests make many.
+	const low, span = 10000, 22000 // ports 10000 … 31999
+	start := os.Getpid() % span
+	for i := 0; i < span; i += n + 7 {
+		base := low + (start+i)%span
+		if base+n > low+span {
+			continue
+		}
 		ok := true
 		var ls []net.Listener
 		for p := base; p < base+n; p++ {
