@@ -33,6 +33,8 @@ type ConcurrencyParams struct {
 	MaxConcurrency      int     `json:"maxConcurrency" doc:"in-flight requests one endpoint can serve; >= 1" default:"100"`
 	MaxTokenConcurrency int     `json:"maxTokenConcurrency" doc:"in-flight estimated prompt tokens one endpoint can serve; >= 1" default:"1000000"`
 	Headroom            float64 `json:"headroom" doc:"fraction by which the filter raises both capacities; >= 0" default:"0"`
+	// KVCacheTarget is an OpenEPP extension (0 keeps upstream's formula).
+	KVCacheTarget float64 `json:"kvCacheTarget" doc:"OpenEPP extension: also rate an endpoint by the KV-cache usage its in-flight requests project (in flight × scraped KV usage per running or waiting request), saturated at this fraction; 0 turns it off; in [0, 1]" default:"0"`
 	// RequestTimeout releases requests whose completion was never seen.
 	RequestTimeout string `json:"requestTimeout" doc:"in-flight requests older than this (Go duration) are assumed finished: a longer stream stops counting; > 0" default:"1h"`
 }
@@ -59,6 +61,9 @@ func (p *ConcurrencyParams) validate() error {
 	}
 	if !(p.Headroom >= 0) {
 		errs = append(errs, fmt.Errorf("headroom: must be >= 0, got %v", p.Headroom))
+	}
+	if !(p.KVCacheTarget >= 0 && p.KVCacheTarget <= 1) {
+		errs = append(errs, fmt.Errorf("kvCacheTarget: must be in [0, 1], got %v", p.KVCacheTarget))
 	}
 	if _, err := p.timeout(); err != nil {
 		errs = append(errs, err)
@@ -99,6 +104,15 @@ func (p *ConcurrencyParams) timeout() (time.Duration, error) {
 // Σt/(n×T) in tokens mode, the larger of the two in hybrid mode. Values
 // >= 1 mean saturated; above 1 they measure overload depth. Headroom does
 // not apply. No endpoints reads as 1.0 (fail closed).
+//
+// kvCacheTarget k > 0 (an OpenEPP extension, requests and hybrid modes)
+// rates each endpoint instead by max(r/R, r×u/(q×k)), where u is its
+// scraped KV-cache usage and q its scraped running plus waiting requests
+// (the first term alone when q or u is 0, or the metrics are stale), and
+// the pool by the mean: what the EPP has in flight, at the KV footprint per
+// request the server last showed. A server's KV cache, not its sequence
+// limit, is what usually caps how much it runs at once, and this tracks it
+// without tuning maxConcurrency to each workload.
 //
 // Filter rule: an endpoint is dropped when r >= R×(1+h) (requests, hybrid)
 // or t >= T×(1+h) (tokens, hybrid), except that when every endpoint would
@@ -206,14 +220,17 @@ func (d *ConcurrencyDetector) atCapacity(e *endpoint.Endpoint) bool {
 
 // Saturation implements scheduler.SaturationDetector; see the type's
 // formula. now is unused: the books are always current.
-func (d *ConcurrencyDetector) Saturation(eps []*endpoint.Endpoint, _ time.Time) float64 {
+func (d *ConcurrencyDetector) Saturation(eps []*endpoint.Endpoint, now time.Time) float64 {
 	if len(eps) == 0 {
 		return 1
 	}
 	requests, tokens := d.Tracker().Sum(eps)
 	n := float64(len(eps))
 	var ratio float64
-	if d.countRequests {
+	switch {
+	case d.countRequests && d.params.KVCacheTarget > 0:
+		ratio = d.kvSaturation(eps, now)
+	case d.countRequests:
 		ratio = float64(requests) / (n * float64(d.params.MaxConcurrency))
 	}
 	if d.countTokens {
@@ -229,4 +246,23 @@ func promptTokens(req *scheduler.Request) int {
 		return 0
 	}
 	return req.Body.EstimatedPromptTokens()
+}
+
+// kvStaleness bounds the age of the metrics kvSaturation trusts.
+const kvStaleness = 2 * time.Second
+
+// kvSaturation is the requests-mode rating with kvCacheTarget (see the type
+// comment); eps is not empty.
+func (d *ConcurrencyDetector) kvSaturation(eps []*endpoint.Endpoint, now time.Time) float64 {
+	var sum float64
+	for _, e := range eps {
+		in, _ := d.Tracker().Of(e.HostPort)
+		r := float64(in) / float64(d.params.MaxConcurrency)
+		m := e.Metrics()
+		if q := m.RunningRequestsSize + m.WaitingQueueSize; q > 0 && m.KVCacheUsagePercent > 0 && !e.Stale() && m.Age(now) <= kvStaleness {
+			r = max(r, float64(in)*m.KVCacheUsagePercent/(float64(q)*d.params.KVCacheTarget))
+		}
+		sum += r
+	}
+	return sum / float64(len(eps))
 }

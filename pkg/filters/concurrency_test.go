@@ -3,6 +3,7 @@ package filters
 import (
 	"context"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -383,4 +384,28 @@ func BenchmarkConcurrencyHooks(b *testing.B) {
 			d.ResponseComplete(ctx, st, nil, &scheduler.Response{EndOfStream: true})
 		}
 	})
+}
+
+// TestConcurrencyKVCacheTarget: with kvCacheTarget an endpoint is rated by
+// the KV usage its in-flight requests project at the footprint per request
+// its last scrape showed, when that is higher than r/R; stale or empty
+// metrics fall back to r/R.
+func TestConcurrencyKVCacheTarget(t *testing.T) {
+	t.Parallel()
+	d := newConcurrency(t, `{"maxConcurrency":100,"kvCacheTarget":0.8}`)
+	now := plugintest.Epoch
+	a, b := ep("a", "10.0.0.1", nil, nil), ep("b", "10.0.0.2", nil, nil)
+	a.SetMetrics(&endpoint.Metrics{RunningRequestsSize: 8, WaitingQueueSize: 2, KVCacheUsagePercent: 0.4, UpdateTime: now})
+	a.SetStale(false)
+	sendN(d, a, 20, 1) // 20 × 0.4/10 = 0.8 of KV: 1.0 of the target, against 20/100 by count
+	sendN(d, b, 10, 1) // b has no metrics: 10/100
+	if got, want := d.Saturation([]*endpoint.Endpoint{a, b}, now), (1.0+0.1)/2; math.Abs(got-want) > 1e-9 {
+		t.Errorf("saturation %v, want %v", got, want)
+	}
+	if got := d.Saturation([]*endpoint.Endpoint{a}, now.Add(time.Minute)); math.Abs(got-0.2) > 1e-9 {
+		t.Errorf("with stale metrics: saturation %v, want 0.2 (20/100)", got)
+	}
+	if _, err := ConcurrencyDetectorFactory("c", []byte(`{"kvCacheTarget":1.5}`), nil); err == nil || !strings.Contains(err.Error(), "kvCacheTarget") {
+		t.Errorf("kvCacheTarget 1.5: error %v", err)
+	}
 }

@@ -20,9 +20,10 @@ import (
 const DefaultPriorityClasses = "critical:0.2:3,batch:0.8:-1"
 
 // flowConfigText is the upstream default scoring with flow control gated by
-// concurrency-detector at perServer requests in flight per server, and
-// negative priorities held at batchCeiling of the pool.
-func flowConfigText(perServer int, batchCeiling float64) string {
+// concurrency-detector at perServer requests in flight per server (and
+// kvTarget of projected KV usage, 0 for none), and negative priorities held
+// at batchCeiling of the pool.
+func flowConfigText(perServer int, kvTarget, batchCeiling float64) string {
 	return fmt.Sprintf(`apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 featureGates: [flowControl]
@@ -31,7 +32,7 @@ plugins:
 - type: kv-cache-utilization-scorer
 - type: prefix-cache-scorer
 - type: concurrency-detector
-  parameters: {maxConcurrency: %d}
+  parameters: {maxConcurrency: %d, kvCacheTarget: %g}
 - type: static-usage-limit-policy
   parameters: {priorityThresholds: {"-1": %g}}
 schedulingProfiles:
@@ -41,7 +42,7 @@ schedulingProfiles:
   - {pluginRef: kv-cache-utilization-scorer, weight: 2}
   - {pluginRef: prefix-cache-scorer, weight: 3}
 saturationDetector: {pluginRef: concurrency-detector}
-`, perServer, batchCeiling)
+`, perServer, kvTarget, batchCeiling)
 }
 
 // PriorityPolicies are the study's admission schemes, all with upstream's
@@ -51,9 +52,11 @@ func PriorityPolicies() []Policy {
 		ConfigPolicy("legacy-shedding", "no flow control: utilization-detector sheds priority < 0 while saturated (upstream's default)",
 			[]byte(config.DefaultText)),
 		ConfigPolicy("flow-256", "flow control, concurrency-detector at 256 per server (the servers' max-num-seqs)",
-			[]byte(flowConfigText(256, 1))),
-		ConfigPolicy("flow-96-hold", "flow control, concurrency-detector at 96 per server, priority < 0 held at 80 % of the pool",
-			[]byte(flowConfigText(96, 0.8))),
+			[]byte(flowConfigText(256, 0, 1))),
+		ConfigPolicy("flow-96-hold", "flow control, concurrency-detector at 96 per server (tuned to this workload), priority < 0 held at 80 % of the pool",
+			[]byte(flowConfigText(96, 0, 0.8))),
+		ConfigPolicy("flow-kv-hold", "flow control, concurrency-detector at 256 per server with kvCacheTarget 1.0 (no tuning), priority < 0 held at 80 % of the pool",
+			[]byte(flowConfigText(256, 1, 0.8))),
 	}
 }
 
