@@ -255,14 +255,13 @@ const kvStaleness = 2 * time.Second
 // comment); eps is not empty.
 func (d *ConcurrencyDetector) kvSaturation(eps []*endpoint.Endpoint, now time.Time) float64 {
 	var sum float64
-	for _, e := range eps {
-		in, _ := d.Tracker().Of(e.HostPort)
+	d.Tracker().Each(eps, func(e *endpoint.Endpoint, in, _ int) {
 		r := float64(in) / float64(d.params.MaxConcurrency)
 		m := e.Metrics()
 		if q := m.RunningRequestsSize + m.WaitingQueueSize; q > 0 && m.KVCacheUsagePercent > 0 && !e.Stale() && m.Age(now) <= kvStaleness {
 			r = max(r, float64(in)*m.KVCacheUsagePercent/(float64(q)*d.params.KVCacheTarget))
 		}
 		sum += r
-	}
+	})
 	return sum / float64(len(eps))
 }

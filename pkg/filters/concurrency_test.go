@@ -333,10 +333,12 @@ func TestConcurrencyDetectorSweep(t *testing.T) {
 }
 
 func TestConcurrencySaturationAllocs(t *testing.T) { // not parallel: AllocsPerRun forbids it
-	d, eps := newConcurrency(t, `{"concurrencyMode":"hybrid"}`), plugintest.Endpoints(10, 1)
-	sendN(d, eps[3], 2, 5)
-	if allocs := testing.AllocsPerRun(50, func() { d.Saturation(eps, plugintest.Epoch) }); allocs != 0 {
-		t.Errorf("Saturation allocates %v times per call, want 0", allocs)
+	for _, params := range []string{`{"concurrencyMode":"hybrid"}`, `{"kvCacheTarget":0.9}`} {
+		d, eps := newConcurrency(t, params), plugintest.Endpoints(10, 1)
+		sendN(d, eps[3], 2, 5)
+		if allocs := testing.AllocsPerRun(50, func() { d.Saturation(eps, plugintest.Epoch) }); allocs != 0 {
+			t.Errorf("%s: Saturation allocates %v times per call, want 0", params, allocs)
+		}
 	}
 }
 

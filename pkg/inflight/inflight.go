@@ -174,6 +174,17 @@ func (t *Tracker) Of(hostPort string) (requests, tokens int) {
 	return l.requests, l.tokens
 }
 
+// Each calls fn with each endpoint of eps and what it has in flight, under
+// one read lock and without allocating; fn must not call back into t.
+func (t *Tracker) Each(eps []*endpoint.Endpoint, fn func(e *endpoint.Endpoint, requests, tokens int)) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, e := range eps {
+		l := t.load[e.HostPort]
+		fn(e, l.requests, l.tokens)
+	}
+}
+
 // Sum returns the total in flight on eps, and only on them: load on
 // endpoints not given does not count. It reads the books once, under one
 // lock, and does not allocate.
