@@ -186,7 +186,8 @@ func ConcurrencyDetectorRegistration() scheduler.Registration {
 		Factory: ConcurrencyDetectorFactory,
 		Params:  ConcurrencyParams{},
 		Summary: "Counts the requests (or estimated prompt tokens) this EPP has in flight per endpoint; saturation is in-flight load over " +
-			"maxConcurrency (or maxTokenConcurrency) × endpoints, and the filter drops endpoints at capacity×(1+headroom), keeping all if all are.",
+			"maxConcurrency (or maxTokenConcurrency) × endpoints (with kvCacheTarget, also the KV cache those requests project), " +
+			"and the filter drops endpoints at capacity×(1+headroom), keeping all if all are.",
 	}
 }
 
