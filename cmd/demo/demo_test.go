@@ -49,11 +49,17 @@ func freePorts(t *testing.T, n int) int {
 	return 0
 }
 
-// TestDemoEndToEnd builds the binaries, runs `demo` as `make run` does
-// (with the shipped flow-control config, so a request also passes the
-// EPP's queue), sends a completion through the gateway, checks the served
-// endpoint, and stops everything with Ctrl-C (SIGINT).
-func TestDemoEndToEnd(t *testing.T) {
+// demoRun is one running `demo` process.
+type demoRun struct {
+	base   int // gateway port; the EPP's three ports follow, then the servers'
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has exited
+}
+
+// startDemo builds the binaries and runs `demo` as `make run` does, on free
+// ports, with args added; the demo is killed at cleanup if still running.
+func startDemo(t *testing.T, servers int, args ...string) *demoRun {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the binaries")
 	}
@@ -63,38 +69,54 @@ func TestDemoEndToEnd(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	base := freePorts(t, 8)
+	d := &demoRun{base: freePorts(t, 4+servers), exited: make(chan struct{})}
 	var out bytes.Buffer
-	demo := exec.Command(filepath.Join(bin, "demo"), "--bin", bin, "--port", fmt.Sprint(base),
-		"--epp-port", fmt.Sprint(base+1), "--epp-health-port", fmt.Sprint(base+2), "--epp-metrics-port", fmt.Sprint(base+3),
-		"--sim-port", fmt.Sprint(base+4), "--servers", "4", "--config", "../../config/flow-control.yaml")
-	demo.Stdout, demo.Stderr = &out, &out
-	if err := demo.Start(); err != nil {
+	d.cmd = exec.Command(filepath.Join(bin, "demo"), append([]string{"--bin", bin, "--port", fmt.Sprint(d.base),
+		"--epp-port", fmt.Sprint(d.base + 1), "--epp-health-port", fmt.Sprint(d.base + 2), "--epp-metrics-port", fmt.Sprint(d.base + 3),
+		"--sim-port", fmt.Sprint(d.base + 4), "--servers", fmt.Sprint(servers)}, args...)...)
+	d.cmd.Stdout, d.cmd.Stderr = &out, &out
+	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- demo.Wait() }()
-	defer func() {
-		if demo.ProcessState == nil {
-			_ = demo.Process.Kill()
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-d.exited:
+		default:
+			_ = d.cmd.Process.Kill()
+			<-d.exited
 		}
 		if t.Failed() {
 			t.Logf("demo output:\n%s", out.String())
 		}
-	}()
+	})
+	return d
+}
 
-	served := sendCompletion(t, fmt.Sprintf("http://127.0.0.1:%d/v1/completions", base))
+// url is the gateway's URL for path.
+func (d *demoRun) url(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", d.base, path) }
+
+// server is the address of simulated server i.
+func (d *demoRun) server(i int) string { return fmt.Sprintf("127.0.0.1:%d", d.base+4+i) }
+
+// TestDemoEndToEnd runs `demo` as `make run` does (with the shipped
+// flow-control config, so a request also passes the EPP's queue), sends a
+// completion through the gateway, checks the served endpoint, and stops
+// everything with Ctrl-C (SIGINT).
+func TestDemoEndToEnd(t *testing.T) {
+	d := startDemo(t, 4, "--config", "../../config/flow-control.yaml")
+	served := sendCompletion(t, d.url("/v1/completions"))
 	var simPorts []string
-	for p := base + 4; p < base+8; p++ {
-		simPorts = append(simPorts, fmt.Sprintf("127.0.0.1:%d", p))
+	for i := range 4 {
+		simPorts = append(simPorts, d.server(i))
 	}
 	if !strings.Contains(strings.Join(simPorts, ","), served) || served == "" {
 		t.Errorf("served endpoint %q is not one of the simulated servers %v", served, simPorts)
 	}
 
-	_ = demo.Process.Signal(syscall.SIGINT)
+	_ = d.cmd.Process.Signal(syscall.SIGINT)
 	select {
-	case <-exited:
+	case <-d.exited:
 	case <-time.After(15 * time.Second):
 		t.Fatal("demo did not stop within 15s of Ctrl-C")
 	}
@@ -104,6 +126,53 @@ func TestDemoEndToEnd(t *testing.T) {
 			t.Errorf("simulated server %s still listening after the demo stopped", p)
 		}
 	}
+}
+
+// TestDemoDisaggregated runs the P/D demo (one prefill and two decode
+// servers behind the simulator's sidecar, config/pd.yaml): a long prompt is
+// prefilled on the prefill server and decoded on a decode server; a short
+// one, and the same long one again (now cached on its decode server), stay
+// decode-only.
+func TestDemoDisaggregated(t *testing.T) {
+	d := startDemo(t, 3, "--prefill", "1", "--config", "../../config/pd.yaml")
+	url := d.url("/v1/completions")
+	sendCompletion(t, url) // waits for the gateway
+	prefill := d.server(0)
+	long := strings.Repeat("Tell me about disaggregated serving. ", 60) // ~2,200 bytes, ~550 tokens
+	cases := []struct {
+		name, prompt, prefilledBy string
+	}{
+		{"long prompt", long, prefill},
+		{"short prompt", "Write a haiku about load balancing", ""},
+		{"long prompt again, cached on its decode server", long, ""},
+	}
+	for _, tc := range cases {
+		resp, body := post(t, url, tc.prompt)
+		served := resp.Header.Get("x-gateway-destination-endpoint-served")
+		if served == "" || served == prefill {
+			t.Errorf("%s: served by %q, want a decode server", tc.name, served)
+		}
+		if got := resp.Header.Get("x-openepp-prefilled-by"); got != tc.prefilledBy {
+			t.Errorf("%s: prefilled by %q, want %q (fallback %q); body %s", tc.name, got, tc.prefilledBy,
+				resp.Header.Get("x-openepp-pd-fallback"), body)
+		}
+	}
+}
+
+// post sends one completion and returns the response with its body read.
+func post(t *testing.T, url, prompt string) (*http.Response, string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":%q,"max_tokens":5}`, prompt)
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.StatusCode, data)
+	}
+	return resp, string(data)
 }
 
 // sendCompletion waits for the gateway and returns the served endpoint.
@@ -133,7 +202,8 @@ func sendCompletion(t *testing.T, url string) string {
 
 // TestBadFlags: flags the demo cannot use stop it before anything starts.
 func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"--servers", "0"}, {"--config", "no/such/config.yaml"}} {
+	for _, args := range [][]string{{"--servers", "0"}, {"--config", "no/such/config.yaml"},
+		{"--servers", "2", "--prefill", "2", "--config", "../../config/pd.yaml"}, {"--prefill", "1"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("%v accepted", args)
 		}

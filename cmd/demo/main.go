@@ -31,6 +31,12 @@ type options struct {
 	loras       string
 	profile     string
 	verbosity   int
+	// prefill is how many of the servers are prefill-only; with any, the
+	// others are decode servers behind the simulator's P/D sidecar.
+	prefill int
+	// endpointsFile holds the servers with their llm-d.ai/role labels
+	// (P/D only; written by run).
+	endpointsFile string
 }
 
 func main() {
@@ -66,11 +72,18 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.profile, "profile", "fast", "simulator latency profile")
 	fs.IntVar(&o.verbosity, "v", 1, "EPP log verbosity (1 logs one line per decision)")
 	fs.StringVar(&o.config, "config", "", "EndpointPickerConfig file for the EPP, reloaded when it changes (default: the upstream default config)")
+	fs.IntVar(&o.prefill, "prefill", 0, "prefill/decode disaggregation: this many servers are labelled prefill, the rest decode (needs a P/D --config such as config/pd.yaml)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if o.servers < 1 {
 		return nil, fmt.Errorf("--servers must be >= 1, got %d", o.servers)
+	}
+	if o.prefill < 0 || (o.prefill > 0 && o.prefill >= o.servers) {
+		return nil, fmt.Errorf("--prefill must leave at least one decode server: got %d of %d servers", o.prefill, o.servers)
+	}
+	if o.prefill > 0 && o.config == "" {
+		return nil, errors.New("--prefill needs a disaggregation --config, such as config/pd.yaml")
 	}
 	if o.config != "" {
 		abs, err := filepath.Abs(o.config)
@@ -91,6 +104,17 @@ func parseFlags(args []string) (*options, error) {
 func run(ctx context.Context, o *options) error {
 	var procs group
 	defer procs.stop(5 * time.Second)
+	if o.prefill > 0 {
+		dir, err := os.MkdirTemp("", "openepp-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		o.endpointsFile = filepath.Join(dir, "endpoints.yaml")
+		if err := os.WriteFile(o.endpointsFile, []byte(o.roleEndpoints()), 0o600); err != nil {
+			return err
+		}
+	}
 
 	sim, err := procs.start(ctx, "sim", filepath.Join(o.bin, "sim"), o.simArgs()...)
 	if err != nil {
@@ -122,8 +146,26 @@ func run(ctx context.Context, o *options) error {
 }
 
 func (o *options) simArgs() []string {
-	return []string{"--instances", strconv.Itoa(o.servers), "--port", strconv.Itoa(o.simPort),
+	args := []string{"--instances", strconv.Itoa(o.servers), "--port", strconv.Itoa(o.simPort),
 		"--model", o.model, "--lora-modules", o.loras, "--max-loras", "1", "--profile", o.profile}
+	if o.prefill > 0 {
+		args = append(args, "--pd-sidecar")
+	}
+	return args
+}
+
+// roleEndpoints is the endpoints file of a P/D demo: the first o.prefill
+// servers prefill, the others decode.
+func (o *options) roleEndpoints() string {
+	var b strings.Builder
+	for i := range o.servers {
+		role := "decode"
+		if i < o.prefill {
+			role = "prefill"
+		}
+		fmt.Fprintf(&b, "- {name: %s-%d, address: 127.0.0.1, port: %d, labels: {llm-d.ai/role: %s}}\n", role, i, o.simPort+i, role)
+	}
+	return b.String()
 }
 
 func (o *options) endpoints() string {
@@ -135,9 +177,13 @@ func (o *options) endpoints() string {
 }
 
 func (o *options) eppArgs() []string {
-	args := []string{"--endpoints", o.endpoints(), "--bind-address", "127.0.0.1",
+	source := []string{"--endpoints", o.endpoints()}
+	if o.endpointsFile != "" {
+		source = []string{"--endpoints-file", o.endpointsFile}
+	}
+	args := append(source, "--bind-address", "127.0.0.1",
 		"--grpc-port", strconv.Itoa(o.eppPort), "--grpc-health-port", strconv.Itoa(o.healthPort),
-		"--metrics-port", strconv.Itoa(o.metricsPort), "--v", strconv.Itoa(o.verbosity), "--zap-encoder", "console"}
+		"--metrics-port", strconv.Itoa(o.metricsPort), "--v", strconv.Itoa(o.verbosity), "--zap-encoder", "console")
 	if o.config != "" {
 		args = append(args, "--config-file", o.config)
 	}
@@ -163,4 +209,11 @@ The x-gateway-destination-endpoint-served response header names the server that 
 EPP metrics: http://localhost:%d/metrics. Press Ctrl-C to stop.
 
 `, o.servers, o.endpoints(), o.eppPort, o.gatewayPort, o.gatewayPort, o.model, o.gatewayPort, o.model, o.metricsPort)
+	if o.prefill > 0 {
+		fmt.Printf(`Prefill/decode: the first %d server(s) prefill, the others decode behind the simulator's P/D sidecar.
+A prompt of more than about 1,000 characters not yet cached on the decode server is prefilled remotely:
+the response header x-openepp-prefilled-by names the prefill server.
+
+`, o.prefill)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openepp/openepp/pkg/pdsidecar"
 	"github.com/openepp/openepp/pkg/sim"
 	"github.com/openepp/openepp/pkg/sim/engine"
 )
@@ -19,6 +20,10 @@ type options struct {
 	base      sim.Config
 	instances int
 	verbosity int
+	// pdSidecar puts a P/D decode sidecar configured by pd in front of
+	// every instance, on the instance's port.
+	pdSidecar bool
+	pd        pdsidecar.Options
 }
 
 // listFlag collects repeated and comma-separated values.
@@ -147,8 +152,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	capacityFlags(fs, &c.Capacity)
 	latencyFlags(fs, &c.Latency)
 	faultFlags(fs, &c.Faults)
+	pdFlags(fs, &o)
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	var pdSet []string
+	fs.Visit(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Name, "pd-") && f.Name != "pd-sidecar" {
+			pdSet = append(pdSet, "--"+f.Name)
+		}
+	})
+	if !o.pdSidecar && len(pdSet) > 0 {
+		return o, fmt.Errorf("%s need --pd-sidecar", strings.Join(pdSet, ", "))
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
@@ -181,6 +196,15 @@ func latencyFlags(fs *flag.FlagSet, l *sim.Latency) {
 	fs.Var(floatFlag{&l.TimeFactorUnderLoad}, "time-factor-under-load", "iteration time multiplier reached at max-num-seqs (≥ 1)")
 	fs.Var(durationFlag{&l.LoRALoadDelay}, "lora-load-delay", "time to load a LoRA adapter into a slot (ms or Go duration)")
 	fs.Var(floatFlag{&l.Jitter}, "jitter", "relative std-dev of iteration times, 0..0.3")
+	fs.Var(durationFlag{&l.KVTransferPerToken}, "kv-transfer-time-per-token", "P/D: cost of pulling one prompt token's KV from a prefiller (ms or Go duration; default 1us)")
+	fs.Var(durationFlag{&l.KVTransferOverhead}, "kv-transfer-overhead", "P/D: fixed cost of each KV pull from a prefiller (ms or Go duration; default 0)")
+}
+
+func pdFlags(fs *flag.FlagSet, o *options) {
+	fs.BoolVar(&o.pdSidecar, "pd-sidecar", false, "put a P/D decode sidecar in front of every instance, on its port: requests with "+
+		pdsidecar.PrefillerHeader+" run their prefill there first")
+	fs.Var(listFlag{&o.pd.AllowedPrefillers}, "pd-allowed-prefillers", "prefillers the sidecar may call: CIDRs, IPs or host:port (repeatable, comma list; default all)")
+	fs.DurationVar(&o.pd.PrefillTimeout, "pd-prefill-timeout", pdsidecar.DefaultPrefillTimeout, "bound on a prefill call; beyond it the request is decoded with a local prefill")
 }
 
 func faultFlags(fs *flag.FlagSet, f *sim.Faults) {

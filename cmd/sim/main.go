@@ -3,6 +3,12 @@
 //
 //	listening http://127.0.0.1:8000 instance=0 model=sim-model metrics=vllm:/metrics
 //
+// (ending in " pd-sidecar=true" with --pd-sidecar). With that flag every
+// instance is fronted, on its own port, by a P/D decode sidecar (package
+// pdsidecar), so "sim --instances 4 --pd-sidecar" gives four servers that
+// each decode with a remote prefill when a request names a prefiller in
+// x-prefiller-host-port, and each serve the prefills others send them.
+//
 // It stops cleanly on SIGINT or SIGTERM.
 package main
 
@@ -56,6 +62,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	for k, cfg := range opts.configs() {
 		cfg.Logger = log.WithValues("instance", k)
+		if opts.pdSidecar {
+			pd := opts.pd
+			pd.Logger = cfg.Logger.WithName("pd-sidecar")
+			cfg.Frontend = pd.Wrap
+		}
 		inst, err := sim.New(cfg)
 		if err != nil {
 			closeAll()
@@ -63,9 +74,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		insts = append(insts, inst)
 	}
+	suffix := ""
+	if opts.pdSidecar {
+		suffix = " pd-sidecar=true"
+	}
 	for k, inst := range insts {
-		fmt.Fprintf(stdout, "listening %s instance=%d model=%s metrics=%s:%s\n",
-			inst.URL(), k, inst.Model(), opts.base.MetricsEngine, inst.MetricsPath())
+		fmt.Fprintf(stdout, "listening %s instance=%d model=%s metrics=%s:%s%s\n",
+			inst.URL(), k, inst.Model(), opts.base.MetricsEngine, inst.MetricsPath(), suffix)
 	}
 	return serveAll(ctx, insts)
 }

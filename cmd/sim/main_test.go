@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/openepp/openepp/pkg/pdsidecar"
 	"github.com/openepp/openepp/pkg/sim"
 )
 
@@ -71,6 +72,24 @@ var flagCases = []flagCase{
 				t.Fatalf("ports and seeds (-want +got):\n%s", diff)
 			}
 		}},
+	{name: "pd sidecar", args: []string{"--pd-sidecar", "--pd-allowed-prefillers", "10.0.0.0/8,127.0.0.1:8001",
+		"--pd-prefill-timeout", "2s", "--kv-transfer-time-per-token", "3us", "--kv-transfer-overhead", "1"},
+		check: func(t *testing.T, o options) {
+			l := o.base.Latency
+			if !o.pdSidecar || o.pd.PrefillTimeout != 2*time.Second || *l.KVTransferPerToken != 3*time.Microsecond ||
+				*l.KVTransferOverhead != time.Millisecond {
+				t.Fatalf("pd options = %v %+v, latency %v %v", o.pdSidecar, o.pd, *l.KVTransferPerToken, *l.KVTransferOverhead)
+			}
+			if diff := cmp.Diff([]string{"10.0.0.0/8", "127.0.0.1:8001"}, o.pd.AllowedPrefillers); diff != "" {
+				t.Fatalf("allowlist (-want +got):\n%s", diff)
+			}
+		}},
+	{name: "pd defaults off", args: nil, check: func(t *testing.T, o options) {
+		if o.pdSidecar || o.base.Frontend != nil || o.base.Latency.KVTransferPerToken != nil {
+			t.Fatalf("P/D on by default: %v %+v", o.pdSidecar, o.base.Latency)
+		}
+	}},
+	{name: "pd flags need the sidecar", args: []string{"--pd-allowed-prefillers", "10.0.0.0/8"}, wantErr: "need --pd-sidecar"},
 	{name: "bad duration", args: []string{"--inter-token-latency", "fast"}, wantErr: "neither milliseconds"},
 	{name: "bad lora json", args: []string{"--lora-modules", `{"name":`}, wantErr: "lora module JSON"},
 	{name: "zero instances", args: []string{"--instances", "0"}, wantErr: "--instances"},
@@ -160,10 +179,62 @@ func TestRunServesInstancesAndStops(t *testing.T) {
 	}
 }
 
+// TestRunPDSidecar runs two instances with sidecars and disaggregates one
+// request: prefill on instance 1, decode on instance 0.
+func TestRunPDSidecar(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--port", "0", "--instances", "2", "--pd-sidecar", "--pd-allowed-prefillers", "127.0.0.0/8"}, &stdout, &stderr)
+	}()
+	var lines []string
+	for deadline := time.Now().Add(5 * time.Second); len(lines) < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening lines; stdout %q stderr %q", stdout.String(), stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+		lines = strings.FieldsFunc(stdout.String(), func(r rune) bool { return r == '\n' })
+	}
+	decoder, prefiller := strings.Fields(lines[0])[1], strings.Fields(lines[1])[1]
+	if !strings.HasSuffix(lines[0], " pd-sidecar=true") {
+		t.Fatalf("listening line %q does not mention the sidecar", lines[0])
+	}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPost, decoder+"/v1/completions", strings.NewReader(`{"prompt":"a b c d e f g h","max_tokens":2}`))
+	req.Header.Set(pdsidecar.PrefillerHeader, strings.TrimPrefix(prefiller, "http://"))
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(pdsidecar.PrefilledByHeader) != strings.TrimPrefix(prefiller, "http://") {
+		t.Fatalf("disaggregated request: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not stop")
+	}
+}
+
 func TestRunRejectsBadConfig(t *testing.T) {
 	t.Parallel()
-	err := run(context.Background(), []string{"--port", "0", "--profile", "nope"}, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), `unknown profile "nope"`) {
-		t.Fatalf("run error = %v", err)
+	for args, want := range map[string]string{
+		"--profile nope": `unknown profile "nope"`,
+		"--pd-sidecar --pd-allowed-prefillers 10.0.0.0/8,nope!": `"nope!" is not a CIDR, an IP or host:port`,
+		"--kv-transfer-time-per-token -1us":                     "kvTransferPerToken: must be ≥ 0",
+	} {
+		err := run(context.Background(), append([]string{"--port", "0"}, strings.Fields(args)...), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("run %s: error = %v, want one containing %q", args, err, want)
+		}
 	}
 }

@@ -19,10 +19,11 @@ var kindOf = map[string]string{
 	"prefix":      "Data producers",
 	"metrics":     "Data layer",
 	"flowcontrol": "Flow control policies",
+	"disagg":      "Disaggregated serving",
 	"plugins":     "Request parsers",
 }
 
-var kindOrder = []string{"Profile handlers", "Filters", "Scorers", "Pickers", "Data producers", "Data layer",
+var kindOrder = []string{"Profile handlers", "Disaggregated serving", "Filters", "Scorers", "Pickers", "Data producers", "Data layer",
 	"Flow control policies", "Request parsers", "Other"}
 
 // Markdown renders the reference of regs (docs/plugins.md): every type with

@@ -4,6 +4,7 @@
 package plugins
 
 import (
+	"github.com/openepp/openepp/pkg/disagg"
 	"github.com/openepp/openepp/pkg/filters"
 	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/metrics"
@@ -19,6 +20,8 @@ func Registrations() []scheduler.Registration {
 	return append([]scheduler.Registration{
 		// Profile handlers.
 		profiles.SingleRegistration(),
+		disagg.HandlerRegistration(),
+		disagg.LegacyRegistration(),
 		// Filters.
 		filters.LabelSelectorRegistration(),
 		filters.HeaderBasedTestingRegistration(),
@@ -47,6 +50,10 @@ func Registrations() []scheduler.Registration {
 		// Data layer.
 		metrics.DataSourceRegistration(),
 		metrics.ExtractorRegistration(),
+		// Disaggregation deciders.
+		disagg.PrefixDeciderRegistration(),
+		disagg.AlwaysDeciderRegistration(),
+		disagg.MultimodalDeciderRegistration(),
 		// Flow control.
 		flowcontrol.GlobalStrictRegistration(),
 		flowcontrol.RoundRobinRegistration(),

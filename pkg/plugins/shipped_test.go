@@ -12,8 +12,8 @@ import (
 
 // TestShippedConfigsBuild builds every config/*.yaml with the real plugins,
 // so an example a user copies works as shipped. llm-d-pd.yaml is a schema
-// example whose disaggregation plugins OpenEPP does not implement yet; it
-// must fail with a clear "not supported" error instead.
+// example naming file-discovery, which OpenEPP does not implement; it must
+// fail with a clear "not supported" error naming it instead.
 func TestShippedConfigsBuild(t *testing.T) {
 	t.Parallel()
 	files, err := filepath.Glob("../../config/*.yaml")
@@ -37,7 +37,7 @@ func TestShippedConfigsBuild(t *testing.T) {
 			_, err = config.BuildWith(cfg, config.BuildOptions{Registry: reg})
 			switch {
 			case filepath.Base(file) == "llm-d-pd.yaml":
-				if err == nil || !strings.Contains(err.Error(), "not supported by OpenEPP") {
+				if err == nil || !strings.Contains(err.Error(), `"file-discovery" is not supported by OpenEPP`) {
 					t.Errorf("want a clear refusal of the unimplemented types, got %v", err)
 				}
 			case err != nil:

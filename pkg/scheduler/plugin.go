@@ -88,6 +88,12 @@ type ProfileHandler interface {
 	ProcessResults(ctx context.Context, state *State, req *Request, results map[string]*ProfileResult) (*Result, error)
 }
 
+// ProfileUser is implemented by profile handlers that run profiles by name;
+// New refuses a configuration that lacks one of RequiredProfiles.
+type ProfileUser interface {
+	RequiredProfiles() []string
+}
+
 // Producer computes per-request data that filters and scorers read from
 // state (for example prefix-match lengths per endpoint).
 //

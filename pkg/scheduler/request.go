@@ -92,6 +92,10 @@ type Result struct {
 	// Headers are extra request headers plugins want sent upstream (for
 	// example the prefill endpoint in disaggregated serving).
 	Headers map[string]string
+	// RemovedHeaders are request headers plugins want stripped before the
+	// request goes upstream (for example a client-sent header that only the
+	// EPP may set).
+	RemovedHeaders []string
 }
 
 // Targets returns the primary profile's targets, primary endpoint first.
@@ -111,4 +115,10 @@ func (r *Result) SetHeader(name, value string) {
 		r.Headers = map[string]string{}
 	}
 	r.Headers[name] = value
+}
+
+// RemoveHeader asks for a request header to be stripped upstream; a header
+// set with SetHeader is sent regardless.
+func (r *Result) RemoveHeader(name string) {
+	r.RemovedHeaders = append(r.RemovedHeaders, name)
 }

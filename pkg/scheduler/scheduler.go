@@ -73,6 +73,13 @@ func New(opts Options) (*Scheduler, error) {
 		s.profiles[p.Name] = p
 		p.timing = s.timing // profiles belong to the scheduler built with them
 	}
+	if u, ok := opts.Handler.(ProfileUser); ok {
+		for _, name := range u.RequiredProfiles() {
+			if _, ok := s.profiles[name]; !ok {
+				return nil, fmt.Errorf("scheduler: profile handler %s needs a profile named %q", opts.Handler.TypedName(), name)
+			}
+		}
+	}
 	if s.clock == nil {
 		s.clock = RealClock{}
 	}

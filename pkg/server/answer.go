@@ -19,6 +19,7 @@ import (
 type answer struct {
 	targets       []*endpoint.Endpoint
 	headers       map[string]string // extra request headers from plugins
+	removed       []string          // request headers plugins want stripped
 	requestID     string            // set when the EPP generated it
 	contentLength string            // set when the body length must be restated
 	scores        *scheduler.ProfileResult
@@ -45,6 +46,12 @@ func headersAnswer(a answer) *extprocv3.ProcessingResponse {
 	for _, k := range slices.Sorted(maps.Keys(a.trace)) {
 		set = append(set, setHeader(k, a.trace[k]))
 	}
+	var remove []string
+	for _, k := range a.removed {
+		if _, set := a.headers[k]; !set && !slices.Contains(remove, k) {
+			remove = append(remove, k)
+		}
+	}
 	lb := map[string]*structpb.Value{DestinationHeader: structpb.NewStringValue(dest)}
 	if a.scores != nil {
 		lb[ScoresKey] = scoresValue(a.scores)
@@ -52,7 +59,7 @@ func headersAnswer(a answer) *extprocv3.ProcessingResponse {
 	return &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
 			Response: &extprocv3.CommonResponse{
-				HeaderMutation:  &extprocv3.HeaderMutation{SetHeaders: set},
+				HeaderMutation:  &extprocv3.HeaderMutation{SetHeaders: set, RemoveHeaders: remove},
 				ClearRouteCache: true,
 			},
 		}},

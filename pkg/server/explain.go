@@ -1,6 +1,8 @@
 package server
 
 import (
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,6 +22,15 @@ func (s *Server) explain(req *scheduler.Request, res *scheduler.Result) {
 	kv := []any{"requestID", req.ID, "model", req.Model, "profile", res.Primary, "endpoint", joinTargets(targets)}
 	if primary != nil && len(targets) > 0 {
 		kv = append(kv, "scores", contributions(primary, targets[0].HostPort))
+	}
+	if len(res.Profiles) > 1 { // disaggregated stages and other secondary picks
+		var others []string
+		for _, name := range slices.Sorted(maps.Keys(res.Profiles)) {
+			if pr := res.Profiles[name]; name != res.Primary && pr != nil && len(pr.Targets) > 0 {
+				others = append(others, name+"="+joinTargets(pr.Targets))
+			}
+		}
+		kv = append(kv, "otherProfiles", strings.Join(others, " "))
 	}
 	log.Info("scheduled request", kv...)
 }

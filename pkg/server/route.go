@@ -85,6 +85,7 @@ func (x *exchange) route(eos bool) (bool, error) {
 	a := answer{
 		targets:   x.result.Targets(),
 		headers:   x.result.Headers,
+		removed:   x.result.RemovedHeaders,
 		requestID: x.generatedID,
 		trace:     x.traceHeaders(),
 	}

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"slices"
 	"time"
 	"unicode/utf8"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/sim/engine"
 )
@@ -67,6 +69,11 @@ type Config struct {
 	Faults Faults
 	// Logger receives lifecycle logs; the zero value discards them.
 	Logger logr.Logger
+	// Frontend, if set, wraps the instance's HTTP API on the instance's own
+	// address, e.g. with a P/D decode sidecar (package pdsidecar). reg is
+	// the instance's metrics registry, so the frontend's collectors appear
+	// on its metrics page.
+	Frontend func(api http.Handler, reg prometheus.Registerer) (http.Handler, error)
 }
 
 // Capacity overrides the preset's sizes; zero keeps the preset's value.
@@ -101,6 +108,12 @@ type Latency struct {
 	LoRALoadDelay       *time.Duration
 	// Jitter is the relative standard deviation of iteration times (≤ 0.3).
 	Jitter *float64
+	// KVTransferPerToken and KVTransferOverhead price pulling a P/D
+	// request's prompt KV from its prefiller (kv_transfer_params
+	// do_remote_prefill): overhead + uncached prompt tokens · per token,
+	// beside the running batch. Presets: 1µs/token, no overhead.
+	KVTransferPerToken *time.Duration
+	KVTransferOverhead *time.Duration
 }
 
 // Ptr returns a pointer to v, for filling Latency.
@@ -233,7 +246,8 @@ func (l Latency) validate() error {
 	}{
 		{"timeToFirstToken", l.TimeToFirstToken}, {"interTokenLatency", l.InterTokenLatency},
 		{"prefillOverhead", l.PrefillOverhead}, {"prefillTimePerToken", l.PrefillTimePerToken},
-		{"loraLoadDelay", l.LoRALoadDelay},
+		{"loraLoadDelay", l.LoRALoadDelay}, {"kvTransferPerToken", l.KVTransferPerToken},
+		{"kvTransferOverhead", l.KVTransferOverhead},
 	} {
 		if d.v != nil && *d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must be ≥ 0, got %s", d.name, *d.v))
@@ -267,5 +281,11 @@ func (l Latency) apply(ec *engine.Config) {
 	}
 	if l.Jitter != nil {
 		ec.Jitter = *l.Jitter
+	}
+	if l.KVTransferPerToken != nil {
+		ec.KVTransferPerToken = *l.KVTransferPerToken
+	}
+	if l.KVTransferOverhead != nil {
+		ec.KVTransferOverhead = *l.KVTransferOverhead
 	}
 }

@@ -2,9 +2,10 @@
 // wire, so the EPP can be tested and benchmarked without GPUs.
 //
 // An Instance serves the OpenAI API (/v1/completions, /v1/chat/completions,
-// streaming or not, with usage and cached-token counts), /v1/models,
-// /health, and Prometheus metrics under the names of vLLM, SGLang,
-// TensorRT-LLM serve or Triton TensorRT-LLM (reference.md §3.2). Behind the
+// streaming or not, with usage and cached-token counts, and P/D
+// kv_transfer_params), /v1/models, /health, and Prometheus metrics under
+// the names of vLLM, SGLang, TensorRT-LLM serve or Triton TensorRT-LLM
+// (reference.md §3.2). Behind the
 // API runs engine.Engine in real time; the same engine runs in virtual time
 // in the fleet simulation, so the routing benchmark and the integration
 // tests exercise one model.
@@ -63,6 +64,42 @@
 // as documented on Latency: inter-token-latency is β0, time-to-first-token
 // (or prefill-overhead) is the unloaded TTFT excluding per-token cost,
 // prefill-time-per-token is β1, time-factor-under-load is the load factor.
+//
+// # Prefill/decode disaggregation (kv_transfer_params)
+//
+// Requests may carry vLLM's NixlConnector kv_transfer_params, as llm-d's
+// decode sidecar (package pdsidecar) sends them:
+//
+//   - do_remote_decode: true makes a prefill-only request: it generates
+//     exactly 1 token whatever max_tokens says, and the JSON answer carries
+//     kv_transfer_params {do_remote_prefill: true, do_remote_decode: false,
+//     remote_block_ids (one synthetic ID per prompt block), remote_engine_id
+//     (Instance.EngineID, stable for an address and model), remote_host and
+//     remote_port (the instance's address)}. Streaming is refused with 400:
+//     the answer's JSON body is what carries the parameters.
+//   - do_remote_prefill: true (with remote_engine_id, remote_host,
+//     remote_port and remote_block_ids) makes the engine pull the prompt's
+//     KV instead of computing it (engine.Request.RemotePrefill): it is
+//     admitted like any request (FCFS, KV blocks allocated here, local
+//     prefix-cache hits taken), pulls the rest of the prompt beside the
+//     running batch in KVTransferOverhead + tokens · KVTransferPerToken
+//     (presets: 0 + 1 µs/token; flags --kv-transfer-overhead and
+//     --kv-transfer-time-per-token), then computes only the last prompt
+//     token. TTFT = queueing + transfer + one iteration. As in vLLM, usage
+//     reports prompt − 1 cached tokens (pulled tokens count as computed).
+//
+// Malformed parameters (not an object, wrong types, both flags true,
+// do_remote_prefill without its fields, several prompts) get 400 with param
+// "kv_transfer_params". The metrics page adds, under every metrics engine,
+// openepp_sim_kv_remote_decode_requests_total,
+// openepp_sim_kv_remote_prefill_requests_total and
+// openepp_sim_kv_transfer_tokens_total (also Instance.KVTransferStats).
+//
+// Config.Frontend wraps an instance's API on its own port; cmd/sim
+// --pd-sidecar uses it to put a pdsidecar.Handler in front of every
+// instance, so each one decodes with a remote prefill when a request names
+// a prefiller in x-prefiller-host-port, and serves prefills for the others
+// (those arrive without the header and pass straight through).
 //
 // # Faults
 //

@@ -48,12 +48,13 @@ func (i *Instance) handleGenerate(chat bool) http.HandlerFunc {
 			writeAPIError(w, aerr)
 			return
 		}
-		c, err := i.drv.submit(g.prompts, g.maxTokens, g.lora)
+		c, err := i.drv.submit(g.prompts, g.maxTokens, g.lora, g.kv.remotePrefill)
 		if err != nil {
 			writeAPIError(w, engineError(err))
 			return
 		}
 		defer i.drv.cancel(c)
+		i.countKVTransfer(g.kv)
 		rs := newResponseState(i, g, c)
 		if g.stream {
 			i.stream(w, r, rs)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -31,6 +32,10 @@ type Instance struct {
 	flavor  *flavor
 	models  *modelSet
 	addr    string // host:port actually bound
+	// engineID is the remote_engine_id of prefill answers; the counters
+	// count accepted P/D requests (KVTransferStats).
+	engineID                      string
+	remoteDecodes, remotePrefills atomic.Uint64
 
 	closing   chan struct{} // closed when Run begins shutting down
 	closeOnce sync.Once
@@ -80,11 +85,17 @@ func New(cfg Config) (*Instance, error) {
 		return nil, fmt.Errorf("register simulator metrics: %w", err)
 	}
 	i.handler = i.routes(reg)
+	if rc.Frontend != nil {
+		if i.handler, err = rc.Frontend(i.handler, reg); err != nil {
+			return nil, fmt.Errorf("simulator frontend: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(rc.Address, strconv.Itoa(rc.Port)))
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	i.addr = ln.Addr().String()
+	i.engineID = engineIDFor(i.addr, rc.Model)
 	i.ln = ln
 	if rc.Faults.RefuseConnections {
 		i.refuseLocked(rc.Faults.RefuseFor)

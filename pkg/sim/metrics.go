@@ -134,7 +134,13 @@ func (c *collector) Describe(chan<- *prometheus.Desc) {}
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	m := c.inst.drv.metrics()
 	s := scrape{m: m, model: c.inst.cfg.Model, cfg: c.inst.cfg.engine, loras: c.loraHistory(m, time.Now())}
-	c.fl.collect(&emitter{ch: ch}, s)
+	e := &emitter{ch: ch}
+	c.fl.collect(e, s)
+	collectKVTransfer(e, KVTransferStats{
+		RemoteDecodeRequests:  c.inst.remoteDecodes.Load(),
+		RemotePrefillRequests: c.inst.remotePrefills.Load(),
+		TransferredTokens:     m.KVTransferTokens,
+	}, s.model)
 }
 
 func (c *collector) loraHistory(m engine.Metrics, now time.Time) []loraSeries {

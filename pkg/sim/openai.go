@@ -41,6 +41,7 @@ type genRequest struct {
 	maxTokens    int
 	stream       bool
 	includeUsage bool
+	kv           kvTransfer
 }
 
 // wireRequest holds the fields the simulator reads; others are ignored, as
@@ -55,6 +56,7 @@ type wireRequest struct {
 	StreamOptions       *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
+	KVTransferParams json.RawMessage `json:"kv_transfer_params"`
 }
 
 // decodeBody reads a JSON body of at most maxBodyBytes into v.
@@ -111,6 +113,9 @@ func (i *Instance) parseGenerate(w http.ResponseWriter, r *http.Request, chat bo
 	}
 	if err != nil {
 		return genRequest{}, badRequest("%v", err)
+	}
+	if aerr := applyKVTransfer(&g, wr.KVTransferParams); aerr != nil {
+		return genRequest{}, aerr
 	}
 	return g, nil
 }

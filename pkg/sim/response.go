@@ -15,6 +15,7 @@ type responseState struct {
 	created int64
 	seen    []progress // latest snapshot per choice
 	sent    []int      // tokens already streamed per choice
+	kv      *wireKVAnswer
 }
 
 func newResponseState(i *Instance, g genRequest, c *call) *responseState {
@@ -22,13 +23,17 @@ func newResponseState(i *Instance, g genRequest, c *call) *responseState {
 	if g.chat {
 		prefix = "chatcmpl-"
 	}
-	return &responseState{
+	rs := &responseState{
 		g: g, call: c, seed: i.cfg.Seed,
 		id:      prefix + strconv.FormatUint(c.parts[0].id, 10),
 		created: time.Now().Unix(),
 		seen:    make([]progress, len(c.parts)),
 		sent:    make([]int, len(c.parts)),
 	}
+	if g.kv.remoteDecode {
+		rs.kv = i.kvAnswer(len(g.prompts[0]), c.parts[0].id)
+	}
+	return rs
 }
 
 // produced is the number of tokens generated so far over all choices.
@@ -88,12 +93,13 @@ type wireChatChoice struct {
 }
 
 type wireResponse struct {
-	ID      string     `json:"id"`
-	Object  string     `json:"object"`
-	Created int64      `json:"created"`
-	Model   string     `json:"model"`
-	Choices any        `json:"choices"`
-	Usage   *wireUsage `json:"usage,omitempty"`
+	ID               string        `json:"id"`
+	Object           string        `json:"object"`
+	Created          int64         `json:"created"`
+	Model            string        `json:"model"`
+	Choices          any           `json:"choices"`
+	Usage            *wireUsage    `json:"usage,omitempty"`
+	KVTransferParams *wireKVAnswer `json:"kv_transfer_params,omitempty"`
 }
 
 func (rs *responseState) envelope(object string, choices any) wireResponse {
@@ -128,6 +134,7 @@ func (rs *responseState) final() wireResponse {
 		r = rs.envelope("text_completion", choices)
 	}
 	r.Usage = rs.usage()
+	r.KVTransferParams = rs.kv
 	return r
 }
 

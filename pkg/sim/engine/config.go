@@ -56,6 +56,13 @@ type Config struct {
 	// LoRALoadDelay is added to the iteration that loads an adapter.
 	LoRALoadDelay time.Duration
 
+	// KVTransferOverhead and KVTransferPerToken price pulling a
+	// RemotePrefill request's prompt KV from its prefiller (P/D
+	// disaggregation): overhead + uncached prompt tokens · per token. The
+	// pull runs beside the batch, not in it (see transfer.go).
+	KVTransferOverhead time.Duration
+	KVTransferPerToken time.Duration
+
 	// Jitter is the relative standard deviation of a Gaussian multiplier on
 	// each iteration's duration, clamped to ±70 % (llm-d-inference-sim's
 	// rule). 0 disables it; at most 0.3.
@@ -97,7 +104,8 @@ func (c Config) Validate() error {
 	}{
 		{"stepOverhead", c.StepOverhead}, {"prefillPerToken", c.PrefillPerToken},
 		{"decodePerSeq", c.DecodePerSeq}, {"prefillOverhead", c.PrefillOverhead},
-		{"loraLoadDelay", c.LoRALoadDelay},
+		{"loraLoadDelay", c.LoRALoadDelay}, {"kvTransferOverhead", c.KVTransferOverhead},
+		{"kvTransferPerToken", c.KVTransferPerToken},
 	}
 	for _, d := range durations {
 		if d.d < 0 {
@@ -122,11 +130,17 @@ type profile struct {
 	cfg  Config
 }
 
+// defaultKVTransferPerToken prices a P/D KV pull when nothing better is
+// known: small but not free (Llama-3.1-8B holds 128 KiB of KV per token,
+// so 1 µs/token is a fast RDMA link; no preset has a measured value).
+const defaultKVTransferPerToken = time.Microsecond
+
 // base8B is the shape shared by the Llama-3.1-8B-on-H100 presets: BLIS's
 // fitted KV capacity and vLLM's serving defaults.
 var base8B = Config{
 	MaxNumSeqs: 256, MaxNumBatchedTokens: 8192, MaxModelLen: 131072,
 	NumBlocks: 29205, BlockSize: 16, MaxLoRAs: 1, LoRALoadDelay: 50 * time.Millisecond,
+	KVTransferPerToken: defaultKVTransferPerToken,
 }
 
 func with(c Config, edit func(*Config)) Config {
@@ -141,6 +155,7 @@ var profiles = []profile{
 		NumBlocks: 4096, BlockSize: 16, StepOverhead: 2 * time.Millisecond,
 		PrefillPerToken: 5 * time.Microsecond, DecodePerSeq: 20 * time.Microsecond,
 		PrefillOverhead: 3 * time.Millisecond, MaxLoRAs: 1, LoRALoadDelay: 20 * time.Millisecond,
+		KVTransferPerToken: defaultKVTransferPerToken,
 	}},
 	{"blis-l8b-h100", with(base8B, func(c *Config) {
 		c.Model = "meta-llama/Llama-3.1-8B-Instruct"

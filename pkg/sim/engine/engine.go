@@ -16,7 +16,9 @@
 // the MaxNumBatchedTokens budget lasts and the KV cache can hold the whole
 // prompt. A decode that needs a block when none is free preempts the most
 // recently started sequence, which returns to the head of the queue and
-// later recomputes its prompt and the tokens it had produced.
+// later recomputes its prompt and the tokens it had produced. A
+// RemotePrefill request (P/D disaggregation) pulls its prompt's KV from a
+// prefiller beside the batch instead of computing it (transfer.go).
 //
 // An Engine is not safe for concurrent use; it starts no goroutines and
 // never sleeps.
@@ -55,6 +57,10 @@ type Request struct {
 	MaxTokens int
 	// LoRA names the adapter; "" is the base model.
 	LoRA string
+	// RemotePrefill marks a P/D decode request (kv_transfer_params
+	// do_remote_prefill): a prefill server computed the prompt's KV, and
+	// this engine pulls it instead of computing it. See transfer.go.
+	RemotePrefill bool
 }
 
 // Event reports one output token.
@@ -65,7 +71,9 @@ type Event struct {
 	// Token is the 1-based index of the token; 1 marks time to first token.
 	Token int
 	// Cached is the number of prompt tokens served from the prefix cache
-	// when the request was first scheduled (usage.prompt_tokens_details).
+	// when the request was first scheduled (usage.prompt_tokens_details);
+	// for a RemotePrefill request, every prompt token but the last, as
+	// vLLM counts pulled tokens as computed.
 	Cached int
 	// Done marks the request's last token; the engine has forgotten it.
 	Done bool
@@ -77,6 +85,7 @@ const (
 	stateFree seqState = iota
 	stateWaiting
 	stateRunning
+	stateTransferring // blocks held, KV being pulled from a prefiller
 	stateCancelled
 )
 
@@ -94,6 +103,9 @@ type seq struct {
 	inQueue   bool // slot is in the waiting deque (possibly cancelled)
 	inStep    bool // slot is in the iteration in flight
 	started   bool // scheduled at least once
+	remote    bool // prompt KV still to be pulled from a prefiller
+	landed    bool // pulled KV arrived; blocks held, waiting for a seat
+	readyAt   time.Duration
 	hashes    []uint64
 	blocks    []int32
 }
@@ -121,14 +133,21 @@ type Engine struct {
 	numWaiting int
 	running    []int32 // in start order; the tail is preempted first
 
-	now     time.Duration
-	busy    bool
-	stepEnd time.Duration
-	stamp   uint64 // iteration counter, for adapter LRU
-	batch   []entry
-	skipped []int32
-	events  []Event
-	scratch []uint64
+	// transfers are the slots pulling KV, in start order; stalled means
+	// the last scheduling pass started nothing although requests wait
+	// (their blocks are held by transfers), so the next event is a landing.
+	transfers []int32
+	stalled   bool
+
+	now       time.Duration
+	busy      bool
+	stepStart time.Duration
+	stepEnd   time.Duration
+	stamp     uint64 // iteration counter, for adapter LRU
+	batch     []entry
+	skipped   []int32
+	events    []Event
+	scratch   []uint64
 
 	stats counters
 }
@@ -138,6 +157,7 @@ type counters struct {
 	prefixQueries, prefixHits      uint64
 	preemptions, finished          uint64
 	cancelled, iterations          uint64
+	kvTransfers, kvTransferTokens  uint64
 	busy                           time.Duration
 }
 
@@ -183,13 +203,14 @@ func (e *Engine) Submit(req Request, now time.Duration) error {
 	}
 	*s = seq{
 		id: req.ID, prompt: len(req.Tokens), maxTokens: req.MaxTokens, lora: lora,
-		state: stateWaiting, inQueue: true,
+		state: stateWaiting, inQueue: true, remote: req.RemotePrefill,
 		hashes: appendBlockHashes(s.hashes[:0], root, req.Tokens, e.cfg.BlockSize),
 		blocks: s.blocks[:0],
 	}
 	e.byID[req.ID] = slot
 	e.waiting.pushBack(slot)
 	e.numWaiting++
+	e.stalled = false
 	return nil
 }
 
@@ -228,11 +249,8 @@ func (e *Engine) Cancel(id uint64) bool {
 	}
 	s := &e.seqs[slot]
 	switch s.state {
-	case stateWaiting:
-		e.numWaiting--
-		if s.lora != noLoRA {
-			e.lora.waiting[s.lora]--
-		}
+	case stateWaiting, stateTransferring:
+		e.dropWaiting(slot)
 	case stateRunning:
 		e.removeRunning(slot)
 		e.kv.release(s.blocks)
@@ -241,19 +259,24 @@ func (e *Engine) Cancel(id uint64) bool {
 	delete(e.byID, id)
 	s.state = stateCancelled
 	e.stats.cancelled++
+	e.stalled = false
 	e.releaseIfIdle(slot)
 	return true
 }
 
 // NextEventTime returns when Step next has something to do: the end of the
-// iteration in flight, or the current time when the engine is idle with
-// requests to start. ok is false when the engine holds no requests.
+// iteration in flight, the current time when the engine is idle with
+// requests to start, or else the end of the first KV transfer. ok is false
+// when the engine holds no requests.
 func (e *Engine) NextEventTime() (t time.Duration, ok bool) {
 	if e.busy {
 		return e.stepEnd, true
 	}
-	if e.numWaiting > 0 || len(e.running) > 0 {
+	if !e.stalled && (e.numWaiting > len(e.transfers) || len(e.running) > 0) {
 		return e.now, true
+	}
+	if len(e.transfers) > 0 {
+		return max(e.firstLanding(), e.now), true
 	}
 	return 0, false
 }
@@ -274,6 +297,7 @@ func (e *Engine) Step(now time.Duration) []Event {
 		e.finishStep()
 		start = e.stepEnd
 	}
+	e.land(start)
 	e.startStep(start)
 	return e.events
 }

@@ -35,6 +35,10 @@ type Metrics struct {
 	Iterations       uint64
 	LoRALoads        uint64
 	Evictions        uint64 // cached blocks reused for other data
+	// KVTransfers counts RemotePrefill requests whose KV pull started;
+	// KVTransferTokens the prompt tokens pulled (beyond local cache hits).
+	KVTransfers      uint64
+	KVTransferTokens uint64
 	// BusyTime is the summed duration of all iterations started.
 	BusyTime time.Duration
 }
@@ -64,6 +68,8 @@ func (e *Engine) Metrics() Metrics {
 		Iterations:       e.stats.iterations,
 		LoRALoads:        e.lora.loads,
 		Evictions:        e.kv.evictions,
+		KVTransfers:      e.stats.kvTransfers,
+		KVTransferTokens: e.stats.kvTransferTokens,
 		BusyTime:         e.stats.busy,
 	}
 }

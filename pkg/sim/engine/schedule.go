@@ -14,9 +14,11 @@ type plan struct {
 // when there is nothing to run.
 func (e *Engine) startStep(start time.Duration) {
 	e.stamp++
+	e.stepStart = start
 	p := e.schedule()
 	if len(e.batch) == 0 {
 		e.busy = false
+		e.stalled = e.numWaiting > len(e.transfers)
 		return
 	}
 	d := e.duration(p)
@@ -77,6 +79,9 @@ func (e *Engine) admitWaiting(budget int, p *plan) {
 			e.skipped = append(e.skipped, slot)
 			continue
 		}
+		if s.state == stateTransferring {
+			continue // holds its blocks; joins a batch when its KV lands
+		}
 		n := min(s.total()-s.computed, budget)
 		e.addToBatch(slot, n, p)
 		budget -= n
@@ -90,10 +95,16 @@ func (e *Engine) admitWaiting(budget int, p *plan) {
 
 // admit moves a waiting request to running: it takes the cached prefix,
 // allocates blocks for the rest of its known tokens and acquires its
-// adapter. stop means the KV cache cannot hold it; !ok && !stop means its
-// adapter has no slot.
+// adapter. A RemotePrefill request starts its KV transfer instead, and one
+// whose KV has landed just takes a seat. stop means the KV cache cannot
+// hold it; !ok && !stop means its adapter has no slot.
 func (e *Engine) admit(slot int32, p *plan) (ok, stop bool) {
 	s := &e.seqs[slot]
+	if s.landed {
+		s.landed = false
+		e.seat(slot)
+		return true, false
+	}
 	total := s.total()
 	// At least one token is always computed, so the last block of a fully
 	// cached prompt is recomputed (as vLLM does) to produce logits.
@@ -117,17 +128,26 @@ func (e *Engine) admit(slot int32, p *plan) (ok, stop bool) {
 	s.blocks = e.kv.allocate(s.blocks, need)
 	s.computed = hits * e.cfg.BlockSize
 	s.published = hits
+	e.stats.prefixQueries += uint64(total)
+	e.stats.prefixHits += uint64(s.computed)
+	if s.remote {
+		e.startTransfer(slot)
+		return true, false
+	}
 	if !s.started {
 		s.started = true
 		s.cached = s.computed
 	}
-	e.stats.prefixQueries += uint64(total)
-	e.stats.prefixHits += uint64(s.computed)
-	s.state = stateRunning
-	e.running = append(e.running, slot)
-	e.numWaiting--
+	e.seat(slot)
 	p.newPrefill = true
 	return true, false
+}
+
+// seat makes a waiting request running.
+func (e *Engine) seat(slot int32) {
+	e.seqs[slot].state = stateRunning
+	e.running = append(e.running, slot)
+	e.numWaiting--
 }
 
 // reserve makes sure slot has blocks for tokens tokens, preempting running

@@ -1,0 +1,93 @@
+package disagg
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric names: llm-d's for the decision (GIE has none), ours for what
+// llm-d does silently.
+const (
+	metricDecisions   = "llm_d_epp_disagg_decision_total"
+	metricUnavailable = "openepp_disagg_stage_unavailable_total"
+)
+
+// maxModelLabels caps distinct model_name values, as llm-d does, so clients
+// sending random model names cannot grow the series without bound.
+const maxModelLabels = 1000
+
+// decisionMetrics counts decisions per model; nil counts nothing.
+type decisionMetrics struct {
+	decisions   *prometheus.CounterVec
+	stageMissed *prometheus.CounterVec
+
+	mu     sync.Mutex
+	models map[string]bool
+}
+
+// registerDecisionMetrics registers the counters on reg, or reuses the ones
+// a previous handler registered (a config reload builds the new plugins
+// before dropping the old), so the series continue. A nil reg gives nil.
+func registerDecisionMetrics(reg prometheus.Registerer) (*decisionMetrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	decisions, err := sharedCounterVec(reg, prometheus.CounterOpts{Name: metricDecisions,
+		Help: "Disaggregation decisions by model and stages run (decode-only, prefill-decode, encode-decode, encode-prefill-decode)."},
+		"model_name", "decision_type")
+	if err != nil {
+		return nil, err
+	}
+	unavailable, err := sharedCounterVec(reg, prometheus.CounterOpts{Name: metricUnavailable,
+		Help: "Requests whose disaggregated stage was decided but found no endpoint, so the decode endpoint ran it."},
+		"stage")
+	if err != nil {
+		return nil, err
+	}
+	return &decisionMetrics{decisions: decisions, stageMissed: unavailable, models: map[string]bool{}}, nil
+}
+
+func sharedCounterVec(reg prometheus.Registerer, opts prometheus.CounterOpts, labels ...string) (*prometheus.CounterVec, error) {
+	c := prometheus.NewCounterVec(opts, labels)
+	if err := reg.Register(c); err != nil {
+		var dup prometheus.AlreadyRegisteredError
+		if errors.As(err, &dup) {
+			if existing, ok := dup.ExistingCollector.(*prometheus.CounterVec); ok {
+				return existing, nil
+			}
+		}
+		return nil, fmt.Errorf("register %s: %w", opts.Name, err)
+	}
+	return c, nil
+}
+
+func (m *decisionMetrics) decided(model, decision string) {
+	if m == nil {
+		return
+	}
+	m.decisions.WithLabelValues(m.model(model), decision).Inc()
+}
+
+func (m *decisionMetrics) unavailable(stage string) {
+	if m == nil {
+		return
+	}
+	m.stageMissed.WithLabelValues(stage).Inc()
+}
+
+// model returns model, or "other" once the label budget is spent.
+func (m *decisionMetrics) model(model string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.models[model] {
+		return model
+	}
+	if len(m.models) >= maxModelLabels {
+		return "other"
+	}
+	m.models[model] = true
+	return model
+}

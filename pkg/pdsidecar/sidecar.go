@@ -1,0 +1,277 @@
+package pdsidecar
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Headers.
+const (
+	// PrefillerHeader (request) names the prefill endpoint, set by the EPP.
+	PrefillerHeader = "x-prefiller-host-port"
+	// PrefilledByHeader (response) names the prefiller whose KV was used.
+	PrefilledByHeader = "x-openepp-prefilled-by"
+	// FallbackHeader (response) gives the reason the request was decoded
+	// with a local prefill although a prefiller was named.
+	FallbackHeader = "x-openepp-pd-fallback"
+)
+
+// Fallback reasons: FallbackHeader values and the fallbacks metric's labels.
+const (
+	FallbackUnreachable        = "unreachable"
+	FallbackTimeout            = "timeout"
+	FallbackErrorStatus        = "error-status"
+	FallbackNoKVTransferParams = "no-kv-transfer-params"
+	FallbackUnsupportedPath    = "unsupported-path"
+)
+
+// Defaults of Options.
+const (
+	DefaultPrefillTimeout = 60 * time.Second
+	DefaultMaxBodyBytes   = 32 << 20 // as the simulator's request limit
+)
+
+// disaggregatedPaths are the APIs whose prefill can run elsewhere.
+var disaggregatedPaths = []string{"/v1/completions", "/v1/chat/completions"}
+
+// Options configure a Handler.
+type Options struct {
+	// Local is the decode model server: an in-process handler, or
+	// LocalURL(base) for one reached over HTTP. Required.
+	Local http.Handler
+	// AllowedPrefillers limits the prefillers a request may name: CIDRs
+	// ("10.0.0.0/8"), IPs (any port) or exact host:port entries. Empty
+	// allows all. CIDR and IP entries match IP literals only; a host name
+	// must be listed as host:port.
+	AllowedPrefillers []string
+	// PrefillTimeout bounds a prefill call; default DefaultPrefillTimeout.
+	PrefillTimeout time.Duration
+	// MaxBodyBytes bounds the request body and the prefill answer read;
+	// default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// Transport makes the prefill calls; default a transport of its own
+	// that ignores proxy environment variables.
+	Transport http.RoundTripper
+	// Registerer receives the metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
+	// Logger receives fallbacks (V(0)) and decisions (V(1)).
+	Logger logr.Logger
+}
+
+// Handler is a decode sidecar; see the package doc. It is safe for
+// concurrent use.
+type Handler struct {
+	local   http.Handler
+	allow   allowlist
+	timeout time.Duration
+	maxBody int64
+	client  *http.Client
+	metrics *metrics
+	log     logr.Logger
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New validates o and returns a Handler.
+func New(o Options) (*Handler, error) {
+	if o.Local == nil {
+		return nil, errors.New("pd sidecar: Local is required")
+	}
+	if o.PrefillTimeout < 0 || o.MaxBodyBytes < 0 {
+		return nil, fmt.Errorf("pd sidecar: prefill timeout %s and max body bytes %d must be ≥ 0", o.PrefillTimeout, o.MaxBodyBytes)
+	}
+	allow, err := parseAllowlist(o.AllowedPrefillers)
+	if err != nil {
+		return nil, fmt.Errorf("pd sidecar: allowed prefillers: %w", err)
+	}
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("pd sidecar: %w", err)
+	}
+	h := &Handler{
+		local: o.Local, allow: allow, timeout: o.PrefillTimeout, maxBody: o.MaxBodyBytes,
+		metrics: m, log: o.Logger,
+	}
+	if h.timeout == 0 {
+		h.timeout = DefaultPrefillTimeout
+	}
+	if h.maxBody == 0 {
+		h.maxBody = DefaultMaxBodyBytes
+	}
+	rt := o.Transport
+	if rt == nil {
+		rt = newTransport()
+	}
+	// Redirects are not followed: a prefiller must not send the prefill
+	// (and its headers) to an address the allowlist never saw.
+	h.client = &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}
+	return h, nil
+}
+
+// Wrap returns a sidecar with o's settings in front of local, registering
+// its metrics on reg; it has the shape of sim.Config.Frontend.
+func (o Options) Wrap(local http.Handler, reg prometheus.Registerer) (http.Handler, error) {
+	o.Local, o.Registerer = local, reg
+	return New(o)
+}
+
+// CloseIdleConnections closes the prefill transport's idle connections.
+func (h *Handler) CloseIdleConnections() { h.client.CloseIdleConnections() }
+
+func newTransport() *http.Transport {
+	return &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}
+}
+
+// ServeHTTP serves one request; see the package doc.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	named := r.Header.Values(PrefillerHeader)
+	generate := r.Method == http.MethodPost && slices.Contains(disaggregatedPaths, r.URL.Path)
+	switch {
+	case len(named) == 0:
+		if generate {
+			h.metrics.requests.WithLabelValues(resultPassthrough).Inc()
+		}
+		h.local.ServeHTTP(w, r)
+		return
+	case !generate:
+		r = withoutPrefiller(r)
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/responses" {
+			h.fallback(w, r, "", FallbackUnsupportedPath, nil)
+			return
+		}
+		h.local.ServeHTTP(w, r)
+		return
+	}
+	r = withoutPrefiller(r)
+	prefiller, err := parsePrefiller(named)
+	if err != nil {
+		h.reject(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	if !h.allow.permits(prefiller) {
+		h.reject(w, r, http.StatusForbidden, fmt.Sprintf("prefiller %q is not allowed", prefiller))
+		return
+	}
+	body, fields, status, err := h.readBody(w, r)
+	if err != nil {
+		h.reject(w, r, status, err.Error())
+		return
+	}
+	h.disaggregate(w, r, prefiller, body, fields)
+}
+
+// disaggregate runs the prefill on prefiller, then the decode locally; a
+// failed prefill falls back to a local prefill.
+func (h *Handler) disaggregate(w http.ResponseWriter, r *http.Request, prefiller string, body []byte, fields map[string]json.RawMessage) {
+	params, reason, err := h.prefill(r, prefiller, fields)
+	switch {
+	case reason == outcomeCanceled:
+		h.metrics.requests.WithLabelValues(resultCanceled).Inc()
+		h.log.V(1).Info("client left during the prefill", "endpoint", prefiller, "requestID", requestID(r))
+		return
+	case reason != "":
+		setBody(r, body)
+		h.fallback(w, r, prefiller, reason, err)
+		return
+	}
+	fields["kv_transfer_params"] = params
+	decode, err := json.Marshal(fields)
+	if err != nil { // cannot happen: fields came from json.Unmarshal
+		h.reject(w, r, http.StatusInternalServerError, fmt.Sprintf("encode decode request: %v", err))
+		return
+	}
+	h.metrics.requests.WithLabelValues(resultDisaggregated).Inc()
+	h.log.V(1).Info("prefilled remotely", "endpoint", prefiller, "requestID", requestID(r))
+	w.Header().Set(PrefilledByHeader, prefiller)
+	setBody(r, decode)
+	h.local.ServeHTTP(w, r)
+}
+
+// setBody replaces the (already read) body of r, our own clone.
+func setBody(r *http.Request, b []byte) {
+	r.Body, r.ContentLength, r.TransferEncoding = io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
+	r.Header.Set("Content-Length", strconv.Itoa(len(b)))
+}
+
+// fallback decodes r locally with its own prefill, marked with reason.
+func (h *Handler) fallback(w http.ResponseWriter, r *http.Request, prefiller, reason string, err error) {
+	h.metrics.requests.WithLabelValues(resultFallback).Inc()
+	h.metrics.fallbacks.WithLabelValues(reason).Inc()
+	// A failed prefill is an operational problem (V(0)); an API the
+	// sidecar does not disaggregate is a per-request decision (V(1)).
+	log := h.log
+	if reason == FallbackUnsupportedPath {
+		log = log.V(1)
+	}
+	log.Info("prefill skipped, decoding with a local prefill", "endpoint", prefiller, "reason", reason,
+		"requestID", requestID(r), "err", err)
+	w.Header().Set(FallbackHeader, reason)
+	h.local.ServeHTTP(w, r)
+}
+
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	h.metrics.requests.WithLabelValues(resultRejected).Inc()
+	h.log.V(1).Info("request rejected", "status", status, "reason", msg, "requestID", requestID(r))
+	writeError(w, status, msg)
+}
+
+// withoutPrefiller returns r without the prefiller header, which must not
+// reach the model server.
+func withoutPrefiller(r *http.Request) *http.Request {
+	r = r.Clone(r.Context())
+	r.Header.Del(PrefillerHeader)
+	return r
+}
+
+func requestID(r *http.Request) string { return r.Header.Get("x-request-id") }
+
+// readBody reads r's body, bounded, and decodes it as a JSON object.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, map[string]json.RawMessage, int, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body larger than %d bytes", h.maxBody)
+		}
+		return nil, nil, http.StatusBadRequest, fmt.Errorf("read request body: %w", err)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
+		return nil, nil, http.StatusBadRequest, errors.New("a request naming a prefiller needs a JSON object body")
+	}
+	return body, fields, 0, nil
+}
+
+// writeError answers with an OpenAI-style error body.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	var e struct {
+		Error struct {
+			Message string  `json:"message"`
+			Type    string  `json:"type"`
+			Param   *string `json:"param"`
+			Code    int     `json:"code"`
+		} `json:"error"`
+	}
+	e.Error.Message, e.Error.Type, e.Error.Code = msg, http.StatusText(status), status
+	b, _ := json.Marshal(e)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
