@@ -140,30 +140,38 @@ func TestDemoDisaggregated(t *testing.T) {
 	prefill := d.server(0)
 	long := strings.Repeat("Tell me about disaggregated serving. ", 60) // ~2,200 bytes, ~550 tokens
 	cases := []struct {
-		name, prompt, prefilledBy string
+		name, prompt, prefilledBy, spoof string
 	}{
-		{"long prompt", long, prefill},
-		{"short prompt", "Write a haiku about load balancing", ""},
-		{"long prompt again, cached on its decode server", long, ""},
+		{name: "long prompt", prompt: long, prefilledBy: prefill},
+		// The EPP strips a prefiller the client names itself: no prefill
+		// call, so no fallback either.
+		{name: "short prompt naming its own prefiller", prompt: "Write a haiku about load balancing", spoof: "127.0.0.1:1"},
+		{name: "long prompt again, cached on its decode server", prompt: long},
 	}
 	for _, tc := range cases {
-		resp, body := post(t, url, tc.prompt)
+		resp, body := post(t, url, tc.prompt, tc.spoof)
 		served := resp.Header.Get("x-gateway-destination-endpoint-served")
 		if served == "" || served == prefill {
 			t.Errorf("%s: served by %q, want a decode server", tc.name, served)
 		}
-		if got := resp.Header.Get("x-openepp-prefilled-by"); got != tc.prefilledBy {
-			t.Errorf("%s: prefilled by %q, want %q (fallback %q); body %s", tc.name, got, tc.prefilledBy,
-				resp.Header.Get("x-openepp-pd-fallback"), body)
+		if got, fb := resp.Header.Get("x-openepp-prefilled-by"), resp.Header.Get("x-openepp-pd-fallback"); got != tc.prefilledBy || fb != "" {
+			t.Errorf("%s: prefilled by %q, want %q (fallback %q); body %s", tc.name, got, tc.prefilledBy, fb, body)
 		}
 	}
 }
 
-// post sends one completion and returns the response with its body read.
-func post(t *testing.T, url, prompt string) (*http.Response, string) {
+// post sends one completion, with prefiller as the client's own
+// x-prefiller-host-port unless empty, and returns the response with its
+// body read.
+func post(t *testing.T, url, prompt, prefiller string) (*http.Response, string) {
 	t.Helper()
 	body := fmt.Sprintf(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":%q,"max_tokens":5}`, prompt)
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("content-type", "application/json")
+	if prefiller != "" {
+		req.Header.Set("x-prefiller-host-port", prefiller)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
