@@ -30,9 +30,9 @@ func main() {
 }
 
 type options struct {
-	out, docs, best, workloads, policies, from, freshness, priorities string
-	seeds, freshnessSeeds, workers                                    int
-	quick                                                             bool
+	out, docs, best, workloads, policies, from, freshness, priorities, disagg string
+	seeds, freshnessSeeds, workers                                            int
+	quick                                                                     bool
 }
 
 func run(ctx context.Context, args []string) error {
@@ -48,6 +48,8 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.freshnessSeeds, "freshness-seeds", 6, "paired seeds of the freshness study")
 	fs.StringVar(&o.priorities, "priorities", fleet.DefaultPriorityClasses, "traffic classes (name:share:priority,…) of the priority study on "+
 		priorityWorkload+", run when that workload is (empty: no study)")
+	fs.StringVar(&o.disagg, "disagg", strings.Join(disaggWorkloads, ","), "workloads of the P/D study (aggregated against "+
+		"prefill/decode disaggregation at equal server count), each run when the matrix runs it (empty: no study)")
 	fs.IntVar(&o.workers, "workers", 0, "parallel runs (default GOMAXPROCS)")
 	fs.BoolVar(&o.quick, "quick", false, "tiny stages (smoke run: checks that everything runs, results are not meaningful)")
 	fs.StringVar(&o.from, "from", "", "re-render the report, checks included, from an earlier fleet.json instead of running")
@@ -78,6 +80,10 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	disagg, err := o.disaggStudy(m)
+	if err != nil {
+		return err
+	}
 	rep, err := m.Run(ctx)
 	fmt.Fprintln(os.Stderr)
 	if err != nil {
@@ -91,6 +97,12 @@ func run(ctx context.Context, args []string) error {
 	}
 	if priorities != nil {
 		if rep.Priorities, err = priorities(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr)
+	}
+	if disagg != nil {
+		if rep.Disagg, err = disagg.Run(ctx); err != nil {
 			return err
 		}
 		fmt.Fprintln(os.Stderr)
@@ -152,6 +164,41 @@ func (o *options) priorityStudy(m *fleet.Matrix) (func(context.Context) (*fleet.
 		}
 	}
 	return nil, nil
+}
+
+// disaggWorkloads are where the P/D study runs by default: the P/D guide's
+// unique long prompts, where P/D is meant to pay, long shared agentic
+// prompts, and shared prefixes.
+var disaggWorkloads = []string{fleet.LongPromptWorkload().Name, "agentic", "shared-prefix"}
+
+// disaggStudy prepares the P/D study on the --disagg workloads, with the
+// matrix's seeds, or returns nil when there are none. A catalogue workload
+// runs as the matrix's copy when the matrix runs it (so --quick shrinks it
+// too); the study's own long-prompt workload always runs.
+func (o *options) disaggStudy(m *fleet.Matrix) (*fleet.Disaggregation, error) {
+	d := &fleet.Disaggregation{Arms: fleet.DisaggArms(), Seeds: m.Seeds, Workers: o.workers, Progress: m.Progress}
+	for _, n := range split(o.disagg) {
+		if lp := fleet.LongPromptWorkload(); n == lp.Name {
+			if o.quick {
+				lp = fleet.Quick(lp)
+			}
+			d.Workloads = append(d.Workloads, lp)
+			continue
+		}
+		w, err := fleet.WorkloadByName(n)
+		if err != nil {
+			return nil, fmt.Errorf("--disagg: %w (or %q, the study's own)", err, fleet.LongPromptWorkload().Name)
+		}
+		for _, mw := range m.Workloads {
+			if mw.Name == w.Name {
+				d.Workloads = append(d.Workloads, mw)
+			}
+		}
+	}
+	if len(d.Workloads) == 0 {
+		return nil, nil
+	}
+	return d, nil
 }
 
 // matrix builds the runs from the options.

@@ -44,6 +44,19 @@ func TestQuickRun(t *testing.T) {
 				Stages          []map[string]any
 			}
 		}
+		Disagg struct {
+			Arms      []struct{ Name string }
+			Workloads []struct {
+				Name     string
+				Policies []struct {
+					Policy string
+					Stages []struct {
+						Completed int
+						Disagg    *struct{ DisaggregatedPct float64 }
+					}
+				}
+			}
+		}
 	}
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatalf("fleet.json: %v", err)
@@ -54,6 +67,13 @@ func TestQuickRun(t *testing.T) {
 	if fr := rep.Freshness.Rows; len(fr) != 1 || fr[0].Workload != "shared-prefix" || fr[0].IntervalMs != 100 ||
 		fr[0].ThroughputRatio <= 0 || len(fr[0].Stages) == 0 {
 		t.Errorf("fleet.json freshness rows: %+v", fr)
+	}
+	// The P/D study runs on its own workload and the matrix's shared-prefix.
+	if d := rep.Disagg; len(d.Arms) < 2 || len(d.Workloads) != 2 || d.Workloads[0].Name != "long-prompt" ||
+		d.Workloads[1].Name != "shared-prefix" || len(d.Workloads[0].Policies) != len(d.Arms) {
+		t.Errorf("fleet.json P/D study: %+v", d)
+	} else if s := d.Workloads[0].Policies[1].Stages[0]; s.Completed == 0 || s.Disagg == nil || s.Disagg.DisaggregatedPct == 0 {
+		t.Errorf("fleet.json P/D study: %s on long-prompt: %+v", d.Workloads[0].Policies[1].Policy, s)
 	}
 	for _, f := range []string{
 		filepath.Join(out, "fleet.md"), filepath.Join(docs, "fleet.md"),
@@ -74,6 +94,10 @@ func TestQuickRun(t *testing.T) {
 		!strings.Contains(string(md), "critical ok %") {
 		t.Error("fleet.md has no priority table")
 	}
+	if !strings.Contains(string(md), "### Prefill/decode disaggregation at equal server count") || !strings.Contains(string(md), "**long-prompt (PD)**") ||
+		!strings.Contains(string(md), "| `pd-2p` |") {
+		t.Error("fleet.md has no P/D study")
+	}
 }
 
 func TestBadFlags(t *testing.T) {
@@ -87,6 +111,7 @@ func TestBadFlags(t *testing.T) {
 		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "soon"},
 		{"--best", "../../config/openepp-recommended.yaml", "--freshness-seeds", "0"},
 		{"--best", "../../config/openepp-recommended.yaml", "--workloads", "shared-prefix", "--priorities", "a:1"},
+		{"--best", "../../config/openepp-recommended.yaml", "--workloads", "shared-prefix", "--disagg", "W0"},
 	} {
 		if err := run(context.Background(), append(args, "--out", t.TempDir(), "--docs", "")); err == nil {
 			t.Errorf("%v accepted", args)

@@ -23,7 +23,7 @@ import (
 // simFlags are the options of `epp simulate`.
 type simFlags struct {
 	configFile, name, workload, profile, qps, compare, out, freshness, classes string
-	servers, warmup, workers, freshnessSeeds                                   int
+	servers, warmup, workers, freshnessSeeds, prefill                          int
 	duration, timeout, scrape, jitter                                          time.Duration
 	seed                                                                       uint64
 	json, list                                                                 bool
@@ -34,6 +34,8 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.name, "name", "", "label of the evaluated config in results (default: the file name, or ours-default)")
 	fs.StringVar(&f.workload, "workload", "shared-prefix", "built-in workload by name or ID (see --list)")
 	fs.IntVar(&f.servers, "servers", 0, "simulated model servers (default: the workload's; the KV cache is re-sized by the workload's sizing rule)")
+	fs.IntVar(&f.prefill, "prefill", 0, "P/D disaggregation: label the first K servers llm-d.ai/role=prefill and the rest decode (0 ≤ K < servers; "+
+		"0: no roles). Evaluate a config with role filters, e.g. config/pd.yaml; label-blind policies such as the baselines use every server")
 	fs.StringVar(&f.qps, "qps", "", "comma-separated QPS stages (default: the workload's ladder)")
 	fs.DurationVar(&f.duration, "duration", 0, "measured virtual time per stage (default: the workload's)")
 	fs.IntVar(&f.warmup, "warmup", -1, "requests sent before each stage's measured window (default: the workload's)")
@@ -210,9 +212,12 @@ func (f *simFlags) matrix(st *settings) (*fleet.Matrix, error) {
 			return nil, fmt.Errorf("--classes: %w", err)
 		}
 	}
+	if f.prefill < 0 || f.prefill >= w.Servers {
+		return nil, fmt.Errorf("--prefill: must be in [0, %d) (fewer than the %d servers, so that some decode), got %d", w.Servers, w.Servers, f.prefill)
+	}
 	return &fleet.Matrix{
 		Workloads: []fleet.Workload{w}, Policies: policies, Seeds: []uint64{f.seed}, Workers: f.workers,
-		ScrapeInterval: f.scrape, ScrapeJitter: f.jitter, Timeout: f.timeout, Classes: classes,
+		ScrapeInterval: f.scrape, ScrapeJitter: f.jitter, Timeout: f.timeout, Classes: classes, PrefillServers: f.prefill,
 	}, nil
 }
 

@@ -99,6 +99,37 @@ func TestSimulateFreshness(t *testing.T) {
 	}
 }
 
+// TestSimulatePrefill: --prefill labels servers for a P/D config, whose
+// requests then prefill and decode on different servers; the baseline
+// ignores the roles.
+func TestSimulatePrefill(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	args := append([]string{"--workload", "agentic", "--config", "../../config/pd.yaml", "--prefill", "2", "--compare", "round-robin"},
+		append(append([]string{}, tinySim...), "--qps", "8")...)
+	if err := Simulate(context.Background(), append(args, "--json"), &out); err != nil {
+		t.Fatal(err)
+	}
+	var rep fleet.Report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	pd, rr := rep.Workloads[0].Policies[0].Stages[0], rep.Workloads[0].Policies[1].Stages[0]
+	if pd.Disagg == nil || pd.Disagg.PrefillServers != 2 || pd.Disagg.DisaggregatedPct == 0 || pd.Completed == 0 {
+		t.Errorf("pd: stage %+v, P/D %+v", pd, pd.Disagg)
+	}
+	if rr.Disagg == nil || rr.Disagg.DisaggregatedPct != 0 || rr.Completed == 0 {
+		t.Errorf("round-robin: stage %+v, P/D %+v", rr, rr.Disagg)
+	}
+	out.Reset()
+	if err := Simulate(context.Background(), args, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "prefill/decode disaggregation:\n  pd at 8 QPS: 2 prefill servers;") {
+		t.Errorf("table lacks the P/D lines:\n%s", out.String())
+	}
+}
+
 func TestSimulateList(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
@@ -144,6 +175,9 @@ func TestSimulateBadFlags(t *testing.T) {
 		{[]string{"--freshness", "50ms"}, `--freshness: "50ms": want a duration in [1ms, 1m] other than 50ms`},
 		{[]string{"--freshness", "soon"}, `"soon"`},
 		{[]string{"--freshness", "100ms", "--freshness-seeds", "0"}, "--freshness-seeds"},
+		{[]string{"--prefill", "-1"}, "--prefill: must be in [0, 8)"},
+		{[]string{"--prefill", "8"}, "--prefill: must be in [0, 8)"},
+		{[]string{"--servers", "2", "--prefill", "2"}, "--prefill: must be in [0, 2)"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 		{[]string{"stray"}, "unexpected arguments"},
 	}

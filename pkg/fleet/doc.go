@@ -41,6 +41,14 @@
 // oldest first as it frees up (queue.go), so `epp simulate` can weigh a
 // flow-control setting before it is deployed.
 //
+// RunSpec.PrefillServers labels the first K servers llm-d.ai/role: prefill
+// and the rest decode. When a config's scheduler names a prefill endpoint
+// (disagg-profile-handler's x-prefiller-host-port), the request runs as
+// llm-d's decode sidecar runs it: a prefill-only copy on the prefill server,
+// then the request on its decode server, which pulls the KV at the engine's
+// transfer price (disagg.go). The P/D study (pdstudy.go) sets aggregated
+// serving against such splits at equal server count.
+//
 // # Policies
 //
 // StandardPolicies lists random, round-robin and least-queue (baselines in
@@ -70,6 +78,7 @@
 // routing) and then compare ours-default with upstream-default. Markdown
 // and WriteTable render a report; package fleetplot draws its QPS curves.
 //
-// `make bench-fleet` (hack/benchfleet) runs the whole matrix; `epp simulate`
-// (pkg/epp) evaluates one config against baselines for plugin developers.
+// `make bench-fleet` (hack/benchfleet) runs the whole matrix and the
+// freshness, priority and P/D studies; `epp simulate` (pkg/epp) evaluates
+// one config against baselines for plugin developers.
 package fleet

@@ -9,11 +9,12 @@ import (
 type eventKind uint8
 
 const (
-	evArrival eventKind = iota // the next request arrives
-	evScrape                   // the scraper refreshes one server's metrics
-	evEngine                   // one engine's iteration ends (or it wakes)
-	evTimeout                  // a client gives up on a request
-	evExpire                   // a held request reaches the flow-control TTL
+	evArrival        eventKind = iota // the next request arrives
+	evScrape                          // the scraper refreshes one server's metrics
+	evEngine                          // one engine's iteration ends (or it wakes)
+	evTimeout                         // a client gives up on a request
+	evExpire                          // a held request reaches the flow-control TTL
+	evPrefillTimeout                  // a decode sidecar stops waiting for a remote prefill
 )
 
 // event is one entry of the virtual-time queue. seq orders events at the
@@ -24,7 +25,7 @@ type event struct {
 	kind    eventKind
 	server  int32
 	version uint32 // evEngine: stale unless equal to the server's version
-	id      uint64 // evTimeout, evExpire: the request
+	id      uint64 // evTimeout, evExpire, evPrefillTimeout: the request
 }
 
 // eventQueue is a min-heap of events by (at, seq).

@@ -41,6 +41,7 @@ func Markdown(out io.Writer, r *Report, imageDir string) error {
 	writeSaturation(&b, r)
 	writeFreshness(&b, r.Freshness)
 	writePriorities(&b, r.Priorities)
+	writeDisagg(&b, r.Disagg)
 	writeLadders(&b, r, imageDir)
 	if _, err := io.WriteString(out, b.String()); err != nil {
 		return fmt.Errorf("write markdown: %w", err)

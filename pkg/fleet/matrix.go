@@ -21,10 +21,11 @@ type Matrix struct {
 	Seeds []uint64
 	// Workers bounds parallel runs (default GOMAXPROCS).
 	Workers int
-	// ScrapeInterval, ScrapeJitter, Timeout and Classes are passed to
-	// every RunSpec.
+	// ScrapeInterval, ScrapeJitter, Timeout, Classes and PrefillServers
+	// are passed to every RunSpec.
 	ScrapeInterval, ScrapeJitter, Timeout time.Duration
 	Classes                               []Class
+	PrefillServers                        int
 	// Progress, when set, is called after each run (from the worker that
 	// ran it, serialised).
 	Progress func(done, total int, spec RunSpec, res *StageResult)
@@ -70,6 +71,9 @@ func (m *Matrix) validate() error {
 	for i := range m.Workloads {
 		if err := m.Workloads[i].Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("workload %q: %w", m.Workloads[i].Name, err))
+		}
+		if n := m.Workloads[i].Servers; m.PrefillServers < 0 || (n > 0 && m.PrefillServers >= n) {
+			errs = append(errs, fmt.Errorf("workload %q: prefill servers must be in [0, %d), got %d", m.Workloads[i].Name, n, m.PrefillServers))
 		}
 	}
 	if m.Workers < 0 {
@@ -120,6 +124,7 @@ func (m *Matrix) ladderSpecs(out []RunSpec, w Workload, p Policy) []RunSpec {
 			out = append(out, RunSpec{
 				Workload: w, Policy: p, QPS: q, Seed: seed, Timeout: m.Timeout,
 				ScrapeInterval: m.ScrapeInterval, ScrapeJitter: m.ScrapeJitter, Classes: m.Classes,
+				PrefillServers: m.PrefillServers,
 			})
 		}
 	}

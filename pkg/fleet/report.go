@@ -31,6 +31,9 @@ type Report struct {
 	// Priorities, when studied, is what shedding and flow control do for
 	// each class of a prioritised workload.
 	Priorities *PriorityReport `json:"priorities,omitempty"`
+	// Disagg, when studied, is aggregated serving against P/D
+	// disaggregation at equal server count.
+	Disagg *DisaggReport `json:"disagg,omitempty"`
 }
 
 // WorkloadReport is one workload's setup and every policy's ladder.
@@ -150,6 +153,7 @@ func average(rs []*StageResult) StageResult {
 	}
 	scaleInto(sum, 1/float64(len(rs)))
 	out.Classes = averageClasses(rs)
+	out.Disagg = averageDisagg(rs)
 	return out
 }
 

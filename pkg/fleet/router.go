@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/openepp/openepp/pkg/config"
+	"github.com/openepp/openepp/pkg/disagg"
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -18,7 +19,8 @@ import (
 // router decides where each request goes and hears how it went. A run
 // builds a fresh router, so state never leaks between runs.
 type router interface {
-	// route returns the index of the server that serves f.
+	// route returns the index of the server that serves f (its decode
+	// server when the EPP disaggregated it, and then sets f.prefill).
 	route(f *flight) (int, error)
 	// firstToken reports the response's start (headers and first chunk).
 	firstToken(f *flight)
@@ -50,7 +52,9 @@ type schedRouter struct {
 	sched *scheduler.Scheduler
 	eps   []*endpoint.Endpoint
 	index map[*endpoint.Endpoint]int
-	ctx   context.Context
+	// hostPorts finds the server a prefiller header names.
+	hostPorts map[string]int
+	ctx       context.Context
 	// admission is the config's flow control, nil without the gate.
 	admission *admission
 	classes   []Class
@@ -75,9 +79,10 @@ func newSchedRouter(yaml []byte, reg *scheduler.Registry, env routerEnv) (*sched
 		return nil, err
 	}
 	r := &schedRouter{sched: built.Scheduler, eps: eps, index: make(map[*endpoint.Endpoint]int, len(eps)),
-		ctx: context.Background(), admission: adm, classes: env.classes}
+		hostPorts: make(map[string]int, len(eps)), ctx: context.Background(), admission: adm, classes: env.classes}
 	for i, e := range eps {
 		r.index[e] = i
+		r.hostPorts[e.HostPort] = i
 	}
 	return r, nil
 }
@@ -102,6 +107,16 @@ func (r *schedRouter) route(f *flight) (int, error) {
 		return -1, fmt.Errorf("scheduler picked %s, which is not in the pool", target)
 	}
 	r.sched.PreRequest(r.ctx, f.state, f.req, res)
+	if addr, ok := res.Headers[disagg.PrefillerHeader]; ok {
+		p, known := r.hostPorts[addr]
+		if !known {
+			// PreRequest ran: release the request as a live EPP would.
+			f.server = int32(i)
+			r.complete(f, request.Usage{}, true)
+			return -1, fmt.Errorf("%s names %q, which is not in the pool", disagg.PrefillerHeader, addr)
+		}
+		f.prefill = int32(p)
+	}
 	return i, nil
 }
 

@@ -40,6 +40,13 @@ type RunSpec struct {
 	// Classes, when set, splits the requests into classes of priority and
 	// fairness ID (shares are normalised) and reports each class.
 	Classes []Class
+	// PrefillServers labels the first K servers llm-d.ai/role: prefill and
+	// the others decode, for P/D disaggregation (disagg.go); 0 labels none.
+	// Only configs with role filters heed the labels.
+	PrefillServers int
+	// PrefillTimeout is how long a decode sidecar waits for a remote
+	// prefill before it prefills locally; 0 means DefaultPrefillTimeout.
+	PrefillTimeout time.Duration
 }
 
 func (s RunSpec) withDefaults() RunSpec {
@@ -53,6 +60,9 @@ func (s RunSpec) withDefaults() RunSpec {
 	out.ScrapeJitter = max(out.ScrapeJitter, 0)
 	if out.Timeout == 0 {
 		out.Timeout = DefaultTimeout
+	}
+	if out.PrefillTimeout == 0 {
+		out.PrefillTimeout = DefaultPrefillTimeout
 	}
 	if len(out.Classes) > 0 && validateClasses(out.Classes) == nil {
 		out.Classes = normalised(out.Classes)
@@ -83,6 +93,13 @@ func (s *RunSpec) validate() error {
 	if err := validateClasses(s.Classes); err != nil {
 		errs = append(errs, err)
 	}
+	if s.PrefillServers < 0 || s.PrefillServers >= max(s.Workload.Servers, 1) {
+		errs = append(errs, fmt.Errorf("prefill servers: must be in [0, %d) (some servers must decode), got %d",
+			max(s.Workload.Servers, 1), s.PrefillServers))
+	}
+	if s.PrefillTimeout < 0 || s.PrefillTimeout > maxDuration {
+		errs = append(errs, fmt.Errorf("prefill timeout: must be in [0, %s], got %s", maxDuration, s.PrefillTimeout))
+	}
 	return errors.Join(errs...)
 }
 
@@ -90,11 +107,12 @@ func (s *RunSpec) validate() error {
 type flightStatus uint8
 
 const (
-	flightRunning  flightStatus = iota // routed and submitted
-	flightDone                         // last token received
-	flightTimedOut                     // cancelled by the client
-	flightFailed                       // not routed, or rejected by the server
-	flightQueued                       // held by flow control
+	flightRunning    flightStatus = iota // routed and submitted
+	flightDone                           // last token received
+	flightTimedOut                       // cancelled by the client
+	flightFailed                         // not routed, or rejected by the server
+	flightQueued                         // held by flow control
+	flightPrefilling                     // routed, its prefill running on its prefill server
 )
 
 // flight is one request of a run.
@@ -112,6 +130,13 @@ type flight struct {
 	cached   int32
 	ttft     time.Duration
 	end      time.Duration
+	// prefill is the server the EPP named for the prefill (-1: none);
+	// prefillEnd, prefillCached and fellBack are set as for the phases
+	// of a disaggregated request (disagg.go).
+	prefill       int32
+	prefillCached int32
+	prefillEnd    time.Duration
+	fellBack      bool
 	// state and req are the scheduler's per-request state (schedRouter).
 	state *scheduler.State
 	req   *scheduler.Request
@@ -160,6 +185,9 @@ type sim struct {
 	admission *admission
 	bands     []*heldBand
 	heldN     int
+	// kvPulled counts the KV transfers and tokens the decode servers had
+	// started when the window opened and closed (disagg.go).
+	kvPulled [2]kvCount
 }
 
 // failureLog keeps the first routing or submission error of a run.
@@ -214,6 +242,7 @@ func newSim(spec RunSpec) (*sim, error) {
 		}
 		eps[i] = endpoint.New(endpoint.Spec{
 			Name: fmt.Sprintf("server-%d", i), Address: fmt.Sprintf("10.0.%d.%d", i/250, i%250+1), Port: 8000,
+			Labels: roleLabels(i, spec.PrefillServers),
 		})
 		s.servers[i].ep = eps[i]
 	}
@@ -244,6 +273,7 @@ func (s *sim) loop(ctx context.Context) error {
 		}
 		ev := s.events.pop()
 		s.clock.now = ev.at
+		s.countPulled(ev.at)
 		var err error
 		switch ev.kind {
 		case evArrival:
@@ -256,11 +286,14 @@ func (s *sim) loop(ctx context.Context) error {
 			s.timeout(ev.id)
 		case evExpire:
 			s.expire(ev.id)
+		case evPrefillTimeout:
+			s.abandonPrefill(ev.id)
 		}
 		if err != nil {
 			return err
 		}
 	}
+	s.countPulled(maxDuration)
 	return nil
 }
 
@@ -280,7 +313,7 @@ func (s *sim) arrive() error {
 	id := uint64(len(s.flights))
 	s.flights = append(s.flights, flight{
 		id: id, p: p, arrival: now, measured: now >= s.start && now < s.end,
-		promptN: int32(len(p.tokens)), outN: int32(p.maxTokens), server: -1,
+		promptN: int32(len(p.tokens)), outN: int32(p.maxTokens), server: -1, prefill: -1,
 	})
 	if len(s.spec.Classes) > 0 {
 		s.flights[id].class = pickClass(s.spec.Classes, s.classRng)
@@ -296,7 +329,8 @@ func (s *sim) arrive() error {
 	return nil
 }
 
-// dispatch routes f and submits it to the chosen engine.
+// dispatch routes f and submits it to the chosen engine, or starts its
+// prefill on the prefill server the EPP named.
 func (s *sim) dispatch(f *flight) {
 	i, err := s.router.route(f)
 	if err != nil {
@@ -304,16 +338,28 @@ func (s *sim) dispatch(f *flight) {
 		return
 	}
 	f.server = int32(i)
-	req := engine.Request{ID: f.id, Tokens: f.p.tokens, MaxTokens: f.p.maxTokens, LoRA: f.p.lora}
-	if err := s.servers[i].eng.Submit(req, s.now()); err != nil {
-		s.router.complete(f, request.Usage{}, true)
-		s.fail(f, err)
-		return
+	if f.prefill < 0 || !s.startPrefill(f) {
+		if err := s.submit(f, false); err != nil {
+			s.router.complete(f, request.Usage{}, true)
+			s.fail(f, err)
+			return
+		}
 	}
-	s.reschedule(i)
 	if s.spec.Timeout > 0 && !f.waited { // a held request has its timeout already
 		s.events.push(event{at: f.arrival + s.spec.Timeout, kind: evTimeout, id: f.id})
 	}
+}
+
+// submit sends f to its server, as the request itself or (remote) as the
+// decode of a prefill done elsewhere.
+func (s *sim) submit(f *flight, remote bool) error {
+	i := int(f.server)
+	req := engine.Request{ID: f.id, Tokens: f.p.tokens, MaxTokens: f.p.maxTokens, LoRA: f.p.lora, RemotePrefill: remote}
+	if err := s.servers[i].eng.Submit(req, s.now()); err != nil {
+		return err
+	}
+	s.reschedule(i)
+	return nil
 }
 
 func (s *sim) fail(f *flight, err error) {
@@ -347,7 +393,7 @@ func (s *sim) step(i int, version uint32) error {
 	srv.scheduled = false
 	events := srv.eng.Step(s.now())
 	for _, ev := range events {
-		s.token(ev)
+		s.token(i, ev)
 	}
 	if t, ok := srv.eng.NextEventTime(); ok && t <= s.now() && len(events) == 0 {
 		if srv.stalls++; srv.stalls > maxStalls {
@@ -360,10 +406,14 @@ func (s *sim) step(i int, version uint32) error {
 	return nil
 }
 
-// token delivers one output token of a request.
-func (s *sim) token(ev engine.Event) {
+// token delivers one output token of a request from server i.
+func (s *sim) token(i int, ev engine.Event) {
 	f := &s.flights[ev.ID]
-	if f.status != flightRunning {
+	if f.status == flightPrefilling && i == int(f.prefill) && ev.Done {
+		s.prefilled(f, ev)
+		return
+	}
+	if f.status != flightRunning || i != int(f.server) {
 		return
 	}
 	if ev.Time >= s.start && ev.Time < s.end {
@@ -386,7 +436,10 @@ func (s *sim) token(ev engine.Event) {
 		TotalTokens: int(f.promptN + f.outN), CachedTokens: int(f.cached),
 	}
 	s.router.complete(f, usage, false)
-	if f.measured {
+	if f.measured && f.remote() {
+		s.servers[f.prefill].work += int64(f.promptN - f.prefillCached)
+		s.servers[f.server].work += int64(f.outN)
+	} else if f.measured {
 		s.servers[f.server].work += int64(f.promptN - f.cached + f.outN)
 	}
 	f.p = nil
@@ -400,72 +453,18 @@ func (s *sim) timeout(id uint64) {
 		s.leaveQueue(f, flightTimedOut, nil)
 		return
 	}
-	if f.status != flightRunning {
+	at := f.server // the server running the request's current phase
+	switch f.status {
+	case flightRunning:
+	case flightPrefilling:
+		at = f.prefill
+	default:
 		return
 	}
-	s.servers[f.server].eng.Cancel(id)
+	s.servers[at].eng.Cancel(id)
 	f.status, f.p = flightTimedOut, nil
 	s.open--
 	s.router.complete(f, request.Usage{}, true)
-	s.reschedule(int(f.server))
+	s.reschedule(int(at))
 	s.release()
-}
-
-// scrape refreshes server i's metrics and schedules its next scrape.
-func (s *sim) scrape(i int) {
-	s.publishMetrics(i)
-	next := s.spec.ScrapeInterval
-	if j := s.spec.ScrapeJitter; j > 0 {
-		next += time.Duration(s.jitter.Int64N(int64(2*j)+1)) - j
-	}
-	s.events.push(event{at: s.now() + next, kind: evScrape, server: int32(i)})
-	s.release()
-}
-
-// publishMetrics gives server i's endpoint what a scrape would read now.
-func (s *sim) publishMetrics(i int) {
-	srv := &s.servers[i]
-	e := srv.eng
-	m := &endpoint.Metrics{
-		WaitingQueueSize: e.Waiting(), RunningRequestsSize: e.Running(), KVCacheUsagePercent: e.KVUsage(),
-		CacheBlockSize: s.engCfg.BlockSize, CacheNumBlocks: s.engCfg.NumBlocks,
-		MaxActiveModels: s.engCfg.MaxLoRAs, UpdateTime: s.clock.Now(), ScrapeInterval: s.spec.ScrapeInterval,
-	}
-	if s.lora {
-		full := e.Metrics()
-		m.ActiveModels, m.WaitingModels = nameSet(full.RunningLoRAs), nameSet(full.WaitingLoRAs)
-	}
-	srv.ep.SetMetrics(m)
-	srv.ep.SetStale(false)
-}
-
-func nameSet(names []string) map[string]int {
-	out := make(map[string]int, len(names))
-	for _, n := range names {
-		out[n] = 1
-	}
-	return out
-}
-
-// EngineConfig returns the per-server engine configuration of w: its
-// profile, with the KV cache sized by the sizing rule (but never below
-// twice the largest request) and the workload's LoRA slots.
-func EngineConfig(w Workload) (engine.Config, error) {
-	cfg, err := engine.Profile(w.Profile)
-	if err != nil {
-		return engine.Config{}, fmt.Errorf("workload %q: %w", w.Name, err)
-	}
-	if ws := w.Traffic.WorkingSetTokens(); w.KVFraction > 0 && ws > 0 {
-		perServer := float64(ws) / w.KVFraction / float64(w.Servers)
-		cfg.NumBlocks = int(perServer+float64(cfg.BlockSize)-1) / cfg.BlockSize
-	}
-	floor := (2*w.Traffic.maxRequestTokens() + cfg.BlockSize - 1) / cfg.BlockSize
-	cfg.NumBlocks = max(cfg.NumBlocks, floor)
-	if w.MaxLoRAs > 0 {
-		cfg.MaxLoRAs, cfg.LoRALoadDelay = w.MaxLoRAs, w.LoRALoadDelay
-	}
-	if err := cfg.Validate(); err != nil {
-		return engine.Config{}, fmt.Errorf("workload %q: engine: %w", w.Name, err)
-	}
-	return cfg, nil
 }

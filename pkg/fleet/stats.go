@@ -46,6 +46,9 @@ type StageResult struct {
 	TPOT Percentiles `json:"tpotMs"`
 	// CacheHitPct is 100 × Σ cached prompt tokens / Σ prompt tokens
 	// (inference-perf's kv_cache_hit_percent), over completed requests.
+	// A request prefilled remotely counts its prefill server's hit, the
+	// compute it saved: its decode server reports every prompt token but
+	// the last as cached, as vLLM counts pulled tokens.
 	CacheHitPct float64 `json:"cacheHitPct"`
 	// LoadCV is the coefficient of variation (σ/μ) across servers of the
 	// tokens each computed for completed requests (uncached prompt plus
@@ -59,6 +62,9 @@ type StageResult struct {
 	FirstError string `json:"firstError,omitempty"`
 	// Classes splits the stage by traffic class (RunSpec.Classes).
 	Classes []ClassResult `json:"classes,omitempty"`
+	// Disagg is what P/D disaggregation did, when there were prefill
+	// servers or the EPP named a prefill endpoint.
+	Disagg *DisaggResult `json:"disagg,omitempty"`
 	// WallSeconds is how long the run took on this machine.
 	WallSeconds float64 `json:"wallSeconds"`
 }
@@ -88,7 +94,7 @@ func (s *sim) result() *StageResult {
 		case flightTimedOut:
 			r.TimedOut++
 			continue
-		case flightFailed, flightRunning, flightQueued:
+		case flightFailed, flightRunning, flightQueued, flightPrefilling:
 			r.Failed++
 			continue
 		}
@@ -96,7 +102,11 @@ func (s *sim) result() *StageResult {
 		last = max(last, f.end)
 		outTokens += int64(f.outN)
 		promptTokens += int64(f.promptN)
-		cachedTokens += int64(f.cached)
+		if f.remote() {
+			cachedTokens += int64(f.prefillCached)
+		} else {
+			cachedTokens += int64(f.cached)
+		}
 		total := f.end - f.arrival
 		perTok := time.Duration(0)
 		if f.outN > 1 {
@@ -126,6 +136,7 @@ func (s *sim) result() *StageResult {
 	r.TTFT, r.E2E, r.TPOT = percentiles(ttft), percentiles(e2e), percentiles(tpot)
 	r.LoadCV = s.loadCV()
 	r.Classes = s.classResults()
+	r.Disagg = s.disaggResult(r.Requests)
 	if s.failures.first != nil {
 		r.FirstError = s.failures.first.Error()
 	}

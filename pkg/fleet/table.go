@@ -42,6 +42,7 @@ func WriteTable(w io.Writer, r *Report) error {
 	if len(errs) > 0 {
 		fmt.Fprintf(w, "\nrequests that failed to route or submit (first error per stage):\n  %s\n", strings.Join(errs, "\n  "))
 	}
+	writeDisaggLines(w, r)
 	if len(r.Checks) > 0 {
 		fmt.Fprintln(w)
 		for _, c := range r.Checks {
@@ -59,4 +60,24 @@ func allLadders(r *Report) []*PolicyLadder {
 		}
 	}
 	return out
+}
+
+// writeDisaggLines lists what P/D disaggregation did in each stage that
+// had prefill servers or disaggregated requests.
+func writeDisaggLines(w io.Writer, r *Report) {
+	var lines []string
+	for _, l := range allLadders(r) {
+		for _, s := range l.Stages {
+			if d := s.Disagg; d != nil {
+				lines = append(lines, fmt.Sprintf("%s at %g QPS: %d prefill servers; %.1f %% disaggregated (%.1f %% fell back to a local prefill); "+
+					"KV pulled %.0f tok/s, %.0f per pull; prefill servers did %.1f %% of the work; prefill phase p50/p90 %.0f/%.0f ms, "+
+					"hand-off to the first token p50/p90 %.0f/%.0f ms",
+					l.Policy, s.QPS, d.PrefillServers, d.DisaggregatedPct, d.FallbackPct, d.KVTransferTokensPerS, d.KVTokensPerTransfer,
+					d.PrefillWorkPct, d.PrefillMs.P50, d.PrefillMs.P90, d.HandoffMs.P50, d.HandoffMs.P90))
+			}
+		}
+	}
+	if len(lines) > 0 {
+		fmt.Fprintf(w, "\nprefill/decode disaggregation:\n  %s\n", strings.Join(lines, "\n  "))
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/openepp/openepp/pkg/sim/engine"
 )
 
 // Shape is the kind of traffic a workload generates.
@@ -244,4 +246,27 @@ func Quick(w Workload) Workload {
 		w.Ladder = []float64{w.Ladder[0], w.Ladder[len(w.Ladder)/2], w.Ladder[len(w.Ladder)-1]}
 	}
 	return w
+}
+
+// EngineConfig returns the per-server engine configuration of w: its
+// profile, with the KV cache sized by the sizing rule (but never below
+// twice the largest request) and the workload's LoRA slots.
+func EngineConfig(w Workload) (engine.Config, error) {
+	cfg, err := engine.Profile(w.Profile)
+	if err != nil {
+		return engine.Config{}, fmt.Errorf("workload %q: %w", w.Name, err)
+	}
+	if ws := w.Traffic.WorkingSetTokens(); w.KVFraction > 0 && ws > 0 {
+		perServer := float64(ws) / w.KVFraction / float64(w.Servers)
+		cfg.NumBlocks = int(perServer+float64(cfg.BlockSize)-1) / cfg.BlockSize
+	}
+	floor := (2*w.Traffic.maxRequestTokens() + cfg.BlockSize - 1) / cfg.BlockSize
+	cfg.NumBlocks = max(cfg.NumBlocks, floor)
+	if w.MaxLoRAs > 0 {
+		cfg.MaxLoRAs, cfg.LoRALoadDelay = w.MaxLoRAs, w.LoRALoadDelay
+	}
+	if err := cfg.Validate(); err != nil {
+		return engine.Config{}, fmt.Errorf("workload %q: engine: %w", w.Name, err)
+	}
+	return cfg, nil
 }

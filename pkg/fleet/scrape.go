@@ -1,0 +1,47 @@
+package fleet
+
+import (
+	"time"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+)
+
+// The metrics scraper: each server's endpoint gets a fresh snapshot every
+// ScrapeInterval (± ScrapeJitter), so decisions see metrics as old as a
+// real EPP's.
+
+// scrape refreshes server i's metrics and schedules its next scrape.
+func (s *sim) scrape(i int) {
+	s.publishMetrics(i)
+	next := s.spec.ScrapeInterval
+	if j := s.spec.ScrapeJitter; j > 0 {
+		next += time.Duration(s.jitter.Int64N(int64(2*j)+1)) - j
+	}
+	s.events.push(event{at: s.now() + next, kind: evScrape, server: int32(i)})
+	s.release()
+}
+
+// publishMetrics gives server i's endpoint what a scrape would read now.
+func (s *sim) publishMetrics(i int) {
+	srv := &s.servers[i]
+	e := srv.eng
+	m := &endpoint.Metrics{
+		WaitingQueueSize: e.Waiting(), RunningRequestsSize: e.Running(), KVCacheUsagePercent: e.KVUsage(),
+		CacheBlockSize: s.engCfg.BlockSize, CacheNumBlocks: s.engCfg.NumBlocks,
+		MaxActiveModels: s.engCfg.MaxLoRAs, UpdateTime: s.clock.Now(), ScrapeInterval: s.spec.ScrapeInterval,
+	}
+	if s.lora {
+		full := e.Metrics()
+		m.ActiveModels, m.WaitingModels = nameSet(full.RunningLoRAs), nameSet(full.WaitingLoRAs)
+	}
+	srv.ep.SetMetrics(m)
+	srv.ep.SetStale(false)
+}
+
+func nameSet(names []string) map[string]int {
+	out := make(map[string]int, len(names))
+	for _, n := range names {
+		out[n] = 1
+	}
+	return out
+}
