@@ -14,8 +14,12 @@
 //
 // Where llm-d is silent or known to misbehave, OpenEPP:
 //   - falls back to decode-only when a stage's profile finds no endpoint, and
-//     counts it (openepp_disagg_stage_unavailable_total) instead of doing so
+//     counts it (openepp_disagg_stage_skipped_total) instead of doing so
 //     silently (llm-d #2427);
+//   - with maxPrefillQueue, keeps the prefill local while the prefill pick's
+//     queue is longer than the decode pick's by more than that margin: a
+//     fleet short of prefill capacity otherwise queues prompts there for
+//     seconds (the fleet simulation's P/D study measures both);
 //   - runs decode-only when the prefill pick is the decode pick itself (a
 //     prefill-decode pod picked for both): sending the prefill to oneself
 //     only adds a KV transfer.

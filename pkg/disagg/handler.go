@@ -45,7 +45,11 @@ const (
 type HandlerParams struct {
 	StageOrder string        `json:"stageOrder" doc:"decode-first (decode picks, then the deciders choose the other stages) or prefill-first (prefill for every request, then decode)" default:"decode-first"`
 	Profiles   StageProfiles `json:"profiles" doc:"the profile each stage runs; a stage whose profile is not configured never runs" default:"{\"decode\":\"decode\",\"prefill\":\"prefill\",\"encode\":\"encode\"}"`
-	Deciders   StageDecider  `json:"deciders" doc:"instance names of the deciders (Decider plugins) gating prefill and encode; without one (OpenEPP), prefill runs for every request and encode for multimodal ones, when their profiles exist" default:"{}"`
+	// MaxPrefillQueue makes disaggregation load-aware: a decider's "yes" is
+	// no help when the prefill servers are backed up, since the request then
+	// waits there longer than its local prefill would take.
+	MaxPrefillQueue int          `json:"maxPrefillQueue" doc:"OpenEPP: prefill on the decode endpoint instead when the picked prefill endpoint reports more waiting requests than the decode endpoint plus this; 0 = off (llm-d)" default:"0"`
+	Deciders        StageDecider `json:"deciders" doc:"instance names of the deciders (Decider plugins) gating prefill and encode; without one (OpenEPP), prefill runs for every request and encode for multimodal ones, when their profiles exist" default:"{}"`
 }
 
 // StageProfiles names the profile of each stage.
@@ -106,6 +110,9 @@ func NewHandler(name string, p HandlerParams, h *scheduler.Handle) (*Handler, er
 			}
 		}
 		explicit = append(explicit, *s.name)
+	}
+	if p.MaxPrefillQueue < 0 {
+		return nil, fmt.Errorf("maxPrefillQueue: %d must be >= 0", p.MaxPrefillQueue)
 	}
 	switch p.StageOrder {
 	case "":
@@ -267,9 +274,16 @@ func (d *Handler) ProcessResults(_ context.Context, state *scheduler.State, req 
 	}
 	encode := d.kept(req, profiles, StageEncode, d.params.Profiles.Encode, pl.encode)
 	prefill := d.kept(req, profiles, StagePrefill, d.params.Profiles.Prefill, pl.prefill)
-	if prefill && profiles[d.params.Profiles.Prefill].Targets[0].HostPort == decode.Targets[0].HostPort {
-		delete(profiles, d.params.Profiles.Prefill) // prefilling on itself is decode-only
-		prefill = false
+	if prefill {
+		p := profiles[d.params.Profiles.Prefill].Targets[0]
+		busy := d.params.MaxPrefillQueue > 0 && p.Metrics().WaitingQueueSize > decode.Targets[0].Metrics().WaitingQueueSize+d.params.MaxPrefillQueue
+		if busy {
+			d.metrics.skipped(StagePrefill, reasonBusy)
+		}
+		if busy || p.HostPort == decode.Targets[0].HostPort { // prefilling on itself is decode-only
+			delete(profiles, d.params.Profiles.Prefill)
+			prefill = false
+		}
 	}
 	d.metrics.decided(req.IncomingModel, decisionType(encode, prefill))
 	return &scheduler.Result{Profiles: profiles, Primary: decodeName}, nil
@@ -285,7 +299,7 @@ func (d *Handler) kept(req *scheduler.Request, profiles map[string]*scheduler.Pr
 	if _, ok := profiles[profile]; ok {
 		return true
 	}
-	d.metrics.unavailable(stage)
+	d.metrics.skipped(stage, reasonNoEndpoint)
 	d.log.V(1).Info("disaggregated stage found no endpoint; serving it on the decode endpoint",
 		"stage", stage, "profile", profile, "requestID", req.ID)
 	return false

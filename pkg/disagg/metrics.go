@@ -11,8 +11,14 @@ import (
 // Metric names: llm-d's for the decision (GIE has none), ours for what
 // llm-d does silently.
 const (
-	metricDecisions   = "llm_d_epp_disagg_decision_total"
-	metricUnavailable = "openepp_disagg_stage_unavailable_total"
+	metricDecisions = "llm_d_epp_disagg_decision_total"
+	metricSkipped   = "openepp_disagg_stage_skipped_total"
+)
+
+// Why a decided stage ran on the decode endpoint after all.
+const (
+	reasonNoEndpoint = "no-endpoint" // its profile found none
+	reasonBusy       = "busy"        // the prefill pick's queue is over maxPrefillQueue
 )
 
 // maxModelLabels caps distinct model_name values, as llm-d does, so clients
@@ -41,13 +47,13 @@ func registerDecisionMetrics(reg prometheus.Registerer) (*decisionMetrics, error
 	if err != nil {
 		return nil, err
 	}
-	unavailable, err := sharedCounterVec(reg, prometheus.CounterOpts{Name: metricUnavailable,
-		Help: "Requests whose disaggregated stage was decided but found no endpoint, so the decode endpoint ran it."},
-		"stage")
+	skipped, err := sharedCounterVec(reg, prometheus.CounterOpts{Name: metricSkipped,
+		Help: "Requests whose disaggregated stage was decided but ran on the decode endpoint: no endpoint for it, or the prefill pick busy."},
+		"stage", "reason")
 	if err != nil {
 		return nil, err
 	}
-	return &decisionMetrics{decisions: decisions, stageMissed: unavailable, models: map[string]bool{}}, nil
+	return &decisionMetrics{decisions: decisions, stageMissed: skipped, models: map[string]bool{}}, nil
 }
 
 func sharedCounterVec(reg prometheus.Registerer, opts prometheus.CounterOpts, labels ...string) (*prometheus.CounterVec, error) {
@@ -71,11 +77,11 @@ func (m *decisionMetrics) decided(model, decision string) {
 	m.decisions.WithLabelValues(m.model(model), decision).Inc()
 }
 
-func (m *decisionMetrics) unavailable(stage string) {
+func (m *decisionMetrics) skipped(stage, reason string) {
 	if m == nil {
 		return
 	}
-	m.stageMissed.WithLabelValues(stage).Inc()
+	m.stageMissed.WithLabelValues(stage, reason).Inc()
 }
 
 // model returns model, or "other" once the label budget is spent.

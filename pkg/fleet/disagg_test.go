@@ -21,7 +21,7 @@ var update = flag.Bool("update", false, "rewrite testdata/k0-golden.json from th
 
 // pdAlways is config/pd.yaml with the always decider: every request is
 // disaggregated while a prefill server exists.
-var pdAlways = pdConfigText(disagg.AlwaysDeciderType, "")
+var pdAlways = pdConfigText(disagg.AlwaysDeciderType, "", 0)
 
 // tinyAgentic is the long-prompt agentic workload at test size.
 func tinyAgentic(t *testing.T) Workload {
@@ -192,7 +192,7 @@ func TestDisaggTimeouts(t *testing.T) {
 func TestDisaggDeterministicForSeed(t *testing.T) {
 	t.Parallel()
 	run := func(seed uint64) StageResult {
-		spec := RunSpec{Workload: tinyAgentic(t), Policy: ConfigPolicy("pd", "", []byte(pdConfigText(disagg.PrefixDeciderType, "{nonCachedTokens: 256}"))),
+		spec := RunSpec{Workload: tinyAgentic(t), Policy: ConfigPolicy("pd", "", []byte(pdConfigText(disagg.PrefixDeciderType, "{nonCachedTokens: 256}", 0))),
 			QPS: 24, Seed: seed, PrefillServers: 3}
 		r, err := Run(context.Background(), spec)
 		if err != nil {
@@ -268,7 +268,7 @@ func TestPDConfigIsShipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ours, err := config.Load([]byte(pdConfigText(disagg.PrefixDeciderType, "{nonCachedTokens: 256}")))
+	ours, err := config.Load([]byte(pdConfigText(disagg.PrefixDeciderType, "{nonCachedTokens: 256}", pdMaxPrefillQueue)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,8 +290,8 @@ func TestDisaggStudy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Arms) != 5 || len(rep.Workloads) != 2 || rep.Workloads[0].Name != "long-prompt" {
-		t.Fatalf("report: %d arms, workloads %+v", len(rep.Arms), rep.Workloads)
+	if len(rep.Arms) != len(DisaggArms()) || len(rep.Workloads) != 2 || rep.Workloads[0].Name != "long-prompt" {
+		t.Fatalf("report: %d arms, %d workloads", len(rep.Arms), len(rep.Workloads))
 	}
 	for _, w := range rep.Workloads {
 		for i, l := range w.Policies {

@@ -17,19 +17,27 @@ import (
 // `make bench-fleet`. It says where splitting the fleet pays and where it
 // costs, in this model.
 
+// pdMaxPrefillQueue is config/pd.yaml's maxPrefillQueue.
+const pdMaxPrefillQueue = 2
+
 // pdConfigText is config/pd.yaml (without its comments) with decider, of
-// parameters params (flow-style YAML, "" for none), deciding the prefill.
-func pdConfigText(decider, params string) string {
+// parameters params (flow-style YAML, "" for none), deciding the prefill,
+// and the handler's maxPrefillQueue (0: llm-d's load-blind handler).
+func pdConfigText(decider, params string, maxPrefillQueue int) string {
 	entry := "- type: " + decider + "\n"
 	if params != "" {
 		entry += "  parameters: " + params + "\n"
+	}
+	queue := ""
+	if maxPrefillQueue > 0 {
+		queue = fmt.Sprintf("    maxPrefillQueue: %d\n", maxPrefillQueue)
 	}
 	return `apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 plugins:
 - type: disagg-profile-handler
   parameters:
-    deciders:
+` + queue + `    deciders:
       prefill: ` + decider + "\n" + entry + `- type: decode-filter
 - type: prefill-filter
 - type: queue-scorer
@@ -66,6 +74,7 @@ type DisaggArm struct {
 const (
 	ArmAggregated = "aggregated"
 	ArmPD2        = "pd-2p"
+	ArmPD2Blind   = "pd-2p-load-blind"
 	ArmPD2Always  = "pd-2p-always"
 	ArmPD4        = "pd-4p"
 	ArmPD6        = "pd-6p"
@@ -75,17 +84,20 @@ const (
 // upstream's default scoring, and config/pd.yaml with 2, 4 and 6 prefill
 // servers and with the always decider on 2.
 func DisaggArms() []DisaggArm {
-	prefix, always := pdConfigText(disagg.PrefixDeciderType, "{nonCachedTokens: 256}"), pdConfigText(disagg.AlwaysDeciderType, "")
+	prefix := pdConfigText(disagg.PrefixDeciderType, "{nonCachedTokens: 256}", pdMaxPrefillQueue)
+	blind := pdConfigText(disagg.PrefixDeciderType, "{nonCachedTokens: 256}", 0)
+	always := pdConfigText(disagg.AlwaysDeciderType, "", pdMaxPrefillQueue)
 	pd := func(name, desc, cfg string, k int) DisaggArm {
 		return DisaggArm{Policy: ConfigPolicy(name, desc, []byte(cfg)), PrefillServers: k}
 	}
 	return []DisaggArm{
 		{Policy: ConfigPolicy(ArmAggregated, "no roles: every server prefills and decodes, upstream's default config (ours-default)",
 			[]byte(config.DefaultText))},
-		pd(ArmPD2, "2 prefill + 6 decode servers, config/pd.yaml (prefix-based-pd-decider, nonCachedTokens 256)", prefix, 2),
+		pd(ArmPD2, "2 prefill + 6 decode servers, config/pd.yaml (prefix-based-pd-decider, nonCachedTokens 256, maxPrefillQueue 2)", prefix, 2),
+		pd(ArmPD2Blind, "2 prefill + 6 decode servers, config/pd.yaml without maxPrefillQueue: llm-d's handler, blind to the prefill servers' load", blind, 2),
 		pd(ArmPD2Always, "2 prefill + 6 decode servers, config/pd.yaml with always-disagg-pd-decider", always, 2),
-		pd(ArmPD4, "4 prefill + 4 decode servers, config/pd.yaml (prefix-based-pd-decider, nonCachedTokens 256)", prefix, 4),
-		pd(ArmPD6, "6 prefill + 2 decode servers, config/pd.yaml (prefix-based-pd-decider, nonCachedTokens 256)", prefix, 6),
+		pd(ArmPD4, "4 prefill + 4 decode servers, config/pd.yaml", prefix, 4),
+		pd(ArmPD6, "6 prefill + 2 decode servers, config/pd.yaml", prefix, 6),
 	}
 }
 

@@ -222,10 +222,10 @@ func Workloads() []Workload {
 }
 
 // WorkloadByName returns the built-in workload called name (or its ID, such
-// as "W1").
+// as "W1"), including the studies' own (long-prompt).
 func WorkloadByName(name string) (Workload, error) {
 	var names []string
-	for _, w := range Workloads() {
+	for _, w := range append(Workloads(), LongPromptWorkload()) {
 		if strings.EqualFold(w.Name, name) || strings.EqualFold(w.ID, name) {
 			return w, nil
 		}

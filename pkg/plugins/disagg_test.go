@@ -179,7 +179,7 @@ func TestDisaggFallbacks(t *testing.T) {
 	if _, ok := res.Headers[disagg.PrefillerHeader]; ok || res.Targets()[0].Name != "decode-0" {
 		t.Errorf("no prefill endpoint: headers %v, target %s; want decode-only on decode-0", res.Headers, res.Targets()[0].Name)
 	}
-	if got := testutil.ToFloat64(mustVec(t, reg, "openepp_disagg_stage_unavailable_total")); got != 1 {
+	if got := testutil.ToFloat64(mustVec(t, reg, "openepp_disagg_stage_skipped_total")); got != 1 {
 		t.Errorf("stage unavailable counted %v times, want 1", got)
 	}
 	prefillOnly := roleEndpoints("prefill")
@@ -191,6 +191,39 @@ func TestDisaggFallbacks(t *testing.T) {
 	both := roleEndpoints("prefill-decode")
 	if res := route(t, s, plugintest.Request("m", 100), both); res.Headers[disagg.PrefillerHeader] != "" {
 		t.Errorf("prefill pick = decode pick: prefiller %q, want none", res.Headers[disagg.PrefillerHeader])
+	}
+}
+
+// TestDisaggBusyPrefill: with maxPrefillQueue, a prefill pick whose queue
+// is over the limit is skipped (counted), and used again once it drains.
+func TestDisaggBusyPrefill(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	eps := roleEndpoints("decode", "prefill")
+	s, err := buildPD(t, pdConfig(`maxPrefillQueue: 4, deciders: {prefill: always}`, `- {name: always, type: always-disagg-pd-decider}`), reg, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setQueue := func(q int) {
+		m := *eps[1].Metrics()
+		m.WaitingQueueSize = q
+		eps[1].SetMetrics(&m)
+	}
+	setQueue(5)
+	if got := route(t, s, plugintest.Request("m", 100), eps).Headers[disagg.PrefillerHeader]; got != "" {
+		t.Errorf("prefill queue 5 > 4: prefiller %q, want decode-only", got)
+	}
+	setQueue(4)
+	if got := route(t, s, plugintest.Request("m", 100), eps).Headers[disagg.PrefillerHeader]; got != "10.1.0.2:8000" {
+		t.Errorf("prefill queue 4: prefiller %q, want the prefill endpoint", got)
+	}
+	want := `
+# HELP openepp_disagg_stage_skipped_total Requests whose disaggregated stage was decided but ran on the decode endpoint: no endpoint for it, or the prefill pick busy.
+# TYPE openepp_disagg_stage_skipped_total counter
+openepp_disagg_stage_skipped_total{reason="busy",stage="prefill"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "openepp_disagg_stage_skipped_total"); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -218,6 +251,7 @@ func TestDisaggConfigErrors(t *testing.T) {
 		{"negative tokens", `deciders: {prefill: prefix-based-pd-decider}`, `- type: prefix-based-pd-decider
   parameters: {nonCachedTokens: -1}`, `must be >= 0`},
 		{"same profile twice", `profiles: {prefill: decode}`, "", `each stage needs its own profile`},
+		{"negative queue limit", `maxPrefillQueue: -1`, "", `maxPrefillQueue: -1 must be >= 0`},
 	}
 	for _, tc := range tests {
 		_, err := buildPD(t, pdConfig(tc.params, tc.deciders), nil, nil)
