@@ -64,6 +64,14 @@ var checkStatus = regexp.MustCompile(`\| \*\*(PASS|FAIL|SKIP)\*\* \|`)
 // writes it.
 const freshnessHeading = "What metric freshness is worth"
 
+// disaggHeading is the fleet report's P/D study section.
+const disaggHeading = "Prefill/decode disaggregation at equal server count"
+
+// anchor is a heading's in-page link target as the renderers make it.
+func anchor(heading string) string {
+	return "#" + strings.ReplaceAll(strings.ReplaceAll(strings.ToLower(heading), "/", ""), " ", "-")
+}
+
 // fleetSummary is the summary's line on the fleet simulation: its checks'
 // verdicts (credibility and goals), read from dir/fleet.md, and a link to
 // the freshness study when the report has one.
@@ -79,8 +87,10 @@ func fleetSummary(dir string) string {
 	line := fmt.Sprintf("- Fleet simulation: %d checks PASS, %d FAIL, %d SKIP (credibility first, then our default against upstream's); "+
 		"see [section 3](#3-fleet-simulation-routing-quality)", count["PASS"], count["FAIL"], count["SKIP"])
 	if strings.Contains(string(data), "# "+freshnessHeading) {
-		line += ", and [" + strings.ToLower(freshnessHeading[:1]) + freshnessHeading[1:] + "](#" +
-			strings.ReplaceAll(strings.ToLower(freshnessHeading), " ", "-") + ") to routing"
+		line += ", [" + strings.ToLower(freshnessHeading[:1]) + freshnessHeading[1:] + "](" + anchor(freshnessHeading) + ") to routing"
+	}
+	if strings.Contains(string(data), "# "+disaggHeading) {
+		line += ", [prefill/decode disaggregation](" + anchor(disaggHeading) + ") against aggregated serving"
 	}
 	return line + ".\n"
 }
