@@ -286,7 +286,7 @@ func (d *Handler) ProcessResults(_ context.Context, state *scheduler.State, req 
 		}
 	}
 	d.metrics.decided(req.IncomingModel, decisionType(encode, prefill))
-	return &scheduler.Result{Profiles: profiles, Primary: decodeName}, nil
+	return &scheduler.Result{Profiles: profiles, Primary: decodeName, PrefillProfile: d.params.Profiles.Prefill}, nil
 }
 
 // kept reports whether a planned stage has a pick, counting and logging a

@@ -37,8 +37,9 @@ const DefaultPurgeInterval = 2 * time.Minute
 // cache_salt, and matches them against the index: every endpoint gets the
 // number of leading blocks it is believed to hold. The result is a *Match in
 // State, read through the Source interface (prefix-cache-scorer). PreRequest
-// then records the blocks for the primary target and, when a profile named
-// "prefill" ran, for its target; ResponseHeaders records them for a fallback
+// then records the blocks for the primary target and, when a prefill profile
+// ran (Result.PrefillProfile, else one named "prefill"), for its target,
+// which computed the prompt too; ResponseHeaders records them for a fallback
 // target the proxy reports having used instead. Each endpoint keeps at most
 // lruCapacityPerServer blocks, least recently routed first out.
 //
@@ -264,7 +265,11 @@ func (p *Producer) PreRequest(_ context.Context, state *scheduler.State, _ *sche
 		p.index.Insert(primary, r.hashes, p.capacity(primary, r.match.BlockSizeTokens))
 		r.fallbacks = t[1:]
 	}
-	if pf := result.Profiles[PrefillProfile]; pf != nil && len(pf.Targets) > 0 && pf.Targets[0] != primary {
+	prefill := result.PrefillProfile
+	if prefill == "" {
+		prefill = PrefillProfile
+	}
+	if pf := result.Profiles[prefill]; pf != nil && len(pf.Targets) > 0 && pf.Targets[0] != primary {
 		p.index.Insert(pf.Targets[0], r.hashes, p.capacity(pf.Targets[0], r.match.BlockSizeTokens))
 	}
 }

@@ -195,6 +195,22 @@ func TestProducerRecordsPrimaryAndPrefill(t *testing.T) {
 	}
 }
 
+// TestProducerRecordsNamedPrefillProfile: a handler naming its prefill
+// profile otherwise than GIE's "prefill" still gets its pick recorded.
+func TestProducerRecordsNamedPrefillProfile(t *testing.T) {
+	t.Parallel()
+	pr := newProducer(t, Params{BlockSizeTokens: 4, MaxPrefixBlocksToMatch: 256, LRUCapacityPerServer: 1000}, nil)
+	eps := newEndpoints(3)
+	prompt := text("a", 640)
+	res := &scheduler.Result{Primary: "decode", PrefillProfile: "pf", Profiles: map[string]*scheduler.ProfileResult{
+		"decode": {Targets: eps[:1]}, "pf": {Targets: eps[2:3]}}}
+	route(pr, eps, req("m", "", prompt), res)
+	m := route(pr, eps, req("m", "", prompt), nil)
+	if diff := cmp.Diff([]int{m.TotalBlocks, 0, m.TotalBlocks}, blocksOf(m, eps)); diff != "" {
+		t.Errorf("blocks (-want +got):\n%s", diff)
+	}
+}
+
 // TestProducerRecordsServedFallback checks the correction for fallbacks:
 // when the proxy reports that the second target served, it holds the
 // prompt's blocks too; a report naming the primary, an unknown endpoint or

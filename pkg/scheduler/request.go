@@ -89,6 +89,10 @@ type Result struct {
 	Profiles map[string]*ProfileResult
 	// Primary names the profile whose targets receive the request.
 	Primary string
+	// PrefillProfile names the profile whose target computes the prompt
+	// elsewhere (disaggregated serving), when its handler says; "" leaves
+	// consumers to GIE's convention, a profile named "prefill".
+	PrefillProfile string
 	// Headers are extra request headers plugins want sent upstream (for
 	// example the prefill endpoint in disaggregated serving).
 	Headers map[string]string
