@@ -21,7 +21,7 @@ const ProducerType = "approx-prefix-cache-producer"
 // prompt's blocks recorded: in disaggregated serving the prefill endpoint
 // computes (and caches) the prompt's KV blocks. Upstream hard-codes the
 // same name.
-const PrefillProfile = "prefill"
+const PrefillProfile = scheduler.DefaultPrefillProfile
 
 // DefaultPurgeInterval is how often Start forgets endpoints that left the
 // pool (upstream's period).
@@ -265,12 +265,8 @@ func (p *Producer) PreRequest(_ context.Context, state *scheduler.State, _ *sche
 		p.index.Insert(primary, r.hashes, p.capacity(primary, r.match.BlockSizeTokens))
 		r.fallbacks = t[1:]
 	}
-	prefill := result.PrefillProfile
-	if prefill == "" {
-		prefill = PrefillProfile
-	}
-	if pf := result.Profiles[prefill]; pf != nil && len(pf.Targets) > 0 && pf.Targets[0] != primary {
-		p.index.Insert(pf.Targets[0], r.hashes, p.capacity(pf.Targets[0], r.match.BlockSizeTokens))
+	if pf := result.PrefillTarget(); pf != nil && pf != primary {
+		p.index.Insert(pf, r.hashes, p.capacity(pf, r.match.BlockSizeTokens))
 	}
 }
 

@@ -113,6 +113,26 @@ func (r *Result) Targets() []*endpoint.Endpoint {
 	return nil
 }
 
+// DefaultPrefillProfile is GIE's convention for the prefill profile's name,
+// used when a result does not name its own.
+const DefaultPrefillProfile = "prefill"
+
+// PrefillTarget returns the endpoint that computes the prompt apart from the
+// primary target (disaggregated serving), or nil.
+func (r *Result) PrefillTarget() *endpoint.Endpoint {
+	if r == nil {
+		return nil
+	}
+	name := r.PrefillProfile
+	if name == "" {
+		name = DefaultPrefillProfile
+	}
+	if p := r.Profiles[name]; name != r.Primary && p != nil && len(p.Targets) > 0 {
+		return p.Targets[0]
+	}
+	return nil
+}
+
 // SetHeader records a request header to send upstream.
 func (r *Result) SetHeader(name, value string) {
 	if r.Headers == nil {

@@ -53,6 +53,28 @@ func TestQueueDepthCountsUnscrapedDispatches(t *testing.T) {
 	}
 }
 
+// TestQueueDepthCountsPrefillDispatches: in disaggregated serving the
+// prefill endpoint's queue grows too, so it is noted as well (once when it
+// is the primary target itself).
+func TestQueueDepthCountsPrefillDispatches(t *testing.T) {
+	t.Parallel()
+	s := NewQueueDepth("q")
+	eps := scEndpoints(3, nil)
+	now := scheduler.NewState(1, scEpoch.Add(time.Millisecond))
+	withPrefill := func(primary, prefill *endpoint.Endpoint) *scheduler.Result {
+		r := scResult(primary)
+		r.Profiles[scheduler.DefaultPrefillProfile] = &scheduler.ProfileResult{Targets: []*endpoint.Endpoint{prefill}}
+		return r
+	}
+	s.PreRequest(scCtx, now, nil, withPrefill(eps[0], eps[1]))
+	s.PreRequest(scCtx, now, nil, withPrefill(eps[0], eps[0]))
+	got := make([]float64, 3)
+	s.log.addUnscraped(eps, got)
+	if diff := cmp.Diff([]float64{2, 1, 0}, got); diff != "" {
+		t.Errorf("unscraped dispatches (-want +got):\n%s", diff)
+	}
+}
+
 // TestQueueDepthScrapeClearsDispatches: once a scrape newer than the
 // dispatches arrives, they are no longer counted, nor kept.
 func TestQueueDepthScrapeClearsDispatches(t *testing.T) {

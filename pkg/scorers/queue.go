@@ -111,12 +111,17 @@ func (s *QueueDepth) Score(_ context.Context, _ *scheduler.State, _ *scheduler.R
 }
 
 // PreRequest implements scheduler.PreRequest: it notes when the request was
-// routed to its primary target.
+// routed to its primary target and, in disaggregated serving, to the
+// prefill endpoint, whose queue the prefill joins just as well.
 func (s *QueueDepth) PreRequest(_ context.Context, state *scheduler.State, _ *scheduler.Request, result *scheduler.Result) {
 	if s.log == nil || state == nil {
 		return
 	}
-	if e := inflight.PrimaryTarget(result); e != nil {
+	e := inflight.PrimaryTarget(result)
+	if e != nil {
 		s.log.add(e.HostPort, state.Now)
+	}
+	if pf := result.PrefillTarget(); pf != nil && (e == nil || pf.HostPort != e.HostPort) {
+		s.log.add(pf.HostPort, state.Now)
 	}
 }
