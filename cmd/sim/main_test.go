@@ -136,22 +136,40 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func TestRunServesInstancesAndStops(t *testing.T) {
-	t.Parallel()
+// runInstances runs the command with args until the test ends and returns
+// its "listening" lines once n have been printed; stop cancels it and
+// checks it returned cleanly.
+func runInstances(t *testing.T, n int, args ...string) (lines []string, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var stdout, stderr syncBuffer
 	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--port", "0", "--instances", "2", "--metrics-engine", "sglang"}, &stdout, &stderr)
-	}()
-	var lines []string
-	for deadline := time.Now().Add(5 * time.Second); len(lines) < 2; {
+	go func() { done <- run(ctx, args, &stdout, &stderr) }()
+	for deadline := time.Now().Add(5 * time.Second); len(lines) < n; {
 		if time.Now().After(deadline) {
+			cancel()
 			t.Fatalf("no listening lines; stdout %q stderr %q", stdout.String(), stderr.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 		lines = strings.FieldsFunc(stdout.String(), func(r rune) bool { return r == '\n' })
 	}
+	return lines, func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("run did not stop")
+		}
+	}
+}
+
+func TestRunServesInstancesAndStops(t *testing.T) {
+	t.Parallel()
+	lines, stop := runInstances(t, 2, "--port", "0", "--instances", "2", "--metrics-engine", "sglang")
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	for _, line := range lines {
@@ -168,35 +186,14 @@ func TestRunServesInstancesAndStops(t *testing.T) {
 	if lines[0] == lines[1] {
 		t.Fatal("two instances share an address")
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("run did not stop")
-	}
+	stop()
 }
 
 // TestRunPDSidecar runs two instances with sidecars and disaggregates one
 // request: prefill on instance 1, decode on instance 0.
 func TestRunPDSidecar(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--port", "0", "--instances", "2", "--pd-sidecar", "--pd-allowed-prefillers", "127.0.0.0/8"}, &stdout, &stderr)
-	}()
-	var lines []string
-	for deadline := time.Now().Add(5 * time.Second); len(lines) < 2; {
-		if time.Now().After(deadline) {
-			t.Fatalf("no listening lines; stdout %q stderr %q", stdout.String(), stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-		lines = strings.FieldsFunc(stdout.String(), func(r rune) bool { return r == '\n' })
-	}
+	lines, stop := runInstances(t, 2, "--port", "0", "--instances", "2", "--pd-sidecar", "--pd-allowed-prefillers", "127.0.0.0/8")
 	decoder, prefiller := strings.Fields(lines[0])[1], strings.Fields(lines[1])[1]
 	if !strings.HasSuffix(lines[0], " pd-sidecar=true") {
 		t.Fatalf("listening line %q does not mention the sidecar", lines[0])
@@ -214,15 +211,7 @@ func TestRunPDSidecar(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get(pdsidecar.PrefilledByHeader) != strings.TrimPrefix(prefiller, "http://") {
 		t.Fatalf("disaggregated request: %d %v %s", resp.StatusCode, resp.Header, body)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("run did not stop")
-	}
+	stop()
 }
 
 func TestRunRejectsBadConfig(t *testing.T) {
