@@ -24,7 +24,7 @@ import (
 type simFlags struct {
 	configFile, name, workload, profile, qps, compare, out, freshness, classes string
 	servers, warmup, workers, freshnessSeeds, prefill                          int
-	duration, timeout, scrape, jitter                                          time.Duration
+	duration, timeout, scrape, jitter, sloTTFT, sloITL                         time.Duration
 	seed                                                                       uint64
 	json, list                                                                 bool
 }
@@ -38,6 +38,8 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 		"0: no roles). Evaluate a config with role filters, e.g. config/pd.yaml; label-blind policies such as the baselines use every server")
 	fs.StringVar(&f.qps, "qps", "", "comma-separated QPS stages (default: the workload's ladder)")
 	fs.DurationVar(&f.duration, "duration", 0, "measured virtual time per stage (default: the workload's)")
+	fs.DurationVar(&f.sloTTFT, "slo-ttft", 0, "goodput's time-to-first-token objective (default: the workload's)")
+	fs.DurationVar(&f.sloITL, "slo-itl", 0, "goodput's inter-token latency objective, on each request's mean (default: the workload's)")
 	fs.IntVar(&f.warmup, "warmup", -1, "requests sent before each stage's measured window (default: the workload's)")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the arrival trace, prompts and every random choice")
 	fs.StringVar(&f.profile, "profile", "", "engine preset (default: the workload's; one of "+strings.Join(engine.ProfileNames(), ", ")+")")
@@ -242,6 +244,15 @@ func (f *simFlags) workloadSpec() (fleet.Workload, error) {
 	}
 	if f.warmup >= 0 {
 		w.WarmupRequests = f.warmup
+	}
+	if f.sloTTFT < 0 || f.sloITL < 0 {
+		errs = append(errs, fmt.Errorf("--slo-ttft (%s) and --slo-itl (%s) must be >= 0", f.sloTTFT, f.sloITL))
+	}
+	if f.sloTTFT > 0 {
+		w.SLO.TTFT = f.sloTTFT
+	}
+	if f.sloITL > 0 {
+		w.SLO.ITL = f.sloITL
 	}
 	if f.profile != "" {
 		if _, err := engine.Profile(f.profile); err != nil {

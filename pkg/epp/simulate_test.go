@@ -99,6 +99,20 @@ func TestSimulateFreshness(t *testing.T) {
 	}
 }
 
+// TestSimulateSLOFlags: --slo-ttft and --slo-itl replace the workload's
+// goodput objectives.
+func TestSimulateSLOFlags(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	args := append(append([]string{}, tinySim...), "--slo-ttft", "750ms", "--slo-itl", "25ms")
+	if err := Simulate(context.Background(), args, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "SLO TTFT 750 ms, ITL 25 ms") {
+		t.Errorf("objectives not in the output:\n%s", out.String())
+	}
+}
+
 // TestSimulatePrefill: --prefill labels servers for a P/D config, whose
 // requests then prefill and decode on different servers; the baseline
 // ignores the roles.
@@ -178,6 +192,7 @@ func TestSimulateBadFlags(t *testing.T) {
 		{[]string{"--prefill", "-1"}, "--prefill: must be in [0, 8)"},
 		{[]string{"--prefill", "8"}, "--prefill: must be in [0, 8)"},
 		{[]string{"--servers", "2", "--prefill", "2"}, "--prefill: must be in [0, 2)"},
+		{[]string{"--slo-itl", "-1ms"}, "--slo-itl (-1ms) must be >= 0"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 		{[]string{"stray"}, "unexpected arguments"},
 	}
