@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/prefix"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -91,14 +93,17 @@ func TestPrefixDecider(t *testing.T) {
 
 func TestDecisionLabelBudget(t *testing.T) {
 	t.Parallel()
-	m := &decisionMetrics{models: map[string]bool{}}
-	for i := 0; i < maxModelLabels; i++ {
-		m.model(strings.Repeat("x", i+1))
+	m, err := registerDecisionMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := m.model("one-too-many"); got != "other" {
+	for i := 0; i < maxModelLabels; i++ {
+		m.models.Value(strings.Repeat("x", i+1))
+	}
+	if got := m.models.Value("one-too-many"); got != "other" {
 		t.Errorf("label past the budget = %q, want other", got)
 	}
-	if got := m.model("x"); got != "x" {
+	if got := m.models.Value("x"); got != "x" {
 		t.Errorf("known label = %q, want x", got)
 	}
 }

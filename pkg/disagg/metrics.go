@@ -3,9 +3,10 @@ package disagg
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openepp/openepp/pkg/labelbudget"
 )
 
 // Metric names: llm-d's for the decision (GIE has none), ours for what
@@ -29,9 +30,7 @@ const maxModelLabels = 1000
 type decisionMetrics struct {
 	decisions   *prometheus.CounterVec
 	stageMissed *prometheus.CounterVec
-
-	mu     sync.Mutex
-	models map[string]bool
+	models      *labelbudget.Budget
 }
 
 // registerDecisionMetrics registers the counters on reg, or reuses the ones
@@ -53,7 +52,7 @@ func registerDecisionMetrics(reg prometheus.Registerer) (*decisionMetrics, error
 	if err != nil {
 		return nil, err
 	}
-	return &decisionMetrics{decisions: decisions, stageMissed: skipped, models: map[string]bool{}}, nil
+	return &decisionMetrics{decisions: decisions, stageMissed: skipped, models: labelbudget.New(maxModelLabels)}, nil
 }
 
 func sharedCounterVec(reg prometheus.Registerer, opts prometheus.CounterOpts, labels ...string) (*prometheus.CounterVec, error) {
@@ -74,7 +73,7 @@ func (m *decisionMetrics) decided(model, decision string) {
 	if m == nil {
 		return
 	}
-	m.decisions.WithLabelValues(m.model(model), decision).Inc()
+	m.decisions.WithLabelValues(m.models.Value(model), decision).Inc()
 }
 
 func (m *decisionMetrics) skipped(stage, reason string) {
@@ -82,18 +81,4 @@ func (m *decisionMetrics) skipped(stage, reason string) {
 		return
 	}
 	m.stageMissed.WithLabelValues(stage, reason).Inc()
-}
-
-// model returns model, or "other" once the label budget is spent.
-func (m *decisionMetrics) model(model string) string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.models[model] {
-		return model
-	}
-	if len(m.models) >= maxModelLabels {
-		return "other"
-	}
-	m.models[model] = true
-	return model
 }

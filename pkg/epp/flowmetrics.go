@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/flowcontrol"
+	"github.com/openepp/openepp/pkg/labelbudget"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -27,8 +28,8 @@ type flowMetrics struct {
 	saturation atomic.Pointer[func(time.Time) float64]
 
 	mu     sync.RWMutex
-	flows  map[string]bool
-	models map[string]bool
+	flows  *labelbudget.Budget
+	models *labelbudget.Budget
 	// series caches each label set's children, so a request hashes its
 	// labels once, not for every series.
 	series map[seriesKey]*flowSeries
@@ -62,8 +63,8 @@ func newFlowMetrics(reg prometheus.Registerer, pool string) *flowMetrics {
 			Help: "Requests waiting in flow control."}, queue),
 		queueBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inference_extension_flow_control_queue_bytes",
 			Help: "Request bytes waiting in flow control."}, queue),
-		flows:  map[string]bool{},
-		models: map[string]bool{},
+		flows:  labelbudget.New(maxFlowLabels),
+		models: labelbudget.New(maxFlowLabels),
 		series: map[seriesKey]*flowSeries{},
 	}
 	sat := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "inference_extension_flow_control_pool_saturation",
@@ -95,7 +96,7 @@ func (m *flowMetrics) of(req *scheduler.Request) *flowSeries {
 	if s := m.series[k]; s != nil {
 		return s
 	}
-	v := []string{budget(m.flows, k.flow), strconv.Itoa(k.priority), m.pool, budget(m.models, k.model), budget(m.models, k.target)}
+	v := []string{m.flows.Value(k.flow), strconv.Itoa(k.priority), m.pool, m.models.Value(k.model), m.models.Value(k.target)}
 	s = &flowSeries{values: v, size: m.queueSize.WithLabelValues(v...), bytes: m.queueBytes.WithLabelValues(v...),
 		dispatched: m.waitTime.WithLabelValues(v[0], v[1], flowcontrol.Dispatched.String(), v[2], v[3], v[4])}
 	// Past the budgets many raw label sets share one series; cache only
@@ -104,18 +105,6 @@ func (m *flowMetrics) of(req *scheduler.Request) *flowSeries {
 		m.series[k] = s
 	}
 	return s
-}
-
-// budget returns v, or "other" once the set is full.
-func budget(seen map[string]bool, v string) string {
-	if seen[v] {
-		return v
-	}
-	if len(seen) >= maxFlowLabels {
-		return "other"
-	}
-	seen[v] = true
-	return v
 }
 
 // queued moves the queue gauges; a request counts while it is inside

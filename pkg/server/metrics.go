@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/labelbudget"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -37,8 +38,8 @@ type Metrics struct {
 	// configuration, so it stays small.
 	pluginObs sync.Map // pluginKey -> prometheus.Observer
 
+	models *labelbudget.Budget
 	mu     sync.RWMutex
-	models map[string]bool
 	// pairs caches the per-request collectors' children by label pair; it
 	// holds no more entries than the vectors have children.
 	pairs map[labelPair]*pairMetrics
@@ -106,7 +107,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		plugins: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_extension_plugin_duration_seconds",
 			Help: "Time spent in each plugin call, by extension point.", Buckets: prometheus.ExponentialBuckets(1e-6, 2, 20)},
 			[]string{"extension_point", "plugin_type", "plugin_name"}),
-		models:    map[string]bool{},
+		models:    labelbudget.New(maxModelLabels),
 		pairs:     map[labelPair]*pairMetrics{},
 		successes: map[attemptKey]prometheus.Counter{},
 	}
@@ -116,24 +117,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 // label returns model, or "other" once the label budget is spent.
-func (m *Metrics) label(model string) string {
-	m.mu.RLock()
-	known := m.models[model]
-	m.mu.RUnlock()
-	if known { // the common case: no write lock on the request path
-		return model
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.models[model] {
-		return model
-	}
-	if len(m.models) >= maxModelLabels {
-		return "other"
-	}
-	m.models[model] = true
-	return model
-}
+func (m *Metrics) label(model string) string { return m.models.Value(model) }
 
 // pair returns the collectors' children for a request for model sent as
 // target, under their budgeted labels.

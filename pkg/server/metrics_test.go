@@ -43,7 +43,7 @@ func TestMetricsPairCache(t *testing.T) {
 	if c := testutil.ToFloat64(m.running.WithLabelValues("m")); c != 1 {
 		t.Errorf("running = %v after Inc on the cached child, want 1", c)
 	}
-	for i := len(m.models); i < maxModelLabels; i++ {
+	for i := 0; i < maxModelLabels; i++ {
 		m.label(fmt.Sprintf("model-%d", i))
 	}
 	if over, other := m.pair("one-too-many", "t"), m.pair("another-one", "t"); over != other {
