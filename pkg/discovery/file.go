@@ -104,15 +104,11 @@ func NewFile(path string, store Store, log logr.Logger, reg prometheus.Registere
 	return f
 }
 
-// Start loads the file (failing if it is invalid: there is no last good set
-// yet), then watches it until ctx ends.
+// Start watches the file, loads it (failing if it is invalid: there is no
+// last good set yet), then reloads it on every change until ctx ends. The
+// watch comes first so that a change made while the first load runs is not
+// missed.
 func (f *File) Start(ctx context.Context) error {
-	specs, err := LoadFile(f.path)
-	if err != nil {
-		return err
-	}
-	f.store.Replace(FileSource, specs)
-	f.log.Info("loaded endpoints file", "path", f.path, "endpoints", len(specs))
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch endpoints file: %w", err)
@@ -123,6 +119,12 @@ func (f *File) Start(ctx context.Context) error {
 	if err := w.Add(filepath.Dir(f.path)); err != nil {
 		return fmt.Errorf("watch endpoints file directory: %w", err)
 	}
+	specs, err := LoadFile(f.path)
+	if err != nil {
+		return err
+	}
+	f.store.Replace(FileSource, specs)
+	f.log.Info("loaded endpoints file", "path", f.path, "endpoints", len(specs))
 	return f.watch(ctx, w)
 }
 
