@@ -292,6 +292,14 @@ func (b *Built) Plugin(name string) (scheduler.Plugin, bool) {
 	return p, ok
 }
 
+// Discovery returns the endpoint discovery plugin dataLayer.discovery
+// names, or nil when the config names none (endpoints then come from the
+// EPP's flags).
+func (b *Built) Discovery() scheduler.Discovery {
+	d, _ := b.byName[b.Config.discoveryRef()].(scheduler.Discovery) // checkDiscovery refused any other kind
+	return d
+}
+
 // Reused reports whether the instance called name was carried over from the
 // previous build rather than built anew.
 func (b *Built) Reused(name string) bool { return b.reused[name] }

@@ -14,6 +14,7 @@ func (b *builder) validateKinds() {
 	}
 	b.checkDetector()
 	b.checkFlowControl()
+	b.checkDiscovery()
 }
 
 // detectorRef is the configured saturation detector, top level (GIE) or
@@ -94,4 +95,67 @@ func (b *builder) checkProfile(i int) {
 	if picker < 0 && complete {
 		b.ps.add(path, "no picker (the default %q is not a picker)", maxScorePicker)
 	}
+}
+
+// discoveryRef is the plugin dataLayer.discovery names, or "".
+func (c *Config) discoveryRef() string {
+	if c.DataLayer == nil || c.DataLayer.Discovery == nil {
+		return ""
+	}
+	return c.DataLayer.Discovery.PluginRef
+}
+
+// checkDiscovery keeps endpoint discovery plugins where they work: named by
+// dataLayer.discovery, which must name one. The references with a kind
+// check of their own (profiles, detector, policies) already refuse them;
+// these have none. A discovery plugin named nowhere is only a warning.
+func (b *builder) checkDiscovery() {
+	const path = "dataLayer.discovery.pluginRef"
+	ref := b.cfg.discoveryRef()
+	b.checkRefKind(path, ref, kindDiscovery, "an endpoint discovery plugin")
+	for _, r := range b.cfg.untypedRefs() {
+		if b.kind(r.name).has(kindDiscovery) {
+			b.ps.add(r.path, "%q is an endpoint discovery plugin; only %s may name it", r.name, path)
+		}
+	}
+	for i, spec := range b.cfg.Plugins {
+		if spec.Name != ref && b.kind(spec.Name).has(kindDiscovery) {
+			b.warnings = append(b.warnings, fmt.Sprintf("plugins[%d]: endpoint discovery plugin %q does nothing: %s does not name it",
+				i, spec.Name, path))
+		}
+	}
+}
+
+type namedRef struct{ path, name string }
+
+// untypedRefs are the references whose target's kind Build does not check:
+// data sources and extractors, parsers, peer discovery, the syncer.
+func (c *Config) untypedRefs() []namedRef {
+	var refs []namedRef
+	if c.Parser != nil {
+		refs = append(refs, namedRef{"parser.pluginRef", c.Parser.PluginRef})
+	}
+	if c.RequestHandler != nil {
+		for i, r := range c.RequestHandler.Parsers {
+			refs = append(refs, namedRef{idx("requestHandler.parsers", i) + ".pluginRef", r.PluginRef})
+		}
+	}
+	d := c.DataLayer
+	if d == nil {
+		return refs
+	}
+	for i, s := range d.Sources {
+		path := idx("dataLayer.sources", i)
+		refs = append(refs, namedRef{at(path, "pluginRef"), s.PluginRef})
+		for j, e := range s.Extractors {
+			refs = append(refs, namedRef{idx(at(path, "extractors"), j) + ".pluginRef", e.PluginRef})
+		}
+	}
+	if d.PeerDiscovery != nil {
+		refs = append(refs, namedRef{"dataLayer.peerDiscovery.pluginRef", d.PeerDiscovery.PluginRef})
+	}
+	if d.CrossReplicaSyncerPluginRef != "" {
+		refs = append(refs, namedRef{"dataLayer.crossReplicaSyncerPluginRef", d.CrossReplicaSyncerPluginRef})
+	}
+	return refs
 }

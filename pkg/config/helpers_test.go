@@ -86,6 +86,15 @@ type runnablePlugin struct{ *base }
 
 func (*runnablePlugin) Start(ctx context.Context) error { <-ctx.Done(); return nil }
 
+// discoveryPlugin stands in for file-discovery: it publishes nothing.
+type discoveryPlugin struct{ *base }
+
+func (*discoveryPlugin) Discover(ctx context.Context, publish func([]endpoint.Spec)) error {
+	publish(nil)
+	<-ctx.Done()
+	return nil
+}
+
 // plainPlugin stands in for extractors, parsers and policies.
 type plainPlugin struct{ *base }
 
@@ -124,16 +133,17 @@ func (r *resolverScorer) Resolve(h *scheduler.Handle) error {
 type maker func(*base) scheduler.Plugin
 
 var (
-	mkFilter   maker = func(b *base) scheduler.Plugin { return &filterPlugin{b} }
-	mkScorer   maker = func(b *base) scheduler.Plugin { return &scorerPlugin{b} }
-	mkPicker   maker = func(b *base) scheduler.Plugin { return &pickerPlugin{b} }
-	mkHandler  maker = func(b *base) scheduler.Plugin { return &handlerPlugin{b} }
-	mkProducer maker = func(b *base) scheduler.Plugin { return &producerPlugin{b} }
-	mkRunnable maker = func(b *base) scheduler.Plugin { return &runnablePlugin{b} }
-	mkPlain    maker = func(b *base) scheduler.Plugin { return &plainPlugin{b} }
-	mkFairness maker = func(b *base) scheduler.Plugin { return &fairnessPlugin{b} }
-	mkOrdering maker = func(b *base) scheduler.Plugin { return &orderingPlugin{b} }
-	mkLimit    maker = func(b *base) scheduler.Plugin { return &usageLimitPlugin{b} }
+	mkFilter    maker = func(b *base) scheduler.Plugin { return &filterPlugin{b} }
+	mkScorer    maker = func(b *base) scheduler.Plugin { return &scorerPlugin{b} }
+	mkPicker    maker = func(b *base) scheduler.Plugin { return &pickerPlugin{b} }
+	mkHandler   maker = func(b *base) scheduler.Plugin { return &handlerPlugin{b} }
+	mkProducer  maker = func(b *base) scheduler.Plugin { return &producerPlugin{b} }
+	mkRunnable  maker = func(b *base) scheduler.Plugin { return &runnablePlugin{b} }
+	mkPlain     maker = func(b *base) scheduler.Plugin { return &plainPlugin{b} }
+	mkDiscovery maker = func(b *base) scheduler.Plugin { return &discoveryPlugin{b} }
+	mkFairness  maker = func(b *base) scheduler.Plugin { return &fairnessPlugin{b} }
+	mkOrdering  maker = func(b *base) scheduler.Plugin { return &orderingPlugin{b} }
+	mkLimit     maker = func(b *base) scheduler.Plugin { return &usageLimitPlugin{b} }
 	// mkDetector filters too, as upstream's utilization-detector does.
 	mkDetector maker = func(b *base) scheduler.Plugin { return &detectorPlugin{filterPlugin{b}} }
 )
@@ -169,7 +179,7 @@ var testTypes = map[string]maker{
 	"round-robin-fairness-policy":   mkFairness,
 	"static-usage-limit-policy":     mkLimit,
 	"prefix-based-pd-decider":       mkPlain,
-	"file-discovery":                mkRunnable,
+	"file-discovery":                mkDiscovery,
 }
 
 // testRegistry registers the stand-ins (minus skip), the real

@@ -23,6 +23,7 @@ const (
 	kindFairness
 	kindOrdering
 	kindUsageLimit
+	kindDiscovery
 )
 
 // kindProfile is what a profile may hold.
@@ -43,6 +44,7 @@ var kindNames = []struct {
 	{kindFairness, "fairness policy"},
 	{kindOrdering, "ordering policy"},
 	{kindUsageLimit, "usage-limit policy"},
+	{kindDiscovery, "endpoint discovery plugin"},
 }
 
 // kindOf discovers p's kind by type assertion.
@@ -80,6 +82,9 @@ func kindOf(p scheduler.Plugin) pluginKind {
 	}
 	if _, ok := p.(scheduler.UsageLimitPolicy); ok {
 		k |= kindUsageLimit
+	}
+	if _, ok := p.(scheduler.Discovery); ok {
+		k |= kindDiscovery
 	}
 	return k
 }

@@ -46,8 +46,39 @@ func TestLoadFile(t *testing.T) {
 		{name: "object form", text: "endpoints:\n- {address: 10.0.0.1, port: 8000}\n", want: []string{"10.0.0.1:8000"}},
 		{name: "all problems", text: "- {address: nope, port: 1}\n- {address: 10.0.0.1, port: 0}\n",
 			errs: []string{"endpoints[0]", "not an IP", "endpoints[1]", "port 0"}},
-		{name: "unknown key", text: "- {address: 10.0.0.1, port: 1, prot: 2}\n", errs: []string{"prot"}},
+		{name: "unknown key", text: "- {address: 10.0.0.1, port: 1, prot: 2}\n",
+			errs: []string{`endpoints[0]: unknown field "prot" (known: name, namespace, address, port, metricsPort, metricsHost, labels)`}},
+		{name: "unknown top-level key", text: "endpoints: []\nendpoint: []\n", errs: []string{`unknown field "endpoint" (known: endpoints)`}},
+		{name: "endpoints not a list", text: "endpoints: {name: a}\n", errs: []string{"endpoints: want a list, got object"}},
+		{name: "entry not an object", text: "- 10.0.0.1:8000\n", errs: []string{"endpoints[0]: want an object of name, namespace, address, port"}},
+		{name: "problems of one entry on its line", text: "- {name: a, address: nope, port: \"x\"}\n",
+			errs: []string{`endpoints[0] (a): address "nope" is not an IP address (the proxy dials it directly); port "x" is not a number`}},
 		{name: "not yaml", text: "::::\n\t-", errs: []string{"parse endpoints file"}},
+		{name: "llm-d string port", text: "endpoints:\n- {name: vllm-0, address: 10.0.0.1, port: \"8080\"}\n", want: []string{"vllm-0"}},
+		{name: "every bad entry", text: `endpoints:
+- {name: a, address: 10.0.0.1, port: "80x"}
+- {name: b, address: 10.0.0.1, port: "70000"}
+- {name: c, address: 10.0.0.1, port: 8.5}
+- {name: d, address: 10.0.0.1, port: "1", metricsHost: "10.0.0.1"}
+- {name: e, address: 10.0.0.1, port: "1", metricsHost: "10.0.0.2:9000"}
+- {name: f, address: 10.0.0.1, port: "1", metricsHost: "10.0.0.1:0"}
+- {name: g, address: 10.0.0.1, port: "1", metricsHost: "10.0.0.1:9000", metricsPort: 9001}
+- {name: h, address: 10.0.0.1}
+- {name: i, address: 10.0.0.1, port: "2", labels: [x]}
+- {name: j, address: 10.0.0.1, port: "3"}
+- {name: j, address: 10.0.0.2, port: "3"}
+`, errs: []string{
+			`endpoints[0] (a): port "80x" is not a number`,
+			`endpoints[1] (b): port 70000 out of range 1-65535`,
+			`endpoints[2] (c): port 8.5 is not a whole number or a numeric string`,
+			`endpoints[3] (d): metricsHost "10.0.0.1": want host:port`,
+			`endpoints[4] (e): metricsHost "10.0.0.2:9000": host "10.0.0.2" is not the address "10.0.0.1"`,
+			`endpoints[5] (f): metricsHost "10.0.0.1:0": port "0" is not a number in 1-65535`,
+			`endpoints[6] (g): metricsHost "10.0.0.1:9000" and metricsPort 9001 disagree`,
+			`endpoints[7] (h): port is required`,
+			`endpoints[8]: labels: want map[string]string, got array`,
+			`endpoint name "j" is used twice`,
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -132,7 +163,7 @@ func TestFileStartFailsOnBrokenFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := NewFile(path, datastore.New(), testr.New(t), nil).Start(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "port 0") {
+	if err == nil || !strings.Contains(err.Error(), "endpoints[0]: port is required") {
 		t.Errorf("Start error = %v, want a port error", err)
 	}
 }

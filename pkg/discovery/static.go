@@ -1,5 +1,6 @@
 // Package discovery provides the endpoint sources for running without
-// Kubernetes: a fixed list from a flag and a YAML file reloaded on change.
+// Kubernetes: a fixed list from a flag, a YAML file reloaded on change, and
+// llm-d's file-discovery plugin, which reads the same file format.
 package discovery
 
 import (
@@ -53,15 +54,29 @@ func ParseList(list string) ([]endpoint.Spec, error) {
 	return specs, nil
 }
 
+// validate reports every problem of a spec.
 func validate(s endpoint.Spec) error {
-	if net.ParseIP(s.Address) == nil {
-		return fmt.Errorf("address %q is not an IP address (the proxy dials it directly)", s.Address)
+	return joinProblems(checkAddress(s.Address), checkPort(s.Port), checkMetricsPort(s.MetricsPort))
+}
+
+func checkAddress(address string) error {
+	if net.ParseIP(address) == nil {
+		return fmt.Errorf("address %q is not an IP address (the proxy dials it directly)", address)
 	}
-	if s.Port < 1 || s.Port > 65535 {
-		return fmt.Errorf("port %d out of range 1-65535", s.Port)
+	return nil
+}
+
+func checkPort(port int) error {
+	if port < 1 || port > 65535 {
+		return fmt.Errorf("port %d out of range 1-65535", port)
 	}
-	if s.MetricsPort < 0 || s.MetricsPort > 65535 {
-		return fmt.Errorf("metricsPort %d out of range 1-65535", s.MetricsPort)
+	return nil
+}
+
+// checkMetricsPort allows 0, which means the serving port.
+func checkMetricsPort(port int) error {
+	if port < 0 || port > 65535 {
+		return fmt.Errorf("metricsPort %d out of range 1-65535", port)
 	}
 	return nil
 }

@@ -19,7 +19,9 @@ import (
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/datastore"
 	"github.com/openepp/openepp/pkg/discovery"
+	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/metrics"
+	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/server"
 	"github.com/openepp/openepp/pkg/tracing"
 )
@@ -55,14 +57,15 @@ type app struct {
 
 func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*app, error) {
 	a := &app{flags: f, log: log, store: datastore.New(), metrics: server.NewMetrics(reg)}
-	if err := a.addSources(reg); err != nil {
-		return nil, err
-	}
 	built, err := a.loadConfig(st, reg)
 	if err != nil {
 		return nil, err
 	}
 	a.built = built
+	// After the config: it may name the endpoint source.
+	if err := a.addSources(built.Discovery(), reg); err != nil {
+		return nil, err
+	}
 	scraper, err := metrics.New(a.store, a.scraperOptions(built, reg))
 	if err != nil {
 		return nil, fmt.Errorf("metrics scraper: %w", err)
@@ -71,6 +74,9 @@ func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*
 	opts := server.Options{
 		MaxRequestBodyBytes: f.MaxRequestBodyBytes, DisableSubsetFilter: f.DisableSubsetFilter,
 		EmitEndpointScores: f.EmitEndpointScores, Passthrough: passthrough(built), Log: log.WithName("server"), Metrics: a.metrics,
+	}
+	if f.compat.grpcStreamMetrics {
+		opts.Streams = server.NewStreamMetrics(reg)
 	}
 	if a.flow, err = newFlowControl(a.store, newFlowMetrics(reg, f.Kube.PoolName)); err != nil {
 		return nil, err
@@ -91,7 +97,21 @@ func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*
 	return a, nil
 }
 
-func (a *app) addSources(reg prometheus.Registerer) error {
+// addSources adds the endpoint source: the config's discovery plugin d
+// (nil if none) or the one the flags name.
+func (a *app) addSources(d scheduler.Discovery, reg prometheus.Registerer) error {
+	name := ""
+	if d != nil {
+		name = d.TypedName().Name
+	}
+	if err := a.flags.checkConfigSource(name); err != nil {
+		return err
+	}
+	if d != nil {
+		a.background = append(a.background, discoverySource{d: d, store: a.store})
+		a.log.Info("endpoints from the config's discovery plugin", "plugin", d.TypedName().String())
+		return nil
+	}
 	if a.flags.Kube.enabled() {
 		return a.addKube()
 	}
@@ -107,6 +127,22 @@ func (a *app) addSources(reg prometheus.Registerer) error {
 			return fmt.Errorf("--endpoints-file: %w", err)
 		}
 		a.background = append(a.background, discovery.NewFile(a.flags.EndpointsFile, a.store, a.log.WithName("discovery"), reg))
+	}
+	return nil
+}
+
+// discoverySource runs the config's discovery plugin as the endpoint
+// source, under the plugin's name in the datastore.
+type discoverySource struct {
+	d     scheduler.Discovery
+	store *datastore.Store
+}
+
+func (s discoverySource) Start(ctx context.Context) error {
+	name := s.d.TypedName().Name
+	err := s.d.Discover(ctx, func(specs []endpoint.Spec) { s.store.Replace(name, specs) })
+	if err != nil {
+		return fmt.Errorf("dataLayer.discovery plugin %q: %w", name, err)
 	}
 	return nil
 }
@@ -194,7 +230,7 @@ func (a *app) metricsHandler(reg *prometheus.Registry) (http.Handler, error) {
 
 func metricsMux(reg *prometheus.Registry, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/metrics", promhttp.HandlerFor(metricsPage(reg), promhttp.HandlerOpts{Registry: reg}))
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -29,7 +29,7 @@ type compatFlags struct {
 
 func (c *compatFlags) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&c.metricsAuth, "metrics-endpoint-auth", true, "in Kubernetes mode, /metrics and /debug/pprof need a bearer token the API server authenticates and authorizes for GET on the path (nonResourceURLs); false serves them openly")
-	fs.BoolVar(&c.grpcStreamMetrics, "enable-grpc-stream-metrics", false, "accepted for compatibility with llm-d; no effect")
+	fs.BoolVar(&c.grpcStreamMetrics, "enable-grpc-stream-metrics", false, "serve llm-d's ext_proc stream metrics (llm_d_epp_extproc_streams_inflight, _stream_duration_seconds, _streams_total)")
 	fs.BoolVar(&c.experimentalPlugins, "allow-experimental-plugins", false, "accepted for compatibility with llm-d; all built-ins are available")
 	fs.DurationVar(&c.promRefresh, "refresh-prometheus-metrics-interval", 5*time.Second, "accepted for upstream compatibility; pool gauges are computed when scraped")
 	fs.StringVar(&c.scheme, "model-server-metrics-scheme", "", "deprecated: metrics scheme (use metrics-data-source parameters)")
@@ -84,7 +84,7 @@ func (c *compatFlags) applyScrape(o *metrics.Options) {
 
 // logIgnored says once, at startup, which given flags have no effect.
 func (c *compatFlags) logIgnored(log logr.Logger) {
-	for _, name := range []string{"enable-grpc-stream-metrics", "refresh-prometheus-metrics-interval"} {
+	for _, name := range []string{"refresh-prometheus-metrics-interval"} {
 		if c.set[name] {
 			log.Info("flag accepted for compatibility but has no effect in OpenEPP", "flag", name)
 		}

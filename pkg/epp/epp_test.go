@@ -51,9 +51,11 @@ type running struct {
 	addrs  Addrs
 	client *extproc.Client
 	log    *logLines
-	// file is the endpoints file, entries its line per simulated server.
+	// file is the endpoints file, entries its line per simulated server,
+	// servers their addresses.
 	file    string
 	entries []string
+	servers []string
 	// stop ends the EPP and returns Run's error (again on later calls).
 	stop func() error
 }
@@ -68,6 +70,16 @@ func startEPP(t *testing.T, n int, verbosity int, args ...string) *running {
 // startEPPWith is startEPP with extra Run options.
 func startEPPWith(t *testing.T, n int, verbosity int, opts []Option, args ...string) *running {
 	t.Helper()
+	return launchEPP(t, n, verbosity, opts, func(r *running) []string {
+		return append([]string{"--endpoints-file", r.file}, args...)
+	})
+}
+
+// launchEPP is startEPPWith with the arguments left to args, which is
+// called once the servers run and the endpoints file is written, and
+// returns Run's arguments other than the listeners'.
+func launchEPP(t *testing.T, n int, verbosity int, opts []Option, args func(*running) []string) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{log: &logLines{}, file: filepath.Join(t.TempDir(), "endpoints.yaml")}
 	for i := range n {
@@ -77,14 +89,14 @@ func startEPPWith(t *testing.T, n int, verbosity int, opts []Option, args ...str
 		}
 		host, port, _ := net.SplitHostPort(inst.HostPort())
 		r.entries = append(r.entries, fmt.Sprintf("- {name: s%d, address: %s, port: %s, labels: {idx: \"%d\"}}\n", i, host, port, i))
+		r.servers = append(r.servers, inst.HostPort())
 		t.Cleanup(func() { _ = inst.Close() })
 	}
 	r.writeEndpoints(t, r.entries...)
-	file := r.file
 	addrs := make(chan Addrs, 1)
 	done := make(chan error, 1)
-	all := append([]string{"--endpoints-file", file, "--bind-address", "127.0.0.1", "--grpc-port", "0",
-		"--grpc-health-port", "0", "--metrics-port", "0", "--secure-serving=false"}, args...)
+	all := append([]string{"--bind-address", "127.0.0.1", "--grpc-port", "0",
+		"--grpc-health-port", "0", "--metrics-port", "0", "--secure-serving=false"}, args(r)...)
 	go func() {
 		done <- Run(ctx, all, append([]Option{WithLogger(r.log.logger(verbosity)), WithReadyCallback(func(a Addrs) { addrs <- a })}, opts...)...)
 	}()

@@ -66,7 +66,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&f.Tracing, "tracing", true, "trace requests with OpenTelemetry, configured by the OTEL_* environment (default: OTLP/gRPC to localhost:4317, a tenth of new traces), and pass the trace context on to model servers")
 	fs.BoolVar(&f.EmitEndpointScores, "emit-endpoint-scores", false, "add every candidate's score to the envoy.lb metadata")
 	fs.StringVar(&f.Endpoints, "endpoints", "", "static endpoints ip:port,ip:port (no Kubernetes)")
-	fs.StringVar(&f.EndpointsFile, "endpoints-file", "", "YAML file listing endpoints (name, address, port, labels), reloaded on change")
+	fs.StringVar(&f.EndpointsFile, "endpoints-file", "", "YAML file listing endpoints (name, address, port, labels; llm-d's format too), reloaded on change")
 	fs.DurationVar(&f.RefreshMetrics, "refresh-metrics-interval", 50*time.Millisecond, "model-server metrics scrape interval")
 	fs.DurationVar(&f.MetricsTimeout, "metrics-scrape-timeout", time.Second, "per-scrape timeout")
 	fs.IntVar(&f.ScrapeSlots, "metrics-scrape-slots", 0, "scrape instants per interval shared by endpoints, batching wake-ups (0: one per 25 endpoints; -1: each endpoint its own)")

@@ -23,6 +23,7 @@ const maxFlowLabels = 1000
 type flowMetrics struct {
 	pool       string
 	waitTime   *prometheus.HistogramVec
+	outcomes   *prometheus.CounterVec
 	queueSize  *prometheus.GaugeVec
 	queueBytes *prometheus.GaugeVec
 	saturation atomic.Pointer[func(time.Time) float64]
@@ -48,6 +49,9 @@ type flowSeries struct {
 	size       prometheus.Gauge
 	bytes      prometheus.Gauge
 	dispatched prometheus.Observer
+	// passed counts this series' dispatched requests in llm-d's outcome
+	// counter (labelled by priority only).
+	passed prometheus.Counter
 }
 
 func newFlowMetrics(reg prometheus.Registerer, pool string) *flowMetrics {
@@ -59,6 +63,9 @@ func newFlowMetrics(reg prometheus.Registerer, pool string) *flowMetrics {
 			Help:    "Time requests spent in flow control, by outcome (Dispatched, RejectedCapacity, EvictedTTL, ...).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 22)},
 			[]string{"fairness_id", "priority", "outcome", "inference_pool", "model_name", "target_model_name"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llm_d_epp_flow_control_requests_total",
+			Help: "Requests that passed through flow control, by outcome (llm-d's name; no GIE counterpart)."},
+			[]string{"outcome", "priority", "inference_pool"}),
 		queueSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inference_extension_flow_control_queue_size",
 			Help: "Requests waiting in flow control."}, queue),
 		queueBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inference_extension_flow_control_queue_bytes",
@@ -75,7 +82,7 @@ func newFlowMetrics(reg prometheus.Registerer, pool string) *flowMetrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.waitTime, m.queueSize, m.queueBytes, sat)
+	reg.MustRegister(m.waitTime, m.outcomes, m.queueSize, m.queueBytes, sat)
 	return m
 }
 
@@ -98,7 +105,8 @@ func (m *flowMetrics) of(req *scheduler.Request) *flowSeries {
 	}
 	v := []string{m.flows.Value(k.flow), strconv.Itoa(k.priority), m.pool, m.models.Value(k.model), m.models.Value(k.target)}
 	s = &flowSeries{values: v, size: m.queueSize.WithLabelValues(v...), bytes: m.queueBytes.WithLabelValues(v...),
-		dispatched: m.waitTime.WithLabelValues(v[0], v[1], flowcontrol.Dispatched.String(), v[2], v[3], v[4])}
+		dispatched: m.waitTime.WithLabelValues(v[0], v[1], flowcontrol.Dispatched.String(), v[2], v[3], v[4]),
+		passed:     m.outcomes.WithLabelValues(flowcontrol.Dispatched.String(), v[1], v[2])}
 	// Past the budgets many raw label sets share one series; cache only
 	// those within them so the map stays bounded.
 	if len(m.series) < maxFlowLabels*4 {
@@ -115,10 +123,12 @@ func (s *flowSeries) queued(n int, bytes int64) {
 }
 
 func (m *flowMetrics) finished(s *flowSeries, o flowcontrol.Outcome, waited time.Duration) {
-	obs := s.dispatched
+	obs, n := s.dispatched, s.passed
 	if o != flowcontrol.Dispatched {
 		v := s.values
 		obs = m.waitTime.WithLabelValues(v[0], v[1], o.String(), v[2], v[3], v[4])
+		n = m.outcomes.WithLabelValues(o.String(), v[1], v[2])
 	}
 	obs.Observe(waited.Seconds())
+	n.Inc()
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -55,5 +56,20 @@ func BenchmarkFlowGateAdmit(b *testing.B) {
 		}
 		pass.Scheduled()
 		pass.Released()
+	}
+}
+
+// TestFlowOutcomesCounted checks llm-d's outcome counter: one count per
+// request that left flow control, under its outcome and priority.
+func TestFlowOutcomesCounted(t *testing.T) {
+	m := newFlowMetrics(prometheus.NewRegistry(), "pool")
+	s := m.of(&scheduler.Request{FairnessID: "a", Priority: 2, IncomingModel: "m", Model: "m"})
+	m.finished(s, flowcontrol.Dispatched, time.Millisecond)
+	m.finished(s, flowcontrol.Dispatched, time.Millisecond)
+	m.finished(s, flowcontrol.RejectedCapacity, 0)
+	for outcome, want := range map[flowcontrol.Outcome]float64{flowcontrol.Dispatched: 2, flowcontrol.RejectedCapacity: 1} {
+		if got := testutil.ToFloat64(m.outcomes.WithLabelValues(outcome.String(), "2", "pool")); got != want {
+			t.Errorf("llm_d_epp_flow_control_requests_total{outcome=%s} = %v, want %v", outcome, got, want)
+		}
 	}
 }

@@ -75,8 +75,14 @@ func (k *KubeFlags) leaseName(ns string) string {
 	return "epp-" + ns + "-" + name + ".gateway-api-inference-extension.sigs.k8s.io"
 }
 
-// validateSource checks that exactly one endpoint source mode is chosen and
-// that the Kubernetes flags fit it.
+// errNoSource is the answer to a command line (and config) naming no
+// endpoint source.
+var errNoSource = errors.New("no endpoint source: give --endpoints or --endpoints-file (no Kubernetes), --pool-name (InferencePool), " +
+	"--endpoint-selector with --endpoint-target-ports, or a config file whose dataLayer.discovery names a file-discovery plugin")
+
+// validateSource checks that at most one endpoint source mode is chosen and
+// that the Kubernetes flags fit it. Choosing none is left to
+// checkConfigSource when a config is given: it may name a discovery plugin.
 func (f *Flags) validateSource() []error {
 	k := &f.Kube
 	var modes []string
@@ -92,7 +98,9 @@ func (f *Flags) validateSource() []error {
 	var errs []error
 	switch len(modes) {
 	case 0:
-		errs = append(errs, errors.New("no endpoint source: give --endpoints or --endpoints-file (no Kubernetes), --pool-name (InferencePool), or --endpoint-selector with --endpoint-target-ports"))
+		if f.ConfigFile == "" && f.ConfigText == "" {
+			errs = append(errs, errNoSource)
+		}
 	case 1:
 	default:
 		errs = append(errs, fmt.Errorf("endpoint sources are mutually exclusive, got %s", strings.Join(modes, " and ")))
@@ -114,6 +122,27 @@ func (f *Flags) validateSource() []error {
 		errs = append(errs, errors.New("--ha-enable-leader-election and --kubeconfig need Kubernetes mode (--pool-name or --endpoint-selector)"))
 	}
 	return errs
+}
+
+// checkConfigSource runs once the config is loaded. A discovery plugin it
+// names (dataLayer.discovery) is the only endpoint source, as in llm-d, so
+// no flag may give another; without one, a flag must.
+func (f *Flags) checkConfigSource(discovery string) error {
+	var flags []string
+	for _, fl := range []struct{ name, value string }{{"--endpoints", f.Endpoints}, {"--endpoints-file", f.EndpointsFile},
+		{"--pool-name", f.Kube.PoolName}, {"--endpoint-selector", f.Kube.EndpointSelector}} {
+		if fl.value != "" {
+			flags = append(flags, fl.name)
+		}
+	}
+	switch {
+	case discovery == "" && len(flags) == 0:
+		return errNoSource
+	case discovery != "" && len(flags) > 0:
+		return fmt.Errorf("%s conflicts with the config's dataLayer.discovery.pluginRef %q: a discovery plugin is the only endpoint source; "+
+			"drop %s or the discovery plugin", strings.Join(flags, " and "), discovery, strings.Join(flags, " and "))
+	}
+	return nil
 }
 
 // portList is a repeatable flag of comma-separated port numbers.

@@ -36,7 +36,9 @@ func TestKubeFlagValidation(t *testing.T) {
 		{name: "selector", args: []string{"--endpoint-selector", "app in (a,b),!canary", "--endpoint-target-ports", "8000,8001", "--endpoint-target-ports", "8002"}},
 		{name: "static", args: []string{"--endpoints", "127.0.0.1:8000"}},
 		{name: "static and file", args: []string{"--endpoints", "127.0.0.1:8000", "--endpoints-file", "x.yaml"}},
-		{name: "no source", want: "no endpoint source: give --endpoints or --endpoints-file (no Kubernetes), --pool-name (InferencePool), or --endpoint-selector with --endpoint-target-ports"},
+		{name: "no source", want: "no endpoint source: give --endpoints or --endpoints-file (no Kubernetes), --pool-name (InferencePool), " +
+			"--endpoint-selector with --endpoint-target-ports, or a config file whose dataLayer.discovery names a file-discovery plugin"},
+		{name: "config may name the source", args: []string{"--config-file", "epp.yaml"}},
 		{name: "static and pool", args: []string{"--endpoints", "127.0.0.1:8000", "--pool-name", "p"},
 			want: "endpoint sources are mutually exclusive, got --endpoints/--endpoints-file and --pool-name"},
 		{name: "pool and selector", args: []string{"--pool-name", "p", "--endpoint-selector", "a=b", "--endpoint-target-ports", "1"},

@@ -87,6 +87,35 @@ func (a *app) onReload(b *config.Built) {
 	if len(config.Instances[metrics.Applier](b)) != len(config.Instances[metrics.Applier](prev)) {
 		a.log.Info("data-layer changes in the config take effect at the next restart")
 	}
+	if err := discoveryChange(prev, b); err != nil {
+		a.log.Error(err, "endpoint discovery: keeping the running endpoint source")
+	}
+}
+
+// discoveryChange reports a reload that changes dataLayer.discovery: the
+// plugin named, or its parameters (an unchanged instance is reused). The
+// running source stays, as swapping the source of a live pool could empty
+// it; the change takes effect at the next restart.
+func discoveryChange(prev, next *config.Built) error {
+	before, after := discoveryName(prev), discoveryName(next)
+	switch {
+	case before == after && (after == "" || next.Reused(after)):
+		return nil
+	case after == "":
+		return fmt.Errorf("the new config names no dataLayer.discovery plugin (was %q); the source cannot change until a restart", before)
+	case before == "":
+		return fmt.Errorf("the new config names dataLayer.discovery plugin %q, but endpoints come from the flags; the source cannot change until a restart", after)
+	case before == after:
+		return fmt.Errorf("dataLayer.discovery plugin %q has new parameters; the source cannot change until a restart", after)
+	}
+	return fmt.Errorf("dataLayer.discovery now names %q instead of %q; the source cannot change until a restart", after, before)
+}
+
+func discoveryName(b *config.Built) string {
+	if d := b.Discovery(); d != nil {
+		return d.TypedName().Name
+	}
+	return ""
 }
 
 // scraperOptions applies the config's data-layer plugins over the flags.

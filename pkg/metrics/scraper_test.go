@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/promalias"
 )
 
 // ignoreTime compares snapshots without their UpdateTime.
@@ -167,6 +168,14 @@ func TestPoolGaugesFreshOnly(t *testing.T) {
 	for _, pod := range []string{"a", "dead"} {
 		got["per_pod_queue_size "+pod] = gathered(t, reg, "inference_pool_per_pod_queue_size", map[string]string{"name": "pool-1", "model_server_pod": pod})
 	}
+	// llm-d's names for the same gauges, and its spread over the one fresh
+	// endpoint.
+	page := promalias.New(reg, TelemetryAliases)
+	got["llm_d_epp_ready_endpoints"] = gathered(t, page, "llm_d_epp_ready_endpoints", pool)
+	got["llm_d_epp_average_queue_size"] = gathered(t, page, "llm_d_epp_average_queue_size", pool)
+	got["llm_d_epp_per_endpoint_queue_size a"] = gathered(t, page, "llm_d_epp_per_endpoint_queue_size",
+		map[string]string{"name": "pool-1", "model_server_endpoint": "a"})
+	got["llm_d_epp_std_dev_queue_size"] = gathered(t, page, "llm_d_epp_std_dev_queue_size", pool)
 	want := map[string]float64{
 		// Averages over the fresh endpoint only; the dead one is stale.
 		"inference_pool_average_queue_size":           3,
@@ -176,9 +185,33 @@ func TestPoolGaugesFreshOnly(t *testing.T) {
 		"openepp_metrics_stale_endpoints":             1,
 		"per_pod_queue_size a":                        3,
 		"per_pod_queue_size dead":                     -1, // stale endpoints have no series
+		"llm_d_epp_ready_endpoints":                   2,
+		"llm_d_epp_average_queue_size":                3,
+		"llm_d_epp_per_endpoint_queue_size a":         3,
+		"llm_d_epp_std_dev_queue_size":                0,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("pool gauges mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestFreshStdDev checks the pool's spread: the population standard
+// deviation over fresh endpoints, stale ones left out.
+func TestFreshStdDev(t *testing.T) {
+	t.Parallel()
+	var eps []*endpoint.Endpoint
+	for i, q := range []int{2, 4, 4, 4, 5, 5, 7, 9, 1000} {
+		e := endpoint.New(endpoint.Spec{Name: fmt.Sprint(i), Address: "10.0.0.1", Port: 8000 + i})
+		e.SetMetrics(&endpoint.Metrics{WaitingQueueSize: q})
+		e.SetStale(q == 1000)
+		eps = append(eps, e)
+	}
+	queue := func(m *endpoint.Metrics) float64 { return float64(m.WaitingQueueSize) }
+	if got := freshStdDev(eps, queue); got != 2 {
+		t.Errorf("std dev = %v, want 2", got)
+	}
+	if got := freshStdDev(eps[8:], queue); got != 0 {
+		t.Errorf("std dev of stale endpoints only = %v, want 0", got)
 	}
 }
 

@@ -2,13 +2,31 @@ package metrics
 
 import (
 	"fmt"
+	"math"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/datastore"
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/promalias"
 )
+
+// TelemetryAliases serve the pool gauges and scrape error counters under
+// llm-d's names as well (llm_d_epp_*; a data-layer poll is our scrape, its
+// extract step our field parsing).
+var TelemetryAliases = []promalias.Alias{
+	{From: "inference_pool_average_kv_cache_utilization", To: "llm_d_epp_average_kv_cache_utilization"},
+	{From: "inference_pool_average_queue_size", To: "llm_d_epp_average_queue_size"},
+	{From: "inference_pool_average_running_requests", To: "llm_d_epp_average_running_requests"},
+	{From: "inference_pool_ready_pods", To: "llm_d_epp_ready_endpoints"},
+	{From: "inference_pool_per_pod_queue_size", To: "llm_d_epp_per_endpoint_queue_size",
+		Labels: map[string]string{"model_server_pod": "model_server_endpoint"}},
+	{From: "openepp_metrics_scrape_errors_total", To: "llm_d_epp_datalayer_poll_errors_total",
+		Sum: []string{"reason"}, Set: map[string]string{"source_type": DataSourceType}},
+	{From: "openepp_metrics_field_errors_total", To: "llm_d_epp_datalayer_extract_errors_total",
+		Sum: []string{"field"}, Set: map[string]string{"source_type": DataSourceType, "extractor_type": ExtractorType}},
+}
 
 // Failure reasons, the values of the reason label of
 // openepp_metrics_scrape_errors_total. The set is fixed so the label's
@@ -125,7 +143,18 @@ func poolGauges(store *datastore.Store, pool string) []prometheus.Collector {
 			return freshAverage(store.Snapshot(), get)
 		})
 	}
+	stdDev := func(name, help string, get func(*endpoint.Metrics) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 {
+			return freshStdDev(store.Snapshot(), get)
+		})
+	}
 	return []prometheus.Collector{
+		stdDev("llm_d_epp_std_dev_kv_cache_utilization", "Standard deviation of KV-cache utilization over the pool's fresh endpoints.",
+			func(m *endpoint.Metrics) float64 { return m.KVCacheUsagePercent }),
+		stdDev("llm_d_epp_std_dev_queue_size", "Standard deviation of waiting-queue length over the pool's fresh endpoints.",
+			func(m *endpoint.Metrics) float64 { return float64(m.WaitingQueueSize) }),
+		stdDev("llm_d_epp_std_dev_running_requests", "Standard deviation of running requests over the pool's fresh endpoints.",
+			func(m *endpoint.Metrics) float64 { return float64(m.RunningRequestsSize) }),
 		avg("inference_pool_average_kv_cache_utilization", "Average KV-cache utilization (0..1) of the pool's fresh endpoints.",
 			func(m *endpoint.Metrics) float64 { return m.KVCacheUsagePercent }),
 		avg("inference_pool_average_queue_size", "Average waiting-queue length of the pool's fresh endpoints.",
@@ -156,6 +185,25 @@ func (c perPodQueue) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(e.Metrics().WaitingQueueSize), e.Name)
 		}
 	}
+}
+
+// freshStdDev is the population standard deviation over fresh endpoints:
+// how unevenly the pool is loaded.
+func freshStdDev(eps []*endpoint.Endpoint, get func(*endpoint.Metrics) float64) float64 {
+	mean := freshAverage(eps, get)
+	sum, n := 0.0, 0
+	for _, e := range eps {
+		if e.Stale() {
+			continue
+		}
+		d := get(e.Metrics()) - mean
+		sum += d * d
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	return math.Sqrt(sum / float64(n))
 }
 
 func freshAverage(eps []*endpoint.Endpoint, get func(*endpoint.Metrics) float64) float64 {

@@ -18,6 +18,7 @@ var kindOf = map[string]string{
 	"pickers":     "Pickers",
 	"prefix":      "Data producers",
 	"metrics":     "Data layer",
+	"discovery":   "Data layer",
 	"flowcontrol": "Flow control policies",
 	"disagg":      "Disaggregated serving",
 	"plugins":     "Request parsers",

@@ -5,6 +5,7 @@ package plugins
 
 import (
 	"github.com/openepp/openepp/pkg/disagg"
+	"github.com/openepp/openepp/pkg/discovery"
 	"github.com/openepp/openepp/pkg/filters"
 	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/metrics"
@@ -50,6 +51,7 @@ func Registrations() []scheduler.Registration {
 		// Data layer.
 		metrics.DataSourceRegistration(),
 		metrics.ExtractorRegistration(),
+		discovery.FilePluginRegistration(),
 		// Disaggregation deciders.
 		disagg.PrefixDeciderRegistration(),
 		disagg.AlwaysDeciderRegistration(),

@@ -11,9 +11,8 @@ import (
 )
 
 // TestShippedConfigsBuild builds every config/*.yaml with the real plugins,
-// so an example a user copies works as shipped. llm-d-pd.yaml is a schema
-// example naming file-discovery, which OpenEPP does not implement; it must
-// fail with a clear "not supported" error naming it instead.
+// so an example a user copies works as shipped; llm-d-pd.yaml's endpoints
+// come from its file-discovery plugin.
 func TestShippedConfigsBuild(t *testing.T) {
 	t.Parallel()
 	files, err := filepath.Glob("../../config/*.yaml")
@@ -34,14 +33,12 @@ func TestShippedConfigsBuild(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = config.BuildWith(cfg, config.BuildOptions{Registry: reg})
-			switch {
-			case filepath.Base(file) == "llm-d-pd.yaml":
-				if err == nil || !strings.Contains(err.Error(), `"file-discovery" is not supported by OpenEPP`) {
-					t.Errorf("want a clear refusal of the unimplemented types, got %v", err)
-				}
-			case err != nil:
-				t.Error(err)
+			b, err := config.BuildWith(cfg, config.BuildOptions{Registry: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := b.Discovery(); (d != nil) != (filepath.Base(file) == "llm-d-pd.yaml") {
+				t.Errorf("discovery plugin %v; only llm-d-pd.yaml names one", d)
 			}
 		})
 	}

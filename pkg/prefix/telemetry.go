@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openepp/openepp/pkg/promalias"
 )
 
 // Metric names, upstream's.
@@ -13,6 +15,13 @@ const (
 	metricHitRatio  = "inference_extension_prefix_indexer_hit_ratio"
 	metricHitBytes  = "inference_extension_prefix_indexer_hit_bytes"
 )
+
+// Aliases serve the index metrics under llm-d's names as well.
+var Aliases = []promalias.Alias{
+	{From: metricIndexSize, To: "llm_d_epp_prefix_indexer_size"},
+	{From: metricHitRatio, To: "llm_d_epp_prefix_indexer_hit_ratio"},
+	{From: metricHitBytes, To: "llm_d_epp_prefix_indexer_hit_bytes"},
+}
 
 // hitObservers are the per-request match histograms.
 type hitObservers struct {

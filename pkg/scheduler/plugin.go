@@ -163,3 +163,18 @@ type Runnable interface {
 type Resolver interface {
 	Resolve(h *Handle) error
 }
+
+// Discovery lists the pool's endpoints: the kind of plugin that
+// dataLayer.discovery.pluginRef names (llm-d's file-discovery). When the
+// config names one, it is the EPP's only endpoint source.
+//
+// Discover is called once, at startup, and runs until ctx ends; a config
+// reload never calls it again, since swapping the source of a live pool is
+// not supported. It publishes the complete set of endpoints (absent ones
+// are removed) first before blocking and then on every change. It returns
+// an error when the first set cannot be read; later failures must keep the
+// last published set. publish is not safe for concurrent calls.
+type Discovery interface {
+	Plugin
+	Discover(ctx context.Context, publish func([]endpoint.Spec)) error
+}

@@ -64,6 +64,16 @@ type exchange struct {
 	// modelBack restores the client's model name in the response when the
 	// request was sent under another one; nil otherwise.
 	modelBack *modelRewriter
+
+	// obs are the request's metric children, nil until it is scheduled.
+	obs *flowMetrics
+	// ttft is the time to the first response body byte (0 before it),
+	// lastChunk when the latest non-empty chunk came, respBusy the EPP's
+	// time on response messages so far.
+	ttft      time.Duration
+	lastChunk time.Time
+	respBusy  time.Duration
+	answered  bool
 }
 
 func newExchange(s *Server, stream extprocv3.ExternalProcessor_ProcessServer) *exchange {
@@ -81,10 +91,14 @@ func (x *exchange) handle(msg *extprocv3.ProcessingRequest) (done bool, err erro
 	case *extprocv3.ProcessingRequest_RequestTrailers:
 		return x.onRequestTrailers()
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		defer x.busy(x.srv.now())
 		return x.onResponseHeaders(r.ResponseHeaders, md)
 	case *extprocv3.ProcessingRequest_ResponseBody:
-		return x.onResponseBody(r.ResponseBody, md)
+		now := x.srv.now()
+		defer x.busy(now)
+		return x.onResponseBody(r.ResponseBody, md, now)
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		defer x.busy(x.srv.now())
 		return x.onResponseTrailers()
 	}
 	return false, status.Error(codes.InvalidArgument, "ext_proc message carries no request phase")
@@ -170,7 +184,8 @@ func (x *exchange) tooLarge(n int) error {
 func (x *exchange) reject(err error) (bool, error) {
 	code, reason := statusFor(err)
 	x.traceRejected(code, err)
-	x.srv.opts.Metrics.requestError(x.model(), x.targetModel(), code)
+	x.srv.opts.Metrics.requestError(x.req, firstHeader(x.headers, fairnessHeaders), code)
+	x.answeredNow()
 	if code >= 500 && code != 503 {
 		x.srv.log.Error(err, "request failed", "requestID", x.headers[RequestIDHeader])
 	} else {
@@ -187,16 +202,13 @@ func (x *exchange) send(resp *extprocv3.ProcessingResponse) error {
 	return nil
 }
 
-func (x *exchange) model() string {
-	if x.req != nil {
-		return x.req.IncomingModel
+// answeredNow records, once, how long the EPP took to answer the request.
+func (x *exchange) answeredNow() {
+	if !x.answered {
+		x.answered = true
+		x.srv.opts.Metrics.requestHandled(x.srv.now().Sub(x.start))
 	}
-	return ""
 }
 
-func (x *exchange) targetModel() string {
-	if x.req != nil {
-		return x.req.Model
-	}
-	return ""
-}
+// busy adds the time since start to the EPP's time on the response.
+func (x *exchange) busy(start time.Time) { x.respBusy += x.srv.now().Sub(start) }

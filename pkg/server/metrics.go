@@ -12,23 +12,16 @@ import (
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
-// maxModelLabels caps distinct model_name label values so a client sending
-// random model names cannot blow up the metrics page.
-const maxModelLabels = 1000
+// maxLabelValues caps the distinct values of a client-chosen label (model
+// name, fairness ID) so a client sending random ones cannot blow up the
+// metrics page (llm-d's cap too).
+const maxLabelValues = 1000
 
-// Metrics are the request-path collectors, named as upstream GIE names them
-// so existing dashboards keep working. A nil *Metrics records nothing.
+// Metrics are the request-path collectors, named as upstream GIE and llm-d
+// name them so existing dashboards keep working (see RequestAliases). A nil
+// *Metrics records nothing.
 type Metrics struct {
-	requests  *prometheus.CounterVec
-	errors    *prometheus.CounterVec
-	duration  *prometheus.HistogramVec
-	reqSizes  *prometheus.HistogramVec
-	respSizes *prometheus.HistogramVec
-	inputTok  *prometheus.HistogramVec
-	outputTok *prometheus.HistogramVec
-	cachedTok *prometheus.HistogramVec
-	running   *prometheus.GaugeVec
-	ntpot     *prometheus.HistogramVec
+	vecs      requestVecs
 	schedule  prometheus.Histogram
 	schedErrs prometheus.Counter
 	attempts  *prometheus.CounterVec
@@ -38,16 +31,24 @@ type Metrics struct {
 	// configuration, so it stays small.
 	pluginObs sync.Map // pluginKey -> prometheus.Observer
 
-	models *labelbudget.Budget
-	mu     sync.RWMutex
-	// pairs caches the per-request collectors' children by label pair; it
+	models, fairness *labelbudget.Budget
+	mu               sync.RWMutex
+	// flows caches the per-request collectors' children by label set; it
 	// holds no more entries than the vectors have children.
-	pairs map[labelPair]*pairMetrics
+	flows map[flowKey]*flowMetrics
 	// successes caches the attempts counter of each (endpoint, target
 	// model) that was picked, so a decision does not hash five labels, and
 	// lists the series PruneEndpoints deletes when the endpoint leaves.
 	successes map[attemptKey]prometheus.Counter
 }
+
+// The scheduling collectors keep GIE's names; RequestAliases adds llm-d's.
+const (
+	nameSchedule = "inference_extension_scheduler_e2e_duration_seconds"
+	nameAttempts = "inference_extension_scheduler_attempts_total"
+	namePlugins  = "inference_extension_plugin_duration_seconds"
+	nameRewrites = "inference_extension_model_rewrite_decisions_total"
+)
 
 // attemptKey names one success series of scheduler_attempts_total.
 type attemptKey struct {
@@ -56,97 +57,34 @@ type attemptKey struct {
 	target         string
 }
 
-// labelPair is a (model_name, target_model_name) label pair.
-type labelPair struct{ model, target string }
-
-// pairMetrics are the children of the per-model collectors for one label
-// pair, so that a request looks them up once instead of hashing its labels
-// for each of them.
-type pairMetrics struct {
-	reqSize, duration, respSize, inputTok, outputTok, cachedTok, ntpot prometheus.Observer
-	running                                                            prometheus.Gauge
-}
-
 // NewMetrics registers the request metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	models := []string{"model_name", "target_model_name"}
-	tokens := prometheus.ExponentialBuckets(1, 4, 12)
-	sizes := prometheus.ExponentialBuckets(64, 4, 12)
 	m := &Metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inference_objective_request_total",
-			Help: "Requests scheduled, by model and priority."}, append(models, "priority")),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inference_objective_request_error_total",
-			Help: "Requests answered with an error by the EPP, by HTTP status."}, append(models, "error_code")),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_request_duration_seconds",
-			Help: "Time from request headers to response end.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 20)}, models),
-		reqSizes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_request_sizes",
-			Help: "Request body sizes in bytes.", Buckets: sizes}, models),
-		respSizes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_response_sizes",
-			Help: "Response body sizes in bytes.", Buckets: sizes}, models),
-		inputTok: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_input_tokens",
-			Help: "Prompt tokens reported by the model server.", Buckets: tokens}, models),
-		outputTok: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_output_tokens",
-			Help: "Completion tokens reported by the model server.", Buckets: tokens}, models),
-		cachedTok: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_prompt_cached_tokens",
-			Help: "Prompt tokens served from the model server's prefix cache.", Buckets: tokens}, models),
-		running: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inference_objective_running_requests",
-			Help: "Requests scheduled and not yet completed."}, []string{"model_name"}),
-		schedule: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "inference_extension_scheduler_e2e_duration_seconds",
+		vecs: newRequestVecs(),
+		schedule: prometheus.NewHistogram(prometheus.HistogramOpts{Name: nameSchedule,
 			Help: "Time to make one scheduling decision.", Buckets: prometheus.ExponentialBuckets(1e-6, 2, 20)}),
-		ntpot: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_objective_normalized_time_per_output_token_seconds",
-			Help:    "Request duration divided by the output tokens the model server reported.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, models),
 		schedErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "openepp_scheduler_failures_total",
 			Help: "Scheduling attempts that found no endpoint."}),
-		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inference_extension_scheduler_attempts_total",
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: nameAttempts,
 			Help: "Scheduling attempts by outcome, with the primary target of successful ones."},
 			[]string{"status", "target_model_name", "pod_name", "namespace", "port"}),
-		rewrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inference_extension_model_rewrite_decisions_total",
+		rewrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: nameRewrites,
 			Help: "Requests whose model an InferenceModelRewrite rule chose, by rule object, requested and target model."},
 			[]string{"model_rewrite_name", "model_name", "target_model"}),
-		plugins: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inference_extension_plugin_duration_seconds",
+		plugins: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: namePlugins,
 			Help: "Time spent in each plugin call, by extension point.", Buckets: prometheus.ExponentialBuckets(1e-6, 2, 20)},
 			[]string{"extension_point", "plugin_type", "plugin_name"}),
-		models:    labelbudget.New(maxModelLabels),
-		pairs:     map[labelPair]*pairMetrics{},
+		models:    labelbudget.New(maxLabelValues),
+		fairness:  labelbudget.New(maxLabelValues),
+		flows:     map[flowKey]*flowMetrics{},
 		successes: map[attemptKey]prometheus.Counter{},
 	}
-	reg.MustRegister(m.requests, m.errors, m.duration, m.reqSizes, m.respSizes, m.inputTok, m.outputTok,
-		m.cachedTok, m.ntpot, m.running, m.schedule, m.schedErrs, m.attempts, m.rewrites, m.plugins)
+	reg.MustRegister(append(m.vecs.collectors(), m.schedule, m.schedErrs, m.attempts, m.rewrites, m.plugins)...)
 	return m
 }
 
 // label returns model, or "other" once the label budget is spent.
 func (m *Metrics) label(model string) string { return m.models.Value(model) }
-
-// pair returns the collectors' children for a request for model sent as
-// target, under their budgeted labels.
-func (m *Metrics) pair(model, target string) *pairMetrics {
-	k := labelPair{m.label(model), m.label(target)}
-	m.mu.RLock()
-	p := m.pairs[k]
-	m.mu.RUnlock()
-	if p != nil {
-		return p
-	}
-	p = &pairMetrics{
-		reqSize:   m.reqSizes.WithLabelValues(k.model, k.target),
-		duration:  m.duration.WithLabelValues(k.model, k.target),
-		respSize:  m.respSizes.WithLabelValues(k.model, k.target),
-		inputTok:  m.inputTok.WithLabelValues(k.model, k.target),
-		outputTok: m.outputTok.WithLabelValues(k.model, k.target),
-		cachedTok: m.cachedTok.WithLabelValues(k.model, k.target),
-		ntpot:     m.ntpot.WithLabelValues(k.model, k.target),
-		running:   m.running.WithLabelValues(k.model),
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if prev := m.pairs[k]; prev != nil {
-		return prev
-	}
-	m.pairs[k] = p
-	return p
-}
 
 // scheduled records one scheduling decision for req (res is nil on error).
 func (m *Metrics) scheduled(start time.Time, req *scheduler.Request, res *scheduler.Result, err error) {
@@ -204,41 +142,6 @@ func (m *Metrics) PruneEndpoints(live []*endpoint.Endpoint) {
 		if !present[id{k.pod, k.namespace, k.port}] {
 			m.attempts.DeleteLabelValues("success", k.target, k.pod, k.namespace, strconv.Itoa(k.port))
 			delete(m.successes, k)
-		}
-	}
-}
-
-func (m *Metrics) requestStarted(req *scheduler.Request, bodyBytes int) {
-	if m == nil {
-		return
-	}
-	p := m.pair(req.IncomingModel, req.Model)
-	m.requests.WithLabelValues(m.label(req.IncomingModel), m.label(req.Model), strconv.Itoa(req.Priority)).Inc()
-	p.reqSize.Observe(float64(bodyBytes))
-	p.running.Inc()
-}
-
-func (m *Metrics) requestError(model, target string, code int) {
-	if m == nil {
-		return
-	}
-	m.errors.WithLabelValues(m.label(model), m.label(target), strconv.Itoa(code)).Inc()
-}
-
-func (m *Metrics) requestDone(req *scheduler.Request, resp *scheduler.Response, d time.Duration) {
-	if m == nil {
-		return
-	}
-	p := m.pair(req.IncomingModel, req.Model)
-	p.running.Dec()
-	p.duration.Observe(d.Seconds())
-	p.respSize.Observe(float64(resp.BodyBytes))
-	if resp.UsageKnown {
-		p.inputTok.Observe(float64(resp.Usage.PromptTokens))
-		p.outputTok.Observe(float64(resp.Usage.CompletionTokens))
-		p.cachedTok.Observe(float64(resp.Usage.CachedTokens))
-		if n := resp.Usage.CompletionTokens; n > 0 && !resp.Cancelled {
-			p.ntpot.Observe(d.Seconds() / float64(n))
 		}
 	}
 }

@@ -10,47 +10,53 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
-// TestMetricsPairCache checks the cached children are the vectors' own
+// TestMetricsFlowCache checks the cached children are the vectors' own
 // (what a request observes shows on the page under its labels), one per
-// label pair even when first asked for concurrently, and that the label
-// budget still folds new models into "other".
-func TestMetricsPairCache(t *testing.T) {
+// label set even when first asked for concurrently, and that the label
+// budgets still fold new models and fairness IDs into "other".
+func TestMetricsFlowCache(t *testing.T) {
 	t.Parallel()
 	m := NewMetrics(prometheus.NewRegistry())
+	req := &scheduler.Request{IncomingModel: "m", Model: "t", FairnessID: "tenant-a", Priority: 2}
 	var wg sync.WaitGroup
-	got := make([]*pairMetrics, 8)
+	got := make([]*flowMetrics, 8)
 	for i := range got {
 		wg.Add(1)
-		go func() { defer wg.Done(); got[i] = m.pair("m", "t") }()
+		go func() { defer wg.Done(); got[i] = m.flow(req) }()
 	}
 	wg.Wait()
 	for i, p := range got {
 		if p != got[0] {
-			t.Fatalf("pair %d is a different cache entry than pair 0", i)
+			t.Fatalf("entry %d is a different cache entry than entry 0", i)
 		}
 	}
 	got[0].reqSize.Observe(100)
-	if n := testutil.CollectAndCount(m.reqSizes, "inference_objective_request_sizes"); n != 1 {
+	if n := testutil.CollectAndCount(m.vecs.reqSize, nameReqSize); n != 1 {
 		t.Errorf("%d request-size series, want 1", n)
 	}
-	if c := testutil.ToFloat64(m.running.WithLabelValues("m")); c != 0 {
+	running := m.vecs.running.WithLabelValues("m", "t", "tenant-a", "2")
+	if c := testutil.ToFloat64(running); c != 0 {
 		t.Errorf("running = %v before any request, want 0", c)
 	}
 	got[0].running.Inc()
-	if c := testutil.ToFloat64(m.running.WithLabelValues("m")); c != 1 {
+	if c := testutil.ToFloat64(running); c != 1 {
 		t.Errorf("running = %v after Inc on the cached child, want 1", c)
 	}
-	for i := 0; i < maxModelLabels; i++ {
+	for i := 0; i < maxLabelValues; i++ {
 		m.label(fmt.Sprintf("model-%d", i))
+		m.fairness.Value(fmt.Sprintf("tenant-%d", i))
 	}
-	if over, other := m.pair("one-too-many", "t"), m.pair("another-one", "t"); over != other {
-		t.Error("models past the label budget got distinct entries, want both under \"other\"")
+	over := m.flow(&scheduler.Request{IncomingModel: "one-too-many", Model: "t", FairnessID: "new-tenant"})
+	other := m.flow(&scheduler.Request{IncomingModel: "another-one", Model: "t", FairnessID: "newer-tenant"})
+	if over != other {
+		t.Error("models and tenants past the label budgets got distinct entries, want both under \"other\"")
 	}
-	if _, ok := m.pairs[labelPair{"other", "t"}]; !ok {
-		t.Errorf("no entry for the \"other\" label; entries: %d", len(m.pairs))
+	if _, ok := m.flows[flowKey{"other", "t", "other", 0}]; !ok {
+		t.Errorf("no entry for the \"other\" labels; entries: %d", len(m.flows))
 	}
 }
 
@@ -110,4 +116,19 @@ func TestPruneEndpoints(t *testing.T) {
 	}
 	var nilMetrics *Metrics
 	nilMetrics.PruneEndpoints(nil) // a server without metrics
+}
+
+// BenchmarkMetricsPerRequest measures what one request costs the metrics:
+// its label set's lookup and every observation from start to end (llm-d's
+// families, from which GIE's are served).
+func BenchmarkMetricsPerRequest(b *testing.B) {
+	m := NewMetrics(prometheus.NewRegistry())
+	req := &scheduler.Request{IncomingModel: "m", Model: "m", FairnessID: "default-flow"}
+	resp := &scheduler.Response{BodyBytes: 900, UsageKnown: true, Usage: request.Usage{PromptTokens: 100, CompletionTokens: 20}}
+	b.ReportAllocs()
+	for range b.N {
+		f := m.requestStarted(req, 1024)
+		m.requestHandled(time.Microsecond)
+		m.requestDone(f, resp, time.Millisecond, 0, time.Microsecond)
+	}
 }

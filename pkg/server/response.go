@@ -3,6 +3,7 @@ package server
 import (
 	"strconv"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -53,7 +54,7 @@ func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders, md map[string]*st
 
 // onResponseBody forwards each chunk at once (no buffering, so streamed
 // tokens reach the client without added latency) and accounts for it.
-func (x *exchange) onResponseBody(b *extprocv3.HttpBody, md map[string]*structpb.Struct) (bool, error) {
+func (x *exchange) onResponseBody(b *extprocv3.HttpBody, md map[string]*structpb.Struct, now time.Time) (bool, error) {
 	if x.phase != readingResponseBody {
 		return false, outOfOrder("response body", x.phase)
 	}
@@ -67,6 +68,7 @@ func (x *exchange) onResponseBody(b *extprocv3.HttpBody, md map[string]*structpb
 		x.resp.Served = served
 	}
 	x.account(chunk)
+	x.timeChunk(len(chunk), now)
 	if eos {
 		x.resp.EndOfStream = true
 		x.complete()
@@ -127,7 +129,24 @@ func (x *exchange) complete() {
 	}
 	x.completed = true
 	x.sched.ResponseComplete(x.ctx, x.state, x.req, &x.resp)
-	x.srv.opts.Metrics.requestDone(x.req, &x.resp, x.srv.now().Sub(x.start))
+}
+
+// timeChunk records time to first token and inter-token gaps of a streamed
+// response from its non-empty chunks (Envoy may end a stream with an empty
+// one).
+func (x *exchange) timeChunk(n int, now time.Time) {
+	if n == 0 || !x.hooked {
+		return
+	}
+	if x.ttft == 0 {
+		x.ttft = max(now.Sub(x.start), 1)
+		if x.resp.Streaming {
+			x.obs.firstByte(x.ttft)
+		}
+	} else if x.resp.Streaming {
+		x.obs.interToken(now.Sub(x.lastChunk))
+	}
+	x.lastChunk = now
 }
 
 // finish runs when the stream ends for any reason: a scheduled request that
@@ -138,7 +157,9 @@ func (x *exchange) finish() {
 		x.resp.Cancelled = true
 		x.completed = true
 		x.sched.ResponseComplete(x.ctx, x.state, x.req, &x.resp)
-		x.srv.opts.Metrics.requestDone(x.req, &x.resp, x.srv.now().Sub(x.start))
+	}
+	if x.hooked {
+		x.srv.opts.Metrics.requestDone(x.obs, &x.resp, x.srv.now().Sub(x.start), x.ttft, x.respBusy)
 	}
 	x.released()
 	x.endTrace()

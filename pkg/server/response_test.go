@@ -8,8 +8,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/openepp/openepp/pkg/extproc"
+	"github.com/openepp/openepp/pkg/promalias"
 	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/server"
 )
@@ -146,13 +148,21 @@ func checkUsageMetrics(t *testing.T, reg *prometheus.Registry, u request.Usage) 
 	}
 }
 
-// histogram sums a histogram's count and sum over all label values.
-func histogram(t testing.TB, reg *prometheus.Registry, name string) (count uint64, sum float64) {
+// gather reads the server's metrics page as the EPP serves it: with the
+// families it serves under a second name.
+func gather(t testing.TB, reg *prometheus.Registry) []*dto.MetricFamily {
 	t.Helper()
-	mfs, err := reg.Gather()
+	mfs, err := promalias.New(reg, server.RequestAliases).Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return mfs
+}
+
+// histogram sums a histogram's count and sum over all label values.
+func histogram(t testing.TB, reg *prometheus.Registry, name string) (count uint64, sum float64) {
+	t.Helper()
+	mfs := gather(t, reg)
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
@@ -168,10 +178,7 @@ func histogram(t testing.TB, reg *prometheus.Registry, name string) (count uint6
 // metricValue sums a counter's or gauge's values over all label values.
 func metricValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
+	mfs := gather(t, reg)
 	var v float64
 	for _, mf := range mfs {
 		if mf.GetName() != name {

@@ -34,10 +34,7 @@ var _ server.Rewrites = rewriteRules(nil)
 // for the given label values.
 func rewriteDecisions(t *testing.T, reg *prometheus.Registry, rule, model, target string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
+	mfs := gather(t, reg)
 	want := map[string]string{"model_rewrite_name": rule, "model_name": model, "target_model": target}
 	for _, mf := range mfs {
 		if mf.GetName() != "inference_extension_model_rewrite_decisions_total" {

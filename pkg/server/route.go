@@ -55,6 +55,7 @@ func (x *exchange) routeBodyless() (bool, error) {
 	st := x.srv.Scheduler().NewState()
 	target := eps[st.Rand.IntN(len(eps))]
 	x.phase = routed
+	defer x.answeredNow()
 	return false, x.send(headersAnswer(answer{targets: []*endpoint.Endpoint{target}, requestID: x.generatedID, trace: x.traceHeaders()}))
 }
 
@@ -104,6 +105,7 @@ func (x *exchange) route(eos bool) (bool, error) {
 			return false, err
 		}
 	}
+	x.answeredNow()
 	return false, nil
 }
 
@@ -157,7 +159,7 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 	x.srv.explain(x.req, res)
 	sched.PreRequest(x.ctx, x.state, x.req, res)
 	x.hooked = true
-	x.srv.opts.Metrics.requestStarted(x.req, len(x.body))
+	x.obs = x.srv.opts.Metrics.requestStarted(x.req, len(x.body))
 	return nil
 }
 

@@ -65,6 +65,9 @@ type Options struct {
 	Rewrites Rewrites
 	Log      logr.Logger
 	Metrics  *Metrics
+	// Streams, when set, records each ext_proc stream (llm-d's opt-in
+	// stream metrics).
+	Streams *StreamMetrics
 	// Tracer, when set, traces every request (see trace.go); Propagator
 	// reads and writes the trace context headers (W3C trace context when
 	// nil).
@@ -131,9 +134,14 @@ func (s *Server) Scheduler() *scheduler.Scheduler { return s.sched.Load() }
 func (s *Server) InFlight() int64 { return s.inflight.Load() }
 
 // Process serves one ext_proc stream, i.e. one HTTP request.
-func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err error) {
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
+	if sm := s.opts.Streams; sm != nil {
+		sm.started()
+		opened := s.now()
+		defer func() { sm.finished(err, s.now().Sub(opened)) }()
+	}
 	x := newExchange(s, stream)
 	defer x.finish()
 	for {

@@ -1,0 +1,38 @@
+package epp
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openepp/openepp/pkg/metrics"
+	"github.com/openepp/openepp/pkg/prefix"
+	"github.com/openepp/openepp/pkg/promalias"
+	"github.com/openepp/openepp/pkg/server"
+)
+
+// eppAliases are the families this package records under GIE's names,
+// served under llm-d's too.
+var eppAliases = []promalias.Alias{
+	{From: "inference_extension_info", To: "llm_d_epp_info"},
+	{From: "inference_extension_flow_control_request_queue_duration_seconds", To: "llm_d_epp_flow_control_request_queue_duration_seconds"},
+	{From: "inference_extension_flow_control_queue_size", To: "llm_d_epp_flow_control_queue_size"},
+	{From: "inference_extension_flow_control_queue_bytes", To: "llm_d_epp_flow_control_queue_bytes"},
+	{From: "inference_extension_flow_control_pool_saturation", To: "llm_d_epp_flow_control_pool_saturation"},
+}
+
+// metricsPage is what /metrics serves: every family under both GIE's
+// names (inference_objective_*, inference_pool_*, inference_extension_*)
+// and llm-d's (llm_d_epp_*), so dashboards and alerts of either project
+// work unchanged. Each family is recorded once; the second name is made
+// when the page is gathered.
+func metricsPage(reg prometheus.Gatherer) prometheus.Gatherer {
+	var all []promalias.Alias
+	for _, set := range aliasTables() {
+		all = append(all, set...)
+	}
+	return promalias.New(reg, all)
+}
+
+// aliasTables are the alias lists of every package that records metrics.
+func aliasTables() [][]promalias.Alias {
+	return [][]promalias.Alias{server.RequestAliases, metrics.TelemetryAliases, prefix.Aliases, eppAliases}
+}

@@ -1,0 +1,111 @@
+package epp
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// TestMetricsPageServesBothNamings checks the served page: after one
+// request it holds the request, scheduling, plugin, prefix-index and build
+// families under GIE's names and under llm-d's, parses as Prometheus text
+// (no family twice), and the llm-d copies carry llm-d's labels.
+func TestMetricsPageServesBothNamings(t *testing.T) {
+	t.Parallel()
+	r := startEPP(t, 2, 0)
+	r.route(t, `{"model":"m","prompt":"count me in both namings"}`)
+	page := r.metricsPage(t)
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(page))
+	if err != nil {
+		t.Fatalf("page does not parse: %v", err)
+	}
+	pairs := [][2]string{
+		{"inference_objective_request_total", "llm_d_epp_request_total"},
+		{"inference_objective_request_sizes", "llm_d_epp_request_size_bytes"},
+		{"inference_objective_running_requests", "llm_d_epp_request_running"},
+		{"inference_extension_scheduler_e2e_duration_seconds", "llm_d_epp_scheduler_e2e_duration_seconds"},
+		{"inference_extension_scheduler_attempts_total", "llm_d_epp_scheduler_attempts_total"},
+		{"inference_extension_plugin_duration_seconds", "llm_d_epp_plugin_duration_seconds"},
+		{"inference_extension_prefix_indexer_size", "llm_d_epp_prefix_indexer_size"},
+		{"inference_extension_info", "llm_d_epp_info"},
+	}
+	for _, p := range pairs {
+		for _, name := range p {
+			if fams[name] == nil {
+				t.Errorf("page lacks %s", name)
+			}
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	labels := func(name string) map[string]bool {
+		have := map[string]bool{}
+		for _, m := range fams[name].GetMetric() {
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = true
+			}
+		}
+		return have
+	}
+	if l := labels("llm_d_epp_request_total"); !l["fairness_id"] || !l["priority"] {
+		t.Errorf("llm_d_epp_request_total labels %v, want fairness_id and priority", l)
+	}
+	if l := labels("inference_objective_request_total"); l["fairness_id"] {
+		t.Errorf("inference_objective_request_total has a fairness_id label: GIE's has none")
+	}
+	if l := labels("llm_d_epp_scheduler_attempts_total"); !l["endpoint_name"] || l["pod_name"] {
+		t.Errorf("llm_d_epp_scheduler_attempts_total labels %v, want endpoint_name instead of pod_name", l)
+	}
+	gie := fams["inference_objective_request_total"].GetMetric()
+	llmd := fams["llm_d_epp_request_total"].GetMetric()
+	if len(gie) != 1 || len(llmd) != 1 || gie[0].GetCounter().GetValue() != 1 || llmd[0].GetCounter().GetValue() != 1 {
+		t.Errorf("one request counted as GIE %v, llm-d %v; want 1 in each", gie, llmd)
+	}
+}
+
+// TestAliasNamesAreUnique checks the alias tables: no second name is used
+// twice or names a family that is recorded natively, so the page can never
+// hold two families of one name.
+func TestAliasNamesAreUnique(t *testing.T) {
+	t.Parallel()
+	seen := map[string]string{}
+	from := map[string]bool{}
+	for _, set := range aliasTables() {
+		for _, a := range set {
+			from[a.From] = true
+			if prev, dup := seen[a.To]; dup {
+				t.Errorf("%s is the alias of both %s and %s", a.To, prev, a.From)
+			}
+			seen[a.To] = a.From
+		}
+	}
+	for to := range seen {
+		if from[to] {
+			t.Errorf("%s is both an alias and a recorded family", to)
+		}
+	}
+}
+
+// TestStreamMetricsOptIn checks --enable-grpc-stream-metrics: llm-d's
+// ext_proc stream families appear only with it, and count a finished
+// stream under its gRPC code.
+func TestStreamMetricsOptIn(t *testing.T) {
+	t.Parallel()
+	off := startEPP(t, 1, 0)
+	off.route(t, `{"model":"m","prompt":"p"}`)
+	if page := off.metricsPage(t); strings.Contains(page, "llm_d_epp_extproc_streams") {
+		t.Error("stream metrics served without --enable-grpc-stream-metrics")
+	}
+	on := startEPP(t, 1, 0, "--enable-grpc-stream-metrics")
+	on.route(t, `{"model":"m","prompt":"p"}`)
+	eventually(t, "the finished stream counted", func() bool {
+		page := on.metricsPage(t)
+		return strings.Contains(page, `llm_d_epp_extproc_streams_total{code="OK"} 1`) &&
+			strings.Contains(page, "llm_d_epp_extproc_streams_inflight 0") &&
+			strings.Contains(page, "llm_d_epp_extproc_stream_duration_seconds_count 1")
+	})
+}
