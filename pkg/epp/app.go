@@ -216,6 +216,9 @@ func (a *app) newMetricsServer(reg *prometheus.Registry) (*http.Server, error) {
 // open, as it is for local runs.
 func (a *app) metricsHandler(reg *prometheus.Registry) (http.Handler, error) {
 	mux := metricsMux(reg, a.flags.EnablePprof)
+	for path, h := range a.debugHandlers() {
+		mux.Handle(path, h)
+	}
 	switch {
 	case !a.flags.compat.metricsAuth:
 		return mux, nil

@@ -134,6 +134,7 @@ var (
 	_ scheduler.ResponseHeaders    = (*ConcurrencyDetector)(nil)
 	_ scheduler.ResponseComplete   = (*ConcurrencyDetector)(nil)
 	_ scheduler.Runnable           = (*ConcurrencyDetector)(nil)
+	_ scheduler.StateDumper        = (*ConcurrencyDetector)(nil)
 )
 
 // NewConcurrencyDetector validates p and returns the detector. Without the
@@ -265,4 +266,28 @@ func (d *ConcurrencyDetector) kvSaturation(eps []*endpoint.Endpoint, now time.Ti
 		sum += r
 	})
 	return sum / float64(len(eps))
+}
+
+// ConcurrencyState is what ConcurrencyDetector shows at
+// /debug/plugins/state: its in-flight books (the fields of inflight.State:
+// requests, tokens, tokensTracked, requestTimeoutSeconds, endpoints,
+// moreEndpoints) and the capacities they are judged against, as configured:
+// concurrencyMode, maxConcurrency, maxTokenConcurrency, headroom (the
+// filter drops an endpoint at capacity × (1 + headroom)) and kvCacheTarget.
+type ConcurrencyState struct {
+	inflight.State
+	ConcurrencyMode     string  `json:"concurrencyMode"`
+	MaxConcurrency      int     `json:"maxConcurrency"`
+	MaxTokenConcurrency int     `json:"maxTokenConcurrency"`
+	Headroom            float64 `json:"headroom"`
+	KVCacheTarget       float64 `json:"kvCacheTarget"`
+}
+
+// DumpState implements scheduler.StateDumper; it returns a ConcurrencyState.
+func (d *ConcurrencyDetector) DumpState() any {
+	return ConcurrencyState{
+		State:           d.Dump(),
+		ConcurrencyMode: d.params.ConcurrencyMode, MaxConcurrency: d.params.MaxConcurrency,
+		MaxTokenConcurrency: d.params.MaxTokenConcurrency, Headroom: d.params.Headroom, KVCacheTarget: d.params.KVCacheTarget,
+	}
 }

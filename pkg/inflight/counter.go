@@ -10,8 +10,8 @@ import (
 
 // Counter is embedded by plugins that count the requests this EPP has in
 // flight: it implements their PreRequest, ResponseHeaders and
-// ResponseComplete hooks and scheduler.Runnable over one Tracker, so each
-// such plugin only reads the books.
+// ResponseComplete hooks, scheduler.Runnable and scheduler.StateDumper
+// (dump.go) over one Tracker, so each such plugin only reads the books.
 type Counter struct {
 	tracker  *Tracker
 	estimate func(*scheduler.Request) int

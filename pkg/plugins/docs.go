@@ -38,7 +38,8 @@ func Markdown(regs []scheduler.Registration) string {
 	b.WriteString("# Plugin reference\n\n")
 	b.WriteString("Generated from the plugin registry by `make docs`; a test fails when it is stale.\n")
 	b.WriteString("Every type below can be used in an `EndpointPickerConfig` file under `plugins[].type`,\n")
-	b.WriteString("with `parameters` decoded strictly (unknown keys are errors).\n")
+	b.WriteString("with `parameters` decoded strictly (unknown keys are errors). What the stateful ones hold at\n")
+	b.WriteString("run time is served at `/debug/plugins/state` ([Plugin state](plugin-state.md)).\n")
 	for _, k := range kindOrder {
 		if len(sections[k]) == 0 {
 			continue

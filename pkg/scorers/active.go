@@ -74,6 +74,7 @@ var (
 	_ scheduler.ResponseHeaders  = (*ActiveRequests)(nil)
 	_ scheduler.ResponseComplete = (*ActiveRequests)(nil)
 	_ scheduler.Runnable         = (*ActiveRequests)(nil)
+	_ scheduler.StateDumper      = (*ActiveRequests)(nil) // the Counter's inflight.State
 )
 
 // NewActiveRequests validates p and returns an active-request scorer. h

@@ -1,6 +1,7 @@
 package scorers
 
 import (
+	"sort"
 	"sync"
 	"time"
 
@@ -83,6 +84,28 @@ func (l *dispatchLog) addUnscraped(eps []*endpoint.Endpoint, out []float64) {
 		}
 		out[i] += float64(len(ts))
 	}
+}
+
+// unscraped returns, per address with notes, how many addUnscraped would
+// count now, given the scrape times by address (an address without one is
+// bounded by the age limit alone). Unlike addUnscraped it forgets nothing.
+// Each address costs a binary search under the lock.
+func (l *dispatchLog) unscraped(scraped map[string]time.Time) map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]int, len(l.byEP))
+	floor := l.newer.Add(-maxDispatchAge)
+	for hostPort, ts := range l.byEP {
+		cut := scraped[hostPort]
+		if cut.Before(floor) {
+			cut = floor
+		}
+		k := sort.Search(len(ts), func(i int) bool { return ts[i].After(cut) })
+		if n := len(ts) - k; n > 0 {
+			out[hostPort] = n
+		}
+	}
+	return out
 }
 
 // sweepLocked forgets endpoints whose newest note is too old to count,

@@ -60,15 +60,18 @@ type NoHitLRU struct {
 	name   scheduler.TypedName
 	params NoHitLRUParams
 	source prefix.Source // set by Resolve, before any request
+	// pool names the endpoints in DumpState (nil: addresses are shown).
+	pool func() []*endpoint.Endpoint
 
 	mu  sync.RWMutex
 	lru recency
 }
 
 var (
-	_ scheduler.Scorer     = (*NoHitLRU)(nil)
-	_ scheduler.PreRequest = (*NoHitLRU)(nil)
-	_ scheduler.Resolver   = (*NoHitLRU)(nil)
+	_ scheduler.Scorer      = (*NoHitLRU)(nil)
+	_ scheduler.PreRequest  = (*NoHitLRU)(nil)
+	_ scheduler.Resolver    = (*NoHitLRU)(nil)
+	_ scheduler.StateDumper = (*NoHitLRU)(nil)
 )
 
 // NewNoHitLRU validates p and returns a no-hit LRU scorer; it is usable
@@ -85,7 +88,7 @@ func NewNoHitLRU(name string, p NoHitLRUParams) (*NoHitLRU, error) {
 }
 
 // NoHitLRUFactory builds a NoHitLRU from config.
-func NoHitLRUFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (scheduler.Plugin, error) {
+func NoHitLRUFactory(name string, raw json.RawMessage, h *scheduler.Handle) (scheduler.Plugin, error) {
 	p := NoHitLRUParams{PrefixPluginName: "prefix-cache-scorer", LRUSize: 1024}
 	if err := scheduler.DecodeParams(raw, &p); err != nil {
 		return nil, err
@@ -93,6 +96,9 @@ func NoHitLRUFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (sch
 	s, err := NewNoHitLRU(name, p)
 	if err != nil {
 		return nil, err
+	}
+	if h != nil {
+		s.pool = h.Endpoints
 	}
 	return s, nil
 }
@@ -163,6 +169,41 @@ func (s *NoHitLRU) PreRequest(_ context.Context, state *scheduler.State, _ *sche
 	s.mu.Lock()
 	s.lru.touch(e.HostPort)
 	s.mu.Unlock()
+}
+
+// NoHitLRUState is what NoHitLRU shows at /debug/plugins/state. JSON
+// fields: prefixPluginName (where it learns whether a request is cold, as
+// configured), lruSize (the most endpoints the LRU remembers), size (how
+// many it remembers now), mostRecentFirst (the endpoints that took cold
+// requests, by name, or by address for one not in the pool; the most recent
+// first, at most scheduler.DumpLimit) and more (entries left out of
+// mostRecentFirst, the least recent ones). A cold request prefers the
+// candidates missing from the LRU, then those nearest its end.
+type NoHitLRUState struct {
+	PrefixPluginName string   `json:"prefixPluginName"`
+	LRUSize          int      `json:"lruSize"`
+	Size             int      `json:"size"`
+	MostRecentFirst  []string `json:"mostRecentFirst"`
+	More             int      `json:"more"`
+}
+
+// DumpState implements scheduler.StateDumper; it returns a NoHitLRUState.
+func (s *NoHitLRU) DumpState() any {
+	recent := make([]string, 0, min(s.params.LRUSize, scheduler.DumpLimit))
+	s.mu.RLock()
+	size := len(s.lru.order)
+	for i := size - 1; i >= 0 && len(recent) < cap(recent); i-- {
+		recent = append(recent, s.lru.order[i].key)
+	}
+	s.mu.RUnlock()
+	names := scheduler.NamesOf(s.pool)
+	for i, hostPort := range recent {
+		recent[i] = names.Name(hostPort)
+	}
+	return NoHitLRUState{
+		PrefixPluginName: s.params.PrefixPluginName, LRUSize: s.params.LRUSize,
+		Size: size, MostRecentFirst: recent, More: size - len(recent),
+	}
 }
 
 // recency is a bounded LRU of endpoints with dense positions: order[0] is the

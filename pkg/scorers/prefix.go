@@ -140,10 +140,11 @@ type PrefixCache struct {
 }
 
 var (
-	_ scheduler.Scorer   = (*PrefixCache)(nil)
-	_ scheduler.Resolver = (*PrefixCache)(nil)
-	_ prefix.Source      = (*PrefixCache)(nil)
-	_ prefix.Occupancy   = (*PrefixCache)(nil)
+	_ scheduler.Scorer      = (*PrefixCache)(nil)
+	_ scheduler.Resolver    = (*PrefixCache)(nil)
+	_ prefix.Source         = (*PrefixCache)(nil)
+	_ prefix.Occupancy      = (*PrefixCache)(nil)
+	_ scheduler.StateDumper = (*PrefixCache)(nil)
 )
 
 // NewPrefixCache returns a prefix-cache scorer reading matches from source;
@@ -243,6 +244,26 @@ func lookupSource(h *scheduler.Handle, name string) (prefix.Source, error) {
 		return nil, fmt.Errorf("prefixMatchInfoProducerName: plugin %q (type %q) does not produce prefix matches", name, p.TypedName().Type)
 	}
 	return src, nil
+}
+
+// PrefixCacheState is what PrefixCache shows at /debug/plugins/state. The
+// scorer keeps nothing between requests; the index it scores against is
+// its source's, shown under the source's own name. JSON fields:
+// prefixMatchInfoProducerName (the source's instance name, as configured)
+// and sourceType (its plugin type; empty before Resolve).
+type PrefixCacheState struct {
+	PrefixMatchInfoProducerName string `json:"prefixMatchInfoProducerName"`
+	SourceType                  string `json:"sourceType"`
+}
+
+// DumpState implements scheduler.StateDumper; it returns a
+// PrefixCacheState, which says where the index's state is.
+func (s *PrefixCache) DumpState() any {
+	st := PrefixCacheState{PrefixMatchInfoProducerName: s.params.PrefixMatchInfoProducerName}
+	if p, ok := s.source.(scheduler.Plugin); ok {
+		st.SourceType = p.TypedName().Type
+	}
+	return st
 }
 
 // Match implements prefix.Source by handing on the source's match.

@@ -3,6 +3,7 @@ package scorers
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/inflight"
@@ -46,11 +47,15 @@ func (p *QueueDepthParams) validate() error { return nil }
 type QueueDepth struct {
 	name scheduler.TypedName
 	log  *dispatchLog // nil: upstream behaviour
+	// pool tells DumpState the endpoints' names and scrape times (nil:
+	// addresses are shown and only the age bound applies).
+	pool func() []*endpoint.Endpoint
 }
 
 var (
-	_ scheduler.Scorer     = (*QueueDepth)(nil)
-	_ scheduler.PreRequest = (*QueueDepth)(nil)
+	_ scheduler.Scorer      = (*QueueDepth)(nil)
+	_ scheduler.PreRequest  = (*QueueDepth)(nil)
+	_ scheduler.StateDumper = (*QueueDepth)(nil)
 )
 
 // NewQueueDepth returns a queue scorer called name with the default
@@ -81,7 +86,11 @@ func QueueDepthFactory(name string, raw json.RawMessage, h *scheduler.Handle) (s
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	return NewQueueDepthWith(name, p), nil
+	s := NewQueueDepthWith(name, p)
+	if h != nil {
+		s.pool = h.Endpoints
+	}
+	return s, nil
 }
 
 // QueueDepthRegistration describes the plugin type for the registry.
@@ -124,4 +133,44 @@ func (s *QueueDepth) PreRequest(_ context.Context, state *scheduler.State, _ *sc
 	if pf := result.PrefillTarget(); pf != nil && (e == nil || pf.HostPort != e.HostPort) {
 		s.log.add(pf.HostPort, state.Now)
 	}
+}
+
+// QueueDepthState is what QueueDepth shows at /debug/plugins/state: the
+// requests it adds to the scraped queues. JSON fields:
+// countUnscrapedDispatches (as configured; without it the scorer keeps no
+// state and the rest is empty), unscrapedDispatches (per endpoint, by name,
+// or by address for one not in the pool, the requests routed to it since
+// its metrics were last scraped, as the next Score would count them; only
+// endpoints with some, at most scheduler.DumpLimit, the most first),
+// totalUnscrapedDispatches (over all endpoints) and moreEndpoints
+// (endpoints left out of unscrapedDispatches).
+type QueueDepthState struct {
+	CountUnscrapedDispatches bool           `json:"countUnscrapedDispatches"`
+	UnscrapedDispatches      map[string]int `json:"unscrapedDispatches"`
+	TotalUnscrapedDispatches int            `json:"totalUnscrapedDispatches"`
+	MoreEndpoints            int            `json:"moreEndpoints"`
+}
+
+// DumpState implements scheduler.StateDumper; it returns a QueueDepthState.
+func (s *QueueDepth) DumpState() any {
+	st := QueueDepthState{CountUnscrapedDispatches: s.log != nil, UnscrapedDispatches: map[string]int{}}
+	if s.log == nil {
+		return st
+	}
+	var pool []*endpoint.Endpoint
+	if s.pool != nil {
+		pool = s.pool()
+	}
+	scraped := make(map[string]time.Time, len(pool))
+	names := make(scheduler.EndpointNames, len(pool))
+	for _, e := range pool {
+		scraped[e.HostPort], names[e.HostPort] = e.Metrics().UpdateTime, e.Name
+	}
+	byName := map[string]int{}
+	for hostPort, n := range s.log.unscraped(scraped) {
+		byName[names.Name(hostPort)] += n
+		st.TotalUnscrapedDispatches += n
+	}
+	st.UnscrapedDispatches, st.MoreEndpoints = scheduler.TopCounts(byName)
+	return st
 }

@@ -171,6 +171,7 @@ var (
 	_ scheduler.PreRequest      = (*SessionAffinity)(nil)
 	_ scheduler.ResponseHeaders = (*SessionAffinity)(nil)
 	_ scheduler.Runnable        = (*SessionAffinity)(nil)
+	_ scheduler.StateDumper     = (*SessionAffinity)(nil) // in session_dump.go
 )
 
 // NewSessionAffinity validates p and returns a session affinity scorer. h

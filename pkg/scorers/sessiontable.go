@@ -83,3 +83,15 @@ func (t *sessionTable) remove(id int32) {
 	t.slots[id] = sessionSlot{} // drop the host string for the collector
 	t.free = append(t.free, id)
 }
+
+// count adds to into, per address, the bindings in slots [from, to) and
+// reports whether that reached the last slot.
+func (t *sessionTable) count(from, to int, into map[string]int) bool {
+	to = min(to, len(t.slots))
+	for _, s := range t.slots[min(from, to):to] {
+		if s.hostPort != "" { // a free slot
+			into[s.hostPort]++
+		}
+	}
+	return to == len(t.slots)
+}

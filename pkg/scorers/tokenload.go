@@ -72,6 +72,7 @@ var (
 	_ scheduler.ResponseChunk    = (*TokenLoad)(nil)
 	_ scheduler.ResponseComplete = (*TokenLoad)(nil)
 	_ scheduler.Runnable         = (*TokenLoad)(nil)
+	_ scheduler.StateDumper      = (*TokenLoad)(nil) // the Counter's inflight.State
 )
 
 // NewTokenLoad validates p and returns a token-load scorer. h supplies the
