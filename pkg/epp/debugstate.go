@@ -10,6 +10,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -20,7 +21,15 @@ import (
 const (
 	pluginStatePath = "/debug/plugins/state"
 	endpointsPath   = "/debug/endpoints"
+	flowControlPath = "/debug/flowcontrol"
 )
+
+// flowControlState is the body of /debug/flowcontrol: whether the config
+// turns flow control on, and what waits.
+type flowControlState struct {
+	Enabled bool `json:"enabled"`
+	flowcontrol.State
+}
 
 // pluginState is the body of /debug/plugins/state, in llm-d's shape.
 type pluginState struct {
@@ -70,6 +79,9 @@ func (a *app) debugHandlers() map[string]http.Handler {
 		}),
 		endpointsPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, endpointStates(a.store.Snapshot(), a.now()))
+		}),
+		flowControlPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, flowControlState{Enabled: a.srv.Admission() != nil, State: a.flow.gate.ctl.State()})
 		}),
 	}
 }

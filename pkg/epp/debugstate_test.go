@@ -54,6 +54,11 @@ func TestDebugPages(t *testing.T) {
 		return eps[0].Name == "s0" && eps[1].Name == "s1" && !eps[0].Stale && !eps[1].Stale &&
 			eps[0].AgeSeconds != nil && eps[0].CacheBlockSize > 0
 	})
+	var fc flowControlState
+	r.debugJSON(t, flowControlPath, &fc)
+	if fc.Enabled || fc.Requests != 0 || len(fc.Bands) != 0 {
+		t.Errorf("%s without flow control: %+v", flowControlPath, fc)
+	}
 	resp, err := http.Post("http://"+r.addrs.Metrics+endpointsPath, "text/plain", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +66,23 @@ func TestDebugPages(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST %s answered %d, want 405", endpointsPath, resp.StatusCode)
+	}
+}
+
+// debugJSON GETs a debug page and decodes it into v.
+func (r *running) debugJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	resp, err := http.Get("http://" + r.addrs.Metrics + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("%s: %v: %s", path, err, body)
 	}
 }
 

@@ -129,6 +129,12 @@ func TestFlowControlQueuesUntilCapacityFrees(t *testing.T) {
 		t.Fatalf("answered while the pool was saturated: %+v", d.Immediate)
 	case <-time.After(100 * time.Millisecond):
 	}
+	var fc flowControlState
+	r.debugJSON(t, flowControlPath, &fc)
+	if !fc.Enabled || fc.Requests != 1 || len(fc.Bands) != 1 || len(fc.Bands[0].Flows) != 1 ||
+		fc.Bands[0].Flows[0].ID != "tenant-a" || fc.Saturation < 1 {
+		t.Errorf("%s while one request waits: %+v", flowControlPath, fc)
+	}
 	release()
 	select {
 	case d := <-waiting:

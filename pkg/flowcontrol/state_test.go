@@ -1,0 +1,55 @@
+package flowcontrol_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/openepp/openepp/pkg/flowcontrol"
+)
+
+// TestState checks the snapshot an operator sees: totals, bands highest
+// priority first with their ceilings and limits, flows with the most
+// waiters first, and how long the oldest has waited.
+func TestState(t *testing.T) {
+	h := newHarness(t, flowcontrol.Config{MaxRequests: 50, UsageLimit: ceilings{5: 0.9},
+		Bands: map[int]flowcontrol.Band{5: {MaxRequests: 20}}})
+	ctx := context.Background()
+	h.queue(ctx, flowcontrol.Request{FlowID: "a", Priority: 0, Bytes: 100})
+	h.clock.Advance(2 * time.Second)
+	h.queue(ctx, flowcontrol.Request{FlowID: "b", Priority: 0, Bytes: 10})
+	h.queue(ctx, flowcontrol.Request{FlowID: "b", Priority: 0, Bytes: 10})
+	h.queue(ctx, flowcontrol.Request{FlowID: "vip", Priority: 5, Bytes: 1})
+	h.clock.Advance(time.Second)
+
+	st := h.c.State()
+	if st.Requests != 4 || st.Bytes != 121 || st.MaxRequests != 50 || st.Saturation != 1 || st.OldestWaitSeconds != 3 {
+		t.Fatalf("totals %+v", st)
+	}
+	if len(st.Bands) != 2 || st.Bands[0].Priority != 5 || st.Bands[1].Priority != 0 {
+		t.Fatalf("bands %+v, want priority 5 then 0", st.Bands)
+	}
+	vip, std := st.Bands[0], st.Bands[1]
+	if vip.Ceiling != 0.9 || vip.MaxRequests != 20 || vip.Requests != 1 || std.Ceiling != 1 {
+		t.Errorf("band settings: vip %+v, default %+v", vip, std)
+	}
+	want := []flowcontrol.FlowState{{ID: "b", Requests: 2, Bytes: 20, OldestWaitSeconds: 1}, {ID: "a", Requests: 1, Bytes: 100, OldestWaitSeconds: 3}}
+	if fmt.Sprint(std.Flows) != fmt.Sprint(want) {
+		t.Errorf("flows %+v, want %+v", std.Flows, want)
+	}
+}
+
+// TestStateListsAtMostAHundredFlows: a band with many tenants waiting is
+// summarised, the rest counted.
+func TestStateListsAtMostAHundredFlows(t *testing.T) {
+	h := newHarness(t, flowcontrol.Config{})
+	ctx := context.Background()
+	for i := range 120 {
+		h.queue(ctx, flowcontrol.Request{FlowID: fmt.Sprintf("tenant-%03d", i)})
+	}
+	st := h.c.State()
+	if len(st.Bands) != 1 || len(st.Bands[0].Flows) != 100 || st.Bands[0].MoreFlows != 20 || st.Requests != 120 {
+		t.Fatalf("%d bands, %d flows listed, %d more, %d requests", len(st.Bands), len(st.Bands[0].Flows), st.Bands[0].MoreFlows, st.Requests)
+	}
+}
