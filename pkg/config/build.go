@@ -95,6 +95,7 @@ func BuildWith(cfg *Config, opts BuildOptions) (*Built, error) {
 	}
 	if len(b.ps) == 0 {
 		b.resolve()
+		b.attachExtractors()
 	}
 	if err := b.ps.err(); err != nil {
 		return nil, err
@@ -278,7 +279,7 @@ func (b *builder) result(sched *scheduler.Scheduler, hash string) *Built {
 			continue
 		}
 		out.Plugins = append(out.Plugins, p)
-		out.keys[spec.Name] = instanceKey(spec)
+		out.keys[spec.Name] = b.cfg.buildKey(spec)
 		if r, ok := p.(scheduler.Runnable); ok {
 			out.Runnables = append(out.Runnables, NamedRunnable{Name: spec.Name, Runnable: r})
 		}

@@ -15,6 +15,7 @@ func (b *builder) validateKinds() {
 	b.checkDetector()
 	b.checkFlowControl()
 	b.checkDiscovery()
+	b.checkDataSources()
 }
 
 // detectorRef is the configured saturation detector, top level (GIE) or

@@ -17,6 +17,9 @@ const (
 	fcfsOrderingPolicy     = "fcfs-ordering-policy"
 	globalStrictFairness   = "global-strict-fairness-policy"
 	staticUsageLimitPolicy = "static-usage-limit-policy"
+	modelsResponder        = "models-responder"
+	modelsDataSource       = "models-data-source"
+	modelsDataExtractor    = "models-data-extractor"
 	flowControlGate        = "flowControl"
 	weightDefault          = 1.0
 )
@@ -53,7 +56,11 @@ var companions = []companion{{
 //     (a present one too when injectDefaults is in effect and it has no
 //     metrics source; an explicit empty section disables collection);
 //  10. a prefix-cache-scorer without a prefix producer gets an
-//     approx-prefix-cache-producer with the scorer's parameters.
+//     approx-prefix-cache-producer with the scorer's parameters;
+//  11. a models-responder needs model lists (llm-d): unless a
+//     models-data-source is listed in dataLayer.sources, one is, the
+//     declared one or else a new one, fed to a models-data-extractor (the
+//     declared one or else a new one).
 //
 // Steps 2–5 depend on what the plugins are, which only building them tells;
 // with a nil kinds function (Load) they are skipped, and Build runs
@@ -75,6 +82,7 @@ func applyDefaults(cfg *Config, kinds func(name string) pluginKind) {
 	defaultSaturationDetector(cfg)
 	defaultDataLayer(cfg)
 	defaultCompanions(cfg)
+	defaultModelSource(cfg)
 }
 
 // ensure declares a plugin named typ of type typ unless a plugin of that
@@ -235,4 +243,40 @@ func defaultCompanions(cfg *Config) {
 			Name: c.add, Type: c.add, Parameters: slices.Clone(cfg.Plugins[i].Parameters), origin: fromDefault,
 		})
 	}
+}
+
+// defaultModelSource gives a models-responder the model lists it answers
+// from (step 11). A listed models-data-source without an extractor gets
+// one too, since it would collect nothing.
+func defaultModelSource(cfg *Config) {
+	if !slices.ContainsFunc(cfg.Plugins, func(s PluginSpec) bool { return s.Type == modelsResponder }) {
+		return
+	}
+	if cfg.DataLayer == nil {
+		cfg.DataLayer = &DataLayer{}
+	}
+	for i, s := range cfg.DataLayer.Sources {
+		if spec := cfg.plugin(s.PluginRef); spec == nil || spec.Type != modelsDataSource {
+			continue
+		}
+		if len(s.Extractors) == 0 {
+			cfg.DataLayer.Sources[i].Extractors = []PluginRef{{PluginRef: firstOfType(cfg, modelsDataExtractor)}}
+		}
+		return
+	}
+	src := firstOfType(cfg, modelsDataSource)
+	cfg.DataLayer.Sources = append(cfg.DataLayer.Sources, DataSource{
+		PluginRef:  src,
+		Extractors: []PluginRef{{PluginRef: firstOfType(cfg, modelsDataExtractor)}},
+	})
+}
+
+// firstOfType is the name of the first plugin of type typ, declaring one
+// named typ when there is none.
+func firstOfType(cfg *Config, typ string) string {
+	if i := slices.IndexFunc(cfg.Plugins, func(s PluginSpec) bool { return s.Type == typ }); i >= 0 {
+		return cfg.Plugins[i].Name
+	}
+	ensure(cfg, typ, fromDefault)
+	return typ
 }

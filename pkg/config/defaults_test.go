@@ -190,6 +190,46 @@ dataLayer: {injectDefaults: false}
 		"dataLayer: no sources",
 	},
 }, {
+	name: "models-responder brings a models source and its extractor",
+	yaml: header + "plugins: [{type: queue-scorer}, {type: models-responder}]\n",
+	want: concat([]string{"plugin queue-scorer: queue-scorer", "plugin models-responder: models-responder"}, optionalDefaults, []string{
+		"plugin metrics-data-source: metrics-data-source",
+		"plugin core-metrics-extractor: core-metrics-extractor",
+		"plugin models-data-source: models-data-source",
+		"plugin models-data-extractor: models-data-extractor",
+		"parser: openai-parser", "saturationDetector: utilization-detector",
+		"dataLayer source metrics-data-source: core-metrics-extractor",
+		"dataLayer source models-data-source: models-data-extractor",
+	}),
+}, {
+	name: "a declared models-data-source replaces the added one",
+	yaml: header + "plugins: [{type: models-responder}, {name: m, type: models-data-source, parameters: {interval: 1s}}]\ndataLayer: {}\n",
+	want: concat([]string{"plugin models-responder: models-responder", `plugin m: models-data-source {"interval":"1s"}`}, optionalDefaults, []string{
+		"plugin models-data-extractor: models-data-extractor",
+		"parser: openai-parser", "saturationDetector: utilization-detector",
+		"dataLayer source m: models-data-extractor",
+	}),
+}, {
+	name: "a listed models source without extractor gets the declared one",
+	yaml: llmd + `plugins: [{type: models-responder}, {name: x, type: models-data-extractor}, {name: s, type: models-data-source}]
+dataLayer: {sources: [{pluginRef: s}]}
+`,
+	want: concat([]string{"plugin models-responder: models-responder", "plugin x: models-data-extractor", "plugin s: models-data-source"},
+		optionalDefaults, []string{
+			"plugin metrics-data-source: metrics-data-source",
+			"plugin core-metrics-extractor: core-metrics-extractor",
+			"parser: openai-parser", "saturationDetector: utilization-detector",
+			"dataLayer source s: x",
+			"dataLayer source metrics-data-source: core-metrics-extractor",
+		}),
+}, {
+	name: "a listed models source keeps its extractors",
+	yaml: header + `plugins: [{type: models-responder}, {name: s, type: models-data-source}, {name: x, type: models-data-extractor}]
+dataLayer: {sources: [{pluginRef: s, extractors: [{pluginRef: x}]}]}
+`,
+	want: concat([]string{"plugin models-responder: models-responder", "plugin s: models-data-source", "plugin x: models-data-extractor"},
+		optionalDefaults, []string{"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer source s: x"}),
+}, {
 	name: "flowControl gate off declares nothing",
 	yaml: header + "featureGates: [flowControl=false]\nplugins: [{type: queue-scorer}]\ndataLayer: {}\n",
 	want: concat([]string{"plugin queue-scorer: queue-scorer"}, optionalDefaults, []string{

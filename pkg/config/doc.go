@@ -14,9 +14,11 @@
 //     gates); kind rules in Build (one profile handler, profiles holding only
 //     filters, scorers and one picker).
 //  4. Build: every plugin is built through its factory in the given
-//     scheduler.Registry, resolvers are resolved, and the profiles and the
-//     scheduler are assembled. A previous Built may be passed to reuse
-//     unchanged instances across reloads.
+//     scheduler.Registry, resolvers are resolved, data sources are handed
+//     the extractors dataLayer.sources pairs them with, and the profiles
+//     and the scheduler are assembled. A previous Built may be passed to
+//     reuse unchanged instances across reloads (a data source whose
+//     pairing changed counts as changed).
 //
 // Every stage reports all the problems it finds at once, in an *Error whose
 // lines read like `schedulingProfiles[0].plugins[1].weight: must be > 0`.

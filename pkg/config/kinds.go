@@ -24,6 +24,9 @@ const (
 	kindOrdering
 	kindUsageLimit
 	kindDiscovery
+	kindScreener
+	kindResponder
+	kindDataSource
 )
 
 // kindProfile is what a profile may hold.
@@ -45,6 +48,9 @@ var kindNames = []struct {
 	{kindOrdering, "ordering policy"},
 	{kindUsageLimit, "usage-limit policy"},
 	{kindDiscovery, "endpoint discovery plugin"},
+	{kindScreener, "candidate screener"},
+	{kindResponder, "responder"},
+	{kindDataSource, "data source"},
 }
 
 // kindOf discovers p's kind by type assertion.
@@ -85,6 +91,15 @@ func kindOf(p scheduler.Plugin) pluginKind {
 	}
 	if _, ok := p.(scheduler.Discovery); ok {
 		k |= kindDiscovery
+	}
+	if _, ok := p.(scheduler.Screener); ok {
+		k |= kindScreener
+	}
+	if _, ok := p.(scheduler.Responder); ok {
+		k |= kindResponder
+	}
+	if _, ok := p.(scheduler.DataSource); ok {
+		k |= kindDataSource
 	}
 	return k
 }

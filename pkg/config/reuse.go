@@ -56,7 +56,7 @@ func (b *builder) reusable(spec PluginSpec) scheduler.Plugin {
 		return nil
 	}
 	p, ok := b.prev.byName[spec.Name]
-	if !ok || b.prev.keys[spec.Name] != instanceKey(spec) {
+	if !ok || b.prev.keys[spec.Name] != b.cfg.buildKey(spec) {
 		return nil
 	}
 	if _, resolver := p.(scheduler.Resolver); resolver {

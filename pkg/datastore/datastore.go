@@ -155,6 +155,9 @@ func (s *Store) upsertLocked(source string, spec endpoint.Spec) bool {
 		ep.SetMetrics(old.Metrics())
 		ep.SetStale(old.Stale())
 	}
+	if ok && old.HostPort == ep.HostPort {
+		ep.SetModels(old.Models()) // served at the same address
+	}
 	s.byName[spec.Name] = ep
 	return true
 }

@@ -58,19 +58,21 @@ func TestUpsertKeepsIdentityAndMetrics(t *testing.T) {
 	a, _ := s.Get("a")
 	m := &endpoint.Metrics{WaitingQueueSize: 3, UpdateTime: time.Now()}
 	a.SetMetrics(m)
+	models := endpoint.NewModels([]endpoint.Model{{ID: "base"}}, time.Now())
+	a.SetModels(models)
 	s.Upsert("k8s", spec("a", "10.0.0.1", map[string]string{"x": "1"}))
 	if same, _ := s.Get("a"); same != a {
 		t.Error("unchanged spec replaced the endpoint")
 	}
 	s.Upsert("k8s", spec("a", "10.0.0.1", map[string]string{"x": "2"}))
 	relabeled, _ := s.Get("a")
-	if relabeled == a || relabeled.Metrics() != m || relabeled.Label("x") != "2" {
-		t.Error("label change must give a new endpoint that keeps the metrics")
+	if relabeled == a || relabeled.Metrics() != m || relabeled.Models() != models || relabeled.Label("x") != "2" {
+		t.Error("label change must give a new endpoint that keeps the metrics and the model list")
 	}
 	s.Upsert("k8s", spec("a", "10.0.0.9", nil))
 	moved, _ := s.Get("a")
-	if moved.Metrics() == m {
-		t.Error("address change kept metrics of the old address")
+	if moved.Metrics() == m || moved.Models() != nil {
+		t.Error("address change kept metrics or the model list of the old address")
 	}
 }
 

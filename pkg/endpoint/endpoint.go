@@ -1,5 +1,6 @@
 // Package endpoint holds the leaf value types every other package shares: a
-// model-server endpoint and the metrics snapshot scraped from it.
+// model-server endpoint, the metrics snapshot scraped from it and the model
+// list it serves.
 package endpoint
 
 import (
@@ -27,8 +28,8 @@ type Spec struct {
 }
 
 // Endpoint is one model-server replica the EPP may route to. Identity fields
-// are immutable after New; metrics are swapped atomically by the scraper, so
-// readers never lock.
+// are immutable after New; metrics and the model list are swapped
+// atomically by their collectors, so readers never lock.
 type Endpoint struct {
 	Spec
 	// HostPort is net.JoinHostPort(Address, Port), computed once because it is
@@ -39,6 +40,7 @@ type Endpoint struct {
 
 	metrics atomic.Pointer[Metrics]
 	stale   atomic.Bool
+	models  atomic.Pointer[Models] // nil until collected
 }
 
 // New returns an endpoint for spec with empty metrics, marked stale until

@@ -56,6 +56,7 @@ type running struct {
 	file    string
 	entries []string
 	servers []string
+	sims    []*sim.Instance
 	// stop ends the EPP and returns Run's error (again on later calls).
 	stop func() error
 }
@@ -80,16 +81,27 @@ func startEPPWith(t *testing.T, n int, verbosity int, opts []Option, args ...str
 // returns Run's arguments other than the listeners'.
 func launchEPP(t *testing.T, n int, verbosity int, opts []Option, args func(*running) []string) *running {
 	t.Helper()
+	return launchEPPSims(t, make([]sim.Config, n), verbosity, opts, args)
+}
+
+// launchEPPSims is launchEPP with one simulated server per config (its
+// address defaults to 127.0.0.1).
+func launchEPPSims(t *testing.T, sims []sim.Config, verbosity int, opts []Option, args func(*running) []string) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{log: &logLines{}, file: filepath.Join(t.TempDir(), "endpoints.yaml")}
-	for i := range n {
-		inst, err := sim.Start(ctx, sim.Config{Address: "127.0.0.1"})
+	for i, cfg := range sims {
+		if cfg.Address == "" {
+			cfg.Address = "127.0.0.1"
+		}
+		inst, err := sim.Start(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		host, port, _ := net.SplitHostPort(inst.HostPort())
 		r.entries = append(r.entries, fmt.Sprintf("- {name: s%d, address: %s, port: %s, labels: {idx: \"%d\"}}\n", i, host, port, i))
 		r.servers = append(r.servers, inst.HostPort())
+		r.sims = append(r.sims, inst)
 		t.Cleanup(func() { _ = inst.Close() })
 	}
 	r.writeEndpoints(t, r.entries...)

@@ -12,21 +12,7 @@ import (
 // InsecureSkipVerify against CACertFile or the system roots, and the client
 // key pair, if any, offered on every new connection (reread when rotated).
 func clientTLS(o Options, log logr.Logger) (*tls.Config, error) {
-	//nolint:gosec // upstream's default; configurable through InsecureSkipVerify and CACertFile.
-	cfg := &tls.Config{InsecureSkipVerify: *o.InsecureSkipVerify}
-	if o.CACertFile != "" {
-		pool, err := certfile.CAPool(o.CACertFile)
-		if err != nil {
-			return nil, err
-		}
-		cfg.RootCAs = pool
-	}
-	if o.ClientCertFile != "" {
-		kp, err := certfile.LoadKeyPair(o.ClientCertFile, o.ClientKeyFile, log.WithValues("use", "metrics client certificate"))
-		if err != nil {
-			return nil, err
-		}
-		cfg.GetClientCertificate = kp.GetClientCertificate
-	}
-	return cfg, nil
+	c := certfile.Client{InsecureSkipVerify: *o.InsecureSkipVerify, CAFile: o.CACertFile,
+		CertFile: o.ClientCertFile, KeyFile: o.ClientKeyFile}
+	return c.TLSConfig(log.WithValues("use", "metrics client certificate"))
 }

@@ -19,6 +19,7 @@ var kindOf = map[string]string{
 	"prefix":      "Data producers",
 	"metrics":     "Data layer",
 	"discovery":   "Data layer",
+	"models":      "Data layer",
 	"flowcontrol": "Flow control policies",
 	"disagg":      "Disaggregated serving",
 	"plugins":     "Request parsers",

@@ -9,6 +9,7 @@ import (
 	"github.com/openepp/openepp/pkg/filters"
 	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/metrics"
+	"github.com/openepp/openepp/pkg/models"
 	"github.com/openepp/openepp/pkg/pickers"
 	"github.com/openepp/openepp/pkg/prefix"
 	"github.com/openepp/openepp/pkg/profiles"
@@ -52,6 +53,9 @@ func Registrations() []scheduler.Registration {
 		metrics.DataSourceRegistration(),
 		metrics.ExtractorRegistration(),
 		discovery.FilePluginRegistration(),
+		models.SourceRegistration(),
+		models.ExtractorRegistration(),
+		models.ResponderRegistration(),
 		// Disaggregation deciders.
 		disagg.PrefixDeciderRegistration(),
 		disagg.AlwaysDeciderRegistration(),

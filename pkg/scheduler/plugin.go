@@ -122,6 +122,50 @@ type SaturationDetector interface {
 	Saturation(endpoints []*endpoint.Endpoint, now time.Time) float64
 }
 
+// Screener narrows the candidate endpoints before anything else in
+// Schedule sees them: the saturation check, admitters, producers and every
+// profile (prefill and decode alike), so a rule about which endpoints can
+// serve the request at all is stated once.
+//
+// Called once per request, in configuration order, each screener getting
+// the previous one's output, possibly concurrently for different
+// requests. It returns a subset of endpoints in input order; it may return
+// the input slice itself when it keeps everything, and must never modify
+// the input slice or the endpoints. Returning an empty slice fails the
+// request with ErrNoCandidates.
+type Screener interface {
+	Plugin
+	Screen(ctx context.Context, state *State, req *Request, endpoints []*endpoint.Endpoint) []*endpoint.Endpoint
+}
+
+// Responder may answer a request itself instead of having it routed (for
+// example GET /v1/models, answered for the whole pool).
+//
+// Called for every request when its headers arrive, before any body is
+// read, in configuration order until one answers; possibly concurrently.
+// endpoints is the whole pool (not narrowed by the proxy's subset hint).
+// It returns its reply and true, or false to let the request be routed
+// (the usual answer: it must decline cheaply). It must not modify
+// endpoints or in.
+type Responder interface {
+	Plugin
+	Respond(ctx context.Context, in *Inbound, endpoints []*endpoint.Endpoint) (Reply, bool)
+}
+
+// DataSource is a data-layer plugin that collects data from the pool's
+// endpoints and hands it to the extractors dataLayer.sources pairs with it
+// (llm-d's models-data-source and models-data-extractor).
+//
+// The config builder calls AddExtractor once for each paired extractor, in
+// order, on a newly built source, before the EPP starts it (a source
+// collects as a Runnable); a reload that changes the pairing builds a new
+// source rather than adding to a running one. It returns an error when
+// extractor cannot take this source's data.
+type DataSource interface {
+	Plugin
+	AddExtractor(extractor Plugin) error
+}
+
 // PreRequest runs after a successful Schedule, just before the request is
 // sent to the target. Use it to record where the request went (prefix index,
 // in-flight counters) and to add request headers via Result.Headers.

@@ -146,3 +146,22 @@ func (r *Result) SetHeader(name, value string) {
 func (r *Result) RemoveHeader(name string) {
 	r.RemovedHeaders = append(r.RemovedHeaders, name)
 }
+
+// Inbound is what a Responder knows of a request: its request line and
+// headers, before any body.
+type Inbound struct {
+	Method string
+	// Path is :path as received, query string included.
+	Path string
+	// Headers holds request headers with lower-case names.
+	Headers map[string]string
+}
+
+// Reply is a Responder's answer, sent to the client as is instead of a
+// model server's.
+type Reply struct {
+	// Status is the HTTP status code.
+	Status      int
+	ContentType string
+	Body        []byte
+}

@@ -20,8 +20,8 @@ type Options struct {
 	Handler  ProfileHandler
 	Profiles []*Profile
 	// Plugins lists every plugin instance of the configuration, including
-	// those used in profiles; producers, admitters and lifecycle hooks are
-	// discovered among them by type, in this order.
+	// those used in profiles; screeners, responders, producers, admitters
+	// and lifecycle hooks are discovered among them by type, in this order.
 	Plugins []Plugin
 	// SaturationDetector, if set, sheds sheddable requests (priority < 0)
 	// while it rates the candidates saturated (see SaturationDetector).
@@ -37,20 +37,22 @@ type Options struct {
 // Scheduler runs the configured profiles for each request. It is safe for
 // concurrent use and immutable after New; a config reload builds a new one.
 type Scheduler struct {
-	handler   ProfileHandler
-	profiles  map[string]*Profile
-	plugins   []Plugin
-	producers []Producer
-	admitters []Admitter
-	preReq    []PreRequest
-	respHdr   []ResponseHeaders
-	respChunk []ResponseChunk
-	respDone  []ResponseComplete
-	detector  SaturationDetector
-	timing    timing
-	clock     Clock
-	seed      uint64
-	seq       atomic.Uint64
+	handler    ProfileHandler
+	profiles   map[string]*Profile
+	plugins    []Plugin
+	screeners  []Screener
+	responders []Responder
+	producers  []Producer
+	admitters  []Admitter
+	preReq     []PreRequest
+	respHdr    []ResponseHeaders
+	respChunk  []ResponseChunk
+	respDone   []ResponseComplete
+	detector   SaturationDetector
+	timing     timing
+	clock      Clock
+	seed       uint64
+	seq        atomic.Uint64
 }
 
 // New validates opts and returns a Scheduler.
@@ -92,6 +94,12 @@ func New(opts Options) (*Scheduler, error) {
 
 func (s *Scheduler) collectHooks() {
 	for _, p := range s.plugins {
+		if x, ok := p.(Screener); ok {
+			s.screeners = append(s.screeners, x)
+		}
+		if x, ok := p.(Responder); ok {
+			s.responders = append(s.responders, x)
+		}
 		if x, ok := p.(Producer); ok {
 			s.producers = append(s.producers, x)
 		}
@@ -145,13 +153,22 @@ func (s *Scheduler) Now() time.Time { return s.clock.Now() }
 // SaturationDetector returns the detector driving legacy admission, or nil.
 func (s *Scheduler) SaturationDetector() SaturationDetector { return s.detector }
 
-// Schedule picks targets for req among candidates. It sheds a sheddable
-// request when the candidates are saturated, then runs admitters,
-// producers, and profiles as the handler directs. Errors wrap
-// ErrNoCandidates (nothing can serve) or ErrRejected (shed because of load).
+// Schedule picks targets for req among candidates. It narrows them with
+// the screeners, sheds a sheddable request when they are saturated, then
+// runs admitters, producers, and profiles as the handler directs. Errors
+// wrap ErrNoCandidates (nothing can serve) or ErrRejected (shed because of
+// load).
 func (s *Scheduler) Schedule(ctx context.Context, state *State, req *Request, candidates []*endpoint.Endpoint) (*Result, error) {
 	if len(candidates) == 0 {
 		return nil, ErrNoCandidates
+	}
+	for _, sc := range s.screeners {
+		t := s.timing.start()
+		candidates = sc.Screen(ctx, state, req, candidates)
+		s.timing.done(PointScreen, sc, t)
+		if len(candidates) == 0 {
+			return nil, fmt.Errorf("screener %s left no endpoint for model %q: %w", sc.TypedName(), req.Model, ErrNoCandidates)
+		}
 	}
 	if req.Priority < 0 && s.detector != nil {
 		if sat := s.detector.Saturation(candidates, state.Now); sat >= 1 {
@@ -204,6 +221,24 @@ func (s *Scheduler) Schedule(ctx context.Context, state *State, req *Request, ca
 		return nil, fmt.Errorf("primary profile %q produced no target: %w", result.Primary, ErrNoCandidates)
 	}
 	return result, nil
+}
+
+// Responds reports whether any plugin may answer requests itself, so the
+// server can skip asking (and taking a pool snapshot) when none does.
+func (s *Scheduler) Responds() bool { return len(s.responders) > 0 }
+
+// Respond asks the responders, in order, whether one answers in itself;
+// the first that does wins.
+func (s *Scheduler) Respond(ctx context.Context, in *Inbound, endpoints []*endpoint.Endpoint) (Reply, bool) {
+	for _, r := range s.responders {
+		t := s.timing.start()
+		reply, ok := r.Respond(ctx, in, endpoints)
+		s.timing.done(PointRespond, r, t)
+		if ok {
+			return reply, true
+		}
+	}
+	return Reply{}, false
 }
 
 // PreRequest runs the PreRequest hooks.

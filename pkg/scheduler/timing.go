@@ -16,6 +16,9 @@ const (
 	PointResponseHeaders = "ResponseReceived"
 	PointResponseChunk   = "ResponseStreaming"
 	PointResponseDone    = "ResponseComplete"
+	// Ours: extension points upstream does not have.
+	PointScreen  = "Screen"
+	PointRespond = "Respond"
 )
 
 // PluginTimer receives how long each plugin call took. It is called on the

@@ -123,6 +123,9 @@ func (x *exchange) onRequestHeaders(h *extprocv3.HttpHeaders, md map[string]*str
 	if !x.srv.opts.Passthrough {
 		x.api = request.APIForPath(x.path())
 	}
+	if answered, err := x.respond(); answered || err != nil {
+		return answered, err
+	}
 	if h.GetEndOfStream() {
 		return x.routeBodyless()
 	}

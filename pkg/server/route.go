@@ -41,9 +41,10 @@ func (x *exchange) candidates() ([]*endpoint.Endpoint, error) {
 	return eps, nil
 }
 
-// routeBodyless answers a request without a body (GET /v1/models, health
-// checks through the gateway) with a random allowed endpoint, without
-// running the scheduler: there is nothing to be smart about.
+// routeBodyless answers a request without a body (GET /v1/models unless a
+// responder answers it, health checks through the gateway) with a random
+// allowed endpoint, without running the scheduler: there is nothing to be
+// smart about.
 func (x *exchange) routeBodyless() (bool, error) {
 	if x.api != request.Other && x.headers[":method"] == "POST" {
 		return x.reject(wrapf(errEmptyBody, "%s needs a JSON body", x.api))

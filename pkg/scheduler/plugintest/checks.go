@@ -1,6 +1,7 @@
 package plugintest
 
 import (
+	"context"
 	"slices"
 	"testing"
 
@@ -110,4 +111,17 @@ func distinctMembers(got, all []*endpoint.Endpoint) bool {
 		seen[e] = true
 	}
 	return true
+}
+
+// Screener checks the Screener contract, which is the Filter contract, for
+// s on req.
+func Screener(t *testing.T, s scheduler.Screener, req *scheduler.Request) {
+	t.Helper()
+	Filter(t, screenerAsFilter{s}, req)
+}
+
+type screenerAsFilter struct{ scheduler.Screener }
+
+func (s screenerAsFilter) Filter(ctx context.Context, st *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
+	return s.Screen(ctx, st, req, eps)
 }

@@ -1,0 +1,142 @@
+package models
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/go-logr/logr"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// ResponderType is llm-d's type name of the pool-wide model list.
+const ResponderType = "models-responder"
+
+// Responder is the models-responder plugin. As a responder it answers GET
+// /v1/models (a trailing slash and a query string allowed) from the model
+// lists collected from the pool's endpoints (see the package doc); it
+// declines every other request. As a screener it narrows inference
+// requests' candidates by model (Screen). It has no parameters; listing it
+// adds a models-data-source and a models-data-extractor unless the config
+// lists a models-data-source in dataLayer.sources.
+type Responder struct {
+	name scheduler.TypedName
+	tel  *responseMetrics
+	log  logr.Logger
+}
+
+var (
+	_ scheduler.Responder = (*Responder)(nil)
+	_ scheduler.Screener  = (*Responder)(nil)
+)
+
+// ResponderFactory builds a Responder from config; it takes no parameters.
+func ResponderFactory(name string, raw json.RawMessage, h *scheduler.Handle) (scheduler.Plugin, error) {
+	if err := scheduler.DecodeParams(raw, &struct{}{}); err != nil {
+		return nil, err
+	}
+	tel, err := newResponseMetrics(h.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Responder{name: scheduler.TypedName{Type: ResponderType, Name: name}, tel: tel, log: h.Log}, nil
+}
+
+// ResponderRegistration describes the plugin type for the registry.
+func ResponderRegistration() scheduler.Registration {
+	return scheduler.Registration{Type: ResponderType, Factory: ResponderFactory,
+		Summary: "Answers GET /v1/models itself with the union of every endpoint's collected model list (one entry per id, sorted; 503 while none " +
+			"is collected), and keeps inference requests on endpoints that list their model: those listing it as a base model plus uncollected " +
+			"ones; only those listing it as a LoRA adapter; or, when none lists it, the uncollected ones (all if every one is collected). " +
+			"Adds a models-data-source and models-data-extractor unless dataLayer.sources lists a models-data-source."}
+}
+
+// TypedName implements scheduler.Plugin.
+func (r *Responder) TypedName() scheduler.TypedName { return r.name }
+
+// Respond implements scheduler.Responder.
+func (r *Responder) Respond(_ context.Context, in *scheduler.Inbound, endpoints []*endpoint.Endpoint) (scheduler.Reply, bool) {
+	if in.Method != http.MethodGet || !isModelsPath(in.Path) {
+		return scheduler.Reply{}, false
+	}
+	body, collected := ListBody(endpoints)
+	if collected == 0 {
+		r.tel.answered(http.StatusServiceUnavailable)
+		r.log.V(1).Info("no model list collected yet", "requestID", in.Headers["x-request-id"], "endpoints", len(endpoints))
+		return scheduler.Reply{Status: http.StatusServiceUnavailable, ContentType: "application/json", Body: notCollected}, true
+	}
+	r.tel.answered(http.StatusOK)
+	return scheduler.Reply{Status: http.StatusOK, ContentType: "application/json", Body: body}, true
+}
+
+// notCollected is the 503 body, an OpenAI error object.
+var notCollected = []byte(`{"error":{"message":"no model server's model list has been collected yet; retry later",` +
+	`"type":"ServiceUnavailable","code":503}}`)
+
+// isModelsPath reports whether path, without its query, is /v1/models or
+// /v1/models/.
+func isModelsPath(path string) bool {
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	return path == "/v1/models" || path == "/v1/models/"
+}
+
+// listItem is one entry of the answer: the fields OpenAI defines, as the
+// server reported them.
+type listItem struct {
+	ID           string          `json:"id"`
+	Object       string          `json:"object"`
+	Created      int64           `json:"created"`
+	OwnedBy      string          `json:"owned_by"`
+	ShutdownDate json.RawMessage `json:"shutdown_date,omitempty"`
+}
+
+type list struct {
+	Object string     `json:"object"`
+	Data   []listItem `json:"data"`
+}
+
+// ListBody renders the union of the endpoints' collected lists and says
+// how many endpoints had one. An ID listed by several endpoints is taken
+// from the first of them by name; an entry without an object is a
+// "model".
+func ListBody(endpoints []*endpoint.Endpoint) ([]byte, int) {
+	type pick struct {
+		m    *endpoint.Model
+		from string
+	}
+	byID := map[string]pick{}
+	collected := 0
+	for _, ep := range endpoints {
+		ms := ep.Models()
+		if ms == nil {
+			continue
+		}
+		collected++
+		for i := range ms.Items {
+			m := &ms.Items[i]
+			if p, seen := byID[m.ID]; !seen || ep.Name < p.from {
+				byID[m.ID] = pick{m, ep.Name}
+			}
+		}
+	}
+	out := list{Object: "list", Data: make([]listItem, 0, len(byID))}
+	for _, p := range byID {
+		obj := p.m.Object
+		if obj == "" {
+			obj = "model"
+		}
+		out.Data = append(out.Data, listItem{ID: p.m.ID, Object: obj, Created: p.m.Created, OwnedBy: p.m.OwnedBy, ShutdownDate: p.m.ShutdownDate})
+	}
+	slices.SortFunc(out.Data, func(a, b listItem) int { return strings.Compare(a.ID, b.ID) })
+	body, err := json.Marshal(out)
+	if err != nil { // cannot happen: the raw values were decoded from JSON
+		return nil, 0
+	}
+	return body, collected
+}

@@ -1,0 +1,118 @@
+package models
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Poll failure reasons, the values of the reason label of
+// openepp_models_poll_errors_total (the metrics scraper's vocabulary). The
+// set is fixed so the label's cardinality is bounded.
+const (
+	reasonTimeout  = "timeout"
+	reasonRefused  = "connection_refused"
+	reasonConnect  = "connection"
+	reasonStatus   = "http_status"
+	reasonRead     = "read"
+	reasonTooLarge = "too_large"
+	reasonParse    = "parse"
+)
+
+var allReasons = []string{reasonTimeout, reasonRefused, reasonConnect, reasonStatus, reasonRead, reasonTooLarge, reasonParse}
+
+func classify(err error, fallback string) string {
+	var nerr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.As(err, &nerr) && nerr.Timeout():
+		return reasonTimeout
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return reasonRefused
+	}
+	return fallback
+}
+
+// pollMetrics counts polls and their failures; nil counts nothing.
+type pollMetrics struct {
+	polls  prometheus.Counter
+	errors map[string]prometheus.Counter
+}
+
+func newPollMetrics(reg prometheus.Registerer) (*pollMetrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	polls, err := shared(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "openepp_models_polls_total",
+		Help: "Model-list polls of model servers (models-data-source)."}))
+	if err != nil {
+		return nil, err
+	}
+	errs, err := shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "openepp_models_poll_errors_total",
+		Help: "Failed model-list polls, by reason."}, []string{"reason"}))
+	if err != nil {
+		return nil, err
+	}
+	m := &pollMetrics{polls: polls, errors: map[string]prometheus.Counter{}}
+	for _, r := range allReasons {
+		m.errors[r] = errs.WithLabelValues(r)
+	}
+	return m, nil
+}
+
+func (m *pollMetrics) polled(reason string) {
+	if m == nil {
+		return
+	}
+	m.polls.Inc()
+	if reason != "" {
+		m.errors[reason].Inc()
+	}
+}
+
+// responseMetrics counts the responder's answers by status code; nil
+// counts nothing.
+type responseMetrics struct {
+	byCode *prometheus.CounterVec
+}
+
+func newResponseMetrics(reg prometheus.Registerer) (*responseMetrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	v, err := shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "openepp_models_responses_total",
+		Help: "GET /v1/models requests the EPP answered itself (models-responder), by status code."}, []string{"code"}))
+	if err != nil {
+		return nil, err
+	}
+	return &responseMetrics{byCode: v}, nil
+}
+
+func (m *responseMetrics) answered(code int) {
+	if m != nil {
+		m.byCode.WithLabelValues(strconv.Itoa(code)).Inc()
+	}
+}
+
+// shared registers c, or returns the collector of the same kind already
+// registered under its name (a second instance, or the previous config's),
+// so the series continue.
+func shared[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var dup prometheus.AlreadyRegisteredError
+	switch {
+	case err == nil:
+		return c, nil
+	case errors.As(err, &dup):
+		if existing, ok := dup.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, fmt.Errorf("register metrics: %w", err)
+}
