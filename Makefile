@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 PKGS    := ./...
 
-.PHONY: run build image test test-short bench bench-overhead bench-fleet lint fmt docs clean
+.PHONY: run build image test test-short fuzz bench bench-overhead bench-fleet lint fmt docs clean
 
 run: build ## Local demo, no cluster: 4 simulated model servers + EPP + gateway on localhost:8080
 	$(BIN)/demo --bin $(BIN)
@@ -20,6 +20,10 @@ test: ## All tests (unit + integration, race detector); what CI runs
 
 test-short: ## Unit tests only, no race detector (fast inner loop)
 	$(GO) test -short $(PKGS)
+
+FUZZTIME ?= 20s
+fuzz: ## Every Go fuzz target in turn, FUZZTIME each (default 20s; a failure stops it, its input saved in testdata/fuzz)
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 bench: ## All benchmarks (Go micro-benchmarks, overhead, fleet), then regenerate docs/benchmarks.md
 	$(MAKE) bench-overhead

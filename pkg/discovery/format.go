@@ -48,6 +48,12 @@ func loadFile(path, namespace string) ([]endpoint.Spec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read endpoints file: %w", err)
 	}
+	return decodeFile(path, data, namespace)
+}
+
+// decodeFile is loadFile on the file's contents; path names the file in
+// errors.
+func decodeFile(path string, data []byte, namespace string) ([]endpoint.Spec, error) {
 	raws, err := splitEntries(data)
 	if err != nil {
 		return nil, fmt.Errorf("parse endpoints file %q: %w", path, err)

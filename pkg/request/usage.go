@@ -85,15 +85,20 @@ func ParseUsage(body []byte) (Usage, bool) {
 }
 
 // maxSSELine bounds the partial line StreamUsage keeps between chunks, so a
-// stream without newlines cannot grow memory without limit.
+// stream without newlines cannot grow memory without limit. A longer line
+// is skipped whole, however the stream is chunked: usage must not depend on
+// where the proxy cut the body.
 const maxSSELine = 1 << 20
 
 // StreamUsage extracts usage from a server-sent-event stream fed chunk by
 // chunk; events may be split across chunks. The last usage seen wins.
 type StreamUsage struct {
 	partial []byte
-	usage   Usage
-	found   bool
+	// skipping is set while the rest of a line longer than maxSSELine goes
+	// by, so that its tail is not read as a line of its own.
+	skipping bool
+	usage    Usage
+	found    bool
 }
 
 // Write consumes the next chunk of the stream.
@@ -101,21 +106,25 @@ func (s *StreamUsage) Write(chunk []byte) {
 	for len(chunk) > 0 {
 		nl := bytes.IndexByte(chunk, '\n')
 		if nl < 0 {
-			if len(s.partial)+len(chunk) <= maxSSELine {
+			if !s.skipping && len(s.partial)+len(chunk) <= maxSSELine {
 				s.partial = append(s.partial, chunk...)
 			} else {
-				s.partial = s.partial[:0]
+				s.partial, s.skipping = s.partial[:0], true
 			}
 			return
 		}
 		line := chunk[:nl]
-		if len(s.partial) > 0 {
-			s.partial = append(s.partial, line...)
-			line = s.partial
-		}
-		s.line(line)
-		s.partial = s.partial[:0]
 		chunk = chunk[nl+1:]
+		switch {
+		case s.skipping || len(s.partial)+len(line) > maxSSELine:
+			// the end of a line too long to read
+		case len(s.partial) > 0:
+			s.partial = append(s.partial, line...)
+			s.line(s.partial)
+		default:
+			s.line(line)
+		}
+		s.partial, s.skipping = s.partial[:0], false
 	}
 }
 
@@ -123,8 +132,8 @@ func (s *StreamUsage) Write(chunk []byte) {
 func (s *StreamUsage) Flush() {
 	if len(s.partial) > 0 {
 		s.line(s.partial)
-		s.partial = s.partial[:0]
 	}
+	s.partial, s.skipping = s.partial[:0], false
 }
 
 func (s *StreamUsage) line(line []byte) {

@@ -1,6 +1,7 @@
 package request
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -76,5 +77,28 @@ func TestStreamUsageBoundsPartialLine(t *testing.T) {
 	s.Write([]byte("\ndata: {\"usage\":{\"prompt_tokens\":1}}\n"))
 	if u, ok := s.Usage(); !ok || u.PromptTokens != 1 {
 		t.Errorf("usage after oversized line = %+v, %v", u, ok)
+	}
+}
+
+// TestStreamUsageSkipsOverlongLineWhole: a line longer than maxSSELine is
+// skipped however it is chunked. Before, a stream cut inside such a line
+// dropped the kept part and read the rest as a line of its own, so the
+// tail "data: {...}" of a line that is not an event counted as usage, and
+// the same line in one chunk was read whole: the result depended on where
+// the proxy cut the body.
+func TestStreamUsageSkipsOverlongLineWhole(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", maxSSELine+1) + `data: {"usage":{"prompt_tokens":9}}` + "\n"
+	longEvent := `data: {"usage":{"prompt_tokens":9},"pad":"` + strings.Repeat("x", maxSSELine) + `"}` + "\n"
+	for _, stream := range []string{long, longEvent} {
+		for _, cut := range []int{0, 10, maxSSELine / 2, maxSSELine + 1, len(stream) - 2} {
+			var s StreamUsage
+			s.Write([]byte(stream[:cut]))
+			s.Write([]byte(stream[cut:]))
+			s.Flush()
+			if u, ok := s.Usage(); ok {
+				t.Errorf("line of %d bytes cut at %d: usage %+v, want none", len(stream), cut, u)
+			}
+		}
 	}
 }

@@ -27,7 +27,9 @@ func (x *exchange) rewriteTarget(model string, rnd *rand.Rand) string {
 // modelRewriter gives the client back the model name it asked for: the
 // model server answers with the name it was sent, so every `"model":"<sent>"`
 // and `"model": "<sent>"` in the response body (JSON, or each SSE event)
-// becomes the requested name.
+// becomes the requested name. Matches are found in one left-to-right scan,
+// not pattern by pattern, so that overlapping matches in a malformed body
+// resolve the same way whichever chunk boundary falls between them.
 //
 // Chunks pass through at once. The only bytes held back are a chunk's tail
 // that could be the start of a pattern split across two chunks (at most one
@@ -42,11 +44,14 @@ type modelRewriter struct {
 	carry    []byte
 }
 
+// modelKey starts both patterns.
+var modelKey = []byte(`"model":`)
+
 func newModelRewriter(sent, requested string) *modelRewriter {
 	s, r := jsonString(sent), jsonString(requested)
 	return &modelRewriter{
-		from: [2][]byte{slices.Concat([]byte(`"model":`), s), slices.Concat([]byte(`"model": `), s)},
-		to:   [2][]byte{slices.Concat([]byte(`"model":`), r), slices.Concat([]byte(`"model": `), r)},
+		from: [2][]byte{slices.Concat(modelKey, s), slices.Concat(modelKey, []byte(" "), s)},
+		to:   [2][]byte{slices.Concat(modelKey, r), slices.Concat(modelKey, []byte(" "), r)},
 	}
 }
 
@@ -72,14 +77,10 @@ func (m *modelRewriter) rewrite(chunk []byte, final bool) (out []byte, ok bool) 
 		buf = append(m.carry, chunk...)
 		m.carry = nil
 	}
-	keep := 0
-	if !final {
-		keep = m.partialTail(buf)
+	out, held := m.replace(buf, final)
+	if len(held) > 0 {
+		m.carry = slices.Clone(held)
 	}
-	if keep > 0 {
-		m.carry = slices.Clone(buf[len(buf)-keep:])
-	}
-	out = m.replace(buf[:len(buf)-keep])
 	return out, len(out) > 0 || final
 }
 
@@ -93,32 +94,70 @@ func (m *modelRewriter) flush() []byte {
 	return rest
 }
 
-func (m *modelRewriter) replace(b []byte) []byte {
-	for i := range m.from {
-		if bytes.Contains(b, m.from[i]) {
-			b = bytes.ReplaceAll(b, m.from[i], m.to[i])
+// replace rewrites the matches in b, scanning left to right and resuming
+// after each match, and returns the result and the tail of b it held back
+// because more bytes could complete a match there (none when final). An
+// unchanged b comes back as is, not copied.
+func (m *modelRewriter) replace(b []byte, final bool) (out, held []byte) {
+	var dst []byte
+	done, i := 0, 0 // b[:done] is in dst; the scan resumes at i
+	for {
+		j := bytes.Index(b[i:], modelKey)
+		if j < 0 {
+			break
 		}
+		j += i
+		k, partial := m.matchAt(b[j:])
+		if partial && !final {
+			return appendRest(dst, b[done:j]), b[j:]
+		}
+		if k < 0 {
+			i = j + 1
+			continue
+		}
+		dst = append(append(dst, b[done:j]...), m.to[k]...)
+		done = j + len(m.from[k])
+		i = done
 	}
-	return b
+	keep := 0
+	if !final {
+		keep = partialKey(b[i:])
+	}
+	return appendRest(dst, b[done:len(b)-keep]), b[len(b)-keep:]
 }
 
-// partialTail is the length of the longest suffix of b that is a proper
-// prefix of a pattern and starts after the last complete match.
-func (m *modelRewriter) partialTail(b []byte) int {
-	start := 0
-	for _, p := range m.from {
-		if i := bytes.LastIndex(b, p); i >= 0 {
-			start = max(start, i+len(p))
+// matchAt reports which pattern s starts with (-1 for none), or partial
+// when s is too short to tell but is the start of one.
+func (m *modelRewriter) matchAt(s []byte) (k int, partial bool) {
+	for k, p := range m.from {
+		if bytes.HasPrefix(s, p) {
+			return k, false
+		}
+		if len(s) < len(p) && bytes.HasPrefix(p, s) {
+			partial = true
 		}
 	}
-	longest := max(len(m.from[0]), len(m.from[1])) - 1
-	for k := min(longest, len(b)-start); k > 0; k-- {
-		tail := b[len(b)-k:]
-		if bytes.HasPrefix(m.from[0], tail) || bytes.HasPrefix(m.from[1], tail) {
+	return -1, partial
+}
+
+// partialKey is the length of the longest suffix of b that is a proper
+// prefix of modelKey.
+func partialKey(b []byte) int {
+	for k := min(len(modelKey)-1, len(b)); k > 0; k-- {
+		if bytes.HasPrefix(modelKey, b[len(b)-k:]) {
 			return k
 		}
 	}
 	return 0
+}
+
+// appendRest is dst followed by rest, or rest itself when nothing was
+// rewritten.
+func appendRest(dst, rest []byte) []byte {
+	if dst == nil {
+		return rest
+	}
+	return append(dst, rest...)
 }
 
 // dropLength removes the response content-length when the rewrite changes
