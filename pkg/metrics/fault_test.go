@@ -14,6 +14,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/datastore"
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/fetchfail"
 )
 
 // Fault-test timing: short enough to keep the test fast, with the timeout
@@ -40,11 +41,11 @@ type faultCase struct {
 func TestFaultsIsolated(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []faultCase{
-		{name: "hanging page", fault: serveHang, reason: reasonTimeout},
-		{name: "page stalled midway", fault: serveStall, reason: reasonTimeout},
-		{name: "http 500", fault: serve500, reason: reasonStatus},
-		{name: "garbage text", fault: serveGarbage, reason: reasonParse},
-		{name: "connection refused", refused: true, reason: reasonRefused},
+		{name: "hanging page", fault: serveHang, reason: fetchfail.Timeout},
+		{name: "page stalled midway", fault: serveStall, reason: fetchfail.Timeout},
+		{name: "http 500", fault: serve500, reason: fetchfail.Status},
+		{name: "garbage text", fault: serveGarbage, reason: fetchfail.Parse},
+		{name: "connection refused", refused: true, reason: fetchfail.Refused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -163,17 +164,17 @@ func TestFaultReasons(t *testing.T) {
 		reason  string
 		wantErr string
 	}{
-		{name: "too large", opts: Options{MaxPageBytes: 64}, reason: reasonTooLarge, wantErr: "exceeds 64 bytes",
+		{name: "too large", opts: Options{MaxPageBytes: 64}, reason: fetchfail.TooLarge, wantErr: "exceeds 64 bytes",
 			handler: func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(strings.Repeat("# x\n", 100))) }},
 		{name: "no configured metric", reason: reasonNoMetrics, wantErr: "no configured metric on the page",
 			handler: func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("other_metric 1\n")) }},
-		{name: "html page", reason: reasonParse, wantErr: "parse metrics page",
+		{name: "html page", reason: fetchfail.Parse, wantErr: "parse metrics page",
 			handler: func(w http.ResponseWriter, _ *http.Request) {
 				_, _ = w.Write([]byte("<html>\n<body>Service Unavailable</body>\n</html>\n"))
 			}},
-		{name: "404", reason: reasonStatus, wantErr: `unexpected status "404 Not Found"`,
+		{name: "404", reason: fetchfail.Status, wantErr: `unexpected status "404 Not Found"`,
 			handler: func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) }},
-		{name: "body cut by timeout", opts: Options{Timeout: 100 * time.Millisecond}, reason: reasonTimeout, wantErr: "read metrics page",
+		{name: "body cut by timeout", opts: Options{Timeout: 100 * time.Millisecond}, reason: fetchfail.Timeout, wantErr: "read metrics page",
 			handler: func(w http.ResponseWriter, r *http.Request) {
 				_, _ = w.Write([]byte("vllm:num_requests_waiting 1\n"))
 				w.(http.Flusher).Flush()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/openepp/openepp/pkg/certfile"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -26,21 +27,14 @@ type Applier interface {
 // DataSourceParams are metrics-data-source's parameters: upstream's, and
 // llm-d's additions (port, interval, CA and client certificates).
 type DataSourceParams struct {
-	Scheme             string `json:"scheme,omitempty" doc:"http or https" default:"http"`
-	Path               string `json:"path,omitempty" doc:"metrics page path" default:"/metrics"`
-	InsecureSkipVerify *bool  `json:"insecureSkipVerify,omitempty" doc:"skip TLS verification with https (false when caCertPath is set)" default:"true"`
-	Port               int    `json:"port,omitempty" doc:"metrics port of every endpoint, instead of each endpoint's own (llm-d)"`
-	Interval           string `json:"interval,omitempty" doc:"scrape interval, instead of --refresh-metrics-interval (llm-d)"`
-	CACertPath         string `json:"caCertPath,omitempty" doc:"PEM CA bundle that model servers' certificates are verified against, with https (llm-d)"`
-	ClientCertPath     string `json:"clientCertPath,omitempty" doc:"PEM client certificate for servers that require one (mTLS), reread when it changes (llm-d)"`
-	ClientKeyPath      string `json:"clientKeyPath,omitempty" doc:"PEM key of clientCertPath (llm-d)"`
+	certfile.ClientParams
+	Path     string `json:"path,omitempty" doc:"metrics page path" default:"/metrics"`
+	Port     int    `json:"port,omitempty" doc:"metrics port of every endpoint, instead of each endpoint's own (llm-d)"`
+	Interval string `json:"interval,omitempty" doc:"scrape interval, instead of --refresh-metrics-interval (llm-d)"`
 }
 
 func (p *DataSourceParams) validate() error {
-	var errs []error
-	if p.Scheme != "" && p.Scheme != "http" && p.Scheme != "https" {
-		errs = append(errs, fmt.Errorf("scheme: must be http or https, got %q", p.Scheme))
-	}
+	errs := p.Problems()
 	if p.Path != "" && p.Path[0] != '/' {
 		errs = append(errs, fmt.Errorf("path: must start with /, got %q", p.Path))
 	}
@@ -51,9 +45,6 @@ func (p *DataSourceParams) validate() error {
 		if d, err := time.ParseDuration(p.Interval); err != nil || d <= 0 {
 			errs = append(errs, fmt.Errorf("interval: must be a positive duration such as 50ms, got %q", p.Interval))
 		}
-	}
-	if (p.ClientCertPath == "") != (p.ClientKeyPath == "") {
-		errs = append(errs, errors.New("clientCertPath and clientKeyPath: set both or neither"))
 	}
 	return errors.Join(errs...)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/fetchfail"
 	"github.com/openepp/openepp/pkg/sim"
 )
 
@@ -71,10 +72,10 @@ func TestSimulatorFaults(t *testing.T) {
 		faults sim.Faults
 		reason string
 	}{
-		{name: "hang", faults: sim.Faults{MetricsHang: true}, reason: reasonTimeout},
-		{name: "503", faults: sim.Faults{MetricsStatus: http.StatusServiceUnavailable}, reason: reasonStatus},
-		{name: "garbage", faults: sim.Faults{MetricsGarbage: true}, reason: reasonParse},
-		{name: "refused", faults: sim.Faults{RefuseConnections: true, RefuseFor: 800 * time.Millisecond}, reason: reasonRefused},
+		{name: "hang", faults: sim.Faults{MetricsHang: true}, reason: fetchfail.Timeout},
+		{name: "503", faults: sim.Faults{MetricsStatus: http.StatusServiceUnavailable}, reason: fetchfail.Status},
+		{name: "garbage", faults: sim.Faults{MetricsGarbage: true}, reason: fetchfail.Parse},
+		{name: "refused", faults: sim.Faults{RefuseConnections: true, RefuseFor: 800 * time.Millisecond}, reason: fetchfail.Refused},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,7 +98,7 @@ func TestSimulatorFaults(t *testing.T) {
 			// A refusing server also drops the kept-alive connection, so the
 			// first failure may be a cut-off read instead of a refused dial.
 			ok := len(failing) == 1 && (failing[0].KV["reason"] == tc.reason ||
-				tc.faults.RefuseConnections && failing[0].KV["reason"] == reasonRead)
+				tc.faults.RefuseConnections && failing[0].KV["reason"] == fetchfail.Read)
 			if !ok {
 				t.Fatalf("failing logs = %+v, want one with reason %q", failing, tc.reason)
 			}

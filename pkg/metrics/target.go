@@ -4,14 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"syscall"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -19,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/fetchfail"
 )
 
 // acceptHeader asks for the classic text format: it is what expfmt's text
@@ -244,7 +241,7 @@ func (t *target) record(start time.Time, page *bytes.Buffer, reason string, err 
 // fetch GETs the page into buf, bounded by the scrape timeout.
 func (t *target) fetch(ctx context.Context, buf *bytes.Buffer) (reason string, err error) {
 	if t.connErr != nil {
-		return reasonConnect, fmt.Errorf("build metrics request: %w", t.connErr)
+		return fetchfail.Connect, fmt.Errorf("build metrics request: %w", t.connErr)
 	}
 	t.conn.narrow = t.wantNarrow()
 	resp, err := t.conn.get(ctx, time.Now().Add(t.s.opts.Timeout))
@@ -255,7 +252,7 @@ func (t *target) fetch(ctx context.Context, buf *bytes.Buffer) (reason string, e
 // to get one) into buf, bounded by MaxPageBytes.
 func (t *target) readResponse(resp *http.Response, err error, buf *bytes.Buffer) (reason string, _ error) {
 	if err != nil {
-		return classify(err, reasonConnect), fmt.Errorf("get metrics: %w", err)
+		return fetchfail.Classify(err, fetchfail.Connect), fmt.Errorf("get metrics: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		t.conn.done(resp, false)
@@ -264,30 +261,18 @@ func (t *target) readResponse(resp *http.Response, err error, buf *bytes.Buffer)
 			t.rejectNarrow(err.Error()) // the query, not the server, is at fault
 			return reasonDiscarded, nil
 		}
-		return reasonStatus, err
+		return fetchfail.Status, err
 	}
 	limit := t.s.opts.MaxPageBytes
 	n, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
 	t.conn.done(resp, err == nil && n <= limit)
 	if err != nil {
-		return classify(err, reasonRead), fmt.Errorf("read metrics page: %w", err)
+		return fetchfail.Classify(err, fetchfail.Read), fmt.Errorf("read metrics page: %w", err)
 	}
 	if n > limit {
-		return reasonTooLarge, fmt.Errorf("metrics page exceeds %d bytes", limit)
+		return fetchfail.TooLarge, fmt.Errorf("metrics page exceeds %d bytes", limit)
 	}
 	return "", nil
-}
-
-func classify(err error, fallback string) string {
-	var nerr net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
-		errors.As(err, &nerr) && nerr.Timeout():
-		return reasonTimeout
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return reasonRefused
-	}
-	return fallback
 }
 
 // apply filters, parses and publishes one page. An unchanged page (same
@@ -328,7 +313,7 @@ func (t *target) apply(page []byte, narrow bool, now time.Time) (reason string, 
 		if partial { // report the error as a whole-page parse words it
 			return t.apply(page, narrow, now)
 		}
-		return reasonParse, fmt.Errorf("parse metrics page: %w", err)
+		return fetchfail.Parse, fmt.Errorf("parse metrics page: %w", err)
 	}
 	for _, i := range reused {
 		name := t.eng.families[i]

@@ -9,6 +9,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/datastore"
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/fetchfail"
 	"github.com/openepp/openepp/pkg/promalias"
 )
 
@@ -29,25 +30,17 @@ var TelemetryAliases = []promalias.Alias{
 }
 
 // Failure reasons, the values of the reason label of
-// openepp_metrics_scrape_errors_total. The set is fixed so the label's
-// cardinality is bounded.
+// openepp_metrics_scrape_errors_total: the data sources' shared vocabulary
+// (fetchfail) and a page without the wanted metrics. The set is fixed so
+// the label's cardinality is bounded.
 const (
-	reasonTimeout   = "timeout"
-	reasonRefused   = "connection_refused"
-	reasonConnect   = "connection"
-	reasonStatus    = "http_status"
-	reasonRead      = "read"
-	reasonTooLarge  = "too_large"
-	reasonParse     = "parse"
 	reasonNoMetrics = "no_metrics"
 	// reasonDiscarded is not a failure: a narrow page that did not pass
 	// its check was dropped (see narrow.go). It has no counter.
 	reasonDiscarded = "discarded"
 )
 
-var allReasons = []string{
-	reasonTimeout, reasonRefused, reasonConnect, reasonStatus, reasonRead, reasonTooLarge, reasonParse, reasonNoMetrics,
-}
+var allReasons = append(append([]string{}, fetchfail.Reasons...), reasonNoMetrics)
 
 // telemetry holds the scraper's own collectors. Children of the vectors on
 // the hot path are bound once, so a scrape never hashes label values.

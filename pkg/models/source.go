@@ -16,6 +16,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/certfile"
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/fetchfail"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -48,21 +49,14 @@ const (
 // SourceParams are models-data-source's parameters: llm-d's, plus the
 // polling interval and timeout.
 type SourceParams struct {
-	Scheme             string `json:"scheme,omitempty" doc:"http or https" default:"http"`
-	Path               string `json:"path,omitempty" doc:"path of the OpenAI model list on every endpoint's serving port" default:"/v1/models"`
-	InsecureSkipVerify *bool  `json:"insecureSkipVerify,omitempty" doc:"skip TLS verification with https (false when caCertPath is set)" default:"true"`
-	CACertPath         string `json:"caCertPath,omitempty" doc:"PEM CA bundle that model servers' certificates are verified against, with https"`
-	ClientCertPath     string `json:"clientCertPath,omitempty" doc:"PEM client certificate for servers that require one (mTLS), reread when it changes"`
-	ClientKeyPath      string `json:"clientKeyPath,omitempty" doc:"PEM key of clientCertPath"`
-	Interval           string `json:"interval,omitempty" doc:"how often every endpoint is polled (OpenEPP); lists change rarely, so seconds suffice" default:"5s"`
-	Timeout            string `json:"timeout,omitempty" doc:"bound on one poll (OpenEPP)" default:"2s or interval, the shorter"`
+	certfile.ClientParams
+	Path     string `json:"path,omitempty" doc:"path of the OpenAI model list on every endpoint's serving port" default:"/v1/models"`
+	Interval string `json:"interval,omitempty" doc:"how often every endpoint is polled (OpenEPP); lists change rarely, so seconds suffice" default:"5s"`
+	Timeout  string `json:"timeout,omitempty" doc:"bound on one poll (OpenEPP)" default:"2s or interval, the shorter"`
 }
 
 func (p *SourceParams) validate() error {
-	var errs []error
-	if p.Scheme != "" && p.Scheme != "http" && p.Scheme != "https" {
-		errs = append(errs, fmt.Errorf("scheme: must be http or https, got %q", p.Scheme))
-	}
+	errs := p.Problems()
 	if p.Path != "" && p.Path[0] != '/' {
 		errs = append(errs, fmt.Errorf("path: must start with /, got %q", p.Path))
 	}
@@ -73,9 +67,6 @@ func (p *SourceParams) validate() error {
 		if v, err := time.ParseDuration(d.v); err != nil || v <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be a positive duration such as 5s, got %q", d.name, d.v))
 		}
-	}
-	if (p.ClientCertPath == "") != (p.ClientKeyPath == "") {
-		errs = append(errs, errors.New("clientCertPath and clientKeyPath: set both or neither"))
 	}
 	return errors.Join(errs...)
 }
@@ -156,12 +147,7 @@ func (s *Source) newClient(scheme string, p SourceParams) error {
 		IdleConnTimeout:     2 * s.interval,
 	}
 	if scheme == "https" {
-		c := certfile.Client{InsecureSkipVerify: p.CACertPath == "", CAFile: p.CACertPath,
-			CertFile: p.ClientCertPath, KeyFile: p.ClientKeyPath}
-		if p.InsecureSkipVerify != nil {
-			c.InsecureSkipVerify = *p.InsecureSkipVerify
-		}
-		cfg, err := c.TLSConfig(s.log.WithValues("use", "model list client certificate"))
+		cfg, err := p.Client().TLSConfig(s.log.WithValues("use", "model list client certificate"))
 		if err != nil {
 			return err
 		}
@@ -281,7 +267,7 @@ func (s *Source) poll(ctx context.Context, ep *endpoint.Endpoint, st *pollState)
 		now := s.clock.Now()
 		for _, x := range s.extractors {
 			if err = x.Extract(ep, body, now); err != nil {
-				reason = reasonParse
+				reason = fetchfail.Parse
 				break
 			}
 		}
@@ -319,24 +305,24 @@ func (s *Source) fetch(ctx context.Context, ep *endpoint.Endpoint) ([]byte, stri
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url(ep), nil)
 	if err != nil {
-		return nil, reasonConnect, err
+		return nil, fetchfail.Connect, err
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, classify(err, reasonConnect), err
+		return nil, fetchfail.Classify(err, fetchfail.Connect), err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // so the connection can be reused
-		return nil, reasonStatus, fmt.Errorf("GET %s: status %d", req.URL.Path, resp.StatusCode)
+		return nil, fetchfail.Status, fmt.Errorf("GET %s: status %d", req.URL.Path, resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, s.maxBytes+1))
 	if err != nil {
-		return nil, classify(err, reasonRead), fmt.Errorf("read model list: %w", err)
+		return nil, fetchfail.Classify(err, fetchfail.Read), fmt.Errorf("read model list: %w", err)
 	}
 	if int64(len(body)) > s.maxBytes {
-		return nil, reasonTooLarge, fmt.Errorf("model list exceeds %d bytes", s.maxBytes)
+		return nil, fetchfail.TooLarge, fmt.Errorf("model list exceeds %d bytes", s.maxBytes)
 	}
 	return body, "", nil
 }

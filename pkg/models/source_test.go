@@ -23,6 +23,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/certfile/certtest"
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/fetchfail"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -124,25 +125,25 @@ func TestFailedPollsKeepThenDropTheList(t *testing.T) {
 		h      http.HandlerFunc // nil: connection refused
 		reason string
 	}{
-		{name: "not 200", reason: reasonStatus, h: func(w http.ResponseWriter, _ *http.Request) {
+		{name: "not 200", reason: fetchfail.Status, h: func(w http.ResponseWriter, _ *http.Request) {
 			http.Error(w, "no such route", http.StatusNotFound)
 		}},
-		{name: "server error", reason: reasonStatus, h: func(w http.ResponseWriter, _ *http.Request) {
+		{name: "server error", reason: fetchfail.Status, h: func(w http.ResponseWriter, _ *http.Request) {
 			w.WriteHeader(http.StatusInternalServerError)
 		}},
-		{name: "malformed JSON", reason: reasonParse, h: func(w http.ResponseWriter, _ *http.Request) {
+		{name: "malformed JSON", reason: fetchfail.Parse, h: func(w http.ResponseWriter, _ *http.Request) {
 			_, _ = io.WriteString(w, `{"object":"list","data":[{"id":`)
 		}},
-		{name: "not a model list", reason: reasonParse, h: func(w http.ResponseWriter, _ *http.Request) {
+		{name: "not a model list", reason: fetchfail.Parse, h: func(w http.ResponseWriter, _ *http.Request) {
 			_, _ = io.WriteString(w, `{"status":"ok"}`)
 		}},
-		{name: "too large", reason: reasonTooLarge, h: func(w http.ResponseWriter, _ *http.Request) {
+		{name: "too large", reason: fetchfail.TooLarge, h: func(w http.ResponseWriter, _ *http.Request) {
 			_, _ = io.WriteString(w, `{"data":[`+strings.Repeat(" ", MaxListBytes)+`]}`)
 		}},
-		{name: "hangs", reason: reasonTimeout, h: func(_ http.ResponseWriter, r *http.Request) {
+		{name: "hangs", reason: fetchfail.Timeout, h: func(_ http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done() // the poll's timeout closes the connection
 		}},
-		{name: "connection refused", reason: reasonRefused},
+		{name: "connection refused", reason: fetchfail.Refused},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,7 +156,7 @@ func TestFailedPollsKeepThenDropTheList(t *testing.T) {
 			}
 			ep := endpointAt(t, "e", addr)
 			timeout := "2s"
-			if tc.reason == reasonTimeout {
+			if tc.reason == fetchfail.Timeout {
 				timeout = "100ms"
 			}
 			s := newSource(t, `{"interval": "2s", "timeout": "`+timeout+`"}`, ep)
@@ -399,7 +400,7 @@ func TestPollOverMutualTLS(t *testing.T) {
 	s := newSource(t, fmt.Sprintf(`{"scheme": "https", "caCertPath": %q, "clientCertPath": %q, "clientKeyPath": %q}`, caFile, certFile, keyFile), ep)
 	newRounds(s).run()
 	if ep.Models() == nil {
-		t.Fatalf("nothing collected over mTLS; errors: %v", testutil.ToFloat64(s.tel.errors[reasonConnect]))
+		t.Fatalf("nothing collected over mTLS; errors: %v", testutil.ToFloat64(s.tel.errors[fetchfail.Connect]))
 	}
 	if got := <-clients; got != "epp" {
 		t.Errorf("client certificate %q", got)
@@ -409,7 +410,7 @@ func TestPollOverMutualTLS(t *testing.T) {
 	other := newSource(t, fmt.Sprintf(`{"scheme": "https", "caCertPath": %q, "clientCertPath": %q, "clientKeyPath": %q}`,
 		certtest.Write(t, dir, "other.crt", clientCA.PEM), certFile, keyFile), endpointAt(t, "f", srv.Listener.Addr().String()))
 	newRounds(other).run()
-	if testutil.ToFloat64(other.tel.errors[reasonConnect]) != 1 {
+	if testutil.ToFloat64(other.tel.errors[fetchfail.Connect]) != 1 {
 		t.Error("an untrusted server certificate was accepted")
 	}
 }

@@ -1,43 +1,14 @@
 package models
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"strconv"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openepp/openepp/pkg/fetchfail"
 )
-
-// Poll failure reasons, the values of the reason label of
-// openepp_models_poll_errors_total (the metrics scraper's vocabulary). The
-// set is fixed so the label's cardinality is bounded.
-const (
-	reasonTimeout  = "timeout"
-	reasonRefused  = "connection_refused"
-	reasonConnect  = "connection"
-	reasonStatus   = "http_status"
-	reasonRead     = "read"
-	reasonTooLarge = "too_large"
-	reasonParse    = "parse"
-)
-
-var allReasons = []string{reasonTimeout, reasonRefused, reasonConnect, reasonStatus, reasonRead, reasonTooLarge, reasonParse}
-
-func classify(err error, fallback string) string {
-	var nerr net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
-		errors.As(err, &nerr) && nerr.Timeout():
-		return reasonTimeout
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return reasonRefused
-	}
-	return fallback
-}
 
 // pollMetrics counts polls and their failures; nil counts nothing.
 type pollMetrics struct {
@@ -60,7 +31,7 @@ func newPollMetrics(reg prometheus.Registerer) (*pollMetrics, error) {
 		return nil, err
 	}
 	m := &pollMetrics{polls: polls, errors: map[string]prometheus.Counter{}}
-	for _, r := range allReasons {
+	for _, r := range fetchfail.Reasons {
 		m.errors[r] = errs.WithLabelValues(r)
 	}
 	return m, nil
