@@ -27,11 +27,15 @@ type Responder struct {
 	name scheduler.TypedName
 	tel  *responseMetrics
 	log  logr.Logger
+	// pool is the EPP's view of the pool, for DumpState only (requests
+	// bring their candidates).
+	pool func() []*endpoint.Endpoint
 }
 
 var (
-	_ scheduler.Responder = (*Responder)(nil)
-	_ scheduler.Screener  = (*Responder)(nil)
+	_ scheduler.Responder   = (*Responder)(nil)
+	_ scheduler.Screener    = (*Responder)(nil)
+	_ scheduler.StateDumper = (*Responder)(nil)
 )
 
 // ResponderFactory builds a Responder from config; it takes no parameters.
@@ -43,7 +47,7 @@ func ResponderFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sc
 	if err != nil {
 		return nil, err
 	}
-	return &Responder{name: scheduler.TypedName{Type: ResponderType, Name: name}, tel: tel, log: h.Log}, nil
+	return &Responder{name: scheduler.TypedName{Type: ResponderType, Name: name}, tel: tel, log: h.Log, pool: h.Endpoints}, nil
 }
 
 // ResponderRegistration describes the plugin type for the registry.
