@@ -65,7 +65,9 @@ func (f *flowControl) configure(b *config.Built) (server.Admission, error) {
 			}
 			return detector.Saturation(f.store.Snapshot(), now)
 		},
-		PoolSize: f.poolSize,
+		PoolSize:        f.poolSize,
+		OnEnqueue:       f.metrics.enqueued,
+		OnDispatchCycle: f.metrics.cycle,
 	}
 	if plan.NegativeBand != nil {
 		nb := band(*plan.NegativeBand)

@@ -145,8 +145,14 @@ func TestFlowControlQueuesUntilCapacityFrees(t *testing.T) {
 		t.Fatal("not released after the request ahead finished")
 	}
 	page := r.metricsPage(t)
-	if !strings.Contains(page, `outcome="Dispatched"`) {
-		t.Errorf("no Dispatched outcome on the metrics page")
+	for _, want := range []string{`outcome="Dispatched"`,
+		`inference_extension_flow_control_request_enqueue_duration_seconds_count{fairness_id="tenant-a",outcome="Enqueued",priority="0"} 1`,
+		`llm_d_epp_flow_control_request_enqueue_duration_seconds_count{fairness_id="tenant-a",outcome="Enqueued",priority="0"} 1`,
+		"inference_extension_flow_control_dispatch_cycle_duration_seconds_count ",
+		"llm_d_epp_flow_control_dispatch_cycle_duration_seconds_count "} {
+		if !strings.Contains(page, want) {
+			t.Errorf("metrics page lacks %q", want)
+		}
 	}
 	if r.queued(t, "tenant-a") != 0 {
 		t.Errorf("queue gauge not back to 0")

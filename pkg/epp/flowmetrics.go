@@ -23,6 +23,8 @@ const maxFlowLabels = 1000
 type flowMetrics struct {
 	pool       string
 	waitTime   *prometheus.HistogramVec
+	enqueue    *prometheus.HistogramVec
+	cycles     prometheus.Histogram
 	outcomes   *prometheus.CounterVec
 	queueSize  *prometheus.GaugeVec
 	queueBytes *prometheus.GaugeVec
@@ -63,6 +65,15 @@ func newFlowMetrics(reg prometheus.Registerer, pool string) *flowMetrics {
 			Help:    "Time requests spent in flow control, by outcome (Dispatched, RejectedCapacity, EvictedTTL, ...).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 22)},
 			[]string{"fairness_id", "priority", "outcome", "inference_pool", "model_name", "target_model_name"}),
+		enqueue: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "inference_extension_flow_control_request_enqueue_duration_seconds",
+			Help:    "Time a request that could not pass at once took to be queued (outcome Enqueued) or refused at the door.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)},
+			[]string{"fairness_id", "priority", "outcome"}),
+		cycles: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "inference_extension_flow_control_dispatch_cycle_duration_seconds",
+			Help:    "Time of one dispatcher pass over waiting requests (expiry and releases; waits for released requests to be scheduled excluded).",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llm_d_epp_flow_control_requests_total",
 			Help: "Requests that passed through flow control, by outcome (llm-d's name; no GIE counterpart)."},
 			[]string{"outcome", "priority", "inference_pool"}),
@@ -82,7 +93,7 @@ func newFlowMetrics(reg prometheus.Registerer, pool string) *flowMetrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.waitTime, m.outcomes, m.queueSize, m.queueBytes, sat)
+	reg.MustRegister(m.waitTime, m.enqueue, m.cycles, m.outcomes, m.queueSize, m.queueBytes, sat)
 	return m
 }
 
@@ -132,3 +143,12 @@ func (m *flowMetrics) finished(s *flowSeries, o flowcontrol.Outcome, waited time
 	obs.Observe(waited.Seconds())
 	n.Inc()
 }
+
+// enqueued records a slow-path request's way into the queue (or its
+// refusal there); requests on the fast path are not timed.
+func (m *flowMetrics) enqueued(r flowcontrol.Request, outcome string, took time.Duration) {
+	m.enqueue.WithLabelValues(m.flows.Value(r.FlowID), strconv.Itoa(r.Priority), outcome).Observe(took.Seconds())
+}
+
+// cycle records one dispatcher pass.
+func (m *flowMetrics) cycle(took time.Duration) { m.cycles.Observe(took.Seconds()) }

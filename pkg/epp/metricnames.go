@@ -17,6 +17,8 @@ var eppAliases = []promalias.Alias{
 	{From: "inference_extension_flow_control_queue_size", To: "llm_d_epp_flow_control_queue_size"},
 	{From: "inference_extension_flow_control_queue_bytes", To: "llm_d_epp_flow_control_queue_bytes"},
 	{From: "inference_extension_flow_control_pool_saturation", To: "llm_d_epp_flow_control_pool_saturation"},
+	{From: "inference_extension_flow_control_request_enqueue_duration_seconds", To: "llm_d_epp_flow_control_request_enqueue_duration_seconds"},
+	{From: "inference_extension_flow_control_dispatch_cycle_duration_seconds", To: "llm_d_epp_flow_control_dispatch_cycle_duration_seconds"},
 }
 
 // metricsPage is what /metrics serves: every family under both GIE's

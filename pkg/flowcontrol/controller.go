@@ -77,7 +77,18 @@ type Config struct {
 	Settle time.Duration
 	// Observer, when set, is told about outcomes (for metrics).
 	Observer Observer
+	// OnEnqueue, when set, is told how long a request that could not take
+	// the fast path took to be queued or refused at the door, with
+	// "Enqueued" or the refusal's outcome. OnDispatchCycle, when set, is
+	// told how long each dispatcher pass over waiting requests took
+	// (expiry and releases, without the waits for released requests to be
+	// scheduled). Both are for metrics: they must be quick.
+	OnEnqueue       func(r Request, outcome string, took time.Duration)
+	OnDispatchCycle func(took time.Duration)
 }
+
+// Enqueued is the OnEnqueue outcome of a request that was queued.
+const Enqueued = "Enqueued"
 
 // validate reports every problem at once.
 func (cfg *Config) validate() error {
@@ -215,8 +226,7 @@ func (c *Controller) Start(ctx context.Context) {
 	settle.Stop()
 	defer settle.Stop()
 	for {
-		c.expire()
-		c.dispatch(settle)
+		c.cycle(settle)
 		var tick <-chan time.Time
 		if c.queued.Load() > 0 {
 			timer.Reset(c.poll)
@@ -235,22 +245,38 @@ func (c *Controller) Start(ctx context.Context) {
 	}
 }
 
+// cycle is one dispatcher pass: expiry, then releases. A pass over an
+// empty controller (every release wakes the dispatcher) is not timed.
+func (c *Controller) cycle(settle *time.Timer) {
+	observe := c.conf().OnDispatchCycle
+	if observe == nil || c.queued.Load() == 0 {
+		c.expire()
+		c.dispatch(settle)
+		return
+	}
+	start := c.now()
+	c.expire()
+	settling := c.dispatch(settle)
+	observe(c.now().Sub(start) - settling)
+}
+
 // dispatch releases requests while the top band's ceiling allows,
 // re-reading saturation before each one: the detector may count in-flight
 // requests, so every dispatch can raise it. A top band that may not
-// dispatch holds every lower band too (strict priority).
-func (c *Controller) dispatch(settle *time.Timer) {
+// dispatch holds every lower band too (strict priority). It returns how
+// long it waited for released requests to be scheduled.
+func (c *Controller) dispatch(settle *time.Timer) (settling time.Duration) {
 	for {
 		c.mu.Lock()
 		if len(c.active) == 0 {
 			c.mu.Unlock()
-			return
+			return settling
 		}
 		top := c.active[0].priority
 		c.mu.Unlock()
 
 		if !c.below(top) {
-			return
+			return settling
 		}
 
 		c.mu.Lock()
@@ -268,8 +294,14 @@ func (c *Controller) dispatch(settle *time.Timer) {
 			released = true
 		}
 		c.mu.Unlock()
-		if released && !c.awaitSettled(settle) {
-			return
+		if !released {
+			continue
+		}
+		waitFrom := c.now()
+		ok := c.awaitSettled(settle)
+		settling += c.now().Sub(waitFrom)
+		if !ok {
+			return settling
 		}
 	}
 }
@@ -357,7 +389,19 @@ func (c *Controller) fastPath(priority int) bool {
 
 // wait queues r and blocks until it is decided or ctx is done.
 func (c *Controller) wait(ctx context.Context, r Request) (bool, error) {
+	observe := c.conf().OnEnqueue
+	var start time.Time
+	if observe != nil {
+		start = c.now()
+	}
 	it, err := c.enqueue(ctx, r)
+	if observe != nil {
+		outcome := Enqueued
+		if err != nil {
+			outcome = err.Outcome.String()
+		}
+		observe(r, outcome, c.now().Sub(start))
+	}
 	if err != nil {
 		return false, c.refuse(r, err)
 	}

@@ -3,6 +3,7 @@ package flowcontrol_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,5 +52,49 @@ func TestStateListsAtMostAHundredFlows(t *testing.T) {
 	st := h.c.State()
 	if len(st.Bands) != 1 || len(st.Bands[0].Flows) != 100 || st.Bands[0].MoreFlows != 20 || st.Requests != 120 {
 		t.Fatalf("%d bands, %d flows listed, %d more, %d requests", len(st.Bands), len(st.Bands[0].Flows), st.Bands[0].MoreFlows, st.Requests)
+	}
+}
+
+// TestEnqueueAndCycleHooks checks the metrics hooks: a request that cannot
+// take the fast path reports being queued or refused at the door; the
+// dispatcher reports its passes over waiting requests only.
+func TestEnqueueAndCycleHooks(t *testing.T) {
+	var mu sync.Mutex
+	var enqueued []string
+	cycles := 0
+	h := newHarness(t, flowcontrol.Config{MaxRequests: 1,
+		OnEnqueue: func(r flowcontrol.Request, outcome string, took time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			if took < 0 {
+				t.Errorf("negative enqueue time %v", took)
+			}
+			enqueued = append(enqueued, r.FlowID+":"+outcome)
+		},
+		OnDispatchCycle: func(took time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			if took < 0 {
+				t.Errorf("negative cycle time %v", took)
+			}
+			cycles++
+		}})
+	ctx := context.Background()
+	first := h.queue(ctx, flowcontrol.Request{FlowID: "a"})
+	if err := result(t, h.admit(ctx, flowcontrol.Request{FlowID: "b"})); err == nil {
+		t.Fatal("second request admitted past maxRequests 1")
+	}
+	h.m.grant(1)
+	h.c.Wake()
+	if err := result(t, first); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"a:Enqueued", "b:" + flowcontrol.RejectedCapacity.String()}; fmt.Sprint(enqueued) != fmt.Sprint(want) {
+		t.Errorf("enqueue reports %v, want %v", enqueued, want)
+	}
+	if cycles == 0 {
+		t.Error("no dispatch cycle reported while a request waited")
 	}
 }
