@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/metrics"
+	"github.com/openepp/openepp/pkg/models"
 	"github.com/openepp/openepp/pkg/prefix"
 	"github.com/openepp/openepp/pkg/promalias"
 	"github.com/openepp/openepp/pkg/server"
@@ -36,5 +37,5 @@ func metricsPage(reg prometheus.Gatherer) prometheus.Gatherer {
 
 // aliasTables are the alias lists of every package that records metrics.
 func aliasTables() [][]promalias.Alias {
-	return [][]promalias.Alias{server.RequestAliases, metrics.TelemetryAliases, prefix.Aliases, eppAliases}
+	return [][]promalias.Alias{server.RequestAliases, metrics.TelemetryAliases, models.Aliases, prefix.Aliases, eppAliases}
 }

@@ -1,11 +1,14 @@
 package epp
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/openepp/openepp/pkg/promalias"
 )
 
 // TestMetricsPageServesBothNamings checks the served page: after one
@@ -67,45 +70,34 @@ func TestMetricsPageServesBothNamings(t *testing.T) {
 	}
 }
 
-// TestAliasNamesAreUnique checks the alias tables: no second name is used
-// twice or names a family that is recorded natively, so the page can never
-// hold two families of one name.
+// TestAliasNamesAreUnique checks the alias tables: a second name never
+// names a family that is recorded natively (the page could hold two
+// families of one name), and aliases sharing a name (their series merge)
+// are told apart by the labels they set.
 func TestAliasNamesAreUnique(t *testing.T) {
 	t.Parallel()
-	seen := map[string]string{}
+	byTo := map[string][]promalias.Alias{}
 	from := map[string]bool{}
 	for _, set := range aliasTables() {
 		for _, a := range set {
 			from[a.From] = true
-			if prev, dup := seen[a.To]; dup {
-				t.Errorf("%s is the alias of both %s and %s", a.To, prev, a.From)
-			}
-			seen[a.To] = a.From
+			byTo[a.To] = append(byTo[a.To], a)
 		}
 	}
-	for to := range seen {
+	for to, as := range byTo {
 		if from[to] {
 			t.Errorf("%s is both an alias and a recorded family", to)
 		}
+		seen := map[string]string{}
+		for _, a := range as {
+			key := fmt.Sprint(a.Set)
+			if len(as) > 1 && len(a.Set) == 0 {
+				t.Errorf("%s is the alias of several families, and %s sets no label to tell its series apart", to, a.From)
+			}
+			if prev, dup := seen[key]; dup {
+				t.Errorf("%s: %s and %s set the same labels %s", to, prev, a.From, key)
+			}
+			seen[key] = a.From
+		}
 	}
-}
-
-// TestStreamMetricsOptIn checks --enable-grpc-stream-metrics: llm-d's
-// ext_proc stream families appear only with it, and count a finished
-// stream under its gRPC code.
-func TestStreamMetricsOptIn(t *testing.T) {
-	t.Parallel()
-	off := startEPP(t, 1, 0)
-	off.route(t, `{"model":"m","prompt":"p"}`)
-	if page := off.metricsPage(t); strings.Contains(page, "llm_d_epp_extproc_streams") {
-		t.Error("stream metrics served without --enable-grpc-stream-metrics")
-	}
-	on := startEPP(t, 1, 0, "--enable-grpc-stream-metrics")
-	on.route(t, `{"model":"m","prompt":"p"}`)
-	eventually(t, "the finished stream counted", func() bool {
-		page := on.metricsPage(t)
-		return strings.Contains(page, `llm_d_epp_extproc_streams_total{code="OK"} 1`) &&
-			strings.Contains(page, "llm_d_epp_extproc_streams_inflight 0") &&
-			strings.Contains(page, "llm_d_epp_extproc_stream_duration_seconds_count 1")
-	})
 }

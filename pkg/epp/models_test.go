@@ -111,13 +111,18 @@ func TestModelsResponderWaitsForTheFirstList(t *testing.T) {
 	if imm.Status != http.StatusServiceUnavailable || imm.Headers.Get("content-type") != "application/json" {
 		t.Fatalf("before any list: %d %q %s", imm.Status, imm.Headers.Get("content-type"), imm.Body)
 	}
-	eventually(t, "a refused poll counted", func() bool {
-		for _, line := range strings.Split(r.metricsPage(t), "\n") {
-			if v, ok := strings.CutPrefix(line, `openepp_models_poll_errors_total{reason="connection_refused"} `); ok && v != "0" {
+	counted := func(page, prefix string) bool {
+		for _, line := range strings.Split(page, "\n") {
+			if v, ok := strings.CutPrefix(line, prefix); ok && v != "0" {
 				return true
 			}
 		}
 		return false
+	}
+	eventually(t, "a refused poll counted, under llm-d's name too", func() bool {
+		page := r.metricsPage(t)
+		return counted(page, `openepp_models_poll_errors_total{reason="connection_refused"} `) &&
+			counted(page, `llm_d_epp_datalayer_poll_errors_total{source_type="models-data-source"} `)
 	})
 	if err := r.sims[1].SetFaults(sim.Faults{}); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/fetchfail"
+	"github.com/openepp/openepp/pkg/promalias"
 )
+
+// Aliases serve the poll-error counter as llm-d's data-layer poll errors
+// too, beside the metrics scraper's (told apart by source_type).
+var Aliases = []promalias.Alias{
+	{From: "openepp_models_poll_errors_total", To: "llm_d_epp_datalayer_poll_errors_total",
+		Sum: []string{"reason"}, Set: map[string]string{"source_type": SourceType}},
+}
 
 // pollMetrics counts polls and their failures; nil counts nothing.
 type pollMetrics struct {

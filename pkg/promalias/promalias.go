@@ -43,22 +43,37 @@ func New(src prometheus.Gatherer, aliases []Alias) *Gatherer {
 
 // Gather implements prometheus.Gatherer. A family the source already has
 // under an alias's name is the source's own and is not replaced: two
-// families of one name would make the page invalid. Like the source, it
-// returns what it could gather together with the source's error.
+// families of one name would make the page invalid. Aliases of several
+// families to one name (two data sources' error counters, told apart by a
+// Set label) make one family holding every copy's series; its help and
+// type are the first copy's, and a copy of another type is left out. Like
+// the source, it returns what it could gather together with the source's
+// error.
 func (g *Gatherer) Gather() ([]*dto.MetricFamily, error) {
 	fams, err := g.src.Gather()
-	have := make(map[string]bool, len(fams))
+	native := make(map[string]bool, len(fams))
 	for _, f := range fams {
-		have[f.GetName()] = true
+		native[f.GetName()] = true
 	}
 	out := fams
+	made := map[string]*dto.MetricFamily{}
 	for _, f := range fams {
 		for _, a := range g.byFrom[f.GetName()] {
-			if have[a.To] {
+			if native[a.To] {
 				continue
 			}
-			have[a.To] = true
-			out = append(out, renamed(f, a))
+			c := renamed(f, a)
+			if prev := made[a.To]; prev != nil {
+				if prev.GetType() == c.GetType() {
+					prev.Metric = append(prev.Metric, c.Metric...)
+					sort.SliceStable(prev.Metric, func(i, j int) bool {
+						return labelKey(prev.Metric[i]) < labelKey(prev.Metric[j])
+					})
+				}
+				continue
+			}
+			made[a.To] = c
+			out = append(out, c)
 		}
 	}
 	if len(out) > len(fams) {
@@ -97,26 +112,17 @@ func summed(ms []*dto.Metric, drop []string) []*dto.Metric {
 	var keys []string
 	byKey := map[string]*dto.Metric{}
 	for _, m := range ms {
-		kept := m.Label[:0]
-		var key []byte
-		for _, lp := range m.Label {
-			if slices.Contains(drop, lp.GetName()) {
-				continue
-			}
-			kept = append(kept, lp)
-			key = append(append(append(key, lp.GetName()...), 0), lp.GetValue()...)
-			key = append(key, 0)
-		}
-		m.Label = kept
+		m.Label = slices.DeleteFunc(m.Label, func(lp *dto.LabelPair) bool { return slices.Contains(drop, lp.GetName()) })
+		key := labelKey(m)
 		if m.Summary != nil {
 			m.Summary.Quantile = nil // quantiles of parts do not add up
 		}
-		if into, ok := byKey[string(key)]; ok {
+		if into, ok := byKey[key]; ok {
 			add(into, m)
 			continue
 		}
-		byKey[string(key)] = m
-		keys = append(keys, string(key))
+		byKey[key] = m
+		keys = append(keys, key)
 	}
 	sort.Strings(keys)
 	out := make([]*dto.Metric, len(keys))
@@ -153,4 +159,14 @@ func add(into, m *dto.Metric) {
 		s.SampleCount = proto.Uint64(s.GetSampleCount() + o.GetSampleCount())
 		s.SampleSum = proto.Float64(s.GetSampleSum() + o.GetSampleSum())
 	}
+}
+
+// labelKey orders series by their label pairs, as a registry does.
+func labelKey(m *dto.Metric) string {
+	var b []byte
+	for _, lp := range m.GetLabel() {
+		b = append(append(append(b, lp.GetName()...), 0), lp.GetValue()...)
+		b = append(b, 0)
+	}
+	return string(b)
 }

@@ -134,3 +134,25 @@ gie_sizes_count{model_name="m1"} 3
 		t.Fatalf("source has %d series after gathering, want 4", n)
 	}
 }
+
+func TestAliasesOfSeveralFamiliesMerge(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scrape_errors_total", Help: "Scrape errors."}, []string{"reason"})
+	b := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "poll_errors_total", Help: "Poll errors."}, []string{"reason"})
+	reg.MustRegister(a, b)
+	a.WithLabelValues("timeout").Add(2)
+	b.WithLabelValues("parse").Add(3)
+	g := New(reg, []Alias{
+		{From: "scrape_errors_total", To: "datalayer_errors_total", Sum: []string{"reason"}, Set: map[string]string{"source_type": "metrics"}},
+		{From: "poll_errors_total", To: "datalayer_errors_total", Sum: []string{"reason"}, Set: map[string]string{"source_type": "models"}},
+	})
+	want := `
+# HELP datalayer_errors_total Poll errors.
+# TYPE datalayer_errors_total counter
+datalayer_errors_total{source_type="metrics"} 2
+datalayer_errors_total{source_type="models"} 3
+`
+	if err := testutil.GatherAndCompare(g, strings.NewReader(want), "datalayer_errors_total"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -38,7 +38,7 @@ var allowed = map[string][]string{
 	"pkg/pickers":     {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
 	"pkg/profiles":    {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
 	"pkg/flowcontrol": {"pkg/endpoint", "pkg/scheduler"},
-	"pkg/models":      {"pkg/endpoint", "pkg/scheduler", "pkg/certfile", "pkg/fetchfail"},
+	"pkg/models":      {"pkg/endpoint", "pkg/scheduler", "pkg/certfile", "pkg/fetchfail", "pkg/promalias"},
 	"pkg/disagg":      {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/labelbudget"},
 	"pkg/plugins":     {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/filters", "pkg/scorers", "pkg/pickers", "pkg/profiles", "pkg/metrics", "pkg/datastore", "pkg/flowcontrol", "pkg/inflight", "pkg/disagg", "pkg/discovery", "pkg/models"},
 	"pkg/config":      {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
