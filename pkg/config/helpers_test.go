@@ -160,6 +160,8 @@ var testTypes = map[string]maker{
 	"decode-filter":                 mkFilter,
 	"prefill-filter":                mkFilter,
 	"label-selector-filter":         mkFilter,
+	"by-label-selector":             mkFilter,
+	"disagg-headers-handler":        mkPlain,
 	"max-score-picker":              mkPicker,
 	"weighted-random-picker":        mkPicker,
 	"disagg-profile-handler":        mkHandler,

@@ -127,25 +127,33 @@ type Always struct {
 	multimodal bool
 }
 
-func alwaysFactory(typ string, multimodal bool) scheduler.Factory {
-	return func(name string, raw json.RawMessage, _ *scheduler.Handle) (scheduler.Plugin, error) {
-		var p struct{}
-		if err := scheduler.DecodeParams(raw, &p); err != nil {
-			return nil, err
-		}
-		return &Always{name: scheduler.TypedName{Type: typ, Name: name}, multimodal: multimodal}, nil
+func newAlways(typ, name string, raw json.RawMessage, multimodal bool) (scheduler.Plugin, error) {
+	var p struct{}
+	if err := scheduler.DecodeParams(raw, &p); err != nil {
+		return nil, err
 	}
+	return &Always{name: scheduler.TypedName{Type: typ, Name: name}, multimodal: multimodal}, nil
+}
+
+// The factories are named functions, not closures: the plugin docs file a
+// type under its factory's package, which an inlined closure would hide.
+func alwaysFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (scheduler.Plugin, error) {
+	return newAlways(AlwaysDeciderType, name, raw, false)
+}
+
+func multimodalFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (scheduler.Plugin, error) {
+	return newAlways(MultimodalDeciderType, name, raw, true)
 }
 
 // AlwaysDeciderRegistration describes always-disagg-pd-decider.
 func AlwaysDeciderRegistration() scheduler.Registration {
-	return scheduler.Registration{Type: AlwaysDeciderType, Factory: alwaysFactory(AlwaysDeciderType, false), Params: struct{}{},
+	return scheduler.Registration{Type: AlwaysDeciderType, Factory: alwaysFactory, Params: struct{}{},
 		Summary: "Disaggregates every request's stage (if its profile finds no endpoint, the decode endpoint runs it, counted)."}
 }
 
 // MultimodalDeciderRegistration describes always-disagg-multimodal-decider.
 func MultimodalDeciderRegistration() scheduler.Registration {
-	return scheduler.Registration{Type: MultimodalDeciderType, Factory: alwaysFactory(MultimodalDeciderType, true), Params: struct{}{},
+	return scheduler.Registration{Type: MultimodalDeciderType, Factory: multimodalFactory, Params: struct{}{},
 		Summary: "Disaggregates requests with image, audio or video content parts (image_url, audio_url, video_url, input_audio; input_image)."}
 }
 

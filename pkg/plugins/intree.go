@@ -22,8 +22,11 @@ func Registrations() []scheduler.Registration {
 	return append([]scheduler.Registration{
 		// Profile handlers.
 		profiles.SingleRegistration(),
+		profiles.HeaderRegistration(),
 		disagg.HandlerRegistration(),
 		disagg.LegacyRegistration(),
+		disagg.HeadersRegistration(),
+		disagg.PrefillHeaderRegistration(),
 		// Filters.
 		filters.LabelSelectorRegistration(),
 		filters.HeaderBasedTestingRegistration(),
@@ -32,6 +35,10 @@ func Registrations() []scheduler.Registration {
 		filters.DecodeRegistration(),
 		filters.PrefillRegistration(),
 		filters.EncodeRegistration(),
+		filters.UtilizationCapsRegistration(),
+		filters.ActiveRequestCapRegistration(),
+		filters.ByLabelSelectorRegistration(),
+		filters.ByLabelRegistration(),
 		// Scorers.
 		scorers.QueueDepthRegistration(),
 		scorers.KVCacheUtilizationRegistration(),
@@ -43,6 +50,8 @@ func Registrations() []scheduler.Registration {
 		scorers.TokenLoadRegistration(),
 		scorers.SessionAffinityRegistration(),
 		scorers.NoHitLRURegistration(),
+		scorers.HeaderLabelRegistration(),
+		scorers.ContextLengthRegistration(),
 		// Pickers.
 		pickers.MaxScoreRegistration(),
 		pickers.RandomRegistration(),

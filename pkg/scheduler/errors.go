@@ -9,6 +9,11 @@ import (
 // subset the proxy allowed) is empty, or filters removed every endpoint.
 var ErrNoCandidates = errors.New("no candidate endpoints")
 
+// ErrInvalidRequest means the request asks for something the configuration
+// cannot do (for example, a header naming a scheduling profile that does
+// not exist); it is answered with 400, since sending it again will not help.
+var ErrInvalidRequest = errors.New("invalid request")
+
 // ErrRejected means the request was refused by admission control because of
 // load (answered with 429 so clients back off).
 var ErrRejected = errors.New("request rejected")

@@ -88,10 +88,19 @@ type ProfileHandler interface {
 	ProcessResults(ctx context.Context, state *State, req *Request, results map[string]*ProfileResult) (*Result, error)
 }
 
-// ProfileUser is implemented by profile handlers that run profiles by name;
-// New refuses a configuration that lacks one of RequiredProfiles.
+// ProfileUser is implemented by plugins that refer to profiles by name (the
+// profile handler, or a hook reading a profile's result); New refuses a
+// configuration that lacks one of RequiredProfiles.
 type ProfileUser interface {
 	RequiredProfiles() []string
+}
+
+// ProfileChecker is implemented by plugins whose need for a profile depends
+// on which profiles exist (e.g. a default that only matters when there is a
+// choice). New calls CheckProfiles once with every configured profile name,
+// sorted, and refuses the configuration when it returns an error.
+type ProfileChecker interface {
+	CheckProfiles(names []string) error
 }
 
 // Producer computes per-request data that filters and scorers read from

@@ -75,12 +75,8 @@ func New(opts Options) (*Scheduler, error) {
 		s.profiles[p.Name] = p
 		p.timing = s.timing // profiles belong to the scheduler built with them
 	}
-	if u, ok := opts.Handler.(ProfileUser); ok {
-		for _, name := range u.RequiredProfiles() {
-			if _, ok := s.profiles[name]; !ok {
-				return nil, fmt.Errorf("scheduler: profile handler %s needs a profile named %q", opts.Handler.TypedName(), name)
-			}
-		}
+	if err := s.checkProfileUsers(opts.Handler); err != nil {
+		return nil, err
 	}
 	if s.clock == nil {
 		s.clock = RealClock{}
@@ -90,6 +86,39 @@ func New(opts Options) (*Scheduler, error) {
 	}
 	s.collectHooks()
 	return s, nil
+}
+
+// checkProfileUsers makes sure that the profiles the handler and the other
+// plugins refer to by name exist.
+func (s *Scheduler) checkProfileUsers(handler ProfileHandler) error {
+	var names []string
+	for name := range s.profiles {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	users := append([]Plugin{handler}, s.plugins...)
+	for i, p := range users {
+		if i > 0 && p.TypedName() == handler.TypedName() {
+			continue // the handler is usually among the plugins too
+		}
+		what := "plugin"
+		if i == 0 {
+			what = "profile handler"
+		}
+		if u, ok := p.(ProfileUser); ok {
+			for _, name := range u.RequiredProfiles() {
+				if _, ok := s.profiles[name]; !ok {
+					return fmt.Errorf("scheduler: %s %s needs a profile named %q", what, p.TypedName(), name)
+				}
+			}
+		}
+		if c, ok := p.(ProfileChecker); ok {
+			if err := c.CheckProfiles(slices.Clone(names)); err != nil {
+				return fmt.Errorf("scheduler: %s %s: %w", what, p.TypedName(), err)
+			}
+		}
+	}
+	return nil
 }
 
 func (s *Scheduler) collectHooks() {

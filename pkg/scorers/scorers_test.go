@@ -130,6 +130,7 @@ func registrations() []scheduler.Registration {
 		QueueDepthRegistration(), KVCacheUtilizationRegistration(), RunningRequestsRegistration(),
 		LoRAAffinityRegistration(), LoadAwareRegistration(), ActiveRequestsRegistration(),
 		TokenLoadRegistration(), SessionAffinityRegistration(), NoHitLRURegistration(),
+		ContextLengthRegistration(), // header-label-affinity-scorer has required parameters
 	}
 }
 
@@ -321,5 +322,7 @@ func conformanceScorers(t *testing.T) []scheduler.Scorer {
 		active, tokens,
 		mustBuild[*SessionAffinity](t, SessionAffinityRegistration(), "", h),
 		byID, nohit,
+		mustBuild[*HeaderLabel](t, HeaderLabelRegistration(), `{"headerName":"x-zone","labelKey":"zone"}`, h),
+		mustBuild[*ContextLength](t, ContextLengthRegistration(), `{"label":"zone"}`, h), // malformed ranges: all 0.5
 	}
 }

@@ -326,7 +326,7 @@ func (s *SessionAffinity) ResponseHeaders(_ context.Context, state *scheduler.St
 	}
 	hostPort, e := note.targets[0].HostPort, note.targets[0]
 	if sv := strings.TrimSpace(resp.Served); note.served && sv != "" && sv != hostPort {
-		hostPort, e = sv, s.lookup(note.targets, sv)
+		hostPort, e = sv, servedEndpoint(s.handle, note.targets, sv)
 	}
 	if s.byID {
 		if note.session != "" && hostPort != note.targets[0].HostPort {
@@ -343,24 +343,6 @@ func (s *SessionAffinity) note(state *scheduler.State) *sessionNote {
 	for ; n != nil; n = n.next {
 		if n.owner == s {
 			return n
-		}
-	}
-	return nil
-}
-
-// lookup finds the endpoint at hostPort among the targets, then in the
-// pool; nil when neither has it.
-func (s *SessionAffinity) lookup(targets []*endpoint.Endpoint, hostPort string) *endpoint.Endpoint {
-	for _, e := range targets {
-		if e.HostPort == hostPort {
-			return e
-		}
-	}
-	if s.handle != nil && s.handle.Endpoints != nil {
-		for _, e := range s.handle.Endpoints() {
-			if e.HostPort == hostPort {
-				return e
-			}
 		}
 	}
 	return nil

@@ -28,7 +28,8 @@ func statusFor(err error) (int, string) {
 	case errors.Is(err, errBodyTooLarge):
 		return http.StatusRequestEntityTooLarge, "body-too-large"
 	case errors.Is(err, errEmptyBody), errors.Is(err, request.ErrMalformed),
-		errors.Is(err, request.ErrMissingModel), errors.Is(err, request.ErrMissingPrompt):
+		errors.Is(err, request.ErrMissingModel), errors.Is(err, request.ErrMissingPrompt),
+		errors.Is(err, scheduler.ErrInvalidRequest):
 		return http.StatusBadRequest, "bad-request"
 	case errors.Is(err, scheduler.ErrRejected):
 		return http.StatusTooManyRequests, "rejected-saturated"
