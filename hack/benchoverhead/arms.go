@@ -155,12 +155,23 @@ type eppArm struct {
 }
 
 // startEPP starts an EPP on the endpoints and its generator, and waits
-// until it routes and has scraped every endpoint at least once.
+// until it routes and has scraped every endpoint at least once. The EPP's
+// ports are picked free beforehand, so another process may take one
+// between the pick and the EPP's bind; then it tries again on new ports.
 func (r *runner) startEPP(ctx context.Context, spec eppArm, e int, addrs []string) (*arm, error) {
 	file, err := r.writeEndpoints(e, addrs)
 	if err != nil {
 		return nil, err
 	}
+	for attempt := 1; ; attempt++ {
+		a, err := r.startEPPOnce(ctx, spec, e, file)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return a, err
+		}
+	}
+}
+
+func (r *runner) startEPPOnce(ctx context.Context, spec eppArm, e int, file string) (*arm, error) {
 	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
