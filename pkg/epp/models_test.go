@@ -40,12 +40,19 @@ func loraSims(refuse bool) []sim.Config {
 // listModels asks the EPP for GET /v1/models through the ext_proc client.
 func (r *running) listModels(t *testing.T) *extproc.ImmediateResponse {
 	t.Helper()
-	d, err := r.client.RoundTrip(context.Background(), extproc.Request{Method: http.MethodGet, Path: "/v1/models"})
+	return r.getAnswered(t, "/v1/models")
+}
+
+// getAnswered sends GET path and returns the EPP's own answer, failing the
+// test if the request was routed to a server instead.
+func (r *running) getAnswered(t *testing.T, path string) *extproc.ImmediateResponse {
+	t.Helper()
+	d, err := r.client.RoundTrip(context.Background(), extproc.Request{Method: http.MethodGet, Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d.Immediate == nil {
-		t.Fatalf("GET /v1/models was routed to %v, not answered by the EPP", d.Endpoints)
+		t.Fatalf("GET %s was routed to %v, not answered by the EPP", path, d.Endpoints)
 	}
 	return d.Immediate
 }
@@ -65,6 +72,12 @@ func TestModelsResponderServesThePool(t *testing.T) {
 	})
 	if ct := imm.Headers.Get("content-type"); ct != "application/json" {
 		t.Errorf("content-type %q", ct)
+	}
+	// One model: the EPP answers from the lists, whichever server has it.
+	for path, want := range map[string]int{"/v1/models/lora-a": http.StatusOK, "/v1/models/lora-b": http.StatusOK, "/v1/models/nope": http.StatusNotFound} {
+		if one := r.getAnswered(t, path); one.Status != want {
+			t.Errorf("GET %s: %d %s, want %d", path, one.Status, one.Body, want)
+		}
 	}
 	var list struct {
 		Object string `json:"object"`

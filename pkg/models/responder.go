@@ -3,7 +3,9 @@ package models
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -54,7 +56,7 @@ func ResponderFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sc
 func ResponderRegistration() scheduler.Registration {
 	return scheduler.Registration{Type: ResponderType, Factory: ResponderFactory,
 		Summary: "Answers GET /v1/models itself with the union of every endpoint's collected model list (one entry per id, sorted; 503 while none " +
-			"is collected), and keeps inference requests on endpoints that list their model: those listing it as a base model plus uncollected " +
+			"is collected) and GET /v1/models/{id} when the lists settle it, and keeps inference requests on endpoints that list their model: those listing it as a base model plus uncollected " +
 			"ones; only those listing it as a LoRA adapter; or, when none lists it, the uncollected ones (all if every one is collected). " +
 			"Adds a models-data-source and models-data-extractor unless dataLayer.sources lists a models-data-source."}
 }
@@ -62,9 +64,16 @@ func ResponderRegistration() scheduler.Registration {
 // TypedName implements scheduler.Plugin.
 func (r *Responder) TypedName() scheduler.TypedName { return r.name }
 
-// Respond implements scheduler.Responder.
+// Respond implements scheduler.Responder: the pool's list, and one model of
+// it (GET /v1/models/{id}) when the collected lists settle the answer.
 func (r *Responder) Respond(_ context.Context, in *scheduler.Inbound, endpoints []*endpoint.Endpoint) (scheduler.Reply, bool) {
-	if in.Method != http.MethodGet || !isModelsPath(in.Path) {
+	if in.Method != http.MethodGet {
+		return scheduler.Reply{}, false
+	}
+	if id, ok := modelPath(in.Path); ok {
+		return r.respondOne(in, id, endpoints)
+	}
+	if !isModelsPath(in.Path) {
 		return scheduler.Reply{}, false
 	}
 	body, collected := ListBody(endpoints)
@@ -75,6 +84,46 @@ func (r *Responder) Respond(_ context.Context, in *scheduler.Inbound, endpoints 
 	}
 	r.tel.answered(http.StatusOK)
 	return scheduler.Reply{Status: http.StatusOK, ContentType: "application/json", Body: body}, true
+}
+
+// respondOne answers GET /v1/models/{id}: the model's entry when an
+// endpoint lists it, 404 when every endpoint's list is collected and none
+// does. Otherwise it declines, and a model server answers: an endpoint not
+// yet collected may serve the model.
+func (r *Responder) respondOne(in *scheduler.Inbound, id string, endpoints []*endpoint.Endpoint) (scheduler.Reply, bool) {
+	picks, collected := union(endpoints)
+	if p, ok := picks[id]; ok {
+		body, err := json.Marshal(p.item())
+		if err == nil {
+			r.tel.answered(http.StatusOK)
+			return scheduler.Reply{Status: http.StatusOK, ContentType: "application/json", Body: body}, true
+		}
+	}
+	if collected == 0 || collected < len(endpoints) {
+		return scheduler.Reply{}, false
+	}
+	r.tel.answered(http.StatusNotFound)
+	body, _ := json.Marshal(map[string]any{"error": map[string]any{
+		"message": fmt.Sprintf("The model `%s` does not exist.", id), "type": "NotFoundError", "code": http.StatusNotFound}})
+	r.log.V(1).Info("model not served by any endpoint", "requestID", in.Headers["x-request-id"], "model", id)
+	return scheduler.Reply{Status: http.StatusNotFound, ContentType: "application/json", Body: body}, true
+}
+
+// modelPath returns the model id of a /v1/models/{id} path (the id may
+// hold slashes, as in "org/model", or be escaped).
+func modelPath(path string) (string, bool) {
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	rest, ok := strings.CutPrefix(path, "/v1/models/")
+	if !ok || rest == "" {
+		return "", false
+	}
+	id, err := url.PathUnescape(rest)
+	if err != nil {
+		return rest, true
+	}
+	return id, true
 }
 
 // notCollected is the 503 body, an OpenAI error object.
@@ -105,15 +154,23 @@ type list struct {
 	Data   []listItem `json:"data"`
 }
 
-// ListBody renders the union of the endpoints' collected lists and says
-// how many endpoints had one. An ID listed by several endpoints is taken
-// from the first of them by name; an entry without an object is a
-// "model".
-func ListBody(endpoints []*endpoint.Endpoint) ([]byte, int) {
-	type pick struct {
-		m    *endpoint.Model
-		from string
+// pick is the entry a union keeps for one id, and the endpoint it is from.
+type pick struct {
+	m    *endpoint.Model
+	from string
+}
+
+func (p pick) item() listItem {
+	obj := p.m.Object
+	if obj == "" {
+		obj = "model"
 	}
+	return listItem{ID: p.m.ID, Object: obj, Created: p.m.Created, OwnedBy: p.m.OwnedBy, ShutdownDate: p.m.ShutdownDate}
+}
+
+// union is every collected entry by id, an id listed by several endpoints
+// taken from the first of them by name, and how many endpoints had a list.
+func union(endpoints []*endpoint.Endpoint) (map[string]pick, int) {
 	byID := map[string]pick{}
 	collected := 0
 	for _, ep := range endpoints {
@@ -129,13 +186,17 @@ func ListBody(endpoints []*endpoint.Endpoint) ([]byte, int) {
 			}
 		}
 	}
+	return byID, collected
+}
+
+// ListBody renders the union of the endpoints' collected lists, sorted by
+// id, and says how many endpoints had one; an entry without an object is
+// a "model".
+func ListBody(endpoints []*endpoint.Endpoint) ([]byte, int) {
+	byID, collected := union(endpoints)
 	out := list{Object: "list", Data: make([]listItem, 0, len(byID))}
 	for _, p := range byID {
-		obj := p.m.Object
-		if obj == "" {
-			obj = "model"
-		}
-		out.Data = append(out.Data, listItem{ID: p.m.ID, Object: obj, Created: p.m.Created, OwnedBy: p.m.OwnedBy, ShutdownDate: p.m.ShutdownDate})
+		out.Data = append(out.Data, p.item())
 	}
 	slices.SortFunc(out.Data, func(a, b listItem) int { return strings.Compare(a.ID, b.ID) })
 	body, err := json.Marshal(out)

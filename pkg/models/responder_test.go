@@ -131,7 +131,7 @@ func TestRespondDeclinesOtherRequests(t *testing.T) {
 		{"GET", "/v1/models/?x", true},
 		{"POST", "/v1/models", false},
 		{"HEAD", "/v1/models", false},
-		{"GET", "/v1/models/base", false}, // retrieving one model goes to a server
+		{"GET", "/v1/models/base", true}, // one model: answered from the lists (TestRespondOneModel)
 		{"GET", "/v1/modelsx", false},
 		{"GET", "/v2/models", false},
 		{"POST", "/v1/completions", false},
@@ -140,6 +140,39 @@ func TestRespondDeclinesOtherRequests(t *testing.T) {
 	for _, tc := range tests {
 		if _, got := r.Respond(context.Background(), &scheduler.Inbound{Method: tc.method, Path: tc.path}, eps); got != tc.answered {
 			t.Errorf("%s %s: answered %v, want %v", tc.method, tc.path, got, tc.answered)
+		}
+	}
+}
+
+// TestRespondOneModel checks GET /v1/models/{id}: the entry when any
+// endpoint lists it (ids with slashes, escaped or not), 404 when every
+// list is collected and none has it, and a decline (a server answers) when
+// an uncollected endpoint might have it or nothing is collected.
+func TestRespondOneModel(t *testing.T) {
+	t.Parallel()
+	r, _ := newResponder(t)
+	all := []*endpoint.Endpoint{serving(t, "a", lists("org/base", "lora-a<org/base")), serving(t, "b", lists("org/base"))}
+	partly := append([]*endpoint.Endpoint{serving(t, "c", "")}, all...)
+	none := []*endpoint.Endpoint{serving(t, "c", "")}
+	tests := []struct {
+		name     string
+		eps      []*endpoint.Endpoint
+		path     string
+		answered bool
+		status   int
+		body     string
+	}{
+		{"adapter", all, "/v1/models/lora-a", true, 200, `{"id":"lora-a","object":"model","created":1,"owned_by":"vllm"}`},
+		{"slashed id", all, "/v1/models/org/base?x=1", true, 200, `{"id":"org/base","object":"model","created":1,"owned_by":"vllm"}`},
+		{"escaped id", partly, "/v1/models/org%2Fbase", true, 200, `{"id":"org/base","object":"model","created":1,"owned_by":"vllm"}`},
+		{"unknown, all collected", all, "/v1/models/nope", true, 404, `{"error":{"code":404,"message":"The model ` + "`nope`" + ` does not exist.","type":"NotFoundError"}}`},
+		{"unknown, one uncollected", partly, "/v1/models/nope", false, 0, ""},
+		{"nothing collected", none, "/v1/models/org/base", false, 0, ""},
+	}
+	for _, tc := range tests {
+		reply, ok := r.Respond(context.Background(), &scheduler.Inbound{Method: "GET", Path: tc.path}, tc.eps)
+		if ok != tc.answered || reply.Status != tc.status || string(reply.Body) != tc.body {
+			t.Errorf("%s: answered %v, %d %s; want %v, %d %s", tc.name, ok, reply.Status, reply.Body, tc.answered, tc.status, tc.body)
 		}
 	}
 }
