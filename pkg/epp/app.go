@@ -81,6 +81,9 @@ func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*
 	if a.flow, err = newFlowControl(a.store, newFlowMetrics(reg, f.Kube.PoolName)); err != nil {
 		return nil, err
 	}
+	if err := a.flow.registerCapacity(reg, f.Kube.PoolName); err != nil {
+		return nil, fmt.Errorf("flow-control metrics: %w", err)
+	}
 	if opts.Admission, err = a.flow.configure(built); err != nil {
 		return nil, err
 	}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/datastore"
 	"github.com/openepp/openepp/pkg/flowcontrol"
@@ -23,9 +25,10 @@ var sloTTFTHeaders = []string{"x-llm-d-slo-ttft-ms", "x-slo-ttft-ms"}
 // config changes stay in the same queue, in order, under the new limits
 // and detector.
 type flowControl struct {
-	store   *datastore.Store
-	metrics *flowMetrics
-	gate    *flowGate
+	store    *datastore.Store
+	metrics  *flowMetrics
+	gate     *flowGate
+	capacity *flowCapacity // nil until registerCapacity
 }
 
 func newFlowControl(store *datastore.Store, metrics *flowMetrics) (*flowControl, error) {
@@ -41,12 +44,21 @@ func newFlowControl(store *datastore.Store, metrics *flowMetrics) (*flowControl,
 
 func (f *flowControl) poolSize() int { return len(f.store.Snapshot()) }
 
+// registerCapacity serves llm-d's utilization gauges of the controller.
+func (f *flowControl) registerCapacity(reg prometheus.Registerer, pool string) error {
+	f.capacity = newFlowCapacity(f.gate.ctl, pool)
+	return reg.Register(f.capacity)
+}
+
 // configure applies b's flow-control plan and returns the admission new
 // requests pass through, or nil when flow control is off: requests then go
 // straight to scheduling, while any still waiting are released as before,
 // and the saturation gauge shows the legacy detector's rating.
 func (f *flowControl) configure(b *config.Built) (server.Admission, error) {
 	plan := b.FlowControl()
+	if f.capacity != nil {
+		f.capacity.enabled.Store(plan != nil)
+	}
 	if plan == nil {
 		if d := b.Scheduler.SaturationDetector(); d != nil {
 			f.metrics.watchSaturation(func(now time.Time) float64 { return d.Saturation(f.store.Snapshot(), now) })

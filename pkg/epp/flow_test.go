@@ -135,6 +135,14 @@ func TestFlowControlQueuesUntilCapacityFrees(t *testing.T) {
 		fc.Bands[0].Flows[0].ID != "tenant-a" || fc.Saturation < 1 {
 		t.Errorf("%s while one request waits: %+v", flowControlPath, fc)
 	}
+	// llm-d's utilization gauges: 1 of the default band's 5000, 1 of the global 10.
+	page := r.metricsPage(t)
+	for _, want := range []string{`llm_d_epp_flow_control_capacity_utilization_requests{inference_pool="",priority="0"} 0.0002`,
+		`llm_d_epp_flow_control_global_capacity_utilization_requests{inference_pool=""} 0.1`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("metrics page lacks %q while one request waits", want)
+		}
+	}
 	release()
 	select {
 	case d := <-waiting:
@@ -144,7 +152,7 @@ func TestFlowControlQueuesUntilCapacityFrees(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("not released after the request ahead finished")
 	}
-	page := r.metricsPage(t)
+	page = r.metricsPage(t)
 	for _, want := range []string{`outcome="Dispatched"`,
 		`inference_extension_flow_control_request_enqueue_duration_seconds_count{fairness_id="tenant-a",outcome="Enqueued",priority="0"} 1`,
 		`llm_d_epp_flow_control_request_enqueue_duration_seconds_count{fairness_id="tenant-a",outcome="Enqueued",priority="0"} 1`,

@@ -54,6 +54,9 @@ func TestMetricsPageServesBothNamings(t *testing.T) {
 		}
 		return have
 	}
+	if fams["llm_d_epp_flow_control_capacity_utilization_requests"] != nil {
+		t.Error("flow-control utilization served with flow control off")
+	}
 	if l := labels("llm_d_epp_request_total"); !l["fairness_id"] || !l["priority"] {
 		t.Errorf("llm_d_epp_request_total labels %v, want fairness_id and priority", l)
 	}

@@ -86,3 +86,39 @@ func (c *Controller) State() State {
 	}
 	return st
 }
+
+// BandUsage is every band's occupancy against its limits, highest priority
+// first: the bands the config names, with or without waiters, and any
+// other band with waiters. Flows are not listed. It holds the lock only to
+// count.
+func (c *Controller) BandUsage() []BandState {
+	cfg := c.conf()
+	c.mu.Lock()
+	byPriority := make(map[int]*BandState, len(cfg.Bands)+len(c.active))
+	for _, b := range c.active {
+		byPriority[b.priority] = &BandState{Priority: b.priority, Requests: b.requests, Bytes: b.bytes}
+	}
+	c.mu.Unlock()
+	for p := range cfg.Bands {
+		if byPriority[p] == nil {
+			byPriority[p] = &BandState{Priority: p}
+		}
+	}
+	out := make([]BandState, 0, len(byPriority))
+	for p, b := range byPriority {
+		limits := c.template(p)
+		b.MaxRequests, b.MaxBytes, b.Ceiling = limits.MaxRequests, limits.MaxBytes, 1
+		if cfg.UsageLimit != nil {
+			b.Ceiling = cfg.UsageLimit.Ceiling(p)
+		}
+		out = append(out, *b)
+	}
+	slices.SortFunc(out, func(x, y BandState) int { return cmp.Compare(y.Priority, x.Priority) })
+	return out
+}
+
+// Limits are the global limits in force (0: none).
+func (c *Controller) Limits() (maxRequests, maxBytes int64) {
+	cfg := c.conf()
+	return cfg.MaxRequests, cfg.MaxBytes
+}

@@ -98,3 +98,22 @@ func TestEnqueueAndCycleHooks(t *testing.T) {
 		t.Error("no dispatch cycle reported while a request waited")
 	}
 }
+
+// TestBandUsage: every configured band is listed, waiting or not, with its
+// limits, and so is a band with waiters that the config does not name.
+func TestBandUsage(t *testing.T) {
+	h := newHarness(t, flowcontrol.Config{MaxRequests: 9, MaxBytes: 900, DefaultBand: flowcontrol.Band{MaxBytes: 500},
+		Bands: map[int]flowcontrol.Band{7: {MaxRequests: 3}}})
+	h.queue(context.Background(), flowcontrol.Request{FlowID: "a", Priority: 2, Bytes: 40})
+	got := h.c.BandUsage()
+	want := []flowcontrol.BandState{
+		{Priority: 7, MaxRequests: 3, Ceiling: 1},
+		{Priority: 2, Requests: 1, Bytes: 40, MaxBytes: 500, Ceiling: 1},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("usage %+v, want %+v", got, want)
+	}
+	if r, b := h.c.Limits(); r != 9 || b != 900 {
+		t.Errorf("limits %d, %d", r, b)
+	}
+}
