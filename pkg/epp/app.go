@@ -55,7 +55,14 @@ type app struct {
 	addrs      Addrs
 }
 
-func build(f *Flags, st *settings, log logr.Logger, reg *prometheus.Registry) (*app, error) {
+// registry is where the EPP registers its collectors and gathers its
+// metrics page from (a *prometheus.Registry).
+type registry interface {
+	prometheus.Registerer
+	prometheus.Gatherer
+}
+
+func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) {
 	a := &app{flags: f, log: log, store: datastore.New(), metrics: server.NewMetrics(reg)}
 	built, err := a.loadConfig(st, reg)
 	if err != nil {
@@ -156,7 +163,7 @@ func (a *app) now() time.Time { return time.Now() }
 // endpoints synced, Lease held (when HA is on), not draining.
 func (a *app) ready() bool { return a.store.Ready() && a.kube.leader() && !a.draining.Load() }
 
-func (a *app) buildServers(reg *prometheus.Registry) error {
+func (a *app) buildServers(reg registry) error {
 	f := a.flags
 	health := &server.Health{Ready: a.ready}
 	opts := server.GRPCOptions{MaxRecvMsgSize: f.recvLimit(), MaxSendMsgSize: f.sendLimit()}
@@ -201,7 +208,7 @@ func (a *app) buildServers(reg *prometheus.Registry) error {
 
 // newMetricsServer is the HTTP server of /metrics and pprof: plain, or TLS
 // with --metrics-cert-dir.
-func (a *app) newMetricsServer(reg *prometheus.Registry) (*http.Server, error) {
+func (a *app) newMetricsServer(reg registry) (*http.Server, error) {
 	h, err := a.metricsHandler(reg)
 	if err != nil {
 		return nil, err
@@ -217,7 +224,7 @@ func (a *app) newMetricsServer(reg *prometheus.Registry) (*http.Server, error) {
 // authentication in Kubernetes mode unless --metrics-endpoint-auth=false.
 // Without Kubernetes there is nothing to check tokens against: the page is
 // open, as it is for local runs.
-func (a *app) metricsHandler(reg *prometheus.Registry) (http.Handler, error) {
+func (a *app) metricsHandler(reg registry) (http.Handler, error) {
 	mux := metricsMux(reg, a.flags.EnablePprof)
 	for path, h := range a.debugHandlers() {
 		mux.Handle(path, h)
@@ -234,7 +241,7 @@ func (a *app) metricsHandler(reg *prometheus.Registry) (http.Handler, error) {
 	return newMetricsGuard(mux, a.kube.cfg, a.log.WithName("metrics-auth"))
 }
 
-func metricsMux(reg *prometheus.Registry, withPprof bool) *http.ServeMux {
+func metricsMux(reg registry, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(metricsPage(reg), promhttp.HandlerOpts{Registry: reg}))
 	if withPprof {

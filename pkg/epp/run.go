@@ -96,35 +96,42 @@ func Run(ctx context.Context, args []string, opts ...Option) error {
 	for _, o := range opts {
 		o(&st)
 	}
-	var f Flags
-	fs := flag.NewFlagSet("epp", flag.ContinueOnError)
-	f.bind(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	f.compat.record(fs)
-	if err := f.validate(); err != nil {
-		return err
-	}
-	log := newLogger(&f)
-	if st.log != nil {
-		log = *st.log
-	}
-	f.compat.logIgnored(log)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
-	app, err := build(&f, &st, log, reg)
+	app, err := assemble(args, &st, prometheus.NewRegistry())
 	if err != nil {
 		return err
 	}
 	if st.onReady != nil {
 		st.onReady(app.addrs)
 	}
+	f, log := app.flags, app.log
 	log.Info("endpoint picker started", "grpc", app.addrs.GRPC, "health", app.addrs.Health, "metrics", app.addrs.Metrics,
 		"grpcTLS", f.extProcTLSMode(), "metricsTLS", f.TLS.metricsMode())
 	err = app.run(ctx)
 	log.Info("endpoint picker stopped")
 	return err
+}
+
+// assemble parses args and builds the EPP with its listeners bound. Every
+// collector it serves is registered on reg: the Go runtime's, the
+// process's and the build's, then the EPP's own.
+func assemble(args []string, st *settings, reg registry) (*app, error) {
+	var f Flags
+	fs := flag.NewFlagSet("epp", flag.ContinueOnError)
+	f.bind(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	f.compat.record(fs)
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
+	log := newLogger(&f)
+	if st.log != nil {
+		log = *st.log
+	}
+	f.compat.logIgnored(log)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
+	return build(&f, st, log, reg)
 }
 
 func listen(bind string, port int) (net.Listener, error) {
