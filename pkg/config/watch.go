@@ -20,6 +20,7 @@ import (
 type Metrics struct {
 	reloads     *prometheus.CounterVec
 	lastSuccess prometheus.Gauge
+	lastFailed  prometheus.Gauge
 	info        *prometheus.GaugeVec
 
 	mu   sync.Mutex
@@ -28,8 +29,10 @@ type Metrics struct {
 
 // NewMetrics registers the config collectors on reg:
 // openepp_config_reloads_total{result="success|failure"},
-// openepp_config_last_reload_success_timestamp_seconds and
-// openepp_config_info{hash} (1 for the active configuration).
+// openepp_config_last_reload_success_timestamp_seconds,
+// openepp_config_last_reload_failed (1 while the file on disk is one the
+// EPP refused) and openepp_config_info{hash} (1 for the active
+// configuration).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -40,12 +43,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "openepp_config_last_reload_success_timestamp_seconds",
 			Help: "When the active configuration was loaded, in Unix seconds.",
 		}),
+		lastFailed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "openepp_config_last_reload_failed",
+			Help: "1 while the latest configuration reload failed (the file on disk is not the one running), else 0.",
+		}),
 		info: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "openepp_config_info",
 			Help: "The active configuration, identified by its content hash.",
 		}, []string{"hash"}),
 	}
-	for _, c := range []prometheus.Collector{m.reloads, m.lastSuccess, m.info} {
+	for _, c := range []prometheus.Collector{m.reloads, m.lastSuccess, m.lastFailed, m.info} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register config metrics: %w", err)
 		}
@@ -75,11 +82,12 @@ func (m *Metrics) reloaded(ok bool) {
 	if m == nil {
 		return
 	}
-	result := "success"
+	result, failed := "success", 0.0
 	if !ok {
-		result = "failure"
+		result, failed = "failure", 1
 	}
 	m.reloads.WithLabelValues(result).Inc()
+	m.lastFailed.Set(failed)
 }
 
 // WatcherOptions configures a Watcher.

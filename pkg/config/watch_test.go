@@ -206,6 +206,27 @@ openepp_config_reloads_total{result="success"} 1
 		t.Errorf("callback called for a bad file: %v", b.Hash)
 	case <-time.After(100 * time.Millisecond):
 	}
+	// The failure stays visible until a good file loads.
+	failed := func() float64 {
+		n, err := testutil.GatherAndCount(f.reg, "openepp_config_last_reload_failed")
+		if err != nil || n != 1 {
+			t.Fatalf("openepp_config_last_reload_failed: %d series, %v", n, err)
+		}
+		fams, _ := f.reg.Gather()
+		for _, mf := range fams {
+			if mf.GetName() == "openepp_config_last_reload_failed" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		return -1
+	}
+	if v := failed(); v != 1 {
+		t.Errorf("openepp_config_last_reload_failed = %v after a refused file, want 1", v)
+	}
+	until(t, func() { writeAtomic(t, path, DefaultText) }, func() bool { return f.reloads("success") >= 2 })
+	if v := failed(); v != 0 {
+		t.Errorf("openepp_config_last_reload_failed = %v after a good file, want 0", v)
+	}
 }
 
 // TestWatcherFollowsConfigMapSwap lays the file out as the kubelet does
