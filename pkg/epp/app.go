@@ -91,6 +91,9 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	if err := a.flow.registerCapacity(reg, f.Kube.PoolName); err != nil {
 		return nil, fmt.Errorf("flow-control metrics: %w", err)
 	}
+	if err := reg.Register(leaderGauge(a.kube)); err != nil {
+		return nil, fmt.Errorf("leader metric: %w", err)
+	}
 	if opts.Admission, err = a.flow.configure(built); err != nil {
 		return nil, err
 	}
@@ -158,6 +161,20 @@ func (s discoverySource) Start(ctx context.Context) error {
 }
 
 func (a *app) now() time.Time { return time.Now() }
+
+// leaderGauge is openepp_ha_leader: which replica of an active-passive pair
+// serves (controller-runtime's own leader gauge is on a registry the EPP
+// does not serve).
+func leaderGauge(k *kubeSource) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "openepp_ha_leader",
+		Help: "1 while this replica holds the leader Lease, or runs without leader election; 0 on a standby."},
+		func() float64 {
+			if k.leader() {
+				return 1
+			}
+			return 0
+		})
+}
 
 // ready is the readiness verdict behind every health service but liveness:
 // endpoints synced, Lease held (when HA is on), not draining.

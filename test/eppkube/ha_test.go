@@ -3,6 +3,7 @@ package eppkube_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,6 +32,14 @@ func TestLeaderElection(t *testing.T) {
 	if !first.serving(t) || second.serving(t) {
 		t.Fatalf("serving: first %v, second %v; want only the first", first.serving(t), second.serving(t))
 	}
+	for _, c := range []struct {
+		in   *instance
+		want string
+	}{{first, "openepp_ha_leader 1"}, {second, "openepp_ha_leader 0"}} {
+		if !strings.Contains(c.in.metricsPage(t), c.want+"\n") {
+			t.Errorf("metrics page lacks %q", c.want)
+		}
+	}
 	lease := &coordinationv1.Lease{}
 	name := "epp-" + ns + "-pool.gateway-api-inference-extension.sigs.k8s.io"
 	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, lease); err != nil {
@@ -41,6 +50,9 @@ func TestLeaderElection(t *testing.T) {
 	}
 
 	stopWithRequestInFlight(t, first, second, a)
+	if !strings.Contains(second.metricsPage(t), "openepp_ha_leader 1\n") {
+		t.Error("the new leader's page does not say it leads")
+	}
 }
 
 // stopWithRequestInFlight stops the leader while one of its requests is
