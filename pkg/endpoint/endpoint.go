@@ -41,6 +41,7 @@ type Endpoint struct {
 	metrics atomic.Pointer[Metrics]
 	stale   atomic.Bool
 	models  atomic.Pointer[Models] // nil until collected
+	failing atomic.Pointer[ScrapeFailure]
 }
 
 // New returns an endpoint for spec with empty metrics, marked stale until
@@ -70,6 +71,22 @@ func (e *Endpoint) Stale() bool { return e.stale.Load() }
 
 // SetStale records the staleness verdict; it returns true when it changed.
 func (e *Endpoint) SetStale(stale bool) bool { return e.stale.Swap(stale) != stale }
+
+// ScrapeFailure is why the endpoint's metrics are not being refreshed: the
+// latest scrape's failure, in a run of Count failures since Since.
+type ScrapeFailure struct {
+	Reason, Error string
+	Since         time.Time
+	Count         int
+}
+
+// ScrapeFailure returns the current run of failed scrapes, or nil while
+// scrapes succeed. Maintained by the scraper, for operators.
+func (e *Endpoint) ScrapeFailure() *ScrapeFailure { return e.failing.Load() }
+
+// SetScrapeFailure records a run of failed scrapes (nil: scraping works).
+// f must not be mutated afterwards.
+func (e *Endpoint) SetScrapeFailure(f *ScrapeFailure) { e.failing.Store(f) }
 
 // Label returns the value of label key, or "".
 func (e *Endpoint) Label(key string) string { return e.Labels[key] }

@@ -60,6 +60,19 @@ type endpointState struct {
 	MaxAdapters     int      `json:"maxAdapters,omitempty"`
 	CacheBlockSize  int      `json:"cacheBlockSize,omitempty"`
 	CacheNumBlocks  int      `json:"cacheNumBlocks,omitempty"`
+	// ScrapeFailing is the current run of failed metrics scrapes; absent
+	// while scrapes succeed.
+	ScrapeFailing *scrapeFailing `json:"scrapeFailing,omitempty"`
+}
+
+// scrapeFailing is why an endpoint's metrics are not refreshed: the latest
+// failure's reason (openepp_metrics_scrape_errors_total's) and error, how
+// long scrapes have failed and how many in a row.
+type scrapeFailing struct {
+	Reason       string  `json:"reason"`
+	Error        string  `json:"error"`
+	SinceSeconds float64 `json:"sinceSeconds"`
+	Consecutive  int     `json:"consecutive"`
 }
 
 // debugHandlers returns the debug pages' handlers; the plugin page reads
@@ -113,6 +126,9 @@ func endpointStates(eps []*endpoint.Endpoint, now time.Time) []endpointState {
 		if !m.UpdateTime.IsZero() {
 			age := m.Age(now).Seconds()
 			s.AgeSeconds = &age
+		}
+		if f := e.ScrapeFailure(); f != nil {
+			s.ScrapeFailing = &scrapeFailing{Reason: f.Reason, Error: f.Error, SinceSeconds: now.Sub(f.Since).Seconds(), Consecutive: f.Count}
 		}
 		out = append(out, s)
 	}

@@ -2,7 +2,9 @@ package epp
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -53,6 +55,24 @@ func TestDebugPages(t *testing.T) {
 		}
 		return eps[0].Name == "s0" && eps[1].Name == "s1" && !eps[0].Stale && !eps[1].Stale &&
 			eps[0].AgeSeconds != nil && eps[0].CacheBlockSize > 0
+	})
+	// A dead endpoint says why it is stale.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().(*net.TCPAddr)
+	l.Close()
+	r.writeEndpoints(t, append(r.entries, fmt.Sprintf("- {name: s9, address: 127.0.0.1, port: %d}\n", dead.Port))...)
+	eventually(t, "the dead endpoint's failing scrapes on the page", func() bool {
+		var eps []endpointState
+		r.debugJSON(t, endpointsPath, &eps)
+		for _, e := range eps {
+			if e.Name == "s9" {
+				return e.Stale && e.ScrapeFailing != nil && e.ScrapeFailing.Reason == "connection_refused" && e.ScrapeFailing.Consecutive >= 1
+			}
+		}
+		return false
 	})
 	var fc flowControlState
 	r.debugJSON(t, flowControlPath, &fc)

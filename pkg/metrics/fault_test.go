@@ -97,6 +97,16 @@ func (tc faultCase) run(t *testing.T) {
 	if len(failing) != 1 || failing[0].KV["endpoint"] != badAddr || failing[0].KV["reason"] != tc.reason {
 		t.Fatalf("failing logs = %+v, want exactly one for %s with reason %q", failing, badAddr, tc.reason)
 	}
+	// The endpoint says why it is stale (for /debug/endpoints), and the run grows.
+	eventually(t, 2*time.Second, "a run of failures on the endpoint", func() bool {
+		f := badEP.ScrapeFailure()
+		return f != nil && f.Reason == tc.reason && f.Error != "" && f.Count >= 2
+	})
+	for _, name := range healthy {
+		if ep, _ := st.Get(name); ep.ScrapeFailure() != nil {
+			t.Errorf("healthy endpoint %s reports a scrape failure: %+v", name, ep.ScrapeFailure())
+		}
+	}
 
 	// Recovery: fresh again, logged once.
 	if tc.refused {
@@ -105,6 +115,7 @@ func (tc faultCase) run(t *testing.T) {
 		bad.set(serveOK)
 	}
 	eventually(t, 3*time.Second, "bad endpoint fresh again", func() bool { return !badEP.Stale() })
+	eventually(t, time.Second, "the failure run cleared", func() bool { return badEP.ScrapeFailure() == nil })
 	eventually(t, time.Second, "recovery logged", func() bool { return rec.count("metrics scrape recovered", badAddr) == 1 })
 	eventually(t, 2*time.Second, "bad endpoint back in the wave", func() bool { return waveMembers(s) == 4 })
 	time.Sleep(5 * faultInterval)

@@ -425,6 +425,25 @@ func (t *target) setHealth(reason string, err error) {
 		t.failing = false
 		t.s.log.Info("metrics scrape recovered", "endpoint", t.ep.String())
 	}
+	t.noteFailure(reason, err)
+}
+
+// noteFailure keeps the endpoint's run of failed scrapes up to date for
+// the debug page (a new value per failed scrape; nothing while scrapes
+// succeed).
+func (t *target) noteFailure(reason string, err error) {
+	prev := t.ep.ScrapeFailure()
+	if err == nil {
+		if prev != nil {
+			t.ep.SetScrapeFailure(nil)
+		}
+		return
+	}
+	f := &endpoint.ScrapeFailure{Reason: reason, Error: err.Error(), Since: t.s.opts.Clock.Now(), Count: 1}
+	if prev != nil {
+		f.Since, f.Count = prev.Since, prev.Count+1
+	}
+	t.ep.SetScrapeFailure(f)
 }
 
 func (t *target) updateStale() {
