@@ -92,26 +92,19 @@ func TestCounterDumpWhileServing(t *testing.T) {
 	t.Parallel()
 	eps := plugintest.Endpoints(8, 1)
 	c := counterOver(eps, 5)
-	var wg sync.WaitGroup
-	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 200 {
-				st := sendTo(c, eps[(g+i)%len(eps)])
-				c.ResponseHeaders(ctx, st, nil, &scheduler.Response{Served: eps[i%len(eps)].HostPort})
-				c.ResponseComplete(ctx, st, nil, &scheduler.Response{})
-			}
-		}()
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	for dumping := true; dumping; {
-		select {
-		case <-done:
-			dumping = false
-		default:
+	plugintest.DumpWhile(func() {
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Go(func() {
+				for i := range 200 {
+					st := sendTo(c, eps[(g+i)%len(eps)])
+					c.ResponseHeaders(ctx, st, nil, &scheduler.Response{Served: eps[i%len(eps)].HostPort})
+					c.ResponseComplete(ctx, st, nil, &scheduler.Response{})
+				}
+			})
 		}
+		wg.Wait()
+	}, func() {
 		st := c.Dump()
 		sum := inflight.EndpointLoad{}
 		for _, l := range st.Endpoints {
@@ -124,7 +117,7 @@ func TestCounterDumpWhileServing(t *testing.T) {
 		if _, err := json.Marshal(c.DumpState()); err != nil {
 			t.Fatal(err)
 		}
-	}
+	})
 	if st := c.Dump(); st.Requests != 0 || len(st.Endpoints) != 0 {
 		t.Errorf("after every request finished: %+v", st)
 	}

@@ -84,26 +84,21 @@ func TestProducerDumpWhileRouting(t *testing.T) {
 	t.Parallel()
 	eps := newEndpoints(8)
 	pr := newProducer(t, Params{BlockSizeTokens: 4, MaxPrefixBlocksToMatch: 256, LRUCapacityPerServer: 64}, poolOf(eps[:6]))
-	var wg sync.WaitGroup
-	for g := range 4 {
-		wg.Go(func() {
-			for i := range 100 {
-				e := eps[(g+i)%len(eps)]
-				route(pr, eps, req("m", "", text(fmt.Sprint(g, "-", i%7), 300)), result([]*endpoint.Endpoint{e}, nil))
-				if i%25 == 0 {
-					pr.Purge()
+	plugintest.DumpWhile(func() {
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Go(func() {
+				for i := range 100 {
+					e := eps[(g+i)%len(eps)]
+					route(pr, eps, req("m", "", text(fmt.Sprint(g, "-", i%7), 300)), result([]*endpoint.Endpoint{e}, nil))
+					if i%25 == 0 {
+						pr.Purge()
+					}
 				}
-			}
-		})
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	for dumping := true; dumping; {
-		select {
-		case <-done:
-			dumping = false
-		default:
+			})
 		}
+		wg.Wait()
+	}, func() {
 		st := pr.DumpState().(ProducerState)
 		sum := 0
 		for name, e := range st.Endpoints {
@@ -115,5 +110,5 @@ func TestProducerDumpWhileRouting(t *testing.T) {
 		if sum > st.Entries || st.EndpointCount > len(eps) {
 			t.Fatalf("inconsistent dump: %+v", st)
 		}
-	}
+	})
 }

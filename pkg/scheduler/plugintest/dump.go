@@ -20,3 +20,20 @@ func Dumped(t testing.TB, d interface{ DumpState() any }) map[string]any {
 	}
 	return out
 }
+
+// DumpWhile calls check repeatedly while work runs on another goroutine,
+// and once more after it returned: the shape of a -race test that reads a
+// plugin's state while requests change it.
+func DumpWhile(work, check func()) {
+	done := make(chan struct{})
+	go func() { defer close(done); work() }()
+	for {
+		select {
+		case <-done:
+			check()
+			return
+		default:
+			check()
+		}
+	}
+}
