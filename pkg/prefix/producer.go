@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -64,6 +65,9 @@ type Producer struct {
 	endpoints  func() []*endpoint.Endpoint
 	hits       hitObservers
 	purgeEvery time.Duration
+	// publisher, when set, hears the insertions of this replica's own
+	// decisions (replica sync).
+	publisher atomic.Pointer[Publisher]
 }
 
 var (
@@ -262,11 +266,11 @@ func (p *Producer) PreRequest(_ context.Context, state *scheduler.State, _ *sche
 	var primary *endpoint.Endpoint
 	if t := result.Targets(); len(t) > 0 {
 		primary = t[0]
-		p.index.Insert(primary, r.hashes, p.capacity(primary, r.match.BlockSizeTokens))
+		p.insert(primary, r.hashes, r.match.BlockSizeTokens)
 		r.fallbacks = t[1:]
 	}
 	if pf := result.PrefillTarget(); pf != nil && pf != primary {
-		p.index.Insert(pf, r.hashes, p.capacity(pf, r.match.BlockSizeTokens))
+		p.insert(pf, r.hashes, r.match.BlockSizeTokens)
 	}
 }
 
@@ -283,7 +287,7 @@ func (p *Producer) ResponseHeaders(_ context.Context, state *scheduler.State, _ 
 	served := strings.TrimSpace(resp.Served)
 	for _, e := range r.fallbacks {
 		if e.HostPort == served {
-			p.index.Insert(e, r.hashes, p.capacity(e, r.match.BlockSizeTokens))
+			p.insert(e, r.hashes, r.match.BlockSizeTokens)
 			r.fallbacks = nil // once per request, whatever later messages say
 			return
 		}
