@@ -40,6 +40,7 @@ var allowed = map[string][]string{
 	"pkg/flowcontrol": {"pkg/endpoint", "pkg/scheduler"},
 	"pkg/models":      {"pkg/endpoint", "pkg/scheduler", "pkg/certfile", "pkg/fetchfail", "pkg/promalias"},
 	"pkg/disagg":      {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/labelbudget"},
+	"pkg/replicasync": {"pkg/endpoint", "pkg/prefix", "pkg/scheduler", "pkg/fetchfail"},
 	"pkg/plugins":     {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/filters", "pkg/scorers", "pkg/pickers", "pkg/profiles", "pkg/metrics", "pkg/datastore", "pkg/flowcontrol", "pkg/inflight", "pkg/disagg", "pkg/discovery", "pkg/models"},
 	"pkg/config":      {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
 	"pkg/server":      {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/certfile", "pkg/labelbudget", "pkg/promalias"},

@@ -1,0 +1,266 @@
+package replicasync
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/openepp/openepp/pkg/prefix"
+)
+
+// The wire format of one batch (every integer an unsigned varint unless
+// said otherwise):
+//
+//	"OERS" version(1 byte, 1)
+//	len(sender) sender
+//	nStrings { len(s) s }                      string table
+//	nRecords { producer hostPort blockSizeTokens nHashes { hash: 8 bytes LE } }
+//
+// producer and hostPort are indices into the string table, so a batch
+// names each endpoint and producer once. The body ends exactly after the
+// last record.
+const (
+	magic   = "OERS"
+	version = 1
+	// maxIDLen bounds a replica ID, which travels in every batch and in
+	// the X-Replica-Id header.
+	maxIDLen = 128
+	// minRecordLen is the smallest encoded record: four one-byte varints
+	// and one hash. It bounds the record count a body can claim.
+	minRecordLen = 4 + 8
+)
+
+// Reasons a batch was rejected (the reason label of
+// openepp_replica_sync_rejected_batches_total).
+const (
+	rejectBadToken  = "bad_token"
+	rejectTooLarge  = "too_large"
+	rejectMalformed = "malformed"
+	rejectVersion   = "version"
+)
+
+// errVersion marks a batch of a version this replica does not speak,
+// counted apart from malformed ones: it means mixed releases, not a bug.
+var errVersion = errors.New("unknown version")
+
+// pending is the encoder: insertions appended as they are published, until
+// a flush seals them into one batch. Its buffers and map are reused.
+type pending struct {
+	strs    map[string]uint64
+	table   []byte // the string table's entries
+	records []byte
+	n       int // records
+}
+
+func newPending() *pending { return &pending{strs: make(map[string]uint64)} }
+
+// size is the encoded size of the table and records so far.
+func (p *pending) size() int { return len(p.table) + len(p.records) }
+
+// bound is an upper bound of what add(ins) adds to size.
+func bound(ins prefix.Insertion) int {
+	return 4*binary.MaxVarintLen64 + 8*len(ins.Hashes) + len(ins.Producer) + len(ins.HostPort)
+}
+
+// add appends one record, adding its strings to the table when new.
+func (p *pending) add(ins prefix.Insertion) {
+	pi, hi := p.str(ins.Producer), p.str(ins.HostPort)
+	r := binary.AppendUvarint(p.records, pi)
+	r = binary.AppendUvarint(r, hi)
+	r = binary.AppendUvarint(r, uint64(ins.BlockSizeTokens))
+	r = binary.AppendUvarint(r, uint64(len(ins.Hashes)))
+	at := len(r)
+	r = slices.Grow(r, 8*len(ins.Hashes))[:at+8*len(ins.Hashes)]
+	for i, h := range ins.Hashes {
+		binary.LittleEndian.PutUint64(r[at+8*i:], h)
+	}
+	p.records = r
+	p.n++
+}
+
+func (p *pending) str(s string) uint64 {
+	if i, ok := p.strs[s]; ok {
+		return i
+	}
+	i := uint64(len(p.strs))
+	p.strs[s] = i
+	p.table = binary.AppendUvarint(p.table, uint64(len(s)))
+	p.table = append(p.table, s...)
+	return i
+}
+
+func (p *pending) reset() {
+	clear(p.strs)
+	p.table, p.records, p.n = p.table[:0], p.records[:0], 0
+}
+
+// appendBatch appends the whole batch from sender to dst.
+func (p *pending) appendBatch(dst []byte, sender string) []byte {
+	dst = append(dst, magic...)
+	dst = append(dst, version)
+	dst = binary.AppendUvarint(dst, uint64(len(sender)))
+	dst = append(dst, sender...)
+	dst = binary.AppendUvarint(dst, uint64(len(p.strs)))
+	dst = append(dst, p.table...)
+	dst = binary.AppendUvarint(dst, uint64(p.n))
+	return append(dst, p.records...)
+}
+
+// decoded is one received batch. Its slices are reused from batch to
+// batch; Insertions' Hashes point into hashes.
+type decoded struct {
+	sender     string
+	strs       []string
+	insertions []prefix.Insertion
+	hashes     []uint64
+}
+
+// reader walks a body, remembering the first problem.
+type reader struct {
+	b   []byte
+	off int
+}
+
+func (r *reader) left() int { return len(r.b) - r.off }
+
+func (r *reader) uvarint(what string) (uint64, error) {
+	v, n := binary.Uvarint(r.b[r.off:])
+	if n <= 0 {
+		if n == 0 {
+			return 0, fmt.Errorf("%s: truncated at byte %d", what, r.off)
+		}
+		return 0, fmt.Errorf("%s: varint overflows 64 bits at byte %d", what, r.off)
+	}
+	r.off += n
+	return v, nil
+}
+
+// count reads a count of items of at least size bytes each, refusing one
+// that the bytes left cannot hold.
+func (r *reader) count(what string, size int) (int, error) {
+	v, err := r.uvarint(what)
+	if err != nil {
+		return 0, err
+	}
+	if v > uint64(r.left()/size) {
+		return 0, fmt.Errorf("%s: %d claimed, but only %d bytes are left", what, v, r.left())
+	}
+	return int(v), nil
+}
+
+func (r *reader) bytes(what string, n int) ([]byte, error) {
+	if n > r.left() {
+		return nil, fmt.Errorf("%s: %d bytes claimed, but only %d are left", what, n, r.left())
+	}
+	b := r.b[r.off : r.off+n]
+	r.off += n
+	return b, nil
+}
+
+// decode parses body strictly into d: any structural problem is an error
+// naming it, never a panic, and nothing is allocated from a claimed count
+// the body is too short to hold.
+func (d *decoded) decode(body []byte) error {
+	d.sender, d.strs, d.insertions, d.hashes = "", d.strs[:0], d.insertions[:0], d.hashes[:0]
+	if len(body) < len(magic)+1 {
+		return fmt.Errorf("body of %d bytes is shorter than the header", len(body))
+	}
+	if string(body[:len(magic)]) != magic {
+		return fmt.Errorf("bad magic %q, want %q", body[:len(magic)], magic)
+	}
+	if v := body[len(magic)]; v != version {
+		return fmt.Errorf("%w %d, this replica speaks %d", errVersion, v, version)
+	}
+	r := &reader{b: body, off: len(magic) + 1}
+	n, err := r.count("sender ID length", 1)
+	if err != nil {
+		return err
+	}
+	if n == 0 || n > maxIDLen {
+		return fmt.Errorf("sender ID length %d, want 1 to %d", n, maxIDLen)
+	}
+	id, _ := r.bytes("sender ID", n)
+	d.sender = string(id)
+	if err := d.decodeStrings(r); err != nil {
+		return err
+	}
+	if err := d.decodeRecords(r); err != nil {
+		return err
+	}
+	if r.left() != 0 {
+		return fmt.Errorf("%d trailing bytes after %d records", r.left(), len(d.insertions))
+	}
+	return nil
+}
+
+func (d *decoded) decodeStrings(r *reader) error {
+	n, err := r.count("string table count", 1)
+	if err != nil {
+		return err
+	}
+	d.strs = slices.Grow(d.strs, n)
+	for i := range n {
+		l, err := r.count("length", 1)
+		if err != nil {
+			return fmt.Errorf("string %d %w", i, err)
+		}
+		s, _ := r.bytes("string", l)
+		d.strs = append(d.strs, string(s))
+	}
+	return nil
+}
+
+func (d *decoded) decodeRecords(r *reader) error {
+	n, err := r.count("record count", minRecordLen)
+	if err != nil {
+		return err
+	}
+	d.insertions = slices.Grow(d.insertions, n)
+	d.hashes = slices.Grow(d.hashes, r.left()/8)
+	for i := range n {
+		ins, err := d.decodeRecord(r)
+		if err != nil {
+			return fmt.Errorf("record %d %w", i, err)
+		}
+		d.insertions = append(d.insertions, ins)
+	}
+	return nil
+}
+
+// recordFields names a record's leading varints, for errors.
+var recordFields = [3]string{"producer", "hostPort", "blockSizeTokens"}
+
+func (d *decoded) decodeRecord(r *reader) (prefix.Insertion, error) {
+	var v [3]uint64
+	for j, what := range recordFields {
+		x, err := r.uvarint(what)
+		if err != nil {
+			return prefix.Insertion{}, err
+		}
+		if j < 2 && x >= uint64(len(d.strs)) {
+			return prefix.Insertion{}, fmt.Errorf("%s: string %d out of range (table has %d)", what, x, len(d.strs))
+		}
+		v[j] = x
+	}
+	if v[2] == 0 || v[2] > math.MaxInt32 {
+		return prefix.Insertion{}, fmt.Errorf("blockSizeTokens: %d, want 1 to %d", v[2], math.MaxInt32)
+	}
+	nh, err := r.count("hash count", 8)
+	if err != nil {
+		return prefix.Insertion{}, err
+	}
+	if nh == 0 {
+		return prefix.Insertion{}, errors.New("hash count: 0, want at least 1")
+	}
+	raw, _ := r.bytes("hashes", 8*nh)
+	at := len(d.hashes)
+	for k := range nh {
+		d.hashes = append(d.hashes, binary.LittleEndian.Uint64(raw[8*k:]))
+	}
+	return prefix.Insertion{
+		Producer: d.strs[v[0]], HostPort: d.strs[v[1]], BlockSizeTokens: int(v[2]),
+		Hashes: d.hashes[at:len(d.hashes):len(d.hashes)],
+	}, nil
+}

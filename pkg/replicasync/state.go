@@ -1,0 +1,68 @@
+package replicasync
+
+import (
+	"slices"
+	"strings"
+)
+
+// state is State's snapshot, shaped for a debug page.
+type state struct {
+	ID         string            `json:"id"`
+	Listen     string            `json:"listen,omitempty"`
+	Peers      []peerState       `json:"peers"`
+	Self       []string          `json:"self,omitempty"`
+	Received   uint64            `json:"received"`
+	Applied    uint64            `json:"applied"`
+	Unknown    uint64            `json:"unknownEndpoint"`
+	NoProducer uint64            `json:"noProducer"`
+	Rejected   map[string]uint64 `json:"rejected"`
+}
+
+type peerState struct {
+	Addr        string `json:"addr"`
+	ID          string `json:"id,omitempty"`
+	Sent        uint64 `json:"sent"`
+	Dropped     uint64 `json:"dropped"`
+	Failed      uint64 `json:"failed"`
+	QueuedBytes int    `json:"queuedBytes"`
+	Failing     string `json:"failing,omitempty"`
+	LastError   string `json:"lastError,omitempty"`
+}
+
+// State returns a JSON-serialisable snapshot: this node's ID, each peer's
+// counts (insertions sent and dropped, POSTs failed) and last error, and
+// the totals received from peers.
+func (n *Node) State() any {
+	s := state{
+		ID: n.opts.ID, Peers: []peerState{},
+		Received: n.recv.received.Load(), Applied: n.recv.applied.Load(),
+		Unknown: n.recv.unknown.Load(), NoProducer: n.recv.noProducer.Load(),
+		Rejected: map[string]uint64{
+			rejectBadToken: n.recv.badToken.Load(), rejectTooLarge: n.recv.tooLarge.Load(),
+			rejectMalformed: n.recv.malformed.Load(), rejectVersion: n.recv.version.Load(),
+		},
+	}
+	if a := n.Addr(); a != nil {
+		s.Listen = a.String()
+	}
+	n.peersMu.Lock()
+	for _, p := range n.peers {
+		s.Peers = append(s.Peers, p.state())
+	}
+	for a := range n.self {
+		s.Self = append(s.Self, a)
+	}
+	n.peersMu.Unlock()
+	slices.SortFunc(s.Peers, func(a, b peerState) int { return strings.Compare(a.Addr, b.Addr) })
+	slices.Sort(s.Self)
+	return s
+}
+
+func (p *peer) state() peerState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return peerState{
+		Addr: p.addr, ID: p.remoteID, Sent: p.sent.Load(), Dropped: p.dropped.Load(), Failed: p.failed.Load(),
+		QueuedBytes: p.queued, Failing: p.failing, LastError: p.lastErr,
+	}
+}
