@@ -30,6 +30,12 @@
 // Setup). Only objects whose poolRef names this EPP's pool count. When both
 // groups hold an answer, llm-d's wins.
 //
+// # Replica peers
+//
+// With replica sync (SetupPeers), the EndpointSlices of the EPP's own peer
+// Service give the addresses of the other replicas, on the port named
+// replica-sync; the sync layer recognises and skips itself.
+//
 // All reconcilers run on every replica (they do not need leader election),
 // so a standby EPP keeps a warm datastore and can take over at once.
 package controller

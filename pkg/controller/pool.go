@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -112,23 +113,33 @@ func (s *selectorSync) NeedLeaderElection() bool { return false }
 
 // Start syncs once, retrying until it succeeds, then waits for ctx.
 func (s *selectorSync) Start(ctx context.Context) error {
-	if !s.cache.WaitForCacheSync(ctx) {
-		return nil // stopping before the cache synced
+	if syncOnce(ctx, s.cache, s.m.log, "initial endpoint sync failed, retrying", func(ctx context.Context) error {
+		s.m.mu.Lock()
+		defer s.m.mu.Unlock()
+		return s.m.resyncLocked(ctx, s.spec)
+	}) {
+		<-ctx.Done()
+	}
+	return nil
+}
+
+// syncOnce waits for the cache, then runs sync until it succeeds, backing
+// off from 100ms to 5s and logging msg on each failure. It reports false
+// when ctx ended first.
+func syncOnce(ctx context.Context, c cache.Cache, log logr.Logger, msg string, sync func(context.Context) error) bool {
+	if !c.WaitForCacheSync(ctx) {
+		return false // stopping before the cache synced
 	}
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
-		s.m.mu.Lock()
-		err := s.m.resyncLocked(ctx, s.spec)
-		s.m.mu.Unlock()
+		err := sync(ctx)
 		if err == nil {
-			break
+			return true
 		}
-		s.m.log.Error(err, "initial endpoint sync failed, retrying", "retryIn", delay)
+		log.Error(err, msg, "retryIn", delay)
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-time.After(delay):
 		}
 	}
-	<-ctx.Done()
-	return nil
 }
