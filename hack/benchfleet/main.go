@@ -107,6 +107,12 @@ func run(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintln(os.Stderr)
 	}
+	if st := replicaStudy(m, o.workers); st != nil {
+		if rep.Replicas, err = st.Run(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr)
+	}
 	return o.write(rep)
 }
 
@@ -164,6 +170,24 @@ func (o *options) priorityStudy(m *fleet.Matrix) (func(context.Context) (*fleet.
 		}
 	}
 	return nil, nil
+}
+
+// replicaStudy prepares the study of active-active EPP replicas, with and
+// without replica sync: the EPP's default config on the matrix's copy of
+// shared-prefix (where the prefix index matters), or nil when the matrix
+// runs neither.
+func replicaStudy(m *fleet.Matrix, workers int) *fleet.ReplicaStudy {
+	for _, p := range m.Policies {
+		if p.Name != fleet.PolicyOursDefault {
+			continue
+		}
+		for _, w := range m.Workloads {
+			if w.Name == "shared-prefix" {
+				return &fleet.ReplicaStudy{Workload: w, Policy: p, Seeds: m.Seeds, Workers: workers, Progress: m.Progress}
+			}
+		}
+	}
+	return nil
 }
 
 // disaggWorkloads are where the P/D study runs by default: the P/D guide's

@@ -98,6 +98,9 @@ func TestQuickRun(t *testing.T) {
 		!strings.Contains(string(md), "| `pd-2p` |") {
 		t.Error("fleet.md has no P/D study")
 	}
+	if !strings.Contains(string(md), "### Active-active EPP replicas and replica sync") || !strings.Contains(string(md), "| `3-replicas-sync` |") {
+		t.Error("fleet.md has no replica study")
+	}
 }
 
 func TestBadFlags(t *testing.T) {

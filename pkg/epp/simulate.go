@@ -23,10 +23,10 @@ import (
 // simFlags are the options of `epp simulate`.
 type simFlags struct {
 	configFile, name, workload, profile, qps, compare, out, freshness, classes string
-	servers, warmup, workers, freshnessSeeds, prefill                          int
-	duration, timeout, scrape, jitter, sloTTFT, sloITL                         time.Duration
+	servers, warmup, workers, freshnessSeeds, prefill, replicas                int
+	duration, timeout, scrape, jitter, sloTTFT, sloITL, syncFlush, syncLatency time.Duration
 	seed                                                                       uint64
-	json, list                                                                 bool
+	json, list, replicaSync                                                    bool
 }
 
 func (f *simFlags) bind(fs *flag.FlagSet) {
@@ -56,6 +56,13 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&f.freshnessSeeds, "freshness-seeds", 6, "paired seeds of the --freshness study (1 … n)")
 	fs.StringVar(&f.classes, "classes", "", "split the traffic into classes name:share:priority,… (e.g. critical:0.2:3,batch:0.8:-1), "+
 		"each its own fairness ID, and report each class; configs then shed or queue by priority as they would live")
+	fs.IntVar(&f.replicas, "replicas", 1, "run every policy as N active-active EPP replicas, each request handed to the next in turn; "+
+		"each replica has its own plugin state (prefix index, in-flight counts, flow-control queue)")
+	fs.BoolVar(&f.replicaSync, "replica-sync", false, "with --replicas > 1, replicas share what their approx-prefix-cache-producers record "+
+		"(replica sync); upstream-default's own index is never shared, as upstream does not share it")
+	fs.DurationVar(&f.syncFlush, "replica-sync-interval", fleet.DefaultSyncFlush, "how often a replica sends its new prefix-index insertions "+
+		"to the others (0: each at once)")
+	fs.DurationVar(&f.syncLatency, "replica-sync-latency", fleet.DefaultSyncLatency, "how long a batch of insertions takes to reach the other replicas")
 }
 
 // SimulateMain runs `epp simulate` with args (os.Args after "simulate") and
@@ -217,10 +224,37 @@ func (f *simFlags) matrix(st *settings) (*fleet.Matrix, error) {
 	if f.prefill < 0 || f.prefill >= w.Servers {
 		return nil, fmt.Errorf("--prefill: must be in [0, %d) (fewer than the %d servers, so that some decode), got %d", w.Servers, w.Servers, f.prefill)
 	}
+	rep, err := f.replication()
+	if err != nil {
+		return nil, err
+	}
 	return &fleet.Matrix{
 		Workloads: []fleet.Workload{w}, Policies: policies, Seeds: []uint64{f.seed}, Workers: f.workers,
 		ScrapeInterval: f.scrape, ScrapeJitter: f.jitter, Timeout: f.timeout, Classes: classes, PrefillServers: f.prefill,
+		Replication: rep,
 	}, nil
+}
+
+// replication is the EPP replicas of --replicas and --replica-sync*.
+func (f *simFlags) replication() (fleet.Replication, error) {
+	var errs []error
+	if f.replicas < 1 || f.replicas > 64 {
+		errs = append(errs, fmt.Errorf("--replicas: must be in [1, 64], got %d", f.replicas))
+	}
+	if f.replicaSync && f.replicas == 1 {
+		errs = append(errs, errors.New("--replica-sync needs --replicas > 1"))
+	}
+	if f.syncFlush < 0 || f.syncLatency < 0 {
+		errs = append(errs, fmt.Errorf("--replica-sync-interval (%s) and --replica-sync-latency (%s) must be >= 0", f.syncFlush, f.syncLatency))
+	}
+	r := fleet.Replication{Replicas: f.replicas, ReplicaSync: f.replicaSync, SyncFlush: f.syncFlush, SyncLatency: f.syncLatency}
+	if r.SyncFlush == 0 { // fleet reads zero as the default
+		r.SyncFlush = -1
+	}
+	if r.SyncLatency == 0 {
+		r.SyncLatency = -1
+	}
+	return r, errors.Join(errs...)
 }
 
 // workloadSpec is the named workload with the flags' overrides applied.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/openepp/openepp/pkg/fleet"
 )
 
@@ -144,6 +146,37 @@ func TestSimulatePrefill(t *testing.T) {
 	}
 }
 
+// TestSimulateReplicas: --replicas and --replica-sync run every policy as
+// active-active EPP replicas, which the report and the table say.
+func TestSimulateReplicas(t *testing.T) {
+	t.Parallel()
+	args := append(append([]string{}, tinySim...), "--replicas", "3", "--replica-sync", "--replica-sync-interval", "50ms")
+	var out bytes.Buffer
+	if err := Simulate(context.Background(), append(args, "--json"), &out); err != nil {
+		t.Fatal(err)
+	}
+	var rep fleet.Report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	want := &fleet.ReplicationReport{Replicas: 3, Sync: true, SyncFlushMs: 50, SyncLatencyMs: 1}
+	if diff := cmp.Diff(want, rep.Replication); diff != "" {
+		t.Errorf("replication (-want +got):\n%s", diff)
+	}
+	for _, l := range rep.Workloads[0].Policies {
+		if s := l.Stages[0]; s.Completed == 0 || s.FirstError != "" {
+			t.Errorf("%s: stage %+v", l.Policy, s)
+		}
+	}
+	out.Reset()
+	if err := Simulate(context.Background(), args, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "EPP: 3 replicas, sync every 50 ms + 1 ms") {
+		t.Errorf("table does not say the replicas:\n%s", out.String())
+	}
+}
+
 func TestSimulateList(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
@@ -193,6 +226,9 @@ func TestSimulateBadFlags(t *testing.T) {
 		{[]string{"--prefill", "8"}, "--prefill: must be in [0, 8)"},
 		{[]string{"--servers", "2", "--prefill", "2"}, "--prefill: must be in [0, 2)"},
 		{[]string{"--slo-itl", "-1ms"}, "--slo-itl (-1ms) must be >= 0"},
+		{[]string{"--replicas", "0"}, "--replicas: must be in [1, 64]"},
+		{[]string{"--replica-sync"}, "--replica-sync needs --replicas > 1"},
+		{[]string{"--replicas", "3", "--replica-sync", "--replica-sync-interval", "-1ms"}, "--replica-sync-interval (-1ms)"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 		{[]string{"stray"}, "unexpected arguments"},
 	}

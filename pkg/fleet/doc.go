@@ -41,6 +41,16 @@
 // oldest first as it frees up (queue.go), so `epp simulate` can weigh a
 // flow-control setting before it is deployed.
 //
+// RunSpec.Replication runs the policy as several active-active EPP
+// replicas: one router per replica, each with its own plugin instances and
+// state, the requests handed to them in turn as a round-robin proxy does,
+// each request's hooks (and, with flow control, its wait) on the replica
+// that routed it. With ReplicaSync the replicas' approximate prefix
+// indexes share their insertions, batched every SyncFlush and applied
+// SyncLatency later in virtual time (replicas.go). The replica study
+// (replicastudy.go) measures what three replicas cost cache-aware routing
+// on shared prefixes and what sync wins back.
+//
 // RunSpec.PrefillServers labels the first K servers llm-d.ai/role: prefill
 // and the rest decode. When a config's scheduler names a prefill endpoint
 // (disagg-profile-handler's x-prefiller-host-port), the request runs as

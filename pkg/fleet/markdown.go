@@ -42,6 +42,7 @@ func Markdown(out io.Writer, r *Report, imageDir string) error {
 	writeFreshness(&b, r.Freshness)
 	writePriorities(&b, r.Priorities)
 	writeDisagg(&b, r.Disagg)
+	writeReplicas(&b, r.Replicas)
 	writeLadders(&b, r, imageDir)
 	if _, err := io.WriteString(out, b.String()); err != nil {
 		return fmt.Errorf("write markdown: %w", err)
@@ -63,6 +64,9 @@ func writeIntro(b *strings.Builder, r *Report) {
 	fmt.Fprintf(b, "Policies:\n\n")
 	for _, l := range policyOrder(r) {
 		fmt.Fprintf(b, "- `%s`: %s\n", l, r.Policies[l])
+	}
+	if rr := r.Replication; rr != nil {
+		fmt.Fprintf(b, "\nEvery policy ran as active-active EPP replicas (%s), each request handed to the next replica in turn.\n", rr.label())
 	}
 	b.WriteString("\n" + changesNote + "\n\n")
 }

@@ -26,6 +26,9 @@ type Matrix struct {
 	ScrapeInterval, ScrapeJitter, Timeout time.Duration
 	Classes                               []Class
 	PrefillServers                        int
+	// Replication runs every policy as EPP replicas (replicas.go), also
+	// passed to every RunSpec.
+	Replication
 	// Progress, when set, is called after each run (from the worker that
 	// ran it, serialised).
 	Progress func(done, total int, spec RunSpec, res *StageResult)
@@ -76,6 +79,9 @@ func (m *Matrix) validate() error {
 			errs = append(errs, fmt.Errorf("workload %q: prefill servers must be in [0, %d), got %d", m.Workloads[i].Name, n, m.PrefillServers))
 		}
 	}
+	if err := m.Replication.validate(); err != nil {
+		errs = append(errs, fmt.Errorf("matrix: %w", err))
+	}
 	if m.Workers < 0 {
 		errs = append(errs, fmt.Errorf("matrix: workers must be >= 0, got %d", m.Workers))
 	}
@@ -124,7 +130,7 @@ func (m *Matrix) ladderSpecs(out []RunSpec, w Workload, p Policy) []RunSpec {
 			out = append(out, RunSpec{
 				Workload: w, Policy: p, QPS: q, Seed: seed, Timeout: m.Timeout,
 				ScrapeInterval: m.ScrapeInterval, ScrapeJitter: m.ScrapeJitter, Classes: m.Classes,
-				PrefillServers: m.PrefillServers,
+				PrefillServers: m.PrefillServers, Replication: m.Replication,
 			})
 		}
 	}

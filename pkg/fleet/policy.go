@@ -128,8 +128,17 @@ func (p Policy) validate() error {
 	return nil
 }
 
-// newRouter builds a fresh router for one run.
+// newRouter builds a fresh router for one run: one router, or one per EPP
+// replica (replicas.go).
 func (p Policy) newRouter(env routerEnv) (router, error) {
+	if rep := env.replication; rep.Replicas > 1 {
+		return newReplicated(rep, env, p.newReplica)
+	}
+	return p.newReplica(env)
+}
+
+// newReplica builds the router of one EPP replica.
+func (p Policy) newReplica(env routerEnv) (router, error) {
 	n := len(env.endpoints)
 	switch p.builtin {
 	case PolicyRandom:

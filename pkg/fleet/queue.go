@@ -21,7 +21,8 @@ import (
 // request's PreRequest has run before saturation is read again, as the
 // live dispatcher's settle wait arranges. Requests are refused past the
 // config's request limits (global and per band) or its TTL; byte limits
-// are not modelled.
+// are not modelled. With several EPP replicas, each holds its own requests
+// under its own detector and limits (flowQueue).
 
 // errQueueFull and errQueueTTL are the refusals a live EPP answers with
 // 429.
@@ -76,6 +77,41 @@ func admissionOf(r router) *admission {
 	return nil
 }
 
+// flowQueue is one EPP replica's flow control: its rule (nil: none) and
+// its waiting requests, by priority, highest band first; heldN counts them.
+type flowQueue struct {
+	adm   *admission
+	bands []*heldBand
+	heldN int
+}
+
+// newQueues returns r's flow control, one queue per replica, or nil when
+// no replica has any.
+func newQueues(r router) []flowQueue {
+	routers := []router{r}
+	if rr, ok := r.(*replicated); ok {
+		routers = rr.replicas
+	}
+	var out []flowQueue
+	for i, rr := range routers {
+		if a := admissionOf(rr); a != nil {
+			if out == nil {
+				out = make([]flowQueue, len(routers))
+			}
+			out[i].adm = a
+		}
+	}
+	return out
+}
+
+// queueOf is the flow control of f's replica (nil: none).
+func (s *sim) queueOf(f *flight) *flowQueue {
+	if s.queues == nil || s.queues[f.replica].adm == nil {
+		return nil
+	}
+	return &s.queues[f.replica]
+}
+
 // heldBand is one priority's waiting requests: ids from head on, oldest
 // first, including some that have left (n counts those still waiting).
 type heldBand struct {
@@ -92,24 +128,24 @@ func (s *sim) priority(f *flight) int {
 	return s.spec.Classes[f.class].Priority
 }
 
-// band returns priority p's band, creating it in s.bands (highest first).
-func (s *sim) band(p int) *heldBand {
-	i, found := slices.BinarySearchFunc(s.bands, p, func(b *heldBand, p int) int { return p - b.priority })
+// band returns priority p's band, creating it in q.bands (highest first).
+func (q *flowQueue) band(p int) *heldBand {
+	i, found := slices.BinarySearchFunc(q.bands, p, func(b *heldBand, p int) int { return p - b.priority })
 	if !found {
-		s.bands = slices.Insert(s.bands, i, &heldBand{priority: p})
+		q.bands = slices.Insert(q.bands, i, &heldBand{priority: p})
 	}
-	return s.bands[i]
+	return q.bands[i]
 }
 
-// admit routes f at once or holds it.
+// admit routes f at once or holds it in its replica's queue.
 func (s *sim) admit(f *flight) {
-	a, p := s.admission, s.priority(f)
-	if a == nil || (s.heldN == 0 && a.open(p)) {
+	q, p := s.queueOf(f), s.priority(f)
+	if q == nil || (q.heldN == 0 && q.adm.open(p)) {
 		s.dispatch(f)
 		return
 	}
-	b := s.band(p)
-	if m := a.plan.MaxRequests; m > 0 && int64(s.heldN) >= m {
+	a, b := q.adm, q.band(p)
+	if m := a.plan.MaxRequests; m > 0 && int64(q.heldN) >= m {
 		s.fail(f, errQueueFull)
 		return
 	}
@@ -120,7 +156,7 @@ func (s *sim) admit(f *flight) {
 	f.status, f.waited = flightQueued, true
 	b.ids = append(b.ids, f.id)
 	b.n++
-	s.heldN++
+	q.heldN++
 	if s.spec.Timeout > 0 {
 		s.events.push(event{at: f.arrival + s.spec.Timeout, kind: evTimeout, id: f.id})
 	}
@@ -129,28 +165,34 @@ func (s *sim) admit(f *flight) {
 	}
 }
 
-// release routes held requests while the highest waiting band may go.
+// release routes held requests, replica by replica, while the highest
+// waiting band of the replica may go.
 func (s *sim) release() {
-	a := s.admission
-	for a != nil && s.heldN > 0 {
+	for i := range s.queues {
+		s.releaseFrom(&s.queues[i])
+	}
+}
+
+func (s *sim) releaseFrom(q *flowQueue) {
+	for q.adm != nil && q.heldN > 0 {
 		var top *heldBand
-		for _, b := range s.bands {
+		for _, b := range q.bands {
 			if b.n > 0 {
 				top = b
 				break
 			}
 		}
-		if !a.open(top.priority) {
+		if !q.adm.open(top.priority) {
 			return
 		}
-		f := s.pop(top)
+		f := s.pop(q, top)
 		f.status = flightRunning
 		s.dispatch(f)
 	}
 }
 
 // pop takes b's oldest request still waiting; b.n > 0.
-func (s *sim) pop(b *heldBand) *flight {
+func (s *sim) pop(q *flowQueue, b *heldBand) *flight {
 	for {
 		f := &s.flights[b.ids[b.head]]
 		b.head++
@@ -159,7 +201,7 @@ func (s *sim) pop(b *heldBand) *flight {
 		}
 		if f.status == flightQueued {
 			b.n--
-			s.heldN--
+			q.heldN--
 			return f
 		}
 	}
@@ -168,8 +210,9 @@ func (s *sim) pop(b *heldBand) *flight {
 // leaveQueue ends a held request that timed out or expired; it stays in
 // its band's ids and is skipped when reached.
 func (s *sim) leaveQueue(f *flight, status flightStatus, err error) {
-	s.band(s.priority(f)).n--
-	s.heldN--
+	q := s.queueOf(f)
+	q.band(s.priority(f)).n--
+	q.heldN--
 	if status == flightFailed {
 		s.fail(f, err)
 		return

@@ -34,6 +34,12 @@ type Report struct {
 	// Disagg, when studied, is aggregated serving against P/D
 	// disaggregation at equal server count.
 	Disagg *DisaggReport `json:"disagg,omitempty"`
+	// Replication is the EPP replicas every policy ran as, when more than
+	// one (Matrix.Replication).
+	Replication *ReplicationReport `json:"replication,omitempty"`
+	// Replicas, when studied, is what active-active EPP replicas cost
+	// cache-aware routing and what replica sync wins back.
+	Replicas *ReplicaReport `json:"replicas,omitempty"`
 }
 
 // WorkloadReport is one workload's setup and every policy's ladder.
@@ -87,6 +93,9 @@ func (m *Matrix) assemble(results []*StageResult) *Report {
 	}
 	for _, p := range m.Policies {
 		rep.Policies[p.Name] = p.Description
+	}
+	if rr := replicationReport(m.Replication); rr.Replicas > 1 {
+		rep.Replication = &rr
 	}
 	i := 0
 	for _, w := range m.Workloads {

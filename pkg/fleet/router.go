@@ -35,6 +35,8 @@ type routerEnv struct {
 	clock     scheduler.Clock
 	seed      uint64
 	classes   []Class
+	// replication is the run's EPP replicas, defaults applied.
+	replication Replication
 }
 
 // epoch is virtual time zero on the plugins' clock.
@@ -58,6 +60,8 @@ type schedRouter struct {
 	// admission is the config's flow control, nil without the gate.
 	admission *admission
 	classes   []Class
+	// built is the config's instances (replica sync finds its producers).
+	built *config.Built
 }
 
 // newSchedRouter loads and builds yaml with the in-tree plugins plus extra.
@@ -79,7 +83,8 @@ func newSchedRouter(yaml []byte, reg *scheduler.Registry, env routerEnv) (*sched
 		return nil, err
 	}
 	r := &schedRouter{sched: built.Scheduler, eps: eps, index: make(map[*endpoint.Endpoint]int, len(eps)),
-		hostPorts: make(map[string]int, len(eps)), ctx: context.Background(), admission: adm, classes: env.classes}
+		hostPorts: make(map[string]int, len(eps)), ctx: context.Background(), admission: adm, classes: env.classes,
+		built: built}
 	for i, e := range eps {
 		r.index[e] = i
 		r.hostPorts[e.HostPort] = i

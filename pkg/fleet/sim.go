@@ -47,6 +47,9 @@ type RunSpec struct {
 	// PrefillTimeout is how long a decode sidecar waits for a remote
 	// prefill before it prefills locally; 0 means DefaultPrefillTimeout.
 	PrefillTimeout time.Duration
+	// Replication runs the policy as several EPP replicas sharing the
+	// traffic, with or without replica sync (replicas.go).
+	Replication
 }
 
 func (s RunSpec) withDefaults() RunSpec {
@@ -64,6 +67,7 @@ func (s RunSpec) withDefaults() RunSpec {
 	if out.PrefillTimeout == 0 {
 		out.PrefillTimeout = DefaultPrefillTimeout
 	}
+	out.Replication = out.Replication.withDefaults()
 	if len(out.Classes) > 0 && validateClasses(out.Classes) == nil {
 		out.Classes = normalised(out.Classes)
 	}
@@ -89,6 +93,9 @@ func (s *RunSpec) validate() error {
 	}
 	if s.Timeout < 0 || s.Timeout > maxDuration {
 		errs = append(errs, fmt.Errorf("timeout: must be in [0, %s], got %s", maxDuration, s.Timeout))
+	}
+	if err := s.Replication.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := validateClasses(s.Classes); err != nil {
 		errs = append(errs, err)
@@ -124,6 +131,7 @@ type flight struct {
 	measured bool
 	waited   bool  // held by flow control before it was routed
 	class    uint8 // index into RunSpec.Classes
+	replica  uint8 // the EPP replica that routes it (replicas.go)
 	status   flightStatus
 	promptN  int32
 	outN     int32
@@ -180,11 +188,9 @@ type sim struct {
 	// windowTokens the output tokens generated inside it.
 	windowDone, windowTokens int
 	failures                 failureLog
-	// admission is the policy's flow control (nil: none); bands hold the
-	// waiting requests by priority, highest first, and heldN counts them.
-	admission *admission
-	bands     []*heldBand
-	heldN     int
+	// queues are the policy's flow control, one per EPP replica (nil:
+	// none).
+	queues []flowQueue
 	// kvPulled counts the KV transfers and tokens the decode servers had
 	// started when the window opened and closed (disagg.go).
 	kvPulled [2]kvCount
@@ -246,10 +252,11 @@ func newSim(spec RunSpec) (*sim, error) {
 		})
 		s.servers[i].ep = eps[i]
 	}
-	if s.router, err = spec.Policy.newRouter(routerEnv{endpoints: eps, clock: s.clock, seed: spec.Seed, classes: spec.Classes}); err != nil {
+	if s.router, err = spec.Policy.newRouter(routerEnv{endpoints: eps, clock: s.clock, seed: spec.Seed,
+		classes: spec.Classes, replication: spec.Replication}); err != nil {
 		return nil, err
 	}
-	s.admission = admissionOf(s.router)
+	s.queues = newQueues(s.router)
 	if s.src, err = newSource(spec.Workload.Traffic, cfg.Model, spec.Seed); err != nil {
 		return nil, err
 	}
@@ -317,6 +324,9 @@ func (s *sim) arrive() error {
 	})
 	if len(s.spec.Classes) > 0 {
 		s.flights[id].class = pickClass(s.spec.Classes, s.classRng)
+	}
+	if n := s.spec.Replicas; n > 1 { // the proxy's round-robin over replicas
+		s.flights[id].replica = uint8(id % uint64(n))
 	}
 	s.open++
 	s.admit(&s.flights[id])

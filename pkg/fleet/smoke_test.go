@@ -167,3 +167,35 @@ func checkIDs(cs []Check) []string {
 	}
 	return out
 }
+
+// TestSmokeReplicaStudy runs the replica study at a tiny size and checks
+// its report and section: every arm at each compared stage.
+func TestSmokeReplicaStudy(t *testing.T) {
+	t.Parallel()
+	w, err := WorkloadByName("shared-prefix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &ReplicaStudy{Workload: Quick(w), Policy: ConfigPolicy(PolicyOursBest, "", recommended(t)), Workers: 2}
+	rep, err := st.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.QPS) == 0 || len(rep.Arms) != len(ReplicaArms()) || rep.Arms[2].Replicas != 3 || !rep.Arms[2].Sync {
+		t.Fatalf("report = %+v", rep)
+	}
+	for _, a := range rep.Arms {
+		if len(a.Stages) != len(rep.QPS) || a.Stages[0].Completed == 0 || a.Stages[0].QPS != rep.QPS[0] {
+			t.Errorf("%s: stages %+v", a.Name, a.Stages)
+		}
+	}
+	var md stringsBuilder
+	if err := Markdown(&md, &Report{Replicas: rep}, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"### Active-active EPP replicas and replica sync", "| `3-replicas-sync-250ms` |", "winning back"} {
+		if !md.contains(want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md.String())
+		}
+	}
+}

@@ -15,6 +15,9 @@ func WriteTable(w io.Writer, r *Report) error {
 		fmt.Fprintf(tw, "\n%s (%s): %s\n", wl.Name, wl.ID, wl.Description)
 		fmt.Fprintf(tw, "%d × %s, %d KV tokens/server, working set %.0f %% of fleet KV (%.1f servers); SLO TTFT %.0f ms, ITL %.0f ms\n",
 			wl.Servers, wl.Profile, wl.KVTokensPerServer, wl.WorkingSetPct, wl.WorkingSetServers, wl.SLO.TTFTMs, wl.SLO.ITLMs)
+		if rr := r.Replication; rr != nil {
+			fmt.Fprintf(tw, "EPP: %s, requests handed to the replicas in turn\n", rr.label())
+		}
 		fmt.Fprintln(tw, "policy\tQPS\treqs\tok%\tout tok/s\tTTFT p50\tp90\tp99 ms\te2e p50\tp99 ms\tTPOT p50\thit%\tload CV\tgoodput%\t")
 		for _, l := range wl.Policies {
 			for _, s := range l.Stages {

@@ -1,0 +1,213 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+)
+
+// The replica study: one config on one workload run as one EPP, as three
+// active-active replicas that each see a third of the traffic, and as three
+// replicas sharing their prefix-index insertions through replica sync at
+// two flush intervals, below saturation and at it. It says what running
+// several EPP replicas costs cache-aware routing and what sync wins back,
+// in this model.
+
+// ReplicaArm is one way the study runs the EPP.
+type ReplicaArm struct {
+	Name        string
+	Description string
+	Replication Replication
+}
+
+// Names of the replica study's arms.
+const (
+	ArmOneEPP          = "1-replica"
+	ArmReplicas        = "3-replicas"
+	ArmReplicaSync     = "3-replicas-sync"
+	ArmReplicaSyncSlow = "3-replicas-sync-250ms"
+)
+
+// ReplicaArms are the study's arms: one EPP (the reference), three
+// replicas without sync, and three with sync every 20 ms and every 250 ms
+// (1 ms latency).
+func ReplicaArms() []ReplicaArm {
+	return []ReplicaArm{
+		{Name: ArmOneEPP, Description: "one EPP routes every request (the reference)"},
+		{Name: ArmReplicas, Description: "3 replicas, each request to the next in turn; each replica's prefix index knows only its own decisions",
+			Replication: Replication{Replicas: 3}},
+		{Name: ArmReplicaSync, Description: "3 replicas with replica sync: insertions sent every 20 ms, applied by the others 1 ms later",
+			Replication: Replication{Replicas: 3, ReplicaSync: true, SyncFlush: 20 * time.Millisecond, SyncLatency: time.Millisecond}},
+		{Name: ArmReplicaSyncSlow, Description: "3 replicas with replica sync at a slow 250 ms flush (1 ms latency)",
+			Replication: Replication{Replicas: 3, ReplicaSync: true, SyncFlush: 250 * time.Millisecond, SyncLatency: time.Millisecond}},
+	}
+}
+
+// ReplicaStudy runs the study. The first arm is the reference: it runs up
+// the workload's ladder, stage by stage, to its knee (the first stage
+// completing under 90 % of the offered requests/s, else the last, as
+// WorkloadReport.KneeStage); every other arm then runs at the knee and at
+// the highest stage at most 2/3 of it.
+type ReplicaStudy struct {
+	Workload Workload
+	Policy   Policy
+	// Arms defaults to ReplicaArms().
+	Arms []ReplicaArm
+	// Seeds defaults to {1}, extended to the workload's MinSeeds.
+	Seeds   []uint64
+	Workers int
+	// Progress is as Matrix.Progress.
+	Progress func(done, total int, spec RunSpec, res *StageResult)
+}
+
+// ReplicaReport is the replica study's outcome.
+type ReplicaReport struct {
+	Workload string `json:"workload"`
+	Policy   string `json:"policy"`
+	Seeds    int    `json:"seeds"`
+	// KneeQPS is the reference's knee; QPS the stages compared, each
+	// labelled saturated when the reference is there.
+	KneeQPS     float64            `json:"kneeQps"`
+	QPS         []float64          `json:"qps"`
+	Saturated   []bool             `json:"saturated"`
+	Arms        []ReplicaArmReport `json:"arms"`
+	WallSeconds float64            `json:"wallSeconds"`
+}
+
+// ReplicaArmReport is one arm and its stages (one per ReplicaReport.QPS,
+// averaged over the seeds).
+type ReplicaArmReport struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	ReplicationReport
+	Stages []StageResult `json:"stages"`
+	// Spread is, per stage, how far the seeds' results ranged.
+	Spread []SeedSpread `json:"spread"`
+}
+
+// SeedSpread is the lowest and highest of a stage's seeds' results.
+type SeedSpread struct {
+	OutputTokensPerS [2]float64 `json:"outputTokensPerS"`
+	GoodputPct       [2]float64 `json:"goodputPct"`
+}
+
+// spreadOf returns the range of rs's results.
+func spreadOf(rs []*StageResult) SeedSpread {
+	out := SeedSpread{OutputTokensPerS: [2]float64{math.Inf(1), math.Inf(-1)}, GoodputPct: [2]float64{math.Inf(1), math.Inf(-1)}}
+	for _, r := range rs {
+		out.OutputTokensPerS = [2]float64{min(out.OutputTokensPerS[0], r.OutputTokensPerS), max(out.OutputTokensPerS[1], r.OutputTokensPerS)}
+		out.GoodputPct = [2]float64{min(out.GoodputPct[0], r.GoodputPct), max(out.GoodputPct[1], r.GoodputPct)}
+	}
+	return out
+}
+
+func (st *ReplicaStudy) arms() []ReplicaArm {
+	if len(st.Arms) > 0 {
+		return st.Arms
+	}
+	return ReplicaArms()
+}
+
+func (st *ReplicaStudy) validate() error {
+	var errs []error
+	if err := st.Workload.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("workload %q: %w", st.Workload.Name, err))
+	}
+	if err := st.Policy.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	var names []string
+	for _, a := range st.arms() {
+		if slices.Contains(names, a.Name) {
+			errs = append(errs, fmt.Errorf("arm %q listed twice", a.Name))
+		}
+		names = append(names, a.Name)
+		if err := a.Replication.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("arm %q: %w", a.Name, err))
+		}
+	}
+	if st.Workers < 0 {
+		errs = append(errs, fmt.Errorf("workers must be >= 0, got %d", st.Workers))
+	}
+	return errors.Join(errs...)
+}
+
+// Run executes the study's runs on Workers goroutines.
+func (st *ReplicaStudy) Run(ctx context.Context) (*ReplicaReport, error) {
+	if err := st.validate(); err != nil {
+		return nil, fmt.Errorf("replica study: %w", err)
+	}
+	start := time.Now()
+	arms, w := st.arms(), st.Workload
+	m := &Matrix{Seeds: st.Seeds, Workers: st.Workers, Progress: st.Progress}
+	seeds := m.seedsFor(w)
+	specsAt := func(out []RunSpec, a ReplicaArm, qps ...float64) []RunSpec {
+		for _, q := range qps {
+			for _, seed := range seeds {
+				out = append(out, RunSpec{Workload: w, Policy: st.Policy, QPS: q, Seed: seed, Replication: a.Replication})
+			}
+		}
+		return out
+	}
+	// The reference climbs the ladder up to its knee, stage by stage.
+	var ref [][]*StageResult
+	for _, q := range w.Ladder {
+		specs := specsAt(nil, arms[0], q)
+		results := make([]*StageResult, len(specs))
+		if err := m.execute(ctx, specs, results); err != nil {
+			return nil, fmt.Errorf("replica study: %w", err)
+		}
+		if ref = append(ref, results); saturated(average(results)) {
+			break
+		}
+	}
+	knee := len(ref) - 1
+	stages := replicaStages(w.Ladder, knee)
+	rep := &ReplicaReport{Workload: w.Name, Policy: st.Policy.Name, Seeds: len(seeds), KneeQPS: w.Ladder[knee]}
+	var specs []RunSpec
+	for _, i := range stages {
+		rep.QPS = append(rep.QPS, w.Ladder[i])
+		rep.Saturated = append(rep.Saturated, saturated(average(ref[i])))
+	}
+	for _, a := range arms[1:] {
+		specs = specsAt(specs, a, rep.QPS...)
+	}
+	results := make([]*StageResult, len(specs))
+	if err := m.execute(ctx, specs, results); err != nil {
+		return nil, fmt.Errorf("replica study: %w", err)
+	}
+	for j, a := range arms {
+		ar := ReplicaArmReport{Name: a.Name, Description: a.Description, ReplicationReport: replicationReport(a.Replication)}
+		for k, i := range stages {
+			group := ref[i]
+			if j > 0 {
+				at := ((j-1)*len(stages) + k) * len(seeds)
+				group = results[at : at+len(seeds)]
+			}
+			ar.Stages = append(ar.Stages, average(group))
+			ar.Spread = append(ar.Spread, spreadOf(group))
+		}
+		rep.Arms = append(rep.Arms, ar)
+	}
+	rep.WallSeconds = round3(time.Since(start).Seconds())
+	return rep, nil
+}
+
+// replicaStages are the ladder stages the arms are compared at: the
+// highest one at most 2/3 of the knee's QPS (else the first, when the knee
+// is not), and the knee.
+func replicaStages(ladder []float64, knee int) []int {
+	below := -1
+	for i := range knee {
+		if ladder[i] <= ladder[knee]*2/3 || below < 0 {
+			below = i
+		}
+	}
+	if below < 0 {
+		return []int{knee}
+	}
+	return []int{below, knee}
+}
