@@ -21,6 +21,7 @@ import (
 	"github.com/openepp/openepp/pkg/discovery"
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/metrics"
+	"github.com/openepp/openepp/pkg/replicasync"
 	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/server"
 	"github.com/openepp/openepp/pkg/tracing"
@@ -42,7 +43,8 @@ type app struct {
 	built    *config.Built
 	plugins  *pluginRunner
 	flow     *flowControl
-	kube     *kubeSource // nil unless Kubernetes mode
+	kube     *kubeSource       // nil unless Kubernetes mode
+	replicas *replicasync.Node // nil unless --replica-sync-port
 	// metrics are the request path's collectors, also timing every plugin.
 	metrics *server.Metrics
 
@@ -104,6 +106,11 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	}
 	a.srv = server.New(a.store, built.Scheduler, opts)
 	if err := a.buildServers(reg); err != nil {
+		a.stopTracing()
+		return nil, err
+	}
+	if err := a.addReplicaSync(st, reg); err != nil {
+		a.closeListeners()
 		a.stopTracing()
 		return nil, err
 	}
@@ -221,6 +228,15 @@ func (a *app) buildServers(reg registry) error {
 		a.addrs.Metrics = a.lis.metrics.Addr().String()
 	}
 	return nil
+}
+
+// closeListeners undoes buildServers when the EPP fails to build after it.
+func (a *app) closeListeners() {
+	for _, l := range []net.Listener{a.lis.grpc, a.lis.health, a.lis.metrics} {
+		if l != nil {
+			l.Close()
+		}
+	}
 }
 
 // newMetricsServer is the HTTP server of /metrics and pprof: plain, or TLS

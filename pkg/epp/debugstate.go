@@ -22,6 +22,7 @@ const (
 	pluginStatePath = "/debug/plugins/state"
 	endpointsPath   = "/debug/endpoints"
 	flowControlPath = "/debug/flowcontrol"
+	replicasPath    = "/debug/replicas"
 )
 
 // flowControlState is the body of /debug/flowcontrol: whether the config
@@ -95,6 +96,13 @@ func (a *app) debugHandlers() map[string]http.Handler {
 		}),
 		flowControlPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, flowControlState{Enabled: a.srv.Admission() != nil, State: a.flow.gate.ctl.State()})
+		}),
+		replicasPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
+			if a.replicas == nil {
+				writeJSON(w, map[string]bool{"enabled": false})
+				return
+			}
+			writeJSON(w, a.replicas.State())
 		}),
 	}
 }

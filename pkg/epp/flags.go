@@ -45,6 +45,7 @@ type Flags struct {
 	FullMetricsPages    bool
 	TLS                 tlsFlags
 	Kube                KubeFlags
+	Replicas            replicaFlags
 	compat              compatFlags
 	Zap                 crzap.Options
 }
@@ -83,6 +84,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 		"score exactly as upstream GIE v1.5.0 does: turn off OpenEPP's default improvements of queue-scorer and prefix-cache-scorer (see docs/plugins.md)")
 	f.TLS.bind(fs)
 	f.Kube.bind(fs)
+	f.Replicas.bind(fs)
 	f.compat.bind(fs)
 	f.Zap.BindFlags(fs)
 }
@@ -103,6 +105,7 @@ func (f *Flags) validate() error {
 	}
 	errs = append(errs, f.TLS.validate()...)
 	errs = append(errs, f.validateSource()...)
+	errs = append(errs, f.Replicas.validate(f.Kube.enabled())...)
 	return errors.Join(errs...)
 }
 

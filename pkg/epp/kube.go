@@ -251,13 +251,19 @@ func (a *app) addKube() error {
 	if err := controller.Preflight(cfg, opts); err != nil {
 		return err
 	}
-	mgr, err := newManager(cfg, k, ns, opts, a.log)
+	peers := a.peerOptions(ns)
+	mgr, err := newManager(cfg, k, ns, opts, peers, a.log)
 	if err != nil {
 		return err
 	}
 	lookups, err := controller.Setup(mgr, opts)
 	if err != nil {
 		return err
+	}
+	if peers != nil {
+		if err := controller.SetupPeers(mgr, *peers); err != nil {
+			return err
+		}
 	}
 	a.kube = &kubeSource{cfg: cfg, mgr: mgr, ha: k.LeaderElection, lookups: lookups}
 	a.background = append(a.background, a.kube)
@@ -266,14 +272,34 @@ func (a *app) addKube() error {
 	return nil
 }
 
-func newManager(cfg *rest.Config, k *KubeFlags, ns string, opts controller.Options, log logr.Logger) (manager.Manager, error) {
+// peerOptions is the watch of the replicas' EndpointSlices, nil without
+// --replica-sync-service. The replica-sync node is built after the
+// manager, before it starts, hence the late lookup of a.replicas.
+func (a *app) peerOptions(ns string) *controller.PeerOptions {
+	r := &a.flags.Replicas
+	if !r.enabled() || r.Service == "" {
+		return nil
+	}
+	return &controller.PeerOptions{Namespace: ns, Service: r.Service, PortName: r.PortName, Log: a.log.WithName("replica-peers"),
+		OnChange: func(peers []string) {
+			if a.replicas != nil {
+				a.replicas.SetPeers(peers)
+			}
+		}}
+}
+
+func newManager(cfg *rest.Config, k *KubeFlags, ns string, opts controller.Options, peers *controller.PeerOptions, log logr.Logger) (manager.Manager, error) {
 	scheme := runtime.NewScheme()
 	if err := controller.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
+	cache := controller.CacheOptions(opts)
+	if peers != nil {
+		controller.AddPeerCache(&cache, *peers)
+	}
 	mgr, err := manager.New(cfg, manager.Options{
 		Scheme: scheme,
-		Cache:  controller.CacheOptions(opts),
+		Cache:  cache,
 		Logger: log.WithName("kubernetes"),
 		// The EPP serves its own /metrics and health; the manager serves none.
 		Metrics:                       metricsserver.Options{BindAddress: "0"},

@@ -81,6 +81,7 @@ func (a *app) onReload(b *config.Built) {
 	} else {
 		a.srv.SetAdmission(adm)
 	}
+	a.attachReplicas(b)
 	start, stop := b.Changes(prev)
 	a.plugins.stop(stop)
 	a.plugins.start(start)

@@ -31,6 +31,7 @@ type settings struct {
 	onReady func(Addrs)
 	log     *logr.Logger
 	getenv  func(string) string
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // WithEnv makes the EPP read its environment (OTEL_*) through getenv
@@ -52,6 +53,13 @@ func WithReadyCallback(fn func(Addrs)) Option {
 	return func(s *settings) { s.onReady = fn }
 }
 
+// WithReplicaSyncDial makes replica sync open its connections to peers
+// with dial: tests map the addresses of EndpointSlices, which may not be
+// loopback addresses, onto 127.0.0.1.
+func WithReplicaSyncDial(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
+	return func(s *settings) { s.dial = dial }
+}
+
 // WithLogger replaces the zap logger built from the flags.
 func WithLogger(log logr.Logger) Option {
 	return func(s *settings) { s.log = &log }
@@ -60,6 +68,8 @@ func WithLogger(log logr.Logger) Option {
 // Addrs are the bound listener addresses.
 type Addrs struct {
 	GRPC, Health, Metrics string
+	// ReplicaSync is empty unless --replica-sync-port.
+	ReplicaSync string
 }
 
 // Main runs the EPP with os.Args and exits on error; SIGINT/SIGTERM start a

@@ -77,6 +77,12 @@ type instance struct {
 // test ends (or stop is called).
 func startEPP(t *testing.T, ns string, flags ...string) *instance {
 	t.Helper()
+	return startEPPWith(t, ns, nil, flags...)
+}
+
+// startEPPWith is startEPP with extra Run options.
+func startEPPWith(t *testing.T, ns string, opts []epp.Option, flags ...string) *instance {
+	t.Helper()
 	args := append([]string{"--pool-namespace", ns, "--kubeconfig", env.Kubeconfig, "--bind-address", "127.0.0.1",
 		"--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0", "--secure-serving=false",
 		"--config-text", randomConfig, "--drain-timeout", "2s"}, flags...)
@@ -84,7 +90,7 @@ func startEPP(t *testing.T, ns string, flags ...string) *instance {
 	addrs := make(chan epp.Addrs, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- epp.Run(ctx, args, epp.WithLogger(logger()), epp.WithReadyCallback(func(a epp.Addrs) { addrs <- a }))
+		done <- epp.Run(ctx, args, append([]epp.Option{epp.WithLogger(logger()), epp.WithReadyCallback(func(a epp.Addrs) { addrs <- a })}, opts...)...)
 	}()
 	in := &instance{}
 	select {
