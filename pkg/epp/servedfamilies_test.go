@@ -194,7 +194,8 @@ func servedFamilies(t *testing.T) families {
 	quiet := logr.Discard()
 	a, err := assemble([]string{"--endpoints-file", file, "--config-text", everyFamilyConfig,
 		"--bind-address", "127.0.0.1", "--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "-1",
-		"--secure-serving=false", "--tracing=false", "--enable-grpc-stream-metrics"}, &settings{log: &quiet}, reg)
+		"--secure-serving=false", "--tracing=false", "--enable-grpc-stream-metrics",
+		"--replica-sync-port", "0", "--replica-sync-peers", "127.0.0.1:1"}, &settings{log: &quiet}, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
