@@ -29,6 +29,7 @@ func assemble(ctx context.Context, w io.Writer, o options, m machineInfo) error 
 	fmt.Fprintf(w, "- Micro-benchmarks: %d results.\n%s\n", len(in.micro), fleetSummary(o.dir))
 	fmt.Fprintf(w, "## Machine and versions\n\n")
 	m.render(w)
+	renderMeasuredOn(w, m, in, o.dir)
 	renderCommands(w, o, in)
 	fmt.Fprintf(w, "## 1. Micro-benchmarks\n\nIn-process `go test -bench` results (one run, `-count 1`; no benchstat confidence intervals).\n\n")
 	if len(in.micro) == 0 {
