@@ -57,7 +57,8 @@ func (s *Store) Get(name string) (*endpoint.Endpoint, bool) {
 // An empty but synced pool is ready: "no endpoints" is then a real answer.
 func (s *Store) Ready() bool { return s.ready.Load() }
 
-// Changed returns a channel that is closed at the next membership change.
+// Changed returns a channel that is closed at the next membership or
+// readiness change.
 func (s *Store) Changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -106,8 +107,7 @@ func (s *Store) Replace(source string, specs []endpoint.Spec) {
 		}
 	}
 	s.synced[source] = true
-	s.ready.Store(true)
-	if dirty {
+	if s.setReadyLocked() || dirty {
 		s.publishLocked()
 	}
 }
@@ -126,8 +126,7 @@ func (s *Store) DeleteSource(source string) {
 		}
 	}
 	delete(s.synced, source)
-	s.ready.Store(len(s.synced) > 0)
-	if dirty {
+	if s.setReadyLocked() || dirty {
 		s.publishLocked()
 	}
 }
@@ -141,7 +140,16 @@ func (s *Store) SetSynced(source string, synced bool) {
 	} else {
 		delete(s.synced, source)
 	}
-	s.ready.Store(len(s.synced) > 0)
+	if s.setReadyLocked() {
+		s.publishLocked()
+	}
+}
+
+// setReadyLocked updates readiness from the synced sources and reports
+// whether it changed (a change to announce through Changed).
+func (s *Store) setReadyLocked() bool {
+	ready := len(s.synced) > 0
+	return s.ready.Swap(ready) != ready
 }
 
 func (s *Store) upsertLocked(source string, spec endpoint.Spec) bool {

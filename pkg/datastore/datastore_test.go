@@ -121,3 +121,33 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 		t.Errorf("endpoints = %d, want 4", len(s.Snapshot()))
 	}
 }
+
+// TestChangedAnnouncesReadiness: a source that syncs with no endpoints, or
+// stops being synced, changes readiness without changing membership, and
+// a waiter on Changed (replica bootstrap) must hear it.
+func TestChangedAnnouncesReadiness(t *testing.T) {
+	t.Parallel()
+	s := New()
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	ch := s.Changed()
+	s.Replace("file", nil)
+	if !s.Ready() || !closed(ch) {
+		t.Fatalf("an empty sync: ready %v, Changed closed %v; want both", s.Ready(), closed(ch))
+	}
+	ch = s.Changed()
+	s.Replace("file", nil) // already ready: nothing to announce
+	if closed(ch) {
+		t.Error("Changed closed by a sync that changed nothing")
+	}
+	s.SetSynced("file", false)
+	if s.Ready() || !closed(ch) {
+		t.Errorf("unsynced: ready %v, Changed closed %v; want not ready, closed", s.Ready(), closed(ch))
+	}
+}
