@@ -117,8 +117,9 @@ func (a *app) addReplicaSync(st *settings, reg prometheus.Registerer) error {
 		return fmt.Errorf("replica-sync %w", err)
 	}
 	node, err := replicasync.New(replicasync.Options{
-		Listener: lis, Token: token, FlushInterval: f.Interval, Dial: st.dial,
-		Log: a.log.WithName("replica-sync"), Registerer: reg,
+		Listener: lis, Token: token, FlushInterval: f.Interval, Dial: st.dial, Bootstrap: true,
+		BootstrapReady: a.waitPoolReady,
+		Log:            a.log.WithName("replica-sync"), Registerer: reg,
 	})
 	if err != nil {
 		lis.Close()
@@ -136,6 +137,21 @@ func (a *app) addReplicaSync(st *settings, reg prometheus.Registerer) error {
 	return nil
 }
 
+// waitPoolReady returns once the endpoint source has synced (or ctx ended).
+func (a *app) waitPoolReady(ctx context.Context) {
+	for {
+		changed := a.store.Changed() // before Ready, so no change is missed
+		if a.store.Ready() {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
 // runnableFunc runs a Run-style function as background work.
 type runnableFunc func(context.Context) error
 
@@ -147,12 +163,13 @@ func (a *app) attachReplicas(b *config.Built) {
 	if a.replicas == nil {
 		return
 	}
+	all := config.Instances[*prefix.Producer](b)
 	producers := map[string]*prefix.Producer{}
-	for _, p := range config.Instances[*prefix.Producer](b) {
+	for _, p := range all {
 		producers[p.TypedName().Name] = p
 		p.SetPublisher(a.replicas)
 	}
-	a.replicas.SetProducers(func(name string) *prefix.Producer { return producers[name] })
+	a.replicas.SetProducers(func(name string) *prefix.Producer { return producers[name] }, all...)
 	if len(producers) == 0 {
 		a.log.Info("replica sync: the config has no approx-prefix-cache-producer, so there is nothing to share")
 	}

@@ -65,6 +65,24 @@ func TestReplicasShareDecisions(t *testing.T) {
 	if page := a.metricsPage(t); counterValue(page, "openepp_replica_sync_sent_insertions_total") < float64(len(prompts)) {
 		t.Errorf("A's page does not count the insertions it sent")
 	}
+	// A replica that starts now copies A's index before routing anything:
+	// it routes the prompts as A did without any new decision to hear.
+	c := launchEPP(t, 0, 0, nil, func(*running) []string {
+		return []string{"--endpoints-file", b.file, "--config-text", prefixOnly, "--replica-sync-port", "0",
+			"--replica-sync-peers", a.addrs.ReplicaSync, "--replica-sync-token-file", token}
+	})
+	eventually(t, "C to copy A's index", func() bool {
+		return counterValue(c.metricsPage(t), `openepp_replica_sync_bootstrap_total{result="done"}`) == 1
+	})
+	if n := counterValue(c.metricsPage(t), "openepp_replica_sync_bootstrap_insertions_total"); n == 0 {
+		t.Error("C's bootstrap copied nothing")
+	}
+	for i, p := range prompts {
+		if got := c.tryRoute(p); got != picks[i] {
+			t.Errorf("prompt %d: C routed to %s, A to %s", i, got, picks[i])
+		}
+	}
+
 	resp, err := http.Get("http://" + b.addrs.Metrics + replicasPath)
 	if err != nil {
 		t.Fatal(err)

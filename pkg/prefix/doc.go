@@ -22,9 +22,9 @@
 // block hash; each shard has a RWMutex and holds:
 //
 //   - an entry arena: fixed-size chunks of 32-byte entries {hash, endpoint
-//     slot, LRU prev/next, same-hash prev/next}, addressed by int32, with a
-//     free list. Entries carry no pointers, so the garbage collector never
-//     scans them;
+//     slot, recency stamp, LRU prev/next, same-hash prev/next}, addressed by
+//     int32, with a free list. Entries carry no pointers, so the garbage
+//     collector never scans them;
 //   - per endpoint slot, an intrusive doubly linked LRU list threaded
 //     through the arena (head, tail, length, capacity: 16 bytes per
 //     endpoint per shard);
@@ -69,7 +69,10 @@
 // after the cap) ≈ 12 µs (≈ 19 µs with hashing); inserting 256 blocks
 // ≈ 80 µs, mostly cache misses. The worst case is every endpoint holding the
 // same long prefix: chains are then as long as the pool (≈ 0.2 ms for 256
-// blocks at 100 endpoints). Run `go test -bench . ./pkg/prefix`.
+// blocks at 100 endpoints). Export, which copies the index to a starting
+// replica, takes about 18 ns per entry (57 ms for the full index), holding
+// a shard's read lock for at most 4,096 entries at a time (≈ 75 µs). Run
+// `go test -bench . ./pkg/prefix`.
 //
 // # Approximate versus precise
 //

@@ -102,6 +102,9 @@ func (s *shard) checkLists() (int, error) {
 			if e.slot != int32(slot) || e.prev != prev {
 				return 0, fmt.Errorf("slot %d: entry %d has slot %d prev %d, want %d", slot, i, e.slot, e.prev, prev)
 			}
+			if prev != none && int32(s.at(prev).seq-e.seq) <= 0 {
+				return 0, fmt.Errorf("slot %d: entry %d stamped %d, not older than its predecessor's %d", slot, i, e.seq, s.at(prev).seq)
+			}
 			prev = i
 			n++
 		}

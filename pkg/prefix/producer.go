@@ -68,6 +68,8 @@ type Producer struct {
 	// publisher, when set, hears the insertions of this replica's own
 	// decisions (replica sync).
 	publisher atomic.Pointer[Publisher]
+	// lastBlockSize is the block size Produce last used, for Export.
+	lastBlockSize atomic.Int64
 }
 
 var (
@@ -153,6 +155,9 @@ func (p *Producer) Index() *Index { return p.index }
 // Produce implements scheduler.Producer: hash the prompt once and match it.
 func (p *Producer) Produce(_ context.Context, state *scheduler.State, req *scheduler.Request, endpoints []*endpoint.Endpoint) {
 	bs := p.blockSizeTokens(endpoints)
+	if p.lastBlockSize.Load() != int64(bs) { // stored only on change: no write sharing per request
+		p.lastBlockSize.Store(int64(bs))
+	}
 	r := p.recordIn(state)
 	r.match = Match{BlockSizeTokens: bs}
 	r.hashes = p.hash(req, bs)

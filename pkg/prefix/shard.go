@@ -17,8 +17,12 @@ const (
 // endpoint's LRU list in this shard, and the chain of entries sharing hash
 // (the reverse map hash → endpoints). 32 bytes, no pointers.
 type entry struct {
-	hash         uint64
-	slot         int32
+	hash uint64
+	slot int32
+	// seq is the shard's clock when the entry last became its list's most
+	// recent, so a list's seqs fall from head to tail (modulo 2^32). It fills
+	// what would be padding; Export resumes its walk of a list by it.
+	seq          uint32
 	prev, next   int32 // LRU neighbours; prev is more recent. next links the free list too.
 	cprev, cnext int32 // same-hash chain neighbours
 }
@@ -40,7 +44,8 @@ type shard struct {
 	used   int32 // arena high-water mark
 	free   int32 // free list of entries, linked through next
 	lists  []lruList
-	n      int // live entries
+	n      int    // live entries
+	clock  uint32 // stamps entry.seq; counts pushFront calls, wrapping
 }
 
 func newShard() *shard {
@@ -102,6 +107,8 @@ func (s *shard) insert(slot int32, h uint64, capacity int32) {
 
 func (s *shard) pushFront(l *lruList, i int32) {
 	e := s.at(i)
+	s.clock++
+	e.seq = s.clock
 	e.prev, e.next = none, l.head
 	if l.head != none {
 		s.at(l.head).prev = i

@@ -1,10 +1,16 @@
 package replicasync
 
 import (
+	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
+	"github.com/go-logr/logr"
+
+	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/prefix"
+	"github.com/openepp/openepp/pkg/scheduler"
 )
 
 // publisher returns a node with one peer that nothing sends to (Run is
@@ -68,5 +74,56 @@ func TestPublishAllocs(t *testing.T) {
 	}
 	if allocs := testing.AllocsPerRun(50, publish); allocs > 0 {
 		t.Errorf("%v allocations per 8 Publish calls and a flush, want 0", allocs)
+	}
+}
+
+// BenchmarkSnapshot copies a full default index (100 endpoints × 31,250
+// blocks) as a bootstrap does, minus the network: the peer's Export
+// written as frames, read back and applied to an empty producer.
+func BenchmarkSnapshot(b *testing.B) {
+	eps := newEndpoints(100)
+	h := &scheduler.Handle{Log: logr.Discard(), Endpoints: func() []*endpoint.Endpoint { return eps }}
+	src, err := prefix.NewProducer(producerName, prefix.DefaultParams(), h)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 1))
+	hs := make([]uint64, 250)
+	for _, e := range eps {
+		for range prefix.DefaultLRUCapacityPerServer / len(hs) {
+			for i := range hs {
+				hs[i] = r.Uint64()
+			}
+			src.Index().Insert(e, hs, prefix.DefaultLRUCapacityPerServer)
+		}
+	}
+	var stream bytes.Buffer
+	for b.Loop() {
+		dst, err := prefix.NewProducer(producerName, prefix.DefaultParams(), h)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stream.Reset()
+		fw := newFrameWriter(&stream, "a", DefaultMaxBatchBytes-headerReserve)
+		src.Export(func(batch []prefix.Insertion) bool {
+			for _, ins := range batch {
+				fw.add(ins)
+			}
+			fw.seal()
+			return true
+		})
+		fw.end()
+		fr := &frameReader{r: &stream, maxFrame: DefaultMaxBatchBytes, maxTotal: DefaultMaxSnapshotBytes}
+		for {
+			d, err := fr.next()
+			if err != nil {
+				break
+			}
+			applyAll(func(string) *prefix.Producer { return dst }, d.insertions)
+		}
+		if dst.Index().Len() != src.Index().Len() {
+			b.Fatalf("copied %d entries of %d", dst.Index().Len(), src.Index().Len())
+		}
+		b.ReportMetric(float64(fr.read)/1e6, "MB")
 	}
 }

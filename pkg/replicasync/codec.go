@@ -21,6 +21,18 @@ import (
 // producer and hostPort are indices into the string table, so a batch
 // names each endpoint and producer once. The body ends exactly after the
 // last record.
+//
+// A snapshot (the answer to GET /replicasync/v1/snapshot, Content-Type
+// application/x-openepp-replica-snapshot) is a stream of frames:
+//
+//	{ length(4 bytes, big-endian, 1 to maxBatchBytes) batch } 0x00000000
+//
+// each batch as above, from the serving replica's ID, holding a stretch of
+// its producers' indexes; the zero length ends the stream, and nothing
+// follows it, so a stream cut anywhere is told from a complete one.
+// Within a producer, frames and records come least recently used first,
+// and a record's hashes most recent first: applied in order, they rebuild
+// each endpoint's LRU lists (see prefix.Producer.Export).
 const (
 	magic   = "OERS"
 	version = 1

@@ -71,7 +71,7 @@ func startReplica(t *testing.T, eps []*endpoint.Endpoint, edit func(*Options)) *
 			return pr
 		}
 		return nil
-	})
+	}, pr)
 	run(t, n)
 	return &replica{node: n, prod: pr, reg: reg}
 }

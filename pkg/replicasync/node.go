@@ -11,6 +11,12 @@
 // dead peer delays nobody else. Delivery is best effort: the index is a
 // routing hint, so a batch that cannot be sent is dropped and counted, not
 // retried.
+//
+// A node started with Options.Bootstrap also copies, once, the index of
+// the first peer that answers its greeting: it asks that peer for a
+// snapshot (GET /replicasync/v1/snapshot, streamed frames of batches) and
+// applies it as it arrives, so a replica that restarts, as all do in a
+// rolling update, does not start from an empty index.
 package replicasync
 
 import (
@@ -40,6 +46,12 @@ const (
 	DefaultMaxPending    = 4 << 20
 	DefaultSendTimeout   = 2 * time.Second
 	DefaultMaxBatchBytes = 8 << 20
+	// DefaultBootstrapTimeout bounds the wait for a peer to answer, and
+	// then the copy of its snapshot.
+	DefaultBootstrapTimeout = 30 * time.Second
+	// DefaultMaxSnapshotBytes is the most of a snapshot a node reads: a
+	// full default index (100 endpoints × 31,250 blocks) takes about 26 MB.
+	DefaultMaxSnapshotBytes = 512 << 20
 	// shutdownGrace bounds how long Run waits for requests being served
 	// when it stops.
 	shutdownGrace = time.Second
@@ -77,7 +89,21 @@ type Options struct {
 	// MaxBatchBytes is the largest body accepted from a peer (413 beyond);
 	// this node's own batches stay below it too.
 	MaxBatchBytes int
-	Log           logr.Logger
+	// Bootstrap makes the node copy, once, the index of the first peer
+	// other than itself that answers its greeting (see bootstrap.go); off
+	// by default.
+	Bootstrap bool
+	// BootstrapReady, when set, returns once this replica knows its pool's
+	// endpoints (or ctx ended): a snapshot is copied only then, since
+	// insertions naming endpoints it does not know yet would be dropped.
+	BootstrapReady func(ctx context.Context)
+	// BootstrapTimeout bounds the wait for a peer to answer, and then the
+	// copy of its snapshot; what was applied before it expired stays.
+	BootstrapTimeout time.Duration
+	// MaxSnapshotBytes is the most of a peer's snapshot this node reads;
+	// it stops there, keeping what it applied.
+	MaxSnapshotBytes int
+	Log              logr.Logger
 	// Registerer gets the node's collectors; nil: no metrics.
 	Registerer prometheus.Registerer
 }
@@ -107,13 +133,19 @@ type Node struct {
 	peers   map[string]*peer
 	self    map[string]bool // addresses that answered with our own ID
 	spawn   func(*peer)     // starts a peer's sender; set while Run runs
-	senders sync.WaitGroup
-	scratch []*peer // the flusher's snapshot of peers
+	senders sync.WaitGroup  // the peers' senders and the bootstrap
+	scratch []*peer         // the flusher's snapshot of peers
 
-	producers atomic.Pointer[func(string) *prefix.Producer]
-	batches   sync.Pool // *batch
-	decoders  sync.Pool // *decoder
-	recv      receiveStats
+	producers atomic.Pointer[producerSet]
+	// hasLookup is closed by the first SetProducers with a lookup, which
+	// the bootstrap waits for.
+	hasLookup     chan struct{}
+	hasLookupOnce sync.Once
+	boot          bootstrap
+	serving       chan struct{} // a slot per snapshot being served
+	batches       sync.Pool     // *batch
+	decoders      sync.Pool     // *decoder
+	recv          receiveStats
 
 	started atomic.Bool
 	ready   chan struct{}
@@ -146,6 +178,8 @@ func New(opts Options) (*Node, error) {
 		pendingLimit: min(opts.MaxPending, opts.MaxBatchBytes-headerReserve),
 		cur:          newPending(), spare: newPending(), flushNow: make(chan struct{}, 1),
 		peers: map[string]*peer{}, self: map[string]bool{}, ready: make(chan struct{}),
+		hasLookup: make(chan struct{}), boot: bootstrap{answered: make(chan struct{}), st: bootstrapState{Result: bootWaiting}},
+		serving: make(chan struct{}, maxSnapshotsServed),
 	}
 	n.flushBytes = min(earlyFlushBytes, n.pendingLimit/2)
 	if opts.Listener != nil {
@@ -194,6 +228,7 @@ func defaults(o *Options) error {
 	}
 	def("flushInterval", &o.FlushInterval, DefaultFlushInterval)
 	def("sendTimeout", &o.SendTimeout, DefaultSendTimeout)
+	def("bootstrapTimeout", &o.BootstrapTimeout, DefaultBootstrapTimeout)
 	defInt := func(name string, v *int, d, least int) {
 		if *v == 0 {
 			*v = d
@@ -203,6 +238,7 @@ func defaults(o *Options) error {
 	}
 	defInt("maxPending", &o.MaxPending, DefaultMaxPending, 4<<10)
 	defInt("maxBatchBytes", &o.MaxBatchBytes, DefaultMaxBatchBytes, 4<<10)
+	defInt("maxSnapshotBytes", &o.MaxSnapshotBytes, DefaultMaxSnapshotBytes, 4<<10)
 	if o.Log.GetSink() == nil {
 		o.Log = logr.Discard()
 	}
@@ -238,15 +274,34 @@ func (n *Node) Addr() net.Addr {
 // Ready is closed once Run listens (never if listening fails).
 func (n *Node) Ready() <-chan struct{} { return n.ready }
 
+// producerSet is what SetProducers sets.
+type producerSet struct {
+	lookup func(string) *prefix.Producer
+	serve  []*prefix.Producer
+}
+
 // SetProducers sets where received insertions go: lookup finds the
 // producer of an insertion's name; nil (or a nil answer) drops them,
-// counted. Call it again after every config reload.
-func (n *Node) SetProducers(lookup func(name string) *prefix.Producer) {
-	if lookup == nil {
+// counted. serve lists the producers whose indexes a snapshot copies to a
+// starting peer, in order; without them, snapshots are empty. Call it
+// again after every config reload.
+func (n *Node) SetProducers(lookup func(name string) *prefix.Producer, serve ...*prefix.Producer) {
+	if lookup == nil && len(serve) == 0 {
 		n.producers.Store(nil)
 		return
 	}
-	n.producers.Store(&lookup)
+	n.producers.Store(&producerSet{lookup: lookup, serve: slices.Clone(serve)})
+	if lookup != nil {
+		n.hasLookupOnce.Do(func() { close(n.hasLookup) })
+	}
+}
+
+// lookup returns the producer lookup set by SetProducers, or nil.
+func (n *Node) lookup() func(string) *prefix.Producer {
+	if set := n.producers.Load(); set != nil {
+		return set.lookup
+	}
+	return nil
 }
 
 var _ prefix.Publisher = (*Node)(nil)
@@ -277,7 +332,8 @@ func (n *Node) Publish(ins prefix.Insertion) {
 }
 
 // Run listens on Options.Listen (or serves Options.Listener), serves peers and sends batches every
-// FlushInterval until ctx ends, then stops serving (waiting at most ~1s)
+// FlushInterval (and, with Options.Bootstrap, copies a peer's index once)
+// until ctx ends, then stops serving (waiting at most ~1s)
 // and returns once all its goroutines have ended. It returns an error only
 // if it cannot listen, or was called before.
 func (n *Node) Run(ctx context.Context) error {
@@ -305,6 +361,9 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	n.startSenders(ctx)
+	if n.opts.Bootstrap {
+		n.senders.Go(func() { n.bootstrap(ctx) })
+	}
 	n.flushLoop(ctx)
 
 	n.stopSenders()

@@ -32,8 +32,10 @@ func TestNewValidates(t *testing.T) {
 		{name: "id too long", opts: Options{Listen: ":0", ID: strings.Repeat("a", 129)}, want: []string{"id:"}},
 		{name: "empty token", opts: Options{Listen: ":0", Token: []byte{}}, want: []string{"token: empty"}},
 		{name: "token with a newline", opts: Options{Listen: ":0", Token: []byte("s3cret\n")}, want: []string{"token: only printable"}},
-		{name: "every bad value at once", opts: Options{Listen: ":0", FlushInterval: -1, SendTimeout: -1, MaxPending: 10, MaxBatchBytes: 10},
-			want: []string{"flushInterval: must be >= 0", "sendTimeout: must be >= 0", "maxPending: must be >= 4096", "maxBatchBytes: must be >= 4096"}},
+		{name: "every bad value at once", opts: Options{Listen: ":0", FlushInterval: -1, SendTimeout: -1, MaxPending: 10, MaxBatchBytes: 10,
+			BootstrapTimeout: -1, MaxSnapshotBytes: 10},
+			want: []string{"flushInterval: must be >= 0", "sendTimeout: must be >= 0", "maxPending: must be >= 4096", "maxBatchBytes: must be >= 4096",
+				"bootstrapTimeout: must be >= 0", "maxSnapshotBytes: must be >= 4096"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -44,7 +46,8 @@ func TestNewValidates(t *testing.T) {
 					t.Fatalf("New: %v", err)
 				}
 				if len(n.ID()) != 16 || n.opts.FlushInterval != DefaultFlushInterval || n.opts.MaxPending != DefaultMaxPending ||
-					n.opts.SendTimeout != DefaultSendTimeout || n.opts.MaxBatchBytes != DefaultMaxBatchBytes {
+					n.opts.SendTimeout != DefaultSendTimeout || n.opts.MaxBatchBytes != DefaultMaxBatchBytes ||
+					n.opts.Bootstrap || n.opts.BootstrapTimeout != DefaultBootstrapTimeout || n.opts.MaxSnapshotBytes != DefaultMaxSnapshotBytes {
 					t.Errorf("defaults not applied: id %q, %+v", n.ID(), n.opts)
 				}
 				return

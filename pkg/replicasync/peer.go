@@ -283,6 +283,9 @@ func (p *peer) send(ctx context.Context, b *batch) {
 		p.n.markSelf(p)
 		return
 	}
+	if remote != "" {
+		p.n.peerAnswered(p.addr, remote)
+	}
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		p.fail(fetchfail.Status, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg))), count)

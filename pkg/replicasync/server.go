@@ -29,6 +29,7 @@ type receiveStats struct {
 func (n *Node) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(insertionsPath, n.serveInsertions)
+	mux.HandleFunc(snapshotPath, n.serveSnapshot)
 	return mux
 }
 
@@ -115,17 +116,25 @@ func (n *Node) reject(w http.ResponseWriter, reason string, code int, msg string
 	http.Error(w, msg, code)
 }
 
-// apply hands the insertions to their producers, one call per producer
-// name; order within a producer is kept (it is the LRU order).
+// apply hands a received batch's insertions to their producers and counts
+// them.
 func (n *Node) apply(ins []prefix.Insertion) {
+	applied, unknown, none := applyAll(n.lookup(), ins)
+	n.recv.received.Add(uint64(len(ins)))
+	n.recv.applied.Add(uint64(applied))
+	n.recv.unknown.Add(uint64(unknown))
+	n.recv.noProducer.Add(uint64(none))
+	n.m.receivedBatch(len(ins), applied, unknown, none)
+}
+
+// applyAll hands the insertions to their producers, one call per producer
+// name; order within a producer is kept (it is the LRU order). It returns
+// how many were applied, named an unknown endpoint, or named no producer
+// (lookup nil, or answering nil).
+func applyAll(lookup func(string) *prefix.Producer, ins []prefix.Insertion) (applied, unknown, none int) {
 	if !slices.IsSortedFunc(ins, byProducer) {
 		slices.SortStableFunc(ins, byProducer)
 	}
-	var lookup func(string) *prefix.Producer
-	if l := n.producers.Load(); l != nil {
-		lookup = *l
-	}
-	applied, unknown, none := 0, 0, 0
 	for i := 0; i < len(ins); {
 		j := i + 1
 		for j < len(ins) && ins[j].Producer == ins[i].Producer {
@@ -143,11 +152,7 @@ func (n *Node) apply(ins []prefix.Insertion) {
 		}
 		i = j
 	}
-	n.recv.received.Add(uint64(len(ins)))
-	n.recv.applied.Add(uint64(applied))
-	n.recv.unknown.Add(uint64(unknown))
-	n.recv.noProducer.Add(uint64(none))
-	n.m.receivedBatch(len(ins), applied, unknown, none)
+	return applied, unknown, none
 }
 
 func byProducer(a, b prefix.Insertion) int { return strings.Compare(a.Producer, b.Producer) }

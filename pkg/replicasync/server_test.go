@@ -17,7 +17,14 @@ import (
 // ("" for none) and returns the status and body of the answer.
 func post(t *testing.T, r *replica, auth string, body io.Reader) (int, string, http.Header) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, "http://"+r.addr()+insertionsPath, body)
+	return call(t, http.MethodPost, "http://"+r.addr()+insertionsPath, auth, body)
+}
+
+// call sends one request, with the Authorization header auth when not
+// empty, and returns the answer's status, body and headers.
+func call(t *testing.T, method, url, auth string, body io.Reader) (int, string, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ type state struct {
 	Unknown    uint64            `json:"unknownEndpoint"`
 	NoProducer uint64            `json:"noProducer"`
 	Rejected   map[string]uint64 `json:"rejected"`
+	// Bootstrap is the copy of a peer's index at start (Options.Bootstrap).
+	Bootstrap *bootstrapState `json:"bootstrap,omitempty"`
 }
 
 type peerState struct {
@@ -30,8 +32,11 @@ type peerState struct {
 }
 
 // State returns a JSON-serialisable snapshot: this node's ID, each peer's
-// counts (insertions sent and dropped, POSTs failed) and last error, and
-// the totals received from peers.
+// counts (insertions sent and dropped, POSTs failed) and last error, the
+// totals received from peers, and with Options.Bootstrap the copy of a
+// peer's index at start: from which peer, its result (waiting, copying,
+// then done, failed, timeout, too_large or no_peer), the insertions it
+// applied and the seconds it took.
 func (n *Node) State() any {
 	s := state{
 		ID: n.opts.ID, Peers: []peerState{},
@@ -44,6 +49,9 @@ func (n *Node) State() any {
 	}
 	if a := n.Addr(); a != nil {
 		s.Listen = a.String()
+	}
+	if n.opts.Bootstrap {
+		s.Bootstrap = n.boot.state()
 	}
 	n.peersMu.Lock()
 	for _, p := range n.peers {

@@ -24,6 +24,8 @@ type telemetry struct {
 	unknown    prometheus.Counter
 	noProducer prometheus.Counter
 	rejected   *prometheus.CounterVec
+	bootIns    prometheus.Counter
+	bootResult *prometheus.CounterVec
 }
 
 func newTelemetry(reg prometheus.Registerer) (*telemetry, error) {
@@ -55,14 +57,21 @@ func newTelemetry(reg prometheus.Registerer) (*telemetry, error) {
 			"Received insertions naming a producer this replica's configuration does not have."),
 		rejected: vec("openepp_replica_sync_rejected_batches_total",
 			"Batches refused from peers, by reason (bad_token, too_large, malformed, version).", "reason"),
+		bootIns: counter("openepp_replica_sync_bootstrap_insertions_total",
+			"Prefix-cache insertions applied from the snapshot of a peer's index this replica copied at start."),
+		bootResult: vec("openepp_replica_sync_bootstrap_total",
+			"Copies of a peer's prefix-cache index at start, by result (done, failed, timeout, too_large, no_peer).", "result"),
 	}
-	for _, c := range []prometheus.Collector{t.peers, t.sent, t.dropped, t.sendErrors, t.received, t.applied, t.unknown, t.noProducer, t.rejected} {
+	for _, c := range []prometheus.Collector{t.peers, t.sent, t.dropped, t.sendErrors, t.received, t.applied, t.unknown, t.noProducer, t.rejected, t.bootIns, t.bootResult} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics (one Node per registry): %w", err)
 		}
 	}
 	for _, r := range []string{rejectBadToken, rejectTooLarge, rejectMalformed, rejectVersion} {
 		t.rejected.WithLabelValues(r)
+	}
+	for _, r := range bootResults {
+		t.bootResult.WithLabelValues(r)
 	}
 	return t, nil
 }
@@ -121,6 +130,18 @@ func (t *telemetry) receivedBatch(received, applied, unknown, noProducer int) {
 	t.applied.Add(float64(applied))
 	t.unknown.Add(float64(unknown))
 	t.noProducer.Add(float64(noProducer))
+}
+
+func (t *telemetry) bootstrapApplied(n int) {
+	if t != nil {
+		t.bootIns.Add(float64(n))
+	}
+}
+
+func (t *telemetry) bootstrapResult(result string) {
+	if t != nil {
+		t.bootResult.WithLabelValues(result).Inc()
+	}
 }
 
 func add(c prometheus.Counter, n int) {
