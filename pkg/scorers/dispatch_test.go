@@ -185,3 +185,47 @@ func TestQueueDepthConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// dispatchRecorder is a DispatchPublisher keeping what it hears.
+type dispatchRecorder struct {
+	mu  sync.Mutex
+	got []scheduler.Dispatch
+}
+
+func (r *dispatchRecorder) PublishDispatch(d scheduler.Dispatch) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, d)
+}
+
+// TestQueueDepthSharesDispatches: replica A's dispatches, published and
+// applied on replica B, make B score the endpoint as busy as A does; B
+// republishes nothing it applied, ignores another instance's dispatches,
+// and a scorer that counts no dispatches applies none.
+func TestQueueDepthSharesDispatches(t *testing.T) {
+	t.Parallel()
+	eps := scEndpoints(2, func(int, *endpoint.Metrics) {})
+	a := mustBuild[*QueueDepth](t, QueueDepthRegistration(), "", nil)
+	b := mustBuild[*QueueDepth](t, QueueDepthRegistration(), "", nil)
+	var fromA, fromB dispatchRecorder
+	a.SetDispatchPublisher(&fromA)
+	b.SetDispatchPublisher(&fromB)
+	at := scEpoch.Add(10 * time.Millisecond)
+	dispatchAt(a, eps[0], at)
+	want := []scheduler.Dispatch{{Plugin: "x", HostPort: eps[0].HostPort, At: at}}
+	if diff := cmp.Diff(want, fromA.got); diff != "" {
+		t.Fatalf("published (-want +got):\n%s", diff)
+	}
+	b.ApplyDispatches(append(fromA.got, scheduler.Dispatch{Plugin: "other-queue", HostPort: eps[1].HostPort, At: at}))
+	if diff := cmp.Diff(a.Score(scCtx, scState(), nil, eps), b.Score(scCtx, scState(), nil, eps), approx); diff != "" {
+		t.Errorf("B scores unlike A (-A +B):\n%s", diff)
+	}
+	if len(fromB.got) != 0 {
+		t.Errorf("B republished %v", fromB.got)
+	}
+	off := mustBuild[*QueueDepth](t, QueueDepthRegistration(), `{"countUnscrapedDispatches":false}`, nil)
+	off.ApplyDispatches(fromA.got)
+	if got := off.Score(scCtx, scState(), nil, eps); got[0] != got[1] {
+		t.Errorf("a scorer without countUnscrapedDispatches counted applied dispatches: %v", got)
+	}
+}

@@ -3,6 +3,7 @@ package scorers
 import (
 	"context"
 	"encoding/json"
+	"sync/atomic"
 	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
@@ -50,12 +51,15 @@ type QueueDepth struct {
 	// pool tells DumpState the endpoints' names and scrape times (nil:
 	// addresses are shown and only the age bound applies).
 	pool func() []*endpoint.Endpoint
+	// publisher, when set, hears this replica's dispatches (replica sync).
+	publisher atomic.Pointer[scheduler.DispatchPublisher]
 }
 
 var (
-	_ scheduler.Scorer      = (*QueueDepth)(nil)
-	_ scheduler.PreRequest  = (*QueueDepth)(nil)
-	_ scheduler.StateDumper = (*QueueDepth)(nil)
+	_ scheduler.Scorer         = (*QueueDepth)(nil)
+	_ scheduler.PreRequest     = (*QueueDepth)(nil)
+	_ scheduler.StateDumper    = (*QueueDepth)(nil)
+	_ scheduler.DispatchSharer = (*QueueDepth)(nil)
 )
 
 // NewQueueDepth returns a queue scorer called name with the default
@@ -128,10 +132,44 @@ func (s *QueueDepth) PreRequest(_ context.Context, state *scheduler.State, _ *sc
 	}
 	e := inflight.PrimaryTarget(result)
 	if e != nil {
-		s.log.add(e.HostPort, state.Now)
+		s.dispatched(e.HostPort, state.Now)
 	}
 	if pf := result.PrefillTarget(); pf != nil && (e == nil || pf.HostPort != e.HostPort) {
-		s.log.add(pf.HostPort, state.Now)
+		s.dispatched(pf.HostPort, state.Now)
+	}
+}
+
+// dispatched notes a dispatch of this replica and tells the publisher.
+func (s *QueueDepth) dispatched(hostPort string, at time.Time) {
+	s.log.add(hostPort, at)
+	if pub := s.publisher.Load(); pub != nil {
+		(*pub).PublishDispatch(scheduler.Dispatch{Plugin: s.name.Name, HostPort: hostPort, At: at})
+	}
+}
+
+// SetDispatchPublisher implements scheduler.DispatchSharer; nil stops it.
+// Without countUnscrapedDispatches the scorer counts nothing and publishes
+// nothing.
+func (s *QueueDepth) SetDispatchPublisher(pub scheduler.DispatchPublisher) {
+	if pub == nil {
+		s.publisher.Store(nil)
+		return
+	}
+	s.publisher.Store(&pub)
+}
+
+// ApplyDispatches implements scheduler.DispatchSharer: other replicas'
+// dispatches join the log, so an endpoint they just sent requests to looks
+// as busy here as there until a scrape shows them. Dispatches of other
+// plugin instances are ignored.
+func (s *QueueDepth) ApplyDispatches(ds []scheduler.Dispatch) {
+	if s.log == nil {
+		return
+	}
+	for _, d := range ds {
+		if d.Plugin == s.name.Name && d.HostPort != "" {
+			s.log.add(d.HostPort, d.At)
+		}
 	}
 }
 
