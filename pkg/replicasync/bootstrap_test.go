@@ -140,7 +140,7 @@ func TestBootstrapSkipsSelf(t *testing.T) {
 func fakePeer(t *testing.T, id string, snapshot http.HandlerFunc) string {
 	t.Helper()
 	mux := http.NewServeMux()
-	mux.HandleFunc(insertionsPath, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(batchesPath, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set(headerReplicaID, id)
 		w.WriteHeader(http.StatusNoContent)

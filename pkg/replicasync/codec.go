@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/openepp/openepp/pkg/prefix"
+	"github.com/openepp/openepp/pkg/scheduler"
 )
 
 // The wire format of one batch (every integer an unsigned varint unless
@@ -17,10 +19,17 @@ import (
 //	len(sender) sender
 //	nStrings { len(s) s }                      string table
 //	nRecords { producer hostPort blockSizeTokens nHashes { hash: 8 bytes LE } }
+//	nDispatches [ base { plugin hostPort at } ]  base only if nDispatches > 0
 //
-// producer and hostPort are indices into the string table, so a batch
-// names each endpoint and producer once. The body ends exactly after the
-// last record.
+// producer, plugin and hostPort are indices into the string table, so a
+// batch names each endpoint, producer and plugin once. A dispatch section
+// follows the insertion records: base (a signed varint) is the UnixNano of
+// the batch's first dispatch and each at (a signed varint) a dispatch's
+// time in nanoseconds after base (negative for one before it), so a
+// dispatch within a flush interval of base costs five or six bytes. A
+// batch holds insertions, dispatches, both or neither (the hello: three
+// zero counts). The body ends exactly after the last dispatch, or after
+// the dispatch count when it is 0.
 //
 // A snapshot (the answer to GET /replicasync/v1/snapshot, Content-Type
 // application/x-openepp-replica-snapshot) is a stream of frames:
@@ -32,7 +41,11 @@ import (
 // follows it, so a stream cut anywhere is told from a complete one.
 // Within a producer, frames and records come least recently used first,
 // and a record's hashes most recent first: applied in order, they rebuild
-// each endpoint's LRU lists (see prefix.Producer.Export).
+// each endpoint's LRU lists (see prefix.Producer.Export). Snapshot frames
+// carry no dispatches (their dispatch count is 0, and a frame with any is
+// refused): a dispatch is worth something only for a few scrape
+// intervals, and a starting replica learns the queues from its first
+// scrape.
 const (
 	magic   = "OERS"
 	version = 1
@@ -42,6 +55,9 @@ const (
 	// minRecordLen is the smallest encoded record: four one-byte varints
 	// and one hash. It bounds the record count a body can claim.
 	minRecordLen = 4 + 8
+	// minDispatchLen is the smallest encoded dispatch: three one-byte
+	// varints. It bounds the dispatch count a body can claim.
+	minDispatchLen = 3
 )
 
 // Reasons a batch was rejected (the reason label of
@@ -57,19 +73,24 @@ const (
 // counted apart from malformed ones: it means mixed releases, not a bug.
 var errVersion = errors.New("unknown version")
 
-// pending is the encoder: insertions appended as they are published, until
-// a flush seals them into one batch. Its buffers and map are reused.
+// pending is the encoder: insertions and dispatches appended as they are
+// published, until a flush seals them into one batch. Its buffers and map
+// are reused.
 type pending struct {
-	strs    map[string]uint64
-	table   []byte // the string table's entries
-	records []byte
-	n       int // records
+	strs       map[string]uint64
+	table      []byte // the string table's entries
+	records    []byte
+	n          int // records
+	dispatches []byte
+	nd         int   // dispatches
+	base       int64 // the first dispatch's UnixNano
 }
 
 func newPending() *pending { return &pending{strs: make(map[string]uint64)} }
 
-// size is the encoded size of the table and records so far.
-func (p *pending) size() int { return len(p.table) + len(p.records) }
+// size is the encoded size of the table, records and dispatches so far;
+// the counts and the base time are left to headerReserve.
+func (p *pending) size() int { return len(p.table) + len(p.records) + len(p.dispatches) }
 
 // bound is an upper bound of what add(ins) adds to size.
 func bound(ins prefix.Insertion) int {
@@ -92,6 +113,25 @@ func (p *pending) add(ins prefix.Insertion) {
 	p.n++
 }
 
+// dispatchBound is an upper bound of what addDispatch(d) adds to size.
+func dispatchBound(d scheduler.Dispatch) int {
+	return 3*binary.MaxVarintLen64 + len(d.Plugin) + len(d.HostPort)
+}
+
+// addDispatch appends one dispatch, adding its strings to the table when
+// new; the first of a batch sets its base time.
+func (p *pending) addDispatch(d scheduler.Dispatch) {
+	at := d.At.UnixNano()
+	if p.nd == 0 {
+		p.base = at
+	}
+	pi, hi := p.str(d.Plugin), p.str(d.HostPort)
+	b := binary.AppendUvarint(p.dispatches, pi)
+	b = binary.AppendUvarint(b, hi)
+	p.dispatches = binary.AppendVarint(b, at-p.base) // wraps consistently with decode
+	p.nd++
+}
+
 func (p *pending) str(s string) uint64 {
 	if i, ok := p.strs[s]; ok {
 		return i
@@ -106,6 +146,7 @@ func (p *pending) str(s string) uint64 {
 func (p *pending) reset() {
 	clear(p.strs)
 	p.table, p.records, p.n = p.table[:0], p.records[:0], 0
+	p.dispatches, p.nd, p.base = p.dispatches[:0], 0, 0
 }
 
 // appendBatch appends the whole batch from sender to dst.
@@ -117,7 +158,13 @@ func (p *pending) appendBatch(dst []byte, sender string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(p.strs)))
 	dst = append(dst, p.table...)
 	dst = binary.AppendUvarint(dst, uint64(p.n))
-	return append(dst, p.records...)
+	dst = append(dst, p.records...)
+	dst = binary.AppendUvarint(dst, uint64(p.nd))
+	if p.nd == 0 {
+		return dst
+	}
+	dst = binary.AppendVarint(dst, p.base)
+	return append(dst, p.dispatches...)
 }
 
 // decoded is one received batch. Its slices are reused from batch to
@@ -127,6 +174,7 @@ type decoded struct {
 	strs       []string
 	insertions []prefix.Insertion
 	hashes     []uint64
+	dispatches []scheduler.Dispatch
 }
 
 // reader walks a body, remembering the first problem.
@@ -139,14 +187,26 @@ func (r *reader) left() int { return len(r.b) - r.off }
 
 func (r *reader) uvarint(what string) (uint64, error) {
 	v, n := binary.Uvarint(r.b[r.off:])
+	return v, r.advance(what, n)
+}
+
+// varint reads a signed varint.
+func (r *reader) varint(what string) (int64, error) {
+	v, n := binary.Varint(r.b[r.off:])
+	return v, r.advance(what, n)
+}
+
+// advance moves past a varint of n bytes, as binary.Uvarint or
+// binary.Varint reported it.
+func (r *reader) advance(what string, n int) error {
 	if n <= 0 {
 		if n == 0 {
-			return 0, fmt.Errorf("%s: truncated at byte %d", what, r.off)
+			return fmt.Errorf("%s: truncated at byte %d", what, r.off)
 		}
-		return 0, fmt.Errorf("%s: varint overflows 64 bits at byte %d", what, r.off)
+		return fmt.Errorf("%s: varint overflows 64 bits at byte %d", what, r.off)
 	}
 	r.off += n
-	return v, nil
+	return nil
 }
 
 // count reads a count of items of at least size bytes each, refusing one
@@ -176,6 +236,7 @@ func (r *reader) bytes(what string, n int) ([]byte, error) {
 // the body is too short to hold.
 func (d *decoded) decode(body []byte) error {
 	d.sender, d.strs, d.insertions, d.hashes = "", d.strs[:0], d.insertions[:0], d.hashes[:0]
+	d.dispatches = d.dispatches[:0]
 	if len(body) < len(magic)+1 {
 		return fmt.Errorf("body of %d bytes is shorter than the header", len(body))
 	}
@@ -201,8 +262,11 @@ func (d *decoded) decode(body []byte) error {
 	if err := d.decodeRecords(r); err != nil {
 		return err
 	}
+	if err := d.decodeDispatches(r); err != nil {
+		return err
+	}
 	if r.left() != 0 {
-		return fmt.Errorf("%d trailing bytes after %d records", r.left(), len(d.insertions))
+		return fmt.Errorf("%d trailing bytes after %d records and %d dispatches", r.left(), len(d.insertions), len(d.dispatches))
 	}
 	return nil
 }
@@ -275,4 +339,50 @@ func (d *decoded) decodeRecord(r *reader) (prefix.Insertion, error) {
 		Producer: d.strs[v[0]], HostPort: d.strs[v[1]], BlockSizeTokens: int(v[2]),
 		Hashes: d.hashes[at:len(d.hashes):len(d.hashes)],
 	}, nil
+}
+
+// decodeDispatches reads the dispatch section: the count, then, when it
+// is not 0, the base time and the dispatches.
+func (d *decoded) decodeDispatches(r *reader) error {
+	n, err := r.count("dispatch count", minDispatchLen)
+	if err != nil || n == 0 {
+		return err
+	}
+	base, err := r.varint("dispatch base time")
+	if err != nil {
+		return err
+	}
+	d.dispatches = slices.Grow(d.dispatches, n)
+	for i := range n {
+		dp, err := d.decodeDispatch(r, base)
+		if err != nil {
+			return fmt.Errorf("dispatch %d %w", i, err)
+		}
+		d.dispatches = append(d.dispatches, dp)
+	}
+	return nil
+}
+
+// dispatchFields names a dispatch's string indices, for errors.
+var dispatchFields = [2]string{"plugin", "hostPort"}
+
+func (d *decoded) decodeDispatch(r *reader, base int64) (scheduler.Dispatch, error) {
+	var v [2]uint64
+	for j, what := range dispatchFields {
+		x, err := r.uvarint(what)
+		if err != nil {
+			return scheduler.Dispatch{}, err
+		}
+		if x >= uint64(len(d.strs)) {
+			return scheduler.Dispatch{}, fmt.Errorf("%s: string %d out of range (table has %d)", what, x, len(d.strs))
+		}
+		v[j] = x
+	}
+	at, err := r.varint("time")
+	if err != nil {
+		return scheduler.Dispatch{}, err
+	}
+	// base+at wraps for absurd values rather than panicking; the
+	// receiver's age bounds drop what makes no sense.
+	return scheduler.Dispatch{Plugin: d.strs[v[0]], HostPort: d.strs[v[1]], At: time.Unix(0, base+at)}, nil
 }

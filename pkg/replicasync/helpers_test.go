@@ -49,7 +49,7 @@ type replica struct {
 
 // startReplica starts a node on 127.0.0.1:0 whose producer serves eps;
 // edit adjusts the options first. The node stops when the test ends.
-func startReplica(t *testing.T, eps []*endpoint.Endpoint, edit func(*Options)) *replica {
+func startReplica(t testing.TB, eps []*endpoint.Endpoint, edit func(*Options)) *replica {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	opts := Options{Listen: "127.0.0.1:0", FlushInterval: 5 * time.Millisecond, SendTimeout: time.Second, Registerer: reg}
@@ -77,7 +77,7 @@ func startReplica(t *testing.T, eps []*endpoint.Endpoint, edit func(*Options)) *
 }
 
 // run runs n until the test ends and waits until it listens.
-func run(t *testing.T, n *Node) {
+func run(t testing.TB, n *Node) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

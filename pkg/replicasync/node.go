@@ -5,7 +5,12 @@
 // and applies what the peers record, so every index reflects the whole
 // gateway's traffic.
 //
-// Insertions are buffered as they are published (a mutex and an append,
+// The same batches carry dispatches (scheduler.Dispatch): the requests a
+// dispatch-sharing plugin such as the queue-scorer routed, so that each
+// replica counts the requests all replicas sent an endpoint since its
+// last scrape, not a third of them (see dispatch.go).
+//
+// Insertions and dispatches are buffered as they are published (a mutex and an append,
 // on the request path), sealed into one binary batch every FlushInterval
 // and POSTed to each peer by that peer's own sender goroutine, so a slow or
 // dead peer delays nobody else. Delivery is best effort: the index is a
@@ -38,11 +43,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/prefix"
+	"github.com/openepp/openepp/pkg/scheduler"
 )
 
 // Defaults of Options.
 const (
-	DefaultFlushInterval = 20 * time.Millisecond
+	DefaultFlushInterval = 5 * time.Millisecond
 	DefaultMaxPending    = 4 << 20
 	DefaultSendTimeout   = 2 * time.Second
 	DefaultMaxBatchBytes = 8 << 20
@@ -55,7 +61,8 @@ const (
 	// shutdownGrace bounds how long Run waits for requests being served
 	// when it stops.
 	shutdownGrace = time.Second
-	// headerReserve is room kept in a batch for its header.
+	// headerReserve is room kept in a batch for its header, counts and
+	// dispatch base time (at most 185 bytes).
 	headerReserve = 256
 	// earlyFlushBytes seals a batch before the tick once this much is
 	// pending, keeping batches (and a peer's decode) small under load.
@@ -75,10 +82,11 @@ type Options struct {
 	// Token is the shared secret peers present (Authorization: Bearer);
 	// nil accepts anyone who can reach Listen.
 	Token []byte
-	// FlushInterval is how often pending insertions are sent.
+	// FlushInterval is how often pending insertions and dispatches are
+	// sent.
 	FlushInterval time.Duration
-	// MaxPending is how many bytes of encoded insertions are buffered for
-	// one peer; past it new ones are dropped and counted.
+	// MaxPending is how many bytes of encoded insertions and dispatches
+	// are buffered for one peer; past it new ones are dropped and counted.
 	MaxPending int
 	// SendTimeout bounds one batch POST.
 	SendTimeout time.Duration
@@ -103,7 +111,10 @@ type Options struct {
 	// MaxSnapshotBytes is the most of a peer's snapshot this node reads;
 	// it stops there, keeping what it applied.
 	MaxSnapshotBytes int
-	Log              logr.Logger
+	// Clock is this replica's clock, which received dispatches' times
+	// are checked against (see maxDispatchLead); default: the real one.
+	Clock scheduler.Clock
+	Log   logr.Logger
 	// Registerer gets the node's collectors; nil: no metrics.
 	Registerer prometheus.Registerer
 }
@@ -124,7 +135,7 @@ type Node struct {
 
 	mu             sync.Mutex // guards cur and pendingDropped
 	cur            *pending
-	pendingDropped int
+	pendingDropped counts
 	spare          *pending // owned by the flusher
 	flushNow       chan struct{}
 	hasPeers       atomic.Bool
@@ -137,6 +148,7 @@ type Node struct {
 	scratch []*peer         // the flusher's snapshot of peers
 
 	producers atomic.Pointer[producerSet]
+	sharers   atomic.Pointer[func(string) scheduler.DispatchSharer]
 	// hasLookup is closed by the first SetProducers with a lookup, which
 	// the bootstrap waits for.
 	hasLookup     chan struct{}
@@ -242,6 +254,9 @@ func defaults(o *Options) error {
 	if o.Log.GetSink() == nil {
 		o.Log = logr.Discard()
 	}
+	if o.Clock == nil {
+		o.Clock = scheduler.RealClock{}
+	}
 	return errors.Join(errs...)
 }
 
@@ -316,7 +331,7 @@ func (n *Node) Publish(ins prefix.Insertion) {
 	n.mu.Lock()
 	p := n.cur
 	if p.size()+bound(ins) > n.pendingLimit {
-		n.pendingDropped++
+		n.pendingDropped.ins++
 		n.mu.Unlock()
 		return
 	}
@@ -324,10 +339,15 @@ func (n *Node) Publish(ins prefix.Insertion) {
 	full := p.size() >= n.flushBytes
 	n.mu.Unlock()
 	if full {
-		select {
-		case n.flushNow <- struct{}{}:
-		default:
-		}
+		n.flushSoon()
+	}
+}
+
+// flushSoon wakes the flusher before its tick: a batch has filled up.
+func (n *Node) flushSoon() {
+	select {
+	case n.flushNow <- struct{}{}:
+	default:
 	}
 }
 
@@ -392,22 +412,22 @@ func (n *Node) flushLoop(ctx context.Context) {
 	}
 }
 
-// flush seals the pending insertions into one batch and queues it for
-// every peer. Only one goroutine flushes at a time (Run's).
+// flush seals the pending insertions and dispatches into one batch and
+// queues it for every peer. Only one goroutine flushes at a time (Run's).
 func (n *Node) flush() {
 	n.mu.Lock()
 	p, dropped := n.cur, n.pendingDropped
-	if p.n == 0 && dropped == 0 {
+	if p.n == 0 && p.nd == 0 && dropped == (counts{}) {
 		n.mu.Unlock()
 		return
 	}
-	n.cur, n.spare, n.pendingDropped = n.spare, p, 0
+	n.cur, n.spare, n.pendingDropped = n.spare, p, counts{}
 	n.mu.Unlock()
 
 	var b *batch
-	if p.n > 0 {
+	if p.n > 0 || p.nd > 0 {
 		b = n.batches.Get().(*batch)
-		b.buf, b.n = p.appendBatch(b.buf[:0], n.opts.ID), p.n
+		b.buf, b.c = p.appendBatch(b.buf[:0], n.opts.ID), counts{ins: p.n, disp: p.nd}
 	}
 	p.reset()
 
@@ -421,7 +441,7 @@ func (n *Node) flush() {
 		b.refs.Store(int32(len(peers)) + 1) // one for each peer, one for us
 	}
 	for _, pr := range peers {
-		if dropped > 0 {
+		if dropped != (counts{}) {
 			pr.drop(dropQueueFull, dropped)
 		}
 		if b != nil {
@@ -439,9 +459,13 @@ func (n *Node) flush() {
 // queued for and returned to the pool when the last is done with it.
 type batch struct {
 	buf  []byte
-	n    int // insertions
+	c    counts
 	refs atomic.Int32
 }
+
+// counts are the insertions and dispatches of a batch, or of what was
+// dropped or delivered.
+type counts struct{ ins, disp int }
 
 func (n *Node) release(b *batch) {
 	if b.refs.Add(-1) == 0 {

@@ -15,8 +15,9 @@ import (
 )
 
 const (
-	// insertionsPath is where a node takes batches.
-	insertionsPath = "/replicasync/v1/insertions"
+	// batchesPath is where a node takes batches, of insertions and
+	// dispatches alike.
+	batchesPath = "/replicasync/v1/batches"
 	// headerReplicaID carries the answering node's ID, so a node that
 	// sent to itself (its own address in the peer list) can tell.
 	headerReplicaID = "X-Replica-Id"
@@ -47,10 +48,11 @@ type peer struct {
 	remoteID string
 
 	sent, dropped, failed atomic.Uint64
+	sentDisp, droppedDisp atomic.Uint64
 }
 
 func newPeer(n *Node, addr string) *peer {
-	return &peer{n: n, addr: addr, url: "http://" + addr + insertionsPath, c: n.m.forPeer(addr), wake: make(chan struct{}, 1)}
+	return &peer{n: n, addr: addr, url: "http://" + addr + batchesPath, c: n.m.forPeer(addr), wake: make(chan struct{}, 1)}
 }
 
 // SetPeers replaces the set of peers ("host:port" each). Empty strings and
@@ -169,7 +171,7 @@ func (p *peer) enqueue(b *batch) {
 		closed := p.closed
 		p.mu.Unlock()
 		if !closed {
-			p.drop(dropQueueFull, b.n)
+			p.drop(dropQueueFull, b.c)
 		}
 		p.n.release(b)
 		return
@@ -208,12 +210,15 @@ func (p *peer) close() {
 	}
 }
 
-func (p *peer) drop(reason string, count int) {
-	p.dropped.Add(uint64(count))
+func (p *peer) drop(reason string, c counts) {
+	p.dropped.Add(uint64(c.ins))
+	p.droppedDisp.Add(uint64(c.disp))
 	if reason == dropQueueFull {
-		add(p.c.queueFull, count)
+		add(p.c.queueFull, c.ins)
+		add(p.c.queueFullDisp, c.disp)
 	} else {
-		add(p.c.sendFailed, count)
+		add(p.c.sendFailed, c.ins)
+		add(p.c.sendFailedDisp, c.disp)
 	}
 }
 
@@ -256,7 +261,7 @@ func (p *peer) hello(ctx context.Context) {
 // send POSTs b, whose reference passes to the request body: b may be
 // reused as soon as the transport is done with the body.
 func (p *peer) send(ctx context.Context, b *batch) {
-	count := b.n
+	count := b.c
 	rctx, cancel := context.WithTimeout(ctx, p.n.opts.SendTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, p.url, nil)
@@ -296,7 +301,7 @@ func (p *peer) send(ctx context.Context, b *batch) {
 }
 
 // fail counts a failed POST and logs only when the reason changes.
-func (p *peer) fail(reason string, err error, count int) {
+func (p *peer) fail(reason string, err error, count counts) {
 	p.failed.Add(1)
 	p.drop(dropSendFailed, count)
 	p.n.m.sendError(p.addr, reason)
@@ -309,9 +314,11 @@ func (p *peer) fail(reason string, err error, count int) {
 	}
 }
 
-func (p *peer) delivered(count int, remote string) {
-	p.sent.Add(uint64(count))
-	add(p.c.sent, count)
+func (p *peer) delivered(count counts, remote string) {
+	p.sent.Add(uint64(count.ins))
+	p.sentDisp.Add(uint64(count.disp))
+	add(p.c.sent, count.ins)
+	add(p.c.sentDisp, count.disp)
 	p.mu.Lock()
 	was, wasID := p.failing, p.remoteID
 	p.failing, p.remoteID = "", remote

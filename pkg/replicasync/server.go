@@ -24,17 +24,18 @@ type decoder struct {
 type receiveStats struct {
 	received, applied, unknown, noProducer atomic.Uint64
 	badToken, tooLarge, malformed, version atomic.Uint64
+	disp                                   dispatchTotals
 }
 
 func (n *Node) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc(insertionsPath, n.serveInsertions)
+	mux.HandleFunc(batchesPath, n.serveBatch)
 	mux.HandleFunc(snapshotPath, n.serveSnapshot)
 	return mux
 }
 
-// serveInsertions takes one batch from a peer and applies it.
-func (n *Node) serveInsertions(w http.ResponseWriter, r *http.Request) {
+// serveBatch takes one batch from a peer and applies it.
+func (n *Node) serveBatch(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(headerReplicaID, n.opts.ID)
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -78,6 +79,7 @@ func (n *Node) serveInsertions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.apply(d.insertions)
+	n.applyDispatches(d.dispatches)
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -17,7 +17,7 @@ import (
 // ("" for none) and returns the status and body of the answer.
 func post(t *testing.T, r *replica, auth string, body io.Reader) (int, string, http.Header) {
 	t.Helper()
-	return call(t, http.MethodPost, "http://"+r.addr()+insertionsPath, auth, body)
+	return call(t, http.MethodPost, "http://"+r.addr()+batchesPath, auth, body)
 }
 
 // call sends one request, with the Authorization header auth when not
@@ -93,7 +93,7 @@ func TestServerRefuses(t *testing.T) {
 	if s := r.state(); s.Applied != 1 {
 		t.Errorf("good batch: applied %d, want 1", s.Applied)
 	}
-	resp, err := http.Get("http://" + r.addr() + insertionsPath)
+	resp, err := http.Get("http://" + r.addr() + batchesPath)
 	if err != nil {
 		t.Fatal(err)
 	}

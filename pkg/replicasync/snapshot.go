@@ -223,6 +223,9 @@ func (fr *frameReader) next() (*decoded, error) {
 	if err := fr.d.decode(fr.buf); err != nil {
 		return nil, fmt.Errorf("frame %d: %w", fr.frames, err)
 	}
+	if len(fr.d.dispatches) > 0 {
+		return nil, fmt.Errorf("frame %d: holds %d dispatches; snapshots carry none", fr.frames, len(fr.d.dispatches))
+	}
 	fr.frames++
 	return &fr.d, nil
 }

@@ -6,8 +6,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Reasons an insertion was not delivered to a peer (the reason label of
-// openepp_replica_sync_dropped_insertions_total).
+// Reasons an insertion or dispatch was not delivered to a peer (the reason
+// label of openepp_replica_sync_dropped_insertions_total and
+// openepp_replica_sync_dropped_dispatches_total).
 const (
 	dropQueueFull  = "queue_full"
 	dropSendFailed = "send_failed"
@@ -26,17 +27,18 @@ type telemetry struct {
 	rejected   *prometheus.CounterVec
 	bootIns    prometheus.Counter
 	bootResult *prometheus.CounterVec
+	disp       dispatchTelemetry
+}
+
+// dispatchTelemetry are the collectors of shared dispatches.
+type dispatchTelemetry struct {
+	sent, dropped                               *prometheus.CounterVec
+	received, applied, stale, clamped, noPlugin prometheus.Counter
 }
 
 func newTelemetry(reg prometheus.Registerer) (*telemetry, error) {
 	if reg == nil {
 		return nil, nil
-	}
-	counter := func(name, help string) prometheus.Counter {
-		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
-	}
-	vec := func(name, help string, labels ...string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 	}
 	t := &telemetry{
 		peers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "openepp_replica_sync_peers",
@@ -61,8 +63,11 @@ func newTelemetry(reg prometheus.Registerer) (*telemetry, error) {
 			"Prefix-cache insertions applied from the snapshot of a peer's index this replica copied at start."),
 		bootResult: vec("openepp_replica_sync_bootstrap_total",
 			"Copies of a peer's prefix-cache index at start, by result (done, failed, timeout, too_large, no_peer).", "result"),
+		disp: newDispatchTelemetry(),
 	}
-	for _, c := range []prometheus.Collector{t.peers, t.sent, t.dropped, t.sendErrors, t.received, t.applied, t.unknown, t.noProducer, t.rejected, t.bootIns, t.bootResult} {
+	d := &t.disp
+	for _, c := range []prometheus.Collector{t.peers, t.sent, t.dropped, t.sendErrors, t.received, t.applied, t.unknown, t.noProducer, t.rejected, t.bootIns, t.bootResult,
+		d.sent, d.dropped, d.received, d.applied, d.stale, d.clamped, d.noPlugin} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics (one Node per registry): %w", err)
 		}
@@ -76,9 +81,39 @@ func newTelemetry(reg prometheus.Registerer) (*telemetry, error) {
 	return t, nil
 }
 
+// newDispatchTelemetry returns the collectors of shared dispatches,
+// unregistered.
+func newDispatchTelemetry() dispatchTelemetry {
+	return dispatchTelemetry{
+		sent: vec("openepp_replica_sync_sent_dispatches_total",
+			"Dispatches (requests routed, as a dispatch-sharing plugin such as the queue-scorer counts them) delivered to a peer replica.", "peer"),
+		dropped: vec("openepp_replica_sync_dropped_dispatches_total",
+			"Dispatches not delivered to a peer replica, by reason (queue_full, send_failed).", "peer", "reason"),
+		received: counter("openepp_replica_sync_received_dispatches_total",
+			"Dispatches received from peer replicas."),
+		applied: counter("openepp_replica_sync_applied_dispatches_total",
+			"Received dispatches handed to this replica's plugin of the same name."),
+		stale: counter("openepp_replica_sync_stale_dispatches_total", fmt.Sprintf(
+			"Received dispatches dropped as more than %s old by this replica's clock: too old to matter, or the replicas' clocks disagree.", maxDispatchAge)),
+		clamped: counter("openepp_replica_sync_clamped_dispatches_total", fmt.Sprintf(
+			"Received dispatches more than %s ahead of this replica's clock, counted as made now: the replicas' clocks disagree.", maxDispatchLead)),
+		noPlugin: counter("openepp_replica_sync_no_plugin_dispatches_total",
+			"Received dispatches naming a plugin this replica's configuration does not have, or that does not share dispatches."),
+	}
+}
+
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+}
+
+func vec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
 // peerCounters are one peer's series, resolved once.
 type peerCounters struct {
-	sent, queueFull, sendFailed prometheus.Counter
+	sent, queueFull, sendFailed             prometheus.Counter
+	sentDisp, queueFullDisp, sendFailedDisp prometheus.Counter
 }
 
 func (t *telemetry) forPeer(addr string) peerCounters {
@@ -89,6 +124,10 @@ func (t *telemetry) forPeer(addr string) peerCounters {
 		sent:       t.sent.WithLabelValues(addr),
 		queueFull:  t.dropped.WithLabelValues(addr, dropQueueFull),
 		sendFailed: t.dropped.WithLabelValues(addr, dropSendFailed),
+
+		sentDisp:       t.disp.sent.WithLabelValues(addr),
+		queueFullDisp:  t.disp.dropped.WithLabelValues(addr, dropQueueFull),
+		sendFailedDisp: t.disp.dropped.WithLabelValues(addr, dropSendFailed),
 	}
 }
 
@@ -101,6 +140,8 @@ func (t *telemetry) forget(addr string) {
 	t.sent.DeletePartialMatch(l)
 	t.dropped.DeletePartialMatch(l)
 	t.sendErrors.DeletePartialMatch(l)
+	t.disp.sent.DeletePartialMatch(l)
+	t.disp.dropped.DeletePartialMatch(l)
 }
 
 func (t *telemetry) sendError(addr, reason string) {
@@ -130,6 +171,19 @@ func (t *telemetry) receivedBatch(received, applied, unknown, noProducer int) {
 	t.applied.Add(float64(applied))
 	t.unknown.Add(float64(unknown))
 	t.noProducer.Add(float64(noProducer))
+}
+
+// receivedDispatches records one batch's dispatches.
+func (t *telemetry) receivedDispatches(s dispatchStats) {
+	if t == nil {
+		return
+	}
+	d := &t.disp
+	d.received.Add(float64(s.Received))
+	d.applied.Add(float64(s.Applied))
+	d.stale.Add(float64(s.Stale))
+	d.clamped.Add(float64(s.Clamped))
+	d.noPlugin.Add(float64(s.NoPlugin))
 }
 
 func (t *telemetry) bootstrapApplied(n int) {

@@ -28,5 +28,6 @@ type DispatchPublisher interface {
 type DispatchSharer interface {
 	Plugin
 	SetDispatchPublisher(DispatchPublisher)
+	// ApplyDispatches must not keep the slice after it returns.
 	ApplyDispatches([]Dispatch)
 }
