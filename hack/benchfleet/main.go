@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -172,22 +173,30 @@ func (o *options) priorityStudy(m *fleet.Matrix) (func(context.Context) (*fleet.
 	return nil, nil
 }
 
+// replicaWorkloads are where the replica study runs: shared prefixes,
+// where the prefix index matters, and multi-turn chat near saturation,
+// where the replicas' partial views of the load matter too.
+var replicaWorkloads = []string{"shared-prefix", "multi-turn"}
+
 // replicaStudy prepares the study of active-active EPP replicas, with and
-// without replica sync: the EPP's default config on the matrix's copy of
-// shared-prefix (where the prefix index matters), or nil when the matrix
-// runs neither.
+// without replica sync: the EPP's default config on the matrix's copies of
+// replicaWorkloads, or nil when the matrix runs neither the policy nor any
+// of them.
 func replicaStudy(m *fleet.Matrix, workers int) *fleet.ReplicaStudy {
-	for _, p := range m.Policies {
-		if p.Name != fleet.PolicyOursDefault {
-			continue
-		}
-		for _, w := range m.Workloads {
-			if w.Name == "shared-prefix" {
-				return &fleet.ReplicaStudy{Workload: w, Policy: p, Seeds: m.Seeds, Workers: workers, Progress: m.Progress}
-			}
+	i := slices.IndexFunc(m.Policies, func(p fleet.Policy) bool { return p.Name == fleet.PolicyOursDefault })
+	if i < 0 {
+		return nil
+	}
+	st := &fleet.ReplicaStudy{Policy: m.Policies[i], Seeds: m.Seeds, Workers: workers, Progress: m.Progress}
+	for _, w := range m.Workloads {
+		if slices.Contains(replicaWorkloads, w.Name) {
+			st.Workloads = append(st.Workloads, w)
 		}
 	}
-	return nil
+	if len(st.Workloads) == 0 {
+		return nil
+	}
+	return st
 }
 
 // disaggWorkloads are where the P/D study runs by default: the P/D guide's

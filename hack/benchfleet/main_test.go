@@ -17,7 +17,7 @@ func TestQuickRun(t *testing.T) {
 	out, docs := filepath.Join(dir, "out"), filepath.Join(dir, "docs")
 	args := []string{"--quick", "--seeds", "1", "--workers", "2", "--out", out, "--docs", docs,
 		"--best", "../../config/openepp-recommended.yaml",
-		"--workloads", "shared-prefix", "--policies", "round-robin,upstream-default,ours-default",
+		"--workloads", "shared-prefix,multi-turn", "--policies", "round-robin,upstream-default,ours-default",
 		"--freshness", "100ms", "--freshness-seeds", "2"}
 	if err := run(context.Background(), args); err != nil {
 		t.Fatal(err)
@@ -44,6 +44,12 @@ func TestQuickRun(t *testing.T) {
 				Stages          []map[string]any
 			}
 		}
+		Replicas struct {
+			Workloads []struct {
+				Workload string
+				Arms     []struct{ Name string }
+			}
+		}
 		Disagg struct {
 			Arms      []struct{ Name string }
 			Workloads []struct {
@@ -61,12 +67,16 @@ func TestQuickRun(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatalf("fleet.json: %v", err)
 	}
-	if rep.Version != 1 || len(rep.Workloads) != 1 || len(rep.Workloads[0].Policies) != 3 || len(rep.Checks) == 0 {
+	if rep.Version != 1 || len(rep.Workloads) != 2 || len(rep.Workloads[0].Policies) != 3 || len(rep.Checks) == 0 {
 		t.Errorf("fleet.json: version %d, %d workloads, %d checks", rep.Version, len(rep.Workloads), len(rep.Checks))
 	}
-	if fr := rep.Freshness.Rows; len(fr) != 1 || fr[0].Workload != "shared-prefix" || fr[0].IntervalMs != 100 ||
+	if fr := rep.Freshness.Rows; len(fr) != 2 || fr[0].Workload != "shared-prefix" || fr[0].IntervalMs != 100 ||
 		fr[0].ThroughputRatio <= 0 || len(fr[0].Stages) == 0 {
 		t.Errorf("fleet.json freshness rows: %+v", fr)
+	}
+	// The replica study runs on both workloads.
+	if r := rep.Replicas.Workloads; len(r) != 2 || r[0].Workload != "shared-prefix" || r[1].Workload != "multi-turn" || len(r[1].Arms) < 4 {
+		t.Errorf("fleet.json replica study: %+v", r)
 	}
 	// The P/D study runs on its own workload and the matrix's shared-prefix.
 	if d := rep.Disagg; len(d.Arms) < 2 || len(d.Workloads) != 2 || d.Workloads[0].Name != "long-prompt" ||
@@ -98,7 +108,8 @@ func TestQuickRun(t *testing.T) {
 		!strings.Contains(string(md), "| `pd-2p` |") {
 		t.Error("fleet.md has no P/D study")
 	}
-	if !strings.Contains(string(md), "### Active-active EPP replicas and replica sync") || !strings.Contains(string(md), "| `3-replicas-sync` |") {
+	if !strings.Contains(string(md), "### Active-active EPP replicas and replica sync") || !strings.Contains(string(md), "| `3-replicas-sync` |") ||
+		!strings.Contains(string(md), "**multi-turn**") || !strings.Contains(string(md), "| `3-replicas-sync-index-only` |") {
 		t.Error("fleet.md has no replica study")
 	}
 }

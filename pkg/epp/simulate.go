@@ -59,10 +59,10 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&f.replicas, "replicas", 1, "run every policy as N active-active EPP replicas, each request handed to the next in turn; "+
 		"each replica has its own plugin state (prefix index, in-flight counts, flow-control queue)")
 	fs.BoolVar(&f.replicaSync, "replica-sync", false, "with --replicas > 1, replicas share what their approx-prefix-cache-producers record "+
-		"(replica sync); upstream-default's own index is never shared, as upstream does not share it")
+		"and the dispatches their queue-scorers count (replica sync); upstream-default's own state is never shared, as upstream shares nothing")
 	fs.DurationVar(&f.syncFlush, "replica-sync-interval", fleet.DefaultSyncFlush, "how often a replica sends its new prefix-index insertions "+
-		"to the others (0: each at once)")
-	fs.DurationVar(&f.syncLatency, "replica-sync-latency", fleet.DefaultSyncLatency, "how long a batch of insertions takes to reach the other replicas")
+		"and dispatches to the others (0: each at once)")
+	fs.DurationVar(&f.syncLatency, "replica-sync-latency", fleet.DefaultSyncLatency, "how long a batch of insertions and dispatches takes to reach the other replicas")
 }
 
 // SimulateMain runs `epp simulate` with args (os.Args after "simulate") and

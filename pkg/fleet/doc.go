@@ -46,10 +46,12 @@
 // state, the requests handed to them in turn as a round-robin proxy does,
 // each request's hooks (and, with flow control, its wait) on the replica
 // that routed it. With ReplicaSync the replicas' approximate prefix
-// indexes share their insertions, batched every SyncFlush and applied
-// SyncLatency later in virtual time (replicas.go). The replica study
-// (replicastudy.go) measures what three replicas cost cache-aware routing
-// on shared prefixes and what sync wins back.
+// indexes share their insertions, and their dispatch-counting plugins
+// (queue-scorer) the requests they routed, batched every SyncFlush and
+// applied SyncLatency later in virtual time (replicas.go). The replica
+// study (replicastudy.go) measures what three replicas cost on shared
+// prefixes and multi-turn chat, and what sync wins back: of the insertions
+// alone, and of the insertions and dispatches at three flush intervals.
 //
 // RunSpec.PrefillServers labels the first K servers llm-d.ai/role: prefill
 // and the rest decode. When a config's scheduler names a prefill endpoint

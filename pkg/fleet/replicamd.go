@@ -19,30 +19,50 @@ func WriteReplicas(w io.Writer, r *ReplicaReport) error {
 // replicaNotes say what the replica model leaves out.
 var replicaNotes = "Not modelled: what sync costs the EPPs (CPU, bandwidth) and lost or late batches; every replica's flush " +
 	"ticks fall at the same instants; and every replica reads the same scrapes, while live replicas scrape on their " +
-	"own phases. A replica's other state (its in-flight counts, the requests it routed since the last scrape) stays " +
-	"its own, as it does live; only the prefix index is shared."
+	"own phases. Sync shares the prefix index and the dispatches of the plugins that count them (queue-scorer); a " +
+	"replica's other state (its in-flight counts, its flow-control queue) stays its own, as it does live."
 
 // writeReplicas renders the study as a section of the fleet report.
 func writeReplicas(b *strings.Builder, r *ReplicaReport) {
-	if r == nil || len(r.Arms) == 0 || len(r.QPS) == 0 {
+	if r == nil || len(r.Workloads) == 0 {
+		return
+	}
+	var names []string
+	for _, w := range r.Workloads {
+		names = append(names, "`"+w.Workload+"`")
+	}
+	b.WriteString("### Active-active EPP replicas and replica sync\n\n")
+	fmt.Fprintf(b, "`%s` on %s run as one EPP and as active-active replicas behind a proxy that hands each request "+
+		"to the next replica in turn. Every replica has its own plugin instances, so its approximate prefix index "+
+		"records only the requests it routed and its queue-scorer counts only the requests it routed since the last "+
+		"scrape, unless replica sync sends them to the others (batched, at the next flush tick, applied one latency "+
+		"later): the prefix-index insertions alone, or the insertions and the dispatches. On each workload the "+
+		"reference climbed the ladder to its knee (the first stage completing under 90 %% of the offered requests/s); "+
+		"every arm runs there and at the highest stage at most 2/3 of it, each stage averaged over the workload's "+
+		"seeds (%.0f s in all). Cache hit is the servers' token-weighted prefix-cache hit rate; goodput the share of "+
+		"requests meeting the workload's TTFT and ITL objectives.\n\n", r.Policy, strings.Join(names, " and "), r.WallSeconds)
+	for _, a := range r.Workloads[0].Arms {
+		fmt.Fprintf(b, "- `%s`: %s\n", a.Name, a.Description)
+	}
+	b.WriteString("\n")
+	for i := range r.Workloads {
+		writeReplicaWorkload(b, &r.Workloads[i])
+	}
+	b.WriteString(replicaNotes + "\n\n")
+}
+
+// writeReplicaWorkload renders the study on one workload: its stages, its
+// table and the findings.
+func writeReplicaWorkload(b *strings.Builder, r *ReplicaWorkloadReport) {
+	if len(r.Arms) == 0 || len(r.QPS) == 0 {
 		return
 	}
 	var at []string
 	for i, q := range r.QPS {
 		at = append(at, fmt.Sprintf("%g QPS (%s)", q, loadLabel(r.Saturated[i])))
 	}
-	fmt.Fprintf(b, "### Active-active EPP replicas and replica sync\n\n")
-	fmt.Fprintf(b, "`%s` on `%s` run as one EPP and as active-active replicas behind a proxy that hands each request "+
-		"to the next replica in turn. Every replica has its own plugin instances, so its approximate prefix index "+
-		"records only the requests it routed, unless replica sync sends its insertions to the others (batched, at the "+
-		"next flush tick, applied one latency later). `%s` climbed the workload's ladder to its knee (the first stage "+
-		"completing under 90 %% of the offered requests/s), %g QPS; every arm runs there and at the highest stage at "+
-		"most 2/3 of it: %s for one EPP. Each stage averaged over %d seeds (%.0f s). Cache hit is the servers' "+
-		"token-weighted prefix-cache hit rate; goodput the share of requests meeting the workload's TTFT and ITL "+
-		"objectives.\n\n", r.Policy, r.Workload, r.Arms[0].Name, r.KneeQPS, strings.Join(at, " and "), r.Seeds, r.WallSeconds)
-	for _, a := range r.Arms {
-		fmt.Fprintf(b, "- `%s`: %s\n", a.Name, a.Description)
-	}
+	fmt.Fprintf(b, "**%s**: `%s` reached its knee at %g QPS; compared at %s for one EPP, over %d seeds.\n",
+		r.Workload, r.Arms[0].Name, r.KneeQPS, strings.Join(at, " and "), r.Seeds)
 	b.WriteString("\n| EPP | QPS | cache hit | TTFT p50 | TTFT p90 | out tok/s | goodput |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	for i, q := range r.QPS {
 		for _, a := range r.Arms {
@@ -55,7 +75,6 @@ func writeReplicas(b *strings.Builder, r *ReplicaReport) {
 	for i := range r.QPS {
 		b.WriteString(replicaFindings(r, i) + "\n\n")
 	}
-	b.WriteString(replicaNotes + "\n\n")
 }
 
 func loadLabel(saturated bool) string {
@@ -66,13 +85,15 @@ func loadLabel(saturated bool) string {
 }
 
 // replicaFindings says, from the numbers, what each arm did at stage i
-// against the reference (the first arm) and, for a synced arm, how much of
-// the hit rate the unsynced arm of as many replicas lost it won back; it
-// ends with the reference's seed-to-seed range, to judge the differences by.
-func replicaFindings(r *ReplicaReport, i int) string {
+// against the reference (the first arm), for a synced arm how much of the
+// hit rate the unsynced arm of as many replicas lost it won back, and for a
+// full sync what sharing the dispatches added to the same sync of the
+// insertions alone; it ends with the reference's seed-to-seed range, to
+// judge the differences by.
+func replicaFindings(r *ReplicaWorkloadReport, i int) string {
 	ref, refArm := r.Arms[0].Stages[i], r.Arms[0]
-	out := fmt.Sprintf("At %g QPS (%s for `%s`: %.1f %% cache hit, TTFT p90 %s, %.0f output tok/s, %.1f %% goodput): ",
-		r.QPS[i], loadLabel(r.Saturated[i]), refArm.Name, ref.CacheHitPct, secs(ref.TTFT.P90), ref.OutputTokensPerS, ref.GoodputPct)
+	out := fmt.Sprintf("On `%s` at %g QPS (%s for `%s`: %.1f %% cache hit, TTFT p90 %s, %.0f output tok/s, %.1f %% goodput): ",
+		r.Workload, r.QPS[i], loadLabel(r.Saturated[i]), refArm.Name, ref.CacheHitPct, secs(ref.TTFT.P90), ref.OutputTokensPerS, ref.GoodputPct)
 	var parts []string
 	for _, a := range r.Arms[1:] {
 		s := a.Stages[i]
@@ -83,6 +104,11 @@ func replicaFindings(r *ReplicaReport, i int) string {
 				p = fmt.Sprintf("%s, winning back %.0f %% of the hit rate `%s` lost", p, 100*(s.CacheHitPct-u.Stages[i].CacheHitPct)/lost, u.Name)
 			}
 		}
+		if t, ok := indexOnlyTwin(r, a); ok {
+			ts := t.Stages[i]
+			p = fmt.Sprintf("%s; sharing the dispatches too, against `%s`: output %s, TTFT p90 %s, goodput %s points", p, t.Name,
+				pctChange(s.OutputTokensPerS, ts.OutputTokensPerS), pctChange(s.TTFT.P90, ts.TTFT.P90), signed(s.GoodputPct-ts.GoodputPct))
+		}
 		parts = append(parts, p)
 	}
 	sp := refArm.Spread[i]
@@ -91,10 +117,27 @@ func replicaFindings(r *ReplicaReport, i int) string {
 }
 
 // unsynced is the study's arm of as many replicas as a without sync.
-func unsynced(r *ReplicaReport, a ReplicaArmReport) (ReplicaArmReport, bool) {
+func unsynced(r *ReplicaWorkloadReport, a ReplicaArmReport) (ReplicaArmReport, bool) {
 	for _, u := range r.Arms {
 		if u.Replicas == a.Replicas && u.Replicas > 1 && !u.Sync {
 			return u, true
+		}
+	}
+	return ReplicaArmReport{}, false
+}
+
+// indexOnlyTwin is, for a full sync, the study's arm syncing only the
+// insertions of as many replicas at the same flush and latency.
+func indexOnlyTwin(r *ReplicaWorkloadReport, a ReplicaArmReport) (ReplicaArmReport, bool) {
+	if !a.Sync || a.IndexOnly {
+		return ReplicaArmReport{}, false
+	}
+	for _, t := range r.Arms {
+		if want := a.ReplicationReport; t.IndexOnly {
+			want.IndexOnly = true
+			if t.ReplicationReport == want {
+				return t, true
+			}
 		}
 	}
 	return ReplicaArmReport{}, false

@@ -22,21 +22,28 @@ import (
 // flow control, holds only those (queue.go).
 //
 // With ReplicaSync, every insertion a replica's approx-prefix-cache-producer
-// records (pkg/prefix's Publisher) reaches the others as a live replica-sync
-// transport delivers it: insertions are batched and sent at the next flush
-// tick (every SyncFlush of virtual time, the same ticks for every replica)
-// and applied SyncLatency later (prefix.Producer.ApplyRemote). They are
-// applied lazily, just before the receiving replica's next routing
-// decision: the index is read only when routing and a replica inserts only
-// when it routes (the simulated proxy never falls back to another target),
-// so this is exact. Only configs' producers are synced: baselines keep no
-// index, and upstream-default's re-implemented index is never shared, as
-// upstream does not share it.
+// records (pkg/prefix's Publisher) and every dispatch its dispatch-counting
+// plugins make (scheduler.DispatchSharer, e.g. queue-scorer's requests
+// routed since the last scrape) reaches the others as a live replica-sync
+// transport delivers them: batched and sent at the next flush tick (every
+// SyncFlush of virtual time, the same ticks for every replica), insertions
+// and dispatches of a flush window in one batch, and applied SyncLatency
+// later (prefix.Producer.ApplyRemote, DispatchSharer.ApplyDispatches), each
+// kind in publication order. They are applied lazily, just before the
+// receiving replica's next routing decision: the index and the dispatch
+// counts are read only when routing (a count is cut at the endpoint's
+// scrape time when read, so it does not matter when it was added) and a
+// replica publishes only when it routes (the simulated proxy never falls
+// back to another target), so this is exact. Only configs' plugins are
+// synced: baselines keep no state to share, and upstream-default's
+// re-implemented index and queue handling are never shared, as upstream
+// shares nothing.
 
 // Defaults of Replication.
 const (
-	// DefaultSyncFlush is how often a replica sends its new insertions.
-	DefaultSyncFlush = 20 * time.Millisecond
+	// DefaultSyncFlush is how often a replica sends its new insertions and
+	// dispatches.
+	DefaultSyncFlush = 5 * time.Millisecond
 	// DefaultSyncLatency is how long a batch takes to reach the others.
 	DefaultSyncLatency = time.Millisecond
 	// maxReplicas bounds Replicas (flight.replica is a byte).
@@ -48,11 +55,15 @@ type Replication struct {
 	// Replicas is how many EPP replicas share the traffic; 0 or 1 is one
 	// EPP, as without replication.
 	Replicas int
-	// ReplicaSync shares every replica's prefix-index insertions with the
-	// others (a no-op with one replica).
+	// ReplicaSync shares every replica's prefix-index insertions and
+	// plugins' dispatches with the others (a no-op with one replica).
 	ReplicaSync bool
+	// syncIndexOnly limits the sync to the prefix-index insertions,
+	// without the dispatches (the replica study's index-only arm, what
+	// sync did before dispatches were shared).
+	syncIndexOnly bool
 	// SyncFlush is the sync's batching interval (0: DefaultSyncFlush;
-	// negative: no batching, each insertion sent at once); SyncLatency is
+	// negative: no batching, each sent at once); SyncLatency is
 	// the delivery delay of a batch (0: DefaultSyncLatency; negative: none).
 	SyncFlush, SyncLatency time.Duration
 }
@@ -83,8 +94,11 @@ func (r Replication) validate() error {
 
 // ReplicationReport is a Replication in a report.
 type ReplicationReport struct {
-	Replicas      int     `json:"replicas"`
-	Sync          bool    `json:"sync"`
+	Replicas int  `json:"replicas"`
+	Sync     bool `json:"sync"`
+	// IndexOnly is a sync of the prefix-index insertions alone, without
+	// the dispatches.
+	IndexOnly     bool    `json:"indexOnly,omitempty"`
 	SyncFlushMs   float64 `json:"syncFlushMs,omitempty"`
 	SyncLatencyMs float64 `json:"syncLatencyMs,omitempty"`
 }
@@ -95,12 +109,13 @@ func replicationReport(r Replication) ReplicationReport {
 	out := ReplicationReport{Replicas: r.Replicas, Sync: r.ReplicaSync && r.Replicas > 1}
 	if out.Sync {
 		out.SyncFlushMs, out.SyncLatencyMs = ms(r.SyncFlush), ms(r.SyncLatency)
+		out.IndexOnly = r.syncIndexOnly
 	}
 	return out
 }
 
 // label describes r for tables: "3 replicas, no sync", "3 replicas, sync
-// every 20 ms + 1 ms".
+// every 5 ms + 1 ms", "3 replicas, index-only sync every 5 ms + 1 ms".
 func (r ReplicationReport) label() string {
 	switch {
 	case r.Replicas <= 1:
@@ -112,7 +127,11 @@ func (r ReplicationReport) label() string {
 	if r.SyncFlushMs > 0 {
 		when = fmt.Sprintf("every %g ms", r.SyncFlushMs)
 	}
-	return fmt.Sprintf("%d replicas, sync %s + %g ms", r.Replicas, when, r.SyncLatencyMs)
+	what := "sync"
+	if r.IndexOnly {
+		what = "index-only sync"
+	}
+	return fmt.Sprintf("%d replicas, %s %s + %g ms", r.Replicas, what, when, r.SyncLatencyMs)
 }
 
 // replicaSeed is replica k's seed: the run's seed for the first, distinct
@@ -123,15 +142,17 @@ func replicaSeed(seed uint64, k int) uint64 { return seed + uint64(k)*0x9e3779b9
 // goes to the replica sim.arrive assigned it (flight.replica).
 type replicated struct {
 	replicas []router
-	// sync shares the replicas' prefix insertions (nil: no sync).
+	// sync shares the replicas' prefix insertions and dispatches (nil: no
+	// sync).
 	sync *syncLog
 }
 
 // newReplicated builds rep.Replicas routers with build, one per replica,
-// and wires their prefix producers to each other when rep.ReplicaSync.
+// and wires their prefix producers and dispatch sharers to each other when
+// rep.ReplicaSync.
 func newReplicated(rep Replication, env routerEnv, build func(routerEnv) (router, error)) (*replicated, error) {
 	r := &replicated{}
-	var producers [][]*prefix.Producer
+	var synced []syncedPlugins
 	for k := range rep.Replicas {
 		e := env
 		e.seed = replicaSeed(env.seed, k)
@@ -140,14 +161,17 @@ func newReplicated(rep Replication, env routerEnv, build func(routerEnv) (router
 			return nil, fmt.Errorf("replica %d: %w", k, err)
 		}
 		r.replicas = append(r.replicas, rr)
-		var ps []*prefix.Producer
+		var sp syncedPlugins
 		if sr, ok := rr.(*schedRouter); ok {
-			ps = config.Instances[*prefix.Producer](sr.built)
+			sp.producers = config.Instances[*prefix.Producer](sr.built)
+			if !rep.syncIndexOnly {
+				sp.sharers = config.Instances[scheduler.DispatchSharer](sr.built)
+			}
 		}
-		producers = append(producers, ps)
+		synced = append(synced, sp)
 	}
 	if rep.ReplicaSync {
-		r.sync = newSyncLog(env.clock, rep, producers)
+		r.sync = newSyncLog(env.clock, rep, synced)
 	}
 	return r, nil
 }
@@ -166,38 +190,53 @@ func (r *replicated) complete(f *flight, usage request.Usage, cancelled bool) {
 	r.replicas[f.replica].complete(f, usage, cancelled)
 }
 
-// syncEntry is one insertion on its way to the other replicas.
+// syncEntry is one insertion or dispatch on its way to the other replicas.
 type syncEntry struct {
-	due  time.Duration // when the others have it
-	from int           // the replica that recorded it
-	ins  prefix.Insertion
+	due        time.Duration // when the others have it
+	from       int           // the replica that recorded it
+	isDispatch bool          // disp, else ins
+	ins        prefix.Insertion
+	disp       scheduler.Dispatch
 }
 
 // syncLog is the replicas' sync traffic in virtual time: every insertion
-// in the order recorded, which is also the order due (flush and latency
-// are the same for all), and how far each replica has applied it.
+// and dispatch in the order published, which is also the order due (flush
+// and latency are the same for all), and how far each replica has applied
+// it.
 type syncLog struct {
 	clock          scheduler.Clock
 	flush, latency time.Duration
 	entries        []syncEntry
 	base           int   // the log position of entries[0]
 	applied        []int // per replica, the log position of its next entry
-	producers      [][]*prefix.Producer
-	batch          []prefix.Insertion // scratch
+	replicas       []syncedPlugins
+	batch          []prefix.Insertion   // scratch
+	dispatches     []scheduler.Dispatch // scratch
 }
 
-func newSyncLog(clock scheduler.Clock, rep Replication, producers [][]*prefix.Producer) *syncLog {
+// syncedPlugins are one replica's plugins that replica sync connects.
+type syncedPlugins struct {
+	producers []*prefix.Producer
+	sharers   []scheduler.DispatchSharer
+}
+
+// newSyncLog wires every replica's plugins to the log.
+func newSyncLog(clock scheduler.Clock, rep Replication, replicas []syncedPlugins) *syncLog {
 	l := &syncLog{clock: clock, flush: rep.SyncFlush, latency: rep.SyncLatency,
-		applied: make([]int, len(producers)), producers: producers}
-	for k, ps := range producers {
-		for _, p := range ps {
+		applied: make([]int, len(replicas)), replicas: replicas}
+	for k, sp := range replicas {
+		for _, p := range sp.producers {
 			p.SetPublisher(publisherOf{log: l, from: k})
+		}
+		for _, s := range sp.sharers {
+			s.SetDispatchPublisher(publisherOf{log: l, from: k})
 		}
 	}
 	return l
 }
 
-// publisherOf is replica from's prefix.Publisher.
+// publisherOf is replica from's prefix.Publisher and
+// scheduler.DispatchPublisher.
 type publisherOf struct {
 	log  *syncLog
 	from int
@@ -206,39 +245,62 @@ type publisherOf struct {
 // Publish implements prefix.Publisher: the insertion leaves at the next
 // flush tick after now.
 func (p publisherOf) Publish(ins prefix.Insertion) {
-	l, now := p.log, p.log.now()
-	due := now
-	if l.flush > 0 {
-		due = (now/l.flush + 1) * l.flush
-	}
 	ins.Hashes = slices.Clone(ins.Hashes)
-	l.entries = append(l.entries, syncEntry{due: due + l.latency, from: p.from, ins: ins})
+	p.log.entries = append(p.log.entries, syncEntry{due: p.log.due(), from: p.from, ins: ins})
+}
+
+// PublishDispatch implements scheduler.DispatchPublisher: the dispatch
+// leaves with the insertions of its flush window.
+func (p publisherOf) PublishDispatch(d scheduler.Dispatch) {
+	p.log.entries = append(p.log.entries, syncEntry{due: p.log.due(), from: p.from, isDispatch: true, disp: d})
 }
 
 // now is the virtual time.
 func (l *syncLog) now() time.Duration { return l.clock.Now().Sub(epoch) }
 
-// deliver applies to replica k every other replica's insertion due by now.
+// due is when what is published now reaches the others: the next flush
+// tick after now, plus the latency.
+func (l *syncLog) due() time.Duration {
+	at := l.now()
+	if l.flush > 0 {
+		at = (at/l.flush + 1) * l.flush
+	}
+	return at + l.latency
+}
+
+// deliver applies to replica k every other replica's insertion and
+// dispatch due by now: the insertions to its producers and the dispatches
+// to its sharers, each in publication order.
 func (l *syncLog) deliver(k int) {
 	now, at := l.now(), l.applied[k]
-	l.batch = l.batch[:0]
-	for ; at-l.base < len(l.entries); at++ {
-		e := &l.entries[at-l.base]
-		if e.due > now {
-			break
-		}
-		if e.from != k {
+	l.batch, l.dispatches = l.batch[:0], l.dispatches[:0]
+	for ; at-l.base < len(l.entries) && l.entries[at-l.base].due <= now; at++ {
+		switch e := &l.entries[at-l.base]; {
+		case e.from == k:
+		case e.isDispatch:
+			l.dispatches = append(l.dispatches, e.disp)
+		default:
 			l.batch = append(l.batch, e.ins)
 		}
 	}
 	l.applied[k] = at
+	l.apply(k)
+	l.trim()
+}
+
+// apply hands the gathered batch to replica k's plugins.
+func (l *syncLog) apply(k int) {
 	if len(l.batch) > 0 {
-		for _, p := range l.producers[k] {
+		for _, p := range l.replicas[k].producers {
 			p.ApplyRemote(l.batch)
 		}
 		clear(l.batch) // let the hashes go with the log
 	}
-	l.trim()
+	if len(l.dispatches) > 0 {
+		for _, s := range l.replicas[k].sharers {
+			s.ApplyDispatches(l.dispatches)
+		}
+	}
 }
 
 // trim drops the entries every replica has passed, once they are many.

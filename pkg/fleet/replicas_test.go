@@ -86,7 +86,7 @@ func TestReplicasDeterministicForSeed(t *testing.T) {
 
 // TestReplicasCostAndSyncWinsBack: on shared prefixes below saturation,
 // three replicas without sync hit the prefix cache far less often than one
-// EPP, and with sync (at the default 20 ms, and with no delay at all) hit
+// EPP, and with sync (at the default 5 ms, and with no delay at all) hit
 // it about as often again.
 func TestReplicasCostAndSyncWinsBack(t *testing.T) {
 	t.Parallel()
@@ -186,7 +186,11 @@ func TestSyncDelivery(t *testing.T) {
 		}
 		producers[k] = []*prefix.Producer{p}
 	}
-	l := newSyncLog(clock, Replication{Replicas: 3, ReplicaSync: true, SyncFlush: 20 * time.Millisecond, SyncLatency: time.Millisecond}, producers)
+	replicas := make([]syncedPlugins, len(producers))
+	for k, ps := range producers {
+		replicas[k].producers = ps
+	}
+	l := newSyncLog(clock, Replication{Replicas: 3, ReplicaSync: true, SyncFlush: 20 * time.Millisecond, SyncLatency: time.Millisecond}, replicas)
 	publish := func(at time.Duration, from int, hashes []uint64) {
 		clock.now = at
 		publisherOf{log: l, from: from}.Publish(prefix.Insertion{

@@ -9,12 +9,13 @@ import (
 	"time"
 )
 
-// The replica study: one config on one workload run as one EPP, as three
-// active-active replicas that each see a third of the traffic, and as three
-// replicas sharing their prefix-index insertions through replica sync at
-// two flush intervals, below saturation and at it. It says what running
-// several EPP replicas costs cache-aware routing and what sync wins back,
-// in this model.
+// The replica study: one config on a few workloads run as one EPP, as
+// three active-active replicas that each see a third of the traffic, and as
+// three replicas with replica sync: sharing only their prefix-index
+// insertions, and sharing the insertions and their plugins' dispatches at
+// three flush intervals, below saturation and at it. It says what running
+// several EPP replicas costs and what each part of sync wins back, in this
+// model.
 
 // ReplicaArm is one way the study runs the EPP.
 type ReplicaArm struct {
@@ -25,60 +26,77 @@ type ReplicaArm struct {
 
 // Names of the replica study's arms.
 const (
-	ArmOneEPP          = "1-replica"
-	ArmReplicas        = "3-replicas"
-	ArmReplicaSync     = "3-replicas-sync"
-	ArmReplicaSyncSlow = "3-replicas-sync-250ms"
+	ArmOneEPP           = "1-replica"
+	ArmReplicas         = "3-replicas"
+	ArmReplicaIndexOnly = "3-replicas-sync-index-only"
+	ArmReplicaSync      = "3-replicas-sync"
+	ArmReplicaSync20ms  = "3-replicas-sync-20ms"
+	ArmReplicaSyncSlow  = "3-replicas-sync-250ms"
 )
 
 // ReplicaArms are the study's arms: one EPP (the reference), three
-// replicas without sync, and three with sync every 20 ms and every 250 ms
-// (1 ms latency).
+// replicas without sync, three syncing only their prefix-index insertions
+// every 5 ms (the default interval), and three syncing insertions and
+// dispatches every 5 ms, 20 ms and 250 ms (1 ms latency).
 func ReplicaArms() []ReplicaArm {
+	sync := func(flush time.Duration) Replication {
+		return Replication{Replicas: 3, ReplicaSync: true, SyncFlush: flush, SyncLatency: time.Millisecond}
+	}
+	indexOnly := sync(DefaultSyncFlush)
+	indexOnly.syncIndexOnly = true
 	return []ReplicaArm{
 		{Name: ArmOneEPP, Description: "one EPP routes every request (the reference)"},
-		{Name: ArmReplicas, Description: "3 replicas, each request to the next in turn; each replica's prefix index knows only its own decisions",
-			Replication: Replication{Replicas: 3}},
-		{Name: ArmReplicaSync, Description: "3 replicas with replica sync: insertions sent every 20 ms, applied by the others 1 ms later",
-			Replication: Replication{Replicas: 3, ReplicaSync: true, SyncFlush: 20 * time.Millisecond, SyncLatency: time.Millisecond}},
+		{Name: ArmReplicas, Description: "3 replicas, each request to the next in turn; each replica's prefix index and " +
+			"queue-scorer know only its own decisions", Replication: Replication{Replicas: 3}},
+		{Name: ArmReplicaIndexOnly, Description: "3 replicas syncing only their prefix-index insertions, every 5 ms, " +
+			"applied by the others 1 ms later; each queue-scorer counts only its own dispatches", Replication: indexOnly},
+		{Name: ArmReplicaSync, Description: "3 replicas with replica sync as shipped: prefix-index insertions and queue-scorer " +
+			"dispatches sent every 5 ms, applied by the others 1 ms later", Replication: sync(DefaultSyncFlush)},
+		{Name: ArmReplicaSync20ms, Description: "3 replicas with replica sync at a 20 ms flush (1 ms latency)",
+			Replication: sync(20 * time.Millisecond)},
 		{Name: ArmReplicaSyncSlow, Description: "3 replicas with replica sync at a slow 250 ms flush (1 ms latency)",
-			Replication: Replication{Replicas: 3, ReplicaSync: true, SyncFlush: 250 * time.Millisecond, SyncLatency: time.Millisecond}},
+			Replication: sync(250 * time.Millisecond)},
 	}
 }
 
-// ReplicaStudy runs the study. The first arm is the reference: it runs up
-// the workload's ladder, stage by stage, to its knee (the first stage
-// completing under 90 % of the offered requests/s, else the last, as
-// WorkloadReport.KneeStage); every other arm then runs at the knee and at
-// the highest stage at most 2/3 of it.
+// ReplicaStudy runs the study on each workload. The first arm is the
+// reference: it runs up the workload's ladder, stage by stage, to its knee
+// (the first stage completing under 90 % of the offered requests/s, else
+// the last, as WorkloadReport.KneeStage); every other arm then runs at the
+// knee and at the highest stage at most 2/3 of it.
 type ReplicaStudy struct {
-	Workload Workload
-	Policy   Policy
+	Workloads []Workload
+	Policy    Policy
 	// Arms defaults to ReplicaArms().
 	Arms []ReplicaArm
-	// Seeds defaults to {1}, extended to the workload's MinSeeds.
+	// Seeds defaults to {1}, extended to each workload's MinSeeds.
 	Seeds   []uint64
 	Workers int
 	// Progress is as Matrix.Progress.
 	Progress func(done, total int, spec RunSpec, res *StageResult)
 }
 
-// ReplicaReport is the replica study's outcome.
+// ReplicaReport is the replica study's outcome: one section per workload.
 type ReplicaReport struct {
+	Policy      string                  `json:"policy"`
+	Workloads   []ReplicaWorkloadReport `json:"workloads"`
+	WallSeconds float64                 `json:"wallSeconds"`
+}
+
+// ReplicaWorkloadReport is the study on one workload.
+type ReplicaWorkloadReport struct {
 	Workload string `json:"workload"`
-	Policy   string `json:"policy"`
 	Seeds    int    `json:"seeds"`
 	// KneeQPS is the reference's knee; QPS the stages compared, each
 	// labelled saturated when the reference is there.
-	KneeQPS     float64            `json:"kneeQps"`
-	QPS         []float64          `json:"qps"`
-	Saturated   []bool             `json:"saturated"`
-	Arms        []ReplicaArmReport `json:"arms"`
-	WallSeconds float64            `json:"wallSeconds"`
+	KneeQPS   float64            `json:"kneeQps"`
+	QPS       []float64          `json:"qps"`
+	Saturated []bool             `json:"saturated"`
+	Arms      []ReplicaArmReport `json:"arms"`
 }
 
-// ReplicaArmReport is one arm and its stages (one per ReplicaReport.QPS,
-// averaged over the seeds).
+// ReplicaArmReport is one arm and its stages (one per
+// ReplicaWorkloadReport.QPS, averaged over the seeds).
 type ReplicaArmReport struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
@@ -113,8 +131,13 @@ func (st *ReplicaStudy) arms() []ReplicaArm {
 
 func (st *ReplicaStudy) validate() error {
 	var errs []error
-	if err := st.Workload.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("workload %q: %w", st.Workload.Name, err))
+	if len(st.Workloads) == 0 {
+		errs = append(errs, errors.New("no workloads"))
+	}
+	for _, w := range st.Workloads {
+		if err := w.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("workload %q: %w", w.Name, err))
+		}
 	}
 	if err := st.Policy.validate(); err != nil {
 		errs = append(errs, err)
@@ -135,13 +158,28 @@ func (st *ReplicaStudy) validate() error {
 	return errors.Join(errs...)
 }
 
-// Run executes the study's runs on Workers goroutines.
+// Run executes the study's runs on Workers goroutines, one workload after
+// the other.
 func (st *ReplicaStudy) Run(ctx context.Context) (*ReplicaReport, error) {
 	if err := st.validate(); err != nil {
 		return nil, fmt.Errorf("replica study: %w", err)
 	}
 	start := time.Now()
-	arms, w := st.arms(), st.Workload
+	rep := &ReplicaReport{Policy: st.Policy.Name}
+	for _, w := range st.Workloads {
+		wr, err := st.runWorkload(ctx, w)
+		if err != nil {
+			return nil, fmt.Errorf("replica study: workload %q: %w", w.Name, err)
+		}
+		rep.Workloads = append(rep.Workloads, *wr)
+	}
+	rep.WallSeconds = round3(time.Since(start).Seconds())
+	return rep, nil
+}
+
+// runWorkload runs the study on w.
+func (st *ReplicaStudy) runWorkload(ctx context.Context, w Workload) (*ReplicaWorkloadReport, error) {
+	arms := st.arms()
 	m := &Matrix{Seeds: st.Seeds, Workers: st.Workers, Progress: st.Progress}
 	seeds := m.seedsFor(w)
 	specsAt := func(out []RunSpec, a ReplicaArm, qps ...float64) []RunSpec {
@@ -158,7 +196,7 @@ func (st *ReplicaStudy) Run(ctx context.Context) (*ReplicaReport, error) {
 		specs := specsAt(nil, arms[0], q)
 		results := make([]*StageResult, len(specs))
 		if err := m.execute(ctx, specs, results); err != nil {
-			return nil, fmt.Errorf("replica study: %w", err)
+			return nil, err
 		}
 		if ref = append(ref, results); saturated(average(results)) {
 			break
@@ -166,18 +204,18 @@ func (st *ReplicaStudy) Run(ctx context.Context) (*ReplicaReport, error) {
 	}
 	knee := len(ref) - 1
 	stages := replicaStages(w.Ladder, knee)
-	rep := &ReplicaReport{Workload: w.Name, Policy: st.Policy.Name, Seeds: len(seeds), KneeQPS: w.Ladder[knee]}
+	wr := &ReplicaWorkloadReport{Workload: w.Name, Seeds: len(seeds), KneeQPS: w.Ladder[knee]}
 	var specs []RunSpec
 	for _, i := range stages {
-		rep.QPS = append(rep.QPS, w.Ladder[i])
-		rep.Saturated = append(rep.Saturated, saturated(average(ref[i])))
+		wr.QPS = append(wr.QPS, w.Ladder[i])
+		wr.Saturated = append(wr.Saturated, saturated(average(ref[i])))
 	}
 	for _, a := range arms[1:] {
-		specs = specsAt(specs, a, rep.QPS...)
+		specs = specsAt(specs, a, wr.QPS...)
 	}
 	results := make([]*StageResult, len(specs))
 	if err := m.execute(ctx, specs, results); err != nil {
-		return nil, fmt.Errorf("replica study: %w", err)
+		return nil, err
 	}
 	for j, a := range arms {
 		ar := ReplicaArmReport{Name: a.Name, Description: a.Description, ReplicationReport: replicationReport(a.Replication)}
@@ -190,10 +228,9 @@ func (st *ReplicaStudy) Run(ctx context.Context) (*ReplicaReport, error) {
 			ar.Stages = append(ar.Stages, average(group))
 			ar.Spread = append(ar.Spread, spreadOf(group))
 		}
-		rep.Arms = append(rep.Arms, ar)
+		wr.Arms = append(wr.Arms, ar)
 	}
-	rep.WallSeconds = round3(time.Since(start).Seconds())
-	return rep, nil
+	return wr, nil
 }
 
 // replicaStages are the ladder stages the arms are compared at: the

@@ -168,32 +168,45 @@ func checkIDs(cs []Check) []string {
 	return out
 }
 
-// TestSmokeReplicaStudy runs the replica study at a tiny size and checks
-// its report and section: every arm at each compared stage.
+// TestSmokeReplicaStudy runs the replica study at a tiny size on two
+// workloads and checks its report and section: every arm at each compared
+// stage of each workload.
 func TestSmokeReplicaStudy(t *testing.T) {
 	t.Parallel()
-	w, err := WorkloadByName("shared-prefix")
-	if err != nil {
-		t.Fatal(err)
+	var ws []Workload
+	for _, n := range []string{"shared-prefix", "multi-turn"} {
+		w, err := WorkloadByName(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, Quick(w))
 	}
-	st := &ReplicaStudy{Workload: Quick(w), Policy: ConfigPolicy(PolicyOursBest, "", recommended(t)), Workers: 2}
+	st := &ReplicaStudy{Workloads: ws, Policy: ConfigPolicy(PolicyOursBest, "", recommended(t)), Workers: 2}
 	rep, err := st.Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.QPS) == 0 || len(rep.Arms) != len(ReplicaArms()) || rep.Arms[2].Replicas != 3 || !rep.Arms[2].Sync {
+	if len(rep.Workloads) != len(ws) {
 		t.Fatalf("report = %+v", rep)
 	}
-	for _, a := range rep.Arms {
-		if len(a.Stages) != len(rep.QPS) || a.Stages[0].Completed == 0 || a.Stages[0].QPS != rep.QPS[0] {
-			t.Errorf("%s: stages %+v", a.Name, a.Stages)
+	for _, wr := range rep.Workloads {
+		if len(wr.QPS) == 0 || len(wr.Arms) != len(ReplicaArms()) || wr.Arms[2].Replicas != 3 || !wr.Arms[2].IndexOnly ||
+			!wr.Arms[3].Sync || wr.Arms[3].IndexOnly {
+			t.Fatalf("%s: report = %+v", wr.Workload, wr)
+		}
+		for _, a := range wr.Arms {
+			if len(a.Stages) != len(wr.QPS) || a.Stages[0].Completed == 0 || a.Stages[0].QPS != wr.QPS[0] {
+				t.Errorf("%s %s: stages %+v", wr.Workload, a.Name, a.Stages)
+			}
 		}
 	}
 	var md stringsBuilder
 	if err := Markdown(&md, &Report{Replicas: rep}, ""); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"### Active-active EPP replicas and replica sync", "| `3-replicas-sync-250ms` |", "winning back"} {
+	for _, want := range []string{"### Active-active EPP replicas and replica sync", "**shared-prefix**", "**multi-turn**",
+		"| `3-replicas-sync-250ms` |", "| `3-replicas-sync-index-only` |", "winning back",
+		"sharing the dispatches too, against `3-replicas-sync-index-only`"} {
 		if !md.contains(want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md.String())
 		}
