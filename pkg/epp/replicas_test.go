@@ -93,6 +93,50 @@ func TestReplicasShareDecisions(t *testing.T) {
 	}
 }
 
+// queueOnly routes by waiting queue plus the requests routed since the
+// last scrape (queue-scorer's dispatch log).
+const queueOnly = `apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: queue-scorer
+`
+
+// TestReplicasShareDispatches: with scrapes an hour apart, replica A
+// routes three requests over two idle servers (two to one, one to the
+// other); replica B, told of A's dispatches, counts them as its own and
+// sends its next request to the server A loaded less.
+func TestReplicasShareDispatches(t *testing.T) {
+	t.Parallel()
+	slow := []string{"--config-text", queueOnly, "--refresh-metrics-interval", "1h", "--metrics-staleness-threshold", "1h",
+		"--replica-sync-port", "0", "--replica-sync-interval", "5ms"}
+	b := launchEPP(t, 2, 0, nil, func(r *running) []string {
+		return append([]string{"--endpoints-file", r.file, "--replica-sync-peers", "127.0.0.1:1"}, slow...)
+	})
+	a := launchEPP(t, 0, 0, nil, func(*running) []string {
+		return append([]string{"--endpoints-file", b.file, "--replica-sync-peers", b.addrs.ReplicaSync}, slow...)
+	})
+	counts := map[string]int{}
+	for range 3 {
+		var got string
+		eventually(t, "A to route", func() bool { got = a.tryRoute(`{"model":"m","prompt":"hi"}`); return got != "" })
+		counts[got]++
+	}
+	if len(counts) != 2 {
+		t.Fatalf("A routed %v, want both servers used", counts)
+	}
+	eventually(t, "B to apply A's dispatches", func() bool {
+		return counterValue(b.metricsPage(t), "openepp_replica_sync_applied_dispatches_total") == 3
+	})
+	got := b.route(t, `{"model":"m","prompt":"hi"}`).Endpoints[0]
+	if counts[got] != 1 {
+		t.Errorf("B routed to %s, which A sent %d of 3 requests (%v); want the less loaded one", got, counts[got], counts)
+	}
+}
+
 // tryRoute routes body and returns the chosen endpoint, or "" when the EPP
 // answered with an error (no endpoint yet).
 func (r *running) tryRoute(body string) string {
