@@ -109,7 +109,7 @@ func TestQuickRun(t *testing.T) {
 		t.Error("fleet.md has no P/D study")
 	}
 	if !strings.Contains(string(md), "### Active-active EPP replicas and replica sync") || !strings.Contains(string(md), "| `3-replicas-sync` |") ||
-		!strings.Contains(string(md), "**multi-turn**") || !strings.Contains(string(md), "| `3-replicas-sync-index-only` |") {
+		!strings.Contains(string(md), "**multi-turn**") || !strings.Contains(string(md), "| `3-replicas-sync-dispatches` |") {
 		t.Error("fleet.md has no replica study")
 	}
 }

@@ -28,6 +28,9 @@ type replicaFlags struct {
 	PortName  string
 	TokenFile string
 	Interval  time.Duration
+	// Dispatches also shares queue-scorer's dispatches (off: the fleet
+	// simulation measured no gain from it, see docs/deploy.md).
+	Dispatches bool
 }
 
 func (r *replicaFlags) bind(fs *flag.FlagSet) {
@@ -36,6 +39,8 @@ func (r *replicaFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&r.Service, "replica-sync-service", "", "Service whose ready endpoints are the replicas (Kubernetes; its port named by --replica-sync-port-name)")
 	fs.StringVar(&r.PortName, "replica-sync-port-name", "replica-sync", "name of the replica-sync port in the Service's EndpointSlices")
 	fs.StringVar(&r.TokenFile, "replica-sync-token-file", "", "file holding the secret every replica presents to its peers (read at start)")
+	fs.BoolVar(&r.Dispatches, "replica-sync-dispatches", false, "also share the requests each replica's queue-scorer routed since the last scrape "+
+		"(experimental: the fleet simulation measured no gain from it)")
 	fs.DurationVar(&r.Interval, "replica-sync-interval", replicasync.DefaultFlushInterval, "how often a replica sends its new decisions to its peers (each send costs both ends about 30 µs of CPU)")
 }
 
@@ -44,7 +49,8 @@ func (r *replicaFlags) enabled() bool { return r.Port >= 0 }
 func (r *replicaFlags) validate(kube bool) []error {
 	var errs []error
 	if !r.enabled() {
-		for name, set := range map[string]bool{"--replica-sync-peers": r.Peers != "", "--replica-sync-service": r.Service != "", "--replica-sync-token-file": r.TokenFile != ""} {
+		for name, set := range map[string]bool{"--replica-sync-peers": r.Peers != "", "--replica-sync-service": r.Service != "", "--replica-sync-token-file": r.TokenFile != "",
+			"--replica-sync-dispatches": r.Dispatches} {
 			if set {
 				errs = append(errs, fmt.Errorf("%s needs --replica-sync-port", name))
 			}
@@ -172,12 +178,14 @@ func (a *app) attachReplicas(b *config.Built) {
 	}
 	a.replicas.SetProducers(func(name string) *prefix.Producer { return producers[name] }, all...)
 	sharers := map[string]scheduler.DispatchSharer{}
-	for _, s := range config.Instances[scheduler.DispatchSharer](b) {
-		sharers[s.TypedName().Name] = s
-		s.SetDispatchPublisher(a.replicas)
+	if a.flags.Replicas.Dispatches {
+		for _, s := range config.Instances[scheduler.DispatchSharer](b) {
+			sharers[s.TypedName().Name] = s
+			s.SetDispatchPublisher(a.replicas)
+		}
 	}
 	a.replicas.SetDispatchSharers(func(name string) scheduler.DispatchSharer { return sharers[name] })
 	if len(producers) == 0 && len(sharers) == 0 {
-		a.log.Info("replica sync: the config has no approx-prefix-cache-producer and no queue-scorer, so there is nothing to share")
+		a.log.Info("replica sync: the config has no approx-prefix-cache-producer, so there is nothing to share")
 	}
 }

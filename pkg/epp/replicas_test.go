@@ -105,14 +105,15 @@ schedulingProfiles:
   - pluginRef: queue-scorer
 `
 
-// TestReplicasShareDispatches: with scrapes an hour apart, replica A
+// TestReplicasShareDispatches: with --replica-sync-dispatches and scrapes
+// an hour apart, replica A
 // routes three requests over two idle servers (two to one, one to the
 // other); replica B, told of A's dispatches, counts them as its own and
 // sends its next request to the server A loaded less.
 func TestReplicasShareDispatches(t *testing.T) {
 	t.Parallel()
 	slow := []string{"--config-text", queueOnly, "--refresh-metrics-interval", "1h", "--metrics-staleness-threshold", "1h",
-		"--replica-sync-port", "0", "--replica-sync-interval", "5ms"}
+		"--replica-sync-port", "0", "--replica-sync-interval", "5ms", "--replica-sync-dispatches"}
 	b := launchEPP(t, 2, 0, nil, func(r *running) []string {
 		return append([]string{"--endpoints-file", r.file, "--replica-sync-peers", "127.0.0.1:1"}, slow...)
 	})
@@ -166,6 +167,7 @@ func TestReplicaSyncFlagErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--replica-sync-peers", "10.0.0.1:9004"}, "--replica-sync-peers needs --replica-sync-port"},
+		{[]string{"--replica-sync-dispatches"}, "--replica-sync-dispatches needs --replica-sync-port"},
 		{[]string{"--replica-sync-port", "0"}, "needs --replica-sync-peers or --replica-sync-service"},
 		{[]string{"--replica-sync-port", "0", "--replica-sync-peers", "10.0.0.1"}, `"10.0.0.1" is not host:port`},
 		{[]string{"--replica-sync-port", "0", "--replica-sync-service", "epp"}, "--replica-sync-service needs Kubernetes mode"},

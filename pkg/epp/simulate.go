@@ -26,7 +26,7 @@ type simFlags struct {
 	servers, warmup, workers, freshnessSeeds, prefill, replicas                int
 	duration, timeout, scrape, jitter, sloTTFT, sloITL, syncFlush, syncLatency time.Duration
 	seed                                                                       uint64
-	json, list, replicaSync                                                    bool
+	json, list, replicaSync, syncDispatches                                    bool
 }
 
 func (f *simFlags) bind(fs *flag.FlagSet) {
@@ -59,10 +59,11 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&f.replicas, "replicas", 1, "run every policy as N active-active EPP replicas, each request handed to the next in turn; "+
 		"each replica has its own plugin state (prefix index, in-flight counts, flow-control queue)")
 	fs.BoolVar(&f.replicaSync, "replica-sync", false, "with --replicas > 1, replicas share what their approx-prefix-cache-producers record "+
-		"and the dispatches their queue-scorers count (replica sync); upstream-default's own state is never shared, as upstream shares nothing")
-	fs.DurationVar(&f.syncFlush, "replica-sync-interval", fleet.DefaultSyncFlush, "how often a replica sends its new prefix-index insertions "+
-		"and dispatches to the others (0: each at once)")
-	fs.DurationVar(&f.syncLatency, "replica-sync-latency", fleet.DefaultSyncLatency, "how long a batch of insertions and dispatches takes to reach the other replicas")
+		"(replica sync); upstream-default's own state is never shared, as upstream shares nothing")
+	fs.BoolVar(&f.syncDispatches, "replica-sync-dispatches", false, "with --replica-sync, also share the dispatches queue-scorers count")
+	fs.DurationVar(&f.syncFlush, "replica-sync-interval", fleet.DefaultSyncFlush, "how often a replica sends what it shares "+
+		"to the others (0: each at once)")
+	fs.DurationVar(&f.syncLatency, "replica-sync-latency", fleet.DefaultSyncLatency, "how long a batch takes to reach the other replicas")
 }
 
 // SimulateMain runs `epp simulate` with args (os.Args after "simulate") and
@@ -244,10 +245,13 @@ func (f *simFlags) replication() (fleet.Replication, error) {
 	if f.replicaSync && f.replicas == 1 {
 		errs = append(errs, errors.New("--replica-sync needs --replicas > 1"))
 	}
+	if f.syncDispatches && !f.replicaSync {
+		errs = append(errs, errors.New("--replica-sync-dispatches needs --replica-sync"))
+	}
 	if f.syncFlush < 0 || f.syncLatency < 0 {
 		errs = append(errs, fmt.Errorf("--replica-sync-interval (%s) and --replica-sync-latency (%s) must be >= 0", f.syncFlush, f.syncLatency))
 	}
-	r := fleet.Replication{Replicas: f.replicas, ReplicaSync: f.replicaSync, SyncFlush: f.syncFlush, SyncLatency: f.syncLatency}
+	r := fleet.Replication{Replicas: f.replicas, ReplicaSync: f.replicaSync, SyncDispatches: f.syncDispatches, SyncFlush: f.syncFlush, SyncLatency: f.syncLatency}
 	if r.SyncFlush == 0 { // fleet reads zero as the default
 		r.SyncFlush = -1
 	}

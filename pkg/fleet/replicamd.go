@@ -126,15 +126,15 @@ func unsynced(r *ReplicaWorkloadReport, a ReplicaArmReport) (ReplicaArmReport, b
 	return ReplicaArmReport{}, false
 }
 
-// indexOnlyTwin is, for a full sync, the study's arm syncing only the
-// insertions of as many replicas at the same flush and latency.
+// indexOnlyTwin is, for a sync with dispatches, the study's arm syncing
+// only the insertions of as many replicas at the same flush and latency.
 func indexOnlyTwin(r *ReplicaWorkloadReport, a ReplicaArmReport) (ReplicaArmReport, bool) {
-	if !a.Sync || a.IndexOnly {
+	if !a.Sync || !a.Dispatches {
 		return ReplicaArmReport{}, false
 	}
 	for _, t := range r.Arms {
-		if want := a.ReplicationReport; t.IndexOnly {
-			want.IndexOnly = true
+		if want := a.ReplicationReport; !t.Dispatches {
+			want.Dispatches = false
 			if t.ReplicationReport == want {
 				return t, true
 			}

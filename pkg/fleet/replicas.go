@@ -55,13 +55,12 @@ type Replication struct {
 	// Replicas is how many EPP replicas share the traffic; 0 or 1 is one
 	// EPP, as without replication.
 	Replicas int
-	// ReplicaSync shares every replica's prefix-index insertions and
-	// plugins' dispatches with the others (a no-op with one replica).
+	// ReplicaSync shares every replica's prefix-index insertions with the
+	// others (a no-op with one replica).
 	ReplicaSync bool
-	// syncIndexOnly limits the sync to the prefix-index insertions,
-	// without the dispatches (the replica study's index-only arm, what
-	// sync did before dispatches were shared).
-	syncIndexOnly bool
+	// SyncDispatches also shares the dispatches of the plugins that count
+	// them (queue-scorer), as the EPP's --replica-sync-dispatches does.
+	SyncDispatches bool
 	// SyncFlush is the sync's batching interval (0: DefaultSyncFlush;
 	// negative: no batching, each sent at once); SyncLatency is
 	// the delivery delay of a batch (0: DefaultSyncLatency; negative: none).
@@ -96,9 +95,9 @@ func (r Replication) validate() error {
 type ReplicationReport struct {
 	Replicas int  `json:"replicas"`
 	Sync     bool `json:"sync"`
-	// IndexOnly is a sync of the prefix-index insertions alone, without
-	// the dispatches.
-	IndexOnly     bool    `json:"indexOnly,omitempty"`
+	// Dispatches is a sync of the dispatches too, not only of the
+	// prefix-index insertions.
+	Dispatches    bool    `json:"dispatches,omitempty"`
 	SyncFlushMs   float64 `json:"syncFlushMs,omitempty"`
 	SyncLatencyMs float64 `json:"syncLatencyMs,omitempty"`
 }
@@ -109,13 +108,13 @@ func replicationReport(r Replication) ReplicationReport {
 	out := ReplicationReport{Replicas: r.Replicas, Sync: r.ReplicaSync && r.Replicas > 1}
 	if out.Sync {
 		out.SyncFlushMs, out.SyncLatencyMs = ms(r.SyncFlush), ms(r.SyncLatency)
-		out.IndexOnly = r.syncIndexOnly
+		out.Dispatches = r.SyncDispatches
 	}
 	return out
 }
 
 // label describes r for tables: "3 replicas, no sync", "3 replicas, sync
-// every 5 ms + 1 ms", "3 replicas, index-only sync every 5 ms + 1 ms".
+// every 5 ms + 1 ms", "3 replicas, sync with dispatches every 5 ms + 1 ms".
 func (r ReplicationReport) label() string {
 	switch {
 	case r.Replicas <= 1:
@@ -128,8 +127,8 @@ func (r ReplicationReport) label() string {
 		when = fmt.Sprintf("every %g ms", r.SyncFlushMs)
 	}
 	what := "sync"
-	if r.IndexOnly {
-		what = "index-only sync"
+	if r.Dispatches {
+		what = "sync with dispatches"
 	}
 	return fmt.Sprintf("%d replicas, %s %s + %g ms", r.Replicas, what, when, r.SyncLatencyMs)
 }
@@ -164,7 +163,7 @@ func newReplicated(rep Replication, env routerEnv, build func(routerEnv) (router
 		var sp syncedPlugins
 		if sr, ok := rr.(*schedRouter); ok {
 			sp.producers = config.Instances[*prefix.Producer](sr.built)
-			if !rep.syncIndexOnly {
+			if rep.SyncDispatches {
 				sp.sharers = config.Instances[scheduler.DispatchSharer](sr.built)
 			}
 		}

@@ -26,32 +26,33 @@ type ReplicaArm struct {
 
 // Names of the replica study's arms.
 const (
-	ArmOneEPP           = "1-replica"
-	ArmReplicas         = "3-replicas"
-	ArmReplicaIndexOnly = "3-replicas-sync-index-only"
-	ArmReplicaSync      = "3-replicas-sync"
-	ArmReplicaSync20ms  = "3-replicas-sync-20ms"
-	ArmReplicaSyncSlow  = "3-replicas-sync-250ms"
+	ArmOneEPP                = "1-replica"
+	ArmReplicas              = "3-replicas"
+	ArmReplicaSync           = "3-replicas-sync"
+	ArmReplicaSyncDispatches = "3-replicas-sync-dispatches"
+	ArmReplicaSync20ms       = "3-replicas-sync-20ms"
+	ArmReplicaSyncSlow       = "3-replicas-sync-250ms"
 )
 
 // ReplicaArms are the study's arms: one EPP (the reference), three
-// replicas without sync, three syncing only their prefix-index insertions
-// every 5 ms (the default interval), and three syncing insertions and
-// dispatches every 5 ms, 20 ms and 250 ms (1 ms latency).
+// replicas without sync, three syncing their prefix-index insertions every
+// 5 ms as shipped (1 ms latency), the same sharing queue-scorer's
+// dispatches too (--replica-sync-dispatches), and insertions every 20 ms
+// and 250 ms.
 func ReplicaArms() []ReplicaArm {
 	sync := func(flush time.Duration) Replication {
 		return Replication{Replicas: 3, ReplicaSync: true, SyncFlush: flush, SyncLatency: time.Millisecond}
 	}
-	indexOnly := sync(DefaultSyncFlush)
-	indexOnly.syncIndexOnly = true
+	withDispatches := sync(DefaultSyncFlush)
+	withDispatches.SyncDispatches = true
 	return []ReplicaArm{
 		{Name: ArmOneEPP, Description: "one EPP routes every request (the reference)"},
 		{Name: ArmReplicas, Description: "3 replicas, each request to the next in turn; each replica's prefix index and " +
 			"queue-scorer know only its own decisions", Replication: Replication{Replicas: 3}},
-		{Name: ArmReplicaIndexOnly, Description: "3 replicas syncing only their prefix-index insertions, every 5 ms, " +
-			"applied by the others 1 ms later; each queue-scorer counts only its own dispatches", Replication: indexOnly},
-		{Name: ArmReplicaSync, Description: "3 replicas with replica sync as shipped: prefix-index insertions and queue-scorer " +
-			"dispatches sent every 5 ms, applied by the others 1 ms later", Replication: sync(DefaultSyncFlush)},
+		{Name: ArmReplicaSync, Description: "3 replicas with replica sync as shipped: prefix-index insertions sent every 5 ms, " +
+			"applied by the others 1 ms later; each queue-scorer counts only its own dispatches", Replication: sync(DefaultSyncFlush)},
+		{Name: ArmReplicaSyncDispatches, Description: "the same, sharing queue-scorer's dispatches too (--replica-sync-dispatches)",
+			Replication: withDispatches},
 		{Name: ArmReplicaSync20ms, Description: "3 replicas with replica sync at a 20 ms flush (1 ms latency)",
 			Replication: sync(20 * time.Millisecond)},
 		{Name: ArmReplicaSyncSlow, Description: "3 replicas with replica sync at a slow 250 ms flush (1 ms latency)",

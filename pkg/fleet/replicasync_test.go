@@ -106,18 +106,18 @@ func smallMultiTurn(t *testing.T) Workload {
 	return w
 }
 
-// TestReplicaSyncSharesDispatches: with full sync every replica's real
-// queue-scorer publishes its dispatches and they change the decisions;
-// the study's index-only sync and upstream-default share none.
+// TestReplicaSyncSharesDispatches: with SyncDispatches every replica's
+// real queue-scorer publishes its dispatches and they change the
+// decisions; sync without it and upstream-default share none.
 func TestReplicaSyncSharesDispatches(t *testing.T) {
 	t.Parallel()
 	w := smallMultiTurn(t)
 	w.Duration = time.Second
 	ours := ConfigPolicy(PolicyOursDefault, "", []byte(config.DefaultText))
 	up, _ := Builtin(PolicyUpstreamDefault)
-	full := Replication{Replicas: 3, ReplicaSync: true}
-	indexOnly := full
-	indexOnly.syncIndexOnly = true
+	indexOnly := Replication{Replicas: 3, ReplicaSync: true}
+	full := indexOnly
+	full.SyncDispatches = true
 	type shared struct{ Producers, Sharers, DispatchesFrom []int }
 	run := func(p Policy, r Replication) (shared, StageResult) {
 		s, res := runSim(t, RunSpec{Workload: w, Policy: p, QPS: 2000, Seed: 1, Replication: r})

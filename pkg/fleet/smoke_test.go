@@ -190,8 +190,8 @@ func TestSmokeReplicaStudy(t *testing.T) {
 		t.Fatalf("report = %+v", rep)
 	}
 	for _, wr := range rep.Workloads {
-		if len(wr.QPS) == 0 || len(wr.Arms) != len(ReplicaArms()) || wr.Arms[2].Replicas != 3 || !wr.Arms[2].IndexOnly ||
-			!wr.Arms[3].Sync || wr.Arms[3].IndexOnly {
+		if len(wr.QPS) == 0 || len(wr.Arms) != len(ReplicaArms()) || wr.Arms[2].Replicas != 3 || wr.Arms[2].Dispatches ||
+			!wr.Arms[3].Sync || !wr.Arms[3].Dispatches {
 			t.Fatalf("%s: report = %+v", wr.Workload, wr)
 		}
 		for _, a := range wr.Arms {
@@ -205,8 +205,8 @@ func TestSmokeReplicaStudy(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"### Active-active EPP replicas and replica sync", "**shared-prefix**", "**multi-turn**",
-		"| `3-replicas-sync-250ms` |", "| `3-replicas-sync-index-only` |", "winning back",
-		"sharing the dispatches too, against `3-replicas-sync-index-only`"} {
+		"| `3-replicas-sync-250ms` |", "| `3-replicas-sync-dispatches` |", "winning back",
+		"sharing the dispatches too, against `3-replicas-sync`"} {
 		if !md.contains(want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md.String())
 		}
