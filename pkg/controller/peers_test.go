@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -242,5 +243,22 @@ func TestSetupPeersValidates(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("SetupPeers(empty options) = %v, want an error naming %q", err, w)
 		}
+	}
+}
+
+// TestPreflightPeers: the admin may read EndpointSlices; a service account
+// without the Role rule is refused at once, with the rule named.
+func TestPreflightPeers(t *testing.T) {
+	t.Parallel()
+	ns := env.Namespace(t)
+	o := controller.PeerOptions{Namespace: ns, Service: "epp-peers"}
+	if err := controller.PreflightPeers(env.Config, o); err != nil {
+		t.Fatalf("admin: %v", err)
+	}
+	cfg := rest.AnonymousClientConfig(env.Config)
+	cfg.BearerToken = env.ServiceAccountToken(t, ns, "epp")
+	err := controller.PreflightPeers(cfg, o)
+	if err == nil || !strings.Contains(err.Error(), "may not list endpointslices.discovery.k8s.io") {
+		t.Errorf("service account without the rule: %v, want a refusal naming the rule", err)
 	}
 }

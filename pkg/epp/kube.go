@@ -252,6 +252,11 @@ func (a *app) addKube() error {
 		return err
 	}
 	peers := a.peerOptions(ns)
+	if peers != nil {
+		if err := controller.PreflightPeers(cfg, *peers); err != nil {
+			return err
+		}
+	}
 	mgr, err := newManager(cfg, k, ns, opts, peers, a.log)
 	if err != nil {
 		return err
