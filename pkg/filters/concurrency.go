@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/go-logr/logr"
-
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/inflight"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -151,11 +149,6 @@ func newConcurrencyDetector(name string, p ConcurrencyParams, h *scheduler.Handl
 		return nil, err
 	}
 	timeout, _ := p.timeout()
-	var clock scheduler.Clock
-	log := logr.Discard()
-	if h != nil {
-		clock, log = h.Clock, h.Log
-	}
 	return &ConcurrencyDetector{
 		name:          scheduler.TypedName{Type: ConcurrencyDetectorType, Name: name},
 		params:        p,
@@ -163,7 +156,7 @@ func newConcurrencyDetector(name string, p ConcurrencyParams, h *scheduler.Handl
 		countTokens:   p.ConcurrencyMode != ConcurrencyModeRequests,
 		maxRequests:   float64(p.MaxConcurrency) * (1 + p.Headroom),
 		maxTokens:     float64(p.MaxTokenConcurrency) * (1 + p.Headroom),
-		Counter:       inflight.NewCounter(inflight.New(clock, timeout), promptTokens, h, log.WithValues("plugin", name)),
+		Counter:       inflight.NewCounter(h, name, timeout, promptTokens),
 	}, nil
 }
 

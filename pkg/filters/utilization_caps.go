@@ -8,8 +8,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/go-logr/logr"
-
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/inflight"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -124,13 +122,8 @@ func NewUtilizationCaps(name string, p UtilizationCapsParams, h *scheduler.Handl
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	var clock scheduler.Clock
-	log := logr.Discard()
-	if h != nil {
-		clock, log = h.Clock, h.Log
-	}
 	f := &UtilizationCaps{
-		Counter:  inflight.NewCounter(inflight.New(clock, capRequestTimeout), nil, h, log.WithValues("plugin", name)),
+		Counter:  inflight.NewCounter(h, name, capRequestTimeout, nil),
 		name:     scheduler.TypedName{Type: UtilizationCapsType, Name: name},
 		conds:    p.Conditions,
 		fallback: p.FallbackOnEmpty,

@@ -2,6 +2,7 @@ package inflight
 
 import (
 	"context"
+	"time"
 
 	"github.com/go-logr/logr"
 
@@ -19,10 +20,18 @@ type Counter struct {
 	log      logr.Logger
 }
 
-// NewCounter counts with t, each request weighing estimate(req) tokens (0
-// when estimate is nil); the sweep (Start) reads the pool from h.
-func NewCounter(t *Tracker, estimate func(*scheduler.Request) int, h *scheduler.Handle, log logr.Logger) Counter {
-	return Counter{tracker: t, estimate: estimate, handle: h, log: log}
+// NewCounter returns the books of the plugin instance called plugin: a
+// Tracker releasing requests older than ttl, each request weighing
+// estimate(req) tokens (0 when estimate is nil). The clock, the logger and,
+// for the sweep (Start), the pool come from h, which (and any of which) may
+// be unset: then the wall clock, no logging, no sweep of departed endpoints.
+func NewCounter(h *scheduler.Handle, plugin string, ttl time.Duration, estimate func(*scheduler.Request) int) Counter {
+	var clock scheduler.Clock
+	log := logr.Discard()
+	if h != nil {
+		clock, log = h.Clock, h.Log
+	}
+	return Counter{tracker: New(clock, ttl), estimate: estimate, handle: h, log: log.WithValues("plugin", plugin)}
 }
 
 // Tracker returns the books.

@@ -28,7 +28,7 @@ func counterOver(pool []*endpoint.Endpoint, tokens int) *inflight.Counter {
 		estimate = func(*scheduler.Request) int { return tokens }
 	}
 	h := &scheduler.Handle{Log: logr.Discard(), Endpoints: func() []*endpoint.Endpoint { return pool }}
-	c := inflight.NewCounter(inflight.New(nil, time.Hour), estimate, h, logr.Discard())
+	c := inflight.NewCounter(h, "test", time.Hour, estimate)
 	return &c
 }
 

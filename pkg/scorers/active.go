@@ -83,9 +83,8 @@ func NewActiveRequests(name string, p ActiveRequestsParams, h *scheduler.Handle)
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	clock, log := handleClock(h), handleLog(h)
 	return &ActiveRequests{
-		Counter: inflight.NewCounter(inflight.New(clock, time.Duration(p.RequestTimeout)), nil, h, log.WithValues("plugin", name)),
+		Counter: inflight.NewCounter(h, name, time.Duration(p.RequestTimeout), nil),
 		name:    scheduler.TypedName{Type: ActiveRequestsType, Name: name},
 		params:  p,
 	}, nil

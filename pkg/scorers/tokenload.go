@@ -82,8 +82,7 @@ func NewTokenLoad(name string, p TokenLoadParams, h *scheduler.Handle) (*TokenLo
 		return nil, err
 	}
 	s := &TokenLoad{name: scheduler.TypedName{Type: TokenLoadType, Name: name}, params: p}
-	s.Counter = inflight.NewCounter(inflight.New(handleClock(h), time.Duration(p.RequestTimeout)), s.estimate, h,
-		handleLog(h).WithValues("plugin", name))
+	s.Counter = inflight.NewCounter(h, name, time.Duration(p.RequestTimeout), s.estimate)
 	return s, nil
 }
 
