@@ -72,18 +72,9 @@ func (n *Node) PublishDispatch(d scheduler.Dispatch) {
 	if d.HostPort == "" || d.At.IsZero() || !n.hasPeers.Load() {
 		return
 	}
-	n.mu.Lock()
-	p := n.cur
-	if p.size()+dispatchBound(d) > n.pendingLimit {
-		n.pendingDropped.disp++
-		n.mu.Unlock()
-		return
-	}
-	p.addDispatch(d)
-	full := p.size() >= n.flushBytes
-	n.mu.Unlock()
-	if full {
-		n.flushSoon()
+	if p := n.lockPending(dispatchBound(d), &n.pendingDropped.disp); p != nil {
+		p.addDispatch(d)
+		n.unlockPending(p)
 	}
 }
 

@@ -328,14 +328,28 @@ func (n *Node) Publish(ins prefix.Insertion) {
 	if len(ins.Hashes) == 0 || ins.BlockSizeTokens <= 0 || !n.hasPeers.Load() {
 		return
 	}
-	n.mu.Lock()
-	p := n.cur
-	if p.size()+bound(ins) > n.pendingLimit {
-		n.pendingDropped.ins++
-		n.mu.Unlock()
-		return
+	if p := n.lockPending(bound(ins), &n.pendingDropped.ins); p != nil {
+		p.add(ins)
+		n.unlockPending(p)
 	}
-	p.add(ins)
+}
+
+// lockPending locks the pending batch and returns it when need more bytes
+// fit under the limit; otherwise it counts one in dropped and returns nil,
+// unlocked. A caller that got the batch appends and calls unlockPending.
+func (n *Node) lockPending(need int, dropped *int) *pending {
+	n.mu.Lock()
+	if n.cur.size()+need > n.pendingLimit {
+		*dropped++
+		n.mu.Unlock()
+		return nil
+	}
+	return n.cur
+}
+
+// unlockPending unlocks the batch p lockPending returned, asking for an
+// early flush when it is full.
+func (n *Node) unlockPending(p *pending) {
 	full := p.size() >= n.flushBytes
 	n.mu.Unlock()
 	if full {
