@@ -3,7 +3,9 @@
 //
 // An Instance serves the OpenAI API (/v1/completions, /v1/chat/completions,
 // streaming or not, with usage and cached-token counts, and P/D
-// kv_transfer_params), /v1/models, /health, and Prometheus metrics under
+// kv_transfer_params), the Anthropic Messages API as vLLM does
+// (/v1/messages and /v1/messages/count_tokens, below), /v1/models, /health,
+// and Prometheus metrics under
 // the names of vLLM, SGLang, TensorRT-LLM serve or Triton TensorRT-LLM
 // (reference.md §3.2). Behind the
 // API runs engine.Engine in real time; the same engine runs in virtual time
@@ -100,6 +102,40 @@
 // instance, so each one decodes with a remote prefill when a request names
 // a prefiller in x-prefiller-host-port, and serves prefills for the others
 // (those arrive without the header and pass straight through).
+//
+// # Anthropic Messages API
+//
+// POST /v1/messages takes vLLM's Anthropic request (model, messages and a
+// positive max_tokens required; system, stream, tools, kv_transfer_params
+// read; sampling fields ignored) and, like vLLM, renders it as a chat: one
+// leading system turn (the system text blocks concatenated, then the text
+// of any system-role messages, then the tools as compact JSON lines), then
+// the user and assistant turns through the template of
+// /v1/chat/completions, so both APIs render a conversation alike and a
+// conversation's next request extends its previous prompt. A message's
+// blocks render one a line: text, thinking text, tool_use as its name and
+// compact JSON input, tool_result's text; images and redacted thinking
+// render as nothing. As in vLLM, system blocks starting with
+// "x-anthropic-billing-header" (Claude Code's per-request hash) are left
+// out, so they do not defeat prefix caching.
+//
+// Answers have vLLM's shape (id msg_<n>, one text block, stop_reason
+// max_tokens as the simulator always generates max_tokens, and
+// kv_transfer_params for a remote-decode prefill) except for usage, which
+// follows Anthropic's spec where vLLM does not: input_tokens counts only
+// the uncached prompt, cache_read_input_tokens the prefix-cache hit and
+// cache_creation_input_tokens is 0. vLLM reports the whole prompt as
+// input_tokens and no cache fields; input + cache read + cache creation is
+// the whole prompt either way. Streams are named events: message_start
+// (sent with the first token, its usage holding the prompt counts),
+// content_block_start, one content_block_delta per token,
+// content_block_stop, message_delta (stop reason and output_tokens only)
+// and message_stop, without [DONE]. POST /v1/messages/count_tokens answers
+// {"input_tokens": n} for the same rendering. Errors are Anthropic-shaped,
+// {"type":"error","error":{"type","message"}}, the type following the
+// status (400 invalid_request_error, 404 not_found_error, 429
+// rate_limit_error, 503 overloaded_error, other 5xx api_error), with
+// messages naming the field at fault.
 //
 // # Faults
 //

@@ -34,7 +34,8 @@ type Faults struct {
 	// once it has produced this many tokens (mid-stream for SSE).
 	DieAfterTokens int
 	// CompletionsStatus, if nonzero (400–599), fails every completion with
-	// this status and an OpenAI-style error body.
+	// this status and the API's error body (OpenAI's, or Anthropic's on
+	// /v1/messages).
 	CompletionsStatus int
 }
 

@@ -15,6 +15,8 @@ func (i *Instance) routes(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/completions", i.handleGenerate(false))
 	mux.HandleFunc("POST /v1/chat/completions", i.handleGenerate(true))
+	mux.HandleFunc("POST /v1/messages", i.handleMessages)
+	mux.HandleFunc("POST /v1/messages/count_tokens", i.handleCountTokens)
 	mux.HandleFunc("GET /v1/models", i.handleModels)
 	mux.HandleFunc("POST /v1/load_lora_adapter", i.handleLoadLoRA)
 	mux.HandleFunc("POST /v1/unload_lora_adapter", i.handleUnloadLoRA)
@@ -35,32 +37,51 @@ const EndpointHeader = "x-openepp-sim-endpoint"
 // /v1/chat/completions.
 func (i *Instance) handleGenerate(chat bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(EndpointHeader, i.addr)
-		if id := r.Header.Get("x-request-id"); id != "" {
-			w.Header().Set("x-request-id", id)
-		}
-		if status := i.Faults().CompletionsStatus; status != 0 {
-			writeAPIError(w, &apiError{status: status, typ: "InternalServerError", msg: "simulated failure"})
-			return
-		}
-		g, aerr := i.parseGenerate(w, r, chat)
-		if aerr != nil {
-			writeAPIError(w, aerr)
-			return
-		}
-		c, err := i.drv.submit(g.prompts, g.maxTokens, g.lora, g.kv.remotePrefill)
-		if err != nil {
-			writeAPIError(w, engineError(err))
+		parse := func() (genRequest, *apiError) { return i.parseGenerate(w, r, chat) }
+		g, c, ok := i.startCall(w, r, parse, writeAPIError)
+		if !ok {
 			return
 		}
 		defer i.drv.cancel(c)
-		i.countKVTransfer(g.kv)
 		rs := newResponseState(i, g, c)
 		if g.stream {
 			i.stream(w, r, rs)
 			return
 		}
 		i.respond(w, r, rs)
+	}
+}
+
+// startCall runs what every generating API does before answering: the
+// completions fault, parsing, and submitting to the engine. When it returns
+// false it has answered with an error through fail; otherwise the caller
+// owns the call and must cancel it.
+func (i *Instance) startCall(w http.ResponseWriter, r *http.Request, parse func() (genRequest, *apiError),
+	fail func(http.ResponseWriter, *apiError)) (genRequest, *call, bool) {
+	i.setAnswerHeaders(w, r)
+	if status := i.Faults().CompletionsStatus; status != 0 {
+		fail(w, &apiError{status: status, typ: "InternalServerError", msg: "simulated failure"})
+		return genRequest{}, nil, false
+	}
+	g, aerr := parse()
+	if aerr != nil {
+		fail(w, aerr)
+		return genRequest{}, nil, false
+	}
+	c, err := i.drv.submit(g.prompts, g.maxTokens, g.lora, g.kv.remotePrefill)
+	if err != nil {
+		fail(w, engineError(err))
+		return genRequest{}, nil, false
+	}
+	i.countKVTransfer(g.kv)
+	return g, c, true
+}
+
+// setAnswerHeaders names the answering instance and echoes the request ID.
+func (i *Instance) setAnswerHeaders(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(EndpointHeader, i.addr)
+	if id := r.Header.Get("x-request-id"); id != "" {
+		w.Header().Set("x-request-id", id)
 	}
 }
 
@@ -78,21 +99,29 @@ func (i *Instance) wait(r *http.Request, c *call) bool {
 
 // respond answers a non-streaming request once every choice is complete.
 func (i *Instance) respond(w http.ResponseWriter, r *http.Request, rs *responseState) {
+	if i.awaitDone(w, r, rs, writeAPIError) {
+		writeJSON(w, http.StatusOK, rs.final())
+	}
+}
+
+// awaitDone waits until every choice is complete. False means there is
+// nothing more to answer: the die fault closed the connection, or the
+// client left or the server is shutting down (reported through fail).
+func (i *Instance) awaitDone(w http.ResponseWriter, r *http.Request, rs *responseState, fail func(http.ResponseWriter, *apiError)) bool {
 	for {
 		done := i.drv.snapshot(rs.call, rs.seen)
 		if die := i.Faults().DieAfterTokens; die > 0 && rs.produced() >= die {
 			abortConnection(w)
-			return
+			return false
 		}
 		if done {
-			break
+			return true
 		}
 		if !i.wait(r, rs.call) {
-			writeAPIError(w, &apiError{status: http.StatusServiceUnavailable, typ: "ServiceUnavailableError", msg: "server shutting down"})
-			return
+			fail(w, &apiError{status: http.StatusServiceUnavailable, typ: "ServiceUnavailableError", msg: "server shutting down"})
+			return false
 		}
 	}
-	writeJSON(w, http.StatusOK, rs.final())
 }
 
 // stream answers with server-sent events: one chunk per token, then the
@@ -109,7 +138,7 @@ func (i *Instance) stream(w http.ResponseWriter, r *http.Request, rs *responseSt
 	written := 0
 	for {
 		done := i.drv.snapshot(rs.call, rs.seen)
-		if !i.writeTokens(w, rs, &written) {
+		if !i.writeTokens(w, rs, &written, func(j int) bool { return writeEvent(w, rs.tokenChunk(j)) }) {
 			return
 		}
 		if rc.Flush() != nil {
@@ -129,14 +158,15 @@ func (i *Instance) stream(w http.ResponseWriter, r *http.Request, rs *responseSt
 	_ = rc.Flush()
 }
 
-// writeTokens streams the tokens of the latest snapshot not yet sent,
-// counting them in written; false means stop (the client is gone, or the
-// die-mid-stream fault fired and the connection is closed).
-func (i *Instance) writeTokens(w http.ResponseWriter, rs *responseState, written *int) bool {
+// writeTokens streams the tokens of the latest snapshot not yet sent, each
+// through emit (which sends token rs.sent[j] of choice j), counting them in
+// written; false means stop (the client is gone, or the die-mid-stream
+// fault fired and the connection is closed).
+func (i *Instance) writeTokens(w http.ResponseWriter, rs *responseState, written *int, emit func(j int) bool) bool {
 	for j := range rs.seen {
 		for rs.sent[j] < rs.seen[j].tokens {
 			rs.sent[j]++
-			if !writeEvent(w, rs.tokenChunk(j)) {
+			if !emit(j) {
 				return false
 			}
 			*written++

@@ -209,10 +209,19 @@ func parseMessages(raw json.RawMessage) ([][]uint32, error) {
 		if err != nil {
 			return nil, fmt.Errorf("messages[%d].content: %w", j, err)
 		}
-		fmt.Fprintf(&b, "<|im_start|>%s\n%s<|im_end|>\n", m.Role, text)
+		writeChatTurn(&b, m.Role, text)
 	}
-	b.WriteString("<|im_start|>assistant\n")
+	b.WriteString(chatGenerationPrompt)
 	return [][]uint32{tokenize.Append(nil, b.String())}, nil
+}
+
+// chatGenerationPrompt ends every rendered chat: the assistant's turn.
+const chatGenerationPrompt = "<|im_start|>assistant\n"
+
+// writeChatTurn renders one message of the chat template; the Anthropic
+// path uses it too, so both APIs render a conversation alike.
+func writeChatTurn(b *strings.Builder, role, text string) {
+	fmt.Fprintf(b, "<|im_start|>%s\n%s<|im_end|>\n", role, text)
 }
 
 // messageText accepts a string, null, or a list of text parts.
