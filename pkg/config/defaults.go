@@ -14,6 +14,7 @@ const (
 	coreMetricsExtractor   = "core-metrics-extractor"
 	utilizationDetector    = "utilization-detector"
 	openAIParser           = "openai-parser"
+	anthropicParser        = "anthropic-parser"
 	fcfsOrderingPolicy     = "fcfs-ordering-policy"
 	globalStrictFairness   = "global-strict-fairness-policy"
 	staticUsageLimitPolicy = "static-usage-limit-policy"
@@ -50,7 +51,10 @@ var companions = []companion{{
 //  6. flow control: bands default to global-strict-fairness-policy and
 //     fcfs-ordering-policy, usage limits to static-usage-limit-policy, and
 //     these three always exist when flow control is configured;
-//  7. the parser defaults to openai-parser;
+//  7. the parser defaults to openai-parser (GIE), or to openai-parser and
+//     anthropic-parser in an empty requestHandler.parsers (llm-d); either
+//     way, with no parser named, an anthropic-parser instance exists too, so
+//     /v1/messages is parsed unless a config names its parsers without it;
 //  8. the saturation detector defaults to utilization-detector;
 //  9. an absent dataLayer gets metrics-data-source + core-metrics-extractor
 //     (a present one too when injectDefaults is in effect and it has no
@@ -180,13 +184,14 @@ func defaultFlowControl(cfg *Config) {
 func defaultParser(cfg *Config) {
 	switch {
 	case cfg.RequestHandler != nil && len(cfg.RequestHandler.Parsers) == 0:
-		cfg.RequestHandler.Parsers = []PluginRef{{PluginRef: openAIParser}}
+		cfg.RequestHandler.Parsers = []PluginRef{{PluginRef: openAIParser}, {PluginRef: anthropicParser}}
 	case cfg.RequestHandler == nil && cfg.Parser == nil:
 		cfg.Parser = &PluginRef{PluginRef: openAIParser}
 	default:
 		return
 	}
 	ensure(cfg, openAIParser, fromOptionalDefault)
+	ensure(cfg, anthropicParser, fromOptionalDefault)
 }
 
 func defaultSaturationDetector(cfg *Config) {

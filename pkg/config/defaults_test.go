@@ -89,6 +89,7 @@ func flowControlSummary(f *FlowControl) []string {
 // sections itself.
 var optionalDefaults = []string{
 	"plugin openai-parser: openai-parser",
+	"plugin anthropic-parser: anthropic-parser",
 	"plugin utilization-detector: utilization-detector",
 }
 
@@ -169,7 +170,8 @@ dataLayer: {injectDefaults: false}
 		"plugin fcfs-ordering-policy: fcfs-ordering-policy",
 		"plugin static-usage-limit-policy: static-usage-limit-policy",
 		"plugin openai-parser: openai-parser",
-		"requestHandler.parsers: openai-parser",
+		"plugin anthropic-parser: anthropic-parser",
+		"requestHandler.parsers: openai-parser,anthropic-parser",
 		"dataLayer: no sources",
 		"flowControl.usageLimitPolicyPluginRef: static-usage-limit-policy",
 		"flowControl.saturationDetector: concurrency-detector",

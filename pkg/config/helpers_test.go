@@ -173,6 +173,7 @@ var testTypes = map[string]maker{
 	"utilization-detector":          mkDetector,
 	"concurrency-detector":          mkDetector,
 	"openai-parser":                 mkPlain,
+	"anthropic-parser":              mkPlain,
 	"passthrough-parser":            mkPlain,
 	"fcfs-ordering-policy":          mkOrdering,
 	"edf-ordering-policy":           mkOrdering,

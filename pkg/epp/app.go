@@ -82,7 +82,7 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	a.background = append(a.background, scraper, seriesPruner{a.store, a.metrics})
 	opts := server.Options{
 		MaxRequestBodyBytes: f.MaxRequestBodyBytes, DisableSubsetFilter: f.DisableSubsetFilter,
-		EmitEndpointScores: f.EmitEndpointScores, Passthrough: passthrough(built), Log: log.WithName("server"), Metrics: a.metrics,
+		EmitEndpointScores: f.EmitEndpointScores, Unparsed: unparsedAPIs(built), Log: log.WithName("server"), Metrics: a.metrics,
 	}
 	if f.compat.grpcStreamMetrics {
 		opts.Streams = server.NewStreamMetrics(reg)

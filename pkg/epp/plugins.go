@@ -12,6 +12,7 @@ import (
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/metrics"
 	"github.com/openepp/openepp/pkg/plugins"
+	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -212,13 +213,16 @@ func (r replacingRegisterer) MustRegister(cs ...prometheus.Collector) {
 	}
 }
 
-// passthrough reports whether the config names only passthrough parsers.
-func passthrough(b *config.Built) bool {
+// unparsedAPIs returns the API families no configured parser covers; a
+// config without parsers (none after defaulting) parses every family.
+func unparsedAPIs(b *config.Built) request.APISet {
 	parsers := config.Instances[*plugins.Parser](b)
-	for _, p := range parsers {
-		if !p.Passthrough() {
-			return false
-		}
+	if len(parsers) == 0 {
+		return 0
 	}
-	return len(parsers) > 0
+	covered := request.APISet(0)
+	for _, p := range parsers {
+		covered |= p.Covers()
+	}
+	return request.AllAPIs &^ covered
 }

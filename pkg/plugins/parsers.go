@@ -3,14 +3,18 @@ package plugins
 import (
 	"encoding/json"
 
+	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
-// Parser plugin types of upstream configs. OpenEPP's server parses OpenAI
-// bodies itself (by path); naming only the passthrough parser switches body
-// parsing off, so every request is routed on load alone.
+// Parser plugin types of upstream configs. OpenEPP's server parses bodies
+// itself, choosing the API by path; the configured parsers say which API
+// families it parses. A request of a family no configured parser covers is
+// routed on load alone, as an unknown path is; naming only the passthrough
+// parser switches body parsing off.
 const (
 	OpenAIParserType      = "openai-parser"
+	AnthropicParserType   = "anthropic-parser"
 	PassthroughParserType = "passthrough-parser"
 )
 
@@ -19,8 +23,16 @@ type Parser struct {
 	name scheduler.TypedName
 }
 
-// Passthrough reports whether this parser leaves bodies unparsed.
-func (p *Parser) Passthrough() bool { return p.name.Type == PassthroughParserType }
+// Covers returns the APIs whose bodies this parser reads.
+func (p *Parser) Covers() request.APISet {
+	switch p.name.Type {
+	case OpenAIParserType:
+		return request.OpenAIAPIs
+	case AnthropicParserType:
+		return request.AnthropicAPIs
+	}
+	return 0
+}
 
 // TypedName implements scheduler.Plugin.
 func (p *Parser) TypedName() scheduler.TypedName { return p.name }
@@ -38,7 +50,9 @@ func parserFactory(typ string) scheduler.Factory {
 func parserRegistrations() []scheduler.Registration {
 	return []scheduler.Registration{
 		{Type: OpenAIParserType, Factory: parserFactory(OpenAIParserType), Params: struct{}{},
-			Summary: "Parses OpenAI completions, chat, responses and embeddings bodies (the default)."},
+			Summary: "Parses OpenAI completions, chat, responses, embeddings and conversations bodies (a default)."},
+		{Type: AnthropicParserType, Factory: parserFactory(AnthropicParserType), Params: struct{}{},
+			Summary: "Parses Anthropic Messages bodies (/v1/messages, as vLLM and SGLang serve it): the system prompt, without Claude Code's per-request billing block, then the messages are what prefix matching hashes (a default)."},
 		{Type: PassthroughParserType, Factory: parserFactory(PassthroughParserType), Params: struct{}{},
 			Summary: "Leaves bodies unparsed; requests are routed without prompt-aware scoring."},
 	}

@@ -1,8 +1,9 @@
-// Package request parses OpenAI-style inference request bodies (completions,
-// chat completions, responses, embeddings) and the token usage reported in
-// responses, doing as little work per byte as correctness allows: the body is
-// validated once, then only the few small fields the EPP needs are decoded;
-// the prompt is kept as a slice of the original bytes.
+// Package request parses inference request bodies (OpenAI completions, chat
+// completions, responses, embeddings, conversations; Anthropic messages) and
+// the token usage reported in responses, doing as little work per byte as
+// correctness allows: the body is validated once, then only the few small
+// fields the EPP needs are decoded; the prompt is kept as a slice of the
+// original bytes where the API puts it in one member.
 package request
 
 import (
@@ -13,7 +14,7 @@ import (
 	"strings"
 )
 
-// API is the OpenAI API a request targets, chosen by its path.
+// API is the inference API a request targets, chosen by its path.
 type API int
 
 // The APIs the EPP understands. Other is any path it does not: such requests
@@ -25,9 +26,12 @@ const (
 	Responses
 	Embeddings
 	Conversations
+	// Messages is Anthropic's Messages API (/v1/messages), which vLLM and
+	// SGLang serve beside the OpenAI ones.
+	Messages
 )
 
-var apiNames = [...]string{"other", "completions", "chat-completions", "responses", "embeddings", "conversations"}
+var apiNames = [...]string{"other", "completions", "chat-completions", "responses", "embeddings", "conversations", "messages"}
 
 func (a API) String() string {
 	if int(a) < len(apiNames) {
@@ -37,7 +41,33 @@ func (a API) String() string {
 }
 
 // promptField is the body member carrying the prompt for each API.
-var promptField = [...]string{Other: "", Completions: "prompt", ChatCompletions: "messages", Responses: "input", Embeddings: "input", Conversations: "items"}
+var promptField = [...]string{Other: "", Completions: "prompt", ChatCompletions: "messages", Responses: "input", Embeddings: "input", Conversations: "items", Messages: "messages"}
+
+// APISet is a set of APIs.
+type APISet uint32
+
+// SetOf returns the set holding apis.
+func SetOf(apis ...API) APISet {
+	var s APISet
+	for _, a := range apis {
+		s |= 1 << a
+	}
+	return s
+}
+
+// Has reports whether a is in the set.
+func (s APISet) Has(a API) bool { return s&(1<<a) != 0 }
+
+// The API families a parser plugin covers.
+var (
+	OpenAIAPIs    = SetOf(Completions, ChatCompletions, Responses, Embeddings, Conversations)
+	AnthropicAPIs = SetOf(Messages)
+	AllAPIs       = OpenAIAPIs | AnthropicAPIs
+)
+
+// IsAnthropic reports whether the API speaks Anthropic's wire format
+// (request, usage and error shapes) rather than OpenAI's.
+func (a API) IsAnthropic() bool { return a == Messages }
 
 // APIForPath maps a request path (query string ignored) to its API by
 // suffix, so "/v1/chat/completions" and "/openai/v1/chat/completions" agree.
@@ -57,6 +87,8 @@ func APIForPath(path string) API {
 		return Embeddings
 	case strings.HasSuffix(path, "/conversations"):
 		return Conversations
+	case strings.HasSuffix(path, "/messages"):
+		return Messages
 	}
 	return Other
 }
@@ -82,11 +114,16 @@ type Body struct {
 	// Prompt is the raw JSON of the field carrying the prompt ("prompt",
 	// "messages", "input" or "items"); it aliases Raw and is what prefix
 	// matching hashes, so equal prompt prefixes give equal byte prefixes.
+	// For Anthropic messages with a system prompt it is a new buffer: the
+	// system prompt (without per-request billing blocks) then the messages,
+	// in the order the chat template renders them.
 	Prompt []byte
 	// Raw is the complete body as received.
 	Raw []byte
 
-	model span
+	model  span
+	prompt span
+	system span
 }
 
 // EstimatedPromptTokens approximates the prompt length in tokens (4 bytes per
@@ -118,6 +155,11 @@ func Parse(api API, raw []byte) (*Body, error) {
 	if err := b.checkPrompt(); err != nil {
 		return nil, err
 	}
+	if b.API == Messages {
+		if err := b.joinSystem(); err != nil {
+			return nil, err
+		}
+	}
 	return b, nil
 }
 
@@ -147,7 +189,9 @@ func (b *Body) readMembers(raw []byte) error {
 		case "max_tokens", "max_completion_tokens", "max_output_tokens":
 			err = decodeField(string(key), val, &b.MaxTokens)
 		case field:
-			b.Prompt = val
+			b.prompt, b.Prompt = v, val
+		case "system":
+			b.system = v
 		}
 	})
 	if scanErr != nil {
@@ -175,7 +219,7 @@ func (b *Body) checkPrompt() error {
 	}
 	switch p[0] {
 	case '"':
-		if b.API == ChatCompletions || b.API == Conversations {
+		if b.API == ChatCompletions || b.API == Conversations || b.API == Messages {
 			return fmt.Errorf("%w: field %q must be an array", ErrMalformed, field)
 		}
 	case '[':

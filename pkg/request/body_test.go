@@ -1,6 +1,7 @@
 package request
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -133,11 +134,16 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"model":"m","prompt":"x"}`))
 	f.Add([]byte(`{"model":"m","messages":[{"a":"}"}]}`))
 	f.Add([]byte(`{"a":"\\\"","model":"m","prompt":["\u00e9"]}`))
+	f.Add([]byte(`{"model":"m","system":[{"type":"text","text":"x-anthropic-billing-header: a"},{"text":"s"}],"messages":[{"role":"user","content":"q"}]}`))
+	f.Add([]byte(`{"model":"m","system":"s","messages":[1]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, api := range []API{Other, Completions, ChatCompletions, Responses} {
+		for _, api := range []API{Other, Completions, ChatCompletions, Responses, Messages} {
 			b, err := Parse(api, data)
 			if err == nil && api != Other && (b.Model == "" || len(b.Prompt) == 0) {
 				t.Fatalf("accepted body without model or prompt: %q", data)
+			}
+			if err == nil && api == Messages && !bytes.HasSuffix(b.Prompt, data[b.prompt.start:b.prompt.end]) {
+				t.Fatalf("messages prompt %q does not end with the messages member of %q", b.Prompt, data)
 			}
 			if err == nil {
 				_ = b.WithModel("x")

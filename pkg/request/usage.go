@@ -14,8 +14,9 @@ type Usage struct {
 	CachedTokens int
 }
 
-// wireUsage accepts both Chat/Completions and Responses field names, plus
-// the "prompt_token_details" misspelling some servers and GIE v1.5.0 use.
+// wireUsage accepts the Chat/Completions, Responses and Anthropic Messages
+// field names, plus the "prompt_token_details" misspelling some servers and
+// GIE v1.5.0 use.
 type wireUsage struct {
 	PromptTokens        int            `json:"prompt_tokens"`
 	CompletionTokens    int            `json:"completion_tokens"`
@@ -25,6 +26,11 @@ type wireUsage struct {
 	PromptTokensDetails *cachedDetails `json:"prompt_tokens_details"`
 	PromptTokenDetails  *cachedDetails `json:"prompt_token_details"`
 	InputTokensDetails  *cachedDetails `json:"input_tokens_details"`
+	// Anthropic counts cache reads and writes apart from input_tokens, so
+	// the prompt is their sum (vLLM reports the whole prompt as
+	// input_tokens and sends neither, which sums the same).
+	CacheReadInputTokens     int `json:"cache_read_input_tokens"`
+	CacheCreationInputTokens int `json:"cache_creation_input_tokens"`
 }
 
 type cachedDetails struct {
@@ -33,9 +39,10 @@ type cachedDetails struct {
 
 func (w *wireUsage) usage() Usage {
 	u := Usage{
-		PromptTokens:     w.PromptTokens + w.InputTokens,
+		PromptTokens:     w.PromptTokens + w.InputTokens + w.CacheReadInputTokens + w.CacheCreationInputTokens,
 		CompletionTokens: w.CompletionTokens + w.OutputTokens,
 		TotalTokens:      w.TotalTokens,
+		CachedTokens:     w.CacheReadInputTokens,
 	}
 	for _, d := range []*cachedDetails{w.PromptTokensDetails, w.InputTokensDetails, w.PromptTokenDetails} {
 		if d != nil && d.CachedTokens > 0 {
@@ -50,8 +57,9 @@ func (w *wireUsage) usage() Usage {
 }
 
 // ParseUsage reads "usage" from a JSON response body: top level (chat,
-// completions, embeddings, responses) or under "response" (a Responses API
-// streaming event). It decodes only that member.
+// completions, embeddings, responses, Anthropic messages and message_delta
+// events) or under "response" (a Responses API streaming event) or
+// "message" (Anthropic's message_start event). It decodes only that member.
 func ParseUsage(body []byte) (Usage, bool) {
 	if !bytes.Contains(body, []byte(`"usage"`)) || !validOK(body) {
 		return Usage{}, false
@@ -62,7 +70,7 @@ func ParseUsage(body []byte) (Usage, bool) {
 		switch string(key) {
 		case "usage":
 			found = v
-		case "response":
+		case "response", "message":
 			nested = v
 		}
 	})
@@ -147,8 +155,19 @@ func (s *StreamUsage) line(line []byte) {
 		return // "[DONE]" and keep-alives
 	}
 	if u, ok := ParseUsage(payload); ok {
-		s.usage, s.found = u, true
+		s.merge(u)
 	}
+}
+
+// merge keeps the latest usage, except that a report without prompt tokens
+// keeps the prompt counts seen before: Anthropic streams give the prompt in
+// message_start and only the output count in the final message_delta.
+func (s *StreamUsage) merge(u Usage) {
+	if u.PromptTokens == 0 && s.found {
+		u.PromptTokens, u.CachedTokens = s.usage.PromptTokens, s.usage.CachedTokens
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	}
+	s.usage, s.found = u, true
 }
 
 // Usage returns the last usage seen in the stream.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"maps"
 	"net/http"
 	"slices"
@@ -111,18 +112,51 @@ func trailersResponse(requestSide bool) *extprocv3.ProcessingResponse {
 }
 
 // immediateResponse ends the HTTP request at the proxy with code and a body
-// saying what went wrong.
-func immediateResponse(code int, reason, msg string) *extprocv3.ProcessingResponse {
+// saying what went wrong: plain text, or for an Anthropic client the JSON
+// error its SDK decodes.
+func immediateResponse(code int, reason, msg string, anthropic bool) *extprocv3.ProcessingResponse {
+	contentType, body := "text/plain; charset=utf-8", []byte(http.StatusText(code)+": "+msg+"\n")
+	if anthropic {
+		contentType, body = "application/json", anthropicError(code, msg)
+	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
 		ImmediateResponse: &extprocv3.ImmediateResponse{
 			Status: &typev3.HttpStatus{Code: typev3.StatusCode(code)},
 			Headers: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
-				setHeader("content-type", "text/plain; charset=utf-8"),
+				setHeader("content-type", contentType),
 				setHeader(DroppedReasonHeader, reason),
 				setHeader(LLMDDroppedReasonHeader, reason),
 			}},
-			Body:    []byte(http.StatusText(code) + ": " + msg + "\n"),
+			Body:    body,
 			Details: "openepp_" + strings.ReplaceAll(reason, "-", "_"),
 		},
 	}}
+}
+
+// anthropicError is the Messages API's error body; its type follows the
+// status as Anthropic's API assigns them, so clients retry what they should.
+func anthropicError(code int, msg string) []byte {
+	typ := "api_error"
+	switch code {
+	case http.StatusBadRequest:
+		typ = "invalid_request_error"
+	case http.StatusNotFound:
+		typ = "not_found_error"
+	case http.StatusRequestEntityTooLarge:
+		typ = "request_too_large"
+	case http.StatusTooManyRequests:
+		typ = "rate_limit_error"
+	case http.StatusServiceUnavailable:
+		typ = "overloaded_error"
+	}
+	var e struct {
+		Type  string `json:"type"`
+		Error struct {
+			Type    string `json:"type"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	e.Type, e.Error.Type, e.Error.Message = "error", typ, msg
+	b, _ := json.Marshal(e)
+	return b
 }

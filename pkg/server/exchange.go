@@ -119,9 +119,9 @@ func (x *exchange) onRequestHeaders(h *extprocv3.HttpHeaders, md map[string]*str
 		x.headers[RequestIDHeader] = x.generatedID
 	}
 	x.startTrace()
-	x.api = request.Other
-	if !x.srv.opts.Passthrough {
-		x.api = request.APIForPath(x.path())
+	x.api = request.APIForPath(x.path())
+	if x.srv.opts.Unparsed.Has(x.api) {
+		x.api = request.Other
 	}
 	if answered, err := x.respond(); answered || err != nil {
 		return answered, err
@@ -195,7 +195,7 @@ func (x *exchange) reject(err error) (bool, error) {
 		x.srv.log.V(1).Info("request rejected", "requestID", x.headers[RequestIDHeader], "status", code, "reason", err.Error())
 	}
 	x.phase = finished
-	return true, x.send(immediateResponse(code, reason, err.Error()))
+	return true, x.send(immediateResponse(code, reason, err.Error(), request.APIForPath(x.path()).IsAnthropic()))
 }
 
 func (x *exchange) send(resp *extprocv3.ProcessingResponse) error {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -56,10 +57,12 @@ type Options struct {
 	// EmitEndpointScores adds each candidate's score to the envoy.lb
 	// metadata under x-gateway-destination-endpoint-scores.
 	EmitEndpointScores bool
-	// Passthrough skips body parsing: every request is routed without
-	// prompt-aware scoring (the passthrough-parser).
-	Passthrough bool
-	Objectives  Objectives
+	// Unparsed names the APIs whose bodies are not parsed (no configured
+	// parser covers them): their requests are routed without prompt-aware
+	// scoring, as paths the EPP does not know are. request.AllAPIs is the
+	// passthrough-parser alone.
+	Unparsed   request.APISet
+	Objectives Objectives
 	// Rewrites, when set, override the model-name rewrite header with a
 	// matching rule; responses get the client's model name back.
 	Rewrites Rewrites

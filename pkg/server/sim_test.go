@@ -79,6 +79,43 @@ func TestEndToEndWithSimulators(t *testing.T) {
 	}
 }
 
+// TestMessagesEndToEndWithSimulators is TestEndToEndWithSimulators for
+// Anthropic's Messages API: the simulator's bytes reach the client
+// unchanged, the plugins see the usage it reported (from message_start and
+// message_delta when streamed), and the next turn of the conversation,
+// pinned to the first endpoint, reads the shared prefix from its cache even
+// though Claude Code's billing block changed.
+func TestMessagesEndToEndWithSimulators(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("integration test: skipped with -short")
+	}
+	_, specs := startSims(t, 3)
+	h := start(t, setup{endpoints: specs})
+	httpc := &http.Client{Transport: &http.Transport{}, Timeout: testTimeout}
+	t.Cleanup(httpc.CloseIdleConnections)
+	turns := []any{map[string]any{"role": "user", "content": strings.Repeat("Explain prefix caching in detail. ", 20)}}
+	var first string
+	for i, stream := range []bool{false, true} {
+		system := []map[string]any{
+			{"type": "text", "text": fmt.Sprintf("x-anthropic-billing-header: cc_version=2.1; cch=%04x;", i)},
+			{"type": "text", "text": "You are a careful assistant."},
+		}
+		body := map[string]any{"model": testModel, "max_tokens": 6, "system": system, "messages": turns, "stream": stream}
+		req := post("/v1/messages", mustJSON(body), "x-request-id", uuid.NewString())
+		if stream {
+			req.FilterMetadata = map[string]map[string]any{server.SubsetNamespace: {server.SubsetKey: []string{first}}}
+		}
+		got := proxyExchange(t, h, httpc, req)
+		if stream && got.Usage.CachedTokens == 0 {
+			t.Errorf("second turn on %s reported no cached tokens: %+v", got.Served, got.Usage)
+		}
+		first = got.Served
+		turns = append(turns, map[string]any{"role": "assistant", "content": "It reuses KV blocks."},
+			map[string]any{"role": "user", "content": "And across servers?"})
+	}
+}
+
 // proxyExchange plays one exchange with the simulator chosen by the server
 // as upstream and returns what the plugins saw at ResponseComplete.
 func proxyExchange(t *testing.T, h *harness, httpc *http.Client, req extproc.Request) scheduler.Response {
@@ -190,9 +227,16 @@ func collectBody(ctx context.Context, s *extproc.Stream) ([]byte, error) {
 }
 
 // usageOf decodes the usage the simulator reported, independently of the
-// server's parser: the JSON body's, or the SSE event's that carries one.
+// server's parser: the JSON body's, or the SSE event's that carries one;
+// for Anthropic's format, the prompt from message_start (input plus cache
+// reads) and the output from the last message_delta.
 func usageOf(t *testing.T, body []byte) request.Usage {
 	t.Helper()
+	type anthropicUsage struct {
+		Input     *int `json:"input_tokens"`
+		CacheRead int  `json:"cache_read_input_tokens"`
+		Output    int  `json:"output_tokens"`
+	}
 	type wire struct {
 		Usage *struct {
 			Prompt     int `json:"prompt_tokens"`
@@ -201,10 +245,14 @@ func usageOf(t *testing.T, body []byte) request.Usage {
 			Details    struct {
 				Cached int `json:"cached_tokens"`
 			} `json:"prompt_tokens_details"`
+			anthropicUsage
 		} `json:"usage"`
+		Message struct {
+			Usage *anthropicUsage `json:"usage"`
+		} `json:"message"`
 	}
 	docs := [][]byte{body}
-	if bytes.HasPrefix(body, []byte("data: ")) {
+	if bytes.HasPrefix(body, []byte("data: ")) || bytes.HasPrefix(body, []byte("event: ")) {
 		docs = nil
 		sc := bufio.NewScanner(bytes.NewReader(body))
 		for sc.Scan() {
@@ -213,14 +261,33 @@ func usageOf(t *testing.T, body []byte) request.Usage {
 			}
 		}
 	}
+	var anthropic *request.Usage
 	for _, doc := range docs {
 		var w wire
 		if err := json.Unmarshal(doc, &w); err != nil {
 			t.Fatalf("simulator sent invalid JSON %q: %v", doc, err)
 		}
+		a := w.Message.Usage
 		if u := w.Usage; u != nil {
-			return request.Usage{PromptTokens: u.Prompt, CompletionTokens: u.Completion, TotalTokens: u.Total, CachedTokens: u.Details.Cached}
+			if u.Input == nil && u.Output == 0 {
+				return request.Usage{PromptTokens: u.Prompt, CompletionTokens: u.Completion, TotalTokens: u.Total, CachedTokens: u.Details.Cached}
+			}
+			a = &u.anthropicUsage
 		}
+		if a == nil {
+			continue
+		}
+		if anthropic == nil {
+			anthropic = &request.Usage{}
+		}
+		if a.Input != nil {
+			anthropic.PromptTokens, anthropic.CachedTokens = *a.Input+a.CacheRead, a.CacheRead
+		}
+		anthropic.CompletionTokens = a.Output
+		anthropic.TotalTokens = anthropic.PromptTokens + anthropic.CompletionTokens
+	}
+	if anthropic != nil {
+		return *anthropic
 	}
 	t.Fatalf("simulator response carries no usage: %q", body)
 	return request.Usage{}
