@@ -3,8 +3,9 @@
 // http.Handler in front of a decode model server that runs a request's
 // prefill on the endpoint the EPP named.
 //
-// A POST to /v1/completions or /v1/chat/completions carrying the request
-// header x-prefiller-host-port: <host:port> is served in three steps:
+// A POST to /v1/completions, /v1/chat/completions or /v1/messages (vLLM's
+// Anthropic endpoint) carrying the request header x-prefiller-host-port:
+// <host:port> is served in three steps:
 //
 //  1. The request is sent to http://<host:port> on the same path, as a
 //     prefill: max_tokens 1 (and max_completion_tokens 1 if the request set

@@ -42,8 +42,10 @@ const (
 	DefaultMaxBodyBytes   = 32 << 20 // as the simulator's request limit
 )
 
-// disaggregatedPaths are the APIs whose prefill can run elsewhere.
-var disaggregatedPaths = []string{"/v1/completions", "/v1/chat/completions"}
+// disaggregatedPaths are the APIs whose prefill can run elsewhere. vLLM's
+// Anthropic Messages endpoint takes and answers kv_transfer_params as its
+// chat endpoint does, so the same prefill request works for it.
+var disaggregatedPaths = []string{"/v1/completions", "/v1/chat/completions", "/v1/messages"}
 
 // Options configure a Handler.
 type Options struct {
