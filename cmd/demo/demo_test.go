@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -113,6 +114,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	if !strings.Contains(strings.Join(simPorts, ","), served) || served == "" {
 		t.Errorf("served endpoint %q is not one of the simulated servers %v", served, simPorts)
 	}
+	checkAgentConversation(t, d)
 
 	_ = d.cmd.Process.Signal(syscall.SIGINT)
 	select {
@@ -205,6 +207,50 @@ func sendCompletion(t *testing.T, url string) string {
 			t.Fatalf("gateway never answered: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// checkAgentConversation plays a three-turn Anthropic Messages
+// conversation through the gateway as Claude Code sends it (a billing block
+// with a new hash in every request's system prompt, the last turn
+// streamed): every turn is answered in Anthropic's format, and the later
+// turns follow the first to the server holding its prefix.
+func checkAgentConversation(t *testing.T, d *demoRun) {
+	t.Helper()
+	type turn struct {
+		Role    string `json:"role"`
+		Content string `json:"content"`
+	}
+	convo := []turn{{"user", strings.Repeat("Refactor the scheduler package and explain each step. ", 30)}}
+	var first string
+	for i := range 3 {
+		body, _ := json.Marshal(map[string]any{
+			"model": "meta-llama/Llama-3.1-8B-Instruct", "max_tokens": 5, "stream": i == 2, "messages": convo,
+			"system": []map[string]string{
+				{"type": "text", "text": fmt.Sprintf("x-anthropic-billing-header: cc_version=2.1.7; cch=%05d;", 7919*(i+1))},
+				{"type": "text", "text": "You are an interactive coding agent."},
+			},
+		})
+		resp, err := http.Post(d.url("/v1/messages"), "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := `"type":"message"`
+		if i == 2 {
+			want = "event: message_stop"
+		}
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(data), want) {
+			t.Fatalf("turn %d: status %d: %s", i, resp.StatusCode, data)
+		}
+		served := resp.Header.Get("x-gateway-destination-endpoint-served")
+		if i == 0 {
+			first = served
+		} else if served != first {
+			t.Errorf("turn %d served by %s, the conversation's first turn by %s", i, served, first)
+		}
+		convo = append(convo, turn{"assistant", "Done."}, turn{"user", fmt.Sprintf("Now step %d.", i+2)})
 	}
 }
 
