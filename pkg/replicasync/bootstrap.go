@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,13 +33,43 @@ const (
 	bootStopped = "stopped" // Run ended first; not counted
 )
 
+const (
+	// headerStarting marks a snapshot refused because the asked replica is
+	// copying a peer's index itself: what it holds is a partial copy.
+	headerStarting = "X-Replica-Starting"
+	// maxBootstrapPeers bounds the peers a bootstrap remembers to ask.
+	maxBootstrapPeers = 64
+	// retryPause separates asking again the peers that were busy serving
+	// other snapshots or still starting.
+	retryPause = time.Second
+)
+
+// errPeersStarting ends a bootstrap whose every peer was itself starting
+// (replicas started together): none has an index worth copying yet.
+var errPeersStarting = errors.New("every peer that answered is itself copying an index")
+
+// refusal is a peer's 503 to a snapshot request: busy, or starting.
+type refusal struct {
+	starting bool
+	msg      string
+}
+
+func (r *refusal) Error() string { return r.msg }
+
+// peerRef is a peer that answered a greeting as another replica.
+type peerRef struct{ addr, id string }
+
 // bootstrap is the node's one copy of a peer's index.
 type bootstrap struct {
 	found    atomic.Bool
 	answered chan struct{} // closed when the first peer other than this node answers
+	// copying is set while the node copies a peer's index; it refuses to
+	// serve its own meanwhile. ended is set once the bootstrap is over.
+	copying, ended atomic.Bool
 
 	mu     sync.Mutex
-	st     bootstrapState // peer and peerID set before answered is closed
+	peers  []peerRef // that answered, in the order they did
+	st     bootstrapState
 	start  time.Time
 	finish time.Time
 }
@@ -46,8 +77,9 @@ type bootstrap struct {
 // bootstrapState is the bootstrap as State shows it: which peer it copies,
 // what came of it, and how much it applied.
 type bootstrapState struct {
-	Peer       string  `json:"peer,omitempty"`
+	Peer       string  `json:"peer,omitempty"` // the one copied, or being asked
 	PeerID     string  `json:"peerID,omitempty"`
+	Attempts   int     `json:"attempts"` // snapshot requests made
 	Result     string  `json:"result"`
 	Insertions uint64  `json:"insertions"` // applied
 	Blocks     uint64  `json:"blocks"`     // hashes received
@@ -59,20 +91,35 @@ type bootstrapState struct {
 }
 
 // peerAnswered notes that the peer at addr answered a POST as id, another
-// replica: the first such peer is the one the bootstrap copies.
+// replica: the bootstrap asks such peers for a snapshot in the order they
+// answered, moving on when one fails or refuses.
 func (n *Node) peerAnswered(addr, id string) {
-	if !n.opts.Bootstrap || n.boot.found.Load() {
+	b := &n.boot
+	if !n.opts.Bootstrap || b.ended.Load() {
 		return
 	}
-	b := &n.boot
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.found.Load() {
+	if len(b.peers) >= maxBootstrapPeers || slices.ContainsFunc(b.peers, func(p peerRef) bool { return p.id == id }) {
 		return
 	}
-	b.st.Peer, b.st.PeerID = addr, id
-	b.found.Store(true)
-	close(b.answered)
+	b.peers = append(b.peers, peerRef{addr, id})
+	if !b.found.Load() {
+		b.found.Store(true)
+		close(b.answered)
+	}
+}
+
+// nextPeer returns the first peer that answered and is not in tried.
+func (b *bootstrap) nextPeer(tried map[string]bool) (peerRef, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, p := range b.peers {
+		if !tried[p.id] {
+			return p, true
+		}
+	}
+	return peerRef{}, false
 }
 
 // bootstrap waits (at most BootstrapTimeout) for a peer to answer and for
@@ -107,12 +154,12 @@ func (n *Node) bootstrap(ctx context.Context) {
 		}
 	}
 	b.mu.Lock()
-	addr, id := b.st.Peer, b.st.PeerID
 	b.st.Result = bootCopying
 	b.mu.Unlock()
+	b.copying.Store(true)
 	cctx, cancel := context.WithTimeout(ctx, n.opts.BootstrapTimeout)
 	defer cancel()
-	err := n.copySnapshot(cctx, addr, id)
+	err := n.copyFromPeers(cctx)
 	switch {
 	case err == nil:
 		n.endBootstrap(bootDone, nil)
@@ -120,6 +167,8 @@ func (n *Node) bootstrap(ctx context.Context) {
 		n.endBootstrap(bootStopped, err)
 	case errors.Is(err, errTooLarge):
 		n.endBootstrap(bootTooLarge, err)
+	case errors.Is(err, errPeersStarting):
+		n.endBootstrap(bootNoPeer, err)
 	case cctx.Err() != nil:
 		n.endBootstrap(bootTimeout, err)
 	default:
@@ -127,9 +176,65 @@ func (n *Node) bootstrap(ctx context.Context) {
 	}
 }
 
+// copyFromPeers asks the peers that answered, in that order, for a
+// snapshot until one is copied whole. A peer that fails (gone in a rolling
+// update, cut off mid-stream) is not asked again: what it sent stays
+// applied, and the next one's copy goes over it. Peers that refuse because
+// they are busy or starting themselves are asked again after retryPause;
+// when every peer was starting on two rounds, there is nothing to copy.
+func (n *Node) copyFromPeers(ctx context.Context) error {
+	tried := map[string]bool{}
+	var last error
+	for startingRounds := 0; ; {
+		var retry []peerRef
+		allStarting := true
+		for {
+			p, ok := n.boot.nextPeer(tried)
+			if !ok {
+				break
+			}
+			tried[p.id] = true
+			err := n.copySnapshot(ctx, p.addr, p.id)
+			var ref *refusal
+			switch {
+			case err == nil:
+				return nil
+			case errors.Is(err, errTooLarge), ctx.Err() != nil:
+				return err
+			case errors.As(err, &ref):
+				retry = append(retry, p)
+				allStarting = allStarting && ref.starting
+			default:
+				allStarting = false
+			}
+			last = err
+		}
+		if len(retry) == 0 {
+			return last
+		}
+		if allStarting {
+			if startingRounds++; startingRounds == 2 {
+				return fmt.Errorf("%w (last: %v)", errPeersStarting, last)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-time.After(retryPause):
+		}
+		for _, p := range retry {
+			delete(tried, p.id)
+		}
+	}
+}
+
 // copySnapshot asks the peer at addr for its snapshot and applies each
 // frame as it arrives.
 func (n *Node) copySnapshot(ctx context.Context, addr, id string) error {
+	n.boot.mu.Lock()
+	n.boot.st.Peer, n.boot.st.PeerID = addr, id
+	n.boot.st.Attempts++
+	n.boot.mu.Unlock()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+snapshotPath, nil)
 	if err != nil {
 		return err
@@ -144,7 +249,11 @@ func (n *Node) copySnapshot(ctx context.Context, addr, id string) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
+		text := fmt.Sprintf("%s: %s: %s", addr, resp.Status, strings.TrimSpace(string(msg)))
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			return &refusal{starting: resp.Header.Get(headerStarting) != "", msg: text}
+		}
+		return errors.New(text)
 	}
 	if got := resp.Header.Get(headerReplicaID); got != id {
 		return fmt.Errorf("snapshot answered by replica %q, not %q", got, id)
@@ -189,6 +298,8 @@ func (n *Node) applySnapshot(d *decoded, read int64) {
 // logs it once.
 func (n *Node) endBootstrap(result string, err error) {
 	b := &n.boot
+	b.ended.Store(true)
+	b.copying.Store(false)
 	b.mu.Lock()
 	b.finish, b.st.Result = time.Now(), result
 	if err != nil {
@@ -207,17 +318,25 @@ func (n *Node) endBootstrap(result string, err error) {
 	case bootDone:
 		log.Info("copied a peer's prefix index")
 	case bootNoPeer:
+		if err != nil {
+			log.Info("no peer had a prefix index to copy: they are starting too", "reason", err.Error())
+			break
+		}
 		log.Info("no peer answered to copy the prefix index from; starting with an empty index")
 	default:
 		log.Error(err, "abandoned copying a peer's prefix index; carrying on with what was applied")
 	}
 }
 
-// state returns the bootstrap's state; seconds so far while under way.
+// state returns the bootstrap's state; seconds so far while under way, and
+// before the first request the peer it will ask first.
 func (b *bootstrap) state() *bootstrapState {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := b.st
+	if st.Attempts == 0 && len(b.peers) > 0 {
+		st.Peer, st.PeerID = b.peers[0].addr, b.peers[0].id
+	}
 	switch {
 	case !b.finish.IsZero():
 		st.Seconds = b.finish.Sub(b.start).Seconds()

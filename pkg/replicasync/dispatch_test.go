@@ -141,9 +141,11 @@ func TestDispatchesWithInsertions(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("applied dispatches (-published +applied):\n%s", diff)
 	}
-	if p, _ := a.peerState(b.addr()); p.SentDispatches != 2 || p.Sent != 1 {
-		t.Errorf("A's peer state %+v, want 2 dispatches and 1 insertion sent", p)
-	}
+	// A counts a batch once B's answer is back, which can be after B applied it.
+	eventually(t, "A to count 2 dispatches and 1 insertion sent", func() bool {
+		p, _ := a.peerState(b.addr())
+		return p.SentDispatches == 2 && p.Sent == 1
+	})
 }
 
 // TestMixedBatchApplied: one batch holding insertions and dispatches for

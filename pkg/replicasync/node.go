@@ -17,11 +17,12 @@
 // routing hint, so a batch that cannot be sent is dropped and counted, not
 // retried.
 //
-// A node started with Options.Bootstrap also copies, once, the index of
-// the first peer that answers its greeting: it asks that peer for a
+// A node started with Options.Bootstrap also copies, once, the index of a
+// peer: it asks the peers that answered its greeting, in that order, for a
 // snapshot (GET /replicasync/v1/snapshot, streamed frames of batches) and
-// applies it as it arrives, so a replica that restarts, as all do in a
-// rolling update, does not start from an empty index.
+// applies it as it arrives, moving on when one fails or is itself starting,
+// so a replica that restarts, as all do in a rolling update, does not start
+// from an empty index.
 package replicasync
 
 import (
@@ -97,9 +98,8 @@ type Options struct {
 	// MaxBatchBytes is the largest body accepted from a peer (413 beyond);
 	// this node's own batches stay below it too.
 	MaxBatchBytes int
-	// Bootstrap makes the node copy, once, the index of the first peer
-	// other than itself that answers its greeting (see bootstrap.go); off
-	// by default.
+	// Bootstrap makes the node copy, once, the index of a peer other than
+	// itself that answered its greeting (see bootstrap.go); off by default.
 	Bootstrap bool
 	// BootstrapReady, when set, returns once this replica knows its pool's
 	// endpoints (or ctx ended): a snapshot is copied only then, since

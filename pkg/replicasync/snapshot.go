@@ -44,6 +44,12 @@ func (n *Node) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, msg, http.StatusUnauthorized)
 		return
 	}
+	if n.boot.copying.Load() {
+		w.Header().Set(headerStarting, "copying")
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "starting: this replica is copying a peer's index itself; ask another", http.StatusServiceUnavailable)
+		return
+	}
 	select {
 	case n.serving <- struct{}{}:
 		defer func() { <-n.serving }()
