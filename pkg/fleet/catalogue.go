@@ -120,7 +120,7 @@ func multiTurnW6() Workload {
 			Shape: ShapeMultiTurn, Groups: 32, PromptsPerGroup: 8,
 			SystemTokens: 512, QuestionTokens: 64, OutputTokens: 64, Turns: 8,
 		},
-		Ladder: []float64{200, 400, 800, 1200, 1600, 2000, 2400, 3000}, Duration: 10 * time.Second, WarmupRequests: 1024,
+		Ladder: []float64{200, 300, 400, 500, 600, 700, 800, 1000}, Duration: 10 * time.Second, WarmupRequests: 1024,
 		SLO: SLO{TTFT: time.Second, ITL: 25 * time.Millisecond},
 	}
 }
@@ -138,5 +138,31 @@ func agenticW7() Workload {
 		},
 		Ladder: scaledLadder(tokenScale, 0.5, 1, 2, 3, 4, 6, 8, 10), Duration: 60 * time.Second, WarmupRequests: 100,
 		SLO: SLO{TTFT: 2 * time.Second / tokenScale, ITL: 50 * time.Millisecond},
+	}
+}
+
+// agentSessionsW8 is coding-agent traffic as Claude Code sends it to a
+// self-hosted pool: every session starts from the same long system prompt
+// and tool definitions, then grows by a tool result and an answer per
+// request. Token counts are unscaled: what separates one session from
+// another lies beyond the first 20,000 tokens, so scaling them down would
+// move it inside a prefix index's matching window and hide the effect the
+// workload is for.
+func agentSessionsW8() Workload {
+	return Workload{
+		Name: "agent-sessions", ID: "W8",
+		Description: "coding-agent sessions: 48 sessions sharing one 20,000-token system prompt and tools, each growing by a " +
+			"2,000-token tool result and a 250-token answer per request, 16 requests per session",
+		Published: "no published routing result; shape from Claude Code's requests (one long system prompt and tool set " +
+			"for every session, a per-session conversation after it)",
+		Scaling: "unscaled tokens (the matching window is the point); Qwen3-32B TP2 fit; KV sized by the 73 % rule on " +
+			"the mean session length",
+		Profile: "qwen32b-tp2", Servers: 8, KVFraction: 0.73,
+		Traffic: Traffic{
+			Shape: ShapeMultiTurn, Groups: 1, PromptsPerGroup: 48,
+			SystemTokens: 20000, QuestionTokens: 2000, OutputTokens: 250, Turns: 16,
+		},
+		Ladder: []float64{1, 2, 3, 4, 6, 8}, Duration: 60 * time.Second, WarmupRequests: 96,
+		SLO: SLO{TTFT: 4 * time.Second, ITL: 50 * time.Millisecond},
 	}
 }

@@ -156,25 +156,27 @@ func TestReplicaSyncSharesDispatches(t *testing.T) {
 	}
 }
 
-// TestReplicaSyncDelayIsTheCost: on multi-turn chat near saturation, what
-// three synced replicas still lose against one EPP is the sync's delay,
-// not the dispatches: synced with no delay they match one EPP, synced
-// every 20 ms (insertions and dispatches) they lose throughput, which is
-// why the default interval is 5 ms. (Both hold on seeds 1–8; sharing the
-// dispatches at 20 ms does not beat sharing the insertions alone on this
-// workload, see the replica study.)
-func TestReplicaSyncDelayIsTheCost(t *testing.T) {
+// TestReplicaSyncRecoversOneEPP: on multi-turn chat at one EPP's knee,
+// three replicas that share nothing lose throughput (each sees a third of
+// every chat's turns); synced every 5 ms (the default) they match one EPP,
+// synced every 250 ms they fall between. (All three hold on seeds 1–3 at
+// 600 and 700 QPS; see the replica study.)
+func TestReplicaSyncRecoversOneEPP(t *testing.T) {
 	t.Parallel()
-	spec := RunSpec{Workload: smallMultiTurn(t), Policy: ConfigPolicy(PolicyOursDefault, "", []byte(config.DefaultText)), QPS: 2400, Seed: 1}
+	spec := RunSpec{Workload: smallMultiTurn(t), Policy: ConfigPolicy(PolicyOursDefault, "", []byte(config.DefaultText)), QPS: 600, Seed: 1}
 	one := replicaRun(t, spec, Replication{})
-	instant := replicaRun(t, spec, Replication{Replicas: 3, ReplicaSync: true, SyncFlush: -1, SyncLatency: -1})
-	synced := replicaRun(t, spec, Replication{Replicas: 3, ReplicaSync: true, SyncFlush: 20 * time.Millisecond})
-	t.Logf("output tok/s, TTFT p90: one EPP %.0f, %.0f ms; synced at once %.0f, %.0f ms; synced every 20 ms %.0f, %.0f ms",
-		one.OutputTokensPerS, one.TTFT.P90, instant.OutputTokensPerS, instant.TTFT.P90, synced.OutputTokensPerS, synced.TTFT.P90)
-	if r := instant.OutputTokensPerS / one.OutputTokensPerS; r < 0.95 || r > 1.05 {
-		t.Errorf("synced at once: %.0f output tok/s, want within 5 %% of one EPP's %.0f", instant.OutputTokensPerS, one.OutputTokensPerS)
+	apart := replicaRun(t, spec, Replication{Replicas: 3})
+	synced := replicaRun(t, spec, Replication{Replicas: 3, ReplicaSync: true, SyncFlush: 5 * time.Millisecond})
+	slow := replicaRun(t, spec, Replication{Replicas: 3, ReplicaSync: true, SyncFlush: 250 * time.Millisecond})
+	t.Logf("output tok/s: one EPP %.0f; three apart %.0f, synced every 5 ms %.0f, every 250 ms %.0f",
+		one.OutputTokensPerS, apart.OutputTokensPerS, synced.OutputTokensPerS, slow.OutputTokensPerS)
+	if apart.OutputTokensPerS > 0.8*one.OutputTokensPerS {
+		t.Errorf("three replicas apart: %.0f output tok/s, want at least 20 %% below one EPP's %.0f", apart.OutputTokensPerS, one.OutputTokensPerS)
 	}
-	if synced.OutputTokensPerS > 0.95*one.OutputTokensPerS {
-		t.Errorf("synced every 20 ms: %.0f output tok/s, want at least 5 %% below one EPP's %.0f", synced.OutputTokensPerS, one.OutputTokensPerS)
+	if r := synced.OutputTokensPerS / one.OutputTokensPerS; r < 0.95 || r > 1.05 {
+		t.Errorf("synced every 5 ms: %.0f output tok/s, want within 5 %% of one EPP's %.0f", synced.OutputTokensPerS, one.OutputTokensPerS)
+	}
+	if slow.OutputTokensPerS > 0.97*synced.OutputTokensPerS || slow.OutputTokensPerS < apart.OutputTokensPerS {
+		t.Errorf("synced every 250 ms: %.0f output tok/s, want between apart (%.0f) and 5 ms (%.0f)", slow.OutputTokensPerS, apart.OutputTokensPerS, synced.OutputTokensPerS)
 	}
 }

@@ -170,8 +170,10 @@ func (m *multiTurn) next(rng *rand.Rand) (*prompt, error) {
 	if c.turn == m.t.Turns || c.msgs == nil {
 		m.restart(c, u)
 	}
-	id := uint64(u)<<32 | c.session<<8 | uint64(c.turn)
-	q := message{role: "user", content: words(segmentRNG(m.seed, segQuestion, id, 0), m.t.QuestionTokens)}
+	// The user picks the segment and the session and turn the text within
+	// it: segmentRNG keeps 32 bits of each half.
+	turn := c.session<<8 | uint64(c.turn)
+	q := message{role: "user", content: words(segmentRNG(m.seed, segQuestion, uint64(u), turn), m.t.QuestionTokens)}
 	c.msgs = append(c.msgs, q)
 	c.tokens = chatTokens(c.tokens, q)
 	body, err := chatBody(m.model, c.msgs, m.t.OutputTokens)
@@ -181,7 +183,7 @@ func (m *multiTurn) next(rng *rand.Rand) (*prompt, error) {
 	p := &prompt{body: body, tokens: c.tokens, maxTokens: m.t.OutputTokens}
 	// The answer joins the history for the next turn; the engine reads the
 	// prompt's tokens at submission, before this slice grows again.
-	a := message{role: "assistant", content: words(segmentRNG(m.seed, segAnswer, id, 0), m.t.OutputTokens)}
+	a := message{role: "assistant", content: words(segmentRNG(m.seed, segAnswer, uint64(u), turn), m.t.OutputTokens)}
 	c.msgs = append(c.msgs, a)
 	c.tokens = chatTokens(c.tokens[:len(c.tokens):len(c.tokens)], a)
 	c.turn++

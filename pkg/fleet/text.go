@@ -37,7 +37,8 @@ func words(rng *rand.Rand, n int) string {
 
 // segmentRNG returns a generator private to one text segment (a system
 // prompt, a question), so the segment's text depends only on the run's seed
-// and the segment's identity, not on the order segments are built in.
+// and the segment's identity (a, b < 2³², or bits are lost), not on the
+// order segments are built in.
 func segmentRNG(seed uint64, kind, a, b uint64) *rand.Rand {
 	return rand.New(rand.NewPCG(seed^kind*0x9e3779b97f4a7c15, a<<32^b))
 }

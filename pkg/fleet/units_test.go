@@ -90,6 +90,38 @@ func TestMultiTurnGrows(t *testing.T) {
 	}
 }
 
+// TestMultiTurnUsersDiffer: users of one group share the system prompt
+// only; their chats at the same turn are different conversations.
+func TestMultiTurnUsersDiffer(t *testing.T) {
+	t.Parallel()
+	tr := Traffic{Shape: ShapeMultiTurn, Groups: 1, PromptsPerGroup: 4, SystemTokens: 50, QuestionTokens: 10, OutputTokens: 8, Turns: 100}
+	src, err := newSource(tr, "m", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := newRand(1)
+	// Without restarts, prompts of one length are one turn of different
+	// users: each must be its own conversation.
+	seen, distinct := map[int]int{}, map[int]map[string]bool{}
+	for range 40 {
+		p, err := src.next(rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(p.tokens)
+		if distinct[n] == nil {
+			distinct[n] = map[string]bool{}
+		}
+		seen[n]++
+		distinct[n][string(p.body.Prompt)] = true
+	}
+	for n, k := range seen {
+		if len(distinct[n]) != k {
+			t.Errorf("%d users sent %d-token prompts but only %d distinct ones: users repeat each other", k, n, len(distinct[n]))
+		}
+	}
+}
+
 func TestShareGPTAndAdapters(t *testing.T) {
 	t.Parallel()
 	tr := Traffic{Shape: ShapeShareGPT, Input: LogNormal{Median: 100, Mean: 200, Max: 500}, Output: LogNormal{Median: 10, Mean: 20, Max: 40},

@@ -218,6 +218,7 @@ func (t *Traffic) maxRequestTokens() int {
 func Workloads() []Workload {
 	return []Workload{
 		sharedPrefixW1(), lowCacheW2(), gspW3(), noSharingW4(), multiLoRAW5(), multiTurnW6(), agenticW7(),
+		agentSessionsW8(),
 	}
 }
 
