@@ -8,11 +8,25 @@ import (
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
-// Defaults of the approx-prefix-cache-producer parameters (upstream's).
+// Defaults of the approx-prefix-cache-producer parameters: upstream's,
+// except the matching window.
 const (
-	DefaultBlockSizeTokens        = 16
-	DefaultMaxPrefixBlocksToMatch = 256
-	DefaultLRUCapacityPerServer   = 31250
+	DefaultBlockSizeTokens = 16
+	// DefaultMaxPrefixBlocksToMatch is 2,048 blocks (llm-d's count; with
+	// 16-token blocks 32,768 tokens, 128 KiB of prompt) where GIE v1.5.0
+	// matches 256 (4,096 tokens). Agents send one long system prompt and
+	// tool set with every request: within GIE's window every session
+	// looks alike, and the index, recording only each prompt's head,
+	// believes servers hold more than they do. In the fleet simulation the
+	// larger window gave 1.05–1.07× throughput and about half the TTFT p90
+	// on agent sessions, 1.10–1.15× and 0.58–0.66× on long agentic prompts
+	// (5 seeds each), and the same results on the short-prompt workloads;
+	// a decision on a 100 KiB prompt costs 134 µs instead of 22 µs.
+	DefaultMaxPrefixBlocksToMatch = 2048
+	// UpstreamMaxPrefixBlocksToMatch is GIE v1.5.0's window, the default
+	// under --upstream-compatible-scoring.
+	UpstreamMaxPrefixBlocksToMatch = 256
+	DefaultLRUCapacityPerServer    = 31250
 )
 
 // Parameter bounds. Blocks under tinyBlockSizeTokens are accepted with a
@@ -35,7 +49,7 @@ const (
 type Params struct {
 	AutoTune               bool `json:"autoTune" doc:"take block size and per-endpoint capacity from the model servers' reported KV cache (block size only when all reporting candidates agree on one of at least 16 tokens)" default:"true"`
 	BlockSizeTokens        int  `json:"blockSizeTokens" doc:"tokens per hashed block; a block is blockSizeTokens×4 bytes of the prompt" default:"16"`
-	MaxPrefixBlocksToMatch int  `json:"maxPrefixBlocksToMatch" doc:"at most this many leading blocks are hashed, matched and recorded" default:"256"`
+	MaxPrefixBlocksToMatch int  `json:"maxPrefixBlocksToMatch" doc:"at most this many leading blocks are hashed, matched and recorded (GIE v1.5.0: 256, the default under --upstream-compatible-scoring)" default:"2048"`
 	MaxPrefixTokensToMatch int  `json:"maxPrefixTokensToMatch" doc:"also cap the blocks to this many tokens; 0 means no extra cap" default:"0"`
 	LRUCapacityPerServer   int  `json:"lruCapacityPerServer" doc:"blocks remembered per endpoint (when auto-tuning, only for endpoints that report no cache size)" default:"31250"`
 	BlockSize              int  `json:"blockSize,omitempty" doc:"deprecated: block size in characters, converted by DecodeParams to blockSizeTokens = round(blockSize/4); do not combine with blockSizeTokens" default:""`
@@ -49,6 +63,16 @@ func DefaultParams() Params {
 		MaxPrefixBlocksToMatch: DefaultMaxPrefixBlocksToMatch,
 		LRUCapacityPerServer:   DefaultLRUCapacityPerServer,
 	}
+}
+
+// defaultsFor returns the defaults, upstream's window when h asks for
+// upstream-compatible scoring.
+func defaultsFor(h *scheduler.Handle) Params {
+	p := DefaultParams()
+	if h != nil && h.UpstreamScoring {
+		p.MaxPrefixBlocksToMatch = UpstreamMaxPrefixBlocksToMatch
+	}
+	return p
 }
 
 // paramsJSON is what DecodeParams reads. blockSizeTokens is a pointer so a
@@ -67,10 +91,11 @@ type paramsJSON struct {
 	LoadBoundSlack              json.RawMessage `json:"loadBoundSlack"`
 }
 
-// DecodeParams strictly decodes raw (nil means all defaults), converts the
+// DecodeParams strictly decodes raw (nil means all defaults, upstream's
+// window when h asks for upstream-compatible scoring), converts the
 // deprecated blockSize into BlockSizeTokens, and validates the result.
-func DecodeParams(raw json.RawMessage) (Params, error) {
-	in := paramsJSON{Params: DefaultParams()}
+func DecodeParams(raw json.RawMessage, h *scheduler.Handle) (Params, error) {
+	in := paramsJSON{Params: defaultsFor(h)}
 	if err := scheduler.DecodeParams(raw, &in); err != nil {
 		return Params{}, err
 	}

@@ -135,7 +135,7 @@ func NewProducer(name string, p Params, h *scheduler.Handle) (*Producer, error) 
 
 // ProducerFactory builds a Producer from config.
 func ProducerFactory(name string, raw json.RawMessage, h *scheduler.Handle) (scheduler.Plugin, error) {
-	p, err := DecodeParams(raw)
+	p, err := DecodeParams(raw, h)
 	if err != nil {
 		return nil, err
 	}

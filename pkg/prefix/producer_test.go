@@ -50,7 +50,7 @@ func TestDecodeParams(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := DecodeParams([]byte(tc.raw))
+			got, err := DecodeParams([]byte(tc.raw), nil)
 			if !errorMentions(t, err, tc.wantErr) || err != nil {
 				return
 			}
@@ -97,7 +97,7 @@ func TestParamsDocumented(t *testing.T) {
 			parts = append(parts, fmt.Sprintf("%q:%s", strings.Split(f.Tag.Get("json"), ",")[0], def))
 		}
 	}
-	got, err := DecodeParams([]byte("{" + strings.Join(parts, ",") + "}"))
+	got, err := DecodeParams([]byte("{" + strings.Join(parts, ",") + "}"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,7 @@ type PrefixCacheParams struct {
 
 	AutoTune               bool `json:"autoTune" doc:"for the auto-created approx-prefix-cache-producer: take block size and capacity from the servers' reported KV cache" default:"true"`
 	BlockSizeTokens        int  `json:"blockSizeTokens" doc:"for the auto-created approx-prefix-cache-producer: tokens per hashed block (×4 bytes)" default:"16"`
-	MaxPrefixBlocksToMatch int  `json:"maxPrefixBlocksToMatch" doc:"for the auto-created approx-prefix-cache-producer: leading blocks hashed and matched" default:"256"`
+	MaxPrefixBlocksToMatch int  `json:"maxPrefixBlocksToMatch" doc:"for the auto-created approx-prefix-cache-producer: leading blocks hashed and matched (GIE v1.5.0: 256, the default under --upstream-compatible-scoring)" default:"2048"`
 	MaxPrefixTokensToMatch int  `json:"maxPrefixTokensToMatch" doc:"for the auto-created approx-prefix-cache-producer: token cap on the blocks; 0 means none" default:"0"`
 	LRUCapacityPerServer   int  `json:"lruCapacityPerServer" doc:"for the auto-created approx-prefix-cache-producer: blocks remembered per endpoint" default:"31250"`
 	BlockSize              int  `json:"blockSize,omitempty" doc:"for the auto-created approx-prefix-cache-producer: deprecated block size in characters" default:""`
@@ -182,7 +182,7 @@ func PrefixCacheFactory(name string, raw json.RawMessage, h *scheduler.Handle) (
 	if err := scheduler.DecodeParams(raw, &p); err != nil {
 		return nil, err
 	}
-	producer, err := prefix.DecodeParams(raw)
+	producer, err := prefix.DecodeParams(raw, h)
 	if err != nil {
 		return nil, err
 	}

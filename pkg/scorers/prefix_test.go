@@ -135,8 +135,21 @@ func TestPrefixCacheParams(t *testing.T) {
 	t.Parallel()
 	def := DefaultPrefixCacheParams()
 	if def.PrefixMatchInfoProducerName != prefix.ProducerType || def.MatchLengthWeight != 0 || def.MatchLengthScaleTokens != 8192 ||
-		!def.AutoTune || def.BlockSizeTokens != 16 || def.MaxPrefixBlocksToMatch != 256 || def.LRUCapacityPerServer != 31250 {
+		!def.AutoTune || def.BlockSizeTokens != 16 || def.MaxPrefixBlocksToMatch != 2048 || def.LRUCapacityPerServer != 31250 {
 		t.Errorf("defaults: %+v", def)
+	}
+	// Upstream-compatible scoring matches GIE's 256-block window unless the
+	// config says otherwise; the auto-created producer gets the same.
+	upstream := &scheduler.Handle{UpstreamScoring: true}
+	for raw, want := range map[string]int{"": prefix.UpstreamMaxPrefixBlocksToMatch, `{"maxPrefixBlocksToMatch": 512}`: 512} {
+		pl, err := PrefixCacheFactory("p", json.RawMessage(raw), upstream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, err := prefix.DecodeParams(json.RawMessage(raw), upstream)
+		if got := pl.(*PrefixCache).params.MaxPrefixBlocksToMatch; err != nil || got != want || pr.MaxPrefixBlocksToMatch != want {
+			t.Errorf("upstream scoring, params %q: scorer %d, producer %d (%v), want %d", raw, got, pr.MaxPrefixBlocksToMatch, err, want)
+		}
 	}
 	tests := []struct {
 		name    string
