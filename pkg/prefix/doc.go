@@ -14,7 +14,7 @@
 // prefix up to and including that block, and different models or salts
 // never share an entry. Hashing 64-byte blocks runs at about 3 GB/s (the
 // per-call cost of xxhash dominates such short inputs): a 16 KiB prompt, 256
-// blocks and the default cap, costs about 5 µs.
+// blocks, costs about 5 µs; the default cap is 2,048 blocks (128 KiB).
 //
 // # Layout
 //
@@ -47,8 +47,12 @@
 //
 // Match walks the blocks in order, probing the table once per block and
 // walking that block's chain, extending the count of every endpoint that held
-// all earlier blocks; it stops at the first block nobody extends. The cost
-// is O(blocks + matched (endpoint, block) pairs), independent of how many
+// all earlier blocks; it stops at the first block nobody extends. Past the
+// first 256 blocks (GIE's whole window, matched exactly) it probes only every
+// 16th block and the last, crediting an endpoint up to its last probed block:
+// a long prefix the whole pool holds, as every coding agent's system prompt
+// and tools are, would otherwise cost blocks × endpoints chain steps. The cost
+// is O(probes + matched (endpoint, probe) pairs), independent of how many
 // endpoints hold nothing, and it allocates only the result. Blocks are taken
 // in windows of 1, 1, 2, 4, … up to 64, each under one read lock per shard
 // it touches (taken in shard order, so it cannot deadlock with writers,
@@ -69,7 +73,8 @@
 // after the cap) ≈ 12 µs (≈ 19 µs with hashing); inserting 256 blocks
 // ≈ 80 µs, mostly cache misses. The worst case is every endpoint holding the
 // same long prefix: chains are then as long as the pool (≈ 0.2 ms for 256
-// blocks at 100 endpoints). Export, which copies the index to a starting
+// blocks at 100 endpoints; a 100 KiB prompt, 1,600 blocks, held by 50 of 100
+// endpoints ≈ 0.7 ms sampled, 4.5 ms if every block were probed). Export, which copies the index to a starting
 // replica, takes about 18 ns per entry (57 ms for the full index), holding
 // a shard's read lock for at most 4,096 entries at a time (≈ 75 µs). Run
 // `go test -bench . ./pkg/prefix`.

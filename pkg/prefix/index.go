@@ -24,6 +24,23 @@ const maxWindow = 64
 // maxShards bounds IndexOptions.Shards (a match tracks shards in a uint64).
 const maxShards = 64
 
+// Beyond its first exactBlocks blocks a match probes only every
+// sampleStride-th block (and the last). A probe walks every endpoint
+// holding the block, so a long prefix held by the whole pool, such as the
+// system prompt and tools every agent request starts with, would cost
+// blocks × endpoints steps: 4.5 ms at 1,600 blocks and 50 holders. Sampled,
+// a match costs at most exactBlocks + (n − exactBlocks)/sampleStride probes
+// and credits an endpoint up to its last sampled block, 256 tokens apart
+// with 16-token blocks. Every block is still inserted, so the index's LRU
+// keeps the servers' own accounting, and the positions probed depend only
+// on the block index, so a longer prompt probes what a shorter one with
+// the same head recorded. Prompts within exactBlocks (GIE's whole window)
+// are matched exactly, as before.
+const (
+	exactBlocks  = 256
+	sampleStride = 16
+)
+
 // maxSlots bounds the endpoints an index tracks at once; Insert ignores
 // further endpoints until Purge frees the slots of departed ones.
 const maxSlots = 1 << 20
@@ -56,6 +73,7 @@ type Index struct {
 // allocates only its result.
 type matchScratch struct {
 	counts  []int32 // leading blocks found so far, by slot
+	probes  []int32 // block indices a match probes, ascending
 	touched []int32 // slots with a non-zero count
 	starts  []int32 // Insert: per-shard group bounds, then fill cursors
 	order   []int32 // Insert: block indices grouped by shard
@@ -91,7 +109,8 @@ func (ix *Index) shardOf(h uint64) *shard { return ix.shards[ix.shardIndex(h)] }
 // Match reports, for every endpoint, how many leading blocks of hashes it
 // holds: the count stops at the endpoint's first missing block, because a
 // model server can reuse a cached block only when all blocks before it are
-// cached too. It costs one table probe per block plus one step per (endpoint,
+// cached too (past exactBlocks, at its first missing sampled block). It
+// costs one table probe per probed block plus one step per (endpoint,
 // block) hit, and stops early once no endpoint holds the next block.
 func (ix *Index) Match(hashes []uint64, blockSizeTokens int) *Match {
 	m := NewMatch(len(hashes), blockSizeTokens)
@@ -106,11 +125,12 @@ func (ix *Index) matchInto(m *Match, hashes []uint64) {
 		sc.counts = make([]int32, len(snap.bySlot))
 	}
 	counts := sc.counts[:len(snap.bySlot)]
-	// Windows of 1, 1, 2, 4, … blocks, up to maxWindow: a cold prompt costs
+	probes := sc.probesFor(len(hashes))
+	// Windows of 1, 1, 2, 4, … probes, up to maxWindow: a cold prompt costs
 	// one probe, and a long match takes each shard's lock only a few times.
-	for lo := 0; lo < len(hashes); {
-		hi := min(len(hashes), max(1, min(2*lo, lo+maxWindow)))
-		if !ix.matchWindow(hashes, lo, hi, counts, sc) {
+	for lo := 0; lo < len(probes); {
+		hi := min(len(probes), max(1, min(2*lo, lo+maxWindow)))
+		if !ix.matchWindow(hashes, probes, lo, hi, counts, sc) {
 			break
 		}
 		lo = hi
@@ -126,16 +146,33 @@ func (ix *Index) matchInto(m *Match, hashes []uint64) {
 	ix.scratch.Put(sc)
 }
 
-// matchWindow advances the counts over blocks lo..hi-1, holding the read
+// probesFor returns the block indices a match of n blocks probes: every one
+// of the first exactBlocks, then every sampleStride-th, then the last.
+func (sc *matchScratch) probesFor(n int) []int32 {
+	p := sc.probes[:0]
+	for i := range min(n, exactBlocks) {
+		p = append(p, int32(i))
+	}
+	for i := exactBlocks + sampleStride - 1; i < n; i += sampleStride {
+		p = append(p, int32(i))
+	}
+	if n > exactBlocks && p[len(p)-1] != int32(n-1) {
+		p = append(p, int32(n-1))
+	}
+	sc.probes = p
+	return p
+}
+
+// matchWindow advances the counts over probes lo..hi-1, holding the read
 // locks of their shards for the whole window. Taking one lock per shard
 // rather than one per block saves atomic operations, which would also keep
 // the CPU from overlapping the cache misses of consecutive probes.
 // Deadlock-free: readers lock in ascending shard order, and writers never
 // hold more than one shard lock.
-func (ix *Index) matchWindow(hashes []uint64, lo, hi int, counts []int32, sc *matchScratch) bool {
+func (ix *Index) matchWindow(hashes []uint64, probes []int32, lo, hi int, counts []int32, sc *matchScratch) bool {
 	var mask uint64
-	for _, h := range hashes[lo:hi] {
-		mask |= 1 << ix.shardIndex(fixHash(h))
+	for _, i := range probes[lo:hi] {
+		mask |= 1 << ix.shardIndex(fixHash(hashes[i]))
 	}
 	for m := mask; m != 0; m &= m - 1 {
 		ix.shards[bits.TrailingZeros64(m)].mu.RLock()
@@ -145,26 +182,30 @@ func (ix *Index) matchWindow(hashes []uint64, lo, hi int, counts []int32, sc *ma
 			ix.shards[bits.TrailingZeros64(m)].mu.RUnlock()
 		}
 	}()
-	for i := lo; i < hi; i++ {
-		if !ix.advance(fixHash(hashes[i]), int32(i), counts, sc) {
+	for k := lo; k < hi; k++ {
+		i, before := probes[k], int32(0)
+		if k > 0 {
+			before = probes[k-1] + 1
+		}
+		if !ix.advance(fixHash(hashes[i]), i, before, counts, sc) {
 			return false
 		}
 	}
 	return true
 }
 
-// advance extends to i+1 the count of every endpoint that holds h and the i
-// blocks before it, reporting whether any did. Caller holds h's shard's read
-// lock.
-func (ix *Index) advance(h uint64, i int32, counts []int32, sc *matchScratch) bool {
+// advance sets to i+1 the count of every endpoint that holds h and was
+// credited with the before blocks up to the previous probe, reporting
+// whether any did. Caller holds h's shard's read lock.
+func (ix *Index) advance(h uint64, i, before int32, counts []int32, sc *matchScratch) bool {
 	s := ix.shardOf(h)
 	advanced := false
 	for j := s.table.get(h); j != none; {
 		e := s.at(j)
-		if int(e.slot) < len(counts) && counts[e.slot] == i {
+		if int(e.slot) < len(counts) && counts[e.slot] == before {
 			counts[e.slot] = i + 1
 			advanced = true
-			if i == 0 {
+			if before == 0 {
 				sc.touched = append(sc.touched, e.slot)
 			}
 		}

@@ -329,3 +329,44 @@ func matchAndInsert(t *testing.T, ix *Index, eps []*endpoint.Endpoint, prompts [
 		}
 	}
 }
+
+// TestMatchSamplesBeyondExactBlocks: past the first exactBlocks blocks a
+// match credits an endpoint up to the last sampled block it holds (every
+// sampleStride-th, and the last): a whole prompt counts whole, a shorter
+// prompt with the same head is found by a longer one, and a hole between
+// samples goes unseen.
+func TestMatchSamplesBeyondExactBlocks(t *testing.T) {
+	t.Parallel()
+	const n = 1000
+	h := chain("long", n)
+	// 600 held: the last probe at or before block 599 is 591 (i%16 == 15).
+	holed := slices.Concat(h[:300], h[301:n])
+	ix := mustIndex(t, 16)
+	eps := newEndpoints(5)
+	ix.Insert(eps[0], h, 1<<20)
+	ix.Insert(eps[1], h[:600], 1<<20)
+	ix.Insert(eps[2], holed, 1<<20)
+	ix.Insert(eps[3], h[:200], 1<<20)
+	ix.Insert(eps[4], slices.Concat(h[:100], h[101:200]), 1<<20)
+	want := []int{n, 592, n, 200, 100}
+	if diff := cmp.Diff(want, blocksOf(ix.Match(h, 16), eps)); diff != "" {
+		t.Errorf("blocks (-want +got):\n%s", diff)
+	}
+	// Exactly within exactBlocks: the hole at block 100 stops eps[4].
+	if got := blocksOf(ix.Match(h[:250], 16), eps); !cmp.Equal(got, []int{250, 250, 250, 200, 100}) {
+		t.Errorf("within exactBlocks: %v", got)
+	}
+	checkInvariants(t, ix)
+}
+
+// TestMatchProbeCount: a long prompt held by many endpoints costs about
+// exactBlocks + (n − exactBlocks)/sampleStride probes, not n.
+func TestMatchProbeCount(t *testing.T) {
+	t.Parallel()
+	var sc matchScratch
+	for n, want := range map[int]int{0: 0, 10: 10, 256: 256, 257: 257, 272: 257, 273: 258, 2048: 256 + 112} {
+		if got := len(sc.probesFor(n)); got != want {
+			t.Errorf("probes for %d blocks: %d, want %d", n, got, want)
+		}
+	}
+}

@@ -97,7 +97,7 @@ func TestParamsDocumented(t *testing.T) {
 			parts = append(parts, fmt.Sprintf("%q:%s", strings.Split(f.Tag.Get("json"), ",")[0], def))
 		}
 	}
-	got, err := DecodeParams([]byte("{" + strings.Join(parts, ",") + "}"), nil)
+	got, err := DecodeParams([]byte("{"+strings.Join(parts, ",")+"}"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
