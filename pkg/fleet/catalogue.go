@@ -162,7 +162,7 @@ func agentSessionsW8() Workload {
 			Shape: ShapeMultiTurn, Groups: 1, PromptsPerGroup: 48,
 			SystemTokens: 20000, QuestionTokens: 2000, OutputTokens: 250, Turns: 16,
 		},
-		Ladder: []float64{1, 2, 3, 4, 6, 8}, Duration: 60 * time.Second, WarmupRequests: 96,
+		Ladder: []float64{1, 2, 4, 6, 8, 10, 12}, Duration: 60 * time.Second, WarmupRequests: 96,
 		SLO: SLO{TTFT: 4 * time.Second, ITL: 50 * time.Millisecond},
 	}
 }
