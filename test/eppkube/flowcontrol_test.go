@@ -83,9 +83,19 @@ func TestFlowControlPriorityFromObjectives(t *testing.T) {
 	if d, err := held.SendRequest(context.Background(), request("batch")); err != nil || d.Immediate != nil {
 		t.Fatalf("first request not routed: %v %+v", err, d)
 	}
+	// Each request reports its routing answer before its stream ends, and
+	// with one slot the next cannot be released before that: the order
+	// received is the order released (a RoundTrip would report after its
+	// stream closed, when the next one may already have been answered).
 	order := make(chan string, 2)
 	send := func(objective string) {
-		d, err := in.client.RoundTrip(context.Background(), request(objective))
+		s, err := in.client.Open(context.Background())
+		if err != nil {
+			order <- objective + ": " + err.Error()
+			return
+		}
+		defer s.Close()
+		d, err := s.SendRequest(context.Background(), request(objective))
 		switch {
 		case err != nil:
 			order <- objective + ": " + err.Error()
