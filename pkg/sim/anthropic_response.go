@@ -146,33 +146,17 @@ type (
 // knows the cache hit), streams one text delta per token, and ends with the
 // stop reason and output count; there is no [DONE].
 func (i *Instance) streamMessage(w http.ResponseWriter, r *http.Request, ms *messageState) {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
+	rc := startSSE(w)
 	started := false
-	written := 0
-	for {
-		done := i.drv.snapshot(ms.call, ms.seen)
-		if !started && (ms.seen[0].tokens > 0 || done) {
-			if !ms.writeStart(w) {
-				return
-			}
-			started = true
+	open := func(done bool) bool {
+		if started || (ms.seen[0].tokens == 0 && !done) {
+			return true
 		}
-		if !i.writeTokens(w, ms.responseState, &written, ms.writeDelta(w)) {
-			return
-		}
-		if rc.Flush() != nil {
-			return
-		}
-		if done {
-			break
-		}
-		if !i.wait(r, ms.call) {
-			return
-		}
+		started = true
+		return ms.writeStart(w)
+	}
+	if !i.pumpTokens(w, r, rc, ms.responseState, open, ms.writeDelta(w)) {
+		return
 	}
 	end := wireMessageDelta{Type: "message_delta"}
 	end.Delta.StopReason = ms.stopReason()

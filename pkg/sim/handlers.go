@@ -127,35 +127,52 @@ func (i *Instance) awaitDone(w http.ResponseWriter, r *http.Request, rs *respons
 // stream answers with server-sent events: one chunk per token, then the
 // usage chunk if asked for, then [DONE].
 func (i *Instance) stream(w http.ResponseWriter, r *http.Request, rs *responseState) {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
+	rc := startSSE(w)
 	if rs.g.chat && !writeEvent(w, rs.roleChunk()) {
 		return
 	}
-	written := 0
-	for {
-		done := i.drv.snapshot(rs.call, rs.seen)
-		if !i.writeTokens(w, rs, &written, func(j int) bool { return writeEvent(w, rs.tokenChunk(j)) }) {
-			return
-		}
-		if rc.Flush() != nil {
-			return
-		}
-		if done {
-			break
-		}
-		if !i.wait(r, rs.call) {
-			return
-		}
+	emit := func(j int) bool { return writeEvent(w, rs.tokenChunk(j)) }
+	if !i.pumpTokens(w, r, rc, rs, nil, emit) {
+		return
 	}
 	if rs.g.includeUsage && !writeEvent(w, rs.usageChunk()) {
 		return
 	}
 	_, _ = fmt.Fprint(w, "data: [DONE]\n\n")
 	_ = rc.Flush()
+}
+
+// startSSE answers 200 with a server-sent-event stream.
+func startSSE(w http.ResponseWriter) *http.ResponseController {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	return http.NewResponseController(w)
+}
+
+// pumpTokens streams a call's tokens through emit as they are generated,
+// flushing after each snapshot, until the call is done (true) or the
+// stream must stop (false). before, when set, runs after each snapshot
+// ahead of its tokens, told whether the call is done.
+func (i *Instance) pumpTokens(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, rs *responseState,
+	before func(done bool) bool, emit func(j int) bool) bool {
+	written := 0
+	for {
+		done := i.drv.snapshot(rs.call, rs.seen)
+		if before != nil && !before(done) {
+			return false
+		}
+		if !i.writeTokens(w, rs, &written, emit) || rc.Flush() != nil {
+			return false
+		}
+		if done {
+			return true
+		}
+		if !i.wait(r, rs.call) {
+			return false
+		}
+	}
 }
 
 // writeTokens streams the tokens of the latest snapshot not yet sent, each
