@@ -13,6 +13,7 @@ func TestMessagesPath(t *testing.T) {
 		"/anthropic/v1/messages/":   Messages,
 		"/v1/messages?beta=true":    Messages,
 		"/v1/messages/count_tokens": Other,
+		"/v1/threads/t1/messages":   Other,
 	} {
 		if got := APIForPath(path); got != want {
 			t.Errorf("APIForPath(%q) = %v, want %v", path, got, want)

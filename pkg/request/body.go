@@ -87,7 +87,9 @@ func APIForPath(path string) API {
 		return Embeddings
 	case strings.HasSuffix(path, "/conversations"):
 		return Conversations
-	case strings.HasSuffix(path, "/messages"):
+	case strings.HasSuffix(path, "/v1/messages"):
+		// Not any ".../messages": OpenAI's Assistants API posts to
+		// /v1/threads/{id}/messages, which is not a generation request.
 		return Messages
 	}
 	return Other
