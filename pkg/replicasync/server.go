@@ -34,15 +34,28 @@ func (n *Node) handler() http.Handler {
 	return mux
 }
 
+// openPeerRequest starts every answer to a peer: it names this replica
+// (so a node that reached itself can tell) and refuses any method but
+// method, saying what to do instead (false: answered). It returns what is
+// wrong with the bearer token, "" when it is right; each handler answers
+// that its own way.
+func (n *Node) openPeerRequest(w http.ResponseWriter, r *http.Request, method, instead string) (tokenProblem string, ok bool) {
+	w.Header().Set(headerReplicaID, n.opts.ID)
+	if r.Method != method {
+		w.Header().Set("Allow", method)
+		http.Error(w, "method not allowed: "+instead, http.StatusMethodNotAllowed)
+		return "", false
+	}
+	return n.checkToken(r.Header.Get("Authorization")), true
+}
+
 // serveBatch takes one batch from a peer and applies it.
 func (n *Node) serveBatch(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set(headerReplicaID, n.opts.ID)
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "method not allowed: send batches with POST", http.StatusMethodNotAllowed)
+	msg, ok := n.openPeerRequest(w, r, http.MethodPost, "send batches with POST")
+	if !ok {
 		return
 	}
-	if msg := n.checkToken(r.Header.Get("Authorization")); msg != "" {
+	if msg != "" {
 		n.reject(w, rejectBadToken, http.StatusUnauthorized, msg)
 		return
 	}

@@ -34,13 +34,11 @@ var errTooLarge = errors.New("snapshot larger than this replica's maxSnapshotByt
 // frame is held at a time, and the shards are read-locked only while
 // Export copies a batch, so neither peers' POSTs nor routing wait on it.
 func (n *Node) serveSnapshot(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set(headerReplicaID, n.opts.ID)
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		http.Error(w, "method not allowed: ask for a snapshot with GET", http.StatusMethodNotAllowed)
+	msg, ok := n.openPeerRequest(w, r, http.MethodGet, "ask for a snapshot with GET")
+	if !ok {
 		return
 	}
-	if msg := n.checkToken(r.Header.Get("Authorization")); msg != "" {
+	if msg != "" {
 		http.Error(w, msg, http.StatusUnauthorized)
 		return
 	}
