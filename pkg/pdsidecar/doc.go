@@ -35,7 +35,10 @@
 // Options.PrefillTimeout exceeded, a non-2xx answer, or one without
 // kv_transfer_params) does not fail the request: it is decoded locally with
 // a full prefill, logged, counted, and marked x-openepp-pd-fallback:
-// <reason>. A client that goes away cancels the prefill call.
+// <reason>. A client that goes away cancels the prefill call. The
+// sidecar's own error answers (these, and LocalURL's 502) are JSON in
+// Anthropic's shape ({"type":"error","error":{"type","message"}}) on
+// /v1/messages and OpenAI's ({"error":{"message","type","code"}}) elsewhere.
 //
 // # Metrics (on Options.Registerer)
 //

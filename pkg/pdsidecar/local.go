@@ -10,7 +10,8 @@ import (
 // LocalURL returns a handler that forwards to the model server at base
 // (e.g. "http://127.0.0.1:8200"), for Options.Local when the server runs
 // in another process. Responses stream through: every write is flushed.
-// An unreachable server is answered with 502.
+// An unreachable server is answered with 502, in Anthropic's error shape
+// on the Messages API and OpenAI's elsewhere.
 func LocalURL(base string) (http.Handler, error) {
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -27,7 +28,7 @@ func LocalURL(base string) (http.Handler, error) {
 			if r.Context().Err() != nil {
 				return // the client left; nobody reads an answer
 			}
-			writeError(w, http.StatusBadGateway, fmt.Sprintf("local model server: %v", err))
+			writeError(w, r, http.StatusBadGateway, fmt.Sprintf("local model server: %v", err))
 		},
 	}, nil
 }

@@ -45,7 +45,7 @@ const (
 // disaggregatedPaths are the APIs whose prefill can run elsewhere. vLLM's
 // Anthropic Messages endpoint takes and answers kv_transfer_params as its
 // chat endpoint does, so the same prefill request works for it.
-var disaggregatedPaths = []string{"/v1/completions", "/v1/chat/completions", "/v1/messages"}
+var disaggregatedPaths = []string{"/v1/completions", "/v1/chat/completions", messagesPath}
 
 // Options configure a Handler.
 type Options struct {
@@ -231,7 +231,7 @@ func (h *Handler) fallback(w http.ResponseWriter, r *http.Request, prefiller, re
 func (h *Handler) reject(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	h.metrics.requests.WithLabelValues(resultRejected).Inc()
 	h.log.V(1).Info("request rejected", "status", status, "reason", msg, "requestID", requestID(r))
-	writeError(w, status, msg)
+	writeError(w, r, status, msg)
 }
 
 // withoutPrefiller returns r without the prefiller header, which must not
@@ -259,21 +259,4 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, map[
 		return nil, nil, http.StatusBadRequest, errors.New("a request naming a prefiller needs a JSON object body")
 	}
 	return body, fields, 0, nil
-}
-
-// writeError answers with an OpenAI-style error body.
-func writeError(w http.ResponseWriter, status int, msg string) {
-	var e struct {
-		Error struct {
-			Message string  `json:"message"`
-			Type    string  `json:"type"`
-			Param   *string `json:"param"`
-			Code    int     `json:"code"`
-		} `json:"error"`
-	}
-	e.Error.Message, e.Error.Type, e.Error.Code = msg, http.StatusText(status), status
-	b, _ := json.Marshal(e)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
 }

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"maps"
 	"net/http"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/openepp/openepp/pkg/apierror"
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -117,7 +117,7 @@ func trailersResponse(requestSide bool) *extprocv3.ProcessingResponse {
 func immediateResponse(code int, reason, msg string, anthropic bool) *extprocv3.ProcessingResponse {
 	contentType, body := "text/plain; charset=utf-8", []byte(http.StatusText(code)+": "+msg+"\n")
 	if anthropic {
-		contentType, body = "application/json", anthropicError(code, msg)
+		contentType, body = "application/json", apierror.Anthropic(code, msg)
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
 		ImmediateResponse: &extprocv3.ImmediateResponse{
@@ -131,32 +131,4 @@ func immediateResponse(code int, reason, msg string, anthropic bool) *extprocv3.
 			Details: "openepp_" + strings.ReplaceAll(reason, "-", "_"),
 		},
 	}}
-}
-
-// anthropicError is the Messages API's error body; its type follows the
-// status as Anthropic's API assigns them, so clients retry what they should.
-func anthropicError(code int, msg string) []byte {
-	typ := "api_error"
-	switch code {
-	case http.StatusBadRequest:
-		typ = "invalid_request_error"
-	case http.StatusNotFound:
-		typ = "not_found_error"
-	case http.StatusRequestEntityTooLarge:
-		typ = "request_too_large"
-	case http.StatusTooManyRequests:
-		typ = "rate_limit_error"
-	case http.StatusServiceUnavailable:
-		typ = "overloaded_error"
-	}
-	var e struct {
-		Type  string `json:"type"`
-		Error struct {
-			Type    string `json:"type"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	e.Type, e.Error.Type, e.Error.Message = "error", typ, msg
-	b, _ := json.Marshal(e)
-	return b
 }

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/openepp/openepp/pkg/apierror"
 	"github.com/openepp/openepp/pkg/sim/tokenize"
 )
 
@@ -354,44 +355,10 @@ func jsonKind(t reflect.Type) string {
 	return "an object"
 }
 
-// anthropicErrorType is the error type Anthropic's API gives with a status.
-func anthropicErrorType(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return "invalid_request_error"
-	case http.StatusUnauthorized:
-		return "authentication_error"
-	case http.StatusForbidden:
-		return "permission_error"
-	case http.StatusNotFound:
-		return "not_found_error"
-	case http.StatusRequestEntityTooLarge:
-		return "request_too_large"
-	case http.StatusTooManyRequests:
-		return "rate_limit_error"
-	case http.StatusGatewayTimeout:
-		return "timeout_error"
-	case http.StatusServiceUnavailable, 529:
-		return "overloaded_error"
-	}
-	if status < 500 {
-		return "invalid_request_error"
-	}
-	return "api_error"
-}
-
-type wireAnthropicError struct {
-	Type  string `json:"type"`
-	Error struct {
-		Type    string `json:"type"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
 // writeAnthropicError answers with e's status in Anthropic's error shape;
 // the type follows from the status, so e.typ (an OpenAI name) is unused.
 func writeAnthropicError(w http.ResponseWriter, e *apiError) {
-	we := wireAnthropicError{Type: "error"}
-	we.Error.Type, we.Error.Message = anthropicErrorType(e.status), e.msg
+	we := apierror.AnthropicBody{Type: "error"}
+	we.Error.Type, we.Error.Message = apierror.AnthropicType(e.status), e.msg
 	writeJSON(w, e.status, we)
 }
