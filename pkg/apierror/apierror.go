@@ -1,7 +1,8 @@
-// Package apierror holds the Anthropic Messages API's error body, which the
-// EPP, the simulator and the P/D sidecar all answer with on /v1/messages:
-// Anthropic's SDKs (and Claude Code) decode only that shape, and pick what
-// to retry by its type, so the three must agree on the mapping from status.
+// Package apierror holds the error bodies of the two API families the EPP,
+// the simulator and the P/D sidecar answer: OpenAI's (vLLM's shape) and the
+// Anthropic Messages API's. Anthropic's SDKs (and Claude Code) decode only
+// theirs, and pick what to retry by its type, so the three must agree on the
+// mapping from status.
 package apierror
 
 import (
@@ -50,4 +51,14 @@ func Anthropic(status int, msg string) []byte {
 	e.Error.Type, e.Error.Message = AnthropicType(status), msg
 	b, _ := json.Marshal(e) // cannot fail: strings only
 	return b
+}
+
+// OpenAIBody is the OpenAI-compatible APIs' error body, as vLLM writes it.
+type OpenAIBody struct {
+	Error struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    int     `json:"code"`
+	} `json:"error"`
 }

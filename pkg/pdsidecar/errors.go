@@ -15,16 +15,6 @@ const messagesPath = "/v1/messages"
 // the two agree; /v1/messages/count_tokens is not a Messages request.
 func isMessagesRequest(r *http.Request) bool { return r.URL.Path == messagesPath }
 
-// openAIError is the error body of the OpenAI-compatible APIs.
-type openAIError struct {
-	Error struct {
-		Message string  `json:"message"`
-		Type    string  `json:"type"`
-		Param   *string `json:"param"`
-		Code    int     `json:"code"`
-	} `json:"error"`
-}
-
 // writeError answers an error the sidecar itself decided on, in the shape
 // of r's API: Anthropic clients (the SDKs, Claude Code) parse only
 // Anthropic's, so a Messages request gets that one, everything else
@@ -36,7 +26,7 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, msg string) 
 		e.Error.Type, e.Error.Message = apierror.AnthropicType(status), msg
 		body = e
 	} else {
-		var e openAIError
+		var e apierror.OpenAIBody
 		e.Error.Message, e.Error.Type, e.Error.Code = msg, http.StatusText(status), status
 		body = e
 	}

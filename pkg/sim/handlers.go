@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/openepp/openepp/pkg/apierror"
 )
 
 // routes builds the instance's HTTP API.
@@ -230,14 +232,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
-type wireError struct {
-	Error struct {
-		Message string  `json:"message"`
-		Type    string  `json:"type"`
-		Param   *string `json:"param"`
-		Code    int     `json:"code"`
-	} `json:"error"`
-}
+// wireError is vLLM's error body.
+type wireError = apierror.OpenAIBody
 
 func writeAPIError(w http.ResponseWriter, e *apiError) {
 	var we wireError
