@@ -53,6 +53,7 @@ var buildErrorCases = []struct {
 - type: single-profile-handler
 - type: inflight-load-producer
 - type: metrics-data-source
+- type: agent-identity
 schedulingProfiles:
 - name: default
   plugins:
@@ -60,11 +61,13 @@ schedulingProfiles:
   - pluginRef: single-profile-handler
   - pluginRef: inflight-load-producer
   - pluginRef: metrics-data-source
+  - pluginRef: agent-identity
 `,
 	want: []string{
 		`schedulingProfiles[0].plugins[1].pluginRef: "single-profile-handler" is a profile handler; a profile holds only filters, scorers and pickers`,
 		`schedulingProfiles[0].plugins[2].pluginRef: "inflight-load-producer" is a producer and request/response hook; a profile holds only filters, scorers and pickers`,
 		`schedulingProfiles[0].plugins[3].pluginRef: "metrics-data-source" is a non-scheduling plugin; a profile holds only filters, scorers and pickers`,
+		`schedulingProfiles[0].plugins[4].pluginRef: "agent-identity" is a fairness-ID source; a profile holds only filters, scorers and pickers`,
 	},
 }, {
 	name: "two pickers",

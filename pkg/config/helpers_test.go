@@ -110,6 +110,11 @@ type (
 	usageLimitPlugin struct{ *base }
 )
 
+// fairnessSourcePlugin stands in for agent-identity.
+type fairnessSourcePlugin struct{ *base }
+
+func (*fairnessSourcePlugin) FairnessID(context.Context, map[string]string) string { return "" }
+
 func (*fairnessPlugin) NewChooser() scheduler.FlowChooser       { return nil }
 func (*orderingPlugin) Less(a, b *scheduler.QueuedRequest) bool { return a.Seq < b.Seq }
 func (*usageLimitPlugin) Ceiling(int) float64                   { return 1 }
@@ -144,6 +149,7 @@ var (
 	mkFairness  maker = func(b *base) scheduler.Plugin { return &fairnessPlugin{b} }
 	mkOrdering  maker = func(b *base) scheduler.Plugin { return &orderingPlugin{b} }
 	mkLimit     maker = func(b *base) scheduler.Plugin { return &usageLimitPlugin{b} }
+	mkSource    maker = func(b *base) scheduler.Plugin { return &fairnessSourcePlugin{b} }
 	// mkDetector filters too, as upstream's utilization-detector does.
 	mkDetector maker = func(b *base) scheduler.Plugin { return &detectorPlugin{filterPlugin{b}} }
 )
@@ -183,6 +189,7 @@ var testTypes = map[string]maker{
 	"static-usage-limit-policy":     mkLimit,
 	"prefix-based-pd-decider":       mkPlain,
 	"file-discovery":                mkDiscovery,
+	"agent-identity":                mkSource,
 }
 
 // testRegistry registers the stand-ins (minus skip), the real

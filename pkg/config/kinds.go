@@ -27,6 +27,7 @@ const (
 	kindScreener
 	kindResponder
 	kindDataSource
+	kindFairnessSource
 )
 
 // kindProfile is what a profile may hold.
@@ -51,6 +52,7 @@ var kindNames = []struct {
 	{kindScreener, "candidate screener"},
 	{kindResponder, "responder"},
 	{kindDataSource, "data source"},
+	{kindFairnessSource, "fairness-ID source"},
 }
 
 // kindOf discovers p's kind by type assertion.
@@ -100,6 +102,9 @@ func kindOf(p scheduler.Plugin) pluginKind {
 	}
 	if _, ok := p.(scheduler.DataSource); ok {
 		k |= kindDataSource
+	}
+	if _, ok := p.(scheduler.FairnessSource); ok {
+		k |= kindFairnessSource
 	}
 	return k
 }

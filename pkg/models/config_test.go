@@ -7,24 +7,11 @@ import (
 
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/models"
-	"github.com/openepp/openepp/pkg/plugins"
 	"github.com/openepp/openepp/pkg/scheduler"
+	"github.com/openepp/openepp/test/configtest"
 )
 
-const header = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
-
-func build(t *testing.T, yaml string) (*config.Built, error) {
-	t.Helper()
-	reg, err := plugins.InTree()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load([]byte(header + yaml))
-	if err != nil {
-		return nil, err
-	}
-	return config.Build(cfg, reg, nil)
-}
+func build(t *testing.T, yaml string) (*config.Built, error) { return configtest.Build(t, yaml) }
 
 func runnables(b *config.Built) []string {
 	var out []string

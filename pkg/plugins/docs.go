@@ -12,20 +12,21 @@ import (
 // kindOf names the section a plugin type belongs to, from the package that
 // defines its factory, so a new plugin lands in the right place by itself.
 var kindOf = map[string]string{
-	"profiles":    "Profile handlers",
-	"filters":     "Filters",
-	"scorers":     "Scorers",
-	"pickers":     "Pickers",
-	"prefix":      "Data producers",
-	"metrics":     "Data layer",
-	"discovery":   "Data layer",
-	"models":      "Data layer",
-	"flowcontrol": "Flow control policies",
-	"disagg":      "Disaggregated serving",
-	"plugins":     "Request parsers",
+	"profiles":       "Profile handlers",
+	"filters":        "Filters",
+	"scorers":        "Scorers",
+	"pickers":        "Pickers",
+	"prefix":         "Data producers",
+	"requestcontrol": "Request control",
+	"metrics":        "Data layer",
+	"discovery":      "Data layer",
+	"models":         "Data layer",
+	"flowcontrol":    "Flow control policies",
+	"disagg":         "Disaggregated serving",
+	"plugins":        "Request parsers",
 }
 
-var kindOrder = []string{"Profile handlers", "Disaggregated serving", "Filters", "Scorers", "Pickers", "Data producers", "Data layer",
+var kindOrder = []string{"Profile handlers", "Disaggregated serving", "Filters", "Scorers", "Pickers", "Data producers", "Request control", "Data layer",
 	"Flow control policies", "Request parsers", "Other"}
 
 // Markdown renders the reference of regs (docs/plugins.md): every type with

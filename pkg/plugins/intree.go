@@ -13,6 +13,7 @@ import (
 	"github.com/openepp/openepp/pkg/pickers"
 	"github.com/openepp/openepp/pkg/prefix"
 	"github.com/openepp/openepp/pkg/profiles"
+	"github.com/openepp/openepp/pkg/requestcontrol"
 	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/scorers"
 )
@@ -58,6 +59,8 @@ func Registrations() []scheduler.Registration {
 		pickers.WeightedRandomRegistration(),
 		// Producers.
 		prefix.ProducerRegistration(),
+		// Request control.
+		requestcontrol.AgentIdentityRegistration(),
 		// Data layer.
 		metrics.DataSourceRegistration(),
 		metrics.ExtractorRegistration(),

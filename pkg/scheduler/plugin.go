@@ -161,6 +161,22 @@ type Responder interface {
 	Respond(ctx context.Context, in *Inbound, endpoints []*endpoint.Endpoint) (Reply, bool)
 }
 
+// FairnessSource derives a request's fairness ID (its flow in flow control,
+// the fairness_id of the request metrics) from its headers when the request
+// names none itself: the x-llm-d-inference-fairness-id and
+// x-gateway-inference-fairness-id headers always win (llm-d's
+// agent-identity, one flow per coding-agent session).
+//
+// Called once per request with a body, in configuration order until one
+// returns a non-empty ID, after the body is parsed and before flow control
+// admits the request; possibly concurrently. headers has lower-case names.
+// It returns the ID, or "" to leave the choice to the next source (and in
+// the end to "default-flow"). It must be cheap and must not modify headers.
+type FairnessSource interface {
+	Plugin
+	FairnessID(ctx context.Context, headers map[string]string) string
+}
+
 // DataSource is a data-layer plugin that collects data from the pool's
 // endpoints and hands it to the extractors dataLayer.sources pairs with it
 // (llm-d's models-data-source and models-data-extractor).

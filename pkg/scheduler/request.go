@@ -19,8 +19,10 @@ type Request struct {
 	Headers map[string]string
 	// Objective names the InferenceObjective from the objective header;
 	// Priority is its priority (0 when unknown; negative means sheddable).
-	Objective  string
-	Priority   int
+	Objective string
+	Priority  int
+	// FairnessID is the request's flow: its fairness header, else the
+	// first FairnessSource's answer, else "default-flow".
 	FairnessID string
 }
 

@@ -20,8 +20,9 @@ type Options struct {
 	Handler  ProfileHandler
 	Profiles []*Profile
 	// Plugins lists every plugin instance of the configuration, including
-	// those used in profiles; screeners, responders, producers, admitters
-	// and lifecycle hooks are discovered among them by type, in this order.
+	// those used in profiles; screeners, responders, fairness sources,
+	// producers, admitters and lifecycle hooks are discovered among them by
+	// type, in this order.
 	Plugins []Plugin
 	// SaturationDetector, if set, sheds sheddable requests (priority < 0)
 	// while it rates the candidates saturated (see SaturationDetector).
@@ -42,6 +43,7 @@ type Scheduler struct {
 	plugins    []Plugin
 	screeners  []Screener
 	responders []Responder
+	fairness   []FairnessSource
 	producers  []Producer
 	admitters  []Admitter
 	preReq     []PreRequest
@@ -128,6 +130,9 @@ func (s *Scheduler) collectHooks() {
 		}
 		if x, ok := p.(Responder); ok {
 			s.responders = append(s.responders, x)
+		}
+		if x, ok := p.(FairnessSource); ok {
+			s.fairness = append(s.fairness, x)
 		}
 		if x, ok := p.(Producer); ok {
 			s.producers = append(s.producers, x)
@@ -268,6 +273,21 @@ func (s *Scheduler) Respond(ctx context.Context, in *Inbound, endpoints []*endpo
 		}
 	}
 	return Reply{}, false
+}
+
+// FairnessID asks the fairness sources, in order, for the fairness ID of a
+// request with headers; the first non-empty answer wins, and "" means none
+// gave one (or none is configured).
+func (s *Scheduler) FairnessID(ctx context.Context, headers map[string]string) string {
+	for _, f := range s.fairness {
+		t := s.timing.start()
+		id := f.FairnessID(ctx, headers)
+		s.timing.done(PointFairnessID, f, t)
+		if id != "" {
+			return id
+		}
+	}
+	return ""
 }
 
 // PreRequest runs the PreRequest hooks.

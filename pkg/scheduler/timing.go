@@ -17,8 +17,9 @@ const (
 	PointResponseChunk   = "ResponseStreaming"
 	PointResponseDone    = "ResponseComplete"
 	// Ours: extension points upstream does not have.
-	PointScreen  = "Screen"
-	PointRespond = "Respond"
+	PointScreen     = "Screen"
+	PointRespond    = "Respond"
+	PointFairnessID = "FairnessID"
 )
 
 // PluginTimer receives how long each plugin call took. It is called on the

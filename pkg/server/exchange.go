@@ -187,7 +187,7 @@ func (x *exchange) tooLarge(n int) error {
 func (x *exchange) reject(err error) (bool, error) {
 	code, reason := statusFor(err)
 	x.traceRejected(code, err)
-	x.srv.opts.Metrics.requestError(x.req, firstHeader(x.headers, fairnessHeaders), code)
+	x.srv.opts.Metrics.requestError(x.req, x.rejectedFairness(), code)
 	x.answeredNow()
 	if code >= 500 && code != 503 {
 		x.srv.log.Error(err, "request failed", "requestID", x.headers[RequestIDHeader])

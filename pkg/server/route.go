@@ -120,13 +120,13 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 		Body:          parsed,
 		Headers:       x.headers,
 		Objective:     firstHeader(x.headers, objectiveHeaders),
-		FairnessID:    firstHeader(x.headers, fairnessHeaders),
+		FairnessID:    x.fairnessID(sched),
 	}
 	if rewrite != "" {
 		x.req.Model = rewrite
 	}
 	if x.req.FairnessID == "" {
-		x.req.FairnessID = "default-flow"
+		x.req.FairnessID = defaultFlow
 	}
 	if x.req.Objective != "" && x.srv.opts.Objectives != nil {
 		x.req.Priority, _ = x.srv.opts.Objectives.Priority(x.req.Objective)
@@ -162,6 +162,31 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 	x.hooked = true
 	x.obs = x.srv.opts.Metrics.requestStarted(x.req, len(x.body))
 	return nil
+}
+
+// defaultFlow is the fairness ID of a request that names none and that no
+// fairness source gives one (GIE's default).
+const defaultFlow = "default-flow"
+
+// fairnessID is the request's fairness ID before the default: its fairness
+// header when it has one (an explicit choice always wins), else the first
+// configured FairnessSource's answer (agent-identity), else "". It is known
+// before admission, which queues the request in that flow.
+func (x *exchange) fairnessID(sched *scheduler.Scheduler) string {
+	if id := firstHeader(x.headers, fairnessHeaders); id != "" {
+		return id
+	}
+	return sched.FairnessID(x.ctx, x.headers)
+}
+
+// rejectedFairness is the fairness label of a refused request: none needed
+// once the request was understood (its own is used), else what its headers
+// and the fairness sources say.
+func (x *exchange) rejectedFairness() string {
+	if x.req != nil {
+		return ""
+	}
+	return x.fairnessID(x.srv.Scheduler())
 }
 
 // joinTargets renders the fallback list "ip:port,ip:port".

@@ -2,6 +2,7 @@ package plugintest
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"testing"
 
@@ -124,4 +125,27 @@ type screenerAsFilter struct{ scheduler.Screener }
 
 func (s screenerAsFilter) Filter(ctx context.Context, st *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
 	return s.Screen(ctx, st, req, eps)
+}
+
+// FairnessSource checks the FairnessSource contract for s on headers (a
+// request that should get an ID, lower-case names): headers never modified,
+// the same answer every time and from concurrent calls, and no panic on a
+// request without headers.
+func FairnessSource(t *testing.T, s scheduler.FairnessSource, headers map[string]string) {
+	t.Helper()
+	before := maps.Clone(headers)
+	want := s.FairnessID(ctx, headers)
+	if !maps.Equal(before, headers) {
+		t.Errorf("%s modified the request headers", s.TypedName())
+	}
+	if again := s.FairnessID(ctx, headers); again != want {
+		t.Errorf("%s: not deterministic: %q then %q", s.TypedName(), want, again)
+	}
+	s.FairnessID(ctx, nil)
+	s.FairnessID(ctx, map[string]string{})
+	concurrently(func(int) {
+		if got := s.FairnessID(ctx, headers); got != want {
+			t.Errorf("%s: concurrent call gave %q, want %q", s.TypedName(), got, want)
+		}
+	})
 }

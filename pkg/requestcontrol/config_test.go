@@ -1,0 +1,71 @@
+package requestcontrol_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/openepp/openepp/pkg/config"
+	"github.com/openepp/openepp/pkg/requestcontrol"
+	"github.com/openepp/openepp/pkg/scheduler"
+	"github.com/openepp/openepp/test/configtest"
+)
+
+func build(t *testing.T, yaml string) (*config.Built, error) { return configtest.Build(t, yaml) }
+
+// TestAgentIdentityConfigBuilds: listing agent-identity (with or without
+// parameters) is enough; the scheduler built from the file asks it for
+// fairness IDs, in configuration order.
+func TestAgentIdentityConfigBuilds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b, err := build(t, `featureGates: [flowControl]
+plugins:
+- type: agent-identity
+- name: tenants
+  type: agent-identity
+  parameters: {headers: [x-tenant], prefix: "tenant:"}
+- type: queue-scorer
+- type: round-robin-fairness-policy
+flowControl:
+  defaultPriorityBand: {fairnessPolicyRef: round-robin-fairness-policy}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(config.Instances[*requestcontrol.AgentIdentity](b)); n != 2 {
+		t.Fatalf("%d agent-identity instances, want 2", n)
+	}
+	if n := len(config.Instances[scheduler.FairnessSource](b)); n != 2 {
+		t.Fatalf("%d fairness sources, want 2", n)
+	}
+	for _, tc := range []struct {
+		headers map[string]string
+		want    string
+	}{
+		{map[string]string{"x-claude-code-session-id": "abc", "x-tenant": "t"}, "agent:abc"},
+		{map[string]string{"x-tenant": "t"}, "tenant:t"},
+		{map[string]string{"x-session-id": "s"}, ""},
+	} {
+		if got := b.Scheduler.FairnessID(ctx, tc.headers); got != tc.want {
+			t.Errorf("headers %v: fairness ID %q, want %q", tc.headers, got, tc.want)
+		}
+	}
+}
+
+func TestAgentIdentityConfigErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ yaml, want string }{
+		{"plugins: [{type: agent-identity, parameters: {headers: []}}]\n",
+			`plugin "agent-identity" of type "agent-identity": headers: at least one header is required`},
+		{"plugins: [{type: agent-identity, parameters: {headers: [x-a], prefixes: x}}]\n", `unknown field "prefixes"`},
+		{`plugins: [{type: agent-identity}, {type: queue-scorer}]
+schedulingProfiles: [{name: default, plugins: [{pluginRef: agent-identity}, {pluginRef: queue-scorer}]}]
+`, `"agent-identity" is a fairness-ID source; a profile holds only filters, scorers and pickers`},
+	} {
+		_, err := build(t, tc.yaml)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one containing %q", tc.yaml, err, tc.want)
+		}
+	}
+}
