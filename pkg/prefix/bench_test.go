@@ -87,7 +87,7 @@ func benchRequest(size, holders int) *scheduler.Request {
 // Produce, the whole per-request cost: hashing, matching, the State record.
 // holders=4: four endpoints hold the prompt and four hold half of it (the
 // usual case); holders=50: every endpoint holds it whole or half, so every
-// block's chain is 50 to 100 entries long (a worst case).
+// block has 50 to 100 holders (a worst case).
 func BenchmarkMatch(b *testing.B) {
 	pr, eps := warmProducer(b)
 	for _, size := range promptSizes {

@@ -203,13 +203,3 @@ func (s *shard) resume(slot int32, c *exportCursor) int32 {
 	}
 	return i
 }
-
-// lookup returns slot's entry for h, or none.
-func (s *shard) lookup(slot int32, h uint64) int32 {
-	for i := s.table.get(h); i != none; i = s.at(i).cnext {
-		if s.at(i).slot == slot {
-			return i
-		}
-	}
-	return none
-}

@@ -116,6 +116,9 @@ func (s *shard) checkLists() (int, error) {
 	return total, nil
 }
 
+// checkChains checks the reverse map: every key reachable, every holder an
+// entry of that hash and its slot, no slot twice, vectors of two or more
+// holders within their class; it returns the holders counted.
 func (s *shard) checkChains() (int, error) {
 	total, keys := 0, 0
 	for ti, k := range s.table.keys {
@@ -126,19 +129,20 @@ func (s *shard) checkChains() (int, error) {
 		if j, ok := s.table.find(k); !ok || j != ti {
 			return 0, fmt.Errorf("key %x unreachable", k)
 		}
+		one, pairs := s.holders(k)
+		if one != none {
+			pairs = []int32{s.at(one).slot, one}
+		} else if n, class := unpackMeta(s.table.vals[ti].meta); n < 2 || class < minVecClass || 2*n > vecInts(class) {
+			return 0, fmt.Errorf("key %x: vector of %d holders in class %d", k, n, class)
+		}
 		seen := map[int32]bool{}
-		prev := none
-		for i := s.table.heads[ti]; i != none; i = s.at(i).cnext {
-			e := s.at(i)
-			if e.hash != k || e.cprev != prev || seen[e.slot] {
-				return 0, fmt.Errorf("chain %x: bad entry %d", k, i)
+		for p := 0; p < len(pairs); p += 2 {
+			e := s.at(pairs[p+1])
+			if e.hash != k || e.slot != pairs[p] || seen[e.slot] {
+				return 0, fmt.Errorf("key %x: bad holder entry %d", k, pairs[p+1])
 			}
 			seen[e.slot] = true
-			prev = i
 			total++
-		}
-		if prev == none {
-			return 0, fmt.Errorf("chain %x: empty", k)
 		}
 	}
 	if keys != s.table.n {

@@ -199,19 +199,29 @@ func (ix *Index) matchWindow(hashes []uint64, probes []int32, lo, hi int, counts
 // whether any did. Caller holds h's shard's read lock.
 func (ix *Index) advance(h uint64, i, before int32, counts []int32, sc *matchScratch) bool {
 	s := ix.shardOf(h)
+	one, pairs := s.holders(h)
+	if one != none {
+		return credit(s.at(one).slot, i, before, counts, sc)
+	}
 	advanced := false
-	for j := s.table.get(h); j != none; {
-		e := s.at(j)
-		if int(e.slot) < len(counts) && counts[e.slot] == before {
-			counts[e.slot] = i + 1
+	for k := 0; k < len(pairs); k += 2 {
+		if credit(pairs[k], i, before, counts, sc) {
 			advanced = true
-			if before == 0 {
-				sc.touched = append(sc.touched, e.slot)
-			}
 		}
-		j = e.cnext
 	}
 	return advanced
+}
+
+// credit sets slot's count to i+1 if it was before, reporting whether it did.
+func credit(slot, i, before int32, counts []int32, sc *matchScratch) bool {
+	if int(slot) >= len(counts) || counts[slot] != before {
+		return false
+	}
+	counts[slot] = i + 1
+	if before == 0 {
+		sc.touched = append(sc.touched, slot)
+	}
+	return true
 }
 
 // Insert records that e now holds the blocks of hashes, keeping at most

@@ -12,19 +12,18 @@ const (
 	chunkSize = 1 << chunkBits
 )
 
-// entry records that the endpoint in slot holds block hash. It sits on two
-// intrusive doubly linked lists, both threaded through arena indices: the
-// endpoint's LRU list in this shard, and the chain of entries sharing hash
-// (the reverse map hash → endpoints). 32 bytes, no pointers.
+// entry records that the endpoint in slot holds block hash. It sits on the
+// endpoint's LRU list in this shard, an intrusive doubly linked list
+// threaded through arena indices; the reverse map hash → endpoints is the
+// table with its holder vectors. 24 bytes, no pointers.
 type entry struct {
 	hash uint64
 	slot int32
 	// seq is the shard's clock when the entry last became its list's most
 	// recent, so a list's seqs fall from head to tail (modulo 2^32). It fills
 	// what would be padding; Export resumes its walk of a list by it.
-	seq          uint32
-	prev, next   int32 // LRU neighbours; prev is more recent. next links the free list too.
-	cprev, cnext int32 // same-hash chain neighbours
+	seq        uint32
+	prev, next int32 // LRU neighbours; prev is more recent. next links the free list too.
 }
 
 // lruList is one endpoint's recency list within a shard.
@@ -40,6 +39,7 @@ var emptyList = lruList{head: none, tail: none}
 type shard struct {
 	mu     sync.RWMutex
 	table  table
+	vecs   vecStore
 	chunks [][]entry
 	used   int32 // arena high-water mark
 	free   int32 // free list of entries, linked through next
@@ -49,7 +49,7 @@ type shard struct {
 }
 
 func newShard() *shard {
-	return &shard{table: newTable(), free: none}
+	return &shard{table: newTable(), vecs: newVecStore(), free: none}
 }
 
 func (s *shard) at(i int32) *entry { return &s.chunks[i>>chunkBits][i&(chunkSize-1)] }
@@ -82,25 +82,17 @@ func (s *shard) insert(slot int32, h uint64, capacity int32) {
 	for l.n > l.cap { // the capacity shrank since the last insert
 		s.remove(l, l.tail)
 	}
-	head := s.table.get(h)
-	for i := head; i != none; i = s.at(i).cnext {
-		if s.at(i).slot == slot {
-			s.unlinkLRU(l, i)
-			s.pushFront(l, i)
-			return
-		}
+	if i := s.lookup(slot, h); i != none {
+		s.unlinkLRU(l, i)
+		s.pushFront(l, i)
+		return
 	}
 	for l.n >= l.cap {
 		s.remove(l, l.tail)
 	}
-	// Evicting touched only this slot's entries, none of which hold h, so
-	// head is still h's chain head.
 	i := s.alloc()
-	*s.at(i) = entry{hash: h, slot: slot, prev: none, next: none, cprev: none, cnext: head}
-	if head != none {
-		s.at(head).cprev = i
-	}
-	s.table.set(h, i)
+	*s.at(i) = entry{hash: h, slot: slot, prev: none, next: none}
+	s.addHolder(h, slot, i)
 	s.pushFront(l, i)
 	s.n++
 }
@@ -138,17 +130,7 @@ func (s *shard) unlinkLRU(l *lruList, i int32) {
 func (s *shard) remove(l *lruList, i int32) {
 	s.unlinkLRU(l, i)
 	e := s.at(i)
-	switch {
-	case e.cprev != none:
-		s.at(e.cprev).cnext = e.cnext
-	case e.cnext != none:
-		s.table.set(e.hash, e.cnext)
-	default:
-		s.table.del(e.hash)
-	}
-	if e.cnext != none {
-		s.at(e.cnext).cprev = e.cprev
-	}
+	s.removeHolder(e.hash, e.slot)
 	e.next = s.free
 	s.free = i
 	s.n--

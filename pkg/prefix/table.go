@@ -1,23 +1,30 @@
 package prefix
 
-// table maps a block hash to the first entry of the chain of entries (one per
-// endpoint) that hold it. It is an open-addressed, linearly probed hash table
-// stored as two flat arrays, so a distinct hash costs 12 bytes per slot and no
-// pointers the garbage collector has to scan. Key 0 marks an empty slot (the
-// index never stores hash 0, see fixHash). Deletion shifts later keys back
-// instead of leaving tombstones, so probe lengths stay short under churn.
+// table maps a block hash to its holders: the only holder's entry, or a
+// holder vector (see holders.go), told apart by meta. It is an
+// open-addressed, linearly probed hash table stored as two flat arrays, keys
+// apart from values so that probing for an absent key (every new block an
+// insert records) scans densely packed keys; a distinct hash costs 16 bytes
+// per slot and no pointers the garbage collector has to scan. Key 0 marks an empty slot (the index never
+// stores hash 0, see fixHash). Deletion shifts later keys back instead of
+// leaving tombstones, so probe lengths stay short under churn.
 type table struct {
-	keys  []uint64
-	heads []int32
-	n     int
-	mask  int
+	keys []uint64
+	vals []tableVal
+	n    int
+	mask int
+}
+
+type tableVal struct {
+	head int32 // the only holder's entry, or the holder vector's ref
+	meta int32 // metaSingle, or the vector's packed length and class
 }
 
 // minTableSize is the smallest table; a power of two.
 const minTableSize = 64
 
 func newTable() table {
-	return table{keys: make([]uint64, minTableSize), heads: make([]int32, minTableSize), mask: minTableSize - 1}
+	return table{keys: make([]uint64, minTableSize), vals: make([]tableVal, minTableSize), mask: minTableSize - 1}
 }
 
 // find returns the slot of h, or the empty slot where h would go.
@@ -32,37 +39,37 @@ func (t *table) find(h uint64) (int, bool) {
 	}
 }
 
-// get returns the chain head stored for h, or none.
-func (t *table) get(h uint64) int32 {
-	if i, ok := t.find(h); ok {
-		return t.heads[i]
-	}
-	return none
-}
-
-// set stores head for h, adding h when absent. The table grows before it is
-// more than three quarters full.
-func (t *table) set(h uint64, head int32) {
+// set stores head and meta for h, adding h when absent.
+func (t *table) set(h uint64, head, meta int32) {
 	i, ok := t.find(h)
 	if ok {
-		t.heads[i] = head
+		t.vals[i] = tableVal{head, meta}
 		return
 	}
+	t.add(i, h, head, meta)
+}
+
+// add stores h, absent, at i, the empty slot find returned for it. The table
+// grows before it is more than three quarters full.
+func (t *table) add(i int, h uint64, head, meta int32) {
 	if (t.n+1)*4 > len(t.keys)*3 {
 		t.resize(len(t.keys) * 2)
 		i, _ = t.find(h)
 	}
-	t.keys[i], t.heads[i] = h, head
+	t.keys[i], t.vals[i] = h, tableVal{head, meta}
 	t.n++
 }
 
-// del removes h if present, shifting the rest of its probe run back so that
-// every remaining key stays reachable from its home slot.
+// del removes h if present.
 func (t *table) del(h uint64) {
-	i, ok := t.find(h)
-	if !ok {
-		return
+	if i, ok := t.find(h); ok {
+		t.delAt(i)
 	}
+}
+
+// delAt removes the key at slot i, shifting the rest of its probe run back
+// so that every remaining key stays reachable from its home slot.
+func (t *table) delAt(i int) {
 	t.n--
 	for j := i; ; {
 		t.keys[i] = 0
@@ -76,7 +83,7 @@ func (t *table) del(h uint64) {
 			// The key at j may move to i when i lies on its probe path,
 			// that is, when i is no farther from home than j is.
 			if (j-home)&t.mask >= (j-i)&t.mask {
-				t.keys[i], t.heads[i] = k, t.heads[j]
+				t.keys[i], t.vals[i] = k, t.vals[j]
 				i = j
 				break
 			}
@@ -98,11 +105,11 @@ func (t *table) shrink() {
 
 func (t *table) resize(size int) {
 	old := *t
-	*t = table{keys: make([]uint64, size), heads: make([]int32, size), mask: size - 1}
+	*t = table{keys: make([]uint64, size), vals: make([]tableVal, size), mask: size - 1}
 	for i, k := range old.keys {
 		if k != 0 {
 			j, _ := t.find(k)
-			t.keys[j], t.heads[j] = k, old.heads[i]
+			t.keys[j], t.vals[j] = k, old.vals[i]
 			t.n++
 		}
 	}

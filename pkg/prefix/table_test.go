@@ -1,6 +1,7 @@
 package prefix
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 )
@@ -24,7 +25,7 @@ func TestTableAgainstMap(t *testing.T) {
 			switch r.IntN(3) {
 			case 0, 1:
 				v := int32(op)
-				tb.set(k, v)
+				tb.set(k, v, ^v)
 				ref[k] = v
 			case 2:
 				tb.del(k)
@@ -54,7 +55,7 @@ func TestTableShrinks(t *testing.T) {
 	t.Parallel()
 	tb := newTable()
 	for k := uint64(1); k <= 10000; k++ {
-		tb.set(k*0x9e3779b97f4a7c15, int32(k))
+		tb.set(k*0x9e3779b97f4a7c15, int32(k), ^int32(k))
 	}
 	grown := len(tb.keys)
 	for k := uint64(1); k <= 9990; k++ {
@@ -69,4 +70,17 @@ func TestTableShrinks(t *testing.T) {
 			t.Fatalf("key %d lost by shrink", k)
 		}
 	}
+}
+
+// get returns the head stored for h, or none, checking that h's meta (set
+// by these tests to ^head) moved along with it.
+func (t *table) get(h uint64) int32 {
+	i, ok := t.find(h)
+	if !ok {
+		return none
+	}
+	if v := t.vals[i]; v.meta != ^v.head {
+		panic(fmt.Sprintf("key %x: meta %d does not belong to head %d", h, v.meta, v.head))
+	}
+	return t.vals[i].head
 }
