@@ -107,7 +107,7 @@ func (s *Store) Replace(source string, specs []endpoint.Spec) {
 		}
 	}
 	s.synced[source] = true
-	if s.setReadyLocked() || dirty {
+	if s.readyChangesLocked() || dirty {
 		s.publishLocked()
 	}
 }
@@ -126,7 +126,7 @@ func (s *Store) DeleteSource(source string) {
 		}
 	}
 	delete(s.synced, source)
-	if s.setReadyLocked() || dirty {
+	if s.readyChangesLocked() || dirty {
 		s.publishLocked()
 	}
 }
@@ -140,17 +140,15 @@ func (s *Store) SetSynced(source string, synced bool) {
 	} else {
 		delete(s.synced, source)
 	}
-	if s.setReadyLocked() {
+	if s.readyChangesLocked() {
 		s.publishLocked()
 	}
 }
 
-// setReadyLocked updates readiness from the synced sources and reports
-// whether it changed (a change to announce through Changed).
-func (s *Store) setReadyLocked() bool {
-	ready := len(s.synced) > 0
-	return s.ready.Swap(ready) != ready
-}
+// readyChangesLocked reports whether readiness, which follows the synced
+// sources, is about to change (a change to announce through Changed);
+// publishLocked makes it.
+func (s *Store) readyChangesLocked() bool { return s.ready.Load() != (len(s.synced) > 0) }
 
 func (s *Store) upsertLocked(source string, spec endpoint.Spec) bool {
 	old, ok := s.byName[spec.Name]
@@ -170,10 +168,14 @@ func (s *Store) upsertLocked(source string, spec endpoint.Spec) bool {
 	return true
 }
 
+// publishLocked publishes the endpoints, then the readiness: a reader that
+// sees the store ready must also see what the sync that made it ready
+// brought, or a request arriving right then would find the pool empty.
 func (s *Store) publishLocked() {
 	list := slices.Collect(maps.Values(s.byName))
 	slices.SortFunc(list, func(a, b *endpoint.Endpoint) int { return strings.Compare(a.Name, b.Name) })
 	s.snapshot.Store(&list)
+	s.ready.Store(len(s.synced) > 0)
 	close(s.changed)
 	s.changed = make(chan struct{})
 }

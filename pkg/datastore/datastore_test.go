@@ -151,3 +151,23 @@ func TestChangedAnnouncesReadiness(t *testing.T) {
 		t.Errorf("unsynced: ready %v, Changed closed %v; want not ready, closed", s.Ready(), closed(ch))
 	}
 }
+
+// TestReadyOnlyWithTheSyncedEndpoints: a reader that sees the store turn
+// ready must see the endpoints of the sync that made it ready; readiness
+// published first let a request arriving in between find the pool empty
+// (seen as a 503 right after start).
+func TestReadyOnlyWithTheSyncedEndpoints(t *testing.T) {
+	for range 300 {
+		s := New()
+		seen := make(chan int)
+		go func() {
+			for !s.Ready() {
+			}
+			seen <- len(s.Snapshot())
+		}()
+		s.Replace("file", []endpoint.Spec{{Name: "a", Address: "10.0.0.1", Port: 8000}, {Name: "b", Address: "10.0.0.2", Port: 8000}})
+		if n := <-seen; n != 2 {
+			t.Fatalf("ready with %d endpoints published, want the 2 just synced", n)
+		}
+	}
+}

@@ -96,9 +96,14 @@ func TestSimulatorFaults(t *testing.T) {
 			eventually(t, 3*time.Second, "stale", ep.Stale)
 			failing := rec.find("metrics scrape failing")
 			// A refusing server also drops the kept-alive connection, so the
-			// first failure may be a cut-off read instead of a refused dial.
-			ok := len(failing) == 1 && (failing[0].KV["reason"] == tc.reason ||
-				tc.faults.RefuseConnections && failing[0].KV["reason"] == fetchfail.Read)
+			// first failure may be a cut-off response instead of a refused
+			// dial: an EOF before the headers (connection) or in the body
+			// (read).
+			ok := len(failing) == 1
+			if ok {
+				r := failing[0].KV["reason"]
+				ok = r == tc.reason || tc.faults.RefuseConnections && (r == fetchfail.Read || r == fetchfail.Connect)
+			}
 			if !ok {
 				t.Fatalf("failing logs = %+v, want one with reason %q", failing, tc.reason)
 			}
