@@ -57,12 +57,13 @@ func skipSpace(b []byte, i int) int {
 // skipString returns the index just past the string starting at b[i] == '"'.
 func skipString(b []byte, i int) int {
 	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
+		if i = skipToQuoteOrBackslash(b, i); i >= len(b) {
+			break
+		}
+		if b[i] == '"' {
 			return i + 1
 		}
+		i++ // past the escaped byte
 	}
 	return len(b)
 }

@@ -1,9 +1,9 @@
 package request
 
 // A JSON validator tuned for request bodies, which are mostly long strings:
-// string contents are skipped with a table lookup per byte instead of the
-// per-byte state machine of encoding/json, which makes validation several
-// times faster on large prompts. FuzzValid checks it agrees with json.Valid.
+// string contents are skipped eight bytes at a time (swar.go) instead of by
+// the per-byte state machine of encoding/json, which makes validation
+// several times faster on large prompts. FuzzValid checks it agrees with json.Valid.
 
 // maxDepth bounds nesting so hostile bodies cannot exhaust the stack.
 const maxDepth = 10000
@@ -64,10 +64,7 @@ func (v *validator) literal(i int, lit string) (int, bool) {
 func (v *validator) str(i int) (int, bool) {
 	b := v.b
 	for i++; i < len(b); i++ {
-		for i < len(b) && plain[b[i]] {
-			i++
-		}
-		if i >= len(b) {
+		if i = skipPlain(b, i); i >= len(b) {
 			break
 		}
 		switch b[i] {
