@@ -81,10 +81,12 @@ func newFlowMetrics(reg prometheus.Registerer, pool string) *flowMetrics {
 			Help: "Requests waiting in flow control."}, queue),
 		queueBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inference_extension_flow_control_queue_bytes",
 			Help: "Request bytes waiting in flow control."}, queue),
-		flows:  labelbudget.New(maxFlowLabels),
 		models: labelbudget.New(maxFlowLabels),
 		series: map[seriesKey]*flowSeries{},
 	}
+	// Flows come and go (one per agent session with agent-identity): as the
+	// request metrics do, forget those idle for fairnessIdle once full.
+	m.flows = labelbudget.NewForgetting(maxFlowLabels, flowIdle, m.forgetFlow)
 	sat := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "inference_extension_flow_control_pool_saturation",
 		Help:        "The saturation detector's rating of the pool (>= 1: requests wait).",
 		ConstLabels: prometheus.Labels{"inference_pool": pool}}, func() float64 {
@@ -95,6 +97,25 @@ func newFlowMetrics(reg prometheus.Registerer, pool string) *flowMetrics {
 	})
 	reg.MustRegister(m.waitTime, m.enqueue, m.cycles, m.outcomes, m.queueSize, m.queueBytes, sat)
 	return m
+}
+
+// flowIdle is how long an idle flow's series stay once the flow budget is
+// full (as server's fairness IDs).
+const flowIdle = 10 * time.Minute
+
+// forgetFlow deletes the series of a flow the budget forgot, and their
+// cached children; a request still holding them updates orphans.
+func (m *flowMetrics) forgetFlow(id string) {
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{m.waitTime, m.enqueue, m.queueSize, m.queueBytes} {
+		v.DeletePartialMatch(prometheus.Labels{"fairness_id": id})
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, s := range m.series {
+		if s.values[0] == id {
+			delete(m.series, k)
+		}
+	}
 }
 
 // watchSaturation makes the saturation gauge read f.
@@ -109,12 +130,13 @@ func (m *flowMetrics) of(req *scheduler.Request) *flowSeries {
 	if s != nil {
 		return s
 	}
+	// The budgets are asked outside the lock: forgetting a flow takes it.
+	v := []string{m.flows.Value(k.flow), strconv.Itoa(k.priority), m.pool, m.models.Value(k.model), m.models.Value(k.target)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if s := m.series[k]; s != nil {
 		return s
 	}
-	v := []string{m.flows.Value(k.flow), strconv.Itoa(k.priority), m.pool, m.models.Value(k.model), m.models.Value(k.target)}
 	s = &flowSeries{values: v, size: m.queueSize.WithLabelValues(v...), bytes: m.queueBytes.WithLabelValues(v...),
 		dispatched: m.waitTime.WithLabelValues(v[0], v[1], flowcontrol.Dispatched.String(), v[2], v[3], v[4]),
 		passed:     m.outcomes.WithLabelValues(flowcontrol.Dispatched.String(), v[1], v[2])}

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/openepp/openepp/pkg/flowcontrol"
+	"github.com/openepp/openepp/pkg/labelbudget"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -34,6 +35,26 @@ func TestFlowLabelsAreBudgeted(t *testing.T) {
 	}
 	if len(m.series) > 4*maxFlowLabels {
 		t.Errorf("%d cached series", len(m.series))
+	}
+}
+
+// TestIdleFlowsForgotten: with the flow budget full, flows idle for
+// flowIdle give their series and cache entries up to new flows.
+func TestIdleFlowsForgotten(t *testing.T) {
+	m := newFlowMetrics(prometheus.NewRegistry(), "pool")
+	m.flows = labelbudget.NewForgetting(2, time.Millisecond, m.forgetFlow)
+	for _, id := range []string{"agent:a", "agent:b"} {
+		m.of(&scheduler.Request{FairnessID: id, IncomingModel: "m", Model: "m"}).queued(1, 10)
+	}
+	time.Sleep(5 * time.Millisecond)
+	if s := m.of(&scheduler.Request{FairnessID: "agent:c", IncomingModel: "m", Model: "m"}); s.values[0] != "agent:c" {
+		t.Fatalf("a third flow with two idle ones: labelled %q", s.values[0])
+	}
+	if n := testutil.CollectAndCount(m.queueSize); n != 1 {
+		t.Errorf("%d queue-size series, want agent:c's only", n)
+	}
+	if len(m.series) != 1 {
+		t.Errorf("%d cached series, want 1", len(m.series))
 	}
 }
 

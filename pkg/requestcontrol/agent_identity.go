@@ -65,8 +65,10 @@ func (p *AgentIdentityParams) validate() error {
 // the request attribute agent-identity; OpenEPP has no request attributes
 // and sets the fairness ID directly.
 //
-// The ID also labels the request metrics (fairness_id), under the EPP's cap
-// on distinct values: past it, new sessions are counted as "other".
+// The ID also labels the request and flow-control metrics (fairness_id),
+// under the EPP's cap of 1,000 values, which makes room by deleting the
+// series of sessions idle for ten minutes; only while a thousand sessions
+// are active are new ones counted as "other".
 type AgentIdentity struct {
 	name    scheduler.TypedName
 	headers []string // lower case, as the EPP stores request headers

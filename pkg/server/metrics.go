@@ -17,6 +17,12 @@ import (
 // metrics page (llm-d's cap too).
 const maxLabelValues = 1000
 
+// fairnessIdle is how long a fairness ID's series outlive its last request
+// once the label budget is full: agent-identity makes one ID per coding
+// session, and without forgetting, the first thousand sessions would keep
+// their series for good and every later one would be "other".
+const fairnessIdle = 10 * time.Minute
+
 // Metrics are the request-path collectors, named as upstream GIE and llm-d
 // name them so existing dashboards keep working (see RequestAliases). A nil
 // *Metrics records nothing.
@@ -75,12 +81,29 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time spent in each plugin call, by extension point.", Buckets: prometheus.ExponentialBuckets(1e-6, 2, 20)},
 			[]string{"extension_point", "plugin_type", "plugin_name"}),
 		models:    labelbudget.New(maxLabelValues),
-		fairness:  labelbudget.New(maxLabelValues),
 		flows:     map[flowKey]*flowMetrics{},
 		successes: map[attemptKey]prometheus.Counter{},
 	}
+	m.fairness = labelbudget.NewForgetting(maxLabelValues, fairnessIdle, m.forgetFairness)
 	reg.MustRegister(append(m.vecs.collectors(), m.schedule, m.schedErrs, m.attempts, m.rewrites, m.plugins)...)
 	return m
+}
+
+// forgetFairness deletes the series of a fairness ID the label budget
+// forgot, and their cached children.
+func (m *Metrics) forgetFairness(id string) {
+	for _, c := range m.vecs.collectors() {
+		if v, ok := c.(interface{ DeletePartialMatch(prometheus.Labels) int }); ok {
+			v.DeletePartialMatch(prometheus.Labels{"fairness_id": id})
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.flows {
+		if k.fairness == id {
+			delete(m.flows, k)
+		}
+	}
 }
 
 // label returns model, or "other" once the label budget is spent.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/labelbudget"
 	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -130,5 +132,60 @@ func BenchmarkMetricsPerRequest(b *testing.B) {
 		f := m.requestStarted(req, 1024)
 		m.requestHandled(time.Microsecond)
 		m.requestDone(f, resp, time.Millisecond, 0, time.Microsecond)
+	}
+}
+
+// TestFairnessSeriesForgotten: once the fairness budget is full, the series
+// of IDs idle past the budget's time are deleted (every per-request family,
+// errors included) to admit new ones, and an ID that comes back starts anew.
+func TestFairnessSeriesForgotten(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	m.fairness = labelbudget.NewForgetting(2, time.Millisecond, m.forgetFairness)
+	ids := func(family string) []string {
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, f := range fams {
+			if f.GetName() != family {
+				continue
+			}
+			for _, s := range f.GetMetric() {
+				for _, l := range s.GetLabel() {
+					if l.GetName() == "fairness_id" {
+						out = append(out, l.GetValue())
+					}
+				}
+			}
+		}
+		slices.Sort(out)
+		return slices.Compact(out)
+	}
+	start := func(id string) *scheduler.Request {
+		req := &scheduler.Request{IncomingModel: "m", Model: "m", FairnessID: id}
+		m.requestStarted(req, 10)
+		return req
+	}
+	m.requestError(start("agent:a"), "", 503)
+	start("agent:b")
+	time.Sleep(5 * time.Millisecond)
+	start("agent:c")
+	if got := ids(nameRequests); !slices.Equal(got, []string{"agent:c"}) {
+		t.Errorf("request series after a third session: %v, want only agent:c's", got)
+	}
+	if got := ids(nameErrors); len(got) != 0 {
+		t.Errorf("error series of a forgotten session remain: %v", got)
+	}
+	for k := range m.flows {
+		if k.fairness != "agent:c" {
+			t.Errorf("cached children of a forgotten session remain: %+v", k)
+		}
+	}
+	start("agent:a")
+	if got := testutil.ToFloat64(m.vecs.requests.WithLabelValues("m", "m", "agent:a", "0")); got != 1 {
+		t.Errorf("agent:a back: its counter reads %v, want a fresh 1", got)
 	}
 }
