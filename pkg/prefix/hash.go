@@ -27,6 +27,29 @@ func Seed(model, cacheSalt string) uint64 {
 	return d.Sum64()
 }
 
+// SeedWithTools is Seed for a request that carries tool definitions (their
+// raw JSON). Chat templates render the tools into the system prompt, ahead
+// of the conversation, so requests with different tool sets share little
+// cache, and a request whose tools differ from what a server holds would
+// otherwise look like a full hit. Requests without tools keep Seed's value.
+// Lengths are hashed ahead of variable fields so that no two (model, salt,
+// tools) triples collide by shifting bytes between fields.
+func SeedWithTools(model, cacheSalt string, tools []byte) uint64 {
+	if len(tools) == 0 {
+		return Seed(model, cacheSalt)
+	}
+	var d xxhash.Digest
+	d.Reset()
+	var n [8]byte
+	for _, f := range []string{model, cacheSalt} {
+		binary.LittleEndian.PutUint64(n[:], uint64(len(f)))
+		_, _ = d.Write(n[:])
+		_, _ = d.WriteString(f)
+	}
+	_, _ = d.Write(tools)
+	return d.Sum64()
+}
+
 // AppendBlockHashes cuts prompt into blocks of blockBytes bytes and appends
 // one hash per complete block to dst, at most maxBlocks of them. Block i's
 // hash is xxhash64 of its bytes seeded with block i−1's hash (seed for block

@@ -120,3 +120,26 @@ func TestFixHash(t *testing.T) {
 		}
 	}
 }
+
+// TestSeedWithTools: no tools keeps Seed's value (so tool-less requests hash
+// as before, and as GIE); different tools, or bytes shifted between the
+// salt and the tools, give different seeds.
+func TestSeedWithTools(t *testing.T) {
+	if SeedWithTools("m", "s", nil) != Seed("m", "s") {
+		t.Error("no tools: seed differs from Seed's")
+	}
+	a := SeedWithTools("m", "", []byte(`[{"name":"bash"}]`))
+	for _, other := range []uint64{
+		Seed("m", ""),
+		SeedWithTools("m", "", []byte(`[{"name":"edit"}]`)),
+		SeedWithTools("m", `[{"name":"bash"}]`, nil),
+		SeedWithTools("m", `[`, []byte(`{"name":"bash"}]`)),
+	} {
+		if other == a {
+			t.Errorf("seed %x repeated for different tools, salt or model", a)
+		}
+	}
+	if SeedWithTools("m", "", []byte(`[{"name":"bash"}]`)) != a {
+		t.Error("same tools, different seeds")
+	}
+}

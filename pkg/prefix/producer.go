@@ -34,8 +34,9 @@ const DefaultPurgeInterval = 2 * time.Minute
 // For each request, Produce cuts the raw prompt bytes (the JSON of the
 // prompt field) into blocks of blockSizeTokens×4 bytes, at most
 // maxPrefixBlocksToMatch blocks (and maxPrefixTokensToMatch tokens when set),
-// chains their xxhash64 hashes from a seed of the target model and
-// cache_salt, and matches them against the index: every endpoint gets the
+// chains their xxhash64 hashes from a seed of the target model, cache_salt
+// and the tool definitions (SeedWithTools; not the tools under
+// --upstream-compatible-scoring, as GIE), and matches them against the index: every endpoint gets the
 // number of leading blocks it is believed to hold. The result is a *Match in
 // State, read through the Source interface (prefix-cache-scorer). PreRequest
 // then records the blocks for the primary target and, when a prefill profile
@@ -70,6 +71,9 @@ type Producer struct {
 	publisher atomic.Pointer[Publisher]
 	// lastBlockSize is the block size Produce last used, for Export.
 	lastBlockSize atomic.Int64
+	// ignoreTools hashes prompts without their tool definitions, as GIE
+	// v1.5.0 does (--upstream-compatible-scoring); see SeedWithTools.
+	ignoreTools bool
 }
 
 var (
@@ -120,6 +124,7 @@ func NewProducer(name string, p Params, h *scheduler.Handle) (*Producer, error) 
 	pr := &Producer{
 		name: scheduler.TypedName{Type: ProducerType, Name: name}, params: p, index: ix,
 		log: h.Log.WithValues("plugin", name), endpoints: h.Endpoints, purgeEvery: DefaultPurgeInterval,
+		ignoreTools: h.UpstreamScoring,
 	}
 	if pr.hits, err = registerMetrics(h.Registerer, name, ix); err != nil {
 		return nil, err
@@ -191,7 +196,11 @@ func (p *Producer) hash(req *scheduler.Request, bs int) []uint64 {
 	if n == 0 {
 		return nil
 	}
-	return AppendBlockHashes(make([]uint64, 0, n), Seed(req.Model, req.Body.CacheSalt), prompt, blockBytes, n)
+	seed := Seed(req.Model, req.Body.CacheSalt)
+	if !p.ignoreTools {
+		seed = SeedWithTools(req.Model, req.Body.CacheSalt, req.Body.Tools)
+	}
+	return AppendBlockHashes(make([]uint64, 0, n), seed, prompt, blockBytes, n)
 }
 
 // blockSizeTokens applies the auto-tuning rule documented on Producer.

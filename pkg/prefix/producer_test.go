@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -191,6 +192,33 @@ func TestProducerRecordsPrimaryAndPrefill(t *testing.T) {
 	for _, other := range []*scheduler.Request{req("other-model", "", prompt), req("m", "salt", prompt)} {
 		if m := route(pr, eps, other, nil); m.Any() {
 			t.Errorf("model %q salt %q matched another model's or salt's entries", other.Model, other.Body.CacheSalt)
+		}
+	}
+}
+
+// TestProducerHashesTools: a request whose tool definitions differ from
+// those a server was sent matches nothing there (templates render tools
+// ahead of the conversation); the same tools match in full. Under
+// upstream-compatible scoring tools are ignored, as GIE ignores them.
+func TestProducerHashesTools(t *testing.T) {
+	t.Parallel()
+	withTools := func(tools string) *scheduler.Request {
+		r := req("m", "", text("agent", 640))
+		r.Body.Tools = []byte(tools)
+		return r
+	}
+	for _, upstream := range []bool{false, true} {
+		pr := newProducer(t, Params{BlockSizeTokens: 4, MaxPrefixBlocksToMatch: 256, LRUCapacityPerServer: 1000},
+			&scheduler.Handle{Log: logr.Discard(), UpstreamScoring: upstream})
+		eps := newEndpoints(2)
+		route(pr, eps, withTools(`[{"name":"bash"}]`), result(eps[:1], nil))
+		same := route(pr, eps, withTools(`[{"name":"bash"}]`), nil)
+		other := route(pr, eps, withTools(`[{"name":"bash"},{"name":"edit"}]`), nil)
+		if got := same.Blocks(eps[0]); got != same.TotalBlocks || got == 0 {
+			t.Errorf("upstream=%v: same tools matched %d of %d blocks", upstream, got, same.TotalBlocks)
+		}
+		if got, want := other.Blocks(eps[0]), map[bool]int{false: 0, true: other.TotalBlocks}[upstream]; got != want {
+			t.Errorf("upstream=%v: other tools matched %d blocks, want %d", upstream, got, want)
 		}
 	}
 }

@@ -120,6 +120,10 @@ type Body struct {
 	// system prompt (without per-request billing blocks) then the messages,
 	// in the order the chat template renders them.
 	Prompt []byte
+	// Tools is the raw JSON of the request's tool definitions ("tools"),
+	// aliasing Raw; nil when absent, null or empty. Chat templates render
+	// them into the system prompt, so they are part of the cached prefix.
+	Tools []byte
 	// Raw is the complete body as received.
 	Raw []byte
 
@@ -194,6 +198,10 @@ func (b *Body) readMembers(raw []byte) error {
 			b.prompt, b.Prompt = v, val
 		case "system":
 			b.system = v
+		case "tools":
+			if t := string(val); t != "null" && t != "[]" {
+				b.Tools = val
+			}
 		}
 	})
 	if scanErr != nil {

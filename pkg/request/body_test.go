@@ -78,6 +78,31 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// TestParseTools: the tool definitions are kept as sent (they shape the
+// cached prefix); absent, null or empty lists are none.
+func TestParseTools(t *testing.T) {
+	for _, tc := range []struct {
+		api  API
+		body string
+		want string
+	}{
+		{ChatCompletions, `{"model":"m","messages":[{"role":"user","content":"q"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, `[{"type":"function","function":{"name":"f"}}]`},
+		{Messages, `{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"q"}],"tools": [{"name":"bash","input_schema":{}}]}`, `[{"name":"bash","input_schema":{}}]`},
+		{Responses, `{"model":"m","input":"q","tools":[{"type":"web_search"}]}`, `[{"type":"web_search"}]`},
+		{ChatCompletions, `{"model":"m","messages":[{"role":"user","content":"q"}],"tools":null}`, ``},
+		{ChatCompletions, `{"model":"m","messages":[{"role":"user","content":"q"}],"tools":[]}`, ``},
+		{ChatCompletions, `{"model":"m","messages":[{"role":"user","content":"q"}]}`, ``},
+	} {
+		b, err := Parse(tc.api, []byte(tc.body))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.body, err)
+		}
+		if string(b.Tools) != tc.want {
+			t.Errorf("%s: tools %q, want %q", tc.body, b.Tools, tc.want)
+		}
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
