@@ -141,18 +141,21 @@ func (b *Body) EstimatedPromptTokens() int { return (len(b.Prompt) + 3) / 4 }
 func Parse(api API, raw []byte) (*Body, error) {
 	b := &Body{API: api, Raw: raw}
 	if api == Other {
-		if ok, _ := validJSON(raw); ok {
-			_ = b.readMembers(raw) // best effort: unknown APIs are not validated
+		// Best effort: unknown APIs are not validated, and nothing read
+		// from a body that is not JSON is kept.
+		if valid, _, _ := b.readMembers(raw); !valid {
+			return &Body{API: api, Raw: raw}, nil
 		}
 		return b, nil
 	}
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, fmt.Errorf("%w: body is empty", ErrMalformed)
 	}
-	if ok, at := validJSON(raw); !ok {
+	valid, at, err := b.readMembers(raw)
+	if !valid {
 		return nil, fmt.Errorf("%w: invalid JSON at byte %d (%s)", ErrMalformed, at, jsonErrorDetail(raw))
 	}
-	if err := b.readMembers(raw); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	if !b.model.ok() || b.Model == "" {
@@ -169,11 +172,13 @@ func Parse(api API, raw []byte) (*Body, error) {
 	return b, nil
 }
 
-// readMembers decodes the small top-level fields and records spans.
-func (b *Body) readMembers(raw []byte) error {
+// readMembers validates raw and, in the same pass, decodes the small
+// top-level fields and records spans. valid reports whether raw is JSON (at:
+// where it stops being); err is the first field of the wrong type, or a
+// body that is not an object.
+func (b *Body) readMembers(raw []byte) (valid bool, at int, err error) {
 	field := promptField[b.API]
-	var err error
-	scanErr := topLevel(raw, func(key []byte, v span) {
+	valid, at = validate(raw, func(key []byte, v span) {
 		if err != nil {
 			return
 		}
@@ -204,10 +209,10 @@ func (b *Body) readMembers(raw []byte) error {
 			}
 		}
 	})
-	if scanErr != nil {
-		return fmt.Errorf("%w: body must be a JSON object", ErrMalformed)
+	if valid && err == nil && raw[skipSpace(raw, 0)] != '{' {
+		err = fmt.Errorf("%w: body must be a JSON object", ErrMalformed)
 	}
-	return err
+	return valid, at, err
 }
 
 func decodeField(name string, val []byte, dst any) error {

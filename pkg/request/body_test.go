@@ -173,8 +173,30 @@ func FuzzParse(f *testing.F) {
 			if err == nil {
 				_ = b.WithModel("x")
 			}
+			if err == nil && api != Other && !bytes.ContainsRune(data, '\\') {
+				checkMembersAgainstStdlib(t, api, data, b)
+			}
 		}
 	})
+}
+
+// checkMembersAgainstStdlib compares the model and prompt Parse read (in
+// its single pass) with encoding/json's reading of the same body. Bodies
+// with escapes are skipped: the stdlib unescapes keys, Parse matches them
+// as sent.
+func checkMembersAgainstStdlib(t *testing.T, api API, data []byte, b *Body) {
+	t.Helper()
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(data, &members); err != nil {
+		t.Fatalf("Parse accepted %q, encoding/json did not: %v", data, err)
+	}
+	var model string
+	if err := json.Unmarshal(members["model"], &model); err != nil || model != b.Model {
+		t.Fatalf("%q: model %q, encoding/json reads %q (%v)", data, b.Model, model, err)
+	}
+	if got, want := data[b.prompt.start:b.prompt.end], members[promptField[api]]; !bytes.Equal(got, want) {
+		t.Fatalf("%q: prompt member %q, encoding/json reads %q", data, got, want)
+	}
 }
 
 func BenchmarkParse(b *testing.B) {
