@@ -77,6 +77,7 @@ func (a *app) onReload(b *config.Built) {
 	// The scheduler first: a request let through by the new admission must
 	// be scheduled, and counted, by the new plugins.
 	a.srv.SetScheduler(b.Scheduler)
+	a.srv.SetUnparsed(unparsedAPIs(b))
 	if adm, err := a.flow.configure(b); err != nil {
 		a.log.Error(err, "flow control: keeping the previous settings")
 	} else {

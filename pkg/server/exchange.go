@@ -120,7 +120,7 @@ func (x *exchange) onRequestHeaders(h *extprocv3.HttpHeaders, md map[string]*str
 	}
 	x.startTrace()
 	x.api = request.APIForPath(x.path())
-	if x.srv.opts.Unparsed.Has(x.api) {
+	if x.srv.unparsedAPIs().Has(x.api) {
 		x.api = request.Other
 	}
 	if answered, err := x.respond(); answered || err != nil {

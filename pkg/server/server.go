@@ -60,7 +60,7 @@ type Options struct {
 	// Unparsed names the APIs whose bodies are not parsed (no configured
 	// parser covers them): their requests are routed without prompt-aware
 	// scoring, as paths the EPP does not know are. request.AllAPIs is the
-	// passthrough-parser alone.
+	// passthrough-parser alone. SetUnparsed changes it (config reload).
 	Unparsed   request.APISet
 	Objectives Objectives
 	// Rewrites, when set, override the model-name rewrite header with a
@@ -88,6 +88,7 @@ type Server struct {
 	endpoints Endpoints
 	sched     atomic.Pointer[scheduler.Scheduler]
 	admission atomic.Pointer[Admission]
+	unparsed  atomic.Uint32 // request.APISet
 	opts      Options
 	log       logr.Logger
 	draining  atomic.Bool
@@ -105,8 +106,15 @@ func New(endpoints Endpoints, sched *scheduler.Scheduler, opts Options) *Server 
 	s := &Server{endpoints: endpoints, opts: opts, log: opts.Log}
 	s.sched.Store(sched)
 	s.SetAdmission(opts.Admission)
+	s.SetUnparsed(opts.Unparsed)
 	return s
 }
+
+// SetUnparsed changes which API families new requests leave unparsed
+// (config reload: the configured parsers changed).
+func (s *Server) SetUnparsed(apis request.APISet) { s.unparsed.Store(uint32(apis)) }
+
+func (s *Server) unparsedAPIs() request.APISet { return request.APISet(s.unparsed.Load()) }
 
 // SetScheduler swaps the scheduler (config reload). Requests already
 // scheduled keep running their lifecycle hooks on the old one.
