@@ -27,29 +27,6 @@ func Seed(model, cacheSalt string) uint64 {
 	return d.Sum64()
 }
 
-// SeedWithTools is Seed for a request that carries tool definitions (their
-// raw JSON). Chat templates render the tools into the system prompt, ahead
-// of the conversation, so requests with different tool sets share little
-// cache, and a request whose tools differ from what a server holds would
-// otherwise look like a full hit. Requests without tools keep Seed's value.
-// Lengths are hashed ahead of variable fields so that no two (model, salt,
-// tools) triples collide by shifting bytes between fields.
-func SeedWithTools(model, cacheSalt string, tools []byte) uint64 {
-	if len(tools) == 0 {
-		return Seed(model, cacheSalt)
-	}
-	var d xxhash.Digest
-	d.Reset()
-	var n [8]byte
-	for _, f := range []string{model, cacheSalt} {
-		binary.LittleEndian.PutUint64(n[:], uint64(len(f)))
-		_, _ = d.Write(n[:])
-		_, _ = d.WriteString(f)
-	}
-	_, _ = d.Write(tools)
-	return d.Sum64()
-}
-
 // AppendBlockHashes cuts prompt into blocks of blockBytes bytes and appends
 // one hash per complete block to dst, at most maxBlocks of them. Block i's
 // hash is xxhash64 of its bytes seeded with block i−1's hash (seed for block
@@ -78,4 +55,47 @@ func fixHash(h uint64) uint64 {
 		return 1
 	}
 	return h
+}
+
+// AppendBlockHashesWith is AppendBlockHashes over prompt with extra
+// inserted at offset at, without copying either: the blocks cut
+// prompt[:at] + extra + prompt[at:]. It places a request's tool definitions
+// (extra: a digest of them) where the chat template renders them, after the
+// system prompt: requests with the same system prompt and other tools share
+// the blocks before it, and nothing after, as the servers' caches do.
+func AppendBlockHashesWith(dst []uint64, seed uint64, prompt []byte, at int, extra []byte, blockBytes, maxBlocks int) []uint64 {
+	if len(extra) == 0 {
+		return AppendBlockHashes(dst, seed, prompt, blockBytes, maxBlocks)
+	}
+	if blockBytes <= 0 || maxBlocks <= 0 {
+		return dst
+	}
+	at = min(max(at, 0), len(prompt))
+	segs := [3][]byte{prompt[:at], extra, prompt[at:]}
+	n := min((len(prompt)+len(extra))/blockBytes, maxBlocks)
+	var d xxhash.Digest
+	prev := seed
+	for i := range n {
+		d.ResetWithSeed(prev)
+		lo, hi, off := i*blockBytes, (i+1)*blockBytes, 0
+		for _, s := range segs { // a digest fed in pieces hashes their concatenation
+			if a, b := max(lo, off), min(hi, off+len(s)); a < b {
+				_, _ = d.Write(s[a-off : b-off])
+			}
+			off += len(s)
+		}
+		prev = fixHash(d.Sum64())
+		dst = append(dst, prev)
+	}
+	return dst
+}
+
+// ToolsDigest is what AppendBlockHashesWith inserts for a request's tool
+// definitions: 8 bytes standing for all of them, so that a large tool set
+// does not crowd the conversation out of the matching window.
+func ToolsDigest(tools []byte) []byte {
+	if len(tools) == 0 {
+		return nil
+	}
+	return binary.LittleEndian.AppendUint64(nil, xxhash.Sum64(tools))
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -121,25 +122,29 @@ func TestFixHash(t *testing.T) {
 	}
 }
 
-// TestSeedWithTools: no tools keeps Seed's value (so tool-less requests hash
-// as before, and as GIE); different tools, or bytes shifted between the
-// salt and the tools, give different seeds.
-func TestSeedWithTools(t *testing.T) {
-	if SeedWithTools("m", "s", nil) != Seed("m", "s") {
-		t.Error("no tools: seed differs from Seed's")
+// TestAppendBlockHashesWith: hashing with an insertion equals hashing the
+// spliced copy, wherever the insertion falls relative to block boundaries;
+// without one it is AppendBlockHashes.
+func TestAppendBlockHashesWith(t *testing.T) {
+	prompt := []byte(strings.Repeat("the quick brown fox jumps over the lazy dog. ", 40))
+	seed := Seed("m", "")
+	if got, want := AppendBlockHashesWith(nil, seed, prompt, 100, nil, 64, 64), AppendBlockHashes(nil, seed, prompt, 64, 64); !slices.Equal(got, want) {
+		t.Fatal("no insertion: hashes differ from AppendBlockHashes")
 	}
-	a := SeedWithTools("m", "", []byte(`[{"name":"bash"}]`))
-	for _, other := range []uint64{
-		Seed("m", ""),
-		SeedWithTools("m", "", []byte(`[{"name":"edit"}]`)),
-		SeedWithTools("m", `[{"name":"bash"}]`, nil),
-		SeedWithTools("m", `[`, []byte(`{"name":"bash"}]`)),
-	} {
-		if other == a {
-			t.Errorf("seed %x repeated for different tools, salt or model", a)
+	for _, extra := range [][]byte{[]byte("8 bytes!"), []byte(strings.Repeat("x", 150))} {
+		for _, at := range []int{0, 1, 63, 64, 65, 640, len(prompt) - 1, len(prompt)} {
+			spliced := slices.Concat(prompt[:at], extra, prompt[at:])
+			for _, maxBlocks := range []int{3, 64} {
+				got := AppendBlockHashesWith(nil, seed, prompt, at, extra, 64, maxBlocks)
+				if want := AppendBlockHashes(nil, seed, spliced, 64, maxBlocks); !slices.Equal(got, want) {
+					t.Errorf("insert %d bytes at %d, %d blocks: hashes differ from the spliced prompt's", len(extra), at, maxBlocks)
+				}
+			}
 		}
 	}
-	if SeedWithTools("m", "", []byte(`[{"name":"bash"}]`)) != a {
-		t.Error("same tools, different seeds")
+	a := AppendBlockHashesWith(nil, seed, prompt, 640, ToolsDigest([]byte(`[{"name":"bash"}]`)), 64, 64)
+	b := AppendBlockHashesWith(nil, seed, prompt, 640, ToolsDigest([]byte(`[{"name":"edit"}]`)), 64, 64)
+	if !slices.Equal(a[:10], b[:10]) || a[10] == b[10] {
+		t.Error("other tools after 640 bytes: want the 10 blocks before them shared and block 10 on differing")
 	}
 }

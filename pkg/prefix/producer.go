@@ -34,8 +34,9 @@ const DefaultPurgeInterval = 2 * time.Minute
 // For each request, Produce cuts the raw prompt bytes (the JSON of the
 // prompt field) into blocks of blockSizeTokens×4 bytes, at most
 // maxPrefixBlocksToMatch blocks (and maxPrefixTokensToMatch tokens when set),
-// chains their xxhash64 hashes from a seed of the target model, cache_salt
-// and the tool definitions (SeedWithTools; not the tools under
+// chains their xxhash64 hashes from a seed of the target model and
+// cache_salt, with a digest of the tool definitions where the chat template
+// renders them (AppendBlockHashesWith; not under
 // --upstream-compatible-scoring, as GIE), and matches them against the index: every endpoint gets the
 // number of leading blocks it is believed to hold. The result is a *Match in
 // State, read through the Source interface (prefix-cache-scorer). PreRequest
@@ -72,7 +73,7 @@ type Producer struct {
 	// lastBlockSize is the block size Produce last used, for Export.
 	lastBlockSize atomic.Int64
 	// ignoreTools hashes prompts without their tool definitions, as GIE
-	// v1.5.0 does (--upstream-compatible-scoring); see SeedWithTools.
+	// v1.5.0 does (--upstream-compatible-scoring); see AppendBlockHashesWith.
 	ignoreTools bool
 }
 
@@ -197,10 +198,12 @@ func (p *Producer) hash(req *scheduler.Request, bs int) []uint64 {
 		return nil
 	}
 	seed := Seed(req.Model, req.Body.CacheSalt)
-	if !p.ignoreTools {
-		seed = SeedWithTools(req.Model, req.Body.CacheSalt, req.Body.Tools)
+	if p.ignoreTools || len(req.Body.Tools) == 0 {
+		return AppendBlockHashes(make([]uint64, 0, n), seed, prompt, blockBytes, n)
 	}
-	return AppendBlockHashes(make([]uint64, 0, n), seed, prompt, blockBytes, n)
+	tools := ToolsDigest(req.Body.Tools)
+	n = min((len(prompt)+len(tools))/blockBytes, p.params.maxBlocks(bs))
+	return AppendBlockHashesWith(make([]uint64, 0, n), seed, prompt, req.Body.ToolsAt, tools, blockBytes, n)
 }
 
 // blockSizeTokens applies the auto-tuning rule documented on Producer.

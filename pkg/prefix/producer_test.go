@@ -196,15 +196,16 @@ func TestProducerRecordsPrimaryAndPrefill(t *testing.T) {
 	}
 }
 
-// TestProducerHashesTools: a request whose tool definitions differ from
-// those a server was sent matches nothing there (templates render tools
-// ahead of the conversation); the same tools match in full. Under
+// TestProducerHashesTools: tools count where the template renders them. A
+// request with other tools matches a server's blocks up to there (the
+// system prompt) and nothing after; the same tools match in full. Under
 // upstream-compatible scoring tools are ignored, as GIE ignores them.
 func TestProducerHashesTools(t *testing.T) {
 	t.Parallel()
+	const at = 320 // bytes of system prompt before the tools: 20 blocks of 16
 	withTools := func(tools string) *scheduler.Request {
 		r := req("m", "", text("agent", 640))
-		r.Body.Tools = []byte(tools)
+		r.Body.Tools, r.Body.ToolsAt = []byte(tools), at
 		return r
 	}
 	for _, upstream := range []bool{false, true} {
@@ -217,7 +218,7 @@ func TestProducerHashesTools(t *testing.T) {
 		if got := same.Blocks(eps[0]); got != same.TotalBlocks || got == 0 {
 			t.Errorf("upstream=%v: same tools matched %d of %d blocks", upstream, got, same.TotalBlocks)
 		}
-		if got, want := other.Blocks(eps[0]), map[bool]int{false: 0, true: other.TotalBlocks}[upstream]; got != want {
+		if got, want := other.Blocks(eps[0]), map[bool]int{false: at / 16, true: other.TotalBlocks}[upstream]; got != want {
 			t.Errorf("upstream=%v: other tools matched %d blocks, want %d", upstream, got, want)
 		}
 	}

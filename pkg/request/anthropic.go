@@ -15,7 +15,8 @@ const billingHeaderPrefix = "x-anthropic-billing-header"
 // joinSystem sets Prompt to the system prompt followed by the messages for
 // an Anthropic request, the order the chat template renders them, so that
 // two requests share a hashed prefix exactly when their rendered prompts
-// do. Without a system prompt Prompt stays the messages member of Raw.
+// do, and ToolsAt to where the messages start. Without a system prompt
+// Prompt stays the messages member of Raw.
 func (b *Body) joinSystem() error {
 	if !b.system.ok() {
 		return nil
@@ -29,8 +30,9 @@ func (b *Body) joinSystem() error {
 			return nil
 		}
 		out := make([]byte, 0, len(sys)+1+len(b.Prompt))
-		out = append(append(append(out, sys...), '\n'), b.Prompt...)
-		b.Prompt = out
+		out = append(append(out, sys...), '\n')
+		b.ToolsAt = len(out)
+		b.Prompt = append(out, b.Prompt...)
 		return nil
 	case '[':
 	default:
@@ -57,6 +59,7 @@ func (b *Body) joinSystem() error {
 		return nil
 	}
 	out = append(out, "]\n"...)
+	b.ToolsAt = len(out)
 	b.Prompt = append(out, b.Prompt...)
 	return nil
 }

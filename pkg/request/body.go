@@ -124,6 +124,10 @@ type Body struct {
 	// aliasing Raw; nil when absent, null or empty. Chat templates render
 	// them into the system prompt, so they are part of the cached prefix.
 	Tools []byte
+	// ToolsAt is the offset in Prompt where the template renders Tools:
+	// just after the system prompt (Anthropic's system, or a leading system
+	// or developer message), else 0.
+	ToolsAt int
 	// Raw is the complete body as received.
 	Raw []byte
 
@@ -168,6 +172,9 @@ func Parse(api API, raw []byte) (*Body, error) {
 		if err := b.joinSystem(); err != nil {
 			return nil, err
 		}
+	}
+	if b.API == ChatCompletions && b.Tools != nil {
+		b.ToolsAt = afterSystemMessage(b.Prompt)
 	}
 	return b, nil
 }
@@ -245,6 +252,32 @@ func (b *Body) checkPrompt() error {
 		return fmt.Errorf("%w: field %q must be a string or an array", ErrMalformed, field)
 	}
 	return nil
+}
+
+// afterSystemMessage returns the offset just past the first element of the
+// chat messages array when that element is a system or developer message
+// (where templates render the tools), else 0.
+func afterSystemMessage(messages []byte) int {
+	i := skipSpace(messages, 0)
+	if i >= len(messages) || messages[i] != '[' {
+		return 0
+	}
+	i = skipSpace(messages, i+1)
+	if i >= len(messages) || messages[i] != '{' {
+		return 0
+	}
+	end := skipValue(messages, i)
+	system := false
+	_ = topLevel(messages[i:end], func(key []byte, v span) {
+		if string(key) == "role" {
+			role := string(messages[i+v.start : i+v.end])
+			system = role == `"system"` || role == `"developer"`
+		}
+	})
+	if !system {
+		return 0
+	}
+	return end
 }
 
 // WithModel returns a copy of the body with the model replaced; every other

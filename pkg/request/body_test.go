@@ -79,26 +79,36 @@ func TestParse(t *testing.T) {
 }
 
 // TestParseTools: the tool definitions are kept as sent (they shape the
-// cached prefix); absent, null or empty lists are none.
+// cached prefix), with where the template renders them: after the system
+// prompt, else first. Absent, null or empty lists are none.
 func TestParseTools(t *testing.T) {
+	const sysMsg = `[{"role":"system","content":"be brief"}`
 	for _, tc := range []struct {
-		api  API
-		body string
-		want string
+		api      API
+		body     string
+		want     string
+		wantAt   int
+		atPrefix string // Prompt[:ToolsAt], when not empty
 	}{
-		{ChatCompletions, `{"model":"m","messages":[{"role":"user","content":"q"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, `[{"type":"function","function":{"name":"f"}}]`},
-		{Messages, `{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"q"}],"tools": [{"name":"bash","input_schema":{}}]}`, `[{"name":"bash","input_schema":{}}]`},
-		{Responses, `{"model":"m","input":"q","tools":[{"type":"web_search"}]}`, `[{"type":"web_search"}]`},
-		{ChatCompletions, `{"model":"m","messages":[{"role":"user","content":"q"}],"tools":null}`, ``},
-		{ChatCompletions, `{"model":"m","messages":[{"role":"user","content":"q"}],"tools":[]}`, ``},
-		{ChatCompletions, `{"model":"m","messages":[{"role":"user","content":"q"}]}`, ``},
+		{ChatCompletions, `{"model":"m","messages":[{"role":"user","content":"q"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, `[{"type":"function","function":{"name":"f"}}]`, 0, ""},
+		{ChatCompletions, `{"model":"m","messages":` + sysMsg + `,{"role":"user","content":"q"}],"tools":[{"name":"f"}]}`, `[{"name":"f"}]`, len(sysMsg), sysMsg},
+		{ChatCompletions, `{"model":"m","messages":[ {"content":"x","role":"developer"} ],"tools":[{"name":"f"}]}`, `[{"name":"f"}]`, 36, `[ {"content":"x","role":"developer"}`},
+		{Messages, `{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"q"}],"tools": [{"name":"bash","input_schema":{}}]}`, `[{"name":"bash","input_schema":{}}]`, 0, ""},
+		{Messages, `{"model":"m","max_tokens":8,"system":"be brief","messages":[{"role":"user","content":"q"}],"tools":[{"name":"bash"}]}`, `[{"name":"bash"}]`, 11, "\"be brief\"\n"},
+		{Responses, `{"model":"m","input":"q","tools":[{"type":"web_search"}]}`, `[{"type":"web_search"}]`, 0, ""},
+		{ChatCompletions, `{"model":"m","messages":[{"role":"user","content":"q"}],"tools":null}`, ``, 0, ""},
+		{ChatCompletions, `{"model":"m","messages":[{"role":"user","content":"q"}],"tools":[]}`, ``, 0, ""},
+		{ChatCompletions, `{"model":"m","messages":[{"role":"user","content":"q"}]}`, ``, 0, ""},
 	} {
 		b, err := Parse(tc.api, []byte(tc.body))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.body, err)
 		}
-		if string(b.Tools) != tc.want {
-			t.Errorf("%s: tools %q, want %q", tc.body, b.Tools, tc.want)
+		if string(b.Tools) != tc.want || b.ToolsAt != tc.wantAt {
+			t.Errorf("%s: tools %q at %d, want %q at %d", tc.body, b.Tools, b.ToolsAt, tc.want, tc.wantAt)
+		}
+		if tc.atPrefix != "" && string(b.Prompt[:b.ToolsAt]) != tc.atPrefix {
+			t.Errorf("%s: prompt before the tools %q, want %q", tc.body, b.Prompt[:b.ToolsAt], tc.atPrefix)
 		}
 	}
 }
@@ -161,6 +171,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"a":"\\\"","model":"m","prompt":["\u00e9"]}`))
 	f.Add([]byte(`{"model":"m","system":[{"type":"text","text":"x-anthropic-billing-header: a"},{"text":"s"}],"messages":[{"role":"user","content":"q"}]}`))
 	f.Add([]byte(`{"model":"m","system":"s","messages":[1]}`))
+	f.Add([]byte(`{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user"}],"tools":[{"name":"f"}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, api := range []API{Other, Completions, ChatCompletions, Responses, Messages} {
 			b, err := Parse(api, data)
@@ -172,6 +183,9 @@ func FuzzParse(f *testing.F) {
 			}
 			if err == nil {
 				_ = b.WithModel("x")
+			}
+			if err == nil && (b.ToolsAt < 0 || b.ToolsAt > len(b.Prompt)) {
+				t.Fatalf("tools at %d of a %d-byte prompt: %q", b.ToolsAt, len(b.Prompt), data)
 			}
 			if err == nil && api != Other && !bytes.ContainsRune(data, '\\') {
 				checkMembersAgainstStdlib(t, api, data, b)
