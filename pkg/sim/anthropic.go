@@ -135,7 +135,7 @@ func renderAnthropic(wr *wireAnthropicRequest) ([]uint32, error) {
 			return nil, fmt.Errorf("%s.role: must be \"user\", \"assistant\" or \"system\", got %q", path, m.Role)
 		}
 	}
-	if err := toolsText(&system, wr.Tools); err != nil {
+	if err := toolsText(&system, wr.Tools, anthropicToolName, "name"); err != nil {
 		return nil, err
 	}
 	var b strings.Builder
@@ -245,8 +245,10 @@ func toolResultText(path string, raw json.RawMessage) (string, error) {
 }
 
 // toolsText appends the tool definitions to the system text, one compact
-// JSON object a line, as chat templates put tools in the system prompt.
-func toolsText(b *strings.Builder, raw json.RawMessage) error {
+// JSON object a line, as chat templates put tools in the system prompt;
+// name finds a tool's name where the API keeps it, in nameField (a tool
+// without one is refused, as vLLM refuses it).
+func toolsText(b *strings.Builder, raw json.RawMessage, name func(tool json.RawMessage) (string, error), nameField string) error {
 	if isAbsent(raw) {
 		return nil
 	}
@@ -256,14 +258,12 @@ func toolsText(b *strings.Builder, raw json.RawMessage) error {
 	}
 	for k, tool := range tools {
 		path := fmt.Sprintf("tools[%d]", k)
-		var named struct {
-			Name string `json:"name"`
-		}
-		if err := json.Unmarshal(tool, &named); err != nil {
+		n, err := name(tool)
+		if err != nil {
 			return fieldError(path, err)
 		}
-		if named.Name == "" {
-			return fmt.Errorf("%s.name: field required", path)
+		if n == "" {
+			return fmt.Errorf("%s.%s: field required", path, nameField)
 		}
 		text, err := compactObject(path, tool)
 		if err != nil {
@@ -275,6 +275,15 @@ func toolsText(b *strings.Builder, raw json.RawMessage) error {
 		b.WriteString(text + "\n")
 	}
 	return nil
+}
+
+// anthropicToolName reads an Anthropic tool's top-level name.
+func anthropicToolName(tool json.RawMessage) (string, error) {
+	var t struct {
+		Name string `json:"name"`
+	}
+	err := json.Unmarshal(tool, &t)
+	return t.Name, err
 }
 
 // decodeBlocks reads a list of content blocks, naming the offending one.

@@ -3,7 +3,8 @@
 //
 // An Instance serves the OpenAI API (/v1/completions, /v1/chat/completions,
 // streaming or not, with usage and cached-token counts, and P/D
-// kv_transfer_params), the Anthropic Messages API as vLLM does
+// kv_transfer_params; chat tools are rendered into the system turn, after a
+// leading system message's text, as Qwen's and Hermes' templates do), the Anthropic Messages API as vLLM does
 // (/v1/messages and /v1/messages/count_tokens, below), /v1/models, /health,
 // and Prometheus metrics under
 // the names of vLLM, SGLang, TensorRT-LLM serve or Triton TensorRT-LLM

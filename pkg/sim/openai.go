@@ -50,6 +50,7 @@ type wireRequest struct {
 	Model               string          `json:"model"`
 	Prompt              json.RawMessage `json:"prompt"`
 	Messages            json.RawMessage `json:"messages"`
+	Tools               json.RawMessage `json:"tools"`
 	MaxTokens           *int            `json:"max_tokens"`
 	MaxCompletionTokens *int            `json:"max_completion_tokens"`
 	Stream              bool            `json:"stream"`
@@ -107,7 +108,7 @@ func (i *Instance) parseGenerate(w http.ResponseWriter, r *http.Request, chat bo
 	}
 	var err error
 	if chat {
-		g.prompts, err = parseMessages(wr.Messages)
+		g.prompts, err = parseMessages(wr.Messages, wr.Tools)
 	} else {
 		g.prompts, err = parsePrompt(wr.Prompt)
 	}
@@ -194,11 +195,17 @@ type wirePart struct {
 // parseMessages renders chat messages through a ChatML-like template and
 // tokenizes the result. Each turn renders the same way wherever it sits, so
 // a conversation's next request shares the previous one's token prefix, as
-// with a real chat template.
-func parseMessages(raw json.RawMessage) ([][]uint32, error) {
+// with a real chat template. Tools are rendered into the system turn, after
+// a leading system (or developer) message's text, else in a system turn of
+// their own first, as Qwen's and Hermes' templates place them.
+func parseMessages(raw, tools json.RawMessage) ([][]uint32, error) {
 	var msgs []wireMessage
 	if err := json.Unmarshal(raw, &msgs); err != nil || len(msgs) == 0 {
 		return nil, errors.New("messages must be a non-empty list of {role, content}")
+	}
+	var toolLines strings.Builder
+	if err := toolsText(&toolLines, tools, openAIToolName, "function.name"); err != nil {
+		return nil, err
 	}
 	var b strings.Builder
 	for j, m := range msgs {
@@ -209,10 +216,35 @@ func parseMessages(raw json.RawMessage) ([][]uint32, error) {
 		if err != nil {
 			return nil, fmt.Errorf("messages[%d].content: %w", j, err)
 		}
+		if j == 0 && toolLines.Len() > 0 {
+			if m.Role == "system" || m.Role == "developer" {
+				text += toolLines.String()
+			} else {
+				writeChatTurn(&b, "system", strings.TrimPrefix(toolLines.String(), "\n\n"))
+			}
+		}
 		writeChatTurn(&b, m.Role, text)
 	}
 	b.WriteString(chatGenerationPrompt)
 	return [][]uint32{tokenize.Append(nil, b.String())}, nil
+}
+
+// openAIToolName reads an OpenAI tool's function name; only function
+// tools exist in the chat API.
+func openAIToolName(tool json.RawMessage) (string, error) {
+	var t struct {
+		Type     string `json:"type"`
+		Function struct {
+			Name string `json:"name"`
+		} `json:"function"`
+	}
+	if err := json.Unmarshal(tool, &t); err != nil {
+		return "", err
+	}
+	if t.Type != "function" {
+		return "", fmt.Errorf("type must be \"function\", got %q", t.Type)
+	}
+	return t.Function.Name, nil
 }
 
 // chatGenerationPrompt ends every rendered chat: the assistant's turn.
