@@ -9,8 +9,8 @@ package prefix
 
 // Holder vectors come in capacity classes of 2^c pairs (2^(c+1) int32s).
 const (
-	minVecClass = 1 // 2 pairs: a vector exists only for two or more holders
-	maxVecClass = 31
+	minVecClass = 1  // 2 pairs: a vector exists only for two or more holders
+	maxVecClass = 20 // 2^20 pairs: maxSlots holders, every endpoint
 )
 
 // Small vectors are carved out of chunks of vecChunkInts int32s, so the

@@ -191,19 +191,17 @@ func (p *Producer) hash(req *scheduler.Request, bs int) []uint64 {
 	if req == nil || req.Body == nil {
 		return nil
 	}
-	prompt := req.Body.Prompt
+	var tools []byte // what the tool definitions add to the prompt
+	if !p.ignoreTools {
+		tools = ToolsDigest(req.Body.Tools)
+	}
 	blockBytes := bs * CharsPerToken
-	n := min(len(prompt)/blockBytes, p.params.maxBlocks(bs))
+	n := min((len(req.Body.Prompt)+len(tools))/blockBytes, p.params.maxBlocks(bs))
 	if n == 0 {
 		return nil
 	}
-	seed := Seed(req.Model, req.Body.CacheSalt)
-	if p.ignoreTools || len(req.Body.Tools) == 0 {
-		return AppendBlockHashes(make([]uint64, 0, n), seed, prompt, blockBytes, n)
-	}
-	tools := ToolsDigest(req.Body.Tools)
-	n = min((len(prompt)+len(tools))/blockBytes, p.params.maxBlocks(bs))
-	return AppendBlockHashesWith(make([]uint64, 0, n), seed, prompt, req.Body.ToolsAt, tools, blockBytes, n)
+	return AppendBlockHashesWith(make([]uint64, 0, n), Seed(req.Model, req.Body.CacheSalt), req.Body.Prompt,
+		req.Body.ToolsAt, tools, blockBytes, n)
 }
 
 // blockSizeTokens applies the auto-tuning rule documented on Producer.
