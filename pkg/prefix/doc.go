@@ -10,13 +10,14 @@
 // blockSizeTokens×4 bytes; only complete blocks count, at most
 // maxPrefixBlocksToMatch of them. Block i's hash is xxhash64 of its bytes
 // seeded with block i−1's hash, and block 0 is seeded with a hash of the
-// target model and cache_salt. A request's tool definitions count as an
-// 8-byte digest inserted where chat templates render them, after the system
-// prompt (GIE leaves them out, and so does --upstream-compatible-scoring).
+// target model and cache_salt. A request's tool definitions count where
+// chat templates render them, after the system prompt, at their own size
+// (GIE leaves them out, and so does --upstream-compatible-scoring).
 // A block hash therefore stands for the whole prefix up to and including
-// that block, and different models or salts never share an entry. Hashing 64-byte blocks runs at about 3 GB/s (the
-// per-call cost of xxhash dominates such short inputs): a 16 KiB prompt, 256
-// blocks, costs about 5 µs; the default cap is 2,048 blocks (128 KiB).
+// that block, and different models or salts never share an entry. Hashing
+// 64-byte blocks runs at about 3 GB/s (the per-call cost of xxhash
+// dominates such short inputs): a 16 KiB prompt, 256 blocks, costs about
+// 5 µs; the default cap is 2,048 blocks (128 KiB).
 //
 // # Layout
 //

@@ -60,9 +60,10 @@ func fixHash(h uint64) uint64 {
 // AppendBlockHashesWith is AppendBlockHashes over prompt with extra
 // inserted at offset at, without copying either: the blocks cut
 // prompt[:at] + extra + prompt[at:]. It places a request's tool definitions
-// (extra: a digest of them) where the chat template renders them, after the
-// system prompt: requests with the same system prompt and other tools share
-// the blocks before it, and nothing after, as the servers' caches do.
+// (extra) where the chat template renders them, after the system prompt:
+// requests with the same system prompt and other tools share the blocks
+// before it and nothing after, and requests with the same tools share them
+// too, at their size, as the servers' caches do.
 func AppendBlockHashesWith(dst []uint64, seed uint64, prompt []byte, at int, extra []byte, blockBytes, maxBlocks int) []uint64 {
 	if len(extra) == 0 {
 		return AppendBlockHashes(dst, seed, prompt, blockBytes, maxBlocks)
@@ -88,14 +89,4 @@ func AppendBlockHashesWith(dst []uint64, seed uint64, prompt []byte, at int, ext
 		dst = append(dst, prev)
 	}
 	return dst
-}
-
-// ToolsDigest is what AppendBlockHashesWith inserts for a request's tool
-// definitions: 8 bytes standing for all of them, so that a large tool set
-// does not crowd the conversation out of the matching window.
-func ToolsDigest(tools []byte) []byte {
-	if len(tools) == 0 {
-		return nil
-	}
-	return binary.LittleEndian.AppendUint64(nil, xxhash.Sum64(tools))
 }

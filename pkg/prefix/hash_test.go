@@ -142,8 +142,8 @@ func TestAppendBlockHashesWith(t *testing.T) {
 			}
 		}
 	}
-	a := AppendBlockHashesWith(nil, seed, prompt, 640, ToolsDigest([]byte(`[{"name":"bash"}]`)), 64, 64)
-	b := AppendBlockHashesWith(nil, seed, prompt, 640, ToolsDigest([]byte(`[{"name":"edit"}]`)), 64, 64)
+	a := AppendBlockHashesWith(nil, seed, prompt, 640, []byte(`[{"name":"bash"}]`), 64, 64)
+	b := AppendBlockHashesWith(nil, seed, prompt, 640, []byte(`[{"name":"edit"}]`), 64, 64)
 	if !slices.Equal(a[:10], b[:10]) || a[10] == b[10] {
 		t.Error("other tools after 640 bytes: want the 10 blocks before them shared and block 10 on differing")
 	}

@@ -35,8 +35,8 @@ const DefaultPurgeInterval = 2 * time.Minute
 // prompt field) into blocks of blockSizeTokens×4 bytes, at most
 // maxPrefixBlocksToMatch blocks (and maxPrefixTokensToMatch tokens when set),
 // chains their xxhash64 hashes from a seed of the target model and
-// cache_salt, with a digest of the tool definitions where the chat template
-// renders them (AppendBlockHashesWith; not under
+// cache_salt, with the tool definitions where the chat template renders
+// them (AppendBlockHashesWith; not under
 // --upstream-compatible-scoring, as GIE), and matches them against the index: every endpoint gets the
 // number of leading blocks it is believed to hold. The result is a *Match in
 // State, read through the Source interface (prefix-cache-scorer). PreRequest
@@ -191,9 +191,9 @@ func (p *Producer) hash(req *scheduler.Request, bs int) []uint64 {
 	if req == nil || req.Body == nil {
 		return nil
 	}
-	var tools []byte // what the tool definitions add to the prompt
+	var tools []byte // rendered into the prompt by the chat template
 	if !p.ignoreTools {
-		tools = ToolsDigest(req.Body.Tools)
+		tools = req.Body.Tools
 	}
 	blockBytes := bs * CharsPerToken
 	n := min((len(req.Body.Prompt)+len(tools))/blockBytes, p.params.maxBlocks(bs))
