@@ -166,3 +166,18 @@ func agentSessionsW8() Workload {
 		SLO: SLO{TTFT: 4 * time.Second, ITL: 50 * time.Millisecond},
 	}
 }
+
+// AgentToolsWorkload is W8's coding-agent sessions with the tool set varying
+// between users, as MCP servers and plugins make it: every session starts
+// from one shared system prompt, then one of a few large tool sets, then its
+// own conversation. It measures what counting tools in the prefix index is
+// worth; a study, not in Workloads.
+func AgentToolsWorkload() Workload {
+	w := agentSessionsW8()
+	w.Name, w.ID = "agent-tools", "AT"
+	w.Description = "coding-agent sessions as W8, but the 20,000-token head split into a 4,000-token system prompt " +
+		"shared by all and 16,000 tokens of tools, one of 4 tool sets per user"
+	w.Published = "no published routing result; shape from Claude Code with per-user MCP tool sets"
+	w.Traffic.SystemTokens, w.Traffic.ToolSets, w.Traffic.ToolTokens = 4000, 4, 16000
+	return w
+}

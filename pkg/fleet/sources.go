@@ -157,6 +157,7 @@ type chat struct {
 	session uint64 // restarts so far, so a new chat gets new questions
 	turn    int    // turns already sent in this session
 	msgs    []message
+	tools   string // the user's tool set's description, or ""
 	tokens  []uint32
 }
 
@@ -176,7 +177,7 @@ func (m *multiTurn) next(rng *rand.Rand) (*prompt, error) {
 	q := message{role: "user", content: words(segmentRNG(m.seed, segQuestion, uint64(u), turn), m.t.QuestionTokens)}
 	c.msgs = append(c.msgs, q)
 	c.tokens = chatTokens(c.tokens, q)
-	body, err := chatBody(m.model, c.msgs, m.t.OutputTokens)
+	body, err := chatBody(m.model, c.msgs, c.tools, m.t.OutputTokens)
 	if err != nil {
 		return nil, err
 	}
@@ -200,4 +201,10 @@ func (m *multiTurn) restart(c *chat, u int) {
 	c.turn = 0
 	c.msgs = []message{sys}
 	c.tokens = chatTokens(nil, sys)
+	if m.t.ToolSets > 0 {
+		// Rendered after the system prompt, as the chat template does.
+		set := uint64(u % m.t.ToolSets)
+		c.tools = words(segmentRNG(m.seed, segTools, set, 0), m.t.ToolTokens)
+		c.tokens = tokenize.Append(c.tokens, c.tools)
+	}
 }

@@ -49,6 +49,7 @@ const (
 	segQuestion
 	segAnswer
 	segUnique
+	segTools
 )
 
 // completionBody builds a streaming /v1/completions body and parses it the
@@ -77,8 +78,9 @@ type message struct {
 
 // chatBody builds a streaming /v1/chat/completions body. Earlier turns are
 // serialised identically every time, so a conversation's bodies share byte
-// prefixes up to the newest turn, as real chat clients' do.
-func chatBody(model string, msgs []message, maxTokens int) (*request.Body, error) {
+// prefixes up to the newest turn, as real chat clients' do. tools, when not
+// empty, is one function's description.
+func chatBody(model string, msgs []message, tools string, maxTokens int) (*request.Body, error) {
 	var sb strings.Builder
 	sb.WriteString(`{"model":`)
 	sb.WriteString(strconv.Quote(model))
@@ -93,7 +95,13 @@ func chatBody(model string, msgs []message, maxTokens int) (*request.Body, error
 		sb.WriteString(m.content)
 		sb.WriteString(`"}`)
 	}
-	sb.WriteString(`],"max_tokens":`)
+	sb.WriteString(`]`)
+	if tools != "" {
+		sb.WriteString(`,"tools":[{"type":"function","function":{"name":"tool","description":"`)
+		sb.WriteString(tools) // generated text needs no escaping
+		sb.WriteString(`"}}]`)
+	}
+	sb.WriteString(`,"max_tokens":`)
 	sb.WriteString(strconv.Itoa(maxTokens))
 	sb.WriteString(`,"stream":true,"stream_options":{"include_usage":true}}`)
 	b, err := request.Parse(request.ChatCompletions, []byte(sb.String()))

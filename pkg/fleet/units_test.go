@@ -122,6 +122,47 @@ func TestMultiTurnUsersDiffer(t *testing.T) {
 	}
 }
 
+// TestMultiTurnToolSets: with tool sets, a user's bodies carry its set's
+// tools after the system message (where the EPP's index places them) and
+// the engine's tokens have them after the system prompt; users of the same
+// set share system and tools, users of other sets the system prompt only.
+func TestMultiTurnToolSets(t *testing.T) {
+	t.Parallel()
+	tr := Traffic{Shape: ShapeMultiTurn, Groups: 1, PromptsPerGroup: 4, SystemTokens: 50, QuestionTokens: 10,
+		OutputTokens: 8, Turns: 100, ToolSets: 2, ToolTokens: 30}
+	if err := tr.validate(); err != nil {
+		t.Fatal(err)
+	}
+	m := newMultiTurn(tr, "m", 1)
+	for u := range m.users {
+		m.restart(&m.users[u], u)
+	}
+	sys := len(chatTokens(nil, m.users[0].msgs[0]))
+	for u, c := range m.users {
+		if len(c.tokens) != sys+30 {
+			t.Fatalf("user %d: %d tokens before the first question, want system %d + tools 30", u, len(c.tokens), sys)
+		}
+	}
+	other := m.users[1] // set 1; users 0 and 2 have set 0
+	if !cmp.Equal(m.users[0].tokens, m.users[2].tokens) || cmp.Equal(m.users[0].tokens, other.tokens) ||
+		!cmp.Equal(m.users[0].tokens[:sys], other.tokens[:sys]) {
+		t.Error("want users 0 and 2 (set 0) alike, user 1 (set 1) sharing the system prompt only")
+	}
+	p, err := m.next(newRand(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.body.Tools) == 0 || p.body.ToolsAt == 0 || !strings.HasPrefix(string(p.body.Prompt[:p.body.ToolsAt]), `[{"role":"system"`) {
+		t.Errorf("body tools %d bytes at %d: want them after the system message", len(p.body.Tools), p.body.ToolsAt)
+	}
+	for _, bad := range []Traffic{{ToolSets: 2}, {ToolTokens: 5}, {ToolSets: -1, ToolTokens: 5}} {
+		bad.Shape, bad.Groups, bad.PromptsPerGroup, bad.QuestionTokens, bad.OutputTokens, bad.Turns = ShapeMultiTurn, 1, 1, 1, 1, 1
+		if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "toolSets") {
+			t.Errorf("%+v: error %v, want one naming toolSets", bad, err)
+		}
+	}
+}
+
 func TestShareGPTAndAdapters(t *testing.T) {
 	t.Parallel()
 	tr := Traffic{Shape: ShapeShareGPT, Input: LogNormal{Median: 100, Mean: 200, Max: 500}, Output: LogNormal{Median: 10, Mean: 20, Max: 40},

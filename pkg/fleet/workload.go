@@ -42,6 +42,11 @@ type Traffic struct {
 	Input, Output LogNormal
 	// Turns is how many turns a multi-turn chat runs before it restarts.
 	Turns int
+	// ToolSets and ToolTokens (multi-turn only): each user's requests carry
+	// one of ToolSets tool definitions (user u has set u mod ToolSets) of
+	// ToolTokens tokens, rendered after the system prompt as chat templates
+	// do. 0 sends no tools.
+	ToolSets, ToolTokens int
 	// Adapters splits traffic over LoRA adapters; empty means base model.
 	Adapters []AdapterClass
 }
@@ -161,6 +166,11 @@ func (t *Traffic) validate() error {
 		if t.Shape == ShapeMultiTurn && (t.Turns < 1 || t.Turns > 1000) {
 			bad("turns: must be in [1, 1000], got %d", t.Turns)
 		}
+		if t.ToolSets < 0 || t.ToolTokens < 0 || t.ToolTokens > maxTokens || (t.ToolSets > 0) != (t.ToolTokens > 0) ||
+			t.ToolSets > 0 && t.Shape != ShapeMultiTurn {
+			bad("toolSets and toolTokens: both 0, or both >= 1 (tokens at most %d) on a multi-turn workload, got %d and %d",
+				maxTokens, t.ToolSets, t.ToolTokens)
+		}
 	case ShapeShareGPT:
 		for _, d := range []struct {
 			name string
@@ -197,7 +207,7 @@ func (t *Traffic) WorkingSetTokens() int {
 	case ShapeMultiTurn:
 		meanTurns := float64(t.Turns+1) / 2
 		perUser := meanTurns * float64(t.QuestionTokens+t.OutputTokens)
-		return t.Groups*t.SystemTokens + int(float64(t.Groups*t.PromptsPerGroup)*perUser)
+		return t.Groups*t.SystemTokens + t.ToolSets*t.ToolTokens + int(float64(t.Groups*t.PromptsPerGroup)*perUser)
 	}
 	return 0
 }
@@ -208,7 +218,7 @@ func (t *Traffic) maxRequestTokens() int {
 	case ShapeSharedPrefix:
 		return t.SystemTokens + t.QuestionTokens + t.OutputTokens
 	case ShapeMultiTurn:
-		return t.SystemTokens + t.Turns*(t.QuestionTokens+t.OutputTokens)
+		return t.SystemTokens + t.ToolTokens + t.Turns*(t.QuestionTokens+t.OutputTokens)
 	}
 	return t.Input.Max + t.Output.Max
 }
@@ -226,7 +236,7 @@ func Workloads() []Workload {
 // as "W1"), including the studies' own (long-prompt).
 func WorkloadByName(name string) (Workload, error) {
 	var names []string
-	for _, w := range append(Workloads(), LongPromptWorkload()) {
+	for _, w := range append(Workloads(), LongPromptWorkload(), AgentToolsWorkload()) {
 		if strings.EqualFold(w.Name, name) || strings.EqualFold(w.ID, name) {
 			return w, nil
 		}
