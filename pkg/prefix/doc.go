@@ -10,9 +10,9 @@
 // blockSizeTokens×4 bytes; only complete blocks count, at most
 // maxPrefixBlocksToMatch of them. Block i's hash is xxhash64 of its bytes
 // seeded with block i−1's hash, and block 0 is seeded with a hash of the
-// target model and cache_salt. A request's tool definitions count where
-// chat templates render them, after the system prompt, at their own size
-// (GIE leaves them out, and so does --upstream-compatible-scoring).
+// target model and cache_salt. With hashTools a request's tool definitions
+// count too, where chat templates render them, after the system prompt, at
+// their own size (GIE leaves them out, and so does the default).
 // A block hash therefore stands for the whole prefix up to and including
 // that block, and different models or salts never share an entry. Hashing
 // 64-byte blocks runs at about 3 GB/s (the per-call cost of xxhash

@@ -55,6 +55,7 @@ type Params struct {
 	MaxPrefixTokensToMatch int  `json:"maxPrefixTokensToMatch" doc:"also cap the blocks to this many tokens; 0 means no extra cap" default:"0"`
 	LRUCapacityPerServer   int  `json:"lruCapacityPerServer" doc:"blocks remembered per endpoint (when auto-tuning, only for endpoints that report no cache size)" default:"31250"`
 	BlockSize              int  `json:"blockSize,omitempty" doc:"deprecated: block size in characters, converted by DecodeParams to blockSizeTokens = round(blockSize/4); do not combine with blockSizeTokens" default:""`
+	HashTools              bool `json:"hashTools" doc:"count the request's tool definitions, at their size, where the chat template renders them (after the system prompt); OpenEPP extension, off as in GIE: on agent sessions with per-user tool sets it made sessions of one tool set herd onto its servers, a wash overall (docs/deploy.md)" default:"false"`
 }
 
 // DefaultParams returns the defaults.

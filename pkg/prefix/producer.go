@@ -35,9 +35,8 @@ const DefaultPurgeInterval = 2 * time.Minute
 // prompt field) into blocks of blockSizeTokens×4 bytes, at most
 // maxPrefixBlocksToMatch blocks (and maxPrefixTokensToMatch tokens when set),
 // chains their xxhash64 hashes from a seed of the target model and
-// cache_salt, with the tool definitions where the chat template renders
-// them (AppendBlockHashesWith; not under
-// --upstream-compatible-scoring, as GIE), and matches them against the index: every endpoint gets the
+// cache_salt (with hashTools, the tool definitions too, where the chat
+// template renders them: AppendBlockHashesWith), and matches them against the index: every endpoint gets the
 // number of leading blocks it is believed to hold. The result is a *Match in
 // State, read through the Source interface (prefix-cache-scorer). PreRequest
 // then records the blocks for the primary target and, when a prefill profile
@@ -73,7 +72,8 @@ type Producer struct {
 	// lastBlockSize is the block size Produce last used, for Export.
 	lastBlockSize atomic.Int64
 	// ignoreTools hashes prompts without their tool definitions, as GIE
-	// v1.5.0 does (--upstream-compatible-scoring); see AppendBlockHashesWith.
+	// v1.5.0 does: unless hashTools, and always under
+	// --upstream-compatible-scoring; see AppendBlockHashesWith.
 	ignoreTools bool
 }
 
@@ -125,7 +125,7 @@ func NewProducer(name string, p Params, h *scheduler.Handle) (*Producer, error) 
 	pr := &Producer{
 		name: scheduler.TypedName{Type: ProducerType, Name: name}, params: p, index: ix,
 		log: h.Log.WithValues("plugin", name), endpoints: h.Endpoints, purgeEvery: DefaultPurgeInterval,
-		ignoreTools: h.UpstreamScoring,
+		ignoreTools: !p.HashTools || h.UpstreamScoring,
 	}
 	if pr.hits, err = registerMetrics(h.Registerer, name, ix); err != nil {
 		return nil, err

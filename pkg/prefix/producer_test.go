@@ -196,10 +196,11 @@ func TestProducerRecordsPrimaryAndPrefill(t *testing.T) {
 	}
 }
 
-// TestProducerHashesTools: tools count where the template renders them. A
-// request with other tools matches a server's blocks up to there (the
-// system prompt) and nothing after; the same tools match in full. Under
-// upstream-compatible scoring tools are ignored, as GIE ignores them.
+// TestProducerHashesTools: with hashTools, tools count where the template
+// renders them. A request with other tools matches a server's blocks up to
+// there (the system prompt) and nothing after; the same tools match in
+// full. Under upstream-compatible scoring tools are ignored, as GIE ignores
+// them, and so they are by default (TestProducerIgnoresToolsByDefault).
 func TestProducerHashesTools(t *testing.T) {
 	t.Parallel()
 	const at = 320 // bytes of system prompt before the tools: 20 blocks of 16
@@ -209,7 +210,7 @@ func TestProducerHashesTools(t *testing.T) {
 		return r
 	}
 	for _, upstream := range []bool{false, true} {
-		pr := newProducer(t, Params{BlockSizeTokens: 4, MaxPrefixBlocksToMatch: 256, LRUCapacityPerServer: 1000},
+		pr := newProducer(t, Params{BlockSizeTokens: 4, MaxPrefixBlocksToMatch: 256, LRUCapacityPerServer: 1000, HashTools: true},
 			&scheduler.Handle{Log: logr.Discard(), UpstreamScoring: upstream})
 		eps := newEndpoints(2)
 		route(pr, eps, withTools(`[{"name":"bash"}]`), result(eps[:1], nil))
@@ -221,6 +222,23 @@ func TestProducerHashesTools(t *testing.T) {
 		if got, want := other.Blocks(eps[0]), map[bool]int{false: at / 16, true: other.TotalBlocks}[upstream]; got != want {
 			t.Errorf("upstream=%v: other tools matched %d blocks, want %d", upstream, got, want)
 		}
+	}
+}
+
+// TestProducerIgnoresToolsByDefault: without hashTools a request with other
+// tools matches in full, as in GIE.
+func TestProducerIgnoresToolsByDefault(t *testing.T) {
+	t.Parallel()
+	pr := newProducer(t, Params{BlockSizeTokens: 4, MaxPrefixBlocksToMatch: 256, LRUCapacityPerServer: 1000}, nil)
+	eps := newEndpoints(1)
+	withTools := func(tools string) *scheduler.Request {
+		r := req("m", "", text("agent", 640))
+		r.Body.Tools, r.Body.ToolsAt = []byte(tools), 320
+		return r
+	}
+	route(pr, eps, withTools(`[{"name":"bash"}]`), result(eps, nil))
+	if m := route(pr, eps, withTools(`[{"name":"edit"}]`), nil); m.Blocks(eps[0]) != m.TotalBlocks {
+		t.Errorf("other tools matched %d of %d blocks, want all: tools are not hashed by default", m.Blocks(eps[0]), m.TotalBlocks)
 	}
 }
 

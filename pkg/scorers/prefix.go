@@ -52,6 +52,7 @@ type PrefixCacheParams struct {
 	MaxPrefixTokensToMatch int  `json:"maxPrefixTokensToMatch" doc:"for the auto-created approx-prefix-cache-producer: token cap on the blocks; 0 means none" default:"0"`
 	LRUCapacityPerServer   int  `json:"lruCapacityPerServer" doc:"for the auto-created approx-prefix-cache-producer: blocks remembered per endpoint" default:"31250"`
 	BlockSize              int  `json:"blockSize,omitempty" doc:"for the auto-created approx-prefix-cache-producer: deprecated block size in characters" default:""`
+	HashTools              bool `json:"hashTools" doc:"for the auto-created approx-prefix-cache-producer: count the requests' tool definitions (OpenEPP extension, off)" default:"false"`
 }
 
 func (p *PrefixCacheParams) validate() error {
@@ -167,7 +168,7 @@ func DefaultPrefixCacheParams() PrefixCacheParams {
 func (p *PrefixCacheParams) setProducer(pp prefix.Params) {
 	p.AutoTune, p.BlockSizeTokens, p.BlockSize = pp.AutoTune, pp.BlockSizeTokens, pp.BlockSize
 	p.MaxPrefixBlocksToMatch, p.MaxPrefixTokensToMatch = pp.MaxPrefixBlocksToMatch, pp.MaxPrefixTokensToMatch
-	p.LRUCapacityPerServer = pp.LRUCapacityPerServer
+	p.LRUCapacityPerServer, p.HashTools = pp.LRUCapacityPerServer, pp.HashTools
 }
 
 // PrefixCacheFactory builds a PrefixCache from config. The producer's
