@@ -26,8 +26,14 @@ func validJSON(b []byte) (bool, int) { return validate(b, nil) }
 // walk over its bytes. Members come before the rest of b is checked: a
 // caller keeps what top saw only if b turns out valid.
 func validate(b []byte, top func(key []byte, value span)) (bool, int) {
-	v := validator{b: b, top: top}
-	i, ok := v.value(skipSpace(b, 0), 0)
+	v := validator{b: b}
+	i := skipSpace(b, 0)
+	var ok bool
+	if top != nil && i < len(b) && b[i] == '{' {
+		i, ok = v.object(i, 1, top)
+	} else {
+		i, ok = v.value(i, 0)
+	}
 	if !ok {
 		return false, i
 	}
@@ -35,10 +41,7 @@ func validate(b []byte, top func(key []byte, value span)) (bool, int) {
 	return i == len(b), i
 }
 
-type validator struct {
-	b   []byte
-	top func(key []byte, value span)
-}
+type validator struct{ b []byte }
 
 func (v *validator) value(i, depth int) (int, bool) {
 	b := v.b
@@ -49,7 +52,7 @@ func (v *validator) value(i, depth int) (int, bool) {
 	case c == '"':
 		return v.str(i)
 	case c == '{':
-		return v.object(i, depth+1)
+		return v.object(i, depth+1, nil)
 	case c == '[':
 		return v.array(i, depth+1)
 	case c == 't':
@@ -164,7 +167,9 @@ func digits(b []byte, i int) int {
 	return i
 }
 
-func (v *validator) object(i, depth int) (int, bool) {
+// object validates the object at b[i] == '{', calling top, when not nil,
+// with each member (the root object's, for validate's caller).
+func (v *validator) object(i, depth int, top func(key []byte, value span)) (int, bool) {
 	b := v.b
 	if depth > maxDepth {
 		return i, false
@@ -191,8 +196,8 @@ func (v *validator) object(i, depth int) (int, bool) {
 		if i, ok = v.value(valueStart, depth); !ok {
 			return i, false
 		}
-		if depth == 1 && v.top != nil { // the root object's own members
-			v.top(key, span{valueStart, i})
+		if top != nil {
+			top(key, span{valueStart, i})
 		}
 		i = skipSpace(b, i)
 		if i < len(b) && b[i] == '}' {
