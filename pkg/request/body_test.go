@@ -240,3 +240,22 @@ func FuzzValid(f *testing.F) {
 		}
 	})
 }
+
+// TestParseAllocations keeps parsing at three allocations (the Body and
+// what decoding the model and stream fields needs): a closure escaping from
+// the validator once cost two more per request.
+func TestParseAllocations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation measurement")
+	}
+	body := []byte(`{"model":"m","stream":true,"messages":[{"role":"system","content":"` +
+		strings.Repeat("lorem ipsum ", 100) + `"},{"role":"user","content":"q"}],"tools":[{"name":"f"}]}`)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := Parse(ChatCompletions, body); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 3 {
+		t.Errorf("Parse allocates %.0f times per body, budget 3", allocs)
+	}
+}
