@@ -39,16 +39,6 @@ func (t *table) find(h uint64) (int, bool) {
 	}
 }
 
-// set stores head and meta for h, adding h when absent.
-func (t *table) set(h uint64, head, meta int32) {
-	i, ok := t.find(h)
-	if ok {
-		t.vals[i] = tableVal{head, meta}
-		return
-	}
-	t.add(i, h, head, meta)
-}
-
 // add stores h, absent, at i, the empty slot find returned for it. The table
 // grows before it is more than three quarters full.
 func (t *table) add(i int, h uint64, head, meta int32) {
@@ -58,13 +48,6 @@ func (t *table) add(i int, h uint64, head, meta int32) {
 	}
 	t.keys[i], t.vals[i] = h, tableVal{head, meta}
 	t.n++
-}
-
-// del removes h if present.
-func (t *table) del(h uint64) {
-	if i, ok := t.find(h); ok {
-		t.delAt(i)
-	}
 }
 
 // delAt removes the key at slot i, shifting the rest of its probe run back

@@ -84,3 +84,23 @@ func (t *table) get(h uint64) int32 {
 	}
 	return t.vals[i].head
 }
+
+// set and del are find + add and find + delAt, for the tests: the index
+// itself always has the slot from a find it needed anyway.
+
+// set stores head and meta for h, adding h when absent.
+func (t *table) set(h uint64, head, meta int32) {
+	i, ok := t.find(h)
+	if ok {
+		t.vals[i] = tableVal{head, meta}
+		return
+	}
+	t.add(i, h, head, meta)
+}
+
+// del removes h if present.
+func (t *table) del(h uint64) {
+	if i, ok := t.find(h); ok {
+		t.delAt(i)
+	}
+}
