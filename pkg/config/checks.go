@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+
+	"github.com/openepp/openepp/pkg/scheduler"
 )
 
 // validateKinds checks the rules that depend on what each plugin is. Plugins
@@ -16,6 +18,31 @@ func (b *builder) validateKinds() {
 	b.checkFlowControl()
 	b.checkDiscovery()
 	b.checkDataSources()
+	b.checkAttributes()
+}
+
+// checkAttributes refuses a plugin that reads a request attribute no
+// configured plugin publishes: it would see "" on every request and, for
+// session-affinity-scorer, keep no session at all without a word.
+func (b *builder) checkAttributes() {
+	published := map[string]bool{}
+	for _, spec := range b.cfg.Plugins {
+		if src, ok := b.instances[spec.Name].(scheduler.AttributeSource); ok {
+			published[src.AttributeKey()] = true
+		}
+	}
+	for i, spec := range b.cfg.Plugins {
+		r, ok := b.instances[spec.Name].(scheduler.AttributeReader)
+		if !ok {
+			continue
+		}
+		for _, key := range r.AttributeKeys() {
+			if !published[key] {
+				b.ps.add(idx("plugins", i), "plugin %q reads the request attribute %q, which no configured plugin publishes (add the plugin that does, e.g. type %q for %q)",
+					spec.Name, key, "agent-identity", "agent-identity")
+			}
+		}
+	}
 }
 
 // detectorRef is the configured saturation detector, top level (GIE) or

@@ -61,9 +61,9 @@ func (p *AgentIdentityParams) validate() error {
 // MaxAgentIDBytes bytes. A request with none of the headers gets no ID from
 // this plugin (the next source's, else default-flow), and one that names its
 // flow with x-llm-d-inference-fairness-id or x-gateway-inference-fairness-id
-// keeps it: an explicit choice always wins. llm-d publishes the session as
-// the request attribute agent-identity; OpenEPP has no request attributes
-// and sets the fairness ID directly.
+// keeps it: an explicit choice always wins. The same ID is published as
+// the request attribute agent-identity (as in llm-d), which
+// session-affinity-scorer's sessionIdConfig.sources can name.
 //
 // The ID also labels the request and flow-control metrics (fairness_id),
 // under the EPP's cap of 1,000 values, which makes room by deleting the
@@ -75,7 +75,10 @@ type AgentIdentity struct {
 	prefix  string
 }
 
-var _ scheduler.FairnessSource = (*AgentIdentity)(nil)
+var (
+	_ scheduler.FairnessSource  = (*AgentIdentity)(nil)
+	_ scheduler.AttributeSource = (*AgentIdentity)(nil)
+)
 
 // NewAgentIdentity validates p and returns the plugin called name.
 func NewAgentIdentity(name string, p AgentIdentityParams) (*AgentIdentity, error) {
@@ -125,6 +128,21 @@ func (a *AgentIdentity) FairnessID(_ context.Context, headers map[string]string)
 		}
 	}
 	return ""
+}
+
+// AgentIdentityAttribute is the request attribute AgentIdentity publishes:
+// the same value as the fairness ID it derives, whether or not a fairness
+// header overrides that for flow control.
+const AgentIdentityAttribute = "agent-identity"
+
+// AttributeKey implements scheduler.AttributeSource.
+func (a *AgentIdentity) AttributeKey() string { return AgentIdentityAttribute }
+
+// Attribute implements scheduler.AttributeSource: the agent session, so
+// session-affinity-scorer can keep a session on one endpoint with
+// sources: [{attribute: agent-identity}], as in llm-d.
+func (a *AgentIdentity) Attribute(ctx context.Context, headers map[string]string) string {
+	return a.FairnessID(ctx, headers)
 }
 
 // truncate cuts s to at most n bytes without splitting a UTF-8 sequence.

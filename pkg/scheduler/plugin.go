@@ -177,6 +177,30 @@ type FairnessSource interface {
 	FairnessID(ctx context.Context, headers map[string]string) string
 }
 
+// AttributeSource publishes a request attribute that other plugins read by
+// key, as llm-d's request attributes: agent-identity publishes
+// "agent-identity" (the agent session a request belongs to), which
+// session-affinity-scorer can key its sessions on.
+//
+// Called once per request with a body, after the body is parsed and before
+// scheduling, possibly concurrently; headers has lower-case names. Attribute
+// returns the request's value, or "" when it has none. It must be cheap and
+// must not modify headers. AttributeKey must not change.
+type AttributeSource interface {
+	Plugin
+	AttributeKey() string
+	Attribute(ctx context.Context, headers map[string]string) string
+}
+
+// AttributeReader is implemented by plugins that read request attributes
+// (Request.Attribute): the config builder refuses a config in which no
+// AttributeSource publishes a key one of them reads, rather than let the
+// reader see "" on every request.
+type AttributeReader interface {
+	Plugin
+	AttributeKeys() []string
+}
+
 // DataSource is a data-layer plugin that collects data from the pool's
 // endpoints and hands it to the extractors dataLayer.sources pairs with it
 // (llm-d's models-data-source and models-data-extractor).

@@ -24,6 +24,9 @@ type Request struct {
 	// FairnessID is the request's flow: its fairness header, else the
 	// first FairnessSource's answer, else "default-flow".
 	FairnessID string
+	// Attributes holds the values AttributeSources published for the
+	// request, by key; nil when there are none.
+	Attributes map[string]string
 }
 
 // Prompt returns the raw prompt bytes used for prefix matching, or nil.
@@ -36,6 +39,9 @@ func (r *Request) Prompt() []byte {
 
 // Header returns the value of a header (name in lower case).
 func (r *Request) Header(name string) string { return r.Headers[name] }
+
+// Attribute returns the value an AttributeSource published under key, or "".
+func (r *Request) Attribute(key string) string { return r.Attributes[key] }
 
 // Response is what plugins know about the model server's response so far.
 type Response struct {

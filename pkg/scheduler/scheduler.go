@@ -44,6 +44,7 @@ type Scheduler struct {
 	screeners  []Screener
 	responders []Responder
 	fairness   []FairnessSource
+	attributes []AttributeSource
 	producers  []Producer
 	admitters  []Admitter
 	preReq     []PreRequest
@@ -133,6 +134,9 @@ func (s *Scheduler) collectHooks() {
 		}
 		if x, ok := p.(FairnessSource); ok {
 			s.fairness = append(s.fairness, x)
+		}
+		if x, ok := p.(AttributeSource); ok {
+			s.attributes = append(s.attributes, x)
 		}
 		if x, ok := p.(Producer); ok {
 			s.producers = append(s.producers, x)

@@ -20,6 +20,7 @@ const (
 	PointScreen     = "Screen"
 	PointRespond    = "Respond"
 	PointFairnessID = "FairnessID"
+	PointAttribute  = "Attribute"
 )
 
 // PluginTimer receives how long each plugin call took. It is called on the

@@ -41,7 +41,7 @@ type SessionAffinityParams struct {
 	// "prefill" for a second instance in disaggregated serving).
 	ProfileName                 string                `json:"profileName" doc:"profile whose picked endpoint the session follows; empty = the primary profile" default:""`
 	EncodedEndpointHeaderConfig EncodedEndpointParams `json:"encodedEndpointHeaderConfig" doc:"settings of the encoded_endpoint_header strategy" default:"{\"header\":\"x-session-token\"}"`
-	SessionIDConfig             SessionIDParams       `json:"sessionIdConfig" doc:"settings of the session_id strategy (maxSessions is an OpenEPP extension bounding the bindings; when full, a new session replaces the least recently used one)" default:"{\"sources\":[{\"header\":\"x-session-id\"}],\"evictionTtlSeconds\":300,\"evictionSweepSeconds\":10,\"maxSessions\":100000}"`
+	SessionIDConfig             SessionIDParams       `json:"sessionIdConfig" doc:"settings of the session_id strategy; each source is {header: name} or {attribute: agent-identity} (the session the agent-identity plugin reads, which must then be configured) (maxSessions is an OpenEPP extension bounding the bindings; when full, a new session replaces the least recently used one)" default:"{\"sources\":[{\"header\":\"x-session-id\"}],\"evictionTtlSeconds\":300,\"evictionSweepSeconds\":10,\"maxSessions\":100000}"`
 }
 
 // EncodedEndpointParams configures the encoded_endpoint_header strategy.
@@ -59,12 +59,12 @@ type SessionIDParams struct {
 	MaxSessions int `json:"maxSessions" doc:"bindings kept at most (OpenEPP extension); when full, a new session replaces the least recently used one" default:"100000"`
 }
 
-// SessionSource names where a session ID is read from. Upstream also allows
-// a request attribute published by another plugin; OpenEPP has no request
-// attributes, so such a source is rejected rather than silently ignored.
+// SessionSource names where a session ID is read from: a request header,
+// or a request attribute another plugin publishes (agent-identity's
+// "agent-identity"); exactly one of the two.
 type SessionSource struct {
 	Header    string `json:"header" doc:"request header carrying the session ID" default:""`
-	Attribute string `json:"attribute" doc:"request attribute key (not supported by OpenEPP: rejected)" default:""`
+	Attribute string `json:"attribute" doc:"request attribute carrying the session ID, published by another configured plugin (agent-identity publishes agent-identity); instead of header" default:""`
 }
 
 func defaultSessionAffinityParams() SessionAffinityParams {
@@ -72,7 +72,8 @@ func defaultSessionAffinityParams() SessionAffinityParams {
 		Strategy:                    StrategyEncodedEndpoint,
 		EncodedEndpointHeaderConfig: EncodedEndpointParams{Header: "x-session-token"},
 		SessionIDConfig: SessionIDParams{
-			Sources:            []SessionSource{{Header: "x-session-id"}},
+			// Sources is left nil and defaulted after decoding: JSON decodes
+			// a given list into the default's elements, merging fields.
 			EvictionTTLSeconds: 300, EvictionSweepSeconds: 10, MaxSessions: DefaultMaxSessions,
 		},
 	}
@@ -91,11 +92,12 @@ func (p *SessionAffinityParams) validate() error {
 		errs = append(errs, errors.New("sessionIdConfig.sources: at least one source is required"))
 	}
 	for i, src := range c.Sources {
+		header, attr := strings.TrimSpace(src.Header), strings.TrimSpace(src.Attribute)
 		switch {
-		case src.Attribute != "":
-			errs = append(errs, fmt.Errorf("sessionIdConfig.sources[%d].attribute: request attributes are not supported, use header", i))
-		case strings.TrimSpace(src.Header) == "":
-			errs = append(errs, fmt.Errorf("sessionIdConfig.sources[%d].header: must not be empty", i))
+		case header != "" && attr != "":
+			errs = append(errs, fmt.Errorf("sessionIdConfig.sources[%d]: header %q and attribute %q: give one of them", i, header, attr))
+		case header == "" && attr == "":
+			errs = append(errs, fmt.Errorf("sessionIdConfig.sources[%d]: a header or an attribute is required", i))
 		}
 	}
 	if !(c.EvictionTTLSeconds > 0) || seconds(c.EvictionTTLSeconds) <= 0 {
@@ -134,9 +136,9 @@ type SessionAffinity struct {
 	name    scheduler.TypedName
 	byID    bool
 	profile string
-	header  string   // request header, lower case
-	outName string   // response header, as configured
-	sources []string // session ID headers, lower case
+	header  string          // request header, lower case
+	outName string          // response header, as configured
+	sources []SessionSource // trimmed; headers in lower case
 	ttl     time.Duration
 	every   time.Duration
 	handle  *scheduler.Handle
@@ -172,6 +174,7 @@ var (
 	_ scheduler.ResponseHeaders = (*SessionAffinity)(nil)
 	_ scheduler.Runnable        = (*SessionAffinity)(nil)
 	_ scheduler.StateDumper     = (*SessionAffinity)(nil) // in session_dump.go
+	_ scheduler.AttributeReader = (*SessionAffinity)(nil)
 )
 
 // NewSessionAffinity validates p and returns a session affinity scorer. h
@@ -197,7 +200,10 @@ func NewSessionAffinity(name string, p SessionAffinityParams, h *scheduler.Handl
 	}
 	s.header = strings.ToLower(s.outName)
 	for _, src := range p.SessionIDConfig.Sources {
-		s.sources = append(s.sources, strings.ToLower(strings.TrimSpace(src.Header)))
+		s.sources = append(s.sources, SessionSource{
+			Header:    strings.ToLower(strings.TrimSpace(src.Header)),
+			Attribute: strings.TrimSpace(src.Attribute),
+		})
 	}
 	return s, nil
 }
@@ -207,6 +213,9 @@ func SessionAffinityFactory(name string, raw json.RawMessage, h *scheduler.Handl
 	p := defaultSessionAffinityParams()
 	if err := scheduler.DecodeParams(raw, &p); err != nil {
 		return nil, err
+	}
+	if p.SessionIDConfig.Sources == nil { // absent; an explicit [] is refused
+		p.SessionIDConfig.Sources = []SessionSource{{Header: "x-session-id"}}
 	}
 	s, err := NewSessionAffinity(name, p, h)
 	if err != nil {
@@ -280,14 +289,38 @@ func (s *SessionAffinity) scoreSessionID(req *scheduler.Request, eps []*endpoint
 	}
 }
 
-// sessionID returns the first non-empty configured source header.
+// sessionID returns the value of the first configured source the request
+// has. Header and attribute IDs share one table: a client sending the same
+// value both ways is one session.
 func (s *SessionAffinity) sessionID(req *scheduler.Request) string {
-	for _, h := range s.sources {
-		if v := req.Header(h); v != "" {
+	for _, src := range s.sources {
+		v := ""
+		if src.Attribute != "" {
+			v = req.Attribute(src.Attribute)
+		} else {
+			v = req.Header(src.Header)
+		}
+		if v != "" {
 			return v
 		}
 	}
 	return ""
+}
+
+// AttributeKeys implements scheduler.AttributeReader: the attributes the
+// session_id strategy reads (none with encoded_endpoint_header, which
+// ignores its sources).
+func (s *SessionAffinity) AttributeKeys() []string {
+	if !s.byID {
+		return nil
+	}
+	var keys []string
+	for _, src := range s.sources {
+		if src.Attribute != "" {
+			keys = append(keys, src.Attribute)
+		}
+	}
+	return keys
 }
 
 // PreRequest remembers the pick for ResponseHeaders and, with session_id,

@@ -289,6 +289,45 @@ func TestSessionIDSourcePriority(t *testing.T) {
 	}
 }
 
+func TestSessionIDFromAttribute(t *testing.T) {
+	t.Parallel()
+	eps := scEndpoints(2, nil)
+	s := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(),
+		`{"strategy":"session_id","sessionIdConfig":{"sources":[{"attribute":"agent-identity"},{"header":"x-session-id"}]}}`, nil)
+	if diff := cmp.Diff([]string{"agent-identity"}, s.AttributeKeys()); diff != "" {
+		t.Errorf("attribute keys (-want +got):\n%s", diff)
+	}
+	withAttr := func(attr, header string) *scheduler.Request {
+		req := scRequest(10, map[string]string{"x-session-id": header})
+		if attr != "" {
+			req.Attributes = map[string]string{"agent-identity": attr}
+		}
+		return req
+	}
+	st := scState()
+	req := withAttr("agent:1", "h")
+	s.Score(scCtx, st, req, eps)
+	s.PreRequest(scCtx, st, req, scResult(eps[1]))
+	for _, tc := range []struct {
+		name string
+		req  *scheduler.Request
+		want []float64
+	}{
+		{"same agent session, other header", withAttr("agent:1", "other"), []float64{0, 1}},
+		{"other agent session", withAttr("agent:2", "h"), []float64{0, 0}},
+		{"no attribute: the header source", withAttr("", "h"), []float64{0, 0}},
+	} {
+		if diff := cmp.Diff(tc.want, s.Score(scCtx, scState(), tc.req, eps)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
+		}
+	}
+
+	token := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(), `{"sessionIdConfig":{"sources":[{"attribute":"agent-identity"}]}}`, nil)
+	if keys := token.AttributeKeys(); len(keys) != 0 {
+		t.Errorf("encoded_endpoint_header reads no sources, but claims attributes %v", keys)
+	}
+}
+
 func TestSessionConcurrentHooks(t *testing.T) {
 	t.Parallel()
 	eps := scEndpoints(10, nil)

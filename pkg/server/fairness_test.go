@@ -20,7 +20,9 @@ func agentIdentity(t *testing.T) scheduler.Plugin {
 // TestAgentSessionIsTheFairnessID runs agent-identity in a real server: a
 // Claude Code session header becomes the fairness ID that admission (flow
 // control) and the plugins see and the metrics count under; a fairness
-// header still wins; without the plugin the session header means nothing.
+// header still wins for the flow, while the published agent-identity
+// attribute stays the session; without the plugin the session header means
+// nothing.
 func TestAgentSessionIsTheFairnessID(t *testing.T) {
 	t.Parallel()
 	const session = "x-claude-code-session-id"
@@ -29,13 +31,14 @@ func TestAgentSessionIsTheFairnessID(t *testing.T) {
 		plugins []scheduler.Plugin
 		kv      []string
 		want    string
+		attr    string // the agent-identity attribute
 	}{
-		{name: "session", plugins: []scheduler.Plugin{agentIdentity(t)}, kv: []string{session, "abc"}, want: "agent:abc"},
-		{name: "x-session-affinity", plugins: []scheduler.Plugin{agentIdentity(t)}, kv: []string{"X-Session-Affinity", "aff"}, want: "agent:aff"},
+		{name: "session", plugins: []scheduler.Plugin{agentIdentity(t)}, kv: []string{session, "abc"}, want: "agent:abc", attr: "agent:abc"},
+		{name: "x-session-affinity", plugins: []scheduler.Plugin{agentIdentity(t)}, kv: []string{"X-Session-Affinity", "aff"}, want: "agent:aff", attr: "agent:aff"},
 		{name: "fairness header wins", plugins: []scheduler.Plugin{agentIdentity(t)},
-			kv: []string{session, "abc", "x-gateway-inference-fairness-id", "tenant-a"}, want: "tenant-a"},
+			kv: []string{session, "abc", "x-gateway-inference-fairness-id", "tenant-a"}, want: "tenant-a", attr: "agent:abc"},
 		{name: "llm-d fairness header wins", plugins: []scheduler.Plugin{agentIdentity(t)},
-			kv: []string{session, "abc", "x-llm-d-inference-fairness-id", "tenant-b"}, want: "tenant-b"},
+			kv: []string{session, "abc", "x-llm-d-inference-fairness-id", "tenant-b"}, want: "tenant-b", attr: "agent:abc"},
 		{name: "no session", plugins: []scheduler.Plugin{agentIdentity(t)}, want: "default-flow"},
 		{name: "without the plugin", kv: []string{session, "abc"}, want: "default-flow"},
 	}
@@ -55,8 +58,12 @@ func TestAgentSessionIsTheFairnessID(t *testing.T) {
 			if got := g.asked[0].FairnessID; got != tc.want {
 				t.Errorf("admission saw fairness %q, want %q", got, tc.want)
 			}
-			if got := h.rec.request(t, "r1").FairnessID; got != tc.want {
+			seen := h.rec.request(t, "r1")
+			if got := seen.FairnessID; got != tc.want {
 				t.Errorf("plugins saw fairness %q, want %q", got, tc.want)
+			}
+			if got := seen.Attribute(requestcontrol.AgentIdentityAttribute); got != tc.attr {
+				t.Errorf("plugins saw agent-identity attribute %q, want %q", got, tc.attr)
 			}
 			if got := series(t, h.reg, "llm_d_epp_request_total", map[string]string{"fairness_id": tc.want}); got != 1 {
 				t.Errorf("llm_d_epp_request_total{fairness_id=%q} = %v, want 1", tc.want, got)

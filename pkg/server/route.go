@@ -121,6 +121,7 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 		Headers:       x.headers,
 		Objective:     firstHeader(x.headers, objectiveHeaders),
 		FairnessID:    x.fairnessID(sched),
+		Attributes:    sched.Attributes(x.ctx, x.headers),
 	}
 	if rewrite != "" {
 		x.req.Model = rewrite
