@@ -58,7 +58,8 @@ type BuildOptions struct {
 	// name, type and canonical parameters are unchanged is reused instead of
 	// rebuilt, so stateful plugins (the prefix index, session maps) keep
 	// their state. Instances implementing scheduler.Resolver are always
-	// rebuilt, since Resolve must not run on a live instance.
+	// rebuilt, since Resolve must not run on a live instance. A rebuilt
+	// scheduler.Inheritor inherits from the instance it replaces.
 	Previous *Built
 }
 
@@ -110,6 +111,7 @@ func BuildWith(cfg *Config, opts BuildOptions) (*Built, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build config: %w", err)
 	}
+	b.inherit() // last: a failed build must leave the old instances as they were
 	out := b.result(sched, hash)
 	out.flow = flow
 	return out, nil

@@ -65,6 +65,23 @@ func (b *builder) reusable(spec PluginSpec) scheduler.Plugin {
 	return p
 }
 
+// inherit hands each new instance that implements scheduler.Inheritor the
+// previous build's instance of the same name and type.
+func (b *builder) inherit() {
+	if b.prev == nil {
+		return
+	}
+	for _, spec := range b.cfg.Plugins {
+		heir, ok := b.instances[spec.Name].(scheduler.Inheritor)
+		if !ok || b.reused[spec.Name] {
+			continue
+		}
+		if old, ok := b.prev.byName[spec.Name]; ok && old.TypedName().Type == spec.Type {
+			heir.Inherit(old)
+		}
+	}
+}
+
 // Changes compares b with prev, the build it replaces (the Previous given
 // to BuildWith): start lists b's runnables that are new instances (reused
 // ones are already running), stop lists prev's runnables whose instance b

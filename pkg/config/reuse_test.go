@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -146,4 +147,48 @@ func runnableNames(rs []NamedRunnable) []string {
 		out = append(out, r.Name)
 	}
 	return out
+}
+
+// heirPlugin records the instance it inherited from.
+type heirPlugin struct {
+	scorerPlugin
+	from scheduler.Plugin
+}
+
+func (h *heirPlugin) Inherit(prev scheduler.Plugin) { h.from = prev }
+
+func TestRebuiltInstancesInheritFromTheirPredecessor(t *testing.T) {
+	t.Parallel()
+	reg := testRegistry(t)
+	for _, typ := range []string{"heir-scorer", "other-heir-scorer"} {
+		mustRegister(t, reg, scheduler.Registration{Type: typ, Factory: func(name string, raw json.RawMessage, _ *scheduler.Handle) (scheduler.Plugin, error) {
+			return &heirPlugin{scorerPlugin: scorerPlugin{&base{tn: scheduler.TypedName{Type: typ, Name: name}, params: string(raw)}}}, nil
+		}})
+	}
+	cfg := func(plugins string) string {
+		return header + "plugins:\n" + plugins + "schedulingProfiles:\n- name: default\n  plugins: [{pluginRef: a}, {pluginRef: b}, {pluginRef: c}]\n"
+	}
+	heir := func(b *Built, name string) *heirPlugin {
+		p, _ := b.Plugin(name)
+		return p.(*heirPlugin)
+	}
+	first := mustBuild(t, cfg("- {name: a, type: heir-scorer, parameters: {v: 1}}\n- {name: b, type: heir-scorer}\n- {name: c, type: heir-scorer}\n"), BuildOptions{Registry: reg})
+	for _, n := range []string{"a", "b", "c"} {
+		if heir(first, n).from != nil {
+			t.Errorf("%s inherited in a first build", n)
+		}
+	}
+	// a: new parameters, inherits; b: unchanged, reused as is; c: another
+	// type under the same name, a stranger's state, so nothing.
+	next := mustBuild(t, cfg("- {name: a, type: heir-scorer, parameters: {v: 2}}\n- {name: b, type: heir-scorer}\n- {name: c, type: other-heir-scorer}\n"),
+		BuildOptions{Registry: reg, Previous: first})
+	if got, want := heir(next, "a").from, scheduler.Plugin(heir(first, "a")); got != want {
+		t.Errorf("a inherited from %v, want its predecessor", got)
+	}
+	if heir(next, "b") != heir(first, "b") || heir(next, "b").from != nil {
+		t.Error("b: unchanged parameters must reuse the instance, which inherits nothing")
+	}
+	if heir(next, "c").from != nil {
+		t.Error("c inherited from an instance of another type")
+	}
 }

@@ -133,6 +133,7 @@ var (
 	_ scheduler.ResponseComplete   = (*ConcurrencyDetector)(nil)
 	_ scheduler.Runnable           = (*ConcurrencyDetector)(nil)
 	_ scheduler.StateDumper        = (*ConcurrencyDetector)(nil)
+	_ scheduler.Inheritor          = (*ConcurrencyDetector)(nil) // the Counter: in-flight books survive a reload
 )
 
 // NewConcurrencyDetector validates p and returns the detector. Without the

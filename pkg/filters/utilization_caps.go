@@ -113,6 +113,7 @@ var (
 	_ scheduler.ResponseComplete = (*UtilizationCaps)(nil)
 	_ scheduler.Runnable         = (*UtilizationCaps)(nil)
 	_ scheduler.StateDumper      = (*UtilizationCaps)(nil) // the Counter's inflight.State
+	_ scheduler.Inheritor        = (*UtilizationCaps)(nil) // the Counter: in-flight books survive a reload
 )
 
 // NewUtilizationCaps validates p and returns utilization-filter called

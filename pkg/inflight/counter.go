@@ -15,6 +15,7 @@ import (
 // (dump.go) over one Tracker, so each such plugin only reads the books.
 type Counter struct {
 	tracker  *Tracker
+	ttl      time.Duration // this instance's; the tracker's once Start runs
 	estimate func(*scheduler.Request) int
 	handle   *scheduler.Handle
 	log      logr.Logger
@@ -31,7 +32,7 @@ func NewCounter(h *scheduler.Handle, plugin string, ttl time.Duration, estimate 
 	if h != nil {
 		clock, log = h.Clock, h.Log
 	}
-	return Counter{tracker: New(clock, ttl), estimate: estimate, handle: h, log: log.WithValues("plugin", plugin)}
+	return Counter{tracker: New(clock, ttl), ttl: ttl, estimate: estimate, handle: h, log: log.WithValues("plugin", plugin)}
 }
 
 // Tracker returns the books.
@@ -62,7 +63,23 @@ func (c *Counter) ResponseComplete(_ context.Context, state *scheduler.State, _ 
 	c.tracker.Finish(state)
 }
 
+// Inherit implements scheduler.Inheritor: after a reload that changed the
+// plugin's parameters, the new instance keeps the books of the one it
+// replaces, which go on counting down as the requests routed before the
+// reload finish through the old instance. A concurrency limit raised by a
+// reload is then measured against the requests really in flight, not
+// against zero. The books take this instance's request timeout when it
+// starts, so a reload refused after the build changes nothing.
+func (c *Counter) Inherit(prev scheduler.Plugin) {
+	old, ok := prev.(interface{ Tracker() *Tracker })
+	if !ok || old.Tracker() == nil || c.tracker == nil {
+		return
+	}
+	c.tracker = old.Tracker()
+}
+
 // Start sweeps expired requests and departed endpoints until ctx is done.
 func (c *Counter) Start(ctx context.Context) error {
+	c.tracker.SetTTL(c.ttl) // books inherited from an instance with another timeout
 	return c.tracker.Run(ctx, c.handle, c.log)
 }

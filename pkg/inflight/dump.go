@@ -49,7 +49,7 @@ func (c *Counter) Dump() State {
 	loads := c.tracker.loads()
 	st := State{
 		TokensTracked:         c.estimate != nil,
-		RequestTimeoutSeconds: c.tracker.ttl.Seconds(),
+		RequestTimeoutSeconds: c.tracker.TTL().Seconds(),
 		Endpoints:             make(map[string]EndpointLoad, min(len(loads), scheduler.DumpLimit)),
 	}
 	for i := range loads {

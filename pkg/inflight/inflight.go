@@ -36,9 +36,9 @@ const maxSweepInterval = 10 * time.Second
 // load and a late one cannot release it twice. Safe for concurrent use.
 type Tracker struct {
 	clock scheduler.Clock
-	ttl   time.Duration
 
 	mu      sync.RWMutex
+	ttl     time.Duration   // changed by an heir's SetTTL (Counter.Inherit)
 	load    map[string]load // by Endpoint.HostPort; absent means zero
 	flights map[*scheduler.State]flight
 }
@@ -202,6 +202,20 @@ func (t *Tracker) Sum(eps []*endpoint.Endpoint) (requests, tokens int) {
 	return requests, tokens
 }
 
+// TTL returns how old a request may get before the sweep releases it.
+func (t *Tracker) TTL() time.Duration {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.ttl
+}
+
+// SetTTL changes the TTL; the next sweep applies it to every request.
+func (t *Tracker) SetTTL(ttl time.Duration) {
+	t.mu.Lock()
+	t.ttl = ttl
+	t.mu.Unlock()
+}
+
 // Sweep releases requests older than the TTL at now and, when pool is not
 // nil, forgets endpoints that are no longer in it together with their
 // requests (an endpoint that comes back starts from zero). It returns how
@@ -246,7 +260,7 @@ func (t *Tracker) Size() (flights, endpoints int) {
 // is done; it backs the plugins' scheduler.Runnable Start. h may be nil or
 // lack Endpoints, and then only the TTL applies.
 func (t *Tracker) Run(ctx context.Context, h *scheduler.Handle, log logr.Logger) error {
-	tick := time.NewTicker(min(t.ttl, maxSweepInterval))
+	tick := time.NewTicker(min(t.TTL(), maxSweepInterval))
 	defer tick.Stop()
 	for {
 		select {

@@ -257,6 +257,22 @@ type Resolver interface {
 	Resolve(h *Handle) error
 }
 
+// Inheritor is implemented by plugins with state worth keeping when a
+// config reload rebuilds them with other parameters (an instance whose
+// parameters did not change is reused as it is). Books of requests in
+// flight are the case: requests routed before the reload finish through the
+// old instance's hooks, so a new instance that started from zero would
+// count too little until they all end.
+//
+// After a build succeeds, the config builder calls Inherit once on each new
+// instance that replaces one of the same name and type, with that instance,
+// before either is started or stopped; prev keeps serving the requests
+// routed through it, so whatever the two share must be safe for that.
+type Inheritor interface {
+	Plugin
+	Inherit(prev Plugin)
+}
+
 // Discovery lists the pool's endpoints: the kind of plugin that
 // dataLayer.discovery.pluginRef names (llm-d's file-discovery). When the
 // config names one, it is the EPP's only endpoint source.

@@ -75,6 +75,7 @@ var (
 	_ scheduler.ResponseComplete = (*ActiveRequests)(nil)
 	_ scheduler.Runnable         = (*ActiveRequests)(nil)
 	_ scheduler.StateDumper      = (*ActiveRequests)(nil) // the Counter's inflight.State
+	_ scheduler.Inheritor        = (*ActiveRequests)(nil) // the Counter: in-flight books survive a reload
 )
 
 // NewActiveRequests validates p and returns an active-request scorer. h

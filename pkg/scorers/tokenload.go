@@ -73,6 +73,7 @@ var (
 	_ scheduler.ResponseComplete = (*TokenLoad)(nil)
 	_ scheduler.Runnable         = (*TokenLoad)(nil)
 	_ scheduler.StateDumper      = (*TokenLoad)(nil) // the Counter's inflight.State
+	_ scheduler.Inheritor        = (*TokenLoad)(nil) // the Counter: in-flight books survive a reload
 )
 
 // NewTokenLoad validates p and returns a token-load scorer. h supplies the
