@@ -145,12 +145,19 @@ type SessionAffinity struct {
 	clock   scheduler.Clock
 	log     logr.Logger
 
+	maxSessions int
+	// book is shared with the instance a reload with new parameters
+	// builds (Inherit), so the sessions keep their endpoints.
+	book *sessionBook
+}
+
+// sessionBook holds the session_id bindings.
+type sessionBook struct {
 	// Sessions are keyed by a seeded hash of the ID, so an entry's size
 	// does not depend on how long a client makes its ID.
-	seed        maphash.Seed
-	maxSessions int
-	mu          sync.RWMutex
-	sessions    sessionTable // hash of the session ID -> endpoint
+	seed  maphash.Seed
+	mu    sync.RWMutex
+	table sessionTable // hash of the session ID -> endpoint
 	// full is set when a new session first finds the table full, and
 	// cleared by a sweep that makes room, so a full table is logged once.
 	full bool
@@ -175,6 +182,7 @@ var (
 	_ scheduler.Runnable        = (*SessionAffinity)(nil)
 	_ scheduler.StateDumper     = (*SessionAffinity)(nil) // in session_dump.go
 	_ scheduler.AttributeReader = (*SessionAffinity)(nil)
+	_ scheduler.Inheritor       = (*SessionAffinity)(nil)
 )
 
 // NewSessionAffinity validates p and returns a session affinity scorer. h
@@ -184,17 +192,16 @@ func NewSessionAffinity(name string, p SessionAffinityParams, h *scheduler.Handl
 		return nil, err
 	}
 	s := &SessionAffinity{
-		name:     scheduler.TypedName{Type: SessionAffinityType, Name: name},
-		byID:     p.Strategy == StrategySessionID,
-		profile:  p.ProfileName,
-		outName:  strings.TrimSpace(p.EncodedEndpointHeaderConfig.Header),
-		ttl:      seconds(p.SessionIDConfig.EvictionTTLSeconds),
-		every:    seconds(p.SessionIDConfig.EvictionSweepSeconds),
-		handle:   h,
-		clock:    handleClock(h),
-		log:      handleLog(h).WithValues("plugin", name),
-		sessions: newSessionTable(),
-		seed:     maphash.MakeSeed(),
+		name:    scheduler.TypedName{Type: SessionAffinityType, Name: name},
+		byID:    p.Strategy == StrategySessionID,
+		profile: p.ProfileName,
+		outName: strings.TrimSpace(p.EncodedEndpointHeaderConfig.Header),
+		ttl:     seconds(p.SessionIDConfig.EvictionTTLSeconds),
+		every:   seconds(p.SessionIDConfig.EvictionSweepSeconds),
+		handle:  h,
+		clock:   handleClock(h),
+		log:     handleLog(h).WithValues("plugin", name),
+		book:    &sessionBook{table: newSessionTable(), seed: maphash.MakeSeed()},
 
 		maxSessions: p.SessionIDConfig.MaxSessions,
 	}
@@ -275,9 +282,10 @@ func (s *SessionAffinity) scoreSessionID(req *scheduler.Request, eps []*endpoint
 	if id == "" {
 		return
 	}
-	s.mu.RLock()
-	hostPort, ok := s.sessions.lookup(maphash.String(s.seed, id))
-	s.mu.RUnlock()
+	b := s.book
+	b.mu.RLock()
+	hostPort, ok := b.table.lookup(maphash.String(b.seed, id))
+	b.mu.RUnlock()
 	if !ok {
 		return
 	}
@@ -370,6 +378,17 @@ func (s *SessionAffinity) ResponseHeaders(_ context.Context, state *scheduler.St
 	resp.SetHeader(s.outName, endpointToken(e, hostPort))
 }
 
+// Inherit implements scheduler.Inheritor: a reload that changed the
+// parameters (a longer TTL, a bigger maxSessions, another header) keeps the
+// session_id bindings, so live sessions stay on their endpoints. The old
+// instance binds into the same book while its requests finish. A strategy
+// change inherits nothing: tokens need no book.
+func (s *SessionAffinity) Inherit(prev scheduler.Plugin) {
+	if old, ok := prev.(*SessionAffinity); ok && old.byID && s.byID {
+		s.book = old.book
+	}
+}
+
 // note finds this instance's note in state.
 func (s *SessionAffinity) note(state *scheduler.State) *sessionNote {
 	n, _ := sessionNoteKey.Get(state)
@@ -382,11 +401,12 @@ func (s *SessionAffinity) note(state *scheduler.State) *sessionNote {
 }
 
 func (s *SessionAffinity) bind(id, hostPort string) {
-	now, key := s.clock.Now().UnixNano(), maphash.String(s.seed, id)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.sessions.bind(key, hostPort, now, s.maxSessions) && !s.full {
-		s.full = true
+	b := s.book
+	now, key := s.clock.Now().UnixNano(), maphash.String(b.seed, id)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.table.bind(key, hostPort, now, s.maxSessions) && !b.full {
+		b.full = true
 		s.log.Info("session map full: new sessions replace the least recently used ones until idle ones expire",
 			"maxSessions", s.maxSessions, "evictionTtl", s.ttl)
 	}
@@ -399,14 +419,14 @@ const sweepBatch = 256
 // sweep drops bindings unused for the TTL and returns how many.
 func (s *SessionAffinity) sweep(now time.Time) int {
 	cutoff := now.Add(-s.ttl).UnixNano()
-	total := 0
+	total, b := 0, s.book
 	for {
-		s.mu.Lock()
-		n := s.sessions.expire(cutoff, sweepBatch)
-		if s.sessions.len() < s.maxSessions {
-			s.full = false
+		b.mu.Lock()
+		n := b.table.expire(cutoff, sweepBatch)
+		if b.table.len() < s.maxSessions {
+			b.full = false
 		}
-		s.mu.Unlock()
+		b.mu.Unlock()
 		total += n
 		if n < sweepBatch {
 			return total

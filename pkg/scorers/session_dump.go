@@ -45,14 +45,15 @@ func (s *SessionAffinity) DumpState() any {
 		return st
 	}
 	st.Strategy = StrategySessionID
-	s.mu.RLock()
-	st.Sessions, st.Full = s.sessions.len(), s.full
-	s.mu.RUnlock()
+	b := s.book
+	b.mu.RLock()
+	st.Sessions, st.Full = b.table.len(), b.full
+	b.mu.RUnlock()
 	byAddr := map[string]int{}
 	for from, done := 0, false; !done; from += dumpBatch {
-		s.mu.RLock()
-		done = s.sessions.count(from, from+dumpBatch, byAddr)
-		s.mu.RUnlock()
+		b.mu.RLock()
+		done = b.table.count(from, from+dumpBatch, byAddr)
+		b.mu.RUnlock()
 	}
 	var pool func() []*endpoint.Endpoint
 	if s.handle != nil {

@@ -240,9 +240,9 @@ func TestSessionStart(t *testing.T) {
 }
 
 func (s *SessionAffinity) sessionCount() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.sessions.len()
+	s.book.mu.RLock()
+	defer s.book.mu.RUnlock()
+	return s.book.table.len()
 }
 
 func TestDecodeToken(t *testing.T) {
@@ -325,6 +325,36 @@ func TestSessionIDFromAttribute(t *testing.T) {
 	token := mustBuild[*SessionAffinity](t, SessionAffinityRegistration(), `{"sessionIdConfig":{"sources":[{"attribute":"agent-identity"}]}}`, nil)
 	if keys := token.AttributeKeys(); len(keys) != 0 {
 		t.Errorf("encoded_endpoint_header reads no sources, but claims attributes %v", keys)
+	}
+}
+
+// TestSessionBindingsSurviveAReload: the instance a reload builds with new
+// parameters keeps the sessions, and the old instance's late rebinds land
+// in the same book.
+func TestSessionBindingsSurviveAReload(t *testing.T) {
+	t.Parallel()
+	eps := scEndpoints(3, nil)
+	build := func(raw string) *SessionAffinity {
+		return mustBuild[*SessionAffinity](t, SessionAffinityRegistration(), raw, nil)
+	}
+	old := build(`{"strategy":"session_id","sessionIdConfig":{"evictionTtlSeconds":60}}`)
+	a, b := map[string]string{"x-session-id": "a"}, map[string]string{"x-session-id": "b"}
+	roundTrip(old, eps, a, scResult(eps[1]), "")
+
+	next := build(`{"strategy":"session_id","sessionIdConfig":{"evictionTtlSeconds":600}}`)
+	next.Inherit(old)
+	if diff := cmp.Diff([]float64{0, 1, 0}, next.Score(scCtx, scState(), scRequest(10, a), eps)); diff != "" {
+		t.Errorf("session bound before the reload (-want +got):\n%s", diff)
+	}
+	roundTrip(old, eps, b, scResult(eps[2]), "") // a request routed before the reload ends late
+	if diff := cmp.Diff([]float64{0, 0, 1}, next.Score(scCtx, scState(), scRequest(10, b), eps)); diff != "" {
+		t.Errorf("session bound by the old instance after the reload (-want +got):\n%s", diff)
+	}
+
+	token := build(`{}`)
+	token.Inherit(old)
+	if token.book == old.book {
+		t.Error("an encoded_endpoint_header instance took the session_id book")
 	}
 }
 
