@@ -113,3 +113,65 @@ func TestReloadKeepsInFlightBooks(t *testing.T) {
 		t.Errorf("a failed build changed the running books' TTL to %s", got)
 	}
 }
+
+const prefixConfig = `apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: prefix-cache-scorer
+  parameters: {lruCapacityPerServer: CAP, autoTune: false}
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: prefix-cache-scorer}, {pluginRef: max-score-picker}]
+`
+
+// TestReloadKeepsThePrefixIndex: a reload that changes the prefix
+// parameters rebuilds the producer, which must keep the index: a prompt
+// routed before the reload still finds its endpoint after it.
+func TestReloadKeepsThePrefixIndex(t *testing.T) {
+	t.Parallel()
+	eps := plugintest.Endpoints(8, 1)
+	for _, e := range eps {
+		e.SetMetrics(&endpoint.Metrics{})
+	}
+	reg, err := InTree()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &scheduler.Handle{Log: logr.Discard(), Clock: scheduler.RealClock{}, Endpoints: func() []*endpoint.Endpoint { return eps }}
+	build := func(capacity string, prev *config.Built) *config.Built {
+		t.Helper()
+		cfg, err := config.Load([]byte(strings.Replace(prefixConfig, "CAP", capacity, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := config.BuildWith(cfg, config.BuildOptions{Registry: reg, Handle: h, Previous: prev, Seed: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	ps := prompts(16, 2048)
+	old := build("1000", nil)
+	where := make([]*endpoint.Endpoint, len(ps))
+	for i, p := range ps {
+		res, err := decide(old.Scheduler, p, eps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		where[i] = res.Targets()[0]
+	}
+	next := build("2000", old)
+	if a, b := old.Reused("approx-prefix-cache-producer"), next.Reused("approx-prefix-cache-producer"); a || b {
+		t.Fatal("the producer was reused; the test needs a rebuilt one")
+	}
+	for i := len(ps) - 1; i >= 0; i-- { // another order: ties would not replay
+		res, err := decide(next.Scheduler, ps[i], eps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Targets()[0]; got != where[i] {
+			t.Errorf("prompt %d went to %s after the reload, not back to %s", i, got, where[i])
+		}
+	}
+}

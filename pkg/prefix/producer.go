@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -75,6 +76,9 @@ type Producer struct {
 	// v1.5.0 does: unless hashTools, and always under
 	// --upstream-compatible-scoring; see AppendBlockHashesWith.
 	ignoreTools bool
+	// registerer is where the index-size gauge lives, re-registered when
+	// Inherit swaps the index.
+	registerer prometheus.Registerer
 }
 
 var (
@@ -83,6 +87,7 @@ var (
 	_ scheduler.ResponseHeaders = (*Producer)(nil)
 	_ scheduler.Runnable        = (*Producer)(nil)
 	_ Source                    = (*Producer)(nil)
+	_ scheduler.Inheritor       = (*Producer)(nil)
 )
 
 // ProducerRegistration describes the plugin type for the registry.
@@ -125,7 +130,7 @@ func NewProducer(name string, p Params, h *scheduler.Handle) (*Producer, error) 
 	pr := &Producer{
 		name: scheduler.TypedName{Type: ProducerType, Name: name}, params: p, index: ix,
 		log: h.Log.WithValues("plugin", name), endpoints: h.Endpoints, purgeEvery: DefaultPurgeInterval,
-		ignoreTools: !p.HashTools || h.UpstreamScoring,
+		ignoreTools: !p.HashTools || h.UpstreamScoring, registerer: h.Registerer,
 	}
 	if pr.hits, err = registerMetrics(h.Registerer, name, ix); err != nil {
 		return nil, err
@@ -154,6 +159,28 @@ func ProducerFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sch
 
 // TypedName implements scheduler.Plugin.
 func (p *Producer) TypedName() scheduler.TypedName { return p.name }
+
+// Inherit implements scheduler.Inheritor: a reload that changed the
+// producer's parameters keeps the index, so routing keeps its prefix
+// affinity instead of starting cold. The index is parameter-free: entries
+// hashed under an old block size or tools setting stop matching and age
+// out of the LRUs, and a smaller lruCapacityPerServer applies at each
+// endpoint's next insertion. The old instance records its last requests
+// into the same index.
+func (p *Producer) Inherit(prev scheduler.Plugin) {
+	old, ok := prev.(*Producer)
+	if !ok || old.index == p.index {
+		return
+	}
+	p.index = old.index
+	p.lastBlockSize.Store(old.lastBlockSize.Load())
+	hits, err := registerMetrics(p.registerer, p.name.Name, p.index)
+	if err != nil {
+		p.log.Error(err, "index metrics after a reload")
+		return
+	}
+	p.hits = hits
+}
 
 // Index returns the producer's index.
 func (p *Producer) Index() *Index { return p.index }
