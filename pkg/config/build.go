@@ -36,6 +36,7 @@ type Built struct {
 	flow   *FlowPlan
 	keys   map[string]string
 	reused map[string]bool
+	heirs  map[string]bool // rebuilt instances that inherited their predecessor's state
 }
 
 // NamedRunnable is a plugin instance with background work.
@@ -126,6 +127,7 @@ type builder struct {
 	instances map[string]scheduler.Plugin
 	tried     map[string]bool
 	reused    map[string]bool
+	heirs     map[string]bool
 	ps        problems
 	warnings  []string
 }
@@ -137,7 +139,7 @@ func newBuilder(cfg *Config, opts BuildOptions) *builder {
 	}
 	return &builder{
 		cfg: cfg, reg: opts.Registry, h: h, prev: opts.Previous,
-		instances: map[string]scheduler.Plugin{}, tried: map[string]bool{}, reused: map[string]bool{},
+		instances: map[string]scheduler.Plugin{}, tried: map[string]bool{}, reused: map[string]bool{}, heirs: map[string]bool{},
 	}
 }
 
@@ -273,7 +275,7 @@ func (b *builder) profile(spec ProfileSpec) *scheduler.Profile {
 func (b *builder) result(sched *scheduler.Scheduler, hash string) *Built {
 	out := &Built{
 		Config: b.cfg, Scheduler: sched, Warnings: b.warnings, Hash: hash,
-		byName: b.instances, keys: map[string]string{}, reused: b.reused,
+		byName: b.instances, keys: map[string]string{}, reused: b.reused, heirs: b.heirs,
 	}
 	for _, spec := range b.cfg.Plugins {
 		p, ok := b.instances[spec.Name]

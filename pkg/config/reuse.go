@@ -78,8 +78,32 @@ func (b *builder) inherit() {
 		}
 		if old, ok := b.prev.byName[spec.Name]; ok && old.TypedName().Type == spec.Type {
 			heir.Inherit(old)
+			b.heirs[spec.Name] = true
 		}
 	}
+}
+
+// Rebuilt lists, in config order, the instances this build made anew
+// because their type or parameters changed since prev, which had one of
+// that name (resolvers, always rebuilt, are listed only when changed too).
+// kept lists those among them that took over their predecessor's state
+// (scheduler.Inheritor); the others start afresh. Both are empty without a
+// previous build. The EPP logs them at a reload.
+func (b *Built) Rebuilt(prev *Built) (rebuilt, kept []string) {
+	if prev == nil {
+		return nil, nil
+	}
+	for _, spec := range b.Config.Plugins {
+		key, built := b.keys[spec.Name]
+		if old, had := prev.keys[spec.Name]; !built || !had || old == key {
+			continue
+		}
+		rebuilt = append(rebuilt, spec.Name)
+		if b.heirs[spec.Name] {
+			kept = append(kept, spec.Name)
+		}
+	}
+	return rebuilt, kept
 }
 
 // Changes compares b with prev, the build it replaces (the Previous given

@@ -191,4 +191,14 @@ func TestRebuiltInstancesInheritFromTheirPredecessor(t *testing.T) {
 	if heir(next, "c").from != nil {
 		t.Error("c inherited from an instance of another type")
 	}
+	rebuilt, kept := next.Rebuilt(first)
+	if diff := cmp.Diff([]string{"a", "c"}, rebuilt); diff != "" {
+		t.Errorf("rebuilt (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"a"}, kept); diff != "" {
+		t.Errorf("kept state (-want +got):\n%s", diff)
+	}
+	if r, k := first.Rebuilt(nil); r != nil || k != nil {
+		t.Errorf("a first build reports rebuilt %v, kept %v", r, k)
+	}
 }

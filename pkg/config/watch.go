@@ -223,6 +223,11 @@ func (w *Watcher) reload() (*Built, error) {
 	if b == nil {
 		return nil, nil
 	}
+	if rebuilt, kept := b.Rebuilt(w.active.Load()); len(rebuilt) > 0 {
+		// Say which plugins lost their state (a cold prefix index, say) and
+		// which kept it, so a routing change after a reload is explained.
+		w.opts.Log.Info("config reload rebuilds plugins", "rebuilt", rebuilt, "keptState", kept)
+	}
 	w.active.Store(b)
 	w.opts.Metrics.reloaded(true)
 	w.opts.Metrics.SetActive(b.Hash, time.Now())
