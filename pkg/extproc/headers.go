@@ -28,7 +28,12 @@ type headerMap struct{ entries []header }
 // every value of h under its lower-case name. A "host" entry is dropped
 // because Envoy turns it into :authority.
 func newHeaderMap(pseudo []header, h http.Header) *headerMap {
-	m := &headerMap{entries: append([]header(nil), pseudo...)}
+	n := len(pseudo)
+	for _, vs := range h {
+		n += len(vs)
+	}
+	// Room for SendRequest's content-length and the headers a reply sets.
+	m := &headerMap{entries: append(make([]header, 0, n+4), pseudo...)}
 	for k, vs := range h {
 		lk := strings.ToLower(k)
 		if lk == "host" {
@@ -111,23 +116,40 @@ func (m *headerMap) byteSize() int {
 }
 
 // proto encodes the map as Envoy does: lower-case keys, values in raw_value.
+// The entries share one allocation and their values another.
 func (m *headerMap) proto() *corev3.HeaderMap {
-	out := &corev3.HeaderMap{Headers: make([]*corev3.HeaderValue, 0, len(m.entries))}
+	size := 0
 	for _, e := range m.entries {
-		out.Headers = append(out.Headers, &corev3.HeaderValue{Key: e.key, RawValue: []byte(e.value)})
+		size += len(e.value)
+	}
+	values, raw := make([]corev3.HeaderValue, len(m.entries)), make([]byte, 0, size)
+	out := &corev3.HeaderMap{Headers: make([]*corev3.HeaderValue, len(m.entries))}
+	for i, e := range m.entries {
+		start := len(raw)
+		raw = append(raw, e.value...)
+		values[i].Key, values[i].RawValue = e.key, raw[start:len(raw):len(raw)]
+		out.Headers[i] = &values[i]
 	}
 	return out
 }
 
 // httpHeader returns the regular (non-pseudo) headers with canonical keys.
+// Single values share one backing array, as net/textproto does it; the
+// capacity limit makes a repeated header's append copy out of it.
 func (m *headerMap) httpHeader() http.Header {
 	h := make(http.Header, len(m.entries))
-	for _, e := range m.entries {
+	backing := make([]string, len(m.entries))
+	for i, e := range m.entries {
 		if strings.HasPrefix(e.key, ":") {
 			continue
 		}
 		k := http.CanonicalHeaderKey(e.key)
-		h[k] = append(h[k], e.value)
+		if vs, ok := h[k]; ok {
+			h[k] = append(vs, e.value)
+			continue
+		}
+		backing[i] = e.value
+		h[k] = backing[i : i+1 : i+1]
 	}
 	return h
 }

@@ -40,6 +40,13 @@ type Request struct {
 // Trailers of req are not used; endOfStream says that neither body nor
 // trailers follow. It does not wait for the reply.
 func (s *Stream) SendRequestHeaders(ctx context.Context, req Request, endOfStream bool) error {
+	return s.sendRequestHeaders(ctx, req, endOfStream, "")
+}
+
+// sendRequestHeaders sends the request headers with a content-length entry
+// added when contentLength is set (SendRequest's default, without copying
+// req.Headers to add it).
+func (s *Stream) sendRequestHeaders(ctx context.Context, req Request, endOfStream bool, contentLength string) error {
 	if req.Method == "" || req.Path == "" {
 		return fmt.Errorf("extproc: request needs a method and a path, got %q %q", req.Method, req.Path)
 	}
@@ -58,6 +65,9 @@ func (s *Stream) SendRequestHeaders(ctx context.Context, req Request, endOfStrea
 	}
 	pseudo := []header{{":authority", req.Authority}, {":path", req.Path}, {":method", req.Method}, {":scheme", req.Scheme}}
 	headers := newHeaderMap(pseudo, req.Headers)
+	if contentLength != "" {
+		headers.add("content-length", contentLength)
+	}
 	msg := &extprocv3.ProcessingRequest{
 		MetadataContext: meta,
 		Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
@@ -157,15 +167,16 @@ func (s *Stream) SendRequest(ctx context.Context, req Request) (*Decision, error
 	if size < 0 {
 		return nil, fmt.Errorf("extproc: chunk size must be >= 0, got %d", size)
 	}
+	var contentLength string
 	if len(req.Body) > 0 && req.Headers.Get("Content-Length") == "" {
-		req.Headers = req.Headers.Clone()
-		if req.Headers == nil {
-			req.Headers = http.Header{}
+		contentLength = strconv.Itoa(len(req.Body))
+		if _, empty := req.Headers["Content-Length"]; empty { // replaced, as Header.Set would
+			req.Headers = req.Headers.Clone()
+			req.Headers.Del("Content-Length")
 		}
-		req.Headers.Set("Content-Length", strconv.Itoa(len(req.Body)))
 	}
 	headersOnly := len(req.Body) == 0 && req.Trailers == nil
-	err := s.SendRequestHeaders(ctx, req, headersOnly)
+	err := s.sendRequestHeaders(ctx, req, headersOnly, contentLength)
 	for off := 0; err == nil && off < len(req.Body); off += size {
 		end := min(off+size, len(req.Body))
 		err = s.SendRequestBody(ctx, req.Body[off:end], end == len(req.Body) && req.Trailers == nil)

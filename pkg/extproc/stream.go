@@ -132,9 +132,14 @@ func (s *Stream) send(ctx context.Context, msg *extprocv3.ProcessingRequest, upd
 	if err := s.prepare(msg, update); err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, s.Abort)
-	err := s.ps.Send(msg)
-	stop()
+	var err error
+	if ctx.Done() == nil { // never cancelled: spare the AfterFunc's allocations
+		err = s.ps.Send(msg)
+	} else {
+		stop := context.AfterFunc(ctx, s.Abort)
+		err = s.ps.Send(msg)
+		stop()
+	}
 	if err != nil {
 		return s.sendFailed(err)
 	}

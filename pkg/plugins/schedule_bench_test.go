@@ -94,9 +94,12 @@ func BenchmarkSchedule(b *testing.B) {
 }
 
 // TestScheduleAllocationBudget keeps the hot path's allocations in check:
-// at 100 endpoints with a 1 KiB prompt a decision must stay under 50.
+// at 100 endpoints with a 1 KiB prompt a decision (the request and its
+// headers included) may allocate 15 times; it took 22 before the scorers'
+// outputs, the picker's input and the state's random source shared
+// allocations.
 func TestScheduleAllocationBudget(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		t.Skip("allocation measurement")
 	}
 	eps := plugintest.Endpoints(100, 1)
@@ -112,8 +115,8 @@ func TestScheduleAllocationBudget(t *testing.T) {
 		_, _ = decide(s, ps[i%len(ps)], eps)
 		i++
 	})
-	if allocs >= 50 {
-		t.Errorf("a decision allocates %.0f times; budget is < 50", allocs)
+	if allocs > 15 {
+		t.Errorf("a decision allocates %.0f times; budget is 15", allocs)
 	}
 	t.Logf("allocations per decision: %.1f", allocs)
 }

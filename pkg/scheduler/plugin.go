@@ -58,6 +58,17 @@ type Scorer interface {
 	Score(ctx context.Context, state *State, req *Request, endpoints []*endpoint.Endpoint) []float64
 }
 
+// ScoreWriter is an optional interface of a Scorer: ScoreInto writes what
+// Score would return into out, a zeroed slice with len(out) ==
+// len(endpoints) that the profile run owns, so the run keeps every
+// scorer's output in one allocation instead of one per scorer (the
+// scorers on the default path implement it). The Scorer contract applies
+// otherwise; out must not be retained.
+type ScoreWriter interface {
+	Scorer
+	ScoreInto(ctx context.Context, state *State, req *Request, endpoints []*endpoint.Endpoint, out []float64)
+}
+
 // Scored is an endpoint with its weighted total score.
 type Scored struct {
 	Endpoint *endpoint.Endpoint

@@ -17,11 +17,25 @@ type State struct {
 	Now time.Time
 
 	values []any
+	// The random source and the first values live in the State, so a new
+	// request's state is one allocation.
+	pcg    rand.PCG
+	rng    rand.Rand
+	inline [inlineValues]any
 }
+
+// inlineValues is how many keys (the first declared) a State holds itself,
+// room for the five built-in ones and a few more; setting a later key
+// allocates the full slice once per request.
+const inlineValues = 8
 
 // NewState returns a state seeded with seed and stamped with now.
 func NewState(seed uint64, now time.Time) *State {
-	return &State{Rand: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), Now: now}
+	s := &State{Now: now, pcg: *rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)}
+	s.rng = *rand.New(&s.pcg)
+	s.Rand = &s.rng
+	s.values = s.inline[:]
+	return s
 }
 
 var keyCount atomic.Int32

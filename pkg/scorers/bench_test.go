@@ -83,7 +83,7 @@ func BenchmarkScore(b *testing.B) {
 }
 
 // TestScoreAllocations is the hot-path allocation budget: one allocation
-// per Score call, the result slice.
+// per Score call, the result slice, and none per ScoreInto.
 func TestScoreAllocations(t *testing.T) {
 	eps := plugintest.Endpoints(100, 1)
 	for _, c := range hotPathCases(t, eps) {
@@ -91,6 +91,13 @@ func TestScoreAllocations(t *testing.T) {
 		allocs := testing.AllocsPerRun(50, func() { c.scorer.Score(scCtx, st, c.req, eps) })
 		if allocs > 1 {
 			t.Errorf("%s: %v allocations per Score, want 1", caseName(c), allocs)
+		}
+		if w, ok := c.scorer.(scheduler.ScoreWriter); ok {
+			out := make([]float64, len(eps))
+			allocs := testing.AllocsPerRun(50, func() { clear(out); w.ScoreInto(scCtx, st, c.req, eps, out) })
+			if allocs > 0 {
+				t.Errorf("%s: %v allocations per ScoreInto, want 0", caseName(c), allocs)
+			}
 		}
 	}
 }

@@ -26,7 +26,7 @@ type KVCacheUtilization struct {
 	name scheduler.TypedName
 }
 
-var _ scheduler.Scorer = (*KVCacheUtilization)(nil)
+var _ scheduler.ScoreWriter = (*KVCacheUtilization)(nil)
 
 // NewKVCacheUtilization returns a KV-cache utilization scorer called name.
 func NewKVCacheUtilization(name string) *KVCacheUtilization {
@@ -59,8 +59,14 @@ func KVCacheUtilizationRegistration() scheduler.Registration {
 func (s *KVCacheUtilization) TypedName() scheduler.TypedName { return s.name }
 
 // Score implements scheduler.Scorer.
-func (s *KVCacheUtilization) Score(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
+func (s *KVCacheUtilization) Score(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
+	s.ScoreInto(ctx, state, req, eps, out)
+	return out
+}
+
+// ScoreInto implements scheduler.ScoreWriter.
+func (s *KVCacheUtilization) ScoreInto(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
 	for i, e := range eps {
 		u := e.Metrics().KVCacheUsagePercent
 		if u != u { // NaN: treat as full
@@ -68,5 +74,4 @@ func (s *KVCacheUtilization) Score(_ context.Context, _ *scheduler.State, _ *sch
 		}
 		out[i] = 1 - unitClamp(u)
 	}
-	return out
 }

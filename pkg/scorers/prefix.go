@@ -141,7 +141,7 @@ type PrefixCache struct {
 }
 
 var (
-	_ scheduler.Scorer      = (*PrefixCache)(nil)
+	_ scheduler.ScoreWriter = (*PrefixCache)(nil)
 	_ scheduler.Resolver    = (*PrefixCache)(nil)
 	_ prefix.Source         = (*PrefixCache)(nil)
 	_ prefix.Occupancy      = (*PrefixCache)(nil)
@@ -276,15 +276,22 @@ func (s *PrefixCache) Match(state *scheduler.State) (*prefix.Match, bool) {
 }
 
 // Score implements scheduler.Scorer.
-func (s *PrefixCache) Score(_ context.Context, state *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
+func (s *PrefixCache) Score(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
+	s.ScoreInto(ctx, state, req, eps, out)
+	return out
+}
+
+// ScoreInto implements scheduler.ScoreWriter; out comes zeroed, so
+// endpoints without a match are skipped.
+func (s *PrefixCache) ScoreInto(_ context.Context, state *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
 	m, ok := s.Match(state)
 	if !ok || m == nil || m.TotalBlocks <= 0 {
-		return out
+		return
 	}
 	if !m.Any() {
 		s.spreadCold(eps, out)
-		return out
+		return
 	}
 	w := s.params.MatchLengthWeight
 	scale := float64(s.params.MatchLengthScaleTokens)
@@ -305,7 +312,6 @@ func (s *PrefixCache) Score(_ context.Context, state *scheduler.State, _ *schedu
 		}
 		out[i] = unitClamp(v)
 	}
-	return out
 }
 
 // loadLimit is L of the load bound documented on PrefixCache; +Inf when the

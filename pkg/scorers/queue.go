@@ -56,7 +56,7 @@ type QueueDepth struct {
 }
 
 var (
-	_ scheduler.Scorer         = (*QueueDepth)(nil)
+	_ scheduler.ScoreWriter    = (*QueueDepth)(nil)
 	_ scheduler.PreRequest     = (*QueueDepth)(nil)
 	_ scheduler.StateDumper    = (*QueueDepth)(nil)
 	_ scheduler.DispatchSharer = (*QueueDepth)(nil)
@@ -111,8 +111,14 @@ func QueueDepthRegistration() scheduler.Registration {
 func (s *QueueDepth) TypedName() scheduler.TypedName { return s.name }
 
 // Score implements scheduler.Scorer.
-func (s *QueueDepth) Score(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
+func (s *QueueDepth) Score(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
+	s.ScoreInto(ctx, state, req, eps, out)
+	return out
+}
+
+// ScoreInto implements scheduler.ScoreWriter.
+func (s *QueueDepth) ScoreInto(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
 	for i, e := range eps {
 		out[i] = float64(e.Metrics().WaitingQueueSize)
 	}
@@ -120,7 +126,6 @@ func (s *QueueDepth) Score(_ context.Context, _ *scheduler.State, _ *scheduler.R
 		s.log.addUnscraped(eps, out)
 	}
 	inverseMinMax(out)
-	return out
 }
 
 // PreRequest implements scheduler.PreRequest: it notes when the request was

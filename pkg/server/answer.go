@@ -1,7 +1,6 @@
 package server
 
 import (
-	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -32,20 +31,20 @@ type answer struct {
 // cache cleared so the proxy re-evaluates the route with the new header.
 func headersAnswer(a answer) *extprocv3.ProcessingResponse {
 	dest := joinTargets(a.targets)
-	set := make([]*corev3.HeaderValueOption, 0, 3+len(a.headers)+len(a.trace))
-	set = append(set, setHeader(DestinationHeader, dest))
+	set := newHeaderSets(a.headerSizes(dest))
+	set.add(DestinationHeader, dest)
 	if a.requestID != "" {
-		set = append(set, setHeader(RequestIDHeader, a.requestID))
+		set.add(RequestIDHeader, a.requestID)
 	}
 	if a.contentLength != "" {
-		set = append(set, setHeader("content-length", a.contentLength))
+		set.add("content-length", a.contentLength)
 	}
 	// In name order: the same answer is the same message (map order is random).
-	for _, k := range slices.Sorted(maps.Keys(a.headers)) {
-		set = append(set, setHeader(k, a.headers[k]))
+	for _, k := range sortedKeys(a.headers) {
+		set.add(k, a.headers[k])
 	}
-	for _, k := range slices.Sorted(maps.Keys(a.trace)) {
-		set = append(set, setHeader(k, a.trace[k]))
+	for _, k := range sortedKeys(a.trace) {
+		set.add(k, a.trace[k])
 	}
 	var remove []string
 	for _, k := range a.removed {
@@ -53,21 +52,71 @@ func headersAnswer(a answer) *extprocv3.ProcessingResponse {
 			remove = append(remove, k)
 		}
 	}
-	lb := map[string]*structpb.Value{DestinationHeader: structpb.NewStringValue(dest)}
+	r := new(headersReply)
+	r.destKind.StringValue = dest
+	r.dest.Kind = &r.destKind
+	r.lb.Fields = map[string]*structpb.Value{DestinationHeader: &r.dest}
 	if a.scores != nil {
-		lb[ScoresKey] = scoresValue(a.scores)
+		r.lb.Fields[ScoresKey] = scoresValue(a.scores)
 	}
-	return &extprocv3.ProcessingResponse{
-		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
-			Response: &extprocv3.CommonResponse{
-				HeaderMutation:  &extprocv3.HeaderMutation{SetHeaders: set, RemoveHeaders: remove},
-				ClearRouteCache: true,
-			},
-		}},
-		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			LBNamespace: structpb.NewStructValue(&structpb.Struct{Fields: lb}),
-		}},
+	r.lbKind.StructValue = &r.lb
+	r.lbValue.Kind = &r.lbKind
+	r.metadata.Fields = map[string]*structpb.Value{LBNamespace: &r.lbValue}
+	r.mutation.SetHeaders, r.mutation.RemoveHeaders = set.list, remove
+	r.common.HeaderMutation, r.common.ClearRouteCache = &r.mutation, true
+	r.headers.Response = &r.common
+	r.oneof.RequestHeaders = &r.headers
+	r.resp.Response, r.resp.DynamicMetadata = &r.oneof, &r.metadata
+	return &r.resp
+}
+
+// sortedKeys returns m's keys in order. Unlike slices.Sorted(maps.Keys(m)),
+// whose iterator closures escape, it allocates nothing for an empty map.
+func sortedKeys(m map[string]string) []string {
+	if len(m) == 0 {
+		return nil
 	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// headerSizes counts the answer's headers and their values' bytes.
+func (a *answer) headerSizes(dest string) (n, size int) {
+	n, size = 1+len(a.headers)+len(a.trace), len(dest)+len(a.requestID)+len(a.contentLength)
+	if a.requestID != "" {
+		n++
+	}
+	if a.contentLength != "" {
+		n++
+	}
+	for _, v := range a.headers {
+		size += len(v)
+	}
+	for _, v := range a.trace {
+		size += len(v)
+	}
+	return n, size
+}
+
+// headersReply holds the messages of one routing answer, nested as
+// headersAnswer links them: one allocation instead of eleven. Send
+// marshals them all at once, so they become garbage together.
+type headersReply struct {
+	resp     extprocv3.ProcessingResponse
+	oneof    extprocv3.ProcessingResponse_RequestHeaders
+	headers  extprocv3.HeadersResponse
+	common   extprocv3.CommonResponse
+	mutation extprocv3.HeaderMutation
+	metadata structpb.Struct
+	lbValue  structpb.Value
+	lbKind   structpb.Value_StructValue
+	lb       structpb.Struct
+	dest     structpb.Value
+	destKind structpb.Value_StringValue
 }
 
 // scoresValue maps each candidate's address to its weighted total score.
@@ -79,29 +128,47 @@ func scoresValue(r *scheduler.ProfileResult) *structpb.Value {
 	return structpb.NewStructValue(&structpb.Struct{Fields: fields})
 }
 
-// bodyChunks splits body into streamed_response replies of at most
+// sendBody sends body as streamed_response replies of at most
 // BodyChunkLimit bytes (always at least one), the last carrying eos.
-func bodyChunks(body []byte, eos bool) []*extprocv3.ProcessingResponse {
-	n := max(1, (len(body)+BodyChunkLimit-1)/BodyChunkLimit)
-	out := make([]*extprocv3.ProcessingResponse, 0, n)
-	for i := 0; i < n; i++ {
-		chunk := body[i*BodyChunkLimit : min(len(body), (i+1)*BodyChunkLimit)]
-		out = append(out, streamedBody(chunk, eos && i == n-1, true))
+func (x *exchange) sendBody(body []byte, eos bool) error {
+	for off := 0; ; off += BodyChunkLimit {
+		end := min(len(body), off+BodyChunkLimit)
+		last := end == len(body)
+		if err := x.send(streamedBody(body[off:end], eos && last, true)); err != nil || last {
+			return err
+		}
 	}
-	return out
 }
 
 // streamedBody is a FULL_DUPLEX_STREAMED body reply for either direction.
 func streamedBody(chunk []byte, eos, requestSide bool) *extprocv3.ProcessingResponse {
-	br := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{
-		BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_StreamedResponse{
-			StreamedResponse: &extprocv3.StreamedBodyResponse{Body: chunk, EndOfStream: eos},
-		}},
-	}}
+	r := new(bodyReply)
+	r.chunk.Body, r.chunk.EndOfStream = chunk, eos
+	r.streamed.StreamedResponse = &r.chunk
+	r.mutation.Mutation = &r.streamed
+	r.common.BodyMutation = &r.mutation
+	r.body.Response = &r.common
 	if requestSide {
-		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}}
+		r.reqBody.RequestBody = &r.body
+		r.resp.Response = &r.reqBody
+	} else {
+		r.respBody.ResponseBody = &r.body
+		r.resp.Response = &r.respBody
 	}
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}}
+	return &r.resp
+}
+
+// bodyReply holds the messages of one body reply, as headersReply does:
+// one allocation per chunk instead of seven.
+type bodyReply struct {
+	resp     extprocv3.ProcessingResponse
+	reqBody  extprocv3.ProcessingResponse_RequestBody
+	respBody extprocv3.ProcessingResponse_ResponseBody
+	body     extprocv3.BodyResponse
+	common   extprocv3.CommonResponse
+	mutation extprocv3.BodyMutation
+	streamed extprocv3.BodyMutation_StreamedResponse
+	chunk    extprocv3.StreamedBodyResponse
 }
 
 func trailersResponse(requestSide bool) *extprocv3.ProcessingResponse {

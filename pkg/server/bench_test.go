@@ -144,11 +144,11 @@ func startNoop(b *testing.B) *extproc.Client {
 // defaultScoring builds the default configuration's scorers from real
 // plugins: queue-scorer 2, kv-cache-utilization-scorer 2, prefix-cache-scorer
 // 3 fed by an approx-prefix-cache-producer.
-func defaultScoring(b *testing.B) ([]scheduler.WeightedScorer, scheduler.Plugin) {
-	b.Helper()
+func defaultScoring(tb testing.TB) ([]scheduler.WeightedScorer, scheduler.Plugin) {
+	tb.Helper()
 	producer, err := prefix.NewProducer(prefix.ProducerType, prefix.DefaultParams(), nil)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	return []scheduler.WeightedScorer{
 		{Scorer: scorers.NewQueueDepth(scorers.QueueDepthType), Weight: 2},

@@ -70,6 +70,40 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 	}
 }
 
+// headerSets builds the set_headers of a routing answer, each entry
+// overwriting: the entries share one allocation and their values another,
+// instead of three allocations per header.
+type headerSets struct {
+	list    []*corev3.HeaderValueOption
+	entries []headerSet
+	raw     []byte
+}
+
+type headerSet struct {
+	opt corev3.HeaderValueOption
+	hv  corev3.HeaderValue
+}
+
+// newHeaderSets makes room for n headers whose values total size bytes;
+// more only cost more allocations.
+func newHeaderSets(n, size int) headerSets {
+	return headerSets{list: make([]*corev3.HeaderValueOption, 0, n), entries: make([]headerSet, n), raw: make([]byte, 0, size)}
+}
+
+func (s *headerSets) add(name, value string) {
+	if len(s.list) == len(s.entries) {
+		s.list = append(s.list, setHeader(name, value))
+		return
+	}
+	e := &s.entries[len(s.list)]
+	// Values already handed out keep the old array if append moves raw.
+	start := len(s.raw)
+	s.raw = append(s.raw, value...)
+	e.hv.Key, e.hv.RawValue = name, s.raw[start:len(s.raw):len(s.raw)]
+	e.opt.Header, e.opt.AppendAction = &e.hv, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+	s.list = append(s.list, &e.opt)
+}
+
 // filterMetadataString returns filter_metadata[ns][key] as a string, if it
 // is one.
 func filterMetadataString(md map[string]*structpb.Struct, ns, key string) string {

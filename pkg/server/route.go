@@ -101,10 +101,8 @@ func (x *exchange) route(eos bool) (bool, error) {
 	if err := x.send(headersAnswer(a)); err != nil {
 		return false, err
 	}
-	for _, chunk := range bodyChunks(body, eos) {
-		if err := x.send(chunk); err != nil {
-			return false, err
-		}
+	if err := x.sendBody(body, eos); err != nil {
+		return false, err
 	}
 	x.answeredNow()
 	return false, nil

@@ -53,6 +53,13 @@ func Scorer(t *testing.T, s scheduler.Scorer, req *scheduler.Request) {
 		if !slices.Equal(got, again) {
 			t.Errorf("%s: not deterministic for a seed (n=%d)", s.TypedName(), n)
 		}
+		if w, ok := s.(scheduler.ScoreWriter); ok {
+			into := make([]float64, n)
+			w.ScoreInto(ctx, State(1), req, eps, into)
+			if !slices.Equal(got, into) {
+				t.Errorf("%s: ScoreInto wrote %v, Score returned %v (n=%d)", s.TypedName(), into, got, n)
+			}
+		}
 	}
 	eps := Endpoints(20, 3)
 	concurrently(func(int) { s.Score(ctx, State(2), req, eps) })
