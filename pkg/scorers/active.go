@@ -69,7 +69,7 @@ type ActiveRequests struct {
 }
 
 var (
-	_ scheduler.Scorer           = (*ActiveRequests)(nil)
+	_ scheduler.ScoreWriter      = (*ActiveRequests)(nil)
 	_ scheduler.PreRequest       = (*ActiveRequests)(nil)
 	_ scheduler.ResponseHeaders  = (*ActiveRequests)(nil)
 	_ scheduler.ResponseComplete = (*ActiveRequests)(nil)
@@ -118,8 +118,14 @@ func ActiveRequestsRegistration() scheduler.Registration {
 func (s *ActiveRequests) TypedName() scheduler.TypedName { return s.name }
 
 // Score implements scheduler.Scorer.
-func (s *ActiveRequests) Score(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
+func (s *ActiveRequests) Score(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
+	s.ScoreInto(ctx, state, req, eps, out)
+	return out
+}
+
+// ScoreInto implements scheduler.ScoreWriter.
+func (s *ActiveRequests) ScoreInto(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
 	s.Tracker().Requests(eps, out)
 	idle := float64(s.params.IdleThreshold)
 	busiest := 0.0
@@ -133,7 +139,6 @@ func (s *ActiveRequests) Score(_ context.Context, _ *scheduler.State, _ *schedul
 		}
 		out[i] = s.params.MaxBusyScore * (busiest - c) / busiest
 	}
-	return out
 }
 
 // handleClock returns h's clock, or the wall clock when h has none.

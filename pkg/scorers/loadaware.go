@@ -39,7 +39,7 @@ type LoadAware struct {
 	threshold float64
 }
 
-var _ scheduler.Scorer = (*LoadAware)(nil)
+var _ scheduler.ScoreWriter = (*LoadAware)(nil)
 
 // NewLoadAware validates p and returns a load-aware scorer called name.
 func NewLoadAware(name string, p LoadAwareParams) (*LoadAware, error) {
@@ -76,11 +76,16 @@ func LoadAwareRegistration() scheduler.Registration {
 func (s *LoadAware) TypedName() scheduler.TypedName { return s.name }
 
 // Score implements scheduler.Scorer.
-func (s *LoadAware) Score(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
+func (s *LoadAware) Score(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
+	s.ScoreInto(ctx, state, req, eps, out)
+	return out
+}
+
+// ScoreInto implements scheduler.ScoreWriter.
+func (s *LoadAware) ScoreInto(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
 	for i, e := range eps {
 		q := float64(e.Metrics().WaitingQueueSize)
 		out[i] = 0.5 * (1 - unitClamp(q/s.threshold))
 	}
-	return out
 }

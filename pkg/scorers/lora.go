@@ -43,7 +43,7 @@ type LoRAAffinity struct {
 	name scheduler.TypedName
 }
 
-var _ scheduler.Scorer = (*LoRAAffinity)(nil)
+var _ scheduler.ScoreWriter = (*LoRAAffinity)(nil)
 
 // NewLoRAAffinity returns a LoRA affinity scorer called name.
 func NewLoRAAffinity(name string) *LoRAAffinity {
@@ -76,12 +76,17 @@ func LoRAAffinityRegistration() scheduler.Registration {
 func (s *LoRAAffinity) TypedName() scheduler.TypedName { return s.name }
 
 // Score implements scheduler.Scorer.
-func (s *LoRAAffinity) Score(_ context.Context, _ *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
+func (s *LoRAAffinity) Score(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
+	s.ScoreInto(ctx, state, req, eps, out)
+	return out
+}
+
+// ScoreInto implements scheduler.ScoreWriter.
+func (s *LoRAAffinity) ScoreInto(_ context.Context, _ *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
 	for i, e := range eps {
 		out[i] = loraScore(e.Metrics(), req.Model)
 	}
-	return out
 }
 
 func loraScore(m *endpoint.Metrics, model string) float64 {

@@ -68,7 +68,7 @@ type NoHitLRU struct {
 }
 
 var (
-	_ scheduler.Scorer      = (*NoHitLRU)(nil)
+	_ scheduler.ScoreWriter = (*NoHitLRU)(nil)
 	_ scheduler.PreRequest  = (*NoHitLRU)(nil)
 	_ scheduler.Resolver    = (*NoHitLRU)(nil)
 	_ scheduler.StateDumper = (*NoHitLRU)(nil)
@@ -148,16 +148,21 @@ func (s *NoHitLRU) cold(state *scheduler.State) bool {
 }
 
 // Score implements scheduler.Scorer.
-func (s *NoHitLRU) Score(_ context.Context, state *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
+func (s *NoHitLRU) Score(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
+	s.ScoreInto(ctx, state, req, eps, out)
+	return out
+}
+
+// ScoreInto implements scheduler.ScoreWriter.
+func (s *NoHitLRU) ScoreInto(_ context.Context, state *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
 	if !s.cold(state) {
 		fill(out, 0.5)
-		return out
+		return
 	}
 	s.mu.RLock()
 	s.lru.rank(eps, out)
 	s.mu.RUnlock()
-	return out
 }
 
 // PreRequest records a cold request's primary target as most recently used.

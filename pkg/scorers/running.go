@@ -27,7 +27,7 @@ type RunningRequests struct {
 	name scheduler.TypedName
 }
 
-var _ scheduler.Scorer = (*RunningRequests)(nil)
+var _ scheduler.ScoreWriter = (*RunningRequests)(nil)
 
 // NewRunningRequests returns a running-requests scorer called name.
 func NewRunningRequests(name string) *RunningRequests {
@@ -60,11 +60,16 @@ func RunningRequestsRegistration() scheduler.Registration {
 func (s *RunningRequests) TypedName() scheduler.TypedName { return s.name }
 
 // Score implements scheduler.Scorer.
-func (s *RunningRequests) Score(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
+func (s *RunningRequests) Score(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
+	s.ScoreInto(ctx, state, req, eps, out)
+	return out
+}
+
+// ScoreInto implements scheduler.ScoreWriter.
+func (s *RunningRequests) ScoreInto(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
 	for i, e := range eps {
 		out[i] = float64(e.Metrics().RunningRequestsSize)
 	}
 	inverseMinMax(out)
-	return out
 }

@@ -66,7 +66,7 @@ type TokenLoad struct {
 }
 
 var (
-	_ scheduler.Scorer           = (*TokenLoad)(nil)
+	_ scheduler.ScoreWriter      = (*TokenLoad)(nil)
 	_ scheduler.PreRequest       = (*TokenLoad)(nil)
 	_ scheduler.ResponseHeaders  = (*TokenLoad)(nil)
 	_ scheduler.ResponseChunk    = (*TokenLoad)(nil)
@@ -114,14 +114,19 @@ func TokenLoadRegistration() scheduler.Registration {
 func (s *TokenLoad) TypedName() scheduler.TypedName { return s.name }
 
 // Score implements scheduler.Scorer.
-func (s *TokenLoad) Score(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
+func (s *TokenLoad) Score(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
+	s.ScoreInto(ctx, state, req, eps, out)
+	return out
+}
+
+// ScoreInto implements scheduler.ScoreWriter.
+func (s *TokenLoad) ScoreInto(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
 	s.Tracker().Tokens(eps, out)
 	limit := float64(s.params.QueueThresholdTokens)
 	for i, t := range out {
 		out[i] = 1 - unitClamp(t/limit)
 	}
-	return out
 }
 
 // maxEstimate bounds a request's estimated output tokens whatever the ratio.
