@@ -9,3 +9,6 @@ hack/lint.sh
 KUBEBUILDER_ASSETS=$(hack/kube-assets.sh)
 export KUBEBUILDER_ASSETS
 go test -race -count=1 -timeout 25m ./...
+# The Helm chart's tests (charts/openepp) are a module of their own, so that
+# Helm's dependencies stay out of the main go.mod.
+(cd test/helmchart && go test -race -count=1 -timeout 10m ./...)

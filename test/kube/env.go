@@ -16,11 +16,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -42,6 +43,8 @@ type Options struct {
 	LLMD bool
 	// NoCRDs installs no CRD at all (see InstallPoolCRD).
 	NoCRDs bool
+	// CRDs are more CRDs to install (GatewayAPI, IstioDestinationRule, …).
+	CRDs []CRDSource
 }
 
 // Env is a running control plane. Share one per test package (TestMain)
@@ -51,7 +54,7 @@ type Env struct {
 	// controller.AddToScheme.
 	Config *rest.Config
 	Client client.Client
-	Scheme *runtime.Scheme
+	Scheme *kruntime.Scheme
 	// Kubeconfig is a kubeconfig file for the same admin user, for
 	// --kubeconfig.
 	Kubeconfig string
@@ -101,7 +104,7 @@ func (e *Env) start() error {
 		return fmt.Errorf("envtest: %w", err)
 	}
 	e.Config = cfg
-	e.Scheme = runtime.NewScheme()
+	e.Scheme = kruntime.NewScheme()
 	if err := controller.AddToScheme(e.Scheme); err != nil {
 		return err
 	}
@@ -169,23 +172,19 @@ func Assets() (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// repoRoot walks up from the working directory (a test's package folder)
-// to the folder holding go.mod.
+// repoRoot is the repository's root, found from this file's location, so
+// that tests of nested modules (test/helmchart) find hack/ and the main
+// module's go.mod too.
 func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("cannot locate the test/kube source file")
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		dir = parent
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	if _, err := os.Stat(filepath.Join(root, "hack", "kube-assets.sh")); err != nil {
+		return "", fmt.Errorf("repository root %s: %w", root, err)
 	}
+	return root, nil
 }
 
 // crdsFor loads the CRDs from the module's config/crd/bases, never from a
@@ -209,6 +208,13 @@ func crdsFor(opts Options) ([]*apiextensionsv1.CustomResourceDefinition, error) 
 		if opts.LLMD && crd.Spec.Group != controller.DefaultPoolGroup {
 			crds = append(crds, regroup(crd, controller.LLMDGroupVersion.Group))
 		}
+	}
+	for _, src := range opts.CRDs {
+		more, err := src.load()
+		if err != nil {
+			return nil, err
+		}
+		crds = append(crds, more...)
 	}
 	return crds, nil
 }

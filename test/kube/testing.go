@@ -8,9 +8,9 @@ import (
 )
 
 // RunTests is a test package's TestMain body: it starts a control plane
-// with opts into *env, runs the tests, stops the control plane, and returns
-// the exit code for os.Exit.
-func RunTests(m *testing.M, opts Options, env **Env) int {
+// with opts into *env, runs each setup with it, runs the tests, stops the
+// control plane, and returns the exit code for os.Exit.
+func RunTests(m *testing.M, opts Options, env **Env, setup ...func(*Env) error) int {
 	e, err := Start(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "control plane:", err)
@@ -22,6 +22,12 @@ func RunTests(m *testing.M, opts Options, env **Env) int {
 			fmt.Fprintln(os.Stderr, "stop control plane:", err)
 		}
 	}()
+	for _, s := range setup {
+		if err := s(e); err != nil {
+			fmt.Fprintln(os.Stderr, "test setup:", err)
+			return 1
+		}
+	}
 	return m.Run()
 }
 

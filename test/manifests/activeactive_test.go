@@ -12,6 +12,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/openepp/openepp/test/policy"
 )
 
 // What components/active-active wires together.
@@ -152,13 +154,5 @@ func checkTokenFile(t *testing.T, dep *appsv1.Deployment) {
 // roleGrants flattens a rendered Role into "group/resource" → sorted verbs.
 func roleGrants(t *testing.T, u *unstructured.Unstructured) map[string][]string {
 	t.Helper()
-	got := map[string][]string{}
-	for _, r := range typed[rbacv1.Role](t, u).Rules {
-		for _, g := range r.APIGroups {
-			for _, res := range r.Resources {
-				got[g+"/"+res] = sortedUnion(got[g+"/"+res], r.Verbs)
-			}
-		}
-	}
-	return got
+	return policy.RoleGrants(typed[rbacv1.Role](t, u))
 }

@@ -14,9 +14,10 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/openepp/openepp/test/policy"
 )
 
 // Names of the objects the assertions look at. The wiring test proves they
@@ -98,43 +99,20 @@ func find(t *testing.T, kind, name string) *unstructured.Unstructured {
 // findIn returns the single object of kind and name in objs.
 func findIn(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
 	t.Helper()
-	var hit *unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() != kind || o.GetName() != name {
-			continue
-		}
-		if hit != nil {
-			t.Fatalf("two rendered %s objects named %q", kind, name)
-		}
-		hit = o
-	}
-	if hit == nil {
-		t.Fatalf("no rendered %s named %q", kind, name)
-	}
-	return hit
+	return policy.Find(t, objs, kind, name)
 }
 
 // ofKind returns every rendered object of kind.
 func ofKind(t *testing.T, kind string) []*unstructured.Unstructured {
 	t.Helper()
-	var out []*unstructured.Unstructured
-	for _, o := range render(t) {
-		if o.GetKind() == kind {
-			out = append(out, o)
-		}
-	}
-	return out
+	return policy.OfKind(render(t), kind)
 }
 
 // typed converts a rendered object into its Go API type, failing on fields
 // the type does not know (a cheap first schema check before the API server).
 func typed[T any](t *testing.T, u *unstructured.Unstructured) *T {
 	t.Helper()
-	var v T
-	if err := kruntime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, &v, true); err != nil {
-		t.Fatalf("%s %q: %v", u.GetKind(), u.GetName(), err)
-	}
-	return &v
+	return policy.Typed[T](t, u)
 }
 
 // readFile reads a file relative to the repository root.

@@ -1,0 +1,131 @@
+{{/*
+Every value this chart cannot honour fails the render with a message naming
+it, so that nothing set for GIE's inferencepool chart is silently dropped.
+values.schema.json rejects unknown keys and wrong types; this checks meaning.
+*/}}
+{{- define "openepp.validate" -}}
+{{- $ie := .Values.inferenceExtension -}}
+{{- $pool := .Values.inferencePool -}}
+{{- /* Values of older upstream charts, renamed since. */ -}}
+{{- if hasKey $pool "targetPortNumber" -}}
+{{- fail "inferencePool.targetPortNumber was replaced by inferencePool.targetPorts (a list of {number: 8000}); set that instead" -}}
+{{- end -}}
+{{- if or (hasKey $ie.image "hub") (hasKey $ie.image "name") -}}
+{{- fail "inferenceExtension.image.hub and .name were replaced by .registry and .repository (image = registry/repository:tag); set those instead" -}}
+{{- end -}}
+{{- if hasKey $ie.monitoring "secret" -}}
+{{- fail "inferenceExtension.monitoring.secret.name was replaced by inferenceExtension.monitoring.prometheus.auth.secretName; set that instead" -}}
+{{- end -}}
+{{- if hasKey $ie.monitoring "gke" -}}
+{{- fail "inferenceExtension.monitoring.gke is deprecated upstream and not supported: use provider.name=gke (GKE managed Prometheus scraping is not rendered by this chart; see its README)" -}}
+{{- end -}}
+{{- if hasKey $ie "endpointsServer" -}}
+{{- fail "inferenceExtension.endpointsServer (an EPP without an InferencePool, upstream's standalone chart) is not supported by this chart: run the EPP with --endpoint-selector from your own manifests" -}}
+{{- end -}}
+{{- /* What OpenEPP does not have. */ -}}
+{{- if $ie.latencyPredictor.enabled -}}
+{{- fail "inferenceExtension.latencyPredictor.enabled=true: OpenEPP has no latency predictor (its training and prediction sidecars and plugins); remove it" -}}
+{{- end -}}
+{{- if ne (toString $pool.apiVersion) "inference.networking.k8s.io/v1" -}}
+{{- fail (printf "inferencePool.apiVersion=%q: only inference.networking.k8s.io/v1 is supported" (toString $pool.apiVersion)) -}}
+{{- end -}}
+{{- if or (not $pool.modelServers) (not $pool.modelServers.matchLabels) -}}
+{{- fail "inferencePool.modelServers.matchLabels is required: the labels of the model-server pods (e.g. --set inferencePool.modelServers.matchLabels.app=vllm-llama3-8b-instruct)" -}}
+{{- end -}}
+{{- if not $pool.targetPorts -}}
+{{- fail "inferencePool.targetPorts is required: a list of 1 to 8 {number: <port>} entries" -}}
+{{- end -}}
+{{- range $i, $p := $pool.targetPorts -}}
+{{- if not (and (kindIs "map" $p) $p.number) -}}
+{{- fail (printf "inferencePool.targetPorts[%d] must be {number: <port>}" $i) -}}
+{{- end -}}
+{{- end -}}
+{{- $types := list "vllm" "sglang" "triton-tensorrt-llm" "trtllm-serve" -}}
+{{- if not (has (toString $pool.modelServerType) $types) -}}
+{{- fail (printf "inferencePool.modelServerType=%q is not one of %s" (toString $pool.modelServerType) (join ", " $types)) -}}
+{{- end -}}
+{{- if eq (toString $pool.modelServerProtocol) "grpc" -}}
+{{- fail "inferencePool.modelServerProtocol=grpc is not supported: OpenEPP has no vllmgrpc-parser, so it cannot read gRPC request bodies; use http" -}}
+{{- else if ne (toString $pool.modelServerProtocol) "http" -}}
+{{- fail (printf "inferencePool.modelServerProtocol=%q is not one of http, grpc" (toString $pool.modelServerProtocol)) -}}
+{{- end -}}
+{{- $parsers := list "openai-parser" "anthropic-parser" "passthrough-parser" -}}
+{{- if and $pool.parser (not (has (toString $pool.parser) $parsers)) -}}
+{{- fail (printf "inferencePool.parser=%q is not one of %s (OpenEPP has no vllmgrpc-parser)" (toString $pool.parser) (join ", " $parsers)) -}}
+{{- end -}}
+{{- if not (has (toString $ie.failureMode) (list "FailOpen" "FailClose")) -}}
+{{- fail (printf "inferenceExtension.failureMode=%q is not one of FailOpen, FailClose" (toString $ie.failureMode)) -}}
+{{- end -}}
+{{- $provider := lower (toString .Values.provider.name) -}}
+{{- if not (has $provider (list "none" "gke" "istio")) -}}
+{{- fail (printf "provider.name=%q is not supported: use none, gke or istio (for other gateways, such as kgateway, agentgateway or Envoy Gateway, use none; see docs/deploy.md)" (toString .Values.provider.name)) -}}
+{{- end -}}
+{{- if and (eq $provider "gke") $ie.monitoring.prometheus.enabled -}}
+{{- fail "inferenceExtension.monitoring.prometheus.enabled=true with provider.name=gke: GKE managed Prometheus (PodMonitoring) is not rendered by this chart; scrape the EPP as docs/deploy.md describes" -}}
+{{- end -}}
+{{- if and $ie.sidecar.enabled (not (and $ie.sidecar.name $ie.sidecar.image)) -}}
+{{- fail "inferenceExtension.sidecar.enabled=true needs inferenceExtension.sidecar.name and .image" -}}
+{{- end -}}
+{{- include "openepp.validateFlags" . -}}
+{{- include "openepp.validateConfig" . -}}
+{{- include "openepp.validateEnv" . -}}
+{{- range $i, $o := .Values.inferenceObjectives -}}
+{{- if not (and (kindIs "map" $o) $o.name) -}}
+{{- fail (printf "inferenceObjectives[%d] needs a name ({name: ..., priority: ...})" $i) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Flags the chart sets itself from other values. */}}
+{{- define "openepp.validateFlags" -}}
+{{- $flags := .Values.inferenceExtension.flags | default dict -}}
+{{- $owned := dict "pool-name" "the release name" "pool-namespace" "the release namespace" "config-file" "inferenceExtension.pluginsConfigFile" "config-text" "inferenceExtension.pluginsConfigFile" "endpoint-selector" "inferencePool.modelServers.matchLabels" "endpoint-target-ports" "inferencePool.targetPorts" "endpoints" "the InferencePool" "endpoints-file" "the InferencePool" "kubeconfig" "the pod's service account" -}}
+{{- range $flag := keys $owned | sortAlpha -}}
+{{- if hasKey $flags $flag -}}
+{{- fail (printf "inferenceExtension.flags.%s: the chart sets this from %s; remove the flag" $flag (get $owned $flag)) -}}
+{{- end -}}
+{{- end -}}
+{{- $group := index $flags "pool-group" -}}
+{{- if and $group (ne (toString $group) "inference.networking.k8s.io") -}}
+{{- fail (printf "inferenceExtension.flags.pool-group=%q: the chart's InferencePool is inference.networking.k8s.io" (toString $group)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The config file must be one the chart mounts; a custom one must name the model servers' engine. */}}
+{{- define "openepp.validateConfig" -}}
+{{- $ie := .Values.inferenceExtension -}}
+{{- $custom := $ie.pluginsCustomConfig | default dict -}}
+{{- $file := toString $ie.pluginsConfigFile -}}
+{{- if hasKey $custom "default-plugins.yaml" -}}
+{{- fail "inferenceExtension.pluginsCustomConfig[\"default-plugins.yaml\"]: that file is the chart's own; give your config another name and set pluginsConfigFile to it" -}}
+{{- end -}}
+{{- if and (ne $file "default-plugins.yaml") (not (hasKey $custom $file)) -}}
+{{- fail (printf "inferenceExtension.pluginsConfigFile=%q is neither default-plugins.yaml nor a key of inferenceExtension.pluginsCustomConfig (%s)" $file (join ", " (keys $custom | sortAlpha))) -}}
+{{- end -}}
+{{- $type := toString .Values.inferencePool.modelServerType -}}
+{{- if and (ne $file "default-plugins.yaml") (ne $type "vllm") -}}
+{{- $cfg := fromYaml (toString (get $custom $file)) -}}
+{{- if hasKey $cfg "Error" -}}
+{{- fail (printf "inferenceExtension.pluginsCustomConfig[%q] is not YAML: %s" $file $cfg.Error) -}}
+{{- end -}}
+{{- $engine := "" -}}
+{{- range $cfg.plugins -}}
+{{- if and (kindIs "map" .) (eq (toString .type) "core-metrics-extractor") (kindIs "map" .parameters) -}}
+{{- $engine = toString (.parameters.defaultEngine | default "") -}}
+{{- end -}}
+{{- end -}}
+{{- if not $engine -}}
+{{- fail (printf "inferencePool.modelServerType=%s with pluginsConfigFile=%q: OpenEPP takes the engine's metric names from the config, not from flags; add `- type: core-metrics-extractor` with `parameters: {defaultEngine: %s}` to that file" $type $file $type) -}}
+{{- else if ne $engine $type -}}
+{{- fail (printf "inferencePool.modelServerType=%s, but pluginsCustomConfig[%q] sets core-metrics-extractor defaultEngine %s; make them agree" $type $file $engine) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "openepp.validateEnv" -}}
+{{- range (include "openepp.userEnv" . | fromYaml).env -}}
+{{- if has (toString .name) (list "POOL_NAME" "POOL_NAMESPACE") -}}
+{{- fail (printf "inferenceExtension.env: %s is set by the chart (the EPP's pool comes from the downward API); remove it" .name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

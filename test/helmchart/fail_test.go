@@ -1,0 +1,80 @@
+package helmchart
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestBadValuesFailWithAClearMessage: a value the chart cannot honour stops
+// `helm install` with a message naming it; nothing is silently ignored.
+func TestBadValuesFailWithAClearMessage(t *testing.T) {
+	t.Parallel()
+	custom := "inferenceExtension:\n  pluginsConfigFile: mine.yaml\n  pluginsCustomConfig:\n    mine.yaml: |\n" +
+		"      apiVersion: inference.networking.x-k8s.io/v1alpha1\n      kind: EndpointPickerConfig\n"
+	for _, tc := range []struct {
+		name  string
+		files []string
+		set   []string
+		want  string
+	}{
+		{name: "unsupported provider", set: []string{modelApp, "provider.name=kgateway"},
+			want: `provider.name="kgateway" is not supported: use none, gke or istio`},
+		{name: "missing matchLabels", set: []string{"provider.name=none"},
+			want: "inferencePool.modelServers.matchLabels is required"},
+		{name: "unknown modelServerType", set: []string{modelApp, "inferencePool.modelServerType=tgi"},
+			want: `inferencePool.modelServerType="tgi" is not one of vllm, sglang, triton-tensorrt-llm, trtllm-serve`},
+		{name: "grpc model servers", set: []string{modelApp, "inferencePool.modelServerProtocol=grpc"},
+			want: "inferencePool.modelServerProtocol=grpc is not supported"},
+		{name: "vLLM gRPC parser", set: []string{modelApp, "inferencePool.parser=vllmgrpc-parser"},
+			want: `inferencePool.parser="vllmgrpc-parser" is not one of`},
+		{name: "latency predictor", set: []string{modelApp, "inferenceExtension.latencyPredictor.enabled=true"},
+			want: "inferenceExtension.latencyPredictor.enabled=true: OpenEPP has no latency predictor"},
+		{name: "old pool API", set: []string{modelApp, "inferencePool.apiVersion=inference.networking.x-k8s.io/v1alpha2"},
+			want: "only inference.networking.k8s.io/v1 is supported"},
+		{name: "old targetPortNumber", set: []string{modelApp, "inferencePool.targetPortNumber=8000"},
+			want: "inferencePool.targetPortNumber was replaced by inferencePool.targetPorts"},
+		{name: "old image hub", set: []string{modelApp, "inferenceExtension.image.hub=example.com"},
+			want: "inferenceExtension.image.hub and .name were replaced by .registry and .repository"},
+		{name: "old monitoring secret", set: []string{modelApp, "inferenceExtension.monitoring.secret.name=s"},
+			want: "replaced by inferenceExtension.monitoring.prometheus.auth.secretName"},
+		{name: "standalone mode", set: []string{modelApp, "inferenceExtension.endpointsServer.createInferencePool=false"},
+			want: "inferenceExtension.endpointsServer (an EPP without an InferencePool"},
+		{name: "GKE monitoring", set: []string{modelApp, "provider.name=gke", "inferenceExtension.monitoring.prometheus.enabled=true"},
+			want: "GKE managed Prometheus (PodMonitoring) is not rendered"},
+		{name: "config file not in the ConfigMap", set: []string{modelApp, "inferenceExtension.pluginsConfigFile=mine.yaml"},
+			want: `inferenceExtension.pluginsConfigFile="mine.yaml" is neither default-plugins.yaml nor a key`},
+		{name: "custom config replacing the default", set: []string{modelApp, "inferenceExtension.pluginsCustomConfig.default-plugins\\.yaml=x"},
+			want: `pluginsCustomConfig["default-plugins.yaml"]: that file is the chart's own`},
+		{name: "custom config without the engine", files: []string{custom}, set: []string{modelApp, "inferencePool.modelServerType=sglang"},
+			want: "add `- type: core-metrics-extractor` with `parameters: {defaultEngine: sglang}`"},
+		{name: "flag the chart owns", set: []string{modelApp, "inferenceExtension.flags.pool-name=other"},
+			want: "inferenceExtension.flags.pool-name: the chart sets this from the release name"},
+		{name: "another pool group", set: []string{modelApp, "inferenceExtension.flags.pool-group=inference.networking.x-k8s.io"},
+			want: "the chart's InferencePool is inference.networking.k8s.io"},
+		{name: "env the chart owns", set: []string{modelApp, "inferenceExtension.env[0].name=POOL_NAME", "inferenceExtension.env[0].value=x"},
+			want: "inferenceExtension.env: POOL_NAME is set by the chart"},
+		{name: "failure mode", set: []string{modelApp, "inferenceExtension.failureMode=Sometimes"},
+			want: `inferenceExtension.failureMode="Sometimes" is not one of FailOpen, FailClose`},
+		{name: "memory limit GOMEMLIMIT cannot follow", set: []string{modelApp, "inferenceExtension.resources.limits.memory=1.5Gi"},
+			want: `limits.memory="1.5Gi": cannot derive GOMEMLIMIT from it; set openepp.goMemLimit`},
+		{name: "sidecar without an image", set: []string{modelApp, "inferenceExtension.sidecar.enabled=true", "inferenceExtension.sidecar.name=x"},
+			want: "inferenceExtension.sidecar.enabled=true needs inferenceExtension.sidecar.name and .image"},
+		{name: "misspelt value (schema)", set: []string{modelApp, "inferenceExtension.replica=2"},
+			want: "additional properties 'replica' not allowed"},
+		{name: "wrong type (schema)", set: []string{modelApp, "inferenceExtension.replicas=two"},
+			want: "replicas"},
+		{name: "objective without a name (schema)", set: []string{modelApp, "inferenceObjectives[0].priority=1"},
+			want: "missing property 'name'"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := renderErr(t, install{name: release, namespace: "ns", files: tc.files, set: tc.set})
+			if err == nil {
+				t.Fatalf("rendered; want an error containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error does not say %q:\n%v", tc.want, err)
+			}
+		})
+	}
+}
