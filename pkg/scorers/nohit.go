@@ -63,6 +63,13 @@ type NoHitLRU struct {
 	// pool names the endpoints in DumpState (nil: addresses are shown).
 	pool func() []*endpoint.Endpoint
 
+	// book is shared with the instance a reload builds (Inherit): the
+	// scorer resolves a reference, so every reload rebuilds it.
+	book *noHitBook
+}
+
+// noHitBook is the LRU of endpoints that took cold requests.
+type noHitBook struct {
 	mu  sync.RWMutex
 	lru recency
 }
@@ -72,6 +79,7 @@ var (
 	_ scheduler.PreRequest  = (*NoHitLRU)(nil)
 	_ scheduler.Resolver    = (*NoHitLRU)(nil)
 	_ scheduler.StateDumper = (*NoHitLRU)(nil)
+	_ scheduler.Inheritor   = (*NoHitLRU)(nil)
 )
 
 // NewNoHitLRU validates p and returns a no-hit LRU scorer; it is usable
@@ -83,7 +91,7 @@ func NewNoHitLRU(name string, p NoHitLRUParams) (*NoHitLRU, error) {
 	return &NoHitLRU{
 		name:   scheduler.TypedName{Type: NoHitLRUType, Name: name},
 		params: p,
-		lru:    recency{capacity: p.LRUSize, index: map[string]*recent{}},
+		book:   &noHitBook{lru: recency{capacity: p.LRUSize, index: map[string]*recent{}}},
 	}, nil
 }
 
@@ -134,6 +142,22 @@ func (s *NoHitLRU) Resolve(h *scheduler.Handle) error {
 	return nil
 }
 
+// Inherit implements scheduler.Inheritor: every reload rebuilds the scorer
+// (it resolves its prefix source), and the new instance keeps the LRU of
+// cold picks, at its own lruSize (a smaller one drops the least recent
+// entries at the next cold pick).
+func (s *NoHitLRU) Inherit(prev scheduler.Plugin) {
+	old, ok := prev.(*NoHitLRU)
+	if !ok || old.book == s.book {
+		return
+	}
+	b := old.book
+	b.mu.Lock()
+	b.lru.capacity = s.params.LRUSize
+	b.mu.Unlock()
+	s.book = b
+}
+
 // SetSource sets the prefix source directly, for use without a config; call
 // it before the scorer is used concurrently, as Resolve is.
 func (s *NoHitLRU) SetSource(src prefix.Source) { s.source = src }
@@ -160,9 +184,10 @@ func (s *NoHitLRU) ScoreInto(_ context.Context, state *scheduler.State, _ *sched
 		fill(out, 0.5)
 		return
 	}
-	s.mu.RLock()
-	s.lru.rank(eps, out)
-	s.mu.RUnlock()
+	b := s.book
+	b.mu.RLock()
+	b.lru.rank(eps, out)
+	b.mu.RUnlock()
 }
 
 // PreRequest records a cold request's primary target as most recently used.
@@ -171,9 +196,10 @@ func (s *NoHitLRU) PreRequest(_ context.Context, state *scheduler.State, _ *sche
 	if e == nil || !s.cold(state) {
 		return
 	}
-	s.mu.Lock()
-	s.lru.touch(e.HostPort)
-	s.mu.Unlock()
+	b := s.book
+	b.mu.Lock()
+	b.lru.touch(e.HostPort)
+	b.mu.Unlock()
 }
 
 // NoHitLRUState is what NoHitLRU shows at /debug/plugins/state. JSON
@@ -195,12 +221,13 @@ type NoHitLRUState struct {
 // DumpState implements scheduler.StateDumper; it returns a NoHitLRUState.
 func (s *NoHitLRU) DumpState() any {
 	recent := make([]string, 0, min(s.params.LRUSize, scheduler.DumpLimit))
-	s.mu.RLock()
-	size := len(s.lru.order)
+	b := s.book
+	b.mu.RLock()
+	size := len(b.lru.order)
 	for i := size - 1; i >= 0 && len(recent) < cap(recent); i-- {
-		recent = append(recent, s.lru.order[i].key)
+		recent = append(recent, b.lru.order[i].key)
 	}
-	s.mu.RUnlock()
+	b.mu.RUnlock()
 	names := scheduler.NamesOf(s.pool)
 	for i, hostPort := range recent {
 		recent[i] = names.Name(hostPort)
@@ -235,10 +262,12 @@ func (r *recency) touch(key string) {
 		r.renumber(from)
 		return
 	}
-	if len(r.order) >= r.capacity {
-		delete(r.index, r.order[0].key)
-		copy(r.order, r.order[1:])
-		r.order = r.order[:len(r.order)-1]
+	if len(r.order) >= r.capacity { // more than one over after a reload shrank it
+		drop := len(r.order) - r.capacity + 1
+		for _, n := range r.order[:drop] {
+			delete(r.index, n.key)
+		}
+		r.order = append(r.order[:0], r.order[drop:]...)
 		r.renumber(0)
 	}
 	n := &recent{key: key, pos: len(r.order)}

@@ -156,7 +156,7 @@ func TestNoHitLRURankMatchesReference(t *testing.T) {
 		r.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
 		cands = cands[:1+r.IntN(len(cands))]
 		got := s.Score(scCtx, scState(), nil, cands)
-		if diff := cmp.Diff(referenceRanks(&s.lru, cands), got, approx); diff != "" {
+		if diff := cmp.Diff(referenceRanks(&s.book.lru, cands), got, approx); diff != "" {
 			t.Errorf("lruSize %d (-want +got):\n%s", size, diff)
 		}
 	}
@@ -200,12 +200,41 @@ func TestNoHitLRUConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := len(s.lru.order); n != 16 {
+	if n := len(s.book.lru.order); n != 16 {
 		t.Errorf("LRU holds %d endpoints, want 16", n)
 	}
-	for i, n := range s.lru.order {
-		if n.pos != i || s.lru.index[n.key] != n {
+	for i, n := range s.book.lru.order {
+		if n.pos != i || s.book.lru.index[n.key] != n {
 			t.Fatalf("LRU inconsistent at %d: %+v", i, n)
 		}
+	}
+}
+
+// TestNoHitLRUInherit: every reload rebuilds the scorer; the new instance
+// keeps the cold picks at its own size.
+func TestNoHitLRUInherit(t *testing.T) {
+	t.Parallel()
+	old := mustBuild[*NoHitLRU](t, NoHitLRURegistration(), `{"lruSize":4}`, nil)
+	for _, k := range []string{"a:1", "b:1", "c:1", "d:1"} {
+		old.book.lru.touch(k)
+	}
+	next := mustBuild[*NoHitLRU](t, NoHitLRURegistration(), `{"lruSize":2}`, nil)
+	next.Inherit(old)
+	if next.book != old.book {
+		t.Fatal("the rebuilt scorer did not keep the LRU")
+	}
+	next.book.lru.touch("e:1")
+	var keys []string
+	for i, n := range next.book.lru.order {
+		keys = append(keys, n.key)
+		if n.pos != i || next.book.lru.index[n.key] != n {
+			t.Errorf("entry %d (%s) has position %d", i, n.key, n.pos)
+		}
+	}
+	if diff := cmp.Diff([]string{"d:1", "e:1"}, keys); diff != "" {
+		t.Errorf("after a cold pick at the smaller size, least recent first (-want +got):\n%s", diff)
+	}
+	if len(next.book.lru.index) != 2 {
+		t.Errorf("index holds %d entries, want 2", len(next.book.lru.index))
 	}
 }
