@@ -359,3 +359,49 @@ func poolSaturation(page string) string {
 	}
 	return ""
 }
+
+// TestReloadedDetectorKeepsInFlightCount: a reload that raises the
+// concurrency detector's limit builds a new detector, which must count the
+// requests already in flight: with two held and the limit raised from 2 to
+// 3, one more request is dispatched and the next waits (a detector that
+// started from zero let both through).
+func TestReloadedDetectorKeepsInFlightCount(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	write := func(limit int) {
+		text := strings.TrimPrefix(flowConfigN(limit, "  maxRequests: 10\n"), "--config-text=")
+		if err := os.WriteFile(cfg+".tmp", []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(cfg+".tmp", cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(2)
+	r := startEPP(t, 1, 0, "--config-file", cfg)
+	first, second := r.holdAs(t, "first"), r.holdAs(t, "second")
+	write(3)
+	eventually(t, "the reload to take effect", func() bool {
+		return strings.Contains(r.metricsPage(t), `openepp_config_reloads_total{result="success"} 1`)
+	})
+	third := r.holdAs(t, "third")
+	fourth := r.send(context.Background(), "fourth")
+	select {
+	case d := <-fourth:
+		t.Fatalf("dispatched with 3 of 3 requests in flight: %+v", d)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if n := r.queued(t, "fourth"); n != 1 {
+		t.Errorf("queued requests of flow fourth = %d, want 1", n)
+	}
+	first()
+	select {
+	case d := <-fourth:
+		if d.Immediate != nil {
+			t.Fatalf("refused: %d %s", d.Immediate.Status, d.Immediate.Body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting request was not released when a request in flight ended")
+	}
+	second()
+	third()
+}
