@@ -356,6 +356,14 @@ func TestSessionBindingsSurviveAReload(t *testing.T) {
 	if token.book == old.book {
 		t.Error("an encoded_endpoint_header instance took the session_id book")
 	}
+
+	// A lower maxSessions applies at the next new session, all at once.
+	small := build(`{"strategy":"session_id","sessionIdConfig":{"maxSessions":1}}`)
+	small.Inherit(next)
+	roundTrip(small, eps, map[string]string{"x-session-id": "c"}, scResult(eps[0]), "")
+	if n := small.sessionCount(); n != 1 {
+		t.Errorf("%d sessions kept after a new one at maxSessions 1, want 1", n)
+	}
 }
 
 func TestSessionConcurrentHooks(t *testing.T) {

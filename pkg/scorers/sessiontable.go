@@ -45,7 +45,7 @@ func (t *sessionTable) bind(key uint64, hostPort string, now int64, max int) (ev
 		t.order.PushFront(id)
 		return false
 	}
-	if len(t.ids) >= max {
+	for len(t.ids) >= max { // more than one over after a reload lowered maxSessions
 		t.remove(t.order.Back())
 		evicted = true
 	}
