@@ -2,16 +2,10 @@ package helmchart
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -33,6 +27,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/openepp/openepp/pkg/certfile/certtest"
 	"github.com/openepp/openepp/pkg/epp"
 	"github.com/openepp/openepp/pkg/extproc"
 	"github.com/openepp/openepp/pkg/sim"
@@ -59,7 +54,7 @@ type runCase struct {
 // scrape the pod with the engine's metric names and route a request to it.
 func TestEPPRunsWithTheRenderedPod(t *testing.T) {
 	t.Parallel()
-	cert, key := selfSigned(t)
+	cert, key := certtest.NewCA(t, "helm-test-ca").Server(t, eppName)
 	for _, rc := range []runCase{
 		{name: "upstream-line", in: install{set: upstreamLine}, engine: "vllm"},
 		{name: "custom-config-istio", in: install{files: []string{customConfig}, set: []string{modelApp}}, engine: "sglang"},
@@ -390,26 +385,4 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// selfSigned is a certificate and key, PEM-encoded, as a kubernetes.io/tls
-// Secret holds them.
-func selfSigned(t *testing.T) (cert, key []byte) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: eppName},
-		DNSNames: []string{eppName}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
 }
