@@ -23,7 +23,7 @@ import (
 // simFlags are the options of `epp simulate`.
 type simFlags struct {
 	configFile, name, workload, profile, qps, compare, out, freshness, classes string
-	servers, warmup, workers, freshnessSeeds, prefill, replicas                int
+	servers, warmup, workers, freshnessSeeds, prefill, replicas, seeds         int
 	duration, timeout, scrape, jitter, sloTTFT, sloITL, syncFlush, syncLatency time.Duration
 	seed                                                                       uint64
 	json, list, replicaSync, syncDispatches                                    bool
@@ -42,6 +42,8 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.sloITL, "slo-itl", 0, "goodput's inter-token latency objective, on each request's mean (default: the workload's)")
 	fs.IntVar(&f.warmup, "warmup", -1, "requests sent before each stage's measured window (default: the workload's)")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the arrival trace, prompts and every random choice")
+	fs.IntVar(&f.seeds, "seeds", 1, "run seeds --seed … --seed+n-1, averaging each stage over them, and compare the policies seed by "+
+		"seed (median ratio, seeds better, sign test), so a difference can be told from one seed's luck")
 	fs.StringVar(&f.profile, "profile", "", "engine preset (default: the workload's; one of "+strings.Join(engine.ProfileNames(), ", ")+")")
 	fs.StringVar(&f.compare, "compare", "round-robin,upstream-default", "baselines run on the same trace: random, round-robin, least-queue, upstream-default, prefix-only, ours-default (empty for none)")
 	fs.StringVar(&f.out, "out", "", "directory to write simulate.json and simulate.md into")
@@ -187,6 +189,16 @@ func writeComparisons(w io.Writer, rep *fleet.Report, policies []fleet.Policy) e
 		if _, err := fmt.Fprintf(w, "%s against %s: %s\n", policies[0].Name, base.Name, line); err != nil {
 			return err
 		}
+		seeds, err := fleet.ComparePaired(wr, policies[0].Name, base.Name)
+		if err != nil {
+			return err
+		}
+		if seeds == "" { // one seed
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "%s against %s, %s\n", policies[0].Name, base.Name, seeds); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -229,8 +241,15 @@ func (f *simFlags) matrix(st *settings) (*fleet.Matrix, error) {
 	if err != nil {
 		return nil, err
 	}
+	if f.seeds < 1 || f.seeds > 100 {
+		return nil, fmt.Errorf("--seeds: must be in [1, 100], got %d", f.seeds)
+	}
+	seeds := make([]uint64, f.seeds)
+	for i := range seeds {
+		seeds[i] = f.seed + uint64(i)
+	}
 	return &fleet.Matrix{
-		Workloads: []fleet.Workload{w}, Policies: policies, Seeds: []uint64{f.seed}, Workers: f.workers,
+		Workloads: []fleet.Workload{w}, Policies: policies, Seeds: seeds, Workers: f.workers,
 		ScrapeInterval: f.scrape, ScrapeJitter: f.jitter, Timeout: f.timeout, Classes: classes, PrefillServers: f.prefill,
 		Replication: rep,
 	}, nil
@@ -267,7 +286,7 @@ func (f *simFlags) workloadSpec() (fleet.Workload, error) {
 	if err != nil {
 		return w, fmt.Errorf("--workload: %w", err)
 	}
-	w.MinSeeds = 0 // one run per stage, with --seed
+	w.MinSeeds = 0 // the runs --seed and --seeds ask for
 	var errs []error
 	if f.servers != 0 {
 		w.Servers = f.servers

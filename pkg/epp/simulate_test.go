@@ -79,6 +79,30 @@ schedulingProfiles:
 	}
 }
 
+// TestSimulateSeeds: --seeds runs consecutive seeds and compares the
+// policies seed by seed.
+func TestSimulateSeeds(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	args := append([]string{"--workload", "no-sharing", "--compare", "round-robin", "--seed", "5", "--seeds", "2", "--json"}, tinySim...)
+	if err := Simulate(context.Background(), args, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"seeds": [`) || !strings.Contains(out.String(), "5,") || !strings.Contains(out.String(), "6") {
+		t.Errorf("JSON report does not list seeds 5 and 6:\n%.400s", out.String())
+	}
+	out.Reset()
+	args = append([]string{"--workload", "no-sharing", "--compare", "round-robin,random", "--seeds", "2"}, tinySim...)
+	if err := Simulate(context.Background(), args, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, base := range []string{"round-robin", "random"} {
+		if want := "ours-default against " + base + ", per seed (2 seeds, paired): "; !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
 // TestSimulateFreshness: --freshness runs the evaluated config at other
 // scrape intervals and reports the paired study in the table and --out.
 func TestSimulateFreshness(t *testing.T) {
@@ -222,6 +246,7 @@ func TestSimulateBadFlags(t *testing.T) {
 		{[]string{"--freshness", "50ms"}, `--freshness: "50ms": want a duration in [1ms, 1m] other than 50ms`},
 		{[]string{"--freshness", "soon"}, `"soon"`},
 		{[]string{"--freshness", "100ms", "--freshness-seeds", "0"}, "--freshness-seeds"},
+		{[]string{"--seeds", "0"}, "--seeds: must be in [1, 100]"},
 		{[]string{"--prefill", "-1"}, "--prefill: must be in [0, 8)"},
 		{[]string{"--prefill", "8"}, "--prefill: must be in [0, 8)"},
 		{[]string{"--servers", "2", "--prefill", "2"}, "--prefill: must be in [0, 2)"},

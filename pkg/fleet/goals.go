@@ -55,15 +55,24 @@ func goalNotLose(r *Report) []Check {
 // Compare summarises policy a against policy b over every stage of w:
 // geometric means of the throughput and TTFT p90 ratios, and per stage.
 func Compare(w *WorkloadReport, a, b string) (string, error) {
+	la, lb, err := ladderPair(w, a, b)
+	if err != nil {
+		return "", err
+	}
+	return compareLadders(la, lb, false).String(), nil
+}
+
+// ladderPair returns the ladders of policies a and b on w.
+func ladderPair(w *WorkloadReport, a, b string) (*PolicyLadder, *PolicyLadder, error) {
 	la, ok := w.Ladder(a)
 	if !ok {
-		return "", fmt.Errorf("compare: policy %q not run on %q", a, w.Name)
+		return nil, nil, fmt.Errorf("compare: policy %q not run on %q", a, w.Name)
 	}
 	lb, ok := w.Ladder(b)
 	if !ok {
-		return "", fmt.Errorf("compare: policy %q not run on %q", b, w.Name)
+		return nil, nil, fmt.Errorf("compare: policy %q not run on %q", b, w.Name)
 	}
-	return compareLadders(la, lb, false).String(), nil
+	return la, lb, nil
 }
 
 // comparison is one policy against another over a set of stages.
