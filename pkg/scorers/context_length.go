@@ -82,8 +82,8 @@ type ContextLength struct {
 }
 
 var (
-	_ scheduler.Scorer = (*ContextLength)(nil)
-	_ scheduler.Filter = (*ContextLength)(nil)
+	_ scheduler.ScoreWriter = (*ContextLength)(nil)
+	_ scheduler.Filter      = (*ContextLength)(nil)
 )
 
 // NewContextLength validates p and returns the scorer called name; log
@@ -124,9 +124,15 @@ func ContextLengthRegistration() scheduler.Registration {
 func (s *ContextLength) TypedName() scheduler.TypedName { return s.name }
 
 // Score implements scheduler.Scorer.
-func (s *ContextLength) Score(_ context.Context, _ *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
-	n := promptLength(req)
+func (s *ContextLength) Score(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
+	s.ScoreInto(ctx, state, req, eps, out)
+	return out
+}
+
+// ScoreInto implements scheduler.ScoreWriter.
+func (s *ContextLength) ScoreInto(_ context.Context, _ *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
+	n := promptLength(req)
 	for i, e := range eps {
 		lo, hi, ok := s.bounds(e)
 		if !ok {
@@ -135,7 +141,6 @@ func (s *ContextLength) Score(_ context.Context, _ *scheduler.State, req *schedu
 		}
 		out[i] = rangeScore(n, lo, hi)
 	}
-	return out
 }
 
 // Filter implements scheduler.Filter: with enableFiltering, drop the

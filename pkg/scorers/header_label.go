@@ -66,7 +66,7 @@ type headerLabelNote struct {
 var headerLabelKey = scheduler.NewKey[*headerLabelNote]("header-label-affinity-pick")
 
 var (
-	_ scheduler.Scorer          = (*HeaderLabel)(nil)
+	_ scheduler.ScoreWriter     = (*HeaderLabel)(nil)
 	_ scheduler.PreRequest      = (*HeaderLabel)(nil)
 	_ scheduler.ResponseHeaders = (*HeaderLabel)(nil)
 )
@@ -112,21 +112,26 @@ func HeaderLabelRegistration() scheduler.Registration {
 func (s *HeaderLabel) TypedName() scheduler.TypedName { return s.name }
 
 // Score implements scheduler.Scorer.
-func (s *HeaderLabel) Score(_ context.Context, _ *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
+func (s *HeaderLabel) Score(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
+	s.ScoreInto(ctx, state, req, eps, out)
+	return out
+}
+
+// ScoreInto implements scheduler.ScoreWriter.
+func (s *HeaderLabel) ScoreInto(_ context.Context, _ *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
 	want := ""
 	if req != nil {
 		want = req.Header(s.header)
 	}
 	if want == "" {
-		return out
+		return
 	}
 	for i, e := range eps {
 		if v, ok := e.Labels[s.label]; ok && v == want {
 			out[i] = 1
 		}
 	}
-	return out
 }
 
 // PreRequest implements scheduler.PreRequest: remember the targets for

@@ -176,7 +176,7 @@ type sessionNote struct {
 var sessionNoteKey = scheduler.NewKey[*sessionNote]("session-affinity-pick")
 
 var (
-	_ scheduler.Scorer          = (*SessionAffinity)(nil)
+	_ scheduler.ScoreWriter     = (*SessionAffinity)(nil)
 	_ scheduler.PreRequest      = (*SessionAffinity)(nil)
 	_ scheduler.ResponseHeaders = (*SessionAffinity)(nil)
 	_ scheduler.Runnable        = (*SessionAffinity)(nil)
@@ -245,17 +245,22 @@ func SessionAffinityRegistration() scheduler.Registration {
 func (s *SessionAffinity) TypedName() scheduler.TypedName { return s.name }
 
 // Score implements scheduler.Scorer.
-func (s *SessionAffinity) Score(_ context.Context, _ *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
+func (s *SessionAffinity) Score(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
 	out := make([]float64, len(eps))
+	s.ScoreInto(ctx, state, req, eps, out)
+	return out
+}
+
+// ScoreInto implements scheduler.ScoreWriter.
+func (s *SessionAffinity) ScoreInto(_ context.Context, _ *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
 	if len(eps) == 0 || req == nil {
-		return out
+		return
 	}
 	if s.byID {
 		s.scoreSessionID(req, eps, out)
 	} else {
 		s.scoreToken(req, eps, out)
 	}
-	return out
 }
 
 func (s *SessionAffinity) scoreToken(req *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
