@@ -3,6 +3,7 @@ package disagg
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -48,8 +49,14 @@ type HandlerParams struct {
 	// MaxPrefillQueue makes disaggregation load-aware: a decider's "yes" is
 	// no help when the prefill servers are backed up, since the request then
 	// waits there longer than its local prefill would take.
-	MaxPrefillQueue int          `json:"maxPrefillQueue" doc:"OpenEPP: prefill on the decode endpoint instead when the picked prefill endpoint reports more waiting requests than the decode endpoint plus this; 0 = off (llm-d)" default:"0"`
-	Deciders        StageDecider `json:"deciders" doc:"instance names of the deciders (Decider plugins) gating prefill and encode; without one (OpenEPP), prefill runs for every request and encode for multimodal ones, when their profiles exist" default:"{}"`
+	MaxPrefillQueue int `json:"maxPrefillQueue" doc:"OpenEPP: prefill on the decode endpoint instead when the picked prefill endpoint reports more waiting requests than the decode endpoint plus this; 0 = off (llm-d)" default:"0"`
+	// CountRunningPrefills: with chunked prefill a prefill server runs its
+	// prompts side by side, so its waiting queue stays short while each
+	// prompt slows the others; its running requests are prefills too. While
+	// the decode endpoint has requests waiting it is the bottleneck and
+	// prefill goes remote as without this.
+	CountRunningPrefills bool         `json:"countRunningPrefills" doc:"OpenEPP: with maxPrefillQueue, count the prefill endpoint's running requests as its load too, while the decode endpoint has none waiting; pays with few prefill servers (see docs/deploy.md)" default:"false"`
+	Deciders             StageDecider `json:"deciders" doc:"instance names of the deciders (Decider plugins) gating prefill and encode; without one (OpenEPP), prefill runs for every request and encode for multimodal ones, when their profiles exist" default:"{}"`
 }
 
 // StageProfiles names the profile of each stage.
@@ -113,6 +120,9 @@ func NewHandler(name string, p HandlerParams, h *scheduler.Handle) (*Handler, er
 	}
 	if p.MaxPrefillQueue < 0 {
 		return nil, fmt.Errorf("maxPrefillQueue: %d must be >= 0", p.MaxPrefillQueue)
+	}
+	if p.CountRunningPrefills && p.MaxPrefillQueue == 0 {
+		return nil, errors.New("countRunningPrefills: needs maxPrefillQueue > 0, whose comparison it changes")
 	}
 	switch p.StageOrder {
 	case "":
@@ -276,7 +286,7 @@ func (d *Handler) ProcessResults(_ context.Context, state *scheduler.State, req 
 	prefill := d.kept(req, profiles, StagePrefill, d.params.Profiles.Prefill, pl.prefill)
 	if prefill {
 		p := profiles[d.params.Profiles.Prefill].Targets[0]
-		busy := d.params.MaxPrefillQueue > 0 && p.Metrics().WaitingQueueSize > decode.Targets[0].Metrics().WaitingQueueSize+d.params.MaxPrefillQueue
+		busy := d.params.MaxPrefillQueue > 0 && d.prefillLoad(p, decode.Targets[0]) > decode.Targets[0].Metrics().WaitingQueueSize+d.params.MaxPrefillQueue
 		if busy {
 			d.metrics.skipped(StagePrefill, reasonBusy)
 		}
@@ -287,6 +297,17 @@ func (d *Handler) ProcessResults(_ context.Context, state *scheduler.State, req 
 	}
 	d.metrics.decided(req.IncomingModel, decisionType(encode, prefill))
 	return &scheduler.Result{Profiles: profiles, Primary: decodeName, PrefillProfile: d.params.Profiles.Prefill}, nil
+}
+
+// prefillLoad is what maxPrefillQueue compares for the prefill pick p
+// against decode endpoint dec: p's waiting requests, plus its running ones
+// with countRunningPrefills while dec has none waiting.
+func (d *Handler) prefillLoad(p, dec *endpoint.Endpoint) int {
+	load := p.Metrics().WaitingQueueSize
+	if d.params.CountRunningPrefills && dec.Metrics().WaitingQueueSize == 0 {
+		load += p.Metrics().RunningRequestsSize
+	}
+	return load
 }
 
 // kept reports whether a planned stage has a pick, counting and logging a

@@ -227,6 +227,40 @@ openepp_disagg_stage_skipped_total{reason="busy",stage="prefill"} 1
 	}
 }
 
+// TestDisaggBusyPrefillCountsRunning: with countRunningPrefills, the prefill
+// endpoint's running requests count against maxPrefillQueue while the decode
+// endpoint has none waiting, and not once it has.
+func TestDisaggBusyPrefillCountsRunning(t *testing.T) {
+	t.Parallel()
+	eps := roleEndpoints("decode", "prefill")
+	s, err := buildPD(t, pdConfig(`maxPrefillQueue: 2, countRunningPrefills: true, deciders: {prefill: always}`,
+		`- {name: always, type: always-disagg-pd-decider}`), nil, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := func(e int, waiting, running int) {
+		m := *eps[e].Metrics()
+		m.WaitingQueueSize, m.RunningRequestsSize = waiting, running
+		eps[e].SetMetrics(&m)
+	}
+	for _, tc := range []struct {
+		name                                          string
+		prefillWaiting, prefillRunning, decodeWaiting int
+		want                                          string
+	}{
+		{"running prefills over the limit", 1, 2, 0, ""},
+		{"within the limit", 1, 1, 0, "10.1.0.2:8000"},
+		{"decode has a queue: waiting alone counts", 1, 2, 1, "10.1.0.2:8000"},
+		{"waiting over the decode queue plus the limit", 4, 0, 1, ""},
+	} {
+		set(1, tc.prefillWaiting, tc.prefillRunning)
+		set(0, tc.decodeWaiting, 0)
+		if got := route(t, s, plugintest.Request("m", 100), eps).Headers[disagg.PrefillerHeader]; got != tc.want {
+			t.Errorf("%s: prefiller %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestDisaggPrefillFirst runs prefill for every request, before decode.
 func TestDisaggPrefillFirst(t *testing.T) {
 	t.Parallel()
@@ -252,6 +286,7 @@ func TestDisaggConfigErrors(t *testing.T) {
   parameters: {nonCachedTokens: -1}`, `must be >= 0`},
 		{"same profile twice", `profiles: {prefill: decode}`, "", `each stage needs its own profile`},
 		{"negative queue limit", `maxPrefillQueue: -1`, "", `maxPrefillQueue: -1 must be >= 0`},
+		{"running without a queue limit", `countRunningPrefills: true`, "", `countRunningPrefills: needs maxPrefillQueue > 0`},
 	}
 	for _, tc := range tests {
 		_, err := buildPD(t, pdConfig(tc.params, tc.deciders), nil, nil)
