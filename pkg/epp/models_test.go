@@ -37,10 +37,19 @@ func loraSims(refuse bool) []sim.Config {
 	return cfgs
 }
 
-// listModels asks the EPP for GET /v1/models through the ext_proc client.
+// listModels asks the EPP for GET /v1/models through the ext_proc client:
+// its own answer, or nil when it routed the request to a model server (no
+// list collected yet).
 func (r *running) listModels(t *testing.T) *extproc.ImmediateResponse {
 	t.Helper()
-	return r.getAnswered(t, "/v1/models")
+	d, err := r.client.RoundTrip(context.Background(), extproc.Request{Method: http.MethodGet, Path: "/v1/models"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Immediate == nil && len(d.Endpoints) == 0 {
+		t.Fatalf("GET /v1/models neither answered nor routed: %+v", d)
+	}
+	return d.Immediate
 }
 
 // getAnswered sends GET path and returns the EPP's own answer, failing the
@@ -68,7 +77,7 @@ func TestModelsResponderServesThePool(t *testing.T) {
 	var imm *extproc.ImmediateResponse
 	eventually(t, "a collected model list", func() bool {
 		imm = r.listModels(t)
-		return imm.Status == http.StatusOK && strings.Contains(string(imm.Body), "lora-b") && strings.Contains(string(imm.Body), "lora-a")
+		return imm != nil && imm.Status == http.StatusOK && strings.Contains(string(imm.Body), "lora-b") && strings.Contains(string(imm.Body), "lora-a")
 	})
 	if ct := imm.Headers.Get("content-type"); ct != "application/json" {
 		t.Errorf("content-type %q", ct)
@@ -113,16 +122,16 @@ func TestModelsResponderServesThePool(t *testing.T) {
 	}
 }
 
-// TestModelsResponderWaitsForTheFirstList: while no server's list can be
-// read the answer is 503, then the list once a server answers.
-func TestModelsResponderWaitsForTheFirstList(t *testing.T) {
+// TestModelsResponderRoutesUntilTheFirstList: while no server's list can be
+// read a model server answers (the EPP routes the request), then the EPP
+// answers with the list once a server's is collected.
+func TestModelsResponderRoutesUntilTheFirstList(t *testing.T) {
 	t.Parallel()
 	r := launchEPPSims(t, loraSims(true), 0, nil, func(r *running) []string {
 		return []string{"--endpoints-file", r.file, "--config-text", modelsConfig}
 	})
-	imm := r.listModels(t)
-	if imm.Status != http.StatusServiceUnavailable || imm.Headers.Get("content-type") != "application/json" {
-		t.Fatalf("before any list: %d %q %s", imm.Status, imm.Headers.Get("content-type"), imm.Body)
+	if imm := r.listModels(t); imm != nil {
+		t.Fatalf("before any list the EPP answered %d %s; want the request routed", imm.Status, imm.Body)
 	}
 	counted := func(page, prefix string) bool {
 		for _, line := range strings.Split(page, "\n") {
@@ -140,9 +149,10 @@ func TestModelsResponderWaitsForTheFirstList(t *testing.T) {
 	if err := r.sims[1].SetFaults(sim.Faults{}); err != nil {
 		t.Fatal(err)
 	}
+	var imm *extproc.ImmediateResponse
 	eventually(t, "the second server's list", func() bool {
 		imm = r.listModels(t)
-		return imm.Status == http.StatusOK
+		return imm != nil && imm.Status == http.StatusOK
 	})
 	if body := string(imm.Body); !strings.Contains(body, `"lora-b"`) || strings.Contains(body, `"lora-a"`) {
 		t.Errorf("list %s: want the second server's models only", body)

@@ -18,8 +18,9 @@
 //
 // The responder answers GET /v1/models (trailing slash and query allowed)
 // with the union of the collected lists, one entry per model ID (from the
-// endpoint first by name when servers disagree), sorted by ID; 503 while no
-// endpoint's list is collected, so that clients retry rather than cache an
-// empty list. Before scheduling it screens every inference request's
+// endpoint first by name when servers disagree), sorted by ID. While no
+// endpoint's list is collected it lets a model server answer (its own list
+// rather than a 503 or an empty one; it also sees the client's credentials,
+// which a server started with an API key asks for). Before scheduling it screens every inference request's
 // candidates by its target model (see Responder.Screen).
 package models

@@ -55,8 +55,8 @@ func ResponderFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sc
 // ResponderRegistration describes the plugin type for the registry.
 func ResponderRegistration() scheduler.Registration {
 	return scheduler.Registration{Type: ResponderType, Factory: ResponderFactory,
-		Summary: "Answers GET /v1/models itself with the union of every endpoint's collected model list (one entry per id, sorted; 503 while none " +
-			"is collected) and GET /v1/models/{id} when the lists settle it, and keeps inference requests on endpoints that list their model: those listing it as a base model plus uncollected " +
+		Summary: "Answers GET /v1/models itself with the union of every endpoint's collected model list (one entry per id, sorted; while none " +
+			"is collected a model server answers) and GET /v1/models/{id} when the lists settle it, and keeps inference requests on endpoints that list their model: those listing it as a base model plus uncollected " +
 			"ones; only those listing it as a LoRA adapter; or, when none lists it, the uncollected ones (all if every one is collected). " +
 			"Adds a models-data-source and models-data-extractor unless dataLayer.sources lists a models-data-source."}
 }
@@ -78,9 +78,11 @@ func (r *Responder) Respond(_ context.Context, in *scheduler.Inbound, endpoints 
 	}
 	body, collected := ListBody(endpoints)
 	if collected == 0 {
-		r.tel.answered(http.StatusServiceUnavailable)
-		r.log.V(1).Info("no model list collected yet", "requestID", in.Headers["x-request-id"], "endpoints", len(endpoints))
-		return scheduler.Reply{Status: http.StatusServiceUnavailable, ContentType: "application/json", Body: notCollected}, true
+		// A model server answers instead: its own list beats a 503, and it
+		// sees the client's credentials, which the polls may lack (vLLM's
+		// --api-key). With no endpoint at all, routing answers 503.
+		r.log.V(1).Info("no model list collected yet: a model server answers", "requestID", in.Headers["x-request-id"], "endpoints", len(endpoints))
+		return scheduler.Reply{}, false
 	}
 	r.tel.answered(http.StatusOK)
 	return scheduler.Reply{Status: http.StatusOK, ContentType: "application/json", Body: body}, true
@@ -125,10 +127,6 @@ func modelPath(path string) (string, bool) {
 	}
 	return id, true
 }
-
-// notCollected is the 503 body, an OpenAI error object.
-var notCollected = []byte(`{"error":{"message":"no model server's model list has been collected yet; retry later",` +
-	`"type":"ServiceUnavailable","code":503}}`)
 
 // isModelsPath reports whether path, without its query, is /v1/models or
 // /v1/models/.

@@ -53,6 +53,9 @@ type SourceParams struct {
 	Path     string `json:"path,omitempty" doc:"path of the OpenAI model list on every endpoint's serving port" default:"/v1/models"`
 	Interval string `json:"interval,omitempty" doc:"how often every endpoint is polled (OpenEPP); lists change rarely, so seconds suffice" default:"5s"`
 	Timeout  string `json:"timeout,omitempty" doc:"bound on one poll (OpenEPP)" default:"2s or interval, the shorter"`
+	// APIKeyFile serves model servers that require an API key: without it
+	// every poll is refused with 401 and no list is ever collected.
+	APIKeyFile string `json:"apiKeyFile,omitempty" doc:"file holding the API key the model servers were started with (vLLM --api-key), sent as a bearer token with every poll and read again when the file changes; empty: none (OpenEPP)" default:""`
 }
 
 func (p *SourceParams) validate() error {
@@ -90,6 +93,7 @@ type Source struct {
 	log        logr.Logger
 	tel        *pollMetrics
 	extractors []listExtractor
+	apiKey     *apiKey // nil: polls carry no credentials
 }
 
 var (
@@ -131,6 +135,11 @@ func SourceFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sched
 		path = p.Path
 	}
 	s.url = func(ep *endpoint.Endpoint) string { return scheme + "://" + ep.HostPort + path }
+	if p.APIKeyFile != "" {
+		if s.apiKey, err = newAPIKey(p.APIKeyFile); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.newClient(scheme, p); err != nil {
 		return nil, err
 	}
@@ -308,6 +317,13 @@ func (s *Source) fetch(ctx context.Context, ep *endpoint.Endpoint) ([]byte, stri
 		return nil, fetchfail.Connect, err
 	}
 	req.Header.Set("Accept", "application/json")
+	if s.apiKey != nil {
+		key, err := s.apiKey.value()
+		if err != nil {
+			return nil, fetchfail.Connect, fmt.Errorf("apiKeyFile: %w", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return nil, fetchfail.Classify(err, fetchfail.Connect), err
