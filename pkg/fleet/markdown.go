@@ -72,12 +72,14 @@ func writeIntro(b *strings.Builder, r *Report) {
 }
 
 // changesNote says what separates ours-default from upstream-default.
-const changesNote = "`ours-default` and `upstream-default` run the same config file; they differ only by three documented, " +
+const changesNote = "`ours-default` and `upstream-default` run the same config file; they differ only by four documented, " +
 	"switchable changes in OpenEPP's plugins (docs/plugins.md): `queue-scorer` adds the requests routed to an endpoint " +
-	"since its last scrape (`countUnscrapedDispatches`), and `prefix-cache-scorer` sends prompts no endpoint holds to the " +
-	"endpoints whose approximate index holds the fewest blocks (`coldRequestSpread`) and fades affinity on an endpoint " +
-	"whose waiting queue exceeds 4 × (shortest + 32) (`loadBoundFactor`, `loadBoundSlack`). Setting " +
-	"`countUnscrapedDispatches: false`, `coldRequestSpread: 0` and `loadBoundFactor: 0` restores upstream's formulas."
+	"since its last scrape (`countUnscrapedDispatches`) and lets a queue difference swing its whole weight only once it " +
+	"reaches a quarter of the servers' mean load (`relativeMinSpread`), and `prefix-cache-scorer` sends prompts no " +
+	"endpoint holds to the endpoints whose approximate index holds the fewest blocks (`coldRequestSpread`) and fades " +
+	"affinity on an endpoint whose waiting queue exceeds 4 × (shortest + 32) (`loadBoundFactor`, `loadBoundSlack`). " +
+	"Setting `countUnscrapedDispatches: false`, `relativeMinSpread: 0`, `coldRequestSpread: 0` and `loadBoundFactor: 0` " +
+	"(or the EPP flag `--upstream-compatible-scoring`) restores upstream's formulas."
 
 // policyOrder lists the policies in the order of the first workload.
 func policyOrder(r *Report) []string {

@@ -159,8 +159,10 @@ func TestReplicaSyncSharesDispatches(t *testing.T) {
 // TestReplicaSyncRecoversOneEPP: on multi-turn chat at one EPP's knee,
 // three replicas that share nothing lose throughput (each sees a third of
 // every chat's turns); synced every 5 ms (the default) they match one EPP,
-// synced every 250 ms they fall between. (All three hold on seeds 1–3 at
-// 600 and 700 QPS; see the replica study.)
+// and synced every 250 ms they keep at least what apart ones do and at most
+// what 5 ms does. (Before queue-scorer's relativeMinSpread, 250 ms lost
+// about a fifth here; with it, this small run loses nothing at 250 ms: see
+// the replica study for the full workload.)
 func TestReplicaSyncRecoversOneEPP(t *testing.T) {
 	t.Parallel()
 	spec := RunSpec{Workload: smallMultiTurn(t), Policy: ConfigPolicy(PolicyOursDefault, "", []byte(config.DefaultText)), QPS: 600, Seed: 1}
@@ -176,7 +178,7 @@ func TestReplicaSyncRecoversOneEPP(t *testing.T) {
 	if r := synced.OutputTokensPerS / one.OutputTokensPerS; r < 0.95 || r > 1.05 {
 		t.Errorf("synced every 5 ms: %.0f output tok/s, want within 5 %% of one EPP's %.0f", synced.OutputTokensPerS, one.OutputTokensPerS)
 	}
-	if slow.OutputTokensPerS > 0.97*synced.OutputTokensPerS || slow.OutputTokensPerS < apart.OutputTokensPerS {
+	if slow.OutputTokensPerS > 1.02*synced.OutputTokensPerS || slow.OutputTokensPerS < apart.OutputTokensPerS {
 		t.Errorf("synced every 250 ms: %.0f output tok/s, want between apart (%.0f) and 5 ms (%.0f)", slow.OutputTokensPerS, apart.OutputTokensPerS, synced.OutputTokensPerS)
 	}
 }

@@ -3,6 +3,7 @@ package scorers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -15,26 +16,51 @@ import (
 const QueueDepthType = "queue-scorer"
 
 // QueueDepthParams configures QueueDepth. Upstream's queue-scorer takes no
-// parameters; this one is an OpenEPP extension whose default improves on
-// upstream's behaviour and whose false value restores it.
+// parameters; these are OpenEPP extensions whose defaults improve on
+// upstream's behaviour and whose zero values (false, 0) restore it.
 type QueueDepthParams struct {
-	CountUnscrapedDispatches *bool `json:"countUnscrapedDispatches" doc:"add to each endpoint's scraped queue the requests this EPP sent it after that scrape (false: the scraped queue alone, as upstream)" default:"true"`
+	CountUnscrapedDispatches *bool    `json:"countUnscrapedDispatches" doc:"add to each endpoint's scraped queue the requests this EPP sent it after that scrape (false: the scraped queue alone, as upstream)" default:"true"`
+	RelativeMinSpread        *float64 `json:"relativeMinSpread" doc:"queue differences smaller than this fraction of the candidates' mean load (running + waiting requests at the last scrape) swing only part of the scorer's weight (0: any difference swings all of it, as upstream)" default:"0.25"`
 }
 
-func (p *QueueDepthParams) validate() error { return nil }
+// defaultRelativeMinSpread was chosen in the fleet simulation: 0.25 and
+// 0.35 both won on multi-turn chat and busy agent sessions and lost nowhere
+// measurably; 0.5 and above, and any fixed floor, cost TTFT on long agent
+// prompts at low load, where one request in flight is a second of prefill.
+const defaultRelativeMinSpread = 0.25
+
+func (p *QueueDepthParams) validate() error {
+	if p.RelativeMinSpread != nil && !(*p.RelativeMinSpread >= 0 && *p.RelativeMinSpread <= 1e6) {
+		return fmt.Errorf("relativeMinSpread: must be a number ≥ 0, got %v", *p.RelativeMinSpread)
+	}
+	return nil
+}
 
 // QueueDepth prefers endpoints with shorter waiting queues, spreading load
 // away from servers that already have a backlog.
 //
 // Inputs: Metrics.WaitingQueueSize and Metrics.UpdateTime of each candidate
 // and, by default, its own log of the requests it saw routed (PreRequest).
-// Parameters: countUnscrapedDispatches (true).
+// Parameters: countUnscrapedDispatches (true), relativeMinSpread (0.25).
 //
 // Formula, with q = WaitingQueueSize + d, where d is the number of requests
 // routed to the endpoint after UpdateTime (its last scrape; d = 0 when
-// countUnscrapedDispatches is false), and minQ, maxQ taken over the
-// candidates: score = (maxQ − q)/(maxQ − minQ); when all are equal every
-// endpoint scores 1.
+// countUnscrapedDispatches is false), minQ, maxQ taken over the candidates,
+// and F = relativeMinSpread × the candidates' mean of RunningRequestsSize +
+// WaitingQueueSize: score = 1 − (q − minQ)/max(maxQ − minQ, F), which is
+// upstream's (maxQ − q)/(maxQ − minQ) whenever the spread reaches F; when
+// all are equal every endpoint scores 1.
+//
+// Why F: min-max scaling turns any difference into the scorer's whole
+// weight, so a queue two requests longer on a server running forty pulls a
+// request off the server holding its prefix. Scaling the difference that
+// counts with the servers' load keeps small, meaningless differences small
+// and changes nothing on idle servers, where one request more is a real
+// difference. In the fleet simulation (4 paired seeds per stage) this cut
+// multi-turn chat's TTFT p90 by 11–97 % and raised its throughput past the
+// knee by 14–20 %, raised busy agent sessions' throughput by 13–22 % and
+// low-cache's by up to 8 %, and left every other workload and stage within
+// noise.
 //
 // Why d: metrics are scraped every 50 ms or so, and a scrape cannot show the
 // requests sent since. Without d every request between two scrapes sees the
@@ -48,6 +74,9 @@ func (p *QueueDepthParams) validate() error { return nil }
 type QueueDepth struct {
 	name scheduler.TypedName
 	log  *dispatchLog // nil: upstream behaviour
+	// relativeMinSpread scales the candidates' mean load into the smallest
+	// spread that swings the full weight (0: plain min-max).
+	relativeMinSpread float64
 	// pool tells DumpState the endpoints' names and scrape times (nil:
 	// addresses are shown and only the age bound applies).
 	pool func() []*endpoint.Endpoint
@@ -74,6 +103,10 @@ func NewQueueDepthWith(name string, p QueueDepthParams) *QueueDepth {
 	if p.CountUnscrapedDispatches == nil || *p.CountUnscrapedDispatches {
 		s.log = newDispatchLog()
 	}
+	s.relativeMinSpread = defaultRelativeMinSpread
+	if p.RelativeMinSpread != nil {
+		s.relativeMinSpread = *p.RelativeMinSpread
+	}
 	return s
 }
 
@@ -83,9 +116,15 @@ func QueueDepthFactory(name string, raw json.RawMessage, h *scheduler.Handle) (s
 	if err := scheduler.DecodeParams(raw, &p); err != nil {
 		return nil, err
 	}
-	if p.CountUnscrapedDispatches == nil && h != nil && h.UpstreamScoring {
-		off := false
-		p.CountUnscrapedDispatches = &off
+	if h != nil && h.UpstreamScoring {
+		if p.CountUnscrapedDispatches == nil {
+			off := false
+			p.CountUnscrapedDispatches = &off
+		}
+		if p.RelativeMinSpread == nil {
+			zero := 0.0
+			p.RelativeMinSpread = &zero
+		}
 	}
 	if err := p.validate(); err != nil {
 		return nil, err
@@ -103,7 +142,7 @@ func QueueDepthRegistration() scheduler.Registration {
 		Type:    QueueDepthType,
 		Factory: QueueDepthFactory,
 		Params:  QueueDepthParams{},
-		Summary: "Prefers endpoints with shorter waiting queues: (maxQ − q)/(maxQ − minQ) over the candidates, q counting requests routed since the last scrape.",
+		Summary: "Prefers endpoints with shorter waiting queues: min-max over the candidates, q counting requests routed since the last scrape, differences small against the servers' load counting proportionally.",
 	}
 }
 
@@ -119,13 +158,20 @@ func (s *QueueDepth) Score(ctx context.Context, state *scheduler.State, req *sch
 
 // ScoreInto implements scheduler.ScoreWriter.
 func (s *QueueDepth) ScoreInto(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
+	var load float64
 	for i, e := range eps {
-		out[i] = float64(e.Metrics().WaitingQueueSize)
+		m := e.Metrics()
+		out[i] = float64(m.WaitingQueueSize)
+		load += float64(m.RunningRequestsSize + m.WaitingQueueSize)
 	}
 	if s.log != nil {
 		s.log.addUnscraped(eps, out)
 	}
-	inverseMinMax(out)
+	var floor float64
+	if len(eps) > 0 {
+		floor = s.relativeMinSpread * load / float64(len(eps))
+	}
+	inverseMinMaxFloor(out, floor)
 }
 
 // PreRequest implements scheduler.PreRequest: it notes when the request was

@@ -25,7 +25,12 @@ import (
 // inverseMinMax maps raw values in out, in place, to (max−v)/(max−min): the
 // smallest value scores 1 and the largest 0. When every value is equal there
 // is nothing to prefer and all score 1.
-func inverseMinMax(out []float64) {
+func inverseMinMax(out []float64) { inverseMinMaxFloor(out, 0) }
+
+// inverseMinMaxFloor is inverseMinMax with the spread hi − lo taken as at
+// least floor, so differences smaller than floor move scores only part of
+// the way: the lowest value still scores 1, the highest 1 − (hi − lo)/floor.
+func inverseMinMaxFloor(out []float64, floor float64) {
 	if len(out) == 0 {
 		return
 	}
@@ -37,9 +42,16 @@ func inverseMinMax(out []float64) {
 		fill(out, 1)
 		return
 	}
-	inv := 1 / (hi - lo)
+	if hi-lo >= floor {
+		inv := 1 / (hi - lo)
+		for i, v := range out {
+			out[i] = (hi - v) * inv
+		}
+		return
+	}
+	inv := 1 / floor
 	for i, v := range out {
-		out[i] = (hi - v) * inv
+		out[i] = 1 - (v-lo)*inv
 	}
 }
 
