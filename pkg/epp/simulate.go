@@ -45,7 +45,7 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&f.seeds, "seeds", 1, "run seeds --seed … --seed+n-1, averaging each stage over them, and compare the policies seed by "+
 		"seed (median ratio, seeds better, sign test), so a difference can be told from one seed's luck")
 	fs.StringVar(&f.profile, "profile", "", "engine preset (default: the workload's; one of "+strings.Join(engine.ProfileNames(), ", ")+")")
-	fs.StringVar(&f.compare, "compare", "round-robin,upstream-default", "baselines run on the same trace: random, round-robin, least-queue, upstream-default, prefix-only, ours-default (empty for none)")
+	fs.StringVar(&f.compare, "compare", "round-robin,upstream-default", "baselines run on the same trace: random, round-robin, least-queue, upstream-default, prefix-only, ours-default, or config files (a path ending in .yaml, .yml or .json, named by the file's name) (empty for none)")
 	fs.StringVar(&f.out, "out", "", "directory to write simulate.json and simulate.md into")
 	fs.BoolVar(&f.json, "json", false, "print the JSON report instead of the table")
 	fs.BoolVar(&f.list, "list", false, "list the built-in workloads and exit")
@@ -213,18 +213,11 @@ func (f *simFlags) matrix(st *settings) (*fleet.Matrix, error) {
 	if err != nil {
 		return nil, err
 	}
-	policies := []fleet.Policy{policy}
-	if strings.TrimSpace(f.compare) != "" {
-		base, err := fleet.SelectPolicies(baselines(), splitList(f.compare))
-		if err != nil {
-			return nil, fmt.Errorf("--compare: %w", err)
-		}
-		for _, p := range base {
-			if p.Name != policy.Name {
-				policies = append(policies, p)
-			}
-		}
+	base, err := f.baselinePolicies(st, policy.Name)
+	if err != nil {
+		return nil, err
 	}
+	policies := append([]fleet.Policy{policy}, base...)
 	if f.workers < 0 {
 		return nil, fmt.Errorf("--workers: must be >= 0, got %d", f.workers)
 	}
@@ -332,16 +325,62 @@ func (f *simFlags) policy(st *settings) (fleet.Policy, error) {
 		name := cmp.Or(f.name, fleet.PolicyOursDefault)
 		return fleet.ConfigPolicy(name, "the upstream default config run through OpenEPP's plugins", []byte(config.DefaultText), st.plugins...), nil
 	}
-	data, err := os.ReadFile(f.configFile)
+	p, err := configFilePolicy(f.configFile, f.name, st)
 	if err != nil {
 		return fleet.Policy{}, fmt.Errorf("--config: %w", err)
 	}
-	if _, err := config.Load(data); err != nil {
-		return fleet.Policy{}, fmt.Errorf("--config %s: %w", f.configFile, err)
+	return p, nil
+}
+
+// configFilePolicy loads the EndpointPickerConfig at path as a policy
+// called name, or by the file's name without its extension.
+func configFilePolicy(path, name string, st *settings) (fleet.Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fleet.Policy{}, err
 	}
-	base := filepath.Base(f.configFile)
-	name := cmp.Or(f.name, strings.TrimSuffix(base, filepath.Ext(base)))
-	return fleet.ConfigPolicy(name, "config file "+f.configFile, data, st.plugins...), nil
+	if _, err := config.Load(data); err != nil {
+		return fleet.Policy{}, fmt.Errorf("%s: %w", path, err)
+	}
+	base := filepath.Base(path)
+	name = cmp.Or(name, strings.TrimSuffix(base, filepath.Ext(base)))
+	return fleet.ConfigPolicy(name, "config file "+path, data, st.plugins...), nil
+}
+
+// baselinePolicies turns --compare into the policies run beside the
+// evaluated one (called evaluated, which is left out if named): standard
+// policies by name, and config files (a path ending in .yaml, .yml or
+// .json) by their file names, so two configs can be compared seed by seed.
+func (f *simFlags) baselinePolicies(st *settings, evaluated string) ([]fleet.Policy, error) {
+	var out []fleet.Policy
+	seen := map[string]string{evaluated: "the evaluated config"}
+	for _, item := range splitList(f.compare) {
+		var p fleet.Policy
+		switch strings.ToLower(filepath.Ext(item)) {
+		case ".yaml", ".yml", ".json":
+			var err error
+			if p, err = configFilePolicy(item, "", st); err != nil {
+				return nil, fmt.Errorf("--compare: %w", err)
+			}
+			if other, dup := seen[p.Name]; dup {
+				return nil, fmt.Errorf("--compare: %s would be called %q, as %s is; rename the file", item, p.Name, other)
+			}
+		default:
+			sel, err := fleet.SelectPolicies(baselines(), []string{item})
+			if err != nil {
+				return nil, fmt.Errorf("--compare: %w (or a config file ending in .yaml, .yml or .json)", err)
+			}
+			if p = sel[0]; p.Name == evaluated {
+				continue
+			}
+			if _, dup := seen[p.Name]; dup {
+				continue
+			}
+		}
+		seen[p.Name] = item
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // write saves the report under --out.

@@ -81,6 +81,42 @@ schedulingProfiles:
 
 // TestSimulateSeeds: --seeds runs consecutive seeds and compares the
 // policies seed by seed.
+// TestSimulateCompareConfigFiles: --compare takes config files too, each
+// named by its file name and compared seed by seed like a built-in
+// baseline; two files of one name are refused.
+func TestSimulateCompareConfigFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, scorer string) string {
+		path := filepath.Join(dir, name)
+		cfg := "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n- type: " + scorer +
+			"\nschedulingProfiles:\n- name: default\n  plugins:\n  - pluginRef: " + scorer + "\n"
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	mine, queue := write("mine.yaml", "prefix-cache-scorer"), write("queue.yaml", "queue-scorer")
+	if err := os.MkdirAll(filepath.Join(dir, "other"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	queue2 := write(filepath.Join("other", "queue.yml"), "queue-scorer")
+	var out bytes.Buffer
+	args := append([]string{"--config", mine, "--compare", queue + ",round-robin", "--seeds", "2"}, tinySim...)
+	if err := Simulate(context.Background(), args, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"mine against queue:", "mine against queue, per seed (2 seeds, paired)", "mine against round-robin:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	args = append([]string{"--config", mine, "--compare", queue + "," + queue2}, tinySim...)
+	if err := Simulate(context.Background(), args, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), `would be called "queue", as `+queue+` is`) {
+		t.Errorf("two files called queue: err = %v", err)
+	}
+}
+
 func TestSimulateSeeds(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
@@ -225,6 +261,10 @@ func TestSimulateBadFlags(t *testing.T) {
 	if err := os.WriteFile(unknown, []byte("apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n- type: no-such-plugin\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	named := filepath.Join(dir, "ours-default.yaml") // the evaluated config's name
+	if err := os.WriteFile(named, []byte("apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n- type: queue-scorer\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args []string
 		want string
@@ -239,6 +279,11 @@ func TestSimulateBadFlags(t *testing.T) {
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, "--config"},
 		{[]string{"--config", bad}, "apiVersion: required"},
 		{[]string{"--config", unknown}, "no-such-plugin"},
+		{[]string{"--compare", filepath.Join(dir, "missing.yaml")}, "--compare: open"},
+		{[]string{"--compare", bad}, "--compare: " + bad + ": invalid config"},
+		{[]string{"--config", bad, "--compare", "round-robin"}, "--config: " + bad},
+		{[]string{"--compare", "queue-only.yml"}, "--compare: open queue-only.yml"},
+		{[]string{"--compare", named}, `would be called "ours-default", as the evaluated config is`},
 		{[]string{"--duration", "-1s"}, "duration"},
 		{[]string{"--scrape-interval", "-1s"}, "scrape interval"},
 		{[]string{"--workers", "-2"}, "--workers"},
