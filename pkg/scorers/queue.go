@@ -31,7 +31,7 @@ const defaultRelativeMinSpread = 0.25
 
 func (p *QueueDepthParams) validate() error {
 	if p.RelativeMinSpread != nil && !(*p.RelativeMinSpread >= 0 && *p.RelativeMinSpread <= 1e6) {
-		return fmt.Errorf("relativeMinSpread: must be a number ≥ 0, got %v", *p.RelativeMinSpread)
+		return fmt.Errorf("relativeMinSpread: must be a number in [0, 1e6], got %v", *p.RelativeMinSpread)
 	}
 	return nil
 }
@@ -142,7 +142,7 @@ func QueueDepthRegistration() scheduler.Registration {
 		Type:    QueueDepthType,
 		Factory: QueueDepthFactory,
 		Params:  QueueDepthParams{},
-		Summary: "Prefers endpoints with shorter waiting queues: min-max over the candidates, q counting requests routed since the last scrape, differences small against the servers' load counting proportionally.",
+		Summary: "Prefers endpoints with shorter waiting queues (min-max over the candidates), counting requests routed since the last scrape; a difference small against the servers' load moves the score only in part.",
 	}
 }
 
