@@ -60,7 +60,10 @@ func (p *QueueDepthParams) validate() error {
 // multi-turn chat's TTFT p90 by 11–97 % and raised its throughput past the
 // knee by 14–20 %, raised busy agent sessions' throughput by 13–22 % and
 // low-cache's by up to 8 %, and left every other workload and stage within
-// noise.
+// noise, at 8 and at 16 servers. Where it loses: long agent sessions on a
+// small fleet (4 servers, 3–6 QPS: TTFT p90 ×1.3–2.2 at equal throughput),
+// where a server runs a handful of heavy requests, so one more is a real
+// difference and yet smaller than the floor; set 0 for such pools.
 //
 // Why d: metrics are scraped every 50 ms or so, and a scrape cannot show the
 // requests sent since. Without d every request between two scrapes sees the
