@@ -20,7 +20,7 @@ const QueueDepthType = "queue-scorer"
 // upstream's behaviour and whose zero values (false, 0) restore it.
 type QueueDepthParams struct {
 	CountUnscrapedDispatches *bool    `json:"countUnscrapedDispatches" doc:"add to each endpoint's scraped queue the requests this EPP sent it after that scrape (false: the scraped queue alone, as upstream)" default:"true"`
-	RelativeMinSpread        *float64 `json:"relativeMinSpread" doc:"queue differences smaller than this fraction of the candidates' mean load (running + waiting requests at the last scrape) swing only part of the scorer's weight (0: any difference swings all of it, as upstream)" default:"0.25"`
+	RelativeMinSpread        *float64 `json:"relativeMinSpread" doc:"queue differences smaller than this fraction of the candidates' mean load (running + waiting requests at the last scrape) swing only part of the scorer's weight (0: any difference swings all of it, as upstream, which suits a few servers that each run a handful of long requests)" default:"0.25"`
 }
 
 // defaultRelativeMinSpread was chosen in the fleet simulation: 0.25 and
