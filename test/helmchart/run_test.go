@@ -31,6 +31,7 @@ import (
 	"github.com/openepp/openepp/pkg/epp"
 	"github.com/openepp/openepp/pkg/extproc"
 	"github.com/openepp/openepp/pkg/sim"
+	"github.com/openepp/openepp/test/kube"
 )
 
 const waitFor = 20 * time.Second
@@ -376,13 +377,8 @@ func simulator(t *testing.T, ip, engine string) {
 	t.Cleanup(func() { _ = inst.Close() })
 }
 
+// eventually polls cond until it holds, failing after waitFor.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", waitFor, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	kube.Eventually(t, waitFor, 20*time.Millisecond, what, cond)
 }
