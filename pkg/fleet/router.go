@@ -131,7 +131,15 @@ func (r *schedRouter) firstToken(f *flight) {
 	}
 	resp := &scheduler.Response{StatusCode: 200, Streaming: true, Served: r.eps[f.server].HostPort}
 	r.sched.ResponseHeaders(r.ctx, f.state, f.req, resp)
+	if r.sched.WantsResponseChunks() {
+		resp.BodyBytes = len(firstChunk)
+		r.sched.ResponseChunk(r.ctx, f.state, f.req, resp, firstChunk)
+	}
 }
+
+// firstChunk stands for the first server-sent event of a streamed
+// response, which a live EPP sees with the first token.
+var firstChunk = []byte("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n")
 
 func (r *schedRouter) complete(f *flight, usage request.Usage, cancelled bool) {
 	if f.state == nil {
