@@ -49,6 +49,7 @@ func Registrations() []scheduler.Registration {
 		scorers.LoadAwareRegistration(),
 		scorers.ActiveRequestsRegistration(),
 		scorers.TokenLoadRegistration(),
+		scorers.PrefillBacklogRegistration(),
 		scorers.SessionAffinityRegistration(),
 		scorers.NoHitLRURegistration(),
 		scorers.HeaderLabelRegistration(),

@@ -130,7 +130,7 @@ func registrations() []scheduler.Registration {
 		QueueDepthRegistration(), KVCacheUtilizationRegistration(), RunningRequestsRegistration(),
 		LoRAAffinityRegistration(), LoadAwareRegistration(), ActiveRequestsRegistration(),
 		TokenLoadRegistration(), SessionAffinityRegistration(), NoHitLRURegistration(),
-		ContextLengthRegistration(), // header-label-affinity-scorer has required parameters
+		ContextLengthRegistration(), PrefillBacklogRegistration(), // header-label-affinity-scorer has required parameters
 	}
 }
 
@@ -314,6 +314,15 @@ func conformanceScorers(t *testing.T) []scheduler.Scorer {
 		}
 	}
 	byID.PreRequest(scCtx, scState(), scRequest(10, map[string]string{"x-session-id": "s-1"}), scResult(pool[4]))
+	backlog := mustBuild[*PrefillBacklog](t, PrefillBacklogRegistration(), "", h)
+	match := prefix.NewMatch(20, 16)
+	for i, e := range pool {
+		match.Set(e, i%20)
+		if i%7 == 0 {
+			backlog.PreRequest(scCtx, scState(), scRequest(40*i, nil), scResult(e))
+		}
+	}
+	backlog.source = &scSource{name: scheduler.TypedName{Type: "p", Name: "p"}, match: match}
 	return []scheduler.Scorer{
 		mustBuild[*QueueDepth](t, QueueDepthRegistration(), "", h),
 		mustBuild[*KVCacheUtilization](t, KVCacheUtilizationRegistration(), "", h),
@@ -322,7 +331,7 @@ func conformanceScorers(t *testing.T) []scheduler.Scorer {
 		mustBuild[*LoadAware](t, LoadAwareRegistration(), `{"threshold":10}`, h),
 		active, tokens,
 		mustBuild[*SessionAffinity](t, SessionAffinityRegistration(), "", h),
-		byID, nohit,
+		byID, nohit, backlog,
 		mustBuild[*HeaderLabel](t, HeaderLabelRegistration(), `{"headerName":"x-zone","labelKey":"zone"}`, h),
 		mustBuild[*ContextLength](t, ContextLengthRegistration(), `{"label":"zone"}`, h), // malformed ranges: all 0.5
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
@@ -19,6 +20,7 @@ import (
 	"github.com/openepp/openepp/pkg/extproc"
 	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/scheduler"
+	"github.com/openepp/openepp/pkg/scorers"
 	"github.com/openepp/openepp/pkg/server"
 	"github.com/openepp/openepp/pkg/sim"
 )
@@ -291,4 +293,55 @@ func usageOf(t *testing.T, body []byte) request.Usage {
 	}
 	t.Fatalf("simulator response carries no usage: %q", body)
 	return request.Usage{}
+}
+
+// TestPrefillBacklogBooksFollowTheExchange routes a streamed completion
+// through a server whose only scorer is prefill-backlog-scorer: the request
+// enters the scorer's books when routed and leaves them through the
+// response hooks the server runs, so nothing is left once it is answered.
+func TestPrefillBacklogBooksFollowTheExchange(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("integration test: skipped with -short")
+	}
+	_, specs := startSims(t, 2)
+	params := scorers.PrefillBacklogParams{PrefixMatchInfoProducerName: "unused", BaseTokens: 1, RequestTimeout: scorers.Duration(time.Minute)}
+	backlog, err := scorers.NewPrefillBacklog("backlog", params, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, setup{endpoints: specs, scorers: []scheduler.WeightedScorer{{Scorer: backlog, Weight: 1}}})
+	httpc := &http.Client{Transport: &http.Transport{}, Timeout: testTimeout}
+	t.Cleanup(httpc.CloseIdleConnections)
+
+	body := map[string]any{"model": testModel, "prompt": strings.Repeat("tokens ", 100), "max_tokens": 4,
+		"stream": true, "stream_options": map[string]any{"include_usage": true}}
+	req := post("/v1/completions", mustJSON(body), "x-request-id", uuid.NewString())
+	ctx := testCtx(t)
+	s := h.open(t)
+	d, err := s.SendRequest(ctx, req)
+	if err != nil || d.Immediate != nil {
+		t.Fatalf("request phase: %v %+v", err, d)
+	}
+	// No prefix source: the whole prompt is uncached, plus the base of 1.
+	routed := h.rec.request(t, req.Headers.Get("x-request-id"))
+	want := routed.Body.EstimatedPromptTokens() + 1
+	if _, tokens := backlog.Tracker().Of(d.Endpoints[0]); tokens != want || want < 100 {
+		t.Fatalf("books of %s after routing: %d tokens, want %d", d.Endpoints[0], tokens, want)
+	}
+	upstream, err := forward(ctx, httpc, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upstream.Body.Close()
+	if _, err := playUpstream(ctx, s, upstream, d.Endpoints[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := collectBody(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	h.rec.completed(t, req.Headers.Get("x-request-id"))
+	if flights, busy := backlog.Tracker().Size(); flights != 0 || busy != 0 {
+		t.Fatalf("after the answer: %d requests on %d endpoints still in the books", flights, busy)
+	}
 }
