@@ -44,20 +44,22 @@ func TestShippedConfigsBuild(t *testing.T) {
 	}
 }
 
-// TestDeployDocQuotesFlowConfig keeps docs/deploy.md's flow-control example
-// the shipped file, so what users copy is what the tests build.
-func TestDeployDocQuotesFlowConfig(t *testing.T) {
+// TestDeployDocQuotesShippedConfigs keeps docs/deploy.md's examples the
+// shipped files, so what users copy is what the tests build.
+func TestDeployDocQuotesShippedConfigs(t *testing.T) {
 	t.Parallel()
-	file, err := os.ReadFile("../../config/flow-control.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	doc, err := os.ReadFile("../../docs/deploy.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := string(file[strings.Index(string(file), "apiVersion:"):])
-	if !strings.Contains(string(doc), "```yaml\n"+body+"```") {
-		t.Error("docs/deploy.md#flow-control does not quote config/flow-control.yaml (from apiVersion on)")
+	for _, name := range []string{"flow-control.yaml", "agents.yaml"} {
+		file, err := os.ReadFile("../../config/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := string(file[strings.Index(string(file), "apiVersion:"):])
+		if !strings.Contains(string(doc), "```yaml\n"+body+"```") {
+			t.Errorf("docs/deploy.md does not quote config/%s (from apiVersion on)", name)
+		}
 	}
 }

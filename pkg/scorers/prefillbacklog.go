@@ -20,7 +20,7 @@ const PrefillBacklogType = "prefill-backlog-scorer"
 // PrefillBacklogParams configures PrefillBacklog.
 type PrefillBacklogParams struct {
 	PrefixMatchInfoProducerName string   `json:"prefixMatchInfoProducerName" doc:"the plugin whose prefix matches tell which part of the prompt each endpoint holds" default:"approx-prefix-cache-producer"`
-	BaseTokens                  int      `json:"baseTokens" doc:"tokens of prefill-equivalent work every request costs whatever its cache hit (decoding, scheduling); keeps short differences between nearly idle endpoints small" default:"512"`
+	BaseTokens                  int      `json:"baseTokens" doc:"tokens added to every endpoint's cost before the ratio is taken, so that differences of a few tokens between nearly idle endpoints stay small" default:"512"`
 	RequestTimeout              Duration `json:"requestTimeout" doc:"requests with no first response byte after this long are assumed answered (Go duration or seconds)" default:"2m"`
 }
 
@@ -40,18 +40,19 @@ func (p *PrefillBacklogParams) validate() error {
 
 // PrefillBacklog prefers the endpoint where the request's first token is
 // expected soonest, reckoned in tokens of prefill: the part of this prompt
-// the endpoint does not hold, plus what this EPP has sent it that has not
-// begun to answer. It weighs prefix affinity and load in one currency, so a
-// long cached prefix is left only for a backlog longer than re-reading it.
+// the endpoint does not hold, plus the uncached parts of what this EPP has
+// sent it that has not begun to answer. It weighs prefix affinity and load
+// in one currency, so a long cached prefix is left only for a backlog
+// longer than re-reading it.
 //
 // Inputs: the prefix matches of its source (how much of the prompt each
 // endpoint holds) and its own books of requests routed and not yet
 // answered. A request enters the books at PreRequest with its uncached
-// tokens on its target plus baseTokens, and leaves at its first non-empty
-// response body chunk (the first token, when streaming; the whole answer
-// otherwise), at its end, or after requestTimeout. Parameters:
-// prefixMatchInfoProducerName (approx-prefix-cache-producer), baseTokens (512),
-// requestTimeout (2m).
+// tokens on its target, and leaves at its first non-empty response body
+// chunk (the first token, when streaming; the whole answer otherwise), at
+// its end, or after requestTimeout. Parameters:
+// prefixMatchInfoProducerName (approx-prefix-cache-producer), baseTokens
+// (512), requestTimeout (2m).
 //
 // Formula, with P the prompt's estimated tokens (bytes/4), h the tokens the
 // endpoint holds (its matched blocks × block size), b the endpoint's books
@@ -62,18 +63,15 @@ func (p *PrefillBacklogParams) validate() error {
 // Why: request counts cannot tell a 30,000-token prefill from a 60-token
 // chat turn, so on a few servers each running a handful of long agent
 // requests the default profile's load signals are coarse. Measured in the
-// fleet simulation (agent-sessions on 4 servers, added to the default
-// profile at weight 3, 6 paired seeds, out of sample): TTFT p90 −46 % over
-// the QPS ladder (−77 % at 4 QPS, 6/6 seeds better at 4–8 QPS), throughput
-// +5 %, where relativeMinSpread 0, the other remedy, gains at 4 QPS but
-// loses 20–30 % of throughput at 8–12. Not in the default profile, and not
-// for short prompts: its strong preference for the shortest backlog spreads
-// prefix groups whose cache is tight (shared-prefix −16 % throughput at
-// 200 QPS, gsp's TTFT at its knee many times longer), and on long prompts
-// shared by groups over 8 servers (agentic) TTFT p90 rose 14–16 %. Weigh
-// it on your traffic with epp simulate --compare. The books see only this
-// EPP's requests; others' show in the scraped queue that queue-scorer
-// reads.
+// fleet simulation (agent-sessions, 4 servers, 6 paired seeds not used to
+// choose the weights), added to the default profile at weight 3 with
+// token-load-scorer at weight 2 (queueThresholdTokens 100000): throughput
+// +5.8 % and TTFT p90 −53 % over the QPS ladder; on 8 servers +3.5 % and
+// −19 %. Not in the default profile: it spreads prefix groups, which costs
+// where prompts are short and the cache is tight (shared-prefix −3 … −4 %
+// at 240–400 QPS, gsp −14 % at its knee, multi-turn −6 % at 800 QPS).
+// Weigh it on your traffic with epp simulate --compare. The books see only this EPP's
+// requests; others' show in the scraped queue that queue-scorer reads.
 type PrefillBacklog struct {
 	inflight.Counter // the response hooks, the sweep, the state dump and reload inheritance
 	name             scheduler.TypedName
@@ -115,7 +113,7 @@ func PrefillBacklogFactory(name string, raw json.RawMessage, h *scheduler.Handle
 }
 
 // defaultBaseTokens: 512 and 2,048 did alike on agent sessions in the fleet
-// simulation; 4,096 began to lose at mid load.
+// simulation; 8,192 kept less than half of the gain.
 const defaultBaseTokens = 512
 
 // PrefillBacklogRegistration describes the plugin type for the registry.
@@ -124,7 +122,7 @@ func PrefillBacklogRegistration() scheduler.Registration {
 		Type:    PrefillBacklogType,
 		Factory: PrefillBacklogFactory,
 		Params:  PrefillBacklogParams{},
-		Summary: "Prefers the endpoint with the least prefill ahead of the request's first token: its uncached prompt tokens there plus the unanswered prompts this EPP sent it, as a ratio to the best. For long prompts on a few servers; it spreads short shared prompts too eagerly.",
+		Summary: "Prefers the endpoint with the least prefill ahead of the request's first token: its uncached prompt tokens there plus the uncached tokens of what this EPP sent it that has not begun to answer, as a ratio to the best. For long prompts on a few servers.",
 	}
 }
 
@@ -192,13 +190,13 @@ func uncached(m *prefix.Match, prompt int, e *endpoint.Endpoint) int {
 	return max(0, prompt-m.Blocks(e)*m.BlockSizeTokens)
 }
 
-// coldCost is what a request weighs with nothing cached: the Counter's
-// estimate, used by PreRequest only when the target is unknown to it.
+// coldCost is what a request weighs with nothing cached, the estimate the
+// Counter would use; PreRequest here enters the uncached part instead.
 func (s *PrefillBacklog) coldCost(req *scheduler.Request) int {
 	if req == nil || req.Body == nil {
-		return s.params.BaseTokens
+		return 0
 	}
-	return req.Body.EstimatedPromptTokens() + s.params.BaseTokens
+	return req.Body.EstimatedPromptTokens()
 }
 
 // PreRequest enters the request on its target with its uncached tokens
@@ -209,7 +207,7 @@ func (s *PrefillBacklog) PreRequest(_ context.Context, state *scheduler.State, r
 		return
 	}
 	m, prompt := s.match(state, req)
-	s.Tracker().Start(state, e.HostPort, uncached(m, prompt, e)+s.params.BaseTokens)
+	s.Tracker().Start(state, e.HostPort, uncached(m, prompt, e))
 }
 
 // ResponseChunk releases the request at its first non-empty body chunk:

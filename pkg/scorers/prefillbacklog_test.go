@@ -38,19 +38,18 @@ func TestPrefillBacklogFormula(t *testing.T) {
 		t.Errorf("idle (-want +got):\n%s", diff)
 	}
 
-	// A request sent to endpoint 0 adds its 200 uncached + 100 base there:
-	// costs 600, 940, 1,100.
-	first := scState()
-	s.PreRequest(scCtx, first, req, scResult(eps[0]))
-	want = []float64{1, 600.0 / 940, 600.0 / 1100}
+	// A request sent to endpoint 0 enters its 200 uncached tokens there:
+	// costs 500, 940, 1,100.
+	s.PreRequest(scCtx, scState(), req, scResult(eps[0]))
+	want = []float64{1, 500.0 / 940, 500.0 / 1100}
 	if diff := cmp.Diff(want, s.Score(scCtx, scState(), req, eps), approx); diff != "" {
 		t.Errorf("one in the books (-want +got):\n%s", diff)
 	}
-	// Three more and endpoint 0 (1,500) is behind endpoint 1 (940).
+	// Three more and endpoint 0 (1,100) is behind endpoint 1 (940).
 	for range 3 {
 		s.PreRequest(scCtx, scState(), req, scResult(eps[0]))
 	}
-	want = []float64{940.0 / 1500, 1, 940.0 / 1100}
+	want = []float64{940.0 / 1100, 1, 940.0 / 1100}
 	if diff := cmp.Diff(want, s.Score(scCtx, scState(), req, eps), approx); diff != "" {
 		t.Errorf("backlog outweighs the cache (-want +got):\n%s", diff)
 	}
@@ -65,12 +64,12 @@ func TestPrefillBacklogWithoutMatch(t *testing.T) {
 	if diff := cmp.Diff([]float64{1, 1}, s.Score(scCtx, scState(), scRequest(4000, nil), eps), approx); diff != "" {
 		t.Errorf("idle (-want +got):\n%s", diff)
 	}
-	s.PreRequest(scCtx, scState(), scRequest(4000, nil), scResult(eps[1])) // 2,000 in the books
-	if diff := cmp.Diff([]float64{1, 0.5}, s.Score(scCtx, scState(), scRequest(4000, nil), eps), approx); diff != "" {
+	s.PreRequest(scCtx, scState(), scRequest(4000, nil), scResult(eps[1])) // 1,000 in the books
+	if diff := cmp.Diff([]float64{1, 2000.0 / 3000}, s.Score(scCtx, scState(), scRequest(4000, nil), eps), approx); diff != "" {
 		t.Errorf("one sent (-want +got):\n%s", diff)
 	}
 	// A bodyless request costs the base alone.
-	if diff := cmp.Diff([]float64{1, 1000.0 / 3000}, s.Score(scCtx, scState(), &scheduler.Request{}, eps), approx); diff != "" {
+	if diff := cmp.Diff([]float64{1, 1000.0 / 2000}, s.Score(scCtx, scState(), &scheduler.Request{}, eps), approx); diff != "" {
 		t.Errorf("bodyless (-want +got):\n%s", diff)
 	}
 	if got := s.Score(scCtx, scState(), nil, nil); len(got) != 0 {
@@ -88,8 +87,8 @@ func TestPrefillBacklogReleasesAtFirstChunk(t *testing.T) {
 	}
 	st := scState()
 	s.PreRequest(scCtx, st, scRequest(400, nil), scResult(eps[0]))
-	if got := tokens(); got != 100+defaultBaseTokens {
-		t.Fatalf("books after PreRequest: %d tokens, want %d", got, 100+defaultBaseTokens)
+	if got := tokens(); got != 100 {
+		t.Fatalf("books after PreRequest: %d tokens, want 100", got)
 	}
 	resp := &scheduler.Response{}
 	s.ResponseChunk(scCtx, st, nil, resp, nil) // Envoy may send empty chunks
@@ -175,7 +174,7 @@ func TestPrefillBacklogDumpsItsBooks(t *testing.T) {
 	s := newBacklog(t, `{"baseTokens":10}`, nil)
 	s.PreRequest(scCtx, scState(), scRequest(400, nil), scResult(eps[1]))
 	st, ok := s.DumpState().(inflight.State)
-	if !ok || st.Requests != 1 || st.Tokens != 110 || !st.TokensTracked {
+	if !ok || st.Requests != 1 || st.Tokens != 100 || !st.TokensTracked {
 		t.Fatalf("DumpState = %+v", s.DumpState())
 	}
 }

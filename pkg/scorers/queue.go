@@ -20,7 +20,7 @@ const QueueDepthType = "queue-scorer"
 // upstream's behaviour and whose zero values (false, 0) restore it.
 type QueueDepthParams struct {
 	CountUnscrapedDispatches *bool    `json:"countUnscrapedDispatches" doc:"add to each endpoint's scraped queue the requests this EPP sent it after that scrape (false: the scraped queue alone, as upstream)" default:"true"`
-	RelativeMinSpread        *float64 `json:"relativeMinSpread" doc:"queue differences smaller than this fraction of the candidates' mean load (running + waiting requests at the last scrape) swing only part of the scorer's weight (0: any difference swings all of it, as upstream; for a few servers that each run a handful of long requests, adding prefill-backlog-scorer does better)" default:"0.25"`
+	RelativeMinSpread        *float64 `json:"relativeMinSpread" doc:"queue differences smaller than this fraction of the candidates' mean load (running + waiting requests at the last scrape) swing only part of the scorer's weight (0: any difference swings all of it, as upstream; for a few servers that each run a handful of long requests, adding prefill-backlog-scorer and token-load-scorer does better)" default:"0.25"`
 }
 
 // defaultRelativeMinSpread was chosen in the fleet simulation: 0.25 and
@@ -64,9 +64,9 @@ func (p *QueueDepthParams) validate() error {
 // small fleet (4 servers, 3–6 QPS: TTFT p90 ×1.3–2.2 at equal throughput),
 // where a server runs a handful of heavy requests, so one more is a real
 // difference and yet smaller than the floor. For such pools adding
-// prefill-backlog-scorer, which counts in tokens, does better than setting
-// 0 (which gains at low load and loses a fifth or more of the throughput
-// at high load there).
+// prefill-backlog-scorer and token-load-scorer, which count in tokens, does
+// better than setting 0, which gains at low load and loses a fifth or more
+// of the throughput at high load there (docs/deploy.md).
 //
 // Why d: metrics are scraped every 50 ms or so, and a scrape cannot show the
 // requests sent since. Without d every request between two scrapes sees the
