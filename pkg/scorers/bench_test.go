@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/prefix"
 	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/scheduler/plugintest"
 )
@@ -26,7 +27,13 @@ func hotPathCases(tb testing.TB, eps []*endpoint.Endpoint) []hotPathCase {
 	cold := mustBuild[*NoHitLRU](tb, NoHitLRURegistration(), "", h)
 	cold.SetSource(coldSource()) // every request cold: the expensive case
 	queue := NewQueueDepth("q")
+	backlog := mustBuild[*PrefillBacklog](tb, PrefillBacklogRegistration(), "", h)
+	match := prefix.NewMatch(250, 16) // a 4,000-byte prompt, held in part by most endpoints
 	for i, e := range eps {
+		match.Set(e, i%200)
+		for range i % 5 {
+			backlog.PreRequest(scCtx, scState(), scRequest(4000, nil), scResult(e))
+		}
 		for range i % 3 { // routed since the endpoint's last scrape
 			queue.PreRequest(scCtx, scState(), nil, scResult(e))
 		}
@@ -37,6 +44,7 @@ func hotPathCases(tb testing.TB, eps []*endpoint.Endpoint) []hotPathCase {
 		}
 		cold.PreRequest(scCtx, scState(), nil, scResult(e))
 	}
+	backlog.source = &scSource{name: scheduler.TypedName{Type: "p", Name: "p"}, match: match}
 	target := eps[len(eps)/2]
 	byID.PreRequest(scCtx, scState(), scRequest(10, map[string]string{"x-session-id": "conversation-42"}), scResult(target))
 	plain := plugintest.Request("lora-1", 4000)
@@ -57,6 +65,7 @@ func hotPathCases(tb testing.TB, eps []*endpoint.Endpoint) []hotPathCase {
 		{token, withToken},
 		{byID, withID},
 		{cold, plain},
+		{backlog, plain},
 	}
 }
 
