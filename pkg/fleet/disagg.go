@@ -19,8 +19,9 @@ import (
 // engine pulls the prompt's KV beyond its own prefix-cache hit at the
 // engine's transfer price and computes only the last prompt token.
 //
-// The EPP sees only the decode server, as live: ResponseHeaders at its first
-// token, ResponseComplete with its usage at the end. The client's TTFT runs
+// The EPP sees only the decode server, as live: ResponseHeaders and the
+// first chunk at its first token, ResponseComplete with its usage at the
+// end. The client's TTFT runs
 // from arrival to that first token. A client timeout cancels whichever
 // phase is running. A prefill the prefill server refuses, or that has not
 // ended PrefillTimeout after it was sent, is dropped and the decode server

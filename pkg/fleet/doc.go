@@ -28,8 +28,9 @@
 // Policies built from an EndpointPickerConfig run OpenEPP's real scheduler
 // and plugins (pkg/config, pkg/plugins) with a virtual clock and a fixed
 // seed, through every lifecycle hook a live EPP calls: Schedule and
-// PreRequest at arrival, ResponseHeaders at the first token, and
-// ResponseComplete with usage (or cancelled) at the end, so in-flight and
+// PreRequest at arrival, ResponseHeaders and (for plugins that read them)
+// the first response chunk at the first token, and ResponseComplete with
+// usage (or cancelled) at the end, so in-flight and
 // TTL-based plugins behave as in production. Prompts are real request
 // bodies parsed by pkg/request: generated text whose tokenization
 // (pkg/sim/tokenize) has exactly the wanted token counts, with each group's
