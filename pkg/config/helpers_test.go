@@ -163,6 +163,8 @@ var testTypes = map[string]maker{
 	"load-aware-scorer":             mkScorer,
 	"active-request-scorer":         mkScorer,
 	"running-requests-size-scorer":  mkScorer,
+	"token-load-scorer":             mkScorer,
+	"prefill-backlog-scorer":        mkScorer,
 	"decode-filter":                 mkFilter,
 	"prefill-filter":                mkFilter,
 	"label-selector-filter":         mkFilter,
