@@ -64,14 +64,16 @@ func (p *PrefillBacklogParams) validate() error {
 // chat turn, so on a few servers each running a handful of long agent
 // requests the default profile's load signals are coarse. Measured in the
 // fleet simulation (agent-sessions, 4 servers, 6 paired seeds not used to
-// choose the weights), added to the default profile at weight 3 with
-// token-load-scorer at weight 2 (queueThresholdTokens 100000): throughput
-// +5.8 % and TTFT p90 −53 % over the QPS ladder; on 8 servers +3.5 % and
-// −19 %. Not in the default profile: it spreads prefix groups, which costs
-// where prompts are short and the cache is tight (shared-prefix −3 … −4 %
-// at 240–400 QPS, gsp −14 % at its knee, multi-turn −6 % at 800 QPS).
-// Weigh it on your traffic with epp simulate --compare. The books see only this EPP's
-// requests; others' show in the scraped queue that queue-scorer reads.
+// choose the weights), added to the default profile at weight 1 with
+// token-load-scorer at weight 1 (queueThresholdTokens 100000, as in
+// config/agents.yaml): throughput +6.8 % and TTFT p90 −47 % over the QPS
+// ladder; on 8 servers +3.1 % and −20 %; short shared prompts within a few
+// per cent. Not in the default profile, which stays upstream's: it loses on
+// long prompts shared by groups past saturation (agentic −3.6 %), and at
+// weight 3 it spreads prefix groups where the cache is tight (gsp −14 % at
+// its knee). docs/deploy.md has the numbers; weigh it on your traffic with
+// epp simulate --compare. The books see only this EPP's requests; others'
+// show in the scraped queue that queue-scorer reads.
 type PrefillBacklog struct {
 	inflight.Counter // the response hooks, the sweep, the state dump and reload inheritance
 	name             scheduler.TypedName
