@@ -237,7 +237,7 @@ func (d *ConcurrencyDetector) Saturation(eps []*endpoint.Endpoint, now time.Time
 
 // promptTokens is the request's estimated prompt length, the same estimate
 // the token-load scorer starts from.
-func promptTokens(req *scheduler.Request) int {
+func promptTokens(_ *scheduler.State, req *scheduler.Request, _ *endpoint.Endpoint) int {
 	if req == nil || req.Body == nil {
 		return 0
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -16,17 +17,22 @@ import (
 type Counter struct {
 	tracker  *Tracker
 	ttl      time.Duration // this instance's; the tracker's once Start runs
-	estimate func(*scheduler.Request) int
+	estimate Estimate
 	handle   *scheduler.Handle
 	log      logr.Logger
 }
 
+// Estimate weighs a request in tokens as it is sent to target; state is the
+// request's, holding what the scheduler's plugins found for it (a prefix
+// match, say).
+type Estimate func(state *scheduler.State, req *scheduler.Request, target *endpoint.Endpoint) int
+
 // NewCounter returns the books of the plugin instance called plugin: a
 // Tracker releasing requests older than ttl, each request weighing
-// estimate(req) tokens (0 when estimate is nil). The clock, the logger and,
+// estimate(state, req, target) tokens (0 when estimate is nil). The clock, the logger and,
 // for the sweep (Start), the pool come from h, which (and any of which) may
 // be unset: then the wall clock, no logging, no sweep of departed endpoints.
-func NewCounter(h *scheduler.Handle, plugin string, ttl time.Duration, estimate func(*scheduler.Request) int) Counter {
+func NewCounter(h *scheduler.Handle, plugin string, ttl time.Duration, estimate Estimate) Counter {
 	var clock scheduler.Clock
 	log := logr.Discard()
 	if h != nil {
@@ -47,7 +53,7 @@ func (c *Counter) PreRequest(_ context.Context, state *scheduler.State, req *sch
 	}
 	tokens := 0
 	if c.estimate != nil {
-		tokens = c.estimate(req)
+		tokens = c.estimate(state, req, e)
 	}
 	c.tracker.Start(state, e.HostPort, tokens)
 }

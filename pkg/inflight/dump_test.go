@@ -23,9 +23,9 @@ var ctx = context.Background()
 // counterOver returns a counter whose handle's pool is pool, weighing each
 // request tokens tokens (none when tokens is 0).
 func counterOver(pool []*endpoint.Endpoint, tokens int) *inflight.Counter {
-	var estimate func(*scheduler.Request) int
+	var estimate inflight.Estimate
 	if tokens > 0 {
-		estimate = func(*scheduler.Request) int { return tokens }
+		estimate = func(*scheduler.State, *scheduler.Request, *endpoint.Endpoint) int { return tokens }
 	}
 	h := &scheduler.Handle{Log: logr.Discard(), Endpoints: func() []*endpoint.Endpoint { return pool }}
 	c := inflight.NewCounter(h, "test", time.Hour, estimate)

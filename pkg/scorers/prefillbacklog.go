@@ -84,7 +84,7 @@ type PrefillBacklog struct {
 var (
 	_ scheduler.ScoreWriter      = (*PrefillBacklog)(nil)
 	_ scheduler.Resolver         = (*PrefillBacklog)(nil)
-	_ scheduler.PreRequest       = (*PrefillBacklog)(nil)
+	_ scheduler.PreRequest       = (*PrefillBacklog)(nil) // the Counter's, weighing with weigh
 	_ scheduler.ResponseHeaders  = (*PrefillBacklog)(nil)
 	_ scheduler.ResponseChunk    = (*PrefillBacklog)(nil)
 	_ scheduler.ResponseComplete = (*PrefillBacklog)(nil)
@@ -101,7 +101,7 @@ func NewPrefillBacklog(name string, p PrefillBacklogParams, source prefix.Source
 		return nil, err
 	}
 	s := &PrefillBacklog{name: scheduler.TypedName{Type: PrefillBacklogType, Name: name}, params: p, source: source}
-	s.Counter = inflight.NewCounter(h, name, time.Duration(p.RequestTimeout), s.coldCost)
+	s.Counter = inflight.NewCounter(h, name, time.Duration(p.RequestTimeout), s.weigh)
 	return s, nil
 }
 
@@ -192,24 +192,11 @@ func uncached(m *prefix.Match, prompt int, e *endpoint.Endpoint) int {
 	return max(0, prompt-m.Blocks(e)*m.BlockSizeTokens)
 }
 
-// coldCost is what a request weighs with nothing cached, the estimate the
-// Counter would use; PreRequest here enters the uncached part instead.
-func (s *PrefillBacklog) coldCost(req *scheduler.Request) int {
-	if req == nil || req.Body == nil {
-		return 0
-	}
-	return req.Body.EstimatedPromptTokens()
-}
-
-// PreRequest enters the request on its target with its uncached tokens
-// there.
-func (s *PrefillBacklog) PreRequest(_ context.Context, state *scheduler.State, req *scheduler.Request, result *scheduler.Result) {
-	e := inflight.PrimaryTarget(result)
-	if e == nil || state == nil {
-		return
-	}
+// weigh is the Counter's estimate: the request's uncached tokens on the
+// endpoint it is sent to.
+func (s *PrefillBacklog) weigh(state *scheduler.State, req *scheduler.Request, target *endpoint.Endpoint) int {
 	m, prompt := s.match(state, req)
-	s.Tracker().Start(state, e.HostPort, uncached(m, prompt, e))
+	return uncached(m, prompt, target)
 }
 
 // ResponseChunk releases the request at its first non-empty body chunk:

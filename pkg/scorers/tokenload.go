@@ -83,7 +83,8 @@ func NewTokenLoad(name string, p TokenLoadParams, h *scheduler.Handle) (*TokenLo
 		return nil, err
 	}
 	s := &TokenLoad{name: scheduler.TypedName{Type: TokenLoadType, Name: name}, params: p}
-	s.Counter = inflight.NewCounter(h, name, time.Duration(p.RequestTimeout), s.estimate)
+	s.Counter = inflight.NewCounter(h, name, time.Duration(p.RequestTimeout),
+		func(_ *scheduler.State, req *scheduler.Request, _ *endpoint.Endpoint) int { return s.estimate(req) })
 	return s, nil
 }
 
