@@ -136,8 +136,14 @@ func (s *PrefillBacklog) Resolve(h *scheduler.Handle) error {
 	if h == nil {
 		return errors.New("prefixMatchInfoProducerName: no plugin handle to resolve it with")
 	}
-	src, err := lookupSource(h, s.params.PrefixMatchInfoProducerName)
+	name := s.params.PrefixMatchInfoProducerName
+	src, err := lookupSource(h, name)
 	if err != nil {
+		if _, ok := h.Plugin(name); !ok && name == defaultPrefixSource {
+			// Unlike prefix-cache-scorer, this scorer does not bring its
+			// producer along; say how to add one.
+			return fmt.Errorf("%w (list a prefix-cache-scorer, which adds one, or `- type: %s`)", err, prefix.ProducerType)
+		}
 		return err
 	}
 	s.source = src

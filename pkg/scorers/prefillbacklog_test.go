@@ -150,6 +150,12 @@ func TestPrefillBacklogResolve(t *testing.T) {
 	if err := s.Resolve(nil); err == nil {
 		t.Error("Resolve(nil) succeeded")
 	}
+	// Without any producer the error says how to add one.
+	empty := scHandle(newSCClock(), nil).WithLookup(func(string) (scheduler.Plugin, bool) { return nil, false })
+	s = mustBuild[*PrefillBacklog](t, PrefillBacklogRegistration(), "", empty)
+	if err := s.Resolve(empty); err == nil || !strings.Contains(err.Error(), "list a prefix-cache-scorer, which adds one") {
+		t.Errorf("Resolve without a producer = %v, want a hint", err)
+	}
 }
 
 func TestPrefillBacklogParamErrors(t *testing.T) {
