@@ -68,10 +68,10 @@ func (p *PrefillBacklogParams) validate() error {
 // token-load-scorer at weight 1 (queueThresholdTokens 100000, as in
 // config/agents.yaml): throughput +6.8 % and TTFT p90 −47 % over the QPS
 // ladder; on 8 servers +3.1 % and −20 %; short shared prompts within a few
-// per cent. Not in the default profile, which stays upstream's: it loses on
-// long prompts shared by groups past saturation (agentic −3.6 %), and at
-// weight 3 it spreads prefix groups where the cache is tight (gsp −14 % at
-// its knee). docs/deploy.md has the numbers; weigh it on your traffic with
+// per cent (long prompts shared by groups past saturation: −3.6 % on one
+// seed set, +0.1 % on another). Not in the default profile, which stays
+// upstream's; at weight 3 it spreads prefix groups where the cache is tight
+// (gsp −14 % at its knee). docs/deploy.md has the numbers; weigh it on your traffic with
 // epp simulate --compare. The books see only this EPP's requests; others'
 // show in the scraped queue that queue-scorer reads.
 type PrefillBacklog struct {
