@@ -31,9 +31,9 @@ func main() {
 }
 
 type options struct {
-	out, docs, best, workloads, policies, from, freshness, priorities, disagg string
-	seeds, freshnessSeeds, workers                                            int
-	quick                                                                     bool
+	out, docs, best, agents, workloads, policies, from, freshness, priorities, disagg string
+	seeds, freshnessSeeds, workers                                                    int
+	quick                                                                             bool
 }
 
 func run(ctx context.Context, args []string) error {
@@ -42,6 +42,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.out, "out", "bench/results/fleet", "results directory (created)")
 	fs.StringVar(&o.docs, "docs", "docs/benchmarks", "where fleet.md and the plots are copied for the report (empty: no copy)")
 	fs.StringVar(&o.best, "best", "config/openepp-recommended.yaml", "OpenEPP's recommended config (the ours-best policy)")
+	fs.StringVar(&o.agents, "agents", "config/agents.yaml", "OpenEPP's config for pools serving long agent prompts (the "+agentsPolicy+" policy; empty: not run)")
 	fs.StringVar(&o.workloads, "workloads", "", "comma-separated workloads (default: all)")
 	fs.StringVar(&o.policies, "policies", "", "comma-separated policies (default: all standard ones)")
 	fs.IntVar(&o.seeds, "seeds", 3, "seeds per stage (results are averaged)")
@@ -234,6 +235,10 @@ func (o *options) disaggStudy(m *fleet.Matrix) (*fleet.Disaggregation, error) {
 	return d, nil
 }
 
+// agentsPolicy names the run of config/agents.yaml, which is not one of
+// the standard policies: it is for one kind of pool.
+const agentsPolicy = "ours-agents"
+
 // matrix builds the runs from the options.
 func (o *options) matrix() (*fleet.Matrix, error) {
 	best, err := os.ReadFile(o.best)
@@ -241,6 +246,13 @@ func (o *options) matrix() (*fleet.Matrix, error) {
 		return nil, fmt.Errorf("--best: %w", err)
 	}
 	policies := fleet.StandardPolicies(best)
+	if o.agents != "" {
+		agents, err := os.ReadFile(o.agents)
+		if err != nil {
+			return nil, fmt.Errorf("--agents: %w", err)
+		}
+		policies = append(policies, fleet.ConfigPolicy(agentsPolicy, "OpenEPP's config for pools serving long agent prompts (config/agents.yaml: the default profile plus token-load-scorer and prefill-backlog-scorer)", agents))
+	}
 	if o.policies != "" {
 		if policies, err = fleet.SelectPolicies(policies, split(o.policies)); err != nil {
 			return nil, err

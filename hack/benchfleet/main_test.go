@@ -16,7 +16,7 @@ func TestQuickRun(t *testing.T) {
 	dir := t.TempDir()
 	out, docs := filepath.Join(dir, "out"), filepath.Join(dir, "docs")
 	args := []string{"--quick", "--seeds", "1", "--workers", "2", "--out", out, "--docs", docs,
-		"--best", "../../config/openepp-recommended.yaml",
+		"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml",
 		"--workloads", "shared-prefix,multi-turn", "--policies", "round-robin,upstream-default,ours-default",
 		"--freshness", "100ms", "--freshness-seeds", "2"}
 	if err := run(context.Background(), args); err != nil {
@@ -116,16 +116,17 @@ func TestQuickRun(t *testing.T) {
 
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{
-		{"--best", "no/such/file.yaml"},
-		{"--best", "../../config/openepp-recommended.yaml", "--workloads", "W0"},
-		{"--best", "../../config/openepp-recommended.yaml", "--policies", "fastest"},
-		{"--best", "../../config/openepp-recommended.yaml", "--seeds", "0"},
-		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "50ms"},
-		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "500us"},
-		{"--best", "../../config/openepp-recommended.yaml", "--freshness", "soon"},
-		{"--best", "../../config/openepp-recommended.yaml", "--freshness-seeds", "0"},
-		{"--best", "../../config/openepp-recommended.yaml", "--workloads", "shared-prefix", "--priorities", "a:1"},
-		{"--best", "../../config/openepp-recommended.yaml", "--workloads", "shared-prefix", "--disagg", "W0"},
+		{"--best", "no/such/file.yaml", "--agents", "../../config/agents.yaml"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "no/such/file.yaml"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--workloads", "W0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--policies", "fastest"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--seeds", "0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--freshness", "50ms"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--freshness", "500us"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--freshness", "soon"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--freshness-seeds", "0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--workloads", "shared-prefix", "--priorities", "a:1"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--workloads", "shared-prefix", "--disagg", "W0"},
 	} {
 		if err := run(context.Background(), append(args, "--out", t.TempDir(), "--docs", "")); err == nil {
 			t.Errorf("%v accepted", args)
