@@ -57,7 +57,7 @@ func writeIntro(b *strings.Builder, r *Report) {
 		"Each stage is its own deterministic discrete-event run: Poisson arrivals, one `pkg/sim/engine` per server "+
 		"(vLLM-like continuous batching, chunked prefill, paged KV cache with prefix caching and LRU eviction, "+
 		"recompute preemption, LoRA slots), the EPP deciding at each arrival from metrics scraped every %.0f ms "+
-		"(± %.0f ms jitter), and the response hooks fed with usage when the last token arrives. "+
+		"(± %.0f ms jitter), and the response hooks fed the first chunk with the first token and usage when the last token arrives. "+
 		"A warm-up precedes each stage's measured window; clients give up after %.0f s. "+
 		"Ratios between policies are the robust output; absolute numbers belong to the scaled model.\n\n",
 		r.Seeds, r.Workers, r.WallSeconds, r.ScrapeIntervalMs, r.ScrapeJitterMs, r.TimeoutS)
