@@ -34,6 +34,32 @@ schedulingProfiles:
     weight: 10
 `
 
+// routeWith schedules one request with headers over eps, runs PreRequest
+// and returns the primary target.
+func routeWith(t *testing.T, s *scheduler.Scheduler, eps []*endpoint.Endpoint, headers map[string]string) *endpoint.Endpoint {
+	t.Helper()
+	ctx := context.Background()
+	req := &scheduler.Request{ID: "r", Model: "m", Headers: headers, Attributes: s.Attributes(ctx, headers)}
+	st := s.NewState()
+	res, err := s.Schedule(ctx, st, req, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.PreRequest(ctx, st, req, res)
+	return res.Targets()[0]
+}
+
+// queueAllBut gives every endpoint but idle a waiting queue of depth.
+func queueAllBut(eps []*endpoint.Endpoint, idle *endpoint.Endpoint, depth int) {
+	for _, e := range eps {
+		q := depth
+		if e == idle {
+			q = 0
+		}
+		e.SetMetrics(&endpoint.Metrics{WaitingQueueSize: q, UpdateTime: time.Now()})
+	}
+}
+
 func buildText(text string, eps []*endpoint.Endpoint) (*scheduler.Scheduler, error) {
 	reg, err := InTree()
 	if err != nil {
@@ -63,28 +89,10 @@ func TestSessionAffinityByAgentIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
 	route := func(session string) *endpoint.Endpoint {
-		t.Helper()
-		headers := map[string]string{"x-claude-code-session-id": session}
-		req := &scheduler.Request{ID: "r", Model: "m", Headers: headers, Attributes: s.Attributes(ctx, headers)}
-		st := s.NewState()
-		res, err := s.Schedule(ctx, st, req, eps)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.PreRequest(ctx, st, req, res)
-		return res.Targets()[0]
+		return routeWith(t, s, eps, map[string]string{"x-claude-code-session-id": session})
 	}
-	load := func(idle *endpoint.Endpoint) { // every endpoint but idle has a queue
-		for _, e := range eps {
-			q := 5
-			if e == idle {
-				q = 0
-			}
-			e.SetMetrics(&endpoint.Metrics{WaitingQueueSize: q, UpdateTime: time.Now()})
-		}
-	}
+	load := func(idle *endpoint.Endpoint) { queueAllBut(eps, idle, 5) }
 	load(eps[2])
 	first := route("session-a")
 	if first != eps[2] {

@@ -56,6 +56,9 @@ func Markdown(regs []scheduler.Registration) string {
 }
 
 func kind(r scheduler.Registration) string {
+	if strings.HasSuffix(r.Type, "-filter") { // e.g. session-affinity-filter, beside its scorer's code
+		return "Filters"
+	}
 	fn := runtime.FuncForPC(reflect.ValueOf(r.Factory).Pointer()).Name()
 	pkg, _, _ := strings.Cut(fn[strings.LastIndex(fn, "/")+1:], ".")
 	if k, ok := kindOf[pkg]; ok {

@@ -38,6 +38,7 @@ func Registrations() []scheduler.Registration {
 		filters.EncodeRegistration(),
 		filters.UtilizationCapsRegistration(),
 		filters.ActiveRequestCapRegistration(),
+		scorers.SessionAffinityFilterRegistration(),
 		filters.ByLabelSelectorRegistration(),
 		filters.ByLabelRegistration(),
 		// Scorers.

@@ -217,18 +217,28 @@ func NewSessionAffinity(name string, p SessionAffinityParams, h *scheduler.Handl
 
 // SessionAffinityFactory builds a SessionAffinity from config.
 func SessionAffinityFactory(name string, raw json.RawMessage, h *scheduler.Handle) (scheduler.Plugin, error) {
+	p, err := sessionAffinityParamsOf(raw)
+	if err != nil {
+		return nil, err
+	}
+	plugin, err := NewSessionAffinity(name, p, h)
+	if err != nil {
+		return nil, err // not a typed nil inside the interface
+	}
+	return plugin, nil
+}
+
+// sessionAffinityParamsOf decodes the parameters the scorer and the filter
+// share, defaults applied.
+func sessionAffinityParamsOf(raw json.RawMessage) (SessionAffinityParams, error) {
 	p := defaultSessionAffinityParams()
 	if err := scheduler.DecodeParams(raw, &p); err != nil {
-		return nil, err
+		return p, err
 	}
 	if p.SessionIDConfig.Sources == nil { // absent; an explicit [] is refused
 		p.SessionIDConfig.Sources = []SessionSource{{Header: "x-session-id"}}
 	}
-	s, err := NewSessionAffinity(name, p, h)
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return p, nil
 }
 
 // SessionAffinityRegistration describes the plugin type for the registry.
@@ -253,53 +263,61 @@ func (s *SessionAffinity) Score(ctx context.Context, state *scheduler.State, req
 
 // ScoreInto implements scheduler.ScoreWriter.
 func (s *SessionAffinity) ScoreInto(_ context.Context, _ *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
-	if len(eps) == 0 || req == nil {
-		return
-	}
-	if s.byID {
-		s.scoreSessionID(req, eps, out)
-	} else {
-		s.scoreToken(req, eps, out)
+	if i := s.sessionEndpoint(req, eps); i >= 0 {
+		out[i] = 1
 	}
 }
 
-func (s *SessionAffinity) scoreToken(req *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
+// sessionEndpoint returns the index in eps of the endpoint the request's
+// session names, or -1 when it has no session, an unknown or undecodable
+// one, or its endpoint is not among eps.
+func (s *SessionAffinity) sessionEndpoint(req *scheduler.Request, eps []*endpoint.Endpoint) int {
+	if len(eps) == 0 || req == nil {
+		return -1
+	}
+	if s.byID {
+		return s.sessionIDEndpoint(req, eps)
+	}
+	return s.tokenEndpoint(req, eps)
+}
+
+func (s *SessionAffinity) tokenEndpoint(req *scheduler.Request, eps []*endpoint.Endpoint) int {
 	tok := req.Header(s.header)
 	if tok == "" {
-		return
+		return -1
 	}
 	var buf [maxTokenBytes]byte
 	n, ok := decodeToken(buf[:], tok)
 	if !ok {
 		s.log.V(1).Info("ignoring undecodable session token", "requestID", req.ID)
-		return
+		return -1
 	}
 	for i, e := range eps {
 		if tokenNames(buf[:n], e) {
-			out[i] = 1
-			return
+			return i
 		}
 	}
+	return -1
 }
 
-func (s *SessionAffinity) scoreSessionID(req *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
+func (s *SessionAffinity) sessionIDEndpoint(req *scheduler.Request, eps []*endpoint.Endpoint) int {
 	id := s.sessionID(req)
 	if id == "" {
-		return
+		return -1
 	}
 	b := s.book
 	b.mu.RLock()
 	hostPort, ok := b.table.lookup(maphash.String(b.seed, id))
 	b.mu.RUnlock()
 	if !ok {
-		return
+		return -1
 	}
 	for i, e := range eps {
 		if e.HostPort == hostPort {
-			out[i] = 1
-			return
+			return i
 		}
 	}
+	return -1
 }
 
 // sessionID returns the value of the first configured source the request
