@@ -27,17 +27,32 @@ const (
 
 // companion is an upstream auto-created plugin: when a plugin of type
 // trigger is configured and none of the types in satisfiedBy is, a plugin of
-// type add (named after its type) is created with the trigger's parameters.
+// type add (named after its type) is created, with the trigger's parameters
+// when shareParams is set (the producer and the scorer of GIE's prefix
+// plugin took one parameter set) and with its defaults otherwise.
 type companion struct {
 	trigger     string
 	add         string
 	satisfiedBy []string
+	shareParams bool
 }
+
+var prefixProducers = []string{"approx-prefix-cache-producer", "precise-prefix-cache-producer"}
 
 var companions = []companion{{
 	trigger:     "prefix-cache-scorer",
 	add:         "approx-prefix-cache-producer",
-	satisfiedBy: []string{"approx-prefix-cache-producer", "precise-prefix-cache-producer"},
+	satisfiedBy: prefixProducers,
+	shareParams: true,
+}, {
+	// llm-d creates the producers a plugin reads when none is listed.
+	trigger:     "prefix-cache-affinity-filter",
+	add:         "approx-prefix-cache-producer",
+	satisfiedBy: prefixProducers,
+}, {
+	trigger:     "prefix-cache-affinity-filter",
+	add:         "inflight-load-producer",
+	satisfiedBy: []string{"inflight-load-producer"},
 }}
 
 // applyDefaults is the one place defaults are applied, in upstream's order
@@ -60,7 +75,9 @@ var companions = []companion{{
 //     (a present one too when injectDefaults is in effect and it has no
 //     metrics source; an explicit empty section disables collection);
 //  10. a prefix-cache-scorer without a prefix producer gets an
-//     approx-prefix-cache-producer with the scorer's parameters;
+//     approx-prefix-cache-producer with the scorer's parameters, and a
+//     prefix-cache-affinity-filter gets the producers it reads (llm-d):
+//     an approx-prefix-cache-producer and an inflight-load-producer;
 //  11. a models-responder needs model lists (llm-d): unless a
 //     models-data-source is listed in dataLayer.sources, one is, the
 //     declared one or else a new one, fed to a models-data-extractor (the
@@ -244,9 +261,11 @@ func defaultCompanions(cfg *Config) {
 		if satisfied {
 			continue
 		}
-		cfg.Plugins = append(cfg.Plugins, PluginSpec{
-			Name: c.add, Type: c.add, Parameters: slices.Clone(cfg.Plugins[i].Parameters), origin: fromDefault,
-		})
+		spec := PluginSpec{Name: c.add, Type: c.add, origin: fromDefault}
+		if c.shareParams {
+			spec.Parameters = slices.Clone(cfg.Plugins[i].Parameters)
+		}
+		cfg.Plugins = append(cfg.Plugins, spec)
 	}
 }
 

@@ -146,6 +146,14 @@ var loadDefaultCases = []struct {
 		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
 	}),
 }, {
+	name: "prefix-cache-affinity-filter brings the producers it reads, with their defaults",
+	yaml: header + "plugins: [{type: prefix-cache-affinity-filter, parameters: {affinityThreshold: 0.9}}]\ndataLayer: {}\n",
+	want: concat([]string{`plugin prefix-cache-affinity-filter: prefix-cache-affinity-filter {"affinityThreshold":0.9}`}, optionalDefaults, []string{
+		"plugin approx-prefix-cache-producer: approx-prefix-cache-producer",
+		"plugin inflight-load-producer: inflight-load-producer",
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
+	}),
+}, {
 	name: "a configured prefix producer is kept",
 	yaml: header + "plugins: [{type: prefix-cache-scorer}, {name: p, type: precise-prefix-cache-producer}]\ndataLayer: {}\n",
 	want: concat([]string{"plugin prefix-cache-scorer: prefix-cache-scorer", "plugin p: precise-prefix-cache-producer"}, optionalDefaults, []string{

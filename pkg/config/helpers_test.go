@@ -165,6 +165,7 @@ var testTypes = map[string]maker{
 	"running-requests-size-scorer":  mkScorer,
 	"token-load-scorer":             mkScorer,
 	"prefill-backlog-scorer":        mkScorer,
+	"prefix-cache-affinity-filter":  mkFilter,
 	"decode-filter":                 mkFilter,
 	"prefill-filter":                mkFilter,
 	"label-selector-filter":         mkFilter,

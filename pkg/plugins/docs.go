@@ -56,8 +56,14 @@ func Markdown(regs []scheduler.Registration) string {
 }
 
 func kind(r scheduler.Registration) string {
-	if strings.HasSuffix(r.Type, "-filter") { // e.g. session-affinity-filter, beside its scorer's code
+	// A type named for its role goes there whatever package holds it (the
+	// session and prefix filters and the in-flight producer live beside the
+	// scorers whose code they share).
+	switch {
+	case strings.HasSuffix(r.Type, "-filter"):
 		return "Filters"
+	case strings.HasSuffix(r.Type, "-producer"):
+		return "Data producers"
 	}
 	fn := runtime.FuncForPC(reflect.ValueOf(r.Factory).Pointer()).Name()
 	pkg, _, _ := strings.Cut(fn[strings.LastIndex(fn, "/")+1:], ".")

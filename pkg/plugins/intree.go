@@ -39,6 +39,7 @@ func Registrations() []scheduler.Registration {
 		filters.UtilizationCapsRegistration(),
 		filters.ActiveRequestCapRegistration(),
 		scorers.SessionAffinityFilterRegistration(),
+		scorers.PrefixAffinityRegistration(),
 		filters.ByLabelSelectorRegistration(),
 		filters.ByLabelRegistration(),
 		// Scorers.
@@ -61,6 +62,7 @@ func Registrations() []scheduler.Registration {
 		pickers.WeightedRandomRegistration(),
 		// Producers.
 		prefix.ProducerRegistration(),
+		scorers.InFlightLoadRegistration(),
 		// Request control.
 		requestcontrol.AgentIdentityRegistration(),
 		// Data layer.

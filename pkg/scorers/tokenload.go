@@ -26,6 +26,8 @@ type TokenLoadParams struct {
 	// MaxEstimatedOutputTokens caps the output estimate; 0 means no cap.
 	MaxEstimatedOutputTokens int      `json:"maxEstimatedOutputTokens" doc:"cap on the estimated output tokens of one request; 0 = no cap" default:"0"`
 	RequestTimeout           Duration `json:"requestTimeout" doc:"in-flight requests older than this are assumed finished (Go duration or seconds)" default:"2m"`
+	// InFlightLoadProducerName is llm-d's: the producer whose books to read.
+	InFlightLoadProducerName string `json:"inFlightLoadProducerName" doc:"read the in-flight tokens of this plugin (llm-d's inflight-load-producer: prompt tokens not yet prefilled) instead of the scorer's own books; empty = its own books (the estimate above, GIE v1.5.0's)" default:""`
 }
 
 func (p *TokenLoadParams) validate() error {
@@ -55,7 +57,8 @@ func (p *TokenLoadParams) validate() error {
 // max_tokens (when set); once the response reports usage, the estimate is
 // replaced by prompt + completion tokens; the tokens are released with the
 // request. Parameters: queueThresholdTokens (4194304), outputRatio (1.5),
-// maxEstimatedOutputTokens (0 = no cap), requestTimeout (2m).
+// maxEstimatedOutputTokens (0 = no cap), requestTimeout (2m). Given
+// inFlightLoadProducerName (llm-d), it reads that plugin's tokens instead.
 //
 // Formula, with t the endpoint's in-flight tokens:
 // score = 1 − min(1, t/queueThresholdTokens).
@@ -63,10 +66,12 @@ type TokenLoad struct {
 	inflight.Counter // the lifecycle hooks and the sweep
 	name             scheduler.TypedName
 	params           TokenLoadParams
+	external         *inflight.Tracker // inFlightLoadProducerName's books, when named
 }
 
 var (
 	_ scheduler.ScoreWriter      = (*TokenLoad)(nil)
+	_ scheduler.Resolver         = (*TokenLoad)(nil)
 	_ scheduler.PreRequest       = (*TokenLoad)(nil)
 	_ scheduler.ResponseHeaders  = (*TokenLoad)(nil)
 	_ scheduler.ResponseChunk    = (*TokenLoad)(nil)
@@ -121,9 +126,24 @@ func (s *TokenLoad) Score(ctx context.Context, state *scheduler.State, req *sche
 	return out
 }
 
+// Resolve implements scheduler.Resolver: it finds the books named by
+// inFlightLoadProducerName, if any.
+func (s *TokenLoad) Resolve(h *scheduler.Handle) error {
+	if s.params.InFlightLoadProducerName == "" || h == nil {
+		return nil
+	}
+	books, err := lookupBooks(h, s.params.InFlightLoadProducerName)
+	s.external = books
+	return err
+}
+
 // ScoreInto implements scheduler.ScoreWriter.
 func (s *TokenLoad) ScoreInto(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
-	s.Tracker().Tokens(eps, out)
+	books := s.Tracker()
+	if s.external != nil {
+		books = s.external
+	}
+	books.Tokens(eps, out)
 	limit := float64(s.params.QueueThresholdTokens)
 	for i, t := range out {
 		out[i] = 1 - unitClamp(t/limit)

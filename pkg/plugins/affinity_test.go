@@ -1,0 +1,84 @@
+package plugins
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/request"
+	"github.com/openepp/openepp/pkg/scheduler"
+	"github.com/openepp/openepp/pkg/scheduler/plugintest"
+)
+
+// affinityConfig is llm-d's optimized baseline without its producers (they
+// are added, as llm-d adds them) and with a gate of one second of prefill
+// at 1,000 tokens/s, so a test can open it.
+const affinityConfig = `apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: prefix-cache-affinity-filter
+  parameters: {maxTTFTPenaltyMs: %d, peakPrefillThroughput: 1000}
+- type: token-load-scorer
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: prefix-cache-affinity-filter
+  - pluginRef: token-load-scorer
+`
+
+// TestPrefixAffinityFilterThroughAConfig: a prompt's second request stays
+// on the server holding it, busy as it is, while that server is less than
+// maxTTFTPenaltyMs of prefill behind the other; past it, the gate opens and
+// load decides; once the first request answers, the prompt sticks again.
+func TestPrefixAffinityFilterThroughAConfig(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	prompt := strings.Repeat("You are a careful coding agent. ", 250) // 8,000 bytes: 2,000 tokens
+	chat := func(s *scheduler.Scheduler) *scheduler.Request {
+		raw := fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":%q}]}`, prompt)
+		body, err := request.Parse(request.ChatCompletions, []byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &scheduler.Request{ID: "r", Model: "m", Body: body, Headers: map[string]string{":path": "/v1/chat/completions"}}
+	}
+	for _, tc := range []struct {
+		penaltyMs   int
+		secondStays bool
+	}{{5000, true}, {1000, false}} {
+		eps := plugintest.Endpoints(3, 1)
+		s, err := buildText(fmt.Sprintf(affinityConfig, tc.penaltyMs), eps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		send := func() (*scheduler.State, *endpoint.Endpoint) {
+			t.Helper()
+			st, req := s.NewState(), chat(s)
+			res, err := s.Schedule(ctx, st, req, eps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.PreRequest(ctx, st, req, res)
+			return st, res.Targets()[0]
+		}
+		firstState, first := send() // 2,000 uncached tokens in flight there
+		_, second := send()
+		if stayed := second == first; stayed != tc.secondStays {
+			t.Errorf("maxTTFTPenaltyMs %d: second request stayed on the holder: %v, want %v", tc.penaltyMs, stayed, tc.secondStays)
+		}
+		// The first request answers: its prompt is prefilled, the holders
+		// are no longer behind the idle third server, and the prompt sticks
+		// to them although token-load-scorer prefers the idle one.
+		chunk := []byte("data: {}\n\n")
+		s.ResponseChunk(ctx, firstState, nil, &scheduler.Response{BodyBytes: len(chunk)}, chunk)
+		if tc.secondStays {
+			continue
+		}
+		if _, third := send(); third != first && third != second {
+			t.Errorf("maxTTFTPenaltyMs %d: third request went to the idle %s, want a holder (%s or %s)",
+				tc.penaltyMs, third.HostPort, first.HostPort, second.HostPort)
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package scorers
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/openepp/openepp/pkg/prefix"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// TestInFlightLoadBooks: a request weighs its uncached prompt tokens until
+// its first token and counts as a request until it ends; with output
+// estimates, the output part stays until the end.
+func TestInFlightLoadBooks(t *testing.T) {
+	t.Parallel()
+	eps := scEndpoints(2, nil)
+	m := prefix.NewMatch(25, 16)
+	m.Set(eps[0], 10) // holds 160 of the prompt's 400 tokens
+	src := &scSource{name: scheduler.TypedName{Type: "approx-prefix-cache-producer", Name: "approx-prefix-cache-producer"}, match: m}
+	h := scHandle(newSCClock(), nil).WithLookup(func(n string) (scheduler.Plugin, bool) { return src, n == src.name.Name })
+
+	for _, tc := range []struct {
+		raw            string
+		maxTokens      int // the request's max_tokens
+		atStart, after int // tokens on eps[0] at PreRequest and after the first chunk
+	}{
+		{"", 0, 240, 0},
+		{`{"addEstimatedOutputTokens":true}`, 0, 240 + 1000, 1000},
+		{`{"includeOutputTokens":true,"maxEstimatedOutputTokens":300}`, 0, 240 + 300, 300},
+		{`{"addEstimatedOutputTokens":true,"maxEstimatedOutputTokens":5000}`, 64, 240 + 64, 64},
+	} {
+		s := mustBuild[*InFlightLoad](t, InFlightLoadRegistration(), tc.raw, nil)
+		if err := s.Resolve(h); err != nil {
+			t.Fatalf("%s: Resolve: %v", tc.raw, err)
+		}
+		req := scRequest(1600, nil)
+		req.Body.MaxTokens = tc.maxTokens
+		st := scState()
+		s.PreRequest(scCtx, st, req, scResult(eps[0]))
+		if r, n := s.Tracker().Of(eps[0].HostPort); r != 1 || n != tc.atStart {
+			t.Errorf("%s: at PreRequest %d requests, %d tokens; want 1, %d", tc.raw, r, n, tc.atStart)
+		}
+		chunk := []byte("data: {}\n\n")
+		resp := &scheduler.Response{BodyBytes: len(chunk)}
+		s.ResponseChunk(scCtx, st, req, resp, chunk)
+		resp.BodyBytes += len(chunk)
+		s.ResponseChunk(scCtx, st, req, resp, chunk)
+		if r, n := s.Tracker().Of(eps[0].HostPort); r != 1 || n != tc.after {
+			t.Errorf("%s: after the first token %d requests, %d tokens; want 1, %d", tc.raw, r, n, tc.after)
+		}
+		s.ResponseComplete(scCtx, st, req, resp)
+		if r, n := s.Tracker().Of(eps[0].HostPort); r != 0 || n != 0 {
+			t.Errorf("%s: after the end %d requests, %d tokens; want none", tc.raw, r, n)
+		}
+	}
+
+	// Without the default prefix producer whole prompts count; a producer
+	// named explicitly must exist.
+	s := mustBuild[*InFlightLoad](t, InFlightLoadRegistration(), "", nil)
+	if err := s.Resolve(scHandle(newSCClock(), nil)); err != nil {
+		t.Fatalf("Resolve without a prefix producer: %v", err)
+	}
+	s.PreRequest(scCtx, scState(), scRequest(1600, nil), scResult(eps[1]))
+	if _, n := s.Tracker().Of(eps[1].HostPort); n != 400 {
+		t.Errorf("no prefix producer: %d tokens, want the whole prompt's 400", n)
+	}
+	s = mustBuild[*InFlightLoad](t, InFlightLoadRegistration(), `{"prefixMatchInfoProducerName":"mine"}`, nil)
+	if err := s.Resolve(scHandle(newSCClock(), nil)); err == nil || !strings.Contains(err.Error(), `no plugin named "mine"`) {
+		t.Errorf("Resolve with a missing named producer = %v", err)
+	}
+}
+
+func TestInFlightLoadParams(t *testing.T) {
+	t.Parallel()
+	reg := InFlightLoadRegistration()
+	if _, err := reg.Factory("x", defaultsJSON(t, reflect.TypeOf(reg.Params)), nil); err != nil {
+		t.Errorf("documented defaults rejected: %v", err)
+	}
+	for raw, want := range map[string]string{
+		`{"maxEstimatedOutputTokens":-1}`:    "maxEstimatedOutputTokens: must be >= 0",
+		`{"prefixMatchInfoProducerName":""}`: "prefixMatchInfoProducerName: must name a plugin",
+		`{"requestTimeout":0}`:               "requestTimeout: must be > 0",
+		`{"outputRatio":1.5}`:                `unknown field "outputRatio"`,
+	} {
+		p, err := reg.Factory("x", json.RawMessage(raw), nil)
+		if err == nil || p != nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: plugin %v, err %v; want a nil plugin and an error containing %q", raw, p, err, want)
+		}
+	}
+}
+
+// TestTokenLoadReadsNamedBooks: given inFlightLoadProducerName, the scorer
+// scores by that plugin's tokens, not its own estimate.
+func TestTokenLoadReadsNamedBooks(t *testing.T) {
+	t.Parallel()
+	eps := scEndpoints(2, nil)
+	producer := mustBuild[*InFlightLoad](t, InFlightLoadRegistration(), "", nil)
+	plugins := map[string]scheduler.Plugin{"inflight-load-producer": producer, "other": scPlugin{}}
+	h := scHandle(newSCClock(), nil).WithLookup(func(n string) (scheduler.Plugin, bool) { p, ok := plugins[n]; return p, ok })
+
+	s := mustBuild[*TokenLoad](t, TokenLoadRegistration(), `{"queueThresholdTokens":1000,"inFlightLoadProducerName":"inflight-load-producer"}`, nil)
+	if err := s.Resolve(h); err != nil {
+		t.Fatal(err)
+	}
+	producer.PreRequest(scCtx, scState(), scRequest(1600, nil), scResult(eps[0])) // 400 prompt tokens
+	if got := s.Score(scCtx, scState(), scRequest(10, nil), eps); got[0] != 0.6 || got[1] != 1 {
+		t.Errorf("scores %v, want [0.6 1] from the producer's 400 tokens", got)
+	}
+	s = mustBuild[*TokenLoad](t, TokenLoadRegistration(), `{"inFlightLoadProducerName":"other"}`, nil)
+	if err := s.Resolve(h); err == nil || !strings.Contains(err.Error(), "keeps no in-flight books") {
+		t.Errorf("Resolve naming a plugin without books = %v", err)
+	}
+}

@@ -1,0 +1,245 @@
+package scorers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/inflight"
+	"github.com/openepp/openepp/pkg/prefix"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// PrefixAffinityType is the type name of PrefixAffinity.
+const PrefixAffinityType = "prefix-cache-affinity-filter"
+
+// The load gate's TTFT sources, as llm-d names them.
+const (
+	TTFTFromPrefillThroughput = "prefillThroughput"
+	TTFTFromLatencyPredictor  = "latencyPredictor"
+)
+
+// PrefixAffinityParams configures PrefixAffinity, in llm-d's shape; tau and
+// epsilonExplore are the names GIE's version of the filter uses.
+type PrefixAffinityParams struct {
+	AffinityThreshold      float64  `json:"affinityThreshold" doc:"share of the prompt's blocks an endpoint must hold to be sticky; 0 turns the filter off" default:"0.8"`
+	Tau                    *float64 `json:"tau" doc:"GIE's name of affinityThreshold (give one of them)" default:""`
+	ExplorationProbability float64  `json:"explorationProbability" doc:"probability of passing every candidate anyway, so other endpoints get to cache the prompt too" default:"0"`
+	EpsilonExplore         *float64 `json:"epsilonExplore" doc:"GIE's name of explorationProbability (give one of them)" default:""`
+	MaxTTFTPenaltyMs       float64  `json:"maxTTFTPenaltyMs" doc:"the sticky endpoints are given up when the best of them expects a first token this many ms later than the best other endpoint; 0 = always stick" default:"18000"`
+	TTFTSource             string   `json:"ttftSource" doc:"how an endpoint's TTFT is estimated: prefillThroughput (its in-flight tokens / peakPrefillThroughput); latencyPredictor is llm-d's and not available in OpenEPP" default:"prefillThroughput"`
+	PeakPrefillThroughput  float64  `json:"peakPrefillThroughput" doc:"tokens per second one endpoint prefills (llm-d's default is Qwen3-32B on two H100s); used with prefillThroughput" default:"15928"`
+
+	PrefixMatchInfoProducerName       string `json:"prefixMatchInfoProducerName" doc:"the plugin whose prefix matches say how much of the prompt each endpoint holds" default:"approx-prefix-cache-producer"`
+	InFlightLoadProducerName          string `json:"inFlightLoadProducerName" doc:"the plugin whose in-flight tokens the load gate reads (an inflight-load-producer; one is added when none is listed)" default:"inflight-load-producer"`
+	LatencyPredictionInfoProducerName string `json:"latencyPredictionInfoProducerName" doc:"llm-d's latency predictor; must be empty" default:""`
+}
+
+func defaultPrefixAffinityParams() PrefixAffinityParams {
+	return PrefixAffinityParams{
+		AffinityThreshold: 0.8, MaxTTFTPenaltyMs: 18000, TTFTSource: TTFTFromPrefillThroughput, PeakPrefillThroughput: 15928,
+		PrefixMatchInfoProducerName: defaultPrefixSource, InFlightLoadProducerName: InFlightLoadType,
+	}
+}
+
+// normalize folds GIE's names into llm-d's and validates; given reports
+// whether the configuration set a parameter (nil: none was).
+func (p *PrefixAffinityParams) normalize(given func(key string) bool) error {
+	var errs []error
+	alias := func(value **float64, into *float64, name, llmd string) {
+		if *value == nil {
+			return
+		}
+		if given != nil && given(llmd) {
+			errs = append(errs, fmt.Errorf("%s and %s: give one of them", name, llmd))
+		}
+		*into, *value = **value, nil
+	}
+	alias(&p.Tau, &p.AffinityThreshold, "tau", "affinityThreshold")
+	alias(&p.EpsilonExplore, &p.ExplorationProbability, "epsilonExplore", "explorationProbability")
+	if !(p.AffinityThreshold >= 0 && p.AffinityThreshold <= 1) {
+		errs = append(errs, fmt.Errorf("affinityThreshold: must be in [0, 1], got %v", p.AffinityThreshold))
+	}
+	if !(p.ExplorationProbability >= 0 && p.ExplorationProbability <= 1) {
+		errs = append(errs, fmt.Errorf("explorationProbability: must be in [0, 1], got %v", p.ExplorationProbability))
+	}
+	if !(p.MaxTTFTPenaltyMs >= 0) || math.IsInf(p.MaxTTFTPenaltyMs, 0) {
+		errs = append(errs, fmt.Errorf("maxTTFTPenaltyMs: must be a finite number >= 0, got %v", p.MaxTTFTPenaltyMs))
+	}
+	switch p.TTFTSource {
+	case TTFTFromPrefillThroughput:
+		bad := !(p.PeakPrefillThroughput >= 0) || math.IsInf(p.PeakPrefillThroughput, 0) ||
+			p.MaxTTFTPenaltyMs > 0 && p.PeakPrefillThroughput == 0
+		if bad {
+			errs = append(errs, fmt.Errorf("peakPrefillThroughput: must be a finite number > 0 with ttftSource %s, got %v", TTFTFromPrefillThroughput, p.PeakPrefillThroughput))
+		}
+	case TTFTFromLatencyPredictor:
+		errs = append(errs, fmt.Errorf("ttftSource: %q needs llm-d's latency predictor, which OpenEPP does not have; use %q (in-flight tokens / peakPrefillThroughput)", TTFTFromLatencyPredictor, TTFTFromPrefillThroughput))
+	default:
+		errs = append(errs, fmt.Errorf("ttftSource: must be %q, got %q", TTFTFromPrefillThroughput, p.TTFTSource))
+	}
+	if p.LatencyPredictionInfoProducerName != "" {
+		errs = append(errs, errors.New("latencyPredictionInfoProducerName: OpenEPP has no latency predictor; leave it empty"))
+	}
+	if p.PrefixMatchInfoProducerName == "" {
+		errs = append(errs, errors.New("prefixMatchInfoProducerName: must name a plugin"))
+	}
+	if p.InFlightLoadProducerName == "" {
+		errs = append(errs, errors.New("inFlightLoadProducerName: must name a plugin"))
+	}
+	return errors.Join(errs...)
+}
+
+// PrefixAffinity is the prefix-cache-affinity-filter of GIE and llm-d (the
+// filter of llm-d's optimized-baseline config): it narrows the candidates
+// to the "sticky" endpoints, those holding at least affinityThreshold of
+// the prompt's blocks, unless keeping to them would cost too much waiting.
+//
+// Every candidate passes when there is one candidate or none is sticky,
+// when affinityThreshold is 0, with probability explorationProbability, or
+// when the load gate opens: the best sticky endpoint's estimated TTFT
+// exceeds the best other endpoint's by more than maxTTFTPenaltyMs, an
+// endpoint's TTFT being its in-flight tokens (from inFlightLoadProducerName:
+// prompt tokens routed there and not yet prefilled) / peakPrefillThroughput.
+// The books are found when the config is built (a config listing the filter
+// without an inflight-load-producer gets one), so the gate always has its
+// signal. The books hold only this EPP's requests; others' show in the
+// scraped queues the scorers after the filter read.
+type PrefixAffinity struct {
+	name     scheduler.TypedName
+	params   PrefixAffinityParams
+	source   prefix.Source
+	inFlight *inflight.Tracker
+}
+
+var (
+	_ scheduler.Filter   = (*PrefixAffinity)(nil)
+	_ scheduler.Resolver = (*PrefixAffinity)(nil)
+)
+
+// NewPrefixAffinity validates p and returns the filter; Resolve finds its
+// prefix source and in-flight books.
+func NewPrefixAffinity(name string, p PrefixAffinityParams) (*PrefixAffinity, error) {
+	return newPrefixAffinity(name, p, nil)
+}
+
+func newPrefixAffinity(name string, p PrefixAffinityParams, given func(string) bool) (*PrefixAffinity, error) {
+	if err := p.normalize(given); err != nil {
+		return nil, err
+	}
+	return &PrefixAffinity{name: scheduler.TypedName{Type: PrefixAffinityType, Name: name}, params: p}, nil
+}
+
+// PrefixAffinityFactory builds a PrefixAffinity from config.
+func PrefixAffinityFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (scheduler.Plugin, error) {
+	p := defaultPrefixAffinityParams()
+	if err := scheduler.DecodeParams(raw, &p); err != nil {
+		return nil, err
+	}
+	var keys map[string]json.RawMessage
+	_ = json.Unmarshal(raw, &keys) // DecodeParams has checked it is an object
+	f, err := newPrefixAffinity(name, p, func(k string) bool { _, ok := keys[k]; return ok })
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// PrefixAffinityRegistration describes the plugin type for the registry.
+func PrefixAffinityRegistration() scheduler.Registration {
+	return scheduler.Registration{
+		Type:    PrefixAffinityType,
+		Factory: PrefixAffinityFactory,
+		Params:  PrefixAffinityParams{},
+		Summary: "Keeps the endpoints holding most of the prompt (prefix match >= affinityThreshold) unless the best of them expects its first token maxTTFTPenaltyMs later than another endpoint.",
+	}
+}
+
+// TypedName implements scheduler.Plugin.
+func (f *PrefixAffinity) TypedName() scheduler.TypedName { return f.name }
+
+// Resolve implements scheduler.Resolver.
+func (f *PrefixAffinity) Resolve(h *scheduler.Handle) error {
+	if h == nil {
+		return errors.New("prefixMatchInfoProducerName: no plugin handle to resolve it with")
+	}
+	src, err := lookupSource(h, f.params.PrefixMatchInfoProducerName)
+	if err != nil {
+		return err
+	}
+	f.source = src
+	if f.params.MaxTTFTPenaltyMs == 0 {
+		return nil
+	}
+	f.inFlight, err = lookupBooks(h, f.params.InFlightLoadProducerName)
+	return err
+}
+
+// lookupBooks finds the in-flight books of the plugin called name (an
+// inFlightLoadProducerName parameter).
+func lookupBooks(h *scheduler.Handle, name string) (*inflight.Tracker, error) {
+	p, ok := h.Plugin(name)
+	if !ok {
+		return nil, fmt.Errorf("inFlightLoadProducerName: no plugin named %q in the config (list `- type: %s`)", name, InFlightLoadType)
+	}
+	books, ok := p.(interface{ Tracker() *inflight.Tracker })
+	if !ok || books.Tracker() == nil {
+		return nil, fmt.Errorf("inFlightLoadProducerName: plugin %q (type %q) keeps no in-flight books", name, p.TypedName().Type)
+	}
+	return books.Tracker(), nil
+}
+
+// Filter implements scheduler.Filter.
+func (f *PrefixAffinity) Filter(_ context.Context, state *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
+	if len(eps) <= 1 || f.params.AffinityThreshold <= 0 || f.source == nil || state == nil {
+		return eps
+	}
+	if p := f.params.ExplorationProbability; p > 0 && state.Rand.Float64() < p {
+		return eps
+	}
+	m, ok := f.source.Match(state)
+	if !ok || m == nil || m.TotalBlocks <= 0 || !m.Any() {
+		return eps
+	}
+	need := f.params.AffinityThreshold * float64(m.TotalBlocks)
+	sticky := 0
+	for _, e := range eps {
+		if float64(m.Blocks(e)) >= need {
+			sticky++
+		}
+	}
+	if sticky == 0 || sticky == len(eps) {
+		return eps
+	}
+	if f.gateOpen(m, need, eps) {
+		return eps
+	}
+	out := make([]*endpoint.Endpoint, 0, sticky)
+	for _, e := range eps {
+		if float64(m.Blocks(e)) >= need {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// gateOpen reports whether the best sticky endpoint's in-flight tokens
+// exceed the best other one's by more than maxTTFTPenaltyMs of prefill.
+func (f *PrefixAffinity) gateOpen(m *prefix.Match, need float64, eps []*endpoint.Endpoint) bool {
+	if f.inFlight == nil || f.params.MaxTTFTPenaltyMs == 0 {
+		return false
+	}
+	bestSticky, bestOther := math.Inf(1), math.Inf(1)
+	f.inFlight.Each(eps, func(e *endpoint.Endpoint, _, tokens int) {
+		if t := float64(tokens); float64(m.Blocks(e)) >= need {
+			bestSticky = min(bestSticky, t)
+		} else {
+			bestOther = min(bestOther, t)
+		}
+	})
+	penaltyMs := (bestSticky - bestOther) / f.params.PeakPrefillThroughput * 1000
+	return penaltyMs > f.params.MaxTTFTPenaltyMs
+}

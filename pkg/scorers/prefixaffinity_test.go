@@ -1,0 +1,184 @@
+package scorers
+
+import (
+	"encoding/json"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/inflight"
+	"github.com/openepp/openepp/pkg/prefix"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// affinityFixture is a filter over four endpoints whose prompt of 10 blocks
+// (16 tokens each) is held 10, 8, 5 and 0 blocks deep, with in-flight books
+// the test fills.
+type affinityFixture struct {
+	f     *PrefixAffinity
+	eps   []*endpoint.Endpoint
+	books *inflight.Tracker
+}
+
+func newAffinityFixture(t *testing.T, raw string) affinityFixture {
+	t.Helper()
+	eps := scEndpoints(4, nil)
+	m := prefix.NewMatch(10, 16)
+	for i, blocks := range []int{10, 8, 5, 0} {
+		m.Set(eps[i], blocks)
+	}
+	f := mustBuild[*PrefixAffinity](t, PrefixAffinityRegistration(), raw, nil)
+	books := inflight.New(nil, time.Minute)
+	f.source = &scSource{name: scheduler.TypedName{Type: "approx-prefix-cache-producer", Name: "p"}, match: m}
+	f.inFlight = books
+	return affinityFixture{f: f, eps: eps, books: books}
+}
+
+// load puts tokens in flight on endpoint i.
+func (x affinityFixture) load(i, tokens int) {
+	x.books.Start(scheduler.NewState(uint64(i+100), scEpoch), x.eps[i].HostPort, tokens)
+}
+
+func (x affinityFixture) kept(t *testing.T) []string {
+	t.Helper()
+	return addrs(x.f.Filter(scCtx, scState(), scRequest(640, nil), x.eps)...)
+}
+
+func TestPrefixAffinityNarrowsToSticky(t *testing.T) {
+	t.Parallel()
+	x := newAffinityFixture(t, "")
+	if got, want := x.kept(t), addrs(x.eps[0], x.eps[1]); !slices.Equal(got, want) {
+		t.Errorf("kept %v, want the endpoints holding >= 80%% of the prompt %v", got, want)
+	}
+	x = newAffinityFixture(t, `{"affinityThreshold":0.5}`)
+	if got := x.kept(t); len(got) != 3 {
+		t.Errorf("threshold 0.5 kept %v, want the three holding half or more", got)
+	}
+	for raw, want := range map[string]int{
+		`{"affinityThreshold":0}`:        4, // off
+		`{"explorationProbability":1}`:   4, // always exploring
+		`{"affinityThreshold":0.01}`:     3, // any block held
+		`{"tau":0.5,"epsilonExplore":0}`: 3, // GIE's names
+	} {
+		if got := newAffinityFixture(t, raw).kept(t); len(got) != want {
+			t.Errorf("%s kept %v, want %d candidates", raw, got, want)
+		}
+	}
+	x = newAffinityFixture(t, `{"affinityThreshold":1}`)
+	if got := x.kept(t); !slices.Equal(got, addrs(x.eps[0])) {
+		t.Errorf("threshold 1 kept %v, want the one holding the whole prompt", got)
+	}
+}
+
+func TestPrefixAffinityPassesAllWithoutAMatch(t *testing.T) {
+	t.Parallel()
+	x := newAffinityFixture(t, "")
+	x.f.source = &scSource{name: scheduler.TypedName{Type: "p", Name: "p"}, match: prefix.NewMatch(10, 16)} // no holder
+	if got := x.kept(t); len(got) != 4 {
+		t.Errorf("cold prompt: kept %v, want every candidate", got)
+	}
+	x.f.source = &scSource{name: scheduler.TypedName{Type: "p", Name: "p"}} // no match at all
+	if got := x.kept(t); len(got) != 4 {
+		t.Errorf("no match: kept %v, want every candidate", got)
+	}
+	if got := x.f.Filter(scCtx, scState(), scRequest(10, nil), x.eps[:1]); len(got) != 1 {
+		t.Errorf("one candidate: kept %d", len(got))
+	}
+}
+
+// TestPrefixAffinityLoadGate: at 15,928 tokens/s, 18 s of prefill is
+// 286,704 tokens; the sticky endpoints are given up only when the least
+// loaded of them is that much further behind the least loaded other one.
+func TestPrefixAffinityLoadGate(t *testing.T) {
+	t.Parallel()
+	x := newAffinityFixture(t, "")
+	x.load(0, 400_000)
+	x.load(1, 300_000) // the best sticky one: 300,000 in flight
+	x.load(2, 20_000)  // the best other one:   13,296 + 286,704 = 300,000 is the edge
+	x.load(3, 13_296)
+	if got := x.kept(t); len(got) != 2 {
+		t.Errorf("penalty exactly 18 s: kept %v, want the sticky two", got)
+	}
+	x.load(1, 1_000) // 301,000
+	if got := x.kept(t); len(got) != 4 {
+		t.Errorf("penalty above 18 s: kept %v, want every candidate", got)
+	}
+
+	x = newAffinityFixture(t, `{"maxTTFTPenaltyMs":0}`)
+	x.load(0, 10_000_000)
+	x.load(1, 10_000_000)
+	if got := x.kept(t); len(got) != 2 {
+		t.Errorf("maxTTFTPenaltyMs 0: kept %v, want the sticky two however loaded", got)
+	}
+
+	x = newAffinityFixture(t, `{"maxTTFTPenaltyMs":100,"peakPrefillThroughput":1000}`)
+	x.load(0, 150) // 150 ms behind the idle ones
+	x.load(1, 150)
+	if got := x.kept(t); len(got) != 4 {
+		t.Errorf("150 ms behind at a 100 ms limit: kept %v, want every candidate", got)
+	}
+}
+
+func TestPrefixAffinityParams(t *testing.T) {
+	t.Parallel()
+	reg := PrefixAffinityRegistration()
+	if _, err := reg.Factory("x", defaultsJSON(t, reflect.TypeOf(reg.Params)), nil); err != nil {
+		t.Errorf("documented defaults rejected: %v", err)
+	}
+	f := mustBuild[*PrefixAffinity](t, reg, `{"tau":0.99,"epsilonExplore":0.05}`, nil)
+	if f.params.AffinityThreshold != 0.99 || f.params.ExplorationProbability != 0.05 {
+		t.Errorf("GIE names: threshold %v, exploration %v; want 0.99, 0.05", f.params.AffinityThreshold, f.params.ExplorationProbability)
+	}
+	for raw, want := range map[string]string{
+		`{"tau":0.9,"affinityThreshold":0.7}`:             "tau and affinityThreshold: give one of them",
+		`{"affinityThreshold":1.5}`:                       "affinityThreshold: must be in [0, 1]",
+		`{"explorationProbability":-0.1}`:                 "explorationProbability: must be in [0, 1]",
+		`{"maxTTFTPenaltyMs":-1}`:                         "maxTTFTPenaltyMs: must be a finite number >= 0",
+		`{"peakPrefillThroughput":0}`:                     "peakPrefillThroughput: must be a finite number > 0",
+		`{"ttftSource":"latencyPredictor"}`:               "needs llm-d's latency predictor",
+		`{"ttftSource":""}`:                               `ttftSource: must be "prefillThroughput"`,
+		`{"latencyPredictionInfoProducerName":"lp"}`:      "no latency predictor",
+		`{"penaltyMode":"static"}`:                        `unknown field "penaltyMode"`,
+		`{"inFlightLoadProducerName":""}`:                 "inFlightLoadProducerName: must name a plugin",
+		`{"prefixMatchInfoProducerName":"","tau":"high"}`: "parameters",
+	} {
+		p, err := reg.Factory("x", json.RawMessage(raw), nil)
+		if err == nil || p != nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: plugin %v, err %v; want a nil plugin and an error containing %q", raw, p, err, want)
+		}
+	}
+	if _, err := reg.Factory("x", json.RawMessage(`{"maxTTFTPenaltyMs":0,"peakPrefillThroughput":0}`), nil); err != nil {
+		t.Errorf("peakPrefillThroughput 0 with the gate off: %v", err)
+	}
+}
+
+func TestPrefixAffinityResolve(t *testing.T) {
+	t.Parallel()
+	src := &scSource{name: scheduler.TypedName{Type: "approx-prefix-cache-producer", Name: "approx-prefix-cache-producer"}}
+	books := mustBuild[*InFlightLoad](t, InFlightLoadRegistration(), "", nil)
+	plugins := map[string]scheduler.Plugin{src.name.Name: src, "inflight-load-producer": books, "other": scPlugin{}}
+	h := scHandle(newSCClock(), nil).WithLookup(func(n string) (scheduler.Plugin, bool) { p, ok := plugins[n]; return p, ok })
+
+	f := mustBuild[*PrefixAffinity](t, PrefixAffinityRegistration(), "", nil)
+	if err := f.Resolve(h); err != nil || f.inFlight != books.Tracker() || f.source != src {
+		t.Fatalf("Resolve: %v (books found %v, source found %v)", err, f.inFlight == books.Tracker(), f.source == src)
+	}
+	for raw, want := range map[string]string{
+		`{"inFlightLoadProducerName":"missing"}`:    `no plugin named "missing"`,
+		`{"inFlightLoadProducerName":"other"}`:      "keeps no in-flight books",
+		`{"prefixMatchInfoProducerName":"nowhere"}`: `no plugin named "nowhere"`,
+		`{"prefixMatchInfoProducerName":"other"}`:   "does not produce prefix matches",
+	} {
+		f := mustBuild[*PrefixAffinity](t, PrefixAffinityRegistration(), raw, nil)
+		if err := f.Resolve(h); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: Resolve = %v, want an error containing %q", raw, err, want)
+		}
+	}
+	f = mustBuild[*PrefixAffinity](t, PrefixAffinityRegistration(), `{"maxTTFTPenaltyMs":0,"inFlightLoadProducerName":"missing"}`, nil)
+	if err := f.Resolve(h); err != nil {
+		t.Errorf("gate off: the books are not needed, got %v", err)
+	}
+}
