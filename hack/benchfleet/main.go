@@ -31,9 +31,9 @@ func main() {
 }
 
 type options struct {
-	out, docs, best, agents, workloads, policies, from, freshness, priorities, disagg string
-	seeds, freshnessSeeds, workers                                                    int
-	quick                                                                             bool
+	out, docs, best, agents, llmd, workloads, policies, from, freshness, priorities, disagg string
+	seeds, freshnessSeeds, workers                                                          int
+	quick                                                                                   bool
 }
 
 func run(ctx context.Context, args []string) error {
@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.docs, "docs", "docs/benchmarks", "where fleet.md and the plots are copied for the report (empty: no copy)")
 	fs.StringVar(&o.best, "best", "config/openepp-recommended.yaml", "OpenEPP's recommended config (the ours-best policy)")
 	fs.StringVar(&o.agents, "agents", "config/agents.yaml", "OpenEPP's config for pools serving long agent prompts (the "+agentsPolicy+" policy; empty: not run)")
+	fs.StringVar(&o.llmd, "llmd", "config/llm-d-optimized-baseline.yaml", "llm-d's optimized-baseline config (the "+fleet.PolicyLLMDBaseline+" policy; empty: not run)")
 	fs.StringVar(&o.workloads, "workloads", "", "comma-separated workloads (default: all)")
 	fs.StringVar(&o.policies, "policies", "", "comma-separated policies (default: all standard ones)")
 	fs.IntVar(&o.seeds, "seeds", 3, "seeds per stage (results are averaged)")
@@ -252,6 +253,15 @@ func (o *options) matrix() (*fleet.Matrix, error) {
 			return nil, fmt.Errorf("--agents: %w", err)
 		}
 		policies = append(policies, fleet.ConfigPolicy(agentsPolicy, "OpenEPP's config for pools serving long agent prompts (config/agents.yaml: the default profile plus token-load-scorer and prefill-backlog-scorer)", agents))
+	}
+	if o.llmd != "" {
+		llmd, err := os.ReadFile(o.llmd)
+		if err != nil {
+			return nil, fmt.Errorf("--llmd: %w", err)
+		}
+		policies = append(policies, fleet.ConfigPolicy(fleet.PolicyLLMDBaseline, "llm-d's optimized-baseline config "+
+			"(config/llm-d-optimized-baseline.yaml: prefix-cache-affinity-filter, then token-load-scorer on inflight-load-producer's tokens) "+
+			"run through OpenEPP's implementation of those plugins, from their documented behaviour", llmd))
 	}
 	if o.policies != "" {
 		if policies, err = fleet.SelectPolicies(policies, split(o.policies)); err != nil {

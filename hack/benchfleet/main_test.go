@@ -16,8 +16,8 @@ func TestQuickRun(t *testing.T) {
 	dir := t.TempDir()
 	out, docs := filepath.Join(dir, "out"), filepath.Join(dir, "docs")
 	args := []string{"--quick", "--seeds", "1", "--workers", "2", "--out", out, "--docs", docs,
-		"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml",
-		"--workloads", "shared-prefix,multi-turn", "--policies", "round-robin,upstream-default,ours-default",
+		"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml",
+		"--workloads", "shared-prefix,multi-turn", "--policies", "round-robin,upstream-default,ours-default,llm-d-baseline",
 		"--freshness", "100ms", "--freshness-seeds", "2"}
 	if err := run(context.Background(), args); err != nil {
 		t.Fatal(err)
@@ -67,7 +67,7 @@ func TestQuickRun(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatalf("fleet.json: %v", err)
 	}
-	if rep.Version != 1 || len(rep.Workloads) != 2 || len(rep.Workloads[0].Policies) != 3 || len(rep.Checks) == 0 {
+	if rep.Version != 1 || len(rep.Workloads) != 2 || len(rep.Workloads[0].Policies) != 4 || len(rep.Checks) == 0 {
 		t.Errorf("fleet.json: version %d, %d workloads, %d checks", rep.Version, len(rep.Workloads), len(rep.Checks))
 	}
 	if fr := rep.Freshness.Rows; len(fr) != 2 || fr[0].Workload != "shared-prefix" || fr[0].IntervalMs != 100 ||
@@ -97,6 +97,10 @@ func TestQuickRun(t *testing.T) {
 	if !strings.Contains(string(md), "fleet-shared-prefix-ttft.png") {
 		t.Error("fleet.md does not link its plots")
 	}
+	if !strings.Contains(string(md), "### Reference: OpenEPP's default against llm-d's optimized baseline") ||
+		!strings.Contains(string(md), "multi-turn: ours-default does not lose to llm-d-baseline") {
+		t.Error("fleet.md has no comparison with llm-d's optimized baseline")
+	}
 	if !strings.Contains(string(md), "### What metric freshness is worth") || !strings.Contains(string(md), "| shared-prefix | 100 ms |") {
 		t.Error("fleet.md has no freshness table")
 	}
@@ -116,17 +120,18 @@ func TestQuickRun(t *testing.T) {
 
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{
-		{"--best", "no/such/file.yaml", "--agents", "../../config/agents.yaml"},
+		{"--best", "no/such/file.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "no/such/file.yaml"},
 		{"--best", "../../config/openepp-recommended.yaml", "--agents", "no/such/file.yaml"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--workloads", "W0"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--policies", "fastest"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--seeds", "0"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--freshness", "50ms"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--freshness", "500us"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--freshness", "soon"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--freshness-seeds", "0"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--workloads", "shared-prefix", "--priorities", "a:1"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--workloads", "shared-prefix", "--disagg", "W0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--workloads", "W0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--policies", "fastest"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--seeds", "0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--freshness", "50ms"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--freshness", "500us"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--freshness", "soon"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--freshness-seeds", "0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--workloads", "shared-prefix", "--priorities", "a:1"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--workloads", "shared-prefix", "--disagg", "W0"},
 	} {
 		if err := run(context.Background(), append(args, "--out", t.TempDir(), "--docs", "")); err == nil {
 			t.Errorf("%v accepted", args)

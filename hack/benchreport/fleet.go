@@ -84,7 +84,7 @@ func fleetSummary(dir string) string {
 	for _, m := range checkStatus.FindAllStringSubmatch(string(data), -1) {
 		count[m[1]]++
 	}
-	line := fmt.Sprintf("- Fleet simulation: %d checks PASS, %d FAIL, %d SKIP (credibility first, then our default against upstream's); "+
+	line := fmt.Sprintf("- Fleet simulation: %d checks PASS, %d FAIL, %d SKIP (credibility first, then our default against upstream's and llm-d's); "+
 		"see [section 3](#3-fleet-simulation-routing-quality)", count["PASS"], count["FAIL"], count["SKIP"])
 	if strings.Contains(string(data), "# "+freshnessHeading) {
 		line += ", [" + strings.ToLower(freshnessHeading[:1]) + freshnessHeading[1:] + "](" + anchor(freshnessHeading) + ") to routing"

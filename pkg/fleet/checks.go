@@ -60,7 +60,8 @@ func Checks(r *Report) []Check {
 		checkCollapse(r),
 		goalSharedPrefix(r),
 	}
-	return append(out, goalNotLose(r)...)
+	out = append(out, goalNotLose(r)...)
+	return append(out, referenceLLMD(r)...)
 }
 
 // ladders returns the named workload's ladders for policies, or why not.

@@ -52,6 +52,26 @@ func goalNotLose(r *Report) []Check {
 	return out
 }
 
+// referenceLLMD compares ours-default with llm-d's optimized baseline on
+// every workload both ran, by goalNotLose's tolerances: a reference point
+// the issue does not set as a goal, reported beside the goals.
+func referenceLLMD(r *Report) []Check {
+	var out []Check
+	for _, w := range r.Workloads {
+		_, ls, why := ladders(r, w.Name, PolicyLLMDBaseline, PolicyOursDefault)
+		if why != "" {
+			continue
+		}
+		c := Check{ID: "ours-vs-llm-d-" + w.Name, Kind: "reference",
+			Name: w.Name + ": ours-default does not lose to llm-d-baseline (throughput ≥ 0.97×, TTFT p90 ≤ 1.10×, geometric means over the ladder)"}
+		cmp := compareLadders(ls[1], ls[0], false)
+		c.Status = verdict(cmp.throughput >= loseThroughput && cmp.ttft <= loseTTFT)
+		c.Detail = cmp.String()
+		out = append(out, c)
+	}
+	return out
+}
+
 // Compare summarises policy a against policy b over every stage of w:
 // geometric means of the throughput and TTFT p90 ratios, and per stage.
 func Compare(w *WorkloadReport, a, b string) (string, error) {

@@ -3,6 +3,7 @@ package fleet
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -124,7 +125,11 @@ func writeChecks(b *strings.Builder, r *Report) {
 	for _, kind := range []struct{ kind, title string }{
 		{"credibility", "Credibility: does the simulation reproduce the published shapes?"},
 		{"goal", "Goals: OpenEPP's default against upstream's"},
+		{"reference", "Reference: OpenEPP's default against llm-d's optimized baseline"},
 	} {
+		if kind.kind == "reference" && !slices.ContainsFunc(r.Checks, func(c Check) bool { return c.Kind == kind.kind }) {
+			continue // llm-d-baseline was not run
+		}
 		fmt.Fprintf(b, "### %s\n\n| check | result | detail |\n|---|---|---|\n", kind.title)
 		for _, c := range r.Checks {
 			if c.Kind == kind.kind {

@@ -35,6 +35,9 @@ const (
 	PolicyUpstreamDefault = "upstream-default"
 	PolicyOursDefault     = "ours-default"
 	PolicyOursBest        = "ours-best"
+	// PolicyLLMDBaseline is llm-d's optimized-baseline config, run through
+	// OpenEPP's implementation of its plugins; benchfleet adds it.
+	PolicyLLMDBaseline = "llm-d-baseline"
 )
 
 // prefixOnlyConfig is prefix-cache-scorer alone: affinity with no load
