@@ -82,3 +82,32 @@ func TestPrefixAffinityFilterThroughAConfig(t *testing.T) {
 		}
 	}
 }
+
+// llmdGuideConfig is the plugin document of llm-d's optimized-baseline guide
+// in its current form: the gate counted in tokens, the producers listed.
+const llmdGuideConfig = `apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: token-load-scorer
+- type: inflight-load-producer
+- type: approx-prefix-cache-producer
+  parameters:
+    maxPrefixTokensToMatch: 40960
+- type: prefix-cache-affinity-filter
+  parameters:
+    affinityThreshold: 0.80
+    maxTokensInFlightPenalty: 286720
+    maxTTFTPenaltyMs: 0
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: prefix-cache-affinity-filter
+  - pluginRef: token-load-scorer
+`
+
+func TestLLMDGuideConfigLoads(t *testing.T) {
+	t.Parallel()
+	if _, err := buildText(llmdGuideConfig, plugintest.Endpoints(2, 1)); err != nil {
+		t.Fatal(err)
+	}
+}

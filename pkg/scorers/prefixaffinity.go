@@ -25,13 +25,14 @@ const (
 // PrefixAffinityParams configures PrefixAffinity, in llm-d's shape; tau and
 // epsilonExplore are the names GIE's version of the filter uses.
 type PrefixAffinityParams struct {
-	AffinityThreshold      float64  `json:"affinityThreshold" doc:"share of the prompt's blocks an endpoint must hold to be sticky; 0 turns the filter off" default:"0.8"`
-	Tau                    *float64 `json:"tau" doc:"GIE's name of affinityThreshold (give one of them)" default:""`
-	ExplorationProbability float64  `json:"explorationProbability" doc:"probability of passing every candidate anyway, so other endpoints get to cache the prompt too" default:"0"`
-	EpsilonExplore         *float64 `json:"epsilonExplore" doc:"GIE's name of explorationProbability (give one of them)" default:""`
-	MaxTTFTPenaltyMs       float64  `json:"maxTTFTPenaltyMs" doc:"the sticky endpoints are given up when the best of them expects a first token this many ms later than the best other endpoint; 0 = always stick" default:"18000"`
-	TTFTSource             string   `json:"ttftSource" doc:"how an endpoint's TTFT is estimated: prefillThroughput (its in-flight tokens / peakPrefillThroughput); latencyPredictor is llm-d's and not available in OpenEPP" default:"prefillThroughput"`
-	PeakPrefillThroughput  float64  `json:"peakPrefillThroughput" doc:"tokens per second one endpoint prefills (llm-d's default is Qwen3-32B on two H100s); used with prefillThroughput" default:"15928"`
+	AffinityThreshold        float64  `json:"affinityThreshold" doc:"share of the prompt's blocks an endpoint must hold to be sticky; 0 turns the filter off" default:"0.8"`
+	Tau                      *float64 `json:"tau" doc:"GIE's name of affinityThreshold (give one of them)" default:""`
+	ExplorationProbability   float64  `json:"explorationProbability" doc:"probability of passing every candidate anyway, so other endpoints get to cache the prompt too" default:"0"`
+	EpsilonExplore           *float64 `json:"epsilonExplore" doc:"GIE's name of explorationProbability (give one of them)" default:""`
+	MaxTTFTPenaltyMs         float64  `json:"maxTTFTPenaltyMs" doc:"the sticky endpoints are given up when the best of them expects a first token this many ms later than the best other endpoint; 0 = always stick" default:"18000"`
+	MaxTokensInFlightPenalty int64    `json:"maxTokensInFlightPenalty" doc:"the sticky endpoints are also given up when the best of them has this many more in-flight tokens than the best other endpoint; 0 = no such limit (llm-d's guide sets 286720 with maxTTFTPenaltyMs 0)" default:"0"`
+	TTFTSource               string   `json:"ttftSource" doc:"how an endpoint's TTFT is estimated: prefillThroughput (its in-flight tokens / peakPrefillThroughput); latencyPredictor is llm-d's and not available in OpenEPP" default:"prefillThroughput"`
+	PeakPrefillThroughput    float64  `json:"peakPrefillThroughput" doc:"tokens per second one endpoint prefills (llm-d's default is Qwen3-32B on two H100s); used with prefillThroughput" default:"15928"`
 
 	PrefixMatchInfoProducerName       string `json:"prefixMatchInfoProducerName" doc:"the plugin whose prefix matches say how much of the prompt each endpoint holds" default:"approx-prefix-cache-producer"`
 	InFlightLoadProducerName          string `json:"inFlightLoadProducerName" doc:"the plugin whose in-flight tokens the load gate reads (an inflight-load-producer; one is added when none is listed)" default:"inflight-load-producer"`
@@ -68,6 +69,9 @@ func (p *PrefixAffinityParams) normalize(given func(key string) bool) error {
 	}
 	if !(p.MaxTTFTPenaltyMs >= 0) || math.IsInf(p.MaxTTFTPenaltyMs, 0) {
 		errs = append(errs, fmt.Errorf("maxTTFTPenaltyMs: must be a finite number >= 0, got %v", p.MaxTTFTPenaltyMs))
+	}
+	if p.MaxTokensInFlightPenalty < 0 {
+		errs = append(errs, fmt.Errorf("maxTokensInFlightPenalty: must be >= 0, got %d", p.MaxTokensInFlightPenalty))
 	}
 	switch p.TTFTSource {
 	case TTFTFromPrefillThroughput:
@@ -171,7 +175,7 @@ func (f *PrefixAffinity) Resolve(h *scheduler.Handle) error {
 		return err
 	}
 	f.source = src
-	if f.params.MaxTTFTPenaltyMs == 0 {
+	if !f.gated() {
 		return nil
 	}
 	f.inFlight, err = lookupBooks(h, f.params.InFlightLoadProducerName)
@@ -226,10 +230,16 @@ func (f *PrefixAffinity) Filter(_ context.Context, state *scheduler.State, _ *sc
 	return out
 }
 
+// gated reports whether a load gate is configured.
+func (f *PrefixAffinity) gated() bool {
+	return f.params.MaxTTFTPenaltyMs > 0 || f.params.MaxTokensInFlightPenalty > 0
+}
+
 // gateOpen reports whether the best sticky endpoint's in-flight tokens
-// exceed the best other one's by more than maxTTFTPenaltyMs of prefill.
+// exceed the best other one's by more than maxTTFTPenaltyMs of prefill or
+// by more than maxTokensInFlightPenalty.
 func (f *PrefixAffinity) gateOpen(m *prefix.Match, need float64, eps []*endpoint.Endpoint) bool {
-	if f.inFlight == nil || f.params.MaxTTFTPenaltyMs == 0 {
+	if f.inFlight == nil || !f.gated() {
 		return false
 	}
 	bestSticky, bestOther := math.Inf(1), math.Inf(1)
@@ -240,6 +250,9 @@ func (f *PrefixAffinity) gateOpen(m *prefix.Match, need float64, eps []*endpoint
 			bestOther = min(bestOther, t)
 		}
 	})
-	penaltyMs := (bestSticky - bestOther) / f.params.PeakPrefillThroughput * 1000
-	return penaltyMs > f.params.MaxTTFTPenaltyMs
+	gap := bestSticky - bestOther
+	if limit := f.params.MaxTokensInFlightPenalty; limit > 0 && gap > float64(limit) {
+		return true
+	}
+	return f.params.MaxTTFTPenaltyMs > 0 && gap/f.params.PeakPrefillThroughput*1000 > f.params.MaxTTFTPenaltyMs
 }

@@ -114,6 +114,22 @@ func TestPrefixAffinityLoadGate(t *testing.T) {
 		t.Errorf("maxTTFTPenaltyMs 0: kept %v, want the sticky two however loaded", got)
 	}
 
+	// llm-d's guide counts the gate in tokens.
+	x = newAffinityFixture(t, `{"maxTTFTPenaltyMs":0,"maxTokensInFlightPenalty":1000}`)
+	x.load(0, 900) // the best sticky one, 900 ahead of the idle ones
+	x.load(1, 1000)
+	if got := x.kept(t); len(got) != 2 {
+		t.Errorf("900 tokens ahead at a 1,000-token limit: kept %v, want the sticky two", got)
+	}
+	x.load(0, 200) // now 1,100 and 1,000: the best is 1,000 ahead, still within
+	if got := x.kept(t); len(got) != 2 {
+		t.Errorf("1,000 tokens ahead at a 1,000-token limit: kept %v, want the sticky two", got)
+	}
+	x.load(1, 200) // 1,100 and 1,200
+	if got := x.kept(t); len(got) != 4 {
+		t.Errorf("1,100 tokens ahead at a 1,000-token limit: kept %v, want every candidate", got)
+	}
+
 	x = newAffinityFixture(t, `{"maxTTFTPenaltyMs":100,"peakPrefillThroughput":1000}`)
 	x.load(0, 150) // 150 ms behind the idle ones
 	x.load(1, 150)
@@ -137,6 +153,7 @@ func TestPrefixAffinityParams(t *testing.T) {
 		`{"affinityThreshold":1.5}`:                       "affinityThreshold: must be in [0, 1]",
 		`{"explorationProbability":-0.1}`:                 "explorationProbability: must be in [0, 1]",
 		`{"maxTTFTPenaltyMs":-1}`:                         "maxTTFTPenaltyMs: must be a finite number >= 0",
+		`{"maxTokensInFlightPenalty":-1}`:                 "maxTokensInFlightPenalty: must be >= 0",
 		`{"peakPrefillThroughput":0}`:                     "peakPrefillThroughput: must be a finite number > 0",
 		`{"ttftSource":"latencyPredictor"}`:               "needs llm-d's latency predictor",
 		`{"ttftSource":""}`:                               `ttftSource: must be "prefillThroughput"`,
