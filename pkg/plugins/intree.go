@@ -65,6 +65,7 @@ func Registrations() []scheduler.Registration {
 		scorers.InFlightLoadRegistration(),
 		// Request control.
 		requestcontrol.AgentIdentityRegistration(),
+		requestcontrol.ServedVerifierRegistration(),
 		// Data layer.
 		metrics.DataSourceRegistration(),
 		metrics.ExtractorRegistration(),

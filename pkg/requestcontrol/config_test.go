@@ -69,3 +69,28 @@ schedulingProfiles: [{name: default, plugins: [{pluginRef: agent-identity}, {plu
 		}
 	}
 }
+
+// TestServedVerifierConfig: the conformance suite's config (the testing
+// filter and the verifier) builds, the verifier is a response hook, and it
+// takes no parameters.
+func TestServedVerifierConfig(t *testing.T) {
+	t.Parallel()
+	b, err := build(t, `plugins:
+- type: header-based-testing-filter
+- type: destination-endpoint-served-verifier
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: header-based-testing-filter}, {pluginRef: max-score-picker}]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(config.Instances[scheduler.ResponseHeaders](b)); n != 1 {
+		t.Errorf("%d response-header hooks, want the verifier", n)
+	}
+	_, err = build(t, "plugins: [{type: destination-endpoint-served-verifier, parameters: {header: x}}]\n")
+	if err == nil || !strings.Contains(err.Error(), `unknown field "header"`) {
+		t.Errorf("verifier with a parameter: err = %v", err)
+	}
+}

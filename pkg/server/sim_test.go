@@ -19,6 +19,7 @@ import (
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/extproc"
 	"github.com/openepp/openepp/pkg/request"
+	"github.com/openepp/openepp/pkg/requestcontrol"
 	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/scorers"
 	"github.com/openepp/openepp/pkg/server"
@@ -343,5 +344,53 @@ func TestPrefillBacklogBooksFollowTheExchange(t *testing.T) {
 	h.rec.completed(t, req.Headers.Get("x-request-id"))
 	if flights, busy := backlog.Tracker().Size(); flights != 0 || busy != 0 {
 		t.Fatalf("after the answer: %d requests on %d endpoints still in the books", flights, busy)
+	}
+}
+
+// TestServedVerifierAnswersTheServedEndpoint runs GIE's conformance plugin
+// destination-endpoint-served-verifier through the server: the client sees
+// the endpoint the proxy reported having served it, and a response whose
+// proxy reports none says so.
+func TestServedVerifierAnswersTheServedEndpoint(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("integration test: skipped with -short")
+	}
+	_, specs := startSims(t, 2)
+	verifier, err := requestcontrol.ServedVerifierFactory("verifier", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, setup{endpoints: specs, plugins: []scheduler.Plugin{verifier}})
+	for _, reported := range []bool{true, false} {
+		ctx := testCtx(t)
+		s := h.open(t)
+		body := map[string]any{"model": testModel, "prompt": "hello", "max_tokens": 2}
+		d, err := s.SendRequest(ctx, post("/v1/completions", mustJSON(body), "x-request-id", uuid.NewString()))
+		if err != nil || d.Immediate != nil {
+			t.Fatalf("request phase: %v %+v", err, d)
+		}
+		resp := extproc.Response{Status: http.StatusOK, Headers: http.Header{"Content-Type": {"application/json"}}}
+		want := requestcontrol.ServedMissing
+		if reported {
+			resp.FilterMetadata = map[string]map[string]any{server.LBNamespace: {server.ServedKey: d.Endpoints[0]}}
+			want = d.Endpoints[0]
+		}
+		if err := s.SendResponseHeaders(ctx, resp, false); err != nil {
+			t.Fatal(err)
+		}
+		res, err := s.AwaitResponseHeaders(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Headers.Get(requestcontrol.ServedTestHeader); got != want {
+			t.Errorf("served reported %v: %s = %q, want %q", reported, requestcontrol.ServedTestHeader, got, want)
+		}
+		if err := s.SendResponseBody(ctx, []byte(`{}`), true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := collectBody(ctx, s); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
