@@ -66,6 +66,7 @@ func Registrations() []scheduler.Registration {
 		// Request control.
 		requestcontrol.AgentIdentityRegistration(),
 		requestcontrol.ServedVerifierRegistration(),
+		requestcontrol.ProbabilisticAdmitterRegistration(),
 		// Data layer.
 		metrics.DataSourceRegistration(),
 		metrics.ExtractorRegistration(),

@@ -2,12 +2,16 @@ package requestcontrol_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openepp/openepp/pkg/config"
+	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/requestcontrol"
 	"github.com/openepp/openepp/pkg/scheduler"
+	"github.com/openepp/openepp/pkg/scheduler/plugintest"
 	"github.com/openepp/openepp/test/configtest"
 )
 
@@ -92,5 +96,41 @@ schedulingProfiles:
 	_, err = build(t, "plugins: [{type: destination-endpoint-served-verifier, parameters: {header: x}}]\n")
 	if err == nil || !strings.Contains(err.Error(), `unknown field "header"`) {
 		t.Errorf("verifier with a parameter: err = %v", err)
+	}
+}
+
+// TestProbabilisticAdmitterConfig: llm-d's example config (the admitter,
+// with the legacy saturation gate neutered) builds, and its scheduler
+// refuses a sheddable request on a loaded pool with a 429 error while
+// scheduling a critical one.
+func TestProbabilisticAdmitterConfig(t *testing.T) {
+	t.Parallel()
+	b, err := build(t, `plugins:
+- type: probabilistic-admitter
+- type: random-picker
+- type: utilization-detector
+  parameters: {queueDepthThreshold: 999999999, kvCacheUtilThreshold: 1.0}
+saturationDetector:
+  pluginRef: utilization-detector
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: random-picker
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps := plugintest.Endpoints(3, 1)
+	for _, e := range eps {
+		e.SetMetrics(&endpoint.Metrics{WaitingQueueSize: 4, UpdateTime: time.Now()}) // saturation 0.8
+	}
+	s := b.Scheduler
+	batch, critical := plugintest.Request("m", 10), plugintest.Request("m", 10)
+	batch.Priority, critical.Priority = -1, 2
+	if _, err := s.Schedule(t.Context(), s.NewState(), batch, eps); !errors.Is(err, scheduler.ErrRejected) {
+		t.Errorf("sheddable request on a loaded pool: %v, want ErrRejected", err)
+	}
+	if _, err := s.Schedule(t.Context(), s.NewState(), critical, eps); err != nil {
+		t.Errorf("critical request: %v", err)
 	}
 }
