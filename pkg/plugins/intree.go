@@ -63,6 +63,7 @@ func Registrations() []scheduler.Registration {
 		// Producers.
 		prefix.ProducerRegistration(),
 		scorers.InFlightLoadRegistration(),
+		scorers.SessionIDProducerRegistration(),
 		// Request control.
 		requestcontrol.AgentIdentityRegistration(),
 		requestcontrol.ServedVerifierRegistration(),

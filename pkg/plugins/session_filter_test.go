@@ -52,3 +52,42 @@ func TestSessionAffinityFilterPins(t *testing.T) {
 		t.Errorf("a new session went to %s, want the idle %s", got.HostPort, eps[3].HostPort)
 	}
 }
+
+// sessionProducerConfig is llm-d's newer session design: a producer binds
+// sessions (here by cookie), the filter follows it by default.
+const sessionProducerConfig = `apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: session-id-producer
+  parameters: {cookieName: llm-d-session, ttl: 1h, lruSize: 4096}
+- type: session-affinity-filter
+- type: queue-scorer
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: session-affinity-filter
+  - pluginRef: queue-scorer
+`
+
+func TestSessionIDProducerThroughAConfig(t *testing.T) {
+	t.Parallel()
+	eps := plugintest.Endpoints(3, 1)
+	s, err := buildText(sessionProducerConfig, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	route := func(session string) *endpoint.Endpoint {
+		return routeWith(t, s, eps, map[string]string{"cookie": "llm-d-session=" + session})
+	}
+	queueAllBut(eps, eps[0], 3)
+	if got := route("a"); got != eps[0] {
+		t.Fatalf("first request went to %s, want the idle %s", got.HostPort, eps[0].HostPort)
+	}
+	queueAllBut(eps, eps[2], 30)
+	if got := route("a"); got != eps[0] {
+		t.Errorf("the session left its endpoint for %s", got.HostPort)
+	}
+	if got := route("b"); got != eps[2] {
+		t.Errorf("a new session went to %s, want the idle %s", got.HostPort, eps[2].HostPort)
+	}
+}

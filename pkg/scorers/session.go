@@ -4,9 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"hash/maphash"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -29,88 +28,6 @@ const (
 	// a server-side map with an idle TTL.
 	StrategySessionID = "session_id"
 )
-
-// DefaultMaxSessions is the default bound on session_id bindings (about 4 MB).
-const DefaultMaxSessions = 100_000
-
-// SessionAffinityParams configures SessionAffinity, in llm-d's shape: only
-// the block matching the strategy is used, but both are validated.
-type SessionAffinityParams struct {
-	Strategy string `json:"strategy" doc:"encoded_endpoint_header (token echoed by the client) or session_id (server-side binding)" default:"encoded_endpoint_header"`
-	// ProfileName selects the profile whose pick the session follows (e.g.
-	// "prefill" for a second instance in disaggregated serving).
-	ProfileName                 string                `json:"profileName" doc:"profile whose picked endpoint the session follows; empty = the primary profile" default:""`
-	EncodedEndpointHeaderConfig EncodedEndpointParams `json:"encodedEndpointHeaderConfig" doc:"settings of the encoded_endpoint_header strategy" default:"{\"header\":\"x-session-token\"}"`
-	SessionIDConfig             SessionIDParams       `json:"sessionIdConfig" doc:"settings of the session_id strategy; each source is {header: name} or {attribute: agent-identity} (the session the agent-identity plugin reads, which must then be configured) (maxSessions is an OpenEPP extension bounding the bindings; when full, a new session replaces the least recently used one)" default:"{\"sources\":[{\"header\":\"x-session-id\"}],\"evictionTtlSeconds\":300,\"evictionSweepSeconds\":10,\"maxSessions\":100000}"`
-}
-
-// EncodedEndpointParams configures the encoded_endpoint_header strategy.
-type EncodedEndpointParams struct {
-	Header string `json:"header" doc:"request and response header carrying the base64 endpoint token" default:"x-session-token"`
-}
-
-// SessionIDParams configures the session_id strategy.
-type SessionIDParams struct {
-	Sources              []SessionSource `json:"sources" doc:"where the session ID is read from, in priority order; the first non-empty wins" default:"[{\"header\":\"x-session-id\"}]"`
-	EvictionTTLSeconds   float64         `json:"evictionTtlSeconds" doc:"seconds an unused session binding survives" default:"300"`
-	EvictionSweepSeconds float64         `json:"evictionSweepSeconds" doc:"seconds between sweeps of expired bindings" default:"10"`
-	// MaxSessions bounds memory: session IDs come from clients, and a flood
-	// of new ones within the TTL would otherwise grow the map without end.
-	MaxSessions int `json:"maxSessions" doc:"bindings kept at most (OpenEPP extension); when full, a new session replaces the least recently used one" default:"100000"`
-}
-
-// SessionSource names where a session ID is read from: a request header,
-// or a request attribute another plugin publishes (agent-identity's
-// "agent-identity"); exactly one of the two.
-type SessionSource struct {
-	Header    string `json:"header" doc:"request header carrying the session ID" default:""`
-	Attribute string `json:"attribute" doc:"request attribute carrying the session ID, published by another configured plugin (agent-identity publishes agent-identity); instead of header" default:""`
-}
-
-func defaultSessionAffinityParams() SessionAffinityParams {
-	return SessionAffinityParams{
-		Strategy:                    StrategyEncodedEndpoint,
-		EncodedEndpointHeaderConfig: EncodedEndpointParams{Header: "x-session-token"},
-		SessionIDConfig: SessionIDParams{
-			// Sources is left nil and defaulted after decoding: JSON decodes
-			// a given list into the default's elements, merging fields.
-			EvictionTTLSeconds: 300, EvictionSweepSeconds: 10, MaxSessions: DefaultMaxSessions,
-		},
-	}
-}
-
-func (p *SessionAffinityParams) validate() error {
-	var errs []error
-	if p.Strategy != StrategyEncodedEndpoint && p.Strategy != StrategySessionID {
-		errs = append(errs, fmt.Errorf("strategy: must be %q or %q, got %q", StrategyEncodedEndpoint, StrategySessionID, p.Strategy))
-	}
-	if strings.TrimSpace(p.EncodedEndpointHeaderConfig.Header) == "" {
-		errs = append(errs, errors.New("encodedEndpointHeaderConfig.header: must not be empty"))
-	}
-	c := &p.SessionIDConfig
-	if len(c.Sources) == 0 {
-		errs = append(errs, errors.New("sessionIdConfig.sources: at least one source is required"))
-	}
-	for i, src := range c.Sources {
-		header, attr := strings.TrimSpace(src.Header), strings.TrimSpace(src.Attribute)
-		switch {
-		case header != "" && attr != "":
-			errs = append(errs, fmt.Errorf("sessionIdConfig.sources[%d]: header %q and attribute %q: give one of them", i, header, attr))
-		case header == "" && attr == "":
-			errs = append(errs, fmt.Errorf("sessionIdConfig.sources[%d]: a header or an attribute is required", i))
-		}
-	}
-	if !(c.EvictionTTLSeconds > 0) || seconds(c.EvictionTTLSeconds) <= 0 {
-		errs = append(errs, fmt.Errorf("sessionIdConfig.evictionTtlSeconds: must be > 0, got %v", c.EvictionTTLSeconds))
-	}
-	if !(c.EvictionSweepSeconds > 0) || seconds(c.EvictionSweepSeconds) <= 0 {
-		errs = append(errs, fmt.Errorf("sessionIdConfig.evictionSweepSeconds: must be > 0, got %v", c.EvictionSweepSeconds))
-	}
-	if c.MaxSessions < 1 {
-		errs = append(errs, fmt.Errorf("sessionIdConfig.maxSessions: must be >= 1, got %d", c.MaxSessions))
-	}
-	return errors.Join(errs...)
-}
 
 // SessionAffinity keeps the requests of one session on the endpoint that
 // served the session before, where its conversation prefix is cached.
@@ -149,6 +66,14 @@ type SessionAffinity struct {
 	// book is shared with the instance a reload with new parameters
 	// builds (Inherit), so the sessions keep their endpoints.
 	book *sessionBook
+
+	// producerName is sessionIDProducerName; followListed lets Resolve
+	// take a listed session-id-producer when no strategy was given.
+	// producer, once resolved, is the producer's instance whose bindings
+	// this one reads instead of keeping its own.
+	producerName string
+	followListed bool
+	producer     *SessionAffinity
 }
 
 // sessionBook holds the session_id bindings.
@@ -183,6 +108,7 @@ var (
 	_ scheduler.StateDumper     = (*SessionAffinity)(nil) // in session_dump.go
 	_ scheduler.AttributeReader = (*SessionAffinity)(nil)
 	_ scheduler.Inheritor       = (*SessionAffinity)(nil)
+	_ scheduler.Resolver        = (*SessionAffinity)(nil) // session_producer.go
 )
 
 // NewSessionAffinity validates p and returns a session affinity scorer. h
@@ -203,12 +129,14 @@ func NewSessionAffinity(name string, p SessionAffinityParams, h *scheduler.Handl
 		log:     handleLog(h).WithValues("plugin", name),
 		book:    &sessionBook{table: newSessionTable(), seed: maphash.MakeSeed()},
 
-		maxSessions: p.SessionIDConfig.MaxSessions,
+		maxSessions:  p.SessionIDConfig.MaxSessions,
+		producerName: strings.TrimSpace(p.SessionIDProducerName),
 	}
 	s.header = strings.ToLower(s.outName)
 	for _, src := range p.SessionIDConfig.Sources {
 		s.sources = append(s.sources, SessionSource{
 			Header:    strings.ToLower(strings.TrimSpace(src.Header)),
+			Cookie:    strings.TrimSpace(src.Cookie),
 			Attribute: strings.TrimSpace(src.Attribute),
 		})
 	}
@@ -217,7 +145,7 @@ func NewSessionAffinity(name string, p SessionAffinityParams, h *scheduler.Handl
 
 // SessionAffinityFactory builds a SessionAffinity from config.
 func SessionAffinityFactory(name string, raw json.RawMessage, h *scheduler.Handle) (scheduler.Plugin, error) {
-	p, err := sessionAffinityParamsOf(raw)
+	p, strategyGiven, err := sessionAffinityParamsOf(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -225,20 +153,8 @@ func SessionAffinityFactory(name string, raw json.RawMessage, h *scheduler.Handl
 	if err != nil {
 		return nil, err // not a typed nil inside the interface
 	}
+	plugin.followListed = !strategyGiven
 	return plugin, nil
-}
-
-// sessionAffinityParamsOf decodes the parameters the scorer and the filter
-// share, defaults applied.
-func sessionAffinityParamsOf(raw json.RawMessage) (SessionAffinityParams, error) {
-	p := defaultSessionAffinityParams()
-	if err := scheduler.DecodeParams(raw, &p); err != nil {
-		return p, err
-	}
-	if p.SessionIDConfig.Sources == nil { // absent; an explicit [] is refused
-		p.SessionIDConfig.Sources = []SessionSource{{Header: "x-session-id"}}
-	}
-	return p, nil
 }
 
 // SessionAffinityRegistration describes the plugin type for the registry.
@@ -274,6 +190,9 @@ func (s *SessionAffinity) ScoreInto(_ context.Context, _ *scheduler.State, req *
 func (s *SessionAffinity) sessionEndpoint(req *scheduler.Request, eps []*endpoint.Endpoint) int {
 	if len(eps) == 0 || req == nil {
 		return -1
+	}
+	if s.producer != nil {
+		return s.producer.sessionIDEndpoint(req, eps)
 	}
 	if s.byID {
 		return s.sessionIDEndpoint(req, eps)
@@ -326,13 +245,34 @@ func (s *SessionAffinity) sessionIDEndpoint(req *scheduler.Request, eps []*endpo
 func (s *SessionAffinity) sessionID(req *scheduler.Request) string {
 	for _, src := range s.sources {
 		v := ""
-		if src.Attribute != "" {
+		switch {
+		case src.Attribute != "":
 			v = req.Attribute(src.Attribute)
-		} else {
+		case src.Cookie != "":
+			v = cookieValue(req.Header("cookie"), src.Cookie)
+		default:
 			v = req.Header(src.Header)
 		}
 		if v != "" {
 			return v
+		}
+	}
+	return ""
+}
+
+// cookieValue returns the value of the cookie called name in a Cookie
+// header, "" when it has none (or cannot be parsed).
+func cookieValue(header, name string) string {
+	if header == "" {
+		return ""
+	}
+	cookies, err := http.ParseCookie(header)
+	if err != nil {
+		return ""
+	}
+	for _, c := range cookies {
+		if c.Name == name {
+			return c.Value
 		}
 	}
 	return ""
@@ -357,7 +297,7 @@ func (s *SessionAffinity) AttributeKeys() []string {
 // PreRequest remembers the pick for ResponseHeaders and, with session_id,
 // binds the session to it.
 func (s *SessionAffinity) PreRequest(_ context.Context, state *scheduler.State, req *scheduler.Request, result *scheduler.Result) {
-	if result == nil {
+	if result == nil || s.producer != nil { // a producer binds its own sessions
 		return
 	}
 	targets := result.Targets()

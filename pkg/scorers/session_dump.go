@@ -37,6 +37,9 @@ const dumpBatch = 4096
 // DumpState implements scheduler.StateDumper; it returns a
 // SessionAffinityState.
 func (s *SessionAffinity) DumpState() any {
+	if s.producer != nil { // its sessions are the producer's
+		return s.producer.DumpState()
+	}
 	st := SessionAffinityState{
 		Strategy: StrategyEncodedEndpoint, MaxSessions: s.maxSessions, EvictionTTLSeconds: s.ttl.Seconds(),
 		SessionsByEndpoint: map[string]int{},

@@ -35,6 +35,7 @@ var (
 	_ scheduler.StateDumper     = (*SessionAffinityFilter)(nil)
 	_ scheduler.AttributeReader = (*SessionAffinityFilter)(nil)
 	_ scheduler.Inheritor       = (*SessionAffinityFilter)(nil)
+	_ scheduler.Resolver        = (*SessionAffinityFilter)(nil) // session_producer.go
 )
 
 // NewSessionAffinityFilter validates p and returns a session affinity
@@ -50,7 +51,7 @@ func NewSessionAffinityFilter(name string, p SessionAffinityParams, h *scheduler
 
 // SessionAffinityFilterFactory builds a SessionAffinityFilter from config.
 func SessionAffinityFilterFactory(name string, raw json.RawMessage, h *scheduler.Handle) (scheduler.Plugin, error) {
-	p, err := sessionAffinityParamsOf(raw)
+	p, strategyGiven, err := sessionAffinityParamsOf(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -58,6 +59,7 @@ func SessionAffinityFilterFactory(name string, raw json.RawMessage, h *scheduler
 	if err != nil {
 		return nil, err // not a typed nil inside the interface
 	}
+	plugin.inner.followListed = !strategyGiven
 	return plugin, nil
 }
 
