@@ -12,6 +12,7 @@ import (
 	"github.com/openepp/openepp/pkg/inflight"
 	"github.com/openepp/openepp/pkg/prefix"
 	"github.com/openepp/openepp/pkg/scheduler"
+	"github.com/openepp/openepp/pkg/scheduler/plugintest"
 )
 
 // affinityFixture is a filter over four endpoints whose prompt of 10 blocks
@@ -198,4 +199,19 @@ func TestPrefixAffinityResolve(t *testing.T) {
 	if err := f.Resolve(h); err != nil {
 		t.Errorf("gate off: the books are not needed, got %v", err)
 	}
+}
+
+// TestNewFiltersContract runs the filter contract (subset in order,
+// deterministic for a seed, inputs untouched, safe concurrently) on the
+// prefix and session filters, with a match and books that narrow.
+func TestNewFiltersContract(t *testing.T) {
+	t.Parallel()
+	x := newAffinityFixture(t, `{"explorationProbability":0.3}`)
+	plugintest.Filter(t, x.f, plugintest.Request("m", 400))
+	session := mustBuild[*SessionAffinityFilter](t, SessionAffinityFilterRegistration(), `{"strategy":"session_id"}`, nil)
+	req := plugintest.Request("m", 40)
+	req.Headers = map[string]string{"x-session-id": "s"}
+	eps := plugintest.Endpoints(7, 8) // the contract's 7-endpoint pool
+	session.PreRequest(scCtx, scState(), req, scResult(eps[3]))
+	plugintest.Filter(t, session, req)
 }
