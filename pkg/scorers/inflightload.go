@@ -142,11 +142,7 @@ func (s *InFlightLoad) weigh(state *scheduler.State, req *scheduler.Request, tar
 	if req == nil || req.Body == nil {
 		return 0
 	}
-	var m *prefix.Match
-	if s.source != nil && state != nil {
-		m, _ = s.source.Match(state)
-	}
-	return uncached(m, req.Body.EstimatedPromptTokens(), target) + s.outputEstimate(req)
+	return uncached(sourceMatch(s.source, state), req.Body.EstimatedPromptTokens(), target) + s.outputEstimate(req)
 }
 
 // outputEstimate is what the request's output weighs in the books.
@@ -167,7 +163,7 @@ func (s *InFlightLoad) outputEstimate(req *scheduler.Request) int {
 // ResponseChunk releases the prompt tokens at the first non-empty chunk,
 // keeping the output estimate (if any) until the request ends.
 func (s *InFlightLoad) ResponseChunk(_ context.Context, state *scheduler.State, req *scheduler.Request, resp *scheduler.Response, chunk []byte) {
-	if len(chunk) > 0 && resp.BodyBytes == len(chunk) {
+	if firstChunk(resp, chunk) {
 		s.Tracker().SetTokens(state, s.outputEstimate(req))
 	}
 }

@@ -181,13 +181,19 @@ func (s *PrefillBacklog) match(state *scheduler.State, req *scheduler.Request) (
 	if req != nil && req.Body != nil {
 		prompt = req.Body.EstimatedPromptTokens()
 	}
-	if s.source == nil || state == nil {
-		return nil, prompt
+	return sourceMatch(s.source, state), prompt
+}
+
+// sourceMatch is src's match for the request owning state; nil without a
+// source, a state or a match.
+func sourceMatch(src prefix.Source, state *scheduler.State) *prefix.Match {
+	if src == nil || state == nil {
+		return nil
 	}
-	if m, ok := s.source.Match(state); ok {
-		return m, prompt
+	if m, ok := src.Match(state); ok {
+		return m
 	}
-	return nil, prompt
+	return nil
 }
 
 // uncached is the part of a prompt of prompt tokens that e does not hold.
@@ -208,7 +214,13 @@ func (s *PrefillBacklog) weigh(state *scheduler.State, req *scheduler.Request, t
 // ResponseChunk releases the request at its first non-empty body chunk:
 // its prefill is done. Later chunks cost one comparison.
 func (s *PrefillBacklog) ResponseChunk(_ context.Context, state *scheduler.State, _ *scheduler.Request, resp *scheduler.Response, chunk []byte) {
-	if len(chunk) > 0 && resp.BodyBytes == len(chunk) {
+	if firstChunk(resp, chunk) {
 		s.Tracker().Finish(state)
 	}
+}
+
+// firstChunk reports whether chunk is the response's first non-empty body
+// chunk: the first token when streaming, the whole answer otherwise.
+func firstChunk(resp *scheduler.Response, chunk []byte) bool {
+	return len(chunk) > 0 && resp.BodyBytes == len(chunk)
 }
