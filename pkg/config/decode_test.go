@@ -100,13 +100,13 @@ dataLayer:
 	name: "header",
 	yaml: "kind: EndpointPicker\nplugins: [{type: queue-scorer}]\n",
 	want: []string{
-		`apiVersion: required ("inference.networking.x-k8s.io/v1alpha1" or "llm-d.ai/v1alpha1")`,
+		`apiVersion: required ("inference.networking.x-k8s.io/v1alpha1", "llm-d.ai/v1" or "llm-d.ai/v1alpha1")`,
 		`kind: must be "EndpointPickerConfig", got "EndpointPicker"`,
 	},
 }, {
 	name: "unsupported apiVersion",
 	yaml: "apiVersion: v1\nkind: EndpointPickerConfig\nplugins: [{type: queue-scorer}]\n",
-	want: []string{`apiVersion: unsupported "v1" (supported: "inference.networking.x-k8s.io/v1alpha1", "llm-d.ai/v1alpha1")`},
+	want: []string{`apiVersion: unsupported "v1" (supported: "inference.networking.x-k8s.io/v1alpha1", "llm-d.ai/v1", "llm-d.ai/v1alpha1")`},
 }, {
 	name: "feature gates",
 	yaml: header + "featureGates: [flowControl, flowControl=false, turbo, dataLayer=maybe, '']\nplugins: [{type: queue-scorer}]\n",

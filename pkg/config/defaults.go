@@ -246,7 +246,7 @@ func (d *DataLayer) injects(apiVersion string) bool {
 	if d.InjectDefaults != nil {
 		return *d.InjectDefaults
 	}
-	return apiVersion == APIVersionLLMD
+	return llmdFlavor(apiVersion)
 }
 
 func defaultCompanions(cfg *Config) {

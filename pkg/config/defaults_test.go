@@ -95,6 +95,9 @@ var optionalDefaults = []string{
 
 const llmd = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
 
+// llmdV1 is the apiVersion llm-d's guides moved to.
+const llmdV1 = "apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\n"
+
 var loadDefaultCases = []struct {
 	name string
 	yaml string
@@ -118,6 +121,17 @@ var loadDefaultCases = []struct {
 }, {
 	name: "llm-d injects into a present section",
 	yaml: llmd + "plugins: [{type: queue-scorer}, {type: models-data-source}]\ndataLayer: {sources: [{pluginRef: models-data-source}]}\n",
+	want: concat([]string{"plugin queue-scorer: queue-scorer", "plugin models-data-source: models-data-source"}, optionalDefaults, []string{
+		"plugin metrics-data-source: metrics-data-source",
+		"plugin core-metrics-extractor: core-metrics-extractor",
+		"parser: openai-parser",
+		"saturationDetector: utilization-detector",
+		"dataLayer source models-data-source: ",
+		"dataLayer source metrics-data-source: core-metrics-extractor",
+	}),
+}, {
+	name: "llm-d.ai/v1 files are llm-d files",
+	yaml: llmdV1 + "plugins: [{type: queue-scorer}, {type: models-data-source}]\ndataLayer: {sources: [{pluginRef: models-data-source}]}\n",
 	want: concat([]string{"plugin queue-scorer: queue-scorer", "plugin models-data-source: models-data-source"}, optionalDefaults, []string{
 		"plugin metrics-data-source: metrics-data-source",
 		"plugin core-metrics-extractor: core-metrics-extractor",

@@ -61,7 +61,7 @@ func (b *builder) plan(detector scheduler.SaturationDetector) *FlowPlan {
 	if fc == nil {
 		fc = &FlowControl{}
 	}
-	llmd := b.cfg.APIVersion == APIVersionLLMD
+	llmd := llmdFlavor(b.cfg.APIVersion)
 	p := &FlowPlan{
 		MaxRequests: quantity(fc.MaxRequests),
 		MaxBytes:    quantity(fc.MaxBytes),

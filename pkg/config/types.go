@@ -9,13 +9,21 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// The accepted apiVersions: GIE's and llm-d's spelling of the same schema.
+// The accepted apiVersions: GIE's and llm-d's spellings of the same schema
+// (llm-d's guides moved from v1alpha1 to v1; the two are the same file).
 const (
-	APIVersionGIE  = "inference.networking.x-k8s.io/v1alpha1"
-	APIVersionLLMD = "llm-d.ai/v1alpha1"
+	APIVersionGIE    = "inference.networking.x-k8s.io/v1alpha1"
+	APIVersionLLMD   = "llm-d.ai/v1alpha1"
+	APIVersionLLMDV1 = "llm-d.ai/v1"
 	// Kind is the only accepted kind.
 	Kind = "EndpointPickerConfig"
 )
+
+// llmdFlavor reports whether apiVersion is one of llm-d's, whose files get
+// llm-d's defaults where the two projects differ.
+func llmdFlavor(apiVersion string) bool {
+	return apiVersion == APIVersionLLMD || apiVersion == APIVersionLLMDV1
+}
 
 // Config is the upstream EndpointPickerConfig file. Sections OpenEPP does not
 // act on yet (flow control, parsers, most of the data layer) are decoded and

@@ -25,11 +25,11 @@ func schemaProblems(cfg *Config) problems {
 
 func validateHeader(ps *problems, cfg *Config) {
 	switch cfg.APIVersion {
-	case APIVersionGIE, APIVersionLLMD:
+	case APIVersionGIE, APIVersionLLMD, APIVersionLLMDV1:
 	case "":
-		ps.add("apiVersion", "required (%q or %q)", APIVersionGIE, APIVersionLLMD)
+		ps.add("apiVersion", "required (%q, %q or %q)", APIVersionGIE, APIVersionLLMDV1, APIVersionLLMD)
 	default:
-		ps.add("apiVersion", "unsupported %q (supported: %q, %q)", cfg.APIVersion, APIVersionGIE, APIVersionLLMD)
+		ps.add("apiVersion", "unsupported %q (supported: %q, %q, %q)", cfg.APIVersion, APIVersionGIE, APIVersionLLMDV1, APIVersionLLMD)
 	}
 	switch cfg.Kind {
 	case Kind:
