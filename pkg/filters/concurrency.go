@@ -157,7 +157,7 @@ func newConcurrencyDetector(name string, p ConcurrencyParams, h *scheduler.Handl
 		countTokens:   p.ConcurrencyMode != ConcurrencyModeRequests,
 		maxRequests:   float64(p.MaxConcurrency) * (1 + p.Headroom),
 		maxTokens:     float64(p.MaxTokenConcurrency) * (1 + p.Headroom),
-		Counter:       inflight.NewCounter(h, name, timeout, promptTokens),
+		Counter:       inflight.NewCounter(h, name, timeout, inflight.PromptTokens),
 	}, nil
 }
 
@@ -233,15 +233,6 @@ func (d *ConcurrencyDetector) Saturation(eps []*endpoint.Endpoint, now time.Time
 		ratio = max(ratio, float64(tokens)/(n*float64(d.params.MaxTokenConcurrency)))
 	}
 	return ratio
-}
-
-// promptTokens is the request's estimated prompt length, the same estimate
-// the token-load scorer starts from.
-func promptTokens(_ *scheduler.State, req *scheduler.Request, _ *endpoint.Endpoint) int {
-	if req == nil || req.Body == nil {
-		return 0
-	}
-	return req.Body.EstimatedPromptTokens()
 }
 
 // kvStaleness bounds the age of the metrics kvSaturation trusts.

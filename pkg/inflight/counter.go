@@ -20,7 +20,19 @@ type Counter struct {
 	estimate Estimate
 	handle   *scheduler.Handle
 	log      logr.Logger
+
+	// With ChargePrefill, a disaggregated request weighs prefill on its
+	// prefill endpoint and decode on its decode endpoint.
+	prefill, decode Estimate
 }
+
+// ChargePrefill makes the books charge a disaggregated request's prefill
+// endpoint too (Result.PrefillTarget, when it is not the decode target):
+// one request weighing prefill(state, req, that endpoint), released by
+// Tracker.ReleasePrefill (the plugin calls it when the prefill is done) or
+// at the end, while the decode target weighs decode(...) instead of the
+// usual estimate. Without it the decode target alone carries the request.
+func (c *Counter) ChargePrefill(prefill, decode Estimate) { c.prefill, c.decode = prefill, decode }
 
 // Estimate weighs a request in tokens as it is sent to target; state is the
 // request's, holding what the scheduler's plugins found for it (a prefix
@@ -51,11 +63,28 @@ func (c *Counter) PreRequest(_ context.Context, state *scheduler.State, req *sch
 	if e == nil || state == nil {
 		return
 	}
-	tokens := 0
-	if c.estimate != nil {
-		tokens = c.estimate(state, req, e)
+	if pf := result.PrefillTarget(); c.prefill != nil && pf != nil && pf != e {
+		c.tracker.StartSplit(state, e.HostPort, weigh(c.decode, state, req, e), pf.HostPort, weigh(c.prefill, state, req, pf))
+		return
 	}
-	c.tracker.Start(state, e.HostPort, tokens)
+	c.tracker.Start(state, e.HostPort, weigh(c.estimate, state, req, e))
+}
+
+// PromptTokens is an Estimate: the request's estimated prompt length
+// (bytes/4), wherever it goes.
+func PromptTokens(_ *scheduler.State, req *scheduler.Request, _ *endpoint.Endpoint) int {
+	if req == nil || req.Body == nil {
+		return 0
+	}
+	return req.Body.EstimatedPromptTokens()
+}
+
+// weigh is estimate's weight of the request on target, 0 without one.
+func weigh(estimate Estimate, state *scheduler.State, req *scheduler.Request, target *endpoint.Endpoint) int {
+	if estimate == nil {
+		return 0
+	}
+	return estimate(state, req, target)
 }
 
 // ResponseHeaders moves the request to the endpoint the proxy reports as

@@ -55,6 +55,12 @@ type flight struct {
 	tokens   int
 	started  time.Time
 	actual   bool // tokens come from reported usage, not the estimate
+
+	// prefill is the endpoint prefilling a disaggregated request, charged
+	// one request and prefillTokens until ReleasePrefill or the end; "" when
+	// none is charged.
+	prefill       string
+	prefillTokens int
 }
 
 // New returns an empty tracker whose sweep releases requests older than
@@ -69,14 +75,46 @@ func New(clock scheduler.Clock, ttl time.Duration) *Tracker {
 // Start records that the request owning state was sent to hostPort with an
 // estimated tokens. A second Start for the same request is ignored.
 func (t *Tracker) Start(state *scheduler.State, hostPort string, tokens int) {
+	t.StartSplit(state, hostPort, tokens, "", 0)
+}
+
+// StartSplit is Start for a disaggregated request: prefillHost, when not
+// empty and not hostPort, is also charged one request and prefillTokens
+// until ReleasePrefill, Finish, the TTL or its departure.
+func (t *Tracker) StartSplit(state *scheduler.State, hostPort string, tokens int, prefillHost string, prefillTokens int) {
 	now := t.clock.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, dup := t.flights[state]; dup {
 		return
 	}
-	t.flights[state] = flight{endpoint: hostPort, tokens: tokens, started: now}
+	f := flight{endpoint: hostPort, tokens: tokens, started: now}
+	if prefillHost != "" && prefillHost != hostPort {
+		f.prefill, f.prefillTokens = prefillHost, prefillTokens
+		t.addLocked(prefillHost, 1, prefillTokens)
+	}
+	t.flights[state] = f
 	t.addLocked(hostPort, 1, tokens)
+}
+
+// ReleasePrefill ends the request's prefill leg (its prefill is done): the
+// prefill endpoint no longer carries it. No leg, nothing happens.
+func (t *Tracker) ReleasePrefill(state *scheduler.State) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f, ok := t.flights[state]
+	if !ok || f.prefill == "" {
+		return
+	}
+	t.releasePrefillLocked(&f)
+	t.flights[state] = f
+}
+
+func (t *Tracker) releasePrefillLocked(f *flight) {
+	if f.prefill != "" {
+		t.addLocked(f.prefill, -1, -f.prefillTokens)
+		f.prefill, f.prefillTokens = "", 0
+	}
 }
 
 // MoveTo re-attributes the request to served (surrounding spaces ignored)
@@ -125,6 +163,7 @@ func (t *Tracker) Finish(state *scheduler.State) bool {
 	}
 	delete(t.flights, state)
 	t.addLocked(f.endpoint, -1, -f.tokens)
+	t.releasePrefillLocked(&f)
 	return true
 }
 
@@ -234,11 +273,16 @@ func (t *Tracker) Sweep(now time.Time, pool []*endpoint.Endpoint) (expired, depa
 		switch {
 		case live != nil && !live[f.endpoint]:
 			delete(t.flights, state)
+			t.releasePrefillLocked(&f) // a departed prefill endpoint's load goes below
 			departed++
 		case now.Sub(f.started) >= t.ttl:
 			delete(t.flights, state)
 			t.addLocked(f.endpoint, -1, -f.tokens)
+			t.releasePrefillLocked(&f)
 			expired++
+		case live != nil && f.prefill != "" && !live[f.prefill]:
+			f.prefill, f.prefillTokens = "", 0 // its load goes below
+			t.flights[state] = f
 		}
 	}
 	for hostPort := range t.load {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/request"
@@ -109,5 +110,96 @@ func TestLLMDGuideConfigLoads(t *testing.T) {
 	t.Parallel()
 	if _, err := buildText(llmdGuideConfig, plugintest.Endpoints(2, 1)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// llmdPDGuideConfig is the plugin document of llm-d's current P/D guide
+// (apiVersion llm-d.ai/v1): the affinity filter and token load in the
+// prefill profile, active requests in the decode profile, all on the
+// in-flight producer's books.
+const llmdPDGuideConfig = `apiVersion: llm-d.ai/v1
+kind: EndpointPickerConfig
+plugins:
+- type: always-disagg-pd-decider
+- type: disagg-profile-handler
+  parameters:
+    deciders:
+      prefill: always-disagg-pd-decider
+- type: prefill-filter
+- type: decode-filter
+- type: approx-prefix-cache-producer
+  parameters:
+    maxPrefixTokensToMatch: 131072
+- type: inflight-load-producer
+- type: prefix-cache-affinity-filter
+  parameters:
+    peakPrefillThroughput: 33821
+- type: token-load-scorer
+- type: active-request-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: prefill
+  plugins:
+  - pluginRef: prefill-filter
+  - pluginRef: prefix-cache-affinity-filter
+  - pluginRef: token-load-scorer
+  - pluginRef: max-score-picker
+- name: decode
+  plugins:
+  - pluginRef: decode-filter
+  - pluginRef: active-request-scorer
+  - pluginRef: max-score-picker
+`
+
+func TestLLMDPDGuideConfigLoads(t *testing.T) {
+	t.Parallel()
+	if _, err := buildText(llmdPDGuideConfig, plugintest.Endpoints(2, 1)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLLMDPDGuideSpreadsPrefills: under llm-d's P/D guide config, a
+// request's prompt weighs on the prefill endpoint it was sent to until its
+// first token, so the next distinct prompt goes to the other prefill
+// endpoint, and back once the first is answered.
+func TestLLMDPDGuideSpreadsPrefills(t *testing.T) {
+	t.Parallel()
+	var eps []*endpoint.Endpoint
+	for i, role := range []string{"prefill", "prefill", "decode", "decode"} {
+		e := endpoint.New(endpoint.Spec{Name: fmt.Sprintf("%s-%d", role, i), Address: fmt.Sprintf("10.1.0.%d", i+1), Port: 8000,
+			Labels: map[string]string{"llm-d.ai/role": role}})
+		e.SetMetrics(&endpoint.Metrics{UpdateTime: time.Now()})
+		eps = append(eps, e)
+	}
+	s, err := buildText(llmdPDGuideConfig, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	send := func(prompt string) (*scheduler.State, *endpoint.Endpoint) {
+		t.Helper()
+		raw := fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":%q}]}`, prompt)
+		body, err := request.Parse(request.ChatCompletions, []byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := &scheduler.Request{ID: "r", Model: "m", Body: body, Headers: map[string]string{":path": "/v1/chat/completions"}}
+		st := s.NewState()
+		res, err := s.Schedule(ctx, st, req, eps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.PreRequest(ctx, st, req, res)
+		return st, res.PrefillTarget()
+	}
+	firstState, first := send(strings.Repeat("alpha ", 2000))
+	_, second := send(strings.Repeat("bravo ", 2000))
+	if first == nil || second == nil || first == second {
+		t.Fatalf("two prompts prefilled on %v and %v, want the two prefill endpoints", first, second)
+	}
+	chunk := []byte("data: {}\n\n")
+	s.ResponseChunk(ctx, firstState, nil, &scheduler.Response{BodyBytes: len(chunk)}, chunk)
+	if _, third := send(strings.Repeat("charlie ", 2000)); third != first {
+		t.Errorf("third prompt prefilled on %s, want the now idle %s", third.HostPort, first.HostPort)
 	}
 }

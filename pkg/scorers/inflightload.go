@@ -51,7 +51,10 @@ func (p *InFlightLoadParams) validate() error {
 // gate reads (and any plugin naming it in inFlightLoadProducerName).
 //
 // A request enters at PreRequest on its target, weighing the part of its
-// prompt (bytes/4) the target does not hold by the prefix producer's match.
+// prompt (bytes/4) the target does not hold by the prefix producer's match;
+// a disaggregated one weighs that on its prefill endpoint (counted there as
+// a request until its first chunk) and only its output estimate on its
+// decode endpoint.
 // Its prompt tokens leave at its first non-empty response chunk (the first
 // token when streaming, the whole answer otherwise): the prefill is done.
 // The request itself leaves at its end, or after requestTimeout. With
@@ -88,6 +91,11 @@ func NewInFlightLoad(name string, p InFlightLoadParams, h *scheduler.Handle) (*I
 		output: p.AddEstimatedOutputTokens || p.IncludeOutputTokens,
 	}
 	s.Counter = inflight.NewCounter(h, name, time.Duration(p.RequestTimeout), s.weigh)
+	// Disaggregated: the prompt is prefilled on the prefill endpoint, the
+	// decode endpoint carries the output only (as llm-d charges them).
+	s.ChargePrefill(s.uncachedPrompt, func(_ *scheduler.State, req *scheduler.Request, _ *endpoint.Endpoint) int {
+		return s.outputEstimate(req)
+	})
 	return s, nil
 }
 
@@ -139,10 +147,15 @@ func (s *InFlightLoad) Resolve(h *scheduler.Handle) error {
 // weigh is the Counter's estimate: the request's uncached prompt tokens on
 // its target, plus its output estimate when counted.
 func (s *InFlightLoad) weigh(state *scheduler.State, req *scheduler.Request, target *endpoint.Endpoint) int {
+	return s.uncachedPrompt(state, req, target) + s.outputEstimate(req)
+}
+
+// uncachedPrompt is the part of the request's prompt target does not hold.
+func (s *InFlightLoad) uncachedPrompt(state *scheduler.State, req *scheduler.Request, target *endpoint.Endpoint) int {
 	if req == nil || req.Body == nil {
 		return 0
 	}
-	return uncached(sourceMatch(s.source, state), req.Body.EstimatedPromptTokens(), target) + s.outputEstimate(req)
+	return uncached(sourceMatch(s.source, state), req.Body.EstimatedPromptTokens(), target)
 }
 
 // outputEstimate is what the request's output weighs in the books.
@@ -160,10 +173,12 @@ func (s *InFlightLoad) outputEstimate(req *scheduler.Request) int {
 	return out
 }
 
-// ResponseChunk releases the prompt tokens at the first non-empty chunk,
-// keeping the output estimate (if any) until the request ends.
+// ResponseChunk releases the prompt tokens (and a prefill endpoint's
+// request) at the first non-empty chunk, keeping the output estimate (if
+// any) until the request ends.
 func (s *InFlightLoad) ResponseChunk(_ context.Context, state *scheduler.State, req *scheduler.Request, resp *scheduler.Response, chunk []byte) {
 	if firstChunk(resp, chunk) {
 		s.Tracker().SetTokens(state, s.outputEstimate(req))
+		s.Tracker().ReleasePrefill(state)
 	}
 }

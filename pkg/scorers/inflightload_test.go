@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/inflight"
 	"github.com/openepp/openepp/pkg/prefix"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -111,5 +113,66 @@ func TestTokenLoadReadsNamedBooks(t *testing.T) {
 	s = mustBuild[*TokenLoad](t, TokenLoadRegistration(), `{"inFlightLoadProducerName":"other"}`, nil)
 	if err := s.Resolve(h); err == nil || !strings.Contains(err.Error(), "keeps no in-flight books") {
 		t.Errorf("Resolve naming a plugin without books = %v", err)
+	}
+}
+
+// pdResult is a disaggregated result: decode on the primary profile,
+// prefill on the "prefill" one.
+func pdResult(decode, prefill *endpoint.Endpoint) *scheduler.Result {
+	r := scResult(decode)
+	r.Profiles["prefill"] = &scheduler.ProfileResult{Targets: []*endpoint.Endpoint{prefill}}
+	return r
+}
+
+// TestDisaggregatedRequestsChargeTheirPrefillEndpoint: the token books put
+// a disaggregated request's prompt on its prefill endpoint until the first
+// chunk (inflight-load-producer: the part that endpoint does not hold, the
+// decode endpoint carrying only the output estimate; token-load-scorer: the
+// prompt there, its usual estimate on the decode endpoint).
+func TestDisaggregatedRequestsChargeTheirPrefillEndpoint(t *testing.T) {
+	t.Parallel()
+	eps := scEndpoints(2, nil)
+	decode, prefill := eps[0], eps[1]
+	m := prefix.NewMatch(25, 16)
+	m.Set(prefill, 10) // the prefill endpoint holds 160 of the 400 prompt tokens
+	src := &scSource{name: scheduler.TypedName{Type: "approx-prefix-cache-producer", Name: "approx-prefix-cache-producer"}, match: m}
+	h := producerHandle(map[string]scheduler.Plugin{src.name.Name: src})
+
+	producer := mustBuild[*InFlightLoad](t, InFlightLoadRegistration(), `{"addEstimatedOutputTokens":true}`, nil)
+	if err := producer.Resolve(h); err != nil {
+		t.Fatal(err)
+	}
+	tokenLoad := mustBuild[*TokenLoad](t, TokenLoadRegistration(), "", nil)
+	for _, tc := range []struct {
+		name  string
+		books interface{ Tracker() *inflight.Tracker }
+		hooks interface {
+			scheduler.PreRequest
+			scheduler.ResponseChunk
+			scheduler.ResponseComplete
+		}
+		decodeTokens, prefillTokens int
+	}{
+		{"inflight-load-producer", producer, producer, 1000, 240},
+		{"token-load-scorer", tokenLoad, tokenLoad, 400 + 600, 400},
+	} {
+		st, req := scState(), scRequest(1600, nil)
+		tc.hooks.PreRequest(scCtx, st, req, pdResult(decode, prefill))
+		tr := tc.books.Tracker()
+		if r, n := tr.Of(prefill.HostPort); r != 1 || n != tc.prefillTokens {
+			t.Errorf("%s: prefill endpoint carries %d requests, %d tokens; want 1, %d", tc.name, r, n, tc.prefillTokens)
+		}
+		if r, n := tr.Of(decode.HostPort); r != 1 || n != tc.decodeTokens {
+			t.Errorf("%s: decode endpoint carries %d requests, %d tokens; want 1, %d", tc.name, r, n, tc.decodeTokens)
+		}
+		chunk := []byte("data: {}\n\n")
+		tc.hooks.ResponseChunk(scCtx, st, req, &scheduler.Response{BodyBytes: len(chunk)}, chunk)
+		if r, n := tr.Of(prefill.HostPort); r != 0 || n != 0 {
+			t.Errorf("%s: after the first token the prefill endpoint carries %d requests, %d tokens", tc.name, r, n)
+		}
+		tc.hooks.ResponseComplete(scCtx, st, req, &scheduler.Response{})
+		if f, n := tr.Size(); f != 0 || n != 0 {
+			t.Errorf("%s: %d requests on %d endpoints after the end", tc.name, f, n)
+		}
 	}
 }

@@ -102,6 +102,8 @@ func NewPrefillBacklog(name string, p PrefillBacklogParams, source prefix.Source
 	}
 	s := &PrefillBacklog{name: scheduler.TypedName{Type: PrefillBacklogType, Name: name}, params: p, source: source}
 	s.Counter = inflight.NewCounter(h, name, time.Duration(p.RequestTimeout), s.weigh)
+	// Disaggregated: the prefill endpoint carries the prefill backlog.
+	s.ChargePrefill(s.weigh, nil)
 	return s, nil
 }
 

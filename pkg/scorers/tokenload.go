@@ -56,9 +56,11 @@ func (p *TokenLoadParams) validate() error {
 // capped by maxEstimatedOutputTokens (when > 0) and by the request's
 // max_tokens (when set); once the response reports usage, the estimate is
 // replaced by prompt + completion tokens; the tokens are released with the
-// request. Parameters: queueThresholdTokens (4194304), outputRatio (1.5),
-// maxEstimatedOutputTokens (0 = no cap), requestTimeout (2m). Given
-// inFlightLoadProducerName (llm-d), it reads that plugin's tokens instead.
+// request. A disaggregated request also charges its prefill endpoint its
+// prompt tokens until the first response chunk. Parameters:
+// queueThresholdTokens (4194304), outputRatio (1.5), maxEstimatedOutputTokens
+// (0 = no cap), requestTimeout (2m). Given inFlightLoadProducerName
+// (llm-d), it reads that plugin's tokens instead.
 //
 // Formula, with t the endpoint's in-flight tokens:
 // score = 1 − min(1, t/queueThresholdTokens).
@@ -88,8 +90,11 @@ func NewTokenLoad(name string, p TokenLoadParams, h *scheduler.Handle) (*TokenLo
 		return nil, err
 	}
 	s := &TokenLoad{name: scheduler.TypedName{Type: TokenLoadType, Name: name}, params: p}
-	s.Counter = inflight.NewCounter(h, name, time.Duration(p.RequestTimeout),
-		func(_ *scheduler.State, req *scheduler.Request, _ *endpoint.Endpoint) int { return s.estimate(req) })
+	estimate := func(_ *scheduler.State, req *scheduler.Request, _ *endpoint.Endpoint) int { return s.estimate(req) }
+	s.Counter = inflight.NewCounter(h, name, time.Duration(p.RequestTimeout), estimate)
+	// Disaggregated: the prefill endpoint carries the prompt until the
+	// first chunk; the decode endpoint the usual estimate.
+	s.ChargePrefill(inflight.PromptTokens, estimate)
 	return s, nil
 }
 
@@ -171,7 +176,10 @@ func (s *TokenLoad) estimate(req *scheduler.Request) int {
 
 // ResponseChunk replaces the estimate with the reported usage as soon as
 // the response carries it; chunks before that cost one field check.
-func (s *TokenLoad) ResponseChunk(_ context.Context, state *scheduler.State, _ *scheduler.Request, resp *scheduler.Response, _ []byte) {
+func (s *TokenLoad) ResponseChunk(_ context.Context, state *scheduler.State, _ *scheduler.Request, resp *scheduler.Response, chunk []byte) {
+	if firstChunk(resp, chunk) {
+		s.Tracker().ReleasePrefill(state)
+	}
 	if resp.UsageKnown {
 		s.Tracker().SetTokens(state, resp.Usage.PromptTokens+resp.Usage.CompletionTokens)
 	}
