@@ -1,6 +1,8 @@
 package prefix
 
 import (
+	"fmt"
+
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -74,4 +76,31 @@ type Source interface {
 	scheduler.Plugin
 	// Match returns the match produced for the request owning state.
 	Match(state *scheduler.State) (*Match, bool)
+}
+
+// Lookup finds the plugin called name in h's configuration (a
+// prefixMatchInfoProducerName parameter) as a Source.
+func Lookup(h *scheduler.Handle, name string) (Source, error) {
+	p, ok := h.Plugin(name)
+	if !ok {
+		return nil, fmt.Errorf("prefixMatchInfoProducerName: no plugin named %q in the config", name)
+	}
+	src, ok := p.(Source)
+	if !ok {
+		return nil, fmt.Errorf("prefixMatchInfoProducerName: plugin %q (type %q) does not produce prefix matches", name, p.TypedName().Type)
+	}
+	return src, nil
+}
+
+// LookupOptional is Lookup for plugins that work without a prefix source:
+// when the default producer (ProducerType) is named and not configured, it
+// returns no source and no error; a source named explicitly must exist.
+func LookupOptional(h *scheduler.Handle, name string) (Source, error) {
+	if h == nil {
+		return nil, nil
+	}
+	if _, ok := h.Plugin(name); !ok && name == ProducerType {
+		return nil, nil
+	}
+	return Lookup(h, name)
 }

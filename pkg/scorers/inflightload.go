@@ -129,19 +129,9 @@ func (s *InFlightLoad) TypedName() scheduler.TypedName { return s.name }
 // default source may be absent (then no discount, as when nothing matched);
 // a source named explicitly must exist.
 func (s *InFlightLoad) Resolve(h *scheduler.Handle) error {
-	if h == nil {
-		return nil
-	}
-	name := s.params.PrefixMatchInfoProducerName
-	if _, ok := h.Plugin(name); !ok && name == defaultPrefixSource {
-		return nil
-	}
-	src, err := lookupSource(h, name)
-	if err != nil {
-		return err
-	}
+	src, err := prefix.LookupOptional(h, s.params.PrefixMatchInfoProducerName)
 	s.source = src
-	return nil
+	return err
 }
 
 // weigh is the Counter's estimate: the request's uncached prompt tokens on

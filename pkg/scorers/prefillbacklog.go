@@ -139,7 +139,7 @@ func (s *PrefillBacklog) Resolve(h *scheduler.Handle) error {
 		return errors.New("prefixMatchInfoProducerName: no plugin handle to resolve it with")
 	}
 	name := s.params.PrefixMatchInfoProducerName
-	src, err := lookupSource(h, name)
+	src, err := prefix.Lookup(h, name)
 	if err != nil {
 		if _, ok := h.Plugin(name); !ok && name == defaultPrefixSource {
 			// Unlike prefix-cache-scorer, this scorer does not bring its

@@ -214,7 +214,7 @@ func (s *PrefixCache) Resolve(h *scheduler.Handle) error {
 		return errors.New("prefixMatchInfoProducerName: no plugin handle to resolve it with")
 	}
 	name := s.params.PrefixMatchInfoProducerName
-	src, err := lookupSource(h, name)
+	src, err := prefix.Lookup(h, name)
 	if err != nil {
 		return err
 	}
@@ -228,23 +228,11 @@ func (s *PrefixCache) Resolve(h *scheduler.Handle) error {
 		if pc == s {
 			break
 		}
-		if next, err = lookupSource(h, pc.params.PrefixMatchInfoProducerName); err != nil {
+		if next, err = prefix.Lookup(h, pc.params.PrefixMatchInfoProducerName); err != nil {
 			return fmt.Errorf("prefixMatchInfoProducerName: via %q: %w", pc.name.Name, err)
 		}
 	}
 	return fmt.Errorf("prefixMatchInfoProducerName: %q leads back to %q; name a producer such as %q", name, s.name.Name, prefix.ProducerType)
-}
-
-func lookupSource(h *scheduler.Handle, name string) (prefix.Source, error) {
-	p, ok := h.Plugin(name)
-	if !ok {
-		return nil, fmt.Errorf("prefixMatchInfoProducerName: no plugin named %q in the config", name)
-	}
-	src, ok := p.(prefix.Source)
-	if !ok {
-		return nil, fmt.Errorf("prefixMatchInfoProducerName: plugin %q (type %q) does not produce prefix matches", name, p.TypedName().Type)
-	}
-	return src, nil
 }
 
 // PrefixCacheState is what PrefixCache shows at /debug/plugins/state. The

@@ -170,7 +170,7 @@ func (f *PrefixAffinity) Resolve(h *scheduler.Handle) error {
 	if h == nil {
 		return errors.New("prefixMatchInfoProducerName: no plugin handle to resolve it with")
 	}
-	src, err := lookupSource(h, f.params.PrefixMatchInfoProducerName)
+	src, err := prefix.Lookup(h, f.params.PrefixMatchInfoProducerName)
 	if err != nil {
 		return err
 	}
