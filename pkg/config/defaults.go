@@ -53,6 +53,10 @@ var companions = []companion{{
 	trigger:     "prefix-cache-affinity-filter",
 	add:         "inflight-load-producer",
 	satisfiedBy: []string{"inflight-load-producer"},
+}, {
+	trigger:     "latency-scorer",
+	add:         "predicted-latency-producer",
+	satisfiedBy: []string{"predicted-latency-producer"},
 }}
 
 // applyDefaults is the one place defaults are applied, in upstream's order

@@ -15,6 +15,7 @@ var kindOf = map[string]string{
 	"profiles":       "Profile handlers",
 	"filters":        "Filters",
 	"scorers":        "Scorers",
+	"latency":        "Scorers",
 	"pickers":        "Pickers",
 	"prefix":         "Data producers",
 	"requestcontrol": "Request control",

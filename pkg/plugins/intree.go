@@ -8,6 +8,7 @@ import (
 	"github.com/openepp/openepp/pkg/discovery"
 	"github.com/openepp/openepp/pkg/filters"
 	"github.com/openepp/openepp/pkg/flowcontrol"
+	"github.com/openepp/openepp/pkg/latency"
 	"github.com/openepp/openepp/pkg/metrics"
 	"github.com/openepp/openepp/pkg/models"
 	"github.com/openepp/openepp/pkg/pickers"
@@ -56,6 +57,7 @@ func Registrations() []scheduler.Registration {
 		scorers.NoHitLRURegistration(),
 		scorers.HeaderLabelRegistration(),
 		scorers.ContextLengthRegistration(),
+		latency.ScorerRegistration(),
 		// Pickers.
 		pickers.MaxScoreRegistration(),
 		pickers.RandomRegistration(),
@@ -64,6 +66,7 @@ func Registrations() []scheduler.Registration {
 		prefix.ProducerRegistration(),
 		scorers.InFlightLoadRegistration(),
 		scorers.SessionIDProducerRegistration(),
+		latency.ProducerRegistration(),
 		// Request control.
 		requestcontrol.AgentIdentityRegistration(),
 		requestcontrol.ServedVerifierRegistration(),
