@@ -65,7 +65,6 @@ schedulingProfiles:
 `,
 	want: []string{
 		`schedulingProfiles[0].plugins[1].pluginRef: "single-profile-handler" is a profile handler; a profile holds only filters, scorers and pickers`,
-		`schedulingProfiles[0].plugins[2].pluginRef: "inflight-load-producer" is a producer and request/response hook; a profile holds only filters, scorers and pickers`,
 		`schedulingProfiles[0].plugins[3].pluginRef: "metrics-data-source" is a non-scheduling plugin; a profile holds only filters, scorers and pickers`,
 		`schedulingProfiles[0].plugins[4].pluginRef: "agent-identity" is a fairness-ID source; a profile holds only filters, scorers and pickers`,
 	},
@@ -210,20 +209,23 @@ func TestBuildDefaultsByKind(t *testing.T) {
 
 func TestBuildPickerAndWeightWarnings(t *testing.T) {
 	t.Parallel()
-	b, err := build(t, header+`plugins: [{type: queue-scorer}, {type: decode-filter}]
+	b, err := build(t, header+`plugins: [{type: queue-scorer}, {type: decode-filter}, {type: inflight-load-producer}]
 schedulingProfiles:
 - name: default
-  plugins: [{pluginRef: decode-filter, weight: 5}, {pluginRef: queue-scorer}]
+  plugins: [{pluginRef: decode-filter, weight: 5}, {pluginRef: queue-scorer}, {pluginRef: inflight-load-producer}]
 `)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{`schedulingProfiles[0].plugins[0].weight: ignored: "decode-filter" is a filter, not a scorer`}
+	want := []string{
+		`schedulingProfiles[0].plugins[0].weight: ignored: "decode-filter" is a filter, not a scorer`,
+		`schedulingProfiles[0].plugins[2].pluginRef: "inflight-load-producer" is a producer, which runs for every request; listing it in a profile changes nothing`,
+	}
 	if diff := cmp.Diff(want, b.Warnings); diff != "" {
 		t.Errorf("warnings (-want +got):\n%s", diff)
 	}
 	p := b.Config.SchedulingProfiles[0]
-	if diff := cmp.Diff("default: decode-filter*5 queue-scorer*1 max-score-picker", profileLine(p)); diff != "" {
+	if diff := cmp.Diff("default: decode-filter*5 queue-scorer*1 inflight-load-producer max-score-picker", profileLine(p)); diff != "" {
 		t.Errorf("profile (-want +got):\n%s", diff)
 	}
 }

@@ -107,6 +107,12 @@ func (b *builder) checkProfile(i int) {
 		}
 		k := b.kind(pp.PluginRef)
 		switch {
+		case !k.has(kindProfile) && k.has(kindProducer):
+			// llm-d's configs list producers in profiles; they run for
+			// every request whatever the profile, so say so and go on.
+			b.warnings = append(b.warnings, fmt.Sprintf("%s: %q is a producer, which runs for every request; listing it in a profile changes nothing",
+				at(entry, "pluginRef"), pp.PluginRef))
+			continue
 		case !k.has(kindProfile):
 			b.ps.add(at(entry, "pluginRef"), "%q is %s; a profile holds only filters, scorers and pickers", pp.PluginRef, k)
 			continue

@@ -39,7 +39,7 @@ type companion struct {
 
 var prefixProducers = []string{"approx-prefix-cache-producer", "precise-prefix-cache-producer"}
 
-var companions = []companion{{
+var companions = append([]companion{{
 	trigger:     "prefix-cache-scorer",
 	add:         "approx-prefix-cache-producer",
 	satisfiedBy: prefixProducers,
@@ -53,11 +53,17 @@ var companions = []companion{{
 	trigger:     "prefix-cache-affinity-filter",
 	add:         "inflight-load-producer",
 	satisfiedBy: []string{"inflight-load-producer"},
-}, {
-	trigger:     "latency-scorer",
-	add:         "predicted-latency-producer",
-	satisfiedBy: []string{"predicted-latency-producer"},
-}}
+}}, readersOf("predicted-latency-producer", "latency-scorer", "slo-headroom-tier-filter", "latency-slo-admitter")...)
+
+// readersOf are the companions giving each of the reader types a producer
+// of type producer when none is configured.
+func readersOf(producer string, readers ...string) []companion {
+	out := make([]companion, len(readers))
+	for i, r := range readers {
+		out[i] = companion{trigger: r, add: producer, satisfiedBy: []string{producer}}
+	}
+	return out
+}
 
 // applyDefaults is the one place defaults are applied, in upstream's order
 // (reference §4.3 "Defaulting"):

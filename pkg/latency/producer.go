@@ -56,7 +56,8 @@ type Prediction struct {
 // requests before they predict; until then latency-scorer falls back to
 // its composite score, as upstream's does without its sidecar. Headroom is
 // taken against the x-slo-ttft-ms / x-slo-tpot-ms request headers (or
-// llm-d's x-llm-d-slo-*); without them it is −prediction.
+// llm-d's x-llm-d-slo-*); a dimension without its header has headroom 0
+// when the other has one, and both are −prediction when neither does.
 type Producer struct {
 	name   scheduler.TypedName
 	params ProducerParams
@@ -194,11 +195,41 @@ func (p *Producer) Produce(_ context.Context, state *scheduler.State, req *sched
 		requests, _ := p.books.Tracker().Of(e.HostPort)
 		preds[e.HostPort] = Prediction{
 			TTFT: ttft, TPOT: tpot, Dispatched: requests,
-			TTFTHeadroom: p.params.SLOBufferFactor*n.ttftSLO - ttft,
-			TPOTHeadroom: p.params.SLOBufferFactor*n.tpotSLO - tpot,
+			TTFTHeadroom: p.headroom(n.ttftSLO, ttft, n), TPOTHeadroom: p.headroom(n.tpotSLO, tpot, n),
 		}
 	}
 	n.preds = preds
+}
+
+// headroom is sloBufferFactor × slo − predicted. A request with no SLO at
+// all gets −predicted in both (so the lowest predicted latency ranks
+// first); one with only the other SLO gets 0 here (nothing to miss).
+func (p *Producer) headroom(slo, predicted float64, n *note) float64 {
+	switch {
+	case slo > 0:
+		return p.params.SLOBufferFactor*slo - predicted
+	case n.ttftSLO > 0 || n.tpotSLO > 0:
+		return 0
+	default:
+		return -predicted
+	}
+}
+
+// HasSLO reports whether the request owning state carries an SLO header.
+func (p *Producer) HasSLO(state *scheduler.State) bool {
+	n := p.noteOf(state)
+	return n != nil && (n.ttftSLO > 0 || n.tpotSLO > 0)
+}
+
+// PredictedTTFT returns the TTFT predicted for the request owning state
+// on the endpoint at hostPort, in ms; false without a prediction. It is
+// what prefix-cache-affinity-filter's latencyPredictor TTFT source reads.
+func (p *Producer) PredictedTTFT(state *scheduler.State, hostPort string) (float64, bool) {
+	if n := p.noteOf(state); n != nil && n.preds != nil {
+		pr, ok := n.preds[hostPort]
+		return pr.TTFT, ok
+	}
+	return 0, false
 }
 
 // ttftFeatures: 1, prompt tokens e must prefill (thousands), its waiting

@@ -102,17 +102,11 @@ func (s *Scorer) TypedName() scheduler.TypedName { return s.name }
 
 // Resolve implements scheduler.Resolver.
 func (s *Scorer) Resolve(h *scheduler.Handle) error {
-	if h == nil {
-		return errors.New("latencyPredictionInfoProducerName: no plugin handle to resolve it with")
+	producer, err := lookupProducer(h, s.params.LatencyPredictionInfoProducerName)
+	if err != nil {
+		return err
 	}
-	name := s.params.LatencyPredictionInfoProducerName
-	pl, ok := h.Plugin(name)
-	if !ok {
-		return fmt.Errorf("latencyPredictionInfoProducerName: no plugin named %q in the config (list `- type: %s`)", name, ProducerType)
-	}
-	if s.producer, ok = pl.(*Producer); !ok {
-		return fmt.Errorf("latencyPredictionInfoProducerName: plugin %q (type %q) is not a %s", name, pl.TypedName().Type, ProducerType)
-	}
+	s.producer = producer
 	src, err := prefix.LookupOptional(h, s.params.PrefixMatchInfoProducerName)
 	s.source = src
 	return err

@@ -65,6 +65,8 @@ func kind(r scheduler.Registration) string {
 		return "Filters"
 	case strings.HasSuffix(r.Type, "-producer"):
 		return "Data producers"
+	case strings.HasSuffix(r.Type, "-admitter"):
+		return "Request control"
 	}
 	fn := runtime.FuncForPC(reflect.ValueOf(r.Factory).Pointer()).Name()
 	pkg, _, _ := strings.Cut(fn[strings.LastIndex(fn, "/")+1:], ".")

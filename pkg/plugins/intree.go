@@ -41,6 +41,7 @@ func Registrations() []scheduler.Registration {
 		filters.ActiveRequestCapRegistration(),
 		scorers.SessionAffinityFilterRegistration(),
 		scorers.PrefixAffinityRegistration(),
+		latency.TierFilterRegistration(),
 		filters.ByLabelSelectorRegistration(),
 		filters.ByLabelRegistration(),
 		// Scorers.
@@ -71,6 +72,7 @@ func Registrations() []scheduler.Registration {
 		requestcontrol.AgentIdentityRegistration(),
 		requestcontrol.ServedVerifierRegistration(),
 		requestcontrol.ProbabilisticAdmitterRegistration(),
+		latency.AdmitterRegistration(),
 		// Data layer.
 		metrics.DataSourceRegistration(),
 		metrics.ExtractorRegistration(),

@@ -31,7 +31,7 @@ schedulingProfiles:
 kind: EndpointPickerConfig
 plugins:
 - type: latency-scorer
-`} {
+`, gieLatencyProfile} {
 		s, err := buildText(text, eps)
 		if err != nil {
 			t.Fatal(err)
@@ -47,3 +47,36 @@ plugins:
 		}
 	}
 }
+
+// gieLatencyProfile is the latency-predictor profile of GIE's chart, as
+// public descriptions of it list the plugins: the producer, a strict and a
+// loose affinity filter gated by predicted TTFT, the headroom tier filter,
+// the scorer, weighted random picking and the SLO admitter.
+const gieLatencyProfile = `apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: prefix-cache-scorer
+- type: predicted-latency-producer
+  parameters: {streamingMode: true}
+- name: strict-affinity-filter
+  type: prefix-cache-affinity-filter
+  parameters: {affinityThreshold: 0.99, ttftSource: latencyPredictor, maxTTFTPenaltyMs: 5000}
+- name: loose-affinity-filter
+  type: prefix-cache-affinity-filter
+  parameters: {affinityThreshold: 0.80, ttftSource: latencyPredictor, maxTTFTPenaltyMs: 5000}
+- type: slo-headroom-tier-filter
+- type: latency-scorer
+- type: weighted-random-picker
+- type: latency-slo-admitter
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: predicted-latency-producer
+  - pluginRef: strict-affinity-filter
+  - pluginRef: slo-headroom-tier-filter
+  - pluginRef: loose-affinity-filter
+  - pluginRef: latency-scorer
+  - pluginRef: weighted-random-picker
+`

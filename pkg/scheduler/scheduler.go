@@ -193,7 +193,7 @@ func (s *Scheduler) SaturationDetector() SaturationDetector { return s.detector 
 
 // Schedule picks targets for req among candidates. It narrows them with
 // the screeners, sheds a sheddable request when they are saturated, then
-// runs admitters, producers, and profiles as the handler directs. Errors
+// runs producers, admitters, and profiles as the handler directs. Errors
 // wrap ErrNoCandidates (nothing can serve) or ErrRejected (shed because of
 // load).
 func (s *Scheduler) Schedule(ctx context.Context, state *State, req *Request, candidates []*endpoint.Endpoint) (*Result, error) {
@@ -213,6 +213,14 @@ func (s *Scheduler) Schedule(ctx context.Context, state *State, req *Request, ca
 			return nil, &ShedError{Priority: req.Priority, Saturation: sat, Detector: s.detector.TypedName()}
 		}
 	}
+	// Producers run before admitters, as upstream orders them, so an
+	// admitter can judge by what they found (latency-slo-admitter reads the
+	// predicted latencies).
+	for _, p := range s.producers {
+		t := s.timing.start()
+		p.Produce(ctx, state, req, candidates)
+		s.timing.done(PointPrepareData, p, t)
+	}
 	for _, a := range s.admitters {
 		t := s.timing.start()
 		err := a.Admit(ctx, state, req, candidates)
@@ -220,11 +228,6 @@ func (s *Scheduler) Schedule(ctx context.Context, state *State, req *Request, ca
 		if err != nil {
 			return nil, fmt.Errorf("admission %s: %w", a.TypedName(), err)
 		}
-	}
-	for _, p := range s.producers {
-		t := s.timing.start()
-		p.Produce(ctx, state, req, candidates)
-		s.timing.done(PointPrepareData, p, t)
 	}
 	results := make(map[string]*ProfileResult, len(s.profiles))
 	var firstErr error

@@ -22,6 +22,16 @@ const (
 	TTFTFromLatencyPredictor  = "latencyPredictor"
 )
 
+// defaultLatencyProducer is the predicted-latency-producer's type, the
+// name its default instance has.
+const defaultLatencyProducer = "predicted-latency-producer"
+
+// ttftPredictor is what the latencyPredictor TTFT source reads: a
+// predicted-latency-producer (pkg/latency).
+type ttftPredictor interface {
+	PredictedTTFT(state *scheduler.State, hostPort string) (float64, bool)
+}
+
 // PrefixAffinityParams configures PrefixAffinity, in llm-d's shape; tau and
 // epsilonExplore are the names GIE's version of the filter uses.
 type PrefixAffinityParams struct {
@@ -36,7 +46,7 @@ type PrefixAffinityParams struct {
 
 	PrefixMatchInfoProducerName       string `json:"prefixMatchInfoProducerName" doc:"the plugin whose prefix matches say how much of the prompt each endpoint holds" default:"approx-prefix-cache-producer"`
 	InFlightLoadProducerName          string `json:"inFlightLoadProducerName" doc:"the plugin whose in-flight tokens the load gate reads (an inflight-load-producer; one is added when none is listed)" default:"inflight-load-producer"`
-	LatencyPredictionInfoProducerName string `json:"latencyPredictionInfoProducerName" doc:"llm-d's latency predictor; must be empty" default:""`
+	LatencyPredictionInfoProducerName string `json:"latencyPredictionInfoProducerName" doc:"with ttftSource latencyPredictor, the predicted-latency-producer whose TTFT predictions the gate compares; empty: predicted-latency-producer" default:""`
 }
 
 func defaultPrefixAffinityParams() PrefixAffinityParams {
@@ -81,12 +91,11 @@ func (p *PrefixAffinityParams) normalize(given func(key string) bool) error {
 			errs = append(errs, fmt.Errorf("peakPrefillThroughput: must be a finite number > 0 with ttftSource %s, got %v", TTFTFromPrefillThroughput, p.PeakPrefillThroughput))
 		}
 	case TTFTFromLatencyPredictor:
-		errs = append(errs, fmt.Errorf("ttftSource: %q needs llm-d's latency predictor, which OpenEPP does not have; use %q (in-flight tokens / peakPrefillThroughput)", TTFTFromLatencyPredictor, TTFTFromPrefillThroughput))
+		if p.LatencyPredictionInfoProducerName == "" {
+			p.LatencyPredictionInfoProducerName = defaultLatencyProducer
+		}
 	default:
-		errs = append(errs, fmt.Errorf("ttftSource: must be %q, got %q", TTFTFromPrefillThroughput, p.TTFTSource))
-	}
-	if p.LatencyPredictionInfoProducerName != "" {
-		errs = append(errs, errors.New("latencyPredictionInfoProducerName: OpenEPP has no latency predictor; leave it empty"))
+		errs = append(errs, fmt.Errorf("ttftSource: must be %q or %q, got %q", TTFTFromPrefillThroughput, TTFTFromLatencyPredictor, p.TTFTSource))
 	}
 	if p.PrefixMatchInfoProducerName == "" {
 		errs = append(errs, errors.New("prefixMatchInfoProducerName: must name a plugin"))
@@ -113,10 +122,11 @@ func (p *PrefixAffinityParams) normalize(given func(key string) bool) error {
 // signal. The books hold only this EPP's requests; others' show in the
 // scraped queues the scorers after the filter read.
 type PrefixAffinity struct {
-	name     scheduler.TypedName
-	params   PrefixAffinityParams
-	source   prefix.Source
-	inFlight *inflight.Tracker
+	name      scheduler.TypedName
+	params    PrefixAffinityParams
+	source    prefix.Source
+	inFlight  *inflight.Tracker // tokens gate, and the ms gate by prefill throughput
+	predictor ttftPredictor     // the ms gate by predicted TTFT
 }
 
 var (
@@ -175,10 +185,20 @@ func (f *PrefixAffinity) Resolve(h *scheduler.Handle) error {
 		return err
 	}
 	f.source = src
-	if !f.gated() {
-		return nil
+	byPredictor := f.params.TTFTSource == TTFTFromLatencyPredictor
+	if f.params.MaxTTFTPenaltyMs > 0 && byPredictor {
+		name := f.params.LatencyPredictionInfoProducerName
+		p, ok := h.Plugin(name)
+		if !ok {
+			return fmt.Errorf("latencyPredictionInfoProducerName: no plugin named %q in the config (list `- type: %s`)", name, defaultLatencyProducer)
+		}
+		if f.predictor, ok = p.(ttftPredictor); !ok {
+			return fmt.Errorf("latencyPredictionInfoProducerName: plugin %q (type %q) predicts no TTFT", name, p.TypedName().Type)
+		}
 	}
-	f.inFlight, err = lookupBooks(h, f.params.InFlightLoadProducerName)
+	if f.params.MaxTokensInFlightPenalty > 0 || f.params.MaxTTFTPenaltyMs > 0 && !byPredictor {
+		f.inFlight, err = lookupBooks(h, f.params.InFlightLoadProducerName)
+	}
 	return err
 }
 
@@ -218,7 +238,7 @@ func (f *PrefixAffinity) Filter(_ context.Context, state *scheduler.State, _ *sc
 	if sticky == 0 || sticky == len(eps) {
 		return eps
 	}
-	if f.gateOpen(m, need, eps) {
+	if f.gateOpen(state, m, need, eps) {
 		return eps
 	}
 	out := make([]*endpoint.Endpoint, 0, sticky)
@@ -235,24 +255,45 @@ func (f *PrefixAffinity) gated() bool {
 	return f.params.MaxTTFTPenaltyMs > 0 || f.params.MaxTokensInFlightPenalty > 0
 }
 
-// gateOpen reports whether the best sticky endpoint's in-flight tokens
-// exceed the best other one's by more than maxTTFTPenaltyMs of prefill or
-// by more than maxTokensInFlightPenalty.
-func (f *PrefixAffinity) gateOpen(m *prefix.Match, need float64, eps []*endpoint.Endpoint) bool {
-	if f.inFlight == nil || !f.gated() {
+// gateOpen reports whether the best sticky endpoint is more than
+// maxTokensInFlightPenalty in-flight tokens, or maxTTFTPenaltyMs of
+// estimated TTFT, behind the best other one. Predicted TTFTs that are
+// missing open the gate, as upstream's does.
+func (f *PrefixAffinity) gateOpen(state *scheduler.State, m *prefix.Match, need float64, eps []*endpoint.Endpoint) bool {
+	if f.inFlight != nil {
+		bestSticky, bestOther := math.Inf(1), math.Inf(1)
+		f.inFlight.Each(eps, func(e *endpoint.Endpoint, _, tokens int) {
+			if t := float64(tokens); float64(m.Blocks(e)) >= need {
+				bestSticky = min(bestSticky, t)
+			} else {
+				bestOther = min(bestOther, t)
+			}
+		})
+		gap := bestSticky - bestOther
+		if limit := f.params.MaxTokensInFlightPenalty; limit > 0 && gap > float64(limit) {
+			return true
+		}
+		if f.predictor == nil && f.params.MaxTTFTPenaltyMs > 0 && gap/f.params.PeakPrefillThroughput*1000 > f.params.MaxTTFTPenaltyMs {
+			return true
+		}
+	}
+	if f.predictor == nil {
 		return false
 	}
 	bestSticky, bestOther := math.Inf(1), math.Inf(1)
-	f.inFlight.Each(eps, func(e *endpoint.Endpoint, _, tokens int) {
-		if t := float64(tokens); float64(m.Blocks(e)) >= need {
-			bestSticky = min(bestSticky, t)
-		} else {
-			bestOther = min(bestOther, t)
+	for _, e := range eps {
+		ttft, ok := f.predictor.PredictedTTFT(state, e.HostPort)
+		if !ok {
+			continue
 		}
-	})
-	gap := bestSticky - bestOther
-	if limit := f.params.MaxTokensInFlightPenalty; limit > 0 && gap > float64(limit) {
-		return true
+		if float64(m.Blocks(e)) >= need {
+			bestSticky = min(bestSticky, ttft)
+		} else {
+			bestOther = min(bestOther, ttft)
+		}
 	}
-	return f.params.MaxTTFTPenaltyMs > 0 && gap/f.params.PeakPrefillThroughput*1000 > f.params.MaxTTFTPenaltyMs
+	if math.IsInf(bestSticky, 1) || math.IsInf(bestOther, 1) {
+		return true // missing signal
+	}
+	return bestSticky-bestOther > f.params.MaxTTFTPenaltyMs
 }

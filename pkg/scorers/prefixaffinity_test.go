@@ -156,9 +156,8 @@ func TestPrefixAffinityParams(t *testing.T) {
 		`{"maxTTFTPenaltyMs":-1}`:                         "maxTTFTPenaltyMs: must be a finite number >= 0",
 		`{"maxTokensInFlightPenalty":-1}`:                 "maxTokensInFlightPenalty: must be >= 0",
 		`{"peakPrefillThroughput":0}`:                     "peakPrefillThroughput: must be a finite number > 0",
-		`{"ttftSource":"latencyPredictor"}`:               "needs llm-d's latency predictor",
-		`{"ttftSource":""}`:                               `ttftSource: must be "prefillThroughput"`,
-		`{"latencyPredictionInfoProducerName":"lp"}`:      "no latency predictor",
+		`{"ttftSource":""}`:                               `ttftSource: must be "prefillThroughput" or "latencyPredictor"`,
+		`{"ttftSource":"bogus"}`:                          `ttftSource: must be "prefillThroughput" or "latencyPredictor", got "bogus"`,
 		`{"penaltyMode":"static"}`:                        `unknown field "penaltyMode"`,
 		`{"inFlightLoadProducerName":""}`:                 "inFlightLoadProducerName: must name a plugin",
 		`{"prefixMatchInfoProducerName":"","tau":"high"}`: "parameters",
@@ -214,4 +213,39 @@ func TestNewFiltersContract(t *testing.T) {
 	eps := plugintest.Endpoints(7, 8) // the contract's 7-endpoint pool
 	session.PreRequest(scCtx, scState(), req, scResult(eps[3]))
 	plugintest.Filter(t, session, req)
+}
+
+// fakePredictor predicts fixed TTFTs by endpoint address.
+type fakePredictor map[string]float64
+
+func (f fakePredictor) PredictedTTFT(_ *scheduler.State, hostPort string) (float64, bool) {
+	v, ok := f[hostPort]
+	return v, ok
+}
+
+// TestPrefixAffinityPredictedTTFTGate: with ttftSource latencyPredictor
+// the gate compares predicted TTFTs, and opens while predictions are
+// missing, as upstream's does.
+func TestPrefixAffinityPredictedTTFTGate(t *testing.T) {
+	t.Parallel()
+	x := newAffinityFixture(t, `{"ttftSource":"latencyPredictor","maxTTFTPenaltyMs":100}`)
+	x.f.inFlight = nil // the fixture's books are not used by this gate
+	pred := fakePredictor{x.eps[0].HostPort: 150, x.eps[1].HostPort: 120, x.eps[2].HostPort: 40, x.eps[3].HostPort: 30}
+	x.f.predictor = pred
+	if got := x.kept(t); len(got) != 2 {
+		t.Errorf("best sticky 120 ms against 30 ms (90 ms behind): kept %v, want the sticky two", got)
+	}
+	pred[x.eps[1].HostPort] = 140
+	if got := x.kept(t); len(got) != 4 {
+		t.Errorf("best sticky 140 ms against 30 ms: kept %v, want every candidate", got)
+	}
+	x.f.predictor = fakePredictor{}
+	if got := x.kept(t); len(got) != 4 {
+		t.Errorf("no predictions: kept %v, want every candidate", got)
+	}
+	f := mustBuild[*PrefixAffinity](t, PrefixAffinityRegistration(), `{"ttftSource":"latencyPredictor"}`, nil)
+	h := producerHandle(map[string]scheduler.Plugin{"approx-prefix-cache-producer": &scSource{name: scheduler.TypedName{Type: "approx-prefix-cache-producer", Name: "approx-prefix-cache-producer"}}})
+	if err := f.Resolve(h); err == nil || !strings.Contains(err.Error(), `no plugin named "predicted-latency-producer"`) {
+		t.Errorf("Resolve without a producer = %v", err)
+	}
 }

@@ -1,0 +1,113 @@
+package latency
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// TierFilterType is the type name of TierFilter.
+const TierFilterType = "slo-headroom-tier-filter"
+
+// TierFilterParams configures TierFilter.
+type TierFilterParams struct {
+	EpsilonExploreNeg                 float64 `json:"epsilonExploreNeg" doc:"probability of keeping the endpoints that miss an objective instead of those that meet both, when there are both, so overloaded endpoints get a little traffic to recover on; in [0, 1]" default:"0.01"`
+	LatencyPredictionInfoProducerName string  `json:"latencyPredictionInfoProducerName" doc:"the predicted-latency-producer whose headroom splits the tiers (one is added when none is listed; OpenEPP extension)" default:"predicted-latency-producer"`
+}
+
+// TierFilter is the slo-headroom-tier-filter of GIE and llm-d: it keeps
+// the endpoints predicted to meet both objectives (TTFT and TPOT headroom
+// >= 0) or, with probability epsilonExploreNeg, those that miss one; when
+// only one tier has endpoints it is kept, and without predictions every
+// endpoint is kept.
+type TierFilter struct {
+	name     scheduler.TypedName
+	params   TierFilterParams
+	producer *Producer
+}
+
+var (
+	_ scheduler.Filter   = (*TierFilter)(nil)
+	_ scheduler.Resolver = (*TierFilter)(nil)
+)
+
+// TierFilterFactory builds a TierFilter from config.
+func TierFilterFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (scheduler.Plugin, error) {
+	p := TierFilterParams{EpsilonExploreNeg: 0.01, LatencyPredictionInfoProducerName: ProducerType}
+	if err := scheduler.DecodeParams(raw, &p); err != nil {
+		return nil, err
+	}
+	if !(p.EpsilonExploreNeg >= 0 && p.EpsilonExploreNeg <= 1) {
+		return nil, fmt.Errorf("epsilonExploreNeg: must be in [0, 1], got %v", p.EpsilonExploreNeg)
+	}
+	return &TierFilter{name: scheduler.TypedName{Type: TierFilterType, Name: name}, params: p}, nil
+}
+
+// TierFilterRegistration describes the plugin type for the registry.
+func TierFilterRegistration() scheduler.Registration {
+	return scheduler.Registration{
+		Type:    TierFilterType,
+		Factory: TierFilterFactory,
+		Params:  TierFilterParams{},
+		Summary: "Keeps the endpoints predicted to meet the request's latency objectives (or, with probability epsilonExploreNeg, those that miss them); all without predictions.",
+	}
+}
+
+// TypedName implements scheduler.Plugin.
+func (f *TierFilter) TypedName() scheduler.TypedName { return f.name }
+
+// Resolve implements scheduler.Resolver.
+func (f *TierFilter) Resolve(h *scheduler.Handle) error {
+	p, err := lookupProducer(h, f.params.LatencyPredictionInfoProducerName)
+	f.producer = p
+	return err
+}
+
+// Filter implements scheduler.Filter.
+func (f *TierFilter) Filter(_ context.Context, state *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
+	if len(eps) <= 1 || f.producer == nil {
+		return eps
+	}
+	preds, ok := f.producer.Predictions(state)
+	if !ok {
+		return eps
+	}
+	meets := 0
+	for _, e := range eps {
+		if p, ok := preds[e.HostPort]; ok && p.TTFTHeadroom >= 0 && p.TPOTHeadroom >= 0 {
+			meets++
+		}
+	}
+	if meets == 0 || meets == len(eps) {
+		return eps
+	}
+	keepMeeting := !(f.params.EpsilonExploreNeg > 0 && state.Rand.Float64() < f.params.EpsilonExploreNeg)
+	out := make([]*endpoint.Endpoint, 0, len(eps))
+	for _, e := range eps {
+		p, ok := preds[e.HostPort]
+		if (ok && p.TTFTHeadroom >= 0 && p.TPOTHeadroom >= 0) == keepMeeting {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// lookupProducer finds the predicted-latency-producer called name.
+func lookupProducer(h *scheduler.Handle, name string) (*Producer, error) {
+	if h == nil {
+		return nil, errors.New("latencyPredictionInfoProducerName: no plugin handle to resolve it with")
+	}
+	pl, ok := h.Plugin(name)
+	if !ok {
+		return nil, fmt.Errorf("latencyPredictionInfoProducerName: no plugin named %q in the config (list `- type: %s`)", name, ProducerType)
+	}
+	p, ok := pl.(*Producer)
+	if !ok {
+		return nil, fmt.Errorf("latencyPredictionInfoProducerName: plugin %q (type %q) is not a %s", name, pl.TypedName().Type, ProducerType)
+	}
+	return p, nil
+}
