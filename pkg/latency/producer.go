@@ -252,14 +252,7 @@ func (p *Producer) tpotFeatures(req *scheduler.Request, e *endpoint.Endpoint) []
 
 // uncachedPrompt is the part of the prompt e does not hold.
 func (p *Producer) uncachedPrompt(state *scheduler.State, req *scheduler.Request, e *endpoint.Endpoint) int {
-	prompt := inflight.PromptTokens(state, req, e)
-	if p.source == nil || state == nil || e == nil {
-		return prompt
-	}
-	if m, ok := p.source.Match(state); ok && m != nil {
-		return max(0, prompt-m.Blocks(e)*m.BlockSizeTokens)
-	}
-	return prompt
+	return prefix.MatchOf(p.source, state).Uncached(inflight.PromptTokens(state, req, e), e)
 }
 
 // PreRequest records the features the target was chosen with, for

@@ -209,10 +209,7 @@ func (s *Scorer) composite(state *scheduler.State, eps []*endpoint.Endpoint, out
 	for _, e := range eps {
 		longest = max(longest, e.Metrics().WaitingQueueSize)
 	}
-	var m *prefix.Match
-	if s.source != nil && state != nil {
-		m, _ = s.source.Match(state)
-	}
+	m := prefix.MatchOf(s.source, state)
 	for i, e := range eps {
 		mt := e.Metrics()
 		queue := 1.0

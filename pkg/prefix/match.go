@@ -78,6 +78,27 @@ type Source interface {
 	Match(state *scheduler.State) (*Match, bool)
 }
 
+// MatchOf is src's match for the request owning state; nil without a
+// source, a state or a match.
+func MatchOf(src Source, state *scheduler.State) *Match {
+	if src == nil || state == nil {
+		return nil
+	}
+	if m, ok := src.Match(state); ok {
+		return m
+	}
+	return nil
+}
+
+// Uncached is the part of a prompt of promptTokens tokens that e does not
+// hold: all of it for a nil match.
+func (m *Match) Uncached(promptTokens int, e *endpoint.Endpoint) int {
+	if m == nil {
+		return promptTokens
+	}
+	return max(0, promptTokens-m.Blocks(e)*m.BlockSizeTokens)
+}
+
 // Lookup finds the plugin called name in h's configuration (a
 // prefixMatchInfoProducerName parameter) as a Source.
 func Lookup(h *scheduler.Handle, name string) (Source, error) {

@@ -145,7 +145,7 @@ func (s *InFlightLoad) uncachedPrompt(state *scheduler.State, req *scheduler.Req
 	if req == nil || req.Body == nil {
 		return 0
 	}
-	return uncached(sourceMatch(s.source, state), req.Body.EstimatedPromptTokens(), target)
+	return prefix.MatchOf(s.source, state).Uncached(req.Body.EstimatedPromptTokens(), target)
 }
 
 // outputEstimate is what the request's output weighs in the books.

@@ -168,7 +168,7 @@ func (s *PrefillBacklog) ScoreInto(_ context.Context, state *scheduler.State, re
 	m, prompt := s.match(state, req)
 	best := math.Inf(1)
 	for i, e := range eps {
-		out[i] += float64(uncached(m, prompt, e) + s.params.BaseTokens)
+		out[i] += float64(m.Uncached(prompt, e) + s.params.BaseTokens)
 		best = min(best, out[i])
 	}
 	for i, c := range out {
@@ -183,34 +183,14 @@ func (s *PrefillBacklog) match(state *scheduler.State, req *scheduler.Request) (
 	if req != nil && req.Body != nil {
 		prompt = req.Body.EstimatedPromptTokens()
 	}
-	return sourceMatch(s.source, state), prompt
-}
-
-// sourceMatch is src's match for the request owning state; nil without a
-// source, a state or a match.
-func sourceMatch(src prefix.Source, state *scheduler.State) *prefix.Match {
-	if src == nil || state == nil {
-		return nil
-	}
-	if m, ok := src.Match(state); ok {
-		return m
-	}
-	return nil
-}
-
-// uncached is the part of a prompt of prompt tokens that e does not hold.
-func uncached(m *prefix.Match, prompt int, e *endpoint.Endpoint) int {
-	if m == nil {
-		return prompt
-	}
-	return max(0, prompt-m.Blocks(e)*m.BlockSizeTokens)
+	return prefix.MatchOf(s.source, state), prompt
 }
 
 // weigh is the Counter's estimate: the request's uncached tokens on the
 // endpoint it is sent to.
 func (s *PrefillBacklog) weigh(state *scheduler.State, req *scheduler.Request, target *endpoint.Endpoint) int {
 	m, prompt := s.match(state, req)
-	return uncached(m, prompt, target)
+	return m.Uncached(prompt, target)
 }
 
 // ResponseChunk releases the request at its first non-empty body chunk:
