@@ -53,7 +53,7 @@ var companions = append([]companion{{
 	trigger:     "prefix-cache-affinity-filter",
 	add:         "inflight-load-producer",
 	satisfiedBy: []string{"inflight-load-producer"},
-}}, readersOf("predicted-latency-producer", "latency-scorer", "slo-headroom-tier-filter", "latency-slo-admitter")...)
+}}, readersOf("predicted-latency-producer", "latency-scorer", "slo-headroom-tier-filter", "slo-deficit-bucket-filter", "latency-slo-admitter")...)
 
 // readersOf are the companions giving each of the reader types a producer
 // of type producer when none is configured.

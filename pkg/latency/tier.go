@@ -111,3 +111,97 @@ func lookupProducer(h *scheduler.Handle, name string) (*Producer, error) {
 	}
 	return p, nil
 }
+
+// DeficitFilterType is the type name of DeficitFilter.
+const DeficitFilterType = "slo-deficit-bucket-filter"
+
+// DeficitFilterParams configures DeficitFilter.
+type DeficitFilterParams struct {
+	LatencyPredictionInfoProducerName string `json:"latencyPredictionInfoProducerName" doc:"the predicted-latency-producer whose headroom is read (one is added when none is listed; OpenEPP extension)" default:"predicted-latency-producer"`
+}
+
+// DeficitFilter is llm-d's slo-deficit-bucket-filter: among endpoints that
+// miss an objective it keeps the least severe group, those missing only
+// TPOT, else only TTFT, else both. When any endpoint meets both (the tier
+// filter before it normally leaves only one kind), or there are no
+// predictions, all pass.
+type DeficitFilter struct {
+	name     scheduler.TypedName
+	params   DeficitFilterParams
+	producer *Producer
+}
+
+var (
+	_ scheduler.Filter   = (*DeficitFilter)(nil)
+	_ scheduler.Resolver = (*DeficitFilter)(nil)
+)
+
+// DeficitFilterFactory builds a DeficitFilter from config.
+func DeficitFilterFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (scheduler.Plugin, error) {
+	p := DeficitFilterParams{LatencyPredictionInfoProducerName: ProducerType}
+	if err := scheduler.DecodeParams(raw, &p); err != nil {
+		return nil, err
+	}
+	return &DeficitFilter{name: scheduler.TypedName{Type: DeficitFilterType, Name: name}, params: p}, nil
+}
+
+// DeficitFilterRegistration describes the plugin type for the registry.
+func DeficitFilterRegistration() scheduler.Registration {
+	return scheduler.Registration{
+		Type:    DeficitFilterType,
+		Factory: DeficitFilterFactory,
+		Params:  DeficitFilterParams{},
+		Summary: "Among endpoints predicted to miss an objective, keeps those missing only TPOT, else only TTFT, else both.",
+	}
+}
+
+// TypedName implements scheduler.Plugin.
+func (f *DeficitFilter) TypedName() scheduler.TypedName { return f.name }
+
+// Resolve implements scheduler.Resolver.
+func (f *DeficitFilter) Resolve(h *scheduler.Handle) error {
+	p, err := lookupProducer(h, f.params.LatencyPredictionInfoProducerName)
+	f.producer = p
+	return err
+}
+
+// Filter implements scheduler.Filter.
+func (f *DeficitFilter) Filter(_ context.Context, state *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
+	if len(eps) <= 1 || f.producer == nil {
+		return eps
+	}
+	preds, ok := f.producer.Predictions(state)
+	if !ok {
+		return eps
+	}
+	// severity 0: meets both; 1: misses TPOT only; 2: TTFT only; 3: both.
+	severity := func(e *endpoint.Endpoint) int {
+		p, ok := preds[e.HostPort]
+		if !ok {
+			return 3
+		}
+		s := 0
+		if p.TPOTHeadroom < 0 {
+			s = 1
+		}
+		if p.TTFTHeadroom < 0 {
+			s += 2
+		}
+		return s
+	}
+	best := 4
+	for _, e := range eps {
+		s := severity(e)
+		if s == 0 {
+			return eps // someone meets both: nothing to choose among deficits
+		}
+		best = min(best, s)
+	}
+	out := make([]*endpoint.Endpoint, 0, len(eps))
+	for _, e := range eps {
+		if severity(e) == best {
+			out = append(out, e)
+		}
+	}
+	return out
+}

@@ -89,3 +89,36 @@ func TestLatencyAdmitter(t *testing.T) {
 		}
 	}
 }
+
+func TestDeficitFilter(t *testing.T) {
+	t.Parallel()
+	p := newProducer(t, "", &testClock{now: time.Unix(1, 0)})
+	eps := endpoints(0, 0, 0)
+	f, err := DeficitFilterFactory("d", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := f.(*DeficitFilter)
+	d.producer = p
+	ttftMiss, tpotMiss, both := Prediction{TTFTHeadroom: -5}, Prediction{TPOTHeadroom: -5}, Prediction{TTFTHeadroom: -5, TPOTHeadroom: -5}
+	for name, tc := range map[string]struct {
+		preds []Prediction
+		want  []int
+	}{
+		"TPOT-only misses first": {[]Prediction{ttftMiss, tpotMiss, both}, []int{1}},
+		"then TTFT-only":         {[]Prediction{both, ttftMiss, ttftMiss}, []int{1, 2}},
+		"one meets: all pass":    {[]Prediction{both, {}, ttftMiss}, []int{0, 1, 2}},
+		"no predictions":         {nil, []int{0, 1, 2}},
+	} {
+		got := d.Filter(ctx, withPredictions(p, eps, 100, tc.preds...), nil, eps)
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: kept %d, want %v", name, len(got), tc.want)
+			continue
+		}
+		for i, w := range tc.want {
+			if got[i] != eps[w] {
+				t.Errorf("%s: kept[%d] = %s, want %s", name, i, got[i].HostPort, eps[w].HostPort)
+			}
+		}
+	}
+}

@@ -42,6 +42,7 @@ func Registrations() []scheduler.Registration {
 		scorers.SessionAffinityFilterRegistration(),
 		scorers.PrefixAffinityRegistration(),
 		latency.TierFilterRegistration(),
+		latency.DeficitFilterRegistration(),
 		filters.ByLabelSelectorRegistration(),
 		filters.ByLabelRegistration(),
 		// Scorers.
