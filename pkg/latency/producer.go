@@ -59,13 +59,14 @@ type Prediction struct {
 // llm-d's x-llm-d-slo-*); a dimension without its header has headroom 0
 // when the other has one, and both are −prediction when neither does.
 type Producer struct {
-	name   scheduler.TypedName
-	params ProducerParams
-	ttft   *regression
-	tpot   *regression
-	books  inflight.Counter // requests in flight and their prompt tokens not yet prefilled
-	source prefix.Source
-	clock  scheduler.Clock
+	name      scheduler.TypedName
+	params    ProducerParams
+	ttft      *regression
+	tpot      *regression
+	books     inflight.Counter // requests in flight and their prompt tokens not yet prefilled
+	source    prefix.Source
+	clock     scheduler.Clock
+	telemetry telemetry
 }
 
 var (
@@ -116,6 +117,11 @@ func ProducerFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sch
 	if h != nil && h.Clock != nil {
 		pr.clock = h.Clock
 	}
+	if h != nil {
+		if pr.telemetry, err = newTelemetry(h.Registerer); err != nil {
+			return nil, err
+		}
+	}
 	pr.books = inflight.NewCounter(h, name, ttl, pr.uncachedPrompt)
 	return pr, nil
 }
@@ -149,6 +155,7 @@ type note struct {
 	sent, first      time.Time
 	ttftX, tpotX     []float64
 	ttftSLO, tpotSLO float64
+	model, target    string // the metrics' labels
 	next             *note
 }
 
@@ -180,10 +187,19 @@ func (p *Producer) Produce(_ context.Context, state *scheduler.State, req *sched
 		return
 	}
 	head, _ := noteKey.Get(state)
-	n := &note{owner: p, ttftSLO: sloHeader(req, ttftSLOHeaders), tpotSLO: sloHeader(req, tpotSLOHeaders), next: head}
+	n := &note{owner: p, ttftSLO: sloHeader(req, ttftSLOHeaders), tpotSLO: sloHeader(req, tpotSLOHeaders),
+		model: req.IncomingModel, target: req.Model, next: head}
 	noteKey.Set(state, n)
 	if !p.params.PredictInProduce {
 		return
+	}
+	if t := p.telemetry; t.ttftPrediction != nil {
+		start := time.Now() // wall time, whatever clock the producer runs on
+		defer func() {
+			d := time.Since(start).Seconds()
+			t.ttftPrediction.WithLabelValues(n.model, n.target).Observe(d)
+			t.tpotPrediction.WithLabelValues(n.model, n.target).Observe(d)
+		}()
 	}
 	preds := make(map[string]Prediction, len(eps))
 	for _, e := range eps {
@@ -266,6 +282,10 @@ func (p *Producer) PreRequest(ctx context.Context, state *scheduler.State, req *
 	n.sent = p.clock.Now()
 	n.ttftX, n.tpotX = p.ttftFeatures(state, req, target), p.tpotFeatures(req, target)
 	p.books.PreRequest(ctx, state, req, result)
+	if pr, ok := n.preds[target.HostPort]; ok && p.telemetry.predictedTTFT != nil {
+		p.telemetry.predictedTTFT.WithLabelValues(n.model, n.target).Observe(pr.TTFT / 1000)
+		p.telemetry.predictedTPOT.WithLabelValues(n.model, n.target).Observe(pr.TPOT / 1000)
+	}
 }
 
 // ResponseChunk takes the first non-empty chunk as the first token: the
@@ -294,11 +314,27 @@ func (p *Producer) ResponseComplete(ctx context.Context, state *scheduler.State,
 		return
 	}
 	now := p.clock.Now()
-	if !p.params.StreamingMode {
-		p.ttft.observe(n.ttftX, ms(now.Sub(n.sent)))
+	ttft := ms(now.Sub(n.sent))
+	if p.params.StreamingMode {
+		if n.first.IsZero() {
+			return // no token came: nothing to learn
+		}
+		ttft = ms(n.first.Sub(n.sent))
+	} else {
+		p.ttft.observe(n.ttftX, ttft)
 	}
+	p.violated("ttft", n, n.ttftSLO, ttft)
 	if out := resp.Usage.CompletionTokens; resp.UsageKnown && out > 1 && !n.first.IsZero() {
-		p.tpot.observe(n.tpotX, ms(now.Sub(n.first))/float64(out-1))
+		tpot := ms(now.Sub(n.first)) / float64(out-1)
+		p.tpot.observe(n.tpotX, tpot)
+		p.violated("tpot", n, n.tpotSLO, tpot)
+	}
+}
+
+// violated counts an answer that missed an objective of its SLO headers.
+func (p *Producer) violated(kind string, n *note, slo, actual float64) {
+	if slo > 0 && actual > slo && p.telemetry.violations != nil {
+		p.telemetry.violations.WithLabelValues(n.model, n.target, kind).Inc()
 	}
 }
 

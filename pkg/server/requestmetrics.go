@@ -46,6 +46,10 @@ var RequestAliases = []promalias.Alias{
 	{From: nameCachedTok, To: "inference_objective_prompt_cached_tokens", Sum: []string{"fairness_id", "priority"}},
 	{From: nameRunning, To: "inference_objective_running_requests", Sum: []string{"target_model_name", "fairness_id", "priority"}},
 	{From: nameNTPOT, To: "inference_objective_normalized_time_per_output_token_seconds", Sum: []string{"fairness_id", "priority"}},
+	// GIE records these two with its latency predictor only; they are the
+	// same measurements.
+	{From: nameTTFT, To: "inference_objective_request_ttft_seconds", Sum: []string{"fairness_id", "priority", "streaming"}},
+	{From: nameTPOT, To: "inference_objective_request_tpot_seconds", Sum: []string{"fairness_id", "priority"}},
 	{From: nameSchedule, To: "llm_d_epp_scheduler_e2e_duration_seconds"},
 	{From: nameAttempts, To: "llm_d_epp_scheduler_attempts_total", Labels: map[string]string{"pod_name": "endpoint_name"}},
 	{From: namePlugins, To: "llm_d_epp_plugin_duration_seconds"},

@@ -40,7 +40,7 @@ var allowed = map[string][]string{
 	"pkg/profiles":       {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
 	"pkg/flowcontrol":    {"pkg/endpoint", "pkg/scheduler"},
 	"pkg/requestcontrol": {"pkg/endpoint", "pkg/scheduler"},
-	"pkg/latency":        {"pkg/endpoint", "pkg/scheduler", "pkg/inflight", "pkg/prefix"},
+	"pkg/latency":        {"pkg/endpoint", "pkg/scheduler", "pkg/inflight", "pkg/prefix", "pkg/promalias"},
 	"pkg/models":         {"pkg/endpoint", "pkg/scheduler", "pkg/certfile", "pkg/fetchfail", "pkg/promalias"},
 	"pkg/disagg":         {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/labelbudget"},
 	"pkg/replicasync":    {"pkg/endpoint", "pkg/prefix", "pkg/scheduler", "pkg/fetchfail"},

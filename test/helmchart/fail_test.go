@@ -28,7 +28,7 @@ func TestBadValuesFailWithAClearMessage(t *testing.T) {
 		{name: "vLLM gRPC parser", set: []string{modelApp, "inferencePool.parser=vllmgrpc-parser"},
 			want: `inferencePool.parser="vllmgrpc-parser" is not one of`},
 		{name: "latency predictor", set: []string{modelApp, "inferenceExtension.latencyPredictor.enabled=true"},
-			want: "inferenceExtension.latencyPredictor.enabled=true: OpenEPP has no latency predictor"},
+			want: "inferenceExtension.latencyPredictor.enabled=true: OpenEPP predicts latency in process"},
 		{name: "old pool API", set: []string{modelApp, "inferencePool.apiVersion=inference.networking.x-k8s.io/v1alpha2"},
 			want: "only inference.networking.k8s.io/v1 is supported"},
 		{name: "old targetPortNumber", set: []string{modelApp, "inferencePool.targetPortNumber=8000"},

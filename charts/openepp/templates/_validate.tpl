@@ -24,7 +24,7 @@ values.schema.json rejects unknown keys and wrong types; this checks meaning.
 {{- end -}}
 {{- /* What OpenEPP does not have. */ -}}
 {{- if $ie.latencyPredictor.enabled -}}
-{{- fail "inferenceExtension.latencyPredictor.enabled=true: OpenEPP has no latency predictor (its training and prediction sidecars and plugins); remove it" -}}
+{{- fail "inferenceExtension.latencyPredictor.enabled=true: OpenEPP predicts latency in process and runs no training or prediction sidecars; remove it and list predicted-latency-producer and latency-scorer in the plugins config" -}}
 {{- end -}}
 {{- if ne (toString $pool.apiVersion) "inference.networking.k8s.io/v1" -}}
 {{- fail (printf "inferencePool.apiVersion=%q: only inference.networking.k8s.io/v1 is supported" (toString $pool.apiVersion)) -}}

@@ -1,0 +1,79 @@
+package latency
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openepp/openepp/pkg/promalias"
+)
+
+// Metric names: llm-d's, served under GIE's names too (Aliases).
+const (
+	metricPredictedTTFT  = "llm_d_epp_request_predicted_ttft_seconds"
+	metricPredictedTPOT  = "llm_d_epp_request_predicted_tpot_seconds"
+	metricTTFTPrediction = "llm_d_epp_request_ttft_prediction_duration_seconds"
+	metricTPOTPrediction = "llm_d_epp_request_tpot_prediction_duration_seconds"
+	metricSLOViolations  = "llm_d_epp_request_slo_violation_total"
+)
+
+// Aliases serve the predictor's metrics under GIE's names as well.
+var Aliases = []promalias.Alias{
+	{From: metricPredictedTTFT, To: "inference_objective_request_predicted_ttft_seconds"},
+	{From: metricPredictedTPOT, To: "inference_objective_request_predicted_tpot_seconds"},
+	{From: metricTTFTPrediction, To: "inference_objective_request_ttft_prediction_duration_seconds"},
+	{From: metricTPOTPrediction, To: "inference_objective_request_tpot_prediction_duration_seconds"},
+	{From: metricSLOViolations, To: "inference_objective_request_slo_violation_total"},
+}
+
+// telemetry is what a producer records; the zero value records nothing.
+type telemetry struct {
+	predictedTTFT, predictedTPOT, ttftPrediction, tpotPrediction *prometheus.HistogramVec
+	violations                                                   *prometheus.CounterVec
+}
+
+// modelLabels are the labels of every predictor metric (upstream's).
+var modelLabels = []string{"model_name", "target_model_name"}
+
+// newTelemetry registers the predictor's collectors with reg (none when
+// reg is nil). Producers share them: a second producer, or the instance a
+// reload builds, reuses what the first registered.
+func newTelemetry(reg prometheus.Registerer) (telemetry, error) {
+	if reg == nil {
+		return telemetry{}, nil
+	}
+	latency := prometheus.ExponentialBuckets(0.005, 2, 20)
+	perToken := prometheus.ExponentialBuckets(0.001, 2, 14)
+	work := prometheus.ExponentialBuckets(1e-6, 4, 12)
+	var t telemetry
+	var errs []error
+	hist := func(name, help string, buckets []float64) *prometheus.HistogramVec {
+		v, err := shared(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, modelLabels))
+		errs = append(errs, err)
+		return v
+	}
+	t.predictedTTFT = hist(metricPredictedTTFT, "TTFT the latency predictor predicted for the endpoint each request was sent to.", latency)
+	t.predictedTPOT = hist(metricPredictedTPOT, "TPOT the latency predictor predicted for the endpoint each request was sent to.", perToken)
+	t.ttftPrediction = hist(metricTTFTPrediction, "Time spent predicting TTFT for every candidate of a request (in process, with TPOT).", work)
+	t.tpotPrediction = hist(metricTPOTPrediction, "Time spent predicting TPOT for every candidate of a request (in process, with TTFT).", work)
+	violations, err := shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricSLOViolations,
+		Help: "Answered requests that missed the TTFT or TPOT objective of their SLO headers, by type."}, append(append([]string{}, modelLabels...), "type")))
+	t.violations = violations
+	return t, errors.Join(append(errs, err)...)
+}
+
+// shared registers c, or returns the collector of the same description
+// already registered.
+func shared[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var dup prometheus.AlreadyRegisteredError
+		if errors.As(err, &dup) {
+			if existing, ok := dup.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, fmt.Errorf("register latency predictor metrics: %w", err)
+	}
+	return c, nil
+}
