@@ -80,18 +80,41 @@ openepp.sidecarSecurityContext.
 {{/*
 default-plugins.yaml: upstream's default profile (queue 2, KV cache 2, prefix
 3) reading the engine of inferencePool.modelServerType; for vLLM with the
-default metricsDataSource it is config/default.yaml byte for byte.
+default metricsDataSource it is config/default.yaml byte for byte. With
+inferenceExtension.latencyPredictor.enabled it is upstream's latency
+profile instead (affinity filters gated by predicted TTFT, the headroom
+tier filter, latency-scorer, weighted random picking, the SLO admitter),
+on OpenEPP's in-process predictor: no sidecars.
 */}}
 {{- define "openepp.defaultConfig" -}}
 {{- $mds := .Values.inferenceExtension.metricsDataSource | default dict -}}
 {{- $type := toString .Values.inferencePool.modelServerType -}}
 {{- $parser := toString (.Values.inferencePool.parser | default "") -}}
+{{- $latency := (.Values.inferenceExtension.latencyPredictor | default dict).enabled -}}
 apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 plugins:
+{{- if $latency }}
+- type: predicted-latency-producer
+- name: strict-affinity-filter
+  type: prefix-cache-affinity-filter
+  parameters:
+    affinityThreshold: 0.99
+    ttftSource: latencyPredictor
+- name: loose-affinity-filter
+  type: prefix-cache-affinity-filter
+  parameters:
+    affinityThreshold: 0.8
+    ttftSource: latencyPredictor
+- type: slo-headroom-tier-filter
+- type: latency-scorer
+- type: weighted-random-picker
+- type: latency-slo-admitter
+{{- else }}
 - type: queue-scorer
 - type: kv-cache-utilization-scorer
 - type: prefix-cache-scorer
+{{- end }}
 - type: metrics-data-source
   parameters:
     scheme: {{ include "openepp.scalar" ($mds.scheme | default "http") }}
@@ -108,12 +131,20 @@ plugins:
 schedulingProfiles:
 - name: default
   plugins:
+{{- if $latency }}
+  - pluginRef: strict-affinity-filter
+  - pluginRef: slo-headroom-tier-filter
+  - pluginRef: loose-affinity-filter
+  - pluginRef: latency-scorer
+  - pluginRef: weighted-random-picker
+{{- else }}
   - pluginRef: queue-scorer
     weight: 2
   - pluginRef: kv-cache-utilization-scorer
     weight: 2
   - pluginRef: prefix-cache-scorer
     weight: 3
+{{- end }}
 {{- if $parser }}
 parser:
   pluginRef: {{ $parser }}

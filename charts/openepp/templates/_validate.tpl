@@ -23,8 +23,10 @@ values.schema.json rejects unknown keys and wrong types; this checks meaning.
 {{- fail "inferenceExtension.endpointsServer (an EPP without an InferencePool, upstream's standalone chart) is not supported by this chart: run the EPP with --endpoint-selector from your own manifests" -}}
 {{- end -}}
 {{- /* What OpenEPP does not have. */ -}}
-{{- if $ie.latencyPredictor.enabled -}}
-{{- fail "inferenceExtension.latencyPredictor.enabled=true: OpenEPP predicts latency in process and runs no training or prediction sidecars; remove it and list predicted-latency-producer and latency-scorer in the plugins config" -}}
+{{- range $key, $_ := ($ie.latencyPredictor | default dict) -}}
+{{- if ne $key "enabled" -}}
+{{- fail (printf "inferenceExtension.latencyPredictor.%s: OpenEPP predicts latency in process, with no training or prediction sidecars to configure; keep only latencyPredictor.enabled" $key) -}}
+{{- end -}}
 {{- end -}}
 {{- if ne (toString $pool.apiVersion) "inference.networking.k8s.io/v1" -}}
 {{- fail (printf "inferencePool.apiVersion=%q: only inference.networking.k8s.io/v1 is supported" (toString $pool.apiVersion)) -}}
