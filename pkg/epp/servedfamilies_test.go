@@ -152,7 +152,8 @@ func parseDesc(s string) (string, []string, error) {
 }
 
 // everyFamilyConfig turns on every optional part that registers metrics:
-// flow control, the prefix index, disaggregation and model-list polling.
+// flow control, the prefix index, disaggregation, model-list polling and
+// the latency predictor.
 const everyFamilyConfig = `apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 featureGates: [flowControl]
@@ -167,6 +168,7 @@ plugins:
 - type: max-score-picker
 - type: concurrency-detector
 - type: models-responder
+- type: predicted-latency-producer
 saturationDetector: {pluginRef: concurrency-detector}
 schedulingProfiles:
 - name: decode
