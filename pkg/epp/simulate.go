@@ -56,7 +56,7 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.freshness, "freshness", "", "also run the evaluated config with these scrape intervals (e.g. 25ms,100ms,200ms), "+
 		"paired seed by seed against --scrape-interval, and report what metric freshness is worth to it")
 	fs.IntVar(&f.freshnessSeeds, "freshness-seeds", 6, "paired seeds of the --freshness study (1 … n)")
-	fs.StringVar(&f.classes, "classes", "", "split the traffic into classes name:share:priority,… (e.g. critical:0.2:3,batch:0.8:-1), "+
+	fs.StringVar(&f.classes, "classes", "", "split the traffic into classes name:share:priority[:ttftSLOms[:tpotSLOms]],… (e.g. critical:0.2:3:250,batch:0.8:-1; the SLOs are sent as x-slo-ttft-ms / x-slo-tpot-ms headers), "+
 		"each its own fairness ID, and report each class; configs then shed or queue by priority as they would live")
 	fs.IntVar(&f.replicas, "replicas", 1, "run every policy as N active-active EPP replicas, each request handed to the next in turn; "+
 		"each replica has its own plugin state (prefix index, in-flight counts, flow-control queue)")

@@ -3,6 +3,7 @@ package fleet
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -16,13 +17,18 @@ type Class struct {
 	Name     string
 	Share    float64
 	Priority int
+	// TTFTSLOMs and TPOTSLOMs, when > 0, are sent as the class's
+	// x-slo-ttft-ms and x-slo-tpot-ms request headers, the objectives the
+	// latency predictor's plugins route and admit by.
+	TTFTSLOMs, TPOTSLOMs float64
 }
 
 // maxClasses bounds a run's classes (a flight stores its class in a byte).
 const maxClasses = 16
 
-// ParseClasses reads "name:share:priority,…", for example
-// "critical:0.2:3,batch:0.8:-1"; shares are normalised to sum to 1.
+// ParseClasses reads "name:share:priority[:ttftSLOms[:tpotSLOms]],…", for
+// example "critical:0.2:3:250,batch:0.8:-1"; shares are normalised to sum
+// to 1; a 0 objective sends no header.
 func ParseClasses(s string) ([]Class, error) {
 	var out []Class
 	for _, item := range strings.Split(s, ",") {
@@ -31,8 +37,16 @@ func ParseClasses(s string) ([]Class, error) {
 			continue
 		}
 		parts := strings.Split(item, ":")
-		if len(parts) != 3 {
-			return nil, fmt.Errorf("class %q: want name:share:priority", item)
+		if len(parts) < 3 || len(parts) > 5 {
+			return nil, fmt.Errorf("class %q: want name:share:priority[:ttftSLOms[:tpotSLOms]]", item)
+		}
+		var slo [2]float64
+		for i, v := range parts[3:] {
+			ms, err := strconv.ParseFloat(v, 64)
+			if err != nil || !(ms >= 0) || math.IsInf(ms, 0) {
+				return nil, fmt.Errorf("class %q: SLO %q: want milliseconds >= 0", item, v)
+			}
+			slo[i] = ms
 		}
 		share, err := strconv.ParseFloat(parts[1], 64)
 		if err != nil {
@@ -42,12 +56,28 @@ func ParseClasses(s string) ([]Class, error) {
 		if err != nil {
 			return nil, fmt.Errorf("class %q: priority: %w", item, err)
 		}
-		out = append(out, Class{Name: strings.TrimSpace(parts[0]), Share: share, Priority: prio})
+		out = append(out, Class{Name: strings.TrimSpace(parts[0]), Share: share, Priority: prio, TTFTSLOMs: slo[0], TPOTSLOMs: slo[1]})
 	}
 	if err := validateClasses(out); err != nil {
 		return nil, err
 	}
 	return normalised(out), nil
+}
+
+// sloHeaders are the request headers carrying the class's objectives;
+// nil without any. Each request gets its own map.
+func (c Class) sloHeaders() map[string]string {
+	if c.TTFTSLOMs <= 0 && c.TPOTSLOMs <= 0 {
+		return nil
+	}
+	h := map[string]string{}
+	if c.TTFTSLOMs > 0 {
+		h["x-slo-ttft-ms"] = strconv.FormatFloat(c.TTFTSLOMs, 'f', -1, 64)
+	}
+	if c.TPOTSLOMs > 0 {
+		h["x-slo-tpot-ms"] = strconv.FormatFloat(c.TPOTSLOMs, 'f', -1, 64)
+	}
+	return h
 }
 
 func validateClasses(cs []Class) error {

@@ -17,8 +17,25 @@ func TestParseClasses(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("classes (-want +got):\n%s", diff)
 	}
+	got, err = ParseClasses("critical:1:3:250:40,batch:1:-1:500")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []Class{{Name: "critical", Share: 0.5, Priority: 3, TTFTSLOMs: 250, TPOTSLOMs: 40}, {Name: "batch", Share: 0.5, Priority: -1, TTFTSLOMs: 500}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("classes with SLOs (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]string{"x-slo-ttft-ms": "250", "x-slo-tpot-ms": "40"}, got[0].sloHeaders()); diff != "" {
+		t.Errorf("SLO headers (-want +got):\n%s", diff)
+	}
+	if h := (Class{Name: "x"}).sloHeaders(); h != nil {
+		t.Errorf("no SLO: headers %v", h)
+	}
 	for in, wantErr := range map[string]string{
 		"a:1":         "want name:share:priority",
+		"a:1:1:2:3:4": "want name:share:priority",
+		"a:1:1:soon":  `SLO "soon"`,
+		"a:1:1:-5":    "milliseconds >= 0",
 		"a:x:1":       "share",
 		"a:1:high":    "priority",
 		"a:0:1":       "share must be > 0",

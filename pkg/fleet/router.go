@@ -101,6 +101,7 @@ func (r *schedRouter) route(f *flight) (int, error) {
 	if len(r.classes) > 0 {
 		c := r.classes[f.class]
 		f.req.Priority, f.req.FairnessID = c.Priority, c.Name
+		f.req.Headers = c.sloHeaders()
 	}
 	res, err := r.sched.Schedule(r.ctx, f.state, f.req, r.eps)
 	if err != nil {
