@@ -64,7 +64,7 @@ func (a *Admitter) Resolve(h *scheduler.Handle) error {
 
 // Admit implements scheduler.Admitter.
 func (a *Admitter) Admit(_ context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) error {
-	if req == nil || req.Priority >= 0 || a.producer == nil || !a.producer.HasSLO(state) {
+	if req == nil || req.Priority >= 0 || !a.producer.HasSLO(state) {
 		return nil
 	}
 	preds, ok := a.producer.Predictions(state)

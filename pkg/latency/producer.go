@@ -173,8 +173,12 @@ func (p *Producer) noteOf(state *scheduler.State) *note {
 }
 
 // Predictions returns the predictions Produce made for the request owning
-// state, by endpoint HostPort; false when the models were not ready.
+// state, by endpoint HostPort; false when the models were not ready, or for
+// a nil producer (a plugin not resolved).
 func (p *Producer) Predictions(state *scheduler.State) (map[string]Prediction, bool) {
+	if p == nil {
+		return nil, false
+	}
 	if n := p.noteOf(state); n != nil && n.preds != nil {
 		return n.preds, true
 	}
@@ -233,6 +237,9 @@ func (p *Producer) headroom(slo, predicted float64, n *note) float64 {
 
 // HasSLO reports whether the request owning state carries an SLO header.
 func (p *Producer) HasSLO(state *scheduler.State) bool {
+	if p == nil {
+		return false
+	}
 	n := p.noteOf(state)
 	return n != nil && (n.ttftSLO > 0 || n.tpotSLO > 0)
 }
@@ -373,4 +380,20 @@ func sloHeader(req *scheduler.Request, names []string) float64 {
 		}
 	}
 	return 0
+}
+
+// lookupProducer finds the predicted-latency-producer called name.
+func lookupProducer(h *scheduler.Handle, name string) (*Producer, error) {
+	if h == nil {
+		return nil, errors.New("latencyPredictionInfoProducerName: no plugin handle to resolve it with")
+	}
+	pl, ok := h.Plugin(name)
+	if !ok {
+		return nil, fmt.Errorf("latencyPredictionInfoProducerName: no plugin named %q in the config (list `- type: %s`)", name, ProducerType)
+	}
+	p, ok := pl.(*Producer)
+	if !ok {
+		return nil, fmt.Errorf("latencyPredictionInfoProducerName: plugin %q (type %q) is not a %s", name, pl.TypedName().Type, ProducerType)
+	}
+	return p, nil
 }

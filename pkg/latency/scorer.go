@@ -118,10 +118,7 @@ func (s *Scorer) Score(_ context.Context, state *scheduler.State, _ *scheduler.R
 	if len(eps) == 0 {
 		return out
 	}
-	var preds map[string]Prediction
-	if s.producer != nil {
-		preds, _ = s.producer.Predictions(state)
-	}
+	preds, _ := s.producer.Predictions(state)
 	if preds == nil {
 		s.composite(state, eps, out)
 		return out

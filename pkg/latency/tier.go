@@ -3,7 +3,6 @@ package latency
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/openepp/openepp/pkg/endpoint"
@@ -69,7 +68,7 @@ func (f *TierFilter) Resolve(h *scheduler.Handle) error {
 
 // Filter implements scheduler.Filter.
 func (f *TierFilter) Filter(_ context.Context, state *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
-	if len(eps) <= 1 || f.producer == nil {
+	if len(eps) <= 1 {
 		return eps
 	}
 	preds, ok := f.producer.Predictions(state)
@@ -94,22 +93,6 @@ func (f *TierFilter) Filter(_ context.Context, state *scheduler.State, _ *schedu
 		}
 	}
 	return out
-}
-
-// lookupProducer finds the predicted-latency-producer called name.
-func lookupProducer(h *scheduler.Handle, name string) (*Producer, error) {
-	if h == nil {
-		return nil, errors.New("latencyPredictionInfoProducerName: no plugin handle to resolve it with")
-	}
-	pl, ok := h.Plugin(name)
-	if !ok {
-		return nil, fmt.Errorf("latencyPredictionInfoProducerName: no plugin named %q in the config (list `- type: %s`)", name, ProducerType)
-	}
-	p, ok := pl.(*Producer)
-	if !ok {
-		return nil, fmt.Errorf("latencyPredictionInfoProducerName: plugin %q (type %q) is not a %s", name, pl.TypedName().Type, ProducerType)
-	}
-	return p, nil
 }
 
 // DeficitFilterType is the type name of DeficitFilter.
@@ -167,7 +150,7 @@ func (f *DeficitFilter) Resolve(h *scheduler.Handle) error {
 
 // Filter implements scheduler.Filter.
 func (f *DeficitFilter) Filter(_ context.Context, state *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
-	if len(eps) <= 1 || f.producer == nil {
+	if len(eps) <= 1 {
 		return eps
 	}
 	preds, ok := f.producer.Predictions(state)
