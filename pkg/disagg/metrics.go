@@ -1,12 +1,10 @@
 package disagg
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/labelbudget"
+	"github.com/openepp/openepp/pkg/promreg"
 )
 
 // Metric names: llm-d's for the decision (GIE has none), ours for what
@@ -40,33 +38,19 @@ func registerDecisionMetrics(reg prometheus.Registerer) (*decisionMetrics, error
 	if reg == nil {
 		return nil, nil
 	}
-	decisions, err := sharedCounterVec(reg, prometheus.CounterOpts{Name: metricDecisions,
+	decisions, err := promreg.Shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricDecisions,
 		Help: "Disaggregation decisions by model and stages run (decode-only, prefill-decode, encode-decode, encode-prefill-decode)."},
-		"model_name", "decision_type")
+		[]string{"model_name", "decision_type"}))
 	if err != nil {
 		return nil, err
 	}
-	skipped, err := sharedCounterVec(reg, prometheus.CounterOpts{Name: metricSkipped,
+	skipped, err := promreg.Shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricSkipped,
 		Help: "Requests whose disaggregated stage was decided but ran on the decode endpoint: no endpoint for it, or the prefill pick busy."},
-		"stage", "reason")
+		[]string{"stage", "reason"}))
 	if err != nil {
 		return nil, err
 	}
 	return &decisionMetrics{decisions: decisions, stageMissed: skipped, models: labelbudget.New(maxModelLabels)}, nil
-}
-
-func sharedCounterVec(reg prometheus.Registerer, opts prometheus.CounterOpts, labels ...string) (*prometheus.CounterVec, error) {
-	c := prometheus.NewCounterVec(opts, labels)
-	if err := reg.Register(c); err != nil {
-		var dup prometheus.AlreadyRegisteredError
-		if errors.As(err, &dup) {
-			if existing, ok := dup.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing, nil
-			}
-		}
-		return nil, fmt.Errorf("register %s: %w", opts.Name, err)
-	}
-	return c, nil
 }
 
 func (m *decisionMetrics) decided(model, decision string) {

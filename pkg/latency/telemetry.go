@@ -2,11 +2,11 @@ package latency
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/promalias"
+	"github.com/openepp/openepp/pkg/promreg"
 )
 
 // Metric names: llm-d's, served under GIE's names too (Aliases).
@@ -49,7 +49,7 @@ func newTelemetry(reg prometheus.Registerer) (telemetry, error) {
 	var t telemetry
 	var errs []error
 	hist := func(name, help string, buckets []float64) *prometheus.HistogramVec {
-		v, err := shared(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, modelLabels))
+		v, err := promreg.Shared(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, modelLabels))
 		errs = append(errs, err)
 		return v
 	}
@@ -57,23 +57,8 @@ func newTelemetry(reg prometheus.Registerer) (telemetry, error) {
 	t.predictedTPOT = hist(metricPredictedTPOT, "TPOT the latency predictor predicted for the endpoint each request was sent to.", perToken)
 	t.ttftPrediction = hist(metricTTFTPrediction, "Time spent predicting TTFT for every candidate of a request (in process, with TPOT).", work)
 	t.tpotPrediction = hist(metricTPOTPrediction, "Time spent predicting TPOT for every candidate of a request (in process, with TTFT).", work)
-	violations, err := shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricSLOViolations,
+	violations, err := promreg.Shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricSLOViolations,
 		Help: "Answered requests that missed the TTFT or TPOT objective of their SLO headers, by type."}, append(append([]string{}, modelLabels...), "type")))
 	t.violations = violations
 	return t, errors.Join(append(errs, err)...)
-}
-
-// shared registers c, or returns the collector of the same description
-// already registered.
-func shared[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var dup prometheus.AlreadyRegisteredError
-		if errors.As(err, &dup) {
-			if existing, ok := dup.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("register latency predictor metrics: %w", err)
-	}
-	return c, nil
 }

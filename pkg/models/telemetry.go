@@ -1,14 +1,13 @@
 package models
 
 import (
-	"errors"
-	"fmt"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/fetchfail"
 	"github.com/openepp/openepp/pkg/promalias"
+	"github.com/openepp/openepp/pkg/promreg"
 )
 
 // Aliases serve the poll-error counter as llm-d's data-layer poll errors
@@ -28,12 +27,12 @@ func newPollMetrics(reg prometheus.Registerer) (*pollMetrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
-	polls, err := shared(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "openepp_models_polls_total",
+	polls, err := promreg.Shared(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "openepp_models_polls_total",
 		Help: "Model-list polls of model servers (models-data-source)."}))
 	if err != nil {
 		return nil, err
 	}
-	errs, err := shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "openepp_models_poll_errors_total",
+	errs, err := promreg.Shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "openepp_models_poll_errors_total",
 		Help: "Failed model-list polls, by reason."}, []string{"reason"}))
 	if err != nil {
 		return nil, err
@@ -65,7 +64,7 @@ func newResponseMetrics(reg prometheus.Registerer) (*responseMetrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
-	v, err := shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "openepp_models_responses_total",
+	v, err := promreg.Shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "openepp_models_responses_total",
 		Help: "GET /v1/models requests the EPP answered itself (models-responder), by status code."}, []string{"code"}))
 	if err != nil {
 		return nil, err
@@ -77,21 +76,4 @@ func (m *responseMetrics) answered(code int) {
 	if m != nil {
 		m.byCode.WithLabelValues(strconv.Itoa(code)).Inc()
 	}
-}
-
-// shared registers c, or returns the collector of the same kind already
-// registered under its name (a second instance, or the previous config's),
-// so the series continue.
-func shared[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	var dup prometheus.AlreadyRegisteredError
-	switch {
-	case err == nil:
-		return c, nil
-	case errors.As(err, &dup):
-		if existing, ok := dup.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("register metrics: %w", err)
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/promalias"
+	"github.com/openepp/openepp/pkg/promreg"
 )
 
 // Metric names, upstream's.
@@ -53,41 +54,23 @@ func registerMetrics(reg prometheus.Registerer, name string, ix *Index) (hitObse
 			return hitObservers{}, fmt.Errorf("register %s: %w", metricIndexSize, err)
 		}
 	}
-	ratio, err := sharedHistogram(reg, prometheus.HistogramOpts{
+	ratio, err := promreg.Shared(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:        metricHitRatio,
 		Help:        "Per request, the largest fraction of the prompt's blocks any endpoint held.",
 		ConstLabels: labels,
 		Buckets:     prometheus.LinearBuckets(0, 0.1, 11),
-	})
+	}))
 	if err != nil {
 		return hitObservers{}, err
 	}
-	bytes, err := sharedHistogram(reg, prometheus.HistogramOpts{
+	bytes, err := promreg.Shared(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:        metricHitBytes,
 		Help:        "Per request, the prompt bytes in the longest prefix any endpoint held.",
 		ConstLabels: labels,
 		Buckets:     prometheus.ExponentialBuckets(64, 4, 10),
-	})
+	}))
 	if err != nil {
 		return hitObservers{}, err
 	}
 	return hitObservers{ratio: ratio, bytes: bytes}, nil
-}
-
-// sharedHistogram registers a histogram, or returns the one already
-// registered under the same name and labels.
-func sharedHistogram(reg prometheus.Registerer, opts prometheus.HistogramOpts) (prometheus.Histogram, error) {
-	h := prometheus.NewHistogram(opts)
-	if err := reg.Register(h); err != nil {
-		var dup prometheus.AlreadyRegisteredError
-		if !errors.As(err, &dup) {
-			return nil, fmt.Errorf("register %s: %w", opts.Name, err)
-		}
-		existing, ok := dup.ExistingCollector.(prometheus.Histogram)
-		if !ok {
-			return nil, fmt.Errorf("register %s: %w", opts.Name, err)
-		}
-		return existing, nil
-	}
-	return h, nil
 }
