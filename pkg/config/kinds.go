@@ -111,7 +111,8 @@ func kindOf(p scheduler.Plugin) pluginKind {
 
 func isHook(p scheduler.Plugin) bool {
 	switch p.(type) {
-	case scheduler.PreRequest, scheduler.ResponseHeaders, scheduler.ResponseChunk, scheduler.ResponseComplete:
+	case scheduler.PreRequest, scheduler.ResponseHeaders, scheduler.ResponseChunk, scheduler.ResponseComplete,
+		scheduler.ResponseReporter:
 		return true
 	}
 	return false

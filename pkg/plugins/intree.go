@@ -72,6 +72,7 @@ func Registrations() []scheduler.Registration {
 		// Request control.
 		requestcontrol.AgentIdentityRegistration(),
 		requestcontrol.ServedVerifierRegistration(),
+		requestcontrol.AttributeReporterRegistration(),
 		requestcontrol.ProbabilisticAdmitterRegistration(),
 		latency.AdmitterRegistration(),
 		// Data layer.

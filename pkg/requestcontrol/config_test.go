@@ -9,6 +9,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/requestcontrol"
 	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/scheduler/plugintest"
@@ -96,6 +97,51 @@ schedulingProfiles:
 	_, err = build(t, "plugins: [{type: destination-endpoint-served-verifier, parameters: {header: x}}]\n")
 	if err == nil || !strings.Contains(err.Error(), `unknown field "header"`) {
 		t.Errorf("verifier with a parameter: err = %v", err)
+	}
+}
+
+// TestAttributeReporterConfig: upstream's documented config (the YAML of
+// its README, block scalar included) builds next to the default profile, the
+// scheduler reports with it, and a broken expression fails the file naming
+// the plugin and the attribute.
+func TestAttributeReporterConfig(t *testing.T) {
+	t.Parallel()
+	b, err := build(t, `plugins:
+  - name: total-tokens-cost-reporter
+    type: request-attribute-reporter
+    parameters:
+      attributes:
+        - key:
+            namespace: envoy.lb
+            name: x-gateway-inference-request-cost
+          expression: |
+            usage.prompt_tokens + usage.completion_tokens
+          condition: "has(usage.prompt_tokens) && has(usage.completion_tokens)"
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.Scheduler.WantsReports() {
+		t.Fatal("the scheduler built from the file has no response reporter")
+	}
+	resp := scheduler.Response{UsageKnown: true, Usage: request.Usage{PromptTokens: 5, CompletionTokens: 2}}
+	b.Scheduler.ReportResponse(t.Context(), nil, plugintest.Request("m", 10), &resp)
+	if got := resp.Metadata["envoy.lb"]["x-gateway-inference-request-cost"]; got != 7.0 {
+		t.Errorf("reported %v, want 7", got)
+	}
+	_, err = build(t, `plugins:
+- name: cost
+  type: request-attribute-reporter
+  parameters: {attributes: [{key: {name: c}, expression: "usage.prompt_tokens +* 2"}]}
+`)
+	if err == nil || !strings.Contains(err.Error(), `plugin "cost" of type "request-attribute-reporter": attributes[0].expression`) {
+		t.Errorf("broken expression: err = %v", err)
+	}
+	_, err = build(t, `plugins: [{type: request-attribute-reporter, parameters: {attributes: [{key: {name: c}, expression: "1"}]}}, {type: queue-scorer}]
+schedulingProfiles: [{name: default, plugins: [{pluginRef: request-attribute-reporter}, {pluginRef: queue-scorer}]}]
+`)
+	if err == nil || !strings.Contains(err.Error(), "is a request/response hook; a profile holds only filters, scorers and pickers") {
+		t.Errorf("reporter in a profile: err = %v", err)
 	}
 }
 

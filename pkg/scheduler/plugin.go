@@ -255,6 +255,18 @@ type ResponseComplete interface {
 	ResponseComplete(ctx context.Context, state *State, req *Request, resp *Response)
 }
 
+// ResponseReporter reports on a finished response to the proxy: it runs
+// once, when the response's last message (the end-of-stream body chunk, the
+// trailers, or headers that end the stream) arrives and before the EPP
+// answers it, with the final usage in resp. What it writes with
+// resp.SetMetadata rides on that answer as ext_proc dynamic metadata, which
+// the proxy can log, rate-limit or bill on. A response that never ends
+// (client gone) is not reported: there is no answer left to carry it.
+type ResponseReporter interface {
+	Plugin
+	ReportResponse(ctx context.Context, state *State, req *Request, resp *Response)
+}
+
 // Runnable is implemented by plugins that need background work (expiry
 // sweeps, index purges). Start blocks until ctx is done. The EPP starts it
 // after the plugin is built and stops it when the plugin is replaced.

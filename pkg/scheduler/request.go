@@ -63,6 +63,9 @@ type Response struct {
 	// AddHeaders are response headers plugins want sent to the client (for
 	// example a session token); only honoured when set in ResponseHeaders.
 	AddHeaders map[string]string
+	// Metadata is dynamic metadata plugins want sent to the proxy, by
+	// namespace and key; only honoured when set in ReportResponse.
+	Metadata map[string]map[string]any
 }
 
 // SetHeader asks for a response header to be sent to the client.
@@ -71,6 +74,18 @@ func (r *Response) SetHeader(name, value string) {
 		r.AddHeaders = map[string]string{}
 	}
 	r.AddHeaders[name] = value
+}
+
+// SetMetadata asks for key = value in the proxy's dynamic metadata under
+// namespace; value is a float64, string or bool.
+func (r *Response) SetMetadata(namespace, key string, value any) {
+	if r.Metadata == nil {
+		r.Metadata = map[string]map[string]any{}
+	}
+	if r.Metadata[namespace] == nil {
+		r.Metadata[namespace] = map[string]any{}
+	}
+	r.Metadata[namespace][key] = value
 }
 
 // ProfileResult is the outcome of one profile run.

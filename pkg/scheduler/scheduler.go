@@ -51,6 +51,7 @@ type Scheduler struct {
 	respHdr    []ResponseHeaders
 	respChunk  []ResponseChunk
 	respDone   []ResponseComplete
+	reporters  []ResponseReporter
 	detector   SaturationDetector
 	timing     timing
 	clock      Clock
@@ -155,6 +156,9 @@ func (s *Scheduler) collectHooks() {
 		}
 		if x, ok := p.(ResponseComplete); ok {
 			s.respDone = append(s.respDone, x)
+		}
+		if x, ok := p.(ResponseReporter); ok {
+			s.reporters = append(s.reporters, x)
 		}
 	}
 }
@@ -332,6 +336,20 @@ func (s *Scheduler) ResponseComplete(ctx context.Context, state *State, req *Req
 		s.timing.done(PointResponseDone, h, t)
 	}
 }
+
+// ReportResponse runs the ResponseReporter hooks; their time counts as
+// ResponseComplete's, the extension point upstream reports them under.
+func (s *Scheduler) ReportResponse(ctx context.Context, state *State, req *Request, resp *Response) {
+	for _, h := range s.reporters {
+		t := s.timing.start()
+		h.ReportResponse(ctx, state, req, resp)
+		s.timing.done(PointResponseDone, h, t)
+	}
+}
+
+// WantsReports reports whether any plugin reports on finished responses,
+// so the server finishes the usage before the last answer only then.
+func (s *Scheduler) WantsReports() bool { return len(s.reporters) > 0 }
 
 // WantsResponseChunks reports whether any plugin reads response chunks, so
 // the server can skip the hook dispatch on the hot path when none does.

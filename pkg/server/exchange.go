@@ -59,6 +59,8 @@ type exchange struct {
 	resp     scheduler.Response
 	sse      request.StreamUsage
 	respBody []byte
+	// usageFinal is set once the response's usage has been read to the end.
+	usageFinal bool
 	// span is the request's trace span; nil without a tracer.
 	span trace.Span
 	// modelBack restores the client's model name in the response when the

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -41,11 +42,15 @@ func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders, md map[string]*st
 	reply := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
 		ResponseHeaders: &extprocv3.HeadersResponse{Response: common},
 	}}
+	eos := h.GetEndOfStream() // a response without body (e.g. 204) ends here
+	if eos {
+		x.resp.EndOfStream = true
+		reply.DynamicMetadata = x.report()
+	}
 	if err := x.send(reply); err != nil {
 		return false, err
 	}
-	if h.GetEndOfStream() { // a response without body (e.g. 204) ends here
-		x.resp.EndOfStream = true
+	if eos {
 		x.complete()
 		return true, nil
 	}
@@ -59,21 +64,31 @@ func (x *exchange) onResponseBody(b *extprocv3.HttpBody, md map[string]*structpb
 		return false, outOfOrder("response body", x.phase)
 	}
 	chunk, eos := b.GetBody(), b.GetEndOfStream()
-	if out, ok := x.modelBack.rewrite(chunk, eos); ok {
-		if err := x.send(streamedBody(out, eos, false)); err != nil {
-			return false, err
-		}
-	}
 	if served := filterMetadataString(md, LBNamespace, ServedKey); served != "" {
 		x.resp.Served = served
 	}
-	x.account(chunk)
-	x.timeChunk(len(chunk), now)
 	if eos {
+		// The last chunk is read before it is answered, so that reporters
+		// see the whole usage and their metadata rides on the answer.
+		x.account(chunk)
 		x.resp.EndOfStream = true
+		out, _ := x.modelBack.rewrite(chunk, true)
+		reply := streamedBody(out, true, false)
+		reply.DynamicMetadata = x.report()
+		if err := x.send(reply); err != nil {
+			return false, err
+		}
+		x.timeChunk(len(chunk), now)
 		x.complete()
 		return true, nil
 	}
+	if out, ok := x.modelBack.rewrite(chunk, false); ok {
+		if err := x.send(streamedBody(out, false, false)); err != nil {
+			return false, err
+		}
+	}
+	x.account(chunk)
+	x.timeChunk(len(chunk), now)
 	return false, nil
 }
 
@@ -86,12 +101,46 @@ func (x *exchange) onResponseTrailers() (bool, error) {
 			return false, err
 		}
 	}
-	if err := x.send(trailersResponse(false)); err != nil {
+	x.resp.EndOfStream = true
+	reply := trailersResponse(false)
+	reply.DynamicMetadata = x.report()
+	if err := x.send(reply); err != nil {
 		return false, err
 	}
-	x.resp.EndOfStream = true
 	x.complete()
 	return true, nil
+}
+
+// report runs the ResponseReporter hooks on the finished response and
+// returns the dynamic metadata they asked for, nil when none.
+func (x *exchange) report() *structpb.Struct {
+	if !x.hooked || x.completed || !x.sched.WantsReports() {
+		return nil
+	}
+	x.finishUsage()
+	x.sched.ReportResponse(x.ctx, x.state, x.req, &x.resp)
+	if len(x.resp.Metadata) == 0 {
+		return nil
+	}
+	md, err := metadataStruct(x.resp.Metadata)
+	if err != nil {
+		x.srv.opts.Log.Error(err, "Dropping response metadata a plugin set", "requestID", x.req.ID)
+		return nil
+	}
+	return md
+}
+
+// metadataStruct converts plugins' metadata to the ext_proc form.
+func metadataStruct(m map[string]map[string]any) (*structpb.Struct, error) {
+	out := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(m))}
+	for ns, fields := range m {
+		s, err := structpb.NewStruct(fields)
+		if err != nil {
+			return nil, fmt.Errorf("metadata namespace %q: %w", ns, err)
+		}
+		out.Fields[ns] = structpb.NewStructValue(s)
+	}
+	return out, nil
 }
 
 // account feeds a response chunk to usage parsing and the chunk hooks.
@@ -119,6 +168,18 @@ func (x *exchange) complete() {
 	if !x.hooked || x.completed {
 		return
 	}
+	x.finishUsage()
+	x.completed = true
+	x.sched.ResponseComplete(x.ctx, x.state, x.req, &x.resp)
+}
+
+// finishUsage reads the usage of a response whose last byte has been
+// accounted: the stream's final event, or the buffered JSON body.
+func (x *exchange) finishUsage() {
+	if x.usageFinal {
+		return
+	}
+	x.usageFinal = true
 	if x.resp.Streaming {
 		x.sse.Flush()
 		if u, ok := x.sse.Usage(); ok {
@@ -127,8 +188,6 @@ func (x *exchange) complete() {
 	} else if u, ok := request.ParseUsage(x.respBody); ok {
 		x.resp.Usage, x.resp.UsageKnown = u, true
 	}
-	x.completed = true
-	x.sched.ResponseComplete(x.ctx, x.state, x.req, &x.resp)
 }
 
 // timeChunk records time to first token and inter-token gaps of a streamed
