@@ -177,3 +177,19 @@ func TestAttributeReporterConditionNotBoolAtRunTime(t *testing.T) {
 		t.Errorf("failures counted %v, want 1", c)
 	}
 }
+
+// BenchmarkAttributeReporter is the per-response cost of upstream's example
+// (condition and expression), paid on the response's last message.
+func BenchmarkAttributeReporter(b *testing.B) {
+	p, err := AttributeReporterFactory("cost", json.RawMessage(upstreamReporterConfig), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := p.(*AttributeReporter)
+	req := &scheduler.Request{ID: "r1"}
+	b.ReportAllocs()
+	for b.Loop() {
+		resp := withUsage(1200, 300, 640)
+		r.ReportResponse(context.Background(), nil, req, &resp)
+	}
+}
