@@ -112,7 +112,7 @@ dataLayer:
 	yaml: header + "featureGates: [flowControl, flowControl=false, turbo, dataLayer=maybe, '']\nplugins: [{type: queue-scorer}]\n",
 	want: []string{
 		`featureGates[1]: feature gate "flowControl" is already set by featureGates[0]`,
-		`featureGates[2]: unknown feature gate "turbo" (known: dataLayer, enableLegacyMetrics, flowControl, haPopulateNonLeaderDatastore)`,
+		`featureGates[2]: unknown feature gate "turbo" (known: dataLayer, enableLegacyMetrics, flowControl, haPopulateNonLeaderDatastore, prepareDataPlugins)`,
 		`featureGates[3]: feature gate "dataLayer": value "maybe" is not true or false`,
 		`featureGates[4]: empty feature gate`,
 	},
@@ -244,7 +244,7 @@ flowControl:
   maxBytes: 1.5
 `,
 	want: []string{
-		`featureGates[0]: unknown feature gate "nope" (known: dataLayer, enableLegacyMetrics, flowControl, haPopulateNonLeaderDatastore)`,
+		`featureGates[0]: unknown feature gate "nope" (known: dataLayer, enableLegacyMetrics, flowControl, haPopulateNonLeaderDatastore, prepareDataPlugins)`,
 		`plugins[1].name: duplicate name "queue-scorer" (also plugins[0])`,
 		`plugins[2].type: required`,
 		`schedulingProfiles[0].plugins[0].weight: must be > 0`,

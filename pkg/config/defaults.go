@@ -60,7 +60,8 @@ var companions = append([]companion{{
 func readersOf(producer string, readers ...string) []companion {
 	out := make([]companion, len(readers))
 	for i, r := range readers {
-		out[i] = companion{trigger: r, add: producer, satisfiedBy: []string{producer}}
+		// GIE v1.5.0's predicted-latency-scorer predicts too.
+		out[i] = companion{trigger: r, add: producer, satisfiedBy: []string{producer, "predicted-latency-scorer"}}
 	}
 	return out
 }

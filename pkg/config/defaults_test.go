@@ -297,7 +297,7 @@ func TestGates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"dataLayer": false, "enableLegacyMetrics": true, "flowControl": true, "haPopulateNonLeaderDatastore": false}
+	want := map[string]bool{"dataLayer": false, "enableLegacyMetrics": true, "flowControl": true, "haPopulateNonLeaderDatastore": false, "prepareDataPlugins": false}
 	if diff := cmp.Diff(want, cfg.Gates()); diff != "" {
 		t.Errorf("gates (-want +got):\n%s", diff)
 	}

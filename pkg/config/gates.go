@@ -9,10 +9,12 @@ import (
 )
 
 // knownGates are the feature gates GIE v1.5.0 and llm-d define, with their
-// default values. dataLayer is accepted for compatibility and does nothing
-// (the data layer is always on).
+// default values. dataLayer and prepareDataPlugins (an earlier GIE gate its
+// latency-routing guides still list) are accepted for compatibility and do
+// nothing: the data layer and data producers always run.
 var knownGates = map[string]bool{
 	"dataLayer":                    false,
+	"prepareDataPlugins":           false,
 	"enableLegacyMetrics":          false,
 	flowControlGate:                false,
 	"haPopulateNonLeaderDatastore": true,

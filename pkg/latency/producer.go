@@ -388,12 +388,19 @@ func lookupProducer(h *scheduler.Handle, name string) (*Producer, error) {
 		return nil, errors.New("latencyPredictionInfoProducerName: no plugin handle to resolve it with")
 	}
 	pl, ok := h.Plugin(name)
+	if !ok && name == ProducerType {
+		// The default names the producer, or GIE v1.5.0's scorer, which
+		// predicts too, when that is what the config lists.
+		pl, ok = h.Plugin(MonolithType)
+	}
 	if !ok {
 		return nil, fmt.Errorf("latencyPredictionInfoProducerName: no plugin named %q in the config (list `- type: %s`)", name, ProducerType)
 	}
-	p, ok := pl.(*Producer)
-	if !ok {
-		return nil, fmt.Errorf("latencyPredictionInfoProducerName: plugin %q (type %q) is not a %s", name, pl.TypedName().Type, ProducerType)
+	switch p := pl.(type) {
+	case *Producer:
+		return p, nil
+	case *Monolith: // GIE v1.5.0's scorer predicts too
+		return p.Producer, nil
 	}
-	return p, nil
+	return nil, fmt.Errorf("latencyPredictionInfoProducerName: plugin %q (type %q) is not a %s", name, pl.TypedName().Type, ProducerType)
 }

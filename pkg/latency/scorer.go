@@ -123,43 +123,53 @@ func (s *Scorer) Score(_ context.Context, state *scheduler.State, _ *scheduler.R
 		s.composite(state, eps, out)
 		return out
 	}
-	var positive, idle, tpotOnly, ttftOnly, both []int
+	var positive, rest []int
 	for i, e := range eps {
-		p := preds[e.HostPort]
-		switch ttftNeg, tpotNeg := p.TTFTHeadroom < 0, p.TPOTHeadroom < 0; {
-		case !ttftNeg && !tpotNeg:
+		if p := preds[e.HostPort]; p.TTFTHeadroom >= 0 && p.TPOTHeadroom >= 0 {
 			positive = append(positive, i)
-		case p.Dispatched == 0:
-			idle = append(idle, i)
-			fallthrough
-		default:
-			switch {
-			case ttftNeg && tpotNeg:
-				both = append(both, i)
-			case ttftNeg:
-				ttftOnly = append(ttftOnly, i)
-			default:
-				tpotOnly = append(tpotOnly, i)
-			}
+		} else {
+			rest = append(rest, i)
 		}
 	}
 	if len(positive) > 0 {
-		s.scoreBucket(eps, preds, positive, s.params.HeadroomSelectionStrategy, out)
+		scoreBucket(eps, preds, positive, s.params.HeadroomSelectionStrategy, s.params.TTFTWeight, s.params.TPOTWeight, out)
 		return out
 	}
-	for _, bucket := range [][]int{idle, tpotOnly, ttftOnly, both} {
-		if len(bucket) > 0 {
-			s.scoreBucket(eps, preds, bucket, StrategyLeast, out)
-			break
-		}
-	}
+	scoreBucket(eps, preds, leastMissed(eps, preds, rest), StrategyLeast, s.params.TTFTWeight, s.params.TPOTWeight, out)
 	return out
 }
 
-// scoreBucket blends the bucket's normalised |headroom| and maps it to
-// 0.01..1 by strategy; other candidates keep 0.
-func (s *Scorer) scoreBucket(eps []*endpoint.Endpoint, preds map[string]Prediction, bucket []int, strategy string, out []float64) {
-	alpha, beta := s.params.TTFTWeight, s.params.TPOTWeight
+// leastMissed narrows candidates that all miss an objective to those worth
+// scoring: the idle ones (none of this EPP's requests in flight) if any,
+// else those missing only TPOT, else only TTFT, else both.
+func leastMissed(eps []*endpoint.Endpoint, preds map[string]Prediction, missed []int) []int {
+	var idle, tpotOnly, ttftOnly, both []int
+	for _, i := range missed {
+		p := preds[eps[i].HostPort]
+		if p.Dispatched == 0 {
+			idle = append(idle, i)
+		}
+		switch ttftNeg, tpotNeg := p.TTFTHeadroom < 0, p.TPOTHeadroom < 0; {
+		case ttftNeg && tpotNeg:
+			both = append(both, i)
+		case ttftNeg:
+			ttftOnly = append(ttftOnly, i)
+		default:
+			tpotOnly = append(tpotOnly, i)
+		}
+	}
+	for _, bucket := range [][]int{idle, tpotOnly, ttftOnly, both} {
+		if len(bucket) > 0 {
+			return bucket
+		}
+	}
+	return nil
+}
+
+// scoreBucket blends the bucket's normalised |headroom|, TTFT's by alpha
+// and TPOT's by beta, and maps it to 0.01..1 by strategy; other candidates
+// keep 0.
+func scoreBucket(eps []*endpoint.Endpoint, preds map[string]Prediction, bucket []int, strategy string, alpha, beta float64, out []float64) {
 	if sum := alpha + beta; sum > 0 {
 		alpha, beta = alpha/sum, beta/sum
 	} else {

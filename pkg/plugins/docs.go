@@ -136,7 +136,7 @@ func typeName(t reflect.Type) string {
 	case reflect.Struct:
 		return "object"
 	case reflect.Int, reflect.Int32, reflect.Int64:
-		if t.Name() == "Duration" {
+		if strings.HasSuffix(strings.ToLower(t.Name()), "duration") {
 			return "duration"
 		}
 		return "integer"

@@ -60,6 +60,7 @@ func Registrations() []scheduler.Registration {
 		scorers.HeaderLabelRegistration(),
 		scorers.ContextLengthRegistration(),
 		latency.ScorerRegistration(),
+		latency.MonolithRegistration(),
 		// Pickers.
 		pickers.MaxScoreRegistration(),
 		pickers.RandomRegistration(),

@@ -80,3 +80,57 @@ schedulingProfiles:
   - pluginRef: latency-scorer
   - pluginRef: weighted-random-picker
 `
+
+// TestLatencyMonolithConfig: GIE v1.5.0's one-plugin form, as its guide
+// lists it next to the prefix scorer, builds, predicts on its own (no
+// separate producer is added) and schedules; an SLO admitter reads its
+// predictions without being told where they are.
+func TestLatencyMonolithConfig(t *testing.T) {
+	t.Parallel()
+	eps := plugintest.Endpoints(3, 1)
+	s, err := buildText(`apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+featureGates:
+- prepareDataPlugins
+plugins:
+- type: prefix-cache-scorer
+  parameters:
+    maxPrefixBlocksToMatch: 256
+    lruCapacityPerServer: 31250
+- type: predicted-latency-scorer
+  parameters:
+    sloBufferFactor: 1.0
+    headroomSelectionStrategy: "least"
+    samplingMean: 50
+    maxSampledTokens: 10
+- type: latency-slo-admitter
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: prefix-cache-scorer
+  - pluginRef: predicted-latency-scorer
+  - pluginRef: max-score-picker
+`, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	monoliths := 0
+	for _, p := range s.Plugins() {
+		switch p.(type) {
+		case *latency.Monolith:
+			monoliths++
+		case *latency.Producer:
+			t.Errorf("a separate predicted-latency-producer %v was added", p.TypedName())
+		}
+	}
+	if monoliths != 1 {
+		t.Fatalf("%d predicted-latency-scorer instances, want 1", monoliths)
+	}
+	for range 5 {
+		res, err := s.Schedule(t.Context(), s.NewState(), plugintest.Request("m", 100), eps)
+		if err != nil || len(res.Targets()) != 1 {
+			t.Fatalf("schedule: %v %v", res, err)
+		}
+	}
+}
