@@ -132,6 +132,15 @@ func (s *Stream) AwaitResponseHeaders(ctx context.Context) (*ResponseResult, err
 	return out, err
 }
 
+// ResponseMetadata returns the dynamic metadata the processor has sent in
+// the response phase so far (the EPP's request-attribute-reporter values
+// come with the answer to the last response message).
+func (s *Stream) ResponseMetadata() map[string]map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return copyMetadata(s.resp.dynamic)
+}
+
 // responseSnapshot copies the response state; s.mu must be held.
 func (s *Stream) responseSnapshot() *ResponseResult {
 	p := &s.resp

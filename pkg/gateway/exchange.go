@@ -164,6 +164,11 @@ func (x *exchange) respond(ctx context.Context, stream *extproc.Stream, resp *ht
 		}
 	}
 	completed = true
+	if md := stream.ResponseMetadata(); len(md) > 0 {
+		// As an access log would print %DYNAMIC_METADATA(...)%.
+		x.g.log.V(1).Info("request served", "requestID", x.requestID, "endpoint", endpoint, "status", result.Status, "metadata", md)
+		return
+	}
 	x.g.log.V(1).Info("request served", "requestID", x.requestID, "endpoint", endpoint, "status", result.Status)
 }
 

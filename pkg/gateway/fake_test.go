@@ -30,6 +30,7 @@ const (
 	hdrViolate   = "x-test-violate"   // reply with a body mutation Envoy refuses
 	hdrHang      = "x-test-hang"      // never reply
 	hdrLate      = "x-test-late"      // answer with this status after routing
+	hdrCost      = "x-test-cost"      // report this cost in envoy.lb with the last response chunk
 )
 
 // fakeEPP follows the EPP's message pattern (headers reply held until the
@@ -106,7 +107,12 @@ func (st *eppStream) handle(req *extprocv3.ProcessingRequest) ([]*extprocv3.Proc
 			Response: &extprocv3.CommonResponse{HeaderMutation: setHeaders("x-epp-saw-served", served)},
 		}}}}, false
 	case *extprocv3.ProcessingRequest_ResponseBody:
-		return []*extprocv3.ProcessingResponse{bodyReply(false, r.ResponseBody.GetBody(), r.ResponseBody.GetEndOfStream())}, false
+		reply := bodyReply(false, r.ResponseBody.GetBody(), r.ResponseBody.GetEndOfStream())
+		if cost, err := strconv.Atoi(st.headers[hdrCost]); err == nil && r.ResponseBody.GetEndOfStream() {
+			reply.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{extproc.LBNamespace: structpb.NewStructValue(
+				&structpb.Struct{Fields: map[string]*structpb.Value{"cost": structpb.NewNumberValue(float64(cost))}})}}
+		}
+		return []*extprocv3.ProcessingResponse{reply}, false
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
 		return []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{
 			HeaderMutation: setHeaders("x-epp-trailer", "1"),

@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/openepp/openepp/pkg/extproc"
@@ -337,4 +339,40 @@ func TestNewValidates(t *testing.T) {
 			t.Errorf("%s: error %v, want one mentioning %q", tc.name, err, tc.want)
 		}
 	}
+}
+
+// TestServedLineCarriesResponseMetadata: what the EPP reports with the last
+// response chunk (request-attribute-reporter's cost) is in the request's
+// log line, as an access log's %DYNAMIC_METADATA% would show it.
+func TestServedLineCarriesResponseMetadata(t *testing.T) {
+	t.Parallel()
+	up := echoUpstream(t)
+	var mu sync.Mutex
+	var lines []string
+	logger := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = append(lines, args)
+	}, funcr.Options{Verbosity: 1})
+	gw := startGateway(t, serveEPP(t, newFakeEPP()), Options{Logger: logger})
+	req, err := http.NewRequestWithContext(testCtx(t), "POST", gw+"/v1/completions", strings.NewReader(`{"model":"m"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(hdrDest, up)
+	req.Header.Set(hdrCost, "42")
+	if got := do(t, req); got.Status != 200 {
+		t.Fatalf("status %d", got.Status)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, l := range lines {
+		if strings.Contains(l, `"request served"`) {
+			if !strings.Contains(l, `"metadata"={"envoy.lb"={"cost"=42}}`) {
+				t.Errorf("served line %s lacks the reported cost", l)
+			}
+			return
+		}
+	}
+	t.Errorf("no served line among %q", lines)
 }

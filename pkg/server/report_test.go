@@ -85,6 +85,9 @@ func TestReportedCostReachesTheProxy(t *testing.T) {
 		if string(res.Body) != string(sent) {
 			t.Errorf("%s: client got %q, simulator sent %q", tc.name, res.Body, sent)
 		}
+		if diff := cmp.Diff(res.DynamicMetadata, s.ResponseMetadata()); diff != "" {
+			t.Errorf("%s: Stream.ResponseMetadata differs from the result's (-result +stream):\n%s", tc.name, diff)
+		}
 		cost, reported := res.DynamicMetadata[server.LBNamespace][costKey]
 		if !tc.used {
 			if reported {
