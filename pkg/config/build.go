@@ -186,6 +186,10 @@ func (b *builder) unregistered(i int, spec PluginSpec) {
 	case fromDefault:
 		b.ps.add(at(idx("plugins", i), "type"), "%s (it is added by default; register it)", msg)
 	default:
+		if why, ok := unsupportedTypes[spec.Type]; ok {
+			b.ps.add(at(idx("plugins", i), "type"), "%s: %s", msg, why)
+			return
+		}
 		b.ps.add(at(idx("plugins", i), "type"), "%s (known: %s)", msg, strings.Join(b.reg.Types(), ", "))
 	}
 }

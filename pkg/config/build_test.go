@@ -33,6 +33,10 @@ var buildErrorCases = []struct {
 	yaml: header + "plugins: [{type: queue-scorer}, {name: f, type: foo}]\n",
 	want: []string{`plugins[1].type: plugin type "foo" is not supported by OpenEPP (known: {known})`},
 }, {
+	name: "an upstream type OpenEPP refuses says why",
+	yaml: header + "plugins: [{type: queue-scorer}, {type: token-producer, parameters: {modelName: m}}]\n",
+	want: []string{`plugins[1].type: plugin type "token-producer" is not supported by OpenEPP: llm-d's tokenizer needs a vLLM render server or a tokenizer sidecar, which OpenEPP does not call; OpenEPP's plugins estimate prompt tokens from the prompt's bytes themselves, so remove it`},
+}, {
 	name: "factory errors carry the plugin's path and name",
 	yaml: header + `plugins:
 - {name: s1, type: strict-scorer, parameters: {treshold: 1}}

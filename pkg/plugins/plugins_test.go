@@ -2,9 +2,12 @@ package plugins
 
 import (
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/openepp/openepp/pkg/config"
 )
 
 func TestInTreeHasNoDuplicates(t *testing.T) {
@@ -18,6 +21,21 @@ func TestInTreeHasNoDuplicates(t *testing.T) {
 	}
 	if _, err := InTree(Registrations()[0]); err == nil {
 		t.Error("registering a built-in type twice was accepted")
+	}
+}
+
+// TestRefusedTypesAreNotBuiltIn: a type config refuses with a reason must
+// not also be registered, or the reason would be stale.
+func TestRefusedTypesAreNotBuiltIn(t *testing.T) {
+	t.Parallel()
+	reg, err := InTree()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range config.UnsupportedTypes() {
+		if slices.Contains(reg.Types(), typ) {
+			t.Errorf("%q is built in and still listed as unsupported in pkg/config", typ)
+		}
 	}
 }
 
