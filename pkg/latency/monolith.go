@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"strconv"
 	"time"
@@ -140,27 +139,12 @@ func MonolithFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sch
 }
 
 func (p *MonolithParams) validate() error {
-	var errs []error
-	for _, w := range []struct {
-		name string
-		v    float64
-	}{{"negHeadroomTTFTWeight", p.NegHeadroomTTFTWeight}, {"negHeadroomTPOTWeight", p.NegHeadroomTPOTWeight},
-		{"headroomTTFTWeight", p.HeadroomTTFTWeight}, {"headroomTPOTWeight", p.HeadroomTPOTWeight},
-		{"compositeKVWeight", p.CompositeKVWeight}, {"compositeQueueWeight", p.CompositeQueueWeight},
-		{"compositePrefixWeight", p.CompositePrefixWeight}} {
-		if !(w.v >= 0) || math.IsInf(w.v, 0) {
-			errs = append(errs, fmt.Errorf("%s: must be a finite number >= 0, got %v", w.name, w.v))
-		}
-	}
-	for _, f := range []struct {
-		name string
-		v    float64
-	}{{"epsilonExploreSticky", p.EpsilonExploreSticky}, {"epsilonExploreNeg", p.EpsilonExploreNeg},
-		{"affinityGateTau", p.AffinityGateTau}, {"affinityGateTauGlobal", p.AffinityGateTauGlobal}} {
-		if !(f.v >= 0 && f.v <= 1) {
-			errs = append(errs, fmt.Errorf("%s: must be in [0, 1], got %v", f.name, f.v))
-		}
-	}
+	errs := nonNegative(param{"negHeadroomTTFTWeight", p.NegHeadroomTTFTWeight}, param{"negHeadroomTPOTWeight", p.NegHeadroomTPOTWeight},
+		param{"headroomTTFTWeight", p.HeadroomTTFTWeight}, param{"headroomTPOTWeight", p.HeadroomTPOTWeight},
+		param{"compositeKVWeight", p.CompositeKVWeight}, param{"compositeQueueWeight", p.CompositeQueueWeight},
+		param{"compositePrefixWeight", p.CompositePrefixWeight})
+	errs = append(errs, fractions(param{"epsilonExploreSticky", p.EpsilonExploreSticky}, param{"epsilonExploreNeg", p.EpsilonExploreNeg},
+		param{"affinityGateTau", p.AffinityGateTau}, param{"affinityGateTauGlobal", p.AffinityGateTauGlobal})...)
 	if p.MaxSampledTokens <= 0 {
 		errs = append(errs, fmt.Errorf("maxSampledTokens: must be > 0, got %d", p.MaxSampledTokens))
 	}

@@ -68,16 +68,9 @@ func ScorerFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (sched
 	if err := scheduler.DecodeParams(raw, &p); err != nil {
 		return nil, err
 	}
-	var errs []error
-	for _, w := range []struct {
-		name string
-		v    float64
-	}{{"ttftWeight", p.TTFTWeight}, {"tpotWeight", p.TPOTWeight}, {"compositeKVWeight", p.CompositeKVWeight},
-		{"compositeQueueWeight", p.CompositeQueueWeight}, {"compositePrefixWeight", p.CompositePrefixWeight}} {
-		if !(w.v >= 0) || math.IsInf(w.v, 0) {
-			errs = append(errs, fmt.Errorf("%s: must be a finite number >= 0, got %v", w.name, w.v))
-		}
-	}
+	errs := nonNegative(param{"ttftWeight", p.TTFTWeight}, param{"tpotWeight", p.TPOTWeight},
+		param{"compositeKVWeight", p.CompositeKVWeight}, param{"compositeQueueWeight", p.CompositeQueueWeight},
+		param{"compositePrefixWeight", p.CompositePrefixWeight})
 	if p.HeadroomSelectionStrategy != StrategyLeast && p.HeadroomSelectionStrategy != StrategyMost {
 		errs = append(errs, fmt.Errorf("headroomSelectionStrategy: must be %q or %q, got %q", StrategyLeast, StrategyMost, p.HeadroomSelectionStrategy))
 	}

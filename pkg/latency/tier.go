@@ -3,7 +3,7 @@ package latency
 import (
 	"context"
 	"encoding/json"
-	"fmt"
+	"errors"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -40,8 +40,8 @@ func TierFilterFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (s
 	if err := scheduler.DecodeParams(raw, &p); err != nil {
 		return nil, err
 	}
-	if !(p.EpsilonExploreNeg >= 0 && p.EpsilonExploreNeg <= 1) {
-		return nil, fmt.Errorf("epsilonExploreNeg: must be in [0, 1], got %v", p.EpsilonExploreNeg)
+	if err := errors.Join(fractions(param{"epsilonExploreNeg", p.EpsilonExploreNeg})...); err != nil {
+		return nil, err
 	}
 	return &TierFilter{name: scheduler.TypedName{Type: TierFilterType, Name: name}, params: p}, nil
 }
