@@ -203,6 +203,8 @@ func (p *Producer) Produce(_ context.Context, state *scheduler.State, req *sched
 			d := time.Since(start).Seconds()
 			t.ttftPrediction.WithLabelValues(n.model, n.target).Observe(d)
 			t.tpotPrediction.WithLabelValues(n.model, n.target).Observe(d)
+			t.setLast(n, "ttft_prediction_duration", d)
+			t.setLast(n, "tpot_prediction_duration", d)
 		}()
 	}
 	preds := make(map[string]Prediction, len(eps))
@@ -292,6 +294,8 @@ func (p *Producer) PreRequest(ctx context.Context, state *scheduler.State, req *
 	if pr, ok := n.preds[target.HostPort]; ok && p.telemetry.predictedTTFT != nil {
 		p.telemetry.predictedTTFT.WithLabelValues(n.model, n.target).Observe(pr.TTFT / 1000)
 		p.telemetry.predictedTPOT.WithLabelValues(n.model, n.target).Observe(pr.TPOT / 1000)
+		p.telemetry.setLast(n, "predicted_ttft", pr.TTFT/1000)
+		p.telemetry.setLast(n, "predicted_tpot", pr.TPOT/1000)
 	}
 }
 
@@ -330,19 +334,32 @@ func (p *Producer) ResponseComplete(ctx context.Context, state *scheduler.State,
 	} else {
 		p.ttft.observe(n.ttftX, ttft)
 	}
-	p.violated("ttft", n, n.ttftSLO, ttft)
+	p.observed("ttft", n, n.ttftSLO, ttft)
 	if out := resp.Usage.CompletionTokens; resp.UsageKnown && out > 1 && !n.first.IsZero() {
 		tpot := ms(now.Sub(n.first)) / float64(out-1)
 		p.tpot.observe(n.tpotX, tpot)
-		p.violated("tpot", n, n.tpotSLO, tpot)
+		p.observed("tpot", n, n.tpotSLO, tpot)
 	}
 }
 
-// violated counts an answer that missed an objective of its SLO headers.
-func (p *Producer) violated(kind string, n *note, slo, actual float64) {
-	if slo > 0 && actual > slo && p.telemetry.violations != nil {
-		p.telemetry.violations.WithLabelValues(n.model, n.target, kind).Inc()
+// observed records an answer's TTFT or TPOT (kind; ms) in the
+// consolidated gauge and, when its SLO headers set an objective, the
+// objective and whether it was missed, counting a miss.
+func (p *Producer) observed(kind string, n *note, slo, actual float64) {
+	t := p.telemetry
+	t.setLast(n, kind, actual/1000)
+	if slo <= 0 {
+		return
 	}
+	missed := 0.0
+	if actual > slo {
+		missed = 1
+		if t.violations != nil {
+			t.violations.WithLabelValues(n.model, n.target, kind).Inc()
+		}
+	}
+	t.setLast(n, kind+"_slo_threshold", slo/1000)
+	t.setLast(n, kind+"_slo_violation", missed)
 }
 
 // Start sweeps requests the proxy never finished.

@@ -16,6 +16,7 @@ const (
 	metricTTFTPrediction = "llm_d_epp_request_ttft_prediction_duration_seconds"
 	metricTPOTPrediction = "llm_d_epp_request_tpot_prediction_duration_seconds"
 	metricSLOViolations  = "llm_d_epp_request_slo_violation_total"
+	metricLastRequest    = "llm_d_epp_inference_request_metric"
 )
 
 // Aliases serve the predictor's metrics under GIE's names as well.
@@ -25,12 +26,17 @@ var Aliases = []promalias.Alias{
 	{From: metricTTFTPrediction, To: "inference_objective_request_ttft_prediction_duration_seconds"},
 	{From: metricTPOTPrediction, To: "inference_objective_request_tpot_prediction_duration_seconds"},
 	{From: metricSLOViolations, To: "inference_objective_request_slo_violation_total"},
+	{From: metricLastRequest, To: "inference_objective_inference_request_metric"},
 }
 
 // telemetry is what a producer records; the zero value records nothing.
 type telemetry struct {
 	predictedTTFT, predictedTPOT, ttftPrediction, tpotPrediction *prometheus.HistogramVec
 	violations                                                   *prometheus.CounterVec
+	// last is upstream's consolidated gauge: the latest request's value of
+	// each type (ttft, predicted_ttft, ttft_prediction_duration,
+	// ttft_slo_threshold, ttft_slo_violation, and the same for tpot).
+	last *prometheus.GaugeVec
 }
 
 // modelLabels are the labels of every predictor metric (upstream's).
@@ -60,5 +66,16 @@ func newTelemetry(reg prometheus.Registerer) (telemetry, error) {
 	violations, err := promreg.Shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricSLOViolations,
 		Help: "Answered requests that missed the TTFT or TPOT objective of their SLO headers, by type."}, append(append([]string{}, modelLabels...), "type")))
 	t.violations = violations
-	return t, errors.Join(append(errs, err)...)
+	last, lastErr := promreg.Shared(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: metricLastRequest,
+		Help: "The latest request's TTFT or TPOT, predicted value, prediction time and SLO threshold in seconds, and whether it missed the SLO (1/0), by type."},
+		append(append([]string{}, modelLabels...), "type")))
+	t.last = last
+	return t, errors.Join(append(errs, err, lastErr)...)
+}
+
+// setLast sets the consolidated gauge's series of type kind for n's model.
+func (t telemetry) setLast(n *note, kind string, v float64) {
+	if t.last != nil {
+		t.last.WithLabelValues(n.model, n.target, kind).Set(v)
+	}
 }

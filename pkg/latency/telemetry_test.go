@@ -49,7 +49,8 @@ func TestProducerMetrics(t *testing.T) {
 	}
 	for _, want := range []string{metricPredictedTTFT, "inference_objective_request_predicted_ttft_seconds",
 		metricTTFTPrediction, "inference_objective_request_tpot_prediction_duration_seconds",
-		metricSLOViolations, "inference_objective_request_slo_violation_total"} {
+		metricSLOViolations, "inference_objective_request_slo_violation_total",
+		metricLastRequest, "inference_objective_inference_request_metric"} {
 		if !served[want] {
 			t.Errorf("%s not served", want)
 		}
@@ -64,5 +65,21 @@ func TestProducerMetrics(t *testing.T) {
 llm_d_epp_request_slo_violation_total{model_name="chat",target_model_name="chat-v2",type="ttft"} 60
 `)); err != nil {
 		t.Error(err)
+	}
+	// The consolidated gauge holds the last answer: 60 ms TTFT against 50,
+	// a miss; 10 ms TPOT without an objective; the last prediction.
+	last := func(kind string) float64 {
+		return testutil.ToFloat64(p.telemetry.last.WithLabelValues("chat", "chat-v2", kind))
+	}
+	for kind, want := range map[string]float64{"ttft": 0.06, "ttft_slo_threshold": 0.05, "ttft_slo_violation": 1, "tpot": 0.01} {
+		if got := last(kind); got < want*0.999 || got > want*1.001 {
+			t.Errorf("inference_request_metric{type=%q} = %v, want %v", kind, got, want)
+		}
+	}
+	if got := last("predicted_ttft"); !(got > 0) {
+		t.Errorf("predicted_ttft = %v, want the last prediction", got)
+	}
+	if n := testutil.CollectAndCount(p.telemetry.last); n != 8 {
+		t.Errorf("%d consolidated series, want 8 (no TPOT objective: no tpot_slo_* series)", n)
 	}
 }
