@@ -152,8 +152,8 @@ func parseDesc(s string) (string, []string, error) {
 }
 
 // everyFamilyConfig turns on every optional part that registers metrics:
-// flow control, the prefix index, disaggregation, model-list polling and
-// the latency predictor.
+// flow control, the prefix index, disaggregation, model-list polling, the
+// latency predictor and the request-attribute reporter.
 const everyFamilyConfig = `apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 featureGates: [flowControl]
@@ -169,6 +169,8 @@ plugins:
 - type: concurrency-detector
 - type: models-responder
 - type: predicted-latency-producer
+- type: request-attribute-reporter
+  parameters: {attributes: [{key: {name: cost}, expression: "usage.total_tokens"}]}
 saturationDetector: {pluginRef: concurrency-detector}
 schedulingProfiles:
 - name: decode

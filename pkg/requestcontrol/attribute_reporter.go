@@ -112,8 +112,8 @@ func AttributeReporterFactory(name string, raw json.RawMessage, h *scheduler.Han
 		if h.Registerer != nil {
 			r.reports, err = promreg.Shared(h.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: metricAttributeReports,
-				Help: "Responses request-attribute-reporter evaluated, by attribute and outcome (reported, skipped by its condition, failed).",
-			}, []string{"plugin", "namespace", "key", "outcome"}))
+				Help: "Responses request-attribute-reporter evaluated, by attribute (metadata namespace and key) and outcome (reported, skipped by its condition, failed).",
+			}, []string{"plugin", "metadata_namespace", "key", "outcome"}))
 			if err != nil {
 				return nil, err
 			}
