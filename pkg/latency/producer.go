@@ -46,6 +46,19 @@ type Prediction struct {
 	Dispatched                 int     // this EPP's requests in flight there
 }
 
+// deficit ranks which objectives p misses, the least severe first: 0
+// meets both, 1 misses only TPOT, 2 only TTFT (the one users feel), 3 both.
+func (p Prediction) deficit() int {
+	d := 0
+	if p.TPOTHeadroom < 0 {
+		d = 1
+	}
+	if p.TTFTHeadroom < 0 {
+		d += 2
+	}
+	return d
+}
+
 // Producer is the predicted-latency-producer of GIE and llm-d, with the
 // model in process: two online ridge regressions, learned from this EPP's
 // own requests, predict each candidate's TTFT from the prompt tokens it

@@ -136,22 +136,17 @@ func (s *Scorer) Score(_ context.Context, state *scheduler.State, _ *scheduler.R
 // scoring: the idle ones (none of this EPP's requests in flight) if any,
 // else those missing only TPOT, else only TTFT, else both.
 func leastMissed(eps []*endpoint.Endpoint, preds map[string]Prediction, missed []int) []int {
-	var idle, tpotOnly, ttftOnly, both []int
+	var idle []int
+	var byDeficit [4][]int
 	for _, i := range missed {
 		p := preds[eps[i].HostPort]
 		if p.Dispatched == 0 {
 			idle = append(idle, i)
 		}
-		switch ttftNeg, tpotNeg := p.TTFTHeadroom < 0, p.TPOTHeadroom < 0; {
-		case ttftNeg && tpotNeg:
-			both = append(both, i)
-		case ttftNeg:
-			ttftOnly = append(ttftOnly, i)
-		default:
-			tpotOnly = append(tpotOnly, i)
-		}
+		d := p.deficit()
+		byDeficit[d] = append(byDeficit[d], i)
 	}
-	for _, bucket := range [][]int{idle, tpotOnly, ttftOnly, both} {
+	for _, bucket := range [][]int{idle, byDeficit[1], byDeficit[2], byDeficit[3]} {
 		if len(bucket) > 0 {
 			return bucket
 		}

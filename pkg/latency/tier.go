@@ -157,20 +157,13 @@ func (f *DeficitFilter) Filter(_ context.Context, state *scheduler.State, _ *sch
 	if !ok {
 		return eps
 	}
-	// severity 0: meets both; 1: misses TPOT only; 2: TTFT only; 3: both.
+	// Prediction.deficit; an endpoint without a prediction counts as
+	// missing both.
 	severity := func(e *endpoint.Endpoint) int {
-		p, ok := preds[e.HostPort]
-		if !ok {
-			return 3
+		if p, ok := preds[e.HostPort]; ok {
+			return p.deficit()
 		}
-		s := 0
-		if p.TPOTHeadroom < 0 {
-			s = 1
-		}
-		if p.TTFTHeadroom < 0 {
-			s += 2
-		}
-		return s
+		return 3
 	}
 	best := 4
 	for _, e := range eps {
