@@ -24,6 +24,11 @@ type options struct {
 	// every instance, on the instance's port.
 	pdSidecar bool
 	pd        pdsidecar.Options
+	// kvEvents is where instances publish their KV events (vLLM's
+	// --kv-events-config), "" for nowhere; kvEventsBind binds it instead
+	// of connecting to it.
+	kvEvents     string
+	kvEventsBind bool
 }
 
 // listFlag collects repeated and comma-separated values.
@@ -153,6 +158,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	latencyFlags(fs, &c.Latency)
 	faultFlags(fs, &c.Faults)
 	pdFlags(fs, &o)
+	fs.StringVar(&o.kvEvents, "kv-events-endpoint", "", "publish KV-cache events over ZeroMQ as vLLM does, under topic kv@<host:port>@<model>: "+
+		"connect to this address, where an EPP's precise-prefix-cache-producer binds (e.g. tcp://127.0.0.1:5557); empty: no events")
+	fs.BoolVar(&o.kvEventsBind, "kv-events-bind", false, "bind --kv-events-endpoint instead of connecting (the EPP then connects to each server); one instance only")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -167,6 +175,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if o.kvEventsBind && (o.kvEvents == "" || o.instances > 1) {
+		return o, errors.New("--kv-events-bind needs --kv-events-endpoint and one instance (each would bind the same address)")
 	}
 	if o.instances < 1 {
 		return o, fmt.Errorf("--instances must be ≥ 1, got %d", o.instances)

@@ -55,13 +55,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer sync()
 
 	var insts []*sim.Instance
+	var pubs []*sim.KVEventPublisher
+	pubCtx, stopPubs := context.WithCancel(ctx)
+	defer stopPubs()
 	closeAll := func() {
 		for _, i := range insts {
 			_ = i.Close()
 		}
+		stopPubs()
 	}
 	for k, cfg := range opts.configs() {
 		cfg.Logger = log.WithValues("instance", k)
+		if opts.kvEvents != "" {
+			pub, err := sim.NewKVEventPublisher(pubCtx, opts.kvEvents, opts.kvEventsBind)
+			if err != nil {
+				closeAll()
+				return fmt.Errorf("instance %d: --kv-events-endpoint: %w", k, err)
+			}
+			pubs = append(pubs, pub)
+			cfg.KVEvents = pub
+		}
 		if opts.pdSidecar {
 			pd := opts.pd
 			pd.Logger = cfg.Logger.WithName("pd-sidecar")
@@ -77,6 +90,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	suffix := ""
 	if opts.pdSidecar {
 		suffix = " pd-sidecar=true"
+	}
+	for k, pub := range pubs {
+		pub.SetTopic(sim.KVEventTopic(insts[k].HostPort(), insts[k].Model()))
+		lg := log.WithValues("instance", k)
+		go pub.Run(pubCtx, func(err error) { lg.V(1).Info("KV events not sent", "error", err.Error()) })
+	}
+	if len(pubs) > 0 {
+		suffix += " kv-events=" + opts.kvEvents
 	}
 	for k, inst := range insts {
 		fmt.Fprintf(stdout, "listening %s instance=%d model=%s metrics=%s:%s%s\n",

@@ -74,6 +74,16 @@ type Config struct {
 	// the instance's metrics registry, so the frontend's collectors appear
 	// on its metrics page.
 	Frontend func(api http.Handler, reg prometheus.Registerer) (http.Handler, error)
+	// KVEvents, if set, receives the engine's prefix-cache changes, the
+	// stream vLLM publishes as KV events (e.g. for a publisher feeding a
+	// precise prefix-cache router). One engine serves the base model and
+	// every adapter, so BlocksStored names the adapter ("" for the base
+	// model). Calls come from the goroutine Run starts to step the engine,
+	// one at a time, in order, with the engine locked: a slow listener
+	// stalls every request, and a listener must not call the Instance
+	// (EngineMetrics would deadlock). See engine.KVEventListener for how
+	// long its slices stay valid.
+	KVEvents engine.KVEventListener
 }
 
 // Capacity overrides the preset's sizes; zero keeps the preset's value.

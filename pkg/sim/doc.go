@@ -5,8 +5,8 @@
 // streaming or not, with usage and cached-token counts, and P/D
 // kv_transfer_params; chat tools are rendered into the system turn, after a
 // leading system message's text, as Qwen's and Hermes' templates do), the Anthropic Messages API as vLLM does
-// (/v1/messages and /v1/messages/count_tokens, below), /v1/models, /health,
-// and Prometheus metrics under
+// (/v1/messages and /v1/messages/count_tokens, below), vLLM's /tokenize,
+// /v1/models, /health, and Prometheus metrics under
 // the names of vLLM, SGLang, TensorRT-LLM serve or Triton TensorRT-LLM
 // (reference.md §3.2). Behind the
 // API runs engine.Engine in real time; the same engine runs in virtual time
@@ -137,6 +137,19 @@
 // status (400 invalid_request_error, 404 not_found_error, 429
 // rate_limit_error, 503 overloaded_error, other 5xx api_error), with
 // messages naming the field at fault.
+//
+// # Precise prefix-cache routing: /tokenize and KV events
+//
+// POST /tokenize takes vLLM's two forms, {model, prompt: "text"} and {model,
+// messages, tools, add_generation_prompt, continue_final_message}, and
+// answers {count, max_model_len, tokens, token_strs} (token_strs only with
+// return_token_strs). The IDs are exactly those the generation APIs submit
+// to the engine for the same request (chat completions honour the same
+// template switches), so a router that hashes them the way the engine
+// does finds the engine's blocks. Config.KVEvents receives the engine's
+// prefix-cache changes (engine.KVEventListener: blocks stored, with their
+// tokens, parent and adapter, and blocks evicted), the stream vLLM
+// publishes as KV events, for a publisher to put on the wire.
 //
 // # Faults
 //

@@ -66,6 +66,9 @@ func New(cfg Config) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("simulator engine: %w", err)
 	}
+	if rc.KVEvents != nil {
+		eng.SetKVEventListener(rc.KVEvents)
+	}
 	reg := prometheus.NewRegistry()
 	fl := flavorFor(rc.MetricsEngine)
 	i := &Instance{

@@ -58,6 +58,15 @@ type wireRequest struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
 	KVTransferParams json.RawMessage `json:"kv_transfer_params"`
+	chatTemplate
+}
+
+// chatTemplate holds the chat-template switches of vLLM's chat requests
+// (chat completions and /tokenize's chat form); the zero value is vLLM's
+// default: end with the assistant's turn.
+type chatTemplate struct {
+	AddGenerationPrompt  *bool `json:"add_generation_prompt"` // nil means true
+	ContinueFinalMessage bool  `json:"continue_final_message"`
 }
 
 // decodeBody reads a JSON body of at most maxBodyBytes into v.
@@ -86,8 +95,7 @@ func (i *Instance) parseGenerate(w http.ResponseWriter, r *http.Request, chat bo
 	}
 	lora, ok := i.models.resolve(g.model)
 	if !ok {
-		return genRequest{}, &apiError{status: http.StatusNotFound, typ: "NotFoundError", param: "model",
-			msg: fmt.Sprintf("The model `%s` does not exist.", g.model)}
+		return genRequest{}, modelNotFound(g.model)
 	}
 	g.lora = lora
 	if wr.StreamOptions != nil {
@@ -108,7 +116,7 @@ func (i *Instance) parseGenerate(w http.ResponseWriter, r *http.Request, chat bo
 	}
 	var err error
 	if chat {
-		g.prompts, err = parseMessages(wr.Messages, wr.Tools)
+		g.prompts, err = parseMessages(wr.Messages, wr.Tools, wr.chatTemplate)
 	} else {
 		g.prompts, err = parsePrompt(wr.Prompt)
 	}
@@ -119,6 +127,12 @@ func (i *Instance) parseGenerate(w http.ResponseWriter, r *http.Request, chat bo
 		return genRequest{}, aerr
 	}
 	return g, nil
+}
+
+// modelNotFound is vLLM's answer to a request for a model it does not serve.
+func modelNotFound(name string) *apiError {
+	return &apiError{status: http.StatusNotFound, typ: "NotFoundError", param: "model",
+		msg: fmt.Sprintf("The model `%s` does not exist.", name)}
 }
 
 // parsePrompt accepts what vLLM's completions API accepts: a string, a list
@@ -192,29 +206,45 @@ type wirePart struct {
 	Text string `json:"text"`
 }
 
-// parseMessages renders chat messages through a ChatML-like template and
-// tokenizes the result. Each turn renders the same way wherever it sits, so
-// a conversation's next request shares the previous one's token prefix, as
-// with a real chat template. Tools are rendered into the system turn, after
-// a leading system (or developer) message's text, else in a system turn of
-// their own first, as Qwen's and Hermes' templates place them.
-func parseMessages(raw, tools json.RawMessage) ([][]uint32, error) {
+// parseMessages renders chat messages (see renderChat) and tokenizes the
+// result.
+func parseMessages(raw, tools json.RawMessage, tmpl chatTemplate) ([][]uint32, error) {
+	text, err := renderChat(raw, tools, tmpl)
+	if err != nil {
+		return nil, err
+	}
+	return [][]uint32{tokenize.Append(nil, text)}, nil
+}
+
+// renderChat renders chat messages through a ChatML-like template. Each
+// turn renders the same way wherever it sits, so a conversation's next
+// request shares the previous one's token prefix, as with a real chat
+// template. Tools are rendered into the system turn, after a leading system
+// (or developer) message's text, else in a system turn of their own first,
+// as Qwen's and Hermes' templates place them. The text ends with the
+// assistant's turn unless tmpl says otherwise; continue_final_message
+// leaves the last message open instead, for the model to extend.
+func renderChat(raw, tools json.RawMessage, tmpl chatTemplate) (string, error) {
 	var msgs []wireMessage
 	if err := json.Unmarshal(raw, &msgs); err != nil || len(msgs) == 0 {
-		return nil, errors.New("messages must be a non-empty list of {role, content}")
+		return "", errors.New("messages must be a non-empty list of {role, content}")
+	}
+	addPrompt := tmpl.AddGenerationPrompt == nil || *tmpl.AddGenerationPrompt
+	if addPrompt && tmpl.ContinueFinalMessage {
+		return "", errors.New("continue_final_message and add_generation_prompt cannot both be true")
 	}
 	var toolLines strings.Builder
 	if err := toolsText(&toolLines, tools, openAIToolName, "function.name"); err != nil {
-		return nil, err
+		return "", err
 	}
 	var b strings.Builder
 	for j, m := range msgs {
 		if m.Role == "" {
-			return nil, fmt.Errorf("messages[%d].role is required", j)
+			return "", fmt.Errorf("messages[%d].role is required", j)
 		}
 		text, err := messageText(m.Content)
 		if err != nil {
-			return nil, fmt.Errorf("messages[%d].content: %w", j, err)
+			return "", fmt.Errorf("messages[%d].content: %w", j, err)
 		}
 		if j == 0 && toolLines.Len() > 0 {
 			if m.Role == "system" || m.Role == "developer" {
@@ -223,10 +253,16 @@ func parseMessages(raw, tools json.RawMessage) ([][]uint32, error) {
 				writeChatTurn(&b, "system", strings.TrimPrefix(toolLines.String(), "\n\n"))
 			}
 		}
+		if j == len(msgs)-1 && tmpl.ContinueFinalMessage {
+			fmt.Fprintf(&b, "%s%s\n%s", chatTurnStart, m.Role, text)
+			break
+		}
 		writeChatTurn(&b, m.Role, text)
 	}
-	b.WriteString(chatGenerationPrompt)
-	return [][]uint32{tokenize.Append(nil, b.String())}, nil
+	if addPrompt {
+		b.WriteString(chatGenerationPrompt)
+	}
+	return b.String(), nil
 }
 
 // openAIToolName reads an OpenAI tool's function name; only function
@@ -247,13 +283,18 @@ func openAIToolName(tool json.RawMessage) (string, error) {
 	return t.Function.Name, nil
 }
 
-// chatGenerationPrompt ends every rendered chat: the assistant's turn.
-const chatGenerationPrompt = "<|im_start|>assistant\n"
+// The chat template's markers. chatGenerationPrompt ends a rendered chat:
+// the assistant's turn.
+const (
+	chatTurnStart        = "<|im_start|>"
+	chatTurnEnd          = "<|im_end|>\n"
+	chatGenerationPrompt = chatTurnStart + "assistant\n"
+)
 
 // writeChatTurn renders one message of the chat template; the Anthropic
 // path uses it too, so both APIs render a conversation alike.
 func writeChatTurn(b *strings.Builder, role, text string) {
-	fmt.Fprintf(b, "<|im_start|>%s\n%s<|im_end|>\n", role, text)
+	fmt.Fprintf(b, "%s%s\n%s%s", chatTurnStart, role, text, chatTurnEnd)
 }
 
 // messageText accepts a string, null, or a list of text parts.

@@ -20,7 +20,7 @@ func TestChatToolsRender(t *testing.T) {
 	edit := json.RawMessage(`[{"type":"function","function":{"name":"edit","parameters":{}}}]`)
 	render := func(msgs, tools json.RawMessage) []uint32 {
 		t.Helper()
-		p, err := parseMessages(msgs, tools)
+		p, err := parseMessages(msgs, tools, chatTemplate{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,7 +43,7 @@ func TestChatToolsRender(t *testing.T) {
 		t.Error("without a system message the tools do not come first in a system turn")
 	}
 	for _, bad := range []string{`{"name":"bash"}`, `[{"type":"function","function":{}}]`, `[{"type":"retrieval"}]`, `[1]`} {
-		if _, err := parseMessages(msgs, json.RawMessage(bad)); err == nil || !strings.Contains(err.Error(), "tools") {
+		if _, err := parseMessages(msgs, json.RawMessage(bad), chatTemplate{}); err == nil || !strings.Contains(err.Error(), "tools") {
 			t.Errorf("tools %s: error %v, want one naming the tools", bad, err)
 		}
 	}

@@ -21,7 +21,8 @@
 // prefiller beside the batch instead of computing it (transfer.go).
 //
 // An Engine is not safe for concurrent use; it starts no goroutines and
-// never sleeps.
+// never sleeps. A KVEventListener hears its prefix-cache changes, as vLLM's
+// KV events report them (kvevents.go).
 package engine
 
 import (
@@ -108,6 +109,9 @@ type seq struct {
 	readyAt   time.Duration
 	hashes    []uint64
 	blocks    []int32
+	// tokens are the prompt's full-block tokens, kept only while a KV
+	// event listener needs them for BlocksStored.
+	tokens []uint32
 }
 
 func (s *seq) total() int { return s.prompt + s.gen }
@@ -148,6 +152,8 @@ type Engine struct {
 	skipped   []int32
 	events    []Event
 	scratch   []uint64
+
+	kvEvents KVEventListener // nil: no prefix-cache events
 
 	stats counters
 }
@@ -205,7 +211,10 @@ func (e *Engine) Submit(req Request, now time.Duration) error {
 		id: req.ID, prompt: len(req.Tokens), maxTokens: req.MaxTokens, lora: lora,
 		state: stateWaiting, inQueue: true, remote: req.RemotePrefill,
 		hashes: appendBlockHashes(s.hashes[:0], root, req.Tokens, e.cfg.BlockSize),
-		blocks: s.blocks[:0],
+		blocks: s.blocks[:0], tokens: s.tokens[:0],
+	}
+	if e.kvEvents != nil {
+		s.tokens = append(s.tokens, req.Tokens[:len(s.hashes)*e.cfg.BlockSize]...)
 	}
 	e.byID[req.ID] = slot
 	e.waiting.pushBack(slot)

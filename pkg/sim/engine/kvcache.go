@@ -32,6 +32,11 @@ type kvCache struct {
 	cached map[uint64]int32 // published hash → block
 
 	evictions uint64 // cached blocks whose hash was dropped on reuse
+
+	// With recordEvictions set (a KV event listener is attached), evict
+	// appends each dropped hash to evicted for the engine to report.
+	recordEvictions bool
+	evicted         []uint64
 }
 
 func newKVCache(numBlocks, blockSize int) *kvCache {
@@ -120,16 +125,18 @@ func (c *kvCache) release(blocks []int32) {
 
 // publish records block b as holding the block with hash h, unless another
 // block already holds it (two requests computed the same prefix at once; the
-// first one wins, the duplicate stays unpublished).
-func (c *kvCache) publish(b int32, h uint64) {
+// first one wins, the duplicate stays unpublished). It reports whether h
+// became cached.
+func (c *kvCache) publish(b int32, h uint64) bool {
 	if c.hash[b] != 0 {
-		return
+		return false
 	}
 	if _, dup := c.cached[h]; dup {
-		return
+		return false
 	}
 	c.hash[b] = h
 	c.cached[h] = b
+	return true
 }
 
 // evict drops the published hash of block b.
@@ -140,6 +147,9 @@ func (c *kvCache) evict(b int32) {
 	}
 	if c.cached[h] == b {
 		delete(c.cached, h)
+		if c.recordEvictions {
+			c.evicted = append(c.evicted, h)
+		}
 	}
 	c.hash[b] = 0
 	c.evictions++

@@ -125,7 +125,7 @@ func (e *Engine) admit(slot int32, p *plan) (ok, stop bool) {
 		e.lora.running[s.lora]++
 	}
 	s.blocks = e.kv.acquireHits(s.blocks[:0], s.hashes, hits)
-	s.blocks = e.kv.allocate(s.blocks, need)
+	s.blocks = e.allocate(s.blocks, need)
 	s.computed = hits * e.cfg.BlockSize
 	s.published = hits
 	e.stats.prefixQueries += uint64(total)
@@ -165,7 +165,7 @@ func (e *Engine) reserve(slot int32, tokens int) (ok, preempted bool) {
 		}
 	}
 	if need > 0 {
-		s.blocks = e.kv.allocate(s.blocks, need)
+		s.blocks = e.allocate(s.blocks, need)
 	}
 	return true, preempted
 }
@@ -253,8 +253,12 @@ func (e *Engine) finishStep() {
 
 func (e *Engine) publish(s *seq) {
 	full := min(s.computed/e.cfg.BlockSize, len(s.hashes))
-	for j := s.published; j < full; j++ {
-		e.kv.publish(s.blocks[j], s.hashes[j])
+	if e.kvEvents != nil {
+		e.publishReporting(s, full)
+	} else {
+		for j := s.published; j < full; j++ {
+			e.kv.publish(s.blocks[j], s.hashes[j])
+		}
 	}
 	s.published = max(s.published, full)
 }

@@ -84,7 +84,8 @@ func Count(text string) int {
 	return c
 }
 
-// Split returns the tokens of text as substrings; for tests and debugging.
+// Split returns the tokens of text as substrings, one for each ID Append
+// produces.
 func Split(text string) []string {
 	var out []string
 	for i := 0; i < len(text); {

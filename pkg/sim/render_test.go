@@ -1,0 +1,49 @@
+package sim
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestRenderAgreesWithTokenize: vLLM's render API answers the generation
+// request with the same token IDs /tokenize gives for its prompt, in its
+// own shapes (an object for chat, a list per prompt for completions).
+func TestRenderAgreesWithTokenize(t *testing.T) {
+	t.Parallel()
+	inst := start(t, quick())
+	c := client(t)
+	chat := `{"model":"sim-model","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"Where is my prefix cached?"}]}`
+	rendered := post(t, c, inst.URL()+"/v1/chat/completions/render", chat)
+	tokenized := post(t, c, inst.URL()+"/tokenize", chat)
+	if rendered.status != http.StatusOK || tokenized.status != http.StatusOK {
+		t.Fatalf("render %d %s, tokenize %d %s", rendered.status, rendered.body, tokenized.status, tokenized.body)
+	}
+	want := decode[tokenizeReply](t, tokenized.body).Tokens
+	if diff := cmp.Diff(want, decode[wireRendered](t, rendered.body).TokenIDs); diff != "" {
+		t.Errorf("chat render differs from tokenize (-tokenize +render):\n%s", diff)
+	}
+
+	list := post(t, c, inst.URL()+"/v1/completions/render", `{"model":"sim-model","prompt":["one two","three"]}`)
+	one := post(t, c, inst.URL()+"/tokenize", `{"model":"sim-model","prompt":"one two"}`)
+	got := decode[[]wireRendered](t, list.body)
+	if list.status != http.StatusOK || len(got) != 2 || !cmp.Equal(got[0].TokenIDs, decode[tokenizeReply](t, one.body).Tokens) {
+		t.Errorf("completions render: %d %s", list.status, list.body)
+	}
+	ids := post(t, c, inst.URL()+"/v1/completions/render", `{"model":"sim-model","prompt":[7,8,9]}`)
+	if got := decode[[]wireRendered](t, ids.body); len(got) != 1 || !cmp.Equal(got[0].TokenIDs, []uint32{7, 8, 9}) {
+		t.Errorf("token-ID prompt rendered as %s", ids.body)
+	}
+
+	for body, path := range map[string]string{
+		`{"model":"nope","messages":[{"role":"user","content":"x"}]}`: "/v1/chat/completions/render",
+		`{"model":"sim-model"}`:             "/v1/chat/completions/render",
+		`{"model":"sim-model"`:              "/v1/completions/render",
+		`{"model":"sim-model","prompt":""}`: "/v1/completions/render",
+	} {
+		if r := post(t, c, inst.URL()+path, body); r.status != http.StatusBadRequest && r.status != http.StatusNotFound {
+			t.Errorf("%s %s: status %d, want 400 or 404", path, body, r.status)
+		}
+	}
+}
