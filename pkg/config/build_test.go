@@ -34,8 +34,8 @@ var buildErrorCases = []struct {
 	want: []string{`plugins[1].type: plugin type "foo" is not supported by OpenEPP (known: {known})`},
 }, {
 	name: "an upstream type OpenEPP refuses says why",
-	yaml: header + "plugins: [{type: queue-scorer}, {type: token-producer, parameters: {modelName: m}}]\n",
-	want: []string{`plugins[1].type: plugin type "token-producer" is not supported by OpenEPP: llm-d's tokenizer needs a vLLM render server or a tokenizer sidecar, which OpenEPP does not call; OpenEPP's plugins estimate prompt tokens from the prompt's bytes themselves, so remove it`},
+	yaml: header + "plugins: [{type: queue-scorer}, {type: precise-prefix-cache-scorer}]\n",
+	want: []string{`plugins[1].type: plugin type "precise-prefix-cache-scorer" is not supported by OpenEPP: llm-d's deprecated one-plugin form is not implemented; list a token-producer (backend vllm), a precise-prefix-cache-producer and a prefix-cache-scorer whose prefixMatchInfoProducerName names the producer`},
 }, {
 	name: "factory errors carry the plugin's path and name",
 	yaml: header + `plugins:

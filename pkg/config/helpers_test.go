@@ -176,6 +176,7 @@ var testTypes = map[string]maker{
 	"disagg-profile-handler":        mkHandler,
 	"approx-prefix-cache-producer":  mkProducer,
 	"precise-prefix-cache-producer": mkProducer,
+	"token-producer":                mkProducer,
 	"inflight-load-producer":        mkProducer,
 	"metrics-data-source":           mkRunnable,
 	"core-metrics-extractor":        mkPlain,

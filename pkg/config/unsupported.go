@@ -10,14 +10,8 @@ import (
 // advice rather than a list of every known type. A type registered out of
 // tree (epp.WithPlugins) never gets here.
 var unsupportedTypes = map[string]string{
-	"token-producer": "llm-d's tokenizer needs a vLLM render server or a tokenizer sidecar, which OpenEPP does not call; " +
-		"OpenEPP's plugins estimate prompt tokens from the prompt's bytes themselves, so remove it",
-	"tokenizer": "the old name of llm-d's token-producer, which needs a vLLM render server or a tokenizer sidecar; " +
-		"OpenEPP's plugins estimate prompt tokens from the prompt's bytes themselves, so remove it",
-	"precise-prefix-cache-producer": "llm-d's prefix index from the model servers' KV events (ZMQ) is not implemented; " +
-		"use prefix-cache-scorer, which creates OpenEPP's approx-prefix-cache-producer",
-	"precise-prefix-cache-scorer": "llm-d's prefix scoring from the model servers' KV events (ZMQ) is not implemented; " +
-		"use prefix-cache-scorer, which creates OpenEPP's approx-prefix-cache-producer",
+	"precise-prefix-cache-scorer": "llm-d's deprecated one-plugin form is not implemented; list a token-producer (backend vllm), " +
+		"a precise-prefix-cache-producer and a prefix-cache-scorer whose prefixMatchInfoProducerName names the producer",
 	"data-parallel-profile-handler": "llm-d's deprecated data-parallel handler is not implemented; list every data-parallel " +
 		"rank's port in the InferencePool's targetPorts instead (each port is an endpoint)",
 	"vllmgrpc-parser": "OpenEPP routes HTTP model servers (OpenAI and Anthropic JSON); gRPC model servers are not supported",

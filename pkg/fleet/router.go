@@ -37,6 +37,8 @@ type routerEnv struct {
 	classes   []Class
 	// replication is the run's EPP replicas, defaults applied.
 	replication Replication
+	// kv carries KV events to the configs' precise producers.
+	kv *kvHub
 }
 
 // epoch is virtual time zero on the plugins' clock.
@@ -62,6 +64,9 @@ type schedRouter struct {
 	classes   []Class
 	// built is the config's instances (replica sync finds its producers).
 	built *config.Built
+	// routing is the flight being scheduled, whose tokens a token
+	// producer reads.
+	routing *flight
 }
 
 // newSchedRouter loads and builds yaml with the in-tree plugins plus extra.
@@ -89,7 +94,18 @@ func newSchedRouter(yaml []byte, reg *scheduler.Registry, env routerEnv) (*sched
 		r.index[e] = i
 		r.hostPorts[e.HostPort] = i
 	}
+	if env.kv != nil {
+		env.kv.join(built, r.tokensOf)
+	}
 	return r, nil
+}
+
+// tokensOf gives a token producer the tokens of the flight being routed.
+func (r *schedRouter) tokensOf(req *scheduler.Request) ([]uint32, bool) {
+	if f := r.routing; f != nil && f.req == req {
+		return f.p.tokens, len(f.p.tokens) > 0
+	}
+	return nil, false
 }
 
 func (r *schedRouter) route(f *flight) (int, error) {
@@ -103,7 +119,9 @@ func (r *schedRouter) route(f *flight) (int, error) {
 		f.req.Priority, f.req.FairnessID = c.Priority, c.Name
 		f.req.Headers = c.sloHeaders()
 	}
+	r.routing = f
 	res, err := r.sched.Schedule(r.ctx, f.state, f.req, r.eps)
+	r.routing = nil
 	if err != nil {
 		return -1, err
 	}

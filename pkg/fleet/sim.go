@@ -252,10 +252,12 @@ func newSim(spec RunSpec) (*sim, error) {
 		})
 		s.servers[i].ep = eps[i]
 	}
+	kv := &kvHub{}
 	if s.router, err = spec.Policy.newRouter(routerEnv{endpoints: eps, clock: s.clock, seed: spec.Seed,
-		classes: spec.Classes, replication: spec.Replication}); err != nil {
+		classes: spec.Classes, replication: spec.Replication, kv: kv}); err != nil {
 		return nil, err
 	}
+	kv.listen(s)
 	s.queues = newQueues(s.router)
 	if s.src, err = newSource(spec.Workload.Traffic, cfg.Model, spec.Seed); err != nil {
 		return nil, err

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
@@ -35,49 +34,28 @@ const (
 
 // MonolithParams are GIE v1.5.0's parameters of predicted-latency-scorer.
 type MonolithParams struct {
-	SamplingMean              float64  `json:"samplingMean" doc:"accepted for upstream configs (the sidecar's decode-token sampling); the in-process model learns from every request" default:"1000"`
-	MaxSampledTokens          int      `json:"maxSampledTokens" doc:"accepted for upstream configs (TPOT samples per request for the sidecar); > 0" default:"5"`
-	SLOBufferFactor           float64  `json:"sloBufferFactor" doc:"headroom = sloBufferFactor × SLO − predicted; > 0" default:"1"`
-	NegHeadroomTTFTWeight     float64  `json:"negHeadroomTTFTWeight" doc:"weight of the TTFT deficit when every candidate misses an objective; >= 0" default:"0.8"`
-	NegHeadroomTPOTWeight     float64  `json:"negHeadroomTPOTWeight" doc:"weight of the TPOT deficit then; >= 0" default:"0.2"`
-	HeadroomTTFTWeight        float64  `json:"headroomTTFTWeight" doc:"weight of TTFT headroom among candidates that meet both objectives; >= 0" default:"0.8"`
-	HeadroomTPOTWeight        float64  `json:"headroomTPOTWeight" doc:"weight of TPOT headroom there; >= 0" default:"0.2"`
-	HeadroomSelectionStrategy string   `json:"headroomSelectionStrategy" doc:"least (closest to the SLO), most (widest margin), composite-least / composite-most (the composite score, inverted or not, among those meeting the SLO) or composite-only (the composite decides, no tiers)" default:"least"`
-	CompositeKVWeight         float64  `json:"compositeKVWeight" doc:"weight of free KV cache in the composite score; >= 0" default:"1"`
-	CompositeQueueWeight      float64  `json:"compositeQueueWeight" doc:"weight of the relative waiting queue in it; >= 0" default:"1"`
-	CompositePrefixWeight     float64  `json:"compositePrefixWeight" doc:"weight of the prefix match in it; >= 0" default:"1"`
-	EpsilonExploreSticky      float64  `json:"epsilonExploreSticky" doc:"probability of ignoring the prefix-affinity gates for a request; in [0, 1]" default:"0.01"`
-	EpsilonExploreNeg         float64  `json:"epsilonExploreNeg" doc:"probability of choosing among the candidates that miss an objective when some meet both; in [0, 1]" default:"0.01"`
-	AffinityGateTau           float64  `json:"affinityGateTau" doc:"prefix match (fraction of the prompt) that keeps a candidate meeting the SLO sticky; 0 disables; in [0, 1]" default:"0.8"`
-	AffinityGateTauGlobal     float64  `json:"affinityGateTauGlobal" doc:"prefix match that keeps a candidate sticky before the tiers split; 0 disables; in [0, 1]" default:"0.99"`
-	ContextTTL                duration `json:"contextTTL" doc:"requests unfinished after this long are dropped from the books (nanoseconds, as upstream, or a Go duration)" default:"5m"`
-	SelectionMode             string   `json:"selectionMode" doc:"linear (weighted random) or max (the heaviest candidate)" default:"linear"`
-	StreamingMode             bool     `json:"streamingMode" doc:"learn TTFT from the first response chunk; false learns it from the whole response" default:"true"`
-	EndpointRoleLabel         string   `json:"endpointRoleLabel" doc:"accepted for upstream configs; the model needs no roles" default:""`
+	SamplingMean              float64            `json:"samplingMean" doc:"accepted for upstream configs (the sidecar's decode-token sampling); the in-process model learns from every request" default:"1000"`
+	MaxSampledTokens          int                `json:"maxSampledTokens" doc:"accepted for upstream configs (TPOT samples per request for the sidecar); > 0" default:"5"`
+	SLOBufferFactor           float64            `json:"sloBufferFactor" doc:"headroom = sloBufferFactor × SLO − predicted; > 0" default:"1"`
+	NegHeadroomTTFTWeight     float64            `json:"negHeadroomTTFTWeight" doc:"weight of the TTFT deficit when every candidate misses an objective; >= 0" default:"0.8"`
+	NegHeadroomTPOTWeight     float64            `json:"negHeadroomTPOTWeight" doc:"weight of the TPOT deficit then; >= 0" default:"0.2"`
+	HeadroomTTFTWeight        float64            `json:"headroomTTFTWeight" doc:"weight of TTFT headroom among candidates that meet both objectives; >= 0" default:"0.8"`
+	HeadroomTPOTWeight        float64            `json:"headroomTPOTWeight" doc:"weight of TPOT headroom there; >= 0" default:"0.2"`
+	HeadroomSelectionStrategy string             `json:"headroomSelectionStrategy" doc:"least (closest to the SLO), most (widest margin), composite-least / composite-most (the composite score, inverted or not, among those meeting the SLO) or composite-only (the composite decides, no tiers)" default:"least"`
+	CompositeKVWeight         float64            `json:"compositeKVWeight" doc:"weight of free KV cache in the composite score; >= 0" default:"1"`
+	CompositeQueueWeight      float64            `json:"compositeQueueWeight" doc:"weight of the relative waiting queue in it; >= 0" default:"1"`
+	CompositePrefixWeight     float64            `json:"compositePrefixWeight" doc:"weight of the prefix match in it; >= 0" default:"1"`
+	EpsilonExploreSticky      float64            `json:"epsilonExploreSticky" doc:"probability of ignoring the prefix-affinity gates for a request; in [0, 1]" default:"0.01"`
+	EpsilonExploreNeg         float64            `json:"epsilonExploreNeg" doc:"probability of choosing among the candidates that miss an objective when some meet both; in [0, 1]" default:"0.01"`
+	AffinityGateTau           float64            `json:"affinityGateTau" doc:"prefix match (fraction of the prompt) that keeps a candidate meeting the SLO sticky; 0 disables; in [0, 1]" default:"0.8"`
+	AffinityGateTauGlobal     float64            `json:"affinityGateTauGlobal" doc:"prefix match that keeps a candidate sticky before the tiers split; 0 disables; in [0, 1]" default:"0.99"`
+	ContextTTL                scheduler.Duration `json:"contextTTL" doc:"requests unfinished after this long are dropped from the books (nanoseconds, as upstream, or a Go duration)" default:"5m"`
+	SelectionMode             string             `json:"selectionMode" doc:"linear (weighted random) or max (the heaviest candidate)" default:"linear"`
+	StreamingMode             bool               `json:"streamingMode" doc:"learn TTFT from the first response chunk; false learns it from the whole response" default:"true"`
+	EndpointRoleLabel         string             `json:"endpointRoleLabel" doc:"accepted for upstream configs; the model needs no roles" default:""`
 	// PrefixMatchInfoProducerName is OpenEPP's: upstream reads the default
 	// prefix plugin's state.
 	PrefixMatchInfoProducerName string `json:"prefixMatchInfoProducerName" doc:"the plugin whose prefix matches the gates, the composite and the TTFT model read (OpenEPP extension)" default:"approx-prefix-cache-producer"`
-}
-
-// duration decodes upstream's time.Duration (JSON nanoseconds) or a Go
-// duration string.
-type duration time.Duration
-
-func (d *duration) UnmarshalJSON(b []byte) error {
-	if n, err := strconv.ParseInt(string(b), 10, 64); err == nil {
-		*d = duration(n)
-		return nil
-	}
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want nanoseconds or a Go duration, got %s", b)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*d = duration(v)
-	return nil
 }
 
 // Monolith is GIE v1.5.0's predicted-latency-scorer: a producer (the
@@ -113,7 +91,7 @@ func MonolithFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sch
 		NegHeadroomTTFTWeight: 0.8, NegHeadroomTPOTWeight: 0.2, HeadroomTTFTWeight: 0.8, HeadroomTPOTWeight: 0.2,
 		HeadroomSelectionStrategy: StrategyLeast, CompositeKVWeight: 1, CompositeQueueWeight: 1, CompositePrefixWeight: 1,
 		EpsilonExploreSticky: 0.01, EpsilonExploreNeg: 0.01, AffinityGateTau: 0.8, AffinityGateTauGlobal: 0.99,
-		ContextTTL: duration(5 * time.Minute), SelectionMode: SelectionLinear, StreamingMode: true,
+		ContextTTL: scheduler.Duration(5 * time.Minute), SelectionMode: SelectionLinear, StreamingMode: true,
 		PrefixMatchInfoProducerName: "approx-prefix-cache-producer"}
 	if err := scheduler.DecodeParams(raw, &p); err != nil {
 		return nil, err

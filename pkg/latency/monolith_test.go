@@ -144,10 +144,10 @@ func TestMonolithParams(t *testing.T) {
 	t.Parallel()
 	// The GIE guide's parameters, and upstream's time.Duration (ns).
 	m := newMonolith(t, `{"sloBufferFactor":1.0,"headroomSelectionStrategy":"least","samplingMean":50,"maxSampledTokens":10,"contextTTL":60000000000}`)
-	if m.params.ContextTTL != duration(time.Minute) || m.Producer.params.ContextTTL != "1m0s" || !m.Producer.params.StreamingMode {
+	if m.params.ContextTTL != scheduler.Duration(time.Minute) || m.Producer.params.ContextTTL != "1m0s" || !m.Producer.params.StreamingMode {
 		t.Errorf("params %+v, producer %+v", m.params, m.Producer.params)
 	}
-	if newMonolith(t, `{"contextTTL":"90s"}`).params.ContextTTL != duration(90*time.Second) {
+	if newMonolith(t, `{"contextTTL":"90s"}`).params.ContextTTL != scheduler.Duration(90*time.Second) {
 		t.Error("contextTTL as a Go duration")
 	}
 	if got := m.TypedName(); got.Type != MonolithType || got.Name != "pl" {

@@ -18,6 +18,7 @@ var kindOf = map[string]string{
 	"latency":        "Scorers",
 	"pickers":        "Pickers",
 	"prefix":         "Data producers",
+	"precise":        "Data producers",
 	"requestcontrol": "Request control",
 	"metrics":        "Data layer",
 	"discovery":      "Data layer",

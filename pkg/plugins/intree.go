@@ -12,6 +12,7 @@ import (
 	"github.com/openepp/openepp/pkg/metrics"
 	"github.com/openepp/openepp/pkg/models"
 	"github.com/openepp/openepp/pkg/pickers"
+	"github.com/openepp/openepp/pkg/precise"
 	"github.com/openepp/openepp/pkg/prefix"
 	"github.com/openepp/openepp/pkg/profiles"
 	"github.com/openepp/openepp/pkg/requestcontrol"
@@ -67,6 +68,9 @@ func Registrations() []scheduler.Registration {
 		pickers.WeightedRandomRegistration(),
 		// Producers.
 		prefix.ProducerRegistration(),
+		precise.TokenProducerRegistration(),
+		precise.TokenizerRegistration(),
+		precise.ProducerRegistration(),
 		scorers.InFlightLoadRegistration(),
 		scorers.SessionIDProducerRegistration(),
 		latency.ProducerRegistration(),

@@ -1,0 +1,173 @@
+package precise
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/request"
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// TestTokensMatchTheServer checks every way of asking: the token IDs equal
+// what the simulated vLLM's /tokenize says for the same chat, which its
+// engine caches (pkg/sim's tests prove that part).
+func TestTokensMatchTheServer(t *testing.T) {
+	t.Parallel()
+	inst, ep := startSim(t, "")
+	req := chatRequest(t, inst.Model(), "You are a terse assistant.", "What is a KV cache?")
+	want := tokenizeDirect(t, inst.URL(), req.Body.Raw)
+	for name, params := range map[string]string{
+		"render":                                 `{"backend":"vllm","vllm":{"url":"` + inst.URL() + `"}}`,
+		"modelName selects vllm, old http field": `{"modelName":"` + inst.Model() + `","vllm":{"http":"` + inst.URL() + `"}}`,
+		"tokenize":                               `{"backend":"vllm","vllm":{"url":"` + inst.URL() + `","api":"tokenize"}}`,
+		"pool":                                   `{"backend":"vllm","vllm":{"endpointDiscovery":{}}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			reg := prometheus.NewRegistry()
+			tp := newTokens(t, params, reg)
+			st := state()
+			got, ok := tp.Tokens(context.Background(), st, req, []*endpoint.Endpoint{ep})
+			if !ok || !slices.Equal(got, want) {
+				t.Fatalf("tokens = %v (ok %v), want the server's %v", got, ok, want)
+			}
+			// Asked again for the same request: the answer is kept.
+			tp.Produce(context.Background(), st, req, []*endpoint.Endpoint{ep})
+			if n := testutil.ToFloat64(tp.metrics.requests.WithLabelValues("token-producer", outcomeOK)); n != 1 {
+				t.Errorf("%v tokenizer calls for one request, want 1", n)
+			}
+		})
+	}
+}
+
+// tokenizeDirect asks the server's /tokenize for a chat body's IDs.
+func tokenizeDirect(t *testing.T, base string, chatBody []byte) []uint32 {
+	t.Helper()
+	resp, err := http.Post(base+"/tokenize", "application/json", strings.NewReader(string(chatBody)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct{ Tokens []uint32 }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || len(out.Tokens) == 0 {
+		t.Fatalf("tokenize: %v %v", err, out)
+	}
+	return out.Tokens
+}
+
+// TestTokenizerFailuresRouteWithoutTokens: a broken, slow or absent
+// tokenizer leaves the request without tokens, counted by outcome, never
+// an error for the request.
+func TestTokenizerFailuresRouteWithoutTokens(t *testing.T) {
+	t.Parallel()
+	servers := map[string]http.HandlerFunc{
+		"500":     func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "boom", http.StatusInternalServerError) },
+		"garbage": func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("{not json")) },
+		"no ids":  func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"count":3}`)) },
+		"hangs": func(w http.ResponseWriter, r *http.Request) {
+			select { // past the client's timeout; bounded so the server can close
+			case <-time.After(2 * time.Second):
+			case <-r.Context().Done():
+			}
+		},
+	}
+	outcomes := map[string]string{"500": outcomeError, "garbage": outcomeError, "no ids": outcomeError, "hangs": outcomeTimeout}
+	for name, h := range servers {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(h)
+			t.Cleanup(srv.Close)
+			reg := prometheus.NewRegistry()
+			tp := newTokens(t, `{"backend":"vllm","vllm":{"url":"`+srv.URL+`","timeout":"200ms"}}`, reg)
+			start := time.Now()
+			if ids, ok := tp.Tokens(context.Background(), state(), chatRequest(t, "m", "s", "u"), nil); ok || ids != nil {
+				t.Errorf("tokens %v from a failing tokenizer", ids)
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Errorf("took %v, want about the 200ms timeout", time.Since(start))
+			}
+			if n := testutil.ToFloat64(tp.metrics.requests.WithLabelValues("token-producer", outcomes[name])); n != 1 {
+				t.Errorf("outcome %s counted %v times", outcomes[name], n)
+			}
+		})
+	}
+	t.Run("dead", func(t *testing.T) {
+		t.Parallel()
+		srv := httptest.NewServer(http.NotFoundHandler())
+		srv.Close()
+		tp := newTokens(t, `{"backend":"vllm","vllm":{"url":"`+srv.URL+`"}}`, nil)
+		if _, ok := tp.Tokens(context.Background(), state(), chatRequest(t, "m", "s", "u"), nil); ok {
+			t.Error("tokens from a dead tokenizer")
+		}
+	})
+	t.Run("pool without endpoints", func(t *testing.T) {
+		t.Parallel()
+		tp := newTokens(t, `{"backend":"vllm","vllm":{"endpointDiscovery":{}}}`, prometheus.NewRegistry())
+		if _, ok := tp.Tokens(context.Background(), state(), chatRequest(t, "m", "s", "u"), nil); ok {
+			t.Error("tokens with no endpoint to ask")
+		}
+		if n := testutil.ToFloat64(tp.metrics.requests.WithLabelValues("token-producer", outcomeNoEndpoint)); n != 1 {
+			t.Errorf("no_endpoint counted %v times", n)
+		}
+	})
+}
+
+func TestTokensWithoutACall(t *testing.T) {
+	t.Parallel()
+	tp := newTokens(t, `{"backend":"vllm","vllm":{"url":"http://127.0.0.1:1"}}`, prometheus.NewRegistry())
+	// A completions prompt of token IDs is its own answer.
+	b, err := request.Parse(request.Completions, []byte(`{"model":"m","prompt":[5,6,7]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, ok := tp.Tokens(context.Background(), state(), &scheduler.Request{Model: "m", Body: b}, nil)
+	if !ok || !slices.Equal(ids, []uint32{5, 6, 7}) {
+		t.Errorf("inline IDs: %v %v", ids, ok)
+	}
+	// Other APIs are not tokenized.
+	b, err = request.Parse(request.Responses, []byte(`{"model":"m","input":"hi"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tp.Tokens(context.Background(), state(), &scheduler.Request{Model: "m", Body: b}, nil); ok {
+		t.Error("a Responses request was tokenized")
+	}
+	if n := testutil.ToFloat64(tp.metrics.requests.WithLabelValues("token-producer", outcomeUnsupported)); n != 1 {
+		t.Errorf("unsupported_api counted %v times", n)
+	}
+	// The estimate backend has no IDs.
+	est := newTokens(t, `{}`, nil)
+	if est.Exact() {
+		t.Error("the default backend claims exact tokens")
+	}
+	if _, ok := est.Tokens(context.Background(), state(), chatRequest(t, "m", "s", "u"), nil); ok {
+		t.Error("estimate backend gave token IDs")
+	}
+}
+
+func TestTokenParamsErrors(t *testing.T) {
+	t.Parallel()
+	for params, want := range map[string]string{
+		`{"backend":"hf"}`: `backend: want "estimate" or "vllm", got "hf"`,
+		`{"backend":"vllm","vllm":{"url":"localhost"}}`:               `vllm.url: want an http(s) URL`,
+		`{"backend":"vllm","vllm":{"api":"grpc"}}`:                    `vllm.api: want render or tokenize`,
+		`{"backend":"vllm","vllm":{"timeout":"0s"}}`:                  `vllm.timeout: must be > 0`,
+		`{"backend":"vllm","vllm":{"caCertPath":"/nonexistent.pem"}}`: `vllm.caCertPath`,
+		`{"backend":"vllm","vllm":{"bogus":1}}`:                       `unknown field "bogus"`,
+	} {
+		_, err := TokenProducerFactory("t", json.RawMessage(params), nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want %q", params, err, want)
+		}
+	}
+}
