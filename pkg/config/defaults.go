@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"slices"
 )
 
@@ -35,15 +36,21 @@ type companion struct {
 	add         string
 	satisfiedBy []string
 	shareParams bool
+	// namedBy is the trigger's parameter naming the plugin it reads, when
+	// it has one: a trigger naming another plugin than add needs no add.
+	namedBy string
 }
 
 var prefixProducers = []string{"approx-prefix-cache-producer", "precise-prefix-cache-producer"}
 
 var companions = append([]companion{{
+	// As llm-d: a scorer that names no producer reads the approximate one,
+	// created if absent, even beside a precise producer.
 	trigger:     "prefix-cache-scorer",
 	add:         "approx-prefix-cache-producer",
-	satisfiedBy: prefixProducers,
+	satisfiedBy: []string{"approx-prefix-cache-producer"},
 	shareParams: true,
+	namedBy:     "prefixMatchInfoProducerName",
 }, {
 	// llm-d creates the producers a plugin reads when none is listed.
 	trigger:     "prefix-cache-affinity-filter",
@@ -85,8 +92,9 @@ func readersOf(producer string, readers ...string) []companion {
 //  9. an absent dataLayer gets metrics-data-source + core-metrics-extractor
 //     (a present one too when injectDefaults is in effect and it has no
 //     metrics source; an explicit empty section disables collection);
-//  10. a prefix-cache-scorer without a prefix producer gets an
-//     approx-prefix-cache-producer with the scorer's parameters, and a
+//  10. a prefix-cache-scorer that names no other producer gets an
+//     approx-prefix-cache-producer with the scorer's parameters, unless
+//     one exists (a precise producer beside it does not count), and a
 //     prefix-cache-affinity-filter gets the producers it reads (llm-d):
 //     an approx-prefix-cache-producer and an inflight-load-producer;
 //  11. a models-responder needs model lists (llm-d): unless a
@@ -262,7 +270,7 @@ func (d *DataLayer) injects(apiVersion string) bool {
 
 func defaultCompanions(cfg *Config) {
 	for _, c := range companions {
-		i := slices.IndexFunc(cfg.Plugins, func(s PluginSpec) bool { return s.Type == c.trigger })
+		i := slices.IndexFunc(cfg.Plugins, func(s PluginSpec) bool { return s.Type == c.trigger && c.reads(s) })
 		if i < 0 {
 			continue
 		}
@@ -278,6 +286,23 @@ func defaultCompanions(cfg *Config) {
 		}
 		cfg.Plugins = append(cfg.Plugins, spec)
 	}
+}
+
+// reads reports whether trigger s reads the plugin c adds: it names no
+// other.
+func (c companion) reads(s PluginSpec) bool {
+	if c.namedBy == "" || len(s.Parameters) == 0 {
+		return true
+	}
+	var params map[string]json.RawMessage
+	if json.Unmarshal(s.Parameters, &params) != nil {
+		return true // the plugin's own decoding reports the problem
+	}
+	var name string
+	if raw, ok := params[c.namedBy]; !ok || json.Unmarshal(raw, &name) != nil || name == "" {
+		return true
+	}
+	return name == c.add
 }
 
 // defaultModelSource gives a models-responder the model lists it answers

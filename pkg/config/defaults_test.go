@@ -168,9 +168,16 @@ var loadDefaultCases = []struct {
 		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
 	}),
 }, {
-	name: "a configured prefix producer is kept",
+	name: "a scorer naming no producer reads the approximate one, even beside a precise one (llm-d)",
 	yaml: header + "plugins: [{type: prefix-cache-scorer}, {name: p, type: precise-prefix-cache-producer}]\ndataLayer: {}\n",
 	want: concat([]string{"plugin prefix-cache-scorer: prefix-cache-scorer", "plugin p: precise-prefix-cache-producer"}, optionalDefaults, []string{
+		"plugin approx-prefix-cache-producer: approx-prefix-cache-producer",
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
+	}),
+}, {
+	name: "a scorer naming its producer gets no other",
+	yaml: header + "plugins: [{type: prefix-cache-scorer, parameters: {prefixMatchInfoProducerName: p}}, {name: p, type: precise-prefix-cache-producer}]\ndataLayer: {}\n",
+	want: concat([]string{`plugin prefix-cache-scorer: prefix-cache-scorer {"prefixMatchInfoProducerName":"p"}`, "plugin p: precise-prefix-cache-producer"}, optionalDefaults, []string{
 		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
 	}),
 }, {

@@ -153,7 +153,8 @@ func parseDesc(s string) (string, []string, error) {
 
 // everyFamilyConfig turns on every optional part that registers metrics:
 // flow control, the prefix index, disaggregation, model-list polling, the
-// latency predictor and the request-attribute reporter.
+// latency predictor, the request-attribute reporter and precise prefix
+// matching.
 const everyFamilyConfig = `apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 featureGates: [flowControl]
@@ -171,6 +172,10 @@ plugins:
 - type: predicted-latency-producer
 - type: request-attribute-reporter
   parameters: {attributes: [{key: {name: cost}, expression: "usage.total_tokens"}]}
+- type: token-producer
+  parameters: {backend: vllm, vllm: {url: "http://127.0.0.1:1"}}
+- type: precise-prefix-cache-producer
+  parameters: {kvEventsConfig: {zmqEndpoint: "tcp://127.0.0.1:0"}}
 saturationDetector: {pluginRef: concurrency-detector}
 schedulingProfiles:
 - name: decode
