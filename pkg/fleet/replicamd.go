@@ -20,7 +20,10 @@ func WriteReplicas(w io.Writer, r *ReplicaReport) error {
 var replicaNotes = "Not modelled: what sync costs the EPPs (CPU, bandwidth) and lost or late batches; every replica's flush " +
 	"ticks fall at the same instants; and every replica reads the same scrapes, while live replicas scrape on their " +
 	"own phases. Sync shares the prefix index and the dispatches of the plugins that count them (queue-scorer); a " +
-	"replica's other state (its in-flight counts, its flow-control queue) stays its own, as it does live."
+	"replica's other state (its in-flight counts, its flow-control queue) stays its own, as it does live. The precise " +
+	"arms receive every server's KV events at the instant its engine caches or evicts the blocks (over ZeroMQ they take " +
+	"well under a millisecond) and tokenize in process, with no tokenizer round trip; their speculative entries stay " +
+	"each replica's own."
 
 // writeReplicas renders the study as a section of the fleet report.
 func writeReplicas(b *strings.Builder, r *ReplicaReport) {

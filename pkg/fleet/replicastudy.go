@@ -22,6 +22,8 @@ type ReplicaArm struct {
 	Name        string
 	Description string
 	Replication Replication
+	// Policy, when set, runs instead of the study's policy.
+	Policy *Policy
 }
 
 // Names of the replica study's arms.
@@ -32,7 +34,24 @@ const (
 	ArmReplicaSyncDispatches = "3-replicas-sync-dispatches"
 	ArmReplicaSync20ms       = "3-replicas-sync-20ms"
 	ArmReplicaSyncSlow       = "3-replicas-sync-250ms"
+	ArmOnePrecise            = "1-replica-precise"
+	ArmReplicasPrecise       = "3-replicas-precise"
 )
+
+// PreciseArms run a precise prefix-cache config (yaml, e.g.
+// config/precise-prefix-cache.yaml) as one EPP and as three replicas
+// without sync: its index comes from the servers' KV events, which every
+// replica receives, where the approximate index of each replica sees only
+// the requests it routed.
+func PreciseArms(yaml []byte) []ReplicaArm {
+	p := ConfigPolicy("precise", "precise prefix-cache routing from the servers' KV events", yaml)
+	return []ReplicaArm{
+		{Name: ArmOnePrecise, Description: "one EPP running precise prefix-cache routing (config/precise-prefix-cache.yaml: " +
+			"the default profile, prefix matches from the servers' KV events and tokenizer)", Policy: &p},
+		{Name: ArmReplicasPrecise, Description: "3 replicas running it without replica sync; every replica receives every " +
+			"server's KV events", Replication: Replication{Replicas: 3}, Policy: &p},
+	}
+}
 
 // ReplicaArms are the study's arms: one EPP (the reference), three
 // replicas without sync, three syncing their prefix-index insertions every
@@ -152,6 +171,11 @@ func (st *ReplicaStudy) validate() error {
 		if err := a.Replication.validate(); err != nil {
 			errs = append(errs, fmt.Errorf("arm %q: %w", a.Name, err))
 		}
+		if a.Policy != nil {
+			if err := a.Policy.validate(); err != nil {
+				errs = append(errs, fmt.Errorf("arm %q: %w", a.Name, err))
+			}
+		}
 	}
 	if st.Workers < 0 {
 		errs = append(errs, fmt.Errorf("workers must be >= 0, got %d", st.Workers))
@@ -184,9 +208,13 @@ func (st *ReplicaStudy) runWorkload(ctx context.Context, w Workload) (*ReplicaWo
 	m := &Matrix{Seeds: st.Seeds, Workers: st.Workers, Progress: st.Progress}
 	seeds := m.seedsFor(w)
 	specsAt := func(out []RunSpec, a ReplicaArm, qps ...float64) []RunSpec {
+		p := st.Policy
+		if a.Policy != nil {
+			p = *a.Policy
+		}
 		for _, q := range qps {
 			for _, seed := range seeds {
-				out = append(out, RunSpec{Workload: w, Policy: st.Policy, QPS: q, Seed: seed, Replication: a.Replication})
+				out = append(out, RunSpec{Workload: w, Policy: p, QPS: q, Seed: seed, Replication: a.Replication})
 			}
 		}
 		return out
