@@ -16,7 +16,7 @@ func TestQuickRun(t *testing.T) {
 	dir := t.TempDir()
 	out, docs := filepath.Join(dir, "out"), filepath.Join(dir, "docs")
 	args := []string{"--quick", "--seeds", "1", "--workers", "2", "--out", out, "--docs", docs,
-		"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml",
+		"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml",
 		"--workloads", "shared-prefix,multi-turn", "--policies", "round-robin,upstream-default,ours-default,llm-d-baseline",
 		"--freshness", "100ms", "--freshness-seeds", "2"}
 	if err := run(context.Background(), args); err != nil {
@@ -113,7 +113,8 @@ func TestQuickRun(t *testing.T) {
 		t.Error("fleet.md has no P/D study")
 	}
 	if !strings.Contains(string(md), "### Active-active EPP replicas and replica sync") || !strings.Contains(string(md), "| `3-replicas-sync` |") ||
-		!strings.Contains(string(md), "**multi-turn**") || !strings.Contains(string(md), "| `3-replicas-sync-dispatches` |") {
+		!strings.Contains(string(md), "**multi-turn**") || !strings.Contains(string(md), "| `3-replicas-sync-dispatches` |") ||
+		!strings.Contains(string(md), "| `3-replicas-precise` |") {
 		t.Error("fleet.md has no replica study")
 	}
 }
@@ -123,15 +124,15 @@ func TestBadFlags(t *testing.T) {
 		{"--best", "no/such/file.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml"},
 		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "no/such/file.yaml"},
 		{"--best", "../../config/openepp-recommended.yaml", "--agents", "no/such/file.yaml"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--workloads", "W0"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--policies", "fastest"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--seeds", "0"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--freshness", "50ms"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--freshness", "500us"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--freshness", "soon"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--freshness-seeds", "0"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--workloads", "shared-prefix", "--priorities", "a:1"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--workloads", "shared-prefix", "--disagg", "W0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--workloads", "W0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--policies", "fastest"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--seeds", "0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--freshness", "50ms"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--freshness", "500us"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--freshness", "soon"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--freshness-seeds", "0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--workloads", "shared-prefix", "--priorities", "a:1"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--workloads", "shared-prefix", "--disagg", "W0"},
 	} {
 		if err := run(context.Background(), append(args, "--out", t.TempDir(), "--docs", "")); err == nil {
 			t.Errorf("%v accepted", args)
