@@ -3,7 +3,6 @@ package precise
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"strconv"
 	"sync"
@@ -15,10 +14,12 @@ import (
 )
 
 // bindAttempts × bindRetry is how long a new instance waits for the port a
-// reloaded config's previous instance still holds.
+// reloaded config's previous instance still holds, before it retries only
+// every bindRetrySlow.
 const (
-	bindAttempts = 50
-	bindRetry    = 100 * time.Millisecond
+	bindAttempts  = 50
+	bindRetry     = 100 * time.Millisecond
+	bindRetrySlow = 5 * time.Second
 	// reconcileEvery is how often per-endpoint subscriptions follow the
 	// pool.
 	reconcileEvery = 2 * time.Second
@@ -43,13 +44,18 @@ func (p *Producer) subscribeCentral(ctx context.Context) error {
 		if err == nil {
 			break
 		}
-		if attempt == bindAttempts || ctx.Err() != nil {
-			return fmt.Errorf("%s %q: kvEventsConfig.zmqEndpoint %s: %w", ProducerType, p.name.Name, ev.ZMQEndpoint, err)
+		// A reloaded config's previous instance may still hold the port
+		// for a moment; past that, keep trying (the subscriptions gauge
+		// stays 0, which an alert watches) rather than give up for good.
+		wait := bindRetry
+		if attempt >= bindAttempts {
+			wait = bindRetrySlow
+			p.warnf("cannot bind kvEventsConfig.zmqEndpoint; no KV events are received until it can", "zmqEndpoint", ev.ZMQEndpoint, "error", err.Error())
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(bindRetry):
+		case <-time.After(wait):
 		}
 	}
 	defer sub.Close()

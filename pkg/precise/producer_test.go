@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/kvevents"
 	"github.com/openepp/openepp/pkg/scheduler"
+	"github.com/openepp/openepp/pkg/sim"
 )
 
 // pool is a test pool the producer's handle reads.
@@ -219,4 +221,63 @@ func TestResolveNeedsExactTokens(t *testing.T) {
 	if err := p.(*Producer).Resolve(none); err == nil || !strings.Contains(err.Error(), "add a token-producer") {
 		t.Errorf("no token producer: err = %v", err)
 	}
+}
+
+// TestProducerConnectsToEachPod: with discoverPods the producer subscribes
+// to every endpoint of the pool at socketPort, where the server binds, and
+// lets go of an endpoint that leaves.
+func TestProducerConnectsToEachPod(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pub, err := sim.NewKVEventPublisher(ctx, fmt.Sprintf("tcp://127.0.0.1:%d", port), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := sim.Start(ctx, sim.Config{Address: "127.0.0.1", KVEvents: pub,
+		Capacity: sim.Capacity{KVCacheBlocks: 256, BlockSize: 16},
+		Latency:  sim.Latency{InterTokenLatency: sim.Ptr(time.Millisecond), TimeToFirstToken: sim.Ptr(time.Millisecond)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+	go pub.Run(ctx, nil)
+	e := endpoint.New(endpoint.Spec{Name: "s", Address: "127.0.0.1", Port: inst.Port()})
+
+	pl := &pool{}
+	pl.set(e)
+	p := startProducer(t, fmt.Sprintf(`{"kvEventsConfig":{"discoverPods":true,"podDiscoveryConfig":{"socketPort":%d}}}`, port), pl, prometheus.NewRegistry())
+	eventually(t, "the subscription", func() bool { return testutil.ToFloat64(p.metrics.subs) == 1 })
+	i := 0
+	eventually(t, "the server's blocks", func() bool { // the first events may go before the connection is up
+		i++
+		chat(t, inst.URL(), chatRequest(t, inst.Model(), words(fmt.Sprintf("s%d-", i), 50), "q"))
+		return p.index.Blocks(e.HostPort) > 0
+	})
+	pl.set()
+	eventually(t, "the subscription to end", func() bool { return testutil.ToFloat64(p.metrics.subs) == 0 })
+}
+
+// TestProducerWaitsForItsPort: a port another process holds is retried,
+// with the subscriptions gauge at 0, until it is free.
+func TestProducerWaitsForItsPort(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	p := startProducer(t, `{"kvEventsConfig":{"zmqEndpoint":"tcp://`+addr+`"}}`, &pool{}, prometheus.NewRegistry())
+	time.Sleep(300 * time.Millisecond)
+	if p.EventsAddr() != "" || testutil.ToFloat64(p.metrics.subs) != 0 {
+		t.Fatalf("bound %q with the port taken", p.EventsAddr())
+	}
+	ln.Close()
+	eventually(t, "the port, once free", func() bool { return p.EventsAddr() != "" })
 }
