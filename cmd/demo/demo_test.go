@@ -263,3 +263,67 @@ func TestBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestDemoPreciseRouting runs the demo with config/precise-prefix-cache.yaml
+// (its events socket moved to a free loopback port): the simulated servers
+// publish their KV events, the EPP tokenizes on them, and a prompt sent
+// directly to one server, without the EPP, is then routed there.
+func TestDemoPreciseRouting(t *testing.T) {
+	// startDemo takes the first 7 free ports from where freePorts starts:
+	// the events socket takes the 8th.
+	ports := freePorts(t, 8) + 7
+	text, err := os.ReadFile("../../config/precise-prefix-cache.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "precise.yaml")
+	text = bytes.ReplaceAll(text, []byte("tcp://*:5557"), []byte(fmt.Sprintf("tcp://127.0.0.1:%d", ports)))
+	if err := os.WriteFile(cfg, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDemo(t, 3, "--config", cfg, "--kv-events-port", fmt.Sprint(ports))
+	sendCompletion(t, d.url("/v1/completions")) // waits for the gateway
+	holder := d.server(2)
+	system := strings.Repeat("You route requests to the server that holds their prefix. ", 40)
+	chat := func(base, question string) string {
+		body, _ := json.Marshal(map[string]any{"model": "meta-llama/Llama-3.1-8B-Instruct", "max_tokens": 2,
+			"messages": []map[string]string{{"role": "system", "content": system}, {"role": "user", "content": question}}})
+		resp, err := http.Post(base+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("chat via %s: status %d", base, resp.StatusCode)
+		}
+		return resp.Header.Get("x-gateway-destination-endpoint-served")
+	}
+	// The servers' first events go before their sockets connect: warm the
+	// holder directly (new questions, same system prompt) until the EPP
+	// has its blocks; nothing goes through the gateway before.
+	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", d.base+3)
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; !strings.Contains(get(t, metrics), `openepp_precise_prefix_events_total{outcome="stored"`); i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("the EPP never received KV events")
+		}
+		chat("http://"+holder, fmt.Sprintf("warm-up %d", i))
+		time.Sleep(100 * time.Millisecond)
+	}
+	for i := range 3 {
+		if got := chat(d.url(""), fmt.Sprintf("question %d", i)); got != holder {
+			t.Fatalf("request %d served by %s, want %s, which holds its prefix", i, got, holder)
+		}
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return string(data)
+}

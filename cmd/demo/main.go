@@ -28,9 +28,11 @@ type options struct {
 	metricsPort int
 	model       string
 	config      string
-	loras       string
-	profile     string
-	verbosity   int
+	// kvEventsPort is where the simulated servers send KV events; 0: none.
+	kvEventsPort int
+	loras        string
+	profile      string
+	verbosity    int
 	// prefill is how many of the servers are prefill-only; with any, the
 	// others are decode servers behind the simulator's P/D sidecar.
 	prefill int
@@ -72,6 +74,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.profile, "profile", "fast", "simulator latency profile")
 	fs.IntVar(&o.verbosity, "v", 1, "EPP log verbosity (1 logs one line per decision)")
 	fs.StringVar(&o.config, "config", "", "EndpointPickerConfig file for the EPP, reloaded when it changes (default: the upstream default config)")
+	fs.IntVar(&o.kvEventsPort, "kv-events-port", 5557, "the simulated servers publish their KV-cache events to 127.0.0.1 on this port, where config/precise-prefix-cache.yaml's producer binds (0: they publish none)")
 	fs.IntVar(&o.prefill, "prefill", 0, "prefill/decode disaggregation: this many servers are labelled prefill, the rest decode (needs a P/D --config such as config/pd.yaml)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -150,6 +153,9 @@ func (o *options) simArgs() []string {
 		"--model", o.model, "--lora-modules", o.loras, "--max-loras", "1", "--profile", o.profile}
 	if o.prefill > 0 {
 		args = append(args, "--pd-sidecar")
+	}
+	if o.kvEventsPort > 0 {
+		args = append(args, "--kv-events-endpoint", fmt.Sprintf("tcp://127.0.0.1:%d", o.kvEventsPort))
 	}
 	return args
 }
