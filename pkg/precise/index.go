@@ -23,6 +23,9 @@ type Index struct {
 
 	shards [numShards]shard
 	keys   atomic.Int64 // keys with at least one holding
+	// speculative counts holdings with a speculative time set, so Expire
+	// skips its sweep of every shard when there are none.
+	speculative atomic.Int64
 
 	mu      sync.Mutex
 	servers map[string]*server // by Endpoint.HostPort
@@ -52,10 +55,13 @@ type server struct {
 	slot     uint32
 	hostPort string
 
-	mu        sync.Mutex
-	engine    map[kvevents.Hash]uint64
-	blockSize int
+	mu     sync.Mutex
+	engine map[kvevents.Hash]uint64
+	// blockSize is read under Index.mu, which must not wait for mu:
+	// Apply holds mu and may take Index.mu (noteLora).
+	blockSize atomic.Int64
 	blocks    atomic.Int64
+	gone      bool // forgotten; guarded by mu
 }
 
 // IndexOptions bound the index. Zero values mean no bound.
@@ -123,6 +129,11 @@ func (ix *Index) Apply(hostPort string, b *kvevents.Batch) ApplyStats {
 	st := ApplyStats{Unknown: b.Unknown}
 	s := ix.serverFor(hostPort, true)
 	s.mu.Lock()
+	for s.gone {
+		s.mu.Unlock()
+		s = ix.serverFor(hostPort, true)
+		s.mu.Lock()
+	}
 	defer s.mu.Unlock()
 	for _, ev := range b.Events {
 		switch e := ev.(type) {
@@ -175,8 +186,8 @@ func (ix *Index) store(s *server, e *kvevents.BlockStored, st *ApplyStats) {
 		}
 		parent = k
 	}
-	if s.blockSize != bs {
-		s.blockSize = bs
+	if s.blockSize.Load() != int64(bs) {
+		s.blockSize.Store(int64(bs))
 		ix.blockSize.Store(int64(bs))
 	}
 	for i, h := range e.BlockHashes {
@@ -293,13 +304,21 @@ func (ix *Index) clearLocked(s *server) {
 // Forget removes hostPort altogether (it left the pool), speculative
 // entries included, and frees its slot.
 func (ix *Index) Forget(hostPort string) {
-	s := ix.clear(hostPort)
+	ix.mu.Lock()
+	s := ix.servers[hostPort]
+	delete(ix.servers, hostPort) // events from now on start a new server
+	ix.mu.Unlock()
 	if s == nil {
 		return
 	}
-	ix.sweep(func(h holding) bool { return h.slot == s.slot })
+	s.mu.Lock()
+	s.gone = true // an Apply that found s before the delete starts over
+	ix.clearLocked(s)
+	s.mu.Unlock()
+	if ix.speculative.Load() > 0 {
+		ix.sweep(func(h holding) bool { return h.slot == s.slot })
+	}
 	ix.mu.Lock()
-	delete(ix.servers, hostPort)
 	ix.slots[s.slot] = nil
 	ix.free = append(ix.free, s.slot)
 	ix.mu.Unlock()
@@ -317,6 +336,9 @@ func (ix *Index) Speculate(hostPort string, keys []uint64, until int64) {
 		found := false
 		for i := range hs {
 			if hs[i].slot == s.slot {
+				if hs[i].until == 0 {
+					ix.speculative.Add(1)
+				}
 				hs[i].until = max(hs[i].until, until)
 				found = true
 				break
@@ -324,6 +346,7 @@ func (ix *Index) Speculate(hostPort string, keys []uint64, until int64) {
 		}
 		if !found && ix.admit(hs) {
 			sh.m[k] = append(hs, holding{slot: s.slot, until: until})
+			ix.speculative.Add(1)
 		}
 		sh.mu.Unlock()
 	}
@@ -332,6 +355,9 @@ func (ix *Index) Speculate(hostPort string, keys []uint64, until int64) {
 // Expire ends the speculative entries whose time is up, and returns how
 // many it ended.
 func (ix *Index) Expire(now int64) int {
+	if ix.speculative.Load() == 0 {
+		return 0
+	}
 	return ix.sweep(func(h holding) bool { return h.until != 0 && h.until <= now })
 }
 
@@ -349,6 +375,7 @@ func (ix *Index) sweep(ending func(holding) bool) int {
 					continue
 				}
 				n++
+				ix.speculative.Add(-1)
 				hs[j].until = 0
 				if hs[j].refs > 0 {
 					j++
@@ -394,12 +421,9 @@ func (ix *Index) BlockSize(eps []*endpoint.Endpoint, def int) int {
 	ix.mu.Lock()
 	for _, e := range eps {
 		if s := ix.servers[e.HostPort]; s != nil {
-			s.mu.Lock()
-			bs := s.blockSize
-			s.mu.Unlock()
-			if bs > 0 {
+			if bs := s.blockSize.Load(); bs > 0 {
 				ix.mu.Unlock()
-				return bs
+				return int(bs)
 			}
 		}
 	}

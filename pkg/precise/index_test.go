@@ -1,6 +1,7 @@
 package precise
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/openepp/openepp/pkg/endpoint"
@@ -187,5 +188,56 @@ func TestLoraBlocksMatchOnlyTheirAdapter(t *testing.T) {
 	ix.Match(m, keys, []*endpoint.Endpoint{a}, 0)
 	if m.Blocks(a) != 2 {
 		t.Errorf("adapter request matched %d blocks, want 2", m.Blocks(a))
+	}
+}
+
+// TestIndexUnderConcurrentUse runs ingestion, matching, speculation,
+// expiry and departures at once (for the race detector and lock order),
+// then checks that forgetting everyone leaves nothing behind.
+func TestIndexUnderConcurrentUse(t *testing.T) {
+	t.Parallel()
+	ix := NewIndex(IndexOptions{})
+	eps := []*endpoint.Endpoint{ep(8000), ep(8001), ep(8002)}
+	prompt := seq(1, 160)
+	keys := AppendKeys(nil, ix.Root(""), prompt, 16, 0)
+	var wg sync.WaitGroup
+	for w, e := range eps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				base := kvevents.Hash(w*100000 + i*10 + 1)
+				ev := stored(prompt, 16, base, 0)
+				if i%3 == 0 {
+					ev.LoraName = "adapter"
+				}
+				ix.Apply(e.HostPort, batch(ev))
+				ix.Apply(e.HostPort, batch(&kvevents.BlockRemoved{BlockHashes: ev.BlockHashes}))
+			}
+		}()
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range 200 {
+			m := prefix.NewMatch(len(keys), 16)
+			ix.Match(m, keys, eps, int64(i))
+			_ = ix.BlockSize(eps, 16)
+			ix.Speculate(eps[i%3].HostPort, keys, int64(i+5))
+			ix.Expire(int64(i))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 20 {
+			ix.Forget(eps[2].HostPort)
+		}
+	}()
+	wg.Wait()
+	for _, e := range eps {
+		ix.Forget(e.HostPort)
+	}
+	if ix.Keys() != 0 {
+		t.Errorf("%d keys left after every server was forgotten", ix.Keys())
 	}
 }
