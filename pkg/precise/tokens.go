@@ -56,7 +56,7 @@ type VLLMParams struct {
 	API                string             `json:"api" doc:"render: POST the request to /v1/chat/completions/render or /v1/completions/render, as llm-d (vllm launch render); tokenize: POST its prompt to /tokenize, which every vllm serve has (OpenEPP extension)" default:"render"`
 	Timeout            scheduler.Duration `json:"timeout" doc:"give up on a tokenizer request after this long (the request is then routed without precise matches)" default:"5s"`
 	MMTimeout          scheduler.Duration `json:"mmTimeout" doc:"accepted for llm-d configs; timeout applies to every request" default:"30s"`
-	EndpointDiscovery  json.RawMessage    `json:"endpointDiscovery" doc:"set (to {} or llm-d's settings) to tokenize on the request's candidate model servers, round robin, instead of url; their /tokenize is used unless api says otherwise" default:""`
+	EndpointDiscovery  json.RawMessage    `json:"endpointDiscovery" doc:"set (to {} or llm-d's settings) to tokenize on the request's candidate model servers, the least busy (ties in turn), instead of url; their /tokenize is used unless api says otherwise" default:""`
 	MessagesRenderMode string             `json:"messagesRenderMode" doc:"accepted for llm-d configs; Anthropic Messages requests are not tokenized" default:"auto"`
 	PrefillOnly        bool               `json:"prefillOnly" doc:"accepted for llm-d configs; no effect" default:"false"`
 	InsecureSkipVerify bool               `json:"insecureSkipVerify" doc:"skip TLS verification of an https url" default:"false"`
@@ -114,8 +114,9 @@ func (p *TokenParams) pool() bool {
 // /v1/completions/render and reads token_ids, as llm-d does; with api
 // tokenize it sends the prompt, messages and tools to /tokenize instead.
 // With endpointDiscovery set it asks the request's candidate model servers
-// themselves, round robin, on /tokenize: no extra service to run, at the
-// cost of a tokenizer call on a serving replica. A completions prompt that
+// themselves on /tokenize, the least busy as last scraped (ties in turn):
+// no extra service to run, at the cost of a tokenizer call on a serving
+// replica. A completions prompt that
 // is already token IDs is used as is. Chat Completions and Completions
 // requests are tokenized; others (Responses, Anthropic Messages,
 // embeddings) get no tokens, and precise matching passes them by.
@@ -132,7 +133,7 @@ type TokenProducer struct {
 	params  TokenParams
 	client  *tokenizerClient
 	log     logr.Logger
-	next    atomic.Uint64 // round robin over candidates
+	next    atomic.Uint64 // where ties among candidates start
 	metrics *tokenMetrics
 	warned  atomic.Int64 // unix nanoseconds of the last failure logged
 	// local, when set, tokenizes in process instead of asking a server.
@@ -269,7 +270,7 @@ func (t *TokenProducer) tokenize(ctx context.Context, req *scheduler.Request, ep
 		if len(eps) == 0 {
 			return nil, outcomeNoEndpoint, errors.New("no candidate endpoint to tokenize on")
 		}
-		base = "http://" + eps[t.next.Add(1)%uint64(len(eps))].HostPort
+		base = "http://" + t.leastBusy(eps).HostPort
 	}
 	model := t.params.ModelName
 	if model == "" {
@@ -286,6 +287,22 @@ func (t *TokenProducer) tokenize(ctx context.Context, req *scheduler.Request, ep
 	default:
 		return nil, outcomeError, err
 	}
+}
+
+// leastBusy picks the candidate to tokenize on: the one with the fewest
+// requests waiting and running as last scraped (a tokenizer call competes
+// with serving there), ties taken in turn so equal servers share the calls.
+func (t *TokenProducer) leastBusy(eps []*endpoint.Endpoint) *endpoint.Endpoint {
+	start := int(t.next.Add(1) % uint64(len(eps)))
+	best, load := eps[start], -1
+	for i := range eps {
+		e := eps[(start+i)%len(eps)]
+		m := e.Metrics()
+		if l := m.WaitingQueueSize + m.RunningRequestsSize; load < 0 || l < load {
+			best, load = e, l
+		}
+	}
+	return best
 }
 
 // inlineTokenIDs reads a completions prompt given as one list of token IDs.

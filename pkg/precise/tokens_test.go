@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,5 +172,37 @@ func TestTokenParamsErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err = %v, want %q", params, err, want)
 		}
+	}
+}
+
+// TestPoolTokenizesOnTheLeastBusy: with endpointDiscovery the tokenizer
+// call goes to the candidate with the fewest requests as last scraped.
+func TestPoolTokenizesOnTheLeastBusy(t *testing.T) {
+	t.Parallel()
+	var busyCalls, idleCalls atomic.Int64
+	serve := func(n *atomic.Int64) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			n.Add(1)
+			_, _ = w.Write([]byte(`{"count":2,"tokens":[1,2]}`))
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	endpointOf := func(srv *httptest.Server, waiting int) *endpoint.Endpoint {
+		u, _ := url.Parse(srv.URL)
+		port, _ := strconv.Atoi(u.Port())
+		e := endpoint.New(endpoint.Spec{Name: u.Host, Address: u.Hostname(), Port: port})
+		e.SetMetrics(&endpoint.Metrics{WaitingQueueSize: waiting})
+		return e
+	}
+	busy, idle := endpointOf(serve(&busyCalls), 9), endpointOf(serve(&idleCalls), 1)
+	tp := newTokens(t, `{"backend":"vllm","vllm":{"endpointDiscovery":{}}}`, nil)
+	for range 4 {
+		if _, ok := tp.Tokens(context.Background(), state(), chatRequest(t, "m", "s", "u"), []*endpoint.Endpoint{busy, idle}); !ok {
+			t.Fatal("no tokens")
+		}
+	}
+	if busyCalls.Load() != 0 || idleCalls.Load() != 4 {
+		t.Errorf("calls: busy %d, idle %d; want 0 and 4", busyCalls.Load(), idleCalls.Load())
 	}
 }
