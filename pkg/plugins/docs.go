@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"runtime"
@@ -127,6 +128,9 @@ func paramRows(t reflect.Type, prefix string) []string {
 }
 
 func typeName(t reflect.Type) string {
+	if t == reflect.TypeFor[json.RawMessage]() {
+		return "any"
+	}
 	switch t.Kind() {
 	case reflect.Pointer:
 		return typeName(t.Elem())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -90,12 +91,13 @@ func (p *Producer) subscribeCentral(ctx context.Context) error {
 }
 
 // subscribePods keeps one subscription per endpoint of the pool, connected
-// to its address at socketPort, until ctx ends.
+// to its events address (eventAddrs), until ctx ends; an endpoint whose
+// address changes (a rank added on its IP) is subscribed again.
 func (p *Producer) subscribePods(ctx context.Context) {
-	port := strconv.Itoa(p.params.KVEventsConfig.PodDiscoveryConfig.SocketPort)
+	base := p.params.KVEventsConfig.PodDiscoveryConfig.SocketPort
 	type running struct {
 		cancel context.CancelFunc
-		done   chan struct{}
+		addr   string
 	}
 	subs := map[string]running{}
 	var open atomic.Int64
@@ -110,33 +112,29 @@ func (p *Producer) subscribePods(ctx context.Context) {
 	t := time.NewTicker(reconcileEvery)
 	defer t.Stop()
 	for {
-		want := map[string]*endpoint.Endpoint{}
+		want := map[string]string{} // endpoint → its events address
 		if p.endpoints != nil {
-			for _, e := range p.endpoints() {
-				want[e.HostPort] = e
-			}
+			want = eventAddrs(p.endpoints(), base)
 		}
 		for hp, r := range subs {
-			if want[hp] == nil {
+			if want[hp] != r.addr {
 				r.cancel()
 				delete(subs, hp)
 			}
 		}
-		for hp, e := range want {
+		for hp, addr := range want {
 			if _, ok := subs[hp]; ok {
 				continue
 			}
 			sctx, cancel := context.WithCancel(ctx)
-			r := running{cancel: cancel, done: make(chan struct{})}
-			subs[hp] = r
+			subs[hp] = running{cancel: cancel, addr: addr}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer close(r.done)
 				open.Add(1)
 				p.metrics.setSubscriptions(float64(open.Load()))
 				defer func() { p.metrics.setSubscriptions(float64(open.Add(-1))) }()
-				p.followPod(sctx, hp, "tcp://"+net.JoinHostPort(e.Address, port))
+				p.followPod(sctx, hp, addr)
 			}()
 		}
 		select {
@@ -145,6 +143,26 @@ func (p *Producer) subscribePods(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// eventAddrs gives each endpoint the address its server publishes on: its
+// IP at base plus its rank, the rank being its port's place among the
+// ports of the pool's endpoints on that IP (vLLM's data-parallel ranks
+// serve on consecutive ports and publish on socketPort + rank; a pod with
+// one port publishes on socketPort).
+func eventAddrs(eps []*endpoint.Endpoint, base int) map[string]string {
+	byIP := map[string][]int{}
+	for _, e := range eps {
+		byIP[e.Address] = append(byIP[e.Address], e.Port)
+	}
+	out := make(map[string]string, len(eps))
+	for _, e := range eps {
+		ports := byIP[e.Address]
+		slices.Sort(ports)
+		rank := slices.Index(ports, e.Port)
+		out[e.HostPort] = "tcp://" + net.JoinHostPort(e.Address, strconv.Itoa(base+rank))
+	}
+	return out
 }
 
 // followPod applies the events of the server at hostPort, published at

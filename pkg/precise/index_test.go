@@ -241,3 +241,22 @@ func TestIndexUnderConcurrentUse(t *testing.T) {
 		t.Errorf("%d keys left after every server was forgotten", ix.Keys())
 	}
 }
+
+func TestEventAddrsFollowRanks(t *testing.T) {
+	t.Parallel()
+	eps := []*endpoint.Endpoint{
+		endpoint.New(endpoint.Spec{Name: "a1", Address: "10.0.0.1", Port: 8001}),
+		endpoint.New(endpoint.Spec{Name: "a0", Address: "10.0.0.1", Port: 8000}),
+		endpoint.New(endpoint.Spec{Name: "b", Address: "10.0.0.2", Port: 8000}),
+	}
+	got := eventAddrs(eps, 5557)
+	want := map[string]string{"10.0.0.1:8000": "tcp://10.0.0.1:5557", "10.0.0.1:8001": "tcp://10.0.0.1:5558", "10.0.0.2:8000": "tcp://10.0.0.2:5557"}
+	if len(got) != len(want) {
+		t.Fatalf("got %v", got)
+	}
+	for hp, addr := range want {
+		if got[hp] != addr {
+			t.Errorf("%s: events at %q, want %q", hp, got[hp], addr)
+		}
+	}
+}

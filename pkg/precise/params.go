@@ -13,9 +13,9 @@ import (
 // Params are the precise-prefix-cache-producer parameters, with llm-d's
 // names and defaults.
 type Params struct {
-	TokenProcessorConfig TokenProcessorConfig `json:"tokenProcessorConfig" doc:"how blocks are cut and hashed"`
-	IndexerConfig        IndexerConfig        `json:"indexerConfig" doc:"the index's bounds"`
-	KVEventsConfig       KVEventsConfig       `json:"kvEventsConfig" doc:"where the model servers' KV events come from"`
+	TokenProcessorConfig TokenProcessorConfig `json:"tokenProcessorConfig"`
+	IndexerConfig        IndexerConfig        `json:"indexerConfig"`
+	KVEventsConfig       KVEventsConfig       `json:"kvEventsConfig"`
 	SpeculativeIndexing  bool                 `json:"speculativeIndexing" doc:"when a request is sent, count its blocks as held by its target until speculativeTTL passes or the server's events arrive, so a burst of one prefix is not spread before the first events land" default:"false"`
 	SpeculativeTTL       scheduler.Duration   `json:"speculativeTTL" doc:"how long a speculative entry counts" default:"2s"`
 	// TokenProducerName is OpenEPP's: llm-d reads the request's
@@ -34,14 +34,14 @@ type TokenProcessorConfig struct {
 // IndexerConfig is the part of llm-d's indexer configuration that applies
 // here; tokenizers and prefix stores belong to token-producer.
 type IndexerConfig struct {
-	KVBlockIndexConfig   KVBlockIndexConfig `json:"kvBlockIndexConfig" doc:"bounds of the in-memory index"`
+	KVBlockIndexConfig   KVBlockIndexConfig `json:"kvBlockIndexConfig"`
 	TokenizersPoolConfig json.RawMessage    `json:"tokenizersPoolConfig,omitempty" doc:"accepted for llm-d configs and ignored: token IDs come from token-producer" default:""`
 	PrefixStoreConfig    json.RawMessage    `json:"prefixStoreConfig,omitempty" doc:"accepted for llm-d configs and ignored" default:""`
 }
 
 // KVBlockIndexConfig is llm-d's kvBlockIndexConfig.
 type KVBlockIndexConfig struct {
-	InMemoryConfig         InMemoryConfig  `json:"inMemoryConfig" doc:"bounds of the in-memory index"`
+	InMemoryConfig         InMemoryConfig  `json:"inMemoryConfig"`
 	CostAwareMemoryConfig  json.RawMessage `json:"costAwareMemoryConfig,omitempty" doc:"accepted; the in-memory index is used, bounded by inMemoryConfig" default:""`
 	RedisConfig            json.RawMessage `json:"redisConfig,omitempty" doc:"not supported: refused when set (each EPP replica keeps its own index from the same events)" default:""`
 	EnableMetrics          bool            `json:"enableMetrics" doc:"accepted; the index's metrics are always served" default:"false"`
@@ -59,15 +59,15 @@ type KVEventsConfig struct {
 	ZMQEndpoint        string             `json:"zmqEndpoint" doc:"the ZeroMQ address the EPP binds and model servers publish to (vLLM --kv-events-config endpoint pointing at the EPP, topic kv@<server address>@<model>)" default:"tcp://*:5557"`
 	TopicFilter        string             `json:"topicFilter" doc:"topic prefix subscribed to" default:"kv@"`
 	Concurrency        int                `json:"concurrency" doc:"accepted for llm-d configs; each subscription applies its events in order on its own goroutine" default:"4"`
-	DiscoverPods       bool               `json:"discoverPods" doc:"connect to every endpoint of the pool at podDiscoveryConfig.socketPort instead of binding zmqEndpoint (vLLM binding tcp://*:<port>)" default:"false"`
-	PodDiscoveryConfig PodDiscoveryConfig `json:"podDiscoveryConfig" doc:"per-endpoint subscriptions"`
+	DiscoverPods       bool               `json:"discoverPods" doc:"connect to every endpoint of the pool at podDiscoveryConfig.socketPort (plus its data-parallel rank: its port's place among its IP's endpoints) instead of binding zmqEndpoint (vLLM binding tcp://*:<port>)" default:"false"`
+	PodDiscoveryConfig PodDiscoveryConfig `json:"podDiscoveryConfig"`
 	EngineType         string             `json:"engineType" doc:"vllm (sglang's events differ and are refused)" default:"vllm"`
 	Tracing            bool               `json:"tracing" doc:"accepted and ignored" default:"false"`
 }
 
 // PodDiscoveryConfig is llm-d's per-pod subscription setting.
 type PodDiscoveryConfig struct {
-	SocketPort int `json:"socketPort" doc:"port every model server publishes its events on" default:"5557"`
+	SocketPort int `json:"socketPort" doc:"port a model server publishes its events on; rank r of a data-parallel server (the r-th port of its IP's endpoints) publishes on socketPort + r" default:"5557"`
 }
 
 // DefaultParams returns the defaults.

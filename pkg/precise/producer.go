@@ -31,7 +31,9 @@ const ProducerType = "precise-prefix-cache-producer"
 // and every server publishes to it under the topic
 // kv@<server address>@<model> (the address as host:port or, when one
 // endpoint has that IP, the IP alone); with discoverPods the EPP instead
-// connects to every endpoint of the pool at podDiscoveryConfig.socketPort.
+// connects to every endpoint of the pool at podDiscoveryConfig.socketPort,
+// plus its data-parallel rank (its port's place among the pool's endpoints
+// on its IP), where vLLM's ranks publish.
 // Lost events (a gap in a stream's sequence numbers), a cache reset, or an
 // endpoint leaving the pool make the index forget that server's blocks: it
 // underestimates until new events refill it, rather than believe blocks

@@ -46,7 +46,7 @@ type TokenSource interface {
 type TokenParams struct {
 	Backend   string     `json:"backend" doc:"estimate (no token IDs: the count is the prompt's bytes/4, which is what OpenEPP's other plugins use anyway) or vllm (ask a vLLM server); empty: vllm when modelName is set, else estimate, as llm-d" default:""`
 	ModelName string     `json:"modelName" doc:"model written into each tokenizer request; empty: the request's own model (after any rewrite)" default:""`
-	VLLM      VLLMParams `json:"vllm" doc:"the vLLM tokenizer to ask"`
+	VLLM      VLLMParams `json:"vllm"`
 }
 
 // VLLMParams say which vLLM server tokenizes and how.
