@@ -65,9 +65,13 @@ func (c *tokenizerClient) tokenize(ctx context.Context, base, model string, b *r
 		path = "/v1/chat/completions/render"
 	}
 	var body map[string]json.RawMessage
-	if c.api == "render" {
+	switch {
+	case b.API == request.Messages:
+		// /tokenize takes no Anthropic request: its render endpoint does.
+		path, body = "/v1/messages/render", fields
+	case c.api == "render":
 		body = fields
-	} else {
+	default:
 		path = "/tokenize"
 		body = map[string]json.RawMessage{}
 		for _, f := range []string{"messages", "tools", "prompt", "add_special_tokens", "chat_template", "chat_template_kwargs"} {

@@ -57,7 +57,7 @@ type VLLMParams struct {
 	Timeout            scheduler.Duration `json:"timeout" doc:"give up on a tokenizer request after this long (the request is then routed without precise matches)" default:"5s"`
 	MMTimeout          scheduler.Duration `json:"mmTimeout" doc:"accepted for llm-d configs; timeout applies to every request" default:"30s"`
 	EndpointDiscovery  json.RawMessage    `json:"endpointDiscovery" doc:"set (to {} or llm-d's settings) to tokenize on the request's candidate model servers, the least busy (ties in turn), instead of url; their /tokenize is used unless api says otherwise" default:""`
-	MessagesRenderMode string             `json:"messagesRenderMode" doc:"accepted for llm-d configs; Anthropic Messages requests are not tokenized" default:"auto"`
+	MessagesRenderMode string             `json:"messagesRenderMode" doc:"accepted for llm-d configs; Anthropic Messages requests always go to /v1/messages/render (llm-d's native mode)" default:"auto"`
 	PrefillOnly        bool               `json:"prefillOnly" doc:"accepted for llm-d configs; no effect" default:"false"`
 	InsecureSkipVerify bool               `json:"insecureSkipVerify" doc:"skip TLS verification of an https url" default:"false"`
 	CACertPath         string             `json:"caCertPath" doc:"PEM CA bundle that verifies an https url" default:""`
@@ -116,10 +116,11 @@ func (p *TokenParams) pool() bool {
 // With endpointDiscovery set it asks the request's candidate model servers
 // themselves on /tokenize, the least busy as last scraped (ties in turn):
 // no extra service to run, at the cost of a tokenizer call on a serving
-// replica. A completions prompt that
-// is already token IDs is used as is. Chat Completions and Completions
-// requests are tokenized; others (Responses, Anthropic Messages,
-// embeddings) get no tokens, and precise matching passes them by.
+// replica. Anthropic Messages requests go to /v1/messages/render in every
+// mode (/tokenize takes none), as llm-d's native mode sends them. A
+// completions prompt that is already token IDs is used as is. Other APIs
+// (Responses, embeddings) get no tokens, and precise matching passes them
+// by.
 //
 // A failed or slow tokenizer call (vllm.timeout) leaves the request
 // without tokens: it is routed on the other scorers, never failed. Calls
@@ -257,7 +258,7 @@ const (
 
 func (t *TokenProducer) tokenize(ctx context.Context, req *scheduler.Request, eps []*endpoint.Endpoint) ([]uint32, string, error) {
 	b := req.Body
-	if b.API != request.ChatCompletions && b.API != request.Completions {
+	if b.API != request.ChatCompletions && b.API != request.Completions && b.API != request.Messages {
 		return nil, outcomeUnsupported, nil
 	}
 	if b.API == request.Completions {

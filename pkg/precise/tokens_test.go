@@ -206,3 +206,31 @@ func TestPoolTokenizesOnTheLeastBusy(t *testing.T) {
 		t.Errorf("calls: busy %d, idle %d; want 0 and 4", busyCalls.Load(), idleCalls.Load())
 	}
 }
+
+// TestAnthropicMessagesAreRendered: a Messages request is tokenized on
+// /v1/messages/render, in pool mode too, with the IDs the server caches.
+func TestAnthropicMessagesAreRendered(t *testing.T) {
+	t.Parallel()
+	inst, ep := startSim(t, "")
+	raw := []byte(`{"model":"` + inst.Model() + `","max_tokens":4,"system":"Be brief.","messages":[{"role":"user","content":"Which server holds my prefix?"}]}`)
+	b, err := request.Parse(request.Messages, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(inst.URL()+"/v1/messages/count_tokens", "application/json", strings.NewReader(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var count struct {
+		InputTokens int `json:"input_tokens"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&count)
+	resp.Body.Close()
+	for _, params := range []string{`{"backend":"vllm","vllm":{"endpointDiscovery":{}}}`, `{"backend":"vllm","vllm":{"url":"` + inst.URL() + `"}}`} {
+		tp := newTokens(t, params, nil)
+		ids, ok := tp.Tokens(context.Background(), state(), &scheduler.Request{Model: inst.Model(), Body: b}, []*endpoint.Endpoint{ep})
+		if !ok || len(ids) != count.InputTokens {
+			t.Errorf("%s: %d tokens (ok %v), the server counts %d", params, len(ids), ok, count.InputTokens)
+		}
+	}
+}

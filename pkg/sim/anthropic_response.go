@@ -40,6 +40,19 @@ func (i *Instance) handleCountTokens(w http.ResponseWriter, r *http.Request) {
 	}{len(g.prompts[0])})
 }
 
+// handleMessagesRender is vLLM's POST /v1/messages/render: the Messages
+// request answered with the token IDs generation would cache for it
+// (count_tokens' parse), without generating.
+func (i *Instance) handleMessagesRender(w http.ResponseWriter, r *http.Request) {
+	i.setAnswerHeaders(w, r)
+	g, aerr := i.parseAnthropic(w, r, true)
+	if aerr != nil {
+		writeAnthropicError(w, aerr)
+		return
+	}
+	writeJSON(w, http.StatusOK, wireRendered{TokenIDs: g.prompts[0]})
+}
+
 // messageState builds the Anthropic answer of a one-prompt call.
 type messageState struct {
 	*responseState

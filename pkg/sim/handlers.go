@@ -22,6 +22,7 @@ func (i *Instance) routes(reg *prometheus.Registry) http.Handler {
 	mux.HandleFunc("POST /tokenize", i.handleTokenize)
 	mux.HandleFunc("POST /v1/chat/completions/render", i.handleRender(true))
 	mux.HandleFunc("POST /v1/completions/render", i.handleRender(false))
+	mux.HandleFunc("POST /v1/messages/render", i.handleMessagesRender)
 	mux.HandleFunc("GET /v1/models", i.handleModels)
 	mux.HandleFunc("POST /v1/load_lora_adapter", i.handleLoadLoRA)
 	mux.HandleFunc("POST /v1/unload_lora_adapter", i.handleUnloadLoRA)

@@ -47,3 +47,24 @@ func TestRenderAgreesWithTokenize(t *testing.T) {
 		}
 	}
 }
+
+// TestMessagesRenderIsWhatGenerationCaches: /v1/messages/render gives the
+// IDs count_tokens counts for the same Anthropic request.
+func TestMessagesRenderIsWhatGenerationCaches(t *testing.T) {
+	t.Parallel()
+	inst := start(t, quick())
+	c := client(t)
+	body := `{"model":"sim-model","max_tokens":4,"system":"Be brief.","messages":[{"role":"user","content":"Where is my prefix?"}]}`
+	r := post(t, c, inst.URL()+"/v1/messages/render", body)
+	count := post(t, c, inst.URL()+"/v1/messages/count_tokens", body)
+	ids := decode[wireRendered](t, r.body).TokenIDs
+	n := decode[struct {
+		InputTokens int `json:"input_tokens"`
+	}](t, count.body).InputTokens
+	if r.status != http.StatusOK || len(ids) == 0 || len(ids) != n {
+		t.Errorf("render: %d %s; count_tokens says %d", r.status, r.body, n)
+	}
+	if bad := post(t, c, inst.URL()+"/v1/messages/render", `{"model":"sim-model"}`); bad.status != http.StatusBadRequest {
+		t.Errorf("render without messages: status %d", bad.status)
+	}
+}
