@@ -75,7 +75,8 @@ func TestRenderedKinds(t *testing.T) {
 		"everything": append(slices.Clone(base), "ClusterRoleBinding/"+release+"-ns-epp-metrics-reader",
 			"ConfigMap/"+eppName+"-dashboard", "ConfigMap/helper-config", "PrometheusRule/"+eppName, "Secret/inference-gateway-sa-metrics-reader-secret",
 			"Service/"+eppName+"-peers", "ServiceMonitor/"+eppName+"-monitor"),
-		"gke-trtllm": append(slices.Clone(base), "GCPBackendPolicy/"+release, "HTTPRoute/"+release, "HealthCheckPolicy/"+release),
+		"precise-prefix-cache-istio": append(slices.Clone(base), "DestinationRule/"+eppName),
+		"gke-trtllm":                 append(slices.Clone(base), "GCPBackendPolicy/"+release, "HTTPRoute/"+release, "HealthCheckPolicy/"+release),
 	}
 	for _, sc := range scenarios("ns") {
 		var got []string

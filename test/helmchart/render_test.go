@@ -77,20 +77,7 @@ func render(t testing.TB, in install) []*unstructured.Unstructured {
 // template's `fail`, unparsable output) instead of failing the test.
 func renderErr(t testing.TB, in install) ([]*unstructured.Unstructured, error) {
 	t.Helper()
-	ch, err := loader.Load(chartDir(t))
-	if err != nil {
-		t.Fatalf("load chart: %v", err)
-	}
-	caps := capabilities(t)
-	opts := chartutil.ReleaseOptions{Name: in.name, Namespace: in.namespace, Revision: 1, IsInstall: true}
-	vals, err := chartutil.ToRenderValues(ch, in.values(t), opts, caps)
-	if err != nil {
-		return nil, err
-	}
-	if v := ch.Metadata.KubeVersion; v != "" && !chartutil.IsCompatibleRange(v, caps.KubeVersion.String()) {
-		return nil, fmt.Errorf("chart requires kubeVersion %s, the cluster is %s", v, caps.KubeVersion.String())
-	}
-	files, err := engine.Render(ch, vals)
+	files, err := renderFiles(t, in)
 	if err != nil {
 		return nil, err
 	}
@@ -99,6 +86,7 @@ func renderErr(t testing.TB, in install) ([]*unstructured.Unstructured, error) {
 			delete(files, name)
 		}
 	}
+	caps := capabilities(t)
 	hooks, manifests, err := releaseutil.SortManifests(files, caps.APIVersions, releaseutil.InstallOrder)
 	if err != nil {
 		return nil, err
@@ -126,6 +114,42 @@ func renderErr(t testing.TB, in install) ([]*unstructured.Unstructured, error) {
 		objs = append(objs, u)
 	}
 	return objs, nil
+}
+
+// renderFiles renders every template of the chart for in, NOTES.txt
+// included, by file name.
+func renderFiles(t testing.TB, in install) (map[string]string, error) {
+	t.Helper()
+	ch, err := loader.Load(chartDir(t))
+	if err != nil {
+		t.Fatalf("load chart: %v", err)
+	}
+	caps := capabilities(t)
+	opts := chartutil.ReleaseOptions{Name: in.name, Namespace: in.namespace, Revision: 1, IsInstall: true}
+	vals, err := chartutil.ToRenderValues(ch, in.values(t), opts, caps)
+	if err != nil {
+		return nil, err
+	}
+	if v := ch.Metadata.KubeVersion; v != "" && !chartutil.IsCompatibleRange(v, caps.KubeVersion.String()) {
+		return nil, fmt.Errorf("chart requires kubeVersion %s, the cluster is %s", v, caps.KubeVersion.String())
+	}
+	return engine.Render(ch, vals)
+}
+
+// notes is the NOTES.txt `helm install` prints for in.
+func notes(t testing.TB, in install) string {
+	t.Helper()
+	files, err := renderFiles(t, in)
+	if err != nil {
+		t.Fatalf("render %s: %v", in.name, err)
+	}
+	for name, text := range files {
+		if path.Base(name) == "NOTES.txt" {
+			return text
+		}
+	}
+	t.Fatal("the chart has no NOTES.txt")
+	return ""
 }
 
 var (

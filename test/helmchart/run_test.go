@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -61,6 +63,8 @@ func TestEPPRunsWithTheRenderedPod(t *testing.T) {
 		{name: "custom-config-istio", in: install{files: []string{customConfig}, set: []string{modelApp}}, engine: "sglang"},
 		{name: "ha", in: install{set: []string{modelApp, "inferenceExtension.replicas=2"}}, engine: "vllm"},
 		{name: "trtllm-serve", in: install{set: []string{modelApp, "inferencePool.modelServerType=trtllm-serve"}}, engine: "trtllm-serve"},
+		{name: "precise-prefix-cache", engine: "vllm", in: install{set: []string{modelApp, precise,
+			"openepp.precisePrefixCache.port=" + strconv.Itoa(freePort(t))}}},
 		{name: "active-active-tls", engine: "triton-tensorrt-llm",
 			in: install{set: []string{modelApp, "inferenceExtension.replicas=2", "openepp.activeActive.enabled=true",
 				"openepp.tls.secretName=epp-tls", "inferencePool.modelServerType=triton-tensorrt-llm"}},
@@ -86,7 +90,7 @@ func runEPP(t *testing.T, rc runCase) {
 	pod := env.Pod(t, ns, "model-server-0", map[string]string{"app": release}, nil)
 	env.SetPodStatus(t, pod, ip, true)
 
-	dep, _ := deployment(t, objs)
+	dep, epc := deployment(t, objs)
 	k := kubelet{namespace: ns, podName: eppName + "-0", nodeName: "node-1", podIP: "127.0.0.1", objs: objs, secrets: rc.secrets}
 	c := k.run(t, dep, "epp")
 	in, err := startEPP(t, c, serviceAccountKubeconfig(t, ns, eppName))
@@ -105,6 +109,16 @@ func runEPP(t *testing.T, rc runCase) {
 	}
 	if tlsSecret := rc.secrets["epp-tls"]; tlsSecret != nil {
 		checkServedCert(t, in.addrs.GRPC, tlsSecret["tls.crt"])
+	}
+	for _, p := range portsNamed(epc.Ports, "kv-events") {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.ContainerPort)))
+		eventually(t, "the EPP receiving KV events on the kv-events port", func() bool {
+			conn, err := net.Dial("tcp", addr)
+			if err == nil {
+				_ = conn.Close()
+			}
+			return err == nil
+		})
 	}
 }
 

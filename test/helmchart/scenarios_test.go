@@ -109,7 +109,8 @@ type scenario struct {
 
 // scenarios are the installs every object of which must pass the API
 // server's validation: the defaults, upstream's getting-started line, a
-// realistic upstream-style values file, HA, every option at once, GKE.
+// realistic upstream-style values file, HA, every option at once, precise
+// prefix-cache routing behind Istio, GKE.
 func scenarios(ns string) []scenario {
 	return []scenario{
 		{"defaults", install{name: release, namespace: ns, set: []string{modelApp}}},
@@ -117,6 +118,8 @@ func scenarios(ns string) []scenario {
 		{"custom-config-istio", install{name: release, namespace: ns, files: []string{customConfig}, set: []string{modelApp}}},
 		{"ha", install{name: release, namespace: ns, set: []string{modelApp, "inferenceExtension.replicas=2"}}},
 		{"everything", install{name: release, namespace: ns, files: []string{everything}, set: []string{modelApp}}},
+		{"precise-prefix-cache-istio", install{name: release, namespace: ns, set: []string{modelApp, precise,
+			"openepp.precisePrefixCache.port=5600", "provider.name=istio"}}},
 		{"gke-trtllm", install{name: release, namespace: ns, set: []string{modelApp, "provider.name=gke",
 			"inferencePool.modelServerType=trtllm-serve", "inferencePool.parser=openai-parser", "experimentalHttpRoute.enabled=true"}}},
 	}

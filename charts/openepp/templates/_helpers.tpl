@@ -43,6 +43,14 @@ inferencepool: {{ include "openepp.fullname" . }}
 {{- index (.Values.inferenceExtension.flags | default dict) "metrics-port" | default 9090 | int -}}
 {{- end -}}
 
+{{/* openepp.precisePrefixCache: "true" when enabled, and the port its KV events arrive on. */}}
+{{- define "openepp.precisePrefixCache" -}}
+{{- if (.Values.openepp.precisePrefixCache | default dict).enabled }}true{{ end -}}
+{{- end -}}
+{{- define "openepp.kvEventsPort" -}}
+{{- (.Values.openepp.precisePrefixCache | default dict).port | default 5557 | int -}}
+{{- end -}}
+
 {{- define "openepp.image" -}}
 {{- $img := .Values.inferenceExtension.image -}}
 {{- $ref := printf "%s:%s" $img.repository (toString $img.tag) -}}

@@ -84,13 +84,20 @@ default metricsDataSource it is config/default.yaml byte for byte. With
 inferenceExtension.latencyPredictor.enabled it is upstream's latency
 profile instead (affinity filters gated by predicted TTFT, the headroom
 tier filter, latency-scorer, weighted random picking, the SLO admitter),
-on OpenEPP's in-process predictor: no sidecars.
+on OpenEPP's in-process predictor: no sidecars. With
+openepp.precisePrefixCache.enabled it is the default profile on
+llm-d's precise pipeline (token-producer tokenizing on the candidates'
+/tokenize, precise-prefix-cache-producer binding precisePrefixCache.port for
+the servers' KV events, prefix-cache-scorer reading it): for vLLM with the
+default metricsDataSource and port, config/precise-prefix-cache.yaml but its
+comments. openepp.validate refuses both at once.
 */}}
 {{- define "openepp.defaultConfig" -}}
 {{- $mds := .Values.inferenceExtension.metricsDataSource | default dict -}}
 {{- $type := toString .Values.inferencePool.modelServerType -}}
 {{- $parser := toString (.Values.inferencePool.parser | default "") -}}
 {{- $latency := (.Values.inferenceExtension.latencyPredictor | default dict).enabled -}}
+{{- $precise := include "openepp.precisePrefixCache" . -}}
 apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 plugins:
@@ -111,9 +118,25 @@ plugins:
 - type: weighted-random-picker
 - type: latency-slo-admitter
 {{- else }}
+{{- if $precise }}
+- type: token-producer
+  parameters:
+    backend: vllm
+    vllm:
+      endpointDiscovery: {}
+- type: precise-prefix-cache-producer
+  parameters:
+    speculativeIndexing: true
+    kvEventsConfig:
+      zmqEndpoint: tcp://*:{{ include "openepp.kvEventsPort" . }}
+{{- end }}
 - type: queue-scorer
 - type: kv-cache-utilization-scorer
 - type: prefix-cache-scorer
+{{- if $precise }}
+  parameters:
+    prefixMatchInfoProducerName: precise-prefix-cache-producer
+{{- end }}
 {{- end }}
 - type: metrics-data-source
   parameters:

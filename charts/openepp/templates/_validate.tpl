@@ -70,6 +70,7 @@ values.schema.json rejects unknown keys and wrong types; this checks meaning.
 {{- end -}}
 {{- include "openepp.validateFlags" . -}}
 {{- include "openepp.validateConfig" . -}}
+{{- include "openepp.validatePrecise" . -}}
 {{- include "openepp.validateEnv" . -}}
 {{- range $i, $o := .Values.inferenceObjectives -}}
 {{- if not (and (kindIs "map" $o) $o.name) -}}
@@ -120,6 +121,75 @@ values.schema.json rejects unknown keys and wrong types; this checks meaning.
 {{- fail (printf "inferencePool.modelServerType=%s with pluginsConfigFile=%q: OpenEPP takes the engine's metric names from the config, not from flags; add `- type: core-metrics-extractor` with `parameters: {defaultEngine: %s}` to that file" $type $file $type) -}}
 {{- else if ne $engine $type -}}
 {{- fail (printf "inferencePool.modelServerType=%s, but pluginsCustomConfig[%q] sets core-metrics-extractor defaultEngine %s; make them agree" $type $file $engine) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+precisePrefixCache: one default profile at a time, vLLM servers (whose KV
+events and /tokenize it reads), a port no other one of the EPP's takes, and a
+config file of the user's that binds it (the chart exposes the port whatever
+the file, but writes only its own).
+*/}}
+{{- define "openepp.validatePrecise" -}}
+{{- $ie := .Values.inferenceExtension -}}
+{{- if include "openepp.precisePrefixCache" . -}}
+{{- $port := include "openepp.kvEventsPort" . | int -}}
+{{- if ($ie.latencyPredictor | default dict).enabled -}}
+{{- fail "inferenceExtension.latencyPredictor.enabled and openepp.precisePrefixCache.enabled are both set: each makes default-plugins.yaml a different profile; enable one" -}}
+{{- end -}}
+{{- $type := toString .Values.inferencePool.modelServerType -}}
+{{- if ne $type "vllm" -}}
+{{- fail (printf "openepp.precisePrefixCache.enabled with inferencePool.modelServerType=%s: precise prefix-cache routing reads vLLM's KV events and /tokenize; it needs vllm" $type) -}}
+{{- end -}}
+{{- $taken := dict -}}
+{{- $_ := set $taken (toString ($ie.extProcPort | default 9002 | int)) "Service's ext_proc port (inferenceExtension.extProcPort)" -}}
+{{- $_ = set $taken "9003" "Service's grpc-health port" -}}
+{{- $_ = set $taken (toString ($ie.metricsPort | default 9090 | int)) "Service's metrics port (inferenceExtension.metricsPort)" -}}
+{{- $_ = set $taken (include "openepp.grpcPort" .) "ext_proc port (--grpc-port)" -}}
+{{- $_ = set $taken (include "openepp.healthPort" .) "gRPC health port (--grpc-health-port)" -}}
+{{- $_ = set $taken (include "openepp.metricsPort" .) "metrics port (--metrics-port)" -}}
+{{- if .Values.openepp.activeActive.enabled -}}
+{{- $_ = set $taken (toString (.Values.openepp.activeActive.port | int)) "replica-sync port (openepp.activeActive.port)" -}}
+{{- end -}}
+{{- with get $taken (toString $port) -}}
+{{- fail (printf "openepp.precisePrefixCache.port=%d is the EPP's %s; pick another" $port .) -}}
+{{- end -}}
+{{- range $i, $p := $ie.extraContainerPorts -}}
+{{- if and (kindIs "map" $p) (or (eq (toString $p.name) "kv-events") (eq ($p.containerPort | int) $port)) -}}
+{{- fail (printf "inferenceExtension.extraContainerPorts[%d] is the kv-events port %d that precisePrefixCache.enabled adds; remove it" $i $port) -}}
+{{- end -}}
+{{- end -}}
+{{- range $i, $p := $ie.extraServicePorts -}}
+{{- if and (kindIs "map" $p) (or (eq (toString $p.name) "kv-events") (eq ($p.port | int) $port)) -}}
+{{- fail (printf "inferenceExtension.extraServicePorts[%d] is the kv-events port %d that precisePrefixCache.enabled adds; remove it" $i $port) -}}
+{{- end -}}
+{{- end -}}
+{{- include "openepp.validatePreciseConfig" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A config file of the user's must bind the kv-events port the chart exposes. */}}
+{{- define "openepp.validatePreciseConfig" -}}
+{{- $ie := .Values.inferenceExtension -}}
+{{- $port := include "openepp.kvEventsPort" . | int -}}
+{{- $file := toString $ie.pluginsConfigFile -}}
+{{- if ne $file "default-plugins.yaml" -}}
+{{- $cfg := fromYaml (toString (get ($ie.pluginsCustomConfig | default dict) $file)) -}}
+{{- if hasKey $cfg "Error" -}}
+{{- fail (printf "inferenceExtension.pluginsCustomConfig[%q] is not YAML: %s" $file $cfg.Error) -}}
+{{- end -}}
+{{- $binds := false -}}
+{{- range $cfg.plugins -}}
+{{- if and (kindIs "map" .) (eq (toString .type) "precise-prefix-cache-producer") -}}
+{{- $kv := (.parameters | default dict).kvEventsConfig | default dict -}}
+{{- if and (not $kv.discoverPods) (hasSuffix (printf ":%d" $port) (toString ($kv.zmqEndpoint | default "tcp://*:5557"))) -}}
+{{- $binds = true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if not $binds -}}
+{{- fail (printf "openepp.precisePrefixCache.enabled with pluginsConfigFile=%q: the toggle writes only the chart's own default-plugins.yaml; the chart still exposes the kv-events port %d, which that file must bind itself: add a precise-prefix-cache-producer with kvEventsConfig.zmqEndpoint \"tcp://*:%d\" (and no discoverPods), or use default-plugins.yaml" $file $port $port) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
