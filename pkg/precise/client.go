@@ -4,17 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/openepp/openepp/pkg/certfile"
 	"github.com/openepp/openepp/pkg/promreg"
 	"github.com/openepp/openepp/pkg/request"
 )
@@ -36,13 +35,9 @@ func newTokenizerClient(p TokenParams) (*tokenizerClient, error) {
 	if p.VLLM.InsecureSkipVerify || p.VLLM.CACertPath != "" {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: p.VLLM.InsecureSkipVerify} //nolint:gosec // the operator asked for it
 		if p.VLLM.CACertPath != "" && !p.VLLM.InsecureSkipVerify {
-			pem, err := os.ReadFile(p.VLLM.CACertPath)
+			pool, err := certfile.CAPool(p.VLLM.CACertPath)
 			if err != nil {
 				return nil, fmt.Errorf("vllm.caCertPath: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("vllm.caCertPath: no PEM certificate in %s", p.VLLM.CACertPath)
 			}
 			cfg.RootCAs = pool
 		}

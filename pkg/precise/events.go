@@ -198,11 +198,9 @@ func (p *Producer) streamError(err error, hostPort string) {
 	p.warnf("an undecodable KV event message was skipped", "endpoint", hostPort, "error", err.Error())
 }
 
-// warnf logs at most every 30 seconds per producer.
+// warnf logs at most every warnEvery per producer.
 func (p *Producer) warnf(msg string, kv ...any) {
-	now := time.Now().UnixNano()
-	last := p.warned.Load()
-	if now-last < int64(30*time.Second) || !p.warned.CompareAndSwap(last, now) {
+	if !p.warned.Allow(time.Now(), warnEvery) {
 		return
 	}
 	p.log.Info(msg+" (logged at most every 30s)", kv...)

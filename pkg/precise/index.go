@@ -27,7 +27,8 @@ type Index struct {
 	// skips its sweep of every shard when there are none.
 	speculative atomic.Int64
 
-	mu      sync.Mutex
+	// mu guards the tables below; the request path only reads them.
+	mu      sync.RWMutex
 	servers map[string]*server // by Endpoint.HostPort
 	slots   []*server          // by slot; nil when free
 	free    []uint32           // freed slots, reused first
@@ -90,10 +91,15 @@ func (ix *Index) shardOf(k uint64) *shard { return &ix.shards[k%numShards] }
 
 // serverFor returns hostPort's server, creating it when create is set.
 func (ix *Index) serverFor(hostPort string, create bool) *server {
+	ix.mu.RLock()
+	s := ix.servers[hostPort]
+	ix.mu.RUnlock()
+	if s != nil || !create {
+		return s
+	}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	s := ix.servers[hostPort]
-	if s != nil || !create {
+	if s := ix.servers[hostPort]; s != nil {
 		return s
 	}
 	s = &server{hostPort: hostPort, engine: map[kvevents.Hash]uint64{}}
@@ -207,6 +213,9 @@ func (ix *Index) store(s *server, e *kvevents.BlockStored, st *ApplyStats) {
 }
 
 func (ix *Index) noteLora(name string) {
+	if ix.IsLora(name) {
+		return
+	}
 	ix.mu.Lock()
 	ix.loras[name] = struct{}{}
 	ix.mu.Unlock()
@@ -409,8 +418,8 @@ func (ix *Index) Blocks(hostPort string) int64 {
 
 // IsLora reports whether a server has reported blocks of the adapter name.
 func (ix *Index) IsLora(name string) bool {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
 	_, ok := ix.loras[name]
 	return ok
 }
@@ -418,16 +427,16 @@ func (ix *Index) IsLora(name string) bool {
 // BlockSize returns the engine block size the candidates reported (the
 // first one that did), else the one any server last reported, else def.
 func (ix *Index) BlockSize(eps []*endpoint.Endpoint, def int) int {
-	ix.mu.Lock()
+	ix.mu.RLock()
 	for _, e := range eps {
 		if s := ix.servers[e.HostPort]; s != nil {
 			if bs := s.blockSize.Load(); bs > 0 {
-				ix.mu.Unlock()
+				ix.mu.RUnlock()
 				return int(bs)
 			}
 		}
 	}
-	ix.mu.Unlock()
+	ix.mu.RUnlock()
 	if bs := ix.blockSize.Load(); bs > 0 {
 		return int(bs)
 	}
@@ -445,13 +454,13 @@ func (ix *Index) Match(m *prefix.Match, keys []uint64, eps []*endpoint.Endpoint,
 		slot uint32
 	}
 	alive := make([]cand, 0, len(eps))
-	ix.mu.Lock()
+	ix.mu.RLock()
 	for _, e := range eps {
 		if s := ix.servers[e.HostPort]; s != nil {
 			alive = append(alive, cand{e, s.slot})
 		}
 	}
-	ix.mu.Unlock()
+	ix.mu.RUnlock()
 	for i, k := range keys {
 		if len(alive) == 0 {
 			return

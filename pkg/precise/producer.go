@@ -12,6 +12,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/kvevents"
+	"github.com/openepp/openepp/pkg/logevery"
 	"github.com/openepp/openepp/pkg/prefix"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -60,7 +61,7 @@ type Producer struct {
 	clock     scheduler.Clock
 	endpoints func() []*endpoint.Endpoint
 	metrics   *producerMetrics
-	warned    atomic.Int64 // unix nanoseconds of the last warning logged
+	warned    logevery.Throttle
 	// eventsAddr is the address bound for events, once bound.
 	eventsAddr atomic.Pointer[string]
 }
@@ -282,14 +283,14 @@ func (p *Producer) forgetGone() {
 	for _, e := range pool {
 		in[e.HostPort] = true
 	}
-	p.index.mu.Lock()
+	p.index.mu.RLock()
 	var gone []string
 	for hp := range p.index.servers {
 		if !in[hp] {
 			gone = append(gone, hp)
 		}
 	}
-	p.index.mu.Unlock()
+	p.index.mu.RUnlock()
 	for _, hp := range gone {
 		p.index.Forget(hp)
 	}

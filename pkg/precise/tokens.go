@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/logevery"
 	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -136,7 +137,7 @@ type TokenProducer struct {
 	log     logr.Logger
 	next    atomic.Uint64 // where ties among candidates start
 	metrics *tokenMetrics
-	warned  atomic.Int64 // unix nanoseconds of the last failure logged
+	warned  logevery.Throttle
 	// local, when set, tokenizes in process instead of asking a server.
 	local func(*scheduler.Request) ([]uint32, bool)
 }
@@ -318,11 +319,12 @@ func inlineTokenIDs(prompt []byte) ([]uint32, bool) {
 	return ids, true
 }
 
-// warn logs a failed tokenization at most every 30 seconds.
+// warnEvery is how often a failure that repeats per request is logged.
+const warnEvery = 30 * time.Second
+
+// warn logs a failed tokenization at most every warnEvery.
 func (t *TokenProducer) warn(req *scheduler.Request, outcome string, err error) {
-	now := time.Now().UnixNano()
-	last := t.warned.Load()
-	if now-last < int64(30*time.Second) || !t.warned.CompareAndSwap(last, now) {
+	if !t.warned.Allow(time.Now(), warnEvery) {
 		return
 	}
 	t.log.Info("tokenization failed; the request is routed without precise prefix matches (logged at most every 30s)",

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/openepp/openepp/pkg/logevery"
 	"github.com/openepp/openepp/pkg/promreg"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -89,9 +89,8 @@ type compiledAttribute struct {
 	key       MetadataKey
 	expr      cel.Program
 	condition cel.Program // nil: always reported
-	// lastErrorLog is when a failure of this attribute was last logged
-	// (unix nanoseconds).
-	lastErrorLog atomic.Int64
+	// errorLog limits the log lines of this attribute's failures.
+	errorLog logevery.Throttle
 }
 
 var _ scheduler.ResponseReporter = (*AttributeReporter)(nil)
@@ -263,9 +262,7 @@ func (a *compiledAttribute) evaluate(vars map[string]any) (float64, string, erro
 }
 
 func (r *AttributeReporter) logFailure(a *compiledAttribute, req *scheduler.Request, err error) {
-	now := time.Now().UnixNano()
-	last := a.lastErrorLog.Load()
-	if now-last < int64(reportErrorLogEvery) || !a.lastErrorLog.CompareAndSwap(last, now) {
+	if !a.errorLog.Allow(time.Now(), reportErrorLogEvery) {
 		return
 	}
 	r.log.Error(err, "Request attribute not reported (logged at most every 30s; "+metricAttributeReports+" counts each)",
