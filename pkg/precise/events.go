@@ -63,8 +63,8 @@ func (p *Producer) subscribeCentral(ctx context.Context) error {
 	addr := sub.Addr()
 	p.eventsAddr.Store(&addr)
 	p.log.Info("receiving KV events", "zmqEndpoint", addr, "topicFilter", ev.TopicFilter)
-	p.metrics.setSubscriptions(1)
-	defer p.metrics.setSubscriptions(0)
+	p.subscriptions(1)
+	defer p.subscriptions(0)
 	res := &topicResolver{pool: p.endpoints}
 	err := sub.Run(ctx, func(m kvevents.Message) {
 		hp, ok := res.resolve(m.Topic)
@@ -107,7 +107,7 @@ func (p *Producer) subscribePods(ctx context.Context) {
 			r.cancel()
 		}
 		wg.Wait()
-		p.metrics.setSubscriptions(0)
+		p.subscriptions(0)
 	}()
 	t := time.NewTicker(reconcileEvery)
 	defer t.Stop()
@@ -131,9 +131,8 @@ func (p *Producer) subscribePods(ctx context.Context) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				open.Add(1)
-				p.metrics.setSubscriptions(float64(open.Load()))
-				defer func() { p.metrics.setSubscriptions(float64(open.Add(-1))) }()
+				p.subscriptions(open.Add(1))
+				defer func() { p.subscriptions(open.Add(-1)) }()
 				p.followPod(sctx, hp, addr)
 			}()
 		}

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/kvevents"
@@ -62,7 +63,8 @@ type server struct {
 	// Apply holds mu and may take Index.mu (noteLora).
 	blockSize atomic.Int64
 	blocks    atomic.Int64
-	gone      bool // forgotten; guarded by mu
+	lastEvent atomic.Int64 // unix nanoseconds (wall clock) of its last batch
+	gone      bool         // forgotten; guarded by mu
 }
 
 // IndexOptions bound the index. Zero values mean no bound.
@@ -141,6 +143,7 @@ func (ix *Index) Apply(hostPort string, b *kvevents.Batch) ApplyStats {
 		s.mu.Lock()
 	}
 	defer s.mu.Unlock()
+	s.lastEvent.Store(time.Now().UnixNano())
 	for _, ev := range b.Events {
 		switch e := ev.(type) {
 		case *kvevents.BlockStored:

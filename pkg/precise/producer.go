@@ -62,6 +62,8 @@ type Producer struct {
 	endpoints func() []*endpoint.Endpoint
 	metrics   *producerMetrics
 	warned    logevery.Throttle
+	// openSubscriptions counts the event subscriptions open now.
+	openSubscriptions atomic.Int64
 	// eventsAddr is the address bound for events, once bound.
 	eventsAddr atomic.Pointer[string]
 }
@@ -347,6 +349,12 @@ func (m *producerMetrics) setSubscriptions(n float64) {
 	if m != nil {
 		m.subs.Set(n)
 	}
+}
+
+// subscriptions records how many event subscriptions are open.
+func (p *Producer) subscriptions(n int64) {
+	p.openSubscriptions.Store(n)
+	p.metrics.setSubscriptions(float64(n))
 }
 
 func (m *producerMetrics) watch(ix *Index) {

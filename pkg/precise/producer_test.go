@@ -281,3 +281,22 @@ func TestProducerWaitsForItsPort(t *testing.T) {
 	ln.Close()
 	eventually(t, "the port, once free", func() bool { return p.EventsAddr() != "" })
 }
+
+// TestProducerStateShowsWhatArrived: /debug/plugins/state tells whether
+// events arrive and what each server's events put in the index.
+func TestProducerStateShowsWhatArrived(t *testing.T) {
+	t.Parallel()
+	pl := &pool{}
+	p := startProducer(t, `{"kvEventsConfig":{"zmqEndpoint":"tcp://127.0.0.1:0"}}`, pl, prometheus.NewRegistry())
+	eventually(t, "the events socket", func() bool { return p.EventsAddr() != "" })
+	e := ep(8000)
+	pl.set(e)
+	p.Ingest(e.HostPort, batch(stored(seq(1, 48), 16, 1, 0)))
+	st := p.DumpState().(ProducerState)
+	if st.Mode != "bind" || st.EventsAddress != p.EventsAddr() || st.Subscriptions != 1 || st.Blocks != 3 || st.BlockSizeTokens != 16 {
+		t.Errorf("state %+v", st)
+	}
+	if s, ok := st.Endpoints["e"]; !ok || s.Blocks != 3 || s.BlockSizeTokens != 16 || s.SecondsSinceEvent < 0 || s.SecondsSinceEvent > 60 {
+		t.Errorf("endpoints %+v, want e with 3 blocks of 16 tokens, just now", st.Endpoints)
+	}
+}
