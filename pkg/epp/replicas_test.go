@@ -49,13 +49,17 @@ func TestReplicasShareDecisions(t *testing.T) {
 	})
 	prompts := make([]string, 5)
 	picks := make([]string, len(prompts))
+	routed := 0 // A's decisions, each an insertion it sends B
 	for i := range prompts {
 		prompts[i] = fmt.Sprintf(`{"model":"m","prompt":%q}`, strings.Repeat(fmt.Sprintf("conversation %d says hello. ", i), 60))
 		eventually(t, "A to see its servers", func() bool { return a.tryRoute(prompts[i]) != "" })
 		picks[i] = a.tryRoute(prompts[i]) // the second pick follows the first's record
+		routed += 2
 	}
+	// Every decision, not just one per prompt: the first prompts' repeats
+	// must not stand in for the last prompts' insertions still in flight.
 	eventually(t, "B to apply A's insertions", func() bool {
-		return counterValue(b.metricsPage(t), "openepp_replica_sync_applied_insertions_total") >= float64(len(prompts))
+		return counterValue(b.metricsPage(t), "openepp_replica_sync_applied_insertions_total") >= float64(routed)
 	})
 	for i, p := range prompts {
 		if got := b.route(t, p).Endpoints[0]; got != picks[i] {
