@@ -230,11 +230,9 @@ func (ix *Index) hold(slot uint32, k uint64) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	hs := sh.m[k]
-	for i := range hs {
-		if hs[i].slot == slot {
-			hs[i].refs++
-			return
-		}
+	if i := holdingOf(hs, slot); i >= 0 {
+		hs[i].refs++
+		return
 	}
 	if !ix.admit(hs) {
 		return
@@ -262,17 +260,15 @@ func (ix *Index) release(slot uint32, k uint64) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	hs := sh.m[k]
-	for i := range hs {
-		if hs[i].slot != slot {
-			continue
-		}
-		if hs[i].refs > 0 {
-			hs[i].refs--
-		}
-		if hs[i].refs == 0 && hs[i].until == 0 {
-			ix.drop(sh, k, hs, i)
-		}
+	i := holdingOf(hs, slot)
+	if i < 0 {
 		return
+	}
+	if hs[i].refs > 0 {
+		hs[i].refs--
+	}
+	if hs[i].refs == 0 && hs[i].until == 0 {
+		ix.drop(sh, k, hs, i)
 	}
 }
 
@@ -345,18 +341,13 @@ func (ix *Index) Speculate(hostPort string, keys []uint64, until int64) {
 		sh := ix.shardOf(k)
 		sh.mu.Lock()
 		hs := sh.m[k]
-		found := false
-		for i := range hs {
-			if hs[i].slot == s.slot {
-				if hs[i].until == 0 {
-					ix.speculative.Add(1)
-				}
-				hs[i].until = max(hs[i].until, until)
-				found = true
-				break
+		i := holdingOf(hs, s.slot)
+		if i >= 0 {
+			if hs[i].until == 0 {
+				ix.speculative.Add(1)
 			}
-		}
-		if !found && ix.admit(hs) {
+			hs[i].until = max(hs[i].until, until)
+		} else if ix.admit(hs) {
 			sh.m[k] = append(hs, holding{slot: s.slot, until: until})
 			ix.speculative.Add(1)
 		}
@@ -488,10 +479,16 @@ func (ix *Index) Match(m *prefix.Match, keys []uint64, eps []*endpoint.Endpoint,
 }
 
 func heldBy(hs []holding, slot uint32, now int64) bool {
-	for _, h := range hs {
-		if h.slot == slot {
-			return h.refs > 0 || h.until > now
+	i := holdingOf(hs, slot)
+	return i >= 0 && (hs[i].refs > 0 || hs[i].until > now)
+}
+
+// holdingOf is the index of slot's holding in hs, -1 when it has none.
+func holdingOf(hs []holding, slot uint32) int {
+	for i := range hs {
+		if hs[i].slot == slot {
+			return i
 		}
 	}
-	return false
+	return -1
 }
