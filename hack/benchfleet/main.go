@@ -43,7 +43,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.docs, "docs", "docs/benchmarks", "where fleet.md and the plots are copied for the report (empty: no copy)")
 	fs.StringVar(&o.best, "best", "config/openepp-recommended.yaml", "OpenEPP's recommended config (the ours-best policy)")
 	fs.StringVar(&o.agents, "agents", "config/agents.yaml", "OpenEPP's config for pools serving long agent prompts (the "+agentsPolicy+" policy; empty: not run)")
-	fs.StringVar(&o.precise, "precise", "config/precise-prefix-cache.yaml", "precise prefix-cache config, run in the replica study as one EPP and as three replicas (empty: not run)")
+	fs.StringVar(&o.precise, "precise", "config/precise-prefix-cache.yaml", "precise prefix-cache config, run in the replica study as one EPP and as three replicas without and with replica sync (empty: not run)")
 	fs.StringVar(&o.llmd, "llmd", "config/llm-d-optimized-baseline.yaml", "llm-d's optimized-baseline config (the "+fleet.PolicyLLMDBaseline+" policy; empty: not run)")
 	fs.StringVar(&o.workloads, "workloads", "", "comma-separated workloads (default: all)")
 	fs.StringVar(&o.policies, "policies", "", "comma-separated policies (default: all standard ones)")

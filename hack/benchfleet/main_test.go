@@ -114,7 +114,7 @@ func TestQuickRun(t *testing.T) {
 	}
 	if !strings.Contains(string(md), "### Active-active EPP replicas and replica sync") || !strings.Contains(string(md), "| `3-replicas-sync` |") ||
 		!strings.Contains(string(md), "**multi-turn**") || !strings.Contains(string(md), "| `3-replicas-sync-dispatches` |") ||
-		!strings.Contains(string(md), "| `3-replicas-precise` |") {
+		!strings.Contains(string(md), "| `3-replicas-precise` |") || !strings.Contains(string(md), "| `3-replicas-precise-sync` |") {
 		t.Error("fleet.md has no replica study")
 	}
 }

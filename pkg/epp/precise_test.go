@@ -134,3 +134,42 @@ func metricValue(page, series string) float64 {
 	}
 	return 0
 }
+
+// preciseOnly routes by the precise producer's match alone, speculating
+// on every decision; the servers publish no events, so what a replica
+// knows of another's traffic came through replica sync.
+const preciseOnly = `apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: token-producer
+  parameters:
+    backend: vllm
+    vllm:
+      endpointDiscovery: {}
+- type: precise-prefix-cache-producer
+  parameters:
+    speculativeIndexing: true
+    speculativeTTL: 1m
+    kvEventsConfig:
+      zmqEndpoint: tcp://127.0.0.1:0
+- type: prefix-cache-scorer
+  parameters:
+    prefixMatchInfoProducerName: precise-prefix-cache-producer
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: prefix-cache-scorer
+`
+
+// TestReplicasSharePreciseSpeculation: replica B hears replica A's
+// speculative entries and routes A's prompts where A sent them, before
+// any server has said it holds them (without the sync B would pick at
+// random: all five agreeing by chance is 1 in 8⁵).
+func TestReplicasSharePreciseSpeculation(t *testing.T) {
+	t.Parallel()
+	a, b, _ := launchReplicaPair(t, preciseOnly)
+	prompts, _ := bFollowsA(t, a, b)
+	if n := metricValue(a.metricsPage(t), `openepp_token_producer_requests_total{outcome="ok",plugin="token-producer"}`); n < float64(2*len(prompts)) {
+		t.Errorf("A tokenized %v requests, want %d", n, 2*len(prompts))
+	}
+}

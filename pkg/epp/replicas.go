@@ -164,19 +164,25 @@ type runnableFunc func(context.Context) error
 
 func (f runnableFunc) Start(ctx context.Context) error { return f(ctx) }
 
-// attachReplicas makes b's prefix producers publish to the peers and
-// receive from them; called for the first config and after every reload.
+// attachReplicas makes b's prefix producers (approximate ones' insertions,
+// precise ones' speculative entries) publish to the peers and receive from
+// them; called for the first config and after every reload.
 func (a *app) attachReplicas(b *config.Built) {
 	if a.replicas == nil {
 		return
 	}
-	all := config.Instances[*prefix.Producer](b)
-	producers := map[string]*prefix.Producer{}
-	for _, p := range all {
+	producers := map[string]prefix.Sharer{}
+	for _, p := range config.Instances[prefix.Sharer](b) {
 		producers[p.TypedName().Name] = p
 		p.SetPublisher(a.replicas)
 	}
-	a.replicas.SetProducers(func(name string) *prefix.Producer { return producers[name] }, all...)
+	lookup := func(name string) prefix.Sharer {
+		if p, ok := producers[name]; ok {
+			return p
+		}
+		return nil // not a nil *Producer in a non-nil interface
+	}
+	a.replicas.SetProducers(lookup, config.Instances[*prefix.Producer](b)...)
 	sharers := map[string]scheduler.DispatchSharer{}
 	if a.flags.Replicas.Dispatches {
 		for _, s := range config.Instances[scheduler.DispatchSharer](b) {
@@ -186,6 +192,6 @@ func (a *app) attachReplicas(b *config.Built) {
 	}
 	a.replicas.SetDispatchSharers(func(name string) scheduler.DispatchSharer { return sharers[name] })
 	if len(producers) == 0 && len(sharers) == 0 {
-		a.log.Info("replica sync: the config has no approx-prefix-cache-producer, so there is nothing to share")
+		a.log.Info("replica sync: the config has no approx-prefix-cache-producer, precise-prefix-cache-producer or dispatch-counting plugin, so there is nothing to share")
 	}
 }

@@ -35,37 +35,8 @@ schedulingProfiles:
 // which must not matter.
 func TestReplicasShareDecisions(t *testing.T) {
 	t.Parallel()
-	token := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := launchEPP(t, 8, 0, nil, func(r *running) []string {
-		return []string{"--endpoints-file", r.file, "--config-text", prefixOnly, "--replica-sync-port", "0",
-			"--replica-sync-peers", "127.0.0.1:1", "--replica-sync-token-file", token}
-	})
-	a := launchEPP(t, 0, 0, nil, func(*running) []string {
-		return []string{"--endpoints-file", b.file, "--config-text", prefixOnly, "--replica-sync-port", "0",
-			"--replica-sync-peers", b.addrs.ReplicaSync, "--replica-sync-token-file", token, "--replica-sync-interval", "5ms"}
-	})
-	prompts := make([]string, 5)
-	picks := make([]string, len(prompts))
-	routed := 0 // A's decisions, each an insertion it sends B
-	for i := range prompts {
-		prompts[i] = fmt.Sprintf(`{"model":"m","prompt":%q}`, strings.Repeat(fmt.Sprintf("conversation %d says hello. ", i), 60))
-		eventually(t, "A to see its servers", func() bool { return a.tryRoute(prompts[i]) != "" })
-		picks[i] = a.tryRoute(prompts[i]) // the second pick follows the first's record
-		routed += 2
-	}
-	// Every decision, not just one per prompt: the first prompts' repeats
-	// must not stand in for the last prompts' insertions still in flight.
-	eventually(t, "B to apply A's insertions", func() bool {
-		return counterValue(b.metricsPage(t), "openepp_replica_sync_applied_insertions_total") >= float64(routed)
-	})
-	for i, p := range prompts {
-		if got := b.route(t, p).Endpoints[0]; got != picks[i] {
-			t.Errorf("prompt %d: B routed to %s, A to %s", i, got, picks[i])
-		}
-	}
+	a, b, token := launchReplicaPair(t, prefixOnly)
+	prompts, picks := bFollowsA(t, a, b)
 	if page := a.metricsPage(t); counterValue(page, "openepp_replica_sync_sent_insertions_total") < float64(len(prompts)) {
 		t.Errorf("A's page does not count the insertions it sent")
 	}
@@ -95,6 +66,54 @@ func TestReplicasShareDecisions(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("%s: status %d", replicasPath, resp.StatusCode)
 	}
+}
+
+// launchReplicaPair starts replica B over eight simulated servers (its
+// other peer a dead address, which must not matter) and replica A, which
+// sends B its decisions every 5 ms; both run config and share the token
+// file it returns.
+func launchReplicaPair(t *testing.T, config string) (a, b *running, token string) {
+	token = filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b = launchEPP(t, 8, 0, nil, func(r *running) []string {
+		return []string{"--endpoints-file", r.file, "--config-text", config, "--replica-sync-port", "0",
+			"--replica-sync-peers", "127.0.0.1:1", "--replica-sync-token-file", token}
+	})
+	a = launchEPP(t, 0, 0, nil, func(*running) []string {
+		return []string{"--endpoints-file", b.file, "--config-text", config, "--replica-sync-port", "0",
+			"--replica-sync-peers", b.addrs.ReplicaSync, "--replica-sync-token-file", token, "--replica-sync-interval", "5ms"}
+	})
+	return a, b, token
+}
+
+// bFollowsA routes five prompts twice on replica A (the second pick
+// follows what the first recorded), waits until B applied every one of
+// A's decisions, and checks that B routes each prompt where A did. It
+// returns the prompts and A's picks.
+func bFollowsA(t *testing.T, a, b *running) (prompts, picks []string) {
+	t.Helper()
+	prompts = make([]string, 5)
+	picks = make([]string, len(prompts))
+	routed := 0 // A's decisions, each a record it sends B
+	for i := range prompts {
+		prompts[i] = fmt.Sprintf(`{"model":%q,"prompt":%q}`, b.sims[0].Model(), strings.Repeat(fmt.Sprintf("conversation %d says hello. ", i), 60))
+		eventually(t, "A to see its servers", func() bool { return a.tryRoute(prompts[i]) != "" })
+		picks[i] = a.tryRoute(prompts[i])
+		routed += 2
+	}
+	// Every decision, not just one per prompt: the first prompts' repeats
+	// must not stand in for the last prompts' records still in flight.
+	eventually(t, "B to apply A's decisions", func() bool {
+		return counterValue(b.metricsPage(t), "openepp_replica_sync_applied_insertions_total") >= float64(routed)
+	})
+	for i, p := range prompts {
+		if got := b.route(t, p).Endpoints[0]; got != picks[i] {
+			t.Errorf("prompt %d: B routed to %s, A to %s", i, got, picks[i])
+		}
+	}
+	return prompts, picks
 }
 
 // queueOnly routes by waiting queue plus the requests routed since the

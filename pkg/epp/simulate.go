@@ -61,7 +61,7 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&f.replicas, "replicas", 1, "run every policy as N active-active EPP replicas, each request handed to the next in turn; "+
 		"each replica has its own plugin state (prefix index, in-flight counts, flow-control queue)")
 	fs.BoolVar(&f.replicaSync, "replica-sync", false, "with --replicas > 1, replicas share what their approx-prefix-cache-producers record "+
-		"(replica sync); upstream-default's own state is never shared, as upstream shares nothing")
+		"and their precise-prefix-cache-producers' speculative entries (replica sync); upstream-default's own state is never shared, as upstream shares nothing")
 	fs.BoolVar(&f.syncDispatches, "replica-sync-dispatches", false, "with --replica-sync, also share the dispatches queue-scorers count")
 	fs.DurationVar(&f.syncFlush, "replica-sync-interval", fleet.DefaultSyncFlush, "how often a replica sends what it shares "+
 		"to the others (0: each at once)")

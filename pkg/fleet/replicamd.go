@@ -22,8 +22,8 @@ var replicaNotes = "Not modelled: what sync costs the EPPs (CPU, bandwidth) and 
 	"own phases. Sync shares the prefix index and the dispatches of the plugins that count them (queue-scorer); a " +
 	"replica's other state (its in-flight counts, its flow-control queue) stays its own, as it does live. The precise " +
 	"arms receive every server's KV events at the instant its engine caches or evicts the blocks (over ZeroMQ they take " +
-	"well under a millisecond) and tokenize in process, with no tokenizer round trip; their speculative entries stay " +
-	"each replica's own."
+	"well under a millisecond) and tokenize in process, with no tokenizer round trip; with replica sync they share " +
+	"their speculative entries, their only state the events do not give every replica."
 
 // writeReplicas renders the study as a section of the fleet report.
 func writeReplicas(b *strings.Builder, r *ReplicaReport) {
@@ -103,8 +103,17 @@ func replicaFindings(r *ReplicaWorkloadReport, i int) string {
 		p := fmt.Sprintf("`%s` hit %.1f %% (%s points), TTFT p90 %s, output %s, goodput %.1f %%", a.Name, s.CacheHitPct,
 			signed(s.CacheHitPct-ref.CacheHitPct), secs(s.TTFT.P90), pctChange(s.OutputTokensPerS, ref.OutputTokensPerS), s.GoodputPct)
 		if u, ok := unsynced(r, a); ok && a.Sync {
-			if lost := ref.CacheHitPct - u.Stages[i].CacheHitPct; lost >= 1 {
+			own := oneReplica(r, a)
+			if lost := own.Stages[i].CacheHitPct - u.Stages[i].CacheHitPct; lost >= 1 {
 				p = fmt.Sprintf("%s, winning back %.0f %% of the hit rate `%s` lost", p, 100*(s.CacheHitPct-u.Stages[i].CacheHitPct)/lost, u.Name)
+				if own.Name != refArm.Name {
+					p += fmt.Sprintf(" against `%s`", own.Name)
+				}
+			}
+			if own.Name != refArm.Name {
+				o := own.Stages[i]
+				p = fmt.Sprintf("%s; against `%s`: output %s, TTFT p90 %s, goodput %s points", p, own.Name,
+					pctChange(s.OutputTokensPerS, o.OutputTokensPerS), pctChange(s.TTFT.P90, o.TTFT.P90), signed(s.GoodputPct-o.GoodputPct))
 			}
 		}
 		if t, ok := indexOnlyTwin(r, a); ok {
@@ -119,14 +128,25 @@ func replicaFindings(r *ReplicaWorkloadReport, i int) string {
 		r.Seeds, refArm.Name, sp.OutputTokensPerS[0], sp.OutputTokensPerS[1], sp.GoodputPct[0], sp.GoodputPct[1])
 }
 
-// unsynced is the study's arm of as many replicas as a without sync.
+// unsynced is the study's arm of a's policy and as many replicas as a
+// without sync.
 func unsynced(r *ReplicaWorkloadReport, a ReplicaArmReport) (ReplicaArmReport, bool) {
 	for _, u := range r.Arms {
-		if u.Replicas == a.Replicas && u.Replicas > 1 && !u.Sync {
+		if u.Policy == a.Policy && u.Replicas == a.Replicas && u.Replicas > 1 && !u.Sync {
 			return u, true
 		}
 	}
 	return ReplicaArmReport{}, false
+}
+
+// oneReplica is the study's one-EPP arm of a's policy, else the reference.
+func oneReplica(r *ReplicaWorkloadReport, a ReplicaArmReport) ReplicaArmReport {
+	for _, o := range r.Arms {
+		if o.Policy == a.Policy && o.Replicas <= 1 {
+			return o
+		}
+	}
+	return r.Arms[0]
 }
 
 // indexOnlyTwin is, for a sync with dispatches, the study's arm syncing
@@ -136,7 +156,7 @@ func indexOnlyTwin(r *ReplicaWorkloadReport, a ReplicaArmReport) (ReplicaArmRepo
 		return ReplicaArmReport{}, false
 	}
 	for _, t := range r.Arms {
-		if want := a.ReplicationReport; !t.Dispatches {
+		if want := a.ReplicationReport; !t.Dispatches && t.Policy == a.Policy {
 			want.Dispatches = false
 			if t.ReplicationReport == want {
 				return t, true

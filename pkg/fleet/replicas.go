@@ -162,7 +162,7 @@ func newReplicated(rep Replication, env routerEnv, build func(routerEnv) (router
 		r.replicas = append(r.replicas, rr)
 		var sp syncedPlugins
 		if sr, ok := rr.(*schedRouter); ok {
-			sp.producers = config.Instances[*prefix.Producer](sr.built)
+			sp.producers = config.Instances[prefix.Sharer](sr.built)
 			if rep.SyncDispatches {
 				sp.sharers = config.Instances[scheduler.DispatchSharer](sr.built)
 			}
@@ -215,7 +215,7 @@ type syncLog struct {
 
 // syncedPlugins are one replica's plugins that replica sync connects.
 type syncedPlugins struct {
-	producers []*prefix.Producer
+	producers []prefix.Sharer
 	sharers   []scheduler.DispatchSharer
 }
 

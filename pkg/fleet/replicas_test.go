@@ -188,7 +188,7 @@ func TestSyncDelivery(t *testing.T) {
 	}
 	replicas := make([]syncedPlugins, len(producers))
 	for k, ps := range producers {
-		replicas[k].producers = ps
+		replicas[k].producers = []prefix.Sharer{ps[0]}
 	}
 	l := newSyncLog(clock, Replication{Replicas: 3, ReplicaSync: true, SyncFlush: 20 * time.Millisecond, SyncLatency: time.Millisecond}, replicas)
 	publish := func(at time.Duration, from int, hashes []uint64) {

@@ -36,13 +36,15 @@ const (
 	ArmReplicaSyncSlow       = "3-replicas-sync-250ms"
 	ArmOnePrecise            = "1-replica-precise"
 	ArmReplicasPrecise       = "3-replicas-precise"
+	ArmReplicaSyncPrecise    = "3-replicas-precise-sync"
 )
 
 // PreciseArms run a precise prefix-cache config (yaml, e.g.
-// config/precise-prefix-cache.yaml) as one EPP and as three replicas
-// without sync: its index comes from the servers' KV events, which every
-// replica receives, where the approximate index of each replica sees only
-// the requests it routed.
+// config/precise-prefix-cache.yaml) as one EPP, as three replicas without
+// sync: its index comes from the servers' KV events, which every replica
+// receives, where the approximate index of each replica sees only the
+// requests it routed; and as three replicas sharing their speculative
+// entries through replica sync, which the events do not carry.
 func PreciseArms(yaml []byte) []ReplicaArm {
 	p := ConfigPolicy("precise", "precise prefix-cache routing from the servers' KV events", yaml)
 	return []ReplicaArm{
@@ -50,6 +52,10 @@ func PreciseArms(yaml []byte) []ReplicaArm {
 			"the default profile, prefix matches from the servers' KV events and tokenizer)", Policy: &p},
 		{Name: ArmReplicasPrecise, Description: "3 replicas running it without replica sync; every replica receives every " +
 			"server's KV events", Replication: Replication{Replicas: 3}, Policy: &p},
+		{Name: ArmReplicaSyncPrecise, Description: "the same with replica sync as shipped: each replica's speculative entries " +
+			"(a routed request's blocks, until its server's events arrive) sent every 5 ms, applied by the others 1 ms later",
+			Replication: Replication{Replicas: 3, ReplicaSync: true, SyncFlush: DefaultSyncFlush, SyncLatency: time.Millisecond},
+			Policy:      &p},
 	}
 }
 
@@ -120,6 +126,8 @@ type ReplicaWorkloadReport struct {
 type ReplicaArmReport struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
+	// Policy names the arm's own policy, when it is not the study's.
+	Policy string `json:"policy,omitempty"`
 	ReplicationReport
 	Stages []StageResult `json:"stages"`
 	// Spread is, per stage, how far the seeds' results ranged.
@@ -248,6 +256,9 @@ func (st *ReplicaStudy) runWorkload(ctx context.Context, w Workload) (*ReplicaWo
 	}
 	for j, a := range arms {
 		ar := ReplicaArmReport{Name: a.Name, Description: a.Description, ReplicationReport: replicationReport(a.Replication)}
+		if a.Policy != nil {
+			ar.Policy = a.Policy.Name
+		}
 		for k, i := range stages {
 			group := ref[i]
 			if j > 0 {

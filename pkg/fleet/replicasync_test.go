@@ -47,7 +47,7 @@ func TestSyncDeliversDispatches(t *testing.T) {
 			t.Fatal(err)
 		}
 		recs[k], queues[k] = &dispatchRecorder{}, scorers.NewQueueDepth("queue-scorer")
-		replicas[k] = syncedPlugins{producers: []*prefix.Producer{p}, sharers: []scheduler.DispatchSharer{queues[k], recs[k]}}
+		replicas[k] = syncedPlugins{producers: []prefix.Sharer{p}, sharers: []scheduler.DispatchSharer{queues[k], recs[k]}}
 	}
 	l := newSyncLog(clock, Replication{Replicas: 3, ReplicaSync: true, SyncFlush: 20 * time.Millisecond, SyncLatency: time.Millisecond}, replicas)
 	dispatch := func(at time.Duration, from int, hostPort string) scheduler.Dispatch {
@@ -71,7 +71,7 @@ func TestSyncDeliversDispatches(t *testing.T) {
 		var out []view
 		for k := range replicas {
 			l.deliver(k)
-			out = append(out, view{replicas[k].producers[0].Index().Len(),
+			out = append(out, view{replicas[k].producers[0].(*prefix.Producer).Index().Len(),
 				queues[k].DumpState().(scorers.QueueDepthState).TotalUnscrapedDispatches, recs[k].batches})
 		}
 		return out

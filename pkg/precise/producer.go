@@ -45,7 +45,8 @@ const ProducerType = "precise-prefix-cache-producer"
 //
 // With speculativeIndexing, a request's blocks count as held by its target
 // (and its prefill target) for speculativeTTL after it is sent, bridging
-// the time until the server's own events arrive.
+// the time until the server's own events arrive; with replica sync the
+// other EPP replicas count them too.
 //
 // Metrics: openepp_precise_prefix_events_total{plugin,outcome} (stored,
 // removed, cleared, orphan, other_tier, malformed, unknown, gap,
@@ -66,6 +67,8 @@ type Producer struct {
 	openSubscriptions atomic.Int64
 	// eventsAddr is the address bound for events, once bound.
 	eventsAddr atomic.Pointer[string]
+	// publisher hears speculative entries for replica sync (share.go).
+	publisher atomic.Pointer[prefix.Publisher]
 }
 
 var (
@@ -243,10 +246,10 @@ func (p *Producer) PreRequest(_ context.Context, state *scheduler.State, _ *sche
 	var primary *endpoint.Endpoint
 	if t := result.Targets(); len(t) > 0 {
 		primary = t[0]
-		p.index.Speculate(primary.HostPort, r.keys, until)
+		p.speculate(primary.HostPort, r.keys, r.match.BlockSizeTokens, until)
 	}
 	if pf := result.PrefillTarget(); pf != nil && pf != primary {
-		p.index.Speculate(pf.HostPort, r.keys, until)
+		p.speculate(pf.HostPort, r.keys, r.match.BlockSizeTokens, until)
 	}
 }
 

@@ -2,6 +2,7 @@ package prefix
 
 import (
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/scheduler"
 )
 
 // Insertion is one routing decision's record in the index: endpoint
@@ -25,6 +26,23 @@ type Insertion struct {
 type Publisher interface {
 	Publish(Insertion)
 }
+
+// Sharer is a producer whose records replica sync carries between EPP
+// replicas as Insertions: this package's Producer (its index insertions)
+// and the precise producer (its speculative entries). Names are unique
+// within a config, so an insertion's Producer finds its receiver.
+type Sharer interface {
+	scheduler.Plugin
+	// SetPublisher makes pub hear the producer's own records from now on;
+	// nil stops it.
+	SetPublisher(Publisher)
+	// ApplyRemote records another replica's insertions; it must not keep
+	// the slice after it returns. It reports how many it applied and how
+	// many named an endpoint this replica does not know.
+	ApplyRemote([]Insertion) (applied, unknown int)
+}
+
+var _ Sharer = (*Producer)(nil)
 
 // SetPublisher makes pub hear this producer's insertions from now on; nil
 // stops it.

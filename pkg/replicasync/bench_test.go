@@ -155,7 +155,7 @@ func BenchmarkSnapshot(b *testing.B) {
 			if err != nil {
 				break
 			}
-			applyAll(func(string) *prefix.Producer { return dst }, d.insertions)
+			applyAll(func(string) prefix.Sharer { return dst }, d.insertions)
 		}
 		if dst.Index().Len() != src.Index().Len() {
 			b.Fatalf("copied %d entries of %d", dst.Index().Len(), src.Index().Len())

@@ -310,7 +310,7 @@ func TestBootstrapWaitsForProducers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n.SetProducers(func(string) *prefix.Producer { return pr })
+			n.SetProducers(func(string) prefix.Sharer { return pr })
 		}
 		var st *bootstrapState
 		eventually(t, "the bootstrap to end", func() bool {
@@ -376,7 +376,7 @@ func TestBootstrapStopped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.SetProducers(func(string) *prefix.Producer { return nil })
+	n.SetProducers(func(string) prefix.Sharer { return nil })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()

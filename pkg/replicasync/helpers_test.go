@@ -66,7 +66,7 @@ func startReplica(t testing.TB, eps []*endpoint.Endpoint, edit func(*Options)) *
 		t.Fatal(err)
 	}
 	pr.SetPublisher(n)
-	n.SetProducers(func(name string) *prefix.Producer {
+	n.SetProducers(func(name string) prefix.Sharer {
 		if name == producerName {
 			return pr
 		}

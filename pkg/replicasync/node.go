@@ -291,16 +291,17 @@ func (n *Node) Ready() <-chan struct{} { return n.ready }
 
 // producerSet is what SetProducers sets.
 type producerSet struct {
-	lookup func(string) *prefix.Producer
+	lookup func(string) prefix.Sharer
 	serve  []*prefix.Producer
 }
 
 // SetProducers sets where received insertions go: lookup finds the
-// producer of an insertion's name; nil (or a nil answer) drops them,
-// counted. serve lists the producers whose indexes a snapshot copies to a
+// producer of an insertion's name (an approximate prefix producer, or a
+// precise one sharing its speculative entries); nil (or a nil answer)
+// drops them, counted. serve lists the producers whose indexes a snapshot copies to a
 // starting peer, in order; without them, snapshots are empty. Call it
 // again after every config reload.
-func (n *Node) SetProducers(lookup func(name string) *prefix.Producer, serve ...*prefix.Producer) {
+func (n *Node) SetProducers(lookup func(name string) prefix.Sharer, serve ...*prefix.Producer) {
 	if lookup == nil && len(serve) == 0 {
 		n.producers.Store(nil)
 		return
@@ -312,7 +313,7 @@ func (n *Node) SetProducers(lookup func(name string) *prefix.Producer, serve ...
 }
 
 // lookup returns the producer lookup set by SetProducers, or nil.
-func (n *Node) lookup() func(string) *prefix.Producer {
+func (n *Node) lookup() func(string) prefix.Sharer {
 	if set := n.producers.Load(); set != nil {
 		return set.lookup
 	}

@@ -146,7 +146,7 @@ func (n *Node) apply(ins []prefix.Insertion) {
 // name; order within a producer is kept (it is the LRU order). It returns
 // how many were applied, named an unknown endpoint, or named no producer
 // (lookup nil, or answering nil).
-func applyAll(lookup func(string) *prefix.Producer, ins []prefix.Insertion) (applied, unknown, none int) {
+func applyAll(lookup func(string) prefix.Sharer, ins []prefix.Insertion) (applied, unknown, none int) {
 	if !slices.IsSortedFunc(ins, byProducer) {
 		slices.SortStableFunc(ins, byProducer)
 	}
@@ -155,7 +155,7 @@ func applyAll(lookup func(string) *prefix.Producer, ins []prefix.Insertion) (app
 		for j < len(ins) && ins[j].Producer == ins[i].Producer {
 			j++
 		}
-		var p *prefix.Producer
+		var p prefix.Sharer
 		if lookup != nil {
 			p = lookup(ins[i].Producer)
 		}
