@@ -75,8 +75,9 @@ func TestRenderedKinds(t *testing.T) {
 		"everything": append(slices.Clone(base), "ClusterRoleBinding/"+release+"-ns-epp-metrics-reader",
 			"ConfigMap/"+eppName+"-dashboard", "ConfigMap/helper-config", "PrometheusRule/"+eppName, "Secret/inference-gateway-sa-metrics-reader-secret",
 			"Service/"+eppName+"-peers", "ServiceMonitor/"+eppName+"-monitor"),
-		"precise-prefix-cache-istio": append(slices.Clone(base), "DestinationRule/"+eppName),
-		"gke-trtllm":                 append(slices.Clone(base), "GCPBackendPolicy/"+release, "HTTPRoute/"+release, "HealthCheckPolicy/"+release),
+		"precise-prefix-cache-istio":         append(slices.Clone(base), "DestinationRule/"+eppName),
+		"precise-prefix-cache-active-active": append(slices.Clone(base), "Service/"+eppName+"-peers"),
+		"gke-trtllm":                         append(slices.Clone(base), "GCPBackendPolicy/"+release, "HTTPRoute/"+release, "HealthCheckPolicy/"+release),
 	}
 	for _, sc := range scenarios("ns") {
 		var got []string

@@ -20,20 +20,45 @@ import (
 
 const precise = "openepp.precisePrefixCache.enabled=true"
 
+// shippedPrecise is config/precise-prefix-cache.yaml without its comments,
+// as the chart writes it.
+func shippedPrecise(t *testing.T) string {
+	t.Helper()
+	shipped, err := os.ReadFile(filepath.Join(repoRoot(t), "config", "precise-prefix-cache.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return withoutComments(string(shipped))
+}
+
+// checkDefaultProfile checks that the rendered default-plugins.yaml is
+// want (described by what) and builds with the real plugins.
+func checkDefaultProfile(t *testing.T, objs []*unstructured.Unstructured, want, what string) {
+	t.Helper()
+	text := policy.Typed[corev1.ConfigMap](t, find(t, objs, "ConfigMap", eppName)).Data["default-plugins.yaml"]
+	if diff := cmp.Diff(want, text); diff != "" {
+		t.Errorf("default-plugins.yaml is not %s (-want +got):\n%s", what, diff)
+	}
+	reg, err := plugins.InTree()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.BuildWith(cfg, config.BuildOptions{Registry: reg}); err != nil {
+		t.Fatalf("the rendered default profile does not build: %v", err)
+	}
+}
+
 // TestPrecisePrefixCacheProfile: precisePrefixCache.enabled makes
 // default-plugins.yaml config/precise-prefix-cache.yaml (binding the chart's
 // port), which the EPP builds, and exposes that port as kv-events on the
 // epp container and the Service, which NOTES.txt tells vLLM to publish to.
 func TestPrecisePrefixCacheProfile(t *testing.T) {
 	t.Parallel()
-	shipped, err := os.ReadFile(filepath.Join(repoRoot(t), "config", "precise-prefix-cache.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := plugins.InTree()
-	if err != nil {
-		t.Fatal(err)
-	}
+	shipped := shippedPrecise(t)
 	for _, tc := range []struct {
 		name string
 		set  []string
@@ -41,23 +66,14 @@ func TestPrecisePrefixCacheProfile(t *testing.T) {
 	}{
 		{name: "default port", set: []string{precise}, port: 5557},
 		{name: "own port", set: []string{precise, "openepp.precisePrefixCache.port=5600"}, port: 5600},
+		{name: "explicit bind", set: []string{precise, "openepp.precisePrefixCache.mode=bind"}, port: 5557},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			in := install{name: release, namespace: "ns", set: append([]string{modelApp}, tc.set...)}
 			objs := render(t, in)
-			text := policy.Typed[corev1.ConfigMap](t, find(t, objs, "ConfigMap", eppName)).Data["default-plugins.yaml"]
-			want := strings.ReplaceAll(withoutComments(string(shipped)), "tcp://*:5557", "tcp://*:"+strconv.Itoa(int(tc.port)))
-			if diff := cmp.Diff(want, text); diff != "" {
-				t.Errorf("default-plugins.yaml is not config/precise-prefix-cache.yaml on port %d (-want +got):\n%s", tc.port, diff)
-			}
-			cfg, err := config.Load([]byte(text))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := config.BuildWith(cfg, config.BuildOptions{Registry: reg}); err != nil {
-				t.Fatalf("the rendered precise profile does not build: %v", err)
-			}
+			checkDefaultProfile(t, objs, strings.ReplaceAll(shipped, "tcp://*:5557", "tcp://*:"+strconv.Itoa(int(tc.port))),
+				"config/precise-prefix-cache.yaml on port "+strconv.Itoa(int(tc.port)))
 
 			_, c := deployment(t, objs)
 			wantPort := corev1.ContainerPort{Name: "kv-events", ContainerPort: tc.port, Protocol: corev1.ProtocolTCP}
@@ -85,11 +101,7 @@ func TestPrecisePrefixCacheProfile(t *testing.T) {
 // the user's file.
 func TestPrecisePrefixCacheWithOwnConfig(t *testing.T) {
 	t.Parallel()
-	own := "inferenceExtension:\n  pluginsConfigFile: mine.yaml\n  pluginsCustomConfig:\n    mine.yaml: |\n" +
-		"      apiVersion: inference.networking.x-k8s.io/v1alpha1\n      kind: EndpointPickerConfig\n      plugins:\n" +
-		"      - type: token-producer\n        parameters: {backend: vllm, vllm: {endpointDiscovery: {}}}\n" +
-		"      - type: precise-prefix-cache-producer\n      - type: queue-scorer\n" +
-		"      - type: prefix-cache-scorer\n        parameters: {prefixMatchInfoProducerName: precise-prefix-cache-producer}\n"
+	own := ownPreciseConfig("")
 	objs := render(t, install{name: release, namespace: "ns", files: []string{own}, set: []string{modelApp, precise}})
 	_, c := deployment(t, objs)
 	if v, _ := policy.FlagValue(c.Args, "--config-file"); v != "/config/mine.yaml" {
@@ -120,6 +132,8 @@ func TestPrecisePrefixCacheIstio(t *testing.T) {
 			files: []string{"provider:\n  istio:\n    destinationRule:\n      trafficPolicy:\n        portLevelSettings:\n" +
 				"        - {port: {number: 5557}, tls: {mode: SIMPLE}}\n"}},
 		{name: "plaintext ext_proc", set: []string{"inferenceExtension.flags.secure-serving=false"}},
+		// The EPP dials the model servers: no kv-events port on its Service.
+		{name: "discoverPods", set: []string{discoverPods}},
 	} {
 		objs := render(t, install{name: release, namespace: "ns", files: tc.files,
 			set: append([]string{modelApp, precise, "provider.name=istio"}, tc.set...)})
@@ -128,6 +142,21 @@ func TestPrecisePrefixCacheIstio(t *testing.T) {
 			t.Errorf("%s: portLevelSettings (-want +got):\n%s", tc.name, diff)
 		}
 	}
+}
+
+// ownPreciseConfig is a values file naming a config file of the user's,
+// mine.yaml, on the precise pipeline; kvEvents is its producer's
+// kvEventsConfig as a YAML flow map, "" for none (the defaults).
+func ownPreciseConfig(kvEvents string) string {
+	producer := "      - type: precise-prefix-cache-producer\n"
+	if kvEvents != "" {
+		producer += "        parameters: {kvEventsConfig: " + kvEvents + "}\n"
+	}
+	return "inferenceExtension:\n  pluginsConfigFile: mine.yaml\n  pluginsCustomConfig:\n    mine.yaml: |\n" +
+		"      apiVersion: inference.networking.x-k8s.io/v1alpha1\n      kind: EndpointPickerConfig\n      plugins:\n" +
+		"      - type: token-producer\n        parameters: {backend: vllm, vllm: {endpointDiscovery: {}}}\n" +
+		producer + "      - type: queue-scorer\n" +
+		"      - type: prefix-cache-scorer\n        parameters: {prefixMatchInfoProducerName: precise-prefix-cache-producer}\n"
 }
 
 // withoutComments drops a config file's leading comment block.

@@ -46,6 +46,10 @@ type runCase struct {
 	engine string
 	// secrets are the Secrets the user creates before installing.
 	secrets map[string]map[string][]byte
+	// podEvents, when set, is the port the model server publishes its KV
+	// events on (precisePrefixCache in discoverPods mode): the EPP must
+	// connect to it.
+	podEvents int
 }
 
 // TestEPPRunsWithTheRenderedPod is the chart's end-to-end check: for each
@@ -58,6 +62,7 @@ type runCase struct {
 func TestEPPRunsWithTheRenderedPod(t *testing.T) {
 	t.Parallel()
 	cert, key := certtest.NewCA(t, "helm-test-ca").Server(t, eppName)
+	podEvents := freePort(t)
 	for _, rc := range []runCase{
 		{name: "upstream-line", in: install{set: upstreamLine}, engine: "vllm"},
 		{name: "custom-config-istio", in: install{files: []string{customConfig}, set: []string{modelApp}}, engine: "sglang"},
@@ -72,6 +77,10 @@ func TestEPPRunsWithTheRenderedPod(t *testing.T) {
 				"epp-tls":                 {"tls.crt": cert, "tls.key": key},
 				eppName + "-replica-sync": {"token": []byte("s3cret")},
 			}},
+		{name: "precise-prefix-cache-active-active", engine: "vllm", podEvents: podEvents,
+			in: install{set: []string{modelApp, precise, activeActive, "inferenceExtension.replicas=2",
+				"openepp.precisePrefixCache.port=" + strconv.Itoa(podEvents)}},
+			secrets: map[string]map[string][]byte{eppName + "-replica-sync": {"token": []byte("s3cret")}}},
 	} {
 		t.Run(rc.name, func(t *testing.T) {
 			t.Parallel()
@@ -87,6 +96,10 @@ func runEPP(t *testing.T, rc runCase) {
 	applyAll(t, objs)
 	ip := nextIP()
 	simulator(t, ip, rc.engine)
+	var eventsDialed <-chan struct{}
+	if rc.podEvents != 0 {
+		eventsDialed = acceptOne(t, net.JoinHostPort(ip, strconv.Itoa(rc.podEvents)))
+	}
 	pod := env.Pod(t, ns, "model-server-0", map[string]string{"app": release}, nil)
 	env.SetPodStatus(t, pod, ip, true)
 
@@ -110,6 +123,13 @@ func runEPP(t *testing.T, rc runCase) {
 	if tlsSecret := rc.secrets["epp-tls"]; tlsSecret != nil {
 		checkServedCert(t, in.addrs.GRPC, tlsSecret["tls.crt"])
 	}
+	if eventsDialed != nil {
+		select {
+		case <-eventsDialed:
+		case <-time.After(waitFor):
+			t.Errorf("the EPP did not connect to the model server's KV events port %d", rc.podEvents)
+		}
+	}
 	for _, p := range portsNamed(epc.Ports, "kv-events") {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.ContainerPort)))
 		eventually(t, "the EPP receiving KV events on the kv-events port", func() bool {
@@ -120,6 +140,25 @@ func runEPP(t *testing.T, rc runCase) {
 			return err == nil
 		})
 	}
+}
+
+// acceptOne listens on addr, as a model server publishing its KV events,
+// and reports the first connection to it.
+func acceptOne(t *testing.T, addr string) <-chan struct{} {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	accepted := make(chan struct{})
+	go func() {
+		if conn, err := ln.Accept(); err == nil {
+			_ = conn.Close()
+			close(accepted)
+		}
+	}()
+	return accepted
 }
 
 // TestEPPRejectsWhatItCannotRun proves the check above has teeth: a flag

@@ -110,7 +110,7 @@ type scenario struct {
 // scenarios are the installs every object of which must pass the API
 // server's validation: the defaults, upstream's getting-started line, a
 // realistic upstream-style values file, HA, every option at once, precise
-// prefix-cache routing behind Istio, GKE.
+// prefix-cache routing behind Istio and with active-active replicas, GKE.
 func scenarios(ns string) []scenario {
 	return []scenario{
 		{"defaults", install{name: release, namespace: ns, set: []string{modelApp}}},
@@ -120,6 +120,8 @@ func scenarios(ns string) []scenario {
 		{"everything", install{name: release, namespace: ns, files: []string{everything}, set: []string{modelApp}}},
 		{"precise-prefix-cache-istio", install{name: release, namespace: ns, set: []string{modelApp, precise,
 			"openepp.precisePrefixCache.port=5600", "provider.name=istio"}}},
+		{"precise-prefix-cache-active-active", install{name: release, namespace: ns, set: []string{modelApp, precise,
+			activeActive, "inferenceExtension.replicas=3"}}},
 		{"gke-trtllm", install{name: release, namespace: ns, set: []string{modelApp, "provider.name=gke",
 			"inferencePool.modelServerType=trtllm-serve", "inferencePool.parser=openai-parser", "experimentalHttpRoute.enabled=true"}}},
 	}

@@ -2,6 +2,7 @@ package helmchart
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -33,6 +34,35 @@ func TestUpstreamNamesAndSelector(t *testing.T) {
 	svc := policy.Typed[corev1.Service](t, find(t, objs, "Service", eppName))
 	if svc.Spec.Ports[0].Port != 9100 || svc.Spec.Ports[0].TargetPort.String() != "grpc" {
 		t.Errorf("ext_proc Service port %+v: want 9100 → grpc", svc.Spec.Ports[0])
+	}
+}
+
+// TestClusterNamesStayApart: cluster-scoped objects of one release name in
+// two namespaces alike in their first 40 characters get different names
+// (the cut names carry a hash); short names keep the plain form.
+func TestClusterNamesStayApart(t *testing.T) {
+	t.Parallel()
+	binding := func(ns string) string {
+		for _, o := range render(t, install{name: release, namespace: ns, set: []string{modelApp}}) {
+			if o.GetKind() == "ClusterRoleBinding" {
+				return o.GetName()
+			}
+		}
+		t.Fatalf("namespace %s: no ClusterRoleBinding rendered", ns)
+		return ""
+	}
+	if got, want := binding("ns"), release+"-ns-epp-auth-delegator"; got != want {
+		t.Errorf("short namespace: binding %q, want %q", got, want)
+	}
+	long := strings.Repeat("inference-", 4) // 40 characters
+	blue, green := binding(long+"blue"), binding(long+"green")
+	if blue == green {
+		t.Errorf("namespaces %sblue and %sgreen share the binding %q", long, long, blue)
+	}
+	for _, name := range []string{blue, green} {
+		if len(name) > 253 {
+			t.Errorf("binding name %q is longer than 253 characters", name)
+		}
 	}
 }
 

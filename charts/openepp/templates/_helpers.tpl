@@ -10,9 +10,20 @@ GIE's inferencepool chart, so a release can move between the two charts.
 {{- .Release.Name -}}
 {{- end -}}
 
-{{/* Cluster-scoped objects carry the namespace: one release per namespace may share a release name. */}}
+{{/*
+Cluster-scoped objects carry the namespace: one release per namespace may
+share a release name. Names are cut to 40 characters each; a cut one gets a
+hash of both in full, or releases in namespaces alike in their first 40
+would share (and overwrite) one binding.
+*/}}
 {{- define "openepp.clusterName" -}}
-{{- printf "%s-%s-epp" (.Release.Name | lower | trim | trunc 40 | trimSuffix "-") (.Release.Namespace | lower | trim | trunc 40 | trimSuffix "-") -}}
+{{- $release := .Release.Name | lower | trim -}}
+{{- $ns := .Release.Namespace | lower | trim -}}
+{{- $name := printf "%s-%s" ($release | trunc 40 | trimSuffix "-") ($ns | trunc 40 | trimSuffix "-") -}}
+{{- if or (gt (len $release) 40) (gt (len $ns) 40) -}}
+{{- $name = printf "%s-%s" $name (printf "%s/%s" $release $ns | sha256sum | trunc 8) -}}
+{{- end -}}
+{{- printf "%s-epp" $name -}}
 {{- end -}}
 
 {{- define "openepp.labels" -}}
@@ -49,6 +60,23 @@ inferencepool: {{ include "openepp.fullname" . }}
 {{- end -}}
 {{- define "openepp.kvEventsPort" -}}
 {{- (.Values.openepp.precisePrefixCache | default dict).port | default 5557 | int -}}
+{{- end -}}
+
+{{/*
+openepp.kvEventsMode: how KV events reach the EPP. "bind": the EPP binds the
+port and every vLLM publishes to its Service, which reaches one replica;
+"discoverPods": each EPP replica connects to every model server, which
+binds the port. Unset, active-active (every replica routes, so every replica
+must hear every server) gets discoverPods.
+*/}}
+{{- define "openepp.kvEventsMode" -}}
+{{- $mode := toString ((.Values.openepp.precisePrefixCache | default dict).mode | default "") -}}
+{{- if $mode }}{{ $mode }}{{ else if .Values.openepp.activeActive.enabled }}discoverPods{{ else }}bind{{ end -}}
+{{- end -}}
+
+{{/* "true" when the EPP binds the kv-events port, which its container and Service then expose. */}}
+{{- define "openepp.eppBindsKVEvents" -}}
+{{- if and (include "openepp.precisePrefixCache" .) (eq (include "openepp.kvEventsMode" .) "bind") }}true{{ end -}}
 {{- end -}}
 
 {{- define "openepp.image" -}}

@@ -90,7 +90,9 @@ llm-d's precise pipeline (token-producer tokenizing on the candidates'
 /tokenize, precise-prefix-cache-producer binding precisePrefixCache.port for
 the servers' KV events, prefix-cache-scorer reading it): for vLLM with the
 default metricsDataSource and port, config/precise-prefix-cache.yaml but its
-comments. openepp.validate refuses both at once.
+comments. In discoverPods mode (openepp.kvEventsMode) the producer connects
+to every model server at that port instead of binding it. openepp.validate
+refuses both profiles at once.
 */}}
 {{- define "openepp.defaultConfig" -}}
 {{- $mds := .Values.inferenceExtension.metricsDataSource | default dict -}}
@@ -128,7 +130,13 @@ plugins:
   parameters:
     speculativeIndexing: true
     kvEventsConfig:
+{{- if eq (include "openepp.kvEventsMode" .) "discoverPods" }}
+      discoverPods: true
+      podDiscoveryConfig:
+        socketPort: {{ include "openepp.kvEventsPort" . }}
+{{- else }}
       zmqEndpoint: tcp://*:{{ include "openepp.kvEventsPort" . }}
+{{- end }}
 {{- end }}
 - type: queue-scorer
 - type: kv-cache-utilization-scorer

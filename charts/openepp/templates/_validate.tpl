@@ -127,9 +127,10 @@ values.schema.json rejects unknown keys and wrong types; this checks meaning.
 
 {{/*
 precisePrefixCache: one default profile at a time, vLLM servers (whose KV
-events and /tokenize it reads), a port no other one of the EPP's takes, and a
-config file of the user's that binds it (the chart exposes the port whatever
-the file, but writes only its own).
+events and /tokenize it reads), no central socket when every replica routes,
+and a config file of the user's that receives the events as the mode says
+(the chart writes only its own file). In bind mode the port must be one no
+other one of the EPP's takes; in discoverPods mode it is on the model servers.
 */}}
 {{- define "openepp.validatePrecise" -}}
 {{- $ie := .Values.inferenceExtension -}}
@@ -142,6 +143,10 @@ the file, but writes only its own).
 {{- if ne $type "vllm" -}}
 {{- fail (printf "openepp.precisePrefixCache.enabled with inferencePool.modelServerType=%s: precise prefix-cache routing reads vLLM's KV events and /tokenize; it needs vllm" $type) -}}
 {{- end -}}
+{{- if and (eq (include "openepp.kvEventsMode" .) "bind") .Values.openepp.activeActive.enabled -}}
+{{- fail "openepp.precisePrefixCache.mode=bind with openepp.activeActive.enabled: through the EPP Service each vLLM would publish its KV events to one replica only, yet every replica routes; set openepp.precisePrefixCache.mode=discoverPods (or leave it empty, which picks discoverPods with activeActive) and start vLLM binding the port" -}}
+{{- end -}}
+{{- if include "openepp.eppBindsKVEvents" . -}}
 {{- $taken := dict -}}
 {{- $_ := set $taken (toString ($ie.extProcPort | default 9002 | int)) "Service's ext_proc port (inferenceExtension.extProcPort)" -}}
 {{- $_ = set $taken "9003" "Service's grpc-health port" -}}
@@ -165,14 +170,20 @@ the file, but writes only its own).
 {{- fail (printf "inferenceExtension.extraServicePorts[%d] is the kv-events port %d that precisePrefixCache.enabled adds; remove it" $i $port) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
 {{- include "openepp.validatePreciseConfig" . -}}
 {{- end -}}
 {{- end -}}
 
-{{/* A config file of the user's must bind the kv-events port the chart exposes. */}}
+{{/*
+A config file of the user's must bind the kv-events port the chart exposes
+(bind mode), or connect to the model servers at that port (discoverPods
+mode), as the chart's own file would.
+*/}}
 {{- define "openepp.validatePreciseConfig" -}}
 {{- $ie := .Values.inferenceExtension -}}
 {{- $port := include "openepp.kvEventsPort" . | int -}}
+{{- $discover := eq (include "openepp.kvEventsMode" .) "discoverPods" -}}
 {{- $file := toString $ie.pluginsConfigFile -}}
 {{- if ne $file "default-plugins.yaml" -}}
 {{- $cfg := fromYaml (toString (get ($ie.pluginsCustomConfig | default dict) $file)) -}}
@@ -180,15 +191,25 @@ the file, but writes only its own).
 {{- fail (printf "inferenceExtension.pluginsCustomConfig[%q] is not YAML: %s" $file $cfg.Error) -}}
 {{- end -}}
 {{- $binds := false -}}
+{{- $connects := false -}}
 {{- range $cfg.plugins -}}
 {{- if and (kindIs "map" .) (eq (toString .type) "precise-prefix-cache-producer") -}}
 {{- $kv := (.parameters | default dict).kvEventsConfig | default dict -}}
 {{- if and (not $kv.discoverPods) (hasSuffix (printf ":%d" $port) (toString ($kv.zmqEndpoint | default "tcp://*:5557"))) -}}
 {{- $binds = true -}}
 {{- end -}}
+{{- /* socketPort defaults to 5557 when absent; an explicit 0 is not absent. */ -}}
+{{- $discovery := $kv.podDiscoveryConfig | default dict -}}
+{{- $socketPort := 5557 -}}
+{{- if hasKey $discovery "socketPort" }}{{ $socketPort = $discovery.socketPort | int }}{{ end -}}
+{{- if and $kv.discoverPods (eq $socketPort $port) -}}
+{{- $connects = true -}}
 {{- end -}}
 {{- end -}}
-{{- if not $binds -}}
+{{- end -}}
+{{- if and $discover (not $connects) -}}
+{{- fail (printf "openepp.precisePrefixCache.enabled with pluginsConfigFile=%q in discoverPods mode (openepp.precisePrefixCache.mode, the default with openepp.activeActive.enabled): the toggle writes only the chart's own default-plugins.yaml and exposes no kv-events port, since each EPP replica connects to every model server; that file must do so itself: add a precise-prefix-cache-producer with kvEventsConfig {discoverPods: true, podDiscoveryConfig: {socketPort: %d}}, or use default-plugins.yaml" $file $port) -}}
+{{- else if and (not $discover) (not $binds) -}}
 {{- fail (printf "openepp.precisePrefixCache.enabled with pluginsConfigFile=%q: the toggle writes only the chart's own default-plugins.yaml; the chart still exposes the kv-events port %d, which that file must bind itself: add a precise-prefix-cache-producer with kvEventsConfig.zmqEndpoint \"tcp://*:%d\" (and no discoverPods), or use default-plugins.yaml" $file $port $port) -}}
 {{- end -}}
 {{- end -}}
