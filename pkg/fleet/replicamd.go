@@ -112,7 +112,7 @@ func replicaFindings(r *ReplicaWorkloadReport, i int) string {
 			}
 			if own.Name != refArm.Name {
 				o := own.Stages[i]
-				p = fmt.Sprintf("%s; against `%s`: output %s, TTFT p90 %s, goodput %s points", p, own.Name,
+				p = fmt.Sprintf("%s; against `%s` itself: output %s, TTFT p90 %s, goodput %s points", p, own.Name,
 					pctChange(s.OutputTokensPerS, o.OutputTokensPerS), pctChange(s.TTFT.P90, o.TTFT.P90), signed(s.GoodputPct-o.GoodputPct))
 			}
 		}
