@@ -18,7 +18,14 @@ func FuzzDecode(f *testing.F) {
 		arr{"BlockStored", arr{digest("a")}, -3, arr{1, 2}, 2, nil, "GPU", nil, arr{nil}},
 		arr{"Unknown", 1},
 	}, nil}))
+	f.Add(mustEncode(f, &Batch{Events: []Event{
+		&BlockStored{BlockHashes: []Hash{1, 2}, TokenIDs: []uint32{1, 2}, BlockSize: 1, LoraName: "a",
+			ExtraKeys: []*ExtraKeys{{Strings: []string{"a", "salt"}}, {Ints: []int64{3}, Opaque: []byte{0x92, 0xa1, 'x', 0x00}}},
+			Group:     1, HasGroup: true, SpecKind: "mamba"},
+		&BlockRemoved{BlockHashes: []Hash{1}, Group: 1, HasGroup: true, RemainingCopies: []int{1}},
+	}}))
 	f.Add(pack(f, obj{"ts", 1.0, "events", arr{
+		obj{"type", "BlockStored", "extra_keys", arr{nil, arr{"s"}}, "block_hashes", arr{1}, "token_ids", arr{}, "block_size", 0},
 		obj{"type", "BlockStored", "block_hashes", arr{1}, "token_ids", arr{}, "block_size", 0},
 		obj{"block_hashes", arr{2}, "type", "BlockRemoved"},
 	}}))

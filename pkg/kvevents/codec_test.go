@@ -32,6 +32,17 @@ func TestRoundTrip(t *testing.T) {
 		{name: "stored, parent 0 and lora 0 are set", batch: &Batch{Events: []Event{&BlockStored{
 			BlockHashes: []Hash{}, TokenIDs: []uint32{}, HasParent: true, HasLoraID: true,
 		}}}},
+		{name: "stored, newer fields", batch: &Batch{Events: []Event{
+			&BlockStored{BlockHashes: []Hash{1, 2, 3}, TokenIDs: []uint32{1, 2, 3}, BlockSize: 1, LoraName: "a",
+				ExtraKeys: []*ExtraKeys{{Strings: []string{"a", "salt"}}, nil, {Ints: []int64{4}, Opaque: []byte{0x92, 0xa3, 'i', 'm', 'g', 0x05}}},
+				Group:     1, HasGroup: true, SpecKind: "sliding_window"},
+			&BlockStored{BlockHashes: []Hash{4}, TokenIDs: []uint32{4}, BlockSize: 1, ExtraKeys: []*ExtraKeys{nil}},
+			&BlockStored{BlockHashes: []Hash{5}, TokenIDs: []uint32{5}, BlockSize: 1, HasGroup: true},
+		}}},
+		{name: "removed, newer fields", batch: &Batch{Events: []Event{
+			&BlockRemoved{BlockHashes: []Hash{5, 6}, Medium: "GPU", Group: 2, HasGroup: true},
+			&BlockRemoved{BlockHashes: []Hash{5, 6}, RemainingCopies: []int{0, 1}},
+		}}},
 		{name: "removed", batch: &Batch{TS: -1, Events: []Event{
 			&BlockRemoved{BlockHashes: []Hash{5, 6}, Medium: "GPU"},
 			&BlockRemoved{BlockHashes: []Hash{7}},
@@ -110,7 +121,9 @@ func TestDecodeGolden(t *testing.T) {
 	neg5 := uint64(math.MaxUint64 - 4) // -5 as 64-bit two's complement
 	want := &Batch{TS: 1700000000.5, DPRank: 0, HasDPRank: true, Unknown: 1, Events: []Event{
 		&BlockStored{BlockHashes: []Hash{math.MaxUint64 - 1, Hash(neg5)}, Parent: 42, HasParent: true,
-			TokenIDs: []uint32{1, 2, 3, 4}, BlockSize: 2, Medium: "GPU"},
+			TokenIDs: []uint32{1, 2, 3, 4}, BlockSize: 2, Medium: "GPU",
+			ExtraKeys: []*ExtraKeys{nil, {Strings: []string{"salt"}, Opaque: []byte{0x92, 0xa2, 'm', 'm', 0x00}}},
+			HasGroup:  true, SpecKind: "full_attention"},
 		&BlockStored{BlockHashes: []Hash{vllmInt(digest("a")), vllmInt(digest("b"))},
 			Parent: vllmInt(digest("p")), HasParent: true, TokenIDs: []uint32{5, 6, 7, 8}, BlockSize: 2},
 		&BlockRemoved{BlockHashes: []Hash{7}, Medium: "CPU"},
@@ -122,8 +135,9 @@ func TestDecodeGolden(t *testing.T) {
 		payload []byte
 	}{
 		{name: "array layout", payload: pack(t, arr{1700000000.5, arr{
-			// An extra trailing field (extra_keys, group_idx) and a negative int hash.
-			arr{"BlockStored", arr{uint64(math.MaxUint64 - 1), -5}, 42, arr{1, 2, 3, 4}, 2, nil, "GPU", nil, arr{nil, arr{"mm", 0}}, 0},
+			// vLLM's newer fields, one unknown trailing field, and a negative int hash.
+			arr{"BlockStored", arr{uint64(math.MaxUint64 - 1), -5}, 42, arr{1, 2, 3, 4}, 2, nil, "GPU", nil,
+				arr{nil, arr{"salt", arr{"mm", 0}}}, 0, "full_attention", nil, "future"},
 			// 32-byte digests; lora_id, medium and lora_name left out.
 			arr{"BlockStored", arr{digest("a"), digest("b")}, digest("p"), arr{5, 6, 7, 8}, 2},
 			arr{"BlockRemoved", arr{7}, "CPU"},
@@ -134,7 +148,7 @@ func TestDecodeGolden(t *testing.T) {
 		{name: "map events", payload: pack(t, arr{1700000000.5, arr{
 			obj{"type", "BlockStored", "block_hashes", arr{uint64(math.MaxUint64 - 1), -5}, "parent_block_hash", 42,
 				"token_ids", arr{1, 2, 3, 4}, "block_size", 2, "lora_id", nil, "medium", "GPU", "lora_name", nil,
-				"extra_keys", arr{nil, arr{"mm", 0}}, "group_idx", 0},
+				"extra_keys", arr{nil, arr{"salt", arr{"mm", 0}}}, "group_idx", 0, "kv_cache_spec_kind", "full_attention"},
 			// Keys sorted, "type" last, as a generic encoder writes them.
 			obj{"block_hashes", arr{digest("a"), digest("b")}, "block_size", 2, "parent_block_hash", digest("p"),
 				"token_ids", arr{5, 6, 7, 8}, "type", "BlockStored"},
@@ -144,9 +158,10 @@ func TestDecodeGolden(t *testing.T) {
 			obj{"type", "AllBlocksCleared"},
 		}, 0})},
 		{name: "map batch", payload: pack(t, obj{"data_parallel_rank", 0, "ts", 1700000000.5, "future", true, "events", arr{
-			arr{"BlockStored", arr{uint64(math.MaxUint64 - 1), -5}, 42, arr{1, 2, 3, 4}, 2, nil, "GPU", nil},
+			arr{"BlockStored", arr{uint64(math.MaxUint64 - 1), -5}, 42, arr{1, 2, 3, 4}, 2, nil, "GPU", nil,
+				arr{arr{}, arr{"salt", arr{"mm", 0}}}, 0, "full_attention"},
 			arr{"BlockStored", arr{digest("a"), digest("b")}, digest("p"), arr{5, 6, 7, 8}, 2},
-			arr{"BlockRemoved", arr{7}, "CPU"},
+			arr{"BlockRemoved", arr{7}, "CPU", nil, nil},
 			arr{"BlockRemoved", arr{8}, nil},
 			arr{"BlockMigrated"},
 			arr{"AllBlocksCleared", "future field"},
@@ -233,13 +248,22 @@ func TestDecodeErrors(t *testing.T) {
 		{name: "map event key int", payload: pack(t, arr{1.0, arr{obj{"type", "BlockRemoved", 1, 2}}}), want: "event 0: BlockRemoved: key: want string, got int"},
 		{name: "map event missing field", payload: pack(t, arr{1.0, arr{obj{"type", "BlockStored", "block_hashes", arr{}}}}), want: "BlockStored: missing token_ids"},
 		{name: "bad field in unknown map event", payload: pack(t, arr{1.0, arr{obj{"type", "X", "k", raw{0xc1}}}}), want: "event 0: X: msgpack: unknown code c1"},
-		{name: "too deep", payload: stored(arr{1}, nil, arr{}, 1, nil, nil, nil, arr{raw(bytes.Repeat([]byte{0x91}, 100)), nil}), want: "values nested more than 32 deep"},
+		{name: "too deep", payload: stored(arr{1}, nil, arr{}, 1, nil, nil, nil, nil, nil, nil, arr{raw(bytes.Repeat([]byte{0x91}, 100)), nil}), want: "values nested more than 32 deep"},
+		{name: "extra item too deep", payload: stored(arr{1}, nil, arr{}, 1, nil, nil, nil, arr{arr{raw(bytes.Repeat([]byte{0x91}, 100))}}), want: "extra_keys: element 0: item 0: values nested more than 32 deep"},
+		{name: "extra keys for more blocks", payload: stored(arr{1}, nil, arr{}, 1, nil, nil, nil, arr{nil, nil}), want: "BlockStored: extra_keys: 2 entries for 1 blocks"},
+		{name: "extra keys not an array", payload: stored(arr{1}, nil, arr{}, 1, nil, nil, nil, "salt"), want: "BlockStored: extra_keys: want array, got string"},
+		{name: "extra keys entry a string", payload: stored(arr{1}, nil, arr{}, 1, nil, nil, nil, arr{"salt"}), want: "extra_keys: element 0: want array, got string"},
+		{name: "group string", payload: stored(arr{1}, nil, arr{}, 1, nil, nil, nil, nil, "0"), want: "BlockStored: group_idx: want int, got string"},
+		{name: "group negative", payload: stored(arr{1}, nil, arr{}, 1, nil, nil, nil, nil, -1), want: "BlockStored: group_idx: -1 out of range"},
+		{name: "spec kind int", payload: stored(arr{1}, nil, arr{}, 1, nil, nil, nil, nil, 0, 3), want: "BlockStored: kv_cache_spec_kind: want string, got int"},
+		{name: "remaining copies negative", payload: pack(t, arr{1.0, arr{arr{"BlockRemoved", arr{1}, nil, 0, arr{-1}}}}), want: "BlockRemoved: remaining_copy_counts: element 0: -1 out of range"},
+		{name: "removed group float", payload: pack(t, arr{1.0, arr{arr{"BlockRemoved", arr{1}, nil, 1.5}}}), want: "BlockRemoved: group_idx: want int, got float"},
 		{name: "trailing bytes", payload: append(pack(t, arr{1.0, arr{}}), 0xc0), want: "1 bytes after the batch"},
 		{name: "huge array", payload: pack(t, arr{1.0, raw{0xdd, 0xff, 0xff, 0xff, 0xff}}), want: "batch: events: array of 4294967295 elements but 0 bytes left"},
 		{name: "huge map", payload: pack(t, raw{0xdf, 0xff, 0xff, 0xff, 0xff, 0xc0, 0xc0}), want: "batch: map of 4294967295 entries but 2 bytes left"},
 		{name: "huge digest", payload: stored(arr{raw{0xc6, 0xff, 0xff, 0xff, 0xff, 1}}), want: "block_hashes: element 0: 4294967295 bytes claimed but 1 left"},
 		{name: "huge tag", payload: pack(t, arr{1.0, arr{arr{raw{0xdb, 0x7f, 0xff, 0xff, 0xff}}}}), want: "event 0: tag: 2147483647 bytes claimed but 0 left"},
-		{name: "huge ext", payload: stored(arr{1}, nil, arr{}, 1, nil, nil, nil, raw{0xc9, 0xff, 0xff, 0xff, 0xff, 1}), want: "ext of 4294967295 bytes but 0 left"},
+		{name: "huge ext", payload: stored(arr{1}, nil, arr{}, 1, nil, nil, nil, nil, nil, nil, raw{0xc9, 0xff, 0xff, 0xff, 0xff, 1}), want: "ext of 4294967295 bytes but 0 left"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -281,6 +305,8 @@ func TestDecodeHugeClaimsAllocateLittle(t *testing.T) {
 		pack(t, arr{1.0, arr{arr{"BlockStored", arr{1}, nil, raw{0xdd, 0x7f, 0xff, 0xff, 0xff}}}}),
 		pack(t, arr{1.0, arr{arr{"BlockStored", arr{raw{0xc6, 0x7f, 0xff, 0xff, 0xff}}}}}),
 		pack(t, arr{1.0, arr{arr{"X", raw{0xdb, 0x7f, 0xff, 0xff, 0xff}}}}),
+		pack(t, arr{1.0, arr{arr{"BlockStored", arr{1}, nil, arr{}, 1, nil, nil, nil, raw{0xdd, 0x7f, 0xff, 0xff, 0xff}}}}),
+		pack(t, arr{1.0, arr{arr{"BlockStored", arr{1}, nil, arr{}, 1, nil, nil, nil, arr{raw{0xdd, 0x7f, 0xff, 0xff, 0xff}}}}}),
 	}
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)

@@ -8,8 +8,9 @@ import (
 // Field names of vLLM's structs, in declaration order, which is also their
 // position after the tag in the array layout.
 var (
-	storedFields  = []string{"block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id", "medium", "lora_name"}
-	removedFields = []string{"block_hashes", "medium"}
+	storedFields = []string{"block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id", "medium", "lora_name",
+		"extra_keys", "group_idx", "kv_cache_spec_kind"}
+	removedFields = []string{"block_hashes", "medium", "group_idx", "remaining_copy_counts"}
 )
 
 // Required fields, as bit masks over the field lists above: every vLLM
@@ -23,7 +24,8 @@ const (
 // of vLLM's layouts. Errors name the place of the problem, such as
 // "kvevents: event 3: BlockStored: token_ids: element 5: want int, got
 // string". Decode never panics, and the memory it allocates is bounded by
-// a small multiple of len(payload).
+// a multiple of len(payload): under 10 times for hashes and tokens, at
+// most about 50 for a payload made of tiny extra_keys entries.
 func Decode(payload []byte) (*Batch, error) {
 	b, err := decode(payload)
 	if err != nil {
@@ -247,6 +249,10 @@ func (r *reader) eventFields(tag string, n int, keyed bool) (Event, error) {
 	if i := firstMissing(fields, seen, required); i >= 0 {
 		return nil, fmt.Errorf("%s: missing %s", tag, fields[i])
 	}
+	if e, ok := ev.(*BlockStored); ok && len(e.ExtraKeys) > len(e.BlockHashes) {
+		// Checked while reading too, when the hashes come first.
+		return nil, fmt.Errorf("%s: extra_keys: %d entries for %d blocks", tag, len(e.ExtraKeys), len(e.BlockHashes))
+	}
 	return ev, nil
 }
 
@@ -279,6 +285,12 @@ func (r *reader) storedField(e *BlockStored, i int) error {
 		e.Medium, err = r.optString()
 	case 6:
 		e.LoraName, err = r.optString()
+	case 7:
+		e.ExtraKeys, err = r.extraKeys(e.BlockHashes)
+	case 8:
+		e.Group, e.HasGroup, err = r.optGroup()
+	case 9:
+		e.SpecKind, err = r.optString()
 	default:
 		return r.skip(0)
 	}
@@ -295,6 +307,10 @@ func (r *reader) removedField(e *BlockRemoved, i int) error {
 		e.BlockHashes, err = r.hashes()
 	case 1:
 		e.Medium, err = r.optString()
+	case 2:
+		e.Group, e.HasGroup, err = r.optGroup()
+	case 3:
+		e.RemainingCopies, err = r.optCounts()
 	default:
 		return r.skip(0)
 	}

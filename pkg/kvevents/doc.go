@@ -22,7 +22,11 @@
 //
 // Trailing fields an older vLLM leaves out take their zero value; fields a
 // newer one adds are skipped; events with a tag this package does not know
-// are counted in Batch.Unknown and skipped. The batch itself may also be a
+// are counted in Batch.Unknown and skipped. Of the fields current vLLM
+// added, BlockStored's extra_keys (per block: the LoRA name, multimodal
+// identifiers, cache_salt, prompt-embedding digests), group_idx and
+// kv_cache_spec_kind (hybrid models cache each attention kind in its own
+// group) and BlockRemoved's group_idx and remaining_copy_counts are read. The batch itself may also be a
 // map {"ts", "events", "data_parallel_rank"}. AppendEncode writes the array
 // layout, which every known subscriber reads.
 //

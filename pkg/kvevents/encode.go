@@ -10,8 +10,10 @@ import (
 // it in the array layout: [ts, events] or [ts, events, rank] when
 // HasDPRank; each event an array starting with its tag; every hash an
 // unsigned int; optional fields that are not set (and empty strings)
-// written as nil. Integers take their shortest form and ts is a float64,
-// like msgspec's output. It fails only on a nil event.
+// written as nil, and the newer trailing fields only up to the last one
+// set. Integers take their shortest form and ts is a float64, like
+// msgspec's output. It fails only on a nil event or on ExtraKeys.Opaque
+// that is not whole msgpack values.
 func (b *Batch) AppendEncode(dst []byte) ([]byte, error) {
 	for i, ev := range b.Events {
 		if isNilEvent(ev) {
@@ -22,7 +24,7 @@ func (b *Batch) AppendEncode(dst []byte) ([]byte, error) {
 	enc := msgpack.GetEncoder()
 	defer msgpack.PutEncoder(enc)
 	enc.Reset(&w)
-	e := encoder{enc: enc}
+	e := encoder{enc: enc, w: &w}
 	e.batch(b)
 	if e.err != nil {
 		return dst, fmt.Errorf("kvevents: encode: %w", e.err)
@@ -59,6 +61,7 @@ func (w *appendWriter) WriteByte(c byte) error {
 // reads as the layout it writes. (With an appendWriter there is none.)
 type encoder struct {
 	enc *msgpack.Encoder
+	w   *appendWriter // what enc writes to, for raw items
 	err error
 }
 
@@ -75,10 +78,7 @@ func (e *encoder) batch(b *Batch) {
 		case *BlockStored:
 			e.stored(ev)
 		case *BlockRemoved:
-			e.arrayLen(1 + len(removedFields))
-			e.str(tagBlockRemoved)
-			e.hashes(ev.BlockHashes)
-			e.str(ev.Medium)
+			e.removed(ev)
 		case *AllBlocksCleared:
 			e.arrayLen(1)
 			e.str(tagAllBlocksCleared)
@@ -89,8 +89,19 @@ func (e *encoder) batch(b *Batch) {
 	}
 }
 
+// stored writes a BlockStored with vLLM's seven original fields and, as
+// msgspec leaves out trailing defaults, the newer ones up to the last set.
 func (e *encoder) stored(ev *BlockStored) {
-	e.arrayLen(1 + len(storedFields))
+	n := 7
+	switch {
+	case ev.SpecKind != "":
+		n = 10
+	case ev.HasGroup:
+		n = 9
+	case ev.ExtraKeys != nil:
+		n = 8
+	}
+	e.arrayLen(1 + n)
 	e.str(tagBlockStored)
 	e.hashes(ev.BlockHashes)
 	if ev.HasParent {
@@ -110,6 +121,89 @@ func (e *encoder) stored(ev *BlockStored) {
 	}
 	e.str(ev.Medium)
 	e.str(ev.LoraName)
+	if n > 7 {
+		e.extraKeys(ev.ExtraKeys)
+	}
+	if n > 8 {
+		e.optInt(int64(ev.Group), ev.HasGroup)
+	}
+	if n > 9 {
+		e.str(ev.SpecKind)
+	}
+}
+
+func (e *encoder) removed(ev *BlockRemoved) {
+	n := 2
+	switch {
+	case ev.RemainingCopies != nil:
+		n = 4
+	case ev.HasGroup:
+		n = 3
+	}
+	e.arrayLen(1 + n)
+	e.str(tagBlockRemoved)
+	e.hashes(ev.BlockHashes)
+	e.str(ev.Medium)
+	if n > 2 {
+		e.optInt(int64(ev.Group), ev.HasGroup)
+	}
+	if n > 3 {
+		e.arrayLen(len(ev.RemainingCopies))
+		for _, c := range ev.RemainingCopies {
+			e.do(e.enc.EncodeInt(int64(c)))
+		}
+	}
+}
+
+// extraKeys writes extra_keys: nil, or per block nil or its items, the
+// strings, then the integers, then the opaque items as they were read.
+func (e *encoder) extraKeys(xs []*ExtraKeys) {
+	if xs == nil {
+		e.do(e.enc.EncodeNil())
+		return
+	}
+	e.arrayLen(len(xs))
+	for _, x := range xs {
+		if x == nil {
+			e.do(e.enc.EncodeNil())
+			continue
+		}
+		opaque, err := countItems(x.Opaque)
+		if err != nil {
+			e.do(fmt.Errorf("extra_keys: opaque items: %w", err))
+			return
+		}
+		e.arrayLen(len(x.Strings) + len(x.Ints) + opaque)
+		for _, s := range x.Strings {
+			e.do(e.enc.EncodeString(s))
+		}
+		for _, v := range x.Ints {
+			e.do(e.enc.EncodeInt(v))
+		}
+		e.w.buf = append(e.w.buf, x.Opaque...)
+	}
+}
+
+// countItems counts the msgpack values in b, which must hold whole ones.
+func countItems(b []byte) (int, error) {
+	r := getReader(b)
+	defer putReader(r)
+	n := 0
+	for r.left() > 0 {
+		if err := r.skip(0); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (e *encoder) optInt(v int64, ok bool) {
+	if ok {
+		e.do(e.enc.EncodeInt(v))
+	} else {
+		e.do(e.enc.EncodeNil())
+	}
 }
 
 func (e *encoder) hashes(hs []Hash) {

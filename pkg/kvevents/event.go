@@ -25,12 +25,46 @@ type BlockStored struct {
 	HasLoraID   bool
 	Medium      string // where the blocks live: "GPU", "CPU", ...; "" when not given
 	LoraName    string // "" when not given
+	// ExtraKeys are, per block, what vLLM folded into its hash besides the
+	// tokens (extra_keys): nil when the server sent none, a nil entry for a
+	// block with none.
+	ExtraKeys []*ExtraKeys
+	// Group is the KV-cache group the blocks belong to (a hybrid model,
+	// such as one mixing full and sliding-window attention, caches each
+	// layer kind in its own group); valid only when HasGroup.
+	Group    int
+	HasGroup bool
+	// SpecKind names the group's attention kind (vLLM's
+	// kv_cache_spec_kind: "full_attention", "sliding_window", "mamba",
+	// ...); "" when not given.
+	SpecKind string
+}
+
+// ExtraKeys is one block's extra hash keys, vLLM's extra_keys entry: the
+// LoRA adapter's name (or, in older releases, its integer ID) on every
+// block of an adapter's request, multimodal identifiers on the blocks
+// holding them, the request's cache_salt on its first block, and digests
+// of prompt embeddings.
+type ExtraKeys struct {
+	// Strings and Ints are the string and integer items, in order.
+	Strings []string
+	Ints    []int64
+	// Opaque is the msgpack encoding of every other item (multimodal
+	// identifier tuples, embedding digests), concatenated in order: no
+	// request's text reproduces them.
+	Opaque []byte
 }
 
 // BlockRemoved reports blocks evicted from the server's prefix cache.
 type BlockRemoved struct {
 	BlockHashes []Hash
 	Medium      string // "" when not given
+	Group       int    // valid only when HasGroup
+	HasGroup    bool
+	// RemainingCopies, when the server sent it, says per block how many
+	// other copies of the same content it still caches (vLLM may cache a
+	// block's content twice); a block with copies left is still held.
+	RemainingCopies []int
 }
 
 // AllBlocksCleared reports that the server emptied its prefix cache.
