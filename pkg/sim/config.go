@@ -78,9 +78,10 @@ type Config struct {
 	// stream vLLM publishes as KV events (e.g. for a publisher feeding a
 	// precise prefix-cache router). One engine serves the base model and
 	// every adapter, so BlocksStored names the adapter ("" for the base
-	// model). Calls come from the goroutine Run starts to step the engine,
-	// one at a time, in order, with the engine locked: a slow listener
-	// stalls every request, and a listener must not call the Instance
+	// model) and, for the run starting a salted prompt, its cache_salt.
+	// Calls come from the goroutine Run starts to step the engine, one at
+	// a time, in order, with the engine locked: a slow listener stalls
+	// every request, and a listener must not call the Instance
 	// (EngineMetrics would deadlock). See engine.KVEventListener for how
 	// long its slices stay valid.
 	KVEvents engine.KVEventListener

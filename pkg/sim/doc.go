@@ -2,7 +2,7 @@
 // wire, so the EPP can be tested and benchmarked without GPUs.
 //
 // An Instance serves the OpenAI API (/v1/completions, /v1/chat/completions,
-// streaming or not, with usage and cached-token counts, and P/D
+// streaming or not, with usage and cached-token counts, cache_salt, and P/D
 // kv_transfer_params; chat tools are rendered into the system turn, after a
 // leading system message's text, as Qwen's and Hermes' templates do), the Anthropic Messages API as vLLM does
 // (/v1/messages and /v1/messages/count_tokens, below), vLLM's /tokenize,
@@ -30,7 +30,11 @@
 // blocks are reference counted and unreferenced cached blocks are evicted
 // least recently freed first. A request computes only its uncached suffix,
 // starts only when free plus evictable blocks can hold its prompt, and
-// reports the hit as usage.prompt_tokens_details.cached_tokens. A decode
+// reports the hit as usage.prompt_tokens_details.cached_tokens. A
+// request's cache_salt (a non-empty string; anything else is a 400, as in
+// vLLM) is folded into its first block's key, so only requests with the
+// same salt share blocks, and a salted one never shares with an unsalted
+// one (vLLM's per-tenant cache isolation). A decode
 // that finds the cache full preempts the newest sequence (recompute). LoRA
 // adapters occupy max-loras slots; loading one costs LoRALoadDelay.
 // Prompts are turned into tokens by package tokenize (words and
@@ -108,7 +112,7 @@
 //
 // POST /v1/messages takes vLLM's Anthropic request (model, messages and a
 // positive max_tokens required; system, stream, tools, kv_transfer_params
-// read; sampling fields ignored) and, like vLLM, renders it as a chat: one
+// read; sampling fields ignored, and, as in vLLM, no cache_salt) and, like vLLM, renders it as a chat: one
 // leading system turn (the system text blocks concatenated, then the text
 // of any system-role messages, then the tools as compact JSON lines), then
 // the user and assistant turns through the template of
@@ -146,10 +150,15 @@
 // return_token_strs). The IDs are exactly those the generation APIs submit
 // to the engine for the same request (chat completions honour the same
 // template switches), so a router that hashes them the way the engine
-// does finds the engine's blocks. Config.KVEvents receives the engine's
-// prefix-cache changes (engine.KVEventListener: blocks stored, with their
-// tokens, parent and adapter, and blocks evicted), the stream vLLM
-// publishes as KV events, for a publisher to put on the wire.
+// does, folding in a request's cache_salt, finds the engine's blocks (the
+// salt changes the hashes, not the IDs). Config.KVEvents receives the
+// engine's prefix-cache changes (engine.KVEventListener: blocks stored,
+// with their tokens, parent, adapter and, on the run starting a prompt,
+// cache salt, and blocks evicted), the stream vLLM publishes as KV events,
+// for a publisher to put on the wire. KVEventPublisher sends them with
+// vLLM's extra_keys: the adapter's name on each block of an adapter's
+// request, the salt on a salted prompt's first block, none for a
+// base-model request without a salt.
 //
 // # Faults
 //

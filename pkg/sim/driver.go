@@ -114,16 +114,18 @@ func (d *driver) dispatch(events []engine.Event) {
 	}
 }
 
-// submit queues one engine request per prompt, all or none; remote marks
-// requests whose prompt KV is pulled from a prefiller.
-func (d *driver) submit(prompts [][]uint32, maxTokens int, lora string, remote bool) (*call, error) {
+// submit queues one engine request per prompt, all or none, each a copy
+// of like (max tokens, adapter, cache salt, remote prefill) with its own
+// ID and prompt.
+func (d *driver) submit(prompts [][]uint32, like engine.Request) (*call, error) {
 	c := &call{notify: make(chan struct{}, 1)}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.now()
 	for _, toks := range prompts {
 		d.nextID++
-		req := engine.Request{ID: d.nextID, Tokens: toks, MaxTokens: maxTokens, LoRA: lora, RemotePrefill: remote}
+		req := like
+		req.ID, req.Tokens = d.nextID, toks
 		if err := d.eng.Submit(req, now); err != nil {
 			d.cancelLocked(c)
 			return nil, err

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/openepp/openepp/pkg/apierror"
+	"github.com/openepp/openepp/pkg/sim/engine"
 )
 
 // routes builds the instance's HTTP API.
@@ -74,7 +75,9 @@ func (i *Instance) startCall(w http.ResponseWriter, r *http.Request, parse func(
 		fail(w, aerr)
 		return genRequest{}, nil, false
 	}
-	c, err := i.drv.submit(g.prompts, g.maxTokens, g.lora, g.kv.remotePrefill)
+	c, err := i.drv.submit(g.prompts, engine.Request{
+		MaxTokens: g.maxTokens, LoRA: g.lora, CacheSalt: g.cacheSalt, RemotePrefill: g.kv.remotePrefill,
+	})
 	if err != nil {
 		fail(w, engineError(err))
 		return genRequest{}, nil, false

@@ -18,15 +18,48 @@ const medium = "GPU"
 
 // storedEvent copies one BlocksStored call into a BlockStored event (the
 // engine reuses its slices).
-func storedEvent(parent uint64, hasParent bool, hashes []uint64, tokens []uint32, blockSize int, lora string) *kvevents.BlockStored {
+func storedEvent(parent uint64, hasParent bool, hashes []uint64, tokens []uint32, blockSize int, lora, salt string) *kvevents.BlockStored {
 	ev := &kvevents.BlockStored{
 		BlockHashes: make([]kvevents.Hash, len(hashes)), Parent: kvevents.Hash(parent), HasParent: hasParent,
 		TokenIDs: append([]uint32(nil), tokens...), BlockSize: blockSize, Medium: medium, LoraName: lora,
+		ExtraKeys: extraKeys(len(hashes), hasParent, lora, salt),
 	}
 	for i, h := range hashes {
 		ev.BlockHashes[i] = kvevents.Hash(h)
 	}
 	return ev
+}
+
+// extraKeys lists, per block of a stored run, what vLLM folds into the
+// block's hash besides its tokens, so a subscriber can tell a salted or
+// adapter block from a base one with the same tokens: the adapter's name
+// on every block, then the cache salt on the prompt's first block (only a
+// run without a parent holds it). nil when no block has any, as vLLM
+// then sends none.
+func extraKeys(blocks int, hasParent bool, lora, salt string) []*kvevents.ExtraKeys {
+	saltFirst := salt != "" && !hasParent
+	if lora == "" && !saltFirst {
+		return nil
+	}
+	// The blocks holding only the adapter share one slice: length and
+	// capacity 1, so appending to it copies.
+	var adapterOnly []string
+	if lora != "" {
+		adapterOnly = []string{lora}
+	}
+	out := make([]*kvevents.ExtraKeys, blocks)
+	entries := make([]kvevents.ExtraKeys, blocks) // one allocation for the run
+	for i := range out {
+		keys := adapterOnly
+		if i == 0 && saltFirst {
+			keys = append(keys, salt)
+		}
+		if keys != nil {
+			entries[i].Strings = keys
+			out[i] = &entries[i]
+		}
+	}
+	return out
 }
 
 func removedEvent(hashes []uint64) *kvevents.BlockRemoved {
@@ -45,8 +78,8 @@ type KVEventBatches func(*kvevents.Batch)
 var _ engine.KVEventListener = KVEventBatches(nil)
 
 // BlocksStored implements engine.KVEventListener.
-func (f KVEventBatches) BlocksStored(parent uint64, hasParent bool, hashes []uint64, tokens []uint32, blockSize int, lora string) {
-	f(&kvevents.Batch{Events: []kvevents.Event{storedEvent(parent, hasParent, hashes, tokens, blockSize, lora)}})
+func (f KVEventBatches) BlocksStored(parent uint64, hasParent bool, hashes []uint64, tokens []uint32, blockSize int, lora, salt string) {
+	f(&kvevents.Batch{Events: []kvevents.Event{storedEvent(parent, hasParent, hashes, tokens, blockSize, lora, salt)}})
 }
 
 // BlocksRemoved implements engine.KVEventListener.
@@ -119,8 +152,8 @@ func (p *KVEventPublisher) add(ev kvevents.Event) {
 }
 
 // BlocksStored implements engine.KVEventListener.
-func (p *KVEventPublisher) BlocksStored(parent uint64, hasParent bool, hashes []uint64, tokens []uint32, blockSize int, lora string) {
-	p.add(storedEvent(parent, hasParent, hashes, tokens, blockSize, lora))
+func (p *KVEventPublisher) BlocksStored(parent uint64, hasParent bool, hashes []uint64, tokens []uint32, blockSize int, lora, salt string) {
+	p.add(storedEvent(parent, hasParent, hashes, tokens, blockSize, lora, salt))
 }
 
 // BlocksRemoved implements engine.KVEventListener.

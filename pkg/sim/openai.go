@@ -37,6 +37,7 @@ type genRequest struct {
 	chat         bool
 	model        string // as requested; echoed in responses
 	lora         string
+	cacheSalt    string // "" for none
 	prompts      [][]uint32
 	maxTokens    int
 	stream       bool
@@ -58,6 +59,7 @@ type wireRequest struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
 	KVTransferParams json.RawMessage `json:"kv_transfer_params"`
+	CacheSalt        json.RawMessage `json:"cache_salt"` // raw, to answer a wrong type as vLLM does
 	chatTemplate
 }
 
@@ -114,6 +116,11 @@ func (i *Instance) parseGenerate(w http.ResponseWriter, r *http.Request, chat bo
 		}
 		g.maxTokens = *limit
 	}
+	salt, aerr := parseCacheSalt(wr.CacheSalt)
+	if aerr != nil {
+		return genRequest{}, aerr
+	}
+	g.cacheSalt = salt
 	var err error
 	if chat {
 		g.prompts, err = parseMessages(wr.Messages, wr.Tools, wr.chatTemplate)
@@ -123,10 +130,28 @@ func (i *Instance) parseGenerate(w http.ResponseWriter, r *http.Request, chat bo
 	if err != nil {
 		return genRequest{}, badRequest("%v", err)
 	}
-	if aerr := applyKVTransfer(&g, wr.KVTransferParams); aerr != nil {
+	if aerr = applyKVTransfer(&g, wr.KVTransferParams); aerr != nil {
 		return genRequest{}, aerr
 	}
 	return g, nil
+}
+
+// parseCacheSalt reads cache_salt, which keeps a request's prefix-cache
+// blocks apart from those of requests with another salt or none. Absent or
+// null is no salt; anything but a non-empty string is refused, as vLLM
+// refuses it, rather than silently sharing the cache.
+func parseCacheSalt(raw json.RawMessage) (string, *apiError) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return "", nil
+	}
+	var salt string
+	if json.Unmarshal(raw, &salt) != nil || salt == "" {
+		aerr := badRequest("Parameter 'cache_salt' must be a non-empty string if provided.")
+		aerr.param = "cache_salt"
+		return "", aerr
+	}
+	return salt, nil
 }
 
 // modelNotFound is vLLM's answer to a request for a model it does not serve.

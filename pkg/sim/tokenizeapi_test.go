@@ -24,7 +24,7 @@ type kvRecorder struct {
 	removals int
 }
 
-func (k *kvRecorder) BlocksStored(_ uint64, hasParent bool, _ []uint64, toks []uint32, _ int, lora string) {
+func (k *kvRecorder) BlocksStored(_ uint64, hasParent bool, _ []uint64, toks []uint32, _ int, lora, _ string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.calls++

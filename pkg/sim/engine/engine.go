@@ -58,6 +58,10 @@ type Request struct {
 	MaxTokens int
 	// LoRA names the adapter; "" is the base model.
 	LoRA string
+	// CacheSalt is vLLM's cache_salt: requests share prefix-cache blocks
+	// only when their salts are equal ("" is no salt), so a tenant's
+	// prompts cannot be probed for by timing another's.
+	CacheSalt string
 	// RemotePrefill marks a P/D decode request (kv_transfer_params
 	// do_remote_prefill): a prefill server computed the prompt's KV, and
 	// this engine pulls it instead of computing it. See transfer.go.
@@ -100,6 +104,7 @@ type seq struct {
 	cached    int // prefix-cache hit at first scheduling, in tokens
 	published int // leading blocks published to the prefix cache
 	lora      int32
+	salt      string // cache_salt, reported with the prompt's first blocks
 	state     seqState
 	inQueue   bool // slot is in the waiting deque (possibly cancelled)
 	inStep    bool // slot is in the iteration in flight
@@ -207,8 +212,9 @@ func (e *Engine) Submit(req Request, now time.Duration) error {
 		root = e.lora.roots[lora]
 		e.lora.waiting[lora]++
 	}
+	root = saltRoot(root, req.CacheSalt)
 	*s = seq{
-		id: req.ID, prompt: len(req.Tokens), maxTokens: req.MaxTokens, lora: lora,
+		id: req.ID, prompt: len(req.Tokens), maxTokens: req.MaxTokens, lora: lora, salt: req.CacheSalt,
 		state: stateWaiting, inQueue: true, remote: req.RemotePrefill,
 		hashes: appendBlockHashes(s.hashes[:0], root, req.Tokens, e.cfg.BlockSize),
 		blocks: s.blocks[:0], tokens: s.tokens[:0],

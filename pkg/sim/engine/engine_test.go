@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -166,6 +167,70 @@ func TestPrefixCacheHit(t *testing.T) {
 	m := e.Metrics()
 	if m.PrefixHits != 256+304 || m.PrefixQueries != 4*320 {
 		t.Fatalf("prefix counters hits=%d queries=%d", m.PrefixHits, m.PrefixQueries)
+	}
+}
+
+// TestCacheSaltIsolatesPrefixCache: a prompt hits the blocks of an earlier
+// identical prompt only under the same cache_salt and adapter; no salt is
+// a key of its own.
+func TestCacheSaltIsolatesPrefixCache(t *testing.T) {
+	t.Parallel()
+	prompt := tokens(9, 320)
+	e := newEngine(t, testConfig())
+	steps := []struct {
+		salt, lora string
+		cached     int
+	}{
+		{salt: "", cached: 0},
+		{salt: "alice", cached: 0}, // the unsalted blocks are not hers
+		{salt: "bob", cached: 0},   // nor alice's his
+		{salt: "alice", cached: 304},
+		{salt: "", cached: 304}, // salted requests left the unsalted blocks alone
+		{salt: "alice", lora: "a", cached: 0},
+		{salt: "alice", lora: "a", cached: 304},
+		{salt: "", lora: "a", cached: 0},
+	}
+	hits := 0
+	for i, st := range steps {
+		id := uint64(i + 1)
+		req := Request{ID: id, Tokens: prompt, MaxTokens: 1, CacheSalt: st.salt, LoRA: st.lora}
+		got := summarize(t, simulate(t, e, []arrival{{at: time.Duration(i) * time.Second, req: req}}))
+		if got[id].Cached != st.cached {
+			t.Fatalf("request %d (salt %q, adapter %q) cached %d tokens, want %d", id, st.salt, st.lora, got[id].Cached, st.cached)
+		}
+		hits += st.cached
+	}
+	if m := e.Metrics(); m.PrefixHits != uint64(hits) {
+		t.Fatalf("prefix hits counter %d, want %d", m.PrefixHits, hits)
+	}
+}
+
+// TestBlockHashes pins the hashing: an unsalted prompt hashes as it always
+// has (a change would shift every fleet benchmark), and a salt changes
+// every block from the first on.
+func TestBlockHashes(t *testing.T) {
+	t.Parallel()
+	prompt := tokens(1, 32)
+	for _, tc := range []struct {
+		lora string
+		want []uint64
+	}{
+		{lora: "", want: []uint64{0x74cf517f0fa02585, 0x46c89d045b0d1e93}},
+		{lora: "a", want: []uint64{0x2e2a0065090103fb, 0x304fc1e3ac6d72b6}},
+	} {
+		root := rootHash("m", tc.lora)
+		if got := appendBlockHashes(nil, saltRoot(root, ""), prompt, 16); !slices.Equal(got, tc.want) {
+			t.Errorf("adapter %q: unsalted hashes %#x, want %#x", tc.lora, got, tc.want)
+		}
+		seen := map[uint64]string{}
+		for _, salt := range []string{"", "s", "t", "st"} {
+			for _, h := range appendBlockHashes(nil, saltRoot(root, salt), prompt, 16) {
+				if other, dup := seen[h]; dup {
+					t.Errorf("adapter %q: salts %q and %q share block hash %#x", tc.lora, other, salt, h)
+				}
+				seen[h] = salt
+			}
+		}
 	}
 }
 

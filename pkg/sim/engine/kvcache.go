@@ -189,6 +189,22 @@ func rootHash(model, lora string) uint64 {
 	return mix64(h)
 }
 
+// saltRoot folds a request's cache_salt into its root hash, so that its
+// first block, and through the chain every later one, differs from those
+// of an unsalted prompt and of any other salt. vLLM puts the salt among
+// the first block's extra keys instead, to the same effect. No salt keeps
+// the root as it is, so unsalted prompts hash as they always did.
+func saltRoot(root uint64, salt string) uint64 {
+	if salt == "" {
+		return root
+	}
+	h := (root ^ 0xfe) * fnvPrime64 // a separator rootHash never uses
+	for i := 0; i < len(salt); i++ {
+		h = (h ^ uint64(salt[i])) * fnvPrime64
+	}
+	return mix64(h)
+}
+
 // appendBlockHashes appends the chained hashes of every full block of
 // tokens to dst.
 func appendBlockHashes(dst []uint64, root uint64, tokens []uint32, blockSize int) []uint64 {

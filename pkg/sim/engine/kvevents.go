@@ -17,12 +17,16 @@ package engine
 type KVEventListener interface {
 	// BlocksStored reports consecutive full blocks of one sequence that
 	// became cached in one iteration: hashes are their chained hashes (the
-	// engine's own, each folding in every token up to the block and the
-	// model and adapter), tokens their len(hashes)·blockSize tokens
-	// concatenated. parent is the hash of the sequence's block before the
-	// first one; hasParent is false at the start of a prompt. lora names
-	// the adapter, "" for the base model.
-	BlocksStored(parent uint64, hasParent bool, hashes []uint64, tokens []uint32, blockSize int, lora string)
+	// engine's own, each folding in every token up to the block, the
+	// model, the adapter and the cache salt), tokens their
+	// len(hashes)·blockSize tokens concatenated. parent is the hash of the
+	// sequence's block before the first one; hasParent is false at the
+	// start of a prompt. lora names the adapter, "" for the base model.
+	// salt is the request's cache_salt when the run starts the prompt
+	// (hasParent false), since the salt keys the prompt's first block only
+	// (later blocks inherit it through their parent); "" otherwise and for
+	// an unsalted request.
+	BlocksStored(parent uint64, hasParent bool, hashes []uint64, tokens []uint32, blockSize int, lora, salt string)
 	// BlocksRemoved reports cached blocks whose hash was dropped because
 	// their block was reused for other data (LRU eviction); one call covers
 	// every eviction of one allocation.
@@ -85,10 +89,13 @@ func (e *Engine) reportStored(s *seq, from, to int) {
 	if from > 0 {
 		parent = s.hashes[from-1]
 	}
-	lora := ""
+	var lora, salt string
 	if s.lora != noLoRA {
 		lora = e.lora.names[s.lora]
 	}
+	if from == 0 {
+		salt = s.salt
+	}
 	bs := e.cfg.BlockSize
-	e.kvEvents.BlocksStored(parent, from > 0, s.hashes[from:to], s.tokens[from*bs:to*bs], bs, lora)
+	e.kvEvents.BlocksStored(parent, from > 0, s.hashes[from:to], s.tokens[from*bs:to*bs], bs, lora, salt)
 }

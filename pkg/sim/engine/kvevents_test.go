@@ -15,6 +15,7 @@ type storedCall struct {
 	HasParent bool
 	Hashes    []uint64
 	LoRA      string
+	Salt      string
 }
 
 // kvIndex is what a KV-event consumer such as a precise prefix-cache
@@ -33,12 +34,15 @@ func newKVIndex(t *testing.T, model string) *kvIndex {
 	return &kvIndex{t: t, model: model, held: map[uint64]bool{}, ever: map[uint64]bool{}}
 }
 
-func (x *kvIndex) BlocksStored(parent uint64, hasParent bool, hashes []uint64, toks []uint32, blockSize int, lora string) {
+func (x *kvIndex) BlocksStored(parent uint64, hasParent bool, hashes []uint64, toks []uint32, blockSize int, lora, salt string) {
 	x.t.Helper()
 	if len(hashes) == 0 || len(toks) != len(hashes)*blockSize {
 		x.t.Fatalf("BlocksStored: %d hashes, %d tokens, block size %d", len(hashes), len(toks), blockSize)
 	}
-	root := rootHash(x.model, lora)
+	if hasParent && salt != "" {
+		x.t.Errorf("BlocksStored: salt %q on a run that does not start the prompt", salt)
+	}
+	root := saltRoot(rootHash(x.model, lora), salt)
 	if hasParent {
 		if !x.ever[parent] {
 			x.t.Errorf("BlocksStored: parent %x never stored", parent)
@@ -54,7 +58,7 @@ func (x *kvIndex) BlocksStored(parent uint64, hasParent bool, hashes []uint64, t
 		}
 		x.held[h], x.ever[h] = true, true
 	}
-	x.stored = append(x.stored, storedCall{parent, hasParent, slices.Clone(hashes), lora})
+	x.stored = append(x.stored, storedCall{parent, hasParent, slices.Clone(hashes), lora, salt})
 }
 
 func (x *kvIndex) BlocksRemoved(hashes []uint64) {
@@ -126,6 +130,39 @@ func TestKVEventsOneCallPerSequenceStep(t *testing.T) {
 	}
 }
 
+// TestKVEventsReportTheSaltWithTheFirstBlock: a salted prompt's salt comes
+// with the run that starts the prompt only; runs that continue it (later
+// chunks, blocks after a cache hit) inherit it through their parent.
+func TestKVEventsReportTheSaltWithTheFirstBlock(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.BlockSize, cfg.MaxNumBatchedTokens = 4, 16
+	prompt := tokens(1, 24) // 6 blocks, prefilled in chunks of 4 blocks
+	longer := withPrefix(prompt, 2, 8)
+	salted := appendBlockHashes(nil, saltRoot(rootHash("m", ""), "s"), longer, 4)
+	adapter := appendBlockHashes(nil, saltRoot(rootHash("m", "a"), "s"), prompt, 4)
+
+	e := newEngine(t, cfg)
+	x := newKVIndex(t, "m")
+	e.SetKVEventListener(x)
+	simulate(t, e, []arrival{
+		{req: Request{ID: 1, Tokens: prompt, MaxTokens: 1, CacheSalt: "s"}},
+		{at: time.Second, req: Request{ID: 2, Tokens: longer, MaxTokens: 1, CacheSalt: "s"}},
+		{at: 2 * time.Second, req: Request{ID: 3, Tokens: prompt, MaxTokens: 1, CacheSalt: "s", LoRA: "a"}},
+	})
+	want := []storedCall{
+		{Hashes: salted[:4], Salt: "s"},
+		{Parent: salted[3], HasParent: true, Hashes: salted[4:6]},
+		{Parent: salted[5], HasParent: true, Hashes: salted[6:]}, // after the 6-block hit
+		{Hashes: adapter[:4], LoRA: "a", Salt: "s"},
+		{Parent: adapter[3], HasParent: true, Hashes: adapter[4:], LoRA: "a"},
+	}
+	if diff := cmp.Diff(want, x.stored); diff != "" {
+		t.Fatalf("BlocksStored calls (-want +got):\n%s", diff)
+	}
+	x.checkMirrors(e, "end")
+}
+
 func TestKVEventsConcurrentPrefixStoredOnce(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
@@ -150,8 +187,9 @@ func TestKVEventsConcurrentPrefixStoredOnce(t *testing.T) {
 }
 
 // TestKVEventsMirrorCache replays the events of a workload with shared
-// prefixes, adapters, chunked prefills and a cache far too small for it
-// into an index, which must match the prefix cache after every step.
+// prefixes, adapters, cache salts, chunked prefills and a cache far too
+// small for it into an index, which must match the prefix cache after
+// every step.
 func TestKVEventsMirrorCache(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
@@ -162,6 +200,9 @@ func TestKVEventsMirrorCache(t *testing.T) {
 	arrivals := workload(shape{seed: 11, n: 120, rate: 400, prefix: 24, suffix: 12, out: 6})
 	for i := 0; i < len(arrivals); i += 7 {
 		arrivals[i].req.RemotePrefill = true // P/D: prompt KV pulled, then published
+	}
+	for i := 0; i < len(arrivals); i += 5 {
+		arrivals[i].req.CacheSalt = "tenant" + strconv.Itoa(i%3) // some salts recur
 	}
 	// Twins arrive together and compute the same prompt at once.
 	for i := 0; i < len(arrivals); i += 10 {
@@ -190,14 +231,18 @@ func TestKVEventsMirrorCache(t *testing.T) {
 		t.Fatalf("finished %d of %d, %d evictions, %d preemptions, %d BlocksRemoved calls: workload too easy",
 			m.Finished, total, m.Evictions, m.Preemptions, x.removed)
 	}
-	chained := 0
+	chained, salted := 0, 0
 	for _, c := range x.stored {
 		if c.HasParent {
 			chained++
 		}
+		if c.Salt != "" {
+			salted++
+		}
 	}
-	if chained == 0 || len(x.stored) == chained {
-		t.Fatalf("%d of %d BlocksStored calls have a parent; want both kinds", chained, len(x.stored))
+	if chained == 0 || len(x.stored) == chained || salted == 0 {
+		t.Fatalf("%d of %d BlocksStored calls have a parent, %d a salt; want both kinds and some salts",
+			chained, len(x.stored), salted)
 	}
 }
 
@@ -217,9 +262,9 @@ func TestSetKVEventListenerAfterSubmitPanics(t *testing.T) {
 // discardKVEvents is a listener that does nothing, to price reporting.
 type discardKVEvents struct{}
 
-func (discardKVEvents) BlocksStored(uint64, bool, []uint64, []uint32, int, string) {}
-func (discardKVEvents) BlocksRemoved([]uint64)                                     {}
-func (discardKVEvents) AllBlocksCleared()                                          {}
+func (discardKVEvents) BlocksStored(uint64, bool, []uint64, []uint32, int, string, string) {}
+func (discardKVEvents) BlocksRemoved([]uint64)                                             {}
+func (discardKVEvents) AllBlocksCleared()                                                  {}
 
 // BenchmarkVirtualTimeKVEvents is BenchmarkVirtualTime with a listener
 // attached: the cost of keeping prompt tokens and building events.

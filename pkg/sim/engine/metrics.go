@@ -85,8 +85,9 @@ func (e *Engine) KVUsage() float64 {
 	return float64(e.kv.used()) / float64(e.cfg.NumBlocks)
 }
 
-// CachedPrefix returns how many leading tokens of a prompt for adapter lora
-// ("" for the base model) the prefix cache holds right now, in whole blocks.
+// CachedPrefix returns how many leading tokens of an unsalted prompt for
+// adapter lora ("" for the base model) the prefix cache holds right now, in
+// whole blocks.
 // It is the ground truth an oracle router would see; it does not change the
 // cache or its LRU order.
 func (e *Engine) CachedPrefix(tokens []uint32, lora string) int {
