@@ -24,7 +24,7 @@ func BenchmarkMatch(b *testing.B) {
 	keys := make([]uint64, 0, 256)
 	b.ReportAllocs()
 	for b.Loop() {
-		keys = AppendKeys(keys[:0], ix.Root(""), prompt, 16, 0)
+		keys = AppendKeys(keys[:0], ix.Root("", ""), prompt, 16, 0)
 		m := prefix.NewMatch(len(keys), 16)
 		ix.Match(m, keys, eps, 0)
 	}

@@ -17,13 +17,20 @@ func seedOf(hashSeed string) uint64 { return xxhash.Sum64String("openepp-precise
 // rootKey is the parent key of a prompt's first block for an adapter
 // ("" for the base model).
 func rootKey(seed uint64, lora string) uint64 {
+	d := digestFrom(seed)
+	_, _ = d.WriteString(lora)
+	return d.Sum64()
+}
+
+// digestFrom starts a digest of what follows the key k (a value, so that
+// it stays on the caller's stack).
+func digestFrom(k uint64) xxhash.Digest {
 	var d xxhash.Digest
 	d.Reset()
 	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], seed)
+	binary.LittleEndian.PutUint64(b[:], k)
 	_, _ = d.Write(b[:])
-	_, _ = d.WriteString(lora)
-	return d.Sum64()
+	return d
 }
 
 // chainKey is the key of the block of tokens that follows parent.
@@ -60,5 +67,22 @@ func AppendKeys(dst []uint64, root uint64, tokens []uint32, blockSize, limit int
 	return dst
 }
 
-// Root returns the root key for an adapter ("" for the base model).
-func (ix *Index) Root(lora string) uint64 { return rootKey(ix.seed, lora) }
+// Root returns the root key of a request for an adapter ("" for the base
+// model) with a cache_salt ("" for none).
+func (ix *Index) Root(lora, salt string) uint64 {
+	k := rootKey(ix.seed, lora)
+	if salt != "" {
+		k = saltedKey(k, salt)
+	}
+	return k
+}
+
+// saltedKey folds a request's cache_salt into the key its first block
+// chains from, as vLLM folds it into that block's hash: blocks of
+// different salts never match.
+func saltedKey(root uint64, salt string) uint64 {
+	d := digestFrom(root)
+	_, _ = d.WriteString("\x00cache_salt\x00")
+	_, _ = d.WriteString(salt)
+	return d.Sum64()
+}

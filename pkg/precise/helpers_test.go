@@ -52,9 +52,19 @@ func startSim(t *testing.T, kvEndpoint string) (*sim.Instance, *endpoint.Endpoin
 // chatRequest parses a chat completions body for model.
 func chatRequest(t *testing.T, model, system, user string) *scheduler.Request {
 	t.Helper()
-	raw, _ := json.Marshal(map[string]any{"model": model, "max_tokens": 2, "messages": []map[string]string{
+	return saltedChatRequest(t, model, "", system, user)
+}
+
+// saltedChatRequest is chatRequest with a cache_salt ("" for none).
+func saltedChatRequest(t *testing.T, model, salt, system, user string) *scheduler.Request {
+	t.Helper()
+	body := map[string]any{"model": model, "max_tokens": 2, "messages": []map[string]string{
 		{"role": "system", "content": system}, {"role": "user", "content": user},
-	}})
+	}}
+	if salt != "" {
+		body["cache_salt"] = salt
+	}
+	raw, _ := json.Marshal(body)
 	b, err := request.Parse(request.ChatCompletions, raw)
 	if err != nil {
 		t.Fatal(err)

@@ -38,7 +38,7 @@ func stored(tokens []uint32, bs int, base, parent kvevents.Hash) *kvevents.Block
 func batch(evs ...kvevents.Event) *kvevents.Batch { return &kvevents.Batch{Events: evs} }
 
 func matchOf(ix *Index, tokens []uint32, bs int, eps ...*endpoint.Endpoint) *prefix.Match {
-	keys := AppendKeys(nil, ix.Root(""), tokens, bs, 0)
+	keys := AppendKeys(nil, ix.Root("", ""), tokens, bs, 0)
 	m := prefix.NewMatch(len(keys), bs)
 	ix.Match(m, keys, eps, 0)
 	return m
@@ -124,7 +124,7 @@ func TestIndexSpeculationExpires(t *testing.T) {
 	ix := NewIndex(IndexOptions{})
 	a, b := ep(8000), ep(8001)
 	prompt := seq(1, 48)
-	keys := AppendKeys(nil, ix.Root(""), prompt, 16, 0)
+	keys := AppendKeys(nil, ix.Root("", ""), prompt, 16, 0)
 	ix.Speculate(b.HostPort, keys, 100)
 	m := prefix.NewMatch(len(keys), 16)
 	ix.Match(m, keys, []*endpoint.Endpoint{a, b}, 50)
@@ -183,7 +183,7 @@ func TestLoraBlocksMatchOnlyTheirAdapter(t *testing.T) {
 	if m := matchOf(ix, seq(1, 32), 16, a); m.Blocks(a) != 0 {
 		t.Errorf("adapter blocks matched a base-model request: %d", m.Blocks(a))
 	}
-	keys := AppendKeys(nil, ix.Root("sql-adapter"), seq(1, 32), 16, 0)
+	keys := AppendKeys(nil, ix.Root("sql-adapter", ""), seq(1, 32), 16, 0)
 	m := prefix.NewMatch(len(keys), 16)
 	ix.Match(m, keys, []*endpoint.Endpoint{a}, 0)
 	if m.Blocks(a) != 2 {
@@ -199,7 +199,7 @@ func TestIndexUnderConcurrentUse(t *testing.T) {
 	ix := NewIndex(IndexOptions{})
 	eps := []*endpoint.Endpoint{ep(8000), ep(8001), ep(8002)}
 	prompt := seq(1, 160)
-	keys := AppendKeys(nil, ix.Root(""), prompt, 16, 0)
+	keys := AppendKeys(nil, ix.Root("", ""), prompt, 16, 0)
 	var wg sync.WaitGroup
 	for w, e := range eps {
 		wg.Add(1)

@@ -29,7 +29,7 @@ func newProducerMetrics(reg prometheus.Registerer, plugin string, ix *Index) (*p
 	}
 	events, err := promreg.Shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "openepp_precise_prefix_events_total",
-		Help: "KV events precise-prefix-cache-producer received, by outcome: stored, removed and cleared blocks; orphan (parent never seen), other_tier, malformed, unknown (event kinds not known), gap (lost events: the server's blocks are forgotten), disconnected, undecodable, unknown_source (a topic naming no endpoint of the pool).",
+		Help: "KV events precise-prefix-cache-producer received, by outcome: stored, removed and cleared blocks; orphan (parent never seen), other_tier, other_group (a hybrid model's sliding-window or state-space cache group), malformed, unknown (event kinds not known), gap (lost events: the server's blocks are forgotten), disconnected, undecodable, unknown_source (a topic naming no endpoint of the pool).",
 	}, []string{"plugin", "outcome"}))
 	if err != nil {
 		return nil, err

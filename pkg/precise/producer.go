@@ -39,9 +39,13 @@ const ProducerType = "precise-prefix-cache-producer"
 // endpoint leaving the pool make the index forget that server's blocks: it
 // underestimates until new events refill it, rather than believe blocks
 // that may be gone. Only device-memory (GPU) blocks are tracked; CPU
-// offload tiers are counted and skipped. A LoRA adapter's blocks are
-// matched when the request's model is an adapter name the events carried
-// (vLLM's lora_name); events with only a lora_id never match.
+// offload tiers are counted and skipped, and so are a hybrid model's cache
+// groups other than full attention (sliding window, mamba). A LoRA
+// adapter's blocks are matched when the request's model is an adapter name
+// the events carried (vLLM's lora_name); events with only a lora_id never
+// match. A request's cache_salt matches only blocks stored under the same
+// salt (vLLM's extra_keys); blocks from a multimodal item on never match a
+// request, whose images the EPP cannot hash as the engine does.
 //
 // With speculativeIndexing, a request's blocks count as held by its target
 // (and its prefill target) for speculativeTTL after it is sent, bridging
@@ -200,11 +204,14 @@ func (p *Producer) Produce(ctx context.Context, state *scheduler.State, req *sch
 	if !ok {
 		return
 	}
-	lora := ""
+	lora, salt := "", ""
 	if req.Model != "" && p.index.IsLora(req.Model) {
 		lora = req.Model
 	}
-	r.keys = AppendKeys(r.keys, p.index.Root(lora), tokens, bs, p.params.MaxPrefixBlocksToMatch)
+	if req.Body != nil {
+		salt = req.Body.CacheSalt
+	}
+	r.keys = AppendKeys(r.keys, p.index.Root(lora, salt), tokens, bs, p.params.MaxPrefixBlocksToMatch)
 	r.match.TotalBlocks = len(r.keys)
 	p.index.Match(&r.match, r.keys, eps, p.clock.Now().UnixNano())
 	if p.metrics != nil && len(r.keys) > 0 {
@@ -346,6 +353,7 @@ func (m *producerMetrics) count(st ApplyStats) {
 	m.add("other_tier", st.OtherTier)
 	m.add("malformed", st.Malformed)
 	m.add("unknown", st.Unknown)
+	m.add("other_group", st.OtherGroup)
 }
 
 func (m *producerMetrics) setSubscriptions(n float64) {

@@ -149,6 +149,39 @@ func TestProducerFollowsServersOverZeroMQ(t *testing.T) {
 	}
 }
 
+// TestProducerMatchesOnlyItsSalt: a simulated vLLM serves a system
+// prompt under a cache_salt and publishes the salt in the blocks'
+// extra_keys; a request of the same salt matches them, one of another
+// salt or none does not, as the engine would not reuse them.
+func TestProducerMatchesOnlyItsSalt(t *testing.T) {
+	t.Parallel()
+	pl := &pool{}
+	p := startProducer(t, `{"kvEventsConfig":{"zmqEndpoint":"tcp://127.0.0.1:0"}}`, pl, prometheus.NewRegistry())
+	eventually(t, "the events socket", func() bool { return p.EventsAddr() != "" })
+	a, epA := startSim(t, p.EventsAddr())
+	pl.set(epA)
+	system := words("tenant rule", 300)
+	// A publisher's first events are lost until its connection is up.
+	eventually(t, "a's salted blocks in the index", func() bool {
+		chat(t, a.URL(), saltedChatRequest(t, a.Model(), "tenant-1", system, "first question"))
+		return p.index.Blocks(epA.HostPort) > 0
+	})
+	held := func(salt string) (int, int) {
+		st := state()
+		p.Produce(context.Background(), st, saltedChatRequest(t, a.Model(), salt, system, "a different question"), []*endpoint.Endpoint{epA})
+		m, _ := p.Match(st)
+		return m.Blocks(epA), m.TotalBlocks
+	}
+	if got, total := held("tenant-1"); got < total-2 {
+		t.Errorf("same salt: matched %d of %d blocks, want all but the question's", got, total)
+	}
+	for _, salt := range []string{"", "tenant-2"} {
+		if got, _ := held(salt); got != 0 {
+			t.Errorf("salt %q: matched %d blocks stored under tenant-1", salt, got)
+		}
+	}
+}
+
 // TestProducerCountsStrangers: events under a topic naming no endpoint of
 // the pool are counted and dropped, not indexed under a made-up server.
 func TestProducerCountsStrangers(t *testing.T) {

@@ -33,7 +33,7 @@ func TestApplyRemoteSpeculates(t *testing.T) {
 		return pr
 	}
 	pr := build(true)
-	keys := AppendKeys(nil, pr.index.Root(""), seq(1, 48), 16, 0)
+	keys := AppendKeys(nil, pr.index.Root("", ""), seq(1, 48), 16, 0)
 	ins := func(producer, hostPort string, bs int) prefix.Insertion {
 		return prefix.Insertion{Producer: producer, HostPort: hostPort, BlockSizeTokens: bs, Hashes: keys}
 	}
