@@ -300,6 +300,11 @@ func (n *Node) endBootstrap(result string, err error) {
 	b := &n.boot
 	b.ended.Store(true)
 	b.copying.Store(false)
+	if result != bootStopped {
+		// Counted before the state shows the result, so that whoever
+		// reads the result finds it counted.
+		n.m.bootstrapResult(result)
+	}
 	b.mu.Lock()
 	b.finish, b.st.Result = time.Now(), result
 	if err != nil {
@@ -311,7 +316,6 @@ func (n *Node) endBootstrap(result string, err error) {
 	if result == bootStopped {
 		return
 	}
-	n.m.bootstrapResult(result)
 	log := n.log.WithValues("peer", st.Peer, "peerID", st.PeerID, "result", result, "insertions", st.Insertions,
 		"blocks", st.Blocks, "unknownEndpoint", st.Unknown, "noProducer", st.NoProducer, "bytes", st.Bytes, "seconds", st.Seconds)
 	switch result {
