@@ -250,13 +250,11 @@ func (p *Producer) PreRequest(_ context.Context, state *scheduler.State, _ *sche
 		return
 	}
 	until := p.clock.Now().Add(time.Duration(p.params.SpeculativeTTL)).UnixNano()
-	var primary *endpoint.Endpoint
-	if t := result.Targets(); len(t) > 0 {
-		primary = t[0]
-		p.speculate(primary.HostPort, r.keys, r.match.BlockSizeTokens, until)
-	}
-	if pf := result.PrefillTarget(); pf != nil && pf != primary {
-		p.speculate(pf.HostPort, r.keys, r.match.BlockSizeTokens, until)
+	primary, prefill := result.Servers()
+	for _, e := range [...]*endpoint.Endpoint{primary, prefill} {
+		if e != nil {
+			p.speculate(e.HostPort, r.keys, r.match.BlockSizeTokens, until)
+		}
 	}
 }
 

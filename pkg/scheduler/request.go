@@ -156,6 +156,20 @@ func (r *Result) PrefillTarget() *endpoint.Endpoint {
 	return nil
 }
 
+// Servers returns the endpoints that will compute the request's prompt:
+// the primary target, then the prefill target when another endpoint
+// computes it (each nil when there is none). Plugins that remember where
+// a prompt went record both.
+func (r *Result) Servers() (primary, prefill *endpoint.Endpoint) {
+	if t := r.Targets(); len(t) > 0 {
+		primary = t[0]
+	}
+	if pf := r.PrefillTarget(); pf != primary {
+		prefill = pf
+	}
+	return primary, prefill
+}
+
 // SetHeader records a request header to send upstream.
 func (r *Result) SetHeader(name, value string) {
 	if r.Headers == nil {
