@@ -23,6 +23,8 @@ const (
 	modelsDataSource       = "models-data-source"
 	modelsDataExtractor    = "models-data-extractor"
 	flowControlGate        = "flowControl"
+	mmScorer               = "mm-embeddings-cache-scorer"
+	mmProducer             = "mm-embeddings-cache-producer"
 	weightDefault          = 1.0
 )
 
@@ -60,6 +62,13 @@ var companions = append([]companion{{
 	trigger:     "prefix-cache-affinity-filter",
 	add:         "inflight-load-producer",
 	satisfiedBy: []string{"inflight-load-producer"},
+}, {
+	// llm-d's multimodal scorer reads the config's producer, created if
+	// absent; defaultReadNames names it in the scorer.
+	trigger:     mmScorer,
+	add:         mmProducer,
+	satisfiedBy: []string{mmProducer},
+	namedBy:     "producerName",
 }}, readersOf("predicted-latency-producer", "latency-scorer", "slo-headroom-tier-filter", "slo-deficit-bucket-filter", "latency-slo-admitter")...)
 
 // readersOf are the companions giving each of the reader types a producer
@@ -97,6 +106,10 @@ func readersOf(producer string, readers ...string) []companion {
 //     one exists (a precise producer beside it does not count), and a
 //     prefix-cache-affinity-filter gets the producers it reads (llm-d):
 //     an approx-prefix-cache-producer and an inflight-load-producer;
+//     an mm-embeddings-cache-scorer gets an mm-embeddings-cache-producer
+//     unless one exists, and one naming no producer (producerName) is
+//     made to name the config's only one (llm-d's reading of an empty
+//     name; with several it stays empty and the scorer says to choose);
 //  11. a models-responder needs model lists (llm-d): unless a
 //     models-data-source is listed in dataLayer.sources, one is, the
 //     declared one or else a new one, fed to a models-data-extractor (the
@@ -122,6 +135,7 @@ func applyDefaults(cfg *Config, kinds func(name string) pluginKind) {
 	defaultSaturationDetector(cfg)
 	defaultDataLayer(cfg)
 	defaultCompanions(cfg)
+	defaultReadNames(cfg)
 	defaultModelSource(cfg)
 }
 
@@ -303,6 +317,54 @@ func (c companion) reads(s PluginSpec) bool {
 		return true
 	}
 	return name == c.add
+}
+
+// readName is a plugin type whose parameter param names the plugin of type
+// producer it reads, and reads the config's only one when empty.
+type readName struct{ reader, param, producer string }
+
+var readNames = []readName{{reader: mmScorer, param: "producerName", producer: mmProducer}}
+
+// defaultReadNames fills in a reader's empty name parameter when the
+// config holds exactly one plugin of the type it reads, so the effective
+// config shows what the reader reads.
+func defaultReadNames(cfg *Config) {
+	for _, rn := range readNames {
+		var producers []string
+		for _, s := range cfg.Plugins {
+			if s.Type == rn.producer {
+				producers = append(producers, s.Name)
+			}
+		}
+		if len(producers) != 1 {
+			continue
+		}
+		for i := range cfg.Plugins {
+			if s := &cfg.Plugins[i]; s.Type == rn.reader {
+				s.Parameters = withName(s.Parameters, rn.param, producers[0])
+			}
+		}
+	}
+}
+
+// withName returns raw with key set to name unless raw names something
+// there already; parameters that are not a JSON object are left for the
+// plugin's own decoding to report.
+func withName(raw json.RawMessage, key, name string) json.RawMessage {
+	params := map[string]json.RawMessage{}
+	if len(raw) > 0 && string(raw) != "null" && json.Unmarshal(raw, &params) != nil {
+		return raw
+	}
+	var have string
+	if v, ok := params[key]; ok && (json.Unmarshal(v, &have) != nil || have != "") {
+		return raw
+	}
+	params[key], _ = json.Marshal(name)
+	out, err := json.Marshal(params)
+	if err != nil {
+		return raw
+	}
+	return out
 }
 
 // defaultModelSource gives a models-responder the model lists it answers

@@ -181,6 +181,31 @@ var loadDefaultCases = []struct {
 		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
 	}),
 }, {
+	name: "mm-embeddings-cache-scorer brings its producer and names it (llm-d)",
+	yaml: header + "plugins: [{type: mm-embeddings-cache-scorer}]\ndataLayer: {}\n",
+	want: concat([]string{`plugin mm-embeddings-cache-scorer: mm-embeddings-cache-scorer {"producerName":"mm-embeddings-cache-producer"}`}, optionalDefaults, []string{
+		"plugin mm-embeddings-cache-producer: mm-embeddings-cache-producer",
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
+	}),
+}, {
+	name: "an mm-embeddings-cache-scorer naming no producer reads the only one, whatever its name",
+	yaml: header + "plugins: [{type: mm-embeddings-cache-scorer, parameters: {producerName: \"\"}}, {name: mm, type: mm-embeddings-cache-producer}]\ndataLayer: {}\n",
+	want: concat([]string{`plugin mm-embeddings-cache-scorer: mm-embeddings-cache-scorer {"producerName":"mm"}`, "plugin mm: mm-embeddings-cache-producer"}, optionalDefaults, []string{
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
+	}),
+}, {
+	name: "an mm-embeddings-cache-scorer naming no producer among several is left to say so",
+	yaml: header + "plugins: [{type: mm-embeddings-cache-scorer}, {name: a, type: mm-embeddings-cache-producer}, {name: b, type: mm-embeddings-cache-producer}]\ndataLayer: {}\n",
+	want: concat([]string{"plugin mm-embeddings-cache-scorer: mm-embeddings-cache-scorer", "plugin a: mm-embeddings-cache-producer", "plugin b: mm-embeddings-cache-producer"}, optionalDefaults, []string{
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
+	}),
+}, {
+	name: "an mm-embeddings-cache-scorer naming its producer keeps the name and gets no other",
+	yaml: header + "plugins: [{type: mm-embeddings-cache-scorer, parameters: {producerName: b}}, {name: a, type: mm-embeddings-cache-producer}]\ndataLayer: {}\n",
+	want: concat([]string{`plugin mm-embeddings-cache-scorer: mm-embeddings-cache-scorer {"producerName":"b"}`, "plugin a: mm-embeddings-cache-producer"}, optionalDefaults, []string{
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
+	}),
+}, {
 	name: "llm-d parsers and flow-control detector",
 	yaml: llmd + `plugins: [{type: queue-scorer}, {type: concurrency-detector}, {type: edf-ordering-policy}]
 requestHandler: {parsers: []}

@@ -178,6 +178,8 @@ var testTypes = map[string]maker{
 	"precise-prefix-cache-producer": mkProducer,
 	"token-producer":                mkProducer,
 	"inflight-load-producer":        mkProducer,
+	"mm-embeddings-cache-producer":  mkProducer,
+	"mm-embeddings-cache-scorer":    mkScorer,
 	"metrics-data-source":           mkRunnable,
 	"core-metrics-extractor":        mkPlain,
 	"utilization-detector":          mkDetector,

@@ -17,10 +17,8 @@ var unsupportedTypes = map[string]string{
 	"vllmgrpc-parser": "OpenEPP routes HTTP model servers (OpenAI and Anthropic JSON); gRPC model servers are not supported",
 	"vllmhttp-parser": "llm-d's parser for vLLM's token-in /inference/v1/generate is not implemented; openai-parser and " +
 		"anthropic-parser cover the OpenAI and Anthropic APIs",
-	"sglanghttp-parser":            "llm-d's SGLang-native parser is not implemented; openai-parser covers SGLang's OpenAI API",
-	"vertexai-parser":              "llm-d's Vertex AI parser is not implemented; openai-parser covers the OpenAI API",
-	"mm-embeddings-cache-producer": "multimodal encoder-cache routing is not implemented; remove it and its scorer",
-	"mm-embeddings-cache-scorer":   "multimodal encoder-cache routing is not implemented; remove it and its producer",
+	"sglanghttp-parser": "llm-d's SGLang-native parser is not implemented; openai-parser covers SGLang's OpenAI API",
+	"vertexai-parser":   "llm-d's Vertex AI parser is not implemented; openai-parser covers the OpenAI API",
 }
 
 // UnsupportedTypes lists the plugin types refused with a reason, sorted.

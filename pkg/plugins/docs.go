@@ -17,6 +17,7 @@ var kindOf = map[string]string{
 	"filters":        "Filters",
 	"scorers":        "Scorers",
 	"latency":        "Scorers",
+	"mmcache":        "Scorers",
 	"pickers":        "Pickers",
 	"prefix":         "Data producers",
 	"precise":        "Data producers",

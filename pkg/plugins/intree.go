@@ -10,6 +10,7 @@ import (
 	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/latency"
 	"github.com/openepp/openepp/pkg/metrics"
+	"github.com/openepp/openepp/pkg/mmcache"
 	"github.com/openepp/openepp/pkg/models"
 	"github.com/openepp/openepp/pkg/pickers"
 	"github.com/openepp/openepp/pkg/precise"
@@ -60,6 +61,7 @@ func Registrations() []scheduler.Registration {
 		scorers.NoHitLRURegistration(),
 		scorers.HeaderLabelRegistration(),
 		scorers.ContextLengthRegistration(),
+		mmcache.ScorerRegistration(),
 		latency.ScorerRegistration(),
 		latency.MonolithRegistration(),
 		// Pickers.
@@ -71,6 +73,7 @@ func Registrations() []scheduler.Registration {
 		precise.TokenProducerRegistration(),
 		precise.TokenizerRegistration(),
 		precise.ProducerRegistration(),
+		mmcache.ProducerRegistration(),
 		scorers.InFlightLoadRegistration(),
 		scorers.SessionIDProducerRegistration(),
 		latency.ProducerRegistration(),

@@ -1,0 +1,5 @@
+//go:build !race
+
+package mmcache
+
+const raceEnabled = false
