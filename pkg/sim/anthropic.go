@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/openepp/openepp/pkg/apierror"
-	"github.com/openepp/openepp/pkg/sim/tokenize"
 )
 
 // The Anthropic Messages API (POST /v1/messages and
@@ -49,6 +48,7 @@ type anthropicBlock struct {
 	Name     string          `json:"name"`
 	Input    json.RawMessage `json:"input"`
 	Content  json.RawMessage `json:"content"`
+	Source   json.RawMessage `json:"source"` // an image's
 }
 
 func invalidRequest(format string, args ...any) *apiError {
@@ -110,7 +110,7 @@ func renderAnthropic(wr *wireAnthropicRequest) ([]uint32, error) {
 	if err := systemText(&system, "system", wr.System); err != nil {
 		return nil, err
 	}
-	var turns strings.Builder
+	turns := &promptText{}
 	for j, raw := range raws {
 		path := fmt.Sprintf("messages[%d]", j)
 		var m anthropicTurn
@@ -126,11 +126,11 @@ func renderAnthropic(wr *wireAnthropicRequest) ([]uint32, error) {
 				return nil, err
 			}
 		case "user", "assistant":
-			text, err := contentText(path+".content", m.Content)
+			content, err := messageBlocks(path+".content", m.Content)
 			if err != nil {
 				return nil, err
 			}
-			writeChatTurn(&turns, m.Role, text)
+			writeChatTurn(turns, m.Role, content)
 		default:
 			return nil, fmt.Errorf("%s.role: must be \"user\", \"assistant\" or \"system\", got %q", path, m.Role)
 		}
@@ -138,13 +138,13 @@ func renderAnthropic(wr *wireAnthropicRequest) ([]uint32, error) {
 	if err := toolsText(&system, wr.Tools, anthropicToolName, "name"); err != nil {
 		return nil, err
 	}
-	var b strings.Builder
+	b := &promptText{}
 	if system.Len() > 0 {
-		writeChatTurn(&b, "system", system.String())
+		writeChatTurn(b, "system", textPrompt(system.String()))
 	}
-	b.WriteString(turns.String())
+	b.writePrompt(turns)
 	b.WriteString(chatGenerationPrompt)
-	return tokenize.Append(nil, b.String()), nil
+	return b.tokens(), nil
 }
 
 // systemText appends system content (a string or text blocks) to b,
@@ -173,42 +173,61 @@ func systemText(b *strings.Builder, path string, raw json.RawMessage) error {
 	return nil
 }
 
-// contentText renders a user or assistant message's content: a string, or
-// blocks joined by line breaks. Images and redacted thinking carry no text
-// the simulator can count, so they render as nothing.
-func contentText(path string, raw json.RawMessage) (string, error) {
+// messageBlocks renders a user or assistant message's content: a string,
+// or blocks one a line. An image renders as its placeholders; redacted
+// thinking carries no text the simulator can count, so it renders as
+// nothing.
+func messageBlocks(path string, raw json.RawMessage) (*promptText, error) {
 	s, blocks, err := stringOrBlocks(path, raw)
 	if err != nil || blocks == nil {
-		return s, err
+		return textPrompt(s), err
 	}
-	parts := make([]string, 0, len(blocks))
+	b := &promptText{}
+	lines := 0
+	line := func() {
+		if lines > 0 {
+			b.WriteString("\n")
+		}
+		lines++
+	}
 	for k, blk := range blocks {
 		at := fmt.Sprintf("%s[%d]", path, k)
 		switch blk.Type {
 		case "text":
-			parts = append(parts, blk.Text)
+			line()
+			b.WriteString(blk.Text)
 		case "thinking":
-			parts = append(parts, blk.Thinking)
+			line()
+			b.WriteString(blk.Thinking)
 		case "tool_use":
 			input, err := compactObject(at+".input", blk.Input)
 			if err != nil {
-				return "", err
+				return nil, err
 			}
-			parts = append(parts, blk.Name+" "+input)
+			line()
+			b.WriteString(blk.Name + " " + input)
 		case "tool_result":
 			text, err := toolResultText(at+".content", blk.Content)
 			if err != nil {
-				return "", err
+				return nil, err
 			}
-			parts = append(parts, text)
-		case "image", "redacted_thinking", "tool_reference":
+			line()
+			b.WriteString(text)
+		case "image":
+			item, err := anthropicImage(at+".source", blk.Source)
+			if err != nil {
+				return nil, err
+			}
+			line()
+			b.writeItem(item)
+		case "redacted_thinking", "tool_reference":
 		case "":
-			return "", fmt.Errorf("%s.type: field required", at)
+			return nil, fmt.Errorf("%s.type: field required", at)
 		default:
-			return "", fmt.Errorf("%s.type: unsupported content block type %q", at, blk.Type)
+			return nil, fmt.Errorf("%s.type: unsupported content block type %q", at, blk.Type)
 		}
 	}
-	return strings.Join(parts, "\n"), nil
+	return b, nil
 }
 
 // stringOrBlocks reads content that is either a string (returned with nil

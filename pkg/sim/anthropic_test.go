@@ -391,7 +391,7 @@ func TestCountTokens(t *testing.T) {
 		{"no system", `"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]`, rendered("", "hi")},
 		{"content blocks", blocks, "<|im_start|>system\nBe brief. Use tools.Extra.\n\n# Tools\n" +
 			`{"name":"grep","input_schema":{"type":"object"}}` + "\n<|im_end|>\n" +
-			"<|im_start|>user\nLook\nhere<|im_end|>\n" +
+			"<|im_start|>user\nLook\n" + imageMark + "\nhere<|im_end|>\n" +
 			"<|im_start|>assistant\nhmm\ngrep {\"q\":\"kv\"}<|im_end|>\n" +
 			"<|im_start|>user\nfound\nnone<|im_end|>\n<|im_start|>assistant\n"},
 	}
@@ -404,8 +404,8 @@ func TestCountTokens(t *testing.T) {
 			count := decode[struct {
 				InputTokens *int `json:"input_tokens"`
 			}](t, r.body).InputTokens
-			if count == nil || *count != tokenize.Count(tc.want) {
-				t.Fatalf("count_tokens = %s, want %d", r.body, tokenize.Count(tc.want))
+			if count == nil || *count != countWithImages(tc.want) {
+				t.Fatalf("count_tokens = %s, want %d", r.body, countWithImages(tc.want))
 			}
 			if got := postMessage(t, c, inst, `{"model":"sim-model","max_tokens":1,`+tc.fields+`}`); got.prompt() != *count {
 				t.Fatalf("messages usage %+v sums to %d, count_tokens said %d", got.Usage, got.prompt(), *count)

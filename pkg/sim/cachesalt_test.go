@@ -91,41 +91,9 @@ func TestCacheSaltInvalid(t *testing.T) {
 // nothing for a base-model prompt without a salt.
 func TestKVEventsCarryExtraKeys(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	sub, err := kvevents.NewSubscriber(ctx, "tcp://127.0.0.1:0", "kv@", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := NewKVEventPublisher(ctx, sub.Addr(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := quick()
-	cfg.Capacity.BlockSize, cfg.LoRAs, cfg.KVEvents = 16, []string{"sql-lora"}, pub
-	inst := start(t, cfg)
-	pub.SetTopic(KVEventTopic(inst.HostPort(), inst.Model()))
-	stored := make(chan *kvevents.BlockStored, 1000)
-	subDone, pubDone := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(subDone)
-		_ = sub.Run(ctx, func(m kvevents.Message) {
-			for _, ev := range m.Batch.Events {
-				if s, ok := ev.(*kvevents.BlockStored); ok {
-					stored <- s
-				}
-			}
-		}, nil)
-	}()
-	go func() {
-		defer close(pubDone)
-		pub.Run(ctx, nil)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-subDone
-		<-pubDone
-	})
-
+	cfg.Capacity.BlockSize, cfg.LoRAs = 16, []string{"sql-lora"}
+	inst, stored := kvEventsInstance(t, cfg)
 	c := client(t)
 	send := func(model string, prompt []uint32, salt string) {
 		t.Helper()
@@ -137,34 +105,6 @@ func TestKVEventsCarryExtraKeys(t *testing.T) {
 		if r := post(t, c, inst.URL()+"/v1/completions", body+"}"); r.status != http.StatusOK {
 			t.Fatalf("status %d: %s", r.status, r.body)
 		}
-	}
-	// next returns the next stored run whose tokens start with first.
-	next := func(first []uint32) *kvevents.BlockStored {
-		t.Helper()
-		timeout := time.After(10 * time.Second)
-		for {
-			select {
-			case s := <-stored:
-				if len(s.TokenIDs) >= len(first) && slices.Equal(s.TokenIDs[:len(first)], first) {
-					return s
-				}
-			case <-timeout:
-				t.Fatalf("no BlockStored for tokens %v...", first[:3])
-			}
-		}
-	}
-	// A PUB socket drops what it sends before the subscription reaches it.
-	for i := uint32(0); ; i++ {
-		send("sim-model", idRun(90_000+i*100, 16), "")
-		select {
-		case <-stored:
-		case <-time.After(50 * time.Millisecond):
-			if i == 200 {
-				t.Fatal("no KV event reached the subscriber")
-			}
-			continue
-		}
-		break
 	}
 
 	salted := func(keys ...string) *kvevents.ExtraKeys { return &kvevents.ExtraKeys{Strings: keys} }
@@ -191,7 +131,7 @@ func TestKVEventsCarryExtraKeys(t *testing.T) {
 		if st.parent {
 			first = st.prompt[48:64]
 		}
-		got := next(first)
+		got := nextStored(t, stored, first)
 		if got.HasParent != st.parent {
 			t.Errorf("%s: HasParent %v, want %v", st.name, got.HasParent, st.parent)
 		}
@@ -208,4 +148,78 @@ func idRun(first uint32, n int) []uint32 {
 		out[i] = first + uint32(i)
 	}
 	return out
+}
+
+// kvEventsInstance starts an instance publishing its KV events over
+// ZeroMQ to a subscriber, and returns the BlockStored events the
+// subscriber decodes, once the subscription is known to be live.
+func kvEventsInstance(t *testing.T, cfg Config) (*Instance, <-chan *kvevents.BlockStored) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	sub, err := kvevents.NewSubscriber(ctx, "tcp://127.0.0.1:0", "kv@", true)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	pub, err := NewKVEventPublisher(ctx, sub.Addr(), false)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	cfg.KVEvents = pub
+	inst := start(t, cfg)
+	pub.SetTopic(KVEventTopic(inst.HostPort(), inst.Model()))
+	stored := make(chan *kvevents.BlockStored, 1000)
+	subDone, pubDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(subDone)
+		_ = sub.Run(ctx, func(m kvevents.Message) {
+			for _, ev := range m.Batch.Events {
+				if s, ok := ev.(*kvevents.BlockStored); ok {
+					stored <- s
+				}
+			}
+		}, nil)
+	}()
+	go func() {
+		defer close(pubDone)
+		pub.Run(ctx, nil)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-subDone
+		<-pubDone
+	})
+	// A PUB socket drops what it sends before the subscription reaches it.
+	c := client(t)
+	for i := uint32(0); ; i++ {
+		ids, _ := json.Marshal(idRun(90_000+i*100, 16))
+		if r := post(t, c, inst.URL()+"/v1/completions", fmt.Sprintf(`{"prompt":%s,"max_tokens":1}`, ids)); r.status != http.StatusOK {
+			t.Fatalf("warm-up: status %d: %s", r.status, r.body)
+		}
+		select {
+		case <-stored:
+			return inst, stored
+		case <-time.After(50 * time.Millisecond):
+			if i == 200 {
+				t.Fatal("no KV event reached the subscriber")
+			}
+		}
+	}
+}
+
+// nextStored returns the next stored run whose tokens start with first.
+func nextStored(t *testing.T, stored <-chan *kvevents.BlockStored, first []uint32) *kvevents.BlockStored {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case s := <-stored:
+			if len(s.TokenIDs) >= len(first) && slices.Equal(s.TokenIDs[:len(first)], first) {
+				return s
+			}
+		case <-timeout:
+			t.Fatalf("no BlockStored for tokens %v...", first[:min(3, len(first))])
+		}
+	}
 }

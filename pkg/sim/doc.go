@@ -4,7 +4,8 @@
 // An Instance serves the OpenAI API (/v1/completions, /v1/chat/completions,
 // streaming or not, with usage and cached-token counts, cache_salt, and P/D
 // kv_transfer_params; chat tools are rendered into the system turn, after a
-// leading system message's text, as Qwen's and Hermes' templates do), the Anthropic Messages API as vLLM does
+// leading system message's text, as Qwen's and Hermes' templates do; image,
+// audio and video content parts, below), the Anthropic Messages API as vLLM does
 // (/v1/messages and /v1/messages/count_tokens, below), vLLM's /tokenize,
 // /v1/models, /health, and Prometheus metrics under
 // the names of vLLM, SGLang, TensorRT-LLM serve or Triton TensorRT-LLM
@@ -119,8 +120,9 @@
 // /v1/chat/completions, so both APIs render a conversation alike and a
 // conversation's next request extends its previous prompt. A message's
 // blocks render one a line: text, thinking text, tool_use as its name and
-// compact JSON input, tool_result's text; images and redacted thinking
-// render as nothing. As in vLLM, system blocks starting with
+// compact JSON input, tool_result's text, an image block as its
+// placeholders (below); redacted thinking renders as nothing (images inside
+// a tool_result are left out). As in vLLM, system blocks starting with
 // "x-anthropic-billing-header" (Claude Code's per-request hash) are left
 // out, so they do not defeat prefix caching.
 //
@@ -142,6 +144,28 @@
 // rate_limit_error, 503 overloaded_error, other 5xx api_error), with
 // messages naming the field at fault.
 //
+// # Multimodal requests
+//
+// The simulator serves as a multimodal model would, without fetching or
+// decoding media. Chat content parts image_url, video_url and audio_url
+// ({"url": ...}, or the URL as a bare string) and input_audio ({data,
+// format}), and Anthropic image blocks (source base64 with its data, or
+// url), become placeholder tokens where they stand among the text: 64 for
+// an image, 32 for audio, 128 for a video (constants in media.go; a real
+// model's count depends on the model and the media's size). A part without
+// its URL or data is a 400 naming the part (a Messages image names the
+// field); other part types still are. An item is known by its kind and URL,
+// or by its base64 data (a data: URL's payload is the same item as that
+// data sent inline), the identity the EPP's mm-embeddings-cache plugins
+// use. vLLM repeats one placeholder ID and keys the blocks holding an item
+// by the item's hash; here the hash is folded into the placeholder IDs,
+// which lie in a range text never tokenizes into (tokenize.ReservedBase), so
+// the prefix cache shares an item's blocks only with requests holding the
+// same item after the same prefix. Usage, /tokenize (whose token_strs show
+// "<|image|>", "<|audio|>", "<|video|>"), count_tokens and the render
+// endpoints count and return the placeholders exactly as generation
+// submits them.
+//
 // # Precise prefix-cache routing: /tokenize and KV events
 //
 // POST /tokenize takes vLLM's two forms, {model, prompt: "text"} and {model,
@@ -157,8 +181,13 @@
 // cache salt, and blocks evicted), the stream vLLM publishes as KV events,
 // for a publisher to put on the wire. KVEventPublisher sends them with
 // vLLM's extra_keys: the adapter's name on each block of an adapter's
-// request, the salt on a salted prompt's first block, none for a
-// base-model request without a salt.
+// request, the salt on a salted prompt's first block, on each block holding
+// placeholders one [identifier, offset] array per item it overlaps (the
+// item's hash in hex, and where the item starts relative to the block's
+// first token), none for a base-model text request without a salt. The
+// items are read off the placeholder IDs, so an item cut by a stored run's
+// edge to fewer than eight placeholders (a prefill chunk ending in it)
+// shows only part of its hash there.
 //
 // # Faults
 //

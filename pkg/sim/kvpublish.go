@@ -1,13 +1,19 @@
 package sim
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/openepp/openepp/pkg/kvevents"
 	"github.com/openepp/openepp/pkg/sim/engine"
+	"github.com/openepp/openepp/pkg/sim/tokenize"
 )
 
 // The engine reports its prefix-cache changes through engine.KVEventListener;
@@ -22,7 +28,7 @@ func storedEvent(parent uint64, hasParent bool, hashes []uint64, tokens []uint32
 	ev := &kvevents.BlockStored{
 		BlockHashes: make([]kvevents.Hash, len(hashes)), Parent: kvevents.Hash(parent), HasParent: hasParent,
 		TokenIDs: append([]uint32(nil), tokens...), BlockSize: blockSize, Medium: medium, LoraName: lora,
-		ExtraKeys: extraKeys(len(hashes), hasParent, lora, salt),
+		ExtraKeys: extraKeys(len(hashes), hasParent, lora, salt, mediaKeys(tokens, blockSize, len(hashes))),
 	}
 	for i, h := range hashes {
 		ev.BlockHashes[i] = kvevents.Hash(h)
@@ -31,14 +37,17 @@ func storedEvent(parent uint64, hasParent bool, hashes []uint64, tokens []uint32
 }
 
 // extraKeys lists, per block of a stored run, what vLLM folds into the
-// block's hash besides its tokens, so a subscriber can tell a salted or
-// adapter block from a base one with the same tokens: the adapter's name
-// on every block, then the cache salt on the prompt's first block (only a
-// run without a parent holds it). nil when no block has any, as vLLM
-// then sends none.
-func extraKeys(blocks int, hasParent bool, lora, salt string) []*kvevents.ExtraKeys {
+// block's hash besides its tokens, so a subscriber can tell a salted,
+// adapter or multimodal block from a base one with the same tokens: the
+// adapter's name on every block, then the media items on the blocks
+// holding them (media, per block, as mediaKeys gives them), then the cache
+// salt on the prompt's first block (only a run without a parent holds
+// it). ExtraKeys keeps strings and opaque items apart, so on the wire the
+// salt comes before the media. nil when no block has any, as vLLM then
+// sends none.
+func extraKeys(blocks int, hasParent bool, lora, salt string, media [][]byte) []*kvevents.ExtraKeys {
 	saltFirst := salt != "" && !hasParent
-	if lora == "" && !saltFirst {
+	if lora == "" && !saltFirst && media == nil {
 		return nil
 	}
 	// The blocks holding only the adapter share one slice: length and
@@ -54,12 +63,67 @@ func extraKeys(blocks int, hasParent bool, lora, salt string) []*kvevents.ExtraK
 		if i == 0 && saltFirst {
 			keys = append(keys, salt)
 		}
-		if keys != nil {
-			entries[i].Strings = keys
+		var opaque []byte
+		if media != nil {
+			opaque = media[i]
+		}
+		if keys != nil || opaque != nil {
+			entries[i].Strings, entries[i].Opaque = keys, opaque
 			out[i] = &entries[i]
 		}
 	}
 	return out
+}
+
+// mediaKeys returns, per block of a stored run, vLLM's extra key for each
+// media item the block overlaps, in order: the msgpack array [identifier,
+// offset], the identifier being the item's hash in hex and the offset
+// where the item starts relative to the block's first token (negative when
+// it started in an earlier block). nil when the run holds no placeholder.
+// The placeholders' IDs say it all (see media.go), so the publisher needs
+// no word from the request: an item is a stretch of placeholders whose
+// positions count up, and its hash bytes are read off them. An item cut by
+// the run's edge (a prefill chunk ending in it, or a block another request
+// stored first) to fewer than eight placeholders shows only part of its
+// hash; the bytes not shown read as zero.
+func mediaKeys(tokens []uint32, blockSize, blocks int) [][]byte {
+	if blockSize <= 0 || blocks <= 0 || !slices.ContainsFunc(tokens[:min(len(tokens), blocks*blockSize)], tokenize.Reserved) {
+		return nil
+	}
+	out := make([][]byte, blocks)
+	for t := 0; t < len(tokens); {
+		first, _, ok := placeholder(tokens[t])
+		if !ok {
+			t++
+			continue
+		}
+		var hash uint64
+		end := t
+		for ; end < len(tokens); end++ {
+			pos, b, ok := placeholder(tokens[end])
+			if !ok || pos != first+end-t {
+				break
+			}
+			hash |= uint64(b) << (8 * (pos % 8))
+		}
+		id, start := fmt.Sprintf("%016x", hash), t-first
+		for blk := t / blockSize; blk < blocks && blk*blockSize < end; blk++ {
+			out[blk] = appendMediaKey(out[blk], id, start-blk*blockSize)
+		}
+		t = end
+	}
+	return out
+}
+
+// appendMediaKey appends the msgpack array [id, offset] to b.
+func appendMediaKey(b []byte, id string, offset int) []byte {
+	buf := bytes.NewBuffer(b)
+	enc := msgpack.NewEncoder(buf)
+	// Writing to a bytes.Buffer cannot fail.
+	_ = enc.EncodeArrayLen(2)
+	_ = enc.EncodeString(id)
+	_ = enc.EncodeInt(int64(offset))
+	return buf.Bytes()
 }
 
 func removedEvent(hashes []uint64) *kvevents.BlockRemoved {

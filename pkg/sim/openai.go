@@ -229,16 +229,17 @@ type wireMessage struct {
 type wirePart struct {
 	Type string `json:"type"`
 	Text string `json:"text"`
+	wireMediaParts
 }
 
 // parseMessages renders chat messages (see renderChat) and tokenizes the
 // result.
 func parseMessages(raw, tools json.RawMessage, tmpl chatTemplate) ([][]uint32, error) {
-	text, err := renderChat(raw, tools, tmpl)
+	prompt, err := renderChat(raw, tools, tmpl)
 	if err != nil {
 		return nil, err
 	}
-	return [][]uint32{tokenize.Append(nil, text)}, nil
+	return [][]uint32{prompt.tokens()}, nil
 }
 
 // renderChat renders chat messages through a ChatML-like template. Each
@@ -248,46 +249,48 @@ func parseMessages(raw, tools json.RawMessage, tmpl chatTemplate) ([][]uint32, e
 // (or developer) message's text, else in a system turn of their own first,
 // as Qwen's and Hermes' templates place them. The text ends with the
 // assistant's turn unless tmpl says otherwise; continue_final_message
-// leaves the last message open instead, for the model to extend.
-func renderChat(raw, tools json.RawMessage, tmpl chatTemplate) (string, error) {
+// leaves the last message open instead, for the model to extend. Media
+// parts render as their items' placeholders, where they stand.
+func renderChat(raw, tools json.RawMessage, tmpl chatTemplate) (*promptText, error) {
 	var msgs []wireMessage
 	if err := json.Unmarshal(raw, &msgs); err != nil || len(msgs) == 0 {
-		return "", errors.New("messages must be a non-empty list of {role, content}")
+		return nil, errors.New("messages must be a non-empty list of {role, content}")
 	}
 	addPrompt := tmpl.AddGenerationPrompt == nil || *tmpl.AddGenerationPrompt
 	if addPrompt && tmpl.ContinueFinalMessage {
-		return "", errors.New("continue_final_message and add_generation_prompt cannot both be true")
+		return nil, errors.New("continue_final_message and add_generation_prompt cannot both be true")
 	}
 	var toolLines strings.Builder
 	if err := toolsText(&toolLines, tools, openAIToolName, "function.name"); err != nil {
-		return "", err
+		return nil, err
 	}
-	var b strings.Builder
+	b := &promptText{}
 	for j, m := range msgs {
 		if m.Role == "" {
-			return "", fmt.Errorf("messages[%d].role is required", j)
+			return nil, fmt.Errorf("messages[%d].role is required", j)
 		}
-		text, err := messageText(m.Content)
+		content, err := messageContent(m.Content)
 		if err != nil {
-			return "", fmt.Errorf("messages[%d].content: %w", j, err)
+			return nil, fmt.Errorf("messages[%d].content: %w", j, err)
 		}
 		if j == 0 && toolLines.Len() > 0 {
 			if m.Role == "system" || m.Role == "developer" {
-				text += toolLines.String()
+				content.WriteString(toolLines.String())
 			} else {
-				writeChatTurn(&b, "system", strings.TrimPrefix(toolLines.String(), "\n\n"))
+				writeChatTurn(b, "system", textPrompt(strings.TrimPrefix(toolLines.String(), "\n\n")))
 			}
 		}
 		if j == len(msgs)-1 && tmpl.ContinueFinalMessage {
-			fmt.Fprintf(&b, "%s%s\n%s", chatTurnStart, m.Role, text)
+			b.WriteString(chatTurnStart + m.Role + "\n")
+			b.writePrompt(content)
 			break
 		}
-		writeChatTurn(&b, m.Role, text)
+		writeChatTurn(b, m.Role, content)
 	}
 	if addPrompt {
 		b.WriteString(chatGenerationPrompt)
 	}
-	return b.String(), nil
+	return b, nil
 }
 
 // openAIToolName reads an OpenAI tool's function name; only function
@@ -318,32 +321,51 @@ const (
 
 // writeChatTurn renders one message of the chat template; the Anthropic
 // path uses it too, so both APIs render a conversation alike.
-func writeChatTurn(b *strings.Builder, role, text string) {
-	fmt.Fprintf(b, "%s%s\n%s%s", chatTurnStart, role, text, chatTurnEnd)
+func writeChatTurn(b *promptText, role string, content *promptText) {
+	b.WriteString(chatTurnStart + role + "\n")
+	b.writePrompt(content)
+	b.WriteString(chatTurnEnd)
 }
 
-// messageText accepts a string, null, or a list of text parts.
-func messageText(raw json.RawMessage) (string, error) {
+// textPrompt is a prompt of text alone.
+func textPrompt(s string) *promptText {
+	p := &promptText{}
+	p.WriteString(s)
+	return p
+}
+
+// messageContent accepts a string, null, or a list of text and media
+// parts (image_url, video_url, audio_url, input_audio); the text parts are
+// concatenated, each item placed where it stands among them.
+func messageContent(raw json.RawMessage) (*promptText, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return "", nil
+		return &promptText{}, nil
 	}
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
-		return s, nil
+		return textPrompt(s), nil
 	}
 	var parts []wirePart
 	if err := json.Unmarshal(raw, &parts); err != nil {
-		return "", errors.New("must be a string or a list of content parts")
+		return nil, errors.New("must be a string or a list of content parts")
 	}
-	var b strings.Builder
+	b := &promptText{}
 	for k, p := range parts {
-		if p.Type != "text" {
-			return "", fmt.Errorf("part %d: unsupported type %q", k, p.Type)
+		if p.Type == "text" {
+			b.WriteString(p.Text)
+			continue
 		}
-		b.WriteString(p.Text)
+		item, ok, err := chatMedia(p.Type, &p.wireMediaParts)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("part %d: unsupported type %q", k, p.Type)
+		case err != nil:
+			return nil, fmt.Errorf("part %d: %w", k, err)
+		}
+		b.writeItem(item)
 	}
-	return b.String(), nil
+	return b, nil
 }
 
 // engineError maps a Submit error to the answer vLLM would give.

@@ -24,6 +24,13 @@ func TestRenderAgreesWithTokenize(t *testing.T) {
 	if diff := cmp.Diff(want, decode[wireRendered](t, rendered.body).TokenIDs); diff != "" {
 		t.Errorf("chat render differs from tokenize (-tokenize +render):\n%s", diff)
 	}
+	image := imageChat("Where is this image cached?", "https://example.com/render.png")
+	rendered = post(t, c, inst.URL()+"/v1/chat/completions/render", image)
+	tokenized = post(t, c, inst.URL()+"/tokenize", image)
+	want = decode[tokenizeReply](t, tokenized.body).Tokens
+	if diff := cmp.Diff(want, decode[wireRendered](t, rendered.body).TokenIDs); diff != "" || firstPlaceholder(want) < 0 {
+		t.Errorf("image chat render differs from tokenize (-tokenize +render):\n%s", diff)
+	}
 
 	list := post(t, c, inst.URL()+"/v1/completions/render", `{"model":"sim-model","prompt":["one two","three"]}`)
 	one := post(t, c, inst.URL()+"/tokenize", `{"model":"sim-model","prompt":"one two"}`)
@@ -66,5 +73,41 @@ func TestMessagesRenderIsWhatGenerationCaches(t *testing.T) {
 	}
 	if bad := post(t, c, inst.URL()+"/v1/messages/render", `{"model":"sim-model"}`); bad.status != http.StatusBadRequest {
 		t.Errorf("render without messages: status %d", bad.status)
+	}
+}
+
+// TestRenderIsWhatGenerationSubmits: for a chat with an image, the render
+// API and /tokenize give exactly the IDs generation submitted to the
+// engine: the engine holds their blocks and its KV events stored them.
+func TestRenderIsWhatGenerationSubmits(t *testing.T) {
+	t.Parallel()
+	rec := &kvRecorder{}
+	cfg := quick()
+	cfg.Capacity.BlockSize, cfg.KVEvents = 16, rec
+	inst := start(t, cfg)
+	c := client(t)
+	body := imageChat("Describe the picture, please.", "https://example.com/generation.png")
+	gen := post(t, c, inst.URL()+"/v1/chat/completions", body)
+	if gen.status != http.StatusOK {
+		t.Fatalf("chat: status %d: %s", gen.status, gen.body)
+	}
+	ids := decode[wireRendered](t, post(t, c, inst.URL()+"/v1/chat/completions/render", body).body).TokenIDs
+	if tok := decode[tokenizeReply](t, post(t, c, inst.URL()+"/tokenize", body).body).Tokens; !cmp.Equal(ids, tok) {
+		t.Fatalf("render and tokenize differ")
+	}
+	if prompt := decode[chunk](t, gen.body).Usage.Prompt; prompt != len(ids) || firstPlaceholder(ids) < 0 {
+		t.Fatalf("generation prompt has %d tokens, render %d (image at %d)", prompt, len(ids), firstPlaceholder(ids))
+	}
+	full := len(ids) / 16 * 16
+	inst.drv.mu.Lock()
+	held := inst.drv.eng.CachedPrefix(ids, "")
+	inst.drv.mu.Unlock()
+	if held != full {
+		t.Errorf("engine holds %d of the %d full-block tokens render returned", held, full)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if diff := cmp.Diff(ids[:full], rec.tokens); diff != "" {
+		t.Errorf("KV events stored other tokens (-render +events):\n%s", diff)
 	}
 }

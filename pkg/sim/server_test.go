@@ -196,7 +196,8 @@ func TestErrors(t *testing.T) {
 		{name: "too long", path: "/v1/completions", body: `{"prompt":"x","max_tokens":100}`, status: 400, typ: "BadRequestError"},
 		{name: "stream options without stream", path: "/v1/completions", body: `{"prompt":"x","stream_options":{"include_usage":true}}`, status: 400, typ: "BadRequestError"},
 		{name: "no messages", path: "/v1/chat/completions", body: `{"messages":[]}`, status: 400, typ: "BadRequestError"},
-		{name: "image part", path: "/v1/chat/completions", body: `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, status: 400, typ: "BadRequestError"},
+		{name: "image part without image_url", path: "/v1/chat/completions", body: `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, status: 400, typ: "BadRequestError"},
+		{name: "unknown part type", path: "/v1/chat/completions", body: `{"messages":[{"role":"user","content":[{"type":"file","file":{}}]}]}`, status: 400, typ: "BadRequestError"},
 		{name: "missing role", path: "/v1/chat/completions", body: `{"messages":[{"content":"x"}]}`, status: 400, typ: "BadRequestError"},
 	}
 	for _, tc := range tests {

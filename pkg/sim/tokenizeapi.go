@@ -3,8 +3,6 @@ package sim
 import (
 	"encoding/json"
 	"net/http"
-
-	"github.com/openepp/openepp/pkg/sim/tokenize"
 )
 
 // POST /tokenize, as vLLM serves it: a completion prompt or a chat, turned
@@ -39,57 +37,55 @@ type wireTokenizeResponse struct {
 
 func (i *Instance) handleTokenize(w http.ResponseWriter, r *http.Request) {
 	i.setAnswerHeaders(w, r)
-	text, strs, aerr := i.parseTokenize(w, r)
+	prompt, strs, aerr := i.parseTokenize(w, r)
 	if aerr != nil {
 		writeAPIError(w, aerr)
 		return
 	}
-	resp := wireTokenizeResponse{
-		MaxModelLen: i.maxModelLen(),
-		Tokens:      tokenize.Append(make([]uint32, 0, tokenize.Count(text)), text),
+	resp := wireTokenizeResponse{MaxModelLen: i.maxModelLen(), Tokens: prompt.tokens()}
+	if resp.Tokens == nil {
+		resp.Tokens = []uint32{}
 	}
 	resp.Count = len(resp.Tokens)
 	if strs {
-		resp.TokenStrs = tokenize.Split(text)
-		if resp.TokenStrs == nil {
-			resp.TokenStrs = []string{}
-		}
+		resp.TokenStrs = prompt.tokenStrings()
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// parseTokenize decodes a /tokenize request and returns the text to
+// parseTokenize decodes a /tokenize request and returns the prompt to
 // tokenize and whether token strings were asked for. The model is checked
 // after decoding, as for generation requests.
-func (i *Instance) parseTokenize(w http.ResponseWriter, r *http.Request) (text string, strs bool, aerr *apiError) {
+func (i *Instance) parseTokenize(w http.ResponseWriter, r *http.Request) (prompt *promptText, strs bool, aerr *apiError) {
 	var wr wireTokenizeRequest
 	if err := decodeBody(w, r, &wr); err != nil {
-		return "", false, badRequest("%v", err)
+		return nil, false, badRequest("%v", err)
 	}
 	model := wr.Model
 	if model == "" {
 		model = i.cfg.ServedModelNames[0]
 	}
 	if _, ok := i.models.resolve(model); !ok {
-		return "", false, modelNotFound(model)
+		return nil, false, modelNotFound(model)
 	}
 	hasPrompt, hasMessages := !isAbsent(wr.Prompt), !isAbsent(wr.Messages)
 	switch {
 	case hasPrompt && hasMessages:
-		return "", false, badRequest("either prompt or messages is allowed, not both")
+		return nil, false, badRequest("either prompt or messages is allowed, not both")
 	case hasMessages:
-		text, err := renderChat(wr.Messages, wr.Tools, wr.chatTemplate)
+		prompt, err := renderChat(wr.Messages, wr.Tools, wr.chatTemplate)
 		if err != nil {
-			return "", false, badRequest("%v", err)
+			return nil, false, badRequest("%v", err)
 		}
-		return text, wr.ReturnTokenStrs, nil
+		return prompt, wr.ReturnTokenStrs, nil
 	case hasPrompt:
+		var text string
 		if err := json.Unmarshal(wr.Prompt, &text); err != nil {
-			return "", false, badRequest("prompt must be a string")
+			return nil, false, badRequest("prompt must be a string")
 		}
-		return text, wr.ReturnTokenStrs, nil
+		return textPrompt(text), wr.ReturnTokenStrs, nil
 	}
-	return "", false, badRequest("prompt or messages is required")
+	return nil, false, badRequest("prompt or messages is required")
 }
 
 // maxModelLen is the longest prompt plus output the engine accepts: its
@@ -131,12 +127,12 @@ func (i *Instance) handleRender(chat bool) http.HandlerFunc {
 				writeAPIError(w, badRequest("messages is required"))
 				return
 			}
-			text, err := renderChat(wr.Messages, wr.Tools, wr.chatTemplate)
+			prompt, err := renderChat(wr.Messages, wr.Tools, wr.chatTemplate)
 			if err != nil {
 				writeAPIError(w, badRequest("%v", err))
 				return
 			}
-			writeJSON(w, http.StatusOK, wireRendered{TokenIDs: tokenize.Append(nil, text)})
+			writeJSON(w, http.StatusOK, wireRendered{TokenIDs: prompt.tokens()})
 			return
 		}
 		prompts, err := parsePrompt(wr.Prompt)

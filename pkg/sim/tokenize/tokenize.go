@@ -18,13 +18,30 @@
 //     taking one preceding space.
 //
 // A token's ID is the 32-bit FNV-1a hash of its bytes, so equal text always
-// yields equal IDs, in any process.
+// yields equal IDs, in any process. The one exception keeps the reserved
+// range free for the simulator's multimodal placeholders: a hash falling in
+// [ReservedBase, ReservedBase+ReservedSize) has its top bit flipped, which
+// moves it out (a 1-in-131,072 chance per distinct token).
 package tokenize
 
 import (
 	"unicode"
 	"unicode/utf8"
 )
+
+// The reserved ID range: text never tokenizes into it, so an ID in it is
+// a multimodal placeholder (package sim lays them out). It is a stretch of
+// the 32-bit space that no word of the fleet simulation's generated text (a
+// space and one to four lower-case letters, or the letters alone) nor its
+// role markers hash into, so reserving it changed none of their IDs and none
+// of the fleet's numbers; see TestReservedRangeMissesFleetText.
+const (
+	ReservedBase uint32 = 0x2c74e000
+	ReservedSize uint32 = 1 << 15
+)
+
+// Reserved reports whether id is in the reserved range.
+func Reserved(id uint32) bool { return id-ReservedBase < ReservedSize }
 
 // MaxPiece is the longest word, in runes, kept as one token.
 const MaxPiece = 6
@@ -153,8 +170,17 @@ func run(s string, c class, limit int) int {
 	return n
 }
 
-// hash is 32-bit FNV-1a over the bytes of s.
+// hash is 32-bit FNV-1a over the bytes of s, moved out of the reserved
+// range when it falls in it.
 func hash(s string) uint32 {
+	h := fnv1a(s)
+	if Reserved(h) {
+		h ^= 1 << 31
+	}
+	return h
+}
+
+func fnv1a(s string) uint32 {
 	h := uint32(2166136261)
 	for i := 0; i < len(s); i++ {
 		h ^= uint32(s[i])

@@ -99,3 +99,59 @@ func BenchmarkAppend(b *testing.B) {
 		buf = Append(buf[:0], text)
 	}
 }
+
+// TestReservedRangeMissesFleetText pins why the reserved range is where it
+// is: no token of the fleet simulation's generated text (words of one to
+// four lower-case letters, with or without their leading space) nor of the
+// chat markers hashes into it, so reserving it left all their IDs as they
+// were.
+func TestReservedRangeMissesFleetText(t *testing.T) {
+	t.Parallel()
+	var word [4]byte
+	var check func(n int)
+	check = func(n int) {
+		if n > 0 {
+			for _, s := range []string{string(word[:n]), " " + string(word[:n])} {
+				if Reserved(fnv1a(s)) {
+					t.Fatalf("%q hashes into the reserved range", s)
+				}
+			}
+		}
+		if n == len(word) {
+			return
+		}
+		for c := byte('a'); c <= 'z'; c++ {
+			word[n] = c
+			check(n + 1)
+		}
+	}
+	check(0)
+	markers := "<|system|>\n<|user|>\n<|assistant|>\n<|tool|>\n<|im_start|>system\n<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n<|im_start|>tool\n"
+	for _, tok := range Split(markers) {
+		if Reserved(fnv1a(tok)) {
+			t.Errorf("marker token %q hashes into the reserved range", tok)
+		}
+	}
+}
+
+// TestTextNeverReserved: a token whose hash falls in the reserved range is
+// moved out of it.
+func TestTextNeverReserved(t *testing.T) {
+	t.Parallel()
+	var w [6]byte
+	for i := 0; ; i++ {
+		n := i
+		for k := range w {
+			w[k] = byte('a' + n%26)
+			n /= 26
+		}
+		s := string(w[:])
+		if !Reserved(fnv1a(s)) {
+			continue
+		}
+		if got := Append(nil, s); len(got) != 1 || Reserved(got[0]) || got[0] != fnv1a(s)^1<<31 {
+			t.Fatalf("Append(%q) = %#x, raw hash %#x", s, got, fnv1a(s))
+		}
+		return
+	}
+}
