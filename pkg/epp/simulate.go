@@ -409,7 +409,8 @@ func (f *simFlags) write(rep *fleet.Report) error {
 }
 
 func listWorkloads(w io.Writer) error {
-	for _, wl := range append(fleet.Workloads(), fleet.LongPromptWorkload()) { // the last is the P/D study's
+	// The P/D study's and the multimodal one are not in the fleet report's matrix.
+	for _, wl := range append(fleet.Workloads(), fleet.LongPromptWorkload(), fleet.MultimodalWorkload()) {
 		if _, err := fmt.Fprintf(w, "%-14s %s  %s\n    published: %s\n    simulated: %s\n", wl.Name, wl.ID, wl.Description, wl.Published, wl.Scaling); err != nil {
 			return err
 		}

@@ -163,6 +163,7 @@ func average(rs []*StageResult) StageResult {
 	scaleInto(sum, 1/float64(len(rs)))
 	out.Classes = averageClasses(rs)
 	out.Disagg = averageDisagg(rs)
+	out.Encoder = averageEncoder(rs)
 	return out
 }
 

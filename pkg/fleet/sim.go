@@ -366,7 +366,8 @@ func (s *sim) dispatch(f *flight) {
 // decode of a prefill done elsewhere.
 func (s *sim) submit(f *flight, remote bool) error {
 	i := int(f.server)
-	req := engine.Request{ID: f.id, Tokens: f.p.tokens, MaxTokens: f.p.maxTokens, LoRA: f.p.lora, RemotePrefill: remote}
+	req := engine.Request{ID: f.id, Tokens: f.p.tokens, MaxTokens: f.p.maxTokens, LoRA: f.p.lora, RemotePrefill: remote,
+		Media: f.p.media}
 	if err := s.servers[i].eng.Submit(req, s.now()); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 
 	"github.com/openepp/openepp/pkg/request"
+	"github.com/openepp/openepp/pkg/sim/engine"
 	"github.com/openepp/openepp/pkg/sim/tokenize"
 )
 
@@ -16,6 +17,7 @@ type prompt struct {
 	tokens    []uint32
 	lora      string // adapter name, "" for the base model
 	maxTokens int
+	media     []engine.Media // multimodal items in tokens
 }
 
 // source generates the prompts of a workload. Calls come in arrival order
@@ -35,6 +37,8 @@ func newSource(t Traffic, model string, seed uint64) (source, error) {
 		return &shareGPT{t: t, model: model, seed: seed, adapters: adapters}, nil
 	case ShapeMultiTurn:
 		return newMultiTurn(t, model, seed), nil
+	case ShapeMultimodal:
+		return newMultimodal(t, model, seed), nil
 	}
 	return nil, fmt.Errorf("traffic shape %q: unknown", t.Shape)
 }

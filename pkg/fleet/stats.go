@@ -58,6 +58,9 @@ type StageResult struct {
 	// per second as RequestsPerS; GoodputPct is their share of Requests.
 	GoodputRPS float64 `json:"goodputReqPerS"`
 	GoodputPct float64 `json:"goodputPct"`
+	// Encoder is what the servers' encoder caches did in the window, for
+	// multimodal traffic.
+	Encoder *EncoderResult `json:"encoder,omitempty"`
 	// FirstError is the first routing or submission error, if any.
 	FirstError string `json:"firstError,omitempty"`
 	// Classes splits the stage by traffic class (RunSpec.Classes).
@@ -137,6 +140,7 @@ func (s *sim) result() *StageResult {
 	r.LoadCV = s.loadCV()
 	r.Classes = s.classResults()
 	r.Disagg = s.disaggResult(r.Requests)
+	r.Encoder = s.encoderResult()
 	if s.failures.first != nil {
 		r.FirstError = s.failures.first.Error()
 	}

@@ -46,6 +46,7 @@ func WriteTable(w io.Writer, r *Report) error {
 		fmt.Fprintf(w, "\nrequests that failed to route or submit (first error per stage):\n  %s\n", strings.Join(errs, "\n  "))
 	}
 	writeDisaggLines(w, r)
+	writeEncoderLines(w, r)
 	if len(r.Checks) > 0 {
 		fmt.Fprintln(w)
 		for _, c := range r.Checks {

@@ -26,6 +26,11 @@ const (
 	// PromptsPerGroup users, each holding a chat whose history (system
 	// prompt, questions and answers) grows by one turn per request.
 	ShapeMultiTurn Shape = "multi-turn"
+	// ShapeMultimodal is chat with a vision model: one of Groups system
+	// prompts, a unique PreambleTokens-token preamble, one of Images images
+	// (ImageTokens placeholders, Zipf popularity of exponent ImageSkew) and a
+	// unique question (multimodal.go).
+	ShapeMultimodal Shape = "multimodal"
 )
 
 // Traffic parameterises a Shape. Token counts are exact: generated text of n
@@ -47,6 +52,10 @@ type Traffic struct {
 	// ToolTokens tokens, rendered after the system prompt as chat templates
 	// do. 0 sends no tools.
 	ToolSets, ToolTokens int
+	// PreambleTokens, Images, ImageTokens and ImageSkew parameterise
+	// ShapeMultimodal.
+	PreambleTokens, Images, ImageTokens int
+	ImageSkew                           float64
 	// Adapters splits traffic over LoRA adapters; empty means base model.
 	Adapters []AdapterClass
 }
@@ -90,6 +99,10 @@ type Workload struct {
 	// MaxLoRAs and LoRALoadDelay override the profile when MaxLoRAs > 0.
 	MaxLoRAs      int
 	LoRALoadDelay time.Duration
+	// EncodePerToken and EncoderCacheTokens set the engine's multimodal
+	// encoder (engine.Config); 0 keeps the profile's.
+	EncodePerToken     time.Duration
+	EncoderCacheTokens int
 	// Ladder is the QPS of each stage; Duration how long each stage sends;
 	// WarmupRequests how many requests precede a stage's measured window.
 	Ladder         []float64
@@ -180,8 +193,10 @@ func (t *Traffic) validate() error {
 				bad("%s: want 1 <= median <= mean and median <= max <= %d, got %+v", d.name, maxTokens, d.ln)
 			}
 		}
+	case ShapeMultimodal:
+		t.validateMultimodal(bad)
 	default:
-		bad("shape: unknown %q (known: %s, %s, %s)", t.Shape, ShapeSharedPrefix, ShapeShareGPT, ShapeMultiTurn)
+		bad("shape: unknown %q (known: %s, %s, %s, %s)", t.Shape, ShapeSharedPrefix, ShapeShareGPT, ShapeMultiTurn, ShapeMultimodal)
 	}
 	total := 0.0
 	for i, a := range t.Adapters {
@@ -219,6 +234,8 @@ func (t *Traffic) maxRequestTokens() int {
 		return t.SystemTokens + t.QuestionTokens + t.OutputTokens
 	case ShapeMultiTurn:
 		return t.SystemTokens + t.ToolTokens + t.Turns*(t.QuestionTokens+t.OutputTokens)
+	case ShapeMultimodal:
+		return t.SystemTokens + t.PreambleTokens + t.ImageTokens + t.QuestionTokens + t.OutputTokens + 8
 	}
 	return t.Input.Max + t.Output.Max
 }
@@ -233,10 +250,11 @@ func Workloads() []Workload {
 }
 
 // WorkloadByName returns the built-in workload called name (or its ID, such
-// as "W1"), including the studies' own (long-prompt).
+// as "W1"), including the studies' own (long-prompt, agent-tools,
+// multimodal).
 func WorkloadByName(name string) (Workload, error) {
 	var names []string
-	for _, w := range append(Workloads(), LongPromptWorkload(), AgentToolsWorkload()) {
+	for _, w := range append(Workloads(), LongPromptWorkload(), AgentToolsWorkload(), MultimodalWorkload()) {
 		if strings.EqualFold(w.Name, name) || strings.EqualFold(w.ID, name) {
 			return w, nil
 		}
@@ -275,6 +293,12 @@ func EngineConfig(w Workload) (engine.Config, error) {
 	cfg.NumBlocks = max(cfg.NumBlocks, floor)
 	if w.MaxLoRAs > 0 {
 		cfg.MaxLoRAs, cfg.LoRALoadDelay = w.MaxLoRAs, w.LoRALoadDelay
+	}
+	if w.EncodePerToken > 0 {
+		cfg.EncodePerToken = w.EncodePerToken
+	}
+	if w.EncoderCacheTokens > 0 {
+		cfg.EncoderCacheTokens = w.EncoderCacheTokens
 	}
 	if err := cfg.Validate(); err != nil {
 		return engine.Config{}, fmt.Errorf("workload %q: engine: %w", w.Name, err)

@@ -63,6 +63,14 @@ type Config struct {
 	KVTransferOverhead time.Duration
 	KVTransferPerToken time.Duration
 
+	// EncodePerToken is the multimodal encoder's cost per placeholder token
+	// of an item it encodes, added to the iteration that encodes it; 0 means
+	// encoding is free (a text-only model). EncoderCacheTokens is the
+	// capacity of the encoder cache (vLLM's encoder cache), in placeholder
+	// tokens; 0 keeps nothing. See encoder.go.
+	EncodePerToken     time.Duration
+	EncoderCacheTokens int
+
 	// Jitter is the relative standard deviation of a Gaussian multiplier on
 	// each iteration's duration, clamped to ±70 % (llm-d-inference-sim's
 	// rule). 0 disables it; at most 0.3.
@@ -105,7 +113,7 @@ func (c Config) Validate() error {
 		{"stepOverhead", c.StepOverhead}, {"prefillPerToken", c.PrefillPerToken},
 		{"decodePerSeq", c.DecodePerSeq}, {"prefillOverhead", c.PrefillOverhead},
 		{"loraLoadDelay", c.LoRALoadDelay}, {"kvTransferOverhead", c.KVTransferOverhead},
-		{"kvTransferPerToken", c.KVTransferPerToken},
+		{"kvTransferPerToken", c.KVTransferPerToken}, {"encodePerToken", c.EncodePerToken},
 	}
 	for _, d := range durations {
 		if d.d < 0 {
@@ -117,6 +125,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxLoRAs < 0 {
 		bad("maxLoras", "must be ≥ 0, got %d", c.MaxLoRAs)
+	}
+	if c.EncoderCacheTokens < 0 {
+		bad("encoderCacheTokens", "must be ≥ 0, got %d", c.EncoderCacheTokens)
 	}
 	if c.Jitter < 0 || c.Jitter > 0.3 {
 		bad("jitter", "must be in [0, 0.3], got %g", c.Jitter)

@@ -8,6 +8,7 @@
 //
 //	(β0 + β1·prefill tokens + β2·decoding seqs + [new prefill]·PrefillOverhead)
 //	  · loadFactor(seqs) · jitter + adapter loads·LoRALoadDelay
+//	  + encoded placeholder tokens·EncodePerToken
 //
 // and produces one output token for every sequence whose known tokens are
 // all computed by its end. Scheduling follows vLLM v1: running sequences
@@ -18,7 +19,9 @@
 // recently started sequence, which returns to the head of the queue and
 // later recomputes its prompt and the tokens it had produced. A
 // RemotePrefill request (P/D disaggregation) pulls its prompt's KV from a
-// prefiller beside the batch instead of computing it (transfer.go).
+// prefiller beside the batch instead of computing it (transfer.go). A
+// prompt's multimodal items are encoded, or found in the encoder cache,
+// by the iteration that first computes their placeholders (encoder.go).
 //
 // An Engine is not safe for concurrent use; it starts no goroutines and
 // never sleeps. A KVEventListener hears its prefix-cache changes, as vLLM's
@@ -66,6 +69,9 @@ type Request struct {
 	// do_remote_prefill): a prefill server computed the prompt's KV, and
 	// this engine pulls it instead of computing it. See transfer.go.
 	RemotePrefill bool
+	// Media are the prompt's multimodal items, in prompt order; see
+	// encoder.go.
+	Media []Media
 }
 
 // Event reports one output token.
@@ -117,6 +123,10 @@ type seq struct {
 	// tokens are the prompt's full-block tokens, kept only while a KV
 	// event listener needs them for BlocksStored.
 	tokens []uint32
+	// media are the prompt's items; those before mediaNext are handled
+	// (encoded, found in the encoder cache or covered by the prefix cache).
+	media     []Media
+	mediaNext int
 }
 
 func (s *seq) total() int { return s.prompt + s.gen }
@@ -159,6 +169,7 @@ type Engine struct {
 	scratch   []uint64
 
 	kvEvents KVEventListener // nil: no prefix-cache events
+	enc      *encoderCache
 
 	stats counters
 }
@@ -186,6 +197,7 @@ func New(cfg Config) (*Engine, error) {
 		running:  make([]int32, 0, cfg.MaxNumSeqs),
 		batch:    make([]entry, 0, cfg.MaxNumSeqs),
 		events:   make([]Event, 0, cfg.MaxNumSeqs),
+		enc:      newEncoderCache(cfg.EncoderCacheTokens),
 	}
 	if cfg.Jitter > 0 {
 		e.rng = rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
@@ -217,7 +229,7 @@ func (e *Engine) Submit(req Request, now time.Duration) error {
 		id: req.ID, prompt: len(req.Tokens), maxTokens: req.MaxTokens, lora: lora, salt: req.CacheSalt,
 		state: stateWaiting, inQueue: true, remote: req.RemotePrefill,
 		hashes: appendBlockHashes(s.hashes[:0], root, req.Tokens, e.cfg.BlockSize),
-		blocks: s.blocks[:0], tokens: s.tokens[:0],
+		blocks: s.blocks[:0], tokens: s.tokens[:0], media: copyMedia(s.media, req.Media),
 	}
 	if e.kvEvents != nil {
 		s.tokens = append(s.tokens, req.Tokens[:len(s.hashes)*e.cfg.BlockSize]...)
@@ -237,6 +249,9 @@ func (e *Engine) check(req Request) error {
 		return fmt.Errorf("max tokens %d < 1: %w", req.MaxTokens, ErrInvalidRequest)
 	case req.LoRA != "" && e.cfg.MaxLoRAs == 0:
 		return fmt.Errorf("adapter %q on an engine without LoRA slots: %w", req.LoRA, ErrInvalidRequest)
+	}
+	if err := checkMedia(req); err != nil {
+		return err
 	}
 	if _, dup := e.byID[req.ID]; dup {
 		return fmt.Errorf("duplicate ID: %w", ErrInvalidRequest)

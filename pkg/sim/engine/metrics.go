@@ -39,6 +39,10 @@ type Metrics struct {
 	// KVTransferTokens the prompt tokens pulled (beyond local cache hits).
 	KVTransfers      uint64
 	KVTransferTokens uint64
+	// EncoderHits and EncoderMisses count multimodal items a prefill
+	// needed the encoder output of: found in the encoder cache, or encoded.
+	EncoderHits   uint64
+	EncoderMisses uint64
 	// BusyTime is the summed duration of all iterations started.
 	BusyTime time.Duration
 }
@@ -70,6 +74,8 @@ func (e *Engine) Metrics() Metrics {
 		Evictions:        e.kv.evictions,
 		KVTransfers:      e.stats.kvTransfers,
 		KVTransferTokens: e.stats.kvTransferTokens,
+		EncoderHits:      e.enc.hits,
+		EncoderMisses:    e.enc.misses,
 		BusyTime:         e.stats.busy,
 	}
 }

@@ -8,6 +8,7 @@ type plan struct {
 	decodeSeqs    int
 	newPrefill    bool
 	loraLoads     int
+	encodeTokens  int // placeholder tokens the encoder processes
 }
 
 // startStep schedules the next iteration at start, or marks the engine idle
@@ -177,7 +178,7 @@ func (e *Engine) preempt(slot int32) {
 	e.removeRunning(slot)
 	e.kv.release(s.blocks)
 	s.blocks = s.blocks[:0]
-	s.computed, s.published = 0, 0
+	s.computed, s.published, s.mediaNext = 0, 0, 0
 	s.state = stateWaiting
 	s.inQueue = true
 	e.waiting.pushFront(slot)
@@ -194,6 +195,9 @@ func (e *Engine) addToBatch(slot int32, n int, p *plan) {
 		p.decodeSeqs++
 	} else {
 		p.prefillTokens += n
+	}
+	if s.mediaNext < len(s.media) {
+		p.encodeTokens += e.encodeFor(s, n)
 	}
 	e.batch = append(e.batch, entry{slot: slot, n: int32(n)})
 }
@@ -216,7 +220,7 @@ func (e *Engine) duration(p plan) time.Duration {
 	if f != 1 {
 		d = time.Duration(float64(d) * f)
 	}
-	d += time.Duration(p.loraLoads) * c.LoRALoadDelay
+	d += time.Duration(p.loraLoads)*c.LoRALoadDelay + c.encodeCost(p.encodeTokens)
 	return max(d, minStep)
 }
 
