@@ -31,9 +31,9 @@ func main() {
 }
 
 type options struct {
-	out, docs, best, agents, llmd, precise, workloads, policies, from, freshness, priorities, disagg string
-	seeds, freshnessSeeds, workers                                                                   int
-	quick                                                                                            bool
+	out, docs, best, agents, llmd, precise, multimodal, workloads, policies, from, freshness, priorities, disagg string
+	seeds, freshnessSeeds, workers                                                                               int
+	quick                                                                                                        bool
 }
 
 func run(ctx context.Context, args []string) error {
@@ -44,6 +44,8 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.best, "best", "config/openepp-recommended.yaml", "OpenEPP's recommended config (the ours-best policy)")
 	fs.StringVar(&o.agents, "agents", "config/agents.yaml", "OpenEPP's config for pools serving long agent prompts (the "+agentsPolicy+" policy; empty: not run)")
 	fs.StringVar(&o.precise, "precise", "config/precise-prefix-cache.yaml", "precise prefix-cache config, run in the replica study as one EPP and as three replicas without and with replica sync (empty: not run)")
+	fs.StringVar(&o.multimodal, "multimodal", "config/multimodal-affinity.yaml", "encoder-cache affinity config, run in the multimodal study against "+
+		fleet.PolicyOursDefault+" and round-robin on the "+fleet.MultimodalWorkload().Name+" workload (empty: not run)")
 	fs.StringVar(&o.llmd, "llmd", "config/llm-d-optimized-baseline.yaml", "llm-d's optimized-baseline config (the "+fleet.PolicyLLMDBaseline+" policy; empty: not run)")
 	fs.StringVar(&o.workloads, "workloads", "", "comma-separated workloads (default: all)")
 	fs.StringVar(&o.policies, "policies", "", "comma-separated policies (default: all standard ones)")
@@ -68,6 +70,10 @@ func run(ctx context.Context, args []string) error {
 		return o.write(rep)
 	}
 	m, err := o.matrix()
+	if err != nil {
+		return err
+	}
+	multimodal, err := o.multimodalStudy(m)
 	if err != nil {
 		return err
 	}
@@ -123,6 +129,13 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		fmt.Fprintln(os.Stderr)
+	}
+	if multimodal != nil {
+		if rep.Multimodal, err = multimodal.Run(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr)
+		rep.Checks = fleet.Checks(rep) // the study has a check of its own
 	}
 	return o.write(rep)
 }
@@ -242,6 +255,25 @@ func (o *options) disaggStudy(m *fleet.Matrix) (*fleet.Disaggregation, error) {
 		return nil, nil
 	}
 	return d, nil
+}
+
+// multimodalStudy prepares the multimodal study (fleet.MultimodalWorkload,
+// shrunk by --quick, with the matrix's seeds) of the --multimodal config,
+// or returns nil when --multimodal is empty.
+func (o *options) multimodalStudy(m *fleet.Matrix) (*fleet.MultimodalStudy, error) {
+	if o.multimodal == "" {
+		return nil, nil
+	}
+	yaml, err := os.ReadFile(o.multimodal)
+	if err != nil {
+		return nil, fmt.Errorf("--multimodal: %w", err)
+	}
+	w := fleet.MultimodalWorkload()
+	if o.quick {
+		w = fleet.Quick(w)
+	}
+	return &fleet.MultimodalStudy{Workload: &w, Policies: fleet.MultimodalPolicies(yaml), Seeds: m.Seeds,
+		Workers: o.workers, Progress: m.Progress}, nil
 }
 
 // agentsPolicy names the run of config/agents.yaml, which is not one of

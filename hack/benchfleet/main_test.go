@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/openepp/openepp/pkg/fleet"
 )
 
 // TestQuickRun is the benchmark command's smoke test: at a tiny size it
@@ -16,7 +18,7 @@ func TestQuickRun(t *testing.T) {
 	dir := t.TempDir()
 	out, docs := filepath.Join(dir, "out"), filepath.Join(dir, "docs")
 	args := []string{"--quick", "--seeds", "1", "--workers", "2", "--out", out, "--docs", docs,
-		"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml",
+		"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml",
 		"--workloads", "shared-prefix,multi-turn", "--policies", "round-robin,upstream-default,ours-default,llm-d-baseline",
 		"--freshness", "100ms", "--freshness-seeds", "2"}
 	if err := run(context.Background(), args); err != nil {
@@ -50,6 +52,14 @@ func TestQuickRun(t *testing.T) {
 				Arms     []struct{ Name string }
 			}
 		}
+		Multimodal struct {
+			Workload struct {
+				Policies []struct {
+					Policy string
+					Stages []struct{ Encoder *struct{ HitPct float64 } }
+				}
+			}
+		}
 		Disagg struct {
 			Arms      []struct{ Name string }
 			Workloads []struct {
@@ -77,6 +87,11 @@ func TestQuickRun(t *testing.T) {
 	// The replica study runs on both workloads.
 	if r := rep.Replicas.Workloads; len(r) != 2 || r[0].Workload != "shared-prefix" || r[1].Workload != "multi-turn" || len(r[1].Arms) < 4 {
 		t.Errorf("fleet.json replica study: %+v", r)
+	}
+	// The multimodal study runs its three policies up the quick ladder.
+	if mm := rep.Multimodal.Workload.Policies; len(mm) != 3 || mm[2].Policy != "multimodal-affinity" || len(mm[2].Stages) != 3 ||
+		mm[2].Stages[0].Encoder == nil {
+		t.Errorf("fleet.json multimodal study: %+v", mm)
 	}
 	// The P/D study runs on its own workload and the matrix's shared-prefix.
 	if d := rep.Disagg; len(d.Arms) < 2 || len(d.Workloads) != 2 || d.Workloads[0].Name != "long-prompt" ||
@@ -112,6 +127,10 @@ func TestQuickRun(t *testing.T) {
 		!strings.Contains(string(md), "| `pd-2p` |") {
 		t.Error("fleet.md has no P/D study")
 	}
+	if !strings.Contains(string(md), "### Multimodal encoder-cache affinity") || !strings.Contains(string(md), "| `multimodal-affinity` | 500 |") ||
+		!strings.Contains(string(md), "| multimodal: the multimodal-affinity config beats ours-default on TTFT p90") {
+		t.Error("fleet.md has no multimodal study")
+	}
 	if !strings.Contains(string(md), "### Active-active EPP replicas and replica sync") || !strings.Contains(string(md), "| `3-replicas-sync` |") ||
 		!strings.Contains(string(md), "**multi-turn**") || !strings.Contains(string(md), "| `3-replicas-sync-dispatches` |") ||
 		!strings.Contains(string(md), "| `3-replicas-precise` |") || !strings.Contains(string(md), "| `3-replicas-precise-sync` |") {
@@ -124,18 +143,32 @@ func TestBadFlags(t *testing.T) {
 		{"--best", "no/such/file.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml"},
 		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "no/such/file.yaml"},
 		{"--best", "../../config/openepp-recommended.yaml", "--agents", "no/such/file.yaml"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--workloads", "W0"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--policies", "fastest"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--seeds", "0"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--freshness", "50ms"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--freshness", "500us"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--freshness", "soon"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--freshness-seeds", "0"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--workloads", "shared-prefix", "--priorities", "a:1"},
-		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--workloads", "shared-prefix", "--disagg", "W0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--multimodal", "no/such/file.yaml"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--workloads", "W0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--policies", "fastest"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--seeds", "0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--freshness", "50ms"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--freshness", "500us"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--freshness", "soon"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--freshness-seeds", "0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--workloads", "shared-prefix", "--priorities", "a:1"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--workloads", "shared-prefix", "--disagg", "W0"},
 	} {
 		if err := run(context.Background(), append(args, "--out", t.TempDir(), "--docs", "")); err == nil {
 			t.Errorf("%v accepted", args)
 		}
+	}
+}
+
+// TestNoMultimodal: an empty --multimodal runs no multimodal study.
+func TestNoMultimodal(t *testing.T) {
+	o := options{multimodal: ""}
+	if st, err := o.multimodalStudy(nil); st != nil || err != nil {
+		t.Errorf("--multimodal \"\": study %v, error %v", st, err)
+	}
+	o = options{multimodal: "../../config/multimodal-affinity.yaml", quick: true}
+	st, err := o.multimodalStudy(&fleet.Matrix{Seeds: []uint64{1}})
+	if err != nil || st == nil || len(st.Policies) != 3 || st.Workload == nil || len(st.Workload.Ladder) != 3 {
+		t.Errorf("--multimodal --quick: study %+v, error %v", st, err)
 	}
 }

@@ -60,6 +60,9 @@ func Checks(r *Report) []Check {
 		checkCollapse(r),
 		goalSharedPrefix(r),
 	}
+	if c, ok := checkMultimodal(r); ok {
+		out = append(out, c)
+	}
 	out = append(out, goalNotLose(r)...)
 	return append(out, referenceLLMD(r)...)
 }

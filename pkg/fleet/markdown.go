@@ -44,6 +44,7 @@ func Markdown(out io.Writer, r *Report, imageDir string) error {
 	writePriorities(&b, r.Priorities)
 	writeDisagg(&b, r.Disagg)
 	writeReplicas(&b, r.Replicas)
+	writeMultimodal(&b, r.Multimodal)
 	writeLadders(&b, r, imageDir)
 	if _, err := io.WriteString(out, b.String()); err != nil {
 		return fmt.Errorf("write markdown: %w", err)

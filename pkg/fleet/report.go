@@ -40,6 +40,9 @@ type Report struct {
 	// Replicas, when studied, is what active-active EPP replicas cost
 	// cache-aware routing and what replica sync wins back.
 	Replicas *ReplicaReport `json:"replicas,omitempty"`
+	// Multimodal, when studied, is what encoder-cache affinity wins on
+	// the multimodal workload.
+	Multimodal *MultimodalReport `json:"multimodal,omitempty"`
 }
 
 // WorkloadReport is one workload's setup and every policy's ladder.
