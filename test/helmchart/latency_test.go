@@ -6,8 +6,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/openepp/openepp/pkg/config"
-	"github.com/openepp/openepp/pkg/plugins"
 	"github.com/openepp/openepp/test/policy"
 )
 
@@ -25,17 +23,7 @@ func TestLatencyPredictorProfile(t *testing.T) {
 			t.Errorf("default-plugins.yaml lacks %q:\n%s", want, text)
 		}
 	}
-	reg, err := plugins.InTree()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load([]byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := config.BuildWith(cfg, config.BuildOptions{Registry: reg}); err != nil {
-		t.Fatalf("the rendered latency profile does not build: %v", err)
-	}
+	buildsWithRealPlugins(t, text)
 	dep, _ := deployment(t, objs)
 	if n := len(dep.Spec.Template.Spec.Containers); n != 1 {
 		t.Errorf("%d containers, want the EPP alone (no predictor sidecars)", n)

@@ -39,6 +39,13 @@ func checkDefaultProfile(t *testing.T, objs []*unstructured.Unstructured, want, 
 	if diff := cmp.Diff(want, text); diff != "" {
 		t.Errorf("default-plugins.yaml is not %s (-want +got):\n%s", what, diff)
 	}
+	buildsWithRealPlugins(t, text)
+}
+
+// buildsWithRealPlugins fails t unless the config text loads and builds
+// with the EPP's own plugins.
+func buildsWithRealPlugins(t *testing.T, text string) {
+	t.Helper()
 	reg, err := plugins.InTree()
 	if err != nil {
 		t.Fatal(err)
