@@ -30,9 +30,14 @@ type options struct {
 	config      string
 	// kvEventsPort is where the simulated servers send KV events; 0: none.
 	kvEventsPort int
-	loras        string
-	profile      string
-	verbosity    int
+	// encodePerToken and encoderCacheTokens price the simulated servers'
+	// multimodal encoder, so that image requests show what
+	// config/multimodal-affinity.yaml saves.
+	encodePerToken     time.Duration
+	encoderCacheTokens int
+	loras              string
+	profile            string
+	verbosity          int
 	// prefill is how many of the servers are prefill-only; with any, the
 	// others are decode servers behind the simulator's P/D sidecar.
 	prefill int
@@ -75,6 +80,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.verbosity, "v", 1, "EPP log verbosity (1 logs one line per decision)")
 	fs.StringVar(&o.config, "config", "", "EndpointPickerConfig file for the EPP, reloaded when it changes (default: the upstream default config)")
 	fs.IntVar(&o.kvEventsPort, "kv-events-port", 5557, "the simulated servers publish their KV-cache events to 127.0.0.1 on this port, where config/precise-prefix-cache.yaml's producer binds (0: they publish none)")
+	fs.DurationVar(&o.encodePerToken, "encode-time-per-token", 100*time.Microsecond, "the simulated servers' cost of encoding an image, per placeholder token (an image is 64), unless their prefix or encoder cache holds it (0: free)")
+	fs.IntVar(&o.encoderCacheTokens, "encoder-cache-tokens", 1024, "each simulated server's encoder cache, in placeholder tokens (1024: 16 images)")
 	fs.IntVar(&o.prefill, "prefill", 0, "prefill/decode disaggregation: this many servers are labelled prefill, the rest decode (needs a P/D --config such as config/pd.yaml)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -156,6 +163,9 @@ func (o *options) simArgs() []string {
 	}
 	if o.kvEventsPort > 0 {
 		args = append(args, "--kv-events-endpoint", fmt.Sprintf("tcp://127.0.0.1:%d", o.kvEventsPort))
+	}
+	if o.encodePerToken > 0 {
+		args = append(args, "--encode-time-per-token", o.encodePerToken.String(), "--encoder-cache-tokens", strconv.Itoa(o.encoderCacheTokens))
 	}
 	return args
 }

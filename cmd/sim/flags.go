@@ -197,6 +197,7 @@ func capacityFlags(fs *flag.FlagSet, c *sim.Capacity) {
 	fs.IntVar(&c.MaxLoRAs, "max-loras", 0, "LoRA adapter slots (default: the profile's, 1)")
 	fs.IntVar(&c.MaxModelLen, "max-model-len", 0, "max prompt + output tokens (default: the profile's)")
 	fs.IntVar(&c.MaxWaiting, "max-waiting-queue-length", 0, "waiting requests beyond which requests get 429 (default: unbounded)")
+	fs.IntVar(&c.EncoderCacheTokens, "encoder-cache-tokens", 0, "multimodal encoder cache, in placeholder tokens (an image is 64); 0: none")
 }
 
 func latencyFlags(fs *flag.FlagSet, l *sim.Latency) {
@@ -209,6 +210,7 @@ func latencyFlags(fs *flag.FlagSet, l *sim.Latency) {
 	fs.Var(floatFlag{&l.Jitter}, "jitter", "relative std-dev of iteration times, 0..0.3")
 	fs.Var(durationFlag{&l.KVTransferPerToken}, "kv-transfer-time-per-token", "P/D: cost of pulling one prompt token's KV from a prefiller (ms or Go duration; default 1us)")
 	fs.Var(durationFlag{&l.KVTransferOverhead}, "kv-transfer-overhead", "P/D: fixed cost of each KV pull from a prefiller (ms or Go duration; default 0)")
+	fs.Var(durationFlag{&l.EncodeTimePerToken}, "encode-time-per-token", "cost of encoding a multimodal item per placeholder token, unless the prefix or encoder cache holds it (ms or Go duration; default 0: free)")
 }
 
 func pdFlags(fs *flag.FlagSet, o *options) {

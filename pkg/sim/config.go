@@ -96,6 +96,9 @@ type Capacity struct {
 	MaxLoRAs            int // --max-loras
 	MaxModelLen         int // --max-model-len
 	MaxWaiting          int // --max-waiting-queue-length; 0 keeps "unbounded"
+	// EncoderCacheTokens is the encoder cache, in placeholder tokens
+	// (--encoder-cache-tokens); 0 keeps the preset's (none).
+	EncoderCacheTokens int
 }
 
 // Latency carries llm-d-inference-sim's latency flags; nil keeps the
@@ -125,6 +128,10 @@ type Latency struct {
 	// beside the running batch. Presets: 1µs/token, no overhead.
 	KVTransferPerToken *time.Duration
 	KVTransferOverhead *time.Duration
+	// EncodeTimePerToken prices encoding a multimodal item, per placeholder
+	// token, when neither the prefix cache nor the encoder cache holds it
+	// (--encode-time-per-token). Presets: 0, no encoder cost.
+	EncodeTimePerToken *time.Duration
 }
 
 // Ptr returns a pointer to v, for filling Latency.
@@ -232,6 +239,7 @@ func (c Config) engineConfig() (engine.Config, error) {
 	overrideInt(&ec.MaxLoRAs, c.Capacity.MaxLoRAs)
 	overrideInt(&ec.MaxModelLen, c.Capacity.MaxModelLen)
 	overrideInt(&ec.MaxWaiting, c.Capacity.MaxWaiting)
+	overrideInt(&ec.EncoderCacheTokens, c.Capacity.EncoderCacheTokens)
 	c.Latency.apply(&ec)
 	ec.Seed = c.Seed
 	if c.Tune != nil {
@@ -298,5 +306,8 @@ func (l Latency) apply(ec *engine.Config) {
 	}
 	if l.KVTransferOverhead != nil {
 		ec.KVTransferOverhead = *l.KVTransferOverhead
+	}
+	if l.EncodeTimePerToken != nil {
+		ec.EncodePerToken = *l.EncodeTimePerToken
 	}
 }

@@ -23,6 +23,9 @@ type driver struct {
 	reqs   map[uint64]*progress
 	obs    observers
 	kick   chan struct{}
+	// encodes is whether the engine prices encoding multimodal items,
+	// so submit marks their placeholder spans.
+	encodes bool
 }
 
 // call is one HTTP request's engine requests (several for a completions
@@ -50,6 +53,7 @@ func newDriver(eng *engine.Engine, obs observers) *driver {
 	return &driver{
 		eng: eng, origin: time.Now(), obs: obs,
 		reqs: make(map[uint64]*progress), kick: make(chan struct{}, 1),
+		encodes: eng.Config().EncodePerToken > 0,
 	}
 }
 
@@ -126,6 +130,9 @@ func (d *driver) submit(prompts [][]uint32, like engine.Request) (*call, error) 
 		d.nextID++
 		req := like
 		req.ID, req.Tokens = d.nextID, toks
+		if d.encodes {
+			req.Media = mediaSpans(toks)
+		}
 		if err := d.eng.Submit(req, now); err != nil {
 			d.cancelLocked(c)
 			return nil, err

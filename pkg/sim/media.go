@@ -9,6 +9,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/openepp/openepp/pkg/sim/engine"
 	"github.com/openepp/openepp/pkg/sim/tokenize"
 )
 
@@ -285,4 +286,32 @@ func anthropicImage(path string, raw json.RawMessage) (mediaItem, error) {
 		return mediaItem{}, fmt.Errorf("%s.type: field required", path)
 	}
 	return mediaItem{}, fmt.Errorf("%s.type: must be \"base64\" or \"url\", got %q", path, src.Type)
+}
+
+// mediaSpans finds the multimodal items in a rendered prompt: each run of
+// placeholders counting up from position 0 is one item, identified by the
+// hash bytes its first eight placeholders carry (an item shorter than
+// eight leaves the rest zero). The engine prices encoding them.
+func mediaSpans(tokens []uint32) []engine.Media {
+	var spans []engine.Media
+	for i := 0; i < len(tokens); {
+		pos, _, ok := placeholder(tokens[i])
+		if !ok || pos != 0 {
+			i++
+			continue
+		}
+		start := i
+		var id uint64
+		for ; i < len(tokens); i++ {
+			p, b, ok := placeholder(tokens[i])
+			if !ok || p != i-start {
+				break
+			}
+			if p < 8 {
+				id |= uint64(b) << (8 * p)
+			}
+		}
+		spans = append(spans, engine.Media{ID: id, Offset: start, Tokens: i - start})
+	}
+	return spans
 }

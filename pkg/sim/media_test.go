@@ -7,10 +7,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/openepp/openepp/pkg/sim/engine"
 	"github.com/openepp/openepp/pkg/sim/tokenize"
 )
 
@@ -345,5 +347,49 @@ func TestMediaKeysFromPlaceholders(t *testing.T) {
 	}
 	if ek := extraKeys(10, false, "", "", keys); ek[0] == nil || ek[0].Opaque == nil || ek[0].Strings != nil {
 		t.Errorf("extraKeys did not carry media: %+v", ek[0])
+	}
+}
+
+// TestEncoderCostOverHTTP: with an encoder priced, a server encodes an
+// image once; the same image behind another text prefix (which the prefix
+// cache cannot cover) is found in its encoder cache, and a different image
+// is encoded again. Without a price no span is marked at all.
+func TestEncoderCostOverHTTP(t *testing.T) {
+	t.Parallel()
+	c := client(t)
+	priced := start(t, Config{Profile: "fast", Latency: Latency{EncodeTimePerToken: Ptr(10 * time.Microsecond)},
+		Capacity: Capacity{EncoderCacheTokens: 4 * imagePlaceholders}})
+	for i, url := range []string{"https://img.example/a.png", "https://img.example/a.png", "https://img.example/b.png"} {
+		if r := post(t, c, priced.URL()+"/v1/chat/completions", imageChat(fmt.Sprintf("user %d asks about this.", i), url)); r.status != http.StatusOK {
+			t.Fatalf("request %d: status %d: %s", i, r.status, r.body)
+		}
+	}
+	if m := priced.EngineMetrics(); m.EncoderHits != 1 || m.EncoderMisses != 2 {
+		t.Errorf("encoder hits/misses %d/%d, want 1/2", m.EncoderHits, m.EncoderMisses)
+	}
+	free := start(t, Config{Profile: "fast"})
+	post(t, c, free.URL()+"/v1/chat/completions", imageChat("a question.", "https://img.example/a.png"))
+	if m := free.EngineMetrics(); m.EncoderHits != 0 || m.EncoderMisses != 0 {
+		t.Errorf("without an encoder price: hits/misses %d/%d, want none", m.EncoderHits, m.EncoderMisses)
+	}
+}
+
+// TestMediaSpansFromTokens: each item's placeholders become one span with
+// the item's full hash, adjacent copies of one item two spans.
+func TestMediaSpansFromTokens(t *testing.T) {
+	t.Parallel()
+	img := newMediaItem(mediaImage, refURL, "https://img.example/a.png")
+	toks := tokenize.Append(nil, "look at")
+	start := len(toks)
+	toks = img.appendTokens(toks)
+	toks = img.appendTokens(toks)
+	toks = tokenize.Append(toks, "twice")
+	want := []engine.Media{{ID: img.hash, Offset: start, Tokens: imagePlaceholders},
+		{ID: img.hash, Offset: start + imagePlaceholders, Tokens: imagePlaceholders}}
+	if diff := cmp.Diff(want, mediaSpans(toks)); diff != "" {
+		t.Errorf("spans (-want +got):\n%s", diff)
+	}
+	if got := mediaSpans(tokenize.Append(nil, "no media here")); got != nil {
+		t.Errorf("text-only prompt: spans %v", got)
 	}
 }
