@@ -268,18 +268,4 @@ func (discardKVEvents) AllBlocksCleared()                                       
 
 // BenchmarkVirtualTimeKVEvents is BenchmarkVirtualTime with a listener
 // attached: the cost of keeping prompt tokens and building events.
-func BenchmarkVirtualTimeKVEvents(b *testing.B) {
-	cfg, _ := Profile("blis-l8b-h100")
-	cfg.MaxLoRAs = 3
-	reqs := workload(shape{seed: 7, n: 1000, rate: 20, prefix: 1024, suffix: 256, out: 100})
-	b.ReportAllocs()
-	for b.Loop() {
-		e, err := New(cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		e.SetKVEventListener(discardKVEvents{})
-		simulateNoCheck(e, reqs)
-	}
-	b.ReportMetric(float64(b.N*len(reqs))/b.Elapsed().Seconds(), "req/s")
-}
+func BenchmarkVirtualTimeKVEvents(b *testing.B) { benchVirtualTime(b, discardKVEvents{}) }

@@ -134,7 +134,11 @@ func simulateNoCheck(e *Engine, arrivals []arrival) {
 // BenchmarkVirtualTime reports how many requests per wall-clock second one
 // engine simulates: Llama-8B/H100 parameters, 1,000 requests at 20 QPS
 // (about 50 virtual seconds), 1k-token shared prefixes, ~100 output tokens.
-func BenchmarkVirtualTime(b *testing.B) {
+func BenchmarkVirtualTime(b *testing.B) { benchVirtualTime(b, nil) }
+
+// benchVirtualTime runs BenchmarkVirtualTime's workload with listener
+// (nil: none) attached to every engine.
+func benchVirtualTime(b *testing.B, listener KVEventListener) {
 	cfg, _ := Profile("blis-l8b-h100")
 	cfg.MaxLoRAs = 3
 	reqs := workload(shape{seed: 7, n: 1000, rate: 20, prefix: 1024, suffix: 256, out: 100})
@@ -143,6 +147,9 @@ func BenchmarkVirtualTime(b *testing.B) {
 		e, err := New(cfg)
 		if err != nil {
 			b.Fatal(err)
+		}
+		if listener != nil {
+			e.SetKVEventListener(listener)
 		}
 		simulateNoCheck(e, reqs)
 		if m := e.Metrics(); m.Finished != uint64(len(reqs)) {
