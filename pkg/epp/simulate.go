@@ -410,7 +410,7 @@ func (f *simFlags) write(rep *fleet.Report) error {
 
 func listWorkloads(w io.Writer) error {
 	// The P/D study's and the multimodal one are not in the fleet report's matrix.
-	for _, wl := range append(fleet.Workloads(), fleet.LongPromptWorkload(), fleet.MultimodalWorkload()) {
+	for _, wl := range append(fleet.Workloads(), fleet.LongPromptWorkload(), fleet.MultimodalWorkload(), fleet.MultimodalColdWorkload()) {
 		if _, err := fmt.Fprintf(w, "%-14s %s  %s\n    published: %s\n    simulated: %s\n", wl.Name, wl.ID, wl.Description, wl.Published, wl.Scaling); err != nil {
 			return err
 		}

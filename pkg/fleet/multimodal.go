@@ -55,6 +55,20 @@ func MultimodalWorkload() Workload {
 	}
 }
 
+// MultimodalColdWorkload is MultimodalWorkload without system prompts: the
+// first thing in every prompt is the user's own preamble, so no server
+// holds any block of a request's text and the prefix-cache scorer treats
+// every request as cold. It measures how encoder-cache affinity and the
+// placement of new prefixes share a decision; a study, not in Workloads.
+func MultimodalColdWorkload() Workload {
+	w := MultimodalWorkload()
+	w.Name, w.ID = "multimodal-cold", "MMC"
+	w.Description = "vision chat without a system prompt: a unique 16-token preamble, one 576-token image from a pool " +
+		"of 256 (Zipf s = 1), a unique 48-token question, 96 output tokens"
+	w.Traffic.Groups, w.Traffic.SystemTokens = 1, 0
+	return w
+}
+
 // validateMultimodal checks the multimodal shape's fields.
 func (t *Traffic) validateMultimodal(bad func(format string, args ...any)) {
 	if t.Groups < 1 || t.SystemTokens < 0 || t.PreambleTokens < 1 || t.QuestionTokens < 1 || t.OutputTokens < 1 ||
@@ -89,6 +103,10 @@ func newMultimodal(t Traffic, model string, seed uint64) *multimodal {
 		m.cum[k] = total
 	}
 	for g := range t.Groups {
+		if t.SystemTokens == 0 {
+			m.systems, m.sysToks = append(m.systems, message{}), append(m.sysToks, nil)
+			continue
+		}
 		sys := message{role: "system", content: words(segmentRNG(seed, segSystem, uint64(g), 0), t.SystemTokens)}
 		m.systems = append(m.systems, sys)
 		m.sysToks = append(m.sysToks, chatTokens(nil, sys))
@@ -135,9 +153,13 @@ func imageChatBody(model, system, preamble, url, question string, maxTokens int)
 	var sb strings.Builder
 	sb.WriteString(`{"model":`)
 	sb.WriteString(strconv.Quote(model))
-	sb.WriteString(`,"messages":[{"role":"system","content":"`)
-	sb.WriteString(system) // generated text needs no escaping
-	sb.WriteString(`"},{"role":"user","content":[{"type":"text","text":"`)
+	sb.WriteString(`,"messages":[`)
+	if system != "" {
+		sb.WriteString(`{"role":"system","content":"`)
+		sb.WriteString(system) // generated text needs no escaping
+		sb.WriteString(`"},`)
+	}
+	sb.WriteString(`{"role":"user","content":[{"type":"text","text":"`)
 	sb.WriteString(preamble)
 	sb.WriteString(`"},{"type":"image_url","image_url":{"url":`)
 	sb.WriteString(strconv.Quote(url))

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"slices"
@@ -11,18 +12,7 @@ import (
 )
 
 func TestMultimodalWorkload(t *testing.T) {
-	w, err := WorkloadByName("multimodal")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range Workloads() {
-		if b.Name == w.Name {
-			t.Error("multimodal is in Workloads, so bench-fleet's matrix would run it")
-		}
-	}
+	w := studyWorkload(t, "multimodal")
 	cfg, err := EngineConfig(w)
 	if err != nil {
 		t.Fatal(err)
@@ -138,4 +128,51 @@ func TestSmokeMultimodal(t *testing.T) {
 	if !b.contains("encoder cache") {
 		t.Error("the table has no encoder-cache lines")
 	}
+}
+
+// TestMultimodalColdWorkload checks the variant without system prompts:
+// its bodies carry no system message, and two requests share no prefix
+// block, so every request is cold for the prefix index.
+func TestMultimodalColdWorkload(t *testing.T) {
+	w := studyWorkload(t, "MMC")
+	src, err := newSource(w.Traffic, "m", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := newRand(1)
+	var first []uint32
+	for i := range 50 {
+		p, err := src.next(rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(p.body.Raw, []byte(`"system"`)) {
+			t.Fatal("a cold multimodal request has a system prompt")
+		}
+		if p.media[0].Offset != len(tokenize.Append(nil, "<|user|>\n"))+16 {
+			t.Fatalf("image at token %d, want right after the role marker and the 16-token preamble", p.media[0].Offset)
+		}
+		head := p.tokens[:p.media[0].Offset]
+		if i > 0 && slices.Equal(head, first) {
+			t.Fatal("two requests share their text before the image")
+		}
+		first = head
+	}
+}
+
+// studyWorkload looks up a study workload by name and checks that it is
+// valid and outside Workloads, which bench-fleet's matrix runs.
+func studyWorkload(t *testing.T, name string) Workload {
+	t.Helper()
+	w, err := WorkloadByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(Workloads(), func(b Workload) bool { return b.Name == w.Name }) {
+		t.Errorf("%s is in Workloads, so bench-fleet's matrix would run it", w.Name)
+	}
+	return w
 }
