@@ -69,6 +69,14 @@ type Request struct {
 	// do_remote_prefill): a prefill server computed the prompt's KV, and
 	// this engine pulls it instead of computing it. See transfer.go.
 	RemotePrefill bool
+	// PullTokens is a P2P KV pull (llm-d's p2p-source-producer names a
+	// peer in x-kv-cache-source-host-port; its routing sidecar asks the
+	// engine to pull from it): a peer holds the KV of the prompt's first
+	// PullTokens tokens, so the engine pulls what its own prefix cache
+	// lacks of them and computes only the rest. 0 pulls nothing; it is cut
+	// to prompt − 1 (one token is always computed) and ignored with
+	// RemotePrefill, which pulls everything. See transfer.go.
+	PullTokens int
 	// Media are the prompt's multimodal items, in prompt order; see
 	// encoder.go.
 	Media []Media
@@ -116,6 +124,7 @@ type seq struct {
 	inStep    bool // slot is in the iteration in flight
 	started   bool // scheduled at least once
 	remote    bool // prompt KV still to be pulled from a prefiller
+	pullTo    int  // a P2P pull's end (tokens), while still to be pulled
 	landed    bool // pulled KV arrived; blocks held, waiting for a seat
 	readyAt   time.Duration
 	hashes    []uint64
@@ -180,6 +189,7 @@ type counters struct {
 	preemptions, finished          uint64
 	cancelled, iterations          uint64
 	kvTransfers, kvTransferTokens  uint64
+	p2pPulls, p2pPullTokens        uint64
 	busy                           time.Duration
 }
 
@@ -228,6 +238,7 @@ func (e *Engine) Submit(req Request, now time.Duration) error {
 	*s = seq{
 		id: req.ID, prompt: len(req.Tokens), maxTokens: req.MaxTokens, lora: lora, salt: req.CacheSalt,
 		state: stateWaiting, inQueue: true, remote: req.RemotePrefill,
+		pullTo: min(req.PullTokens, len(req.Tokens)-1),
 		hashes: appendBlockHashes(s.hashes[:0], root, req.Tokens, e.cfg.BlockSize),
 		blocks: s.blocks[:0], tokens: s.tokens[:0], media: copyMedia(s.media, req.Media),
 	}

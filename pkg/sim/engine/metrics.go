@@ -39,6 +39,10 @@ type Metrics struct {
 	// KVTransferTokens the prompt tokens pulled (beyond local cache hits).
 	KVTransfers      uint64
 	KVTransferTokens uint64
+	// P2PPulls counts requests whose P2P pull (Request.PullTokens)
+	// started, P2PPullTokens the prompt tokens pulled.
+	P2PPulls      uint64
+	P2PPullTokens uint64
 	// EncoderHits and EncoderMisses count multimodal items a prefill
 	// needed the encoder output of: found in the encoder cache, or encoded.
 	EncoderHits   uint64
@@ -74,6 +78,8 @@ func (e *Engine) Metrics() Metrics {
 		Evictions:        e.kv.evictions,
 		KVTransfers:      e.stats.kvTransfers,
 		KVTransferTokens: e.stats.kvTransferTokens,
+		P2PPulls:         e.stats.p2pPulls,
+		P2PPullTokens:    e.stats.p2pPullTokens,
 		EncoderHits:      e.enc.hits,
 		EncoderMisses:    e.enc.misses,
 		BusyTime:         e.stats.busy,

@@ -104,6 +104,7 @@ func (e *Engine) admit(slot int32, p *plan) (ok, stop bool) {
 	if s.landed {
 		s.landed = false
 		e.seat(slot)
+		p.newPrefill = p.newPrefill || s.computed < s.prompt-1
 		return true, false
 	}
 	total := s.total()
@@ -131,7 +132,7 @@ func (e *Engine) admit(slot int32, p *plan) (ok, stop bool) {
 	s.published = hits
 	e.stats.prefixQueries += uint64(total)
 	e.stats.prefixHits += uint64(s.computed)
-	if s.remote {
+	if s.remote || s.pullTo > s.computed {
 		e.startTransfer(slot)
 		return true, false
 	}

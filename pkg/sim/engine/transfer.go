@@ -22,20 +22,36 @@ import (
 // So its TTFT is queueing + transfer + one iteration, never a prefill. It
 // reports prompt − 1 cached tokens, as vLLM does. The pull happens once: a
 // request preempted later recomputes locally.
+//
+// A P2P pull (Request.PullTokens, after vLLM's OffloadingConnector pulling
+// from a peer's tier) is the same pull cut short: the tokens from the local
+// hit to PullTokens, at the same price, after which the request computes
+// the rest of its prompt as usual (PrefillOverhead included). It reports
+// its local hit plus the pulled tokens as cached, as vLLM counts external
+// hits; no pull starts when the local hit already covers PullTokens.
 
 // startTransfer begins pulling the KV of slot's prompt beyond its local
 // prefix-cache hit (s.computed tokens), at the start of the iteration being
 // scheduled.
 func (e *Engine) startTransfer(slot int32) {
 	s := &e.seqs[slot]
-	n := s.prompt - s.computed
+	if s.remote {
+		s.pullTo = s.prompt - 1
+		e.stats.kvTransfers++
+		e.stats.kvTransferTokens += uint64(s.prompt - s.computed)
+	} else {
+		e.stats.p2pPulls++
+		e.stats.p2pPullTokens += uint64(s.pullTo - s.computed)
+	}
+	n := max(s.prompt-s.computed, 0)
+	if !s.remote {
+		n = s.pullTo - s.computed
+	}
 	s.state = stateTransferring
 	s.readyAt = e.stepStart + e.cfg.KVTransferOverhead + time.Duration(n)*e.cfg.KVTransferPerToken
 	s.started = true
-	s.cached = s.prompt - 1
+	s.cached = s.pullTo
 	e.transfers = append(e.transfers, slot)
-	e.stats.kvTransfers++
-	e.stats.kvTransferTokens += uint64(n)
 }
 
 // firstLanding is the earliest end of a transfer in flight.
@@ -70,7 +86,7 @@ func (e *Engine) land(t time.Duration) {
 	for i := len(landed) - 1; i >= 0; i-- {
 		s := &e.seqs[landed[i]]
 		s.state, s.landed, s.remote, s.inQueue = stateWaiting, true, false, true
-		s.computed = s.prompt - 1
+		s.computed, s.pullTo = s.pullTo, 0
 		e.waiting.pushFront(landed[i])
 	}
 	e.stalled = false
