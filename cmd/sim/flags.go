@@ -166,7 +166,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	var pdSet []string
 	fs.Visit(func(f *flag.Flag) {
-		if strings.HasPrefix(f.Name, "pd-") && f.Name != "pd-sidecar" {
+		if (strings.HasPrefix(f.Name, "pd-") || f.Name == "p2p-connector-port") && f.Name != "pd-sidecar" {
 			pdSet = append(pdSet, "--"+f.Name)
 		}
 	})
@@ -218,6 +218,8 @@ func pdFlags(fs *flag.FlagSet, o *options) {
 		pdsidecar.PrefillerHeader+" run their prefill there first")
 	fs.Var(listFlag{&o.pd.AllowedPrefillers}, "pd-allowed-prefillers", "prefillers the sidecar may call: CIDRs, IPs or host:port (repeatable, comma list; default all)")
 	fs.DurationVar(&o.pd.PrefillTimeout, "pd-prefill-timeout", pdsidecar.DefaultPrefillTimeout, "bound on a prefill call; beyond it the request is decoded with a local prefill")
+	fs.IntVar(&o.pd.P2PConnectorPort, "p2p-connector-port", 0, "remote_port of the p2p block a request naming "+pdsidecar.KVSourceHeader+
+		" gets, as llm-d's sidecar flag (0: the header's port, since instances here share a host)")
 }
 
 func faultFlags(fs *flag.FlagSet, f *sim.Faults) {

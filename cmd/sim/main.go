@@ -7,7 +7,10 @@
 // instance is fronted, on its own port, by a P/D decode sidecar (package
 // pdsidecar), so "sim --instances 4 --pd-sidecar" gives four servers that
 // each decode with a remote prefill when a request names a prefiller in
-// x-prefiller-host-port, and each serve the prefills others send them.
+// x-prefiller-host-port, and each serve the prefills others send them. A
+// request naming a peer in x-kv-cache-source-host-port has the instance
+// computing its prompt pull the prefix that peer holds (P2P KV pulls; see
+// packages pdsidecar and sim).
 //
 // It stops cleanly on SIGINT or SIGTERM.
 package main

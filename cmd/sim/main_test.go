@@ -90,6 +90,13 @@ var flagCases = []flagCase{
 		}
 	}},
 	{name: "pd flags need the sidecar", args: []string{"--pd-allowed-prefillers", "10.0.0.0/8"}, wantErr: "need --pd-sidecar"},
+	{name: "p2p connector port", args: []string{"--pd-sidecar", "--p2p-connector-port", "7777"},
+		check: func(t *testing.T, o options) {
+			if o.pd.P2PConnectorPort != 7777 {
+				t.Fatalf("P2P connector port = %d, want 7777", o.pd.P2PConnectorPort)
+			}
+		}},
+	{name: "p2p connector port needs the sidecar", args: []string{"--p2p-connector-port", "7777"}, wantErr: "--p2p-connector-port need --pd-sidecar"},
 	{name: "bad duration", args: []string{"--inter-token-latency", "fast"}, wantErr: "neither milliseconds"},
 	{name: "bad lora json", args: []string{"--lora-modules", `{"name":`}, wantErr: "lora module JSON"},
 	{name: "zero instances", args: []string{"--instances", "0"}, wantErr: "--instances"},
@@ -214,12 +221,45 @@ func TestRunPDSidecar(t *testing.T) {
 	stop()
 }
 
+// TestRunP2PPull runs two instances with sidecars: a request to instance 0
+// naming instance 1 as its KV cache source pulls the prefix instance 1
+// holds.
+func TestRunP2PPull(t *testing.T) {
+	t.Parallel()
+	lines, stop := runInstances(t, 2, "--port", "0", "--instances", "2", "--pd-sidecar", "--pd-allowed-prefillers", "127.0.0.0/8")
+	local, source := strings.Fields(lines[0])[1], strings.Fields(lines[1])[1]
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	prompt := strings.TrimSpace(strings.Repeat("p ", 64))
+	for _, url := range []string{source, local} {
+		req, _ := http.NewRequest(http.MethodPost, url+"/v1/completions", strings.NewReader(`{"prompt":"`+prompt+`","max_tokens":1}`))
+		if url == local {
+			req.Header.Set(pdsidecar.KVSourceHeader, strings.TrimPrefix(source, "http://"))
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d %s", url, resp.StatusCode, body)
+		}
+		if url == local && !strings.Contains(string(body), `"cached_tokens":63`) {
+			t.Fatalf("the pulled prefix is not cached: %s", body)
+		}
+	}
+	stop()
+}
+
 func TestRunRejectsBadConfig(t *testing.T) {
 	t.Parallel()
 	for args, want := range map[string]string{
 		"--profile nope": `unknown profile "nope"`,
 		"--pd-sidecar --pd-allowed-prefillers 10.0.0.0/8,nope!": `"nope!" is not a CIDR, an IP or host:port`,
 		"--kv-transfer-time-per-token -1us":                     "kvTransferPerToken: must be ≥ 0",
+		"--pd-sidecar --p2p-connector-port 70000":               "not in 0..65535",
 	} {
 		err := run(context.Background(), append([]string{"--port", "0"}, strings.Fields(args)...), io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), want) {

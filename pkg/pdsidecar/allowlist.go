@@ -9,16 +9,17 @@ import (
 	"strings"
 )
 
-// parsePrefiller validates the prefiller header: exactly one host:port with
-// an IP or DNS host name and a port in 1..65535. It returns the canonical
-// form (IPv6 in brackets, names lower-cased).
-func parsePrefiller(values []string) (string, error) {
+// parseHostPort validates the values of header (the prefiller or KV cache
+// source header): exactly one host:port with an IP or DNS host name and a
+// port in 1..65535. It returns the canonical form (IPv6 in brackets, names
+// lower-cased).
+func parseHostPort(header string, values []string) (string, error) {
 	if len(values) != 1 || strings.Contains(values[0], ",") {
-		return "", fmt.Errorf("%s must name exactly one host:port, got %q", PrefillerHeader, strings.Join(values, ","))
+		return "", fmt.Errorf("%s must name exactly one host:port, got %q", header, strings.Join(values, ","))
 	}
 	host, port, err := splitHostPort(strings.TrimSpace(values[0]))
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", PrefillerHeader, err)
+		return "", fmt.Errorf("%s: %w", header, err)
 	}
 	return net.JoinHostPort(host, port), nil
 }
@@ -59,7 +60,9 @@ func validHostName(h string) bool {
 	return true
 }
 
-// allowlist is Options.AllowedPrefillers parsed; empty allows all.
+// allowlist is Options.AllowedPrefillers parsed; empty allows all. It
+// bounds prefillers and KV cache sources alike: both are pool endpoints
+// a model server will be made to connect to.
 type allowlist struct {
 	prefixes  []netip.Prefix
 	hostPorts map[string]bool // canonical host:port
@@ -89,7 +92,8 @@ func parseAllowlist(entries []string) (allowlist, error) {
 	return a, errors.Join(errs...)
 }
 
-// permits reports whether the canonical hostPort may be a prefiller.
+// permits reports whether the canonical hostPort may be a prefiller or
+// a KV cache source.
 func (a allowlist) permits(hostPort string) bool {
 	if len(a.prefixes) == 0 && len(a.hostPorts) == 0 {
 		return true

@@ -43,13 +43,24 @@ type reply struct {
 // it is "".
 func send(t *testing.T, c *http.Client, url, prefiller, body string) reply {
 	t.Helper()
+	var header []string
+	if prefiller != "" {
+		header = []string{pdsidecar.PrefillerHeader, prefiller}
+	}
+	return sendWith(t, c, url, body, header...)
+}
+
+// sendWith POSTs body to url with the header name, value pairs (each
+// added, so a name may repeat).
+func sendWith(t *testing.T, c *http.Client, url, body string, header ...string) reply {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if prefiller != "" {
-		req.Header.Set(pdsidecar.PrefillerHeader, prefiller)
+	for j := 0; j+1 < len(header); j += 2 {
+		req.Header.Add(header[j], header[j+1])
 	}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -244,6 +255,16 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within 5s", what)
+		}
+	}
+}
+
+// untouched fails the test if a request reached any of insts' engines.
+func untouched(t *testing.T, insts ...*sim.Instance) {
+	t.Helper()
+	for _, inst := range insts {
+		if m := inst.EngineMetrics(); m.Finished+uint64(m.Waiting+m.Running) != 0 {
+			t.Errorf("a rejected request reached %s: %+v", inst.HostPort(), m)
 		}
 	}
 }

@@ -21,6 +21,7 @@ func LocalURL(base string) (http.Handler, error) {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
 			pr.Out.Header.Del(PrefillerHeader)
+			pr.Out.Header.Del(KVSourceHeader)
 		},
 		FlushInterval: -1,
 		Transport:     newTransport(),

@@ -19,8 +19,9 @@ var prefillParams = json.RawMessage(`{"do_remote_decode":true,"do_remote_prefill
 	`"remote_engine_id":null,"remote_block_ids":null,"remote_host":null,"remote_port":null}`)
 
 // prefillBody turns the client's request into the prefill request: one
-// token, not streamed, with prefillParams.
-func prefillBody(fields map[string]json.RawMessage) ([]byte, error) {
+// token, not streamed, with prefillParams, plus p2p when the prefiller is
+// to pull from a KV cache source (nil for none).
+func prefillBody(fields map[string]json.RawMessage, p2p json.RawMessage) ([]byte, error) {
 	one := json.RawMessage("1")
 	out := maps.Clone(fields)
 	out["max_tokens"] = one
@@ -30,16 +31,30 @@ func prefillBody(fields map[string]json.RawMessage) ([]byte, error) {
 	out["stream"] = json.RawMessage("false")
 	delete(out, "stream_options")
 	out["kv_transfer_params"] = prefillParams
+	if p2p != nil {
+		kv, err := withP2P(prefillParams, p2p)
+		if err != nil {
+			return nil, err
+		}
+		out["kv_transfer_params"] = kv
+	}
 	return json.Marshal(out)
 }
 
-// prefill runs the prefill on prefiller and returns the kv_transfer_params
-// of its answer. On failure it returns a Fallback* reason, or
-// outcomeCanceled when the client left.
-func (h *Handler) prefill(r *http.Request, prefiller string, fields map[string]json.RawMessage) (json.RawMessage, string, error) {
-	body, err := prefillBody(fields)
+// prefill runs the prefill on rt.prefiller, pulling from rt.source unless
+// it is the source, and returns the kv_transfer_params of its answer. On
+// failure it returns a Fallback* reason, or outcomeCanceled when the
+// client left.
+func (h *Handler) prefill(r *http.Request, rt route, fields map[string]json.RawMessage) (json.RawMessage, string, error) {
+	prefiller := rt.prefiller
+	p2p := rt.source.pullFor(prefiller)
+	body, err := prefillBody(fields, p2p)
 	if err != nil { // cannot happen: fields came from json.Unmarshal
 		return nil, FallbackErrorStatus, fmt.Errorf("encode prefill request: %w", err)
+	}
+	if p2p != nil {
+		h.metrics.p2pPulls.WithLabelValues(legPrefill).Inc()
+		h.log.V(1).Info("prefiller pulls from a KV cache source", "endpoint", rt.source.hostPort, "requestID", requestID(r))
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()

@@ -20,6 +20,10 @@ import (
 const (
 	// PrefillerHeader (request) names the prefill endpoint, set by the EPP.
 	PrefillerHeader = "x-prefiller-host-port"
+	// KVSourceHeader (request) names a peer holding more of the prompt's
+	// prefix in its KV cache, to pull from; set by the EPP's
+	// p2p-source-producer.
+	KVSourceHeader = "x-kv-cache-source-host-port"
 	// PrefilledByHeader (response) names the prefiller whose KV was used.
 	PrefilledByHeader = "x-openepp-prefilled-by"
 	// FallbackHeader (response) gives the reason the request was decoded
@@ -52,11 +56,17 @@ type Options struct {
 	// Local is the decode model server: an in-process handler, or
 	// LocalURL(base) for one reached over HTTP. Required.
 	Local http.Handler
-	// AllowedPrefillers limits the prefillers a request may name: CIDRs
-	// ("10.0.0.0/8"), IPs (any port) or exact host:port entries. Empty
-	// allows all. CIDR and IP entries match IP literals only; a host name
-	// must be listed as host:port.
+	// AllowedPrefillers limits the prefillers and KV cache sources a
+	// request may name (the pool's endpoints): CIDRs ("10.0.0.0/8"), IPs
+	// (any port) or exact host:port entries. Empty allows all. CIDR and IP
+	// entries match IP literals only; a host name must be listed as
+	// host:port.
 	AllowedPrefillers []string
+	// P2PConnectorPort, when > 0, is the remote_port of every p2p block
+	// (the peers' KV connector port, llm-d's --p2p-connector-port), and a
+	// server is a source's own when their hosts match. 0 keeps the port of
+	// KVSourceHeader, for peers sharing a host, as the simulator's do.
+	P2PConnectorPort int
 	// PrefillTimeout bounds a prefill call; default DefaultPrefillTimeout.
 	PrefillTimeout time.Duration
 	// MaxBodyBytes bounds the request body and the prefill answer read;
@@ -74,13 +84,14 @@ type Options struct {
 // Handler is a decode sidecar; see the package doc. It is safe for
 // concurrent use.
 type Handler struct {
-	local   http.Handler
-	allow   allowlist
-	timeout time.Duration
-	maxBody int64
-	client  *http.Client
-	metrics *metrics
-	log     logr.Logger
+	local         http.Handler
+	allow         allowlist
+	connectorPort int // Options.P2PConnectorPort
+	timeout       time.Duration
+	maxBody       int64
+	client        *http.Client
+	metrics       *metrics
+	log           logr.Logger
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -93,6 +104,9 @@ func New(o Options) (*Handler, error) {
 	if o.PrefillTimeout < 0 || o.MaxBodyBytes < 0 {
 		return nil, fmt.Errorf("pd sidecar: prefill timeout %s and max body bytes %d must be ≥ 0", o.PrefillTimeout, o.MaxBodyBytes)
 	}
+	if o.P2PConnectorPort < 0 || o.P2PConnectorPort > 65535 {
+		return nil, fmt.Errorf("pd sidecar: P2P connector port %d is not in 0..65535", o.P2PConnectorPort)
+	}
 	allow, err := parseAllowlist(o.AllowedPrefillers)
 	if err != nil {
 		return nil, fmt.Errorf("pd sidecar: allowed prefillers: %w", err)
@@ -102,8 +116,8 @@ func New(o Options) (*Handler, error) {
 		return nil, fmt.Errorf("pd sidecar: %w", err)
 	}
 	h := &Handler{
-		local: o.Local, allow: allow, timeout: o.PrefillTimeout, maxBody: o.MaxBodyBytes,
-		metrics: m, log: o.Logger,
+		local: o.Local, allow: allow, connectorPort: o.P2PConnectorPort, timeout: o.PrefillTimeout,
+		maxBody: o.MaxBodyBytes, metrics: m, log: o.Logger,
 	}
 	if h.timeout == 0 {
 		h.timeout = DefaultPrefillTimeout
@@ -143,54 +157,100 @@ func newTransport() *http.Transport {
 
 // ServeHTTP serves one request; see the package doc.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	named := r.Header.Values(PrefillerHeader)
+	named, source := r.Header.Values(PrefillerHeader), r.Header.Values(KVSourceHeader)
 	generate := r.Method == http.MethodPost && slices.Contains(disaggregatedPaths, r.URL.Path)
+	if len(named)+len(source) > 0 {
+		r = withoutRoutingHeaders(r)
+	}
 	switch {
-	case len(named) == 0:
+	case !generate && len(named) > 0 && r.Method == http.MethodPost && r.URL.Path == "/v1/responses":
+		h.fallback(w, r, "", FallbackUnsupportedPath, nil)
+		return
+	case !generate || len(named)+len(source) == 0:
 		if generate {
 			h.metrics.requests.WithLabelValues(resultPassthrough).Inc()
 		}
 		h.local.ServeHTTP(w, r)
 		return
-	case !generate:
-		r = withoutPrefiller(r)
-		if r.Method == http.MethodPost && r.URL.Path == "/v1/responses" {
-			h.fallback(w, r, "", FallbackUnsupportedPath, nil)
-			return
-		}
-		h.local.ServeHTTP(w, r)
-		return
 	}
-	r = withoutPrefiller(r)
-	prefiller, err := parsePrefiller(named)
-	if err != nil {
-		h.reject(w, r, http.StatusBadRequest, err.Error())
-		return
-	}
-	if !h.allow.permits(prefiller) {
-		h.reject(w, r, http.StatusForbidden, fmt.Sprintf("prefiller %q is not allowed", prefiller))
-		return
-	}
-	body, fields, status, err := h.readBody(w, r)
+	rt, status, err := h.route(named, source)
 	if err != nil {
 		h.reject(w, r, status, err.Error())
 		return
 	}
-	h.disaggregate(w, r, prefiller, body, fields)
+	body, fields, status, err := h.readBody(w, r)
+	if err == nil && rt.source != nil {
+		status, err = http.StatusBadRequest, checkKVParams(fields)
+	}
+	switch {
+	case err != nil:
+		h.reject(w, r, status, err.Error())
+	case rt.prefiller == "":
+		h.pullLocally(w, r, rt.source, body, fields)
+	default:
+		h.disaggregate(w, r, rt, body, fields)
+	}
 }
 
-// disaggregate runs the prefill on prefiller, then the decode locally; a
-// failed prefill falls back to a local prefill.
-func (h *Handler) disaggregate(w http.ResponseWriter, r *http.Request, prefiller string, body []byte, fields map[string]json.RawMessage) {
-	params, reason, err := h.prefill(r, prefiller, fields)
+// route is where a request's prompt is computed: on prefiller ("" for
+// locally), pulling from source (nil for none).
+type route struct {
+	prefiller string
+	source    *p2pSource
+}
+
+// route validates the routing headers: each one host:port (else 400)
+// within the allowlist (else 403).
+func (h *Handler) route(named, source []string) (route, int, error) {
+	var rt route
+	if len(named) > 0 {
+		p, status, err := h.endpoint(PrefillerHeader, "prefiller", named)
+		if err != nil {
+			return rt, status, err
+		}
+		rt.prefiller = p
+	}
+	if len(source) > 0 {
+		s, status, err := h.endpoint(KVSourceHeader, "KV cache source", source)
+		if err != nil {
+			return rt, status, err
+		}
+		rt.source = h.newSource(s)
+	}
+	return rt, 0, nil
+}
+
+// endpoint validates the values of a header naming a pool endpoint (what
+// it is called in errors): its canonical host:port, or an error with its
+// status.
+func (h *Handler) endpoint(header, what string, values []string) (string, int, error) {
+	hp, err := parseHostPort(header, values)
+	if err != nil {
+		return "", http.StatusBadRequest, err
+	}
+	if !h.allow.permits(hp) {
+		return "", http.StatusForbidden, fmt.Errorf("%s %q is not allowed", what, hp)
+	}
+	return hp, 0, nil
+}
+
+// disaggregate runs the prefill on rt.prefiller, then the decode locally;
+// a failed prefill falls back to a local prefill, pulling from rt.source.
+func (h *Handler) disaggregate(w http.ResponseWriter, r *http.Request, rt route, body []byte, fields map[string]json.RawMessage) {
+	params, reason, err := h.prefill(r, rt, fields)
 	switch {
 	case reason == outcomeCanceled:
 		h.metrics.requests.WithLabelValues(resultCanceled).Inc()
-		h.log.V(1).Info("client left during the prefill", "endpoint", prefiller, "requestID", requestID(r))
+		h.log.V(1).Info("client left during the prefill", "endpoint", rt.prefiller, "requestID", requestID(r))
 		return
 	case reason != "":
-		setBody(r, body)
-		h.fallback(w, r, prefiller, reason, err)
+		local, lerr := h.localBody(r, rt.source, body, fields)
+		if lerr != nil { // cannot happen: checkKVParams passed and fields came from json.Unmarshal
+			h.reject(w, r, http.StatusInternalServerError, lerr.Error())
+			return
+		}
+		setBody(r, local)
+		h.fallback(w, r, rt.prefiller, reason, err)
 		return
 	}
 	fields["kv_transfer_params"] = params
@@ -200,8 +260,8 @@ func (h *Handler) disaggregate(w http.ResponseWriter, r *http.Request, prefiller
 		return
 	}
 	h.metrics.requests.WithLabelValues(resultDisaggregated).Inc()
-	h.log.V(1).Info("prefilled remotely", "endpoint", prefiller, "requestID", requestID(r))
-	w.Header().Set(PrefilledByHeader, prefiller)
+	h.log.V(1).Info("prefilled remotely", "endpoint", rt.prefiller, "requestID", requestID(r))
+	w.Header().Set(PrefilledByHeader, rt.prefiller)
 	setBody(r, decode)
 	h.local.ServeHTTP(w, r)
 }
@@ -234,11 +294,12 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, status int, msg
 	writeError(w, r, status, msg)
 }
 
-// withoutPrefiller returns r without the prefiller header, which must not
-// reach the model server.
-func withoutPrefiller(r *http.Request) *http.Request {
+// withoutRoutingHeaders returns r without the prefiller and KV cache
+// source headers, which must not reach a model server.
+func withoutRoutingHeaders(r *http.Request) *http.Request {
 	r = r.Clone(r.Context())
 	r.Header.Del(PrefillerHeader)
+	r.Header.Del(KVSourceHeader)
 	return r
 }
 
@@ -256,7 +317,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, map[
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
-		return nil, nil, http.StatusBadRequest, errors.New("a request naming a prefiller needs a JSON object body")
+		return nil, nil, http.StatusBadRequest, errors.New("a request naming a prefiller or a KV cache source needs a JSON object body")
 	}
 	return body, fields, 0, nil
 }

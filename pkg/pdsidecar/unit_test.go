@@ -200,6 +200,8 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}{
 		{"no local", pdsidecar.Options{}, "Local is required"},
 		{"negative timeout", pdsidecar.Options{Local: local, PrefillTimeout: -1}, "must be ≥ 0"},
+		{"negative connector port", pdsidecar.Options{Local: local, P2PConnectorPort: -1}, "not in 0..65535"},
+		{"connector port too big", pdsidecar.Options{Local: local, P2PConnectorPort: 65536}, "not in 0..65535"},
 		{"bad allowlist", pdsidecar.Options{Local: local, AllowedPrefillers: []string{"10.0.0.0/8", "nope!", "10.0.0.0/33"}},
 			`[1]: "nope!" is not a CIDR`},
 		{"registered twice", pdsidecar.Options{Local: local, Registerer: reg}, "register metrics"},

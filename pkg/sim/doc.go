@@ -3,7 +3,7 @@
 //
 // An Instance serves the OpenAI API (/v1/completions, /v1/chat/completions,
 // streaming or not, with usage and cached-token counts, cache_salt, and P/D
-// kv_transfer_params; chat tools are rendered into the system turn, after a
+// and P2P kv_transfer_params; chat tools are rendered into the system turn, after a
 // leading system message's text, as Qwen's and Hermes' templates do; image,
 // audio and video content parts, below), the Anthropic Messages API as vLLM does
 // (/v1/messages and /v1/messages/count_tokens, below), vLLM's /tokenize,
@@ -102,6 +102,36 @@
 // openepp_sim_kv_remote_decode_requests_total,
 // openepp_sim_kv_remote_prefill_requests_total and
 // openepp_sim_kv_transfer_tokens_total (also Instance.KVTransferStats).
+//
+// # P2P KV pulls (kv_transfer_params.p2p)
+//
+// A request (any of the three generation APIs, with or without the P/D
+// flags) may name a peer holding a prefix of its prompt, as llm-d's routing
+// sidecar does for vLLM's OffloadingConnector when the EPP's
+// p2p-source-producer set x-kv-cache-source-host-port: kv_transfer_params
+// {"p2p": {"kv_request_id": string (optional), "remote_host": an IP or host
+// name, "remote_port": 1..65535}}. Before submitting, the instance asks the
+// peer at http://remote_host:remote_port what it holds, on the
+// simulator-only endpoint POST /openepp/sim/kv/lookup (KVLookupPath):
+// {"prompts": [[token IDs], ...], "lora": adapter or "", "cache_salt":
+// salt or ""} answered by {"cached_tokens": [n, ...]}, the leading tokens
+// of each prompt the peer's prefix cache holds now, in whole blocks, for
+// that adapter and salt (engine.CachedPrefixSalted, under the driver's
+// lock). The engine then pulls what its own cache lacks of those tokens at
+// the KV transfer price and computes the rest (engine.Request.PullTokens);
+// usage reports the local hit plus the pulled tokens as cached. The lookup
+// is bounded (2 s, the instance's request size limit, a 1 MiB answer, no
+// redirects); a peer that is unreachable, slow or answers anything but a
+// well-formed count serves the request without a pull, logged and
+// counted. With do_remote_prefill the whole prompt is pulled from the
+// prefiller anyway, so no lookup is made. A malformed p2p block is a 400
+// with param "kv_transfer_params". The metrics page adds
+// openepp_sim_kv_p2p_requests_total (requests naming a source),
+// openepp_sim_kv_p2p_lookup_failures_total, openepp_sim_kv_p2p_pulls_total
+// (pulls started: the source held more than the local cache) and
+// openepp_sim_kv_p2p_pull_tokens_total (also Instance.KVTransferStats).
+// The lookup names any host a request names: expose an instance only
+// behind the sidecar, whose allowlist bounds the sources.
 //
 // Config.Frontend wraps an instance's API on its own port; cmd/sim
 // --pd-sidecar uses it to put a pdsidecar.Handler in front of every

@@ -120,16 +120,19 @@ func (d *driver) dispatch(events []engine.Event) {
 
 // submit queues one engine request per prompt, all or none, each a copy
 // of like (max tokens, adapter, cache salt, remote prefill) with its own
-// ID and prompt.
-func (d *driver) submit(prompts [][]uint32, like engine.Request) (*call, error) {
+// ID and prompt, and its P2P pull from pulls (nil for none).
+func (d *driver) submit(prompts [][]uint32, pulls []int, like engine.Request) (*call, error) {
 	c := &call{notify: make(chan struct{}, 1)}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.now()
-	for _, toks := range prompts {
+	for j, toks := range prompts {
 		d.nextID++
 		req := like
 		req.ID, req.Tokens = d.nextID, toks
+		if pulls != nil {
+			req.PullTokens = pulls[j]
+		}
 		if d.encodes {
 			req.Media = mediaSpans(toks)
 		}
@@ -176,6 +179,18 @@ func (d *driver) snapshot(c *call, dst []progress) bool {
 		all = all && p.done
 	}
 	return all
+}
+
+// cachedPrefixes returns how many leading tokens of each prompt the prefix
+// cache holds, for adapter lora under cache salt salt.
+func (d *driver) cachedPrefixes(prompts [][]uint32, lora, salt string) []int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]int, len(prompts))
+	for j, p := range prompts {
+		out[j] = d.eng.CachedPrefixSalted(p, lora, salt)
+	}
+	return out
 }
 
 func (d *driver) metrics() engine.Metrics {

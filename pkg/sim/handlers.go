@@ -27,6 +27,7 @@ func (i *Instance) routes(reg *prometheus.Registry) http.Handler {
 	mux.HandleFunc("GET /v1/models", i.handleModels)
 	mux.HandleFunc("POST /v1/load_lora_adapter", i.handleLoadLoRA)
 	mux.HandleFunc("POST /v1/unload_lora_adapter", i.handleUnloadLoRA)
+	mux.HandleFunc("POST "+KVLookupPath, i.handleKVLookup)
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	page := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError})
@@ -75,7 +76,7 @@ func (i *Instance) startCall(w http.ResponseWriter, r *http.Request, parse func(
 		fail(w, aerr)
 		return genRequest{}, nil, false
 	}
-	c, err := i.drv.submit(g.prompts, engine.Request{
+	c, err := i.drv.submit(g.prompts, i.p2pPulls(r, g), engine.Request{
 		MaxTokens: g.maxTokens, LoRA: g.lora, CacheSalt: g.cacheSalt, RemotePrefill: g.kv.remotePrefill,
 	})
 	if err != nil {

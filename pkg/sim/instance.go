@@ -33,9 +33,12 @@ type Instance struct {
 	models  *modelSet
 	addr    string // host:port actually bound
 	// engineID is the remote_engine_id of prefill answers; the counters
-	// count accepted P/D requests (KVTransferStats).
-	engineID                      string
-	remoteDecodes, remotePrefills atomic.Uint64
+	// count accepted P/D and P2P requests (KVTransferStats).
+	engineID                       string
+	remoteDecodes, remotePrefills  atomic.Uint64
+	p2pRequests, p2pLookupFailures atomic.Uint64
+	// peers asks P2P sources what they hold (p2p.go).
+	peers *http.Client
 
 	closing   chan struct{} // closed when Run begins shutting down
 	closeOnce sync.Once
@@ -78,6 +81,7 @@ func New(cfg Config) (*Instance, error) {
 		models:  newModelSet(rc.ServedModelNames, rc.LoRAs),
 		closing: make(chan struct{}),
 		faults:  rc.Faults,
+		peers:   newPeerClient(),
 	}
 	obs, err := newObservers(fl, rc.Model, reg)
 	if err != nil {
@@ -166,6 +170,7 @@ func (i *Instance) Run(ctx context.Context) error {
 	}
 	i.wg.Wait()
 	<-driverDone
+	i.peers.CloseIdleConnections()
 	i.log.Info("simulator stopped", "address", i.URL())
 	return err
 }

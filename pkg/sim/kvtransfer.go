@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"github.com/openepp/openepp/pkg/sim/engine"
 )
 
 // P/D disaggregation, the vLLM NixlConnector way: a decode sidecar sends
@@ -25,6 +27,9 @@ type kvTransfer struct {
 	// remotePrefill: a prefiller computed the prompt's KV; pull it instead
 	// of prefilling (engine.Request.RemotePrefill).
 	remotePrefill bool
+	// p2p names a peer holding a prefix of the prompt, to pull from
+	// (engine.Request.PullTokens); nil for none. See p2p.go.
+	p2p *p2pSource
 }
 
 // parseKVTransfer validates kv_transfer_params: absent or null, or an
@@ -43,10 +48,11 @@ func parseKVTransfer(raw json.RawMessage) (kvTransfer, error) {
 	var engineID, host string
 	var port int
 	var blocks []int
+	var p2p json.RawMessage
 	present := map[string]bool{}
 	var errs []string
 	check := func(name string, dst any, want string) {
-		ok, err := kvField(fields, name, dst, want)
+		ok, err := kvField(fields, "kv_transfer_params", name, dst, want)
 		present[name] = ok
 		if err != nil {
 			errs = append(errs, err.Error())
@@ -58,6 +64,14 @@ func parseKVTransfer(raw json.RawMessage) (kvTransfer, error) {
 	check("remote_host", &host, "a string")
 	check("remote_port", &port, "an integer")
 	check("remote_block_ids", &blocks, "a list of integers")
+	check("p2p", &p2p, "an object")
+	if present["p2p"] {
+		src, err := parseP2P(p2p)
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+		kv.p2p = src
+	}
 	if len(errs) > 0 {
 		return kvTransfer{}, errors.New(strings.Join(errs, "; "))
 	}
@@ -78,14 +92,14 @@ func parseKVTransfer(raw json.RawMessage) (kvTransfer, error) {
 }
 
 // kvField decodes fields[name] into dst; a missing or null field leaves
-// dst alone and reports false.
-func kvField(fields map[string]json.RawMessage, name string, dst any, want string) (bool, error) {
+// dst alone and reports false. path names the object in errors.
+func kvField(fields map[string]json.RawMessage, path, name string, dst any, want string) (bool, error) {
 	v, ok := fields[name]
 	if !ok || bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
 		return false, nil
 	}
 	if err := json.Unmarshal(v, dst); err != nil {
-		return false, fmt.Errorf("kv_transfer_params.%s: must be %s or null", name, want)
+		return false, fmt.Errorf("%s.%s: must be %s or null", path, name, want)
 	}
 	return true, nil
 }
@@ -147,8 +161,9 @@ func engineIDFor(addr, model string) string {
 	return fmt.Sprintf("openepp-sim-%016x", h.Sum64())
 }
 
-// KVTransferStats counts an instance's P/D traffic since it started; the
-// metrics page exports the same numbers as openepp_sim_kv_* counters.
+// KVTransferStats counts an instance's KV traffic (P/D and P2P) since it
+// started; the metrics page exports the same numbers as openepp_sim_kv_*
+// counters.
 type KVTransferStats struct {
 	// RemoteDecodeRequests counts prefill-only requests accepted
 	// (do_remote_decode): prefills this instance ran for remote decoders.
@@ -159,21 +174,37 @@ type KVTransferStats struct {
 	// TransferredTokens counts the prompt tokens pulled (beyond local
 	// prefix-cache hits), as the pulls start.
 	TransferredTokens uint64
+	// P2PRequests counts requests accepted naming a P2P source
+	// (kv_transfer_params.p2p), P2PLookupFailures those whose source could
+	// not say what it holds (served without a pull).
+	P2PRequests       uint64
+	P2PLookupFailures uint64
+	// P2PPulls counts P2P pulls started, P2PPullTokens the prompt tokens
+	// they pull (beyond local prefix-cache hits).
+	P2PPulls      uint64
+	P2PPullTokens uint64
 }
 
-// KVTransferStats returns the P/D counters.
-func (i *Instance) KVTransferStats() KVTransferStats {
+// KVTransferStats returns the KV transfer counters.
+func (i *Instance) KVTransferStats() KVTransferStats { return i.kvStats(i.drv.metrics()) }
+
+// kvStats combines the instance's counters with the engine's m.
+func (i *Instance) kvStats(m engine.Metrics) KVTransferStats {
 	return KVTransferStats{
 		RemoteDecodeRequests:  i.remoteDecodes.Load(),
 		RemotePrefillRequests: i.remotePrefills.Load(),
-		TransferredTokens:     i.drv.metrics().KVTransferTokens,
+		TransferredTokens:     m.KVTransferTokens,
+		P2PRequests:           i.p2pRequests.Load(),
+		P2PLookupFailures:     i.p2pLookupFailures.Load(),
+		P2PPulls:              m.P2PPulls,
+		P2PPullTokens:         m.P2PPullTokens,
 	}
 }
 
 // EngineID is the remote_engine_id this instance puts in prefill answers.
 func (i *Instance) EngineID() string { return i.engineID }
 
-// countKVTransfer records an accepted P/D request.
+// countKVTransfer records an accepted P/D or P2P request.
 func (i *Instance) countKVTransfer(kv kvTransfer) {
 	if kv.remoteDecode {
 		i.remoteDecodes.Add(1)
@@ -181,15 +212,33 @@ func (i *Instance) countKVTransfer(kv kvTransfer) {
 	if kv.remotePrefill {
 		i.remotePrefills.Add(1)
 	}
+	if kv.p2p != nil {
+		i.p2pRequests.Add(1)
+	}
 }
 
-// collectKVTransfer exports the P/D counters under every metrics engine.
+// collectKVTransfer exports the KV transfer counters under every metrics
+// engine.
 func collectKVTransfer(e *emitter, s KVTransferStats, model string) {
-	l := []string{"model_name", model}
-	e.counter("openepp_sim_kv_remote_decode_requests_total",
-		"Prefill-only requests (kv_transfer_params.do_remote_decode) accepted: prefills run for remote decoders.", s.RemoteDecodeRequests, l...)
-	e.counter("openepp_sim_kv_remote_prefill_requests_total",
-		"Requests (kv_transfer_params.do_remote_prefill) accepted whose prompt KV is pulled from a prefiller.", s.RemotePrefillRequests, l...)
-	e.counter("openepp_sim_kv_transfer_tokens_total",
-		"Prompt tokens whose KV was pulled from prefillers (beyond local prefix-cache hits).", s.TransferredTokens, l...)
+	for _, c := range []struct {
+		name, help string
+		v          uint64
+	}{
+		{"openepp_sim_kv_remote_decode_requests_total",
+			"Prefill-only requests (kv_transfer_params.do_remote_decode) accepted: prefills run for remote decoders.", s.RemoteDecodeRequests},
+		{"openepp_sim_kv_remote_prefill_requests_total",
+			"Requests (kv_transfer_params.do_remote_prefill) accepted whose prompt KV is pulled from a prefiller.", s.RemotePrefillRequests},
+		{"openepp_sim_kv_transfer_tokens_total",
+			"Prompt tokens whose KV was pulled from prefillers (beyond local prefix-cache hits).", s.TransferredTokens},
+		{"openepp_sim_kv_p2p_requests_total",
+			"Requests accepted naming a P2P KV source (kv_transfer_params.p2p).", s.P2PRequests},
+		{"openepp_sim_kv_p2p_lookup_failures_total",
+			"P2P sources that could not be asked what they hold; those requests were served without a pull.", s.P2PLookupFailures},
+		{"openepp_sim_kv_p2p_pulls_total",
+			"P2P KV pulls started: requests that pulled a prompt prefix from a peer.", s.P2PPulls},
+		{"openepp_sim_kv_p2p_pull_tokens_total",
+			"Prompt tokens whose KV was pulled from P2P peers (beyond local prefix-cache hits).", s.P2PPullTokens},
+	} {
+		e.counter(c.name, c.help, c.v, "model_name", model)
+	}
 }

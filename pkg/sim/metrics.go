@@ -136,11 +136,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s := scrape{m: m, model: c.inst.cfg.Model, cfg: c.inst.cfg.engine, loras: c.loraHistory(m, time.Now())}
 	e := &emitter{ch: ch}
 	c.fl.collect(e, s)
-	collectKVTransfer(e, KVTransferStats{
-		RemoteDecodeRequests:  c.inst.remoteDecodes.Load(),
-		RemotePrefillRequests: c.inst.remotePrefills.Load(),
-		TransferredTokens:     m.KVTransferTokens,
-	}, s.model)
+	collectKVTransfer(e, c.inst.kvStats(m), s.model)
 }
 
 func (c *collector) loraHistory(m engine.Metrics, now time.Time) []loraSeries {

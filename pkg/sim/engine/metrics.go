@@ -103,6 +103,13 @@ func (e *Engine) KVUsage() float64 {
 // It is the ground truth an oracle router would see; it does not change the
 // cache or its LRU order.
 func (e *Engine) CachedPrefix(tokens []uint32, lora string) int {
+	return e.CachedPrefixSalted(tokens, lora, "")
+}
+
+// CachedPrefixSalted is CachedPrefix for a prompt with cache_salt salt
+// ("" for none), which only blocks stored under the same salt match: what a
+// peer asked for a P2P pull can serve.
+func (e *Engine) CachedPrefixSalted(tokens []uint32, lora, salt string) int {
 	root := e.baseRoot
 	if lora != "" {
 		i, ok := e.lora.index[lora]
@@ -111,7 +118,7 @@ func (e *Engine) CachedPrefix(tokens []uint32, lora string) int {
 		}
 		root = e.lora.roots[i]
 	}
-	e.scratch = appendBlockHashes(e.scratch[:0], root, tokens, e.cfg.BlockSize)
+	e.scratch = appendBlockHashes(e.scratch[:0], saltRoot(root, salt), tokens, e.cfg.BlockSize)
 	hits, _ := e.kv.lookup(e.scratch, len(e.scratch))
 	return hits * e.cfg.BlockSize
 }

@@ -64,3 +64,33 @@ func TestP2PPullStopsShortOfTheLastToken(t *testing.T) {
 		t.Fatalf("cached %d, first token %v, pulled %d; want 99, 1.609ms, 99", s[1].Cached, s[1].First, e.Metrics().P2PPullTokens)
 	}
 }
+
+// TestCachedPrefixSalted: a peer asked what it holds answers per salt and
+// adapter, as its own requests would hit.
+func TestCachedPrefixSalted(t *testing.T) {
+	t.Parallel()
+	prompt := tokens(5, 100)
+	e := newEngine(t, testConfig())
+	simulate(t, e, together(
+		Request{ID: 1, Tokens: prompt, MaxTokens: 1, CacheSalt: "s"},
+		Request{ID: 2, Tokens: prompt, MaxTokens: 1, LoRA: "a"},
+	))
+	for _, tc := range []struct {
+		lora, salt string
+		want       int
+	}{
+		{"", "s", 96},
+		{"", "", 0},
+		{"", "t", 0},
+		{"a", "", 96},
+		{"a", "s", 0},
+		{"b", "", 0},
+	} {
+		if got := e.CachedPrefixSalted(prompt, tc.lora, tc.salt); got != tc.want {
+			t.Errorf("adapter %q salt %q: %d cached, want %d", tc.lora, tc.salt, got, tc.want)
+		}
+	}
+	if got := e.CachedPrefix(prompt, "a"); got != 96 {
+		t.Errorf("CachedPrefix = %d, want the unsalted lookup's 96", got)
+	}
+}
