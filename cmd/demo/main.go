@@ -16,6 +16,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/openepp/openepp/pkg/config"
+	"github.com/openepp/openepp/pkg/p2psource"
 )
 
 type options struct {
@@ -44,6 +47,10 @@ type options struct {
 	// endpointsFile holds the servers with their llm-d.ai/role labels
 	// (P/D only; written by run).
 	endpointsFile string
+	// p2p is set when the config names P2P sources (p2p-source-producer):
+	// the servers then sit behind the simulator's sidecar, which serves
+	// the pulls.
+	p2p bool
 }
 
 func main() {
@@ -104,8 +111,32 @@ func parseFlags(args []string) (*options, error) {
 			return nil, fmt.Errorf("--config: %w", err)
 		}
 		o.config = abs
+		p2p, err := namesP2PSources(abs)
+		if err != nil {
+			return nil, fmt.Errorf("--config: %w", err)
+		}
+		o.p2p = p2p
 	}
 	return o, nil
+}
+
+// namesP2PSources reports whether the config at path lists a
+// p2p-source-producer.
+func namesP2PSources(path string) (bool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false, err
+	}
+	cfg, err := config.Load(data)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range cfg.Plugins {
+		if p.Type == p2psource.Type {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // run starts the three processes in dependency order, waits until each is
@@ -158,7 +189,7 @@ func run(ctx context.Context, o *options) error {
 func (o *options) simArgs() []string {
 	args := []string{"--instances", strconv.Itoa(o.servers), "--port", strconv.Itoa(o.simPort),
 		"--model", o.model, "--lora-modules", o.loras, "--max-loras", "1", "--profile", o.profile}
-	if o.prefill > 0 {
+	if o.prefill > 0 || o.p2p {
 		args = append(args, "--pd-sidecar")
 	}
 	if o.kvEventsPort > 0 {
@@ -231,5 +262,13 @@ A prompt of more than about 1,000 characters not yet cached on the decode server
 the response header x-openepp-prefilled-by names the prefill server.
 
 `, o.prefill)
+	}
+	if o.p2p {
+		fmt.Print(`P2P KV-cache sharing: every server sits behind the simulator's sidecar. When the EPP sends a request
+away from the server holding its prompt's prefix, it names that server in x-kv-cache-source-host-port
+and the chosen server pulls the blocks instead of computing them (its usage reports them as cached;
+the sim's openepp_sim_kv_p2p_pull_tokens_total counts them).
+
+`)
 	}
 }

@@ -25,6 +25,7 @@ const (
 	flowControlGate        = "flowControl"
 	mmScorer               = "mm-embeddings-cache-scorer"
 	mmProducer             = "mm-embeddings-cache-producer"
+	p2pSourceProducer      = "p2p-source-producer"
 	weightDefault          = 1.0
 )
 
@@ -69,6 +70,13 @@ var companions = append([]companion{{
 	add:         mmProducer,
 	satisfiedBy: []string{mmProducer},
 	namedBy:     "producerName",
+}, {
+	// llm-d's P2P source reads a prefix producer; with none named and
+	// none configured, the approximate one is created.
+	trigger:     p2pSourceProducer,
+	add:         "approx-prefix-cache-producer",
+	satisfiedBy: prefixProducers,
+	namedBy:     "prefixMatchInfoProducerName",
 }}, readersOf("predicted-latency-producer", "latency-scorer", "slo-headroom-tier-filter", "slo-deficit-bucket-filter", "latency-slo-admitter")...)
 
 // readersOf are the companions giving each of the reader types a producer
@@ -110,6 +118,9 @@ func readersOf(producer string, readers ...string) []companion {
 //     unless one exists, and one naming no producer (producerName) is
 //     made to name the config's only one (llm-d's reading of an empty
 //     name; with several it stays empty and the scorer says to choose);
+//     a p2p-source-producer likewise gets an approx-prefix-cache-producer
+//     unless a prefix producer exists, and reads the only one when it
+//     names none (prefixMatchInfoProducerName);
 //  11. a models-responder needs model lists (llm-d): unless a
 //     models-data-source is listed in dataLayer.sources, one is, the
 //     declared one or else a new one, fed to a models-data-extractor (the
@@ -319,11 +330,17 @@ func (c companion) reads(s PluginSpec) bool {
 	return name == c.add
 }
 
-// readName is a plugin type whose parameter param names the plugin of type
-// producer it reads, and reads the config's only one when empty.
-type readName struct{ reader, param, producer string }
+// readName is a plugin type whose parameter param names the plugin, of one
+// of the types producers, it reads, and reads the config's only one when empty.
+type readName struct {
+	reader, param string
+	producers     []string // the types it can read
+}
 
-var readNames = []readName{{reader: mmScorer, param: "producerName", producer: mmProducer}}
+var readNames = []readName{
+	{reader: mmScorer, param: "producerName", producers: []string{mmProducer}},
+	{reader: p2pSourceProducer, param: "prefixMatchInfoProducerName", producers: prefixProducers},
+}
 
 // defaultReadNames fills in a reader's empty name parameter when the
 // config holds exactly one plugin of the type it reads, so the effective
@@ -332,7 +349,7 @@ func defaultReadNames(cfg *Config) {
 	for _, rn := range readNames {
 		var producers []string
 		for _, s := range cfg.Plugins {
-			if s.Type == rn.producer {
+			if slices.Contains(rn.producers, s.Type) {
 				producers = append(producers, s.Name)
 			}
 		}

@@ -181,6 +181,19 @@ var loadDefaultCases = []struct {
 		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
 	}),
 }, {
+	name: "p2p-source-producer brings an approximate producer and reads it",
+	yaml: header + "plugins: [{type: p2p-source-producer}]\ndataLayer: {}\n",
+	want: concat([]string{`plugin p2p-source-producer: p2p-source-producer {"prefixMatchInfoProducerName":"approx-prefix-cache-producer"}`}, optionalDefaults, []string{
+		"plugin approx-prefix-cache-producer: approx-prefix-cache-producer",
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
+	}),
+}, {
+	name: "p2p-source-producer reads the only prefix producer, precise too",
+	yaml: header + "plugins: [{type: p2p-source-producer}, {name: p, type: precise-prefix-cache-producer}]\ndataLayer: {}\n",
+	want: concat([]string{`plugin p2p-source-producer: p2p-source-producer {"prefixMatchInfoProducerName":"p"}`, "plugin p: precise-prefix-cache-producer"}, optionalDefaults, []string{
+		"parser: openai-parser", "saturationDetector: utilization-detector", "dataLayer: no sources",
+	}),
+}, {
 	name: "mm-embeddings-cache-scorer brings its producer and names it (llm-d)",
 	yaml: header + "plugins: [{type: mm-embeddings-cache-scorer}]\ndataLayer: {}\n",
 	want: concat([]string{`plugin mm-embeddings-cache-scorer: mm-embeddings-cache-scorer {"producerName":"mm-embeddings-cache-producer"}`}, optionalDefaults, []string{

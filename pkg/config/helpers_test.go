@@ -179,6 +179,7 @@ var testTypes = map[string]maker{
 	"token-producer":                mkProducer,
 	"inflight-load-producer":        mkProducer,
 	"mm-embeddings-cache-producer":  mkProducer,
+	"p2p-source-producer":           mkProducer,
 	"mm-embeddings-cache-scorer":    mkScorer,
 	"metrics-data-source":           mkRunnable,
 	"core-metrics-extractor":        mkPlain,

@@ -22,11 +22,11 @@ import (
 
 // simFlags are the options of `epp simulate`.
 type simFlags struct {
-	configFile, name, workload, profile, qps, compare, out, freshness, classes string
-	servers, warmup, workers, freshnessSeeds, prefill, replicas, seeds         int
-	duration, timeout, scrape, jitter, sloTTFT, sloITL, syncFlush, syncLatency time.Duration
-	seed                                                                       uint64
-	json, list, replicaSync, syncDispatches                                    bool
+	configFile, name, workload, profile, qps, compare, out, freshness, classes             string
+	servers, warmup, workers, freshnessSeeds, prefill, replicas, seeds                     int
+	duration, timeout, scrape, jitter, sloTTFT, sloITL, syncFlush, syncLatency, kvTransfer time.Duration
+	seed                                                                                   uint64
+	json, list, replicaSync, syncDispatches                                                bool
 }
 
 func (f *simFlags) bind(fs *flag.FlagSet) {
@@ -44,6 +44,8 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the arrival trace, prompts and every random choice")
 	fs.IntVar(&f.seeds, "seeds", 1, "run seeds --seed … --seed+n-1, averaging each stage over them, and compare the policies seed by "+
 		"seed (median ratio, seeds better, sign test), so a difference can be told from one seed's luck")
+	fs.DurationVar(&f.kvTransfer, "kv-transfer-time-per-token", 0, "price of pulling one prompt token's KV, for P/D transfers and P2P pulls "+
+		"(default: the engine preset's, 1µs on the published ones; a pull from a peer's host memory is slower than NIXL between GPUs)")
 	fs.StringVar(&f.profile, "profile", "", "engine preset (default: the workload's; one of "+strings.Join(engine.ProfileNames(), ", ")+")")
 	fs.StringVar(&f.compare, "compare", "round-robin,upstream-default", "baselines run on the same trace: random, round-robin, least-queue, upstream-default, prefix-only, ours-default, or config files (a path ending in .yaml, .yml or .json, named by the file's name) (empty for none)")
 	fs.StringVar(&f.out, "out", "", "directory to write simulate.json and simulate.md into")
@@ -303,6 +305,12 @@ func (f *simFlags) workloadSpec() (fleet.Workload, error) {
 	}
 	if f.sloITL > 0 {
 		w.SLO.ITL = f.sloITL
+	}
+	switch {
+	case f.kvTransfer < 0 || f.kvTransfer > time.Second:
+		errs = append(errs, fmt.Errorf("--kv-transfer-time-per-token: must be in [0, 1s], got %s", f.kvTransfer))
+	case f.kvTransfer > 0:
+		w.KVTransferPerToken = f.kvTransfer
 	}
 	if f.profile != "" {
 		if _, err := engine.Profile(f.profile); err != nil {

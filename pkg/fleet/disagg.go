@@ -55,7 +55,7 @@ func (f *flight) remote() bool { return f.prefill >= 0 && !f.fellBack }
 // means the server refused it, so f is to prefill on its decode server.
 func (s *sim) startPrefill(f *flight) bool {
 	p := int(f.prefill)
-	req := engine.Request{ID: f.id, Tokens: f.p.tokens, MaxTokens: 1, LoRA: f.p.lora, Media: f.p.media}
+	req := engine.Request{ID: f.id, Tokens: f.p.tokens, MaxTokens: 1, LoRA: f.p.lora, Media: f.p.media, PullTokens: s.pullTokens(f, p)}
 	if err := s.servers[p].eng.Submit(req, s.now()); err != nil {
 		f.fellBack = true
 		return false
@@ -96,9 +96,10 @@ func (s *sim) abandonPrefill(id uint64) {
 // kvCount is what the decode servers had pulled at one instant (taken:
 // counted yet): transfers and tokens; and the encoder caches' lookups.
 type kvCount struct {
-	taken              bool
-	transfers, tokens  uint64
-	encHits, encMisses uint64 // encoder-cache lookups (multimodal.go)
+	taken               bool
+	transfers, tokens   uint64
+	encHits, encMisses  uint64 // encoder-cache lookups (multimodal.go)
+	p2pPulls, p2pTokens uint64 // P2P pulls (p2p.go)
 }
 
 // countPulled records the servers' pull counters when the window opens and
@@ -115,6 +116,8 @@ func (s *sim) countPulled(now time.Duration) {
 			c.tokens += m.KVTransferTokens
 			c.encHits += m.EncoderHits
 			c.encMisses += m.EncoderMisses
+			c.p2pPulls += m.P2PPulls
+			c.p2pTokens += m.P2PPullTokens
 		}
 		s.kvPulled[k] = c
 	}

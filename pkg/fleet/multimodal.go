@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/openepp/openepp/pkg/request"
@@ -197,26 +196,13 @@ func (s *sim) encoderResult() *EncoderResult {
 // writeEncoderLines prints each stage's encoder-cache hit rate, when any
 // stage looked items up.
 func writeEncoderLines(w io.Writer, r *Report) {
-	found := false
-	for _, l := range allLadders(r) {
-		for _, s := range l.Stages {
-			found = found || s.Encoder != nil
-		}
-	}
-	if !found {
-		return
-	}
-	fmt.Fprintln(w, "\nencoder cache (multimodal items found / encoded in the window):")
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "policy\tQPS\thits\tmisses\thit%\t")
-	for _, l := range allLadders(r) {
-		for _, s := range l.Stages {
+	writeStageTable(w, r, "encoder cache (multimodal items found / encoded in the window)", "hits\tmisses\thit%",
+		func(s *StageResult) (string, bool) {
 			if e := s.Encoder; e != nil {
-				fmt.Fprintf(tw, "%s\t%g\t%d\t%d\t%.1f\t\n", l.Policy, s.QPS, e.Hits, e.Misses, e.HitPct)
+				return fmt.Sprintf("%d\t%d\t%.1f", e.Hits, e.Misses, e.HitPct), true
 			}
-		}
-	}
-	_ = tw.Flush()
+			return "", false
+		})
 }
 
 // averageEncoder is average for the runs' encoder results: mean counts and

@@ -167,6 +167,7 @@ func average(rs []*StageResult) StageResult {
 	out.Classes = averageClasses(rs)
 	out.Disagg = averageDisagg(rs)
 	out.Encoder = averageEncoder(rs)
+	out.P2P = averageP2P(rs)
 	return out
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/disagg"
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/p2psource"
 	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -131,15 +132,22 @@ func (r *schedRouter) route(f *flight) (int, error) {
 		return -1, fmt.Errorf("scheduler picked %s, which is not in the pool", target)
 	}
 	r.sched.PreRequest(r.ctx, f.state, f.req, res)
-	if addr, ok := res.Headers[disagg.PrefillerHeader]; ok {
+	for _, named := range [...]struct {
+		header string
+		server *int32
+	}{{disagg.PrefillerHeader, &f.prefill}, {p2psource.Header, &f.source}} {
+		addr, ok := res.Headers[named.header]
+		if !ok {
+			continue
+		}
 		p, known := r.hostPorts[addr]
 		if !known {
 			// PreRequest ran: release the request as a live EPP would.
 			f.server = int32(i)
 			r.complete(f, request.Usage{}, true)
-			return -1, fmt.Errorf("%s names %q, which is not in the pool", disagg.PrefillerHeader, addr)
+			return -1, fmt.Errorf("%s names %q, which is not in the pool", named.header, addr)
 		}
-		f.prefill = int32(p)
+		*named.server = int32(p)
 	}
 	return i, nil
 }

@@ -143,8 +143,11 @@ type flight struct {
 	// of a disaggregated request (disagg.go).
 	prefill       int32
 	prefillCached int32
-	prefillEnd    time.Duration
-	fellBack      bool
+	// source is the server the EPP named to pull the prompt's cached
+	// prefix from (p2p.go; -1: none).
+	source     int32
+	prefillEnd time.Duration
+	fellBack   bool
 	// state and req are the scheduler's per-request state (schedRouter).
 	state *scheduler.State
 	req   *scheduler.Request
@@ -322,7 +325,7 @@ func (s *sim) arrive() error {
 	id := uint64(len(s.flights))
 	s.flights = append(s.flights, flight{
 		id: id, p: p, arrival: now, measured: now >= s.start && now < s.end,
-		promptN: int32(len(p.tokens)), outN: int32(p.maxTokens), server: -1, prefill: -1,
+		promptN: int32(len(p.tokens)), outN: int32(p.maxTokens), server: -1, prefill: -1, source: -1,
 	})
 	if len(s.spec.Classes) > 0 {
 		s.flights[id].class = pickClass(s.spec.Classes, s.classRng)
@@ -368,6 +371,9 @@ func (s *sim) submit(f *flight, remote bool) error {
 	i := int(f.server)
 	req := engine.Request{ID: f.id, Tokens: f.p.tokens, MaxTokens: f.p.maxTokens, LoRA: f.p.lora, RemotePrefill: remote,
 		Media: f.p.media}
+	if !remote {
+		req.PullTokens = s.pullTokens(f, i)
+	}
 	if err := s.servers[i].eng.Submit(req, s.now()); err != nil {
 		return err
 	}

@@ -61,6 +61,8 @@ type StageResult struct {
 	// Encoder is what the servers' encoder caches did in the window, for
 	// multimodal traffic.
 	Encoder *EncoderResult `json:"encoder,omitempty"`
+	// P2P is what P2P KV pulls did, when the EPP named sources.
+	P2P *P2PResult `json:"p2p,omitempty"`
 	// FirstError is the first routing or submission error, if any.
 	FirstError string `json:"firstError,omitempty"`
 	// Classes splits the stage by traffic class (RunSpec.Classes).
@@ -141,6 +143,7 @@ func (s *sim) result() *StageResult {
 	r.Classes = s.classResults()
 	r.Disagg = s.disaggResult(r.Requests)
 	r.Encoder = s.encoderResult()
+	r.P2P = s.p2pResult(r.Requests)
 	if s.failures.first != nil {
 		r.FirstError = s.failures.first.Error()
 	}

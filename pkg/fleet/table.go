@@ -47,6 +47,7 @@ func WriteTable(w io.Writer, r *Report) error {
 	}
 	writeDisaggLines(w, r)
 	writeEncoderLines(w, r)
+	writeP2PLines(w, r)
 	if len(r.Checks) > 0 {
 		fmt.Fprintln(w)
 		for _, c := range r.Checks {
@@ -64,6 +65,30 @@ func allLadders(r *Report) []*PolicyLadder {
 		}
 	}
 	return out
+}
+
+// writeStageTable prints, under title, a table with columns head (tab
+// separated) and one row per stage for which row returns one (its cells
+// after policy and QPS); nothing when no stage has one.
+func writeStageTable(w io.Writer, r *Report, title, head string, row func(*StageResult) (string, bool)) {
+	var rows []string
+	for _, l := range allLadders(r) {
+		for i := range l.Stages {
+			if cells, ok := row(&l.Stages[i]); ok {
+				rows = append(rows, fmt.Sprintf("%s\t%g\t%s\t", l.Policy, l.Stages[i].QPS, cells))
+			}
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n%s:\n", title)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "policy\tQPS\t%s\t\n", head)
+	for _, row := range rows {
+		fmt.Fprintln(tw, row)
+	}
+	_ = tw.Flush()
 }
 
 // writeDisaggLines lists what P/D disaggregation did in each stage that

@@ -103,6 +103,9 @@ type Workload struct {
 	// encoder (engine.Config); 0 keeps the profile's.
 	EncodePerToken     time.Duration
 	EncoderCacheTokens int
+	// KVTransferPerToken overrides the profile's price of pulling a
+	// token's KV (P/D and P2P pulls); 0 keeps the profile's.
+	KVTransferPerToken time.Duration
 	// Ladder is the QPS of each stage; Duration how long each stage sends;
 	// WarmupRequests how many requests precede a stage's measured window.
 	Ladder         []float64
@@ -299,6 +302,9 @@ func EngineConfig(w Workload) (engine.Config, error) {
 	}
 	if w.EncoderCacheTokens > 0 {
 		cfg.EncoderCacheTokens = w.EncoderCacheTokens
+	}
+	if w.KVTransferPerToken > 0 {
+		cfg.KVTransferPerToken = w.KVTransferPerToken
 	}
 	if err := cfg.Validate(); err != nil {
 		return engine.Config{}, fmt.Errorf("workload %q: engine: %w", w.Name, err)

@@ -21,6 +21,7 @@ var kindOf = map[string]string{
 	"pickers":        "Pickers",
 	"prefix":         "Data producers",
 	"precise":        "Data producers",
+	"p2psource":      "Data producers",
 	"requestcontrol": "Request control",
 	"metrics":        "Data layer",
 	"discovery":      "Data layer",

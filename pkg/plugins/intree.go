@@ -12,6 +12,7 @@ import (
 	"github.com/openepp/openepp/pkg/metrics"
 	"github.com/openepp/openepp/pkg/mmcache"
 	"github.com/openepp/openepp/pkg/models"
+	"github.com/openepp/openepp/pkg/p2psource"
 	"github.com/openepp/openepp/pkg/pickers"
 	"github.com/openepp/openepp/pkg/precise"
 	"github.com/openepp/openepp/pkg/prefix"
@@ -74,6 +75,7 @@ func Registrations() []scheduler.Registration {
 		precise.TokenizerRegistration(),
 		precise.ProducerRegistration(),
 		mmcache.ProducerRegistration(),
+		p2psource.Registration(),
 		scorers.InFlightLoadRegistration(),
 		scorers.SessionIDProducerRegistration(),
 		latency.ProducerRegistration(),
