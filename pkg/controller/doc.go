@@ -11,8 +11,9 @@
 // one endpoint per target port, named "<pod>-rank-<i>" where i is the port's
 // index in targetPorts; the llm-d.ai/active-ports annotation (or, when that
 // is absent, inference.networking.k8s.io/active-ports) restricts which ports
-// are active. Every endpoint is reported under the datastore source
-// SourceName.
+// are active. Every rank carries the Pod's spec.nodeName as its node (empty
+// until the Pod is scheduled; binding it updates the endpoints). Every
+// endpoint is reported under the datastore source SourceName.
 //
 // The pool reconciler owns the full picture: when the pool appears or its
 // selector or ports change it recomputes every endpoint from the Pod cache

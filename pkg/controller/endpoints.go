@@ -48,8 +48,9 @@ func podEligible(pod *corev1.Pod, spec *poolSpec) bool {
 
 // podEndpoints returns the endpoints pod contributes under spec (none when
 // it is not eligible), indexed like spec.ports: a nil entry is an inactive
-// rank. The error reports an unusable active-ports annotation; the valid
-// part of it still applies.
+// rank. Every rank carries the pod's node, empty until it is scheduled. The
+// error reports an unusable active-ports annotation; the valid part of it
+// still applies.
 func podEndpoints(pod *corev1.Pod, spec *poolSpec) ([]*endpoint.Spec, error) {
 	out := make([]*endpoint.Spec, len(spec.ports))
 	if !podEligible(pod, spec) {
@@ -64,6 +65,7 @@ func podEndpoints(pod *corev1.Pod, spec *poolSpec) ([]*endpoint.Spec, error) {
 			Name:      rankName(pod.Name, i),
 			Namespace: pod.Namespace,
 			Pod:       pod.Name,
+			Node:      pod.Spec.NodeName,
 			Address:   pod.Status.PodIP,
 			Port:      port,
 			Labels:    maps.Clone(pod.Labels),

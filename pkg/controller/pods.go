@@ -70,7 +70,11 @@ func (m *members) applyPodLocked(name string, pod *corev1.Pod) {
 		}
 		m.store.Upsert(SourceName, *e)
 	}
-	m.log.V(1).Info("pod reconciled", "pod", name, "endpoints", countSet(eps))
+	kv := []any{"pod", name, "endpoints", countSet(eps)}
+	if pod != nil && pod.Spec.NodeName != "" {
+		kv = append(kv, "node", pod.Spec.NodeName)
+	}
+	m.log.V(1).Info("pod reconciled", kv...)
 }
 
 func (m *members) logAnnotationErr(pod *corev1.Pod, err error) {
@@ -112,7 +116,8 @@ func (r *podReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 }
 
 // podChanged lets through only updates that can change a Pod's endpoints,
-// sparing reconciles for container-status churn.
+// sparing reconciles for container-status churn. The node name counts: a
+// Pod is bound to its node after creation (pods/binding).
 var podChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 	oldPod, ok1 := e.ObjectOld.(*corev1.Pod)
 	newPod, ok2 := e.ObjectNew.(*corev1.Pod)
@@ -120,6 +125,7 @@ var podChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		return true
 	}
 	return oldPod.Status.PodIP != newPod.Status.PodIP ||
+		oldPod.Spec.NodeName != newPod.Spec.NodeName ||
 		!maps.Equal(oldPod.Labels, newPod.Labels) ||
 		!maps.Equal(oldPod.Annotations, newPod.Annotations) ||
 		(oldPod.DeletionTimestamp == nil) != (newPod.DeletionTimestamp == nil) ||

@@ -76,6 +76,7 @@ func TestPodEndpoints(t *testing.T) {
 	rank := func(i, port int) *endpoint.Spec {
 		return &endpoint.Spec{Name: rankName("p", i), Namespace: "ns", Pod: "p", Address: "10.0.0.1", Port: port, Labels: map[string]string{"app": "m"}}
 	}
+	onNode := func(s *endpoint.Spec, node string) *endpoint.Spec { s.Node = node; return s }
 	none := []*endpoint.Spec{nil, nil}
 	tests := []struct {
 		name string
@@ -83,6 +84,8 @@ func TestPodEndpoints(t *testing.T) {
 		want []*endpoint.Spec
 	}{
 		{name: "ready", pod: pod(nil), want: []*endpoint.Spec{rank(0, 8000), rank(1, 8001)}},
+		{name: "every rank on the pod's node", pod: pod(func(p *corev1.Pod) { p.Spec.NodeName = "node-1" }),
+			want: []*endpoint.Spec{onNode(rank(0, 8000), "node-1"), onNode(rank(1, 8001), "node-1")}},
 		{name: "active port keeps its rank", pod: pod(func(p *corev1.Pod) { p.Annotations = map[string]string{GIEActivePortsAnnotation: "8001"} }),
 			want: []*endpoint.Spec{nil, rank(1, 8001)}},
 		{name: "not ready", pod: pod(func(p *corev1.Pod) { p.Status.Conditions[1].Status = corev1.ConditionFalse }), want: none},

@@ -67,7 +67,7 @@ func (s *Store) Changed() <-chan struct{} {
 
 // Upsert adds or updates one endpoint reported by source. An unchanged spec
 // keeps the existing *Endpoint so its metrics and plugin state carry over; a
-// label-only change keeps the metrics.
+// change that keeps the addresses (labels, node) keeps the metrics.
 func (s *Store) Upsert(source string, spec endpoint.Spec) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -180,8 +180,10 @@ func (s *Store) publishLocked() {
 	s.changed = make(chan struct{})
 }
 
+// sameSpec compares every field of endpoint.Spec; a field left out here
+// would never reach the store once its endpoint exists (a test checks).
 func sameSpec(a, b endpoint.Spec) bool {
-	return a.Name == b.Name && a.Namespace == b.Namespace && a.Pod == b.Pod &&
+	return a.Name == b.Name && a.Namespace == b.Namespace && a.Pod == b.Pod && a.Node == b.Node &&
 		a.Address == b.Address && a.Port == b.Port && a.MetricsPort == b.MetricsPort &&
 		maps.Equal(a.Labels, b.Labels)
 }

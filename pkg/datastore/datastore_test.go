@@ -1,6 +1,8 @@
 package datastore
 
 import (
+	"maps"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -169,5 +171,60 @@ func TestReadyOnlyWithTheSyncedEndpoints(t *testing.T) {
 		if n := <-seen; n != 2 {
 			t.Fatalf("ready with %d endpoints published, want the 2 just synced", n)
 		}
+	}
+}
+
+// TestUpsertAppliesNodeChange: a Pod is bound to its node after it is
+// created, and topology plugins read the node from the store's endpoint.
+func TestUpsertAppliesNodeChange(t *testing.T) {
+	t.Parallel()
+	s := New()
+	unscheduled := spec("a", "10.0.0.1", nil)
+	s.Upsert("k8s", unscheduled)
+	a, _ := s.Get("a")
+	m := &endpoint.Metrics{WaitingQueueSize: 3, UpdateTime: time.Now()}
+	a.SetMetrics(m)
+	bound := unscheduled
+	bound.Node = "node-1"
+	s.Upsert("k8s", bound)
+	got, _ := s.Get("a")
+	if got.Node != "node-1" || got.Metrics() != m {
+		t.Errorf("after binding: node %q, metrics kept %v; want node-1, kept", got.Node, got.Metrics() == m)
+	}
+	moved := bound
+	moved.Node = "node-2"
+	s.Replace("k8s", []endpoint.Spec{moved})
+	if got, _ := s.Get("a"); got.Node != "node-2" {
+		t.Errorf("after Replace: node %q, want node-2", got.Node)
+	}
+}
+
+// TestSameSpecComparesEveryField guards sameSpec against a field added to
+// endpoint.Spec later: a change of any field must count as a change.
+func TestSameSpecComparesEveryField(t *testing.T) {
+	t.Parallel()
+	base := endpoint.Spec{Name: "a", Namespace: "ns", Pod: "p", Node: "n", Address: "10.0.0.1", Port: 8000,
+		MetricsPort: 9000, Labels: map[string]string{"k": "v"}}
+	typ := reflect.TypeFor[endpoint.Spec]()
+	for i := range typ.NumField() {
+		changed := base
+		changed.Labels = maps.Clone(base.Labels)
+		f := reflect.ValueOf(&changed).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString(f.String() + "x")
+		case reflect.Int:
+			f.SetInt(f.Int() + 1)
+		case reflect.Map:
+			f.SetMapIndex(reflect.ValueOf("k"), reflect.ValueOf("changed"))
+		default:
+			t.Fatalf("field %s: kind %s not handled by this test", typ.Field(i).Name, f.Kind())
+		}
+		if sameSpec(base, changed) {
+			t.Errorf("sameSpec ignores a change of %s", typ.Field(i).Name)
+		}
+	}
+	if !sameSpec(base, base) {
+		t.Error("sameSpec(x, x) is false")
 	}
 }

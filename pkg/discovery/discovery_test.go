@@ -47,7 +47,9 @@ func TestLoadFile(t *testing.T) {
 		{name: "all problems", text: "- {address: nope, port: 1}\n- {address: 10.0.0.1, port: 0}\n",
 			errs: []string{"endpoints[0]", "not an IP", "endpoints[1]", "port 0"}},
 		{name: "unknown key", text: "- {address: 10.0.0.1, port: 1, prot: 2}\n",
-			errs: []string{`endpoints[0]: unknown field "prot" (known: name, namespace, address, port, metricsPort, metricsHost, labels)`}},
+			errs: []string{`endpoints[0]: unknown field "prot" (known: name, namespace, address, port, metricsPort, metricsHost, node, labels)`}},
+		{name: "node not a string", text: "- {name: a, address: 10.0.0.1, port: 1, node: [n]}\n",
+			errs: []string{"endpoints[0]: node: want string, got array"}},
 		{name: "unknown top-level key", text: "endpoints: []\nendpoint: []\n", errs: []string{`unknown field "endpoint" (known: endpoints)`}},
 		{name: "endpoints not a list", text: "endpoints: {name: a}\n", errs: []string{"endpoints: want a list, got object"}},
 		{name: "entry not an object", text: "- 10.0.0.1:8000\n", errs: []string{"endpoints[0]: want an object of name, namespace, address, port"}},
@@ -110,6 +112,29 @@ func TestLoadFile(t *testing.T) {
 	}
 }
 
+// TestLoadFileNode: the optional node key (an OpenEPP addition) reaches
+// the spec exactly as written; without it the node is empty.
+func TestLoadFileNode(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "eps.yaml")
+	text := "endpoints:\n- {name: a, address: 10.0.0.1, port: \"8000\", node: \" gpu-node-1 \", labels: {role: decode}}\n" +
+		"- {name: b, address: 10.0.0.2, port: 8000}\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []endpoint.Spec{
+		{Name: "a", Node: " gpu-node-1 ", Address: "10.0.0.1", Port: 8000, Labels: map[string]string{"role": "decode"}},
+		{Name: "b", Address: "10.0.0.2", Port: 8000},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("(-want +got)\n%s", d)
+	}
+}
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -147,6 +172,11 @@ func TestFileReloadKeepsLastGoodSet(t *testing.T) {
 	waitFor(t, "initial load", func() bool { return len(store.Snapshot()) == 1 })
 	write("- {address: 10.0.0.1, port: 8000}\n- {address: 10.0.0.2, port: 8000}\n")
 	waitFor(t, "reload", func() bool { return len(store.Snapshot()) == 2 })
+	write("- {address: 10.0.0.1, port: 8000, node: n1}\n- {address: 10.0.0.2, port: 8000}\n")
+	waitFor(t, "node change applied", func() bool {
+		e, ok := store.Get("10.0.0.1:8000")
+		return ok && e.Node == "n1"
+	})
 	write("- {address: broken\n")
 	waitFor(t, "rejected reload counted", func() bool { return testutil.ToFloat64(f.errors) == 1 })
 	if n := len(store.Snapshot()); n != 2 {

@@ -31,12 +31,16 @@ type FileEntry struct {
 	MetricsPort int             `json:"metricsPort,omitempty"`
 	// MetricsHost is llm-d's "host:port" of the metrics page; its host must
 	// be the address, since endpoints are scraped on their own address.
-	MetricsHost string            `json:"metricsHost,omitempty"`
-	Labels      map[string]string `json:"labels,omitempty"`
+	MetricsHost string `json:"metricsHost,omitempty"`
+	// Node is the host the endpoint runs on, which topology-aware plugins
+	// compare (e.g. a Kubernetes node name). An OpenEPP addition: llm-d's
+	// file-discovery has no such key. Kept exactly as written.
+	Node   string            `json:"node,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // knownFields lists FileEntry's keys for the unknown-field message.
-const knownFields = "name, namespace, address, port, metricsPort, metricsHost, labels"
+const knownFields = "name, namespace, address, port, metricsPort, metricsHost, node, labels"
 
 // LoadFile reads and validates an endpoints file, reporting every problem.
 // Entries without a namespace keep an empty one.
@@ -121,7 +125,7 @@ func decodeEntry(raw json.RawMessage, namespace string) (endpoint.Spec, error) {
 	if err := strictJSON(raw, &e); err != nil {
 		return endpoint.Spec{}, clearJSONError(err, knownFields)
 	}
-	spec := endpoint.Spec{Name: e.Name, Namespace: e.Namespace, Address: e.Address, MetricsPort: e.MetricsPort, Labels: e.Labels}
+	spec := endpoint.Spec{Name: e.Name, Namespace: e.Namespace, Node: e.Node, Address: e.Address, MetricsPort: e.MetricsPort, Labels: e.Labels}
 	if spec.Namespace == "" {
 		spec.Namespace = namespace
 	}

@@ -31,6 +31,7 @@ func FuzzLoadFile(f *testing.F) {
 		"::::\n\t-",
 		"endpoints:\n- {name: vllm-0, namespace: ns, address: 10.0.0.1, port: \"8080\", metricsHost: \"10.0.0.1:9090\"}\n",
 		"endpoints:\n- {address: \"::1\", port: \" 80 \", metricsHost: \"[0:0::1]:9000\", metricsPort: 9000}\n",
+		"- {address: 10.0.0.1, port: 1, node: \" gpu-node-1\"}\n", "- {address: 10.0.0.1, port: 1, node: 7}\n",
 		"- {name: j, address: 10.0.0.1, port: \"3\"}\n- {name: j, address: 10.0.0.2, port: \"3\"}\n",
 		"- {address: 10.0.0.1, port: 8.5}\n- {address: 10.0.0.1, port: 1e3}\n- {address: 10.0.0.1, port: 0x1F90}\n",
 		"[]\n", "null\n", "", "7\n",
@@ -84,7 +85,7 @@ func writeEntries(t *testing.T, specs []endpoint.Spec) []byte {
 	entries := make([]FileEntry, len(specs))
 	for i, s := range specs {
 		entries[i] = FileEntry{Name: s.Name, Namespace: s.Namespace, Address: s.Address,
-			Port: json.RawMessage(strconv.Itoa(s.Port)), MetricsPort: s.MetricsPort, Labels: s.Labels}
+			Port: json.RawMessage(strconv.Itoa(s.Port)), MetricsPort: s.MetricsPort, Node: s.Node, Labels: s.Labels}
 	}
 	out, err := yaml.Marshal(map[string]any{"endpoints": entries})
 	if err != nil {

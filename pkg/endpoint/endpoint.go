@@ -19,7 +19,10 @@ type Spec struct {
 	Name      string
 	Namespace string
 	// Pod is the owning pod's name; empty for static endpoints.
-	Pod     string
+	Pod string
+	// Node is the Kubernetes node the pod runs on (the endpoints file may
+	// name one); topology plugins read it as the endpoint's host.
+	Node    string
 	Address string // IP address, no port
 	Port    int
 	// MetricsPort is where /metrics is served; 0 means Port.

@@ -47,6 +47,7 @@ type pluginStateEntry struct {
 type endpointState struct {
 	Name      string            `json:"name"`
 	Namespace string            `json:"namespace,omitempty"`
+	Node      string            `json:"node,omitempty"`
 	Address   string            `json:"address"`
 	Metrics   string            `json:"metricsAddress"`
 	Labels    map[string]string `json:"labels,omitempty"`
@@ -125,7 +126,7 @@ func endpointStates(eps []*endpoint.Endpoint, now time.Time) []endpointState {
 	for _, e := range eps {
 		m := e.Metrics()
 		s := endpointState{
-			Name: e.Name, Namespace: e.Namespace, Address: e.HostPort, Metrics: e.MetricsHostPort, Labels: e.Labels,
+			Name: e.Name, Namespace: e.Namespace, Node: e.Node, Address: e.HostPort, Metrics: e.MetricsHostPort, Labels: e.Labels,
 			Stale: e.Stale(), WaitingQueue: m.WaitingQueueSize, Running: m.RunningRequestsSize,
 			KVCacheUsage: m.KVCacheUsagePercent, ActiveAdapters: sortedKeys(m.ActiveModels),
 			WaitingAdapters: sortedKeys(m.WaitingModels), MaxAdapters: m.MaxActiveModels,

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -54,6 +55,7 @@ func TestDebugPages(t *testing.T) {
 			return false
 		}
 		return eps[0].Name == "s0" && eps[1].Name == "s1" && !eps[0].Stale && !eps[1].Stale &&
+			!strings.Contains(string(body), `"node"`) && // absent when unknown
 			eps[0].AgeSeconds != nil && eps[0].CacheBlockSize > 0
 	})
 	// A dead endpoint says why it is stale.
@@ -63,13 +65,13 @@ func TestDebugPages(t *testing.T) {
 	}
 	dead := l.Addr().(*net.TCPAddr)
 	l.Close()
-	r.writeEndpoints(t, append(r.entries, fmt.Sprintf("- {name: s9, address: 127.0.0.1, port: %d}\n", dead.Port))...)
-	eventually(t, "the dead endpoint's failing scrapes on the page", func() bool {
+	r.writeEndpoints(t, append(r.entries, fmt.Sprintf("- {name: s9, address: 127.0.0.1, port: %d, node: host-9}\n", dead.Port))...)
+	eventually(t, "the dead endpoint's node and failing scrapes on the page", func() bool {
 		var eps []endpointState
 		r.debugJSON(t, endpointsPath, &eps)
 		for _, e := range eps {
 			if e.Name == "s9" {
-				return e.Stale && e.ScrapeFailing != nil && e.ScrapeFailing.Reason == "connection_refused" && e.ScrapeFailing.Consecutive >= 1
+				return e.Node == "host-9" && e.Stale && e.ScrapeFailing != nil && e.ScrapeFailing.Reason == "connection_refused" && e.ScrapeFailing.Consecutive >= 1
 			}
 		}
 		return false

@@ -147,3 +147,19 @@ func (e *Env) SetPodStatus(t testing.TB, p *corev1.Pod, ip string, ready bool) {
 		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: cond, LastTransitionTime: metav1.Now()}}
 	})
 }
+
+// Bind plays the scheduler: it binds the Pod to node through the
+// pods/binding subresource, the only way to set spec.nodeName after the
+// Pod was created. The node need not exist.
+func (e *Env) Bind(t testing.TB, p *corev1.Pod, node string) {
+	t.Helper()
+	ctx, cancel := callCtx()
+	defer cancel()
+	b := &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name},
+		Target:     corev1.ObjectReference{Kind: "Node", Name: node},
+	}
+	if err := e.Client.SubResource("binding").Create(ctx, p, b); err != nil {
+		t.Fatalf("bind pod %s to node %s: %v", p.Name, node, err)
+	}
+}
