@@ -26,6 +26,7 @@ const (
 	mmScorer               = "mm-embeddings-cache-scorer"
 	mmProducer             = "mm-embeddings-cache-producer"
 	p2pSourceProducer      = "p2p-source-producer"
+	topologyExtractor      = "topology-extractor"
 	weightDefault          = 1.0
 )
 
@@ -77,6 +78,17 @@ var companions = append([]companion{{
 	add:         "approx-prefix-cache-producer",
 	satisfiedBy: prefixProducers,
 	namedBy:     "prefixMatchInfoProducerName",
+}, {
+	// The topology-affinity plugins read an extractor, created if absent.
+	trigger:     "topology-affinity-scorer",
+	add:         topologyExtractor,
+	satisfiedBy: []string{topologyExtractor},
+	namedBy:     "topologyProducerName",
+}, {
+	trigger:     "topology-affinity-filter",
+	add:         topologyExtractor,
+	satisfiedBy: []string{topologyExtractor},
+	namedBy:     "topologyProducerName",
 }}, readersOf("predicted-latency-producer", "latency-scorer", "slo-headroom-tier-filter", "slo-deficit-bucket-filter", "latency-slo-admitter")...)
 
 // readersOf are the companions giving each of the reader types a producer
@@ -120,7 +132,9 @@ func readersOf(producer string, readers ...string) []companion {
 //     name; with several it stays empty and the scorer says to choose);
 //     a p2p-source-producer likewise gets an approx-prefix-cache-producer
 //     unless a prefix producer exists, and reads the only one when it
-//     names none (prefixMatchInfoProducerName);
+//     names none (prefixMatchInfoProducerName); the topology-affinity
+//     scorer and filter get a topology-extractor, and read the only one
+//     (topologyProducerName);
 //  11. a models-responder needs model lists (llm-d): unless a
 //     models-data-source is listed in dataLayer.sources, one is, the
 //     declared one or else a new one, fed to a models-data-extractor (the
@@ -340,6 +354,8 @@ type readName struct {
 var readNames = []readName{
 	{reader: mmScorer, param: "producerName", producers: []string{mmProducer}},
 	{reader: p2pSourceProducer, param: "prefixMatchInfoProducerName", producers: prefixProducers},
+	{reader: "topology-affinity-scorer", param: "topologyProducerName", producers: []string{topologyExtractor}},
+	{reader: "topology-affinity-filter", param: "topologyProducerName", producers: []string{topologyExtractor}},
 }
 
 // defaultReadNames fills in a reader's empty name parameter when the

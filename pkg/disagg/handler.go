@@ -73,7 +73,10 @@ type StageDecider struct {
 }
 
 // Handler is the disagg-profile-handler (see the package doc). It is also a
-// PreRequest hook: it writes the stage headers.
+// PreRequest hook: it writes the stage headers. Before the second stage
+// runs it records the first stage's pick as scheduler.PeerEndpoint (the
+// decode pick for prefill and encode, the prefill pick for decode when
+// prefill runs first), which topology-affinity plugins stay close to.
 type Handler struct {
 	name     scheduler.TypedName
 	params   HandlerParams
@@ -225,6 +228,9 @@ func (d *Handler) Pick(ctx context.Context, state *scheduler.State, req *schedul
 			}
 		}
 		if _, done := results[decodeName]; !done {
+			if pf := results[d.params.Profiles.Prefill]; pf != nil && len(pf.Targets) > 0 {
+				scheduler.PeerEndpoint.Set(state, pf.Targets[0])
+			}
 			return []*scheduler.Profile{profiles[decodeName]}
 		}
 		return nil
@@ -238,6 +244,7 @@ func (d *Handler) Pick(ctx context.Context, state *scheduler.State, req *schedul
 	}
 	pl.decided = true
 	target := decode.Targets[0]
+	scheduler.PeerEndpoint.Set(state, target)
 	pl.encode = d.decide(ctx, state, req, d.encode, profiles[d.params.Profiles.Encode], target)
 	pl.prefill = d.decide(ctx, state, req, d.prefill, profiles[d.params.Profiles.Prefill], target)
 	return d.stages(pl, profiles)

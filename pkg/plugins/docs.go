@@ -28,6 +28,7 @@ var kindOf = map[string]string{
 	"models":         "Data layer",
 	"flowcontrol":    "Flow control policies",
 	"disagg":         "Disaggregated serving",
+	"topology":       "Disaggregated serving",
 	"plugins":        "Request parsers",
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/openepp/openepp/pkg/requestcontrol"
 	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/scorers"
+	"github.com/openepp/openepp/pkg/topology"
 )
 
 // Registrations returns the built-in plugin types, in documentation order.
@@ -76,6 +77,9 @@ func Registrations() []scheduler.Registration {
 		precise.ProducerRegistration(),
 		mmcache.ProducerRegistration(),
 		p2psource.Registration(),
+		topology.ExtractorRegistration(),
+		topology.ScorerRegistration(),
+		topology.FilterRegistration(),
 		scorers.InFlightLoadRegistration(),
 		scorers.SessionIDProducerRegistration(),
 		latency.ProducerRegistration(),

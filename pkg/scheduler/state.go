@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
+
+	"github.com/openepp/openepp/pkg/endpoint"
 )
 
 // State is the per-request scratch space plugins share, from Produce through
@@ -77,3 +79,10 @@ func (k Key[T]) Set(s *State, v T) {
 	}
 	s.values[k.id] = v
 }
+
+// PeerEndpoint is the endpoint an earlier stage of a disaggregated request
+// picked, which the stage being scheduled will exchange KV with: the decode
+// pick while the prefill (or encode) profile runs, the prefill pick while
+// decode runs after it (prefill-first). disagg-profile-handler sets it;
+// topology-affinity plugins read it.
+var PeerEndpoint = NewKey[*endpoint.Endpoint]("peer-endpoint")

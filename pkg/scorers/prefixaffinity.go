@@ -197,23 +197,9 @@ func (f *PrefixAffinity) Resolve(h *scheduler.Handle) error {
 		}
 	}
 	if f.params.MaxTokensInFlightPenalty > 0 || f.params.MaxTTFTPenaltyMs > 0 && !byPredictor {
-		f.inFlight, err = lookupBooks(h, f.params.InFlightLoadProducerName)
+		f.inFlight, err = inflight.Lookup(h, f.params.InFlightLoadProducerName, InFlightLoadType)
 	}
 	return err
-}
-
-// lookupBooks finds the in-flight books of the plugin called name (an
-// inFlightLoadProducerName parameter).
-func lookupBooks(h *scheduler.Handle, name string) (*inflight.Tracker, error) {
-	p, ok := h.Plugin(name)
-	if !ok {
-		return nil, fmt.Errorf("inFlightLoadProducerName: no plugin named %q in the config (list `- type: %s`)", name, InFlightLoadType)
-	}
-	books, ok := p.(interface{ Tracker() *inflight.Tracker })
-	if !ok || books.Tracker() == nil {
-		return nil, fmt.Errorf("inFlightLoadProducerName: plugin %q (type %q) keeps no in-flight books", name, p.TypedName().Type)
-	}
-	return books.Tracker(), nil
 }
 
 // Filter implements scheduler.Filter.

@@ -137,7 +137,7 @@ func (s *TokenLoad) Resolve(h *scheduler.Handle) error {
 	if s.params.InFlightLoadProducerName == "" || h == nil {
 		return nil
 	}
-	books, err := lookupBooks(h, s.params.InFlightLoadProducerName)
+	books, err := inflight.Lookup(h, s.params.InFlightLoadProducerName, InFlightLoadType)
 	s.external = books
 	return err
 }
