@@ -180,6 +180,7 @@ var testTypes = map[string]maker{
 	"inflight-load-producer":        mkProducer,
 	"mm-embeddings-cache-producer":  mkProducer,
 	"p2p-source-producer":           mkProducer,
+	"burst-prefix-cache-producer":   mkProducer,
 	"topology-extractor":            mkPlain,
 	"topology-affinity-scorer":      mkScorer,
 	"topology-affinity-filter":      mkFilter,

@@ -418,7 +418,7 @@ func (f *simFlags) write(rep *fleet.Report) error {
 
 func listWorkloads(w io.Writer) error {
 	// The P/D study's and the multimodal one are not in the fleet report's matrix.
-	for _, wl := range append(fleet.Workloads(), fleet.LongPromptWorkload(), fleet.MultimodalWorkload(), fleet.MultimodalColdWorkload()) {
+	for _, wl := range append(fleet.Workloads(), fleet.LongPromptWorkload(), fleet.MultimodalWorkload(), fleet.MultimodalColdWorkload(), fleet.FanOutWorkload()) {
 		if _, err := fmt.Fprintf(w, "%-14s %s  %s\n    published: %s\n    simulated: %s\n", wl.Name, wl.ID, wl.Description, wl.Published, wl.Scaling); err != nil {
 			return err
 		}

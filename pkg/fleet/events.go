@@ -15,6 +15,7 @@ const (
 	evTimeout                         // a client gives up on a request
 	evExpire                          // a held request reaches the flow-control TTL
 	evPrefillTimeout                  // a decode sidecar stops waiting for a remote prefill
+	evBatch                           // a batching window closes (batch.go; server: the replica)
 )
 
 // event is one entry of the virtual-time queue. seq orders events at the

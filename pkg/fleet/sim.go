@@ -120,6 +120,7 @@ const (
 	flightFailed                         // not routed, or rejected by the server
 	flightQueued                         // held by flow control
 	flightPrefilling                     // routed, its prefill running on its prefill server
+	flightBatched                        // held for its batching window (batch.go)
 )
 
 // flight is one request of a run.
@@ -130,6 +131,7 @@ type flight struct {
 	server   int32
 	measured bool
 	waited   bool  // held by flow control before it was routed
+	batched  bool  // its batching window closed (batch.go)
 	class    uint8 // index into RunSpec.Classes
 	replica  uint8 // the EPP replica that routes it (replicas.go)
 	status   flightStatus
@@ -197,6 +199,8 @@ type sim struct {
 	// kvPulled counts the KV transfers and tokens the decode servers had
 	// started when the window opened and closed (disagg.go).
 	kvPulled [2]kvCount
+	// batches are the replicas' open batching windows (batch.go).
+	batches map[uint8]*heldBatch
 }
 
 // failureLog keeps the first routing or submission error of a run.
@@ -300,6 +304,8 @@ func (s *sim) loop(ctx context.Context) error {
 			s.expire(ev.id)
 		case evPrefillTimeout:
 			s.abandonPrefill(ev.id)
+		case evBatch:
+			s.closeBatch(uint8(ev.server))
 		}
 		if err != nil {
 			return err
@@ -336,7 +342,7 @@ func (s *sim) arrive() error {
 	s.open++
 	s.admit(&s.flights[id])
 	s.release()
-	if next := s.interarrival(); next < s.end {
+	if next := s.nextArrival(); next < s.end {
 		s.events.push(event{at: next, kind: evArrival})
 	} else {
 		s.arriving = false
@@ -347,6 +353,9 @@ func (s *sim) arrive() error {
 // dispatch routes f and submits it to the chosen engine, or starts its
 // prefill on the prefill server the EPP named.
 func (s *sim) dispatch(f *flight) {
+	if s.hold(f) {
+		return
+	}
 	i, err := s.router.route(f)
 	if err != nil {
 		s.fail(f, fmt.Errorf("route: %w", err))

@@ -39,6 +39,8 @@ func newSource(t Traffic, model string, seed uint64) (source, error) {
 		return newMultiTurn(t, model, seed), nil
 	case ShapeMultimodal:
 		return newMultimodal(t, model, seed), nil
+	case ShapeFanOut:
+		return newFanOut(t, model, seed), nil
 	}
 	return nil, fmt.Errorf("traffic shape %q: unknown", t.Shape)
 }

@@ -56,6 +56,8 @@ type Traffic struct {
 	// ShapeMultimodal.
 	PreambleTokens, Images, ImageTokens int
 	ImageSkew                           float64
+	// Samples is ShapeFanOut's burst size.
+	Samples int
 	// Adapters splits traffic over LoRA adapters; empty means base model.
 	Adapters []AdapterClass
 }
@@ -198,8 +200,10 @@ func (t *Traffic) validate() error {
 		}
 	case ShapeMultimodal:
 		t.validateMultimodal(bad)
+	case ShapeFanOut:
+		t.validateFanOut(bad)
 	default:
-		bad("shape: unknown %q (known: %s, %s, %s, %s)", t.Shape, ShapeSharedPrefix, ShapeShareGPT, ShapeMultiTurn, ShapeMultimodal)
+		bad("shape: unknown %q (known: %s, %s, %s, %s, %s)", t.Shape, ShapeSharedPrefix, ShapeShareGPT, ShapeMultiTurn, ShapeMultimodal, ShapeFanOut)
 	}
 	total := 0.0
 	for i, a := range t.Adapters {
@@ -239,6 +243,8 @@ func (t *Traffic) maxRequestTokens() int {
 		return t.SystemTokens + t.ToolTokens + t.Turns*(t.QuestionTokens+t.OutputTokens)
 	case ShapeMultimodal:
 		return t.SystemTokens + t.PreambleTokens + t.ImageTokens + t.QuestionTokens + t.OutputTokens + 8
+	case ShapeFanOut:
+		return t.SystemTokens + t.QuestionTokens + t.OutputTokens
 	}
 	return t.Input.Max + t.Output.Max
 }
@@ -257,7 +263,7 @@ func Workloads() []Workload {
 // multimodal).
 func WorkloadByName(name string) (Workload, error) {
 	var names []string
-	for _, w := range append(Workloads(), LongPromptWorkload(), AgentToolsWorkload(), MultimodalWorkload(), MultimodalColdWorkload()) {
+	for _, w := range append(Workloads(), LongPromptWorkload(), AgentToolsWorkload(), MultimodalWorkload(), MultimodalColdWorkload(), FanOutWorkload()) {
 		if strings.EqualFold(w.Name, name) || strings.EqualFold(w.ID, name) {
 			return w, nil
 		}

@@ -72,11 +72,7 @@ func Factory(name string, raw json.RawMessage, h *scheduler.Handle) (scheduler.P
 	if err := scheduler.DecodeParams(raw, &p); err != nil {
 		return nil, err
 	}
-	var reg prometheus.Registerer
-	if h != nil {
-		reg = h.Registerer
-	}
-	return New(name, p, nil, reg)
+	return New(name, p, nil, h.MetricsRegisterer())
 }
 
 // New returns a producer reading matches from source; with a nil source,
@@ -85,18 +81,12 @@ func New(name string, p Params, source prefix.Source, reg prometheus.Registerer)
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	pr := &Producer{name: scheduler.TypedName{Type: Type, Name: name}, params: p, source: source}
-	if reg != nil {
-		c, err := promreg.Shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "openepp_p2p_source_decisions_total",
-			Help: "Requests p2p-source-producer decided on, by outcome: header (a source named), no_match (no candidate holds a block), computing_holds (the server computing the prompt is the source drawn), below_delta (the source's lead is under minCachedTokenDelta), no_target.",
-		}, []string{"plugin", "outcome"}))
-		if err != nil {
-			return nil, err
-		}
-		pr.decisions = c
+	decisions, err := promreg.Outcomes(reg, "openepp_p2p_source_decisions_total",
+		"Requests p2p-source-producer decided on, by outcome: header (a source named), no_match (no candidate holds a block), computing_holds (the server computing the prompt is the source drawn), below_delta (the source's lead is under minCachedTokenDelta), no_target.")
+	if err != nil {
+		return nil, err
 	}
-	return pr, nil
+	return &Producer{name: scheduler.TypedName{Type: Type, Name: name}, params: p, source: source, decisions: decisions}, nil
 }
 
 // TypedName implements scheduler.Plugin.

@@ -22,6 +22,7 @@ var kindOf = map[string]string{
 	"prefix":         "Data producers",
 	"precise":        "Data producers",
 	"p2psource":      "Data producers",
+	"burst":          "Data producers",
 	"requestcontrol": "Request control",
 	"metrics":        "Data layer",
 	"discovery":      "Data layer",

@@ -4,6 +4,7 @@
 package plugins
 
 import (
+	"github.com/openepp/openepp/pkg/burst"
 	"github.com/openepp/openepp/pkg/disagg"
 	"github.com/openepp/openepp/pkg/discovery"
 	"github.com/openepp/openepp/pkg/filters"
@@ -77,6 +78,7 @@ func Registrations() []scheduler.Registration {
 		precise.ProducerRegistration(),
 		mmcache.ProducerRegistration(),
 		p2psource.Registration(),
+		burst.Registration(),
 		topology.ExtractorRegistration(),
 		topology.ScorerRegistration(),
 		topology.FilterRegistration(),

@@ -27,3 +27,13 @@ func Shared[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
 	}
 	return c, fmt.Errorf("register metrics: %w", err)
 }
+
+// Outcomes registers (or finds, as Shared) a counter of a plugin's
+// outcomes labelled plugin and outcome; nil, and no error, when reg is nil
+// (the plugin then counts nothing).
+func Outcomes(reg prometheus.Registerer, name, help string) (*prometheus.CounterVec, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	return Shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"plugin", "outcome"}))
+}

@@ -124,6 +124,17 @@ type Producer interface {
 	Produce(ctx context.Context, state *State, req *Request, endpoints []*endpoint.Endpoint)
 }
 
+// Batcher is a Producer that places requests arriving together jointly
+// (burst-prefix-cache-producer): live, its Produce waits up to Window for
+// the others. A simulation that delivers a window's requests at once calls
+// PlanBatch with them (in arrival order) first, so that their Produce calls
+// answer without waiting.
+type Batcher interface {
+	Producer
+	Window() time.Duration
+	PlanBatch(reqs []*Request, candidates []*endpoint.Endpoint)
+}
+
 // Admitter may refuse a request before scheduling (for example, shed
 // sheddable traffic when the pool is saturated). A non-nil error rejects the
 // request; wrap ErrRejected to have it answered with 429.

@@ -97,6 +97,14 @@ type Handle struct {
 	lookup func(name string) (Plugin, bool)
 }
 
+// MetricsRegisterer is h's Registerer, nil for a nil handle.
+func (h *Handle) MetricsRegisterer() prometheus.Registerer {
+	if h == nil {
+		return nil
+	}
+	return h.Registerer
+}
+
 // Plugin returns the instance called name in the same configuration.
 func (h *Handle) Plugin(name string) (Plugin, bool) {
 	if h.lookup == nil {

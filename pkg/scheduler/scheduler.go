@@ -351,6 +351,18 @@ func (s *Scheduler) ReportResponse(ctx context.Context, state *State, req *Reque
 // so the server finishes the usage before the last answer only then.
 func (s *Scheduler) WantsReports() bool { return len(s.reporters) > 0 }
 
+// Batchers returns the producers that place requests arriving together
+// jointly, for simulations that deliver such requests at once.
+func (s *Scheduler) Batchers() []Batcher {
+	var out []Batcher
+	for _, p := range s.producers {
+		if b, ok := p.(Batcher); ok {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
 // WantsResponseChunks reports whether any plugin reads response chunks, so
 // the server can skip the hook dispatch on the hot path when none does.
 func (s *Scheduler) WantsResponseChunks() bool { return len(s.respChunk) > 0 }

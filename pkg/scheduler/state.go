@@ -17,6 +17,10 @@ type State struct {
 	Rand *rand.Rand
 	// Now is when scheduling started; plugins use it instead of the clock.
 	Now time.Time
+	// OnWait, when set, is called by a plugin about to wait for other
+	// requests (a batching window): admission then releases the next
+	// queued request instead of waiting for this one to be scheduled.
+	OnWait func()
 
 	values []any
 	// The random source and the first values live in the State, so a new

@@ -124,3 +124,45 @@ func TestAdmissionRefusals(t *testing.T) {
 		}
 	}
 }
+
+// waiter is a producer that waits, as a batching window does, calling the
+// state's OnWait first; it reports how often the gate had heard
+// Scheduled by then.
+type waiter struct {
+	g      *gate
+	onWait chan int
+}
+
+func (waiter) TypedName() scheduler.TypedName {
+	return scheduler.TypedName{Type: "waiter", Name: "waiter"}
+}
+
+func (w waiter) Produce(_ context.Context, state *scheduler.State, _ *scheduler.Request, _ []*endpoint.Endpoint) {
+	if state.OnWait != nil {
+		state.OnWait()
+		_, scheduled, _ := w.g.counts()
+		w.onWait <- scheduled
+	}
+}
+
+// TestAdmissionSettledBeforeAWait: a producer about to wait for other
+// requests settles the request's admission first (flow control then
+// releases the next queued request), and only once.
+func TestAdmissionSettledBeforeAWait(t *testing.T) {
+	g := &gate{}
+	w := waiter{g: g, onWait: make(chan int, 1)}
+	h := start(t, setup{server: server.Options{Admission: g}, plugins: []scheduler.Plugin{w}})
+	h.route(t, post("/v1/completions", completion("hello")))
+	h.waitIdle(t)
+	select {
+	case n := <-w.onWait:
+		if n != 1 {
+			t.Errorf("the gate had heard Scheduled %d times when the producer began to wait, want 1", n)
+		}
+	default:
+		t.Fatal("the producer found no OnWait in the state")
+	}
+	if asked, scheduled, released := g.counts(); asked != 1 || scheduled != 1 || released != 1 {
+		t.Fatalf("asked %d, scheduled %d, released %d times; want 1 each (OnWait and the end of scheduling settle once)", asked, scheduled, released)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/request"
@@ -134,7 +135,10 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 		if err := x.admit(adm); err != nil {
 			return err
 		}
-		defer x.admission.Scheduled()
+		// A producer waiting for other requests (a batching window) settles
+		// the admission early, so flow control releases the next one.
+		settle := sync.OnceFunc(x.admission.Scheduled)
+		defer settle()
 		// The request may have waited: schedule with the configuration
 		// and clock of now.
 		if latest := x.srv.Scheduler(); latest != sched {
@@ -142,6 +146,7 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 		} else {
 			st.Now = sched.Now()
 		}
+		st.OnWait = settle
 	}
 	eps, err := x.candidates()
 	if err != nil {
