@@ -95,6 +95,7 @@ func Registrations() []scheduler.Registration {
 		metrics.DataSourceRegistration(),
 		metrics.ExtractorRegistration(),
 		discovery.FilePluginRegistration(),
+		discovery.NotificationSourceRegistration(),
 		models.SourceRegistration(),
 		models.ExtractorRegistration(),
 		models.ResponderRegistration(),

@@ -132,6 +132,10 @@ func NewProducer(name string, p Params, h *scheduler.Handle) (*Producer, error) 
 // TypedName implements scheduler.Plugin.
 func (p *Producer) TypedName() scheduler.TypedName { return p.name }
 
+// FollowsEndpoints implements scheduler.EndpointExtractor: with
+// discoverPods it follows the pool itself.
+func (p *Producer) FollowsEndpoints() {}
+
 // Index returns the producer's index (the fleet simulation feeds it).
 func (p *Producer) Index() *Index { return p.index }
 

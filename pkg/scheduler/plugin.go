@@ -237,6 +237,14 @@ type DataSource interface {
 	AddExtractor(extractor Plugin) error
 }
 
+// EndpointExtractor is a plugin that follows the pool's endpoints itself
+// (topology-extractor, precise-prefix-cache-producer), which llm-d configs
+// pair with endpoint-notification-source; the method only marks it.
+type EndpointExtractor interface {
+	Plugin
+	FollowsEndpoints()
+}
+
 // PreRequest runs after a successful Schedule, just before the request is
 // sent to the target. Use it to record where the request went (prefix index,
 // in-flight counters) and to add request headers via Result.Headers.

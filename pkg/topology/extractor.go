@@ -65,6 +65,10 @@ func NewExtractor(name string, p ExtractorParams) *Extractor {
 // TypedName implements scheduler.Plugin.
 func (x *Extractor) TypedName() scheduler.TypedName { return x.name }
 
+// FollowsEndpoints implements scheduler.EndpointExtractor: it reads each
+// endpoint as scheduled.
+func (x *Extractor) FollowsEndpoints() {}
+
 // Locate returns where e runs.
 func (x *Extractor) Locate(e *endpoint.Endpoint) Location {
 	if e == nil {
