@@ -124,17 +124,17 @@ func (p *Producer) Match(state *scheduler.State) (*prefix.Match, bool) {
 
 // Produce implements scheduler.Producer; see the type's comment.
 func (p *Producer) Produce(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) {
-	e := &entry{hashes: p.hash(req), eps: eps}
+	var id string
 	if req != nil {
-		e.id = req.ID
+		id = req.ID
 	}
-	if len(e.hashes) == 0 {
-		p.count(outcomeNoPrompt)
-		return
-	}
-	if planned := p.takePlanned(e.id); planned != nil {
-		e = planned
-	} else {
+	e := p.takePlanned(id) // placed (and hashed) by PlanBatch
+	if e == nil {
+		e = &entry{id: id, hashes: p.hash(req), eps: eps}
+		if len(e.hashes) == 0 {
+			p.count(outcomeNoPrompt)
+			return
+		}
 		w := p.join(e)
 		if state != nil && state.OnWait != nil {
 			state.OnWait()

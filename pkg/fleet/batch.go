@@ -28,20 +28,14 @@ func requestOf(f *flight) *scheduler.Request {
 	return &scheduler.Request{ID: strconv.FormatUint(f.id, 10), Model: f.p.body.Model, Body: f.p.body}
 }
 
-func (r *schedRouter) batchWindow(*flight) time.Duration {
-	var w time.Duration
-	for _, b := range r.sched.Batchers() {
-		w = max(w, b.Window())
-	}
-	return w
-}
+func (r *schedRouter) batchWindow(*flight) time.Duration { return r.window }
 
 func (r *schedRouter) planBatch(fs []*flight) {
 	reqs := make([]*scheduler.Request, len(fs))
 	for i, f := range fs {
 		reqs[i] = requestOf(f)
 	}
-	for _, b := range r.sched.Batchers() {
+	for _, b := range r.batchers {
 		b.PlanBatch(reqs, r.eps)
 	}
 }

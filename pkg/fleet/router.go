@@ -68,6 +68,10 @@ type schedRouter struct {
 	// routing is the flight being scheduled, whose tokens a token
 	// producer reads.
 	routing *flight
+	// batchers are the config's batching producers and window their
+	// longest window (batch.go).
+	batchers []scheduler.Batcher
+	window   time.Duration
 }
 
 // newSchedRouter loads and builds yaml with the in-tree plugins plus extra.
@@ -94,6 +98,10 @@ func newSchedRouter(yaml []byte, reg *scheduler.Registry, env routerEnv) (*sched
 	for i, e := range eps {
 		r.index[e] = i
 		r.hostPorts[e.HostPort] = i
+	}
+	r.batchers = built.Scheduler.Batchers()
+	for _, b := range r.batchers {
+		r.window = max(r.window, b.Window())
 	}
 	if env.kv != nil {
 		env.kv.join(built, r.tokensOf)
