@@ -23,7 +23,8 @@ import (
 // simFlags are the options of `epp simulate`.
 type simFlags struct {
 	configFile, name, workload, profile, qps, compare, out, freshness, classes             string
-	servers, warmup, workers, freshnessSeeds, prefill, replicas, seeds                     int
+	servers, warmup, workers, freshnessSeeds, prefill, replicas, seeds, perNode            int
+	crossNode                                                                              float64
 	duration, timeout, scrape, jitter, sloTTFT, sloITL, syncFlush, syncLatency, kvTransfer time.Duration
 	seed                                                                                   uint64
 	json, list, replicaSync, syncDispatches                                                bool
@@ -44,6 +45,10 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the arrival trace, prompts and every random choice")
 	fs.IntVar(&f.seeds, "seeds", 1, "run seeds --seed … --seed+n-1, averaging each stage over them, and compare the policies seed by "+
 		"seed (median ratio, seeds better, sign test), so a difference can be told from one seed's luck")
+	fs.IntVar(&f.perNode, "servers-per-node", 0, "place the servers on nodes of this many, dealt round-robin (so a node holds prefill and decode servers "+
+		"under --prefill), each endpoint naming its node as topology-extractor reads it; pulls between nodes cost --cross-node-cost times the "+
+		"KV-transfer price (0: no topology)")
+	fs.Float64Var(&f.crossNode, "cross-node-cost", fleet.DefaultCrossNodeCost, "with --servers-per-node, how many times a pull between nodes costs one within a node (NVLink)")
 	fs.DurationVar(&f.kvTransfer, "kv-transfer-time-per-token", 0, "price of pulling one prompt token's KV, for P/D transfers and P2P pulls "+
 		"(default: the engine preset's, 1µs on the published ones; a pull from a peer's host memory is slower than NIXL between GPUs)")
 	fs.StringVar(&f.profile, "profile", "", "engine preset (default: the workload's; one of "+strings.Join(engine.ProfileNames(), ", ")+")")
@@ -246,7 +251,7 @@ func (f *simFlags) matrix(st *settings) (*fleet.Matrix, error) {
 	return &fleet.Matrix{
 		Workloads: []fleet.Workload{w}, Policies: policies, Seeds: seeds, Workers: f.workers,
 		ScrapeInterval: f.scrape, ScrapeJitter: f.jitter, Timeout: f.timeout, Classes: classes, PrefillServers: f.prefill,
-		Replication: rep,
+		Replication: rep, Topology: fleet.Topology{ServersPerNode: f.perNode, CrossNodeCost: f.crossNode},
 	}, nil
 }
 

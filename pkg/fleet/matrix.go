@@ -29,6 +29,9 @@ type Matrix struct {
 	// Replication runs every policy as EPP replicas (replicas.go), also
 	// passed to every RunSpec.
 	Replication
+	// Topology places the servers on nodes (topology.go), passed to every
+	// RunSpec.
+	Topology
 	// Progress, when set, is called after each run (from the worker that
 	// ran it, serialised).
 	Progress func(done, total int, spec RunSpec, res *StageResult)
@@ -77,6 +80,11 @@ func (m *Matrix) validate() error {
 		}
 		if n := m.Workloads[i].Servers; m.PrefillServers < 0 || (n > 0 && m.PrefillServers >= n) {
 			errs = append(errs, fmt.Errorf("workload %q: prefill servers must be in [0, %d), got %d", m.Workloads[i].Name, n, m.PrefillServers))
+		}
+	}
+	for i := range m.Workloads {
+		if err := m.Topology.validate(m.Workloads[i].Servers); err != nil {
+			errs = append(errs, fmt.Errorf("workload %q: %w", m.Workloads[i].Name, err))
 		}
 	}
 	if err := m.Replication.validate(); err != nil {
@@ -130,7 +138,7 @@ func (m *Matrix) ladderSpecs(out []RunSpec, w Workload, p Policy) []RunSpec {
 			out = append(out, RunSpec{
 				Workload: w, Policy: p, QPS: q, Seed: seed, Timeout: m.Timeout,
 				ScrapeInterval: m.ScrapeInterval, ScrapeJitter: m.ScrapeJitter, Classes: m.Classes,
-				PrefillServers: m.PrefillServers, Replication: m.Replication,
+				PrefillServers: m.PrefillServers, Replication: m.Replication, Topology: m.Topology,
 			})
 		}
 	}

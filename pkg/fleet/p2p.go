@@ -3,6 +3,7 @@ package fleet
 import (
 	"fmt"
 	"io"
+	"time"
 )
 
 // P2P KV pulls in virtual time, as llm-d's routing sidecar and vLLM's
@@ -17,12 +18,13 @@ import (
 // dispatch and the pull is pulled anyway.
 
 // pullTokens is the prompt prefix f's source holds for a prompt computed
-// on server on; 0 without a source, or when on is the source.
-func (s *sim) pullTokens(f *flight, on int) int {
+// on server on, and the pull's price per token (topology.go); 0 without a
+// source, or when on is the source.
+func (s *sim) pullTokens(f *flight, on int) (int, time.Duration) {
 	if f.source < 0 || int(f.source) == on {
-		return 0
+		return 0, 0
 	}
-	return s.servers[f.source].eng.CachedPrefix(f.p.tokens, f.p.lora)
+	return s.servers[f.source].eng.CachedPrefix(f.p.tokens, f.p.lora), s.transferPrice(int(f.source), on)
 }
 
 // P2PResult is what P2P pulls did in a stage.

@@ -77,6 +77,10 @@ type Request struct {
 	// to prompt − 1 (one token is always computed) and ignored with
 	// RemotePrefill, which pulls everything. See transfer.go.
 	PullTokens int
+	// TransferPerToken, when positive, prices this request's pull (P/D or
+	// P2P) instead of Config.KVTransferPerToken: a transfer across nodes
+	// costs more than one over NVLink.
+	TransferPerToken time.Duration
 	// Media are the prompt's multimodal items, in prompt order; see
 	// encoder.go.
 	Media []Media
@@ -120,12 +124,13 @@ type seq struct {
 	lora      int32
 	salt      string // cache_salt, reported with the prompt's first blocks
 	state     seqState
-	inQueue   bool // slot is in the waiting deque (possibly cancelled)
-	inStep    bool // slot is in the iteration in flight
-	started   bool // scheduled at least once
-	remote    bool // prompt KV still to be pulled from a prefiller
-	pullTo    int  // a P2P pull's end (tokens), while still to be pulled
-	landed    bool // pulled KV arrived; blocks held, waiting for a seat
+	inQueue   bool          // slot is in the waiting deque (possibly cancelled)
+	inStep    bool          // slot is in the iteration in flight
+	started   bool          // scheduled at least once
+	remote    bool          // prompt KV still to be pulled from a prefiller
+	pullTo    int           // a P2P pull's end (tokens), while still to be pulled
+	perToken  time.Duration // the pull's price per token
+	landed    bool          // pulled KV arrived; blocks held, waiting for a seat
 	readyAt   time.Duration
 	hashes    []uint64
 	blocks    []int32
@@ -238,7 +243,7 @@ func (e *Engine) Submit(req Request, now time.Duration) error {
 	*s = seq{
 		id: req.ID, prompt: len(req.Tokens), maxTokens: req.MaxTokens, lora: lora, salt: req.CacheSalt,
 		state: stateWaiting, inQueue: true, remote: req.RemotePrefill,
-		pullTo: min(req.PullTokens, len(req.Tokens)-1),
+		pullTo: min(req.PullTokens, len(req.Tokens)-1), perToken: req.TransferPerToken,
 		hashes: appendBlockHashes(s.hashes[:0], root, req.Tokens, e.cfg.BlockSize),
 		blocks: s.blocks[:0], tokens: s.tokens[:0], media: copyMedia(s.media, req.Media),
 	}
@@ -260,6 +265,8 @@ func (e *Engine) check(req Request) error {
 		return fmt.Errorf("max tokens %d < 1: %w", req.MaxTokens, ErrInvalidRequest)
 	case req.LoRA != "" && e.cfg.MaxLoRAs == 0:
 		return fmt.Errorf("adapter %q on an engine without LoRA slots: %w", req.LoRA, ErrInvalidRequest)
+	case req.TransferPerToken < 0 || req.PullTokens < 0:
+		return fmt.Errorf("negative pull (%d tokens at %v a token): %w", req.PullTokens, req.TransferPerToken, ErrInvalidRequest)
 	}
 	if err := checkMedia(req); err != nil {
 		return err

@@ -94,3 +94,16 @@ func TestCachedPrefixSalted(t *testing.T) {
 		t.Errorf("CachedPrefix = %d, want the unsalted lookup's 96", got)
 	}
 }
+
+func TestTransferPriceOverride(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, transferConfig())
+	s := summarize(t, simulate(t, e, together(Request{ID: 1, Tokens: tokens(1, 100), MaxTokens: 1, RemotePrefill: true, TransferPerToken: 5 * us})))
+	// 500µs + 100·5µs, then one iteration: 1ms + 10µs.
+	if s[1].First != 2010*us {
+		t.Fatalf("first token at %v, want 2.01ms (the request's price, not the engine's)", s[1].First)
+	}
+	if err := e.Submit(Request{ID: 2, Tokens: tokens(1, 10), MaxTokens: 1, TransferPerToken: -us}, 0); err == nil {
+		t.Error("a negative price was accepted")
+	}
+}

@@ -48,7 +48,11 @@ func (e *Engine) startTransfer(slot int32) {
 		n = s.pullTo - s.computed
 	}
 	s.state = stateTransferring
-	s.readyAt = e.stepStart + e.cfg.KVTransferOverhead + time.Duration(n)*e.cfg.KVTransferPerToken
+	perToken := e.cfg.KVTransferPerToken
+	if s.perToken > 0 {
+		perToken = s.perToken
+	}
+	s.readyAt = e.stepStart + e.cfg.KVTransferOverhead + time.Duration(n)*perToken
 	s.started = true
 	s.cached = s.pullTo
 	e.transfers = append(e.transfers, slot)
