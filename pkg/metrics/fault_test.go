@@ -88,8 +88,8 @@ func (tc faultCase) run(t *testing.T) {
 	// During the fault: the faulty endpoint goes stale, the others stay
 	// fresh at every sample.
 	watchFresh(t, st, healthy, 2*faultStaleness)
-	eventually(t, 2*time.Second, "bad endpoint stale", badEP.Stale)
-	eventually(t, 2*time.Second, "bad endpoint out of the wave", func() bool { return waveMembers(s) == 3 })
+	eventually(t, 10*time.Second, "bad endpoint stale", badEP.Stale)
+	eventually(t, 10*time.Second, "bad endpoint out of the wave", func() bool { return waveMembers(s) == 3 })
 	if n := metricValue(t, s.tel.errors[tc.reason]); n < 1 {
 		t.Errorf("openepp_metrics_scrape_errors_total{reason=%q} = %v, want >= 1", tc.reason, n)
 	}
@@ -98,7 +98,7 @@ func (tc faultCase) run(t *testing.T) {
 		t.Fatalf("failing logs = %+v, want exactly one for %s with reason %q", failing, badAddr, tc.reason)
 	}
 	// The endpoint says why it is stale (for /debug/endpoints), and the run grows.
-	eventually(t, 2*time.Second, "a run of failures on the endpoint", func() bool {
+	eventually(t, 10*time.Second, "a run of failures on the endpoint", func() bool {
 		f := badEP.ScrapeFailure()
 		return f != nil && f.Reason == tc.reason && f.Error != "" && f.Count >= 2
 	})
@@ -117,7 +117,7 @@ func (tc faultCase) run(t *testing.T) {
 	eventually(t, 3*time.Second, "bad endpoint fresh again", func() bool { return !badEP.Stale() })
 	eventually(t, time.Second, "the failure run cleared", func() bool { return badEP.ScrapeFailure() == nil })
 	eventually(t, time.Second, "recovery logged", func() bool { return rec.count("metrics scrape recovered", badAddr) == 1 })
-	eventually(t, 2*time.Second, "bad endpoint back in the wave", func() bool { return waveMembers(s) == 4 })
+	eventually(t, 10*time.Second, "bad endpoint back in the wave", func() bool { return waveMembers(s) == 4 })
 	time.Sleep(5 * faultInterval)
 	got := []int{rec.count("metrics scrape failing", ""), rec.count("metrics scrape recovered", "")}
 	if diff := cmp.Diff([]int{1, 1}, got); diff != "" {
