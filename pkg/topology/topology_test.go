@@ -53,10 +53,10 @@ func node(i int, nodeName string, labels map[string]string) *endpoint.Endpoint {
 func TestLocate(t *testing.T) {
 	zoned := map[string]string{zoneLabel: "z1", regionLabel: "eu", "slice": "s1", "rack": "r9"}
 	def := NewExtractor("x", ExtractorParams{Zone: zoneLabel, Region: regionLabel})
-	if got, want := def.Locate(node(0, "n1", zoned)), (Location{Host: "node/n1", Zone: "z1", Region: "eu"}); got != want {
+	if got, want := def.Locate(node(0, "n1", zoned)), (Location{Host: "n1", Zone: "z1", Region: "eu"}); got != want {
 		t.Errorf("defaults: %+v, want %+v", got, want)
 	}
-	if got := def.Locate(node(0, "", nil)); got.Host != "pod/ns/pod-0" {
+	if got := def.Locate(node(0, "", nil)); got.Host != "pod-0" {
 		t.Errorf("without a node the pod is the host, got %+v", got)
 	}
 	if got := def.Locate(endpoint.New(endpoint.Spec{Address: "10.0.0.1", Port: 8000})); got.Known() {
@@ -194,3 +194,14 @@ func (trackerPlugin) TypedName() scheduler.TypedName {
 	return scheduler.TypedName{Type: inFlightType, Name: inFlightType}
 }
 func (p trackerPlugin) Tracker() *inflight.Tracker { return p.t }
+
+func TestLocateAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocations are not counted under -race")
+	}
+	x := NewExtractor("x", ExtractorParams{Zone: zoneLabel, Region: regionLabel})
+	e := node(0, "n1", map[string]string{zoneLabel: "z1"})
+	if n := testing.AllocsPerRun(100, func() { _ = x.Locate(e) }); n != 0 {
+		t.Errorf("Locate allocates %v times a call; it runs for every candidate of every request", n)
+	}
+}
