@@ -16,6 +16,7 @@ const (
 	utilizationDetector    = "utilization-detector"
 	openAIParser           = "openai-parser"
 	anthropicParser        = "anthropic-parser"
+	vllmHTTPParser         = "vllmhttp-parser"
 	fcfsOrderingPolicy     = "fcfs-ordering-policy"
 	globalStrictFairness   = "global-strict-fairness-policy"
 	staticUsageLimitPolicy = "static-usage-limit-policy"
@@ -113,10 +114,12 @@ func readersOf(producer string, readers ...string) []companion {
 //  6. flow control: bands default to global-strict-fairness-policy and
 //     fcfs-ordering-policy, usage limits to static-usage-limit-policy, and
 //     these three always exist when flow control is configured;
-//  7. the parser defaults to openai-parser (GIE), or to openai-parser and
-//     anthropic-parser in an empty requestHandler.parsers (llm-d); either
-//     way, with no parser named, an anthropic-parser instance exists too, so
-//     /v1/messages is parsed unless a config names its parsers without it;
+//  7. the parser defaults to openai-parser (GIE), or to openai-parser,
+//     anthropic-parser and vllmhttp-parser in an empty
+//     requestHandler.parsers (llm-d); either way, with no parser named,
+//     anthropic-parser and vllmhttp-parser instances exist too, so
+//     /v1/messages and /inference/v1/generate are parsed unless a config
+//     names its parsers without them;
 //  8. the saturation detector defaults to utilization-detector;
 //  9. an absent dataLayer gets metrics-data-source + core-metrics-extractor
 //     (a present one too when injectDefaults is in effect and it has no
@@ -259,7 +262,7 @@ func defaultFlowControl(cfg *Config) {
 func defaultParser(cfg *Config) {
 	switch {
 	case cfg.RequestHandler != nil && len(cfg.RequestHandler.Parsers) == 0:
-		cfg.RequestHandler.Parsers = []PluginRef{{PluginRef: openAIParser}, {PluginRef: anthropicParser}}
+		cfg.RequestHandler.Parsers = []PluginRef{{PluginRef: openAIParser}, {PluginRef: anthropicParser}, {PluginRef: vllmHTTPParser}}
 	case cfg.RequestHandler == nil && cfg.Parser == nil:
 		cfg.Parser = &PluginRef{PluginRef: openAIParser}
 	default:
@@ -267,6 +270,7 @@ func defaultParser(cfg *Config) {
 	}
 	ensure(cfg, openAIParser, fromOptionalDefault)
 	ensure(cfg, anthropicParser, fromOptionalDefault)
+	ensure(cfg, vllmHTTPParser, fromOptionalDefault)
 }
 
 func defaultSaturationDetector(cfg *Config) {

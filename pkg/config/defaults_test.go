@@ -90,6 +90,7 @@ func flowControlSummary(f *FlowControl) []string {
 var optionalDefaults = []string{
 	"plugin openai-parser: openai-parser",
 	"plugin anthropic-parser: anthropic-parser",
+	"plugin vllmhttp-parser: vllmhttp-parser",
 	"plugin utilization-detector: utilization-detector",
 }
 
@@ -238,7 +239,8 @@ dataLayer: {injectDefaults: false}
 		"plugin static-usage-limit-policy: static-usage-limit-policy",
 		"plugin openai-parser: openai-parser",
 		"plugin anthropic-parser: anthropic-parser",
-		"requestHandler.parsers: openai-parser,anthropic-parser",
+		"plugin vllmhttp-parser: vllmhttp-parser",
+		"requestHandler.parsers: openai-parser,anthropic-parser,vllmhttp-parser",
 		"dataLayer: no sources",
 		"flowControl.usageLimitPolicyPluginRef: static-usage-limit-policy",
 		"flowControl.saturationDetector: concurrency-detector",

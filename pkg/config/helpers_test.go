@@ -191,6 +191,7 @@ var testTypes = map[string]maker{
 	"concurrency-detector":          mkDetector,
 	"openai-parser":                 mkPlain,
 	"anthropic-parser":              mkPlain,
+	"vllmhttp-parser":               mkPlain,
 	"passthrough-parser":            mkPlain,
 	"fcfs-ordering-policy":          mkOrdering,
 	"edf-ordering-policy":           mkOrdering,

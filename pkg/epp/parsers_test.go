@@ -14,7 +14,7 @@ import (
 )
 
 // TestUnparsedAPIs: the parsers a config names decide which API families
-// are parsed; naming none parses both.
+// are parsed; naming none parses every family.
 func TestUnparsedAPIs(t *testing.T) {
 	t.Parallel()
 	const head = "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\n"
@@ -25,11 +25,14 @@ func TestUnparsedAPIs(t *testing.T) {
 	}{
 		{"no parser named", head + "plugins:\n" + scorer, 0},
 		{"shipped default", config.DefaultText, 0},
-		{"GIE openai-parser", head + "plugins:\n" + scorer + "- type: openai-parser\nparser: {pluginRef: openai-parser}\n", request.AnthropicAPIs},
+		{"GIE openai-parser", head + "plugins:\n" + scorer + "- type: openai-parser\nparser: {pluginRef: openai-parser}\n", request.AnthropicAPIs | request.GenerateAPIs},
 		{"llm-d both", head + "plugins:\n" + scorer + "- type: openai-parser\n- type: anthropic-parser\n" +
-			"requestHandler: {parsers: [{pluginRef: openai-parser}, {pluginRef: anthropic-parser}]}\n", 0},
+			"requestHandler: {parsers: [{pluginRef: openai-parser}, {pluginRef: anthropic-parser}]}\n", request.GenerateAPIs},
+		{"llm-d three", head + "plugins:\n" + scorer + "- type: openai-parser\n- type: anthropic-parser\n- type: vllmhttp-parser\n" +
+			"requestHandler: {parsers: [{pluginRef: openai-parser}, {pluginRef: anthropic-parser}, {pluginRef: vllmhttp-parser}]}\n", 0},
 		{"llm-d empty list", head + "plugins:\n" + scorer + "requestHandler: {parsers: []}\n", 0},
-		{"anthropic only", head + "plugins:\n" + scorer + "- type: anthropic-parser\nparser: {pluginRef: anthropic-parser}\n", request.OpenAIAPIs},
+		{"anthropic only", head + "plugins:\n" + scorer + "- type: anthropic-parser\nparser: {pluginRef: anthropic-parser}\n", request.OpenAIAPIs | request.GenerateAPIs},
+		{"vllmhttp only", head + "plugins:\n" + scorer + "- type: vllmhttp-parser\nparser: {pluginRef: vllmhttp-parser}\n", request.OpenAIAPIs | request.AnthropicAPIs},
 		{"passthrough", head + "plugins:\n" + scorer + "- type: passthrough-parser\nparser: {pluginRef: passthrough-parser}\n", request.AllAPIs},
 	}
 	reg, err := plugins.InTree()

@@ -3,13 +3,14 @@
 // http.Handler in front of a decode model server that runs a request's
 // prefill on the endpoint the EPP named.
 //
-// A POST to /v1/completions, /v1/chat/completions or /v1/messages (vLLM's
-// Anthropic endpoint) carrying the request header x-prefiller-host-port:
-// <host:port> is served in three steps:
+// A POST to /v1/completions, /v1/chat/completions, /v1/messages (vLLM's
+// Anthropic endpoint) or /inference/v1/generate (vLLM's token-in endpoint)
+// carrying the request header x-prefiller-host-port: <host:port> is served
+// in three steps:
 //
 //  1. The request is sent to http://<host:port> on the same path, as a
 //     prefill: max_tokens 1 (and max_completion_tokens 1 if the request set
-//     it), stream false, no stream_options, and kv_transfer_params
+//     it; for generate, sampling_params.max_tokens 1), stream false, no stream_options, and kv_transfer_params
 //     {"do_remote_decode": true, "do_remote_prefill": false, the remote_*
 //     fields null}.
 //  2. The prefiller answers a normal completion whose kv_transfer_params

@@ -83,3 +83,30 @@ func messagesUsage(t *testing.T, body []byte, stream bool) (input, cacheRead, ou
 	}
 	return input, cacheRead, output
 }
+
+// TestDisaggregatedGenerate: a token-in request is prefilled on the named
+// server with sampling_params.max_tokens 1 (its other sampling parameters
+// kept) and decoded locally to its own max_tokens, streamed or not.
+func TestDisaggregatedGenerate(t *testing.T) {
+	t.Parallel()
+	servers := pdsim.Start(t, 2, pdsim.Options{})
+	decoder, prefiller := servers[0], servers[1]
+	c := client(t)
+	ids := strings.TrimSuffix(strings.Repeat("11,", 200), ",")
+	for _, stream := range []bool{false, true} {
+		body := fmt.Sprintf(`{"token_ids":[%s,%d],"sampling_params":{"max_tokens":5,"temperature":0},"stream":%v,"stream_options":{"include_usage":true}}`,
+			ids, btoi(stream), stream)
+		r := send(t, c, decoder.URL()+"/inference/v1/generate", prefiller.HostPort(), body)
+		if r.status != http.StatusOK || r.header.Get(pdsidecar.PrefilledByHeader) != prefiller.HostPort() ||
+			r.header.Get(pdsidecar.FallbackHeader) != "" {
+			t.Fatalf("stream %v: status %d, headers %v: %s", stream, r.status, r.header, r.body)
+		}
+		a, _ := parseAnswer(t, r)
+		if u := a.Usage; u == nil || u.Prompt != 201 || u.Completion != 5 || u.Details.Cached < 200 {
+			t.Errorf("stream %v: usage %+v, want 201 prompt tokens pulled and 5 out: %s", stream, u, r.body)
+		}
+	}
+	if got := prefiller.KVTransferStats(); got.RemoteDecodeRequests != 2 {
+		t.Errorf("prefiller stats %+v, want 2 prefills served", got)
+	}
+}

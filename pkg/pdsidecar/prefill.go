@@ -18,15 +18,19 @@ import (
 var prefillParams = json.RawMessage(`{"do_remote_decode":true,"do_remote_prefill":false,` +
 	`"remote_engine_id":null,"remote_block_ids":null,"remote_host":null,"remote_port":null}`)
 
-// prefillBody turns the client's request into the prefill request: one
-// token, not streamed, with prefillParams, plus p2p when the prefiller is
-// to pull from a KV cache source (nil for none).
-func prefillBody(fields map[string]json.RawMessage, p2p json.RawMessage) ([]byte, error) {
+// prefillBody turns the client's request to path into the prefill request:
+// one token, not streamed, with prefillParams, plus p2p when the prefiller
+// is to pull from a KV cache source (nil for none).
+func prefillBody(path string, fields map[string]json.RawMessage, p2p json.RawMessage) ([]byte, error) {
 	one := json.RawMessage("1")
 	out := maps.Clone(fields)
-	out["max_tokens"] = one
-	if _, ok := fields["max_completion_tokens"]; ok {
-		out["max_completion_tokens"] = one
+	if path == generatePath {
+		out["sampling_params"] = oneToken(fields["sampling_params"])
+	} else {
+		out["max_tokens"] = one
+		if _, ok := fields["max_completion_tokens"]; ok {
+			out["max_completion_tokens"] = one
+		}
 	}
 	out["stream"] = json.RawMessage("false")
 	delete(out, "stream_options")
@@ -41,6 +45,22 @@ func prefillBody(fields map[string]json.RawMessage, p2p json.RawMessage) ([]byte
 	return json.Marshal(out)
 }
 
+// oneToken returns a generate request's sampling parameters asking for one
+// token, the others kept. Parameters that are not an object go as they
+// are, for the server to refuse (the local fallback then answers its 400).
+func oneToken(params json.RawMessage) json.RawMessage {
+	sp := map[string]json.RawMessage{}
+	if len(params) > 0 && json.Unmarshal(params, &sp) != nil {
+		return params
+	}
+	if sp == nil { // "null"
+		sp = map[string]json.RawMessage{}
+	}
+	sp["max_tokens"] = json.RawMessage("1")
+	b, _ := json.Marshal(sp) // cannot fail: raw members of a decoded object
+	return b
+}
+
 // prefill runs the prefill on rt.prefiller, pulling from rt.source unless
 // it is the source, and returns the kv_transfer_params of its answer. On
 // failure it returns a Fallback* reason, or outcomeCanceled when the
@@ -48,7 +68,7 @@ func prefillBody(fields map[string]json.RawMessage, p2p json.RawMessage) ([]byte
 func (h *Handler) prefill(r *http.Request, rt route, fields map[string]json.RawMessage) (json.RawMessage, string, error) {
 	prefiller := rt.prefiller
 	p2p := rt.source.pullFor(prefiller)
-	body, err := prefillBody(fields, p2p)
+	body, err := prefillBody(r.URL.Path, fields, p2p)
 	if err != nil { // cannot happen: fields came from json.Unmarshal
 		return nil, FallbackErrorStatus, fmt.Errorf("encode prefill request: %w", err)
 	}

@@ -48,8 +48,12 @@ const (
 
 // disaggregatedPaths are the APIs whose prefill can run elsewhere. vLLM's
 // Anthropic Messages endpoint takes and answers kv_transfer_params as its
-// chat endpoint does, so the same prefill request works for it.
-var disaggregatedPaths = []string{"/v1/completions", "/v1/chat/completions", messagesPath}
+// chat endpoint does, so the same prefill request works for it; its
+// token-in generate endpoint too, with max_tokens in sampling_params.
+var disaggregatedPaths = []string{"/v1/completions", "/v1/chat/completions", messagesPath, generatePath}
+
+// generatePath is vLLM's token-in, token-out endpoint.
+const generatePath = "/inference/v1/generate"
 
 // Options configure a Handler.
 type Options struct {

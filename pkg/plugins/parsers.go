@@ -15,6 +15,7 @@ import (
 const (
 	OpenAIParserType      = "openai-parser"
 	AnthropicParserType   = "anthropic-parser"
+	VLLMHTTPParserType    = "vllmhttp-parser"
 	PassthroughParserType = "passthrough-parser"
 )
 
@@ -30,6 +31,8 @@ func (p *Parser) Covers() request.APISet {
 		return request.OpenAIAPIs
 	case AnthropicParserType:
 		return request.AnthropicAPIs
+	case VLLMHTTPParserType:
+		return request.GenerateAPIs
 	}
 	return 0
 }
@@ -53,6 +56,8 @@ func parserRegistrations() []scheduler.Registration {
 			Summary: "Parses OpenAI completions, chat, responses, embeddings and conversations bodies (a default)."},
 		{Type: AnthropicParserType, Factory: parserFactory(AnthropicParserType), Params: struct{}{},
 			Summary: "Parses Anthropic Messages bodies (/v1/messages, as vLLM and SGLang serve it): the system prompt, without Claude Code's per-request billing block, then the messages are what prefix matching hashes (a default)."},
+		{Type: VLLMHTTPParserType, Factory: parserFactory(VLLMHTTPParserType), Params: struct{}{},
+			Summary: "Parses vLLM's token-in /inference/v1/generate bodies (RL frameworks): the token_ids are the prompt, matched token for token; the model is optional (a default)."},
 		{Type: PassthroughParserType, Factory: parserFactory(PassthroughParserType), Params: struct{}{},
 			Summary: "Leaves bodies unparsed; requests are routed without prompt-aware scoring."},
 	}

@@ -119,7 +119,8 @@ func (p *TokenParams) pool() bool {
 // no extra service to run, at the cost of a tokenizer call on a serving
 // replica. Anthropic Messages requests go to /v1/messages/render in every
 // mode (/tokenize takes none), as llm-d's native mode sends them. A
-// completions prompt that is already token IDs is used as is. Other APIs
+// completions prompt that is already token IDs, and a vLLM generate
+// request's token_ids, are used as they are. Other APIs
 // (Responses, embeddings) get no tokens, and precise matching passes them
 // by.
 //
@@ -259,6 +260,9 @@ const (
 
 func (t *TokenProducer) tokenize(ctx context.Context, req *scheduler.Request, eps []*endpoint.Endpoint) ([]uint32, string, error) {
 	b := req.Body
+	if b.API == request.Generate {
+		return b.TokenIDs(), outcomeInline, nil
+	}
 	if b.API != request.ChatCompletions && b.API != request.Completions && b.API != request.Messages {
 		return nil, outcomeUnsupported, nil
 	}

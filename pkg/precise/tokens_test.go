@@ -137,6 +137,15 @@ func TestTokensWithoutACall(t *testing.T) {
 	if !ok || !slices.Equal(ids, []uint32{5, 6, 7}) {
 		t.Errorf("inline IDs: %v %v", ids, ok)
 	}
+	// So is a vLLM generate request's token_ids.
+	b, err = request.Parse(request.Generate, []byte(`{"token_ids":[8, 9],"sampling_params":{}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, ok = tp.Tokens(context.Background(), state(), &scheduler.Request{Body: b}, nil)
+	if !ok || !slices.Equal(ids, []uint32{8, 9}) {
+		t.Errorf("generate IDs: %v %v", ids, ok)
+	}
 	// Other APIs are not tokenized.
 	b, err = request.Parse(request.Responses, []byte(`{"model":"m","input":"hi"}`))
 	if err != nil {

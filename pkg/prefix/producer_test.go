@@ -508,3 +508,40 @@ inference_extension_prefix_indexer_size{plugin="b"} 0
 		}
 	}
 }
+
+// TestProducerMatchesTokenInPrompts: a vLLM generate prompt is hashed as
+// its token IDs, blockSizeTokens to a block, so two rollouts sharing their
+// first 40 tokens share exactly 10 blocks of 4 whatever their spacing.
+func TestProducerMatchesTokenInPrompts(t *testing.T) {
+	t.Parallel()
+	pr := newProducer(t, Params{BlockSizeTokens: 4, MaxPrefixBlocksToMatch: 256, LRUCapacityPerServer: 1000}, nil)
+	eps := newEndpoints(2)
+	generate := func(ids []int, sep string) *scheduler.Request {
+		var b strings.Builder
+		b.WriteString(`{"model":"m","token_ids":[`)
+		for i, id := range ids {
+			if i > 0 {
+				b.WriteString("," + sep)
+			}
+			fmt.Fprint(&b, id)
+		}
+		b.WriteString("]}")
+		body, err := request.Parse(request.Generate, []byte(b.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &scheduler.Request{ID: "r", Model: "m", Body: body}
+	}
+	shared := make([]int, 40)
+	for i := range shared {
+		shared[i] = 7 * i
+	}
+	first := route(pr, eps, generate(append(shared, 1, 2, 3, 4, 5, 6), ""), result(eps[:1], nil))
+	if first.TotalBlocks != 11 {
+		t.Fatalf("46 tokens in blocks of 4: %d blocks, want 11", first.TotalBlocks)
+	}
+	second := route(pr, eps, generate(append(shared, 9, 9, 9, 9), " "), nil)
+	if got := second.Blocks(eps[0]); got != 10 || second.TotalBlocks != 11 {
+		t.Errorf("second rollout matched %d of %d blocks, want 10 of 11", got, second.TotalBlocks)
+	}
+}

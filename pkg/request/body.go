@@ -1,5 +1,6 @@
 // Package request parses inference request bodies (OpenAI completions, chat
-// completions, responses, embeddings, conversations; Anthropic messages) and
+// completions, responses, embeddings, conversations; Anthropic messages;
+// vLLM's token-in generate) and
 // the token usage reported in responses, doing as little work per byte as
 // correctness allows: the body is validated once, then only the few small
 // fields the EPP needs are decoded; the prompt is kept as a slice of the
@@ -29,9 +30,12 @@ const (
 	// Messages is Anthropic's Messages API (/v1/messages), which vLLM and
 	// SGLang serve beside the OpenAI ones.
 	Messages
+	// Generate is vLLM's token-in API (GeneratePath): the prompt is token
+	// IDs and the model is optional.
+	Generate
 )
 
-var apiNames = [...]string{"other", "completions", "chat-completions", "responses", "embeddings", "conversations", "messages"}
+var apiNames = [...]string{"other", "completions", "chat-completions", "responses", "embeddings", "conversations", "messages", "generate"}
 
 func (a API) String() string {
 	if int(a) < len(apiNames) {
@@ -41,7 +45,7 @@ func (a API) String() string {
 }
 
 // promptField is the body member carrying the prompt for each API.
-var promptField = [...]string{Other: "", Completions: "prompt", ChatCompletions: "messages", Responses: "input", Embeddings: "input", Conversations: "items", Messages: "messages"}
+var promptField = [...]string{Other: "", Completions: "prompt", ChatCompletions: "messages", Responses: "input", Embeddings: "input", Conversations: "items", Messages: "messages", Generate: "token_ids"}
 
 // APISet is a set of APIs.
 type APISet uint32
@@ -62,7 +66,8 @@ func (s APISet) Has(a API) bool { return s&(1<<a) != 0 }
 var (
 	OpenAIAPIs    = SetOf(Completions, ChatCompletions, Responses, Embeddings, Conversations)
 	AnthropicAPIs = SetOf(Messages)
-	AllAPIs       = OpenAIAPIs | AnthropicAPIs
+	GenerateAPIs  = SetOf(Generate)
+	AllAPIs       = OpenAIAPIs | AnthropicAPIs | GenerateAPIs
 )
 
 // IsAnthropic reports whether the API speaks Anthropic's wire format
@@ -77,6 +82,8 @@ func APIForPath(path string) API {
 	}
 	path = strings.TrimRight(path, "/")
 	switch {
+	case strings.HasSuffix(path, GeneratePath):
+		return Generate
 	case strings.HasSuffix(path, "/chat/completions"):
 		return ChatCompletions
 	case strings.HasSuffix(path, "/completions"):
@@ -118,7 +125,8 @@ type Body struct {
 	// matching hashes, so equal prompt prefixes give equal byte prefixes.
 	// For Anthropic messages with a system prompt it is a new buffer: the
 	// system prompt (without per-request billing blocks) then the messages,
-	// in the order the chat template renders them.
+	// in the order the chat template renders them. For vLLM generate it is
+	// the token IDs packed four bytes each (see TokenIDs).
 	Prompt []byte
 	// Tools is the raw JSON of the request's tool definitions ("tools"),
 	// aliasing Raw; nil when absent, null or empty. Chat templates render
@@ -138,6 +146,7 @@ type Body struct {
 
 // EstimatedPromptTokens approximates the prompt length in tokens (4 bytes per
 // token, the usual rule of thumb for English text).
+// A generate request's count is exact: its prompt is packed token IDs.
 func (b *Body) EstimatedPromptTokens() int { return (len(b.Prompt) + 3) / 4 }
 
 // Parse reads the fields the EPP needs from raw for api. For API Other the
@@ -162,11 +171,16 @@ func Parse(api API, raw []byte) (*Body, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !b.model.ok() || b.Model == "" {
+	if (!b.model.ok() || b.Model == "") && api != Generate {
 		return nil, ErrMissingModel
 	}
 	if err := b.checkPrompt(); err != nil {
 		return nil, err
+	}
+	if b.API == Generate {
+		if err := b.packTokens(); err != nil {
+			return nil, err
+		}
 	}
 	if b.API == Messages {
 		if err := b.joinSystem(); err != nil {
@@ -205,7 +219,13 @@ func (b *Body) readMembers(raw []byte) (valid bool, at int, err error) {
 			err = decodeField("stream_options", val, &so)
 			b.IncludeUsage = so.IncludeUsage
 		case "max_tokens", "max_completion_tokens", "max_output_tokens":
-			err = decodeField(string(key), val, &b.MaxTokens)
+			if b.API != Generate {
+				err = decodeField(string(key), val, &b.MaxTokens)
+			}
+		case "sampling_params":
+			if b.API == Generate {
+				err = b.readSamplingParams(val)
+			}
 		case field:
 			b.prompt, b.Prompt = v, val
 		case "system":
@@ -241,7 +261,7 @@ func (b *Body) checkPrompt() error {
 	}
 	switch p[0] {
 	case '"':
-		if b.API == ChatCompletions || b.API == Conversations || b.API == Messages {
+		if b.API == ChatCompletions || b.API == Conversations || b.API == Messages || b.API == Generate {
 			return fmt.Errorf("%w: field %q must be an array", ErrMalformed, field)
 		}
 	case '[':
@@ -281,11 +301,21 @@ func afterSystemMessage(messages []byte) int {
 }
 
 // WithModel returns a copy of the body with the model replaced; every other
-// byte is unchanged, so the body's formatting and field order survive.
+// byte is unchanged, so the body's formatting and field order survive. A
+// generate body without a model (vLLM's default model) gets one first.
 func (b *Body) WithModel(model string) []byte {
 	quoted, _ := json.Marshal(model)
 	if !b.model.ok() {
-		return b.Raw
+		if b.API != Generate {
+			return b.Raw
+		}
+		at := skipSpace(b.Raw, 0) + 1 // past '{'; a parsed generate body has members
+		out := make([]byte, 0, len(b.Raw)+len(quoted)+9)
+		out = append(out, b.Raw[:at]...)
+		out = append(out, `"model":`...)
+		out = append(out, quoted...)
+		out = append(out, ',')
+		return append(out, b.Raw[at:]...)
 	}
 	out := make([]byte, 0, len(b.Raw)-(b.model.end-b.model.start)+len(quoted))
 	out = append(out, b.Raw[:b.model.start]...)

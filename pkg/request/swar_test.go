@@ -1,6 +1,9 @@
 package request
 
-import "testing"
+import (
+	"encoding/binary"
+	"testing"
+)
 
 // TestSkipsAgreeWithBytewise puts every byte value at every position of a
 // 20-byte run (two words and a tail) over backgrounds of plain bytes chosen
@@ -27,6 +30,37 @@ func TestSkipsAgreeWithBytewise(t *testing.T) {
 				}
 				if got, want := skipToQuoteOrBackslash(b, 0), bytewise(b, func(x byte) bool { return x == '"' || x == '\\' }); got != want {
 					t.Fatalf("skipToQuoteOrBackslash: byte %#x at %d over %#x: %d, want %d", c, pos, bg, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestDigitWordsAgreeWithBytewise puts every byte value at every position
+// of a word of digits (each digit as background), and after runs of every
+// length, comparing digitRun and digitsValue with a byte-at-a-time parse.
+func TestDigitWordsAgreeWithBytewise(t *testing.T) {
+	for bg := byte('0'); bg <= '9'; bg++ {
+		for pos := range 8 {
+			for c := range 256 {
+				var w [8]byte
+				for i := range w {
+					w[i] = bg + byte(i)%('9'-bg+1)
+				}
+				w[pos] = byte(c)
+				n, v := 0, uint64(0)
+				for n < 8 && w[n] >= '0' && w[n] <= '9' {
+					v = v*10 + uint64(w[n]-'0')
+					n++
+				}
+				x := binary.LittleEndian.Uint64(w[:])
+				if got := digitRun(x); got != n {
+					t.Fatalf("digitRun(%q) = %d, want %d", w, got, n)
+				}
+				if n > 0 && n < 8 {
+					if got := digitsValue(x, n); got != v {
+						t.Fatalf("digitsValue(%q, %d) = %d, want %d", w, n, got, v)
+					}
 				}
 			}
 		}

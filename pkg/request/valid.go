@@ -1,5 +1,7 @@
 package request
 
+import "encoding/binary"
+
 // A JSON validator tuned for request bodies, which are mostly long strings:
 // string contents are skipped eight bytes at a time (swar.go) instead of by
 // the per-byte state machine of encoding/json, which makes validation
@@ -161,6 +163,13 @@ func (v *validator) number(i int) (int, bool) {
 }
 
 func digits(b []byte, i int) int {
+	for i+8 <= len(b) {
+		n := digitRun(binary.LittleEndian.Uint64(b[i:]))
+		i += n
+		if n < 8 {
+			return i
+		}
+	}
 	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
 		i++
 	}

@@ -48,6 +48,20 @@ func startSims(t *testing.T, n int) ([]*sim.Instance, []endpoint.Spec) {
 	return insts, specs
 }
 
+// simHarness is a server routing among three simulators, and the HTTP
+// client that plays Envoy's upstream leg; integration tests only.
+func simHarness(t *testing.T, tls bool) (*harness, *http.Client) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: skipped with -short")
+	}
+	_, specs := startSims(t, 3)
+	h := start(t, setup{endpoints: specs, tls: tls})
+	httpc := &http.Client{Transport: &http.Transport{}, Timeout: testTimeout}
+	t.Cleanup(httpc.CloseIdleConnections)
+	return h, httpc
+}
+
 // TestEndToEndWithSimulators routes completions through the server to real
 // simulators, proxies each to the chosen endpoint as Envoy would, plays the
 // simulator's real response (JSON, then SSE) through the response phase and
@@ -57,13 +71,7 @@ func startSims(t *testing.T, n int) ([]*sim.Instance, []endpoint.Spec) {
 // simulator's prefix cache.
 func TestEndToEndWithSimulators(t *testing.T) {
 	t.Parallel()
-	if testing.Short() {
-		t.Skip("integration test: skipped with -short")
-	}
-	_, specs := startSims(t, 3)
-	h := start(t, setup{endpoints: specs, tls: true})
-	httpc := &http.Client{Transport: &http.Transport{}, Timeout: testTimeout}
-	t.Cleanup(httpc.CloseIdleConnections)
+	h, httpc := simHarness(t, true)
 	prompt := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 20)
 	var first string
 	for _, stream := range []bool{false, true} {
@@ -90,13 +98,7 @@ func TestEndToEndWithSimulators(t *testing.T) {
 // though Claude Code's billing block changed.
 func TestMessagesEndToEndWithSimulators(t *testing.T) {
 	t.Parallel()
-	if testing.Short() {
-		t.Skip("integration test: skipped with -short")
-	}
-	_, specs := startSims(t, 3)
-	h := start(t, setup{endpoints: specs})
-	httpc := &http.Client{Transport: &http.Transport{}, Timeout: testTimeout}
-	t.Cleanup(httpc.CloseIdleConnections)
+	h, httpc := simHarness(t, false)
 	turns := []any{map[string]any{"role": "user", "content": strings.Repeat("Explain prefix caching in detail. ", 20)}}
 	var first string
 	for i, stream := range []bool{false, true} {

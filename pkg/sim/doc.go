@@ -6,7 +6,8 @@
 // and P2P kv_transfer_params; chat tools are rendered into the system turn, after a
 // leading system message's text, as Qwen's and Hermes' templates do; image,
 // audio and video content parts, below), the Anthropic Messages API as vLLM does
-// (/v1/messages and /v1/messages/count_tokens, below), vLLM's /tokenize,
+// (/v1/messages and /v1/messages/count_tokens, below), vLLM's token-in/
+// token-out /inference/v1/generate (below), vLLM's /tokenize,
 // /v1/models, /health, and Prometheus metrics under
 // the names of vLLM, SGLang, TensorRT-LLM serve or Triton TensorRT-LLM
 // (reference.md §3.2). Behind the
@@ -105,7 +106,7 @@
 //
 // # P2P KV pulls (kv_transfer_params.p2p)
 //
-// A request (any of the three generation APIs, with or without the P/D
+// A request (any of the generation APIs, with or without the P/D
 // flags) may name a peer holding a prefix of its prompt, as llm-d's routing
 // sidecar does for vLLM's OffloadingConnector when the EPP's
 // p2p-source-producer set x-kv-cache-source-host-port: kv_transfer_params
@@ -173,6 +174,24 @@
 // status (400 invalid_request_error, 404 not_found_error, 429
 // rate_limit_error, 503 overloaded_error, other 5xx api_error), with
 // messages naming the field at fault.
+//
+// # Tokens in, tokens out: /inference/v1/generate
+//
+// POST /inference/v1/generate is vLLM's API for RL frameworks and llm-d's
+// vllmhttp-parser: {token_ids, sampling_params, model, stream,
+// stream_options, request_id, cache_salt, kv_transfer_params}, token_ids
+// and sampling_params required (of which only max_tokens is read; the
+// other sampling fields, n, priority and features are ignored; one
+// choice). The IDs go to the engine as a completions token-ID prompt does,
+// so caching, P/D and P2P behave alike. The answer is {id
+// generate-tokens-<request_id>, request_id (echoed, else random), created,
+// model, choices [{index, logprobs null, finish_reason, token_ids}], usage,
+// prompt_logprobs null, kv_transfer_params}; a stream sends one
+// {request_id, choices} chunk per token (usage on each with
+// continuous_usage_stats), a usage chunk with include_usage, then [DONE].
+// Generated IDs are the simulator tokenizer's IDs of the words the
+// completions API would answer, so they never look like media placeholders
+// when fed back in a prompt. Errors are OpenAI-shaped, naming the field.
 //
 // # Multimodal requests
 //

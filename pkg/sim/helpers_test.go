@@ -118,14 +118,7 @@ type chunk struct {
 			Content *string `json:"content"`
 		} `json:"delta"`
 	} `json:"choices"`
-	Usage *struct {
-		Prompt     int `json:"prompt_tokens"`
-		Completion int `json:"completion_tokens"`
-		Total      int `json:"total_tokens"`
-		Details    struct {
-			Cached int `json:"cached_tokens"`
-		} `json:"prompt_tokens_details"`
-	} `json:"usage"`
+	Usage *usageAnswer `json:"usage"`
 }
 
 // quick returns a config whose engine answers in microseconds.
@@ -134,4 +127,14 @@ func quick() Config {
 		InterTokenLatency: Ptr(100 * time.Microsecond), PrefillOverhead: Ptr(200 * time.Microsecond),
 		PrefillTimePerToken: Ptr(time.Duration(0)),
 	}}
+}
+
+// usageAnswer is the OpenAI-shaped usage of an answer.
+type usageAnswer struct {
+	Prompt     int `json:"prompt_tokens"`
+	Completion int `json:"completion_tokens"`
+	Total      int `json:"total_tokens"`
+	Details    struct {
+		Cached int `json:"cached_tokens"`
+	} `json:"prompt_tokens_details"`
 }
