@@ -103,7 +103,7 @@ schedulingProfiles: [{name: prefill, plugins: []}, {name: decode, plugins: []}]
 	name: "a default scheduling plugin that is not registered",
 	yaml: header + "plugins: [{type: queue-scorer}]\n",
 	skip: []string{"max-score-picker"},
-	want: []string{`plugins[8].type: plugin type "max-score-picker" is not supported by OpenEPP (it is added by default; register it)`},
+	want: []string{`plugins[9].type: plugin type "max-score-picker" is not supported by OpenEPP (it is added by default; register it)`},
 }, {
 	name: "a data-layer plugin written in the file must be registered",
 	yaml: DefaultText,
@@ -242,7 +242,7 @@ func profileLine(p ProfileSpec) string {
 func TestBuildSkipsUnregisteredOptionalDefaults(t *testing.T) {
 	t.Parallel()
 	b, err := build(t, header+"plugins: [{type: queue-scorer}]\n",
-		"metrics-data-source", "core-metrics-extractor", "utilization-detector", "openai-parser", "anthropic-parser", "vllmhttp-parser")
+		"metrics-data-source", "core-metrics-extractor", "utilization-detector", "openai-parser", "anthropic-parser", "vllmhttp-parser", "sglanghttp-parser")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,9 +250,10 @@ func TestBuildSkipsUnregisteredOptionalDefaults(t *testing.T) {
 		`plugins[1]: default plugin "openai-parser" not created: plugin type "openai-parser" is not supported by OpenEPP`,
 		`plugins[2]: default plugin "anthropic-parser" not created: plugin type "anthropic-parser" is not supported by OpenEPP`,
 		`plugins[3]: default plugin "vllmhttp-parser" not created: plugin type "vllmhttp-parser" is not supported by OpenEPP`,
-		`plugins[4]: default plugin "utilization-detector" not created: plugin type "utilization-detector" is not supported by OpenEPP`,
-		`plugins[5]: default plugin "metrics-data-source" not created: plugin type "metrics-data-source" is not supported by OpenEPP`,
-		`plugins[6]: default plugin "core-metrics-extractor" not created: plugin type "core-metrics-extractor" is not supported by OpenEPP`,
+		`plugins[4]: default plugin "sglanghttp-parser" not created: plugin type "sglanghttp-parser" is not supported by OpenEPP`,
+		`plugins[5]: default plugin "utilization-detector" not created: plugin type "utilization-detector" is not supported by OpenEPP`,
+		`plugins[6]: default plugin "metrics-data-source" not created: plugin type "metrics-data-source" is not supported by OpenEPP`,
+		`plugins[7]: default plugin "core-metrics-extractor" not created: plugin type "core-metrics-extractor" is not supported by OpenEPP`,
 	}
 	if diff := cmp.Diff(want, b.Warnings); diff != "" {
 		t.Errorf("warnings (-want +got):\n%s", diff)

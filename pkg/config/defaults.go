@@ -17,6 +17,7 @@ const (
 	openAIParser           = "openai-parser"
 	anthropicParser        = "anthropic-parser"
 	vllmHTTPParser         = "vllmhttp-parser"
+	sglangHTTPParser       = "sglanghttp-parser"
 	fcfsOrderingPolicy     = "fcfs-ordering-policy"
 	globalStrictFairness   = "global-strict-fairness-policy"
 	staticUsageLimitPolicy = "static-usage-limit-policy"
@@ -115,11 +116,11 @@ func readersOf(producer string, readers ...string) []companion {
 //     fcfs-ordering-policy, usage limits to static-usage-limit-policy, and
 //     these three always exist when flow control is configured;
 //  7. the parser defaults to openai-parser (GIE), or to openai-parser,
-//     anthropic-parser and vllmhttp-parser in an empty
-//     requestHandler.parsers (llm-d); either way, with no parser named,
-//     anthropic-parser and vllmhttp-parser instances exist too, so
-//     /v1/messages and /inference/v1/generate are parsed unless a config
-//     names its parsers without them;
+//     anthropic-parser, vllmhttp-parser and sglanghttp-parser in an empty
+//     requestHandler.parsers (llm-d's list, plus SGLang's); either way,
+//     with no parser named, instances of the other three exist too, so
+//     /v1/messages, /inference/v1/generate and /generate are parsed unless
+//     a config names its parsers without them;
 //  8. the saturation detector defaults to utilization-detector;
 //  9. an absent dataLayer gets metrics-data-source + core-metrics-extractor
 //     (a present one too when injectDefaults is in effect and it has no
@@ -262,7 +263,8 @@ func defaultFlowControl(cfg *Config) {
 func defaultParser(cfg *Config) {
 	switch {
 	case cfg.RequestHandler != nil && len(cfg.RequestHandler.Parsers) == 0:
-		cfg.RequestHandler.Parsers = []PluginRef{{PluginRef: openAIParser}, {PluginRef: anthropicParser}, {PluginRef: vllmHTTPParser}}
+		cfg.RequestHandler.Parsers = []PluginRef{{PluginRef: openAIParser}, {PluginRef: anthropicParser}, {PluginRef: vllmHTTPParser},
+			{PluginRef: sglangHTTPParser}}
 	case cfg.RequestHandler == nil && cfg.Parser == nil:
 		cfg.Parser = &PluginRef{PluginRef: openAIParser}
 	default:
@@ -271,6 +273,7 @@ func defaultParser(cfg *Config) {
 	ensure(cfg, openAIParser, fromOptionalDefault)
 	ensure(cfg, anthropicParser, fromOptionalDefault)
 	ensure(cfg, vllmHTTPParser, fromOptionalDefault)
+	ensure(cfg, sglangHTTPParser, fromOptionalDefault)
 }
 
 func defaultSaturationDetector(cfg *Config) {

@@ -91,6 +91,7 @@ var optionalDefaults = []string{
 	"plugin openai-parser: openai-parser",
 	"plugin anthropic-parser: anthropic-parser",
 	"plugin vllmhttp-parser: vllmhttp-parser",
+	"plugin sglanghttp-parser: sglanghttp-parser",
 	"plugin utilization-detector: utilization-detector",
 }
 
@@ -240,7 +241,8 @@ dataLayer: {injectDefaults: false}
 		"plugin openai-parser: openai-parser",
 		"plugin anthropic-parser: anthropic-parser",
 		"plugin vllmhttp-parser: vllmhttp-parser",
-		"requestHandler.parsers: openai-parser,anthropic-parser,vllmhttp-parser",
+		"plugin sglanghttp-parser: sglanghttp-parser",
+		"requestHandler.parsers: openai-parser,anthropic-parser,vllmhttp-parser,sglanghttp-parser",
 		"dataLayer: no sources",
 		"flowControl.usageLimitPolicyPluginRef: static-usage-limit-policy",
 		"flowControl.saturationDetector: concurrency-detector",

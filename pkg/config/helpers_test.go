@@ -192,6 +192,7 @@ var testTypes = map[string]maker{
 	"openai-parser":                 mkPlain,
 	"anthropic-parser":              mkPlain,
 	"vllmhttp-parser":               mkPlain,
+	"sglanghttp-parser":             mkPlain,
 	"passthrough-parser":            mkPlain,
 	"fcfs-ordering-policy":          mkOrdering,
 	"edf-ordering-policy":           mkOrdering,

@@ -14,9 +14,8 @@ var unsupportedTypes = map[string]string{
 		"a precise-prefix-cache-producer and a prefix-cache-scorer whose prefixMatchInfoProducerName names the producer",
 	"data-parallel-profile-handler": "llm-d's deprecated data-parallel handler is not implemented; list every data-parallel " +
 		"rank's port in the InferencePool's targetPorts instead (each port is an endpoint)",
-	"vllmgrpc-parser":   "OpenEPP routes HTTP model servers (OpenAI and Anthropic JSON); gRPC model servers are not supported",
-	"sglanghttp-parser": "llm-d's SGLang-native parser is not implemented; openai-parser covers SGLang's OpenAI API",
-	"vertexai-parser":   "llm-d's Vertex AI parser is not implemented; openai-parser covers the OpenAI API",
+	"vllmgrpc-parser": "OpenEPP routes HTTP model servers (OpenAI and Anthropic JSON); gRPC model servers are not supported",
+	"vertexai-parser": "llm-d's Vertex AI parser is not implemented; openai-parser covers the OpenAI API",
 }
 
 // UnsupportedTypes lists the plugin types refused with a reason, sorted.

@@ -25,14 +25,14 @@ func TestUnparsedAPIs(t *testing.T) {
 	}{
 		{"no parser named", head + "plugins:\n" + scorer, 0},
 		{"shipped default", config.DefaultText, 0},
-		{"GIE openai-parser", head + "plugins:\n" + scorer + "- type: openai-parser\nparser: {pluginRef: openai-parser}\n", request.AnthropicAPIs | request.GenerateAPIs},
+		{"GIE openai-parser", head + "plugins:\n" + scorer + "- type: openai-parser\nparser: {pluginRef: openai-parser}\n", request.AnthropicAPIs | request.GenerateAPIs | request.SGLangAPIs},
 		{"llm-d both", head + "plugins:\n" + scorer + "- type: openai-parser\n- type: anthropic-parser\n" +
-			"requestHandler: {parsers: [{pluginRef: openai-parser}, {pluginRef: anthropic-parser}]}\n", request.GenerateAPIs},
+			"requestHandler: {parsers: [{pluginRef: openai-parser}, {pluginRef: anthropic-parser}]}\n", request.GenerateAPIs | request.SGLangAPIs},
 		{"llm-d three", head + "plugins:\n" + scorer + "- type: openai-parser\n- type: anthropic-parser\n- type: vllmhttp-parser\n" +
-			"requestHandler: {parsers: [{pluginRef: openai-parser}, {pluginRef: anthropic-parser}, {pluginRef: vllmhttp-parser}]}\n", 0},
+			"requestHandler: {parsers: [{pluginRef: openai-parser}, {pluginRef: anthropic-parser}, {pluginRef: vllmhttp-parser}]}\n", request.SGLangAPIs},
 		{"llm-d empty list", head + "plugins:\n" + scorer + "requestHandler: {parsers: []}\n", 0},
-		{"anthropic only", head + "plugins:\n" + scorer + "- type: anthropic-parser\nparser: {pluginRef: anthropic-parser}\n", request.OpenAIAPIs | request.GenerateAPIs},
-		{"vllmhttp only", head + "plugins:\n" + scorer + "- type: vllmhttp-parser\nparser: {pluginRef: vllmhttp-parser}\n", request.OpenAIAPIs | request.AnthropicAPIs},
+		{"anthropic only", head + "plugins:\n" + scorer + "- type: anthropic-parser\nparser: {pluginRef: anthropic-parser}\n", request.OpenAIAPIs | request.GenerateAPIs | request.SGLangAPIs},
+		{"vllmhttp only", head + "plugins:\n" + scorer + "- type: vllmhttp-parser\nparser: {pluginRef: vllmhttp-parser}\n", request.OpenAIAPIs | request.AnthropicAPIs | request.SGLangAPIs},
 		{"passthrough", head + "plugins:\n" + scorer + "- type: passthrough-parser\nparser: {pluginRef: passthrough-parser}\n", request.AllAPIs},
 	}
 	reg, err := plugins.InTree()

@@ -25,9 +25,9 @@
 // methods) goes to the local server unchanged, except that
 // x-prefiller-host-port and x-kv-cache-source-host-port are never
 // forwarded.
-// The paths llm-d disaggregates but this package does not (/v1/responses)
-// still decode locally, marked x-openepp-pd-fallback: unsupported-path, so
-// the skipped prefill is never silent (llm-d #1461).
+// The paths llm-d disaggregates but this package does not (/v1/responses,
+// SGLang's /generate) still decode locally, marked x-openepp-pd-fallback:
+// unsupported-path, so the skipped prefill is never silent (llm-d #1461).
 //
 // # P2P KV pulls
 //

@@ -55,6 +55,11 @@ var disaggregatedPaths = []string{"/v1/completions", "/v1/chat/completions", mes
 // generatePath is vLLM's token-in, token-out endpoint.
 const generatePath = "/inference/v1/generate"
 
+// undisaggregatedPaths are APIs llm-d disaggregates and this sidecar does
+// not: the Responses API, and SGLang's /generate, whose P/D is SGLang's own
+// bootstrap protocol, not NIXL's kv_transfer_params.
+var undisaggregatedPaths = []string{"/v1/responses", "/generate"}
+
 // Options configure a Handler.
 type Options struct {
 	// Local is the decode model server: an in-process handler, or
@@ -167,7 +172,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = withoutRoutingHeaders(r)
 	}
 	switch {
-	case !generate && len(named) > 0 && r.Method == http.MethodPost && r.URL.Path == "/v1/responses":
+	case !generate && len(named) > 0 && r.Method == http.MethodPost && slices.Contains(undisaggregatedPaths, r.URL.Path):
 		h.fallback(w, r, "", FallbackUnsupportedPath, nil)
 		return
 	case !generate || len(named)+len(source) == 0:

@@ -138,6 +138,7 @@ func TestOtherPathsNeverSeeTheHeader(t *testing.T) {
 		{http.MethodGet, "/v1/completions", ""}, // not a POST: the server's 405
 		{http.MethodPost, "/v1/embeddings", ""},
 		{http.MethodPost, "/v1/responses", pdsidecar.FallbackUnsupportedPath},
+		{http.MethodPost, "/generate", pdsidecar.FallbackUnsupportedPath},
 	} {
 		w := serve(h, tc.method, tc.path, addr, `{"input":"x"}`)
 		lh, _, path := local.last(t)

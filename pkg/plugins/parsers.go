@@ -16,6 +16,7 @@ const (
 	OpenAIParserType      = "openai-parser"
 	AnthropicParserType   = "anthropic-parser"
 	VLLMHTTPParserType    = "vllmhttp-parser"
+	SGLangHTTPParserType  = "sglanghttp-parser"
 	PassthroughParserType = "passthrough-parser"
 )
 
@@ -33,6 +34,8 @@ func (p *Parser) Covers() request.APISet {
 		return request.AnthropicAPIs
 	case VLLMHTTPParserType:
 		return request.GenerateAPIs
+	case SGLangHTTPParserType:
+		return request.SGLangAPIs
 	}
 	return 0
 }
@@ -58,6 +61,8 @@ func parserRegistrations() []scheduler.Registration {
 			Summary: "Parses Anthropic Messages bodies (/v1/messages, as vLLM and SGLang serve it): the system prompt, without Claude Code's per-request billing block, then the messages are what prefix matching hashes (a default)."},
 		{Type: VLLMHTTPParserType, Factory: parserFactory(VLLMHTTPParserType), Params: struct{}{},
 			Summary: "Parses vLLM's token-in /inference/v1/generate bodies (RL frameworks): the token_ids are the prompt, matched token for token; the model is optional (a default)."},
+		{Type: SGLangHTTPParserType, Factory: parserFactory(SGLangHTTPParserType), Params: struct{}{},
+			Summary: "Parses SGLang's native /generate bodies: text or input_ids is the prompt (IDs matched token for token), lora_path the model, meta_info the usage (a default)."},
 		{Type: PassthroughParserType, Factory: parserFactory(PassthroughParserType), Params: struct{}{},
 			Summary: "Leaves bodies unparsed; requests are routed without prompt-aware scoring."},
 	}

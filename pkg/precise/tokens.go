@@ -119,8 +119,9 @@ func (p *TokenParams) pool() bool {
 // no extra service to run, at the cost of a tokenizer call on a serving
 // replica. Anthropic Messages requests go to /v1/messages/render in every
 // mode (/tokenize takes none), as llm-d's native mode sends them. A
-// completions prompt that is already token IDs, and a vLLM generate
-// request's token_ids, are used as they are. Other APIs
+// completions prompt that is already token IDs, a vLLM generate
+// request's token_ids and an SGLang request's input_ids are used as they
+// are. Other APIs
 // (Responses, embeddings) get no tokens, and precise matching passes them
 // by.
 //
@@ -260,8 +261,8 @@ const (
 
 func (t *TokenProducer) tokenize(ctx context.Context, req *scheduler.Request, eps []*endpoint.Endpoint) ([]uint32, string, error) {
 	b := req.Body
-	if b.API == request.Generate {
-		return b.TokenIDs(), outcomeInline, nil
+	if ids := b.TokenIDs(); ids != nil { // vLLM generate, SGLang input_ids
+		return ids, outcomeInline, nil
 	}
 	if b.API != request.ChatCompletions && b.API != request.Completions && b.API != request.Messages {
 		return nil, outcomeUnsupported, nil

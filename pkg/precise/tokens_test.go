@@ -146,6 +146,15 @@ func TestTokensWithoutACall(t *testing.T) {
 	if !ok || !slices.Equal(ids, []uint32{8, 9}) {
 		t.Errorf("generate IDs: %v %v", ids, ok)
 	}
+	// And an SGLang request's input_ids.
+	b, err = request.Parse(request.SGLangGenerate, []byte(`{"input_ids":[4]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, ok = tp.Tokens(context.Background(), state(), &scheduler.Request{Body: b}, nil)
+	if !ok || !slices.Equal(ids, []uint32{4}) {
+		t.Errorf("SGLang IDs: %v %v", ids, ok)
+	}
 	// Other APIs are not tokenized.
 	b, err = request.Parse(request.Responses, []byte(`{"model":"m","input":"hi"}`))
 	if err != nil {

@@ -33,9 +33,12 @@ const (
 	// Generate is vLLM's token-in API (GeneratePath): the prompt is token
 	// IDs and the model is optional.
 	Generate
+	// SGLangGenerate is SGLang's native API (/generate): the prompt is
+	// "text" or "input_ids", and there is no model member.
+	SGLangGenerate
 )
 
-var apiNames = [...]string{"other", "completions", "chat-completions", "responses", "embeddings", "conversations", "messages", "generate"}
+var apiNames = [...]string{"other", "completions", "chat-completions", "responses", "embeddings", "conversations", "messages", "generate", "sglang-generate"}
 
 func (a API) String() string {
 	if int(a) < len(apiNames) {
@@ -45,7 +48,7 @@ func (a API) String() string {
 }
 
 // promptField is the body member carrying the prompt for each API.
-var promptField = [...]string{Other: "", Completions: "prompt", ChatCompletions: "messages", Responses: "input", Embeddings: "input", Conversations: "items", Messages: "messages", Generate: "token_ids"}
+var promptField = [...]string{Other: "", Completions: "prompt", ChatCompletions: "messages", Responses: "input", Embeddings: "input", Conversations: "items", Messages: "messages", Generate: "token_ids", SGLangGenerate: "text"}
 
 // APISet is a set of APIs.
 type APISet uint32
@@ -67,7 +70,8 @@ var (
 	OpenAIAPIs    = SetOf(Completions, ChatCompletions, Responses, Embeddings, Conversations)
 	AnthropicAPIs = SetOf(Messages)
 	GenerateAPIs  = SetOf(Generate)
-	AllAPIs       = OpenAIAPIs | AnthropicAPIs | GenerateAPIs
+	SGLangAPIs    = SetOf(SGLangGenerate)
+	AllAPIs       = OpenAIAPIs | AnthropicAPIs | GenerateAPIs | SGLangAPIs
 )
 
 // IsAnthropic reports whether the API speaks Anthropic's wire format
@@ -84,6 +88,8 @@ func APIForPath(path string) API {
 	switch {
 	case strings.HasSuffix(path, GeneratePath):
 		return Generate
+	case strings.HasSuffix(path, "/generate"):
+		return SGLangGenerate
 	case strings.HasSuffix(path, "/chat/completions"):
 		return ChatCompletions
 	case strings.HasSuffix(path, "/completions"):
@@ -142,6 +148,11 @@ type Body struct {
 	model  span
 	prompt span
 	system span
+	// packed is set when Prompt holds token IDs packed by packTokens.
+	packed bool
+	// inputIDs and embeds are an SGLang request's token and embedding
+	// prompts, its alternatives to text.
+	inputIDs, embeds span
 }
 
 // EstimatedPromptTokens approximates the prompt length in tokens (4 bytes per
@@ -171,14 +182,20 @@ func Parse(api API, raw []byte) (*Body, error) {
 	if err != nil {
 		return nil, err
 	}
-	if (!b.model.ok() || b.Model == "") && api != Generate {
+	if (!b.model.ok() || b.Model == "") && api != Generate && api != SGLangGenerate {
 		return nil, ErrMissingModel
+	}
+	if api == SGLangGenerate {
+		if err := b.sglangPrompt(); err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
 	if err := b.checkPrompt(); err != nil {
 		return nil, err
 	}
 	if b.API == Generate {
-		if err := b.packTokens(); err != nil {
+		if err := b.packTokens("token_ids"); err != nil {
 			return nil, err
 		}
 	}
@@ -206,12 +223,16 @@ func (b *Body) readMembers(raw []byte) (valid bool, at int, err error) {
 		val := raw[v.start:v.end]
 		switch string(key) {
 		case "model":
-			b.model = v
-			err = decodeField("model", val, &b.Model)
+			if b.API != SGLangGenerate { // not SGLang's; lora_path names its adapter
+				b.model = v
+				err = decodeField("model", val, &b.Model)
+			}
 		case "stream":
 			err = decodeField("stream", val, &b.Stream)
 		case "cache_salt":
-			err = decodeField("cache_salt", val, &b.CacheSalt)
+			if val[0] != '[' || b.API != SGLangGenerate { // an SGLang batch salts each prompt
+				err = decodeField("cache_salt", val, &b.CacheSalt)
+			}
 		case "stream_options":
 			var so struct {
 				IncludeUsage bool `json:"include_usage"`
@@ -219,12 +240,16 @@ func (b *Body) readMembers(raw []byte) (valid bool, at int, err error) {
 			err = decodeField("stream_options", val, &so)
 			b.IncludeUsage = so.IncludeUsage
 		case "max_tokens", "max_completion_tokens", "max_output_tokens":
-			if b.API != Generate {
+			if b.API != Generate && b.API != SGLangGenerate {
 				err = decodeField(string(key), val, &b.MaxTokens)
 			}
 		case "sampling_params":
-			if b.API == Generate {
+			if b.API == Generate || b.API == SGLangGenerate {
 				err = b.readSamplingParams(val)
+			}
+		case "input_ids", "input_embeds", "lora_path":
+			if b.API == SGLangGenerate {
+				err = b.readSGLangMember(string(key), v, val)
 			}
 		case field:
 			b.prompt, b.Prompt = v, val

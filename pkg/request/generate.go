@@ -18,7 +18,7 @@ const GeneratePath = "/inference/v1/generate"
 // the server's KV blocks, and equal token prefixes hash alike however the
 // client spaces its JSON. It rejects anything but non-negative integers
 // that fit a token ID.
-func (b *Body) packTokens() error {
+func (b *Body) packTokens(field string) error {
 	raw := b.Prompt
 	// The body is valid JSON, so with no string among them (a quote fails
 	// below) the elements are one more than the commas.
@@ -40,25 +40,25 @@ func (b *Body) packTokens() error {
 			id = id*10 + uint64(d)
 		}
 		if i == start || i-start > 10 || id > 1<<32-1 || (i < len(raw) && (raw[i] == '.' || raw[i] == 'e' || raw[i] == 'E')) {
-			return fmt.Errorf("%w: token_ids[%d]: want a non-negative integer below 2^32, got %s", ErrMalformed, n, firstBytes(raw[start:], 20))
+			return fmt.Errorf("%w: %s[%d]: want a non-negative integer below 2^32, got %s", ErrMalformed, field, n, firstBytes(raw[start:], 20))
 		}
 		binary.LittleEndian.PutUint32(packed[4*n:], uint32(id))
 		i = skipSpace(raw, i)
 		if i >= len(raw) || raw[i] == ']' {
-			b.Prompt = packed[:4*(n+1)]
+			b.Prompt, b.packed = packed[:4*(n+1)], true
 			return nil
 		}
 		i = skipSpace(raw, i+1) // past ','
 	}
-	return fmt.Errorf("%w: token_ids: more elements than commas allow", ErrMalformed) // unreachable for valid JSON
+	return fmt.Errorf("%w: %s: more elements than commas allow", ErrMalformed, field) // unreachable for valid JSON
 }
 
 var comma = []byte{','}
 
-// TokenIDs returns a generate request's prompt token IDs (nil for other
-// APIs, whose prompts are text).
+// TokenIDs returns the prompt's token IDs when the request gave them (vLLM
+// generate, SGLang input_ids), else nil: other prompts are text.
 func (b *Body) TokenIDs() []uint32 {
-	if b == nil || b.API != Generate {
+	if b == nil || !b.packed {
 		return nil
 	}
 	ids := make([]uint32, len(b.Prompt)/4)
@@ -68,13 +68,21 @@ func (b *Body) TokenIDs() []uint32 {
 	return ids
 }
 
-// readSamplingParams reads max_tokens from a generate request's nested
-// sampling_params.
+// readSamplingParams reads the output limit from the nested sampling_params
+// of a vLLM generate (max_tokens) or SGLang (max_new_tokens) request. An
+// SGLang batch gives a list, one per prompt: no single limit.
 func (b *Body) readSamplingParams(val []byte) error {
+	if val[0] == '[' && b.API == SGLangGenerate {
+		return nil
+	}
 	var sp struct {
-		MaxTokens int `json:"max_tokens"`
+		MaxTokens    int `json:"max_tokens"`
+		MaxNewTokens int `json:"max_new_tokens"`
 	}
 	err := decodeField("sampling_params", val, &sp)
 	b.MaxTokens = sp.MaxTokens
+	if b.API == SGLangGenerate {
+		b.MaxTokens = sp.MaxNewTokens
+	}
 	return err
 }

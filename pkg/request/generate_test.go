@@ -18,8 +18,8 @@ func TestGeneratePath(t *testing.T) {
 		"/inference/v1/generate":         Generate,
 		"/inference/v1/generate?x=1":     Generate,
 		"/prefix/inference/v1/generate/": Generate,
-		"/generate":                      Other, // SGLang's native API is not vLLM's
-		"/v1/generate":                   Other,
+		"/generate":                      SGLangGenerate, // SGLang's native API is not vLLM's
+		"/sglang/generate":               SGLangGenerate,
 	} {
 		if got := APIForPath(path); got != want {
 			t.Errorf("APIForPath(%q) = %v, want %v", path, got, want)
@@ -120,21 +120,32 @@ func FuzzParseGenerate(f *testing.F) {
 	f.Add([]byte(`{"token_ids":[1,2,3],"sampling_params":{"max_tokens":4}}`))
 	f.Add([]byte(`{"model":"m","token_ids":[ 0 , 4294967295 ]}`))
 	f.Add([]byte(`{"token_ids":[1.0, -1, "x", []]}`))
+	f.Add([]byte(`{"input_ids":[1,2],"sampling_params":{"max_new_tokens":3},"lora_path":"a"}`))
+	f.Add([]byte(`{"text":["a"],"input_ids":null,"input_embeds":[[1]]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		b, err := Parse(Generate, data)
-		if err != nil {
-			return
+		if b, err := Parse(Generate, data); err == nil {
+			var want struct {
+				TokenIDs []uint32 `json:"token_ids"`
+			}
+			if err := json.Unmarshal(data, &want); err != nil {
+				t.Fatalf("Parse accepted %q, encoding/json did not: %v", data, err)
+			}
+			if diff := cmp.Diff(want.TokenIDs, b.TokenIDs()); diff != "" {
+				t.Fatalf("%q: token IDs (-stdlib +Parse):\n%s", data, diff)
+			}
+			_ = b.WithModel("x")
 		}
-		var want struct {
-			TokenIDs []uint32 `json:"token_ids"`
+		if b, err := Parse(SGLangGenerate, data); err == nil && b.TokenIDs() != nil {
+			var want struct {
+				InputIDs []uint32 `json:"input_ids"`
+			}
+			if err := json.Unmarshal(data, &want); err != nil {
+				t.Fatalf("Parse accepted %q, encoding/json did not: %v", data, err)
+			}
+			if diff := cmp.Diff(want.InputIDs, b.TokenIDs()); diff != "" {
+				t.Fatalf("%q: input IDs (-stdlib +Parse):\n%s", data, diff)
+			}
 		}
-		if err := json.Unmarshal(data, &want); err != nil {
-			t.Fatalf("Parse accepted %q, encoding/json did not: %v", data, err)
-		}
-		if diff := cmp.Diff(want.TokenIDs, b.TokenIDs()); diff != "" {
-			t.Fatalf("%q: token IDs (-stdlib +Parse):\n%s", data, diff)
-		}
-		_ = b.WithModel("x")
 	})
 }
 
@@ -176,5 +187,85 @@ func BenchmarkParseGenerate(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestParseSGLang(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, body string
+		prompt     string // as Prompt, or the packed IDs' decimal list
+		ids        []uint32
+		model      string
+		maxTokens  int
+	}{
+		{name: "text", body: `{"text":"Once upon","sampling_params":{"max_new_tokens":9,"max_tokens":3},"stream":true}`,
+			prompt: `"Once upon"`, maxTokens: 9},
+		{name: "input_ids", body: `{"input_ids":[3, 4,5],"lora_path":"adapter-a","model":"ignored"}`,
+			ids: []uint32{3, 4, 5}, model: "adapter-a"},
+		{name: "text batch", body: `{"text":["a","b"],"sampling_params":[{"max_new_tokens":1},{"max_new_tokens":2}],"lora_path":["x","y"],"cache_salt":["s","t"]}`,
+			prompt: `["a","b"]`},
+		{name: "ids batch", body: `{"input_ids":[[1,2],[3]]}`, prompt: `[[1,2],[3]]`},
+		{name: "embeddings", body: `{"input_embeds":[[0.1,0.2]]}`},
+		{name: "nulls", body: `{"text":null,"input_ids":[7]}`, ids: []uint32{7}},
+	}
+	for _, tc := range tests {
+		b, err := Parse(SGLangGenerate, []byte(tc.body))
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if tc.ids != nil {
+			if diff := cmp.Diff(tc.ids, b.TokenIDs()); diff != "" {
+				t.Errorf("%s: IDs (-want +got):\n%s", tc.name, diff)
+			}
+		} else if string(b.Prompt) != tc.prompt || b.TokenIDs() != nil {
+			t.Errorf("%s: prompt %q, want %q", tc.name, b.Prompt, tc.prompt)
+		}
+		if b.Model != tc.model || b.MaxTokens != tc.maxTokens {
+			t.Errorf("%s: model %q max tokens %d, want %q %d", tc.name, b.Model, b.MaxTokens, tc.model, tc.maxTokens)
+		}
+		if got := b.WithModel("x"); string(got) != tc.body {
+			t.Errorf("%s: a rewrite changed an SGLang body (it has no model): %s", tc.name, got)
+		}
+	}
+}
+
+func TestParseSGLangErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		body, want string
+		is         error
+	}{
+		{`{"sampling_params":{}}`, `"text" or "input_ids" is required`, ErrMissingPrompt},
+		{`{"text":"a","input_ids":[1]}`, "not both", ErrMalformed},
+		{`{"input_ids":[]}`, "must not be empty", ErrMissingPrompt},
+		{`{"input_ids":"a"}`, "string or an array", ErrMalformed},
+		{`{"input_ids":[1,-1]}`, "input_ids[1]", ErrMalformed},
+		{`{"text":3}`, "string or an array", ErrMalformed},
+		{`{"text":"a","sampling_params":{"max_new_tokens":"x"}}`, "sampling_params", ErrMalformed},
+		{`{"text":"a","lora_path":3}`, "lora_path", ErrMalformed},
+	}
+	for _, tc := range tests {
+		_, err := Parse(SGLangGenerate, []byte(tc.body))
+		if err == nil || !errors.Is(err, tc.is) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %v containing %q", tc.body, err, tc.is, tc.want)
+		}
+	}
+}
+
+// SGLang counts tokens in meta_info, in its answer and in every stream
+// chunk (cumulative: the last one is final).
+func TestSGLangUsage(t *testing.T) {
+	t.Parallel()
+	u, ok := ParseUsage([]byte(`{"text":"x","meta_info":{"id":"r","finish_reason":{"type":"length","length":4},"prompt_tokens":10,"completion_tokens":4,"cached_tokens":6}}`))
+	if want := (Usage{PromptTokens: 10, CompletionTokens: 4, TotalTokens: 14, CachedTokens: 6}); !ok || u != want {
+		t.Errorf("answer usage %+v %v, want %+v", u, ok, want)
+	}
+	var s StreamUsage
+	s.Write([]byte("data: {\"text\":\"a\",\"meta_info\":{\"prompt_tokens\":10,\"completion_tokens\":1,\"cached_tokens\":0}}\n\n"))
+	s.Write([]byte("data: {\"text\":\"a b\",\"meta_info\":{\"prompt_tokens\":10,\"completion_tokens\":2,\"cached_tokens\":0,\"finish_reason\":{\"type\":\"length\"}}}\n\ndata: [DONE]\n\n"))
+	if u, ok := s.Usage(); !ok || u.CompletionTokens != 2 || u.PromptTokens != 10 {
+		t.Errorf("stream usage %+v %v", u, ok)
 	}
 }

@@ -31,6 +31,8 @@ type wireUsage struct {
 	// input_tokens and sends neither, which sums the same).
 	CacheReadInputTokens     int `json:"cache_read_input_tokens"`
 	CacheCreationInputTokens int `json:"cache_creation_input_tokens"`
+	// CachedTokens is SGLang's meta_info count, beside its prompt_tokens.
+	CachedTokens int `json:"cached_tokens"`
 }
 
 type cachedDetails struct {
@@ -42,7 +44,7 @@ func (w *wireUsage) usage() Usage {
 		PromptTokens:     w.PromptTokens + w.InputTokens + w.CacheReadInputTokens + w.CacheCreationInputTokens,
 		CompletionTokens: w.CompletionTokens + w.OutputTokens,
 		TotalTokens:      w.TotalTokens,
-		CachedTokens:     w.CacheReadInputTokens,
+		CachedTokens:     w.CacheReadInputTokens + w.CachedTokens,
 	}
 	for _, d := range []*cachedDetails{w.PromptTokensDetails, w.InputTokensDetails, w.PromptTokenDetails} {
 		if d != nil && d.CachedTokens > 0 {
@@ -59,21 +61,26 @@ func (w *wireUsage) usage() Usage {
 // ParseUsage reads "usage" from a JSON response body: top level (chat,
 // completions, embeddings, responses, Anthropic messages and message_delta
 // events) or under "response" (a Responses API streaming event) or
-// "message" (Anthropic's message_start event). It decodes only that member.
+// "message" (Anthropic's message_start event), or SGLang's "meta_info" (its
+// native API's answer and stream chunks). It decodes only that member.
 func ParseUsage(body []byte) (Usage, bool) {
-	if !bytes.Contains(body, []byte(`"usage"`)) || !validOK(body) {
+	if !bytes.Contains(body, []byte(`"usage"`)) && !bytes.Contains(body, []byte(`"meta_info"`)) || !validOK(body) {
 		return Usage{}, false
 	}
-	var found span
-	var nested span
+	var found, nested, meta span
 	_ = topLevel(body, func(key []byte, v span) {
 		switch string(key) {
 		case "usage":
 			found = v
 		case "response", "message":
 			nested = v
+		case "meta_info":
+			meta = v
 		}
 	})
+	if !found.ok() {
+		found = meta
+	}
 	if !found.ok() && nested.ok() && body[nested.start] == '{' {
 		inner := body[nested.start:nested.end]
 		_ = topLevel(inner, func(key []byte, v span) {

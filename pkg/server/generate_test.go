@@ -71,6 +71,15 @@ func TestGenerateBadInput(t *testing.T) {
 		d := h.exchange(t, post(request.GeneratePath, []byte(body)))
 		requireImmediate(t, d, http.StatusBadRequest, d.Immediate.Headers.Get(server.DroppedReasonHeader), mentioned)
 	}
+	for body, mentioned := range map[string]string{
+		`{"sampling_params":{}}`:         `"text" or "input_ids" is required`,
+		`{"text":"a","input_ids":[1]}`:   "not both",
+		`{"input_ids":[1,"2"]}`:          "input_ids[1]",
+		`{"text":"a","lora_path":false}`: "lora_path",
+	} {
+		d := h.exchange(t, post("/generate", []byte(body)))
+		requireImmediate(t, d, http.StatusBadRequest, d.Immediate.Headers.Get(server.DroppedReasonHeader), mentioned)
+	}
 }
 
 // TestGenerateModelRewrite: a rewrite reaches a token-in body that named
@@ -87,5 +96,39 @@ func TestGenerateModelRewrite(t *testing.T) {
 	}
 	if err := json.Unmarshal(d.Body, &got); err != nil || got.Model != "other-model" {
 		t.Errorf("body sent upstream %s (%v), want model other-model", d.Body, err)
+	}
+}
+
+// TestSGLangGenerateEndToEndWithSimulators is the same for SGLang's native
+// /generate: input_ids then text, the usage read from meta_info, and the
+// repeated IDs, pinned to the first endpoint, hitting its cache.
+func TestSGLangGenerateEndToEndWithSimulators(t *testing.T) {
+	t.Parallel()
+	h, httpc := simHarness(t, false)
+	ids := tokenPrompt(200)
+	var first string
+	for _, stream := range []bool{false, true} {
+		id := uuid.NewString()
+		body := map[string]any{"input_ids": ids, "sampling_params": map[string]any{"max_new_tokens": 4}, "stream": stream}
+		req := post("/generate", mustJSON(body), "x-request-id", id)
+		if stream {
+			req.FilterMetadata = map[string]map[string]any{server.SubsetNamespace: {server.SubsetKey: []string{first}}}
+		}
+		got := proxyExchange(t, h, httpc, req)
+		seen := h.rec.request(t, id)
+		if seen.Body.API != request.SGLangGenerate || len(seen.Body.TokenIDs()) != len(ids) || seen.Body.MaxTokens != 4 {
+			t.Errorf("plugins saw API %v, %d IDs, max tokens %d", seen.Body.API, len(seen.Body.TokenIDs()), seen.Body.MaxTokens)
+		}
+		if got.Usage.PromptTokens != len(ids) || got.Usage.CompletionTokens != 4 {
+			t.Errorf("usage %+v, want %d prompt and 4 completion tokens", got.Usage, len(ids))
+		}
+		if stream && got.Usage.CachedTokens == 0 {
+			t.Errorf("second request on %s reported no cached tokens: %+v", got.Served, got.Usage)
+		}
+		first = got.Served
+	}
+	got := proxyExchange(t, h, httpc, post("/generate", []byte(`{"text":"Tell me a story.","sampling_params":{"max_new_tokens":3}}`), "x-request-id", uuid.NewString()))
+	if got.Usage.CompletionTokens != 3 || got.Usage.PromptTokens == 0 {
+		t.Errorf("text prompt usage %+v", got.Usage)
 	}
 }

@@ -255,6 +255,11 @@ func usageOf(t *testing.T, body []byte) request.Usage {
 		Message struct {
 			Usage *anthropicUsage `json:"usage"`
 		} `json:"message"`
+		MetaInfo *struct { // SGLang's /generate
+			Prompt     int `json:"prompt_tokens"`
+			Completion int `json:"completion_tokens"`
+			Cached     int `json:"cached_tokens"`
+		} `json:"meta_info"`
 	}
 	docs := [][]byte{body}
 	if bytes.HasPrefix(body, []byte("data: ")) || bytes.HasPrefix(body, []byte("event: ")) {
@@ -266,11 +271,15 @@ func usageOf(t *testing.T, body []byte) request.Usage {
 			}
 		}
 	}
-	var anthropic *request.Usage
+	var anthropic, sglang *request.Usage
 	for _, doc := range docs {
 		var w wire
 		if err := json.Unmarshal(doc, &w); err != nil {
 			t.Fatalf("simulator sent invalid JSON %q: %v", doc, err)
+		}
+		if m := w.MetaInfo; m != nil { // every chunk: the last is final
+			sglang = &request.Usage{PromptTokens: m.Prompt, CompletionTokens: m.Completion, TotalTokens: m.Prompt + m.Completion, CachedTokens: m.Cached}
+			continue
 		}
 		a := w.Message.Usage
 		if u := w.Usage; u != nil {
@@ -293,6 +302,9 @@ func usageOf(t *testing.T, body []byte) request.Usage {
 	}
 	if anthropic != nil {
 		return *anthropic
+	}
+	if sglang != nil {
+		return *sglang
 	}
 	t.Fatalf("simulator response carries no usage: %q", body)
 	return request.Usage{}

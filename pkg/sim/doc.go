@@ -7,7 +7,8 @@
 // leading system message's text, as Qwen's and Hermes' templates do; image,
 // audio and video content parts, below), the Anthropic Messages API as vLLM does
 // (/v1/messages and /v1/messages/count_tokens, below), vLLM's token-in/
-// token-out /inference/v1/generate (below), vLLM's /tokenize,
+// token-out /inference/v1/generate (below), SGLang's /generate (below),
+// vLLM's /tokenize,
 // /v1/models, /health, and Prometheus metrics under
 // the names of vLLM, SGLang, TensorRT-LLM serve or Triton TensorRT-LLM
 // (reference.md §3.2). Behind the
@@ -192,6 +193,25 @@
 // Generated IDs are the simulator tokenizer's IDs of the words the
 // completions API would answer, so they never look like media placeholders
 // when fed back in a prompt. Errors are OpenAI-shaped, naming the field.
+//
+// # SGLang's native API: /generate
+//
+// POST /generate, served by every instance whatever its MetricsEngine,
+// takes SGLang's single-request GenerateReqInput: exactly one of text (a
+// string, tokenized as a completions prompt) or input_ids (token IDs),
+// sampling_params.max_new_tokens (default 128, as SGLang; 0 is a prefill
+// that the engine runs with one token and reports as none), stream, rid
+// (echoed, else 32 random hex digits) and lora_path (resolved as a model
+// name; unknown is a 404). Other fields, model included, are ignored;
+// batches and input_embeds are refused. The prompt goes to the engine as a
+// completions prompt does, so prefix caching is shared. The answer is
+// {text, output_ids, meta_info {id, finish_reason {type length, length},
+// prompt_tokens, completion_tokens, cached_tokens, e2e_latency}}, the text
+// and IDs as /inference/v1/generate makes them; a stream sends one such
+// chunk per token, cumulative as SGLang's default non-incremental stream
+// (finish_reason null until the last), then [DONE]. The simulator never
+// stops early, so finish_reason is never SGLang's stop type. Errors are
+// SGLang-shaped, {"error": {"message"}}, with the status.
 //
 // # Multimodal requests
 //

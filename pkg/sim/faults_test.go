@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -158,25 +157,7 @@ func TestDieMidStream(t *testing.T) {
 	cfg.Faults.DieAfterTokens = 3
 	inst := start(t, cfg)
 	c := client(t)
-	resp, err := c.Post(inst.URL()+"/v1/completions", "application/json",
-		strings.NewReader(`{"prompt":"x","max_tokens":10,"stream":true}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	chunks := 0
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), "data: ") {
-			chunks++
-		}
-	}
-	if sc.Err() == nil || chunks != 3 {
-		t.Fatalf("read %d chunks, then err %v; want 3 chunks then an abrupt close", chunks, sc.Err())
-	}
+	requireDiesAfterThreeChunks(t, c, inst.URL()+"/v1/completions", `{"prompt":"x","max_tokens":10,"stream":true}`)
 	// Non-streaming requests die without any response.
 	if _, err := c.Post(inst.URL()+"/v1/completions", "application/json",
 		strings.NewReader(`{"prompt":"x","max_tokens":10}`)); err == nil {

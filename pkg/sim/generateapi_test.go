@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -278,22 +277,7 @@ func TestGenerateTokensFaults(t *testing.T) {
 	cfg.Faults.DieAfterTokens = 3
 	inst := start(t, cfg)
 	c := client(t)
-	resp, err := c.Post(inst.URL()+generateTokensPath, "application/json",
-		strings.NewReader(`{"token_ids":[1,2],"sampling_params":{"max_tokens":10},"stream":true}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	chunks := 0
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), "data: ") {
-			chunks++
-		}
-	}
-	if sc.Err() == nil || chunks != 3 {
-		t.Fatalf("read %d chunks, then err %v; want 3 chunks then an abrupt close", chunks, sc.Err())
-	}
+	requireDiesAfterThreeChunks(t, c, inst.URL()+generateTokensPath, `{"token_ids":[1,2],"sampling_params":{"max_tokens":10},"stream":true}`)
 	if err := inst.SetFaults(Faults{CompletionsStatus: http.StatusServiceUnavailable}); err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ func (i *Instance) routes(reg *prometheus.Registry) http.Handler {
 	mux.HandleFunc("POST /v1/messages", i.handleMessages)
 	mux.HandleFunc("POST /v1/messages/count_tokens", i.handleCountTokens)
 	mux.HandleFunc("POST "+generateTokensPath, i.handleGenerateTokens)
+	mux.HandleFunc("POST "+sglangGeneratePath, i.handleSGLangGenerate) // served whatever MetricsEngine
 	mux.HandleFunc("POST /tokenize", i.handleTokenize)
 	mux.HandleFunc("POST /v1/chat/completions/render", i.handleRender(true))
 	mux.HandleFunc("POST /v1/completions/render", i.handleRender(false))

@@ -138,3 +138,28 @@ type usageAnswer struct {
 		Cached int `json:"cached_tokens"`
 	} `json:"prompt_tokens_details"`
 }
+
+// requireDiesAfterThreeChunks streams body to url on a simulator with the
+// DieAfterTokens 3 fault: the client must read three data chunks, then an
+// abrupt close.
+func requireDiesAfterThreeChunks(t *testing.T, c *http.Client, url, body string) {
+	t.Helper()
+	resp, err := c.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	chunks := 0
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "data: ") {
+			chunks++
+		}
+	}
+	if sc.Err() == nil || chunks != 3 {
+		t.Fatalf("read %d chunks, then err %v; want 3 chunks then an abrupt close", chunks, sc.Err())
+	}
+}

@@ -51,7 +51,7 @@ values.schema.json rejects unknown keys and wrong types; this checks meaning.
 {{- else if ne (toString $pool.modelServerProtocol) "http" -}}
 {{- fail (printf "inferencePool.modelServerProtocol=%q is not one of http, grpc" (toString $pool.modelServerProtocol)) -}}
 {{- end -}}
-{{- $parsers := list "openai-parser" "anthropic-parser" "vllmhttp-parser" "passthrough-parser" -}}
+{{- $parsers := list "openai-parser" "anthropic-parser" "vllmhttp-parser" "sglanghttp-parser" "passthrough-parser" -}}
 {{- if and $pool.parser (not (has (toString $pool.parser) $parsers)) -}}
 {{- fail (printf "inferencePool.parser=%q is not one of %s (OpenEPP has no vllmgrpc-parser)" (toString $pool.parser) (join ", " $parsers)) -}}
 {{- end -}}
