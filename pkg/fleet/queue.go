@@ -7,6 +7,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -36,6 +37,8 @@ type admission struct {
 	plan  *config.FlowPlan
 	eps   []*endpoint.Endpoint
 	clock scheduler.Clock
+	// seen are the priorities in use, for a banded usage-limit policy.
+	seen flowcontrol.ActivePriorities
 }
 
 // newAdmission returns the rule of plan (nil when flow control is off).
@@ -51,11 +54,17 @@ func newAdmission(plan *config.FlowPlan, eps []*endpoint.Endpoint, clock schedul
 
 // open reports whether a request of priority p may be routed now.
 func (a *admission) open(p int) bool {
+	now := a.clock.Now()
+	saturation := a.plan.Detector.Saturation(a.eps, now)
 	ceiling := 1.0
-	if a.plan.UsageLimit != nil {
-		ceiling = a.plan.UsageLimit.Ceiling(p)
+	switch u := a.plan.UsageLimit.(type) {
+	case nil:
+	case scheduler.BandedUsageLimitPolicy:
+		ceiling = u.CeilingAmong(p, saturation, a.seen.At(p, now))
+	default:
+		ceiling = u.Ceiling(p)
 	}
-	return a.plan.Detector.Saturation(a.eps, a.clock.Now()) < ceiling
+	return saturation < ceiling
 }
 
 // bandLimit is the request limit of priority p's band (0: none).
@@ -140,6 +149,9 @@ func (q *flowQueue) band(p int) *heldBand {
 // admit routes f at once or holds it in its replica's queue.
 func (s *sim) admit(f *flight) {
 	q, p := s.queueOf(f), s.priority(f)
+	if q != nil {
+		q.adm.seen.Touch(p, q.adm.clock.Now())
+	}
 	if q == nil || (q.heldN == 0 && q.adm.open(p)) {
 		s.dispatch(f)
 		return

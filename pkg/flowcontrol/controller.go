@@ -169,6 +169,8 @@ type Controller struct {
 	// the lock-free fast path.
 	queued atomic.Int64
 	closed atomic.Bool
+	// prios are the priorities in use, for banded usage-limit policies.
+	prios ActivePriorities
 
 	mu sync.Mutex
 	// active holds the bands with waiting requests, highest priority first.
@@ -306,16 +308,6 @@ func (c *Controller) dispatch(settle *time.Timer) (settling time.Duration) {
 	}
 }
 
-// below reports whether the pool is below the ceiling for priority p now.
-func (c *Controller) below(p int) bool {
-	cfg := c.conf()
-	ceiling := 1.0
-	if cfg.UsageLimit != nil {
-		ceiling = cfg.UsageLimit.Ceiling(p)
-	}
-	return cfg.Saturation(c.now()) < ceiling // false for NaN: hold
-}
-
 // expire evicts the requests that have outlived the TTL (see Controller).
 func (c *Controller) expire() {
 	if c.queued.Load() == 0 {
@@ -366,6 +358,9 @@ func (c *Controller) AdmitQueued(ctx context.Context, r Request) (queued bool, e
 	r.Bytes = max(r.Bytes, 0)
 	if ctx.Err() != nil {
 		return false, c.refuse(r, cancelledError(r, false, 0, context.Cause(ctx)))
+	}
+	if _, banded := c.conf().UsageLimit.(scheduler.BandedUsageLimitPolicy); banded {
+		c.prios.Touch(r.Priority, c.now())
 	}
 	if c.fastPath(r.Priority) {
 		c.finished(r, Dispatched, 0)

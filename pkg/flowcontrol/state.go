@@ -73,10 +73,7 @@ func (c *Controller) State() State {
 	c.mu.Unlock()
 	for i := range st.Bands {
 		b := &st.Bands[i]
-		b.Ceiling = 1
-		if cfg.UsageLimit != nil {
-			b.Ceiling = cfg.UsageLimit.Ceiling(b.Priority)
-		}
+		b.Ceiling = c.ceiling(cfg, b.Priority, st.Saturation, now)
 		slices.SortFunc(b.Flows, func(x, y FlowState) int {
 			return cmp.Or(cmp.Compare(y.Requests, x.Requests), strings.Compare(x.ID, y.ID))
 		})

@@ -110,6 +110,8 @@ func Registrations() []scheduler.Registration {
 		flowcontrol.EDFRegistration(),
 		flowcontrol.SLODeadlineRegistration(),
 		flowcontrol.StaticUsageLimitRegistration(),
+		flowcontrol.PriorityHoldbackRegistration(),
+		flowcontrol.SoftReflectiveCeilingRegistration(),
 	}, parserRegistrations()...)
 }
 

@@ -61,3 +61,14 @@ type UsageLimitPolicy interface {
 	Plugin
 	Ceiling(priority int) float64
 }
+
+// BandedUsageLimitPolicy is a UsageLimitPolicy whose ceilings depend on the
+// pool's saturation and on which priorities are in use (llm-d's
+// priority-holdback and soft-reflective-ceiling policies); flow control
+// asks CeilingAmong instead of Ceiling.
+type BandedUsageLimitPolicy interface {
+	UsageLimitPolicy
+	// CeilingAmong returns priority's ceiling given the saturation now and
+	// the active priorities, highest first, priority among them.
+	CeilingAmong(priority int, saturation float64, active []int) float64
+}

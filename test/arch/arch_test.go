@@ -61,7 +61,7 @@ var allowed = map[string][]string{
 	"pkg/sim":            {"pkg/sim", "pkg/indexlist", "pkg/apierror", "pkg/kvevents"},
 	"pkg/pdsidecar":      {"pkg/apierror"},
 	"pkg/loadgen":        {"pkg/extproc"},
-	"pkg/fleet":          {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/config", "pkg/plugins", "pkg/sim", "pkg/fleet", "pkg/prefix", "pkg/scorers", "pkg/filters", "pkg/pickers", "pkg/profiles", "pkg/metrics", "pkg/datastore", "pkg/indexlist", "pkg/inflight", "pkg/disagg", "pkg/p2psource", "pkg/precise", "pkg/kvevents"},
+	"pkg/fleet":          {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/config", "pkg/flowcontrol", "pkg/plugins", "pkg/sim", "pkg/fleet", "pkg/prefix", "pkg/scorers", "pkg/filters", "pkg/pickers", "pkg/profiles", "pkg/metrics", "pkg/datastore", "pkg/indexlist", "pkg/inflight", "pkg/disagg", "pkg/p2psource", "pkg/precise", "pkg/kvevents"},
 	"pkg/epp":            {"pkg/"},
 	"cmd/":               {"pkg/"},
 	"examples/":          {"pkg/", "examples/"},

@@ -1,0 +1,110 @@
+package flowcontrol
+
+import (
+	"cmp"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/openepp/openepp/pkg/scheduler"
+)
+
+// ActiveWindow is how long a priority counts as active after its last
+// request, for usage-limit policies whose ceilings depend on the
+// priorities in use. A priority whose requests dispatch at once never
+// queues, yet it is what the lower bands' holdback keeps room for, so
+// "active" means recently seen, not queued.
+const ActiveWindow = time.Minute
+
+// refreshEvery bounds how stale the active list may be: a priority that
+// went quiet leaves it at the next refresh after ActiveWindow.
+const refreshEvery = time.Second
+
+// ActivePriorities tracks when each priority was last seen (the zero value
+// is ready). Seeing a known
+// priority costs a map read and, at most once per refreshEvery, an atomic
+// store, so the request path stays lock-free; a new priority rebuilds the
+// list at once.
+type ActivePriorities struct {
+	seen      sync.Map // int -> *atomic.Int64, last seen (unix nanos)
+	list      atomic.Pointer[[]int]
+	refreshed atomic.Int64 // unix nanos of the last rebuild
+	mu        sync.Mutex   // serialises rebuilds
+}
+
+// Touch records a request of priority p at now.
+func (a *ActivePriorities) Touch(p int, now time.Time) {
+	t := now.UnixNano()
+	if v, ok := a.seen.Load(p); ok {
+		last := v.(*atomic.Int64)
+		if t-last.Load() >= int64(refreshEvery) {
+			last.Store(t)
+		}
+		return
+	}
+	v := new(atomic.Int64)
+	v.Store(t)
+	if _, loaded := a.seen.LoadOrStore(p, v); !loaded {
+		a.rebuild(now)
+	}
+}
+
+// At returns the active priorities, highest first, with p among them (a
+// request being judged is active whatever the window says).
+func (a *ActivePriorities) At(p int, now time.Time) []int {
+	if now.UnixNano()-a.refreshed.Load() >= int64(refreshEvery) {
+		a.rebuild(now)
+	}
+	list := a.list.Load()
+	if list == nil {
+		return []int{p}
+	}
+	if _, found := slices.BinarySearchFunc(*list, p, descending); found {
+		return *list
+	}
+	out := append(slices.Clone(*list), p)
+	slices.SortFunc(out, descending)
+	return out
+}
+
+// rebuild lists the priorities seen within ActiveWindow of now and forgets
+// the others.
+func (a *ActivePriorities) rebuild(now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var list []int
+	a.seen.Range(func(k, v any) bool {
+		if now.UnixNano()-v.(*atomic.Int64).Load() < int64(ActiveWindow) {
+			list = append(list, k.(int))
+		} else {
+			a.seen.Delete(k)
+		}
+		return true
+	})
+	slices.SortFunc(list, descending)
+	a.list.Store(&list)
+	a.refreshed.Store(now.UnixNano())
+}
+
+func descending(a, b int) int { return cmp.Compare(b, a) }
+
+// below reports whether the pool is below the ceiling for priority p now.
+func (c *Controller) below(p int) bool {
+	cfg := c.conf()
+	now := c.now()
+	saturation := cfg.Saturation(now)
+	return saturation < c.ceiling(cfg, p, saturation, now) // false for NaN: hold
+}
+
+// ceiling is priority p's ceiling under cfg's usage-limit policy.
+func (c *Controller) ceiling(cfg *Config, p int, saturation float64, now time.Time) float64 {
+	switch u := cfg.UsageLimit.(type) {
+	case nil:
+		return 1
+	case scheduler.BandedUsageLimitPolicy:
+		return u.CeilingAmong(p, saturation, c.prios.At(p, now))
+	default:
+		return u.Ceiling(p)
+	}
+}
