@@ -110,6 +110,7 @@ func Registrations() []scheduler.Registration {
 		flowcontrol.EDFRegistration(),
 		flowcontrol.SLODeadlineRegistration(),
 		flowcontrol.StaticUsageLimitRegistration(),
+		flowcontrol.ProgramAwareRegistration(),
 		flowcontrol.PriorityHoldbackRegistration(),
 		flowcontrol.SoftReflectiveCeilingRegistration(),
 	}, parserRegistrations()...)
