@@ -17,8 +17,9 @@ import (
 // them as soon as it no longer does: after every completion, cancellation,
 // scrape and arrival. Bands are strict, as in pkg/flowcontrol: the highest
 // priority with a waiting request goes first, and while it may not go no
-// lower one does; within a band requests go oldest first (fairness between
-// flows is not modelled). Routing is synchronous here, so each released
+// lower one does; within a band the band's fairness policy picks the flow
+// (a class: its fairness ID), each flow's requests going oldest first (the
+// ordering policy is not modelled). Routing is synchronous here, so each released
 // request's PreRequest has run before saturation is read again, as the
 // live dispatcher's settle wait arranges. Requests are refused past the
 // config's request limits (global and per band) or its TTL; byte limits
@@ -121,12 +122,42 @@ func (s *sim) queueOf(f *flight) *flowQueue {
 	return &s.queues[f.replica]
 }
 
-// heldBand is one priority's waiting requests: ids from head on, oldest
-// first, including some that have left (n counts those still waiting).
+// heldBand is one priority's waiting requests by flow, flows in order of
+// creation; n counts those still waiting. chooser is the band's fairness
+// policy's.
 type heldBand struct {
 	priority int
-	ids      []uint64
-	head, n  int
+	flows    []*heldFlow
+	chooser  scheduler.FlowChooser
+	n        int
+}
+
+// heldFlow is one flow's waiting requests: ids from head on, oldest first,
+// including some that have left (n counts those still waiting).
+type heldFlow struct {
+	id      string
+	ids     []uint64
+	head, n int
+}
+
+// flow returns the band's flow id, creating it.
+func (b *heldBand) flow(id string) *heldFlow {
+	for _, fl := range b.flows {
+		if fl.id == id {
+			return fl
+		}
+	}
+	fl := &heldFlow{id: id}
+	b.flows = append(b.flows, fl)
+	return fl
+}
+
+// flowID is the fairness ID a flight is routed with: its class's name.
+func (s *sim) flowID(f *flight) string {
+	if len(s.spec.Classes) == 0 {
+		return flowcontrol.DefaultFlowID
+	}
+	return s.spec.Classes[f.class].Name
 }
 
 // priority is the priority a flight is routed with.
@@ -141,9 +172,26 @@ func (s *sim) priority(f *flight) int {
 func (q *flowQueue) band(p int) *heldBand {
 	i, found := slices.BinarySearchFunc(q.bands, p, func(b *heldBand, p int) int { return p - b.priority })
 	if !found {
-		q.bands = slices.Insert(q.bands, i, &heldBand{priority: p})
+		q.bands = slices.Insert(q.bands, i, &heldBand{priority: p, chooser: q.adm.fairness(p).NewChooser()})
 	}
 	return q.bands[i]
+}
+
+// fairness is priority p's band's fairness policy (global strict when the
+// plan names none).
+func (a *admission) fairness(p int) scheduler.FairnessPolicy {
+	b, ok := a.plan.Bands[p]
+	switch {
+	case ok:
+	case p < 0 && a.plan.NegativeBand != nil:
+		b = *a.plan.NegativeBand
+	default:
+		b = a.plan.DefaultBand
+	}
+	if b.Fairness == nil {
+		return flowcontrol.NewGlobalStrict("")
+	}
+	return b.Fairness
 }
 
 // admit routes f at once or holds it in its replica's queue.
@@ -166,7 +214,9 @@ func (s *sim) admit(f *flight) {
 		return
 	}
 	f.status, f.waited = flightQueued, true
-	b.ids = append(b.ids, f.id)
+	fl := b.flow(s.flowID(f))
+	fl.ids = append(fl.ids, f.id)
+	fl.n++
 	b.n++
 	q.heldN++
 	if s.spec.Timeout > 0 {
@@ -203,19 +253,46 @@ func (s *sim) releaseFrom(q *flowQueue) {
 	}
 }
 
-// pop takes b's oldest request still waiting; b.n > 0.
+// pop takes the next request of the flow b's fairness policy chooses
+// (its oldest still waiting); b.n > 0.
 func (s *sim) pop(q *flowQueue, b *heldBand) *flight {
-	for {
-		f := &s.flights[b.ids[b.head]]
-		b.head++
-		if b.head == len(b.ids) { // reuse the backing array
-			b.ids, b.head = b.ids[:0], 0
+	var waiting []*heldFlow
+	for _, fl := range b.flows {
+		if fl.n > 0 {
+			waiting = append(waiting, fl)
 		}
-		if f.status == flightQueued {
-			b.n--
-			q.heldN--
+	}
+	fl := waiting[0]
+	if len(waiting) > 1 {
+		heads := make([]*scheduler.QueuedRequest, len(waiting))
+		for i, w := range waiting {
+			f := s.headOf(w)
+			heads[i] = &scheduler.QueuedRequest{FlowID: w.id, Priority: b.priority, Enqueued: epoch.Add(f.arrival), Seq: f.id}
+		}
+		fl = waiting[b.chooser.Choose(heads, fcfs)]
+	}
+	f := s.headOf(fl)
+	fl.head++
+	if fl.head == len(fl.ids) { // reuse the backing array
+		fl.ids, fl.head = fl.ids[:0], 0
+	}
+	fl.n--
+	b.n--
+	q.heldN--
+	return f
+}
+
+// fcfs orders each flow's requests, as the fleet models no other ordering.
+var fcfs = flowcontrol.NewFCFS("")
+
+// headOf returns fl's oldest request still waiting, dropping the ones
+// before it that left; fl.n > 0.
+func (s *sim) headOf(fl *heldFlow) *flight {
+	for {
+		if f := &s.flights[fl.ids[fl.head]]; f.status == flightQueued {
 			return f
 		}
+		fl.head++
 	}
 }
 
@@ -223,7 +300,9 @@ func (s *sim) pop(q *flowQueue, b *heldBand) *flight {
 // its band's ids and is skipped when reached.
 func (s *sim) leaveQueue(f *flight, status flightStatus, err error) {
 	q := s.queueOf(f)
-	q.band(s.priority(f)).n--
+	b := q.band(s.priority(f))
+	b.flow(s.flowID(f)).n--
+	b.n--
 	q.heldN--
 	if status == flightFailed {
 		s.fail(f, err)

@@ -123,3 +123,41 @@ saturationDetector: {pluginRef: concurrency-detector}
 		t.Errorf("critical TTFT p90 %.0f ms, batch p50 %.0f ms: want critical served first", c.TTFT.P90, b.TTFT.P50)
 	}
 }
+
+// TestFairnessBetweenFlows: two classes in one band queue behind a pool
+// held to 4 per server; the band's fairness policy picks the flow. Global
+// strict (the default) serves the band oldest first, so both classes wait
+// alike; round-robin and program-aware-fairness serve the light class,
+// which asks for a fifth of the traffic, ahead of the heavy one.
+func TestFairnessBetweenFlows(t *testing.T) {
+	t.Parallel()
+	w, err := WorkloadByName("no-sharing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Duration, w.WarmupRequests = 2*time.Second, 50
+	classes, err := ParseClasses("heavy:4:0,light:1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(policy string) (heavy, light ClassResult) {
+		t.Helper()
+		yaml := strings.Replace(string(flowConfig(4, "  defaultPriorityBand: {fairnessPolicyRef: "+policy+"}\n")),
+			"schedulingProfiles:", "- type: "+policy+"\nschedulingProfiles:", 1)
+		r, err := Run(context.Background(), RunSpec{Workload: w, Policy: ConfigPolicy(policy, "", []byte(yaml)), QPS: 400, Seed: 5, Classes: classes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Classes[0], r.Classes[1]
+	}
+	h, l := run("global-strict-fairness-policy")
+	if ratio := l.TTFT.P50 / h.TTFT.P50; ratio < 0.5 || ratio > 2 {
+		t.Errorf("global strict: light TTFT p50 %.0f ms against heavy %.0f: want alike", l.TTFT.P50, h.TTFT.P50)
+	}
+	for _, policy := range []string{"round-robin-fairness-policy", "program-aware-fairness"} {
+		h, l := run(policy)
+		if !(l.TTFT.P90 < h.TTFT.P50) {
+			t.Errorf("%s: light TTFT p90 %.0f ms, heavy p50 %.0f: want the light flow served first", policy, l.TTFT.P90, h.TTFT.P50)
+		}
+	}
+}
