@@ -31,9 +31,9 @@ func main() {
 }
 
 type options struct {
-	out, docs, best, agents, llmd, precise, multimodal, workloads, policies, from, freshness, priorities, disagg string
-	seeds, freshnessSeeds, workers                                                                               int
-	quick                                                                                                        bool
+	out, docs, best, agents, llmd, precise, multimodal, workloads, policies, from, freshness, priorities, fairness, disagg string
+	seeds, freshnessSeeds, workers                                                                                         int
+	quick                                                                                                                  bool
 }
 
 func run(ctx context.Context, args []string) error {
@@ -53,6 +53,8 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.freshness, "freshness", "25ms,100ms,200ms", "scrape intervals whose effect on "+freshnessPolicy+" is measured against 50ms (empty: no study)")
 	fs.IntVar(&o.freshnessSeeds, "freshness-seeds", 6, "paired seeds of the freshness study")
 	fs.StringVar(&o.priorities, "priorities", fleet.DefaultPriorityClasses, "traffic classes (name:share:priority,…) of the priority study on "+
+		priorityWorkload+", run when that workload is (empty: no study)")
+	fs.StringVar(&o.fairness, "fairness", fleet.DefaultFairnessClasses, "traffic classes of the fairness study (flows of one band) on "+
 		priorityWorkload+", run when that workload is (empty: no study)")
 	fs.StringVar(&o.disagg, "disagg", strings.Join(disaggWorkloads, ","), "workloads of the P/D study (aggregated against "+
 		"prefill/decode disaggregation at equal server count), each run when the matrix runs it (empty: no study)")
@@ -86,7 +88,11 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	priorities, err := o.priorityStudy(m)
+	priorities, err := classStudy(m, o.workers, "--priorities", o.priorities, fleet.PriorityPolicies())
+	if err != nil {
+		return err
+	}
+	fairness, err := classStudy(m, o.workers, "--fairness", o.fairness, fleet.FairnessPolicies())
 	if err != nil {
 		return err
 	}
@@ -107,6 +113,12 @@ func run(ctx context.Context, args []string) error {
 	}
 	if priorities != nil {
 		if rep.Priorities, err = priorities(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr)
+	}
+	if fairness != nil {
+		if rep.Fairness, err = fairness(ctx); err != nil {
 			return err
 		}
 		fmt.Fprintln(os.Stderr)
@@ -171,25 +183,27 @@ func (o *options) freshnessStudy(m *fleet.Matrix) (*fleet.Freshness, error) {
 	return f, nil
 }
 
-// priorityWorkload is where the priority study runs: cache-aware routing
-// matters there, and its ladder goes well past capacity.
+// priorityWorkload is where the priority and fairness studies run:
+// cache-aware routing matters there, and its ladder goes well past
+// capacity.
 const priorityWorkload = "shared-prefix"
 
-// priorityStudy prepares the priority study on the matrix's copy of
-// priorityWorkload (so --quick shrinks it too) with the matrix's seeds, or
-// returns nil when --priorities is empty or the workload is not run.
-func (o *options) priorityStudy(m *fleet.Matrix) (func(context.Context) (*fleet.PriorityReport, error), error) {
-	if o.priorities == "" {
+// classStudy prepares a study of traffic classes (flag's value, spec) under
+// policies on the matrix's copy of priorityWorkload (so --quick shrinks it
+// too) with the matrix's seeds, or returns nil when spec is empty or the
+// workload is not run.
+func classStudy(m *fleet.Matrix, workers int, flag, spec string, policies []fleet.Policy) (func(context.Context) (*fleet.PriorityReport, error), error) {
+	if spec == "" {
 		return nil, nil
 	}
-	classes, err := fleet.ParseClasses(o.priorities)
+	classes, err := fleet.ParseClasses(spec)
 	if err != nil {
-		return nil, fmt.Errorf("--priorities: %w", err)
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	for _, w := range m.Workloads {
 		if w.Name == priorityWorkload {
 			return func(ctx context.Context) (*fleet.PriorityReport, error) {
-				return fleet.Priorities(ctx, w, classes, fleet.PriorityPolicies(), m.Seeds, o.workers, m.Progress)
+				return fleet.Priorities(ctx, w, classes, policies, m.Seeds, workers, m.Progress)
 			}, nil
 		}
 	}

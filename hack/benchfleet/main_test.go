@@ -123,6 +123,10 @@ func TestQuickRun(t *testing.T) {
 		!strings.Contains(string(md), "critical ok %") {
 		t.Error("fleet.md has no priority table")
 	}
+	if !strings.Contains(string(md), "### Fairness between flows in one band") || !strings.Contains(string(md), "| program-aware |") ||
+		!strings.Contains(string(md), "light ok %") {
+		t.Error("fleet.md has no fairness table")
+	}
 	if !strings.Contains(string(md), "### Prefill/decode disaggregation at equal server count") || !strings.Contains(string(md), "**long-prompt (PD)**") ||
 		!strings.Contains(string(md), "| `pd-2p` |") {
 		t.Error("fleet.md has no P/D study")
@@ -152,6 +156,7 @@ func TestBadFlags(t *testing.T) {
 		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--freshness", "soon"},
 		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--freshness-seeds", "0"},
 		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--workloads", "shared-prefix", "--priorities", "a:1"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--workloads", "shared-prefix", "--fairness", "a:1:x"},
 		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--workloads", "shared-prefix", "--disagg", "W0"},
 	} {
 		if err := run(context.Background(), append(args, "--out", t.TempDir(), "--docs", "")); err == nil {

@@ -32,7 +32,7 @@ func TestUnparsedAPIs(t *testing.T) {
 			"requestHandler: {parsers: [{pluginRef: openai-parser}, {pluginRef: anthropic-parser}, {pluginRef: vllmhttp-parser}]}\n", request.SGLangAPIs},
 		{"llm-d empty list", head + "plugins:\n" + scorer + "requestHandler: {parsers: []}\n", 0},
 		{"anthropic only", head + "plugins:\n" + scorer + "- type: anthropic-parser\nparser: {pluginRef: anthropic-parser}\n", request.OpenAIAPIs | request.GenerateAPIs | request.SGLangAPIs},
-		{"vllmhttp only", head + "plugins:\n" + scorer + "- type: vllmhttp-parser\nparser: {pluginRef: vllmhttp-parser}\n", request.OpenAIAPIs | request.AnthropicAPIs | request.SGLangAPIs},
+		{"vllmhttp only", head + "plugins:\n" + scorer + "- type: vllmhttp-parser\nparser: {pluginRef: vllmhttp-parser}\n", request.AnthropicAPIs | request.SGLangAPIs},
 		{"passthrough", head + "plugins:\n" + scorer + "- type: passthrough-parser\nparser: {pluginRef: passthrough-parser}\n", request.AllAPIs},
 	}
 	reg, err := plugins.InTree()

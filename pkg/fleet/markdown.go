@@ -42,6 +42,7 @@ func Markdown(out io.Writer, r *Report, imageDir string) error {
 	writeSaturation(&b, r)
 	writeFreshness(&b, r.Freshness)
 	writePriorities(&b, r.Priorities)
+	writeFairness(&b, r.Fairness)
 	writeDisagg(&b, r.Disagg)
 	writeReplicas(&b, r.Replicas)
 	writeMultimodal(&b, r.Multimodal)

@@ -24,7 +24,15 @@ const DefaultPriorityClasses = "critical:0.2:3,batch:0.8:-1"
 // kvTarget of projected KV usage, 0 for none), and negative priorities held
 // at batchCeiling of the pool.
 func flowConfigText(perServer int, kvTarget, batchCeiling float64) string {
-	return fmt.Sprintf(`apiVersion: inference.networking.x-k8s.io/v1alpha1
+	return flowConfigWith(perServer, kvTarget, fmt.Sprintf(`- type: static-usage-limit-policy
+  parameters: {priorityThresholds: {"-1": %g}}
+`, batchCeiling), "")
+}
+
+// flowConfigWith is flowConfigText's config with other flow-control
+// plugins (YAML list items) and flowControl section (indented lines).
+func flowConfigWith(perServer int, kvTarget float64, plugins, flowControl string) string {
+	text := fmt.Sprintf(`apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 featureGates: [flowControl]
 plugins:
@@ -33,16 +41,18 @@ plugins:
 - type: prefix-cache-scorer
 - type: concurrency-detector
   parameters: {maxConcurrency: %d, kvCacheTarget: %g}
-- type: static-usage-limit-policy
-  parameters: {priorityThresholds: {"-1": %g}}
-schedulingProfiles:
+%sschedulingProfiles:
 - name: default
   plugins:
   - {pluginRef: queue-scorer, weight: 2}
   - {pluginRef: kv-cache-utilization-scorer, weight: 2}
   - {pluginRef: prefix-cache-scorer, weight: 3}
 saturationDetector: {pluginRef: concurrency-detector}
-`, perServer, kvTarget, batchCeiling)
+`, perServer, kvTarget, plugins)
+	if flowControl != "" {
+		text += "flowControl:\n" + flowControl
+	}
+	return text
 }
 
 // PriorityPolicies are the study's admission schemes, all with upstream's
@@ -57,6 +67,27 @@ func PriorityPolicies() []Policy {
 			[]byte(flowConfigText(96, 0, 0.8))),
 		ConfigPolicy("flow-kv-hold", "flow control, concurrency-detector at 256 per server with kvCacheTarget 1.0 (no tuning), priority < 0 held at 80 % of the pool",
 			[]byte(flowConfigText(256, 1, 0.8))),
+		ConfigPolicy("flow-96-soft", "flow control, concurrency-detector at 96 per server, llm-d's soft-reflective-ceiling-policy (no parameters: lower bands trickle in as saturation rises)",
+			[]byte(flowConfigWith(96, 0, "- type: soft-reflective-ceiling-policy\n", "  usageLimitPolicyPluginRef: soft-reflective-ceiling-policy\n"))),
+	}
+}
+
+// DefaultFairnessClasses is the fairness study's traffic: two flows in one
+// band, one asking for four times the other's share.
+const DefaultFairnessClasses = "heavy:0.8:0,light:0.2:0"
+
+// FairnessPolicies are the fairness study's schemes: flow control at 96
+// per server, the band's flows chosen by each fairness policy.
+func FairnessPolicies() []Policy {
+	policy := func(name, desc, typ string) Policy {
+		return ConfigPolicy(name, desc, []byte(flowConfigWith(96, 0, "- type: "+typ+"\n",
+			"  defaultPriorityBand: {fairnessPolicyRef: "+typ+"}\n")))
+	}
+	return []Policy{
+		policy("global-strict", "global-strict-fairness-policy (the default): the band is one queue, oldest first", "global-strict-fairness-policy"),
+		policy("round-robin", "round-robin-fairness-policy: the flows take turns", "round-robin-fairness-policy"),
+		policy("program-aware", "llm-d's program-aware-fairness (least attained service): the flow that consumed fewer tokens goes first",
+			"program-aware-fairness"),
 	}
 }
 
@@ -97,6 +128,28 @@ func writePriorities(b *strings.Builder, p *PriorityReport) {
 		"requests in the EPP and releases them by priority, but orders only its own queue, so what a critical "+
 		"request finds in the server depends on how much the scheme lets in. Success is the share of a class's "+
 		"requests that completed; TTFT is over those.\n\n", p.Workload.Name, strings.Join(cls, " and "), p.WallSeconds)
+	writeClassTable(b, p)
+}
+
+// writeFairness renders the fairness study as a section of the report.
+func writeFairness(b *strings.Builder, p *PriorityReport) {
+	if p == nil || len(p.Workload.Policies) == 0 {
+		return
+	}
+	var cls []string
+	for _, c := range p.Classes {
+		cls = append(cls, fmt.Sprintf("%s %.0f %%", c.Name, 100*c.Share))
+	}
+	fmt.Fprintf(b, "### Fairness between flows in one band\n\n")
+	fmt.Fprintf(b, "`%s` with its traffic split into %s, each its own fairness ID at the same priority, flow control "+
+		"holding the pool to 96 requests per server; the band's fairness policy chooses which flow's oldest request "+
+		"goes next (%.0f s). Success is the share of a class's requests that completed; TTFT is over those.\n\n",
+		p.Workload.Name, strings.Join(cls, " and "), p.WallSeconds)
+	writeClassTable(b, p)
+}
+
+// writeClassTable writes a class study's policies and per-class table.
+func writeClassTable(b *strings.Builder, p *PriorityReport) {
 	for _, l := range p.Workload.Policies {
 		fmt.Fprintf(b, "- `%s`: %s\n", l.Policy, p.Policies[l.Policy])
 	}

@@ -31,6 +31,9 @@ type Report struct {
 	// Priorities, when studied, is what shedding and flow control do for
 	// each class of a prioritised workload.
 	Priorities *PriorityReport `json:"priorities,omitempty"`
+	// Fairness, when studied, is what each fairness policy does for flows
+	// of one band that ask for unequal shares.
+	Fairness *PriorityReport `json:"fairness,omitempty"`
 	// Disagg, when studied, is aggregated serving against P/D
 	// disaggregation at equal server count.
 	Disagg *DisaggReport `json:"disagg,omitempty"`

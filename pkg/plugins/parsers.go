@@ -33,7 +33,11 @@ func (p *Parser) Covers() request.APISet {
 	case AnthropicParserType:
 		return request.AnthropicAPIs
 	case VLLMHTTPParserType:
-		return request.GenerateAPIs
+		// llm-d's current vllmhttp-parser hands other paths to an embedded
+		// OpenAI parser, so one instance covers a vLLM server's whole HTTP
+		// surface (its older one needed openai-parser beside it: covered
+		// either way).
+		return request.GenerateAPIs | request.OpenAIAPIs
 	case SGLangHTTPParserType:
 		return request.SGLangAPIs
 	}
@@ -60,7 +64,7 @@ func parserRegistrations() []scheduler.Registration {
 		{Type: AnthropicParserType, Factory: parserFactory(AnthropicParserType), Params: struct{}{},
 			Summary: "Parses Anthropic Messages bodies (/v1/messages, as vLLM and SGLang serve it): the system prompt, without Claude Code's per-request billing block, then the messages are what prefix matching hashes (a default)."},
 		{Type: VLLMHTTPParserType, Factory: parserFactory(VLLMHTTPParserType), Params: struct{}{},
-			Summary: "Parses vLLM's token-in /inference/v1/generate bodies (RL frameworks): the token_ids are the prompt, matched token for token; the model is optional (a default)."},
+			Summary: "Parses vLLM's token-in /inference/v1/generate bodies (RL frameworks): the token_ids are the prompt, matched token for token; the model is optional. Also the OpenAI APIs, as llm-d's does (a default)."},
 		{Type: SGLangHTTPParserType, Factory: parserFactory(SGLangHTTPParserType), Params: struct{}{},
 			Summary: "Parses SGLang's native /generate bodies: text or input_ids is the prompt (IDs matched token for token), lora_path the model, meta_info the usage (a default)."},
 		{Type: PassthroughParserType, Factory: parserFactory(PassthroughParserType), Params: struct{}{},
