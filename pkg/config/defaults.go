@@ -67,6 +67,16 @@ var companions = append([]companion{{
 	add:         "inflight-load-producer",
 	satisfiedBy: []string{"inflight-load-producer"},
 }, {
+	trigger:     "no-hit-lru-filter",
+	add:         "approx-prefix-cache-producer",
+	satisfiedBy: prefixProducers,
+	namedBy:     "prefixMatchInfoProducerName",
+}, {
+	trigger:     "no-hit-lru-filter",
+	add:         "inflight-load-producer",
+	satisfiedBy: []string{"inflight-load-producer"},
+	namedBy:     "inFlightLoadProducerName",
+}, {
 	// llm-d's multimodal scorer reads the config's producer, created if
 	// absent; defaultReadNames names it in the scorer.
 	trigger:     mmScorer,
@@ -361,6 +371,7 @@ type readName struct {
 var readNames = []readName{
 	{reader: mmScorer, param: "producerName", producers: []string{mmProducer}},
 	{reader: p2pSourceProducer, param: "prefixMatchInfoProducerName", producers: prefixProducers},
+	{reader: "no-hit-lru-filter", param: "prefixMatchInfoProducerName", producers: prefixProducers},
 	{reader: "topology-affinity-scorer", param: "topologyProducerName", producers: []string{topologyExtractor}},
 	{reader: "topology-affinity-filter", param: "topologyProducerName", producers: []string{topologyExtractor}},
 }

@@ -62,6 +62,7 @@ func Registrations() []scheduler.Registration {
 		scorers.PrefillBacklogRegistration(),
 		scorers.SessionAffinityRegistration(),
 		scorers.NoHitLRURegistration(),
+		scorers.NoHitLRUFilterRegistration(),
 		scorers.HeaderLabelRegistration(),
 		scorers.ContextLengthRegistration(),
 		mmcache.ScorerRegistration(),

@@ -77,12 +77,7 @@ func (p *PrefixAffinityParams) normalize(given func(key string) bool) error {
 	if !(p.ExplorationProbability >= 0 && p.ExplorationProbability <= 1) {
 		errs = append(errs, fmt.Errorf("explorationProbability: must be in [0, 1], got %v", p.ExplorationProbability))
 	}
-	if !(p.MaxTTFTPenaltyMs >= 0) || math.IsInf(p.MaxTTFTPenaltyMs, 0) {
-		errs = append(errs, fmt.Errorf("maxTTFTPenaltyMs: must be a finite number >= 0, got %v", p.MaxTTFTPenaltyMs))
-	}
-	if p.MaxTokensInFlightPenalty < 0 {
-		errs = append(errs, fmt.Errorf("maxTokensInFlightPenalty: must be >= 0, got %d", p.MaxTokensInFlightPenalty))
-	}
+	errs = append(errs, penaltyErrors(p.MaxTTFTPenaltyMs, p.MaxTokensInFlightPenalty)...)
 	switch p.TTFTSource {
 	case TTFTFromPrefillThroughput:
 		bad := !(p.PeakPrefillThroughput >= 0) || math.IsInf(p.PeakPrefillThroughput, 0) ||
