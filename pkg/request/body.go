@@ -88,7 +88,9 @@ func APIForPath(path string) API {
 	switch {
 	case strings.HasSuffix(path, GeneratePath):
 		return Generate
-	case strings.HasSuffix(path, "/generate"):
+	case path == "/generate":
+		// Exactly SGLang's path: Triton's generate extension
+		// (/v2/models/{model}/generate) and gateway prefixes are not SGLang.
 		return SGLangGenerate
 	case strings.HasSuffix(path, "/chat/completions"):
 		return ChatCompletions
@@ -150,9 +152,8 @@ type Body struct {
 	system span
 	// packed is set when Prompt holds token IDs packed by packTokens.
 	packed bool
-	// inputIDs and embeds are an SGLang request's token and embedding
-	// prompts, its alternatives to text.
-	inputIDs, embeds span
+	// inputIDs is an SGLang request's token prompt, its alternative to text.
+	inputIDs span
 }
 
 // EstimatedPromptTokens approximates the prompt length in tokens (4 bytes per
@@ -247,7 +248,7 @@ func (b *Body) readMembers(raw []byte) (valid bool, at int, err error) {
 			if b.API == Generate || b.API == SGLangGenerate {
 				err = b.readSamplingParams(val)
 			}
-		case "input_ids", "input_embeds", "lora_path":
+		case "input_ids", "lora_path":
 			if b.API == SGLangGenerate {
 				err = b.readSGLangMember(string(key), v, val)
 			}

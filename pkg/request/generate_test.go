@@ -19,7 +19,9 @@ func TestGeneratePath(t *testing.T) {
 		"/inference/v1/generate?x=1":     Generate,
 		"/prefix/inference/v1/generate/": Generate,
 		"/generate":                      SGLangGenerate, // SGLang's native API is not vLLM's
-		"/sglang/generate":               SGLangGenerate,
+		"/generate/":                     SGLangGenerate,
+		"/sglang/generate":               Other, // a prefix is not SGLang's path
+		"/v2/models/ensemble/generate":   Other, // Triton's generate extension
 	} {
 		if got := APIForPath(path); got != want {
 			t.Errorf("APIForPath(%q) = %v, want %v", path, got, want)
@@ -207,6 +209,7 @@ func TestParseSGLang(t *testing.T) {
 			prompt: `["a","b"]`},
 		{name: "ids batch", body: `{"input_ids":[[1,2],[3]]}`, prompt: `[[1,2],[3]]`},
 		{name: "embeddings", body: `{"input_embeds":[[0.1,0.2]]}`},
+		{name: "TGI's body", body: `{"inputs":"hi","parameters":{"max_new_tokens":5}}`},
 		{name: "nulls", body: `{"text":null,"input_ids":[7]}`, ids: []uint32{7}},
 	}
 	for _, tc := range tests {
@@ -237,7 +240,6 @@ func TestParseSGLangErrors(t *testing.T) {
 		body, want string
 		is         error
 	}{
-		{`{"sampling_params":{}}`, `"text" or "input_ids" is required`, ErrMissingPrompt},
 		{`{"text":"a","input_ids":[1]}`, "not both", ErrMalformed},
 		{`{"input_ids":[]}`, "must not be empty", ErrMissingPrompt},
 		{`{"input_ids":"a"}`, "string or an array", ErrMalformed},

@@ -9,15 +9,13 @@ import (
 // a batch (a list of them), sampling parameters nested, the LoRA adapter as
 // lora_path and no model. Its answer counts tokens in meta_info.
 
-// readSGLangMember records the members that stand for an SGLang prompt
-// beside text, and the adapter, which stands for the model: the EPP routes
+// readSGLangMember records input_ids, an SGLang prompt's alternative to
+// text, and the adapter, which stands for the model: the EPP routes
 // adapters by model name, as vLLM's requests name them.
 func (b *Body) readSGLangMember(key string, v span, val []byte) error {
 	switch key {
 	case "input_ids":
 		b.inputIDs = v
-	case "input_embeds":
-		b.embeds = v
 	case "lora_path":
 		if val[0] != '[' { // a batch names one adapter per prompt: none wins
 			return decodeField("lora_path", val, &b.Model)
@@ -26,11 +24,12 @@ func (b *Body) readSGLangMember(key string, v span, val []byte) error {
 	return nil
 }
 
-// sglangPrompt settles which member is the prompt. One of text and
-// input_ids is required, as SGLang requires, unless the prompt is given as
-// embeddings, which are routed without a prompt to match. A single list of
-// IDs is packed like a vLLM generate prompt; a batch (a list of texts or of
-// ID lists) is matched on its raw JSON, as a completions batch is.
+// sglangPrompt settles which member is the prompt: text or input_ids (both
+// is an error, as in SGLang). A body with neither (embeddings, or another
+// server's /generate, such as TGI's {"inputs": …}) is routed without a
+// prompt to match, and the server answers for it. A single list of IDs is
+// packed like a vLLM generate prompt; a batch (a list of texts or of ID
+// lists) is matched on its raw JSON, as a completions batch is.
 func (b *Body) sglangPrompt() error {
 	hasText := len(b.Prompt) > 0 && string(b.Prompt) != "null"
 	hasIDs := b.inputIDs.ok() && string(b.Raw[b.inputIDs.start:b.inputIDs.end]) != "null"
@@ -40,11 +39,9 @@ func (b *Body) sglangPrompt() error {
 	case hasIDs:
 		b.prompt, b.Prompt = b.inputIDs, b.Raw[b.inputIDs.start:b.inputIDs.end]
 	case hasText:
-	case b.embeds.ok():
+	default:
 		b.Prompt = nil
 		return nil
-	default:
-		return fmt.Errorf("%w: \"text\" or \"input_ids\" is required for %s", ErrMissingPrompt, b.API)
 	}
 	p := b.Prompt
 	switch {

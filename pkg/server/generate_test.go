@@ -72,7 +72,6 @@ func TestGenerateBadInput(t *testing.T) {
 		requireImmediate(t, d, http.StatusBadRequest, d.Immediate.Headers.Get(server.DroppedReasonHeader), mentioned)
 	}
 	for body, mentioned := range map[string]string{
-		`{"sampling_params":{}}`:         `"text" or "input_ids" is required`,
 		`{"text":"a","input_ids":[1]}`:   "not both",
 		`{"input_ids":[1,"2"]}`:          "input_ids[1]",
 		`{"text":"a","lora_path":false}`: "lora_path",
@@ -130,5 +129,22 @@ func TestSGLangGenerateEndToEndWithSimulators(t *testing.T) {
 	got := proxyExchange(t, h, httpc, post("/generate", []byte(`{"text":"Tell me a story.","sampling_params":{"max_new_tokens":3}}`), "x-request-id", uuid.NewString()))
 	if got.Usage.CompletionTokens != 3 || got.Usage.PromptTokens == 0 {
 		t.Errorf("text prompt usage %+v", got.Usage)
+	}
+}
+
+// TestOtherGenerateAPIsAreRouted: other servers' generate endpoints are not
+// taken for SGLang's: TGI's body on its own /generate (no SGLang prompt
+// member) and Triton's /v2/models/{model}/generate are routed on load
+// alone, never refused.
+func TestOtherGenerateAPIsAreRouted(t *testing.T) {
+	t.Parallel()
+	h := start(t, setup{})
+	for path, body := range map[string]string{
+		"/generate":                    `{"inputs":"Once upon","parameters":{"max_new_tokens":5}}`,
+		"/v2/models/ensemble/generate": `{"text_input":"Once upon","max_tokens":5}`,
+	} {
+		if d := h.exchange(t, post(path, []byte(body))); d.Immediate != nil {
+			t.Errorf("%s: refused %d %s", path, d.Immediate.Status, d.Immediate.Body)
+		}
 	}
 }
