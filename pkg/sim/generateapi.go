@@ -44,13 +44,7 @@ type generateTokensExtras struct {
 
 // handleGenerateTokens serves POST /inference/v1/generate.
 func (i *Instance) handleGenerateTokens(w http.ResponseWriter, r *http.Request) {
-	var x generateTokensExtras
-	parse := func() (genRequest, *apiError) {
-		g, extras, aerr := i.parseGenerateTokens(w, r)
-		x = extras
-		return g, aerr
-	}
-	g, c, ok := i.startCall(w, r, parse, writeAPIError)
+	g, x, c, ok := startCallWith(i, w, r, i.parseGenerateTokens, writeAPIError)
 	if !ok {
 		return
 	}

@@ -89,6 +89,20 @@ func (i *Instance) startCall(w http.ResponseWriter, r *http.Request, parse func(
 	return g, c, true
 }
 
+// startCallWith is startCall for an API whose parse also returns what its
+// answer needs beyond genRequest (X).
+func startCallWith[X any](i *Instance, w http.ResponseWriter, r *http.Request,
+	parse func(http.ResponseWriter, *http.Request) (genRequest, X, *apiError),
+	fail func(http.ResponseWriter, *apiError)) (genRequest, X, *call, bool) {
+	var x X
+	g, c, ok := i.startCall(w, r, func() (genRequest, *apiError) {
+		g, extras, aerr := parse(w, r)
+		x = extras
+		return g, aerr
+	}, fail)
+	return g, x, c, ok
+}
+
 // setAnswerHeaders names the answering instance and echoes the request ID.
 func (i *Instance) setAnswerHeaders(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(EndpointHeader, i.addr)

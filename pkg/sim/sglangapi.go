@@ -44,13 +44,7 @@ type sglangExtras struct {
 // handleSGLangGenerate serves POST /generate.
 func (i *Instance) handleSGLangGenerate(w http.ResponseWriter, r *http.Request) {
 	began := time.Now()
-	var x sglangExtras
-	parse := func() (genRequest, *apiError) {
-		g, extras, aerr := i.parseSGLangGenerate(w, r)
-		x = extras
-		return g, aerr
-	}
-	g, c, ok := i.startCall(w, r, parse, writeSGLangError)
+	g, x, c, ok := startCallWith(i, w, r, i.parseSGLangGenerate, writeSGLangError)
 	if !ok {
 		return
 	}
