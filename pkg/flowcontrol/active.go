@@ -91,10 +91,42 @@ func descending(a, b int) int { return cmp.Compare(b, a) }
 
 // below reports whether the pool is below the ceiling for priority p now.
 func (c *Controller) below(p int) bool {
+	ok, _, _ := c.belowAt(p)
+	return ok
+}
+
+// belowAt is below with the saturation read and when.
+func (c *Controller) belowAt(p int) (ok bool, saturation float64, now time.Time) {
 	cfg := c.conf()
-	now := c.now()
-	saturation := cfg.Saturation(now)
-	return saturation < c.ceiling(cfg, p, saturation, now) // false for NaN: hold
+	now = c.now()
+	saturation = cfg.Saturation(now)
+	return saturation < c.ceiling(cfg, p, saturation, now), saturation, now // false for NaN: hold
+}
+
+// Demand is one band with waiting requests as the dispatcher sees it when
+// the top band may not go: its priority and its ceiling at that moment.
+type Demand struct {
+	Priority int
+	Ceiling  float64
+}
+
+// blocked tells OnBlocked, when set, which bands wait at this saturation,
+// highest first. It runs on the dispatcher only (c.demand is its scratch).
+func (c *Controller) blocked(saturation float64, now time.Time) {
+	cfg := c.conf()
+	if cfg.OnBlocked == nil {
+		return
+	}
+	c.demand = c.demand[:0]
+	c.mu.Lock()
+	for _, b := range c.active {
+		c.demand = append(c.demand, Demand{Priority: b.priority})
+	}
+	c.mu.Unlock()
+	for i := range c.demand {
+		c.demand[i].Ceiling = c.ceiling(cfg, c.demand[i].Priority, saturation, now)
+	}
+	cfg.OnBlocked(now, saturation, c.demand)
 }
 
 // ceiling is priority p's ceiling under cfg's usage-limit policy.

@@ -85,6 +85,12 @@ type Config struct {
 	// scheduled). Both are for metrics: they must be quick.
 	OnEnqueue       func(r Request, outcome string, took time.Duration)
 	OnDispatchCycle func(took time.Duration)
+	// OnBlocked, when set, is told on every dispatcher pass that stops
+	// because the top band may not go (head-of-line blocking) the
+	// saturation read and every band with waiting requests, highest first
+	// (in-flight eviction decides from it). It runs on the dispatcher and
+	// must not block; demand is reused after it returns.
+	OnBlocked func(now time.Time, saturation float64, demand []Demand)
 }
 
 // Enqueued is the OnEnqueue outcome of a request that was queued.
@@ -171,6 +177,8 @@ type Controller struct {
 	closed atomic.Bool
 	// prios are the priorities in use, for banded usage-limit policies.
 	prios ActivePriorities
+	// demand is the dispatcher's scratch for OnBlocked.
+	demand []Demand
 
 	mu sync.Mutex
 	// active holds the bands with waiting requests, highest priority first.
@@ -277,7 +285,8 @@ func (c *Controller) dispatch(settle *time.Timer) (settling time.Duration) {
 		top := c.active[0].priority
 		c.mu.Unlock()
 
-		if !c.below(top) {
+		if ok, saturation, now := c.belowAt(top); !ok {
+			c.blocked(saturation, now)
 			return settling
 		}
 

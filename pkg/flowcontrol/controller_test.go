@@ -307,3 +307,40 @@ func TestCapacity(t *testing.T) {
 		})
 	}
 }
+
+// TestOnBlockedSeesEveryWaitingBand: a pass stopped by the top band's
+// ceiling reports the saturation and every band with waiting requests,
+// highest first, each with its ceiling (in-flight eviction decides from
+// this).
+func TestOnBlockedSeesEveryWaitingBand(t *testing.T) {
+	type call struct {
+		saturation float64
+		demand     []flowcontrol.Demand
+	}
+	calls := make(chan call, 16)
+	h := newHarness(t, flowcontrol.Config{
+		UsageLimit: ceilings{5: 0.9, -1: 0.5},
+		OnBlocked: func(_ time.Time, saturation float64, demand []flowcontrol.Demand) {
+			calls <- call{saturation, append([]flowcontrol.Demand(nil), demand...)}
+		},
+	})
+	h.m.set(1.2)
+	h.queue(context.Background(), flowcontrol.Request{Priority: -1})
+	h.queue(context.Background(), flowcontrol.Request{Priority: 5})
+	h.c.Wake()
+	want := []flowcontrol.Demand{{Priority: 5, Ceiling: 0.9}, {Priority: -1, Ceiling: 0.5}}
+	deadline := time.After(wait)
+	for {
+		select {
+		case c := <-calls:
+			if len(c.demand) == 2 {
+				if c.saturation != 1.2 || c.demand[0] != want[0] || c.demand[1] != want[1] {
+					t.Fatalf("OnBlocked(%v, %+v), want (1.2, %+v)", c.saturation, c.demand, want)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatal("OnBlocked never saw both bands")
+		}
+	}
+}
