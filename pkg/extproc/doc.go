@@ -32,6 +32,17 @@
 // a background reader validates replies as they arrive. WithRecorder
 // exposes the raw message sequence.
 //
+// The processor may end the exchange at any moment, also while nothing is
+// due from it: llm-d's in-flight eviction sends an unsolicited immediate
+// response while the proxy waits for the upstream or streams its response.
+// Ended is closed then (and on any failure), Err and Immediate say why; a
+// proxy selects on it to reset the upstream request at once, as Envoy does:
+//
+//	select {
+//	case <-s.Ended(): // cancel the upstream request; send s.Immediate(), or reset the client mid-body
+//	case <-upstreamAnswered:
+//	}
+//
 // # What is sent (as Envoy does)
 //
 //   - request_headers first, with :authority, :path, :method, :scheme, then
@@ -77,11 +88,15 @@
 //  9. Header mutations: names must be tokens and values free of control
 //     characters; value and raw_value must not both be set; at most 100 sets
 //     and 100 removals; the resulting map at most 100 entries and 60 KiB.
-//  10. immediate_response is accepted at any point after the request headers
-//     and ends the exchange: later sends return ErrExchangeEnded and later
-//     replies are ignored, as Envoy ignores them once processing is
+//  10. immediate_response is accepted at any point after the request headers,
+//     whether or not a reply is due (between the decision and the response
+//     headers, or mid-response), and ends the exchange: Ended is closed,
+//     later sends return ErrExchangeEnded, waiting calls return it, and
+//     later replies are ignored, as Envoy ignores them once processing is
 //     complete. A status below 200 or none becomes 200; the body is sent as
-//     text/plain; header mutation failures are ignored.
+//     text/plain; header mutation failures are ignored. Envoy resets the
+//     upstream request and sends the local reply, or resets the downstream
+//     stream when the response headers already went out.
 //  11. An empty ProcessingResponse or a streamed_immediate_response is
 //     refused; override_message_timeout together with a reply is refused
 //     (Envoy would ignore the whole message and the reply would be lost).
@@ -114,5 +129,6 @@
 //
 // Close half-closes and waits DefaultCloseGrace for the processor to end the
 // stream before cancelling it; Abort cancels at once, which the processor
-// sees as codes.Canceled, as when Envoy's downstream client disconnects.
+// sees as codes.Canceled, as when Envoy's downstream client disconnects
+// (Close after Abort or a failure only cancels, never half-closes first).
 package extproc

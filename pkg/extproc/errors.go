@@ -11,7 +11,7 @@ import (
 // ErrExchangeEnded is returned by the Send methods once the processor has
 // ended the exchange with an immediate_response: Envoy stops talking to the
 // processor at that point, so the caller should stop feeding it and read the
-// immediate response from AwaitDecision or AwaitResponseHeaders.
+// immediate response from Immediate (or AwaitDecision, AwaitResponseHeaders).
 var ErrExchangeEnded = errors.New("extproc: exchange already ended by an immediate response")
 
 // ErrAborted is returned after Abort: the HTTP client went away and the
@@ -80,7 +80,8 @@ type ImmediateResponse struct {
 	// Details is the processor's details string (Envoy's response code details).
 	Details string
 	// Phase is the direction being processed when it arrived: "request" or
-	// "response".
+	// "response" ("request" until the response headers are sent, also after
+	// the decision while the upstream has not answered).
 	Phase string
 }
 

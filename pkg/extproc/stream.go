@@ -78,6 +78,7 @@ type Stream struct {
 
 	mu         sync.Mutex
 	notify     chan struct{}
+	ended      chan struct{} // closed once err or immediate is set
 	err        error
 	sentFirst  bool
 	halfClosed bool
@@ -96,15 +97,53 @@ func newStream(ps extprocv3.ExternalProcessor_ProcessClient, cancel context.Canc
 		closeGrace: grace,
 		recvDone:   make(chan struct{}),
 		notify:     make(chan struct{}),
+		ended:      make(chan struct{}),
 		req:        phase{name: "request", dynamic: map[string]map[string]any{}},
 		resp:       phase{name: "response", dynamic: map[string]map[string]any{}},
 	}
 }
 
-// broadcast wakes every waiter; s.mu must be held.
+// broadcast wakes every waiter and, once the exchange is over early, closes
+// ended; s.mu must be held. Every change of err or immediate broadcasts, so
+// Err is non-nil exactly when Ended is closed.
 func (s *Stream) broadcast() {
 	close(s.notify)
 	s.notify = make(chan struct{})
+	if s.err != nil || s.immediate != nil {
+		select {
+		case <-s.ended:
+		default:
+			close(s.ended)
+		}
+	}
+}
+
+// Ended is closed when the exchange ends before its normal end: the
+// processor sent an immediate_response (at any time, also unsolicited while
+// no reply is due, as an EPP evicting a dispatched request does), a reply
+// broke a rule, the stream failed, or it was aborted. Close and a normal end
+// leave it open. A proxy selects on it while it waits for the upstream or
+// streams the response, to stop as Envoy does (see Err and Immediate).
+func (s *Stream) Ended() <-chan struct{} { return s.ended }
+
+// Err is nil until Ended is closed; then it is the *ImmediateResponse when
+// the processor ended the exchange with one, otherwise the terminal error
+// (*ProtocolError, *StreamError or ErrAborted).
+func (s *Stream) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.immediate != nil {
+		return s.immediate
+	}
+	return s.err
+}
+
+// Immediate returns the processor's immediate response, or nil while it has
+// sent none.
+func (s *Stream) Immediate() *ImmediateResponse {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.immediate
 }
 
 // fail records the first terminal error and resets the stream, as Envoy
@@ -230,7 +269,8 @@ func (s *Stream) Abort() {
 
 // Close ends the stream the way Envoy does once it needs nothing more: it
 // half-closes, gives the processor DefaultCloseGrace (see WithCloseGrace) to
-// end the stream, then cancels it. It returns the stream's terminal error,
+// end the stream, then cancels it; after Abort or a failure it only
+// cancels, as Envoy resets the stream. It returns the stream's terminal error,
 // if any, including protocol violations that arrived after the last reply
 // the caller waited for; it returns nil after Abort. Close is idempotent.
 func (s *Stream) Close() error {
@@ -244,9 +284,14 @@ func (s *Stream) Close() error {
 }
 
 func (s *Stream) shutdown() {
-	// A send blocked on flow control holds sendMu; a graceful half-close is
-	// then impossible, so the stream is cancelled instead.
-	if s.sendMu.TryLock() {
+	// A failed or aborted stream is only cancelled: gRPC sends a half-close
+	// at once but a cancel later, so the processor would see a clean end
+	// where Envoy resets. A send blocked on flow control holds sendMu; a
+	// graceful half-close is then impossible, so the stream is cancelled.
+	s.mu.Lock()
+	failed := s.err != nil
+	s.mu.Unlock()
+	if !failed && s.sendMu.TryLock() {
 		s.mu.Lock()
 		s.halfClosed = true
 		s.mu.Unlock()

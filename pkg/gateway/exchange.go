@@ -17,6 +17,7 @@ type exchange struct {
 	w         http.ResponseWriter
 	r         *http.Request
 	requestID string
+	endpoint  string // the upstream that answered, once one did
 }
 
 func (x *exchange) run(ctx context.Context) {
@@ -37,26 +38,54 @@ func (x *exchange) run(ctx context.Context) {
 		return
 	}
 	if dec.Immediate != nil {
-		x.writeImmediate(dec.Immediate)
-		x.g.log.V(1).Info("immediate response", "requestID", x.requestID, "status", dec.Immediate.Status)
+		x.writeImmediate(dec.Immediate, "request")
 		return
 	}
 	if len(dec.Endpoints) == 0 {
 		x.writeError(http.StatusServiceUnavailable, "the endpoint picker chose no destination endpoint", nil)
 		return
 	}
-	resp, endpoint, err := x.g.forward(ctx, dec, dec.Endpoints)
-	if err != nil {
-		stream.Abort()
-		if ctx.Err() != nil {
-			x.fail(ctx, err)
-			return
+	// From here on the EPP may end the exchange at any moment (llm-d's
+	// in-flight eviction); Envoy then resets the upstream request at once, so
+	// the model server aborts it and frees its KV cache.
+	upCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-stream.Ended():
+			cancel()
+		case <-upCtx.Done():
 		}
-		x.writeError(http.StatusServiceUnavailable, err.Error(), err)
+	}()
+	resp, endpoint, err := x.g.forward(upCtx, dec, dec.Endpoints)
+	if err != nil {
+		x.forwardFailed(ctx, stream, err)
 		return
 	}
 	defer resp.Body.Close()
-	x.respond(ctx, stream, resp, endpoint)
+	x.endpoint = endpoint
+	x.respond(ctx, stream, resp)
+}
+
+// forwardFailed answers a request that got no upstream response: the EPP's
+// immediate response or stream failure when that cancelled it, else 503.
+func (x *exchange) forwardFailed(ctx context.Context, stream *extproc.Stream, err error) {
+	select {
+	case <-stream.Ended():
+		if imm := stream.Immediate(); imm != nil {
+			x.writeImmediate(imm, "upstream")
+			return
+		}
+		x.fail(ctx, stream.Err())
+		return
+	default:
+	}
+	stream.Abort()
+	if ctx.Err() != nil {
+		x.fail(ctx, err)
+		return
+	}
+	x.writeError(http.StatusServiceUnavailable, err.Error(), err)
 }
 
 // fail answers a failure that happened before the response started.
@@ -115,11 +144,13 @@ func pumpBody(ctx context.Context, src io.Reader, buf []byte, send func(context.
 	}
 }
 
-// respond plays the response phase and writes what the EPP forwards.
-func (x *exchange) respond(ctx context.Context, stream *extproc.Stream, resp *http.Response, endpoint string) {
+// respond plays the response phase and writes what the EPP forwards. An
+// immediate response ends it: the local reply while nothing was written,
+// else a reset client connection; the upstream request is cancelled by then.
+func (x *exchange) respond(ctx context.Context, stream *extproc.Stream, resp *http.Response) {
 	trailers := len(resp.Trailer) > 0
 	headersOnly := resp.Body == http.NoBody && !trailers
-	served := map[string]map[string]any{extproc.LBNamespace: {extproc.ServedKey: endpoint}}
+	served := map[string]map[string]any{extproc.LBNamespace: {extproc.ServedKey: x.endpoint}}
 	err := stream.SendResponseHeaders(ctx, extproc.Response{Status: resp.StatusCode, Headers: cleanHeaders(resp.Header), FilterMetadata: served}, headersOnly)
 	ended := errors.Is(err, extproc.ErrExchangeEnded) // immediate response between phases: written below
 	if err != nil && !ended {
@@ -149,10 +180,10 @@ func (x *exchange) respond(ctx context.Context, stream *extproc.Stream, resp *ht
 		return
 	}
 	if result.Immediate != nil {
-		x.writeImmediate(result.Immediate)
+		x.writeImmediate(result.Immediate, "response headers")
 		return
 	}
-	x.writeHeaders(result, endpoint)
+	x.writeHeaders(result)
 	x.copyBody(ctx, stream)
 	if trailers {
 		t, err := stream.AwaitResponseTrailers(ctx)
@@ -166,10 +197,10 @@ func (x *exchange) respond(ctx context.Context, stream *extproc.Stream, resp *ht
 	completed = true
 	if md := stream.ResponseMetadata(); len(md) > 0 {
 		// As an access log would print %DYNAMIC_METADATA(...)%.
-		x.g.log.V(1).Info("request served", "requestID", x.requestID, "endpoint", endpoint, "status", result.Status, "metadata", md)
+		x.g.log.V(1).Info("request served", "requestID", x.requestID, "endpoint", x.endpoint, "status", result.Status, "metadata", md)
 		return
 	}
-	x.g.log.V(1).Info("request served", "requestID", x.requestID, "endpoint", endpoint, "status", result.Status)
+	x.g.log.V(1).Info("request served", "requestID", x.requestID, "endpoint", x.endpoint, "status", result.Status)
 }
 
 // pumpResponse sends the upstream body and trailers to the EPP; a failure
@@ -181,10 +212,11 @@ func (x *exchange) pumpResponse(ctx context.Context, stream *extproc.Stream, res
 	if err == nil && trailers {
 		err = stream.SendResponseTrailers(ctx, resp.Trailer)
 	}
-	if err != nil && !errors.Is(err, extproc.ErrExchangeEnded) {
-		x.g.log.V(1).Info("upstream response interrupted", "requestID", x.requestID, "err", err)
-		stream.Abort()
+	if err == nil || stream.Err() != nil {
+		return // the stream ended first (and cancelled the upstream): copyBody reports why
 	}
+	x.g.log.V(1).Info("upstream response interrupted", "requestID", x.requestID, "err", err)
+	stream.Abort()
 }
 
 // copyBody writes every forwarded chunk and flushes it at once.
@@ -208,24 +240,36 @@ func (x *exchange) copyBody(ctx context.Context, stream *extproc.Stream) {
 }
 
 // abort resets the client connection once the response has started: the
-// status is already sent, so this is the only way to signal the failure.
+// status is already sent, so this is the only way to signal the failure, or
+// an immediate response (Envoy resets the downstream stream then too).
 func (x *exchange) abort(what string, err error) {
+	var imm *extproc.ImmediateResponse
+	if errors.As(err, &imm) {
+		x.g.log.V(1).Info("immediate response, client connection reset", "requestID", x.requestID, "endpoint", x.endpoint, "stage", what, "status", imm.Status)
+		panic(http.ErrAbortHandler)
+	}
 	x.g.log.V(1).Info("response aborted", "requestID", x.requestID, "stage", what, "err", err)
 	panic(http.ErrAbortHandler)
 }
 
-func (x *exchange) writeHeaders(result *extproc.ResponseResult, endpoint string) {
+func (x *exchange) writeHeaders(result *extproc.ResponseResult) {
 	h := x.w.Header()
 	for k, vs := range cleanHeaders(result.Headers) {
 		h[k] = vs
 	}
 	h.Del("Content-Length")
-	h.Set(ServedHeader, endpoint)
+	h.Set(ServedHeader, x.endpoint)
 	x.w.WriteHeader(result.Status)
 	_ = http.NewResponseController(x.w).Flush() // headers reach the client before the first token
 }
 
-func (x *exchange) writeImmediate(imm *extproc.ImmediateResponse) {
+// writeImmediate sends the EPP's local reply; stage says what it cut short.
+func (x *exchange) writeImmediate(imm *extproc.ImmediateResponse, stage string) {
+	kv := []any{"requestID", x.requestID, "stage", stage, "status", imm.Status}
+	if x.endpoint != "" {
+		kv = append(kv, "endpoint", x.endpoint)
+	}
+	x.g.log.V(1).Info("immediate response", kv...)
 	h := x.w.Header()
 	for k, vs := range imm.Headers {
 		h[k] = vs

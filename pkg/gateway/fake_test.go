@@ -31,6 +31,7 @@ const (
 	hdrHang      = "x-test-hang"      // never reply
 	hdrLate      = "x-test-late"      // answer with this status after routing
 	hdrCost      = "x-test-cost"      // report this cost in envoy.lb with the last response chunk
+	hdrEvict     = "x-test-evict"     // after routing, evict (429) once fakeEPP.evict is closed
 )
 
 // fakeEPP follows the EPP's message pattern (headers reply held until the
@@ -40,19 +41,64 @@ const (
 type fakeEPP struct {
 	extprocv3.UnimplementedExternalProcessorServer
 	once     sync.Once
-	canceled chan struct{} // closed when a stream ends with Canceled
+	canceled chan struct{}   // closed when a stream ends with Canceled
+	evict    <-chan struct{} // when closed, streams with hdrEvict are evicted
 }
 
 func newFakeEPP() *fakeEPP { return &fakeEPP{canceled: make(chan struct{})} }
 
 // eppStream is the per-stream state of fakeEPP.
 type eppStream struct {
-	headers map[string]string
-	held    [][]byte
+	headers  map[string]string
+	held     [][]byte
+	routed   bool // the request headers reply was produced
+	evicting bool
+}
+
+// eppSender serializes the replies of the Process loop and of an eviction,
+// which comes unsolicited, as llm-d's in-flight eviction does; after it
+// nothing more is answered.
+type eppSender struct {
+	mu      sync.Mutex
+	srv     extprocv3.ExternalProcessor_ProcessServer
+	evicted bool
+}
+
+func (o *eppSender) send(replies ...*extprocv3.ProcessingResponse) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, r := range replies {
+		if o.evicted {
+			return nil
+		}
+		if err := o.srv.Send(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// evictWhen sends the eviction once trigger is closed, unless the stream
+// ended first.
+func (o *eppSender) evictWhen(trigger, done <-chan struct{}) {
+	select {
+	case <-trigger:
+	case <-done:
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.evicted = true
+	_ = o.srv.Send(immediateWith(http.StatusTooManyRequests, "evicted", "evicted")) // the client may be gone
 }
 
 func (f *fakeEPP) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 	st := &eppStream{}
+	out := &eppSender{srv: srv}
+	done := make(chan struct{})
+	var evicting sync.WaitGroup
+	defer evicting.Wait()
+	defer close(done)
 	for {
 		req, err := srv.Recv()
 		if errors.Is(err, io.EOF) {
@@ -64,17 +110,19 @@ func (f *fakeEPP) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 			}
 			return err
 		}
-		replies, done := st.handle(req)
+		replies, finished := st.handle(req)
 		if st.headers[hdrHang] != "" {
 			<-srv.Context().Done()
 			return srv.Context().Err()
 		}
-		for _, r := range replies {
-			if err := srv.Send(r); err != nil {
-				return err
-			}
+		if err := out.send(replies...); err != nil {
+			return err
 		}
-		if done {
+		if st.routed && st.headers[hdrEvict] != "" && !st.evicting {
+			st.evicting = true
+			evicting.Go(func() { out.evictWhen(f.evict, done) })
+		}
+		if finished {
 			return nil
 		}
 	}
@@ -92,7 +140,7 @@ func (st *eppStream) handle(req *extprocv3.ProcessingRequest) ([]*extprocv3.Proc
 			return []*extprocv3.ProcessingResponse{immediate(code)}, true
 		}
 		if r.RequestHeaders.GetEndOfStream() {
-			return []*extprocv3.ProcessingResponse{st.routed()}, false
+			return []*extprocv3.ProcessingResponse{st.routedReply()}, false
 		}
 	case *extprocv3.ProcessingRequest_RequestBody:
 		st.held = append(st.held, r.RequestBody.GetBody())
@@ -123,7 +171,7 @@ func (st *eppStream) handle(req *extprocv3.ProcessingRequest) ([]*extprocv3.Proc
 
 // release answers the request headers and echoes the held body.
 func (st *eppStream) release(eos bool) []*extprocv3.ProcessingResponse {
-	out := []*extprocv3.ProcessingResponse{st.routed()}
+	out := []*extprocv3.ProcessingResponse{st.routedReply()}
 	if st.headers[hdrViolate] != "" {
 		return append(out, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{
 			Response: &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: []byte("{}")}}},
@@ -138,7 +186,8 @@ func (st *eppStream) release(eos bool) []*extprocv3.ProcessingResponse {
 	return out
 }
 
-func (st *eppStream) routed() *extprocv3.ProcessingResponse {
+func (st *eppStream) routedReply() *extprocv3.ProcessingResponse {
+	st.routed = true
 	dest := st.headers[hdrDest]
 	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
 		Response: &extprocv3.CommonResponse{},
@@ -158,10 +207,15 @@ func setHeaders(key, value string) *extprocv3.HeaderMutation {
 
 func immediate(code string) *extprocv3.ProcessingResponse {
 	c, _ := strconv.Atoi(code)
+	return immediateWith(c, "rejected-saturated", "denied")
+}
+
+// immediateWith is an immediate response with llm-d's drop reason header.
+func immediateWith(code int, reason, body string) *extprocv3.ProcessingResponse {
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
-		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(c)},
-		Body:    []byte("denied"),
-		Headers: setHeaders("x-llm-d-request-dropped-reason", "rejected-saturated"),
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)},
+		Body:    []byte(body),
+		Headers: setHeaders("x-llm-d-request-dropped-reason", reason),
 	}}}
 }
 

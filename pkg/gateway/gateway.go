@@ -18,6 +18,15 @@
 // no destination or no reachable endpoint 503, ext_proc protocol error or
 // failed stream 500 (Envoy's status_on_error), request timeout 504. After
 // the response started, failures reset the client connection.
+//
+// The EPP may end an exchange with an immediate response at any moment,
+// also after the request went upstream (llm-d's in-flight eviction: 429 with
+// x-llm-d-request-dropped-reason: evicted). As Envoy does, the gateway then
+// cancels the upstream request at once, so the model server sees its client
+// go away and aborts, and sends the immediate response if the client got
+// nothing yet; once the response streams, it resets the client connection
+// instead (curl: "transfer closed with outstanding read data remaining"). A
+// failed ext_proc stream cancels the upstream request the same way.
 package gateway
 
 import (
