@@ -87,10 +87,6 @@ func BuildWith(cfg *Config, opts BuildOptions) (*Built, error) {
 	applyDefaults(b.cfg, b.kind)
 	b.instantiate()
 	b.validateKinds()
-	if fc := b.cfg.FlowControl; fc != nil && b.cfg.flowOn() && deref(fc.EnableEviction) {
-		b.warnings = append(b.warnings, "flowControl.enableEviction: not implemented; requests already sent to a model server "+
-			"are never evicted (flow control only holds and refuses requests that wait)")
-	}
 	if b.cfg.FlowControl != nil && !b.cfg.flowOn() {
 		b.warnings = append(b.warnings, "flowControl: ignored because the flowControl feature gate is off; requests go straight "+
 			"to scheduling and sheddable ones (priority < 0) are refused with 429 while the saturation detector rates the pool >= 1")
@@ -107,6 +103,11 @@ func BuildWith(cfg *Config, opts BuildOptions) (*Built, error) {
 	flow := b.plan(detector)
 	if flow != nil {
 		detector = nil // flow control queues sheddable requests instead of shedding them
+	}
+	if flow != nil && flow.Eviction && (flow.Detector == nil || flow.Detector.TypedName().Type != concurrencyDetector) {
+		b.warnings = append(b.warnings, "flowControl.enableEviction: the saturation detector reads scraped metrics, so each "+
+			"eviction waits for a scrape to show the capacity freed (refresh interval + staleness threshold + 250ms); "+
+			"concurrency-detector sees it at once and is the recommended pairing")
 	}
 	sched, err := b.assemble(opts.Seed, opts.Timer, detector)
 	if err != nil {

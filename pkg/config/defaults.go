@@ -14,6 +14,7 @@ const (
 	metricsDataSource      = "metrics-data-source"
 	coreMetricsExtractor   = "core-metrics-extractor"
 	utilizationDetector    = "utilization-detector"
+	concurrencyDetector    = "concurrency-detector"
 	openAIParser           = "openai-parser"
 	anthropicParser        = "anthropic-parser"
 	vllmHTTPParser         = "vllmhttp-parser"

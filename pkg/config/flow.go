@@ -33,6 +33,10 @@ type FlowPlan struct {
 	Bands        map[int]BandPlan
 	UsageLimit   scheduler.UsageLimitPolicy
 	Detector     scheduler.SaturationDetector
+	// Eviction turns on in-flight eviction (llm-d's enableEviction):
+	// sheddable requests already sent to a model server may be ended when
+	// higher-priority requests wait behind saturation.
+	Eviction bool
 }
 
 // BandPlan is one priority band's limits and policies.
@@ -67,6 +71,7 @@ func (b *builder) plan(detector scheduler.SaturationDetector) *FlowPlan {
 		MaxBytes:    quantity(fc.MaxBytes),
 		Detector:    detector,
 		Bands:       map[int]BandPlan{},
+		Eviction:    deref(fc.EnableEviction),
 	}
 	if llmd {
 		p.DefaultTTL, p.NoEndpointTTL = llmdDefaultRequestTTL, llmdNoEndpointRequestTTL

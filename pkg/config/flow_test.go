@@ -97,14 +97,27 @@ flowControl:
 	}
 }
 
-// TestEvictionIsNotSilentlyIgnored: llm-d's enableEviction is accepted, but
-// the EPP says it does not evict.
-func TestEvictionIsNotSilentlyIgnored(t *testing.T) {
+// TestEvictionReachesThePlan: llm-d's enableEviction turns on in-flight
+// eviction; paired with a scraped detector the EPP says why it will be slow.
+func TestEvictionReachesThePlan(t *testing.T) {
 	b, err := build(t, llmd+"featureGates: [flowControl]\nplugins: [{type: queue-scorer}]\nflowControl: {enableEviction: true}\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(strings.Join(b.Warnings, "\n"), "flowControl.enableEviction: not implemented") {
+	if p := b.FlowControl(); p == nil || !p.Eviction {
+		t.Fatalf("plan %+v, want eviction on", p)
+	}
+	if !strings.Contains(strings.Join(b.Warnings, "\n"), "concurrency-detector sees it at once") {
 		t.Errorf("warnings %q", b.Warnings)
+	}
+	b, err = build(t, llmd+`featureGates: [flowControl]
+plugins: [{type: queue-scorer}, {type: concurrency-detector}]
+flowControl: {enableEviction: true, saturationDetector: {pluginRef: concurrency-detector}}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := b.FlowControl(); p == nil || !p.Eviction || len(b.Warnings) != 0 {
+		t.Errorf("plan %+v warnings %q, want eviction on and no warning", p, b.Warnings)
 	}
 }

@@ -87,7 +87,11 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	if f.compat.grpcStreamMetrics {
 		opts.Streams = server.NewStreamMetrics(reg)
 	}
-	if a.flow, err = newFlowControl(a.store, newFlowMetrics(reg, f.Kube.PoolName)); err != nil {
+	evict, err := newFlowEviction(reg, f.Kube.PoolName, f.RefreshMetrics, f.StalenessThreshold)
+	if err != nil {
+		return nil, fmt.Errorf("eviction metrics: %w", err)
+	}
+	if a.flow, err = newFlowControl(a.store, newFlowMetrics(reg, f.Kube.PoolName), evict); err != nil {
 		return nil, err
 	}
 	if err := a.flow.registerCapacity(reg, f.Kube.PoolName); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/eviction"
 	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -30,6 +31,8 @@ const (
 type flowControlState struct {
 	Enabled bool `json:"enabled"`
 	flowcontrol.State
+	// Eviction is in-flight eviction's state, absent while it is off.
+	Eviction *eviction.State `json:"eviction,omitempty"`
 }
 
 // pluginState is the body of /debug/plugins/state, in llm-d's shape.
@@ -96,7 +99,8 @@ func (a *app) debugHandlers() map[string]http.Handler {
 			writeJSON(w, endpointStates(a.store.Snapshot(), a.now()))
 		}),
 		flowControlPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, flowControlState{Enabled: a.srv.Admission() != nil, State: a.flow.gate.ctl.State()})
+			writeJSON(w, flowControlState{Enabled: a.srv.Admission() != nil, State: a.flow.gate.ctl.State(),
+				Eviction: a.flow.evict.state()})
 		}),
 		replicasPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
 			if a.replicas == nil {

@@ -29,16 +29,17 @@ type flowControl struct {
 	metrics  *flowMetrics
 	gate     *flowGate
 	capacity *flowCapacity // nil until registerCapacity
+	evict    *flowEviction
 }
 
-func newFlowControl(store *datastore.Store, metrics *flowMetrics) (*flowControl, error) {
-	f := &flowControl{store: store, metrics: metrics}
+func newFlowControl(store *datastore.Store, metrics *flowMetrics, evict *flowEviction) (*flowControl, error) {
+	f := &flowControl{store: store, metrics: metrics, evict: evict}
 	// Configured for real by configure; until then nothing enters it.
 	ctl, err := flowcontrol.New(flowcontrol.Config{Saturation: func(time.Time) float64 { return 0 }, PoolSize: f.poolSize})
 	if err != nil {
 		return nil, err
 	}
-	f.gate = &flowGate{ctl: ctl, metrics: metrics, direct: directPass{ctl}}
+	f.gate = &flowGate{ctl: ctl, metrics: metrics, direct: directPass{ctl}, evict: evict}
 	return f, nil
 }
 
@@ -59,6 +60,7 @@ func (f *flowControl) configure(b *config.Built) (server.Admission, error) {
 	if f.capacity != nil {
 		f.capacity.enabled.Store(plan != nil)
 	}
+	onBlocked := f.evict.configure(plan)
 	if plan == nil {
 		if d := b.Scheduler.SaturationDetector(); d != nil {
 			f.metrics.watchSaturation(func(now time.Time) float64 { return d.Saturation(f.store.Snapshot(), now) })
@@ -80,6 +82,7 @@ func (f *flowControl) configure(b *config.Built) (server.Admission, error) {
 		PoolSize:        f.poolSize,
 		OnEnqueue:       f.metrics.enqueued,
 		OnDispatchCycle: f.metrics.cycle,
+		OnBlocked:       onBlocked,
 	}
 	if plan.NegativeBand != nil {
 		nb := band(*plan.NegativeBand)
@@ -113,6 +116,8 @@ type flowGate struct {
 	metrics *flowMetrics
 	// direct is the pass of every request that did not wait.
 	direct directPass
+	// evict, when on, makes every pass revocable (in-flight eviction).
+	evict *flowEviction
 }
 
 // directPass is the pass of a request that went straight through: nobody
@@ -154,9 +159,9 @@ func (g *flowGate) Admit(ctx context.Context, req *scheduler.Request, bodyBytes 
 	}
 	g.metrics.finished(series, flowcontrol.Dispatched, time.Since(start))
 	if queued {
-		return queuedPass{g.direct}, nil
+		return g.evict.pass(queuedPass{g.direct}, req.ID, req.Priority), nil
 	}
-	return g.direct, nil
+	return g.evict.pass(g.direct, req.ID, req.Priority), nil
 }
 
 // refusal maps a controller refusal to the answer: a full queue or an

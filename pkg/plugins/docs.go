@@ -28,6 +28,7 @@ var kindOf = map[string]string{
 	"discovery":      "Data layer",
 	"models":         "Data layer",
 	"flowcontrol":    "Flow control policies",
+	"eviction":       "Flow control policies",
 	"disagg":         "Disaggregated serving",
 	"topology":       "Disaggregated serving",
 	"plugins":        "Request parsers",
@@ -67,6 +68,8 @@ func kind(r scheduler.Registration) string {
 	// session and prefix filters and the in-flight producer live beside the
 	// scorers whose code they share).
 	switch {
+	case strings.HasSuffix(r.Type, "-eviction-filter"):
+		return "Flow control policies"
 	case strings.HasSuffix(r.Type, "-filter"):
 		return "Filters"
 	case strings.HasSuffix(r.Type, "-producer"):

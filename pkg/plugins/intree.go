@@ -7,6 +7,7 @@ import (
 	"github.com/openepp/openepp/pkg/burst"
 	"github.com/openepp/openepp/pkg/disagg"
 	"github.com/openepp/openepp/pkg/discovery"
+	"github.com/openepp/openepp/pkg/eviction"
 	"github.com/openepp/openepp/pkg/filters"
 	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/latency"
@@ -114,6 +115,8 @@ func Registrations() []scheduler.Registration {
 		flowcontrol.ProgramAwareRegistration(),
 		flowcontrol.PriorityHoldbackRegistration(),
 		flowcontrol.SoftReflectiveCeilingRegistration(),
+		eviction.SheddableRegistration(),
+		eviction.PriorityThenTimeRegistration(),
 	}, parserRegistrations()...)
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"strconv"
+	"sync"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -76,6 +77,13 @@ type exchange struct {
 	lastChunk time.Time
 	respBusy  time.Duration
 	answered  bool
+
+	// sendMu orders this goroutine's sends with an eviction's, which
+	// comes from flow control's; evicted (set once the eviction's answer
+	// is sent) and over (the stream is done) are guarded by it.
+	sendMu  sync.Mutex
+	evicted bool
+	over    bool
 }
 
 func newExchange(s *Server, stream extprocv3.ExternalProcessor_ProcessServer) *exchange {
@@ -201,6 +209,11 @@ func (x *exchange) reject(err error) (bool, error) {
 }
 
 func (x *exchange) send(resp *extprocv3.ProcessingResponse) error {
+	x.sendMu.Lock()
+	defer x.sendMu.Unlock()
+	if x.evicted {
+		return errEvicted
+	}
 	if err := x.stream.Send(resp); err != nil {
 		return status.Errorf(codes.Unavailable, "send to proxy: %v", err)
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -212,6 +213,13 @@ func (x *exchange) timeChunk(n int, now time.Time) {
 // never completed (client gone, proxy reset) still releases what its plugins
 // hold.
 func (x *exchange) finish() {
+	x.sendMu.Lock()
+	x.over = true // an eviction from now on has no stream to answer on
+	evicted := x.evicted
+	x.sendMu.Unlock()
+	if evicted {
+		x.srv.opts.Metrics.requestError(x.req, "", http.StatusTooManyRequests)
+	}
 	if x.hooked && !x.completed {
 		x.resp.Cancelled = true
 		x.completed = true

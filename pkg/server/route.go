@@ -164,6 +164,7 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 	x.srv.explain(x.req, res)
 	sched.PreRequest(x.ctx, x.state, x.req, res)
 	x.hooked = true
+	x.offerRevocation()
 	x.obs = x.srv.opts.Metrics.requestStarted(x.req, len(x.body))
 	return nil
 }

@@ -166,7 +166,13 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 			}
 			return err
 		}
+		if x.wasEvicted() {
+			return nil // the proxy has its answer and ends the stream
+		}
 		done, err := x.handle(msg)
+		if errors.Is(err, errEvicted) || x.wasEvicted() {
+			return nil // the proxy has its answer and ends the stream
+		}
 		if err != nil {
 			return err
 		}

@@ -130,6 +130,9 @@ func (x *exchange) endTrace() {
 		if x.resp.Cancelled {
 			x.span.SetAttributes(attribute.Bool("openepp.cancelled", true))
 		}
+		if x.evicted { // finish has set over: no eviction races this read
+			x.span.SetAttributes(attribute.Bool("openepp.evicted", true))
+		}
 	}
 	x.span.End()
 }

@@ -56,25 +56,10 @@ func TestFlowControlPriorityFromObjectives(t *testing.T) {
 	env.RunningPod(t, ns, "a", ip, model)
 	in := startEPP(t, ns, "--pool-name", "pool", "--config-text", oneAtATime)
 	in.waitRoutable(t, hostPort(ip, port), true)
-	for name, prio := range map[string]int{"batch": -1, "critical": 3} {
-		env.Create(t, &v1alpha2.InferenceObjective{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-			Spec:       v1alpha2.InferenceObjectiveSpec{Priority: ptr.To(prio), PoolRef: v1alpha2.PoolObjectReference{Name: "pool"}},
-		})
-	}
+	in.objectives(t, ns, map[string]int{"batch": -1, "critical": 3})
 	request := func(objective string) extproc.Request {
 		return completionRequest(`{"model":"sim-model","prompt":"hi"}`, "x-gateway-inference-objective", objective)
 	}
-	eventually(t, "the objectives to be loaded", func() bool {
-		for _, o := range []string{"batch", "critical"} {
-			if d, err := in.client.RoundTrip(context.Background(), request(o)); err != nil || d.Immediate != nil {
-				t.Fatalf("%s request on an idle pool: %v %+v", o, err, d)
-			}
-		}
-		page := in.metricsPage(t)
-		return hasLine(page, `inference_objective_request_total{model_name="sim-model",priority="-1"`) &&
-			hasLine(page, `inference_objective_request_total{model_name="sim-model",priority="3"`)
-	})
 
 	held, err := in.client.Open(context.Background())
 	if err != nil {
@@ -122,4 +107,31 @@ func TestFlowControlPriorityFromObjectives(t *testing.T) {
 	if got[0] != "critical" || got[1] != "batch" {
 		t.Errorf("release order %v, want [critical batch]", got)
 	}
+}
+
+// objectives creates an InferenceObjective of each priority in the pool
+// and waits until the EPP routes under every one of them.
+func (in *instance) objectives(t *testing.T, ns string, priorities map[string]int) {
+	t.Helper()
+	for name, prio := range priorities {
+		env.Create(t, &v1alpha2.InferenceObjective{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec:       v1alpha2.InferenceObjectiveSpec{Priority: ptr.To(prio), PoolRef: v1alpha2.PoolObjectReference{Name: "pool"}},
+		})
+	}
+	eventually(t, "the objectives to be loaded", func() bool {
+		for o := range priorities {
+			req := completionRequest(`{"model":"sim-model","prompt":"hi"}`, "x-gateway-inference-objective", o)
+			if d, err := in.client.RoundTrip(context.Background(), req); err != nil || d.Immediate != nil {
+				t.Fatalf("%s request on an idle pool: %v %+v", o, err, d)
+			}
+		}
+		page := in.metricsPage(t)
+		for _, prio := range priorities {
+			if !hasLine(page, `inference_objective_request_total{model_name="sim-model",priority="`+strconv.Itoa(prio)+`"`) {
+				return false
+			}
+		}
+		return true
+	})
 }
