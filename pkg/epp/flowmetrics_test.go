@@ -9,9 +9,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/labelbudget"
 	"github.com/openepp/openepp/pkg/scheduler"
+	"github.com/openepp/openepp/pkg/server"
 )
 
 // TestFlowLabelsAreBudgeted: clients choose fairness IDs and model names,
@@ -59,24 +61,39 @@ func TestIdleFlowsForgotten(t *testing.T) {
 }
 
 // BenchmarkFlowGateAdmit is what flow control adds to a request while the
-// pool is not saturated: the controller's fast path plus the metrics.
+// pool is not saturated: the controller's fast path plus the metrics, and
+// with in-flight eviction on, the tracking of a sheddable request from
+// dispatch to its end.
 func BenchmarkFlowGateAdmit(b *testing.B) {
-	f := &flowControl{store: nil, metrics: newFlowMetrics(prometheus.NewRegistry(), "pool")}
-	ctl, err := flowcontrol.New(flowcontrol.Config{Saturation: func(time.Time) float64 { return 0.5 }, PoolSize: func() int { return 1 }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	g := &flowGate{ctl: ctl, metrics: f.metrics, direct: directPass{ctl}}
-	req := &scheduler.Request{FairnessID: "tenant", Model: "m", IncomingModel: "m", Headers: map[string]string{}}
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		pass, err := g.Admit(ctx, req, 1024)
-		if err != nil {
-			b.Fatal(err)
-		}
-		pass.Scheduled()
-		pass.Released()
+	for _, evict := range []bool{false, true} {
+		b.Run(fmt.Sprintf("eviction=%v", evict), func(b *testing.B) {
+			f := &flowControl{store: nil, metrics: newFlowMetrics(prometheus.NewRegistry(), "pool")}
+			ctl, err := flowcontrol.New(flowcontrol.Config{Saturation: func(time.Time) float64 { return 0.5 }, PoolSize: func() int { return 1 }})
+			if err != nil {
+				b.Fatal(err)
+			}
+			g := &flowGate{ctl: ctl, metrics: f.metrics, direct: directPass{ctl}}
+			if evict {
+				if g.evict, err = newFlowEviction(prometheus.NewRegistry(), "pool", time.Second, time.Second); err != nil {
+					b.Fatal(err)
+				}
+				g.evict.configure(&config.FlowPlan{Eviction: true})
+			}
+			req := &scheduler.Request{ID: "r", FairnessID: "tenant", Model: "m", IncomingModel: "m", Priority: -1, Headers: map[string]string{}}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				pass, err := g.Admit(ctx, req, 1024)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if r, ok := pass.(server.Revocable); ok {
+					r.Dispatched(func() {})
+				}
+				pass.Scheduled()
+				pass.Released()
+			}
+		})
 	}
 }
 
