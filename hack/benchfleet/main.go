@@ -1,7 +1,9 @@
 // Command benchfleet runs the routing-quality fleet simulation (`make
 // bench-fleet`): every workload × policy × QPS stage × seed in virtual time,
 // then writes fleet.json, fleet.md and the QPS plots into --out, and copies
-// fleet.md and the plots into --docs for the benchmark report.
+// fleet.md and the plots into --docs for the benchmark report. --from
+// re-renders an earlier fleet.json; with --rerun, the named studies are
+// measured again on top of it.
 package main
 
 import (
@@ -17,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/openepp/openepp/hack/benchoverhead/overhead"
 	"github.com/openepp/openepp/pkg/fleet"
 	"github.com/openepp/openepp/pkg/fleet/fleetplot"
 )
@@ -32,11 +35,13 @@ func main() {
 
 type options struct {
 	out, docs, best, agents, llmd, precise, multimodal, workloads, policies, from, freshness, priorities, fairness, disagg string
+	rerun, fromCommit                                                                                                      string
 	seeds, freshnessSeeds, workers                                                                                         int
 	quick                                                                                                                  bool
 }
 
-func run(ctx context.Context, args []string) error {
+// parse reads the command line.
+func parse(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("benchfleet", flag.ContinueOnError)
 	fs.StringVar(&o.out, "out", "bench/results/fleet", "results directory (created)")
@@ -61,10 +66,22 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.workers, "workers", 0, "parallel runs (default GOMAXPROCS)")
 	fs.BoolVar(&o.quick, "quick", false, "tiny stages (smoke run: checks that everything runs, results are not meaningful)")
 	fs.StringVar(&o.from, "from", "", "re-render the report, checks included, from an earlier fleet.json instead of running")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&o.rerun, "rerun", "", "with --from: comma-separated studies ("+strings.Join(studyNames, ", ")+
+		") to run again, replacing only their results in the --from report (the report says which commit measured what)")
+	fs.StringVar(&o.fromCommit, "from-commit", "", "with --rerun: the commit the --from report was measured at, when it does not record one")
+	err := fs.Parse(args)
+	return o, err
+}
+
+func run(ctx context.Context, args []string) error {
+	o, err := parse(args)
+	if err != nil {
 		return err
 	}
-	if o.from != "" {
+	if o.from != "" && o.rerun == "" {
+		if o.fromCommit != "" {
+			return fmt.Errorf("--from-commit: only with --rerun")
+		}
 		rep, err := load(o.from)
 		if err != nil {
 			return err
@@ -75,80 +92,31 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	multimodal, err := o.multimodalStudy(m)
-	if err != nil {
-		return err
-	}
 	start := time.Now()
 	m.Progress = func(done, total int, spec fleet.RunSpec, r *fleet.StageResult) {
 		fmt.Fprintf(os.Stderr, "\r[%4d/%4d] %6.0fs %-14s %-17s %7g QPS seed %d: %8.0f tok/s, TTFT p90 %8.0f ms   ",
 			done, total, time.Since(start).Seconds(), spec.Workload.Name, spec.Policy.Name, spec.QPS, spec.Seed, r.OutputTokensPerS, r.TTFT.P90)
 	}
-	study, err := o.freshnessStudy(m)
+	studies, err := o.studies(m)
 	if err != nil {
 		return err
 	}
-	priorities, err := classStudy(m, o.workers, "--priorities", o.priorities, fleet.PriorityPolicies())
-	if err != nil {
-		return err
-	}
-	fairness, err := classStudy(m, o.workers, "--fairness", o.fairness, fleet.FairnessPolicies())
-	if err != nil {
-		return err
-	}
-	disagg, err := o.disaggStudy(m)
-	if err != nil {
-		return err
+	if o.rerun != "" {
+		return o.rerunStudies(ctx, m, studies)
 	}
 	rep, err := m.Run(ctx)
 	fmt.Fprintln(os.Stderr)
 	if err != nil {
 		return err
 	}
-	if study != nil {
-		if rep.Freshness, err = study.Run(ctx); err != nil {
+	rep.Commit = overhead.GitCommit()
+	for _, st := range studies {
+		if err := st.run(ctx, rep); err != nil {
 			return err
 		}
 		fmt.Fprintln(os.Stderr)
 	}
-	if priorities != nil {
-		if rep.Priorities, err = priorities(ctx); err != nil {
-			return err
-		}
-		fmt.Fprintln(os.Stderr)
-	}
-	if fairness != nil {
-		if rep.Fairness, err = fairness(ctx); err != nil {
-			return err
-		}
-		fmt.Fprintln(os.Stderr)
-	}
-	if disagg != nil {
-		if rep.Disagg, err = disagg.Run(ctx); err != nil {
-			return err
-		}
-		fmt.Fprintln(os.Stderr)
-	}
-	if st := replicaStudy(m, o.workers); st != nil {
-		if o.precise != "" {
-			yaml, err := os.ReadFile(o.precise)
-			if err != nil {
-				return fmt.Errorf("--precise: %w", err)
-			}
-			st.Arms = append(fleet.ReplicaArms(), fleet.PreciseArms(yaml)...)
-		}
-		if rep.Replicas, err = st.Run(ctx); err != nil {
-			return err
-		}
-		fmt.Fprintln(os.Stderr)
-	}
-	if multimodal != nil {
-		if rep.Multimodal, err = multimodal.Run(ctx); err != nil {
-			return err
-		}
-		fmt.Fprintln(os.Stderr)
-		rep.Checks = fleet.Checks(rep) // the study has a check of its own
-	}
+	rep.Checks = fleet.Checks(rep) // some studies have checks of their own
 	return o.write(rep)
 }
 

@@ -158,6 +158,8 @@ func TestBadFlags(t *testing.T) {
 		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--workloads", "shared-prefix", "--priorities", "a:1"},
 		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--workloads", "shared-prefix", "--fairness", "a:1:x"},
 		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--workloads", "shared-prefix", "--disagg", "W0"},
+		{"--best", "../../config/openepp-recommended.yaml", "--agents", "../../config/agents.yaml", "--llmd", "../../config/llm-d-optimized-baseline.yaml", "--precise", "../../config/precise-prefix-cache.yaml", "--multimodal", "../../config/multimodal-affinity.yaml", "--workloads", "shared-prefix", "--rerun", "priorities"},
+		{"--from", "fleet.json", "--from-commit", "0123abc"},
 	} {
 		if err := run(context.Background(), append(args, "--out", t.TempDir(), "--docs", "")); err == nil {
 			t.Errorf("%v accepted", args)
@@ -175,5 +177,68 @@ func TestNoMultimodal(t *testing.T) {
 	st, err := o.multimodalStudy(&fleet.Matrix{Seeds: []uint64{1}})
 	if err != nil || st == nil || len(st.Policies) != 3 || st.Workload == nil || len(st.Workload.Ladder) != 3 {
 		t.Errorf("--multimodal --quick: study %+v, error %v", st, err)
+	}
+}
+
+// TestRerun: --rerun measures only the named study again on top of the
+// --from report, keeps the rest, and records which commit measured what;
+// it refuses what would mix runs silently.
+func TestRerun(t *testing.T) {
+	dir := t.TempDir()
+	from := filepath.Join(dir, "fleet.json")
+	kept := &fleet.PriorityReport{Classes: []fleet.Class{{Name: "heavy", Share: 1}}, WallSeconds: 7}
+	js, err := (&fleet.Report{Version: fleet.ReportVersion, Seeds: []uint64{1, 2, 3}, Fairness: kept}).JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(from, js, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fresh := &fleet.PriorityReport{Classes: []fleet.Class{{Name: "critical", Share: 1, Priority: 3}}, WallSeconds: 9}
+	studies := []study{
+		{"priorities", func(_ context.Context, rep *fleet.Report) error { rep.Priorities = fresh; return nil }},
+		{"fairness", func(context.Context, *fleet.Report) error { t.Error("fairness re-run"); return nil }},
+	}
+	m := &fleet.Matrix{Seeds: []uint64{1, 2, 3}}
+	out := filepath.Join(dir, "out")
+	o := options{from: from, rerun: "priorities", fromCommit: "0123abc", out: out, workers: 2}
+	if err := o.rerunStudies(context.Background(), m, studies); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "fleet.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep fleet.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Commit != "0123abc" || len(rep.Reruns) != 1 || rep.Reruns[0].Study != "priorities" || rep.Reruns[0].Commit == "" ||
+		rep.Reruns[0].Workers != 2 {
+		t.Errorf("provenance: commit %q, re-runs %+v", rep.Commit, rep.Reruns)
+	}
+	if rep.Priorities == nil || rep.Priorities.WallSeconds != 9 || rep.Fairness == nil || rep.Fairness.WallSeconds != 7 {
+		t.Errorf("priorities %+v, fairness %+v: want the first re-run, the second kept", rep.Priorities, rep.Fairness)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "fleet.md"))
+	if want := "The priority study was re-run at commit " + rep.Reruns[0].Commit; !strings.Contains(string(md), want) ||
+		!strings.Contains(string(md), "The rest is from commit 0123abc.") {
+		t.Errorf("fleet.md does not say which commit measured what:\n%s", md)
+	}
+	for name, bad := range map[string]options{
+		"unknown study":   {from: from, rerun: "nope", out: out},
+		"no --from":       {rerun: "priorities", out: out},
+		"--quick":         {from: from, rerun: "priorities", quick: true, out: out},
+		"other commit":    {from: filepath.Join(out, "fleet.json"), rerun: "priorities", fromCommit: "fedcba9", out: out},
+		"no such report":  {from: filepath.Join(dir, "none.json"), rerun: "priorities", out: out},
+		"seeds differing": {from: from, rerun: "priorities", out: out, seeds: 1},
+	} {
+		mm := m
+		if bad.seeds == 1 {
+			mm = &fleet.Matrix{Seeds: []uint64{1}}
+		}
+		if err := bad.rerunStudies(context.Background(), mm, studies); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

@@ -124,18 +124,24 @@ func pickClass(cs []Class, rng *rand.Rand) uint8 {
 }
 
 // ClassResult is one class's part of a stage: how many of its requests
-// arrived in the window and how they ended, and its latencies (completed
-// requests, milliseconds).
+// arrived in the window and how they ended (Failed includes Evicted), and
+// its latencies (completed requests, milliseconds).
 type ClassResult struct {
-	Name       string      `json:"name"`
-	Priority   int         `json:"priority"`
-	Requests   int         `json:"requests"`
-	Completed  int         `json:"completed"`
-	TimedOut   int         `json:"timedOut"`
-	Failed     int         `json:"failed"`
-	SuccessPct float64     `json:"successPct"`
-	TTFT       Percentiles `json:"ttftMs"`
-	E2E        Percentiles `json:"e2eMs"`
+	Name       string  `json:"name"`
+	Priority   int     `json:"priority"`
+	Requests   int     `json:"requests"`
+	Completed  int     `json:"completed"`
+	TimedOut   int     `json:"timedOut"`
+	Failed     int     `json:"failed"`
+	Evicted    int     `json:"evicted,omitempty"`
+	SuccessPct float64 `json:"successPct"`
+	EvictedPct float64 `json:"evictedPct,omitempty"`
+	// WindowEvicted counts the class's requests evicted inside the
+	// window, whenever they arrived: unlike Evicted, it sees evictions of
+	// requests that arrived during the warm-up.
+	WindowEvicted int         `json:"windowEvicted,omitempty"`
+	TTFT          Percentiles `json:"ttftMs"`
+	E2E           Percentiles `json:"e2eMs"`
 }
 
 // classResults splits the measured flights by class.
@@ -148,6 +154,7 @@ func (s *sim) classResults() []ClassResult {
 	ttft, e2e := make([][]float64, len(cs)), make([][]float64, len(cs))
 	for i, c := range cs {
 		out[i].Name, out[i].Priority = c.Name, c.Priority
+		out[i].WindowEvicted = s.windowEvicted[i]
 	}
 	for i := range s.flights {
 		f := &s.flights[i]
@@ -163,6 +170,9 @@ func (s *sim) classResults() []ClassResult {
 			e2e[f.class] = append(e2e[f.class], ms(f.end-f.arrival))
 		case flightTimedOut:
 			r.TimedOut++
+		case flightEvicted:
+			r.Failed++
+			r.Evicted++
 		default:
 			r.Failed++
 		}
@@ -170,6 +180,7 @@ func (s *sim) classResults() []ClassResult {
 	for i := range out {
 		if out[i].Requests > 0 {
 			out[i].SuccessPct = 100 * float64(out[i].Completed) / float64(out[i].Requests)
+			out[i].EvictedPct = 100 * float64(out[i].Evicted) / float64(out[i].Requests)
 		}
 		out[i].TTFT, out[i].E2E = percentiles(ttft[i]), percentiles(e2e[i])
 	}

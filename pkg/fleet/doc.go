@@ -40,7 +40,9 @@
 // A config with the flowControl feature gate holds requests in the EPP
 // while its saturation detector rates the pool saturated and routes them
 // oldest first as it frees up (queue.go), so `epp simulate` can weigh a
-// flow-control setting before it is deployed.
+// flow-control setting before it is deployed; with enableEviction, the
+// EPP's own tracker and reclaimer end sheddable requests in flight for
+// higher priorities (evict.go).
 //
 // RunSpec.Replication runs the policy as several active-active EPP
 // replicas: one router per replica, each with its own plugin instances and

@@ -16,6 +16,8 @@ const (
 	evExpire                          // a held request reaches the flow-control TTL
 	evPrefillTimeout                  // a decode sidecar stops waiting for a remote prefill
 	evBatch                           // a batching window closes (batch.go; server: the replica)
+	evEvict                           // a revocation reaches the request's server (evict.go)
+	evRecheck                         // flow control looks again after an eviction's grace (evict.go; server: the replica)
 )
 
 // event is one entry of the virtual-time queue. seq orders events at the
@@ -26,7 +28,7 @@ type event struct {
 	kind    eventKind
 	server  int32
 	version uint32 // evEngine: stale unless equal to the server's version
-	id      uint64 // evTimeout, evExpire, evPrefillTimeout: the request
+	id      uint64 // evTimeout, evExpire, evPrefillTimeout, evEvict: the request
 }
 
 // eventQueue is a min-heap of events by (at, seq).

@@ -64,6 +64,7 @@ func writeIntro(b *strings.Builder, r *Report) {
 		"A warm-up precedes each stage's measured window; clients give up after %.0f s. "+
 		"Ratios between policies are the robust output; absolute numbers belong to the scaled model.\n\n",
 		r.Seeds, r.Workers, r.WallSeconds, r.ScrapeIntervalMs, r.ScrapeJitterMs, r.TimeoutS)
+	writeProvenance(b, r)
 	fmt.Fprintf(b, "Policies:\n\n")
 	for _, l := range policyOrder(r) {
 		fmt.Fprintf(b, "- `%s`: %s\n", l, r.Policies[l])
@@ -72,6 +73,29 @@ func writeIntro(b *strings.Builder, r *Report) {
 		fmt.Fprintf(b, "\nEvery policy ran as active-active EPP replicas (%s), each request handed to the next replica in turn.\n", rr.label())
 	}
 	b.WriteString("\n" + changesNote + "\n\n")
+}
+
+// writeProvenance says which commit measured what: a study re-run on top
+// of an earlier report is not from that report's commit.
+func writeProvenance(b *strings.Builder, r *Report) {
+	from := "commit " + r.Commit
+	if r.Commit == "" {
+		from = "an earlier run that did not record its commit"
+	}
+	if len(r.Reruns) == 0 {
+		if r.Commit != "" {
+			fmt.Fprintf(b, "Measured at commit %s.\n\n", r.Commit)
+		}
+		return
+	}
+	for _, x := range r.Reruns {
+		name, ok := StudyTitle(x.Study)
+		if !ok {
+			name = x.Study + " study"
+		}
+		fmt.Fprintf(b, "The %s was re-run at commit %s (%.0f s, %d workers). ", name, x.Commit, x.WallSeconds, x.Workers)
+	}
+	fmt.Fprintf(b, "The rest is from %s.\n\n", from)
 }
 
 // changesNote says what separates ours-default from upstream-default.

@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,6 +56,14 @@ saturationDetector: {pluginRef: concurrency-detector}
 	return text
 }
 
+// evictionConfig is flowConfigText's config (no KV target) with in-flight
+// eviction on.
+func evictionConfig(perServer int, batchCeiling float64) string {
+	return flowConfigWith(perServer, 0, fmt.Sprintf(`- type: static-usage-limit-policy
+  parameters: {priorityThresholds: {"-1": %g}}
+`, batchCeiling), "  enableEviction: true\n")
+}
+
 // PriorityPolicies are the study's admission schemes, all with upstream's
 // default scoring.
 func PriorityPolicies() []Policy {
@@ -63,8 +72,14 @@ func PriorityPolicies() []Policy {
 			[]byte(config.DefaultText)),
 		ConfigPolicy("flow-256", "flow control, concurrency-detector at 256 per server (the servers' max-num-seqs)",
 			[]byte(flowConfigText(256, 0, 1))),
+		ConfigPolicy("flow-96", "flow control, concurrency-detector at 96 per server (tuned to this workload), no hold",
+			[]byte(flowConfigText(96, 0, 1))),
+		ConfigPolicy("flow-96-evict", "flow-96 with in-flight eviction (enableEviction: running priority < 0 requests are ended while a higher band waits)",
+			[]byte(evictionConfig(96, 1))),
 		ConfigPolicy("flow-96-hold", "flow control, concurrency-detector at 96 per server (tuned to this workload), priority < 0 held at 80 % of the pool",
 			[]byte(flowConfigText(96, 0, 0.8))),
+		ConfigPolicy("flow-96-hold-evict", "flow-96-hold with in-flight eviction (enableEviction)",
+			[]byte(evictionConfig(96, 0.8))),
 		ConfigPolicy("flow-kv-hold", "flow control, concurrency-detector at 256 per server with kvCacheTarget 1.0 (no tuning), priority < 0 held at 80 % of the pool",
 			[]byte(flowConfigText(256, 1, 0.8))),
 		ConfigPolicy("flow-96-soft", "flow control, concurrency-detector at 96 per server, llm-d's soft-reflective-ceiling-policy (no parameters: lower bands trickle in as saturation rises)",
@@ -127,7 +142,14 @@ func writePriorities(b *strings.Builder, p *PriorityReport) {
 		"(%.0f s). Legacy admission refuses the sheddable class while the pool is saturated; flow control holds "+
 		"requests in the EPP and releases them by priority, but orders only its own queue, so what a critical "+
 		"request finds in the server depends on how much the scheme lets in. Success is the share of a class's "+
-		"requests that completed; TTFT is over those.\n\n", p.Workload.Name, strings.Join(cls, " and "), p.WallSeconds)
+		"requests that completed; TTFT is over those.", p.Workload.Name, strings.Join(cls, " and "), p.WallSeconds)
+	if slices.Contains(evictingClasses(p), true) {
+		b.WriteString(" Evicted is the share of a class's requests that in-flight eviction ended on the server to free " +
+			"room for a higher priority (a 429 the client does not retry; success counts none of them), and in brackets " +
+			"how many of the class's requests were evicted during the measured window, whenever they arrived (more when " +
+			"evictions hit requests that arrived in the warm-up).")
+	}
+	b.WriteString("\n\n")
 	writeClassTable(b, p)
 }
 
@@ -148,24 +170,53 @@ func writeFairness(b *strings.Builder, p *PriorityReport) {
 	writeClassTable(b, p)
 }
 
-// writeClassTable writes a class study's policies and per-class table.
+// writeClassTable writes a class study's policies and per-class table,
+// with an evicted column for each class some scheme evicted.
 func writeClassTable(b *strings.Builder, p *PriorityReport) {
 	for _, l := range p.Workload.Policies {
 		fmt.Fprintf(b, "- `%s`: %s\n", l.Policy, p.Policies[l.Policy])
 	}
+	evicting := evictingClasses(p)
 	b.WriteString("\n| scheme | QPS | out tok/s |")
-	for _, c := range p.Classes {
-		fmt.Fprintf(b, " %s ok %% | %s TTFT p50 | %s TTFT p90 |", c.Name, c.Name, c.Name)
+	align := "\n|---|---:|---:|"
+	for i, c := range p.Classes {
+		fmt.Fprintf(b, " %s ok %% |", c.Name)
+		if evicting[i] {
+			fmt.Fprintf(b, " %s evicted %% (in window) |", c.Name)
+			align += "---:|"
+		}
+		fmt.Fprintf(b, " %s TTFT p50 | %s TTFT p90 |", c.Name, c.Name)
+		align += "---:|---:|---:|"
 	}
-	b.WriteString("\n|---|---:|---:|" + strings.Repeat("---:|---:|---:|", len(p.Classes)) + "\n")
+	b.WriteString(align + "\n")
 	for _, l := range p.Workload.Policies {
 		for _, s := range l.Stages {
 			fmt.Fprintf(b, "| %s | %g | %.0f |", l.Policy, s.QPS, s.OutputTokensPerS)
-			for _, c := range s.Classes {
-				fmt.Fprintf(b, " %.1f | %s | %s |", c.SuccessPct, secs(c.TTFT.P50), secs(c.TTFT.P90))
+			for i, c := range s.Classes {
+				fmt.Fprintf(b, " %.1f |", c.SuccessPct)
+				if evicting[i] {
+					fmt.Fprintf(b, " %.1f (%d) |", c.EvictedPct, c.WindowEvicted)
+				}
+				fmt.Fprintf(b, " %s | %s |", secs(c.TTFT.P50), secs(c.TTFT.P90))
 			}
 			b.WriteString("\n")
 		}
 	}
 	b.WriteString("\n")
+}
+
+// evictingClasses says, per class, whether any stage evicted some of its
+// requests.
+func evictingClasses(p *PriorityReport) []bool {
+	out := make([]bool, len(p.Classes))
+	for _, l := range p.Workload.Policies {
+		for _, s := range l.Stages {
+			for i, c := range s.Classes {
+				if i < len(out) && (c.EvictedPct > 0 || c.WindowEvicted > 0) {
+					out[i] = true
+				}
+			}
+		}
+	}
+	return out
 }

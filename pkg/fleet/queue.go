@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/endpoint"
@@ -24,7 +25,9 @@ import (
 // live dispatcher's settle wait arranges. Requests are refused past the
 // config's request limits (global and per band) or its TTL; byte limits
 // are not modelled. With several EPP replicas, each holds its own requests
-// under its own detector and limits (flowQueue).
+// under its own detector and limits (flowQueue). With enableEviction, a
+// release that stops at a band that may not go tells the replica's
+// reclaimer (evict.go).
 
 // errQueueFull and errQueueTTL are the refusals a live EPP answers with
 // 429.
@@ -55,17 +58,28 @@ func newAdmission(plan *config.FlowPlan, eps []*endpoint.Endpoint, clock schedul
 
 // open reports whether a request of priority p may be routed now.
 func (a *admission) open(p int) bool {
-	now := a.clock.Now()
-	saturation := a.plan.Detector.Saturation(a.eps, now)
-	ceiling := 1.0
+	ok, _, _ := a.openAt(p)
+	return ok
+}
+
+// openAt is open with the saturation it read and when.
+func (a *admission) openAt(p int) (ok bool, saturation float64, now time.Time) {
+	now = a.clock.Now()
+	saturation = a.plan.Detector.Saturation(a.eps, now)
+	return saturation < a.ceiling(p, saturation, now), saturation, now // false for NaN: hold
+}
+
+// ceiling is priority p's ceiling at saturation under the usage-limit
+// policy (1 without one).
+func (a *admission) ceiling(p int, saturation float64, now time.Time) float64 {
 	switch u := a.plan.UsageLimit.(type) {
 	case nil:
+		return 1
 	case scheduler.BandedUsageLimitPolicy:
-		ceiling = u.CeilingAmong(p, saturation, a.seen.At(p, now))
+		return u.CeilingAmong(p, saturation, a.seen.At(p, now))
 	default:
-		ceiling = u.Ceiling(p)
+		return u.Ceiling(p)
 	}
-	return saturation < ceiling
 }
 
 // bandLimit is the request limit of priority p's band (0: none).
@@ -93,6 +107,8 @@ type flowQueue struct {
 	adm   *admission
 	bands []*heldBand
 	heldN int
+	// evict is its in-flight eviction (nil: off; evict.go).
+	evict *evictor
 }
 
 // newQueues returns r's flow control, one queue per replica, or nil when
@@ -244,7 +260,8 @@ func (s *sim) releaseFrom(q *flowQueue) {
 				break
 			}
 		}
-		if !q.adm.open(top.priority) {
+		if ok, saturation, now := q.adm.openAt(top.priority); !ok {
+			s.blocked(q, saturation, now)
 			return
 		}
 		f := s.pop(q, top)

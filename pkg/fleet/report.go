@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 )
 
 // ReportVersion is the schema version of Report's JSON.
@@ -26,6 +27,10 @@ type Report struct {
 	// WallSeconds is the whole matrix's wall time with Workers workers.
 	WallSeconds float64 `json:"wallSeconds"`
 	Workers     int     `json:"workers"`
+	// Commit is the commit the report was measured at ("": not recorded);
+	// Reruns are the studies measured again since, on top of it.
+	Commit string  `json:"commit,omitempty"`
+	Reruns []Rerun `json:"reruns,omitempty"`
 	// Freshness, when studied, is what longer scrape intervals cost.
 	Freshness *FreshnessReport `json:"freshness,omitempty"`
 	// Priorities, when studied, is what shedding and flow control do for
@@ -46,6 +51,36 @@ type Report struct {
 	// Multimodal, when studied, is what encoder-cache affinity wins on
 	// the multimodal workload.
 	Multimodal *MultimodalReport `json:"multimodal,omitempty"`
+}
+
+// Rerun is one study measured again on top of an earlier report: its
+// section is from Commit, the rest of the report is not.
+type Rerun struct {
+	// Study is the study's name (see StudyTitle).
+	Study       string  `json:"study"`
+	Commit      string  `json:"commit"`
+	WallSeconds float64 `json:"wallSeconds"`
+	Workers     int     `json:"workers"`
+}
+
+// studyTitles are the report's studies by name, as the report calls them.
+var studyTitles = map[string]string{
+	"freshness": "freshness study", "priorities": "priority study", "fairness": "fairness study",
+	"disagg": "P/D study", "replicas": "replica study", "multimodal": "multimodal study",
+}
+
+// StudyTitle is how the report calls the named study (Rerun.Study); false
+// for a name it does not know.
+func StudyTitle(name string) (string, bool) {
+	t, ok := studyTitles[name]
+	return t, ok
+}
+
+// AddRerun records that study was measured again, replacing an earlier
+// record of it.
+func (r *Report) AddRerun(x Rerun) {
+	r.Reruns = slices.DeleteFunc(r.Reruns, func(o Rerun) bool { return o.Study == x.Study })
+	r.Reruns = append(r.Reruns, x)
 }
 
 // WorkloadReport is one workload's setup and every policy's ladder.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/eviction"
 	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/sim/engine"
@@ -23,6 +24,7 @@ const (
 	flightQueued                         // held by flow control
 	flightPrefilling                     // routed, its prefill running on its prefill server
 	flightBatched                        // held for its batching window (batch.go)
+	flightEvicted                        // ended by in-flight eviction: 429, not retried (evict.go)
 )
 
 // flight is one request of a run.
@@ -55,6 +57,10 @@ type flight struct {
 	// state and req are the scheduler's per-request state (schedRouter).
 	state *scheduler.State
 	req   *scheduler.Request
+	// lease is its in-flight eviction lease while it runs (evict.go);
+	// revoked says an eviction was issued for it.
+	lease   *eviction.Lease
+	revoked bool
 }
 
 // server is one simulated model server and its endpoint as the EPP sees it.
@@ -94,7 +100,10 @@ type sim struct {
 	// windowDone counts requests of any phase finishing inside the window,
 	// windowTokens the output tokens generated inside it.
 	windowDone, windowTokens int
-	failures                 failureLog
+	// windowEvicted counts, by class, the evictions inside the window,
+	// whenever their requests arrived (evict.go).
+	windowEvicted [maxClasses]int
+	failures      failureLog
 	// queues are the policy's flow control, one per EPP replica (nil:
 	// none).
 	queues []flowQueue
@@ -168,6 +177,7 @@ func newSim(spec RunSpec) (*sim, error) {
 	}
 	kv.listen(s)
 	s.queues = newQueues(s.router)
+	s.armEviction()
 	if s.src, err = newSource(spec.Workload.Traffic, cfg.Model, spec.Seed); err != nil {
 		return nil, err
 	}
@@ -189,31 +199,38 @@ func (s *sim) loop(ctx context.Context) error {
 		if n%4096 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
-		ev := s.events.pop()
-		s.clock.now = ev.at
-		s.countPulled(ev.at)
-		var err error
-		switch ev.kind {
-		case evArrival:
-			err = s.arrive()
-		case evScrape:
-			s.scrape(int(ev.server))
-		case evEngine:
-			err = s.step(int(ev.server), ev.version)
-		case evTimeout:
-			s.timeout(ev.id)
-		case evExpire:
-			s.expire(ev.id)
-		case evPrefillTimeout:
-			s.abandonPrefill(ev.id)
-		case evBatch:
-			s.closeBatch(uint8(ev.server))
-		}
-		if err != nil {
+		if err := s.handle(s.events.pop()); err != nil {
 			return err
 		}
 	}
 	s.countPulled(maxDuration)
+	return nil
+}
+
+// handle advances the clock to ev and runs it.
+func (s *sim) handle(ev event) error {
+	s.clock.now = ev.at
+	s.countPulled(ev.at)
+	switch ev.kind {
+	case evArrival:
+		return s.arrive()
+	case evScrape:
+		s.scrape(int(ev.server))
+	case evEngine:
+		return s.step(int(ev.server), ev.version)
+	case evTimeout:
+		s.timeout(ev.id)
+	case evExpire:
+		s.expire(ev.id)
+	case evPrefillTimeout:
+		s.abandonPrefill(ev.id)
+	case evBatch:
+		s.closeBatch(uint8(ev.server))
+	case evEvict:
+		s.evict(ev.id)
+	case evRecheck:
+		s.recheck(int(ev.server))
+	}
 	return nil
 }
 
@@ -264,6 +281,7 @@ func (s *sim) dispatch(f *flight) {
 		return
 	}
 	f.server = int32(i)
+	s.track(f)
 	if f.prefill < 0 || !s.startPrefill(f) {
 		if err := s.submit(f, false); err != nil {
 			s.router.complete(f, request.Usage{}, true)
@@ -295,6 +313,7 @@ func (s *sim) submit(f *flight, remote bool) error {
 }
 
 func (s *sim) fail(f *flight, err error) {
+	s.endLease(f)
 	f.status, f.p, f.state, f.req = flightFailed, nil, nil, nil
 	s.open--
 	s.failures.add(err)
@@ -375,6 +394,7 @@ func (s *sim) token(i int, ev engine.Event) {
 		s.servers[f.server].work += int64(f.promptN - f.cached + f.outN)
 	}
 	f.p = nil
+	s.endLease(f) // before the release, as the live pass ends it before waking the dispatcher
 	s.release()
 }
 
@@ -397,6 +417,7 @@ func (s *sim) timeout(id uint64) {
 	f.status, f.p = flightTimedOut, nil
 	s.open--
 	s.router.complete(f, request.Usage{}, true)
+	s.endLease(f)
 	s.reschedule(int(at))
 	s.release()
 }

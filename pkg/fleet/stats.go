@@ -14,12 +14,14 @@ type StageResult struct {
 	QPS       float64 `json:"qps"`
 	DurationS float64 `json:"durationS"`
 	// Requests arrived in the window; Completed of them got every token;
-	// TimedOut were cancelled by the client; Failed could not be routed or
-	// were rejected by the server.
+	// TimedOut were cancelled by the client; Failed could not be routed,
+	// were refused by flow control or the server, or were evicted in
+	// flight (Evicted of them: a 429 the client does not retry).
 	Requests  int `json:"requests"`
 	Completed int `json:"completed"`
 	TimedOut  int `json:"timedOut"`
 	Failed    int `json:"failed"`
+	Evicted   int `json:"evicted,omitempty"`
 	// SuccessPct is Completed / Requests.
 	SuccessPct float64 `json:"successPct"`
 	// OutputTokensPerS and RequestsPerS divide the completed requests'
@@ -101,6 +103,10 @@ func (s *sim) result() *StageResult {
 			continue
 		case flightFailed, flightRunning, flightQueued, flightPrefilling:
 			r.Failed++
+			continue
+		case flightEvicted:
+			r.Failed++
+			r.Evicted++
 			continue
 		}
 		r.Completed++
