@@ -7,7 +7,6 @@ import (
 	"github.com/openepp/openepp/pkg/eviction"
 	"github.com/openepp/openepp/pkg/filters"
 	"github.com/openepp/openepp/pkg/flowcontrol"
-	"github.com/openepp/openepp/pkg/request"
 )
 
 // In-flight eviction in virtual time (flowControl.enableEviction), decided
@@ -108,24 +107,14 @@ func (s *sim) blocked(q *flowQueue, saturation float64, now time.Time) {
 // ended first (its end then confirmed the revocation).
 func (s *sim) evict(id uint64) {
 	f := &s.flights[id]
-	at := f.server // the server running the request's current phase
-	switch f.status {
-	case flightRunning:
-	case flightPrefilling:
-		at = f.prefill
-	default:
+	if f.status != flightRunning && f.status != flightPrefilling {
 		return
 	}
-	s.servers[at].eng.Cancel(id)
-	f.status, f.p, f.end = flightEvicted, nil, s.now()
+	f.end = s.now()
 	if f.end >= s.start && f.end < s.end {
 		s.windowEvicted[f.class]++
 	}
-	s.open--
-	s.router.complete(f, request.Usage{}, true)
-	s.endLease(f)
-	s.reschedule(int(at))
-	s.release()
+	s.abort(f, flightEvicted)
 }
 
 // recheck is the dispatcher's next look at replica k's queue once a

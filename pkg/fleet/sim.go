@@ -405,6 +405,12 @@ func (s *sim) timeout(id uint64) {
 		s.leaveQueue(f, flightTimedOut, nil)
 		return
 	}
+	s.abort(f, flightTimedOut)
+}
+
+// abort ends f with status on the server running its current phase, as a
+// client disconnect does; it does nothing to a request not running.
+func (s *sim) abort(f *flight, status flightStatus) {
 	at := f.server // the server running the request's current phase
 	switch f.status {
 	case flightRunning:
@@ -413,8 +419,8 @@ func (s *sim) timeout(id uint64) {
 	default:
 		return
 	}
-	s.servers[at].eng.Cancel(id)
-	f.status, f.p = flightTimedOut, nil
+	s.servers[at].eng.Cancel(f.id)
+	f.status, f.p = status, nil
 	s.open--
 	s.router.complete(f, request.Usage{}, true)
 	s.endLease(f)
