@@ -51,7 +51,9 @@ func NewTracker(filter Filter, ordering Ordering) *Tracker {
 }
 
 // Track records a request dispatched at now. revoke ends its exchange; it
-// is called at most once, without the tracker's lock, and must not block.
+// is called at most once, under the reclaimer's lock, so it must neither
+// block nor end the lease itself (End confirms through that lock): it
+// starts the end, which reaches End later.
 func (t *Tracker) Track(id string, priority int, now time.Time, revoke func()) *Lease {
 	l := &Lease{ID: id, Priority: priority, Dispatched: now, revoke: revoke, index: -1}
 	evictable := t.filter.Evictable(l)

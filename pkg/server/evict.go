@@ -39,17 +39,10 @@ func (x *exchange) offerRevocation() {
 func (x *exchange) evict(anthropic bool) {
 	x.sendMu.Lock()
 	defer x.sendMu.Unlock()
-	if x.over || x.evicted {
+	if x.over || x.evicted.Load() {
 		return
 	}
-	x.evicted = true
+	x.evicted.Store(true)
 	_ = x.stream.Send(immediateResponse(http.StatusTooManyRequests, EvictedReason,
 		"request evicted by flow control to free capacity for higher-priority requests; retry later", anthropic))
-}
-
-// wasEvicted reports whether an eviction answered the proxy.
-func (x *exchange) wasEvicted() bool {
-	x.sendMu.Lock()
-	defer x.sendMu.Unlock()
-	return x.evicted
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -80,9 +81,10 @@ type exchange struct {
 
 	// sendMu orders this goroutine's sends with an eviction's, which
 	// comes from flow control's; evicted (set once the eviction's answer
-	// is sent) and over (the stream is done) are guarded by it.
+	// is sent; read without it between messages) and over (the stream is
+	// done) are written under it.
 	sendMu  sync.Mutex
-	evicted bool
+	evicted atomic.Bool
 	over    bool
 }
 
@@ -211,7 +213,7 @@ func (x *exchange) reject(err error) (bool, error) {
 func (x *exchange) send(resp *extprocv3.ProcessingResponse) error {
 	x.sendMu.Lock()
 	defer x.sendMu.Unlock()
-	if x.evicted {
+	if x.evicted.Load() {
 		return errEvicted
 	}
 	if err := x.stream.Send(resp); err != nil {

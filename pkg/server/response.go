@@ -215,8 +215,8 @@ func (x *exchange) timeChunk(n int, now time.Time) {
 func (x *exchange) finish() {
 	x.sendMu.Lock()
 	x.over = true // an eviction from now on has no stream to answer on
-	evicted := x.evicted
 	x.sendMu.Unlock()
+	evicted := x.evicted.Load()
 	if evicted {
 		x.srv.opts.Metrics.requestError(x.req, "", http.StatusTooManyRequests)
 	}

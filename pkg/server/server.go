@@ -166,12 +166,12 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 			}
 			return err
 		}
-		if x.wasEvicted() {
+		if x.evicted.Load() {
 			return nil // the proxy has its answer and ends the stream
 		}
 		done, err := x.handle(msg)
-		if errors.Is(err, errEvicted) || x.wasEvicted() {
-			return nil // the proxy has its answer and ends the stream
+		if errors.Is(err, errEvicted) {
+			return nil // evicted while handling: the proxy has its answer
 		}
 		if err != nil {
 			return err

@@ -130,7 +130,7 @@ func (x *exchange) endTrace() {
 		if x.resp.Cancelled {
 			x.span.SetAttributes(attribute.Bool("openepp.cancelled", true))
 		}
-		if x.evicted { // finish has set over: no eviction races this read
+		if x.evicted.Load() {
 			x.span.SetAttributes(attribute.Bool("openepp.evicted", true))
 		}
 	}
