@@ -63,7 +63,7 @@ func (f *flowControl) configure(b *config.Built) (server.Admission, error) {
 	onBlocked := f.evict.configure(plan)
 	if plan == nil {
 		if d := b.Scheduler.SaturationDetector(); d != nil {
-			f.metrics.watchSaturation(func(now time.Time) float64 { return d.Saturation(f.store.Snapshot(), now) })
+			f.metrics.watchSaturation(func(now time.Time) float64 { return d.Saturation(f.store.Snapshot(), now) }, d)
 		}
 		return nil, nil
 	}
@@ -94,7 +94,7 @@ func (f *flowControl) configure(b *config.Built) (server.Admission, error) {
 	if err := f.gate.ctl.Reconfigure(cfg); err != nil {
 		return nil, err
 	}
-	f.metrics.watchSaturation(cfg.Saturation)
+	f.metrics.watchSaturation(cfg.Saturation, detector)
 	return f.gate, nil
 }
 

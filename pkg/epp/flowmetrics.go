@@ -29,6 +29,7 @@ type flowMetrics struct {
 	queueSize  *prometheus.GaugeVec
 	queueBytes *prometheus.GaugeVec
 	saturation atomic.Pointer[func(time.Time) float64]
+	stale      atomic.Pointer[staleSource]
 
 	mu     sync.RWMutex
 	flows  *labelbudget.Budget
@@ -95,8 +96,32 @@ func newFlowMetrics(reg prometheus.Registerer, pool string) *flowMetrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.waitTime, m.enqueue, m.cycles, m.outcomes, m.queueSize, m.queueBytes, sat)
+	reg.MustRegister(m.waitTime, m.enqueue, m.cycles, m.outcomes, m.queueSize, m.queueBytes, sat, staleCollector{m})
 	return m
+}
+
+// staleSource is a detector that counts endpoints with stale metrics.
+type staleSource struct {
+	detector string
+	count    func() int
+}
+
+// staleDesc is llm-d's flow_control_stale_endpoints: the endpoints the
+// detector's last rating found with stale or missing metrics, so a pool
+// held by failing scrapes is told apart from a loaded one.
+var staleDesc = prometheus.NewDesc("llm_d_epp_flow_control_stale_endpoints",
+	"Endpoints whose metrics were missing or older than the staleness threshold at the saturation detector's last rating.",
+	[]string{"detector"}, nil)
+
+// staleCollector serves staleDesc while the detector reports it.
+type staleCollector struct{ m *flowMetrics }
+
+func (c staleCollector) Describe(ch chan<- *prometheus.Desc) { ch <- staleDesc }
+
+func (c staleCollector) Collect(ch chan<- prometheus.Metric) {
+	if s := c.m.stale.Load(); s != nil {
+		ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, float64(s.count()), s.detector)
+	}
 }
 
 // flowIdle is how long an idle flow's series stay once the flow budget is
@@ -118,8 +143,16 @@ func (m *flowMetrics) forgetFlow(id string) {
 	}
 }
 
-// watchSaturation makes the saturation gauge read f.
-func (m *flowMetrics) watchSaturation(f func(time.Time) float64) { m.saturation.Store(&f) }
+// watchSaturation makes the saturation gauge read f, and the stale-endpoint
+// gauge read d when it counts them (nil: no detector).
+func (m *flowMetrics) watchSaturation(f func(time.Time) float64, d scheduler.SaturationDetector) {
+	m.saturation.Store(&f)
+	if c, ok := d.(interface{ StaleEndpoints() int }); ok {
+		m.stale.Store(&staleSource{detector: d.TypedName().Name, count: c.StaleEndpoints})
+		return
+	}
+	m.stale.Store(nil)
+}
 
 // of returns the series of req's labels.
 func (m *flowMetrics) of(req *scheduler.Request) *flowSeries {

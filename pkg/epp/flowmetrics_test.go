@@ -3,6 +3,7 @@ package epp
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/openepp/openepp/pkg/config"
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/filters"
 	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/labelbudget"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -109,5 +112,32 @@ func TestFlowOutcomesCounted(t *testing.T) {
 		if got := testutil.ToFloat64(m.outcomes.WithLabelValues(outcome.String(), "2", "pool")); got != want {
 			t.Errorf("llm_d_epp_flow_control_requests_total{outcome=%s} = %v, want %v", outcome, got, want)
 		}
+	}
+}
+
+// TestStaleEndpointsGauge: llm-d's flow_control_stale_endpoints follows the
+// saturation detector's last rating, under the detector's name, and is
+// served only while the detector counts stale endpoints.
+func TestStaleEndpointsGauge(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := newFlowMetrics(reg, "pool")
+	d, err := filters.NewUtilizationDetector("scraped", filters.DefaultUtilizationParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	never := endpoint.New(endpoint.Spec{Name: "a", Address: "10.0.0.1", Port: 8000})
+	m.watchSaturation(func(now time.Time) float64 { return d.Saturation([]*endpoint.Endpoint{never}, now) }, d)
+	want := `
+# HELP llm_d_epp_flow_control_stale_endpoints Endpoints whose metrics were missing or older than the staleness threshold at the saturation detector's last rating.
+# TYPE llm_d_epp_flow_control_stale_endpoints gauge
+llm_d_epp_flow_control_stale_endpoints{detector="scraped"} 1
+`
+	d.Saturation([]*endpoint.Endpoint{never}, time.Now())
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "llm_d_epp_flow_control_stale_endpoints"); err != nil {
+		t.Error(err)
+	}
+	m.watchSaturation(func(time.Time) float64 { return 0 }, nil)
+	if n, err := testutil.GatherAndCount(reg, "llm_d_epp_flow_control_stale_endpoints"); err != nil || n != 0 {
+		t.Errorf("%d series without a counting detector (%v)", n, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
@@ -22,11 +23,19 @@ type UtilizationParams struct {
 	KVCacheUtilThreshold      float64 `json:"kvCacheUtilThreshold" doc:"KV-cache usage fraction at which an endpoint is saturated; in (0, 1]" default:"0.8"`
 	MetricsStalenessThreshold string  `json:"metricsStalenessThreshold" doc:"metrics older than this (Go duration; at least two scrape intervals) count as saturated; > 0" default:"200ms"`
 	Headroom                  float64 `json:"headroom" doc:"fraction by which the filter raises both thresholds; >= 0" default:"0"`
+	StalenessPolicy           string  `json:"stalenessPolicy" doc:"how Saturation counts an endpoint with stale or missing metrics (llm-d): saturated (it counts 1.0, so a pool whose scrapes all fail holds every request) or ignore (left out of the mean; a pool with no fresh endpoint reads 0 and dispatches); the filter role drops stale endpoints either way" default:"saturated"`
 }
+
+// Staleness policies of UtilizationParams.StalenessPolicy.
+const (
+	StalenessSaturated = "saturated"
+	StalenessIgnore    = "ignore"
+)
 
 // DefaultUtilizationParams returns the upstream defaults.
 func DefaultUtilizationParams() UtilizationParams {
-	return UtilizationParams{QueueDepthThreshold: 5, KVCacheUtilThreshold: 0.8, MetricsStalenessThreshold: "200ms"}
+	return UtilizationParams{QueueDepthThreshold: 5, KVCacheUtilThreshold: 0.8, MetricsStalenessThreshold: "200ms",
+		StalenessPolicy: StalenessSaturated}
 }
 
 // validate reports every invalid field at once.
@@ -43,6 +52,9 @@ func (p *UtilizationParams) validate() error {
 	}
 	if !(p.Headroom >= 0) {
 		errs = append(errs, fmt.Errorf("headroom: must be >= 0, got %v", p.Headroom))
+	}
+	if p.StalenessPolicy != "" && p.StalenessPolicy != StalenessSaturated && p.StalenessPolicy != StalenessIgnore {
+		errs = append(errs, fmt.Errorf("stalenessPolicy: must be %q or %q, got %q", StalenessSaturated, StalenessIgnore, p.StalenessPolicy))
 	}
 	return errors.Join(errs...)
 }
@@ -80,6 +92,8 @@ type UtilizationDetector struct {
 	// maxQueue and maxKV are the filter limits, headroom applied.
 	maxQueue float64
 	maxKV    float64
+	// staleSeen is how many endpoints the last Saturation found stale.
+	staleSeen atomic.Int64
 }
 
 var (
@@ -160,24 +174,39 @@ func (d *UtilizationDetector) stale(e *endpoint.Endpoint, m *endpoint.Metrics, n
 }
 
 // Saturation rates the pool at now: the mean over endpoints of
-// max(queue/q, kv/k), where an endpoint with stale or missing metrics counts
-// as 1.0. Values >= 1 mean saturated; values above 1 measure overload depth.
-// Headroom does not apply. An empty pool reads as 1.0, so admission control
-// fails closed when nothing can serve.
+// max(queue/q, kv/k). An endpoint with stale or missing metrics counts as
+// 1.0 (stalenessPolicy saturated) or is left out (ignore: a pool with no
+// fresh endpoint then reads 0). Values >= 1 mean saturated; values above 1
+// measure overload depth. Headroom does not apply. An empty pool reads as
+// 1.0, so admission control fails closed when nothing can serve.
 func (d *UtilizationDetector) Saturation(eps []*endpoint.Endpoint, now time.Time) float64 {
 	if len(eps) == 0 {
+		d.staleSeen.Store(0)
 		return 1
 	}
 	var sum float64
+	stale := 0
 	for _, e := range eps {
 		m := e.Metrics()
 		if d.stale(e, m, now) {
-			sum++
+			stale++
 			continue
 		}
 		q := float64(m.WaitingQueueSize) / float64(d.params.QueueDepthThreshold)
 		kv := m.KVCacheUsagePercent / d.params.KVCacheUtilThreshold
 		sum += max(q, kv)
 	}
-	return sum / float64(len(eps))
+	d.staleSeen.Store(int64(stale))
+	if d.params.StalenessPolicy == StalenessIgnore {
+		if stale == len(eps) {
+			return 0
+		}
+		return sum / float64(len(eps)-stale)
+	}
+	return (sum + float64(stale)) / float64(len(eps))
 }
+
+// StaleEndpoints is how many endpoints the last Saturation found with
+// stale or missing metrics (llm-d's flow_control_stale_endpoints): a pool
+// held at 1.0 by failing scrapes shows here, not as load.
+func (d *UtilizationDetector) StaleEndpoints() int { return int(d.staleSeen.Load()) }

@@ -2,6 +2,7 @@ package filters
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -186,5 +187,45 @@ func BenchmarkUtilizationSaturation(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		d.Saturation(eps, plugintest.Epoch)
+	}
+}
+
+// TestUtilizationStalenessPolicy: llm-d's stalenessPolicy. saturated counts
+// a stale endpoint as 1.0; ignore leaves it out of the mean, and a pool
+// with no fresh endpoint reads 0 (it dispatches); an empty pool reads 1
+// either way. The stale count is reported under both.
+func TestUtilizationStalenessPolicy(t *testing.T) {
+	t.Parallel()
+	stale := ep("stale", "10.0.0.9", nil, load(0, 0))
+	stale.SetStale(true)
+	unscraped := ep("n", "10.0.0.2", nil, nil)
+	busy := ep("busy", "10.0.0.3", nil, load(10, 0))
+	for _, tc := range []struct {
+		policy    string
+		eps       []*endpoint.Endpoint
+		want      float64
+		wantStale int
+	}{
+		{StalenessSaturated, []*endpoint.Endpoint{stale, unscraped, busy}, (1 + 1 + 2) / 3.0, 2},
+		{StalenessIgnore, []*endpoint.Endpoint{stale, unscraped, busy}, 2, 2},
+		{StalenessIgnore, []*endpoint.Endpoint{stale, unscraped}, 0, 2},
+		{StalenessSaturated, []*endpoint.Endpoint{stale, unscraped}, 1, 2},
+		{StalenessIgnore, nil, 1, 0},
+	} {
+		p := DefaultUtilizationParams()
+		p.StalenessPolicy = tc.policy
+		d, err := NewUtilizationDetector("u", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := d.Saturation(tc.eps, plugintest.Epoch); math.Abs(got-tc.want) > 1e-12 || d.StaleEndpoints() != tc.wantStale {
+			t.Errorf("%s over %d endpoints: saturation %v, %d stale; want %v, %d", tc.policy, len(tc.eps), got,
+				d.StaleEndpoints(), tc.want, tc.wantStale)
+		}
+	}
+	p := DefaultUtilizationParams()
+	p.StalenessPolicy = "fail-open"
+	if _, err := NewUtilizationDetector("u", p); err == nil || !strings.Contains(err.Error(), "stalenessPolicy") {
+		t.Errorf("an unknown policy was accepted: %v", err)
 	}
 }
