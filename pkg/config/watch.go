@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openepp/openepp/pkg/filewatch"
 )
 
 // Metrics are the configuration's own collectors.
@@ -143,53 +142,18 @@ func NewWatcher(opts WatcherOptions) (*Watcher, error) {
 // Active returns the build in use.
 func (w *Watcher) Active() *Built { return w.active.Load() }
 
-// Start watches the file's directory (not the file: a ConfigMap update swaps
-// a "..data" symlink and editors replace the file by renaming, both of which
-// a watch on the file itself would miss) and reloads after each quiet
+// Start watches the file (pkg/filewatch: its directory, so that ConfigMap
+// updates and editors' renames are seen) and reloads after each quiet
 // period. It blocks until ctx is done.
 func (w *Watcher) Start(ctx context.Context) error {
-	fw, err := fsnotify.NewWatcher()
+	fw, err := filewatch.New(w.opts.Path)
 	if err != nil {
 		return fmt.Errorf("config watcher: %w", err)
 	}
 	defer fw.Close()
-	dir := filepath.Dir(w.opts.Path)
-	if err := fw.Add(dir); err != nil {
-		return fmt.Errorf("config watcher: watch %q: %w", dir, err)
-	}
-	timer := time.NewTimer(w.opts.Debounce)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-fw.Events:
-			if !ok {
-				return errors.New("config watcher: event channel closed")
-			}
-			if w.relevant(ev) {
-				timer.Reset(w.opts.Debounce)
-			}
-		case err, ok := <-fw.Errors:
-			if !ok {
-				return errors.New("config watcher: error channel closed")
-			}
-			w.opts.Log.Error(err, "config watch error", "path", w.opts.Path)
-		case <-timer.C:
-			w.reloadAndLog()
-		}
-	}
-}
-
-// relevant keeps events on the file itself and on Kubernetes' atomic-writer
-// entries ("..data", "..2024_…"); permission-only changes are ignored.
-func (w *Watcher) relevant(ev fsnotify.Event) bool {
-	if ev.Op == fsnotify.Chmod {
-		return false
-	}
-	base := filepath.Base(ev.Name)
-	return base == filepath.Base(w.opts.Path) || strings.HasPrefix(base, "..")
+	return fw.Run(ctx, w.opts.Debounce, w.reloadAndLog, func(err error) {
+		w.opts.Log.Error(err, "config watch error", "path", w.opts.Path)
+	})
 }
 
 func (w *Watcher) reloadAndLog() {

@@ -3,14 +3,13 @@ package discovery
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/filewatch"
 )
 
 // File publishes the endpoints listed in a YAML file and, when watching,
@@ -55,20 +54,17 @@ func (f *File) Start(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	w, err := fsnotify.NewWatcher()
+	w, err := filewatch.New(f.path)
 	if err != nil {
-		return fmt.Errorf("watch endpoints file: %w", err)
+		return fmt.Errorf("endpoints file: %w", err)
 	}
 	defer w.Close()
-	// Watch the directory: editors and ConfigMap updates replace the file
-	// by rename, which a watch on the file itself would miss.
-	if err := w.Add(filepath.Dir(f.path)); err != nil {
-		return fmt.Errorf("watch endpoints file directory: %w", err)
-	}
 	if err := f.load("loaded endpoints file"); err != nil {
 		return err
 	}
-	return f.watch(ctx, w)
+	return w.Run(ctx, 100*time.Millisecond, f.reload, func(err error) {
+		f.log.Error(err, "endpoints file watch error", "path", f.path)
+	})
 }
 
 // load reads the file and publishes its endpoints, logging msg.
@@ -80,32 +76,6 @@ func (f *File) load(msg string) error {
 	f.publish(specs)
 	f.log.Info(msg, "path", f.path, "endpoints", len(specs))
 	return nil
-}
-
-func (f *File) watch(ctx context.Context, w *fsnotify.Watcher) error {
-	// Debounce bursts of events (write + chmod + rename) into one reload.
-	var pending <-chan time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev := <-w.Events:
-			if f.relevant(ev) {
-				pending = time.After(100 * time.Millisecond)
-			}
-		case err := <-w.Errors:
-			f.log.Error(err, "endpoints file watch error", "path", f.path)
-		case <-pending:
-			pending = nil
-			f.reload()
-		}
-	}
-}
-
-func (f *File) relevant(ev fsnotify.Event) bool {
-	// ConfigMap mounts swap a "..data" symlink; any change in the directory
-	// may change what path resolves to.
-	return filepath.Clean(ev.Name) == filepath.Clean(f.path) || filepath.Base(ev.Name) == "..data"
 }
 
 func (f *File) reload() {
