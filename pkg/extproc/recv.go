@@ -269,9 +269,12 @@ func (s *Stream) onImmediate(ir *extprocv3.ImmediateResponse, resp *extprocv3.Pr
 	}
 	imm.Headers = m.httpHeader()
 	s.immediate = imm
-	// Envoy stops processing and closes the stream; a processor that neither
-	// ends it nor reads further messages must not block a pending Send.
+	// Envoy stops processing and closes the stream at once (a half-close:
+	// the processor sees its end, so an EPP that evicted the request knows
+	// the proxy acted); a processor that neither ends it nor reads further
+	// messages must not block a pending Send, so it is reset after the grace.
 	s.immTimer = time.AfterFunc(s.closeGrace, s.cancel)
+	go s.halfClose()
 	if s.decision == nil {
 		s.decision = s.snapshotDecision()
 		s.decision.Immediate = imm

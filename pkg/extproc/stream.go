@@ -293,9 +293,12 @@ func (s *Stream) shutdown() {
 	s.mu.Unlock()
 	if !failed && s.sendMu.TryLock() {
 		s.mu.Lock()
+		done := s.halfClosed
 		s.halfClosed = true
 		s.mu.Unlock()
-		_ = s.ps.CloseSend() // the outcome is read from Recv
+		if !done {
+			_ = s.ps.CloseSend() // the outcome is read from Recv
+		}
 		s.sendMu.Unlock()
 		timer := time.NewTimer(s.closeGrace)
 		select {
@@ -312,6 +315,20 @@ func (s *Stream) shutdown() {
 	s.mu.Unlock()
 	s.cancel()
 	<-s.recvDone
+}
+
+// halfClose ends the client's side of the stream unless it has ended; it
+// waits for a Send in progress, which a cancel ends if it never returns.
+func (s *Stream) halfClose() {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.mu.Lock()
+	done := s.halfClosed
+	s.halfClosed = true
+	s.mu.Unlock()
+	if !done {
+		_ = s.ps.CloseSend() // the outcome is read from Recv
+	}
 }
 
 // recvLoop reads every reply until the stream ends.

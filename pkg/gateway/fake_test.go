@@ -41,11 +41,15 @@ const (
 type fakeEPP struct {
 	extprocv3.UnimplementedExternalProcessorServer
 	once     sync.Once
-	canceled chan struct{}   // closed when a stream ends with Canceled
+	canceled chan struct{} // closed when a stream ends with Canceled
+	ended    chan struct{} // closed when a stream ends, by a half-close or Canceled
+	endOnce  sync.Once
 	evict    <-chan struct{} // when closed, streams with hdrEvict are evicted
 }
 
-func newFakeEPP() *fakeEPP { return &fakeEPP{canceled: make(chan struct{})} }
+func newFakeEPP() *fakeEPP {
+	return &fakeEPP{canceled: make(chan struct{}), ended: make(chan struct{})}
+}
 
 // eppStream is the per-stream state of fakeEPP.
 type eppStream struct {
@@ -101,6 +105,9 @@ func (f *fakeEPP) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 	defer close(done)
 	for {
 		req, err := srv.Recv()
+		if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+			f.endOnce.Do(func() { close(f.ended) })
+		}
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
