@@ -21,6 +21,7 @@ import (
 	"github.com/openepp/openepp/pkg/discovery"
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/metrics"
+	"github.com/openepp/openepp/pkg/objectives"
 	"github.com/openepp/openepp/pkg/replicasync"
 	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/server"
@@ -105,6 +106,14 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	}
 	a.background = append(a.background, a.flow)
 	a.kubeOptions(&opts)
+	if f.ObjectivesFile != "" {
+		objs, err := objectives.NewFile(f.ObjectivesFile, log.WithName("objectives"), reg)
+		if err != nil {
+			return nil, fmt.Errorf("--objectives-file: %w", err)
+		}
+		opts.Objectives = objs
+		a.background = append(a.background, objs)
+	}
 	if err := a.startTracing(st, &opts); err != nil {
 		return nil, err
 	}

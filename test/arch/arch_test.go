@@ -32,6 +32,7 @@ var allowed = map[string][]string{
 	"pkg/logevery":       {},
 	"pkg/datastore":      {"pkg/endpoint"},
 	"pkg/filewatch":      {},
+	"pkg/objectives":     {"pkg/filewatch"},
 	"pkg/discovery":      {"pkg/endpoint", "pkg/scheduler", "pkg/filewatch"},
 	"pkg/metrics":        {"pkg/endpoint", "pkg/datastore", "pkg/scheduler", "pkg/certfile", "pkg/promalias", "pkg/fetchfail"},
 	"pkg/controller":     {"pkg/endpoint", "pkg/datastore"},
