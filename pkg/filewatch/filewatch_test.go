@@ -25,7 +25,9 @@ func TestChangesOfTheFileOnly(t *testing.T) {
 	changed := make(chan struct{}, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx, 20*time.Millisecond, func() { changed <- struct{}{} }, func(err error) { t.Error(err) }) }()
+	go func() {
+		done <- w.Run(ctx, 20*time.Millisecond, func() { changed <- struct{}{} }, func(err error) { t.Error(err) })
+	}()
 	expect := func(what string, want bool) {
 		t.Helper()
 		select {
