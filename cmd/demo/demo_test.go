@@ -105,7 +105,7 @@ func (d *demoRun) server(i int) string { return fmt.Sprintf("127.0.0.1:%d", d.ba
 // completion through the gateway, checks the served endpoint, and stops
 // everything with Ctrl-C (SIGINT).
 func TestDemoEndToEnd(t *testing.T) {
-	d := startDemo(t, 4, "--config", "../../config/flow-control.yaml")
+	d := startDemo(t, 4, "--config", "../../config/flow-control.yaml", "--objectives", "../../manifests/examples/inferenceobjectives.yaml")
 	served := sendCompletion(t, d.url("/v1/completions"))
 	var simPorts []string
 	for i := range 4 {
@@ -115,6 +115,7 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Errorf("served endpoint %q is not one of the simulated servers %v", served, simPorts)
 	}
 	checkAgentConversation(t, d)
+	checkObjective(t, d)
 
 	_ = d.cmd.Process.Signal(syscall.SIGINT)
 	select {
@@ -183,6 +184,32 @@ func post(t *testing.T, url, prompt, prefiller string) (*http.Response, string) 
 		t.Fatalf("status %d: %s", resp.StatusCode, data)
 	}
 	return resp, string(data)
+}
+
+// checkObjective sends a request naming the Kubernetes example's
+// interactive objective and finds its priority on the EPP's metrics page.
+func checkObjective(t *testing.T, d *demoRun) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, d.url("/v1/completions"),
+		strings.NewReader(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"urgent","max_tokens":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("content-type", "application/json")
+	req.Header.Set("x-gateway-inference-objective", "interactive")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("interactive request: status %d", resp.StatusCode)
+	}
+	page := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", d.base+3))
+	if !strings.Contains(page, `priority="10"`) {
+		t.Errorf("no series of the interactive objective's priority 10 on the EPP's metrics page")
+	}
 }
 
 // sendCompletion waits for the gateway and returns the served endpoint.

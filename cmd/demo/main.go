@@ -31,6 +31,8 @@ type options struct {
 	metricsPort int
 	model       string
 	config      string
+	// objectives is the EPP's --objectives-file ("": none).
+	objectives string
 	// kvEventsPort is where the simulated servers send KV events; 0: none.
 	kvEventsPort int
 	// encodePerToken and encoderCacheTokens price the simulated servers'
@@ -86,6 +88,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.profile, "profile", "fast", "simulator latency profile")
 	fs.IntVar(&o.verbosity, "v", 1, "EPP log verbosity (1 logs one line per decision)")
 	fs.StringVar(&o.config, "config", "", "EndpointPickerConfig file for the EPP, reloaded when it changes (default: the upstream default config)")
+	fs.StringVar(&o.objectives, "objectives", "", "InferenceObjective manifests giving requests priorities (x-gateway-inference-objective), e.g. manifests/examples/inferenceobjectives.yaml; reloaded when it changes")
 	fs.IntVar(&o.kvEventsPort, "kv-events-port", 5557, "the simulated servers publish their KV-cache events to 127.0.0.1 on this port, where config/precise-prefix-cache.yaml's producer binds (0: they publish none)")
 	fs.DurationVar(&o.encodePerToken, "encode-time-per-token", 100*time.Microsecond, "the simulated servers' cost of encoding an image, per placeholder token (an image is 64), unless their prefix or encoder cache holds it (0: free)")
 	fs.IntVar(&o.encoderCacheTokens, "encoder-cache-tokens", 1024, "each simulated server's encoder cache, in placeholder tokens (1024: 16 images)")
@@ -101,6 +104,16 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.prefill > 0 && o.config == "" {
 		return nil, errors.New("--prefill needs a disaggregation --config, such as config/pd.yaml")
+	}
+	if o.objectives != "" {
+		abs, err := filepath.Abs(o.objectives)
+		if err == nil {
+			_, err = os.Stat(abs)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--objectives: %w", err)
+		}
+		o.objectives = abs
 	}
 	if o.config != "" {
 		abs, err := filepath.Abs(o.config)
@@ -234,6 +247,9 @@ func (o *options) eppArgs() []string {
 	if o.config != "" {
 		args = append(args, "--config-file", o.config)
 	}
+	if o.objectives != "" {
+		args = append(args, "--objectives-file", o.objectives)
+	}
 	return args
 }
 
@@ -256,6 +272,12 @@ The x-gateway-destination-endpoint-served response header names the server that 
 EPP metrics: http://localhost:%d/metrics. Press Ctrl-C to stop.
 
 `, o.servers, o.endpoints(), o.eppPort, o.gatewayPort, o.gatewayPort, o.model, o.gatewayPort, o.model, o.metricsPort)
+	if o.objectives != "" {
+		fmt.Printf(`Objectives from %s: add -H 'x-gateway-inference-objective: <name>' to a request to give it that
+objective's priority (per-priority series on the metrics page).
+
+`, o.objectives)
+	}
 	if o.prefill > 0 {
 		fmt.Printf(`Prefill/decode: the first %d server(s) prefill, the others decode behind the simulator's P/D sidecar.
 A prompt of more than about 1,000 characters not yet cached on the decode server is prefilled remotely:

@@ -46,6 +46,18 @@ func TestParseManifests(t *testing.T) {
 	}
 }
 
+// TestReadsTheKubernetesExample: the manifests applied to a cluster load
+// as they are.
+func TestReadsTheKubernetesExample(t *testing.T) {
+	got, err := Load("../../manifests/examples/inferenceobjectives.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]int{"interactive": 10, "batch": -1}, got); diff != "" {
+		t.Errorf("table (-want +got):\n%s", diff)
+	}
+}
+
 // TestParseRefusesWithReasons: every bad document is named, all at once.
 func TestParseRefusesWithReasons(t *testing.T) {
 	bad := `apiVersion: inference.networking.x-k8s.io/v1alpha2
