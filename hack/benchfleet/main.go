@@ -157,10 +157,10 @@ func (o *options) freshnessStudy(m *fleet.Matrix) (*fleet.Freshness, error) {
 const priorityWorkload = "shared-prefix"
 
 // classStudy prepares a study of traffic classes (flag's value, spec) under
-// policies on the matrix's copy of priorityWorkload (so --quick shrinks it
+// arms on the matrix's copy of priorityWorkload (so --quick shrinks it
 // too) with the matrix's seeds, or returns nil when spec is empty or the
 // workload is not run.
-func classStudy(m *fleet.Matrix, workers int, flag, spec string, policies []fleet.Policy) (func(context.Context) (*fleet.PriorityReport, error), error) {
+func classStudy(m *fleet.Matrix, workers int, flag, spec string, arms []fleet.ClassArm) (func(context.Context) (*fleet.PriorityReport, error), error) {
 	if spec == "" {
 		return nil, nil
 	}
@@ -171,7 +171,7 @@ func classStudy(m *fleet.Matrix, workers int, flag, spec string, policies []flee
 	for _, w := range m.Workloads {
 		if w.Name == priorityWorkload {
 			return func(ctx context.Context) (*fleet.PriorityReport, error) {
-				return fleet.Priorities(ctx, w, classes, policies, m.Seeds, workers, m.Progress)
+				return fleet.Priorities(ctx, w, classes, arms, m.Seeds, workers, m.Progress)
 			}, nil
 		}
 	}

@@ -57,11 +57,11 @@ func (o *options) freshnessRun(m *fleet.Matrix) (*study, error) {
 // study.
 func (o *options) classRuns(name string) func(*fleet.Matrix) (*study, error) {
 	return func(m *fleet.Matrix) (*study, error) {
-		flag, spec, policies := "--priorities", o.priorities, fleet.PriorityPolicies()
+		flag, spec, arms := "--priorities", o.priorities, fleet.PriorityArms()
 		if name == "fairness" {
-			flag, spec, policies = "--fairness", o.fairness, fleet.FairnessPolicies()
+			flag, spec, arms = "--fairness", o.fairness, fleet.ClassArms(fleet.FairnessPolicies())
 		}
-		run, err := classStudy(m, o.workers, flag, spec, policies)
+		run, err := classStudy(m, o.workers, flag, spec, arms)
 		if run == nil || err != nil {
 			return nil, err
 		}

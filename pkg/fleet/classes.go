@@ -136,9 +136,12 @@ type ClassResult struct {
 	Evicted    int     `json:"evicted,omitempty"`
 	SuccessPct float64 `json:"successPct"`
 	EvictedPct float64 `json:"evictedPct,omitempty"`
-	// WindowEvicted counts the class's requests evicted inside the
-	// window, whenever they arrived: unlike Evicted, it sees evictions of
-	// requests that arrived during the warm-up.
+	// Retries and EvictedAttempts are as StageResult's.
+	Retries         int `json:"retries,omitempty"`
+	EvictedAttempts int `json:"evictedAttempts,omitempty"`
+	// WindowEvicted counts the class's attempts evicted inside the
+	// window, whenever their requests arrived: unlike Evicted, it sees
+	// evictions of requests that arrived during the warm-up.
 	WindowEvicted int         `json:"windowEvicted,omitempty"`
 	TTFT          Percentiles `json:"ttftMs"`
 	E2E           Percentiles `json:"e2eMs"`
@@ -162,6 +165,9 @@ func (s *sim) classResults() []ClassResult {
 			continue
 		}
 		r := &out[f.class]
+		if !countAttempt(f, &r.Retries, &r.EvictedAttempts) {
+			continue
+		}
 		r.Requests++
 		switch f.status {
 		case flightDone:

@@ -42,7 +42,8 @@
 // oldest first as it frees up (queue.go), so `epp simulate` can weigh a
 // flow-control setting before it is deployed; with enableEviction, the
 // EPP's own tracker and reclaimer end sheddable requests in flight for
-// higher priorities (evict.go).
+// higher priorities (evict.go), and RunSpec.Retry has their clients send
+// them again (retry.go).
 //
 // RunSpec.Replication runs the policy as several active-active EPP
 // replicas: one router per replica, each with its own plugin instances and

@@ -18,6 +18,7 @@ const (
 	evBatch                           // a batching window closes (batch.go; server: the replica)
 	evEvict                           // a revocation reaches the request's server (evict.go)
 	evRecheck                         // flow control looks again after an eviction's grace (evict.go; server: the replica)
+	evRetry                           // a client sends an evicted request again (retry.go)
 )
 
 // event is one entry of the virtual-time queue. seq orders events at the
@@ -28,7 +29,7 @@ type event struct {
 	kind    eventKind
 	server  int32
 	version uint32 // evEngine: stale unless equal to the server's version
-	id      uint64 // evTimeout, evExpire, evPrefillTimeout, evEvict: the request
+	id      uint64 // evTimeout, evExpire, evPrefillTimeout, evEvict, evRetry: the request
 }
 
 // eventQueue is a min-heap of events by (at, seq).

@@ -20,11 +20,12 @@ import (
 // A revocation reaches the engine evictionRoundTrip after the decision:
 // the server cancels the request as it does when a client disconnects,
 // the plugins see it end cancelled, and its lease ends, which confirms the
-// revocation. The request fails with 429, reason evicted, and is not sent
-// again: llm-d leaves retries to clients. The reclaimer decides again only
-// once the grace has passed after the confirmation, so a re-check event
-// then runs the replica's release, as the live dispatcher's 5 ms tick
-// would; other releases (completions, scrapes, arrivals) may come first.
+// revocation. The request fails with 429, reason evicted: llm-d leaves
+// retries to clients, which RunSpec.Retry models (retry.go). The
+// reclaimer decides again only once the grace has passed after the
+// confirmation, so a re-check event then runs the replica's release, as
+// the live dispatcher's 5 ms tick would; other releases (completions,
+// scrapes, arrivals) may come first.
 
 // evictionRoundTrip is the time from a decision to the engine's abort: the
 // EPP's immediate response to Envoy, Envoy's reset of the upstream request
@@ -114,7 +115,9 @@ func (s *sim) evict(id uint64) {
 	if f.end >= s.start && f.end < s.end {
 		s.windowEvicted[f.class]++
 	}
+	p := f.p
 	s.abort(f, flightEvicted)
+	s.retry(f, p)
 }
 
 // recheck is the dispatcher's next look at replica k's queue once a

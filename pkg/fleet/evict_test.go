@@ -33,6 +33,13 @@ func evictionYAML(hold float64, evict bool) []byte {
 // injects requests and drives virtual time.
 func evictionSim(t *testing.T, yaml []byte) *sim {
 	t.Helper()
+	return retrySim(t, yaml, Retry{}, 0)
+}
+
+// retrySim is evictionSim with clients that retry as r says and give up
+// after timeout (0: the default).
+func retrySim(t *testing.T, yaml []byte, r Retry, timeout time.Duration) *sim {
+	t.Helper()
 	w, err := WorkloadByName("no-sharing")
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +49,8 @@ func evictionSim(t *testing.T, yaml []byte) *sim {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := newSim(RunSpec{Workload: w, Policy: ConfigPolicy("p", "", yaml), QPS: 1, Seed: 1, Classes: classes}.withDefaults())
+	s, err := newSim(RunSpec{Workload: w, Policy: ConfigPolicy("p", "", yaml), QPS: 1, Seed: 1, Classes: classes,
+		Retry: r, Timeout: timeout}.withDefaults())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,11 +69,8 @@ func inject(t *testing.T, s *sim, c uint8) uint64 {
 	}
 	p.maxTokens = 2000 // far longer than any test waits
 	id := uint64(len(s.flights))
-	s.flights = append(s.flights, flight{id: id, p: p, arrival: s.now(), measured: true, class: c,
-		promptN: int32(len(p.tokens)), outN: int32(p.maxTokens), server: -1, prefill: -1, source: -1})
 	s.open++
-	s.admit(&s.flights[id])
-	s.release()
+	s.send(flight{p: p, arrival: s.now(), measured: true, class: c})
 	return id
 }
 

@@ -35,6 +35,9 @@ type Matrix struct {
 	// Progress, when set, is called after each run (from the worker that
 	// ran it, serialised).
 	Progress func(done, total int, spec RunSpec, res *StageResult)
+	// retry, by policy name, is the clients of a class study's arm
+	// (ClassArm); the others do not retry.
+	retry map[string]Retry
 }
 
 // Run executes the matrix and assembles the report, checks included. The
@@ -138,7 +141,7 @@ func (m *Matrix) ladderSpecs(out []RunSpec, w Workload, p Policy) []RunSpec {
 			out = append(out, RunSpec{
 				Workload: w, Policy: p, QPS: q, Seed: seed, Timeout: m.Timeout,
 				ScrapeInterval: m.ScrapeInterval, ScrapeJitter: m.ScrapeJitter, Classes: m.Classes,
-				PrefillServers: m.PrefillServers, Replication: m.Replication, Topology: m.Topology,
+				PrefillServers: m.PrefillServers, Replication: m.Replication, Topology: m.Topology, Retry: m.retry[p.Name],
 			})
 		}
 	}

@@ -64,6 +64,13 @@ func evictionConfig(perServer int, batchCeiling float64) string {
 `, batchCeiling), "  enableEviction: true\n")
 }
 
+// Names of the priority study's eviction schemes, each also run with
+// retrying clients (PriorityArms).
+const (
+	flowEvict     = "flow-96-evict"
+	flowHoldEvict = "flow-96-hold-evict"
+)
+
 // PriorityPolicies are the study's admission schemes, all with upstream's
 // default scoring.
 func PriorityPolicies() []Policy {
@@ -74,17 +81,56 @@ func PriorityPolicies() []Policy {
 			[]byte(flowConfigText(256, 0, 1))),
 		ConfigPolicy("flow-96", "flow control, concurrency-detector at 96 per server (tuned to this workload), no hold",
 			[]byte(flowConfigText(96, 0, 1))),
-		ConfigPolicy("flow-96-evict", "flow-96 with in-flight eviction (enableEviction: running priority < 0 requests are ended while a higher band waits)",
+		ConfigPolicy(flowEvict, "flow-96 with in-flight eviction (enableEviction: running priority < 0 requests are ended while a higher band waits)",
 			[]byte(evictionConfig(96, 1))),
 		ConfigPolicy("flow-96-hold", "flow control, concurrency-detector at 96 per server (tuned to this workload), priority < 0 held at 80 % of the pool",
 			[]byte(flowConfigText(96, 0, 0.8))),
-		ConfigPolicy("flow-96-hold-evict", "flow-96-hold with in-flight eviction (enableEviction)",
+		ConfigPolicy(flowHoldEvict, "flow-96-hold with in-flight eviction (enableEviction)",
 			[]byte(evictionConfig(96, 0.8))),
 		ConfigPolicy("flow-kv-hold", "flow control, concurrency-detector at 256 per server with kvCacheTarget 1.0 (no tuning), priority < 0 held at 80 % of the pool",
 			[]byte(flowConfigText(256, 1, 0.8))),
 		ConfigPolicy("flow-96-soft", "flow control, concurrency-detector at 96 per server, llm-d's soft-reflective-ceiling-policy (no parameters: lower bands trickle in as saturation rises)",
 			[]byte(flowConfigWith(96, 0, "- type: soft-reflective-ceiling-policy\n", "  usageLimitPolicyPluginRef: soft-reflective-ceiling-policy\n"))),
 	}
+}
+
+// ClassArm is one scheme of a class study: a policy, and how its clients
+// answer an eviction.
+type ClassArm struct {
+	Policy Policy
+	Retry  Retry
+}
+
+// ClassArms runs policies with clients that do not retry.
+func ClassArms(policies []Policy) []ClassArm {
+	out := make([]ClassArm, len(policies))
+	for i, p := range policies {
+		out[i] = ClassArm{Policy: p}
+	}
+	return out
+}
+
+// PriorityArms are the priority study's arms: PriorityPolicies, each
+// eviction scheme followed by itself with RetryingClients (named
+// "<scheme>-retry"), so that the table shows what retries change.
+func PriorityArms() []ClassArm {
+	var out []ClassArm
+	for _, p := range PriorityPolicies() {
+		out = append(out, ClassArm{Policy: p})
+		if p.Name == flowEvict || p.Name == flowHoldEvict {
+			out = append(out, retryingArm(p, RetryingClients()))
+		}
+	}
+	return out
+}
+
+// retryingArm is p, renamed, with clients that retry as r says.
+func retryingArm(p Policy, r Retry) ClassArm {
+	r = r.withDefaults()
+	p.Description = fmt.Sprintf("%s with clients that send an evicted request again, up to %d times: after %g–%g s "+
+		"(drawn with the run's seed), each next wait twice as long", p.Name, r.Max, (r.Backoff / 2).Seconds(), r.Backoff.Seconds())
+	p.Name += "-retry"
+	return ClassArm{Policy: p, Retry: r}
 }
 
 // DefaultFairnessClasses is the fairness study's traffic: two flows in one
@@ -115,11 +161,18 @@ type PriorityReport struct {
 	WallSeconds float64           `json:"wallSeconds"`
 }
 
-// Priorities runs the study of w with classes and policies over seeds.
-func Priorities(ctx context.Context, w Workload, classes []Class, policies []Policy, seeds []uint64, workers int,
+// Priorities runs the study of w with classes and arms over seeds.
+func Priorities(ctx context.Context, w Workload, classes []Class, arms []ClassArm, seeds []uint64, workers int,
 	progress func(done, total int, spec RunSpec, res *StageResult)) (*PriorityReport, error) {
 	start := time.Now()
-	m := &Matrix{Workloads: []Workload{w}, Policies: policies, Seeds: seeds, Workers: workers, Classes: classes, Progress: progress}
+	m := &Matrix{Workloads: []Workload{w}, Seeds: seeds, Workers: workers, Classes: classes, Progress: progress,
+		retry: map[string]Retry{}}
+	for _, a := range arms {
+		m.Policies = append(m.Policies, a.Policy)
+		if a.Retry.Max > 0 {
+			m.retry[a.Policy.Name] = a.Retry
+		}
+	}
 	rep, err := m.Run(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("priority study: %w", err)
@@ -143,7 +196,16 @@ func writePriorities(b *strings.Builder, p *PriorityReport) {
 		"requests in the EPP and releases them by priority, but orders only its own queue, so what a critical "+
 		"request finds in the server depends on how much the scheme lets in. Success is the share of a class's "+
 		"requests that completed; TTFT is over those.", p.Workload.Name, strings.Join(cls, " and "), p.WallSeconds)
-	if slices.Contains(evictingClasses(p), true) {
+	switch {
+	case slices.Contains(retryingClasses(p), true):
+		b.WriteString(" Evicted is the share of a class's requests that in-flight eviction ended on the server to free " +
+			"room for a higher priority (a 429), on their last attempt; in brackets, how many of the class's attempts " +
+			"were evicted during the measured window, whenever their requests arrived (more when evictions hit " +
+			"requests that arrived in the warm-up). In the `-retry` arms the client sends an evicted request again " +
+			"(same prompt, class and fairness ID) after a backoff: success counts a request if any attempt completed, " +
+			"its TTFT runs from the client's first send, and attempts is the mean number of sends per request. " +
+			"Elsewhere the client does not retry, and success counts no evicted request.")
+	case slices.Contains(evictingClasses(p), true):
 		b.WriteString(" Evicted is the share of a class's requests that in-flight eviction ended on the server to free " +
 			"room for a higher priority (a 429 the client does not retry; success counts none of them), and in brackets " +
 			"how many of the class's requests were evicted during the measured window, whenever they arrived (more when " +
@@ -171,18 +233,23 @@ func writeFairness(b *strings.Builder, p *PriorityReport) {
 }
 
 // writeClassTable writes a class study's policies and per-class table,
-// with an evicted column for each class some scheme evicted.
+// with an evicted column for each class some scheme evicted and an
+// attempts column for each class whose clients retried.
 func writeClassTable(b *strings.Builder, p *PriorityReport) {
 	for _, l := range p.Workload.Policies {
 		fmt.Fprintf(b, "- `%s`: %s\n", l.Policy, p.Policies[l.Policy])
 	}
-	evicting := evictingClasses(p)
+	evicting, retrying := evictingClasses(p), retryingClasses(p)
 	b.WriteString("\n| scheme | QPS | out tok/s |")
 	align := "\n|---|---:|---:|"
 	for i, c := range p.Classes {
 		fmt.Fprintf(b, " %s ok %% |", c.Name)
 		if evicting[i] {
 			fmt.Fprintf(b, " %s evicted %% (in window) |", c.Name)
+			align += "---:|"
+		}
+		if retrying[i] {
+			fmt.Fprintf(b, " %s attempts |", c.Name)
 			align += "---:|"
 		}
 		fmt.Fprintf(b, " %s TTFT p50 | %s TTFT p90 |", c.Name, c.Name)
@@ -196,6 +263,9 @@ func writeClassTable(b *strings.Builder, p *PriorityReport) {
 				fmt.Fprintf(b, " %.1f |", c.SuccessPct)
 				if evicting[i] {
 					fmt.Fprintf(b, " %.1f (%d) |", c.EvictedPct, c.WindowEvicted)
+				}
+				if retrying[i] {
+					fmt.Fprintf(b, " %.2f |", float64(c.Requests+c.Retries)/float64(max(c.Requests, 1)))
 				}
 				fmt.Fprintf(b, " %s | %s |", secs(c.TTFT.P50), secs(c.TTFT.P90))
 			}
@@ -213,6 +283,22 @@ func evictingClasses(p *PriorityReport) []bool {
 		for _, s := range l.Stages {
 			for i, c := range s.Classes {
 				if i < len(out) && (c.EvictedPct > 0 || c.WindowEvicted > 0) {
+					out[i] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// retryingClasses says, per class, whether any stage's clients sent some
+// of its requests again.
+func retryingClasses(p *PriorityReport) []bool {
+	out := make([]bool, len(p.Classes))
+	for _, l := range p.Workload.Policies {
+		for _, s := range l.Stages {
+			for i, c := range s.Classes {
+				if i < len(out) && c.Retries > 0 {
 					out[i] = true
 				}
 			}

@@ -238,8 +238,10 @@ func (s *sim) admit(f *flight) {
 	if s.spec.Timeout > 0 {
 		s.events.push(event{at: f.arrival + s.spec.Timeout, kind: evTimeout, id: f.id})
 	}
-	if ttl := a.plan.DefaultTTL; ttl > 0 && (s.spec.Timeout == 0 || ttl < s.spec.Timeout) {
-		s.events.push(event{at: f.arrival + ttl, kind: evExpire, id: f.id})
+	// The TTL runs from this attempt's send, the client's timeout from
+	// its first.
+	if ttl := a.plan.DefaultTTL; ttl > 0 && (s.spec.Timeout == 0 || f.sent+ttl < f.arrival+s.spec.Timeout) {
+		s.events.push(event{at: f.sent + ttl, kind: evExpire, id: f.id})
 	}
 }
 
@@ -284,7 +286,7 @@ func (s *sim) pop(q *flowQueue, b *heldBand) *flight {
 		heads := make([]*scheduler.QueuedRequest, len(waiting))
 		for i, w := range waiting {
 			f := s.headOf(w)
-			heads[i] = &scheduler.QueuedRequest{FlowID: w.id, Priority: b.priority, Enqueued: epoch.Add(f.arrival), Seq: f.id}
+			heads[i] = &scheduler.QueuedRequest{FlowID: w.id, Priority: b.priority, Enqueued: epoch.Add(f.sent), Seq: f.id}
 		}
 		fl = waiting[b.chooser.Choose(heads, fcfs)]
 	}

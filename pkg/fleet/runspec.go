@@ -30,6 +30,8 @@ type RunSpec struct {
 	// Timeout cancels a request this long after it arrived; 0 means
 	// DefaultTimeout.
 	Timeout time.Duration
+	// Retry makes clients send an evicted request again (retry.go).
+	Retry Retry
 	// Classes, when set, splits the requests into classes of priority and
 	// fairness ID (shares are normalised) and reports each class.
 	Classes []Class
@@ -63,6 +65,7 @@ func (s RunSpec) withDefaults() RunSpec {
 		out.PrefillTimeout = DefaultPrefillTimeout
 	}
 	out.Replication = out.Replication.withDefaults()
+	out.Retry = out.Retry.withDefaults()
 	if len(out.Classes) > 0 && validateClasses(out.Classes) == nil {
 		out.Classes = normalised(out.Classes)
 	}
@@ -90,6 +93,9 @@ func (s *RunSpec) validate() error {
 		errs = append(errs, fmt.Errorf("timeout: must be in [0, %s], got %s", maxDuration, s.Timeout))
 	}
 	if err := s.Replication.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.Retry.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := s.Topology.validate(s.Workload.Servers); err != nil {

@@ -24,14 +24,16 @@ const (
 	flightQueued                         // held by flow control
 	flightPrefilling                     // routed, its prefill running on its prefill server
 	flightBatched                        // held for its batching window (batch.go)
-	flightEvicted                        // ended by in-flight eviction: 429, not retried (evict.go)
+	flightEvicted                        // ended by in-flight eviction: 429 (evict.go), maybe retried (retry.go)
 )
 
-// flight is one request of a run.
+// flight is one request of a run: one attempt, when clients retry
+// (retry.go).
 type flight struct {
 	id       uint64
-	p        *prompt // released when the request ends
-	arrival  time.Duration
+	p        *prompt       // released when the request ends, or kept for its retry
+	arrival  time.Duration // the client's first send
+	sent     time.Duration // this attempt's send (arrival for the first)
 	server   int32
 	measured bool
 	waited   bool  // held by flow control before it was routed
@@ -61,6 +63,10 @@ type flight struct {
 	// revoked says an eviction was issued for it.
 	lease   *eviction.Lease
 	revoked bool
+	// attempt counts the client's earlier attempts of the request;
+	// retried says it was evicted and the client sent it again.
+	attempt uint8
+	retried bool
 }
 
 // server is one simulated model server and its endpoint as the EPP sees it.
@@ -91,6 +97,7 @@ type sim struct {
 	rng      *rand.Rand // arrivals and prompt choice only
 	jitter   *rand.Rand
 	classRng *rand.Rand // class choice, apart so classes do not change the trace
+	retryRng *rand.Rand // retry backoffs (retry.go)
 	flights  []flight
 	open     int
 	arriving bool
@@ -154,7 +161,7 @@ func newSim(spec RunSpec) (*sim, error) {
 	s := &sim{
 		spec: spec, engCfg: cfg, clock: &virtualClock{}, rng: newRand(spec.Seed),
 		jitter: newRand(spec.Seed ^ 0xa0761d6478bd642f), lora: len(spec.Workload.Traffic.Adapters) > 0,
-		classRng: newRand(spec.Seed ^ 0xe7037ed1a0b428db),
+		classRng: newRand(spec.Seed ^ 0xe7037ed1a0b428db), retryRng: newRand(spec.Seed ^ 0x8ebc6af09c88c6e3),
 	}
 	eps := make([]*endpoint.Endpoint, spec.Workload.Servers)
 	s.servers = make([]server, len(eps))
@@ -230,6 +237,8 @@ func (s *sim) handle(ev event) error {
 		s.evict(ev.id)
 	case evRecheck:
 		s.recheck(int(ev.server))
+	case evRetry:
+		s.resend(ev.id)
 	}
 	return nil
 }
@@ -247,26 +256,32 @@ func (s *sim) arrive() error {
 		return err
 	}
 	now := s.now()
-	id := uint64(len(s.flights))
-	s.flights = append(s.flights, flight{
-		id: id, p: p, arrival: now, measured: now >= s.start && now < s.end,
-		promptN: int32(len(p.tokens)), outN: int32(p.maxTokens), server: -1, prefill: -1, source: -1,
-	})
+	f := flight{p: p, arrival: now, measured: now >= s.start && now < s.end}
 	if len(s.spec.Classes) > 0 {
-		s.flights[id].class = pickClass(s.spec.Classes, s.classRng)
-	}
-	if n := s.spec.Replicas; n > 1 { // the proxy's round-robin over replicas
-		s.flights[id].replica = uint8(id % uint64(n))
+		f.class = pickClass(s.spec.Classes, s.classRng)
 	}
 	s.open++
-	s.admit(&s.flights[id])
-	s.release()
+	s.send(f)
 	if next := s.nextArrival(); next < s.end {
 		s.events.push(event{at: next, kind: evArrival})
 	} else {
 		s.arriving = false
 	}
 	return nil
+}
+
+// send makes f, a request or an attempt of one, reach the EPP now: it
+// gets its ID and replica, then is routed or held.
+func (s *sim) send(f flight) {
+	id := uint64(len(s.flights))
+	f.id, f.sent, f.server, f.prefill, f.source = id, s.now(), -1, -1, -1
+	f.promptN, f.outN = int32(len(f.p.tokens)), int32(f.p.maxTokens)
+	if n := s.spec.Replicas; n > 1 { // the proxy's round-robin over replicas
+		f.replica = uint8(id % uint64(n))
+	}
+	s.flights = append(s.flights, f)
+	s.admit(&s.flights[id])
+	s.release()
 }
 
 // dispatch routes f and submits it to the chosen engine, or starts its

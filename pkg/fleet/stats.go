@@ -16,12 +16,17 @@ type StageResult struct {
 	// Requests arrived in the window; Completed of them got every token;
 	// TimedOut were cancelled by the client; Failed could not be routed,
 	// were refused by flow control or the server, or were evicted in
-	// flight (Evicted of them: a 429 the client does not retry).
+	// flight (Evicted of them: a 429 the client did not retry). A request
+	// its client retried (RunSpec.Retry) counts once, by its last attempt.
 	Requests  int `json:"requests"`
 	Completed int `json:"completed"`
 	TimedOut  int `json:"timedOut"`
 	Failed    int `json:"failed"`
 	Evicted   int `json:"evicted,omitempty"`
+	// Retries counts the attempts those requests' clients sent after an
+	// eviction; EvictedAttempts their attempts evicted, retried or not.
+	Retries         int `json:"retries,omitempty"`
+	EvictedAttempts int `json:"evictedAttempts,omitempty"`
 	// SuccessPct is Completed / Requests.
 	SuccessPct float64 `json:"successPct"`
 	// OutputTokensPerS and RequestsPerS divide the completed requests'
@@ -93,7 +98,7 @@ func (s *sim) result() *StageResult {
 	last := s.start
 	for i := range s.flights {
 		f := &s.flights[i]
-		if !f.measured {
+		if !f.measured || !countAttempt(f, &r.Retries, &r.EvictedAttempts) {
 			continue
 		}
 		r.Requests++

@@ -45,6 +45,7 @@ func WriteTable(w io.Writer, r *Report) error {
 	if len(errs) > 0 {
 		fmt.Fprintf(w, "\nrequests that failed to route or submit (first error per stage):\n  %s\n", strings.Join(errs, "\n  "))
 	}
+	writeEvictionLines(w, r)
 	writeDisaggLines(w, r)
 	writeEncoderLines(w, r)
 	writeP2PLines(w, r)
@@ -109,4 +110,18 @@ func writeDisaggLines(w io.Writer, r *Report) {
 	if len(lines) > 0 {
 		fmt.Fprintf(w, "\nprefill/decode disaggregation:\n  %s\n", strings.Join(lines, "\n  "))
 	}
+}
+
+// writeEvictionLines lists the stages whose requests in-flight eviction
+// ended (a 429, reason evicted): the attempts evicted, the retries their
+// clients sent, and the share of requests that ended evicted.
+func writeEvictionLines(w io.Writer, r *Report) {
+	title := "in-flight eviction (attempts evicted, retries sent, share of requests lost)"
+	writeStageTable(w, r, title, "evicted\tretries\tlost %", func(s *StageResult) (string, bool) {
+		evicted := max(s.EvictedAttempts, s.Evicted) // a report from before retries counts only Evicted
+		if evicted == 0 {
+			return "", false
+		}
+		return fmt.Sprintf("%d\t%d\t%.1f", evicted, s.Retries, 100*float64(s.Evicted)/float64(max(s.Requests, 1))), true
+	})
 }
