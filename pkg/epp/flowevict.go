@@ -39,7 +39,7 @@ func newFlowEviction(reg prometheus.Registerer, pool string, refresh, staleness 
 
 // configure applies plan (nil: flow control off) and returns the hook the
 // dispatcher calls when blocked, nil when eviction is off.
-func (e *flowEviction) configure(plan *config.FlowPlan) func(time.Time, float64, []flowcontrol.Demand) {
+func (e *flowEviction) configure(plan *config.FlowPlan) func(*flowcontrol.Blocked) {
 	if e == nil || plan == nil || !plan.Eviction {
 		if e != nil {
 			e.on.Store(false)
@@ -49,9 +49,7 @@ func (e *flowEviction) configure(plan *config.FlowPlan) func(time.Time, float64,
 	countsInFlight := plan.Detector != nil && plan.Detector.TypedName().Type == filters.ConcurrencyDetectorType
 	e.reclaimer.Configure(eviction.Settings{Grace: eviction.GraceFor(countsInFlight, e.refresh, e.staleness), Observer: e.metrics})
 	e.on.Store(true)
-	return func(now time.Time, saturation float64, demand []flowcontrol.Demand) {
-		e.reclaimer.Blocked(now, saturation, demand)
-	}
+	return func(b *flowcontrol.Blocked) { e.reclaimer.Blocked(b) }
 }
 
 // pass wraps a flow-control pass so that its request can be revoked, when

@@ -114,18 +114,19 @@ func (r *Reclaimer) Configure(s Settings) {
 func (r *Reclaimer) Tracker() *Tracker { return r.tracker }
 
 // Blocked is flow control's head-of-line hook (flowcontrol.Config.OnBlocked):
-// the bands with waiting requests, highest first, may not go at this
-// saturation. It revokes leases when a band strictly above the next
-// victim's priority is blocked by saturation (ceiling > 0, saturation at or
-// over it) and no earlier revocation is still pending, and returns how many
-// it revoked.
-func (r *Reclaimer) Blocked(now time.Time, saturation float64, demand []flowcontrol.Demand) int {
-	if math.IsNaN(saturation) || math.IsInf(saturation, 0) {
+// the bands with waiting requests may not go at this saturation. It
+// revokes leases when a band strictly above the next victim's priority is
+// blocked by saturation (ceiling > 0, saturation at or over it) and no
+// earlier revocation is still pending, and returns how many it revoked.
+// Ceilings are asked only past the pacing gate, so a gated pass costs one
+// comparison.
+func (r *Reclaimer) Blocked(b *flowcontrol.Blocked) int {
+	if math.IsNaN(b.Saturation) || math.IsInf(b.Saturation, 0) {
 		return 0 // an unknown pool cannot size a deficit
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.sweep(now)
+	r.sweep(b.Now)
 	if len(r.debits) > 0 {
 		return 0 // the signal does not yet show what was revoked
 	}
@@ -133,21 +134,23 @@ func (r *Reclaimer) Blocked(now time.Time, saturation float64, demand []flowcont
 	if !ok {
 		return 0
 	}
-	for _, d := range demand {
-		if d.Priority <= victim {
+	for _, p := range b.Bands {
+		if p <= victim {
 			return 0 // no lower band can outrank the victim either
 		}
-		if d.Ceiling <= 0 || saturation < d.Ceiling {
+		ceiling := b.Ceiling(p)
+		if ceiling <= 0 || b.Saturation < ceiling {
 			continue // never dispatchable, or not blocked by saturation
 		}
-		return r.decide(now, saturation, d)
+		return r.decide(b.Now, b.Saturation, p, ceiling)
 	}
 	return 0
 }
 
-// decide sizes and issues the revocations for blocked band d.
-func (r *Reclaimer) decide(now time.Time, saturation float64, d flowcontrol.Demand) int {
-	deficit := saturation - d.Ceiling
+// decide sizes and issues the revocations for the blocked band of
+// priority demand.
+func (r *Reclaimer) decide(now time.Time, saturation float64, demand int, ceiling float64) int {
+	deficit := saturation - ceiling
 	r.target = deficit
 	if o := r.set.Observer; o != nil {
 		o.Target(deficit)
@@ -169,11 +172,11 @@ func (r *Reclaimer) decide(now time.Time, saturation float64, d flowcontrol.Dema
 		n = max(1, int(math.Ceil(net/credit)))
 	}
 	n = min(n, r.set.MaxPerDecision, evictable)
-	revoked := r.tracker.revokeUpTo(n, d.Priority, now)
+	revoked := r.tracker.revokeUpTo(n, demand, now)
 	for _, l := range revoked {
 		r.debits[l] = &debit{credit: credit, issued: now}
 		if o := r.set.Observer; o != nil {
-			o.Issued(d.Priority)
+			o.Issued(demand)
 		}
 	}
 	r.observePending()

@@ -45,12 +45,23 @@ func (p *pool) dispatch(id string, priority int) {
 
 func (p *pool) end(id string) { p.t.End(p.leases[id], p.now) }
 
-func (p *pool) blocked(saturation float64, demand ...flowcontrol.Demand) int {
-	return p.r.Blocked(p.now, saturation, demand)
+// demand is a band waiting with its ceiling.
+type demand struct {
+	priority int
+	ceiling  float64
 }
 
-func band(priority int, ceiling float64) flowcontrol.Demand {
-	return flowcontrol.Demand{Priority: priority, Ceiling: ceiling}
+func band(priority int, ceiling float64) demand { return demand{priority, ceiling} }
+
+func (p *pool) blocked(saturation float64, bands ...demand) int {
+	b := &flowcontrol.Blocked{Now: p.now, Saturation: saturation}
+	ceilings := map[int]float64{}
+	for _, d := range bands {
+		b.Bands = append(b.Bands, d.priority)
+		ceilings[d.priority] = d.ceiling
+	}
+	b.Ceiling = func(priority int) float64 { return ceilings[priority] }
+	return p.r.Blocked(b)
 }
 
 func TestVictimsGoLowestPriorityThenNewest(t *testing.T) {
@@ -83,17 +94,17 @@ func TestTriggerNeedsBlockedDemandAboveTheVictim(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		saturation float64
-		demand     []flowcontrol.Demand
+		demand     []demand
 		want       int
 	}{
 		{"no demand", 1.2, nil, 0},
-		{"demand at the victim's priority", 1.2, []flowcontrol.Demand{band(-1, 1)}, 0},
-		{"demand below saturation's reach", 0.9, []flowcontrol.Demand{band(0, 1)}, 0},
-		{"zero ceiling is never dispatchable", 1.2, []flowcontrol.Demand{band(3, 0), band(-1, 1)}, 0},
-		{"zero ceiling skipped, next band blocked", 1.2, []flowcontrol.Demand{band(3, 0), band(0, 1)}, 1},
-		{"unknown saturation", math.NaN(), []flowcontrol.Demand{band(0, 1)}, 0},
-		{"at the ceiling exactly revokes one", 1.0, []flowcontrol.Demand{band(0, 1)}, 1},
-		{"higher band not blocked, lower one is", 0.95, []flowcontrol.Demand{band(5, 1), band(0, 0.9)}, 1},
+		{"demand at the victim's priority", 1.2, []demand{band(-1, 1)}, 0},
+		{"demand below saturation's reach", 0.9, []demand{band(0, 1)}, 0},
+		{"zero ceiling is never dispatchable", 1.2, []demand{band(3, 0), band(-1, 1)}, 0},
+		{"zero ceiling skipped, next band blocked", 1.2, []demand{band(3, 0), band(0, 1)}, 1},
+		{"unknown saturation", math.NaN(), []demand{band(0, 1)}, 0},
+		{"at the ceiling exactly revokes one", 1.0, []demand{band(0, 1)}, 1},
+		{"higher band not blocked, lower one is", 0.95, []demand{band(5, 1), band(0, 0.9)}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPool(0)

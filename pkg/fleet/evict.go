@@ -41,7 +41,7 @@ type evictor struct {
 	tracker   *eviction.Tracker
 	reclaimer *eviction.Reclaimer
 	grace     time.Duration
-	demand    []flowcontrol.Demand // blocked's scratch
+	block     flowcontrol.Blocked // blocked's scratch
 }
 
 // armEviction gives every replica whose plan enables eviction its evictor.
@@ -88,20 +88,22 @@ func (s *sim) endLease(f *flight) {
 }
 
 // blocked tells q's reclaimer, when it has one, that q's top band may not
-// go at saturation: every band with waiting requests, highest first, each
-// with its ceiling now.
+// go at saturation: every band with waiting requests, highest first, and
+// their ceilings then when it asks.
 func (s *sim) blocked(q *flowQueue, saturation float64, now time.Time) {
 	e := q.evict
 	if e == nil {
 		return
 	}
-	e.demand = e.demand[:0]
-	for _, b := range q.bands {
-		if b.n > 0 {
-			e.demand = append(e.demand, flowcontrol.Demand{Priority: b.priority, Ceiling: q.adm.ceiling(b.priority, saturation, now)})
+	b := &e.block
+	b.Now, b.Saturation, b.Bands = now, saturation, b.Bands[:0]
+	for _, hb := range q.bands {
+		if hb.n > 0 {
+			b.Bands = append(b.Bands, hb.priority)
 		}
 	}
-	e.reclaimer.Blocked(now, saturation, e.demand)
+	b.Ceiling = func(p int) float64 { return q.adm.ceiling(p, saturation, now) }
+	e.reclaimer.Blocked(b)
 }
 
 // evict lands a revocation: the request's server aborts it, unless it

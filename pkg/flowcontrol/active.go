@@ -103,30 +103,42 @@ func (c *Controller) belowAt(p int) (ok bool, saturation float64, now time.Time)
 	return saturation < c.ceiling(cfg, p, saturation, now), saturation, now // false for NaN: hold
 }
 
-// Demand is one band with waiting requests as the dispatcher sees it when
-// the top band may not go: its priority and its ceiling at that moment.
-type Demand struct {
-	Priority int
-	Ceiling  float64
+// Blocked is a dispatcher pass stopped because the top band may not go
+// (head-of-line blocking): the saturation read and every band with waiting
+// requests. Ceiling gives a band's ceiling at that saturation, computed when
+// asked (a banded policy's state may move with each question, and most
+// passes ask none).
+type Blocked struct {
+	Now        time.Time
+	Saturation float64
+	Bands      []int // priorities with waiting requests, highest first
+	Ceiling    func(priority int) float64
 }
 
-// blocked tells OnBlocked, when set, which bands wait at this saturation,
-// highest first. It runs on the dispatcher only (c.demand is its scratch).
+// blocked tells OnBlocked, when set, which bands wait at this saturation.
+// It runs on the dispatcher only (c.block is its scratch).
 func (c *Controller) blocked(saturation float64, now time.Time) {
 	cfg := c.conf()
 	if cfg.OnBlocked == nil {
 		return
 	}
-	c.demand = c.demand[:0]
+	b := &c.block
+	b.Now, b.Saturation, b.Bands = now, saturation, b.Bands[:0]
 	c.mu.Lock()
-	for _, b := range c.active {
-		c.demand = append(c.demand, Demand{Priority: b.priority})
+	for _, band := range c.active {
+		b.Bands = append(b.Bands, band.priority)
 	}
 	c.mu.Unlock()
-	for i := range c.demand {
-		c.demand[i].Ceiling = c.ceiling(cfg, c.demand[i].Priority, saturation, now)
+	if b.Ceiling == nil {
+		b.Ceiling = c.blockedCeiling
 	}
-	cfg.OnBlocked(now, saturation, c.demand)
+	cfg.OnBlocked(b)
+}
+
+// blockedCeiling is Blocked.Ceiling: priority's ceiling at the blocked
+// pass's saturation, under the configuration in force.
+func (c *Controller) blockedCeiling(priority int) float64 {
+	return c.ceiling(c.conf(), priority, c.block.Saturation, c.block.Now)
 }
 
 // ceiling is priority p's ceiling under cfg's usage-limit policy.

@@ -85,12 +85,11 @@ type Config struct {
 	// scheduled). Both are for metrics: they must be quick.
 	OnEnqueue       func(r Request, outcome string, took time.Duration)
 	OnDispatchCycle func(took time.Duration)
-	// OnBlocked, when set, is told on every dispatcher pass that stops
-	// because the top band may not go (head-of-line blocking) the
-	// saturation read and every band with waiting requests, highest first
-	// (in-flight eviction decides from it). It runs on the dispatcher and
-	// must not block; demand is reused after it returns.
-	OnBlocked func(now time.Time, saturation float64, demand []Demand)
+	// OnBlocked, when set, is told of every dispatcher pass that stops
+	// because the top band may not go (head-of-line blocking): in-flight
+	// eviction decides from it. It runs on the dispatcher and must not
+	// block; the Blocked is reused after it returns.
+	OnBlocked func(*Blocked)
 }
 
 // Enqueued is the OnEnqueue outcome of a request that was queued.
@@ -177,8 +176,8 @@ type Controller struct {
 	closed atomic.Bool
 	// prios are the priorities in use, for banded usage-limit policies.
 	prios ActivePriorities
-	// demand is the dispatcher's scratch for OnBlocked.
-	demand []Demand
+	// block is the dispatcher's scratch for OnBlocked.
+	block Blocked
 
 	mu sync.Mutex
 	// active holds the bands with waiting requests, highest priority first.

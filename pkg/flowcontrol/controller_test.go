@@ -310,32 +310,36 @@ func TestCapacity(t *testing.T) {
 
 // TestOnBlockedSeesEveryWaitingBand: a pass stopped by the top band's
 // ceiling reports the saturation and every band with waiting requests,
-// highest first, each with its ceiling (in-flight eviction decides from
-// this).
+// highest first, and gives each band's ceiling when asked (in-flight
+// eviction decides from this).
 func TestOnBlockedSeesEveryWaitingBand(t *testing.T) {
 	type call struct {
 		saturation float64
-		demand     []flowcontrol.Demand
+		bands      []int
+		ceilings   []float64
 	}
 	calls := make(chan call, 16)
 	h := newHarness(t, flowcontrol.Config{
 		UsageLimit: ceilings{5: 0.9, -1: 0.5},
-		OnBlocked: func(_ time.Time, saturation float64, demand []flowcontrol.Demand) {
-			calls <- call{saturation, append([]flowcontrol.Demand(nil), demand...)}
+		OnBlocked: func(b *flowcontrol.Blocked) {
+			c := call{saturation: b.Saturation, bands: append([]int(nil), b.Bands...)}
+			for _, p := range b.Bands {
+				c.ceilings = append(c.ceilings, b.Ceiling(p))
+			}
+			calls <- c
 		},
 	})
 	h.m.set(1.2)
 	h.queue(context.Background(), flowcontrol.Request{Priority: -1})
 	h.queue(context.Background(), flowcontrol.Request{Priority: 5})
 	h.c.Wake()
-	want := []flowcontrol.Demand{{Priority: 5, Ceiling: 0.9}, {Priority: -1, Ceiling: 0.5}}
 	deadline := time.After(wait)
 	for {
 		select {
 		case c := <-calls:
-			if len(c.demand) == 2 {
-				if c.saturation != 1.2 || c.demand[0] != want[0] || c.demand[1] != want[1] {
-					t.Fatalf("OnBlocked(%v, %+v), want (1.2, %+v)", c.saturation, c.demand, want)
+			if len(c.bands) == 2 {
+				if c.saturation != 1.2 || c.bands[0] != 5 || c.bands[1] != -1 || c.ceilings[0] != 0.9 || c.ceilings[1] != 0.5 {
+					t.Fatalf("OnBlocked saw %+v, want saturation 1.2, bands [5 -1] with ceilings [0.9 0.5]", c)
 				}
 				return
 			}
