@@ -34,10 +34,10 @@ func main() {
 }
 
 type options struct {
-	out, docs, best, agents, llmd, precise, multimodal, workloads, policies, from, freshness, priorities, fairness, disagg string
-	rerun, fromCommit                                                                                                      string
-	seeds, freshnessSeeds, workers                                                                                         int
-	quick                                                                                                                  bool
+	out, docs, best, agents, llmd, precise, multimodal, workloads, policies, from, freshness, priorities, fairness, ordering, disagg string
+	rerun, fromCommit                                                                                                                string
+	seeds, freshnessSeeds, workers                                                                                                   int
+	quick                                                                                                                            bool
 }
 
 // parse reads the command line.
@@ -61,6 +61,8 @@ func parse(args []string) (options, error) {
 		priorityWorkload+", run when that workload is (empty: no study)")
 	fs.StringVar(&o.fairness, "fairness", fleet.DefaultFairnessClasses, "traffic classes of the fairness study (flows of one band) on "+
 		priorityWorkload+", run when that workload is (empty: no study)")
+	fs.StringVar(&o.ordering, "ordering", fleet.DefaultOrderingClasses, "traffic classes of the ordering study (flows of one band with "+
+		"their TTFT objectives, name:share:priority:objective) on "+priorityWorkload+", run when that workload is (empty: no study)")
 	fs.StringVar(&o.disagg, "disagg", strings.Join(disaggWorkloads, ","), "workloads of the P/D study (aggregated against "+
 		"prefill/decode disaggregation at equal server count), each run when the matrix runs it (empty: no study)")
 	fs.IntVar(&o.workers, "workers", 0, "parallel runs (default GOMAXPROCS)")
@@ -151,7 +153,7 @@ func (o *options) freshnessStudy(m *fleet.Matrix) (*fleet.Freshness, error) {
 	return f, nil
 }
 
-// priorityWorkload is where the priority and fairness studies run:
+// priorityWorkload is where the priority, fairness and ordering studies run:
 // cache-aware routing matters there, and its ladder goes well past
 // capacity.
 const priorityWorkload = "shared-prefix"

@@ -127,6 +127,10 @@ func TestQuickRun(t *testing.T) {
 		!strings.Contains(string(md), "light ok %") {
 		t.Error("fleet.md has no fairness table")
 	}
+	if !strings.Contains(string(md), "### Ordering within a band") || !strings.Contains(string(md), "| slo-deadline |") ||
+		!strings.Contains(string(md), "interactive ≤ objective %") {
+		t.Error("fleet.md has no ordering table")
+	}
 	if !strings.Contains(string(md), "### Prefill/decode disaggregation at equal server count") || !strings.Contains(string(md), "**long-prompt (PD)**") ||
 		!strings.Contains(string(md), "| `pd-2p` |") {
 		t.Error("fleet.md has no P/D study")

@@ -21,7 +21,7 @@ type study struct {
 }
 
 // studyNames are the studies, in the order a full run measures them.
-var studyNames = []string{"freshness", "priorities", "fairness", "disagg", "replicas", "multimodal"}
+var studyNames = []string{"freshness", "priorities", "fairness", "ordering", "disagg", "replicas", "multimodal"}
 
 // studies prepares the studies the options ask for over the matrix's
 // workloads and seeds, in studyNames' order, so that a bad flag is
@@ -29,7 +29,8 @@ var studyNames = []string{"freshness", "priorities", "fairness", "disagg", "repl
 func (o *options) studies(m *fleet.Matrix) ([]study, error) {
 	var out []study
 	for _, prepare := range []func(*fleet.Matrix) (*study, error){
-		o.freshnessRun, o.classRuns("priorities"), o.classRuns("fairness"), o.disaggRun, o.replicasRun, o.multimodalRun,
+		o.freshnessRun, o.classRuns("priorities"), o.classRuns("fairness"), o.classRuns("ordering"), o.disaggRun,
+		o.replicasRun, o.multimodalRun,
 	} {
 		st, err := prepare(m)
 		if err != nil {
@@ -53,13 +54,16 @@ func (o *options) freshnessRun(m *fleet.Matrix) (*study, error) {
 	}}, nil
 }
 
-// classRuns prepares the priority study or (name "fairness") the fairness
-// study.
+// classRuns prepares the study of traffic classes called name:
+// "priorities", "fairness" or "ordering".
 func (o *options) classRuns(name string) func(*fleet.Matrix) (*study, error) {
 	return func(m *fleet.Matrix) (*study, error) {
 		flag, spec, arms := "--priorities", o.priorities, fleet.PriorityArms()
-		if name == "fairness" {
+		switch name {
+		case "fairness":
 			flag, spec, arms = "--fairness", o.fairness, fleet.ClassArms(fleet.FairnessPolicies())
+		case "ordering":
+			flag, spec, arms = "--ordering", o.ordering, fleet.ClassArms(fleet.OrderingPolicies())
 		}
 		run, err := classStudy(m, o.workers, flag, spec, arms)
 		if run == nil || err != nil {
@@ -67,9 +71,12 @@ func (o *options) classRuns(name string) func(*fleet.Matrix) (*study, error) {
 		}
 		return &study{name, func(ctx context.Context, rep *fleet.Report) error {
 			r, err := run(ctx)
-			if name == "fairness" {
+			switch name {
+			case "fairness":
 				rep.Fairness = r
-			} else {
+			case "ordering":
+				rep.Ordering = r
+			default:
 				rep.Priorities = r
 			}
 			return err

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Class is one kind of client traffic, for studies of priority and flow
@@ -19,16 +20,18 @@ type Class struct {
 	Priority int
 	// TTFTSLOMs and TPOTSLOMs, when > 0, are sent as the class's
 	// x-slo-ttft-ms and x-slo-tpot-ms request headers, the objectives the
-	// latency predictor's plugins route and admit by.
+	// latency predictor's plugins route and admit by; flow control's
+	// slo-deadline-ordering-policy orders by the TTFT one (queue.go).
 	TTFTSLOMs, TPOTSLOMs float64
 }
 
 // maxClasses bounds a run's classes (a flight stores its class in a byte).
 const maxClasses = 16
 
-// ParseClasses reads "name:share:priority[:ttftSLOms[:tpotSLOms]],…", for
-// example "critical:0.2:3:250,batch:0.8:-1"; shares are normalised to sum
-// to 1; a 0 objective sends no header.
+// ParseClasses reads "name:share:priority[:ttftSLO[:tpotSLO]],…", for
+// example "critical:0.2:3:250,batch:0.8:-1" or "interactive:0.2:0:250ms,
+// batch:0.8:0:10s"; an objective is milliseconds or a Go duration; shares
+// are normalised to sum to 1; a 0 objective sends no header.
 func ParseClasses(s string) ([]Class, error) {
 	var out []Class
 	for _, item := range strings.Split(s, ",") {
@@ -38,13 +41,13 @@ func ParseClasses(s string) ([]Class, error) {
 		}
 		parts := strings.Split(item, ":")
 		if len(parts) < 3 || len(parts) > 5 {
-			return nil, fmt.Errorf("class %q: want name:share:priority[:ttftSLOms[:tpotSLOms]]", item)
+			return nil, fmt.Errorf("class %q: want name:share:priority[:ttftSLO[:tpotSLO]]", item)
 		}
 		var slo [2]float64
 		for i, v := range parts[3:] {
-			ms, err := strconv.ParseFloat(v, 64)
-			if err != nil || !(ms >= 0) || math.IsInf(ms, 0) {
-				return nil, fmt.Errorf("class %q: SLO %q: want milliseconds >= 0", item, v)
+			ms, err := parseObjective(v)
+			if err != nil {
+				return nil, fmt.Errorf("class %q: SLO %q: %w", item, v, err)
 			}
 			slo[i] = ms
 		}
@@ -62,6 +65,25 @@ func ParseClasses(s string) ([]Class, error) {
 		return nil, err
 	}
 	return normalised(out), nil
+}
+
+var errObjective = errors.New("want milliseconds >= 0 or a duration such as 250ms")
+
+// parseObjective reads an objective in milliseconds ("250") or as a Go
+// duration ("250ms", "10s").
+func parseObjective(v string) (float64, error) {
+	ms, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		d, derr := time.ParseDuration(v)
+		if derr != nil {
+			return 0, errObjective
+		}
+		ms = float64(d) / float64(time.Millisecond)
+	}
+	if !(ms >= 0) || math.IsInf(ms, 0) {
+		return 0, errObjective
+	}
+	return ms, nil
 }
 
 // sloHeaders are the request headers carrying the class's objectives;
@@ -142,7 +164,10 @@ type ClassResult struct {
 	// WindowEvicted counts the class's attempts evicted inside the
 	// window, whenever their requests arrived: unlike Evicted, it sees
 	// evictions of requests that arrived during the warm-up.
-	WindowEvicted int         `json:"windowEvicted,omitempty"`
+	WindowEvicted int `json:"windowEvicted,omitempty"`
+	// TTFTSLOMetPct is the share of the class's requests that completed
+	// with a TTFT within the class's objective (0 without one).
+	TTFTSLOMetPct float64     `json:"ttftSLOMetPct,omitempty"`
 	TTFT          Percentiles `json:"ttftMs"`
 	E2E           Percentiles `json:"e2eMs"`
 }
@@ -155,6 +180,7 @@ func (s *sim) classResults() []ClassResult {
 	}
 	out := make([]ClassResult, len(cs))
 	ttft, e2e := make([][]float64, len(cs)), make([][]float64, len(cs))
+	met := make([]int, len(cs))
 	for i, c := range cs {
 		out[i].Name, out[i].Priority = c.Name, c.Priority
 		out[i].WindowEvicted = s.windowEvicted[i]
@@ -173,6 +199,9 @@ func (s *sim) classResults() []ClassResult {
 		case flightDone:
 			r.Completed++
 			ttft[f.class] = append(ttft[f.class], ms(f.ttft))
+			if obj := cs[f.class].TTFTSLOMs; obj > 0 && ms(f.ttft) <= obj {
+				met[f.class]++
+			}
 			e2e[f.class] = append(e2e[f.class], ms(f.end-f.arrival))
 		case flightTimedOut:
 			r.TimedOut++
@@ -187,6 +216,7 @@ func (s *sim) classResults() []ClassResult {
 		if out[i].Requests > 0 {
 			out[i].SuccessPct = 100 * float64(out[i].Completed) / float64(out[i].Requests)
 			out[i].EvictedPct = 100 * float64(out[i].Evicted) / float64(out[i].Requests)
+			out[i].TTFTSLOMetPct = 100 * float64(met[i]) / float64(out[i].Requests)
 		}
 		out[i].TTFT, out[i].E2E = percentiles(ttft[i]), percentiles(e2e[i])
 	}

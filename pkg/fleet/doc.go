@@ -39,7 +39,9 @@
 //
 // A config with the flowControl feature gate holds requests in the EPP
 // while its saturation detector rates the pool saturated and routes them
-// oldest first as it frees up (queue.go), so `epp simulate` can weigh a
+// by priority, fairness and ordering policy as it frees up (queue.go; a
+// class's TTFT objective gives slo-deadline-ordering-policy its deadline),
+// so `epp simulate` can weigh a
 // flow-control setting before it is deployed; with enableEviction, the
 // EPP's own tracker and reclaimer end sheddable requests in flight for
 // higher priorities (evict.go), and RunSpec.Retry has their clients send

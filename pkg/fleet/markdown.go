@@ -43,6 +43,7 @@ func Markdown(out io.Writer, r *Report, imageDir string) error {
 	writeFreshness(&b, r.Freshness)
 	writePriorities(&b, r.Priorities)
 	writeFairness(&b, r.Fairness)
+	writeOrdering(&b, r.Ordering)
 	writeDisagg(&b, r.Disagg)
 	writeReplicas(&b, r.Replicas)
 	writeMultimodal(&b, r.Multimodal)

@@ -233,8 +233,9 @@ func writeFairness(b *strings.Builder, p *PriorityReport) {
 }
 
 // writeClassTable writes a class study's policies and per-class table,
-// with an evicted column for each class some scheme evicted and an
-// attempts column for each class whose clients retried.
+// with a column of requests within the objective for each class that has a
+// TTFT objective, an evicted column for each class some scheme evicted and
+// an attempts column for each class whose clients retried.
 func writeClassTable(b *strings.Builder, p *PriorityReport) {
 	for _, l := range p.Workload.Policies {
 		fmt.Fprintf(b, "- `%s`: %s\n", l.Policy, p.Policies[l.Policy])
@@ -244,6 +245,10 @@ func writeClassTable(b *strings.Builder, p *PriorityReport) {
 	align := "\n|---|---:|---:|"
 	for i, c := range p.Classes {
 		fmt.Fprintf(b, " %s ok %% |", c.Name)
+		if c.TTFTSLOMs > 0 {
+			fmt.Fprintf(b, " %s ≤ objective %% |", c.Name)
+			align += "---:|"
+		}
 		if evicting[i] {
 			fmt.Fprintf(b, " %s evicted %% (in window) |", c.Name)
 			align += "---:|"
@@ -261,6 +266,9 @@ func writeClassTable(b *strings.Builder, p *PriorityReport) {
 			fmt.Fprintf(b, "| %s | %g | %.0f |", l.Policy, s.QPS, s.OutputTokensPerS)
 			for i, c := range s.Classes {
 				fmt.Fprintf(b, " %.1f |", c.SuccessPct)
+				if i < len(p.Classes) && p.Classes[i].TTFTSLOMs > 0 {
+					fmt.Fprintf(b, " %.1f |", c.TTFTSLOMetPct)
+				}
 				if evicting[i] {
 					fmt.Fprintf(b, " %.1f (%d) |", c.EvictedPct, c.WindowEvicted)
 				}

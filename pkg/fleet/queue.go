@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/openepp/openepp/pkg/config"
@@ -19,8 +20,9 @@ import (
 // scrape and arrival. Bands are strict, as in pkg/flowcontrol: the highest
 // priority with a waiting request goes first, and while it may not go no
 // lower one does; within a band the band's fairness policy picks the flow
-// (a class: its fairness ID), each flow's requests going oldest first (the
-// ordering policy is not modelled). Routing is synchronous here, so each released
+// (a class: its fairness ID) and its ordering policy orders each flow and
+// ranks the flows' heads for the chooser, on the deadlines the live EPP
+// gives a request (queued). Routing is synchronous here, so each released
 // request's PreRequest has run before saturation is read again, as the
 // live dispatcher's settle wait arranges. Requests are refused past the
 // config's request limits (global and per band) or its TTL; byte limits
@@ -82,16 +84,19 @@ func (a *admission) ceiling(p int, saturation float64, now time.Time) float64 {
 	}
 }
 
-// bandLimit is the request limit of priority p's band (0: none).
-func (a *admission) bandLimit(p int) int64 {
+// bandPlan is priority p's band's configuration.
+func (a *admission) bandPlan(p int) config.BandPlan {
 	if b, ok := a.plan.Bands[p]; ok {
-		return b.MaxRequests
+		return b
 	}
 	if p < 0 && a.plan.NegativeBand != nil {
-		return a.plan.NegativeBand.MaxRequests
+		return *a.plan.NegativeBand
 	}
-	return a.plan.DefaultBand.MaxRequests
+	return a.plan.DefaultBand
 }
+
+// bandLimit is the request limit of priority p's band (0: none).
+func (a *admission) bandLimit(p int) int64 { return a.bandPlan(p).MaxRequests }
 
 // admissionOf returns r's flow-control rule, if it has one.
 func admissionOf(r router) *admission {
@@ -140,16 +145,17 @@ func (s *sim) queueOf(f *flight) *flowQueue {
 
 // heldBand is one priority's waiting requests by flow, flows in order of
 // creation; n counts those still waiting. chooser is the band's fairness
-// policy's.
+// policy's, order its ordering policy.
 type heldBand struct {
 	priority int
 	flows    []*heldFlow
 	chooser  scheduler.FlowChooser
+	order    scheduler.OrderingPolicy
 	n        int
 }
 
-// heldFlow is one flow's waiting requests: ids from head on, oldest first,
-// including some that have left (n counts those still waiting).
+// heldFlow is one flow's waiting requests: ids from head on, in the band's
+// order, including some that have left (n counts those still waiting).
 type heldFlow struct {
 	id      string
 	ids     []uint64
@@ -188,26 +194,17 @@ func (s *sim) priority(f *flight) int {
 func (q *flowQueue) band(p int) *heldBand {
 	i, found := slices.BinarySearchFunc(q.bands, p, func(b *heldBand, p int) int { return p - b.priority })
 	if !found {
-		q.bands = slices.Insert(q.bands, i, &heldBand{priority: p, chooser: q.adm.fairness(p).NewChooser()})
+		bp := q.adm.bandPlan(p)
+		fairness, order := bp.Fairness, bp.Ordering
+		if fairness == nil {
+			fairness = flowcontrol.NewGlobalStrict("")
+		}
+		if order == nil {
+			order = fcfs
+		}
+		q.bands = slices.Insert(q.bands, i, &heldBand{priority: p, chooser: fairness.NewChooser(), order: order})
 	}
 	return q.bands[i]
-}
-
-// fairness is priority p's band's fairness policy (global strict when the
-// plan names none).
-func (a *admission) fairness(p int) scheduler.FairnessPolicy {
-	b, ok := a.plan.Bands[p]
-	switch {
-	case ok:
-	case p < 0 && a.plan.NegativeBand != nil:
-		b = *a.plan.NegativeBand
-	default:
-		b = a.plan.DefaultBand
-	}
-	if b.Fairness == nil {
-		return flowcontrol.NewGlobalStrict("")
-	}
-	return b.Fairness
 }
 
 // admit routes f at once or holds it in its replica's queue.
@@ -231,7 +228,7 @@ func (s *sim) admit(f *flight) {
 	}
 	f.status, f.waited = flightQueued, true
 	fl := b.flow(s.flowID(f))
-	fl.ids = append(fl.ids, f.id)
+	s.enqueue(b, fl, f)
 	fl.n++
 	b.n++
 	q.heldN++
@@ -273,7 +270,7 @@ func (s *sim) releaseFrom(q *flowQueue) {
 }
 
 // pop takes the next request of the flow b's fairness policy chooses
-// (its oldest still waiting); b.n > 0.
+// (its first still waiting in b's order); b.n > 0.
 func (s *sim) pop(q *flowQueue, b *heldBand) *flight {
 	var waiting []*heldFlow
 	for _, fl := range b.flows {
@@ -285,10 +282,10 @@ func (s *sim) pop(q *flowQueue, b *heldBand) *flight {
 	if len(waiting) > 1 {
 		heads := make([]*scheduler.QueuedRequest, len(waiting))
 		for i, w := range waiting {
-			f := s.headOf(w)
-			heads[i] = &scheduler.QueuedRequest{FlowID: w.id, Priority: b.priority, Enqueued: epoch.Add(f.sent), Seq: f.id}
+			head := s.queued(s.headOf(w), b.priority)
+			heads[i] = &head
 		}
-		fl = waiting[b.chooser.Choose(heads, fcfs)]
+		fl = waiting[b.chooser.Choose(heads, b.order)]
 	}
 	f := s.headOf(fl)
 	fl.head++
@@ -301,10 +298,56 @@ func (s *sim) pop(q *flowQueue, b *heldBand) *flight {
 	return f
 }
 
-// fcfs orders each flow's requests, as the fleet models no other ordering.
+// fcfs orders a band whose plan names no ordering policy.
 var fcfs = flowcontrol.NewFCFS("")
 
-// headOf returns fl's oldest request still waiting, dropping the ones
+// enqueue puts held f into fl in b's order. Each flow is one class, so it
+// shares one TTFT objective, and ids grow with sends: FCFS and SLO order
+// put every request last, as a FIFO would. EDF need not (a retry's client
+// deadline runs from its first send), so a request that ranks before the
+// last goes where its order puts it.
+func (s *sim) enqueue(b *heldBand, fl *heldFlow, f *flight) {
+	n := len(fl.ids)
+	if n == fl.head || !s.less(b, f, &s.flights[fl.ids[n-1]]) {
+		fl.ids = append(fl.ids, f.id)
+		return
+	}
+	i := fl.head + sort.Search(n-fl.head, func(i int) bool { return s.less(b, f, &s.flights[fl.ids[fl.head+i]]) })
+	fl.ids = slices.Insert(fl.ids, i, f.id)
+}
+
+// less reports whether b's ordering policy ranks x before y.
+func (s *sim) less(b *heldBand, x, y *flight) bool {
+	qx, qy := s.queued(x, b.priority), s.queued(y, b.priority)
+	return b.order.Less(&qx, &qy)
+}
+
+// queued is what flow-control policies see of held f, as the live
+// controller builds it: enqueued at this attempt's send (Seq its id, which
+// grows with sends); Deadline the sooner of the TTL from then and the
+// client's timeout from its first send; SLODeadline the send plus its
+// class's TTFT objective, as the EPP reads x-slo-ttft-ms.
+func (s *sim) queued(f *flight, priority int) scheduler.QueuedRequest {
+	r := scheduler.QueuedRequest{FlowID: s.flowID(f), Priority: priority, Enqueued: epoch.Add(f.sent), Seq: f.id}
+	var d time.Duration
+	if ttl := s.queueOf(f).adm.plan.DefaultTTL; ttl > 0 {
+		d = f.sent + ttl
+	}
+	if t := s.spec.Timeout; t > 0 && (d == 0 || f.arrival+t < d) {
+		d = f.arrival + t
+	}
+	if d > 0 {
+		r.Deadline = epoch.Add(d)
+	}
+	if len(s.spec.Classes) > 0 {
+		if obj := s.spec.Classes[f.class].TTFTSLOMs; obj > 0 {
+			r.SLODeadline = epoch.Add(f.sent + time.Duration(obj*float64(time.Millisecond)))
+		}
+	}
+	return r
+}
+
+// headOf returns fl's first request still waiting, dropping the ones
 // before it that left; fl.n > 0.
 func (s *sim) headOf(fl *heldFlow) *flight {
 	for {

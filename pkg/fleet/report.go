@@ -39,6 +39,9 @@ type Report struct {
 	// Fairness, when studied, is what each fairness policy does for flows
 	// of one band that ask for unequal shares.
 	Fairness *PriorityReport `json:"fairness,omitempty"`
+	// Ordering, when studied, is what each ordering policy does for
+	// classes of one band with different TTFT objectives.
+	Ordering *PriorityReport `json:"ordering,omitempty"`
 	// Disagg, when studied, is aggregated serving against P/D
 	// disaggregation at equal server count.
 	Disagg *DisaggReport `json:"disagg,omitempty"`
@@ -66,7 +69,7 @@ type Rerun struct {
 // studyTitles are the report's studies by name, as the report calls them.
 var studyTitles = map[string]string{
 	"freshness": "freshness study", "priorities": "priority study", "fairness": "fairness study",
-	"disagg": "P/D study", "replicas": "replica study", "multimodal": "multimodal study",
+	"ordering": "ordering study", "disagg": "P/D study", "replicas": "replica study", "multimodal": "multimodal study",
 }
 
 // StudyTitle is how the report calls the named study (Rerun.Study); false
