@@ -22,12 +22,12 @@ import (
 
 // simFlags are the options of `epp simulate`.
 type simFlags struct {
-	configFile, name, workload, profile, qps, compare, out, freshness, classes             string
-	servers, warmup, workers, freshnessSeeds, prefill, replicas, seeds, perNode            int
-	crossNode                                                                              float64
-	duration, timeout, scrape, jitter, sloTTFT, sloITL, syncFlush, syncLatency, kvTransfer time.Duration
-	seed                                                                                   uint64
-	json, list, replicaSync, syncDispatches                                                bool
+	configFile, name, workload, profile, qps, compare, out, freshness, classes                string
+	servers, warmup, workers, freshnessSeeds, prefill, replicas, seeds, perNode, retryEvicted int
+	crossNode                                                                                 float64
+	duration, timeout, scrape, jitter, sloTTFT, sloITL, syncFlush, syncLatency, kvTransfer    time.Duration
+	seed                                                                                      uint64
+	json, list, replicaSync, syncDispatches                                                   bool
 }
 
 func (f *simFlags) bind(fs *flag.FlagSet) {
@@ -63,7 +63,8 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.freshness, "freshness", "", "also run the evaluated config with these scrape intervals (e.g. 25ms,100ms,200ms), "+
 		"paired seed by seed against --scrape-interval, and report what metric freshness is worth to it")
 	fs.IntVar(&f.freshnessSeeds, "freshness-seeds", 6, "paired seeds of the --freshness study (1 … n)")
-	fs.StringVar(&f.classes, "classes", "", "split the traffic into classes name:share:priority[:ttftSLOms[:tpotSLOms]],… (e.g. critical:0.2:3:250,batch:0.8:-1; the SLOs are sent as x-slo-ttft-ms / x-slo-tpot-ms headers), "+
+	fs.IntVar(&f.retryEvicted, "retry-evicted", 0, "clients send a request that in-flight eviction ended again, up to N times, after 0.5–1 s, then doubling (0: they do not retry)")
+	fs.StringVar(&f.classes, "classes", "", "split the traffic into classes name:share:priority[:ttftSLO[:tpotSLO]],… (SLOs in milliseconds or as durations; e.g. critical:0.2:3:250ms,batch:0.8:-1; the SLOs are sent as x-slo-ttft-ms / x-slo-tpot-ms headers), "+
 		"each its own fairness ID, and report each class; configs then shed or queue by priority as they would live")
 	fs.IntVar(&f.replicas, "replicas", 1, "run every policy as N active-active EPP replicas, each request handed to the next in turn; "+
 		"each replica has its own plugin state (prefix index, in-flight counts, flow-control queue)")
@@ -244,6 +245,10 @@ func (f *simFlags) matrix(st *settings) (*fleet.Matrix, error) {
 	if f.seeds < 1 || f.seeds > 100 {
 		return nil, fmt.Errorf("--seeds: must be in [1, 100], got %d", f.seeds)
 	}
+	retry := fleet.Retry{Max: f.retryEvicted}
+	if err := retry.Validate(); err != nil {
+		return nil, fmt.Errorf("--retry-evicted: %w", err)
+	}
 	seeds := make([]uint64, f.seeds)
 	for i := range seeds {
 		seeds[i] = f.seed + uint64(i)
@@ -251,7 +256,7 @@ func (f *simFlags) matrix(st *settings) (*fleet.Matrix, error) {
 	return &fleet.Matrix{
 		Workloads: []fleet.Workload{w}, Policies: policies, Seeds: seeds, Workers: f.workers,
 		ScrapeInterval: f.scrape, ScrapeJitter: f.jitter, Timeout: f.timeout, Classes: classes, PrefillServers: f.prefill,
-		Replication: rep, Topology: fleet.Topology{ServersPerNode: f.perNode, CrossNodeCost: f.crossNode},
+		Replication: rep, Topology: fleet.Topology{ServersPerNode: f.perNode, CrossNodeCost: f.crossNode}, Retry: retry,
 	}, nil
 }
 

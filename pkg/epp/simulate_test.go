@@ -270,6 +270,7 @@ func TestSimulateBadFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"--workload", "W42"}, "--workload"},
+		{[]string{"--retry-evicted", "11"}, "--retry-evicted: retry: at most 10 retries"},
 		{[]string{"--qps", "10,abc"}, `"abc"`},
 		{[]string{"--qps", "-5"}, "--qps"},
 		{[]string{"--servers", "-1"}, "servers"},

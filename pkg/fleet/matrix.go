@@ -35,8 +35,11 @@ type Matrix struct {
 	// Progress, when set, is called after each run (from the worker that
 	// ran it, serialised).
 	Progress func(done, total int, spec RunSpec, res *StageResult)
+	// Retry is how every policy's clients answer an eviction (the zero
+	// value: they do not retry).
+	Retry Retry
 	// retry, by policy name, is the clients of a class study's arm
-	// (ClassArm); the others do not retry.
+	// (ClassArm), overriding Retry.
 	retry map[string]Retry
 }
 
@@ -141,7 +144,7 @@ func (m *Matrix) ladderSpecs(out []RunSpec, w Workload, p Policy) []RunSpec {
 			out = append(out, RunSpec{
 				Workload: w, Policy: p, QPS: q, Seed: seed, Timeout: m.Timeout,
 				ScrapeInterval: m.ScrapeInterval, ScrapeJitter: m.ScrapeJitter, Classes: m.Classes,
-				PrefillServers: m.PrefillServers, Replication: m.Replication, Topology: m.Topology, Retry: m.retry[p.Name],
+				PrefillServers: m.PrefillServers, Replication: m.Replication, Topology: m.Topology, Retry: m.retryOf(p.Name),
 			})
 		}
 	}
@@ -191,4 +194,12 @@ func (m *Matrix) execute(ctx context.Context, specs []RunSpec, results []*StageR
 		return firstErr
 	}
 	return ctx.Err()
+}
+
+// retryOf is the clients of policy name: its class-study arm's, else Retry.
+func (m *Matrix) retryOf(name string) Retry {
+	if r, ok := m.retry[name]; ok {
+		return r
+	}
+	return m.Retry
 }

@@ -46,7 +46,9 @@ func (r Retry) withDefaults() Retry {
 	return r
 }
 
-func (r Retry) validate() error {
+// Validate reports a retry count outside [0, 10] or a backoff outside
+// [0, 1h].
+func (r Retry) Validate() error {
 	var errs []error
 	if r.Max < 0 || r.Max > maxRetries {
 		errs = append(errs, fmt.Errorf("retry: at most %d retries, got %d", maxRetries, r.Max))

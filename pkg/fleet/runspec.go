@@ -95,7 +95,7 @@ func (s *RunSpec) validate() error {
 	if err := s.Replication.validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := s.Retry.validate(); err != nil {
+	if err := s.Retry.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := s.Topology.validate(s.Workload.Servers); err != nil {
