@@ -1,6 +1,7 @@
 package plugins_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/openepp/openepp/pkg/config"
@@ -88,5 +89,45 @@ flowControl:
 	}
 	if !hooked {
 		t.Error("the fairness policy is not among the scheduler's plugins: its hooks would not run")
+	}
+}
+
+// TestEvictionPoliciesLoad: llm-d configs that declare the eviction
+// policies beside enableEviction load; the policies take no parameters and
+// say so.
+func TestEvictionPoliciesLoad(t *testing.T) {
+	t.Parallel()
+	reg, err := plugins.InTree()
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := func(filterParams string) (*config.Built, error) {
+		cfg, err := config.Load([]byte(`apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+featureGates: [flowControl]
+plugins:
+- type: queue-scorer
+- type: concurrency-detector
+- type: sheddable-eviction-filter` + filterParams + `
+- type: priority-then-time-eviction-order-policy
+flowControl:
+  saturationDetector: {pluginRef: concurrency-detector}
+  enableEviction: true
+`))
+		if err != nil {
+			return nil, err
+		}
+		return config.BuildWith(cfg, config.BuildOptions{Registry: reg})
+	}
+	b, err := build("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := b.FlowControl(); p == nil || !p.Eviction {
+		t.Errorf("flow plan %+v, want eviction on", p)
+	}
+	if _, err := build("\n  parameters: {minPriority: -1}"); err == nil ||
+		!strings.Contains(err.Error(), `sheddable-eviction-filter: parameters: json: unknown field "minPriority"`) {
+		t.Errorf("a parameter was not refused clearly: %v", err)
 	}
 }
