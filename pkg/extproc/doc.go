@@ -96,9 +96,9 @@
 //     complete. A status below 200 or none becomes 200; the body is sent as
 //     text/plain; header mutation failures are ignored. Envoy resets the
 //     upstream request and sends the local reply, or resets the downstream
-//     stream when the response headers already went out; it half-closes the
-//     ext_proc stream at once (so does this client; the reset follows when
-//     the caller closes it, or after the close grace).
+//     stream when the response headers already went out; it half-closes and
+//     resets the ext_proc stream at once (ExternalProcessorStreamImpl::close),
+//     and so does this client.
 //  11. An empty ProcessingResponse or a streamed_immediate_response is
 //     refused; override_message_timeout together with a reply is refused
 //     (Envoy would ignore the whole message and the reply would be lost).

@@ -3,7 +3,6 @@ package extproc
 import (
 	"net/http"
 	"strconv"
-	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 )
@@ -269,12 +268,10 @@ func (s *Stream) onImmediate(ir *extprocv3.ImmediateResponse, resp *extprocv3.Pr
 	}
 	imm.Headers = m.httpHeader()
 	s.immediate = imm
-	// Envoy stops processing and closes the stream at once (a half-close:
-	// the processor sees its end, so an EPP that evicted the request knows
-	// the proxy acted); a processor that neither ends it nor reads further
-	// messages must not block a pending Send, so it is reset after the grace.
-	s.immTimer = time.AfterFunc(s.closeGrace, s.cancel)
-	go s.halfClose()
+	// Envoy stops processing and closes the stream at once: a half-close
+	// and then a reset (ExternalProcessorStreamImpl::close), so the processor
+	// sees its end (an EPP that evicted the request knows the proxy acted).
+	go s.endAfterImmediate()
 	if s.decision == nil {
 		s.decision = s.snapshotDecision()
 		s.decision.Immediate = imm

@@ -87,7 +87,6 @@ type Stream struct {
 	reqFilter  map[string]map[string]any
 	decision   *Decision
 	immediate  *ImmediateResponse
-	immTimer   *time.Timer
 }
 
 func newStream(ps extprocv3.ExternalProcessor_ProcessClient, cancel context.CancelFunc, grace time.Duration) *Stream {
@@ -309,26 +308,26 @@ func (s *Stream) shutdown() {
 	}
 	s.mu.Lock()
 	s.halfClosed = true
-	if s.immTimer != nil {
-		s.immTimer.Stop()
-	}
 	s.mu.Unlock()
 	s.cancel()
 	<-s.recvDone
 }
 
-// halfClose ends the client's side of the stream unless it has ended; it
-// waits for a Send in progress, which a cancel ends if it never returns.
-func (s *Stream) halfClose() {
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	s.mu.Lock()
-	done := s.halfClosed
-	s.halfClosed = true
-	s.mu.Unlock()
-	if !done {
-		_ = s.ps.CloseSend() // the outcome is read from Recv
+// endAfterImmediate closes the stream as Envoy does once it takes an
+// immediate response: a half-close, unless a Send in progress holds the
+// stream, then a reset.
+func (s *Stream) endAfterImmediate() {
+	if s.sendMu.TryLock() {
+		s.mu.Lock()
+		done := s.halfClosed
+		s.halfClosed = true
+		s.mu.Unlock()
+		if !done {
+			_ = s.ps.CloseSend()
+		}
+		s.sendMu.Unlock()
 	}
+	s.cancel()
 }
 
 // recvLoop reads every reply until the stream ends.
