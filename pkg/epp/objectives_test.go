@@ -70,6 +70,14 @@ func TestObjectivesFileEvictsWithoutKubernetes(t *testing.T) {
 		imm.Headers.Get("x-llm-d-request-dropped-reason") != "evicted" {
 		t.Fatalf("the batch request ended with %v, want 429 evicted", held.Err())
 	}
+	// The debug page shows the eviction: nothing revocable is left, and the
+	// batch request's revocation is outstanding or, once its stream ended,
+	// cooling for concurrency-detector's 10 ms grace, its credit pending.
+	var fc flowControlState
+	r.debugJSON(t, flowControlPath, &fc)
+	if e := fc.Eviction; e == nil || e.Evictable != 0 || e.Outstanding+e.Cooling > 1 || e.GraceMillis != 10 {
+		t.Errorf("%s eviction block %+v, want nothing revocable, at most one revocation pending, 10 ms grace", flowControlPath, e)
+	}
 	_ = held.Close() // as the proxy does once it answered the client
 	eventually(t, "the eviction to be confirmed", func() bool {
 		page := r.metricsPage(t)
