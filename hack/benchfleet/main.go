@@ -173,7 +173,8 @@ func classStudy(m *fleet.Matrix, workers int, flag, spec string, arms []fleet.Cl
 	for _, w := range m.Workloads {
 		if w.Name == priorityWorkload {
 			return func(ctx context.Context) (*fleet.PriorityReport, error) {
-				return fleet.Priorities(ctx, w, classes, arms, m.Seeds, workers, m.Progress)
+				st := fleet.ClassStudy{Workload: w, Classes: classes, Arms: arms, Seeds: m.Seeds, Workers: workers, Progress: m.Progress}
+				return st.Run(ctx)
 			}, nil
 		}
 	}

@@ -161,13 +161,23 @@ type PriorityReport struct {
 	WallSeconds float64           `json:"wallSeconds"`
 }
 
-// Priorities runs the study of w with classes and arms over seeds.
-func Priorities(ctx context.Context, w Workload, classes []Class, arms []ClassArm, seeds []uint64, workers int,
-	progress func(done, total int, spec RunSpec, res *StageResult)) (*PriorityReport, error) {
+// ClassStudy is a study of traffic classes (the priority, fairness and
+// ordering studies): one workload under each arm, over seeds.
+type ClassStudy struct {
+	Workload Workload
+	Classes  []Class
+	Arms     []ClassArm
+	Seeds    []uint64
+	Workers  int
+	Progress func(done, total int, spec RunSpec, res *StageResult)
+}
+
+// Run runs the study.
+func (c *ClassStudy) Run(ctx context.Context) (*PriorityReport, error) {
 	start := time.Now()
-	m := &Matrix{Workloads: []Workload{w}, Seeds: seeds, Workers: workers, Classes: classes, Progress: progress,
-		retry: map[string]Retry{}}
-	for _, a := range arms {
+	m := &Matrix{Workloads: []Workload{c.Workload}, Seeds: c.Seeds, Workers: c.Workers, Classes: c.Classes,
+		Progress: c.Progress, retry: map[string]Retry{}}
+	for _, a := range c.Arms {
 		m.Policies = append(m.Policies, a.Policy)
 		if a.Retry.Max > 0 {
 			m.retry[a.Policy.Name] = a.Retry
@@ -175,9 +185,9 @@ func Priorities(ctx context.Context, w Workload, classes []Class, arms []ClassAr
 	}
 	rep, err := m.Run(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("priority study: %w", err)
+		return nil, fmt.Errorf("class study: %w", err)
 	}
-	return &PriorityReport{Classes: classes, Workload: rep.Workloads[0], Policies: rep.Policies,
+	return &PriorityReport{Classes: c.Classes, Workload: rep.Workloads[0], Policies: rep.Policies,
 		WallSeconds: round3(time.Since(start).Seconds())}, nil
 }
 

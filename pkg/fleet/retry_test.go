@@ -168,7 +168,7 @@ func TestRetryingArms(t *testing.T) {
 	arms := []ClassArm{{Policy: p}, retryingArm(p, RetryingClients())}
 	run := func() *PriorityReport {
 		t.Helper()
-		rep, err := Priorities(context.Background(), w, classes, arms, []uint64{7}, 2, nil)
+		rep, err := (&ClassStudy{Workload: w, Classes: classes, Arms: arms, Seeds: []uint64{7}, Workers: 2}).Run(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
