@@ -25,6 +25,10 @@ func llmdFlavor(apiVersion string) bool {
 	return apiVersion == APIVersionLLMD || apiVersion == APIVersionLLMDV1
 }
 
+// LLMDFlavor reports whether the file is llm-d's (its apiVersion), whose
+// defaults the EPP follows where the two projects differ.
+func (c *Config) LLMDFlavor() bool { return llmdFlavor(c.APIVersion) }
+
 // Config is the upstream EndpointPickerConfig file. Sections OpenEPP does not
 // act on yet (flow control, parsers, most of the data layer) are decoded and
 // validated anyway, so upstream files load as they are and later work can

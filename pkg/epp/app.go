@@ -76,7 +76,8 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	if err := a.addSources(built.Discovery(), reg); err != nil {
 		return nil, err
 	}
-	scraper, err := metrics.New(a.store, a.scraperOptions(built, reg))
+	scrape := a.scraperOptions(built, reg)
+	scraper, err := metrics.New(a.store, scrape)
 	if err != nil {
 		return nil, fmt.Errorf("metrics scraper: %w", err)
 	}
@@ -84,6 +85,10 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	opts := server.Options{
 		MaxRequestBodyBytes: f.MaxRequestBodyBytes, DisableSubsetFilter: f.DisableSubsetFilter,
 		EmitEndpointScores: f.EmitEndpointScores, Unparsed: unparsedAPIs(built), Log: log.WithName("server"), Metrics: a.metrics,
+	}
+	if w := f.EnginePriority.writer(built, scrape); w != nil {
+		opts.EnginePriority = w
+		log.Info("engine priority: requests carry their priority to the model servers", "orders", w.Describe())
 	}
 	if f.compat.grpcStreamMetrics {
 		opts.Streams = server.NewStreamMetrics(reg)

@@ -99,7 +99,11 @@ func launchEPPSims(t *testing.T, sims []sim.Config, verbosity int, opts []Option
 			t.Fatal(err)
 		}
 		host, port, _ := net.SplitHostPort(inst.HostPort())
-		r.entries = append(r.entries, fmt.Sprintf("- {name: s%d, address: %s, port: %s, labels: {idx: \"%d\"}}\n", i, host, port, i))
+		labels := fmt.Sprintf("idx: \"%d\"", i)
+		if cfg.MetricsEngine != "" { // as a deployment labels its pods
+			labels += ", llm-d.ai/engine-type: " + cfg.MetricsEngine
+		}
+		r.entries = append(r.entries, fmt.Sprintf("- {name: s%d, address: %s, port: %s, labels: {%s}}\n", i, host, port, labels))
 		r.servers = append(r.servers, inst.HostPort())
 		r.sims = append(r.sims, inst)
 		t.Cleanup(func() { _ = inst.Close() })

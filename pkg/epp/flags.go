@@ -47,6 +47,7 @@ type Flags struct {
 	TLS                 tlsFlags
 	Kube                KubeFlags
 	Replicas            replicaFlags
+	EnginePriority      enginePriorityFlags
 	compat              compatFlags
 	Zap                 crzap.Options
 }
@@ -87,6 +88,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	f.TLS.bind(fs)
 	f.Kube.bind(fs)
 	f.Replicas.bind(fs)
+	f.EnginePriority.bind(fs)
 	f.compat.bind(fs)
 	f.Zap.BindFlags(fs)
 }
@@ -111,6 +113,7 @@ func (f *Flags) validate() error {
 	errs = append(errs, f.TLS.validate()...)
 	errs = append(errs, f.validateSource()...)
 	errs = append(errs, f.Replicas.validate(f.Kube.enabled())...)
+	errs = append(errs, f.EnginePriority.validate()...)
 	return errors.Join(errs...)
 }
 

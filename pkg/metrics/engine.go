@@ -292,3 +292,31 @@ func (s *engineSet) resolve(labels map[string]string) (e *engine, unknown string
 	}
 	return s.def, ""
 }
+
+// EngineNamer returns how the scraper names an endpoint's engine from its
+// labels under o: the first engine-type label set (o.EngineLabelKey, GIE's,
+// llm-d's) when it names a configured or built-in engine, else
+// o.DefaultEngine (vLLM when unset). Other parts of the EPP that depend on
+// the engine (the priority convention) use it to agree with the metrics.
+func EngineNamer(o Options) func(labels map[string]string) string {
+	known := map[string]bool{}
+	for _, c := range BuiltinEngines() {
+		known[c.Name] = true
+	}
+	for _, c := range o.Engines {
+		known[c.Name] = true
+	}
+	def := cmp.Or(o.DefaultEngine, EngineVLLM)
+	keys := engineLabelKeys(o.EngineLabelKey)
+	return func(labels map[string]string) string {
+		for _, k := range keys {
+			if name := labels[k]; name != "" {
+				if known[name] {
+					return name
+				}
+				return def
+			}
+		}
+		return def
+	}
+}

@@ -170,3 +170,25 @@ func TestResolveEngine(t *testing.T) {
 		})
 	}
 }
+
+func TestEngineNamer(t *testing.T) {
+	t.Parallel()
+	name := EngineNamer(Options{EngineLabelKey: "my/engine", Engines: []EngineConfig{{Name: "custom"}}, DefaultEngine: EngineSGLang})
+	for _, tc := range []struct {
+		labels map[string]string
+		want   string
+	}{
+		{nil, EngineSGLang},
+		{map[string]string{EngineLabelLLMD: "vllm"}, EngineVLLM},
+		{map[string]string{EngineLabelGIE: "custom", EngineLabelLLMD: "vllm"}, "custom"},
+		{map[string]string{"my/engine": "trtllm-serve", EngineLabelGIE: "vllm"}, EngineTRTLLMServe},
+		{map[string]string{EngineLabelLLMD: "unknown"}, EngineSGLang},
+	} {
+		if got := name(tc.labels); got != tc.want {
+			t.Errorf("engine of %v = %q, want %q", tc.labels, got, tc.want)
+		}
+	}
+	if got := EngineNamer(Options{})(nil); got != EngineVLLM {
+		t.Errorf("default engine = %q, want vllm", got)
+	}
+}

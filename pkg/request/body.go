@@ -154,6 +154,9 @@ type Body struct {
 	packed bool
 	// inputIDs is an SGLang request's token prompt, its alternative to text.
 	inputIDs span
+	// priority is the engine scheduling priority member, which Edited
+	// replaces.
+	priority span
 }
 
 // EstimatedPromptTokens approximates the prompt length in tokens (4 bytes per
@@ -256,6 +259,8 @@ func (b *Body) readMembers(raw []byte) (valid bool, at int, err error) {
 			b.prompt, b.Prompt = v, val
 		case "system":
 			b.system = v
+		case "priority":
+			b.priority = v
 		case "tools":
 			if t := string(val); t != "null" && t != "[]" {
 				b.Tools = val
@@ -324,29 +329,6 @@ func afterSystemMessage(messages []byte) int {
 		return 0
 	}
 	return end
-}
-
-// WithModel returns a copy of the body with the model replaced; every other
-// byte is unchanged, so the body's formatting and field order survive. A
-// generate body without a model (vLLM's default model) gets one first.
-func (b *Body) WithModel(model string) []byte {
-	quoted, _ := json.Marshal(model)
-	if !b.model.ok() {
-		if b.API != Generate {
-			return b.Raw
-		}
-		at := skipSpace(b.Raw, 0) + 1 // past '{'; a parsed generate body has members
-		out := make([]byte, 0, len(b.Raw)+len(quoted)+9)
-		out = append(out, b.Raw[:at]...)
-		out = append(out, `"model":`...)
-		out = append(out, quoted...)
-		out = append(out, ',')
-		return append(out, b.Raw[at:]...)
-	}
-	out := make([]byte, 0, len(b.Raw)-(b.model.end-b.model.start)+len(quoted))
-	out = append(out, b.Raw[:b.model.start]...)
-	out = append(out, quoted...)
-	return append(out, b.Raw[b.model.end:]...)
 }
 
 // jsonErrorDetail describes why raw is not valid JSON; only called on the

@@ -75,9 +75,9 @@ func (x *exchange) route(eos bool) (bool, error) {
 	sched := x.srv.Scheduler()
 	st := sched.NewState()
 	target := x.rewriteTarget(parsed.Model, st.Rand)
-	body := x.body
+	var edit request.Edit
 	if target != "" && target != parsed.Model {
-		body = parsed.WithModel(target)
+		edit.Model = target
 		if parsed.Model != "" { // a body without a model was not rewritten
 			x.modelBack = newModelRewriter(target, parsed.Model)
 		}
@@ -85,6 +85,8 @@ func (x *exchange) route(eos bool) (bool, error) {
 	if err := x.schedule(parsed, target, sched, st); err != nil {
 		return x.reject(err)
 	}
+	edit.SetPriority, edit.Priority = x.enginePriority(parsed)
+	body := parsed.Edited(edit)
 	a := answer{
 		targets:   x.result.Targets(),
 		headers:   x.result.Headers,
@@ -107,6 +109,25 @@ func (x *exchange) route(eos bool) (bool, error) {
 	}
 	x.answeredNow()
 	return false, nil
+}
+
+// enginePriority decides the body's "priority" member for the engine of the
+// primary target. The gateway owns it: a client's own value is replaced, so
+// a client cannot jump the engine's queue past its objective. Priority 0 is
+// every engine's default, so a body without the member keeps none (and is
+// not copied); an operator's own default (SGLang's --default-priority-value)
+// then applies to requests without an objective.
+func (x *exchange) enginePriority(parsed *request.Body) (set bool, value int) {
+	ep := x.srv.opts.EnginePriority
+	targets := x.result.Targets()
+	if ep == nil || len(targets) == 0 {
+		return false, 0
+	}
+	value, ok := ep.Value(targets[0], x.req.Priority)
+	if !ok || (value == 0 && !parsed.HasPriority()) {
+		return false, 0
+	}
+	return true, value
 }
 
 // schedule builds the plugin-facing request and runs the scheduler and the

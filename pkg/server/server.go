@@ -41,6 +41,13 @@ type Objectives interface {
 	Priority(name string) (priority int, ok bool)
 }
 
+// EnginePriority maps a request's priority (higher is more important, as in
+// InferenceObjective) to the "priority" body member the engine behind
+// target reads; ok is false when that engine takes none.
+type EnginePriority interface {
+	Value(target *endpoint.Endpoint, priority int) (value int, ok bool)
+}
+
 // Rewrites resolves InferenceModelRewrite rules: the model a request for
 // model is sent as and the name of the rule's object. Randomness (weighted
 // targets) comes from rnd, the request's seeded source.
@@ -66,8 +73,11 @@ type Options struct {
 	// Rewrites, when set, override the model-name rewrite header with a
 	// matching rule; responses get the client's model name back.
 	Rewrites Rewrites
-	Log      logr.Logger
-	Metrics  *Metrics
+	// EnginePriority, when set, writes each request's priority into its
+	// body for the engine's own scheduler (see enginePriority).
+	EnginePriority EnginePriority
+	Log            logr.Logger
+	Metrics        *Metrics
 	// Streams, when set, records each ext_proc stream (llm-d's opt-in
 	// stream metrics).
 	Streams *StreamMetrics

@@ -33,6 +33,7 @@ var allowed = map[string][]string{
 	"pkg/datastore":      {"pkg/endpoint"},
 	"pkg/filewatch":      {},
 	"pkg/objectives":     {"pkg/filewatch"},
+	"pkg/enginepriority": {"pkg/endpoint"},
 	"pkg/discovery":      {"pkg/endpoint", "pkg/scheduler", "pkg/filewatch"},
 	"pkg/metrics":        {"pkg/endpoint", "pkg/datastore", "pkg/scheduler", "pkg/certfile", "pkg/promalias", "pkg/fetchfail"},
 	"pkg/controller":     {"pkg/endpoint", "pkg/datastore"},
