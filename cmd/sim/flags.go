@@ -151,6 +151,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Var(loraFlag{&c.LoRAs}, "lora-modules", `LoRA adapters: name, name=path or {"name":...} (repeatable, comma list)`)
 	fs.StringVar(&c.Profile, "profile", engine.DefaultProfile, "engine preset: "+strings.Join(engine.ProfileNames(), ", "))
 	fs.StringVar(&c.MetricsEngine, "metrics-engine", sim.EngineVLLM, "metric names to export: "+strings.Join(sim.MetricsEngines(), ", "))
+	fs.StringVar(&c.SchedulingPolicy, "scheduling-policy", engine.FCFS.String(), `fcfs, or priority: a lower request "priority" starts first and is preempted last (negated under --metrics-engine sglang)`)
 	fs.IntVar(&c.DefaultMaxTokens, "default-max-tokens", 16, "max tokens when a request sets none")
 	fs.Uint64Var(&c.Seed, "seed", 0, "seed for latency jitter and generated text (instance k uses seed+k)")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity (0 lifecycle, 1 decisions, 2 detail)")

@@ -27,7 +27,8 @@ type flagCase struct {
 // flagCases is the TestParseFlags table.
 var flagCases = []flagCase{
 	{name: "defaults", args: nil, check: func(t *testing.T, o options) {
-		if o.base.Port != 8000 || o.base.Address != "127.0.0.1" || o.instances != 1 || o.base.Profile != "fast" {
+		if o.base.Port != 8000 || o.base.Address != "127.0.0.1" || o.instances != 1 || o.base.Profile != "fast" ||
+			o.base.SchedulingPolicy != "fcfs" {
 			t.Fatalf("defaults = %+v", o.base)
 		}
 	}},
@@ -97,6 +98,11 @@ var flagCases = []flagCase{
 			}
 		}},
 	{name: "p2p connector port needs the sidecar", args: []string{"--p2p-connector-port", "7777"}, wantErr: "--p2p-connector-port need --pd-sidecar"},
+	{name: "scheduling policy", args: []string{"--scheduling-policy", "priority"}, check: func(t *testing.T, o options) {
+		if o.base.SchedulingPolicy != "priority" {
+			t.Fatalf("scheduling policy = %q, want priority", o.base.SchedulingPolicy)
+		}
+	}},
 	{name: "bad duration", args: []string{"--inter-token-latency", "fast"}, wantErr: "neither milliseconds"},
 	{name: "bad lora json", args: []string{"--lora-modules", `{"name":`}, wantErr: "lora module JSON"},
 	{name: "zero instances", args: []string{"--instances", "0"}, wantErr: "--instances"},
@@ -260,6 +266,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		"--pd-sidecar --pd-allowed-prefillers 10.0.0.0/8,nope!": `"nope!" is not a CIDR, an IP or host:port`,
 		"--kv-transfer-time-per-token -1us":                     "kvTransferPerToken: must be ≥ 0",
 		"--pd-sidecar --p2p-connector-port 70000":               "not in 0..65535",
+		"--scheduling-policy lifo":                              `schedulingPolicy: unknown scheduling policy "lifo"`,
 	} {
 		err := run(context.Background(), append([]string{"--port", "0"}, strings.Fields(args)...), io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), want) {

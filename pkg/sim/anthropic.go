@@ -24,7 +24,7 @@ const billingHeaderPrefix = "x-anthropic-billing-header"
 
 // wireAnthropicRequest holds the fields the simulator reads; sampling
 // fields (temperature, top_p, top_k, stop_sequences, tool_choice, metadata)
-// are accepted and ignored.
+// are accepted and ignored. priority is read as on the OpenAI APIs.
 type wireAnthropicRequest struct {
 	Model            string          `json:"model"`
 	Messages         json.RawMessage `json:"messages"`
@@ -33,6 +33,7 @@ type wireAnthropicRequest struct {
 	Stream           bool            `json:"stream"`
 	Tools            json.RawMessage `json:"tools"`
 	KVTransferParams json.RawMessage `json:"kv_transfer_params"`
+	Priority         json.RawMessage `json:"priority"`
 }
 
 type anthropicTurn struct {
@@ -86,6 +87,9 @@ func (i *Instance) parseAnthropic(w http.ResponseWriter, r *http.Request, count 
 		return g, nil
 	}
 	g.maxTokens = *wr.MaxTokens
+	if g.priority, err = i.requestPriority(wr.Priority); err != nil {
+		return genRequest{}, invalidRequest("%v", err)
+	}
 	if aerr := applyKVTransfer(&g, wr.KVTransferParams); aerr != nil {
 		return genRequest{}, aerr
 	}

@@ -50,6 +50,13 @@ type Config struct {
 
 	// Profile names the engine preset (engine.ProfileNames); default "fast".
 	Profile string
+	// SchedulingPolicy is vLLM's --scheduling-policy: "fcfs" (default; a
+	// request's priority is read and ignored) or "priority" (waiting
+	// requests start by priority, lower first, then arrival, and a full KV
+	// cache preempts the least urgent, latest arrived sequence; see
+	// package engine). Under MetricsEngine "sglang" a request's priority
+	// is negated, as SGLang runs higher values first.
+	SchedulingPolicy string
 	// Capacity and Latency override the preset, flag by flag.
 	Capacity Capacity
 	Latency  Latency
@@ -210,6 +217,9 @@ func (c Config) validate(ec engine.Config) []error {
 	if len(c.LoRAs) > 0 && ec.MaxLoRAs == 0 {
 		errs = append(errs, errors.New("loras: adapters configured but max-loras is 0"))
 	}
+	if _, err := c.policy(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.Latency.validate(); err != nil {
 		errs = append(errs, fmt.Errorf("latency: %w", err))
 	}
@@ -240,6 +250,7 @@ func (c Config) engineConfig() (engine.Config, error) {
 	overrideInt(&ec.MaxModelLen, c.Capacity.MaxModelLen)
 	overrideInt(&ec.MaxWaiting, c.Capacity.MaxWaiting)
 	overrideInt(&ec.EncoderCacheTokens, c.Capacity.EncoderCacheTokens)
+	ec.Policy, _ = c.policy() // validate reports a bad name
 	c.Latency.apply(&ec)
 	ec.Seed = c.Seed
 	if c.Tune != nil {
@@ -249,6 +260,18 @@ func (c Config) engineConfig() (engine.Config, error) {
 		return ec, fmt.Errorf("engine: %w", err)
 	}
 	return ec, nil
+}
+
+// policy returns the engine's scheduling policy; "" is FCFS.
+func (c Config) policy() (engine.Policy, error) {
+	if c.SchedulingPolicy == "" {
+		return engine.FCFS, nil
+	}
+	p, err := engine.ParsePolicy(c.SchedulingPolicy)
+	if err != nil {
+		return engine.FCFS, fmt.Errorf("schedulingPolicy: %w", err)
+	}
+	return p, nil
 }
 
 func overrideInt(dst *int, v int) {

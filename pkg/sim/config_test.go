@@ -54,14 +54,14 @@ func TestLatencyMapping(t *testing.T) {
 
 func TestCapacityAndProfile(t *testing.T) {
 	t.Parallel()
-	got, err := Config{Profile: "blis-l8b-h100", Model: "m", Seed: 9, Capacity: Capacity{
+	got, err := Config{Profile: "blis-l8b-h100", Model: "m", Seed: 9, SchedulingPolicy: "priority", Capacity: Capacity{
 		MaxNumSeqs: 512, KVCacheBlocks: 100, BlockSize: 32, MaxLoRAs: 4, MaxModelLen: 2048, MaxWaiting: 10,
 	}}.engineConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
 	want, _ := engine.Profile("blis-l8b-h100")
-	want.Model, want.Seed = "m", 9
+	want.Model, want.Seed, want.Policy = "m", 9, engine.Priority
 	want.MaxNumSeqs, want.MaxNumBatchedTokens = 512, 8192
 	want.NumBlocks, want.BlockSize, want.MaxLoRAs, want.MaxModelLen, want.MaxWaiting = 100, 32, 4, 2048, 10
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -90,6 +90,8 @@ func TestConfigErrors(t *testing.T) {
 		{name: "adapters without slots", cfg: Config{LoRAs: []string{"x"}, Tune: func(c *engine.Config) { c.MaxLoRAs = 0 }},
 			want: []string{"max-loras is 0"}},
 		{name: "engine validation", cfg: Config{Capacity: Capacity{BlockSize: -3}}, want: []string{"blockSize:"}},
+		{name: "scheduling policy", cfg: Config{SchedulingPolicy: "lifo", Capacity: Capacity{BlockSize: -3}},
+			want: []string{`schedulingPolicy: unknown scheduling policy "lifo" (known: fcfs, priority)`, "blockSize:"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

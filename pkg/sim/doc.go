@@ -26,7 +26,8 @@
 //	            + LoRALoadDelay per adapter loaded
 //
 // Continuous batching keeps at most max-num-seqs sequences running; others
-// wait FCFS. Prompts longer than the max-num-batched-tokens budget are
+// wait, first come first served unless the priority policy (below) is set.
+// Prompts longer than the max-num-batched-tokens budget are
 // prefilled in chunks. The KV cache has N blocks of block-size tokens with
 // vLLM-style automatic prefix caching: each full prompt block is keyed by a
 // hash chained over all tokens up to it and the model or adapter name;
@@ -38,10 +39,29 @@
 // vLLM) is folded into its first block's key, so only requests with the
 // same salt share blocks, and a salted one never shares with an unsalted
 // one (vLLM's per-tenant cache isolation). A decode
-// that finds the cache full preempts the newest sequence (recompute). LoRA
+// that finds the cache full preempts the newest sequence (recompute; the
+// least urgent under the priority policy). LoRA
 // adapters occupy max-loras slots; loading one costs LoRALoadDelay.
 // Prompts are turned into tokens by package tokenize (words and
 // punctuation, about four characters per token).
+//
+// # Scheduling policy and request priority
+//
+// Config.SchedulingPolicy (cmd/sim --scheduling-policy) is vLLM's: "fcfs"
+// by default, or "priority". Every generation API (completions, chat
+// completions, /v1/messages, /inference/v1/generate, SGLang's /generate)
+// takes a top-level integer priority: absent or null is 0; a string,
+// boolean, object, fraction or a value outside int32 is a 400 in the API's
+// error shape naming the field. Under fcfs it is then ignored, as vLLM
+// ignores it. Under priority, as in vLLM v1, waiting requests start by
+// (priority, arrival), lower first, a preempted request keeps its place in
+// that order, and a decode that finds the cache full preempts the running
+// sequence with the highest (priority, arrival) instead of the newest;
+// admission never preempts, and a request that does not fit still stops
+// admission. The value is read as the impersonated engine reads it: as is
+// (vLLM: lower is more urgent) except under MetricsEngine "sglang", where
+// it is negated, since SGLang runs higher values first by default. See
+// package engine for the one simplification.
 //
 // # Presets (engine.Profile) and their sources (performance.md §3.3, §5.A)
 //
@@ -90,9 +110,9 @@
 //   - do_remote_prefill: true (with remote_engine_id, remote_host,
 //     remote_port and remote_block_ids) makes the engine pull the prompt's
 //     KV instead of computing it (engine.Request.RemotePrefill): it is
-//     admitted like any request (FCFS, KV blocks allocated here, local
-//     prefix-cache hits taken), pulls the rest of the prompt beside the
-//     running batch in KVTransferOverhead + tokens · KVTransferPerToken
+//     admitted like any request (queue order, KV blocks allocated here,
+//     local prefix-cache hits taken), pulls the rest of the prompt beside
+//     the running batch in KVTransferOverhead + tokens · KVTransferPerToken
 //     (presets: 0 + 1 µs/token; flags --kv-transfer-overhead and
 //     --kv-transfer-time-per-token), then computes only the last prompt
 //     token. TTFT = queueing + transfer + one iteration. As in vLLM, usage
@@ -145,10 +165,11 @@
 //
 // POST /v1/messages takes vLLM's Anthropic request (model, messages and a
 // positive max_tokens required; system, stream, tools, kv_transfer_params
-// read; sampling fields ignored, and, as in vLLM, no cache_salt) and, like vLLM, renders it as a chat: one
-// leading system turn (the system text blocks concatenated, then the text
-// of any system-role messages, then the tools as compact JSON lines), then
-// the user and assistant turns through the template of
+// and priority read; sampling fields ignored, and, as in vLLM, no
+// cache_salt) and, like vLLM, renders it as a chat: one leading system
+// turn (the system text blocks concatenated, then the text of any
+// system-role messages, then the tools as compact JSON lines), then the
+// user and assistant turns through the template of
 // /v1/chat/completions, so both APIs render a conversation alike and a
 // conversation's next request extends its previous prompt. A message's
 // blocks render one a line: text, thinking text, tool_use as its name and
@@ -180,11 +201,11 @@
 //
 // POST /inference/v1/generate is vLLM's API for RL frameworks and llm-d's
 // vllmhttp-parser: {token_ids, sampling_params, model, stream,
-// stream_options, request_id, cache_salt, kv_transfer_params}, token_ids
-// and sampling_params required (of which only max_tokens is read; the
-// other sampling fields, n, priority and features are ignored; one
-// choice). The IDs go to the engine as a completions token-ID prompt does,
-// so caching, P/D and P2P behave alike. The answer is {id
+// stream_options, request_id, cache_salt, kv_transfer_params, priority
+// (above)}, token_ids and sampling_params required (of which only
+// max_tokens is read; the other sampling fields, n and features are
+// ignored; one choice). The IDs go to the engine as a completions token-ID
+// prompt does, so caching, P/D and P2P behave alike. The answer is {id
 // generate-tokens-<request_id>, request_id (echoed, else random), created,
 // model, choices [{index, logprobs null, finish_reason, token_ids}], usage,
 // prompt_logprobs null, kv_transfer_params}; a stream sends one
@@ -201,8 +222,9 @@
 // string, tokenized as a completions prompt) or input_ids (token IDs),
 // sampling_params.max_new_tokens (default 128, as SGLang; 0 is a prefill
 // that the engine runs with one token and reports as none), stream, rid
-// (echoed, else 32 random hex digits) and lora_path (resolved as a model
-// name; unknown is a 404). Other fields, model included, are ignored;
+// (echoed, else 32 random hex digits), lora_path (resolved as a model
+// name; unknown is a 404) and priority (above). Other fields, model
+// included, are ignored;
 // batches and input_embeds are refused. The prompt goes to the engine as a
 // completions prompt does, so prefix caching is shared. The answer is
 // {text, output_ids, meta_info {id, finish_reason {type length, length},

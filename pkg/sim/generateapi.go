@@ -20,8 +20,9 @@ import (
 const generateTokensPath = "/inference/v1/generate"
 
 // wireGenerateTokensRequest holds the fields the simulator reads. Other
-// fields (priority, features, and sampling fields but max_tokens) are
-// accepted and ignored, as elsewhere; n is ignored too: one choice.
+// fields (features, and sampling fields but max_tokens) are accepted and
+// ignored, as elsewhere; n is ignored too: one choice. priority is read as
+// on the completions API.
 type wireGenerateTokensRequest struct {
 	RequestID      string          `json:"request_id"`
 	TokenIDs       json.RawMessage `json:"token_ids"`
@@ -34,6 +35,7 @@ type wireGenerateTokensRequest struct {
 	} `json:"stream_options"`
 	KVTransferParams json.RawMessage `json:"kv_transfer_params"`
 	CacheSalt        json.RawMessage `json:"cache_salt"`
+	Priority         json.RawMessage `json:"priority"`
 }
 
 // generateTokensExtras is what the API needs beyond genRequest.
@@ -84,6 +86,10 @@ func (i *Instance) parseGenerateTokens(w http.ResponseWriter, r *http.Request) (
 	}
 	if g.cacheSalt, aerr = parseCacheSalt(wr.CacheSalt); aerr != nil {
 		return genRequest{}, x, aerr
+	}
+	var err error
+	if g.priority, err = i.requestPriority(wr.Priority); err != nil {
+		return genRequest{}, x, priorityError(err)
 	}
 	if g.model == "" {
 		g.model = i.cfg.ServedModelNames[0]

@@ -80,6 +80,7 @@ func (i *Instance) startCall(w http.ResponseWriter, r *http.Request, parse func(
 	}
 	c, err := i.drv.submit(g.prompts, i.p2pPulls(r, g), engine.Request{
 		MaxTokens: g.maxTokens, LoRA: g.lora, CacheSalt: g.cacheSalt, RemotePrefill: g.kv.remotePrefill,
+		Priority: g.priority,
 	})
 	if err != nil {
 		fail(w, engineError(err))

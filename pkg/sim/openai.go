@@ -43,6 +43,7 @@ type genRequest struct {
 	stream       bool
 	includeUsage bool
 	kv           kvTransfer
+	priority     int // the engine's: lower runs first
 }
 
 // wireRequest holds the fields the simulator reads; others are ignored, as
@@ -60,6 +61,7 @@ type wireRequest struct {
 	} `json:"stream_options"`
 	KVTransferParams json.RawMessage `json:"kv_transfer_params"`
 	CacheSalt        json.RawMessage `json:"cache_salt"` // raw, to answer a wrong type as vLLM does
+	Priority         json.RawMessage `json:"priority"`
 	chatTemplate
 }
 
@@ -122,6 +124,9 @@ func (i *Instance) parseGenerate(w http.ResponseWriter, r *http.Request, chat bo
 	}
 	g.cacheSalt = salt
 	var err error
+	if g.priority, err = i.requestPriority(wr.Priority); err != nil {
+		return genRequest{}, priorityError(err)
+	}
 	if chat {
 		g.prompts, err = parseMessages(wr.Messages, wr.Tools, wr.chatTemplate)
 	} else {
@@ -152,6 +157,13 @@ func parseCacheSalt(raw json.RawMessage) (string, *apiError) {
 		return "", aerr
 	}
 	return salt, nil
+}
+
+// priorityError is the OpenAI-shaped answer to a malformed priority.
+func priorityError(err error) *apiError {
+	aerr := badRequest("%v", err)
+	aerr.param = "priority"
+	return aerr
 }
 
 // modelNotFound is vLLM's answer to a request for a model it does not serve.

@@ -24,7 +24,8 @@ const sglangDefaultMaxNewTokens = 128
 
 // wireSGLangRequest holds the fields the simulator reads. Others
 // (return_logprob, image_data, session_params, bootstrap_*, model, ...)
-// are accepted and ignored.
+// are accepted and ignored. priority is read as on the other APIs, so
+// higher is more urgent only on an instance impersonating SGLang.
 type wireSGLangRequest struct {
 	Text           json.RawMessage `json:"text"`
 	InputIDs       json.RawMessage `json:"input_ids"`
@@ -33,6 +34,7 @@ type wireSGLangRequest struct {
 	Stream         bool            `json:"stream"`
 	RID            json.RawMessage `json:"rid"`
 	LoRAPath       json.RawMessage `json:"lora_path"`
+	Priority       json.RawMessage `json:"priority"`
 }
 
 // sglangExtras is what the API needs beyond genRequest.
@@ -87,6 +89,10 @@ func (i *Instance) parseSGLangGenerate(w http.ResponseWriter, r *http.Request) (
 	if x.rid == "" {
 		x.rid = randomRequestID() // as SGLang: uuid4's 32 hex digits
 	}
+	priority, err := i.requestPriority(wr.Priority)
+	if err != nil {
+		return genRequest{}, x, badRequest("%v", err)
+	}
 	name, aerr := optionalString(wr.LoRAPath, "lora_path")
 	if aerr != nil {
 		return genRequest{}, x, aerr
@@ -103,7 +109,7 @@ func (i *Instance) parseSGLangGenerate(w http.ResponseWriter, r *http.Request) (
 	// The engine refuses to generate nothing; max_new_tokens 0 (a prefill
 	// only, in SGLang) computes one token and reports none.
 	return genRequest{model: name, lora: lora, prompts: [][]uint32{prompt}, stream: wr.Stream,
-		maxTokens: max(x.maxNew, 1)}, x, nil
+		maxTokens: max(x.maxNew, 1), priority: priority}, x, nil
 }
 
 // parseSGLangPrompt reads the prompt from text or input_ids, of which the

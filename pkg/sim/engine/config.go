@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -15,7 +16,7 @@ type Config struct {
 	Model string
 
 	// MaxNumSeqs is vLLM's --max-num-seqs: at most this many sequences run
-	// in one iteration; the rest wait, first come first served.
+	// in one iteration; the rest wait, in the order Policy sets.
 	MaxNumSeqs int
 	// MaxNumBatchedTokens is vLLM's --max-num-batched-tokens, the per-step
 	// token budget that chunks long prefills. Must be ≥ MaxNumSeqs.
@@ -26,6 +27,9 @@ type Config struct {
 	// MaxWaiting bounds the waiting queue; Submit fails with ErrQueueFull
 	// beyond it. 0 means unbounded (vLLM has no limit).
 	MaxWaiting int
+	// Policy is vLLM's --scheduling-policy: FCFS (the zero value) or
+	// Priority.
+	Policy Policy
 
 	// NumBlocks and BlockSize size the paged KV cache (vLLM's
 	// num_gpu_blocks and --block-size).
@@ -79,6 +83,42 @@ type Config struct {
 	Seed uint64
 }
 
+// Policy orders the waiting queue and picks the sequence a KV-cache
+// shortage preempts, as vLLM's --scheduling-policy does.
+type Policy uint8
+
+const (
+	// FCFS starts waiting requests in arrival order and preempts the most
+	// recently started sequence; Request.Priority is ignored.
+	FCFS Policy = iota
+	// Priority starts waiting requests in (Request.Priority, arrival)
+	// order, lower first, and preempts the running sequence with the
+	// highest (Request.Priority, arrival): the least urgent, latest
+	// arrived. Admission never preempts, and seats are never taken away.
+	Priority
+)
+
+// policyNames are the flag values of the policies, indexed by Policy.
+var policyNames = [...]string{FCFS: "fcfs", Priority: "priority"}
+
+// String returns the policy's flag value ("fcfs" or "priority").
+func (p Policy) String() string {
+	if int(p) < len(policyNames) {
+		return policyNames[p]
+	}
+	return fmt.Sprintf("Policy(%d)", uint8(p))
+}
+
+// ParsePolicy reads a --scheduling-policy value: "fcfs" or "priority".
+func ParsePolicy(s string) (Policy, error) {
+	for p, name := range policyNames {
+		if s == name {
+			return Policy(p), nil
+		}
+	}
+	return FCFS, fmt.Errorf("unknown scheduling policy %q (known: %s)", s, strings.Join(policyNames[:], ", "))
+}
+
 // maxBlocks keeps block IDs within int32.
 const maxBlocks = 1 << 30
 
@@ -128,6 +168,9 @@ func (c Config) Validate() error {
 	}
 	if c.EncoderCacheTokens < 0 {
 		bad("encoderCacheTokens", "must be ≥ 0, got %d", c.EncoderCacheTokens)
+	}
+	if c.Policy > Priority {
+		bad("policy", "unknown scheduling policy %d", c.Policy)
 	}
 	if c.Jitter < 0 || c.Jitter > 0.3 {
 		bad("jitter", "must be in [0, 0.3], got %g", c.Jitter)

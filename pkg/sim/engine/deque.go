@@ -1,6 +1,7 @@
 package engine
 
-// deque is a growable ring buffer of sequence slots: the waiting queue, which
+// deque is a growable ring buffer of sequence slots: the FCFS waiting queue,
+// which
 // pops from the front, appends arrivals at the back and puts preempted or
 // skipped requests back at the front.
 type deque struct {

@@ -13,15 +13,31 @@
 // and produces one output token for every sequence whose known tokens are
 // all computed by its end. Scheduling follows vLLM v1: running sequences
 // first (one token each when decoding, a chunk of their prompt when
-// prefilling), then waiting requests FCFS while fewer than MaxNumSeqs run,
-// the MaxNumBatchedTokens budget lasts and the KV cache can hold the whole
-// prompt. A decode that needs a block when none is free preempts the most
-// recently started sequence, which returns to the head of the queue and
-// later recomputes its prompt and the tokens it had produced. A
-// RemotePrefill request (P/D disaggregation) pulls its prompt's KV from a
-// prefiller beside the batch instead of computing it (transfer.go). A
-// prompt's multimodal items are encoded, or found in the encoder cache,
-// by the iteration that first computes their placeholders (encoder.go).
+// prefilling), then waiting requests in queue order while fewer than
+// MaxNumSeqs run, the MaxNumBatchedTokens budget lasts and the KV cache can
+// hold the whole prompt. A decode that needs a block when none is free
+// preempts a running sequence, which returns to the queue and later
+// recomputes its prompt and the tokens it had produced.
+//
+// Config.Policy is vLLM's --scheduling-policy. Under FCFS (the default)
+// the queue is first come first served, Request.Priority is ignored, and
+// the victim is the most recently started sequence, put back at the head
+// of the queue. Under Priority the queue is ordered by (Request.Priority,
+// arrival), lower first; a preempted, skipped or landed request keeps its
+// place in that order, and the victim is the running sequence with the
+// highest (Priority, arrival), as in vLLM. As there, a request that cannot
+// get blocks stops admission and never preempts a running one. One
+// simplification: the running sequences are kept sorted by (Priority,
+// arrival), so the victim is always the last of them and never one already
+// given a share of this iteration; vLLM keeps them in start order, so when
+// the token budget runs short (long prefills) it serves an earlier-started
+// less urgent sequence before a later-started more urgent one, where this
+// engine serves the more urgent one first.
+//
+// A RemotePrefill request (P/D disaggregation) pulls its prompt's KV from
+// a prefiller beside the batch instead of computing it (transfer.go). A
+// prompt's multimodal items are encoded, or found in the encoder cache, by
+// the iteration that first computes their placeholders (encoder.go).
 //
 // An Engine is not safe for concurrent use; it starts no goroutines and
 // never sleeps. A KVEventListener hears its prefix-cache changes, as vLLM's
@@ -84,6 +100,10 @@ type Request struct {
 	// Media are the prompt's multimodal items, in prompt order; see
 	// encoder.go.
 	Media []Media
+	// Priority is vLLM's request priority: under the Priority policy a
+	// lower value starts earlier and is preempted later; ties go by
+	// arrival. FCFS ignores it.
+	Priority int
 }
 
 // Event reports one output token.
@@ -123,6 +143,7 @@ type seq struct {
 	published int // leading blocks published to the prefix cache
 	lora      int32
 	salt      string // cache_salt, reported with the prompt's first blocks
+	rank      rank   // queue order under the Priority policy
 	state     seqState
 	inQueue   bool          // slot is in the waiting deque (possibly cancelled)
 	inStep    bool          // slot is in the iteration in flight
@@ -162,9 +183,12 @@ type Engine struct {
 	seqs       []seq
 	freeSlots  []int32
 	byID       map[uint64]int32
-	waiting    deque
+	waiting    waitQueue
 	numWaiting int
-	running    []int32 // in start order; the tail is preempted first
+	arrivals   uint64 // requests submitted, for ranks
+	// running is in start order (FCFS) or rank order (Priority); either
+	// way the tail is preempted first.
+	running []int32
 
 	// transfers are the slots pulling KV, in start order; stalled means
 	// the last scheduling pass started nothing although requests wait
@@ -213,6 +237,7 @@ func New(cfg Config) (*Engine, error) {
 		batch:    make([]entry, 0, cfg.MaxNumSeqs),
 		events:   make([]Event, 0, cfg.MaxNumSeqs),
 		enc:      newEncoderCache(cfg.EncoderCacheTokens),
+		waiting:  waitQueue{byRank: cfg.Policy == Priority},
 	}
 	if cfg.Jitter > 0 {
 		e.rng = rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
@@ -240,8 +265,10 @@ func (e *Engine) Submit(req Request, now time.Duration) error {
 		e.lora.waiting[lora]++
 	}
 	root = saltRoot(root, req.CacheSalt)
+	e.arrivals++
 	*s = seq{
 		id: req.ID, prompt: len(req.Tokens), maxTokens: req.MaxTokens, lora: lora, salt: req.CacheSalt,
+		rank:  rank{priority: req.Priority, arrival: e.arrivals},
 		state: stateWaiting, inQueue: true, remote: req.RemotePrefill,
 		pullTo: min(req.PullTokens, len(req.Tokens)-1), perToken: req.TransferPerToken,
 		hashes: appendBlockHashes(s.hashes[:0], root, req.Tokens, e.cfg.BlockSize),
@@ -251,7 +278,7 @@ func (e *Engine) Submit(req Request, now time.Duration) error {
 		s.tokens = append(s.tokens, req.Tokens[:len(s.hashes)*e.cfg.BlockSize]...)
 	}
 	e.byID[req.ID] = slot
-	e.waiting.pushBack(slot)
+	e.waiting.pushBack(slot, s.rank)
 	e.numWaiting++
 	e.stalled = false
 	return nil

@@ -1,6 +1,9 @@
 package engine
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // plan summarizes an iteration's work for its duration.
 type plan struct {
@@ -57,10 +60,10 @@ func (e *Engine) schedule() plan {
 	return p
 }
 
-// admitWaiting starts waiting requests while budget, sequence slots and KV
-// blocks last. A request whose adapter cannot get a slot is skipped, not
-// blocking those behind it; one that does not fit in the KV cache stops
-// admission (FCFS).
+// admitWaiting starts waiting requests, in queue order, while budget,
+// sequence slots and KV blocks last. A request whose adapter cannot get a
+// slot is skipped, not blocking those behind it; one that does not fit in
+// the KV cache stops admission (under either policy).
 func (e *Engine) admitWaiting(budget int, p *plan) {
 	for budget > 0 && len(e.running) < e.cfg.MaxNumSeqs && e.waiting.len() > 0 {
 		slot := e.waiting.popFront()
@@ -72,7 +75,7 @@ func (e *Engine) admitWaiting(budget int, p *plan) {
 		}
 		ok, stop := e.admit(slot, p)
 		if stop {
-			e.waiting.pushFront(slot)
+			e.waiting.pushFront(slot, s.rank)
 			s.inQueue = true
 			break
 		}
@@ -88,8 +91,9 @@ func (e *Engine) admitWaiting(budget int, p *plan) {
 		budget -= n
 	}
 	for i := len(e.skipped) - 1; i >= 0; i-- {
-		e.waiting.pushFront(e.skipped[i])
-		e.seqs[e.skipped[i]].inQueue = true
+		s := &e.seqs[e.skipped[i]]
+		e.waiting.pushFront(e.skipped[i], s.rank)
+		s.inQueue = true
 	}
 	e.skipped = e.skipped[:0]
 }
@@ -145,16 +149,28 @@ func (e *Engine) admit(slot int32, p *plan) (ok, stop bool) {
 	return true, false
 }
 
-// seat makes a waiting request running.
+// seat makes a waiting request running: last under FCFS, in rank order
+// under Priority, so that the tail is the policy's preemption victim.
 func (e *Engine) seat(slot int32) {
-	e.seqs[slot].state = stateRunning
-	e.running = append(e.running, slot)
+	s := &e.seqs[slot]
+	s.state = stateRunning
 	e.numWaiting--
+	if !e.waiting.byRank {
+		e.running = append(e.running, slot)
+		return
+	}
+	at, _ := slices.BinarySearchFunc(e.running, s.rank, func(x int32, r rank) int {
+		return e.seqs[x].rank.compare(r)
+	})
+	e.running = slices.Insert(e.running, at, slot)
 }
 
 // reserve makes sure slot has blocks for tokens tokens, preempting running
-// sequences from the tail while the cache is short. ok is false when slot
-// itself had to be preempted; preempted reports whether anyone was.
+// sequences from the tail while the cache is short (the most recently
+// started under FCFS, the highest ranked under Priority). The running loop
+// serves sequences from the head, so a victim never has a share of this
+// iteration yet. ok is false when slot itself had to be preempted;
+// preempted reports whether anyone was.
 func (e *Engine) reserve(slot int32, tokens int) (ok, preempted bool) {
 	s := &e.seqs[slot]
 	need := e.kv.blocksFor(tokens) - len(s.blocks)
@@ -172,8 +188,8 @@ func (e *Engine) reserve(slot int32, tokens int) (ok, preempted bool) {
 	return true, preempted
 }
 
-// preempt returns a running sequence to the head of the queue, freeing its
-// blocks (recompute preemption).
+// preempt returns a running sequence to the queue (its head under FCFS, its
+// rank's place under Priority), freeing its blocks (recompute preemption).
 func (e *Engine) preempt(slot int32) {
 	s := &e.seqs[slot]
 	e.removeRunning(slot)
@@ -182,7 +198,7 @@ func (e *Engine) preempt(slot int32) {
 	s.computed, s.published, s.mediaNext = 0, 0, 0
 	s.state = stateWaiting
 	s.inQueue = true
-	e.waiting.pushFront(slot)
+	e.waiting.pushFront(slot, s.rank)
 	e.numWaiting++
 	if s.lora != noLoRA {
 		e.lora.waiting[s.lora]++

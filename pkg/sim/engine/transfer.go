@@ -8,7 +8,7 @@ import (
 
 // KV transfer for prefill/decode disaggregation, after vLLM's NixlConnector
 // on the decode side. A RemotePrefill request is admitted like any other
-// (same FCFS order, same KV-cache check, local prefix-cache hits taken), but
+// (same queue order, same KV-cache check, local prefix-cache hits taken), but
 // instead of computing its prompt it pulls the uncached rest of the prompt's
 // KV from the prefiller:
 //
@@ -16,10 +16,10 @@ import (
 //
 // While pulling it holds its blocks but no seat in the batch, and other
 // requests keep running (vLLM's WAITING_FOR_REMOTE_KVS; it still counts as
-// waiting). When the KV lands the request returns to the head of the queue
-// with every prompt token but the last computed: its first iteration
-// computes that one token and samples the first output token, as vLLM does.
-// So its TTFT is queueing + transfer + one iteration, never a prefill. It
+// waiting). When the KV lands the request returns to the queue (its head
+// under FCFS, its rank's place under Priority) with every prompt token but
+// the last computed: its first iteration computes that one token and
+// samples the first output token, as vLLM does. So its TTFT is queueing + transfer + one iteration, never a prefill. It
 // reports prompt − 1 cached tokens, as vLLM does. The pull happens once: a
 // request preempted later recomputes locally.
 //
@@ -67,9 +67,10 @@ func (e *Engine) firstLanding() time.Duration {
 	return t
 }
 
-// land moves the transfers that ended by t to the head of the waiting
-// queue, earliest first (ties in start order), each with its prompt but
-// the last token computed.
+// land moves the transfers that ended by t back to the waiting queue (its
+// head under FCFS, earliest first with ties in start order; their ranks'
+// places under Priority), each with its prompt but the last token
+// computed.
 func (e *Engine) land(t time.Duration) {
 	var landed []int32
 	kept := e.transfers[:0]
@@ -91,7 +92,7 @@ func (e *Engine) land(t time.Duration) {
 		s := &e.seqs[landed[i]]
 		s.state, s.landed, s.remote, s.inQueue = stateWaiting, true, false, true
 		s.computed, s.pullTo = s.pullTo, 0
-		e.waiting.pushFront(landed[i])
+		e.waiting.pushFront(landed[i], s.rank)
 	}
 	e.stalled = false
 }
