@@ -3,9 +3,19 @@ package epp
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/openepp/openepp/pkg/gateway"
 	"github.com/openepp/openepp/pkg/sim"
 )
 
@@ -79,5 +89,84 @@ func TestEnginePriorityFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "--engine-priority") {
 			t.Errorf("Run(%v) = %v, want an --engine-priority error", args, err)
 		}
+	}
+}
+
+// TestEnginePriorityThroughTheServer runs the proxy, the EPP and a vLLM
+// simulator seating one request at a time under --scheduling-policy
+// priority: a low-priority request holds the seat, two more wait in the
+// server's queue, and a critical one arrives last. With engine priority the server
+// starts the critical request next; without, it waits behind both.
+func TestEnginePriorityThroughTheServer(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(map[bool]string{true: "on", false: "off"}[on], func(t *testing.T) {
+			itl := 2 * time.Millisecond
+			cfg := sim.Config{SchedulingPolicy: "priority", Capacity: sim.Capacity{MaxNumSeqs: 1},
+				Latency: sim.Latency{InterTokenLatency: &itl}}
+			// Not sheddable (priority >= 0), so legacy admission never sheds
+			// the low class while the EPP's first scrape is pending.
+			objectives := filepath.Join(t.TempDir(), "objectives.yaml")
+			doc := "apiVersion: inference.networking.x-k8s.io/v1alpha2\nkind: InferenceObjective\nmetadata: {name: %s}\nspec: {priority: %d}\n"
+			if err := os.WriteFile(objectives, []byte(fmt.Sprintf(doc, "low", 1)+"---\n"+fmt.Sprintf(doc, "critical", 3)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"--objectives-file", objectives, "--engine-priority=" + map[bool]string{true: "on", false: "off"}[on]}
+			r := launchEPPSims(t, []sim.Config{cfg}, 0, nil, func(r *running) []string { return append([]string{"--endpoints-file", r.file}, args...) })
+			gw, err := gateway.New(gateway.Options{ExtProc: r.client})
+			if err != nil {
+				t.Fatal(err)
+			}
+			front := httptest.NewServer(gw)
+			t.Cleanup(front.Close)
+			t.Cleanup(gw.Close)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+
+			var mu sync.Mutex
+			var order []string
+			var wg sync.WaitGroup
+			send := func(name, objective string, maxTokens int) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					body := fmt.Sprintf(`{"model":"sim-model","prompt":"%s","max_tokens":%d}`, name, maxTokens)
+					req, _ := http.NewRequestWithContext(ctx, http.MethodPost, front.URL+"/v1/completions", strings.NewReader(body))
+					req.Header.Set("content-type", "application/json")
+					req.Header.Set("x-gateway-inference-objective", objective)
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						t.Errorf("%s: %v", name, err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						t.Errorf("%s: status %d", name, resp.StatusCode)
+					}
+					mu.Lock()
+					order = append(order, name)
+					mu.Unlock()
+				}()
+			}
+			waiting := func(n int) {
+				eventually(t, fmt.Sprintf("%d requests waiting in the server", n), func() bool { return r.sims[0].EngineMetrics().Waiting == n })
+			}
+			send("holder", "low", 1000) // 2 s: time to queue the others behind it
+			eventually(t, "the holder to run", func() bool { return r.sims[0].EngineMetrics().Running == 1 })
+			send("low-1", "low", 50)
+			waiting(1)
+			send("low-2", "low", 50)
+			waiting(2)
+			send("critical", "critical", 4)
+			waiting(3)
+			wg.Wait()
+			want := []string{"holder", "low-1", "low-2", "critical"}
+			if on {
+				want = []string{"holder", "critical", "low-1", "low-2"}
+			}
+			if !slices.Equal(order, want) {
+				t.Errorf("completion order %v, want %v", order, want)
+			}
+		})
 	}
 }

@@ -22,12 +22,12 @@ import (
 
 // simFlags are the options of `epp simulate`.
 type simFlags struct {
-	configFile, name, workload, profile, qps, compare, out, freshness, classes                string
-	servers, warmup, workers, freshnessSeeds, prefill, replicas, seeds, perNode, retryEvicted int
-	crossNode                                                                                 float64
-	duration, timeout, scrape, jitter, sloTTFT, sloITL, syncFlush, syncLatency, kvTransfer    time.Duration
-	seed                                                                                      uint64
-	json, list, replicaSync, syncDispatches                                                   bool
+	configFile, name, workload, profile, qps, compare, out, freshness, classes, enginePriority string
+	servers, warmup, workers, freshnessSeeds, prefill, replicas, seeds, perNode, retryEvicted  int
+	crossNode                                                                                  float64
+	duration, timeout, scrape, jitter, sloTTFT, sloITL, syncFlush, syncLatency, kvTransfer     time.Duration
+	seed                                                                                       uint64
+	json, list, replicaSync, syncDispatches                                                    bool
 }
 
 func (f *simFlags) bind(fs *flag.FlagSet) {
@@ -63,6 +63,8 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.freshness, "freshness", "", "also run the evaluated config with these scrape intervals (e.g. 25ms,100ms,200ms), "+
 		"paired seed by seed against --scrape-interval, and report what metric freshness is worth to it")
 	fs.IntVar(&f.freshnessSeeds, "freshness-seeds", 6, "paired seeds of the --freshness study (1 … n)")
+	fs.StringVar(&f.enginePriority, "engine-priority", enginePriorityAuto, "as the EPP's flag, for the evaluated config: on, off, or auto (on for an llm-d config); "+
+		"when on, requests carry their class's priority to the servers, which run vLLM's --scheduling-policy priority")
 	fs.IntVar(&f.retryEvicted, "retry-evicted", 0, "clients send a request that in-flight eviction ended again, up to N times, after 0.5–1 s, then doubling (0: they do not retry)")
 	fs.StringVar(&f.classes, "classes", "", "split the traffic into classes name:share:priority[:ttftSLO[:tpotSLO]],… (SLOs in milliseconds or as durations; e.g. critical:0.2:3:250ms,batch:0.8:-1; the SLOs are sent as x-slo-ttft-ms / x-slo-tpot-ms headers), "+
 		"each its own fairness ID, and report each class; configs then shed or queue by priority as they would live")
@@ -221,6 +223,9 @@ func (f *simFlags) matrix(st *settings) (*fleet.Matrix, error) {
 	if err != nil {
 		return nil, err
 	}
+	if policy.EnginePriority, err = f.enginePriorityFor(policy.Config); err != nil {
+		return nil, err
+	}
 	base, err := f.baselinePolicies(st, policy.Name)
 	if err != nil {
 		return nil, err
@@ -335,6 +340,21 @@ func (f *simFlags) workloadSpec() (fleet.Workload, error) {
 		return w, fmt.Errorf("workload %q with the given flags: %w", w.Name, err)
 	}
 	return w, nil
+}
+
+// enginePriorityFor resolves --engine-priority for the evaluated config, as
+// the EPP resolves its flag.
+func (f *simFlags) enginePriorityFor(data []byte) (bool, error) {
+	switch f.enginePriority {
+	case enginePriorityOn:
+		return true, nil
+	case enginePriorityOff:
+		return false, nil
+	case enginePriorityAuto:
+		cfg, err := config.Load(data)
+		return err == nil && cfg.LLMDFlavor(), nil
+	}
+	return false, fmt.Errorf("--engine-priority: %q is not auto, on or off", f.enginePriority)
 }
 
 // policy is the config under evaluation.

@@ -271,6 +271,7 @@ func TestSimulateBadFlags(t *testing.T) {
 	}{
 		{[]string{"--workload", "W42"}, "--workload"},
 		{[]string{"--retry-evicted", "11"}, "--retry-evicted: retry: at most 10 retries"},
+		{[]string{"--engine-priority", "sometimes"}, `--engine-priority: "sometimes" is not auto, on or off`},
 		{[]string{"--qps", "10,abc"}, `"abc"`},
 		{[]string{"--qps", "-5"}, "--qps"},
 		{[]string{"--servers", "-1"}, "servers"},

@@ -55,7 +55,7 @@ func (f *flight) remote() bool { return f.prefill >= 0 && !f.fellBack }
 // means the server refused it, so f is to prefill on its decode server.
 func (s *sim) startPrefill(f *flight) bool {
 	p := int(f.prefill)
-	req := engine.Request{ID: f.id, Tokens: f.p.tokens, MaxTokens: 1, LoRA: f.p.lora, Media: f.p.media}
+	req := engine.Request{ID: f.id, Tokens: f.p.tokens, MaxTokens: 1, LoRA: f.p.lora, Media: f.p.media, Priority: s.enginePriority(f)}
 	req.PullTokens, req.TransferPerToken = s.pullTokens(f, p)
 	if err := s.servers[p].eng.Submit(req, s.now()); err != nil {
 		f.fellBack = true

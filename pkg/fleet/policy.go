@@ -22,6 +22,11 @@ type Policy struct {
 	Config []byte
 	// Plugins are out-of-tree plugin types the config may use.
 	Plugins []scheduler.Registration
+	// EnginePriority is the EPP's --engine-priority: each request carries
+	// its class's priority into the servers, which schedule by it (vLLM's
+	// --scheduling-policy priority: waiting requests in priority order, the
+	// least important running one preempted first).
+	EnginePriority bool
 	// builtin names a baseline implemented in this package.
 	builtin string
 }

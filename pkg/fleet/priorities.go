@@ -112,7 +112,9 @@ func ClassArms(policies []Policy) []ClassArm {
 
 // PriorityArms are the priority study's arms: PriorityPolicies, each
 // eviction scheme followed by itself with RetryingClients (named
-// "<scheme>-retry"), so that the table shows what retries change.
+// "<scheme>-retry") and the schemes of enginePrioritySchemes by themselves
+// with engine priority ("<scheme>-engine"), so that the table shows what
+// each changes.
 func PriorityArms() []ClassArm {
 	var out []ClassArm
 	for _, p := range PriorityPolicies() {
@@ -120,8 +122,26 @@ func PriorityArms() []ClassArm {
 		if p.Name == flowEvict || p.Name == flowHoldEvict {
 			out = append(out, retryingArm(p, RetryingClients()))
 		}
+		if slices.Contains(enginePrioritySchemes, p.Name) {
+			out = append(out, ClassArm{Policy: withEnginePriority(p)})
+		}
 	}
 	return out
+}
+
+// enginePrioritySchemes are the schemes the study also runs with engine
+// priority: without flow control, flow control gated at the servers' seats
+// (their queues hold what the EPP lets in) and at the tuned limit.
+var enginePrioritySchemes = []string{"legacy-shedding", "flow-256", "flow-96"}
+
+// withEnginePriority is p, renamed, with the EPP writing each request's
+// priority for the servers' scheduler.
+func withEnginePriority(p Policy) Policy {
+	p.Description = p.Name + " with engine priority (--engine-priority): requests carry their priority to the servers, " +
+		"which run vLLM's --scheduling-policy priority (waiting requests by priority, the least important running one preempted first)"
+	p.Name += "-engine"
+	p.EnginePriority = true
+	return p
 }
 
 // retryingArm is p, renamed, with clients that retry as r says.
@@ -204,7 +224,8 @@ func writePriorities(b *strings.Builder, p *PriorityReport) {
 	fmt.Fprintf(b, "`%s` with its traffic split into %s (each its own fairness ID), under each admission scheme "+
 		"(%.0f s). Legacy admission refuses the sheddable class while the pool is saturated; flow control holds "+
 		"requests in the EPP and releases them by priority, but orders only its own queue, so what a critical "+
-		"request finds in the server depends on how much the scheme lets in. Success is the share of a class's "+
+		"request finds in the server depends on how much the scheme lets in, unless the request carries its "+
+		"priority into the server's own queue (the `-engine` arms). Success is the share of a class's "+
 		"requests that completed; TTFT is over those.", p.Workload.Name, strings.Join(cls, " and "), p.WallSeconds)
 	switch {
 	case slices.Contains(retryingClasses(p), true):

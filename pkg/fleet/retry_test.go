@@ -207,9 +207,12 @@ func TestPriorityArms(t *testing.T) {
 		if retries := strings.HasSuffix(a.Policy.Name, "-retry"); retries != (a.Retry == RetryingClients()) {
 			t.Errorf("arm %s: retry %+v", a.Policy.Name, a.Retry)
 		}
+		if engine := strings.HasSuffix(a.Policy.Name, "-engine"); engine != a.Policy.EnginePriority {
+			t.Errorf("arm %s: engine priority %v", a.Policy.Name, a.Policy.EnginePriority)
+		}
 	}
-	want := []string{"legacy-shedding", "flow-256", "flow-96", "flow-96-evict", "flow-96-evict-retry", "flow-96-hold",
-		"flow-96-hold-evict", "flow-96-hold-evict-retry", "flow-kv-hold", "flow-96-soft"}
+	want := []string{"legacy-shedding", "legacy-shedding-engine", "flow-256", "flow-256-engine", "flow-96", "flow-96-engine",
+		"flow-96-evict", "flow-96-evict-retry", "flow-96-hold", "flow-96-hold-evict", "flow-96-hold-evict-retry", "flow-kv-hold", "flow-96-soft"}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("arms (-want +got):\n%s", diff)
 	}

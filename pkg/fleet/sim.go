@@ -80,6 +80,16 @@ type server struct {
 	work      int64 // computed tokens of measured requests
 }
 
+// enginePriority is the body's priority member a flight reaches its server
+// with: its class's priority in vLLM's convention (lower runs first), or 0
+// when the policy does not write it.
+func (s *sim) enginePriority(f *flight) int {
+	if !s.spec.Policy.EnginePriority {
+		return 0
+	}
+	return -s.priority(f)
+}
+
 // maxStalls bounds back-to-back engine wake-ups that make no progress, so
 // an engine bug surfaces as an error instead of a hang.
 const maxStalls = 100000
@@ -165,6 +175,9 @@ func newSim(spec RunSpec) (*sim, error) {
 	}
 	eps := make([]*endpoint.Endpoint, spec.Workload.Servers)
 	s.servers = make([]server, len(eps))
+	if spec.Policy.EnginePriority {
+		cfg.Policy = engine.Priority
+	}
 	for i := range s.servers {
 		c := cfg
 		c.Seed = spec.Seed + uint64(i)
@@ -314,7 +327,7 @@ func (s *sim) dispatch(f *flight) {
 func (s *sim) submit(f *flight, remote bool) error {
 	i := int(f.server)
 	req := engine.Request{ID: f.id, Tokens: f.p.tokens, MaxTokens: f.p.maxTokens, LoRA: f.p.lora, RemotePrefill: remote,
-		Media: f.p.media}
+		Media: f.p.media, Priority: s.enginePriority(f)}
 	if remote {
 		req.TransferPerToken = s.transferPrice(int(f.prefill), i)
 	} else {
