@@ -7,6 +7,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/filters"
 	"github.com/openepp/openepp/pkg/request"
+	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/sim/engine"
 )
 
@@ -72,7 +73,7 @@ func (s *sim) startPrefill(f *flight) bool {
 func (s *sim) prefilled(f *flight, ev engine.Event) {
 	f.prefillEnd, f.prefillCached, f.status = ev.Time, int32(ev.Cached), flightRunning
 	if err := s.submit(f, true); err != nil {
-		s.router.complete(f, request.Usage{}, true)
+		s.router.complete(f, request.Usage{}, scheduler.TerminationError)
 		s.fail(f, fmt.Errorf("decode after a remote prefill: %w", err))
 	}
 }
@@ -89,7 +90,7 @@ func (s *sim) abandonPrefill(id uint64) {
 	s.reschedule(p)
 	f.status, f.fellBack = flightRunning, true
 	if err := s.submit(f, false); err != nil {
-		s.router.complete(f, request.Usage{}, true)
+		s.router.complete(f, request.Usage{}, scheduler.TerminationError)
 		s.fail(f, fmt.Errorf("local prefill after a prefill timeout: %w", err))
 	}
 }

@@ -185,8 +185,8 @@ func (r *replicated) route(f *flight) (int, error) {
 
 func (r *replicated) firstToken(f *flight) { r.replicas[f.replica].firstToken(f) }
 
-func (r *replicated) complete(f *flight, usage request.Usage, cancelled bool) {
-	r.replicas[f.replica].complete(f, usage, cancelled)
+func (r *replicated) complete(f *flight, usage request.Usage, cause scheduler.TerminationCause) {
+	r.replicas[f.replica].complete(f, usage, cause)
 }
 
 // syncEntry is one insertion or dispatch on its way to the other replicas.

@@ -129,9 +129,9 @@ func TestReplicasHoldTheirOwnRequests(t *testing.T) {
 // hookCounter is a replica's router that counts what it hears.
 type hookCounter struct{ routed, first, completed int }
 
-func (r *hookCounter) route(*flight) (int, error)            { r.routed++; return 0, nil }
-func (r *hookCounter) firstToken(*flight)                    { r.first++ }
-func (r *hookCounter) complete(*flight, request.Usage, bool) { r.completed++ }
+func (r *hookCounter) route(*flight) (int, error)                                  { r.routed++; return 0, nil }
+func (r *hookCounter) firstToken(*flight)                                          { r.first++ }
+func (r *hookCounter) complete(*flight, request.Usage, scheduler.TerminationCause) { r.completed++ }
 
 // TestReplicatedHooksGoToTheRouter: a request's hooks reach the replica
 // that routed it, and the simulation hands requests to the replicas in
@@ -146,7 +146,7 @@ func TestReplicatedHooksGoToTheRouter(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.firstToken(f)
-		r.complete(f, request.Usage{}, false)
+		r.complete(f, request.Usage{}, scheduler.TerminationNatural)
 	}
 	want := []hookCounter{{}, {1, 1, 1}, {2, 2, 2}}
 	for i := range recs {

@@ -27,7 +27,7 @@ type router interface {
 	firstToken(f *flight)
 	// complete reports the end of a routed request exactly once: finished
 	// with usage, or cancelled (client timeout, rejected submission).
-	complete(f *flight, usage request.Usage, cancelled bool)
+	complete(f *flight, usage request.Usage, cause scheduler.TerminationCause)
 }
 
 // routerEnv is what a policy needs to build its router.
@@ -152,7 +152,7 @@ func (r *schedRouter) route(f *flight) (int, error) {
 		if !known {
 			// PreRequest ran: release the request as a live EPP would.
 			f.server = int32(i)
-			r.complete(f, request.Usage{}, true)
+			r.complete(f, request.Usage{}, scheduler.TerminationError)
 			return -1, fmt.Errorf("%s names %q, which is not in the pool", named.header, addr)
 		}
 		*named.server = int32(p)
@@ -176,13 +176,14 @@ func (r *schedRouter) firstToken(f *flight) {
 // response, which a live EPP sees with the first token.
 var firstChunk = []byte("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n")
 
-func (r *schedRouter) complete(f *flight, usage request.Usage, cancelled bool) {
+func (r *schedRouter) complete(f *flight, usage request.Usage, cause scheduler.TerminationCause) {
 	if f.state == nil {
 		return
 	}
+	natural := cause == scheduler.TerminationNatural
 	resp := &scheduler.Response{
 		StatusCode: 200, Streaming: true, Served: r.eps[f.server].HostPort,
-		Usage: usage, UsageKnown: !cancelled, EndOfStream: !cancelled, Cancelled: cancelled,
+		Usage: usage, UsageKnown: natural, EndOfStream: natural, Cancelled: !natural, Termination: cause,
 	}
 	r.sched.ResponseComplete(r.ctx, f.state, f.req, resp)
 	f.state, f.req = nil, nil // let the per-request state go
@@ -191,8 +192,8 @@ func (r *schedRouter) complete(f *flight, usage request.Usage, cancelled bool) {
 // baseRouter is the no-op lifecycle of routers that keep no request state.
 type baseRouter struct{}
 
-func (baseRouter) firstToken(*flight)                    {}
-func (baseRouter) complete(*flight, request.Usage, bool) {}
+func (baseRouter) firstToken(*flight)                                          {}
+func (baseRouter) complete(*flight, request.Usage, scheduler.TerminationCause) {}
 
 // roundRobin is the Kubernetes Service baseline: servers in turn.
 type roundRobin struct {

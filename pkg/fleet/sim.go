@@ -312,7 +312,7 @@ func (s *sim) dispatch(f *flight) {
 	s.track(f)
 	if f.prefill < 0 || !s.startPrefill(f) {
 		if err := s.submit(f, false); err != nil {
-			s.router.complete(f, request.Usage{}, true)
+			s.router.complete(f, request.Usage{}, scheduler.TerminationError)
 			s.fail(f, err)
 			return
 		}
@@ -414,7 +414,7 @@ func (s *sim) token(i int, ev engine.Event) {
 		PromptTokens: int(f.promptN), CompletionTokens: int(f.outN),
 		TotalTokens: int(f.promptN + f.outN), CachedTokens: int(f.cached),
 	}
-	s.router.complete(f, usage, false)
+	s.router.complete(f, usage, scheduler.TerminationNatural)
 	if f.measured && f.remote() {
 		s.servers[f.prefill].work += int64(f.promptN - f.prefillCached)
 		s.servers[f.server].work += int64(f.outN)
@@ -450,7 +450,11 @@ func (s *sim) abort(f *flight, status flightStatus) {
 	s.servers[at].eng.Cancel(f.id)
 	f.status, f.p = status, nil
 	s.open--
-	s.router.complete(f, request.Usage{}, true)
+	cause := scheduler.TerminationClientDisconnect
+	if status == flightEvicted {
+		cause = scheduler.TerminationEvicted
+	}
+	s.router.complete(f, request.Usage{}, cause)
 	s.endLease(f)
 	s.reschedule(int(at))
 	s.release()

@@ -267,7 +267,8 @@ type ResponseChunk interface {
 }
 
 // ResponseComplete runs exactly once for every request that PreRequest saw:
-// when the response ends, fails, or the client goes away (resp.Cancelled).
+// when the response ends, fails, or the client goes away (resp.Cancelled;
+// resp.Termination says which, evictions included).
 // Plugins that count in-flight work release it here.
 type ResponseComplete interface {
 	Plugin

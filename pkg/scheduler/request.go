@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"fmt"
+
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/request"
 )
@@ -55,9 +57,11 @@ type Response struct {
 	// Served is the endpoint the proxy reports having used, when it does.
 	Served string
 	// EndOfStream is set on the final chunk; Cancelled when the response
-	// ended without one (client gone, upstream error, EPP shutdown).
+	// ended without one (client gone, upstream error, EPP shutdown,
+	// eviction). Termination says which, once the response has ended.
 	EndOfStream bool
 	Cancelled   bool
+	Termination TerminationCause
 	// BodyBytes counts response body bytes seen so far.
 	BodyBytes int
 	// AddHeaders are response headers plugins want sent to the client (for
@@ -66,6 +70,38 @@ type Response struct {
 	// Metadata is dynamic metadata plugins want sent to the proxy, by
 	// namespace and key; only honoured when set in ReportResponse.
 	Metadata map[string]map[string]any
+}
+
+// TerminationCause is why a response ended (llm-d's TerminationCause), set
+// before ResponseComplete runs.
+type TerminationCause uint8
+
+const (
+	// TerminationNone: the response has not ended yet.
+	TerminationNone TerminationCause = iota
+	// TerminationNatural: the response reached its end of stream, whatever
+	// its status.
+	TerminationNatural
+	// TerminationClientDisconnect: the proxy ended the stream before the
+	// response's end: the client went away, or the upstream failed and the
+	// proxy gave up on it (the EPP cannot tell the two apart).
+	TerminationClientDisconnect
+	// TerminationEvicted: in-flight eviction ended the request to free room
+	// for a higher priority (a 429 "evicted").
+	TerminationEvicted
+	// TerminationError: the EPP ended the stream on an error of its own (a
+	// protocol violation, shutdown) or could not send the request on.
+	TerminationError
+)
+
+var terminationNames = [...]string{"", "natural", "client-disconnect", "evicted", "error"}
+
+// String returns llm-d's name of the cause ("" for TerminationNone).
+func (c TerminationCause) String() string {
+	if int(c) < len(terminationNames) {
+		return terminationNames[c]
+	}
+	return fmt.Sprintf("termination(%d)", int(c))
 }
 
 // SetHeader asks for a response header to be sent to the client.

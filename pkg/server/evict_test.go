@@ -116,7 +116,7 @@ func routedRevocable(t *testing.T) (*revokingGate, *harness, *extproc.Stream, co
 	h := start(t, setup{server: server.Options{Admission: g}})
 	s := h.open(t)
 	ctx := testCtx(t)
-	if d, err := s.SendRequest(ctx, post("/v1/completions", completion("evicted"))); err != nil || d.Immediate != nil {
+	if d, err := s.SendRequest(ctx, post("/v1/completions", completion("evicted"), "x-request-id", "evicted")); err != nil || d.Immediate != nil {
 		t.Fatalf("not routed: %v %+v", err, d)
 	}
 	return g, h, s, ctx
@@ -130,5 +130,8 @@ func requireReleasedOnce(t *testing.T, g *revokingGate, h *harness, s *extproc.S
 	h.waitIdle(t)
 	if n := g.releases(); n != 1 {
 		t.Errorf("released %d times, want 1", n)
+	}
+	if r := h.rec.completed(t, "evicted"); r.Termination != scheduler.TerminationEvicted || !r.Cancelled {
+		t.Errorf("ResponseComplete saw termination %q (cancelled %v), want evicted", r.Termination, r.Cancelled)
 	}
 }

@@ -146,6 +146,13 @@ func checkLifecycle(t *testing.T, h *harness, id string, want lifecycleWant) {
 	if view(got) != want {
 		t.Errorf("ResponseComplete saw %+v, want %+v", view(got), want)
 	}
+	cause := scheduler.TerminationNatural
+	if want.cancelled { // these cases end by the proxy's hand, never the EPP's
+		cause = scheduler.TerminationClientDisconnect
+	}
+	if got.Termination != cause {
+		t.Errorf("ResponseComplete saw termination %q, want %q", got.Termination, cause)
+	}
 }
 
 // playAll plays a whole exchange on s.

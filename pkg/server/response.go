@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/openepp/openepp/pkg/request"
+	"github.com/openepp/openepp/pkg/scheduler"
 )
 
 // maxUsageBuffer bounds how much of a non-streamed response body is kept to
@@ -171,6 +172,7 @@ func (x *exchange) complete() {
 	}
 	x.finishUsage()
 	x.completed = true
+	x.resp.Termination = scheduler.TerminationNatural
 	x.sched.ResponseComplete(x.ctx, x.state, x.req, &x.resp)
 }
 
@@ -211,8 +213,8 @@ func (x *exchange) timeChunk(n int, now time.Time) {
 
 // finish runs when the stream ends for any reason: a scheduled request that
 // never completed (client gone, proxy reset) still releases what its plugins
-// hold.
-func (x *exchange) finish() {
+// hold. err is the stream's error, nil when the proxy ended it.
+func (x *exchange) finish(err error) {
 	x.sendMu.Lock()
 	x.over = true // an eviction from now on has no stream to answer on
 	x.sendMu.Unlock()
@@ -222,6 +224,13 @@ func (x *exchange) finish() {
 	}
 	if x.hooked && !x.completed {
 		x.resp.Cancelled = true
+		x.resp.Termination = scheduler.TerminationClientDisconnect
+		switch {
+		case evicted:
+			x.resp.Termination = scheduler.TerminationEvicted
+		case err != nil:
+			x.resp.Termination = scheduler.TerminationError
+		}
 		x.completed = true
 		x.sched.ResponseComplete(x.ctx, x.state, x.req, &x.resp)
 	}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/openepp/openepp/pkg/extproc"
+	"github.com/openepp/openepp/pkg/scheduler"
 )
 
 // rawStream opens an ext_proc stream without the Envoy-faithful client, to
@@ -101,8 +102,14 @@ func TestProtocolViolations(t *testing.T) {
 			h.route(t, post("/v1/completions", completion("still serving")))
 			stalled.Abort()
 			h.waitIdle(t)
-			if pre, done := h.rec.counts("raw-1"); pre != done {
+			pre, done := h.rec.counts("raw-1")
+			if pre != done {
 				t.Errorf("PreRequest ran %d times, ResponseComplete %d times", pre, done)
+			}
+			if done > 0 {
+				if r := h.rec.completed(t, "raw-1"); r.Termination != scheduler.TerminationError {
+					t.Errorf("ResponseComplete saw termination %q, want error", r.Termination)
+				}
 			}
 		})
 	}

@@ -164,7 +164,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 		defer func() { sm.finished(err, s.now().Sub(opened)) }()
 	}
 	x := newExchange(s, stream)
-	defer x.finish()
+	defer func() { x.finish(err) }()
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {

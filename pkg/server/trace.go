@@ -130,6 +130,9 @@ func (x *exchange) endTrace() {
 		if x.resp.Cancelled {
 			x.span.SetAttributes(attribute.Bool("openepp.cancelled", true))
 		}
+		if c := x.resp.Termination; c != scheduler.TerminationNone {
+			x.span.SetAttributes(attribute.String("openepp.termination", c.String()))
+		}
 		if x.evicted.Load() {
 			x.span.SetAttributes(attribute.Bool("openepp.evicted", true))
 		}
