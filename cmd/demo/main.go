@@ -211,6 +211,9 @@ func (o *options) simArgs() []string {
 	if o.encodePerToken > 0 {
 		args = append(args, "--encode-time-per-token", o.encodePerToken.String(), "--encoder-cache-tokens", strconv.Itoa(o.encoderCacheTokens))
 	}
+	if o.objectives != "" { // the servers order their queues by the priority the EPP writes
+		args = append(args, "--scheduling-policy", "priority")
+	}
 	return args
 }
 
@@ -248,7 +251,7 @@ func (o *options) eppArgs() []string {
 		args = append(args, "--config-file", o.config)
 	}
 	if o.objectives != "" {
-		args = append(args, "--objectives-file", o.objectives)
+		args = append(args, "--objectives-file", o.objectives, "--engine-priority=on")
 	}
 	return args
 }
@@ -274,7 +277,8 @@ EPP metrics: http://localhost:%d/metrics. Press Ctrl-C to stop.
 `, o.servers, o.endpoints(), o.eppPort, o.gatewayPort, o.gatewayPort, o.model, o.gatewayPort, o.model, o.metricsPort)
 	if o.objectives != "" {
 		fmt.Printf(`Objectives from %s: add -H 'x-gateway-inference-objective: <name>' to a request to give it that
-objective's priority (per-priority series on the metrics page).
+objective's priority (per-priority series on the metrics page). The EPP writes it into the body and the
+servers schedule by it (--engine-priority, vLLM's --scheduling-policy priority).
 
 `, o.objectives)
 	}
