@@ -105,7 +105,13 @@ func band(b config.BandPlan) flowcontrol.Band {
 // Start runs the dispatcher until ctx ends; then whatever still waits is
 // refused as the EPP shuts down.
 func (f *flowControl) Start(ctx context.Context) error {
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		f.evict.sweepEvery(ctx, time.Second)
+	}()
 	f.gate.ctl.Start(ctx)
+	<-stopped
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package epp
 
 import (
+	"context"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,22 @@ func (e *flowEviction) pass(p server.Admitted, id string, priority int) server.A
 }
 
 // state is the debug page's view, nil while eviction is off.
+// sweepEvery sweeps the reclaimer until ctx ends, so a revocation whose
+// stream never ends is counted timed out on time, and the pending reclaim
+// drops, even when no request waits to trigger a sweep.
+func (e *flowEviction) sweepEvery(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			e.reclaimer.Sweep(now)
+		}
+	}
+}
+
 func (e *flowEviction) state() *eviction.State {
 	if e == nil || !e.on.Load() {
 		return nil

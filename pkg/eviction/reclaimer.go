@@ -198,6 +198,16 @@ func (r *Reclaimer) confirm(l *Lease, now time.Time) {
 	}
 }
 
+// Sweep times out revocations whose streams never ended and forgets
+// cooled ones. Blocked, confirmations and State sweep too; call it
+// periodically so that the outcome metrics and the pending reclaim follow
+// the clock while nothing is blocked.
+func (r *Reclaimer) Sweep(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sweep(now)
+}
+
 // sweep times out outstanding revocations and drops cooled ones.
 func (r *Reclaimer) sweep(now time.Time) {
 	changed := false

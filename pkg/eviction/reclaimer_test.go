@@ -211,6 +211,29 @@ func TestWedgedRevocationTimesOut(t *testing.T) {
 	}
 }
 
+// TestSweepWithoutDemand: with nothing blocked any more, a periodic sweep
+// alone times out a wedged revocation and, after the grace, clears the
+// pending reclaim.
+func TestSweepWithoutDemand(t *testing.T) {
+	p := newPool(time.Second)
+	p.dispatch("a", -1)
+	p.dispatch("b", -1)
+	if got := p.blocked(1, band(0, 1)); got != 1 {
+		t.Fatalf("revoked %d, want 1", got)
+	}
+	if p.obs.pending <= 0 {
+		t.Fatalf("pending reclaim %v after a revocation, want > 0", p.obs.pending)
+	}
+	p.r.Sweep(p.now.Add(DefaultTimeout))
+	if len(p.obs.outcomes) != 1 || p.obs.outcomes[0] != TimedOut || p.obs.pending <= 0 {
+		t.Fatalf("at the timeout: outcomes %v, pending %v; want timed_out, still pending through the grace", p.obs.outcomes, p.obs.pending)
+	}
+	p.r.Sweep(p.now.Add(DefaultTimeout + time.Second))
+	if p.obs.pending != 0 {
+		t.Errorf("after the grace pending reclaim %v, want 0", p.obs.pending)
+	}
+}
+
 func TestEndIsIdempotent(t *testing.T) {
 	p := newPool(0)
 	p.dispatch("a", -1)
