@@ -3,7 +3,9 @@ package server_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/openepp/openepp/pkg/endpoint"
@@ -95,5 +97,43 @@ func TestEnginePriorityWithRewrite(t *testing.T) {
 	}
 	if got.Model != rewriteTarget || got.Priority == nil || *got.Priority != -5 {
 		t.Errorf("forwarded body %s, want model %s and priority -5", d.Body, rewriteTarget)
+	}
+}
+
+// TestEnginePriorityFallbacks: the proxy may send the body to any endpoint
+// of the answer, so the member is written only when all of them read it
+// the same way.
+func TestEnginePriorityFallbacks(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		engines []string
+		want    string
+	}{
+		{name: "same engine", engines: []string{"vllm", "vllm"}, want: "-5"},
+		{name: "mixed engines", engines: []string{"vllm", "sglang"}},
+		{name: "one takes none", engines: []string{"sglang", "trtllm-serve"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var eps []endpoint.Spec
+			for i, e := range tc.engines {
+				eps = append(eps, endpoint.Spec{Name: fmt.Sprintf("%s-%d", e, i), Address: fmt.Sprintf("10.0.0.%d", i+1), Port: 8000, Labels: map[string]string{"engine": e}})
+			}
+			h := start(t, setup{endpoints: eps, picker: maxScore(t, len(eps)), server: server.Options{
+				Objectives: objectives{"critical": 5}, EnginePriority: labelPriority{},
+			}})
+			d := h.route(t, post("/v1/completions", completion("hi"), "x-gateway-inference-objective", "critical"))
+			if n := strings.Count(d.DestinationHeader, ",") + 1; n != len(eps) {
+				t.Fatalf("destination %q, want %d endpoints", d.DestinationHeader, len(eps))
+			}
+			var got map[string]json.RawMessage
+			if err := json.Unmarshal(d.Body, &got); err != nil {
+				t.Fatalf("forwarded body %s: %v", d.Body, err)
+			}
+			if string(got["priority"]) != tc.want {
+				t.Errorf("forwarded body %s, want priority %q", d.Body, tc.want)
+			}
+		})
 	}
 }

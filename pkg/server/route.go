@@ -112,11 +112,13 @@ func (x *exchange) route(eos bool) (bool, error) {
 }
 
 // enginePriority decides the body's "priority" member for the engine of the
-// primary target. The gateway owns it: a client's own value is replaced, so
-// a client cannot jump the engine's queue past its objective. Priority 0 is
+// targets. The gateway owns it: a client's own value is replaced, so a
+// client cannot jump the engine's queue past its objective. Priority 0 is
 // every engine's default, so a body without the member keeps none (and is
 // not copied); an operator's own default (SGLang's --default-priority-value)
-// then applies to requests without an objective.
+// then applies to requests without an objective. The proxy may send the
+// body to any target (the fallbacks after the first), so when their engines
+// would read the value differently nothing is written.
 func (x *exchange) enginePriority(parsed *request.Body) (set bool, value int) {
 	ep := x.srv.opts.EnginePriority
 	targets := x.result.Targets()
@@ -124,6 +126,11 @@ func (x *exchange) enginePriority(parsed *request.Body) (set bool, value int) {
 		return false, 0
 	}
 	value, ok := ep.Value(targets[0], x.req.Priority)
+	for _, t := range targets[1:] {
+		if v, o := ep.Value(t, x.req.Priority); v != value || o != ok {
+			return false, 0
+		}
+	}
 	if !ok || (value == 0 && !parsed.HasPriority()) {
 		return false, 0
 	}
