@@ -64,7 +64,7 @@ func (w *wireUsage) usage() Usage {
 // "message" (Anthropic's message_start event), or SGLang's "meta_info" (its
 // native API's answer and stream chunks). It decodes only that member.
 func ParseUsage(body []byte) (Usage, bool) {
-	if !bytes.Contains(body, []byte(`"usage"`)) && !bytes.Contains(body, []byte(`"meta_info"`)) || !validOK(body) {
+	if !usageObjectIn(body) && !bytes.Contains(body, []byte(`"meta_info"`)) || !validOK(body) {
 		return Usage{}, false
 	}
 	var found, nested, meta span
@@ -119,7 +119,7 @@ type StreamUsage struct {
 // Write consumes the next chunk of the stream.
 func (s *StreamUsage) Write(chunk []byte) {
 	for len(chunk) > 0 {
-		nl := bytes.IndexByte(chunk, '\n')
+		nl, term := lineEnd(chunk)
 		if nl < 0 {
 			if !s.skipping && len(s.partial)+len(chunk) <= maxSSELine {
 				s.partial = append(s.partial, chunk...)
@@ -129,7 +129,7 @@ func (s *StreamUsage) Write(chunk []byte) {
 			return
 		}
 		line := chunk[:nl]
-		chunk = chunk[nl+1:]
+		chunk = chunk[nl+term:]
 		switch {
 		case s.skipping || len(s.partial)+len(line) > maxSSELine:
 			// the end of a line too long to read
@@ -143,6 +143,25 @@ func (s *StreamUsage) Write(chunk []byte) {
 	}
 }
 
+// lineEnd finds the first line ending in b, in any of the three forms the
+// SSE format allows ("\n", "\r\n", a bare "\r"): the line's length and
+// the terminator's, or -1. A CRLF split between chunks reads as two line
+// ends, the second ending an empty line, which carries no usage.
+func lineEnd(b []byte) (end, term int) {
+	nl := bytes.IndexByte(b, '\n')
+	before := b
+	if nl >= 0 {
+		before = b[:nl]
+	}
+	if cr := bytes.IndexByte(before, '\r'); cr >= 0 {
+		if cr+1 == nl {
+			return cr, 2
+		}
+		return cr, 1
+	}
+	return nl, 1
+}
+
 // Flush handles a final line that had no trailing newline.
 func (s *StreamUsage) Flush() {
 	if len(s.partial) > 0 {
@@ -152,7 +171,6 @@ func (s *StreamUsage) Flush() {
 }
 
 func (s *StreamUsage) line(line []byte) {
-	line = bytes.TrimRight(line, "\r")
 	payload, ok := bytes.CutPrefix(line, []byte("data:"))
 	if !ok {
 		return
@@ -179,6 +197,26 @@ func (s *StreamUsage) merge(u Usage) {
 
 // Usage returns the last usage seen in the stream.
 func (s *StreamUsage) Usage() (Usage, bool) { return s.usage, s.found }
+
+// usageObjectIn reports whether body spells a "usage" member whose value
+// is an object anywhere, as any usage ParseUsage reads must be written.
+// Streams send "usage": null in every event but the last, and this check
+// spares those events the validation pass (most of a stream's cost).
+func usageObjectIn(body []byte) bool {
+	for {
+		i := bytes.Index(body, []byte(`"usage"`))
+		if i < 0 {
+			return false
+		}
+		body = body[i+len(`"usage"`):]
+		j := skipSpace(body, 0)
+		if j < len(body) && body[j] == ':' {
+			if k := skipSpace(body, j+1); k < len(body) && body[k] == '{' {
+				return true
+			}
+		}
+	}
+}
 
 func validOK(b []byte) bool {
 	ok, _ := validJSON(b)

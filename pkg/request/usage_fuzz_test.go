@@ -24,6 +24,7 @@ var usageSeeds = []string{
 		"\"prompt_tokens_details\":{\"cached_tokens\":4}}}\r\n\r\ndata: [DONE]\n\n",
 	"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}",
 	"data:{\"usage\":{\"prompt_tokens\":1}}\r\n: keep-alive\n\ndata: {\"usage\":{\"prompt_tokens\":2}}\n",
+	"data: {\"choices\":[]}\r\rdata: {\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\r\r",
 }
 
 // FuzzStreamUsage checks that how the proxy happens to chunk an SSE stream

@@ -64,6 +64,27 @@ func TestStreamUsageSplitAcrossChunks(t *testing.T) {
 	}
 }
 
+// TestStreamUsageLineEndings: SSE lines may end in "\n", "\r\n" or a bare
+// "\r"; each form, however chunked, gives the stream's usage.
+func TestStreamUsageLineEndings(t *testing.T) {
+	t.Parallel()
+	for _, eol := range []string{"\n", "\r\n", "\r"} {
+		stream := "data: {\"choices\":[{\"text\":\"a\"}]}" + eol + eol +
+			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3}}" + eol + eol +
+			"data: [DONE]" + eol + eol
+		for split := 1; split <= len(stream); split++ {
+			var s StreamUsage
+			for i := 0; i < len(stream); i += split {
+				s.Write([]byte(stream[i:min(len(stream), i+split)]))
+			}
+			got, ok := s.Usage() // no Flush: every line was terminated
+			if want := (Usage{PromptTokens: 12, CompletionTokens: 3, TotalTokens: 15}); !ok || got != want {
+				t.Fatalf("line ending %q, split %d: usage = %+v, %v; want %+v", eol, split, got, ok, want)
+			}
+		}
+	}
+}
+
 func TestStreamUsageBoundsPartialLine(t *testing.T) {
 	t.Parallel()
 	var s StreamUsage
@@ -99,6 +120,26 @@ func TestStreamUsageSkipsOverlongLineWhole(t *testing.T) {
 			if u, ok := s.Usage(); ok {
 				t.Errorf("line of %d bytes cut at %d: usage %+v, want none", len(stream), cut, u)
 			}
+		}
+	}
+}
+
+// BenchmarkStreamUsage feeds a typical streamed completion, one event per
+// chunk as the proxy forwards them, the last one carrying usage.
+func BenchmarkStreamUsage(b *testing.B) {
+	var chunks [][]byte
+	for range 100 {
+		chunks = append(chunks, []byte(`data: {"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":" token","logprobs":null,"finish_reason":null}],"usage":null}`+"\n\n"))
+	}
+	chunks = append(chunks, []byte(`data: {"id":"cmpl-1","choices":[],"usage":{"prompt_tokens":120,"completion_tokens":100,"total_tokens":220}}`+"\n\ndata: [DONE]\n\n"))
+	b.ReportAllocs()
+	for b.Loop() {
+		var s StreamUsage
+		for _, c := range chunks {
+			s.Write(c)
+		}
+		if _, ok := s.Usage(); !ok {
+			b.Fatal("no usage")
 		}
 	}
 }
