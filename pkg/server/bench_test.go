@@ -172,3 +172,63 @@ func quantile(durs []time.Duration, q float64) time.Duration {
 	slices.Sort(s)
 	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
+
+// BenchmarkStreamedResponse measures a whole streamed completion through
+// ext_proc: the request round trip, then 100 server-sent events of a
+// streamed completion (the last with usage), each a body chunk the
+// processor must answer before the proxy forwards it, against the
+// transport floor (extproc.NoopServer, which echoes every chunk) and our
+// server with the default scoring, interleaved as in BenchmarkRoundTrip.
+// chunk-ns is the added time per response chunk.
+func BenchmarkStreamedResponse(b *testing.B) {
+	floor := startNoop(b)
+	ws, producer := defaultScoring(b)
+	ours := start(b, setup{endpoints: endpointsAt(100), scorers: ws, plugins: []scheduler.Plugin{producer}, bare: true})
+	req, resp := benchRequest(), benchStream(100)
+	play := func(c *extproc.Client) time.Duration {
+		start := time.Now()
+		s, err := c.Open(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		if _, err := s.SendRequest(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.PlayResponse(context.Background(), resp); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	epp, base := make([]time.Duration, b.N), make([]time.Duration, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if i%2 == 0 {
+			base[i], epp[i] = play(floor), play(ours.client)
+		} else {
+			epp[i], base[i] = play(ours.client), play(floor)
+		}
+	}
+	b.StopTimer()
+	reportQuantiles(b, "floor-", base)
+	reportQuantiles(b, "epp-", epp)
+	b.ReportMetric(float64(quantile(epp, 0.5)-quantile(base, 0.5))/100, "chunk-ns")
+}
+
+// benchStream is a streamed completion of n events of equal size, the last
+// carrying usage, as vLLM sends them with include_usage.
+func benchStream(n int) extproc.Response {
+	const size = 200
+	event := func(payload string) string {
+		e := "data: " + payload
+		return e + strings.Repeat(" ", size-len(e)-2) + "\n\n"
+	}
+	var body strings.Builder
+	for range n - 1 {
+		body.WriteString(event(`{"id":"cmpl-1","object":"text_completion","model":"m","choices":[{"index":0,"text":" token","finish_reason":null}],"usage":null}`))
+	}
+	body.WriteString(event(`{"id":"cmpl-1","object":"text_completion","model":"m","choices":[],"usage":{"prompt_tokens":256,"completion_tokens":99}}`))
+	return extproc.Response{Status: 200, Headers: map[string][]string{"content-type": {"text/event-stream"}},
+		Body: []byte(body.String()), ChunkSize: size}
+}
