@@ -131,8 +131,9 @@ func PriorityArms() []ClassArm {
 
 // enginePrioritySchemes are the schemes the study also runs with engine
 // priority: without flow control, flow control gated at the servers' seats
-// (their queues hold what the EPP lets in) and at the tuned limit.
-var enginePrioritySchemes = []string{"legacy-shedding", "flow-256", "flow-96"}
+// (their queues hold what the EPP lets in), at the tuned limit, with
+// eviction, and as config/flow-control.yaml ships it (flow-kv-hold).
+var enginePrioritySchemes = []string{"legacy-shedding", "flow-256", "flow-96", flowEvict, "flow-kv-hold"}
 
 // withEnginePriority is p, renamed, with the EPP writing each request's
 // priority for the servers' scheduler.

@@ -212,7 +212,8 @@ func TestPriorityArms(t *testing.T) {
 		}
 	}
 	want := []string{"legacy-shedding", "legacy-shedding-engine", "flow-256", "flow-256-engine", "flow-96", "flow-96-engine",
-		"flow-96-evict", "flow-96-evict-retry", "flow-96-hold", "flow-96-hold-evict", "flow-96-hold-evict-retry", "flow-kv-hold", "flow-96-soft"}
+		"flow-96-evict", "flow-96-evict-retry", "flow-96-evict-engine", "flow-96-hold", "flow-96-hold-evict", "flow-96-hold-evict-retry",
+		"flow-kv-hold", "flow-kv-hold-engine", "flow-96-soft"}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("arms (-want +got):\n%s", diff)
 	}
