@@ -5,6 +5,7 @@ package endpoint
 
 import (
 	"net"
+	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,12 @@ type Endpoint struct {
 	HostPort string
 	// MetricsHostPort is the host:port the scraper targets.
 	MetricsHostPort string
+	// IPKey and HostPortKey spell the address and host:port one way
+	// whatever way the spec spelled them (IPv6 zeros compressed, an
+	// IPv4-mapped address as IPv4), so that addresses from the proxy match;
+	// the spec's own spelling stays in Address and HostPort. A host name is
+	// kept as written.
+	IPKey, HostPortKey string
 
 	metrics atomic.Pointer[Metrics]
 	stale   atomic.Bool
@@ -57,9 +64,20 @@ func New(spec Spec) *Endpoint {
 		mp = spec.Port
 	}
 	e.MetricsHostPort = net.JoinHostPort(spec.Address, strconv.Itoa(mp))
+	e.IPKey = CanonicalHost(spec.Address)
+	e.HostPortKey = net.JoinHostPort(e.IPKey, strconv.Itoa(spec.Port))
 	e.metrics.Store(&Metrics{})
 	e.stale.Store(true) // nothing scraped yet
 	return e
+}
+
+// CanonicalHost spells an IP address one way (as Endpoint.IPKey); anything
+// else is returned as is.
+func CanonicalHost(host string) string {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap().String()
+	}
+	return host
 }
 
 // Metrics returns the latest snapshot; never nil. Callers must not mutate it.

@@ -180,16 +180,18 @@ func subsetPool() []endpoint.Spec {
 		{Name: "a-8001", Address: "10.1.0.1", Port: 8001},
 		{Name: "b", Address: "10.1.0.2", Port: 8000},
 		{Name: "c", Address: "10.1.0.3", Port: 8000},
+		{Name: "v6", Address: "fd00:0:0::7", Port: 8000},
 	}
 }
 
 // TestSubsetHint checks the proxy's envoy.lb.subset_hint: exact ip:port
 // entries, IP-only entries admitting every port of the IP, list and
-// comma-separated forms, 503 when nothing is eligible. The random picker
+// comma-separated forms, IPs however spelled, 503 when nothing is eligible
+// (the client reports destinations as Envoy parses them: [fd00::7]). The random picker
 // returns every candidate, so the answer shows the candidate set.
 func TestSubsetHint(t *testing.T) {
 	t.Parallel()
-	all := []string{"10.1.0.1:8000", "10.1.0.1:8001", "10.1.0.2:8000", "10.1.0.3:8000"}
+	all := []string{"10.1.0.1:8000", "10.1.0.1:8001", "10.1.0.2:8000", "10.1.0.3:8000", "[fd00::7]:8000"}
 	tests := []struct {
 		name string
 		hint any // nil: no hint
@@ -206,6 +208,9 @@ func TestSubsetHint(t *testing.T) {
 		{name: "csv empty", hint: ""},
 		{name: "unknown endpoint", hint: []string{"10.9.9.9:8000"}},
 		{name: "known IP wrong port", hint: []string{"10.1.0.2:9999"}},
+		{name: "IPv6 spelled otherwise", hint: []string{"[fd00::7]:8000"}, want: []string{"[fd00::7]:8000"}},
+		{name: "IPv6 IP only, spelled otherwise", hint: "fd00:0000::0007", want: []string{"[fd00::7]:8000"}},
+		{name: "IPv4-mapped", hint: []string{"[::ffff:10.1.0.2]:8000"}, want: []string{"10.1.0.2:8000"}},
 	}
 	h := start(t, setup{endpoints: subsetPool(), picker: randomPicker(10)})
 	for _, tc := range tests {

@@ -10,8 +10,9 @@ import (
 )
 
 // subset is the proxy's restriction of eligible endpoints (the subset hint).
-// Entries match an endpoint's exact "ip:port", or its IP when the entry has
-// no port (a pod IP then admits all of its ports).
+// Entries match an endpoint's "ip:port", or its IP when the entry has no
+// port (a pod IP then admits all of its ports); IPs compare however they
+// are spelled (endpoint.CanonicalHost).
 type subset struct {
 	present  bool
 	hostPort map[string]bool
@@ -50,10 +51,10 @@ func (s *subset) add(entry string) {
 		return
 	}
 	if host, port, err := net.SplitHostPort(entry); err == nil {
-		s.hostPort[net.JoinHostPort(host, port)] = true
+		s.hostPort[net.JoinHostPort(endpoint.CanonicalHost(host), port)] = true
 		return
 	}
-	s.ipOnly[strings.Trim(entry, "[]")] = true
+	s.ipOnly[endpoint.CanonicalHost(strings.Trim(entry, "[]"))] = true
 }
 
 func (s *subset) empty() bool { return len(s.hostPort) == 0 && len(s.ipOnly) == 0 }
@@ -66,7 +67,7 @@ func (s *subset) filter(all []*endpoint.Endpoint) []*endpoint.Endpoint {
 	}
 	out := make([]*endpoint.Endpoint, 0, len(s.hostPort)+len(s.ipOnly))
 	for _, e := range all {
-		if s.hostPort[e.HostPort] || s.ipOnly[e.Address] {
+		if s.hostPort[e.HostPortKey] || s.ipOnly[e.IPKey] {
 			out = append(out, e)
 		}
 	}
