@@ -62,13 +62,14 @@ func podEndpoints(pod *corev1.Pod, spec *poolSpec) ([]*endpoint.Spec, error) {
 			continue
 		}
 		out[i] = &endpoint.Spec{
-			Name:      rankName(pod.Name, i),
-			Namespace: pod.Namespace,
-			Pod:       pod.Name,
-			Node:      pod.Spec.NodeName,
-			Address:   pod.Status.PodIP,
-			Port:      port,
-			Labels:    maps.Clone(pod.Labels),
+			Name:        rankName(pod.Name, i),
+			Namespace:   pod.Namespace,
+			Pod:         pod.Name,
+			Node:        pod.Spec.NodeName,
+			NodeAddress: pod.Status.HostIP,
+			Address:     pod.Status.PodIP,
+			Port:        port,
+			Labels:      maps.Clone(pod.Labels),
 		}
 	}
 	return out, err

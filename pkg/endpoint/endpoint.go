@@ -23,9 +23,13 @@ type Spec struct {
 	Pod string
 	// Node is the Kubernetes node the pod runs on (the endpoints file may
 	// name one); topology plugins read it as the endpoint's host.
-	Node    string
-	Address string // IP address, no port
-	Port    int
+	Node string
+	// NodeAddress is that node's IP (the pod's status.hostIP), where
+	// node-level exporters such as DCGM's DaemonSet listen; empty when
+	// unknown (static endpoints).
+	NodeAddress string
+	Address     string // IP address, no port
+	Port        int
 	// MetricsPort is where /metrics is served; 0 means Port.
 	MetricsPort int
 	Labels      map[string]string
@@ -48,10 +52,11 @@ type Endpoint struct {
 	// kept as written.
 	IPKey, HostPortKey string
 
-	metrics atomic.Pointer[Metrics]
-	stale   atomic.Bool
-	models  atomic.Pointer[Models] // nil until collected
-	failing atomic.Pointer[ScrapeFailure]
+	metrics    atomic.Pointer[Metrics]
+	attributes atomic.Pointer[Attributes] // nil until a producer publishes one
+	stale      atomic.Bool
+	models     atomic.Pointer[Models] // nil until collected
+	failing    atomic.Pointer[ScrapeFailure]
 }
 
 // New returns an endpoint for spec with empty metrics, marked stale until
