@@ -83,7 +83,11 @@
 // core-metrics-extractor parameters (engineConfigs, defaultEngine,
 // engineLabelKey); an entry named like a built-in replaces it entirely.
 // An unknown engine name is logged once and counted, and the endpoint is
-// scraped with the default engine.
+// scraped with the default engine. An engine's customMetrics (llm-d's) map
+// further series to endpoint attributes of producer core-metrics-extractor,
+// which endpoint-attribute-filter, endpoint-attribute-scorer and
+// metric-scorer read; an optional one the page lacks is dropped, a required
+// one keeps its last value and counts as a field error ("customMetrics").
 //
 // # Failures
 //

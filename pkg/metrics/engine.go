@@ -62,6 +62,8 @@ type EngineConfig struct {
 	// MetricsPath (an OpenEPP extension) overrides Options.Path for
 	// endpoints of this engine, e.g. "/prometheus/metrics" for trtllm-serve.
 	MetricsPath string `json:"metricsPath,omitempty"`
+	// CustomMetrics publish further series as endpoint attributes.
+	CustomMetrics []CustomMetric `json:"customMetrics,omitempty"`
 }
 
 // ExtractorParams is the `parameters` block of upstream's
@@ -180,6 +182,7 @@ type engine struct {
 	// of a page worth handing to the parser.
 	families []string
 	enabled  fieldSet
+	custom   []customMetric
 }
 
 // compileEngine parses every spec of c; errors are prefixed with path (the
@@ -223,6 +226,10 @@ func compileEngine(path string, c EngineConfig) (*engine, error) {
 	if c.MetricsPath != "" && !strings.HasPrefix(c.MetricsPath, "/") {
 		errs = append(errs, fmt.Errorf("%s.metricsPath: %q must start with '/'", path, c.MetricsPath))
 	}
+	custom, err := compileCustom(path, c.CustomMetrics)
+	errs = append(errs, err)
+	e.custom = custom
+	e.addFamilies(custom)
 	return e, errors.Join(errs...)
 }
 

@@ -59,6 +59,7 @@ type target struct {
 	lastOK       time.Time
 	failing      bool
 	failedFields fieldSet
+	failedCustom string // keys of the custom metrics last unreadable
 	// filtered and prev hold the wanted lines of this page and of the last
 	// successfully applied one; equal bytes mean nothing changed. segs and
 	// prevSegs are their family runs; prevFams is prev parsed, whose
@@ -331,6 +332,7 @@ func (t *target) apply(page []byte, narrow bool, now time.Time) (reason string, 
 	}
 	next.UpdateTime, next.ScrapeInterval = now, t.s.interval()
 	t.ep.SetMetrics(&next)
+	t.applyCustom(fams)
 	t.lastOK = now
 	t.noteFields(failed, ferr)
 	t.filtered, t.prev, t.havePrev = t.prev, t.filtered, true

@@ -48,6 +48,7 @@ type telemetry struct {
 	scrapes       prometheus.Counter
 	errors        map[string]prometheus.Counter
 	fieldErrors   [numFields]prometheus.Counter
+	customErrors  prometheus.Counter
 	duration      prometheus.Histogram
 	unknownEngine *prometheus.CounterVec
 }
@@ -80,6 +81,7 @@ func newTelemetry(reg prometheus.Registerer, store *datastore.Store, poolName st
 	for _, r := range allReasons {
 		t.errors[r] = errVec.WithLabelValues(r)
 	}
+	t.customErrors = fieldVec.WithLabelValues("customMetrics")
 	for f := range numFields {
 		t.fieldErrors[f] = fieldVec.WithLabelValues(f.String())
 	}
