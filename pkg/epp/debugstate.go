@@ -65,6 +65,9 @@ type endpointState struct {
 	MaxAdapters     int      `json:"maxAdapters,omitempty"`
 	CacheBlockSize  int      `json:"cacheBlockSize,omitempty"`
 	CacheNumBlocks  int      `json:"cacheNumBlocks,omitempty"`
+	// Attributes are what data-layer plugins published (GPU utilization,
+	// custom metrics), by attribute key.
+	Attributes endpoint.Attributes `json:"attributes,omitempty"`
 	// ScrapeFailing is the current run of failed metrics scrapes; absent
 	// while scrapes succeed.
 	ScrapeFailing *scrapeFailing `json:"scrapeFailing,omitempty"`
@@ -134,7 +137,7 @@ func endpointStates(eps []*endpoint.Endpoint, now time.Time) []endpointState {
 			Stale: e.Stale(), WaitingQueue: m.WaitingQueueSize, Running: m.RunningRequestsSize,
 			KVCacheUsage: m.KVCacheUsagePercent, ActiveAdapters: sortedKeys(m.ActiveModels),
 			WaitingAdapters: sortedKeys(m.WaitingModels), MaxAdapters: m.MaxActiveModels,
-			CacheBlockSize: m.CacheBlockSize, CacheNumBlocks: m.CacheNumBlocks,
+			CacheBlockSize: m.CacheBlockSize, CacheNumBlocks: m.CacheNumBlocks, Attributes: e.AttributesSnapshot(),
 		}
 		if !m.UpdateTime.IsZero() {
 			age := m.Age(now).Seconds()
