@@ -16,6 +16,9 @@ func (b *builder) attachExtractors() {
 		return
 	}
 	for i, s := range b.cfg.DataLayer.Sources {
+		if s.Interval != nil {
+			b.setInterval(i, s)
+		}
 		src, ok := b.instances[s.PluginRef].(scheduler.DataSource)
 		if !ok || b.reused[s.PluginRef] {
 			continue
@@ -30,6 +33,26 @@ func (b *builder) attachExtractors() {
 			}
 		}
 	}
+}
+
+// setInterval hands dataLayer.sources[i].interval to its source, which must
+// take one; a reused source was built with it (the key includes it).
+func (b *builder) setInterval(i int, s DataSource) {
+	at := idx("dataLayer.sources", i) + ".interval"
+	if s.Interval.Duration <= 0 {
+		b.ps.add(at, "must be a positive duration, got %s", s.Interval.Duration)
+		return
+	}
+	inst, built := b.instances[s.PluginRef]
+	if !built || b.reused[s.PluginRef] {
+		return
+	}
+	src, ok := inst.(scheduler.IntervalSource)
+	if !ok {
+		b.ps.add(at, "plugin %q (%s) takes no collection interval", s.PluginRef, inst.TypedName().Type)
+		return
+	}
+	src.SetInterval(s.Interval.Duration)
 }
 
 // checkDataSources warns about data sources that collect for nobody: no
@@ -68,6 +91,9 @@ func (c *Config) buildKey(spec PluginSpec) string {
 			if ex := c.plugin(e.PluginRef); ex != nil {
 				b.WriteString("\x00" + instanceKey(*ex))
 			}
+		}
+		if s.Interval != nil {
+			b.WriteString("\x00interval=" + s.Interval.Duration.String())
 		}
 	}
 	return b.String()

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -104,5 +105,41 @@ func TestUnfedDataSourceIsWarnedAbout(t *testing.T) {
 	want := `plugins[1]: data source "src" collects nothing: no dataLayer.sources entry pairs it with an extractor`
 	if !slices.Contains(b.Warnings, want) {
 		t.Errorf("warnings %q lack %q", b.Warnings, want)
+	}
+}
+
+// TestSourceInterval: dataLayer.sources[].interval (llm-d's) reaches a
+// source that takes one; a source that does not, or a non-positive one, is
+// an error naming the entry.
+func TestSourceInterval(t *testing.T) {
+	t.Parallel()
+	const plugins = header + `plugins:
+- {type: dcgm-data-source, name: dcgm}
+- {type: dcgm-extractor}
+- {type: metrics-data-source}
+- {type: core-metrics-extractor}
+- {type: queue-scorer}
+`
+	b, err := build(t, plugins+"dataLayer:\n  sources:\n  - {pluginRef: dcgm, interval: 2s, extractors: [{pluginRef: dcgm-extractor}]}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := b.Plugin("dcgm")
+	if got := p.(*intervalSource).interval; got != 2*time.Second {
+		t.Errorf("interval = %v, want 2s", got)
+	}
+	_, err = build(t, plugins+`dataLayer:
+  sources:
+  - {pluginRef: dcgm, interval: 0s}
+  - {pluginRef: metrics-data-source, extractors: [{pluginRef: core-metrics-extractor}]}
+  - {pluginRef: queue-scorer, interval: 100ms}
+`)
+	for _, want := range []string{
+		"dataLayer.sources[0].interval: must be a positive duration, got 0s",
+		`dataLayer.sources[2].interval: plugin "queue-scorer" (queue-scorer) takes no collection interval`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
 	}
 }

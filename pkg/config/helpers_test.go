@@ -86,6 +86,15 @@ type runnablePlugin struct{ *base }
 
 func (*runnablePlugin) Start(ctx context.Context) error { <-ctx.Done(); return nil }
 
+// intervalSource stands in for a data source taking dataLayer.sources'
+// interval (dcgm-data-source).
+type intervalSource struct {
+	runnablePlugin
+	interval time.Duration
+}
+
+func (s *intervalSource) SetInterval(d time.Duration) { s.interval = d }
+
 // discoveryPlugin stands in for file-discovery: it publishes nothing.
 type discoveryPlugin struct{ *base }
 
@@ -144,6 +153,7 @@ var (
 	mkHandler   maker = func(b *base) scheduler.Plugin { return &handlerPlugin{b} }
 	mkProducer  maker = func(b *base) scheduler.Plugin { return &producerPlugin{b} }
 	mkRunnable  maker = func(b *base) scheduler.Plugin { return &runnablePlugin{b} }
+	mkInterval  maker = func(b *base) scheduler.Plugin { return &intervalSource{runnablePlugin: runnablePlugin{b}} }
 	mkPlain     maker = func(b *base) scheduler.Plugin { return &plainPlugin{b} }
 	mkDiscovery maker = func(b *base) scheduler.Plugin { return &discoveryPlugin{b} }
 	mkFairness  maker = func(b *base) scheduler.Plugin { return &fairnessPlugin{b} }
@@ -185,7 +195,7 @@ var testTypes = map[string]maker{
 	"topology-affinity-scorer":      mkScorer,
 	"topology-affinity-filter":      mkFilter,
 	"mm-embeddings-cache-scorer":    mkScorer,
-	"metrics-data-source":           mkRunnable,
+	"metrics-data-source":           mkInterval,
 	"core-metrics-extractor":        mkPlain,
 	"utilization-detector":          mkDetector,
 	"concurrency-detector":          mkDetector,
@@ -203,6 +213,10 @@ var testTypes = map[string]maker{
 	"prefix-based-pd-decider":       mkPlain,
 	"file-discovery":                mkDiscovery,
 	"agent-identity":                mkSource,
+	"dcgm-data-source":              mkInterval,
+	"dcgm-extractor":                mkPlain,
+	"endpoint-attribute-filter":     mkFilter,
+	"endpoint-attribute-scorer":     mkScorer,
 }
 
 // testRegistry registers the stand-ins (minus skip), the real

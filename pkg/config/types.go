@@ -126,6 +126,9 @@ type DataLayer struct {
 type DataSource struct {
 	PluginRef  string      `json:"pluginRef"`
 	Extractors []PluginRef `json:"extractors,omitempty"`
+	// Interval (llm-d) is how often the source collects, for sources that
+	// take one (scheduler.IntervalSource); omitted: the plugin's own.
+	Interval *Duration `json:"interval,omitempty"`
 }
 
 // FlowControl configures queueing in the EPP (feature gate flowControl).

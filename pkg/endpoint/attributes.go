@@ -1,6 +1,10 @@
 package endpoint
 
-import "maps"
+import (
+	"fmt"
+	"maps"
+	"strings"
+)
 
 // Attributes are numeric facts about an endpoint that data-layer plugins
 // publish for filters and scorers to read by name (llm-d's endpoint
@@ -18,6 +22,28 @@ func AttributeKey(name, producer string) string {
 		return name
 	}
 	return name + "/" + producer
+}
+
+// CustomMetricsProducer publishes a model server's own series as
+// attributes (core-metrics-extractor's customMetrics): the producer of an
+// attribute a plugin names without one.
+const CustomMetricsProducer = "core-metrics-extractor"
+
+// ConfiguredAttributeKey is the key a plugin configured with attribute name
+// and producer reads, as llm-d's attribute filters and scorers resolve it:
+// a nil producer means CustomMetricsProducer, "" the producer-agnostic key
+// (the name alone). A name holding "/" needs an explicit producer, since
+// it would read as name/producer.
+func ConfiguredAttributeKey(name string, producer *string) (string, error) {
+	switch {
+	case strings.TrimSpace(name) == "":
+		return "", fmt.Errorf("required")
+	case producer == nil && strings.Contains(name, "/"):
+		return "", fmt.Errorf("%q contains \"/\"; give producer explicitly (\"\" reads the key as written)", name)
+	case producer == nil:
+		return AttributeKey(name, CustomMetricsProducer), nil
+	}
+	return AttributeKey(name, *producer), nil
 }
 
 // Attribute returns the value stored under key (see AttributeKey).

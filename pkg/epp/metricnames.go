@@ -3,6 +3,7 @@ package epp
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/openepp/openepp/pkg/dcgm"
 	"github.com/openepp/openepp/pkg/latency"
 	"github.com/openepp/openepp/pkg/metrics"
 	"github.com/openepp/openepp/pkg/models"
@@ -38,5 +39,5 @@ func metricsPage(reg prometheus.Gatherer) prometheus.Gatherer {
 
 // aliasTables are the alias lists of every package that records metrics.
 func aliasTables() [][]promalias.Alias {
-	return [][]promalias.Alias{server.RequestAliases, metrics.TelemetryAliases, models.Aliases, prefix.Aliases, latency.Aliases, eppAliases}
+	return [][]promalias.Alias{server.RequestAliases, metrics.TelemetryAliases, models.Aliases, dcgm.Aliases, prefix.Aliases, latency.Aliases, eppAliases}
 }

@@ -53,7 +53,7 @@ func compileCustom(path string, cms []CustomMetric) ([]customMetric, error) {
 			errs = append(errs, fmt.Errorf("%s.metricSpec: %w", at, err))
 			continue
 		}
-		out = append(out, customMetric{key: endpoint.AttributeKey(cm.AttributeKey, ExtractorType), sel: sel, optional: cm.Optional})
+		out = append(out, customMetric{key: endpoint.AttributeKey(cm.AttributeKey, endpoint.CustomMetricsProducer), sel: sel, optional: cm.Optional})
 	}
 	return out, errors.Join(errs...)
 }

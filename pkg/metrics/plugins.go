@@ -79,6 +79,10 @@ func DataSourceRegistration() scheduler.Registration {
 // TypedName implements scheduler.Plugin.
 func (d *DataSource) TypedName() scheduler.TypedName { return d.name }
 
+// SetInterval implements scheduler.IntervalSource: the scrape interval of
+// the source's dataLayer.sources entry, as the interval parameter.
+func (d *DataSource) SetInterval(v time.Duration) { d.params.Interval = v.String() }
+
 // ApplyTo implements Applier.
 func (d *DataSource) ApplyTo(o *Options) {
 	if d.params.Scheme != "" {

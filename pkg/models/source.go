@@ -85,6 +85,7 @@ type Source struct {
 	url        func(ep *endpoint.Endpoint) string
 	interval   time.Duration
 	timeout    time.Duration
+	timeoutSet bool // the timeout parameter was given: an interval leaves it
 	maxBytes   int64
 	client     *http.Client
 	transport  *http.Transport
@@ -126,6 +127,7 @@ func SourceFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sched
 	s.timeout = min(DefaultTimeout, s.interval)
 	if p.Timeout != "" {
 		s.timeout, _ = time.ParseDuration(p.Timeout)
+		s.timeoutSet = true
 	}
 	scheme, path := "http", "/v1/models"
 	if p.Scheme != "" {
@@ -176,6 +178,15 @@ func SourceRegistration() scheduler.Registration {
 
 // TypedName implements scheduler.Plugin.
 func (s *Source) TypedName() scheduler.TypedName { return s.name }
+
+// SetInterval implements scheduler.IntervalSource: the polling interval of
+// the source's dataLayer.sources entry (llm-d's), as the interval parameter.
+func (s *Source) SetInterval(d time.Duration) {
+	s.interval = d
+	if !s.timeoutSet {
+		s.timeout = min(DefaultTimeout, d)
+	}
+}
 
 // AddExtractor implements scheduler.DataSource: the extractor must read
 // model lists.

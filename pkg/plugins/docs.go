@@ -27,6 +27,7 @@ var kindOf = map[string]string{
 	"metrics":        "Data layer",
 	"discovery":      "Data layer",
 	"models":         "Data layer",
+	"dcgm":           "Data layer",
 	"flowcontrol":    "Flow control policies",
 	"eviction":       "Flow control policies",
 	"disagg":         "Disaggregated serving",

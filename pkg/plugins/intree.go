@@ -5,6 +5,7 @@ package plugins
 
 import (
 	"github.com/openepp/openepp/pkg/burst"
+	"github.com/openepp/openepp/pkg/dcgm"
 	"github.com/openepp/openepp/pkg/disagg"
 	"github.com/openepp/openepp/pkg/discovery"
 	"github.com/openepp/openepp/pkg/eviction"
@@ -51,6 +52,7 @@ func Registrations() []scheduler.Registration {
 		latency.DeficitFilterRegistration(),
 		filters.ByLabelSelectorRegistration(),
 		filters.ByLabelRegistration(),
+		filters.EndpointAttributeRegistration(),
 		// Scorers.
 		scorers.QueueDepthRegistration(),
 		scorers.KVCacheUtilizationRegistration(),
@@ -61,6 +63,8 @@ func Registrations() []scheduler.Registration {
 		scorers.ActiveRequestsRegistration(),
 		scorers.TokenLoadRegistration(),
 		scorers.PrefillBacklogRegistration(),
+		scorers.EndpointAttributeRegistration(),
+		scorers.MetricRegistration(),
 		scorers.SessionAffinityRegistration(),
 		scorers.NoHitLRURegistration(),
 		scorers.NoHitLRUFilterRegistration(),
@@ -101,6 +105,8 @@ func Registrations() []scheduler.Registration {
 		models.SourceRegistration(),
 		models.ExtractorRegistration(),
 		models.ResponderRegistration(),
+		dcgm.SourceRegistration(),
+		dcgm.ExtractorRegistration(),
 		// Disaggregation deciders.
 		disagg.PrefixDeciderRegistration(),
 		disagg.AlwaysDeciderRegistration(),

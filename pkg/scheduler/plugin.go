@@ -237,6 +237,15 @@ type DataSource interface {
 	AddExtractor(extractor Plugin) error
 }
 
+// IntervalSource is a data source whose collection period a
+// dataLayer.sources entry may set (llm-d's interval). The config builder
+// calls SetInterval on a newly built source before the EPP starts it; the
+// entry's interval takes precedence over the plugin's own parameter.
+type IntervalSource interface {
+	Plugin
+	SetInterval(d time.Duration)
+}
+
 // EndpointExtractor is a plugin that follows the pool's endpoints itself
 // (topology-extractor, precise-prefix-cache-producer), which llm-d configs
 // pair with endpoint-notification-source; the method only marks it.

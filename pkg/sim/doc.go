@@ -280,6 +280,15 @@
 // edge to fewer than eight placeholders (a prefill chunk ending in it)
 // shows only part of its hash there.
 //
+// # GPU utilization (DCGM)
+//
+// Under every metrics engine the page also serves what an NVIDIA DCGM
+// Exporter in the server's pod would, for the EPP's dcgm-data-source:
+// DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID,device,modelName} (no pod label), the
+// share of wall time the engine spent in iterations × 100 over the last
+// second or so: since the newest earlier scrape at least a second old, or
+// since the previous scrape when scrapes are further apart.
+//
 // # Faults
 //
 // Faults make /metrics slow, hang, fail or return garbage, refuse

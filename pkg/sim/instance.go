@@ -39,6 +39,8 @@ type Instance struct {
 	p2pRequests, p2pLookupFailures atomic.Uint64
 	// peers asks P2P sources what they hold (p2p.go).
 	peers *http.Client
+	// gpu turns the engine's busy time into DCGM_FI_DEV_GPU_UTIL (gpu.go).
+	gpu *gpuMeter
 
 	closing   chan struct{} // closed when Run begins shutting down
 	closeOnce sync.Once
@@ -82,6 +84,7 @@ func New(cfg Config) (*Instance, error) {
 		closing: make(chan struct{}),
 		faults:  rc.Faults,
 		peers:   newPeerClient(),
+		gpu:     newGPUMeter(),
 	}
 	obs, err := newObservers(fl, rc.Model, reg)
 	if err != nil {

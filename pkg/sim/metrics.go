@@ -137,6 +137,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	e := &emitter{ch: ch}
 	c.fl.collect(e, s)
 	collectKVTransfer(e, c.inst.kvStats(m), s.model)
+	collectGPU(e, c.inst.gpu.utilization(c.inst.drv.now(), m.BusyTime), c.inst.engineID)
 }
 
 func (c *collector) loraHistory(m engine.Metrics, now time.Time) []loraSeries {
