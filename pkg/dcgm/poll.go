@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/fetchfail"
+	"github.com/openepp/openepp/pkg/httppoll"
 	"github.com/openepp/openepp/pkg/logevery"
 )
 
@@ -37,18 +36,17 @@ type poller struct {
 	s       *Source
 	targets map[string]*target  // by host:port; owned by the loop
 	skipped map[string]struct{} // endpoints without a node address, by name; owned by the loop
-	slots   chan struct{}       // polls in flight, at most maxParallelPolls
+	slots   httppoll.Slots      // polls in flight, at most maxParallelPolls
 	wg      sync.WaitGroup
 }
 
-// target is one exporter's schedule and run of failures. url, next and
-// members are the loop's; the rest belong to the exporter's poll while
+// target is one exporter's schedule and run of failures. url and members
+// are the loop's; the run of failures belongs to the exporter's poll while
 // busy.
 type target struct {
+	httppoll.Turn
 	url     string
-	next    time.Time
 	members map[string]struct{} // endpoint names at the last dispatch
-	busy    atomic.Bool
 
 	failures int
 	reason   string
@@ -57,7 +55,7 @@ type target struct {
 }
 
 func (s *Source) newPoller() *poller {
-	return &poller{s: s, targets: map[string]*target{}, slots: make(chan struct{}, maxParallelPolls)}
+	return &poller{s: s, targets: map[string]*target{}, slots: httppoll.NewSlots(maxParallelPolls)}
 }
 
 // exporter returns the host:port of ep's exporter, or "" when it has none
@@ -122,35 +120,21 @@ func (p *poller) dispatch(ctx context.Context, now time.Time) {
 			t = &target{url: p.s.scheme + "://" + key + p.s.path}
 			p.targets[key] = t
 		}
-		if t.busy.Load() {
+		if t.Busy() {
 			continue
 		}
 		if t.join(eps) {
-			t.next = time.Time{} // an endpoint new to the exporter: at once
+			t.DueNow() // an endpoint new to the exporter
 		}
-		if now.Before(t.next) {
+		if !p.slots.Claim(&t.Turn, now, p.s.interval) {
 			continue
 		}
-		select {
-		case p.slots <- struct{}{}:
-		default:
-			continue
-		}
-		t.next = now.Add(p.s.interval)
-		t.busy.Store(true)
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
+		p.wg.Go(func() {
+			defer p.slots.Release(&t.Turn)
 			p.s.poll(ctx, t, eps)
-			t.busy.Store(false)
-			<-p.slots
-		}()
+		})
 	}
-	for key, t := range p.targets {
-		if _, live := groups[key]; !live && !t.busy.Load() {
-			delete(p.targets, key)
-		}
-	}
+	httppoll.Forget(p.targets, groups)
 }
 
 // join records eps as the exporter's endpoints and reports whether one of
@@ -218,37 +202,25 @@ func names(eps []*endpoint.Endpoint) []string {
 	return out
 }
 
-// fetch GETs and parses a page, bounded by the timeout and maxBytes.
+// fetch GETs and parses a page, bounded by the timeout and MaxPageBytes.
 func (s *Source) fetch(ctx context.Context, url string) (map[string]*dto.MetricFamily, string, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	body, reason, err := httppoll.Get(ctx, s.transport, httppoll.Request{URL: url, Timeout: s.timeout, MaxBytes: MaxPageBytes,
+		Name: "DCGM page", Header: header})
 	if err != nil {
-		return nil, fetchfail.Connect, err
-	}
-	req.Header.Set("Accept", acceptHeader)
-	req.Header.Set("User-Agent", "openepp")
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, fetchfail.Classify(err, fetchfail.Connect), err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // so the connection can be reused
-		return nil, fetchfail.Status, fmt.Errorf("GET %s: status %d", req.URL.Path, resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, s.maxBytes+1))
-	if err != nil {
-		return nil, fetchfail.Classify(err, fetchfail.Read), fmt.Errorf("read DCGM page: %w", err)
-	}
-	if int64(len(body)) > s.maxBytes {
-		return nil, fetchfail.TooLarge, fmt.Errorf("DCGM page exceeds %d bytes", s.maxBytes)
+		return nil, reason, err
 	}
 	fams, err := parse(body)
 	if err != nil {
 		return nil, fetchfail.Parse, err
 	}
 	return fams, "", nil
+}
+
+// header asks for the classic text format and names the EPP.
+func header(h http.Header) error {
+	h.Set("Accept", acceptHeader)
+	h.Set("User-Agent", "openepp")
+	return nil
 }
 
 // parse reads a Prometheus text page as the metrics scraper does (expfmt's

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/certfile"
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/httppoll"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -37,9 +37,6 @@ const (
 	dropAfter = 3
 	// maxParallelPolls bounds the polls in flight.
 	maxParallelPolls = 64
-	// maxTick is how often at most the source looks for exporters due for
-	// a poll, so an endpoint new to the pool is polled within it.
-	maxTick = 250 * time.Millisecond
 	// logEvery is how often at most an exporter's failures are logged.
 	logEvery = time.Minute
 )
@@ -64,14 +61,7 @@ func (p *SourceParams) validate() error {
 	if p.Port != nil && (*p.Port < 1 || *p.Port > 65535) {
 		errs = append(errs, fmt.Errorf("port: must be 1-65535, got %d", *p.Port))
 	}
-	for _, d := range []struct{ name, v string }{{"interval", p.Interval}, {"timeout", p.Timeout}} {
-		if d.v == "" {
-			continue
-		}
-		if v, err := time.ParseDuration(d.v); err != nil || v <= 0 {
-			errs = append(errs, fmt.Errorf("%s: must be a positive duration such as 1s, got %q", d.name, d.v))
-		}
-	}
+	errs = append(errs, httppoll.DurationProblems(p.Interval, p.Timeout, "1s")...)
 	return errors.Join(errs...)
 }
 
@@ -91,8 +81,6 @@ type Source struct {
 	interval   time.Duration
 	timeout    time.Duration
 	timeoutSet bool // the timeout parameter was given: an interval leaves it
-	maxBytes   int64
-	client     *http.Client
 	transport  *http.Transport
 	endpoints  func() []*endpoint.Endpoint
 	clock      scheduler.Clock
@@ -121,19 +109,11 @@ func SourceFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sched
 		return nil, err
 	}
 	s := &Source{name: scheduler.TypedName{Type: SourceType, Name: name}, scheme: "http", path: "/metrics",
-		port: DefaultPort, useNode: p.UseNodeAddress, interval: DefaultInterval, maxBytes: MaxPageBytes,
-		endpoints: h.Endpoints, clock: h.Clock, log: h.Log, tel: tel}
+		port: DefaultPort, useNode: p.UseNodeAddress, endpoints: h.Endpoints, clock: h.Clock, log: h.Log, tel: tel}
 	if s.clock == nil {
 		s.clock = scheduler.RealClock{}
 	}
-	if p.Interval != "" {
-		s.interval, _ = time.ParseDuration(p.Interval) // validated
-	}
-	s.timeout = min(DefaultTimeout, s.interval)
-	if p.Timeout != "" {
-		s.timeout, _ = time.ParseDuration(p.Timeout)
-		s.timeoutSet = true
-	}
+	s.interval, s.timeout, s.timeoutSet = httppoll.Durations(p.Interval, p.Timeout, DefaultInterval, DefaultTimeout)
 	if p.Scheme != "" {
 		s.scheme = p.Scheme
 	}
@@ -143,31 +123,11 @@ func SourceFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sched
 	if p.Port != nil {
 		s.port = *p.Port
 	}
-	if err := s.newClient(p); err != nil {
+	s.transport, err = httppoll.NewTransport(p.ClientParams, s.interval, s.timeout, s.log.WithValues("use", "DCGM client certificate"))
+	if err != nil {
 		return nil, err
 	}
 	return s, nil
-}
-
-// newClient prepares the HTTP client; for https it reads the certificate
-// files as the metrics scraper does (certfile).
-func (s *Source) newClient(p SourceParams) error {
-	s.transport = &http.Transport{
-		Proxy:               nil, // exporters are reached directly, never through $HTTP_PROXY
-		DialContext:         (&net.Dialer{Timeout: s.timeout}).DialContext,
-		MaxIdleConnsPerHost: 1,
-		IdleConnTimeout:     2 * s.interval,
-	}
-	if s.scheme == "https" {
-		cfg, err := p.Client().TLSConfig(s.log.WithValues("use", "DCGM client certificate"))
-		if err != nil {
-			return err
-		}
-		s.transport.TLSClientConfig = cfg
-	}
-	s.client = &http.Client{Transport: s.transport,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	return nil
 }
 
 // SourceRegistration describes the plugin type for the registry.
@@ -214,16 +174,8 @@ func (s *Source) Start(ctx context.Context) error {
 		p.wg.Wait()
 		s.clear(s.endpoints())
 	}()
-	tick := time.NewTicker(min(s.interval, maxTick))
-	defer tick.Stop()
-	for {
-		p.dispatch(ctx, time.Now())
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-	}
+	httppoll.Tick(ctx, s.interval, func(now time.Time) { p.dispatch(ctx, now) })
+	return nil
 }
 
 // clear has every extractor forget eps' values.

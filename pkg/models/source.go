@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -17,6 +14,7 @@ import (
 	"github.com/openepp/openepp/pkg/certfile"
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/fetchfail"
+	"github.com/openepp/openepp/pkg/httppoll"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -41,9 +39,6 @@ const (
 	dropAfter = 3
 	// maxParallelPolls bounds the polls in flight.
 	maxParallelPolls = 64
-	// maxTick is how often at most the source looks for endpoints due
-	// for a poll, so one new to the pool is polled within it.
-	maxTick = 250 * time.Millisecond
 )
 
 // SourceParams are models-data-source's parameters: llm-d's, plus the
@@ -63,14 +58,7 @@ func (p *SourceParams) validate() error {
 	if p.Path != "" && p.Path[0] != '/' {
 		errs = append(errs, fmt.Errorf("path: must start with /, got %q", p.Path))
 	}
-	for _, d := range []struct{ name, v string }{{"interval", p.Interval}, {"timeout", p.Timeout}} {
-		if d.v == "" {
-			continue
-		}
-		if v, err := time.ParseDuration(d.v); err != nil || v <= 0 {
-			errs = append(errs, fmt.Errorf("%s: must be a positive duration such as 5s, got %q", d.name, d.v))
-		}
-	}
+	errs = append(errs, httppoll.DurationProblems(p.Interval, p.Timeout, "5s")...)
 	return errors.Join(errs...)
 }
 
@@ -86,8 +74,6 @@ type Source struct {
 	interval   time.Duration
 	timeout    time.Duration
 	timeoutSet bool // the timeout parameter was given: an interval leaves it
-	maxBytes   int64
-	client     *http.Client
 	transport  *http.Transport
 	endpoints  func() []*endpoint.Endpoint
 	clock      scheduler.Clock
@@ -116,19 +102,11 @@ func SourceFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sched
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{name: scheduler.TypedName{Type: SourceType, Name: name}, interval: DefaultInterval,
-		maxBytes: MaxListBytes, endpoints: h.Endpoints, clock: h.Clock, log: h.Log, tel: tel}
+	s := &Source{name: scheduler.TypedName{Type: SourceType, Name: name}, endpoints: h.Endpoints, clock: h.Clock, log: h.Log, tel: tel}
 	if s.clock == nil {
 		s.clock = scheduler.RealClock{}
 	}
-	if p.Interval != "" {
-		s.interval, _ = time.ParseDuration(p.Interval) // validated
-	}
-	s.timeout = min(DefaultTimeout, s.interval)
-	if p.Timeout != "" {
-		s.timeout, _ = time.ParseDuration(p.Timeout)
-		s.timeoutSet = true
-	}
+	s.interval, s.timeout, s.timeoutSet = httppoll.Durations(p.Interval, p.Timeout, DefaultInterval, DefaultTimeout)
 	scheme, path := "http", "/v1/models"
 	if p.Scheme != "" {
 		scheme = p.Scheme
@@ -142,31 +120,11 @@ func SourceFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sched
 			return nil, err
 		}
 	}
-	if err := s.newClient(scheme, p); err != nil {
+	s.transport, err = httppoll.NewTransport(p.ClientParams, s.interval, s.timeout, s.log.WithValues("use", "model list client certificate"))
+	if err != nil {
 		return nil, err
 	}
 	return s, nil
-}
-
-// newClient prepares the HTTP client; for https it reads the certificate
-// files as the metrics scraper does (certfile).
-func (s *Source) newClient(scheme string, p SourceParams) error {
-	s.transport = &http.Transport{
-		Proxy:               nil, // model servers are reached directly, never through $HTTP_PROXY
-		DialContext:         (&net.Dialer{Timeout: s.timeout}).DialContext,
-		MaxIdleConnsPerHost: 1,
-		IdleConnTimeout:     2 * s.interval,
-	}
-	if scheme == "https" {
-		cfg, err := p.Client().TLSConfig(s.log.WithValues("use", "model list client certificate"))
-		if err != nil {
-			return err
-		}
-		s.transport.TLSClientConfig = cfg
-	}
-	s.client = &http.Client{Transport: s.transport,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	return nil
 }
 
 // SourceRegistration describes the plugin type for the registry.
@@ -208,16 +166,8 @@ func (s *Source) Start(ctx context.Context) error {
 	defer s.transport.CloseIdleConnections()
 	p := s.newPoller()
 	defer p.wg.Wait()
-	tick := time.NewTicker(min(s.interval, maxTick))
-	defer tick.Stop()
-	for {
-		p.dispatch(ctx, time.Now())
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-	}
+	httppoll.Tick(ctx, s.interval, func(now time.Time) { p.dispatch(ctx, now) })
+	return nil
 }
 
 // poller tracks when each endpoint is due. Every tick it starts the polls
@@ -226,21 +176,20 @@ func (s *Source) Start(ctx context.Context) error {
 type poller struct {
 	s      *Source
 	states map[string]*pollState // owned by the loop
-	slots  chan struct{}         // polls in flight, at most maxParallelPolls
+	slots  httppoll.Slots        // polls in flight, at most maxParallelPolls
 	wg     sync.WaitGroup
 }
 
-// pollState is one endpoint's schedule and run of failures. next is the
-// loop's; failures and reason belong to the endpoint's poll while busy.
+// pollState is one endpoint's schedule and run of failures; failures and
+// reason belong to the endpoint's poll while busy.
 type pollState struct {
-	next     time.Time
-	busy     atomic.Bool
+	httppoll.Turn
 	failures int
 	reason   string
 }
 
 func (s *Source) newPoller() *poller {
-	return &poller{s: s, states: map[string]*pollState{}, slots: make(chan struct{}, maxParallelPolls)}
+	return &poller{s: s, states: map[string]*pollState{}, slots: httppoll.NewSlots(maxParallelPolls)}
 }
 
 // dispatch starts the polls due at now (while slots are free; the rest
@@ -255,29 +204,15 @@ func (p *poller) dispatch(ctx context.Context, now time.Time) {
 			st = &pollState{}
 			p.states[ep.Name] = st
 		}
-		if st.busy.Load() || now.Before(st.next) {
+		if !p.slots.Claim(&st.Turn, now, p.s.interval) {
 			continue
 		}
-		select {
-		case p.slots <- struct{}{}:
-		default:
-			continue
-		}
-		st.next = now.Add(p.s.interval)
-		st.busy.Store(true)
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
+		p.wg.Go(func() {
+			defer p.slots.Release(&st.Turn)
 			p.s.poll(ctx, ep, st)
-			st.busy.Store(false)
-			<-p.slots
-		}()
+		})
 	}
-	for name, st := range p.states {
-		if !live[name] && !st.busy.Load() {
-			delete(p.states, name)
-		}
-	}
+	httppoll.Forget(p.states, live)
 }
 
 // poll fetches and extracts one endpoint's list and judges the outcome.
@@ -319,37 +254,21 @@ func (s *Source) poll(ctx context.Context, ep *endpoint.Endpoint, st *pollState)
 	}
 }
 
-// fetch GETs the list, bounded by the timeout and maxBytes.
+// fetch GETs the list, bounded by the timeout and MaxListBytes.
 func (s *Source) fetch(ctx context.Context, ep *endpoint.Endpoint) ([]byte, string, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url(ep), nil)
-	if err != nil {
-		return nil, fetchfail.Connect, err
-	}
-	req.Header.Set("Accept", "application/json")
+	return httppoll.Get(ctx, s.transport, httppoll.Request{URL: s.url(ep), Timeout: s.timeout, MaxBytes: MaxListBytes,
+		Name: "model list", Header: s.header})
+}
+
+// header asks for JSON and, with an API key, presents it.
+func (s *Source) header(h http.Header) error {
+	h.Set("Accept", "application/json")
 	if s.apiKey != nil {
 		key, err := s.apiKey.value()
 		if err != nil {
-			return nil, fetchfail.Connect, fmt.Errorf("apiKeyFile: %w", err)
+			return fmt.Errorf("apiKeyFile: %w", err)
 		}
-		req.Header.Set("Authorization", "Bearer "+key)
+		h.Set("Authorization", "Bearer "+key)
 	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, fetchfail.Classify(err, fetchfail.Connect), err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // so the connection can be reused
-		return nil, fetchfail.Status, fmt.Errorf("GET %s: status %d", req.URL.Path, resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, s.maxBytes+1))
-	if err != nil {
-		return nil, fetchfail.Classify(err, fetchfail.Read), fmt.Errorf("read model list: %w", err)
-	}
-	if int64(len(body)) > s.maxBytes {
-		return nil, fetchfail.TooLarge, fmt.Errorf("model list exceeds %d bytes", s.maxBytes)
-	}
-	return body, "", nil
+	return nil
 }

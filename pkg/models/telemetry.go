@@ -5,52 +5,38 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/openepp/openepp/pkg/fetchfail"
+	"github.com/openepp/openepp/pkg/httppoll"
 	"github.com/openepp/openepp/pkg/promalias"
 	"github.com/openepp/openepp/pkg/promreg"
 )
 
 // Aliases serve the poll-error counter as llm-d's data-layer poll errors
 // too, beside the metrics scraper's (told apart by source_type).
-var Aliases = []promalias.Alias{
-	{From: "openepp_models_poll_errors_total", To: "llm_d_epp_datalayer_poll_errors_total",
-		Sum: []string{"reason"}, Set: map[string]string{"source_type": SourceType}},
-}
+var Aliases = []promalias.Alias{httppoll.ErrorsAlias("openepp_models_poll_errors_total", SourceType)}
 
 // pollMetrics counts polls and their failures; nil counts nothing.
 type pollMetrics struct {
 	polls  prometheus.Counter
-	errors map[string]prometheus.Counter
+	errors httppoll.Failures
 }
 
 func newPollMetrics(reg prometheus.Registerer) (*pollMetrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
-	polls, err := promreg.Shared(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "openepp_models_polls_total",
-		Help: "Model-list polls of model servers (models-data-source)."}))
+	polls, errs, err := httppoll.NewCounters(reg, httppoll.CounterOpts{
+		Polls: "openepp_models_polls_total", PollsHelp: "Model-list polls of model servers (models-data-source).",
+		Errors: "openepp_models_poll_errors_total", ErrorsHelp: "Failed model-list polls, by reason."})
 	if err != nil {
 		return nil, err
 	}
-	errs, err := promreg.Shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "openepp_models_poll_errors_total",
-		Help: "Failed model-list polls, by reason."}, []string{"reason"}))
-	if err != nil {
-		return nil, err
-	}
-	m := &pollMetrics{polls: polls, errors: map[string]prometheus.Counter{}}
-	for _, r := range fetchfail.Reasons {
-		m.errors[r] = errs.WithLabelValues(r)
-	}
-	return m, nil
+	return &pollMetrics{polls: polls, errors: errs}, nil
 }
 
 func (m *pollMetrics) polled(reason string) {
-	if m == nil {
-		return
-	}
-	m.polls.Inc()
-	if reason != "" {
-		m.errors[reason].Inc()
+	if m != nil {
+		m.polls.Inc()
+		m.errors.Count(reason)
 	}
 }
 
