@@ -73,8 +73,10 @@
 // What to read is an engine mapping (EngineConfig), chosen per endpoint by
 // the label inference.networking.k8s.io/engine-type, then llm-d.ai/engine-type
 // (an explicit EngineLabelKey comes first), else DefaultEngine. Built in:
-// vllm (default), sglang, trtllm-serve (served at /prometheus/metrics) and
-// triton-tensorrt-llm, with the metric names of GIE/llm-d. Each metric is a
+// vllm (default), sglang (cache geometry from cache_config_info or, in newer
+// releases, the page_size and num_pages gauges), atom, trtllm-serve (served
+// at /prometheus/metrics), triton-tensorrt-llm and triton (classic models:
+// queue only), with the metric names of GIE/llm-d. Each metric is a
 // PromQL-like instant selector, `name{label="value"}` (unquoted values
 // accepted, =, !=, =~, !~), and "" disables it. The newest series (explicit
 // timestamp) wins, ties go to the first series on the page; nothing is

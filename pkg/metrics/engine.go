@@ -14,8 +14,12 @@ import (
 const (
 	EngineVLLM              = "vllm"
 	EngineSGLang            = "sglang"
+	EngineAtom              = "atom"
 	EngineTRTLLMServe       = "trtllm-serve"
 	EngineTritonTensorRTLLM = "triton-tensorrt-llm"
+	// EngineTriton is Triton Inference Server serving classic (non-LLM)
+	// models: queue and executions only.
+	EngineTriton = "triton"
 )
 
 // Pod labels that choose an endpoint's engine, in lookup order (GIE's, then
@@ -110,6 +114,8 @@ func BuiltinEngines() []EngineConfig {
 			CacheInfoSpec:       "vllm:cache_config_info",
 		},
 		{
+			// Older SGLang gives the geometry as cache_config_info labels,
+			// newer as two gauges (llm-d reads those); either suffices.
 			Name:                    EngineSGLang,
 			QueuedRequestsSpec:      "sglang:num_queue_reqs",
 			RunningRequestsSpec:     "sglang:num_running_reqs",
@@ -117,6 +123,15 @@ func BuiltinEngines() []EngineConfig {
 			CacheInfoSpec:           "sglang:cache_config_info",
 			CacheBlockSizeLabelName: "page_size",
 			CacheNumBlocksLabelName: "num_pages",
+			CacheBlockSizeSpec:      "sglang:page_size",
+			CacheNumBlocksSpec:      "sglang:num_pages",
+		},
+		{
+			Name:                EngineAtom,
+			QueuedRequestsSpec:  "atom:requests_waiting",
+			RunningRequestsSpec: "atom:requests_running",
+			KVUsageSpec:         "atom:kv_cache_usage_ratio",
+			CacheInfoSpec:       "atom:cache_config_info",
 		},
 		{
 			Name:                EngineTRTLLMServe,
@@ -134,6 +149,13 @@ func BuiltinEngines() []EngineConfig {
 			KVUsageSpec:         "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=fraction}",
 			CacheBlockSizeSpec:  "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=tokens_per}",
 			CacheNumBlocksSpec:  "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=max}",
+		},
+		{
+			// As llm-d maps it; its "running" is Triton's cumulative
+			// execution counter, so only the queue is a load signal.
+			Name:                EngineTriton,
+			QueuedRequestsSpec:  "nv_inference_pending_request_count",
+			RunningRequestsSpec: "nv_inference_exec_count",
 		},
 	}
 }

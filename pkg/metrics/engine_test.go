@@ -16,7 +16,10 @@ func TestBuiltinEngines(t *testing.T) {
 	want := map[string][]string{
 		EngineVLLM: {"vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
 			"vllm:lora_requests_info", "vllm:cache_config_info"},
-		EngineSGLang:      {"sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:token_usage", "sglang:cache_config_info"},
+		EngineSGLang: {"sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:token_usage", "sglang:cache_config_info",
+			"sglang:page_size", "sglang:num_pages"},
+		EngineAtom:        {"atom:requests_waiting", "atom:requests_running", "atom:kv_cache_usage_ratio", "atom:cache_config_info"},
+		EngineTriton:      {"nv_inference_pending_request_count", "nv_inference_exec_count"},
 		EngineTRTLLMServe: {"trtllm_num_requests_waiting", "trtllm_num_requests_running", "trtllm_kv_cache_utilization", "trtllm_kv_cache_tokens_per_block", "trtllm_kv_cache_max_blocks"},
 		// Two families, several label-selected specs each: read once.
 		EngineTritonTensorRTLLM: {"nv_trt_llm_request_metrics", "nv_trt_llm_kv_cache_block_metrics"},

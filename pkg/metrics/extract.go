@@ -42,7 +42,7 @@ func (e *engine) extract(fams map[string]*dto.MetricFamily, prev *endpoint.Metri
 	next endpoint.Metrics, failed fieldSet, err error,
 ) {
 	next = *prev
-	var errs []error
+	var errs [numFields]error
 	for f := range numFields {
 		sel := e.specs[f]
 		if sel == nil {
@@ -50,10 +50,38 @@ func (e *engine) extract(fams map[string]*dto.MetricFamily, prev *endpoint.Metri
 		}
 		if ferr := e.extractField(f, sel, fams, &next, lc); ferr != nil {
 			failed |= 1 << f
-			errs = append(errs, fmt.Errorf("%s %s: %w", f, sel.String(), ferr))
+			errs[f] = fmt.Errorf("%s %s: %w", f, sel.String(), ferr)
 		}
 	}
-	return next, failed, errors.Join(errs...)
+	failed = e.geometryFromEither(failed)
+	var joined []error
+	for f := range numFields {
+		if failed&(1<<f) != 0 {
+			joined = append(joined, errs[f])
+		}
+	}
+	return next, failed, errors.Join(joined...)
+}
+
+// geometryGauges are the two gauges that give the cache geometry instead of
+// an info series.
+const geometryGauges = fieldSet(1<<fieldBlockSize | 1<<fieldNumBlocks)
+
+// geometryFromEither forgives the missing source of the cache geometry
+// when an engine names both an info series and the two gauges (SGLang
+// moved from cache_config_info to page_size and num_pages gauges) and the
+// other source gave it: either suffices, the gauges winning when both do.
+func (e *engine) geometryFromEither(failed fieldSet) fieldSet {
+	if e.enabled&(1<<fieldCacheInfo) == 0 || e.enabled&geometryGauges != geometryGauges {
+		return failed
+	}
+	switch {
+	case failed&geometryGauges == 0:
+		return failed &^ (1 << fieldCacheInfo)
+	case failed&(1<<fieldCacheInfo) == 0:
+		return failed &^ geometryGauges
+	}
+	return failed
 }
 
 func (e *engine) extractField(f field, sel *Selector, fams map[string]*dto.MetricFamily, m *endpoint.Metrics, lc *loraCache) error {

@@ -36,6 +36,13 @@ func TestScrapeEveryEngine(t *testing.T) {
 		{engine: EngineSGLang, page: "sglang.txt", path: "/metrics", want: endpoint.Metrics{
 			WaitingQueueSize: 5, RunningRequestsSize: 12, KVCacheUsagePercent: 0.61, CacheBlockSize: 1, CacheNumBlocks: 161184,
 		}},
+		{engine: EngineSGLang, page: "sglang-gauges.txt", path: "/metrics", want: endpoint.Metrics{
+			WaitingQueueSize: 1, RunningRequestsSize: 8, KVCacheUsagePercent: 0.25, CacheBlockSize: 64, CacheNumBlocks: 2500,
+		}},
+		{engine: EngineAtom, page: "atom.txt", path: "/metrics", want: endpoint.Metrics{
+			WaitingQueueSize: 6, RunningRequestsSize: 10, KVCacheUsagePercent: 0.5, CacheBlockSize: 16, CacheNumBlocks: 12000,
+		}},
+		{engine: EngineTriton, page: "triton.txt", path: "/metrics", want: endpoint.Metrics{WaitingQueueSize: 3, RunningRequestsSize: 11}},
 		{engine: EngineTRTLLMServe, page: "trtllm-serve.txt", path: "/prometheus/metrics", want: endpoint.Metrics{
 			WaitingQueueSize: 2, RunningRequestsSize: 9, KVCacheUsagePercent: 0.375, CacheBlockSize: 32, CacheNumBlocks: 8192,
 		}},
@@ -44,7 +51,7 @@ func TestScrapeEveryEngine(t *testing.T) {
 		}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.engine, func(t *testing.T) {
+		t.Run(tc.page, func(t *testing.T) {
 			t.Parallel()
 			ms := newModelServerAt(t, readPage(t, tc.page), tc.path)
 			st := newStoreWith(ms.spec(t, "ep", map[string]string{EngineLabelLLMD: tc.engine}))
@@ -74,6 +81,13 @@ func TestScrapeEveryEngine(t *testing.T) {
 			}
 			if n := gathered(t, reg, "openepp_metrics_stale_endpoints", nil); n != 0 {
 				t.Errorf("openepp_metrics_stale_endpoints = %v, want 0", n)
+			}
+			// Every configured field was read, or its alternative was
+			// (SGLang's cache geometry).
+			for f := range numFields {
+				if n := gathered(t, reg, "openepp_metrics_field_errors_total", map[string]string{"field": f.String()}); n != 0 {
+					t.Errorf("openepp_metrics_field_errors_total{field=%q} = %v, want 0", f, n)
+				}
 			}
 		})
 	}
