@@ -68,6 +68,13 @@ type EngineConfig struct {
 	MetricsPath string `json:"metricsPath,omitempty"`
 	// CustomMetrics publish further series as endpoint attributes.
 	CustomMetrics []CustomMetric `json:"customMetrics,omitempty"`
+	// LoRALoadedSpec, LoRAGPULoadedSpec and LoRAGPUSlotsSpec are llm-d's
+	// per-adapter residency series, read by its lora-load-state scorer,
+	// which OpenEPP does not have: accepted so llm-d files load, and
+	// reported as unused (ExtractorFactory).
+	LoRALoadedSpec    string `json:"loraLoadedSpec,omitempty"`
+	LoRAGPULoadedSpec string `json:"loraGPULoadedSpec,omitempty"`
+	LoRAGPUSlotsSpec  string `json:"loraGPUSlotsSpec,omitempty"`
 }
 
 // ExtractorParams is the `parameters` block of upstream's

@@ -118,7 +118,7 @@ type Extractor struct {
 var _ Applier = (*Extractor)(nil)
 
 // ExtractorFactory builds an Extractor from config.
-func ExtractorFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (scheduler.Plugin, error) {
+func ExtractorFactory(name string, raw json.RawMessage, h *scheduler.Handle) (scheduler.Plugin, error) {
 	p := ExtractorParams{}
 	if len(raw) > 0 && string(raw) != "null" {
 		var err error
@@ -132,6 +132,12 @@ func ExtractorFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (sc
 	}
 	if _, err := buildEngines(p.EngineConfigs, def, p.EngineLabelKey); err != nil {
 		return nil, err
+	}
+	for _, c := range p.EngineConfigs {
+		if (c.LoRALoadedSpec != "" || c.LoRAGPULoadedSpec != "" || c.LoRAGPUSlotsSpec != "") && h != nil {
+			h.Log.Info("engineConfigs: loraLoadedSpec, loraGPULoadedSpec and loraGPUSlotsSpec feed llm-d's lora-load-state scorer, "+
+				"which OpenEPP does not have; they are not read", "plugin", name, "engine", c.Name)
+		}
 	}
 	return &Extractor{name: scheduler.TypedName{Type: ExtractorType, Name: name}, params: p}, nil
 }
