@@ -47,7 +47,9 @@ func TestLoadFile(t *testing.T) {
 		{name: "all problems", text: "- {address: nope, port: 1}\n- {address: 10.0.0.1, port: 0}\n",
 			errs: []string{"endpoints[0]", "not an IP", "endpoints[1]", "port 0"}},
 		{name: "unknown key", text: "- {address: 10.0.0.1, port: 1, prot: 2}\n",
-			errs: []string{`endpoints[0]: unknown field "prot" (known: name, namespace, address, port, metricsPort, metricsHost, node, labels)`}},
+			errs: []string{`endpoints[0]: unknown field "prot" (known: name, namespace, address, port, metricsPort, metricsHost, node, nodeAddress, labels)`}},
+		{name: "node address not an IP", text: "- {name: a, address: 10.0.0.1, port: 1, nodeAddress: gpu-node-1}\n",
+			errs: []string{`endpoints[0] (a): nodeAddress "gpu-node-1" is not an IP address`}},
 		{name: "node not a string", text: "- {name: a, address: 10.0.0.1, port: 1, node: [n]}\n",
 			errs: []string{"endpoints[0]: node: want string, got array"}},
 		{name: "unknown top-level key", text: "endpoints: []\nendpoint: []\n", errs: []string{`unknown field "endpoint" (known: endpoints)`}},
@@ -112,12 +114,12 @@ func TestLoadFile(t *testing.T) {
 	}
 }
 
-// TestLoadFileNode: the optional node key (an OpenEPP addition) reaches
-// the spec exactly as written; without it the node is empty.
+// TestLoadFileNode: the optional node and nodeAddress keys (OpenEPP
+// additions) reach the spec exactly as written; without them both are empty.
 func TestLoadFileNode(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "eps.yaml")
-	text := "endpoints:\n- {name: a, address: 10.0.0.1, port: \"8000\", node: \" gpu-node-1 \", labels: {role: decode}}\n" +
+	text := "endpoints:\n- {name: a, address: 10.0.0.1, port: \"8000\", node: \" gpu-node-1 \", nodeAddress: 192.168.1.7, labels: {role: decode}}\n" +
 		"- {name: b, address: 10.0.0.2, port: 8000}\n"
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -127,7 +129,7 @@ func TestLoadFileNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []endpoint.Spec{
-		{Name: "a", Node: " gpu-node-1 ", Address: "10.0.0.1", Port: 8000, Labels: map[string]string{"role": "decode"}},
+		{Name: "a", Node: " gpu-node-1 ", NodeAddress: "192.168.1.7", Address: "10.0.0.1", Port: 8000, Labels: map[string]string{"role": "decode"}},
 		{Name: "b", Address: "10.0.0.2", Port: 8000},
 	}
 	if d := cmp.Diff(want, got); d != "" {

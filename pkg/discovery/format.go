@@ -35,12 +35,15 @@ type FileEntry struct {
 	// Node is the host the endpoint runs on, which topology-aware plugins
 	// compare (e.g. a Kubernetes node name). An OpenEPP addition: llm-d's
 	// file-discovery has no such key. Kept exactly as written.
-	Node   string            `json:"node,omitempty"`
-	Labels map[string]string `json:"labels,omitempty"`
+	Node string `json:"node,omitempty"`
+	// NodeAddress is that host's IP, where node-level exporters listen
+	// (dcgm-data-source's useNodeAddress); an OpenEPP addition too.
+	NodeAddress string            `json:"nodeAddress,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
 }
 
 // knownFields lists FileEntry's keys for the unknown-field message.
-const knownFields = "name, namespace, address, port, metricsPort, metricsHost, node, labels"
+const knownFields = "name, namespace, address, port, metricsPort, metricsHost, node, nodeAddress, labels"
 
 // LoadFile reads and validates an endpoints file, reporting every problem.
 // Entries without a namespace keep an empty one.
@@ -125,7 +128,8 @@ func decodeEntry(raw json.RawMessage, namespace string) (endpoint.Spec, error) {
 	if err := strictJSON(raw, &e); err != nil {
 		return endpoint.Spec{}, clearJSONError(err, knownFields)
 	}
-	spec := endpoint.Spec{Name: e.Name, Namespace: e.Namespace, Node: e.Node, Address: e.Address, MetricsPort: e.MetricsPort, Labels: e.Labels}
+	spec := endpoint.Spec{Name: e.Name, Namespace: e.Namespace, Node: e.Node, NodeAddress: e.NodeAddress, Address: e.Address,
+		MetricsPort: e.MetricsPort, Labels: e.Labels}
 	if spec.Namespace == "" {
 		spec.Namespace = namespace
 	}
@@ -137,7 +141,8 @@ func decodeEntry(raw json.RawMessage, namespace string) (endpoint.Spec, error) {
 		}
 		portErr = checkPort(port)
 	}
-	return spec, joinProblems(checkAddress(e.Address), portErr, checkMetricsPort(e.MetricsPort), applyMetricsHost(&spec, e.MetricsHost))
+	return spec, joinProblems(checkAddress(e.Address), portErr, checkMetricsPort(e.MetricsPort), applyMetricsHost(&spec, e.MetricsHost),
+		checkNodeAddress(e.NodeAddress))
 }
 
 // joinProblems puts one entry's problems on one line, so that each line of
@@ -232,4 +237,12 @@ func clearJSONError(err error, known string) error {
 		return fmt.Errorf("%s: want %s, got %s", te.Field, te.Type, te.Value)
 	}
 	return err
+}
+
+// checkNodeAddress accepts an empty node address (unknown) or an IP.
+func checkNodeAddress(address string) error {
+	if address != "" && net.ParseIP(address) == nil {
+		return fmt.Errorf("nodeAddress %q is not an IP address", address)
+	}
+	return nil
 }
