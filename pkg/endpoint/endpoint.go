@@ -129,9 +129,24 @@ type Metrics struct {
 	KVCacheUsagePercent float64
 	// ActiveModels and WaitingModels are the LoRA adapters running and
 	// waiting on the server (value unused, kept as upstream's map shape).
-	ActiveModels    map[string]int
-	WaitingModels   map[string]int
+	ActiveModels  map[string]int
+	WaitingModels map[string]int
+	// MaxActiveModels is the server's GPU adapter slots (vLLM's max_loras).
 	MaxActiveModels int
+	// LoRAResidency maps every adapter the server holds to where it holds
+	// it (vLLM's lora_adapter_loaded family), idle ones included; nil when
+	// the server reports no residency. Shared between snapshots: never
+	// mutate it.
+	LoRAResidency map[string]LoRAResidence
+	// GPULoadedAdapters is how many adapters occupy GPU slots.
+	GPULoadedAdapters int
+	// BaseModel is the model the server serves without an adapter, as its
+	// residency gauges name it; "" when unknown.
+	BaseModel string
+	// LoRALoadSeconds and LoRAActivateSeconds are the server's mean times to
+	// load an adapter into the host cache and to move it from there into a
+	// GPU slot; 0 when it has reported none.
+	LoRALoadSeconds, LoRAActivateSeconds float64
 	// CacheBlockSize is tokens per KV block; CacheNumBlocks the block count.
 	CacheBlockSize int
 	CacheNumBlocks int
