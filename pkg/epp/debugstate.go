@@ -63,8 +63,11 @@ type endpointState struct {
 	ActiveAdapters  []string `json:"activeAdapters,omitempty"`
 	WaitingAdapters []string `json:"waitingAdapters,omitempty"`
 	MaxAdapters     int      `json:"maxAdapters,omitempty"`
-	CacheBlockSize  int      `json:"cacheBlockSize,omitempty"`
-	CacheNumBlocks  int      `json:"cacheNumBlocks,omitempty"`
+	// LoRAResidency is where the server holds each adapter ("gpu" or "cpu",
+	// "+pinned"); absent when it reports no residency.
+	LoRAResidency  map[string]string `json:"loraResidency,omitempty"`
+	CacheBlockSize int               `json:"cacheBlockSize,omitempty"`
+	CacheNumBlocks int               `json:"cacheNumBlocks,omitempty"`
 	// Attributes are what data-layer plugins published (GPU utilization,
 	// custom metrics), by attribute key.
 	Attributes endpoint.Attributes `json:"attributes,omitempty"`
@@ -138,6 +141,7 @@ func endpointStates(eps []*endpoint.Endpoint, now time.Time) []endpointState {
 			KVCacheUsage: m.KVCacheUsagePercent, ActiveAdapters: sortedKeys(m.ActiveModels),
 			WaitingAdapters: sortedKeys(m.WaitingModels), MaxAdapters: m.MaxActiveModels,
 			CacheBlockSize: m.CacheBlockSize, CacheNumBlocks: m.CacheNumBlocks, Attributes: e.AttributesSnapshot(),
+			LoRAResidency: residencyState(m.LoRAResidency),
 		}
 		if !m.UpdateTime.IsZero() {
 			age := m.Age(now).Seconds()
@@ -189,4 +193,22 @@ func writeJSON(w http.ResponseWriter, v any) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(append(body, '\n'))
+}
+
+func residencyState(r map[string]endpoint.LoRAResidence) map[string]string {
+	if r == nil {
+		return nil
+	}
+	out := make(map[string]string, len(r))
+	for name, where := range r {
+		level := "cpu"
+		if where.OnGPU {
+			level = "gpu"
+		}
+		if where.Pinned {
+			level += "+pinned"
+		}
+		out[name] = level
+	}
+	return out
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/endpoint"
-	"github.com/openepp/openepp/pkg/scheduler"
 )
 
 // TestCustomMetrics: engineConfigs' customMetrics publish series as
@@ -78,16 +77,3 @@ func TestCustomMetricsErrors(t *testing.T) {
 
 // TestLLMDLoRAResidencySpecsLoad: llm-d's per-adapter residency specs load
 // (its files carry them) and are reported as not read.
-func TestLLMDLoRAResidencySpecsLoad(t *testing.T) {
-	t.Parallel()
-	rec := &recorder{}
-	raw := []byte(`{"engineConfigs":[{"name":"vllm","queuedRequestsSpec":"vllm:num_requests_waiting","loraLoadedSpec":"vllm:lora_adapter_loaded",` +
-		`"loraGPULoadedSpec":"vllm:num_gpu_loaded_lora_adapters","loraGPUSlotsSpec":"vllm:max_gpu_lora_adapters"}]}`)
-	if _, err := ExtractorFactory("x", raw, &scheduler.Handle{Log: rec.logger()}); err != nil {
-		t.Fatal(err)
-	}
-	if len(rec.find("engineConfigs: loraLoadedSpec, loraGPULoadedSpec and loraGPUSlotsSpec feed llm-d's lora-load-state scorer, "+
-		"which OpenEPP does not have; they are not read")) != 1 {
-		t.Error("the unread residency specs were not reported once")
-	}
-}

@@ -68,13 +68,21 @@ type EngineConfig struct {
 	MetricsPath string `json:"metricsPath,omitempty"`
 	// CustomMetrics publish further series as endpoint attributes.
 	CustomMetrics []CustomMetric `json:"customMetrics,omitempty"`
-	// LoRALoadedSpec, LoRAGPULoadedSpec and LoRAGPUSlotsSpec are llm-d's
-	// per-adapter residency series, read by its lora-load-state scorer,
-	// which OpenEPP does not have: accepted so llm-d files load, and
-	// reported as unused (ExtractorFactory).
+	// LoRALoadedSpec selects per-adapter residency series (vLLM's
+	// lora_adapter_loaded: labels adapter_name, level gpu|cpu, pinned; value
+	// 1 while resident), LoRAGPULoadedSpec the count of adapters in GPU slots
+	// (its model_name label names the base model), LoRAGPUSlotsSpec the GPU
+	// slots (overriding loraSpec's max_lora label), as llm-d names them.
+	// Servers without these families report no residency; that is not an
+	// error.
 	LoRALoadedSpec    string `json:"loraLoadedSpec,omitempty"`
 	LoRAGPULoadedSpec string `json:"loraGPULoadedSpec,omitempty"`
 	LoRAGPUSlotsSpec  string `json:"loraGPUSlotsSpec,omitempty"`
+	// LoRALoadSecondsSpec (an OpenEPP name; llm-d reads the same vLLM
+	// family) selects a histogram of adapter transitions labelled
+	// transition=load|activate, whose means price misses in
+	// lora-load-state-scorer's loadHorizonSeconds.
+	LoRALoadSecondsSpec string `json:"loraLoadSecondsSpec,omitempty"`
 }
 
 // ExtractorParams is the `parameters` block of upstream's
@@ -119,6 +127,10 @@ func BuiltinEngines() []EngineConfig {
 			KVUsageSpec:         "vllm:kv_cache_usage_perc",
 			LoRASpec:            "vllm:lora_requests_info",
 			CacheInfoSpec:       "vllm:cache_config_info",
+			LoRALoadedSpec:      "vllm:lora_adapter_loaded",
+			LoRAGPULoadedSpec:   "vllm:num_gpu_loaded_lora_adapters",
+			LoRAGPUSlotsSpec:    "vllm:max_gpu_lora_adapters",
+			LoRALoadSecondsSpec: "vllm:lora_adapter_load_seconds",
 		},
 		{
 			// Older SGLang gives the geometry as cache_config_info labels,
@@ -178,11 +190,20 @@ const (
 	fieldCacheInfo
 	fieldBlockSize
 	fieldNumBlocks
+	fieldLoRALoaded
+	fieldLoRAGPULoaded
+	fieldLoRAGPUSlots
+	fieldLoRALoadSeconds
 	numFields
 )
 
+// residencyFields are read by readResidency; a page without their families
+// reports no residency rather than failing.
+const residencyFields = fieldSet(1<<fieldLoRALoaded | 1<<fieldLoRAGPULoaded | 1<<fieldLoRAGPUSlots | 1<<fieldLoRALoadSeconds)
+
 var fieldNames = [numFields]string{
 	"queuedRequests", "runningRequests", "kvUsage", "lora", "cacheInfo", "cacheBlockSize", "cacheNumBlocks",
+	"loraLoaded", "loraGPULoaded", "loraGPUSlots", "loraLoadSeconds",
 }
 
 func (f field) String() string { return fieldNames[f] }
@@ -228,6 +249,8 @@ func compileEngine(path string, c EngineConfig) (*engine, error) {
 		{"queuedRequestsSpec", c.QueuedRequestsSpec}, {"runningRequestsSpec", c.RunningRequestsSpec},
 		{"kvUsageSpec", c.KVUsageSpec}, {"loraSpec", c.LoRASpec}, {"cacheInfoSpec", c.CacheInfoSpec},
 		{"cacheBlockSizeSpec", c.CacheBlockSizeSpec}, {"cacheNumBlocksSpec", c.CacheNumBlocksSpec},
+		{"loraLoadedSpec", c.LoRALoadedSpec}, {"loraGPULoadedSpec", c.LoRAGPULoadedSpec},
+		{"loraGPUSlotsSpec", c.LoRAGPUSlotsSpec}, {"loraLoadSecondsSpec", c.LoRALoadSecondsSpec},
 	}
 	for f, s := range specs {
 		if strings.TrimSpace(s.spec) == "" {
@@ -260,6 +283,13 @@ func compileEngine(path string, c EngineConfig) (*engine, error) {
 	e.custom = custom
 	e.addFamilies(custom)
 	return e, errors.Join(errs...)
+}
+
+// nothingRead reports whether a page gave none of the fields a server must
+// publish: every enabled one failed, the optional residency families aside.
+func (e *engine) nothingRead(failed fieldSet) bool {
+	required := e.enabled &^ residencyFields
+	return required != 0 && failed&required == required
 }
 
 // engineSet resolves an endpoint's engine by label.

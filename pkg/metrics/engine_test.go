@@ -15,7 +15,8 @@ func TestBuiltinEngines(t *testing.T) {
 	}
 	want := map[string][]string{
 		EngineVLLM: {"vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
-			"vllm:lora_requests_info", "vllm:cache_config_info"},
+			"vllm:lora_requests_info", "vllm:cache_config_info", "vllm:lora_adapter_loaded",
+			"vllm:num_gpu_loaded_lora_adapters", "vllm:max_gpu_lora_adapters", "vllm:lora_adapter_load_seconds"},
 		EngineSGLang: {"sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:token_usage", "sglang:cache_config_info",
 			"sglang:page_size", "sglang:num_pages"},
 		EngineAtom:        {"atom:requests_waiting", "atom:requests_running", "atom:kv_cache_usage_ratio", "atom:cache_config_info"},

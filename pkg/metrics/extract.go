@@ -33,6 +33,8 @@ var (
 type loraCache struct {
 	running, waiting       string
 	runningSet, waitingSet map[string]int
+	// residency is the adapter map last published, reused while unchanged.
+	residency map[string]endpoint.LoRAResidence
 }
 
 // extract reads every enabled field of e from fams into a copy of prev.
@@ -43,17 +45,25 @@ func (e *engine) extract(fams map[string]*dto.MetricFamily, prev *endpoint.Metri
 ) {
 	next = *prev
 	var errs [numFields]error
+	var res residencyRead
 	for f := range numFields {
 		sel := e.specs[f]
 		if sel == nil {
 			continue
 		}
-		if ferr := e.extractField(f, sel, fams, &next, lc); ferr != nil {
+		var ferr error
+		if residencyFields&(1<<f) != 0 {
+			ferr = readResidency(f, sel, fams, &res)
+		} else {
+			ferr = e.extractField(f, sel, fams, &next, lc)
+		}
+		if ferr != nil {
 			failed |= 1 << f
 			errs[f] = fmt.Errorf("%s %s: %w", f, sel.String(), ferr)
 		}
 	}
 	failed = e.geometryFromEither(failed)
+	applyResidency(&res, failed, &next, lc)
 	var joined []error
 	for f := range numFields {
 		if failed&(1<<f) != 0 {

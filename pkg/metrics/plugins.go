@@ -133,12 +133,6 @@ func ExtractorFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sc
 	if _, err := buildEngines(p.EngineConfigs, def, p.EngineLabelKey); err != nil {
 		return nil, err
 	}
-	for _, c := range p.EngineConfigs {
-		if (c.LoRALoadedSpec != "" || c.LoRAGPULoadedSpec != "" || c.LoRAGPUSlotsSpec != "") && h != nil {
-			h.Log.Info("engineConfigs: loraLoadedSpec, loraGPULoadedSpec and loraGPUSlotsSpec feed llm-d's lora-load-state scorer, "+
-				"which OpenEPP does not have; they are not read", "plugin", name, "engine", c.Name)
-		}
-	}
 	return &Extractor{name: scheduler.TypedName{Type: ExtractorType, Name: name}, params: p}, nil
 }
 

@@ -326,7 +326,7 @@ func (t *target) apply(page []byte, narrow bool, now time.Time) (reason string, 
 		fams[name] = t.prevFams[name]
 	}
 	next, failed, ferr := t.eng.extract(fams, prev, &t.lora)
-	if t.eng.enabled != 0 && failed == t.eng.enabled {
+	if t.eng.nothingRead(failed) {
 		t.forgetPrev()
 		return reasonNoMetrics, fmt.Errorf("no configured metric on the page: %w", ferr)
 	}
