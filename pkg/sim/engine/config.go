@@ -55,10 +55,24 @@ type Config struct {
 
 	// MaxLoRAs is vLLM's --max-loras: adapter slots on the GPU. A request
 	// for an adapter not in a slot can start only when a slot is free or
-	// held by an adapter no running request uses.
+	// held by an unpinned adapter no running request uses.
 	MaxLoRAs int
-	// LoRALoadDelay is added to the iteration that loads an adapter.
-	LoRALoadDelay time.Duration
+	// MaxCPULoRAs is vLLM's --max-cpu-loras: the host (CPU) cache of loaded
+	// adapters, a superset of the GPU slots' holders. 0 means MaxLoRAs;
+	// otherwise it must be ≥ MaxLoRAs. A full cache evicts its least
+	// recently used adapter that is neither in a GPU slot nor pinned.
+	MaxCPULoRAs int
+	// LoRALoadDelay is added to the iteration that loads an adapter from
+	// disk into the host cache; LoRAActivateDelay to the iteration that
+	// copies one from the host cache into a GPU slot. A request for an
+	// adapter resident nowhere pays both.
+	LoRALoadDelay     time.Duration
+	LoRAActivateDelay time.Duration
+	// PinnedLoRAs are adapters resident from the start in GPU slots (so at
+	// most MaxLoRAs of them) and never evicted from either tier, as vLLM's
+	// pin_lora. When they fill every slot, requests for other adapters are
+	// invalid.
+	PinnedLoRAs []string
 
 	// KVTransferOverhead and KVTransferPerToken price pulling a
 	// RemotePrefill request's prompt KV from its prefiller (P/D
@@ -152,7 +166,8 @@ func (c Config) Validate() error {
 	}{
 		{"stepOverhead", c.StepOverhead}, {"prefillPerToken", c.PrefillPerToken},
 		{"decodePerSeq", c.DecodePerSeq}, {"prefillOverhead", c.PrefillOverhead},
-		{"loraLoadDelay", c.LoRALoadDelay}, {"kvTransferOverhead", c.KVTransferOverhead},
+		{"loraLoadDelay", c.LoRALoadDelay}, {"loraActivateDelay", c.LoRAActivateDelay},
+		{"kvTransferOverhead", c.KVTransferOverhead},
 		{"kvTransferPerToken", c.KVTransferPerToken}, {"encodePerToken", c.EncodePerToken},
 	}
 	for _, d := range durations {
@@ -166,6 +181,10 @@ func (c Config) Validate() error {
 	if c.MaxLoRAs < 0 {
 		bad("maxLoras", "must be ≥ 0, got %d", c.MaxLoRAs)
 	}
+	if c.MaxCPULoRAs < 0 || c.MaxCPULoRAs > 0 && c.MaxCPULoRAs < c.MaxLoRAs {
+		bad("maxCpuLoras", "must be 0 (same as maxLoras) or ≥ maxLoras (%d), got %d", c.MaxLoRAs, c.MaxCPULoRAs)
+	}
+	errs = append(errs, c.validatePinned()...)
 	if c.EncoderCacheTokens < 0 {
 		bad("encoderCacheTokens", "must be ≥ 0, got %d", c.EncoderCacheTokens)
 	}
@@ -176,6 +195,22 @@ func (c Config) Validate() error {
 		bad("jitter", "must be in [0, 0.3], got %g", c.Jitter)
 	}
 	return errors.Join(errs...)
+}
+
+// validatePinned checks PinnedLoRAs: distinct names that fit in the slots.
+func (c Config) validatePinned() []error {
+	var errs []error
+	if len(c.PinnedLoRAs) > c.MaxLoRAs {
+		errs = append(errs, fmt.Errorf("pinnedLoras: %d adapters pinned but maxLoras is %d", len(c.PinnedLoRAs), c.MaxLoRAs))
+	}
+	for i, name := range c.PinnedLoRAs {
+		if name == "" {
+			errs = append(errs, fmt.Errorf("pinnedLoras[%d]: empty adapter name", i))
+		} else if slices.Index(c.PinnedLoRAs, name) < i {
+			errs = append(errs, fmt.Errorf("pinnedLoras[%d]: %q pinned twice", i, name))
+		}
+	}
+	return errs
 }
 
 // profile is one named preset.

@@ -8,6 +8,7 @@
 //
 //	(β0 + β1·prefill tokens + β2·decoding seqs + [new prefill]·PrefillOverhead)
 //	  · loadFactor(seqs) · jitter + adapter loads·LoRALoadDelay
+//	  + adapter activations·LoRAActivateDelay
 //	  + encoded placeholder tokens·EncodePerToken
 //
 // and produces one output token for every sequence whose known tokens are
@@ -230,7 +231,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg:      cfg,
 		kv:       newKVCache(cfg.NumBlocks, cfg.BlockSize),
-		lora:     newAdapters(cfg.MaxLoRAs),
+		lora:     newAdapters(cfg),
 		baseRoot: rootHash(cfg.Model, ""),
 		byID:     make(map[uint64]int32),
 		running:  make([]int32, 0, cfg.MaxNumSeqs),
@@ -292,6 +293,8 @@ func (e *Engine) check(req Request) error {
 		return fmt.Errorf("max tokens %d < 1: %w", req.MaxTokens, ErrInvalidRequest)
 	case req.LoRA != "" && e.cfg.MaxLoRAs == 0:
 		return fmt.Errorf("adapter %q on an engine without LoRA slots: %w", req.LoRA, ErrInvalidRequest)
+	case req.LoRA != "" && e.lora.slotless(req.LoRA):
+		return fmt.Errorf("adapter %q: pinned adapters hold all %d GPU slots: %w", req.LoRA, e.cfg.MaxLoRAs, ErrInvalidRequest)
 	case req.TransferPerToken < 0 || req.PullTokens < 0:
 		return fmt.Errorf("negative pull (%d tokens at %v a token): %w", req.PullTokens, req.TransferPerToken, ErrInvalidRequest)
 	}

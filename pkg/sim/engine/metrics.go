@@ -23,6 +23,14 @@ type Metrics struct {
 	RunningLoRAs []string
 	WaitingLoRAs []string
 	LoadedLoRAs  []string
+	// LoRAResidency lists every adapter in the host cache (GPU slot holders
+	// included), sorted by name (vllm:lora_adapter_loaded); nil when LoRA
+	// is off or nothing is resident.
+	LoRAResidency []LoRAState
+	// LoRALoad and LoRAActivate are the adapter transitions iterations paid
+	// for: disk → host cache (LoRALoadDelay each) and host cache → GPU slot
+	// (LoRAActivateDelay each); startup loads are not counted.
+	LoRALoad, LoRAActivate TransitionStats
 
 	// Counters since the engine started.
 	PromptTokens     uint64 // prompt tokens of requests that produced a token
@@ -33,7 +41,7 @@ type Metrics struct {
 	Finished         uint64
 	Cancelled        uint64
 	Iterations       uint64
-	LoRALoads        uint64
+	LoRALoads        uint64 // adapters moved into a GPU slot to admit a request
 	Evictions        uint64 // cached blocks reused for other data
 	// KVTransfers counts RemotePrefill requests whose KV pull started;
 	// KVTransferTokens the prompt tokens pulled (beyond local cache hits).
@@ -51,10 +59,26 @@ type Metrics struct {
 	BusyTime time.Duration
 }
 
-// Metrics returns a snapshot. It allocates the adapter name lists; hot loops
-// should use Waiting, Running and KVUsage.
+// LoRAState is where one resident adapter is.
+type LoRAState struct {
+	Name string
+	// OnGPU: in a GPU slot; otherwise only in the host cache.
+	OnGPU bool
+	// Pinned adapters are never evicted (Config.PinnedLoRAs).
+	Pinned bool
+}
+
+// TransitionStats counts one kind of adapter transition and sums its
+// simulated durations.
+type TransitionStats struct {
+	Count   uint64
+	Seconds float64
+}
+
+// Metrics returns a snapshot. It allocates the adapter lists (only when
+// LoRA is on); hot loops should use Waiting, Running and KVUsage.
 func (e *Engine) Metrics() Metrics {
-	return Metrics{
+	m := Metrics{
 		Waiting:          e.numWaiting,
 		Running:          len(e.running),
 		KVUsage:          e.KVUsage(),
@@ -83,7 +107,13 @@ func (e *Engine) Metrics() Metrics {
 		EncoderHits:      e.enc.hits,
 		EncoderMisses:    e.enc.misses,
 		BusyTime:         e.stats.busy,
+		LoRALoad:         e.lora.load.stats(),
+		LoRAActivate:     e.lora.activate.stats(),
 	}
+	if e.cfg.MaxLoRAs > 0 {
+		m.LoRAResidency = e.lora.residency()
+	}
+	return m
 }
 
 // Waiting returns the number of waiting requests without allocating.

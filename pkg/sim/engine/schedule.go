@@ -10,7 +10,8 @@ type plan struct {
 	prefillTokens int
 	decodeSeqs    int
 	newPrefill    bool
-	loraLoads     int
+	loraLoads     int // adapters read from disk into the host cache
+	loraActs      int // adapters copied from the host cache into a GPU slot
 	encodeTokens  int // placeholder tokens the encoder processes
 }
 
@@ -26,6 +27,8 @@ func (e *Engine) startStep(start time.Duration) {
 		return
 	}
 	d := e.duration(p)
+	e.lora.load.add(p.loraLoads, e.cfg.LoRALoadDelay)
+	e.lora.activate.add(p.loraActs, e.cfg.LoRAActivateDelay)
 	e.busy = true
 	e.stepEnd = start + d
 	e.stats.busy += d
@@ -120,12 +123,15 @@ func (e *Engine) admit(slot int32, p *plan) (ok, stop bool) {
 		return false, true
 	}
 	if s.lora != noLoRA {
-		granted, loaded := e.lora.acquire(s.lora, e.stamp)
+		granted, loaded, activated := e.lora.acquire(s.lora, e.stamp)
 		if !granted {
 			return false, false
 		}
 		if loaded {
 			p.loraLoads++
+		}
+		if activated {
+			p.loraActs++
 		}
 		e.lora.waiting[s.lora]--
 		e.lora.running[s.lora]++
@@ -237,7 +243,8 @@ func (e *Engine) duration(p plan) time.Duration {
 	if f != 1 {
 		d = time.Duration(float64(d) * f)
 	}
-	d += time.Duration(p.loraLoads)*c.LoRALoadDelay + c.encodeCost(p.encodeTokens)
+	d += time.Duration(p.loraLoads)*c.LoRALoadDelay + time.Duration(p.loraActs)*c.LoRAActivateDelay +
+		c.encodeCost(p.encodeTokens)
 	return max(d, minStep)
 }
 
