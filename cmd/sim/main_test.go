@@ -103,6 +103,16 @@ var flagCases = []flagCase{
 			t.Fatalf("scheduling policy = %q, want priority", o.base.SchedulingPolicy)
 		}
 	}},
+	{name: "lora tiers", args: []string{
+		"--lora-modules", "x,y", "--pinned-loras", "y", "--max-cpu-loras", "4", "--lora-activate-delay", "5",
+	}, check: func(t *testing.T, o options) {
+		if o.base.Capacity.MaxCPULoRAs != 4 || *o.base.Latency.LoRAActivateDelay != 5*time.Millisecond {
+			t.Fatalf("capacity %+v, activate delay %v", o.base.Capacity, *o.base.Latency.LoRAActivateDelay)
+		}
+		if diff := cmp.Diff([]string{"y"}, o.base.PinnedLoRAs); diff != "" {
+			t.Fatalf("pinned (-want +got):\n%s", diff)
+		}
+	}},
 	{name: "bad duration", args: []string{"--inter-token-latency", "fast"}, wantErr: "neither milliseconds"},
 	{name: "bad lora json", args: []string{"--lora-modules", `{"name":`}, wantErr: "lora module JSON"},
 	{name: "zero instances", args: []string{"--instances", "0"}, wantErr: "--instances"},

@@ -45,8 +45,13 @@ type Config struct {
 	// (vLLM --served-model-name); default [Model]. The first one is the
 	// name /v1/models lists first.
 	ServedModelNames []string
-	// LoRAs are the adapter names served (vLLM --lora-modules).
+	// LoRAs are the adapter names served (vLLM --lora-modules). With
+	// Capacity.MaxCPULoRAs set they are loaded into the host cache at
+	// start, as far as it holds them, as vLLM loads its static adapters.
 	LoRAs []string
+	// PinnedLoRAs (a subset of LoRAs, at most max-loras) sit in GPU slots
+	// from the start and are never evicted (--pinned-loras).
+	PinnedLoRAs []string
 
 	// Profile names the engine preset (engine.ProfileNames); default "fast".
 	Profile string
@@ -101,6 +106,7 @@ type Capacity struct {
 	KVCacheBlocks       int // --kv-cache-blocks (llm-d-inference-sim: --kv-cache-size)
 	BlockSize           int // --block-size
 	MaxLoRAs            int // --max-loras
+	MaxCPULoRAs         int // --max-cpu-loras; 0 keeps "same as max-loras"
 	MaxModelLen         int // --max-model-len
 	MaxWaiting          int // --max-waiting-queue-length; 0 keeps "unbounded"
 	// EncoderCacheTokens is the encoder cache, in placeholder tokens
@@ -126,7 +132,11 @@ type Latency struct {
 	PrefillOverhead     *time.Duration
 	PrefillTimePerToken *time.Duration
 	TimeFactorUnderLoad *float64
-	LoRALoadDelay       *time.Duration
+	// LoRALoadDelay prices loading an adapter from disk into the host
+	// cache, LoRAActivateDelay copying it from there into a GPU slot
+	// (presets: 20 or 50 ms to load, activation free).
+	LoRALoadDelay     *time.Duration
+	LoRAActivateDelay *time.Duration
 	// Jitter is the relative standard deviation of iteration times (≤ 0.3).
 	Jitter *float64
 	// KVTransferPerToken and KVTransferOverhead price pulling a P/D
@@ -178,6 +188,7 @@ func (c Config) resolve() (resolved, error) {
 	}
 	c.ServedModelNames = slices.Clone(c.ServedModelNames)
 	c.LoRAs = slices.Clone(c.LoRAs)
+	c.PinnedLoRAs = slices.Clone(c.PinnedLoRAs)
 	return resolved{Config: c, engine: ec}, nil
 }
 
@@ -217,6 +228,11 @@ func (c Config) validate(ec engine.Config) []error {
 	if len(c.LoRAs) > 0 && ec.MaxLoRAs == 0 {
 		errs = append(errs, errors.New("loras: adapters configured but max-loras is 0"))
 	}
+	for i, n := range c.PinnedLoRAs {
+		if !slices.Contains(c.LoRAs, n) {
+			errs = append(errs, fmt.Errorf("pinnedLoras[%d]: %q is not among the served adapters (lora-modules)", i, n))
+		}
+	}
 	if _, err := c.policy(); err != nil {
 		errs = append(errs, err)
 	}
@@ -247,6 +263,10 @@ func (c Config) engineConfig() (engine.Config, error) {
 	overrideInt(&ec.NumBlocks, c.Capacity.KVCacheBlocks)
 	overrideInt(&ec.BlockSize, c.Capacity.BlockSize)
 	overrideInt(&ec.MaxLoRAs, c.Capacity.MaxLoRAs)
+	overrideInt(&ec.MaxCPULoRAs, c.Capacity.MaxCPULoRAs)
+	if len(c.PinnedLoRAs) > 0 {
+		ec.PinnedLoRAs = slices.Clone(c.PinnedLoRAs)
+	}
 	overrideInt(&ec.MaxModelLen, c.Capacity.MaxModelLen)
 	overrideInt(&ec.MaxWaiting, c.Capacity.MaxWaiting)
 	overrideInt(&ec.EncoderCacheTokens, c.Capacity.EncoderCacheTokens)
@@ -288,8 +308,8 @@ func (l Latency) validate() error {
 	}{
 		{"timeToFirstToken", l.TimeToFirstToken}, {"interTokenLatency", l.InterTokenLatency},
 		{"prefillOverhead", l.PrefillOverhead}, {"prefillTimePerToken", l.PrefillTimePerToken},
-		{"loraLoadDelay", l.LoRALoadDelay}, {"kvTransferPerToken", l.KVTransferPerToken},
-		{"kvTransferOverhead", l.KVTransferOverhead},
+		{"loraLoadDelay", l.LoRALoadDelay}, {"loraActivateDelay", l.LoRAActivateDelay},
+		{"kvTransferPerToken", l.KVTransferPerToken}, {"kvTransferOverhead", l.KVTransferOverhead},
 	} {
 		if d.v != nil && *d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must be ≥ 0, got %s", d.name, *d.v))
@@ -320,6 +340,9 @@ func (l Latency) apply(ec *engine.Config) {
 	}
 	if l.LoRALoadDelay != nil {
 		ec.LoRALoadDelay = *l.LoRALoadDelay
+	}
+	if l.LoRAActivateDelay != nil {
+		ec.LoRAActivateDelay = *l.LoRAActivateDelay
 	}
 	if l.Jitter != nil {
 		ec.Jitter = *l.Jitter

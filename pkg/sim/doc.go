@@ -23,7 +23,8 @@
 //
 //	iteration = (β0 + β1·uncached prefill tokens + β2·decoding sequences
 //	             + PrefillOverhead if a prefill starts) · loadFactor · jitter
-//	            + LoRALoadDelay per adapter loaded
+//	            + LoRALoadDelay per adapter loaded from disk
+//	            + LoRAActivateDelay per adapter moved into a GPU slot
 //
 // Continuous batching keeps at most max-num-seqs sequences running; others
 // wait, first come first served unless the priority policy (below) is set.
@@ -41,9 +42,31 @@
 // one (vLLM's per-tenant cache isolation). A decode
 // that finds the cache full preempts the newest sequence (recompute; the
 // least urgent under the priority policy). LoRA
-// adapters occupy max-loras slots; loading one costs LoRALoadDelay.
+// adapters occupy max-loras GPU slots behind a host cache (below).
 // Prompts are turned into tokens by package tokenize (words and
 // punctuation, about four characters per token).
+//
+// # LoRA adapters
+//
+// As in vLLM, adapters live in two tiers: a host (CPU) cache of
+// --max-cpu-loras adapters (default: --max-loras) and --max-loras GPU
+// slots, whose holders are also in the host cache. A request for an
+// adapter resident nowhere costs its first iteration --lora-load-delay
+// (disk → host) plus --lora-activate-delay (host → GPU, default 0); one
+// only in the host cache costs the activation; one on the GPU nothing. A
+// slot is taken from the least recently used adapter no running request
+// uses (it stays in the host cache); a full host cache drops its least
+// recently used adapter that is not on the GPU. --pinned-loras (adapters of
+// --lora-modules, at most --max-loras) hold GPU slots from the start and are
+// never evicted. With --max-cpu-loras set, --lora-modules are loaded into
+// the host cache at start as far as it holds them; without it adapters load
+// on first use and the model is the single tier it was. With LoRA enabled
+// the vLLM metrics add vllm:lora_adapter_loaded{adapter_name, level="gpu"|
+// "cpu", pinned} (1 while resident there, 0 after it left; the 32 longest
+// gone are forgotten), vllm:num_gpu_loaded_lora_adapters,
+// vllm:max_gpu_lora_adapters and the histogram
+// vllm:lora_adapter_load_seconds{transition="load"|"activate"}, all
+// labelled model_name.
 //
 // # Scheduling policy and request priority
 //

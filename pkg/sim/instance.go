@@ -74,6 +74,11 @@ func New(cfg Config) (*Instance, error) {
 	if rc.KVEvents != nil {
 		eng.SetKVEventListener(rc.KVEvents)
 	}
+	if rc.engine.MaxCPULoRAs > 0 {
+		// vLLM loads its static adapters at startup; without an explicit
+		// host cache they load on first use, as before it existed.
+		eng.PreloadLoRAs(rc.LoRAs)
+	}
 	reg := prometheus.NewRegistry()
 	fl := flavorFor(rc.MetricsEngine)
 	i := &Instance{

@@ -101,6 +101,8 @@ type scrape struct {
 	model string
 	cfg   engine.Config
 	loras []loraSeries
+	// loaded are the vllm:lora_adapter_loaded series.
+	loaded []loadedSeries
 }
 
 // loraSeries is one label combination of vllm:lora_requests_info. vLLM keeps
@@ -122,6 +124,7 @@ type collector struct {
 
 	mu      sync.Mutex
 	history []loraSeries
+	res     residency
 }
 
 func newCollector(fl *flavor, inst *Instance) *collector { return &collector{fl: fl, inst: inst} }
@@ -134,6 +137,9 @@ func (c *collector) Describe(chan<- *prometheus.Desc) {}
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	m := c.inst.drv.metrics()
 	s := scrape{m: m, model: c.inst.cfg.Model, cfg: c.inst.cfg.engine, loras: c.loraHistory(m, time.Now())}
+	c.mu.Lock()
+	s.loaded = c.res.update(m.LoRAResidency)
+	c.mu.Unlock()
 	e := &emitter{ch: ch}
 	c.fl.collect(e, s)
 	collectKVTransfer(e, c.inst.kvStats(m), s.model)
@@ -170,18 +176,24 @@ type emitter struct {
 }
 
 func (e *emitter) emit(t prometheus.ValueType, name, help string, v float64, kv ...string) {
-	names := make([]string, 0, len(kv)/2)
-	values := make([]string, 0, len(kv)/2)
-	for j := 0; j+1 < len(kv); j += 2 {
-		names = append(names, kv[j])
-		values = append(values, kv[j+1])
-	}
+	names, values := splitLabels(kv)
 	desc := prometheus.NewDesc(name, help, names, nil)
 	m, err := prometheus.NewConstMetric(desc, t, v, values...)
 	if err != nil {
 		m = prometheus.NewInvalidMetric(desc, err)
 	}
 	e.ch <- m
+}
+
+// splitLabels splits alternating label names and values.
+func splitLabels(kv []string) (names, values []string) {
+	names = make([]string, 0, len(kv)/2)
+	values = make([]string, 0, len(kv)/2)
+	for j := 0; j+1 < len(kv); j += 2 {
+		names = append(names, kv[j])
+		values = append(values, kv[j+1])
+	}
+	return names, values
 }
 
 func (e *emitter) gauge(name, help string, v float64, kv ...string) {
@@ -216,6 +228,7 @@ func collectVLLM(e *emitter, s scrape) {
 		e.gauge("vllm:lora_requests_info", "Running stats on lora requests.", ls.at,
 			"max_lora", itoa(m.MaxLoRAs), "running_lora_adapters", ls.running, "waiting_lora_adapters", ls.waiting)
 	}
+	collectLoRAResidency(e, s)
 }
 
 func collectSGLang(e *emitter, s scrape) {
