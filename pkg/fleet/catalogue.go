@@ -109,6 +109,23 @@ func multiLoRAW5() Workload {
 	}
 }
 
+// ManyLoRAWorkload is the LoRA residency study's workload (not in
+// Workloads): many more adapters than GPU adapter slots, with a host cache
+// behind the slots as vLLM's --max-cpu-loras, so where an adapter already
+// lives (GPU slot, host cache, nowhere) decides what a request costs its
+// server. llm-d's lora-load-state-scorer and lora-residency-filter read that.
+func ManyLoRAWorkload() Workload {
+	w := multiLoRAW5()
+	w.Name, w.ID = "many-lora", "W5r"
+	w.Description = "64 LoRA adapters (6 % × 8, 1.5 % × 24, 0.5 % × 32) over 4 GPU adapter slots and a 16-adapter host cache per server, decode-heavy"
+	w.Published = "none: the shape of llm-d's residency plugins' use case (many adapters, few slots, a host cache); adapter costs not published"
+	w.Scaling = "unscaled ShareGPT-like prompts, outputs median 300 / mean 400; BLIS Llama-3.1-8B/H100 fit; adapter load from disk 100 ms, host-to-GPU activation 50 ms (assumed)"
+	w.MaxLoRAs, w.MaxCPULoRAs = 4, 16
+	w.LoRALoadDelay, w.LoRAActivateDelay = 100*time.Millisecond, 50*time.Millisecond
+	w.Traffic.Adapters = []AdapterClass{{Count: 8, Share: 0.06}, {Count: 24, Share: 0.015}, {Count: 32, Share: 0.005}}
+	return w
+}
+
 func multiTurnW6() Workload {
 	return Workload{
 		Name: "multi-turn", ID: "W6",

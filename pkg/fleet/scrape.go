@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/sim/engine"
 )
 
 // The metrics scraper: each server's endpoint gets a fresh snapshot every
@@ -33,6 +34,14 @@ func (s *sim) publishMetrics(i int) {
 	if s.lora {
 		full := e.Metrics()
 		m.ActiveModels, m.WaitingModels = nameSet(full.RunningLoRAs), nameSet(full.WaitingLoRAs)
+		srv.residency = residencyMap(full.LoRAResidency, srv.residency)
+		m.LoRAResidency, m.BaseModel = srv.residency, s.engCfg.Model
+		for _, r := range full.LoRAResidency {
+			if r.OnGPU {
+				m.GPULoadedAdapters++
+			}
+		}
+		m.LoRALoadSeconds, m.LoRAActivateSeconds = meanSeconds(full.LoRALoad), meanSeconds(full.LoRAActivate)
 	}
 	srv.ep.SetMetrics(m)
 	srv.ep.SetStale(false)
@@ -44,4 +53,34 @@ func nameSet(names []string) map[string]int {
 		out[n] = 1
 	}
 	return out
+}
+
+// residencyMap is what vLLM's residency gauges say of states: prev when
+// nothing changed (snapshots share it and never mutate it), else a new map.
+func residencyMap(states []engine.LoRAState, prev map[string]endpoint.LoRAResidence) map[string]endpoint.LoRAResidence {
+	same := prev != nil && len(prev) == len(states)
+	for _, st := range states {
+		if !same {
+			break
+		}
+		r, ok := prev[st.Name]
+		same = ok && r == endpoint.LoRAResidence{OnGPU: st.OnGPU, Pinned: st.Pinned}
+	}
+	if same {
+		return prev
+	}
+	out := make(map[string]endpoint.LoRAResidence, len(states))
+	for _, st := range states {
+		out[st.Name] = endpoint.LoRAResidence{OnGPU: st.OnGPU, Pinned: st.Pinned}
+	}
+	return out
+}
+
+// meanSeconds is a transition's mean duration, as the EPP reads vLLM's
+// histogram (0 before the first).
+func meanSeconds(t engine.TransitionStats) float64 {
+	if t.Count == 0 {
+		return 0
+	}
+	return t.Seconds / float64(t.Count)
 }

@@ -78,6 +78,8 @@ type server struct {
 	scheduled bool
 	stalls    int
 	work      int64 // computed tokens of measured requests
+	// residency is the adapter map last published, reused while unchanged.
+	residency map[string]endpoint.LoRAResidence
 }
 
 // enginePriority is the body's priority member a flight reaches its server

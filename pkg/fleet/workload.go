@@ -98,9 +98,10 @@ type Workload struct {
 	// so that the working set is this fraction of the fleet's cache. 0 keeps
 	// the profile's cache size.
 	KVFraction float64
-	// MaxLoRAs and LoRALoadDelay override the profile when MaxLoRAs > 0.
-	MaxLoRAs      int
-	LoRALoadDelay time.Duration
+	// MaxLoRAs, MaxCPULoRAs, LoRALoadDelay and LoRAActivateDelay override
+	// the profile when MaxLoRAs > 0 (engine.Config's fields).
+	MaxLoRAs, MaxCPULoRAs            int
+	LoRALoadDelay, LoRAActivateDelay time.Duration
 	// EncodePerToken and EncoderCacheTokens set the engine's multimodal
 	// encoder (engine.Config); 0 keeps the profile's.
 	EncodePerToken     time.Duration
@@ -263,7 +264,7 @@ func Workloads() []Workload {
 // multimodal).
 func WorkloadByName(name string) (Workload, error) {
 	var names []string
-	for _, w := range append(Workloads(), LongPromptWorkload(), AgentToolsWorkload(), MultimodalWorkload(), MultimodalColdWorkload(), FanOutWorkload()) {
+	for _, w := range append(Workloads(), LongPromptWorkload(), AgentToolsWorkload(), MultimodalWorkload(), MultimodalColdWorkload(), FanOutWorkload(), ManyLoRAWorkload()) {
 		if strings.EqualFold(w.Name, name) || strings.EqualFold(w.ID, name) {
 			return w, nil
 		}
@@ -302,6 +303,7 @@ func EngineConfig(w Workload) (engine.Config, error) {
 	cfg.NumBlocks = max(cfg.NumBlocks, floor)
 	if w.MaxLoRAs > 0 {
 		cfg.MaxLoRAs, cfg.LoRALoadDelay = w.MaxLoRAs, w.LoRALoadDelay
+		cfg.MaxCPULoRAs, cfg.LoRAActivateDelay = w.MaxCPULoRAs, w.LoRAActivateDelay
 	}
 	if w.EncodePerToken > 0 {
 		cfg.EncodePerToken = w.EncodePerToken

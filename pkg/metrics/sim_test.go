@@ -52,6 +52,8 @@ func TestScrapeSimulators(t *testing.T) {
 				// The simulator's adapters are loaded but idle here.
 				want.MaxActiveModels = em.MaxLoRAs
 				want.ActiveModels, want.WaitingModels = map[string]int{}, map[string]int{}
+				// It reports residency (nothing resident yet) and its base model.
+				want.LoRAResidency, want.BaseModel = map[string]endpoint.LoRAResidence{}, "sim-model"
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("scraped metrics mismatch (-want +got):\n%s", diff)
