@@ -59,6 +59,7 @@ func hotPathCases(tb testing.TB, eps []*endpoint.Endpoint) []hotPathCase {
 		{NewKVCacheUtilization("kv"), plain},
 		{NewRunningRequests("r"), plain},
 		{NewLoRAAffinity("lora"), plain},
+		{mustBuild[*LoRALoadState](tb, LoRALoadStateRegistration(), "", h), plain},
 		{loadAware, plain},
 		{active, plain},
 		{tokens, plain},

@@ -130,7 +130,7 @@ func registrations() []scheduler.Registration {
 		QueueDepthRegistration(), KVCacheUtilizationRegistration(), RunningRequestsRegistration(),
 		LoRAAffinityRegistration(), LoadAwareRegistration(), ActiveRequestsRegistration(),
 		TokenLoadRegistration(), SessionAffinityRegistration(), NoHitLRURegistration(),
-		ContextLengthRegistration(), PrefillBacklogRegistration(), // header-label-affinity-scorer has required parameters
+		ContextLengthRegistration(), PrefillBacklogRegistration(), LoRALoadStateRegistration(), // header-label-affinity-scorer has required parameters
 	}
 }
 
@@ -328,6 +328,7 @@ func conformanceScorers(t *testing.T) []scheduler.Scorer {
 		mustBuild[*KVCacheUtilization](t, KVCacheUtilizationRegistration(), "", h),
 		mustBuild[*RunningRequests](t, RunningRequestsRegistration(), "", h),
 		mustBuild[*LoRAAffinity](t, LoRAAffinityRegistration(), "", h),
+		mustBuild[*LoRALoadState](t, LoRALoadStateRegistration(), `{"loadHorizonSeconds":1}`, h),
 		mustBuild[*LoadAware](t, LoadAwareRegistration(), `{"threshold":10}`, h),
 		active, tokens,
 		mustBuild[*SessionAffinity](t, SessionAffinityRegistration(), "", h),
