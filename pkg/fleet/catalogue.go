@@ -123,6 +123,7 @@ func ManyLoRAWorkload() Workload {
 	w.MaxLoRAs, w.MaxCPULoRAs = 4, 16
 	w.LoRALoadDelay, w.LoRAActivateDelay = 100*time.Millisecond, 50*time.Millisecond
 	w.Traffic.Adapters = []AdapterClass{{Count: 8, Share: 0.06}, {Count: 24, Share: 0.015}, {Count: 32, Share: 0.005}}
+	w.Ladder = []float64{10, 25, 50, 100, 200, 400}
 	return w
 }
 

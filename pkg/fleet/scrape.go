@@ -31,11 +31,14 @@ func (s *sim) publishMetrics(i int) {
 		CacheBlockSize: s.engCfg.BlockSize, CacheNumBlocks: s.engCfg.NumBlocks,
 		MaxActiveModels: s.engCfg.MaxLoRAs, UpdateTime: s.clock.Now(), ScrapeInterval: s.spec.ScrapeInterval,
 	}
+	if s.engCfg.MaxLoRAs > 0 {
+		m.BaseModel = s.engCfg.Model // vLLM with LoRA on names it on its residency gauges
+	}
 	if s.lora {
 		full := e.Metrics()
 		m.ActiveModels, m.WaitingModels = nameSet(full.RunningLoRAs), nameSet(full.WaitingLoRAs)
 		srv.residency = residencyMap(full.LoRAResidency, srv.residency)
-		m.LoRAResidency, m.BaseModel = srv.residency, s.engCfg.Model
+		m.LoRAResidency = srv.residency
 		for _, r := range full.LoRAResidency {
 			if r.OnGPU {
 				m.GPULoadedAdapters++

@@ -51,8 +51,8 @@ const LoRALoadStateType = "lora-load-state-scorer"
 // candidate reported counts 0 s; when no candidate reported either kind the
 // fixed tiers apply.
 //
-// A request for a base model (equal to some candidate's BaseModel) needs no
-// adapter: every candidate scores (1 − B) × (MaxActiveModels −
+// A request for a base model (equal to some candidate's BaseModel), or to a
+// pool where no candidate serves adapters, needs no adapter: every candidate scores (1 − B) × (MaxActiveModels −
 // BusyGPUAdapters)/MaxActiveModels (1 − B when MaxActiveModels ≤ 0), so
 // base traffic drifts away from servers busy batching adapter requests.
 type LoRALoadState struct {
@@ -205,15 +205,20 @@ func (s *LoRALoadState) transitionMeans(eps []*endpoint.Endpoint) transitionMean
 	return tm
 }
 
-// servesAsBase reports whether model is some candidate's base model, so the
-// request needs no adapter.
+// servesAsBase reports whether the request needs no adapter: model is some
+// candidate's base model, or no candidate serves adapters at all (no slots,
+// no residency reported), where a home bonus would only pull every request
+// of the model to one server.
 func servesAsBase(eps []*endpoint.Endpoint, model string) bool {
+	loraCapable := false
 	for _, e := range eps {
-		if b := e.Metrics().BaseModel; b != "" && b == model {
+		m := e.Metrics()
+		if m.BaseModel != "" && m.BaseModel == model {
 			return true
 		}
+		loraCapable = loraCapable || m.MaxActiveModels > 0 || m.LoRAResidency != nil
 	}
-	return false
+	return !loraCapable
 }
 
 // idleAdapterShare is the share of the server's GPU adapter slots not busy

@@ -75,7 +75,7 @@ func TestLoRALoadStateTiers(t *testing.T) {
 		{"no residency reported, a slot free", lsServer{slots: 2, loaded: 1}, 0.6},
 		{"no residency reported, slots full: never evictable", lsServer{slots: 2, loaded: 2}, 0},
 		{"no residency reported, the adapter running there", lsServer{slots: 2, loaded: 2, running: []string{"a"}}, 0},
-		{"no slots known", lsServer{}, 0},
+		{"no slots known anywhere: no adapter serving, no preference", lsServer{}, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -367,5 +367,17 @@ func TestLoRALoadStateParamErrors(t *testing.T) {
 	// Equal tiers have no gap to protect.
 	if _, err := LoRALoadStateFactory("x", json.RawMessage(`{"cpuResidentScore":0.6,"evictableScore":0.6,"saturatedScore":0.6}`), nil); err != nil {
 		t.Errorf("equal tiers refused: %v", err)
+	}
+}
+
+// TestLoRALoadStateNoLoRAPool checks a pool that serves no adapters (no
+// slots, no residency anywhere, as vLLM without --enable-lora): every
+// request scores the same everywhere, so the home bonus cannot pull all of
+// a model's traffic to one server.
+func TestLoRALoadStateNoLoRAPool(t *testing.T) {
+	t.Parallel()
+	got := lsScore(t, "", "llama", lsEndpoints(lsServer{}, lsServer{}, lsServer{}))
+	if want := []float64{0.94, 0.94, 0.94}; !cmp.Equal(want, got, approx) {
+		t.Errorf("scores %v, want %v", got, want)
 	}
 }
