@@ -170,6 +170,7 @@ var testTypes = map[string]maker{
 	"kv-cache-utilization-scorer":   mkScorer,
 	"prefix-cache-scorer":           mkScorer,
 	"lora-affinity-scorer":          mkScorer,
+	"lora-load-state-scorer":        mkScorer,
 	"load-aware-scorer":             mkScorer,
 	"active-request-scorer":         mkScorer,
 	"running-requests-size-scorer":  mkScorer,

@@ -109,14 +109,14 @@ func multiLoRAW5() Workload {
 	}
 }
 
-// ManyLoRAWorkload is the LoRA residency study's workload (not in
-// Workloads): many more adapters than GPU adapter slots, with a host cache
-// behind the slots as vLLM's --max-cpu-loras, so where an adapter already
-// lives (GPU slot, host cache, nowhere) decides what a request costs its
-// server. llm-d's lora-load-state-scorer and lora-residency-filter read that.
-func ManyLoRAWorkload() Workload {
+// manyLoRAW9 has many more adapters than GPU adapter slots, with a host
+// cache behind the slots as vLLM's --max-cpu-loras, so where an adapter
+// already lives (GPU slot, host cache, nowhere) decides what a request costs
+// its server: what llm-d's lora-load-state-scorer and lora-residency-filter
+// read.
+func manyLoRAW9() Workload {
 	w := multiLoRAW5()
-	w.Name, w.ID = "many-lora", "W5r"
+	w.Name, w.ID = "many-lora", "W9"
 	w.Description = "64 LoRA adapters (6 % × 8, 1.5 % × 24, 0.5 % × 32) over 4 GPU adapter slots and a 16-adapter host cache per server, decode-heavy"
 	w.Published = "none: the shape of llm-d's residency plugins' use case (many adapters, few slots, a host cache); adapter costs not published"
 	w.Scaling = "unscaled ShareGPT-like prompts, outputs median 300 / mean 400; BLIS Llama-3.1-8B/H100 fit; adapter load from disk 100 ms, host-to-GPU activation 50 ms (assumed)"

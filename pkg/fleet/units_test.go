@@ -262,7 +262,7 @@ func TestRunSpecAndPolicyErrors(t *testing.T) {
 	if _, err := SelectPolicies(StandardPolicies(nil), []string{"round-robin", "nope"}); err == nil || !strings.Contains(err.Error(), `"nope"`) {
 		t.Errorf("SelectPolicies error = %v", err)
 	}
-	if _, err := WorkloadByName("W9"); err == nil || !strings.Contains(err.Error(), "shared-prefix") {
+	if _, err := WorkloadByName("W99"); err == nil || !strings.Contains(err.Error(), "shared-prefix") {
 		t.Errorf("WorkloadByName error = %v, want the known names listed", err)
 	}
 	dup := &Matrix{Workloads: []Workload{w}, Policies: []Policy{rr, rr}}

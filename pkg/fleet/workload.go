@@ -255,7 +255,7 @@ func (t *Traffic) maxRequestTokens() int {
 func Workloads() []Workload {
 	return []Workload{
 		sharedPrefixW1(), lowCacheW2(), gspW3(), noSharingW4(), multiLoRAW5(), multiTurnW6(), agenticW7(),
-		agentSessionsW8(),
+		agentSessionsW8(), manyLoRAW9(),
 	}
 }
 
@@ -264,7 +264,7 @@ func Workloads() []Workload {
 // multimodal).
 func WorkloadByName(name string) (Workload, error) {
 	var names []string
-	for _, w := range append(Workloads(), LongPromptWorkload(), AgentToolsWorkload(), MultimodalWorkload(), MultimodalColdWorkload(), FanOutWorkload(), ManyLoRAWorkload()) {
+	for _, w := range append(Workloads(), LongPromptWorkload(), AgentToolsWorkload(), MultimodalWorkload(), MultimodalColdWorkload(), FanOutWorkload()) {
 		if strings.EqualFold(w.Name, name) || strings.EqualFold(w.ID, name) {
 			return w, nil
 		}
