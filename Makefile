@@ -34,7 +34,7 @@ bench-overhead: ## EPP vs a no-op ext_proc floor, open-loop over loopback, pinne
 	$(GO) build -o $(BIN)/ ./cmd/epp ./hack/benchoverhead
 	$(BIN)/benchoverhead --epp $(BIN)/epp --out docs/benchmarks/overhead.json
 
-bench-fleet: ## Routing quality in virtual time: 10 workloads × 9 policies × QPS ladder, priority, fairness, P/D, replica and multimodal studies (~15–25 min on 2 cores; bench/results/fleet, docs/benchmarks/fleet.md)
+bench-fleet: ## Routing quality in virtual time: 9 workloads × 9 policies × QPS ladder, priority, fairness, P/D, replica and multimodal studies (~15–25 min on 2 cores; bench/results/fleet, docs/benchmarks/fleet.md)
 	$(GO) run ./hack/benchfleet --out bench/results/fleet --docs docs/benchmarks
 
 lint: ## gofmt, go vet and the dependency-direction check
