@@ -151,6 +151,9 @@ func (w *Watcher) Start(ctx context.Context) error {
 		return fmt.Errorf("config watcher: %w", err)
 	}
 	defer fw.Close()
+	// The file may have changed between the first load and the watch: look
+	// once now that changes are seen (an unchanged hash costs a read).
+	w.reloadAndLog()
 	return fw.Run(ctx, w.opts.Debounce, w.reloadAndLog, func(err error) {
 		w.opts.Log.Error(err, "config watch error", "path", w.opts.Path)
 	})

@@ -363,3 +363,25 @@ func TestWatcherStartFailsOnMissingDirectory(t *testing.T) {
 		t.Errorf("Start succeeded on a missing directory")
 	}
 }
+
+// TestWatcherSeesChangeBeforeStart: a file changed after the first load but
+// before the watch was in place (a ConfigMap update while the EPP starts) is
+// loaded when the watch starts, not at the next change.
+func TestWatcherSeesChangeBeforeStart(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(DefaultText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newWatchFixture(t, path)
+	writeAtomic(t, path, watchV2)
+	f.start(t)
+	select {
+	case next := <-f.got:
+		if next.Hash == f.first.Hash {
+			t.Fatal("reloaded the old content")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a change made before the watch started was never loaded")
+	}
+}

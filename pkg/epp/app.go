@@ -48,6 +48,8 @@ type app struct {
 	replicas *replicasync.Node // nil unless --replica-sync-port
 	// metrics are the request path's collectors, also timing every plugin.
 	metrics *server.Metrics
+	// scrape names each endpoint's engine for engine priority on reloads.
+	scrape metrics.Options
 
 	background []runnable
 	grpc       *grpc.Server
@@ -86,10 +88,8 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 		MaxRequestBodyBytes: f.MaxRequestBodyBytes, DisableSubsetFilter: f.DisableSubsetFilter,
 		EmitEndpointScores: f.EmitEndpointScores, Unparsed: unparsedAPIs(built), Log: log.WithName("server"), Metrics: a.metrics,
 	}
-	if w := f.EnginePriority.writer(built, scrape); w != nil {
-		opts.EnginePriority = w
-		log.Info("engine priority: requests carry their priority to the model servers", "orders", w.Describe())
-	}
+	a.scrape = scrape
+	opts.EnginePriority = a.enginePriorityFor(built)
 	if f.compat.grpcStreamMetrics {
 		opts.Streams = server.NewStreamMetrics(reg)
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/enginepriority"
 	"github.com/openepp/openepp/pkg/metrics"
+	"github.com/openepp/openepp/pkg/server"
 )
 
 // enginePriorityFlags choose whether the EPP writes each request's priority
@@ -53,4 +54,17 @@ func (e *enginePriorityFlags) writer(built *config.Built, scrape metrics.Options
 	}
 	orders, _ := enginepriority.ParseOrders(e.Orders) // validated with the flags
 	return enginepriority.New(metrics.EngineNamer(scrape), orders)
+}
+
+// enginePriorityFor is the server's priority writer for built (nil: off),
+// logged when on. With auto a reload re-decides: a GIE file swapped for an
+// llm-d one turns it on, and back.
+func (a *app) enginePriorityFor(built *config.Built) server.EnginePriority {
+	w := a.flags.EnginePriority.writer(built, a.scrape)
+	if w == nil {
+		a.log.Info("engine priority: off", "mode", a.flags.EnginePriority.Mode)
+		return nil // not a typed nil: the server tests the interface
+	}
+	a.log.Info("engine priority: requests carry their priority to the model servers", "orders", w.Describe())
+	return w
 }

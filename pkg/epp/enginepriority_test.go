@@ -170,3 +170,44 @@ func TestEnginePriorityThroughTheServer(t *testing.T) {
 		})
 	}
 }
+
+// TestEnginePriorityFollowsReload checks --engine-priority=auto across a
+// config reload: a GIE file writes no priority, the same file rewritten as
+// an llm-d one does, from the reload on.
+func TestEnginePriorityFollowsReload(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	write := func(apiVersion string) {
+		t.Helper()
+		text := strings.TrimPrefix(pickerConfig(apiVersion), "--config-text=")
+		if err := os.WriteFile(cfg+".tmp", []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(cfg+".tmp", cfg); err != nil { // atomically, as a ConfigMap update
+			t.Fatal(err)
+		}
+	}
+	write("inference.networking.x-k8s.io/v1alpha1")
+	objectives := objectivesFile(t)
+	r := launchEPPSims(t, []sim.Config{{MetricsEngine: sim.EngineVLLM}}, 0, nil, func(r *running) []string {
+		return []string{"--endpoints-file", r.file, "--objectives-file", objectives, "--config-file", cfg}
+	})
+	priority := func() string {
+		t.Helper()
+		d, err := r.client.RoundTrip(context.Background(), objectiveRequest("critical"))
+		if err != nil || d.Immediate != nil {
+			t.Fatalf("request not routed: %v %+v", err, d)
+		}
+		var body map[string]json.RawMessage
+		if err := json.Unmarshal(d.Body, &body); err != nil {
+			t.Fatalf("forwarded body %s: %v", d.Body, err)
+		}
+		return string(body["priority"])
+	}
+	if got := priority(); got != "" {
+		t.Fatalf("GIE config: priority %q written", got)
+	}
+	write("llm-d.ai/v1")
+	eventually(t, "the llm-d config's engine priority", func() bool { return priority() == "-3" })
+	write("inference.networking.x-k8s.io/v1alpha1")
+	eventually(t, "the GIE config again", func() bool { return priority() == "" })
+}

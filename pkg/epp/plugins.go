@@ -78,6 +78,9 @@ func (a *app) onReload(b *config.Built) {
 	// be scheduled, and counted, by the new plugins.
 	a.srv.SetScheduler(b.Scheduler)
 	a.srv.SetUnparsed(unparsedAPIs(b))
+	if a.flags.EnginePriority.Mode == enginePriorityAuto && b.Config.LLMDFlavor() != prev.Config.LLMDFlavor() {
+		a.srv.SetEnginePriority(a.enginePriorityFor(b))
+	}
 	if adm, err := a.flow.configure(b); err != nil {
 		a.log.Error(err, "flow control: keeping the previous settings")
 	} else {

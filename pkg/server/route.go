@@ -120,7 +120,7 @@ func (x *exchange) route(eos bool) (bool, error) {
 // body to any target (the fallbacks after the first), so when their engines
 // would read the value differently nothing is written.
 func (x *exchange) enginePriority(parsed *request.Body) (set bool, value int) {
-	ep := x.srv.opts.EnginePriority
+	ep := x.srv.enginePriority()
 	targets := x.result.Targets()
 	if ep == nil || len(targets) == 0 {
 		return false, 0

@@ -75,6 +75,7 @@ type Options struct {
 	Rewrites Rewrites
 	// EnginePriority, when set, writes each request's priority into its
 	// body for the engine's own scheduler (see enginePriority).
+	// SetEnginePriority changes it (config reload).
 	EnginePriority EnginePriority
 	Log            logr.Logger
 	Metrics        *Metrics
@@ -99,6 +100,7 @@ type Server struct {
 	sched     atomic.Pointer[scheduler.Scheduler]
 	admission atomic.Pointer[Admission]
 	unparsed  atomic.Uint32 // request.APISet
+	priority  atomic.Pointer[EnginePriority]
 	opts      Options
 	log       logr.Logger
 	draining  atomic.Bool
@@ -117,7 +119,26 @@ func New(endpoints Endpoints, sched *scheduler.Scheduler, opts Options) *Server 
 	s.sched.Store(sched)
 	s.SetAdmission(opts.Admission)
 	s.SetUnparsed(opts.Unparsed)
+	s.SetEnginePriority(opts.EnginePriority)
 	return s
+}
+
+// SetEnginePriority sets (nil: stops) the writing of requests' priorities
+// into their bodies (config reload: --engine-priority=auto follows the
+// config's flavour).
+func (s *Server) SetEnginePriority(ep EnginePriority) {
+	if ep == nil {
+		s.priority.Store(nil)
+		return
+	}
+	s.priority.Store(&ep)
+}
+
+func (s *Server) enginePriority() EnginePriority {
+	if ep := s.priority.Load(); ep != nil {
+		return *ep
+	}
+	return nil
 }
 
 // SetUnparsed changes which API families new requests leave unparsed
