@@ -202,6 +202,11 @@ func run(ctx context.Context, o *options) error {
 func (o *options) simArgs() []string {
 	args := []string{"--instances", strconv.Itoa(o.servers), "--port", strconv.Itoa(o.simPort),
 		"--model", o.model, "--lora-modules", o.loras, "--max-loras", "1", "--profile", o.profile}
+	if n := len(strings.Split(o.loras, ",")); o.loras != "" && n > 1 {
+		// vLLM loads its static adapters into the host cache at start; one
+		// GPU slot makes where each adapter lives matter (lora-load-state).
+		args = append(args, "--max-cpu-loras", strconv.Itoa(n))
+	}
 	if o.prefill > 0 || o.p2p {
 		args = append(args, "--pd-sidecar")
 	}
