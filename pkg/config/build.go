@@ -220,10 +220,13 @@ func (b *builder) create(reg scheduler.Registration, spec PluginSpec) (p schedul
 
 // resolve lets newly built resolvers find the instances they refer to.
 func (b *builder) resolve() {
-	h := b.h.WithLookup(func(name string) (scheduler.Plugin, bool) {
-		p, ok := b.instances[name]
-		return p, ok
-	})
+	all := make([]scheduler.Plugin, 0, len(b.instances))
+	for _, spec := range b.cfg.Plugins {
+		if p, ok := b.instances[spec.Name]; ok {
+			all = append(all, p)
+		}
+	}
+	h := b.h.WithPlugins(all...)
 	for i, spec := range b.cfg.Plugins {
 		r, ok := b.instances[spec.Name].(scheduler.Resolver)
 		if !ok || b.reused[spec.Name] {

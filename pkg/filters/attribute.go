@@ -32,7 +32,7 @@ type EndpointAttributeParams struct {
 	Attribute string `json:"attribute" doc:"name of the endpoint attribute to read (required); may contain / only when producer is given" default:""`
 	// Producer is a pointer because absent and "" differ: absent reads the
 	// core metrics extractor's attribute, "" the name alone.
-	Producer        *string                    `json:"producer" doc:"plugin type that publishes the attribute, e.g. dcgm-extractor; absent: the model server's custom metrics; \"\": the producer-agnostic key (the name alone)" default:"core-metrics-extractor"`
+	Producer        *string                    `json:"producer" doc:"what publishes the attribute: a plugin type, e.g. dcgm-extractor, or a label-producer's name; absent: the model server's custom metrics; \"\": the producer-agnostic key (the name alone)" default:"core-metrics-extractor"`
 	OnMissing       string                     `json:"onMissing" doc:"Pass keeps endpoints without the attribute (or with NaN), Fail drops them" default:"Pass"`
 	FallbackOnEmpty bool                       `json:"fallbackOnEmpty" doc:"when every endpoint would be dropped, keep all the candidates instead" default:"false"`
 	Algorithm       EndpointAttributeAlgorithm `json:"algorithm"`
@@ -95,7 +95,7 @@ var comparisons = map[string]comparison{
 // validate reports every invalid field at once.
 func (p *EndpointAttributeParams) validate() error {
 	var errs []error
-	if _, err := endpoint.ConfiguredAttributeKey(p.Attribute, p.Producer); err != nil {
+	if _, err := scheduler.NewNumberAttr(p.Attribute, p.Producer); err != nil {
 		errs = append(errs, fmt.Errorf("attribute: %w", err))
 	}
 	if p.OnMissing != "" && p.OnMissing != OnMissingPass && p.OnMissing != OnMissingFail {
@@ -174,9 +174,10 @@ func appendRequired(errs []error, path string, v *float64) []error {
 // Inputs: one endpoint attribute, read by key attribute/producer
 // (endpoint.AttributeKey; the producer defaults to the core metrics
 // extractor, which publishes the model server's custom metrics; "" reads
-// the name alone). A NaN value counts as missing. Parameters: attribute
-// (required), producer, onMissing (Pass), fallbackOnEmpty (false),
-// algorithm.type (required) with its settings.
+// the name alone), or derived from the endpoint's labels when producer
+// names a label-producer (scheduler.NumberAttr). A NaN value counts as
+// missing. Parameters: attribute (required), producer, onMissing (Pass),
+// fallbackOnEmpty (false), algorithm.type (required) with its settings.
 //
 // Rules: threshold keeps value <operator> threshold.value; range keeps
 // min <= value <= max. topK and percentile rank the endpoints that have the
@@ -191,7 +192,7 @@ func appendRequired(errs []error, path string, v *float64) []error {
 // is; otherwise the empty result fails the profile.
 type EndpointAttribute struct {
 	name        scheduler.TypedName
-	key         string
+	attr        scheduler.NumberAttr
 	failMissing bool
 	fallback    bool
 	algo        algorithm
@@ -213,17 +214,20 @@ const (
 	byPercentile
 )
 
-var _ scheduler.Filter = (*EndpointAttribute)(nil)
+var (
+	_ scheduler.Filter   = (*EndpointAttribute)(nil)
+	_ scheduler.Resolver = (*EndpointAttribute)(nil)
+)
 
 // NewEndpointAttribute validates p and returns the filter called name.
 func NewEndpointAttribute(name string, p EndpointAttributeParams) (*EndpointAttribute, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	key, _ := endpoint.ConfiguredAttributeKey(p.Attribute, p.Producer) // validated
+	attr, _ := scheduler.NewNumberAttr(p.Attribute, p.Producer) // validated
 	f := &EndpointAttribute{
 		name:        scheduler.TypedName{Type: EndpointAttributeType, Name: name},
-		key:         key,
+		attr:        attr,
 		failMissing: p.OnMissing == OnMissingFail,
 		fallback:    p.FallbackOnEmpty,
 		higher:      true,
@@ -274,6 +278,10 @@ func EndpointAttributeRegistration() scheduler.Registration {
 // TypedName implements scheduler.Plugin.
 func (f *EndpointAttribute) TypedName() scheduler.TypedName { return f.name }
 
+// Resolve implements scheduler.Resolver: a producer naming a label-producer
+// reads through it.
+func (f *EndpointAttribute) Resolve(h *scheduler.Handle) error { return f.attr.Resolve(h) }
+
 // Filter implements scheduler.Filter.
 func (f *EndpointAttribute) Filter(_ context.Context, _ *scheduler.State, _ *scheduler.Request, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
 	var out []*endpoint.Endpoint
@@ -291,7 +299,7 @@ func (f *EndpointAttribute) Filter(_ context.Context, _ *scheduler.State, _ *sch
 
 // value reads e's attribute; NaN counts as missing.
 func (f *EndpointAttribute) value(e *endpoint.Endpoint) (float64, bool) {
-	v, ok := e.Attribute(f.key)
+	v, ok := f.attr.Read(e)
 	return v, ok && v == v
 }
 

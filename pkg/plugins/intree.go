@@ -11,6 +11,7 @@ import (
 	"github.com/openepp/openepp/pkg/eviction"
 	"github.com/openepp/openepp/pkg/filters"
 	"github.com/openepp/openepp/pkg/flowcontrol"
+	"github.com/openepp/openepp/pkg/labelattr"
 	"github.com/openepp/openepp/pkg/latency"
 	"github.com/openepp/openepp/pkg/metrics"
 	"github.com/openepp/openepp/pkg/mmcache"
@@ -67,6 +68,7 @@ func Registrations() []scheduler.Registration {
 		scorers.PrefillBacklogRegistration(),
 		scorers.EndpointAttributeRegistration(),
 		scorers.MetricRegistration(),
+		scorers.AttributeWeightRegistration(),
 		scorers.SessionAffinityRegistration(),
 		scorers.NoHitLRURegistration(),
 		scorers.NoHitLRUFilterRegistration(),
@@ -109,6 +111,7 @@ func Registrations() []scheduler.Registration {
 		models.ResponderRegistration(),
 		dcgm.SourceRegistration(),
 		dcgm.ExtractorRegistration(),
+		labelattr.ProducerRegistration(),
 		// Disaggregation deciders.
 		disagg.PrefixDeciderRegistration(),
 		disagg.AlwaysDeciderRegistration(),

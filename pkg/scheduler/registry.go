@@ -92,9 +92,11 @@ type Handle struct {
 	// formulas to default to upstream's exact behaviour instead
 	// (--upstream-compatible-scoring); explicit parameters still win.
 	UpstreamScoring bool
-	// lookup finds another instance of the same config by name; set by the
-	// config builder before Resolve is called.
+	// lookup finds another instance of the same config by name, and all
+	// lists them in configuration order; set by the config builder before
+	// Resolve is called.
 	lookup func(name string) (Plugin, bool)
+	all    []Plugin
 }
 
 // MetricsRegisterer is h's Registerer, nil for a nil handle.
@@ -118,6 +120,35 @@ func (h *Handle) WithLookup(lookup func(name string) (Plugin, bool)) *Handle {
 	c := *h
 	c.lookup = lookup
 	return &c
+}
+
+// Plugins returns the instances of the same configuration, in
+// configuration order; nil for a nil handle or one without them.
+func (h *Handle) Plugins() []Plugin {
+	if h == nil {
+		return nil
+	}
+	return h.all
+}
+
+// WithPlugins returns a copy of h whose Plugin and Plugins methods resolve
+// among plugins, one configuration's instances in order; of two with one
+// name, the first counts.
+func (h *Handle) WithPlugins(plugins ...Plugin) *Handle {
+	byName := make(map[string]Plugin, len(plugins))
+	all := make([]Plugin, 0, len(plugins))
+	for _, p := range plugins {
+		if _, dup := byName[p.TypedName().Name]; !dup {
+			byName[p.TypedName().Name] = p
+			all = append(all, p)
+		}
+	}
+	c := h.WithLookup(func(name string) (Plugin, bool) {
+		p, ok := byName[name]
+		return p, ok
+	})
+	c.all = all
+	return c
 }
 
 // DecodeParams strictly decodes raw JSON parameters into dst (unknown fields

@@ -31,7 +31,7 @@ type EndpointAttributeParams struct {
 	AttributeKey string `json:"attributeKey" doc:"name of the endpoint attribute to read (required); may contain / only when producer is given" default:""`
 	// Producer is a pointer because absent and "" differ: absent reads the
 	// core metrics extractor's attribute, "" the name alone.
-	Producer  *string                    `json:"producer" doc:"plugin type that publishes the attribute, e.g. dcgm-extractor; absent: the model server's custom metrics; \"\": the producer-agnostic key (the name alone)" default:"core-metrics-extractor"`
+	Producer  *string                    `json:"producer" doc:"what publishes the attribute: a plugin type, e.g. dcgm-extractor, or a label-producer's name; absent: the model server's custom metrics; \"\": the producer-agnostic key (the name alone)" default:"core-metrics-extractor"`
 	Algorithm EndpointAttributeAlgorithm `json:"algorithm"`
 	Source    string                     `json:"source" doc:"where the value is read: endpoint, the endpoint's attributes (llm-d's metadata, the request's dynamic metadata, is refused)" default:"endpoint"`
 }
@@ -63,7 +63,7 @@ type FixedRange struct {
 // validate reports every invalid field at once.
 func (p *EndpointAttributeParams) validate() error {
 	var errs []error
-	if _, err := endpoint.ConfiguredAttributeKey(p.AttributeKey, p.Producer); err != nil {
+	if _, err := scheduler.NewNumberAttr(p.AttributeKey, p.Producer); err != nil {
 		errs = append(errs, fmt.Errorf("attributeKey: %w", err))
 	}
 	switch p.Algorithm.Type {
@@ -118,9 +118,11 @@ func (n *AttributeNormalization) validate(path string) []error {
 // Inputs: one endpoint attribute, read by key attributeKey/producer
 // (endpoint.AttributeKey; the producer defaults to the core metrics
 // extractor, which publishes the model server's custom metrics; "" reads
-// the name alone). Parameters: attributeKey (required), producer,
-// algorithm.type (required), algorithm.normalization (adaptiveRange),
-// source (endpoint; metadata is refused).
+// the name alone), or derived from the endpoint's labels when producer
+// names a label-producer (scheduler.NumberAttr). Parameters:
+// attributeKey (required), producer, algorithm.type (required),
+// algorithm.normalization (adaptiveRange), source (endpoint; metadata is
+// refused).
 //
 // Formula: s = (v − min)/(max − min), and 1 − s for linear_lower_is_better.
 // adaptiveRange takes min and max over the candidates that have the
@@ -130,24 +132,27 @@ func (n *AttributeNormalization) validate(path string) []error {
 // the adaptive range.
 type EndpointAttribute struct {
 	name  scheduler.TypedName
-	key   string
+	attr  scheduler.NumberAttr
 	lower bool
 	// fixed selects fixedRange over [lo, hi].
 	fixed  bool
 	lo, hi float64
 }
 
-var _ scheduler.ScoreWriter = (*EndpointAttribute)(nil)
+var (
+	_ scheduler.ScoreWriter = (*EndpointAttribute)(nil)
+	_ scheduler.Resolver    = (*EndpointAttribute)(nil)
+)
 
 // NewEndpointAttribute validates p and returns the scorer called name.
 func NewEndpointAttribute(name string, p EndpointAttributeParams) (*EndpointAttribute, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	key, _ := endpoint.ConfiguredAttributeKey(p.AttributeKey, p.Producer) // validated
+	attr, _ := scheduler.NewNumberAttr(p.AttributeKey, p.Producer) // validated
 	s := &EndpointAttribute{
 		name:  scheduler.TypedName{Type: EndpointAttributeType, Name: name},
-		key:   key,
+		attr:  attr,
 		lower: p.Algorithm.Type == linearLowerIsBetter,
 	}
 	if r := p.Algorithm.Normalization.FixedRange; r != nil {
@@ -181,6 +186,10 @@ func EndpointAttributeRegistration() scheduler.Registration {
 
 // TypedName implements scheduler.Plugin.
 func (s *EndpointAttribute) TypedName() scheduler.TypedName { return s.name }
+
+// Resolve implements scheduler.Resolver: a producer naming a label-producer
+// reads through it.
+func (s *EndpointAttribute) Resolve(h *scheduler.Handle) error { return s.attr.Resolve(h) }
 
 // Score implements scheduler.Scorer.
 func (s *EndpointAttribute) Score(ctx context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []float64 {
@@ -225,7 +234,7 @@ func (s *EndpointAttribute) ScoreInto(_ context.Context, _ *scheduler.State, _ *
 
 // value reads e's attribute; NaN and ±Inf count as missing.
 func (s *EndpointAttribute) value(e *endpoint.Endpoint) (float64, bool) {
-	v, ok := e.Attribute(s.key)
+	v, ok := s.attr.Read(e)
 	return v, ok && v-v == 0
 }
 
