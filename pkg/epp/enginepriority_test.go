@@ -54,22 +54,15 @@ func TestEnginePriority(t *testing.T) {
 			want := map[string]string{r.servers[0]: "-3", r.servers[1]: "3"} // objective "critical" has priority 3
 			seen := map[string]bool{}
 			for range 30 {
-				d, err := r.client.RoundTrip(context.Background(), objectiveRequest("critical"))
-				if err != nil || d.Immediate != nil {
-					t.Fatalf("request not routed: %v %+v", err, d)
-				}
-				var body map[string]json.RawMessage
-				if err := json.Unmarshal(d.Body, &body); err != nil {
-					t.Fatalf("forwarded body %s: %v", d.Body, err)
-				}
-				got, wanted := string(body["priority"]), ""
+				dest, got := forwardedPriority(t, r, "critical")
+				wanted := ""
 				if tc.on {
-					wanted = want[d.DestinationHeader]
+					wanted = want[dest]
 				}
 				if got != wanted {
-					t.Fatalf("sent to %s with priority %q, want %q (body %s)", d.DestinationHeader, got, wanted, d.Body)
+					t.Fatalf("sent to %s with priority %q, want %q", dest, got, wanted)
 				}
-				seen[d.DestinationHeader] = true
+				seen[dest] = true
 			}
 			if len(seen) != 2 {
 				t.Errorf("30 random picks reached only %v", seen)
@@ -192,16 +185,8 @@ func TestEnginePriorityFollowsReload(t *testing.T) {
 		return []string{"--endpoints-file", r.file, "--objectives-file", objectives, "--config-file", cfg}
 	})
 	priority := func() string {
-		t.Helper()
-		d, err := r.client.RoundTrip(context.Background(), objectiveRequest("critical"))
-		if err != nil || d.Immediate != nil {
-			t.Fatalf("request not routed: %v %+v", err, d)
-		}
-		var body map[string]json.RawMessage
-		if err := json.Unmarshal(d.Body, &body); err != nil {
-			t.Fatalf("forwarded body %s: %v", d.Body, err)
-		}
-		return string(body["priority"])
+		_, p := forwardedPriority(t, r, "critical")
+		return p
 	}
 	if got := priority(); got != "" {
 		t.Fatalf("GIE config: priority %q written", got)
@@ -210,4 +195,20 @@ func TestEnginePriorityFollowsReload(t *testing.T) {
 	eventually(t, "the llm-d config's engine priority", func() bool { return priority() == "-3" })
 	write("inference.networking.x-k8s.io/v1alpha1")
 	eventually(t, "the GIE config again", func() bool { return priority() == "" })
+}
+
+// forwardedPriority sends a request of objective through r and returns
+// where it went and the raw "priority" member of the body forwarded there
+// ("" when none).
+func forwardedPriority(t *testing.T, r *running, objective string) (dest, priority string) {
+	t.Helper()
+	d, err := r.client.RoundTrip(context.Background(), objectiveRequest(objective))
+	if err != nil || d.Immediate != nil {
+		t.Fatalf("request not routed: %v %+v", err, d)
+	}
+	var body map[string]json.RawMessage
+	if err := json.Unmarshal(d.Body, &body); err != nil {
+		t.Fatalf("forwarded body %s: %v", d.Body, err)
+	}
+	return d.DestinationHeader, string(body["priority"])
 }

@@ -98,9 +98,9 @@ type Server struct {
 
 	endpoints Endpoints
 	sched     atomic.Pointer[scheduler.Scheduler]
-	admission atomic.Pointer[Admission]
+	admission swappable[Admission]
 	unparsed  atomic.Uint32 // request.APISet
-	priority  atomic.Pointer[EnginePriority]
+	priority  swappable[EnginePriority]
 	opts      Options
 	log       logr.Logger
 	draining  atomic.Bool
@@ -126,19 +126,29 @@ func New(endpoints Endpoints, sched *scheduler.Scheduler, opts Options) *Server 
 // SetEnginePriority sets (nil: stops) the writing of requests' priorities
 // into their bodies (config reload: --engine-priority=auto follows the
 // config's flavour).
-func (s *Server) SetEnginePriority(ep EnginePriority) {
-	if ep == nil {
-		s.priority.Store(nil)
+func (s *Server) SetEnginePriority(ep EnginePriority) { s.priority.set(ep) }
+
+func (s *Server) enginePriority() EnginePriority { return s.priority.get() }
+
+// swappable holds an interface value a config reload replaces while
+// requests read it; the zero value holds nil.
+type swappable[T comparable] struct{ p atomic.Pointer[T] }
+
+func (w *swappable[T]) set(v T) {
+	var none T
+	if v == none {
+		w.p.Store(nil)
 		return
 	}
-	s.priority.Store(&ep)
+	w.p.Store(&v)
 }
 
-func (s *Server) enginePriority() EnginePriority {
-	if ep := s.priority.Load(); ep != nil {
-		return *ep
+func (w *swappable[T]) get() T {
+	if p := w.p.Load(); p != nil {
+		return *p
 	}
-	return nil
+	var none T
+	return none
 }
 
 // SetUnparsed changes which API families new requests leave unparsed
@@ -153,21 +163,10 @@ func (s *Server) SetScheduler(sched *scheduler.Scheduler) { s.sched.Store(sched)
 
 // SetAdmission sets (nil: removes) the flow control new requests pass
 // through; requests already waiting stay with the one they entered.
-func (s *Server) SetAdmission(a Admission) {
-	if a == nil {
-		s.admission.Store(nil)
-		return
-	}
-	s.admission.Store(&a)
-}
+func (s *Server) SetAdmission(a Admission) { s.admission.set(a) }
 
 // Admission returns the flow control new requests pass through, or nil.
-func (s *Server) Admission() Admission {
-	if a := s.admission.Load(); a != nil {
-		return *a
-	}
-	return nil
-}
+func (s *Server) Admission() Admission { return s.admission.get() }
 
 // Scheduler returns the scheduler new requests use.
 func (s *Server) Scheduler() *scheduler.Scheduler { return s.sched.Load() }
