@@ -233,6 +233,7 @@ func (t *TokenProducer) Tokens(ctx context.Context, state *scheduler.State, req 
 	tokensKey.Set(state, r)
 	if t.local != nil && req != nil {
 		r.tokens, r.ok = t.local(req)
+		publishCount(state, r)
 		return r.tokens, r.ok
 	}
 	if t.client == nil || req == nil || req.Body == nil {
@@ -246,7 +247,16 @@ func (t *TokenProducer) Tokens(ctx context.Context, state *scheduler.State, req 
 		return nil, false
 	}
 	r.tokens, r.ok = tokens, len(tokens) > 0
+	publishCount(state, r)
 	return r.tokens, r.ok
+}
+
+// publishCount makes the count readable outside this package
+// (scheduler.PromptTokens); the first token source to succeed sets it.
+func publishCount(state *scheduler.State, r *tokenRecord) {
+	if _, set := scheduler.PromptTokens.Get(state); r.ok && !set {
+		scheduler.PromptTokens.Set(state, len(r.tokens))
+	}
 }
 
 // Outcomes of a tokenization, the outcome label of the metrics.

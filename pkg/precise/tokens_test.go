@@ -176,6 +176,32 @@ func TestTokensWithoutACall(t *testing.T) {
 	}
 }
 
+// TestTokensPublishTheCount: the count of a tokenized request is readable
+// outside this package (accelerator-capability-aware sizes requests by
+// it), the first producer's; a request without tokens publishes none.
+func TestTokensPublishTheCount(t *testing.T) {
+	t.Parallel()
+	b, err := request.Parse(request.Completions, []byte(`{"model":"m","prompt":[5,6,7]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &scheduler.Request{Model: "m", Body: b}
+	first := newTokens(t, `{"backend":"vllm","vllm":{"url":"http://127.0.0.1:1"}}`, nil)
+	second := newTokens(t, `{"backend":"vllm","vllm":{"url":"http://127.0.0.1:1"}}`, nil)
+	second.SetLocal(func(*scheduler.Request) ([]uint32, bool) { return []uint32{1}, true })
+	st := state()
+	first.Produce(context.Background(), st, req, nil)
+	second.Produce(context.Background(), st, req, nil)
+	if n, ok := scheduler.PromptTokens.Get(st); !ok || n != 3 {
+		t.Errorf("published count %d (set %v), want the first producer's 3", n, ok)
+	}
+	st = state()
+	newTokens(t, `{}`, nil).Produce(context.Background(), st, chatRequest(t, "m", "s", "u"), nil)
+	if n, ok := scheduler.PromptTokens.Get(st); ok {
+		t.Errorf("estimate backend published a count of %d", n)
+	}
+}
+
 func TestTokenParamsErrors(t *testing.T) {
 	t.Parallel()
 	for params, want := range map[string]string{

@@ -90,3 +90,9 @@ func (k Key[T]) Set(s *State, v T) {
 // decode runs after it (prefill-first). disagg-profile-handler sets it;
 // topology-affinity plugins read it.
 var PeerEndpoint = NewKey[*endpoint.Endpoint]("peer-endpoint")
+
+// PromptTokens is the request's prompt length in the model's own tokens,
+// set by the first token-producer that tokenized it. Plugins that size a
+// request by tokens (accelerator-capability-aware) read it and fall back
+// to request.Body.EstimatedPromptTokens without it.
+var PromptTokens = NewKey[int]("prompt-tokens")
