@@ -74,6 +74,7 @@ func Registrations() []scheduler.Registration {
 		scorers.NoHitLRUFilterRegistration(),
 		scorers.HeaderLabelRegistration(),
 		scorers.ContextLengthRegistration(),
+		scorers.AcceleratorCapabilityRegistration(),
 		mmcache.ScorerRegistration(),
 		latency.ScorerRegistration(),
 		latency.MonolithRegistration(),

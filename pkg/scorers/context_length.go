@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -21,14 +20,8 @@ const ContextLengthType = "context-length-aware"
 // of prompt tokens an endpoint is meant for.
 const ContextLengthLabel = "llm-d.ai/context-length-range"
 
-// Constants of the formula (llm-d's).
-const (
-	clOutOfRange = 0.3     // out-of-range scores are below, in-range above
-	clUnlabeled  = 0.5     // endpoints without the label
-	clWidthScale = 10000.0 // range width (tokens) at which the width term halves
-	clDistScale  = 1000.0  // distance (tokens) at which an out-of-range score halves
-	clMaxWarned  = 64      // distinct malformed label values logged
-)
+// clMaxWarned is how many distinct malformed label values are logged.
+const clMaxWarned = 64
 
 // ContextLengthParams configures ContextLength (llm-d's parameters).
 type ContextLengthParams struct {
@@ -57,8 +50,8 @@ func (p *ContextLengthParams) validate() error {
 // Inputs: the prompt's estimated token count n (prompt bytes / 4, rounded
 // up, the estimate the token-load scorer and the P/D decider use; 0 without
 // a body) and each endpoint's label (llm-d.ai/context-length-range),
-// "min-max" with 0 <= min <= max. Parameters: label, enableFiltering
-// (false).
+// "min-max" with 0 <= min <= max, spaces around the numbers allowed.
+// Parameters: label, enableFiltering (false).
 //
 // Score, with w = max − min: in range (min <= n <= max),
 // 0.3 + 0.7 × (0.7 / (1 + w/10000) + 0.3 × (max − n)/w), and 1 when w = 0,
@@ -136,7 +129,7 @@ func (s *ContextLength) ScoreInto(_ context.Context, _ *scheduler.State, req *sc
 	for i, e := range eps {
 		lo, hi, ok := s.bounds(e)
 		if !ok {
-			out[i] = clUnlabeled
+			out[i] = rangeUnlabeled
 			continue
 		}
 		out[i] = rangeScore(n, lo, hi)
@@ -162,49 +155,14 @@ func (s *ContextLength) Filter(_ context.Context, _ *scheduler.State, req *sched
 	return out
 }
 
-// rangeScore is the formula of the type comment for a labelled endpoint.
-func rangeScore(n, lo, hi int) float64 {
-	if n >= lo && n <= hi {
-		w := float64(hi - lo)
-		if w == 0 {
-			return 1
-		}
-		raw := 0.7/(1+w/clWidthScale) + 0.3*float64(hi-n)/w
-		return clOutOfRange + (1-clOutOfRange)*raw
-	}
-	d := lo - n
-	if n > hi {
-		d = n - hi
-	}
-	return clOutOfRange / (1 + float64(d)/clDistScale)
-}
-
 // bounds reads e's range; ok is false without the label or when its value
 // is malformed (logged once per value).
 func (s *ContextLength) bounds(e *endpoint.Endpoint) (lo, hi int, ok bool) {
-	v, has := e.Labels[s.label]
-	if !has {
-		return 0, 0, false
-	}
-	lo, hi, ok = parseRange(v)
-	if !ok {
-		s.warn(e, v)
+	lo, hi, has, ok := labelRange(e, s.label)
+	if has && !ok {
+		s.warn(e, e.Labels[s.label])
 	}
 	return lo, hi, ok
-}
-
-// parseRange parses "min-max", two decimal integers with 0 <= min <= max.
-func parseRange(v string) (lo, hi int, ok bool) {
-	a, b, found := strings.Cut(v, "-")
-	if !found {
-		return 0, 0, false
-	}
-	lo, err1 := strconv.Atoi(a)
-	hi, err2 := strconv.Atoi(b)
-	if err1 != nil || err2 != nil || lo < 0 || lo > hi || a[0] == '+' || b[0] == '+' {
-		return 0, 0, false
-	}
-	return lo, hi, true
 }
 
 // warn logs a malformed label value the first time it is seen (up to
@@ -221,12 +179,4 @@ func (s *ContextLength) warn(e *endpoint.Endpoint, v string) {
 		s.log.Info("warning: malformed context-length label, treated as absent (want \"min-max\", 0 <= min <= max)",
 			"endpoint", e.String(), "label", s.label, "value", v)
 	}
-}
-
-// promptLength is the request's estimated prompt tokens, 0 without a body.
-func promptLength(req *scheduler.Request) int {
-	if req == nil || req.Body == nil {
-		return 0
-	}
-	return req.Body.EstimatedPromptTokens()
 }

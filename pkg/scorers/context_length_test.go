@@ -1,31 +1,19 @@
 package scorers
 
 import (
-	"fmt"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/go-logr/logr/funcr"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/scheduler"
-	"github.com/openepp/openepp/pkg/scheduler/plugintest"
 )
 
 // clEndpoints returns endpoints whose context-length label is ranges[i]
 // ("-" for no label), named by their range.
 func clEndpoints(ranges ...string) []*endpoint.Endpoint {
-	out := make([]*endpoint.Endpoint, len(ranges))
-	for i, r := range ranges {
-		labels := map[string]string{}
-		if r != "-" {
-			labels[ContextLengthLabel] = r
-		}
-		out[i] = endpoint.New(endpoint.Spec{Name: r, Address: fmt.Sprintf("10.7.0.%d", i+1), Port: 8000, Labels: labels})
-	}
-	return out
+	return rangeEndpoints(ContextLengthLabel, ranges...)
 }
 
 // TestContextLengthScores checks the documented formula on llm-d's
@@ -50,7 +38,8 @@ func TestContextLengthScores(t *testing.T) {
 			want: []float64{1, 0.7067065073041168}},
 		{name: "no body counts 0 tokens", tokens: -1, ranges: []string{"0-2048", "1-5"}, want: []float64{0.9167065073041167, 0.3 / 1.001}},
 		{name: "malformed labels count as unlabelled", tokens: 10,
-			ranges: []string{"2048", "8k-16k", "9-3", "-1-5", "+1-5", "1-5-9", "", " 1-5"}, want: []float64{0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5}},
+			ranges: []string{"2048", "8k-16k", "9-3", "-1-5", "+1-5", "1-5-9", "", "1--5"}, want: []float64{0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5}},
+		{name: "spaces around the numbers are allowed", tokens: 10, ranges: []string{" 0 - 2048 "}, want: []float64{0.3 + 0.7*(0.7/1.2048+0.3*2038/2048)}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,61 +58,27 @@ func TestContextLengthScores(t *testing.T) {
 
 func TestContextLengthFilter(t *testing.T) {
 	t.Parallel()
-	eps := clEndpoints("0-2048", "2049-8192", "-", "oops", "8193-131072")
-	tests := []struct {
-		name, params string
-		tokens       int
-		want         []string
-	}{
+	checkRangeFilter(t, ContextLengthRegistration(), clEndpoints("0-2048", "2049-8192", "-", "oops", "8193-131072"), []rangeFilterCase{
 		{name: "filtering off keeps all", params: ``, tokens: 5000, want: []string{"0-2048", "2049-8192", "-", "oops", "8193-131072"}},
 		{name: "in range and unlabelled stay", params: `{"enableFiltering":true}`, tokens: 5000, want: []string{"2049-8192", "-", "oops"}},
 		{name: "at a bound", params: `{"enableFiltering":true}`, tokens: 2048, want: []string{"0-2048", "-", "oops"}},
 		{name: "beyond every range", params: `{"enableFiltering":true}`, tokens: 200000, want: []string{"-", "oops"}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			s := mustBuild[*ContextLength](t, ContextLengthRegistration(), tc.params, nil)
-			got := s.Filter(scCtx, scState(), scRequest(4*tc.tokens, nil), eps)
-			names := make([]string, len(got))
-			for i, e := range got {
-				names[i] = e.Name
-			}
-			if d := cmp.Diff(tc.want, names); d != "" {
-				t.Errorf("kept (-want +got)\n%s", d)
-			}
-		})
-	}
+	})
 }
 
 // TestContextLengthWarnsOnce: a malformed label is logged once per value,
 // however many requests see it.
 func TestContextLengthWarnsOnce(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	var lines []string
-	log := funcr.New(func(_, args string) { mu.Lock(); lines = append(lines, args); mu.Unlock() }, funcr.Options{})
-	s, err := NewContextLength("cl", ContextLengthParams{Label: "range", EnableFiltering: true}, log)
+	var log logCapture
+	s, err := NewContextLength("cl", ContextLengthParams{Label: "range", EnableFiltering: true}, log.logger())
 	if err != nil {
 		t.Fatal(err)
 	}
-	eps := []*endpoint.Endpoint{
-		endpoint.New(endpoint.Spec{Name: "a", Address: "10.7.0.1", Port: 8000, Labels: map[string]string{"range": "big"}}),
-		endpoint.New(endpoint.Spec{Name: "b", Address: "10.7.0.2", Port: 8000, Labels: map[string]string{"range": "big"}}),
-		endpoint.New(endpoint.Spec{Name: "c", Address: "10.7.0.3", Port: 8000, Labels: map[string]string{"range": "1-x"}}),
-	}
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.Score(scCtx, scState(), scRequest(40, nil), eps)
-			s.Filter(scCtx, scState(), scRequest(40, nil), eps)
-		}()
-	}
-	wg.Wait()
-	if len(lines) != 2 || !strings.Contains(strings.Join(lines, "\n"), `"value"="big"`) || !strings.Contains(strings.Join(lines, "\n"), `"value"="1-x"`) {
-		t.Errorf("log lines %q, want one per malformed value", lines)
+	scoreAndFilterConcurrently(s, rangeEndpoints("range", "big", "big", "1-x"))
+	lines := strings.Join(log.Lines(), "\n")
+	if len(log.Lines()) != 2 || !strings.Contains(lines, `"value"="big"`) || !strings.Contains(lines, `"value"="1-x"`) {
+		t.Errorf("log lines %q, want one per malformed value", log.Lines())
 	}
 }
 
@@ -150,15 +105,5 @@ func TestContextLengthParams(t *testing.T) {
 				t.Errorf("typed name %v", p.TypedName())
 			}
 		})
-	}
-}
-
-func TestContextLengthConformance(t *testing.T) {
-	t.Parallel()
-	req := plugintest.Request("m", 4000)
-	for _, params := range []string{``, `{"enableFiltering":true}`} {
-		s := mustBuild[*ContextLength](t, ContextLengthRegistration(), params, nil)
-		plugintest.Scorer(t, s, req)
-		plugintest.Filter(t, s, req)
 	}
 }

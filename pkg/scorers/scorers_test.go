@@ -131,6 +131,7 @@ func registrations() []scheduler.Registration {
 		LoRAAffinityRegistration(), LoadAwareRegistration(), ActiveRequestsRegistration(),
 		TokenLoadRegistration(), SessionAffinityRegistration(), NoHitLRURegistration(),
 		ContextLengthRegistration(), PrefillBacklogRegistration(), LoRALoadStateRegistration(), // header-label-affinity-scorer has required parameters
+		AcceleratorCapabilityRegistration(),
 	}
 }
 
@@ -223,6 +224,10 @@ func TestParamErrors(t *testing.T) {
 		{SessionAffinityRegistration(), `{"headerName":"x"}`, `unknown field "headerName"`},
 		{NoHitLRURegistration(), `{"lruSize":0}`, "lruSize: must be >= 1"},
 		{NoHitLRURegistration(), `{"prefixPluginName":""}`, "prefixPluginName: must not be empty"},
+		{AcceleratorCapabilityRegistration(), `{"label":""}`, "label: must not be empty"},
+		{AcceleratorCapabilityRegistration(), `{"label":"  "}`, "label: must not be empty"},
+		{AcceleratorCapabilityRegistration(), `{"enableFilter":true}`, `unknown field "enableFilter"`},
+		{AcceleratorCapabilityRegistration(), `{"enableFiltering":"yes"}`, "parameters"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.reg.Type+tc.raw, func(t *testing.T) {
