@@ -168,3 +168,40 @@ func TestPrefixCacheScoreAllocations(t *testing.T) {
 		}
 	}
 }
+
+// TestPrefixCacheColdAdapterRequests: a cold request for a LoRA adapter is
+// not spread by occupancy (where the adapter is loaded matters more; the
+// load and LoRA scorers decide), one for the base model is.
+func TestPrefixCacheColdAdapterRequests(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		model string
+		set   func(m *endpoint.Metrics)
+		want  []float64
+	}{
+		{name: "base model the servers name", model: "m", set: func(m *endpoint.Metrics) { m.BaseModel = "m" },
+			want: []float64{0, 1, 0.5}},
+		{name: "adapter of a base the servers name", model: "sql-lora", set: func(m *endpoint.Metrics) { m.BaseModel = "m" },
+			want: []float64{0, 0, 0}},
+		{name: "adapter running somewhere, no base named", model: "sql-lora",
+			set: func(m *endpoint.Metrics) { m.ActiveModels = map[string]int{"sql-lora": 0} }, want: []float64{0, 0, 0}},
+		{name: "adapter waiting somewhere, no base named", model: "sql-lora",
+			set: func(m *endpoint.Metrics) { m.WaitingModels = map[string]int{"sql-lora": 0} }, want: []float64{0, 0, 0}},
+		{name: "nothing known: spread", model: "sql-lora", set: func(*endpoint.Metrics) {}, want: []float64{0, 1, 0.5}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			eps := scEndpoints(3, func(_ int, m *endpoint.Metrics) { tc.set(m) })
+			s := pxScorer(t, `{}`)
+			s.source = pxOccupied{m: pxMatch(10, eps), occ: []float64{10, 0, 5}}
+			req := pxRequest("x")
+			req.Model = tc.model
+			got := s.Score(context.Background(), plugintest.State(1), req, eps)
+			if diff := cmp.Diff(tc.want, got, cmpopts.EquateApprox(0, 1e-12)); diff != "" {
+				t.Errorf("scores (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
