@@ -47,9 +47,10 @@ func (p *ContextLengthParams) validate() error {
 // (llm-d's context-length-aware), e.g. short prompts to small-memory pods
 // and long ones to long-context pods.
 //
-// Inputs: the prompt's estimated token count n (prompt bytes / 4, rounded
-// up, the estimate the token-load scorer and the P/D decider use; 0 without
-// a body) and each endpoint's label (llm-d.ai/context-length-range),
+// Inputs: the prompt's token count n — a token-producer's count when one
+// ran for the request (scheduler.PromptTokens, as llm-d's estimate prefers
+// its tokenizer), else prompt bytes / 4 rounded up (the estimate the
+// token-load scorer and the P/D decider use; 0 without a body) and each endpoint's label (llm-d.ai/context-length-range),
 // "min-max" with 0 <= min <= max, spaces around the numbers allowed.
 // Parameters: label, enableFiltering (false).
 //
@@ -108,7 +109,7 @@ func ContextLengthFactory(name string, raw json.RawMessage, h *scheduler.Handle)
 func ContextLengthRegistration() scheduler.Registration {
 	return scheduler.Registration{
 		Type: ContextLengthType, Factory: ContextLengthFactory, Params: ContextLengthParams{},
-		Summary: "Prefers endpoints whose llm-d.ai/context-length-range label holds the prompt's estimated tokens: in range (0.3, 1] " +
+		Summary: "Prefers endpoints whose llm-d.ai/context-length-range label holds the prompt's tokens (token-producer's count, else bytes/4): in range (0.3, 1] " +
 			"(tighter higher), out of range [0, 0.3) by distance, unlabelled 0.5; enableFiltering also drops out-of-range endpoints.",
 	}
 }
@@ -124,8 +125,8 @@ func (s *ContextLength) Score(ctx context.Context, state *scheduler.State, req *
 }
 
 // ScoreInto implements scheduler.ScoreWriter.
-func (s *ContextLength) ScoreInto(_ context.Context, _ *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
-	n := promptLength(req)
+func (s *ContextLength) ScoreInto(_ context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint, out []float64) {
+	n := requestTokens(state, req)
 	for i, e := range eps {
 		lo, hi, ok := s.bounds(e)
 		if !ok {
@@ -138,11 +139,11 @@ func (s *ContextLength) ScoreInto(_ context.Context, _ *scheduler.State, req *sc
 
 // Filter implements scheduler.Filter: with enableFiltering, drop the
 // endpoints whose range does not hold the prompt.
-func (s *ContextLength) Filter(_ context.Context, _ *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
+func (s *ContextLength) Filter(_ context.Context, state *scheduler.State, req *scheduler.Request, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
 	if !s.filter {
 		return eps
 	}
-	n := promptLength(req)
+	n := requestTokens(state, req)
 	out := make([]*endpoint.Endpoint, 0, len(eps))
 	for _, e := range eps {
 		if lo, hi, ok := s.bounds(e); !ok || (n >= lo && n <= hi) {

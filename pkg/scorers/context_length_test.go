@@ -107,3 +107,31 @@ func TestContextLengthParams(t *testing.T) {
 		})
 	}
 }
+
+// TestContextLengthCountsTokens: a token-producer's count sizes the prompt
+// (llm-d's estimate prefers its tokenizer); without one bytes/4 does.
+func TestContextLengthCountsTokens(t *testing.T) {
+	t.Parallel()
+	s := mustBuild[*ContextLength](t, ContextLengthRegistration(), `{"enableFiltering":true}`, nil)
+	eps := clEndpoints("0-2048", "2049-8192")
+	req := scRequest(4*1500, nil) // estimate 1500
+	for _, tc := range []struct {
+		name   string
+		tokens int // -1: no token-producer ran
+		want   []string
+	}{
+		{name: "estimate", tokens: -1, want: []string{"0-2048"}},
+		{name: "token count", tokens: 3000, want: []string{"2049-8192"}},
+	} {
+		st := scState()
+		if tc.tokens >= 0 {
+			scheduler.PromptTokens.Set(st, tc.tokens)
+		}
+		if d := cmp.Diff(tc.want, endpointNames(s.Filter(scCtx, st, req, eps))); d != "" {
+			t.Errorf("%s: kept (-want +got)\n%s", tc.name, d)
+		}
+		if sc := s.Score(scCtx, st, req, eps); (sc[0] > sc[1]) != (tc.want[0] == "0-2048") {
+			t.Errorf("%s: scores %v favour the other range", tc.name, sc)
+		}
+	}
+}
