@@ -60,7 +60,12 @@
 // --lora-modules, at most --max-loras) hold GPU slots from the start and are
 // never evicted. With --max-cpu-loras set, --lora-modules are loaded into
 // the host cache at start as far as it holds them; without it adapters load
-// on first use and the model is the single tier it was. With LoRA enabled
+// on first use and the model is the single tier it was.
+// POST /v1/load_lora_adapter reads the adapter into the host cache (as a
+// full cache drops one; not when every cached adapter is on the GPU or
+// pinned), holding the engine loop for --lora-load-delay as vLLM's load
+// between iterations does; /v1/unload_lora_adapter drops it from both tiers
+// (requests already running finish). With LoRA enabled
 // the vLLM metrics add vllm:lora_adapter_loaded{adapter_name, level="gpu"|
 // "cpu", pinned} (1 while resident there, 0 after it left; the 32 longest
 // gone are forgotten), vllm:num_gpu_loaded_lora_adapters,

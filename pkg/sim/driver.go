@@ -193,6 +193,20 @@ func (d *driver) cachedPrefixes(prompts [][]uint32, lora, salt string) []int {
 	return out
 }
 
+// loadLoRA and unloadLoRA change where an adapter is resident (vLLM's
+// dynamic adapter endpoints); see engine.LoadLoRA and engine.UnloadLoRA.
+func (d *driver) loadLoRA(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.eng.LoadLoRA(name, d.now())
+}
+
+func (d *driver) unloadLoRA(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.eng.UnloadLoRA(name)
+}
+
 func (d *driver) metrics() engine.Metrics {
 	d.mu.Lock()
 	defer d.mu.Unlock()

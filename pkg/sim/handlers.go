@@ -326,6 +326,7 @@ func (i *Instance) handleLoadLoRA(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
+		i.drv.loadLoRA(req.Name) // into the host cache when it has room
 		w.WriteHeader(http.StatusOK)
 		_, _ = fmt.Fprintf(w, "Success: LoRA adapter '%s' added successfully.", req.Name)
 	}
@@ -342,6 +343,7 @@ func (i *Instance) handleUnloadLoRA(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("the lora adapter %q cannot be found", req.Name))
 		return
 	}
+	i.drv.unloadLoRA(req.Name)
 	w.WriteHeader(http.StatusOK)
 	_, _ = fmt.Fprintf(w, "Success: LoRA adapter '%s' removed successfully.", req.Name)
 }

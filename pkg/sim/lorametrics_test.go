@@ -103,6 +103,7 @@ func TestVLLMLoRAResidencyGauges(t *testing.T) {
 	steps := []struct {
 		name    string
 		request string
+		api     string // a dynamic adapter endpoint, called for lora_name request
 		want    residencyPage
 	}{
 		{name: "start: d pinned on the GPU, a and b preloaded to fill the host cache", want: residencyPage{
@@ -120,9 +121,26 @@ func TestVLLMLoRAResidencyGauges(t *testing.T) {
 			Load:     transitionSample{Count: 1, Sum: 0.02, Buckets: above(0.025, 1)},
 			Activate: transitionSample{Count: 2, Sum: 0.01, Buckets: above(0.005, 2)},
 		}},
+		{name: "e loaded by the API over c, the host-only adapter", request: "e", api: "/v1/load_lora_adapter", want: residencyPage{
+			Loaded:    map[string]float64{"a/cpu/false": 0, "b/cpu/false": 0, "b/gpu/false": 1, "c/cpu/false": 0, "c/gpu/false": 0, "d/gpu/true": 1, "e/cpu/false": 1},
+			GPULoaded: 2, Max: 2,
+			Load:     transitionSample{Count: 2, Sum: 0.04, Buckets: above(0.025, 2)},
+			Activate: transitionSample{Count: 2, Sum: 0.01, Buckets: above(0.005, 2)},
+		}},
+		{name: "b unloaded by the API: off the GPU and the host", request: "b", api: "/v1/unload_lora_adapter", want: residencyPage{
+			Loaded:    map[string]float64{"a/cpu/false": 0, "b/cpu/false": 0, "b/gpu/false": 0, "c/cpu/false": 0, "c/gpu/false": 0, "d/gpu/true": 1, "e/cpu/false": 1},
+			GPULoaded: 1, Max: 2,
+			Load:     transitionSample{Count: 2, Sum: 0.04, Buckets: above(0.025, 2)},
+			Activate: transitionSample{Count: 2, Sum: 0.01, Buckets: above(0.005, 2)},
+		}},
 	}
 	for _, st := range steps {
-		if st.request != "" {
+		switch {
+		case st.api != "":
+			if r := post(t, c, inst.URL()+st.api, fmt.Sprintf(`{"lora_name":%q}`, st.request)); r.status != http.StatusOK {
+				t.Fatalf("%s %q: %d %s", st.api, st.request, r.status, r.body)
+			}
+		case st.request != "":
 			complete(st.request)
 		}
 		if diff := cmp.Diff(st.want, scrape(), cmpopts.EquateApprox(0, 1e-9)); diff != "" {

@@ -40,8 +40,12 @@ type adapters struct {
 	slots     []int32
 	numPinned int
 	loads     uint64 // adapters moved into a slot to admit a request
-	// load and activate are the transitions iterations paid for.
+	// load and activate are the transitions paid for, by iterations and
+	// by LoadLoRA.
 	load, activate transitionCounter
+	// busyUntil is when the last LoadLoRA finishes: no iteration starts
+	// before it.
+	busyUntil time.Duration
 }
 
 // transitionCounter accumulates the simulated durations of one transition.
@@ -226,4 +230,65 @@ func (a *adapters) residency() []LoRAState {
 // skipped. It returns how many adapters it loaded (none when LoRA is off).
 func (e *Engine) PreloadLoRAs(names []string) int {
 	return e.lora.preload(names, e.cfg.Model)
+}
+
+// evictableHost reports whether the host cache can take one more adapter:
+// it has room, or holds one that is on the host only and not pinned.
+func (a *adapters) evictableHost() bool {
+	return len(a.host) < a.maxHost || a.lru(a.host, func(j int32) bool { return a.tier[j] == onHost && !a.pinned[j] }) >= 0
+}
+
+// drop makes adapter i resident nowhere and unpins it.
+func (a *adapters) drop(i int32) {
+	if a.pinned[i] {
+		a.pinned[i] = false
+		a.numPinned--
+	}
+	a.tier[i] = onDisk
+	a.host = slices.DeleteFunc(a.host, func(j int32) bool { return j == i })
+	a.slots = slices.DeleteFunc(a.slots, func(j int32) bool { return j == i })
+}
+
+// LoadLoRA reads adapter name into the host cache at time now, as vLLM's
+// /v1/load_lora_adapter does, evicting the least recently used adapter that
+// is on the host only and not pinned when the cache is full. vLLM loads
+// between iterations, so the load takes LoRALoadDelay after the iteration
+// in flight during which no iteration starts; it counts as a load
+// transition. It reports false, changing nothing, when LoRA is off, when
+// the adapter is already resident, or when every cached adapter is on the
+// GPU or pinned (the adapter then loads when a request first uses it).
+func (e *Engine) LoadLoRA(name string, now time.Duration) bool {
+	a := e.lora
+	if a.maxSlots == 0 || name == "" {
+		return false
+	}
+	if i, ok := a.index[name]; (ok && a.tier[i] != onDisk) || !a.evictableHost() {
+		return false
+	}
+	e.advance(now)
+	i := a.intern(name, e.cfg.Model)
+	a.lastUsed[i] = e.stamp
+	a.cache(i)
+	from := max(e.now, a.busyUntil)
+	if e.busy {
+		from = max(from, e.stepEnd)
+	}
+	a.busyUntil = from + e.cfg.LoRALoadDelay
+	a.load.add(1, e.cfg.LoRALoadDelay)
+	return true
+}
+
+// UnloadLoRA forgets where adapter name is resident, as vLLM's
+// /v1/unload_lora_adapter does: it leaves its GPU slot and the host cache
+// and is no longer pinned. Requests already running keep decoding (vLLM
+// does not check them); a waiting one loads it again when it starts. It
+// reports whether the adapter was resident.
+func (e *Engine) UnloadLoRA(name string) bool {
+	a := e.lora
+	i, ok := a.index[name]
+	if !ok || a.tier[i] == onDisk {
+		return false
+	}
+	a.drop(i)
+	return true
 }

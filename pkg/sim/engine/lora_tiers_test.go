@@ -233,3 +233,67 @@ func TestLoRADefaultTiersUnchanged(t *testing.T) {
 		}
 	}
 }
+
+func TestLoRALoadAndUnloadByAPI(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, tieredConfig()) // one slot, host cache of two, load 50ms, activation 5ms
+	if !e.LoadLoRA("a", time.Second) {
+		t.Fatal("LoadLoRA(a) into an empty cache: false")
+	}
+	if e.LoadLoRA("a", time.Second) {
+		t.Error("LoadLoRA(a) again: true, want false (already resident)")
+	}
+	// The load holds the loop for 50ms: a request arriving with it waits for
+	// it, then pays the activation only.
+	if got, want := ttftAt(t, e, 1, time.Second, "a"), 50*ms+5*ms+prefill16; got != want {
+		t.Errorf("TTFT right after the load: %v, want %v", got, want)
+	}
+	if !e.LoadLoRA("b", 2*time.Second) {
+		t.Fatal("LoadLoRA(b) into the cache's free place: false")
+	}
+	// The cache (a on the GPU, b) is full: c evicts b, the least recently
+	// used adapter off the GPU; d then finds only a (on the GPU) and c.
+	if !e.LoadLoRA("c", 3*time.Second) {
+		t.Fatal("LoadLoRA(c) into a full cache: false, want b evicted")
+	}
+	want := []LoRAState{{Name: "a", OnGPU: true}, {Name: "c"}}
+	if diff := cmp.Diff(want, e.Metrics().LoRAResidency); diff != "" {
+		t.Fatalf("residency after loading c (-want +got):\n%s", diff)
+	}
+	if !e.UnloadLoRA("a") || e.UnloadLoRA("a") || e.UnloadLoRA("never") {
+		t.Error("UnloadLoRA reports resident adapters only once")
+	}
+	if diff := cmp.Diff([]LoRAState{{Name: "c"}}, e.Metrics().LoRAResidency); diff != "" {
+		t.Fatalf("residency after unloading a (-want +got):\n%s", diff)
+	}
+	if got, want := ttftAt(t, e, 2, 4*time.Second, "a"), 55*ms+prefill16; got != want {
+		t.Errorf("TTFT after unloading: %v, want a load and an activation (%v)", got, want)
+	}
+	m := e.Metrics()
+	if m.LoRALoad.Count != 4 || m.LoRAActivate.Count != 2 {
+		t.Errorf("transitions: %d loads, %d activations; want 4 (three by the API, one by a request) and 2", m.LoRALoad.Count, m.LoRAActivate.Count)
+	}
+}
+
+func TestLoRALoadWithEveryCachedAdapterBusy(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig() // two slots, host cache of two
+	cfg.PinnedLoRAs = []string{"p", "q"}
+	e := newEngine(t, cfg)
+	if e.LoadLoRA("x", 0) {
+		t.Fatal("LoadLoRA with a cache of pinned adapters: true, want false")
+	}
+	if !e.UnloadLoRA("q") || !e.LoadLoRA("x", 0) {
+		t.Fatal("unloading a pinned adapter frees its place for a load")
+	}
+	want := []LoRAState{{Name: "p", OnGPU: true, Pinned: true}, {Name: "x"}}
+	if diff := cmp.Diff(want, e.Metrics().LoRAResidency); diff != "" {
+		t.Fatalf("residency (-want +got):\n%s", diff)
+	}
+	cfg = testConfig()
+	cfg.MaxLoRAs = 0
+	off := newEngine(t, cfg)
+	if off.LoadLoRA("x", 0) {
+		t.Error("LoadLoRA on an engine without LoRA: true")
+	}
+}

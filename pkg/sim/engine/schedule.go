@@ -18,6 +18,7 @@ type plan struct {
 // startStep schedules the next iteration at start, or marks the engine idle
 // when there is nothing to run.
 func (e *Engine) startStep(start time.Duration) {
+	start = max(start, e.lora.busyUntil) // an adapter load holds the loop
 	e.stamp++
 	e.stepStart = start
 	p := e.schedule()
