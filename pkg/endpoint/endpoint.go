@@ -141,7 +141,8 @@ type Metrics struct {
 	// GPULoadedAdapters is how many adapters occupy GPU slots.
 	GPULoadedAdapters int
 	// BaseModel is the model the server serves without an adapter, as its
-	// residency gauges name it; "" when unknown.
+	// residency gauges name it, or for a LoRA server without them its queue
+	// gauge's model_name label; "" when unknown.
 	BaseModel string
 	// LoRALoadSeconds and LoRAActivateSeconds are the server's mean times to
 	// load an adapter into the host cache and to move it from there into a

@@ -63,6 +63,9 @@ func (e *engine) extract(fams map[string]*dto.MetricFamily, prev *endpoint.Metri
 		}
 	}
 	failed = e.geometryFromEither(failed)
+	if res.present&(1<<fieldLoRALoaded|1<<fieldLoRAGPULoaded) == 0 && next.MaxActiveModels > 0 {
+		res.base = e.servedModel(fams)
+	}
 	applyResidency(&res, failed, &next, lc)
 	var joined []error
 	for f := range numFields {
@@ -71,6 +74,27 @@ func (e *engine) extract(fams map[string]*dto.MetricFamily, prev *endpoint.Metri
 		}
 	}
 	return next, failed, errors.Join(joined...)
+}
+
+// servedModel is the model_name label of the queue gauge's series, which
+// vLLM and SGLang set to the name they serve the base model under: the base
+// model of a LoRA server that publishes no residency gauges, so requests
+// for it are not taken for an adapter's. "" when the label is absent.
+func (e *engine) servedModel(fams map[string]*dto.MetricFamily) string {
+	sel := e.specs[fieldQueue]
+	if sel == nil {
+		return ""
+	}
+	m, err := latest(fams, sel)
+	if err != nil {
+		return ""
+	}
+	for _, l := range m.GetLabel() {
+		if l.GetName() == residencyModelLabel {
+			return l.GetValue()
+		}
+	}
+	return ""
 }
 
 // geometryGauges are the two gauges that give the cache geometry instead of

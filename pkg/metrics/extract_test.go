@@ -49,6 +49,8 @@ func TestExtractEnginePages(t *testing.T) {
 			// The series with the newest timestamp value wins; CSV entries are trimmed, empties dropped.
 			ActiveModels: map[string]int{"sql-lora": 0, "tweet-lora": 0}, WaitingModels: map[string]int{"news-lora": 0},
 			MaxActiveModels: 4, CacheBlockSize: 16, CacheNumBlocks: 27153,
+			// No residency gauges on a LoRA server: the queue gauge names the base model.
+			BaseModel: "meta-llama/Llama-3.1-8B-Instruct",
 		}},
 		{engine: EngineSGLang, page: "sglang.txt", want: endpoint.Metrics{
 			WaitingQueueSize: 5, RunningRequestsSize: 12, KVCacheUsagePercent: 0.61, CacheBlockSize: 1, CacheNumBlocks: 161184,

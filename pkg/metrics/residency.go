@@ -187,7 +187,7 @@ func applyResidency(r *residencyRead, failed fieldSet, m *endpoint.Metrics, lc *
 	}
 	loaded, counted := r.present&(1<<fieldLoRALoaded) != 0, r.present&(1<<fieldLoRAGPULoaded) != 0
 	if !loaded && !counted {
-		m.LoRAResidency, m.GPULoadedAdapters, m.BaseModel = nil, 0, ""
+		m.LoRAResidency, m.GPULoadedAdapters, m.BaseModel = nil, 0, r.base
 		lc.residency = nil
 		return
 	}

@@ -31,8 +31,10 @@ func TestResidencyExtraction(t *testing.T) {
 		load, activate float64
 		failed         []string
 	}{
-		{name: "no residency families: none reported, info label gives the slots",
-			page: residencyBase, slots: 2},
+		{name: "no residency families: none reported, info label gives the slots, queue gauge's model_name the base",
+			page: residencyBase, slots: 2, base: "base"},
+		{name: "no residency families and no LoRA slots: no base model",
+			page: strings.Replace(residencyBase, `max_lora="2"`, `max_lora="0"`, 1)},
 		{name: "two engines: union, gpu outranks cpu, pinned anywhere, zero absent, largest count",
 			page: residencyBase + `vllm:lora_adapter_loaded{engine="0",adapter_name="alice",level="gpu",pinned="false"} 1
 vllm:lora_adapter_loaded{engine="1",adapter_name="alice",level="cpu",pinned="false"} 1
@@ -69,7 +71,7 @@ vllm:lora_adapter_load_seconds_bucket{engine="0",transition="unload",le="+Inf"} 
 vllm:lora_adapter_load_seconds_sum{engine="0",transition="unload"} 9
 vllm:lora_adapter_load_seconds_count{engine="0",transition="unload"} 1
 `,
-			slots: 2, load: 0.5, activate: 0.1},
+			slots: 2, base: "base", load: 0.5, activate: 0.1},
 		{name: "an unknown level is an error, not a guess",
 			page:   residencyBase + "vllm:lora_adapter_loaded{adapter_name=\"a\",level=\"disk\"} 1\n",
 			slots:  2,
@@ -146,8 +148,8 @@ func TestResidencyAcrossScrapes(t *testing.T) {
 	if evicted.LoRAResidency == nil || len(evicted.LoRAResidency) != 0 || evicted.GPULoadedAdapters != 0 {
 		t.Errorf("after eviction: %v, %d on GPU", evicted.LoRAResidency, evicted.GPULoadedAdapters)
 	}
-	if gone := apply(residencyBase); gone.LoRAResidency != nil || gone.BaseModel != "" {
-		t.Errorf("a server that stopped reporting still has residency %v (base %q)", gone.LoRAResidency, gone.BaseModel)
+	if gone := apply(residencyBase); gone.LoRAResidency != nil || gone.BaseModel != "base" {
+		t.Errorf("a server that stopped reporting has residency %v (base %q), want none (base from its queue gauge)", gone.LoRAResidency, gone.BaseModel)
 	}
 	if _, err := tg.apply([]byte("vllm:num_gpu_loaded_lora_adapters 1\n"), false, clk.Now()); err == nil {
 		t.Error("a page with residency only was accepted as a model server's page")

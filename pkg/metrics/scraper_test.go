@@ -31,7 +31,7 @@ func TestScrapeEveryEngine(t *testing.T) {
 		{engine: EngineVLLM, page: "vllm.txt", path: "/metrics", want: endpoint.Metrics{
 			WaitingQueueSize: 3, RunningRequestsSize: 7, KVCacheUsagePercent: 0.4213,
 			ActiveModels: map[string]int{"sql-lora": 0, "tweet-lora": 0}, WaitingModels: map[string]int{"news-lora": 0},
-			MaxActiveModels: 4, CacheBlockSize: 16, CacheNumBlocks: 27153,
+			MaxActiveModels: 4, CacheBlockSize: 16, CacheNumBlocks: 27153, BaseModel: "meta-llama/Llama-3.1-8B-Instruct",
 		}},
 		{engine: EngineSGLang, page: "sglang.txt", path: "/metrics", want: endpoint.Metrics{
 			WaitingQueueSize: 5, RunningRequestsSize: 12, KVCacheUsagePercent: 0.61, CacheBlockSize: 1, CacheNumBlocks: 161184,
