@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/dcgm"
+	"github.com/openepp/openepp/pkg/filters"
 	"github.com/openepp/openepp/pkg/latency"
 	"github.com/openepp/openepp/pkg/metrics"
 	"github.com/openepp/openepp/pkg/models"
@@ -22,6 +23,8 @@ var eppAliases = []promalias.Alias{
 	{From: "inference_extension_flow_control_pool_saturation", To: "llm_d_epp_flow_control_pool_saturation"},
 	{From: "inference_extension_flow_control_request_enqueue_duration_seconds", To: "llm_d_epp_flow_control_request_enqueue_duration_seconds"},
 	{From: "inference_extension_flow_control_dispatch_cycle_duration_seconds", To: "llm_d_epp_flow_control_dispatch_cycle_duration_seconds"},
+	// llm-d's outcomes, except not_applicable: OpenEPP tells base_model and unreported apart.
+	{From: filters.LoRAResidencyDecisionsMetric, To: "llm_d_epp_lora_residency_filter_decisions_total", Labels: map[string]string{"plugin": "plugin_name"}},
 }
 
 // metricsPage is what /metrics serves: every family under both GIE's

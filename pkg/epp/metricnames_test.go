@@ -104,3 +104,40 @@ func TestAliasNamesAreUnique(t *testing.T) {
 		}
 	}
 }
+
+// TestPluginCounterUnderLLMDName: a plugin's OpenEPP-named counter is served
+// under llm-d's name too, with llm-d's label name.
+func TestPluginCounterUnderLLMDName(t *testing.T) {
+	t.Parallel()
+	r := startEPP(t, 2, 0, `--config-text=apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: lora-residency-filter
+- type: random-picker
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: lora-residency-filter}, {pluginRef: random-picker}]
+`)
+	r.route(t, `{"model":"m","prompt":"a decision to count"}`)
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(r.metricsPage(t)))
+	if err != nil {
+		t.Fatalf("page does not parse: %v", err)
+	}
+	for _, name := range []string{"openepp_lora_residency_filter_decisions_total", "llm_d_epp_lora_residency_filter_decisions_total"} {
+		total, plugin := 0.0, ""
+		for _, m := range fams[name].GetMetric() {
+			total += m.GetCounter().GetValue()
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "plugin" || lp.GetName() == "plugin_name" {
+					plugin = lp.GetName() + "=" + lp.GetValue()
+				}
+			}
+		}
+		want := map[string]string{"openepp_lora_residency_filter_decisions_total": "plugin=lora-residency-filter",
+			"llm_d_epp_lora_residency_filter_decisions_total": "plugin_name=lora-residency-filter"}[name]
+		if total != 1 || plugin != want {
+			t.Errorf("%s: %v decisions labelled %q, want 1 labelled %q", name, total, plugin, want)
+		}
+	}
+}

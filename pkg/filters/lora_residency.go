@@ -87,13 +87,18 @@ type LoRAResidency struct {
 
 var _ scheduler.Filter = (*LoRAResidency)(nil)
 
+// LoRAResidencyDecisionsMetric counts the filter's decisions; the EPP serves
+// it under llm-d's name too (llm_d_epp_lora_residency_filter_decisions_total,
+// label plugin_name).
+const LoRAResidencyDecisionsMetric = "openepp_lora_residency_filter_decisions_total"
+
 // NewLoRAResidency validates p and returns the filter called name,
 // counting its decisions on reg (nil: not counted).
 func NewLoRAResidency(name string, p LoRAResidencyParams, reg prometheus.Registerer) (*LoRAResidency, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	decisions, err := promreg.Outcomes(reg, "openepp_lora_residency_filter_decisions_total",
+	decisions, err := promreg.Outcomes(reg, LoRAResidencyDecisionsMetric,
 		"Requests lora-residency-filter decided on, by outcome: sticky (a home of the adapter has room), spread (every home "+
 			"saturated: candidates with room), cap_blocked (homes saturated, maxReplicas reached), fleet_saturated (nothing has "+
 			"room: the homes), no_home (no candidate holds the adapter in a GPU slot), base_model and unreported (all pass).")
