@@ -88,6 +88,7 @@ func TestReportFromFixtures(t *testing.T) {
 	assertContains(t, md, "# OpenEPP benchmarks", "## Summary", "## Machine and versions", "## How to reproduce",
 		"benchoverhead --epp bin/epp --quick", "## 1. Micro-benchmarks", "| Schedule/endpoints=100/prompt=1KiB | 14.9 µs | 7024 | 27 |",
 		"| pkg/server RoundTrip/ratio=epp-random/noop | p50 latency ÷ floor p50, interleaved | 1.18× |",
+		"| plugin | role | × reference |", "| queue-scorer | scorer | 3.05 | 0 |",
 		"## 2. Overhead", "| endpoints | C | prompt | EPP capacity req/s", "| 10 | 16 | 1 KiB |", "repeated **2** times", "generator lag p99",
 		"This is a --quick run", "![overhead plot](benchmarks/overhead-p99-1KiB.png)", "Where the EPP's CPU goes",
 		"## 3. Fleet simulation", "### Fleet simulation", "#### W1", "# not a heading", "![ttft](benchmarks/fleet-w1-ttft.png)",

@@ -13,11 +13,11 @@ import (
 )
 
 // microPackages and microPattern select the micro-benchmarks of the
-// report: scheduling, request parsing, metrics scraping, prefix matching
-// and the ext_proc round trip.
+// report: scheduling, each built-in plugin's cost, request parsing, metrics
+// scraping, prefix matching and the ext_proc round trip.
 var microPackages = []string{"./pkg/plugins", "./pkg/request", "./pkg/metrics", "./pkg/prefix", "./pkg/server", "./pkg/extproc"}
 
-const microPattern = "^Benchmark(Schedule|Parse|Scrape|Match|RoundTrip)$"
+const microPattern = "^Benchmark(Schedule|PluginCost|Parse|Scrape|Match|RoundTrip)$"
 
 // microArgs is the go test command line of the micro-benchmarks.
 func microArgs(benchtime string) []string {
@@ -134,12 +134,21 @@ func parseBenchLine(l string) (benchmark, error) {
 	return b, nil
 }
 
+// pluginCostPrefix names BenchmarkPluginCost's results, which get a table
+// of their own (renderPluginCosts).
+const pluginCostPrefix = "PluginCost/"
+
 // renderMicro writes one table per package, then the ratios measured
-// against a baseline in the same run.
+// against a baseline in the same run, then the built-in plugins' costs.
 func renderMicro(w io.Writer, bs []benchmark) {
 	var pkgs []string
 	byPkg := map[string][]benchmark{}
+	var costs []benchmark
 	for _, b := range bs {
+		if strings.HasPrefix(b.Name, pluginCostPrefix) {
+			costs = append(costs, b)
+			continue
+		}
 		if _, ok := byPkg[b.Pkg]; !ok {
 			pkgs = append(pkgs, b.Pkg)
 		}
@@ -156,6 +165,33 @@ func renderMicro(w io.Writer, bs []benchmark) {
 		fmt.Fprintln(w)
 	}
 	renderRatios(w, bs)
+	renderPluginCosts(w, costs)
+}
+
+// renderPluginCosts lists what each built-in plugin costs per call as a
+// multiple of plugintest's reference scorer, the ratio BenchmarkPluginCost
+// and plugintest.Cost report (unit x-ref).
+func renderPluginCosts(w io.Writer, bs []benchmark) {
+	if len(bs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "What each built-in plugin costs per call at 100 endpoints (`BenchmarkPluginCost`), as a multiple of "+
+		"the reference scorer (queue depth, min-max normalised) timed right after it: the yardstick for a plugin of one's "+
+		"own measured with `plugintest.Cost` (see ARCHITECTURE.md). Each runs alone: a scorer or filter that reads a "+
+		"producer's output shows its path without it, the prefix producers match an empty index; `Schedule` above is the "+
+		"warm whole decision. The ratio, not the time, is what carries across machines and runs, so only it is shown."+
+		"\n\n| plugin | role | × reference | allocs/op |\n|---|---|--:|--:|\n")
+	for _, b := range bs {
+		parts := strings.Split(strings.TrimPrefix(b.Name, pluginCostPrefix), "/")
+		role := ""
+		if len(parts) > 1 {
+			role = parts[1]
+		}
+		ref, _ := b.value("x-ref")
+		allocs, _ := b.value("allocs/op")
+		fmt.Fprintf(w, "| %s | %s | %.2f | %s |\n", parts[0], role, ref, fmtNum(allocs))
+	}
+	fmt.Fprintln(w)
 }
 
 // renderRatios lists the ratios against a baseline measured in the same

@@ -6,16 +6,25 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/scheduler/plugintest"
 )
 
-func TestConformance(t *testing.T) {
+// clientInZ1 is the scorer on the zone label and a request of size bytes
+// from a client in zone z1.
+func clientInZ1(tb testing.TB, size int) (*Scorer, *scheduler.Request) {
+	tb.Helper()
 	s, err := New("z", Params{Header: "x-client-zone", Label: "zone"})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	req := plugintest.Request("m", 100)
+	req := plugintest.Request("m", size)
 	req.Headers["x-client-zone"] = "z1"
+	return s, req
+}
+
+func TestConformance(t *testing.T) {
+	s, req := clientInZ1(t, 100)
 	plugintest.Scorer(t, s, req)
 }
 
@@ -34,4 +43,11 @@ func TestScore(t *testing.T) {
 	if _, err := Factory("z", []byte(`{"header":""}`), nil); err == nil {
 		t.Error("empty header accepted")
 	}
+}
+
+// BenchmarkCost is what the scorer costs per decision, in time and as a
+// multiple of a reference scorer (go test -bench Cost -benchmem).
+func BenchmarkCost(b *testing.B) {
+	s, req := clientInZ1(b, 1024)
+	plugintest.Cost(b, s, req)
 }
