@@ -4,6 +4,7 @@
 package endpoint
 
 import (
+	"hash/fnv"
 	"net"
 	"net/netip"
 	"strconv"
@@ -51,6 +52,10 @@ type Endpoint struct {
 	// the spec's own spelling stays in Address and HostPort. A host name is
 	// kept as written.
 	IPKey, HostPortKey string
+	// HostPortHash is a 64-bit FNV-1a hash of HostPortKey, computed once for
+	// plugins that hash an endpoint's identity on every request (rendezvous
+	// hashing).
+	HostPortHash uint64
 
 	metrics    atomic.Pointer[Metrics]
 	attributes atomic.Pointer[Attributes] // nil until a producer publishes one
@@ -71,6 +76,9 @@ func New(spec Spec) *Endpoint {
 	e.MetricsHostPort = net.JoinHostPort(spec.Address, strconv.Itoa(mp))
 	e.IPKey = CanonicalHost(spec.Address)
 	e.HostPortKey = net.JoinHostPort(e.IPKey, strconv.Itoa(spec.Port))
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(e.HostPortKey))
+	e.HostPortHash = h.Sum64()
 	e.metrics.Store(&Metrics{})
 	e.stale.Store(true) // nothing scraped yet
 	return e

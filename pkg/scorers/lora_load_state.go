@@ -237,26 +237,29 @@ func idleAdapterShare(m *endpoint.Metrics) float64 {
 // agrees on it.
 func rendezvousHome(adapter string, eps []*endpoint.Endpoint) int {
 	best, bestW := -1, uint64(0)
+	key := rendezvousKey(adapter)
 	for i, e := range eps {
-		if w := rendezvousWeight(adapter, e.HostPortKey); best < 0 || w > bestW {
+		if w := rendezvousWeight(key, e.HostPortHash); best < 0 || w > bestW {
 			best, bestW = i, w
 		}
 	}
 	return best
 }
 
-// rendezvousWeight is FNV-1a of adapter, a separator and identity, mixed by
-// splitmix64's finalizer so that similar addresses get unrelated weights.
-func rendezvousWeight(adapter, identity string) uint64 {
-	const prime = 1099511628211
+// rendezvousKey is FNV-1a of adapter, hashed once per request.
+func rendezvousKey(adapter string) uint64 {
 	h := uint64(14695981039346656037)
 	for i := range len(adapter) {
-		h = (h ^ uint64(adapter[i])) * prime
+		h = (h ^ uint64(adapter[i])) * 1099511628211
 	}
-	h = (h ^ 0xff) * prime // not a byte of UTF-8 text
-	for i := range len(identity) {
-		h = (h ^ uint64(identity[i])) * prime
-	}
+	return h
+}
+
+// rendezvousWeight mixes the adapter's and the endpoint's hashes by
+// splitmix64's finalizer, whose avalanche gives every (adapter, endpoint)
+// pair an unrelated weight, at a few nanoseconds per candidate.
+func rendezvousWeight(key, identity uint64) uint64 {
+	h := key ^ identity*0x9e3779b97f4a7c15
 	h ^= h >> 30
 	h *= 0xbf58476d1ce4e5b9
 	h ^= h >> 27
