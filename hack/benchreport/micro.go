@@ -179,7 +179,8 @@ func renderPluginCosts(w io.Writer, bs []benchmark) {
 		"the reference scorer (queue depth, min-max normalised) timed right after it: the yardstick for a plugin of one's "+
 		"own measured with `plugintest.Cost` (see ARCHITECTURE.md). Each runs alone: a scorer or filter that reads a "+
 		"producer's output shows its path without it, the prefix producers match an empty index; `Schedule` above is the "+
-		"warm whole decision. Making the request's state is subtracted, so 0.00 is a plugin with nothing to do. The ratio, not the time, is what carries across machines and runs, so only it is shown."+
+		"warm whole decision. Making the request's state is subtracted from the ratio, so 0.00 is a plugin with nothing to do; "+
+		"allocs/op count the state's one. The ratio, not the time, is what carries across machines and runs, so only it is shown."+
 		"\n\n| plugin | role | × reference | allocs/op |\n|---|---|--:|--:|\n")
 	for _, b := range bs {
 		parts := strings.Split(strings.TrimPrefix(b.Name, pluginCostPrefix), "/")
