@@ -37,7 +37,18 @@ func metricsPage(reg prometheus.Gatherer) prometheus.Gatherer {
 	for _, set := range aliasTables() {
 		all = append(all, set...)
 	}
-	return promalias.New(reg, all)
+	return promalias.NewTwins(promalias.New(reg, all), legacyLLMDTwins...)
+}
+
+// legacyLLMDTwins are llm-d's deprecated names, which llm-d still serves
+// beside its llm_d_epp_ families (dual emission) and which autoscalers and
+// dashboards written for its earlier releases read: every family again as
+// llm_d_router_epp_, and the disaggregation and data-layer error counters
+// as llm_d_inference_scheduler_.
+var legacyLLMDTwins = []promalias.Twins{
+	{From: "llm_d_epp_", To: "llm_d_router_epp_"},
+	{From: "llm_d_epp_", To: "llm_d_inference_scheduler_",
+		Only: []string{"disagg_decision_total", "datalayer_poll_errors_total", "datalayer_extract_errors_total"}},
 }
 
 // aliasTables are the alias lists of every package that records metrics.

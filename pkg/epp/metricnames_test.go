@@ -54,6 +54,12 @@ func TestMetricsPageServesBothNamings(t *testing.T) {
 		}
 		return have
 	}
+	if fams["llm_d_router_epp_request_total"] == nil || fams["llm_d_router_epp_scheduler_attempts_total"] == nil {
+		t.Error("llm-d's deprecated llm_d_router_epp_ twins are not served")
+	}
+	if fams["llm_d_inference_scheduler_request_total"] != nil {
+		t.Error("llm_d_inference_scheduler_request_total served: llm-d kept that prefix for disaggregation and data-layer errors only")
+	}
 	if fams["llm_d_epp_flow_control_capacity_utilization_requests"] != nil {
 		t.Error("flow-control utilization served with flow control off")
 	}

@@ -51,10 +51,7 @@ func New(src prometheus.Gatherer, aliases []Alias) *Gatherer {
 // error.
 func (g *Gatherer) Gather() ([]*dto.MetricFamily, error) {
 	fams, err := g.src.Gather()
-	native := make(map[string]bool, len(fams))
-	for _, f := range fams {
-		native[f.GetName()] = true
-	}
+	native := familyNames(fams)
 	out := fams
 	made := map[string]*dto.MetricFamily{}
 	for _, f := range fams {
@@ -76,10 +73,25 @@ func (g *Gatherer) Gather() ([]*dto.MetricFamily, error) {
 			out = append(out, c)
 		}
 	}
-	if len(out) > len(fams) {
+	sortIfGrown(out, len(fams))
+	return out, err
+}
+
+// familyNames is the set of the families' names.
+func familyNames(fams []*dto.MetricFamily) map[string]bool {
+	names := make(map[string]bool, len(fams))
+	for _, f := range fams {
+		names[f.GetName()] = true
+	}
+	return names
+}
+
+// sortIfGrown orders out by name, as a registry does, when copies were
+// appended to its first n families.
+func sortIfGrown(out []*dto.MetricFamily, n int) {
+	if len(out) > n {
 		sort.Slice(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
 	}
-	return out, err
 }
 
 func renamed(f *dto.MetricFamily, a Alias) *dto.MetricFamily {
