@@ -93,7 +93,7 @@ func TestPrefixDecider(t *testing.T) {
 
 func TestDecisionLabelBudget(t *testing.T) {
 	t.Parallel()
-	m, err := registerDecisionMetrics(prometheus.NewRegistry())
+	m, err := registerDecisionMetrics(prometheus.NewRegistry(), scheduler.TypedName{Type: HandlerType, Name: "h"})
 	if err != nil {
 		t.Fatal(err)
 	}

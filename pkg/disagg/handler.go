@@ -142,7 +142,7 @@ func NewHandler(name string, p HandlerParams, h *scheduler.Handle) (*Handler, er
 		encode: &Always{name: scheduler.TypedName{Type: MultimodalDeciderType}, multimodal: true}}
 	if h != nil {
 		out.log = h.Log
-		m, err := registerDecisionMetrics(h.Registerer)
+		m, err := registerDecisionMetrics(h.Registerer, out.name)
 		if err != nil {
 			return nil, err
 		}

@@ -4,7 +4,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/labelbudget"
+	"github.com/openepp/openepp/pkg/promalias"
 	"github.com/openepp/openepp/pkg/promreg"
+	"github.com/openepp/openepp/pkg/scheduler"
 )
 
 // Metric names: llm-d's for the decision (GIE has none), ours for what
@@ -13,6 +15,12 @@ const (
 	metricDecisions = "llm_d_epp_disagg_decision_total"
 	metricSkipped   = "openepp_disagg_stage_skipped_total"
 )
+
+// Aliases serve the decision counter under llm-d's deprecated name as well,
+// with the labels that name had (no plugin labels).
+var Aliases = []promalias.Alias{
+	{From: metricDecisions, To: "llm_d_inference_scheduler_disagg_decision_total", Sum: []string{"plugin_name", "plugin_type"}},
+}
 
 // Why a decided stage ran on the decode endpoint after all.
 const (
@@ -24,8 +32,10 @@ const (
 // sending random model names cannot grow the series without bound.
 const maxModelLabels = 1000
 
-// decisionMetrics counts decisions per model; nil counts nothing.
+// decisionMetrics counts one handler's decisions per model; nil counts
+// nothing.
 type decisionMetrics struct {
+	plugin      scheduler.TypedName
 	decisions   *prometheus.CounterVec
 	stageMissed *prometheus.CounterVec
 	models      *labelbudget.Budget
@@ -34,13 +44,13 @@ type decisionMetrics struct {
 // registerDecisionMetrics registers the counters on reg, or reuses the ones
 // a previous handler registered (a config reload builds the new plugins
 // before dropping the old), so the series continue. A nil reg gives nil.
-func registerDecisionMetrics(reg prometheus.Registerer) (*decisionMetrics, error) {
+func registerDecisionMetrics(reg prometheus.Registerer, plugin scheduler.TypedName) (*decisionMetrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
 	decisions, err := promreg.Shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricDecisions,
-		Help: "Disaggregation decisions by model and stages run (decode-only, prefill-decode, encode-decode, encode-prefill-decode)."},
-		[]string{"model_name", "decision_type"}))
+		Help: "Disaggregation decisions by handler, model and stages run (decode-only, prefill-decode, encode-decode, encode-prefill-decode)."},
+		[]string{"plugin_name", "plugin_type", "model_name", "decision_type"}))
 	if err != nil {
 		return nil, err
 	}
@@ -50,14 +60,14 @@ func registerDecisionMetrics(reg prometheus.Registerer) (*decisionMetrics, error
 	if err != nil {
 		return nil, err
 	}
-	return &decisionMetrics{decisions: decisions, stageMissed: skipped, models: labelbudget.New(maxModelLabels)}, nil
+	return &decisionMetrics{plugin: plugin, decisions: decisions, stageMissed: skipped, models: labelbudget.New(maxModelLabels)}, nil
 }
 
 func (m *decisionMetrics) decided(model, decision string) {
 	if m == nil {
 		return
 	}
-	m.decisions.WithLabelValues(m.models.Value(model), decision).Inc()
+	m.decisions.WithLabelValues(m.plugin.Name, m.plugin.Type, m.models.Value(model), decision).Inc()
 }
 
 func (m *decisionMetrics) skipped(stage, reason string) {

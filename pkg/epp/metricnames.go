@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openepp/openepp/pkg/dcgm"
+	"github.com/openepp/openepp/pkg/disagg"
 	"github.com/openepp/openepp/pkg/filters"
 	"github.com/openepp/openepp/pkg/latency"
 	"github.com/openepp/openepp/pkg/metrics"
@@ -48,10 +49,10 @@ func metricsPage(reg prometheus.Gatherer) prometheus.Gatherer {
 var legacyLLMDTwins = []promalias.Twins{
 	{From: "llm_d_epp_", To: "llm_d_router_epp_"},
 	{From: "llm_d_epp_", To: "llm_d_inference_scheduler_",
-		Only: []string{"disagg_decision_total", "datalayer_poll_errors_total", "datalayer_extract_errors_total"}},
+		Only: []string{"datalayer_poll_errors_total", "datalayer_extract_errors_total"}},
 }
 
 // aliasTables are the alias lists of every package that records metrics.
 func aliasTables() [][]promalias.Alias {
-	return [][]promalias.Alias{server.RequestAliases, metrics.TelemetryAliases, models.Aliases, dcgm.Aliases, prefix.Aliases, latency.Aliases, eppAliases}
+	return [][]promalias.Alias{server.RequestAliases, metrics.TelemetryAliases, models.Aliases, dcgm.Aliases, prefix.Aliases, latency.Aliases, disagg.Aliases, eppAliases}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/disagg"
+	"github.com/openepp/openepp/pkg/promalias"
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/filters"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -135,13 +136,21 @@ func TestDisaggDecisions(t *testing.T) {
 		}
 	}
 	want := `
-# HELP llm_d_epp_disagg_decision_total Disaggregation decisions by model and stages run (decode-only, prefill-decode, encode-decode, encode-prefill-decode).
+# HELP llm_d_epp_disagg_decision_total Disaggregation decisions by handler, model and stages run (decode-only, prefill-decode, encode-decode, encode-prefill-decode).
 # TYPE llm_d_epp_disagg_decision_total counter
-llm_d_epp_disagg_decision_total{decision_type="decode-only",model_name="m"} 1
-llm_d_epp_disagg_decision_total{decision_type="encode-decode",model_name="m"} 1
-llm_d_epp_disagg_decision_total{decision_type="prefill-decode",model_name="m"} 1
+llm_d_epp_disagg_decision_total{decision_type="decode-only",model_name="m",plugin_name="disagg-profile-handler",plugin_type="disagg-profile-handler"} 1
+llm_d_epp_disagg_decision_total{decision_type="encode-decode",model_name="m",plugin_name="disagg-profile-handler",plugin_type="disagg-profile-handler"} 1
+llm_d_epp_disagg_decision_total{decision_type="prefill-decode",model_name="m",plugin_name="disagg-profile-handler",plugin_type="disagg-profile-handler"} 1
+# HELP llm_d_inference_scheduler_disagg_decision_total Disaggregation decisions by handler, model and stages run (decode-only, prefill-decode, encode-decode, encode-prefill-decode).
+# TYPE llm_d_inference_scheduler_disagg_decision_total counter
+llm_d_inference_scheduler_disagg_decision_total{decision_type="decode-only",model_name="m"} 1
+llm_d_inference_scheduler_disagg_decision_total{decision_type="encode-decode",model_name="m"} 1
+llm_d_inference_scheduler_disagg_decision_total{decision_type="prefill-decode",model_name="m"} 1
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "llm_d_epp_disagg_decision_total"); err != nil {
+	// llm-d's current name carries the handler; its deprecated twin does not.
+	page := promalias.New(reg, disagg.Aliases)
+	if err := testutil.GatherAndCompare(page, strings.NewReader(want), "llm_d_epp_disagg_decision_total",
+		"llm_d_inference_scheduler_disagg_decision_total"); err != nil {
 		t.Error(err)
 	}
 }

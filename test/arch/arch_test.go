@@ -51,7 +51,7 @@ var allowed = map[string][]string{
 	"pkg/httppoll":       {"pkg/certfile", "pkg/fetchfail", "pkg/promalias", "pkg/promreg"},
 	"pkg/models":         {"pkg/endpoint", "pkg/scheduler", "pkg/certfile", "pkg/fetchfail", "pkg/promalias", "pkg/promreg", "pkg/httppoll"},
 	"pkg/dcgm":           {"pkg/endpoint", "pkg/scheduler", "pkg/certfile", "pkg/fetchfail", "pkg/logevery", "pkg/promalias", "pkg/promreg", "pkg/httppoll"},
-	"pkg/disagg":         {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/labelbudget", "pkg/promreg"},
+	"pkg/disagg":         {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/labelbudget", "pkg/promalias", "pkg/promreg"},
 	"pkg/precise":        {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/kvevents", "pkg/promreg", "pkg/certfile", "pkg/logevery"},
 	"pkg/mmcache":        {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix"},
 	"pkg/p2psource":      {"pkg/endpoint", "pkg/scheduler", "pkg/prefix", "pkg/promreg"},
