@@ -204,6 +204,9 @@ func TestFlowControlRefusals(t *testing.T) {
 			t.Errorf("no %s outcome on the metrics page", outcome)
 		}
 	}
+	if !regexp.MustCompile(`(?m)^llm_d_epp_flow_control_pool_saturation\{[^}]*stage="effective"[^}]*\} `).MatchString(page) {
+		t.Error(`llm_d_epp_flow_control_pool_saturation has no stage="effective" series, which llm-d's alerts select`)
+	}
 }
 
 // TestFlowControlReleasesOnlyWhatFits: when room for two opens up, two

@@ -21,7 +21,9 @@ var eppAliases = []promalias.Alias{
 	{From: "inference_extension_flow_control_request_queue_duration_seconds", To: "llm_d_epp_flow_control_request_queue_duration_seconds"},
 	{From: "inference_extension_flow_control_queue_size", To: "llm_d_epp_flow_control_queue_size"},
 	{From: "inference_extension_flow_control_queue_bytes", To: "llm_d_epp_flow_control_queue_bytes"},
-	{From: "inference_extension_flow_control_pool_saturation", To: "llm_d_epp_flow_control_pool_saturation"},
+	// llm-d rates prefill and decode apart and gates on their maximum, its stage="effective" series: the one
+	// rating OpenEPP gates on.
+	{From: "inference_extension_flow_control_pool_saturation", To: "llm_d_epp_flow_control_pool_saturation", Set: map[string]string{"stage": "effective"}},
 	{From: "inference_extension_flow_control_request_enqueue_duration_seconds", To: "llm_d_epp_flow_control_request_enqueue_duration_seconds"},
 	{From: "inference_extension_flow_control_dispatch_cycle_duration_seconds", To: "llm_d_epp_flow_control_dispatch_cycle_duration_seconds"},
 	// llm-d's outcomes, except not_applicable: OpenEPP tells base_model and unreported apart.
