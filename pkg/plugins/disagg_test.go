@@ -13,9 +13,9 @@ import (
 
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/disagg"
-	"github.com/openepp/openepp/pkg/promalias"
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/filters"
+	"github.com/openepp/openepp/pkg/promalias"
 	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/scheduler/plugintest"
 )
