@@ -10,6 +10,7 @@ import (
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/inflight"
 	"github.com/openepp/openepp/pkg/prefix"
+	"github.com/openepp/openepp/pkg/promreg"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -67,6 +68,10 @@ type InFlightLoad struct {
 	params           InFlightLoadParams
 	output           bool
 	source           prefix.Source // nil: whole prompts count
+	// gauges serve the books as llm-d's inflight_requests and
+	// inflight_tokens while the instance runs; nil without a registry.
+	gauges *inflight.LoadGauges
+	pool   func() []*endpoint.Endpoint
 }
 
 var (
@@ -91,6 +96,13 @@ func NewInFlightLoad(name string, p InFlightLoadParams, h *scheduler.Handle) (*I
 		output: p.AddEstimatedOutputTokens || p.IncludeOutputTokens,
 	}
 	s.Counter = inflight.NewCounter(h, name, time.Duration(p.RequestTimeout), s.weigh)
+	if reg := h.MetricsRegisterer(); reg != nil && h.Endpoints != nil { // a nil h has no registerer
+		g, err := promreg.Shared(reg, inflight.NewLoadGauges())
+		if err != nil {
+			return nil, err
+		}
+		s.gauges, s.pool = g, h.Endpoints
+	}
 	// Disaggregated: the prompt is prefilled on the prefill endpoint, the
 	// decode endpoint carries the output only (as llm-d charges them).
 	s.ChargePrefill(s.uncachedPrompt, func(_ *scheduler.State, req *scheduler.Request, _ *endpoint.Endpoint) int {
@@ -124,6 +136,17 @@ func InFlightLoadRegistration() scheduler.Registration {
 
 // TypedName implements scheduler.Plugin.
 func (s *InFlightLoad) TypedName() scheduler.TypedName { return s.name }
+
+// Start implements scheduler.Runnable: the books are swept and, while the
+// instance runs (after a reload has handed it its predecessor's books),
+// served as gauges.
+func (s *InFlightLoad) Start(ctx context.Context) error {
+	if s.gauges != nil {
+		s.gauges.Add(s.name.Name, s, s.Tracker(), s.pool)
+		defer s.gauges.Remove(s.name.Name, s)
+	}
+	return s.Counter.Start(ctx)
+}
 
 // Resolve implements scheduler.Resolver: it finds the prefix source. The
 // default source may be absent (then no discount, as when nothing matched);

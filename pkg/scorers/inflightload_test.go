@@ -1,10 +1,16 @@
 package scorers
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/inflight"
@@ -174,5 +180,65 @@ func TestDisaggregatedRequestsChargeTheirPrefillEndpoint(t *testing.T) {
 		if f, n := tr.Size(); f != 0 || n != 0 {
 			t.Errorf("%s: %d requests on %d endpoints after the end", tc.name, f, n)
 		}
+	}
+}
+
+// TestInFlightLoadGauges: while the producer runs, its books are served as
+// llm-d's inflight_requests and inflight_tokens per endpoint of the pool; a
+// reloaded instance takes the series over and the retired one's end does
+// not remove them.
+func TestInFlightLoadGauges(t *testing.T) {
+	t.Parallel()
+	eps := scEndpoints(2, nil)
+	reg := prometheus.NewPedanticRegistry()
+	h := scHandle(newSCClock(), func() []*endpoint.Endpoint { return eps })
+	h.Registerer = reg
+	build := func() *InFlightLoad {
+		s, err := NewInFlightLoad("books", InFlightLoadParams{PrefixMatchInfoProducerName: "none", RequestTimeout: Duration(time.Minute)}, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	start := func(s *InFlightLoad) (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = s.Start(ctx); close(done) }()
+		return func() { cancel(); <-done }
+	}
+	page := func(requests, tokens int) string {
+		return fmt.Sprintf(`
+# HELP llm_d_epp_inflight_requests Requests this EPP has sent to each endpoint and not yet seen finish, by the in-flight load producer keeping the books.
+# TYPE llm_d_epp_inflight_requests gauge
+llm_d_epp_inflight_requests{endpoint_name=%q,namespace="ns",producer_name="books"} 0
+llm_d_epp_inflight_requests{endpoint_name=%q,namespace="ns",producer_name="books"} %d
+# HELP llm_d_epp_inflight_tokens Tokens in flight on each endpoint as the producer weighs them (prompt tokens not yet prefilled, plus output estimates when configured).
+# TYPE llm_d_epp_inflight_tokens gauge
+llm_d_epp_inflight_tokens{endpoint_name=%q,namespace="ns",producer_name="books"} 0
+llm_d_epp_inflight_tokens{endpoint_name=%q,namespace="ns",producer_name="books"} %d
+`, eps[0].Name, eps[1].Name, requests, eps[0].Name, eps[1].Name, tokens)
+	}
+	served := func(what string, want string) {
+		t.Helper()
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if err = testutil.GatherAndCompare(reg, strings.NewReader(want)); err == nil {
+				return
+			}
+		}
+		t.Fatalf("%s: %v", what, err)
+	}
+	old := build()
+	stopOld := start(old)
+	old.PreRequest(scCtx, scState(), scRequest(1600, nil), scResult(eps[1])) // 400 prompt tokens, none cached
+	served("while running", page(1, 400))
+	reloaded := build() // a reload: the new instance inherits the books, then starts
+	reloaded.Inherit(old)
+	stopNew := start(reloaded)
+	stopOld()
+	served("after a reload", page(1, 400))
+	stopNew()
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 0 {
+		t.Errorf("after the last instance stopped: %d series (%v), want none", n, err)
 	}
 }

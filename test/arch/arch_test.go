@@ -41,7 +41,7 @@ var allowed = map[string][]string{
 	"pkg/prefix":         {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/promalias", "pkg/promreg"},
 	"pkg/inflight":       {"pkg/endpoint", "pkg/scheduler"},
 	"pkg/filters":        {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/inflight", "pkg/promreg"},
-	"pkg/scorers":        {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/indexlist", "pkg/inflight", "pkg/logevery"},
+	"pkg/scorers":        {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/indexlist", "pkg/inflight", "pkg/logevery", "pkg/promreg"},
 	"pkg/pickers":        {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
 	"pkg/profiles":       {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
 	"pkg/flowcontrol":    {"pkg/endpoint", "pkg/scheduler"},
