@@ -185,7 +185,8 @@ func refusal(err error, fe *flowcontrol.Error) error {
 		r.Reason = "rejected-context-cancelled"
 	case fe.Outcome == flowcontrol.RejectedShuttingDown:
 		r.Reason = "rejected-shutting-down"
-	case fe.Outcome == flowcontrol.EvictedNoEndpoints, fe.Outcome == flowcontrol.EvictedTTL && fe.NoEndpoints:
+	case fe.Outcome == flowcontrol.EvictedNoEndpoints, fe.Outcome == flowcontrol.RejectedNoEndpoints,
+		fe.Outcome == flowcontrol.EvictedTTL && fe.NoEndpoints:
 		r.Reason = "rejected-no-endpoints"
 	case fe.Outcome == flowcontrol.EvictedTTL:
 		r.Code, r.Reason = http.StatusTooManyRequests, "rejected-ttl-expired"

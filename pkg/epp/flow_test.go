@@ -353,6 +353,29 @@ func TestFlowControlScaleFromZero(t *testing.T) {
 	wantImmediate(t, d, http.StatusServiceUnavailable, "rejected-no-endpoints")
 }
 
+// TestFlowControlFullQueueWithoutEndpoints: when the queue in front of an
+// empty pool is full, the next request is refused 503 rejected-no-endpoints
+// (llm-d's RejectedNoEndpoints), not 429: the pool is unavailable, not busy.
+func TestFlowControlFullQueueWithoutEndpoints(t *testing.T) {
+	r := startEPP(t, 1, 0, flowConfig("  maxRequests: 1\n  noEndpointRequestTTL: 30s\n"))
+	r.writeEndpoints(t)
+	eventually(t, "the pool to be empty", func() bool { return poolSaturation(r.metricsPage(t)) == "1" })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	waiting := r.send(ctx, "cold")
+	eventually(t, "the first request to wait", func() bool { return r.queued(t, "cold") == 1 })
+	d, err := r.client.RoundTrip(context.Background(), flowRequest("cold"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantImmediate(t, d, http.StatusServiceUnavailable, "rejected-no-endpoints")
+	if page := r.metricsPage(t); !strings.Contains(page, `outcome="RejectedNoEndpoints"`) {
+		t.Error("no RejectedNoEndpoints outcome on the metrics page")
+	}
+	cancel()
+	<-waiting
+}
+
 var saturationLine = regexp.MustCompile(`(?m)^inference_extension_flow_control_pool_saturation\{[^}]*\} (\S+)$`)
 
 // poolSaturation is the saturation gauge's value on page ("" if absent).

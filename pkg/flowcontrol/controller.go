@@ -398,6 +398,10 @@ func (c *Controller) wait(ctx context.Context, r Request) (bool, error) {
 		start = c.now()
 	}
 	it, err := c.enqueue(ctx, r)
+	if err != nil && err.Outcome == RejectedCapacity && c.conf().PoolSize() == 0 {
+		// Full queues in front of an empty pool: unavailable, not busy.
+		err.Outcome, err.msg = RejectedNoEndpoints, err.msg+" while the pool has no endpoints"
+	}
 	if observe != nil {
 		outcome := Enqueued
 		if err != nil {

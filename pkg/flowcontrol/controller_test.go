@@ -348,3 +348,26 @@ func TestOnBlockedSeesEveryWaitingBand(t *testing.T) {
 		}
 	}
 }
+
+// TestCapacityWithoutEndpoints: full queues in front of a pool with no
+// endpoints refuse as RejectedNoEndpoints (llm-d's outcome, a 503): the
+// pool is unavailable, not busy.
+func TestCapacityWithoutEndpoints(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, flowcontrol.Config{MaxRequests: 1})
+	h.pool.Store(0)
+	waiting := h.queue(bg, flowcontrol.Request{FlowID: "f", Priority: 0})
+	err := h.c.Admit(bg, flowcontrol.Request{FlowID: "f", Priority: 1})
+	fe := refusal(t, err)
+	if fe.Outcome != flowcontrol.RejectedNoEndpoints || !fe.NoEndpoints {
+		t.Errorf("refusal = %v, NoEndpoints %v; want RejectedNoEndpoints", fe.Outcome, fe.NoEndpoints)
+	}
+	if want := "while the pool has no endpoints"; !strings.Contains(err.Error(), want) {
+		t.Errorf("message %q does not say %q", err, want)
+	}
+	pending(t, waiting)
+	finishes, _ := h.obs.calls()
+	if diff := cmp.Diff([]finish{{"f", 1, flowcontrol.RejectedNoEndpoints, 0}}, finishes); diff != "" {
+		t.Errorf("Finished calls (-want +got):\n%s", diff)
+	}
+}

@@ -308,11 +308,11 @@ func TestObserver(t *testing.T) {
 func TestOutcomeString(t *testing.T) {
 	t.Parallel()
 	got := []string{}
-	for o := flowcontrol.Dispatched; o <= flowcontrol.RejectedShuttingDown+1; o++ {
+	for o := flowcontrol.Dispatched; o <= flowcontrol.RejectedNoEndpoints+1; o++ {
 		got = append(got, o.String())
 	}
 	want := []string{"Dispatched", "RejectedCapacity", "EvictedTTL", "EvictedContextCancelled",
-		"EvictedNoEndpoints", "RejectedShuttingDown", "Outcome(6)"}
+		"EvictedNoEndpoints", "RejectedShuttingDown", "RejectedNoEndpoints", "Outcome(7)"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Outcome strings (-want +got):\n%s", diff)
 	}

@@ -26,6 +26,10 @@ const (
 	EvictedNoEndpoints
 	// RejectedShuttingDown: the controller was stopped.
 	RejectedShuttingDown
+	// RejectedNoEndpoints: a limit refused it while the pool had no
+	// endpoints, so the pool is unavailable rather than busy (llm-d's
+	// outcome; the EPP answers 503 instead of 429).
+	RejectedNoEndpoints
 )
 
 var outcomeNames = [...]string{
@@ -35,6 +39,7 @@ var outcomeNames = [...]string{
 	EvictedContextCancelled: "EvictedContextCancelled",
 	EvictedNoEndpoints:      "EvictedNoEndpoints",
 	RejectedShuttingDown:    "RejectedShuttingDown",
+	RejectedNoEndpoints:     "RejectedNoEndpoints",
 }
 
 func (o Outcome) String() string {
