@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/openepp/openepp/pkg/promreg"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -94,7 +95,16 @@ type ProgramAware struct {
 	name   scheduler.TypedName
 	params ProgramAwareParams
 	clock  scheduler.Clock
+	*ledger
+	// gauges serve the ledger (nil: not served); the instance joins them at
+	// its first request, once a reload's Inherit has settled its ledger.
+	gauges *ProgramGauges
+	joined sync.Once
+}
 
+// ledger holds the flows' accounts; a reload that rebuilds the policy hands
+// it on (Inherit), so the flows keep what they attained.
+type ledger struct {
 	mu        sync.Mutex
 	programs  map[string]*program
 	lastSweep time.Time
@@ -106,13 +116,22 @@ type program struct {
 	at       time.Time // when service was last decayed
 	inFlight int
 	last     time.Time // last dispatch or completion
+	// waitMs is the moving average of the flow's requests' waits in flow
+	// control, in milliseconds; waits counts them.
+	waitMs float64
+	waits  int
 }
+
+// waitSmoothing is the weight of a request's wait in its flow's moving
+// average (after the first, which sets it).
+const waitSmoothing = 0.2
 
 var (
 	_ scheduler.FairnessPolicy   = (*ProgramAware)(nil)
 	_ scheduler.PreRequest       = (*ProgramAware)(nil)
 	_ scheduler.ResponseComplete = (*ProgramAware)(nil)
 	_ scheduler.StateDumper      = (*ProgramAware)(nil)
+	_ scheduler.Inheritor        = (*ProgramAware)(nil)
 )
 
 // charged is what PreRequest charged a request, for ResponseComplete to
@@ -128,7 +147,16 @@ func NewProgramAware(name string, p ProgramAwareParams, clock scheduler.Clock) (
 	if clock == nil {
 		clock = scheduler.RealClock{}
 	}
-	return &ProgramAware{name: typed(ProgramAwareType, name), params: p, clock: clock, programs: map[string]*program{}}, nil
+	return &ProgramAware{name: typed(ProgramAwareType, name), params: p, clock: clock,
+		ledger: &ledger{programs: map[string]*program{}}}, nil
+}
+
+// Inherit implements scheduler.Inheritor: a reload keeps the flows'
+// accounts, so tuning the policy does not hand every flow a clean slate.
+func (pa *ProgramAware) Inherit(prev scheduler.Plugin) {
+	if old, ok := prev.(*ProgramAware); ok {
+		pa.ledger = old.ledger
+	}
 }
 
 // TypedName implements scheduler.Plugin.
@@ -203,6 +231,9 @@ func (c lasChooser) Choose(heads []*scheduler.QueuedRequest, order scheduler.Ord
 // PreRequest implements scheduler.PreRequest: the request's flow is charged
 // its prompt estimate now (every request, queued or not, is service).
 func (pa *ProgramAware) PreRequest(_ context.Context, state *scheduler.State, req *scheduler.Request, _ *scheduler.Result) {
+	if pa.gauges != nil {
+		pa.joined.Do(func() { pa.gauges.Add(pa) })
+	}
 	cost := 0.0
 	if req.Body != nil {
 		cost = float64(req.Body.EstimatedPromptTokens())
@@ -215,6 +246,12 @@ func (pa *ProgramAware) PreRequest(_ context.Context, state *scheduler.State, re
 	p.service = pa.decayed(p, now) + cost
 	p.inFlight++
 	p.last = now
+	if ms := float64(req.QueueWait) / float64(time.Millisecond); p.waits == 0 {
+		p.waitMs = ms
+	} else {
+		p.waitMs += waitSmoothing * (ms - p.waitMs)
+	}
+	p.waits++
 	pa.sweep(now)
 }
 
@@ -262,29 +299,39 @@ func (pa *ProgramAware) sweep(now time.Time) {
 // programDumpLimit bounds the flows DumpState lists.
 const programDumpLimit = 20
 
-// DumpState implements scheduler.StateDumper: the flow count, Jain's
-// fairness index over attained service, and the most served flows.
-func (pa *ProgramAware) DumpState() any {
-	type row struct {
-		Flow     string  `json:"flow"`
-		Service  float64 `json:"attainedServiceTokens"`
-		InFlight int     `json:"inFlight"`
-	}
+// programRow is one flow's account as the state dump and the gauges show it.
+type programRow struct {
+	Flow     string  `json:"flow"`
+	Service  float64 `json:"attainedServiceTokens"`
+	InFlight int     `json:"inFlight"`
+	WaitMs   float64 `json:"avgWaitMilliseconds"`
+}
+
+// accounts returns every flow's account, most served first, and Jain's
+// fairness index over their attained service (1 with fewer than two).
+func (pa *ProgramAware) accounts() ([]programRow, float64) {
 	now := pa.clock.Now()
 	pa.mu.Lock()
-	rows := make([]row, 0, len(pa.programs))
+	rows := make([]programRow, 0, len(pa.programs))
 	var sum, sumSq float64
 	for id, p := range pa.programs {
 		s := pa.decayed(p, now)
 		sum, sumSq = sum+s, sumSq+s*s
-		rows = append(rows, row{id, math.Round(s), p.inFlight})
+		rows = append(rows, programRow{id, math.Round(s), p.inFlight, math.Round(p.waitMs*10) / 10})
 	}
 	pa.mu.Unlock()
 	jain := 1.0
 	if n := float64(len(rows)); n > 1 && sumSq > 0 {
 		jain = sum * sum / (n * sumSq)
 	}
-	slices.SortFunc(rows, func(a, b row) int { return cmp.Or(cmp.Compare(b.Service, a.Service), cmp.Compare(a.Flow, b.Flow)) })
+	slices.SortFunc(rows, func(a, b programRow) int { return cmp.Or(cmp.Compare(b.Service, a.Service), cmp.Compare(a.Flow, b.Flow)) })
+	return rows, jain
+}
+
+// DumpState implements scheduler.StateDumper: the flow count, Jain's
+// fairness index over attained service, and the most served flows.
+func (pa *ProgramAware) DumpState() any {
+	rows, jain := pa.accounts()
 	more := max(len(rows)-programDumpLimit, 0)
 	return map[string]any{"strategy": pa.params.Strategy, "flows": len(rows), "jainsFairnessIndex": jain,
 		"mostServed": rows[:len(rows)-more], "moreFlows": more}
@@ -300,7 +347,16 @@ func ProgramAwareFactory(name string, raw json.RawMessage, h *scheduler.Handle) 
 	if h != nil {
 		clock = h.Clock
 	}
-	return NewProgramAware(name, p, clock)
+	pa, err := NewProgramAware(name, p, clock)
+	if err != nil {
+		return nil, err
+	}
+	if reg := h.MetricsRegisterer(); reg != nil {
+		if pa.gauges, err = promreg.Shared(reg, NewProgramGauges()); err != nil {
+			return nil, err
+		}
+	}
+	return pa, nil
 }
 
 // ProgramAwareRegistration describes the plugin type for the registry.

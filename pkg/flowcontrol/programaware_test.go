@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -159,4 +162,72 @@ func TestProgramAwareInTheController(t *testing.T) {
 	if s := service(t, pa); math.Abs(s["heavy"]-40_000) > 1 {
 		t.Errorf("service %v", s)
 	}
+}
+
+// TestProgramAwareGauges: the accounts are served as llm-d's program-aware
+// gauges (Jain's index, each flow's service and mean wait in flow control),
+// and a reloaded policy keeps them (Inherit).
+func TestProgramAwareGauges(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	reg := prometheus.NewPedanticRegistry()
+	build := func() *flowcontrol.ProgramAware {
+		p, err := flowcontrol.ProgramAwareFactory("pa", json.RawMessage(`{"lasDecayFactor": 1}`), &scheduler.Handle{Clock: clock, Registerer: reg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.(*flowcontrol.ProgramAware)
+	}
+	pa := build()
+	waited := func(flow string, tokens int, wait time.Duration) {
+		st := scheduler.NewState(1, time.Time{})
+		req := &scheduler.Request{FairnessID: flow, QueueWait: wait, Body: &request.Body{Prompt: make([]byte, 4*tokens)}}
+		pa.PreRequest(bg, st, req, nil)
+		pa.ResponseComplete(bg, st, req, &scheduler.Response{})
+	}
+	waited("a", 300, 10*time.Millisecond)
+	waited("a", 0, 60*time.Millisecond) // the average moves a fifth of the way: 10 + 0.2 × 50
+	waited("b", 100, 0)
+	want := `
+# HELP llm_d_epp_program_aware_attained_service_tokens A flow's attained service (uncached prompt plus output tokens, decayed), as the policy ranks flows by it.
+# TYPE llm_d_epp_program_aware_attained_service_tokens gauge
+llm_d_epp_program_aware_attained_service_tokens{plugin_name="pa",program_id="a"} 300
+llm_d_epp_program_aware_attained_service_tokens{plugin_name="pa",program_id="b"} 100
+# HELP llm_d_epp_program_aware_avg_wait_time_milliseconds Moving average of a flow's requests' waits in flow control, in milliseconds.
+# TYPE llm_d_epp_program_aware_avg_wait_time_milliseconds gauge
+llm_d_epp_program_aware_avg_wait_time_milliseconds{plugin_name="pa",program_id="a"} 20
+llm_d_epp_program_aware_avg_wait_time_milliseconds{plugin_name="pa",program_id="b"} 0
+# HELP llm_d_epp_program_aware_jains_fairness_index Jain's fairness index over the flows' attained service (1: every flow got the same), by policy.
+# TYPE llm_d_epp_program_aware_jains_fairness_index gauge
+llm_d_epp_program_aware_jains_fairness_index{plugin_name="pa"} 0.8
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	reloaded := build()
+	reloaded.Inherit(pa)
+	pa = reloaded
+	waited("b", 200, 0) // now both have 300: perfectly fair
+	if got := service(t, pa); got["a"] != 300 || got["b"] != 300 {
+		t.Errorf("after a reload: %v, want the accounts kept", got)
+	}
+	if n := gaugeValue(t, reg, "llm_d_epp_program_aware_jains_fairness_index"); n != 1 {
+		t.Errorf("Jain's index after the reload %v, want 1", n)
+	}
+}
+
+// gaugeValue is the value of the one series of gauge family name in g.
+func gaugeValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	fams, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no single series of %s", name)
+	return 0
 }

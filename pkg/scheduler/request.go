@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/request"
@@ -29,6 +30,9 @@ type Request struct {
 	// Attributes holds the values AttributeSources published for the
 	// request, by key; nil when there are none.
 	Attributes map[string]string
+	// QueueWait is how long admission (flow control) held the request
+	// before it was scheduled: 0 on the fast path or without flow control.
+	QueueWait time.Duration
 }
 
 // Prompt returns the raw prompt bytes used for prefix matching, or nil.

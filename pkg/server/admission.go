@@ -44,7 +44,8 @@ func (r *Refusal) Unwrap() error { return r.Err }
 func (x *exchange) admit(adm Admission) error {
 	start := x.srv.now()
 	pass, err := adm.Admit(x.ctx, x.req, len(x.body))
-	x.traceAdmission(x.srv.now().Sub(start))
+	x.req.QueueWait = x.srv.now().Sub(start)
+	x.traceAdmission(x.req.QueueWait)
 	if err != nil {
 		return err
 	}

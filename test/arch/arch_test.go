@@ -44,7 +44,7 @@ var allowed = map[string][]string{
 	"pkg/scorers":        {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/indexlist", "pkg/inflight", "pkg/logevery", "pkg/promreg"},
 	"pkg/pickers":        {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
 	"pkg/profiles":       {"pkg/endpoint", "pkg/request", "pkg/scheduler"},
-	"pkg/flowcontrol":    {"pkg/endpoint", "pkg/scheduler"},
+	"pkg/flowcontrol":    {"pkg/endpoint", "pkg/scheduler", "pkg/promreg"},
 	"pkg/eviction":       {"pkg/scheduler", "pkg/flowcontrol"},
 	"pkg/requestcontrol": {"pkg/endpoint", "pkg/scheduler", "pkg/promreg", "pkg/logevery"},
 	"pkg/latency":        {"pkg/endpoint", "pkg/scheduler", "pkg/inflight", "pkg/prefix", "pkg/promalias", "pkg/promreg"},
