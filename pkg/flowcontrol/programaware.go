@@ -324,7 +324,9 @@ func (pa *ProgramAware) accounts() ([]programRow, float64) {
 	if n := float64(len(rows)); n > 1 && sumSq > 0 {
 		jain = sum * sum / (n * sumSq)
 	}
-	slices.SortFunc(rows, func(a, b programRow) int { return cmp.Or(cmp.Compare(b.Service, a.Service), cmp.Compare(a.Flow, b.Flow)) })
+	slices.SortFunc(rows, func(a, b programRow) int {
+		return cmp.Or(cmp.Compare(b.Service, a.Service), cmp.Compare(a.Flow, b.Flow))
+	})
 	return rows, jain
 }
 
