@@ -188,3 +188,24 @@ func BenchmarkAppendItems(b *testing.B) {
 		}
 	})
 }
+
+// TestItemModality: an item's hash carries its kind, llm-d's modality.
+func TestItemModality(t *testing.T) {
+	t.Parallel()
+	for body, want := range map[string]string{
+		chat(`{"type":"image_url","image_url":{"url":"https://x/a.png"}}`):                         "image",
+		chat(`{"type":"input_audio","input_audio":{"data":"` + b64 + `","format":"wav"}}`):         "audio",
+		chat(`{"type":"audio_url","audio_url":{"url":"https://x/a.wav"}}`):                         "audio",
+		chat(`{"type":"video_url","video_url":{"url":"https://x/v.mp4"}}`):                         "video",
+		`{"model":"m","input":[{"role":"user","content":[{"type":"input_image","file_id":"f"}]}]}`: "image",
+	} {
+		api := request.ChatCompletions
+		if strings.Contains(body, "input_image") {
+			api = request.Responses
+		}
+		got := items(t, api, body)
+		if len(got) != 1 || request.MediaModality(got[0]) != want {
+			t.Errorf("%s: items %x, want one %s", body, got, want)
+		}
+	}
+}

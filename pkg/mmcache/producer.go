@@ -43,6 +43,7 @@ type Producer struct {
 	endpoints func() []*endpoint.Endpoint
 	// publisher hears this replica's own records (replica sync).
 	publisher atomic.Pointer[prefix.Publisher]
+	tel       *telemetry // nil: not counted
 }
 
 var (
@@ -81,9 +82,14 @@ func NewProducer(name string, p ProducerParams, h *scheduler.Handle) (*Producer,
 	if h == nil {
 		h = &scheduler.Handle{Log: logr.Discard()}
 	}
+	typed := scheduler.TypedName{Type: ProducerType, Name: name}
+	tel, err := newTelemetry(h.MetricsRegisterer(), typed)
+	if err != nil {
+		return nil, err
+	}
 	return &Producer{
-		name: scheduler.TypedName{Type: ProducerType, Name: name}, params: p, capacity: p.capacityItems(),
-		store: newStore(), log: h.Log.WithValues("plugin", name), endpoints: h.Endpoints,
+		name: typed, params: p, capacity: p.capacityItems(),
+		store: newStore(), log: h.Log.WithValues("plugin", name), endpoints: h.Endpoints, tel: tel,
 	}, nil
 }
 
@@ -168,14 +174,19 @@ func (p *Producer) Produce(_ context.Context, state *scheduler.State, req *sched
 		recordKey.Set(state, r)
 	}
 	r.items, r.match.Items = items, len(items)
+	p.tel.queried(items)
+	best := 0
 	for _, e := range eps {
-		if n := p.store.count(e.HostPort, items); n > 0 {
+		if n, by := p.store.count(e.HostPort, items); n > 0 {
 			if r.match.matched == nil {
 				r.match.matched = make(map[string]int, len(eps))
 			}
 			r.match.matched[e.HostPort] = n
+			p.tel.held(e, by)
+			best = max(best, n)
 		}
 	}
+	p.tel.matched(best, len(items))
 	if l := p.log.V(2); l.Enabled() {
 		l.Info("multimodal items matched", "requestID", req.ID, "items", len(items), "endpointsMatched", len(r.match.matched))
 	}

@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/request"
 )
 
 // store holds one LRU of item hashes per endpoint, by HostPort (the
@@ -39,11 +40,11 @@ func (s *store) record(hostPort string, items []uint64, capacity int) {
 }
 
 // count returns how many of items hostPort's LRU holds.
-func (s *store) count(hostPort string, items []uint64) int {
+func (s *store) count(hostPort string, items []uint64) (int, [len(request.MediaModalities)]int) {
 	if c := s.get(hostPort); c != nil {
 		return c.count(items)
 	}
-	return 0
+	return 0, [len(request.MediaModalities)]int{}
 }
 
 // purge forgets the endpoints not in pool and returns how many. An empty
@@ -111,16 +112,18 @@ func newLRU() *lru {
 	return &lru{slot: map[uint64]int32{}, head: none, tail: none, free: none}
 }
 
-func (c *lru) count(items []uint64) int {
+// count returns how many of items c holds, in all and by modality (an item
+// hash's top two bits).
+func (c *lru) count(items []uint64) (n int, by [len(request.MediaModalities)]int) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	n := 0
 	for _, h := range items {
 		if _, ok := c.slot[h]; ok {
 			n++
+			by[h>>62]++
 		}
 	}
-	return n
+	return n, by
 }
 
 func (c *lru) record(items []uint64, capacity int) {

@@ -29,7 +29,7 @@ func TestLRUEvictsLeastRecentlyRouted(t *testing.T) {
 	if got := s.get(hp).order(); !slices.Equal(got, []uint64{4, 1, 3}) {
 		t.Fatalf("order %v, want [4 1 3]", got)
 	}
-	if n := s.count(hp, []uint64{1, 2, 3, 4}); n != 3 {
+	if n, _ := s.count(hp, []uint64{1, 2, 3, 4}); n != 3 {
 		t.Errorf("holds %d of 1..4, want 3 (2 evicted)", n)
 	}
 	// Freed entries are reused: the list never outgrows the capacity.
@@ -52,7 +52,7 @@ func TestLRUEvictsLeastRecentlyRouted(t *testing.T) {
 	if got := s.get(hp).order(); !slices.Equal(got, []uint64{9, 8}) {
 		t.Errorf("three items at capacity 2: %v, want [9 8]", got)
 	}
-	if n := s.count("10.0.0.2:8000", []uint64{9}); n != 0 {
+	if n, _ := s.count("10.0.0.2:8000", []uint64{9}); n != 0 {
 		t.Errorf("an unknown endpoint holds %d items", n)
 	}
 }

@@ -43,7 +43,8 @@ const maxMediaDepth = 32
 // AppendMediaHashes appends to dst a 64-bit hash of every multimodal item
 // the body's prompt references, in order, repeats included. The hash
 // covers the item's kind, how it is referenced and its URL, inline payload
-// or file ID, so identical references give identical hashes. Items:
+// or file ID, so identical references give identical hashes; its top two
+// bits are the kind (MediaModality). Items:
 //
 //   - OpenAI chat content parts image_url, video_url and audio_url (by
 //     their url; a data: URL by its base64 payload) and input_audio (by
@@ -105,8 +106,29 @@ func (x *mediaWalker) item(kind mediaKind, ref mediaRef, id []byte) {
 	d.Reset()
 	_, _ = d.Write([]byte{byte(kind), byte(ref)})
 	_, _ = d.Write(id)
-	x.hashes = append(x.hashes, d.Sum64())
+	x.hashes = append(x.hashes, d.Sum64()>>2|kindBits(kind)<<62)
 }
+
+// kindBits is the code of kind kept in an item hash's top two bits.
+func kindBits(kind mediaKind) uint64 {
+	switch kind {
+	case mediaImage:
+		return 1
+	case mediaAudio:
+		return 2
+	case mediaVideo:
+		return 3
+	}
+	return 0
+}
+
+// MediaModalities are the values MediaModality returns, by a hash's top two
+// bits.
+var MediaModalities = [4]string{"", "image", "audio", "video"}
+
+// MediaModality is the kind of the item a hash from AppendMediaHashes
+// stands for: "image", "audio" or "video" (llm-d's modality label values).
+func MediaModality(hash uint64) string { return MediaModalities[hash>>62] }
 
 // stringEnd returns the index just past the string opening at b[i], or -1
 // when it is not closed. Unlike skipString it finds quotes with

@@ -53,7 +53,7 @@ var allowed = map[string][]string{
 	"pkg/dcgm":           {"pkg/endpoint", "pkg/scheduler", "pkg/certfile", "pkg/fetchfail", "pkg/logevery", "pkg/promalias", "pkg/promreg", "pkg/httppoll"},
 	"pkg/disagg":         {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/labelbudget", "pkg/promalias", "pkg/promreg"},
 	"pkg/precise":        {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/kvevents", "pkg/promreg", "pkg/certfile", "pkg/logevery"},
-	"pkg/mmcache":        {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix"},
+	"pkg/mmcache":        {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/promreg"},
 	"pkg/p2psource":      {"pkg/endpoint", "pkg/scheduler", "pkg/prefix", "pkg/promreg"},
 	"pkg/topology":       {"pkg/endpoint", "pkg/scheduler", "pkg/inflight"},
 	"pkg/labelattr":      {"pkg/endpoint", "pkg/scheduler"},
