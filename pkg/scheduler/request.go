@@ -31,7 +31,8 @@ type Request struct {
 	// request, by key; nil when there are none.
 	Attributes map[string]string
 	// QueueWait is how long admission (flow control) held the request
-	// before it was scheduled: 0 on the fast path or without flow control.
+	// before it was scheduled: next to nothing on its fast path, 0 without
+	// flow control.
 	QueueWait time.Duration
 }
 
