@@ -1,18 +1,9 @@
 // Command epp is the OpenEPP Endpoint Picker. See `epp --help` and README.md.
 // `epp simulate` evaluates a scheduler config in the fleet simulation
-// instead (`epp simulate --help`).
+// instead (`epp simulate --help`), and `epp cost` times its routing
+// decisions (`epp cost --help`).
 package main
 
-import (
-	"os"
+import "github.com/openepp/openepp/pkg/epp"
 
-	"github.com/openepp/openepp/pkg/epp"
-)
-
-func main() {
-	if len(os.Args) > 1 && os.Args[1] == "simulate" {
-		epp.SimulateMain(os.Args[2:])
-		return
-	}
-	epp.Main()
-}
+func main() { epp.Main() }

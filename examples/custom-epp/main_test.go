@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,5 +86,19 @@ func TestCustomBinaryRoutesByZone(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("epp: %v", err)
+	}
+}
+
+// TestCustomBinaryTimesItsConfig: `cost` (a subcommand of every binary
+// built on epp.Main) times a config that uses the out-of-tree plugin.
+func TestCustomBinaryTimesItsConfig(t *testing.T) {
+	var out strings.Builder
+	err := epp.Cost(context.Background(), []string{"--config", "config.yaml", "--endpoints", "10", "--duration", "40ms"}, &out,
+		epp.WithPlugins(zoneaffinity.Registration()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "config.yaml") || !strings.Contains(out.String(), "× baseline") {
+		t.Errorf("cost output:\n%s", out.String())
 	}
 }

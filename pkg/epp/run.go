@@ -34,6 +34,15 @@ type settings struct {
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
+// optionsOf applies opts to fresh settings.
+func optionsOf(opts []Option) settings {
+	var st settings
+	for _, o := range opts {
+		o(&st)
+	}
+	return st
+}
+
 // WithEnv makes the EPP read its environment (OTEL_*) through getenv
 // instead of os.Getenv, so tests can run several differently configured
 // EPPs in one process.
@@ -73,8 +82,20 @@ type Addrs struct {
 }
 
 // Main runs the EPP with os.Args and exits on error; SIGINT/SIGTERM start a
-// graceful drain.
+// graceful drain. Its subcommands `simulate` and `cost` (SimulateMain,
+// CostMain) take the same options, so an EPP built with its own plugins can
+// evaluate and time configs that use them.
 func Main(opts ...Option) {
+	if len(os.Args) > 1 { // subcommands, so a binary with its own plugins has them too
+		switch os.Args[1] {
+		case "simulate":
+			SimulateMain(os.Args[2:], opts...)
+			return
+		case "cost":
+			CostMain(os.Args[2:], opts...)
+			return
+		}
+	}
 	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -102,10 +123,7 @@ func tuneGC() {
 
 // Run parses args and runs the EPP until ctx ends.
 func Run(ctx context.Context, args []string, opts ...Option) error {
-	var st settings
-	for _, o := range opts {
-		o(&st)
-	}
+	st := optionsOf(opts)
 	app, err := assemble(args, &st, prometheus.NewRegistry())
 	if err != nil {
 		return err

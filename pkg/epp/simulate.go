@@ -8,11 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/openepp/openepp/pkg/config"
@@ -81,12 +79,7 @@ func (f *simFlags) bind(fs *flag.FlagSet) {
 // SimulateMain runs `epp simulate` with args (os.Args after "simulate") and
 // exits non-zero on error; SIGINT/SIGTERM stop it.
 func SimulateMain(args []string, opts ...Option) {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := Simulate(ctx, args, os.Stdout, opts...); err != nil {
-		fmt.Fprintln(os.Stderr, "epp simulate:", err)
-		os.Exit(1)
-	}
+	runSubcommand("simulate", func(ctx context.Context) error { return Simulate(ctx, args, os.Stdout, opts...) })
 }
 
 // Simulate evaluates a scheduler config in the fleet simulation (package
@@ -94,29 +87,13 @@ func SimulateMain(args []string, opts ...Option) {
 // WithPlugins, against baselines on the same deterministic traffic, and a
 // table (or JSON) of every stage is written to stdout.
 func Simulate(ctx context.Context, args []string, stdout io.Writer, opts ...Option) error {
-	var st settings
-	for _, o := range opts {
-		o(&st)
-	}
+	st := optionsOf(opts)
 	var f simFlags
-	fs := flag.NewFlagSet("epp simulate", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	f.bind(fs)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: epp simulate [flags]\n\n"+
-			"Runs a scheduler config through OpenEPP's plugins in the fleet simulation (virtual time,\n"+
-			"simulated vLLM-like servers, metrics scraped every 50 ms) against baselines on the same\n"+
-			"deterministic traffic, and prints every QPS stage. Flags:\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	ok, err := parseSubcommand("simulate", "Runs a scheduler config through OpenEPP's plugins in the fleet simulation (virtual time,\n"+
+		"simulated vLLM-like servers, metrics scraped every 50 ms) against baselines on the same\n"+
+		"deterministic traffic, and prints every QPS stage.", args, stdout, f.bind)
+	if !ok {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if f.list {
 		return listWorkloads(stdout)
