@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/inflight"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -24,6 +26,9 @@ type UtilizationParams struct {
 	MetricsStalenessThreshold string  `json:"metricsStalenessThreshold" doc:"metrics older than this (Go duration; at least two scrape intervals) count as saturated; > 0" default:"200ms"`
 	Headroom                  float64 `json:"headroom" doc:"fraction by which the filter raises both thresholds; >= 0" default:"0"`
 	StalenessPolicy           string  `json:"stalenessPolicy" doc:"how Saturation counts an endpoint with stale or missing metrics (llm-d): saturated (it counts 1.0, so a pool whose scrapes all fail holds every request) or ignore (left out of the mean; a pool with no fresh endpoint reads 0 and dispatches); the filter role drops stale endpoints either way" default:"saturated"`
+	// CountUnscrapedDispatches is an OpenEPP extension (nil: on, unless
+	// upstream-compatible scoring).
+	CountUnscrapedDispatches *bool `json:"countUnscrapedDispatches" doc:"Saturation adds to each endpoint's scraped queue the requests this EPP sent it after that scrape, so flow control releasing requests between two scrapes sees them (false: the scraped queue alone, as upstream)" default:"true"`
 }
 
 // Staleness policies of UtilizationParams.StalenessPolicy.
@@ -94,6 +99,9 @@ type UtilizationDetector struct {
 	maxKV    float64
 	// staleSeen is how many endpoints the last Saturation found stale.
 	staleSeen atomic.Int64
+	// dispatches are the requests sent since each endpoint's last scrape;
+	// nil: not counted.
+	dispatches *inflight.DispatchLog
 }
 
 var (
@@ -108,19 +116,36 @@ func NewUtilizationDetector(name string, p UtilizationParams) (*UtilizationDetec
 	}
 	staleness, _ := p.staleness()
 	return &UtilizationDetector{
-		name:      scheduler.TypedName{Type: UtilizationDetectorType, Name: name},
-		params:    p,
-		staleness: staleness,
-		maxQueue:  float64(p.QueueDepthThreshold) * (1 + p.Headroom),
-		maxKV:     min(1, p.KVCacheUtilThreshold*(1+p.Headroom)),
+		name:       scheduler.TypedName{Type: UtilizationDetectorType, Name: name},
+		params:     p,
+		staleness:  staleness,
+		maxQueue:   float64(p.QueueDepthThreshold) * (1 + p.Headroom),
+		maxKV:      min(1, p.KVCacheUtilThreshold*(1+p.Headroom)),
+		dispatches: dispatchLogIf(p.CountUnscrapedDispatches),
 	}, nil
 }
 
+// sentPool recycles Saturation's per-endpoint dispatch counts: flow control
+// rates the pool on every request's fast path.
+var sentPool = sync.Pool{New: func() any { return new([]float64) }}
+
+// dispatchLogIf is a dispatch log unless count is false.
+func dispatchLogIf(count *bool) *inflight.DispatchLog {
+	if count != nil && !*count {
+		return nil
+	}
+	return inflight.NewDispatchLog()
+}
+
 // UtilizationDetectorFactory builds a UtilizationDetector from config.
-func UtilizationDetectorFactory(name string, raw json.RawMessage, _ *scheduler.Handle) (scheduler.Plugin, error) {
+func UtilizationDetectorFactory(name string, raw json.RawMessage, h *scheduler.Handle) (scheduler.Plugin, error) {
 	p := DefaultUtilizationParams()
 	if err := scheduler.DecodeParams(raw, &p); err != nil {
 		return nil, err
+	}
+	if h != nil && h.UpstreamScoring && p.CountUnscrapedDispatches == nil {
+		off := false
+		p.CountUnscrapedDispatches = &off
 	}
 	d, err := NewUtilizationDetector(name, p)
 	if err != nil {
@@ -186,13 +211,24 @@ func (d *UtilizationDetector) Saturation(eps []*endpoint.Endpoint, now time.Time
 	}
 	var sum float64
 	stale := 0
-	for _, e := range eps {
+	var sent []float64 // requests sent after each endpoint's scrape
+	if d.dispatches != nil {
+		buf := sentPool.Get().(*[]float64)
+		sent = append((*buf)[:0], make([]float64, len(eps))...)
+		d.dispatches.AddUnscraped(eps, sent)
+		defer func() { *buf = sent[:0]; sentPool.Put(buf) }()
+	}
+	for i, e := range eps {
 		m := e.Metrics()
 		if d.stale(e, m, now) {
 			stale++
 			continue
 		}
-		q := float64(m.WaitingQueueSize) / float64(d.params.QueueDepthThreshold)
+		queue := float64(m.WaitingQueueSize)
+		if sent != nil {
+			queue += sent[i]
+		}
+		q := queue / float64(d.params.QueueDepthThreshold)
 		kv := m.KVCacheUsagePercent / d.params.KVCacheUtilThreshold
 		sum += max(q, kv)
 	}
@@ -204,6 +240,22 @@ func (d *UtilizationDetector) Saturation(eps []*endpoint.Endpoint, now time.Time
 		return sum / float64(len(eps)-stale)
 	}
 	return (sum + float64(stale)) / float64(len(eps))
+}
+
+// PreRequest implements scheduler.PreRequest: it notes where the request
+// was sent (and its prefill endpoint), for Saturation to count until the
+// endpoint's next scrape.
+func (d *UtilizationDetector) PreRequest(_ context.Context, state *scheduler.State, _ *scheduler.Request, result *scheduler.Result) {
+	if d.dispatches == nil || state == nil {
+		return
+	}
+	e := inflight.PrimaryTarget(result)
+	if e != nil {
+		d.dispatches.Add(e.HostPort, state.Now)
+	}
+	if pf := result.PrefillTarget(); pf != nil && (e == nil || pf.HostPort != e.HostPort) {
+		d.dispatches.Add(pf.HostPort, state.Now)
+	}
 }
 
 // StaleEndpoints is how many endpoints the last Saturation found with

@@ -1,6 +1,7 @@
 package filters
 
 import (
+	"encoding/json"
 	"math"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/scheduler/plugintest"
 )
 
@@ -227,5 +229,47 @@ func TestUtilizationStalenessPolicy(t *testing.T) {
 	p.StalenessPolicy = "fail-open"
 	if _, err := NewUtilizationDetector("u", p); err == nil || !strings.Contains(err.Error(), "stalenessPolicy") {
 		t.Errorf("an unknown policy was accepted: %v", err)
+	}
+}
+
+// TestUtilizationDetectorCountsUnscrapedDispatches: requests sent to an
+// endpoint after its last scrape count in its queue until the next scrape
+// (flow control releasing between two scrapes sees them), unless turned
+// off or in upstream-compatible scoring; Saturation does not allocate.
+func TestUtilizationDetectorCountsUnscrapedDispatches(t *testing.T) {
+	scraped := plugintest.Epoch.Add(-10 * time.Millisecond) // load's scrape time
+	eps := []*endpoint.Endpoint{ep("a", "10.0.0.1", nil, load(0, 0)), ep("b", "10.0.0.2", nil, load(0, 0))}
+	send := func(d *UtilizationDetector, at time.Time, n int) {
+		for range n {
+			d.PreRequest(ctx, scheduler.NewState(1, at), nil, routedTo(eps[0]))
+		}
+	}
+	build := func(raw string, h *scheduler.Handle) *UtilizationDetector {
+		p, err := UtilizationDetectorFactory("u", json.RawMessage(raw), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.(*UtilizationDetector)
+	}
+	d := build(``, nil)
+	send(d, scraped.Add(-time.Millisecond), 3) // before the scrape: in its queue already
+	if got := d.Saturation(eps, plugintest.Epoch); got != 0 {
+		t.Errorf("dispatches the scrape covers: saturation %v, want 0", got)
+	}
+	send(d, scraped.Add(time.Millisecond), 5) // after it: a queue of 5 on a, the threshold
+	if got := d.Saturation(eps, plugintest.Epoch); got != 0.5 {
+		t.Errorf("five unscraped dispatches to one of two endpoints: saturation %v, want 0.5", got)
+	}
+	if allocs := testing.AllocsPerRun(50, func() { d.Saturation(eps, plugintest.Epoch) }); allocs != 0 {
+		t.Errorf("Saturation allocates %v times per call, want 0", allocs)
+	}
+	for name, d := range map[string]*UtilizationDetector{
+		"off":      build(`{"countUnscrapedDispatches": false}`, nil),
+		"upstream": build(``, &scheduler.Handle{UpstreamScoring: true}),
+	} {
+		send(d, scraped.Add(time.Millisecond), 5)
+		if got := d.Saturation(eps, plugintest.Epoch); got != 0 {
+			t.Errorf("%s: saturation %v, want 0 (scraped queues alone)", name, got)
+		}
 	}
 }

@@ -69,7 +69,7 @@ func TestQueueDepthCountsPrefillDispatches(t *testing.T) {
 	s.PreRequest(scCtx, now, nil, withPrefill(eps[0], eps[1]))
 	s.PreRequest(scCtx, now, nil, withPrefill(eps[0], eps[0]))
 	got := make([]float64, 3)
-	s.log.addUnscraped(eps, got)
+	s.log.AddUnscraped(eps, got)
 	if diff := cmp.Diff([]float64{2, 1, 0}, got); diff != "" {
 		t.Errorf("unscraped dispatches (-want +got):\n%s", diff)
 	}
@@ -93,65 +93,13 @@ func TestQueueDepthScrapeClearsDispatches(t *testing.T) {
 	if got := s.Score(scCtx, scState(), nil, eps); !cmp.Equal(got, []float64{1, 1}) {
 		t.Errorf("after a scrape covering 3 of 5 dispatches: %v, want [1 1]", got)
 	}
-	if n := s.log.pending(); n != 2 {
+	if n := s.log.Pending(); n != 2 {
 		t.Errorf("%d dispatches kept, want the 2 not yet scraped", n)
 	}
 	eps[0].SetMetrics(&endpoint.Metrics{UpdateTime: scEpoch.Add(time.Second)})
 	s.Score(scCtx, scState(), nil, eps)
-	if n := s.log.pending(); n != 0 {
+	if n := s.log.Pending(); n != 0 {
 		t.Errorf("%d dispatches kept after a scrape covering all, want 0", n)
-	}
-}
-
-// TestDispatchLogBounded: an endpoint that is never scraped, or leaves the
-// pool, cannot grow the log without bound.
-func TestDispatchLogBounded(t *testing.T) {
-	t.Parallel()
-	l := newDispatchLog()
-	for i := range maxPendingDispatches + 100 {
-		l.add("10.0.0.1:8000", scEpoch.Add(time.Duration(i)*time.Microsecond))
-	}
-	if n := l.pending(); n != maxPendingDispatches {
-		t.Errorf("%d notes for one endpoint, want the cap %d", n, maxPendingDispatches)
-	}
-	// Much later, traffic to other endpoints sweeps the departed one away.
-	later := scEpoch.Add(maxDispatchAge + time.Minute)
-	for i := range dispatchSweepEvery {
-		l.add("10.0.0.2:8000", later.Add(time.Duration(i)*time.Microsecond))
-	}
-	l.mu.Lock()
-	_, kept := l.byEP["10.0.0.1:8000"]
-	l.mu.Unlock()
-	if kept {
-		t.Error("notes of an endpoint without traffic for longer than maxDispatchAge were not swept")
-	}
-	// Old notes stop counting even if no scrape ever covers them.
-	eps := scEndpoints(1, func(_ int, m *endpoint.Metrics) { m.UpdateTime = time.Time{} })
-	l2 := newDispatchLog()
-	l2.add(eps[0].HostPort, scEpoch)
-	l2.add("10.0.9.9:8000", scEpoch.Add(2*maxDispatchAge))
-	out := []float64{0}
-	l2.addUnscraped(eps, out)
-	if out[0] != 0 {
-		t.Errorf("a note older than maxDispatchAge counted: %v", out)
-	}
-}
-
-// TestDispatchLogOutOfOrder: concurrently scheduled requests may note
-// their dispatch slightly out of order; the log stays sorted.
-func TestDispatchLogOutOfOrder(t *testing.T) {
-	t.Parallel()
-	l := newDispatchLog()
-	for _, ms := range []int{5, 3, 9, 1} {
-		l.add("a", scEpoch.Add(time.Duration(ms)*time.Millisecond))
-	}
-	l.mu.Lock()
-	got := append([]time.Time(nil), l.byEP["a"]...)
-	l.mu.Unlock()
-	for i := 1; i < len(got); i++ {
-		if got[i].Before(got[i-1]) {
-			t.Fatalf("log not sorted: %v", got)
-		}
 	}
 }
 

@@ -79,7 +79,7 @@ func (p *QueueDepthParams) validate() error {
 // rates (where a scrape interval holds ~100 requests) by up to 95 %.
 type QueueDepth struct {
 	name scheduler.TypedName
-	log  *dispatchLog // nil: upstream behaviour
+	log  *inflight.DispatchLog // nil: upstream behaviour
 	// relativeMinSpread scales the candidates' mean load into the smallest
 	// spread that swings the full weight (0: plain min-max).
 	relativeMinSpread float64
@@ -107,7 +107,7 @@ func NewQueueDepth(name string) *QueueDepth {
 func NewQueueDepthWith(name string, p QueueDepthParams) *QueueDepth {
 	s := &QueueDepth{name: scheduler.TypedName{Type: QueueDepthType, Name: name}}
 	if p.CountUnscrapedDispatches == nil || *p.CountUnscrapedDispatches {
-		s.log = newDispatchLog()
+		s.log = inflight.NewDispatchLog()
 	}
 	s.relativeMinSpread = defaultRelativeMinSpread
 	if p.RelativeMinSpread != nil {
@@ -171,7 +171,7 @@ func (s *QueueDepth) ScoreInto(_ context.Context, _ *scheduler.State, _ *schedul
 		load += float64(m.RunningRequestsSize + m.WaitingQueueSize)
 	}
 	if s.log != nil {
-		s.log.addUnscraped(eps, out)
+		s.log.AddUnscraped(eps, out)
 	}
 	var floor float64
 	if len(eps) > 0 {
@@ -198,7 +198,7 @@ func (s *QueueDepth) PreRequest(_ context.Context, state *scheduler.State, _ *sc
 
 // dispatched notes a dispatch of this replica and tells the publisher.
 func (s *QueueDepth) dispatched(hostPort string, at time.Time) {
-	s.log.add(hostPort, at)
+	s.log.Add(hostPort, at)
 	if pub := s.publisher.Load(); pub != nil {
 		(*pub).PublishDispatch(scheduler.Dispatch{Plugin: s.name.Name, HostPort: hostPort, At: at})
 	}
@@ -225,7 +225,7 @@ func (s *QueueDepth) ApplyDispatches(ds []scheduler.Dispatch) {
 	}
 	for _, d := range ds {
 		if d.Plugin == s.name.Name && d.HostPort != "" {
-			s.log.add(d.HostPort, d.At)
+			s.log.Add(d.HostPort, d.At)
 		}
 	}
 }
@@ -262,7 +262,7 @@ func (s *QueueDepth) DumpState() any {
 		scraped[e.HostPort], names[e.HostPort] = e.Metrics().UpdateTime, e.Name
 	}
 	byName := map[string]int{}
-	for hostPort, n := range s.log.unscraped(scraped) {
+	for hostPort, n := range s.log.Unscraped(scraped) {
 		byName[names.Name(hostPort)] += n
 		st.TotalUnscrapedDispatches += n
 	}

@@ -1,4 +1,4 @@
-package scorers
+package inflight
 
 import (
 	"sort"
@@ -8,7 +8,7 @@ import (
 	"github.com/openepp/openepp/pkg/endpoint"
 )
 
-// Bounds of a dispatchLog. A dispatch older than maxDispatchAge is assumed
+// Bounds of a DispatchLog. A dispatch older than maxDispatchAge is assumed
 // to be in any metrics the endpoint reports (or the endpoint is stale and
 // other safeguards apply), and an endpoint keeps at most maxPendingDispatches
 // notes, so an endpoint that is never scraped cannot grow the log.
@@ -18,21 +18,22 @@ const (
 	dispatchSweepEvery   = 4096
 )
 
-// dispatchLog remembers when requests were routed to each endpoint, until
+// DispatchLog remembers when requests were routed to each endpoint, until
 // a scrape of that endpoint (Metrics.UpdateTime) is newer than them, so a
-// scorer can add the requests its metrics cannot show yet. Safe for
-// concurrent use.
-type dispatchLog struct {
+// plugin can add the requests its metrics cannot show yet (queue-scorer to
+// its queues, utilization-detector to its rating). Safe for concurrent use.
+type DispatchLog struct {
 	mu    sync.Mutex
 	byEP  map[string][]time.Time // by Endpoint.HostPort, ascending
 	adds  int
 	newer time.Time // latest dispatch seen, the sweep's notion of now
 }
 
-func newDispatchLog() *dispatchLog { return &dispatchLog{byEP: map[string][]time.Time{}} }
+// NewDispatchLog returns an empty log.
+func NewDispatchLog() *DispatchLog { return &DispatchLog{byEP: map[string][]time.Time{}} }
 
-// add notes a request routed to hostPort at t.
-func (l *dispatchLog) add(hostPort string, t time.Time) {
+// Add notes a request routed to hostPort at t.
+func (l *DispatchLog) Add(hostPort string, t time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ts := l.byEP[hostPort]
@@ -53,9 +54,9 @@ func (l *dispatchLog) add(hostPort string, t time.Time) {
 	}
 }
 
-// addUnscraped adds to out[i] the number of requests routed to eps[i] after
+// AddUnscraped adds to out[i] the number of requests routed to eps[i] after
 // its metrics were taken, forgetting the notes the metrics already cover.
-func (l *dispatchLog) addUnscraped(eps []*endpoint.Endpoint, out []float64) {
+func (l *DispatchLog) AddUnscraped(eps []*endpoint.Endpoint, out []float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.byEP) == 0 {
@@ -86,11 +87,11 @@ func (l *dispatchLog) addUnscraped(eps []*endpoint.Endpoint, out []float64) {
 	}
 }
 
-// unscraped returns, per address with notes, how many addUnscraped would
+// Unscraped returns, per address with notes, how many AddUnscraped would
 // count now, given the scrape times by address (an address without one is
-// bounded by the age limit alone). Unlike addUnscraped it forgets nothing.
+// bounded by the age limit alone). Unlike AddUnscraped it forgets nothing.
 // Each address costs a binary search under the lock.
-func (l *dispatchLog) unscraped(scraped map[string]time.Time) map[string]int {
+func (l *DispatchLog) Unscraped(scraped map[string]time.Time) map[string]int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make(map[string]int, len(l.byEP))
@@ -110,7 +111,7 @@ func (l *dispatchLog) unscraped(scraped map[string]time.Time) map[string]int {
 
 // sweepLocked forgets endpoints whose newest note is too old to count,
 // which is how the notes of endpoints that left the pool go away.
-func (l *dispatchLog) sweepLocked() {
+func (l *DispatchLog) sweepLocked() {
 	floor := l.newer.Add(-maxDispatchAge)
 	for hp, ts := range l.byEP {
 		if !ts[len(ts)-1].After(floor) {
@@ -119,8 +120,8 @@ func (l *dispatchLog) sweepLocked() {
 	}
 }
 
-// pending returns how many notes are kept, for tests.
-func (l *dispatchLog) pending() int {
+// Pending returns how many notes are kept.
+func (l *DispatchLog) Pending() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0

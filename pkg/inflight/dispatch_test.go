@@ -1,0 +1,73 @@
+package inflight
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+)
+
+// logEpoch is the dispatch log tests' "now".
+var logEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// logEndpoints returns n endpoints never scraped.
+func logEndpoints(n int) []*endpoint.Endpoint {
+	out := make([]*endpoint.Endpoint, n)
+	for i := range out {
+		out[i] = endpoint.New(endpoint.Spec{Name: fmt.Sprintf("e%d", i), Address: fmt.Sprintf("10.0.0.%d", i+1), Port: 8000})
+	}
+	return out
+}
+
+// TestDispatchLogBounded: an endpoint that is never scraped, or leaves the
+// pool, cannot grow the log without bound.
+func TestDispatchLogBounded(t *testing.T) {
+	t.Parallel()
+	l := NewDispatchLog()
+	for i := range maxPendingDispatches + 100 {
+		l.Add("10.0.0.1:8000", logEpoch.Add(time.Duration(i)*time.Microsecond))
+	}
+	if n := l.Pending(); n != maxPendingDispatches {
+		t.Errorf("%d notes for one endpoint, want the cap %d", n, maxPendingDispatches)
+	}
+	// Much later, traffic to other endpoints sweeps the departed one away.
+	later := logEpoch.Add(maxDispatchAge + time.Minute)
+	for i := range dispatchSweepEvery {
+		l.Add("10.0.0.2:8000", later.Add(time.Duration(i)*time.Microsecond))
+	}
+	l.mu.Lock()
+	_, kept := l.byEP["10.0.0.1:8000"]
+	l.mu.Unlock()
+	if kept {
+		t.Error("notes of an endpoint without traffic for longer than maxDispatchAge were not swept")
+	}
+	// Old notes stop counting even if no scrape ever covers them.
+	eps := logEndpoints(1)
+	l2 := NewDispatchLog()
+	l2.Add(eps[0].HostPort, logEpoch)
+	l2.Add("10.0.9.9:8000", logEpoch.Add(2*maxDispatchAge))
+	out := []float64{0}
+	l2.AddUnscraped(eps, out)
+	if out[0] != 0 {
+		t.Errorf("a note older than maxDispatchAge counted: %v", out)
+	}
+}
+
+// TestDispatchLogOutOfOrder: concurrently scheduled requests may note
+// their dispatch slightly out of order; the log stays sorted.
+func TestDispatchLogOutOfOrder(t *testing.T) {
+	t.Parallel()
+	l := NewDispatchLog()
+	for _, ms := range []int{5, 3, 9, 1} {
+		l.Add("a", logEpoch.Add(time.Duration(ms)*time.Millisecond))
+	}
+	l.mu.Lock()
+	got := append([]time.Time(nil), l.byEP["a"]...)
+	l.mu.Unlock()
+	for i := 1; i < len(got); i++ {
+		if got[i].Before(got[i-1]) {
+			t.Fatalf("log not sorted: %v", got)
+		}
+	}
+}
