@@ -126,7 +126,7 @@ func (p *poller) dispatch(ctx context.Context, now time.Time) {
 		if t.join(eps) {
 			t.DueNow() // an endpoint new to the exporter
 		}
-		if !p.slots.Claim(&t.Turn, now, p.s.interval) {
+		if !p.slots.Claim(&t.Turn, now, p.s.Interval) {
 			continue
 		}
 		p.wg.Go(func() {
@@ -204,7 +204,7 @@ func names(eps []*endpoint.Endpoint) []string {
 
 // fetch GETs and parses a page, bounded by the timeout and MaxPageBytes.
 func (s *Source) fetch(ctx context.Context, url string) (map[string]*dto.MetricFamily, string, error) {
-	body, reason, err := httppoll.Get(ctx, s.transport, httppoll.Request{URL: url, Timeout: s.timeout, MaxBytes: MaxPageBytes,
+	body, reason, err := httppoll.Get(ctx, s.transport, httppoll.Request{URL: url, Timeout: s.Timeout, MaxBytes: MaxPageBytes,
 		Name: "DCGM page", Header: header})
 	if err != nil {
 		return nil, reason, err

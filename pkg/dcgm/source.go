@@ -78,20 +78,20 @@ type Source struct {
 	path       string
 	port       int
 	useNode    bool
-	interval   time.Duration
-	timeout    time.Duration
-	timeoutSet bool // the timeout parameter was given: an interval leaves it
 	transport  *http.Transport
 	endpoints  func() []*endpoint.Endpoint
 	clock      scheduler.Clock
 	log        logr.Logger
 	tel        *pollMetrics
 	extractors []familyExtractor
+
+	httppoll.Timing // interval and timeout, and SetInterval
 }
 
 var (
-	_ scheduler.DataSource = (*Source)(nil)
-	_ scheduler.Runnable   = (*Source)(nil)
+	_ scheduler.DataSource     = (*Source)(nil)
+	_ scheduler.Runnable       = (*Source)(nil)
+	_ scheduler.IntervalSource = (*Source)(nil) // by httppoll.Timing
 )
 
 // SourceFactory builds a Source from config; with https it reads the CA
@@ -113,7 +113,7 @@ func SourceFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sched
 	if s.clock == nil {
 		s.clock = scheduler.RealClock{}
 	}
-	s.interval, s.timeout, s.timeoutSet = httppoll.Durations(p.Interval, p.Timeout, DefaultInterval, DefaultTimeout)
+	s.Timing = httppoll.NewTiming(p.Interval, p.Timeout, DefaultInterval, DefaultTimeout)
 	if p.Scheme != "" {
 		s.scheme = p.Scheme
 	}
@@ -123,7 +123,7 @@ func SourceFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sched
 	if p.Port != nil {
 		s.port = *p.Port
 	}
-	s.transport, err = httppoll.NewTransport(p.ClientParams, s.interval, s.timeout, s.log.WithValues("use", "DCGM client certificate"))
+	s.transport, err = httppoll.NewTransport(p.ClientParams, s.Interval, s.Timeout, s.log.WithValues("use", "DCGM client certificate"))
 	if err != nil {
 		return nil, err
 	}
@@ -139,15 +139,6 @@ func SourceRegistration() scheduler.Registration {
 
 // TypedName implements scheduler.Plugin.
 func (s *Source) TypedName() scheduler.TypedName { return s.name }
-
-// SetInterval implements scheduler.IntervalSource: the polling interval of
-// the source's dataLayer.sources entry (llm-d's), as the interval parameter.
-func (s *Source) SetInterval(d time.Duration) {
-	s.interval = d
-	if !s.timeoutSet {
-		s.timeout = min(DefaultTimeout, d)
-	}
-}
 
 // AddExtractor implements scheduler.DataSource: the extractor must read
 // Prometheus metric families.
@@ -174,7 +165,7 @@ func (s *Source) Start(ctx context.Context) error {
 		p.wg.Wait()
 		s.clear(s.endpoints())
 	}()
-	httppoll.Tick(ctx, s.interval, func(now time.Time) { p.dispatch(ctx, now) })
+	httppoll.Tick(ctx, s.Interval, func(now time.Time) { p.dispatch(ctx, now) })
 	return nil
 }
 

@@ -161,8 +161,8 @@ func TestSourceParams(t *testing.T) {
 		}
 		s := p.(*Source)
 		url := s.scheme + "://" + s.exporter(ep) + s.path
-		if s.interval != tc.interval || s.timeout != tc.tmo || url != tc.url || s.useNode != tc.useNode {
-			t.Errorf("%s: interval %s timeout %s url %s useNode %v", tc.params, s.interval, s.timeout, url, s.useNode)
+		if s.Interval != tc.interval || s.Timeout != tc.tmo || url != tc.url || s.useNode != tc.useNode {
+			t.Errorf("%s: interval %s timeout %s url %s useNode %v", tc.params, s.Interval, s.Timeout, url, s.useNode)
 		}
 		if s.scheme == "https" && !s.transport.TLSClientConfig.InsecureSkipVerify {
 			t.Errorf("%s: insecureSkipVerify defaults to false", tc.params)

@@ -101,7 +101,7 @@ func TestNewTransport(t *testing.T) {
 	}
 }
 
-func TestDurations(t *testing.T) {
+func TestTiming(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		interval, timeout string
@@ -115,9 +115,19 @@ func TestDurations(t *testing.T) {
 		{timeout: "9s", wantInterval: 5 * time.Second, wantTimeout: 9 * time.Second, wantSet: true},
 	}
 	for _, tc := range tests {
-		iv, to, set := Durations(tc.interval, tc.timeout, 5*time.Second, 2*time.Second)
-		if iv != tc.wantInterval || to != tc.wantTimeout || set != tc.wantSet {
-			t.Errorf("%q %q: %s %s %v", tc.interval, tc.timeout, iv, to, set)
+		tm := NewTiming(tc.interval, tc.timeout, 5*time.Second, 2*time.Second)
+		if tm.Interval != tc.wantInterval || tm.Timeout != tc.wantTimeout || tm.timeoutSet != tc.wantSet {
+			t.Errorf("%q %q: %s %s %v", tc.interval, tc.timeout, tm.Interval, tm.Timeout, tm.timeoutSet)
+		}
+		// A dataLayer.sources interval moves a timeout that was not given
+		// (to the default, 2s, or the interval, the shorter).
+		tm.SetInterval(time.Second)
+		want := tc.wantTimeout
+		if !tc.wantSet {
+			want = time.Second
+		}
+		if tm.Interval != time.Second || tm.Timeout != want {
+			t.Errorf("%q %q after SetInterval(1s): interval %s timeout %s, want 1s %s", tc.interval, tc.timeout, tm.Interval, tm.Timeout, want)
 		}
 	}
 	var got []string

@@ -21,18 +21,38 @@ func DurationProblems(interval, timeout, example string) []error {
 	return errs
 }
 
-// Durations reads the interval and timeout parameters, valid as
+// Timing is a source's polling interval and per-poll timeout, as its
+// parameters give them and its dataLayer.sources entry's interval (llm-d's)
+// changes them. Sources embed it.
+type Timing struct {
+	Interval, Timeout time.Duration
+	timeoutSet        bool // the timeout parameter was given: an interval leaves it
+	defTimeout        time.Duration
+}
+
+// NewTiming reads the interval and timeout parameters, valid as
 // DurationProblems checks: an empty interval is defInterval, an empty
-// timeout defTimeout or the interval, the shorter. timeoutSet reports that
-// the timeout was given, so that a later interval (SetInterval) leaves it.
-func Durations(interval, timeout string, defInterval, defTimeout time.Duration) (iv, to time.Duration, timeoutSet bool) {
-	iv = defInterval
+// timeout defTimeout or the interval, the shorter.
+func NewTiming(interval, timeout string, defInterval, defTimeout time.Duration) Timing {
+	t := Timing{Interval: defInterval, defTimeout: defTimeout}
 	if interval != "" {
-		iv, _ = time.ParseDuration(interval)
+		t.Interval, _ = time.ParseDuration(interval)
 	}
 	if timeout == "" {
-		return iv, min(defTimeout, iv), false
+		t.Timeout = min(defTimeout, t.Interval)
+		return t
 	}
-	to, _ = time.ParseDuration(timeout)
-	return iv, to, true
+	t.Timeout, _ = time.ParseDuration(timeout)
+	t.timeoutSet = true
+	return t
+}
+
+// SetInterval implements scheduler.IntervalSource: the polling interval of
+// the source's dataLayer.sources entry, as the interval parameter; a
+// timeout not given follows it.
+func (t *Timing) SetInterval(d time.Duration) {
+	t.Interval = d
+	if !t.timeoutSet {
+		t.Timeout = min(t.defTimeout, d)
+	}
 }

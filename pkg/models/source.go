@@ -71,9 +71,6 @@ func (p *SourceParams) validate() error {
 type Source struct {
 	name       scheduler.TypedName
 	url        func(ep *endpoint.Endpoint) string
-	interval   time.Duration
-	timeout    time.Duration
-	timeoutSet bool // the timeout parameter was given: an interval leaves it
 	transport  *http.Transport
 	endpoints  func() []*endpoint.Endpoint
 	clock      scheduler.Clock
@@ -81,11 +78,14 @@ type Source struct {
 	tel        *pollMetrics
 	extractors []listExtractor
 	apiKey     *apiKey // nil: polls carry no credentials
+
+	httppoll.Timing // interval and timeout, and SetInterval
 }
 
 var (
-	_ scheduler.DataSource = (*Source)(nil)
-	_ scheduler.Runnable   = (*Source)(nil)
+	_ scheduler.DataSource     = (*Source)(nil)
+	_ scheduler.Runnable       = (*Source)(nil)
+	_ scheduler.IntervalSource = (*Source)(nil) // by httppoll.Timing
 )
 
 // SourceFactory builds a Source from config; it reads the CA bundle and
@@ -106,7 +106,7 @@ func SourceFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sched
 	if s.clock == nil {
 		s.clock = scheduler.RealClock{}
 	}
-	s.interval, s.timeout, s.timeoutSet = httppoll.Durations(p.Interval, p.Timeout, DefaultInterval, DefaultTimeout)
+	s.Timing = httppoll.NewTiming(p.Interval, p.Timeout, DefaultInterval, DefaultTimeout)
 	scheme, path := "http", "/v1/models"
 	if p.Scheme != "" {
 		scheme = p.Scheme
@@ -120,7 +120,7 @@ func SourceFactory(name string, raw json.RawMessage, h *scheduler.Handle) (sched
 			return nil, err
 		}
 	}
-	s.transport, err = httppoll.NewTransport(p.ClientParams, s.interval, s.timeout, s.log.WithValues("use", "model list client certificate"))
+	s.transport, err = httppoll.NewTransport(p.ClientParams, s.Interval, s.Timeout, s.log.WithValues("use", "model list client certificate"))
 	if err != nil {
 		return nil, err
 	}
@@ -136,15 +136,6 @@ func SourceRegistration() scheduler.Registration {
 
 // TypedName implements scheduler.Plugin.
 func (s *Source) TypedName() scheduler.TypedName { return s.name }
-
-// SetInterval implements scheduler.IntervalSource: the polling interval of
-// the source's dataLayer.sources entry (llm-d's), as the interval parameter.
-func (s *Source) SetInterval(d time.Duration) {
-	s.interval = d
-	if !s.timeoutSet {
-		s.timeout = min(DefaultTimeout, d)
-	}
-}
 
 // AddExtractor implements scheduler.DataSource: the extractor must read
 // model lists.
@@ -166,7 +157,7 @@ func (s *Source) Start(ctx context.Context) error {
 	defer s.transport.CloseIdleConnections()
 	p := s.newPoller()
 	defer p.wg.Wait()
-	httppoll.Tick(ctx, s.interval, func(now time.Time) { p.dispatch(ctx, now) })
+	httppoll.Tick(ctx, s.Interval, func(now time.Time) { p.dispatch(ctx, now) })
 	return nil
 }
 
@@ -204,7 +195,7 @@ func (p *poller) dispatch(ctx context.Context, now time.Time) {
 			st = &pollState{}
 			p.states[ep.Name] = st
 		}
-		if !p.slots.Claim(&st.Turn, now, p.s.interval) {
+		if !p.slots.Claim(&st.Turn, now, p.s.Interval) {
 			continue
 		}
 		p.wg.Go(func() {
@@ -256,7 +247,7 @@ func (s *Source) poll(ctx context.Context, ep *endpoint.Endpoint, st *pollState)
 
 // fetch GETs the list, bounded by the timeout and MaxListBytes.
 func (s *Source) fetch(ctx context.Context, ep *endpoint.Endpoint) ([]byte, string, error) {
-	return httppoll.Get(ctx, s.transport, httppoll.Request{URL: s.url(ep), Timeout: s.timeout, MaxBytes: MaxListBytes,
+	return httppoll.Get(ctx, s.transport, httppoll.Request{URL: s.url(ep), Timeout: s.Timeout, MaxBytes: MaxListBytes,
 		Name: "model list", Header: s.header})
 }
 

@@ -368,12 +368,12 @@ func TestSourceParams(t *testing.T) {
 		}
 	}
 	p, _ := SourceFactory("s", json.RawMessage(`{"interval": "500ms"}`), &scheduler.Handle{})
-	if s := p.(*Source); s.interval != 500*time.Millisecond || s.timeout != 500*time.Millisecond {
-		t.Errorf("interval %s timeout %s; the default timeout is at most the interval", s.interval, s.timeout)
+	if s := p.(*Source); s.Interval != 500*time.Millisecond || s.Timeout != 500*time.Millisecond {
+		t.Errorf("interval %s timeout %s; the default timeout is at most the interval", s.Interval, s.Timeout)
 	}
 	p, _ = SourceFactory("s", nil, &scheduler.Handle{})
-	if s := p.(*Source); s.interval != DefaultInterval || s.timeout != DefaultTimeout {
-		t.Errorf("defaults: interval %s timeout %s", s.interval, s.timeout)
+	if s := p.(*Source); s.Interval != DefaultInterval || s.Timeout != DefaultTimeout {
+		t.Errorf("defaults: interval %s timeout %s", s.Interval, s.Timeout)
 	}
 }
 
