@@ -57,7 +57,7 @@ func TestWithoutCRDs(t *testing.T) {
 	})
 	ns := bare.Namespace(t)
 	bare.RunningPod(t, ns, "a", "127.0.0.2", model)
-	err = controller.Preflight(bare.Config, controller.Options{Namespace: ns, PoolName: "pool", Store: datastore.New()})
+	err = controller.Preflight(bare.Config, controller.Options{Namespace: ns, PoolNames: []string{"pool"}, Store: datastore.New()})
 	if want := "kubernetes source: the InferencePool CRD (inference.networking.k8s.io/v1) is not installed"; err == nil || err.Error() != want {
 		t.Errorf("pool mode without the CRD: error %v, want %q", err, want)
 	}
@@ -71,7 +71,7 @@ func TestWithoutCRDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs logSink
-	pool, err := startSourceOn(t, bare, controller.Options{Namespace: ns, PoolName: "pool", Log: funcr.New(logs.add, funcr.Options{})})
+	pool, err := startSourceOn(t, bare, controller.Options{Namespace: ns, PoolNames: []string{"pool"}, Log: funcr.New(logs.add, funcr.Options{})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestWithoutCRDs(t *testing.T) {
 	if diff := cmp.Diff(want, logs.matching("watch disabled")); diff != "" {
 		t.Errorf("logs (-want +got):\n%s", diff)
 	}
-	if _, ok := pool.lookups.Objectives.Priority("anything"); ok {
+	if _, ok := pool.lookups["pool"].Objectives.Priority("anything"); ok {
 		t.Error("objective found without the CRD")
 	}
 }

@@ -1,35 +1,53 @@
 // Package controller is the Kubernetes endpoint source of the EPP: a set of
-// controller-runtime reconcilers that turn an InferencePool (or a plain label
-// selector) and the Pods it selects into datastore endpoints, and that read
-// InferenceObjective priorities and InferenceModelRewrite rules for the
-// request path.
+// controller-runtime reconcilers that turn one or more InferencePools (or a
+// plain label selector) and the Pods they select into datastore endpoints,
+// and that read each pool's InferenceObjective priorities and
+// InferenceModelRewrite rules for the request path.
 //
 // # Endpoints
 //
-// A Pod becomes endpoints when it is Ready, has an IP, carries no deletion
-// timestamp, lives in the pool namespace and matches the selector. It yields
-// one endpoint per target port, named "<pod>-rank-<i>" where i is the port's
-// index in targetPorts; the llm-d.ai/active-ports annotation (or, when that
-// is absent, inference.networking.k8s.io/active-ports) restricts which ports
-// are active. Every rank carries the Pod's spec.nodeName as its node (empty
-// until the Pod is scheduled; binding it updates the endpoints). Every
-// endpoint is reported under the datastore source SourceName.
+// A Pod becomes endpoints of a pool when it is Ready, has an IP, carries no
+// deletion timestamp, lives in the pool namespace and matches the pool's
+// selector. It yields one endpoint per target port, named "<pod>-rank-<i>"
+// where i is the port's index in targetPorts; the llm-d.ai/active-ports
+// annotation (or, when that is absent,
+// inference.networking.k8s.io/active-ports) restricts which ports are
+// active. Every rank carries the Pod's spec.nodeName as its node (empty
+// until the Pod is scheduled; binding it updates the endpoints) and, in
+// pool mode, the pool's name as its Pool (empty in selector mode). With one
+// pool or a selector every endpoint is reported under the datastore source
+// SourceName.
 //
-// The pool reconciler owns the full picture: when the pool appears or its
-// selector or ports change it recomputes every endpoint from the Pod cache
-// (Store.Replace, which also marks the source synced); when the pool is
-// deleted it removes the source (the EPP is then not ready). The Pod
-// reconciler applies single-Pod changes in between. Both hold one lock while
-// they read the cache and write the store, so a resync and a Pod update can
-// never interleave into a stale endpoint.
+// The pool reconciler owns the full picture of a pool: when the pool
+// appears or its selector or ports change it recomputes every endpoint from
+// the Pod cache (Store.Replace, which also marks the source synced); when
+// the pool is deleted it removes the source (with one pool the EPP is then
+// not ready). The Pod reconciler applies single-Pod changes in between.
+// Both hold one lock while they read the cache and write the store, so a
+// resync and a Pod update can never interleave into a stale endpoint.
+//
+// # Several pools
+//
+// With several pool names (all in one namespace and group) each pool is
+// followed on its own: its endpoints are named "<pool>/<pod>-rank-<i>" and
+// reported under the source SourceName+"/"+pool, so that deleting one pool
+// clears only its endpoints while the others keep serving. A Pod selected
+// by two pools gives one endpoint per pool: it is scraped and tracked once
+// per pool, as two endpoints at the same address. A Pod change is applied
+// to every pool, so a relabelled Pod leaves one pool and joins another.
+// The cache then holds every InferencePool of the namespace (a field
+// selector names only one) and the reconciler ignores those not served.
+// The store is ready once any pool has synced.
 //
 // # Objectives and rewrites
 //
 // InferenceObjective and InferenceModelRewrite are read from GIE's
 // inference.networking.x-k8s.io/v1alpha2 group and from llm-d's llm-d.ai/
 // v1alpha2 group, each only when its CRD is installed (checked once at
-// Setup). Only objects whose poolRef names this EPP's pool count. When both
-// groups hold an answer, llm-d's wins.
+// Setup). An object counts for the pool its poolRef names, if this EPP
+// serves it, and is ignored otherwise; Setup returns each pool's Lookups.
+// One watch per kind and group feeds every pool. When both groups hold an
+// answer, llm-d's wins.
 //
 // # Replica peers
 //

@@ -34,8 +34,15 @@ type poolSpec struct {
 	ports    []int
 }
 
-// rankName is the endpoint name of a Pod's i-th target port.
-func rankName(pod string, i int) string { return pod + rankSeparator + strconv.Itoa(i) }
+// naming sets one pool's endpoints apart from another's: the pool they
+// carry in Spec.Pool (empty in selector mode) and the prefix of their
+// names ("<pool>/" when the EPP serves several pools, else empty).
+type naming struct{ pool, prefix string }
+
+// rank is the endpoint name of a Pod's i-th target port.
+func (n naming) rank(pod string, i int) string {
+	return n.prefix + pod + rankSeparator + strconv.Itoa(i)
+}
 
 // podEligible reports whether pod should be routed to at all: Ready, with
 // an IP, not being deleted, matching the selector.
@@ -47,11 +54,11 @@ func podEligible(pod *corev1.Pod, spec *poolSpec) bool {
 }
 
 // podEndpoints returns the endpoints pod contributes under spec (none when
-// it is not eligible), indexed like spec.ports: a nil entry is an inactive
-// rank. Every rank carries the pod's node, empty until it is scheduled. The
-// error reports an unusable active-ports annotation; the valid part of it
-// still applies.
-func podEndpoints(pod *corev1.Pod, spec *poolSpec) ([]*endpoint.Spec, error) {
+// it is not eligible), named by n and indexed like spec.ports: a nil entry
+// is an inactive rank. Every rank carries the pod's node, empty until it is
+// scheduled. The error reports an unusable active-ports annotation; the
+// valid part of it still applies.
+func podEndpoints(pod *corev1.Pod, spec *poolSpec, n naming) ([]*endpoint.Spec, error) {
 	out := make([]*endpoint.Spec, len(spec.ports))
 	if !podEligible(pod, spec) {
 		return out, nil
@@ -62,9 +69,10 @@ func podEndpoints(pod *corev1.Pod, spec *poolSpec) ([]*endpoint.Spec, error) {
 			continue
 		}
 		out[i] = &endpoint.Spec{
-			Name:        rankName(pod.Name, i),
+			Name:        n.rank(pod.Name, i),
 			Namespace:   pod.Namespace,
 			Pod:         pod.Name,
+			Pool:        n.pool,
 			Node:        pod.Spec.NodeName,
 			NodeAddress: pod.Status.HostIP,
 			Address:     pod.Status.PodIP,

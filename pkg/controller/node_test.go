@@ -42,7 +42,7 @@ func TestEndpointNode(t *testing.T) {
 	}{
 		{name: "pool", opts: func(t *testing.T, ns string) controller.Options {
 			env.Pool(t, ns, "pool", model, ports...)
-			return controller.Options{Namespace: ns, PoolName: "pool"}
+			return controller.Options{Namespace: ns, PoolNames: []string{"pool"}}
 		}},
 		{name: "selector", opts: func(t *testing.T, ns string) controller.Options {
 			return controller.Options{Namespace: ns, Selector: labels.SelectorFromSet(model), TargetPorts: ports}

@@ -28,9 +28,9 @@ func (g group) String() string {
 	return v1alpha2.GroupName
 }
 
-// Objectives maps InferenceObjective names to priorities for the request
-// path (server.Objectives). It is safe for concurrent use; the zero value
-// is not, use NewObjectives.
+// Objectives maps one pool's InferenceObjective names to priorities for
+// the request path (server.Objectives). It is safe for concurrent use; the
+// zero value is not, use NewObjectives.
 type Objectives struct {
 	mu      sync.RWMutex
 	byGroup [numGroups]map[string]int
@@ -73,7 +73,7 @@ func (o *Objectives) set(g group, name string, obj *v1alpha2.InferenceObjective)
 	o.byGroup[g][name] = p
 }
 
-// poolRef is the pool this EPP serves, as objectives and rewrites name it.
+// poolRef is a pool this EPP serves, as objectives and rewrites name it.
 type poolRef struct{ name, group string }
 
 // matches applies the CRD defaults: group inference.networking.k8s.io,
@@ -109,19 +109,4 @@ func (r *crdReconciler[T]) Reconcile(ctx context.Context, req reconcile.Request)
 		r.apply(req.Name, obj, obj.GetDeletionTimestamp() == nil)
 	}
 	return reconcile.Result{}, nil
-}
-
-// objectiveApplier records an objective when it is present and for our
-// pool, and forgets it otherwise (its poolRef may have moved away).
-func objectiveApplier[T client.Object](o *Objectives, g group, pool poolRef, view func(T) *v1alpha2.InferenceObjective) func(string, T, bool) {
-	return func(name string, obj T, present bool) {
-		var io *v1alpha2.InferenceObjective
-		if present {
-			io = view(obj)
-		}
-		if io != nil && !pool.matches(io.Spec.PoolRef) {
-			io = nil
-		}
-		o.set(g, name, io)
-	}
 }

@@ -81,7 +81,7 @@ func (r *peerCalls) checkEveryCallIsAChange(t *testing.T) {
 func startPeers(t *testing.T, ns, service string, restrict bool) *peerCalls {
 	t.Helper()
 	o := controller.PeerOptions{Namespace: ns, Service: service}
-	c := controller.CacheOptions(controller.Options{Namespace: ns, PoolName: "pool"})
+	c := controller.CacheOptions(controller.Options{Namespace: ns, PoolNames: []string{"pool"}})
 	if restrict {
 		controller.AddPeerCache(&c, o)
 	}

@@ -18,12 +18,24 @@ import (
 	"github.com/openepp/openepp/pkg/endpoint"
 )
 
-// members is the state the pool and Pod reconcilers share. mu serialises
-// every cache read + store write, so that a full resync and a single-Pod
-// update are applied in the order they read the cache.
+// pools is the state the pool and Pod reconcilers share: the members of
+// every pool served, in PoolNames order (in selector mode one, for pool
+// ""). mu serialises every cache read + store write, so that a full resync
+// and a single-Pod update are applied in the order they read the cache. One
+// lock covers every pool: a single Pod and a single pool controller apply
+// all changes anyway.
+type pools struct {
+	mu     sync.Mutex
+	list   []*members
+	byName map[string]*members // read-only after newPools
+}
+
+// members is one pool's endpoints: the spec they follow, the names and
+// datastore source they are reported under.
 type members struct {
-	mu        sync.Mutex
-	spec      *poolSpec // nil: no pool (not synced)
+	spec      *poolSpec // nil: no pool (not synced); guarded by pools.mu
+	naming    naming
+	source    string
 	namespace string
 	reader    client.Reader
 	store     Store
@@ -41,7 +53,7 @@ func (m *members) resyncLocked(ctx context.Context, spec *poolSpec) error {
 	}
 	var specs []endpoint.Spec
 	for i := range pods.Items {
-		eps, err := podEndpoints(&pods.Items[i], spec)
+		eps, err := podEndpoints(&pods.Items[i], spec, m.naming)
 		m.logAnnotationErr(&pods.Items[i], err)
 		for _, e := range eps {
 			if e != nil {
@@ -49,7 +61,7 @@ func (m *members) resyncLocked(ctx context.Context, spec *poolSpec) error {
 			}
 		}
 	}
-	m.store.Replace(SourceName, specs)
+	m.store.Replace(m.source, specs)
 	m.spec = spec
 	m.log.Info("endpoints resynced", "endpoints", len(specs), "pods", len(pods.Items))
 	return nil
@@ -60,15 +72,15 @@ func (m *members) applyPodLocked(name string, pod *corev1.Pod) {
 	eps := make([]*endpoint.Spec, len(m.spec.ports))
 	if pod != nil {
 		var err error
-		eps, err = podEndpoints(pod, m.spec)
+		eps, err = podEndpoints(pod, m.spec, m.naming)
 		m.logAnnotationErr(pod, err)
 	}
 	for i, e := range eps {
 		if e == nil {
-			m.store.Delete(rankName(name, i))
+			m.store.Delete(m.naming.rank(name, i))
 			continue
 		}
-		m.store.Upsert(SourceName, *e)
+		m.store.Upsert(m.source, *e)
 	}
 	kv := []any{"pod", name, "endpoints", countSet(eps)}
 	if pod != nil && pod.Spec.NodeName != "" {
@@ -93,24 +105,36 @@ func countSet(eps []*endpoint.Spec) int {
 	return n
 }
 
-// podReconciler applies single-Pod changes once the pool is known.
-type podReconciler struct{ m *members }
+// podReconciler applies single-Pod changes to every pool that is known:
+// a Pod may join or leave several pools at once (a relabel), so each pool
+// re-evaluates it, and one that does not select it drops its ranks, if any.
+type podReconciler struct {
+	pools     *pools
+	namespace string
+	reader    client.Reader
+}
 
 func (r *podReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	r.m.mu.Lock()
-	defer r.m.mu.Unlock()
-	if r.m.spec == nil || req.Namespace != r.m.namespace {
-		return reconcile.Result{}, nil // the pool's resync will see this Pod
+	if req.Namespace != r.namespace {
+		return reconcile.Result{}, nil
+	}
+	r.pools.mu.Lock()
+	defer r.pools.mu.Unlock()
+	known := slices.DeleteFunc(slices.Clone(r.pools.list), func(m *members) bool { return m.spec == nil })
+	if len(known) == 0 {
+		return reconcile.Result{}, nil // the pools' resyncs will see this Pod
 	}
 	var pod corev1.Pod
-	err := r.m.reader.Get(ctx, req.NamespacedName, &pod)
+	found := &pod
+	err := r.reader.Get(ctx, req.NamespacedName, &pod)
 	switch {
 	case apierrors.IsNotFound(err):
-		r.m.applyPodLocked(req.Name, nil)
+		found = nil
 	case err != nil:
 		return reconcile.Result{}, fmt.Errorf("get pod %q: %w", req.Name, err)
-	default:
-		r.m.applyPodLocked(req.Name, &pod)
+	}
+	for _, m := range known {
+		m.applyPodLocked(req.Name, found)
 	}
 	return reconcile.Result{}, nil
 }

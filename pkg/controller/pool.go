@@ -11,59 +11,84 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	infv1 "sigs.k8s.io/gateway-api-inference-extension/api/v1"
 )
 
-// poolReconciler follows the one InferencePool the EPP serves. The cache
-// holds only that pool (field selector on its name), so every request is
-// for it.
-type poolReconciler struct {
-	m    *members
-	name string
+// newPools builds the members of each pool o names, or of the one
+// selector-mode stand-in. One pool keeps the names and source of a
+// single-pool EPP; with several, each pool reports under its own source and
+// prefixes its endpoint names with "<pool>/", so that a Pod selected by two
+// pools gives one endpoint per pool, each scraped and tracked on its own.
+func newPools(o Options, reader client.Reader) *pools {
+	p := &pools{byName: map[string]*members{}}
+	add := func(n naming, source string, log logr.Logger) {
+		m := &members{naming: n, source: source, namespace: o.Namespace, reader: reader, store: o.Store, log: log}
+		p.list = append(p.list, m)
+		p.byName[n.pool] = m
+	}
+	switch {
+	case len(o.PoolNames) == 0:
+		add(naming{}, SourceName, o.Log)
+	case len(o.PoolNames) == 1:
+		add(naming{pool: o.PoolNames[0]}, SourceName, o.Log.WithValues("pool", o.PoolNames[0]))
+	default:
+		for _, name := range o.PoolNames {
+			add(naming{pool: name, prefix: name + "/"}, SourceName+"/"+name, o.Log.WithValues("pool", name))
+		}
+	}
+	return p
 }
 
+// poolReconciler follows the InferencePools the EPP serves. With one pool
+// the cache holds only that one (field selector on its name); with several
+// it holds the namespace's pools, and those not served are ignored.
+type poolReconciler struct{ pools *pools }
+
 func (r *poolReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	if req.Name != r.name || req.Namespace != r.m.namespace {
+	m := r.pools.byName[req.Name]
+	if m == nil || req.Namespace != m.namespace {
 		return reconcile.Result{}, nil
 	}
 	var pool infv1.InferencePool
-	err := r.m.reader.Get(ctx, req.NamespacedName, &pool)
+	err := m.reader.Get(ctx, req.NamespacedName, &pool)
 	switch {
 	case apierrors.IsNotFound(err) || err == nil && pool.DeletionTimestamp != nil:
-		r.clear("pool deleted")
+		r.clear(m, "pool deleted")
 		return reconcile.Result{}, nil
 	case err != nil:
 		return reconcile.Result{}, fmt.Errorf("get pool %q: %w", req.Name, err)
 	}
 	spec, err := specFromPool(&pool)
 	if err != nil {
-		r.clear("pool unusable")
+		r.clear(m, "pool unusable")
 		return reconcile.Result{}, reconcile.TerminalError(fmt.Errorf("pool %q: %w", req.Name, err))
 	}
-	r.m.mu.Lock()
-	defer r.m.mu.Unlock()
-	if sameSpec(r.m.spec, spec) {
+	r.pools.mu.Lock()
+	defer r.pools.mu.Unlock()
+	if sameSpec(m.spec, spec) {
 		return reconcile.Result{}, nil
 	}
-	r.m.log.Info("pool changed, resyncing endpoints", "pool", req.Name, "selector", spec.selector.String(), "ports", spec.ports)
-	if err := r.m.resyncLocked(ctx, spec); err != nil {
+	m.log.Info("pool changed, resyncing endpoints", "selector", spec.selector.String(), "ports", spec.ports)
+	if err := m.resyncLocked(ctx, spec); err != nil {
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{}, nil
 }
 
-// clear forgets the pool: every endpoint goes and the source is no longer
-// synced, so the EPP reports not ready until the pool is back.
-func (r *poolReconciler) clear(why string) {
-	r.m.mu.Lock()
-	defer r.m.mu.Unlock()
-	if r.m.spec == nil {
+// clear forgets the pool: its endpoints go and its source is no longer
+// synced; other pools keep serving. With one pool the EPP then reports not
+// ready until the pool is back.
+func (r *poolReconciler) clear(m *members, why string) {
+	r.pools.mu.Lock()
+	defer r.pools.mu.Unlock()
+	if m.spec == nil {
 		return
 	}
-	r.m.spec = nil
-	r.m.store.DeleteSource(SourceName)
-	r.m.log.Info("endpoints cleared", "pool", r.name, "reason", why)
+	m.spec = nil
+	m.store.DeleteSource(m.source)
+	m.log.Info("endpoints cleared", "reason", why)
 }
 
 // specFromPool reads the selector and target ports; both are required by
@@ -103,6 +128,7 @@ func sameSpec(a, b *poolSpec) bool {
 // Pod cache has synced it computes every endpoint (marking the source
 // synced), then the Pod reconciler keeps them current.
 type selectorSync struct {
+	pools *pools
 	m     *members
 	spec  *poolSpec
 	cache cache.Cache
@@ -114,8 +140,8 @@ func (s *selectorSync) NeedLeaderElection() bool { return false }
 // Start syncs once, retrying until it succeeds, then waits for ctx.
 func (s *selectorSync) Start(ctx context.Context) error {
 	if syncOnce(ctx, s.cache, s.m.log, "initial endpoint sync failed, retrying", func(ctx context.Context) error {
-		s.m.mu.Lock()
-		defer s.m.mu.Unlock()
+		s.pools.mu.Lock()
+		defer s.pools.mu.Unlock()
 		return s.m.resyncLocked(ctx, s.spec)
 	}) {
 		<-ctx.Done()

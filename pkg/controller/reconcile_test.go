@@ -54,14 +54,14 @@ func TestPodMembership(t *testing.T) {
 	t.Parallel()
 	ns := env.Namespace(t)
 	env.Pool(t, ns, "pool", model, 8000)
-	s := startSource(t, controller.Options{Namespace: ns, PoolName: "pool"})
+	s := startSource(t, controller.Options{Namespace: ns, PoolNames: []string{"pool"}})
 	eventually(t, "store ready", s.store.Ready)
 	waitEndpoints(t, s.store)
 
 	a := env.RunningPod(t, ns, "a", "127.0.0.2", map[string]string{"app": "model", "rev": "1"})
 	waitEndpoints(t, s.store, "a-rank-0=127.0.0.2:8000")
-	if ep, _ := s.store.Get("a-rank-0"); !maps.Equal(ep.Labels, a.Labels) || ep.Pod != "a" || ep.Namespace != ns {
-		t.Errorf("endpoint = %+v, want pod a's labels, name and namespace", ep.Spec)
+	if ep, _ := s.store.Get("a-rank-0"); !maps.Equal(ep.Labels, a.Labels) || ep.Pod != "a" || ep.Namespace != ns || ep.Pool != "pool" {
+		t.Errorf("endpoint = %+v, want pod a's labels, name and namespace, and pool \"pool\"", ep.Spec)
 	}
 	b := env.Pod(t, ns, "b", model, nil)
 	env.SetPodStatus(t, b, "127.0.0.3", false)
@@ -101,7 +101,7 @@ func TestPoolSpecChanges(t *testing.T) {
 	pool := env.Pool(t, ns, "pool", model, 8000)
 	env.RunningPod(t, ns, "m", "127.0.0.2", model)
 	env.RunningPod(t, ns, "o", "127.0.0.3", map[string]string{"app": "other"})
-	s := startSource(t, controller.Options{Namespace: ns, PoolName: "pool"})
+	s := startSource(t, controller.Options{Namespace: ns, PoolNames: []string{"pool"}})
 	waitEndpoints(t, s.store, "m-rank-0=127.0.0.2:8000")
 
 	env.Update(t, pool, func() { pool.Spec.Selector.MatchLabels = map[infv1.LabelKey]infv1.LabelValue{"app": "other"} })
@@ -142,7 +142,7 @@ func TestPoolSpecChanges(t *testing.T) {
 func TestPoolDeletion(t *testing.T) {
 	t.Parallel()
 	ns := env.Namespace(t)
-	s := startSource(t, controller.Options{Namespace: ns, PoolName: "pool"})
+	s := startSource(t, controller.Options{Namespace: ns, PoolNames: []string{"pool"}})
 	env.RunningPod(t, ns, "m", "127.0.0.2", model)
 	time.Sleep(200 * time.Millisecond)
 	if s.store.Ready() {
@@ -175,6 +175,12 @@ func TestSelectorMode(t *testing.T) {
 	s := startSource(t, controller.Options{Namespace: ns, Selector: sel, TargetPorts: []int{8000, 8001}})
 	waitEndpoints(t, s.store, "a-rank-0=127.0.0.2:8000", "a-rank-1=127.0.0.2:8001")
 	eventually(t, "ready", s.store.Ready)
+	if ep, _ := s.store.Get("a-rank-0"); ep.Pool != "" {
+		t.Errorf("endpoint pool = %q, want none in selector mode", ep.Pool)
+	}
+	if l := s.lookups[""]; len(s.lookups) != 1 || l == nil {
+		t.Errorf("lookups = %v, want one entry under \"\"", s.lookups)
+	}
 	b := env.RunningPod(t, ns, "b", "127.0.0.4", map[string]string{"app": "model-b"})
 	waitEndpoints(t, s.store, "a-rank-0=127.0.0.2:8000", "a-rank-1=127.0.0.2:8001", "b-rank-0=127.0.0.4:8000", "b-rank-1=127.0.0.4:8001")
 	env.Update(t, b, func() { b.Labels["tier"] = "canary" })
@@ -195,7 +201,7 @@ func TestManyPods(t *testing.T) {
 		want = append(want, name+"-rank-0="+ip+":8000")
 	}
 	slices.Sort(want)
-	s := startSource(t, controller.Options{Namespace: ns, PoolName: "pool"})
+	s := startSource(t, controller.Options{Namespace: ns, PoolNames: []string{"pool"}})
 	waitEndpoints(t, s.store, want...)
 }
 
@@ -210,12 +216,14 @@ func TestSetupErrors(t *testing.T) {
 		want string
 	}{
 		{name: "no mode", opts: controller.Options{Namespace: "x", Store: datastore.New()},
-			want: "kubernetes source: exactly one of pool name and endpoint selector is required"},
-		{name: "both modes", opts: controller.Options{Namespace: "x", PoolName: "p", Selector: sel, TargetPorts: []int{1}, Store: datastore.New()},
-			want: "kubernetes source: exactly one of pool name and endpoint selector is required"},
+			want: "kubernetes source: exactly one of pool names and endpoint selector is required"},
+		{name: "both modes", opts: controller.Options{Namespace: "x", PoolNames: []string{"p"}, Selector: sel, TargetPorts: []int{1}, Store: datastore.New()},
+			want: "kubernetes source: exactly one of pool names and endpoint selector is required"},
+		{name: "bad pool names", opts: controller.Options{Namespace: "x", PoolNames: []string{"p", "", "q", "p"}, Store: datastore.New()},
+			want: "kubernetes source: pool names[1]: must not be empty\npool names[3]: \"p\" is listed twice"},
 		{name: "selector without ports", opts: controller.Options{Namespace: "x", Selector: sel, Store: datastore.New()},
 			want: "kubernetes source: endpoint target ports: need 1 to 8 target ports, got 0"},
-		{name: "everything wrong", opts: controller.Options{PoolName: "p", PoolGroup: "example.com"},
+		{name: "everything wrong", opts: controller.Options{PoolNames: []string{"p"}, PoolGroup: "example.com"},
 			want: "kubernetes source: namespace is required\npool group \"example.com\" is not supported (only inference.networking.k8s.io/v1)\nstore is required"},
 	}
 	for _, tc := range tests {

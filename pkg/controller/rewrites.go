@@ -7,11 +7,10 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/gateway-api-inference-extension/apix/v1alpha2"
 )
 
-// Rewrites holds the pool's InferenceModelRewrite rules for the request
+// Rewrites holds one pool's InferenceModelRewrite rules for the request
 // path (server.Rewrites). Lookups are lock-free: every change recompiles an
 // immutable index. The zero value is not usable; call NewRewrites.
 //
@@ -73,6 +72,19 @@ func (r *Rewrites) Rewrite(model string, rnd *rand.Rand) (target, rule string, o
 	return hit.pick(rnd), hit.object, true
 }
 
+// Claims reports whether an exact rule (not a catch-all) names model: an
+// EPP serving several pools sends such a request to this pool whatever its
+// servers list. A catch-all claims nothing, or it would claim every model.
+func (r *Rewrites) Claims(model string) bool {
+	idx := r.index.Load()
+	for g := range numGroups {
+		if idx.exact[g][model] != nil {
+			return true
+		}
+	}
+	return false
+}
+
 func (rr *rewriteRule) pick(rnd *rand.Rand) string {
 	intN, int64N := rand.IntN, rand.Int64N
 	if rnd != nil {
@@ -94,6 +106,9 @@ func (r *Rewrites) set(g group, name string, obj *v1alpha2.InferenceModelRewrite
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if obj == nil {
+		if _, ok := r.objects[g][name]; !ok {
+			return // each event clears the object in every other pool: nothing to recompile
+		}
 		delete(r.objects[g], name)
 	} else {
 		r.objects[g][name] = obj.DeepCopy()
@@ -143,18 +158,4 @@ func compileRewrites(objs map[string]*v1alpha2.InferenceModelRewrite) (map[strin
 		}
 	}
 	return exact, catchAll
-}
-
-// rewriteApplier records a rewrite when it is present and for our pool.
-func rewriteApplier[T client.Object](r *Rewrites, g group, pool poolRef, view func(T) *v1alpha2.InferenceModelRewrite) func(string, T, bool) {
-	return func(name string, obj T, present bool) {
-		var rw *v1alpha2.InferenceModelRewrite
-		if present {
-			rw = view(obj)
-		}
-		if rw != nil && (rw.Spec.PoolRef == nil || !pool.matches(*rw.Spec.PoolRef)) {
-			rw = nil
-		}
-		r.set(g, name, rw)
-	}
 }

@@ -23,13 +23,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	infv1 "sigs.k8s.io/gateway-api-inference-extension/api/v1"
-	"sigs.k8s.io/gateway-api-inference-extension/apix/v1alpha2"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 )
 
-// SourceName is the datastore source every Kubernetes endpoint is reported
-// under.
+// SourceName is the datastore source of the Kubernetes endpoints. With
+// several pools each pool has its own source, SourceName+"/"+pool, so that
+// one pool can be cleared without the others.
 const SourceName = "kubernetes"
 
 // DefaultPoolGroup is the InferencePool API group (only v1 is supported).
@@ -43,12 +43,13 @@ type Store interface {
 	DeleteSource(source string)
 }
 
-// Options select what to watch: an InferencePool by name (PoolName), or,
-// without a pool, the Pods matching Selector on TargetPorts.
+// Options select what to watch: one or more InferencePools of Namespace by
+// name (PoolNames), or, without a pool, the Pods matching Selector on
+// TargetPorts.
 type Options struct {
 	Namespace   string
-	PoolName    string
-	PoolGroup   string // default DefaultPoolGroup
+	PoolNames   []string
+	PoolGroup   string // default DefaultPoolGroup; the same for every pool
 	Selector    labels.Selector
 	TargetPorts []int
 	Store       Store
@@ -60,10 +61,18 @@ func (o *Options) validate() error {
 	if o.Namespace == "" {
 		errs = append(errs, errors.New("namespace is required"))
 	}
-	if (o.PoolName == "") == (o.Selector == nil) {
-		errs = append(errs, errors.New("exactly one of pool name and endpoint selector is required"))
+	if (len(o.PoolNames) == 0) == (o.Selector == nil) {
+		errs = append(errs, errors.New("exactly one of pool names and endpoint selector is required"))
 	}
-	if o.PoolName == "" && o.Selector != nil {
+	for i, name := range o.PoolNames {
+		switch {
+		case name == "":
+			errs = append(errs, fmt.Errorf("pool names[%d]: must not be empty", i))
+		case slices.Contains(o.PoolNames[:i], name):
+			errs = append(errs, fmt.Errorf("pool names[%d]: %q is listed twice", i, name))
+		}
+	}
+	if len(o.PoolNames) == 0 && o.Selector != nil {
 		if err := ValidateTargetPorts(o.TargetPorts); err != nil {
 			errs = append(errs, fmt.Errorf("endpoint target ports: %w", err))
 		}
@@ -84,7 +93,7 @@ func Preflight(cfg *rest.Config, o Options) error {
 	if err := o.validate(); err != nil {
 		return fmt.Errorf("kubernetes source: %w", err)
 	}
-	if o.PoolName == "" {
+	if len(o.PoolNames) == 0 {
 		return nil
 	}
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
@@ -103,54 +112,63 @@ func Preflight(cfg *rest.Config, o Options) error {
 }
 
 // CacheOptions restrict the manager's cache to what the reconcilers read:
-// everything in the pool namespace only, the InferencePool by name, and in
-// selector mode only the matching Pods.
+// everything in the pool namespace only; one pool by name (a field
+// selector), or with several pools every pool of the namespace, since a
+// field selector names only one object (the pool reconciler ignores the
+// others); and in selector mode only the matching Pods.
 func CacheOptions(o Options) cache.Options {
 	c := cache.Options{
 		DefaultNamespaces: map[string]cache.Config{o.Namespace: {}},
 		DefaultTransform:  cache.TransformStripManagedFields(),
 		ByObject:          map[client.Object]cache.ByObject{},
 	}
-	if o.PoolName != "" {
-		c.ByObject[&infv1.InferencePool{}] = cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", o.PoolName)}
-	} else if o.Selector != nil {
+	switch {
+	case len(o.PoolNames) == 1:
+		c.ByObject[&infv1.InferencePool{}] = cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", o.PoolNames[0])}
+	case len(o.PoolNames) == 0 && o.Selector != nil:
 		c.ByObject[&corev1.Pod{}] = cache.ByObject{Label: o.Selector}
 	}
 	return c
 }
 
-// Lookups are what the request path reads from the cluster. Both are
-// always usable; without the CRDs they simply never match.
+// Lookups are what the request path reads from the cluster for one pool.
+// Both are always usable; without the CRDs they simply never match.
 type Lookups struct {
 	Objectives *Objectives
 	Rewrites   *Rewrites
 }
 
 // Setup registers the reconcilers on mgr, which must use CacheOptions(o)
-// and a scheme with AddToScheme. In pool mode it fails when the
-// InferencePool CRD is missing; the objective and rewrite watches start only
-// for the groups whose CRDs are installed.
-func Setup(mgr manager.Manager, o Options) (*Lookups, error) {
+// and a scheme with AddToScheme. It returns the Lookups of each pool, keyed
+// by pool name (in selector mode one entry, under "", that never matches).
+// In pool mode it fails when the InferencePool CRD is missing; the
+// objective and rewrite watches start only for the groups whose CRDs are
+// installed. There is one controller per kind whatever the number of
+// pools, each dispatching to the pools concerned.
+func Setup(mgr manager.Manager, o Options) (map[string]*Lookups, error) {
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("kubernetes source: %w", err)
 	}
 	if o.PoolGroup == "" {
 		o.PoolGroup = DefaultPoolGroup
 	}
-	m := &members{namespace: o.Namespace, reader: mgr.GetClient(), store: o.Store, log: o.Log}
-	l := &Lookups{Objectives: NewObjectives(), Rewrites: NewRewrites()}
-	pods := &podReconciler{m: m}
+	p := newPools(o, mgr.GetClient())
+	lookups := map[string]*Lookups{}
+	for _, m := range p.list {
+		lookups[m.naming.pool] = &Lookups{Objectives: NewObjectives(), Rewrites: NewRewrites()}
+	}
+	pods := &podReconciler{pools: p, namespace: o.Namespace, reader: mgr.GetClient()}
 	if err := watch(mgr, "pod", &corev1.Pod{}, pods, builder.WithPredicates(podChanged)); err != nil {
 		return nil, err
 	}
-	if o.PoolName == "" {
+	if len(o.PoolNames) == 0 {
 		spec := &poolSpec{selector: o.Selector, ports: o.TargetPorts}
-		if err := mgr.Add(&selectorSync{m: m, spec: spec, cache: mgr.GetCache()}); err != nil {
+		if err := mgr.Add(&selectorSync{pools: p, m: p.list[0], spec: spec, cache: mgr.GetCache()}); err != nil {
 			return nil, fmt.Errorf("endpoint selector sync: %w", err)
 		}
 		o.Log.Info("watching pods by selector; InferenceObjective and InferenceModelRewrite are not read without a pool",
 			"selector", o.Selector.String(), "ports", o.TargetPorts)
-		return l, nil
+		return lookups, nil
 	}
 	mapper := mgr.GetRESTMapper()
 	ok, err := installed(mapper, infv1.SchemeGroupVersion.WithKind("InferencePool"))
@@ -160,13 +178,13 @@ func Setup(mgr manager.Manager, o Options) (*Lookups, error) {
 	if !ok {
 		return nil, fmt.Errorf("kubernetes source: the InferencePool CRD (%s) is not installed", infv1.SchemeGroupVersion)
 	}
-	if err := watch(mgr, "pool", &infv1.InferencePool{}, &poolReconciler{m: m, name: o.PoolName}); err != nil {
+	if err := watch(mgr, "pool", &infv1.InferencePool{}, &poolReconciler{pools: p}); err != nil {
 		return nil, err
 	}
-	if err := setupPolicies(mgr, poolRef{name: o.PoolName, group: o.PoolGroup}, l, o.Log); err != nil {
+	if err := setupPolicies(mgr, servedPools{group: o.PoolGroup, lookups: lookups}, o.Log); err != nil {
 		return nil, err
 	}
-	return l, nil
+	return lookups, nil
 }
 
 // watch registers one controller that runs on every replica.
@@ -190,55 +208,4 @@ func installed(mapper meta.RESTMapper, gvk schema.GroupVersionKind) (bool, error
 		return false, fmt.Errorf("kubernetes source: discover %s: %w", gvk, err)
 	}
 	return true, nil
-}
-
-// policyKind is one optional watch: a kind in one group.
-type policyKind struct {
-	gvk  schema.GroupVersionKind
-	name string
-	add  func(mgr manager.Manager, name string) error
-}
-
-// setupPolicies starts the InferenceObjective and InferenceModelRewrite
-// watches of each group whose CRD is installed.
-func setupPolicies(mgr manager.Manager, pool poolRef, l *Lookups, log logr.Logger) error {
-	llmd, gie := LLMDGroupVersion, v1alpha2.SchemeGroupVersion
-	kinds := []policyKind{
-		{llmd.WithKind("InferenceObjective"), "objective-llmd", func(mgr manager.Manager, name string) error {
-			return watchPolicy(mgr, name, objectiveApplier(l.Objectives, groupLLMD, pool, func(o *LLMDObjective) *v1alpha2.InferenceObjective { return (*v1alpha2.InferenceObjective)(o) }))
-		}},
-		{gie.WithKind("InferenceObjective"), "objective-gie", func(mgr manager.Manager, name string) error {
-			return watchPolicy(mgr, name, objectiveApplier(l.Objectives, groupGIE, pool, func(o *v1alpha2.InferenceObjective) *v1alpha2.InferenceObjective { return o }))
-		}},
-		{llmd.WithKind("InferenceModelRewrite"), "rewrite-llmd", func(mgr manager.Manager, name string) error {
-			return watchPolicy(mgr, name, rewriteApplier(l.Rewrites, groupLLMD, pool, func(o *LLMDModelRewrite) *v1alpha2.InferenceModelRewrite { return (*v1alpha2.InferenceModelRewrite)(o) }))
-		}},
-		{gie.WithKind("InferenceModelRewrite"), "rewrite-gie", func(mgr manager.Manager, name string) error {
-			return watchPolicy(mgr, name, rewriteApplier(l.Rewrites, groupGIE, pool, func(o *v1alpha2.InferenceModelRewrite) *v1alpha2.InferenceModelRewrite { return o }))
-		}},
-	}
-	for _, k := range kinds {
-		ok, err := installed(mgr.GetRESTMapper(), k.gvk)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			log.Info("watch disabled: CRD not installed", "kind", k.gvk.Kind, "group", k.gvk.Group)
-			continue
-		}
-		log.Info("watching", "kind", k.gvk.Kind, "group", k.gvk.Group)
-		if err := k.add(mgr, k.name); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// watchPolicy registers the controller feeding apply with objects of T.
-func watchPolicy[T any, PT interface {
-	*T
-	client.Object
-}](mgr manager.Manager, name string, apply func(string, PT, bool)) error {
-	r := &crdReconciler[PT]{reader: mgr.GetClient(), newObj: func() PT { return PT(new(T)) }, apply: apply}
-	return watch(mgr, name, PT(new(T)), r)
 }

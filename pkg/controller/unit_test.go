@@ -73,17 +73,24 @@ func pod(mutate func(*corev1.Pod)) *corev1.Pod {
 func TestPodEndpoints(t *testing.T) {
 	t.Parallel()
 	spec := &poolSpec{selector: labels.SelectorFromSet(labels.Set{"app": "m"}), ports: []int{8000, 8001}}
+	single := naming{pool: "pool"}
 	rank := func(i, port int) *endpoint.Spec {
-		return &endpoint.Spec{Name: rankName("p", i), Namespace: "ns", Pod: "p", Address: "10.0.0.1", Port: port, Labels: map[string]string{"app": "m"}}
+		return &endpoint.Spec{Name: single.rank("p", i), Namespace: "ns", Pod: "p", Pool: "pool", Address: "10.0.0.1", Port: port, Labels: map[string]string{"app": "m"}}
 	}
 	onNode := func(s *endpoint.Spec, node string) *endpoint.Spec { s.Node = node; return s }
+	inPool := func(s *endpoint.Spec, pool, name string) *endpoint.Spec { s.Pool, s.Name = pool, name; return s }
 	none := []*endpoint.Spec{nil, nil}
 	tests := []struct {
-		name string
-		pod  *corev1.Pod
-		want []*endpoint.Spec
+		name   string
+		pod    *corev1.Pod
+		naming *naming // nil: single
+		want   []*endpoint.Spec
 	}{
 		{name: "ready", pod: pod(nil), want: []*endpoint.Spec{rank(0, 8000), rank(1, 8001)}},
+		{name: "one of several pools", pod: pod(nil), naming: &naming{pool: "b", prefix: "b/"},
+			want: []*endpoint.Spec{inPool(rank(0, 8000), "b", "b/p-rank-0"), inPool(rank(1, 8001), "b", "b/p-rank-1")}},
+		{name: "selector mode", pod: pod(nil), naming: &naming{},
+			want: []*endpoint.Spec{inPool(rank(0, 8000), "", "p-rank-0"), inPool(rank(1, 8001), "", "p-rank-1")}},
 		{name: "every rank on the pod's node", pod: pod(func(p *corev1.Pod) { p.Spec.NodeName = "node-1" }),
 			want: []*endpoint.Spec{onNode(rank(0, 8000), "node-1"), onNode(rank(1, 8001), "node-1")}},
 		{name: "active port keeps its rank", pod: pod(func(p *corev1.Pod) { p.Annotations = map[string]string{GIEActivePortsAnnotation: "8001"} }),
@@ -97,7 +104,11 @@ func TestPodEndpoints(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := podEndpoints(tc.pod, spec)
+			n := single
+			if tc.naming != nil {
+				n = *tc.naming
+			}
+			got, err := podEndpoints(tc.pod, spec, n)
 			if err != nil {
 				t.Fatal(err)
 			}

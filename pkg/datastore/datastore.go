@@ -183,7 +183,7 @@ func (s *Store) publishLocked() {
 // sameSpec compares every field of endpoint.Spec; a field left out here
 // would never reach the store once its endpoint exists (a test checks).
 func sameSpec(a, b endpoint.Spec) bool {
-	return a.Name == b.Name && a.Namespace == b.Namespace && a.Pod == b.Pod && a.Node == b.Node && a.NodeAddress == b.NodeAddress &&
+	return a.Name == b.Name && a.Namespace == b.Namespace && a.Pod == b.Pod && a.Pool == b.Pool && a.Node == b.Node && a.NodeAddress == b.NodeAddress &&
 		a.Address == b.Address && a.Port == b.Port && a.MetricsPort == b.MetricsPort &&
 		maps.Equal(a.Labels, b.Labels)
 }

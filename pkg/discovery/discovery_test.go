@@ -47,7 +47,7 @@ func TestLoadFile(t *testing.T) {
 		{name: "all problems", text: "- {address: nope, port: 1}\n- {address: 10.0.0.1, port: 0}\n",
 			errs: []string{"endpoints[0]", "not an IP", "endpoints[1]", "port 0"}},
 		{name: "unknown key", text: "- {address: 10.0.0.1, port: 1, prot: 2}\n",
-			errs: []string{`endpoints[0]: unknown field "prot" (known: name, namespace, address, port, metricsPort, metricsHost, node, nodeAddress, labels)`}},
+			errs: []string{`endpoints[0]: unknown field "prot" (known: name, namespace, address, port, metricsPort, metricsHost, node, nodeAddress, labels, pool)`}},
 		{name: "node address not an IP", text: "- {name: a, address: 10.0.0.1, port: 1, nodeAddress: gpu-node-1}\n",
 			errs: []string{`endpoints[0] (a): nodeAddress "gpu-node-1" is not an IP address`}},
 		{name: "node not a string", text: "- {name: a, address: 10.0.0.1, port: 1, node: [n]}\n",
@@ -58,6 +58,10 @@ func TestLoadFile(t *testing.T) {
 		{name: "problems of one entry on its line", text: "- {name: a, address: nope, port: \"x\"}\n",
 			errs: []string{`endpoints[0] (a): address "nope" is not an IP address (the proxy dials it directly); port "x" is not a number`}},
 		{name: "not yaml", text: "::::\n\t-", errs: []string{"parse endpoints file"}},
+		{name: "pools", text: "- {name: a, address: 10.0.0.1, port: 1, pool: llama}\n- {name: b, address: 10.0.0.2, port: 1, pool: qwen}\n",
+			want: []string{"a", "b"}},
+		{name: "pools on some entries only", text: "- {name: a, address: 10.0.0.1, port: 1, pool: llama}\n- {name: b, address: 10.0.0.2, port: 1}\n",
+			errs: []string{"entries b name no pool while others do"}},
 		{name: "llm-d string port", text: "endpoints:\n- {name: vllm-0, address: 10.0.0.1, port: \"8080\"}\n", want: []string{"vllm-0"}},
 		{name: "every bad entry", text: `endpoints:
 - {name: a, address: 10.0.0.1, port: "80x"}

@@ -40,10 +40,14 @@ type FileEntry struct {
 	// (dcgm-data-source's useNodeAddress); an OpenEPP addition too.
 	NodeAddress string            `json:"nodeAddress,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
+	// Pool groups endpoints into pools, as InferencePools do: an EPP whose
+	// endpoints name several pools routes each request among one pool's
+	// (docs/deploy.md, "Several pools"). An OpenEPP addition.
+	Pool string `json:"pool,omitempty"`
 }
 
 // knownFields lists FileEntry's keys for the unknown-field message.
-const knownFields = "name, namespace, address, port, metricsPort, metricsHost, node, nodeAddress, labels"
+const knownFields = "name, namespace, address, port, metricsPort, metricsHost, node, nodeAddress, labels, pool"
 
 // LoadFile reads and validates an endpoints file, reporting every problem.
 // Entries without a namespace keep an empty one.
@@ -80,10 +84,28 @@ func decodeFile(path string, data []byte, namespace string) ([]endpoint.Spec, er
 		}
 		specs = append(specs, spec)
 	}
-	if err := errors.Join(append(errs, unique(specs))...); err != nil {
+	if err := errors.Join(append(errs, unique(specs), poolsEverywhere(specs))...); err != nil {
 		return nil, fmt.Errorf("endpoints file %q: %w", path, err)
 	}
 	return specs, nil
+}
+
+// poolsEverywhere refuses a file in which some entries name a pool and
+// others none: an endpoint outside every pool could never be routed to
+// once there are pools.
+func poolsEverywhere(specs []endpoint.Spec) error {
+	var with, without []string
+	for _, s := range specs {
+		if s.Pool == "" {
+			without = append(without, s.Name)
+		} else {
+			with = append(with, s.Name)
+		}
+	}
+	if len(with) == 0 || len(without) == 0 {
+		return nil
+	}
+	return fmt.Errorf("entries %s name no pool while others do: give every entry a pool, or none", strings.Join(without, ", "))
 }
 
 // splitEntries parses the YAML and returns each entry undecoded, from
@@ -128,7 +150,7 @@ func decodeEntry(raw json.RawMessage, namespace string) (endpoint.Spec, error) {
 	if err := strictJSON(raw, &e); err != nil {
 		return endpoint.Spec{}, clearJSONError(err, knownFields)
 	}
-	spec := endpoint.Spec{Name: e.Name, Namespace: e.Namespace, Node: e.Node, NodeAddress: e.NodeAddress, Address: e.Address,
+	spec := endpoint.Spec{Name: e.Name, Namespace: e.Namespace, Pool: e.Pool, Node: e.Node, NodeAddress: e.NodeAddress, Address: e.Address,
 		MetricsPort: e.MetricsPort, Labels: e.Labels}
 	if spec.Namespace == "" {
 		spec.Namespace = namespace

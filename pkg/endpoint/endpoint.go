@@ -16,12 +16,17 @@ import (
 // endpoint; the datastore keeps the existing *Endpoint (and its metrics) when a
 // source re-reports an unchanged spec.
 type Spec struct {
-	// Name is unique within the pool: "<pod>-rank-<i>" in Kubernetes mode, the
+	// Name is unique in the datastore: "<pod>-rank-<i>" in Kubernetes mode
+	// ("<pool>/<pod>-rank-<i>" when the EPP serves several pools), the
 	// configured name (or "ip:port") in static mode.
 	Name      string
 	Namespace string
 	// Pod is the owning pod's name; empty for static endpoints.
 	Pod string
+	// Pool is the InferencePool the endpoint belongs to: the pool's name in
+	// Kubernetes pool mode, an endpoints file's "pool", else empty. An EPP
+	// serving several pools routes each request among one pool's endpoints.
+	Pool string
 	// Node is the Kubernetes node the pod runs on (the endpoints file may
 	// name one); topology plugins read it as the endpoint's host.
 	Node string

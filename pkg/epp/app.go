@@ -44,7 +44,10 @@ type app struct {
 	built    *config.Built
 	plugins  *pluginRunner
 	flow     *flowControl
-	kube     *kubeSource       // nil unless Kubernetes mode
+	kube     *kubeSource // nil unless Kubernetes mode
+	// pools are the pools the EPP is told it serves at start: --pool-name's
+	// list or the endpoints file's pools.
+	pools    []string
 	replicas *replicasync.Node // nil unless --replica-sync-port
 	// metrics are the request path's collectors, also timing every plugin.
 	metrics *server.Metrics
@@ -93,14 +96,15 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	if f.compat.grpcStreamMetrics {
 		opts.Streams = server.NewStreamMetrics(reg)
 	}
-	evict, err := newFlowEviction(reg, f.Kube.PoolName, f.RefreshMetrics, f.StalenessThreshold)
+	evict, err := newFlowEviction(reg, a.poolLabel(), f.RefreshMetrics, f.StalenessThreshold)
 	if err != nil {
 		return nil, fmt.Errorf("eviction metrics: %w", err)
 	}
-	if a.flow, err = newFlowControl(a.store, newFlowMetrics(reg, f.Kube.PoolName), evict); err != nil {
+	if a.flow, err = newFlowControl(a.store, newFlowMetrics(reg, a.poolLabel()), evict); err != nil {
 		return nil, err
 	}
-	if err := a.flow.registerCapacity(reg, f.Kube.PoolName); err != nil {
+	a.flow.severalPools = len(a.pools) > 1
+	if err := a.flow.registerCapacity(reg, a.poolLabel()); err != nil {
 		return nil, fmt.Errorf("flow-control metrics: %w", err)
 	}
 	if err := reg.Register(leaderGauge(a.kube)); err != nil {
@@ -111,6 +115,7 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	}
 	a.background = append(a.background, a.flow)
 	a.kubeOptions(&opts)
+	a.poolRouter(&opts)
 	if f.ObjectivesFile != "" {
 		objs, err := objectives.NewFile(f.ObjectivesFile, log.WithName("objectives"), reg)
 		if err != nil {
@@ -151,6 +156,7 @@ func (a *app) addSources(d scheduler.Discovery, reg prometheus.Registerer) error
 		return nil
 	}
 	if a.flags.Kube.enabled() {
+		a.pools = a.flags.Kube.poolNames()
 		return a.addKube()
 	}
 	if a.flags.Endpoints != "" {
@@ -161,9 +167,11 @@ func (a *app) addSources(d scheduler.Discovery, reg prometheus.Registerer) error
 		a.background = append(a.background, discovery.NewStatic(a.store, specs))
 	}
 	if a.flags.EndpointsFile != "" {
-		if _, err := discovery.LoadFile(a.flags.EndpointsFile); err != nil {
+		pools, err := filePools(a.flags.EndpointsFile)
+		if err != nil {
 			return fmt.Errorf("--endpoints-file: %w", err)
 		}
+		a.pools = pools
 		a.background = append(a.background, discovery.NewFile(a.flags.EndpointsFile, a.store, a.log.WithName("discovery"), reg))
 	}
 	return nil

@@ -51,6 +51,7 @@ type endpointState struct {
 	Name      string            `json:"name"`
 	Namespace string            `json:"namespace,omitempty"`
 	Node      string            `json:"node,omitempty"`
+	Pool      string            `json:"pool,omitempty"`
 	Address   string            `json:"address"`
 	Metrics   string            `json:"metricsAddress"`
 	Labels    map[string]string `json:"labels,omitempty"`
@@ -136,7 +137,7 @@ func endpointStates(eps []*endpoint.Endpoint, now time.Time) []endpointState {
 	for _, e := range eps {
 		m := e.Metrics()
 		s := endpointState{
-			Name: e.Name, Namespace: e.Namespace, Node: e.Node, Address: e.HostPort, Metrics: e.MetricsHostPort, Labels: e.Labels,
+			Name: e.Name, Namespace: e.Namespace, Node: e.Node, Pool: e.Pool, Address: e.HostPort, Metrics: e.MetricsHostPort, Labels: e.Labels,
 			Stale: e.Stale(), WaitingQueue: m.WaitingQueueSize, Running: m.RunningRequestsSize,
 			KVCacheUsage: m.KVCacheUsagePercent, ActiveAdapters: sortedKeys(m.ActiveModels),
 			WaitingAdapters: sortedKeys(m.WaitingModels), MaxAdapters: m.MaxActiveModels,

@@ -319,6 +319,8 @@ func TestBadFlagsAndConfigAreClearErrors(t *testing.T) {
 		{name: "missing config file", args: []string{"--endpoints", "127.0.0.1:1", "--config-file", "/does/not/exist"}, want: "read config file"},
 		{name: "broken config", args: []string{"--endpoints", "127.0.0.1:1", "--config-text", "kind: Nope"}, want: "kind"},
 		{name: "unknown flag", args: []string{"--bogus"}, want: "bogus"},
+		{name: "pool named twice", args: []string{"--pool-name", "a,b,a"}, want: `pool "a" is named twice`},
+		{name: "empty pool in the list", args: []string{"--pool-name", "a,,b"}, want: "empty pool name"},
 		{name: "old TLS", args: []string{"--endpoints", "127.0.0.1:1", "--tls-min-version", "VersionTLS11"}, want: "--tls-min-version"},
 		{name: "insecure cipher", args: []string{"--endpoints", "127.0.0.1:1", "--tls-cipher-suites", "TLS_RSA_WITH_RC4_128_SHA"}, want: "TLS_RSA_WITH_RC4_128_SHA"},
 		{name: "client CA alone", args: []string{"--endpoints", "127.0.0.1:1", "--metrics-client-ca-file", "ca.pem"}, want: "--metrics-cert-dir"},

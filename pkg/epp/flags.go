@@ -8,6 +8,7 @@ import (
 
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/openepp/openepp/pkg/poolroute"
 	"github.com/openepp/openepp/pkg/server"
 )
 
@@ -26,6 +27,7 @@ type Flags struct {
 	GRPCMaxSendMsgSize  int
 	MaxRequestBodyBytes int
 	DisableSubsetFilter bool
+	PoolHeader          string
 	EmitEndpointScores  bool
 	Endpoints           string
 	EndpointsFile       string
@@ -66,6 +68,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&f.GRPCMaxSendMsgSize, "grpc-max-send-msg-size", 0, "largest gRPC message sent in bytes (0: same as receive)")
 	fs.IntVar(&f.MaxRequestBodyBytes, "max-request-body-bytes", server.DefaultMaxRequestBodyBytes, "larger request bodies are answered with 413")
 	fs.BoolVar(&f.DisableSubsetFilter, "disable-endpoint-subset-filter", false, "ignore the proxy's envoy.lb.subset_hint")
+	fs.StringVar(&f.PoolHeader, "pool-header", poolroute.DefaultHeader, "request header naming the request's pool when the EPP serves several (--pool-name a,b or an endpoints file's pools)")
 	fs.BoolVar(&f.Tracing, "tracing", true, "trace requests with OpenTelemetry, configured by the OTEL_* environment (default: OTLP/gRPC to localhost:4317, a tenth of new traces), and pass the trace context on to model servers")
 	fs.BoolVar(&f.EmitEndpointScores, "emit-endpoint-scores", false, "add every candidate's score to the envoy.lb metadata")
 	fs.StringVar(&f.Endpoints, "endpoints", "", "static endpoints ip:port,ip:port (no Kubernetes)")
@@ -112,6 +115,7 @@ func (f *Flags) validate() error {
 	}
 	errs = append(errs, f.TLS.validate()...)
 	errs = append(errs, f.validateSource()...)
+	errs = append(errs, f.Kube.validatePools()...)
 	errs = append(errs, f.Replicas.validate(f.Kube.enabled())...)
 	errs = append(errs, f.EnginePriority.validate()...)
 	return errors.Join(errs...)

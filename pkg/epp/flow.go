@@ -30,6 +30,8 @@ type flowControl struct {
 	gate     *flowGate
 	capacity *flowCapacity // nil until registerCapacity
 	evict    *flowEviction
+	// severalPools refuses a plan (errFlowSeveralPools).
+	severalPools bool
 }
 
 func newFlowControl(store *datastore.Store, metrics *flowMetrics, evict *flowEviction) (*flowControl, error) {
@@ -57,6 +59,9 @@ func (f *flowControl) registerCapacity(reg prometheus.Registerer, pool string) e
 // and the saturation gauge shows the legacy detector's rating.
 func (f *flowControl) configure(b *config.Built) (server.Admission, error) {
 	plan := b.FlowControl()
+	if plan != nil && f.severalPools {
+		return nil, errFlowSeveralPools
+	}
 	if f.capacity != nil {
 		f.capacity.enabled.Store(plan != nil)
 	}

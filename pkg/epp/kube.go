@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +39,7 @@ type KubeFlags struct {
 }
 
 func (k *KubeFlags) bind(fs *flag.FlagSet) {
-	fs.StringVar(&k.PoolName, "pool-name", "", "InferencePool to serve (Kubernetes mode)")
+	fs.StringVar(&k.PoolName, "pool-name", "", "InferencePool to serve (Kubernetes mode); several, comma-separated, share one EPP (docs/deploy.md, \"Several pools\")")
 	fs.StringVar(&k.PoolNamespace, "pool-namespace", "", "namespace of the pool and its pods (default: $NAMESPACE, else \"default\")")
 	fs.StringVar(&k.PoolGroup, "pool-group", controller.DefaultPoolGroup, "API group of the InferencePool (only v1 is supported)")
 	fs.StringVar(&k.EndpointSelector, "endpoint-selector", "", "label selector of model-server pods, for Kubernetes mode without an InferencePool")
@@ -64,9 +65,16 @@ func (k *KubeFlags) namespace(getenv func(string) string) string {
 
 // leaseName is the leader-election Lease, named as upstream names it so
 // replicas of either binary never lead the same pool at once. Without a
-// pool the name derives from the selector and ports.
+// pool the name derives from the selector and ports; with several pools
+// it joins their sorted names (hashed when the name would be too long).
 func (k *KubeFlags) leaseName(ns string) string {
-	name := k.PoolName
+	pools := slices.Sorted(slices.Values(k.poolNames()))
+	name := strings.Join(pools, "-")
+	if len(name) > 150 {
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(strings.Join(pools, ",")))
+		name = fmt.Sprintf("pools-%08x", h.Sum32())
+	}
 	if name == "" {
 		h := fnv.New32a()
 		fmt.Fprintf(h, "%s|%v", k.EndpointSelector, []int(k.EndpointTargetPorts))
@@ -173,7 +181,7 @@ type kubeSource struct {
 	cfg     *rest.Config // the API server, also checking /metrics callers
 	mgr     manager.Manager
 	ha      bool
-	lookups *controller.Lookups
+	lookups map[string]*controller.Lookups // by pool name
 
 	mu       sync.Mutex
 	cancel   context.CancelFunc
@@ -241,8 +249,11 @@ func (a *app) addKube() error {
 		return err
 	}
 	ns := k.namespace(os.Getenv)
-	opts := controller.Options{Namespace: ns, PoolName: k.PoolName, PoolGroup: k.PoolGroup,
+	opts := controller.Options{Namespace: ns, PoolGroup: k.PoolGroup,
 		TargetPorts: k.EndpointTargetPorts, Store: a.store, Log: a.log.WithName("kubernetes")}
+	if k.PoolName != "" {
+		opts.PoolNames = k.poolNames()
+	}
 	if k.EndpointSelector != "" {
 		if opts.Selector, err = labels.Parse(k.EndpointSelector); err != nil {
 			return fmt.Errorf("--endpoint-selector: %w", err)
@@ -338,11 +349,25 @@ func restConfig(path string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// kubeOptions wires the pool's objectives and rewrites into the server.
+// kubeOptions wires the pools' objectives and rewrites into the server:
+// with one pool as the server's own, with several per pool.
 func (a *app) kubeOptions(o *server.Options) {
 	if a.kube == nil || a.flags.Kube.PoolName == "" {
 		return
 	}
-	o.Objectives = a.kube.lookups.Objectives
-	o.Rewrites = a.kube.lookups.Rewrites
+	pools := a.flags.Kube.poolNames()
+	if len(pools) == 1 {
+		lookups := a.kube.lookups[pools[0]]
+		o.Objectives = lookups.Objectives
+		o.Rewrites = lookups.Rewrites
+		return
+	}
+	byPool := a.kube.lookups
+	o.PoolPolicies = func(pool string) (server.Objectives, server.Rewrites) {
+		l := byPool[pool]
+		if l == nil {
+			return nil, nil
+		}
+		return l.Objectives, l.Rewrites
+	}
 }

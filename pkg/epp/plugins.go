@@ -128,7 +128,7 @@ func discoveryName(b *config.Built) string {
 func (a *app) scraperOptions(b *config.Built, reg prometheus.Registerer) metrics.Options {
 	o := metrics.Options{
 		Interval: a.flags.RefreshMetrics, Timeout: a.flags.MetricsTimeout,
-		StalenessThreshold: a.flags.StalenessThreshold, Log: a.log, Registerer: reg, PoolName: a.flags.Kube.PoolName,
+		StalenessThreshold: a.flags.StalenessThreshold, Log: a.log, Registerer: reg, PoolNames: a.pools,
 		AlignedSlots: a.flags.ScrapeSlots, MaxScrapesPerSecond: a.flags.MaxScrapes, FullPages: a.flags.FullMetricsPages,
 	}
 	a.flags.compat.applyScrape(&o)

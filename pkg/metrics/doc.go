@@ -105,10 +105,11 @@
 // openepp_metrics_stale_endpoints, openepp_metrics_wave_endpoints,
 // openepp_metrics_narrow_endpoints,
 // openepp_metrics_unknown_engine_total and,
-// when PoolName is set, upstream's inference_pool_average_kv_cache_utilization,
+// for each pool (PoolNames, and the pools endpoints name), upstream's
+// inference_pool_average_kv_cache_utilization,
 // inference_pool_average_queue_size, inference_pool_average_running_requests
-// and inference_pool_ready_pods (averages over fresh endpoints, computed at
-// collection time).
+// and inference_pool_ready_pods (averages over the pool's fresh endpoints,
+// computed at collection time).
 //
 // # Cost
 //

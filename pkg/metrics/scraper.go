@@ -92,9 +92,10 @@ type Options struct {
 	// EngineLabelKey, if set, is consulted before the standard engine-type
 	// labels (EngineLabelGIE, then EngineLabelLLMD).
 	EngineLabelKey string
-	// PoolName, if set, enables upstream's inference_pool_* gauges with
-	// label name=PoolName.
-	PoolName string
+	// PoolNames are the pools the EPP serves: upstream's inference_pool_*
+	// gauges have a series (label name) for each, and for every pool an
+	// endpoint names.
+	PoolNames []string
 	// AlignedSlots trades smoothness for CPU by sharing scrape instants:
 	// waking the runtime is a large part of a scrape's cost, so one wave
 	// goroutine serving many scrapes is cheaper, but each shared instant is
@@ -234,7 +235,7 @@ func New(store *datastore.Store, opts Options) (*Scraper, error) {
 		unknownSeen: map[string]bool{},
 	}
 	s.pages.New = func() any { return new(bytes.Buffer) }
-	if s.tel, err = newTelemetry(opts.Registerer, store, opts.PoolName, &s.waveEndpoints, &s.narrowEndpoints); err != nil {
+	if s.tel, err = newTelemetry(opts.Registerer, store, opts.PoolNames, &s.waveEndpoints, &s.narrowEndpoints); err != nil {
 		return nil, err
 	}
 	return s, nil

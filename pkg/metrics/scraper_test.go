@@ -165,7 +165,7 @@ func TestPoolGaugesFreshOnly(t *testing.T) {
 	ms := newModelServer(t, readPage(t, "vllm.txt"))
 	st := newStoreWith(ms.spec(t, "a", nil), specFor(t, "dead", refusedAddr(t), nil))
 	reg := prometheus.NewPedanticRegistry()
-	s, err := New(st, Options{Interval: 20 * time.Millisecond, Registerer: reg, PoolName: "pool-1"})
+	s, err := New(st, Options{Interval: 20 * time.Millisecond, Registerer: reg, PoolNames: []string{"pool-1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ type telemetry struct {
 	unknownEngine *prometheus.CounterVec
 }
 
-func newTelemetry(reg prometheus.Registerer, store *datastore.Store, poolName string, waveEndpoints, narrowEndpoints *atomic.Int64) (*telemetry, error) {
+func newTelemetry(reg prometheus.Registerer, store *datastore.Store, pools []string, waveEndpoints, narrowEndpoints *atomic.Int64) (*telemetry, error) {
 	errVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "openepp_metrics_scrape_errors_total",
 		Help: "Failed model-server metrics scrapes, by reason.",
@@ -96,7 +96,7 @@ func newTelemetry(reg prometheus.Registerer, store *datastore.Store, poolName st
 			"checked against a whole page; the others are scraped whole.",
 	}, func() float64 { return float64(narrowEndpoints.Load()) })
 	cs := []prometheus.Collector{t.scrapes, errVec, fieldVec, t.duration, t.unknownEngine, staleGauge(store), waves, narrow}
-	cs = append(cs, poolGauges(store, poolName)...)
+	cs = append(cs, poolGauges(store, pools)...)
 	if reg == nil {
 		return t, nil
 	}
@@ -123,63 +123,6 @@ func staleGauge(store *datastore.Store) prometheus.Collector {
 		}
 		return float64(n)
 	})
-}
-
-// poolGauges are upstream's inference_pool_* gauges, averaged over fresh
-// endpoints only and computed at collection time (no refresh loop). They are
-// registered only when the pool has a name.
-func poolGauges(store *datastore.Store, pool string) []prometheus.Collector {
-	if pool == "" {
-		return nil
-	}
-	labels := prometheus.Labels{"name": pool}
-	avg := func(name, help string, get func(*endpoint.Metrics) float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 {
-			return freshAverage(store.Snapshot(), get)
-		})
-	}
-	stdDev := func(name, help string, get func(*endpoint.Metrics) float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 {
-			return freshStdDev(store.Snapshot(), get)
-		})
-	}
-	return []prometheus.Collector{
-		stdDev("llm_d_epp_std_dev_kv_cache_utilization", "Standard deviation of KV-cache utilization over the pool's fresh endpoints.",
-			func(m *endpoint.Metrics) float64 { return m.KVCacheUsagePercent }),
-		stdDev("llm_d_epp_std_dev_queue_size", "Standard deviation of waiting-queue length over the pool's fresh endpoints.",
-			func(m *endpoint.Metrics) float64 { return float64(m.WaitingQueueSize) }),
-		stdDev("llm_d_epp_std_dev_running_requests", "Standard deviation of running requests over the pool's fresh endpoints.",
-			func(m *endpoint.Metrics) float64 { return float64(m.RunningRequestsSize) }),
-		avg("inference_pool_average_kv_cache_utilization", "Average KV-cache utilization (0..1) of the pool's fresh endpoints.",
-			func(m *endpoint.Metrics) float64 { return m.KVCacheUsagePercent }),
-		avg("inference_pool_average_queue_size", "Average waiting-queue length of the pool's fresh endpoints.",
-			func(m *endpoint.Metrics) float64 { return float64(m.WaitingQueueSize) }),
-		avg("inference_pool_average_running_requests", "Average running requests of the pool's fresh endpoints.",
-			func(m *endpoint.Metrics) float64 { return float64(m.RunningRequestsSize) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "inference_pool_ready_pods", Help: "Endpoints in the pool.", ConstLabels: labels,
-		}, func() float64 { return float64(len(store.Snapshot())) }),
-		perPodQueue{store: store, desc: prometheus.NewDesc("inference_pool_per_pod_queue_size",
-			"Waiting-queue length of each fresh endpoint of the pool.", []string{"model_server_pod"}, labels)},
-	}
-}
-
-// perPodQueue is upstream's inference_pool_per_pod_queue_size: one series
-// per fresh endpoint, built at collection time, so departed endpoints leave
-// no series behind.
-type perPodQueue struct {
-	store *datastore.Store
-	desc  *prometheus.Desc
-}
-
-func (c perPodQueue) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c perPodQueue) Collect(ch chan<- prometheus.Metric) {
-	for _, e := range c.store.Snapshot() {
-		if !e.Stale() {
-			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(e.Metrics().WaitingQueueSize), e.Name)
-		}
-	}
 }
 
 // freshStdDev is the population standard deviation over fresh endpoints:

@@ -24,6 +24,9 @@ func statusFor(err error) (int, string) {
 	if r := (*Refusal)(nil); errors.As(err, &r) {
 		return r.Code, r.Reason
 	}
+	if code, reason, ok := poolStatus(err); ok {
+		return code, reason
+	}
 	switch {
 	case errors.Is(err, errBodyTooLarge):
 		return http.StatusRequestEntityTooLarge, "body-too-large"

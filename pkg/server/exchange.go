@@ -46,6 +46,9 @@ type exchange struct {
 	api         request.API
 	body        []byte
 	generatedID string
+	// pool is the request's InferencePool when the EPP serves several
+	// (resolvePool); "" otherwise.
+	pool string
 
 	// Set once scheduled; hooks run on the scheduler that made the decision.
 	sched     *scheduler.Scheduler

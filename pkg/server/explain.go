@@ -11,8 +11,8 @@ import (
 
 // explain logs one line per decision at V(1): the targets and, for the
 // primary target, each scorer's weighted contribution. The prompt is never
-// logged.
-func (s *Server) explain(req *scheduler.Request, res *scheduler.Result) {
+// logged. pool is the request's pool when the EPP serves several.
+func (s *Server) explain(req *scheduler.Request, res *scheduler.Result, pool string) {
 	log := s.log.V(1)
 	if !log.Enabled() {
 		return
@@ -20,6 +20,9 @@ func (s *Server) explain(req *scheduler.Request, res *scheduler.Result) {
 	primary := res.Profiles[res.Primary]
 	targets := res.Targets()
 	kv := []any{"requestID", req.ID, "model", req.Model, "profile", res.Primary, "endpoint", joinTargets(targets)}
+	if pool != "" {
+		kv = append(kv, "pool", pool)
+	}
 	if primary != nil && len(targets) > 0 {
 		kv = append(kv, "scores", contributions(primary, targets[0].HostPort))
 	}

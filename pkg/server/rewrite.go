@@ -14,7 +14,7 @@ import (
 // body's model. Rules apply only to bodies that name a model (a catch-all
 // must not invent one for an unparsed passthrough body).
 func (x *exchange) rewriteTarget(model string, rnd *rand.Rand) string {
-	if rw := x.srv.opts.Rewrites; rw != nil && model != "" {
+	if rw := x.rewrites(); rw != nil && model != "" {
 		if target, rule, ok := rw.Rewrite(model, rnd); ok {
 			x.srv.opts.Metrics.rewritten(rule, model, target)
 			x.srv.log.V(1).Info("model rewritten", "requestID", x.headers[RequestIDHeader], "model", model, "target", target, "rule", rule)

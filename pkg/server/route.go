@@ -25,17 +25,21 @@ func (x *exchange) candidates() ([]*endpoint.Endpoint, error) {
 	if len(all) == 0 {
 		return nil, errNoEndpoints
 	}
-	if x.srv.opts.DisableSubsetFilter {
-		return all, nil
+	hint := subset{}
+	if !x.srv.opts.DisableSubsetFilter {
+		hint = parseSubset(x.filterMD)
 	}
-	hint := parseSubset(x.filterMD)
 	if !hint.present {
-		return all, nil
+		eps := x.inPool(all, all)
+		if len(eps) == 0 {
+			return nil, wrapf(errNoEndpoints, "pool %q has none", x.pool)
+		}
+		return eps, nil
 	}
 	if hint.empty() {
 		return nil, errEmptySubset
 	}
-	eps := hint.filter(all)
+	eps := x.inPool(all, hint.filter(all))
 	if len(eps) == 0 {
 		return nil, errSubsetMismatch
 	}
@@ -49,6 +53,9 @@ func (x *exchange) candidates() ([]*endpoint.Endpoint, error) {
 func (x *exchange) routeBodyless() (bool, error) {
 	if x.api != request.Other && x.headers[":method"] == "POST" {
 		return x.reject(wrapf(errEmptyBody, "%s needs a JSON body", x.api))
+	}
+	if err := x.resolvePool("", true); err != nil {
+		return x.reject(err)
 	}
 	eps, err := x.candidates()
 	if err != nil {
@@ -70,6 +77,9 @@ func (x *exchange) route(eos bool) (bool, error) {
 	}
 	parsed, err := request.Parse(x.api, x.body)
 	if err != nil {
+		return x.reject(err)
+	}
+	if err := x.resolvePool(parsed.Model, false); err != nil {
 		return x.reject(err)
 	}
 	sched := x.srv.Scheduler()
@@ -156,8 +166,8 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 	if x.req.FairnessID == "" {
 		x.req.FairnessID = defaultFlow
 	}
-	if x.req.Objective != "" && x.srv.opts.Objectives != nil {
-		x.req.Priority, _ = x.srv.opts.Objectives.Priority(x.req.Objective)
+	if objs := x.objectives(); x.req.Objective != "" && objs != nil {
+		x.req.Priority, _ = objs.Priority(x.req.Objective)
 	}
 	if adm := x.srv.Admission(); adm != nil {
 		if err := x.admit(adm); err != nil {
@@ -189,7 +199,7 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 		return err
 	}
 	x.sched, x.result = sched, res
-	x.srv.explain(x.req, res)
+	x.srv.explain(x.req, res, x.pool)
 	sched.PreRequest(x.ctx, x.state, x.req, res)
 	x.hooked = true
 	x.offerRevocation()

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/poolroute"
 	"github.com/openepp/openepp/pkg/request"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
@@ -90,6 +91,12 @@ type Options struct {
 	// Admission, when set, is the flow control requests pass through
 	// before scheduling (see SetAdmission).
 	Admission Admission
+	// Pools, when set, routes each request among one pool's endpoints
+	// once the endpoints name several pools (pool.go). PoolPolicies, when
+	// set, gives each pool's objectives and rewrites, replacing Objectives
+	// and Rewrites for requests with a pool.
+	Pools        *poolroute.Router
+	PoolPolicies func(pool string) (Objectives, Rewrites)
 }
 
 // Server is the ext_proc service. It is safe for concurrent streams.

@@ -85,6 +85,9 @@ func (x *exchange) traceSchedule(run func(ctx context.Context) (*scheduler.Resul
 		if x.req.Objective != "" {
 			span.SetAttributes(attribute.String("openepp.objective", x.req.Objective))
 		}
+		if x.pool != "" {
+			span.SetAttributes(attribute.String("openepp.pool", x.pool))
+		}
 	}
 	res, err := run(ctx)
 	switch {

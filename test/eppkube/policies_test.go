@@ -68,16 +68,7 @@ func TestRewriteEndToEnd(t *testing.T) {
 	env.RunningPod(t, ns, "a", ip, model)
 	in := startEPP(t, ns, "--pool-name", "pool")
 	in.waitRoutable(t, hostPort(ip, port), true)
-	env.Create(t, &v1alpha2.InferenceModelRewrite{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "alias"},
-		Spec: v1alpha2.InferenceModelRewriteSpec{
-			PoolRef: &v1alpha2.PoolObjectReference{Name: "pool"},
-			Rules: []v1alpha2.InferenceModelRewriteRule{{
-				Matches: []v1alpha2.Match{{Model: &v1alpha2.ModelMatch{Value: "my-alias"}}},
-				Targets: []v1alpha2.TargetModel{{ModelRewrite: inst.Model(), Weight: 1}},
-			}},
-		},
-	})
+	env.Create(t, modelRewrite(ns, "alias", "pool", "my-alias", inst.Model()))
 	for _, stream := range []bool{false, true} {
 		body, _ := json.Marshal(map[string]any{"model": "my-alias", "prompt": "hello there", "max_tokens": 3, "stream": stream})
 		var got []byte
@@ -92,6 +83,21 @@ func TestRewriteEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(in.metricsPage(t), `inference_extension_model_rewrite_decisions_total{model_name="my-alias",model_rewrite_name="alias",target_model="`+inst.Model()+`"}`) {
 		t.Error("rewrite decision not counted")
+	}
+}
+
+// modelRewrite is an InferenceModelRewrite of pool sending requests for
+// model as target.
+func modelRewrite(ns, name, pool, model, target string) *v1alpha2.InferenceModelRewrite {
+	return &v1alpha2.InferenceModelRewrite{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1alpha2.InferenceModelRewriteSpec{
+			PoolRef: &v1alpha2.PoolObjectReference{Name: v1alpha2.ObjectName(pool)},
+			Rules: []v1alpha2.InferenceModelRewriteRule{{
+				Matches: []v1alpha2.Match{{Model: &v1alpha2.ModelMatch{Value: model}}},
+				Targets: []v1alpha2.TargetModel{{ModelRewrite: target, Weight: 1}},
+			}},
+		},
 	}
 }
 

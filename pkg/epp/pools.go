@@ -1,0 +1,82 @@
+package epp
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/openepp/openepp/pkg/discovery"
+	"github.com/openepp/openepp/pkg/poolroute"
+	"github.com/openepp/openepp/pkg/server"
+)
+
+// poolNames are the pools --pool-name names: one, or several separated by
+// commas (docs/deploy.md, "Several pools").
+func (k *KubeFlags) poolNames() []string {
+	if k.PoolName == "" {
+		return nil
+	}
+	var out []string
+	for _, p := range strings.Split(k.PoolName, ",") {
+		out = append(out, strings.TrimSpace(p))
+	}
+	return out
+}
+
+// validatePools checks --pool-name's list.
+func (k *KubeFlags) validatePools() []error {
+	names := k.poolNames()
+	var errs []error
+	for i, p := range names {
+		switch {
+		case p == "":
+			errs = append(errs, fmt.Errorf("--pool-name %q: empty pool name in the list", k.PoolName))
+		case slices.Contains(names[:i], p):
+			errs = append(errs, fmt.Errorf("--pool-name %q: pool %q is named twice", k.PoolName, p))
+		}
+	}
+	return errs
+}
+
+// filePools are the pools an endpoints file names at start (sorted).
+func filePools(path string) ([]string, error) {
+	specs, err := discovery.LoadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range specs {
+		if s.Pool != "" && !slices.Contains(out, s.Pool) {
+			out = append(out, s.Pool)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// errFlowSeveralPools refuses flow control for an EPP serving several
+// pools: its gate rates one saturation over every endpoint, so one pool's
+// load would hold back another pool's requests.
+var errFlowSeveralPools = errors.New("flow control needs one pool per EPP: its gate rates the saturation of every endpoint together, " +
+	"so one pool's load would queue the other pools' requests; run an EPP per pool to use it")
+
+// poolRouter resolves each request's pool among the declared ones and
+// those the endpoints name; the server consults it only once there are
+// several.
+func (a *app) poolRouter(opts *server.Options) {
+	opts.Pools = poolroute.New(a.pools, a.flags.PoolHeader)
+	if len(a.pools) > 1 {
+		a.log.Info("serving several pools: each request is routed among its pool's endpoints", "pools", a.pools,
+			"header", opts.Pools.Header())
+	}
+}
+
+// poolLabel is the pool flow control's metrics name: the one pool, or ""
+// (no pool, or several: flow control is then refused).
+func (a *app) poolLabel() string {
+	if len(a.pools) == 1 {
+		return a.pools[0]
+	}
+	return ""
+}

@@ -1,0 +1,98 @@
+package epp
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+
+	"github.com/openepp/openepp/pkg/extproc"
+	"github.com/openepp/openepp/pkg/sim"
+)
+
+// pooledFile writes r's simulators as an endpoints file whose entries name
+// the pools given by index, and returns its path.
+func pooledFile(t *testing.T, r *running, pools ...string) string {
+	t.Helper()
+	var b strings.Builder
+	for i, e := range r.entries {
+		b.WriteString(strings.TrimSuffix(e, "}\n") + ", pool: " + pools[i] + "}\n")
+	}
+	path := filepath.Join(t.TempDir(), "pooled.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestSeveralPoolsFromAnEndpointsFile: one EPP for pool llama (one server)
+// and pool qwen (two): each request goes to the pool serving its model (the
+// models-data-source's lists), or to the one its header names; GET
+// /v1/models lists both pools' models; every pool has its
+// inference_pool_* series.
+func TestSeveralPoolsFromAnEndpointsFile(t *testing.T) {
+	t.Parallel()
+	sims := []sim.Config{{Model: "llama"}, {Model: "qwen"}, {Model: "qwen"}}
+	r := launchEPPSims(t, sims, 0, nil, func(r *running) []string {
+		return []string{"--endpoints-file", pooledFile(t, r, "llama", "qwen", "qwen"), "--config-text", modelsConfig}
+	})
+	send := func(model string, headers ...string) *extproc.Decision {
+		req := extproc.Request{Method: "POST", Path: "/v1/completions", Headers: http.Header{"content-type": {"application/json"}},
+			Body: []byte(`{"model":"` + model + `","prompt":"hi"}`)}
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Headers.Set(headers[i], headers[i+1])
+		}
+		d, err := r.client.RoundTrip(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	eventually(t, "every server's model list", func() bool {
+		imm := r.listModels(t)
+		return imm != nil && strings.Contains(string(imm.Body), `"llama"`) && strings.Contains(string(imm.Body), `"qwen"`)
+	})
+	for range 6 {
+		if d := send("llama"); d.Immediate != nil || d.Endpoints[0] != r.servers[0] {
+			t.Fatalf("llama: %+v, want %s", d, r.servers[0])
+		}
+		if d := send("qwen"); d.Immediate != nil || d.Endpoints[0] == r.servers[0] {
+			t.Fatalf("qwen: %+v, want a server of pool qwen", d)
+		}
+	}
+	if d := send("qwen", "x-openepp-pool", "llama"); d.Immediate != nil || d.Endpoints[0] != r.servers[0] {
+		t.Errorf("header naming pool llama: %+v", d)
+	}
+	if d := send("gpt"); d.Immediate == nil || d.Immediate.Status != http.StatusNotFound || !strings.Contains(string(d.Immediate.Body), "pools llama, qwen") {
+		t.Errorf("a model no pool serves: %+v, want 404 naming the pools", d.Immediate)
+	}
+	if d := send("qwen", "x-openepp-pool", "mistral"); d.Immediate == nil || d.Immediate.Status != http.StatusBadRequest {
+		t.Errorf("header naming an unknown pool: %+v, want 400", d.Immediate)
+	}
+	page := r.metricsPage(t)
+	for _, want := range []string{`inference_pool_ready_pods{name="llama"} 1`, `inference_pool_ready_pods{name="qwen"} 2`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("metrics page lacks %s", want)
+		}
+	}
+}
+
+// TestSeveralPoolsRefuseFlowControl: flow control rates one saturation for
+// every endpoint, so it is refused, with the reason, for several pools.
+func TestSeveralPoolsRefuseFlowControl(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "eps.yaml")
+	text := "- {name: a, address: 127.0.0.1, port: 1, pool: a}\n- {name: b, address: 127.0.0.1, port: 2, pool: b}\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := Run(context.Background(), []string{"--endpoints-file", path, agentFlowConfig, "--grpc-port", "0", "--grpc-health-port", "0",
+		"--metrics-port", "0", "--bind-address", "127.0.0.1"}, WithLogger(logr.Discard()))
+	if err == nil || !strings.Contains(err.Error(), "flow control needs one pool per EPP") {
+		t.Errorf("Run error = %v, want flow control refused for several pools", err)
+	}
+}

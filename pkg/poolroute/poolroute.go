@@ -1,0 +1,256 @@
+// Package poolroute decides which InferencePool a request is for when one
+// EPP serves several. Endpoints carry their pool (endpoint.Spec.Pool); a
+// request is then scheduled among its pool's endpoints only, as if each
+// pool had its own EPP. The clues, in order: a header naming the pool (set
+// by the client or by a gateway filter that runs before the EPP), the
+// proxy's subset hint (it lists one pool's endpoints), then the model the
+// request names when exactly one pool serves it.
+package poolroute
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+)
+
+// DefaultHeader is the request header that names a request's pool.
+const DefaultHeader = "x-openepp-pool"
+
+// Why a request has no pool. Each message names the pools and the header,
+// so that whoever reads the 4xx knows how to fix the request.
+var (
+	// ErrUnknownPool: the header names a pool the EPP does not serve.
+	ErrUnknownPool = errors.New("unknown pool")
+	// ErrAmbiguous: several pools may serve the request and nothing tells
+	// which.
+	ErrAmbiguous = errors.New("request matches several pools")
+	// ErrModelNotServed: every pool has reported its models and none
+	// serves the request's.
+	ErrModelNotServed = errors.New("no pool serves the model")
+	// ErrMaybeEmptyPool: no endpoint serves the model, but a pool that has
+	// no endpoints now (scaled to zero, starting) may be the one.
+	ErrMaybeEmptyPool = errors.New("no ready endpoint serves the model")
+)
+
+// Router resolves requests' pools. It is safe for concurrent use.
+type Router struct {
+	header   string
+	declared []string
+	last     atomic.Pointer[index]
+}
+
+// New returns a router. declared are the pools the EPP is configured to
+// serve (known even while one has no endpoints); pools named by endpoints
+// are added to them. header is the request header naming a pool
+// (DefaultHeader when empty).
+func New(declared []string, header string) *Router {
+	if header == "" {
+		header = DefaultHeader
+	}
+	return &Router{header: strings.ToLower(header), declared: slices.Clone(declared)}
+}
+
+// Header is the (lower-case) request header that names a pool.
+func (r *Router) Header() string { return r.header }
+
+// index groups one datastore snapshot by pool. It keeps the snapshot so
+// that its backing array cannot be reused by a later one while the index
+// is current.
+type index struct {
+	src    []*endpoint.Endpoint
+	byPool map[string][]*endpoint.Endpoint
+	names  []string // sorted: declared pools and every endpoint's
+}
+
+func (r *Router) indexOf(all []*endpoint.Endpoint) *index {
+	if ix := r.last.Load(); ix != nil && len(all) == len(ix.src) && (len(all) == 0 || &all[0] == &ix.src[0]) {
+		return ix
+	}
+	ix := &index{src: all, byPool: map[string][]*endpoint.Endpoint{}}
+	for _, p := range r.declared {
+		ix.byPool[p] = nil
+	}
+	for _, e := range all {
+		ix.byPool[e.Pool] = append(ix.byPool[e.Pool], e)
+	}
+	if len(ix.byPool[""]) == 0 {
+		delete(ix.byPool, "")
+	}
+	for p := range ix.byPool {
+		ix.names = append(ix.names, p)
+	}
+	slices.Sort(ix.names)
+	r.last.Store(ix)
+	return ix
+}
+
+// Pools are the pools the snapshot all and the configuration name, sorted.
+// An endpoint without a pool counts as the pool "".
+func (r *Router) Pools(all []*endpoint.Endpoint) []string { return r.indexOf(all).names }
+
+// Query is what one request says about its pool.
+type Query struct {
+	// Header is the pool header's value; empty when absent.
+	Header string
+	// Hinted are the endpoints of the proxy's subset hint; Hint reports
+	// that there was one (the server reports an empty match itself).
+	Hinted []*endpoint.Endpoint
+	Hint   bool
+	// Model is the model the client named; empty when the request has no
+	// body or no model.
+	Model string
+	// Bodyless requests (GET /v1/models, health checks through the
+	// gateway) may go to any pool when nothing tells which.
+	Bodyless bool
+	// Claims, when set, reports that pool takes model by its own policy
+	// (an InferenceModelRewrite rule for it) whatever its servers list.
+	Claims func(pool, model string) bool
+}
+
+// Resolve returns the request's pool and its candidate endpoints. all is
+// the datastore's snapshot. With at most one pool the answer is the hinted
+// endpoints (or all) and pool "" or the one pool's name: nothing changes
+// for an EPP serving one pool. An empty result for a pool that has no
+// endpoints now is not an error here: the server answers it as any empty
+// candidate set.
+func (r *Router) Resolve(all []*endpoint.Endpoint, q Query) (string, []*endpoint.Endpoint, error) {
+	ix := r.indexOf(all)
+	cands := all
+	if q.Hint {
+		cands = q.Hinted
+	}
+	if len(ix.names) <= 1 {
+		pool := ""
+		if len(ix.names) == 1 {
+			pool = ix.names[0]
+		}
+		return pool, cands, nil
+	}
+	if q.Header != "" {
+		if _, ok := ix.byPool[q.Header]; !ok {
+			return "", nil, fmt.Errorf("%w %q (header %s): this endpoint picker serves %s", ErrUnknownPool, q.Header, r.header, strings.Join(ix.names, ", "))
+		}
+		return q.Header, inPool(cands, q.Header), nil
+	}
+	pools := poolsOf(cands)
+	if len(pools) == 1 && q.Hint {
+		return pools[0], cands, nil
+	}
+	if q.Model == "" {
+		if q.Bodyless {
+			return "", cands, nil
+		}
+		return "", nil, fmt.Errorf("%w (%s) and names no model: set header %s", ErrAmbiguous, strings.Join(pools, ", "), r.header)
+	}
+	serving, unknown := servingPools(cands, q.Model)
+	if q.Claims != nil {
+		for _, p := range pools {
+			if !slices.Contains(serving, p) && q.Claims(p, q.Model) {
+				serving = append(serving, p)
+				unknown = slices.DeleteFunc(unknown, func(u string) bool { return u == p })
+			}
+		}
+		slices.Sort(serving)
+	}
+	switch {
+	case len(serving) == 1:
+		return serving[0], inPool(cands, serving[0]), nil
+	case len(serving) > 1:
+		return "", nil, fmt.Errorf("%w: model %q is served by pools %s; set header %s to one of them",
+			ErrAmbiguous, q.Model, strings.Join(serving, ", "), r.header)
+	case len(unknown) > 0:
+		return "", nil, fmt.Errorf("%w: no pool lists model %q and pools %s have not reported their models (a models-data-source lists them); set header %s",
+			ErrAmbiguous, q.Model, strings.Join(unknown, ", "), r.header)
+	case len(pools) == 0:
+		return "", nil, nil // nothing to pick from: the server's 503
+	}
+	if empty := ix.empty(); len(empty) > 0 && !q.Hint {
+		return "", nil, fmt.Errorf("%w: no endpoint lists model %q and pools %s have no endpoints now", ErrMaybeEmptyPool, q.Model, strings.Join(empty, ", "))
+	}
+	return "", nil, fmt.Errorf("%w %q (pools %s)", ErrModelNotServed, q.Model, strings.Join(pools, ", "))
+}
+
+// empty lists the pools without endpoints.
+func (ix *index) empty() []string {
+	var out []string
+	for _, p := range ix.names {
+		if len(ix.byPool[p]) == 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// inPool keeps eps's endpoints of pool, in order.
+func inPool(eps []*endpoint.Endpoint, pool string) []*endpoint.Endpoint {
+	out := make([]*endpoint.Endpoint, 0, len(eps))
+	for _, e := range eps {
+		if e.Pool == pool {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// poolsOf lists the pools of eps, sorted.
+func poolsOf(eps []*endpoint.Endpoint) []string {
+	var out []string
+	for _, e := range eps {
+		if !slices.Contains(out, e.Pool) {
+			out = append(out, e.Pool)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// servingPools are the pools among eps with an endpoint that serves model
+// (its model list, its base model or its LoRA adapters say so), and the
+// pools of which no endpoint has said what it serves.
+func servingPools(eps []*endpoint.Endpoint, model string) (serving, unknown []string) {
+	told := map[string]bool{}
+	for _, e := range eps {
+		knows, serves := endpointServes(e, model)
+		if serves && !slices.Contains(serving, e.Pool) {
+			serving = append(serving, e.Pool)
+		}
+		told[e.Pool] = told[e.Pool] || knows
+	}
+	for p, knows := range told {
+		if !knows && !slices.Contains(serving, p) {
+			unknown = append(unknown, p)
+		}
+	}
+	slices.Sort(serving)
+	slices.Sort(unknown)
+	return serving, unknown
+}
+
+// endpointServes reports whether e has said anything about its models, and
+// whether it serves model.
+func endpointServes(e *endpoint.Endpoint, model string) (knows, serves bool) {
+	if ms := e.Models(); ms != nil {
+		if _, ok := ms.Find(model); ok {
+			return true, true
+		}
+		knows = true
+	}
+	m := e.Metrics()
+	if m.BaseModel != "" {
+		knows = true
+		if m.BaseModel == model {
+			return true, true
+		}
+	}
+	if _, ok := m.ActiveModels[model]; ok {
+		return true, true
+	}
+	if _, ok := m.WaitingModels[model]; ok {
+		return true, true
+	}
+	return knows || len(m.ActiveModels)+len(m.WaitingModels) > 0, false
+}

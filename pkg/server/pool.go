@@ -1,0 +1,91 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/openepp/openepp/pkg/endpoint"
+	"github.com/openepp/openepp/pkg/poolroute"
+)
+
+// resolvePool finds the request's pool when the EPP serves several (see
+// package poolroute); x.pool then narrows the candidates and picks the
+// pool's objectives and rewrites. model is the client's model name ("" for
+// bodyless requests). With one pool it does nothing.
+func (x *exchange) resolvePool(model string, bodyless bool) error {
+	r := x.srv.opts.Pools
+	if r == nil {
+		return nil
+	}
+	all := x.srv.endpoints.Snapshot()
+	if len(r.Pools(all)) <= 1 {
+		return nil
+	}
+	q := poolroute.Query{Header: strings.TrimSpace(x.headers[r.Header()]), Model: model, Bodyless: bodyless}
+	if !x.srv.opts.DisableSubsetFilter {
+		if hint := parseSubset(x.filterMD); hint.present {
+			q.Hint, q.Hinted = true, hint.filter(all)
+		}
+	}
+	if x.srv.opts.PoolPolicies != nil {
+		q.Claims = func(pool, model string) bool {
+			_, rw := x.srv.opts.PoolPolicies(pool)
+			c, ok := rw.(claimer)
+			return ok && c.Claims(model)
+		}
+	}
+	pool, _, err := r.Resolve(all, q)
+	x.pool = pool
+	return err
+}
+
+// claimer is implemented by Rewrites that can tell whether a rule takes a
+// model without choosing a target.
+type claimer interface{ Claims(model string) bool }
+
+// inPool narrows eps to the request's pool, when it has one and the EPP
+// serves several.
+func (x *exchange) inPool(all, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
+	if x.pool == "" || len(x.srv.opts.Pools.Pools(all)) <= 1 {
+		return eps
+	}
+	out := make([]*endpoint.Endpoint, 0, len(eps))
+	for _, e := range eps {
+		if e.Pool == x.pool {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// objectives and rewrites are the request's pool's policies.
+func (x *exchange) objectives() Objectives {
+	if pp := x.srv.opts.PoolPolicies; pp != nil && x.pool != "" {
+		o, _ := pp(x.pool)
+		return o
+	}
+	return x.srv.opts.Objectives
+}
+
+func (x *exchange) rewrites() Rewrites {
+	if pp := x.srv.opts.PoolPolicies; pp != nil && x.pool != "" {
+		_, rw := pp(x.pool)
+		return rw
+	}
+	return x.srv.opts.Rewrites
+}
+
+// poolStatus maps poolroute's errors to HTTP statuses; ok is false for
+// other errors.
+func poolStatus(err error) (code int, reason string, ok bool) {
+	switch {
+	case errors.Is(err, poolroute.ErrUnknownPool), errors.Is(err, poolroute.ErrAmbiguous):
+		return http.StatusBadRequest, "bad-request", true
+	case errors.Is(err, poolroute.ErrModelNotServed):
+		return http.StatusNotFound, "model-not-found", true
+	case errors.Is(err, poolroute.ErrMaybeEmptyPool):
+		return http.StatusServiceUnavailable, "rejected-no-endpoints", true
+	}
+	return 0, "", false
+}
