@@ -119,46 +119,61 @@ type Query struct {
 // candidate set.
 func (r *Router) Resolve(all []*endpoint.Endpoint, q Query) (string, []*endpoint.Endpoint, error) {
 	ix := r.indexOf(all)
-	cands := all
-	if q.Hint {
-		cands = q.Hinted
-	}
 	if len(ix.names) <= 1 {
-		pool := ""
+		pool, cands := "", all
 		if len(ix.names) == 1 {
 			pool = ix.names[0]
 		}
+		if q.Hint {
+			cands = q.Hinted
+		}
 		return pool, cands, nil
+	}
+	// The candidates by pool: the snapshot's index (shared, not copied)
+	// or the hinted endpoints grouped.
+	groups := ix.byPool
+	if q.Hint {
+		groups = map[string][]*endpoint.Endpoint{}
+		for _, e := range q.Hinted {
+			groups[e.Pool] = append(groups[e.Pool], e)
+		}
 	}
 	if q.Header != "" {
 		if _, ok := ix.byPool[q.Header]; !ok {
 			return "", nil, fmt.Errorf("%w %q (header %s): this endpoint picker serves %s", ErrUnknownPool, q.Header, r.header, strings.Join(ix.names, ", "))
 		}
-		return q.Header, inPool(cands, q.Header), nil
+		return q.Header, groups[q.Header], nil
 	}
-	pools := poolsOf(cands)
+	pools := nonEmpty(groups)
 	if len(pools) == 1 && q.Hint {
-		return pools[0], cands, nil
+		return pools[0], groups[pools[0]], nil
 	}
 	if q.Model == "" {
 		if q.Bodyless {
-			return "", cands, nil
+			if q.Hint {
+				return "", q.Hinted, nil
+			}
+			return "", all, nil
 		}
 		return "", nil, fmt.Errorf("%w (%s) and names no model: set header %s", ErrAmbiguous, strings.Join(pools, ", "), r.header)
 	}
-	serving, unknown := servingPools(cands, q.Model)
-	if q.Claims != nil {
-		for _, p := range pools {
-			if !slices.Contains(serving, p) && q.Claims(p, q.Model) {
+	var serving, unknown []string
+	for _, p := range pools {
+		switch {
+		case q.Claims != nil && q.Claims(p, q.Model):
+			serving = append(serving, p)
+		default:
+			switch poolServes(groups[p], q.Model) {
+			case serves:
 				serving = append(serving, p)
-				unknown = slices.DeleteFunc(unknown, func(u string) bool { return u == p })
+			case silent:
+				unknown = append(unknown, p)
 			}
 		}
-		slices.Sort(serving)
 	}
 	switch {
 	case len(serving) == 1:
-		return serving[0], inPool(cands, serving[0]), nil
+		return serving[0], groups[serving[0]], nil
 	case len(serving) > 1:
 		return "", nil, fmt.Errorf("%w: model %q is served by pools %s; set header %s to one of them",
 			ErrAmbiguous, q.Model, strings.Join(serving, ", "), r.header)
@@ -174,6 +189,12 @@ func (r *Router) Resolve(all []*endpoint.Endpoint, q Query) (string, []*endpoint
 	return "", nil, fmt.Errorf("%w %q (pools %s)", ErrModelNotServed, q.Model, strings.Join(pools, ", "))
 }
 
+// Members are pool's endpoints in the snapshot all, in its order: shared,
+// not to be modified.
+func (r *Router) Members(all []*endpoint.Endpoint, pool string) []*endpoint.Endpoint {
+	return r.indexOf(all).byPool[pool]
+}
+
 // empty lists the pools without endpoints.
 func (ix *index) empty() []string {
 	var out []string
@@ -185,53 +206,44 @@ func (ix *index) empty() []string {
 	return out
 }
 
-// inPool keeps eps's endpoints of pool, in order.
-func inPool(eps []*endpoint.Endpoint, pool string) []*endpoint.Endpoint {
-	out := make([]*endpoint.Endpoint, 0, len(eps))
-	for _, e := range eps {
-		if e.Pool == pool {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// poolsOf lists the pools of eps, sorted.
-func poolsOf(eps []*endpoint.Endpoint) []string {
+// nonEmpty lists the pools of groups that have endpoints, sorted.
+func nonEmpty(groups map[string][]*endpoint.Endpoint) []string {
 	var out []string
-	for _, e := range eps {
-		if !slices.Contains(out, e.Pool) {
-			out = append(out, e.Pool)
+	for p, eps := range groups {
+		if len(eps) > 0 {
+			out = append(out, p)
 		}
 	}
 	slices.Sort(out)
 	return out
 }
 
-// servingPools are the pools among eps with an endpoint that serves model
-// (its model list, its base model or its LoRA adapters say so), and the
-// pools of which no endpoint has said what it serves.
-func servingPools(eps []*endpoint.Endpoint, model string) (serving, unknown []string) {
-	told := map[string]bool{}
+// answer is what a pool's endpoints say about a model.
+type answer int
+
+const (
+	silent answer = iota // none has said what it serves
+	denies               // some have, none serves it
+	serves               // one serves it
+)
+
+// poolServes asks eps in turn, stopping at the first that serves model.
+func poolServes(eps []*endpoint.Endpoint, model string) answer {
+	a := silent
 	for _, e := range eps {
-		knows, serves := endpointServes(e, model)
-		if serves && !slices.Contains(serving, e.Pool) {
-			serving = append(serving, e.Pool)
-		}
-		told[e.Pool] = told[e.Pool] || knows
-	}
-	for p, knows := range told {
-		if !knows && !slices.Contains(serving, p) {
-			unknown = append(unknown, p)
+		switch knows, yes := endpointServes(e, model); {
+		case yes:
+			return serves
+		case knows:
+			a = denies
 		}
 	}
-	slices.Sort(serving)
-	slices.Sort(unknown)
-	return serving, unknown
+	return a
 }
 
 // endpointServes reports whether e has said anything about its models, and
-// whether it serves model.
+// whether it serves model (its model list, its base model or its LoRA
+// adapters say so).
 func endpointServes(e *endpoint.Endpoint, model string) (knows, serves bool) {
 	if ms := e.Models(); ms != nil {
 		if _, ok := ms.Find(model); ok {

@@ -44,11 +44,15 @@ func (x *exchange) resolvePool(model string, bodyless bool) error {
 // model without choosing a target.
 type claimer interface{ Claims(model string) bool }
 
-// inPool narrows eps to the request's pool, when it has one and the EPP
-// serves several.
+// inPool narrows eps (all, or the hinted endpoints of all) to the
+// request's pool, when it has one and the EPP serves several.
 func (x *exchange) inPool(all, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
-	if x.pool == "" || len(x.srv.opts.Pools.Pools(all)) <= 1 {
+	r := x.srv.opts.Pools
+	if x.pool == "" || len(r.Pools(all)) <= 1 {
 		return eps
+	}
+	if len(eps) == len(all) {
+		return r.Members(all, x.pool) // the index's slice: no copy
 	}
 	out := make([]*endpoint.Endpoint, 0, len(eps))
 	for _, e := range eps {
