@@ -56,6 +56,11 @@ func TestSeveralPoolsFromAnEndpointsFile(t *testing.T) {
 		imm := r.listModels(t)
 		return imm != nil && strings.Contains(string(imm.Body), `"llama"`) && strings.Contains(string(imm.Body), `"qwen"`)
 	})
+	d, err := r.client.RoundTrip(context.Background(), extproc.Request{Method: http.MethodGet, Path: "/v1/models",
+		Headers: http.Header{"X-Openepp-Pool": {"qwen"}}})
+	if err != nil || d.Immediate == nil || strings.Contains(string(d.Immediate.Body), "llama") || !strings.Contains(string(d.Immediate.Body), `"qwen"`) {
+		t.Errorf("GET /v1/models for pool qwen: %v %+v, want qwen's models only", err, d)
+	}
 	for range 6 {
 		if d := send("llama"); d.Immediate != nil || d.Endpoints[0] != r.servers[0] {
 			t.Fatalf("llama: %+v, want %s", d, r.servers[0])

@@ -12,14 +12,20 @@ import (
 // respond lets a Responder plugin answer the request itself, on its
 // headers; answered is false when none does (or none is configured: then
 // it costs nothing). The whole pool is offered, not the subset the proxy
-// allows: what a responder answers is not routed anywhere.
+// allows: what a responder answers is not routed anywhere. An EPP serving
+// several pools offers the pool a header or hint names, else every pool
+// (GET /v1/models then lists them all).
 func (x *exchange) respond() (answered bool, err error) {
 	sched := x.srv.Scheduler()
 	if !sched.Responds() {
 		return false, nil
 	}
 	in := &scheduler.Inbound{Method: x.headers[":method"], Path: x.path(), Headers: x.headers}
-	reply, ok := sched.Respond(x.ctx, in, x.srv.endpoints.Snapshot())
+	offered := x.srv.endpoints.Snapshot()
+	if x.resolvePool("", true) == nil {
+		offered = x.inPool(offered, offered)
+	}
+	reply, ok := sched.Respond(x.ctx, in, offered)
 	if !ok {
 		return false, nil
 	}
