@@ -62,6 +62,11 @@ type BuildOptions struct {
 	// rebuilt, since Resolve must not run on a live instance. A rebuilt
 	// scheduler.Inheritor inherits from the instance it replaces.
 	Previous *Built
+	// ModelLists asks for every server's model list even without a
+	// models-responder: an EPP serving several pools tells them apart by
+	// the models their servers list. A models-data-source is added as
+	// for models-responder (unless dataLayer.sources lists one).
+	ModelLists bool
 }
 
 // Build instantiates every plugin of cfg through its factory in reg, calls
@@ -80,6 +85,9 @@ func BuildWith(cfg *Config, opts BuildOptions) (*Built, error) {
 		return nil, errors.New("build config: config and registry are required")
 	}
 	b := newBuilder(cfg.Clone(), opts)
+	if opts.ModelLists {
+		ensureModelSource(b.cfg)
+	}
 	applyDefaults(b.cfg, nil)
 	b.ps = schemaProblems(b.cfg)
 	hash := hashOf(b.cfg)

@@ -426,6 +426,12 @@ func defaultModelSource(cfg *Config) {
 	if !slices.ContainsFunc(cfg.Plugins, func(s PluginSpec) bool { return s.Type == modelsResponder }) {
 		return
 	}
+	ensureModelSource(cfg)
+}
+
+// ensureModelSource makes sure a models-data-source feeds a
+// models-data-extractor: the declared ones, or new ones.
+func ensureModelSource(cfg *Config) {
 	if cfg.DataLayer == nil {
 		cfg.DataLayer = &DataLayer{}
 	}

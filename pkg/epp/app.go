@@ -71,7 +71,7 @@ type registry interface {
 }
 
 func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) {
-	a := &app{flags: f, log: log, store: datastore.New(), metrics: server.NewMetrics(reg)}
+	a := &app{flags: f, log: log, store: datastore.New(), metrics: server.NewMetrics(reg), pools: f.declaredPools()}
 	built, err := a.loadConfig(st, reg)
 	if err != nil {
 		return nil, err
@@ -156,7 +156,6 @@ func (a *app) addSources(d scheduler.Discovery, reg prometheus.Registerer) error
 		return nil
 	}
 	if a.flags.Kube.enabled() {
-		a.pools = a.flags.Kube.poolNames()
 		return a.addKube()
 	}
 	if a.flags.Endpoints != "" {
@@ -167,11 +166,9 @@ func (a *app) addSources(d scheduler.Discovery, reg prometheus.Registerer) error
 		a.background = append(a.background, discovery.NewStatic(a.store, specs))
 	}
 	if a.flags.EndpointsFile != "" {
-		pools, err := filePools(a.flags.EndpointsFile)
-		if err != nil {
+		if _, err := discovery.LoadFile(a.flags.EndpointsFile); err != nil {
 			return fmt.Errorf("--endpoints-file: %w", err)
 		}
-		a.pools = pools
 		a.background = append(a.background, discovery.NewFile(a.flags.EndpointsFile, a.store, a.log.WithName("discovery"), reg))
 	}
 	return nil

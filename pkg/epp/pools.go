@@ -39,7 +39,21 @@ func (k *KubeFlags) validatePools() []error {
 	return errs
 }
 
-// filePools are the pools an endpoints file names at start (sorted).
+// declaredPools are the pools the flags name: --pool-name's list, or the
+// pools of the endpoints file at start (a broken file is reported when its
+// source is added).
+func (f *Flags) declaredPools() []string {
+	if f.Kube.PoolName != "" {
+		return f.Kube.poolNames()
+	}
+	if f.EndpointsFile != "" {
+		pools, _ := filePools(f.EndpointsFile)
+		return pools
+	}
+	return nil
+}
+
+// filePools are the pools an endpoints file names (sorted).
 func filePools(path string) ([]string, error) {
 	specs, err := discovery.LoadFile(path)
 	if err != nil {

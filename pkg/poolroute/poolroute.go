@@ -178,7 +178,7 @@ func (r *Router) Resolve(all []*endpoint.Endpoint, q Query) (string, []*endpoint
 		return "", nil, fmt.Errorf("%w: model %q is served by pools %s; set header %s to one of them",
 			ErrAmbiguous, q.Model, strings.Join(serving, ", "), r.header)
 	case len(unknown) > 0:
-		return "", nil, fmt.Errorf("%w: no pool lists model %q and pools %s have not reported their models (a models-data-source lists them); set header %s",
+		return "", nil, fmt.Errorf("%w: no pool lists model %q and pools %s have not reported their models yet (models-data-source); set header %s",
 			ErrAmbiguous, q.Model, strings.Join(unknown, ", "), r.header)
 	case len(pools) == 0:
 		return "", nil, nil // nothing to pick from: the server's 503

@@ -11,20 +11,6 @@ import (
 	"github.com/openepp/openepp/pkg/sim"
 )
 
-// modelListsConfig collects every server's model list every 100 ms, which
-// tells an EPP serving several pools which pool serves a model.
-const modelListsConfig = `apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- type: random-picker
-- type: models-responder
-- type: models-data-source
-  parameters: {interval: 100ms}
-schedulingProfiles:
-- name: default
-  plugins: [{pluginRef: random-picker}]
-`
-
 // TestSeveralPools: one EPP (--pool-name llama,qwen) routes each request
 // among the pods of the pool that serves its model, or of the pool its
 // header names; each pool's InferenceObjectives apply to its requests
@@ -41,7 +27,9 @@ func TestSeveralPools(t *testing.T) {
 	env.RunningPod(t, ns, "l", ipL, llamaLabels)
 	env.RunningPod(t, ns, "q", ipQ, qwenLabels)
 	env.Create(t, modelRewrite(ns, "alias", "qwen", "fast", "qwen"))
-	in := startEPP(t, ns, "--pool-name", "llama,qwen", "--config-text", modelListsConfig)
+	// The default config of these tests lists no models-data-source: an
+	// EPP serving several pools adds one.
+	in := startEPP(t, ns, "--pool-name", "llama,qwen")
 
 	send := func(model string, headers ...string) (string, int) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
