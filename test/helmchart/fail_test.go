@@ -19,6 +19,8 @@ func TestBadValuesFailWithAClearMessage(t *testing.T) {
 	}{
 		{name: "unsupported provider", set: []string{modelApp, "provider.name=kgateway"},
 			want: `provider.name="kgateway" is not supported: use none, gke or istio`},
+		{name: "additional pool is the release's", set: []string{modelApp, "openepp.additionalPools={qwen," + release + "}"},
+			want: `openepp.additionalPools[1]="` + release + `" is the release's own pool or listed twice`},
 		{name: "missing matchLabels", set: []string{"provider.name=none"},
 			want: "inferencePool.modelServers.matchLabels is required"},
 		{name: "unknown modelServerType", set: []string{modelApp, "inferencePool.modelServerType=tgi"},

@@ -52,6 +52,17 @@ func TestChartHoldsTheManifestPolicies(t *testing.T) {
 	}
 }
 
+// TestAdditionalPools: openepp.additionalPools join the release's pool in
+// the annotation --pool-name is read from.
+func TestAdditionalPools(t *testing.T) {
+	t.Parallel()
+	objs := render(t, install{name: release, namespace: "ns", set: []string{modelApp, "openepp.additionalPools={qwen,mistral}"}})
+	dep, _ := deployment(t, objs)
+	if got, want := dep.Spec.Template.Annotations[poolLabel], release+",qwen,mistral"; got != want {
+		t.Errorf("pod annotation %s=%q, want %q", poolLabel, got, want)
+	}
+}
+
 // TestActiveActivePolicies: with openepp.activeActive (and TLS), the pod is
 // as hardened, the Role grows only by reading EndpointSlices, the rollout
 // is rolling, and the mounted keys are readable by the EPP's group only.

@@ -10,6 +10,11 @@ GIE's inferencepool chart, so a release can move between the two charts.
 {{- .Release.Name -}}
 {{- end -}}
 
+{{/* The pools the EPP serves: the release's, then openepp.additionalPools. */}}
+{{- define "openepp.poolNames" -}}
+{{- prepend (.Values.openepp.additionalPools | default list) (include "openepp.poolName" .) | join "," -}}
+{{- end -}}
+
 {{/*
 Cluster-scoped objects carry the namespace: one release per namespace may
 share a release name. Names are cut to 40 characters each; a cut one gets a

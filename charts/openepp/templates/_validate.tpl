@@ -28,6 +28,13 @@ values.schema.json rejects unknown keys and wrong types; this checks meaning.
 {{- fail (printf "inferenceExtension.latencyPredictor.%s: OpenEPP predicts latency in process, with no training or prediction sidecars to configure; keep only latencyPredictor.enabled" $key) -}}
 {{- end -}}
 {{- end -}}
+{{- $seen := list (include "openepp.poolName" .) -}}
+{{- range $i, $p := (.Values.openepp.additionalPools | default list) -}}
+{{- if has $p $seen -}}
+{{- fail (printf "openepp.additionalPools[%d]=%q is the release's own pool or listed twice" $i $p) -}}
+{{- end -}}
+{{- $seen = append $seen $p -}}
+{{- end -}}
 {{- if ne (toString $pool.apiVersion) "inference.networking.k8s.io/v1" -}}
 {{- fail (printf "inferencePool.apiVersion=%q: only inference.networking.k8s.io/v1 is supported" (toString $pool.apiVersion)) -}}
 {{- end -}}
