@@ -35,6 +35,9 @@ func (x *exchange) resolvePool(model string, bodyless bool) error {
 			return ok && c.Claims(model)
 		}
 	}
+	// Only the pool is kept: candidates() reads the pool's endpoints when
+	// the request is scheduled, from the snapshot of then (an index
+	// lookup, not a copy).
 	pool, _, err := r.Resolve(all, q)
 	x.pool = pool
 	return err
