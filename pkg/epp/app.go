@@ -92,6 +92,7 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 		EmitEndpointScores: f.EmitEndpointScores, Unparsed: unparsedAPIs(built), Log: log.WithName("server"), Metrics: a.metrics,
 	}
 	a.scrape = scrape
+	a.poolRouter(&opts)
 	opts.EnginePriority = a.enginePriorityFor(built)
 	if f.compat.grpcStreamMetrics {
 		opts.Streams = server.NewStreamMetrics(reg)
@@ -100,11 +101,11 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	if err != nil {
 		return nil, fmt.Errorf("eviction metrics: %w", err)
 	}
-	if a.flow, err = newFlowControl(a.store, newFlowMetrics(reg, a.poolLabel()), evict); err != nil {
+	a.flow, err = newFlowControl(a.store, newFlowMetrics(reg, a.poolLabel()), evict, a.poolLabel(), a.pools, opts.Pools.Members)
+	if err != nil {
 		return nil, err
 	}
-	a.flow.severalPools = len(a.pools) > 1
-	if err := a.flow.registerCapacity(reg, a.poolLabel()); err != nil {
+	if err := a.flow.registerCapacity(reg); err != nil {
 		return nil, fmt.Errorf("flow-control metrics: %w", err)
 	}
 	if err := reg.Register(leaderGauge(a.kube)); err != nil {
@@ -115,7 +116,6 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	}
 	a.background = append(a.background, a.flow)
 	a.kubeOptions(&opts)
-	a.poolRouter(&opts)
 	if f.ObjectivesFile != "" {
 		objs, err := objectives.NewFile(f.ObjectivesFile, log.WithName("objectives"), reg)
 		if err != nil {

@@ -33,6 +33,9 @@ type flowControlState struct {
 	flowcontrol.State
 	// Eviction is in-flight eviction's state, absent while it is off.
 	Eviction *eviction.State `json:"eviction,omitempty"`
+	// Pools are each pool's controller when the EPP serves several (the
+	// embedded State is then the first pool's).
+	Pools map[string]flowcontrol.State `json:"pools,omitempty"`
 }
 
 // pluginState is the body of /debug/plugins/state, in llm-d's shape.
@@ -106,8 +109,7 @@ func (a *app) debugHandlers() map[string]http.Handler {
 			writeJSON(w, endpointStates(a.store.Snapshot(), a.now()))
 		}),
 		flowControlPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, flowControlState{Enabled: a.srv.Admission() != nil, State: a.flow.gate.ctl.State(),
-				Eviction: a.flow.evict.state()})
+			writeJSON(w, a.flow.debugState(a.srv.Admission() != nil))
 		}),
 		replicasPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
 			if a.replicas == nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/openepp/openepp/pkg/config"
 	"github.com/openepp/openepp/pkg/datastore"
+	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/server"
@@ -20,38 +21,85 @@ import (
 // milliseconds (llm-d's name first, GIE's as the alias).
 var sloTTFTHeaders = []string{"x-llm-d-slo-ttft-ms", "x-slo-ttft-ms"}
 
-// flowControl is the EPP's one flow controller, for its whole life: a
-// config reload reconfigures it in place, so requests waiting when the
-// config changes stay in the same queue, in order, under the new limits
-// and detector.
+// flowControl is the EPP's flow control, for its whole life: one
+// controller, or one per pool for an EPP serving several (each pool queues
+// its own requests and is rated on its own endpoints). A config reload
+// reconfigures them in place, so requests waiting when the config changes
+// stay in the same queue, in order, under the new limits and detector.
 type flowControl struct {
 	store    *datastore.Store
 	metrics  *flowMetrics
-	gate     *flowGate
+	pools    []*flowPool // one, named by the pool label, unless several
+	byName   map[string]*flowPool
+	several  bool
+	members  func(all []*endpoint.Endpoint, pool string) []*endpoint.Endpoint
 	capacity *flowCapacity // nil until registerCapacity
 	evict    *flowEviction
-	// severalPools refuses a plan (errFlowSeveralPools).
-	severalPools bool
 }
 
-func newFlowControl(store *datastore.Store, metrics *flowMetrics, evict *flowEviction) (*flowControl, error) {
-	f := &flowControl{store: store, metrics: metrics, evict: evict}
-	// Configured for real by configure; until then nothing enters it.
-	ctl, err := flowcontrol.New(flowcontrol.Config{Saturation: func(time.Time) float64 { return 0 }, PoolSize: f.poolSize})
-	if err != nil {
-		return nil, err
+// flowPool is one pool's controller.
+type flowPool struct {
+	name string
+	gate *flowGate
+}
+
+// newFlowControl makes one controller per pool when pools names several
+// (members then gives a pool's endpoints of a snapshot), else one under
+// the name label.
+func newFlowControl(store *datastore.Store, metrics *flowMetrics, evict *flowEviction, label string, pools []string,
+	members func([]*endpoint.Endpoint, string) []*endpoint.Endpoint) (*flowControl, error) {
+	f := &flowControl{store: store, metrics: metrics, evict: evict, byName: map[string]*flowPool{}, members: members,
+		several: len(pools) > 1}
+	names := []string{label}
+	if f.several {
+		names = pools
 	}
-	f.gate = &flowGate{ctl: ctl, metrics: metrics, direct: directPass{ctl}, evict: evict}
+	for _, name := range names {
+		fp := &flowPool{name: name}
+		// Configured for real by configure; until then nothing enters it.
+		ctl, err := flowcontrol.New(flowcontrol.Config{Saturation: func(time.Time) float64 { return 0 }, PoolSize: func() int { return len(f.endpoints(fp)) }})
+		if err != nil {
+			return nil, err
+		}
+		fp.gate = &flowGate{ctl: ctl, metrics: metrics, direct: directPass{ctl}, evict: evict}
+		f.pools = append(f.pools, fp)
+		f.byName[name] = fp
+	}
 	return f, nil
 }
 
-func (f *flowControl) poolSize() int { return len(f.store.Snapshot()) }
+// endpoints are fp's pool's endpoints now.
+func (f *flowControl) endpoints(fp *flowPool) []*endpoint.Endpoint {
+	all := f.store.Snapshot()
+	if !f.several {
+		return all
+	}
+	return f.members(all, fp.name)
+}
 
-// registerCapacity serves llm-d's utilization gauges of the controller.
-func (f *flowControl) registerCapacity(reg prometheus.Registerer, pool string) error {
-	f.capacity = newFlowCapacity(f.gate.ctl, pool)
+// registerCapacity serves llm-d's utilization gauges of the controllers.
+func (f *flowControl) registerCapacity(reg prometheus.Registerer) error {
+	f.capacity = newFlowCapacity(f)
 	return reg.Register(f.capacity)
 }
+
+// debugState is /debug/flowcontrol's body.
+func (f *flowControl) debugState(enabled bool) flowControlState {
+	st := flowControlState{Enabled: enabled, State: f.pools[0].gate.ctl.State(), Eviction: f.evict.state()}
+	if f.several {
+		st.Pools = map[string]flowcontrol.State{}
+		for _, fp := range f.pools {
+			st.Pools[fp.name] = fp.gate.ctl.State()
+		}
+	}
+	return st
+}
+
+// errEvictionSeveralPools refuses in-flight eviction for an EPP serving
+// several pools: its books hold every pool's requests, and a victim must
+// be of the pool that needs room.
+var errEvictionSeveralPools = errors.New("flowControl.enableEviction needs one pool per EPP: its books do not tell pools apart, " +
+	"so a request of one pool could be evicted for another's; run an EPP per pool to use it")
 
 // configure applies b's flow-control plan and returns the admission new
 // requests pass through, or nil when flow control is off: requests then go
@@ -59,8 +107,8 @@ func (f *flowControl) registerCapacity(reg prometheus.Registerer, pool string) e
 // and the saturation gauge shows the legacy detector's rating.
 func (f *flowControl) configure(b *config.Built) (server.Admission, error) {
 	plan := b.FlowControl()
-	if plan != nil && f.severalPools {
-		return nil, errFlowSeveralPools
+	if plan != nil && plan.Eviction && f.several {
+		return nil, errEvictionSeveralPools
 	}
 	if f.capacity != nil {
 		f.capacity.enabled.Store(plan != nil)
@@ -68,40 +116,66 @@ func (f *flowControl) configure(b *config.Built) (server.Admission, error) {
 	onBlocked := f.evict.configure(plan)
 	if plan == nil {
 		if d := b.Scheduler.SaturationDetector(); d != nil {
-			f.metrics.watchSaturation(func(now time.Time) float64 { return d.Saturation(f.store.Snapshot(), now) }, d)
+			for _, fp := range f.pools {
+				f.metrics.watchSaturation(fp.name, func(now time.Time) float64 { return d.Saturation(f.endpoints(fp), now) }, d)
+			}
 		}
 		return nil, nil
 	}
 	detector := plan.Detector
-	cfg := flowcontrol.Config{
-		MaxRequests: plan.MaxRequests, MaxBytes: plan.MaxBytes,
-		DefaultTTL: plan.DefaultTTL, NoEndpointTTL: plan.NoEndpointTTL,
-		DefaultBand: band(plan.DefaultBand), Bands: map[int]flowcontrol.Band{},
-		UsageLimit: plan.UsageLimit,
-		Saturation: func(now time.Time) float64 {
-			if detector == nil {
-				return 0
-			}
-			return detector.Saturation(f.store.Snapshot(), now)
-		},
-		PoolSize:        f.poolSize,
-		OnEnqueue:       f.metrics.enqueued,
-		OnDispatchCycle: f.metrics.cycle,
-		OnBlocked:       onBlocked,
+	for _, fp := range f.pools {
+		cfg := flowcontrol.Config{
+			MaxRequests: plan.MaxRequests, MaxBytes: plan.MaxBytes,
+			DefaultTTL: plan.DefaultTTL, NoEndpointTTL: plan.NoEndpointTTL,
+			DefaultBand: band(plan.DefaultBand), Bands: map[int]flowcontrol.Band{},
+			UsageLimit: plan.UsageLimit,
+			Saturation: func(now time.Time) float64 {
+				if detector == nil {
+					return 0
+				}
+				return detector.Saturation(f.endpoints(fp), now)
+			},
+			PoolSize:        func() int { return len(f.endpoints(fp)) },
+			OnEnqueue:       f.metrics.enqueued,
+			OnDispatchCycle: f.metrics.cycle,
+			OnBlocked:       onBlocked,
+		}
+		if plan.NegativeBand != nil {
+			nb := band(*plan.NegativeBand)
+			cfg.NegativeBand = &nb
+		}
+		for p, b := range plan.Bands {
+			cfg.Bands[p] = band(b)
+		}
+		if err := fp.gate.ctl.Reconfigure(cfg); err != nil {
+			return nil, err
+		}
+		f.metrics.watchSaturation(fp.name, cfg.Saturation, detector)
 	}
-	if plan.NegativeBand != nil {
-		nb := band(*plan.NegativeBand)
-		cfg.NegativeBand = &nb
+	if !f.several {
+		return f.pools[0].gate, nil
 	}
-	for p, b := range plan.Bands {
-		cfg.Bands[p] = band(b)
-	}
-	if err := f.gate.ctl.Reconfigure(cfg); err != nil {
-		return nil, err
-	}
-	f.metrics.watchSaturation(cfg.Saturation, detector)
-	return f.gate, nil
+	return poolGates{f}, nil
 }
+
+// poolGates is the admission of an EPP serving several pools: each request
+// passes its own pool's gate. A pool without one (an endpoints file that
+// named it only later) is not gated.
+type poolGates struct{ f *flowControl }
+
+func (g poolGates) Admit(ctx context.Context, req *scheduler.Request, bodyBytes int) (server.Admitted, error) {
+	fp := g.f.byName[req.Pool]
+	if fp == nil {
+		return ungated{}, nil
+	}
+	return fp.gate.Admit(ctx, req, bodyBytes)
+}
+
+// ungated is the pass of a request no gate holds.
+type ungated struct{}
+
+func (ungated) Scheduled() {}
+func (ungated) Released()  {}
 
 func band(b config.BandPlan) flowcontrol.Band {
 	return flowcontrol.Band{MaxRequests: b.MaxRequests, MaxBytes: b.MaxBytes, Fairness: b.Fairness, Ordering: b.Ordering}
@@ -115,7 +189,16 @@ func (f *flowControl) Start(ctx context.Context) error {
 		defer close(stopped)
 		f.evict.sweepEvery(ctx, time.Second)
 	}()
-	f.gate.ctl.Start(ctx)
+	done := make(chan struct{}, len(f.pools))
+	for _, fp := range f.pools {
+		go func() {
+			fp.gate.ctl.Start(ctx)
+			done <- struct{}{}
+		}()
+	}
+	for range f.pools {
+		<-done
+	}
 	<-stopped
 	return nil
 }

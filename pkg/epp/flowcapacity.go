@@ -21,17 +21,16 @@ const (
 // request and byte limits that waits, and the same against the global
 // limits when they are set. Nothing is served while flow control is off.
 type flowCapacity struct {
-	ctl     *flowcontrol.Controller
-	pool    string
+	f       *flowControl
 	enabled atomic.Bool
 
 	bandRequests, bandBytes, globalRequests, globalBytes *prometheus.Desc
 }
 
-func newFlowCapacity(ctl *flowcontrol.Controller, pool string) *flowCapacity {
+func newFlowCapacity(f *flowControl) *flowCapacity {
 	band := []string{"priority", "inference_pool"}
 	global := []string{"inference_pool"}
-	return &flowCapacity{ctl: ctl, pool: pool,
+	return &flowCapacity{f: f,
 		bandRequests: prometheus.NewDesc("llm_d_epp_flow_control_capacity_utilization_requests",
 			"Share of each priority band's request limit (5000 when unset) held by waiting requests.", band, nil),
 		bandBytes: prometheus.NewDesc("llm_d_epp_flow_control_capacity_utilization_bytes",
@@ -54,19 +53,26 @@ func (c *flowCapacity) Collect(ch chan<- prometheus.Metric) {
 	if !c.enabled.Load() {
 		return
 	}
+	for _, fp := range c.f.pools {
+		c.collectPool(ch, fp.gate.ctl, fp.name)
+	}
+}
+
+// collectPool serves one controller's series under its pool's label.
+func (c *flowCapacity) collectPool(ch chan<- prometheus.Metric, ctl *flowcontrol.Controller, pool string) {
 	var requests, bytes int64
-	for _, b := range c.ctl.BandUsage() {
+	for _, b := range ctl.BandUsage() {
 		p := strconv.Itoa(b.Priority)
-		ch <- prometheus.MustNewConstMetric(c.bandRequests, prometheus.GaugeValue, share(b.Requests, b.MaxRequests, defaultBandRequests), p, c.pool)
-		ch <- prometheus.MustNewConstMetric(c.bandBytes, prometheus.GaugeValue, share(b.Bytes, b.MaxBytes, defaultBandBytes), p, c.pool)
+		ch <- prometheus.MustNewConstMetric(c.bandRequests, prometheus.GaugeValue, share(b.Requests, b.MaxRequests, defaultBandRequests), p, pool)
+		ch <- prometheus.MustNewConstMetric(c.bandBytes, prometheus.GaugeValue, share(b.Bytes, b.MaxBytes, defaultBandBytes), p, pool)
 		requests, bytes = requests+b.Requests, bytes+b.Bytes
 	}
-	maxRequests, maxBytes := c.ctl.Limits()
+	maxRequests, maxBytes := ctl.Limits()
 	if maxRequests > 0 {
-		ch <- prometheus.MustNewConstMetric(c.globalRequests, prometheus.GaugeValue, share(requests, maxRequests, 0), c.pool)
+		ch <- prometheus.MustNewConstMetric(c.globalRequests, prometheus.GaugeValue, share(requests, maxRequests, 0), pool)
 	}
 	if maxBytes > 0 {
-		ch <- prometheus.MustNewConstMetric(c.globalBytes, prometheus.GaugeValue, share(bytes, maxBytes, 0), c.pool)
+		ch <- prometheus.MustNewConstMetric(c.globalBytes, prometheus.GaugeValue, share(bytes, maxBytes, 0), pool)
 	}
 }
 

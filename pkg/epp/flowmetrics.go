@@ -28,7 +28,8 @@ type flowMetrics struct {
 	outcomes   *prometheus.CounterVec
 	queueSize  *prometheus.GaugeVec
 	queueBytes *prometheus.GaugeVec
-	saturation atomic.Pointer[func(time.Time) float64]
+	// saturation is each pool's rating, by pool label.
+	saturation sync.Map // string → func(time.Time) float64
 	stale      atomic.Pointer[staleSource]
 
 	mu     sync.RWMutex
@@ -44,6 +45,7 @@ type seriesKey struct {
 	flow          string
 	priority      int
 	model, target string
+	pool          string
 }
 
 // flowSeries are the children of one label set, under budgeted labels.
@@ -88,16 +90,30 @@ func newFlowMetrics(reg prometheus.Registerer, pool string) *flowMetrics {
 	// Flows come and go (one per agent session with agent-identity): as the
 	// request metrics do, forget those idle for fairnessIdle once full.
 	m.flows = labelbudget.NewForgetting(maxFlowLabels, flowIdle, m.forgetFlow)
-	sat := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "inference_extension_flow_control_pool_saturation",
-		Help:        "The saturation detector's rating of the pool (>= 1: requests wait).",
-		ConstLabels: prometheus.Labels{"inference_pool": pool}}, func() float64 {
-		if f := m.saturation.Load(); f != nil {
-			return (*f)(time.Now())
-		}
-		return 0
-	})
-	reg.MustRegister(m.waitTime, m.enqueue, m.cycles, m.outcomes, m.queueSize, m.queueBytes, sat, staleCollector{m})
+	reg.MustRegister(m.waitTime, m.enqueue, m.cycles, m.outcomes, m.queueSize, m.queueBytes, saturationCollector{m}, staleCollector{m})
 	return m
+}
+
+// saturationDesc is the detector's rating of each pool.
+var saturationDesc = prometheus.NewDesc("inference_extension_flow_control_pool_saturation",
+	"The saturation detector's rating of the pool (>= 1: requests wait).", []string{"inference_pool"}, nil)
+
+// saturationCollector rates every watched pool when the page is gathered;
+// before any is watched it serves 0 for the EPP's pool label.
+type saturationCollector struct{ m *flowMetrics }
+
+func (c saturationCollector) Describe(ch chan<- *prometheus.Desc) { ch <- saturationDesc }
+
+func (c saturationCollector) Collect(ch chan<- prometheus.Metric) {
+	now, watched := time.Now(), false
+	c.m.saturation.Range(func(pool, f any) bool {
+		watched = true
+		ch <- prometheus.MustNewConstMetric(saturationDesc, prometheus.GaugeValue, f.(func(time.Time) float64)(now), pool.(string))
+		return true
+	})
+	if !watched {
+		ch <- prometheus.MustNewConstMetric(saturationDesc, prometheus.GaugeValue, 0, c.m.pool)
+	}
 }
 
 // staleSource is a detector that counts endpoints with stale metrics.
@@ -143,10 +159,11 @@ func (m *flowMetrics) forgetFlow(id string) {
 	}
 }
 
-// watchSaturation makes the saturation gauge read f, and the stale-endpoint
-// gauge read d when it counts them (nil: no detector).
-func (m *flowMetrics) watchSaturation(f func(time.Time) float64, d scheduler.SaturationDetector) {
-	m.saturation.Store(&f)
+// watchSaturation makes pool's saturation series read f, and the
+// stale-endpoint gauge read d when it counts them (nil: no detector; with
+// several pools it counts the pool the detector rated last).
+func (m *flowMetrics) watchSaturation(pool string, f func(time.Time) float64, d scheduler.SaturationDetector) {
+	m.saturation.Store(pool, f)
 	if c, ok := d.(interface{ StaleEndpoints() int }); ok {
 		m.stale.Store(&staleSource{detector: d.TypedName().Name, count: c.StaleEndpoints})
 		return
@@ -156,7 +173,11 @@ func (m *flowMetrics) watchSaturation(f func(time.Time) float64, d scheduler.Sat
 
 // of returns the series of req's labels.
 func (m *flowMetrics) of(req *scheduler.Request) *flowSeries {
-	k := seriesKey{req.FairnessID, req.Priority, req.IncomingModel, req.Model}
+	k := seriesKey{req.FairnessID, req.Priority, req.IncomingModel, req.Model, req.Pool}
+	pool := m.pool
+	if k.pool != "" {
+		pool = k.pool
+	}
 	m.mu.RLock()
 	s := m.series[k]
 	m.mu.RUnlock()
@@ -164,7 +185,7 @@ func (m *flowMetrics) of(req *scheduler.Request) *flowSeries {
 		return s
 	}
 	// The budgets are asked outside the lock: forgetting a flow takes it.
-	v := []string{m.flows.Value(k.flow), strconv.Itoa(k.priority), m.pool, m.models.Value(k.model), m.models.Value(k.target)}
+	v := []string{m.flows.Value(k.flow), strconv.Itoa(k.priority), pool, m.models.Value(k.model), m.models.Value(k.target)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if s := m.series[k]; s != nil {

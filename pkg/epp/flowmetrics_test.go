@@ -126,7 +126,7 @@ func TestStaleEndpointsGauge(t *testing.T) {
 		t.Fatal(err)
 	}
 	never := endpoint.New(endpoint.Spec{Name: "a", Address: "10.0.0.1", Port: 8000})
-	m.watchSaturation(func(now time.Time) float64 { return d.Saturation([]*endpoint.Endpoint{never}, now) }, d)
+	m.watchSaturation("pool", func(now time.Time) float64 { return d.Saturation([]*endpoint.Endpoint{never}, now) }, d)
 	want := `
 # HELP llm_d_epp_flow_control_stale_endpoints Endpoints whose metrics were missing or older than the staleness threshold at the saturation detector's last rating.
 # TYPE llm_d_epp_flow_control_stale_endpoints gauge
@@ -136,7 +136,7 @@ llm_d_epp_flow_control_stale_endpoints{detector="scraped"} 1
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "llm_d_epp_flow_control_stale_endpoints"); err != nil {
 		t.Error(err)
 	}
-	m.watchSaturation(func(time.Time) float64 { return 0 }, nil)
+	m.watchSaturation("pool", func(time.Time) float64 { return 0 }, nil)
 	if n, err := testutil.GatherAndCount(reg, "llm_d_epp_flow_control_stale_endpoints"); err != nil || n != 0 {
 		t.Errorf("%d series without a counting detector (%v)", n, err)
 	}

@@ -1,7 +1,6 @@
 package epp
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -69,12 +68,6 @@ func filePools(path string) ([]string, error) {
 	return out, nil
 }
 
-// errFlowSeveralPools refuses flow control for an EPP serving several
-// pools: its gate rates one saturation over every endpoint, so one pool's
-// load would hold back another pool's requests.
-var errFlowSeveralPools = errors.New("flow control needs one pool per EPP: its gate rates the saturation of every endpoint together, " +
-	"so one pool's load would queue the other pools' requests; run an EPP per pool to use it")
-
 // poolRouter resolves each request's pool among the declared ones and
 // those the endpoints name; the server consults it only once there are
 // several.
@@ -86,8 +79,9 @@ func (a *app) poolRouter(opts *server.Options) {
 	}
 }
 
-// poolLabel is the pool flow control's metrics name: the one pool, or ""
-// (no pool, or several: flow control is then refused).
+// poolLabel is the inference_pool label of flow control's and eviction's
+// series: the one pool, or "" (no pool; with several, each request's pool
+// labels its flow-control series).
 func (a *app) poolLabel() string {
 	if len(a.pools) == 1 {
 		return a.pools[0]

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 
@@ -86,18 +87,81 @@ func TestSeveralPoolsFromAnEndpointsFile(t *testing.T) {
 	}
 }
 
-// TestSeveralPoolsRefuseFlowControl: flow control rates one saturation for
-// every endpoint, so it is refused, with the reason, for several pools.
-func TestSeveralPoolsRefuseFlowControl(t *testing.T) {
+// TestFlowControlPerPool: with several pools each pool has its own gate,
+// rated on its own endpoints: a request in flight saturates pool a (one
+// server, one request at a time) and the next request of pool a waits,
+// while pool b's go straight through; the queue and saturation series are
+// per pool.
+func TestFlowControlPerPool(t *testing.T) {
+	t.Parallel()
+	r := launchEPPSims(t, []sim.Config{{}, {}}, 0, nil, func(r *running) []string {
+		return []string{"--endpoints-file", pooledFile(t, r, "a", "b"), agentFlowConfig}
+	})
+	open := func(pool string) (*extproc.Stream, chan *extproc.Decision) {
+		s, err := r.client.Open(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		routed := make(chan *extproc.Decision, 1)
+		go func() {
+			d, err := s.SendRequest(context.Background(), extproc.Request{Method: "POST", Path: "/v1/completions",
+				Headers: http.Header{"content-type": {"application/json"}, "x-openepp-pool": {pool}}, Body: []byte(`{"model":"m","prompt":"hi"}`)})
+			if err != nil {
+				t.Error(err)
+			}
+			routed <- d
+		}()
+		return s, routed
+	}
+	wait := func(routed chan *extproc.Decision, want string) {
+		t.Helper()
+		select {
+		case d := <-routed:
+			if d == nil || d.Immediate != nil || d.Endpoints[0] != want {
+				t.Fatalf("routed %+v, want %s", d, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("a request for %s was not released", want)
+		}
+	}
+	first, routed := open("a")
+	wait(routed, r.servers[0])
+	_, held := open("a")
+	eventually(t, "pool a's second request waits", func() bool { return r.queued(t, "default-flow") == 1 })
+	_, other := open("b")
+	wait(other, r.servers[1])
+	page := r.metricsPage(t)
+	for _, want := range []string{`inference_extension_flow_control_pool_saturation{inference_pool="a"} 1`,
+		`inference_extension_flow_control_queue_size{fairness_id="default-flow",inference_pool="a",model_name="m",priority="0",target_model_name="m"} 1`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("metrics page lacks %s", want)
+		}
+	}
+	var fc flowControlState
+	r.debugJSON(t, flowControlPath, &fc)
+	if len(fc.Pools) != 2 {
+		t.Errorf("/debug/flowcontrol pools %v, want a and b", fc.Pools)
+	}
+	if _, err := first.PlayResponse(context.Background(), extproc.Response{Status: 200,
+		Headers: http.Header{"content-type": {"application/json"}}, Body: []byte(`{"choices":[]}`)}); err != nil {
+		t.Fatal(err)
+	}
+	wait(held, r.servers[0])
+}
+
+// TestSeveralPoolsRefuseEviction: in-flight eviction's books do not tell
+// pools apart, so it is refused, with the reason, for several pools.
+func TestSeveralPoolsRefuseEviction(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "eps.yaml")
 	text := "- {name: a, address: 127.0.0.1, port: 1, pool: a}\n- {name: b, address: 127.0.0.1, port: 2, pool: b}\n"
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := Run(context.Background(), []string{"--endpoints-file", path, agentFlowConfig, "--grpc-port", "0", "--grpc-health-port", "0",
-		"--metrics-port", "0", "--bind-address", "127.0.0.1"}, WithLogger(logr.Discard()))
-	if err == nil || !strings.Contains(err.Error(), "flow control needs one pool per EPP") {
-		t.Errorf("Run error = %v, want flow control refused for several pools", err)
+	err := Run(context.Background(), []string{"--endpoints-file", path, agentFlowConfig + "  enableEviction: true\n", "--grpc-port", "0",
+		"--grpc-health-port", "0", "--metrics-port", "0", "--bind-address", "127.0.0.1"}, WithLogger(logr.Discard()))
+	if err == nil || !strings.Contains(err.Error(), "enableEviction needs one pool per EPP") {
+		t.Errorf("Run error = %v, want eviction refused for several pools", err)
 	}
 }

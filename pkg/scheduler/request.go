@@ -30,6 +30,9 @@ type Request struct {
 	// Attributes holds the values AttributeSources published for the
 	// request, by key; nil when there are none.
 	Attributes map[string]string
+	// Pool is the request's InferencePool when the EPP serves several
+	// (its candidates are that pool's endpoints); "" otherwise.
+	Pool string
 	// QueueWait is how long admission (flow control) held the request
 	// before it was scheduled: next to nothing on its fast path, 0 without
 	// flow control.

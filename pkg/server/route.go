@@ -159,6 +159,7 @@ func (x *exchange) schedule(parsed *request.Body, rewrite string, sched *schedul
 		Objective:     firstHeader(x.headers, objectiveHeaders),
 		FairnessID:    x.fairnessID(sched),
 		Attributes:    sched.Attributes(x.ctx, x.headers),
+		Pool:          x.pool,
 	}
 	if rewrite != "" {
 		x.req.Model = rewrite
