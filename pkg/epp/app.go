@@ -97,11 +97,12 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	if f.compat.grpcStreamMetrics {
 		opts.Streams = server.NewStreamMetrics(reg)
 	}
-	evict, err := newFlowEviction(reg, a.poolLabel(), f.RefreshMetrics, f.StalenessThreshold)
+	evictions, err := newEvictionSeries(reg)
 	if err != nil {
 		return nil, fmt.Errorf("eviction metrics: %w", err)
 	}
-	a.flow, err = newFlowControl(a.store, newFlowMetrics(reg, a.poolLabel()), evict, a.poolLabel(), a.pools, opts.Pools.Members)
+	a.flow, err = newFlowControl(a.store, newFlowMetrics(reg, a.poolLabel()), evictions, f.RefreshMetrics, f.StalenessThreshold,
+		a.poolLabel(), a.pools, opts.Pools.Members)
 	if err != nil {
 		return nil, err
 	}

@@ -33,9 +33,15 @@ type flowControlState struct {
 	flowcontrol.State
 	// Eviction is in-flight eviction's state, absent while it is off.
 	Eviction *eviction.State `json:"eviction,omitempty"`
-	// Pools are each pool's controller when the EPP serves several (the
-	// embedded State is then the first pool's).
-	Pools map[string]flowcontrol.State `json:"pools,omitempty"`
+	// Pools are each pool's controller and eviction when the EPP serves
+	// several (the fields above are then the first pool's).
+	Pools map[string]poolFlowState `json:"pools,omitempty"`
+}
+
+// poolFlowState is one pool's flow control on /debug/flowcontrol.
+type poolFlowState struct {
+	flowcontrol.State
+	Eviction *eviction.State `json:"eviction,omitempty"`
 }
 
 // pluginState is the body of /debug/plugins/state, in llm-d's shape.

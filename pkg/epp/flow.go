@@ -3,8 +3,10 @@ package epp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,22 +36,21 @@ type flowControl struct {
 	several  bool
 	members  func(all []*endpoint.Endpoint, pool string) []*endpoint.Endpoint
 	capacity *flowCapacity // nil until registerCapacity
-	evict    *flowEviction
 }
 
-// flowPool is one pool's controller.
+// flowPool is one pool's controller and in-flight eviction.
 type flowPool struct {
-	name string
-	gate *flowGate
+	name  string
+	gate  *flowGate
+	evict *flowEviction
 }
 
 // newFlowControl makes one controller per pool when pools names several
 // (members then gives a pool's endpoints of a snapshot), else one under
 // the name label.
-func newFlowControl(store *datastore.Store, metrics *flowMetrics, evict *flowEviction, label string, pools []string,
-	members func([]*endpoint.Endpoint, string) []*endpoint.Endpoint) (*flowControl, error) {
-	f := &flowControl{store: store, metrics: metrics, evict: evict, byName: map[string]*flowPool{}, members: members,
-		several: len(pools) > 1}
+func newFlowControl(store *datastore.Store, metrics *flowMetrics, evictions *evictionSeries, refresh, staleness time.Duration,
+	label string, pools []string, members func([]*endpoint.Endpoint, string) []*endpoint.Endpoint) (*flowControl, error) {
+	f := &flowControl{store: store, metrics: metrics, byName: map[string]*flowPool{}, members: members, several: len(pools) > 1}
 	names := []string{label}
 	if f.several {
 		names = pools
@@ -61,7 +62,10 @@ func newFlowControl(store *datastore.Store, metrics *flowMetrics, evict *flowEvi
 		if err != nil {
 			return nil, err
 		}
-		fp.gate = &flowGate{ctl: ctl, metrics: metrics, direct: directPass{ctl}, evict: evict}
+		if fp.evict, err = newFlowEviction(evictions, name, refresh, staleness); err != nil {
+			return nil, fmt.Errorf("eviction metrics: %w", err)
+		}
+		fp.gate = &flowGate{ctl: ctl, metrics: metrics, direct: directPass{ctl}, evict: fp.evict}
 		f.pools = append(f.pools, fp)
 		f.byName[name] = fp
 	}
@@ -85,21 +89,16 @@ func (f *flowControl) registerCapacity(reg prometheus.Registerer) error {
 
 // debugState is /debug/flowcontrol's body.
 func (f *flowControl) debugState(enabled bool) flowControlState {
-	st := flowControlState{Enabled: enabled, State: f.pools[0].gate.ctl.State(), Eviction: f.evict.state()}
+	first := f.pools[0]
+	st := flowControlState{Enabled: enabled, State: first.gate.ctl.State(), Eviction: first.evict.state()}
 	if f.several {
-		st.Pools = map[string]flowcontrol.State{}
+		st.Pools = map[string]poolFlowState{}
 		for _, fp := range f.pools {
-			st.Pools[fp.name] = fp.gate.ctl.State()
+			st.Pools[fp.name] = poolFlowState{State: fp.gate.ctl.State(), Eviction: fp.evict.state()}
 		}
 	}
 	return st
 }
-
-// errEvictionSeveralPools refuses in-flight eviction for an EPP serving
-// several pools: its books hold every pool's requests, and a victim must
-// be of the pool that needs room.
-var errEvictionSeveralPools = errors.New("flowControl.enableEviction needs one pool per EPP: its books do not tell pools apart, " +
-	"so a request of one pool could be evicted for another's; run an EPP per pool to use it")
 
 // configure applies b's flow-control plan and returns the admission new
 // requests pass through, or nil when flow control is off: requests then go
@@ -107,14 +106,13 @@ var errEvictionSeveralPools = errors.New("flowControl.enableEviction needs one p
 // and the saturation gauge shows the legacy detector's rating.
 func (f *flowControl) configure(b *config.Built) (server.Admission, error) {
 	plan := b.FlowControl()
-	if plan != nil && plan.Eviction && f.several {
-		return nil, errEvictionSeveralPools
-	}
 	if f.capacity != nil {
 		f.capacity.enabled.Store(plan != nil)
 	}
-	onBlocked := f.evict.configure(plan)
 	if plan == nil {
+		for _, fp := range f.pools {
+			fp.evict.configure(nil)
+		}
 		if d := b.Scheduler.SaturationDetector(); d != nil {
 			for _, fp := range f.pools {
 				f.metrics.watchSaturation(fp.name, func(now time.Time) float64 { return d.Saturation(f.endpoints(fp), now) }, d)
@@ -138,7 +136,7 @@ func (f *flowControl) configure(b *config.Built) (server.Admission, error) {
 			PoolSize:        func() int { return len(f.endpoints(fp)) },
 			OnEnqueue:       f.metrics.enqueued,
 			OnDispatchCycle: f.metrics.cycle,
-			OnBlocked:       onBlocked,
+			OnBlocked:       fp.evict.configure(plan),
 		}
 		if plan.NegativeBand != nil {
 			nb := band(*plan.NegativeBand)
@@ -184,22 +182,19 @@ func band(b config.BandPlan) flowcontrol.Band {
 // Start runs the dispatcher until ctx ends; then whatever still waits is
 // refused as the EPP shuts down.
 func (f *flowControl) Start(ctx context.Context) error {
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		f.evict.sweepEvery(ctx, time.Second)
-	}()
-	done := make(chan struct{}, len(f.pools))
+	var wg sync.WaitGroup
 	for _, fp := range f.pools {
+		wg.Add(2)
 		go func() {
+			defer wg.Done()
+			fp.evict.sweepEvery(ctx, time.Second)
+		}()
+		go func() {
+			defer wg.Done()
 			fp.gate.ctl.Start(ctx)
-			done <- struct{}{}
 		}()
 	}
-	for range f.pools {
-		<-done
-	}
-	<-stopped
+	wg.Wait()
 	return nil
 }
 

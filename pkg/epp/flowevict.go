@@ -15,10 +15,10 @@ import (
 	"github.com/openepp/openepp/pkg/server"
 )
 
-// flowEviction is in-flight eviction for the EPP's one flow controller:
-// the tracker of dispatched requests and the reclaimer that revokes them.
-// It exists for the EPP's life; a reload turns it on or off (on: passes
-// track their requests and the dispatcher reports blocking to it).
+// flowEviction is in-flight eviction for one flow controller (one per
+// pool): the tracker of dispatched requests and the reclaimer that revokes
+// them. It exists for the EPP's life; a reload turns it on or off (on:
+// passes track their requests and the dispatcher reports blocking to it).
 type flowEviction struct {
 	tracker   *eviction.Tracker
 	reclaimer *eviction.Reclaimer
@@ -28,8 +28,9 @@ type flowEviction struct {
 	refresh, staleness time.Duration
 }
 
-func newFlowEviction(reg prometheus.Registerer, pool string, refresh, staleness time.Duration) (*flowEviction, error) {
-	m, err := newEvictionMetrics(reg, pool)
+// newFlowEviction is one pool's eviction, reporting to series.
+func newFlowEviction(series *evictionSeries, pool string, refresh, staleness time.Duration) (*flowEviction, error) {
+	m, err := series.forPool(pool)
 	if err != nil {
 		return nil, err
 	}
@@ -112,24 +113,45 @@ func (p *revocablePass) Released() {
 	p.Admitted.Released()
 }
 
-// evictionMetrics are llm-d's revocation series.
-type evictionMetrics struct {
-	pool      string
-	issued    *prometheus.CounterVec
-	outcomes  *prometheus.CounterVec
-	target    prometheus.Gauge
-	pending   prometheus.Gauge
-	confirmed prometheus.Observer
+// evictionSeries are llm-d's revocation counters, shared by every pool's
+// eviction (label inference_pool), and the registry the pools' own gauges
+// go to.
+type evictionSeries struct {
+	reg      prometheus.Registerer
+	issued   *prometheus.CounterVec
+	outcomes *prometheus.CounterVec
 }
 
-func newEvictionMetrics(reg prometheus.Registerer, pool string) (*evictionMetrics, error) {
-	poolLabel := prometheus.Labels{"inference_pool": pool}
-	m := &evictionMetrics{pool: pool,
+func newEvictionSeries(reg prometheus.Registerer) (*evictionSeries, error) {
+	s := &evictionSeries{reg: reg,
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llm_d_epp_flow_control_revocations_issued_total",
 			Help: "In-flight evictions issued, by the priority of the demand they free capacity for."}, []string{"priority", "inference_pool"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llm_d_epp_flow_control_revocations_total",
 			Help: "In-flight evictions by outcome: confirmed (the request's stream ended) or timed_out (it did not within 10s); each issued one ends in exactly one."},
 			[]string{"outcome", "inference_pool"}),
+	}
+	for _, c := range []prometheus.Collector{s.issued, s.outcomes} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// evictionMetrics are one pool's revocation series.
+type evictionMetrics struct {
+	*evictionSeries
+	pool      string
+	target    prometheus.Gauge
+	pending   prometheus.Gauge
+	confirmed prometheus.Observer
+}
+
+// forPool registers pool's gauges (a series per pool: their label is
+// constant) and returns its view of the series.
+func (s *evictionSeries) forPool(pool string) (*evictionMetrics, error) {
+	poolLabel := prometheus.Labels{"inference_pool": pool}
+	m := &evictionMetrics{evictionSeries: s, pool: pool,
 		target: prometheus.NewGauge(prometheus.GaugeOpts{Name: "llm_d_epp_flow_control_reclaim_target", ConstLabels: poolLabel,
 			Help: "Last reclamation deficit computed (saturation minus the blocked band's ceiling)."}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "llm_d_epp_flow_control_pending_reclaim", ConstLabels: poolLabel,
@@ -139,8 +161,8 @@ func newEvictionMetrics(reg prometheus.Registerer, pool string) (*evictionMetric
 		ConstLabels: poolLabel, Help: "Time from an in-flight eviction to the end of the request's stream.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)})
 	m.confirmed = confirm
-	for _, c := range []prometheus.Collector{m.issued, m.outcomes, m.target, m.pending, confirm} {
-		if err := reg.Register(c); err != nil {
+	for _, c := range []prometheus.Collector{m.target, m.pending, confirm} {
+		if err := s.reg.Register(c); err != nil {
 			return nil, err
 		}
 	}

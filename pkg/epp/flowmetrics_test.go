@@ -77,7 +77,11 @@ func BenchmarkFlowGateAdmit(b *testing.B) {
 			}
 			g := &flowGate{ctl: ctl, metrics: f.metrics, direct: directPass{ctl}}
 			if evict {
-				if g.evict, err = newFlowEviction(prometheus.NewRegistry(), "pool", time.Second, time.Second); err != nil {
+				series, err := newEvictionSeries(prometheus.NewRegistry())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if g.evict, err = newFlowEviction(series, "pool", time.Second, time.Second); err != nil {
 					b.Fatal(err)
 				}
 				g.evict.configure(&config.FlowPlan{Eviction: true})

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-
 	"github.com/openepp/openepp/pkg/extproc"
 	"github.com/openepp/openepp/pkg/sim"
 )
@@ -150,18 +148,56 @@ func TestFlowControlPerPool(t *testing.T) {
 	wait(held, r.servers[0])
 }
 
-// TestSeveralPoolsRefuseEviction: in-flight eviction's books do not tell
-// pools apart, so it is refused, with the reason, for several pools.
-func TestSeveralPoolsRefuseEviction(t *testing.T) {
+// TestEvictionPerPool: each pool evicts only its own requests. A batch
+// request in flight in each pool (one server each, one request at a time);
+// a critical request for pool b evicts pool b's batch request, and pool
+// a's keeps running.
+func TestEvictionPerPool(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "eps.yaml")
-	text := "- {name: a, address: 127.0.0.1, port: 1, pool: a}\n- {name: b, address: 127.0.0.1, port: 2, pool: b}\n"
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
+	r := launchEPPSims(t, []sim.Config{{}, {}}, 0, nil, func(r *running) []string {
+		return []string{"--endpoints-file", pooledFile(t, r, "a", "b"), "--objectives-file", objectivesFile(t),
+			flowConfig("  enableEviction: true\n")}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	inPool := func(req extproc.Request, pool string) extproc.Request {
+		req.Headers.Set("x-openepp-pool", pool)
+		return req
 	}
-	err := Run(context.Background(), []string{"--endpoints-file", path, agentFlowConfig + "  enableEviction: true\n", "--grpc-port", "0",
-		"--grpc-health-port", "0", "--metrics-port", "0", "--bind-address", "127.0.0.1"}, WithLogger(logr.Discard()))
-	if err == nil || !strings.Contains(err.Error(), "enableEviction needs one pool per EPP") {
-		t.Errorf("Run error = %v, want eviction refused for several pools", err)
+	held := map[string]*extproc.Stream{}
+	for i, pool := range []string{"a", "b"} {
+		s, err := r.client.Open(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if d, err := s.SendRequest(ctx, inPool(objectiveRequest("batch"), pool)); err != nil || d.Immediate != nil || d.Endpoints[0] != r.servers[i] {
+			t.Fatalf("pool %s's batch request: %v %+v", pool, err, d)
+		}
+		if err := s.SendResponseHeaders(ctx, extproc.Response{Status: 200, Headers: http.Header{"content-type": {"text/event-stream"}}}, false); err != nil {
+			t.Fatal(err)
+		}
+		held[pool] = s
+	}
+	if d, err := r.client.RoundTrip(ctx, inPool(objectiveRequest("critical"), "b")); err != nil || d.Immediate != nil || d.Endpoints[0] != r.servers[1] {
+		t.Fatalf("pool b's critical request: %v %+v", err, d)
+	}
+	select {
+	case <-held["b"].Ended():
+	case <-ctx.Done():
+		t.Fatal("pool b's batch request was not evicted")
+	}
+	select {
+	case <-held["a"].Ended():
+		t.Fatalf("pool a's batch request was evicted for pool b's: %v", held["a"].Err())
+	case <-time.After(200 * time.Millisecond):
+	}
+	var fc flowControlState
+	r.debugJSON(t, flowControlPath, &fc)
+	if a, b := fc.Pools["a"].Eviction, fc.Pools["b"].Eviction; a == nil || b == nil || a.Evictable != 1 || b.Evictable != 0 {
+		t.Errorf("%s eviction per pool a %+v, b %+v: want pool a's batch request still revocable, none in b", flowControlPath, a, b)
+	}
+	if page := r.metricsPage(t); !strings.Contains(page, `llm_d_epp_flow_control_revocations_issued_total{inference_pool="b",priority="3"} 1`) {
+		t.Error("the revocation is not counted under pool b")
 	}
 }
