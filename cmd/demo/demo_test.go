@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -282,9 +283,47 @@ func checkAgentConversation(t *testing.T, d *demoRun) {
 }
 
 // TestBadFlags: flags the demo cannot use stop it before anything starts.
+// TestDemoTwoPools runs `demo --pools 2`: a request for each pool's model
+// is served by that pool's servers; a model of neither is a 404 naming
+// the pools.
+func TestDemoTwoPools(t *testing.T) {
+	d := startDemo(t, 4, "--pools", "2")
+	send := func(model string) (int, string, string) {
+		body := `{"model":"` + model + `","prompt":"hi","max_tokens":3}`
+		resp, err := http.Post(d.url("/v1/completions"), "application/json", strings.NewReader(body))
+		if err != nil {
+			return 0, "", err.Error()
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("x-gateway-destination-endpoint-served"), string(data)
+	}
+	want := map[string][]string{"meta-llama/Llama-3.1-8B-Instruct": {d.server(0), d.server(1)}, "Qwen/Qwen3-8B": {d.server(2), d.server(3)}}
+	deadline := time.Now().Add(60 * time.Second)
+	for model, servers := range want {
+		for {
+			status, served, body := send(model)
+			if status == http.StatusOK {
+				if !slices.Contains(servers, served) {
+					t.Errorf("%s served by %q, want one of %v", model, served, servers)
+				}
+				break
+			}
+			if time.Now().After(deadline) { // until the gateway is up and the model lists are polled
+				t.Fatalf("%s: status %d %s", model, status, body)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if status, _, body := send("gpt-4"); status != http.StatusNotFound || !strings.Contains(body, "pool-a, pool-b") {
+		t.Errorf("a model of neither pool: %d %s, want 404 naming the pools", status, body)
+	}
+}
+
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{{"--servers", "0"}, {"--config", "no/such/config.yaml"},
-		{"--servers", "2", "--prefill", "2", "--config", "../../config/pd.yaml"}, {"--prefill", "1"}} {
+		{"--servers", "2", "--prefill", "2", "--config", "../../config/pd.yaml"}, {"--prefill", "1"},
+		{"--pools", "3"}, {"--servers", "1", "--pools", "2"}, {"--pools", "2", "--prefill", "1", "--config", "../../config/pd.yaml"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("%v accepted", args)
 		}

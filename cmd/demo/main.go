@@ -47,8 +47,12 @@ type options struct {
 	// others are decode servers behind the simulator's P/D sidecar.
 	prefill int
 	// endpointsFile holds the servers with their llm-d.ai/role labels
-	// (P/D only; written by run).
+	// (P/D) or their pools (written by run).
 	endpointsFile string
+	// pools is 1, or 2: the servers are split into pool-a, serving model,
+	// and pool-b, serving poolModel, behind one EPP.
+	pools     int
+	poolModel string
 	// p2p is set when the config names P2P sources (p2p-source-producer):
 	// the servers then sit behind the simulator's sidecar, which serves
 	// the pulls.
@@ -92,6 +96,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.kvEventsPort, "kv-events-port", 5557, "the simulated servers publish their KV-cache events to 127.0.0.1 on this port, where config/precise-prefix-cache.yaml's producer binds (0: they publish none)")
 	fs.DurationVar(&o.encodePerToken, "encode-time-per-token", 100*time.Microsecond, "the simulated servers' cost of encoding an image, per placeholder token (an image is 64), unless their prefix or encoder cache holds it (0: free)")
 	fs.IntVar(&o.encoderCacheTokens, "encoder-cache-tokens", 1024, "each simulated server's encoder cache, in placeholder tokens (1024: 16 images)")
+	fs.IntVar(&o.pools, "pools", 1, "1, or 2: the servers are split into two pools (pool-a serving --model, pool-b serving --pool-b-model) behind one EPP")
+	fs.StringVar(&o.poolModel, "pool-b-model", "Qwen/Qwen3-8B", "model the servers of pool-b serve (--pools 2)")
 	fs.IntVar(&o.prefill, "prefill", 0, "prefill/decode disaggregation: this many servers are labelled prefill, the rest decode (needs a P/D --config such as config/pd.yaml)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -101,6 +107,14 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.prefill < 0 || (o.prefill > 0 && o.prefill >= o.servers) {
 		return nil, fmt.Errorf("--prefill must leave at least one decode server: got %d of %d servers", o.prefill, o.servers)
+	}
+	switch {
+	case o.pools != 1 && o.pools != 2:
+		return nil, fmt.Errorf("--pools must be 1 or 2, got %d", o.pools)
+	case o.pools == 2 && o.servers < 2:
+		return nil, fmt.Errorf("--pools 2 needs at least 2 servers, got %d", o.servers)
+	case o.pools == 2 && o.prefill > 0:
+		return nil, errors.New("--pools 2 and --prefill do not go together in the demo")
 	}
 	if o.prefill > 0 && o.config == "" {
 		return nil, errors.New("--prefill needs a disaggregation --config, such as config/pd.yaml")
@@ -158,24 +172,40 @@ func namesP2PSources(path string) (bool, error) {
 func run(ctx context.Context, o *options) error {
 	var procs group
 	defer procs.stop(5 * time.Second)
-	if o.prefill > 0 {
+	if o.prefill > 0 || o.pools == 2 {
 		dir, err := os.MkdirTemp("", "openepp-demo-")
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(dir)
 		o.endpointsFile = filepath.Join(dir, "endpoints.yaml")
-		if err := os.WriteFile(o.endpointsFile, []byte(o.roleEndpoints()), 0o600); err != nil {
+		if err := os.WriteFile(o.endpointsFile, []byte(o.fileEndpoints()), 0o600); err != nil {
 			return err
 		}
 	}
 
-	sim, err := procs.start(ctx, "sim", filepath.Join(o.bin, "sim"), o.simArgs()...)
-	if err != nil {
-		return err
+	sims := []struct {
+		name string
+		args []string
+		n    int
+	}{{"sim", o.simArgs(o.firstPool(), o.simPort, o.model, o.loras), o.firstPool()}}
+	if o.pools == 2 {
+		n := o.servers - o.firstPool()
+		sims[0].name = "sim-a"
+		sims = append(sims, struct {
+			name string
+			args []string
+			n    int
+		}{"sim-b", o.simArgs(n, o.simPort+o.firstPool(), o.poolModel, ""), n})
 	}
-	if err := sim.waitForLines(ctx, "listening ", o.servers, 20*time.Second); err != nil {
-		return err
+	for _, sc := range sims {
+		sim, err := procs.start(ctx, sc.name, filepath.Join(o.bin, "sim"), sc.args...)
+		if err != nil {
+			return err
+		}
+		if err := sim.waitForLines(ctx, "listening ", sc.n, 20*time.Second); err != nil {
+			return err
+		}
 	}
 	// The demo has no trace collector: keep the EPP's trace context but
 	// export nothing, unless the caller points it at one.
@@ -199,10 +229,21 @@ func run(ctx context.Context, o *options) error {
 	return procs.wait(ctx)
 }
 
-func (o *options) simArgs() []string {
-	args := []string{"--instances", strconv.Itoa(o.servers), "--port", strconv.Itoa(o.simPort),
-		"--model", o.model, "--lora-modules", o.loras, "--max-loras", "1", "--profile", o.profile}
-	if n := len(strings.Split(o.loras, ",")); o.loras != "" && n > 1 {
+// firstPool is how many servers the first sim process runs: all, or
+// pool-a's half (rounded up) with two pools.
+func (o *options) firstPool() int {
+	if o.pools == 2 {
+		return (o.servers + 1) / 2
+	}
+	return o.servers
+}
+
+// simArgs are the arguments of a sim process running n servers of model
+// from port on.
+func (o *options) simArgs(n, port int, model, loras string) []string {
+	args := []string{"--instances", strconv.Itoa(n), "--port", strconv.Itoa(port),
+		"--model", model, "--lora-modules", loras, "--max-loras", "1", "--profile", o.profile}
+	if n := len(strings.Split(loras, ",")); loras != "" && n > 1 {
 		// vLLM loads its static adapters into the host cache at start; one
 		// GPU slot makes where each adapter lives matter (lora-load-state).
 		args = append(args, "--max-cpu-loras", strconv.Itoa(n))
@@ -222,11 +263,19 @@ func (o *options) simArgs() []string {
 	return args
 }
 
-// roleEndpoints is the endpoints file of a P/D demo: the first o.prefill
-// servers prefill, the others decode.
-func (o *options) roleEndpoints() string {
+// fileEndpoints is the endpoints file of a P/D demo (the first o.prefill
+// servers prefill, the others decode) or of a two-pool one.
+func (o *options) fileEndpoints() string {
 	var b strings.Builder
 	for i := range o.servers {
+		if o.pools == 2 {
+			pool := "pool-a"
+			if i >= o.firstPool() {
+				pool = "pool-b"
+			}
+			fmt.Fprintf(&b, "- {name: %s-%d, address: 127.0.0.1, port: %d, pool: %s}\n", pool, i, o.simPort+i, pool)
+			continue
+		}
 		role := "decode"
 		if i < o.prefill {
 			role = "prefill"
@@ -286,6 +335,18 @@ objective's priority (per-priority series on the metrics page). The EPP writes i
 servers schedule by it (--engine-priority, vLLM's --scheduling-policy priority).
 
 `, o.objectives)
+	}
+	if o.pools == 2 {
+		fmt.Printf(`Two pools behind one EPP: pool-a (the first %d servers) serves %s and pool-b (the others) %s.
+Each request goes to the pool serving its model (the EPP polls every server's /v1/models), or to the
+pool a header names (a gateway filter can set it):
+  curl -si localhost:%d/v1/completions -H 'content-type: application/json' \
+    -d '{"model":"%s","prompt":"hi","max_tokens":5}'
+  curl -si localhost:%d/v1/completions -H 'content-type: application/json' -H 'x-openepp-pool: pool-a' \
+    -d '{"model":"%s","prompt":"hi","max_tokens":5}'
+A model neither pool serves gets a 404 naming the pools.
+
+`, o.firstPool(), o.model, o.poolModel, o.gatewayPort, o.poolModel, o.gatewayPort, o.model)
 	}
 	if o.prefill > 0 {
 		fmt.Printf(`Prefill/decode: the first %d server(s) prefill, the others decode behind the simulator's P/D sidecar.
