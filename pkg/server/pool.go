@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 
+	"google.golang.org/grpc/metadata"
+
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/poolroute"
 )
@@ -22,7 +24,7 @@ func (x *exchange) resolvePool(model string, bodyless bool) error {
 	if len(r.Pools(all)) <= 1 {
 		return nil
 	}
-	q := poolroute.Query{Header: strings.TrimSpace(x.headers[r.Header()]), Model: model, Bodyless: bodyless}
+	q := poolroute.Query{Header: strings.TrimSpace(x.poolHeader(r.Header())), Model: model, Bodyless: bodyless}
 	if !x.srv.opts.DisableSubsetFilter {
 		if hint := parseSubset(x.filterMD); hint.present {
 			q.Hint, q.Hinted = true, hint.filter(all)
@@ -41,6 +43,21 @@ func (x *exchange) resolvePool(model string, bodyless bool) error {
 	pool, _, err := r.Resolve(all, q)
 	x.pool = pool
 	return err
+}
+
+// poolHeader is the request header naming the pool, else the same key in
+// the ext_proc stream's gRPC metadata: Envoy adds that per filter or per
+// route (grpc_service.initial_metadata, ExtProcPerRoute's
+// grpc_initial_metadata), so a gateway configured per pool can name it
+// without touching the request.
+func (x *exchange) poolHeader(name string) string {
+	if v := x.headers[name]; v != "" {
+		return v
+	}
+	if vs := metadata.ValueFromIncomingContext(x.ctx, name); len(vs) > 0 {
+		return vs[0]
+	}
+	return ""
 }
 
 // claimer is implemented by Rewrites that can tell whether a rule takes a

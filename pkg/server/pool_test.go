@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/extproc"
@@ -180,5 +181,23 @@ func TestSeveralPoolsUnreported(t *testing.T) {
 	d := h.exchange(t, post("/v1/completions", completion("hi"), "x-pool", "a"))
 	if diff := cmp.Diff([]string{specs[0].Address + ":8000"}, d.Endpoints); d.Immediate != nil || diff != "" {
 		t.Errorf("header x-pool: a: %+v %s", d.Immediate, diff)
+	}
+}
+
+// TestPoolFromStreamMetadata: the pool header may come as the ext_proc
+// stream's gRPC metadata (Envoy's initial_metadata, per filter or per
+// route) instead of a request header; a request header wins.
+func TestPoolFromStreamMetadata(t *testing.T) {
+	t.Parallel()
+	specs := poolSpecs(map[string][]string{"a": {"a0"}, "b": {"b0"}})
+	h := start(t, setup{endpoints: specs, server: server.Options{Pools: poolroute.New([]string{"a", "b"}, "")}})
+	ctx := metadata.AppendToOutgoingContext(testCtx(t), "x-openepp-pool", "b")
+	d, err := h.client.RoundTrip(ctx, post("/v1/completions", completion("hi")))
+	if err != nil || d.Immediate != nil || d.Endpoints[0] != specs[1].Address+":8000" {
+		t.Fatalf("pool b from the stream's metadata: %v %+v, want %s", err, d, specs[1].Address)
+	}
+	d, err = h.client.RoundTrip(ctx, post("/v1/completions", completion("hi"), "x-openepp-pool", "a"))
+	if err != nil || d.Immediate != nil || d.Endpoints[0] != specs[0].Address+":8000" {
+		t.Fatalf("request header a over metadata b: %v %+v, want %s", err, d, specs[0].Address)
 	}
 }
