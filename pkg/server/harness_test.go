@@ -18,6 +18,7 @@ import (
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/extproc"
 	"github.com/openepp/openepp/pkg/pickers"
+	"github.com/openepp/openepp/pkg/poolroute"
 	"github.com/openepp/openepp/pkg/profiles"
 	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/scorers"
@@ -111,6 +112,9 @@ func start(t testing.TB, s setup) *harness {
 	}
 	if opts.Log.GetSink() == nil {
 		opts.Log = logr.Discard()
+	}
+	if opts.Pools == nil { // as the EPP always has one
+		opts.Pools = poolroute.New(nil, "")
 	}
 	h.srv = server.New(h.store, sched, opts)
 	g := h.srv.NewGRPCServer(grpcOptions(t, s))
