@@ -102,7 +102,7 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 		return nil, fmt.Errorf("eviction metrics: %w", err)
 	}
 	a.flow, err = newFlowControl(a.store, newFlowMetrics(reg, a.poolLabel()), evictions, f.RefreshMetrics, f.StalenessThreshold,
-		a.poolLabel(), a.pools, opts.Pools.Members)
+		a.poolLabel(), a.pools, a.severalPools(), opts.Pools.Members)
 	if err != nil {
 		return nil, err
 	}

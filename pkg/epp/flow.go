@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -31,11 +32,23 @@ var sloTTFTHeaders = []string{"x-llm-d-slo-ttft-ms", "x-slo-ttft-ms"}
 type flowControl struct {
 	store    *datastore.Store
 	metrics  *flowMetrics
-	pools    []*flowPool // one, named by the pool label, unless several
-	byName   map[string]*flowPool
 	several  bool
 	members  func(all []*endpoint.Endpoint, pool string) []*endpoint.Endpoint
 	capacity *flowCapacity // nil until registerCapacity
+
+	// What a pool's controller is made and configured with, kept for
+	// pools that appear later (found at run time, or named by a reloaded
+	// endpoints file).
+	evictions          *evictionSeries
+	refresh, staleness time.Duration
+
+	mu     sync.RWMutex
+	pools  []*flowPool // one, named by the pool label, unless several
+	byName map[string]*flowPool
+	built  *config.Built   // the config the controllers run with; nil before configure
+	ctx    context.Context // Start's, while it runs
+	// running counts the controllers' goroutines.
+	running sync.WaitGroup
 }
 
 // flowPool is one pool's controller and in-flight eviction.
@@ -45,31 +58,80 @@ type flowPool struct {
 	evict *flowEviction
 }
 
-// newFlowControl makes one controller per pool when pools names several
-// (members then gives a pool's endpoints of a snapshot), else one under
-// the name label.
+// newFlowControl makes one controller per pool when several pools may be
+// served (pools names them, or they are found at run time: several is
+// set; members then gives a pool's endpoints of a snapshot), else one
+// under the name label.
 func newFlowControl(store *datastore.Store, metrics *flowMetrics, evictions *evictionSeries, refresh, staleness time.Duration,
-	label string, pools []string, members func([]*endpoint.Endpoint, string) []*endpoint.Endpoint) (*flowControl, error) {
-	f := &flowControl{store: store, metrics: metrics, byName: map[string]*flowPool{}, members: members, several: len(pools) > 1}
+	label string, pools []string, several bool, members func([]*endpoint.Endpoint, string) []*endpoint.Endpoint) (*flowControl, error) {
+	f := &flowControl{store: store, metrics: metrics, byName: map[string]*flowPool{}, members: members, several: several || len(pools) > 1,
+		evictions: evictions, refresh: refresh, staleness: staleness}
 	names := []string{label}
 	if f.several {
 		names = pools
 	}
 	for _, name := range names {
-		fp := &flowPool{name: name}
-		// Configured for real by configure; until then nothing enters it.
-		ctl, err := flowcontrol.New(flowcontrol.Config{Saturation: func(time.Time) float64 { return 0 }, PoolSize: func() int { return len(f.endpoints(fp)) }})
-		if err != nil {
+		if _, err := f.addPool(name); err != nil {
 			return nil, err
 		}
-		if fp.evict, err = newFlowEviction(evictions, name, refresh, staleness); err != nil {
-			return nil, fmt.Errorf("eviction metrics: %w", err)
-		}
-		fp.gate = &flowGate{ctl: ctl, metrics: metrics, direct: directPass{ctl}, evict: fp.evict}
-		f.pools = append(f.pools, fp)
-		f.byName[name] = fp
 	}
 	return f, nil
+}
+
+// addPool makes name's controller; f.mu is held or f not yet shared.
+func (f *flowControl) addPool(name string) (*flowPool, error) {
+	fp := &flowPool{name: name}
+	// Configured for real by configure; until then nothing enters it.
+	ctl, err := flowcontrol.New(flowcontrol.Config{Saturation: func(time.Time) float64 { return 0 }, PoolSize: func() int { return len(f.endpoints(fp)) }})
+	if err != nil {
+		return nil, err
+	}
+	if fp.evict, err = newFlowEviction(f.evictions, name, f.refresh, f.staleness); err != nil {
+		return nil, fmt.Errorf("eviction metrics: %w", err)
+	}
+	fp.gate = &flowGate{ctl: ctl, metrics: f.metrics, direct: directPass{ctl}, evict: fp.evict}
+	f.pools = append(f.pools, fp)
+	f.byName[name] = fp
+	return fp, nil
+}
+
+// pool returns name's controller, making, configuring and starting it
+// when the pool is new (several pools only).
+func (f *flowControl) pool(name string) (*flowPool, error) {
+	f.mu.RLock()
+	fp := f.byName[name]
+	f.mu.RUnlock()
+	if fp != nil {
+		return fp, nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fp := f.byName[name]; fp != nil {
+		return fp, nil
+	}
+	fp, err := f.addPool(name)
+	if err != nil {
+		return nil, err
+	}
+	if f.built != nil {
+		if err := f.configurePool(fp, f.built); err != nil {
+			return nil, err
+		}
+	}
+	if f.ctx != nil {
+		f.startPool(f.ctx, fp)
+	}
+	return fp, nil
+}
+
+// each calls fn on every pool's controller, in creation order.
+func (f *flowControl) each(fn func(*flowPool)) {
+	f.mu.RLock()
+	pools := slices.Clone(f.pools)
+	f.mu.RUnlock()
+	for _, fp := range pools {
+		fn(fp)
+	}
 }
 
 // endpoints are fp's pool's endpoints now.
@@ -89,8 +151,12 @@ func (f *flowControl) registerCapacity(reg prometheus.Registerer) error {
 
 // debugState is /debug/flowcontrol's body.
 func (f *flowControl) debugState(enabled bool) flowControlState {
-	first := f.pools[0]
-	st := flowControlState{Enabled: enabled, State: first.gate.ctl.State(), Eviction: first.evict.state()}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	st := flowControlState{Enabled: enabled}
+	if len(f.pools) > 0 {
+		st.State, st.Eviction = f.pools[0].gate.ctl.State(), f.pools[0].evict.state()
+	}
 	if f.several {
 		st.Pools = map[string]poolFlowState{}
 		for _, fp := range f.pools {
@@ -109,62 +175,77 @@ func (f *flowControl) configure(b *config.Built) (server.Admission, error) {
 	if f.capacity != nil {
 		f.capacity.enabled.Store(plan != nil)
 	}
-	if plan == nil {
-		for _, fp := range f.pools {
-			fp.evict.configure(nil)
-		}
-		if d := b.Scheduler.SaturationDetector(); d != nil {
-			for _, fp := range f.pools {
-				f.metrics.watchSaturation(fp.name, func(now time.Time) float64 { return d.Saturation(f.endpoints(fp), now) }, d)
-			}
-		}
-		return nil, nil
-	}
-	detector := plan.Detector
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for _, fp := range f.pools {
-		cfg := flowcontrol.Config{
-			MaxRequests: plan.MaxRequests, MaxBytes: plan.MaxBytes,
-			DefaultTTL: plan.DefaultTTL, NoEndpointTTL: plan.NoEndpointTTL,
-			DefaultBand: band(plan.DefaultBand), Bands: map[int]flowcontrol.Band{},
-			UsageLimit: plan.UsageLimit,
-			Saturation: func(now time.Time) float64 {
-				if detector == nil {
-					return 0
-				}
-				return detector.Saturation(f.endpoints(fp), now)
-			},
-			PoolSize:        func() int { return len(f.endpoints(fp)) },
-			OnEnqueue:       f.metrics.enqueued,
-			OnDispatchCycle: f.metrics.cycle,
-			OnBlocked:       fp.evict.configure(plan),
-		}
-		if plan.NegativeBand != nil {
-			nb := band(*plan.NegativeBand)
-			cfg.NegativeBand = &nb
-		}
-		for p, b := range plan.Bands {
-			cfg.Bands[p] = band(b)
-		}
-		if err := fp.gate.ctl.Reconfigure(cfg); err != nil {
+		if err := f.configurePool(fp, b); err != nil {
 			return nil, err
 		}
-		f.metrics.watchSaturation(fp.name, cfg.Saturation, detector)
 	}
-	if !f.several {
+	f.built = b
+	switch {
+	case plan == nil:
+		return nil, nil
+	case !f.several:
 		return f.pools[0].gate, nil
 	}
 	return poolGates{f}, nil
 }
 
+// configurePool applies b's plan to one pool's controller (nil plan:
+// eviction off, and the saturation gauge shows the legacy detector's
+// rating of the pool).
+func (f *flowControl) configurePool(fp *flowPool, b *config.Built) error {
+	plan := b.FlowControl()
+	if plan == nil {
+		fp.evict.configure(nil)
+		if d := b.Scheduler.SaturationDetector(); d != nil {
+			f.metrics.watchSaturation(fp.name, func(now time.Time) float64 { return d.Saturation(f.endpoints(fp), now) }, d)
+		}
+		return nil
+	}
+	detector := plan.Detector
+	cfg := flowcontrol.Config{
+		MaxRequests: plan.MaxRequests, MaxBytes: plan.MaxBytes,
+		DefaultTTL: plan.DefaultTTL, NoEndpointTTL: plan.NoEndpointTTL,
+		DefaultBand: band(plan.DefaultBand), Bands: map[int]flowcontrol.Band{},
+		UsageLimit: plan.UsageLimit,
+		Saturation: func(now time.Time) float64 {
+			if detector == nil {
+				return 0
+			}
+			return detector.Saturation(f.endpoints(fp), now)
+		},
+		PoolSize:        func() int { return len(f.endpoints(fp)) },
+		OnEnqueue:       f.metrics.enqueued,
+		OnDispatchCycle: f.metrics.cycle,
+		OnBlocked:       fp.evict.configure(plan),
+	}
+	if plan.NegativeBand != nil {
+		nb := band(*plan.NegativeBand)
+		cfg.NegativeBand = &nb
+	}
+	for p, b := range plan.Bands {
+		cfg.Bands[p] = band(b)
+	}
+	if err := fp.gate.ctl.Reconfigure(cfg); err != nil {
+		return err
+	}
+	f.metrics.watchSaturation(fp.name, cfg.Saturation, detector)
+	return nil
+}
+
 // poolGates is the admission of an EPP serving several pools: each request
-// passes its own pool's gate. A pool without one (an endpoints file that
-// named it only later) is not gated.
+// passes its own pool's gate, made when the pool's first request comes.
 type poolGates struct{ f *flowControl }
 
 func (g poolGates) Admit(ctx context.Context, req *scheduler.Request, bodyBytes int) (server.Admitted, error) {
-	fp := g.f.byName[req.Pool]
-	if fp == nil {
+	if req.Pool == "" { // a bodyless request, or no pool known yet: nothing to rate
 		return ungated{}, nil
+	}
+	fp, err := g.f.pool(req.Pool)
+	if err != nil {
+		return nil, err
 	}
 	return fp.gate.Admit(ctx, req, bodyBytes)
 }
@@ -182,20 +263,32 @@ func band(b config.BandPlan) flowcontrol.Band {
 // Start runs the dispatcher until ctx ends; then whatever still waits is
 // refused as the EPP shuts down.
 func (f *flowControl) Start(ctx context.Context) error {
-	var wg sync.WaitGroup
+	f.mu.Lock()
+	f.ctx = ctx
 	for _, fp := range f.pools {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			fp.evict.sweepEvery(ctx, time.Second)
-		}()
-		go func() {
-			defer wg.Done()
-			fp.gate.ctl.Start(ctx)
-		}()
+		f.startPool(ctx, fp)
 	}
-	wg.Wait()
+	f.mu.Unlock()
+	<-ctx.Done()
+	f.mu.Lock()
+	f.ctx = nil // no pool starts after this
+	f.mu.Unlock()
+	f.running.Wait()
 	return nil
+}
+
+// startPool runs fp's dispatcher and eviction sweeps until ctx ends; f.mu
+// is held.
+func (f *flowControl) startPool(ctx context.Context, fp *flowPool) {
+	f.running.Add(2)
+	go func() {
+		defer f.running.Done()
+		fp.evict.sweepEvery(ctx, time.Second)
+	}()
+	go func() {
+		defer f.running.Done()
+		fp.gate.ctl.Start(ctx)
+	}()
 }
 
 // flowGate is one controller as the server's admission: it turns the

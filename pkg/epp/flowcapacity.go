@@ -53,9 +53,7 @@ func (c *flowCapacity) Collect(ch chan<- prometheus.Metric) {
 	if !c.enabled.Load() {
 		return
 	}
-	for _, fp := range c.f.pools {
-		c.collectPool(ch, fp.gate.ctl, fp.name)
-	}
+	c.f.each(func(fp *flowPool) { c.collectPool(ch, fp.gate.ctl, fp.name) })
 }
 
 // collectPool serves one controller's series under its pool's label.

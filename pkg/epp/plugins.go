@@ -41,7 +41,7 @@ func (a *app) loadConfig(st *settings, reg prometheus.Registerer) (*config.Built
 		Log: a.log.WithName("plugins"), Clock: scheduler.RealClock{}, Endpoints: a.store.Snapshot,
 		Registerer: replacingRegisterer{reg}, StalenessThreshold: a.flags.StalenessThreshold,
 		UpstreamScoring: a.flags.UpstreamScoring,
-	}, ModelLists: len(a.pools) > 1}
+	}, ModelLists: a.severalPools()}
 	built, err := config.BuildWith(cfg, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", src, err)

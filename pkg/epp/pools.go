@@ -73,11 +73,15 @@ func filePools(path string) ([]string, error) {
 // several.
 func (a *app) poolRouter(opts *server.Options) {
 	opts.Pools = poolroute.New(a.pools, a.flags.PoolHeader)
-	if len(a.pools) > 1 {
+	if a.severalPools() {
 		a.log.Info("serving several pools: each request is routed among its pool's endpoints", "pools", a.pools,
 			"header", opts.Pools.Header())
 	}
 }
+
+// severalPools reports whether the EPP may serve several pools: it names
+// several, or finds them at run time.
+func (a *app) severalPools() bool { return len(a.pools) > 1 }
 
 // poolLabel is the inference_pool label of flow control's and eviction's
 // series: the one pool, or "" (no pool; with several, each request's pool

@@ -92,8 +92,10 @@ func TestSeveralPoolsFromAnEndpointsFile(t *testing.T) {
 // per pool.
 func TestFlowControlPerPool(t *testing.T) {
 	t.Parallel()
+	var file string
 	r := launchEPPSims(t, []sim.Config{{}, {}}, 0, nil, func(r *running) []string {
-		return []string{"--endpoints-file", pooledFile(t, r, "a", "b"), agentFlowConfig}
+		file = pooledFile(t, r, "a", "b")
+		return []string{"--endpoints-file", file, agentFlowConfig}
 	})
 	open := func(pool string) (*extproc.Stream, chan *extproc.Decision) {
 		s, err := r.client.Open(context.Background())
@@ -127,7 +129,7 @@ func TestFlowControlPerPool(t *testing.T) {
 	wait(routed, r.servers[0])
 	_, held := open("a")
 	eventually(t, "pool a's second request waits", func() bool { return r.queued(t, "default-flow") == 1 })
-	_, other := open("b")
+	second, other := open("b")
 	wait(other, r.servers[1])
 	page := r.metricsPage(t)
 	for _, want := range []string{`inference_extension_flow_control_pool_saturation{inference_pool="a"} 1`,
@@ -141,11 +143,41 @@ func TestFlowControlPerPool(t *testing.T) {
 	if len(fc.Pools) != 2 {
 		t.Errorf("/debug/flowcontrol pools %v, want a and b", fc.Pools)
 	}
-	if _, err := first.PlayResponse(context.Background(), extproc.Response{Status: 200,
-		Headers: http.Header{"content-type": {"application/json"}}, Body: []byte(`{"choices":[]}`)}); err != nil {
-		t.Fatal(err)
+	for _, s := range []*extproc.Stream{first, second} {
+		if _, err := s.PlayResponse(context.Background(), extproc.Response{Status: 200,
+			Headers: http.Header{"content-type": {"application/json"}}, Body: []byte(`{"choices":[]}`)}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	wait(held, r.servers[0])
+
+	// A pool the endpoints file names later gets its own gate on its first
+	// request.
+	if err := os.WriteFile(file, []byte(strings.Replace(string(mustRead(t, file)), "pool: b", "pool: c", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "pool c's request routed", func() bool {
+		_, routed := open("c")
+		select {
+		case d := <-routed:
+			return d != nil && d.Immediate == nil && d.Endpoints[0] == r.servers[1]
+		case <-time.After(5 * time.Second):
+			return false
+		}
+	})
+	r.debugJSON(t, flowControlPath, &fc)
+	if _, ok := fc.Pools["c"]; !ok {
+		t.Errorf("/debug/flowcontrol pools %v lack the new pool c", fc.Pools)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 // TestEvictionPerPool: each pool evicts only its own requests. A batch

@@ -14,14 +14,17 @@ import (
 // resolvePool finds the request's pool when the EPP serves several (see
 // package poolroute); x.pool then narrows the candidates and picks the
 // pool's objectives and rewrites. model is the client's model name ("" for
-// bodyless requests). With one pool it does nothing.
+// bodyless requests). With one pool it only names it.
 func (x *exchange) resolvePool(model string, bodyless bool) error {
 	r := x.srv.opts.Pools
 	if r == nil {
 		return nil
 	}
 	all := x.srv.endpoints.Snapshot()
-	if len(r.Pools(all)) <= 1 {
+	if pools := r.Pools(all); len(pools) <= 1 {
+		if len(pools) == 1 { // the request's pool all the same (its flow-control gate, its objectives)
+			x.pool = pools[0]
+		}
 		return nil
 	}
 	q := poolroute.Query{Header: strings.TrimSpace(x.poolHeader(r.Header())), Model: model, Bodyless: bodyless}
