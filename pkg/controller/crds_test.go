@@ -86,7 +86,7 @@ func TestWithoutCRDs(t *testing.T) {
 	if diff := cmp.Diff(want, logs.matching("watch disabled")); diff != "" {
 		t.Errorf("logs (-want +got):\n%s", diff)
 	}
-	if _, ok := pool.lookups["pool"].Objectives.Priority("anything"); ok {
+	if _, ok := pool.lookups.Of("pool").Objectives.Priority("anything"); ok {
 		t.Error("objective found without the CRD")
 	}
 }

@@ -1,8 +1,9 @@
 // Package controller is the Kubernetes endpoint source of the EPP: a set of
-// controller-runtime reconcilers that turn one or more InferencePools (or a
-// plain label selector) and the Pods they select into datastore endpoints,
-// and that read each pool's InferenceObjective priorities and
-// InferenceModelRewrite rules for the request path.
+// controller-runtime reconcilers that turn InferencePools (named up front,
+// or found at run time by their endpointPickerRef) or a plain label
+// selector, and the Pods they select, into datastore endpoints, and that
+// read each pool's InferenceObjective priorities and InferenceModelRewrite
+// rules for the request path.
 //
 // # Endpoints
 //
@@ -39,15 +40,32 @@
 // selector names only one) and the reconciler ignores those not served.
 // The store is ready once any pool has synced.
 //
+// # Pools found by their picker
+//
+// With a picker service (Options.PickerService) no pool is named up front:
+// the EPP serves every InferencePool of the namespace whose
+// spec.endpointPickerRef names that Service (kind Service or unset, core
+// group). A pool starts being served when it is created or edited to name
+// the Service, and stops when it is deleted or edited to name another
+// picker: its source is removed and its members forgotten. Each change is
+// logged with the pool and the reason. Endpoints are named and reported as
+// with several pools ("<pool>/<pod>-rank-<i>", source SourceName+"/"+pool)
+// even while only one pool is served, so that names do not change as pools
+// come and go. The store is ready once any served pool has synced, and not
+// ready while no pool names the Service.
+//
 // # Objectives and rewrites
 //
 // InferenceObjective and InferenceModelRewrite are read from GIE's
 // inference.networking.x-k8s.io/v1alpha2 group and from llm-d's llm-d.ai/
 // v1alpha2 group, each only when its CRD is installed (checked once at
 // Setup). An object counts for the pool its poolRef names, if this EPP
-// serves it, and is ignored otherwise; Setup returns each pool's Lookups.
-// One watch per kind and group feeds every pool. When both groups hold an
-// answer, llm-d's wins.
+// serves it, and is ignored otherwise; Setup returns the pools' Lookups
+// (PoolLookups.Of). With a picker service any pool may come to be served,
+// so an object is kept for the pool it names whether or not that pool is
+// served yet: objectives and rewrites may arrive before or after their
+// pool. One watch per kind and group feeds every pool. When both groups
+// hold an answer, llm-d's wins.
 //
 // # Replica peers
 //

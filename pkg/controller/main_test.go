@@ -46,7 +46,7 @@ func eventuallyQuiet(cond func() bool) {
 // source is one running Kubernetes endpoint source.
 type source struct {
 	store   *datastore.Store
-	lookups map[string]*controller.Lookups // by pool name
+	lookups *controller.PoolLookups
 }
 
 // startSource runs a manager with the reconcilers for o (Store and Log

@@ -19,15 +19,24 @@ import (
 )
 
 // pools is the state the pool and Pod reconcilers share: the members of
-// every pool served, in PoolNames order (in selector mode one, for pool
-// ""). mu serialises every cache read + store write, so that a full resync
-// and a single-Pod update are applied in the order they read the cache. One
-// lock covers every pool: a single Pod and a single pool controller apply
-// all changes anyway.
+// every pool served (in selector mode one, for pool ""). mu serialises
+// every cache read + store write, so that a full resync and a single-Pod
+// update are applied in the order they read the cache; it also guards list
+// and byName, which change at run time with a picker service. One lock
+// covers every pool: a single Pod and a single pool controller apply all
+// changes anyway.
 type pools struct {
 	mu     sync.Mutex
 	list   []*members
-	byName map[string]*members // read-only after newPools
+	byName map[string]*members
+	// picker is the Service a pool's endpointPickerRef must name for the
+	// pool to be served (Options.PickerService); empty when the pools are
+	// fixed by newPools.
+	picker    string
+	namespace string
+	reader    client.Reader
+	store     Store
+	log       logr.Logger
 }
 
 // members is one pool's endpoints: the spec they follow, the names and

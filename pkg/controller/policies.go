@@ -1,6 +1,10 @@
 package controller
 
 import (
+	"maps"
+	"slices"
+	"sync"
+
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -8,33 +12,85 @@ import (
 	"sigs.k8s.io/gateway-api-inference-extension/apix/v1alpha2"
 )
 
-// servedPools routes InferenceObjectives and InferenceModelRewrites to the
-// Lookups of the pool their poolRef names, so that one watch per kind
-// serves every pool.
-type servedPools struct {
-	group   string
-	lookups map[string]*Lookups // by pool name
+// Lookups are what the request path reads from the cluster for one pool.
+// Both are always usable; without the CRDs they simply never match.
+type Lookups struct {
+	Objectives *Objectives
+	Rewrites   *Rewrites
 }
 
-// owner returns the Lookups of the pool ref names; nil when ref is nil or
-// names no pool this EPP serves.
-func (s servedPools) owner(ref *v1alpha2.PoolObjectReference) *Lookups {
-	if ref == nil {
-		return nil
+func newLookups() *Lookups { return &Lookups{Objectives: NewObjectives(), Rewrites: NewRewrites()} }
+
+// PoolLookups are the Lookups of every pool, by pool name. It routes
+// InferenceObjectives and InferenceModelRewrites to the pool their poolRef
+// names, so that one watch per kind serves every pool. It is safe for
+// concurrent use.
+type PoolLookups struct {
+	group string
+	// open is PickerService mode: any pool may come to be served, so a
+	// pool's Lookups are created on first use rather than up front.
+	open   bool
+	mu     sync.RWMutex
+	byPool map[string]*Lookups
+}
+
+// newPoolLookups gives each pool named in o its Lookups (in selector mode
+// one, under "", that no poolRef matches); with a picker service none yet.
+func newPoolLookups(o Options) *PoolLookups {
+	p := &PoolLookups{group: o.PoolGroup, open: o.PickerService != "", byPool: map[string]*Lookups{}}
+	names := o.PoolNames
+	if !o.followsPools() {
+		names = []string{""}
 	}
-	l := s.lookups[string(ref.Name)]
-	if l == nil || !(poolRef{name: string(ref.Name), group: s.group}).matches(*ref) {
-		return nil
+	for _, name := range names {
+		p.byPool[name] = newLookups()
+	}
+	return p
+}
+
+// Of returns the Lookups of pool. With pools fixed up front (PoolNames,
+// or the selector's stand-in "") it is nil for a pool not served. With a
+// picker service it is never nil: a pool's Lookups are created by the
+// first call here or by the first objective or rewrite naming the pool,
+// whichever comes first, so policies recorded before their pool exists
+// apply as soon as it is served.
+func (p *PoolLookups) Of(pool string) *Lookups {
+	p.mu.RLock()
+	l := p.byPool[pool]
+	p.mu.RUnlock()
+	if l != nil || !p.open {
+		return l
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ofLocked(pool)
+}
+
+func (p *PoolLookups) ofLocked(pool string) *Lookups {
+	l := p.byPool[pool]
+	if l == nil && p.open {
+		l = newLookups()
+		p.byPool[pool] = l
 	}
 	return l
 }
 
-// each calls set once per served pool with whether that pool owns the
-// object: the owner records it, every other forgets it, which is also how
-// an object whose poolRef moved leaves its old pool.
-func (s servedPools) each(ref *v1alpha2.PoolObjectReference, set func(l *Lookups, owned bool)) {
-	owner := s.owner(ref)
-	for _, l := range s.lookups {
+// each calls set once per pool with whether that pool owns the object
+// whose poolRef is ref (nil: none): the owner records it, every other
+// forgets it, which is also how an object whose poolRef moved leaves its
+// old pool. The owner is a pool served (or, with a picker service, one
+// that may be) and named in the right group.
+func (p *PoolLookups) each(ref *v1alpha2.PoolObjectReference, set func(l *Lookups, owned bool)) {
+	p.mu.Lock()
+	var owner *Lookups
+	if ref != nil && ref.Name != "" && (poolRef{name: string(ref.Name), group: p.group}).matches(*ref) {
+		owner = p.ofLocked(string(ref.Name))
+	}
+	all := slices.Collect(maps.Values(p.byPool))
+	p.mu.Unlock()
+	// Outside the lock: Of must not wait for a rewrite to recompile. A pool
+	// whose Lookups appear meanwhile is empty and owns nothing.
+	for _, l := range all {
 		set(l, l == owner)
 	}
 }
@@ -49,7 +105,7 @@ type policyKind struct {
 // setupPolicies starts the InferenceObjective and InferenceModelRewrite
 // watches of each group whose CRD is installed: one controller per kind and
 // group, feeding every pool's Lookups.
-func setupPolicies(mgr manager.Manager, pools servedPools, log logr.Logger) error {
+func setupPolicies(mgr manager.Manager, pools *PoolLookups, log logr.Logger) error {
 	llmd, gie := LLMDGroupVersion, v1alpha2.SchemeGroupVersion
 	kinds := []policyKind{
 		{llmd.WithKind("InferenceObjective"), "objective-llmd", func(mgr manager.Manager, name string) error {
@@ -93,7 +149,7 @@ func watchPolicy[T any, PT interface {
 
 // objectiveApplier records an objective in the Lookups of the pool it
 // names, when it is present, and forgets it in every other pool.
-func objectiveApplier[T client.Object](pools servedPools, g group, view func(T) *v1alpha2.InferenceObjective) func(string, T, bool) {
+func objectiveApplier[T client.Object](pools *PoolLookups, g group, view func(T) *v1alpha2.InferenceObjective) func(string, T, bool) {
 	return func(name string, obj T, present bool) {
 		var io *v1alpha2.InferenceObjective
 		var ref *v1alpha2.PoolObjectReference
@@ -114,7 +170,7 @@ func objectiveApplier[T client.Object](pools servedPools, g group, view func(T) 
 // rewriteApplier records a rewrite in the Lookups of the pool it names,
 // when it is present, and forgets it in every other pool; a rewrite without
 // a poolRef belongs to none.
-func rewriteApplier[T client.Object](pools servedPools, g group, view func(T) *v1alpha2.InferenceModelRewrite) func(string, T, bool) {
+func rewriteApplier[T client.Object](pools *PoolLookups, g group, view func(T) *v1alpha2.InferenceModelRewrite) func(string, T, bool) {
 	return func(name string, obj T, present bool) {
 		var rw *v1alpha2.InferenceModelRewrite
 		var ref *v1alpha2.PoolObjectReference

@@ -61,12 +61,12 @@ func TestObjectives(t *testing.T) {
 		"chat": {9, true}, "batch": {-1, true}, "unset": {0, true}, "elsewhere": {}, "other-group": {},
 		"llmd-only": {2, true}, "missing": {},
 	}
-	waitPriorities(t, s.lookups["pool"].Objectives, names, want)
+	waitPriorities(t, s.lookups.Of("pool").Objectives, names, want)
 
 	env.Delete(t, llmdChat)
 	env.Update(t, batch, func() { batch.Spec.PoolRef.Name = "other-pool" })
 	want["chat"], want["batch"] = priority{5, true}, priority{}
-	waitPriorities(t, s.lookups["pool"].Objectives, names, want)
+	waitPriorities(t, s.lookups.Of("pool").Objectives, names, want)
 }
 
 func waitPriorities(t *testing.T, o *controller.Objectives, names []string, want map[string]priority) {
@@ -124,17 +124,17 @@ func TestRewrites(t *testing.T) {
 	models := []string{"a", "b", "c"}
 	want := map[string]rewritten{"a": {"gie-a", "gie"}, "b": {"llmd-any", "llmd"}, "c": {"llmd-c", "llmd"}}
 	var got map[string]rewritten
-	eventuallyQuiet(func() bool { got = rewrites(s.lookups["pool"].Rewrites, models...); return cmp.Equal(got, want) })
+	eventuallyQuiet(func() bool { got = rewrites(s.lookups.Of("pool").Rewrites, models...); return cmp.Equal(got, want) })
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("rewrites (-want +got):\n%s", diff)
 	}
-	rw := s.lookups["pool"].Rewrites
+	rw := s.lookups.Of("pool").Rewrites
 	if !rw.Claims("a") || !rw.Claims("c") || rw.Claims("b") {
 		t.Errorf("claims a, b, c: %v %v %v; want only the exact rules' models (a catch-all claims nothing)", rw.Claims("a"), rw.Claims("b"), rw.Claims("c"))
 	}
 	env.Delete(t, &llmd)
 	want = map[string]rewritten{"a": {"gie-a", "gie"}, "b": {"gie-any", "gie"}, "c": {"gie-any", "gie"}}
-	eventuallyQuiet(func() bool { got = rewrites(s.lookups["pool"].Rewrites, models...); return cmp.Equal(got, want) })
+	eventuallyQuiet(func() bool { got = rewrites(s.lookups.Of("pool").Rewrites, models...); return cmp.Equal(got, want) })
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("after deleting the llm-d rewrite (-want +got):\n%s", diff)
 	}

@@ -17,56 +17,83 @@ import (
 )
 
 // newPools builds the members of each pool o names, or of the one
-// selector-mode stand-in. One pool keeps the names and source of a
-// single-pool EPP; with several, each pool reports under its own source and
+// selector-mode stand-in; with a picker service it starts empty. One pool
+// named up front keeps the names and source of a single-pool EPP; with
+// several, or a picker service, each pool reports under its own source and
 // prefixes its endpoint names with "<pool>/", so that a Pod selected by two
 // pools gives one endpoint per pool, each scraped and tracked on its own.
 func newPools(o Options, reader client.Reader) *pools {
-	p := &pools{byName: map[string]*members{}}
-	add := func(n naming, source string, log logr.Logger) {
-		m := &members{naming: n, source: source, namespace: o.Namespace, reader: reader, store: o.Store, log: log}
-		p.list = append(p.list, m)
-		p.byName[n.pool] = m
-	}
+	p := &pools{byName: map[string]*members{}, picker: o.PickerService, namespace: o.Namespace,
+		reader: reader, store: o.Store, log: o.Log}
 	switch {
-	case len(o.PoolNames) == 0:
-		add(naming{}, SourceName, o.Log)
+	case o.PickerService != "": // pools join as the pool reconciler finds them
+	case !o.followsPools():
+		p.add(naming{}, SourceName)
 	case len(o.PoolNames) == 1:
-		add(naming{pool: o.PoolNames[0]}, SourceName, o.Log.WithValues("pool", o.PoolNames[0]))
+		p.add(naming{pool: o.PoolNames[0]}, SourceName)
 	default:
 		for _, name := range o.PoolNames {
-			add(naming{pool: name, prefix: name + "/"}, SourceName+"/"+name, o.Log.WithValues("pool", name))
+			p.addOfSeveral(name)
 		}
 	}
 	return p
 }
 
+// add makes the members of the pool n names; called from newPools or with
+// mu held.
+func (p *pools) add(n naming, source string) *members {
+	log := p.log
+	if n.pool != "" {
+		log = log.WithValues("pool", n.pool)
+	}
+	m := &members{naming: n, source: source, namespace: p.namespace, reader: p.reader, store: p.store, log: log}
+	p.list = append(p.list, m)
+	p.byName[n.pool] = m
+	return m
+}
+
+// addOfSeveral adds pool as one of several: its own source and endpoint
+// names prefixed with "<pool>/".
+func (p *pools) addOfSeveral(pool string) *members {
+	return p.add(naming{pool: pool, prefix: pool + "/"}, SourceName+"/"+pool)
+}
+
 // poolReconciler follows the InferencePools the EPP serves. With one pool
-// the cache holds only that one (field selector on its name); with several
-// it holds the namespace's pools, and those not served are ignored.
+// named up front the cache holds only that one (field selector on its
+// name); otherwise it holds the namespace's pools, and those not served are
+// ignored. With a picker service a pool is served while its
+// endpointPickerRef names the picker: pools start and stop being served
+// here.
 type poolReconciler struct{ pools *pools }
 
 func (r *poolReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	m := r.pools.byName[req.Name]
-	if m == nil || req.Namespace != m.namespace {
+	p := r.pools
+	if req.Namespace != p.namespace {
+		return reconcile.Result{}, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.picker == "" && p.byName[req.Name] == nil {
 		return reconcile.Result{}, nil
 	}
 	var pool infv1.InferencePool
-	err := m.reader.Get(ctx, req.NamespacedName, &pool)
+	err := p.reader.Get(ctx, req.NamespacedName, &pool)
 	switch {
 	case apierrors.IsNotFound(err) || err == nil && pool.DeletionTimestamp != nil:
-		r.clear(m, "pool deleted")
+		p.goneLocked(req.Name)
 		return reconcile.Result{}, nil
 	case err != nil:
 		return reconcile.Result{}, fmt.Errorf("get pool %q: %w", req.Name, err)
 	}
+	m := p.servedLocked(&pool)
+	if m == nil {
+		return reconcile.Result{}, nil
+	}
 	spec, err := specFromPool(&pool)
 	if err != nil {
-		r.clear(m, "pool unusable")
+		m.clearLocked("pool unusable")
 		return reconcile.Result{}, reconcile.TerminalError(fmt.Errorf("pool %q: %w", req.Name, err))
 	}
-	r.pools.mu.Lock()
-	defer r.pools.mu.Unlock()
 	if sameSpec(m.spec, spec) {
 		return reconcile.Result{}, nil
 	}
@@ -77,12 +104,60 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 	return reconcile.Result{}, nil
 }
 
-// clear forgets the pool: its endpoints go and its source is no longer
-// synced; other pools keep serving. With one pool the EPP then reports not
-// ready until the pool is back.
-func (r *poolReconciler) clear(m *members, why string) {
-	r.pools.mu.Lock()
-	defer r.pools.mu.Unlock()
+// servedLocked returns the members of pool, nil when it is not served.
+// With a picker service it first starts or stops serving the pool as its
+// endpointPickerRef now says.
+func (p *pools) servedLocked(pool *infv1.InferencePool) *members {
+	m := p.byName[pool.Name]
+	if p.picker == "" {
+		return m
+	}
+	picks := picksService(pool.Spec.EndpointPickerRef, p.picker)
+	switch {
+	case picks && m == nil:
+		m = p.addOfSeveral(pool.Name)
+		m.log.Info("pool served", "reason", "endpointPickerRef names this picker", "service", p.picker)
+	case !picks && m != nil:
+		p.dropLocked(m, "endpointPickerRef names another picker")
+		return nil
+	}
+	return m
+}
+
+// goneLocked handles a deleted pool: a pool named up front keeps its
+// (empty) place until it is back; a picker's pool stops being served.
+func (p *pools) goneLocked(name string) {
+	m := p.byName[name]
+	switch {
+	case m == nil:
+	case p.picker == "":
+		m.clearLocked("pool deleted")
+	default:
+		p.dropLocked(m, "pool deleted")
+	}
+}
+
+// dropLocked stops serving a picker's pool: its endpoints and source go,
+// then its members.
+func (p *pools) dropLocked(m *members, why string) {
+	m.spec = nil
+	p.store.DeleteSource(m.source)
+	p.list = slices.DeleteFunc(p.list, func(x *members) bool { return x == m })
+	delete(p.byName, m.naming.pool)
+	m.log.Info("pool no longer served", "reason", why)
+}
+
+// picksService reports whether ref names the Service called service: kind
+// Service (the default) in the core group.
+func picksService(ref infv1.EndpointPickerRef, service string) bool {
+	return string(ref.Name) == service && (ref.Kind == "" || ref.Kind == "Service") &&
+		(ref.Group == nil || *ref.Group == "")
+}
+
+// clearLocked forgets the pool's endpoints: they go and its source is no
+// longer synced; other pools keep serving. With one pool the EPP then
+// reports not ready until the pool is back.
+func (m *members) clearLocked(why string) {
 	if m.spec == nil {
 		return
 	}

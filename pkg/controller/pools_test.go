@@ -77,8 +77,8 @@ func TestSeveralPoolsPolicies(t *testing.T) {
 	t.Parallel()
 	ns := env.Namespace(t)
 	s := startSource(t, controller.Options{Namespace: ns, PoolNames: []string{"a", "b"}})
-	if len(s.lookups) != 2 || s.lookups["a"] == nil || s.lookups["b"] == nil || s.lookups["a"] == s.lookups["b"] {
-		t.Fatalf("lookups = %v, want one per pool", s.lookups)
+	if a, b := s.lookups.Of("a"), s.lookups.Of("b"); a == nil || b == nil || a == b || s.lookups.Of("c") != nil {
+		t.Fatalf("lookups of a, b, c = %p, %p, %p; want one per pool served, none for c", a, b, s.lookups.Of("c"))
 	}
 	env.Create(t, objective(ns, "chat", "b", ptr.To(7)))
 	batch := objective(ns, "batch", "a", ptr.To(-1))
@@ -88,27 +88,27 @@ func TestSeveralPoolsPolicies(t *testing.T) {
 	env.Create(t, rewrite(ns, "rw-b", "b", rule("b-target", "m")))
 
 	names := []string{"chat", "batch", "llmd-b", "elsewhere"}
-	waitPriorities(t, s.lookups["a"].Objectives, names, map[string]priority{
+	waitPriorities(t, s.lookups.Of("a").Objectives, names, map[string]priority{
 		"chat": {}, "batch": {-1, true}, "llmd-b": {}, "elsewhere": {},
 	})
-	waitPriorities(t, s.lookups["b"].Objectives, names, map[string]priority{
+	waitPriorities(t, s.lookups.Of("b").Objectives, names, map[string]priority{
 		"chat": {7, true}, "batch": {}, "llmd-b": {2, true}, "elsewhere": {},
 	})
 	var got map[string]rewritten
 	want := map[string]rewritten{"m": {"b-target", "rw-b"}}
-	eventuallyQuiet(func() bool { got = rewrites(s.lookups["b"].Rewrites, "m"); return cmp.Equal(got, want) })
+	eventuallyQuiet(func() bool { got = rewrites(s.lookups.Of("b").Rewrites, "m"); return cmp.Equal(got, want) })
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("pool b rewrites (-want +got):\n%s", diff)
 	}
-	if got := rewrites(s.lookups["a"].Rewrites, "m"); len(got) != 0 {
+	if got := rewrites(s.lookups.Of("a").Rewrites, "m"); len(got) != 0 {
 		t.Errorf("pool a rewrites = %v, want none", got)
 	}
 
 	env.Update(t, batch, func() { batch.Spec.PoolRef.Name = "b" })
-	waitPriorities(t, s.lookups["b"].Objectives, names, map[string]priority{
+	waitPriorities(t, s.lookups.Of("b").Objectives, names, map[string]priority{
 		"chat": {7, true}, "batch": {-1, true}, "llmd-b": {2, true}, "elsewhere": {},
 	})
-	waitPriorities(t, s.lookups["a"].Objectives, names, map[string]priority{
+	waitPriorities(t, s.lookups.Of("a").Objectives, names, map[string]priority{
 		"chat": {}, "batch": {}, "llmd-b": {}, "elsewhere": {},
 	})
 }

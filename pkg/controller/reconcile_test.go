@@ -178,8 +178,8 @@ func TestSelectorMode(t *testing.T) {
 	if ep, _ := s.store.Get("a-rank-0"); ep.Pool != "" {
 		t.Errorf("endpoint pool = %q, want none in selector mode", ep.Pool)
 	}
-	if l := s.lookups[""]; len(s.lookups) != 1 || l == nil {
-		t.Errorf("lookups = %v, want one entry under \"\"", s.lookups)
+	if s.lookups.Of("") == nil || s.lookups.Of("pool") != nil {
+		t.Errorf("lookups of \"\" and \"pool\" = %p, %p; want only the one under \"\"", s.lookups.Of(""), s.lookups.Of("pool"))
 	}
 	b := env.RunningPod(t, ns, "b", "127.0.0.4", map[string]string{"app": "model-b"})
 	waitEndpoints(t, s.store, "a-rank-0=127.0.0.2:8000", "a-rank-1=127.0.0.2:8001", "b-rank-0=127.0.0.4:8000", "b-rank-1=127.0.0.4:8001")
@@ -210,15 +210,24 @@ func TestManyPods(t *testing.T) {
 func TestSetupErrors(t *testing.T) {
 	t.Parallel()
 	sel := labels.SelectorFromSet(model)
+	const oneMode = "exactly one of pool names, picker service and endpoint selector is required"
 	tests := []struct {
 		name string
 		opts controller.Options
 		want string
 	}{
 		{name: "no mode", opts: controller.Options{Namespace: "x", Store: datastore.New()},
-			want: "kubernetes source: exactly one of pool names and endpoint selector is required"},
-		{name: "both modes", opts: controller.Options{Namespace: "x", PoolNames: []string{"p"}, Selector: sel, TargetPorts: []int{1}, Store: datastore.New()},
-			want: "kubernetes source: exactly one of pool names and endpoint selector is required"},
+			want: "kubernetes source: " + oneMode},
+		{name: "pool names and selector", opts: controller.Options{Namespace: "x", PoolNames: []string{"p"}, Selector: sel, TargetPorts: []int{1}, Store: datastore.New()},
+			want: "kubernetes source: " + oneMode},
+		{name: "pool names and picker service", opts: controller.Options{Namespace: "x", PoolNames: []string{"p"}, PickerService: "epp", Store: datastore.New()},
+			want: "kubernetes source: " + oneMode},
+		{name: "picker service and selector", opts: controller.Options{Namespace: "x", PickerService: "epp", Selector: sel, TargetPorts: []int{1}, Store: datastore.New()},
+			want: "kubernetes source: " + oneMode},
+		{name: "all three", opts: controller.Options{Namespace: "x", PoolNames: []string{"p"}, PickerService: "epp", Selector: sel, Store: datastore.New()},
+			want: "kubernetes source: " + oneMode},
+		{name: "picker service with a bad group", opts: controller.Options{Namespace: "x", PickerService: "epp", PoolGroup: "example.com", Store: datastore.New()},
+			want: "kubernetes source: pool group \"example.com\" is not supported (only inference.networking.k8s.io/v1)"},
 		{name: "bad pool names", opts: controller.Options{Namespace: "x", PoolNames: []string{"p", "", "q", "p"}, Store: datastore.New()},
 			want: "kubernetes source: pool names[1]: must not be empty\npool names[3]: \"p\" is listed twice"},
 		{name: "selector without ports", opts: controller.Options{Namespace: "x", Selector: sel, Store: datastore.New()},

@@ -43,26 +43,38 @@ type Store interface {
 	DeleteSource(source string)
 }
 
-// Options select what to watch: one or more InferencePools of Namespace by
-// name (PoolNames), or, without a pool, the Pods matching Selector on
-// TargetPorts.
+// Options select what to watch: the InferencePools of Namespace named up
+// front (PoolNames); those whose spec.endpointPickerRef names the Service
+// PickerService, found at run time; or, without a pool, the Pods matching
+// Selector on TargetPorts. Exactly one of the three is set.
 type Options struct {
-	Namespace   string
-	PoolNames   []string
-	PoolGroup   string // default DefaultPoolGroup; the same for every pool
-	Selector    labels.Selector
-	TargetPorts []int
-	Store       Store
-	Log         logr.Logger
+	Namespace     string
+	PoolNames     []string
+	PickerService string
+	PoolGroup     string // default DefaultPoolGroup; the same for every pool
+	Selector      labels.Selector
+	TargetPorts   []int
+	Store         Store
+	Log           logr.Logger
 }
+
+// followsPools reports whether endpoints come from InferencePools (by name
+// or by picker), not from a selector.
+func (o *Options) followsPools() bool { return len(o.PoolNames) > 0 || o.PickerService != "" }
 
 func (o *Options) validate() error {
 	var errs []error
 	if o.Namespace == "" {
 		errs = append(errs, errors.New("namespace is required"))
 	}
-	if (len(o.PoolNames) == 0) == (o.Selector == nil) {
-		errs = append(errs, errors.New("exactly one of pool names and endpoint selector is required"))
+	modes := 0
+	for _, set := range []bool{len(o.PoolNames) > 0, o.PickerService != "", o.Selector != nil} {
+		if set {
+			modes++
+		}
+	}
+	if modes != 1 {
+		errs = append(errs, errors.New("exactly one of pool names, picker service and endpoint selector is required"))
 	}
 	for i, name := range o.PoolNames {
 		switch {
@@ -72,7 +84,7 @@ func (o *Options) validate() error {
 			errs = append(errs, fmt.Errorf("pool names[%d]: %q is listed twice", i, name))
 		}
 	}
-	if len(o.PoolNames) == 0 && o.Selector != nil {
+	if modes == 1 && o.Selector != nil {
 		if err := ValidateTargetPorts(o.TargetPorts); err != nil {
 			errs = append(errs, fmt.Errorf("endpoint target ports: %w", err))
 		}
@@ -86,14 +98,15 @@ func (o *Options) validate() error {
 	return errors.Join(errs...)
 }
 
-// Preflight checks o and, in pool mode, that the API server serves
-// InferencePool v1. Call it before building the manager: a cache for a kind
-// the server does not know fails with an obscure error.
+// Preflight checks o and, when following pools (by name or by picker),
+// that the API server serves InferencePool v1. Call it before building the
+// manager: a cache for a kind the server does not know fails with an
+// obscure error.
 func Preflight(cfg *rest.Config, o Options) error {
 	if err := o.validate(); err != nil {
 		return fmt.Errorf("kubernetes source: %w", err)
 	}
-	if len(o.PoolNames) == 0 {
+	if !o.followsPools() {
 		return nil
 	}
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
@@ -113,9 +126,10 @@ func Preflight(cfg *rest.Config, o Options) error {
 
 // CacheOptions restrict the manager's cache to what the reconcilers read:
 // everything in the pool namespace only; one pool by name (a field
-// selector), or with several pools every pool of the namespace, since a
-// field selector names only one object (the pool reconciler ignores the
-// others); and in selector mode only the matching Pods.
+// selector), or with several pools or a picker service every pool of the
+// namespace, since a field selector names only one object and a picker's
+// pools are not known up front (the pool reconciler ignores the others);
+// and in selector mode only the matching Pods.
 func CacheOptions(o Options) cache.Options {
 	c := cache.Options{
 		DefaultNamespaces: map[string]cache.Config{o.Namespace: {}},
@@ -125,27 +139,19 @@ func CacheOptions(o Options) cache.Options {
 	switch {
 	case len(o.PoolNames) == 1:
 		c.ByObject[&infv1.InferencePool{}] = cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", o.PoolNames[0])}
-	case len(o.PoolNames) == 0 && o.Selector != nil:
+	case !o.followsPools() && o.Selector != nil:
 		c.ByObject[&corev1.Pod{}] = cache.ByObject{Label: o.Selector}
 	}
 	return c
 }
 
-// Lookups are what the request path reads from the cluster for one pool.
-// Both are always usable; without the CRDs they simply never match.
-type Lookups struct {
-	Objectives *Objectives
-	Rewrites   *Rewrites
-}
-
 // Setup registers the reconcilers on mgr, which must use CacheOptions(o)
-// and a scheme with AddToScheme. It returns the Lookups of each pool, keyed
-// by pool name (in selector mode one entry, under "", that never matches).
-// In pool mode it fails when the InferencePool CRD is missing; the
-// objective and rewrite watches start only for the groups whose CRDs are
-// installed. There is one controller per kind whatever the number of
-// pools, each dispatching to the pools concerned.
-func Setup(mgr manager.Manager, o Options) (map[string]*Lookups, error) {
+// and a scheme with AddToScheme. It returns the pools' Lookups (see
+// PoolLookups.Of). When following pools it fails if the InferencePool CRD
+// is missing; the objective and rewrite watches start only for the groups
+// whose CRDs are installed. There is one controller per kind whatever the
+// number of pools, each dispatching to the pools concerned.
+func Setup(mgr manager.Manager, o Options) (*PoolLookups, error) {
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("kubernetes source: %w", err)
 	}
@@ -153,15 +159,12 @@ func Setup(mgr manager.Manager, o Options) (map[string]*Lookups, error) {
 		o.PoolGroup = DefaultPoolGroup
 	}
 	p := newPools(o, mgr.GetClient())
-	lookups := map[string]*Lookups{}
-	for _, m := range p.list {
-		lookups[m.naming.pool] = &Lookups{Objectives: NewObjectives(), Rewrites: NewRewrites()}
-	}
+	lookups := newPoolLookups(o)
 	pods := &podReconciler{pools: p, namespace: o.Namespace, reader: mgr.GetClient()}
 	if err := watch(mgr, "pod", &corev1.Pod{}, pods, builder.WithPredicates(podChanged)); err != nil {
 		return nil, err
 	}
-	if len(o.PoolNames) == 0 {
+	if !o.followsPools() {
 		spec := &poolSpec{selector: o.Selector, ports: o.TargetPorts}
 		if err := mgr.Add(&selectorSync{pools: p, m: p.list[0], spec: spec, cache: mgr.GetCache()}); err != nil {
 			return nil, fmt.Errorf("endpoint selector sync: %w", err)
@@ -181,7 +184,10 @@ func Setup(mgr manager.Manager, o Options) (map[string]*Lookups, error) {
 	if err := watch(mgr, "pool", &infv1.InferencePool{}, &poolReconciler{pools: p}); err != nil {
 		return nil, err
 	}
-	if err := setupPolicies(mgr, servedPools{group: o.PoolGroup, lookups: lookups}, o.Log); err != nil {
+	if o.PickerService != "" {
+		o.Log.Info("serving the pools whose endpointPickerRef names this picker", "service", o.PickerService)
+	}
+	if err := setupPolicies(mgr, lookups, o.Log); err != nil {
 		return nil, err
 	}
 	return lookups, nil

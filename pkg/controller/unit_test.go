@@ -281,3 +281,50 @@ func TestPoolRefMatches(t *testing.T) {
 		}
 	}
 }
+
+func TestPicksService(t *testing.T) {
+	t.Parallel()
+	group := func(g string) *infv1.Group { return (*infv1.Group)(&g) }
+	tests := []struct {
+		name string
+		ref  infv1.EndpointPickerRef
+		want bool
+	}{
+		{name: "defaults", ref: infv1.EndpointPickerRef{Name: "epp"}, want: true},
+		{name: "explicit", ref: infv1.EndpointPickerRef{Name: "epp", Kind: "Service", Group: group("")}, want: true},
+		{name: "other name", ref: infv1.EndpointPickerRef{Name: "other-epp"}},
+		{name: "other kind", ref: infv1.EndpointPickerRef{Name: "epp", Kind: "Gateway"}},
+		{name: "other group", ref: infv1.EndpointPickerRef{Name: "epp", Group: group("example.com")}},
+	}
+	for _, tc := range tests {
+		if got := picksService(tc.ref, "epp"); got != tc.want {
+			t.Errorf("%s: picksService = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestPoolLookupsOf checks which pools have Lookups: those named up front,
+// or with a picker service any pool, created on first use by Of or by a
+// poolRef in the pool group (not by one in another group).
+func TestPoolLookupsOf(t *testing.T) {
+	t.Parallel()
+	fixed := newPoolLookups(Options{PoolNames: []string{"a"}, PoolGroup: DefaultPoolGroup})
+	if fixed.Of("a") == nil || fixed.Of("b") != nil {
+		t.Errorf("fixed pools: Of(a), Of(b) = %p, %p; want only a", fixed.Of("a"), fixed.Of("b"))
+	}
+	open := newPoolLookups(Options{PickerService: "epp", PoolGroup: DefaultPoolGroup})
+	foreign := &v1alpha2.PoolObjectReference{Name: "x", Group: "example.com"}
+	open.each(foreign, func(*Lookups, bool) { t.Error("a poolRef in another group created Lookups") })
+	var owners []*Lookups
+	open.each(&v1alpha2.PoolObjectReference{Name: "b"}, func(l *Lookups, owned bool) {
+		if owned {
+			owners = append(owners, l)
+		}
+	})
+	if len(owners) != 1 || open.Of("b") != owners[0] {
+		t.Errorf("owners of a poolRef to b = %v, want the one Of(b) returns", owners)
+	}
+	if a := open.Of("a"); a == nil || open.Of("a") != a {
+		t.Error("Of(a) must create a's Lookups once")
+	}
+}

@@ -107,7 +107,7 @@ func (f *Flags) validate() error {
 	if f.RefreshMetrics <= 0 {
 		errs = append(errs, fmt.Errorf("--refresh-metrics-interval must be > 0, got %s", f.RefreshMetrics))
 	}
-	if f.ObjectivesFile != "" && f.Kube.PoolName != "" {
+	if f.ObjectivesFile != "" && (f.Kube.PoolName != "" || f.Kube.PickerService != "") {
 		errs = append(errs, errors.New("--objectives-file is for pools without --pool-name: with an InferencePool the EPP reads its InferenceObjectives from the API server"))
 	}
 	if f.EnableCertReload && f.CertPath == "" {

@@ -33,6 +33,7 @@ type KubeFlags struct {
 	PoolNamespace       string
 	PoolGroup           string
 	EndpointSelector    string
+	PickerService       string
 	EndpointTargetPorts portList
 	Kubeconfig          string
 	LeaderElection      bool
@@ -43,13 +44,17 @@ func (k *KubeFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&k.PoolNamespace, "pool-namespace", "", "namespace of the pool and its pods (default: $NAMESPACE, else \"default\")")
 	fs.StringVar(&k.PoolGroup, "pool-group", controller.DefaultPoolGroup, "API group of the InferencePool (only v1 is supported)")
 	fs.StringVar(&k.EndpointSelector, "endpoint-selector", "", "label selector of model-server pods, for Kubernetes mode without an InferencePool")
+	fs.StringVar(&k.PickerService, "endpoint-picker-service", "", "serve every InferencePool of the namespace whose endpointPickerRef names this Service, "+
+		"found at run time (instead of --pool-name; docs/deploy.md, \"Several pools\")")
 	fs.Var(&k.EndpointTargetPorts, "endpoint-target-ports", "model-server ports with --endpoint-selector, comma-separated or repeated (1 to 8)")
 	fs.StringVar(&k.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, $KUBECONFIG or ~/.kube/config)")
 	fs.BoolVar(&k.LeaderElection, "ha-enable-leader-election", false, "active-passive HA: only the Lease holder reports ready; standbys keep a warm datastore")
 }
 
 // enabled reports Kubernetes mode.
-func (k *KubeFlags) enabled() bool { return k.PoolName != "" || k.EndpointSelector != "" }
+func (k *KubeFlags) enabled() bool {
+	return k.PoolName != "" || k.EndpointSelector != "" || k.PickerService != ""
+}
 
 // namespace resolves the pool namespace: flag, then $NAMESPACE, then
 // "default".
@@ -65,11 +70,15 @@ func (k *KubeFlags) namespace(getenv func(string) string) string {
 
 // leaseName is the leader-election Lease, named as upstream names it so
 // replicas of either binary never lead the same pool at once. Without a
-// pool the name derives from the selector and ports; with several pools
+// pool the name derives from the selector and ports, with
+// --endpoint-picker-service from the Service; with several pools
 // it joins their sorted names (hashed when the name would be too long).
 func (k *KubeFlags) leaseName(ns string) string {
 	pools := slices.Sorted(slices.Values(k.poolNames()))
 	name := strings.Join(pools, "-")
+	if k.PickerService != "" {
+		name = "service-" + k.PickerService
+	}
 	if len(name) > 150 {
 		h := fnv.New32a()
 		_, _ = h.Write([]byte(strings.Join(pools, ",")))
@@ -85,7 +94,7 @@ func (k *KubeFlags) leaseName(ns string) string {
 
 // errNoSource is the answer to a command line (and config) naming no
 // endpoint source.
-var errNoSource = errors.New("no endpoint source: give --endpoints or --endpoints-file (no Kubernetes), --pool-name (InferencePool), " +
+var errNoSource = errors.New("no endpoint source: give --endpoints or --endpoints-file (no Kubernetes), --pool-name or --endpoint-picker-service (InferencePools), " +
 	"--endpoint-selector with --endpoint-target-ports, or a config file whose dataLayer.discovery names a file-discovery plugin")
 
 // validateSource checks that at most one endpoint source mode is chosen and
@@ -102,6 +111,9 @@ func (f *Flags) validateSource() []error {
 	}
 	if k.EndpointSelector != "" {
 		modes = append(modes, "--endpoint-selector")
+	}
+	if k.PickerService != "" {
+		modes = append(modes, "--endpoint-picker-service")
 	}
 	var errs []error
 	switch len(modes) {
@@ -138,7 +150,7 @@ func (f *Flags) validateSource() []error {
 func (f *Flags) checkConfigSource(discovery string) error {
 	var flags []string
 	for _, fl := range []struct{ name, value string }{{"--endpoints", f.Endpoints}, {"--endpoints-file", f.EndpointsFile},
-		{"--pool-name", f.Kube.PoolName}, {"--endpoint-selector", f.Kube.EndpointSelector}} {
+		{"--pool-name", f.Kube.PoolName}, {"--endpoint-selector", f.Kube.EndpointSelector}, {"--endpoint-picker-service", f.Kube.PickerService}} {
 		if fl.value != "" {
 			flags = append(flags, fl.name)
 		}
@@ -181,7 +193,7 @@ type kubeSource struct {
 	cfg     *rest.Config // the API server, also checking /metrics callers
 	mgr     manager.Manager
 	ha      bool
-	lookups map[string]*controller.Lookups // by pool name
+	lookups *controller.PoolLookups
 
 	mu       sync.Mutex
 	cancel   context.CancelFunc
@@ -254,6 +266,7 @@ func (a *app) addKube() error {
 	if k.PoolName != "" {
 		opts.PoolNames = k.poolNames()
 	}
+	opts.PickerService = k.PickerService
 	if k.EndpointSelector != "" {
 		if opts.Selector, err = labels.Parse(k.EndpointSelector); err != nil {
 			return fmt.Errorf("--endpoint-selector: %w", err)
@@ -283,7 +296,7 @@ func (a *app) addKube() error {
 	}
 	a.kube = &kubeSource{cfg: cfg, mgr: mgr, ha: k.LeaderElection, lookups: lookups}
 	a.background = append(a.background, a.kube)
-	a.log.Info("kubernetes mode", "namespace", ns, "pool", k.PoolName, "selector", k.EndpointSelector,
+	a.log.Info("kubernetes mode", "namespace", ns, "pool", k.PoolName, "pickerService", k.PickerService, "selector", k.EndpointSelector,
 		"leaderElection", k.LeaderElection)
 	return nil
 }
@@ -352,19 +365,18 @@ func restConfig(path string) (*rest.Config, error) {
 // kubeOptions wires the pools' objectives and rewrites into the server:
 // with one pool as the server's own, with several per pool.
 func (a *app) kubeOptions(o *server.Options) {
-	if a.kube == nil || a.flags.Kube.PoolName == "" {
+	if a.kube == nil || (a.flags.Kube.PoolName == "" && a.flags.Kube.PickerService == "") {
 		return
 	}
-	pools := a.flags.Kube.poolNames()
-	if len(pools) == 1 {
-		lookups := a.kube.lookups[pools[0]]
+	if pools := a.flags.Kube.poolNames(); len(pools) == 1 {
+		lookups := a.kube.lookups.Of(pools[0])
 		o.Objectives = lookups.Objectives
 		o.Rewrites = lookups.Rewrites
 		return
 	}
-	byPool := a.kube.lookups
+	lookups := a.kube.lookups
 	o.PoolPolicies = func(pool string) (server.Objectives, server.Rewrites) {
-		l := byPool[pool]
+		l := lookups.Of(pool)
 		if l == nil {
 			return nil, nil
 		}

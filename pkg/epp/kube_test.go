@@ -36,13 +36,16 @@ func TestKubeFlagValidation(t *testing.T) {
 		{name: "selector", args: []string{"--endpoint-selector", "app in (a,b),!canary", "--endpoint-target-ports", "8000,8001", "--endpoint-target-ports", "8002"}},
 		{name: "static", args: []string{"--endpoints", "127.0.0.1:8000"}},
 		{name: "static and file", args: []string{"--endpoints", "127.0.0.1:8000", "--endpoints-file", "x.yaml"}},
-		{name: "no source", want: "no endpoint source: give --endpoints or --endpoints-file (no Kubernetes), --pool-name (InferencePool), " +
+		{name: "no source", want: "no endpoint source: give --endpoints or --endpoints-file (no Kubernetes), --pool-name or --endpoint-picker-service (InferencePools), " +
 			"--endpoint-selector with --endpoint-target-ports, or a config file whose dataLayer.discovery names a file-discovery plugin"},
 		{name: "config may name the source", args: []string{"--config-file", "epp.yaml"}},
 		{name: "static and pool", args: []string{"--endpoints", "127.0.0.1:8000", "--pool-name", "p"},
 			want: "endpoint sources are mutually exclusive, got --endpoints/--endpoints-file and --pool-name"},
 		{name: "pool and selector", args: []string{"--pool-name", "p", "--endpoint-selector", "a=b", "--endpoint-target-ports", "1"},
 			want: "endpoint sources are mutually exclusive, got --pool-name and --endpoint-selector"},
+		{name: "picker service", args: []string{"--endpoint-picker-service", "epp"}},
+		{name: "pool and picker service", args: []string{"--pool-name", "p", "--endpoint-picker-service", "epp"},
+			want: "endpoint sources are mutually exclusive, got --pool-name and --endpoint-picker-service"},
 		{name: "selector without ports", args: []string{"--endpoint-selector", "a=b"},
 			want: "--endpoint-target-ports: need 1 to 8 target ports, got 0"},
 		{name: "bad selector", args: []string{"--endpoint-selector", "a==(", "--endpoint-target-ports", "1"},
@@ -105,8 +108,20 @@ func TestKubeFlagValues(t *testing.T) {
 	}
 	got["ports"] = sel.Kube.EndpointTargetPorts.String()
 	got["selectorLease"] = sel.Kube.leaseName("ns")
+	several, err := parseKubeFlags(t, "--pool-name", "qwen,llama")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got["severalLease"] = several.Kube.leaseName("ns")
+	picker, err := parseKubeFlags(t, "--endpoint-picker-service", "epp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got["pickerLease"] = picker.Kube.leaseName("ns")
 	want := map[string]string{
-		"default": "default", "env": "from-env", "flag": "from-flag",
+		"severalLease": "epp-ns-llama-qwen.gateway-api-inference-extension.sigs.k8s.io",
+		"pickerLease":  "epp-ns-service-epp.gateway-api-inference-extension.sigs.k8s.io",
+		"default":      "default", "env": "from-env", "flag": "from-flag",
 		"lease":         "epp-ns-pool.gateway-api-inference-extension.sigs.k8s.io",
 		"poolGroup":     "inference.networking.k8s.io",
 		"ports":         "8000,8001",

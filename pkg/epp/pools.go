@@ -81,7 +81,7 @@ func (a *app) poolRouter(opts *server.Options) {
 
 // severalPools reports whether the EPP may serve several pools: it names
 // several, or finds them at run time.
-func (a *app) severalPools() bool { return len(a.pools) > 1 }
+func (a *app) severalPools() bool { return len(a.pools) > 1 || a.flags.Kube.PickerService != "" }
 
 // poolLabel is the inference_pool label of flow control's and eviction's
 // series: the one pool, or "" (no pool; with several, each request's pool

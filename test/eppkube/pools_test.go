@@ -31,18 +31,7 @@ func TestSeveralPools(t *testing.T) {
 	// EPP serving several pools adds one.
 	in := startEPP(t, ns, "--pool-name", "llama,qwen")
 
-	send := func(model string, headers ...string) (string, int) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		d, err := in.client.RoundTrip(ctx, completionRequest(`{"model":"`+model+`","prompt":"hi"}`, headers...))
-		if err != nil {
-			t.Fatalf("round trip: %v", err)
-		}
-		if d.Immediate != nil {
-			return string(d.Immediate.Body), d.Immediate.Status
-		}
-		return d.Endpoints[0], http.StatusOK
-	}
+	send := func(model string, headers ...string) (string, int) { return in.sendModel(t, model, headers...) }
 	l, q := hostPort(ipL, port), hostPort(ipQ, port)
 	eventually(t, "each model routed to its pool", func() bool {
 		a, _ := send("llama")
@@ -89,4 +78,55 @@ func TestSeveralPools(t *testing.T) {
 	if !in.serving(t) {
 		t.Error("not serving after one of two pools was deleted")
 	}
+}
+
+// TestPoolsFoundByTheirPicker: with --endpoint-picker-service the EPP
+// serves the InferencePools whose endpointPickerRef names its Service, as
+// they come and go: a pool created later is served, one pointed at another
+// picker is not any more.
+func TestPoolsFoundByTheirPicker(t *testing.T) {
+	t.Parallel()
+	ns := env.Namespace(t)
+	llamaLabels, qwenLabels := map[string]string{"app": "llama"}, map[string]string{"app": "qwen"}
+	env.Pool(t, ns, "llama", llamaLabels, port) // its endpointPickerRef names Service "epp"
+	ipL, ipQ := nextIP(), nextIP()
+	simulatorWith(t, sim.Config{Address: ipL, Port: port, Model: "llama"})
+	simulatorWith(t, sim.Config{Address: ipQ, Port: port, Model: "qwen"})
+	env.RunningPod(t, ns, "l", ipL, llamaLabels)
+	env.RunningPod(t, ns, "q", ipQ, qwenLabels)
+	in := startEPP(t, ns, "--endpoint-picker-service", "epp")
+	send := func(model string) (string, int) { return in.sendModel(t, model) }
+	l, q := hostPort(ipL, port), hostPort(ipQ, port)
+	eventually(t, "pool llama served", func() bool { got, _ := send("llama"); return got == l })
+
+	qwen := env.Pool(t, ns, "qwen", qwenLabels, port)
+	eventually(t, "pool qwen served too", func() bool {
+		a, _ := send("llama")
+		b, _ := send("qwen")
+		return a == l && b == q
+	})
+	env.Update(t, qwen, func() { qwen.Spec.EndpointPickerRef.Name = "other-epp" })
+	in.waitRoutable(t, q, false) // pool qwen's endpoint left the datastore
+	// One pool is left: every request is its, as with an EPP of one pool.
+	for _, model := range []string{"llama", "qwen"} {
+		if got, status := send(model); got != l {
+			t.Errorf("%s after qwen left: %s %d, want %s", model, got, status, l)
+		}
+	}
+}
+
+// sendModel asks in to route a completion for model and returns the
+// endpoint and 200, or the immediate response's body and status.
+func (in *instance) sendModel(t *testing.T, model string, headers ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d, err := in.client.RoundTrip(ctx, completionRequest(`{"model":"`+model+`","prompt":"hi"}`, headers...))
+	if err != nil {
+		t.Fatalf("round trip: %v", err)
+	}
+	if d.Immediate != nil {
+		return string(d.Immediate.Body), d.Immediate.Status
+	}
+	return d.Endpoints[0], http.StatusOK
 }
