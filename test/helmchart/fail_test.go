@@ -19,6 +19,8 @@ func TestBadValuesFailWithAClearMessage(t *testing.T) {
 	}{
 		{name: "unsupported provider", set: []string{modelApp, "provider.name=kgateway"},
 			want: `provider.name="kgateway" is not supported: use none, gke or istio`},
+		{name: "discovered and additional pools", set: []string{modelApp, "openepp.discoverPools=true", "openepp.additionalPools={qwen}"},
+			want: "openepp.discoverPools serves every pool whose endpointPickerRef names this release's Service: leave openepp.additionalPools empty"},
 		{name: "additional pool is the release's", set: []string{modelApp, "openepp.additionalPools={qwen," + release + "}"},
 			want: `openepp.additionalPools[1]="` + release + `" is the release's own pool or listed twice`},
 		{name: "missing matchLabels", set: []string{"provider.name=none"},

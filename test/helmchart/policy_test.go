@@ -2,6 +2,7 @@ package helmchart
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -60,6 +61,11 @@ func TestAdditionalPools(t *testing.T) {
 	dep, _ := deployment(t, objs)
 	if got, want := dep.Spec.Template.Annotations[poolLabel], release+",qwen,mistral"; got != want {
 		t.Errorf("pod annotation %s=%q, want %q", poolLabel, got, want)
+	}
+	objs = render(t, install{name: release, namespace: "ns", set: []string{modelApp, "openepp.discoverPools=true"}})
+	_, c := deployment(t, objs)
+	if !slices.Contains(c.Args, "--endpoint-picker-service="+eppName) || slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--pool-name=") }) {
+		t.Errorf("openepp.discoverPools: args %q, want --endpoint-picker-service=%s and no --pool-name", c.Args, eppName)
 	}
 }
 

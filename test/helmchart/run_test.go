@@ -68,6 +68,7 @@ func TestEPPRunsWithTheRenderedPod(t *testing.T) {
 		{name: "custom-config-istio", in: install{files: []string{customConfig}, set: []string{modelApp}}, engine: "sglang"},
 		{name: "ha", in: install{set: []string{modelApp, "inferenceExtension.replicas=2"}}, engine: "vllm"},
 		{name: "trtllm-serve", in: install{set: []string{modelApp, "inferencePool.modelServerType=trtllm-serve"}}, engine: "trtllm-serve"},
+		{name: "discover-pools", in: install{set: []string{modelApp, "openepp.discoverPools=true"}}, engine: "vllm"},
 		{name: "precise-prefix-cache", engine: "vllm", in: install{set: []string{modelApp, precise,
 			"openepp.precisePrefixCache.port=" + strconv.Itoa(freePort(t))}}},
 		{name: "active-active-tls", engine: "triton-tensorrt-llm",

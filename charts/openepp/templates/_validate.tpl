@@ -28,6 +28,9 @@ values.schema.json rejects unknown keys and wrong types; this checks meaning.
 {{- fail (printf "inferenceExtension.latencyPredictor.%s: OpenEPP predicts latency in process, with no training or prediction sidecars to configure; keep only latencyPredictor.enabled" $key) -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.openepp.discoverPools .Values.openepp.additionalPools -}}
+{{- fail "openepp.discoverPools serves every pool whose endpointPickerRef names this release's Service: leave openepp.additionalPools empty" -}}
+{{- end -}}
 {{- $seen := list (include "openepp.poolName" .) -}}
 {{- range $i, $p := (.Values.openepp.additionalPools | default list) -}}
 {{- if has $p $seen -}}
