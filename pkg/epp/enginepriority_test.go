@@ -150,7 +150,10 @@ func TestEnginePriorityThroughTheServer(t *testing.T) {
 			waiting(1)
 			send("low-2", "low", 50)
 			waiting(2)
-			send("critical", "critical", 4)
+			// Completions are ordered as the client sees them end, so each
+			// request runs long enough (25 tokens: 50 ms) that a slow
+			// response path cannot swap it with the one the server ran before.
+			send("critical", "critical", 25)
 			waiting(3)
 			wg.Wait()
 			want := []string{"holder", "low-1", "low-2", "critical"}
