@@ -220,12 +220,15 @@ func (p *Producer) Produce(_ context.Context, state *scheduler.State, req *sched
 			t.setLast(n, "tpot_prediction_duration", d)
 		}()
 	}
-	preds := make(map[string]Prediction, len(eps))
+	var preds map[string]Prediction // made once the models answer: until trained they do not
 	for _, e := range eps {
 		ttft, ok1 := p.ttft.predict(p.ttftFeatures(state, req, e))
 		tpot, ok2 := p.tpot.predict(p.tpotFeatures(req, e))
 		if !ok1 || !ok2 {
 			return // not ready: no predictions at all
+		}
+		if preds == nil {
+			preds = make(map[string]Prediction, len(eps))
 		}
 		requests, _ := p.books.Tracker().Of(e.HostPort)
 		preds[e.HostPort] = Prediction{
