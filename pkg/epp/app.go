@@ -22,6 +22,7 @@ import (
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/metrics"
 	"github.com/openepp/openepp/pkg/objectives"
+	"github.com/openepp/openepp/pkg/poolroute"
 	"github.com/openepp/openepp/pkg/replicasync"
 	"github.com/openepp/openepp/pkg/scheduler"
 	"github.com/openepp/openepp/pkg/server"
@@ -48,6 +49,7 @@ type app struct {
 	// pools are the pools the EPP is told it serves at start: --pool-name's
 	// list or the endpoints file's pools.
 	pools    []string
+	router   *poolroute.Router // which pool a request is for
 	replicas *replicasync.Node // nil unless --replica-sync-port
 	// metrics are the request path's collectors, also timing every plugin.
 	metrics *server.Metrics

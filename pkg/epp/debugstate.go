@@ -12,6 +12,7 @@ import (
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/eviction"
 	"github.com/openepp/openepp/pkg/flowcontrol"
+	"github.com/openepp/openepp/pkg/poolroute"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -24,6 +25,7 @@ const (
 	endpointsPath   = "/debug/endpoints"
 	flowControlPath = "/debug/flowcontrol"
 	replicasPath    = "/debug/replicas"
+	poolsPath       = "/debug/pools"
 )
 
 // flowControlState is the body of /debug/flowcontrol: whether the config
@@ -42,6 +44,13 @@ type flowControlState struct {
 type poolFlowState struct {
 	flowcontrol.State
 	Eviction *eviction.State `json:"eviction,omitempty"`
+}
+
+// poolsState is the body of /debug/pools: the pools the EPP serves, what
+// each one's endpoints serve, and the header that names a pool.
+type poolsState struct {
+	Header string           `json:"header"`
+	Pools  []poolroute.Pool `json:"pools"`
 }
 
 // pluginState is the body of /debug/plugins/state, in llm-d's shape.
@@ -116,6 +125,9 @@ func (a *app) debugHandlers() map[string]http.Handler {
 		}),
 		flowControlPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, a.flow.debugState(a.srv.Admission() != nil))
+		}),
+		poolsPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, poolsState{Header: a.router.Header(), Pools: a.router.Describe(a.store.Snapshot())})
 		}),
 		replicasPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
 			if a.replicas == nil {

@@ -72,7 +72,8 @@ func filePools(path string) ([]string, error) {
 // those the endpoints name; the server consults it only once there are
 // several.
 func (a *app) poolRouter(opts *server.Options) {
-	opts.Pools = poolroute.New(a.pools, a.flags.PoolHeader)
+	a.router = poolroute.New(a.pools, a.flags.PoolHeader)
+	opts.Pools = a.router
 	if a.severalPools() {
 		a.log.Info("serving several pools: each request is routed among its pool's endpoints", "pools", a.pools,
 			"header", opts.Pools.Header())

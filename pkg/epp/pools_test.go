@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/openepp/openepp/pkg/extproc"
+	"github.com/openepp/openepp/pkg/poolroute"
 	"github.com/openepp/openepp/pkg/sim"
 )
 
@@ -76,6 +79,13 @@ func TestSeveralPoolsFromAnEndpointsFile(t *testing.T) {
 	}
 	if d := send("qwen", "x-openepp-pool", "mistral"); d.Immediate == nil || d.Immediate.Status != http.StatusBadRequest {
 		t.Errorf("header naming an unknown pool: %+v, want 400", d.Immediate)
+	}
+	var pools poolsState
+	r.debugJSON(t, poolsPath, &pools)
+	want := poolsState{Header: "x-openepp-pool", Pools: []poolroute.Pool{
+		{Name: "llama", Endpoints: 1, Models: []string{"llama"}}, {Name: "qwen", Endpoints: 2, Models: []string{"qwen"}}}}
+	if diff := cmp.Diff(want, pools); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", poolsPath, diff)
 	}
 	page := r.metricsPage(t)
 	for _, want := range []string{`inference_pool_ready_pods{name="llama"} 1`, `inference_pool_ready_pods{name="qwen"} 2`} {

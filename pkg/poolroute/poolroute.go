@@ -266,3 +266,58 @@ func endpointServes(e *endpoint.Endpoint, model string) (knows, serves bool) {
 	}
 	return knows || len(m.ActiveModels)+len(m.WaitingModels) > 0, false
 }
+
+// Pool is one pool as the router sees it (the EPP's /debug/pools page).
+type Pool struct {
+	Name      string `json:"name"`
+	Endpoints int    `json:"endpoints"`
+	// Models are what its endpoints say they serve (model lists, base
+	// models, running and waiting adapters), sorted: what routing by model
+	// reads. Silent counts the endpoints that have said nothing yet.
+	Models []string `json:"models"`
+	Silent int      `json:"silentEndpoints"`
+}
+
+// Describe lists the pools of the snapshot all and the declared ones.
+func (r *Router) Describe(all []*endpoint.Endpoint) []Pool {
+	ix := r.indexOf(all)
+	out := make([]Pool, 0, len(ix.names))
+	for _, name := range ix.names {
+		p := Pool{Name: name, Endpoints: len(ix.byPool[name]), Models: []string{}}
+		for _, e := range ix.byPool[name] {
+			models := modelsOf(e)
+			if len(models) == 0 {
+				p.Silent++
+			}
+			for _, m := range models {
+				if !slices.Contains(p.Models, m) {
+					p.Models = append(p.Models, m)
+				}
+			}
+		}
+		slices.Sort(p.Models)
+		out = append(out, p)
+	}
+	return out
+}
+
+// modelsOf is every model e says it serves (see endpointServes).
+func modelsOf(e *endpoint.Endpoint) []string {
+	var out []string
+	if ms := e.Models(); ms != nil {
+		for _, it := range ms.Items {
+			out = append(out, it.ID)
+		}
+	}
+	m := e.Metrics()
+	if m.BaseModel != "" {
+		out = append(out, m.BaseModel)
+	}
+	for a := range m.ActiveModels {
+		out = append(out, a)
+	}
+	for a := range m.WaitingModels {
+		out = append(out, a)
+	}
+	return out
+}
