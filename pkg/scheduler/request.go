@@ -30,8 +30,9 @@ type Request struct {
 	// Attributes holds the values AttributeSources published for the
 	// request, by key; nil when there are none.
 	Attributes map[string]string
-	// Pool is the request's InferencePool when the EPP serves several
-	// (its candidates are that pool's endpoints); "" otherwise.
+	// Pool is the request's InferencePool, whose endpoints are its
+	// candidates (an EPP of one named pool names it too); "" when the
+	// endpoints belong to no pool.
 	Pool string
 	// QueueWait is how long admission (flow control) held the request
 	// before it was scheduled: next to nothing on its fast path, 0 without

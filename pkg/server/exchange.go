@@ -46,8 +46,8 @@ type exchange struct {
 	api         request.API
 	body        []byte
 	generatedID string
-	// pool is the request's InferencePool when the EPP serves several
-	// (resolvePool); "" otherwise.
+	// pool is the request's InferencePool (resolvePool); "" when the
+	// endpoints belong to no pool.
 	pool string
 
 	// Set once scheduled; hooks run on the scheduler that made the decision.

@@ -11,7 +11,7 @@ import (
 
 // explain logs one line per decision at V(1): the targets and, for the
 // primary target, each scorer's weighted contribution. The prompt is never
-// logged. pool is the request's pool when the EPP serves several.
+// logged. pool is the request's pool ("" when the endpoints have none).
 func (s *Server) explain(req *scheduler.Request, res *scheduler.Result, pool string) {
 	log := s.log.V(1)
 	if !log.Enabled() {
