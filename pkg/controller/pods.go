@@ -33,6 +33,7 @@ type pools struct {
 	// pool to be served (Options.PickerService); empty when the pools are
 	// fixed by newPools.
 	picker    string
+	onServed  func([]string) // Options.OnServed; may be nil
 	namespace string
 	reader    client.Reader
 	store     Store

@@ -23,7 +23,7 @@ import (
 // prefixes its endpoint names with "<pool>/", so that a Pod selected by two
 // pools gives one endpoint per pool, each scraped and tracked on its own.
 func newPools(o Options, reader client.Reader) *pools {
-	p := &pools{byName: map[string]*members{}, picker: o.PickerService, namespace: o.Namespace,
+	p := &pools{byName: map[string]*members{}, picker: o.PickerService, onServed: o.OnServed, namespace: o.Namespace,
 		reader: reader, store: o.Store, log: o.Log}
 	switch {
 	case o.PickerService != "": // pools join as the pool reconciler finds them
@@ -117,6 +117,7 @@ func (p *pools) servedLocked(pool *infv1.InferencePool) *members {
 	case picks && m == nil:
 		m = p.addOfSeveral(pool.Name)
 		m.log.Info("pool served", "reason", "endpointPickerRef names this picker", "service", p.picker)
+		p.announceLocked()
 	case !picks && m != nil:
 		p.dropLocked(m, "endpointPickerRef names another picker")
 		return nil
@@ -145,6 +146,20 @@ func (p *pools) dropLocked(m *members, why string) {
 	p.list = slices.DeleteFunc(p.list, func(x *members) bool { return x == m })
 	delete(p.byName, m.naming.pool)
 	m.log.Info("pool no longer served", "reason", why)
+	p.announceLocked()
+}
+
+// announceLocked tells Options.OnServed the pools now served.
+func (p *pools) announceLocked() {
+	if p.onServed == nil {
+		return
+	}
+	names := make([]string, 0, len(p.byName))
+	for name := range p.byName {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	p.onServed(names)
 }
 
 // picksService reports whether ref names the Service called service: kind

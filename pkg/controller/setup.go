@@ -56,6 +56,11 @@ type Options struct {
 	TargetPorts   []int
 	Store         Store
 	Log           logr.Logger
+	// OnServed, with a picker service, is told the served pools (sorted)
+	// each time a pool starts or stops being served, so that requests for
+	// a served pool without endpoints wait rather than fail as unknown.
+	// Calls are ordered; it must not block.
+	OnServed func(pools []string)
 }
 
 // followsPools reports whether endpoints come from InferencePools (by name

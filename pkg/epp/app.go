@@ -74,6 +74,8 @@ type registry interface {
 
 func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) {
 	a := &app{flags: f, log: log, store: datastore.New(), metrics: server.NewMetrics(reg), pools: f.declaredPools()}
+	// Before the sources: a picker service's pools are told to it.
+	a.router = poolroute.New(a.pools, f.PoolHeader)
 	built, err := a.loadConfig(st, reg)
 	if err != nil {
 		return nil, err

@@ -267,6 +267,9 @@ func (a *app) addKube() error {
 		opts.PoolNames = k.poolNames()
 	}
 	opts.PickerService = k.PickerService
+	if k.PickerService != "" {
+		opts.OnServed = a.router.SetDeclared
+	}
 	if k.EndpointSelector != "" {
 		if opts.Selector, err = labels.Parse(k.EndpointSelector); err != nil {
 			return fmt.Errorf("--endpoint-selector: %w", err)

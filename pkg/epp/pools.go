@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/openepp/openepp/pkg/discovery"
-	"github.com/openepp/openepp/pkg/poolroute"
 	"github.com/openepp/openepp/pkg/server"
 )
 
@@ -68,11 +67,10 @@ func filePools(path string) ([]string, error) {
 	return out, nil
 }
 
-// poolRouter resolves each request's pool among the declared ones and
-// those the endpoints name; the server consults it only once there are
-// several.
+// poolRouter gives the server the router (made in build), which resolves
+// each request's pool among the declared ones and those the endpoints
+// name; the server consults it only once there are several.
 func (a *app) poolRouter(opts *server.Options) {
-	a.router = poolroute.New(a.pools, a.flags.PoolHeader)
 	opts.Pools = a.router
 	if a.severalPools() {
 		a.log.Info("serving several pools: each request is routed among its pool's endpoints", "pools", a.pools,

@@ -39,7 +39,7 @@ var (
 // Router resolves requests' pools. It is safe for concurrent use.
 type Router struct {
 	header   string
-	declared []string
+	declared atomic.Pointer[[]string]
 	last     atomic.Pointer[index]
 }
 
@@ -51,7 +51,17 @@ func New(declared []string, header string) *Router {
 	if header == "" {
 		header = DefaultHeader
 	}
-	return &Router{header: strings.ToLower(header), declared: slices.Clone(declared)}
+	r := &Router{header: strings.ToLower(header)}
+	r.SetDeclared(declared)
+	return r
+}
+
+// SetDeclared replaces the pools the EPP serves, for an EPP that finds its
+// pools at run time: a served pool without endpoints is then known (a
+// request for it waits for endpoints, 503) rather than unknown (400).
+func (r *Router) SetDeclared(pools []string) {
+	d := slices.Clone(pools)
+	r.declared.Store(&d)
 }
 
 // Header is the (lower-case) request header that names a pool.
@@ -61,17 +71,19 @@ func (r *Router) Header() string { return r.header }
 // that its backing array cannot be reused by a later one while the index
 // is current.
 type index struct {
-	src    []*endpoint.Endpoint
-	byPool map[string][]*endpoint.Endpoint
-	names  []string // sorted: declared pools and every endpoint's
+	src      []*endpoint.Endpoint
+	declared *[]string
+	byPool   map[string][]*endpoint.Endpoint
+	names    []string // sorted: declared pools and every endpoint's
 }
 
 func (r *Router) indexOf(all []*endpoint.Endpoint) *index {
-	if ix := r.last.Load(); ix != nil && len(all) == len(ix.src) && (len(all) == 0 || &all[0] == &ix.src[0]) {
+	declared := r.declared.Load()
+	if ix := r.last.Load(); ix != nil && ix.declared == declared && len(all) == len(ix.src) && (len(all) == 0 || &all[0] == &ix.src[0]) {
 		return ix
 	}
-	ix := &index{src: all, byPool: map[string][]*endpoint.Endpoint{}}
-	for _, p := range r.declared {
+	ix := &index{src: all, declared: declared, byPool: map[string][]*endpoint.Endpoint{}}
+	for _, p := range *declared {
 		ix.byPool[p] = nil
 	}
 	for _, e := range all {

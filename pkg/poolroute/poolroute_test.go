@@ -115,3 +115,28 @@ func BenchmarkResolve(b *testing.B) {
 		}
 	})
 }
+
+// TestSetDeclared: a pool declared at run time is known while it has no
+// endpoints (its requests get an empty candidate set, the server's 503),
+// and forgotten once undeclared, even for the same snapshot.
+func TestSetDeclared(t *testing.T) {
+	a := ep("a0", "a")
+	a.SetMetrics(&endpoint.Metrics{BaseModel: "llama"})
+	all := []*endpoint.Endpoint{a}
+	r := poolroute.New(nil, "")
+	if _, _, err := r.Resolve(all, poolroute.Query{Header: "b", Model: "llama"}); err != nil {
+		t.Fatalf("one pool: %v; the header must not matter", err)
+	}
+	r.SetDeclared([]string{"a", "b"})
+	pool, eps, err := r.Resolve(all, poolroute.Query{Header: "b", Model: "llama"})
+	if err != nil || pool != "b" || len(eps) != 0 {
+		t.Errorf("declared empty pool: got %q %v %v, want pool b with no candidates", pool, names(eps), err)
+	}
+	if _, _, err := r.Resolve(all, poolroute.Query{Model: "qwen"}); !errors.Is(err, poolroute.ErrMaybeEmptyPool) {
+		t.Errorf("model beside an empty pool: %v, want ErrMaybeEmptyPool", err)
+	}
+	r.SetDeclared([]string{"a"})
+	if pool, _, err := r.Resolve(all, poolroute.Query{Header: "b"}); err != nil || pool != "a" {
+		t.Errorf("after b was undeclared: got %q %v, want the one pool a", pool, err)
+	}
+}

@@ -113,6 +113,24 @@ func TestPoolsFoundByTheirPicker(t *testing.T) {
 			t.Errorf("%s after qwen left: %s %d, want %s", model, got, status, l)
 		}
 	}
+
+	// A served pool with no endpoints (none of its Pods exists yet) is
+	// known: a request naming it waits for endpoints (503), not an unknown
+	// pool (400); a model no endpoint lists may be that pool's (503).
+	env.Pool(t, ns, "mistral", map[string]string{"app": "mistral"}, port)
+	eventually(t, "pool mistral served", func() bool {
+		_, status := in.sendModel(t, "llama", "x-openepp-pool", "mistral")
+		return status == http.StatusServiceUnavailable
+	})
+	if got, status := send("llama"); got != l {
+		t.Errorf("llama beside an empty pool: %s %d, want %s", got, status, l)
+	}
+	if body, status := send("qwen"); status != http.StatusServiceUnavailable || !strings.Contains(body, "mistral") {
+		t.Errorf("qwen beside an empty pool: %d %s, want 503 naming pool mistral", status, body)
+	}
+	if body, status := in.sendModel(t, "llama", "x-openepp-pool", "gemma"); status != http.StatusBadRequest || !strings.Contains(body, "gemma") {
+		t.Errorf("header naming no pool: %d %s, want 400 naming it", status, body)
+	}
 }
 
 // sendModel asks in to route a completion for model and returns the
