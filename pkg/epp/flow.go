@@ -200,7 +200,8 @@ func (f *flowControl) configurePool(fp *flowPool, b *config.Built) error {
 	if plan == nil {
 		fp.evict.configure(nil)
 		if d := b.Scheduler.SaturationDetector(); d != nil {
-			f.metrics.watchSaturation(fp.name, func(now time.Time) float64 { return d.Saturation(f.endpoints(fp), now) }, d)
+			f.metrics.watchSaturation(fp.name, func(now time.Time) float64 { return d.Saturation(f.endpoints(fp), now) }, d,
+				f.store.Snapshot)
 		}
 		return nil
 	}
@@ -231,7 +232,7 @@ func (f *flowControl) configurePool(fp *flowPool, b *config.Built) error {
 	if err := fp.gate.ctl.Reconfigure(cfg); err != nil {
 		return err
 	}
-	f.metrics.watchSaturation(fp.name, cfg.Saturation, detector)
+	f.metrics.watchSaturation(fp.name, cfg.Saturation, detector, f.store.Snapshot)
 	return nil
 }
 

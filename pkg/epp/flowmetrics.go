@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/flowcontrol"
 	"github.com/openepp/openepp/pkg/labelbudget"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -116,17 +117,24 @@ func (c saturationCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// staleSource is a detector that counts endpoints with stale metrics.
+// staleSource is a detector that counts endpoints with stale metrics, and
+// the endpoints it rates (every pool's).
 type staleSource struct {
 	detector string
-	count    func() int
+	count    func(time.Time) int
+}
+
+// staleCounter is a detector that counts stale endpoints.
+type staleCounter interface {
+	StaleAmong([]*endpoint.Endpoint, time.Time) int
 }
 
 // staleDesc is llm-d's flow_control_stale_endpoints: the endpoints the
-// detector's last rating found with stale or missing metrics, so a pool
-// held by failing scrapes is told apart from a loaded one.
+// detector finds with stale or missing metrics, so a pool held by failing
+// scrapes is told apart from a loaded one. Counted when read, over every
+// pool's endpoints (llm-d's gauge has no pool label).
 var staleDesc = prometheus.NewDesc("llm_d_epp_flow_control_stale_endpoints",
-	"Endpoints whose metrics were missing or older than the staleness threshold at the saturation detector's last rating.",
+	"Endpoints whose metrics are missing or older than the saturation detector's staleness threshold.",
 	[]string{"detector"}, nil)
 
 // staleCollector serves staleDesc while the detector reports it.
@@ -136,7 +144,7 @@ func (c staleCollector) Describe(ch chan<- *prometheus.Desc) { ch <- staleDesc }
 
 func (c staleCollector) Collect(ch chan<- prometheus.Metric) {
 	if s := c.m.stale.Load(); s != nil {
-		ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, float64(s.count()), s.detector)
+		ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, float64(s.count(time.Now())), s.detector)
 	}
 }
 
@@ -160,12 +168,14 @@ func (m *flowMetrics) forgetFlow(id string) {
 }
 
 // watchSaturation makes pool's saturation series read f, and the
-// stale-endpoint gauge read d when it counts them (nil: no detector; with
-// several pools it counts the pool the detector rated last).
-func (m *flowMetrics) watchSaturation(pool string, f func(time.Time) float64, d scheduler.SaturationDetector) {
+// stale-endpoint gauge count d's stale endpoints among all when d counts
+// them (nil: no detector).
+func (m *flowMetrics) watchSaturation(pool string, f func(time.Time) float64, d scheduler.SaturationDetector,
+	all func() []*endpoint.Endpoint) {
 	m.saturation.Store(pool, f)
-	if c, ok := d.(interface{ StaleEndpoints() int }); ok {
-		m.stale.Store(&staleSource{detector: d.TypedName().Name, count: c.StaleEndpoints})
+	if c, ok := d.(staleCounter); ok {
+		m.stale.Store(&staleSource{detector: d.TypedName().Name,
+			count: func(now time.Time) int { return c.StaleAmong(all(), now) }})
 		return
 	}
 	m.stale.Store(nil)

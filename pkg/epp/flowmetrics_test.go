@@ -119,28 +119,34 @@ func TestFlowOutcomesCounted(t *testing.T) {
 	}
 }
 
-// TestStaleEndpointsGauge: llm-d's flow_control_stale_endpoints follows the
-// saturation detector's last rating, under the detector's name, and is
-// served only while the detector counts stale endpoints.
+// TestStaleEndpointsGauge: llm-d's flow_control_stale_endpoints counts the
+// endpoints the saturation detector finds stale, across every pool, under
+// the detector's name, and is served only while the detector counts them.
 func TestStaleEndpointsGauge(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m := newFlowMetrics(reg, "pool")
+	m := newFlowMetrics(reg, "")
 	d, err := filters.NewUtilizationDetector("scraped", filters.DefaultUtilizationParams())
 	if err != nil {
 		t.Fatal(err)
 	}
-	never := endpoint.New(endpoint.Spec{Name: "a", Address: "10.0.0.1", Port: 8000})
-	m.watchSaturation("pool", func(now time.Time) float64 { return d.Saturation([]*endpoint.Endpoint{never}, now) }, d)
+	never := endpoint.New(endpoint.Spec{Name: "a/0", Pool: "a", Address: "10.0.0.1", Port: 8000})
+	fresh := endpoint.New(endpoint.Spec{Name: "b/0", Pool: "b", Address: "10.0.0.2", Port: 8000})
+	fresh.SetMetrics(&endpoint.Metrics{UpdateTime: time.Now().Add(time.Hour)})
+	fresh.SetStale(false)
+	neverB := endpoint.New(endpoint.Spec{Name: "b/1", Pool: "b", Address: "10.0.0.3", Port: 8000})
+	all := func() []*endpoint.Endpoint { return []*endpoint.Endpoint{never, fresh, neverB} }
+	// Pool b is rated last: the gauge still counts pool a's endpoint.
+	m.watchSaturation("a", func(time.Time) float64 { return 1 }, d, all)
+	m.watchSaturation("b", func(time.Time) float64 { return 0.5 }, d, all)
 	want := `
-# HELP llm_d_epp_flow_control_stale_endpoints Endpoints whose metrics were missing or older than the staleness threshold at the saturation detector's last rating.
+# HELP llm_d_epp_flow_control_stale_endpoints Endpoints whose metrics are missing or older than the saturation detector's staleness threshold.
 # TYPE llm_d_epp_flow_control_stale_endpoints gauge
-llm_d_epp_flow_control_stale_endpoints{detector="scraped"} 1
+llm_d_epp_flow_control_stale_endpoints{detector="scraped"} 2
 `
-	d.Saturation([]*endpoint.Endpoint{never}, time.Now())
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "llm_d_epp_flow_control_stale_endpoints"); err != nil {
 		t.Error(err)
 	}
-	m.watchSaturation("pool", func(time.Time) float64 { return 0 }, nil)
+	m.watchSaturation("a", func(time.Time) float64 { return 0 }, nil, all)
 	if n, err := testutil.GatherAndCount(reg, "llm_d_epp_flow_control_stale_endpoints"); err != nil || n != 0 {
 		t.Errorf("%d series without a counting detector (%v)", n, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/openepp/openepp/pkg/endpoint"
@@ -97,8 +96,6 @@ type UtilizationDetector struct {
 	// maxQueue and maxKV are the filter limits, headroom applied.
 	maxQueue float64
 	maxKV    float64
-	// staleSeen is how many endpoints the last Saturation found stale.
-	staleSeen atomic.Int64
 	// dispatches are the requests sent since each endpoint's last scrape;
 	// nil: not counted.
 	dispatches *inflight.DispatchLog
@@ -206,7 +203,6 @@ func (d *UtilizationDetector) stale(e *endpoint.Endpoint, m *endpoint.Metrics, n
 // 1.0, so admission control fails closed when nothing can serve.
 func (d *UtilizationDetector) Saturation(eps []*endpoint.Endpoint, now time.Time) float64 {
 	if len(eps) == 0 {
-		d.staleSeen.Store(0)
 		return 1
 	}
 	var sum float64
@@ -232,7 +228,6 @@ func (d *UtilizationDetector) Saturation(eps []*endpoint.Endpoint, now time.Time
 		kv := m.KVCacheUsagePercent / d.params.KVCacheUtilThreshold
 		sum += max(q, kv)
 	}
-	d.staleSeen.Store(int64(stale))
 	if d.params.StalenessPolicy == StalenessIgnore {
 		if stale == len(eps) {
 			return 0
@@ -258,7 +253,15 @@ func (d *UtilizationDetector) PreRequest(_ context.Context, state *scheduler.Sta
 	}
 }
 
-// StaleEndpoints is how many endpoints the last Saturation found with
-// stale or missing metrics (llm-d's flow_control_stale_endpoints): a pool
-// held at 1.0 by failing scrapes shows here, not as load.
-func (d *UtilizationDetector) StaleEndpoints() int { return int(d.staleSeen.Load()) }
+// StaleAmong is how many of eps Saturation would find with stale or
+// missing metrics at now (llm-d's flow_control_stale_endpoints): a pool
+// held at 1.0 by failing scrapes shows there, not as load.
+func (d *UtilizationDetector) StaleAmong(eps []*endpoint.Endpoint, now time.Time) int {
+	n := 0
+	for _, e := range eps {
+		if d.stale(e, e.Metrics(), now) {
+			n++
+		}
+	}
+	return n
+}

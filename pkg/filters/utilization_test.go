@@ -220,9 +220,10 @@ func TestUtilizationStalenessPolicy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := d.Saturation(tc.eps, plugintest.Epoch); math.Abs(got-tc.want) > 1e-12 || d.StaleEndpoints() != tc.wantStale {
+		stale := d.StaleAmong(tc.eps, plugintest.Epoch)
+		if got := d.Saturation(tc.eps, plugintest.Epoch); math.Abs(got-tc.want) > 1e-12 || stale != tc.wantStale {
 			t.Errorf("%s over %d endpoints: saturation %v, %d stale; want %v, %d", tc.policy, len(tc.eps), got,
-				d.StaleEndpoints(), tc.want, tc.wantStale)
+				stale, tc.want, tc.wantStale)
 		}
 	}
 	p := DefaultUtilizationParams()
