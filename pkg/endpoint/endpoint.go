@@ -81,12 +81,26 @@ func New(spec Spec) *Endpoint {
 	e.MetricsHostPort = net.JoinHostPort(spec.Address, strconv.Itoa(mp))
 	e.IPKey = CanonicalHost(spec.Address)
 	e.HostPortKey = net.JoinHostPort(e.IPKey, strconv.Itoa(spec.Port))
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(e.HostPortKey))
-	e.HostPortHash = h.Sum64()
+	e.HostPortHash = fnv64a(e.HostPortKey)
 	e.metrics.Store(&Metrics{})
 	e.stale.Store(true) // nothing scraped yet
 	return e
+}
+
+// HashHostPort is the HostPortHash of the endpoint at hostPort ("ip:port"
+// spelled any way), for books keyed by it that also take addresses from
+// elsewhere (another replica's dispatches).
+func HashHostPort(hostPort string) uint64 {
+	if host, port, err := net.SplitHostPort(hostPort); err == nil {
+		return fnv64a(net.JoinHostPort(CanonicalHost(host), port))
+	}
+	return fnv64a(hostPort)
+}
+
+func fnv64a(s string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(s))
+	return h.Sum64()
 }
 
 // CanonicalHost spells an IP address one way (as Endpoint.IPKey); anything

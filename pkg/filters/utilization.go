@@ -246,10 +246,10 @@ func (d *UtilizationDetector) PreRequest(_ context.Context, state *scheduler.Sta
 	}
 	e := inflight.PrimaryTarget(result)
 	if e != nil {
-		d.dispatches.Add(e.HostPort, state.Now)
+		d.dispatches.Add(e, state.Now)
 	}
 	if pf := result.PrefillTarget(); pf != nil && (e == nil || pf.HostPort != e.HostPort) {
-		d.dispatches.Add(pf.HostPort, state.Now)
+		d.dispatches.Add(pf, state.Now)
 	}
 }
 

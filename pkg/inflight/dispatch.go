@@ -23,20 +23,42 @@ const (
 // plugin can add the requests its metrics cannot show yet (queue-scorer to
 // its queues, utilization-detector to its rating). Safe for concurrent use.
 type DispatchLog struct {
-	mu    sync.Mutex
-	byEP  map[string][]time.Time // by Endpoint.HostPort, ascending
+	mu sync.Mutex
+	// byEP is keyed by Endpoint.HostPortHash: AddUnscraped looks up every
+	// candidate of every decision, and an integer key costs a fraction of
+	// hashing and comparing the address.
+	byEP  map[uint64]*dispatchNotes
 	adds  int
 	newer time.Time // latest dispatch seen, the sweep's notion of now
 }
 
-// NewDispatchLog returns an empty log.
-func NewDispatchLog() *DispatchLog { return &DispatchLog{byEP: map[string][]time.Time{}} }
+// dispatchNotes are one endpoint's dispatch times, ascending.
+type dispatchNotes struct {
+	hostPort string // as first noted
+	ts       []time.Time
+}
 
-// Add notes a request routed to hostPort at t.
-func (l *DispatchLog) Add(hostPort string, t time.Time) {
+// NewDispatchLog returns an empty log.
+func NewDispatchLog() *DispatchLog { return &DispatchLog{byEP: map[uint64]*dispatchNotes{}} }
+
+// Add notes a request routed to e at t.
+func (l *DispatchLog) Add(e *endpoint.Endpoint, t time.Time) { l.add(e.HostPortHash, e.HostPort, t) }
+
+// AddAddress notes a request routed to the endpoint at hostPort at t (an
+// address from elsewhere: another replica's dispatches).
+func (l *DispatchLog) AddAddress(hostPort string, t time.Time) {
+	l.add(endpoint.HashHostPort(hostPort), hostPort, t)
+}
+
+func (l *DispatchLog) add(key uint64, hostPort string, t time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ts := l.byEP[hostPort]
+	n := l.byEP[key]
+	if n == nil {
+		n = &dispatchNotes{hostPort: hostPort}
+		l.byEP[key] = n
+	}
+	ts := n.ts
 	if len(ts) >= maxPendingDispatches {
 		ts = ts[:copy(ts, ts[1:])]
 	}
@@ -45,7 +67,7 @@ func (l *DispatchLog) Add(hostPort string, t time.Time) {
 	for i := len(ts) - 1; i > 0 && ts[i].Before(ts[i-1]); i-- {
 		ts[i], ts[i-1] = ts[i-1], ts[i]
 	}
-	l.byEP[hostPort] = ts
+	n.ts = ts
 	if t.After(l.newer) {
 		l.newer = t
 	}
@@ -62,28 +84,29 @@ func (l *DispatchLog) AddUnscraped(eps []*endpoint.Endpoint, out []float64) {
 	if len(l.byEP) == 0 {
 		return
 	}
+	floor := l.newer.Add(-maxDispatchAge)
 	for i, e := range eps {
-		ts, ok := l.byEP[e.HostPort]
-		if !ok {
+		n := l.byEP[e.HostPortHash]
+		if n == nil {
 			continue
 		}
 		cut := e.Metrics().UpdateTime
-		if floor := l.newer.Add(-maxDispatchAge); cut.Before(floor) {
+		if cut.Before(floor) {
 			cut = floor
 		}
+		ts := n.ts
 		k := 0
 		for k < len(ts) && !ts[k].After(cut) {
 			k++
 		}
 		if k == len(ts) {
-			delete(l.byEP, e.HostPort)
+			delete(l.byEP, e.HostPortHash)
 			continue
 		}
 		if k > 0 {
-			ts = ts[:copy(ts, ts[k:])]
-			l.byEP[e.HostPort] = ts
+			n.ts = ts[:copy(ts, ts[k:])]
 		}
-		out[i] += float64(len(ts))
+		out[i] += float64(len(n.ts))
 	}
 }
 
@@ -96,14 +119,15 @@ func (l *DispatchLog) Unscraped(scraped map[string]time.Time) map[string]int {
 	defer l.mu.Unlock()
 	out := make(map[string]int, len(l.byEP))
 	floor := l.newer.Add(-maxDispatchAge)
-	for hostPort, ts := range l.byEP {
-		cut := scraped[hostPort]
+	for _, n := range l.byEP {
+		cut := scraped[n.hostPort]
 		if cut.Before(floor) {
 			cut = floor
 		}
+		ts := n.ts
 		k := sort.Search(len(ts), func(i int) bool { return ts[i].After(cut) })
-		if n := len(ts) - k; n > 0 {
-			out[hostPort] = n
+		if c := len(ts) - k; c > 0 {
+			out[n.hostPort] += c
 		}
 	}
 	return out
@@ -113,9 +137,9 @@ func (l *DispatchLog) Unscraped(scraped map[string]time.Time) map[string]int {
 // which is how the notes of endpoints that left the pool go away.
 func (l *DispatchLog) sweepLocked() {
 	floor := l.newer.Add(-maxDispatchAge)
-	for hp, ts := range l.byEP {
-		if !ts[len(ts)-1].After(floor) {
-			delete(l.byEP, hp)
+	for key, n := range l.byEP {
+		if !n.ts[len(n.ts)-1].After(floor) {
+			delete(l.byEP, key)
 		}
 	}
 }
@@ -125,8 +149,8 @@ func (l *DispatchLog) Pending() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
-	for _, ts := range l.byEP {
-		n += len(ts)
+	for _, notes := range l.byEP {
+		n += len(notes.ts)
 	}
 	return n
 }

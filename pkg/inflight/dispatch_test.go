@@ -26,7 +26,7 @@ func TestDispatchLogBounded(t *testing.T) {
 	t.Parallel()
 	l := NewDispatchLog()
 	for i := range maxPendingDispatches + 100 {
-		l.Add("10.0.0.1:8000", logEpoch.Add(time.Duration(i)*time.Microsecond))
+		l.AddAddress("10.0.0.1:8000", logEpoch.Add(time.Duration(i)*time.Microsecond))
 	}
 	if n := l.Pending(); n != maxPendingDispatches {
 		t.Errorf("%d notes for one endpoint, want the cap %d", n, maxPendingDispatches)
@@ -34,10 +34,10 @@ func TestDispatchLogBounded(t *testing.T) {
 	// Much later, traffic to other endpoints sweeps the departed one away.
 	later := logEpoch.Add(maxDispatchAge + time.Minute)
 	for i := range dispatchSweepEvery {
-		l.Add("10.0.0.2:8000", later.Add(time.Duration(i)*time.Microsecond))
+		l.AddAddress("10.0.0.2:8000", later.Add(time.Duration(i)*time.Microsecond))
 	}
 	l.mu.Lock()
-	_, kept := l.byEP["10.0.0.1:8000"]
+	_, kept := l.byEP[endpoint.HashHostPort("10.0.0.1:8000")]
 	l.mu.Unlock()
 	if kept {
 		t.Error("notes of an endpoint without traffic for longer than maxDispatchAge were not swept")
@@ -45,8 +45,8 @@ func TestDispatchLogBounded(t *testing.T) {
 	// Old notes stop counting even if no scrape ever covers them.
 	eps := logEndpoints(1)
 	l2 := NewDispatchLog()
-	l2.Add(eps[0].HostPort, logEpoch)
-	l2.Add("10.0.9.9:8000", logEpoch.Add(2*maxDispatchAge))
+	l2.Add(eps[0], logEpoch)
+	l2.AddAddress("10.0.9.9:8000", logEpoch.Add(2*maxDispatchAge))
 	out := []float64{0}
 	l2.AddUnscraped(eps, out)
 	if out[0] != 0 {
@@ -60,14 +60,30 @@ func TestDispatchLogOutOfOrder(t *testing.T) {
 	t.Parallel()
 	l := NewDispatchLog()
 	for _, ms := range []int{5, 3, 9, 1} {
-		l.Add("a", logEpoch.Add(time.Duration(ms)*time.Millisecond))
+		l.AddAddress("a", logEpoch.Add(time.Duration(ms)*time.Millisecond))
 	}
 	l.mu.Lock()
-	got := append([]time.Time(nil), l.byEP["a"]...)
+	got := append([]time.Time(nil), l.byEP[endpoint.HashHostPort("a")].ts...)
 	l.mu.Unlock()
 	for i := 1; i < len(got); i++ {
 		if got[i].Before(got[i-1]) {
 			t.Fatalf("log not sorted: %v", got)
 		}
+	}
+}
+
+// TestDispatchLogAddressSpellings: another replica's dispatch to the same
+// server, its address spelled another way, counts for the endpoint.
+func TestDispatchLogAddressSpellings(t *testing.T) {
+	t.Parallel()
+	eps := logEndpoints(2)
+	l := NewDispatchLog()
+	l.Add(eps[0], logEpoch)
+	l.AddAddress("[::ffff:10.0.0.1]:8000", logEpoch.Add(time.Millisecond))
+	l.AddAddress("10.0.0.2:8001", logEpoch) // another port: another server
+	out := make([]float64, 2)
+	l.AddUnscraped(eps, out)
+	if out[0] != 2 || out[1] != 0 {
+		t.Errorf("unscraped %v, want [2 0]", out)
 	}
 }

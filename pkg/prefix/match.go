@@ -10,9 +10,10 @@ import (
 // Match is what a producer found for one request: how many leading prompt
 // blocks each endpoint is believed to hold.
 //
-// Endpoints are identified by address (Endpoint.HostPort), not by pointer:
-// the datastore hands out a new *Endpoint when a pod's labels change, but the
-// model server and its KV cache stay the same.
+// Endpoints are identified by address (Endpoint.HostPortHash), not by
+// pointer: the datastore hands out a new *Endpoint when a pod's labels
+// change, but the model server and its KV cache stay the same. The hash
+// rather than the string because every scorer looks up every candidate.
 type Match struct {
 	// TotalBlocks is the number of blocks the prompt was cut into (after any
 	// cap on blocks to match).
@@ -20,8 +21,8 @@ type Match struct {
 	// BlockSizeTokens is the block size used, in tokens.
 	BlockSizeTokens int
 	// matched holds only endpoints with at least one matching block, by
-	// HostPort.
-	matched map[string]int
+	// HostPortHash.
+	matched map[uint64]int
 }
 
 // NewMatch returns an empty match for a prompt of total blocks.
@@ -35,16 +36,16 @@ func (m *Match) Set(e *endpoint.Endpoint, blocks int) {
 		return
 	}
 	if m.matched == nil {
-		m.matched = make(map[string]int, 4)
+		m.matched = make(map[uint64]int, 4)
 	}
-	m.matched[e.HostPort] = blocks
+	m.matched[e.HostPortHash] = blocks
 }
 
 // Grow makes room for n matched endpoints, so a producer that knows how many
 // it will Set allocates the map once.
 func (m *Match) Grow(n int) {
 	if m.matched == nil && n > 0 {
-		m.matched = make(map[string]int, n)
+		m.matched = make(map[uint64]int, n)
 	}
 }
 
@@ -56,7 +57,7 @@ func (m *Match) Blocks(e *endpoint.Endpoint) int {
 	if e == nil || len(m.matched) == 0 {
 		return 0
 	}
-	return m.matched[e.HostPort]
+	return m.matched[e.HostPortHash]
 }
 
 // Any reports whether any endpoint holds at least one block ("warm").

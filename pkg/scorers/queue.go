@@ -189,18 +189,18 @@ func (s *QueueDepth) PreRequest(_ context.Context, state *scheduler.State, _ *sc
 	}
 	e := inflight.PrimaryTarget(result)
 	if e != nil {
-		s.dispatched(e.HostPort, state.Now)
+		s.dispatched(e, state.Now)
 	}
 	if pf := result.PrefillTarget(); pf != nil && (e == nil || pf.HostPort != e.HostPort) {
-		s.dispatched(pf.HostPort, state.Now)
+		s.dispatched(pf, state.Now)
 	}
 }
 
 // dispatched notes a dispatch of this replica and tells the publisher.
-func (s *QueueDepth) dispatched(hostPort string, at time.Time) {
-	s.log.Add(hostPort, at)
+func (s *QueueDepth) dispatched(e *endpoint.Endpoint, at time.Time) {
+	s.log.Add(e, at)
 	if pub := s.publisher.Load(); pub != nil {
-		(*pub).PublishDispatch(scheduler.Dispatch{Plugin: s.name.Name, HostPort: hostPort, At: at})
+		(*pub).PublishDispatch(scheduler.Dispatch{Plugin: s.name.Name, HostPort: e.HostPort, At: at})
 	}
 }
 
@@ -225,7 +225,7 @@ func (s *QueueDepth) ApplyDispatches(ds []scheduler.Dispatch) {
 	}
 	for _, d := range ds {
 		if d.Plugin == s.name.Name && d.HostPort != "" {
-			s.log.Add(d.HostPort, d.At)
+			s.log.AddAddress(d.HostPort, d.At)
 		}
 	}
 }
