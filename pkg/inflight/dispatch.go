@@ -10,8 +10,10 @@ import (
 
 // Bounds of a DispatchLog. A dispatch older than maxDispatchAge is assumed
 // to be in any metrics the endpoint reports (or the endpoint is stale and
-// other safeguards apply), and an endpoint keeps at most maxPendingDispatches
-// notes, so an endpoint that is never scraped cannot grow the log.
+// other safeguards apply), and an endpoint keeps at most twice
+// maxPendingDispatches notes (trimmed to maxPendingDispatches once it has
+// that many, so that the trim's copy is paid once per maxPendingDispatches
+// dispatches), so an endpoint that is never scraped cannot grow the log.
 const (
 	maxDispatchAge       = 10 * time.Second
 	maxPendingDispatches = 4096
@@ -32,10 +34,12 @@ type DispatchLog struct {
 	newer time.Time // latest dispatch seen, the sweep's notion of now
 }
 
-// dispatchNotes are one endpoint's dispatch times, ascending.
+// dispatchNotes are one endpoint's dispatch times, ascending, as Unix
+// nanoseconds (no pointers: trims are plain copies, and the notes a third
+// of time.Time's size).
 type dispatchNotes struct {
 	hostPort string // as first noted
-	ts       []time.Time
+	ts       []int64
 }
 
 // NewDispatchLog returns an empty log.
@@ -59,12 +63,12 @@ func (l *DispatchLog) add(key uint64, hostPort string, t time.Time) {
 		l.byEP[key] = n
 	}
 	ts := n.ts
-	if len(ts) >= maxPendingDispatches {
-		ts = ts[:copy(ts, ts[1:])]
+	if len(ts) >= 2*maxPendingDispatches {
+		ts = ts[:copy(ts, ts[len(ts)-maxPendingDispatches:])]
 	}
-	ts = append(ts, t)
+	ts = append(ts, t.UnixNano())
 	// Requests scheduled concurrently may arrive slightly out of order.
-	for i := len(ts) - 1; i > 0 && ts[i].Before(ts[i-1]); i-- {
+	for i := len(ts) - 1; i > 0 && ts[i] < ts[i-1]; i-- {
 		ts[i], ts[i-1] = ts[i-1], ts[i]
 	}
 	n.ts = ts
@@ -94,9 +98,9 @@ func (l *DispatchLog) AddUnscraped(eps []*endpoint.Endpoint, out []float64) {
 		if cut.Before(floor) {
 			cut = floor
 		}
-		ts := n.ts
+		ts, cutNs := n.ts, cut.UnixNano()
 		k := 0
-		for k < len(ts) && !ts[k].After(cut) {
+		for k < len(ts) && ts[k] <= cutNs {
 			k++
 		}
 		if k == len(ts) {
@@ -124,8 +128,8 @@ func (l *DispatchLog) Unscraped(scraped map[string]time.Time) map[string]int {
 		if cut.Before(floor) {
 			cut = floor
 		}
-		ts := n.ts
-		k := sort.Search(len(ts), func(i int) bool { return ts[i].After(cut) })
+		ts, cutNs := n.ts, cut.UnixNano()
+		k := sort.Search(len(ts), func(i int) bool { return ts[i] > cutNs })
 		if c := len(ts) - k; c > 0 {
 			out[n.hostPort] += c
 		}
@@ -136,9 +140,9 @@ func (l *DispatchLog) Unscraped(scraped map[string]time.Time) map[string]int {
 // sweepLocked forgets endpoints whose newest note is too old to count,
 // which is how the notes of endpoints that left the pool go away.
 func (l *DispatchLog) sweepLocked() {
-	floor := l.newer.Add(-maxDispatchAge)
+	floor := l.newer.Add(-maxDispatchAge).UnixNano()
 	for key, n := range l.byEP {
-		if !n.ts[len(n.ts)-1].After(floor) {
+		if n.ts[len(n.ts)-1] <= floor {
 			delete(l.byEP, key)
 		}
 	}
