@@ -88,7 +88,8 @@ func TestSeveralPoolsFromAnEndpointsFile(t *testing.T) {
 		t.Errorf("%s (-want +got):\n%s", poolsPath, diff)
 	}
 	page := r.metricsPage(t)
-	for _, want := range []string{`inference_pool_ready_pods{name="llama"} 1`, `inference_pool_ready_pods{name="qwen"} 2`} {
+	for _, want := range []string{`inference_pool_ready_pods{name="llama"} 1`, `inference_pool_ready_pods{name="qwen"} 2`,
+		`openepp_pool_stale_endpoints{name="llama"} `, `openepp_pool_stale_endpoints{name="qwen"} `} {
 		if !strings.Contains(page, want) {
 			t.Errorf("metrics page lacks %s", want)
 		}

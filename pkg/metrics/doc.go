@@ -109,7 +109,8 @@
 // inference_pool_average_kv_cache_utilization,
 // inference_pool_average_queue_size, inference_pool_average_running_requests
 // and inference_pool_ready_pods (averages over the pool's fresh endpoints,
-// computed at collection time).
+// computed at collection time), and openepp_pool_stale_endpoints (the
+// pool's share of openepp_metrics_stale_endpoints).
 //
 // # Cost
 //

@@ -39,6 +39,8 @@ func poolGauges(store *datastore.Store, declared []string) []prometheus.Collecto
 		gauge("inference_pool_average_queue_size", "Average waiting-queue length of the pool's fresh endpoints.", avg(queue)),
 		gauge("inference_pool_average_running_requests", "Average running requests of the pool's fresh endpoints.", avg(running)),
 		gauge("inference_pool_ready_pods", "Endpoints in the pool.", func(eps []*endpoint.Endpoint) float64 { return float64(len(eps)) }),
+		gauge("openepp_pool_stale_endpoints", "Endpoints of the pool whose metrics are older than the staleness threshold or were never scraped.",
+			func(eps []*endpoint.Endpoint) float64 { return float64(countStale(eps)) }),
 		perPodQueue{groups: groups, desc: prometheus.NewDesc("inference_pool_per_pod_queue_size",
 			"Waiting-queue length of each fresh endpoint of the pool.", []string{"name", "model_server_pod"}, nil)},
 	}

@@ -114,15 +114,18 @@ func staleGauge(store *datastore.Store) prometheus.Collector {
 	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "openepp_metrics_stale_endpoints",
 		Help: "Endpoints whose metrics are older than the staleness threshold or were never scraped.",
-	}, func() float64 {
-		n := 0
-		for _, e := range store.Snapshot() {
-			if e.Stale() {
-				n++
-			}
+	}, func() float64 { return float64(countStale(store.Snapshot())) })
+}
+
+// countStale counts the endpoints flagged stale.
+func countStale(eps []*endpoint.Endpoint) int {
+	n := 0
+	for _, e := range eps {
+		if e.Stale() {
+			n++
 		}
-		return float64(n)
-	})
+	}
+	return n
 }
 
 // freshStdDev is the population standard deviation over fresh endpoints:

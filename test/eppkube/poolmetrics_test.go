@@ -28,6 +28,7 @@ func TestPoolGaugesServed(t *testing.T) {
 		`llm_d_epp_per_endpoint_queue_size{model_server_endpoint="a-rank-0",name="pool"} `,
 		`inference_pool_per_pod_queue_size{model_server_pod="b-rank-0",name="pool"} `,
 		"openepp_metrics_stale_endpoints 0", // both scraped: the averages are over both
+		`openepp_pool_stale_endpoints{name="pool"} 0`,
 	}
 	eventually(t, "pool gauges on the metrics page", func() bool {
 		page := in.metricsPage(t)
