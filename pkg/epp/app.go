@@ -21,7 +21,6 @@ import (
 	"github.com/openepp/openepp/pkg/discovery"
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/metrics"
-	"github.com/openepp/openepp/pkg/objectives"
 	"github.com/openepp/openepp/pkg/poolroute"
 	"github.com/openepp/openepp/pkg/replicasync"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -121,13 +120,8 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	}
 	a.background = append(a.background, a.flow)
 	a.kubeOptions(&opts)
-	if f.ObjectivesFile != "" {
-		objs, err := objectives.NewFile(f.ObjectivesFile, log.WithName("objectives"), reg)
-		if err != nil {
-			return nil, fmt.Errorf("--objectives-file: %w", err)
-		}
-		opts.Objectives = objs
-		a.background = append(a.background, objs)
+	if err := a.policyFiles(&opts, reg); err != nil {
+		return nil, err
 	}
 	if err := a.startTracing(st, &opts); err != nil {
 		return nil, err

@@ -32,6 +32,7 @@ type Flags struct {
 	Endpoints           string
 	EndpointsFile       string
 	ObjectivesFile      string
+	ModelRewritesFile   string
 	RefreshMetrics      time.Duration
 	MetricsTimeout      time.Duration
 	StalenessThreshold  time.Duration
@@ -74,6 +75,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.Endpoints, "endpoints", "", "static endpoints ip:port,ip:port (no Kubernetes)")
 	fs.StringVar(&f.EndpointsFile, "endpoints-file", "", "YAML file listing endpoints (name, address, port, labels; llm-d's format too), reloaded on change")
 	fs.StringVar(&f.ObjectivesFile, "objectives-file", "", "InferenceObjective manifests (YAML documents) giving requests their priority without an InferencePool, reloaded on change")
+	fs.StringVar(&f.ModelRewritesFile, "model-rewrites-file", "", "InferenceModelRewrite manifests (YAML documents) rewriting requests' models without an InferencePool (canaries, renames), reloaded on change")
 	fs.DurationVar(&f.RefreshMetrics, "refresh-metrics-interval", 50*time.Millisecond, "model-server metrics scrape interval")
 	fs.DurationVar(&f.MetricsTimeout, "metrics-scrape-timeout", time.Second, "per-scrape timeout")
 	fs.IntVar(&f.ScrapeSlots, "metrics-scrape-slots", 0, "scrape instants per interval shared by endpoints, batching wake-ups (0: one per 25 endpoints; -1: each endpoint its own)")
@@ -109,6 +111,9 @@ func (f *Flags) validate() error {
 	}
 	if f.ObjectivesFile != "" && (f.Kube.PoolName != "" || f.Kube.PickerService != "") {
 		errs = append(errs, errors.New("--objectives-file is for pools without --pool-name: with an InferencePool the EPP reads its InferenceObjectives from the API server"))
+	}
+	if f.ModelRewritesFile != "" && (f.Kube.PoolName != "" || f.Kube.PickerService != "") {
+		errs = append(errs, errors.New("--model-rewrites-file is for pools without --pool-name: with an InferencePool the EPP reads its InferenceModelRewrites from the API server"))
 	}
 	if f.EnableCertReload && f.CertPath == "" {
 		errs = append(errs, errors.New("--enable-cert-reload needs --cert-path"))

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -87,7 +88,8 @@ func TestObjectivesFileEvictsWithoutKubernetes(t *testing.T) {
 }
 
 // TestObjectivesFileRefusals: a broken file stops the EPP with the reason;
-// the flag does not go with an InferencePool.
+// the flag does not go with an InferencePool; the same for
+// --model-rewrites-file.
 func TestObjectivesFileRefusals(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "objectives.yaml")
 	if err := os.WriteFile(bad, []byte("apiVersion: v1\nkind: InferenceObjective\nmetadata: {name: a}\n"), 0o600); err != nil {
@@ -99,6 +101,8 @@ func TestObjectivesFileRefusals(t *testing.T) {
 	}{
 		{[]string{"--endpoints", "127.0.0.1:1", "--objectives-file", bad}, "apiVersion: want one of"},
 		{[]string{"--pool-name", "p", "--objectives-file", bad}, "--objectives-file is for pools without --pool-name"},
+		{[]string{"--endpoints", "127.0.0.1:1", "--model-rewrites-file", bad}, "--model-rewrites-file: model rewrites file " + strconv.Quote(bad) + ": document 1: apiVersion"},
+		{[]string{"--endpoint-picker-service", "epp", "--model-rewrites-file", bad}, "--model-rewrites-file is for pools without --pool-name"},
 	} {
 		err := Run(context.Background(), append([]string{"--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0"}, tc.args...))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

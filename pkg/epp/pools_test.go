@@ -31,6 +31,36 @@ func pooledFile(t *testing.T, r *running, pools ...string) string {
 	return path
 }
 
+// sendModel routes a completion for model with the headers given as name,
+// value pairs.
+func (r *running) sendModel(t *testing.T, model string, headers ...string) *extproc.Decision {
+	t.Helper()
+	req := extproc.Request{Method: "POST", Path: "/v1/completions", Headers: http.Header{"content-type": {"application/json"}},
+		Body: []byte(`{"model":"` + model + `","prompt":"hi"}`)}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Headers.Set(headers[i], headers[i+1])
+	}
+	d, err := r.client.RoundTrip(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// waitModelLists waits until the EPP's model list has every model given.
+func (r *running) waitModelLists(t *testing.T, models ...string) {
+	t.Helper()
+	eventually(t, "every server's model list", func() bool {
+		imm := r.listModels(t)
+		for _, m := range models {
+			if imm == nil || !strings.Contains(string(imm.Body), `"`+m+`"`) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // TestSeveralPoolsFromAnEndpointsFile: one EPP for pool llama (one server)
 // and pool qwen (two): each request goes to the pool serving its model (the
 // models-data-source's lists), or to the one its header names; GET
@@ -42,22 +72,8 @@ func TestSeveralPoolsFromAnEndpointsFile(t *testing.T) {
 	r := launchEPPSims(t, sims, 0, nil, func(r *running) []string {
 		return []string{"--endpoints-file", pooledFile(t, r, "llama", "qwen", "qwen"), "--config-text", modelsConfig}
 	})
-	send := func(model string, headers ...string) *extproc.Decision {
-		req := extproc.Request{Method: "POST", Path: "/v1/completions", Headers: http.Header{"content-type": {"application/json"}},
-			Body: []byte(`{"model":"` + model + `","prompt":"hi"}`)}
-		for i := 0; i+1 < len(headers); i += 2 {
-			req.Headers.Set(headers[i], headers[i+1])
-		}
-		d, err := r.client.RoundTrip(context.Background(), req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	eventually(t, "every server's model list", func() bool {
-		imm := r.listModels(t)
-		return imm != nil && strings.Contains(string(imm.Body), `"llama"`) && strings.Contains(string(imm.Body), `"qwen"`)
-	})
+	send := func(model string, headers ...string) *extproc.Decision { return r.sendModel(t, model, headers...) }
+	r.waitModelLists(t, "llama", "qwen")
 	d, err := r.client.RoundTrip(context.Background(), extproc.Request{Method: http.MethodGet, Path: "/v1/models",
 		Headers: http.Header{"X-Openepp-Pool": {"qwen"}}})
 	if err != nil || d.Immediate == nil || strings.Contains(string(d.Immediate.Body), "llama") || !strings.Contains(string(d.Immediate.Body), `"qwen"`) {

@@ -8,19 +8,15 @@
 package objectives
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strings"
 
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/gateway-api-inference-extension/apix/v1alpha2"
-	"sigs.k8s.io/yaml"
+
+	"github.com/openepp/openepp/pkg/manifests"
 )
 
 // apiVersions are the groups an InferenceObjective comes in: GIE's and
@@ -48,55 +44,26 @@ func Load(path string) (map[string]int, error) {
 func Parse(data []byte) (map[string]int, error) {
 	table := map[string]int{}
 	where := map[string]int{}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	var errs []error
-	for doc := 1; ; doc++ {
-		raw, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("document %d: %w", doc, err)
-		}
-		if len(bytes.TrimSpace(raw)) == 0 || isComment(raw) {
-			continue
-		}
+	err := manifests.Each(data, func(doc int, raw []byte) error {
 		name, priority, err := parseObjective(raw)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("document %d: %w", doc, err))
-			continue
+			return err
 		}
 		if first, dup := where[name]; dup {
-			errs = append(errs, fmt.Errorf("document %d: objective %q is already defined by document %d", doc, name, first))
-			continue
+			return fmt.Errorf("objective %q is already defined by document %d", name, first)
 		}
 		where[name], table[name] = doc, priority
-	}
-	if err := errors.Join(errs...); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return table, nil
 }
 
-// isComment reports a document of comments only.
-func isComment(raw []byte) bool {
-	for _, line := range strings.Split(string(raw), "\n") {
-		if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "#") {
-			return false
-		}
-	}
-	return true
-}
-
 func parseObjective(raw []byte) (name string, priority int, err error) {
-	js, err := yaml.YAMLToJSONStrict(raw)
-	if err != nil {
-		return "", 0, err
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
 	var obj v1alpha2.InferenceObjective
-	if err := dec.Decode(&obj); err != nil {
+	if err := manifests.DecodeStrict(raw, &obj); err != nil {
 		return "", 0, err
 	}
 	var errs []error

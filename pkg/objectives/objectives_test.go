@@ -11,10 +11,9 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-const manifests = `# the objectives of the pool
+const objectiveDocs = `# the objectives of the pool
 apiVersion: inference.networking.x-k8s.io/v1alpha2
 kind: InferenceObjective
 metadata: {name: critical, namespace: default}
@@ -34,7 +33,7 @@ spec: {}
 `
 
 func TestParseManifests(t *testing.T) {
-	got, err := Parse([]byte(manifests))
+	got, err := Parse([]byte(objectiveDocs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +115,7 @@ func TestFileReloads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(manifests)
+	write(objectiveDocs)
 	if _, err := NewFile(filepath.Join(t.TempDir(), "missing.yaml"), logr.Discard(), nil); err == nil {
 		t.Fatal("a missing file was accepted")
 	}
@@ -148,10 +147,10 @@ func TestFileReloads(t *testing.T) {
 			}
 		}
 	}
-	write(strings.Replace(manifests, "priority: -1", "priority: -5", 1))
+	write(strings.Replace(objectiveDocs, "priority: -1", "priority: -5", 1))
 	eventually("the new priority", func() bool { p, _ := f.Priority("batch"); return p == -5 })
 	write("kind: [broken")
-	eventually("the rejection to be counted", func() bool { return testutil.ToFloat64(f.errors) == 1 })
+	eventually("the rejection to be counted", func() bool { return f.Rejections() == 1 })
 	if p, ok := f.Priority("batch"); !ok || p != -5 {
 		t.Errorf("after a broken file batch is %d %v, want the last good -5", p, ok)
 	}
