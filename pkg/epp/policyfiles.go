@@ -10,31 +10,40 @@ import (
 	"github.com/openepp/openepp/pkg/server"
 )
 
-// policyFiles loads the policies of an EPP without InferencePools:
-// --objectives-file (every pool's objectives) and --model-rewrites-file
-// (with several pools, each rule applies to the pool its poolRef names).
+// policyFiles loads the policies of an EPP without InferencePools,
+// --objectives-file and --model-rewrites-file. With several pools each
+// object applies to the pool its spec.poolRef names, or to every pool
+// without one.
 func (a *app) policyFiles(opts *server.Options, reg prometheus.Registerer) error {
 	f := a.flags
+	var objs *objectives.File
+	var rewrites *modelrewrite.File
+	var err error
 	if f.ObjectivesFile != "" {
-		objs, err := objectives.NewFile(f.ObjectivesFile, a.log.WithName("objectives"), reg)
-		if err != nil {
+		if objs, err = objectives.NewFile(f.ObjectivesFile, a.log.WithName("objectives"), reg); err != nil {
 			return fmt.Errorf("--objectives-file: %w", err)
 		}
 		opts.Objectives = objs
 		a.background = append(a.background, objs)
 	}
-	if f.ModelRewritesFile == "" {
+	if f.ModelRewritesFile != "" {
+		if rewrites, err = modelrewrite.NewFile(f.ModelRewritesFile, a.log.WithName("model-rewrites"), reg); err != nil {
+			return fmt.Errorf("--model-rewrites-file: %w", err)
+		}
+		opts.Rewrites = rewrites
+		a.background = append(a.background, rewrites)
+	}
+	if !a.severalPools() || objs == nil && rewrites == nil {
 		return nil
 	}
-	rewrites, err := modelrewrite.NewFile(f.ModelRewritesFile, a.log.WithName("model-rewrites"), reg)
-	if err != nil {
-		return fmt.Errorf("--model-rewrites-file: %w", err)
-	}
-	a.background = append(a.background, rewrites)
-	opts.Rewrites = rewrites
-	if a.severalPools() {
-		objs := opts.Objectives
-		opts.PoolPolicies = func(pool string) (server.Objectives, server.Rewrites) { return objs, rewrites.Of(pool) }
+	opts.PoolPolicies = func(pool string) (o server.Objectives, r server.Rewrites) {
+		if objs != nil {
+			o = objs.Of(pool)
+		}
+		if rewrites != nil {
+			r = rewrites.Of(pool)
+		}
+		return o, r
 	}
 	return nil
 }

@@ -49,14 +49,21 @@ spec:
 // TestModelRewritesFile: without Kubernetes, InferenceModelRewrite
 // manifests rewrite the body's model; with several pools a rule's poolRef
 // sends the model it names to that pool (no server there lists
-// "old-llama"); a change of the file applies without a restart.
+// "old-llama"); a change of the file applies without a restart. An
+// --objectives-file's objective applies to the pool its poolRef names.
 func TestModelRewritesFile(t *testing.T) {
 	t.Parallel()
 	sims := []sim.Config{{Model: "llama"}, {Model: "qwen"}}
 	path := ""
+	objectives := filepath.Join(t.TempDir(), "objectives.yaml")
+	urgent := "apiVersion: inference.networking.x-k8s.io/v1alpha2\nkind: InferenceObjective\nmetadata: {name: urgent}\nspec: {priority: 5, poolRef: {name: qwen}}\n"
+	if err := os.WriteFile(objectives, []byte(urgent), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	r := launchEPPSims(t, sims, 0, nil, func(r *running) []string {
 		path = rewritesFile(t, "llama")
-		return []string{"--endpoints-file", pooledFile(t, r, "llama", "qwen"), "--config-text", modelsConfig, "--model-rewrites-file", path}
+		return []string{"--endpoints-file", pooledFile(t, r, "llama", "qwen"), "--config-text", modelsConfig, "--model-rewrites-file", path,
+			"--objectives-file", objectives, "--engine-priority=on"}
 	})
 	send := func(model string, headers ...string) *extproc.Decision { return r.sendModel(t, model, headers...) }
 	r.waitModelLists(t, "llama", "qwen")
@@ -68,6 +75,13 @@ func TestModelRewritesFile(t *testing.T) {
 	// the target there.
 	if d := send("fast", "x-openepp-pool", "qwen"); d.Immediate != nil || d.Endpoints[0] != r.servers[1] || !strings.Contains(string(d.Body), `"model":"llama"`) {
 		t.Fatalf("fast in pool qwen: %+v body %s", d.Immediate, d.Body)
+	}
+	// The objective names pool qwen: llama's requests naming it get none.
+	for pool, want := range map[string]bool{"qwen": true, "llama": false} {
+		if d := send("fast", "x-openepp-pool", pool, "x-gateway-inference-objective", "urgent"); d.Immediate != nil ||
+			strings.Contains(string(d.Body), `"priority":-5`) != want {
+			t.Errorf("objective urgent in pool %s: %+v body %s, want priority 5 written: %v", pool, d.Immediate, d.Body, want)
+		}
 	}
 	writeRewrites(t, path, "qwen")
 	eventually(t, "the changed file", func() bool {

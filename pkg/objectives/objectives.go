@@ -23,9 +23,36 @@ import (
 // llm-d's.
 var apiVersions = []string{v1alpha2.GroupVersion.String(), "llm-d.ai/v1alpha2"}
 
-// Load reads the manifests in path and returns each objective's priority
-// by name.
-func Load(path string) (map[string]int, error) {
+// Priorities are objectives' priorities by name (a server.Objectives).
+type Priorities map[string]int
+
+// Priority returns the priority of the objective called name; ok is false
+// when there is none of that name.
+func (p Priorities) Priority(name string) (priority int, ok bool) {
+	priority, ok = p[name]
+	return priority, ok
+}
+
+// Table is the objectives of one file: every objective together (an EPP
+// serving one pool, or none, reads them whatever their spec.poolRef says)
+// and per pool (an EPP serving several gives a pool's requests the
+// objectives whose poolRef names it, and those without a poolRef).
+type Table struct {
+	All     Priorities
+	byPool  map[string]Priorities
+	anyPool Priorities // the objectives without a poolRef
+}
+
+// Of returns the objectives of pool.
+func (t *Table) Of(pool string) Priorities {
+	if p, ok := t.byPool[pool]; ok {
+		return p
+	}
+	return t.anyPool
+}
+
+// Load reads the manifests in path.
+func Load(path string) (*Table, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -40,31 +67,46 @@ func Load(path string) (map[string]int, error) {
 // Parse reads a YAML stream of InferenceObjective manifests (documents
 // separated by ---). Fields are decoded strictly; an objective without a
 // priority has priority 0, as in Kubernetes; two objectives of one name
-// are refused. Every problem is reported at once.
-func Parse(data []byte) (map[string]int, error) {
-	table := map[string]int{}
+// are refused (names are unique in a namespace, whatever their pool).
+// Every problem is reported at once.
+func Parse(data []byte) (*Table, error) {
+	t := &Table{All: Priorities{}, byPool: map[string]Priorities{}, anyPool: Priorities{}}
 	where := map[string]int{}
+	poolOf := map[string]string{}
 	err := manifests.Each(data, func(doc int, raw []byte) error {
-		name, priority, err := parseObjective(raw)
+		name, priority, pool, err := parseObjective(raw)
 		if err != nil {
 			return err
 		}
 		if first, dup := where[name]; dup {
 			return fmt.Errorf("objective %q is already defined by document %d", name, first)
 		}
-		where[name], table[name] = doc, priority
+		where[name], t.All[name], poolOf[name] = doc, priority, pool
+		if pool != "" && t.byPool[pool] == nil {
+			t.byPool[pool] = Priorities{}
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return table, nil
+	for name, pool := range poolOf {
+		if pool != "" {
+			t.byPool[pool][name] = t.All[name]
+			continue
+		}
+		t.anyPool[name] = t.All[name]
+		for _, p := range t.byPool {
+			p[name] = t.All[name]
+		}
+	}
+	return t, nil
 }
 
-func parseObjective(raw []byte) (name string, priority int, err error) {
+func parseObjective(raw []byte) (name string, priority int, pool string, err error) {
 	var obj v1alpha2.InferenceObjective
 	if err := manifests.DecodeStrict(raw, &obj); err != nil {
-		return "", 0, err
+		return "", 0, "", err
 	}
 	var errs []error
 	if !slices.Contains(apiVersions, obj.APIVersion) {
@@ -77,10 +119,10 @@ func parseObjective(raw []byte) (name string, priority int, err error) {
 		errs = append(errs, errors.New("metadata.name: required"))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return "", 0, err
+		return "", 0, "", err
 	}
 	if obj.Spec.Priority != nil {
 		priority = *obj.Spec.Priority
 	}
-	return obj.Name, priority, nil
+	return obj.Name, priority, string(obj.Spec.PoolRef.Name), nil
 }

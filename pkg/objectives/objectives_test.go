@@ -37,10 +37,17 @@ func TestParseManifests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(map[string]int{"critical": 3, "batch": -1, "standard": 0}, got); diff != "" {
+	if diff := cmp.Diff(Priorities{"critical": 3, "batch": -1, "standard": 0}, got.All); diff != "" {
 		t.Errorf("table (-want +got):\n%s", diff)
 	}
-	if got, err := Parse(nil); err != nil || len(got) != 0 {
+	// critical names pool "pool": other pools' requests do not get it.
+	if diff := cmp.Diff(Priorities{"critical": 3, "batch": -1, "standard": 0}, got.Of("pool")); diff != "" {
+		t.Errorf("pool's objectives (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(Priorities{"batch": -1, "standard": 0}, got.Of("other")); diff != "" {
+		t.Errorf("another pool's objectives (-want +got):\n%s", diff)
+	}
+	if got, err := Parse(nil); err != nil || len(got.All) != 0 {
 		t.Errorf("an empty file: %v %v", got, err)
 	}
 }
@@ -52,7 +59,7 @@ func TestReadsTheKubernetesExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(map[string]int{"interactive": 10, "batch": -1}, got); diff != "" {
+	if diff := cmp.Diff(Priorities{"interactive": 10, "batch": -1}, got.All); diff != "" {
 		t.Errorf("table (-want +got):\n%s", diff)
 	}
 }
