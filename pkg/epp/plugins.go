@@ -19,23 +19,9 @@ import (
 // loadConfig builds the scheduler and plugins from --config-file,
 // --config-text or the upstream default, and prepares the reload watcher.
 func (a *app) loadConfig(st *settings, reg prometheus.Registerer) (*config.Built, error) {
-	src, err := config.NewSource(a.flags.ConfigFile, a.flags.ConfigText)
+	src, cfg, registry, err := readConfig(a.flags, st)
 	if err != nil {
 		return nil, err
-	}
-	registry, err := plugins.InTree(st.plugins...)
-	if err != nil {
-		return nil, err
-	}
-	data := []byte(config.DefaultText)
-	if src.File != "" || src.Text != "" {
-		if data, err = src.Read(); err != nil {
-			return nil, err
-		}
-	}
-	cfg, err := config.Load(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	opts := config.BuildOptions{Registry: registry, Seed: a.flags.Seed, Timer: a.metrics, Handle: &scheduler.Handle{
 		Log: a.log.WithName("plugins"), Clock: scheduler.RealClock{}, Endpoints: a.store.Snapshot,
@@ -65,6 +51,31 @@ func (a *app) loadConfig(st *settings, reg prometheus.Registerer) (*config.Built
 	}
 	a.log.Info("loaded config", "source", src.String(), "hash", built.Hash)
 	return built, nil
+}
+
+// readConfig reads and parses the scheduler config the flags name
+// (--config-file, --config-text, or the upstream default) and makes the
+// plugin registry to build it with.
+func readConfig(f *Flags, st *settings) (config.Source, *config.Config, *scheduler.Registry, error) {
+	src, err := config.NewSource(f.ConfigFile, f.ConfigText)
+	if err != nil {
+		return src, nil, nil, err
+	}
+	registry, err := plugins.InTree(st.plugins...)
+	if err != nil {
+		return src, nil, nil, err
+	}
+	data := []byte(config.DefaultText)
+	if src.File != "" || src.Text != "" {
+		if data, err = src.Read(); err != nil {
+			return src, nil, nil, err
+		}
+	}
+	cfg, err := config.Load(data)
+	if err != nil {
+		return src, nil, nil, fmt.Errorf("%s: %w", src, err)
+	}
+	return src, cfg, registry, nil
 }
 
 // onReload switches new requests to the new scheduler; plugins that were

@@ -82,9 +82,10 @@ type Addrs struct {
 }
 
 // Main runs the EPP with os.Args and exits on error; SIGINT/SIGTERM start a
-// graceful drain. Its subcommands `simulate` and `cost` (SimulateMain,
-// CostMain) take the same options, so an EPP built with its own plugins can
-// evaluate and time configs that use them.
+// graceful drain. Its subcommands `simulate`, `cost` and `check`
+// (SimulateMain, CostMain, CheckMain) take the same options, so an EPP
+// built with its own plugins can evaluate, time and check configs that use
+// them.
 func Main(opts ...Option) {
 	if len(os.Args) > 1 { // subcommands, so a binary with its own plugins has them too
 		switch os.Args[1] {
@@ -93,6 +94,9 @@ func Main(opts ...Option) {
 			return
 		case "cost":
 			CostMain(os.Args[2:], opts...)
+			return
+		case "check":
+			CheckMain(os.Args[2:], opts...)
 			return
 		}
 	}

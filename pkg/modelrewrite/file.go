@@ -31,6 +31,9 @@ type Table struct {
 	objects int
 }
 
+// Objects counts the InferenceModelRewrite objects the rules came from.
+func (t *Table) Objects() int { return t.objects }
+
 // Of returns the rules of pool (the rules without a poolRef when the file
 // names none for it).
 func (t *Table) Of(pool string) *Index {
