@@ -102,11 +102,13 @@ func (d *demoRun) url(path string) string { return fmt.Sprintf("http://127.0.0.1
 func (d *demoRun) server(i int) string { return fmt.Sprintf("127.0.0.1:%d", d.base+4+i) }
 
 // TestDemoEndToEnd runs `demo` as `make run` does (with the shipped
-// flow-control config, so a request also passes the EPP's queue), sends a
-// completion through the gateway, checks the served endpoint, and stops
-// everything with Ctrl-C (SIGINT).
+// flow-control config, so a request also passes the EPP's queue, and the
+// example objectives and model alias), sends a completion through the
+// gateway, checks the served endpoint, and stops everything with Ctrl-C
+// (SIGINT).
 func TestDemoEndToEnd(t *testing.T) {
-	d := startDemo(t, 4, "--config", "../../config/flow-control.yaml", "--objectives", "../../manifests/examples/inferenceobjectives.yaml")
+	d := startDemo(t, 4, "--config", "../../config/flow-control.yaml", "--objectives", "../../manifests/examples/inferenceobjectives.yaml",
+		"--model-rewrites", "../../manifests/examples/inferencemodelrewrites.yaml")
 	served := sendCompletion(t, d.url("/v1/completions"))
 	var simPorts []string
 	for i := range 4 {
@@ -117,6 +119,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 	checkAgentConversation(t, d)
 	checkObjective(t, d)
+	checkAlias(t, d)
 
 	_ = d.cmd.Process.Signal(syscall.SIGINT)
 	select {
@@ -210,6 +213,27 @@ func checkObjective(t *testing.T, d *demoRun) {
 	page := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", d.base+3))
 	if !strings.Contains(page, `priority="10"`) {
 		t.Errorf("no series of the interactive objective's priority 10 on the EPP's metrics page")
+	}
+}
+
+// checkAlias asks for "llama", the example InferenceModelRewrite's alias:
+// the server is sent the model it serves, and the client reads back the
+// name it asked for.
+func checkAlias(t *testing.T, d *demoRun) {
+	t.Helper()
+	resp, err := http.Post(d.url("/v1/completions"), "application/json",
+		strings.NewReader(`{"model":"llama","prompt":"alias","max_tokens":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"model":"llama"`) {
+		t.Errorf("model llama: status %d, body %s", resp.StatusCode, body)
+	}
+	page := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", d.base+3))
+	if !strings.Contains(page, `inference_extension_model_rewrite_decisions_total{model_name="llama",model_rewrite_name="llama-alias",target_model="meta-llama/Llama-3.1-8B-Instruct"} 1`) {
+		t.Errorf("no rewrite of llama by llama-alias counted on the EPP's metrics page")
 	}
 }
 

@@ -33,6 +33,8 @@ type options struct {
 	config      string
 	// objectives is the EPP's --objectives-file ("": none).
 	objectives string
+	// rewrites is the EPP's --model-rewrites-file ("": none).
+	rewrites string
 	// kvEventsPort is where the simulated servers send KV events; 0: none.
 	kvEventsPort int
 	// encodePerToken and encoderCacheTokens price the simulated servers'
@@ -93,6 +95,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.verbosity, "v", 1, "EPP log verbosity (1 logs one line per decision)")
 	fs.StringVar(&o.config, "config", "", "EndpointPickerConfig file for the EPP, reloaded when it changes (default: the upstream default config)")
 	fs.StringVar(&o.objectives, "objectives", "", "InferenceObjective manifests giving requests priorities (x-gateway-inference-objective), e.g. manifests/examples/inferenceobjectives.yaml; reloaded when it changes")
+	fs.StringVar(&o.rewrites, "model-rewrites", "", "InferenceModelRewrite manifests renaming or splitting models, e.g. manifests/examples/inferencemodelrewrites.yaml (\"llama\" for the served model); reloaded when it changes")
 	fs.IntVar(&o.kvEventsPort, "kv-events-port", 5557, "the simulated servers publish their KV-cache events to 127.0.0.1 on this port, where config/precise-prefix-cache.yaml's producer binds (0: they publish none)")
 	fs.DurationVar(&o.encodePerToken, "encode-time-per-token", 100*time.Microsecond, "the simulated servers' cost of encoding an image, per placeholder token (an image is 64), unless their prefix or encoder cache holds it (0: free)")
 	fs.IntVar(&o.encoderCacheTokens, "encoder-cache-tokens", 1024, "each simulated server's encoder cache, in placeholder tokens (1024: 16 images)")
@@ -119,15 +122,21 @@ func parseFlags(args []string) (*options, error) {
 	if o.prefill > 0 && o.config == "" {
 		return nil, errors.New("--prefill needs a disaggregation --config, such as config/pd.yaml")
 	}
-	if o.objectives != "" {
-		abs, err := filepath.Abs(o.objectives)
+	for _, file := range []struct {
+		flag string
+		path *string
+	}{{"--objectives", &o.objectives}, {"--model-rewrites", &o.rewrites}} {
+		if *file.path == "" {
+			continue
+		}
+		abs, err := filepath.Abs(*file.path)
 		if err == nil {
 			_, err = os.Stat(abs)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("--objectives: %w", err)
+			return nil, fmt.Errorf("%s: %w", file.flag, err)
 		}
-		o.objectives = abs
+		*file.path = abs
 	}
 	if o.config != "" {
 		abs, err := filepath.Abs(o.config)
@@ -307,6 +316,9 @@ func (o *options) eppArgs() []string {
 	if o.objectives != "" {
 		args = append(args, "--objectives-file", o.objectives, "--engine-priority=on")
 	}
+	if o.rewrites != "" {
+		args = append(args, "--model-rewrites-file", o.rewrites)
+	}
 	return args
 }
 
@@ -335,6 +347,12 @@ objective's priority (per-priority series on the metrics page). The EPP writes i
 servers schedule by it (--engine-priority, vLLM's --scheduling-policy priority).
 
 `, o.objectives)
+	}
+	if o.rewrites != "" {
+		fmt.Printf(`Model rewrites from %s: a request for a model a rule matches is sent as the rule's target
+(inference_extension_model_rewrite_decisions_total counts them); the client reads back the name it asked for.
+
+`, o.rewrites)
 	}
 	if o.pools == 2 {
 		fmt.Printf(`Two pools behind one EPP: pool-a (the first %d servers) serves %s and pool-b (the others) %s.

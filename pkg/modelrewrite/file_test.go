@@ -82,6 +82,18 @@ func TestParseRewrites(t *testing.T) {
 	}
 }
 
+// TestReadsTheKubernetesExample: the manifests applied to a cluster load
+// as they are.
+func TestReadsTheKubernetesExample(t *testing.T) {
+	tab, err := Load("../../manifests/examples/inferencemodelrewrites.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, object, _ := tab.all.Rewrite("llama", nil); got != "meta-llama/Llama-3.1-8B-Instruct" || object != "llama-alias" {
+		t.Errorf("llama: %q by %q", got, object)
+	}
+}
+
 // TestRewritePrecedenceInAFile: exact beats catch-all, an earlier document
 // beats a later one, llm-d's group beats GIE's.
 func TestRewritePrecedenceInAFile(t *testing.T) {

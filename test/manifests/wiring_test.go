@@ -76,10 +76,12 @@ func TestExampleWiring(t *testing.T) {
 	}
 	checkPoolSelectsModelServer(t, pool)
 	checkRouteTargetsPool(t, pool)
-	for _, o := range ofKind(t, "InferenceObjective") {
-		ref := map[string]string{"group": str(t, o, "spec", "poolRef", "group"), "name": str(t, o, "spec", "poolRef", "name")}
-		if diff := cmp.Diff(map[string]string{"group": inferenceGroup, "name": pool.GetName()}, ref); diff != "" {
-			t.Errorf("InferenceObjective %q poolRef (-want +got):\n%s", o.GetName(), diff)
+	for _, kind := range []string{"InferenceObjective", "InferenceModelRewrite"} {
+		for _, o := range ofKind(t, kind) {
+			ref := map[string]string{"group": str(t, o, "spec", "poolRef", "group"), "name": str(t, o, "spec", "poolRef", "name")}
+			if diff := cmp.Diff(map[string]string{"group": inferenceGroup, "name": pool.GetName()}, ref); diff != "" {
+				t.Errorf("%s %q poolRef (-want +got):\n%s", kind, o.GetName(), diff)
+			}
 		}
 	}
 }
