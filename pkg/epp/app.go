@@ -92,7 +92,8 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	a.background = append(a.background, scraper, seriesPruner{a.store, a.metrics})
 	opts := server.Options{
 		MaxRequestBodyBytes: f.MaxRequestBodyBytes, DisableSubsetFilter: f.DisableSubsetFilter,
-		EmitEndpointScores: f.EmitEndpointScores, Unparsed: unparsedAPIs(built), Log: log.WithName("server"), Metrics: a.metrics,
+		EmitEndpointScores: f.EmitEndpointScores,
+		IncludeStreamUsage: f.IncludeStreamUsage, Unparsed: unparsedAPIs(built), Log: log.WithName("server"), Metrics: a.metrics,
 	}
 	a.scrape = scrape
 	a.poolRouter(&opts)

@@ -29,6 +29,7 @@ type Flags struct {
 	DisableSubsetFilter bool
 	PoolHeader          string
 	EmitEndpointScores  bool
+	IncludeStreamUsage  bool
 	Endpoints           string
 	EndpointsFile       string
 	ObjectivesFile      string
@@ -72,6 +73,7 @@ func (f *Flags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.PoolHeader, "pool-header", poolroute.DefaultHeader, "request header naming the request's pool when the EPP serves several (--pool-name a,b or an endpoints file's pools)")
 	fs.BoolVar(&f.Tracing, "tracing", true, "trace requests with OpenTelemetry, configured by the OTEL_* environment (default: OTLP/gRPC to localhost:4317, a tenth of new traces), and pass the trace context on to model servers")
 	fs.BoolVar(&f.EmitEndpointScores, "emit-endpoint-scores", false, "add every candidate's score to the envoy.lb metadata")
+	fs.BoolVar(&f.IncludeStreamUsage, "include-stream-usage", false, "ask model servers for token usage on streamed chat and text completions whose client did not (stream_options.include_usage), for token metrics and accounting, and remove that usage event from the client's stream")
 	fs.StringVar(&f.Endpoints, "endpoints", "", "static endpoints ip:port,ip:port (no Kubernetes)")
 	fs.StringVar(&f.EndpointsFile, "endpoints-file", "", "YAML file listing endpoints (name, address, port, labels; llm-d's format too), reloaded on change")
 	fs.StringVar(&f.ObjectivesFile, "objectives-file", "", "InferenceObjective manifests (YAML documents) giving requests their priority without an InferencePool, reloaded on change")

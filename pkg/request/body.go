@@ -157,6 +157,8 @@ type Body struct {
 	// priority is the engine scheduling priority member, which Edited
 	// replaces.
 	priority span
+	// streamOptions is the stream_options member, which Edited may change.
+	streamOptions span
 }
 
 // EstimatedPromptTokens approximates the prompt length in tokens (4 bytes per
@@ -242,7 +244,7 @@ func (b *Body) readMembers(raw []byte) (valid bool, at int, err error) {
 				IncludeUsage bool `json:"include_usage"`
 			}
 			err = decodeField("stream_options", val, &so)
-			b.IncludeUsage = so.IncludeUsage
+			b.IncludeUsage, b.streamOptions = so.IncludeUsage, v
 		case "max_tokens", "max_completion_tokens", "max_output_tokens":
 			if b.API != Generate && b.API != SGLangGenerate {
 				err = decodeField(string(key), val, &b.MaxTokens)

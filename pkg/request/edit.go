@@ -18,6 +18,29 @@ type Edit struct {
 	// client's value or adding the member.
 	SetPriority bool
 	Priority    int
+	// IncludeUsage asks a streamed OpenAI completion for its token usage
+	// (stream_options.include_usage) when the client did not
+	// (LacksStreamUsage); other stream_options members are kept.
+	IncludeUsage bool
+}
+
+// LacksStreamUsage reports a streamed chat or text completion that does not
+// ask for its token usage: without it the server's stream carries no token
+// counts.
+func (b *Body) LacksStreamUsage() bool {
+	return b.Stream && !b.IncludeUsage && (b.API == ChatCompletions || b.API == Completions)
+}
+
+// withIncludeUsage is a stream_options value with include_usage true and
+// its other members kept; anything but an object is replaced.
+func withIncludeUsage(value []byte) []byte {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(value, &members) != nil || members == nil {
+		return []byte(`{"include_usage":true}`)
+	}
+	members["include_usage"] = json.RawMessage("true")
+	out, _ := json.Marshal(members) // raw members of a parsed object marshal
+	return out
 }
 
 // HasPriority reports whether the body carries a top-level "priority"
@@ -52,6 +75,13 @@ func (b *Body) Edited(e Edit) []byte {
 			edits = append(edits, memberEdit{at: b.priority, value: value})
 		} else {
 			edits = append(edits, memberEdit{key: "priority", value: value})
+		}
+	}
+	if e.IncludeUsage && b.LacksStreamUsage() {
+		if b.streamOptions.ok() {
+			edits = append(edits, memberEdit{at: b.streamOptions, value: withIncludeUsage(b.Raw[b.streamOptions.start:b.streamOptions.end])})
+		} else {
+			edits = append(edits, memberEdit{key: "stream_options", value: []byte(`{"include_usage":true}`)})
 		}
 	}
 	if len(edits) == 0 {

@@ -33,6 +33,17 @@ func TestEdited(t *testing.T) {
 		{"sglang batch priorities kept", SGLangGenerate, `{"text":["a","b"],"priority":[1,2]}`, Edit{SetPriority: true, Priority: 9},
 			`{"text":["a","b"],"priority":[1,2]}`},
 		{"other API untouched", Other, `{"model":"m"}`, Edit{SetPriority: true, Priority: 9}, `{"model":"m"}`},
+		{"stream usage added", ChatCompletions, `{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}`, Edit{IncludeUsage: true},
+			`{"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}`},
+		{"stream usage set, other options kept", Completions, `{"model":"m","stream":true,"stream_options":{"continuous_usage_stats":true,"include_usage":false},"prompt":"p"}`,
+			Edit{IncludeUsage: true}, `{"model":"m","stream":true,"stream_options":{"continuous_usage_stats":true,"include_usage":true},"prompt":"p"}`},
+		{"null stream options", Completions, `{"model":"m","stream":true,"stream_options":null,"prompt":"p"}`,
+			Edit{IncludeUsage: true}, `{"model":"m","stream":true,"stream_options":{"include_usage":true},"prompt":"p"}`},
+		{"stream usage already asked", Completions, `{"model":"m","stream":true,"stream_options":{"include_usage":true},"prompt":"p"}`,
+			Edit{IncludeUsage: true}, `{"model":"m","stream":true,"stream_options":{"include_usage":true},"prompt":"p"}`},
+		{"not streamed", Completions, `{"model":"m","prompt":"p"}`, Edit{IncludeUsage: true}, `{"model":"m","prompt":"p"}`},
+		{"not an OpenAI completion", Messages, `{"model":"m","stream":true,"max_tokens":1,"messages":[{"role":"user","content":"x"}]}`,
+			Edit{IncludeUsage: true}, `{"model":"m","stream":true,"max_tokens":1,"messages":[{"role":"user","content":"x"}]}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := Parse(tc.api, []byte(tc.body))
@@ -69,12 +80,14 @@ func TestEditedEmptyObject(t *testing.T) {
 func FuzzEdited(f *testing.F) {
 	f.Add(`{"model":"m","prompt":"p","priority":3}`, -2)
 	f.Add(`{"prompt":"p", "model":"m"}`, 0)
+	f.Add(`{"prompt":"p","model":"m","stream":true,"stream_options":{"x":[1]}}`, 1)
 	f.Fuzz(func(t *testing.T, body string, priority int) {
 		b, err := Parse(Completions, []byte(body))
 		if err != nil {
 			return
 		}
-		got := b.Edited(Edit{Model: "x", SetPriority: true, Priority: priority})
+		lacked := b.LacksStreamUsage()
+		got := b.Edited(Edit{Model: "x", SetPriority: true, Priority: priority, IncludeUsage: true})
 		// A map matches keys exactly (engines' JSON is case-sensitive) and
 		// keeps the last of duplicate members, as Parse does.
 		var v map[string]json.RawMessage
@@ -83,6 +96,9 @@ func FuzzEdited(f *testing.F) {
 		}
 		if string(v["model"]) != `"x"` || string(v["priority"]) != strconv.Itoa(priority) {
 			t.Fatalf("Edited(%s) = %s: model %s priority %s", body, got, v["model"], v["priority"])
+		}
+		if again, err := Parse(Completions, got); lacked && (err != nil || !again.IncludeUsage) {
+			t.Fatalf("Edited(%s) = %s: stream usage not asked for (%v)", body, got, err)
 		}
 	})
 }

@@ -71,6 +71,9 @@ type exchange struct {
 	// modelBack restores the client's model name in the response when the
 	// request was sent under another one; nil otherwise.
 	modelBack *modelRewriter
+	// strip removes the stream's usage event when the EPP asked for it on
+	// the client's behalf (Options.IncludeStreamUsage); nil otherwise.
+	strip *usageStripper
 
 	// obs are the request's metric children, nil until it is scheduled.
 	obs *flowMetrics

@@ -40,7 +40,11 @@ func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders, md map[string]*st
 		}
 		common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: set}
 	}
+	if !x.resp.Streaming {
+		x.strip = nil // an error body, not the stream asked for
+	}
 	x.modelBack.dropLength(common, hdrs)
+	x.strip.dropLength(common, hdrs)
 	reply := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
 		ResponseHeaders: &extprocv3.HeadersResponse{Response: common},
 	}}
@@ -74,7 +78,7 @@ func (x *exchange) onResponseBody(b *extprocv3.HttpBody, md map[string]*structpb
 		// see the whole usage and their metadata rides on the answer.
 		x.account(chunk)
 		x.resp.EndOfStream = true
-		out, _ := x.modelBack.rewrite(chunk, true)
+		out, _ := x.transform(chunk, true)
 		reply := streamedBody(out, true, false)
 		reply.DynamicMetadata = x.report()
 		if err := x.send(reply); err != nil {
@@ -84,7 +88,7 @@ func (x *exchange) onResponseBody(b *extprocv3.HttpBody, md map[string]*structpb
 		x.complete()
 		return true, nil
 	}
-	if out, ok := x.modelBack.rewrite(chunk, false); ok {
+	if out, ok := x.transform(chunk, false); ok {
 		if err := x.send(streamedBody(out, false, false)); err != nil {
 			return false, err
 		}
@@ -94,11 +98,22 @@ func (x *exchange) onResponseBody(b *extprocv3.HttpBody, md map[string]*structpb
 	return false, nil
 }
 
+// transform is what to forward for a response chunk: the client's model
+// name restored, an added usage event removed; ok is false when nothing is
+// to be sent yet.
+func (x *exchange) transform(chunk []byte, final bool) ([]byte, bool) {
+	out, ok := x.modelBack.rewrite(chunk, final)
+	if !ok {
+		return nil, false
+	}
+	return x.strip.rewrite(out, final)
+}
+
 func (x *exchange) onResponseTrailers() (bool, error) {
 	if x.phase != readingResponseBody && x.phase != routed {
 		return false, outOfOrder("response trailers", x.phase)
 	}
-	if rest := x.modelBack.flush(); len(rest) > 0 {
+	if rest, _ := x.strip.rewrite(x.modelBack.flush(), true); len(rest) > 0 {
 		if err := x.send(streamedBody(rest, false, false)); err != nil {
 			return false, err
 		}

@@ -96,6 +96,9 @@ func (x *exchange) route(eos bool) (bool, error) {
 		return x.reject(err)
 	}
 	edit.SetPriority, edit.Priority = x.enginePriority(parsed)
+	if x.srv.opts.IncludeStreamUsage && parsed.LacksStreamUsage() {
+		edit.IncludeUsage, x.strip = true, &usageStripper{}
+	}
 	body := parsed.Edited(edit)
 	a := answer{
 		targets:   x.result.Targets(),

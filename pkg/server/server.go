@@ -65,6 +65,11 @@ type Options struct {
 	// EmitEndpointScores adds each candidate's score to the envoy.lb
 	// metadata under x-gateway-destination-endpoint-scores.
 	EmitEndpointScores bool
+	// IncludeStreamUsage asks the server for token usage on streamed chat
+	// and text completions whose client did not (stream_options), so that
+	// token metrics and accounting see them, and removes that usage event
+	// from the stream the client gets.
+	IncludeStreamUsage bool
 	// Unparsed names the APIs whose bodies are not parsed (no configured
 	// parser covers them): their requests are routed without prompt-aware
 	// scoring, as paths the EPP does not know are. request.AllAPIs is the
