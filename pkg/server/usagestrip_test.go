@@ -68,3 +68,29 @@ func TestUsageStripperKeeps(t *testing.T) {
 		t.Errorf("after giving up the stream must pass untouched")
 	}
 }
+
+// FuzzUsageStripper: however a stream is cut into chunks, the stripper
+// forwards what it forwards for the stream in one piece, and what it drops
+// are whole usage-only events.
+func FuzzUsageStripper(f *testing.F) {
+	f.Add(vllmStream, uint16(10), uint16(40))
+	f.Add("data: {\"choices\":[],\"usage\":{}}\r\rdata: x\n\n", uint16(3), uint16(5))
+	f.Fuzz(func(t *testing.T, stream string, a, b uint16) {
+		cut1 := int(a) % (len(stream) + 1)
+		cut2 := cut1 + int(b)%(len(stream)-cut1+1)
+		whole, _ := (&usageStripper{}).rewrite([]byte(stream), true)
+		u := &usageStripper{}
+		var got []byte
+		for i, part := range []string{stream[:cut1], stream[cut1:cut2], stream[cut2:]} {
+			if out, ok := u.rewrite([]byte(part), i == 2); ok {
+				got = append(got, out...)
+			}
+		}
+		if string(got) != string(whole) {
+			t.Fatalf("cuts %d/%d: %q, in one piece %q", cut1, cut2, got, whole)
+		}
+		if len(whole) > len(stream) {
+			t.Fatalf("the stripper added bytes: %q from %q", whole, stream)
+		}
+	})
+}
