@@ -20,6 +20,7 @@ import (
 	"github.com/openepp/openepp/pkg/modelrewrite"
 	"github.com/openepp/openepp/pkg/objectives"
 	"github.com/openepp/openepp/pkg/scheduler"
+	"github.com/openepp/openepp/pkg/server"
 )
 
 // CheckMain runs `epp check` with args and exits non-zero when a problem
@@ -34,7 +35,7 @@ var errCheckFailed = errors.New("failed (the problems are listed above)")
 // Check loads what an EPP started with args (the EPP's own flags) would
 // load, without serving or contacting Kubernetes: the flags, the scheduler
 // config (built, so every plugin's parameters are checked), the endpoints
-// file and the objectives and model-rewrites files. It prints a summary of
+// file, the objectives and model-rewrites files and the TLS key pairs. It prints a summary of
 // each and every problem found, for a CI job or a change review to run
 // before a rollout.
 func Check(_ context.Context, args []string, stdout io.Writer, opts ...Option) error {
@@ -62,6 +63,7 @@ func Check(_ context.Context, args []string, stdout io.Writer, opts ...Option) e
 		c.report("endpoint source", "ok", f.checkConfigSource(name))
 	}
 	c.files(&f)
+	c.certificates(&f)
 	if f.Kube.enabled() {
 		fmt.Fprintln(stdout, "kubernetes: the API server is not contacted (pools, objectives and rewrites are not read)")
 	}
@@ -187,5 +189,17 @@ func (c *checkRun) files(f *Flags) {
 			n = t.Objects()
 		}
 		c.report("model rewrites file", fmt.Sprintf("%s: %d objects", f.ModelRewritesFile, n), err)
+	}
+}
+
+// certificates loads the key pairs and CA bundles the flags name.
+func (c *checkRun) certificates(f *Flags) {
+	if f.SecureServing && f.CertPath != "" {
+		_, err := server.TLSConfig(f.CertPath, false, logr.Discard())
+		c.report("ext_proc certificate", f.CertPath+": ok", err)
+	}
+	if f.TLS.metricsCertDir != "" {
+		_, err := f.TLS.metricsTLS(logr.Discard())
+		c.report("metrics certificate", f.TLS.metricsCertDir+": ok", err)
 	}
 }

@@ -39,8 +39,9 @@ func TestCheckPasses(t *testing.T) {
 	}
 }
 
-// TestCheckReportsEveryProblem: a plugin parameter, the endpoints list and
-// a policy file go wrong at once: each is named, and Check fails.
+// TestCheckReportsEveryProblem: a flag, a plugin parameter, the endpoints
+// list, a policy file and the certificate directory go wrong at once: each
+// is named, and Check fails.
 func TestCheckReportsEveryProblem(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yaml")
@@ -54,12 +55,13 @@ func TestCheckReportsEveryProblem(t *testing.T) {
 	}
 	var out bytes.Buffer
 	err := Check(context.Background(), []string{"--config-file", cfg, "--endpoints", "10.0.0.1:8000,nowhere",
-		"--model-rewrites-file", rewrites, "--refresh-metrics-interval", "0s"}, &out)
+		"--model-rewrites-file", rewrites, "--refresh-metrics-interval", "0s", "--cert-path", dir}, &out)
 	if !errors.Is(err, errCheckFailed) {
 		t.Fatalf("Check: %v, want errCheckFailed\n%s", err, out.String())
 	}
 	for _, want := range []string{"flags: FAILED\n  --refresh-metrics-interval must be > 0", "config: FAILED", "relativeMinSpread",
-		"endpoints: FAILED", "nowhere", "model rewrites file: FAILED", "apiVersion: want one of", "FAILED: 6 problem(s)"} {
+		"endpoints: FAILED", "nowhere", "model rewrites file: FAILED", "apiVersion: want one of",
+		"ext_proc certificate: FAILED", "tls.crt", "FAILED: 8 problem(s)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
