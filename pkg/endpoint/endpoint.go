@@ -67,6 +67,7 @@ type Endpoint struct {
 	stale      atomic.Bool
 	models     atomic.Pointer[Models] // nil until collected
 	failing    atomic.Pointer[ScrapeFailure]
+	derived    atomic.Pointer[[]derivedValue] // Derive's values
 }
 
 // New returns an endpoint for spec with empty metrics, marked stale until

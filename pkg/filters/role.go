@@ -52,26 +52,56 @@ func (p *RoleParams) validate() error { return nil }
 // Values match exactly (case-sensitive). A label that is present but empty
 // is not "without the label" and is dropped by all three.
 type Role struct {
-	name         scheduler.TypedName
-	roles        []string
-	allowMissing bool
+	name scheduler.TypedName
+	// admitted are the stages of roleSet that pass: the filter's stage,
+	// and unlabelled endpoints for decode.
+	admitted roleSet
+}
+
+// roleSet is what an endpoint's role label says it runs, read once per
+// endpoint (endpoint.Derive): a P/D request runs two role filters over
+// every candidate.
+type roleSet uint8
+
+const (
+	runsDecode roleSet = 1 << iota
+	runsPrefill
+	runsEncode
+	unlabelled
+)
+
+var rolesKey endpoint.DerivedKey[roleSet]
+
+// rolesOf reads e's role label.
+func rolesOf(e *endpoint.Endpoint) roleSet {
+	role, ok := e.Labels[RoleLabel]
+	if !ok {
+		return unlabelled
+	}
+	var rs roleSet
+	for bit, roles := range map[roleSet][]string{runsDecode: decodeRoles, runsPrefill: prefillRoles, runsEncode: encodeRoles} {
+		if slices.Contains(roles, role) {
+			rs |= bit
+		}
+	}
+	return rs
 }
 
 var _ scheduler.Filter = (*Role)(nil)
 
 // NewDecode returns the decode-filter.
 func NewDecode(name string, _ RoleParams) *Role {
-	return &Role{name: scheduler.TypedName{Type: DecodeType, Name: name}, roles: decodeRoles, allowMissing: true}
+	return &Role{name: scheduler.TypedName{Type: DecodeType, Name: name}, admitted: runsDecode | unlabelled}
 }
 
 // NewPrefill returns the prefill-filter.
 func NewPrefill(name string, _ RoleParams) *Role {
-	return &Role{name: scheduler.TypedName{Type: PrefillType, Name: name}, roles: prefillRoles}
+	return &Role{name: scheduler.TypedName{Type: PrefillType, Name: name}, admitted: runsPrefill}
 }
 
 // NewEncode returns the encode-filter.
 func NewEncode(name string, _ RoleParams) *Role {
-	return &Role{name: scheduler.TypedName{Type: EncodeType, Name: name}, roles: encodeRoles}
+	return &Role{name: scheduler.TypedName{Type: EncodeType, Name: name}, admitted: runsEncode}
 }
 
 // roleFactory adapts one of the constructors above to scheduler.Factory.
@@ -136,9 +166,5 @@ func (f *Role) Filter(_ context.Context, _ *scheduler.State, _ *scheduler.Reques
 }
 
 func (f *Role) admits(e *endpoint.Endpoint) bool {
-	role, ok := e.Labels[RoleLabel]
-	if !ok {
-		return f.allowMissing
-	}
-	return slices.Contains(f.roles, role)
+	return endpoint.Derive(e, &rolesKey, rolesOf)&f.admitted != 0
 }

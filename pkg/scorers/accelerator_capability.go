@@ -64,7 +64,7 @@ func (p *AcceleratorCapabilityParams) validate() error {
 // every 30s for as long as it is seen.
 type AcceleratorCapability struct {
 	name   scheduler.TypedName
-	label  string
+	label  rangeLabel
 	filter bool
 	log    logr.Logger
 	clock  scheduler.Clock
@@ -84,7 +84,7 @@ func NewAcceleratorCapability(name string, p AcceleratorCapabilityParams, h *sch
 	}
 	return &AcceleratorCapability{
 		name:  scheduler.TypedName{Type: AcceleratorCapabilityType, Name: name},
-		label: p.Label, filter: p.EnableFiltering,
+		label: newRangeLabel(p.Label), filter: p.EnableFiltering,
 		log: handleLog(h).WithValues("plugin", name), clock: handleClock(h),
 	}, nil
 }
@@ -128,15 +128,15 @@ func (s *AcceleratorCapability) ScoreInto(_ context.Context, state *scheduler.St
 	n := requestTokens(state, req)
 	var bad malformed
 	for i, e := range eps {
-		lo, hi, has, ok := labelRange(e, s.label)
+		r := s.label.read(e)
 		switch {
-		case !has:
+		case !r.has:
 			out[i] = rangeUnlabeled
-		case !ok:
+		case !r.ok:
 			out[i] = 0
 			bad.add(e)
 		default:
-			out[i] = rangeScore(n, lo, hi)
+			out[i] = rangeScore(n, r.lo, r.hi)
 		}
 	}
 	s.warn(bad)
@@ -152,12 +152,12 @@ func (s *AcceleratorCapability) Filter(_ context.Context, state *scheduler.State
 	var bad malformed
 	out := make([]*endpoint.Endpoint, 0, len(eps))
 	for _, e := range eps {
-		lo, hi, has, ok := labelRange(e, s.label)
-		if has && !ok {
+		r := s.label.read(e)
+		if r.has && !r.ok {
 			bad.add(e)
 			continue
 		}
-		if !has || (n >= lo && n <= hi) {
+		if !r.has || (n >= r.lo && n <= r.hi) {
 			out = append(out, e)
 		}
 	}
@@ -189,5 +189,5 @@ func (s *AcceleratorCapability) warn(m malformed) {
 	}
 	s.log.Info("warning: malformed accelerator-capability label; the endpoint scores 0 and is filtered out when filtering "+
 		"(want \"min-max\", 0 <= min <= max; logged at most every 30s)",
-		"endpoint", m.first.String(), "label", s.label, "value", m.first.Labels[s.label], "malformed", m.n)
+		"endpoint", m.first.String(), "label", s.label.name, "value", m.first.Labels[s.label.name], "malformed", m.n)
 }

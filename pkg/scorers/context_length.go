@@ -67,7 +67,7 @@ func (p *ContextLengthParams) validate() error {
 // those without a (valid) label; otherwise keep all.
 type ContextLength struct {
 	name   scheduler.TypedName
-	label  string
+	label  rangeLabel
 	filter bool
 	log    logr.Logger
 
@@ -87,7 +87,7 @@ func NewContextLength(name string, p ContextLengthParams, log logr.Logger) (*Con
 		return nil, err
 	}
 	return &ContextLength{
-		name: scheduler.TypedName{Type: ContextLengthType, Name: name}, label: p.Label, filter: p.EnableFiltering,
+		name: scheduler.TypedName{Type: ContextLengthType, Name: name}, label: newRangeLabel(p.Label), filter: p.EnableFiltering,
 		log: log.WithValues("plugin", name), warned: map[string]bool{},
 	}, nil
 }
@@ -159,11 +159,11 @@ func (s *ContextLength) Filter(_ context.Context, state *scheduler.State, req *s
 // bounds reads e's range; ok is false without the label or when its value
 // is malformed (logged once per value).
 func (s *ContextLength) bounds(e *endpoint.Endpoint) (lo, hi int, ok bool) {
-	lo, hi, has, ok := labelRange(e, s.label)
-	if has && !ok {
-		s.warn(e, e.Labels[s.label])
+	r := s.label.read(e)
+	if r.has && !r.ok {
+		s.warn(e, e.Labels[s.label.name])
 	}
-	return lo, hi, ok
+	return r.lo, r.hi, r.ok
 }
 
 // warn logs a malformed label value the first time it is seen (up to
@@ -178,6 +178,6 @@ func (s *ContextLength) warn(e *endpoint.Endpoint, v string) {
 	s.mu.Unlock()
 	if first {
 		s.log.Info("warning: malformed context-length label, treated as absent (want \"min-max\", 0 <= min <= max)",
-			"endpoint", e.String(), "label", s.label, "value", v)
+			"endpoint", e.String(), "label", s.label.name, "value", v)
 	}
 }

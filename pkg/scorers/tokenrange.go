@@ -3,6 +3,7 @@ package scorers
 import (
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/openepp/openepp/pkg/endpoint"
 	"github.com/openepp/openepp/pkg/scheduler"
@@ -41,15 +42,39 @@ func rangeScore(n, lo, hi int) float64 {
 	return rangeOutOfRange / (1 + float64(d)/rangeDistScale)
 }
 
-// labelRange reads e's range from label: has is false without the label,
-// ok false when its value is malformed.
-func labelRange(e *endpoint.Endpoint, label string) (lo, hi int, has, ok bool) {
-	v, has := e.Labels[label]
-	if !has {
-		return 0, 0, false, false
-	}
-	lo, hi, ok = parseRange(v)
-	return lo, hi, true, ok
+// rangeLabel is a label holding a "min-max" token range, read and parsed
+// once per endpoint (endpoint.Derive) rather than per request.
+type rangeLabel struct {
+	name string
+	key  *endpoint.DerivedKey[labelRange]
+}
+
+// labelRange is one endpoint's range: has is false without the label, ok
+// false when its value is malformed.
+type labelRange struct {
+	lo, hi  int
+	has, ok bool
+}
+
+// rangeKeys hold one key per label name, so plugins reading the same label
+// share its parsed values.
+var rangeKeys sync.Map // label name → *endpoint.DerivedKey[labelRange]
+
+func newRangeLabel(name string) rangeLabel {
+	key, _ := rangeKeys.LoadOrStore(name, new(endpoint.DerivedKey[labelRange]))
+	return rangeLabel{name: name, key: key.(*endpoint.DerivedKey[labelRange])}
+}
+
+// read returns e's range.
+func (l rangeLabel) read(e *endpoint.Endpoint) labelRange {
+	return endpoint.Derive(e, l.key, func(e *endpoint.Endpoint) labelRange {
+		v, has := e.Labels[l.name]
+		if !has {
+			return labelRange{}
+		}
+		lo, hi, ok := parseRange(v)
+		return labelRange{lo: lo, hi: hi, has: true, ok: ok}
+	})
 }
 
 // parseRange parses "min-max": two non-negative decimal integers, spaces
