@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -62,5 +63,11 @@ func DecodeStrict(raw []byte, obj any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
-	return dec.Decode(obj)
+	var typeErr *json.UnmarshalTypeError
+	if err := dec.Decode(obj); errors.As(err, &typeErr) && typeErr.Value == "bool" && typeErr.Type.Kind() == reflect.String {
+		return fmt.Errorf("%w (YAML reads unquoted y, n, yes, no, on, off, true and false as booleans: quote the value)", err)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }

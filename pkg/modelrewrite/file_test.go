@@ -196,3 +196,12 @@ func TestRewritesFileReload(t *testing.T) {
 		t.Errorf("a broken file at start: %v, want an error naming it", err)
 	}
 }
+
+// TestBooleanModelName: YAML reads an unquoted "n" as false; the error says
+// to quote it.
+func TestBooleanModelName(t *testing.T) {
+	doc := "apiVersion: llm-d.ai/v1alpha2\nkind: InferenceModelRewrite\nmetadata: {name: a}\nspec: {rules: [{matches: [{model: {value: n}}], targets: [{modelRewrite: x}]}]}\n"
+	if _, err := Parse([]byte(doc)); err == nil || !strings.Contains(err.Error(), "quote the value") {
+		t.Errorf("model n: %v, want advice to quote it", err)
+	}
+}
