@@ -67,3 +67,23 @@ func TestCheckReportsEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckShippedConfigs: every config in config/ passes, with an
+// endpoint list or its own discovery plugin.
+func TestCheckShippedConfigs(t *testing.T) {
+	configs, err := filepath.Glob("../../config/*.yaml")
+	if err != nil || len(configs) == 0 {
+		t.Fatalf("no configs: %v", err)
+	}
+	for _, cfg := range configs {
+		var out bytes.Buffer
+		err := Check(context.Background(), []string{"--config-file", cfg, "--endpoints", "127.0.0.1:8000"}, &out)
+		if err != nil && strings.Contains(out.String(), "conflicts with the config's dataLayer.discovery") {
+			out.Reset()
+			err = Check(context.Background(), []string{"--config-file", cfg}, &out)
+		}
+		if err != nil {
+			t.Errorf("%s: %v\n%s", cfg, err, out.String())
+		}
+	}
+}
