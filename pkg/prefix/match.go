@@ -23,7 +23,14 @@ type Match struct {
 	// matched holds only endpoints with at least one matching block, by
 	// HostPortHash.
 	matched map[uint64]int
+	// present has a bit per matched hash (a one-hash Bloom filter): most
+	// candidates hold nothing, and a bit test turns them away before the
+	// map lookup.
+	present [8]uint64
 }
+
+// presence is the word and bit of present for hash h.
+func presence(h uint64) (word int, bit uint64) { return int(h>>6) & 7, 1 << (h & 63) }
 
 // NewMatch returns an empty match for a prompt of total blocks.
 func NewMatch(total, blockSizeTokens int) *Match {
@@ -39,6 +46,8 @@ func (m *Match) Set(e *endpoint.Endpoint, blocks int) {
 		m.matched = make(map[uint64]int, 4)
 	}
 	m.matched[e.HostPortHash] = blocks
+	w, b := presence(e.HostPortHash)
+	m.present[w] |= b
 }
 
 // Grow makes room for n matched endpoints, so a producer that knows how many
@@ -55,6 +64,9 @@ func (m *Match) Len() int { return len(m.matched) }
 // Blocks returns how many leading blocks e holds (0 if none).
 func (m *Match) Blocks(e *endpoint.Endpoint) int {
 	if e == nil || len(m.matched) == 0 {
+		return 0
+	}
+	if w, b := presence(e.HostPortHash); m.present[w]&b == 0 {
 		return 0
 	}
 	return m.matched[e.HostPortHash]
