@@ -29,9 +29,25 @@ type DispatchLog struct {
 	// byEP is keyed by Endpoint.HostPortHash: AddUnscraped looks up every
 	// candidate of every decision, and an integer key costs a fraction of
 	// hashing and comparing the address.
-	byEP  map[uint64]*dispatchNotes
+	byEP map[uint64]*dispatchNotes
+	// keys changes whenever byEP gains or loses a key; an endpoint whose
+	// notes are all scraped keeps its (empty) entry until the sweep, so
+	// that under steady traffic the keys, and index, stay put.
+	keys  uint64
+	index dispatchIndex
 	adds  int
 	newer time.Time // latest dispatch seen, the sweep's notion of now
+}
+
+// dispatchIndex is byEP looked up for the candidates of the last
+// AddUnscraped, in their order. The next call with the same candidates (the
+// datastore's snapshot, unfiltered, comes back decision after decision) and
+// the same keys reaches each one's notes without hashing; a candidate that
+// differs is looked up and the index rebuilt.
+type dispatchIndex struct {
+	keys  uint64
+	eps   []*endpoint.Endpoint
+	notes []*dispatchNotes
 }
 
 // dispatchNotes are one endpoint's dispatch times, ascending, as Unix
@@ -40,6 +56,7 @@ type DispatchLog struct {
 type dispatchNotes struct {
 	hostPort string // as first noted
 	ts       []int64
+	last     int64 // the newest dispatch ever noted, which the sweep reads
 }
 
 // NewDispatchLog returns an empty log.
@@ -61,6 +78,7 @@ func (l *DispatchLog) add(key uint64, hostPort string, t time.Time) {
 	if n == nil {
 		n = &dispatchNotes{hostPort: hostPort}
 		l.byEP[key] = n
+		l.keys++
 	}
 	ts := n.ts
 	if len(ts) >= 2*maxPendingDispatches {
@@ -71,7 +89,7 @@ func (l *DispatchLog) add(key uint64, hostPort string, t time.Time) {
 	for i := len(ts) - 1; i > 0 && ts[i] < ts[i-1]; i-- {
 		ts[i], ts[i-1] = ts[i-1], ts[i]
 	}
-	n.ts = ts
+	n.ts, n.last = ts, max(n.last, ts[len(ts)-1])
 	if t.After(l.newer) {
 		l.newer = t
 	}
@@ -89,9 +107,16 @@ func (l *DispatchLog) AddUnscraped(eps []*endpoint.Endpoint, out []float64) {
 		return
 	}
 	floor := l.newer.Add(-maxDispatchAge)
+	ix := &l.index
+	valid := ix.keys == l.keys && len(ix.eps) == len(eps)
 	for i, e := range eps {
-		n := l.byEP[e.HostPortHash]
-		if n == nil {
+		var n *dispatchNotes
+		if valid && ix.eps[i] == e {
+			n = ix.notes[i]
+		} else {
+			n, valid = l.byEP[e.HostPortHash], false
+		}
+		if n == nil || len(n.ts) == 0 {
 			continue
 		}
 		cut := e.Metrics().UpdateTime
@@ -103,14 +128,24 @@ func (l *DispatchLog) AddUnscraped(eps []*endpoint.Endpoint, out []float64) {
 		for k < len(ts) && ts[k] <= cutNs {
 			k++
 		}
-		if k == len(ts) {
-			delete(l.byEP, e.HostPortHash)
-			continue
-		}
 		if k > 0 {
 			n.ts = ts[:copy(ts, ts[k:])]
 		}
 		out[i] += float64(len(n.ts))
+	}
+	if !valid {
+		l.reindex(eps)
+	}
+}
+
+// reindex makes the index eps's.
+func (l *DispatchLog) reindex(eps []*endpoint.Endpoint) {
+	ix := &l.index
+	ix.keys = l.keys
+	ix.eps = append(ix.eps[:0], eps...)
+	ix.notes = ix.notes[:0]
+	for _, e := range eps {
+		ix.notes = append(ix.notes, l.byEP[e.HostPortHash])
 	}
 }
 
@@ -142,8 +177,9 @@ func (l *DispatchLog) Unscraped(scraped map[string]time.Time) map[string]int {
 func (l *DispatchLog) sweepLocked() {
 	floor := l.newer.Add(-maxDispatchAge).UnixNano()
 	for key, n := range l.byEP {
-		if n.ts[len(n.ts)-1] <= floor {
+		if n.last <= floor {
 			delete(l.byEP, key)
+			l.keys++
 		}
 	}
 }

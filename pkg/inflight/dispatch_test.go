@@ -88,3 +88,45 @@ func TestDispatchLogAddressSpellings(t *testing.T) {
 		t.Errorf("unscraped %v, want [2 0]", out)
 	}
 }
+
+// TestDispatchLogIndex: the index that spares repeated lookups stays right
+// when the candidate slice is reordered in place, when an endpoint gains
+// its first note, and when a scrape covers an endpoint's notes.
+func TestDispatchLogIndex(t *testing.T) {
+	t.Parallel()
+	eps := logEndpoints(3)
+	a, b, c := eps[0], eps[1], eps[2]
+	l := NewDispatchLog()
+	l.Add(a, logEpoch)
+	l.Add(a, logEpoch.Add(time.Millisecond))
+	l.Add(b, logEpoch)
+	count := func(cands []*endpoint.Endpoint) []float64 {
+		out := make([]float64, len(cands))
+		l.AddUnscraped(cands, out)
+		return out
+	}
+	cands := []*endpoint.Endpoint{a, b}
+	for range 2 { // the second call reads the index
+		if got := count(cands); got[0] != 2 || got[1] != 1 {
+			t.Fatalf("a, b: %v, want [2 1]", got)
+		}
+	}
+	cands[0], cands[1] = b, a // same slice, other order
+	if got := count(cands); got[0] != 1 || got[1] != 2 {
+		t.Fatalf("reordered in place: %v, want [1 2]", got)
+	}
+	l.Add(c, logEpoch)
+	if got := count([]*endpoint.Endpoint{a, b, c}); got[0] != 2 || got[1] != 1 || got[2] != 1 {
+		t.Fatalf("after c's first note: %v, want [2 1 1]", got)
+	}
+	a.SetMetrics(&endpoint.Metrics{UpdateTime: logEpoch.Add(time.Second)})
+	for range 2 {
+		if got := count([]*endpoint.Endpoint{a, b, c}); got[0] != 0 || got[1] != 1 {
+			t.Fatalf("after a scrape of a: %v, want [0 1 1]", got)
+		}
+	}
+	l.Add(a, logEpoch.Add(2*time.Second))
+	if got := count([]*endpoint.Endpoint{a, b, c}); got[0] != 1 {
+		t.Fatalf("a dispatch after the scrape: %v, want a at 1", got)
+	}
+}
