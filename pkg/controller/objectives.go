@@ -59,6 +59,20 @@ func (o *Objectives) Priority(name string) (priority int, ok bool) {
 	return 0, false
 }
 
+// Priorities lists every objective's priority by name (llm-d's group
+// first on a clash, as Priority reads them).
+func (o *Objectives) Priorities() map[string]int {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	out := map[string]int{}
+	for g := len(o.byGroup) - 1; g >= 0; g-- { // earlier groups overwrite
+		for name, p := range o.byGroup[g] {
+			out[name] = p
+		}
+	}
+	return out
+}
+
 func (o *Objectives) set(g group, name string, obj *v1alpha2.InferenceObjective) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

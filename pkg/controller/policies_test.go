@@ -62,6 +62,10 @@ func TestObjectives(t *testing.T) {
 		"llmd-only": {2, true}, "missing": {},
 	}
 	waitPriorities(t, s.lookups.Of("pool").Objectives, names, want)
+	listed := map[string]int{"chat": 9, "batch": -1, "unset": 0, "llmd-only": 2}
+	if diff := cmp.Diff(listed, s.lookups.Of("pool").Objectives.Priorities()); diff != "" {
+		t.Errorf("Priorities, llm-d's chat winning (-want +got):\n%s", diff)
+	}
 
 	env.Delete(t, llmdChat)
 	env.Update(t, batch, func() { batch.Spec.PoolRef.Name = "other-pool" })

@@ -44,6 +44,9 @@ func (r *Rewrites) Rewrite(model string, rnd *rand.Rand) (target, rule string, o
 // Claims reports whether an exact rule names model (modelrewrite.Index).
 func (r *Rewrites) Claims(model string) bool { return r.index.Load().Claims(model) }
 
+// Rules lists the rules that apply (modelrewrite.Index.Rules).
+func (r *Rewrites) Rules() []modelrewrite.Rule { return r.index.Load().Rules() }
+
 func (r *Rewrites) set(g group, name string, obj *v1alpha2.InferenceModelRewrite) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -219,6 +219,15 @@ func TestRewritePrecedence(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("rewrites (-want +got):\n%s", diff)
 	}
+	// The listing /debug/policies shows: each model's winner, then the
+	// catch-all that applies.
+	var listed []string
+	for _, rule := range r.Rules() {
+		listed = append(listed, rule.Model+"→"+rule.Targets[0].Model)
+	}
+	if diff := cmp.Diff([]string{"a→old-a", "b→old-b1", "c→tie-a-c", "d→llmd-d", "→llmd-any"}, listed); diff != "" {
+		t.Errorf("Rules (-want +got):\n%s", diff)
+	}
 	r.set(groupLLMD, "llmd", nil)
 	if target, _, _ := r.Rewrite("e", nil); target != "old-any" {
 		t.Errorf("catch-all = %q, want old-any (oldest GIE)", target)

@@ -26,6 +26,7 @@ const (
 	flowControlPath = "/debug/flowcontrol"
 	replicasPath    = "/debug/replicas"
 	poolsPath       = "/debug/pools"
+	policiesPath    = "/debug/policies"
 )
 
 // flowControlState is the body of /debug/flowcontrol: whether the config
@@ -128,6 +129,9 @@ func (a *app) debugHandlers() map[string]http.Handler {
 		}),
 		poolsPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, poolsState{Header: a.router.Header(), Pools: a.router.Describe(a.store.Snapshot())})
+		}),
+		policiesPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, a.policiesState())
 		}),
 		replicasPath: loopbackGET(func(w http.ResponseWriter, _ *http.Request) {
 			if a.replicas == nil {

@@ -6,7 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/openepp/openepp/pkg/extproc"
+	"github.com/openepp/openepp/pkg/modelrewrite"
 	"github.com/openepp/openepp/pkg/sim"
 )
 
@@ -50,7 +53,8 @@ spec:
 // manifests rewrite the body's model; with several pools a rule's poolRef
 // sends the model it names to that pool (no server there lists
 // "old-llama"); a change of the file applies without a restart. An
-// --objectives-file's objective applies to the pool its poolRef names.
+// --objectives-file's objective applies to the pool its poolRef names;
+// /debug/policies shows each pool's.
 func TestModelRewritesFile(t *testing.T) {
 	t.Parallel()
 	sims := []sim.Config{{Model: "llama"}, {Model: "qwen"}}
@@ -82,6 +86,18 @@ func TestModelRewritesFile(t *testing.T) {
 			strings.Contains(string(d.Body), `"priority":-5`) != want {
 			t.Errorf("objective urgent in pool %s: %+v body %s, want priority 5 written: %v", pool, d.Immediate, d.Body, want)
 		}
+	}
+	var policies policiesState
+	r.debugJSON(t, policiesPath, &policies)
+	want := policiesState{Source: "files", Pools: []poolPolicies{
+		{Pool: "llama", Objectives: map[string]int{}, Rewrites: []modelrewrite.Rule{
+			{Object: "fast", Model: "fast", Targets: []modelrewrite.RuleTarget{{Model: "llama"}}},
+			{Object: "llama-rename", Model: "old-llama", Targets: []modelrewrite.RuleTarget{{Model: "llama"}}}}},
+		{Pool: "qwen", Objectives: map[string]int{"urgent": 5}, Rewrites: []modelrewrite.Rule{
+			{Object: "fast", Model: "fast", Targets: []modelrewrite.RuleTarget{{Model: "llama"}}}}},
+	}}
+	if diff := cmp.Diff(want, policies); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", policiesPath, diff)
 	}
 	writeRewrites(t, path, "qwen")
 	eventually(t, "the changed file", func() bool {

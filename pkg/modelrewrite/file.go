@@ -205,3 +205,6 @@ func (f *File) Claims(model string) bool { return f.Current().all.Claims(model) 
 
 // Of returns the current rules of pool (Table.Of).
 func (f *File) Of(pool string) *Index { return f.Current().Of(pool) }
+
+// Rules lists every rule of the file (Index.Rules).
+func (f *File) Rules() []Rule { return f.Current().all.Rules() }

@@ -7,6 +7,8 @@ package modelrewrite
 
 import (
 	"math/rand/v2"
+	"slices"
+	"strings"
 
 	"sigs.k8s.io/gateway-api-inference-extension/apix/v1alpha2"
 )
@@ -112,6 +114,55 @@ func (ix *Index) Claims(model string) bool {
 		}
 	}
 	return false
+}
+
+// Rule is one rule as it applies (the /debug/policies page): the object it
+// comes from, the model it matches ("" for a catch-all) and its targets.
+type Rule struct {
+	Object  string       `json:"object"`
+	Model   string       `json:"model,omitempty"`
+	Targets []RuleTarget `json:"targets"`
+}
+
+// RuleTarget is a target and its weight (0: all weights unset, equal
+// shares).
+type RuleTarget struct {
+	Model  string `json:"model"`
+	Weight int32  `json:"weight,omitempty"`
+}
+
+// Rules lists the rules that apply, in precedence order: each model's
+// exact rule (by model name), then the catch-all that applies to every
+// other model.
+func (ix *Index) Rules() []Rule {
+	if ix == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var exact []Rule
+	for _, byModel := range ix.exact {
+		for model, r := range byModel {
+			if !seen[model] {
+				seen[model] = true
+				exact = append(exact, r.view(model))
+			}
+		}
+	}
+	slices.SortFunc(exact, func(a, b Rule) int { return strings.Compare(a.Model, b.Model) })
+	for _, c := range ix.catchAll {
+		if c != nil {
+			return append(exact, c.view(""))
+		}
+	}
+	return exact
+}
+
+func (r *rule) view(model string) Rule {
+	v := Rule{Object: r.object, Model: model}
+	for _, t := range r.targets {
+		v.Targets = append(v.Targets, RuleTarget{Model: t.ModelRewrite, Weight: t.Weight})
+	}
+	return v
 }
 
 func (r *rule) pick(rnd *rand.Rand) string {

@@ -31,5 +31,8 @@ func NewFile(path string, log logr.Logger, reg prometheus.Registerer) (*File, er
 // pool it names; ok is false when the file defines none of that name.
 func (f *File) Priority(name string) (priority int, ok bool) { return f.Current().All.Priority(name) }
 
+// Priorities lists every objective of the file, whatever its pool.
+func (f *File) Priorities() map[string]int { return f.Current().All }
+
 // Of returns the current objectives of pool (Table.Of).
 func (f *File) Of(pool string) Priorities { return f.Current().Of(pool) }

@@ -33,6 +33,9 @@ func (p Priorities) Priority(name string) (priority int, ok bool) {
 	return priority, ok
 }
 
+// Priorities returns p itself (the listing /debug/policies reads).
+func (p Priorities) Priorities() map[string]int { return p }
+
 // Table is the objectives of one file: every objective together (an EPP
 // serving one pool, or none, reads them whatever their spec.poolRef says)
 // and per pool (an EPP serving several gives a pool's requests the

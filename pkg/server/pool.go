@@ -88,19 +88,23 @@ func (x *exchange) inPool(all, eps []*endpoint.Endpoint) []*endpoint.Endpoint {
 
 // objectives and rewrites are the request's pool's policies.
 func (x *exchange) objectives() Objectives {
-	if pp := x.srv.opts.PoolPolicies; pp != nil && x.pool != "" {
-		o, _ := pp(x.pool)
-		return o
-	}
-	return x.srv.opts.Objectives
+	o, _ := x.srv.PoliciesOf(x.pool)
+	return o
 }
 
 func (x *exchange) rewrites() Rewrites {
-	if pp := x.srv.opts.PoolPolicies; pp != nil && x.pool != "" {
-		_, rw := pp(x.pool)
-		return rw
+	_, rw := x.srv.PoliciesOf(x.pool)
+	return rw
+}
+
+// PoliciesOf returns the objectives and rewrites a request of pool gets
+// (pool "" for an EPP that does not split requests by pool); either may be
+// nil.
+func (s *Server) PoliciesOf(pool string) (Objectives, Rewrites) {
+	if pp := s.opts.PoolPolicies; pp != nil && pool != "" {
+		return pp(pool)
 	}
-	return x.srv.opts.Rewrites
+	return s.opts.Objectives, s.opts.Rewrites
 }
 
 // poolStatus maps poolroute's errors to HTTP statuses; ok is false for
