@@ -76,6 +76,9 @@ func FilePluginRegistration() scheduler.Registration {
 // TypedName implements scheduler.Plugin.
 func (p *FilePlugin) TypedName() scheduler.TypedName { return p.name }
 
+// Path is the endpoints file the plugin reads (what `epp check` loads).
+func (p *FilePlugin) Path() string { return p.params.Path }
+
 // Discover implements scheduler.Discovery.
 func (p *FilePlugin) Discover(ctx context.Context, publish func([]endpoint.Spec)) error {
 	f := newFile(p.params.Path, p.params.WatchFile, publish, p.log)

@@ -61,6 +61,10 @@ func Check(_ context.Context, args []string, stdout io.Writer, opts ...Option) e
 			name = d.TypedName().Name
 		}
 		c.report("endpoint source", "ok", f.checkConfigSource(name))
+		if d, ok := built.Discovery().(interface{ Path() string }); ok {
+			specs, err := discovery.LoadFile(d.Path())
+			c.report("discovery file", fmt.Sprintf("%s: %d endpoints", d.Path(), len(specs)), err)
+		}
 	}
 	c.files(&f)
 	c.certificates(&f)
