@@ -228,6 +228,13 @@ func dryRunApply(t *testing.T, u *unstructured.Unstructured, what string) {
 // top-level kustomization as the guide says, and renders it.
 func renderWith(t *testing.T, component string) []*unstructured.Unstructured {
 	t.Helper()
+	return renderEdited(t, func(b []byte) []byte { return append(b, "components:\n- "+component+"\n"...) })
+}
+
+// renderEdited copies manifests/ into memory, edits the top-level
+// kustomization with edit, and renders it.
+func renderEdited(t *testing.T, edit func(kustomization []byte) []byte) []*unstructured.Unstructured {
+	t.Helper()
 	root := filepath.Join(repoRoot(t), "manifests")
 	mem := filesys.MakeFsInMemory()
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -239,7 +246,7 @@ func renderWith(t *testing.T, component string) []*unstructured.Unstructured {
 			return err
 		}
 		if p == filepath.Join(root, "kustomization.yaml") {
-			b = append(b, "components:\n- "+component+"\n"...)
+			b = edit(b)
 		}
 		return mem.WriteFile(p, b)
 	})
@@ -248,7 +255,7 @@ func renderWith(t *testing.T, component string) []*unstructured.Unstructured {
 	}
 	objs, err := renderFS(mem, root)
 	if err != nil {
-		t.Fatalf("kustomize build with %s: %v", component, err)
+		t.Fatalf("kustomize build (edited): %v", err)
 	}
 	return objs
 }

@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"bytes"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -57,6 +58,32 @@ func TestEPPClusterAccessOnlyChecksMetricsCallers(t *testing.T) {
 		roles = append(roles, typed[rbacv1.ClusterRole](t, u))
 	}
 	policy.ClusterAccessOnlyChecksMetricsCallers(t, bindings, roles, eppDeployment(t))
+}
+
+// TestClusterBindingNamedPerNamespace: the manifests applied to two
+// namespaces give two auth-delegator bindings, each binding its own
+// namespace's service account, rather than one overwriting the other.
+func TestClusterBindingNamedPerNamespace(t *testing.T) {
+	t.Parallel()
+	seen := map[string]string{}
+	for _, ns := range []string{"team-a", "team-b"} {
+		objs := renderEdited(t, func(kustomization []byte) []byte {
+			return bytes.Replace(kustomization, []byte("namespace: openepp"), []byte("namespace: "+ns), 1)
+		})
+		for _, u := range policy.OfKind(objs, "ClusterRoleBinding") {
+			crb := typed[rbacv1.ClusterRoleBinding](t, u)
+			if len(crb.Subjects) != 1 || crb.Subjects[0].Namespace != ns {
+				t.Errorf("namespace %s: binding %s subjects %+v", ns, crb.Name, crb.Subjects)
+			}
+			if other, clash := seen[crb.Name]; clash {
+				t.Errorf("binding %s in both %s and %s", crb.Name, other, ns)
+			}
+			seen[crb.Name] = ns
+		}
+	}
+	if _, ok := seen["openepp-auth-delegator-team-a"]; !ok {
+		t.Errorf("bindings %v, want openepp-auth-delegator-team-a", seen)
+	}
 }
 
 func TestEPPRoleBindingBindsTheEPPServiceAccount(t *testing.T) {
