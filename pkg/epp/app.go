@@ -40,6 +40,7 @@ type app struct {
 	store    *datastore.Store
 	srv      *server.Server
 	draining atomic.Bool
+	warmup   metricsWarmup
 	mu       sync.Mutex // guards built across config reloads
 	built    *config.Built
 	plugins  *pluginRunner
@@ -207,8 +208,12 @@ func leaderGauge(k *kubeSource) prometheus.Collector {
 }
 
 // ready is the readiness verdict behind every health service but liveness:
-// endpoints synced, Lease held (when HA is on), not draining.
-func (a *app) ready() bool { return a.store.Ready() && a.kube.leader() && !a.draining.Load() }
+// endpoints synced and scraped once (metricsWarmup), Lease held (when HA is
+// on), not draining.
+func (a *app) ready() bool {
+	return a.store.Ready() && a.warmup.done(a.now(), a.store.Snapshot(), a.flags.StalenessThreshold) &&
+		a.kube.leader() && !a.draining.Load()
+}
 
 func (a *app) buildServers(reg registry) error {
 	f := a.flags
