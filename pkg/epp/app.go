@@ -41,11 +41,13 @@ type app struct {
 	srv      *server.Server
 	draining atomic.Bool
 	warmup   metricsWarmup
-	mu       sync.Mutex // guards built across config reloads
-	built    *config.Built
-	plugins  *pluginRunner
-	flow     *flowControl
-	kube     *kubeSource // nil unless Kubernetes mode
+	// policyFiles are the policy files loaded (/debug/policies).
+	policyFiles []loadedPolicyFile
+	mu          sync.Mutex // guards built across config reloads
+	built       *config.Built
+	plugins     *pluginRunner
+	flow        *flowControl
+	kube        *kubeSource // nil unless Kubernetes mode
 	// pools are the pools the EPP is told it serves at start: --pool-name's
 	// list or the endpoints file's pools.
 	pools    []string
@@ -122,7 +124,7 @@ func build(f *Flags, st *settings, log logr.Logger, reg registry) (*app, error) 
 	}
 	a.background = append(a.background, a.flow)
 	a.kubeOptions(&opts)
-	if err := a.policyFiles(&opts, reg); err != nil {
+	if err := a.loadPolicyFiles(&opts, reg); err != nil {
 		return nil, err
 	}
 	if err := a.startTracing(st, &opts); err != nil {

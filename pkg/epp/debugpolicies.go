@@ -12,6 +12,16 @@ type policiesState struct {
 	// --model-rewrites-file) or "none".
 	Source string         `json:"source"`
 	Pools  []poolPolicies `json:"pools"`
+	// Files are the policy files and how many of their reloads were
+	// rejected (an edit that did not take: the log says why).
+	Files []policyFile `json:"files,omitempty"`
+}
+
+// policyFile is one policy file on /debug/policies.
+type policyFile struct {
+	Flag            string `json:"flag"`
+	Path            string `json:"path"`
+	RejectedReloads int64  `json:"rejectedReloads"`
 }
 
 // poolPolicies is one pool's policies; Pool is "" for an EPP that does not
@@ -49,6 +59,9 @@ func (a *app) policiesState() policiesState {
 			pp.Rewrites = r.Rules()
 		}
 		out.Pools = append(out.Pools, pp)
+	}
+	for _, f := range a.policyFiles {
+		out.Files = append(out.Files, policyFile{Flag: f.flag, Path: f.path, RejectedReloads: f.rejections()})
 	}
 	return out
 }

@@ -10,11 +10,17 @@ import (
 	"github.com/openepp/openepp/pkg/server"
 )
 
-// policyFiles loads the policies of an EPP without InferencePools,
+// loadedPolicyFile is a policy file the EPP reloads (/debug/policies).
+type loadedPolicyFile struct {
+	flag, path string
+	rejections func() int64
+}
+
+// loadPolicyFiles loads the policies of an EPP without InferencePools,
 // --objectives-file and --model-rewrites-file. With several pools each
 // object applies to the pool its spec.poolRef names, or to every pool
 // without one.
-func (a *app) policyFiles(opts *server.Options, reg prometheus.Registerer) error {
+func (a *app) loadPolicyFiles(opts *server.Options, reg prometheus.Registerer) error {
 	f := a.flags
 	var objs *objectives.File
 	var rewrites *modelrewrite.File
@@ -25,6 +31,7 @@ func (a *app) policyFiles(opts *server.Options, reg prometheus.Registerer) error
 		}
 		opts.Objectives = objs
 		a.background = append(a.background, objs)
+		a.policyFiles = append(a.policyFiles, loadedPolicyFile{"--objectives-file", f.ObjectivesFile, objs.Rejections})
 	}
 	if f.ModelRewritesFile != "" {
 		if rewrites, err = modelrewrite.NewFile(f.ModelRewritesFile, a.log.WithName("model-rewrites"), reg); err != nil {
@@ -32,6 +39,7 @@ func (a *app) policyFiles(opts *server.Options, reg prometheus.Registerer) error
 		}
 		opts.Rewrites = rewrites
 		a.background = append(a.background, rewrites)
+		a.policyFiles = append(a.policyFiles, loadedPolicyFile{"--model-rewrites-file", f.ModelRewritesFile, rewrites.Rejections})
 	}
 	if !a.severalPools() || objs == nil && rewrites == nil {
 		return nil

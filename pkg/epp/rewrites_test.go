@@ -96,6 +96,7 @@ func TestModelRewritesFile(t *testing.T) {
 		{Pool: "qwen", Objectives: map[string]int{"urgent": 5}, Rewrites: []modelrewrite.Rule{
 			{Object: "fast", Model: "fast", Targets: []modelrewrite.RuleTarget{{Model: "llama"}}}}},
 	}}
+	want.Files = []policyFile{{Flag: "--objectives-file", Path: objectives}, {Flag: "--model-rewrites-file", Path: path}}
 	if diff := cmp.Diff(want, policies); diff != "" {
 		t.Errorf("%s (-want +got):\n%s", policiesPath, diff)
 	}

@@ -51,15 +51,6 @@ func (u *usageStripper) rewrite(chunk []byte, final bool) (out []byte, ok bool) 
 	return out, len(out) > 0 || final
 }
 
-// flush returns what is held back, for a body that ends with trailers.
-func (u *usageStripper) flush() []byte {
-	if u == nil {
-		return nil
-	}
-	out, _ := u.rewrite(nil, true)
-	return out
-}
-
 // dropLength removes the response content-length, which dropping an event
 // would make wrong; the proxy then sends the body chunked.
 func (u *usageStripper) dropLength(common *extprocv3.CommonResponse, headers map[string]string) {

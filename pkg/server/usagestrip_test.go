@@ -52,8 +52,8 @@ func TestUsageStripperKeeps(t *testing.T) {
 	if out, ok := u.rewrite([]byte("data: {\"choices\":[]"), false); ok || len(out) != 0 {
 		t.Errorf("an unfinished event was forwarded: %q", out)
 	}
-	if rest := u.flush(); string(rest) != "data: {\"choices\":[]" {
-		t.Errorf("flush: %q", rest)
+	if rest, _ := u.rewrite(nil, true); string(rest) != "data: {\"choices\":[]" {
+		t.Errorf("final flush: %q", rest)
 	}
 	var none *usageStripper
 	if out, ok := none.rewrite([]byte(vllmStream), false); !ok || string(out) != vllmStream {
