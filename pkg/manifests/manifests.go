@@ -11,12 +11,28 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 	"strings"
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
+
+// LoadFile reads path and parses it with parse; a parse error names the
+// file (what: "objectives file").
+func LoadFile[T any](path, what string, parse func([]byte) (T, error)) (T, error) {
+	var zero T
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return zero, err
+	}
+	v, err := parse(data)
+	if err != nil {
+		return zero, fmt.Errorf("%s %q: %w", what, path, err)
+	}
+	return v, nil
+}
 
 // Each calls parse with every document of data that is not empty or only
 // comments, numbered from 1 as they appear. The errors parse returns are

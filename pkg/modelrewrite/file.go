@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 
@@ -44,17 +43,7 @@ func (t *Table) Of(pool string) *Index {
 }
 
 // Load reads the manifests in path.
-func Load(path string) (*Table, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	t, err := Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("model rewrites file %q: %w", path, err)
-	}
-	return t, nil
-}
+func Load(path string) (*Table, error) { return manifests.LoadFile(path, "model rewrites file", Parse) }
 
 // Parse reads a YAML stream of InferenceModelRewrite manifests. An earlier
 // document counts as an older object (precedence among rules of one kind).

@@ -10,7 +10,6 @@ package objectives
 import (
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 
@@ -55,17 +54,7 @@ func (t *Table) Of(pool string) Priorities {
 }
 
 // Load reads the manifests in path.
-func Load(path string) (*Table, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	table, err := Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("objectives file %q: %w", path, err)
-	}
-	return table, nil
-}
+func Load(path string) (*Table, error) { return manifests.LoadFile(path, "objectives file", Parse) }
 
 // Parse reads a YAML stream of InferenceObjective manifests (documents
 // separated by ---). Fields are decoded strictly; an objective without a
