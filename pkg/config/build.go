@@ -7,6 +7,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/openepp/openepp/pkg/manifests"
 	"github.com/openepp/openepp/pkg/scheduler"
 )
 
@@ -180,7 +181,7 @@ func (b *builder) instantiate() {
 		}
 		p, err := b.create(reg, spec)
 		if err != nil {
-			b.ps.add(idx("plugins", i), "plugin %q of type %q: %v", spec.Name, spec.Type, err)
+			b.ps.add(idx("plugins", i), "plugin %q of type %q: %v%s", spec.Name, spec.Type, err, manifests.BooleanHint(err))
 			continue
 		}
 		b.instances[spec.Name] = p

@@ -43,10 +43,13 @@ var buildErrorCases = []struct {
 - {name: s2, type: strict-scorer, parameters: {threshold: -1}}
 - {type: panicky}
 - {type: misnamed}
+- {name: s3, type: strict-scorer, parameters: {label: on}}
 `,
 	want: []string{
 		`plugins[0]: plugin "s1" of type "strict-scorer": parameters: json: unknown field "treshold"`,
 		`plugins[1]: plugin "s2" of type "strict-scorer": threshold: must be >= 0`,
+		`plugins[4]: plugin "s3" of type "strict-scorer": parameters: json: cannot unmarshal bool into Go struct field .label of type string` +
+			` (YAML reads unquoted y, n, yes, no, on, off, true and false as booleans: quote the value)`,
 		`plugins[2]: plugin "panicky" of type "panicky": factory panicked: boom`,
 		`plugins[3]: plugin "misnamed" of type "misnamed": factory returned a plugin named "other" of type "misnamed"`,
 	},

@@ -265,6 +265,7 @@ func fakeFactory(typ string, mk maker) scheduler.Factory {
 func strictScorerFactory(name string, params json.RawMessage, _ *scheduler.Handle) (scheduler.Plugin, error) {
 	var p struct {
 		Threshold float64 `json:"threshold"`
+		Label     string  `json:"label"`
 	}
 	if err := scheduler.DecodeParams(params, &p); err != nil {
 		return nil, err

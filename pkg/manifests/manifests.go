@@ -79,11 +79,19 @@ func DecodeStrict(raw []byte, obj any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
-	var typeErr *json.UnmarshalTypeError
-	if err := dec.Decode(obj); errors.As(err, &typeErr) && typeErr.Value == "bool" && typeErr.Type.Kind() == reflect.String {
-		return fmt.Errorf("%w (YAML reads unquoted y, n, yes, no, on, off, true and false as booleans: quote the value)", err)
-	} else if err != nil {
-		return err
+	if err := dec.Decode(obj); err != nil {
+		return fmt.Errorf("%w%s", err, BooleanHint(err))
 	}
 	return nil
+}
+
+// BooleanHint explains a boolean given where a string belongs: YAML reads
+// unquoted y, n, yes, no, on, off, true and false as booleans. It is "" for
+// any other error.
+func BooleanHint(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.Value == "bool" && typeErr.Type != nil && typeErr.Type.Kind() == reflect.String {
+		return " (YAML reads unquoted y, n, yes, no, on, off, true and false as booleans: quote the value)"
+	}
+	return ""
 }

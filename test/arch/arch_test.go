@@ -63,7 +63,7 @@ var allowed = map[string][]string{
 	"pkg/burst":          {"pkg/endpoint", "pkg/scheduler", "pkg/prefix", "pkg/promreg"},
 	"pkg/replicasync":    {"pkg/endpoint", "pkg/prefix", "pkg/scheduler", "pkg/fetchfail"},
 	"pkg/plugins":        {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/prefix", "pkg/filters", "pkg/scorers", "pkg/pickers", "pkg/profiles", "pkg/metrics", "pkg/datastore", "pkg/flowcontrol", "pkg/inflight", "pkg/disagg", "pkg/discovery", "pkg/models", "pkg/requestcontrol", "pkg/latency", "pkg/precise", "pkg/mmcache", "pkg/p2psource", "pkg/topology", "pkg/burst", "pkg/eviction", "pkg/dcgm", "pkg/labelattr"},
-	"pkg/config":         {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/filewatch"},
+	"pkg/config":         {"pkg/endpoint", "pkg/request", "pkg/scheduler", "pkg/filewatch", "pkg/manifests"},
 	"pkg/server":         {"pkg/endpoint", "pkg/request", "pkg/apierror", "pkg/scheduler", "pkg/certfile", "pkg/labelbudget", "pkg/promalias", "pkg/poolroute"},
 	"pkg/extproc":        {},
 	"pkg/tracing":        {},
