@@ -98,8 +98,11 @@ func (l *DispatchLog) add(key uint64, hostPort string, t time.Time) {
 	}
 }
 
-// AddUnscraped adds to out[i] the number of requests routed to eps[i] after
+// AddUnscraped adds to out[i] the number of requests routed to eps[i] since
 // its metrics were taken, forgetting the notes the metrics already cover.
+// A note at the scrape's very instant counts: the scrape may have been
+// taken first (in virtual time many events share an instant), and counting
+// one request twice for an interval is safer than none.
 func (l *DispatchLog) AddUnscraped(eps []*endpoint.Endpoint, out []float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -125,7 +128,7 @@ func (l *DispatchLog) AddUnscraped(eps []*endpoint.Endpoint, out []float64) {
 		}
 		ts, cutNs := n.ts, cut.UnixNano()
 		k := 0
-		for k < len(ts) && ts[k] <= cutNs {
+		for k < len(ts) && ts[k] < cutNs {
 			k++
 		}
 		if k > 0 {
@@ -164,7 +167,7 @@ func (l *DispatchLog) Unscraped(scraped map[string]time.Time) map[string]int {
 			cut = floor
 		}
 		ts, cutNs := n.ts, cut.UnixNano()
-		k := sort.Search(len(ts), func(i int) bool { return ts[i] > cutNs })
+		k := sort.Search(len(ts), func(i int) bool { return ts[i] >= cutNs })
 		if c := len(ts) - k; c > 0 {
 			out[n.hostPort] += c
 		}

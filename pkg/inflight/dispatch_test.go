@@ -130,3 +130,21 @@ func TestDispatchLogIndex(t *testing.T) {
 		t.Fatalf("a dispatch after the scrape: %v, want a at 1", got)
 	}
 }
+
+// TestDispatchLogSameInstant: a dispatch noted at the very instant of a
+// scrape counts (the scrape may have been taken before it): in virtual time
+// (the fleet) many events share an instant, and treating them as scraped
+// let a flow-control gate release every waiting request to one server.
+func TestDispatchLogSameInstant(t *testing.T) {
+	t.Parallel()
+	eps := logEndpoints(1)
+	eps[0].SetMetrics(&endpoint.Metrics{UpdateTime: logEpoch})
+	l := NewDispatchLog()
+	l.Add(eps[0], logEpoch)
+	l.Add(eps[0], logEpoch.Add(-time.Millisecond))
+	out := []float64{0}
+	l.AddUnscraped(eps, out)
+	if out[0] != 1 {
+		t.Errorf("unscraped %v, want the dispatch at the scrape's instant only", out)
+	}
+}

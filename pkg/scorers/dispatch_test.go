@@ -87,9 +87,10 @@ func TestQueueDepthScrapeClearsDispatches(t *testing.T) {
 	if got := s.Score(scCtx, scState(), nil, eps); !cmp.Equal(got, []float64{0, 1}) {
 		t.Fatalf("before the scrape: %v", got)
 	}
-	eps[0].SetMetrics(&endpoint.Metrics{WaitingQueueSize: 1, UpdateTime: scEpoch.Add(3 * time.Millisecond)})
-	eps[1].SetMetrics(&endpoint.Metrics{WaitingQueueSize: 3, UpdateTime: scEpoch.Add(3 * time.Millisecond)})
-	// Endpoint 0: queue 1 + the 2 dispatches after 3 ms = 3, as endpoint 1.
+	scraped := scEpoch.Add(3*time.Millisecond + time.Microsecond)
+	eps[0].SetMetrics(&endpoint.Metrics{WaitingQueueSize: 1, UpdateTime: scraped})
+	eps[1].SetMetrics(&endpoint.Metrics{WaitingQueueSize: 3, UpdateTime: scraped})
+	// Endpoint 0: queue 1 + the 2 dispatches after the scrape = 3, as endpoint 1.
 	if got := s.Score(scCtx, scState(), nil, eps); !cmp.Equal(got, []float64{1, 1}) {
 		t.Errorf("after a scrape covering 3 of 5 dispatches: %v, want [1 1]", got)
 	}
